@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine (python3 + pip): creates .venv with the CPU build of torch and
+# everything hello needs, then runs the demo build or the test suite.
+#   bash dev.sh demo    distil the embedded default (scikit-learn digits) into a bundle and train on it
+#   bash dev.sh test    run the test suite (fast tests; add "-m slow" for the slow ones)
+set -euo pipefail
+cd "$(dirname "$0")"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.hello-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  .venv/bin/pip install -q -c constraints.txt -e ".[test,bench]"
+  touch "$stamp"
+fi
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  demo) exec .venv/bin/hello-build --demo "$@" ;;
+  test) exec .venv/bin/python -m pytest "$@" ;;
+  *) echo "usage: bash dev.sh demo|test [args...]" >&2; exit 2 ;;
+esac
