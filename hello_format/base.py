@@ -1,0 +1,292 @@
+"""The CLIP base of a projector: create it from open_clip, a local checkpoint or the bundle itself.
+
+Every source ends in the same open_clip model, checked against the bundle's fingerprint. Weights
+are only ever read from safetensors; nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
+import open_clip
+from open_clip.transformer import QuickGELU
+
+from hello_format.errors import BaseModelError
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+SOURCES = ("open_clip", "local", "embedded")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """``sha256:<hex>`` of a model's weights, equal for fp16 and fp32 copies of the same values.
+
+    Over the state dict in sorted key order (``num_batches_tracked`` counters skipped: they never
+    change an output), each entry contributes: the UTF-8 key, ``\\0``, the dtype name, ``\\0``, the
+    shape as ``2x3`` (``""`` for a scalar), ``\\0``, then the tensor's bytes. Floating tensors are
+    hashed as little-endian float32 and named ``float32``; other tensors in their own dtype.
+    """
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for key in sorted(state):
+        if key.endswith("num_batches_tracked"):
+            continue
+        tensor = state[key].detach()
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.float32)
+        tensor = tensor.cpu().contiguous()
+        dtype_name = str(tensor.dtype).removeprefix("torch.")
+        shape = "x".join(str(size) for size in tensor.shape)
+        digest.update(f"{key}\0{dtype_name}\0{shape}\0".encode("utf-8"))
+        # numpy arrays are little-endian on every platform torch supports
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
+                checkpoint: str | os.PathLike | None = None, device="cpu") -> nn.Module:
+    """The open_clip CLIP model a manifest's ``base`` section describes, in eval mode.
+
+    ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
+    path of a safetensors file (source ``local``). The fingerprint is always checked.
+    """
+    source = base_manifest.get("source")
+    architecture = base_manifest.get("architecture")
+    tag = base_manifest.get("pretrained")
+    if source not in SOURCES:
+        raise BaseModelError(f"base.source is {source!r}; expected one of {', '.join(SOURCES)}")
+    _register_config(architecture, base_manifest.get("config"))
+    if source == "open_clip":
+        model = _create_pretrained(architecture, tag, device)
+    else:
+        if source == "local":
+            state = _read_local_checkpoint(checkpoint, base_manifest.get("checkpoint"))
+            origin = f"base checkpoint {checkpoint}"
+        else:
+            if embedded_state is None:
+                raise BaseModelError("base.source is 'embedded' but the bundle holds no base.* "
+                                     "tensors: the file is incomplete, rebuild it")
+            state, origin = embedded_state, "the bundle's embedded base (base.* tensors)"
+        model = _instantiate(architecture, tag, base_manifest, device)
+        _load_state(model, state, architecture, origin)
+    model.eval()
+    _check_fingerprint(model, base_manifest, architecture, tag)
+    return model
+
+
+def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None = None,
+                  source: str, config: dict | None = None,
+                  checkpoint: str | None = None) -> dict:
+    """The manifest ``base`` section for ``model``, as ``create_base`` will need it."""
+    if source not in SOURCES:
+        raise BaseModelError(f"base source {source!r} is not one of {', '.join(SOURCES)}")
+    if config is None and architecture not in open_clip.list_models():
+        raise BaseModelError(f"architecture {architecture!r} is not an open_clip model config: "
+                             "pass its config dict so readers can rebuild it")
+    if _uses_quick_gelu(model) != _wants_quick_gelu(architecture, pretrained, config):
+        raise BaseModelError(f"the model's activation (QuickGELU or GELU) differs from what "
+                             f"{architecture}/{pretrained} gives: record the matching architecture, "
+                             "e.g. the '-quickgelu' variant")
+    image_size, mean, std = preprocessing(model)
+    return {
+        "source": source,
+        "architecture": architecture,
+        "pretrained": pretrained,
+        "checkpoint": checkpoint,
+        "config": copy.deepcopy(config),
+        "fingerprint": fingerprint(model),
+        "image_size": image_size,
+        "mean": mean,
+        "std": std,
+    }
+
+
+def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[float]]:
+    """``(image_size, mean, std)`` the base expects; a square size is a single int."""
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", getattr(model.visual, "image_size", None))
+    if isinstance(size, (tuple, list)):
+        size = int(size[0]) if size[0] == size[1] else [int(s) for s in size]
+    return size, [float(m) for m in cfg["mean"]], [float(s) for s in cfg["std"]]
+
+
+def _register_config(architecture, config: dict | None) -> None:
+    """Make a custom open_clip config creatable under its architecture name."""
+    if not isinstance(architecture, str) or not architecture:
+        raise BaseModelError(f"base.architecture must be an open_clip model name, got {architecture!r}")
+    if ":" in architecture:
+        raise BaseModelError(f"base.architecture {architecture!r} uses an open_clip schema (hf-hub:, "
+                             "local-dir:); record a plain model name plus base.config instead")
+    known = open_clip.get_model_config(architecture)
+    if config is None:
+        if known is None:
+            raise BaseModelError(f"unknown open_clip architecture {architecture!r}: not one of "
+                                 "open_clip's model configs and base.config is empty")
+        return
+    if not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise BaseModelError(f"base.config for {architecture!r} is not an open_clip model config "
+                             "(needs embed_dim, vision_cfg, text_cfg)")
+    if known is not None:
+        if known != config:
+            raise BaseModelError(f"base.config differs from open_clip's own {architecture!r} config: "
+                                 "give the custom architecture a name of its own")
+        return
+    open_clip.factory._MODEL_CONFIGS[architecture] = copy.deepcopy(config)
+
+
+def _tag_config(architecture: str, tag: str | None) -> dict:
+    return open_clip.get_pretrained_cfg(architecture, tag) if tag else {}
+
+
+def _wants_quick_gelu(architecture: str, tag: str | None, config: dict | None) -> bool:
+    config = config if config is not None else open_clip.get_model_config(architecture) or {}
+    return bool(config.get("quick_gelu", False) or _tag_config(architecture, tag).get("quick_gelu"))
+
+
+def _uses_quick_gelu(model: nn.Module) -> bool:
+    return any(isinstance(module, QuickGELU) for module in model.modules())
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """open_clip logs 'initialized randomly' warnings on the root logger; we load weights after."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device) -> nn.Module:
+    """A randomly initialised model with the manifest's preprocessing, ready for its weights."""
+    preprocess = {key: base_manifest[key] for key in ("mean", "std") if base_manifest.get(key)}
+    with _quiet_open_clip():
+        return open_clip.create_model(
+            architecture, pretrained=None, device=device,
+            force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
+            force_preprocess_cfg=preprocess or None)
+
+
+def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
+    """open_clip's own model + tag, from its cache (downloading when the network is allowed)."""
+    if not tag:
+        raise BaseModelError(f"base.source is 'open_clip' but base.pretrained is empty: name the "
+                             f"open_clip pretrained tag of {architecture}")
+    tag_cfg = _tag_config(architecture, tag)
+    if not tag_cfg:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
+        raise BaseModelError(f"open_clip has no pretrained tag {tag!r} for {architecture} "
+                             f"(known tags: {known})")
+    path = _download(architecture, tag, tag_cfg)
+    if not str(path).endswith(".safetensors"):
+        raise BaseModelError(f"open_clip weights for {architecture}/{tag} are a pickle file ({path}); "
+                             "hello only loads safetensors: convert it and use a local base")
+    try:
+        with _quiet_open_clip():
+            return open_clip.create_model(architecture, pretrained=tag, device=device,
+                                          force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
+    except RuntimeError as error:
+        raise BaseModelError(f"open_clip could not load {architecture}/{tag} from {path}: "
+                             f"{_one_line(error)}") from None
+
+
+def _download(architecture: str, tag: str, tag_cfg: dict) -> str:
+    """Path of the tag's weights file, or a BaseModelError saying where we looked and what to do."""
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    repo = tag_cfg.get("hf_hub", "")
+    if repo:
+        where = f"the Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo.rstrip('/')})"
+    else:
+        where = f"open_clip's cache {Path('~/.cache/clip').expanduser()} (url {tag_cfg.get('url')})"
+    hint = ("HF_HUB_OFFLINE=1 is set: unset it to download, or" if offline
+            else "check the network, or")
+    failure = None
+    if repo or not offline:
+        try:
+            return open_clip.download_pretrained(tag_cfg)
+        except Exception as error:  # noqa: BLE001  (any download failure gets the same advice)
+            failure = _one_line(error)
+    detail = f" ({failure[:200]})" if failure else ""
+    raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag}: not found in {where}"
+                         f"{detail}; {hint} pass a local safetensors checkpoint of the base")
+
+
+def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
+    """A local base checkpoint as a state dict, from safetensors only (pickles are refused)."""
+    if checkpoint is None:
+        raise BaseModelError(f"this bundle's base is a local checkpoint ({hint or 'no name recorded'}): "
+                             "pass its path (checkpoint=... / --base-checkpoint)")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise BaseModelError(f"base checkpoint {path} does not exist")
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if path.suffix.lower() in _PICKLE_SUFFIXES or magic in (b"PK", b"\x80\x02", b"\x80\x04"):
+        raise BaseModelError(f"base checkpoint {path} is a pickle/torch.save file, which hello never "
+                             "loads: convert it with safetensors.torch.save_file(state_dict, "
+                             "'base.safetensors') and pass that file")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except Exception as error:  # noqa: BLE001  (safetensors raises several types)
+        raise BaseModelError(f"base checkpoint {path} is not a readable safetensors file: "
+                             f"{_one_line(error)}") from None
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _load_state(model: nn.Module, state: dict, architecture: str, origin: str) -> None:
+    """Copy ``state`` into ``model`` after checking every key and shape (one-line errors)."""
+    expected = model.state_dict()
+    missing = sorted(k for k in expected.keys() - state.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (first {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+        raise BaseModelError(f"{origin} does not fit open_clip architecture {architecture}: "
+                             f"{' and '.join(parts)} weights; is base.architecture right?")
+    for key in sorted(state):
+        have, need = tuple(state[key].shape), tuple(expected[key].shape)
+        if have != need:
+            raise BaseModelError(f"{origin} does not fit open_clip architecture {architecture}: "
+                                 f"weight {key} has shape {_shape(have)}, the architecture needs "
+                                 f"{_shape(need)}")
+    model.load_state_dict(state, strict=False)
+
+
+def _check_fingerprint(model: nn.Module, base_manifest: dict, architecture: str, tag) -> None:
+    wanted = base_manifest.get("fingerprint")
+    if not wanted:
+        return
+    actual = fingerprint(model)
+    if actual != wanted:
+        made_for = f"{architecture}/{tag}" if tag else architecture
+        if base_manifest.get("checkpoint"):
+            made_for += f" ({base_manifest['checkpoint']})"
+        raise BaseModelError(f"base weights fingerprint {actual} does not match the bundle's "
+                             f"{wanted}: this bundle was made for {made_for}")
+
+
+def _shape(shape: tuple) -> str:
+    return "x".join(str(size) for size in shape) or "scalar"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,54 @@
+"""The text-guided head: class text embeddings (CLIP's zero-shot classifier) plus a low-rank delta."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+DEFAULT_TEMPLATES: tuple[str, ...] = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
+
+
+@torch.no_grad()
+def text_embeddings(model: nn.Module, tokenizer, class_names: Sequence[str],
+                    templates: Sequence[str], *, batch_size: int = 1024) -> torch.Tensor:
+    """``[C, d]`` float32: per class, the mean over templates of L2-normalised text embeddings,
+    renormalised (open_clip's ``build_zero_shot_classifier``, transposed)."""
+    if not templates:
+        raise ValueError("head templates are empty: give at least one, e.g. 'a photo of a {}.'")
+    device = next(model.parameters()).device
+    prompts = [template.format(name) for name in class_names for template in templates]
+    encoded = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = tokenizer(prompts[start:start + batch_size]).to(device)
+        encoded.append(model.encode_text(tokens, normalize=True).float())
+    per_prompt = torch.cat(encoded).reshape(len(class_names), len(templates), -1)
+    return F.normalize(per_prompt.mean(dim=1), dim=-1)
+
+
+class HeadLoRA(nn.Module):
+    """Low-rank delta of the class weights: ``(lora_alpha / r) * lora_B @ lora_A``, ``[C, d]``.
+
+    ``lora_A`` ``[r, d]`` starts Kaiming-uniform (as peft does), ``lora_B`` ``[C, r]`` at zero, so a
+    new head is exactly the text-initialised classifier.
+    """
+
+    def __init__(self, num_classes: int, dim: int, r: int, lora_alpha: float):
+        super().__init__()
+        if r < 1:
+            raise ValueError(f"head LoRA rank must be >= 1, got {r}")
+        self.r, self.lora_alpha = int(r), float(lora_alpha)
+        self.scaling = self.lora_alpha / self.r
+        self.lora_A = nn.Parameter(torch.empty(r, dim))
+        self.lora_B = nn.Parameter(torch.zeros(num_classes, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def delta(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_A)

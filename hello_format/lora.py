@@ -1,0 +1,144 @@
+"""peft LoRA on the CLIP image encoder (``model.visual``): targets, injection, weights, merging.
+
+Weights are exchanged under peft adapter-file keys (``base_model.model.<path in visual>.lora_A.weight``)
+so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_adapter``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from hello_format.errors import BaseModelError, ManifestError
+
+ADAPTER_PREFIX = "base_model.model."
+ADAPTER_NAME = "default"
+# A ViT block's attention (peft wraps in_proj and out_proj together; out_proj alone would be dead)
+# and both MLP projections.
+VIT_TARGETS = r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
+# Every conv of the ResNet stem and bottlenecks. Never the attention pool's q/k/v/c projections:
+# F.multi_head_attention_forward reads their .weight directly, so a LoRA there is silently dead.
+RESNET_TARGETS = r"(conv[123]|layer\d+\.\d+\.(conv[123]|downsample\.0))"
+
+
+def default_targets(visual: nn.Module) -> str:
+    """The peft ``target_modules`` regex for an open_clip image encoder."""
+    if isinstance(visual, VisionTransformer):
+        return VIT_TARGETS
+    if isinstance(visual, ModifiedResNet):
+        return RESNET_TARGETS
+    raise BaseModelError(f"no default LoRA targets for image encoder {type(visual).__name__}: "
+                         "give target_modules explicitly")
+
+
+def lora_manifest(visual: nn.Module, *, r: int = 8, lora_alpha: float = 16,
+                  target_modules: str | list[str] | None = None, dtype: str = "float16") -> dict:
+    """A manifest ``lora`` section with our defaults (targets from ``default_targets``)."""
+    return {
+        "peft_type": "LORA", "module_root": "visual",
+        "target_modules": target_modules if target_modules is not None else default_targets(visual),
+        "r": int(r), "lora_alpha": lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
+        "lora_dropout": 0.0, "bias": "none", "dtype": dtype,
+    }
+
+
+def lora_config(manifest: dict) -> LoraConfig:
+    """The peft ``LoraConfig`` a manifest ``lora`` section describes."""
+    if manifest.get("peft_type", "LORA") != "LORA" or manifest.get("module_root", "visual") != "visual":
+        raise ManifestError("lora.peft_type must be 'LORA' and lora.module_root 'visual' "
+                            f"(got {manifest.get('peft_type')!r}, {manifest.get('module_root')!r})")
+    if manifest.get("bias", "none") != "none":
+        raise ManifestError(f"lora.bias {manifest.get('bias')!r} is not supported: only 'none'")
+    return LoraConfig(
+        r=manifest["r"], lora_alpha=manifest["lora_alpha"],
+        target_modules=manifest["target_modules"],
+        rank_pattern=dict(manifest.get("rank_pattern") or {}),
+        alpha_pattern=dict(manifest.get("alpha_pattern") or {}),
+        lora_dropout=manifest.get("lora_dropout", 0.0), bias="none")
+
+
+def inject(visual: nn.Module, manifest: dict) -> nn.Module:
+    """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
+    config = lora_config(manifest)
+    try:
+        return inject_adapter_in_model(config, visual, adapter_name=ADAPTER_NAME)
+    except ValueError as error:  # peft: no module matched target_modules
+        raise ManifestError(f"lora.target_modules {manifest['target_modules']!r} matches no module of "
+                            f"the image encoder: {' '.join(str(error).split())[:200]}") from None
+
+
+def export_state_dict(visual: nn.Module, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The LoRA weights under peft adapter-file keys, as contiguous CPU tensors of ``dtype``."""
+    state = get_peft_model_state_dict(visual, adapter_name=ADAPTER_NAME)
+    return {ADAPTER_PREFIX + key: value.detach().to("cpu", dtype).contiguous()
+            for key, value in state.items()}
+
+
+def load_state_dict(visual: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy adapter-file-keyed LoRA weights into an injected ``visual``; every key must match."""
+    expected = export_state_dict(visual, torch.float32)
+    unknown = sorted(state.keys() - expected.keys())
+    missing = sorted(expected.keys() - state.keys())
+    if unknown:
+        raise ManifestError(f"tensor encoder_lora.{unknown[0]} is not a LoRA weight of the "
+                            f"manifest's lora section ({len(unknown)} such); the file is inconsistent")
+    if missing:
+        raise ManifestError(f"tensor encoder_lora.{missing[0]} is missing ({len(missing)} LoRA "
+                            "weights in all); the file is incomplete")
+    parameters = dict(visual.named_parameters())
+    with torch.no_grad():
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(expected[key].shape):
+                raise ManifestError(f"tensor encoder_lora.{key} has shape {list(value.shape)}, the "
+                                    f"lora section needs {list(expected[key].shape)}")
+            parameter = parameters[_parameter_name(key)]
+            parameter.copy_(value.to(parameter.dtype))
+
+
+def merge(visual: nn.Module) -> nn.Module:
+    """Fold every LoRA into its base weights and put the plain modules back (no per-batch cost)."""
+    tuner_names = [name for name, module in visual.named_modules() if isinstance(module, BaseTunerLayer)]
+    outermost = [name for name in tuner_names
+                 if not any(name.startswith(other + ".") for other in tuner_names)]
+    for name in outermost:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = visual.get_submodule(parent_name)
+        layer = getattr(parent, child_name)
+        if hasattr(layer, "unload_and_optionally_merge_module"):  # nn.MultiheadAttention
+            plain = layer.unload_and_optionally_merge_module(merge=True, safe_merge=False,
+                                                             adapter_names=None)
+        else:
+            layer.merge()
+            plain = layer.get_base_layer()
+        setattr(parent, child_name, plain)
+    if hasattr(visual, "peft_config"):
+        del visual.peft_config
+    return visual
+
+
+def write_peft_adapter(folder: str | Path, manifest: dict, state: dict[str, torch.Tensor]) -> Path:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors``: loadable with
+    ``peft.PeftModel.from_pretrained(clip_model.visual, folder)``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    lora_config(manifest).save_pretrained(str(folder))
+    save_file({key: value.contiguous() for key, value in state.items()},
+              folder / "adapter_model.safetensors")
+    return folder
+
+
+def _parameter_name(adapter_key: str) -> str:
+    """``base_model.model.x.lora_A.weight`` -> the injected parameter ``x.lora_A.default.weight``."""
+    path = adapter_key.removeprefix(ADAPTER_PREFIX)
+    module, _, leaf = path.rpartition(".")
+    return f"{module}.{ADAPTER_NAME}.{leaf}"
+

@@ -1,0 +1,209 @@
+"""The projector: a CLIP image encoder with LoRA plus a text-initialised head -> class logits.
+
+``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` where ``T`` are the class text
+embeddings (recomputed from the public base and the class names, never stored) and ``delta`` the
+head's low-rank update. One module serves the builder (trainable LoRA) and readers (merged).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
+import open_clip
+
+from hello_format import lora
+from hello_format.base import create_base
+from hello_format.errors import ManifestError
+from hello_format.head import HeadLoRA, text_embeddings
+
+
+class Projector(nn.Module):
+    """Images (float in [0, 1], ``[B, 3, h, w]``, any h, w) -> fp32 logits ``[B, C]``."""
+
+    def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
+                 templates: Sequence[str], lora_manifest: dict | None,
+                 head_lora_manifest: dict | None, logit_scale: float, tokenizer=None):
+        super().__init__()
+        self.base_manifest = dict(base_manifest)
+        self.class_names = list(class_names)
+        self.templates = list(templates)
+        self.lora_manifest = dict(lora_manifest) if lora_manifest else None
+        self.head_lora_manifest = dict(head_lora_manifest) if head_lora_manifest else None
+        self.logit_scale = float(logit_scale)
+        self.merged = False
+        self._channels_last = False
+        size = base_manifest["image_size"]
+        self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+        self.register_buffer("mean", _channel_vector(base_manifest["mean"]), persistent=False)
+        self.register_buffer("std", _channel_vector(base_manifest["std"]), persistent=False)
+        tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
+        embeddings = text_embeddings(clip_model, tokenizer, self.class_names, self.templates)
+        self.register_buffer("text_embeddings", embeddings, persistent=False)
+        self.visual = clip_model.visual
+        if self.lora_manifest:
+            lora.inject(self.visual, self.lora_manifest)
+        self.head = None
+        if self.head_lora_manifest:
+            self.head = HeadLoRA(len(self.class_names), embeddings.shape[1],
+                                 self.head_lora_manifest["r"], self.head_lora_manifest["lora_alpha"])
+            self.head.to(embeddings.device)
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+
+    @classmethod
+    def for_training(cls, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
+                     templates: Sequence[str], lora_manifest: dict | None,
+                     head_lora_manifest: dict | None, logit_scale: float) -> "Projector":
+        """A projector whose only trainable parameters are the encoder and head LoRA A/B."""
+        projector = cls(clip_model, base_manifest, class_names, templates=templates,
+                        lora_manifest=lora_manifest, head_lora_manifest=head_lora_manifest,
+                        logit_scale=logit_scale)
+        return projector.train()
+
+    @classmethod
+    def from_bundle(cls, bundle, *, device="cpu", merge: bool = True,
+                    checkpoint: str | None = None) -> "Projector":
+        """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default."""
+        manifest = bundle.manifest
+        base_manifest, head = manifest["base"], manifest["head"]
+        if head.get("ensemble", "mean") != "mean" or head.get("normalize_features", True) is not True:
+            raise ManifestError("head.ensemble must be 'mean' and head.normalize_features true "
+                                f"(got {head.get('ensemble')!r}, {head.get('normalize_features')!r})")
+        embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
+        clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint,
+                                 device=device)
+        projector = cls(clip_model, base_manifest, bundle.class_names, templates=head["templates"],
+                        lora_manifest=manifest.get("lora"), head_lora_manifest=head.get("lora"),
+                        logit_scale=head["logit_scale"])
+        if projector.lora_manifest:
+            lora.load_state_dict(projector.visual, bundle.lora_state_dict())
+        projector._load_head(bundle.head_state_dict())
+        projector.requires_grad_(False)
+        projector.eval()
+        if merge:
+            projector.merge()
+        return projector.to(device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not images.is_floating_point():
+            raise TypeError(f"the projector takes float images in [0, 1], got {images.dtype}: "
+                            "convert with images.float() / 255")
+        x = images
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True,
+                              align_corners=False)
+        features = self.visual((x - self.mean) / self.std)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = F.normalize(features.float(), dim=-1)
+            return self.logit_scale * features @ self.class_weights().t()
+
+    @torch.inference_mode()
+    def label(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch at inference speed: no autograd, bf16 + channels_last on CUDA."""
+        images = images.to(self.mean.device, non_blocking=True)
+        if images.device.type != "cuda":
+            return self(images).float()
+        if not self._channels_last:
+            self.visual.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return self(images).float()
+
+    def class_weights(self) -> torch.Tensor:
+        """``[C, d]``: text embeddings plus the head delta (precomputed once merged)."""
+        if self.merged or self.head is None:
+            return self.text_embeddings
+        return self.text_embeddings + self.head.delta()
+
+    def train(self, mode: bool = True) -> "Projector":
+        """Batch norms stay in eval mode: the base's statistics must never drift."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def merge(self) -> "Projector":
+        """Fold the encoder LoRA into its weights and the head delta into the class weights."""
+        if self.merged:
+            return self
+        with torch.no_grad():
+            if self.lora_manifest:
+                lora.merge(self.visual)
+            self.text_embeddings = self.class_weights().detach().clone()
+        self.head = None
+        self.merged = True
+        return self
+
+    def bundle_tensors(self, dtype: torch.dtype | str | None = None) -> dict[str, torch.Tensor]:
+        """``encoder_lora.*`` and ``head.*`` tensors for ``write_bundle`` (dtype: the manifests')."""
+        if self.merged:
+            raise RuntimeError("a merged projector has no separate LoRA weights to store")
+        tensors = {}
+        if self.lora_manifest:
+            encoder_dtype = _dtype(dtype or self.lora_manifest["dtype"])
+            for key, value in lora.export_state_dict(self.visual, encoder_dtype).items():
+                tensors[f"encoder_lora.{key}"] = value
+        if self.head is not None:
+            head_dtype = _dtype(dtype or self.head_lora_manifest["dtype"])
+            tensors["head.lora_A"] = self.head.lora_A.detach().to("cpu", head_dtype).contiguous()
+            tensors["head.lora_B"] = self.head.lora_B.detach().to("cpu", head_dtype).contiguous()
+        return tensors
+
+    def manifest_sections(self, dtype: torch.dtype | str | None = None) -> dict:
+        """The manifest ``base``, ``lora`` and ``head`` sections (dtype as in ``bundle_tensors``)."""
+        sections = {"base": dict(self.base_manifest)}
+        if self.lora_manifest:
+            sections["lora"] = {**self.lora_manifest,
+                                "dtype": _dtype_name(dtype or self.lora_manifest["dtype"])}
+        head = {"templates": list(self.templates), "ensemble": "mean", "normalize_features": True,
+                "logit_scale": self.logit_scale}
+        if self.head_lora_manifest:
+            head["lora"] = {**self.head_lora_manifest,
+                            "dtype": _dtype_name(dtype or self.head_lora_manifest["dtype"])}
+        sections["head"] = head
+        return sections
+
+    def _load_head(self, state: dict[str, torch.Tensor]) -> None:
+        if self.head is None:
+            if state:
+                raise ManifestError("the file has head.lora_* tensors but the manifest has no "
+                                    "head.lora section: the file is inconsistent")
+            return
+        for name in ("lora_A", "lora_B"):
+            if name not in state:
+                raise ManifestError(f"tensor head.{name} is missing; the manifest's head.lora "
+                                    "section needs it")
+            expected = tuple(getattr(self.head, name).shape)
+            if tuple(state[name].shape) != expected:
+                raise ManifestError(f"tensor head.{name} has shape {list(state[name].shape)}, the "
+                                    f"head needs {list(expected)}")
+        unknown = sorted(state.keys() - {"lora_A", "lora_B"})
+        if unknown:
+            raise ManifestError(f"tensor head.{unknown[0]} is not a head weight")
+        with torch.no_grad():
+            self.head.lora_A.copy_(state["lora_A"].float())
+            self.head.lora_B.copy_(state["lora_B"].float())
+
+
+def _channel_vector(values: Sequence[float]) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values], dtype=torch.float32).reshape(1, -1, 1, 1)
+
+
+def _dtype(value: torch.dtype | str) -> torch.dtype:
+    if isinstance(value, torch.dtype):
+        return value
+    dtype = getattr(torch, str(value), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ManifestError(f"LoRA dtype {value!r} is not a floating torch dtype (e.g. 'float16')")
+    return dtype
+
+
+def _dtype_name(value: torch.dtype | str) -> str:
+    return str(_dtype(value)).removeprefix("torch.")
