@@ -11,6 +11,7 @@ import copy
 import hashlib
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
+from open_clip.transform import PreprocessCfg
 from open_clip.transformer import QuickGELU
 
 from hello_format.errors import BaseModelError
@@ -113,12 +115,16 @@ def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None
 
 
 def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[float]]:
-    """``(image_size, mean, std)`` the base expects; a square size is a single int."""
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg.get("size", getattr(model.visual, "image_size", None))
+    """``(image_size, mean, std)`` the base expects; a square size is a single int.
+
+    A model built without open_clip's factory has no preprocess config: open_clip's defaults apply.
+    """
+    cfg = {**asdict(PreprocessCfg()), **open_clip.get_model_preprocess_cfg(model)}
+    size = getattr(model.visual, "image_size", None) or cfg["size"]
     if isinstance(size, (tuple, list)):
         size = int(size[0]) if size[0] == size[1] else [int(s) for s in size]
-    return size, [float(m) for m in cfg["mean"]], [float(s) for s in cfg["std"]]
+    mean, std = [float(m) for m in cfg["mean"]], [float(s) for s in cfg["std"]]
+    return size, mean, std
 
 
 def _register_config(architecture, config: dict | None) -> None:
@@ -214,13 +220,13 @@ def _download(architecture: str, tag: str, tag_cfg: dict) -> str:
         where = f"open_clip's cache {Path('~/.cache/clip').expanduser()} (url {tag_cfg.get('url')})"
     hint = ("HF_HUB_OFFLINE=1 is set: unset it to download, or" if offline
             else "check the network, or")
-    failure = None
+    detail = ""
     if repo or not offline:
         try:
             return open_clip.download_pretrained(tag_cfg)
         except Exception as error:  # noqa: BLE001  (any download failure gets the same advice)
-            failure = _one_line(error)
-    detail = f" ({failure[:200]})" if failure else ""
+            if not offline:  # offline, the cause is known; online, the error says what went wrong
+                detail = f" (download failed: {_one_line(error)[:160]})"
     raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag}: not found in {where}"
                          f"{detail}; {hint} pass a local safetensors checkpoint of the base")
 

@@ -1,0 +1,198 @@
+"""Creating the CLIP base: fingerprint, the three sources, and one-line errors for bad input."""
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import open_clip
+from hello_format.base import create_base, describe_base, fingerprint
+from hello_format.errors import BaseModelError
+from hello_format.testing import TINY_ARCHITECTURES, tiny_base_manifest, tiny_clip
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return tiny_clip("vit", seed=0)
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_fingerprint_is_stable_and_seed_dependent(vit):
+    assert fingerprint(vit) == fingerprint(tiny_clip("vit", seed=0))
+    assert fingerprint(vit) != fingerprint(tiny_clip("vit", seed=1))
+    assert fingerprint(vit).startswith("sha256:") and len(fingerprint(vit)) == 7 + 64
+
+
+def test_fingerprint_changes_when_one_weight_changes(vit):
+    model = tiny_clip("vit", seed=0)
+    before = fingerprint(model)
+    with torch.no_grad():
+        model.visual.transformer.resblocks[1].mlp.c_fc.weight[3, 5] += 1e-3
+    assert fingerprint(model) != before
+
+
+def test_fingerprint_equal_for_fp16_and_fp32_copies():
+    model = tiny_clip("rn", seed=0)
+    with torch.no_grad():  # make every weight fp16-representable
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    half = tiny_clip("rn", seed=0).half()
+    half.load_state_dict(model.state_dict())
+    assert next(half.parameters()).dtype == torch.float16
+    assert fingerprint(half) == fingerprint(model)
+
+
+def test_describe_base_records_preprocessing(vit):
+    section = describe_base(vit, architecture="hello-tiny-vit", source="embedded")
+    assert section["image_size"] == 32
+    assert section["mean"] == pytest.approx(list(open_clip.OPENAI_DATASET_MEAN))
+    assert section["std"] == pytest.approx(list(open_clip.OPENAI_DATASET_STD))
+    assert section["fingerprint"] == fingerprint(vit)
+    assert section["pretrained"] is None and section["config"] is None
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_embedded_base_round_trip(family):
+    model = tiny_clip(family, seed=3)
+    section = tiny_base_manifest(model, family)
+    rebuilt = create_base(section, embedded_state=model.state_dict())
+    assert fingerprint(rebuilt) == section["fingerprint"]
+    assert not rebuilt.training
+    image = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.encode_image(image), model.encode_image(image))
+
+
+def test_embedded_fp16_state_matches_the_fp32_fingerprint():
+    model = tiny_clip("vit", seed=0)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    section = tiny_base_manifest(model, "vit")
+    half_state = {key: value.half() if value.is_floating_point() else value
+                  for key, value in model.state_dict().items()}
+    rebuilt = create_base(section, embedded_state=half_state)
+    assert next(rebuilt.parameters()).dtype == torch.float32
+
+
+def test_local_safetensors_checkpoint(vit, tmp_path):
+    path = tmp_path / "base.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, path)
+    section = tiny_base_manifest(vit, "vit", source="local") | {"checkpoint": "base.safetensors"}
+    rebuilt = create_base(section, checkpoint=str(path))
+    assert fingerprint(rebuilt) == fingerprint(vit)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section)
+    assert "base.safetensors" in _one_line_error(excinfo)
+
+
+def test_custom_config_is_registered_under_its_name():
+    config = open_clip.get_model_config("hello-tiny-vit")
+    config["vision_cfg"]["layers"] = 1
+    config["text_cfg"]["layers"] = 1
+    open_clip_model = _custom_model(config)
+    section = describe_base(open_clip_model, architecture="hello-test-custom-1layer", config=config,
+                            source="embedded")
+    rebuilt = create_base(section, embedded_state=open_clip_model.state_dict())
+    assert len(rebuilt.visual.transformer.resblocks) == 1
+    assert fingerprint(rebuilt) == section["fingerprint"]
+
+
+def _custom_model(config):
+    from open_clip.model import CLIP
+
+    return CLIP(**config).eval()
+
+
+def test_unknown_architecture(vit):
+    section = tiny_base_manifest(vit, "vit") | {"architecture": "ViT-Nope-99"}
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, embedded_state=vit.state_dict())
+    message = _one_line_error(excinfo)
+    assert "ViT-Nope-99" in message and "unknown" in message
+
+
+def test_pretrained_tag_unavailable_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    section = {"source": "open_clip", "architecture": "RN50", "pretrained": "openai",
+               "fingerprint": "sha256:" + "0" * 64}
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section)
+    message = _one_line_error(excinfo)
+    for words in ("RN50", "openai", "HF_HUB_OFFLINE", "Hugging Face cache"):
+        assert words in message
+
+
+def test_unknown_pretrained_tag():
+    section = {"source": "open_clip", "architecture": "RN50", "pretrained": "no-such-tag"}
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section)
+    message = _one_line_error(excinfo)
+    assert "no-such-tag" in message and "openai" in message  # lists the known tags
+
+
+def test_wrong_fingerprint(vit):
+    other = tiny_clip("vit", seed=1)
+    section = tiny_base_manifest(vit, "vit")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, embedded_state=other.state_dict())
+    message = _one_line_error(excinfo)
+    assert fingerprint(other) in message and section["fingerprint"] in message
+    assert "hello-tiny-vit" in message
+
+
+def test_wrong_shaped_state_dict(vit):
+    section = tiny_base_manifest(vit, "vit")
+    state = dict(vit.state_dict())
+    state["visual.conv1.weight"] = torch.zeros(64, 3, 4, 4)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, embedded_state=state)
+    message = _one_line_error(excinfo)
+    assert "visual.conv1.weight" in message and "64x3x4x4" in message and "64x3x8x8" in message
+
+
+def test_state_dict_of_another_architecture(vit):
+    section = tiny_base_manifest(vit, "vit")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, embedded_state=tiny_clip("rn").state_dict())
+    message = _one_line_error(excinfo)
+    assert "missing" in message and "unexpected" in message and "hello-tiny-vit" in message
+
+
+@pytest.mark.parametrize("name", ["base.pt", "base.bin", "renamed.safetensors"])
+def test_pickle_checkpoint_refused(vit, tmp_path, name, monkeypatch):
+    path = tmp_path / name
+    torch.save(vit.state_dict(), path)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the load path must never unpickle")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    section = tiny_base_manifest(vit, "vit", source="local")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, checkpoint=str(path))
+    message = _one_line_error(excinfo)
+    assert "pickle" in message and "safetensors" in message and name in message
+
+
+def test_embedded_source_without_tensors(vit):
+    with pytest.raises(BaseModelError, match="base.. tensors"):
+        create_base(tiny_base_manifest(vit, "vit"))
+
+
+def test_tiny_architectures_are_open_clip_configs():
+    for name in TINY_ARCHITECTURES.values():
+        assert name in open_clip.list_models()
