@@ -1,0 +1,308 @@
+"""The builder's real images: an ImageFolder tree, scanned once, decoded lazily per batch.
+
+Layout: ``root/<class folder>/**/<image>`` (as ImageNet's and CIFAR-10's ``train/`` ship). Classes are
+the sorted folder names; readable names come from the folders or from a class-names file.
+
+Choices (also in the builder's help):
+- Bad files are found at scan time by opening each file's header with PIL (``Image.open`` reads only
+  the header, threaded), so a corrupt or non-image file is reported before any work starts. A file
+  whose header is fine but whose pixels do not decode (a truncated JPEG) is found at decode time:
+  ``RealImages`` raises a BuildError naming it, or with ``skip_bad=True`` warns with its path and
+  returns it with label ``-1`` (``SKIPPED``) so consumers drop and count it; it never vanishes silently.
+- Colour: every image becomes RGB. Images with transparency (RGBA, LA, palette with a transparent
+  index) are composited on white, the background a viewer shows them on; CMYK, palette, grayscale and
+  16-bit grayscale are converted. EXIF orientation is not applied (torchvision's ImageFolder does
+  not either, so teachers trained elsewhere saw the same pixels).
+- Geometry: the shorter side is resized to ``size`` (bilinear, antialiased), then the centre
+  ``size x size`` square is cut; JPEGs are decoded at a reduced DCT scale when that still leaves the
+  shorter side >= ``size`` (much faster for ImageNet, same result up to resampling).
+- Memory is bounded by the batch: nothing holds decoded images beyond the batch being built.
+- Sharding: ``shard_indices`` splits any index list into disjoint, covering, rank-strided parts
+  (no padding), so each torchrun rank builds ``RealImages(index, size, indices=my_part)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hello_format.errors import BuildError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+SKIPPED = -1  # label RealImages returns for a file that failed to decode under skip_bad=True
+MAX_LISTED_PATHS = 10  # bad paths named in an error message
+SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+@dataclass(frozen=True)
+class ImageFolderIndex:
+    """The scanned tree: class folders, readable names, ``(path, label)`` samples, bad files found."""
+
+    root: Path
+    classes: list[str]  # folder names, sorted; label i is classes[i]
+    class_names: list[str]  # readable names, same order
+    samples: list[tuple[str, int]]
+    bad: list[str] = field(default_factory=list)  # skipped at scan time (skip_bad=True)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+def scan_image_folder(
+    root: str | os.PathLike,
+    class_names: str | os.PathLike | Sequence[str] | None = None,
+    *,
+    skip_bad: bool = False,
+    check_headers: bool = True,
+    threads: int = 8,
+) -> ImageFolderIndex:
+    """Scan ``root`` (one sub-folder per class) without decoding pixels.
+
+    ``class_names``: None (folder names), a list in sorted-folder order, or a file (see
+    ``read_class_names``). Unreadable files: BuildError naming up to 10 and the count, or with
+    ``skip_bad`` they are left out and listed in ``index.bad``. Errors: no class folders, a single
+    class, an empty class (after skipping), a file of names that does not match the folders.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BuildError(f"image folder {root} does not exist or is not a directory")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise BuildError(f"{root} has no class folders; expected {root}/<class>/<image files>")
+    if set(classes) <= SPLIT_FOLDERS and any(entry.is_dir() for entry in os.scandir(root / classes[0])):
+        raise BuildError(f"{root} looks like a dataset root ({', '.join(classes)}), not a class tree; "
+                         f"pass its training split, e.g. {root / classes[0]}")
+    if len(classes) == 1:
+        raise BuildError(f"{root} has a single class folder ({classes[0]!r}); a classification set needs >= 2")
+    samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name)]
+    bad: list[str] = []
+    if check_headers:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            readable = list(pool.map(_header_ok, (path for path, _ in samples), chunksize=256))
+        bad = [path for (path, _), ok in zip(samples, readable) if not ok]
+        if bad and not skip_bad:
+            raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "
+                             "fix or remove them, or pass skip_bad (--skip-bad) to leave them out")
+        samples = [sample for sample, ok in zip(samples, readable) if ok]
+    counts = np.bincount([label for _, label in samples], minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise BuildError(f"class folder(s) with no readable images in {root}: {', '.join(empty[:MAX_LISTED_PATHS])}")
+    names = read_class_names(class_names, classes)
+    return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, bad=bad)
+
+
+def _image_files(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted, hidden files ignored)."""
+    found = []
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found += [os.path.join(directory, f) for f in sorted(files)
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def _header_ok(path: str) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.width > 0 and image.height > 0
+    except Exception:  # any failure to parse the header is a bad file, whatever PIL raises
+        return False
+
+
+def _list_paths(paths: Sequence[str]) -> str:
+    listed = ", ".join(paths[:MAX_LISTED_PATHS])
+    return listed + (f" (and {len(paths) - MAX_LISTED_PATHS} more)" if len(paths) > MAX_LISTED_PATHS else "")
+
+
+def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: Sequence[str]) -> list[str]:
+    """Readable class names in ``classes`` (sorted-folder) order.
+
+    ``source``: None -> the folder names; a sequence -> used as is; a ``.json`` file -> either a
+    mapping folder -> name (extra keys allowed, so a full ImageNet map serves a subset), a list in
+    folder order, or torchvision's ``imagenet_class_index.json`` (index -> [folder, name]); any other
+    file -> text, either one name per line in folder order, or ``<folder> <name>`` lines
+    (ImageNet's ``LOC_synset_mapping.txt``; a name may contain spaces and commas). Names must be
+    non-empty and unique (the bundle's manifest requires it).
+    """
+    if source is None:
+        names = list(classes)
+    elif isinstance(source, (str, os.PathLike)):
+        names = _names_from_file(Path(source), classes)
+    else:
+        names = [str(name) for name in source]
+    if len(names) != len(classes):
+        raise BuildError(f"{len(names)} class names given for {len(classes)} class folders; give one per folder")
+    names = [name.strip() for name in names]
+    if any(not name for name in names):
+        raise BuildError(f"empty class name for folder {classes[names.index('')]!r}")
+    seen: dict[str, str] = {}
+    for folder, name in zip(classes, names):
+        if name in seen:
+            raise BuildError(f"class name {name!r} is used for both {seen[name]!r} and {folder!r}; names must be unique")
+        seen[name] = folder
+    return names
+
+
+def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
+    if not path.is_file():
+        raise BuildError(f"class-names file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BuildError(f"class-names file {path} is not valid JSON: {exc}") from None
+        if isinstance(data, list):
+            return [str(name) for name in data]
+        if not isinstance(data, dict):
+            raise BuildError(f"class-names file {path} must hold a JSON object folder -> name or a list")
+        if data and all(isinstance(v, list) and len(v) == 2 for v in data.values()):
+            data = {str(folder): name for folder, name in data.values()}
+        missing = [c for c in classes if c not in data]
+        if missing:
+            raise BuildError(f"class-names file {path} has no name for folder(s) {', '.join(missing[:MAX_LISTED_PATHS])}")
+        return [str(data[c]) for c in classes]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    first_tokens = [line.split(maxsplit=1)[0] for line in lines]
+    if set(classes) <= set(first_tokens) and all(len(line.split(maxsplit=1)) == 2 for line in lines):
+        mapping = dict(line.split(maxsplit=1) for line in lines)
+        return [mapping[c] for c in classes]
+    return lines
+
+
+def decode_image(path: str, size: int) -> torch.Tensor:
+    """Decode ``path`` to uint8 [3, size, size]: RGB (see module notes), shorter side -> size, centre crop."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft(None, (size, size))  # DCT-domain downscale, keeps both sides >= size
+        image.load()
+        image = to_rgb(image)
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB version of ``image``; transparency composited on white, 16-bit grayscale scaled to 8 bits."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class RealImages(torch.utils.data.Dataset):
+    """``(uint8 [3, size, size], label)`` for ``index.samples[indices]``, decoded on access.
+
+    With ``skip_bad`` a file that fails to decode yields zeros and label ``SKIPPED`` (-1) plus a
+    warning naming it; otherwise a BuildError naming it.
+    """
+
+    def __init__(self, index: ImageFolderIndex, size: int, indices: Sequence[int] | None = None,
+                 *, skip_bad: bool = False):
+        if size <= 0:
+            raise BuildError(f"image size must be positive, got {size}")
+        self.index = index
+        self.size = int(size)
+        self.indices = list(range(len(index))) if indices is None else [int(i) for i in indices]
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        path, label = self.index.samples[self.indices[position]]
+        try:
+            return decode_image(path, self.size), label
+        except Exception as exc:  # PIL raises many types for corrupt data
+            if not self.skip_bad:
+                raise BuildError(f"cannot decode image {path}: {exc}; remove it or pass skip_bad (--skip-bad)") from None
+            warnings.warn(f"skipping undecodable image {path}: {exc}", stacklevel=2)
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
+
+
+def real_image_loader(index: ImageFolderIndex, size: int, batch_size: int, *,
+                      indices: Sequence[int] | None = None, shuffle: bool = False, seed: int = 0,
+                      num_workers: int = 0, skip_bad: bool = False, drop_last: bool = False
+                      ) -> torch.utils.data.DataLoader:
+    """Batches ``(uint8 [B, 3, size, size], int64 [B])``; shuffling is seeded (same order every run)."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return torch.utils.data.DataLoader(
+        RealImages(index, size, indices, skip_bad=skip_bad), batch_size=batch_size, shuffle=shuffle,
+        generator=generator, num_workers=num_workers, drop_last=drop_last,
+        persistent_workers=False, pin_memory=False)
+
+
+def per_class_indices(index: ImageFolderIndex) -> list[list[int]]:
+    """For each class, the positions of its samples in ``index.samples`` (ascending)."""
+    result: list[list[int]] = [[] for _ in index.classes]
+    for position, (_, label) in enumerate(index.samples):
+        result[label].append(position)
+    return result
+
+
+def shard_indices(indices: Sequence[int] | int, rank: int, world_size: int) -> list[int]:
+    """This rank's part of ``indices`` (or of ``range(indices)``): every world_size-th, from rank.
+
+    Parts are disjoint and together cover the input (no padding, unlike DistributedSampler).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise BuildError(f"invalid shard rank {rank} of world size {world_size}")
+    items = range(indices) if isinstance(indices, int) else indices
+    return [int(i) for i in items[rank::world_size]]
+
+
+def holdout_split(index: ImageFolderIndex, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Seeded per-class split of sample positions into ``(train, holdout)``, each ascending.
+
+    Each class holds out ``round(fraction * n)`` images, but always keeps at least one for training.
+    The same ``(index, fraction, seed)`` gives the same split on every machine.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise BuildError(f"holdout fraction must be in [0, 1), got {fraction}")
+    train: list[int] = []
+    holdout: list[int] = []
+    for label, positions in enumerate(per_class_indices(index)):
+        count = min(int(round(fraction * len(positions))), len(positions) - 1)
+        generator = torch.Generator().manual_seed(stream_seed(seed, label))
+        order = torch.randperm(len(positions), generator=generator).tolist()
+        holdout += [positions[i] for i in order[:count]]
+        train += [positions[i] for i in order[count:]]
+    return sorted(train), sorted(holdout)
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for the independent random stream ``stream`` of ``seed``."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(2, np.uint64)[0]) >> 1

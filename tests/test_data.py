@@ -1,0 +1,207 @@
+"""ImageFolder scanning, class names, RGB conversion, geometry, bad files, sharding, hold-out split."""
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hello_build.data import (SKIPPED, RealImages, decode_image, holdout_split, per_class_indices,
+                              real_image_loader, scan_image_folder, shard_indices)
+from hello_format.errors import BuildError
+
+
+def save(path, image, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Three classes, images in several modes, formats and sizes."""
+    root = tmp_path / "train"
+    save(root / "cat" / "a.png", Image.new("L", (40, 30), 100))
+    palette = Image.new("P", (30, 40), 0)
+    palette.putpalette([10, 200, 30] + [0] * 765)
+    save(root / "cat" / "b.png", palette)
+    save(root / "dog" / "c.jpg", Image.new("CMYK", (50, 50), (0, 255, 255, 0)), quality=95)
+    save(root / "dog" / "sub" / "d.png", Image.new("RGBA", (32, 32), (0, 0, 255, 0)))
+    save(root / "fish" / "e.jpg", Image.new("RGB", (64, 48), (200, 10, 10)), quality=95)
+    save(root / "fish" / "f.bmp", Image.new("RGB", (16, 16), (1, 2, 3)))
+    (root / "fish" / "notes.txt").write_text("not an image, ignored")
+    (root / "fish" / ".hidden.jpg").write_bytes(b"ignored: hidden")
+    return root
+
+
+def test_scan_lists_classes_and_samples_without_decoding(tree):
+    index = scan_image_folder(tree)
+    assert index.classes == ["cat", "dog", "fish"] and index.class_names == index.classes
+    assert index.num_classes == 3 and len(index) == 6
+    assert [label for _, label in index.samples] == [0, 0, 1, 1, 2, 2]
+    assert index.samples[3][0].endswith("sub/d.png")  # nested files are found, as torchvision does
+    assert per_class_indices(index) == [[0, 1], [2, 3], [4, 5]]
+    assert index.bad == []
+
+
+def test_class_names_from_text_and_json(tree, tmp_path):
+    text = tmp_path / "names.txt"
+    text.write_text("Felis catus\nCanis familiaris\nGoldfish\n\n")
+    assert scan_image_folder(tree, text).class_names == ["Felis catus", "Canis familiaris", "Goldfish"]
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    synsets.write_text("fish goldfish, Carassius auratus\ncat tabby cat\ndog dingo\n")
+    assert scan_image_folder(tree, synsets).class_names == ["tabby cat", "dingo", "goldfish, Carassius auratus"]
+    mapping = tmp_path / "names.json"
+    mapping.write_text(json.dumps({"dog": "dingo", "fish": "goldfish", "cat": "tabby", "bird": "unused"}))
+    assert scan_image_folder(tree, mapping).class_names == ["tabby", "dingo", "goldfish"]
+    index_json = tmp_path / "imagenet_class_index.json"
+    index_json.write_text(json.dumps({"0": ["cat", "tabby"], "1": ["dog", "dingo"], "2": ["fish", "goldfish"]}))
+    assert scan_image_folder(tree, index_json).class_names == ["tabby", "dingo", "goldfish"]
+    assert scan_image_folder(tree, ["x", "y", "z"]).class_names == ["x", "y", "z"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("one\ntwo\n", "2 class names given for 3"),
+    ("one\ntwo\none\n", "'one' is used for both 'cat' and 'fish'"),
+])
+def test_class_names_file_errors(tree, tmp_path, content, message):
+    path = tmp_path / "names.txt"
+    path.write_text(content)
+    with pytest.raises(BuildError, match=message):
+        scan_image_folder(tree, path)
+
+
+def test_class_names_json_missing_folder(tree, tmp_path):
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps({"cat": "tabby"}))
+    with pytest.raises(BuildError, match="no name for folder.*dog, fish"):
+        scan_image_folder(tree, path)
+    with pytest.raises(BuildError, match="does not exist"):
+        scan_image_folder(tree, tmp_path / "absent.txt")
+
+
+def test_every_mode_becomes_rgb_and_transparency_is_white(tree):
+    index = scan_image_folder(tree)
+    images = [decode_image(path, 8) for path, _ in index.samples]
+    assert all(image.shape == (3, 8, 8) and image.dtype == torch.uint8 for image in images)
+    gray, palette, cmyk, rgba, rgb, bmp = images
+    assert (gray == 100).all()
+    assert gray[:, 0, 0].tolist() == [100, 100, 100]
+    assert palette[:, 0, 0].tolist() == [10, 200, 30]
+    red, green, blue = cmyk[:, 4, 4].tolist()
+    assert red > 200 and green < 60 and blue < 60  # CMYK (0, 255, 255, 0) is red
+    assert (rgba == 255).all()  # fully transparent blue over white is white
+    assert rgb[:, 4, 4].tolist() == pytest.approx([200, 10, 10], abs=6)
+    assert bmp[:, 0, 0].tolist() == [1, 2, 3]
+
+
+def test_half_transparent_and_16_bit(tmp_path):
+    path = save(tmp_path / "half.png", Image.new("RGBA", (4, 4), (0, 0, 0, 128)))
+    assert decode_image(str(path), 4)[:, 0, 0].tolist() == [127, 127, 127]
+    deep = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    path16 = save(tmp_path / "deep.png", deep)
+    assert (decode_image(str(path16), 4) == 255).all()
+
+
+def test_resize_shorter_side_then_centre_crop(tmp_path):
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    pixels[:, 20:] = (0, 0, 255)
+    path = save(tmp_path / "wide.png", Image.fromarray(pixels))
+    image = decode_image(str(path), 10)  # 40x20 -> 20x10, centre columns 5..14
+    assert image.shape == (3, 10, 10)
+    assert image[0, :, :4].min() > 240 and image[2, :, :4].max() < 15
+    assert image[2, :, 6:].min() > 240 and image[0, :, 6:].max() < 15
+
+
+def test_bad_files_fail_with_paths_or_are_skipped_and_listed(tree):
+    corrupt = tree / "dog" / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    empty = tree / "cat" / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(BuildError, match=r"2 unreadable image file\(s\).*empty\.png.*broken\.jpg.*--skip-bad"):
+        scan_image_folder(tree)
+    index = scan_image_folder(tree, skip_bad=True)
+    assert sorted(index.bad) == sorted([str(corrupt), str(empty)])
+    assert len(index) == 6 and all(path not in index.bad for path, _ in index.samples)
+
+
+def test_many_bad_files_are_counted(tree):
+    for i in range(13):
+        (tree / "cat" / f"bad{i:02d}.png").write_bytes(b"junk")
+    with pytest.raises(BuildError, match=r"13 unreadable.*\(and 3 more\)"):
+        scan_image_folder(tree)
+
+
+def test_decode_time_failure_names_the_file_or_is_marked_skipped(tree):
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="JPEG")
+    truncated = tree / "fish" / "truncated.jpg"
+    truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # header fine, pixels missing
+    index = scan_image_folder(tree)
+    position = [path for path, _ in index.samples].index(str(truncated))
+    with pytest.raises(BuildError, match="cannot decode image .*truncated.jpg"):
+        RealImages(index, 8)[position]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, label = RealImages(index, 8, skip_bad=True)[position]
+    assert label == SKIPPED and image.shape == (3, 8, 8)
+    assert any("truncated.jpg" in str(w.message) for w in caught)
+
+
+def test_empty_class_single_class_and_dataset_root_are_errors(tree, tmp_path):
+    (tree / "empty_class").mkdir()
+    with pytest.raises(BuildError, match="no readable images.*empty_class"):
+        scan_image_folder(tree)
+    single = tmp_path / "single"
+    save(single / "only" / "x.png", Image.new("RGB", (4, 4)))
+    with pytest.raises(BuildError, match="single class folder"):
+        scan_image_folder(single)
+    dataset_root = tmp_path / "dataset"
+    for split in ("train", "val"):
+        save(dataset_root / split / "cat" / "x.png", Image.new("RGB", (4, 4)))
+    with pytest.raises(BuildError, match="dataset root.*pass its training split"):
+        scan_image_folder(dataset_root)
+    with pytest.raises(BuildError, match="does not exist"):
+        scan_image_folder(tmp_path / "nowhere")
+
+
+def test_loader_batches_are_uint8_and_bounded(tree):
+    index = scan_image_folder(tree)
+    batches = list(real_image_loader(index, 12, batch_size=4))
+    assert [len(labels) for _, labels in batches] == [4, 2]
+    images, labels = batches[0]
+    assert images.shape == (4, 3, 12, 12) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    shuffled = [labels.tolist() for _, labels in real_image_loader(index, 12, 6, shuffle=True, seed=3)]
+    again = [labels.tolist() for _, labels in real_image_loader(index, 12, 6, shuffle=True, seed=3)]
+    assert shuffled == again and sorted(shuffled[0]) == [0, 0, 1, 1, 2, 2]
+
+
+def test_shards_are_disjoint_and_cover():
+    parts = [shard_indices(23, rank, 4) for rank in range(4)]
+    assert sorted(i for part in parts for i in part) == list(range(23))
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    assert shard_indices([5, 7, 9], 1, 2) == [7]
+    with pytest.raises(BuildError, match="invalid shard"):
+        shard_indices(10, 2, 2)
+
+
+def test_holdout_split_is_seeded_per_class_and_disjoint(tmp_path):
+    root = tmp_path / "data"
+    for name, count in (("a", 10), ("b", 5), ("c", 1)):
+        for i in range(count):
+            save(root / name / f"{i}.png", Image.new("RGB", (4, 4), (i, 0, 0)))
+    index = scan_image_folder(root)
+    train, holdout = holdout_split(index, 0.2, seed=1)
+    assert set(train).isdisjoint(holdout) and sorted(train + holdout) == list(range(len(index)))
+    held_labels = [index.samples[i][1] for i in holdout]
+    assert held_labels.count(0) == 2 and held_labels.count(1) == 1 and held_labels.count(2) == 0
+    assert holdout_split(index, 0.2, seed=1) == (train, holdout)
+    assert any(holdout_split(index, 0.2, seed=s)[1] != holdout for s in range(2, 6))
+    assert holdout_split(index, 0.0, seed=1) == (list(range(len(index))), [])
+    with pytest.raises(BuildError, match=r"fraction must be in \[0, 1\)"):
+        holdout_split(index, 1.0)
