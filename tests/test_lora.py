@@ -1,0 +1,140 @@
+"""Encoder LoRA: every default target is live, merging is exact, weights round-trip (also via peft)."""
+
+import re
+
+import pytest
+import torch
+from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from hello_format import lora
+from hello_format.errors import ManifestError
+from hello_format.testing import tiny_clip, tiny_projector
+
+FAMILIES = ["vit", "rn"]
+IMAGES = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _lora_modules(module):
+    return [name for name, sub in module.named_modules() if isinstance(sub, BaseTunerLayer)]
+
+
+def _randomize_b(visual, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in visual.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def test_vit_default_targets_cover_attention_and_mlp_of_every_block():
+    visual = tiny_clip("vit").visual
+    lora.inject(visual, lora.lora_manifest(visual, r=2))
+    wrapped = set(_lora_modules(visual))
+    for block in range(len(visual.transformer.resblocks)):
+        for part in ("attn", "attn.base_layer.out_proj", "mlp.c_fc", "mlp.c_proj"):
+            assert f"transformer.resblocks.{block}.{part}" in wrapped
+    assert len(wrapped) == 4 * len(visual.transformer.resblocks)
+
+
+def test_resnet_default_targets_are_every_conv_but_never_the_attention_pool():
+    visual = tiny_clip("rn").visual
+    convs = {name for name, sub in visual.named_modules() if isinstance(sub, torch.nn.Conv2d)}
+    lora.inject(visual, lora.lora_manifest(visual, r=2))
+    wrapped = set(_lora_modules(visual))
+    assert wrapped == convs
+    assert not any(name.startswith("attnpool") for name in wrapped)
+
+
+def test_lora_on_the_resnet_attention_pool_would_be_dead():
+    """Why attnpool is excluded: F.multi_head_attention_forward reads q/k/v_proj.weight directly."""
+    visual = tiny_clip("rn").visual
+    lora.inject(visual, lora.lora_manifest(visual, r=2, target_modules=r"attnpool\.(q|k|v|c)_proj"))
+    with torch.no_grad():
+        before = visual(IMAGES)
+        _randomize_b(visual)
+        after = visual(IMAGES)
+    torch.testing.assert_close(after, before)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_adapted_module_moves_the_projector_output(family):
+    projector = tiny_projector(family, randomize_lora=False).eval()
+    b_parameters = [(name, p) for name, p in projector.visual.named_parameters() if "lora_B" in name]
+    assert len(b_parameters) == len(_lora_modules(projector.visual))
+    with torch.no_grad():
+        baseline = projector(IMAGES)
+        for name, parameter in b_parameters:
+            parameter.normal_(std=0.1)
+            moved = (projector(IMAGES) - baseline).abs().max().item()
+            parameter.zero_()
+            assert moved > 1e-4, f"LoRA on {name} does not change the output"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merged_output_matches_unmerged_and_no_lora_remains(family):
+    projector = tiny_projector(family).eval()
+    base_keys = set(tiny_clip(family).visual.state_dict())
+    with torch.no_grad():
+        unmerged = projector(IMAGES)
+        projector.merge()
+        merged = projector(IMAGES)
+    torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
+    assert _lora_modules(projector) == []
+    assert not any("lora_" in name for name, _ in projector.named_parameters())
+    assert set(projector.visual.state_dict()) == base_keys
+    assert (merged - tiny_projector(family, randomize_lora=False).eval()(IMAGES)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_load_round_trip(family):
+    source = tiny_projector(family, seed=0).eval()
+    state = lora.export_state_dict(source.visual, torch.float32)
+    assert all(re.fullmatch(r"base_model\.model\..+\.lora_[AB]\.weight", key) for key in state)
+    target = tiny_projector(family, seed=0, randomize_lora=False).eval()
+    lora.load_state_dict(target.visual, state)
+    target.head.load_state_dict(source.head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(target(IMAGES), source(IMAGES), atol=0, rtol=0)
+
+
+def test_fp16_export_is_fp16_and_close():
+    source = tiny_projector("vit").eval()
+    state = lora.export_state_dict(source.visual, torch.float16)
+    assert {value.dtype for value in state.values()} == {torch.float16}
+    target = tiny_projector("vit", randomize_lora=False).eval()
+    lora.load_state_dict(target.visual, state)
+    target.head.load_state_dict(source.head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(target(IMAGES), source(IMAGES), atol=1e-2, rtol=1e-3)
+
+
+def test_load_rejects_unknown_missing_and_misshaped_keys():
+    source = tiny_projector("rn")
+    state = lora.export_state_dict(source.visual, torch.float32)
+    key = sorted(state)[0]
+    target = tiny_projector("rn", randomize_lora=False).visual
+    with pytest.raises(ManifestError, match=re.escape(f"encoder_lora.{key}") + " is missing"):
+        lora.load_state_dict(target, {k: v for k, v in state.items() if k != key})
+    with pytest.raises(ManifestError, match="encoder_lora.base_model.model.nope.lora_A.weight"):
+        lora.load_state_dict(target, state | {"base_model.model.nope.lora_A.weight": state[key]})
+    with pytest.raises(ManifestError, match=re.escape(f"encoder_lora.{key} has shape")):
+        lora.load_state_dict(target, state | {key: torch.zeros(1, 1)})
+
+
+def test_targets_matching_nothing_are_a_manifest_error():
+    visual = tiny_clip("vit").visual
+    with pytest.raises(ManifestError, match="matches no module"):
+        lora.inject(visual, lora.lora_manifest(visual, target_modules=r"no\.such\.module"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
+    source = tiny_projector(family).eval()
+    manifest = source.lora_manifest
+    folder = lora.write_peft_adapter(tmp_path / "adapter", manifest,
+                                     lora.export_state_dict(source.visual, torch.float32))
+    assert (folder / "adapter_config.json").is_file()
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
