@@ -1,0 +1,318 @@
+"""Bundle.open / write_bundle: the .hello file as a whole (spec sections 2, 3, 7, 8, 11).
+
+The writer is deterministic and atomic and validates everything first; the reader is lazy (one
+small header read, tensors mapped with mmap on demand) and validates header and manifest on open.
+"""
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import torch
+
+from hello_format import codecs
+from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_B, IMAGES_DATA,
+                                      IMAGES_OFFSETS, LABELS, check_consistency)
+from hello_format.container import (DTYPES, Header, dtype_name, read_header, strict_json_loads,
+                                    tensor_bytes, write_container)
+from hello_format.errors import BundleError, IntegrityError, ManifestError
+from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
+                                   validate_manifest)
+
+MANIFEST_KEY = "hello.manifest"
+MANIFEST_SHA_KEY = "hello.manifest.sha256"
+_HASH_CHUNK = 1 << 24
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """Where a bundle's bytes go, next to the soft labels it replaces (spec section 11)."""
+    images_bytes: int
+    label_generator_bytes: int     # encoder LoRA + head LoRA
+    base_bytes: int                # embedded base weights (0 unless embedded)
+    header_bytes: int
+    file_bytes: int
+    stored_label_bytes: int        # N * recipe.epochs * C * 2 (fp16 soft labels, SRe2L/FKD style)
+    ratio: float | None            # stored_label_bytes / label_generator_bytes
+
+
+def _resolve_path(path: "str | os.PathLike") -> pathlib.Path:
+    """The local file behind ``path``: the single place where remote URIs (hf://) get resolved."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a bundle path must be str or os.PathLike, got {type(path).__name__}")
+    return pathlib.Path(os.fspath(path))
+
+
+def _sha256(buffer) -> str:
+    digest = hashlib.sha256()
+    view = memoryview(buffer)
+    for start in range(0, len(view), _HASH_CHUNK):
+        digest.update(view[start:start + _HASH_CHUNK])
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- writer
+
+def _writer_tensors(tensors: dict | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, tensor in (tensors or {}).items():
+        if not (name.startswith((ENCODER_PREFIX, BASE_PREFIX)) or name in (HEAD_A, HEAD_B)):
+            raise BundleError(f"tensor '{name}': write_bundle takes only encoder_lora.*, head.lora_A, "
+                              f"head.lora_B and base.* tensors")
+        if not isinstance(tensor, torch.Tensor):
+            raise BundleError(f"tensor '{name}' is a {type(tensor).__name__}, not a torch.Tensor")
+        dtype_name(tensor.dtype)
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def _image_tensors(images: torch.Tensor, codec: str, quality: int | None) -> dict[str, torch.Tensor]:
+    if codec == "raw":
+        return {IMAGES_DATA: images}
+    blobs = codecs.encode_images(images, codec, quality)
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    data = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8) if offsets[-1] else \
+        torch.zeros(0, dtype=torch.uint8)
+    return {IMAGES_DATA: data, IMAGES_OFFSETS: torch.from_numpy(offsets)}
+
+
+def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality: int | None,
+                       hashes: dict[str, str]) -> dict:
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"manifest must be a dict, got {type(manifest).__name__}")
+    out = copy.deepcopy(manifest)
+    out.setdefault("format_version", FORMAT_VERSION)
+    n, c, h, w = images.shape
+    given = out.get("images") if isinstance(out.get("images"), dict) else {}
+    out["images"] = {**given, "count": n, "channels": c, "height": h, "width": w,
+                     "codec": codec, "quality": quality}
+    out["integrity"] = {"algorithm": "sha256", "tensors": hashes}
+    return out
+
+
+def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """Write to a temp file beside ``path``, fsync, then rename over it; never leave a partial file."""
+    if not path.parent.is_dir():
+        raise BundleError(f"{path}: directory {path.parent} does not exist")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot create a file in {path.parent}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), 0o644)
+            write_container(file, metadata, tensors)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise BundleError(f"{path}: write failed: {exc.strerror or exc}") from exc
+        raise
+    with contextlib.suppress(OSError):   # make the rename durable where the platform allows it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tensor,
+                 tensors: dict[str, torch.Tensor] | None = None, codec: str = "png",
+                 quality: int | None = None) -> pathlib.Path:
+    """Validate, then write a .hello file deterministically and atomically; return its path.
+
+    ``manifest`` is everything but ``images`` (filled from ``images``) and ``integrity`` (computed);
+    unknown fields are kept. ``tensors`` holds encoder_lora.*, head.lora_A/B and base.* tensors.
+    """
+    path = pathlib.Path(os.fspath(path))
+    where = str(path)
+    quality = codecs.check_codec(codec, quality)
+    images = codecs.as_image_tensor(images)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype.is_floating_point \
+            or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise BundleError(f"{where}: labels must be an integer tensor [N]")
+    extra = _writer_tensors(tensors)
+    # the manifest is checked before the (slow) encoding, then again with the real hashes
+    validate_manifest(_complete_manifest(manifest, images, codec, quality, {}), where)
+    all_tensors = {**extra, LABELS: labels.detach().cpu().to(torch.int64).contiguous(),
+                   **_image_tensors(images, codec, quality)}
+    hashes = {name: _sha256(tensor_bytes(t)) for name, t in sorted(all_tensors.items())}
+    full = _complete_manifest(manifest, images, codec, quality, hashes)
+    validate_manifest(full, where)
+    shapes = {name: (dtype_name(t.dtype), tuple(t.shape)) for name, t in all_tensors.items()}
+    check_consistency(where, full, shapes, all_tensors.__getitem__)
+    text = canonical_json(full)
+    metadata = {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)}
+    _atomic_write(path, metadata, all_tensors)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- reader
+
+def _read_manifest(where: str, metadata: dict[str, str]) -> dict:
+    if metadata.get("format") != "hello":
+        raise ManifestError(f"{where}: a safetensors file but not a .hello bundle "
+                            f"(__metadata__ 'format' is {metadata.get('format')!r}, expected 'hello')")
+    for key in (MANIFEST_KEY, MANIFEST_SHA_KEY):
+        if key not in metadata:
+            raise ManifestError(f"{where}: __metadata__ has no '{key}'")
+    text = metadata[MANIFEST_KEY]
+    if manifest_sha256(text) != metadata[MANIFEST_SHA_KEY]:
+        raise IntegrityError(f"{where}: the manifest does not match '{MANIFEST_SHA_KEY}' "
+                             f"(the file is corrupted: re-download or rebuild it)")
+    try:
+        manifest = strict_json_loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(f"{where}: the manifest is not valid JSON ({exc})") from None
+    validate_manifest(manifest, where)
+    return manifest
+
+
+class Bundle:
+    """An open .hello file: the manifest in memory, tensors mapped lazily from disk."""
+
+    def __init__(self, path: pathlib.Path, header: Header, manifest: dict, data: np.memmap):
+        self.path = path
+        self.manifest = manifest
+        self._header = header
+        self._data = data
+
+    @classmethod
+    def open(cls, path, *, verify: bool = False) -> "Bundle":
+        """Open and validate a bundle (header, manifest hash, schema, tensors); optionally verify hashes."""
+        path = _resolve_path(path)
+        where = str(path)
+        if not path.is_file():
+            raise BundleError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
+        header = read_header(path)
+        manifest = _read_manifest(where, header.metadata)
+        try:
+            data = np.memmap(path, dtype=np.uint8, mode="c")
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{where}: cannot map the file: {exc}") from None
+        bundle = cls(path, header, manifest, data)
+        shapes = {name: (info.dtype, info.shape) for name, info in header.tensors.items()}
+        check_consistency(where, manifest, shapes, bundle.tensor)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, {self.num_images} images, {self.num_classes} classes)"
+
+    def close(self) -> None:
+        """Drop this bundle's mapping; tensors already returned stay valid (they keep it alive)."""
+        self._data = None
+
+    # --- manifest views
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["class_names"])
+
+    @property
+    def ipc(self) -> int | None:
+        return self.manifest["ipc"]
+
+    @property
+    def num_images(self) -> int:
+        return self.manifest["images"]["count"]
+
+    # --- tensors
+    @property
+    def tensor_names(self) -> list[str]:
+        return list(self._header.tensors)
+
+    def _bytes(self, name: str) -> np.ndarray:
+        if self._data is None:
+            raise BundleError(f"{self.path}: the bundle is closed")
+        info = self._header.tensors.get(name)
+        if info is None:
+            raise BundleError(f"{self.path}: no tensor named '{name}'")
+        start = self._header.data_start
+        return self._data[start + info.begin:start + info.end]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A tensor by name, backed by the file's copy-on-write mapping (copied only if misaligned)."""
+        raw = self._bytes(name)
+        info = self._header.tensors[name]
+        torch_dtype, itemsize = DTYPES[info.dtype]
+        if (self._header.data_start + info.begin) % itemsize:
+            raw = np.array(raw)
+        return torch.from_numpy(raw).view(torch_dtype).reshape(info.shape)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.tensor(LABELS)
+
+    def images(self, threads: int | None = None) -> torch.Tensor:
+        """All images as uint8 [N, C, H, W]: mapped (raw) or decoded in ``threads`` threads."""
+        spec = self.manifest["images"]
+        if spec["codec"] == "raw":
+            return self.tensor(IMAGES_DATA)
+        data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
+        blobs = [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+        try:
+            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads)
+        except BundleError as exc:
+            raise type(exc)(f"{self.path}: {exc}") from None
+
+    def _with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {n[len(prefix):]: self.tensor(n) for n in self.tensor_names if n.startswith(prefix)}
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """Encoder LoRA with peft adapter-file keys (``base_model.model.<path>.lora_A.weight``)."""
+        return self._with_prefix(ENCODER_PREFIX)
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}``, or ``{}`` for a zero-shot head."""
+        return {n.split(".", 1)[1]: self.tensor(n) for n in (HEAD_A, HEAD_B) if n in self._header.tensors}
+
+    def base_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The embedded open_clip state dict, or None when the base is not embedded."""
+        return self._with_prefix(BASE_PREFIX) or None
+
+    # --- integrity and size
+    def verify(self) -> None:
+        """Check every tensor's sha256 against the manifest; raise IntegrityError naming the tensor."""
+        expected = self.manifest["integrity"]["tensors"]
+        for name in self.tensor_names:
+            actual = _sha256(self._bytes(name))
+            if actual != expected[name]:
+                raise IntegrityError(f"{self.path}: tensor '{name}' is corrupted (sha256 {actual[:12]}... "
+                                     f"!= {expected[name][:12]}... in the manifest): re-download or rebuild it")
+
+    def storage(self) -> Storage:
+        """The storage breakdown (spec section 11)."""
+        def total(predicate) -> int:
+            return sum(i.nbytes for n, i in self._header.tensors.items() if predicate(n))
+
+        generator = total(lambda n: n.startswith((ENCODER_PREFIX, "head.")))
+        stored = self.num_images * self.manifest["recipe"]["epochs"] * self.num_classes * 2
+        return Storage(
+            images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS)),
+            label_generator_bytes=generator,
+            base_bytes=total(lambda n: n.startswith(BASE_PREFIX)),
+            header_bytes=self._header.data_start,
+            file_bytes=self._header.data_start + total(lambda n: True),
+            stored_label_bytes=stored,
+            ratio=stored / generator if generator else None,
+        )

@@ -1,0 +1,107 @@
+"""Image codecs: raw / png / jpeg / webp encoding and threaded decoding into one uint8 tensor (spec section 9)."""
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hello_format.errors import BundleError, ImageDecodeError
+
+CODECS = ("raw", "png", "jpeg", "webp")
+LOSSY_CODECS = ("jpeg", "webp")
+DEFAULT_QUALITY = 90
+_MODES = {1: "L", 3: "RGB"}
+
+
+def check_codec(codec: str, quality: int | None) -> int | None:
+    """Validate a codec name and its quality; return the quality to record (None for raw/png)."""
+    if codec not in CODECS:
+        raise BundleError(f"unknown image codec {codec!r}: choose one of {', '.join(CODECS)}")
+    if codec not in LOSSY_CODECS:
+        if quality is not None:
+            raise BundleError(f"codec {codec!r} is lossless and takes no quality (got {quality})")
+        return None
+    quality = DEFAULT_QUALITY if quality is None else quality
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise BundleError(f"{codec} quality must be an integer in 1..100, got {quality!r}")
+    return quality
+
+
+def _encode_one(pixels: np.ndarray, codec: str, quality: int | None) -> bytes:
+    channels = pixels.shape[0]
+    array = pixels[0] if channels == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    image = Image.fromarray(array)
+    out = io.BytesIO()
+    if codec == "png":
+        image.save(out, format="PNG", compress_level=6, optimize=False)
+    elif codec == "jpeg":
+        image.save(out, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+    else:
+        image.convert("RGB").save(out, format="WEBP", quality=quality, method=4, lossless=False)
+    return out.getvalue()
+
+
+def encode_images(images: torch.Tensor, codec: str, quality: int | None = None) -> list[bytes]:
+    """Encode uint8 [N, C, H, W] images (C = 1 or 3) one blob per image; ``raw`` is not a blob codec."""
+    if codec == "raw":
+        raise BundleError("codec 'raw' stores the pixel tensor itself; it has no per-image blobs")
+    quality = check_codec(codec, quality)
+    pixels = as_image_tensor(images).numpy()
+    return [_encode_one(pixels[i], codec, quality) for i in range(pixels.shape[0])]
+
+
+def as_image_tensor(images: torch.Tensor) -> torch.Tensor:
+    """Check images are uint8 [N, C, H, W] with C = 1 or 3; return them contiguous on the CPU."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = (f"{images.dtype} {list(images.shape)}" if isinstance(images, torch.Tensor)
+               else type(images).__name__)
+        raise BundleError(f"images must be a uint8 tensor [N, C, H, W], got {got}")
+    if images.shape[1] not in _MODES:
+        raise BundleError(f"images must have 1 or 3 channels, got {images.shape[1]}")
+    return images.detach().cpu().contiguous()
+
+
+def _decode_into(out: np.ndarray, index: int, blob, channels: int, height: int, width: int) -> None:
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            image = image.convert(_MODES[channels])
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise ImageDecodeError(f"image {index} does not decode: {type(exc).__name__}: {exc}") from None
+    if image.size != (width, height):
+        raise ImageDecodeError(
+            f"image {index} is {image.size[0]}x{image.size[1]}, the manifest declares {width}x{height}")
+    array = np.asarray(image)
+    out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def default_threads() -> int:
+    """Decoding threads when none are asked for: the CPUs this process may use, at most 16."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(16, cpus or 1))
+
+
+def decode_images(blobs, channels: int, height: int, width: int, threads: int | None = None) -> torch.Tensor:
+    """Decode blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W]."""
+    if channels not in _MODES:
+        raise BundleError(f"images must have 1 or 3 channels, got {channels}")
+    blobs = list(blobs)
+    out = np.empty((len(blobs), channels, height, width), dtype=np.uint8)
+    threads = default_threads() if threads is None else max(1, int(threads))
+
+    def decode_chunk(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            _decode_into(out, i, blobs[i], channels, height, width)
+
+    chunk = max(1, -(-len(blobs) // (threads * 4)))
+    bounds = [(s, min(s + chunk, len(blobs))) for s in range(0, len(blobs), chunk)]
+    if threads == 1 or len(bounds) <= 1:
+        for start, stop in bounds:
+            decode_chunk(start, stop)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for future in [pool.submit(decode_chunk, s, e) for s, e in bounds]:
+                future.result()
+    return torch.from_numpy(out)

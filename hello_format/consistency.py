@@ -1,0 +1,159 @@
+"""Checks that a schema-valid manifest matches the tensors of its bundle (spec section 7).
+
+Used by the writer before writing and by the reader on open; every failure is a ManifestError
+naming the field and the tensor. Only the small tensors (labels, image offsets) are read.
+"""
+
+import re
+from typing import Callable
+
+import torch
+
+from hello_format.errors import ManifestError
+
+IMAGES_DATA = "images.data"
+IMAGES_OFFSETS = "images.offsets"
+LABELS = "labels"
+ENCODER_PREFIX = "encoder_lora."
+HEAD_A, HEAD_B = "head.lora_A", "head.lora_B"
+BASE_PREFIX = "base."
+DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+_PEFT_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+
+Shapes = dict[str, tuple[str, tuple[int, ...]]]   # tensor name -> (safetensors dtype, shape)
+
+
+def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable[[str], torch.Tensor]) -> None:
+    """Raise ManifestError unless the manifest describes exactly these tensors.
+
+    ``read(name)`` returns a tensor's data; it is called only for ``labels`` and ``images.offsets``
+    after their dtype and shape were checked.
+    """
+    listed = set(manifest["integrity"]["tensors"])
+    if listed != set(shapes):
+        missing, extra = sorted(listed - set(shapes)), sorted(set(shapes) - listed)
+        raise ManifestError(f"{where}: field 'integrity.tensors' does not list the file's tensors "
+                            f"(listed but absent: {missing[:3]}, present but unlisted: {extra[:3]})")
+    num_classes = len(manifest["class_names"])
+    _check_labels(where, manifest, shapes, read, num_classes)
+    _check_images(where, manifest["images"], shapes, read)
+    _check_encoder_lora(where, manifest["lora"], shapes)
+    _check_head(where, manifest["head"], shapes, num_classes)
+    _check_base(where, manifest["base"], shapes)
+
+
+def _expect(where: str, shapes: Shapes, name: str, dtype: str, shape: tuple | None, why: str) -> None:
+    if name not in shapes:
+        raise ManifestError(f"{where}: tensor '{name}' is missing ({why})")
+    got_dtype, got_shape = shapes[name]
+    if got_dtype != dtype or (shape is not None and tuple(got_shape) != tuple(shape)):
+        want = f"{dtype} {list(shape)}" if shape is not None else dtype
+        raise ManifestError(f"{where}: tensor '{name}' is {got_dtype} {list(got_shape)}, "
+                            f"expected {want} ({why})")
+
+
+def _check_labels(where, manifest, shapes, read, num_classes) -> None:
+    count = manifest["images"]["count"]
+    _expect(where, shapes, LABELS, "I64", (count,), f"one label per image, images.count = {count}")
+    labels = read(LABELS)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise ManifestError(f"{where}: tensor 'labels' holds class {bad}, outside [0, {num_classes}) "
+                            f"for {num_classes} class_names (if the file is corrupted, hello verify names the tensor)")
+    ipc = manifest["ipc"]
+    if ipc is not None:
+        counts = torch.bincount(labels, minlength=num_classes)
+        wrong = (counts != ipc).nonzero().flatten()
+        if wrong.numel():
+            c = int(wrong[0])
+            raise ManifestError(
+                f"{where}: field 'ipc' is {ipc} but class {c} ({manifest['class_names'][c]!r}) has "
+                f"{int(counts[c])} images ({count} images for {num_classes} classes); set ipc to null "
+                f"for unequal classes")
+
+
+def _check_images(where, images, shapes, read) -> None:
+    count, geometry = images["count"], (images["channels"], images["height"], images["width"])
+    if images["codec"] == "raw":
+        _expect(where, shapes, IMAGES_DATA, "U8", (count, *geometry), "codec raw stores [N, C, H, W]")
+        if IMAGES_OFFSETS in shapes:
+            raise ManifestError(f"{where}: tensor '{IMAGES_OFFSETS}' must not exist with codec raw")
+        return
+    codec = images["codec"]
+    if IMAGES_DATA not in shapes or shapes[IMAGES_DATA][0] != "U8" or len(shapes[IMAGES_DATA][1]) != 1:
+        raise ManifestError(f"{where}: tensor '{IMAGES_DATA}' must be U8 [total_bytes] for codec {codec}")
+    _expect(where, shapes, IMAGES_OFFSETS, "I64", (count + 1,), f"codec {codec} needs N + 1 offsets")
+    offsets = read(IMAGES_OFFSETS)
+    total = shapes[IMAGES_DATA][1][0]
+    if int(offsets[0]) != 0 or int(offsets[-1]) != total or bool((offsets[1:] < offsets[:-1]).any()):
+        raise ManifestError(f"{where}: tensor '{IMAGES_OFFSETS}' must rise from 0 to {total} "
+                            f"(the length of '{IMAGES_DATA}')")
+
+
+def _is_target(where: str, module_path: str, targets) -> bool:
+    """peft's rule applied to the module or any module containing it (MultiheadAttention nests)."""
+    parts = module_path.split(".")
+    prefixes = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    try:
+        if isinstance(targets, str):
+            return any(re.fullmatch(targets, p) for p in prefixes)
+    except re.error as exc:
+        raise ManifestError(f"{where}: field 'lora.target_modules' is not a valid regex: {exc}") from None
+    return any(p == t or p.endswith("." + t) for p in prefixes for t in targets)
+
+
+def _check_encoder_lora(where, lora, shapes) -> None:
+    names = sorted(n for n in shapes if n.startswith(ENCODER_PREFIX))
+    if lora is None:
+        if names:
+            raise ManifestError(f"{where}: tensor '{names[0]}' exists but field 'lora' is null")
+        return
+    if not names:
+        raise ManifestError(f"{where}: field 'lora' is set but there are no encoder_lora.* tensors")
+    dtype, pairs = DTYPE_NAMES[lora["dtype"]], {}
+    for name in names:
+        match = _PEFT_KEY.fullmatch(name[len(ENCODER_PREFIX):])
+        if not match:
+            raise ManifestError(f"{where}: tensor '{name}' is not a peft adapter key "
+                                f"(encoder_lora.base_model.model.<module>.lora_A.weight or .lora_B.weight)")
+        if not _is_target(where, match[1], lora["target_modules"]):
+            raise ManifestError(f"{where}: tensor '{name}': module '{match[1]}' is not matched by "
+                                f"field 'lora.target_modules'")
+        _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora['dtype']}")
+        if len(shapes[name][1]) < 2:
+            raise ManifestError(f"{where}: tensor '{name}' must have at least 2 dimensions")
+        pairs.setdefault(match[1], {})[match[2]] = name
+    ranks = {lora["r"], *lora["rank_pattern"].values()}
+    for module, pair in pairs.items():
+        if set(pair) != {"A", "B"}:
+            have = next(iter(pair.values()))
+            raise ManifestError(f"{where}: tensor '{have}' has no lora_{'B' if 'A' in pair else 'A'} partner")
+        rank_a, rank_b = shapes[pair["A"]][1][0], shapes[pair["B"]][1][1]
+        if rank_a != rank_b or rank_a not in ranks:
+            raise ManifestError(f"{where}: module '{module}': lora_A rank {rank_a} and lora_B rank "
+                                f"{rank_b} must be equal and one of lora.r / lora.rank_pattern {sorted(ranks)}")
+
+
+def _check_head(where, head, shapes, num_classes) -> None:
+    lora = head["lora"]
+    present = [n for n in (HEAD_A, HEAD_B) if n in shapes]
+    if lora is None:
+        if present:
+            raise ManifestError(f"{where}: tensor '{present[0]}' exists but field 'head.lora' is null")
+        return
+    dtype, r = DTYPE_NAMES[lora["dtype"]], lora["r"]
+    _expect(where, shapes, HEAD_B, dtype, (num_classes, r),
+            f"{num_classes} class_names, head.lora.r = {r}, head.lora.dtype = {lora['dtype']}")
+    _expect(where, shapes, HEAD_A, dtype, None, f"head.lora.dtype = {lora['dtype']}")
+    shape_a = shapes[HEAD_A][1]
+    if len(shape_a) != 2 or shape_a[0] != r:
+        raise ManifestError(f"{where}: tensor '{HEAD_A}' is {list(shape_a)}, expected [{r}, d] "
+                            f"(head.lora.r = {r})")
+
+
+def _check_base(where, base, shapes) -> None:
+    has_base = any(n.startswith(BASE_PREFIX) for n in shapes)
+    if (base["source"] == "embedded") != has_base:
+        raise ManifestError(
+            f"{where}: field 'base.source' is {base['source']!r} but the file "
+            f"{'has' if has_base else 'has no'} base.* tensors (embedded bases store them, others must not)")

@@ -1,0 +1,181 @@
+"""The safetensors container: a deterministic writer and a strict header parser (spec section 1).
+
+Every problem with the container is a HeaderError naming the file and the tensor; the data section
+is never read here, so parsing costs one small read whatever the file size.
+"""
+
+import json
+import math
+import os
+import pathlib
+import struct
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from hello_format.errors import HeaderError
+
+MAX_HEADER_BYTES = 100_000_000
+METADATA_KEY = "__metadata__"
+
+# safetensors dtype -> (torch dtype, itemsize)
+DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "BOOL": (torch.bool, 1), "U8": (torch.uint8, 1), "I8": (torch.int8, 1),
+    "I16": (torch.int16, 2), "U16": (torch.uint16, 2), "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2), "I32": (torch.int32, 4), "U32": (torch.uint32, 4),
+    "F32": (torch.float32, 4), "I64": (torch.int64, 8), "U64": (torch.uint64, 8),
+    "F64": (torch.float64, 8),
+}
+_TORCH_TO_NAME = {torch_dtype: name for name, (torch_dtype, _) in DTYPES.items()}
+
+if sys.byteorder != "little":  # the format is little-endian and we write native bytes
+    raise ImportError("hello_format supports little-endian machines only")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One header entry: where a tensor's bytes lie in the data section."""
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed and validated header."""
+    length: int                       # n, the JSON length including padding
+    metadata: dict[str, str]
+    tensors: dict[str, TensorInfo]    # sorted by name
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.length
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The safetensors name of a torch dtype."""
+    try:
+        return _TORCH_TO_NAME[dtype]
+    except KeyError:
+        raise HeaderError(f"dtype {dtype} cannot be stored in safetensors") from None
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw little-endian C-order bytes of a tensor (no copy when already contiguous on CPU)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def encode_header(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> bytes:
+    """The 8-byte length plus the canonical, space-padded JSON header for tensors in sorted order."""
+    header: dict[str, object] = {METADATA_KEY: metadata}
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        nbytes = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": dtype_name(tensor.dtype), "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def write_container(file, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """Write a safetensors file (header, then tensors in sorted-name order) to a binary file object."""
+    file.write(encode_header(metadata, tensors))
+    for name in sorted(tensors):
+        file.write(tensor_bytes(tensors[name]))
+
+
+def _no_duplicates(pairs):
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        duplicate = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return dict(pairs)
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json_loads(text: str):
+    """json.loads that rejects duplicate keys, NaN and Infinity (raises ValueError)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_entry(where: str, name: str, entry) -> TensorInfo:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise HeaderError(f"{where}: tensor '{name}': entry must have exactly dtype, shape, data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPES:
+        raise HeaderError(f"{where}: tensor '{name}': unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise HeaderError(f"{where}: tensor '{name}': shape must be a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise HeaderError(f"{where}: tensor '{name}': data_offsets must be [begin, end] with 0 <= begin <= end")
+    expected = math.prod(shape) * DTYPES[dtype][1]
+    if offsets[1] - offsets[0] != expected:
+        raise HeaderError(f"{where}: tensor '{name}': {dtype} {shape} needs {expected} bytes but "
+                          f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
+    return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _check_layout(where: str, infos: list[TensorInfo], data_size: int) -> None:
+    position, previous = 0, None
+    for info in sorted(infos, key=lambda i: (i.begin, i.end)):
+        if info.end > data_size:
+            raise HeaderError(f"{where}: tensor '{info.name}': data_offsets [{info.begin}, {info.end}] "
+                              f"exceed the {data_size}-byte data section (file truncated?)")
+        if info.begin < position:
+            raise HeaderError(f"{where}: tensor '{info.name}' overlaps tensor '{previous}'")
+        if info.begin > position:
+            raise HeaderError(f"{where}: gap of {info.begin - position} bytes before tensor '{info.name}'")
+        position, previous = info.end, info.name
+    if position != data_size:
+        raise HeaderError(f"{where}: {data_size - position} trailing bytes after the last tensor")
+
+
+def read_header(path: pathlib.Path) -> Header:
+    """Read and validate the header of the safetensors file at ``path`` (spec section 1.2)."""
+    where = str(path)
+    try:
+        file_size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise HeaderError(f"{where}: {file_size}-byte file is too short to be a .hello/safetensors file")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > file_size - 8 or length > MAX_HEADER_BYTES:
+                raise HeaderError(f"{where}: not a .hello/safetensors file: header length {length} "
+                                  f"exceeds the file size ({file_size} bytes)")
+            raw = file.read(length)
+    except OSError as exc:
+        raise HeaderError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        header = strict_json_loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HeaderError(f"{where}: not a .hello/safetensors file: header is not valid JSON "
+                          f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(header, dict):
+        raise HeaderError(f"{where}: header must be a JSON object, got {type(header).__name__}")
+    metadata = header.pop(METADATA_KEY, {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise HeaderError(f"{where}: {METADATA_KEY} must be an object of strings")
+    infos = [_parse_entry(where, name, entry) for name, entry in header.items()]
+    _check_layout(where, infos, file_size - 8 - length)
+    return Header(length, metadata, {info.name: info for info in sorted(infos, key=lambda i: i.name)})

@@ -1,0 +1,207 @@
+"""Generate the conformance vectors in spec/vectors/ (deterministic: same bytes on every run).
+
+    python spec/make_vectors.py [OUTDIR]      # default: spec/vectors next to this script
+
+Each vector is a tiny .hello file; expected.json maps it to "valid" or to the error class and a
+substring of the message (spec section 13). The base section is fake but schema-valid.
+"""
+
+import json
+import pathlib
+import struct
+import sys
+
+import torch
+
+import hello_format  # noqa: F401  (sets up imports before anything else)
+from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, _sha256, write_bundle
+from hello_format.container import tensor_bytes, write_container
+from hello_format.manifest import canonical_json, manifest_sha256
+
+CLASS_NAMES = ["cat", "dog", "café"]
+IPC = 2
+ROOT = "encoder_lora.base_model.model."
+
+
+def _pattern(shape, seed: int, dtype=torch.float16) -> torch.Tensor:
+    """Deterministic, platform-independent pseudo-random values in [-0.5, 0.5)."""
+    n = torch.arange(1, 1 + int(torch.tensor(shape).prod()), dtype=torch.int64)
+    return (((n * (7919 + seed)) % 101).to(torch.float32) / 101 - 0.5).reshape(shape).to(dtype)
+
+
+def sample_images(channels: int = 3, size: int = 8) -> torch.Tensor:
+    """IPC x C smooth uint8 images [N, channels, size, size]."""
+    n = IPC * len(CLASS_NAMES)
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images = torch.stack([torch.stack([(x * 16 + y * 8 + i * 20 + c * 50) % 256 for c in range(channels)])
+                          for i in range(n)])
+    return images.to(torch.uint8)
+
+
+def sample_labels() -> torch.Tensor:
+    return torch.arange(IPC * len(CLASS_NAMES)) % len(CLASS_NAMES)
+
+
+def sample_tensors(num_classes: int = len(CLASS_NAMES), width: int = 8, r: int = 2, r_head: int = 4) -> dict:
+    """peft-style LoRA of a fake 1-block ViT (attn = MultiheadAttention, mlp.c_fc) plus a head LoRA."""
+    block = "transformer.resblocks.0."
+    shapes = {
+        f"{ROOT}{block}attn.lora_A.weight": (r, width),
+        f"{ROOT}{block}attn.lora_B.weight": (3 * width, r),
+        f"{ROOT}{block}attn.base_layer.out_proj.lora_A.weight": (r, width),
+        f"{ROOT}{block}attn.base_layer.out_proj.lora_B.weight": (width, r),
+        f"{ROOT}{block}mlp.c_fc.lora_A.weight": (r, width),
+        f"{ROOT}{block}mlp.c_fc.lora_B.weight": (2 * width, r),
+        "head.lora_A": (r_head, width),
+        "head.lora_B": (num_classes, r_head),
+    }
+    return {name: _pattern(shape, seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
+
+
+def sample_manifest(**overrides) -> dict:
+    """A complete, schema-valid manifest (minus images / integrity, which the writer fills)."""
+    manifest = {
+        "format_version": "1.0",
+        "class_names": list(CLASS_NAMES),
+        "ipc": IPC,
+        "base": {"source": "local", "architecture": "hello-tiny-vit", "pretrained": None,
+                 "checkpoint": "hello-tiny-vit.safetensors", "config": None,
+                 "fingerprint": "sha256:" + "0" * 64, "image_size": 32,
+                 "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+        "lora": {"peft_type": "LORA", "module_root": "visual",
+                 "target_modules": r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)",
+                 "r": 2, "lora_alpha": 4, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0,
+                 "bias": "none", "dtype": "float16"},
+        "head": {"templates": ["a photo of a {}.", "a blurry photo of a {}."], "ensemble": "mean",
+                 "normalize_features": True, "logit_scale": 100.0,
+                 "lora": {"r": 4, "lora_alpha": 4, "dtype": "float16"}},
+        "recipe": {"augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0,
+                   "beta": 0.1, "epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 0.001,
+                   "weight_decay": 0.01, "student_image_size": None},
+        "provenance": {"source_dataset": "conformance vectors", "teacher": "none",
+                       "builder": {"name": "spec/make_vectors.py", "version": "1", "options": {}},
+                       "timings": {}},
+    }
+    manifest.update(overrides)
+    return manifest
+
+
+def write_unchecked(path: pathlib.Path, manifest: dict, tensors: dict) -> None:
+    """Write a container with a correctly hashed manifest but no validation (for invalid vectors)."""
+    manifest = dict(manifest, integrity={"algorithm": "sha256", "tensors": {
+        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})
+    text = canonical_json(manifest)
+    with open(path, "wb") as file:
+        write_container(file, {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)},
+                        tensors)
+
+
+def _split(data: bytes) -> tuple[dict, bytes]:
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def _join(header: dict, body: bytes) -> bytes:
+    """Re-encode an edited header with the canonical layout (keeps the given offsets)."""
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + body
+
+
+def _edit_header(data: bytes, edit) -> bytes:
+    header, body = _split(data)
+    edit(header)
+    return _join(header, body)
+
+
+def _flip_in_manifest(data: bytes) -> bytes:
+    position = data.index(b'\\"ipc\\":2') + len(b'\\"ipc\\":')   # the manifest string is escaped JSON
+    return data[:position] + b"3" + data[position + 1:]
+
+
+def _flip_in_tensor(data: bytes, name: str) -> bytes:
+    header, _ = _split(data)
+    start = 8 + struct.unpack("<Q", data[:8])[0] + header[name]["data_offsets"][0]
+    return data[:start] + bytes([data[start] ^ 0xFF]) + data[start + 1:]
+
+
+def _set_offsets(name: str, begin: int, end: int):
+    def edit(header):
+        header[name]["data_offsets"] = [begin, end]
+    return edit
+
+
+def generate(out: pathlib.Path) -> dict:
+    """Write every vector into ``out``; return the expected outcomes."""
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels, tensors = sample_images(), sample_labels(), sample_tensors()
+    expected = {}
+
+    def valid(name, **kwargs):
+        write_bundle(out / name, kwargs.pop("manifest", sample_manifest()), kwargs.pop("images", images),
+                     labels, tensors, **kwargs)
+        expected[name] = "valid"
+
+    def invalid(name, data: bytes, error: str, match: str):
+        (out / name).write_bytes(data)
+        expected[name] = {"error": error, "match": match}
+
+    valid("valid_png.hello")
+    valid("valid_raw.hello", codec="raw")
+    valid("valid_gray_png.hello", images=sample_images(channels=1))
+    valid("valid_minor_version.hello", manifest=sample_manifest(
+        format_version="1.7", future_section={"added_in": "1.7"}))
+    raw = (out / "valid_raw.hello").read_bytes()
+    png = (out / "valid_png.hello").read_bytes()
+
+    invalid("not_safetensors.hello", b"GIF89a, or any file that is not a bundle at all\n",
+            "HeaderError", "not a .hello/safetensors file")
+    invalid("truncated.hello", raw[:-40], "HeaderError", "file truncated?")
+    invalid("header_length_too_large.hello", struct.pack("<Q", len(raw) * 2) + raw[8:],
+            "HeaderError", "header length")
+    invalid("header_not_json.hello", raw[:8] + b"[" + raw[9:], "HeaderError", "not valid JSON")
+    labels_at = _split(raw)[0]["labels"]["data_offsets"]
+    invalid("overlapping_offsets.hello", _edit_header(raw, _set_offsets(
+        "labels", labels_at[0] - 8, labels_at[1] - 8)), "HeaderError", "overlaps")
+    invalid("out_of_range_offsets.hello", _edit_header(raw, _set_offsets(
+        "labels", labels_at[0] + 8, labels_at[1] + 8)), "HeaderError", "exceed")
+    invalid("shape_vs_bytes.hello", _edit_header(raw, lambda h: h["labels"].update(shape=[5])),
+            "HeaderError", "needs 40 bytes")
+    invalid("manifest_byte_flipped.hello", _flip_in_manifest(raw), "IntegrityError", "manifest")
+    invalid("tensor_byte_flipped.hello", _flip_in_tensor(raw, "head.lora_B"), "IntegrityError",
+            "tensor 'head.lora_B'")
+    invalid("image_byte_flipped.hello", _flip_in_tensor(png, "images.data"), "IntegrityError",
+            "tensor 'images.data'")
+
+    png_tensors = _image_tensors(images, "png", None)
+    base_tensors = {**tensors, "labels": labels, **png_tensors}
+    png_manifest = sample_manifest(images={"count": 6, "channels": 3, "height": 8, "width": 8,
+                                           "codec": "png", "quality": None})
+    write_unchecked(out / "unknown_major_version.hello", dict(png_manifest, format_version="2.0"), base_tensors)
+    expected["unknown_major_version.hello"] = {"error": "UnsupportedVersionError", "match": "major 2"}
+    no_recipe = dict(png_manifest)
+    del no_recipe["recipe"]
+    write_unchecked(out / "missing_required_field.hello", no_recipe, base_tensors)
+    expected["missing_required_field.hello"] = {"error": "ManifestError", "match": "'recipe' is a required"}
+    write_unchecked(out / "labels_count_mismatch.hello", png_manifest, {**base_tensors, "labels": labels[:5]})
+    expected["labels_count_mismatch.hello"] = {"error": "ManifestError", "match": "tensor 'labels'"}
+    write_unchecked(out / "head_classes_mismatch.hello", png_manifest,
+                    {**base_tensors, "head.lora_B": sample_tensors(num_classes=4)["head.lora_B"]})
+    expected["head_classes_mismatch.hello"] = {"error": "ManifestError", "match": "tensor 'head.lora_B'"}
+    data = png_tensors["images.data"].clone()
+    second = int(png_tensors["images.offsets"][1])
+    data[second:second + 16] = 0
+    write_unchecked(out / "image_does_not_decode.hello", png_manifest, {**base_tensors, "images.data": data})
+    expected["image_does_not_decode.hello"] = {"error": "ImageDecodeError", "match": "image 1 does not decode"}
+    with open(out / "plain_safetensors.hello", "wb") as file:
+        write_container(file, {}, {"weight": _pattern((2, 2), 0)})
+    expected["plain_safetensors.hello"] = {"error": "ManifestError", "match": "not a .hello bundle"}
+
+    (out / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+    return expected
+
+
+if __name__ == "__main__":
+    target = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent / "vectors"
+    for name, outcome in generate(target).items():
+        print(f"{name}: {outcome}")
