@@ -1,0 +1,359 @@
+"""Batched augmentation on the device: the student's view of every batch.
+
+One call, ``augment_batch(images, config, generator)``, turns a uint8 batch into the float view the
+student trains on *and* the projector labels (``projector.label(batch.images)``), so soft labels
+always describe exactly the pixels the student sees, mixing included.
+
+Pipeline (RDED's student recipe, order as in RDED's training script):
+
+1. patch shuffle (optional): the stored image is cut into ``factor`` row strips and ``factor``
+   column strips, and each set is permuted (RDED's ``ShufflePatches``: its stitched ``factor x
+   factor`` mosaics get a new layout; uneven sizes leave the extra pixels in the last strip);
+2. RandomResizedCrop: torchvision's sampling (10 tries of area in ``scale`` and log-uniform aspect
+   in ``ratio``, then the central fallback) and its tensor resize (bilinear, antialiased,
+   ``align_corners=False``), the same as ``F.interpolate(crop, size, mode="bilinear",
+   antialias=True)`` on each crop;
+3. horizontal flip with probability ``hflip``;
+4. CutMix or Mixup of the whole batch with a random partner permutation.
+
+Every random number comes from the caller's CPU ``torch.Generator``, so a seed gives the same batch
+on any device. Steps 1-3 are folded into one separable resampling (two tap gathers per axis when
+upsampling) that also converts uint8 to float in [0, 1]: no per-sample Python loop touches pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
+_CPU_CHUNK_ELEMENTS = 1 << 22  # float32 scratch per CPU chunk: 16 MiB, below glibc's mmap threshold
+
+
+class AugmentConfigError(ValueError):
+    """An augmentation setting is out of range or unknown."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How each training batch is augmented; recorded in a bundle's ``recipe.augment``.
+
+    Defaults are SRe2L's / RDED's ImageNet student recipe: RandomResizedCrop with torchvision's
+    ranges, flip 0.5, CutMix on every batch with lam ~ Beta(1, 1). Patch shuffle is off; RDED's
+    recipe for its 2 x 2 stitched images is ``patch_shuffle=2, scale=(0.5, 1.0)`` (RDED uses
+    ``scale=(1 / factor, 1)``). Mixing: a batch is mixed with probability
+    ``min(1, cutmix + mixup)``; a mixed batch uses CutMix with probability
+    ``cutmix / (cutmix + mixup)``, else Mixup (so when the two sum to at most 1 each is applied
+    with exactly its own probability, and never both).
+    """
+
+    output_size: int | None = None  # square output side; None keeps the stored height x width
+    scale: tuple[float, float] = (0.08, 1.0)  # crop area as a fraction of the image area
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio (width / height)
+    hflip: float = 0.5  # probability of a horizontal flip
+    patch_shuffle: int = 0  # RDED ShufflePatches factor; 0 or 1 = off
+    cutmix: float = 1.0  # probability that a batch is cut-mixed
+    cutmix_alpha: float = 1.0  # CutMix lam ~ Beta(alpha, alpha)
+    mixup: float = 0.0  # probability that a batch is mixed up
+    mixup_alpha: float = 0.8  # Mixup lam ~ Beta(alpha, alpha)
+
+    def __post_init__(self):
+        set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        if self.output_size is not None:
+            set_field("output_size", _integer("output_size", self.output_size, minimum=1))
+        set_field("scale", _interval("scale", self.scale, low=0.0, high=1.0))
+        set_field("ratio", _interval("ratio", self.ratio, low=0.0, high=math.inf))
+        set_field("patch_shuffle", _integer("patch_shuffle", self.patch_shuffle, minimum=0))
+        for name in ("hflip", "cutmix", "mixup"):
+            set_field(name, _number(name, getattr(self, name), low=0.0, high=1.0, open_low=False))
+        for name in ("cutmix_alpha", "mixup_alpha"):
+            set_field(name, _number(name, getattr(self, name), low=0.0, high=math.inf, open_low=True))
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (tuples become lists) that ``from_dict`` reads back."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """Build from a (possibly partial) dict; absent keys take the defaults, unknown keys are refused."""
+        if not isinstance(d, dict):
+            raise AugmentConfigError(f"augment settings must be a JSON object, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise AugmentConfigError(f"unknown augment setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> AugmentConfig:
+        """A copy with some fields changed (validated like the constructor)."""
+        return self.from_dict({**self.to_dict(), **overrides})
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields: compare them explicitly
+class MixParams:
+    """The batch-level mixing that was applied: image i was mixed with image ``perm[i]``."""
+
+    kind: str  # "cutmix" | "mixup"
+    perm: torch.Tensor  # int64 [B], CPU
+    lam: float  # weight of the original image (CutMix: exact unpasted area fraction)
+    box: tuple[int, int, int, int] | None  # CutMix (y0, x0, y1, x1) in output pixels, end-exclusive
+
+
+@dataclass(eq=False)
+class AugmentedBatch:
+    """An augmented batch and the parameters that made it (all parameters on the CPU)."""
+
+    images: torch.Tensor  # float32 [B, C, S, S] in [0, 1], on the input's device: feed it to the student AND the projector
+    crops: torch.Tensor  # int64 [B, 4]: (top, left, height, width) in stored pixels (after patch shuffle)
+    flips: torch.Tensor  # bool [B]
+    patch_order: torch.Tensor | None  # int64 [B, 2, factor]: (row strip order, column strip order); None when off
+    mix: MixParams | None
+
+
+def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> AugmentedBatch:
+    """Augment a uint8 batch [B, C, H, W] on its own device with parameters drawn from ``generator`` (CPU)."""
+    _check_images(images)
+    if generator.device.type != "cpu":
+        raise AugmentConfigError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
+    batch, _, height, width = images.shape
+    size = (height, width) if config.output_size is None else (config.output_size, config.output_size)
+    factor = config.patch_shuffle if config.patch_shuffle > 1 else 0
+    if factor > min(height, width):
+        raise AugmentConfigError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
+
+    crops = sample_crops(batch, height, width, config.scale, config.ratio, generator)
+    flips = torch.rand(batch, generator=generator) < config.hflip
+    patch_order = torch.rand(batch, 2, factor, generator=generator).argsort(dim=-1) if factor else None
+    mix = sample_mix(batch, size, config, generator)
+
+    out = apply_crops(images, crops, flips, size, patch_order)
+    return AugmentedBatch(apply_mix(out, mix), crops, flips, patch_order, mix)
+
+
+def sample_crops(batch: int, height: int, width: int, scale, ratio, generator: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop boxes, torchvision's algorithm vectorised: int64 [B, 4] (top, left, h, w)."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio, dtype=torch.float64))
+    shape = (batch, _CROP_ATTEMPTS)
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(shape, generator=generator, dtype=torch.float64))
+    aspect = torch.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(shape, generator=generator, dtype=torch.float64))
+    w = torch.round(torch.sqrt(target_area * aspect))  # round half to even, like Python's round()
+    h = torch.round(torch.sqrt(target_area / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first attempt that fits
+    found = fits.any(dim=1)
+    fallback_h, fallback_w = _central_fallback(height, width, ratio)
+    h = torch.where(found, h.gather(1, first).squeeze(1), float(fallback_h))
+    w = torch.where(found, w.gather(1, first).squeeze(1), float(fallback_w))
+    position = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
+    top = torch.where(found, torch.floor(position[:, 0] * (height - h + 1)), float((height - fallback_h) // 2))
+    left = torch.where(found, torch.floor(position[:, 1] * (width - w + 1)), float((width - fallback_w) // 2))
+    return torch.stack([top, left, h, w], dim=1).long()
+
+
+def sample_mix(batch: int, size: tuple[int, int], config: AugmentConfig, generator: torch.Generator) -> MixParams | None:
+    """Draw this batch's CutMix / Mixup (or none) as described in ``AugmentConfig``."""
+    total = config.cutmix + config.mixup
+    if total == 0:
+        return None
+    u = torch.rand(1, generator=generator, dtype=torch.float64).item() * max(total, 1.0)
+    if u >= total:
+        return None
+    kind = "cutmix" if u < config.cutmix else "mixup"
+    perm = torch.randperm(batch, generator=generator)
+    # torch has no seeded Beta sampler: a numpy generator seeded from ``generator`` draws lam.
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    alpha = config.cutmix_alpha if kind == "cutmix" else config.mixup_alpha
+    lam = float(rng.beta(alpha, alpha))
+    if kind == "mixup":
+        return MixParams("mixup", perm, lam, None)
+    # CutMix paper's rand_bbox: a box of side sqrt(1 - lam) centred uniformly, clipped to the image.
+    height, width = size
+    cut_h, cut_w = int(height * math.sqrt(1.0 - lam)), int(width * math.sqrt(1.0 - lam))
+    cy = int(torch.randint(0, height, (1,), generator=generator))
+    cx = int(torch.randint(0, width, (1,), generator=generator))
+    y0, y1 = min(max(cy - cut_h // 2, 0), height), min(max(cy + cut_h // 2, 0), height)
+    x0, x1 = min(max(cx - cut_w // 2, 0), width), min(max(cx + cut_w // 2, 0), width)
+    lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
+    return MixParams("cutmix", perm, lam, (y0, x0, y1, x1))
+
+
+def apply_crops(
+    images: torch.Tensor,
+    crops: torch.Tensor,
+    flips: torch.Tensor,
+    size: int | tuple[int, int],
+    patch_order: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Patch-shuffle, crop, resize and flip a uint8 batch in one pass -> float32 [B, C, *size] in [0, 1].
+
+    Per image this equals: shuffle strips by ``patch_order``, slice ``crops`` (top, left, h, w),
+    ``F.interpolate(size, mode="bilinear", align_corners=False, antialias=True)``, flip if ``flips``.
+    """
+    _check_images(images)
+    batch, _, height, width = images.shape
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    crops = crops.to("cpu", torch.float64)
+    flips = flips.to("cpu", torch.bool)
+    row_idx, row_w = _resize_taps(crops[:, 0], crops[:, 2], out_h)
+    col_idx, col_w = _resize_taps(crops[:, 1], crops[:, 3], out_w)
+    col_idx = torch.where(flips[:, None, None], col_idx.flip(1), col_idx)
+    col_w = torch.where(flips[:, None, None], col_w.flip(1), col_w)
+    if patch_order is not None:
+        patch_order = patch_order.cpu()
+        row_idx = _strip_map(height, patch_order[:, 0]).gather(1, row_idx.flatten(1)).view_as(row_idx)
+        col_idx = _strip_map(width, patch_order[:, 1]).gather(1, col_idx.flatten(1)).view_as(col_idx)
+    device = images.device
+    return _resample(
+        images,
+        row_idx.to(device),
+        (row_w / 255.0).to(device, torch.float32),  # folds the uint8 -> [0, 1] scaling into the taps
+        col_idx.to(device),
+        col_w.to(device, torch.float32),
+    )
+
+
+def apply_mix(images: torch.Tensor, mix: MixParams | None) -> torch.Tensor:
+    """Apply CutMix / Mixup to a float batch in place (and return it)."""
+    if mix is None:
+        return images
+    perm = mix.perm.to(images.device)
+    if mix.kind == "cutmix":
+        y0, x0, y1, x1 = mix.box
+        region = images[:, :, y0:y1, x0:x1]
+        region.copy_(region[perm])  # indexing copies the partners' pixels before the write
+    else:
+        partner = images[perm]  # a copy, taken before the in-place scaling
+        images.mul_(mix.lam).add_(partner, alpha=1.0 - mix.lam)
+    return images
+
+
+def mix_targets(labels: torch.Tensor, mix: MixParams | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(labels, partner labels, lam): the hard targets of a mixed batch, for ``mse_ce_loss`` or one-hots."""
+    if mix is None:
+        return labels, labels, 1.0
+    return labels, labels[mix.perm.to(labels.device)], mix.lam
+
+
+def _resize_taps(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices and weights [B, out, K] of torch's antialiased bilinear resize of [start, start + length).
+
+    Mirrors ATen's ``_compute_weights_aa`` (triangle filter widened by the downscale factor; plain
+    bilinear when upsampling); taps beyond an output's support get weight 0.
+    """
+    length = length[:, None]
+    scale = length / out
+    support = scale.clamp(min=1.0)
+    center = scale * (torch.arange(out, dtype=torch.float64) + 0.5)
+    first = torch.trunc(center - support + 0.5).clamp(min=0)
+    count = torch.minimum(torch.trunc(center + support + 0.5), length) - first
+    taps = torch.arange(int(count.max()), dtype=torch.float64)
+    index = first[..., None] + taps
+    weight = (1.0 - ((index - center[..., None] + 0.5) / support[..., None]).abs()).clamp(min=0)
+    weight = torch.where(taps < count[..., None], weight, 0.0)
+    total = weight.sum(-1, keepdim=True)
+    weight = weight / torch.where(total > 0, total, 1.0)
+    index = torch.minimum(index, length[..., None] - 1) + start[:, None, None]
+    return index.long(), weight
+
+
+def _strip_map(length: int, order: torch.Tensor) -> torch.Tensor:
+    """[B, length]: for each pixel of the strip-shuffled axis, its index in the original axis."""
+    factor = order.shape[1]
+    strip = length // factor
+    starts = torch.arange(factor) * strip
+    sizes = torch.full((factor,), strip).index_fill_(0, torch.tensor([factor - 1]), length - (factor - 1) * strip)
+    new_sizes = sizes[order]
+    new_ends = new_sizes.cumsum(1)
+    position = torch.arange(length).expand(len(order), length)
+    slot = torch.searchsorted(new_ends, position.contiguous(), right=True)
+    return starts[order.gather(1, slot)] + position - (new_ends - new_sizes).gather(1, slot)
+
+
+def _resample(images, row_idx, row_w, col_idx, col_w) -> torch.Tensor:
+    """Separable resampling by tap gathers: rows (read as uint8), then columns; float32 out.
+
+    On the CPU the batch goes in chunks whose float scratch stays small: fresh buffers of hundreds
+    of MB cost more in page faults than the arithmetic (a GPU's caching allocator has no such cost).
+    """
+    images = images.contiguous()
+    batch, channels, height, width = images.shape
+    out_h, out_w = row_idx.shape[1], col_idx.shape[1]
+    out = torch.empty(batch, channels, out_h, out_w, device=images.device)
+    step = batch
+    if images.device.type == "cpu":
+        step = max(1, _CPU_CHUNK_ELEMENTS // (channels * out_h * max(width, out_w)))
+    for s in range(0, batch, step):
+        e = min(batch, s + step)
+        _resample_chunk(images[s:e], row_idx[s:e], row_w[s:e], col_idx[s:e], col_w[s:e], out[s:e])
+    return out
+
+
+def _resample_chunk(images, row_idx, row_w, col_idx, col_w, out) -> None:
+    batch, channels, height, width = images.shape
+    out_h, out_w = out.shape[2:]
+    plane_rows = torch.arange(batch * channels, device=images.device).view(batch, channels, 1) * height
+    flat_images = images.view(batch * channels * height, width)
+    rows = torch.empty(batch * channels * out_h, width, device=images.device)
+    scratch = torch.empty_like(rows)
+    for k in range(row_idx.shape[2]):
+        picked = flat_images.index_select(0, (plane_rows + row_idx[:, None, :, k]).view(-1))
+        w = row_w[:, None, :, k].expand(batch, channels, out_h).reshape(-1, 1)
+        if k == 0:
+            rows.copy_(picked).mul_(w)
+        else:
+            rows.addcmul_(scratch.copy_(picked), w)
+    rows = rows.view(batch, channels, out_h, width)
+    scratch = scratch.view(-1)[: out.numel()].view_as(out) if width >= out_w else torch.empty_like(out)
+    for k in range(col_idx.shape[2]):
+        index = col_idx[:, None, None, :, k].expand(batch, channels, out_h, out_w)
+        w = col_w[:, None, None, :, k]
+        if k == 0:
+            torch.gather(rows, 3, index, out=out)
+            out.mul_(w)
+        else:
+            out.addcmul_(torch.gather(rows, 3, index, out=scratch), w)
+
+
+def _central_fallback(height: int, width: int, ratio) -> tuple[int, int]:
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return int(round(width / min(ratio))), width
+    if in_ratio > max(ratio):
+        return height, int(round(height * max(ratio)))
+    return height, width
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        described = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise AugmentConfigError(f"augmentation needs uint8 images [B, C, H, W], got a {described}")
+    if images.shape[0] == 0:
+        raise AugmentConfigError("augmentation needs a non-empty batch")
+
+
+def _integer(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise AugmentConfigError(f"augment.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _number(name, value, *, low, high, open_low):
+    bad = isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)
+    if bad or value > high or value < low or (open_low and value == low):
+        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else f"> {low:g}"
+        raise AugmentConfigError(f"augment.{name} must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def _interval(name, value, *, low, high):
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise AugmentConfigError(f"augment.{name} must be a pair [min, max], got {value!r}")
+    a, b = (_number(name, v, low=low, high=high, open_low=True) for v in value)
+    if a > b:
+        raise AugmentConfigError(f"augment.{name} must be [min, max] with min <= max, got {list(value)!r}")
+    return a, b

@@ -1,0 +1,239 @@
+"""hello_format.augment against per-image references built from plain torch slicing and F.interpolate."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hello_format.augment import (
+    AugmentConfig,
+    AugmentConfigError,
+    apply_crops,
+    augment_batch,
+    mix_targets,
+    sample_crops,
+    sample_mix,
+)
+
+IDENTITY = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, cutmix=0.0)
+
+
+def random_images(batch=6, channels=3, height=32, width=32, seed=0):
+    return torch.randint(0, 256, (batch, channels, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def strip_shuffle(image, order, dim, factor):
+    """RDED's ShufflePatches along one axis: strips of length // factor, the last one takes the rest."""
+    length = image.shape[dim]
+    strip = length // factor
+    strips = [image.narrow(dim, k * strip, strip if k < factor - 1 else length - (factor - 1) * strip) for k in range(factor)]
+    return torch.cat([strips[k] for k in order], dim)
+
+
+def reference_view(image, crop, flip, size, order=None, factor=0):
+    """One image as torchvision would make it: shuffle strips, crop, antialiased bilinear resize, flip."""
+    x = image.float() / 255
+    if order is not None:
+        x = strip_shuffle(strip_shuffle(x, order[0].tolist(), 1, factor), order[1].tolist(), 2, factor)
+    top, left, h, w = crop.tolist()
+    x = F.interpolate(x[None, :, top : top + h, left : left + w], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return x.flip(-1) if flip else x
+
+
+def test_identity_crop_returns_the_images_as_floats():
+    images = random_images()
+    batch = augment_batch(images, IDENTITY, generator())
+    assert batch.images.dtype == torch.float32 and batch.images.shape == images.shape
+    assert torch.equal(batch.crops, torch.tensor([[0, 0, 32, 32]] * 6))
+    assert not batch.flips.any() and batch.mix is None and batch.patch_order is None
+    torch.testing.assert_close(batch.images, images.float() / 255, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (13, 20), (64, 48)])
+def test_apply_crops_matches_per_image_interpolate(size):
+    images = random_images(batch=5, height=32, width=40)
+    crops = torch.tensor([[0, 0, 32, 40], [3, 5, 10, 7], [10, 2, 22, 31], [31, 39, 1, 1], [4, 0, 17, 40]])
+    flips = torch.tensor([False, True, False, True, True])
+    out = apply_crops(images, crops, flips, size)
+    assert out.shape == (5, 3, *size)
+    for i in range(5):
+        torch.testing.assert_close(out[i], reference_view(images[i], crops[i], flips[i], size), atol=1e-5, rtol=0)
+
+
+def test_sampled_views_match_the_reference_including_patch_shuffle():
+    images = random_images(batch=8, height=30, width=36)
+    config = AugmentConfig(output_size=24, patch_shuffle=3, cutmix=0.0)
+    batch = augment_batch(images, config, generator(3))
+    assert batch.patch_order.shape == (8, 2, 3)
+    for i in range(8):
+        expected = reference_view(images[i], batch.crops[i], batch.flips[i], (24, 24), batch.patch_order[i], 3)
+        torch.testing.assert_close(batch.images[i], expected, atol=1e-5, rtol=0)
+
+
+def test_sampled_crops_lie_inside_the_image_within_scale_and_ratio():
+    height, width, scale, ratio = 224, 160, (0.3, 0.7), (0.5, 1.5)
+    crops = sample_crops(4000, height, width, scale, ratio, generator(1))
+    top, left, h, w = crops.T
+    assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    area = (h * w).double() / (height * width)
+    aspect = w.double() / h.double()
+    # integer rounding of h and w moves area and aspect by at most about one pixel's worth
+    assert area.min() >= scale[0] - 0.01 and area.max() <= scale[1] + 0.01
+    assert aspect.min() >= ratio[0] - 0.02 and aspect.max() <= ratio[1] + 0.02
+    assert area.max() - area.min() > 0.3  # the range is actually explored
+    assert top.float().std() > 5 and left.float().std() > 5
+
+
+def test_impossible_crops_fall_back_to_torchvisions_central_crop():
+    # a 2:1 (wide) crop of full area cannot fit a square image: central crop of width W, height W / 2
+    crops = sample_crops(3, 40, 40, (1.0, 1.0), (2.0, 2.0), generator())
+    assert torch.equal(crops, torch.tensor([[10, 0, 20, 40]] * 3))
+
+
+def test_flip_equals_torch_flip():
+    images = random_images()
+    batch = augment_batch(images, IDENTITY.replace(hflip=1.0), generator())
+    assert batch.flips.all()
+    torch.testing.assert_close(batch.images, torch.flip(images, dims=[-1]).float() / 255, atol=1e-6, rtol=0)
+
+
+def test_cutmix_pastes_the_partners_box_and_lam_is_the_kept_area():
+    images = random_images(batch=8, height=32, width=24)
+    seen_boxes = set()
+    for seed in range(5):
+        whole_image = IDENTITY.replace(ratio=(0.75, 0.75), cutmix=1.0)  # 24 / 32: the full image
+        batch = augment_batch(images, whole_image, generator(seed))
+        mix = batch.mix
+        assert mix.kind == "cutmix" and sorted(mix.perm.tolist()) == list(range(8))
+        y0, x0, y1, x1 = mix.box
+        assert 0 <= y0 <= y1 <= 32 and 0 <= x0 <= x1 <= 24
+        seen_boxes.add(mix.box)
+        plain = images.float() / 255
+        expected = plain.clone()
+        expected[:, :, y0:y1, x0:x1] = plain[mix.perm][:, :, y0:y1, x0:x1]
+        torch.testing.assert_close(batch.images, expected, atol=1e-6, rtol=0)
+        assert mix.lam == pytest.approx(1 - (y1 - y0) * (x1 - x0) / (32 * 24))
+    assert len(seen_boxes) > 1
+
+
+def test_mixup_blends_with_the_partner():
+    images = random_images()
+    batch = augment_batch(images, IDENTITY.replace(mixup=1.0, mixup_alpha=0.8), generator(2))
+    mix = batch.mix
+    assert mix.kind == "mixup" and mix.box is None and 0 < mix.lam < 1
+    plain = images.float() / 255
+    torch.testing.assert_close(batch.images, mix.lam * plain + (1 - mix.lam) * plain[mix.perm], atol=1e-6, rtol=0)
+
+
+def test_mixing_probabilities_follow_the_config():
+    def kinds(config, draws=1500):
+        g = generator(5)
+        counts = {"cutmix": 0, "mixup": 0, None: 0}
+        for _ in range(draws):
+            mix = sample_mix(4, (8, 8), config, g)
+            counts[mix.kind if mix else None] += 1
+        return {k: v / draws for k, v in counts.items()}
+
+    low = kinds(AugmentConfig(cutmix=0.3, mixup=0.2))
+    assert low["cutmix"] == pytest.approx(0.3, abs=0.05) and low["mixup"] == pytest.approx(0.2, abs=0.05)
+    both = kinds(AugmentConfig(cutmix=1.0, mixup=1.0))
+    assert both[None] == 0 and both["cutmix"] == pytest.approx(0.5, abs=0.05)
+    assert kinds(AugmentConfig(cutmix=0.0, mixup=0.0), draws=10)[None] == 1
+
+
+def test_mix_targets():
+    labels = torch.tensor([3, 1, 4, 1, 5])
+    a, b, lam = mix_targets(labels, None)
+    assert torch.equal(a, labels) and torch.equal(b, labels) and lam == 1.0
+    batch = augment_batch(random_images(batch=5), IDENTITY.replace(cutmix=1.0), generator())
+    a, b, lam = mix_targets(labels, batch.mix)
+    assert torch.equal(a, labels) and torch.equal(b, labels[batch.mix.perm]) and lam == batch.mix.lam
+
+
+def test_patch_shuffle_permutes_the_patches():
+    images = random_images(batch=6, height=32, width=32)
+    batch = augment_batch(images, IDENTITY.replace(patch_shuffle=2), generator(4))
+
+    def patches(x):  # [B, C, 32, 32] -> [B, 4, C*16*16]
+        return x.unfold(2, 16, 16).unfold(3, 16, 16).permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], 4, -1)
+
+    got, original = patches((batch.images * 255).round().to(torch.uint8)), patches(images)
+    for i in range(6):
+        assert sorted(map(tuple, got[i].tolist())) == sorted(map(tuple, original[i].tolist()))
+    assert not torch.equal(got, original)  # something moved
+
+
+def test_same_seed_same_batch_different_seed_different_batch():
+    images = random_images(batch=16)
+    config = AugmentConfig(patch_shuffle=2, mixup=0.5, cutmix=0.5)
+    first, again, other = (augment_batch(images, config, generator(s)) for s in (7, 7, 8))
+    assert torch.equal(first.images, again.images) and torch.equal(first.crops, again.crops)
+    assert torch.equal(first.flips, again.flips) and torch.equal(first.patch_order, again.patch_order)
+    assert first.mix.kind == again.mix.kind and first.mix.lam == again.mix.lam and first.mix.box == again.mix.box
+    assert torch.equal(first.mix.perm, again.mix.perm)
+    assert not torch.equal(first.crops, other.crops)
+
+
+def test_output_size_none_keeps_a_non_square_size():
+    batch = augment_batch(random_images(height=20, width=30), AugmentConfig(), generator())
+    assert batch.images.shape == (6, 3, 20, 30)
+    assert batch.images.min() >= 0 and batch.images.max() <= 1 + 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batch_equals_cpu_batch():
+    images = random_images(batch=32, height=48, width=48)
+    config = AugmentConfig(output_size=40, patch_shuffle=2, cutmix=0.5, mixup=0.5)
+    for seed in range(4):
+        on_cpu = augment_batch(images, config, generator(seed))
+        on_gpu = augment_batch(images.cuda(), config, generator(seed))
+        assert on_gpu.images.device.type == "cuda"
+        assert torch.equal(on_cpu.crops, on_gpu.crops) and torch.equal(on_cpu.flips, on_gpu.flips)
+        torch.testing.assert_close(on_gpu.images.cpu(), on_cpu.images, atol=1e-5, rtol=0)
+
+
+def test_config_round_trips_through_json():
+    config = AugmentConfig(output_size=64, scale=(0.5, 1.0), patch_shuffle=2, mixup=0.2)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["scale"] == [0.5, 1.0] and data["ratio"] == [3 / 4, 4 / 3]
+    assert AugmentConfig.from_dict(data) == config
+    assert AugmentConfig.from_dict({}) == AugmentConfig()
+    assert AugmentConfig.from_dict({"hflip": 0}).hflip == 0.0
+    assert config.replace(hflip=0.0) == AugmentConfig(output_size=64, scale=(0.5, 1.0), patch_shuffle=2, mixup=0.2, hflip=0.0)
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"crop_scale": [0.1, 1]}, "crop_scale"),
+        ({"scale": [0.9, 0.2]}, "scale"),
+        ({"scale": [0.0, 1.0]}, "scale"),
+        ({"scale": 0.5}, "scale"),
+        ({"ratio": [1, "wide"]}, "ratio"),
+        ({"hflip": 1.5}, "hflip"),
+        ({"hflip": True}, "hflip"),
+        ({"patch_shuffle": 2.5}, "patch_shuffle"),
+        ({"output_size": 0}, "output_size"),
+        ({"cutmix_alpha": 0}, "cutmix_alpha"),
+        ({"mixup": -0.1}, "mixup"),
+    ],
+)
+def test_bad_settings_are_named(bad, field):
+    with pytest.raises(AugmentConfigError, match=field):
+        AugmentConfig.from_dict(bad)
+
+
+def test_bad_inputs_are_refused_clearly():
+    with pytest.raises(AugmentConfigError, match="uint8"):
+        augment_batch(torch.rand(2, 3, 8, 8), AugmentConfig(), generator())
+    with pytest.raises(AugmentConfigError, match="patch_shuffle"):
+        augment_batch(random_images(height=4, width=4), AugmentConfig(patch_shuffle=5), generator())
+    with pytest.raises(AugmentConfigError, match="output_size"):
+        AugmentConfig().replace(output_size=-3)
