@@ -1,0 +1,426 @@
+"""Teachers: load them (TorchScript, torch.export, safetensors + zoo architecture, module:factory),
+combine several (a training trajectory: the paper's weak teachers), or train one here.
+
+Every teacher is wrapped in ``Teacher``: it takes float images in [0, 1] of any size, resizes them to
+its ``input_size`` (bilinear, antialiased) and normalises them with its ``mean``/``std`` (ImageNet's by
+default) before the network, so callers never deal with a teacher's preprocessing.
+
+Safety: pickled checkpoints (``torch.save`` files, ``.pth``/``.pkl``/``.ckpt``) are refused, since
+unpickling runs code. TorchScript and torch.export archives are loaded with their own loaders; both
+contain code the user chose to run, so only load teachers you trust.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
+from hello_build.zoo import create_model, get_architecture, zoo_names
+from hello_format.errors import BuildError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+COMBINE_MODES = ("random", "mean")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class Teacher(nn.Module):
+    """A classifier with its own preprocessing: ``forward(images in [0, 1], [B, 3, h, w]) -> logits``.
+
+    ``num_classes`` is found by one dummy forward when not given. ``describe()`` is the provenance
+    string recorded in the bundle.
+    """
+
+    def __init__(self, net: nn.Module, *, input_size: int, num_classes: int | None = None,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 description: str = "teacher"):
+        super().__init__()
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise BuildError(f"teacher mean/std must be 3 values with std > 0, got {list(mean)} / {list(std)}")
+        self.net = net
+        self.input_size = int(input_size)
+        self.description = description
+        self.training = net.training
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.num_classes = int(num_classes) if num_classes is not None else self._probe_num_classes()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(device=self.mean.device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        return self.net((x - self.mean) / self.std).float()
+
+    def describe(self) -> str:
+        return self.description
+
+    def preprocessing(self) -> dict:
+        """What the teacher does to images before its network (for the manifest's provenance)."""
+        return {"input_size": self.input_size, "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+    def _probe_num_classes(self) -> int:
+        logits = _dummy_forward(self, self.input_size, self.description)
+        if logits.ndim != 2:
+            raise BuildError(f"{self.description} returns a tensor of shape {list(logits.shape)}, not logits [B, classes]")
+        return int(logits.shape[1])
+
+
+class TeacherSet(nn.Module):
+    """Several teachers used as one: ``combine="random"`` draws one teacher per batch from a seeded
+    generator (our default for the paper's weak teachers), ``"mean"`` averages their logits."""
+
+    def __init__(self, teachers: Sequence[Teacher], combine: str = "random", seed: int = 0):
+        super().__init__()
+        if not teachers:
+            raise BuildError("a teacher set needs at least one teacher")
+        if combine not in COMBINE_MODES:
+            raise BuildError(f"unknown teacher combination {combine!r}; choose one of {', '.join(COMBINE_MODES)}")
+        counts = {t.num_classes for t in teachers}
+        if len(counts) != 1:
+            raise BuildError(f"teachers disagree on the class count ({sorted(counts)}); they must share one label space")
+        self.teachers = nn.ModuleList(teachers)
+        self.combine = combine
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_classes = teachers[0].num_classes
+        self.input_size = teachers[0].input_size
+        self.last_index: int | None = None  # teacher used for the latest batch (combine="random")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.combine == "mean":
+            return torch.stack([teacher(images) for teacher in self.teachers]).mean(dim=0)
+        self.last_index = int(torch.randint(len(self.teachers), (1,), generator=self.generator))
+        return self.teachers[self.last_index](images)
+
+    def __len__(self) -> int:
+        return len(self.teachers)
+
+    def describe(self) -> str:
+        if len(self.teachers) == 1:
+            return self.teachers[0].describe()
+        how = f"one drawn per batch (seed {self.seed})" if self.combine == "random" else "mean of logits"
+        return f"{len(self.teachers)} teachers, {how}: " + "; ".join(t.describe() for t in self.teachers)
+
+
+def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: int | None = None) -> None:
+    """One dummy forward of a [2, 3, s, s] batch (s = ``input_size`` or the teacher's own); BuildError
+    unless it returns finite logits [2, num_classes]. Run it before any work starts."""
+    members = list(teacher.teachers) if isinstance(teacher, TeacherSet) else [teacher]
+    for member in members:
+        size = input_size or member.input_size
+        logits = _dummy_forward(member, size, member.describe())
+        if logits.ndim != 2 or logits.shape[0] != 2:
+            raise BuildError(f"{member.describe()} returns shape {list(logits.shape)} for a batch of 2; expected [2, {num_classes}]")
+        if logits.shape[1] != num_classes:
+            raise BuildError(f"{member.describe()} outputs {logits.shape[1]} classes but the data has {num_classes}; "
+                             "use a teacher trained on these classes")
+        if not torch.isfinite(logits).all():
+            raise BuildError(f"{member.describe()} returns non-finite logits on a dummy batch; check its weights")
+
+
+def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
+    device = next((b.device for b in model.buffers()), torch.device("cpu"))
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(torch.full((2, 3, size, size), 0.5, device=device))
+    except BuildError:
+        raise
+    except Exception as exc:  # the teacher's own code can raise anything
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {message} "
+                         "(a torch.export teacher needs a dynamic batch dimension)") from None
+    finally:
+        for module, training in modes:  # restore each module's own mode (a wrapper's may differ)
+            module.training = training
+
+
+def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_size: int | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 device: str | torch.device = "cpu") -> Teacher:
+    """Load a frozen, eval-mode teacher from ``source``:
+
+    - a safetensors state dict + ``arch`` (a zoo name; taken from the file's ``hello.arch`` metadata
+      when the file was written by ``train_teacher``);
+    - a TorchScript file (``torch.jit.save``) or a torch.export archive (``torch.export.save``,
+      exported with a dynamic batch dimension); ``input_size`` is then required;
+    - ``"module:factory"``: imports ``module`` (from sys.path) and calls ``factory()``, which returns
+      an ``nn.Module`` (``input_size`` required) or a ready ``Teacher``.
+
+    ``mean``/``std`` default to the file's metadata, else ImageNet's. The file format is detected from
+    its content, not its extension.
+    """
+    path = Path(source)
+    if not path.exists():
+        if isinstance(source, str) and _FACTORY.match(source):
+            return _from_factory(source, input_size, mean, std, device)
+        raise BuildError(f"teacher file {source} does not exist")
+    if path.is_dir():
+        raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
+    kind = _file_kind(path)
+    if kind == "safetensors":
+        return _from_safetensors(path, arch, input_size, mean, std, device)
+    if kind == "pickle":
+        raise BuildError(f"{path} is a pickled PyTorch checkpoint, which hello-build refuses to load (unpickling runs "
+                         "code); convert it to safetensors (safetensors.torch.save_file(model.state_dict(), ...)) with "
+                         "--teacher-arch, or to TorchScript (torch.jit.save(torch.jit.script(model), ...))")
+    if kind == "unknown":
+        raise BuildError(f"{path} is not a safetensors, TorchScript or torch.export file")
+    size = _required_input_size(input_size, path.name)
+    digest = file_sha256(path)
+    try:
+        net = (torch.jit.load(str(path), map_location="cpu") if kind == "torchscript"
+               else _ExportedGraph(torch.export.load(str(path)).module()))
+    except Exception as exc:
+        raise BuildError(f"cannot load {kind} teacher {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from None
+    label = "TorchScript" if kind == "torchscript" else "torch.export"
+    return _finish(net, size, mean, std, device, f"{label} {path.name} (sha256 {digest[:16]})")
+
+
+class _ExportedGraph(nn.Module):
+    """A torch.export graph, which keeps the train/eval mode it was exported in (its ``eval()`` raises)."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def train(self, mode: bool = True) -> "_ExportedGraph":
+        self.training = mode  # the graph's behaviour is fixed; do not propagate
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+
+def _file_kind(path: Path) -> str:
+    """'safetensors' | 'torchscript' | 'export' | 'pickle' | 'unknown', from the file's bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+            return "export"
+        if any(n.endswith("data.pkl") for n in names):
+            return "pickle"
+        return "unknown"
+    if path.suffix.lower() in (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin") or head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def _from_safetensors(path: Path, arch: str | None, input_size: int | None, mean, std, device) -> Teacher:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:
+        raise BuildError(f"cannot read safetensors teacher {path}: {exc}") from None
+    arch = arch or metadata.get("hello.arch")
+    if arch is None:
+        raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
+                         + ", ".join(zoo_names()))
+    spec = get_architecture(arch)
+    if state and all(key.startswith("module.") for key in state):  # saved from DistributedDataParallel
+        state = {key[len("module."):]: value for key, value in state.items()}
+    if spec.classifier_weight not in state:
+        raise BuildError(f"{path} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
+    num_classes = int(state[spec.classifier_weight].shape[0])
+    with torch.random.fork_rng(devices=[]):
+        net = create_model(arch, num_classes)
+    _load_matching(net, state, f"{path} does not match architecture {arch}")
+    mean = mean or _metadata_floats(metadata, "hello.mean") or IMAGENET_MEAN
+    std = std or _metadata_floats(metadata, "hello.std") or IMAGENET_STD
+    size = input_size or int(metadata.get("hello.input_size", spec.input_size))
+    return _finish(net, size, mean, std, device, f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
+                   num_classes=num_classes)
+
+
+def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """``net.load_state_dict(state)``, with a one-line BuildError describing any mismatch."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})")
+    if problems:
+        raise BuildError(f"{prefix}: " + ", ".join(problems))
+    net.load_state_dict(state)
+
+
+def _metadata_floats(metadata: dict, key: str) -> list[float] | None:
+    return [float(v) for v in json.loads(metadata[key])] if key in metadata else None
+
+
+def _from_factory(spec: str, input_size, mean, std, device) -> Teacher:
+    module_name, attribute = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {exc} (is it on PYTHONPATH?)") from None
+    factory = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise BuildError(f"module {module_name!r} has no {attribute!r} (teacher {spec})")
+    if not callable(factory):
+        raise BuildError(f"teacher factory {spec} is not callable")
+    try:
+        built = factory()
+    except Exception as exc:
+        raise BuildError(f"teacher factory {spec} failed: {exc}") from None
+    if isinstance(built, Teacher):
+        return built.to(device).eval().requires_grad_(False)
+    if not isinstance(built, nn.Module):
+        raise BuildError(f"teacher factory {spec} returned {type(built).__name__}, not a torch.nn.Module")
+    source = inspect.getsourcefile(module) if hasattr(module, "__file__") else None
+    where = f" ({Path(source).name}, sha256 {file_sha256(Path(source))[:16]})" if source else ""
+    return _finish(built, _required_input_size(input_size, spec), mean, std, device, f"factory {spec}{where}")
+
+
+def _required_input_size(input_size: int | None, name: str) -> int:
+    if not input_size:
+        raise BuildError(f"give the input size the teacher {name} expects (--teacher-input-size), e.g. 32 or 224")
+    return int(input_size)
+
+
+def _finish(net: nn.Module, input_size: int, mean, std, device, description: str,
+            num_classes: int | None = None) -> Teacher:
+    teacher = Teacher(net, input_size=input_size, num_classes=num_classes, mean=mean or IMAGENET_MEAN,
+                      std=std or IMAGENET_STD, description=description)
+    teacher = teacher.to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_teacher(teacher: Teacher, path: str | os.PathLike, arch: str) -> Path:
+    """Write a zoo teacher as safetensors with its architecture and preprocessing in the metadata,
+    so ``load_teacher(path)`` needs no other option."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in teacher.net.state_dict().items()}
+    pre = teacher.preprocessing()
+    save_file(state, str(path), metadata={"hello.arch": arch, "hello.input_size": str(pre["input_size"]),
+                                          "hello.mean": json.dumps(pre["mean"]), "hello.std": json.dumps(pre["std"])})
+    return path
+
+
+def checkpoint_epochs(epochs: int, keep: int) -> list[int]:
+    """``keep`` evenly spaced epochs of a run of ``epochs``, the last one included (e.g. 10, 3 -> 3, 7, 10)."""
+    if epochs < 1 or keep < 1:
+        raise BuildError(f"teacher training needs epochs >= 1 and keep >= 1, got {epochs} and {keep}")
+    if keep > epochs:
+        raise BuildError(f"cannot keep {keep} checkpoints of a {epochs}-epoch run; keep at most one per epoch")
+    return [max(1, round(epochs * (i + 1) / keep)) for i in range(keep)]
+
+
+def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float = 0.05, batch_size: int = 128,
+                  keep: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                  indices: Sequence[int] | None = None, weight_decay: float = 5e-4, momentum: float = 0.9,
+                  num_workers: int = 0, skip_bad: bool = False, work_dir: str | os.PathLike | None = None,
+                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                  progress: Callable[[int, float], None] | None = None) -> list[Teacher]:
+    """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) and return
+    ``keep`` frozen checkpoints of its trajectory (``checkpoint_epochs``), oldest first.
+
+    SGD with momentum and a cosine learning rate; augmentation: random crop with padding (size / 8)
+    and horizontal flip. Images are decoded at the architecture's input size. Seeded: weights,
+    data order and augmentation repeat exactly on the same hardware. With ``work_dir`` each
+    checkpoint is also saved as ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress(epoch, loss)``
+    is called after each epoch.
+    """
+    spec = get_architecture(arch)
+    saves = set(checkpoint_epochs(epochs, keep))
+    positions = list(range(len(index))) if indices is None else list(indices)
+    if len(positions) < 2:
+        raise BuildError(f"teacher training needs at least 2 images, got {len(positions)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_model(arch, index.num_classes)
+    student = Teacher(net, input_size=spec.input_size, num_classes=index.num_classes, mean=mean, std=std,
+                      description=arch).to(device)
+    loader = real_image_loader(index, spec.input_size, batch_size, indices=positions, shuffle=True, seed=seed,
+                               num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps = epochs * max(1, len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    augment_generator = torch.Generator().manual_seed(seed + 1)
+    checkpoints: list[Teacher] = []
+    for epoch in range(1, epochs + 1):
+        student.train()
+        total, count = 0.0, 0
+        for images, labels in loader:
+            keep_mask = labels != SKIPPED
+            images, labels = images[keep_mask], labels[keep_mask]
+            if len(labels) < 2:
+                continue
+            images = _crop_flip(images, augment_generator).to(device)
+            loss = F.cross_entropy(student(images), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total, count = total + float(loss.detach()) * len(labels), count + len(labels)
+        if progress is not None:
+            progress(epoch, total / max(count, 1))
+        if epoch in saves:
+            description = f"{arch} trained by hello-build on {len(positions)} images, epoch {epoch}/{epochs}, seed {seed}"
+            snapshot = Teacher(copy.deepcopy(net), input_size=spec.input_size, num_classes=index.num_classes,
+                               mean=mean, std=std, description=description).to(device).eval()
+            snapshot.requires_grad_(False)
+            if work_dir is not None:
+                saved = save_teacher(snapshot, Path(work_dir) / f"teacher_{arch}_epoch{epoch:04d}.safetensors", arch)
+                snapshot.description += f" ({saved.name}, sha256 {file_sha256(saved)[:16]})"
+            checkpoints.append(snapshot)
+    return checkpoints
+
+
+def _crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, 3, S, S] -> float [0, 1]: random crop from a zero-padded (S / 8) image, random flip."""
+    size = images.shape[-1]
+    pad = max(1, size // 8)
+    padded = F.pad(images.float() / 255.0, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
+    flips = (torch.rand(len(images), generator=generator) < 0.5).tolist()
+    out = torch.stack([padded[i, :, top:top + size, left:left + size] for i, (top, left) in enumerate(offsets)])
+    flip_rows = torch.tensor(flips, dtype=torch.bool)
+    out[flip_rows] = out[flip_rows].flip(-1)
+    return out

@@ -1,0 +1,131 @@
+"""A small zoo of teacher architectures, in plain torch.nn (no torchvision import).
+
+Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``, ..., ``fc``), so a
+torchvision ResNet-18 checkpoint saved as safetensors loads into ``resnet18_224`` unchanged.
+
+- ``convnet3``: ConvNet-3 of the dataset-distillation literature: 3 blocks of conv3x3(128) ->
+  instance norm (GroupNorm(128, 128), affine) -> ReLU -> avgpool 2, then one linear layer; 32 px input.
+- ``resnet18_32``: ResNet-18 for 32 px images (3x3 stride-1 stem, no max-pool), BatchNorm.
+- ``resnet18_224``: the standard ResNet-18 (7x7 stride-2 stem, max-pool), BatchNorm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hello_format.errors import BuildError
+
+
+class ConvNet(nn.Module):
+    """``depth`` blocks of conv3x3(width)-GroupNorm(width, width)-ReLU-AvgPool2, then a linear classifier."""
+
+    def __init__(self, num_classes: int, image_size: int = 32, depth: int = 3, width: int = 128):
+        super().__init__()
+        if image_size % (2**depth):
+            raise ValueError(f"ConvNet-{depth} needs an image size divisible by {2**depth}, got {image_size}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for _ in range(depth):
+            layers += [
+                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                nn.GroupNorm(width, width, affine=True),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(kernel_size=2, stride=2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        feature_side = image_size // (2**depth)
+        self.classifier = nn.Linear(width * feature_side * feature_side, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a projection shortcut when the shape changes."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18; ``small_input=True`` uses the CIFAR stem (3x3 stride 1, no max-pool)."""
+
+    def __init__(self, num_classes: int, small_input: bool = False):
+        super().__init__()
+        if small_input:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
+        self.layer2 = nn.Sequential(BasicBlock(64, 128, stride=2), BasicBlock(128, 128))
+        self.layer3 = nn.Sequential(BasicBlock(128, 256, stride=2), BasicBlock(256, 256))
+        self.layer4 = nn.Sequential(BasicBlock(256, 512, stride=2), BasicBlock(512, 512))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A zoo entry: how to build the network and the input size it was designed for."""
+
+    name: str
+    input_size: int
+    build: Callable[[int], nn.Module]
+    classifier_weight: str  # state-dict key whose first dimension is the class count
+
+
+ZOO: dict[str, Architecture] = {
+    "convnet3": Architecture("convnet3", 32, lambda c: ConvNet(c, image_size=32), "classifier.weight"),
+    "resnet18_32": Architecture("resnet18_32", 32, lambda c: ResNet18(c, small_input=True), "fc.weight"),
+    "resnet18_224": Architecture("resnet18_224", 224, lambda c: ResNet18(c, small_input=False), "fc.weight"),
+}
+
+
+def zoo_names() -> list[str]:
+    """The architecture names accepted by ``create_model``."""
+    return sorted(ZOO)
+
+
+def get_architecture(name: str) -> Architecture:
+    """The zoo entry ``name``; a BuildError listing the known names otherwise."""
+    if name not in ZOO:
+        raise BuildError(f"unknown teacher architecture {name!r}; choose one of {', '.join(zoo_names())}")
+    return ZOO[name]
+
+
+def create_model(name: str, num_classes: int) -> nn.Module:
+    """A freshly initialised zoo network (uses the global torch RNG for its weights)."""
+    return get_architecture(name).build(num_classes)

@@ -1,0 +1,261 @@
+"""Teachers: zoo shapes, every loader format, refusals, preprocessing, TeacherSet, trajectory training."""
+
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+from hello_build.data import scan_image_folder
+from hello_build.teachers import (IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherSet, check_teacher,
+                                  checkpoint_epochs, load_teacher, save_teacher, train_teacher)
+from hello_build.zoo import create_model, zoo_names
+from hello_format.errors import BuildError
+
+
+class TinyNet(nn.Module):
+    """A small classifier with BatchNorm (so train/eval mode matters)."""
+
+    def __init__(self, num_classes=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def tiny_net(num_classes=4, seed=0):
+    torch.manual_seed(seed)
+    net = TinyNet(num_classes)
+    net.bn.running_mean.uniform_(-0.1, 0.1)
+    return net.eval()
+
+
+@pytest.fixture
+def images():
+    return torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name, size, batch", [("convnet3", 32, 2), ("resnet18_32", 32, 2), ("resnet18_224", 224, 1)])
+def test_zoo_output_shapes(name, size, batch):
+    model = create_model(name, 7).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(batch, 3, size, size)).shape == (batch, 7)
+
+
+def test_zoo_uses_torchvision_resnet_names_and_instance_norm():
+    keys = set(create_model("resnet18_224", 10).state_dict())
+    assert {"conv1.weight", "bn1.running_var", "layer4.1.bn2.weight", "layer2.0.downsample.0.weight", "fc.bias"} <= keys
+    assert create_model("resnet18_224", 10).conv1.kernel_size == (7, 7)
+    assert create_model("resnet18_32", 10).conv1.kernel_size == (3, 3)
+    convnet = create_model("convnet3", 10)
+    norms = [m for m in convnet.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == 3 and all(m.num_groups == m.num_channels == 128 and m.affine for m in norms)
+    with pytest.raises(BuildError, match="unknown teacher architecture 'vgg'; choose one of convnet3, resnet18_224, resnet18_32"):
+        create_model("vgg", 10)
+
+
+def test_teacher_resizes_and_normalises():
+    seen = {}
+
+    class ChannelMeans(nn.Module):
+        def forward(self, x):
+            seen["shape"] = tuple(x.shape)
+            return x.mean(dim=(2, 3))
+
+    teacher = Teacher(ChannelMeans(), input_size=16, description="probe")
+    assert teacher.num_classes == 3
+    logits = teacher(torch.full((2, 3, 40, 40), 0.5))
+    assert seen["shape"] == (2, 3, 16, 16)
+    expected = [(0.5 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    assert logits[0].tolist() == pytest.approx(expected, abs=1e-5)
+    assert teacher(torch.full((1, 3, 16, 16), 128, dtype=torch.uint8))[0].tolist() == pytest.approx(
+        [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], abs=1e-5)
+    plain = Teacher(ChannelMeans(), input_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    assert plain(torch.full((1, 3, 16, 16), 0.25))[0].tolist() == pytest.approx([0.25] * 3)
+    assert plain.preprocessing() == {"input_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3}
+
+
+def test_torchscript_round_trip(tmp_path, images):
+    net = tiny_net()
+    path = tmp_path / "teacher.pt"  # TorchScript often uses .pt: detected by content, not extension
+    torch.jit.save(torch.jit.script(net), str(path))
+    teacher = load_teacher(path, input_size=24)
+    assert teacher.num_classes == 4 and teacher.input_size == 24 and not teacher.training
+    assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
+    assert teacher.describe().startswith("TorchScript teacher.pt (sha256 ")
+    with pytest.raises(BuildError, match="--teacher-input-size"):
+        load_teacher(path)
+
+
+def test_torch_export_round_trip_and_static_batch_error(tmp_path, images):
+    net = tiny_net()
+    example = (torch.zeros(2, 3, 24, 24),)
+    path = tmp_path / "teacher.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(net, example, dynamic_shapes=({0: batch},)), str(path))
+    teacher = load_teacher(path, input_size=24)
+    assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
+    assert "torch.export teacher.pt2" in teacher.describe()
+    check_teacher(teacher, 4)
+    static = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 24, 24),)), str(static))
+    with pytest.raises(BuildError, match="fails on a dummy batch.*dynamic batch dimension"):
+        load_teacher(static, input_size=24)
+
+
+def test_safetensors_with_zoo_arch_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = create_model("convnet3", 5).eval()
+    path = tmp_path / "weights.safetensors"
+    save_file(net.state_dict(), str(path))
+    teacher = load_teacher(path, arch="convnet3")
+    batch = torch.rand(2, 3, 32, 32)
+    assert teacher.num_classes == 5 and teacher.input_size == 32
+    assert torch.allclose(teacher(batch), Teacher(net, input_size=32)(batch), atol=1e-5)
+    assert teacher.describe().startswith("convnet3 from weights.safetensors (sha256 ")
+    with pytest.raises(BuildError, match="holds only weights.*--teacher-arch.*convnet3, resnet18_224, resnet18_32"):
+        load_teacher(path)
+    with pytest.raises(BuildError, match="does not match architecture resnet18_32: no 'fc.weight'"):
+        load_teacher(path, arch="resnet18_32")
+    state = net.state_dict()
+    state["features.0.weight"] = state["features.0.weight"][:64]
+    del state["features.4.bias"]
+    state["extra"] = torch.zeros(1)
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, str(broken))
+    with pytest.raises(BuildError, match=r"1 missing tensor\(s\) \(e\.g\. features\.4\.bias\), 1 unexpected .* 1 shape mismatch"):
+        load_teacher(broken, arch="convnet3")
+    with pytest.raises(BuildError, match="unknown teacher architecture"):
+        load_teacher(path, arch="alexnet")
+
+
+def test_saved_teacher_carries_its_arch_and_preprocessing(tmp_path):
+    torch.manual_seed(1)
+    teacher = Teacher(create_model("convnet3", 3), input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    path = save_teacher(teacher, tmp_path / "t.safetensors", "convnet3")
+    loaded = load_teacher(path)
+    assert loaded.preprocessing() == teacher.preprocessing()
+    batch = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded(batch), teacher.eval()(batch), atol=1e-5)
+
+
+def test_module_factory(tmp_path, monkeypatch, images):
+    (tmp_path / "my_teachers.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(3)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())\n"
+        "NOT_A_FACTORY = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    teacher = load_teacher("my_teachers:make", input_size=20)
+    assert teacher.num_classes == 6
+    assert teacher.describe().startswith("factory my_teachers:make (my_teachers.py, sha256 ")
+    assert torch.allclose(teacher(images), load_teacher("my_teachers:make", input_size=20)(images))
+    with pytest.raises(BuildError, match="cannot import module 'no_such_module'.*PYTHONPATH"):
+        load_teacher("no_such_module:make", input_size=20)
+    with pytest.raises(BuildError, match="has no 'absent'"):
+        load_teacher("my_teachers:absent", input_size=20)
+    with pytest.raises(BuildError, match="not callable"):
+        load_teacher("my_teachers:NOT_A_FACTORY", input_size=20)
+
+
+def test_pickles_and_missing_files_are_refused(tmp_path):
+    checkpoint = tmp_path / "model.pth"
+    torch.save(tiny_net().state_dict(), str(checkpoint))
+    with pytest.raises(BuildError, match="pickled PyTorch checkpoint.*convert it to safetensors"):
+        load_teacher(checkpoint, arch="convnet3")
+    legacy = tmp_path / "legacy.ckpt"
+    legacy.write_bytes(pickle.dumps({"weights": [1, 2]}))
+    with pytest.raises(BuildError, match="pickled PyTorch checkpoint"):
+        load_teacher(legacy)
+    with pytest.raises(BuildError, match="teacher file .*absent.safetensors does not exist"):
+        load_teacher(tmp_path / "absent.safetensors")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(BuildError, match="not a safetensors, TorchScript or torch.export file"):
+        load_teacher(text)
+
+
+def test_check_teacher_rejects_wrong_class_count():
+    teacher = Teacher(tiny_net(4), input_size=16, description="tiny")
+    check_teacher(teacher, 4)
+    check_teacher(teacher, 4, input_size=32)
+    with pytest.raises(BuildError, match="tiny outputs 4 classes but the data has 10"):
+        check_teacher(teacher, 10)
+    with pytest.raises(BuildError, match="outputs 4 classes but the data has 10"):
+        check_teacher(TeacherSet([teacher]), 10)
+
+
+class Constant(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def constant_teachers():
+    return [Teacher(Constant([float(i == k) for k in range(3)]), input_size=4, description=f"t{i}") for i in range(3)]
+
+
+def test_teacher_set_random_is_seeded_and_varies(images):
+    def draws(seed):
+        teachers = TeacherSet(constant_teachers(), combine="random", seed=seed)
+        picks = []
+        for _ in range(20):
+            picks.append(int(teachers(images)[0].argmax()))
+            assert picks[-1] == teachers.last_index
+        return picks
+
+    assert draws(0) == draws(0)
+    assert len(set(draws(0))) == 3
+    assert draws(0) != draws(1)
+    assert "3 teachers, one drawn per batch (seed 0): t0; t1; t2" == TeacherSet(constant_teachers()).describe()
+
+
+def test_teacher_set_mean_and_errors(images):
+    mean = TeacherSet(constant_teachers(), combine="mean")
+    assert mean(images)[0].tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(BuildError, match="unknown teacher combination 'vote'"):
+        TeacherSet(constant_teachers(), combine="vote")
+    other = Teacher(Constant([0.0, 1.0]), input_size=4)
+    with pytest.raises(BuildError, match="disagree on the class count"):
+        TeacherSet(constant_teachers() + [other])
+
+
+def test_checkpoint_epochs():
+    assert checkpoint_epochs(10, 3) == [3, 7, 10]
+    assert checkpoint_epochs(9, 9) == list(range(1, 10))
+    assert checkpoint_epochs(5, 1) == [5]
+    with pytest.raises(BuildError, match="cannot keep 4 checkpoints of a 3-epoch run"):
+        checkpoint_epochs(3, 4)
+
+
+def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
+    root = tmp_path / "data"
+    for label, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
+        for i in range(6):
+            shade = tuple(min(255, c + 4 * i) for c in colour)
+            root.joinpath(f"c{label}").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (36, 36), shade).save(root / f"c{label}" / f"{i}.png")
+    index = scan_image_folder(root)
+    losses = []
+    teachers = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0,
+                             work_dir=tmp_path / "work", progress=lambda epoch, loss: losses.append((epoch, loss)))
+    assert len(teachers) == 2 and [e for e, _ in losses] == [1, 2]
+    assert all(not t.training and not any(p.requires_grad for p in t.parameters()) for t in teachers)
+    first, last = (dict(t.net.state_dict()) for t in teachers)
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    assert "epoch 1/2" in teachers[0].describe() and "epoch 2/2" in teachers[1].describe()
+    saved = sorted((tmp_path / "work").glob("*.safetensors"))
+    assert [p.name for p in saved] == ["teacher_convnet3_epoch0001.safetensors", "teacher_convnet3_epoch0002.safetensors"]
+    batch = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(load_teacher(saved[1])(batch), teachers[1](batch), atol=1e-5)
+    again = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0)
+    assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
