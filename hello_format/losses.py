@@ -1,0 +1,58 @@
+"""The student's losses against the projector's logits for the same augmented batch.
+
+Both take logits [B, C] in any float dtype, compute in float32, return a scalar, and never send
+gradient into the teacher side (its logits are detached).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Targets = torch.Tensor | tuple[torch.Tensor, torch.Tensor, float]
+
+
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch (SRe2L / RDED).
+
+    Not multiplied by T**2: SRe2L's and RDED's training code (``nn.KLDivLoss(reduction="batchmean")``
+    on ``log_softmax(student / T)`` and ``softmax(teacher / T)``) leaves it out and their learning
+    rates (with T = 20) are tuned that way. Hinton-style KD, which scales by T**2 to keep gradient
+    magnitudes independent of T, is ``kl_loss(...) * T**2``.
+    """
+    student, teacher = _pair(student_logits, teacher_logits)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    return F.kl_div(
+        F.log_softmax(student / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,  # same value as a softmax target, without log(0) for vanishing probabilities
+    )
+
+
+def mse_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: Targets, beta: float) -> torch.Tensor:
+    """MSE(student logits, teacher logits) + beta * CE(student, hard targets) (the HeLlO paper's loss).
+
+    The MSE is the mean over all B x C logits. ``targets`` is one of: class indices (int [B]); class
+    probabilities (float [B, C], e.g. HelloDataset's mixed one-hot labels); or ``(labels_a, labels_b,
+    lam)`` from ``augment.mix_targets``, giving ``lam * CE(labels_a) + (1 - lam) * CE(labels_b)``.
+    """
+    student, teacher = _pair(student_logits, teacher_logits)
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if isinstance(targets, (tuple, list)):
+        labels_a, labels_b, lam = targets
+        lam = float(lam)
+        ce = lam * F.cross_entropy(student, labels_a) + (1.0 - lam) * F.cross_entropy(student, labels_b)
+    else:
+        ce = F.cross_entropy(student, targets.float() if targets.is_floating_point() else targets)
+    return F.mse_loss(student, teacher) + beta * ce
+
+
+def _pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must both be [batch, classes]; got {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    return student_logits.float(), teacher_logits.detach().to(student_logits.device, torch.float32)
