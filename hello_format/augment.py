@@ -30,12 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hello_format.errors import HelloError
+
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 _CPU_CHUNK_ELEMENTS = 1 << 22  # float32 scratch per CPU chunk: 16 MiB, below glibc's mmap threshold
 
 
-class AugmentConfigError(ValueError):
-    """An augmentation setting is out of range or unknown."""
+class AugmentError(HelloError, ValueError):
+    """An augmentation setting is unknown or out of range, or the input batch is not uint8 [B, C, H, W]."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,11 @@ class AugmentConfig:
     def from_dict(cls, d: dict) -> AugmentConfig:
         """Build from a (possibly partial) dict; absent keys take the defaults, unknown keys are refused."""
         if not isinstance(d, dict):
-            raise AugmentConfigError(f"augment settings must be a JSON object, got {type(d).__name__}")
+            raise AugmentError(f"augment settings must be a JSON object, got {type(d).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise AugmentConfigError(f"unknown augment setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+            raise AugmentError(f"unknown augment setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         return cls(**d)
 
     def replace(self, **overrides) -> AugmentConfig:
@@ -118,12 +120,12 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
     """Augment a uint8 batch [B, C, H, W] on its own device with parameters drawn from ``generator`` (CPU)."""
     _check_images(images)
     if generator.device.type != "cpu":
-        raise AugmentConfigError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
+        raise AugmentError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
     batch, _, height, width = images.shape
     size = (height, width) if config.output_size is None else (config.output_size, config.output_size)
     factor = config.patch_shuffle if config.patch_shuffle > 1 else 0
     if factor > min(height, width):
-        raise AugmentConfigError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
+        raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
 
     crops = sample_crops(batch, height, width, config.scale, config.ratio, generator)
     flips = torch.rand(batch, generator=generator) < config.hflip
@@ -331,14 +333,14 @@ def _central_fallback(height: int, width: int, ratio) -> tuple[int, int]:
 def _check_images(images) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         described = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise AugmentConfigError(f"augmentation needs uint8 images [B, C, H, W], got a {described}")
+        raise AugmentError(f"augmentation needs uint8 images [B, C, H, W], got a {described}")
     if images.shape[0] == 0:
-        raise AugmentConfigError("augmentation needs a non-empty batch")
+        raise AugmentError("augmentation needs a non-empty batch")
 
 
 def _integer(name, value, *, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise AugmentConfigError(f"augment.{name} must be an integer >= {minimum}, got {value!r}")
+        raise AugmentError(f"augment.{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -346,14 +348,14 @@ def _number(name, value, *, low, high, open_low):
     bad = isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)
     if bad or value > high or value < low or (open_low and value == low):
         bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else f"> {low:g}"
-        raise AugmentConfigError(f"augment.{name} must be a number in {bounds}, got {value!r}")
+        raise AugmentError(f"augment.{name} must be a number in {bounds}, got {value!r}")
     return float(value)
 
 
 def _interval(name, value, *, low, high):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise AugmentConfigError(f"augment.{name} must be a pair [min, max], got {value!r}")
+        raise AugmentError(f"augment.{name} must be a pair [min, max], got {value!r}")
     a, b = (_number(name, v, low=low, high=high, open_low=True) for v in value)
     if a > b:
-        raise AugmentConfigError(f"augment.{name} must be [min, max] with min <= max, got {list(value)!r}")
+        raise AugmentError(f"augment.{name} must be [min, max] with min <= max, got {list(value)!r}")
     return a, b

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from hello_format.augment import (
     AugmentConfig,
-    AugmentConfigError,
+    AugmentError,
     apply_crops,
     augment_batch,
     mix_targets,
@@ -226,14 +226,14 @@ def test_config_round_trips_through_json():
     ],
 )
 def test_bad_settings_are_named(bad, field):
-    with pytest.raises(AugmentConfigError, match=field):
+    with pytest.raises(AugmentError, match=field):
         AugmentConfig.from_dict(bad)
 
 
 def test_bad_inputs_are_refused_clearly():
-    with pytest.raises(AugmentConfigError, match="uint8"):
+    with pytest.raises(AugmentError, match="uint8"):
         augment_batch(torch.rand(2, 3, 8, 8), AugmentConfig(), generator())
-    with pytest.raises(AugmentConfigError, match="patch_shuffle"):
+    with pytest.raises(AugmentError, match="patch_shuffle"):
         augment_batch(random_images(height=4, width=4), AugmentConfig(patch_shuffle=5), generator())
-    with pytest.raises(AugmentConfigError, match="output_size"):
+    with pytest.raises(AugmentError, match="output_size"):
         AugmentConfig().replace(output_size=-3)
