@@ -1,0 +1,220 @@
+"""The ``hello`` command: info, verify, preview, plus commands that other packages register.
+
+Extra commands come from the entry-point group ``hello.commands`` and from the module
+``hello_format.cli_hub`` when it exists; both are loaded only when needed. Any HelloError ends the
+command with ``error: <message>`` on stderr and exit status 2.
+"""
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import sys
+
+import click
+
+from hello_format.bundle import Bundle
+from hello_format.errors import HelloError
+
+ENTRY_POINT_GROUP = "hello.commands"
+HUB_MODULE = "hello_format.cli_hub"
+
+
+class CommandError(click.ClickException):
+    """A one-line ``error: ...`` on stderr with exit status 2."""
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _module_exists(name: str) -> bool:
+    """Whether a module can be found, without importing it (its parent packages are imported)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Registered extra commands whose module is installed (a missing module means no command)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if _module_exists(ep.module)}
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> click.Command:
+    """The command behind an entry point; a module that fails to import is reported, not skipped."""
+    try:
+        command = ep.load()
+    except Exception as exc:
+        raise CommandError(f"command '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(command, click.Command):
+        raise CommandError(f"entry point '{ep.name}' ({ep.value}) is not a click command")
+    return command
+
+
+def _hub_commands() -> dict[str, click.Command]:
+    """The click commands defined in hello_format.cli_hub; {} when the module does not exist."""
+    if not _module_exists(HUB_MODULE):
+        return {}
+    try:
+        module = importlib.import_module(HUB_MODULE)
+    except Exception as exc:
+        raise CommandError(f"{HUB_MODULE} failed to load: {type(exc).__name__}: {exc}") from exc
+    return {obj.name: obj for obj in vars(module).values()
+            if isinstance(obj, click.Command) and getattr(obj.callback, "__module__", None) == HUB_MODULE}
+
+
+class HelloGroup(click.Group):
+    """A click group that finds plugin commands lazily and turns HelloError into one line."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = set(self.commands) | set(_entry_points())
+        try:
+            names |= set(_hub_commands())
+        except CommandError as exc:
+            click.echo(f"warning: {exc.message}", err=True)
+        return sorted(names)
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        ep = _entry_points().get(name)
+        if ep is not None:
+            return _load_entry_point(ep)
+        return _hub_commands().get(name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        # a broken plugin is reported once and left out of the help, the rest still shows
+        rows = []
+        for name in self.list_commands(ctx):
+            try:
+                command = self.get_command(ctx, name)
+            except CommandError as exc:
+                click.echo(f"warning: {exc.message}", err=True)
+                continue
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HelloError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+@click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Read, check and preview .hello label-light distilled dataset bundles."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+
+
+def _summary(bundle: Bundle) -> list[str]:
+    m = bundle.manifest
+    images, base, lora, head, recipe = m["images"], m["base"], m["lora"], m["head"], m["recipe"]
+    names = ", ".join(bundle.class_names[:8]) + (", ..." if bundle.num_classes > 8 else "")
+    quality = f" (quality {images['quality']})" if images["quality"] is not None else ""
+    tag = f" ({base['pretrained']})" if base["pretrained"] else ""
+    lines = [
+        f"file: {bundle.path}",
+        f"format: hello {m['format_version']}",
+        f"classes: {bundle.num_classes} ({names})",
+        f"images: {bundle.num_images} (ipc {bundle.ipc}), {images['channels']}x{images['height']}x{images['width']}, "
+        f"codec {images['codec']}{quality}",
+        f"base: {base['source']} {base['architecture']}{tag}, image size {base['image_size']}, {base['fingerprint'][:19]}...",
+    ]
+    encoder = bundle.lora_state_dict()
+    if lora is None:
+        lines.append("encoder LoRA: none")
+    else:
+        pattern = f", rank_pattern {lora['rank_pattern']}" if lora["rank_pattern"] else ""
+        params = sum(t.numel() for t in encoder.values())
+        lines.append(f"encoder LoRA: r {lora['r']}, alpha {lora['lora_alpha']}{pattern}, {len(encoder) // 2} "
+                     f"modules, {params:,} parameters, {lora['dtype']}")
+    head_lora = head["lora"]
+    head_text = "none" if head_lora is None else f"r {head_lora['r']}, alpha {head_lora['lora_alpha']}, {head_lora['dtype']}"
+    lines.append(f"head: {len(head['templates'])} templates, logit scale {head['logit_scale']}, LoRA {head_text}")
+    lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
+                 f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
+                 f"wd {recipe['weight_decay']}")
+    lines.append(f"augment: {json.dumps(recipe['augment'], sort_keys=True)}")
+    s = bundle.storage()
+    ratio = f"{s.ratio:,.0f}x smaller" if s.ratio is not None else "n/a (no label generator)"
+    lines += [
+        "storage:",
+        f"  images                 {_human(s.images_bytes)}",
+        f"  label generator        {_human(s.label_generator_bytes)} (encoder + head LoRA)",
+        f"  base (embedded)        {_human(s.base_bytes)}",
+        f"  file                   {_human(s.file_bytes)}",
+        f"  stored soft labels     {_human(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
+        f"  generator vs labels    {ratio}",
+    ]
+    return lines
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and storage breakdown as JSON.")
+def info(bundle_path: str, as_json: bool) -> None:
+    """Show classes, images, base model, LoRA ranks, recipe and the storage breakdown."""
+    with Bundle.open(bundle_path) as bundle:
+        if as_json:
+            document = {"path": str(bundle.path), "manifest": bundle.manifest,
+                        "storage": dataclasses.asdict(bundle.storage())}
+            click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False))
+        else:
+            click.echo("\n".join(_summary(bundle)))
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("--no-decode", is_flag=True, help="Skip decoding every image (hashes only).")
+def verify(bundle_path: str, no_decode: bool) -> None:
+    """Check the header, manifest (schema, version), every sha256 and that every image decodes."""
+    with Bundle.open(bundle_path, verify=True) as bundle:
+        if not no_decode:
+            bundle.images()
+        decoded = "" if no_decode else ", all images decode"
+        click.echo(f"ok: {bundle.path}: format {bundle.manifest['format_version']}, {bundle.num_images} images, "
+                   f"{len(bundle.tensor_names)} tensors, all sha256 match{decoded}")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write (.png).")
+@click.option("--per-class", default=10, show_default=True, type=click.IntRange(min=1), help="Images per class.")
+@click.option("--max-classes", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Show only the first N classes.")
+def preview(bundle_path: str, output: str, per_class: int, max_classes: int) -> None:
+    """Render a grid of the bundle's images, one row per class with its name."""
+    from hello_format.preview import render_grid
+
+    with Bundle.open(bundle_path) as bundle:
+        labels = bundle.labels
+        keep = (labels < max_classes).nonzero().flatten()
+        grid = render_grid(bundle.images()[keep], labels[keep], bundle.class_names[:max_classes],
+                           per_class=per_class)
+    try:
+        grid.save(output)
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"cannot write {output}: {exc}") from None
+    click.echo(f"wrote {output} ({grid.width}x{grid.height})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hello")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

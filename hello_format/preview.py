@@ -1,0 +1,72 @@
+"""A contact sheet of a bundle's images: one row per class, class names on the left, optional captions."""
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+_PAD = 4
+_MIN_CELL = 64
+_MAX_NAME_WIDTH = 220
+_BACKGROUND, _INK = (255, 255, 255), (20, 20, 20)
+
+
+def _font() -> ImageFont.ImageFont:
+    """DejaVu Sans where installed (wide Unicode coverage), else Pillow's built-in font."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", 12)
+    except OSError:
+        pass
+    try:
+        return ImageFont.load_default(size=12)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Trim ``text`` with an ellipsis until it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                captions: list[str] | None = None, per_class: int = 10) -> Image.Image:
+    """Grid of up to ``per_class`` images per class (uint8 [N, C, H, W], C = 1 or 3).
+
+    ``captions`` (one string per image, may hold several lines, e.g. a labeller's top-k) are drawn
+    under each image. Classes without images are skipped.
+    """
+    images = images.detach().cpu()
+    labels = labels.detach().cpu().tolist()
+    if captions is not None and len(captions) != len(labels):
+        raise ValueError(f"captions has {len(captions)} entries for {len(labels)} images")
+    _, _, height, width = images.shape
+    scale = max(1, _MIN_CELL // max(height, width))
+    cell_w, cell_h = width * scale, height * scale
+    rows = [(c, [i for i, y in enumerate(labels) if y == c][:per_class]) for c in range(len(class_names))]
+    rows = [(c, idx) for c, idx in rows if idx]
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = int(font.getbbox("Ag")[3]) + 2
+    caption_lines = max((len(c.splitlines()) for c in captions), default=0) if captions else 0
+    name_w = min(_MAX_NAME_WIDTH, max((int(probe.textlength(class_names[c], font=font)) + 1 for c, _ in rows),
+                                      default=0)) + 2 * _PAD
+    row_h = cell_h + caption_lines * line_h + _PAD
+    columns = max((len(idx) for _, idx in rows), default=0)
+    sheet = Image.new("RGB", (name_w + columns * (cell_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD),
+                      _BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for r, (c, indices) in enumerate(rows):
+        top = _PAD + r * row_h
+        draw.text((_PAD, top + cell_h // 2 - line_h // 2), _fit(draw, class_names[c], font, name_w - 2 * _PAD),
+                  fill=_INK, font=font)
+        for k, i in enumerate(indices):
+            left = name_w + k * (cell_w + _PAD)
+            pixels = images[i].numpy().transpose(1, 2, 0)
+            tile = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels))
+            sheet.paste(tile.convert("RGB").resize((cell_w, cell_h), Image.NEAREST), (left, top))
+            for j, line in enumerate((captions[i].splitlines() if captions else [])):
+                draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, cell_w), fill=_INK, font=font)
+    return sheet
