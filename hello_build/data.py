@@ -253,13 +253,33 @@ class RealImages(torch.utils.data.Dataset):
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
 
 
+class ImageLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose decode errors stay one line: a BuildError raised in a worker process comes
+    back as a BuildError with the worker's original message, not the re-raised traceback text."""
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except BuildError as exc:
+                lines = str(exc).strip().splitlines()
+                original = [line for line in lines if line.startswith("hello_format.errors.BuildError: ")]
+                if not original:
+                    raise
+                raise BuildError(original[-1].split(": ", 1)[1]) from None
+            yield batch
+
+
 def real_image_loader(index: ImageFolderIndex, size: int, batch_size: int, *,
                       indices: Sequence[int] | None = None, shuffle: bool = False, seed: int = 0,
                       num_workers: int = 0, skip_bad: bool = False, drop_last: bool = False
-                      ) -> torch.utils.data.DataLoader:
+                      ) -> ImageLoader:
     """Batches ``(uint8 [B, 3, size, size], int64 [B])``; shuffling is seeded (same order every run)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(
+    return ImageLoader(
         RealImages(index, size, indices, skip_bad=skip_bad), batch_size=batch_size, shuffle=shuffle,
         generator=generator, num_workers=num_workers, drop_last=drop_last,
         persistent_workers=False, pin_memory=False)

@@ -205,3 +205,15 @@ def test_holdout_split_is_seeded_per_class_and_disjoint(tmp_path):
     assert holdout_split(index, 0.0, seed=1) == (list(range(len(index))), [])
     with pytest.raises(BuildError, match=r"fraction must be in \[0, 1\)"):
         holdout_split(index, 1.0)
+
+
+def test_worker_decode_errors_stay_one_line(tree):
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="JPEG")
+    (tree / "cat" / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    index = scan_image_folder(tree)
+    with pytest.raises(BuildError) as caught:
+        list(real_image_loader(index, 8, batch_size=2, num_workers=1))
+    message = str(caught.value)
+    assert message.startswith("cannot decode image ") and "cut.jpg" in message and "\n" not in message

@@ -1,0 +1,287 @@
+"""Synthetic-image initialisation, RDED style, or loading an existing distilled image set.
+
+For each class (following RDED, Sun et al. CVPR 2024): draw ``candidates_per_class`` real images
+(seeded), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes, scale
+(0.08, 1) as RDED), score every crop by the teacher's cross-entropy on the true class, keep each
+image's best crop, then keep the ``ipc * factor**2`` most confident images. Each is downsampled to a
+patch of ``size / factor`` and ``factor x factor`` patches are stitched into one image: patch position
+k of image i holds the (k * ipc + i)-th most confident crop, as in RDED.
+
+Differences from RDED, by design: real images are decoded at ``source_size`` (default ``size``: shorter
+side resized, centre square) before cropping, and crops are scored at full resolution (``size x size``),
+the same ``p_full`` the optional image-update stage matches features against; RDED scores the small
+patch zero-padded to full size. Each patch's source is recorded as (sample position, top, left,
+height, width) in ``source_size`` pixels, so ``source_crops`` recomputes any full-resolution crop
+exactly instead of holding them all in memory.
+
+Memory is bounded by one decoding batch plus one class's selected crops. Every class draws from its
+own seeded stream, so the result does not depend on the batch size, the workers, or on which
+classes a rank processes (``classes=shard_indices(num_classes, rank, world)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
+                              real_image_loader, scan_image_folder, stream_seed)
+from hello_format.errors import BuildError
+
+SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Options of the RDED-style initialisation (defaults: RDED's ImageNet settings)."""
+
+    ipc: int = 10  # synthetic images per class
+    factor: int = 2  # factor x factor patches per image
+    candidates_per_class: int = 300  # real images scored per class (RDED's mipc); raised to ipc * factor**2
+    crops_per_image: int = 5  # random crops scored per real image (RDED's num_crop)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # crop area fraction of the source (RDED: torchvision default)
+    crop_ratio: tuple[float, float] = (1.0, 1.0)  # crop aspect ratio range (RDED: square crops)
+    seed: int = 0
+    source_size: int | None = None  # real images decoded at this square size before cropping; None: size
+    batch_size: int = 64  # real images decoded (and crops scored: x crops_per_image) per batch
+    num_workers: int = 0  # DataLoader decoding workers
+    skip_bad: bool = False  # undecodable real images: skip and report (True) or fail (False)
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+@dataclass
+class InitResult:
+    """Stitched images and where each patch came from."""
+
+    images: torch.Tensor  # uint8 [N, 3, size, size], class-major, ipc per class
+    labels: torch.Tensor  # int64 [N]
+    sources: torch.Tensor  # int64 [N, factor**2, 5]: SOURCE_FIELDS per patch, patch order = patch_layout
+    losses: torch.Tensor  # float32 [N, factor**2]: the teacher's cross-entropy of each patch's source crop
+    size: int
+    factor: int
+    source_size: int
+    skipped: list[str] = field(default_factory=list)  # real images that failed to decode (skip_bad)
+
+    @staticmethod
+    def concatenate(parts: Sequence["InitResult"]) -> "InitResult":
+        """Join results of disjoint class shards, ordered by label (stable)."""
+        if not parts:
+            raise BuildError("no initialisation results to join")
+        labels = torch.cat([p.labels for p in parts])
+        order = torch.argsort(labels, stable=True)
+        first = parts[0]
+        return InitResult(images=torch.cat([p.images for p in parts])[order], labels=labels[order],
+                          sources=torch.cat([p.sources for p in parts])[order],
+                          losses=torch.cat([p.losses for p in parts])[order], size=first.size,
+                          factor=first.factor, source_size=first.source_size,
+                          skipped=[path for p in parts for path in p.skipped])
+
+
+def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
+    """``(top, left, height, width)`` of each patch in a stitched image, row-major; when ``size`` is not
+    a multiple of ``factor`` the first rows/columns are one pixel larger (as RDED)."""
+    base, extra = divmod(size, factor)
+    extents = [base + 1 if i < extra else base for i in range(factor)]
+    starts = [sum(extents[:i]) for i in range(factor)]
+    return [(starts[r], starts[c], extents[r], extents[c]) for r in range(factor) for c in range(factor)]
+
+
+def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, config: InitConfig = InitConfig(),
+              *, classes: Sequence[int] | None = None, device: str | torch.device = "cpu") -> InitResult:
+    """RDED-style synthetic images for ``classes`` (default all) of ``index``; see the module notes.
+
+    ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes`` (a ``Teacher``; with a
+    random-mode ``TeacherSet`` each scoring chunk meets another checkpoint, so prefer one teacher or
+    "mean" here). BuildError when a class has fewer than ``ipc * factor**2`` (usable) real images.
+    """
+    _validate(config, size)
+    source_size = config.source_size or size
+    classes = list(range(index.num_classes)) if classes is None else [int(c) for c in classes]
+    if not classes:
+        return _empty_result(size, config.factor, source_size)
+    needed = config.ipc * config.factor ** 2
+    members = per_class_indices(index)
+    short = [(index.class_names[c], len(members[c])) for c in classes if len(members[c]) < needed]
+    if short:
+        name, count = short[0]
+        raise BuildError(f"class {name!r} has {count} real images but ipc {config.ipc} with {config.factor}x"
+                         f"{config.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
+                         "lower --ipc or --factor")
+    plans = [_plan_class(members[c], c, config, needed, source_size) for c in classes]
+    positions = [p for plan in plans for p in plan["positions"]]
+    loader = real_image_loader(index, source_size, config.batch_size, indices=positions,
+                               num_workers=config.num_workers, skip_bad=config.skip_bad)
+    losses = torch.empty(len(positions))
+    best_boxes = torch.empty(len(positions), 4, dtype=torch.int64)
+    boxes = torch.cat([plan["boxes"] for plan in plans])
+    owners = torch.cat([torch.full((len(plan["positions"]),), c) for plan, c in zip(plans, classes)])
+    skipped: list[str] = []
+    cursor = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            span = slice(cursor, cursor + len(labels))
+            batch_losses, batch_boxes = _score_crops(teacher, images, owners[span], boxes[span], size, config, device)
+            bad = labels == SKIPPED
+            batch_losses[bad] = math.inf
+            skipped += [index.samples[positions[cursor + i]][0] for i in torch.nonzero(bad).flatten().tolist()]
+            losses[span], best_boxes[span] = batch_losses, batch_boxes
+            cursor += len(labels)
+    parts, start = [], 0
+    for plan, label in zip(plans, classes):
+        count = len(plan["positions"])
+        parts.append(_stitch_class(index, label, plan["positions"], losses[start:start + count],
+                                   best_boxes[start:start + count], size, source_size, config))
+        start += count
+    result = InitResult.concatenate(parts)
+    result.skipped = skipped
+    return result
+
+
+def _validate(config: InitConfig, size: int) -> None:
+    if config.ipc < 1 or config.factor < 1 or config.crops_per_image < 1 or config.batch_size < 1:
+        raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
+    if size < config.factor:
+        raise BuildError(f"image size {size} is smaller than factor {config.factor}: patches would be empty")
+    low, high = config.crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
+    if not 0.0 < config.crop_ratio[0] <= config.crop_ratio[1]:
+        raise BuildError(f"crop ratio must satisfy 0 < min <= max, got {config.crop_ratio}")
+
+
+def _plan_class(members: list[int], label: int, config: InitConfig, needed: int, source_size: int) -> dict:
+    """The seeded candidates of one class and their crop boxes [k, crops_per_image, 4]."""
+    generator = torch.Generator().manual_seed(stream_seed(config.seed, label))
+    count = min(len(members), max(config.candidates_per_class, needed))
+    order = torch.randperm(len(members), generator=generator)[:count].tolist()
+    boxes = sample_boxes(source_size, count * config.crops_per_image, config.crop_scale, config.crop_ratio, generator)
+    return {"positions": [members[i] for i in order], "boxes": boxes.view(count, config.crops_per_image, 4)}
+
+
+def sample_boxes(source_size: int, count: int, scale: tuple[float, float], ratio: tuple[float, float],
+                 generator: torch.Generator, attempts: int = 10) -> torch.Tensor:
+    """``count`` RandomResizedCrop boxes ``(top, left, height, width)`` in a square of ``source_size``:
+    torchvision's rule (area fraction in ``scale``, log-uniform aspect ratio, first of ``attempts``
+    draws that fits, else the largest centred crop within ``ratio``), vectorised and seeded."""
+    area = source_size * source_size
+    target = area * torch.empty(count, attempts).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(count, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_ratio)
+    widths = torch.round(torch.sqrt(target * aspect)).long()
+    heights = torch.round(torch.sqrt(target / aspect)).long()
+    fits = (widths > 0) & (widths <= source_size) & (heights > 0) & (heights <= source_size)
+    first = torch.argmax(fits.int(), dim=1)
+    rows = torch.arange(count)
+    width, height = widths[rows, first], heights[rows, first]
+    any_fit = fits.any(dim=1)
+    fallback_w = min(source_size, round(source_size * min(max(1.0, ratio[0]), ratio[1])))
+    fallback_h = min(source_size, round(source_size / min(max(1.0, ratio[0]), ratio[1])))
+    width = torch.where(any_fit, width, torch.tensor(fallback_w))
+    height = torch.where(any_fit, height, torch.tensor(fallback_h))
+    uniform = torch.rand(count, 2, generator=generator)
+    top = torch.floor(uniform[:, 0] * (source_size - height + 1)).long()
+    left = torch.floor(uniform[:, 1] * (source_size - width + 1)).long()
+    return torch.stack([top, left, height, width], dim=1)
+
+
+def crop_resize(image: torch.Tensor, box: Sequence[int], out_hw: tuple[int, int]) -> torch.Tensor:
+    """float [3, h, w] in [0, 1]: ``box`` (top, left, height, width) of uint8 ``image`` resized
+    (bilinear, antialiased)."""
+    top, left, height, width = (int(v) for v in box)
+    region = image[None, :, top:top + height, left:left + width].float() / 255.0
+    if tuple(region.shape[-2:]) == tuple(out_hw):
+        return region[0]
+    return F.interpolate(region, size=out_hw, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+
+
+def _score_crops(teacher, images, labels, boxes, size, config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the lowest teacher cross-entropy over its crops, and that crop's box."""
+    images = images.to(device)
+    crops = torch.stack([crop_resize(image, box, (size, size)) for image, image_boxes in zip(images, boxes)
+                         for box in image_boxes])
+    targets = labels.repeat_interleave(config.crops_per_image).to(device)
+    losses = torch.cat([F.cross_entropy(teacher(chunk), chunk_targets, reduction="none")
+                        for chunk, chunk_targets in zip(crops.split(config.batch_size), targets.split(config.batch_size))])
+    losses = losses.float().cpu().view(len(images), config.crops_per_image)
+    best = losses.argmin(dim=1)
+    rows = torch.arange(len(images))
+    return losses[rows, best], boxes[rows, best]
+
+
+def _stitch_class(index, label, positions, losses, boxes, size, source_size, config) -> InitResult:
+    needed = config.ipc * config.factor ** 2
+    usable = int(torch.isfinite(losses).sum())
+    if usable < needed:
+        raise BuildError(f"class {index.class_names[label]!r} has only {usable} decodable images of the {needed} "
+                         "that ipc x factor**2 needs; lower --ipc or fix the images")
+    chosen = torch.argsort(losses, stable=True)[:needed]
+    layout = patch_layout(size, config.factor)
+    patches = config.factor ** 2
+    images = torch.zeros(config.ipc, 3, size, size, dtype=torch.uint8)
+    sources = torch.zeros(config.ipc, patches, len(SOURCE_FIELDS), dtype=torch.int64)
+    patch_losses = torch.zeros(config.ipc, patches)
+    for rank, candidate in enumerate(chosen.tolist()):
+        patch, image_index = divmod(rank, config.ipc)
+        top, left, height, width = layout[patch]
+        source = decode_image(index.samples[positions[candidate]][0], source_size)
+        pixels = crop_resize(source, boxes[candidate], (height, width))
+        images[image_index, :, top:top + height, left:left + width] = _to_uint8(pixels)
+        sources[image_index, patch] = torch.tensor([positions[candidate], *boxes[candidate].tolist()])
+        patch_losses[image_index, patch] = losses[candidate]
+    labels = torch.full((config.ipc,), label, dtype=torch.int64)
+    return InitResult(images, labels, sources, patch_losses, size, config.factor, source_size)
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _empty_result(size: int, factor: int, source_size: int) -> InitResult:
+    return InitResult(torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
+                      torch.zeros(0, factor ** 2, len(SOURCE_FIELDS), dtype=torch.int64),
+                      torch.zeros(0, factor ** 2), size, factor, source_size)
+
+
+def source_crops(index: ImageFolderIndex, sources: torch.Tensor, size: int, source_size: int) -> torch.Tensor:
+    """The full-resolution crops (uint8 [..., 3, size, size]) behind ``sources`` (int64 [..., 5], e.g.
+    ``InitResult.sources`` or a slice of it), recomputed from the real images: the ``p_full`` of the
+    image-update stage. Each distinct real image is decoded once per call."""
+    flat = sources.reshape(-1, len(SOURCE_FIELDS))
+    decoded: dict[int, torch.Tensor] = {}
+    out = torch.empty(len(flat), 3, size, size, dtype=torch.uint8)
+    for row, (sample, *box) in enumerate(flat.tolist()):
+        if sample not in decoded:
+            decoded[sample] = decode_image(index.samples[sample][0], source_size)
+        out[row] = _to_uint8(crop_resize(decoded[sample], box, (size, size)))
+    return out.view(*sources.shape[:-1], 3, size, size)
+
+
+def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An existing distilled image set (ImageFolder layout) as (uint8 [N, 3, size, size], int64 [N]).
+
+    Its class folders must be exactly ``classes`` (the real data's folder names); labels follow
+    ``classes``' order. Images are resized like real ones (shorter side -> size, centre square).
+    """
+    found = scan_image_folder(directory, skip_bad=skip_bad)
+    missing = [c for c in classes if c not in found.classes]
+    extra = [c for c in found.classes if c not in set(classes)]
+    if missing or extra:
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else "") if missing else "",
+            f"unknown {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else "") if extra else "") if part)
+        raise BuildError(f"init images in {directory} do not match the data's class folders ({detail})")
+    relabel = torch.tensor([list(classes).index(name) for name in found.classes], dtype=torch.int64)
+    dataset = RealImages(found, size)
+    images = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
+    for position in range(len(dataset)):
+        images[position], _ = dataset[position]
+    labels = relabel[torch.tensor(found.targets(), dtype=torch.int64)]
+    order = torch.argsort(labels, stable=True)
+    return images[order], labels[order]

@@ -1,0 +1,160 @@
+"""RDED-style initialisation: shapes, patch layout and provenance, selection rule, determinism,
+sharding independence, source crops, errors, and loading an existing distilled set."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from hello_build.data import scan_image_folder
+from hello_build.stages.init import (InitConfig, InitResult, load_init_images, patch_layout, rded_init,
+                                     source_crops)
+from hello_build.teachers import Teacher
+from hello_format.errors import BuildError
+
+CLASS_CHANNEL = {"a_red": 0, "b_green": 1, "c_blue": 2}
+
+
+class ChannelTeacher(nn.Module):
+    """Logits = 10 x mean of each channel: a pure class colour is confident, mixed colours are not."""
+
+    def forward(self, x):
+        return 10.0 * x.mean(dim=(2, 3))
+
+
+def colour_teacher():
+    return Teacher(ChannelTeacher(), input_size=8, mean=(0, 0, 0), std=(1, 1, 1), description="colour")
+
+
+def solid(channel, impurity):
+    colour = [impurity] * 3
+    colour[channel] = 255
+    return tuple(colour)
+
+
+@pytest.fixture
+def solid_tree(tmp_path):
+    """Each class a solid colour; image i is less pure (less confident) as i grows."""
+    root = tmp_path / "solid"
+    for name, channel in CLASS_CHANNEL.items():
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (24 + i, 20), solid(channel, 12 * i)).save(root / name / f"img{i}.png")
+    return scan_image_folder(root)
+
+
+def test_shapes_dtypes_labels_and_layout(solid_tree):
+    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    assert result.images.shape == (6, 3, 16, 16) and result.images.dtype == torch.uint8
+    assert result.labels.tolist() == [0, 0, 1, 1, 2, 2] and result.labels.dtype == torch.int64
+    assert result.sources.shape == (6, 4, 5) and result.losses.shape == (6, 4)
+    assert (result.size, result.factor, result.source_size, result.skipped) == (16, 2, 16, [])
+    assert patch_layout(33, 2) == [(0, 0, 17, 17), (0, 17, 17, 16), (17, 0, 16, 17), (17, 17, 16, 16)]
+    assert patch_layout(16, 1) == [(0, 0, 16, 16)]
+
+
+def test_each_patch_comes_from_a_real_image_of_its_class(solid_tree):
+    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    layout = patch_layout(16, 2)
+    for image, label, sources in zip(result.images, result.labels, result.sources):
+        samples = sources[:, 0].tolist()
+        assert len(set(samples)) == 4  # four distinct real images per synthetic image
+        for (top, left, height, width), sample in zip(layout, samples):
+            path, source_label = solid_tree.samples[sample]
+            assert source_label == int(label)
+            expected = torch.tensor(Image.open(path).getpixel((0, 0)), dtype=torch.int16)
+            region = image[:, top:top + height, left:left + width].to(torch.int16)
+            assert (region - expected[:, None, None]).abs().max() <= 1
+
+
+def test_keeps_the_lowest_cross_entropy_images_in_rded_order(solid_tree):
+    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    for c in range(3):
+        rows = result.sources[result.labels == c][:, :, 0]
+        names = [[solid_tree.samples[s][0].rsplit("/", 1)[1] for s in row] for row in rows.tolist()]
+        # rank r = patch * ipc + image: image 0 holds ranks 0, 2, 4, 6 (purest images 0, 2, 4, 6)
+        assert names == [["img0.png", "img2.png", "img4.png", "img6.png"],
+                         ["img1.png", "img3.png", "img5.png", "img7.png"]]
+    losses = result.losses[result.labels == 0]
+    assert losses[0, 0] < losses[1, 0] < losses[0, 1] < losses[1, 1] < losses[0, 3]
+
+
+@pytest.fixture
+def half_tree(tmp_path):
+    """Left half the class colour, right half grey: crops on the left are confident."""
+    root = tmp_path / "half"
+    for name, channel in CLASS_CHANNEL.items():
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.full((32, 32, 3), 128, dtype=np.uint8)
+            pixels[:, :16] = solid(channel, 2 * i)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return scan_image_folder(root)
+
+
+def test_best_crop_of_each_image_is_kept_and_recomputable(half_tree):
+    teacher = colour_teacher()
+    config = InitConfig(ipc=1, factor=2, candidates_per_class=6, crops_per_image=16, crop_scale=(0.1, 0.3), seed=3)
+    result = rded_init(half_tree, teacher, 16, config)
+    crops = source_crops(half_tree, result.sources, 16, result.source_size)
+    assert crops.shape == (3, 4, 3, 16, 16) and crops.dtype == torch.uint8
+    for label in range(3):
+        flat = crops[label].float() / 255
+        recomputed = F.cross_entropy(teacher(flat), torch.full((4,), label), reduction="none")
+        assert torch.allclose(recomputed, result.losses[label], atol=2e-2)
+        grey = (crops[label] == 128).all(dim=1).float().mean(dim=(1, 2))
+        assert (grey < 0.5).all()  # the best of 16 crops lies mostly in the confident half
+    single = rded_init(half_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6,
+                                                          crops_per_image=1, crop_scale=(0.1, 0.3), seed=3))
+    assert result.losses.mean() < single.losses.mean()
+
+
+def test_deterministic_by_seed_and_independent_of_batching_and_sharding(solid_tree):
+    teacher = colour_teacher()
+    config = InitConfig(ipc=1, factor=2, candidates_per_class=6, batch_size=5, seed=7)
+    first = rded_init(solid_tree, teacher, 16, config)
+    again = rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6, batch_size=2, seed=7))
+    assert torch.equal(first.images, again.images) and torch.equal(first.sources, again.sources)
+    shards = [rded_init(solid_tree, teacher, 16, config, classes=part) for part in ([1], [0, 2])]
+    joined = InitResult.concatenate(shards)
+    assert torch.equal(joined.images, first.images) and torch.equal(joined.labels, first.labels)
+    other = rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6, seed=8))
+    assert not torch.equal(other.sources[:, :, 1:], first.sources[:, :, 1:])  # other crop boxes
+
+
+def test_not_enough_real_images_is_a_clear_error(solid_tree):
+    with pytest.raises(BuildError, match=r"class 'a_red' has 8 real images but ipc 3 with 2x2 patches needs 12"):
+        rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=3, factor=2))
+    with pytest.raises(BuildError, match="crop scale"):
+        rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=1, crop_scale=(0.5, 1.5)))
+
+
+def test_undecodable_images_are_skipped_and_reported(solid_tree, tmp_path):
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    broken = solid_tree.root / "b_green" / "broken.jpg"
+    broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    index = scan_image_folder(solid_tree.root)
+    config = InitConfig(ipc=1, factor=2, candidates_per_class=9)
+    with pytest.raises(BuildError, match="cannot decode image .*broken.jpg"):
+        rded_init(index, colour_teacher(), 16, config)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        result = rded_init(index, colour_teacher(), 16, InitConfig(ipc=1, factor=2, candidates_per_class=9, skip_bad=True))
+    assert result.skipped == [str(broken)] and result.images.shape == (3, 3, 16, 16)
+
+
+def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
+    root = tmp_path / "distilled"
+    for name, channel in CLASS_CHANNEL.items():
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (20, 30), solid(channel, 0)).save(root / name / f"{i}.png")
+    images, labels = load_init_images(root, solid_tree.classes, 16)
+    assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert all(images[i, labels[i]].min() == 255 for i in range(6))
+    with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
+        load_init_images(root, ["a_red", "c_blue", "d_other"], 16)
