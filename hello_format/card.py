@@ -1,0 +1,373 @@
+"""A bundle's hub card (README.md): YAML front matter for the hub's search, a body written from the manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+import yaml
+
+from hello_format.bundle import Bundle
+from hello_format.codecs import decode_images
+from hello_format.errors import HubError
+from hello_format.preview import render_grid
+
+TAGS = ["dataset-distillation", "hello", "synthetic"]
+DEFAULT_LICENSE = "other"
+PREVIEW_NAME = "preview.png"
+PREVIEW_CLASSES = 10  # the preview shows the first classes only: a 1000-class grid is unreadable
+PREVIEW_PER_CLASS = 8
+# The hub's size_categories buckets (upper bounds exclusive), smallest first.
+_SIZE_BUCKETS = [
+    (10**3, "n<1K"),
+    (10**4, "1K<n<10K"),
+    (10**5, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+]
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
+_EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
+_EVAL_HINT = 'expected the JSON written by `hello eval`: an object with at least {"top1": <number>}, or a list of them'
+
+
+def size_category(num_images: int) -> str:
+    """The hub's ``size_categories`` bucket for ``num_images`` examples."""
+    for bound, name in _SIZE_BUCKETS:
+        if num_images < bound:
+            return name
+    return "n>1T"
+
+
+def base_model_id(base: dict) -> str | None:
+    """The hub repo of an open_clip pretrained base, from open_clip's own registry; None when it names none."""
+    if not base.get("pretrained"):
+        return None
+    import open_clip
+
+    hf_hub = open_clip.get_pretrained_cfg(base["architecture"], base["pretrained"]).get("hf_hub") or ""
+    parts = hf_hub.strip("/").split("/")
+    return "/".join(parts[:2]) if len(parts) >= 2 and all(parts[:2]) else None
+
+
+def check_license(license: str) -> str:
+    """``license`` if it is a hub licence id (lower-case, e.g. apache-2.0, cc-by-4.0, mit, other)."""
+    if not _LICENSE_ID.match(license):
+        raise HubError(f"--license {license!r} is not a hub licence id: use e.g. apache-2.0, cc-by-4.0, mit or other")
+    return license
+
+
+def validate_eval_results(results: object, source: str = "eval results") -> list[dict]:
+    """``hello eval`` results as a list of dicts with a numeric ``top1``; HubError naming the bad entry."""
+    entries = [results] if isinstance(results, dict) else results
+    if not isinstance(entries, list) or not entries:
+        raise HubError(f"{source}: got {type(results).__name__}; {_EVAL_HINT}")
+    for i, entry in enumerate(entries):
+        where = f"{source}: entry {i}" if isinstance(results, list) else source
+        if not isinstance(entry, dict):
+            raise HubError(f"{where} is {type(entry).__name__}; {_EVAL_HINT}")
+        for key in ("top1", "top5"):
+            if key in entry and not _is_number(entry[key]):
+                raise HubError(f"{where}: {key!r} must be a finite number, got {entry[key]!r}; {_EVAL_HINT}")
+        if "top1" not in entry:
+            raise HubError(f"{where} has no 'top1'; {_EVAL_HINT}")
+        for key, kind in _EVAL_KNOWN.items():
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
+    return entries
+
+
+def load_eval_results(path: str | Path) -> list[dict]:
+    """Read and validate a ``hello eval`` JSON file."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HubError(f"{path}: cannot read eval results ({exc}); {_EVAL_HINT}") from None
+    return validate_eval_results(results, str(path))
+
+
+def card_metadata(bundle: Bundle, *, license: str = DEFAULT_LICENSE) -> dict:
+    """The card's YAML front matter: licence, tags, task, size bucket, source dataset, base model."""
+    meta: dict = {
+        "license": check_license(license),
+        "tags": list(TAGS),
+        "task_categories": ["image-classification"],
+        "size_categories": [size_category(bundle.num_images)],
+    }
+    source = _source_dataset(bundle.manifest)
+    if source is not None:
+        meta["source_datasets"] = [source]
+    base_id = base_model_id(bundle.manifest["base"])
+    if base_id is not None:
+        meta["base_model"] = base_id
+    return meta
+
+
+def render_card(
+    bundle: Bundle,
+    *,
+    uri: str,
+    license: str = DEFAULT_LICENSE,
+    eval_results: object = None,
+    preview: str | None = "preview.png",
+) -> str:
+    """The complete README.md for ``bundle`` published at ``uri`` (front matter + body)."""
+    meta = card_metadata(bundle, license=license)
+    results = None if eval_results is None else validate_eval_results(eval_results)
+    m = bundle.manifest
+    name = Path(bundle.path).name
+    batch = (m.get("recipe") or {}).get("batch_size", 64)
+    sections = [
+        f"# {name}",
+        _what(bundle),
+        *([f"![{bundle.num_classes} classes, a few images each]({preview})"] if preview else []),
+        "## Load it\n\n"
+        "```python\n"
+        "from hello_format.dataset import HelloDataset\n"
+        f'ds = HelloDataset("{uri}")\n'
+        f"loader = ds.loader(batch_size={batch})\n"
+        "```\n\n"
+        "The file is downloaded through the Hugging Face cache (revisions and `HF_HUB_OFFLINE=1` work as usual) "
+        "and its sha256 hashes are checked before use. `hello pull URI -o DIR` fetches it without loading.",
+        _contents(bundle),
+        _base(bundle, meta.get("base_model")),
+        _label_generator(m),
+        _storage(bundle),
+        _recipe(m),
+        *([_evaluation(results)] if results else []),
+        _provenance(m),
+        _license(license),
+    ]
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + "\n\n".join(s.strip() for s in sections) + "\n"
+
+
+def render_preview(bundle: Bundle, *, classes: int = PREVIEW_CLASSES, per_class: int = PREVIEW_PER_CLASS):
+    """A PIL grid of the first ``per_class`` images of the first ``classes`` classes (only those are decoded)."""
+    shown = min(classes, bundle.num_classes)
+    labels = bundle.labels
+    picked = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(shown)])
+    return render_grid(_decode(bundle, picked), labels[picked], bundle.class_names[:shown], per_class=per_class)
+
+
+def _decode(bundle: Bundle, indices: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, C, H, W] of the images at ``indices``, decoding nothing else."""
+    img = bundle.manifest["images"]
+    data = bundle.tensor("images.data")
+    if img["codec"] == "raw":
+        return data[indices]
+    offsets = bundle.tensor("images.offsets").tolist()
+    blobs = [data[offsets[i] : offsets[i + 1]].numpy().tobytes() for i in indices.tolist()]
+    return decode_images(blobs, img["channels"], img["height"], img["width"])
+
+
+def base_embedded(bundle: Bundle) -> bool:
+    """True when the bundle carries its CLIP base weights (``base.*`` tensors)."""
+    return any(name.startswith("base.") for name in bundle.tensor_names)
+
+
+def _what(bundle: Bundle) -> str:
+    m = bundle.manifest
+    source = (m.get("provenance") or {}).get("source_dataset")
+    distilled = f" distilled from `{source}`" if source else ""
+    return (
+        f"A `.hello` label-light distilled dataset{distilled}: "
+        f"{bundle.num_images:,} synthetic images ({_ipc(bundle)}, {bundle.num_classes} classes) and, "
+        "instead of stored soft labels, a small label generator (LoRA adapters on a CLIP image encoder plus a "
+        "text-initialised linear head) that relabels each augmented batch while you train. "
+        "It is one safetensors file: any safetensors reader can open it."
+    )
+
+
+def _ipc(bundle: Bundle) -> str:
+    return f"{bundle.ipc} per class" if bundle.ipc is not None else "a varying number per class"
+
+
+def _contents(bundle: Bundle) -> str:
+    img = bundle.manifest["images"]
+    codec = img["codec"] + (f" (quality {img['quality']})" if img.get("quality") is not None else "")
+    names = ", ".join(f"`{c}`" for c in bundle.class_names)
+    classes = names if bundle.num_classes <= 50 else f"<details><summary>show all</summary>\n\n{names}\n\n</details>"
+    return (
+        "## Contents\n\n"
+        "| | |\n|---|---|\n"
+        f"| classes | {bundle.num_classes} |\n"
+        f"| images per class (IPC) | {bundle.ipc if bundle.ipc is not None else 'varies'} |\n"
+        f"| images | {bundle.num_images:,} |\n"
+        f"| geometry (C x H x W) | {img['channels']} x {img['height']} x {img['width']} |\n"
+        f"| image codec | {codec} |\n"
+        f"| format version | {bundle.manifest['format_version']} |\n\n"
+        f"Classes: {classes}"
+    )
+
+
+def _base(bundle: Bundle, hub_id: str | None) -> str:
+    base = bundle.manifest["base"]
+    arch = f"`{base['architecture']}`" + (f" / `{base['pretrained']}`" if base.get("pretrained") else "")
+    lines = [
+        "## Base model",
+        "",
+        f"CLIP base: {base['source']} {arch}, image size {base['image_size']}, "
+        f"fingerprint `{base['fingerprint']}` (checked when the base is loaded).",
+        "",
+    ]
+    if hub_id is not None:
+        lines.append(f"On the hub: [{hub_id}](https://huggingface.co/{hub_id}) (the card's `base_model`).")
+    else:
+        lines.append(
+            "open_clip's pretrained registry names no hub repository for this base, so the card has no `base_model`."
+        )
+    if base_embedded(bundle):
+        lines.append(
+            f"The base weights are **embedded in this bundle** ({bundle.storage().base_bytes:,} bytes): "
+            "nothing else is needed to relabel; their licence applies to this file."
+        )
+    elif base["source"] == "local":
+        hint = f" (`{base['checkpoint']}`)" if base.get("checkpoint") else ""
+        lines.append(
+            f"The base is a local checkpoint{hint} that is **not published here**: users need their own copy "
+            "with the same fingerprint."
+        )
+    else:
+        lines.append("The base weights are **not stored here**: open_clip fetches them on first use.")
+    return "\n".join(lines)
+
+
+def _label_generator(m: dict) -> str:
+    lora, head = m.get("lora") or {}, m.get("head") or {}
+    lines = ["## Label generator", ""]
+    if lora:
+        targets = lora["target_modules"]
+        targets = f"`{targets}`" if isinstance(targets, str) else ", ".join(f"`{t}`" for t in targets)
+        lines.append(
+            f"- encoder LoRA on `{lora.get('module_root', 'visual')}`: rank {lora['r']}, alpha {lora['lora_alpha']}, "
+            f"{lora.get('dtype', 'float16')}, targets {targets}"
+        )
+        for key in ("rank_pattern", "alpha_pattern"):
+            if lora.get(key):
+                lines.append(f"- {key}: `{json.dumps(lora[key], sort_keys=True)}`")
+    else:
+        lines.append("- no encoder LoRA: the base image encoder labels as is")
+    if head:
+        hl = head.get("lora") or {}
+        if hl:
+            lines.append(f"- head LoRA: rank {hl['r']}, alpha {hl['lora_alpha']}, {hl.get('dtype', 'float16')}")
+        lines.append(
+            f"- head initialised from {len(head.get('templates', []))} text prompt templates "
+            f"({head.get('ensemble', 'mean')} ensemble), logit scale {head.get('logit_scale')}"
+        )
+    return "\n".join(lines)
+
+
+def _storage(bundle: Bundle) -> str:
+    s = bundle.storage()
+    m = bundle.manifest
+    epochs = (m.get("recipe") or {}).get("epochs")
+    rows = [
+        ("images", s.images_bytes),
+        ("label generator (encoder + head LoRA)", s.label_generator_bytes),
+        ("embedded base", s.base_bytes),
+        ("header + manifest", s.header_bytes),
+        ("**file total**", s.file_bytes),
+    ]
+    table = "\n".join(f"| {name} | {n:,} | {_human(n)} |" for name, n in rows)
+    return (
+        "## Storage\n\n| part | bytes | |\n|---|---:|---:|\n"
+        f"{table}\n\n"
+        f"Stored soft labels for the same recipe ({bundle.num_images:,} images x {epochs} epochs x "
+        f"{bundle.num_classes} classes x 2 bytes) would take {s.stored_label_bytes:,} bytes "
+        f"({_human(s.stored_label_bytes)}): {s.ratio:,.1f}x the label generator."
+    )
+
+
+def _recipe(m: dict) -> str:
+    recipe = m.get("recipe") or {}
+    keys = ["loss", "temperature", "beta", "epochs", "batch_size", "optimizer", "lr", "weight_decay"]
+    summary = ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)
+    return (
+        "## Recorded recipe\n\n"
+        "The student training the labels were made for (HelloDataset uses the same augmentation):"
+        f" {summary}.\n\n```json\n{json.dumps(recipe, indent=2, sort_keys=True)}\n```"
+    )
+
+
+def _evaluation(results: list[dict]) -> str:
+    present = {k for r in results for k, v in r.items() if _is_scalar(v)}
+    columns = [c for c in _EVAL_COLUMNS if c in present] + sorted(present - set(_EVAL_COLUMNS))
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    rows = "\n".join("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in results)
+    return f"## Evaluation\n\nStudents trained from this bundle (`hello eval`):\n\n{head}\n{rows}"
+
+
+def _provenance(m: dict) -> str:
+    p = m.get("provenance") or {}
+    lines = ["## Provenance", ""]
+    if p.get("source_dataset"):
+        lines.append(f"- source dataset: `{p['source_dataset']}`")
+    if p.get("teacher"):
+        lines.append(f"- teacher: `{p['teacher']}`")
+    builder = p.get("builder") or {}
+    if builder:
+        lines.append(f"- built with {builder.get('name', '?')} {builder.get('version', '')}".rstrip())
+    if p.get("fidelity"):
+        lines.append(f"- label fidelity: `{json.dumps(p['fidelity'], sort_keys=True)}`")
+    if len(lines) == 2:
+        lines.append("- not recorded")
+    return "\n".join(lines)
+
+
+def _license(license: str) -> str:
+    if license == DEFAULT_LICENSE:
+        chosen = "No licence was chosen when this was pushed (`license: other`); ask the publisher before reuse."
+    else:
+        chosen = f"Licence: `{license}`."
+    return (
+        f"## Licence\n\n{chosen} The images derive from the source dataset and the labels from the CLIP base: "
+        "their licences apply too."
+    )
+
+
+def _source_dataset(m: dict) -> str | None:
+    """The recorded source dataset when it reads as a hub dataset id (a local path is not one)."""
+    source = (m.get("provenance") or {}).get("source_dataset")
+    if isinstance(source, str) and _HUB_DATASET_ID.match(source) and not source.startswith("."):
+        return source
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value).replace("|", "\\|")
+
+
+def _human(n: int) -> str:
+    """Decimal units: 1234567 -> '1.2 MB'."""
+    if n < 1000:
+        return f"{n} B"
+    value, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if round(value, 1) < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{value:.1f} {unit}"

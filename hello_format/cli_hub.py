@@ -1,0 +1,93 @@
+"""`hello push` and `hello pull`: argument parsing and printing over hello_format.hub (cli.py registers them)."""
+
+from __future__ import annotations
+
+import click
+
+from hello_format import hub
+from hello_format.card import DEFAULT_LICENSE, load_eval_results
+
+
+@click.command("push")
+@click.argument("bundle")
+@click.argument("repo_id")
+@click.option(
+    "--repo-type",
+    type=click.Choice(["dataset", "model"]),
+    default="dataset",
+    show_default=True,
+    help="Kind of hub repository to push to.",
+)
+@click.option("--revision", default=None, help="Branch to push to (created when missing). Default: main.")
+@click.option("--private", is_flag=True, help="Create the repository as private (an existing one keeps its setting).")
+@click.option(
+    "--license",
+    "license_",
+    default=DEFAULT_LICENSE,
+    show_default=True,
+    help="Hub licence id for the card, e.g. apache-2.0, cc-by-4.0, mit.",
+)
+@click.option(
+    "--eval",
+    "eval_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Results JSON from `hello eval` to show on the card.",
+)
+@click.option("--token", default=None, help="Hub token with write access. Default: HF_TOKEN or the cached login.")
+@click.option(
+    "--dry-run",
+    "dry_run_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the exact folder that would be uploaded to DIR (new or empty) and upload nothing.",
+)
+def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, token, dry_run_dir):
+    """Publish BUNDLE (a .hello file) to the hub repository REPO_ID (ORG/NAME) with a card and a preview.
+
+    The CLIP base is never added: it is published only if the bundle already embeds it.
+    """
+    results = load_eval_results(eval_path) if eval_path else None
+    options = dict(repo_id=repo_id, repo_type=repo_type, revision=revision, license=license_, eval_results=results)
+    if dry_run_dir is not None:
+        folder = hub.write_upload_folder(bundle, dry_run_dir, **options)
+        _base_notice(folder.base_embedded)
+        click.echo(f"dry run: wrote {folder.root} (nothing uploaded)")
+        for path in (folder.bundle, folder.card, folder.preview):
+            click.echo(f"  {path.name}  {path.stat().st_size:,} bytes")
+        uri = hub.file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
+        click.echo(f"would publish {uri}")
+        return
+    result = hub.push(bundle, private=private, token=token, **options)
+    _base_notice(result.base_embedded)
+    click.echo(f"pushed {result.uri}")
+    click.echo(f"commit {result.commit_url}")
+
+
+@click.command("pull")
+@click.argument("uri")
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to copy into."
+)
+@click.option("--token", default=None, help="Hub token for private or gated repositories.")
+@click.option("--no-card", is_flag=True, help="Do not fetch the repository's README.md.")
+def pull(uri, out_dir, token, no_card):
+    """Download the bundle at URI (hf://[datasets/]ORG/NAME[@REVISION]/PATH) into a directory, hashes verified.
+
+    Goes through the Hugging Face cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
+    """
+    paths = hub.pull(uri, out_dir, token=token, with_card=not no_card)
+    click.echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
+    for path in paths[1:]:
+        click.echo(f"  with {path}")
+
+
+def _base_notice(embedded: bool) -> None:
+    if embedded:
+        click.echo(
+            "notice: this bundle embeds its CLIP base weights (base.* tensors); they are published with it, "
+            "so the base's licence applies to the upload"
+        )
+    else:
+        click.echo("base model: not included (users' open_clip fetches it, or they supply the checkpoint)")

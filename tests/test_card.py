@@ -1,0 +1,222 @@
+"""The hub card: front matter fields, body numbers against the manifest and Bundle.storage(), eval results."""
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from hello_format import card
+from hello_format.bundle import Bundle, write_bundle
+from hello_format.errors import HubError
+
+CLASSES = ["cat", "dog", "bird"]
+D = 16  # feature width of the fake encoder
+
+
+def make_manifest(*, classes=CLASSES, ipc=4, source="local", architecture="hello-tiny-vit", pretrained=None,
+                  source_dataset="cifar10", epochs=300):
+    """A schema-valid manifest around a fake base (nothing here loads the base)."""
+    return {
+        "format_version": "1.0",
+        "class_names": list(classes),
+        "ipc": ipc,
+        "base": {
+            "source": source, "architecture": architecture, "pretrained": pretrained,
+            "checkpoint": "tiny-base.safetensors" if source == "local" else None, "config": None,
+            "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
+        },
+        "lora": {
+            "peft_type": "LORA", "module_root": "visual", "target_modules": r"transformer\.resblocks\.\d+\.mlp\.c_fc",
+            "r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0, "bias": "none",
+            "dtype": "float16",
+        },
+        "head": {
+            "templates": ["a photo of a {}.", "a drawing of a {}."], "ensemble": "mean", "normalize_features": True,
+            "logit_scale": 100.0, "lora": {"r": 8, "lora_alpha": 8, "dtype": "float16"},
+        },
+        "recipe": {
+            "augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
+            "epochs": epochs, "batch_size": 32, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
+            "student_image_size": 16,
+        },
+        "provenance": {
+            "source_dataset": source_dataset, "teacher": "resnet18-cifar10",
+            "builder": {"name": "hello-build", "version": "0.1.0", "options": {}}, "timings": {"init": 1.5},
+        },
+    }
+
+
+def make_bundle(path, *, seed=0, codec="png", embed_base=False, **manifest_options):
+    """Write a small bundle (random images, random LoRA) and return its path."""
+    manifest = make_manifest(source="embedded" if embed_base else manifest_options.pop("source", "local"),
+                             **manifest_options)
+    c, ipc = len(manifest["class_names"]), manifest["ipc"]
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (c * ipc, 3, 12, 12), dtype=torch.uint8, generator=g)
+    labels = torch.arange(c).repeat_interleave(ipc)
+    module = "encoder_lora.base_model.model.transformer.resblocks.0.mlp.c_fc"
+    tensors = {
+        f"{module}.lora_A.weight": torch.randn(4, D, generator=g).half(),
+        f"{module}.lora_B.weight": torch.randn(4 * D, 4, generator=g).half(),
+        "head.lora_A": torch.randn(8, D, generator=g).half(),
+        "head.lora_B": torch.randn(c, 8, generator=g).half(),
+    }
+    if embed_base:
+        tensors["base.visual.proj"] = torch.randn(D, 8, generator=g)
+    return write_bundle(path, manifest, images, labels, tensors, codec=codec)
+
+
+def split_card(text):
+    """(front matter dict, body) of a README.md with YAML front matter."""
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(front), body
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    with Bundle.open(make_bundle(tmp_path / "tiny.hello")) as opened:
+        yield opened
+
+
+URI = "hf://datasets/org/tiny@v1/tiny.hello"
+
+
+def test_front_matter_fields(bundle):
+    meta, _ = split_card(card.render_card(bundle, uri=URI, license="cc-by-4.0"))
+    assert meta["license"] == "cc-by-4.0"
+    assert {"dataset-distillation", "hello"} <= set(meta["tags"])
+    assert meta["task_categories"] == ["image-classification"]
+    assert meta["size_categories"] == ["n<1K"]
+    assert meta["source_datasets"] == ["cifar10"]
+    assert "base_model" not in meta  # a local base has no hub repository
+
+
+def test_body_numbers_match_manifest_and_storage(bundle):
+    _, body = split_card(card.render_card(bundle, uri=URI))
+    m, s = bundle.manifest, bundle.storage()
+    assert "from hello_format.dataset import HelloDataset\n" in body
+    assert f'ds = HelloDataset("{URI}")\n' in body
+    assert f"loader = ds.loader(batch_size={m['recipe']['batch_size']})\n" in body
+    assert f"| classes | {len(CLASSES)} |" in body
+    assert f"| images per class (IPC) | {m['ipc']} |" in body
+    assert f"| images | {len(CLASSES) * m['ipc']} |" in body
+    assert "| geometry (C x H x W) | 3 x 12 x 12 |" in body
+    assert all(f"`{name}`" in body for name in CLASSES)
+    for label, value in [("images", s.images_bytes), ("label generator (encoder + head LoRA)",
+                                                      s.label_generator_bytes),
+                         ("embedded base", 0), ("header + manifest", s.header_bytes),
+                         ("**file total**", bundle.path.stat().st_size)]:
+        assert f"| {label} | {value:,} |" in body
+    soft_labels = len(CLASSES) * m["ipc"] * m["recipe"]["epochs"] * len(CLASSES) * 2
+    assert s.stored_label_bytes == soft_labels
+    assert f"would take {soft_labels:,} bytes" in body
+    assert f"{soft_labels / s.label_generator_bytes:,.1f}x the label generator" in body
+    assert "rank 4, alpha 8" in body and "head LoRA: rank 8, alpha 8" in body
+    assert m["base"]["fingerprint"] in body
+    assert "not published here" in body  # a local base checkpoint is not part of the upload
+    recipe_json = body.split("```json\n", 1)[1].split("\n```", 1)[0]
+    assert json.loads(recipe_json) == m["recipe"]
+    assert "## Evaluation" not in body
+
+
+def test_open_clip_base_maps_to_its_hub_repo(tmp_path):
+    path = make_bundle(tmp_path / "rn50.hello", source="open_clip", architecture="RN50", pretrained="openai")
+    with Bundle.open(path) as b:
+        meta, body = split_card(card.render_card(b, uri=URI))
+    assert meta["base_model"] == "timm/resnet50_clip.openai"
+    assert "[timm/resnet50_clip.openai](https://huggingface.co/timm/resnet50_clip.openai)" in body
+    assert "not stored here" in body
+
+
+def test_unknown_open_clip_tag_omits_base_model_and_says_so(tmp_path):
+    path = make_bundle(tmp_path / "x.hello", source="open_clip", architecture="RN50", pretrained="no-such-tag")
+    with Bundle.open(path) as b:
+        meta, body = split_card(card.render_card(b, uri=URI))
+    assert "base_model" not in meta
+    assert "names no hub repository" in body
+
+
+def test_embedded_base_is_announced(tmp_path):
+    with Bundle.open(make_bundle(tmp_path / "e.hello", embed_base=True)) as b:
+        assert card.base_embedded(b)
+        _, body = split_card(card.render_card(b, uri=URI))
+        base_bytes = b.storage().base_bytes
+    assert base_bytes == D * 8 * 4
+    assert f"embedded in this bundle** ({base_bytes:,} bytes)" in body
+    assert f"| embedded base | {base_bytes:,} |" in body
+
+
+def test_local_source_dataset_path_is_not_a_hub_id(tmp_path):
+    with Bundle.open(make_bundle(tmp_path / "p.hello", source_dataset="/home/me/data/imagenette")) as b:
+        meta, body = split_card(card.render_card(b, uri=URI))
+    assert "source_datasets" not in meta
+    assert "- source dataset: `/home/me/data/imagenette`" in body
+
+
+@pytest.mark.parametrize("n, bucket", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (50_000, "10K<n<100K"),
+                                       (10**6, "1M<n<10M"), (10**12, "n>1T")])
+def test_size_category_buckets(n, bucket):
+    assert card.size_category(n) == bucket
+
+
+def test_eval_results_table(bundle):
+    results = [{"regime": "hello", "student": "resnet18", "epochs": 300, "seed": 0, "top1": 71.25},
+               {"regime": "hard", "student": "resnet18", "epochs": 300, "seed": 0, "top1": 40.5, "note": "x|y"}]
+    _, body = split_card(card.render_card(bundle, uri=URI, eval_results=results))
+    table = body.split("## Evaluation", 1)[1]
+    assert "| regime | student | epochs | seed | top1 | note |" in table
+    assert "| hello | resnet18 | 300 | 0 | 71.25 |  |" in table
+    assert "| hard | resnet18 | 300 | 0 | 40.5 | x\\|y |" in table
+
+
+def test_single_eval_result_dict_is_accepted(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"top1": 0.5, "regime": "hello"}))
+    assert card.load_eval_results(path) == [{"top1": 0.5, "regime": "hello"}]
+
+
+@pytest.mark.parametrize("results, words", [
+    ([], "expected the JSON written by `hello eval`"),
+    ("71.2", "got str"),
+    ({"top5": 90.0}, "no 'top1'"),
+    ({"top1": "high"}, "'top1' must be a finite number"),
+    ({"top1": math.nan}, "'top1' must be a finite number"),
+    ({"top1": True}, "'top1' must be a finite number"),
+    ([{"top1": 1.0}, 3], "entry 1 is int"),
+    ({"top1": 1.0, "epochs": "300"}, "'epochs' must be int"),
+])
+def test_bad_eval_results_are_one_line_errors(results, words):
+    with pytest.raises(HubError, match="eval results") as info:
+        card.validate_eval_results(results)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unreadable_eval_file_names_it(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("{not json")
+    with pytest.raises(HubError, match="results.json: cannot read eval results"):
+        card.load_eval_results(path)
+
+
+@pytest.mark.parametrize("license", ["Apache 2.0", "", "MIT"])
+def test_bad_license_id(bundle, license):
+    with pytest.raises(HubError, match="is not a hub licence id"):
+        card.render_card(bundle, uri=URI, license=license)
+
+
+def test_default_license_is_other_and_explained(bundle):
+    meta, body = split_card(card.render_card(bundle, uri=URI))
+    assert meta["license"] == "other"
+    assert "No licence was chosen" in body
+
+
+def test_preview_shows_the_first_classes_only(tmp_path):
+    classes = [f"c{i}" for i in range(12)]
+    with Bundle.open(make_bundle(tmp_path / "many.hello", classes=classes, ipc=2)) as b:
+        small = card.render_preview(b, classes=2, per_class=2)
+        full = card.render_preview(b, classes=12, per_class=2)
+    assert small.mode == "RGB" and small.size[0] > 0
+    assert small.size[0] * small.size[1] < full.size[0] * full.size[1]

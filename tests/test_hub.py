@@ -1,0 +1,283 @@
+"""hf:// URIs, resolution through a locally populated huggingface_hub cache (offline), push/pull folders."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+from click.testing import CliRunner
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils.sha import git_hash
+from PIL import Image
+from test_card import make_bundle, split_card
+
+from hello_format import hub
+from hello_format.bundle import Bundle
+from hello_format.cli_hub import pull as pull_command
+from hello_format.cli_hub import push as push_command
+from hello_format.errors import HubError
+
+COMMIT = "a" * 40
+OTHER_COMMIT = "b" * 40
+
+
+# ------------------------------------------------------------------------------------------ URIs
+
+@pytest.mark.parametrize("uri, ref", [
+    ("hf://datasets/org/name/file.hello", hub.HubRef("dataset", "org/name", None, "file.hello")),
+    ("hf://org/name/file.hello", hub.HubRef("model", "org/name", None, "file.hello")),
+    ("hf://models/org/name/file.hello", hub.HubRef("model", "org/name", None, "file.hello")),
+    ("hf://spaces/org/name/a/b/c.hello", hub.HubRef("space", "org/name", None, "a/b/c.hello")),
+    ("hf://datasets/org/name@v1.0/sub/f.hello", hub.HubRef("dataset", "org/name", "v1.0", "sub/f.hello")),
+    (f"hf://datasets/org/name@{COMMIT}/f.hello", hub.HubRef("dataset", "org/name", COMMIT, "f.hello")),
+    ("hf://datasets/org/name@refs%2Fpr%2F1/f.hello", hub.HubRef("dataset", "org/name", "refs/pr/1", "f.hello")),
+    ("hf://datasets/org/name@refs/pr/12/f.hello", hub.HubRef("dataset", "org/name", "refs/pr/12", "f.hello")),
+    ("hf://org/name@feature%2Fx/f.hello", hub.HubRef("model", "org/name", "feature/x", "f.hello")),
+    ("hf://org/name/dir/f@2.hello", hub.HubRef("model", "org/name", None, "dir/f@2.hello")),
+])
+def test_parse_hf_uri(uri, ref):
+    assert hub.parse_hf_uri(uri) == ref
+    assert hub.parse_hf_uri(ref.uri) == ref  # the canonical form parses back to the same reference
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("hf://", "Empty body"),
+    ("hf://org/name", "names no file"),
+    ("hf://datasets/org/name/", "names no file"),
+    ("hf://datasets/org", "namespace/name"),
+    ("hf://dataset/org/name/f.hello", "plural"),
+    ("hf://buckets/org/name/f.hello", "only model, datasets/ and spaces/"),
+    ("hf://org/name@/f.hello", "Empty revision"),
+    ("hf://org/name/a//b.hello", "empty segments"),
+    ("hf://org/na--me/f.hello", "Cannot have -- or .."),
+    ("datasets/org/name/f.hello", "is not a hub URI"),
+])
+def test_bad_uris_are_hub_errors(uri, words):
+    with pytest.raises(HubError) as info:
+        hub.parse_hf_uri(uri)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_is_hub_uri_and_local_passthrough(tmp_path):
+    assert hub.is_hub_uri("hf://datasets/org/name/f.hello")
+    assert not hub.is_hub_uri("datasets/org/name/f.hello")
+    assert not hub.is_hub_uri(Path("hf:/x"))
+    assert hub.resolve(tmp_path / "missing.hello") == tmp_path / "missing.hello"
+    assert hub.resolve(str(tmp_path / "a.hello")) == tmp_path / "a.hello"
+
+
+# -------------------------------------------------------------------------- the huggingface_hub cache
+
+def cache_file(cache, repo_id, path, data, *, repo_type="dataset", commit=COMMIT, ref="main", lfs=True):
+    """Put ``data`` into ``cache`` the way hf_hub_download stores a file: a blob named by the file's etag
+    (sha256 for LFS files, git blob sha1 otherwise), a snapshot symlink to it, a ref naming the commit."""
+    repo_dir = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    blob = repo_dir / "blobs" / (hashlib.sha256(data).hexdigest() if lfs else git_hash(data))
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    pointer = repo_dir / "snapshots" / commit / path
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    if ref is not None:
+        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / ref).write_text(commit)
+    return pointer
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty hub cache that huggingface_hub uses (HF_HUB_CACHE is read once at import, so set both)."""
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    assert hf_constants.is_offline_mode()
+    return cache
+
+
+@pytest.fixture
+def bundle_bytes(tmp_path):
+    (tmp_path / "src").mkdir()
+    return make_bundle(tmp_path / "src" / "tiny.hello").read_bytes()
+
+
+def test_hf_hub_download_finds_the_locally_cached_file(hub_cache, bundle_bytes):
+    pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    got = huggingface_hub.hf_hub_download("org/tiny", "tiny.hello", repo_type="dataset")
+    assert Path(got) == pointer and Path(got).read_bytes() == bundle_bytes
+
+
+def test_bundle_open_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "nested/dir/tiny.hello", bundle_bytes)
+    with Bundle.open(tmp_path / "src" / "tiny.hello") as local, \
+            Bundle.open("hf://datasets/org/tiny/nested/dir/tiny.hello") as remote:
+        assert remote.manifest == local.manifest
+        assert remote.path.read_bytes() == bundle_bytes
+        assert str(hub_cache) in str(remote.path)
+
+
+def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
+    other = make_bundle(tmp_path / "other.hello", ipc=2).read_bytes()
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)  # main -> COMMIT
+    cache_file(hub_cache, "org/tiny", "tiny.hello", other, commit=OTHER_COMMIT, ref="v2")
+    with Bundle.open("hf://datasets/org/tiny/tiny.hello") as main:
+        assert main.ipc == 4
+    with Bundle.open(f"hf://datasets/org/tiny@{OTHER_COMMIT}/tiny.hello") as pinned:
+        assert pinned.ipc == 2
+    with Bundle.open("hf://datasets/org/tiny@v2/tiny.hello") as tagged:
+        assert tagged.ipc == 2
+    assert hub.resolve(f"hf://datasets/org/tiny@{COMMIT}/tiny.hello").read_bytes() == bundle_bytes
+
+
+@pytest.mark.parametrize("uri", ["hf://datasets/org/tiny/absent.hello", "hf://datasets/org/absent/tiny.hello",
+                                 "hf://org/tiny/tiny.hello", "hf://datasets/org/tiny@nobranch/tiny.hello"])
+def test_offline_and_not_cached_is_one_clear_error(hub_cache, bundle_bytes, uri):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    with pytest.raises(HubError) as info:
+        Bundle.open(uri)
+    message = str(info.value)
+    assert message.startswith(uri) and "HF_HUB_OFFLINE=1" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("lfs", [True, False])
+def test_corrupted_cached_bundle_is_a_hash_mismatch(hub_cache, bundle_bytes, lfs, tmp_path):
+    pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes, lfs=lfs)
+    assert Bundle.open("hf://datasets/org/tiny/tiny.hello").num_images == 12  # intact: it loads
+    blob = pointer.resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    uri = "hf://datasets/org/tiny/tiny.hello"
+    for attempt in (lambda: Bundle.open(uri), lambda: hub.resolve(uri), lambda: hub.pull(uri, tmp_path / "out")):
+        with pytest.raises(HubError, match="hash mismatch after download") as info:
+            attempt()
+        assert str(blob) in str(info.value) and "\n" not in str(info.value)
+
+
+def tensor_span(data, name):
+    """(start, end) byte offsets of tensor ``name`` in a safetensors file's bytes."""
+    header_len = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8:8 + header_len])[name]["data_offsets"]
+    return 8 + header_len + begin, 8 + header_len + end
+
+
+def test_published_file_with_a_bad_tensor_hash_is_refused(hub_cache, bundle_bytes):
+    data = bytearray(bundle_bytes)
+    start, _ = tensor_span(data, "head.lora_B")
+    data[start] ^= 0xFF  # corrupt before "upload": the hub checksum matches, the manifest's sha256 does not
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bytes(data))
+    with pytest.raises(HubError, match="hash mismatch in the published file.*tensor 'head.lora_B'"):
+        Bundle.open("hf://datasets/org/tiny/tiny.hello")
+
+
+def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    out = tmp_path / "pulled"
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["tiny.hello"]  # the repo has no cached README.md
+    assert (out / "tiny.hello").read_bytes() == bundle_bytes and not (out / "tiny.hello").is_symlink()
+    assert "sha256 verified" in result.output
+
+    cache_file(hub_cache, "org/tiny", "README.md", b"---\nlicense: mit\n---\n# tiny\n")
+    paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "again")
+    assert [p.name for p in paths] == ["tiny.hello", "README.md"]
+    assert paths[1].read_text().endswith("# tiny\n")
+
+
+# ----------------------------------------------------------------------------------------- push
+
+@pytest.fixture
+def no_token(tmp_path, monkeypatch):
+    """No token anywhere: HF_TOKEN unset, HF_HOME an empty folder (its token path is read at import)."""
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(home / "token"))
+    assert huggingface_hub.get_token() is None
+
+
+def test_push_without_token_fails_before_any_network(tmp_path, no_token):
+    source = make_bundle(tmp_path / "tiny.hello")
+    # HF_HUB_OFFLINE=1 turns any request into an offline error: the token error proves none was made
+    with pytest.raises(HubError, match="needs a Hugging Face token") as info:
+        hub.push(source, "org/tiny")
+    assert "hf auth login" in str(info.value) and "HF_TOKEN" in str(info.value)
+    result = CliRunner().invoke(push_command, [str(source), "org/tiny"])
+    assert isinstance(result.exception, HubError) and "needs a Hugging Face token" in str(result.exception)
+
+
+def test_push_with_token_offline_reports_offline_mode(tmp_path):
+    source = make_bundle(tmp_path / "tiny.hello")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 forbids network access"):
+        hub.push(source, "org/tiny", token="hf_fake_token_for_offline_test")
+
+
+def test_dry_run_writes_exactly_the_upload_folder(tmp_path, no_token):
+    source = make_bundle(tmp_path / "tiny.hello")
+    results = tmp_path / "results.json"
+    results.write_text('[{"regime": "hello", "student": "convnet", "epochs": 300, "seed": 1, "top1": 55.5}]')
+    out = tmp_path / "upload"
+    result = CliRunner().invoke(push_command, [str(source), "org/tiny", "--dry-run", str(out), "--license", "mit",
+                                               "--revision", "v1", "--eval", str(results)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "preview.png", "tiny.hello"]
+    assert (out / "tiny.hello").read_bytes() == source.read_bytes()
+    with Image.open(out / "preview.png") as preview:
+        preview.verify()
+    meta, body = split_card((out / "README.md").read_text())
+    assert meta["license"] == "mit" and meta["size_categories"] == ["n<1K"]
+    assert 'HelloDataset("hf://datasets/org/tiny@v1/tiny.hello")' in body
+    assert "| hello | convnet | 300 | 1 | 55.5 |" in body
+    assert "![" in body and "](preview.png)" in body
+    assert "nothing uploaded" in result.output and "not included" in result.output
+    assert "would publish hf://datasets/org/tiny@v1/tiny.hello" in result.output
+
+
+def test_dry_run_of_embedded_base_prints_a_notice(tmp_path):
+    source = make_bundle(tmp_path / "e.hello", embed_base=True)
+    out = tmp_path / "upload"
+    result = CliRunner().invoke(push_command, [str(source), "org/e", "--dry-run", str(out), "--repo-type", "model"])
+    assert result.exit_code == 0, result.output
+    assert "notice: this bundle embeds its CLIP base weights" in result.output
+    assert "embedded in this bundle" in (out / "README.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "e.hello", "preview.png"]  # nothing added
+
+
+def test_dry_run_from_a_hub_uri_republishes_the_cached_file(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    folder = hub.write_upload_folder("hf://datasets/org/tiny/tiny.hello", tmp_path / "up", repo_id="me/copy")
+    assert folder.bundle.read_bytes() == bundle_bytes and not folder.bundle.is_symlink()
+
+
+@pytest.mark.parametrize("repo_id, words", [("tiny", "must be 'ORG/NAME'"), ("org/ti ny", "alphanumeric"),
+                                            ("org/a--b", "Cannot have -- or ..")])
+def test_bad_repo_ids(tmp_path, repo_id, words):
+    source = make_bundle(tmp_path / "tiny.hello")
+    with pytest.raises(HubError, match="repo id") as info:
+        hub.write_upload_folder(source, tmp_path / "up", repo_id=repo_id)
+    assert words in str(info.value)
+
+
+def test_dry_run_refuses_a_non_empty_folder(tmp_path):
+    source = make_bundle(tmp_path / "tiny.hello")
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(HubError, match="must be new or empty"):
+        hub.write_upload_folder(source, out, repo_id="org/tiny")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
+    source = make_bundle(tmp_path / "tiny.hello")
+    results = tmp_path / "results.json"
+    results.write_text('{"accuracy": 0.5}')
+    result = CliRunner().invoke(push_command, [str(source), "org/tiny", "--dry-run", str(tmp_path / "up"),
+                                               "--eval", str(results)])
+    assert isinstance(result.exception, HubError) and "no 'top1'" in str(result.exception)
+    assert not (tmp_path / "up").exists()
