@@ -42,9 +42,15 @@ class Storage:
 
 
 def _resolve_path(path: "str | os.PathLike") -> pathlib.Path:
-    """The local file behind ``path``: the single place where remote URIs (hf://) get resolved."""
+    """The local file behind ``path``: the single place where remote URIs (hf://) get resolved.
+
+    An hf:// URI is downloaded through the huggingface_hub cache and every sha256 is checked there
+    (hub.resolve verifies hub files always, raising HubError on a mismatch)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a bundle path must be str or os.PathLike, got {type(path).__name__}")
+    if isinstance(path, str) and path.startswith("hf://"):
+        from hello_format import hub  # lazy: hub imports this module
+        return hub.resolve(path, verify=True)
     return pathlib.Path(os.fspath(path))
 
 
