@@ -114,6 +114,17 @@ def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None
     }
 
 
+def embedded_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The ``base.<key>`` tensors that embed ``model`` in a bundle (floating ones cast to ``dtype``)."""
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        tensors[f"base.{key}"] = value.contiguous()
+    return tensors
+
+
 def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[float]]:
     """``(image_size, mean, std)`` the base expects; a square size is a single int.
 

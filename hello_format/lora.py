@@ -15,6 +15,7 @@ import hello_format  # noqa: F401  (installs the torchvision op shim before open
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from hello_format.errors import BaseModelError, ManifestError
@@ -69,10 +70,14 @@ def inject(visual: nn.Module, manifest: dict) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
     config = lora_config(manifest)
     try:
-        return inject_adapter_in_model(config, visual, adapter_name=ADAPTER_NAME)
+        inject_adapter_in_model(config, visual, adapter_name=ADAPTER_NAME)
     except ValueError as error:  # peft: no module matched target_modules
         raise ManifestError(f"lora.target_modules {manifest['target_modules']!r} matches no module of "
                             f"the image encoder: {' '.join(str(error).split())[:200]}") from None
+    for module in visual.modules():
+        if isinstance(module, LoraMultiheadAttention):
+            _keep_base_weights_exact(module)
+    return visual
 
 
 def export_state_dict(visual: nn.Module, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
@@ -134,6 +139,30 @@ def write_peft_adapter(folder: str | Path, manifest: dict, state: dict[str, torc
     save_file({key: value.contiguous() for key, value in state.items()},
               folder / "adapter_model.safetensors")
     return folder
+
+
+def _keep_base_weights_exact(layer: LoraMultiheadAttention) -> None:
+    """peft's LoRA attention merges before and unmerges after every forward, which leaves float
+    round-off in the frozen base weights (and new Parameter objects, made in inference mode under
+    ``torch.inference_mode``). Put the original, untouched Parameters back after each forward."""
+    saved = {}
+
+    def remember(module, args, kwargs):
+        base = module.get_base_layer()
+        saved["in"], saved["out"] = base.in_proj_weight, base.out_proj.get_base_layer().weight
+
+    def restore(module, args, kwargs, output):
+        base = module.get_base_layer()
+        if saved and not module.merged:
+            out_proj = base.out_proj.get_base_layer()
+            del base.in_proj_weight, out_proj.weight
+            base.register_parameter("in_proj_weight", saved.pop("in"))
+            out_proj.register_parameter("weight", saved.pop("out"))
+        saved.clear()
+        return output
+
+    layer.register_forward_pre_hook(remember, with_kwargs=True)
+    layer.register_forward_hook(restore, with_kwargs=True)
 
 
 def _parameter_name(adapter_key: str) -> str:

@@ -158,16 +158,17 @@ class Projector(nn.Module):
 
     def manifest_sections(self, dtype: torch.dtype | str | None = None) -> dict:
         """The manifest ``base``, ``lora`` and ``head`` sections (dtype as in ``bundle_tensors``)."""
-        sections = {"base": dict(self.base_manifest)}
+        sections = {"base": dict(self.base_manifest), "lora": None}
         if self.lora_manifest:
             sections["lora"] = {**self.lora_manifest,
                                 "dtype": _dtype_name(dtype or self.lora_manifest["dtype"])}
-        head = {"templates": list(self.templates), "ensemble": "mean", "normalize_features": True,
-                "logit_scale": self.logit_scale}
+        head_lora = None
         if self.head_lora_manifest:
-            head["lora"] = {**self.head_lora_manifest,
-                            "dtype": _dtype_name(dtype or self.head_lora_manifest["dtype"])}
-        sections["head"] = head
+            head_lora = {**self.head_lora_manifest,
+                         "dtype": _dtype_name(dtype or self.head_lora_manifest["dtype"])}
+        sections["head"] = {"templates": list(self.templates), "ensemble": "mean",
+                            "normalize_features": True, "logit_scale": self.logit_scale,
+                            "lora": head_lora}
         return sections
 
     def _load_head(self, state: dict[str, torch.Tensor]) -> None:

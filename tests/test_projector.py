@@ -1,0 +1,181 @@
+"""The Projector: preprocessing, training form, bundle round trip, fast labelling."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hello_format.base import embedded_tensors
+from hello_format.bundle import Bundle, write_bundle
+from hello_format.errors import BaseModelError, ManifestError
+from hello_format.projector import Projector
+from hello_format.testing import tiny_base_manifest, tiny_clip, tiny_projector
+
+CLASSES = ("cat", "dog", "bird")
+
+
+def _smooth_images(count, size, seed=0):
+    coarse = torch.rand(count, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+
+def test_any_input_size_is_resized_to_the_base_size():
+    projector = tiny_projector("vit").eval()
+    small, large = _smooth_images(2, 32), _smooth_images(2, 64)
+    with torch.no_grad():
+        logits_small, logits_large = projector(small), projector(large)
+        other = projector(_smooth_images(2, 64, seed=1))
+    assert logits_large.shape == (2, 3) and logits_large.dtype == torch.float32
+    assert (logits_small - logits_large).abs().max() < 0.05 * (logits_small - other).abs().max()
+    resized = F.interpolate(large, size=32, mode="bilinear", antialias=True, align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(projector(resized), logits_large)
+
+
+def test_normalisation_constants_come_from_the_manifest():
+    model = tiny_clip("rn")
+    section = tiny_base_manifest(model, "rn") | {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}
+    projector = Projector.for_training(model, section, CLASSES, templates=["a {}."],
+                                       lora_manifest=None, head_lora_manifest=None,
+                                       logit_scale=5.0).eval()
+    images = torch.rand(2, 3, 32, 32)
+    std = torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        features = F.normalize(model.visual((images - 0.5) / std), dim=-1)
+        torch.testing.assert_close(projector(images), 5.0 * features @ projector.text_embeddings.T)
+
+
+def test_uint8_images_are_refused():
+    with pytest.raises(TypeError, match="float"):
+        tiny_projector("vit")(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_training_form_trains_only_lora_and_keeps_batchnorm_frozen(family):
+    projector = tiny_projector(family)
+    trainable = [name for name, p in projector.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n or n in ("head.lora_A", "head.lora_B")
+                             for n in trainable)
+    assert "head.lora_A" in trainable and "head.lora_B" in trainable
+    norms = [m for m in projector.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert projector.train().training and all(not m.training for m in norms)
+    stats = {k: v.clone() for k, v in projector.visual.state_dict().items() if "running" in k}
+    optimizer = torch.optim.SGD([p for p in projector.parameters() if p.requires_grad], lr=0.1)
+    frozen = {n: p.clone() for n, p in projector.named_parameters() if not p.requires_grad}
+    loss = projector(torch.rand(4, 3, 32, 32)).logsumexp(dim=1).mean()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is not None for n, p in projector.named_parameters() if n in trainable)
+    assert all(torch.equal(p, frozen[n]) for n, p in projector.named_parameters() if n in frozen)
+    for key, value in projector.visual.state_dict().items():
+        if key in stats:
+            assert torch.equal(value, stats[key]), f"{key} drifted in training"
+    if family == "rn":
+        assert stats
+
+
+def test_bundle_tensors_and_manifest_sections():
+    projector = tiny_projector("rn")
+    tensors = projector.bundle_tensors()
+    assert {t.dtype for t in tensors.values()} == {torch.float16}
+    assert tensors["head.lora_A"].shape == (8, 64) and tensors["head.lora_B"].shape == (3, 8)
+    encoder = [n for n in tensors if n.startswith("encoder_lora.base_model.model.")]
+    assert len(encoder) == len(tensors) - 2 and encoder
+    assert {t.dtype for t in projector.bundle_tensors("float32").values()} == {torch.float32}
+    sections = projector.manifest_sections("float32")
+    assert sections["lora"]["dtype"] == sections["head"]["lora"]["dtype"] == "float32"
+    assert sections["head"]["templates"] == ["a photo of a {}."]
+    assert sections["base"]["fingerprint"].startswith("sha256:")
+    with pytest.raises(RuntimeError, match="merged"):
+        projector.merge().bundle_tensors()
+
+
+def _manifest(projector, dtype):
+    return {
+        "format_version": "1.0", "class_names": list(projector.class_names), "ipc": 2,
+        **projector.manifest_sections(dtype),
+        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": 3,
+                   "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
+                   "student_image_size": None},
+        "provenance": {"source_dataset": "test", "teacher": "none",
+                       "builder": {"name": "test_projector", "version": "0", "options": {}},
+                       "timings": {}},
+    }
+
+
+def _write(path, projector, dtype, extra=None):
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    tensors = {**projector.bundle_tensors(dtype), **(extra or {})}
+    return write_bundle(path, _manifest(projector, dtype), images, labels, tensors, codec="raw")
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_from_bundle_with_an_embedded_base_equals_the_built_projector(family, tmp_path):
+    built = tiny_projector(family, seed=5).eval()
+    base = tiny_clip(family, seed=5)
+    path = _write(tmp_path / "tiny.hello", built, "float32", embedded_tensors(base))
+    images = torch.rand(3, 3, 40, 40)
+    with torch.no_grad():
+        expected = built(images)
+    with Bundle.open(path) as bundle:
+        unmerged = Projector.from_bundle(bundle, merge=False)
+        merged = Projector.from_bundle(bundle)
+    assert merged.merged and not any("lora" in n for n, _ in merged.named_parameters())
+    assert not any(p.requires_grad for p in merged.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(unmerged(images), expected, atol=0, rtol=0)
+    torch.testing.assert_close(merged.label(images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_from_bundle_fp16_lora_and_local_base(tmp_path):
+    built = tiny_projector("vit", seed=2).eval()
+    base = tiny_clip("vit", seed=2)
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "tiny-vit.safetensors"
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, checkpoint)
+    built.base_manifest = built.base_manifest | {"source": "local", "checkpoint": checkpoint.name}
+    path = _write(tmp_path / "local.hello", built, "float16")
+    images = torch.rand(2, 3, 32, 32)
+    with Bundle.open(path) as bundle:
+        with pytest.raises(BaseModelError, match="tiny-vit.safetensors"):
+            Projector.from_bundle(bundle)
+        rebuilt = Projector.from_bundle(bundle, checkpoint=str(checkpoint))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.label(images), built(images), atol=2e-2, rtol=1e-2)
+
+
+def test_from_bundle_refuses_inconsistent_head(tmp_path):
+    built = tiny_projector("vit")
+    tensors = embedded_tensors(tiny_clip("vit"))
+    path = _write(tmp_path / "t.hello", built, "float32", tensors)
+    with Bundle.open(path) as bundle:
+        manifest = bundle.manifest
+        manifest["head"]["ensemble"] = "max"
+        with pytest.raises(ManifestError, match="head.ensemble"):
+            Projector.from_bundle(bundle)
+
+
+def test_label_matches_forward_on_cpu():
+    projector = tiny_projector("rn").eval()
+    images = torch.rand(2, 3, 32, 32)
+    labelled = projector.label(images)
+    with torch.no_grad():
+        torch.testing.assert_close(labelled, projector(images))
+    assert labelled.dtype == torch.float32 and not labelled.requires_grad
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_label_on_cuda_bf16_agrees_with_cpu_fp32(family):
+    projector = tiny_projector(family, seed=1).eval().merge()
+    images = torch.rand(64, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = projector(images)
+    projector.cuda()
+    labelled = projector.label(images.cuda())
+    assert labelled.dtype == torch.float32 and labelled.is_cuda
+    agreement = (labelled.argmax(1).cpu() == reference.argmax(1)).float().mean().item()
+    assert agreement >= 0.9
+    torch.testing.assert_close(labelled.cpu(), reference, atol=0.15, rtol=0.05)
