@@ -179,9 +179,9 @@ def base_embedded(bundle: Bundle) -> bool:
 def _what(bundle: Bundle) -> str:
     m = bundle.manifest
     source = (m.get("provenance") or {}).get("source_dataset")
-    distilled = f" distilled from `{source}`" if source else ""
+    origin = f" made from `{source}`" if source else ""
     return (
-        f"A `.hello` label-light distilled dataset{distilled}: "
+        f"A `.hello` label-light distilled dataset{origin}: "
         f"{bundle.num_images:,} synthetic images ({_ipc(bundle)}, {bundle.num_classes} classes) and, "
         "instead of stored soft labels, a small label generator (LoRA adapters on a CLIP image encoder plus a "
         "text-initialised linear head) that relabels each augmented batch while you train. "
@@ -217,7 +217,7 @@ def _base(bundle: Bundle, hub_id: str | None) -> str:
     lines = [
         "## Base model",
         "",
-        f"CLIP base: {base['source']} {arch}, image size {base['image_size']}, "
+        f"CLIP base: {base['source']} {arch}, input size {base['image_size']}, "
         f"fingerprint `{base['fingerprint']}` (checked when the base is loaded).",
         "",
     ]
@@ -262,6 +262,8 @@ def _label_generator(m: dict) -> str:
         hl = head.get("lora") or {}
         if hl:
             lines.append(f"- head LoRA: rank {hl['r']}, alpha {hl['lora_alpha']}, {hl.get('dtype', 'float16')}")
+        else:
+            lines.append("- no head LoRA: the head is the zero-shot text classifier")
         lines.append(
             f"- head initialised from {len(head.get('templates', []))} text prompt templates "
             f"({head.get('ensemble', 'mean')} ensemble), logit scale {head.get('logit_scale')}"
@@ -281,12 +283,13 @@ def _storage(bundle: Bundle) -> str:
         ("**file total**", s.file_bytes),
     ]
     table = "\n".join(f"| {name} | {n:,} | {_human(n)} |" for name, n in rows)
+    versus = f"{s.ratio:,.1f}x the label generator" if s.ratio is not None else "this bundle stores no LoRA at all"
     return (
         "## Storage\n\n| part | bytes | |\n|---|---:|---:|\n"
         f"{table}\n\n"
         f"Stored soft labels for the same recipe ({bundle.num_images:,} images x {epochs} epochs x "
         f"{bundle.num_classes} classes x 2 bytes) would take {s.stored_label_bytes:,} bytes "
-        f"({_human(s.stored_label_bytes)}): {s.ratio:,.1f}x the label generator."
+        f"({_human(s.stored_label_bytes)}): {versus}."
     )
 
 

@@ -44,7 +44,9 @@ from hello_format.card import DEFAULT_LICENSE, load_eval_results
     help="Write the exact folder that would be uploaded to DIR (new or empty) and upload nothing.",
 )
 def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, token, dry_run_dir):
-    """Publish BUNDLE (a .hello file) to the hub repository REPO_ID (ORG/NAME) with a card and a preview.
+    """Publish a bundle to the hub with a generated card and preview.
+
+    BUNDLE is a .hello file (or an hf:// URI); REPO_ID is ORG/NAME.
 
     The CLIP base is never added: it is published only if the bundle already embeds it.
     """
@@ -73,9 +75,10 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
 @click.option("--token", default=None, help="Hub token for private or gated repositories.")
 @click.option("--no-card", is_flag=True, help="Do not fetch the repository's README.md.")
 def pull(uri, out_dir, token, no_card):
-    """Download the bundle at URI (hf://[datasets/]ORG/NAME[@REVISION]/PATH) into a directory, hashes verified.
+    """Download a bundle from the hub into a directory, hashes verified.
 
-    Goes through the Hugging Face cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
+    URI is hf://[datasets/|spaces/]ORG/NAME[@REVISION]/PATH. The download goes through the Hugging Face
+    cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
     """
     paths = hub.pull(uri, out_dir, token=token, with_card=not no_card)
     click.echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")

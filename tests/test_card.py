@@ -10,6 +10,7 @@ import yaml
 from hello_format import card
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import HubError
+from hello_format.preview import render_grid
 
 CLASSES = ["cat", "dog", "bird"]
 D = 16  # feature width of the fake encoder
@@ -48,8 +49,8 @@ def make_manifest(*, classes=CLASSES, ipc=4, source="local", architecture="hello
     }
 
 
-def make_bundle(path, *, seed=0, codec="png", embed_base=False, **manifest_options):
-    """Write a small bundle (random images, random LoRA) and return its path."""
+def make_bundle(path, *, seed=0, codec="png", embed_base=False, zero_shot=False, **manifest_options):
+    """Write a small bundle (random images, random LoRA; ``zero_shot``: no LoRA at all) and return its path."""
     manifest = make_manifest(source="embedded" if embed_base else manifest_options.pop("source", "local"),
                              **manifest_options)
     c, ipc = len(manifest["class_names"]), manifest["ipc"]
@@ -65,6 +66,9 @@ def make_bundle(path, *, seed=0, codec="png", embed_base=False, **manifest_optio
     }
     if embed_base:
         tensors["base.visual.proj"] = torch.randn(D, 8, generator=g)
+    if zero_shot:
+        manifest["lora"], manifest["head"]["lora"] = None, None
+        tensors = {name: t for name, t in tensors.items() if name.startswith("base.")}
     return write_bundle(path, manifest, images, labels, tensors, codec=codec)
 
 
@@ -149,6 +153,15 @@ def test_embedded_base_is_announced(tmp_path):
     assert f"| embedded base | {base_bytes:,} |" in body
 
 
+def test_zero_shot_bundle_without_label_generator(tmp_path):
+    with Bundle.open(make_bundle(tmp_path / "z.hello", zero_shot=True, codec="raw")) as b:
+        assert b.storage().label_generator_bytes == 0
+        _, body = split_card(card.render_card(b, uri=URI))
+    assert "| label generator (encoder + head LoRA) | 0 |" in body
+    assert "this bundle stores no LoRA at all" in body
+    assert "no encoder LoRA" in body and "no head LoRA" in body
+
+
 def test_local_source_dataset_path_is_not_a_hub_id(tmp_path):
     with Bundle.open(make_bundle(tmp_path / "p.hello", source_dataset="/home/me/data/imagenette")) as b:
         meta, body = split_card(card.render_card(b, uri=URI))
@@ -211,6 +224,15 @@ def test_default_license_is_other_and_explained(bundle):
     meta, body = split_card(card.render_card(bundle, uri=URI))
     assert meta["license"] == "other"
     assert "No licence was chosen" in body
+
+
+@pytest.mark.parametrize("codec", ["png", "raw"])
+def test_preview_decodes_only_what_it_shows_and_matches_the_full_grid(tmp_path, codec):
+    with Bundle.open(make_bundle(tmp_path / "p.hello", codec=codec)) as b:
+        partial = card.render_preview(b, classes=2, per_class=3)
+        keep = torch.cat([torch.nonzero(b.labels == c).flatten()[:3] for c in range(2)])
+        full = render_grid(b.images()[keep], b.labels[keep], b.class_names[:2], per_class=3)
+    assert partial.tobytes() == full.tobytes()
 
 
 def test_preview_shows_the_first_classes_only(tmp_path):

@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -15,6 +17,7 @@ from test_card import make_bundle, split_card
 
 from hello_format import hub
 from hello_format.bundle import Bundle
+from hello_format.cli import cli
 from hello_format.cli_hub import pull as pull_command
 from hello_format.cli_hub import push as push_command
 from hello_format.errors import HubError
@@ -281,3 +284,31 @@ def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
                                                "--eval", str(results)])
     assert isinstance(result.exception, HubError) and "no 'top1'" in str(result.exception)
     assert not (tmp_path / "up").exists()
+
+
+# ------------------------------------------------------------------------------ the `hello` command
+
+def test_hello_push_without_token_in_a_fresh_process(tmp_path):
+    """The real entry point with HF_TOKEN unset and HF_HOME empty: `error: ...` on stderr, exit 2."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_OIDC_RESOURCE")}
+    env.update(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", "from hello_format.cli import main; main()", "push", str(source),
+                          "org/tiny"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: pushing needs a Hugging Face token") and run.stderr.count("\n") == 1
+    assert "hf auth login" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_hello_pull_through_the_cli_group(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["pull", "hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "out" / "tiny.hello").read_bytes() == bundle_bytes
+    missing = runner.invoke(cli, ["pull", "hf://datasets/org/tiny/nope.hello", "-o", str(tmp_path / "out2")])
+    assert missing.exit_code == 2
+    assert "error: hf://datasets/org/tiny/nope.hello: not in the local hub cache" in missing.output
+    info = runner.invoke(cli, ["info", "hf://datasets/org/tiny/tiny.hello"])
+    assert info.exit_code == 0, info.output
