@@ -12,6 +12,7 @@ contain code the user chose to run, so only load teachers you trust.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -136,12 +137,22 @@ def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: i
             raise BuildError(f"{member.describe()} returns non-finite logits on a dummy batch; check its weights")
 
 
-def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
-    device = next((b.device for b in model.buffers()), torch.device("cpu"))
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode for the block; afterwards each submodule gets its own mode back."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with torch.no_grad():
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
+    device = next((b.device for b in model.buffers()), torch.device("cpu"))
+    try:
+        with evaluating(model), torch.no_grad():
             return model(torch.full((2, 3, size, size), 0.5, device=device))
     except BuildError:
         raise
@@ -149,9 +160,6 @@ def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {message} "
                          "(a torch.export teacher needs a dynamic batch dimension)") from None
-    finally:
-        for module, training in modes:  # restore each module's own mode (a wrapper's may differ)
-            module.training = training
 
 
 def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_size: int | None = None,

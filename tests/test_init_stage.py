@@ -158,3 +158,12 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
     assert all(images[i, labels[i]].min() == 255 for i in range(6))
     with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
         load_init_images(root, ["a_red", "c_blue", "d_other"], 16)
+
+
+def test_teacher_scores_in_eval_mode_and_keeps_its_mode(solid_tree):
+    norm = nn.BatchNorm2d(3)
+    teacher = Teacher(nn.Sequential(norm, ChannelTeacher()), input_size=8, num_classes=3, mean=(0, 0, 0), std=(1, 1, 1))
+    teacher.train()
+    rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=1, candidates_per_class=2))
+    assert teacher.training and norm.training
+    assert torch.equal(norm.running_mean, torch.zeros(3)) and int(norm.num_batches_tracked) == 0

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
                               real_image_loader, scan_image_folder, stream_seed)
+from hello_build.teachers import evaluating
 from hello_format.errors import BuildError
 
 SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
@@ -98,7 +99,9 @@ def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, conf
 
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes`` (a ``Teacher``; with a
     random-mode ``TeacherSet`` each scoring chunk meets another checkpoint, so prefer one teacher or
-    "mean" here). BuildError when a class has fewer than ``ipc * factor**2`` (usable) real images.
+    "mean" here); it scores in eval mode and gets its modes back. ``device``: where crops are cut,
+    resized and scored (put the teacher there). BuildError when a class has fewer than
+    ``ipc * factor**2`` (usable) real images.
     """
     _validate(config, size)
     source_size = config.source_size or size
@@ -123,7 +126,7 @@ def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, conf
     owners = torch.cat([torch.full((len(plan["positions"]),), c) for plan, c in zip(plans, classes)])
     skipped: list[str] = []
     cursor = 0
-    with torch.no_grad():
+    with evaluating(teacher), torch.no_grad():
         for images, labels in loader:
             span = slice(cursor, cursor + len(labels))
             batch_losses, batch_boxes = _score_crops(teacher, images, owners[span], boxes[span], size, config, device)
@@ -205,9 +208,12 @@ def _score_crops(teacher, images, labels, boxes, size, config, device) -> tuple[
     images = images.to(device)
     crops = torch.stack([crop_resize(image, box, (size, size)) for image, image_boxes in zip(images, boxes)
                          for box in image_boxes])
-    targets = labels.repeat_interleave(config.crops_per_image).to(device)
-    losses = torch.cat([F.cross_entropy(teacher(chunk), chunk_targets, reduction="none")
-                        for chunk, chunk_targets in zip(crops.split(config.batch_size), targets.split(config.batch_size))])
+    targets = labels.repeat_interleave(config.crops_per_image)
+    losses = []
+    for chunk, chunk_targets in zip(crops.split(config.batch_size), targets.split(config.batch_size)):
+        logits = teacher(chunk)
+        losses.append(F.cross_entropy(logits.float(), chunk_targets.to(logits.device), reduction="none"))
+    losses = torch.cat(losses)
     losses = losses.float().cpu().view(len(images), config.crops_per_image)
     best = losses.argmin(dim=1)
     rows = torch.arange(len(images))
