@@ -125,10 +125,11 @@ def verify_download(local: Path, uri: str) -> None:
         with Bundle.open(local, verify=True):
             pass
     except IntegrityError as exc:
-        raise HubError(
-            f"{uri}: hash mismatch in the published file ({exc}); the download matches the hub, so the upload "
-            "itself is corrupt: ask the publisher to push it again"
-        ) from None
+        if actual is None:  # no hub checksum to tell a bad download from a bad upload
+            advice = f"delete {blob} and download again; if that does not help, the upload itself is corrupt"
+        else:
+            advice = "the download matches the hub's checksum, so the upload itself is corrupt: ask for a new push"
+        raise HubError(f"{uri}: hash mismatch in the published file ({exc}); {advice}") from None
 
 
 def _content_hash(blob: Path, expected: str) -> str | None:
