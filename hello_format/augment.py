@@ -109,7 +109,7 @@ class MixParams:
 class AugmentedBatch:
     """An augmented batch and the parameters that made it (all parameters on the CPU)."""
 
-    images: torch.Tensor  # float32 [B, C, S, S] in [0, 1], on the input's device: feed it to the student AND the projector
+    images: torch.Tensor  # float32 [B, C, S, S] in [0, 1] on the input's device: what the student AND the projector see
     crops: torch.Tensor  # int64 [B, 4]: (top, left, height, width) in stored pixels (after patch shuffle)
     flips: torch.Tensor  # bool [B]
     patch_order: torch.Tensor | None  # int64 [B, 2, factor]: (row strip order, column strip order); None when off
@@ -128,8 +128,8 @@ def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.
         raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
 
     crops = sample_crops(batch, height, width, config.scale, config.ratio, generator)
-    flips = torch.rand(batch, generator=generator) < config.hflip
-    patch_order = torch.rand(batch, 2, factor, generator=generator).argsort(dim=-1) if factor else None
+    flips = torch.rand(batch, generator=generator, dtype=torch.float64) < config.hflip
+    patch_order = torch.rand(batch, 2, factor, generator=generator, dtype=torch.float64).argsort(dim=-1) if factor else None
     mix = sample_mix(batch, size, config, generator)
 
     out = apply_crops(images, crops, flips, size, patch_order)
@@ -199,23 +199,23 @@ def apply_crops(
     _check_images(images)
     batch, _, height, width = images.shape
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    crops = crops.to("cpu", torch.float64)
+    crops = crops.cpu()
     flips = flips.to("cpu", torch.bool)
     row_idx, row_w = _resize_taps(crops[:, 0], crops[:, 2], out_h)
     col_idx, col_w = _resize_taps(crops[:, 1], crops[:, 3], out_w)
-    col_idx = torch.where(flips[:, None, None], col_idx.flip(1), col_idx)
-    col_w = torch.where(flips[:, None, None], col_w.flip(1), col_w)
+    col_idx[:, flips] = col_idx[:, flips].flip(-1)
+    col_w[:, flips] = col_w[:, flips].flip(-1)
     if patch_order is not None:
         patch_order = patch_order.cpu()
-        row_idx = _strip_map(height, patch_order[:, 0]).gather(1, row_idx.flatten(1)).view_as(row_idx)
-        col_idx = _strip_map(width, patch_order[:, 1]).gather(1, col_idx.flatten(1)).view_as(col_idx)
+        row_idx = _strip_map(height, patch_order[:, 0]).expand(len(row_idx), -1, -1).gather(2, row_idx)
+        col_idx = _strip_map(width, patch_order[:, 1]).expand(len(col_idx), -1, -1).gather(2, col_idx)
     device = images.device
     return _resample(
         images,
         row_idx.to(device),
-        (row_w / 255.0).to(device, torch.float32),  # folds the uint8 -> [0, 1] scaling into the taps
+        row_w.div_(255.0).to(device),  # folds the uint8 -> [0, 1] scaling into the taps
         col_idx.to(device),
-        col_w.to(device, torch.float32),
+        col_w.to(device),
     )
 
 
@@ -227,7 +227,7 @@ def apply_mix(images: torch.Tensor, mix: MixParams | None) -> torch.Tensor:
     if mix.kind == "cutmix":
         y0, x0, y1, x1 = mix.box
         region = images[:, :, y0:y1, x0:x1]
-        region.copy_(region[perm])  # indexing copies the partners' pixels before the write
+        region.copy_(region.index_select(0, perm))  # a copy of the partners' pixels, then the write
     else:
         partner = images[perm]  # a copy, taken before the in-place scaling
         images.mul_(mix.lam).add_(partner, alpha=1.0 - mix.lam)
@@ -242,24 +242,25 @@ def mix_targets(labels: torch.Tensor, mix: MixParams | None) -> tuple[torch.Tens
 
 
 def _resize_taps(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source indices and weights [B, out, K] of torch's antialiased bilinear resize of [start, start + length).
+    """Source indices and weights [K, B, out] of torch's antialiased bilinear resize of [start, start + length).
 
-    Mirrors ATen's ``_compute_weights_aa`` (triangle filter widened by the downscale factor; plain
-    bilinear when upsampling); taps beyond an output's support get weight 0.
+    Mirrors ATen's ``_compute_weights_aa`` in float32 as ATen does for float images (triangle filter
+    widened by the downscale factor; plain bilinear when upsampling); taps beyond an output's
+    support get weight 0. Taps come first so the arithmetic runs over contiguous [B, out] rows.
     """
-    length = length[:, None]
+    length = length.float()[:, None]
     scale = length / out
     support = scale.clamp(min=1.0)
-    center = scale * (torch.arange(out, dtype=torch.float64) + 0.5)
-    first = torch.trunc(center - support + 0.5).clamp(min=0)
-    count = torch.minimum(torch.trunc(center + support + 0.5), length) - first
-    taps = torch.arange(int(count.max()), dtype=torch.float64)
-    index = first[..., None] + taps
-    weight = (1.0 - ((index - center[..., None] + 0.5) / support[..., None]).abs()).clamp(min=0)
-    weight = torch.where(taps < count[..., None], weight, 0.0)
-    total = weight.sum(-1, keepdim=True)
-    weight = weight / torch.where(total > 0, total, 1.0)
-    index = torch.minimum(index, length[..., None] - 1) + start[:, None, None]
+    center = scale * (torch.arange(out, dtype=torch.float32) + 0.5)
+    first = (center - support).add_(0.5).trunc_().clamp_(min=0)
+    count = (center + support).add_(0.5).trunc_().minimum(length).sub_(first)
+    taps = torch.arange(int(count.max()), dtype=torch.float32)[:, None, None]
+    index = first + taps
+    weight = (index - center).add_(0.5).div_(support).abs_().neg_().add_(1.0).clamp_(min=0)
+    weight.masked_fill_(taps >= count, 0.0)
+    total = weight.sum(0)
+    weight /= total.masked_fill_(total == 0, 1.0)
+    index = torch.minimum(index, length - 1, out=index).add_(start.float()[:, None])
     return index.long(), weight
 
 
@@ -284,14 +285,14 @@ def _resample(images, row_idx, row_w, col_idx, col_w) -> torch.Tensor:
     """
     images = images.contiguous()
     batch, channels, height, width = images.shape
-    out_h, out_w = row_idx.shape[1], col_idx.shape[1]
-    out = torch.empty(batch, channels, out_h, out_w, device=images.device)
+    out_h, out_w = row_idx.shape[2], col_idx.shape[2]
+    out = torch.empty(batch, channels, out_h, out_w, device=images.device, dtype=torch.float32)
     step = batch
     if images.device.type == "cpu":
         step = max(1, _CPU_CHUNK_ELEMENTS // (channels * out_h * max(width, out_w)))
     for s in range(0, batch, step):
         e = min(batch, s + step)
-        _resample_chunk(images[s:e], row_idx[s:e], row_w[s:e], col_idx[s:e], col_w[s:e], out[s:e])
+        _resample_chunk(images[s:e], row_idx[:, s:e], row_w[:, s:e], col_idx[:, s:e], col_w[:, s:e], out[s:e])
     return out
 
 
@@ -300,20 +301,20 @@ def _resample_chunk(images, row_idx, row_w, col_idx, col_w, out) -> None:
     out_h, out_w = out.shape[2:]
     plane_rows = torch.arange(batch * channels, device=images.device).view(batch, channels, 1) * height
     flat_images = images.view(batch * channels * height, width)
-    rows = torch.empty(batch * channels * out_h, width, device=images.device)
+    rows = torch.empty(batch * channels * out_h, width, device=images.device, dtype=torch.float32)
     scratch = torch.empty_like(rows)
-    for k in range(row_idx.shape[2]):
-        picked = flat_images.index_select(0, (plane_rows + row_idx[:, None, :, k]).view(-1))
-        w = row_w[:, None, :, k].expand(batch, channels, out_h).reshape(-1, 1)
+    for k in range(len(row_idx)):
+        picked = flat_images.index_select(0, (plane_rows + row_idx[k, :, None, :]).view(-1))
+        w = row_w[k, :, None, :].expand(batch, channels, out_h).reshape(-1, 1)
         if k == 0:
             rows.copy_(picked).mul_(w)
         else:
             rows.addcmul_(scratch.copy_(picked), w)
     rows = rows.view(batch, channels, out_h, width)
     scratch = scratch.view(-1)[: out.numel()].view_as(out) if width >= out_w else torch.empty_like(out)
-    for k in range(col_idx.shape[2]):
-        index = col_idx[:, None, None, :, k].expand(batch, channels, out_h, out_w)
-        w = col_w[:, None, None, :, k]
+    for k in range(len(col_idx)):
+        index = col_idx[k, :, None, None, :].expand(batch, channels, out_h, out_w)
+        w = col_w[k, :, None, None, :]
         if k == 0:
             torch.gather(rows, 3, index, out=out)
             out.mul_(w)
