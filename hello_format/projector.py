@@ -1,6 +1,7 @@
 """The projector: a CLIP image encoder with LoRA plus a text-initialised head -> class logits.
 
-``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` where ``T`` are the class text
+``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` (``normalize`` unless the manifest's
+``head.normalize_features`` is false) where ``T`` are the class text
 embeddings (recomputed from the public base and the class names, never stored) and ``delta`` the
 head's low-rank update. One module serves the builder (trainable LoRA) and readers (merged).
 """
@@ -27,7 +28,8 @@ class Projector(nn.Module):
 
     def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                  templates: Sequence[str], lora_manifest: dict | None,
-                 head_lora_manifest: dict | None, logit_scale: float, tokenizer=None):
+                 head_lora_manifest: dict | None, logit_scale: float,
+                 normalize_features: bool = True, tokenizer=None):
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
@@ -35,6 +37,7 @@ class Projector(nn.Module):
         self.lora_manifest = dict(lora_manifest) if lora_manifest else None
         self.head_lora_manifest = dict(head_lora_manifest) if head_lora_manifest else None
         self.logit_scale = float(logit_scale)
+        self.normalize_features = bool(normalize_features)
         self.merged = False
         self._channels_last = False
         size = base_manifest["image_size"]
@@ -58,11 +61,12 @@ class Projector(nn.Module):
     @classmethod
     def for_training(cls, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                      templates: Sequence[str], lora_manifest: dict | None,
-                     head_lora_manifest: dict | None, logit_scale: float) -> "Projector":
+                     head_lora_manifest: dict | None, logit_scale: float,
+                     normalize_features: bool = True) -> "Projector":
         """A projector whose only trainable parameters are the encoder and head LoRA A/B."""
         projector = cls(clip_model, base_manifest, class_names, templates=templates,
                         lora_manifest=lora_manifest, head_lora_manifest=head_lora_manifest,
-                        logit_scale=logit_scale)
+                        logit_scale=logit_scale, normalize_features=normalize_features)
         return projector.train()
 
     @classmethod
@@ -71,15 +75,15 @@ class Projector(nn.Module):
         """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default."""
         manifest = bundle.manifest
         base_manifest, head = manifest["base"], manifest["head"]
-        if head.get("ensemble", "mean") != "mean" or head.get("normalize_features", True) is not True:
-            raise ManifestError("head.ensemble must be 'mean' and head.normalize_features true "
-                                f"(got {head.get('ensemble')!r}, {head.get('normalize_features')!r})")
+        if head.get("ensemble") != "mean":
+            raise ManifestError(f"head.ensemble {head.get('ensemble')!r} is not supported: only 'mean'")
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
         clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint,
                                  device=device)
         projector = cls(clip_model, base_manifest, bundle.class_names, templates=head["templates"],
                         lora_manifest=manifest.get("lora"), head_lora_manifest=head.get("lora"),
-                        logit_scale=head["logit_scale"])
+                        logit_scale=head["logit_scale"],
+                        normalize_features=head.get("normalize_features", True))
         if projector.lora_manifest:
             lora.load_state_dict(projector.visual, bundle.lora_state_dict())
         projector._load_head(bundle.head_state_dict())
@@ -99,7 +103,9 @@ class Projector(nn.Module):
                               align_corners=False)
         features = self.visual((x - self.mean) / self.std)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            features = F.normalize(features.float(), dim=-1)
+            features = features.float()
+            if self.normalize_features:
+                features = F.normalize(features, dim=-1)
             return self.logit_scale * features @ self.class_weights().t()
 
     @torch.inference_mode()
@@ -167,7 +173,8 @@ class Projector(nn.Module):
             head_lora = {**self.head_lora_manifest,
                          "dtype": _dtype_name(dtype or self.head_lora_manifest["dtype"])}
         sections["head"] = {"templates": list(self.templates), "ensemble": "mean",
-                            "normalize_features": True, "logit_scale": self.logit_scale,
+                            "normalize_features": self.normalize_features,
+                            "logit_scale": self.logit_scale,
                             "lora": head_lora}
         return sections
 

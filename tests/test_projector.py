@@ -44,6 +44,18 @@ def test_normalisation_constants_come_from_the_manifest():
         torch.testing.assert_close(projector(images), 5.0 * features @ projector.text_embeddings.T)
 
 
+def test_unnormalised_features_when_the_manifest_says_so():
+    model = tiny_clip("vit")
+    projector = Projector.for_training(model, tiny_base_manifest(model), CLASSES, templates=["a {}."],
+                                       lora_manifest=None, head_lora_manifest=None, logit_scale=2.0,
+                                       normalize_features=False).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.visual((images - projector.mean) / projector.std)
+        torch.testing.assert_close(projector(images), 2.0 * features @ projector.text_embeddings.T)
+    assert projector.manifest_sections()["head"]["normalize_features"] is False
+
+
 def test_uint8_images_are_refused():
     with pytest.raises(TypeError, match="float"):
         tiny_projector("vit")(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
