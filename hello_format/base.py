@@ -38,9 +38,10 @@ def fingerprint(model: nn.Module) -> str:
     change an output), each entry contributes: the UTF-8 key, ``\\0``, the dtype name, ``\\0``, the
     shape as ``2x3`` (``""`` for a scalar), ``\\0``, then the tensor's bytes. Floating tensors are
     hashed as little-endian float32 and named ``float32``; other tensors in their own dtype.
+    A model with (unmerged) LoRA injected hashes as its base.
     """
     digest = hashlib.sha256()
-    state = model.state_dict()
+    state = base_state_dict(model)
     for key in sorted(state):
         if key.endswith("num_batches_tracked"):
             continue
@@ -114,10 +115,18 @@ def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None
     }
 
 
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict under plain open_clip keys: injected (unmerged) LoRA weights are left
+    out and peft's ``.base_layer`` wrappers are looked through."""
+    return {key.replace(".base_layer.", "."): value for key, value in model.state_dict().items()
+            if ".lora_" not in key}
+
+
 def embedded_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The ``base.<key>`` tensors that embed ``model`` in a bundle (floating ones cast to ``dtype``)."""
+    """The ``base.<key>`` tensors that embed ``model``'s base weights in a bundle (floating ones cast
+    to ``dtype``); works before or after LoRA injection (not after merging)."""
     tensors = {}
-    for key, value in model.state_dict().items():
+    for key, value in base_state_dict(model).items():
         value = value.detach().to("cpu")
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
@@ -176,7 +185,7 @@ def _uses_quick_gelu(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_open_clip():
+def quiet_open_clip():
     """open_clip logs 'initialized randomly' warnings on the root logger; we load weights after."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -189,7 +198,7 @@ def _quiet_open_clip():
 def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device) -> nn.Module:
     """A randomly initialised model with the manifest's preprocessing, ready for its weights."""
     preprocess = {key: base_manifest[key] for key in ("mean", "std") if base_manifest.get(key)}
-    with _quiet_open_clip():
+    with quiet_open_clip():
         return open_clip.create_model(
             architecture, pretrained=None, device=device,
             force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
@@ -211,7 +220,7 @@ def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
         raise BaseModelError(f"open_clip weights for {architecture}/{tag} are a pickle file ({path}); "
                              "hello only loads safetensors: convert it and use a local base")
     try:
-        with _quiet_open_clip():
+        with quiet_open_clip():
             return open_clip.create_model(architecture, pretrained=tag, device=device,
                                           force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
     except RuntimeError as error:

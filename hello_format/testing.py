@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hello_format import lora
-from hello_format.base import _quiet_open_clip, describe_base
+from hello_format.base import quiet_open_clip, describe_base
 from hello_format.head import SINGLE_TEMPLATE
 
 import open_clip
@@ -27,7 +27,7 @@ def tiny_clip(family: str = "vit", seed: int = 0) -> nn.Module:
         raise ValueError(f"family must be one of {sorted(TINY_ARCHITECTURES)}, got {family!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        with _quiet_open_clip():
+        with quiet_open_clip():
             model = open_clip.create_model(TINY_ARCHITECTURES[family])
         generator = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import open_clip
-from hello_format.base import create_base, describe_base, fingerprint
+from hello_format.base import create_base, describe_base, embedded_tensors, fingerprint
 from hello_format.errors import BaseModelError
 from hello_format.testing import TINY_ARCHITECTURES, tiny_base_manifest, tiny_clip
 
@@ -47,6 +47,22 @@ def test_fingerprint_equal_for_fp16_and_fp32_copies():
     half.load_state_dict(model.state_dict())
     assert next(half.parameters()).dtype == torch.float16
     assert fingerprint(half) == fingerprint(model)
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_a_model_with_injected_lora_still_hashes_and_embeds_as_its_base(family):
+    from hello_format import lora
+
+    model = tiny_clip(family, seed=2)
+    section = tiny_base_manifest(model, family)
+    lora.inject(model.visual, lora.lora_manifest(model.visual, r=2))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_()
+    assert fingerprint(model) == section["fingerprint"]
+    state = {key.removeprefix("base."): value for key, value in embedded_tensors(model).items()}
+    assert fingerprint(create_base(section, embedded_state=state)) == section["fingerprint"]
 
 
 def test_describe_base_records_preprocessing(vit):
