@@ -207,7 +207,7 @@ class Bundle:
             raise BundleError(f"{where}: cannot map the file: {exc}") from None
         bundle = cls(path, header, manifest, data)
         shapes = {name: (info.dtype, info.shape) for name, info in header.tensors.items()}
-        check_consistency(where, manifest, shapes, bundle.tensor)
+        check_consistency(where, manifest, shapes, bundle._verified_tensor)
         if verify:
             bundle.verify()
         return bundle
@@ -297,14 +297,22 @@ class Bundle:
         return self._with_prefix(BASE_PREFIX) or None
 
     # --- integrity and size
+    def _verify_tensor(self, name: str) -> None:
+        expected = self.manifest["integrity"]["tensors"][name]
+        actual = _sha256(self._bytes(name))
+        if actual != expected:
+            raise IntegrityError(f"{self.path}: tensor '{name}' is corrupted (sha256 {actual[:12]}... "
+                                 f"!= {expected[:12]}... in the manifest): re-download or rebuild it")
+
+    def _verified_tensor(self, name: str) -> torch.Tensor:
+        """A small tensor read on open (labels, image offsets): hash-checked before it is trusted."""
+        self._verify_tensor(name)
+        return self.tensor(name)
+
     def verify(self) -> None:
         """Check every tensor's sha256 against the manifest; raise IntegrityError naming the tensor."""
-        expected = self.manifest["integrity"]["tensors"]
         for name in self.tensor_names:
-            actual = _sha256(self._bytes(name))
-            if actual != expected[name]:
-                raise IntegrityError(f"{self.path}: tensor '{name}' is corrupted (sha256 {actual[:12]}... "
-                                     f"!= {expected[name][:12]}... in the manifest): re-download or rebuild it")
+            self._verify_tensor(name)
 
     def storage(self) -> Storage:
         """The storage breakdown (spec section 11)."""

@@ -26,8 +26,8 @@ Shapes = dict[str, tuple[str, tuple[int, ...]]]   # tensor name -> (safetensors 
 def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable[[str], torch.Tensor]) -> None:
     """Raise ManifestError unless the manifest describes exactly these tensors.
 
-    ``read(name)`` returns a tensor's data; it is called only for ``labels`` and ``images.offsets``
-    after their dtype and shape were checked.
+    ``read(name)`` returns a tensor's data (the reader hash-checks it first); it is called only for
+    ``labels`` and ``images.offsets`` after their dtype and shape were checked.
     """
     listed = set(manifest["integrity"]["tensors"])
     if listed != set(shapes):
@@ -120,15 +120,17 @@ def _check_encoder_lora(where, lora, shapes) -> None:
             raise ManifestError(f"{where}: tensor '{name}': module '{match[1]}' is not matched by "
                                 f"field 'lora.target_modules'")
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora['dtype']}")
-        if len(shapes[name][1]) < 2:
-            raise ManifestError(f"{where}: tensor '{name}' must have at least 2 dimensions")
         pairs.setdefault(match[1], {})[match[2]] = name
     ranks = {lora["r"], *lora["rank_pattern"].values()}
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             have = next(iter(pair.values()))
             raise ManifestError(f"{where}: tensor '{have}' has no lora_{'B' if 'A' in pair else 'A'} partner")
-        rank_a, rank_b = shapes[pair["A"]][1][0], shapes[pair["B"]][1][1]
+        shape_a, shape_b = shapes[pair["A"]][1], shapes[pair["B"]][1]
+        if len(shape_a) not in (2, 4) or len(shape_b) != len(shape_a) or tuple(shape_b[2:]) not in ((), (1, 1)):
+            raise ManifestError(f"{where}: module '{module}': lora_A {list(shape_a)} / lora_B {list(shape_b)} are "
+                                f"neither Linear ([r, in] / [out, r]) nor Conv2d ([r, in, k, k] / [out, r, 1, 1])")
+        rank_a, rank_b = shape_a[0], shape_b[1]
         if rank_a != rank_b or rank_a not in ranks:
             raise ManifestError(f"{where}: module '{module}': lora_A rank {rank_a} and lora_B rank "
                                 f"{rank_b} must be equal and one of lora.r / lora.rank_pattern {sorted(ranks)}")

@@ -34,11 +34,18 @@ def load_schema() -> dict:
     return json.loads(text)
 
 
+def _is_strict_integer(checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
+    """Draft 2020-12, except that an "integer" must be written as one (8, not 8.0)."""
     schema = load_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    base = jsonschema.Draft202012Validator
+    base.check_schema(schema)
+    checker = base.TYPE_CHECKER.redefine("integer", _is_strict_integer)
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
 
 
 def check_version(manifest: dict, where: str = "manifest") -> tuple[int, int]:

@@ -1,0 +1,231 @@
+"""Writer and reader round trips: codecs, determinism, atomicity, version rules, laziness, storage."""
+
+import importlib.util
+import os
+import pathlib
+import time
+
+import pytest
+import safetensors
+import torch
+
+from hello_format import codecs
+from hello_format.bundle import Bundle, write_bundle
+from hello_format.errors import BundleError, IntegrityError, ManifestError
+
+_spec = importlib.util.spec_from_file_location(
+    "make_vectors", pathlib.Path(__file__).resolve().parent.parent / "spec" / "make_vectors.py")
+samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(samples)
+
+
+def smooth_images(n: int, channels: int, size: int = 16) -> torch.Tensor:
+    """Smooth gradients (lossy codecs stay close on these, unlike noise)."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    planes = [torch.stack([20 + x * 6 + y * 3 + (i % 8) * 2 + c * 10 for c in range(channels)]) for i in range(n)]
+    return torch.stack(planes).to(torch.uint8)
+
+
+def write_sample(path, codec="png", channels=3, manifest=None, **kwargs):
+    images = kwargs.pop("images", smooth_images(6, channels))
+    return write_bundle(path, manifest or samples.sample_manifest(), images, samples.sample_labels(),
+                        kwargs.pop("tensors", samples.sample_tensors()), codec=codec, **kwargs)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("codec", ["raw", "png", "jpeg", "webp"])
+def test_codec_round_trip(tmp_path, codec, channels):
+    images = smooth_images(6, channels)
+    path = write_sample(tmp_path / "b.hello", codec=codec, images=images)
+    with Bundle.open(path, verify=True) as bundle:
+        decoded = bundle.images(threads=2)
+        assert decoded.dtype == torch.uint8 and decoded.shape == images.shape
+        if codec in ("raw", "png"):
+            assert torch.equal(decoded, images)
+        else:
+            assert (decoded.float() - images.float()).abs().mean() < 6
+        assert bundle.manifest["images"] == {"count": 6, "channels": channels, "height": 16, "width": 16,
+                                             "codec": codec, "quality": 90 if codec in ("jpeg", "webp") else None}
+        assert torch.equal(bundle.labels, samples.sample_labels())
+
+
+def test_state_dicts_round_trip_with_peft_keys(tmp_path):
+    tensors = samples.sample_tensors()
+    with Bundle.open(write_sample(tmp_path / "b.hello", tensors=tensors)) as bundle:
+        lora = bundle.lora_state_dict()
+        assert set(lora) == {k.removeprefix("encoder_lora.") for k in tensors if k.startswith("encoder_lora.")}
+        assert all(k.startswith("base_model.model.transformer.resblocks.0.") for k in lora)
+        for key, value in lora.items():
+            assert value.dtype == torch.float16 and torch.equal(value, tensors["encoder_lora." + key])
+        head = bundle.head_state_dict()
+        assert torch.equal(head["lora_A"], tensors["head.lora_A"]) and torch.equal(head["lora_B"], tensors["head.lora_B"])
+        assert bundle.base_state_dict() is None
+
+
+def test_embedded_base_and_zero_shot_head(tmp_path):
+    base = {"base.visual.proj": torch.randn(8, 4), "base.logit_scale": torch.tensor(4.6)}
+    manifest = samples.sample_manifest()
+    manifest["base"]["source"] = "embedded"
+    manifest["head"]["lora"] = None
+    tensors = {k: v for k, v in samples.sample_tensors().items() if not k.startswith("head.")}
+    with Bundle.open(write_sample(tmp_path / "b.hello", manifest=manifest, tensors={**tensors, **base})) as bundle:
+        state = bundle.base_state_dict()
+        assert set(state) == {"visual.proj", "logit_scale"} and torch.equal(state["visual.proj"], base["base.visual.proj"])
+        assert bundle.head_state_dict() == {}
+        assert bundle.storage().base_bytes == 8 * 4 * 4 + 4
+
+
+def test_writes_are_deterministic(tmp_path):
+    first = write_sample(tmp_path / "a.hello")
+    second = write_sample(tmp_path / "b.hello")
+    assert first.read_bytes() == second.read_bytes()
+    header_length = int.from_bytes(first.read_bytes()[:8], "little")
+    assert header_length % 8 == 0
+
+
+def test_any_safetensors_reader_lists_the_tensors(tmp_path):
+    path = write_sample(tmp_path / "b.hello")
+    with safetensors.safe_open(str(path), framework="pt") as reader, Bundle.open(path) as bundle:
+        assert sorted(reader.keys()) == bundle.tensor_names
+        assert reader.metadata()["format"] == "hello"
+        for name in bundle.tensor_names:
+            assert torch.equal(reader.get_tensor(name), bundle.tensor(name))
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch, failing):
+    target = tmp_path / "b.hello"
+    target.write_bytes(b"previous contents")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(BundleError, match="write failed"):
+        write_sample(target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"previous contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.hello"]
+
+
+def test_invalid_input_writes_nothing(tmp_path):
+    target = tmp_path / "b.hello"
+    with pytest.raises(ManifestError, match="tensor 'labels'"):
+        write_bundle(target, samples.sample_manifest(), smooth_images(6, 3), samples.sample_labels()[:5],
+                     samples.sample_tensors())
+    with pytest.raises(BundleError, match="does not exist"):
+        write_sample(tmp_path / "missing" / "b.hello")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda m, t, l: l.__setitem__(0, 3), ManifestError, "holds class 3"),
+    (lambda m, t, l: m.update(ipc=3), ManifestError, "field 'ipc' is 3"),
+    (lambda m, t, l: m.update(class_names=["a", "b", "c", "d"], ipc=None), ManifestError, "tensor 'head.lora_B'"),
+    (lambda m, t, l: m["lora"].update(target_modules=r"conv\d"), ManifestError, "not matched by field 'lora.target_modules'"),
+    (lambda m, t, l: m["lora"].update(dtype="float32"), ManifestError, "lora.dtype = float32"),
+    (lambda m, t, l: t.__setitem__("encoder_lora.fc.weight", torch.zeros(2)), ManifestError, "not a peft adapter key"),
+    (lambda m, t, l: t.pop("head.lora_A"), ManifestError, "tensor 'head.lora_A' is missing"),
+    (lambda m, t, l: t.__setitem__("extra", torch.zeros(2)), BundleError, "takes only"),
+    (lambda m, t, l: m.pop("head"), ManifestError, "'head' is a required property"),
+    (lambda m, t, l: m.update(format_version="3.0"), ManifestError, "major 3"),
+    (lambda m, t, l: m["recipe"].update(epochs=0), ManifestError, "field 'recipe.epochs'"),
+])
+def test_writer_validates_before_writing(tmp_path, change, error, match):
+    manifest, tensors, labels = samples.sample_manifest(), samples.sample_tensors(), samples.sample_labels()
+    change(manifest, tensors, labels)
+    with pytest.raises(error, match=match):
+        write_bundle(tmp_path / "b.hello", manifest, smooth_images(6, 3), labels, tensors)
+    assert not (tmp_path / "b.hello").exists()
+
+
+@pytest.mark.parametrize("codec, quality, match", [
+    ("gif", None, "unknown image codec"), ("png", 80, "takes no quality"), ("jpeg", 0, "1..100")])
+def test_codec_arguments_are_checked(tmp_path, codec, quality, match):
+    with pytest.raises(BundleError, match=match):
+        write_sample(tmp_path / "b.hello", codec=codec, quality=quality)
+
+
+def test_unequal_classes_need_ipc_null(tmp_path):
+    labels = torch.tensor([0, 0, 0, 0, 1, 2])
+    manifest = samples.sample_manifest(ipc=None)
+    path = write_bundle(tmp_path / "b.hello", manifest, smooth_images(6, 3), labels, samples.sample_tensors())
+    with Bundle.open(path) as bundle:
+        assert bundle.ipc is None and bundle.labels.tolist() == labels.tolist()
+
+
+def test_unknown_minor_fields_are_preserved_through_a_rewrite(tmp_path):
+    manifest = samples.sample_manifest(format_version="1.4", added_later={"x": [1, 2]})
+    manifest["lora"]["use_dora_someday"] = False
+    manifest["recipe"]["augment"]["new_op"] = {"p": 0.3}
+    first = write_sample(tmp_path / "a.hello", manifest=manifest)
+    with Bundle.open(first) as bundle:
+        read = bundle.manifest
+        assert read["format_version"] == "1.4" and read["added_later"] == {"x": [1, 2]}
+        assert read["lora"]["use_dora_someday"] is False and read["recipe"]["augment"]["new_op"] == {"p": 0.3}
+        tensors = {f"encoder_lora.{k}": v for k, v in bundle.lora_state_dict().items()}
+        tensors.update({f"head.{k}": v for k, v in bundle.head_state_dict().items()})
+        second = write_bundle(tmp_path / "b.hello", read, bundle.images(), bundle.labels, tensors)
+    assert second.read_bytes() == first.read_bytes()
+
+
+def test_manifest_passed_in_is_not_modified(tmp_path):
+    manifest = samples.sample_manifest()
+    snapshot = repr(manifest)
+    write_sample(tmp_path / "b.hello", manifest=manifest)
+    assert repr(manifest) == snapshot
+
+
+def test_open_is_lazy_and_raw_images_are_mapped(tmp_path):
+    n = 10_000
+    classes = [f"class {i}" for i in range(100)]
+    manifest = samples.sample_manifest(class_names=classes, ipc=100)
+    manifest["head"]["lora"] = None
+    tensors = {k: v for k, v in samples.sample_tensors().items() if not k.startswith("head.")}
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path = write_bundle(tmp_path / "big.hello", manifest, images, torch.arange(n) % 100, tensors, codec="raw")
+    # corrupt one image pixel: a lazy open does not read (or hash) image data, verify does
+    with Bundle.open(path) as bundle:
+        start = bundle._header.data_start + bundle._header.tensors["images.data"].begin
+    data = bytearray(path.read_bytes())
+    data[start + 12345] ^= 0xFF
+    path.write_bytes(bytes(data))
+    began = time.perf_counter()
+    bundle = Bundle.open(path)
+    elapsed = time.perf_counter() - began
+    assert elapsed < 1.0
+    pixels = bundle.images()
+    assert pixels.shape == (n, 3, 32, 32)
+    assert pixels.flatten()[12345] == images.flatten()[12345] ^ 0xFF
+    pixels[0, 0, 0, 0] = 7          # copy-on-write: writable in memory, the file is unchanged
+    with pytest.raises(IntegrityError, match="tensor 'images.data'"):
+        bundle.verify()
+    bundle.close()
+    with pytest.raises(BundleError, match="closed"):
+        bundle.tensor("labels")
+
+
+def test_storage_breakdown_formulas(tmp_path):
+    tensors = samples.sample_tensors()
+    with Bundle.open(write_sample(tmp_path / "b.hello", tensors=tensors)) as bundle:
+        storage = bundle.storage()
+        generator = sum(t.numel() * t.element_size() for t in tensors.values())
+        assert storage.label_generator_bytes == generator
+        assert storage.stored_label_bytes == 6 * 300 * 3 * 2
+        assert storage.ratio == pytest.approx(storage.stored_label_bytes / generator)
+        assert storage.file_bytes == bundle.path.stat().st_size
+        assert storage.images_bytes == bundle.tensor("images.data").numel() + 7 * 8
+        assert storage.header_bytes + storage.images_bytes + generator + 6 * 8 == storage.file_bytes
+
+
+def test_open_accepts_str_and_pathlike_and_names_missing_files(tmp_path):
+    path = write_sample(tmp_path / "b.hello")
+    assert Bundle.open(str(path)).num_images == Bundle.open(path).num_images == 6
+    with pytest.raises(BundleError, match="no such file"):
+        Bundle.open(tmp_path / "nope.hello")
+
+
+def test_decode_threads_agree():
+    images = smooth_images(40, 3)
+    blobs = codecs.encode_images(images, "png")
+    assert torch.equal(codecs.decode_images(blobs, 3, 16, 16, threads=1), codecs.decode_images(blobs, 3, 16, 16, threads=4))

@@ -1,0 +1,210 @@
+"""Bad input: every corruption gives the right HelloError naming what is wrong, never anything else."""
+
+import importlib.util
+import json
+import pathlib
+import struct
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, Bundle
+from hello_format.errors import (HeaderError, HelloError, ImageDecodeError, IntegrityError, ManifestError,
+                                 UnsupportedVersionError)
+from hello_format.manifest import canonical_json, manifest_sha256
+
+SPEC = pathlib.Path(__file__).resolve().parent.parent / "spec"
+_spec = importlib.util.spec_from_file_location("make_vectors", SPEC / "make_vectors.py")
+samples = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(samples)
+ORIGINALS = {name: (SPEC / "vectors" / name).read_bytes() for name in ("valid_png.hello", "valid_raw.hello")}
+
+
+def split(data: bytes) -> tuple[dict, bytes]:
+    (length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def join(header: dict, body: bytes) -> bytes:
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + body
+
+
+def with_manifest(data: bytes, edit) -> bytes:
+    """Edit the manifest and re-hash it, so the check that fires is the one after the hash."""
+    header, body = split(data)
+    manifest = json.loads(header["__metadata__"][MANIFEST_KEY])
+    edit(manifest)
+    text = canonical_json(manifest)
+    header["__metadata__"].update({MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)})
+    return join(header, body)
+
+
+def open_all(path):
+    """Open with verification and touch every piece of data."""
+    with Bundle.open(path, verify=True) as bundle:
+        return (bundle.manifest, bundle.labels.clone(), bundle.images().clone(),
+                {k: v.clone() for k, v in bundle.lora_state_dict().items()},
+                {k: v.clone() for k, v in bundle.head_state_dict().items()})
+
+
+def corrupt(tmp_path, data: bytes) -> pathlib.Path:
+    path = tmp_path / "bad.hello"
+    path.write_bytes(data)
+    return path
+
+
+RAW = ORIGINALS["valid_raw.hello"]
+PNG = ORIGINALS["valid_png.hello"]
+
+
+def _flip_tensor(data, name, offset=0):
+    header, _ = split(data)
+    at = 8 + struct.unpack("<Q", data[:8])[0] + header[name]["data_offsets"][0] + offset
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+
+
+def _offsets(name, delta):
+    header, body = split(RAW)
+    header[name]["data_offsets"] = [o + delta for o in header[name]["data_offsets"]]
+    return join(header, body)
+
+
+CASES = {
+    "truncated": (RAW[:-3], HeaderError, "file truncated?"),
+    "header length larger than file": (struct.pack("<Q", 10**6) + RAW[8:], HeaderError, "exceeds the file size"),
+    "not safetensors at all": (b"\x89PNG\r\n\x1a\n" + bytes(200), HeaderError, "not a .hello/safetensors file"),
+    "empty file": (b"", HeaderError, "too short"),
+    "overlapping offsets": (_offsets("labels", -8), HeaderError, "overlaps"),
+    "out-of-range offsets": (_offsets("labels", 8), HeaderError, "exceed the"),
+    "flipped manifest byte": (RAW.replace(b'\\"epochs\\":300', b'\\"epochs\\":301'), IntegrityError,
+                              "does not match 'hello.manifest.sha256'"),
+    "unknown major": (with_manifest(RAW, lambda m: m.update(format_version="2.1")), UnsupportedVersionError,
+                      "major 2"),
+    "missing required field": (with_manifest(RAW, lambda m: m["base"].pop("fingerprint")), ManifestError,
+                               "'fingerprint' is a required property"),
+    "wrong field type": (with_manifest(RAW, lambda m: m["head"].update(logit_scale="big")), ManifestError,
+                         "field 'head.logit_scale'"),
+    "image count vs labels": (with_manifest(RAW, lambda m: m["images"].update(count=5)), ManifestError,
+                              "tensor 'labels'"),
+    "class count vs head": (with_manifest(RAW, lambda m: m.update(class_names=["a", "b", "c", "d"], ipc=None)),
+                            ManifestError, "tensor 'head.lora_B'"),
+    "tensor not in integrity": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].pop("labels")),
+                                ManifestError, "integrity.tensors"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_file_gives_a_precise_error(tmp_path, case):
+    data, error, match = CASES[case]
+    path = corrupt(tmp_path, data)
+    with pytest.raises(error) as info:
+        open_all(path)
+    assert match in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["images.data", "head.lora_B"])
+def test_flipped_tensor_byte_is_found_by_verify_naming_the_tensor(tmp_path, name):
+    path = corrupt(tmp_path, _flip_tensor(PNG, name))
+    bundle = Bundle.open(path)                      # the manifest and the header are intact
+    with pytest.raises(IntegrityError, match=f"tensor '{name}' is corrupted"):
+        bundle.verify()
+    with pytest.raises(IntegrityError, match=f"tensor '{name}'"):
+        Bundle.open(path, verify=True)
+
+
+@pytest.mark.parametrize("name", ["labels", "images.offsets"])
+def test_small_tensors_read_on_open_are_hash_checked(tmp_path, name):
+    path = corrupt(tmp_path, _flip_tensor(PNG, name, offset=1))
+    with pytest.raises(IntegrityError, match=f"tensor '{name}' is corrupted"):
+        Bundle.open(path)
+
+
+def test_image_blob_that_does_not_decode(tmp_path):
+    data = _flip_tensor(PNG, "images.data", offset=1)  # inside the first PNG signature
+    path = corrupt(tmp_path, data)
+    with pytest.raises(ImageDecodeError, match="image 0 does not decode"):
+        Bundle.open(path).images()
+
+
+# --- property: mutated headers and manifests never escape as anything but a HelloError
+
+def _flip_header_bytes(data, draw):
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 3))):
+        out[draw(st.integers(0, header_end - 1))] = draw(st.integers(0, 255))
+    return bytes(out), True
+
+
+def _truncate(data, draw):
+    return data[:draw(st.integers(0, len(data) - 1))], True
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**9) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=5)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, prefix + (index,))
+
+
+def _mutate_json(document, draw):
+    paths = [p for p in _paths(document) if p]
+    path = draw(st.sampled_from(paths))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()):
+        parent[path[-1]] = draw(_JSON)
+    elif isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent.pop(path[-1])
+
+
+def _mutate_manifest(data, draw):
+    """A re-hashed manifest with one field replaced or removed: exercises schema and consistency."""
+    return with_manifest(data, lambda m: _mutate_json(m, draw)), False
+
+
+def _mutate_header_json(data, draw):
+    """One tensor entry field replaced or removed (the manifest stays as written)."""
+    header, body = split(data)
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    _mutate_json(entries, draw)
+    return join({"__metadata__": header["__metadata__"], **entries}, body), True
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_bundles_open_equal_or_raise_hello_error(tmp_path, data):
+    name = data.draw(st.sampled_from(sorted(ORIGINALS)))
+    mutate = data.draw(st.sampled_from([_flip_header_bytes, _truncate, _mutate_manifest, _mutate_header_json]))
+    mutated, same_manifest = mutate(ORIGINALS[name], data.draw)
+    path = tmp_path / "mutated.hello"
+    path.write_bytes(mutated)
+    try:
+        result = open_all(path)
+    except HelloError as exc:
+        assert "\n" not in str(exc)
+        return
+    original = open_all(SPEC / "vectors" / name)
+    if same_manifest:
+        assert result[0] == original[0]
+    for got, want in zip(result[1:3], original[1:3]):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    for got, want in zip(result[3:], original[3:]):
+        assert got.keys() == want.keys()
+        assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in got)
