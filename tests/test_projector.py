@@ -73,9 +73,10 @@ def test_training_form_trains_only_lora_and_keeps_batchnorm_frozen(family):
     stats = {k: v.clone() for k, v in projector.visual.state_dict().items() if "running" in k}
     optimizer = torch.optim.SGD([p for p in projector.parameters() if p.requires_grad], lr=0.1)
     frozen = {n: p.clone() for n, p in projector.named_parameters() if not p.requires_grad}
-    loss = projector(torch.rand(4, 3, 32, 32)).logsumexp(dim=1).mean()
-    loss.backward()
-    optimizer.step()
+    for _ in range(2):  # labelling (inference mode) between steps must not break training
+        projector(torch.rand(4, 3, 32, 32)).logsumexp(dim=1).mean().backward()
+        optimizer.step()
+        projector.label(torch.rand(2, 3, 32, 32))
     assert all(p.grad is not None for n, p in projector.named_parameters() if n in trainable)
     assert all(torch.equal(p, frozen[n]) for n, p in projector.named_parameters() if n in frozen)
     for key, value in projector.visual.state_dict().items():
@@ -191,3 +192,32 @@ def test_label_on_cuda_bf16_agrees_with_cpu_fp32(family):
     agreement = (labelled.argmax(1).cpu() == reference.argmax(1)).float().mean().item()
     assert agreement >= 0.9
     torch.testing.assert_close(labelled.cpu(), reference, atol=0.15, rtol=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture, tag", [("RN50", "openai"), ("ViT-B-16", "laion2b_s34b_b88k")])
+def test_real_architectures_with_random_weights(architecture, tag):
+    """The real bases take the same path as the tiny ones (weights random: no download here)."""
+    import open_clip
+
+    from hello_format import lora
+    from hello_format.base import create_base, describe_base, quiet_open_clip
+
+    tag_cfg = open_clip.get_pretrained_cfg(architecture, tag)
+    with quiet_open_clip():
+        model = open_clip.create_model(architecture, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
+    section = describe_base(model, architecture=architecture, pretrained=tag, source="embedded")
+    assert section["image_size"] == 224
+    rebuilt = create_base(section, embedded_state=model.state_dict())
+    projector = Projector.for_training(
+        rebuilt, section, CLASSES, templates=["a photo of a {}."],
+        lora_manifest=lora.lora_manifest(rebuilt.visual), logit_scale=100.0,
+        head_lora_manifest={"r": 2, "lora_alpha": 2, "dtype": "float16"}).eval()
+    with torch.no_grad():
+        for name, parameter in projector.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.01)
+        images = torch.rand(2, 3, 160, 200)
+        unmerged = projector(images)
+        merged = projector.merge()(images)
+    torch.testing.assert_close(merged, unmerged, atol=1e-3, rtol=1e-3)
