@@ -1,0 +1,157 @@
+"""The `hello` CLI: info / verify / preview, one-line errors with exit 2, plugin commands."""
+
+import importlib.metadata
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hello_format import cli as cli_module
+from hello_format.bundle import Bundle
+from hello_format.cli import cli
+
+VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
+VALID = VECTORS / "valid_png.hello"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_info_prints_the_summary_and_storage():
+    result = run("info", VALID)
+    assert result.exit_code == 0, result.output
+    storage = Bundle.open(VALID).storage()
+    for text in ("classes: 3 (cat, dog, café)", "images: 6 (ipc 2), 3x8x8, codec png", "hello-tiny-vit",
+                 "encoder LoRA: r 2, alpha 4", "LoRA r 4", "loss mse_ce", "300 epochs",
+                 f"{storage.ratio:,.0f}x smaller"):
+        assert text in result.stdout
+
+
+def test_info_json_matches_the_bundle():
+    result = run("info", VECTORS / "valid_raw.hello", "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    bundle = Bundle.open(VECTORS / "valid_raw.hello")
+    assert document["manifest"] == bundle.manifest
+    assert document["storage"]["stored_label_bytes"] == 6 * 300 * 3 * 2
+    assert document["storage"]["label_generator_bytes"] == bundle.storage().label_generator_bytes
+
+
+def test_verify_ok():
+    result = run("verify", VALID)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("ok: ") and "all sha256 match" in result.stdout
+
+
+@pytest.mark.parametrize("name, match", [
+    ("tensor_byte_flipped.hello", "tensor 'head.lora_B' is corrupted"),
+    ("truncated.hello", "file truncated?"),
+    ("unknown_major_version.hello", "major 2"),
+    ("not_safetensors.hello", "not a .hello/safetensors file"),
+    ("image_does_not_decode.hello", "image 1 does not decode"),
+    ("labels_count_mismatch.hello", "tensor 'labels'"),
+])
+def test_verify_bad_files_one_line_exit_2(name, match):
+    result = run("verify", VECTORS / name)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0]
+
+
+def test_missing_file_is_an_error_line():
+    result = run("info", "no/such/file.hello")
+    assert result.exit_code == 2 and result.stderr.strip() == "error: no/such/file.hello: no such file"
+
+
+def test_preview_writes_a_grid(tmp_path):
+    out = tmp_path / "grid.png"
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as grid:
+        assert grid.mode == "RGB" and grid.height > 3 * 64      # 3 class rows of 8x8 images shown at 64 px
+
+
+def test_console_script_error_through_a_real_process():
+    process = subprocess.run([sys.executable, "-c", "from hello_format.cli import main; main()",
+                              "verify", str(VECTORS / "manifest_byte_flipped.hello")],
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 2
+    assert "Traceback" not in process.stderr
+    assert process.stderr.count("\n") == 1 and "does not match 'hello.manifest.sha256'" in process.stderr
+
+
+# --- plugin commands
+
+def _fake_entry_points(tmp_path, monkeypatch, source: str, value: str):
+    """Register one entry point ``fake`` -> value; ``source`` becomes the module ``value`` names."""
+    (tmp_path / (value.split(":")[0] + ".py")).write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_point = importlib.metadata.EntryPoint("fake", value, cli_module.ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs):
+        if kwargs.get("group") == cli_module.ENTRY_POINT_GROUP:
+            return [entry_point]
+        return real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+
+def test_entry_point_command_is_loaded(tmp_path, monkeypatch):
+    _fake_entry_points(tmp_path, monkeypatch, """
+        import click
+        @click.command()
+        def fake():
+            "A plugin command."
+            click.echo("plugin ran")
+    """, "fake_plugin_ok:fake")
+    assert "A plugin command." in run("--help").stdout
+    result = run("fake")
+    assert result.exit_code == 0 and result.stdout == "plugin ran\n"
+
+
+def test_entry_point_with_a_missing_module_is_no_command(tmp_path, monkeypatch):
+    _fake_entry_points(tmp_path, monkeypatch, "", "not_installed_anywhere.cli:fake")
+    assert "fake" not in run("--help").stdout
+    assert run("fake").exit_code == 2
+
+
+def test_entry_point_whose_module_fails_to_import_is_reported(tmp_path, monkeypatch):
+    _fake_entry_points(tmp_path, monkeypatch, "import module_that_does_not_exist\n", "fake_plugin_broken:fake")
+    result = run("fake")
+    assert result.exit_code == 2
+    assert "command 'fake' (fake_plugin_broken:fake) failed to load" in result.stderr
+    assert "module_that_does_not_exist" in result.stderr
+    help_result = run("--help")
+    assert help_result.exit_code == 0 and "warning: command 'fake'" in help_result.stderr
+
+
+def test_hub_module_commands_are_registered_when_present(tmp_path, monkeypatch):
+    (tmp_path / "fake_hub.py").write_text(textwrap.dedent("""
+        import click
+        @click.command("push")
+        def push():
+            click.echo("pushed")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli_module, "HUB_MODULE", "fake_hub")
+    assert run("push").stdout == "pushed\n"
+    monkeypatch.setattr(cli_module, "HUB_MODULE", "fake_hub_absent")
+    assert run("push").exit_code == 2 and "No such command" in run("push").stderr
+
+
+def test_hub_module_that_fails_to_import_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "fake_hub_broken.py").write_text("raise ImportError('huggingface_hub is too old')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli_module, "HUB_MODULE", "fake_hub_broken")
+    result = run("push")
+    assert result.exit_code == 2 and "fake_hub_broken failed to load" in result.stderr
+    assert "huggingface_hub is too old" in result.stderr
+    assert "warning: fake_hub_broken failed to load" in run("--help").stderr
