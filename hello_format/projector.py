@@ -1,9 +1,9 @@
 """The projector: a CLIP image encoder with LoRA plus a text-initialised head -> class logits.
 
 ``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` (``normalize`` unless the manifest's
-``head.normalize_features`` is false) where ``T`` are the class text
-embeddings (recomputed from the public base and the class names, never stored) and ``delta`` the
-head's low-rank update. One module serves the builder (trainable LoRA) and readers (merged).
+``head.normalize_features`` is false), where ``T`` are the class text embeddings (recomputed from
+the public base and the class names, never stored) and ``delta`` the head's low-rank update.
+One module serves the builder (trainable LoRA) and readers (merged).
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ class Projector(nn.Module):
         self._channels_last = False
         size = base_manifest["image_size"]
         self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-        self.register_buffer("mean", _channel_vector(base_manifest["mean"]), persistent=False)
-        self.register_buffer("std", _channel_vector(base_manifest["std"]), persistent=False)
         tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
         embeddings = text_embeddings(clip_model, tokenizer, self.class_names, self.templates)
+        self.register_buffer("mean", _channel_vector(base_manifest["mean"], embeddings.device),
+                             persistent=False)
+        self.register_buffer("std", _channel_vector(base_manifest["std"], embeddings.device),
+                             persistent=False)
         self.register_buffer("text_embeddings", embeddings, persistent=False)
         self.visual = clip_model.visual
         if self.lora_manifest:
@@ -200,8 +202,8 @@ class Projector(nn.Module):
             self.head.lora_B.copy_(state["lora_B"].float())
 
 
-def _channel_vector(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor([float(v) for v in values], dtype=torch.float32).reshape(1, -1, 1, 1)
+def _channel_vector(values: Sequence[float], device) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values], dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
 
 
 def _dtype(value: torch.dtype | str) -> torch.dtype:
