@@ -157,7 +157,8 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     seen: dict[str, str] = {}
     for folder, name in zip(classes, names):
         if name in seen:
-            raise BuildError(f"class name {name!r} is used for both {seen[name]!r} and {folder!r}; names must be unique")
+            raise BuildError(f"class name {name!r} is used for both {seen[name]!r} and {folder!r}; "
+                             "names must be unique")
         seen[name] = folder
     return names
 
@@ -179,7 +180,8 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
             data = {str(folder): name for folder, name in data.values()}
         missing = [c for c in classes if c not in data]
         if missing:
-            raise BuildError(f"class-names file {path} has no name for folder(s) {', '.join(missing[:MAX_LISTED_PATHS])}")
+            raise BuildError(f"class-names file {path} has no name for folder(s) "
+                             f"{', '.join(missing[:MAX_LISTED_PATHS])}")
         return [str(data[c]) for c in classes]
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
@@ -248,7 +250,8 @@ class RealImages(torch.utils.data.Dataset):
             return decode_image(path, self.size), label
         except Exception as exc:  # PIL raises many types for corrupt data
             if not self.skip_bad:
-                raise BuildError(f"cannot decode image {path}: {exc}; remove it or pass skip_bad (--skip-bad)") from None
+                raise BuildError(f"cannot decode image {path}: {exc}; "
+                                 "remove it or pass skip_bad (--skip-bad)") from None
             warnings.warn(f"skipping undecodable image {path}: {exc}", stacklevel=2)
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
 

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
-from hello_build.zoo import create_model, get_architecture, zoo_names
+from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
 from hello_format.errors import BuildError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,7 +81,8 @@ class Teacher(nn.Module):
     def _probe_num_classes(self) -> int:
         logits = _dummy_forward(self, self.input_size, self.description)
         if logits.ndim != 2:
-            raise BuildError(f"{self.description} returns a tensor of shape {list(logits.shape)}, not logits [B, classes]")
+            raise BuildError(f"{self.description} returns a tensor of shape {list(logits.shape)}, "
+                             "not logits [B, classes]")
         return int(logits.shape[1])
 
 
@@ -96,7 +98,8 @@ class TeacherSet(nn.Module):
             raise BuildError(f"unknown teacher combination {combine!r}; choose one of {', '.join(COMBINE_MODES)}")
         counts = {t.num_classes for t in teachers}
         if len(counts) != 1:
-            raise BuildError(f"teachers disagree on the class count ({sorted(counts)}); they must share one label space")
+            raise BuildError(f"teachers disagree on the class count ({sorted(counts)}); "
+                             "they must share one label space")
         self.teachers = nn.ModuleList(teachers)
         self.combine = combine
         self.seed = seed
@@ -106,13 +109,28 @@ class TeacherSet(nn.Module):
         self.last_index: int | None = None  # teacher used for the latest batch (combine="random")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images)
+
+    def logits(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The set's logits for one batch, per ``combine``; "random" draws from ``generator`` when
+        given (e.g. a stage's own, resumable stream), else from the set's seeded one."""
         if self.combine == "mean":
-            return torch.stack([teacher(images) for teacher in self.teachers]).mean(dim=0)
-        self.last_index = int(torch.randint(len(self.teachers), (1,), generator=self.generator))
+            return self.mean_logits(images)
+        draw = generator if generator is not None else self.generator
+        self.last_index = int(torch.randint(len(self.teachers), (1,), generator=draw))
         return self.teachers[self.last_index](images)
+
+    def mean_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The mean of every teacher's logits (whatever ``combine`` is): a stable reference for
+        measuring fidelity and for ranking crops."""
+        return torch.stack([teacher(images) for teacher in self.teachers]).mean(dim=0)
 
     def __len__(self) -> int:
         return len(self.teachers)
+
+    @property
+    def description(self) -> str:
+        return self.describe()
 
     def describe(self) -> str:
         if len(self.teachers) == 1:
@@ -129,7 +147,8 @@ def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: i
         size = input_size or member.input_size
         logits = _dummy_forward(member, size, member.describe())
         if logits.ndim != 2 or logits.shape[0] != 2:
-            raise BuildError(f"{member.describe()} returns shape {list(logits.shape)} for a batch of 2; expected [2, {num_classes}]")
+            raise BuildError(f"{member.describe()} returns shape {list(logits.shape)} for a batch of 2; "
+                             f"expected [2, {num_classes}]")
         if logits.shape[1] != num_classes:
             raise BuildError(f"{member.describe()} outputs {logits.shape[1]} classes but the data has {num_classes}; "
                              "use a teacher trained on these classes")
@@ -157,30 +176,41 @@ def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
     except BuildError:
         raise
     except Exception as exc:  # the teacher's own code can raise anything
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {message} "
+        raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {_first_line(exc)} "
                          "(a torch.export teacher needs a dynamic batch dimension)") from None
 
 
 def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_size: int | None = None,
+                 image_size: int | None = None, num_classes: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  device: str | torch.device = "cpu") -> Teacher:
     """Load a frozen, eval-mode teacher from ``source``:
 
     - a safetensors state dict + ``arch`` (a zoo name; taken from the file's ``hello.arch`` metadata
-      when the file was written by ``train_teacher``);
+      when the file was written by ``save_teacher``/``train_teacher``);
     - a TorchScript file (``torch.jit.save``) or a torch.export archive (``torch.export.save``,
-      exported with a dynamic batch dimension); ``input_size`` is then required;
-    - ``"module:factory"``: imports ``module`` (from sys.path) and calls ``factory()``, which returns
-      an ``nn.Module`` (``input_size`` required) or a ready ``Teacher``.
+      exported with a dynamic batch dimension);
+    - ``"module:factory"``: imports ``module`` (from sys.path) and calls ``factory()`` (with
+      ``num_classes=`` when it takes that parameter), which returns an ``nn.Module`` or a ``Teacher``.
 
-    ``mean``/``std`` default to the file's metadata, else ImageNet's. The file format is detected from
+    The teacher's input size is ``input_size`` when given; else the file's metadata or the zoo
+    architecture's own (ConvNet: read off its classifier); else (TorchScript, torch.export, factory,
+    which do not record it) ``image_size``, the data's image size; else a BuildError asks for it.
+    ``mean``/``std`` default to the file's metadata, else ImageNet's. With ``num_classes`` the
+    teacher is checked (``check_teacher``) before it is returned. The file format is detected from
     its content, not its extension.
     """
+    teacher = _load(source, arch, input_size, image_size, num_classes, mean, std, device)
+    if num_classes is not None:
+        check_teacher(teacher, num_classes)
+    return teacher
+
+
+def _load(source, arch, input_size, image_size, num_classes, mean, std, device) -> Teacher:
     path = Path(source)
     if not path.exists():
         if isinstance(source, str) and _FACTORY.match(source):
-            return _from_factory(source, input_size, mean, std, device)
+            return _from_factory(source, input_size or image_size, num_classes, mean, std, device)
         raise BuildError(f"teacher file {source} does not exist")
     if path.is_dir():
         raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
@@ -193,13 +223,13 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
                          "--teacher-arch, or to TorchScript (torch.jit.save(torch.jit.script(model), ...))")
     if kind == "unknown":
         raise BuildError(f"{path} is not a safetensors, TorchScript or torch.export file")
-    size = _required_input_size(input_size, path.name)
+    size = _required_input_size(input_size or image_size, path.name)
     digest = file_sha256(path)
     try:
         net = (torch.jit.load(str(path), map_location="cpu") if kind == "torchscript"
                else _ExportedGraph(torch.export.load(str(path)).module()))
     except Exception as exc:
-        raise BuildError(f"cannot load {kind} teacher {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from None
+        raise BuildError(f"cannot load {kind} teacher {path}: {_first_line(exc)}") from None
     label = "TorchScript" if kind == "torchscript" else "torch.export"
     return _finish(net, size, mean, std, device, f"{label} {path.name} (sha256 {digest[:16]})")
 
@@ -251,20 +281,36 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, mean
     if arch is None:
         raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
                          + ", ".join(zoo_names()))
-    spec = get_architecture(arch)
     if state and all(key.startswith("module.") for key in state):  # saved from DistributedDataParallel
         state = {key[len("module."):]: value for key, value in state.items()}
+    size = input_size or (int(metadata["hello.input_size"]) if "hello.input_size" in metadata else None)
+    return zoo_teacher(arch, None, state, input_size=size,
+                       mean=mean or _metadata_floats(metadata, "hello.mean") or IMAGENET_MEAN,
+                       std=std or _metadata_floats(metadata, "hello.std") or IMAGENET_STD,
+                       description=f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
+                       device=device, source=str(path))
+
+
+def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], *,
+                input_size: int | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD, description: str | None = None,
+                device: str | torch.device = "cpu", source: str = "the state dict") -> Teacher:
+    """A frozen teacher of zoo architecture ``arch`` holding ``state`` (e.g. checkpoints kept in a work
+    directory). ``num_classes`` None: read off the classifier; ``input_size`` None: the size the
+    weights imply (ConvNet) or the architecture's own. BuildError (one line) when ``state`` does not fit."""
+    spec = get_architecture(arch)
     if spec.classifier_weight not in state:
-        raise BuildError(f"{path} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
-    num_classes = int(state[spec.classifier_weight].shape[0])
+        raise BuildError(f"{source} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
+    found_classes = int(state[spec.classifier_weight].shape[0])
+    if num_classes is not None and found_classes != num_classes:
+        raise BuildError(f"{source} ({arch}) outputs {found_classes} classes but the data has {num_classes}; "
+                         "use a teacher trained on these classes")
+    size = input_size or infer_input_size(arch, state) or spec.input_size
     with torch.random.fork_rng(devices=[]):
-        net = create_model(arch, num_classes)
-    _load_matching(net, state, f"{path} does not match architecture {arch}")
-    mean = mean or _metadata_floats(metadata, "hello.mean") or IMAGENET_MEAN
-    std = std or _metadata_floats(metadata, "hello.std") or IMAGENET_STD
-    size = input_size or int(metadata.get("hello.input_size", spec.input_size))
-    return _finish(net, size, mean, std, device, f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
-                   num_classes=num_classes)
+        net = create_model(arch, found_classes, image_size=size)
+    _load_matching(net, state, f"{source} does not match architecture {arch}")
+    return _finish(net, size, mean, std, device, description or f"{arch} ({found_classes} classes)",
+                   num_classes=found_classes)
 
 
 def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
@@ -290,12 +336,13 @@ def _metadata_floats(metadata: dict, key: str) -> list[float] | None:
     return [float(v) for v in json.loads(metadata[key])] if key in metadata else None
 
 
-def _from_factory(spec: str, input_size, mean, std, device) -> Teacher:
+def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teacher:
     module_name, attribute = spec.split(":", 1)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {exc} (is it on PYTHONPATH?)") from None
+        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {_first_line(exc)} "
+                         "(is it on PYTHONPATH?)") from None
     factory = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
@@ -303,10 +350,11 @@ def _from_factory(spec: str, input_size, mean, std, device) -> Teacher:
             raise BuildError(f"module {module_name!r} has no {attribute!r} (teacher {spec})")
     if not callable(factory):
         raise BuildError(f"teacher factory {spec} is not callable")
+    takes_classes = "num_classes" in _parameters(factory)
     try:
-        built = factory()
+        built = factory(num_classes=num_classes) if takes_classes and num_classes is not None else factory()
     except Exception as exc:
-        raise BuildError(f"teacher factory {spec} failed: {exc}") from None
+        raise BuildError(f"teacher factory {spec} failed: {_first_line(exc)}") from None
     if isinstance(built, Teacher):
         return built.to(device).eval().requires_grad_(False)
     if not isinstance(built, nn.Module):
@@ -314,6 +362,13 @@ def _from_factory(spec: str, input_size, mean, std, device) -> Teacher:
     source = inspect.getsourcefile(module) if hasattr(module, "__file__") else None
     where = f" ({Path(source).name}, sha256 {file_sha256(Path(source))[:16]})" if source else ""
     return _finish(built, _required_input_size(input_size, spec), mean, std, device, f"factory {spec}{where}")
+
+
+def _parameters(function) -> set[str]:
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # builtins without a signature
+        return set()
 
 
 def _required_input_size(input_size: int | None, name: str) -> int:
@@ -329,6 +384,12 @@ def _finish(net: nn.Module, input_size: int, mean, std, device, description: str
     teacher = teacher.to(device).eval()
     teacher.requires_grad_(False)
     return teacher
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (messages from teachers' code can span many)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def file_sha256(path: Path) -> str:
@@ -365,33 +426,37 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
                   indices: Sequence[int] | None = None, weight_decay: float = 5e-4, momentum: float = 0.9,
                   num_workers: int = 0, skip_bad: bool = False, work_dir: str | os.PathLike | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                  progress: Callable[[int, float], None] | None = None) -> list[Teacher]:
+                  input_size: int | None = None,
+                  progress: bool | Callable[[int, float], None] = False) -> list[Teacher]:
     """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) and return
     ``keep`` frozen checkpoints of its trajectory (``checkpoint_epochs``), oldest first.
 
     SGD with momentum and a cosine learning rate; augmentation: random crop with padding (size / 8)
-    and horizontal flip. Images are decoded at the architecture's input size. Seeded: weights,
-    data order and augmentation repeat exactly on the same hardware. With ``work_dir`` each
-    checkpoint is also saved as ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress(epoch, loss)``
-    is called after each epoch.
+    and horizontal flip. Images are decoded at ``input_size`` (default: the architecture's own), which
+    becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
+    the same hardware. With ``work_dir`` each checkpoint is also saved as
+    ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress``: True shows a bar; a callable gets
+    ``(epoch, mean loss)`` after each epoch.
     """
-    spec = get_architecture(arch)
+    size = input_size or get_architecture(arch).input_size
     saves = set(checkpoint_epochs(epochs, keep))
     positions = list(range(len(index))) if indices is None else list(indices)
     if len(positions) < 2:
         raise BuildError(f"teacher training needs at least 2 images, got {len(positions)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = create_model(arch, index.num_classes)
-    student = Teacher(net, input_size=spec.input_size, num_classes=index.num_classes, mean=mean, std=std,
+        net = create_model(arch, index.num_classes, image_size=size)
+    student = Teacher(net, input_size=size, num_classes=index.num_classes, mean=mean, std=std,
                       description=arch).to(device)
-    loader = real_image_loader(index, spec.input_size, batch_size, indices=positions, shuffle=True, seed=seed,
+    loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
                                num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = epochs * max(1, len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     augment_generator = torch.Generator().manual_seed(seed + 1)
     checkpoints: list[Teacher] = []
+    bar = tqdm(total=epochs, desc=f"teacher {arch}", disable=progress is not True, leave=False)
     for epoch in range(1, epochs + 1):
         student.train()
         total, count = 0.0, 0
@@ -407,17 +472,21 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
             optimizer.step()
             scheduler.step()
             total, count = total + float(loss.detach()) * len(labels), count + len(labels)
-        if progress is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
+        if callable(progress):
             progress(epoch, total / max(count, 1))
         if epoch in saves:
-            description = f"{arch} trained by hello-build on {len(positions)} images, epoch {epoch}/{epochs}, seed {seed}"
-            snapshot = Teacher(copy.deepcopy(net), input_size=spec.input_size, num_classes=index.num_classes,
+            description = (f"{arch} trained by hello-build on {len(positions)} images, "
+                           f"epoch {epoch}/{epochs}, seed {seed}")
+            snapshot = Teacher(copy.deepcopy(net), input_size=size, num_classes=index.num_classes,
                                mean=mean, std=std, description=description).to(device).eval()
             snapshot.requires_grad_(False)
             if work_dir is not None:
                 saved = save_teacher(snapshot, Path(work_dir) / f"teacher_{arch}_epoch{epoch:04d}.safetensors", arch)
                 snapshot.description += f" ({saved.name}, sha256 {file_sha256(saved)[:16]})"
             checkpoints.append(snapshot)
+    bar.close()
     return checkpoints
 
 

@@ -4,7 +4,8 @@ Parameter names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1.0.conv
 torchvision ResNet-18 checkpoint saved as safetensors loads into ``resnet18_224`` unchanged.
 
 - ``convnet3``: ConvNet-3 of the dataset-distillation literature: 3 blocks of conv3x3(128) ->
-  instance norm (GroupNorm(128, 128), affine) -> ReLU -> avgpool 2, then one linear layer; 32 px input.
+  instance norm (GroupNorm(128, 128), affine) -> ReLU -> avgpool 2, then one linear layer; 32 px input
+  by default (any multiple of 8: its classifier's width depends on the input size).
 - ``resnet18_32``: ResNet-18 for 32 px images (3x3 stride-1 stem, no max-pool), BatchNorm.
 - ``resnet18_224``: the standard ResNet-18 (7x7 stride-2 stem, max-pool), BatchNorm.
 """
@@ -102,15 +103,15 @@ class Architecture:
     """A zoo entry: how to build the network and the input size it was designed for."""
 
     name: str
-    input_size: int
-    build: Callable[[int], nn.Module]
+    input_size: int  # the size it was designed for (the default)
+    build: Callable[[int, int], nn.Module]  # (num_classes, image_size) -> network
     classifier_weight: str  # state-dict key whose first dimension is the class count
 
 
 ZOO: dict[str, Architecture] = {
-    "convnet3": Architecture("convnet3", 32, lambda c: ConvNet(c, image_size=32), "classifier.weight"),
-    "resnet18_32": Architecture("resnet18_32", 32, lambda c: ResNet18(c, small_input=True), "fc.weight"),
-    "resnet18_224": Architecture("resnet18_224", 224, lambda c: ResNet18(c, small_input=False), "fc.weight"),
+    "convnet3": Architecture("convnet3", 32, lambda c, s: ConvNet(c, image_size=s), "classifier.weight"),
+    "resnet18_32": Architecture("resnet18_32", 32, lambda c, s: ResNet18(c, small_input=True), "fc.weight"),
+    "resnet18_224": Architecture("resnet18_224", 224, lambda c, s: ResNet18(c, small_input=False), "fc.weight"),
 }
 
 
@@ -126,6 +127,20 @@ def get_architecture(name: str) -> Architecture:
     return ZOO[name]
 
 
-def create_model(name: str, num_classes: int) -> nn.Module:
-    """A freshly initialised zoo network (uses the global torch RNG for its weights)."""
-    return get_architecture(name).build(num_classes)
+def infer_input_size(name: str, state: dict[str, torch.Tensor]) -> int | None:
+    """The input size a ``name`` state dict was built for, when its shapes say (ConvNet's classifier
+    width is 128 * (size / 8) ** 2); None when they do not (ResNets)."""
+    if name != "convnet3" or "classifier.weight" not in state:
+        return None
+    side = round((state["classifier.weight"].shape[1] / 128) ** 0.5)
+    return side * 8 if 128 * side * side == state["classifier.weight"].shape[1] else None
+
+
+def create_model(name: str, num_classes: int, image_size: int | None = None) -> nn.Module:
+    """A freshly initialised zoo network for ``image_size`` inputs (default: the architecture's own;
+    only ConvNet's shape depends on it, ResNets pool adaptively). Uses the global torch RNG."""
+    spec = get_architecture(name)
+    try:
+        return spec.build(num_classes, image_size or spec.input_size)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None

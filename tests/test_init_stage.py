@@ -1,6 +1,8 @@
 """RDED-style initialisation: shapes, patch layout and provenance, selection rule, determinism,
 sharding independence, source crops, errors, and loading an existing distilled set."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,7 @@ from PIL import Image
 from torch import nn
 
 from hello_build.data import scan_image_folder
-from hello_build.stages.init import (InitConfig, InitResult, load_init_images, patch_layout, rded_init,
-                                     source_crops)
+from hello_build.stages.init import InitResult, initialise_synthetic, load_init_images, patch_layout, source_crops
 from hello_build.teachers import Teacher
 from hello_format.errors import BuildError
 
@@ -22,6 +23,10 @@ class ChannelTeacher(nn.Module):
 
     def forward(self, x):
         return 10.0 * x.mean(dim=(2, 3))
+
+
+def synthesise(index, teacher, **options):
+    return initialise_synthetic(index, teacher, size=16, **options)
 
 
 def colour_teacher():
@@ -46,7 +51,7 @@ def solid_tree(tmp_path):
 
 
 def test_shapes_dtypes_labels_and_layout(solid_tree):
-    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    result = synthesise(solid_tree, colour_teacher(), ipc=2, factor=2, candidates_per_class=8)
     assert result.images.shape == (6, 3, 16, 16) and result.images.dtype == torch.uint8
     assert result.labels.tolist() == [0, 0, 1, 1, 2, 2] and result.labels.dtype == torch.int64
     assert result.sources.shape == (6, 4, 5) and result.losses.shape == (6, 4)
@@ -56,7 +61,7 @@ def test_shapes_dtypes_labels_and_layout(solid_tree):
 
 
 def test_each_patch_comes_from_a_real_image_of_its_class(solid_tree):
-    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    result = synthesise(solid_tree, colour_teacher(), ipc=2, factor=2, candidates_per_class=8)
     layout = patch_layout(16, 2)
     for image, label, sources in zip(result.images, result.labels, result.sources):
         samples = sources[:, 0].tolist()
@@ -70,7 +75,7 @@ def test_each_patch_comes_from_a_real_image_of_its_class(solid_tree):
 
 
 def test_keeps_the_lowest_cross_entropy_images_in_rded_order(solid_tree):
-    result = rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=2, factor=2, candidates_per_class=8))
+    result = synthesise(solid_tree, colour_teacher(), ipc=2, factor=2, candidates_per_class=8)
     for c in range(3):
         rows = result.sources[result.labels == c][:, :, 0]
         names = [[solid_tree.samples[s][0].rsplit("/", 1)[1] for s in row] for row in rows.tolist()]
@@ -96,8 +101,8 @@ def half_tree(tmp_path):
 
 def test_best_crop_of_each_image_is_kept_and_recomputable(half_tree):
     teacher = colour_teacher()
-    config = InitConfig(ipc=1, factor=2, candidates_per_class=6, crops_per_image=16, crop_scale=(0.1, 0.3), seed=3)
-    result = rded_init(half_tree, teacher, 16, config)
+    config = dict(ipc=1, factor=2, candidates_per_class=6, crop_scale=(0.1, 0.3), seed=3)
+    result = synthesise(half_tree, teacher, crops_per_image=16, **config)
     crops = source_crops(half_tree, result.sources, 16, result.source_size)
     assert crops.shape == (3, 4, 3, 16, 16) and crops.dtype == torch.uint8
     for label in range(3):
@@ -106,43 +111,41 @@ def test_best_crop_of_each_image_is_kept_and_recomputable(half_tree):
         assert torch.allclose(recomputed, result.losses[label], atol=2e-2)
         grey = (crops[label] == 128).all(dim=1).float().mean(dim=(1, 2))
         assert (grey < 0.5).all()  # the best of 16 crops lies mostly in the confident half
-    single = rded_init(half_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6,
-                                                          crops_per_image=1, crop_scale=(0.1, 0.3), seed=3))
+    single = synthesise(half_tree, teacher, crops_per_image=1, **config)
     assert result.losses.mean() < single.losses.mean()
 
 
 def test_deterministic_by_seed_and_independent_of_batching_and_sharding(solid_tree):
     teacher = colour_teacher()
-    config = InitConfig(ipc=1, factor=2, candidates_per_class=6, batch_size=5, seed=7)
-    first = rded_init(solid_tree, teacher, 16, config)
-    again = rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6, batch_size=2, seed=7))
+    config = dict(ipc=1, factor=2, candidates_per_class=6, seed=7)
+    first = synthesise(solid_tree, teacher, batch_size=5, **config)
+    again = synthesise(solid_tree, teacher, batch_size=2, **config)
     assert torch.equal(first.images, again.images) and torch.equal(first.sources, again.sources)
-    shards = [rded_init(solid_tree, teacher, 16, config, classes=part) for part in ([1], [0, 2])]
+    shards = [synthesise(solid_tree, teacher, classes=part, **config) for part in ([1], [0, 2])]
     joined = InitResult.concatenate(shards)
     assert torch.equal(joined.images, first.images) and torch.equal(joined.labels, first.labels)
-    other = rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=2, candidates_per_class=6, seed=8))
+    other = synthesise(solid_tree, teacher, ipc=1, factor=2, candidates_per_class=6, seed=8)
     assert not torch.equal(other.sources[:, :, 1:], first.sources[:, :, 1:])  # other crop boxes
 
 
 def test_not_enough_real_images_is_a_clear_error(solid_tree):
     with pytest.raises(BuildError, match=r"class 'a_red' has 8 real images but ipc 3 with 2x2 patches needs 12"):
-        rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=3, factor=2))
+        synthesise(solid_tree, colour_teacher(), ipc=3, factor=2)
     with pytest.raises(BuildError, match="crop scale"):
-        rded_init(solid_tree, colour_teacher(), 16, InitConfig(ipc=1, crop_scale=(0.5, 1.5)))
+        synthesise(solid_tree, colour_teacher(), ipc=1, crop_scale=(0.5, 1.5))
 
 
 def test_undecodable_images_are_skipped_and_reported(solid_tree, tmp_path):
-    import io
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
     broken = solid_tree.root / "b_green" / "broken.jpg"
     broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     index = scan_image_folder(solid_tree.root)
-    config = InitConfig(ipc=1, factor=2, candidates_per_class=9)
+    config = dict(ipc=1, factor=2, candidates_per_class=9)
     with pytest.raises(BuildError, match="cannot decode image .*broken.jpg"):
-        rded_init(index, colour_teacher(), 16, config)
+        synthesise(index, colour_teacher(), **config)
     with pytest.warns(UserWarning, match="broken.jpg"):
-        result = rded_init(index, colour_teacher(), 16, InitConfig(ipc=1, factor=2, candidates_per_class=9, skip_bad=True))
+        result = synthesise(index, colour_teacher(), skip_bad=True, **config)
     assert result.skipped == [str(broken)] and result.images.shape == (3, 3, 16, 16)
 
 
@@ -160,10 +163,29 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
         load_init_images(root, ["a_red", "c_blue", "d_other"], 16)
 
 
+def test_teacher_set_ranks_with_its_mean_and_progress_is_reported(solid_tree):
+    from hello_build.teachers import TeacherSet
+
+    inverted = Teacher(nn.Sequential(ChannelTeacher(), nn.Identity()), input_size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    inverted.net[1] = _Negate()  # ranks impure images first; with weight 0.25 of the mean it cannot win
+    teachers = TeacherSet([colour_teacher(), colour_teacher(), colour_teacher(), inverted], combine="random")
+    seen = []
+    result = synthesise(solid_tree, teachers, ipc=1, factor=2, candidates_per_class=8, batch_size=5,
+                        progress=lambda done, total: seen.append((done, total)))
+    names = [solid_tree.samples[s][0].rsplit("/", 1)[1] for s in result.sources[0, :, 0].tolist()]
+    assert names == ["img0.png", "img1.png", "img2.png", "img3.png"]
+    assert seen == [(5, 24), (10, 24), (15, 24), (20, 24), (24, 24)]
+
+
+class _Negate(nn.Module):
+    def forward(self, x):
+        return -0.5 * x
+
+
 def test_teacher_scores_in_eval_mode_and_keeps_its_mode(solid_tree):
     norm = nn.BatchNorm2d(3)
     teacher = Teacher(nn.Sequential(norm, ChannelTeacher()), input_size=8, num_classes=3, mean=(0, 0, 0), std=(1, 1, 1))
     teacher.train()
-    rded_init(solid_tree, teacher, 16, InitConfig(ipc=1, factor=1, candidates_per_class=2))
+    synthesise(solid_tree, teacher, ipc=1, factor=1, candidates_per_class=2)
     assert teacher.training and norm.training
     assert torch.equal(norm.running_mean, torch.zeros(3)) and int(norm.num_batches_tracked) == 0

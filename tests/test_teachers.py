@@ -10,7 +10,7 @@ from torch import nn
 
 from hello_build.data import scan_image_folder
 from hello_build.teachers import (IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherSet, check_teacher,
-                                  checkpoint_epochs, load_teacher, save_teacher, train_teacher)
+                                  checkpoint_epochs, load_teacher, save_teacher, train_teacher, zoo_teacher)
 from hello_build.zoo import create_model, zoo_names
 from hello_format.errors import BuildError
 
@@ -55,7 +55,8 @@ def test_zoo_uses_torchvision_resnet_names_and_instance_norm():
     convnet = create_model("convnet3", 10)
     norms = [m for m in convnet.modules() if isinstance(m, nn.GroupNorm)]
     assert len(norms) == 3 and all(m.num_groups == m.num_channels == 128 and m.affine for m in norms)
-    with pytest.raises(BuildError, match="unknown teacher architecture 'vgg'; choose one of convnet3, resnet18_224, resnet18_32"):
+    assert zoo_names() == ["convnet3", "resnet18_224", "resnet18_32"]
+    with pytest.raises(BuildError, match="unknown teacher architecture 'vgg'; choose one of convnet3, resnet18_224"):
         create_model("vgg", 10)
 
 
@@ -128,7 +129,8 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
     state["extra"] = torch.zeros(1)
     broken = tmp_path / "broken.safetensors"
     save_file(state, str(broken))
-    with pytest.raises(BuildError, match=r"1 missing tensor\(s\) \(e\.g\. features\.4\.bias\), 1 unexpected .* 1 shape mismatch"):
+    expected = r"1 missing tensor\(s\) \(e\.g\. features\.4\.bias\), 1 unexpected .* 1 shape mismatch"
+    with pytest.raises(BuildError, match=expected):
         load_teacher(broken, arch="convnet3")
     with pytest.raises(BuildError, match="unknown teacher architecture"):
         load_teacher(path, arch="alexnet")
@@ -246,16 +248,58 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
             Image.new("RGB", (36, 36), shade).save(root / f"c{label}" / f"{i}.png")
     index = scan_image_folder(root)
     losses = []
-    teachers = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0,
+    teachers = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16,
                              work_dir=tmp_path / "work", progress=lambda epoch, loss: losses.append((epoch, loss)))
     assert len(teachers) == 2 and [e for e, _ in losses] == [1, 2]
+    assert all(t.input_size == 16 for t in teachers)
     assert all(not t.training and not any(p.requires_grad for p in t.parameters()) for t in teachers)
     first, last = (dict(t.net.state_dict()) for t in teachers)
     assert any(not torch.equal(first[k], last[k]) for k in first)
     assert "epoch 1/2" in teachers[0].describe() and "epoch 2/2" in teachers[1].describe()
     saved = sorted((tmp_path / "work").glob("*.safetensors"))
-    assert [p.name for p in saved] == ["teacher_convnet3_epoch0001.safetensors", "teacher_convnet3_epoch0002.safetensors"]
+    assert [p.name for p in saved] == [f"teacher_convnet3_epoch000{e}.safetensors" for e in (1, 2)]
     batch = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(load_teacher(saved[1])(batch), teachers[1](batch), atol=1e-5)
-    again = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0)
+    reloaded = load_teacher(saved[1])
+    assert reloaded.input_size == 16 and torch.allclose(reloaded(batch), teachers[1](batch), atol=1e-5)
+    again = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16)
     assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
+
+
+def test_zoo_teacher_from_a_state_dict_and_convnet_sizes():
+    torch.manual_seed(2)
+    net = create_model("convnet3", 4, image_size=64).eval()
+    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
+    teacher = zoo_teacher("convnet3", 4, net.state_dict(), description="from work dir")
+    assert teacher.input_size == 64 and teacher.describe() == "from work dir"  # read off the classifier
+    batch = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(teacher(batch), Teacher(net, input_size=64)(batch), atol=1e-5)
+    with pytest.raises(BuildError, match=r"outputs 4 classes but the data has 10"):
+        zoo_teacher("convnet3", 10, net.state_dict())
+    with pytest.raises(BuildError, match="divisible by 8"):
+        create_model("convnet3", 4, image_size=30)
+
+
+def test_load_teacher_checks_classes_and_uses_the_data_size_as_fallback(tmp_path, monkeypatch):
+    path = tmp_path / "teacher.pt"
+    torch.jit.save(torch.jit.script(tiny_net(4)), str(path))
+    assert load_teacher(path, image_size=32).input_size == 32
+    assert load_teacher(path, input_size=24, image_size=32).input_size == 24
+    with pytest.raises(BuildError, match="outputs 4 classes but the data has 3"):
+        load_teacher(path, image_size=32, num_classes=3)
+    weights = tmp_path / "resnet.safetensors"
+    save_file(create_model("resnet18_224", 3).state_dict(), str(weights))
+    assert load_teacher(weights, arch="resnet18_224", image_size=32, num_classes=3).input_size == 224
+    (tmp_path / "sized.py").write_text(
+        "import torch\n"
+        "def make(num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_teacher("sized:make", image_size=8, num_classes=5).num_classes == 5
+
+
+def test_teacher_set_logits_with_an_outside_generator(images):
+    teachers = TeacherSet(constant_teachers(), combine="random", seed=0)
+    picks = [int(teachers.logits(images, generator=torch.Generator().manual_seed(9))[0].argmax()) for _ in range(5)]
+    assert len(set(picks)) == 1  # the same fresh generator draws the same teacher every time
+    assert teachers.mean_logits(images)[0].tolist() == pytest.approx([1 / 3] * 3)
+    assert teachers.description == teachers.describe()

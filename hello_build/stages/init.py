@@ -16,17 +16,19 @@ exactly instead of holding them all in memory.
 
 Memory is bounded by one decoding batch plus one class's selected crops. Every class draws from its
 own seeded stream, so the result does not depend on the batch size, the workers, or on which
-classes a rank processes (``classes=shard_indices(num_classes, rank, world)``).
+classes a rank processes (``classes=shard_indices(num_classes, rank, world)``, then
+``InitResult.concatenate``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
                               real_image_loader, scan_image_folder, stream_seed)
@@ -37,23 +39,15 @@ SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitR
 
 
 @dataclass(frozen=True)
-class InitConfig:
-    """Options of the RDED-style initialisation (defaults: RDED's ImageNet settings)."""
-
-    ipc: int = 10  # synthetic images per class
-    factor: int = 2  # factor x factor patches per image
-    candidates_per_class: int = 300  # real images scored per class (RDED's mipc); raised to ipc * factor**2
-    crops_per_image: int = 5  # random crops scored per real image (RDED's num_crop)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # crop area fraction of the source (RDED: torchvision default)
-    crop_ratio: tuple[float, float] = (1.0, 1.0)  # crop aspect ratio range (RDED: square crops)
-    seed: int = 0
-    source_size: int | None = None  # real images decoded at this square size before cropping; None: size
-    batch_size: int = 64  # real images decoded (and crops scored: x crops_per_image) per batch
-    num_workers: int = 0  # DataLoader decoding workers
-    skip_bad: bool = False  # undecodable real images: skip and report (True) or fail (False)
-
-    def to_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+class _Options:
+    ipc: int
+    factor: int
+    candidates_per_class: int
+    crops_per_image: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    seed: int
+    batch_size: int
 
 
 @dataclass
@@ -93,18 +87,30 @@ def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
     return [(starts[r], starts[c], extents[r], extents[c]) for r in range(factor) for c in range(factor)]
 
 
-def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, config: InitConfig = InitConfig(),
-              *, classes: Sequence[int] | None = None, device: str | torch.device = "cpu") -> InitResult:
-    """RDED-style synthetic images for ``classes`` (default all) of ``index``; see the module notes.
+def initialise_synthetic(
+    index: ImageFolderIndex, teacher: torch.nn.Module, *, size: int, ipc: int = 10, factor: int = 2,
+    candidates_per_class: int = 300, crops_per_image: int = 5, crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_ratio: tuple[float, float] = (1.0, 1.0), seed: int = 0, source_size: int | None = None,
+    batch_size: int = 64, num_workers: int = 0, skip_bad: bool = False, classes: Sequence[int] | None = None,
+    device: str | torch.device = "cpu", progress: bool | Callable[[int, int], None] = False,
+) -> InitResult:
+    """RDED-style synthetic images (``ipc`` per class, ``size`` pixels) for ``classes`` (default all)
+    of ``index``; see the module notes. Defaults are RDED's ImageNet settings (candidates 300 = its
+    mipc, raised to ``ipc * factor**2`` when smaller; 5 crops; scale (0.08, 1); square crops).
 
-    ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes`` (a ``Teacher``; with a
-    random-mode ``TeacherSet`` each scoring chunk meets another checkpoint, so prefer one teacher or
-    "mean" here); it scores in eval mode and gets its modes back. ``device``: where crops are cut,
-    resized and scored (put the teacher there). BuildError when a class has fewer than
+    ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
+    ranks with the mean of its teachers' logits, so every crop meets the same judge. It scores in eval
+    mode and gets its modes back. ``batch_size`` real images are decoded at a time (``num_workers``
+    processes; ``source_size`` pixels, default ``size``), their crops scored in chunks of ``batch_size``.
+    ``device``: where crops are cut, resized and scored (put the teacher there). ``skip_bad``: real
+    images that fail to decode are skipped and listed in ``result.skipped``. ``progress``: True shows a
+    bar; a callable gets ``(images scored, images to score)``. BuildError when a class has fewer than
     ``ipc * factor**2`` (usable) real images.
     """
+    config = _Options(ipc, factor, max(candidates_per_class, ipc * factor ** 2), crops_per_image,
+                      tuple(crop_scale), tuple(crop_ratio), seed, batch_size)
     _validate(config, size)
-    source_size = config.source_size or size
+    source_size = source_size or size
     classes = list(range(index.num_classes)) if classes is None else [int(c) for c in classes]
     if not classes:
         return _empty_result(size, config.factor, source_size)
@@ -116,10 +122,12 @@ def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, conf
         raise BuildError(f"class {name!r} has {count} real images but ipc {config.ipc} with {config.factor}x"
                          f"{config.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
                          "lower --ipc or --factor")
-    plans = [_plan_class(members[c], c, config, needed, source_size) for c in classes]
+    plans = [_plan_class(members[c], c, config, source_size) for c in classes]
     positions = [p for plan in plans for p in plan["positions"]]
     loader = real_image_loader(index, source_size, config.batch_size, indices=positions,
-                               num_workers=config.num_workers, skip_bad=config.skip_bad)
+                               num_workers=num_workers, skip_bad=skip_bad)
+    score = getattr(teacher, "mean_logits", teacher)
+    bar = tqdm(total=len(positions), desc="score crops", disable=progress is not True, leave=False)
     losses = torch.empty(len(positions))
     best_boxes = torch.empty(len(positions), 4, dtype=torch.int64)
     boxes = torch.cat([plan["boxes"] for plan in plans])
@@ -129,12 +137,16 @@ def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, conf
     with evaluating(teacher), torch.no_grad():
         for images, labels in loader:
             span = slice(cursor, cursor + len(labels))
-            batch_losses, batch_boxes = _score_crops(teacher, images, owners[span], boxes[span], size, config, device)
+            batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, config, device)
             bad = labels == SKIPPED
             batch_losses[bad] = math.inf
             skipped += [index.samples[positions[cursor + i]][0] for i in torch.nonzero(bad).flatten().tolist()]
             losses[span], best_boxes[span] = batch_losses, batch_boxes
             cursor += len(labels)
+            bar.update(len(labels))
+            if callable(progress):
+                progress(cursor, len(positions))
+    bar.close()
     parts, start = [], 0
     for plan, label in zip(plans, classes):
         count = len(plan["positions"])
@@ -146,7 +158,7 @@ def rded_init(index: ImageFolderIndex, teacher: torch.nn.Module, size: int, conf
     return result
 
 
-def _validate(config: InitConfig, size: int) -> None:
+def _validate(config: _Options, size: int) -> None:
     if config.ipc < 1 or config.factor < 1 or config.crops_per_image < 1 or config.batch_size < 1:
         raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
     if size < config.factor:
@@ -158,10 +170,10 @@ def _validate(config: InitConfig, size: int) -> None:
         raise BuildError(f"crop ratio must satisfy 0 < min <= max, got {config.crop_ratio}")
 
 
-def _plan_class(members: list[int], label: int, config: InitConfig, needed: int, source_size: int) -> dict:
+def _plan_class(members: list[int], label: int, config: _Options, source_size: int) -> dict:
     """The seeded candidates of one class and their crop boxes [k, crops_per_image, 4]."""
     generator = torch.Generator().manual_seed(stream_seed(config.seed, label))
-    count = min(len(members), max(config.candidates_per_class, needed))
+    count = min(len(members), config.candidates_per_class)
     order = torch.randperm(len(members), generator=generator)[:count].tolist()
     boxes = sample_boxes(source_size, count * config.crops_per_image, config.crop_scale, config.crop_ratio, generator)
     return {"positions": [members[i] for i in order], "boxes": boxes.view(count, config.crops_per_image, 4)}
