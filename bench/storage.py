@@ -1,0 +1,143 @@
+"""Storage benchmark: prints measured figures (asserts nothing).
+
+(a) label-generator bytes of ImageNet-1K-shaped bundles (1000 classes, IPC 10, 300 epochs) for an
+    open_clip RN50 base (conv LoRA r 8 on every stem and bottleneck conv) and a ViT-B-16 base (attn
+    + MLP LoRA r 8), head LoRA r 128, fp16 deltas, next to the stored FKD-style soft labels;
+(b) lazy open time of a 10,000-image PNG bundle; (c) full decode time of its 10,000 32x32 images.
+
+    python bench/storage.py            # writes its bundles to a temporary directory
+"""
+
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import hello_format  # noqa: F401  (torchvision shim before open_clip)
+import open_clip
+from hello_format import base as base_module
+from hello_format import lora as lora_module
+from hello_format.bundle import Bundle, write_bundle
+
+CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
+PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
+
+
+def formula_parameters(visual: nn.Module, targets: str, r: int) -> int:
+    """LoRA parameters from module shapes: Linear r(in+out); Conv2d r*in*k*k + out*r; MHA as peft does."""
+    total = 0
+    for name, module in visual.named_modules():
+        if not re.fullmatch(targets, name):
+            continue
+        if isinstance(module, nn.MultiheadAttention):   # in_proj (d -> 3d) and out_proj (d -> d)
+            d = module.embed_dim
+            total += r * (d + 3 * d) + r * (d + d)
+        elif isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += r * module.in_channels * k + module.out_channels * r
+        elif isinstance(module, nn.Linear):
+            total += r * (module.in_features + module.out_features)
+    return total
+
+
+def manifest_for(base_section: dict, lora_section: dict) -> dict:
+    return {
+        "format_version": "1.0",
+        "class_names": [f"class_{i:04d}" for i in range(CLASSES)],
+        "ipc": IPC,
+        "base": base_section,
+        "lora": lora_section,
+        "head": {"templates": ["a photo of a {}."], "ensemble": "mean", "normalize_features": True,
+                 "logit_scale": 100.0, "lora": {"r": HEAD_RANK, "lora_alpha": HEAD_RANK, "dtype": "float16"}},
+        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": EPOCHS,
+                   "batch_size": 100, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
+                   "student_image_size": 224},
+        "provenance": {"source_dataset": "ImageNet-1K shaped (benchmark)", "teacher": "none",
+                       "builder": {"name": "bench/storage.py", "version": "1", "options": {}}, "timings": {}},
+    }
+
+
+def label_generator_bundle(architecture: str, folder: Path) -> None:
+    # random weights (shapes are what matter); QuickGELU as in the OpenAI weights the manifest names
+    model = open_clip.create_model(architecture, force_quick_gelu=True)
+    base_section = base_module.describe_base(model, architecture=architecture, pretrained="openai",
+                                             source="open_clip")
+    visual = model.visual
+    lora_section = lora_module.lora_manifest(visual, r=ENCODER_RANK, lora_alpha=2 * ENCODER_RANK)
+    expected = formula_parameters(visual, lora_section["target_modules"], ENCODER_RANK)
+    lora_module.inject(visual, lora_section)
+    encoder = {f"encoder_lora.{key}": value for key, value in lora_module.export_state_dict(visual).items()}
+    width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) \
+        else model.text_projection.out_features
+    head = {"head.lora_A": torch.zeros(HEAD_RANK, width, dtype=torch.float16),
+            "head.lora_B": torch.zeros(CLASSES, HEAD_RANK, dtype=torch.float16)}
+    # ImageNet-shaped label side; the images are stand-ins (1x8x8) since only N matters here
+    images = torch.zeros(CLASSES * IPC, 1, 8, 8, dtype=torch.uint8)
+    labels = torch.arange(CLASSES * IPC) % CLASSES
+    path = write_bundle(folder / f"{architecture}.hello", manifest_for(base_section, lora_section), images,
+                        labels, {**encoder, **head}, codec="raw")
+    with Bundle.open(path) as bundle:
+        s = bundle.storage()
+    encoder_params = sum(t.numel() for t in encoder.values())
+    head_params = sum(t.numel() for t in head.values())
+    print(f"{architecture}: encoder LoRA r {ENCODER_RANK} on {len(encoder) // 2} modules "
+          f"(targets {lora_section['target_modules']})")
+    print(f"  encoder LoRA parameters   {encoder_params:>12,}  (formula from module shapes: {expected:,})")
+    print(f"  head LoRA parameters      {head_params:>12,}  (r {HEAD_RANK}: {HEAD_RANK} x {width} + {CLASSES} x {HEAD_RANK})")
+    print(f"  label generator bytes     {s.label_generator_bytes:>12,}  ({s.label_generator_bytes / 1e6:.2f} MB fp16)")
+    print(f"  stored soft labels bytes  {s.stored_label_bytes:>12,}  ({s.stored_label_bytes / 1e9:.2f} GB = "
+          f"{s.stored_label_bytes / 2**30:.2f} GiB; N {CLASSES * IPC} x {EPOCHS} epochs x {CLASSES} x 2 B)")
+    print(f"  ratio stored / generator  {s.ratio:>12,.0f}x")
+
+
+def smooth_noisy_images(n: int, size: int = 32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    base = (x * 4 + y * 2).expand(n, 3, size, size) + torch.randint(0, 100, (n, 3, 1, 1), generator=generator)
+    noise = torch.randint(0, 24, (n, 3, size, size), generator=generator)
+    return ((base + noise) % 256).to(torch.uint8)
+
+
+def png_timings(folder: Path) -> None:
+    n, classes = 10_000, 100
+    manifest = manifest_for({"source": "local", "architecture": "hello-tiny-vit", "pretrained": None,
+                             "checkpoint": None, "config": None, "fingerprint": "sha256:" + "0" * 64,
+                             "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, None)
+    manifest.update(class_names=[f"c{i}" for i in range(classes)], ipc=n // classes)
+    manifest["head"]["lora"] = None
+    images = smooth_noisy_images(n)
+    began = time.perf_counter()
+    path = write_bundle(folder / "png10k.hello", manifest, images, torch.arange(n) % classes, codec="png")
+    write_s = time.perf_counter() - began
+    print(f"PNG bundle: {n:,} images 3x32x32, file {path.stat().st_size / 1e6:.1f} MB, write {write_s:.2f} s")
+    began = time.perf_counter()
+    bundle = Bundle.open(path)
+    print(f"  (b) lazy open (header + manifest + checks)   {1000 * (time.perf_counter() - began):8.1f} ms")
+    for threads in (None, 1):
+        began = time.perf_counter()
+        decoded = bundle.images(threads=threads)
+        elapsed = time.perf_counter() - began
+        label = "default threads" if threads is None else f"{threads} thread"
+        print(f"  (c) full decode, {label:<16}             {elapsed:8.2f} s  "
+              f"({n / elapsed:,.0f} images/s, exact: {torch.equal(decoded, images)})")
+    began = time.perf_counter()
+    bundle.verify()
+    print(f"  verify (sha256 of every tensor)              {1000 * (time.perf_counter() - began):8.1f} ms")
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(f"(a) label generator vs stored soft labels, ImageNet-1K shape: {CLASSES} classes, IPC {IPC}, "
+          f"{EPOCHS} epochs; published FKD figure: {PUBLISHED_FKD_IPC10}")
+    with tempfile.TemporaryDirectory(prefix="hello-bench-") as tmp:
+        folder = Path(tmp)
+        for architecture in ("RN50", "ViT-B-16"):
+            label_generator_bundle(architecture, folder)
+        png_timings(folder)
+
+
+if __name__ == "__main__":
+    main()
