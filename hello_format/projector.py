@@ -95,7 +95,8 @@ class Projector(nn.Module):
             projector.merge()
         return projector.to(device)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image features (fp32, L2-normalised when the head normalises) of float images in [0, 1]."""
         if not images.is_floating_point():
             raise TypeError(f"the projector takes float images in [0, 1], got {images.dtype}: "
                             "convert with images.float() / 255")
@@ -106,8 +107,11 @@ class Projector(nn.Module):
         features = self.visual((x - self.mean) / self.std)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
-            if self.normalize_features:
-                features = F.normalize(features, dim=-1)
+            return F.normalize(features, dim=-1) if self.normalize_features else features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.encode(images)
+        with torch.autocast(device_type=features.device.type, enabled=False):
             return self.logit_scale * features @ self.class_weights().t()
 
     @torch.inference_mode()
