@@ -8,6 +8,7 @@ One module serves the builder (trainable LoRA) and readers (merged).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -29,14 +30,16 @@ class Projector(nn.Module):
     def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                  templates: Sequence[str], lora_manifest: dict | None,
                  head_lora_manifest: dict | None, logit_scale: float,
-                 normalize_features: bool = True, tokenizer=None):
+                 normalize_features: bool = True, train_logit_scale: bool = False, tokenizer=None):
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
         self.templates = list(templates)
         self.lora_manifest = dict(lora_manifest) if lora_manifest else None
         self.head_lora_manifest = dict(head_lora_manifest) if head_lora_manifest else None
-        self.logit_scale = float(logit_scale)
+        if not logit_scale > 0:
+            raise ManifestError(f"head.logit_scale must be positive, got {logit_scale}")
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale))))
         self.normalize_features = bool(normalize_features)
         self.merged = False
         self._channels_last = False
@@ -56,19 +59,26 @@ class Projector(nn.Module):
         if self.head_lora_manifest:
             self.head = HeadLoRA(len(self.class_names), embeddings.shape[1],
                                  self.head_lora_manifest["r"], self.head_lora_manifest["lora_alpha"])
-            self.head.to(embeddings.device)
         for name, parameter in self.named_parameters():
-            parameter.requires_grad_("lora_" in name)
+            parameter.requires_grad_("lora_" in name or (train_logit_scale and name == "log_logit_scale"))
+        self.to(embeddings.device)
+
+    @property
+    def logit_scale(self) -> float:
+        """The scalar multiplying feature-to-class-weight cosines (stored as head.logit_scale)."""
+        return float(self.log_logit_scale.detach().exp())
 
     @classmethod
     def for_training(cls, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                      templates: Sequence[str], lora_manifest: dict | None,
                      head_lora_manifest: dict | None, logit_scale: float,
-                     normalize_features: bool = True) -> "Projector":
-        """A projector whose only trainable parameters are the encoder and head LoRA A/B."""
+                     normalize_features: bool = True, train_logit_scale: bool = False) -> "Projector":
+        """A projector whose only trainable parameters are the encoder and head LoRA A/B (and, with
+        ``train_logit_scale``, the logit scale: the teacher's logits may span more than CLIP's)."""
         projector = cls(clip_model, base_manifest, class_names, templates=templates,
                         lora_manifest=lora_manifest, head_lora_manifest=head_lora_manifest,
-                        logit_scale=logit_scale, normalize_features=normalize_features)
+                        logit_scale=logit_scale, normalize_features=normalize_features,
+                        train_logit_scale=train_logit_scale)
         return projector.train()
 
     @classmethod
@@ -112,20 +122,25 @@ class Projector(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.encode(images)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.logit_scale * features @ self.class_weights().t()
+            return self.log_logit_scale.float().exp() * features @ self.class_weights().t()
 
-    @torch.inference_mode()
     def label(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch at inference speed: no autograd, bf16 + channels_last on CUDA."""
-        images = images.to(self.mean.device, non_blocking=True)
-        if images.device.type != "cuda":
-            return self(images).float()
-        if not self._channels_last:
-            self.visual.to(memory_format=torch.channels_last)
-            self._channels_last = True
-        images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return self(images).float()
+        """Logits for a batch at inference speed: inference mode, bf16 + channels_last on CUDA.
+
+        The result is an ordinary tensor (cloned out of inference mode), so it can be a loss target.
+        """
+        with torch.inference_mode():
+            images = images.to(self.mean.device, non_blocking=True)
+            if images.device.type != "cuda":
+                logits = self(images).float()
+            else:
+                if not self._channels_last:
+                    self.visual.to(memory_format=torch.channels_last)
+                    self._channels_last = True
+                images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits = self(images).float()
+        return logits.clone()
 
     def class_weights(self) -> torch.Tensor:
         """``[C, d]``: text embeddings plus the head delta (precomputed once merged)."""
