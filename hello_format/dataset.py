@@ -1,0 +1,268 @@
+"""HelloDataset: a torch Dataset over a ``.hello`` bundle whose batches are augmented and labelled.
+
+The pipeline is declared once and runs the same every batch:
+
+    decode (once, at open) -> uint8 images resident on the device
+    -> augment (crop, flip, patch shuffle, CutMix/Mixup; parameters from a CPU generator)
+    -> label (the projector on exactly the augmented, mixed batch)
+
+Two ways in. ``DataLoader(ds, batch_size=..., shuffle=True)`` fetches batches through
+``__getitems__`` in the main process (use ``num_workers=0``: labelling runs on the device). The
+native ``ds.loader(...)`` never leaves the device, shards for ``torch.distributed`` and is seeded per
+epoch. Both give ``LabelledBatch(images, soft_labels, hard_labels)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, get_worker_info
+
+from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.bundle import Bundle
+from hello_format.errors import HelloError
+from hello_format.projector import Projector
+
+
+class LabelledBatch(NamedTuple):
+    """What the student trains on (a batch, or one row of it inside a DataLoader)."""
+
+    images: torch.Tensor  # float32 [B, C, S, S]: the augmented view, in [0, 1] unless normalize= was given
+    soft_labels: torch.Tensor  # float32 [B, K]: projector logits for exactly ``images``
+    hard_labels: torch.Tensor  # float32 [B, K]: one-hot targets, mixed like ``images`` by CutMix/Mixup
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class LabelledImages(Dataset):
+    """Stored uint8 images whose batches are augmented on the device and labelled by ``labeller``.
+
+    ``labeller`` maps the augmented float batch to logits [B, K] (the projector, a teacher, ...), or is
+    None for hard labels only (then ``soft_labels`` is an empty [B, 0] tensor). HelloDataset is this
+    over a bundle with its projector; evaluation baselines reuse it with other labellers.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        augment: AugmentConfig,
+        labeller=None,
+        *,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    ):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.class_names = list(class_names)
+        self.augment = augment
+        self.labeller = labeller
+        self._images = images.to(self.device)
+        self._labels = labels.to(self.device)
+        self.seed = seed
+        self.rank, self.world_size = _shard(rank, world_size)
+        self._normalize = _normalizer(normalize, self.device)
+        self._generator = torch.Generator()
+        self.set_epoch(0)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """One stored image (uint8 [C,H,W], on the CPU) and its hard label, for inspection."""
+        return self._images[index].cpu(), int(self._labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[LabelledBatch]:
+        """A batch augmented and labelled together, split into rows for the DataLoader to collate."""
+        if get_worker_info() is not None and self.device.type == "cuda":
+            raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
+        batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
+        return [LabelledBatch(*row) for row in zip(*batch)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed augmentation for ``epoch`` (as DistributedSampler.set_epoch does for order)."""
+        self._generator.manual_seed(_epoch_seed(self.seed, epoch))
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
+        """Augment the images at ``indices`` and label exactly that view."""
+        indices = indices.to(self.device)
+        return self.label(indices, augment_batch(self._images[indices], self.augment, generator))
+
+    def label(self, indices: torch.Tensor, view) -> LabelledBatch:
+        """The student's batch for an augmented ``view`` of the images at ``indices``."""
+        if self.labeller is None:
+            soft = torch.empty(len(indices), 0, device=self.device)
+        else:
+            soft = self.labeller(view.images)
+        labels_a, labels_b, lam = mix_targets(self._labels[indices], view.mix)
+        hard = lam * F.one_hot(labels_a, self.num_classes).float() + (1 - lam) * F.one_hot(labels_b, self.num_classes).float()
+        images = view.images if self._normalize is None else self._normalize(view.images)
+        return LabelledBatch(images, soft, hard)
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        epochs: int = 1,
+        drop_last: bool = False,
+        start_epoch: int = 0,
+    ) -> BatchLoader:
+        """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch)."""
+        return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch)
+
+
+class HelloDataset(LabelledImages):
+    """A bundle as a training set whose soft labels are regenerated for every augmented batch.
+
+    Args:
+        path: a ``.hello`` file or an ``hf://`` URI.
+        device: where images live and labels are computed (default: CUDA if available, else CPU).
+        classes: a subset of class names or indices (class-incremental use); labels are renumbered
+            in the given order and soft labels keep only those columns.
+        augment: an ``AugmentConfig`` or a dict of overrides on the bundle's recorded recipe.
+        seed: seeds augmentation (and shuffling in ``loader``); the same seed gives the same batches.
+        rank, world_size: the shard ``loader`` serves; default from an initialised process group.
+        normalize: optional (mean, std) applied to the student's images (not to the projector's).
+        checkpoint: local safetensors weights for a base that cannot be downloaded.
+        verify: check every tensor's sha256 before use.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        classes: Sequence[str | int] | None = None,
+        augment: AugmentConfig | dict | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        verify: bool = True,
+    ):
+        device = torch.device(device) if device is not None else default_device()
+        with Bundle.open(path, verify=verify) as bundle:
+            self.manifest = bundle.manifest
+            names = bundle.class_names
+            images, labels = bundle.images(), bundle.labels
+            self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint)
+        self.recipe = self.manifest.get("recipe", {})
+        columns = _class_columns(classes, names)
+        keep = torch.isin(labels, torch.tensor(columns))
+        renumber = torch.full((len(names),), -1, dtype=torch.long)
+        renumber[torch.tensor(columns)] = torch.arange(len(columns))
+        self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
+        super().__init__(
+            images[keep], renumber[labels[keep]], [names[c] for c in columns],
+            _augment_config(self.recipe.get("augment", {}), augment), self._label,
+            device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
+        )
+
+    def _label(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.projector.label(images)
+        return logits if self._columns is None else logits[:, self._columns]
+
+
+class BatchLoader:
+    """Iterable over ``epochs`` epochs of device-resident batches; ``len()`` is the batch count."""
+
+    def __init__(self, dataset: LabelledImages, batch_size: int, shuffle: bool, seed: int, epochs: int, drop_last: bool, start_epoch: int):
+        if batch_size < 1 or epochs < 1:
+            raise HelloError(f"batch_size and epochs must be at least 1 (got {batch_size}, {epochs})")
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
+
+    def shard(self, epoch: int) -> torch.Tensor:
+        """The indices this rank reads in ``epoch``: ranks are disjoint and together cover the set
+        (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step)."""
+        n, world = len(self.dataset), self.dataset.world_size
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch) ^ 0x5EED))
+        else:
+            order = torch.arange(n)
+        if self.drop_last:
+            order = order[: n - n % world]
+        return order[self.dataset.rank :: world]
+
+    def batches_per_epoch(self) -> int:
+        per_rank = len(self.shard(self.start_epoch))
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() * self.epochs
+
+    def views(self):
+        """(epoch, indices, augmented view) for every batch, in order: the labels' replay key."""
+        for epoch in range(self.start_epoch, self.start_epoch + self.epochs):
+            shard = self.shard(epoch).to(self.dataset.device)
+            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+            stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
+            for start in range(0, stop, self.batch_size):
+                indices = shard[start : start + self.batch_size]
+                yield epoch, indices, augment_batch(self.dataset._images[indices], self.dataset.augment, generator)
+
+    def __iter__(self) -> Iterator[LabelledBatch]:
+        for _, indices, view in self.views():
+            yield self.dataset.label(indices, view)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def _augment_config(recorded: dict, override: AugmentConfig | dict | None) -> AugmentConfig:
+    if isinstance(override, AugmentConfig):
+        return override
+    return AugmentConfig.from_dict({**recorded, **(override or {})})
+
+
+def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:
+    if classes is None:
+        return list(range(len(names)))
+    columns = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in names:
+                raise HelloError(f"class {c!r} is not in this bundle; it has: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+            columns.append(names.index(c))
+        elif 0 <= int(c) < len(names):
+            columns.append(int(c))
+        else:
+            raise HelloError(f"class index {c} is out of range: this bundle has {len(names)} classes")
+    if len(set(columns)) != len(columns) or not columns:
+        raise HelloError("classes= must name at least one class, each once")
+    return columns
+
+
+def _shard(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world_size = rank or 0, world_size or 1
+    if not 0 <= rank < world_size:
+        raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")
+    return rank, world_size
+
+
+def _normalizer(normalize, device):
+    if normalize is None:
+        return None
+    mean = torch.tensor(normalize[0], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(normalize[1], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return lambda x: (x - mean) / std
