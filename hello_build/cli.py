@@ -1,0 +1,108 @@
+"""`hello-build` (and the builder's `hello eval` command): argument parsing and printing only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import click
+
+from hello_build.options import BuildOptions, fields
+from hello_format.errors import HelloError
+
+
+def _click_option(f: dataclasses.Field):
+    meta = f.metadata
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help_text = meta["help"] + (" [left open by the paper]" if meta["open"] else "")
+    if f.type in ("bool",) or isinstance(default, bool):
+        return click.option(flag, f.name, is_flag=True, default=default, help=help_text)
+    if meta["multiple"]:
+        return click.option(flag, f.name, multiple=True, default=(), help=help_text)
+    if f.name == "crop_scale":
+        return click.option(flag, f.name, nargs=2, type=float, default=tuple(default), show_default=True, help=help_text)
+    kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+    if meta["choices"]:
+        kind = click.Choice(meta["choices"])
+    return click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)
+
+
+def build_options(command):
+    for f in reversed([f for f in fields() if f.name not in ("data", "output")]):
+        command = _click_option(f)(command)
+    return command
+
+
+@click.command(context_settings={"max_content_width": 110, "show_default": True})
+@click.argument("data", required=False, type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
+@click.option("--demo", is_flag=True, help="Distil the embedded default (scikit-learn digits) end to end, offline, and train on it.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@build_options
+def main(data, output, demo, quiet, **values):
+    """Distil the ImageFolder DATA and a teacher into a .hello bundle (the HeLlO method).
+
+    Stages: teacher(s), text-guided head, LoRA transfer, RDED-style synthetic images, optional image
+    update, write. Each finished stage is kept in the work directory; rerunning resumes.
+    """
+    try:
+        if demo:
+            from hello_build.demo import run_demo
+
+            run_demo(output=output, progress=not quiet)
+            return
+        if not data or not output:
+            raise click.UsageError("give the training ImageFolder DATA and -o OUTPUT.hello (or --demo)")
+        from hello_build.pipeline import build
+
+        values["teacher"] = list(values["teacher"])
+        values["crop_scale"] = list(values["crop_scale"])
+        options = BuildOptions(data=data, output=output, **values)
+        report = build(options, progress=not quiet)
+        click.echo(json.dumps(report, sort_keys=True))
+    except HelloError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+@click.command("eval")
+@click.argument("bundle")
+@click.option("--val", "val_dir", required=True, type=click.Path(file_okay=False), help="Real validation ImageFolder (class folders as the bundle's).")
+@click.option("--regime", type=click.Choice(["projector", "hard", "teacher", "stored", "random-real"]), default="projector", show_default=True,
+              help="Where soft labels come from (the same student, images and augmentation for all).")
+@click.option("--student", "arch", default=None, help="Student architecture from the zoo (convnet3, resnet18_32, resnet18_224). [default: convnet3]")
+@click.option("--epochs", type=int, default=None, help="Student epochs [default: the bundle's recipe].")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: the bundle's recipe]")
+@click.option("--lr", type=float, default=None, help="[default: the bundle's recipe]")
+@click.option("--batch-size", type=int, default=None, help="[default: the bundle's recipe]")
+@click.option("--loss", type=click.Choice(["mse_ce", "kl"]), default=None, help="[default: the bundle's recipe]")
+@click.option("--temperature", type=float, default=None, help="[default: the bundle's recipe]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
+@click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
+@click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
+@click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes its label files.")
+@click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")
+@click.option("--device", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, seed,
+                 teacher_path, teacher_arch, real_dir, stored_dir, checkpoint, device, quiet):
+    """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line."""
+    from hello_build.evaluate import evaluate
+
+    teacher = None
+    if teacher_path:
+        from hello_build.teachers import load_teacher
+        from hello_format.bundle import Bundle
+
+        with Bundle.open(bundle) as opened:
+            teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes, image_size=opened.manifest["images"]["height"])
+    result = evaluate(
+        bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
+        device=device, progress=not quiet,
+        recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
+                          "loss": loss, "temperature": temperature, "seed": seed},
+    )
+    click.echo(json.dumps(result, sort_keys=True))

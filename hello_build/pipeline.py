@@ -1,0 +1,286 @@
+"""Run the HeLlO stages from an image folder and teacher(s) to a ``.hello`` bundle.
+
+    teacher(s) -> text-guided head -> LoRA transfer -> synthetic init -> image update -> write
+
+Each stage's result is kept in the work directory (``hello_build.workdir``); a rerun with the same
+options resumes after the last finished stage (and inside the transfer, after the last epoch).
+Timings, fidelity before/after the transfer and every option used go into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import hello_format
+from hello_build import teachers as teacher_io
+from hello_build.data import RealImages, holdout_split, scan_image_folder
+from hello_build.options import BuildOptions
+from hello_build.stages.image_update import ImageUpdateOptions, run_image_update
+from hello_build.stages.init import initialise_synthetic, load_init_images, source_crops
+from hello_build.stages.transfer import TransferOptions, fidelity, run_transfer
+from hello_build.workdir import WorkDir
+from hello_format.augment import AugmentConfig
+from hello_format.base import create_base, describe_base, embedded_tensors
+from hello_format.bundle import Bundle, write_bundle
+from hello_format.errors import BuildError
+from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
+from hello_format.lora import default_targets
+from hello_format.manifest import FORMAT_VERSION
+from hello_format.projector import Projector
+
+STAGES = ("data", "base", "teacher", "text_head", "recipe", "transfer", "init", "image_update")
+
+
+def _key(options: BuildOptions, stage: str) -> dict:
+    """Options that ``stage``'s result depends on: its own and those of every earlier stage."""
+    return options.stage_key(STAGES[: STAGES.index(stage) + 1])
+
+
+def student_augment(options: BuildOptions, image_size: int) -> AugmentConfig:
+    """The student's view, recorded in the recipe (and used for the transfer's real views too)."""
+    return AugmentConfig(
+        output_size=image_size, scale=(options.crop_min_scale, 1.0), hflip=options.hflip,
+        patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, mixup=options.mixup,
+    )
+
+
+def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
+    """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes)."""
+    log = log or (lambda message: tqdm.write(message))
+    _check(options)
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    work = WorkDir(options.workdir_path(), fresh=options.fresh)
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad)
+    if index.bad:
+        log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
+    num_classes = index.num_classes
+    timings["data"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    clip_model, base_section = _load_base(options, device)
+    image_size = options.image_size or int(base_section["image_size"] if isinstance(base_section["image_size"], int) else base_section["image_size"][0])
+    timings["base"] = time.perf_counter() - started
+
+    train_idx, holdout_idx = holdout_split(index, options.holdout, options.seed)
+    teachers = _teachers(options, index, train_idx, image_size, device, work, timings, progress, log)
+    augment = student_augment(options, image_size)
+    train_data = RealImages(index, image_size, train_idx, skip_bad=options.skip_bad)
+    holdout_data = RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad)
+    log(f"data: {len(index)} images, {num_classes} classes ({len(train_idx)} train / {len(holdout_idx)} held out); device {device}")
+
+    # 1. text-guided head (the untrained projector is CLIP's zero-shot classifier)
+    started = time.perf_counter()
+    head_rank = options.head_rank or min(128, num_classes)
+    projector = Projector.for_training(
+        clip_model, base_section, index.class_names,
+        templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
+        lora_manifest={
+            "peft_type": "LORA", "module_root": "visual",
+            "target_modules": options.lora_targets or default_targets(clip_model.visual),
+            "r": options.lora_rank, "lora_alpha": options.lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
+            "lora_dropout": 0.0, "bias": "none", "dtype": "float16",
+        },
+        head_lora_manifest={"r": head_rank, "lora_alpha": options.head_alpha or float(head_rank), "dtype": "float16"},
+        logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
+    ).to(device)
+    measure = lambda: fidelity(projector, teachers, holdout_data, augment, batch_size=options.transfer_batch_size, device=device)  # noqa: E731
+    text_head = work.result("text_head", _key(options, "text_head"))
+    if text_head is None:
+        text_head = work.finish("text_head", _key(options, "text_head"), {"fidelity": measure()}, time.perf_counter() - started)
+    timings["text_head"] = text_head["seconds"]
+    before = text_head["result"]["fidelity"]
+    log(f"zero-shot head: agreement with teacher {before['agreement']:.3f}, KL {before['kl']:.3f}")
+
+    # 2. LoRA transfer
+    transfer = work.result("transfer", _key(options, "transfer"))
+    if transfer is None:
+        started = time.perf_counter()
+        checkpoints = work.stage_dir("transfer")
+        if (checkpoints / "key.json").exists() and json.loads((checkpoints / "key.json").read_text()) != json.loads(json.dumps(_key(options, "transfer"), default=str)):
+            work.discard("transfer")
+            checkpoints = work.stage_dir("transfer")
+        (checkpoints / "key.json").write_text(json.dumps(_key(options, "transfer"), default=str))
+        history = run_transfer(
+            projector, teachers, train_data, augment,
+            TransferOptions(epochs=options.transfer_epochs, batch_size=options.transfer_batch_size, lr=options.transfer_lr,
+                            lambda_ce=options.lambda_ce, seed=options.seed),
+            checkpoint_dir=checkpoints, device=device, num_workers=options.num_workers, progress=progress,
+        )
+        transfer = work.finish("transfer", _key(options, "transfer"), {"loss": history, "fidelity": measure()},
+                               time.perf_counter() - started, tensors=_trainable(projector))
+    else:
+        _load_trainable(projector, work.load_tensors("transfer"))
+    timings["transfer"] = transfer["seconds"]
+    after = transfer["result"]["fidelity"]
+    log(f"after transfer: agreement with teacher {after['agreement']:.3f}, KL {after['kl']:.3f}")
+
+    # 3. synthetic images
+    init = work.result("init", _key(options, "init"))
+    if init is None:
+        started = time.perf_counter()
+        if options.init_images:
+            images, labels = load_init_images(options.init_images, index.classes, image_size, skip_bad=options.skip_bad)
+            tensors, result = {"images": images, "labels": labels}, {"images": len(labels), "source": options.init_images}
+        else:
+            made = initialise_synthetic(
+                index, teachers, size=image_size, ipc=options.ipc, factor=options.factor,
+                candidates_per_class=options.candidates_per_class, crops_per_image=options.crops_per_image,
+                crop_scale=tuple(options.crop_scale), seed=options.seed, num_workers=options.num_workers,
+                skip_bad=options.skip_bad, device=device, progress=progress,
+            )
+            tensors = {"images": made.images, "labels": made.labels, "sources": made.sources}
+            result = {"images": len(made.labels), "source_size": made.source_size, "skipped": len(made.skipped)}
+        init = work.finish("init", _key(options, "init"), result, time.perf_counter() - started, tensors=tensors)
+    timings["init"] = init["seconds"]
+    synthetic = work.load_tensors("init")
+    images, labels = synthetic["images"], synthetic["labels"]
+
+    # 4. image-level update (optional)
+    image_update_result = None
+    if options.image_update_steps > 0:
+        if "sources" not in synthetic:
+            raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
+        update = work.result("image_update", _key(options, "image_update"))
+        if update is None:
+            started = time.perf_counter()
+            boxes, source_size = synthetic["sources"], init["result"]["source_size"]
+            updated, errors = run_image_update(
+                images, lambda rows: source_crops(index, boxes[rows], image_size, source_size), options.factor, projector.encode,
+                ImageUpdateOptions(steps=options.image_update_steps, lr=options.image_update_lr), device=device, progress=progress,
+            )
+            errors["agreement_before"] = _synthetic_agreement(projector, teachers, images, labels, augment, device, options.seed)
+            errors["agreement_after"] = _synthetic_agreement(projector, teachers, updated, labels, augment, device, options.seed)
+            update = work.finish("image_update", _key(options, "image_update"), errors, time.perf_counter() - started, tensors={"images": updated})
+        images = work.load_tensors("image_update")["images"]
+        image_update_result = update["result"]
+        timings["image_update"] = update["seconds"]
+        log(f"image update: feature error {image_update_result['feature_mse_before']:.4f} -> {image_update_result['feature_mse_after']:.4f}")
+
+    # 5. write
+    started = time.perf_counter()
+    agreement = _synthetic_agreement(projector, teachers, images, labels, augment, device, options.seed)
+    manifest = _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update_result)
+    tensors = projector.bundle_tensors()
+    if options.embed_base:
+        tensors.update(embedded_tensors(clip_model))
+    path = write_bundle(options.output, manifest, images, labels, tensors, codec=options.codec, quality=options.quality)
+    timings["write"] = time.perf_counter() - started
+    with Bundle.open(path) as bundle:
+        storage = bundle.storage()
+    log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
+        f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
+    return {"output": str(path), "fidelity_before": before, "fidelity_after": after,
+            "synthetic_agreement": agreement, "timings": timings, "file_bytes": storage.file_bytes,
+            "label_generator_bytes": storage.label_generator_bytes}
+
+
+def _check(options: BuildOptions) -> None:
+    if not options.data or not options.output:
+        raise BuildError("give the training image folder and the output path")
+    if options.ipc < 1 or options.factor < 1:
+        raise BuildError(f"--ipc and --factor must be at least 1 (got {options.ipc}, {options.factor})")
+    if not (options.teacher or options.train_teacher):
+        raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
+    if options.teacher and options.train_teacher:
+        raise BuildError("give either --teacher or --train-teacher, not both")
+
+
+def _load_base(options: BuildOptions, device: torch.device):
+    """The CLIP base as the options name it; returns (model, manifest base section)."""
+    config = json.loads(Path(options.base_config).read_text()) if options.base_config else None
+    if options.base_checkpoint:
+        source, pretrained = ("embedded" if options.embed_base else "local"), None
+    else:
+        source, pretrained = "open_clip", options.pretrained
+    request = {"source": "local" if options.base_checkpoint else "open_clip", "architecture": options.base,
+               "pretrained": pretrained, "config": config, "checkpoint": options.base_checkpoint}
+    model = create_base(request, checkpoint=options.base_checkpoint, device=device)
+    section = describe_base(model, architecture=options.base, pretrained=pretrained, source=source, config=config,
+                            checkpoint=Path(options.base_checkpoint).name if options.base_checkpoint and source == "local" else None)
+    return model, section
+
+
+def _teachers(options, index, train_idx, image_size, device, work, timings, progress, log):
+    """Load the teacher(s), or train one on the non-held-out images and keep its trajectory."""
+    started = time.perf_counter()
+    if options.train_teacher:
+        key = _key(options, "teacher")
+        done = work.result("teacher", key)
+        if done is None:
+            trained = teacher_io.train_teacher(
+                index, options.train_teacher, epochs=options.teacher_epochs, keep=options.teacher_checkpoints,
+                input_size=image_size, indices=train_idx, seed=options.seed, device=device,
+                num_workers=options.num_workers, skip_bad=options.skip_bad, progress=progress,
+            )
+            tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
+            done = work.finish("teacher", key, {"checkpoints": len(trained), "description": [t.description for t in trained]},
+                               time.perf_counter() - started, tensors=tensors)
+        state = work.load_tensors("teacher")
+        members = [teacher_io.zoo_teacher(options.train_teacher, index.num_classes, {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
+                                          input_size=image_size, description=done["result"]["description"][k])
+                   for k in range(done["result"]["checkpoints"])]
+        timings["teacher"] = done["seconds"]
+    else:
+        members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=index.num_classes, image_size=image_size) for path in options.teacher]
+        timings["teacher"] = time.perf_counter() - started
+    for member in members:
+        teacher_io.check_teacher(member, index.num_classes)
+    log(f"teachers: {len(members)} ({options.teacher_combine}): {members[-1].description}")
+    return teacher_io.TeacherSet([m.to(device).eval() for m in members], combine=options.teacher_combine, seed=options.seed)
+
+
+def _trainable(projector) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in projector.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(projector, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in projector.named_parameters():
+            if p.requires_grad:
+                p.copy_(state[name])
+
+
+@torch.no_grad()
+def _synthetic_agreement(projector, teachers, images, labels, augment, device, seed) -> float:
+    """Projector/teacher top-1 agreement on augmented (mixed) views of the synthetic images."""
+    from hello_format.augment import augment_batch
+
+    projector.eval()
+    generator = torch.Generator().manual_seed(seed + 77)
+    agree = 0
+    for start in range(0, len(images), 256):
+        view = augment_batch(images[start : start + 256].to(device), augment, generator)
+        agree += (projector(view.images).argmax(1) == teachers.mean_logits(view.images).argmax(1)).sum().item()
+    return agree / max(1, len(images))
+
+
+def _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update) -> dict:
+    sections = projector.manifest_sections()
+    return {
+        "format_version": FORMAT_VERSION,
+        "class_names": list(index.class_names),
+        "ipc": options.ipc,
+        **sections,
+        "recipe": {
+            "augment": augment.to_dict(), "loss": options.loss, "temperature": options.temperature, "beta": options.beta,
+            "epochs": options.epochs, "batch_size": options.student_batch_size, "optimizer": "adamw",
+            "lr": options.student_lr, "weight_decay": 0.01, "student_image_size": augment.output_size,
+        },
+        "provenance": {
+            "source_dataset": options.source_dataset or Path(options.data).resolve().name,
+            "class_folders": list(index.classes),
+            "teacher": teachers.description,
+            "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.to_dict()},
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "fidelity": {"before_transfer": before, "after_transfer": after, "synthetic_agreement": agreement,
+                         **({"image_update": image_update} if image_update else {})},
+        },
+    }
