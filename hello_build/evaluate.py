@@ -1,0 +1,177 @@
+"""Train a student under a label regime and measure top-1 on real validation images (`hello eval`).
+
+Every regime runs through the same code: the same stored images (or a same-sized real subset), the
+same augmentation, the same student, optimizer and schedule. Only where the soft labels come from
+differs:
+
+    projector    the bundle's label generator on each augmented batch (HeLlO)
+    hard         no soft labels: cross-entropy on the (CutMix-mixed) hard labels
+    teacher      the original teacher on each augmented batch (RDED style, online)
+    stored       FKD style: one teacher label per view per epoch, generated beforehand to disk
+                 (bench/fkd_labels layout) and read back while training replays the same views
+    random-real  a random real subset of the same size per class, labelled by the projector
+                 (DD-Ranking's comparison for the distilled images themselves)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hello_build.data import RealImages, per_class_indices, scan_image_folder
+from hello_build.zoo import create_model
+from hello_format.bundle import Bundle
+from hello_format.dataset import LabelledImages, default_device
+from hello_format.errors import BuildError
+from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format.projector import Projector
+from hello_format.augment import AugmentConfig
+
+REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
+STUDENT_MEAN = (0.485, 0.456, 0.406)
+STUDENT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """How the student trains; defaults come from the bundle's recorded recipe."""
+
+    arch: str = "convnet3"
+    epochs: int = 300
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    loss: str = "mse_ce"
+    temperature: float = 20.0
+    beta: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def from_manifest(cls, recipe: dict, **overrides) -> "StudentRecipe":
+        known = {k: recipe[k] for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "loss", "temperature", "beta") if k in recipe}
+        return cls(**{**known, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True) -> torch.nn.Module:
+    """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any)."""
+    torch.manual_seed(recipe.seed)
+    model = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
+    total = max(1, len(loader))
+    model.train()
+    for step, batch in enumerate(tqdm(loader, desc=f"student {recipe.arch}", disable=not progress, leave=False)):
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        logits = model(batch.images)
+        if batch.soft_labels.shape[1] == 0:
+            loss = F.cross_entropy(logits, batch.hard_labels)
+        elif recipe.loss == "kl":
+            loss = kl_loss(logits, batch.soft_labels, recipe.temperature)
+        else:
+            loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int = 256) -> float:
+    """Top-1 accuracy on real images, normalised as the student saw them in training."""
+    mean = torch.tensor(STUDENT_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STUDENT_STD, device=device).view(1, 3, 1, 1)
+    correct = 0
+    for images, labels in torch.utils.data.DataLoader(val, batch_size=batch_size):
+        x = (images.to(device).float() / 255 - mean) / std
+        correct += (model(x).argmax(1).cpu() == labels).sum().item()
+    return correct / max(1, len(val))
+
+
+def evaluate(
+    bundle_path,
+    val_dir,
+    *,
+    regime: str = "projector",
+    recipe_overrides: dict | None = None,
+    teacher=None,
+    real_dir=None,
+    stored_dir=None,
+    device=None,
+    checkpoint=None,
+    progress: bool = True,
+) -> dict:
+    """Train one student from the bundle under ``regime`` and return its result (JSON-ready)."""
+    if regime not in REGIMES:
+        raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    device = torch.device(device) if device else default_device()
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    started = time.perf_counter()
+    with Bundle.open(bundle_path, verify=True) as bundle:
+        manifest = bundle.manifest
+        images, labels, names = bundle.images(), bundle.labels, bundle.class_names
+        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint) if regime in ("projector", "random-real") else None
+    recipe = StudentRecipe.from_manifest(manifest.get("recipe", {}), **(recipe_overrides or {}))
+    augment = AugmentConfig.from_dict(manifest.get("recipe", {}).get("augment", {}))
+    size = augment.output_size or images.shape[-1]
+    val_index = scan_image_folder(val_dir)
+    folders = manifest.get("provenance", {}).get("class_folders", names)
+    if val_index.classes != folders:
+        raise BuildError(f"validation class folders in {val_dir} ({', '.join(val_index.classes[:5])}...) do not match the bundle's "
+                         f"({', '.join(folders[:5])}...); give a validation folder with the same class folders")
+    val = RealImages(val_index, size)
+
+    if regime == "random-real":
+        images, labels = _random_real(real_dir, names, val_index.classes, labels, images.shape[-1], recipe.seed)
+    labeller = {
+        "projector": lambda x: projector.label(x), "random-real": lambda x: projector.label(x), "hard": None,
+        "teacher": (lambda x: _require(teacher, "teacher")(x)) if regime == "teacher" else None,
+        "stored": None,
+    }[regime]
+    data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD))
+    if regime == "stored":
+        from hello_build.stored_labels import StoredLabels
+
+        data.labeller = StoredLabels.prepare(_require(stored_dir, "stored_dir"), data, _require(teacher, "teacher"), recipe).replay()
+    model = train_student(data, recipe, image_size=size, device=device, progress=progress)
+    accuracy = top1(model, val, device=device)
+    return {
+        "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
+        "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
+        "bundle": str(bundle_path), "val": str(val_dir),
+    }
+
+
+def _random_real(real_dir, names, folders, labels, size, seed):
+    """A random real subset with as many images per class as the bundle has, decoded at its size."""
+    index = scan_image_folder(_require(real_dir, "real_dir"))
+    if index.classes != folders:
+        raise BuildError(f"real-image classes in {real_dir} do not match the validation folder's")
+    generator = torch.Generator().manual_seed(seed)
+    chosen, chosen_labels = [], []
+    for label, positions in enumerate(per_class_indices(index)):
+        count = int((labels == label).sum())
+        if count > len(positions):
+            raise BuildError(f"class {folders[label]} has {len(positions)} real images, fewer than the bundle's {count}")
+        pick = torch.randperm(len(positions), generator=generator)[:count]
+        chosen += [positions[i] for i in pick.tolist()]
+        chosen_labels += [label] * count
+    real = RealImages(index, size, chosen)
+    return torch.stack([real[i][0] for i in range(len(real))]), torch.tensor(chosen_labels)
+
+
+def _require(value, name):
+    if value is None:
+        raise BuildError(f"this label regime needs {name.replace('_', ' ')} (see hello eval --help)")
+    return value

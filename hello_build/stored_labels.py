@@ -1,0 +1,78 @@
+"""The FKD / SRe2L way of serving soft labels, as a baseline: generate them all beforehand, store them.
+
+Layout (as SRe2L's, with safetensors in place of pickles): ``DIR/epoch_{e:04d}/batch_{b:05d}.safetensors``
+holding, for one batch of one epoch, the augmentation that made the view (``crops`` [B,4] int32,
+``flips`` [B] bool, ``mix_perm`` [B] int32, ``mix_lam`` [1] float32, ``mix_box`` [4] int32) and the
+teacher's ``logits`` [B,C] float16. Training must replay the same seed and batch size to meet the
+views the labels were made for, which the deterministic loader does; the stored augmentation lets
+anyone check that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hello_format.errors import BuildError
+
+
+def batch_file(directory: Path, epoch: int, batch: int) -> Path:
+    return Path(directory) / f"epoch_{epoch:04d}" / f"batch_{batch:05d}.safetensors"
+
+
+class StoredLabels:
+    """Pre-generated teacher labels for every view of a training run, read back batch by batch."""
+
+    def __init__(self, directory: Path, epochs: int, batches_per_epoch: int):
+        self.directory, self.epochs, self.batches_per_epoch = Path(directory), epochs, batches_per_epoch
+
+    @classmethod
+    def prepare(cls, directory, data, teacher: Callable, recipe) -> "StoredLabels":
+        """Run the training loader once with ``teacher`` labelling each view, and store everything."""
+        loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
+        per_epoch = loader.batches_per_epoch()
+        for step, (epoch, indices, view) in enumerate(loader.views()):
+            with torch.no_grad():
+                logits = teacher(view.images).float()
+            mix = view.mix
+            tensors = {
+                "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
+                "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
+                "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
+                "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
+                "logits": logits.to(torch.float16).cpu(),
+            }
+            path = batch_file(directory, epoch, step % per_epoch)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(path))
+        return cls(directory, recipe.epochs, per_epoch)
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.rglob("*.safetensors"))
+
+    def label_bytes(self) -> int:
+        """Bytes of the stored logits alone (the N x epochs x C x 2 figure)."""
+        total = 0
+        for path in self.directory.rglob("*.safetensors"):
+            total += load_file(str(path))["logits"].numel() * 2
+        return total
+
+    def replay(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A labeller that returns the stored logits of each successive batch of the replayed run."""
+        position = iter(range(self.epochs * self.batches_per_epoch))
+
+        def labeller(images: torch.Tensor) -> torch.Tensor:
+            step = next(position, None)
+            if step is None:
+                raise BuildError("more batches were requested than were stored: replay with the same epochs and batch size")
+            logits = load_file(str(batch_file(self.directory, *divmod(step, self.batches_per_epoch))))["logits"]
+            if logits.shape[0] != images.shape[0]:
+                raise BuildError(f"stored batch {step} has {logits.shape[0]} labels for {images.shape[0]} images: "
+                                 "replay with the same seed and batch size as the labels were made with")
+            return logits.to(images.device).float()
+
+        return labeller
+
