@@ -17,8 +17,9 @@ def _click_option(f: dataclasses.Field):
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     help_text = meta["help"] + (" [left open by the paper]" if meta["open"] else "")
-    if f.type in ("bool",) or isinstance(default, bool):
-        return click.option(flag, f.name, is_flag=True, default=default, help=help_text)
+    if isinstance(default, bool):
+        switch = f"{flag}/--no-{flag[2:]}" if default else flag
+        return click.option(switch, f.name, is_flag=True, default=default, help=help_text)
     if meta["multiple"]:
         return click.option(flag, f.name, multiple=True, default=(), help=help_text)
     if f.name == "crop_scale":
