@@ -1,0 +1,284 @@
+"""HelloDataset: batches augmented then labelled by the bundle's projector, checked against a plain
+reference pipeline (stored images -> augment_batch -> the unmerged peft projector)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
+from test_hub import cache_file
+from torch.utils.data import DataLoader
+
+from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_batch
+from hello_format.base import embedded_tensors
+from hello_format.bundle import Bundle, write_bundle
+from hello_format.dataset import HelloDataset, LabelledBatch, _epoch_seed
+from hello_format.errors import HelloError
+from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format.projector import Projector
+from hello_format.testing import tiny_clip, tiny_projector
+
+CLASSES = ["a", "b", "c"]
+IPC = 4
+RECIPE_AUGMENT = {"cutmix": 1.0, "patch_shuffle": 2, "scale": [0.5, 1.0]}
+
+
+def write_tiny_bundle(path, family="vit", seed=0):
+    """A bundle with an embedded tiny base and non-zero fp32 LoRA (so merging is the only difference)."""
+    projector = tiny_projector(family, CLASSES, seed=seed)
+    manifest = {
+        "format_version": "1.0", "class_names": CLASSES, "ipc": IPC,
+        **projector.manifest_sections("float32"),
+        "recipe": {"augment": RECIPE_AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
+                   "epochs": 2, "batch_size": 5, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
+                   "student_image_size": 32},
+        "provenance": {"source_dataset": "test", "teacher": "none",
+                       "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}},
+    }
+    coarse = torch.rand(len(CLASSES) * IPC, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    images = (F.interpolate(coarse, size=32, mode="bilinear") * 255).round().to(torch.uint8)
+    labels = torch.arange(len(CLASSES)).repeat_interleave(IPC)
+    tensors = {**projector.bundle_tensors("float32"), **embedded_tensors(tiny_clip(family, seed))}
+    return write_bundle(path, manifest, images, labels, tensors, codec="png")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second spinning thread costs 10x on these tiny ops."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundles")
+    return {family: write_tiny_bundle(folder / f"{family}.hello", family, seed=3) for family in ("vit", "rn")}
+
+
+@pytest.fixture(scope="module")
+def path(bundles):
+    return bundles["vit"]
+
+
+@pytest.fixture(scope="module")
+def stored(path):
+    """(images, labels, unmerged projector, merged projector) read independently of HelloDataset."""
+    with Bundle.open(path) as bundle:
+        return bundle.images(), bundle.labels, Projector.from_bundle(bundle, merge=False), Projector.from_bundle(bundle)
+
+
+def reference_batches(images, config, seed, epoch, shards):
+    """augment_batch over ``shards`` (index tensors) with the generator the dataset uses for ``epoch``."""
+    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    return [augment_batch(images[indices], config, generator) for indices in shards]
+
+
+def loader_indices(loader):
+    return [indices.cpu() for _, indices, _ in loader.views()]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for name in LabelledBatch._fields:
+            torch.testing.assert_close(getattr(x, name), getattr(y, name), atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- labels
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_soft_labels_equal_the_unmerged_projector_on_the_same_augmented_batch(bundles, family):
+    path = bundles[family]
+    with Bundle.open(path) as bundle:
+        images, unmerged = bundle.images(), Projector.from_bundle(bundle, merge=False)
+    assert not unmerged.merged and any("lora_" in name for name, _ in unmerged.named_parameters())
+    ds = HelloDataset(path, device="cpu", seed=7)
+    loader = ds.loader(5, seed=7)
+    batches = list(loader)
+    views = reference_batches(images, AugmentConfig.from_dict(RECIPE_AUGMENT), 7, 0, loader_indices(loader))
+    assert [len(b.images) for b in batches] == [5, 5, 2]
+    for batch, view in zip(batches, views):
+        torch.testing.assert_close(batch.images, view.images, atol=0, rtol=0)
+        with torch.no_grad():
+            expected = unmerged(view.images)
+        torch.testing.assert_close(batch.soft_labels, expected, atol=1e-4, rtol=1e-4)
+        assert expected.std() > 0.1  # the labels are not a constant that would match anything
+
+
+def test_merged_and_unmerged_projectors_agree(stored):
+    _, _, unmerged, merged = stored
+    x = torch.rand(6, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = unmerged(x)
+    torch.testing.assert_close(merged.label(x), expected, atol=1e-4, rtol=1e-4)
+    assert merged.merged and not unmerged.merged
+
+
+def test_the_label_is_computed_after_mixing(path, stored):
+    images, labels, unmerged, _ = stored
+    ds = HelloDataset(path, device="cpu", seed=2, augment={"cutmix": 1.0, "mixup": 0.0})
+    loader = ds.loader(6, seed=2, epochs=3)
+    mixed_somewhere = False
+    for batch, (_, indices, view) in zip(loader, loader.views()):
+        mix = view.mix
+        assert mix is not None and mix.kind == "cutmix"
+        unmixed = apply_crops(images[indices], view.crops, view.flips, 32, view.patch_order)
+        torch.testing.assert_close(batch.images, apply_mix(unmixed.clone(), mix), atol=0, rtol=0)
+        with torch.no_grad():
+            torch.testing.assert_close(batch.soft_labels, unmerged(batch.images), atol=1e-4, rtol=1e-4)
+            unmixed_labels = unmerged(unmixed)
+        moved = (mix.perm != torch.arange(len(indices))) & (mix.lam < 1)
+        if moved.any():
+            mixed_somewhere = True
+            assert not torch.allclose(batch.soft_labels[moved], unmixed_labels[moved], atol=1e-3)
+        y = labels[indices]
+        expected_hard = mix.lam * F.one_hot(y, 3) + (1 - mix.lam) * F.one_hot(y[mix.perm], 3)
+        torch.testing.assert_close(batch.hard_labels, expected_hard.float())
+    assert mixed_somewhere
+
+
+# ------------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_batches_and_epochs_differ(path):
+    first = list(HelloDataset(path, device="cpu", seed=5).loader(4, epochs=2))
+    again = list(HelloDataset(path, device="cpu", seed=5).loader(4, epochs=2))
+    assert_batches_equal(first, again)
+    per_epoch = len(first) // 2
+    assert not torch.equal(first[0].images, first[per_epoch].images)
+    other_seed = list(HelloDataset(path, device="cpu", seed=6).loader(4, epochs=2))
+    assert not torch.equal(first[0].images, other_seed[0].images)
+    assert not torch.equal(first[0].soft_labels, other_seed[0].soft_labels)
+
+
+def test_loader_seed_argument_overrides_the_dataset_seed(path):
+    ds = HelloDataset(path, device="cpu", seed=5)
+    assert_batches_equal(list(ds.loader(4, seed=9)), list(HelloDataset(path, device="cpu", seed=9).loader(4)))
+
+
+# ---------------------------------------------------------------------------------- sharding
+
+@pytest.mark.parametrize("world_size", [2, 5])
+def test_shards_are_disjoint_and_cover_the_set_each_epoch(path, world_size):
+    loaders = [HelloDataset(path, device="cpu", rank=r, world_size=world_size).loader(2, epochs=2)
+               for r in range(world_size)]
+    per_rank = [loader_indices(loader) for loader in loaders]
+    orders = []
+    for epoch in range(2):
+        seen = []
+        for indices in per_rank:
+            half = len(indices) // 2
+            seen += torch.cat(indices[epoch * half:(epoch + 1) * half]).tolist()
+        assert sorted(seen) == list(range(len(CLASSES) * IPC))  # disjoint (no repeats) and complete
+        orders.append(seen)
+    assert orders[0] != orders[1]  # each epoch reshuffles
+
+
+def test_drop_last_gives_every_rank_the_same_batches(path):
+    counts = []
+    for rank in range(5):
+        loader = HelloDataset(path, device="cpu", rank=rank, world_size=5).loader(2, drop_last=True)
+        batches = list(loader)
+        assert len(batches) == len(loader) and all(len(b.images) == 2 for b in batches)
+        counts.append(sum(len(i) for i in loader_indices(loader)))
+    assert counts == [2] * 5  # 12 images over 5 ranks: 10 used, 2 each
+
+
+@pytest.mark.parametrize("rank, world_size", [(2, 2), (-1, 2), (1, None)])
+def test_rank_out_of_range_is_a_hello_error(path, rank, world_size):
+    with pytest.raises(HelloError, match=f"rank {rank} is not in"):
+        HelloDataset(path, device="cpu", rank=rank, world_size=world_size)
+
+
+# -------------------------------------------------------------------------------- class subsets
+
+def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
+    images, labels, unmerged, _ = stored
+    ds = HelloDataset(path, device="cpu", classes=["b", "a"])
+    assert ds.class_names == ["b", "a"] and ds.num_classes == 2
+    kept = [i for i, y in enumerate(labels.tolist()) if y in (0, 1)]
+    assert len(ds) == len(kept)
+    for position, original in enumerate(kept):
+        image, label = ds[position]
+        assert torch.equal(image, images[original])
+        assert label == {1: 0, 0: 1}[int(labels[original])]
+    batch = next(iter(ds.loader(8)))
+    assert batch.soft_labels.shape == (8, 2) and batch.hard_labels.shape == (8, 2)
+    with torch.no_grad():
+        full = unmerged(batch.images)
+    torch.testing.assert_close(batch.soft_labels, full[:, [1, 0]], atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_class_names_the_class(path):
+    with pytest.raises(HelloError, match="'zebra'"):
+        HelloDataset(path, device="cpu", classes=["a", "zebra"])
+
+
+# --------------------------------------------------------------------------------- DataLoader
+
+def test_dataloader_batches_with_shuffle_and_a_partial_last_batch(path, stored):
+    _, _, unmerged, _ = stored
+    ds = HelloDataset(path, device="cpu")
+    image, label = ds[5]
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32) and isinstance(label, int) and label == 1
+    torch.manual_seed(0)
+    batches = list(DataLoader(ds, batch_size=5, shuffle=True, num_workers=0))
+    assert [len(b.images) for b in batches] == [5, 5, 2]
+    for batch in batches:
+        assert isinstance(batch, LabelledBatch)
+        assert batch.images.dtype == torch.float32 and batch.images.shape[1:] == (3, 32, 32)
+        assert batch.soft_labels.dtype == torch.float32 and batch.soft_labels.shape[1:] == (3,)
+        assert batch.hard_labels.dtype == torch.float32 and batch.hard_labels.shape[1:] == (3,)
+        torch.testing.assert_close(batch.hard_labels.sum(1), torch.ones(len(batch.images)))
+        with torch.no_grad():
+            torch.testing.assert_close(batch.soft_labels, unmerged(batch.images), atol=1e-4, rtol=1e-4)
+
+
+def test_soft_labels_are_loss_targets_with_backward(path):
+    batch = next(iter(HelloDataset(path, device="cpu").loader(4)))
+    assert not batch.soft_labels.is_inference() and not batch.soft_labels.requires_grad
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    for loss in (mse_ce_loss(student(batch.images), batch.soft_labels, batch.hard_labels, 0.1),
+                 kl_loss(student(batch.images), batch.soft_labels, 20.0)):
+        student.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and student[1].weight.grad.abs().sum() > 0
+
+
+def test_augment_overrides_the_recorded_recipe(path):
+    recorded = HelloDataset(path, device="cpu")
+    assert recorded.augment == AugmentConfig.from_dict(RECIPE_AUGMENT)
+    overridden = HelloDataset(path, device="cpu", augment={"cutmix": 0})
+    assert overridden.augment == AugmentConfig.from_dict({**RECIPE_AUGMENT, "cutmix": 0})
+    for batch in overridden.loader(5, epochs=2):
+        assert set(batch.hard_labels.unique().tolist()) == {0.0, 1.0}  # exact one-hots: nothing mixed
+    whole = AugmentConfig(hflip=0.0, cutmix=0.0)
+    assert HelloDataset(path, device="cpu", augment=whole).augment == whole
+
+
+def test_hf_uris_are_accepted(path, tmp_path, monkeypatch):
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    assert hf_constants.is_offline_mode()
+    cache_file(cache, "org/tiny", "tiny.hello", path.read_bytes())
+    remote = HelloDataset("hf://datasets/org/tiny/tiny.hello", device="cpu", seed=1)
+    assert_batches_equal(list(remote.loader(5)), list(HelloDataset(path, device="cpu", seed=1).loader(5)))
+
+
+# -------------------------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_labels_agree_with_cpu_and_images_stay_on_the_device(path):
+    cpu = list(HelloDataset(path, device="cpu", seed=4).loader(6, epochs=4))
+    cuda = list(HelloDataset(path, device="cuda", seed=4).loader(6, epochs=4))
+    assert len(cpu) == len(cuda)
+    for a, b in zip(cpu, cuda):
+        assert b.images.is_cuda and b.soft_labels.is_cuda and b.hard_labels.is_cuda
+        torch.testing.assert_close(b.images.cpu(), a.images, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b.hard_labels.cpu(), a.hard_labels)
+    soft_cpu = torch.cat([a.soft_labels for a in cpu])
+    soft_cuda = torch.cat([b.soft_labels.cpu() for b in cuda])
+    assert (soft_cpu.argmax(1) == soft_cuda.argmax(1)).float().mean() >= 0.9
+    torch.testing.assert_close(soft_cuda, soft_cpu, atol=0.15, rtol=0.05)
