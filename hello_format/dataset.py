@@ -73,6 +73,7 @@ class LabelledImages(Dataset):
         self.rank, self.world_size = _shard(rank, world_size)
         self._normalize = _normalizer(normalize, self.device)
         self._generator = torch.Generator()
+        self._worker_seed = None
         self.set_epoch(0)
 
     @property
@@ -87,9 +88,18 @@ class LabelledImages(Dataset):
         return self._images[index].cpu(), int(self._labels[index])
 
     def __getitems__(self, indices: Sequence[int]) -> list[LabelledBatch]:
-        """A batch augmented and labelled together, split into rows for the DataLoader to collate."""
-        if get_worker_info() is not None and self.device.type == "cuda":
+        """A batch augmented and labelled together, split into rows for the DataLoader to collate.
+
+        In a CPU worker process (``num_workers > 0``) augmentation is reseeded from the worker's
+        seed, which the DataLoader draws afresh each epoch: each worker's copy of the generator would
+        otherwise repeat the main process's draws, the same in every worker and every epoch.
+        """
+        worker = get_worker_info()
+        if worker is not None and self.device.type == "cuda":
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
+        if worker is not None and self._worker_seed != worker.seed:
+            self._worker_seed = worker.seed
+            self._generator.manual_seed(_epoch_seed(self.seed, worker.seed))
         batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
         return [LabelledBatch(*row) for row in zip(*batch)]
 

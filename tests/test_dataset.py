@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_batch
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.dataset import HelloDataset, LabelledBatch, _epoch_seed
+from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages, _epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
@@ -232,6 +232,21 @@ def test_dataloader_batches_with_shuffle_and_a_partial_last_batch(path, stored):
         torch.testing.assert_close(batch.hard_labels.sum(1), torch.ones(len(batch.images)))
         with torch.no_grad():
             torch.testing.assert_close(batch.soft_labels, unmerged(batch.images), atol=1e-4, rtol=1e-4)
+
+
+def test_dataloader_workers_draw_fresh_augmentation_per_worker_and_epoch():
+    image = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ds = LabelledImages(image.expand(8, -1, -1, -1), torch.zeros(8, dtype=torch.long), ["a"],
+                        AugmentConfig(cutmix=0.0), device="cpu")
+
+    def epochs(seed):
+        loader = DataLoader(ds, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(seed))
+        return [[batch.images for batch in loader] for _ in range(2)]
+
+    first, second = epochs(0)
+    assert not torch.equal(first[0], first[1])  # the two workers' batches (same images) differ
+    assert not torch.equal(first[0], second[0])  # and so do epochs
+    assert all(torch.equal(a, b) for a, b in zip(first + second, sum(epochs(0), [])))  # seeded by the loader
 
 
 def test_soft_labels_are_loss_targets_with_backward(path):
