@@ -13,6 +13,7 @@ import json
 import sys
 
 import click
+import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
@@ -195,20 +196,43 @@ def verify(bundle_path: str, no_decode: bool) -> None:
 @click.option("--per-class", default=10, show_default=True, type=click.IntRange(min=1), help="Images per class.")
 @click.option("--max-classes", default=100, show_default=True, type=click.IntRange(min=1),
               help="Show only the first N classes.")
-def preview(bundle_path: str, output: str, per_class: int, max_classes: int) -> None:
-    """Render a grid of the bundle's images, one row per class with its name."""
+@click.option("--top-k", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Caption each image with the projector's K most probable classes.")
+@click.option("--no-labels", is_flag=True, help="Class names only: do not build the projector.")
+@click.option("--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Local weights of the base, for a bundle whose base is a local checkpoint.")
+def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top_k: int, no_labels: bool,
+            base_checkpoint: str | None) -> None:
+    """Render a grid of the bundle's images, one row per class with its name, each image captioned
+    with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.preview import render_grid
 
     with Bundle.open(bundle_path) as bundle:
         labels = bundle.labels
-        keep = (labels < max_classes).nonzero().flatten()
-        grid = render_grid(bundle.images()[keep], labels[keep], bundle.class_names[:max_classes],
+        shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
+                           for c in range(min(max_classes, bundle.num_classes))])
+        images = bundle.images()[shown]
+        captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint)
+        grid = render_grid(images, labels[shown], bundle.class_names[:max_classes], captions=captions,
                            per_class=per_class)
     try:
         grid.save(output)
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
-    click.echo(f"wrote {output} ({grid.width}x{grid.height})")
+    labelled = f", projector top-{top_k} under each image" if captions is not None else ""
+    click.echo(f"wrote {output} ({grid.width}x{grid.height}{labelled})")
+
+
+def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None) -> list[str] | None:
+    """The projector's top-k captions, or None after one warning line when it cannot be built."""
+    from hello_format.preview import projector_captions
+
+    try:
+        return projector_captions(bundle, images, top_k, checkpoint=checkpoint)
+    except (HelloError, OSError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        click.echo(f"warning: no projector labels, showing class names only: {reason}", err=True)
+        return None
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""A contact sheet of a bundle's images: one row per class, class names on the left, optional captions."""
+"""A contact sheet of a bundle's images: one row per class, class names on the left, optional captions
+(e.g. the projector's top-k labels of each image)."""
 
 import numpy as np
 import torch
@@ -70,3 +71,25 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
             for j, line in enumerate((captions[i].splitlines() if captions else [])):
                 draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, cell_w), fill=_INK, font=font)
     return sheet
+
+
+def topk_captions(logits: torch.Tensor, class_names: list[str], k: int) -> list[str]:
+    """One caption per row of ``logits``: its ``k`` most probable classes, one "87% name" per line."""
+    probabilities = logits.detach().float().softmax(dim=1).cpu()
+    values, indices = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return ["\n".join(f"{p:.0%} {class_names[c]}" for p, c in zip(row_values, row_indices))
+            for row_values, row_indices in zip(values.tolist(), indices.tolist())]
+
+
+def projector_captions(bundle, images: torch.Tensor, k: int, *, checkpoint: str | None = None,
+                       batch_size: int = 64) -> list[str]:
+    """Top-``k`` captions from the bundle's own projector on stored uint8 images [N, C, H, W] (on the CPU).
+
+    Raises BaseModelError when the base cannot be created (e.g. not downloadable offline).
+    """
+    from hello_format.projector import Projector  # open_clip: loaded only when labels are asked for
+
+    projector = Projector.from_bundle(bundle, checkpoint=checkpoint)
+    logits = [projector.label(chunk.float().div_(255).expand(-1, 3, -1, -1))  # grey images as RGB
+              for chunk in images.split(batch_size)]
+    return topk_captions(torch.cat(logits), bundle.class_names, k)

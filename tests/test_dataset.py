@@ -1,19 +1,25 @@
 """HelloDataset: batches augmented then labelled by the bundle's projector, checked against a plain
-reference pipeline (stored images -> augment_batch -> the unmerged peft projector)."""
+reference pipeline (stored images -> augment_batch -> the unmerged peft projector); and the
+projector's top-k labels in ``hello preview``."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 from huggingface_hub import constants as hf_constants
+from PIL import Image
+from safetensors.torch import save_file
 from test_hub import cache_file
 from torch.utils.data import DataLoader
 
 from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_batch
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
+from hello_format.cli import cli
 from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages, _epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
 
@@ -279,6 +285,65 @@ def test_hf_uris_are_accepted(path, tmp_path, monkeypatch):
     cache_file(cache, "org/tiny", "tiny.hello", path.read_bytes())
     remote = HelloDataset("hf://datasets/org/tiny/tiny.hello", device="cpu", seed=1)
     assert_batches_equal(list(remote.loader(5)), list(HelloDataset(path, device="cpu", seed=1).loader(5)))
+
+
+# ------------------------------------------------------------------- hello preview: top-k labels
+
+def test_topk_captions_list_the_most_probable_classes():
+    logits = torch.tensor([[0.7, 0.2, 0.1], [0.05, 0.15, 0.8]]).log()
+    assert topk_captions(logits, CLASSES, 2) == ["70% a\n20% b", "80% c\n15% b"]
+    assert topk_captions(logits, CLASSES, 5) == ["70% a\n20% b\n10% c", "80% c\n15% b\n5% a"]
+
+
+def test_projector_captions_name_the_projector_top_classes(path, stored):
+    images, _, unmerged, _ = stored
+    with Bundle.open(path) as bundle:
+        captions = projector_captions(bundle, images, 2, batch_size=5)
+    with torch.no_grad():
+        top = unmerged(images.float() / 255).topk(2, dim=1).indices
+    assert len(captions) == len(images)
+    for caption, (first, second) in zip(captions, top.tolist()):
+        lines = caption.splitlines()
+        assert [line.split(" ", 1)[1] for line in lines] == [CLASSES[first], CLASSES[second]]
+
+
+def preview_height(*args):
+    result = CliRunner().invoke(cli, ["preview", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    with Image.open(args[2]) as grid:
+        assert grid.format == "PNG"
+        return grid.height, result.stderr
+
+
+def test_preview_captions_each_image_with_top_k_labels(path, tmp_path):
+    out = tmp_path / "grid.png"
+    plain, _ = preview_height(path, "-o", out, "--no-labels")
+    two, stderr = preview_height(path, "-o", out)
+    three, _ = preview_height(path, "-o", out, "--top-k", "3")
+    assert stderr == ""
+    assert plain < two < three and (three - two) * 2 == two - plain  # one caption line per label, per row
+
+
+def test_preview_without_a_buildable_base_warns_once_and_shows_class_names(tmp_path):
+    projector = tiny_projector("vit", CLASSES, seed=1)
+    checkpoint = tmp_path / "tiny-vit.safetensors"
+    save_file({k.removeprefix("base."): v for k, v in embedded_tensors(tiny_clip("vit", 1)).items()}, checkpoint)
+    projector.base_manifest |= {"source": "local", "checkpoint": checkpoint.name}
+    manifest = {**projector.manifest_sections("float16"), "format_version": "1.0", "class_names": CLASSES, "ipc": 1,
+                "recipe": {"augment": {}, "loss": "kl", "temperature": 20.0, "beta": 0.1, "epochs": 1, "batch_size": 3,
+                           "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": 32},
+                "provenance": {"source_dataset": "test", "teacher": "none",
+                               "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}}}
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    path = write_bundle(tmp_path / "local.hello", manifest, images, torch.arange(3), projector.bundle_tensors())
+    out = tmp_path / "grid.png"
+    plain, _ = preview_height(path, "-o", out, "--no-labels")
+    fallback, stderr = preview_height(path, "-o", out)
+    assert fallback == plain
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("warning: no projector labels")
+    assert "tiny-vit.safetensors" in stderr
+    labelled, stderr = preview_height(path, "-o", out, "--base-checkpoint", checkpoint)
+    assert labelled > plain and stderr == ""
 
 
 # -------------------------------------------------------------------------------------- GPU
