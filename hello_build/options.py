@@ -2,7 +2,9 @@
 
 The same table drives `hello-build --help`, the manifest's ``provenance.builder.options`` and the
 "Defaults the paper leaves open" table in spec/ (a test keeps them in step). A field marked
-``open=True`` is one the HeLlO paper does not fix; its default is ours.
+``open=True`` is one the HeLlO paper does not fix; its default is ours. ``stage`` is the first stage
+whose result the option changes (a resumed build reruns that stage and every later one); options only
+recorded in the bundle (the student recipe's numbers, the codec) are read at "write" and rerun nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False):
-    """A build option: ``default``, one line of ``help``, the ``stage`` that reads it."""
-    meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple}
+def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
+           path: bool = False):
+    """A build option: ``default``, one line of ``help``, the ``stage`` that reads it; ``path``: its value
+    names local files or folders (recorded in bundles by name only)."""
+    meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple, "path": path}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -23,14 +27,14 @@ def option(default, help: str, *, stage: str, open: bool = False, choices: tuple
 @dataclass
 class BuildOptions:
     # data
-    data: str = option(None, "ImageFolder root of the original training set (class folders of images).", stage="data")
-    output: str = option(None, "Where to write the .hello bundle.", stage="write")
-    class_names: str | None = option(None, "Readable class names: a text file (one per line, sorted-folder order) or a JSON {folder: name}.", stage="data")
+    data: str = option(None, "ImageFolder root of the original training set (class folders of images).", stage="data", path=True)
+    output: str = option(None, "Where to write the .hello bundle.", stage="write", path=True)
+    class_names: str | None = option(None, "Readable class names: a text file (one per line, sorted-folder order) or a JSON {folder: name}.", stage="data", path=True)
     skip_bad: bool = option(False, "Skip unreadable images (counted and reported) instead of failing.", stage="data")
-    image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="init", open=True)
-    num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="data")
+    image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True)
+    num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run")
     # teachers
-    teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", multiple=True)
+    teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", path=True, multiple=True)
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers: convnet3, resnet18_32, resnet18_224.", stage="teacher")
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
     teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")
@@ -39,8 +43,8 @@ class BuildOptions:
     # base
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")
     pretrained: str | None = option("openai", "open_clip pretrained tag of the base (ignored with --base-checkpoint).", stage="base")
-    base_checkpoint: str | None = option(None, "Local safetensors weights of the base (a base nobody can download).", stage="base")
-    base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base")
+    base_checkpoint: str | None = option(None, "Local safetensors weights of the base (a base nobody can download).", stage="base", path=True)
+    base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base", path=True)
     embed_base: bool = option(False, "Store the base weights inside the bundle (for bases that are not public).", stage="write")
     # projector
     lora_rank: int = option(8, "Rank of the encoder LoRA (paper: 8).", stage="transfer")
@@ -55,23 +59,23 @@ class BuildOptions:
     transfer_lr: float = option(1e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
-    holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="transfer", open=True)
+    holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init")
     factor: int = option(2, "Patches per side stitched into each synthetic image (RDED).", stage="init")
     candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set.", stage="init", open=True)
     crops_per_image: int = option(5, "Random crops scored per candidate image.", stage="init", open=True)
     crop_scale: list = option([0.5, 1.0], "RandomResizedCrop scale range of the candidate crops.", stage="init", open=True)
-    init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init")
+    init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init", path=True)
     image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True)
     image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True)
     # the student recipe recorded in the bundle
-    epochs: int = option(300, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="recipe", open=True)
-    loss: str = option("mse_ce", "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="recipe", open=True, choices=("mse_ce", "kl"))
-    beta: float = option(0.1, "Weight of the hard-label CE in the student's mse_ce loss.", stage="recipe", open=True)
-    temperature: float = option(20.0, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="recipe", open=True)
-    student_lr: float = option(1e-3, "Student AdamW learning rate (cosine).", stage="recipe", open=True)
-    student_batch_size: int = option(64, "Student batch size.", stage="recipe", open=True)
+    epochs: int = option(300, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
+    loss: str = option("mse_ce", "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))
+    beta: float = option(0.1, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
+    temperature: float = option(20.0, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
+    student_lr: float = option(1e-3, "Student AdamW learning rate (cosine).", stage="write", open=True)
+    student_batch_size: int = option(64, "Student batch size.", stage="write", open=True)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     hflip: float = option(0.5, "Student horizontal flip probability.", stage="recipe", open=True)
     patch_shuffle: int = option(0, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
@@ -80,14 +84,30 @@ class BuildOptions:
     # output and run
     codec: str = option("png", "Image codec in the bundle.", stage="write", choices=("png", "raw", "jpeg", "webp"))
     quality: int | None = option(None, "Quality for jpeg/webp.", stage="write")
-    workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run")
+    workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory and start over instead of resuming.", stage="run")
-    seed: int = option(0, "Seed of every random choice.", stage="run")
+    seed: int = option(0, "Seed of every random choice.", stage="data")
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
     source_dataset: str | None = option(None, "Name of the original dataset for provenance (default: the data folder's name).", stage="write")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def recorded(self) -> dict:
+        """``to_dict()`` as a published bundle records it: path options keep only the file or folder
+        name, so a bundle does not reveal the builder's filesystem (``module:factory`` stays as given)."""
+        values = self.to_dict()
+        for name in self.path_fields():
+            value = values[name]
+            if isinstance(value, list):
+                values[name] = [_name_only(v) for v in value]
+            elif value is not None:
+                values[name] = _name_only(value)
+        return values
+
+    @staticmethod
+    def path_fields() -> set[str]:
+        return {f.name for f in dataclasses.fields(BuildOptions) if f.metadata["path"]}
 
     def stage_key(self, stages: tuple[str, ...]) -> dict:
         """The options a result depends on: those read by ``stages`` (for resume checks)."""
@@ -95,6 +115,10 @@ class BuildOptions:
 
     def workdir_path(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(str(self.output) + ".work")
+
+
+def _name_only(value) -> str:
+    return Path(str(value).rstrip("/\\")).name or str(value)
 
 
 def fields():

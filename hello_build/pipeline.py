@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 import hello_format
+import open_clip
 from hello_build import teachers as teacher_io
 from hello_build.data import RealImages, holdout_split, scan_image_folder
 from hello_build.options import BuildOptions
@@ -33,7 +34,9 @@ from hello_format.lora import default_targets
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
 
-STAGES = ("data", "base", "teacher", "text_head", "recipe", "transfer", "init", "image_update")
+# The order results depend on each other; an option's stage is the first one that reads it (the
+# student-view options of "recipe" shape the views the fidelity of "text_head" is measured on).
+STAGES = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update")
 
 
 def _key(options: BuildOptions, stage: str) -> dict:
@@ -54,7 +57,6 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     log = log or (lambda message: tqdm.write(message))
     _check(options)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    work = WorkDir(options.workdir_path(), fresh=options.fresh)
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -62,6 +64,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     if index.bad:
         log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
     num_classes = index.num_classes
+    _check_data(options, index)
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -70,6 +73,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     timings["base"] = time.perf_counter() - started
 
     train_idx, holdout_idx = holdout_split(index, options.holdout, options.seed)
+    work = WorkDir(options.workdir_path(), fresh=options.fresh)
     teachers = _teachers(options, index, train_idx, image_size, device, work, timings, progress, log)
     augment = student_augment(options, image_size)
     train_data = RealImages(index, image_size, train_idx, skip_bad=options.skip_bad)
@@ -79,25 +83,16 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     # 1. text-guided head (the untrained projector is CLIP's zero-shot classifier)
     started = time.perf_counter()
     head_rank = options.head_rank or min(128, num_classes)
-    projector = Projector.for_training(
-        clip_model, base_section, index.class_names,
-        templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
-        lora_manifest={
-            "peft_type": "LORA", "module_root": "visual",
-            "target_modules": options.lora_targets or default_targets(clip_model.visual),
-            "r": options.lora_rank, "lora_alpha": options.lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
-            "lora_dropout": 0.0, "bias": "none", "dtype": "float16",
-        },
-        head_lora_manifest={"r": head_rank, "lora_alpha": options.head_alpha or float(head_rank), "dtype": "float16"},
-        logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
-    ).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
+        projector = _projector(options, clip_model, base_section, index, head_rank, device)
     measure = lambda: fidelity(projector, teachers, holdout_data, augment, batch_size=options.transfer_batch_size, device=device)  # noqa: E731
     text_head = work.result("text_head", _key(options, "text_head"))
     if text_head is None:
         text_head = work.finish("text_head", _key(options, "text_head"), {"fidelity": measure()}, time.perf_counter() - started)
     timings["text_head"] = text_head["seconds"]
     before = text_head["result"]["fidelity"]
-    log(f"zero-shot head: agreement with teacher {before['agreement']:.3f}, KL {before['kl']:.3f}")
+    log(f"zero-shot head: {_describe(before)}")
 
     # 2. LoRA transfer
     transfer = work.result("transfer", _key(options, "transfer"))
@@ -120,7 +115,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
         _load_trainable(projector, work.load_tensors("transfer"))
     timings["transfer"] = transfer["seconds"]
     after = transfer["result"]["fidelity"]
-    log(f"after transfer: agreement with teacher {after['agreement']:.3f}, KL {after['kl']:.3f}")
+    log(f"after transfer: {_describe(after)}")
 
     # 3. synthetic images
     init = work.result("init", _key(options, "init"))
@@ -146,8 +141,6 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     # 4. image-level update (optional)
     image_update_result = None
     if options.image_update_steps > 0:
-        if "sources" not in synthetic:
-            raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
         update = work.result("image_update", _key(options, "image_update"))
         if update is None:
             started = time.perf_counter()
@@ -162,12 +155,12 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
         images = work.load_tensors("image_update")["images"]
         image_update_result = update["result"]
         timings["image_update"] = update["seconds"]
-        log(f"image update: feature error {image_update_result['feature_mse_before']:.4f} -> {image_update_result['feature_mse_after']:.4f}")
+        log(f"image update: feature error {image_update_result['feature_mse_before']:.4g} -> {image_update_result['feature_mse_after']:.4g}")
 
     # 5. write
     started = time.perf_counter()
     agreement = _synthetic_agreement(projector, teachers, images, labels, augment, device, options.seed)
-    manifest = _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update_result)
+    manifest = _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update_result, _images_per_class(labels, num_classes))
     tensors = projector.bundle_tensors()
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model))
@@ -177,7 +170,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
         storage = bundle.storage()
     log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
         f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
-    return {"output": str(path), "fidelity_before": before, "fidelity_after": after,
+    return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": before, "fidelity_after": after,
             "synthetic_agreement": agreement, "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
 
@@ -191,6 +184,47 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
+    if options.init_images and options.image_update_steps > 0:
+        raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
+    if not options.base_config and open_clip.get_model_config(options.base) is None:
+        raise BuildError(f"unknown base architecture {options.base!r}: not an open_clip model config; "
+                         "name one (e.g. RN50, ViT-B-16) or give a custom one with --base-config FILE")
+
+
+def _check_data(options: BuildOptions, index) -> None:
+    """What the scanned data must allow, checked before any work starts."""
+    if options.init_images:
+        found = scan_image_folder(options.init_images, check_headers=False).classes
+        if found != index.classes:
+            missing = [c for c in index.classes if c not in found]
+            extra = [c for c in found if c not in index.classes]
+            raise BuildError(f"--init-images {options.init_images} has class folders that do not match {options.data} "
+                             f"(missing: {', '.join(missing[:10]) or 'none'}; unknown: {', '.join(extra[:10]) or 'none'})")
+        return
+    needed = options.ipc * options.factor ** 2
+    counts = {name: 0 for name in index.class_names}
+    for _, label in index.samples:
+        counts[index.class_names[label]] += 1
+    short = [name for name, count in counts.items() if count < needed]
+    if short:
+        raise BuildError(f"class {short[0]!r} has {counts[short[0]]} images but --ipc {options.ipc} with --factor {options.factor} "
+                         f"needs {needed} ({len(short)} class(es) short); lower --ipc or --factor")
+
+
+def _projector(options: BuildOptions, clip_model, base_section: dict, index, head_rank: int, device) -> Projector:
+    """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA."""
+    return Projector.for_training(
+        clip_model, base_section, index.class_names,
+        templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
+        lora_manifest={
+            "peft_type": "LORA", "module_root": "visual",
+            "target_modules": options.lora_targets or default_targets(clip_model.visual),
+            "r": options.lora_rank, "lora_alpha": options.lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
+            "lora_dropout": 0.0, "bias": "none", "dtype": "float16",
+        },
+        head_lora_manifest={"r": head_rank, "lora_alpha": options.head_alpha or float(head_rank), "dtype": "float16"},
+        logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
+    ).to(device)
 
 
 def _load_base(options: BuildOptions, device: torch.device):
@@ -237,6 +271,12 @@ def _teachers(options, index, train_idx, image_size, device, work, timings, prog
     return teacher_io.TeacherSet([m.to(device).eval() for m in members], combine=options.teacher_combine, seed=options.seed)
 
 
+def _describe(measured: dict) -> str:
+    if not measured["images"]:
+        return "fidelity not measured: no held-out images (raise --holdout)"
+    return f"agreement with teacher {measured['agreement']:.3f}, KL {measured['kl']:.3f} ({measured['images']} held-out views)"
+
+
 def _trainable(projector) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in projector.named_parameters() if p.requires_grad}
 
@@ -262,12 +302,18 @@ def _synthetic_agreement(projector, teachers, images, labels, augment, device, s
     return agree / max(1, len(images))
 
 
-def _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update) -> dict:
+def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
+    """The manifest's ipc: the images per class when every class has as many (--init-images sets may not)."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    return int(counts[0]) if bool((counts == counts[0]).all()) else None
+
+
+def _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update, ipc) -> dict:
     sections = projector.manifest_sections()
     return {
         "format_version": FORMAT_VERSION,
         "class_names": list(index.class_names),
-        "ipc": options.ipc,
+        "ipc": ipc,
         **sections,
         "recipe": {
             "augment": augment.to_dict(), "loss": options.loss, "temperature": options.temperature, "beta": options.beta,
@@ -277,8 +323,9 @@ def _manifest(options, index, projector, augment, teachers, timings, before, aft
         "provenance": {
             "source_dataset": options.source_dataset or Path(options.data).resolve().name,
             "class_folders": list(index.classes),
+            "skipped_images": len(index.bad),
             "teacher": teachers.description,
-            "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.to_dict()},
+            "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded()},
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "fidelity": {"before_transfer": before, "after_transfer": after, "synthetic_agreement": agreement,
                          **({"image_update": image_update} if image_update else {})},

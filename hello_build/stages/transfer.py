@@ -47,7 +47,8 @@ def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: i
     """How well the projector imitates the teacher on augmented views of ``data`` (held-out real images).
 
     Returns top-1 agreement with the mean teacher, KL(teacher || projector) at T=1, and both models'
-    top-1 accuracy on the (un-mixed) labels. The views are the same for every call with the same seed.
+    top-1 accuracy on the (un-mixed) labels (None for all four when ``data`` is empty). The views are the
+    same for every call with the same seed.
     """
     projector.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -63,6 +64,8 @@ def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: i
         p_correct += (p.argmax(1) == labels).sum().item()
         t_correct += (t.argmax(1) == labels).sum().item()
         n += len(labels)
+    if not n:
+        return {"agreement": None, "kl": None, "projector_top1": None, "teacher_top1": None, "images": 0}
     return {"agreement": agree / n, "kl": kl / n, "projector_top1": p_correct / n, "teacher_top1": t_correct / n, "images": int(n)}
 
 
