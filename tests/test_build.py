@@ -1,0 +1,354 @@
+"""hello-build end to end on a tiny ImageFolder tree: the bundle, label fidelity, the image update,
+resuming an interrupted build, relabelling an existing image set, what provenance records.
+
+One module-scoped build is shared by most tests. The teacher is a ``module:factory`` written here:
+a fixed colour classifier (cheap, confident, deterministic) that can also raise KeyboardInterrupt
+once a file appears, which is how a build is interrupted mid-transfer without touching our code.
+The helpers at the top are imported by the other test_build_* files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from hello_build.options import BuildOptions, fields
+from hello_build.pipeline import build
+from hello_format.bundle import Bundle
+from hello_format.dataset import HelloDataset
+from hello_format.errors import BuildError
+from hello_format.testing import TINY_ARCHITECTURES, tiny_clip
+
+CLASSES = ("apple", "leaf", "sea")
+COLOURS = ((200, 40, 40), (40, 180, 60), (50, 60, 210))
+TEACHER_MODULE = "h7_colour_teacher"
+TEACHER = f"{TEACHER_MODULE}:make"
+INTERRUPT_ENV = "H7_INTERRUPT_WHEN_EXISTS"
+
+TEACHER_SOURCE = f'''
+"""A fixed colour classifier (test teacher); raises KeyboardInterrupt once ${INTERRUPT_ENV} exists."""
+import os
+import torch
+from torch import nn
+
+
+class ColourTeacher(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.register_buffer("weight", 3.0 * torch.eye(3)[:num_classes] - 1.0)
+
+    def forward(self, x):
+        trigger = os.environ.get("{INTERRUPT_ENV}")
+        if trigger and os.path.exists(trigger):
+            raise KeyboardInterrupt
+        channels = x.mean(dim=(2, 3))
+        return 2.0 * (channels - channels.mean(1, keepdim=True)) @ self.weight.T
+
+
+def make(num_classes=3):
+    return ColourTeacher(num_classes)
+'''
+
+
+def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:
+    """An ImageFolder of PNGs: each class its own colour and stripe pattern, plus per-image noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    patterns = ((yy // 4) % 2, (xx // 4) % 2, ((yy // 4) + (xx // 4)) % 2)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pattern = patterns[label % 3][..., None]
+        for i in range(per_class):
+            pixels = np.array(COLOURS[label % 3])[None, None] * (0.6 + 0.4 * pattern) + rng.normal(0, 20, (size, size, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return root
+
+
+def save_tiny_base(path: Path, family: str = "vit") -> str:
+    """A tiny CLIP's state dict as a local safetensors checkpoint; returns its architecture name."""
+    model = tiny_clip(family, seed=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return TINY_ARCHITECTURES[family]
+
+
+def write_teacher_module(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{TEACHER_MODULE}.py").write_text(TEACHER_SOURCE)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared, oversubscribed CPU, OpenMP's spinning threads make tiny models ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    """The tiny tree, the tiny base checkpoint and the teacher module (importable while in use)."""
+    root = tmp_path_factory.mktemp("kit")
+    teacher_dir = write_teacher_module(root / "teacher_module")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(teacher_dir))
+        patch.delenv(INTERRUPT_ENV, raising=False)
+        yield {"root": root, "data": make_tree(root / "data"), "base_file": root / "base.safetensors",
+               "base": save_tiny_base(root / "base.safetensors")}
+    sys.modules.pop(TEACHER_MODULE, None)
+
+
+def tiny_options(kit, out_dir: Path, **overrides) -> BuildOptions:
+    """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity)."""
+    values = dict(
+        data=str(kit["data"]), output=str(out_dir / "tiny.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
+        embed_base=True, teacher=[TEACHER], holdout=0.25, transfer_epochs=4, transfer_batch_size=12, transfer_lr=5e-3,
+        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0,
+    )
+    values.update(overrides)
+    return BuildOptions(**values)
+
+
+def run_build(options: BuildOptions) -> tuple[dict, list[str]]:
+    logs: list[str] = []
+    return build(options, progress=False, log=logs.append), logs
+
+
+@pytest.fixture(scope="module")
+def reference(kit, tmp_path_factory):
+    """One uninterrupted build with the image update on: (options, summary, log lines)."""
+    options = tiny_options(kit, tmp_path_factory.mktemp("reference"), image_update_steps=3)
+    summary, logs = run_build(options)
+    return options, summary, logs
+
+
+def bundle_tensors(path) -> dict[str, torch.Tensor]:
+    with Bundle.open(path) as bundle:
+        tensors = {name: bundle.tensor(name) for name in bundle.tensor_names if not name.startswith("base.")}
+        tensors["decoded_images"] = bundle.images()
+    return tensors
+
+
+# --- the bundle ---------------------------------------------------------------------------------------
+
+
+def test_bundle_opens_verified_with_classes_images_and_lora(reference):
+    options, summary, _ = reference
+    with Bundle.open(summary["output"], verify=True) as bundle:
+        assert bundle.class_names == list(CLASSES)
+        assert bundle.ipc == 2 and bundle.num_images == 2 * len(CLASSES)
+        assert bundle.labels.tolist() == [0, 0, 1, 1, 2, 2]
+        images = bundle.images()
+        assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+        lora = bundle.lora_state_dict()
+        assert lora and all(".lora_A." in k or ".lora_B." in k for k in lora)
+        assert any(v.abs().max() > 0 for k, v in lora.items() if ".lora_B." in k)  # trained, not the zero init
+        head = bundle.head_state_dict()
+        assert head["lora_B"].shape[0] == len(CLASSES)
+        assert bundle.base_state_dict() is not None  # --embed-base
+        manifest = bundle.manifest
+    assert manifest["base"]["source"] == "embedded" and manifest["base"]["architecture"] == options.base
+    recipe = manifest["recipe"]
+    assert (recipe["loss"], recipe["epochs"], recipe["beta"], recipe["lr"]) == (options.loss, options.epochs, options.beta, options.student_lr)
+    assert recipe["augment"]["output_size"] == 32 and recipe["augment"]["cutmix"] == options.cutmix
+
+
+def test_provenance_records_options_timings_and_fidelity(reference):
+    options, summary, _ = reference
+    with Bundle.open(summary["output"]) as bundle:
+        provenance = bundle.manifest["provenance"]
+    assert provenance["builder"]["name"] == "hello-build"
+    recorded = provenance["builder"]["options"]
+    assert set(recorded) == {f.name for f in fields()}
+    assert recorded["ipc"] == 2 and recorded["transfer_epochs"] == 4 and recorded["teacher"] == [TEACHER]
+    assert {"data", "base", "teacher", "text_head", "transfer", "init", "image_update"} <= set(provenance["timings"])
+    assert "write" in summary["timings"]
+    assert all(seconds >= 0 for seconds in provenance["timings"].values())
+    fidelity = provenance["fidelity"]
+    for key in ("before_transfer", "after_transfer"):
+        assert {"agreement", "kl", "projector_top1", "teacher_top1"} <= set(fidelity[key])
+        assert fidelity[key]["images"] == 12  # a quarter of 16 per class, held out
+    assert fidelity["after_transfer"] == summary["fidelity_after"]
+    assert provenance["source_dataset"] == "data"
+    assert "ColourTeacher" not in provenance["teacher"] and TEACHER in provenance["teacher"]
+
+
+def test_recorded_paths_are_names_only(reference, kit):
+    """Published bundles must not leak the builder's filesystem: path options keep only their names."""
+    options, summary, _ = reference
+    with Bundle.open(summary["output"]) as bundle:
+        manifest_text = json.dumps(bundle.manifest)
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+    assert recorded["data"] == "data"
+    assert recorded["output"] == "tiny.hello"
+    assert recorded["base_checkpoint"] == "base.safetensors"
+    assert recorded["teacher"] == [TEACHER]  # a module:factory spec is not a path; kept as given
+    assert str(kit["root"]) not in manifest_text
+    assert str(Path(summary["output"]).parent) not in manifest_text
+
+
+def test_recorded_options_reduce_every_path_valued_option():
+    options = BuildOptions(data="/home/me/imagenet/train", output="/home/me/out/in1k.hello", workdir="/scratch/w",
+                           class_names="/home/me/names.txt", base_checkpoint="/home/me/rn50.safetensors",
+                           base_config="/home/me/cfg.json", init_images="/home/me/rded/", teacher=["/home/me/t1.pt2", "pkg.mod:make"])
+    recorded = options.recorded()
+    assert recorded["data"] == "train" and recorded["output"] == "in1k.hello" and recorded["workdir"] == "w"
+    assert recorded["class_names"] == "names.txt" and recorded["base_checkpoint"] == "rn50.safetensors"
+    assert recorded["base_config"] == "cfg.json" and recorded["init_images"] == "rded"
+    assert recorded["teacher"] == ["t1.pt2", "pkg.mod:make"]
+    assert "/home/me" not in json.dumps(recorded)
+    assert {k: v for k, v in recorded.items() if k not in options.path_fields()} == \
+        {k: v for k, v in options.to_dict().items() if k not in options.path_fields()}
+
+
+def test_hello_dataset_yields_labelled_batches(reference):
+    _, summary, _ = reference
+    dataset = HelloDataset(summary["output"], device="cpu")
+    batch = next(iter(dataset.loader(4, seed=0)))
+    assert batch.images.shape == (4, 3, 32, 32)
+    assert batch.soft_labels.shape == (4, len(CLASSES)) and torch.isfinite(batch.soft_labels).all()
+    assert batch.hard_labels.shape == (4, len(CLASSES))
+    assert torch.allclose(batch.hard_labels.sum(1), torch.ones(4))
+
+
+# --- what the stages achieve ------------------------------------------------------------------------------
+
+
+def test_transfer_makes_the_projector_agree_with_its_teacher(reference):
+    """On held-out real images, the transferred projector imitates the teacher better than the zero-shot head."""
+    _, summary, logs = reference
+    before, after = summary["fidelity_before"], summary["fidelity_after"]
+    assert after["kl"] < 0.5 * before["kl"], (before, after)
+    assert after["agreement"] >= before["agreement"]
+    assert after["agreement"] >= 0.9
+    assert any("zero-shot head" in line for line in logs) and any("after transfer" in line for line in logs)
+
+
+def test_image_update_lowers_the_feature_error(reference):
+    _, summary, logs = reference
+    with Bundle.open(summary["output"]) as bundle:
+        update = bundle.manifest["provenance"]["fidelity"]["image_update"]
+    assert update["steps"] == 3
+    assert 0 <= update["feature_mse_after"] < update["feature_mse_before"]
+    assert any("image update" in line for line in logs)
+
+
+# --- resume --------------------------------------------------------------------------------------------------
+
+
+def _markers(workdir: Path) -> dict[str, tuple[int, str]]:
+    return {p.stem: (p.stat().st_mtime_ns, p.read_text()) for p in sorted(workdir.glob("*.json"))}
+
+
+def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, monkeypatch):
+    ref_options, ref_summary, _ = reference
+    options = tiny_options(kit, tmp_path, image_update_steps=3)
+    workdir = options.workdir_path()
+    checkpoint = workdir / "transfer" / "transfer.safetensors"
+
+    # 1. interrupted in the transfer's second epoch: the teacher raises once the first epoch is saved
+    monkeypatch.setenv(INTERRUPT_ENV, str(checkpoint))
+    with pytest.raises(KeyboardInterrupt):
+        run_build(options)
+    assert not Path(options.output).exists()
+    assert (workdir / "text_head.json").exists() and not (workdir / "transfer.json").exists()
+    with safe_open(str(checkpoint), framework="pt") as f:
+        assert f.metadata()["epochs_done"] == "1"
+    finished = _markers(workdir)
+
+    # 2. rerun: finished stages reused untouched, the transfer continues, the result is the uninterrupted one
+    monkeypatch.delenv(INTERRUPT_ENV)
+    summary, _ = run_build(options)
+    after = _markers(workdir)
+    assert all(after[stage] == record for stage, record in finished.items())
+    assert {"transfer", "init", "image_update"} <= set(after)
+    ours, theirs = bundle_tensors(summary["output"]), bundle_tensors(ref_summary["output"])
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    assert summary["fidelity_after"] == ref_summary["fidelity_after"]
+
+    # 3. an option of a later stage changed: only that stage and those after it run again
+    changed = tiny_options(kit, tmp_path, image_update_steps=3, ipc=1)
+    summary, _ = run_build(changed)
+    rerun = _markers(workdir)
+    for stage in ("text_head", "transfer"):
+        assert rerun[stage] == after[stage], stage
+    for stage in ("init", "image_update"):
+        assert rerun[stage][1] != after[stage][1], stage
+    with Bundle.open(summary["output"]) as bundle:
+        assert bundle.ipc == 1 and bundle.num_images == len(CLASSES)
+        assert all(torch.equal(v, theirs[f"encoder_lora.{k}"]) for k, v in bundle.lora_state_dict().items())
+
+
+def test_run_and_record_only_options_reuse_every_stage(kit, tmp_path):
+    """Worker count, provenance names and the student recipe's numbers change no stage's result, so a
+    rerun with other values reuses every stage (and records the new values)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    finished = _markers(options.workdir_path())
+    summary, _ = run_build(tiny_options(kit, tmp_path, transfer_epochs=1, num_workers=1, source_dataset="renamed",
+                                        epochs=30, loss="kl", temperature=4.0, student_lr=0.01, codec="raw"))
+    assert _markers(options.workdir_path()) == finished
+    with Bundle.open(summary["output"]) as bundle:
+        recipe, provenance = bundle.manifest["recipe"], bundle.manifest["provenance"]
+        assert bundle.manifest["images"]["codec"] == "raw"
+    assert (recipe["epochs"], recipe["loss"], recipe["temperature"], recipe["lr"]) == (30, "kl", 4.0, 0.01)
+    assert provenance["source_dataset"] == "renamed"
+
+
+def test_seed_and_holdout_rerun_every_stage_that_depends_on_them(kit, tmp_path):
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    first = _markers(options.workdir_path())
+    run_build(tiny_options(kit, tmp_path, transfer_epochs=1, holdout=0.5))
+    second = _markers(options.workdir_path())
+    assert all(second[stage][1] != first[stage][1] for stage in ("text_head", "transfer", "init"))
+    run_build(tiny_options(kit, tmp_path, transfer_epochs=1, holdout=0.5, seed=1))
+    third = _markers(options.workdir_path())
+    assert all(third[stage][1] != second[stage][1] for stage in ("text_head", "transfer", "init"))
+
+
+# --- --init-images -----------------------------------------------------------------------------------------------
+
+
+def test_init_images_are_relabelled_instead_of_initialised(kit, tmp_path):
+    init_dir = make_tree(tmp_path / "distilled", per_class=3, size=24, seed=7)
+    summary, _ = run_build(tiny_options(kit, tmp_path, init_images=str(init_dir), transfer_epochs=1))
+    with Bundle.open(summary["output"], verify=True) as bundle:
+        assert bundle.num_images == 9 and bundle.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert bundle.ipc == 3  # what the given set holds, not --ipc
+        images = bundle.images()
+        assert images.shape == (9, 3, 32, 32)  # resized to the stored size
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+    assert recorded["init_images"] == "distilled"
+    # the stored images are the given ones (resized), not crops of the real tree
+    first = np.asarray(Image.open(init_dir / "apple" / "00.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.abs(images[0].permute(1, 2, 0).numpy().astype(int) - first.astype(int)).mean() < 3
+
+
+def test_init_images_with_other_classes_is_a_clear_error(kit, tmp_path):
+    init_dir = make_tree(tmp_path / "distilled", per_class=2, classes=("apple", "leaf", "sky"))
+    options = tiny_options(kit, tmp_path, init_images=str(init_dir), transfer_epochs=1)
+    with pytest.raises(BuildError, match=r"--init-images .*distilled has class folders that do not match .*\(missing: sea; unknown: sky\)"):
+        run_build(options)
+    assert not options.workdir_path().exists()  # found before any work started
+
+
+def test_no_held_out_images_builds_without_a_fidelity_measure(kit, tmp_path):
+    """--holdout 0 (or classes too small for any held-out image) leaves nothing to measure fidelity on."""
+    summary, logs = run_build(tiny_options(kit, tmp_path, holdout=0.0, transfer_epochs=1))
+    assert summary["fidelity_before"]["images"] == 0 and summary["fidelity_after"]["kl"] is None
+    assert any("no held-out images" in line for line in logs)
+    with Bundle.open(summary["output"], verify=True) as bundle:
+        assert bundle.manifest["provenance"]["fidelity"]["after_transfer"]["agreement"] is None

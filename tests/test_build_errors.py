@@ -1,0 +1,139 @@
+"""Each bad input of hello-build: a BuildError from build(), and through the CLI one line
+`error: ...` on stderr with exit status 2 (never a traceback), found before any stage runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hello_build.cli import main
+from hello_build.options import BuildOptions
+from hello_build.pipeline import build
+from hello_build.teachers import Teacher, save_teacher
+from hello_build.zoo import create_model
+from hello_format.errors import BuildError
+from test_build import make_tree, save_tiny_base
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("errors")
+    torch.save({"weight": torch.zeros(2)}, root / "pickled.pth")
+    return {"root": root, "data": make_tree(root / "data", per_class=8), "base": save_tiny_base(root / "base.safetensors"),
+            "base_file": root / "base.safetensors",
+            "teachers": {"three": _untrained_teacher(root / "three.safetensors", 3),
+                         "five": _untrained_teacher(root / "five.safetensors", 5), "pickled": root / "pickled.pth"}}
+
+
+def _untrained_teacher(path: Path, num_classes: int) -> Path:
+    net = create_model("convnet3", num_classes, image_size=32)
+    return save_teacher(Teacher(net, input_size=32, num_classes=num_classes, description="convnet3"), path, "convnet3")
+
+
+def _tree_with(kit, tmp_path: Path, change) -> str:
+    data = tmp_path / "data"
+    shutil.copytree(kit["data"], data)
+    change(data)
+    return str(data)
+
+
+def _broken_files(data: Path) -> None:
+    (data / "leaf" / "broken.png").write_bytes(b"\x89PNG but truncated")
+    (data / "sea" / "notes.jpg").write_text("not an image")
+
+
+def _empty_class(data: Path) -> None:
+    shutil.rmtree(data / "sea")
+    (data / "sea").mkdir()
+
+
+def _single_class(data: Path) -> None:
+    shutil.rmtree(data / "leaf")
+    shutil.rmtree(data / "sea")
+
+
+# id, change to the tree (or None), option overrides, message (regex, searched)
+CASES = [
+    ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
+    ("empty_class", _empty_class, {}, r"class folder\(s\) with no readable images in .*data: sea"),
+    ("single_class", _single_class, {}, r"single class folder \('apple'\); a classification set needs >= 2"),
+    ("teacher_class_count", None, {"teacher": ["five"]}, r"outputs 5 classes but the data has 3"),
+    ("missing_teacher", None, {"teacher": ["/no/such/teacher.safetensors"]}, r"teacher file /no/such/teacher\.safetensors does not exist"),
+    ("pickle_teacher", None, {"teacher": ["pickled"]}, r"pickled\.pth is a pickled PyTorch checkpoint, which hello-build refuses to load"),
+    ("unknown_base", None, {"base": "no-such-clip"}, r"unknown base architecture 'no-such-clip'.*--base-config"),
+    ("ipc_too_large", None, {"ipc": 3}, r"class 'apple' has 8 images but --ipc 3 with --factor 2 needs 12 \(3 class\(es\) short\)"),
+    ("two_kinds_of_teacher", None, {"train_teacher": "convnet3"}, r"give either --teacher or --train-teacher, not both"),
+    ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),
+    ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
+     r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
+]
+
+
+def _values(kit, tmp_path: Path, change, overrides: dict) -> dict:
+    """Options that build (see the last tests) but for ``change`` and ``overrides``; teachers by kit name."""
+    values = dict(data=str(kit["data"]) if change is None else _tree_with(kit, tmp_path, change),
+                  output=str(tmp_path / "out.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
+                  teacher=["three"], transfer_epochs=1, ipc=1, candidates_per_class=4, crops_per_image=1, device="cpu")
+    values.update(overrides)
+    values["teacher"] = [str(kit["teachers"].get(t, t)) for t in values["teacher"]]
+    return values
+
+
+def _cli_args(values: dict) -> list[str]:
+    args = [values.pop("data"), "-o", values.pop("output")]
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, list):
+            args += [part for item in value for part in (flag, item)]
+        elif value is True:
+            args.append(flag)
+        else:
+            args += [flag, str(value)]
+    return args + ["--quiet"]
+
+
+@pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_a_build_error_before_any_stage(kit, tmp_path, case, change, overrides, message):
+    options = BuildOptions(**_values(kit, tmp_path, change, overrides))
+    with pytest.raises(BuildError, match=message) as raised:
+        build(options, progress=False, log=lambda line: None)
+    assert "\n" not in str(raised.value)
+    workdir = options.workdir_path()
+    assert not workdir.exists() or not any(workdir.iterdir()), "a stage ran before the input was checked"
+    assert not Path(options.output).exists()
+
+
+@pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_through_the_cli(kit, tmp_path, case, change, overrides, message):
+    result = CliRunner().invoke(main, _cli_args(_values(kit, tmp_path, change, overrides)))
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_the_shared_setup_builds(kit, tmp_path):
+    """Every case changes one thing of a setup that builds, so each fails for its own reason."""
+    summary = build(BuildOptions(**_values(kit, tmp_path, None, {})), progress=False, log=lambda line: None)
+    assert Path(summary["output"]).exists() and summary["skipped_images"] == 0
+
+
+def test_skip_bad_leaves_unreadable_files_out_and_counts_them(kit, tmp_path):
+    logs: list[str] = []
+    summary = build(BuildOptions(**_values(kit, tmp_path, _broken_files, {"skip_bad": True})), progress=False, log=logs.append)
+    assert summary["skipped_images"] == 2
+    assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs)
