@@ -74,7 +74,7 @@ def run_demo(output: str | None = None, *, progress: bool = True, student_epochs
     print(f"1/4 pretraining the stand-in foundation model ({BASE}) on {len(parts['foundation'][1])} held-out digits")
     torch.manual_seed(seed)
     base = open_clip.create_model(BASE)
-    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=300, batch_size=64, seed=seed, progress=progress)
+    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=500, batch_size=64, seed=seed, progress=progress)
     checkpoint = work / "base.safetensors"
     from safetensors.torch import save_file
 
@@ -83,8 +83,8 @@ def run_demo(output: str | None = None, *, progress: bool = True, student_epochs
     print(f"2/4 distilling {len(parts['original'][1])} digits into 10 images per class")
     options = BuildOptions(
         data=str(train_dir), output=str(output), train_teacher="convnet3", teacher_epochs=15, teacher_checkpoints=3,
-        base=BASE, base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=10, transfer_batch_size=32,
-        transfer_lr=3e-3, candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, fresh=True, seed=seed,
+        base=BASE, base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=30, transfer_batch_size=32,
+        transfer_lr=1e-2, crop_min_scale=0.5, candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, fresh=True, seed=seed,
         source_dataset="sklearn-digits (upscaled to 32x32)", workdir=str(work / "build"),
     )
     report = build(options, progress=progress)
