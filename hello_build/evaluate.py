@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, per_class_indices, scan_image_folder
-from hello_build.zoo import create_model
+from hello_build.zoo import create_model, zoo_names
 from hello_format.bundle import Bundle
 from hello_format.dataset import LabelledImages, default_device
 from hello_format.errors import BuildError
@@ -60,7 +60,9 @@ class StudentRecipe:
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True) -> torch.nn.Module:
-    """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any)."""
+    """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
+
+    With ``progress``: a bar over all steps and one line per epoch (mean loss, lr)."""
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
     if recipe.optimizer == "sgd":
@@ -68,9 +70,11 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
-    total = max(1, len(loader))
+    total, per_epoch = max(1, len(loader)), max(1, loader.batches_per_epoch())
     model.train()
-    for step, batch in enumerate(tqdm(loader, desc=f"student {recipe.arch}", disable=not progress, leave=False)):
+    bar = tqdm(total=total, desc=f"student {recipe.arch}", disable=not progress, leave=False)
+    epoch_loss = 0.0
+    for step, batch in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
         logits = model(batch.images)
@@ -83,6 +87,14 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        epoch_loss += loss.item()
+        bar.update(1)
+        if (step + 1) % per_epoch == 0:
+            if progress:
+                tqdm.write(f"epoch {(step + 1) // per_epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
+                           f"lr {optimizer.param_groups[0]['lr']:.2e}")
+            epoch_loss = 0.0
+    bar.close()
     return model.eval()
 
 
@@ -114,6 +126,7 @@ def evaluate(
     """Train one student from the bundle under ``regime`` and return its result (JSON-ready)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    _check_inputs(regime, teacher, stored_dir, real_dir)
     device = torch.device(device) if device else default_device()
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -123,6 +136,8 @@ def evaluate(
         images, labels, names = bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint) if regime in ("projector", "random-real") else None
     recipe = StudentRecipe.from_manifest(manifest.get("recipe", {}), **(recipe_overrides or {}))
+    if recipe.arch not in zoo_names():
+        raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
     augment = AugmentConfig.from_dict(manifest.get("recipe", {}).get("augment", {}))
     size = augment.output_size or images.shape[-1]
     val_index = scan_image_folder(val_dir)
@@ -136,26 +151,29 @@ def evaluate(
         images, labels = _random_real(real_dir, names, val_index.classes, labels, images.shape[-1], recipe.seed)
     labeller = {
         "projector": lambda x: projector.label(x), "random-real": lambda x: projector.label(x), "hard": None,
-        "teacher": (lambda x: _require(teacher, "teacher")(x)) if regime == "teacher" else None,
+        "teacher": _no_grad(teacher) if regime == "teacher" else None,
         "stored": None,
     }[regime]
     data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD))
     if regime == "stored":
         from hello_build.stored_labels import StoredLabels
 
-        data.labeller = StoredLabels.prepare(_require(stored_dir, "stored_dir"), data, _require(teacher, "teacher"), recipe).replay()
+        data.labeller = StoredLabels.prepare(stored_dir, data, teacher, recipe).replay()
+    training = time.perf_counter()
     model = train_student(data, recipe, image_size=size, device=device, progress=progress)
+    train_seconds = time.perf_counter() - training
     accuracy = top1(model, val, device=device)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(train_seconds, 2),
         "bundle": str(bundle_path), "val": str(val_dir),
     }
 
 
 def _random_real(real_dir, names, folders, labels, size, seed):
     """A random real subset with as many images per class as the bundle has, decoded at its size."""
-    index = scan_image_folder(_require(real_dir, "real_dir"))
+    index = scan_image_folder(real_dir)
     if index.classes != folders:
         raise BuildError(f"real-image classes in {real_dir} do not match the validation folder's")
     generator = torch.Generator().manual_seed(seed)
@@ -171,7 +189,21 @@ def _random_real(real_dir, names, folders, labels, size, seed):
     return torch.stack([real[i][0] for i in range(len(real))]), torch.tensor(chosen_labels)
 
 
-def _require(value, name):
-    if value is None:
-        raise BuildError(f"this label regime needs {name.replace('_', ' ')} (see hello eval --help)")
-    return value
+def _no_grad(model):
+    """``model`` as a labeller: its logits are targets, never part of the student's graph."""
+
+    def labeller(images):
+        with torch.no_grad():
+            return model(images)
+
+    return labeller
+
+
+def _check_inputs(regime, teacher, stored_dir, real_dir) -> None:
+    """What a regime needs besides the bundle, checked before anything is loaded."""
+    if regime in ("teacher", "stored") and teacher is None:
+        raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
+    if regime == "stored" and stored_dir is None:
+        raise BuildError("the stored regime writes its label files first: pass --stored-dir DIR")
+    if regime == "random-real" and real_dir is None:
+        raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")

@@ -31,7 +31,10 @@ class StoredLabels:
 
     @classmethod
     def prepare(cls, directory, data, teacher: Callable, recipe) -> "StoredLabels":
-        """Run the training loader once with ``teacher`` labelling each view, and store everything."""
+        """Run the training loader once with ``teacher`` labelling each view, and store everything
+        (label files of an earlier run in ``directory`` are removed first, so none outlives its run)."""
+        for stale in Path(directory).glob("epoch_*/batch_*.safetensors"):
+            stale.unlink()
         loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
         per_epoch = loader.batches_per_epoch()
         for step, (epoch, indices, view) in enumerate(loader.views()):

@@ -1,0 +1,249 @@
+"""`hello eval`: every label regime end to end on a tiny bundle, bad inputs, and the stored (FKD)
+labels: their layout and a replay that meets exactly the views they were made for."""
+
+import json
+import textwrap
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from hello_build.evaluate import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
+from hello_build.stored_labels import StoredLabels, batch_file
+from hello_format.augment import AugmentConfig
+from hello_format.base import embedded_tensors
+from hello_format.bundle import write_bundle
+from hello_format.cli import cli
+from hello_format.dataset import LabelledImages
+from hello_format.testing import tiny_clip, tiny_projector
+
+CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
+IPC, SIZE, BATCH = 3, 32, 4  # 9 images: batches of 4, 4, 1 per epoch (a short last batch)
+AUGMENT = {"output_size": SIZE, "scale": [0.25, 1.0], "cutmix": 1.0}
+
+# A deterministic teacher whose logits are exactly representable in float16, so labels stored as
+# float16 and labels computed online are bit-identical and the two regimes must train the same student.
+TEACHER_MODULE = textwrap.dedent("""
+    import torch
+    from hello_build.zoo import create_model
+
+    class Fp16Logits(torch.nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(7)
+                self.net = create_model("convnet3", num_classes, image_size=32)
+
+        def forward(self, x):
+            return (4 * self.net(x)).half().float()
+
+    def teacher(num_classes):
+        return Fp16Logits(num_classes)
+""")
+
+
+def _write_folder(root, classes, per_class, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = torch.randint(0, 256, (SIZE, SIZE, 3), dtype=torch.uint8, generator=generator)
+            image[:, :, label] = 255 - 20 * i  # a class colour, so labels mean something
+            Image.fromarray(image.numpy()).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A tiny bundle (embedded tiny ViT base), validation and real folders, a teacher factory module."""
+    root = tmp_path_factory.mktemp("eval")
+    projector = tiny_projector("vit", CLASSES, seed=3).eval()
+    manifest = {
+        "format_version": "1.0", "class_names": CLASSES, "ipc": IPC, **projector.manifest_sections("float16"),
+        "recipe": {"augment": AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": 2,
+                   "batch_size": BATCH, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": SIZE},
+        "provenance": {"source_dataset": "test", "teacher": "fp16 factory", "class_folders": CLASSES,
+                       "builder": {"name": "test_eval", "version": "0", "options": {}}, "timings": {}},
+    }
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (len(CLASSES) * IPC, 3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(len(CLASSES)).repeat_interleave(IPC)
+    tensors = {**projector.bundle_tensors("float16"), **embedded_tensors(tiny_clip("vit", 3))}
+    bundle = write_bundle(root / "tiny.hello", manifest, images, labels, tensors, codec="png")
+    (root / "modules").mkdir()
+    (root / "modules" / "eval_fp16_teacher.py").write_text(TEACHER_MODULE)
+    return {"bundle": bundle, "images": images, "labels": labels, "root": root,
+            "val": _write_folder(root / "val", CLASSES, 4, seed=1), "real": _write_folder(root / "real", CLASSES, 5, seed=2),
+            "modules": root / "modules"}
+
+
+@pytest.fixture
+def on_path(tree, monkeypatch):
+    monkeypatch.syspath_prepend(str(tree["modules"]))
+
+
+def hello(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def eval_args(tree, regime, *extra):
+    args = ["eval", tree["bundle"], "--val", tree["val"], "--regime", regime, "--epochs", 1, "--seed", 1]
+    if regime in ("teacher", "stored"):
+        args += ["--teacher", "eval_fp16_teacher:teacher"]
+    if regime == "stored":
+        args += ["--stored-dir", tree["root"] / f"stored-{len(extra)}"]
+    if regime == "random-real":
+        args += ["--real", tree["real"]]
+    return args + list(extra)
+
+
+def final_json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_every_regime_trains_and_reports_a_final_json_line(tree, on_path, regime):
+    result = hello(*eval_args(tree, regime, "--quiet"))
+    report = final_json(result)
+    assert report["regime"] == regime
+    assert 0.0 <= report["top1"] <= 1.0
+    assert (report["student"], report["epochs"], report["seed"]) == ("convnet3", 1, 1)
+    assert (report["images"], report["classes"]) == (len(CLASSES) * IPC, len(CLASSES))
+    assert report["recipe"]["batch_size"] == BATCH  # the bundle's recorded recipe
+    assert report["train_seconds"] <= report["seconds"]
+    assert "epoch 1/1" not in result.stdout  # --quiet: only the JSON line
+
+
+def test_overrides_and_per_epoch_log(tree):
+    result = hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "hard", "--epochs", 3, "--batch-size", 5,
+                   "--optimizer", "sgd", "--lr", 0.05, "--loss", "kl", "--seed", 4)
+    report = final_json(result)
+    assert report["epochs"] == 3 and report["seed"] == 4
+    assert {k: report["recipe"][k] for k in ("batch_size", "optimizer", "lr", "loss")} == {
+        "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "kl"}
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("loss" in line for line in epoch_lines)
+
+
+@pytest.mark.slow
+def test_another_student_architecture(tree):
+    report = final_json(hello("eval", tree["bundle"], "--val", tree["val"], "--student", "resnet18_32", "--epochs", 1, "--quiet"))
+    assert report["student"] == "resnet18_32" and 0.0 <= report["top1"] <= 1.0
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_validation_classes_must_match_the_bundle(tree, tmp_path):
+    other = _write_folder(tmp_path / "other", ["ant", "bee", "cow"], 1, seed=5)
+    one_line_error(hello("eval", tree["bundle"], "--val", other), "do not match", "ant")
+
+
+def test_unknown_student_architecture(tree):
+    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
+
+
+def test_empty_validation_folder(tree, tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(hello("eval", tree["bundle"], "--val", tmp_path / "empty"), "no class folders")
+
+
+@pytest.mark.parametrize("regime, missing", [("teacher", "--teacher"), ("stored", "--teacher"), ("random-real", "--real")])
+def test_regime_inputs_are_required(tree, regime, missing):
+    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", regime, "--stored-dir", tree["root"] / "x"),
+                   missing, regime)
+
+
+def test_stored_regime_needs_a_directory(tree, on_path):
+    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "stored", "--teacher", "eval_fp16_teacher:teacher"),
+                   "--stored-dir")
+
+
+def test_random_real_needs_enough_real_images(tree, tmp_path):
+    few = _write_folder(tmp_path / "few", CLASSES, IPC - 1, seed=6)
+    one_line_error(hello(*eval_args(tree, "random-real")[:-2], "--real", few), "fewer than the bundle's")
+
+
+def test_stored_and_teacher_regimes_train_the_same_student(tree, on_path):
+    teacher = final_json(hello(*eval_args(tree, "teacher", "--quiet")))
+    stored = final_json(hello(*eval_args(tree, "stored", "--quiet")))
+    assert stored["top1"] == teacher["top1"]
+
+
+# in-process: the files themselves, and the replay against the teacher on exactly the same views
+
+def teacher_and_data(tree, seed=0):
+    from eval_fp16_teacher import teacher
+
+    net = teacher(len(CLASSES)).eval()
+    data = LabelledImages(tree["images"], tree["labels"], CLASSES, AugmentConfig.from_dict(AUGMENT), None,
+                          device="cpu", seed=seed, normalize=(STUDENT_MEAN, STUDENT_STD))
+    return net, data
+
+
+def test_stored_labels_use_the_fkd_layout(tree, on_path, tmp_path):
+    net, data = teacher_and_data(tree)
+    recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
+    (tmp_path / "epoch_0009").mkdir()
+    (tmp_path / "epoch_0009" / "batch_00000.safetensors").write_bytes(b"stale")  # from an earlier, longer run
+    stored = StoredLabels.prepare(tmp_path, data, net, recipe)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.safetensors"))
+    assert files == [f"epoch_{e:04d}/batch_{b:05d}.safetensors" for e in range(2) for b in range(3)]
+    loader = data.loader(BATCH, shuffle=True, seed=0, epochs=2)
+    for step, (epoch, indices, view) in enumerate(loader.views()):
+        saved = load_file(str(batch_file(tmp_path, epoch, step % 3)))
+        assert saved["logits"].dtype == torch.float16 and saved["logits"].shape == (len(indices), len(CLASSES))
+        with torch.no_grad():
+            torch.testing.assert_close(saved["logits"].float(), net(view.images), rtol=0, atol=0)
+        assert saved["crops"].dtype == torch.int32 and torch.equal(saved["crops"], view.crops.to(torch.int32))
+        assert torch.equal(saved["flips"], view.flips)
+        assert torch.equal(saved["mix_perm"], view.mix.perm.to(torch.int32))  # cutmix on every batch
+        assert saved["mix_lam"].item() == pytest.approx(view.mix.lam)
+    assert stored.label_bytes() == 2 * len(tree["labels"]) * len(CLASSES) * 2  # epochs x N x C x fp16
+    assert stored.bytes_on_disk() > stored.label_bytes()
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()])
+
+
+def test_replay_is_aligned_with_the_views(tree, on_path, tmp_path):
+    net, online = teacher_and_data(tree)
+    recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
+
+    def with_grad_off(images):
+        with torch.no_grad():
+            return net(images)
+
+    online.labeller = with_grad_off
+    expected = _weights(train_student(online, recipe, image_size=SIZE, device="cpu", progress=False))
+
+    _, replayed = teacher_and_data(tree)
+    replayed.labeller = StoredLabels.prepare(tmp_path / "aligned", replayed, net, recipe).replay()
+    assert torch.equal(_weights(train_student(replayed, recipe, image_size=SIZE, device="cpu", progress=False)), expected)
+
+    # control: labels made for another seed's views (same batch shapes) train a different student
+    _, shifted = teacher_and_data(tree, seed=1)
+    wrong = StoredLabels.prepare(tmp_path / "shifted", shifted, net, StudentRecipe(epochs=2, batch_size=BATCH, seed=1))
+    _, replayed_wrong = teacher_and_data(tree)
+    replayed_wrong.labeller = wrong.replay()
+    assert not torch.equal(_weights(train_student(replayed_wrong, recipe, image_size=SIZE, device="cpu", progress=False)), expected)
+
+
+def test_replay_refuses_more_batches_than_stored(tree, on_path, tmp_path):
+    from hello_format.errors import BuildError
+
+    net, data = teacher_and_data(tree)
+    data.labeller = StoredLabels.prepare(tmp_path, data, net, StudentRecipe(epochs=1, batch_size=BATCH)).replay()
+    with pytest.raises(BuildError, match="more batches"):
+        train_student(data, StudentRecipe(epochs=2, batch_size=BATCH), image_size=SIZE, device="cpu", progress=False)
