@@ -1,0 +1,60 @@
+"""Write a small ``.hello`` bundle to try the examples with: no download, no dataset, a few seconds.
+
+Its images are coloured noise (one hue per class) and its projector is a tiny random CLIP (from
+``hello_format.testing``) with random LoRA, embedded in the file, so readers need nothing else.
+The soft labels it produces mean nothing; the pipeline that produces them is the real one.
+
+    python examples/make_tiny_bundle.py tiny.hello
+"""
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from hello_format.base import embedded_tensors
+from hello_format.bundle import write_bundle
+from hello_format.testing import tiny_clip, tiny_projector
+
+
+def class_images(num_classes: int, ipc: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [num_classes * ipc, 3, size, size]: smooth noise tinted by a colour per class."""
+    colours = torch.rand(num_classes, 3, 1, 1, generator=generator).repeat_interleave(ipc, dim=0)
+    noise = torch.rand(num_classes * ipc, 3, size // 4, size // 4, generator=generator)
+    images = 0.5 * colours + 0.5 * F.interpolate(noise, size=size, mode="bilinear", align_corners=False)
+    return (images * 255).round().to(torch.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", nargs="?", default="tiny.hello", help="where to write the bundle")
+    parser.add_argument("--classes", type=int, default=4, help="number of classes")
+    parser.add_argument("--ipc", type=int, default=8, help="images per class")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    class_names = [f"class{c}" for c in range(args.classes)]
+    projector = tiny_projector("vit", class_names, seed=args.seed)
+    manifest = {
+        "format_version": "1.0",
+        "class_names": class_names,
+        "ipc": args.ipc,
+        **projector.manifest_sections(),  # base (embedded), encoder LoRA, text-initialised head
+        "recipe": {"augment": {"scale": [0.5, 1.0]}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
+                   "epochs": 300, "batch_size": 16, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
+                   "student_image_size": args.size},
+        "provenance": {"source_dataset": "coloured noise (examples/make_tiny_bundle.py)", "teacher": "none",
+                       "builder": {"name": "make_tiny_bundle", "version": "0", "options": vars(args)},
+                       "timings": {}},
+    }
+    generator = torch.Generator().manual_seed(args.seed)
+    images = class_images(args.classes, args.ipc, args.size, generator)
+    labels = torch.arange(args.classes).repeat_interleave(args.ipc)
+    tensors = {**projector.bundle_tensors(), **embedded_tensors(tiny_clip("vit", args.seed))}
+    path = write_bundle(args.output, manifest, images, labels, tensors)
+    print(f"wrote {path}: {len(labels)} images, {args.classes} classes, embedded tiny ViT base")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Train a student on a ``.hello`` bundle: the loop to copy into your own code.
+
+Every batch is augmented on the device (crop, flip, patch shuffle, CutMix/Mixup as the bundle's
+recipe says) and labelled by the bundle's projector on exactly those pixels; the student learns
+from those soft labels with the recipe's loss.
+
+    python examples/make_tiny_bundle.py tiny.hello
+    python examples/train_student.py tiny.hello --epochs 2
+"""
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from hello_format.dataset import HelloDataset
+from hello_format.losses import kl_loss, mse_ce_loss
+
+
+class Student(nn.Module):
+    """A small ConvNet; any classifier taking [B, 3, H, W] images works the same way."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", help="a .hello file or an hf:// URI")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    # Images are decoded once and kept on the device; labels come from the bundle's projector.
+    ds = HelloDataset(args.bundle, device=args.device, seed=args.seed)
+    recipe = ds.recipe  # what the bundle's author trained students with
+    print(f"{len(ds)} images, {ds.num_classes} classes, loss {recipe.get('loss', 'mse_ce')}, on {ds.device}")
+
+    torch.manual_seed(args.seed)
+    student = Student(ds.num_classes).to(args.device)
+    lr = args.lr if args.lr is not None else recipe.get("lr", 1e-3)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.get("weight_decay", 0.01))
+
+    for epoch in range(args.epochs):
+        started, total, batches = time.perf_counter(), 0.0, 0
+        student.train()
+        # One epoch of batches that never leave the device, seeded by (seed, epoch). The same batches
+        # through torch's DataLoader (main process only: labelling runs on the device):
+        #     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
+        #     ds.set_epoch(epoch); for images, soft_labels, hard_labels in loader: ...
+        for batch in ds.loader(args.batch_size, shuffle=True, start_epoch=epoch):
+            logits = student(batch.images)
+            if recipe.get("loss", "mse_ce") == "kl":  # KL to softmax(soft / T), as SRe2L / RDED
+                loss = kl_loss(logits, batch.soft_labels, recipe.get("temperature", 20.0))
+            else:  # MSE to the projector's logits + beta * CE on the (mixed) hard labels, as HeLlO
+                loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.get("beta", 0.1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / batches:.4f}  ({time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
