@@ -98,11 +98,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     transfer = work.result("transfer", _key(options, "transfer"))
     if transfer is None:
         started = time.perf_counter()
-        checkpoints = work.stage_dir("transfer")
-        if (checkpoints / "key.json").exists() and json.loads((checkpoints / "key.json").read_text()) != json.loads(json.dumps(_key(options, "transfer"), default=str)):
-            work.discard("transfer")
-            checkpoints = work.stage_dir("transfer")
-        (checkpoints / "key.json").write_text(json.dumps(_key(options, "transfer"), default=str))
+        checkpoints = work.stage_dir("transfer", _key(options, "transfer"))
         history = run_transfer(
             projector, teachers, train_data, augment,
             TransferOptions(epochs=options.transfer_epochs, batch_size=options.transfer_batch_size, lr=options.transfer_lr,

@@ -47,9 +47,14 @@ class WorkDir:
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / f"{name}.safetensors"))
 
-    def stage_dir(self, stage: str) -> Path:
+    def stage_dir(self, stage: str, key: dict) -> Path:
+        """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed."""
         path = self.path / stage
+        marker = path / "key.json"
+        if marker.exists() and json.loads(marker.read_text()) != _jsonable(key):
+            self.discard(stage)
         path.mkdir(exist_ok=True)
+        _atomic_write(marker, json.dumps(_jsonable(key), sort_keys=True).encode())
         return path
 
     def discard(self, stage: str) -> None:
