@@ -3,29 +3,30 @@
 import math
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 from hello_format.bundle import Bundle
 
-ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(script, *args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, str(ROOT / "examples" / script), *map(str, args)],
-                             capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert process.returncode == 0, process.stderr[-2000:]
-    return process.stdout
-
-
-def test_train_student_example_on_the_tiny_bundle(tmp_path):
+def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys):
     bundle = tmp_path / "tiny.hello"
-    run_example("make_tiny_bundle.py", bundle, "--classes", "3", "--ipc", "6")
+    # make_tiny_bundle.py in this process (as __main__, with its own argv): one fresh interpreter less
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "6"])
+    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    assert f"wrote {bundle}" in capsys.readouterr().out
     with Bundle.open(bundle, verify=True) as opened:
         assert opened.num_images == 18 and opened.manifest["base"]["source"] == "embedded"
-    out = run_example("train_student.py", bundle, "--epochs", "2", "--batch-size", "8", "--device", "cpu")
-    losses = [float(x) for x in re.findall(r"^epoch \d+/2 +loss (\S+)", out, flags=re.MULTILINE)]
-    assert len(losses) == 2, out
-    assert all(math.isfinite(loss) and loss > 0 for loss in losses), out
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "2",
+                              "--batch-size", "8", "--device", "cpu"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-2000:]
+    losses = [float(x) for x in re.findall(r"^epoch \d+/2 +loss (\S+)", process.stdout, flags=re.MULTILINE)]
+    assert len(losses) == 2, process.stdout
+    assert all(math.isfinite(loss) and loss > 0 for loss in losses), process.stdout
