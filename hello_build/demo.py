@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -27,7 +26,7 @@ from hello_build.evaluate import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1,
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build
-from hello_format.base import describe_base  # noqa: F401  (registers the tiny model configs)
+import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_format.dataset import HelloDataset, LabelledImages
 from hello_format.errors import BuildError

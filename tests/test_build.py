@@ -86,15 +86,6 @@ def write_teacher_module(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared, oversubscribed CPU, OpenMP's spinning threads make tiny models ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     """The tiny tree, the tiny base checkpoint and the teacher module (importable while in use)."""

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 from click.testing import CliRunner
 
 from hello_build.cli import main
@@ -21,14 +19,6 @@ from hello_format.bundle import Bundle
 from test_build import CLASSES, make_tree, save_tiny_base
 
 SPEC = Path(__file__).resolve().parents[1] / "spec" / "format.md"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _default(f: dataclasses.Field):

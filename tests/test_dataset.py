@@ -47,15 +47,6 @@ def write_tiny_bundle(path, family="vit", seed=0):
     return write_bundle(path, manifest, images, labels, tensors, codec="png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second spinning thread costs 10x on these tiny ops."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundles")
