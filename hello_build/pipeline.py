@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,13 +21,13 @@ from tqdm.auto import tqdm
 import hello_format
 import open_clip
 from hello_build import teachers as teacher_io
-from hello_build.data import RealImages, holdout_split, scan_image_folder
+from hello_build.data import ImageFolderIndex, RealImages, holdout_split, scan_image_folder
 from hello_build.options import BuildOptions
 from hello_build.stages.image_update import ImageUpdateOptions, run_image_update
 from hello_build.stages.init import initialise_synthetic, load_init_images, source_crops
 from hello_build.stages.transfer import TransferOptions, fidelity, run_transfer
 from hello_build.workdir import WorkDir
-from hello_format.augment import AugmentConfig
+from hello_format.augment import AugmentConfig, augment_batch
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import BuildError
@@ -52,6 +54,34 @@ def student_augment(options: BuildOptions, image_size: int) -> AugmentConfig:
     )
 
 
+@dataclass
+class _Run:
+    """What every stage of one build reads: the options, the data, the models and the work directory."""
+
+    options: BuildOptions
+    work: WorkDir
+    index: ImageFolderIndex
+    device: torch.device
+    image_size: int
+    augment: AugmentConfig
+    teachers: teacher_io.TeacherSet
+    projector: Projector
+    progress: bool
+    log: Callable[[str], None]
+    timings: dict = field(default_factory=dict)
+
+    def stage(self, name: str, run) -> dict:
+        """The recorded result of stage ``name``, running ``run() -> (result, tensors)`` if needed."""
+        key = _key(self.options, name)
+        record = self.work.result(name, key)
+        if record is None:
+            started = time.perf_counter()
+            result, tensors = run()
+            record = self.work.finish(name, key, result, time.perf_counter() - started, tensors=tensors)
+        self.timings[name] = record["seconds"]
+        return record
+
+
 def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes)."""
     log = log or (lambda message: tqdm.write(message))
@@ -63,100 +93,34 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad)
     if index.bad:
         log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
-    num_classes = index.num_classes
     _check_data(options, index)
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
     clip_model, base_section = _load_base(options, device)
-    image_size = options.image_size or int(base_section["image_size"] if isinstance(base_section["image_size"], int) else base_section["image_size"][0])
+    size = base_section["image_size"]
+    image_size = options.image_size or int(size if isinstance(size, int) else size[0])
     timings["base"] = time.perf_counter() - started
 
     train_idx, holdout_idx = holdout_split(index, options.holdout, options.seed)
     work = WorkDir(options.workdir_path(), fresh=options.fresh)
     teachers = _teachers(options, index, train_idx, image_size, device, work, timings, progress, log)
-    augment = student_augment(options, image_size)
-    train_data = RealImages(index, image_size, train_idx, skip_bad=options.skip_bad)
-    holdout_data = RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad)
-    log(f"data: {len(index)} images, {num_classes} classes ({len(train_idx)} train / {len(holdout_idx)} held out); device {device}")
-
-    # 1. text-guided head (the untrained projector is CLIP's zero-shot classifier)
-    started = time.perf_counter()
-    head_rank = options.head_rank or min(128, num_classes)
+    log(f"data: {len(index)} images, {index.num_classes} classes ({len(train_idx)} train / {len(holdout_idx)} held out); device {device}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
-        projector = _projector(options, clip_model, base_section, index, head_rank, device)
-    measure = lambda: fidelity(projector, teachers, holdout_data, augment, batch_size=options.transfer_batch_size, device=device)  # noqa: E731
-    text_head = work.result("text_head", _key(options, "text_head"))
-    if text_head is None:
-        text_head = work.finish("text_head", _key(options, "text_head"), {"fidelity": measure()}, time.perf_counter() - started)
-    timings["text_head"] = text_head["seconds"]
-    before = text_head["result"]["fidelity"]
-    log(f"zero-shot head: {_describe(before)}")
+        projector = _projector(options, clip_model, base_section, index, device)
+    run = _Run(options, work, index, device, image_size, student_augment(options, image_size), teachers, projector,
+               progress, log, timings)
+    holdout = RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad)
 
-    # 2. LoRA transfer
-    transfer = work.result("transfer", _key(options, "transfer"))
-    if transfer is None:
-        started = time.perf_counter()
-        checkpoints = work.stage_dir("transfer", _key(options, "transfer"))
-        history = run_transfer(
-            projector, teachers, train_data, augment,
-            TransferOptions(epochs=options.transfer_epochs, batch_size=options.transfer_batch_size, lr=options.transfer_lr,
-                            lambda_ce=options.lambda_ce, seed=options.seed),
-            checkpoint_dir=checkpoints, device=device, num_workers=options.num_workers, progress=progress,
-        )
-        transfer = work.finish("transfer", _key(options, "transfer"), {"loss": history, "fidelity": measure()},
-                               time.perf_counter() - started, tensors=_trainable(projector))
-    else:
-        _load_trainable(projector, work.load_tensors("transfer"))
-    timings["transfer"] = transfer["seconds"]
-    after = transfer["result"]["fidelity"]
-    log(f"after transfer: {_describe(after)}")
+    before = _text_head_stage(run, holdout)
+    after = _transfer_stage(run, RealImages(index, image_size, train_idx, skip_bad=options.skip_bad), holdout)
+    images, labels, init = _init_stage(run)
+    images, image_update = _image_update_stage(run, images, labels, init)
 
-    # 3. synthetic images
-    init = work.result("init", _key(options, "init"))
-    if init is None:
-        started = time.perf_counter()
-        if options.init_images:
-            images, labels = load_init_images(options.init_images, index.classes, image_size, skip_bad=options.skip_bad)
-            tensors, result = {"images": images, "labels": labels}, {"images": len(labels), "source": options.init_images}
-        else:
-            made = initialise_synthetic(
-                index, teachers, size=image_size, ipc=options.ipc, factor=options.factor,
-                candidates_per_class=options.candidates_per_class, crops_per_image=options.crops_per_image,
-                crop_scale=tuple(options.crop_scale), seed=options.seed, num_workers=options.num_workers,
-                skip_bad=options.skip_bad, device=device, progress=progress,
-            )
-            tensors = {"images": made.images, "labels": made.labels, "sources": made.sources}
-            result = {"images": len(made.labels), "source_size": made.source_size, "skipped": len(made.skipped)}
-        init = work.finish("init", _key(options, "init"), result, time.perf_counter() - started, tensors=tensors)
-    timings["init"] = init["seconds"]
-    synthetic = work.load_tensors("init")
-    images, labels = synthetic["images"], synthetic["labels"]
-
-    # 4. image-level update (optional)
-    image_update_result = None
-    if options.image_update_steps > 0:
-        update = work.result("image_update", _key(options, "image_update"))
-        if update is None:
-            started = time.perf_counter()
-            boxes, source_size = synthetic["sources"], init["result"]["source_size"]
-            updated, errors = run_image_update(
-                images, lambda rows: source_crops(index, boxes[rows], image_size, source_size), options.factor, projector.encode,
-                ImageUpdateOptions(steps=options.image_update_steps, lr=options.image_update_lr), device=device, progress=progress,
-            )
-            errors["agreement_before"] = _synthetic_agreement(projector, teachers, images, labels, augment, device, options.seed)
-            errors["agreement_after"] = _synthetic_agreement(projector, teachers, updated, labels, augment, device, options.seed)
-            update = work.finish("image_update", _key(options, "image_update"), errors, time.perf_counter() - started, tensors={"images": updated})
-        images = work.load_tensors("image_update")["images"]
-        image_update_result = update["result"]
-        timings["image_update"] = update["seconds"]
-        log(f"image update: feature error {image_update_result['feature_mse_before']:.4g} -> {image_update_result['feature_mse_after']:.4g}")
-
-    # 5. write
     started = time.perf_counter()
-    agreement = _synthetic_agreement(projector, teachers, images, labels, augment, device, options.seed)
-    manifest = _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update_result, _images_per_class(labels, num_classes))
+    agreement = _synthetic_agreement(run, images)
+    manifest = _manifest(run, before, after, agreement, image_update, _images_per_class(labels, index.num_classes))
     tensors = projector.bundle_tensors()
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model))
@@ -169,6 +133,82 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": before, "fidelity_after": after,
             "synthetic_agreement": agreement, "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
+
+
+def _measure(run: _Run, holdout) -> dict:
+    return fidelity(run.projector, run.teachers, holdout, run.augment, batch_size=run.options.transfer_batch_size, device=run.device)
+
+
+def _text_head_stage(run: _Run, holdout) -> dict:
+    """Stage 1: the untrained projector is CLIP's zero-shot classifier; measure its fidelity."""
+    record = run.stage("text_head", lambda: ({"fidelity": _measure(run, holdout)}, None))
+    run.log(f"zero-shot head: {_describe(record['result']['fidelity'])}")
+    return record["result"]["fidelity"]
+
+
+def _transfer_stage(run: _Run, train, holdout) -> dict:
+    """Stage 2: train the LoRA to imitate the teacher(s) on the real images (resumable per epoch)."""
+    options = run.options
+
+    def transfer():
+        history = run_transfer(
+            run.projector, run.teachers, train, run.augment,
+            TransferOptions(epochs=options.transfer_epochs, batch_size=options.transfer_batch_size, lr=options.transfer_lr,
+                            lambda_ce=options.lambda_ce, seed=options.seed),
+            checkpoint_dir=run.work.stage_dir("transfer", _key(options, "transfer")), device=run.device,
+            num_workers=options.num_workers, progress=run.progress,
+        )
+        return {"loss": history, "fidelity": _measure(run, holdout)}, _trainable(run.projector)
+
+    record = run.stage("transfer", transfer)
+    _load_trainable(run.projector, run.work.load_tensors("transfer"))
+    run.log(f"after transfer: {_describe(record['result']['fidelity'])}")
+    return record["result"]["fidelity"]
+
+
+def _init_stage(run: _Run) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Stage 3: RDED-style synthetic images, or the given --init-images; returns (images, labels, record)."""
+    options = run.options
+
+    def initialise():
+        if options.init_images:
+            images, labels = load_init_images(options.init_images, run.index.classes, run.image_size, skip_bad=options.skip_bad)
+            return {"images": len(labels), "source": Path(options.init_images).name}, {"images": images, "labels": labels}
+        made = initialise_synthetic(
+            run.index, run.teachers, size=run.image_size, ipc=options.ipc, factor=options.factor,
+            candidates_per_class=options.candidates_per_class, crops_per_image=options.crops_per_image,
+            crop_scale=tuple(options.crop_scale), seed=options.seed, num_workers=options.num_workers,
+            skip_bad=options.skip_bad, device=run.device, progress=run.progress,
+        )
+        result = {"images": len(made.labels), "source_size": made.source_size, "skipped": len(made.skipped)}
+        return result, {"images": made.images, "labels": made.labels, "sources": made.sources}
+
+    record = run.stage("init", initialise)
+    synthetic = run.work.load_tensors("init")
+    return synthetic["images"], synthetic["labels"], {**record, "sources": synthetic.get("sources")}
+
+
+def _image_update_stage(run: _Run, images, labels, init: dict) -> tuple[torch.Tensor, dict | None]:
+    """Stage 4 (optional): move the stored pixels towards their patches' full-resolution sources."""
+    options = run.options
+    if options.image_update_steps <= 0:
+        return images, None
+
+    def update():
+        boxes, source_size = init["sources"], init["result"]["source_size"]
+        updated, result = run_image_update(
+            images, lambda rows: source_crops(run.index, boxes[rows], run.image_size, source_size), options.factor,
+            run.projector.encode, ImageUpdateOptions(steps=options.image_update_steps, lr=options.image_update_lr),
+            device=run.device, progress=run.progress,
+        )
+        result["agreement_before"] = _synthetic_agreement(run, images)
+        result["agreement_after"] = _synthetic_agreement(run, updated)
+        return result, {"images": updated}
+
+    record = run.stage("image_update", update)
+    result = record["result"]
+    run.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}")
+    return run.work.load_tensors("image_update")["images"], result
 
 
 def _check(options: BuildOptions) -> None:
@@ -207,8 +247,9 @@ def _check_data(options: BuildOptions, index) -> None:
                          f"needs {needed} ({len(short)} class(es) short); lower --ipc or --factor")
 
 
-def _projector(options: BuildOptions, clip_model, base_section: dict, index, head_rank: int, device) -> Projector:
+def _projector(options: BuildOptions, clip_model, base_section: dict, index, device) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA."""
+    head_rank = options.head_rank or min(128, index.num_classes)
     return Projector.for_training(
         clip_model, base_section, index.class_names,
         templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
@@ -285,16 +326,14 @@ def _load_trainable(projector, state: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def _synthetic_agreement(projector, teachers, images, labels, augment, device, seed) -> float:
+def _synthetic_agreement(run: _Run, images: torch.Tensor) -> float:
     """Projector/teacher top-1 agreement on augmented (mixed) views of the synthetic images."""
-    from hello_format.augment import augment_batch
-
-    projector.eval()
-    generator = torch.Generator().manual_seed(seed + 77)
+    run.projector.eval()
+    generator = torch.Generator().manual_seed(run.options.seed + 77)
     agree = 0
     for start in range(0, len(images), 256):
-        view = augment_batch(images[start : start + 256].to(device), augment, generator)
-        agree += (projector(view.images).argmax(1) == teachers.mean_logits(view.images).argmax(1)).sum().item()
+        view = augment_batch(images[start : start + 256].to(run.device), run.augment, generator)
+        agree += (run.projector(view.images).argmax(1) == run.teachers.mean_logits(view.images).argmax(1)).sum().item()
     return agree / max(1, len(images))
 
 
@@ -304,13 +343,13 @@ def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
     return int(counts[0]) if bool((counts == counts[0]).all()) else None
 
 
-def _manifest(options, index, projector, augment, teachers, timings, before, after, agreement, image_update, ipc) -> dict:
-    sections = projector.manifest_sections()
+def _manifest(run: _Run, before, after, agreement, image_update, ipc) -> dict:
+    options, augment = run.options, run.augment
     return {
         "format_version": FORMAT_VERSION,
-        "class_names": list(index.class_names),
+        "class_names": list(run.index.class_names),
         "ipc": ipc,
-        **sections,
+        **run.projector.manifest_sections(),
         "recipe": {
             "augment": augment.to_dict(), "loss": options.loss, "temperature": options.temperature, "beta": options.beta,
             "epochs": options.epochs, "batch_size": options.student_batch_size, "optimizer": "adamw",
@@ -318,11 +357,11 @@ def _manifest(options, index, projector, augment, teachers, timings, before, aft
         },
         "provenance": {
             "source_dataset": options.source_dataset or Path(options.data).resolve().name,
-            "class_folders": list(index.classes),
-            "skipped_images": len(index.bad),
-            "teacher": teachers.description,
+            "class_folders": list(run.index.classes),
+            "skipped_images": len(run.index.bad),
+            "teacher": run.teachers.description,
             "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded()},
-            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "timings": {k: round(v, 3) for k, v in run.timings.items()},
             "fidelity": {"before_transfer": before, "after_transfer": after, "synthetic_agreement": agreement,
                          **({"image_update": image_update} if image_update else {})},
         },
