@@ -1,7 +1,8 @@
 """The ``hello`` command: info, verify, preview, plus commands that other packages register.
 
-Extra commands come from the entry-point group ``hello.commands`` and from the module
-``hello_format.cli_hub`` when it exists; both are loaded only when needed. Any HelloError ends the
+Extra commands come from the entry-point group ``hello.commands`` (``hello eval`` from hello_build)
+and from ``hello_format.cli_hub`` (push, pull); both are imported only when needed, so ``hello info``
+never loads huggingface_hub or the builder. Any HelloError ends the
 command with ``error: <message>`` on stderr and exit status 2.
 """
 
@@ -56,9 +57,7 @@ def _load_entry_point(ep: importlib.metadata.EntryPoint) -> click.Command:
 
 
 def _hub_commands() -> dict[str, click.Command]:
-    """The click commands defined in hello_format.cli_hub; {} when the module does not exist."""
-    if not _module_exists(HUB_MODULE):
-        return {}
+    """The click commands defined in hello_format.cli_hub (imported on first use)."""
     try:
         module = importlib.import_module(HUB_MODULE)
     except Exception as exc:
