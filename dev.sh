@@ -12,7 +12,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.hello-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  .venv/bin/pip install -q -c constraints.txt -e ".[test,bench]"
+  echo "installing hello and its dependencies into .venv (log: .venv/install.log)" >&2
+  if ! .venv/bin/pip install -c constraints.txt -e ".[test,bench]" > .venv/install.log 2>&1; then
+    tail -n 30 .venv/install.log >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 
