@@ -73,7 +73,7 @@ def run_demo(output: str | None = None, *, progress: bool = True, student_epochs
     print(f"1/4 pretraining the stand-in foundation model ({BASE}) on {len(parts['foundation'][1])} held-out digits")
     torch.manual_seed(seed)
     base = open_clip.create_model(BASE)
-    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=500, batch_size=64, seed=seed, progress=progress)
+    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=800, batch_size=64, seed=seed, progress=progress)
     checkpoint = work / "base.safetensors"
     from safetensors.torch import save_file
 
