@@ -1,0 +1,458 @@
+"""CIFAR-10 benchmark: student top-1 under every label regime, against the bytes each regime's labels cost.
+
+    python bench/cifar10.py                       # the full grid (hours on a CPU)
+    python bench/cifar10.py --ipc 10 --seeds 0 --students convnet3 --student-epochs 150 ...
+
+Protocol (all splits fixed by --split-seed, all models seeded):
+- CIFAR-10's 50,000 training images are split in two halves, per class. One half pretrains the
+  stand-in foundation model (a small open_clip CLIP, ``hello_build.foundation.pretrain_clip`` on
+  class-caption prompts; nobody can download it, so it is embedded in the bundles). The other half is
+  the "original dataset": the teacher is trained on it and it is what gets distilled.
+- Teacher: ConvNet-3 trained on the original half (minus the builder's 5 % fidelity hold-out); its
+  last ``--teacher-checkpoints`` trajectory checkpoints are the builder's weak teachers, the final one is
+  the teacher of the ``teacher`` and ``stored`` regimes.
+- ``hello-build`` (``hello_build.pipeline.build``) distils the original half into an IPC-n bundle.
+- Every regime then trains a fresh student through ``hello_build.evaluate.evaluate`` (the code behind
+  ``hello eval``); the 10,000 test images are only ever used for the reported accuracies.
+
+Every expensive artifact (unpacked data, foundation, teacher, bundles, each student run) is cached
+under --cache by a hash of its inputs, so a rerun only computes what changed. Outputs in --out:
+``results.json``, ``table.md``, ``accuracy_vs_label_bytes.png``. Skips (exit 0) where the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+ARCHIVES = {
+    "train.tar.gz": "45a63b9dd7542b37404b94f3e6f0269562f89fe2ff16ed505e6a327bb8c68449",
+    "test.tar.gz": "f225cabdd5279430dd56749e356119671fe0cd2bf543e78d20c27af441d80951",
+}
+ALL_REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
+SIZE = 32
+STARTED = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:7.0f} s] {message}", flush=True)
+
+
+def key_of(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_json(path: Path, compute):
+    """``compute()`` once; its JSON result is kept at ``path``."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+    return result
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+def unpack(data: Path, cache: Path) -> Path:
+    """The archives, checked against their published sha256 and unpacked once into ``cache/cifar10``."""
+    root = cache / "cifar10"
+
+    def run():
+        for name, expected in ARCHIVES.items():
+            if sha256_file(data / name) != expected:
+                raise SystemExit(f"error: {data / name} does not match its published sha256; re-copy it")
+            with tarfile.open(data / name) as archive:
+                archive.extractall(root, filter="data")
+        return dict(ARCHIVES)
+
+    cached_json(root / "unpacked.json", run)
+    return root
+
+
+def split_halves(root: Path, seed: int):
+    """Per class, a seeded half of the training images for the foundation, the other half as the
+    original dataset (an ImageFolder of links). Returns (original_dir, foundation images, labels, classes)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from hello_build.data import decode_image, per_class_indices, scan_image_folder
+
+    out = root / f"split-{seed}"
+    original = out / "original"
+    tensors = out / "foundation.safetensors"
+    if not tensors.is_file():
+        index = scan_image_folder(root / "train", check_headers=False)
+        generator = torch.Generator().manual_seed(seed)
+        foundation = []
+        for label, positions in enumerate(per_class_indices(index)):
+            order = torch.randperm(len(positions), generator=generator).tolist()
+            half = len(positions) // 2
+            foundation += [positions[i] for i in order[:half]]
+            folder = original / index.classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in order[half:]:
+                source = Path(index.samples[positions[i]][0])
+                link = folder / source.name
+                if not link.exists():
+                    link.symlink_to(source.resolve())
+        images = torch.stack([decode_image(index.samples[i][0], SIZE) for i in foundation])
+        labels = torch.tensor([index.samples[i][1] for i in foundation])
+        save_file({"images": images, "labels": labels}, str(tensors), metadata={"classes": json.dumps(index.classes)})
+    from safetensors import safe_open
+
+    with safe_open(str(tensors), framework="pt") as handle:
+        classes = json.loads(handle.metadata()["classes"])
+    loaded = load_file(str(tensors))
+    return original, loaded["images"], loaded["labels"], classes
+
+
+# -- foundation and teacher -------------------------------------------------------------------------
+
+def accuracy(model, index, *, batch_size: int = 500) -> float:
+    """Top-1 of ``model`` (float images in [0, 1] -> logits) on a scanned ImageFolder."""
+    import torch
+
+    from hello_build.data import real_image_loader
+
+    correct = 0
+    with torch.no_grad():
+        for images, labels in real_image_loader(index, SIZE, batch_size):
+            correct += (model(images.float() / 255).argmax(1) == labels).sum().item()
+    return correct / len(index)
+
+
+def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[Path, dict]:
+    """Pretrain the stand-in CLIP on the foundation half; its zero-shot top-1 (ensemble prompts) on test."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from hello_build.foundation import pretrain_clip
+    from hello_format.base import describe_base
+    from hello_format.head import DEFAULT_TEMPLATES
+    from hello_format.projector import Projector
+
+    inputs = {"arch": args.foundation_arch, "steps": args.foundation_steps, "batch": args.foundation_batch,
+              "lr": args.foundation_lr, "split_seed": args.split_seed, "token_embedding": "frozen"}
+    folder = cache / "foundation" / key_of(inputs)
+    checkpoint = folder / "base.safetensors"
+
+    def run():
+        say(f"foundation: pretraining {args.foundation_arch} for {args.foundation_steps} steps on {len(labels)} images")
+        started = time.perf_counter()
+        torch.manual_seed(0)
+        model = open_clip.create_model(args.foundation_arch)
+        model.token_embedding.requires_grad_(False)  # CPU time: captions use a handful of tokens
+        pretrain_clip(model, open_clip.get_tokenizer(args.foundation_arch), images, labels, classes,
+                      steps=args.foundation_steps, batch_size=args.foundation_batch, lr=args.foundation_lr,
+                      seed=0, progress=False)
+        seconds = time.perf_counter() - started
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
+        zero_shot = Projector(model, describe_base(model, architecture=args.foundation_arch, source="local"), classes,
+                              templates=list(DEFAULT_TEMPLATES), lora_manifest=None, head_lora_manifest=None,
+                              logit_scale=100.0).eval()
+        return {"inputs": inputs, "seconds": round(seconds, 1), "zero_shot_top1": accuracy(zero_shot.label, test_index),
+                "parameters": sum(p.numel() for p in model.parameters()), "images": len(labels)}
+
+    info = cached_json(folder / "info.json", run)
+    say(f"foundation: zero-shot top-1 on test {info['zero_shot_top1']:.3f} ({info['seconds']} s)")
+    return checkpoint, info
+
+
+def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], dict]:
+    """ConvNet-3 trained on the original half minus the builder's hold-out; its trajectory checkpoints."""
+    from hello_build.data import holdout_split, scan_image_folder
+    from hello_build.teachers import load_teacher, train_teacher
+
+    inputs = {"arch": "convnet3", "epochs": args.teacher_epochs, "keep": args.teacher_checkpoints,
+              "split_seed": args.split_seed, "holdout": 0.05, "seed": args.build_seed}
+    folder = cache / "teacher" / key_of(inputs)
+
+    def run():
+        index = scan_image_folder(original, check_headers=False)
+        train_idx, _ = holdout_split(index, 0.05, args.build_seed)
+        say(f"teacher: training convnet3 for {args.teacher_epochs} epochs on {len(train_idx)} images")
+        started = time.perf_counter()
+        trained = train_teacher(index, "convnet3", epochs=args.teacher_epochs, keep=args.teacher_checkpoints,
+                                seed=args.build_seed, indices=train_idx, input_size=SIZE, work_dir=folder,
+                                progress=lambda epoch, loss: say(f"teacher: epoch {epoch} loss {loss:.3f}"))
+        seconds = time.perf_counter() - started
+        paths = sorted(str(p) for p in folder.glob("teacher_convnet3_epoch*.safetensors"))
+        final = load_teacher(paths[-1])
+        return {"inputs": inputs, "seconds": round(seconds, 1), "checkpoints": paths, "images": len(train_idx),
+                "test_top1": accuracy(final, test_index), "file_bytes": Path(paths[-1]).stat().st_size,
+                "epochs": [t.description for t in trained]}
+
+    info = cached_json(folder / "info.json", run)
+    say(f"teacher: test top-1 {info['test_top1']:.3f} ({info['seconds']} s)")
+    return [Path(p) for p in info["checkpoints"]], info
+
+
+# -- bundles and students ---------------------------------------------------------------------------
+
+def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index) -> tuple[Path, dict]:
+    """``hello-build`` on the original half; the work directory is shared by every IPC (the transfer
+    runs once). Also the projector's own test top-1 (the label generator as a classifier)."""
+    from hello_build.options import BuildOptions
+    from hello_build.pipeline import build
+    from hello_format.bundle import Bundle
+    from hello_format.projector import Projector
+
+    shared = {**upstream, "transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr, "build_seed": args.build_seed}
+    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs}
+    key = key_of(inputs)
+    path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"
+
+    def run():
+        say(f"build: IPC {ipc}")
+        options = BuildOptions(
+            data=str(original), output=str(path), teacher=[str(t) for t in teachers], base=args.foundation_arch,
+            pretrained=None, base_checkpoint=str(base), embed_base=True, ipc=ipc, factor=args.factor,
+            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs, seed=args.build_seed,
+            source_dataset="CIFAR-10 (JPEG copy), one half of the training split", device=args.device,
+            workdir=str(cache / "build" / key_of(shared)),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        report = build(options, progress=False, log=lambda m: say(f"build: {m}"))
+        with Bundle.open(path) as opened:
+            storage = opened.storage()
+            projector = Projector.from_bundle(opened)
+        # stage times as recorded in the work directory (a resumed stage counts the time it took)
+        return {"inputs": inputs, "seconds": round(sum(report["timings"].values()), 1), "timings": report["timings"],
+                "fidelity_before": report["fidelity_before"], "fidelity_after": report["fidelity_after"],
+                "synthetic_agreement": report["synthetic_agreement"], "storage": vars(storage),
+                "projector_test_top1": accuracy(projector.label, test_index)}
+
+    info = cached_json(path.with_suffix(".json"), run)
+    say(f"build: IPC {ipc}: {info['storage']['file_bytes']:,} bytes, synthetic agreement {info['synthetic_agreement']:.3f}, "
+        f"projector test top-1 {info['projector_test_top1']:.3f}")
+    return path, info
+
+
+def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
+                original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict:
+    """One ``hello eval`` run (in process), cached; with the bytes its labels cost."""
+    from hello_build.evaluate import evaluate
+    from hello_build.stored_labels import StoredLabels
+
+    inputs = {"bundle": bundle_path.name, "regime": regime, "student": student, "seed": seed, "epochs": args.student_epochs,
+              "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
+    key = key_of(inputs)
+
+    def run():
+        from hello_build.teachers import load_teacher
+
+        say(f"eval: {bundle_path.name} {regime} {student} seed {seed}")
+        stored_dir = cache / "stored" / key
+        result = evaluate(
+            bundle_path, test_dir, regime=regime, device=args.device, progress=False,
+            teacher=load_teacher(teacher_path) if regime in ("teacher", "stored") else None,
+            real_dir=original if regime == "random-real" else None, stored_dir=stored_dir if regime == "stored" else None,
+            recipe_overrides={"arch": student, "epochs": args.student_epochs, "seed": seed},
+        )
+        if regime == "stored":
+            per_epoch = len(list((stored_dir / "epoch_0000").glob("*.safetensors")))
+            stored = StoredLabels(stored_dir, args.student_epochs, per_epoch)
+            result["label_bytes"], result["stored_disk_bytes"] = stored.label_bytes(), stored.bytes_on_disk()
+        else:
+            result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
+                regime, bundle_info["storage"]["label_generator_bytes"])
+        return {"inputs": inputs, **result}
+
+    record = cached_json(cache / "evals" / f"{key}.json", run)
+    say(f"eval: {bundle_path.name} {regime} {student} seed {seed}: top-1 {record['top1']:.4f} ({record['train_seconds']} s training)")
+    return record
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+def summarise(records: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["ipc"], r["student"], r["regime"]), []).append(r)
+    rows = []
+    for (ipc, student, regime), runs in groups.items():
+        tops = [r["top1"] for r in runs]
+        rows.append({"ipc": ipc, "student": student, "regime": regime, "runs": len(runs), "top1_mean": statistics.mean(tops),
+                     "top1_std": statistics.stdev(tops) if len(tops) > 1 else 0.0, "label_bytes": runs[0]["label_bytes"],
+                     "train_seconds": statistics.mean(r["train_seconds"] for r in runs)})
+    order = {r: i for i, r in enumerate(ALL_REGIMES)}
+    return sorted(rows, key=lambda r: (r["ipc"], r["student"], order[r["regime"]]))
+
+
+def goals(rows: list[dict], bundles: dict) -> list[dict]:
+    """The project's targets, checked per (IPC, student) where the needed regimes ran."""
+    found = []
+    by = {(r["ipc"], r["student"], r["regime"]): r["top1_mean"] for r in rows}
+    for ipc, student in sorted({(r["ipc"], r["student"]) for r in rows}):
+        get = lambda regime: by.get((ipc, student, regime))  # noqa: E731
+        p, t, h, rr = get("projector"), get("teacher"), get("hard"), get("random-real")
+        where = f"IPC {ipc}, {student}"
+        if p is not None and t is not None:
+            found.append({"goal": "projector within 1 point of the online teacher", "where": where, "value": f"{100 * (p - t):+.1f} points", "met": p >= t - 0.01})
+        if p is not None and h is not None and ipc <= 10:
+            found.append({"goal": ">= 10 points above hard labels (IPC 10)", "where": where, "value": f"{100 * (p - h):+.1f} points", "met": p - h >= 0.10})
+        if p is not None and rr is not None:
+            found.append({"goal": "distilled beats random-real under projector labels", "where": where, "value": f"{100 * (p - rr):+.1f} points", "met": p > rr})
+    for ipc, info in sorted(bundles.items()):
+        agreement = info["synthetic_agreement"]
+        found.append({"goal": "projector/teacher agreement on augmented synthetic views >= 90 %", "where": f"IPC {ipc} bundle",
+                      "value": f"{100 * agreement:.1f} %", "met": agreement >= 0.9})
+    return found
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def markdown(results: dict) -> str:
+    s = results["settings"]
+    lines = [
+        f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} parameters, "
+        f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images): zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
+        f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images): top-1 "
+        f"{100 * results['teacher']['test_top1']:.1f} %. Students: {s['student_epochs']} epochs, seeds {s['seeds']}; "
+        f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}; factor {s['factor']}.",
+        "",
+        "| IPC | student | regime | top-1 % (mean ± std, n) | label bytes | training s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results["rows"]:
+        lines.append(f"| {r['ipc']} | {r['student']} | {r['regime']} | {100 * r['top1_mean']:.1f} ± {100 * r['top1_std']:.1f} ({r['runs']}) "
+                     f"| {human(r['label_bytes'])} | {r['train_seconds']:.0f} |")
+    lines += ["", "| IPC | bundle | images | label generator | embedded base | stored labels (recipe epochs) | build s | "
+              "agreement real views before → after transfer | agreement synthetic views | projector top-1 % |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for ipc, b in sorted(results["bundles"].items(), key=lambda kv: int(kv[0])):
+        st = b["storage"]
+        lines.append(f"| {ipc} | {human(st['file_bytes'])} | {human(st['images_bytes'])} | {human(st['label_generator_bytes'])} | "
+                     f"{human(st['base_bytes'])} | {human(st['stored_label_bytes'])} | {b['seconds']:.0f} | "
+                     f"{100 * b['fidelity_before']['agreement']:.1f} → {100 * b['fidelity_after']['agreement']:.1f} % | "
+                     f"{100 * b['synthetic_agreement']:.1f} % | {100 * b['projector_test_top1']:.1f} |")
+    lines += ["", "| goal | where | value | met |", "| --- | --- | --- | --- |"]
+    lines += [f"| {g['goal']} | {g['where']} | {g['value']} | {'yes' if g['met'] else 'no'} |" for g in results["goals"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ipcs = sorted({r["ipc"] for r in rows})
+    figure, axes = plt.subplots(1, len(ipcs), figsize=(6 * len(ipcs), 4.5), squeeze=False)
+    colours = dict(zip(ALL_REGIMES, ("tab:blue", "tab:gray", "tab:red", "tab:orange", "tab:green")))
+    markers = dict(zip(sorted({r["student"] for r in rows}), "os^D"))
+    for axis, ipc in zip(axes[0], ipcs):
+        for r in (r for r in rows if r["ipc"] == ipc):
+            label = f"{r['regime']} ({r['student']})"
+            if r["label_bytes"] == 0:
+                axis.axhline(100 * r["top1_mean"], color=colours[r["regime"]], linestyle="--", label=label + ": 0 B")
+                continue
+            axis.errorbar(r["label_bytes"], 100 * r["top1_mean"], yerr=100 * r["top1_std"], fmt=markers[r["student"]],
+                          color=colours[r["regime"]], capsize=3, label=label)
+        axis.set_xscale("log")
+        axis.set_xlabel("bytes that serve the soft labels (log)")
+        axis.set_ylabel("student top-1 on CIFAR-10 test (%)")
+        axis.set_title(f"IPC {ipc}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
+    parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "cache")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cifar10")
+    parser.add_argument("--ipc", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (init, batch order, augmentation, random-real subset)")
+    parser.add_argument("--students", nargs="+", default=["convnet3", "resnet18_32"])
+    parser.add_argument("--regimes", nargs="+", default=list(ALL_REGIMES), choices=ALL_REGIMES)
+    parser.add_argument("--student-epochs", type=int, default=300)
+    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
+    parser.add_argument("--transfer-epochs", type=int, default=10)
+    parser.add_argument("--transfer-lr", type=float, default=1e-3, help="AdamW learning rate of the LoRA transfer")
+    parser.add_argument("--foundation-steps", type=int, default=2000)
+    parser.add_argument("--foundation-arch", default="hello-tiny-vit", help="open_clip architecture of the stand-in CLIP")
+    parser.add_argument("--foundation-batch", type=int, default=128)
+    parser.add_argument("--foundation-lr", type=float, default=2e-3)
+    parser.add_argument("--factor", type=int, default=2, help="RDED patches per side of a synthetic image")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--build-seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    missing = [name for name in ARCHIVES if not (args.data / name).is_file()]
+    if missing:
+        print(f"skipped: CIFAR-10 archives {', '.join(missing)} not found in {args.data} (pass --data DIR)")
+        return 0
+    import hello_format  # noqa: F401  (torchvision shim before open_clip)
+    from hello_build.data import scan_image_folder
+    from hello_format.base import describe_base  # noqa: F401  (registers the tiny model configs)
+
+    say(f"settings: {vars(args)}")
+    root = unpack(args.data, args.cache)
+    original, images, labels, classes = split_halves(root, args.split_seed)
+    test_index = scan_image_folder(root / "test", check_headers=False)
+    base, foundation_info = foundation(args, args.cache, images, labels, classes, test_index)
+    teachers, teacher_info = teacher(args, args.cache, original, test_index)
+    upstream = {"foundation": foundation_info["inputs"], "teacher": teacher_info["inputs"]}
+    bundles, records = {}, []
+    for ipc in args.ipc:
+        path, info = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
+        bundles[ipc] = info
+        for student in args.students:
+            for regime in args.regimes:
+                for seed in args.seeds:
+                    record = student_run(args, args.cache, path, info, teachers[-1], teacher_info, original, root / "test",
+                                         regime, student, seed)
+                    records.append({**record, "ipc": ipc})
+    rows = summarise(records)
+    results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "command": "python bench/cifar10.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "foundation": foundation_info, "teacher": teacher_info, "bundles": bundles, "runs": records, "rows": rows,
+               "goals": goals(rows, bundles), "seconds": round(time.perf_counter() - STARTED, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str))
+    (args.out / "table.md").write_text(markdown(results))
+    plot(rows, args.out / "accuracy_vs_label_bytes.png")
+    say(f"wrote {args.out / 'results.json'}, table.md, accuracy_vs_label_bytes.png")
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
