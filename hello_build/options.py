@@ -62,7 +62,7 @@ class BuildOptions:
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init")
-    factor: int = option(2, "Patches per side stitched into each synthetic image (RDED).", stage="init")
+    factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init")
     candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set.", stage="init", open=True)
     crops_per_image: int = option(5, "Random crops scored per candidate image.", stage="init", open=True)
     crop_scale: list = option([0.5, 1.0], "RandomResizedCrop scale range of the candidate crops.", stage="init", open=True)
