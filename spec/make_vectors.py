@@ -96,12 +96,13 @@ def write_unchecked(path: pathlib.Path, manifest: dict, tensors: dict) -> None:
                         tensors)
 
 
-def _split(data: bytes) -> tuple[dict, bytes]:
+def split_header(data: bytes) -> tuple[dict, bytes]:
+    """(header JSON, tensor data) of a safetensors file's bytes."""
     (length,) = struct.unpack("<Q", data[:8])
     return json.loads(data[8:8 + length]), data[8 + length:]
 
 
-def _join(header: dict, body: bytes) -> bytes:
+def join_header(header: dict, body: bytes) -> bytes:
     """Re-encode an edited header with the canonical layout (keeps the given offsets)."""
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
@@ -109,9 +110,9 @@ def _join(header: dict, body: bytes) -> bytes:
 
 
 def _edit_header(data: bytes, edit) -> bytes:
-    header, body = _split(data)
+    header, body = split_header(data)
     edit(header)
-    return _join(header, body)
+    return join_header(header, body)
 
 
 def _flip_in_manifest(data: bytes) -> bytes:
@@ -120,7 +121,7 @@ def _flip_in_manifest(data: bytes) -> bytes:
 
 
 def _flip_in_tensor(data: bytes, name: str) -> bytes:
-    header, _ = _split(data)
+    header, _ = split_header(data)
     start = 8 + struct.unpack("<Q", data[:8])[0] + header[name]["data_offsets"][0]
     return data[:start] + bytes([data[start] ^ 0xFF]) + data[start + 1:]
 
@@ -160,7 +161,7 @@ def generate(out: pathlib.Path) -> dict:
     invalid("header_length_too_large.hello", struct.pack("<Q", len(raw) * 2) + raw[8:],
             "HeaderError", "header length")
     invalid("header_not_json.hello", raw[:8] + b"[" + raw[9:], "HeaderError", "not valid JSON")
-    labels_at = _split(raw)[0]["labels"]["data_offsets"]
+    labels_at = split_header(raw)[0]["labels"]["data_offsets"]
     invalid("overlapping_offsets.hello", _edit_header(raw, _set_offsets(
         "labels", labels_at[0] - 8, labels_at[1] - 8)), "HeaderError", "overlaps")
     invalid("out_of_range_offsets.hello", _edit_header(raw, _set_offsets(

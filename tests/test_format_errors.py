@@ -22,15 +22,7 @@ _spec.loader.exec_module(samples)
 ORIGINALS = {name: (SPEC / "vectors" / name).read_bytes() for name in ("valid_png.hello", "valid_raw.hello")}
 
 
-def split(data: bytes) -> tuple[dict, bytes]:
-    (length,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + length]), data[8 + length:]
-
-
-def join(header: dict, body: bytes) -> bytes:
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + body
+split, join = samples.split_header, samples.join_header
 
 
 def with_manifest(data: bytes, edit) -> bytes:
