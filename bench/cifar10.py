@@ -331,7 +331,7 @@ def human(n: float) -> str:
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
-        f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} parameters, "
+        f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} CLIP parameters, text tower included; "
         f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images): zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
         f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images): top-1 "
         f"{100 * results['teacher']['test_top1']:.1f} %. Students: {s['student_epochs']} epochs, seeds {s['seeds']}; "
