@@ -62,14 +62,6 @@ def cached_json(path: Path, compute):
     return result
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # -- data -------------------------------------------------------------------------------------------
 
 def unpack(data: Path, cache: Path) -> Path:
@@ -77,8 +69,10 @@ def unpack(data: Path, cache: Path) -> Path:
     root = cache / "cifar10"
 
     def run():
+        from hello_build.teachers import file_sha256
+
         for name, expected in ARCHIVES.items():
-            if sha256_file(data / name) != expected:
+            if file_sha256(data / name) != expected:
                 raise SystemExit(f"error: {data / name} does not match its published sha256; re-copy it")
             with tarfile.open(data / name) as archive:
                 archive.extractall(root, filter="data")
