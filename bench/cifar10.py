@@ -415,7 +415,7 @@ def main(argv=None) -> int:
         return 0
     import hello_format  # noqa: F401  (torchvision shim before open_clip)
     from hello_build.data import scan_image_folder
-    from hello_format.base import describe_base  # noqa: F401  (registers the tiny model configs)
+    import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 
     say(f"settings: {vars(args)}")
     root = unpack(args.data, args.cache)
