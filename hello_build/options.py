@@ -56,7 +56,7 @@ class BuildOptions:
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
     # transfer
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True)
-    transfer_lr: float = option(1e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
+    transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)

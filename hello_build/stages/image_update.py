@@ -20,8 +20,10 @@ from hello_build.stages.init import patch_layout
 
 @dataclass(frozen=True)
 class ImageUpdateOptions:
-    steps: int = 0
-    lr: float = 0.01
+    """The update's settings; steps and lr default in hello_build.options."""
+
+    steps: int
+    lr: float
     batch_size: int = 64
 
 

@@ -25,12 +25,14 @@ from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 
 @dataclass(frozen=True)
 class TransferOptions:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
+    """The transfer's settings; their defaults live in hello_build.options (one source of truth)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    lambda_ce: float
+    seed: int
     weight_decay: float = 0.0
-    lambda_ce: float = 0.1
-    seed: int = 0
 
 
 def _autocast(device: torch.device):
