@@ -110,7 +110,11 @@ class LabelledImages(Dataset):
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
         indices = indices.to(self.device)
-        return self.label(indices, augment_batch(self._images[indices], self.augment, generator))
+        return self.label(indices, self.view(indices, generator))
+
+    def view(self, indices: torch.Tensor, generator: torch.Generator):
+        """The augmented view (an ``AugmentedBatch``) of the images at ``indices`` (on the device)."""
+        return augment_batch(self._images[indices], self.augment, generator)
 
     def label(self, indices: torch.Tensor, view) -> LabelledBatch:
         """The student's batch for an augmented ``view`` of the images at ``indices``."""
@@ -226,7 +230,7 @@ class BatchLoader:
             stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
             for start in range(0, stop, self.batch_size):
                 indices = shard[start : start + self.batch_size]
-                yield epoch, indices, augment_batch(self.dataset._images[indices], self.dataset.augment, generator)
+                yield epoch, indices, self.dataset.view(indices, generator)
 
     def __iter__(self) -> Iterator[LabelledBatch]:
         for _, indices, view in self.views():
