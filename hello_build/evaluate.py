@@ -148,11 +148,12 @@ def evaluate(
 
     if regime == "random-real":
         images, labels = _random_real(real_dir, names, val_index.classes, labels, images.shape[-1], recipe.seed)
-    labeller = {
-        "projector": lambda x: projector.label(x), "random-real": lambda x: projector.label(x), "hard": None,
-        "teacher": _no_grad(teacher) if regime == "teacher" else None,
-        "stored": None,
-    }[regime]
+    if regime in ("projector", "random-real"):
+        labeller = projector.label
+    elif regime == "teacher":
+        labeller = _no_grad(teacher)
+    else:
+        labeller = None  # hard: none; stored: set below, once the labels are on disk
     data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD))
     if regime == "stored":
         from hello_build.stored_labels import StoredLabels
