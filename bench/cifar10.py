@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tarfile
@@ -39,11 +41,12 @@ ARCHIVES = {
 }
 ALL_REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 SIZE = 32
-STARTED = time.perf_counter()
+# wall-clock start, shared with the worker processes of --jobs so their log lines use one clock
+STARTED = float(os.environ.setdefault("HELLO_BENCH_STARTED", str(time.time())))
 
 
 def say(message: str) -> None:
-    print(f"[{time.perf_counter() - STARTED:7.0f} s] {message}", flush=True)
+    print(f"[{time.time() - STARTED:7.0f} s] {message}", flush=True)
 
 
 def key_of(inputs: dict) -> str:
@@ -213,7 +216,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
     from hello_format.projector import Projector
 
     shared = {**upstream, "transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr, "build_seed": args.build_seed}
-    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs}
+    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs[None]}
     key = key_of(inputs)
     path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"
 
@@ -222,7 +225,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
         options = BuildOptions(
             data=str(original), output=str(path), teacher=[str(t) for t in teachers], base=args.foundation_arch,
             pretrained=None, base_checkpoint=str(base), embed_base=True, ipc=ipc, factor=args.factor,
-            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs, seed=args.build_seed,
+            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs[None], seed=args.build_seed,
             source_dataset="CIFAR-10 (JPEG copy), one half of the training split", device=args.device,
             workdir=str(cache / "build" / key_of(shared)),
         )
@@ -244,16 +247,20 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
 
 
 def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
-                original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict:
-    """One ``hello eval`` run (in process), cached; with the bytes its labels cost."""
-    from hello_build.evaluate import evaluate
-    from hello_build.stored_labels import StoredLabels
-
-    inputs = {"bundle": bundle_path.name, "regime": regime, "student": student, "seed": seed, "epochs": args.student_epochs,
+                original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict | None:
+    """One ``hello eval`` run, cached; with the bytes its labels cost. None with --report-only when not cached."""
+    epochs = args.student_epochs.get(student, args.student_epochs[None])
+    inputs = {"bundle": bundle_path.name, "regime": regime, "student": student, "seed": seed, "epochs": epochs,
               "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
     key = key_of(inputs)
+    record_path = cache / "evals" / f"{key}.json"
+    if args.report_only and not record_path.is_file():
+        say(f"eval: {bundle_path.name} {regime} {student} seed {seed}: not run (--report-only)")
+        return None
 
     def run():
+        from hello_build.evaluate import evaluate
+        from hello_build.stored_labels import StoredLabels
         from hello_build.teachers import load_teacher
 
         say(f"eval: {bundle_path.name} {regime} {student} seed {seed}")
@@ -262,20 +269,42 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
             bundle_path, test_dir, regime=regime, device=args.device, progress=False,
             teacher=load_teacher(teacher_path) if regime in ("teacher", "stored") else None,
             real_dir=original if regime == "random-real" else None, stored_dir=stored_dir if regime == "stored" else None,
-            recipe_overrides={"arch": student, "epochs": args.student_epochs, "seed": seed},
+            recipe_overrides={"arch": student, "epochs": epochs, "seed": seed},
         )
         if regime == "stored":
             per_epoch = len(list((stored_dir / "epoch_0000").glob("*.safetensors")))
-            stored = StoredLabels(stored_dir, args.student_epochs, per_epoch)
+            stored = StoredLabels(stored_dir, epochs, per_epoch)
             result["label_bytes"], result["stored_disk_bytes"] = stored.label_bytes(), stored.bytes_on_disk()
         else:
             result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
                 regime, bundle_info["storage"]["label_generator_bytes"])
         return {"inputs": inputs, **result}
 
-    record = cached_json(cache / "evals" / f"{key}.json", run)
+    record = cached_json(record_path, run)
     say(f"eval: {bundle_path.name} {regime} {student} seed {seed}: top-1 {record['top1']:.4f} ({record['train_seconds']} s training)")
     return record
+
+
+def _worker_threads(threads: int) -> None:
+    """A --jobs worker: its share of the CPU threads, and the tiny model configs registered."""
+    import torch
+
+    import hello_format.base  # noqa: F401
+
+    torch.set_num_threads(threads)
+
+
+def run_students(args, jobs: list[tuple]) -> list[dict | None]:
+    """Every ``student_run`` argument tuple, in order; with --jobs N in N processes sharing the cores."""
+    if args.jobs == 1 or args.report_only:
+        return [student_run(args, *job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(student_run, args, *job) for job in jobs]
+        return [future.result() for future in futures]
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -328,7 +357,7 @@ def markdown(results: dict) -> str:
         f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} CLIP parameters, text tower included; "
         f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images): zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
         f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images): top-1 "
-        f"{100 * results['teacher']['test_top1']:.1f} %. Students: {s['student_epochs']} epochs, seeds {s['seeds']}; "
+        f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}; "
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}; factor {s['factor']}.",
         "",
         "| IPC | student | regime | top-1 % (mean ± std, n) | label bytes | training s |",
@@ -346,9 +375,19 @@ def markdown(results: dict) -> str:
                      f"{human(st['base_bytes'])} | {human(st['stored_label_bytes'])} | {b['seconds']:.0f} | "
                      f"{100 * b['fidelity_before']['agreement']:.1f} → {100 * b['fidelity_after']['agreement']:.1f} % | "
                      f"{100 * b['synthetic_agreement']:.1f} % | {100 * b['projector_test_top1']:.1f} |")
+    if results["missing"]:
+        cells = sorted({(m["ipc"], m["student"]) for m in results["missing"]})
+        lines += ["", f"Not run ({len(results['missing'])} student runs, --report-only): "
+                  + ", ".join(f"IPC {ipc} {student}" for ipc, student in cells) + "."]
     lines += ["", "| goal | where | value | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {g['goal']} | {g['where']} | {g['value']} | {'yes' if g['met'] else 'no'} |" for g in results["goals"]]
     return "\n".join(lines) + "\n"
+
+
+def epochs_text(epochs: dict) -> str:
+    """``{"default": 200, "resnet18_32": 60}`` -> ``200 epochs (resnet18_32: 60)``."""
+    others = ", ".join(f"{arch}: {n}" for arch, n in epochs.items() if arch != "default")
+    return f"{epochs['default']} epochs" + (f" ({others})" if others else "")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -391,20 +430,40 @@ def parse(argv):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (init, batch order, augmentation, random-real subset)")
     parser.add_argument("--students", nargs="+", default=["convnet3", "resnet18_32"])
     parser.add_argument("--regimes", nargs="+", default=list(ALL_REGIMES), choices=ALL_REGIMES)
-    parser.add_argument("--student-epochs", type=int, default=300)
+    parser.add_argument("--student-epochs", nargs="+", default=["300"], metavar="N|ARCH=N",
+                        help="student epochs, and per-architecture overrides (e.g. 200 resnet18_32=60); the plain N is recorded in the bundles")
     parser.add_argument("--teacher-epochs", type=int, default=15)
     parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
     parser.add_argument("--transfer-epochs", type=int, default=10)
-    parser.add_argument("--transfer-lr", type=float, default=1e-3, help="AdamW learning rate of the LoRA transfer")
+    parser.add_argument("--transfer-lr", type=float, default=5e-3, help="AdamW learning rate of the LoRA transfer")
     parser.add_argument("--foundation-steps", type=int, default=2000)
     parser.add_argument("--foundation-arch", default="hello-tiny-vit", help="open_clip architecture of the stand-in CLIP")
     parser.add_argument("--foundation-batch", type=int, default=128)
     parser.add_argument("--foundation-lr", type=float, default=2e-3)
-    parser.add_argument("--factor", type=int, default=2, help="RDED patches per side of a synthetic image")
+    parser.add_argument("--factor", type=int, default=1, help="RDED patches per side of a synthetic image (RDED's own CIFAR scripts use 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="student runs in parallel processes, the CPU threads split between them")
+    parser.add_argument("--report-only", action="store_true", help="no new student runs: report the cached ones, list the rest as missing")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--build-seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.student_epochs = parse_epochs(args.student_epochs, parser)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def parse_epochs(tokens: list[str], parser) -> dict:
+    """``["200", "resnet18_32=60"]`` -> ``{None: 200, "resnet18_32": 60}`` (None: every other student)."""
+    epochs = {}
+    for token in tokens:
+        arch, _, number = token.rpartition("=")
+        if not number.isdigit() or int(number) < 1 or (arch or None) in epochs:
+            parser.error(f"--student-epochs: {token!r} is not N or ARCH=N with N >= 1 (given once per architecture)")
+        epochs[arch or None] = int(number)
+    if None not in epochs:
+        parser.error("--student-epochs: give the default epochs as a plain number, e.g. 200 resnet18_32=60")
+    return epochs
 
 
 def main(argv=None) -> int:
@@ -424,21 +483,22 @@ def main(argv=None) -> int:
     base, foundation_info = foundation(args, args.cache, images, labels, classes, test_index)
     teachers, teacher_info = teacher(args, args.cache, original, test_index)
     upstream = {"foundation": foundation_info["inputs"], "teacher": teacher_info["inputs"]}
-    bundles, records = {}, []
+    paths, bundles = {}, {}
     for ipc in args.ipc:
-        path, info = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
-        bundles[ipc] = info
-        for student in args.students:
-            for regime in args.regimes:
-                for seed in args.seeds:
-                    record = student_run(args, args.cache, path, info, teachers[-1], teacher_info, original, root / "test",
-                                         regime, student, seed)
-                    records.append({**record, "ipc": ipc})
+        paths[ipc], bundles[ipc] = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
+    grid = [(ipc, student, regime, seed) for student in args.students for ipc in args.ipc
+            for regime in args.regimes for seed in args.seeds]
+    outcomes = run_students(args, [(args.cache, paths[ipc], bundles[ipc], teachers[-1], teacher_info, original, root / "test", regime, student, seed)
+                                   for ipc, student, regime, seed in grid])
+    records = [{**record, "ipc": ipc} for (ipc, *_), record in zip(grid, outcomes) if record is not None]
+    missing = [dict(zip(("ipc", "student", "regime", "seed"), cell)) for cell, record in zip(grid, outcomes) if record is None]
     rows = summarise(records)
-    results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings["student_epochs"] = {arch or "default": n for arch, n in args.student_epochs.items()}
+    results = {"settings": settings,
                "command": "python bench/cifar10.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "foundation": foundation_info, "teacher": teacher_info, "bundles": bundles, "runs": records, "rows": rows,
-               "goals": goals(rows, bundles), "seconds": round(time.perf_counter() - STARTED, 1)}
+               "missing": missing, "goals": goals(rows, bundles), "seconds": round(time.perf_counter() - STARTED, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str))
     (args.out / "table.md").write_text(markdown(results))
