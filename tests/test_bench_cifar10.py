@@ -1,0 +1,90 @@
+"""bench/cifar10.py's own logic: its grid options, the aggregation and goal checks behind its report, and
+its clean skip where the data is absent. (The measured runs themselves are the benchmark, not a test.)"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "cifar10.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_cifar10", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_skips_cleanly_without_the_archives(bench, tmp_path, capsys):
+    assert bench.main(["--data", str(tmp_path), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.startswith("skipped: CIFAR-10 archives train.tar.gz, test.tar.gz not found")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_student_epochs_take_per_architecture_overrides(bench, tmp_path):
+    args = bench.parse(["--student-epochs", "200", "resnet18_32=60"])
+    assert args.student_epochs == {None: 200, "resnet18_32": 60}
+    assert bench.parse([]).student_epochs == {None: 300}
+    assert bench.epochs_text({"default": 200, "resnet18_32": 60}) == "200 epochs (resnet18_32: 60)"
+
+
+@pytest.mark.parametrize("tokens", [["resnet18_32=60"], ["200", "x=0"], ["200", "200"], ["ten"], ["200", "a=1", "a=2"]])
+def test_bad_student_epochs_are_refused(bench, tokens, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse(["--student-epochs", *tokens])
+    assert exit_.value.code == 2 and "--student-epochs" in capsys.readouterr().err
+
+
+def test_jobs_must_be_positive(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse(["--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def _runs():
+    runs = []
+    for regime, tops in {"projector": [0.40, 0.42, 0.44], "hard": [0.25, 0.27, 0.26], "teacher": [0.405, 0.415, 0.425],
+                         "random-real": [0.45, 0.44, 0.46]}.items():
+        for seed, top in enumerate(tops):
+            runs.append({"ipc": 10, "student": "convnet3", "regime": regime, "seed": seed, "top1": top,
+                         "label_bytes": 0 if regime == "hard" else 1000, "train_seconds": 10.0 + seed})
+    return runs
+
+
+def test_summary_is_mean_and_sample_std_per_cell(bench):
+    rows = {r["regime"]: r for r in bench.summarise(_runs())}
+    assert [r["regime"] for r in bench.summarise(_runs())] == ["projector", "hard", "teacher", "random-real"]
+    assert rows["projector"]["runs"] == 3
+    assert rows["projector"]["top1_mean"] == pytest.approx(0.42)
+    assert rows["projector"]["top1_std"] == pytest.approx(0.02)
+    assert rows["hard"]["train_seconds"] == pytest.approx(11.0)
+
+
+def test_goals_are_judged_from_the_means(bench):
+    rows = bench.summarise(_runs())
+    found = {g["goal"]: g for g in bench.goals(rows, {10: {"synthetic_agreement": 0.61}})}
+    assert found["projector within 1 point of the online teacher"]["met"]  # 42.0 vs 41.5
+    assert found["projector within 1 point of the online teacher"]["value"] == "+0.5 points"
+    assert found[">= 10 points above hard labels (IPC 10)"]["met"]  # +16.0
+    assert not found["distilled beats random-real under projector labels"]["met"]  # 42.0 vs 45.0
+    assert not found["projector/teacher agreement on augmented synthetic views >= 90 %"]["met"]
+
+
+def test_report_lists_what_did_not_run(bench):
+    rows = bench.summarise(_runs())
+    storage = {"file_bytes": 14e6, "images_bytes": 2e5, "label_generator_bytes": 34248, "base_bytes": 13.6e6, "stored_label_bytes": 4e5}
+    results = {
+        "settings": {"foundation_arch": "hello-tiny-vit", "foundation_steps": 500, "teacher_epochs": 6, "seeds": [0, 1, 2],
+                     "student_epochs": {"default": 200}, "transfer_epochs": 10, "transfer_lr": 5e-3, "factor": 1},
+        "foundation": {"parameters": 3_388_993, "images": 25_000, "zero_shot_top1": 0.412},
+        "teacher": {"images": 23_750, "test_top1": 0.645},
+        "bundles": {10: {"storage": storage, "seconds": 400, "fidelity_before": {"agreement": 0.35},
+                         "fidelity_after": {"agreement": 0.5}, "synthetic_agreement": 0.61, "projector_test_top1": 0.404}},
+        "rows": rows, "goals": bench.goals(rows, {}),
+        "missing": [{"ipc": 50, "student": "resnet18_32", "regime": r, "seed": 0} for r in ("hard", "teacher")],
+    }
+    text = bench.markdown(results)
+    assert "| 10 | convnet3 | projector | 42.0 ± 2.0 (3) | 1.0 KB | 11 |" in text
+    assert "Not run (2 student runs, --report-only): IPC 50 resnet18_32." in text
