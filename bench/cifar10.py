@@ -486,8 +486,9 @@ def main(argv=None) -> int:
     paths, bundles = {}, {}
     for ipc in args.ipc:
         paths[ipc], bundles[ipc] = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
-    grid = [(ipc, student, regime, seed) for student in args.students for ipc in args.ipc
-            for regime in args.regimes for seed in args.seeds]
+    # smallest IPC first and seed-major, so a run stopped early leaves whole cells and whole seeds
+    grid = [(ipc, student, regime, seed) for ipc in args.ipc for student in args.students
+            for seed in args.seeds for regime in args.regimes]
     outcomes = run_students(args, [(args.cache, paths[ipc], bundles[ipc], teachers[-1], teacher_info, original, root / "test", regime, student, seed)
                                    for ipc, student, regime, seed in grid])
     records = [{**record, "ipc": ipc} for (ipc, *_), record in zip(grid, outcomes) if record is not None]
