@@ -355,8 +355,9 @@ def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
         f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} CLIP parameters, text tower included; "
-        f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images): zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
-        f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images): top-1 "
+        f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images, {results['foundation']['seconds']:.0f} s): "
+        f"zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
+        f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images, {results['teacher']['seconds']:.0f} s): top-1 "
         f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}; "
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}; factor {s['factor']}.",
         "",

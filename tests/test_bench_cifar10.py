@@ -78,8 +78,8 @@ def test_report_lists_what_did_not_run(bench):
     results = {
         "settings": {"foundation_arch": "hello-tiny-vit", "foundation_steps": 500, "teacher_epochs": 6, "seeds": [0, 1, 2],
                      "student_epochs": {"default": 200}, "transfer_epochs": 10, "transfer_lr": 5e-3, "factor": 1},
-        "foundation": {"parameters": 3_388_993, "images": 25_000, "zero_shot_top1": 0.412},
-        "teacher": {"images": 23_750, "test_top1": 0.645},
+        "foundation": {"parameters": 3_388_993, "images": 25_000, "zero_shot_top1": 0.412, "seconds": 198.8},
+        "teacher": {"images": 23_750, "test_top1": 0.645, "seconds": 791.8},
         "bundles": {10: {"storage": storage, "seconds": 400, "fidelity_before": {"agreement": 0.35},
                          "fidelity_after": {"agreement": 0.5}, "synthetic_agreement": 0.61, "projector_test_top1": 0.404}},
         "rows": rows, "goals": bench.goals(rows, {}),
@@ -87,4 +87,5 @@ def test_report_lists_what_did_not_run(bench):
     }
     text = bench.markdown(results)
     assert "| 10 | convnet3 | projector | 42.0 ± 2.0 (3) | 1.0 KB | 11 |" in text
+    assert "500 steps on 25,000 images, 199 s): zero-shot top-1 41.2 %" in text and "23,750 images, 792 s): top-1 64.5 %" in text
     assert "Not run (2 student runs, --report-only): IPC 50 resnet18_32." in text
