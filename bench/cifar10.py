@@ -260,7 +260,6 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
 
     def run():
         from hello_build.evaluate import evaluate
-        from hello_build.stored_labels import StoredLabels
         from hello_build.teachers import load_teacher
 
         say(f"eval: {bundle_path.name} {regime} {student} seed {seed}")
@@ -271,13 +270,8 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
             real_dir=original if regime == "random-real" else None, stored_dir=stored_dir if regime == "stored" else None,
             recipe_overrides={"arch": student, "epochs": epochs, "seed": seed},
         )
-        if regime == "stored":
-            per_epoch = len(list((stored_dir / "epoch_0000").glob("*.safetensors")))
-            stored = StoredLabels(stored_dir, epochs, per_epoch)
-            result["label_bytes"], result["stored_disk_bytes"] = stored.label_bytes(), stored.bytes_on_disk()
-        else:
-            result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
-                regime, bundle_info["storage"]["label_generator_bytes"])
+        result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
+            regime, result.get("stored_label_bytes", bundle_info["storage"]["label_generator_bytes"]))
         return {"inputs": inputs, **result}
 
     record = cached_json(record_path, run)

@@ -84,7 +84,7 @@ def main(data, output, demo, quiet, **values):
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
-@click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes its label files.")
+@click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards].")
 @click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bar.")

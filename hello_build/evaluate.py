@@ -8,14 +8,17 @@ differs:
     hard         no soft labels: cross-entropy on the (CutMix-mixed) hard labels
     teacher      the original teacher on each augmented batch (RDED style, online)
     stored       FKD style: one teacher label per view per epoch, generated beforehand to disk
-                 (bench/fkd_labels layout) and read back while training replays the same views
+                 (``stored_labels`` layout; in ``stored_dir``, else a temporary directory removed
+                 afterwards) and read back while training replays the same views
     random-real  a random real subset of the same size per class, labelled by the projector
                  (DD-Ranking's comparison for the distilled images themselves)
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 
@@ -125,7 +128,7 @@ def evaluate(
     """Train one student from the bundle under ``regime`` and return its result (JSON-ready)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    _check_inputs(regime, teacher, stored_dir, real_dir)
+    _check_inputs(regime, teacher, real_dir)
     device = torch.device(device) if device else default_device()
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -155,18 +158,23 @@ def evaluate(
     else:
         labeller = None  # hard: none; stored: set below, once the labels are on disk
     data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD))
-    if regime == "stored":
-        from hello_build.stored_labels import StoredLabels
+    stored_sizes = {}
+    with contextlib.ExitStack() as scope:
+        if regime == "stored":
+            from hello_build.stored_labels import StoredLabels
 
-        data.labeller = StoredLabels.prepare(stored_dir, data, teacher, recipe).replay()
-    training = time.perf_counter()
-    model = train_student(data, recipe, image_size=size, device=device, progress=progress)
-    train_seconds = time.perf_counter() - training
+            directory = stored_dir or scope.enter_context(tempfile.TemporaryDirectory(prefix="hello-stored-"))
+            stored = StoredLabels.prepare(directory, data, teacher, recipe)
+            stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
+            data.labeller = stored.replay()
+        training = time.perf_counter()
+        model = train_student(data, recipe, image_size=size, device=device, progress=progress)
+        train_seconds = time.perf_counter() - training
     accuracy = top1(model, val, device=device)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(train_seconds, 2), **stored_sizes,
         "bundle": str(bundle_path), "val": str(val_dir),
     }
 
@@ -199,11 +207,9 @@ def _no_grad(model):
     return labeller
 
 
-def _check_inputs(regime, teacher, stored_dir, real_dir) -> None:
+def _check_inputs(regime, teacher, real_dir) -> None:
     """What a regime needs besides the bundle, checked before anything is loaded."""
     if regime in ("teacher", "stored") and teacher is None:
         raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
-    if regime == "stored" and stored_dir is None:
-        raise BuildError("the stored regime writes its label files first: pass --stored-dir DIR")
     if regime == "random-real" and real_dir is None:
         raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")

@@ -2,6 +2,7 @@
 labels: their layout and a replay that meets exactly the views they were made for."""
 
 import json
+import tempfile
 import textwrap
 
 import pytest
@@ -164,9 +165,15 @@ def test_regime_inputs_are_required(tree, regime, missing):
                    missing, regime)
 
 
-def test_stored_regime_needs_a_directory(tree, on_path):
-    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "stored", "--teacher", "eval_fp16_teacher:teacher"),
-                   "--stored-dir")
+def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(tree, on_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    report = final_json(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "stored", "--epochs", 2,
+                              "--teacher", "eval_fp16_teacher:teacher", "--quiet"))
+    # 9 images x 2 epochs x 3 classes x 2 bytes of float16 logits; the files also hold each view's record
+    assert report["stored_label_bytes"] == len(CLASSES) * IPC * 2 * len(CLASSES) * 2
+    assert report["stored_disk_bytes"] > report["stored_label_bytes"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_random_real_needs_enough_real_images(tree, tmp_path):
