@@ -216,7 +216,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
     from hello_format.projector import Projector
 
     shared = {**upstream, "transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr, "build_seed": args.build_seed}
-    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs[None]}
+    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs["default"]}
     key = key_of(inputs)
     path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"
 
@@ -225,7 +225,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
         options = BuildOptions(
             data=str(original), output=str(path), teacher=[str(t) for t in teachers], base=args.foundation_arch,
             pretrained=None, base_checkpoint=str(base), embed_base=True, ipc=ipc, factor=args.factor,
-            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs[None], seed=args.build_seed,
+            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs["default"], seed=args.build_seed,
             source_dataset="CIFAR-10 (JPEG copy), one half of the training split", device=args.device,
             workdir=str(cache / "build" / key_of(shared)),
         )
@@ -249,7 +249,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
 def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
                 original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict | None:
     """One ``hello eval`` run, cached; with the bytes its labels cost. None with --report-only when not cached."""
-    epochs = args.student_epochs.get(student, args.student_epochs[None])
+    epochs = student_epochs(args.student_epochs, student, bundle_info["inputs"]["ipc"])
     inputs = {"bundle": bundle_path.name, "regime": regime, "student": student, "seed": seed, "epochs": epochs,
               "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
     key = key_of(inputs)
@@ -380,8 +380,8 @@ def markdown(results: dict) -> str:
 
 
 def epochs_text(epochs: dict) -> str:
-    """``{"default": 200, "resnet18_32": 60}`` -> ``200 epochs (resnet18_32: 60)``."""
-    others = ", ".join(f"{arch}: {n}" for arch, n in epochs.items() if arch != "default")
+    """``{"default": 200, "resnet18_32": 60}`` -> ``200 epochs (resnet18_32: 60)``; ``@50`` reads ``IPC 50``."""
+    others = ", ".join(f"{key.replace('@', ' IPC ').strip()}: {n}" for key, n in epochs.items() if key != "default")
     return f"{epochs['default']} epochs" + (f" ({others})" if others else "")
 
 
@@ -425,8 +425,9 @@ def parse(argv):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds (init, batch order, augmentation, random-real subset)")
     parser.add_argument("--students", nargs="+", default=["convnet3", "resnet18_32"])
     parser.add_argument("--regimes", nargs="+", default=list(ALL_REGIMES), choices=ALL_REGIMES)
-    parser.add_argument("--student-epochs", nargs="+", default=["300"], metavar="N|ARCH=N",
-                        help="student epochs, and per-architecture overrides (e.g. 200 resnet18_32=60); the plain N is recorded in the bundles")
+    parser.add_argument("--student-epochs", nargs="+", default=["300"], metavar="N|[ARCH][@IPC]=N",
+                        help="student epochs, and overrides per architecture and/or IPC (e.g. 200 resnet18_32=60 @50=100 resnet18_32@50=20); "
+                             "the plain N is recorded in the bundles")
     parser.add_argument("--teacher-epochs", type=int, default=15)
     parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
     parser.add_argument("--transfer-epochs", type=int, default=10)
@@ -449,16 +450,25 @@ def parse(argv):
 
 
 def parse_epochs(tokens: list[str], parser) -> dict:
-    """``["200", "resnet18_32=60"]`` -> ``{None: 200, "resnet18_32": 60}`` (None: every other student)."""
+    """``["200", "resnet18_32=60", "@50=100"]`` -> ``{"default": 200, "resnet18_32": 60, "@50": 100}``: a plain
+    number for every student, ``ARCH=N``, ``@IPC=N`` or ``ARCH@IPC=N`` for the runs they name."""
     epochs = {}
     for token in tokens:
-        arch, _, number = token.rpartition("=")
-        if not number.isdigit() or int(number) < 1 or (arch or None) in epochs:
-            parser.error(f"--student-epochs: {token!r} is not N or ARCH=N with N >= 1 (given once per architecture)")
-        epochs[arch or None] = int(number)
-    if None not in epochs:
+        key, _, number = token.rpartition("=")
+        arch, _, ipc = key.partition("@")
+        if not number.isdigit() or int(number) < 1 or (ipc and not ipc.isdigit()) or (key or "default") in epochs:
+            parser.error(f"--student-epochs: {token!r} is not N, ARCH=N, @IPC=N or ARCH@IPC=N with N >= 1 (each given once)")
+        epochs[key or "default"] = int(number)
+    if "default" not in epochs:
         parser.error("--student-epochs: give the default epochs as a plain number, e.g. 200 resnet18_32=60")
     return epochs
+
+
+def student_epochs(epochs: dict, student: str, ipc: int) -> int:
+    """The most specific of ``ARCH@IPC``, ``ARCH``, ``@IPC`` and the default."""
+    for key in (f"{student}@{ipc}", student, f"@{ipc}", "default"):
+        if key in epochs:
+            return epochs[key]
 
 
 def main(argv=None) -> int:
@@ -490,7 +500,6 @@ def main(argv=None) -> int:
     missing = [dict(zip(("ipc", "student", "regime", "seed"), cell)) for cell, record in zip(grid, outcomes) if record is None]
     rows = summarise(records)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    settings["student_epochs"] = {arch or "default": n for arch, n in args.student_epochs.items()}
     results = {"settings": settings,
                "command": "python bench/cifar10.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "foundation": foundation_info, "teacher": teacher_info, "bundles": bundles, "runs": records, "rows": rows,

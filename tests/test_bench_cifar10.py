@@ -23,14 +23,17 @@ def test_skips_cleanly_without_the_archives(bench, tmp_path, capsys):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
 
-def test_student_epochs_take_per_architecture_overrides(bench, tmp_path):
-    args = bench.parse(["--student-epochs", "200", "resnet18_32=60"])
-    assert args.student_epochs == {None: 200, "resnet18_32": 60}
-    assert bench.parse([]).student_epochs == {None: 300}
-    assert bench.epochs_text({"default": 200, "resnet18_32": 60}) == "200 epochs (resnet18_32: 60)"
+def test_student_epochs_take_per_architecture_and_per_ipc_overrides(bench):
+    args = bench.parse(["--student-epochs", "200", "resnet18_32=60", "@50=100", "resnet18_32@50=20"])
+    assert args.student_epochs == {"default": 200, "resnet18_32": 60, "@50": 100, "resnet18_32@50": 20}
+    pick = lambda student, ipc: bench.student_epochs(args.student_epochs, student, ipc)  # noqa: E731
+    assert (pick("convnet3", 10), pick("convnet3", 50), pick("resnet18_32", 10), pick("resnet18_32", 50)) == (200, 100, 60, 20)
+    assert bench.parse([]).student_epochs == {"default": 300}
+    assert bench.epochs_text(args.student_epochs) == "200 epochs (resnet18_32: 60, IPC 50: 100, resnet18_32 IPC 50: 20)"
 
 
-@pytest.mark.parametrize("tokens", [["resnet18_32=60"], ["200", "x=0"], ["200", "200"], ["ten"], ["200", "a=1", "a=2"]])
+@pytest.mark.parametrize("tokens", [["resnet18_32=60"], ["200", "x=0"], ["200", "200"], ["ten"], ["200", "a=1", "a=2"],
+                                    ["200", "a@b=3"]])
 def test_bad_student_epochs_are_refused(bench, tokens, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.parse(["--student-epochs", *tokens])
