@@ -168,6 +168,7 @@ def test_regime_inputs_are_required(tree, regime, missing):
 def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(tree, on_path, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert tempfile.gettempdir() == str(tmp_path)  # so the emptiness checked below is where the files went
     report = final_json(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "stored", "--epochs", 2,
                               "--teacher", "eval_fp16_teacher:teacher", "--quiet"))
     # 9 images x 2 epochs x 3 classes x 2 bytes of float16 logits; the files also hold each view's record
