@@ -280,10 +280,8 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
 
 
 def _worker_threads(threads: int) -> None:
-    """A --jobs worker: its share of the CPU threads, and the tiny model configs registered."""
+    """A --jobs worker's share of the CPU threads (evaluate's imports register the model configs)."""
     import torch
-
-    import hello_format.base  # noqa: F401
 
     torch.set_num_threads(threads)
 
