@@ -59,6 +59,7 @@ class BuildOptions:
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
+    transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=("mse", "kl"))
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init")
@@ -69,6 +70,12 @@ class BuildOptions:
     init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init", path=True)
     image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True)
     image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True)
+    # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
+    view_transfer_steps: int = option(300, "Steps fitting the LoRA on teacher-labelled student views of the synthetic images, mixed with real views (0 = off, the paper's method).", stage="view_transfer", open=True)
+    view_transfer_lr: float = option(2e-3, "AdamW learning rate of the synthetic-view transfer (cosine decay to 0).", stage="view_transfer", open=True)
+    view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
+    view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
+    view_transfer_eval_every: int = option(25, "Steps between agreement checks on fixed selection views; the best state is kept (early stopping).", stage="view_transfer", open=True)
     # the student recipe recorded in the bundle
     epochs: int = option(300, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
     loss: str = option("mse_ce", "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))

@@ -1,6 +1,7 @@
 """Run the HeLlO stages from an image folder and teacher(s) to a ``.hello`` bundle.
 
-    teacher(s) -> text-guided head -> LoRA transfer -> synthetic init -> image update -> write
+    teacher(s) -> text-guided head -> LoRA transfer -> synthetic init -> image update
+        -> synthetic-view transfer -> write
 
 Each stage's result is kept in the work directory (``hello_build.workdir``); a rerun with the same
 options resumes after the last finished stage (and inside the transfer, after the last epoch).
@@ -9,6 +10,7 @@ Timings, fidelity before/after the transfer and every option used go into the ma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -25,20 +27,21 @@ from hello_build.data import ImageFolderIndex, RealImages, holdout_split, scan_i
 from hello_build.options import BuildOptions
 from hello_build.stages.image_update import ImageUpdateOptions, run_image_update
 from hello_build.stages.init import initialise_synthetic, load_init_images, source_crops
-from hello_build.stages.transfer import TransferOptions, fidelity, run_transfer
+from hello_build.stages.transfer import (TransferOptions, ViewTransferOptions, fidelity, run_transfer, run_view_transfer,
+                                         view_agreement)
 from hello_build.workdir import WorkDir
-from hello_format.augment import AugmentConfig, augment_batch
+from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import BuildError
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
-from hello_format.lora import default_targets
+from hello_format.lora import default_targets, lora_manifest
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
 
 # The order results depend on each other; an option's stage is the first one that reads it (the
 # student-view options of "recipe" shape the views the fidelity of "text_head" is measured on).
-STAGES = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update")
+STAGES = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
 
 
 def _key(options: BuildOptions, stage: str) -> dict:
@@ -71,13 +74,15 @@ class _Run:
     timings: dict = field(default_factory=dict)
 
     def stage(self, name: str, run) -> dict:
-        """The recorded result of stage ``name``, running ``run() -> (result, tensors)`` if needed."""
+        """The recorded result of stage ``name``, running ``run() -> (result, tensors)`` if needed. A
+        result's ``resumed_seconds`` (time earlier, interrupted runs of the stage spent) is added to its time."""
         key = _key(self.options, name)
         record = self.work.result(name, key)
         if record is None:
             started = time.perf_counter()
             result, tensors = run()
-            record = self.work.finish(name, key, result, time.perf_counter() - started, tensors=tensors)
+            seconds = time.perf_counter() - started + result.pop("resumed_seconds", 0.0)
+            record = self.work.finish(name, key, result, seconds, tensors=tensors)
         self.timings[name] = record["seconds"]
         return record
 
@@ -99,7 +104,8 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     started = time.perf_counter()
     clip_model, base_section = _load_base(options, device)
     size = base_section["image_size"]
-    image_size = options.image_size or int(size if isinstance(size, int) else size[0])
+    options = _resolved(options, index, clip_model, int(size if isinstance(size, int) else size[0]))
+    image_size = options.image_size
     timings["base"] = time.perf_counter() - started
 
     train_idx, holdout_idx = holdout_split(index, options.holdout, options.seed)
@@ -113,14 +119,18 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
                progress, log, timings)
     holdout = RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad)
 
+    train = RealImages(index, image_size, train_idx, skip_bad=options.skip_bad)
     before = _text_head_stage(run, holdout)
-    after = _transfer_stage(run, RealImages(index, image_size, train_idx, skip_bad=options.skip_bad), holdout)
+    after = _transfer_stage(run, train, holdout)
     images, labels, init = _init_stage(run)
     images, image_update = _image_update_stage(run, images, labels, init)
+    view_transfer = _view_transfer_stage(run, images, labels, train, holdout)
 
     started = time.perf_counter()
-    agreement = _synthetic_agreement(run, images)
-    manifest = _manifest(run, before, after, agreement, image_update, _images_per_class(labels, index.num_classes))
+    agreement = _synthetic_agreement(run, images, labels)
+    run.log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
+            f"({agreement['views']} views)")
+    manifest = _manifest(run, before, after, agreement, image_update, view_transfer, _images_per_class(labels, index.num_classes))
     tensors = projector.bundle_tensors()
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model))
@@ -131,7 +141,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
         f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": before, "fidelity_after": after,
-            "synthetic_agreement": agreement, "timings": timings, "file_bytes": storage.file_bytes,
+            "view_transfer": view_transfer, "synthetic_agreement": agreement["agreement"], "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
 
 
@@ -151,14 +161,16 @@ def _transfer_stage(run: _Run, train, holdout) -> dict:
     options = run.options
 
     def transfer():
-        history = run_transfer(
+        started = time.perf_counter()
+        history, seconds = run_transfer(
             run.projector, run.teachers, train, run.augment,
             TransferOptions(epochs=options.transfer_epochs, batch_size=options.transfer_batch_size, lr=options.transfer_lr,
-                            lambda_ce=options.lambda_ce, seed=options.seed),
+                            lambda_ce=options.lambda_ce, seed=options.seed, loss=options.transfer_loss),
             checkpoint_dir=run.work.stage_dir("transfer", _key(options, "transfer")), device=run.device,
-            num_workers=options.num_workers, progress=run.progress,
+            num_workers=options.num_workers, progress=run.progress, log=run.log,
         )
-        return {"loss": history, "fidelity": _measure(run, holdout)}, _trainable(run.projector)
+        resumed = max(0.0, seconds - (time.perf_counter() - started))
+        return {"loss": history, "fidelity": _measure(run, holdout), "resumed_seconds": resumed}, _trainable(run.projector)
 
     record = run.stage("transfer", transfer)
     _load_trainable(run.projector, run.work.load_tensors("transfer"))
@@ -201,14 +213,38 @@ def _image_update_stage(run: _Run, images, labels, init: dict) -> tuple[torch.Te
             run.projector.encode, ImageUpdateOptions(steps=options.image_update_steps, lr=options.image_update_lr),
             device=run.device, progress=run.progress,
         )
-        result["agreement_before"] = _synthetic_agreement(run, images)
-        result["agreement_after"] = _synthetic_agreement(run, updated)
+        result["agreement_before"] = _synthetic_agreement(run, images, labels)["agreement"]
+        result["agreement_after"] = _synthetic_agreement(run, updated, labels)["agreement"]
         return result, {"images": updated}
 
     record = run.stage("image_update", update)
     result = record["result"]
     run.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}")
     return run.work.load_tensors("image_update")["images"], result
+
+
+def _view_transfer_stage(run: _Run, images, labels, train, holdout) -> dict | None:
+    """Stage 5 (ours): fit the LoRA on teacher-labelled student views of the synthetic images too."""
+    options = run.options
+    if options.view_transfer_steps <= 0:
+        return None
+
+    def view_transfer():
+        result = run_view_transfer(
+            run.projector, run.teachers, images, labels, train, run.augment,
+            ViewTransferOptions(steps=options.view_transfer_steps, batch_size=options.transfer_batch_size,
+                                lr=options.view_transfer_lr, lambda_ce=options.lambda_ce, seed=options.seed,
+                                loss=options.transfer_loss, real_fraction=options.view_transfer_real_fraction,
+                                target=options.view_transfer_target, eval_every=options.view_transfer_eval_every),
+            device=run.device, num_workers=options.num_workers, progress=run.progress, log=run.log,
+        )
+        return {**result, "fidelity": _measure(run, holdout)}, _trainable(run.projector)
+
+    record = run.stage("view_transfer", view_transfer)
+    _load_trainable(run.projector, run.work.load_tensors("view_transfer"))
+    result = record["result"]
+    run.log(f"after synthetic-view transfer (step {result['kept_step']} kept): held-out real views {_describe(result['fidelity'])}")
+    return result
 
 
 def _check(options: BuildOptions) -> None:
@@ -247,19 +283,29 @@ def _check_data(options: BuildOptions, index) -> None:
                          f"needs {needed} ({len(short)} class(es) short); lower --ipc or --factor")
 
 
+def _resolved(options: BuildOptions, index, clip_model, base_size: int) -> BuildOptions:
+    """The options as this build uses them, so the bundle records what was actually used: defaults
+    that depend on the data or base filled in, options of a path not taken (training a teacher when
+    teachers were given) set to None."""
+    head_rank = options.head_rank or min(128, index.num_classes)
+    trained = options.train_teacher is not None
+    return dataclasses.replace(
+        options, image_size=options.image_size or base_size, head_rank=head_rank,
+        head_alpha=options.head_alpha or float(head_rank),
+        lora_targets=options.lora_targets or default_targets(clip_model.visual),
+        teacher_epochs=options.teacher_epochs if trained else None,
+        teacher_checkpoints=options.teacher_checkpoints if trained else None,
+    )
+
+
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA."""
-    head_rank = options.head_rank or min(128, index.num_classes)
     return Projector.for_training(
         clip_model, base_section, index.class_names,
         templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
-        lora_manifest={
-            "peft_type": "LORA", "module_root": "visual",
-            "target_modules": options.lora_targets or default_targets(clip_model.visual),
-            "r": options.lora_rank, "lora_alpha": options.lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
-            "lora_dropout": 0.0, "bias": "none", "dtype": "float16",
-        },
-        head_lora_manifest={"r": head_rank, "lora_alpha": options.head_alpha or float(head_rank), "dtype": "float16"},
+        lora_manifest=lora_manifest(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
+                                    target_modules=options.lora_targets),
+        head_lora_manifest={"r": options.head_rank, "lora_alpha": options.head_alpha, "dtype": "float16"},
         logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
     ).to(device)
 
@@ -325,16 +371,11 @@ def _load_trainable(projector, state: dict[str, torch.Tensor]) -> None:
                 p.copy_(state[name])
 
 
-@torch.no_grad()
-def _synthetic_agreement(run: _Run, images: torch.Tensor) -> float:
-    """Projector/teacher top-1 agreement on augmented (mixed) views of the synthetic images."""
-    run.projector.eval()
-    generator = torch.Generator().manual_seed(run.options.seed + 77)
-    agree = 0
-    for start in range(0, len(images), 256):
-        view = augment_batch(images[start : start + 256].to(run.device), run.augment, generator)
-        agree += (run.projector(view.images).argmax(1) == run.teachers.mean_logits(view.images).argmax(1)).sum().item()
-    return agree / max(1, len(images))
+def _synthetic_agreement(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
+    images, from a seed neither transfer phase draws; against the teacher the view transfer imitates."""
+    return view_agreement(run.projector, run.teachers, images, labels, run.augment, device=run.device,
+                          target=run.options.view_transfer_target)
 
 
 def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
@@ -343,7 +384,7 @@ def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
     return int(counts[0]) if bool((counts == counts[0]).all()) else None
 
 
-def _manifest(run: _Run, before, after, agreement, image_update, ipc) -> dict:
+def _manifest(run: _Run, before, after, agreement, image_update, view_transfer, ipc) -> dict:
     options, augment = run.options, run.augment
     return {
         "format_version": FORMAT_VERSION,
@@ -362,7 +403,10 @@ def _manifest(run: _Run, before, after, agreement, image_update, ipc) -> dict:
             "teacher": run.teachers.description,
             "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded()},
             "timings": {k: round(v, 3) for k, v in run.timings.items()},
-            "fidelity": {"before_transfer": before, "after_transfer": after, "synthetic_agreement": agreement,
+            "fidelity": {"before_transfer": before, "after_transfer": after, "synthetic_agreement": agreement["agreement"],
+                         "synthetic_views": agreement["views"], "synthetic_target": run.options.view_transfer_target,
+                         **({"after_view_transfer": view_transfer["fidelity"],
+                             "view_transfer_kept_step": view_transfer["kept_step"]} if view_transfer else {}),
                          **({"image_update": image_update} if image_update else {})},
         },
     }

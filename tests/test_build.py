@@ -100,11 +100,12 @@ def kit(tmp_path_factory):
 
 
 def tiny_options(kit, out_dir: Path, **overrides) -> BuildOptions:
-    """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity)."""
+    """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity); the paper's
+    stages only unless ``view_transfer_steps`` is given (tests/test_view_transfer.py covers that stage)."""
     values = dict(
         data=str(kit["data"]), output=str(out_dir / "tiny.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
         embed_base=True, teacher=[TEACHER], holdout=0.25, transfer_epochs=4, transfer_batch_size=12, transfer_lr=5e-3,
-        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0,
+        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0, view_transfer_steps=0,
     )
     values.update(overrides)
     return BuildOptions(**values)
@@ -121,6 +122,11 @@ def reference(kit, tmp_path_factory):
     options = tiny_options(kit, tmp_path_factory.mktemp("reference"), image_update_steps=3)
     summary, logs = run_build(options)
     return options, summary, logs
+
+
+def bundle_lora_targets(path):
+    with Bundle.open(path) as bundle:
+        return bundle.manifest["lora"]["target_modules"]
 
 
 def bundle_tensors(path) -> dict[str, torch.Tensor]:
@@ -162,6 +168,10 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     recorded = provenance["builder"]["options"]
     assert set(recorded) == {f.name for f in fields()}
     assert recorded["ipc"] == 2 and recorded["transfer_epochs"] == 4 and recorded["teacher"] == [TEACHER]
+    # what was actually used: data- and base-dependent defaults filled in, the unused teacher training empty
+    assert recorded["head_rank"] == len(CLASSES) and recorded["head_alpha"] == float(len(CLASSES))
+    assert recorded["image_size"] == 32 and recorded["lora_targets"] == bundle_lora_targets(summary["output"])
+    assert recorded["teacher_epochs"] is None and recorded["teacher_checkpoints"] is None
     assert {"data", "base", "teacher", "text_head", "transfer", "init", "image_update"} <= set(provenance["timings"])
     assert "write" in summary["timings"]
     assert all(seconds >= 0 for seconds in provenance["timings"].values())

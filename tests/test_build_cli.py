@@ -134,7 +134,7 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
             "--embed-base", "--train-teacher", "convnet3", "--teacher-epochs", "2", "--teacher-checkpoints", "2",
             "--image-size", "16", "--transfer-epochs", "1", "--transfer-batch-size", "16", "--ipc", "1",
             "--candidates-per-class", "4", "--crops-per-image", "1", "--holdout", "0.2", "--skip-bad",
-            "--device", "cpu", "--quiet"]
+            "--view-transfer-steps", "4", "--view-transfer-eval-every", "2", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (result.output, result.exception)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -147,6 +147,8 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     assert provenance["skipped_images"] == 1
     assert provenance["teacher"].startswith("2 teachers") and "convnet3" in provenance["teacher"]
     assert provenance["builder"]["options"]["train_teacher"] == "convnet3"
+    assert provenance["builder"]["options"]["teacher_epochs"] == 2  # used: recorded as given
+    assert provenance["fidelity"]["view_transfer_kept_step"] in (0, 2, 4)
     assert (tmp_path / "cli.hello.work" / "teacher.json").exists()  # the trained trajectory is kept for resuming
 
 

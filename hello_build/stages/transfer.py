@@ -1,15 +1,25 @@
-"""Stage 2, LoRA knowledge transfer: train the projector's low-rank deltas to imitate the teacher(s).
+"""LoRA knowledge transfer: train the projector's low-rank deltas to imitate the teacher(s).
 
-On augmented views of the *real* training images, loss = MSE(projector, teacher logits)
-+ lambda * CE(projector, hard labels) (the paper's objective), with one weak teacher drawn per batch
-(or their mean). Only the LoRA matrices train; the CLIP base and its BatchNorm statistics stay frozen.
-Each epoch ends with a checkpoint (LoRA + optimizer moments) in the work directory, so an interrupted
-transfer resumes at the last finished epoch and continues exactly as it would have.
+Two phases, the same loss: MSE(projector, teacher logits) (or KL) + lambda * CE(projector, hard labels).
+
+1. ``run_transfer`` (the paper's stage): augmented views of the *real* training images, with one weak
+   teacher drawn per batch (or their mean). Each epoch ends with a checkpoint (LoRA + optimizer
+   moments) in the work directory, so an interrupted transfer resumes at the last finished epoch and
+   continues exactly as it would have.
+2. ``run_view_transfer`` (ours, beyond the paper): once the synthetic images exist, fit the LoRA on the
+   views the student will actually see (augmented, CutMixed synthetic images, labelled by the final
+   teacher), each batch mixed with augmented real views so the projector does not merely memorise a
+   hundred pictures. The state with the best agreement on a fixed set of *selection* views (a seed the
+   fitting never draws) is kept; ``view_agreement`` on yet another seed reports it.
+
+Only the LoRA matrices train; the CLIP base and its BatchNorm statistics stay frozen.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +32,11 @@ from tqdm.auto import tqdm
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 
+# seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
+# and how many student passes over the synthetic set each of them holds
+SELECTION_SEED, REPORT_SEED = 0x5E1EC7, 0x4E907
+SELECTION_ROUNDS, REPORT_ROUNDS = 5, 10
+
 
 @dataclass(frozen=True)
 class TransferOptions:
@@ -32,7 +47,33 @@ class TransferOptions:
     lr: float
     lambda_ce: float
     seed: int
+    loss: str = "mse"
     weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ViewTransferOptions:
+    """The synthetic-view phase's settings; defaults in hello_build.options."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    lambda_ce: float
+    seed: int
+    loss: str
+    real_fraction: float
+    target: str  # "last": the final teacher; "set": the teacher set as in the real phase
+    eval_every: int
+
+
+def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: float, kind: str) -> torch.Tensor:
+    """MSE (or KL at T = 1) to the teacher's logits + lambda * CE on the (mixed) hard labels."""
+    ce = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
+    if kind == "kl":
+        match = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(target, 1), log_target=True, reduction="batchmean")
+    else:
+        match = F.mse_loss(logits, target)
+    return match + lambda_ce * ce
 
 
 def _autocast(device: torch.device):
@@ -82,15 +123,18 @@ def run_transfer(
     device: torch.device,
     num_workers: int = 0,
     progress: bool = True,
-) -> list[float]:
-    """Train ``projector``'s LoRA parameters in place; returns the mean loss of each epoch."""
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[float], float]:
+    """Train ``projector``'s LoRA parameters in place; returns the mean loss of each epoch and the
+    seconds spent, earlier interrupted runs included. ``log`` gets one line per epoch."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / options.batch_size)
     total = max(1, options.epochs * steps_per_epoch)
-    start_epoch, history = _restore(checkpoint_dir, projector, optimizer)
+    start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer)
 
     for epoch in range(start_epoch, options.epochs):
+        started = time.perf_counter()
         projector.train()
         epoch_seed = options.seed * 1_000_003 + epoch
         generator = torch.Generator().manual_seed(epoch_seed)
@@ -100,32 +144,177 @@ def run_transfer(
         total_loss = 0.0
         bar = tqdm(loader, desc=f"transfer {epoch + 1}/{options.epochs}", disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=epoch * steps_per_epoch):
-            for group in optimizer.param_groups:  # cosine decay over all steps, a function of the step alone
-                group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            _cosine(optimizer, options.lr, step, total)
             view, labels = _views(images, labels, augment, generator, device)
             labels_a, labels_b, lam = mix_targets(labels, view.mix)
             with torch.no_grad(), _autocast(device):
                 target = teachers.logits(view.images, generator=teacher_choice).float()
-            with _autocast(device):
-                logits = projector(view.images).float()
-            ce = lam * F.cross_entropy(logits, labels_a) + (1 - lam) * F.cross_entropy(logits, labels_b)
-            loss = F.mse_loss(logits, target) + options.lambda_ce * ce
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(labels)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            loss = _fit_step(projector, optimizer, view.images, target, labels_a, labels_b, lam, options)
+            total_loss += loss * len(labels)
+            bar.set_postfix(loss=f"{loss:.3f}")
         history.append(total_loss / len(train_data))
-        _save(checkpoint_dir, projector, optimizer, epoch + 1, history)
+        seconds += time.perf_counter() - started
+        _save(checkpoint_dir, projector, optimizer, epoch + 1, history, seconds)
+        if log:
+            log(f"transfer epoch {epoch + 1}/{options.epochs}: loss {history[-1]:.4f} "
+                f"({seconds / (epoch + 1):.0f} s/epoch, {seconds:.0f} s so far)")
     projector.eval()
-    return history
+    return history, seconds
+
+
+def run_view_transfer(
+    projector,
+    teachers,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    real_data,
+    augment: AugmentConfig,
+    options: ViewTransferOptions,
+    *,
+    device: torch.device,
+    num_workers: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Fit ``projector``'s LoRA in place on teacher-labelled student views of the synthetic ``images``
+    (uint8 [N,3,H,W], ``labels``), mixed with real views; keep the best state on the selection views.
+
+    Each step draws ``batch_size`` views: ``real_fraction`` of them augmented real images, the rest a
+    student batch of synthetic images (CutMix among themselves, as the student's loader does). Returns
+    the loss curve, the selection agreement every ``eval_every`` steps and the step that was kept."""
+    params = [p for p in projector.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.lr)
+    target = (lambda x, g: teachers.teachers[-1](x)) if options.target == "last" else teachers.logits  # noqa: E731
+    reference = _reference(teachers, options.target)
+    selection = _fixed_views(images, labels, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS, device=device)
+    with torch.no_grad(), _autocast(device):
+        selection_targets = [reference(view).float().argmax(1) for view, _ in selection]
+
+    generator = torch.Generator().manual_seed(options.seed * 1_000_003 + 0x51E)
+    teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
+    real_count = round(options.batch_size * options.real_fraction)
+    synthetic_count = options.batch_size - real_count
+    real = _endless(real_data, real_count, options.seed, num_workers) if real_count else None
+    best = {"agreement": _agreement(projector, selection, selection_targets), "step": 0, "state": _snapshot(projector)}
+    curve, losses = [(0, best["agreement"])], []
+    started = time.perf_counter()
+    bar = tqdm(range(options.steps), desc="view transfer", disable=not progress, leave=False)
+    for step in bar:
+        projector.train()
+        _cosine(optimizer, options.lr, step, options.steps)
+        pick = torch.randint(len(images), (synthetic_count,), generator=generator)
+        view = augment_batch(images[pick].to(device), augment, generator)
+        parts = [(view.images, *mix_targets(labels[pick].to(device), view.mix))]
+        if real is not None:
+            real_images, real_labels = next(real)
+            real_view, real_labels = _views(real_images, real_labels, augment, generator, device)
+            parts.append((real_view.images, *mix_targets(real_labels, real_view.mix)))
+        loss = 0.0
+        optimizer.zero_grad(set_to_none=True)
+        for x, labels_a, labels_b, lam in parts:  # separate CE mixes; one optimizer step over both
+            with torch.no_grad(), _autocast(device):
+                t = target(x, teacher_choice).float()
+            with _autocast(device):
+                logits = projector(x).float()
+            part = transfer_loss(logits, t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.loss)
+            (part * len(x) / options.batch_size).backward()
+            loss += part.item() * len(x) / options.batch_size
+        optimizer.step()
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if (step + 1) % options.eval_every == 0 or step + 1 == options.steps:
+            agreement = _agreement(projector, selection, selection_targets)
+            curve.append((step + 1, agreement))
+            if agreement > best["agreement"]:
+                best = {"agreement": agreement, "step": step + 1, "state": _snapshot(projector)}
+            if log:
+                log(f"view transfer step {step + 1}/{options.steps}: loss {sum(losses[-options.eval_every:]) / len(losses[-options.eval_every:]):.4f}, "
+                    f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
+                    f"{time.perf_counter() - started:.0f} s)")
+    _restore_snapshot(projector, best["state"])
+    projector.eval()
+    return {"loss": losses[:: max(1, options.eval_every // 10)], "selection_agreement": curve, "kept_step": best["step"],
+            "kept_selection_agreement": best["agreement"], "selection_views": sum(len(v) for v, _ in selection)}
+
+
+@torch.no_grad()
+def view_agreement(projector, teachers, images: torch.Tensor, labels: torch.Tensor, augment: AugmentConfig, *,
+                   device, seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, target: str = "last") -> dict:
+    """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` student batches
+    over all synthetic ``images``: augmented and CutMixed exactly as the student's loader does, with
+    views from ``seed`` (by default one that neither phase of the transfer draws)."""
+    device = torch.device(device)
+    reference = _reference(teachers, target)
+    views = _fixed_views(images, labels, augment, seed=seed, rounds=rounds, device=device)
+    with _autocast(device):
+        targets = [reference(view).float().argmax(1) for view, _ in views]
+    return {"agreement": _agreement(projector, views, targets), "views": sum(len(v) for v, _ in views), "seed": seed}
+
+
+def _reference(teachers, target: str):
+    """The teacher whose labels agreement is measured against: the final teacher, or the set's mean."""
+    return teachers.teachers[-1] if target == "last" else teachers.mean_logits
+
+
+def _fixed_views(images, labels, augment: AugmentConfig, *, seed: int, rounds: int, device, batch_size: int = 64):
+    """``rounds`` passes of shuffled student batches over ``images``; [(view, labels)] on ``device``."""
+    generator = torch.Generator().manual_seed(seed)
+    views = []
+    for _ in range(rounds):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), batch_size):
+            pick = order[start : start + batch_size]
+            views.append((augment_batch(images[pick].to(device), augment, generator).images, labels[pick]))
+    return views
+
+
+@torch.no_grad()
+def _agreement(projector, views, targets) -> float:
+    projector.eval()
+    device = views[0][0].device
+    with _autocast(device):
+        agree = sum(int((projector(view).float().argmax(1) == t).sum()) for (view, _), t in zip(views, targets))
+    return agree / max(1, sum(len(v) for v, _ in views))
+
+
+def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
+    """Shuffled real batches forever, reshuffled (seeded) at each pass."""
+    order = torch.Generator().manual_seed(seed ^ 0x4EA1)
+    while True:
+        yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers, drop_last=True)
+
+
+def _cosine(optimizer, lr: float, step: int, total: int) -> None:
+    """Cosine decay to 0 over ``total`` steps, a function of the step alone (so resume is exact)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, options) -> float:
+    with _autocast(images.device):
+        logits = projector(images).float()
+    loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _snapshot(projector) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in _trainable(projector).items()}
+
+
+def _restore_snapshot(projector, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in _trainable(projector).items():
+            p.copy_(state[name])
 
 
 def _trainable(projector) -> dict[str, torch.Tensor]:
     return {name: p for name, p in projector.named_parameters() if p.requires_grad}
 
 
-def _save(directory: Path, projector, optimizer, epochs_done: int, history: list[float]) -> None:
+def _save(directory: Path, projector, optimizer, epochs_done: int, history: list[float], seconds: float) -> None:
     """Checkpoint LoRA weights and AdamW moments as safetensors (no pickle), atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -133,17 +322,17 @@ def _save(directory: Path, projector, optimizer, epochs_done: int, history: list
         tensors[f"param/{name}"] = p.detach().cpu().contiguous()
         for key, value in optimizer.state.get(p, {}).items():
             tensors[f"{key}/{name}"] = torch.as_tensor(value).detach().cpu().reshape(1).float() if key == "step" else value.detach().cpu().contiguous()
-    meta = {"epochs_done": str(epochs_done), "history": ",".join(repr(h) for h in history)}
+    meta = {"epochs_done": str(epochs_done), "history": ",".join(repr(h) for h in history), "seconds": repr(seconds)}
     tmp = directory / "transfer.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(directory / "transfer.safetensors")
 
 
-def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float]]:
-    """Load the last epoch checkpoint, if any; returns (epochs done, loss history)."""
+def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], float]:
+    """Load the last epoch checkpoint, if any; returns (epochs done, loss history, seconds spent)."""
     path = directory / "transfer.safetensors"
     if not path.exists():
-        return 0, []
+        return 0, [], 0.0
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
@@ -156,4 +345,4 @@ def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float]]:
                     "exp_avg": tensors[f"exp_avg/{name}"].to(p.device),
                     "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device),
                 }
-    return int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h]
+    return int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h], float(meta.get("seconds", 0.0))

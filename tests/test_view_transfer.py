@@ -1,0 +1,102 @@
+"""The synthetic-view transfer (stage ``view_transfer``): it fits the projector on the views the student
+sees, keeps its best state on selection views, reports agreement on other fresh views; and the real
+transfer's time survives an interruption."""
+
+from __future__ import annotations
+
+import torch
+
+from hello_build.stages.transfer import (REPORT_SEED, SELECTION_SEED, TransferOptions, _fixed_views, run_transfer,
+                                         view_agreement)
+from hello_format.bundle import Bundle
+from test_build import kit, run_build, tiny_options  # noqa: F401  (kit is a fixture)
+
+
+def _build(kit, tmp_path, **overrides):
+    # no real transfer: the zero-shot head of the random tiny base is a poor imitator, so what the view
+    # transfer adds is measurable on its own; the same work directory serves both builds
+    options = tiny_options(kit, tmp_path, transfer_epochs=0, view_transfer_eval_every=10, **overrides)
+    return run_build(options)
+
+
+def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
+    without, _ = _build(kit, tmp_path, view_transfer_steps=0)
+    with_views, logs = _build(kit, tmp_path, view_transfer_steps=60, view_transfer_lr=1e-2)
+    assert with_views["synthetic_agreement"] >= without["synthetic_agreement"] + 0.2, (without, with_views)
+    assert with_views["synthetic_agreement"] >= 0.8
+    assert any(line.startswith("view transfer step 60/60") for line in logs)
+    with Bundle.open(with_views["output"]) as bundle:
+        fidelity = bundle.manifest["provenance"]["fidelity"]
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+    assert fidelity["synthetic_agreement"] == with_views["synthetic_agreement"]
+    assert fidelity["synthetic_views"] == 10 * 6  # REPORT_ROUNDS passes over 6 images
+    assert fidelity["after_view_transfer"]["images"] == 12 and fidelity["view_transfer_kept_step"] > 0
+    assert recorded["view_transfer_steps"] == 60 and recorded["view_transfer_target"] == "last"
+
+
+def test_the_kept_state_is_the_best_on_the_selection_views(kit, tmp_path):
+    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2)
+    result = summary["view_transfer"]
+    curve = dict(result["selection_agreement"])
+    assert sorted(curve) == [0, 10, 20, 30, 40]
+    best = max(curve.values())
+    assert result["kept_selection_agreement"] == best
+    assert curve[result["kept_step"]] == best and result["kept_step"] == min(s for s, a in curve.items() if a == best)
+
+
+def test_report_views_are_not_the_selection_views():
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(8) % 2
+    from hello_format.augment import AugmentConfig
+
+    augment = AugmentConfig(output_size=16)
+    selection = _fixed_views(images, labels, augment, seed=SELECTION_SEED, rounds=1, device="cpu")
+    report = _fixed_views(images, labels, augment, seed=REPORT_SEED, rounds=1, device="cpu")
+    again = _fixed_views(images, labels, augment, seed=REPORT_SEED, rounds=1, device="cpu")
+    assert torch.equal(report[0][0], again[0][0])  # fixed: the same views every time
+    assert not torch.equal(selection[0][0], report[0][0])
+
+
+def test_agreement_is_against_the_final_teacher_or_the_set():
+    class Constant(torch.nn.Module):
+        def __init__(self, label):
+            super().__init__()
+            self.label = label
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), self.label), 3).float() * 5
+
+    from hello_build.teachers import TeacherSet, Teacher
+    from hello_format.augment import AugmentConfig
+
+    teachers = TeacherSet([Teacher(Constant(0), input_size=16, num_classes=3), Teacher(Constant(1), input_size=16, num_classes=3),
+                           Teacher(Constant(1), input_size=16, num_classes=3)])
+    projector = Constant(1)
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.zeros(6, dtype=torch.long)
+    augment = AugmentConfig(output_size=16)
+    assert view_agreement(projector, teachers, images, labels, augment, device="cpu", target="last")["agreement"] == 1.0
+    # the set's mean logits favour class 1 too (two of three); a projector saying 0 agrees with neither
+    assert view_agreement(Constant(0), teachers, images, labels, augment, device="cpu", target="set")["agreement"] == 0.0
+
+
+def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
+    """A resumed transfer counts the seconds its earlier runs spent (the stage time is not just the last run's)."""
+    torch.manual_seed(0)
+    projector = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+
+    class Teachers:
+        def logits(self, x, generator=None):
+            return x.mean(dim=(2, 3)) * 4
+
+    data = torch.utils.data.TensorDataset(torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.arange(16) % 3)
+    from hello_format.augment import AugmentConfig
+
+    augment = AugmentConfig(output_size=8, cutmix=0.0)
+    options = lambda epochs: TransferOptions(epochs=epochs, batch_size=8, lr=1e-2, lambda_ce=0.1, seed=0)  # noqa: E731
+    first, first_seconds = run_transfer(projector, Teachers(), data, augment, options(1), checkpoint_dir=tmp_path,
+                                        device=torch.device("cpu"), progress=False)
+    both, total_seconds = run_transfer(projector, Teachers(), data, augment, options(2), checkpoint_dir=tmp_path,
+                                       device=torch.device("cpu"), progress=False)
+    assert len(first) == 1 and len(both) == 2 and both[0] == first[0]
+    assert total_seconds > first_seconds > 0
