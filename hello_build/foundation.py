@@ -11,6 +11,7 @@ bundles built on it, since nobody else can download it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,11 @@ def pretrain_clip(
     seed: int = 0,
     device: str | torch.device = "cpu",
     templates: tuple[str, ...] = CAPTION_TEMPLATES,
-    progress: bool = True,
+    progress: bool | Callable[[int, float], None] = True,
 ):
     """Train ``model`` (an open_clip CLIP, with its open_clip ``tokenizer``) in place on uint8 images
-    [N,3,S,S] with integer ``labels``; return it in eval mode."""
+    [N,3,S,S] with integer ``labels``; return it in eval mode. ``progress``: True shows a bar; a
+    callable gets ``(steps done, mean loss since its last call)`` at every tenth of the steps."""
     import open_clip
 
     device = torch.device(device)
@@ -58,8 +60,9 @@ def pretrain_clip(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    bar = tqdm(range(steps), desc="pretrain base", disable=not progress, leave=False)
-    for _ in bar:
+    bar = tqdm(range(steps), desc="pretrain base", disable=progress is not True, leave=False)
+    report_every, running = max(1, steps // 10), 0.0
+    for step in bar:
         idx = torch.randint(len(images), (batch_size,), generator=generator)
         x = images[idx].to(device).float().div_(255)
         if x.shape[-1] != size:
@@ -79,6 +82,10 @@ def pretrain_clip(
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        running += loss.item()
+        if callable(progress) and ((step + 1) % report_every == 0 or step + 1 == steps):
+            progress(step + 1, running / (report_every if (step + 1) % report_every == 0 else (step + 1) % report_every))
+            running = 0.0
     return model.eval()
 
 
