@@ -1,11 +1,12 @@
 """`hello-build --demo`: the whole method, offline, on a real dataset that ships with scikit-learn.
 
 scikit-learn's handwritten digits (1,797 images, 8x8, 10 classes) are upscaled to 32x32 and split
-three ways: one part pretrains a tiny open_clip CLIP (the stand-in foundation model, embedded in the
-bundle since nobody can download it), one part is the "original dataset" that the teacher is trained
-on and that is distilled, and one part only ever measures the students. Then: build the bundle,
-train one student from ``HelloDataset`` labels and one from hard labels, print both accuracies and
-the storage breakdown.
+three ways: one part pretrains a tiny open_clip ResNet CLIP (the stand-in foundation model, of the
+paper's RN50 family, embedded in the bundle since nobody can download it), one part is the "original
+dataset" that the teacher is trained on and that is distilled, and one part only ever measures the
+students. Then: build the bundle, train three students on its images through ``hello eval``'s code
+(hard labels, ``HelloDataset`` labels, the online teacher's labels), print their accuracies and the
+storage, at demo scale and extrapolated to ImageNet-1K.
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from PIL import Image
 import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 
-from hello_build.data import RealImages, scan_image_folder
-from hello_build.evaluate import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student
+from safetensors.torch import save_file
+
+from hello_build.data import holdout_split, scan_image_folder
+from hello_build.evaluate import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build
+from hello_build.teachers import train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
-from hello_format.dataset import HelloDataset, LabelledImages
 from hello_format.errors import BuildError
+from hello_format.lora import export_state_dict, inject, lora_manifest
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-BASE = "hello-tiny-vit"
+BASE = "hello-tiny-rn"
+FOUNDATION_STEPS = 300
 SIZE = 32
 
 
@@ -65,48 +70,75 @@ def run_demo(output: str | None = None, *, progress: bool = True, student_epochs
     """Run the demo end to end; returns the figures it prints."""
     started = time.perf_counter()
     output = Path(output or "demo.hello")
-    work = Path(tempfile.mkdtemp(prefix="hello-demo-"))
+    with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
+        return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed)
+
+
+def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int) -> dict:
+    """The demo in the scratch folder ``work`` (removed afterwards)."""
     parts = digits_split(seed)
     train_dir = write_image_folder(work / "digits" / "train", *parts["original"])
     test_dir = write_image_folder(work / "digits" / "test", *parts["test"])
 
-    print(f"1/4 pretraining the stand-in foundation model ({BASE}) on {len(parts['foundation'][1])} held-out digits")
+    print(f"1/4 pretraining the stand-in foundation model ({BASE}, a ResNet CLIP like the paper's RN50) "
+          f"on {len(parts['foundation'][1])} digits that are not distilled")
     torch.manual_seed(seed)
     base = open_clip.create_model(BASE)
-    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=800, batch_size=64, seed=seed, progress=progress)
+    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=FOUNDATION_STEPS,
+                  batch_size=64, seed=seed, progress=progress)
     checkpoint = work / "base.safetensors"
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
 
-    print(f"2/4 distilling {len(parts['original'][1])} digits into 10 images per class")
+    print(f"2/4 training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into 10 images per class")
+    index = scan_image_folder(train_dir)
+    train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
+    teachers = train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
+                             work_dir=work / "teacher")
+    teacher_files = sorted((work / "teacher").glob("teacher_convnet3_epoch*.safetensors"))
     options = BuildOptions(
-        data=str(train_dir), output=str(output), train_teacher="convnet3", teacher_epochs=15, teacher_checkpoints=3,
-        base=BASE, base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=30, transfer_batch_size=32,
-        transfer_lr=1e-2, crop_min_scale=0.5, candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, fresh=True, seed=seed,
-        source_dataset="sklearn-digits (upscaled to 32x32)", workdir=str(work / "build"),
+        data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
+        base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=10,
+        transfer_batch_size=32, crop_min_scale=0.5, candidates_per_class=40, epochs=student_epochs,
+        student_batch_size=20, hflip=0.0, fresh=True, seed=seed, source_dataset="sklearn-digits (upscaled to 32x32)",
+        workdir=str(work / "build"),
     )
     report = build(options, progress=progress)
 
-    print(f"3/4 training ConvNet-3 students for {student_epochs} epochs on the {output.name} images")
-    device = torch.device("cpu")
-    val = RealImages(scan_image_folder(test_dir), SIZE)
-    dataset = HelloDataset(output, device=device, seed=seed, normalize=(STUDENT_MEAN, STUDENT_STD))
-    recipe = StudentRecipe.from_manifest(dataset.recipe, seed=seed)
-    with_labels = top1(train_student(dataset, recipe, image_size=SIZE, device=device, progress=progress), val, device=device)
-    hard = LabelledImages(dataset._images, dataset._labels, dataset.class_names, dataset.augment, None,
-                          device=device, seed=seed, normalize=(STUDENT_MEAN, STUDENT_STD))
-    hard_only = top1(train_student(hard, recipe, image_size=SIZE, device=device, progress=progress), val, device=device)
+    print(f"3/4 training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
+          "only the labels differ")
+    regimes = {"hard": None, "projector": None, "teacher": teachers[-1]}
+    top1 = {regime: evaluate(output, test_dir, regime=regime, teacher=teacher, device="cpu", progress=progress,
+                             recipe_overrides={"seed": seed})["top1"]
+            for regime, teacher in regimes.items()}
 
     with Bundle.open(output) as bundle:
         storage = bundle.storage()
+    imagenet = imagenet_label_generator_bytes()
     print("4/4 results")
     print(f"  teacher/projector agreement on held-out real views: {report['fidelity_before']['agreement']:.1%} (zero-shot head) -> "
-          f"{report['fidelity_after']['agreement']:.1%} (after LoRA transfer)")
-    print(f"  student top-1 on {len(val)} unseen digits: {with_labels:.1%} with HelloDataset labels, {hard_only:.1%} with hard labels only")
+          f"{report['fidelity_after']['agreement']:.1%} (after LoRA transfer); on fresh student views of the synthetic "
+          f"images: {report['synthetic_agreement']:.1%}")
+    print(f"  student top-1 on {len(parts['test'][1])} unseen digits: {top1['hard']:.1%} with hard labels, "
+          f"{top1['projector']:.1%} with HelloDataset labels, {top1['teacher']:.1%} with the online teacher's labels")
     print(f"  bundle {output}: {storage.file_bytes:,} bytes = images {storage.images_bytes:,} + label generator "
-          f"{storage.label_generator_bytes:,} + embedded base {storage.base_bytes:,}")
+          f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
     print(f"  stored soft labels for {student_epochs} epochs would take {storage.stored_label_bytes:,} bytes: "
           f"{storage.ratio:,.1f}x the label generator")
+    print(f"  at ImageNet-1K scale (RN50 base, IPC 10, 300 epochs): label generator {imagenet['label_generator']:,} bytes "
+          f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     print(f"  done in {time.perf_counter() - started:.0f} s")
-    return {"projector_top1": with_labels, "hard_top1": hard_only, "storage": storage, "build": report}
+    return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
+
+
+def imagenet_label_generator_bytes(architecture: str = "RN50", classes: int = 1000, ipc: int = 10, epochs: int = 300,
+                                   rank: int = 8, head_rank: int = 128) -> dict:
+    """fp16 bytes of an ImageNet-1K label generator on ``architecture`` (encoder LoRA at ``rank`` on the
+    default targets, head LoRA at ``head_rank``; counted from a randomly initialised base's real modules)
+    against FKD-style stored fp16 logits for ``ipc`` x ``classes`` images over ``epochs``."""
+    model = open_clip.create_model(architecture)
+    visual = model.visual
+    inject(visual, lora_manifest(visual, r=rank, lora_alpha=2 * rank))
+    encoder = sum(t.numel() for t in export_state_dict(visual).values())
+    width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) else model.text_projection.out_features
+    head = head_rank * (width + classes)
+    return {"label_generator": 2 * (encoder + head), "stored_labels": 2 * classes * ipc * epochs * classes}
