@@ -160,8 +160,9 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
         model = open_clip.create_model(args.foundation_arch)
         model.token_embedding.requires_grad_(False)  # CPU time: captions use a handful of tokens
         pretrain_clip(model, open_clip.get_tokenizer(args.foundation_arch), images, labels, classes,
-                      steps=args.foundation_steps, batch_size=args.foundation_batch, lr=args.foundation_lr,
-                      seed=0, progress=False)
+                      steps=args.foundation_steps, batch_size=args.foundation_batch, lr=args.foundation_lr, seed=0,
+                      progress=lambda step, loss: say(f"foundation: step {step}/{args.foundation_steps} loss {loss:.3f} "
+                                                      f"({time.perf_counter() - started:.0f} s)"))
         seconds = time.perf_counter() - started
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
@@ -174,6 +175,67 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
     info = cached_json(folder / "info.json", run)
     say(f"foundation: zero-shot top-1 on test {info['zero_shot_top1']:.3f} ({info['seconds']} s)")
     return checkpoint, info
+
+
+def linear_probe(args, checkpoint: Path, original: Path, test_index) -> dict:
+    """CLIP's other yardstick: a logistic-regression head on the frozen image features, fitted on a
+    seeded ``--probe-images`` subset of the original half (weight decay chosen on a held-out tenth
+    of that subset), scored on test. Cached beside the foundation."""
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    import open_clip
+
+    from hello_build.data import RealImages, per_class_indices, scan_image_folder
+
+    def run():
+        started = time.perf_counter()
+        model = open_clip.create_model(args.foundation_arch)
+        model.load_state_dict(load_file(str(checkpoint)))
+        model.eval()
+        mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        index = scan_image_folder(original, check_headers=False)
+        generator = torch.Generator().manual_seed(args.split_seed)
+        per_class = args.probe_images // index.num_classes
+        chosen = [p for positions in per_class_indices(index)
+                  for p in [positions[i] for i in torch.randperm(len(positions), generator=generator)[:per_class].tolist()]]
+
+        @torch.no_grad()
+        def features(dataset):
+            feats, labels = [], []
+            for images, y in torch.utils.data.DataLoader(dataset, batch_size=500):
+                feats.append(F.normalize(model.encode_image((images.float() / 255 - mean) / std), dim=-1))
+                labels.append(y)
+            return torch.cat(feats), torch.cat(labels)
+
+        x, y = features(RealImages(index, SIZE, chosen))
+        x_test, y_test = features(RealImages(test_index, SIZE))
+        held = torch.arange(len(y)) % 10 == 0
+
+        def fit(x, y, decay):
+            head = torch.nn.Linear(x.shape[1], index.num_classes)
+            optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+            def closure():
+                optimizer.zero_grad()
+                loss = F.cross_entropy(head(x * 10), y) + decay * head.weight.square().sum()
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+            return head
+
+        top = lambda head, x, y: (head(x * 10).argmax(1) == y).float().mean().item()  # noqa: E731
+        decays = (1e-5, 1e-4, 1e-3, 1e-2)
+        held_out = {d: top(fit(x[~held], y[~held], d), x[held], y[held]) for d in decays}
+        decay = max(decays, key=held_out.get)
+        return {"images": len(y), "weight_decay": decay, "held_out_top1": held_out[decay],
+                "test_top1": top(fit(x, y, decay), x_test, y_test), "seconds": round(time.perf_counter() - started, 1)}
+
+    info = cached_json(checkpoint.parent / f"probe-{args.probe_images}.json", run)
+    say(f"foundation: linear probe top-1 on test {info['test_top1']:.3f} ({info['images']} images, weight decay {info['weight_decay']:g})")
+    return info
 
 
 def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], dict]:
@@ -207,25 +269,44 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
 
 # -- bundles and students ---------------------------------------------------------------------------
 
-def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index) -> tuple[Path, dict]:
-    """``hello-build`` on the original half; the work directory is shared by every IPC (the transfer
-    runs once). Also the projector's own test top-1 (the label generator as a classifier)."""
+# The paper's component ablation at the first IPC: each row adds one part; its options on top of the
+# main build's (None: the main build itself). "teachers": "last" keeps only the final teacher.
+ABLATION = (
+    ("text-initialised head only", {"transfer_epochs": 0, "view_transfer_steps": 0}),
+    ("+ LoRA transfer, final teacher only", {"teachers": "last", "view_transfer_steps": 0}),
+    ("+ weak-teacher trajectory", {"view_transfer_steps": 0}),
+    ("+ synthetic-view transfer (hello's default)", None),
+    ("+ image update", {"image_update_steps": 100}),
+)
+
+
+def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index,
+           variant: dict | None = None) -> tuple[Path, dict]:
+    """``hello-build`` on the original half, with ``variant``'s options (an ablation row) over the
+    bench's. The work directory is shared by every build whose real transfer is the same (a later
+    stage that differs reruns; the transfer runs once). Also the projector's own test top-1."""
     from hello_build.options import BuildOptions
     from hello_build.pipeline import build
     from hello_format.bundle import Bundle
     from hello_format.projector import Projector
 
-    shared = {**upstream, "transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr, "build_seed": args.build_seed}
-    inputs = {**shared, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs["default"]}
+    variant = dict(variant or {})
+    chosen = [teachers[-1]] if variant.pop("teachers", None) == "last" else teachers
+    settings = {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
+                "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
+                "view_transfer_real_fraction": args.view_transfer_real_fraction, **variant}
+    shared = {**upstream, "transfer_epochs": settings["transfer_epochs"], "transfer_lr": args.transfer_lr,
+              "build_seed": args.build_seed, "teachers": len(chosen)}
+    inputs = {**shared, **settings, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs["default"]}
     key = key_of(inputs)
     path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"
 
     def run():
-        say(f"build: IPC {ipc}")
+        say(f"build: IPC {ipc} {settings}")
         options = BuildOptions(
-            data=str(original), output=str(path), teacher=[str(t) for t in teachers], base=args.foundation_arch,
+            data=str(original), output=str(path), teacher=[str(t) for t in chosen], base=args.foundation_arch,
             pretrained=None, base_checkpoint=str(base), embed_base=True, ipc=ipc, factor=args.factor,
-            transfer_epochs=args.transfer_epochs, transfer_lr=args.transfer_lr, epochs=args.student_epochs["default"], seed=args.build_seed,
+            epochs=args.student_epochs["default"], seed=args.build_seed, **settings,
             source_dataset="CIFAR-10 (JPEG copy), one half of the training split", device=args.device,
             workdir=str(cache / "build" / key_of(shared)),
         )
@@ -237,7 +318,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
         # stage times as recorded in the work directory (a resumed stage counts the time it took)
         return {"inputs": inputs, "seconds": round(sum(report["timings"].values()), 1), "timings": report["timings"],
                 "fidelity_before": report["fidelity_before"], "fidelity_after": report["fidelity_after"],
-                "synthetic_agreement": report["synthetic_agreement"], "storage": vars(storage),
+                "view_transfer": report["view_transfer"], "synthetic_agreement": report["synthetic_agreement"], "storage": vars(storage),
                 "projector_test_top1": accuracy(projector.label, test_index)}
 
     info = cached_json(path.with_suffix(".json"), run)
@@ -315,12 +396,21 @@ def summarise(records: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["ipc"], r["student"], order[r["regime"]]))
 
 
+def ablation_row(name: str, ipc: int, student: str, info: dict, runs: list[dict]) -> dict:
+    """One row of the component ablation: its students' top-1 and what its labels cost to store."""
+    tops = [r["top1"] for r in runs]
+    return {"component": name, "ipc": ipc, "student": student, "runs": len(tops),
+            "top1_mean": statistics.mean(tops) if tops else None, "top1_std": statistics.stdev(tops) if len(tops) > 1 else 0.0,
+            "label_bytes": info["storage"]["label_generator_bytes"], "synthetic_agreement": info["synthetic_agreement"],
+            "heldout_agreement": (info.get("view_transfer") or {}).get("fidelity", info["fidelity_after"])["agreement"]}
+
+
 def goals(rows: list[dict], bundles: dict) -> list[dict]:
     """The project's targets, checked per (IPC, student) where the needed regimes ran."""
     found = []
-    by = {(r["ipc"], r["student"], r["regime"]): r["top1_mean"] for r in rows}
+    by = {(r["ipc"], r["student"], r["regime"]): r for r in rows}
     for ipc, student in sorted({(r["ipc"], r["student"]) for r in rows}):
-        get = lambda regime: by.get((ipc, student, regime))  # noqa: E731
+        get = lambda regime: (by.get((ipc, student, regime)) or {}).get("top1_mean")  # noqa: E731
         p, t, h, rr = get("projector"), get("teacher"), get("hard"), get("random-real")
         where = f"IPC {ipc}, {student}"
         if p is not None and t is not None:
@@ -328,10 +418,12 @@ def goals(rows: list[dict], bundles: dict) -> list[dict]:
         if p is not None and h is not None and ipc <= 10:
             found.append({"goal": ">= 10 points above hard labels (IPC 10)", "where": where, "value": f"{100 * (p - h):+.1f} points", "met": p - h >= 0.10})
         if p is not None and rr is not None:
-            found.append({"goal": "distilled beats random-real under projector labels", "where": where, "value": f"{100 * (p - rr):+.1f} points", "met": p > rr})
+            spread = 2 * max(by[(ipc, student, "projector")]["top1_std"], by[(ipc, student, "random-real")]["top1_std"])
+            found.append({"goal": "distilled beats random-real under projector labels by > 2 std", "where": where,
+                          "value": f"{100 * (p - rr):+.1f} points (2 std: {100 * spread:.1f})", "met": p - rr > spread})
     for ipc, info in sorted(bundles.items()):
         agreement = info["synthetic_agreement"]
-        found.append({"goal": "projector/teacher agreement on augmented synthetic views >= 90 %", "where": f"IPC {ipc} bundle",
+        found.append({"goal": "projector/teacher agreement on fresh augmented synthetic views >= 90 %", "where": f"IPC {ipc} bundle",
                       "value": f"{100 * agreement:.1f} %", "met": agreement >= 0.9})
     return found
 
@@ -348,10 +440,14 @@ def markdown(results: dict) -> str:
     lines = [
         f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} CLIP parameters, text tower included; "
         f"{s['foundation_steps']} steps on {results['foundation']['images']:,} images, {results['foundation']['seconds']:.0f} s): "
-        f"zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %; "
+        f"zero-shot top-1 {100 * results['foundation']['zero_shot_top1']:.1f} %"
+        + (f", linear probe {100 * results['foundation']['linear_probe']['test_top1']:.1f} %" if "linear_probe" in results["foundation"] else "")
+        + "; "
         f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images, {results['teacher']['seconds']:.0f} s): top-1 "
         f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}; "
-        f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}; factor {s['factor']}.",
+        f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}"
+        + (f", then {s['view_transfer_steps']} synthetic-view steps at lr {s['view_transfer_lr']:g}" if s.get("view_transfer_steps") else "")
+        + f"; factor {s['factor']}.",
         "",
         "| IPC | student | regime | top-1 % (mean ± std, n) | label bytes | training s |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -359,15 +455,25 @@ def markdown(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['ipc']} | {r['student']} | {r['regime']} | {100 * r['top1_mean']:.1f} ± {100 * r['top1_std']:.1f} ({r['runs']}) "
                      f"| {human(r['label_bytes'])} | {r['train_seconds']:.0f} |")
-    lines += ["", "| IPC | bundle | images | label generator | embedded base | stored labels (recipe epochs) | build s | "
-              "agreement real views before → after transfer | agreement synthetic views | projector top-1 % |",
+    lines += ["", "| IPC | bundle | images | label generator | embedded base | stored labels (recipe epochs) | build s (per stage) | "
+              "agreement held-out real views: zero-shot → real transfer → view transfer | agreement fresh synthetic views | projector top-1 % |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for ipc, b in sorted(results["bundles"].items(), key=lambda kv: int(kv[0])):
         st = b["storage"]
+        stages = ", ".join(f"{name} {seconds:.0f}" for name, seconds in b.get("timings", {}).items() if seconds >= 1)
+        after_views = (b.get("view_transfer") or {}).get("fidelity")
         lines.append(f"| {ipc} | {human(st['file_bytes'])} | {human(st['images_bytes'])} | {human(st['label_generator_bytes'])} | "
-                     f"{human(st['base_bytes'])} | {human(st['stored_label_bytes'])} | {b['seconds']:.0f} | "
-                     f"{100 * b['fidelity_before']['agreement']:.1f} → {100 * b['fidelity_after']['agreement']:.1f} % | "
+                     f"{human(st['base_bytes'])} | {human(st['stored_label_bytes'])} | {b['seconds']:.0f} ({stages}) | "
+                     f"{100 * b['fidelity_before']['agreement']:.1f} → {100 * b['fidelity_after']['agreement']:.1f}"
+                     + (f" → {100 * after_views['agreement']:.1f}" if after_views else "") + " % | "
                      f"{100 * b['synthetic_agreement']:.1f} % | {100 * b['projector_test_top1']:.1f} |")
+    if results.get("ablation"):
+        lines += ["", "| component (IPC, student, projector labels) | top-1 % (mean ± std, n) | label bytes | agreement held-out real | agreement fresh synthetic views |",
+                  "| --- | --- | --- | --- | --- |"]
+        for a in results["ablation"]:
+            top = f"{100 * a['top1_mean']:.1f} ± {100 * a['top1_std']:.1f} ({a['runs']})" if a["runs"] else "not run"
+            lines.append(f"| {a['component']} (IPC {a['ipc']}, {a['student']}) | {top} | {human(a['label_bytes'])} | "
+                         f"{100 * a['heldout_agreement']:.1f} % | {100 * a['synthetic_agreement']:.1f} % |")
     if results["missing"]:
         cells = sorted({(m["ipc"], m["student"]) for m in results["missing"]})
         lines += ["", f"Not run ({len(results['missing'])} student runs, --report-only): "
@@ -415,6 +521,8 @@ def plot(rows: list[dict], path: Path) -> None:
 # -- main -------------------------------------------------------------------------------------------
 
 def parse(argv):
+    from hello_build.options import BuildOptions
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
     parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "cache")
@@ -430,8 +538,14 @@ def parse(argv):
     parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
     parser.add_argument("--transfer-epochs", type=int, default=10)
     parser.add_argument("--transfer-lr", type=float, default=5e-3, help="AdamW learning rate of the LoRA transfer")
-    parser.add_argument("--foundation-steps", type=int, default=2000)
-    parser.add_argument("--foundation-arch", default="hello-tiny-vit", help="open_clip architecture of the stand-in CLIP")
+    parser.add_argument("--view-transfer-steps", type=int, default=BuildOptions.view_transfer_steps,
+                        help="synthetic-view transfer steps (0: the paper's method)")
+    parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
+    parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
+    parser.add_argument("--ablation", action="store_true", help="also the paper's component ablation at the first IPC (first student, projector labels)")
+    parser.add_argument("--foundation-steps", type=int, default=1000)
+    parser.add_argument("--foundation-arch", default="hello-rn-w32", help="open_clip architecture of the stand-in CLIP")
+    parser.add_argument("--probe-images", type=int, default=10_000, help="original-half images the linear probe is fitted on")
     parser.add_argument("--foundation-batch", type=int, default=128)
     parser.add_argument("--foundation-lr", type=float, default=2e-3)
     parser.add_argument("--factor", type=int, default=1, help="RDED patches per side of a synthetic image (RDED's own CIFAR scripts use 1)")
@@ -484,24 +598,37 @@ def main(argv=None) -> int:
     original, images, labels, classes = split_halves(root, args.split_seed)
     test_index = scan_image_folder(root / "test", check_headers=False)
     base, foundation_info = foundation(args, args.cache, images, labels, classes, test_index)
+    foundation_info = {**foundation_info, "linear_probe": linear_probe(args, base, original, test_index)}
     teachers, teacher_info = teacher(args, args.cache, original, test_index)
     upstream = {"foundation": foundation_info["inputs"], "teacher": teacher_info["inputs"]}
-    paths, bundles = {}, {}
+    paths, bundles, records, missing, ablation = {}, {}, [], [], []
+
+    def students(bundle_path, bundle_info, cells):
+        """Student runs of ``cells`` (ipc, student, regime, seed) on one bundle, in order."""
+        outcomes = run_students(args, [(args.cache, bundle_path, bundle_info, teachers[-1], teacher_info, original, root / "test",
+                                        regime, student, seed) for _, student, regime, seed in cells])
+        missing.extend(dict(zip(("ipc", "student", "regime", "seed"), cell)) for cell, record in zip(cells, outcomes) if record is None)
+        return [{**record, "ipc": cell[0]} for cell, record in zip(cells, outcomes) if record is not None]
+
+    # IPC by IPC, smallest first and seed-major, so a run stopped early leaves whole cells and whole seeds;
+    # the ablation right after the first IPC's grid
     for ipc in args.ipc:
         paths[ipc], bundles[ipc] = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
-    # smallest IPC first and seed-major, so a run stopped early leaves whole cells and whole seeds
-    grid = [(ipc, student, regime, seed) for ipc in args.ipc for student in args.students
-            for seed in args.seeds for regime in args.regimes]
-    outcomes = run_students(args, [(args.cache, paths[ipc], bundles[ipc], teachers[-1], teacher_info, original, root / "test", regime, student, seed)
-                                   for ipc, student, regime, seed in grid])
-    records = [{**record, "ipc": ipc} for (ipc, *_), record in zip(grid, outcomes) if record is not None]
-    missing = [dict(zip(("ipc", "student", "regime", "seed"), cell)) for cell, record in zip(grid, outcomes) if record is None]
+        records += students(paths[ipc], bundles[ipc], [(ipc, student, regime, seed) for student in args.students
+                                                       for seed in args.seeds for regime in args.regimes])
+        if args.ablation and ipc == args.ipc[0]:
+            for name, variant in ABLATION:
+                path, info = (paths[ipc], bundles[ipc]) if variant is None else \
+                    bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index, variant)
+                runs = students(path, info, [(ipc, args.students[0], "projector", seed) for seed in args.seeds])
+                ablation.append(ablation_row(name, ipc, args.students[0], info, runs))
     rows = summarise(records)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results = {"settings": settings,
                "command": "python bench/cifar10.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "foundation": foundation_info, "teacher": teacher_info, "bundles": bundles, "runs": records, "rows": rows,
-               "missing": missing, "goals": goals(rows, bundles), "seconds": round(time.perf_counter() - STARTED, 1)}
+               "ablation": ablation, "missing": missing, "goals": goals(rows, bundles),
+               "seconds": round(time.perf_counter() - STARTED, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str))
     (args.out / "table.md").write_text(markdown(results))
