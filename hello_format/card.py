@@ -168,7 +168,7 @@ def _decode(bundle: Bundle, indices: torch.Tensor) -> torch.Tensor:
         return data[indices]
     offsets = bundle.tensor("images.offsets").tolist()
     blobs = [data[offsets[i] : offsets[i + 1]].numpy().tobytes() for i in indices.tolist()]
-    return decode_images(blobs, img["channels"], img["height"], img["width"])
+    return decode_images(blobs, img["channels"], img["height"], img["width"], codec=img["codec"])
 
 
 def base_embedded(bundle: Bundle) -> bool:
