@@ -10,6 +10,7 @@ import click
 
 from hello_build.options import BuildOptions, fields
 from hello_format.errors import HelloError
+from hello_format.text import terminal
 
 
 def _click_option(f: dataclasses.Field):
@@ -64,7 +65,7 @@ def main(data, output, demo, quiet, **values):
         report = build(options, progress=not quiet)
         click.echo(json.dumps(report, sort_keys=True))
     except HelloError as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {terminal(str(error))}", err=True)
         sys.exit(2)
 
 
