@@ -4,13 +4,11 @@ The writer is deterministic and atomic and validates everything first; the reade
 small header read, tensors mapped with mmap on demand) and validates header and manifest on open.
 """
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
@@ -21,6 +19,7 @@ from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_
 from hello_format.container import (DTYPES, Header, dtype_name, encode_header, read_header, strict_json_loads,
                                     tensor_bytes, write_container)
 from hello_format.errors import BundleError, IntegrityError, ManifestError
+from hello_format.files import atomic_target
 from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
                                    validate_manifest)
 
@@ -116,32 +115,15 @@ def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality
 
 
 def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
-    """Write to a temp file beside ``path``, fsync, then rename over it; never leave a partial file."""
+    """Write to a hidden temp file beside ``path`` and rename it over ``path`` (files.atomic_target):
+    never a partial file, and no temp file left behind by an error, SIGINT or SIGTERM."""
     if not path.parent.is_dir():
         raise BundleError(f"{path}: directory {path.parent} does not exist")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot create a file in {path.parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), 0o644)
+        with atomic_target(path) as temp, open(temp, "wb") as file:
             write_container(file, metadata, tensors)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            raise BundleError(f"{path}: write failed: {exc.strerror or exc}") from exc
-        raise
-    with contextlib.suppress(OSError):   # make the rename durable where the platform allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    except OSError as exc:
+        raise BundleError(f"{path}: write failed: {exc.strerror or exc}") from None
 
 
 def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tensor,
