@@ -114,7 +114,7 @@ def check_config_keys(architecture, config: dict | None) -> None:
         unknown = sorted(str(key) for key in section if key not in allowed)
         if unknown:
             raise BaseModelError(
-                f"base.config of {str(architecture)[:80]!r} uses {prefix}{unknown[0][:80]!r}, which is not in hello's "
+                f"base.config of {str(architecture)[:80]!r} uses {prefix + unknown[0][:80]!r}, which is not in hello's "
                 "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
                 "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
 
