@@ -47,10 +47,7 @@ def lora_manifest(visual: nn.Module, *, r: int = 8, lora_alpha: float = 16,
                   target_modules: str | list[str] | None = None, dtype: str = "float16") -> dict:
     """A manifest ``lora`` section with our defaults (targets from ``default_targets``)."""
     if isinstance(target_modules, str):
-        try:
-            TargetPattern(target_modules)
-        except PatternError as exc:
-            raise ManifestError(f"LoRA targets {target_modules!r}: not a supported target pattern ({exc})") from None
+        _compile(target_modules, "lora.target_modules")
     return {
         "peft_type": "LORA", "module_root": "visual",
         "target_modules": target_modules if target_modules is not None else default_targets(visual),
@@ -83,7 +80,7 @@ def explicit(visual: nn.Module, manifest: dict) -> dict:
     check_match_work("lora", targets, names)
     out = dict(manifest)
     if isinstance(targets, str):
-        pattern = TargetPattern(targets)
+        pattern = _compile(targets, "lora.target_modules")
         chosen = [name for name in names if pattern.fullmatch(name)]
         if not chosen:
             raise ManifestError(f"lora.target_modules {targets!r} matches no module of the image encoder")
@@ -94,13 +91,20 @@ def explicit(visual: nn.Module, manifest: dict) -> dict:
         patterns = manifest.get(key) or {}
         for pattern in patterns:
             check_match_work(f"lora.{key}", pattern, chosen)
-        compiled = [(TargetPattern(pattern), value) for pattern, value in patterns.items()]
+        compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         # peft takes the first key matching a dot-suffix of the module name; every module gets its own
         # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'
         resolved = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
                                default) for name in chosen} if compiled else {}
         out[key] = {re.escape(name): resolved[name] for name in sorted(resolved, key=len, reverse=True)}
     return out
+
+
+def _compile(pattern: str, field: str) -> TargetPattern:
+    try:
+        return TargetPattern(pattern)
+    except PatternError as exc:
+        raise ManifestError(f"{field} {pattern[:80]!r} is not a supported target pattern: {exc}") from None
 
 
 def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:

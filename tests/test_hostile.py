@@ -142,6 +142,8 @@ def test_peft_gets_explicit_names_with_the_same_ranks():
     from hello_format import lora
     lora.inject(visual, {**lora.lora_manifest(visual, r=4, lora_alpha=8,
                                                target_modules=manifest["target_modules"]), "rank_pattern": {r"mlp\.c_fc": 2}})
+    with pytest.raises(ManifestError, match="lora.target_modules '\\(\\?=x\\)' is not a supported target pattern"):
+        explicit(visual, {**manifest, "target_modules": "(?=x)"})
     ranks = {name: module.r["default"] for name, module in visual.named_modules() if hasattr(module, "r")
              and isinstance(getattr(module, "r"), dict)}
     assert ranks["transformer.resblocks.0.mlp.c_fc"] == 2 and ranks["transformer.resblocks.0.attn"] == 4
