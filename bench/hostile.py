@@ -93,7 +93,8 @@ def build_cases(out: pathlib.Path, scale: dict) -> list[tuple[str, str, pathlib.
     """(case, hello subcommand, file) for each attack."""
     small = [png(32, 32)] * 3
     names = ["cat", "dog", "bird"]
-    cases = []
+    write_bundle(out / "baseline.hello", manifest(names, 3, 32, 32), image_tensors(small, 3))
+    cases = [("baseline: a valid 3-image bundle (the import floor)", "verify", out / "baseline.hello")]
 
     chars = scale["regex_chars"]
     module = "a" * (chars - 1) + "b"
