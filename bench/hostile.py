@@ -123,12 +123,13 @@ def build_cases(out: pathlib.Path, scale: dict) -> list[tuple[str, str, pathlib.
     return cases
 
 
-def measure(command: list[str], env: dict, timeout: float) -> dict:
-    """Wall time, peak RSS and the first output line of ``command`` under /usr/bin/time -v."""
+def measure(command: list[str], env: dict, cwd: str, timeout: float) -> dict:
+    """Wall time, peak RSS and the verdict line of ``command`` under /usr/bin/time -v, run in ``cwd``
+    (``python -m`` puts the working directory first on sys.path)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         try:
-            done = subprocess.run(["/usr/bin/time", "-v", "-o", report.name, *command], env=env, capture_output=True,
-                                  text=True, timeout=timeout)
+            done = subprocess.run(["/usr/bin/time", "-v", "-o", report.name, *command], env=env, cwd=cwd,
+                                  capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"seconds": f">{timeout:.0f}", "peak_mb": "n/a", "exit": "killed", "output": "timed out"}
         fields = dict(line.strip().rsplit(": ", 1) for line in report.read().splitlines() if ": " in line)
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="Seconds before a command is killed.")
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     args = parser.parse_args()
+    args.checkout = str(pathlib.Path(args.checkout).resolve())
     env = {**os.environ, "PYTHONPATH": args.checkout, "HF_HUB_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="hello-hostile-") as tmp:
         out = pathlib.Path(args.out or tmp)
@@ -155,7 +157,8 @@ def main() -> None:
         print("| case | command | file bytes | seconds | peak RSS MB | exit | verdict line |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for case, subcommand, path in build_cases(out, SCALES[args.scale]):
-            result = measure([sys.executable, "-m", "hello_format.cli", subcommand, str(path)], env, args.timeout)
+            result = measure([sys.executable, "-m", "hello_format.cli", subcommand, str(path)], env, args.checkout,
+                             args.timeout)
             print(f"| {case} | hello {subcommand} | {path.stat().st_size:,} | {result['seconds']} | {result['peak_mb']} | "
                   f"{result['exit']} | {result['output'].replace('|', '/')} |", flush=True)
 
