@@ -113,13 +113,14 @@ def is_target(module_path: str, targets: "str | list[str] | TargetPattern") -> b
 
 
 def check_match_work(where: str, targets, module_paths) -> None:
-    """ManifestError when matching ``targets`` against these module paths would cost more than
-    MAX_TARGET_MATCH_WORK (pattern or target-list characters times path characters)."""
+    """ManifestError when matching ``targets`` (a pattern, or a list of names) against these module
+    paths would cost more than MAX_TARGET_MATCH_WORK (pattern or target-list characters times path
+    characters)."""
     size = len(targets) if isinstance(targets, str) else sum(len(t) + 1 for t in targets)
     work = size * sum(len(path) for path in module_paths)
     if work > MAX_TARGET_MATCH_WORK:
-        raise ManifestError(f"{where}: field 'lora.target_modules' against {len(module_paths)} modules is "
-                            f"{work:,} units of matching work (at most {MAX_TARGET_MATCH_WORK:,})")
+        raise ManifestError(f"{where}: matching against {len(module_paths)} modules would be {work:,} units "
+                            f"of work (pattern characters x path characters; at most {MAX_TARGET_MATCH_WORK:,})")
 
 
 def _check_encoder_lora(where, lora, shapes) -> None:

@@ -184,7 +184,7 @@ def read_header(path: pathlib.Path) -> Header:
             (length,) = struct.unpack("<Q", prefix)
             if length > file_size - 8 or length > MAX_HEADER_BYTES:
                 raise HeaderError(f"{where}: not a .hello/safetensors file: header length {length} "
-                                  f"exceeds the file size ({file_size} bytes)")
+                                  f"exceeds the file size ({file_size} bytes) or {MAX_HEADER_BYTES:,} bytes")
             raw = file.read(length)
     except OSError as exc:
         raise HeaderError(f"{where}: cannot read: {exc.strerror or exc}") from None

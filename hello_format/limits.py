@@ -1,4 +1,4 @@
-"""Every bound the reader puts on a value read from a file (spec "Limits and hostile input").
+"""Every bound the reader puts on a value read from a file (spec section 14, "Limits and hostile input").
 
 The reader checks these before a value costs anything (a regex run, an allocation, a decode, a
 download, a line in a card or on a terminal). Writers that stay inside them are read everywhere.
@@ -24,7 +24,7 @@ MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
 MAX_RANK = 4_096                        # lora.r, rank_pattern values, head.lora.r
 MAX_LORA_ALPHA = 1e6                    # lora_alpha, alpha_pattern values, head.lora.lora_alpha
-MAX_TARGETS = 10_000                    # entries of a target_modules list, rank_pattern, alpha_pattern
+MAX_TARGETS = 1_000                     # entries of a target_modules list, rank_pattern, alpha_pattern
 MAX_MODULE_NAME_CHARS = 512             # a module name in a target_modules list
 MAX_PATTERN_CHARS = 512                 # a target pattern (lora.target_modules string, pattern keys)
 MAX_PATTERN_NESTING = 16                # groups inside groups in a target pattern

@@ -89,8 +89,7 @@ def explicit(visual: nn.Module, manifest: dict) -> dict:
         chosen = [name for name in names if name in targets or any(name.endswith("." + t) for t in targets)]
     for key, default in (("rank_pattern", manifest["r"]), ("alpha_pattern", manifest["lora_alpha"])):
         patterns = manifest.get(key) or {}
-        for pattern in patterns:
-            check_match_work(f"lora.{key}", pattern, chosen)
+        check_match_work(f"lora.{key}", "".join(patterns), chosen)
         compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         # peft takes the first key matching a dot-suffix of the module name; every module gets its own
         # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'

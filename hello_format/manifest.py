@@ -192,7 +192,7 @@ def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
 
 def _check_base(where: str, manifest: dict) -> None:
     size = _get(manifest, "base.image_size")
-    for i, side in enumerate(size if isinstance(size, list) else [size]):
+    for side in size if isinstance(size, list) else [size]:
         if _is_int(side) and not 1 <= side <= limits.MAX_IMAGE_SIDE:
             _fail(where, "base.image_size", f"{side} is outside [1, {limits.MAX_IMAGE_SIDE}]")
     for key, (low, high) in (("mean", limits.MEAN_RANGE), ("std", limits.STD_RANGE)):

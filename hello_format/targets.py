@@ -176,7 +176,7 @@ class TargetPattern:
         if parser.at != len(body):
             parser.fail("unbalanced parenthesis")
         self.code = code + [("match",)]
-        self._closures = [self._closure(pc) for pc in range(len(self.code))]
+        self._closures: dict[int, int] = {}   # computed when first needed: compiling stays O(len(pattern))
         self._match = 1 << (len(self.code) - 1)
         self._accepts: dict[str, int] = {}
 
@@ -190,7 +190,7 @@ class TargetPattern:
         return bool(self._run(name, stop_at_dots=True))
 
     def _run(self, name: str, stop_at_dots: bool) -> int:
-        states = self._closures[0]
+        states = self._closure(0)
         for char in name:
             if stop_at_dots and char == "." and states & self._match:
                 return 1
@@ -207,12 +207,14 @@ class TargetPattern:
         live, following = states & accepts, 0
         while live:
             low = live & -live
-            following |= self._closures[low.bit_length()]   # the instruction after the one that matched
+            following |= self._closure(low.bit_length())   # the instruction after the one that matched
             live ^= low
         return following
 
     def _closure(self, start: int) -> int:
         """The char and match instructions reachable from ``start`` through jumps and splits (a mask)."""
+        if start in self._closures:
+            return self._closures[start]
         seen, stack, kept = set(), [start], 0
         while stack:
             pc = stack.pop()
@@ -226,4 +228,5 @@ class TargetPattern:
                 stack += [pc + op[1], pc + op[2]]
             else:
                 kept |= 1 << pc
+        self._closures[start] = kept
         return kept
