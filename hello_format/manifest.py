@@ -4,6 +4,7 @@
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 from importlib import resources
 
@@ -76,7 +77,8 @@ def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | 
         raise ManifestError(f"{where}: the manifest must be a JSON object, got {type(manifest).__name__}")
     check_version(manifest, where)
     check_bounds(manifest, where, file_size)
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
+    # the first errors only: a long wrong-typed list would otherwise make one error object per item
+    error = jsonschema.exceptions.best_match(itertools.islice(_validator().iter_errors(manifest), 64))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         message = " ".join(error.message.split())
@@ -192,11 +194,15 @@ def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
 
 def _check_base(where: str, manifest: dict) -> None:
     size = _get(manifest, "base.image_size")
+    if isinstance(size, list) and len(size) != 2:
+        _fail(where, "base.image_size", f"a list of {len(size)} items, not [height, width]")
     for side in size if isinstance(size, list) else [size]:
         if _is_int(side) and not 1 <= side <= limits.MAX_IMAGE_SIDE:
             _fail(where, "base.image_size", f"{side} is outside [1, {limits.MAX_IMAGE_SIDE}]")
     for key, (low, high) in (("mean", limits.MEAN_RANGE), ("std", limits.STD_RANGE)):
         values = _get(manifest, f"base.{key}")
+        if isinstance(values, list) and len(values) != 3:
+            _fail(where, f"base.{key}", f"a list of {len(values)} items, not 3")
         for i, value in enumerate(values if isinstance(values, list) else []):
             _number_in(where, f"base.{key}.{i}", value, low, high)
 
@@ -219,8 +225,8 @@ def _check_lora(where: str, lora) -> None:
         if len(targets) > limits.MAX_TARGETS:
             _fail(where, "lora.target_modules", f"{len(targets)} names (at most {limits.MAX_TARGETS})")
         for i, name in enumerate(targets):
-            if isinstance(name, str) and len(name) > limits.MAX_MODULE_NAME_CHARS:
-                _fail(where, f"lora.target_modules.{i}", f"{len(name)} characters (at most {limits.MAX_MODULE_NAME_CHARS})")
+            if not isinstance(name, str) or len(name) > limits.MAX_MODULE_NAME_CHARS:
+                _fail(where, f"lora.target_modules.{i}", f"not a module name of at most {limits.MAX_MODULE_NAME_CHARS} characters")
     _check_pattern(where, "lora.target_modules", targets)
     for key, high in (("rank_pattern", limits.MAX_RANK), ("alpha_pattern", limits.MAX_LORA_ALPHA)):
         patterns = lora.get(key)
@@ -230,6 +236,8 @@ def _check_lora(where: str, lora) -> None:
             _fail(where, f"lora.{key}", f"{len(patterns)} entries (at most {limits.MAX_TARGETS})")
         for pattern, value in patterns.items():
             _check_pattern(where, f"lora.{key}", pattern)
+            if not _is_number(value):
+                _fail(where, f"lora.{key}.{pattern}", f"a {type(value).__name__}, not a number")
             _number_in(where, f"lora.{key}.{pattern}", value, 0, high)
 
 
