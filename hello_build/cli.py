@@ -10,6 +10,7 @@ import click
 
 from hello_build.options import BuildOptions, fields
 from hello_format.errors import HelloError
+from hello_format.text import terminal
 
 
 def _click_option(f: dataclasses.Field):
@@ -64,7 +65,7 @@ def main(data, output, demo, quiet, **values):
         report = build(options, progress=not quiet)
         click.echo(json.dumps(report, sort_keys=True))
     except HelloError as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {terminal(str(error))}", err=True)
         sys.exit(2)
 
 
@@ -83,13 +84,15 @@ def main(data, output, demo, quiet, **values):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
+@click.option("--trust-teacher-code", is_flag=True,
+              help="Load a torch.export (.pt2) teacher, whose loader can unpickle and so run the file's code; refused without it.")
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards].")
 @click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, seed,
-                 teacher_path, teacher_arch, real_dir, stored_dir, checkpoint, device, quiet):
+                 teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, device, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line."""
     from hello_build.evaluate import evaluate
 
@@ -99,7 +102,8 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
         from hello_format.bundle import Bundle
 
         with Bundle.open(bundle) as opened:
-            teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes, image_size=opened.manifest["images"]["height"])
+            teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes,
+                                   image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
     result = evaluate(
         bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
         device=device, progress=not quiet,

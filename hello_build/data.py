@@ -111,13 +111,37 @@ def scan_image_folder(
 
 
 def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted, hidden files ignored)."""
-    found = []
+    """Image files under ``folder`` (recursively, sorted, hidden files ignored). Symlinks are followed,
+    but no directory and no file is visited twice (a symlink loop or a second link to the same image
+    would count it again)."""
+    found, seen_dirs, seen_files = [], set(), set()
     for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found += [os.path.join(directory, f) for f in sorted(files)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+        seen_dirs.add(_identity(directory))
+        kept = []
+        for d in sorted(d for d in subdirs if not d.startswith(".")):
+            identity = _identity(os.path.join(directory, d))
+            if identity is not None and identity not in seen_dirs:
+                seen_dirs.add(identity)
+                kept.append(d)
+        subdirs[:] = kept
+        for f in sorted(files):
+            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = os.path.join(directory, f)
+            identity = _identity(path)
+            if identity is None or identity not in seen_files:
+                seen_files.add(identity)
+                found.append(path)
     return found
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to; None when it cannot be stat'ed (a broken link)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _header_ok(path: str) -> bool:

@@ -346,7 +346,7 @@ def _teachers(options, index, train_idx, image_size, device, work, timings, prog
                    for k in range(done["result"]["checkpoints"])]
         timings["teacher"] = done["seconds"]
     else:
-        members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=index.num_classes, image_size=image_size) for path in options.teacher]
+        members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=index.num_classes, image_size=image_size, trust_code=options.trust_teacher_code) for path in options.teacher]
         timings["teacher"] = time.perf_counter() - started
     for member in members:
         teacher_io.check_teacher(member, index.num_classes)

@@ -6,8 +6,10 @@ its ``input_size`` (bilinear, antialiased) and normalises them with its ``mean``
 default) before the network, so callers never deal with a teacher's preprocessing.
 
 Safety: pickled checkpoints (``torch.save`` files, ``.pth``/``.pkl``/``.ckpt``) are refused, since
-unpickling runs code. TorchScript and torch.export archives are loaded with their own loaders; both
-contain code the user chose to run, so only load teachers you trust.
+unpickling runs code. A torch.export archive (``.pt2``) can unpickle too (constants marked
+``use_pickle``), so it is loaded only with ``trust_code=True`` (``--trust-teacher-code``).
+TorchScript archives are read by TorchScript's own restricted unpickler (no Python objects) but
+run the file's TorchScript code: only load teachers you trust.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
 def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_size: int | None = None,
                  image_size: int | None = None, num_classes: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 device: str | torch.device = "cpu") -> Teacher:
+                 device: str | torch.device = "cpu", trust_code: bool = False) -> Teacher:
     """Load a frozen, eval-mode teacher from ``source``:
 
     - a safetensors state dict + ``arch`` (a zoo name; taken from the file's ``hello.arch`` metadata
@@ -198,15 +200,16 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
     which do not record it) ``image_size``, the data's image size; else a BuildError asks for it.
     ``mean``/``std`` default to the file's metadata, else ImageNet's. With ``num_classes`` the
     teacher is checked (``check_teacher``) before it is returned. The file format is detected from
-    its content, not its extension.
+    its content, not its extension. A torch.export archive can run code while loading: it is refused
+    unless ``trust_code`` is True.
     """
-    teacher = _load(source, arch, input_size, image_size, num_classes, mean, std, device)
+    teacher = _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code)
     if num_classes is not None:
         check_teacher(teacher, num_classes)
     return teacher
 
 
-def _load(source, arch, input_size, image_size, num_classes, mean, std, device) -> Teacher:
+def _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code) -> Teacher:
     path = Path(source)
     if not path.exists():
         if isinstance(source, str) and _FACTORY.match(source):
@@ -223,6 +226,10 @@ def _load(source, arch, input_size, image_size, num_classes, mean, std, device) 
                          "--teacher-arch, or to TorchScript (torch.jit.save(torch.jit.script(model), ...))")
     if kind == "unknown":
         raise BuildError(f"{path} is not a safetensors, TorchScript or torch.export file")
+    if kind == "export" and not trust_code:
+        raise BuildError(f"{path} is a torch.export archive, whose loader can unpickle and so run code from the file; "
+                         "hello refuses it unless you trust the file and pass --trust-teacher-code (trust_code=True), "
+                         "or convert it to safetensors with --teacher-arch")
     size = _required_input_size(input_size or image_size, path.name)
     digest = file_sha256(path)
     try:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from hello_format.errors import HelloError
+from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 _CPU_CHUNK_ELEMENTS = 1 << 22  # float32 scratch per CPU chunk: 16 MiB, below glibc's mmap threshold
@@ -66,10 +67,10 @@ class AugmentConfig:
     def __post_init__(self):
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
         if self.output_size is not None:
-            set_field("output_size", _integer("output_size", self.output_size, minimum=1))
+            set_field("output_size", _integer("output_size", self.output_size, minimum=1, maximum=MAX_IMAGE_SIDE))
         set_field("scale", _interval("scale", self.scale, low=0.0, high=1.0))
         set_field("ratio", _interval("ratio", self.ratio, low=0.0, high=math.inf))
-        set_field("patch_shuffle", _integer("patch_shuffle", self.patch_shuffle, minimum=0))
+        set_field("patch_shuffle", _integer("patch_shuffle", self.patch_shuffle, minimum=0, maximum=MAX_PATCH_SHUFFLE))
         for name in ("hflip", "cutmix", "mixup"):
             set_field(name, _number(name, getattr(self, name), low=0.0, high=1.0, open_low=False))
         for name in ("cutmix_alpha", "mixup_alpha"):
@@ -339,9 +340,9 @@ def _check_images(images) -> None:
         raise AugmentError("augmentation needs a non-empty batch")
 
 
-def _integer(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise AugmentError(f"augment.{name} must be an integer >= {minimum}, got {value!r}")
+def _integer(name, value, *, minimum, maximum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise AugmentError(f"augment.{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return int(value)
 
 

@@ -22,6 +22,7 @@ import open_clip
 from open_clip.transform import PreprocessCfg
 from open_clip.transformer import QuickGELU
 
+from hello_format import limits
 from hello_format.errors import BaseModelError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -40,8 +41,13 @@ def fingerprint(model: nn.Module) -> str:
     hashed as little-endian float32 and named ``float32``; other tensors in their own dtype.
     A model with (unmerged) LoRA injected hashes as its base.
     """
+    return fingerprint_state(base_state_dict(model))
+
+
+def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
+    """``fingerprint`` of a state dict under plain open_clip keys (e.g. a bundle's embedded base),
+    computed without building the model."""
     digest = hashlib.sha256()
-    state = base_state_dict(model)
     for key in sorted(state):
         if key.endswith("num_batches_tracked"):
             continue
@@ -58,34 +64,59 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
-                checkpoint: str | os.PathLike | None = None, device="cpu") -> nn.Module:
+                checkpoint: str | os.PathLike | None = None, device="cpu",
+                allow_remote: bool = False) -> nn.Module:
     """The open_clip CLIP model a manifest's ``base`` section describes, in eval mode.
 
     ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
-    path of a safetensors file (source ``local``). The fingerprint is always checked.
+    path of a safetensors file (source ``local``). The fingerprint is always checked: for those two
+    sources on the weights themselves, after their keys and shapes are checked against the model
+    built on the meta device (no memory) and before the real model is built. A custom ``base.config`` may only use the keys in ``limits``; one that names a
+    remote text model, a timm model or a tokenizer to fetch needs ``allow_remote=True``.
     """
     source = base_manifest.get("source")
     architecture = base_manifest.get("architecture")
     tag = base_manifest.get("pretrained")
     if source not in SOURCES:
         raise BaseModelError(f"base.source is {source!r}; expected one of {', '.join(SOURCES)}")
+    if not allow_remote:
+        check_config_keys(architecture, base_manifest.get("config"))
     _register_config(architecture, base_manifest.get("config"))
     if source == "open_clip":
         model = _create_pretrained(architecture, tag, device)
+        _check_fingerprint(fingerprint(model), base_manifest, architecture, tag)
+        return model.eval()
+    if source == "local":
+        state = _read_local_checkpoint(checkpoint, base_manifest.get("checkpoint"))
+        origin = f"base checkpoint {checkpoint}"
     else:
-        if source == "local":
-            state = _read_local_checkpoint(checkpoint, base_manifest.get("checkpoint"))
-            origin = f"base checkpoint {checkpoint}"
-        else:
-            if embedded_state is None:
-                raise BaseModelError("base.source is 'embedded' but the bundle holds no base.* "
-                                     "tensors: the file is incomplete, rebuild it")
-            state, origin = embedded_state, "the bundle's embedded base (base.* tensors)"
-        model = _instantiate(architecture, tag, base_manifest, device)
-        _load_state(model, state, architecture, origin)
-    model.eval()
-    _check_fingerprint(model, base_manifest, architecture, tag)
-    return model
+        if embedded_state is None:
+            raise BaseModelError("base.source is 'embedded' but the bundle holds no base.* "
+                                 "tensors: the file is incomplete, rebuild it")
+        state, origin = embedded_state, "the bundle's embedded base (base.* tensors)"
+    _check_state_fits(_instantiate(architecture, tag, base_manifest, "meta"), state, architecture, origin)
+    _check_fingerprint(fingerprint_state(state), base_manifest, architecture, tag)
+    model = _instantiate(architecture, tag, base_manifest, device)
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def check_config_keys(architecture, config: dict | None) -> None:
+    """BaseModelError when a custom base config uses a key outside limits' allow-lists (e.g.
+    text_cfg.hf_model_name): open_clip would fetch or build what the file names."""
+    if config is None or not isinstance(config, dict):
+        return
+    sections = [("", config, limits.BASE_CONFIG_KEYS)]
+    for name, allowed in (("vision_cfg", limits.VISION_CONFIG_KEYS), ("text_cfg", limits.TEXT_CONFIG_KEYS)):
+        if isinstance(config.get(name), dict):
+            sections.append((name + ".", config[name], allowed))
+    for prefix, section, allowed in sections:
+        unknown = sorted(str(key) for key in section if key not in allowed)
+        if unknown:
+            raise BaseModelError(
+                f"base.config of {str(architecture)[:80]!r} uses {prefix + unknown[0][:80]!r}, which is not in hello's "
+                "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
+                "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
 
 
 def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None = None,
@@ -196,13 +227,19 @@ def quiet_open_clip():
 
 
 def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device) -> nn.Module:
-    """A randomly initialised model with the manifest's preprocessing, ready for its weights."""
+    """A randomly initialised model with the manifest's preprocessing, ready for its weights
+    (on the meta device: shapes only, no memory)."""
     preprocess = {key: base_manifest[key] for key in ("mean", "std") if base_manifest.get(key)}
-    with quiet_open_clip():
-        return open_clip.create_model(
-            architecture, pretrained=None, device=device,
-            force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
-            force_preprocess_cfg=preprocess or None)
+    meta = torch.device("meta") if str(device) == "meta" else contextlib.nullcontext()
+    try:
+        with quiet_open_clip(), meta:
+            return open_clip.create_model(
+                architecture, pretrained=None, device=device,
+                force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
+                force_preprocess_cfg=preprocess or None)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, NotImplementedError) as error:
+        raise BaseModelError(f"open_clip cannot build architecture {str(architecture)[:80]!r} from base.config: "
+                             f"{_one_line(error)[:200]}") from None
 
 
 def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
@@ -275,9 +312,14 @@ def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def _load_state(model: nn.Module, state: dict, architecture: str, origin: str) -> None:
-    """Copy ``state`` into ``model`` after checking every key and shape (one-line errors)."""
+def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: str) -> None:
+    """One-line BaseModelError unless ``state`` has exactly ``model``'s keys and shapes (``model`` may
+    live on the meta device) and the model is within MAX_BASE_PARAMETERS."""
     expected = model.state_dict()
+    size = sum(value.numel() for value in expected.values())
+    if size > limits.MAX_BASE_PARAMETERS:
+        raise BaseModelError(f"open_clip architecture {architecture} has {size:,} weights (at most "
+                             f"{limits.MAX_BASE_PARAMETERS:,})")
     missing = sorted(k for k in expected.keys() - state.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(state.keys() - expected.keys())
     if missing or unexpected:
@@ -294,14 +336,12 @@ def _load_state(model: nn.Module, state: dict, architecture: str, origin: str) -
             raise BaseModelError(f"{origin} does not fit open_clip architecture {architecture}: "
                                  f"weight {key} has shape {_shape(have)}, the architecture needs "
                                  f"{_shape(need)}")
-    model.load_state_dict(state, strict=False)
 
 
-def _check_fingerprint(model: nn.Module, base_manifest: dict, architecture: str, tag) -> None:
+def _check_fingerprint(actual: str, base_manifest: dict, architecture: str, tag) -> None:
     wanted = base_manifest.get("fingerprint")
     if not wanted:
         return
-    actual = fingerprint(model)
     if actual != wanted:
         made_for = f"{architecture}/{tag}" if tag else architecture
         if base_manifest.get("checkpoint"):

@@ -4,13 +4,11 @@ The writer is deterministic and atomic and validates everything first; the reade
 small header read, tensors mapped with mmap on demand) and validates header and manifest on open.
 """
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
@@ -18,15 +16,18 @@ import torch
 from hello_format import codecs
 from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_B, IMAGES_DATA,
                                       IMAGES_OFFSETS, LABELS, check_consistency)
-from hello_format.container import (DTYPES, Header, dtype_name, read_header, strict_json_loads,
+from hello_format.container import (DTYPES, Header, dtype_name, encode_header, read_header, strict_json_loads,
                                     tensor_bytes, write_container)
 from hello_format.errors import BundleError, IntegrityError, ManifestError
+from hello_format.files import atomic_target
 from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
                                    validate_manifest)
 
 MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
 _HASH_CHUNK = 1 << 24
+_FINITE_CHUNK = 1 << 22
+PROJECTOR_PREFIXES = (ENCODER_PREFIX, "head.", BASE_PREFIX)   # the tensors labels are computed from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,17 @@ def _resolve_path(path: "str | os.PathLike") -> pathlib.Path:
         from hello_format import hub  # lazy: hub imports this module
         return hub.resolve(path, verify=True)
     return pathlib.Path(os.fspath(path))
+
+
+def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
+    """BundleError when a floating-point tensor holds NaN or an infinity (in chunks: no big copy)."""
+    if not tensor.is_floating_point():
+        return
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), _FINITE_CHUNK):
+        if not bool(torch.isfinite(flat[start:start + _FINITE_CHUNK]).all()):
+            raise BundleError(f"{where}: tensor '{name}' holds NaN or infinite values: the label generator "
+                              "would produce non-finite labels; rebuild the bundle")
 
 
 def _sha256(buffer) -> str:
@@ -103,32 +115,15 @@ def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality
 
 
 def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
-    """Write to a temp file beside ``path``, fsync, then rename over it; never leave a partial file."""
+    """Write to a hidden temp file beside ``path`` and rename it over ``path`` (files.atomic_target):
+    never a partial file, and no temp file left behind by an error, SIGINT or SIGTERM."""
     if not path.parent.is_dir():
         raise BundleError(f"{path}: directory {path.parent} does not exist")
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot create a file in {path.parent}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), 0o644)
+        with atomic_target(path) as temp, open(temp, "wb") as file:
             write_container(file, metadata, tensors)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            raise BundleError(f"{path}: write failed: {exc.strerror or exc}") from exc
-        raise
-    with contextlib.suppress(OSError):   # make the rename durable where the platform allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    except OSError as exc:
+        raise BundleError(f"{path}: write failed: {exc.strerror or exc}") from None
 
 
 def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -153,18 +148,22 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
                    **_image_tensors(images, codec, quality)}
     hashes = {name: _sha256(tensor_bytes(t)) for name, t in sorted(all_tensors.items())}
     full = _complete_manifest(manifest, images, codec, quality, hashes)
-    validate_manifest(full, where)
-    shapes = {name: (dtype_name(t.dtype), tuple(t.shape)) for name, t in all_tensors.items()}
-    check_consistency(where, full, shapes, all_tensors.__getitem__)
     text = canonical_json(full)
     metadata = {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)}
+    file_size = len(encode_header(metadata, all_tensors)) + sum(t.numel() * t.element_size()
+                                                                 for t in all_tensors.values())
+    validate_manifest(full, where, file_size)   # as a reader will: bounds against the file's size
+    shapes = {name: (dtype_name(t.dtype), tuple(t.shape)) for name, t in all_tensors.items()}
+    check_consistency(where, full, shapes, all_tensors.__getitem__)
+    for name, tensor in sorted(extra.items()):
+        check_finite(where, name, tensor)
     _atomic_write(path, metadata, all_tensors)
     return path
 
 
 # ----------------------------------------------------------------------------------------- reader
 
-def _read_manifest(where: str, metadata: dict[str, str]) -> dict:
+def _read_manifest(where: str, metadata: dict[str, str], file_size: int) -> dict:
     if metadata.get("format") != "hello":
         raise ManifestError(f"{where}: a safetensors file but not a .hello bundle "
                             f"(__metadata__ 'format' is {metadata.get('format')!r}, expected 'hello')")
@@ -178,8 +177,8 @@ def _read_manifest(where: str, metadata: dict[str, str]) -> dict:
     try:
         manifest = strict_json_loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ManifestError(f"{where}: the manifest is not valid JSON ({exc})") from None
-    validate_manifest(manifest, where)
+        raise ManifestError(f"{where}: the manifest is not valid JSON ({str(exc)[:200]})") from None
+    validate_manifest(manifest, where, file_size)
     return manifest
 
 
@@ -200,7 +199,7 @@ class Bundle:
         if not path.is_file():
             raise BundleError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
         header = read_header(path)
-        manifest = _read_manifest(where, header.metadata)
+        manifest = _read_manifest(where, header.metadata, header.file_size)
         try:
             data = np.memmap(path, dtype=np.uint8, mode="c")
         except (OSError, ValueError) as exc:
@@ -277,7 +276,8 @@ class Bundle:
         data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
         blobs = [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
         try:
-            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads)
+            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads,
+                                        codec=spec["codec"])
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from None
 
@@ -310,9 +310,17 @@ class Bundle:
         return self.tensor(name)
 
     def verify(self) -> None:
-        """Check every tensor's sha256 against the manifest; raise IntegrityError naming the tensor."""
+        """Check every tensor's sha256 against the manifest (IntegrityError naming the tensor), then
+        that every tensor feeding the projector is finite (BundleError)."""
         for name in self.tensor_names:
             self._verify_tensor(name)
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """BundleError unless every floating encoder_lora.*, head.* and base.* tensor is finite."""
+        for name in self.tensor_names:
+            if name.startswith(PROJECTOR_PREFIXES):
+                check_finite(str(self.path), name, self.tensor(name))
 
     def storage(self) -> Storage:
         """The storage breakdown (spec section 11)."""

@@ -14,6 +14,7 @@ from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.errors import HubError
 from hello_format.preview import render_grid
+from hello_format.text import code, markdown
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
 DEFAULT_LICENSE = "other"
@@ -121,20 +122,23 @@ def render_card(
     eval_results: object = None,
     preview: str | None = "preview.png",
 ) -> str:
-    """The complete README.md for ``bundle`` published at ``uri`` (front matter + body)."""
+    """The complete README.md for ``bundle`` published at ``uri`` (front matter + body).
+
+    Every string from the manifest is escaped (``hello_format.text``): code spans it cannot close,
+    or markdown/HTML-escaped text; a bundle cannot add sections, links or HTML to its card."""
     meta = card_metadata(bundle, license=license)
     results = None if eval_results is None else validate_eval_results(eval_results)
     m = bundle.manifest
     name = Path(bundle.path).name
     batch = (m.get("recipe") or {}).get("batch_size", 64)
     sections = [
-        f"# {name}",
+        f"# {markdown(name)}",
         _what(bundle),
         *([f"![{bundle.num_classes} classes, a few images each]({preview})"] if preview else []),
         "## Load it\n\n"
         "```python\n"
         "from hello_format.dataset import HelloDataset\n"
-        f'ds = HelloDataset("{uri}")\n'
+        f"ds = HelloDataset({json.dumps(uri)})\n"
         f"loader = ds.loader(batch_size={batch})\n"
         "```\n\n"
         "The file is downloaded through the Hugging Face cache (revisions and `HF_HUB_OFFLINE=1` work as usual) "
@@ -168,7 +172,7 @@ def _decode(bundle: Bundle, indices: torch.Tensor) -> torch.Tensor:
         return data[indices]
     offsets = bundle.tensor("images.offsets").tolist()
     blobs = [data[offsets[i] : offsets[i + 1]].numpy().tobytes() for i in indices.tolist()]
-    return decode_images(blobs, img["channels"], img["height"], img["width"])
+    return decode_images(blobs, img["channels"], img["height"], img["width"], codec=img["codec"])
 
 
 def base_embedded(bundle: Bundle) -> bool:
@@ -179,7 +183,7 @@ def base_embedded(bundle: Bundle) -> bool:
 def _what(bundle: Bundle) -> str:
     m = bundle.manifest
     source = (m.get("provenance") or {}).get("source_dataset")
-    origin = f" made from `{source}`" if source else ""
+    origin = f" made from {code(source)}" if source else ""
     return (
         f"A `.hello` label-light distilled dataset{origin}: "
         f"{bundle.num_images:,} synthetic images ({_ipc(bundle)}, {bundle.num_classes} classes) and, "
@@ -196,7 +200,7 @@ def _ipc(bundle: Bundle) -> str:
 def _contents(bundle: Bundle) -> str:
     img = bundle.manifest["images"]
     codec = img["codec"] + (f" (quality {img['quality']})" if img.get("quality") is not None else "")
-    names = ", ".join(f"`{c}`" for c in bundle.class_names)
+    names = ", ".join(code(c) for c in bundle.class_names)
     classes = names if bundle.num_classes <= 50 else f"<details><summary>show all</summary>\n\n{names}\n\n</details>"
     return (
         "## Contents\n\n"
@@ -213,12 +217,12 @@ def _contents(bundle: Bundle) -> str:
 
 def _base(bundle: Bundle, hub_id: str | None) -> str:
     base = bundle.manifest["base"]
-    arch = f"`{base['architecture']}`" + (f" / `{base['pretrained']}`" if base.get("pretrained") else "")
+    arch = code(base["architecture"]) + (f" / {code(base['pretrained'])}" if base.get("pretrained") else "")
     lines = [
         "## Base model",
         "",
         f"CLIP base: {base['source']} {arch}, input size {base['image_size']}, "
-        f"fingerprint `{base['fingerprint']}` (checked when the base is loaded).",
+        f"fingerprint {code(base['fingerprint'])} (checked when the base is loaded).",
         "",
     ]
     if hub_id is not None:
@@ -233,7 +237,7 @@ def _base(bundle: Bundle, hub_id: str | None) -> str:
             "nothing else is needed to relabel; their licence applies to this file."
         )
     elif base["source"] == "local":
-        hint = f" (`{base['checkpoint']}`)" if base.get("checkpoint") else ""
+        hint = f" ({code(base['checkpoint'])})" if base.get("checkpoint") else ""
         lines.append(
             f"The base is a local checkpoint{hint} that is **not published here**: users need their own copy "
             "with the same fingerprint."
@@ -248,14 +252,14 @@ def _label_generator(m: dict) -> str:
     lines = ["## Label generator", ""]
     if lora:
         targets = lora["target_modules"]
-        targets = f"`{targets}`" if isinstance(targets, str) else ", ".join(f"`{t}`" for t in targets)
+        targets = code(targets) if isinstance(targets, str) else ", ".join(code(t) for t in targets)
         lines.append(
-            f"- encoder LoRA on `{lora.get('module_root', 'visual')}`: rank {lora['r']}, alpha {lora['lora_alpha']}, "
+            f"- encoder LoRA on {code(lora.get('module_root', 'visual'))}: rank {lora['r']}, alpha {lora['lora_alpha']}, "
             f"{lora.get('dtype', 'float16')}, targets {targets}"
         )
         for key in ("rank_pattern", "alpha_pattern"):
             if lora.get(key):
-                lines.append(f"- {key}: `{json.dumps(lora[key], sort_keys=True)}`")
+                lines.append(f"- {key}: {code(json.dumps(lora[key], sort_keys=True))}")
     else:
         lines.append("- no encoder LoRA: the base image encoder labels as is")
     if head:
@@ -296,7 +300,7 @@ def _storage(bundle: Bundle) -> str:
 def _recipe(m: dict) -> str:
     recipe = m.get("recipe") or {}
     keys = ["loss", "temperature", "beta", "epochs", "batch_size", "optimizer", "lr", "weight_decay"]
-    summary = ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)
+    summary = ", ".join(f"{k} {markdown(v) if isinstance(v := recipe[k], str) else v}" for k in keys if k in recipe)
     return (
         "## Recorded recipe\n\n"
         "The student training the labels were made for (HelloDataset uses the same augmentation):"
@@ -316,14 +320,14 @@ def _provenance(m: dict) -> str:
     p = m.get("provenance") or {}
     lines = ["## Provenance", ""]
     if p.get("source_dataset"):
-        lines.append(f"- source dataset: `{p['source_dataset']}`")
+        lines.append(f"- source dataset: {code(p['source_dataset'])}")
     if p.get("teacher"):
-        lines.append(f"- teacher: `{p['teacher']}`")
+        lines.append(f"- teacher: {code(p['teacher'])}")
     builder = p.get("builder") or {}
     if builder:
-        lines.append(f"- built with {builder.get('name', '?')} {builder.get('version', '')}".rstrip())
+        lines.append(f"- built with {markdown(builder.get('name', '?'))} {markdown(builder.get('version', ''))}".rstrip())
     if p.get("fidelity"):
-        lines.append(f"- label fidelity: `{json.dumps(p['fidelity'], sort_keys=True)}`")
+        lines.append(f"- label fidelity: {code(json.dumps(p['fidelity'], sort_keys=True))}")
     if len(lines) == 2:
         lines.append("- not recorded")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.text import terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.cli_hub"
@@ -28,7 +29,17 @@ class CommandError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        click.echo(f"error: {one_line(self.message)}", err=True)
+
+
+def one_line(text: str) -> str:
+    """A message as one terminal-safe line (control characters and newlines escaped)."""
+    return terminal(str(text))
+
+
+def echo(text: str) -> None:
+    """Print lines built from a file's strings: every control character escaped, per line."""
+    click.echo("\n".join(terminal(line) for line in str(text).split("\n")))
 
 
 def _module_exists(name: str) -> bool:
@@ -171,9 +182,9 @@ def info(bundle_path: str, as_json: bool) -> None:
         if as_json:
             document = {"path": str(bundle.path), "manifest": bundle.manifest,
                         "storage": dataclasses.asdict(bundle.storage())}
-            click.echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False))
+            echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False))
         else:
-            click.echo("\n".join(_summary(bundle)))
+            echo("\n".join(_summary(bundle)))
 
 
 @cli.command()
@@ -185,8 +196,8 @@ def verify(bundle_path: str, no_decode: bool) -> None:
         if not no_decode:
             bundle.images()
         decoded = "" if no_decode else ", all images decode"
-        click.echo(f"ok: {bundle.path}: format {bundle.manifest['format_version']}, {bundle.num_images} images, "
-                   f"{len(bundle.tensor_names)} tensors, all sha256 match{decoded}")
+        echo(f"ok: {bundle.path}: format {bundle.manifest['format_version']}, {bundle.num_images} images, "
+             f"{len(bundle.tensor_names)} tensors, all sha256 match, label generator finite{decoded}")
 
 
 @cli.command()
@@ -200,8 +211,11 @@ def verify(bundle_path: str, no_decode: bool) -> None:
 @click.option("--no-labels", is_flag=True, help="Class names only: do not build the projector.")
 @click.option("--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="Local weights of the base, for a bundle whose base is a local checkpoint.")
+@click.option("--allow-remote-base", is_flag=True,
+              help="Trust a custom base config that makes open_clip download or build a model the bundle names "
+                   "(e.g. text_cfg.hf_model_name); refused by default.")
 def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top_k: int, no_labels: bool,
-            base_checkpoint: str | None) -> None:
+            base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Render a grid of the bundle's images, one row per class with its name, each image captioned
     with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.preview import render_grid
@@ -211,7 +225,8 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
                            for c in range(min(max_classes, bundle.num_classes))])
         images = bundle.images()[shown]
-        captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint)
+        captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint,
+                                                              allow_remote_base)
         grid = render_grid(images, labels[shown], bundle.class_names[:max_classes], captions=captions,
                            per_class=per_class)
     try:
@@ -219,18 +234,19 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
-    click.echo(f"wrote {output} ({grid.width}x{grid.height}{labelled})")
+    echo(f"wrote {output} ({grid.width}x{grid.height}{labelled})")
 
 
-def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None) -> list[str] | None:
+def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None,
+                        allow_remote_base: bool) -> list[str] | None:
     """The projector's top-k captions, or None after one warning line when it cannot be built."""
     from hello_format.preview import projector_captions
 
     try:
-        return projector_captions(bundle, images, top_k, checkpoint=checkpoint)
+        return projector_captions(bundle, images, top_k, checkpoint=checkpoint, allow_remote_base=allow_remote_base)
     except (HelloError, OSError, RuntimeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        click.echo(f"warning: no projector labels, showing class names only: {reason}", err=True)
+        click.echo(f"warning: no projector labels, showing class names only: {one_line(reason)}", err=True)
         return None
 
 

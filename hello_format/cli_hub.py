@@ -6,6 +6,11 @@ import click
 
 from hello_format import hub
 from hello_format.card import DEFAULT_LICENSE, load_eval_results
+from hello_format.text import terminal
+
+
+def _echo(text: str) -> None:
+    click.echo(terminal(text))
 
 
 @click.command("push")
@@ -55,16 +60,16 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
     if dry_run_dir is not None:
         folder = hub.write_upload_folder(bundle, dry_run_dir, **options)
         _base_notice(folder.base_embedded)
-        click.echo(f"dry run: wrote {folder.root} (nothing uploaded)")
+        _echo(f"dry run: wrote {folder.root} (nothing uploaded)")
         for path in (folder.bundle, folder.card, folder.preview):
-            click.echo(f"  {path.name}  {path.stat().st_size:,} bytes")
+            _echo(f"  {path.name}  {path.stat().st_size:,} bytes")
         uri = hub.file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
-        click.echo(f"would publish {uri}")
+        _echo(f"would publish {uri}")
         return
     result = hub.push(bundle, private=private, token=token, **options)
     _base_notice(result.base_embedded)
-    click.echo(f"pushed {result.uri}")
-    click.echo(f"commit {result.commit_url}")
+    _echo(f"pushed {result.uri}")
+    _echo(f"commit {result.commit_url}")
 
 
 @click.command("pull")
@@ -81,16 +86,16 @@ def pull(uri, out_dir, token, no_card):
     cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
     """
     paths = hub.pull(uri, out_dir, token=token, with_card=not no_card)
-    click.echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
+    _echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
     for path in paths[1:]:
-        click.echo(f"  with {path}")
+        _echo(f"  with {path}")
 
 
 def _base_notice(embedded: bool) -> None:
     if embedded:
-        click.echo(
+        _echo(
             "notice: this bundle embeds its CLIP base weights (base.* tensors); they are published with it, "
             "so the base's licence applies to the upload"
         )
     else:
-        click.echo("base model: not included (users' open_clip fetches it, or they supply the checkpoint)")
+        _echo("base model: not included (users' open_clip fetches it, or they supply the checkpoint)")

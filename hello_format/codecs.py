@@ -14,6 +14,8 @@ CODECS = ("raw", "png", "jpeg", "webp")
 LOSSY_CODECS = ("jpeg", "webp")
 DEFAULT_QUALITY = 90
 _MODES = {1: "L", 3: "RGB"}
+# the only Pillow plugin a blob of each codec may reach (a BMP, TIFF or EPS blob is not a PNG)
+PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def check_codec(codec: str, quality: int | None) -> int | None:
@@ -64,15 +66,20 @@ def as_image_tensor(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().contiguous()
 
 
-def _decode_into(out: np.ndarray, index: int, blob, channels: int, height: int, width: int) -> None:
+def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, height: int, width: int) -> None:
+    """Decode one blob with the codec's own Pillow plugin only, its size checked from the header
+    before any pixel is decoded."""
     try:
-        with Image.open(io.BytesIO(blob)) as image:
+        with Image.open(io.BytesIO(blob), formats=[PILLOW_FORMATS[codec]]) as image:
+            if image.size != (width, height):
+                raise ImageDecodeError(f"image {index} is {image.size[0]}x{image.size[1]}, the manifest "
+                                       f"declares {width}x{height}")
             image = image.convert(_MODES[channels])
+    except ImageDecodeError:
+        raise
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageDecodeError(f"image {index} does not decode: {type(exc).__name__}: {exc}") from None
-    if image.size != (width, height):
-        raise ImageDecodeError(
-            f"image {index} is {image.size[0]}x{image.size[1]}, the manifest declares {width}x{height}")
+        message = " ".join(str(exc).split())[:200]
+        raise ImageDecodeError(f"image {index} does not decode as {codec}: {type(exc).__name__}: {message}") from None
     array = np.asarray(image)
     out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)
 
@@ -83,17 +90,20 @@ def default_threads() -> int:
     return max(1, min(16, cpus or 1))
 
 
-def decode_images(blobs, channels: int, height: int, width: int, threads: int | None = None) -> torch.Tensor:
-    """Decode blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W]."""
+def decode_images(blobs, channels: int, height: int, width: int, threads: int | None = None, *,
+                  codec: str) -> torch.Tensor:
+    """Decode ``codec`` blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W]."""
     if channels not in _MODES:
         raise BundleError(f"images must have 1 or 3 channels, got {channels}")
+    if codec not in PILLOW_FORMATS:
+        raise BundleError(f"codec {codec!r} has no per-image blobs to decode")
     blobs = list(blobs)
     out = np.empty((len(blobs), channels, height, width), dtype=np.uint8)
     threads = default_threads() if threads is None else max(1, int(threads))
 
     def decode_chunk(start: int, stop: int) -> None:
         for i in range(start, stop):
-            _decode_into(out, i, blobs[i], channels, height, width)
+            _decode_into(out, i, blobs[i], codec, channels, height, width)
 
     chunk = max(1, -(-len(blobs) // (threads * 4)))
     bounds = [(s, min(s + chunk, len(blobs))) for s in range(0, len(blobs), chunk)]

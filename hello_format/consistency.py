@@ -4,12 +4,13 @@ Used by the writer before writing and by the reader on open; every failure is a 
 naming the field and the tensor. Only the small tensors (labels, image offsets) are read.
 """
 
-import re
 from typing import Callable
 
 import torch
 
 from hello_format.errors import ManifestError
+from hello_format.limits import MAX_TARGET_MATCH_WORK
+from hello_format.targets import TargetPattern
 
 IMAGES_DATA = "images.data"
 IMAGES_OFFSETS = "images.offsets"
@@ -18,7 +19,8 @@ ENCODER_PREFIX = "encoder_lora."
 HEAD_A, HEAD_B = "head.lora_A", "head.lora_B"
 BASE_PREFIX = "base."
 DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
-_PEFT_KEY = re.compile(r"base_model\.model\.(.+)\.lora_([AB])\.weight")
+_PEFT_PREFIX = "base_model.model."
+_PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 
 Shapes = dict[str, tuple[str, tuple[int, ...]]]   # tensor name -> (safetensors dtype, shape)
 
@@ -90,16 +92,35 @@ def _check_images(where, images, shapes, read) -> None:
                             f"(the length of '{IMAGES_DATA}')")
 
 
-def _is_target(where: str, module_path: str, targets) -> bool:
-    """peft's rule applied to the module or any module containing it (MultiheadAttention nests)."""
+def peft_module(key: str) -> tuple[str, str] | None:
+    """``(module path, "A" | "B")`` of a peft adapter key ``base_model.model.<path>.lora_A.weight``."""
+    for suffix, which in _PEFT_SUFFIXES.items():
+        if key.startswith(_PEFT_PREFIX) and key.endswith(suffix) and len(key) > len(_PEFT_PREFIX) + len(suffix):
+            return key[len(_PEFT_PREFIX):-len(suffix)], which
+    return None
+
+
+def is_target(module_path: str, targets: "str | list[str] | TargetPattern") -> bool:
+    """peft's rule applied to the module or any module containing it (MultiheadAttention nests):
+    a pattern matches the whole path; a name matches a path equal to it or ending in ``.name``."""
+    if isinstance(targets, str):
+        targets = TargetPattern(targets)
+    if isinstance(targets, TargetPattern):
+        return targets.matches_a_dot_prefix(module_path)
     parts = module_path.split(".")
     prefixes = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
-    try:
-        if isinstance(targets, str):
-            return any(re.fullmatch(targets, p) for p in prefixes)
-    except re.error as exc:
-        raise ManifestError(f"{where}: field 'lora.target_modules' is not a valid regex: {exc}") from None
     return any(p == t or p.endswith("." + t) for p in prefixes for t in targets)
+
+
+def check_match_work(where: str, targets, module_paths) -> None:
+    """ManifestError when matching ``targets`` (a pattern, or a list of names) against these module
+    paths would cost more than MAX_TARGET_MATCH_WORK (pattern or target-list characters times path
+    characters)."""
+    size = len(targets) if isinstance(targets, str) else sum(len(t) + 1 for t in targets)
+    work = size * sum(len(path) for path in module_paths)
+    if work > MAX_TARGET_MATCH_WORK:
+        raise ManifestError(f"{where}: matching against {len(module_paths)} modules would be {work:,} units "
+                            f"of work (pattern characters x path characters; at most {MAX_TARGET_MATCH_WORK:,})")
 
 
 def _check_encoder_lora(where, lora, shapes) -> None:
@@ -110,17 +131,22 @@ def _check_encoder_lora(where, lora, shapes) -> None:
         return
     if not names:
         raise ManifestError(f"{where}: field 'lora' is set but there are no encoder_lora.* tensors")
-    dtype, pairs = DTYPE_NAMES[lora["dtype"]], {}
+    dtype, pairs, parsed = DTYPE_NAMES[lora["dtype"]], {}, {}
     for name in names:
-        match = _PEFT_KEY.fullmatch(name[len(ENCODER_PREFIX):])
-        if not match:
+        parsed[name] = peft_module(name[len(ENCODER_PREFIX):])
+        if parsed[name] is None:
             raise ManifestError(f"{where}: tensor '{name}' is not a peft adapter key "
                                 f"(encoder_lora.base_model.model.<module>.lora_A.weight or .lora_B.weight)")
-        if not _is_target(where, match[1], lora["target_modules"]):
-            raise ManifestError(f"{where}: tensor '{name}': module '{match[1]}' is not matched by "
+    targets = lora["target_modules"]
+    check_match_work(where, targets, {module for module, _ in parsed.values()})
+    targets = TargetPattern(targets) if isinstance(targets, str) else targets
+    for name in names:
+        module, which = parsed[name]
+        if not is_target(module, targets):
+            raise ManifestError(f"{where}: tensor '{name}': module '{module}' is not matched by "
                                 f"field 'lora.target_modules'")
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora['dtype']}")
-        pairs.setdefault(match[1], {})[match[2]] = name
+        pairs.setdefault(module, {})[which] = name
     ranks = {lora["r"], *lora["rank_pattern"].values()}
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:

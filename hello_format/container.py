@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.errors import HeaderError
+from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_INTEGER_DIGITS, MAX_TENSOR_NAME_CHARS,
+                                 MAX_TENSOR_RANK, MAX_TENSORS)
 
-MAX_HEADER_BYTES = 100_000_000
 METADATA_KEY = "__metadata__"
 
 # safetensors dtype -> (torch dtype, itemsize)
@@ -57,6 +58,10 @@ class Header:
     @property
     def data_start(self) -> int:
         return 8 + self.length
+
+    @property
+    def file_size(self) -> int:
+        return self.data_start + sum(info.nbytes for info in self.tensors.values())
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -108,9 +113,24 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} overflows a 64-bit float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INTEGER_DIGITS:
+        raise ValueError(f"integer {text[:40]}... has more than {MAX_JSON_INTEGER_DIGITS} digits")
+    return int(text)
+
+
 def strict_json_loads(text: str):
-    """json.loads that rejects duplicate keys, NaN and Infinity (raises ValueError)."""
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float and
+    integers longer than MAX_JSON_INTEGER_DIGITS (raises ValueError)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                      parse_float=_finite_float, parse_int=_bounded_int)
 
 
 def _is_int(value) -> bool:
@@ -123,8 +143,10 @@ def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise HeaderError(f"{where}: tensor '{name}': unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise HeaderError(f"{where}: tensor '{name}': shape must be a list of non-negative integers")
+    if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK
+            or not all(_is_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
+        raise HeaderError(f"{where}: tensor '{name}': shape must be a list of at most {MAX_TENSOR_RANK} "
+                          f"integers in [0, {MAX_DIMENSION}]")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise HeaderError(f"{where}: tensor '{name}': data_offsets must be [begin, end] with 0 <= begin <= end")
@@ -162,7 +184,7 @@ def read_header(path: pathlib.Path) -> Header:
             (length,) = struct.unpack("<Q", prefix)
             if length > file_size - 8 or length > MAX_HEADER_BYTES:
                 raise HeaderError(f"{where}: not a .hello/safetensors file: header length {length} "
-                                  f"exceeds the file size ({file_size} bytes)")
+                                  f"exceeds the file size ({file_size} bytes) or {MAX_HEADER_BYTES:,} bytes")
             raw = file.read(length)
     except OSError as exc:
         raise HeaderError(f"{where}: cannot read: {exc.strerror or exc}") from None
@@ -176,6 +198,11 @@ def read_header(path: pathlib.Path) -> Header:
     metadata = header.pop(METADATA_KEY, {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise HeaderError(f"{where}: {METADATA_KEY} must be an object of strings")
+    if len(header) > MAX_TENSORS:
+        raise HeaderError(f"{where}: {len(header)} tensors (at most {MAX_TENSORS})")
+    long_name = next((name for name in header if len(name) > MAX_TENSOR_NAME_CHARS), None)
+    if long_name is not None:
+        raise HeaderError(f"{where}: a tensor name of {len(long_name)} characters (at most {MAX_TENSOR_NAME_CHARS})")
     infos = [_parse_entry(where, name, entry) for name, entry in header.items()]
     _check_layout(where, infos, file_size - 8 - length)
     return Header(length, metadata, {info.name: info for info in sorted(infos, key=lambda i: i.name)})

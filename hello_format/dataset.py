@@ -155,6 +155,8 @@ class HelloDataset(LabelledImages):
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
         checkpoint: local safetensors weights for a base that cannot be downloaded.
         verify: check every tensor's sha256 before use.
+        allow_remote_base: accept a custom base config that makes open_clip fetch a model the file
+            names (e.g. text_cfg.hf_model_name); refused by default.
     """
 
     def __init__(
@@ -170,13 +172,15 @@ class HelloDataset(LabelledImages):
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
         checkpoint: str | os.PathLike | None = None,
         verify: bool = True,
+        allow_remote_base: bool = False,
     ):
         device = torch.device(device) if device is not None else default_device()
         with Bundle.open(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
             images, labels = bundle.images(), bundle.labels
-            self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint)
+            self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
+                                                   allow_remote_base=allow_remote_base)
         self.recipe = self.manifest.get("recipe", {})
         columns = _class_columns(classes, names)
         keep = torch.isin(labels, torch.tensor(columns))

@@ -22,6 +22,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format.errors import HubError, IntegrityError
+from hello_format.files import atomic_target
 
 REPO_TYPES = ("model", "dataset", "space")
 _URI_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -154,7 +155,7 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     local = resolve(uri, token=token)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [Path(shutil.copyfile(local, out / Path(ref.path).name))]
+    written = [_copy(local, out / Path(ref.path).name)]
     if with_card and ref.path != "README.md":
         card_ref = HubRef(ref.repo_type, ref.repo_id, ref.revision, "README.md")
         try:
@@ -162,8 +163,16 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
         except HubError:
             card = None  # a repo without a card (or not cached while offline) still pulls its bundle
         if card is not None:
-            written.append(Path(shutil.copyfile(card, out / "README.md")))
+            written.append(_copy(card, out / "README.md"))
     return written
+
+
+def _copy(source: Path, target: Path) -> Path:
+    """Copy through a temp file renamed over ``target``: a reader that has the old file mapped keeps
+    it whole (overwriting in place would truncate it under the reader: SIGBUS)."""
+    with atomic_target(target) as temp:
+        shutil.copyfile(source, temp)
+    return target
 
 
 def require_token(token: str | None) -> str:

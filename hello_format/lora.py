@@ -6,6 +6,7 @@ so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -18,7 +19,9 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from hello_format.consistency import check_match_work
 from hello_format.errors import BaseModelError, ManifestError
+from hello_format.targets import PatternError, TargetPattern
 
 ADAPTER_PREFIX = "base_model.model."
 ADAPTER_NAME = "default"
@@ -43,6 +46,8 @@ def default_targets(visual: nn.Module) -> str:
 def lora_manifest(visual: nn.Module, *, r: int = 8, lora_alpha: float = 16,
                   target_modules: str | list[str] | None = None, dtype: str = "float16") -> dict:
     """A manifest ``lora`` section with our defaults (targets from ``default_targets``)."""
+    if isinstance(target_modules, str):
+        _compile(target_modules, "lora.target_modules")
     return {
         "peft_type": "LORA", "module_root": "visual",
         "target_modules": target_modules if target_modules is not None else default_targets(visual),
@@ -66,9 +71,49 @@ def lora_config(manifest: dict) -> LoraConfig:
         lora_dropout=manifest.get("lora_dropout", 0.0), bias="none")
 
 
+def explicit(visual: nn.Module, manifest: dict) -> dict:
+    """``manifest`` with its target pattern and rank/alpha patterns resolved against ``visual``'s
+    modules (in linear time, see hello_format.targets) into escaped literal module names, so peft's
+    backtracking regex engine never runs a pattern that came from a file."""
+    names = [name for name, _ in visual.named_modules() if name]
+    targets = manifest["target_modules"]
+    check_match_work("lora", targets, names)
+    out = dict(manifest)
+    if isinstance(targets, str):
+        pattern = _compile(targets, "lora.target_modules")
+        chosen = [name for name in names if pattern.fullmatch(name)]
+        if not chosen:
+            raise ManifestError(f"lora.target_modules {targets!r} matches no module of the image encoder")
+        out["target_modules"] = "|".join(re.escape(name) for name in chosen)
+    else:
+        chosen = [name for name in names if name in targets or any(name.endswith("." + t) for t in targets)]
+    for key, default in (("rank_pattern", manifest["r"]), ("alpha_pattern", manifest["lora_alpha"])):
+        patterns = manifest.get(key) or {}
+        check_match_work(f"lora.{key}", "".join(patterns), chosen)
+        compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
+        # peft takes the first key matching a dot-suffix of the module name; every module gets its own
+        # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'
+        resolved = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
+                               default) for name in chosen} if compiled else {}
+        out[key] = {re.escape(name): resolved[name] for name in sorted(resolved, key=len, reverse=True)}
+    return out
+
+
+def _compile(pattern: str, field: str) -> TargetPattern:
+    try:
+        return TargetPattern(pattern)
+    except PatternError as exc:
+        raise ManifestError(f"{field} {pattern[:80]!r} is not a supported target pattern: {exc}") from None
+
+
+def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
+    parts = name.split(".")
+    return any(pattern.fullmatch(".".join(parts[k:])) for k in range(len(parts)))
+
+
 def inject(visual: nn.Module, manifest: dict) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
-    config = lora_config(manifest)
+    config = lora_config(explicit(visual, manifest))
     try:
         inject_adapter_in_model(config, visual, adapter_name=ADAPTER_NAME)
     except ValueError as error:  # peft: no module matched target_modules

@@ -1,13 +1,19 @@
-"""The manifest: canonical JSON, its sha256, version rules and JSON Schema validation (spec sections 2, 5, 6)."""
+"""The manifest: canonical JSON, its sha256, version rules, bounds and JSON Schema validation
+(spec sections 2, 5, 6 and "Limits and hostile input")."""
 
+import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 from importlib import resources
 
 import jsonschema
 
+from hello_format import limits
 from hello_format.errors import ManifestError, UnsupportedVersionError
+from hello_format.targets import PatternError, TargetPattern
+from hello_format.text import first_unsafe_char
 
 FORMAT_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
@@ -64,14 +70,205 @@ def check_version(manifest: dict, where: str = "manifest") -> tuple[int, int]:
     return major, minor
 
 
-def validate_manifest(manifest: dict, where: str = "manifest") -> None:
-    """Check the version rules, then the JSON Schema; raise ManifestError naming the field."""
+def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | None = None) -> None:
+    """Check the version rules, the bounds (``check_bounds``), then the JSON Schema; raise
+    ManifestError naming the field."""
     if not isinstance(manifest, dict):
         raise ManifestError(f"{where}: the manifest must be a JSON object, got {type(manifest).__name__}")
     check_version(manifest, where)
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
+    check_bounds(manifest, where, file_size)
+    # the first errors only: a long wrong-typed list would otherwise make one error object per item
+    error = jsonschema.exceptions.best_match(itertools.islice(_validator().iter_errors(manifest), 64))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         message = " ".join(error.message.split())
         message = message if len(message) <= 200 else message[:200] + "..."
         raise ManifestError(f"{where}: field '{field}': {message}")
+
+
+# --------------------------------------------------------------------- bounds (before the schema)
+
+_MISSING = object()
+
+
+def _get(manifest: dict, field: str):
+    value = manifest
+    for key in field.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _fail(where: str, field: str, why: str):
+    field, why = (text if len(text) <= 200 else text[:200] + "..." for text in (field, why))
+    raise ManifestError(f"{where}: field '{field}': {why}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_in(where: str, manifest: dict, field: str, low: int, high: int) -> None:
+    value = _get(manifest, field)
+    if _is_int(value) and not low <= value <= high:
+        _fail(where, field, f"{value} is outside [{low}, {high}]")
+
+
+def _number_in(where: str, field: str, value, low: float, high: float) -> None:
+    if _is_number(value) and not low <= value <= high:
+        _fail(where, field, f"{value!r} is outside [{low:g}, {high:g}]")
+
+
+def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None = None) -> None:
+    """The cheap checks of spec "Limits and hostile input", run before the JSON Schema: nesting,
+    string lengths, class names, geometry against the file's size, ranks, target patterns,
+    templates and scalar ranges. Types are the schema's business, except where a check needs them."""
+    _check_nesting(where, manifest)
+    _check_class_names(where, manifest.get("class_names"))
+    _check_images(where, manifest, file_size)
+    _check_base(where, manifest)
+    _check_lora(where, manifest.get("lora"))
+    _check_head(where, manifest)
+    _check_recipe(where, manifest)
+    tensors = _get(manifest, "integrity.tensors")
+    if isinstance(tensors, dict) and len(tensors) > limits.MAX_TENSORS:
+        _fail(where, "integrity.tensors", f"{len(tensors)} entries (at most {limits.MAX_TENSORS})")
+
+
+def _check_nesting(where: str, manifest: dict) -> None:
+    stack = [(manifest, 1, "(top level)")]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, str):
+            if len(value) > limits.MAX_STRING_CHARS:
+                _fail(where, field, f"a string of {len(value)} characters (at most {limits.MAX_STRING_CHARS})")
+        elif isinstance(value, (dict, list)):
+            if depth > limits.MAX_JSON_DEPTH:
+                _fail(where, field, f"nested deeper than {limits.MAX_JSON_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            prefix = "" if depth == 1 else field + "."
+            for key, item in items:
+                if isinstance(key, str) and len(key) > limits.MAX_STRING_CHARS:
+                    _fail(where, field, f"a key of {len(key)} characters (at most {limits.MAX_STRING_CHARS})")
+                stack.append((item, depth + 1, f"{prefix}{key}"))
+
+
+def _check_class_names(where: str, names) -> None:
+    if not isinstance(names, list):
+        return
+    if len(names) > limits.MAX_CLASSES:
+        _fail(where, "class_names", f"{len(names)} classes (at most {limits.MAX_CLASSES})")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            _fail(where, f"class_names.{i}", f"a {type(name).__name__}, not a string")
+        if not 1 <= len(name) <= limits.MAX_CLASS_NAME_CHARS:
+            _fail(where, f"class_names.{i}", f"{len(name)} characters (1 to {limits.MAX_CLASS_NAME_CHARS})")
+        bad = first_unsafe_char(name)
+        if bad is not None:
+            _fail(where, f"class_names.{i}", f"contains the control character U+{ord(bad):04X}")
+    if len(set(names)) != len(names):
+        seen = set()
+        duplicate = next(name for name in names if name in seen or seen.add(name))
+        _fail(where, "class_names", f"{duplicate!r} appears more than once")
+
+
+def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
+    most_images = file_size // 8 if file_size is not None else limits.MAX_DIMENSION  # labels: 8 bytes each
+    _int_in(where, manifest, "images.count", 1, most_images)
+    for side in ("height", "width"):
+        _int_in(where, manifest, f"images.{side}", 1, limits.MAX_IMAGE_SIDE)
+    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels", "height", "width")]
+    if file_size is not None and all(_is_int(v) for v in geometry):
+        decoded = geometry[0] * geometry[1] * geometry[2] * geometry[3]
+        if decoded > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
+            _fail(where, "images", f"{' x '.join(map(str, geometry))} = {decoded:,} decoded bytes from a "
+                                   f"{file_size:,}-byte file (at most {limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
+    count = _get(manifest, "images.count")
+    _int_in(where, manifest, "ipc", 1, count if _is_int(count) else limits.MAX_DIMENSION)
+
+
+def _check_base(where: str, manifest: dict) -> None:
+    size = _get(manifest, "base.image_size")
+    if isinstance(size, list) and len(size) != 2:
+        _fail(where, "base.image_size", f"a list of {len(size)} items, not [height, width]")
+    for side in size if isinstance(size, list) else [size]:
+        if _is_int(side) and not 1 <= side <= limits.MAX_IMAGE_SIDE:
+            _fail(where, "base.image_size", f"{side} is outside [1, {limits.MAX_IMAGE_SIDE}]")
+    for key, (low, high) in (("mean", limits.MEAN_RANGE), ("std", limits.STD_RANGE)):
+        values = _get(manifest, f"base.{key}")
+        if isinstance(values, list) and len(values) != 3:
+            _fail(where, f"base.{key}", f"a list of {len(values)} items, not 3")
+        for i, value in enumerate(values if isinstance(values, list) else []):
+            _number_in(where, f"base.{key}.{i}", value, low, high)
+
+
+def _check_pattern(where: str, field: str, pattern) -> None:
+    if isinstance(pattern, str):
+        try:
+            TargetPattern(pattern)
+        except PatternError as exc:
+            _fail(where, field, f"not a supported target pattern: {exc}")
+
+
+def _check_lora(where: str, lora) -> None:
+    if not isinstance(lora, dict):
+        return
+    _int_in(where, {"lora": lora}, "lora.r", 1, limits.MAX_RANK)
+    _number_in(where, "lora.lora_alpha", lora.get("lora_alpha"), 0, limits.MAX_LORA_ALPHA)
+    targets = lora.get("target_modules")
+    if isinstance(targets, list):
+        if len(targets) > limits.MAX_TARGETS:
+            _fail(where, "lora.target_modules", f"{len(targets)} names (at most {limits.MAX_TARGETS})")
+        for i, name in enumerate(targets):
+            if not isinstance(name, str) or len(name) > limits.MAX_MODULE_NAME_CHARS:
+                _fail(where, f"lora.target_modules.{i}", f"not a module name of at most {limits.MAX_MODULE_NAME_CHARS} characters")
+    _check_pattern(where, "lora.target_modules", targets)
+    for key, high in (("rank_pattern", limits.MAX_RANK), ("alpha_pattern", limits.MAX_LORA_ALPHA)):
+        patterns = lora.get(key)
+        if not isinstance(patterns, dict):
+            continue
+        if len(patterns) > limits.MAX_TARGETS:
+            _fail(where, f"lora.{key}", f"{len(patterns)} entries (at most {limits.MAX_TARGETS})")
+        for pattern, value in patterns.items():
+            _check_pattern(where, f"lora.{key}", pattern)
+            if not _is_number(value):
+                _fail(where, f"lora.{key}.{pattern}", f"a {type(value).__name__}, not a number")
+            _number_in(where, f"lora.{key}.{pattern}", value, 0, high)
+
+
+def _check_head(where: str, manifest: dict) -> None:
+    templates = _get(manifest, "head.templates")
+    if isinstance(templates, list):
+        if len(templates) > limits.MAX_TEMPLATES:
+            _fail(where, "head.templates", f"{len(templates)} templates (at most {limits.MAX_TEMPLATES})")
+        for i, template in enumerate(templates):
+            if not isinstance(template, str):
+                continue
+            if len(template) > limits.MAX_TEMPLATE_CHARS:
+                _fail(where, f"head.templates.{i}", f"{len(template)} characters (at most {limits.MAX_TEMPLATE_CHARS})")
+            if template.count("{}") != 1 or template.count("{") != 1 or template.count("}") != 1:
+                _fail(where, f"head.templates.{i}", "must hold '{}' exactly once and no other brace")
+    _number_in(where, "head.logit_scale", _get(manifest, "head.logit_scale"), *limits.LOGIT_SCALE_RANGE)
+    _int_in(where, manifest, "head.lora.r", 1, limits.MAX_RANK)
+    _number_in(where, "head.lora.lora_alpha", _get(manifest, "head.lora.lora_alpha"), 0, limits.MAX_LORA_ALPHA)
+
+
+def _check_recipe(where: str, manifest: dict) -> None:
+    _int_in(where, manifest, "recipe.epochs", 1, limits.MAX_EPOCHS)
+    _int_in(where, manifest, "recipe.batch_size", 1, limits.MAX_BATCH_SIZE)
+    _int_in(where, manifest, "recipe.student_image_size", 1, limits.MAX_IMAGE_SIDE)
+    augment = _get(manifest, "recipe.augment")
+    if isinstance(augment, dict):
+        from hello_format.augment import AugmentConfig, AugmentError  # torch: imported with the bundle anyway
+
+        names = {f.name for f in dataclasses.fields(AugmentConfig)}
+        known = {key: value for key, value in augment.items() if key in names}
+        try:
+            AugmentConfig.from_dict(known)
+        except (AugmentError, TypeError) as exc:
+            _fail(where, "recipe.augment", str(exc))

@@ -82,14 +82,14 @@ def topk_captions(logits: torch.Tensor, class_names: list[str], k: int) -> list[
 
 
 def projector_captions(bundle, images: torch.Tensor, k: int, *, checkpoint: str | None = None,
-                       batch_size: int = 64) -> list[str]:
+                       batch_size: int = 64, allow_remote_base: bool = False) -> list[str]:
     """Top-``k`` captions from the bundle's own projector on stored uint8 images [N, C, H, W] (on the CPU).
 
     Raises BaseModelError when the base cannot be created (e.g. not downloadable offline).
     """
     from hello_format.projector import Projector  # open_clip: loaded only when labels are asked for
 
-    projector = Projector.from_bundle(bundle, checkpoint=checkpoint)
+    projector = Projector.from_bundle(bundle, checkpoint=checkpoint, allow_remote_base=allow_remote_base)
     logits = [projector.label(chunk.float().div_(255).expand(-1, 3, -1, -1))  # grey images as RGB
               for chunk in images.split(batch_size)]
     return topk_captions(torch.cat(logits), bundle.class_names, k)

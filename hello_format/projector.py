@@ -20,7 +20,7 @@ import open_clip
 
 from hello_format import lora
 from hello_format.base import create_base
-from hello_format.errors import ManifestError
+from hello_format.errors import BundleError, ManifestError
 from hello_format.head import HeadLoRA, text_embeddings
 
 
@@ -82,16 +82,21 @@ class Projector(nn.Module):
         return projector.train()
 
     @classmethod
-    def from_bundle(cls, bundle, *, device="cpu", merge: bool = True,
-                    checkpoint: str | None = None) -> "Projector":
-        """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default."""
+    def from_bundle(cls, bundle, *, device="cpu", merge: bool = True, checkpoint: str | None = None,
+                    allow_remote_base: bool = False) -> "Projector":
+        """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default.
+
+        Every stored weight is checked finite first, and the merged weights after merging.
+        ``allow_remote_base``: accept a custom base config that makes open_clip fetch a model.
+        """
         manifest = bundle.manifest
         base_manifest, head = manifest["base"], manifest["head"]
         if head.get("ensemble") != "mean":
             raise ManifestError(f"head.ensemble {head.get('ensemble')!r} is not supported: only 'mean'")
+        bundle.check_finite()
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
         clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint,
-                                 device=device)
+                                 device=device, allow_remote=allow_remote_base)
         projector = cls(clip_model, base_manifest, bundle.class_names, templates=head["templates"],
                         lora_manifest=manifest.get("lora"), head_lora_manifest=head.get("lora"),
                         logit_scale=head["logit_scale"],
@@ -103,6 +108,7 @@ class Projector(nn.Module):
         projector.eval()
         if merge:
             projector.merge()
+            projector._check_finite_weights(str(bundle.path))
         return projector.to(device)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -128,6 +134,7 @@ class Projector(nn.Module):
         """Logits for a batch at inference speed: inference mode, bf16 + channels_last on CUDA.
 
         The result is an ordinary tensor (cloned out of inference mode), so it can be a loss target.
+        Non-finite logits are never returned: BundleError instead.
         """
         with torch.inference_mode():
             images = images.to(self.mean.device, non_blocking=True)
@@ -140,7 +147,20 @@ class Projector(nn.Module):
                 images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     logits = self(images).float()
+            if not bool(torch.isfinite(logits).all()):
+                finite_input = bool(torch.isfinite(images).all())
+                raise BundleError("the projector produced non-finite logits for this batch: "
+                                  + ("its weights overflow on these images (rebuild the bundle)" if finite_input
+                                     else "the input images hold NaN or infinite values"))
         return logits.clone()
+
+    def _check_finite_weights(self, where: str) -> None:
+        """BundleError when merging left a non-finite weight (finite LoRA factors can still overflow)."""
+        tensors = {"class weights": self.text_embeddings, **dict(self.visual.named_parameters())}
+        for name, tensor in tensors.items():
+            if not bool(torch.isfinite(tensor).all()):
+                raise BundleError(f"{where}: the merged projector weight '{name}' is not finite: the bundle's "
+                                  "LoRA overflows float32; rebuild the bundle")
 
     def class_weights(self) -> torch.Tensor:
         """``[C, d]``: text embeddings plus the head delta (precomputed once merged)."""

@@ -6,12 +6,15 @@ Each vector is a tiny .hello file; expected.json maps it to "valid" or to the er
 substring of the message (spec section 13). The base section is fake but schema-valid.
 """
 
+import io
 import json
 import pathlib
 import struct
 import sys
+import zlib
 
 import torch
+from PIL import Image
 
 import hello_format  # noqa: F401  (sets up imports before anything else)
 from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, _sha256, write_bundle
@@ -197,8 +200,86 @@ def generate(out: pathlib.Path) -> dict:
     with open(out / "plain_safetensors.hello", "wb") as file:
         write_container(file, {}, {"weight": _pattern((2, 2), 0)})
     expected["plain_safetensors.hello"] = {"error": "ManifestError", "match": "not a .hello bundle"}
+    expected.update(_hostile_vectors(out, png_manifest, base_tensors, images))
 
     (out / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+    return expected
+
+
+def _png_of_size(width: int, height: int) -> bytes:
+    """A black 1-bit PNG: a few hundred bytes whatever its declared size (a decompression bomb)."""
+    row = b"\0" + bytes((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def _blobs(blobs: list[bytes]) -> dict:
+    offsets = torch.tensor([0] + [sum(len(b) for b in blobs[:i + 1]) for i in range(len(blobs))], dtype=torch.int64)
+    return {"images.data": torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8), "images.offsets": offsets}
+
+
+def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: torch.Tensor) -> dict:
+    """Files an attacker would write (spec "Limits and hostile input"): each is a clean error."""
+    expected = {}
+    good_blobs = [bytes(b) for b in _image_tensors(images, "png", None)["images.data"].split(
+        torch.diff(_image_tensors(images, "png", None)["images.offsets"]).tolist())]
+
+    def vector(name, error, match, man=None, extra=None, **fields):
+        changed = {**(man or manifest), **fields}
+        write_unchecked(out / name, changed, {**tensors, **(extra or {})})
+        expected[name] = {"error": error, "match": match}
+
+    lora, head, base, recipe = manifest["lora"], manifest["head"], manifest["base"], manifest["recipe"]
+    module = "a" * 40 + "b"
+    regex_tensors = {f"{ROOT}{module}.lora_{x}.weight": _pattern(shape, 0) for x, shape in (("A", (2, 8)), ("B", (8, 2)))}
+    vector("hostile_regex_target.hello", "ManifestError", f"module '{module}' is not matched",
+           lora=dict(lora, target_modules="((a+)+)+"), extra=regex_tensors)
+    vector("hostile_unsupported_pattern.hello", "ManifestError", "not a supported target pattern",
+           lora=dict(lora, target_modules=r"(a)\1"))
+    vector("hostile_class_names_not_strings.hello", "ManifestError", "field 'class_names.0'",
+           class_names=[[i] for i in range(500)])
+    vector("hostile_class_name_control.hello", "ManifestError", "control character U+000A",
+           class_names=["cat", "dog\n## fake", "bird"])
+    vector("hostile_png_bomb.hello", "ImageDecodeError", "image 0 is 4000x4000",
+           extra=_blobs([_png_of_size(4000, 4000)] + good_blobs[1:]))
+    bmp = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(bmp, format="BMP")
+    vector("hostile_foreign_codec.hello", "ImageDecodeError", "image 0 does not decode as png",
+           extra=_blobs([bmp.getvalue()] + good_blobs[1:]))
+    vector("hostile_geometry.hello", "ManifestError", "decoded bytes",
+           images=dict(manifest["images"], height=8000, width=8000))
+    nan_head = tensors["head.lora_B"].clone()
+    nan_head[0, 0] = float("nan")
+    vector("hostile_nan_head.hello", "BundleError", "tensor 'head.lora_B' holds NaN", extra={"head.lora_B": nan_head})
+    vector("hostile_logit_scale.hello", "ManifestError", "field 'head.logit_scale'", head=dict(head, logit_scale=1e308))
+    vector("hostile_std.hello", "ManifestError", "field 'base.std.0'", base=dict(base, std=[1e-300, 0.5, 0.5]))
+    vector("hostile_template.hello", "ManifestError", "field 'head.templates.0'",
+           head=dict(head, templates=["{0.__class__.__init__.__globals__}"]))
+    vector("hostile_augment_size.hello", "ManifestError", "field 'recipe.augment'",
+           recipe=dict(recipe, augment={"output_size": 30000}))
+    vector("hostile_nesting.hello", "ManifestError", "nested deeper than",
+           provenance=dict(manifest["provenance"], fidelity=json.loads("[" * 40 + "]" * 40)))
+    write_unchecked(out / "hostile_huge_int.hello", manifest, tensors)
+    data = (out / "hostile_huge_int.hello").read_bytes()
+    header, body = split_header(data)
+    header["zero"] = {"dtype": "F32", "shape": [4, 0, 2 ** 70, 2 ** 70], "data_offsets": [len(body), len(body)]}
+    (out / "hostile_huge_int.hello").write_bytes(join_header(header, body))
+    expected["hostile_huge_int.hello"] = {"error": "HeaderError", "match": "more than 20 digits"}
+    header["zero"]["shape"] = [4, 0, 2 ** 40, 2 ** 40]
+    (out / "hostile_huge_shape.hello").write_bytes(join_header(header, body))
+    expected["hostile_huge_shape.hello"] = {"error": "HeaderError", "match": "shape must be a list of at most"}
+    manifest_text = canonical_json(dict(manifest, integrity={"algorithm": "sha256", "tensors": {
+        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})).replace('"epochs":300', '"epochs":1e400')
+    with open(out / "hostile_float_overflow.hello", "wb") as file:
+        write_container(file, {"format": "hello", MANIFEST_KEY: manifest_text,
+                               MANIFEST_SHA_KEY: manifest_sha256(manifest_text)}, tensors)
+    expected["hostile_float_overflow.hello"] = {"error": "ManifestError", "match": "overflows a 64-bit float"}
     return expected
 
 

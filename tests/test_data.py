@@ -217,3 +217,15 @@ def test_worker_decode_errors_stay_one_line(tree):
         list(real_image_loader(index, 8, batch_size=2, num_workers=1))
     message = str(caught.value)
     assert message.startswith("cannot decode image ") and "cut.jpg" in message and "\n" not in message
+
+
+def test_symlink_loops_and_second_links_are_walked_once(tree):
+    (tree / "cat" / "loop").symlink_to(".", target_is_directory=True)              # cat/loop -> cat
+    (tree / "cat" / "again.png").symlink_to(tree / "cat" / "a.png")               # the same image twice
+    (tree / "cat" / "broken.png").symlink_to(tree / "nowhere.png")
+    (tree / "dog" / "linked").symlink_to(tree / "fish", target_is_directory=True)  # followed: a real subfolder
+    index = scan_image_folder(tree, skip_bad=True)
+    relative = sorted((path.rsplit("/train/", 1)[1], label) for path, label in index.samples)
+    assert relative == [("cat/a.png", 0), ("cat/b.png", 0), ("dog/c.jpg", 1), ("dog/linked/e.jpg", 1),
+                        ("dog/linked/f.bmp", 1), ("dog/sub/d.png", 1), ("fish/e.jpg", 2), ("fish/f.bmp", 2)]
+    assert [p.rsplit("/train/", 1)[1] for p in index.bad] == ["cat/broken.png"]

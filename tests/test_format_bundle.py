@@ -228,4 +228,5 @@ def test_open_accepts_str_and_pathlike_and_names_missing_files(tmp_path):
 def test_decode_threads_agree():
     images = smooth_images(40, 3)
     blobs = codecs.encode_images(images, "png")
-    assert torch.equal(codecs.decode_images(blobs, 3, 16, 16, threads=1), codecs.decode_images(blobs, 3, 16, 16, threads=4))
+    assert torch.equal(codecs.decode_images(blobs, 3, 16, 16, threads=1, codec="png"),
+                       codecs.decode_images(blobs, 3, 16, 16, threads=4, codec="png"))

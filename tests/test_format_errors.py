@@ -200,3 +200,70 @@ def test_mutated_bundles_open_equal_or_raise_hello_error(tmp_path, data):
     for got, want in zip(result[3:], original[3:]):
         assert got.keys() == want.keys()
         assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in got)
+
+
+# --- property: extreme manifest values cost milliseconds and little memory, then fail cleanly or pass
+
+_SIZES = st.sampled_from([0, 1, 7, 1_000, 5_000, 20_000])
+_SENSITIVE = [("class_names",), ("images", "count"), ("images", "height"), ("images", "width"), ("ipc",),
+              ("lora", "target_modules"), ("lora", "rank_pattern"), ("lora", "r"), ("head", "templates"),
+              ("head", "logit_scale"), ("base", "mean"), ("base", "std"), ("base", "image_size"), ("base", "config"),
+              ("recipe", "epochs"), ("recipe", "augment"), ("integrity", "tensors"), ("provenance", "fidelity")]
+_EXTREME = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.sampled_from([2**63, -(2**63), 2**64 + 1, 10**19, 0, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e308, -1e308, 5e-324, 1e-320, 0.0]),
+    st.tuples(st.sampled_from(["a", "\n", "{", "{}", "`", "<", "\u202e", "é", "\x00", "(a+)+"]),
+              st.sampled_from([0, 1, 100, 100_000])).map(lambda t: t[0] * t[1]),
+    st.sampled_from([1, 31, 33, 200]).map(lambda depth: json.loads("[" * depth + "]" * depth)),
+    _SIZES.map(lambda n: list(range(n))),
+    _SIZES.map(lambda n: [{"k": i} for i in range(n)]),
+    _SIZES.map(lambda n: [f"c{i % 500}" for i in range(n)]),
+    _SIZES.map(lambda n: {f"k{i}": i for i in range(n)}),
+)
+
+
+def _run_reader(path):
+    """What open / verify / info do with a file: a HelloError is a clean outcome."""
+    from click.testing import CliRunner
+    from hello_format.cli import cli
+    try:
+        open_all(path)
+    except HelloError as exc:
+        assert "\n" not in str(exc)
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code in (0, 2) and result.exception is None or isinstance(result.exception, SystemExit), \
+        result.output
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_extreme_manifest_values_are_cheap(tmp_path, data):
+    import time
+    import tracemalloc
+
+    name = data.draw(st.sampled_from(sorted(ORIGINALS)))
+
+    def put_extreme(manifest):
+        paths = [p for p in _paths(manifest) if p]
+        path = data.draw(st.sampled_from(_SENSITIVE) | st.sampled_from(paths))
+        parent = manifest
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = data.draw(_EXTREME)
+
+    path = corrupt(tmp_path, with_manifest(ORIGINALS[name], put_extreme))
+    size = path.stat().st_size
+    _run_reader(SPEC / "vectors" / name)  # warm caches (schema, imports) outside the budget
+    started = time.perf_counter()
+    _run_reader(path)
+    assert time.perf_counter() - started < 1.0
+    tracemalloc.start()
+    try:
+        _run_reader(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * size + 8_000_000, (peak, size)

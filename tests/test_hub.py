@@ -312,3 +312,19 @@ def test_hello_pull_through_the_cli_group(hub_cache, bundle_bytes, tmp_path):
     assert "error: hf://datasets/org/tiny/nope.hello: not in the local hub cache" in missing.output
     info = runner.invoke(cli, ["info", "hf://datasets/org/tiny/tiny.hello"])
     assert info.exit_code == 0, info.output
+
+
+def test_pull_over_a_mapped_bundle_replaces_it_without_truncating_the_reader(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    out = tmp_path / "pulled"
+    target = hub.pull("hf://datasets/org/tiny/tiny.hello", out, with_card=False)[0]
+    reader = Bundle.open(target)
+    images, inode = reader.images(), target.stat().st_ino
+    (tmp_path / "src2").mkdir()
+    newer = make_bundle(tmp_path / "src2" / "tiny.hello", seed=1).read_bytes()
+    cache_file(hub_cache, "org/tiny", "tiny.hello", newer, commit="b" * 40)
+    hub.pull("hf://datasets/org/tiny@" + "b" * 40 + "/tiny.hello", out, with_card=False)
+    assert target.read_bytes() == newer and target.stat().st_ino != inode    # renamed over, not rewritten
+    assert sorted(p.name for p in out.iterdir()) == ["tiny.hello"]         # no temp file left
+    reader.verify()                                                         # the old mapping is whole
+    assert reader.images().equal(images)

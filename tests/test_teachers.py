@@ -99,14 +99,16 @@ def test_torch_export_round_trip_and_static_batch_error(tmp_path, images):
     path = tmp_path / "teacher.pt2"
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(net, example, dynamic_shapes=({0: batch},)), str(path))
-    teacher = load_teacher(path, input_size=24)
+    with pytest.raises(BuildError, match="can unpickle.*--trust-teacher-code"):
+        load_teacher(path, input_size=24)
+    teacher = load_teacher(path, input_size=24, trust_code=True)
     assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
     assert "torch.export teacher.pt2" in teacher.describe()
     check_teacher(teacher, 4)
     static = tmp_path / "static.pt2"
     torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 24, 24),)), str(static))
     with pytest.raises(BuildError, match="fails on a dummy batch.*dynamic batch dimension"):
-        load_teacher(static, input_size=24)
+        load_teacher(static, input_size=24, trust_code=True)
 
 
 def test_safetensors_with_zoo_arch_round_trip(tmp_path):

@@ -1,0 +1,53 @@
+"""Every bound the reader puts on a value read from a file (spec section 14, "Limits and hostile input").
+
+The reader checks these before a value costs anything (a regex run, an allocation, a decode, a
+download, a line in a card or on a terminal). Writers that stay inside them are read everywhere.
+"""
+
+# container (spec 1.2)
+MAX_HEADER_BYTES = 100_000_000          # the JSON header, manifest included
+MAX_TENSORS = 100_000                   # header entries
+MAX_TENSOR_NAME_CHARS = 1_024
+MAX_TENSOR_RANK = 8                     # dimensions of one tensor
+MAX_DIMENSION = 2**31 - 1               # one dimension (also of a zero-element tensor)
+MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-bit at most
+
+# manifest structure (checked before the JSON Schema)
+MAX_JSON_DEPTH = 32                     # nesting of objects and arrays in the manifest
+MAX_STRING_CHARS = 65_536               # any string in the manifest
+MAX_CLASSES = 100_000
+MAX_CLASS_NAME_CHARS = 512
+MAX_TEMPLATES = 1_000
+MAX_TEMPLATE_CHARS = 512
+MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size
+MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
+MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
+MAX_RANK = 4_096                        # lora.r, rank_pattern values, head.lora.r
+MAX_LORA_ALPHA = 1e6                    # lora_alpha, alpha_pattern values, head.lora.lora_alpha
+MAX_TARGETS = 1_000                     # entries of a target_modules list, rank_pattern, alpha_pattern
+MAX_MODULE_NAME_CHARS = 512             # a module name in a target_modules list
+MAX_PATTERN_CHARS = 512                 # a target pattern (lora.target_modules string, pattern keys)
+MAX_PATTERN_NESTING = 16                # groups inside groups in a target pattern
+MAX_TARGET_MATCH_WORK = 4_000_000       # pattern (or target list) characters x module path characters, summed
+LOGIT_SCALE_RANGE = (1e-4, 1e4)         # head.logit_scale
+MEAN_RANGE = (-10.0, 10.0)              # each of base.mean
+STD_RANGE = (1e-3, 1e3)                 # each of base.std
+MAX_EPOCHS = 1_000_000                  # recipe.epochs
+MAX_BATCH_SIZE = 1_000_000              # recipe.batch_size
+
+# base configs: the only keys a bundle's base.config may use; anything else (text_cfg.hf_model_name,
+# vision_cfg.timm_model_name, a tokenizer name, ...) makes open_clip fetch or build what the file
+# names, so it needs the user's explicit opt-in (allow_remote_base=True / --allow-remote-base).
+BASE_CONFIG_KEYS = frozenset({"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale",
+                              "init_logit_bias", "nonscalar_logit_scale", "custom_text"})
+VISION_CONFIG_KEYS = frozenset({
+    "act_kwargs", "attentional_pool", "attn_pooler_heads", "attn_pooler_queries", "block_type", "final_ln_after_pool",
+    "head_width", "image_size", "layers", "ls_init_value", "mlp_ratio", "no_ln_pre", "norm_kwargs", "output_tokens",
+    "patch_dropout", "patch_size", "pool_type", "pos_embed_type", "qk_norm", "scale_attn", "scale_attn_inner",
+    "scale_fc", "scale_heads", "scaled_cosine_attn", "width"})
+TEXT_CONFIG_KEYS = frozenset({
+    "act_kwargs", "block_type", "context_length", "embed_cls", "eos_id", "final_ln_after_pool", "heads", "layers",
+    "ls_init_value", "mlp_ratio", "no_causal_mask", "norm_kwargs", "output_tokens", "pad_id", "pool_type", "proj_bias",
+    "proj_type", "qk_norm", "scale_attn", "scale_attn_inner", "scale_fc", "scale_heads", "scaled_cosine_attn",
+    "vocab_size", "width"})
+MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model

@@ -1,0 +1,59 @@
+"""Strings from files, made safe to show: control characters for terminals, markup for hub cards.
+
+One definition of an unsafe character serves the reader's checks (class names must not contain
+one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
+"""
+
+import unicodedata
+
+# Bidirectional embeddings, overrides and isolates reorder what a terminal or a browser shows
+# (category Cf, but most Cf characters, e.g. the zero-width joiners of some scripts, are harmless).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+_MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~:@$%^=/")
+
+
+def is_unsafe_char(char: str) -> bool:
+    """A control character (C0, DEL, C1), a line/paragraph separator or a bidi control."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
+
+
+def first_unsafe_char(text: str) -> str | None:
+    """The first unsafe character in ``text``, or None."""
+    return next((char for char in text if is_unsafe_char(char)), None)
+
+
+def terminal(text: str) -> str:
+    """``text`` with every unsafe character written as a ``\\uXXXX`` escape (valid inside JSON strings)."""
+    if first_unsafe_char(text) is None:
+        return text
+    return "".join(f"\\u{ord(c):04x}" if is_unsafe_char(c) else c for c in text)
+
+
+def code(text: str) -> str:
+    """``text`` as an inline markdown code span that nothing in it can end or break out of: the fence
+    is longer than any run of backticks inside, unsafe characters (newlines) are ``\\uXXXX``."""
+    text = terminal(str(text))
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip(" ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown(text: str) -> str:
+    """``text`` as inert inline markdown: HTML special characters as entities, markdown punctuation
+    backslash-escaped, unsafe characters (newlines included) as ``\\uXXXX``. Never a code span."""
+    out = []
+    for char in str(text):
+        if char in _HTML:
+            out.append(_HTML[char])
+        elif char in _MARKDOWN_PUNCTUATION:
+            out.append("\\" + char)
+        elif is_unsafe_char(char):
+            out.append(f"\\\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
