@@ -89,10 +89,13 @@ def main(data, output, demo, quiet, **values):
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards].")
 @click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")
+@click.option("--allow-remote-base", is_flag=True,
+              help="Accept a bundle whose base config makes open_clip fetch a model it names (refused without it).")
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, seed,
-                 teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, device, quiet):
+                 teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
+                 device, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line."""
     from hello_build.evaluate import evaluate
 
@@ -106,7 +109,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                                    image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
     result = evaluate(
         bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
-        device=device, progress=not quiet,
+        allow_remote_base=allow_remote_base, device=device, progress=not quiet,
         recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
                           "loss": loss, "temperature": temperature, "seed": seed},
     )

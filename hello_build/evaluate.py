@@ -123,9 +123,11 @@ def evaluate(
     stored_dir=None,
     device=None,
     checkpoint=None,
+    allow_remote_base: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train one student from the bundle under ``regime`` and return its result (JSON-ready)."""
+    """Train one student from the bundle under ``regime`` and return its result (JSON-ready).
+    ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
@@ -136,7 +138,8 @@ def evaluate(
     with Bundle.open(bundle_path, verify=True) as bundle:
         manifest = bundle.manifest
         images, labels, names = bundle.images(), bundle.labels, bundle.class_names
-        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint) if regime in ("projector", "random-real") else None
+        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
+            if regime in ("projector", "random-real") else None
     recipe = StudentRecipe.from_manifest(manifest.get("recipe", {}), **(recipe_overrides or {}))
     if recipe.arch not in zoo_names():
         raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")

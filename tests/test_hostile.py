@@ -285,7 +285,8 @@ def test_a_custom_config_describing_a_huge_model_is_sized_on_the_meta_device():
 
 def test_eval_help_and_error_name_the_trust_flag(tmp_path):
     from hello_build.cli import eval_command
-    assert "--trust-teacher-code" in CliRunner().invoke(eval_command, ["--help"]).output
+    shown = CliRunner().invoke(eval_command, ["--help"]).output
+    assert "--trust-teacher-code" in shown and "--allow-remote-base" in shown
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
     teacher = tmp_path / "teacher.pt2"
     torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 8, 8),),
