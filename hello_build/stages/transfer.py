@@ -201,7 +201,7 @@ def run_view_transfer(
     bar = tqdm(range(options.steps), desc="view transfer", disable=not progress, leave=False)
     for step in bar:
         projector.train()
-        _cosine(optimizer, options.lr, step, options.steps)
+        _cosine(optimizer, options.lr, step, options.steps, warmup=max(1, options.steps // 10))
         pick = torch.randint(len(images), (synthetic_count,), generator=generator)
         view = augment_batch(images[pick].to(device), augment, generator)
         parts = [(view.images, *mix_targets(labels[pick].to(device), view.mix))]
@@ -284,10 +284,13 @@ def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
         yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers, drop_last=True)
 
 
-def _cosine(optimizer, lr: float, step: int, total: int) -> None:
-    """Cosine decay to 0 over ``total`` steps, a function of the step alone (so resume is exact)."""
+def _cosine(optimizer, lr: float, step: int, total: int, warmup: int = 0) -> None:
+    """Cosine decay to 0 over ``total`` steps after a linear ``warmup``, a function of the step alone (so
+    resume is exact). The view phase warms up: a fresh AdamW's first steps are full-size on every
+    parameter, enough to undo a trained LoRA (measured: loss 3.2 -> 19.8 at lr 0.01 without it)."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
     for group in optimizer.param_groups:
-        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+        group["lr"] = lr * ramp * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
 def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, options) -> float:
