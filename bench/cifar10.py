@@ -542,7 +542,9 @@ def parse(argv):
                         help="synthetic-view transfer steps (0: the paper's method)")
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
     parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
-    parser.add_argument("--ablation", action="store_true", help="also the paper's component ablation at the first IPC (first student, projector labels)")
+    parser.add_argument("--ablation", type=int, nargs="*", default=None, metavar="ROW",
+                        help="also the paper's component ablation at the first IPC (first student, projector labels): "
+                             "the rows given (1-based), or every row")
     parser.add_argument("--foundation-steps", type=int, default=1000)
     parser.add_argument("--foundation-arch", default="hello-rn-w32", help="open_clip architecture of the stand-in CLIP")
     parser.add_argument("--probe-images", type=int, default=10_000, help="original-half images the linear probe is fitted on")
@@ -558,6 +560,8 @@ def parse(argv):
     args.student_epochs = parse_epochs(args.student_epochs, parser)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if any(not 1 <= row <= len(ABLATION) for row in args.ablation or ()):
+        parser.error(f"--ablation rows are 1 to {len(ABLATION)}")
     return args
 
 
@@ -611,17 +615,18 @@ def main(argv=None) -> int:
         return [{**record, "ipc": cell[0]} for cell, record in zip(cells, outcomes) if record is not None]
 
     # IPC by IPC, smallest first and seed-major, so a run stopped early leaves whole cells and whole seeds;
-    # the ablation right after the first IPC's grid
+    # then the ablation at the first IPC
     for ipc in args.ipc:
         paths[ipc], bundles[ipc] = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
         records += students(paths[ipc], bundles[ipc], [(ipc, student, regime, seed) for student in args.students
                                                        for seed in args.seeds for regime in args.regimes])
-        if args.ablation and ipc == args.ipc[0]:
-            for name, variant in ABLATION:
-                path, info = (paths[ipc], bundles[ipc]) if variant is None else \
-                    bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index, variant)
-                runs = students(path, info, [(ipc, args.students[0], "projector", seed) for seed in args.seeds])
-                ablation.append(ablation_row(name, ipc, args.students[0], info, runs))
+    rows_wanted = [] if args.ablation is None else args.ablation or range(1, len(ABLATION) + 1)
+    for name, variant in (ABLATION[row - 1] for row in rows_wanted):
+        ipc = args.ipc[0]
+        path, info = (paths[ipc], bundles[ipc]) if variant is None else \
+            bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index, variant)
+        runs = students(path, info, [(ipc, args.students[0], "projector", seed) for seed in args.seeds])
+        ablation.append(ablation_row(name, ipc, args.students[0], info, runs))
     rows = summarise(records)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results = {"settings": settings,

@@ -37,7 +37,7 @@ from hello_format.lora import export_state_dict, inject, lora_manifest
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 BASE = "hello-tiny-rn"
-FOUNDATION_STEPS = 300
+FOUNDATION_STEPS = 150
 SIZE = 32
 
 
@@ -89,7 +89,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     checkpoint = work / "base.safetensors"
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
 
-    print(f"2/4 training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into 10 images per class")
+    print(f"2/4 ({time.perf_counter() - started:.0f} s) training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into 10 images per class")
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
     teachers = train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
@@ -104,7 +104,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     )
     report = build(options, progress=progress)
 
-    print(f"3/4 training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
+    print(f"3/4 ({time.perf_counter() - started:.0f} s) training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
           "only the labels differ")
     regimes = {"hard": None, "projector": None, "teacher": teachers[-1]}
     top1 = {regime: evaluate(output, test_dir, regime=regime, teacher=teacher, device="cpu", progress=progress,
@@ -114,7 +114,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     with Bundle.open(output) as bundle:
         storage = bundle.storage()
     imagenet = imagenet_label_generator_bytes()
-    print("4/4 results")
+    print(f"4/4 ({time.perf_counter() - started:.0f} s) results")
     print(f"  teacher/projector agreement on held-out real views: {report['fidelity_before']['agreement']:.1%} (zero-shot head) -> "
           f"{report['fidelity_after']['agreement']:.1%} (after LoRA transfer); on fresh student views of the synthetic "
           f"images: {report['synthetic_agreement']:.1%}")

@@ -101,3 +101,12 @@ def test_report_lists_what_did_not_run(bench):
     assert "| 10 | convnet3 | projector | 42.0 ± 2.0 (3) | 1.0 KB | 11 |" in text
     assert "500 steps on 25,000 images, 199 s): zero-shot top-1 41.2 %" in text and "23,750 images, 792 s): top-1 64.5 %" in text
     assert "Not run (2 student runs, --report-only): IPC 50 resnet18_32." in text
+
+
+def test_ablation_rows_are_chosen_by_number(bench, capsys):
+    assert bench.parse([]).ablation is None
+    assert bench.parse(["--ablation"]).ablation == []  # every row
+    assert bench.parse(["--ablation", "1", "4"]).ablation == [1, 4]
+    with pytest.raises(SystemExit):
+        bench.parse(["--ablation", str(len(bench.ABLATION) + 1)])
+    assert "--ablation rows are 1 to" in capsys.readouterr().err
