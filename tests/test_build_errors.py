@@ -78,7 +78,8 @@ def _values(kit, tmp_path: Path, change, overrides: dict) -> dict:
     """Options that build (see the last tests) but for ``change`` and ``overrides``; teachers by kit name."""
     values = dict(data=str(kit["data"]) if change is None else _tree_with(kit, tmp_path, change),
                   output=str(tmp_path / "out.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
-                  teacher=["three"], transfer_epochs=1, ipc=1, candidates_per_class=4, crops_per_image=1, device="cpu")
+                  teacher=["three"], transfer_epochs=1, ipc=1, candidates_per_class=4, crops_per_image=1, device="cpu",
+                  view_transfer_steps=0)
     values.update(overrides)
     values["teacher"] = [str(kit["teachers"].get(t, t)) for t in values["teacher"]]
     return values
