@@ -6,12 +6,18 @@ from those soft labels with the recipe's loss.
 
     python examples/make_tiny_bundle.py tiny.hello
     python examples/train_student.py tiny.hello --epochs 2
+    python examples/train_student.py cifar10.hello --epochs 200 --val cifar10/test                # top-1 at the end
+    python examples/train_student.py cifar10.hello --epochs 200 --val cifar10/test --hard-labels  # the baseline
 """
 
 import argparse
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from hello_format.dataset import HelloDataset
@@ -35,6 +41,22 @@ class Student(nn.Module):
         return self.classifier(self.features(x))
 
 
+@torch.no_grad()
+def top1(student: nn.Module, val_dir: str, class_folders: list[str], size: int, device: str) -> float:
+    """Top-1 on an ImageFolder of real images (``val_dir/<class folder>/<image>``), resized to ``size``."""
+    student.eval()
+    correct = total = 0
+    for label, folder in enumerate(class_folders):
+        files = sorted(p for p in (Path(val_dir) / folder).iterdir() if p.is_file())
+        for start in range(0, len(files), 256):
+            pixels = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+                      for f in files[start:start + 256]]
+            images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div(255).to(device)
+            correct += int((student(images).argmax(1) == label).sum())
+            total += len(pixels)
+    return correct / max(1, total)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="a .hello file or an hf:// URI")
@@ -43,6 +65,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hard-labels", action="store_true", help="train on the (mixed) hard labels only: the baseline")
+    parser.add_argument("--val", default=None, help="an ImageFolder of real images (the bundle's class folders) to report top-1 on")
     args = parser.parse_args()
 
     # Images are decoded once and kept on the device; labels come from the bundle's projector.
@@ -64,7 +88,9 @@ def main() -> None:
         #     ds.set_epoch(epoch); for images, soft_labels, hard_labels in loader: ...
         for batch in ds.loader(args.batch_size, shuffle=True, start_epoch=epoch):
             logits = student(batch.images)
-            if recipe.get("loss", "mse_ce") == "kl":  # KL to softmax(soft / T), as SRe2L / RDED
+            if args.hard_labels:  # soft cross-entropy on the one-hot labels, mixed like the images
+                loss = torch.sum(-batch.hard_labels * F.log_softmax(logits, 1), dim=1).mean()
+            elif recipe.get("loss", "mse_ce") == "kl":  # KL to softmax(soft / T), as SRe2L / RDED
                 loss = kl_loss(logits, batch.soft_labels, recipe.get("temperature", 20.0))
             else:  # MSE to the projector's logits + beta * CE on the (mixed) hard labels, as HeLlO
                 loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.get("beta", 0.1))
@@ -73,6 +99,11 @@ def main() -> None:
             optimizer.step()
             total, batches = total + loss.item(), batches + 1
         print(f"epoch {epoch + 1}/{args.epochs}  loss {total / batches:.4f}  ({time.perf_counter() - started:.1f} s)")
+    if args.val:
+        folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
+        size = batch.images.shape[-1]
+        print(f"top-1 on {args.val}: {top1(student, args.val, folders, size, args.device):.4f} "
+              f"({'hard labels' if args.hard_labels else 'HelloDataset labels'})")
 
 
 if __name__ == "__main__":

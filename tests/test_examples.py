@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from hello_format.bundle import Bundle
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -30,3 +32,23 @@ def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys)
     losses = [float(x) for x in re.findall(r"^epoch \d+/2 +loss (\S+)", process.stdout, flags=re.MULTILINE)]
     assert len(losses) == 2, process.stdout
     assert all(math.isfinite(loss) and loss > 0 for loss in losses), process.stdout
+
+
+def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels(tmp_path, monkeypatch, capsys):
+    bundle = tmp_path / "tiny.hello"
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "4"])
+    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    with Bundle.open(bundle) as opened:
+        folders = opened.manifest.get("provenance", {}).get("class_folders", opened.class_names)
+        images, labels = opened.images(), opened.labels
+    for i, (image, label) in enumerate(zip(images, labels.tolist())):  # the bundle's own images as a val folder
+        (tmp_path / "val" / folders[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "val" / folders[label] / f"{i}.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for flags, kind in (([], "HelloDataset labels"), (["--hard-labels"], "hard labels")):
+        process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "3",
+                                  "--batch-size", "4", "--device", "cpu", "--val", str(tmp_path / "val"), *flags],
+                                 capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert process.returncode == 0, process.stderr[-2000:]
+        found = re.search(rf"^top-1 on \S+: (\S+) \({kind}\)$", process.stdout, flags=re.MULTILINE)
+        assert found and 0.0 <= float(found.group(1)) <= 1.0, process.stdout
