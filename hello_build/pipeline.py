@@ -127,7 +127,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     view_transfer = _view_transfer_stage(run, images, labels, train, holdout)
 
     started = time.perf_counter()
-    agreement = _synthetic_agreement(run, images, labels)
+    agreement = _synthetic_agreement(run, images)
     run.log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
             f"({agreement['views']} views)")
     manifest = _manifest(run, before, after, agreement, image_update, view_transfer, _images_per_class(labels, index.num_classes))
@@ -213,8 +213,8 @@ def _image_update_stage(run: _Run, images, labels, init: dict) -> tuple[torch.Te
             run.projector.encode, ImageUpdateOptions(steps=options.image_update_steps, lr=options.image_update_lr),
             device=run.device, progress=run.progress,
         )
-        result["agreement_before"] = _synthetic_agreement(run, images, labels)["agreement"]
-        result["agreement_after"] = _synthetic_agreement(run, updated, labels)["agreement"]
+        result["agreement_before"] = _synthetic_agreement(run, images)["agreement"]
+        result["agreement_after"] = _synthetic_agreement(run, updated)["agreement"]
         return result, {"images": updated}
 
     record = run.stage("image_update", update)
@@ -371,10 +371,10 @@ def _load_trainable(projector, state: dict[str, torch.Tensor]) -> None:
                 p.copy_(state[name])
 
 
-def _synthetic_agreement(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def _synthetic_agreement(run: _Run, images: torch.Tensor) -> dict:
     """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
     images, from a seed neither transfer phase draws; against the teacher the view transfer imitates."""
-    return view_agreement(run.projector, run.teachers, images, labels, run.augment, device=run.device,
+    return view_agreement(run.projector, run.teachers, images, run.augment, device=run.device,
                           target=run.options.view_transfer_target)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from hello_build.stages.transfer import (REPORT_SEED, SELECTION_SEED, TransferOptions, _fixed_views, run_transfer,
+from hello_build.stages.transfer import (REPORT_SEED, SELECTION_SEED, TransferOptions, _view_batches, run_transfer,
                                          view_agreement)
 from hello_format.bundle import Bundle
 from test_build import kit, run_build, tiny_options  # noqa: F401  (kit is a fixture)
@@ -44,17 +44,18 @@ def test_the_kept_state_is_the_best_on_the_selection_views(kit, tmp_path):
     assert curve[result["kept_step"]] == best and result["kept_step"] == min(s for s, a in curve.items() if a == best)
 
 
-def test_report_views_are_not_the_selection_views():
+def test_report_views_are_not_the_selection_views_and_are_capped():
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    labels = torch.arange(8) % 2
     from hello_format.augment import AugmentConfig
 
     augment = AugmentConfig(output_size=16)
-    selection = _fixed_views(images, labels, augment, seed=SELECTION_SEED, rounds=1, device="cpu")
-    report = _fixed_views(images, labels, augment, seed=REPORT_SEED, rounds=1, device="cpu")
-    again = _fixed_views(images, labels, augment, seed=REPORT_SEED, rounds=1, device="cpu")
-    assert torch.equal(report[0][0], again[0][0])  # fixed: the same views every time
-    assert not torch.equal(selection[0][0], report[0][0])
+    views = lambda seed, rounds=1, limit=100: list(_view_batches(images, augment, seed=seed, rounds=rounds,  # noqa: E731
+                                                                 limit=limit, device="cpu", batch_size=3))
+    selection, report = views(SELECTION_SEED), views(REPORT_SEED)
+    assert torch.equal(torch.cat(report), torch.cat(views(REPORT_SEED)))  # fixed: the same views every time
+    assert not torch.equal(torch.cat(selection), torch.cat(report))
+    assert [len(v) for v in views(REPORT_SEED, rounds=2)] == [3, 3, 2, 3, 3, 2]  # passes over all 8 images
+    assert sum(len(v) for v in views(REPORT_SEED, rounds=5, limit=10)) == 10  # at most `limit` views
 
 
 def test_agreement_is_against_the_final_teacher_or_the_set():
@@ -73,11 +74,10 @@ def test_agreement_is_against_the_final_teacher_or_the_set():
                            Teacher(Constant(1), input_size=16, num_classes=3)])
     projector = Constant(1)
     images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
-    labels = torch.zeros(6, dtype=torch.long)
     augment = AugmentConfig(output_size=16)
-    assert view_agreement(projector, teachers, images, labels, augment, device="cpu", target="last")["agreement"] == 1.0
+    assert view_agreement(projector, teachers, images, augment, device="cpu", target="last")["agreement"] == 1.0
     # the set's mean logits favour class 1 too (two of three); a projector saying 0 agrees with neither
-    assert view_agreement(Constant(0), teachers, images, labels, augment, device="cpu", target="set")["agreement"] == 0.0
+    assert view_agreement(Constant(0), teachers, images, augment, device="cpu", target="set")["agreement"] == 0.0
 
 
 def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):

@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 
 # seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
-# and how many student passes over the synthetic set each of them holds
+# how many student passes over the synthetic set each holds, and at most how many views (ImageNet scale)
 SELECTION_SEED, REPORT_SEED = 0x5E1EC7, 0x4E907
 SELECTION_ROUNDS, REPORT_ROUNDS = 5, 10
+SELECTION_MAX_VIEWS, REPORT_MAX_VIEWS = 4096, 8192
 
 
 @dataclass(frozen=True)
@@ -186,16 +187,17 @@ def run_view_transfer(
     optimizer = torch.optim.AdamW(params, lr=options.lr)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.target)
-    selection = _fixed_views(images, labels, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS, device=device)
+    selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
+                                      limit=SELECTION_MAX_VIEWS, device=device)
     with torch.no_grad(), _autocast(device):
-        selection_targets = [reference(view).float().argmax(1) for view, _ in selection]
+        selection_targets = [reference(view).float().argmax(1) for view in selection()]
 
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + 0x51E)
     teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
     real_count = round(options.batch_size * options.real_fraction)
     synthetic_count = options.batch_size - real_count
     real = _endless(real_data, real_count, options.seed, num_workers) if real_count else None
-    best = {"agreement": _agreement(projector, selection, selection_targets), "step": 0, "state": _snapshot(projector)}
+    best = {"agreement": _agreement(projector, selection(), selection_targets), "step": 0, "state": _snapshot(projector)}
     curve, losses = [(0, best["agreement"])], []
     started = time.perf_counter()
     bar = tqdm(range(options.steps), desc="view transfer", disable=not progress, leave=False)
@@ -223,7 +225,7 @@ def run_view_transfer(
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % options.eval_every == 0 or step + 1 == options.steps:
-            agreement = _agreement(projector, selection, selection_targets)
+            agreement = _agreement(projector, selection(), selection_targets)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
                 best = {"agreement": agreement, "step": step + 1, "state": _snapshot(projector)}
@@ -234,21 +236,21 @@ def run_view_transfer(
     _restore_snapshot(projector, best["state"])
     projector.eval()
     return {"loss": losses[:: max(1, options.eval_every // 10)], "selection_agreement": curve, "kept_step": best["step"],
-            "kept_selection_agreement": best["agreement"], "selection_views": sum(len(v) for v, _ in selection)}
+            "kept_selection_agreement": best["agreement"], "selection_views": sum(len(t) for t in selection_targets)}
 
 
 @torch.no_grad()
-def view_agreement(projector, teachers, images: torch.Tensor, labels: torch.Tensor, augment: AugmentConfig, *,
-                   device, seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, target: str = "last") -> dict:
-    """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` student batches
-    over all synthetic ``images``: augmented and CutMixed exactly as the student's loader does, with
-    views from ``seed`` (by default one that neither phase of the transfer draws)."""
+def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, seed: int = REPORT_SEED,
+                   rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS, target: str = "last") -> dict:
+    """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
+    batches over the synthetic ``images`` (at most ``limit`` views): augmented and CutMixed exactly as
+    the student's loader does, with views from ``seed`` (by default one neither transfer phase draws)."""
     device = torch.device(device)
     reference = _reference(teachers, target)
-    views = _fixed_views(images, labels, augment, seed=seed, rounds=rounds, device=device)
+    views = lambda: _view_batches(images, augment, seed=seed, rounds=rounds, limit=limit, device=device)  # noqa: E731
     with _autocast(device):
-        targets = [reference(view).float().argmax(1) for view, _ in views]
-    return {"agreement": _agreement(projector, views, targets), "views": sum(len(v) for v, _ in views), "seed": seed}
+        targets = [reference(view).float().argmax(1) for view in views()]
+    return {"agreement": _agreement(projector, views(), targets), "views": sum(len(t) for t in targets), "seed": seed}
 
 
 def _reference(teachers, target: str):
@@ -256,32 +258,37 @@ def _reference(teachers, target: str):
     return teachers.teachers[-1] if target == "last" else teachers.mean_logits
 
 
-def _fixed_views(images, labels, augment: AugmentConfig, *, seed: int, rounds: int, device, batch_size: int = 64):
-    """``rounds`` passes of shuffled student batches over ``images``; [(view, labels)] on ``device``."""
+def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, device, batch_size: int = 64):
+    """Student batches of ``rounds`` shuffled passes over ``images`` (at most ``limit`` views), on
+    ``device``; the same views for the same seed, made batch by batch so memory holds one batch."""
     generator = torch.Generator().manual_seed(seed)
-    views = []
+    made = 0
     for _ in range(rounds):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), batch_size):
-            pick = order[start : start + batch_size]
-            views.append((augment_batch(images[pick].to(device), augment, generator).images, labels[pick]))
-    return views
+            pick = order[start : start + batch_size][: limit - made]
+            if not len(pick):
+                return
+            yield augment_batch(images[pick].to(device), augment, generator).images
+            made += len(pick)
 
 
 @torch.no_grad()
 def _agreement(projector, views, targets) -> float:
     projector.eval()
-    device = views[0][0].device
-    with _autocast(device):
-        agree = sum(int((projector(view).float().argmax(1) == t).sum()) for (view, _), t in zip(views, targets))
-    return agree / max(1, sum(len(v) for v, _ in views))
+    agree = total = 0
+    for view, target in zip(views, targets):
+        with _autocast(view.device):
+            agree += int((projector(view).float().argmax(1) == target).sum())
+        total += len(target)
+    return agree / max(1, total)
 
 
 def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
     """Shuffled real batches forever, reshuffled (seeded) at each pass."""
     order = torch.Generator().manual_seed(seed ^ 0x4EA1)
     while True:
-        yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers, drop_last=True)
+        yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers)
 
 
 def _cosine(optimizer, lr: float, step: int, total: int, warmup: int = 0) -> None:
