@@ -9,7 +9,7 @@ Protocol (all splits fixed by --split-seed, all models seeded):
   class-caption prompts; nobody can download it, so it is embedded in the bundles). The other half is
   the "original dataset": the teacher is trained on it and it is what gets distilled.
 - Teacher: ConvNet-3 trained on the original half (minus the builder's 5 % fidelity hold-out); its
-  last ``--teacher-checkpoints`` trajectory checkpoints are the builder's weak teachers, the final one is
+  ``--teacher-checkpoints`` evenly spaced trajectory checkpoints are the builder's weak teachers, the final one is
   the teacher of the ``teacher`` and ``stored`` regimes.
 - ``hello-build`` (``hello_build.pipeline.build``) distils the original half into an IPC-n bundle.
 - Every regime then trains a fresh student through ``hello_build.evaluate.evaluate`` (the code behind
