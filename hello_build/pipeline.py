@@ -256,6 +256,10 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
+    if not 0 <= options.view_transfer_real_fraction < 1 or options.view_transfer_eval_every < 1:
+        raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
+                         f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
+                         f"{options.view_transfer_eval_every})")
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:
