@@ -27,8 +27,8 @@ from hello_build.data import ImageFolderIndex, RealImages, holdout_split, scan_i
 from hello_build.options import BuildOptions
 from hello_build.stages.image_update import ImageUpdateOptions, run_image_update
 from hello_build.stages.init import initialise_synthetic, load_init_images, source_crops
-from hello_build.stages.transfer import (TransferOptions, ViewTransferOptions, fidelity, run_transfer, run_view_transfer,
-                                         view_agreement)
+from hello_build.stages.transfer import (TransferOptions, ViewTransferOptions, fidelity, load_lora_state, lora_state,
+                                         run_transfer, run_view_transfer, view_agreement)
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
@@ -170,10 +170,10 @@ def _transfer_stage(run: _Run, train, holdout) -> dict:
             num_workers=options.num_workers, progress=run.progress, log=run.log,
         )
         resumed = max(0.0, seconds - (time.perf_counter() - started))
-        return {"loss": history, "fidelity": _measure(run, holdout), "resumed_seconds": resumed}, _trainable(run.projector)
+        return {"loss": history, "fidelity": _measure(run, holdout), "resumed_seconds": resumed}, lora_state(run.projector)
 
     record = run.stage("transfer", transfer)
-    _load_trainable(run.projector, run.work.load_tensors("transfer"))
+    load_lora_state(run.projector, run.work.load_tensors("transfer"))
     run.log(f"after transfer: {_describe(record['result']['fidelity'])}")
     return record["result"]["fidelity"]
 
@@ -238,10 +238,10 @@ def _view_transfer_stage(run: _Run, images, labels, train, holdout) -> dict | No
                                 target=options.view_transfer_target, eval_every=options.view_transfer_eval_every),
             device=run.device, num_workers=options.num_workers, progress=run.progress, log=run.log,
         )
-        return {**result, "fidelity": _measure(run, holdout)}, _trainable(run.projector)
+        return {**result, "fidelity": _measure(run, holdout)}, lora_state(run.projector)
 
     record = run.stage("view_transfer", view_transfer)
-    _load_trainable(run.projector, run.work.load_tensors("view_transfer"))
+    load_lora_state(run.projector, run.work.load_tensors("view_transfer"))
     result = record["result"]
     run.log(f"after synthetic-view transfer (step {result['kept_step']} kept): held-out real views {_describe(result['fidelity'])}")
     return result
@@ -362,17 +362,6 @@ def _describe(measured: dict) -> str:
     if not measured["images"]:
         return "fidelity not measured: no held-out images (raise --holdout)"
     return f"agreement with teacher {measured['agreement']:.3f}, KL {measured['kl']:.3f} ({measured['images']} held-out views)"
-
-
-def _trainable(projector) -> dict[str, torch.Tensor]:
-    return {name: p.detach() for name, p in projector.named_parameters() if p.requires_grad}
-
-
-def _load_trainable(projector, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, p in projector.named_parameters():
-            if p.requires_grad:
-                p.copy_(state[name])
 
 
 def _synthetic_agreement(run: _Run, images: torch.Tensor) -> dict:

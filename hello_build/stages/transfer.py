@@ -197,7 +197,7 @@ def run_view_transfer(
     real_count = round(options.batch_size * options.real_fraction)
     synthetic_count = options.batch_size - real_count
     real = _endless(real_data, real_count, options.seed, num_workers) if real_count else None
-    best = {"agreement": _agreement(projector, selection(), selection_targets), "step": 0, "state": _snapshot(projector)}
+    best = {"agreement": _agreement(projector, selection(), selection_targets), "step": 0, "state": lora_state(projector)}
     curve, losses = [(0, best["agreement"])], []
     started = time.perf_counter()
     bar = tqdm(range(options.steps), desc="view transfer", disable=not progress, leave=False)
@@ -228,12 +228,12 @@ def run_view_transfer(
             agreement = _agreement(projector, selection(), selection_targets)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
-                best = {"agreement": agreement, "step": step + 1, "state": _snapshot(projector)}
+                best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
             if log:
                 log(f"view transfer step {step + 1}/{options.steps}: loss {sum(losses[-options.eval_every:]) / len(losses[-options.eval_every:]):.4f}, "
                     f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
                     f"{time.perf_counter() - started:.0f} s)")
-    _restore_snapshot(projector, best["state"])
+    load_lora_state(projector, best["state"])
     projector.eval()
     return {"loss": losses[:: max(1, options.eval_every // 10)], "selection_agreement": curve, "kept_step": best["step"],
             "kept_selection_agreement": best["agreement"], "selection_views": sum(len(t) for t in selection_targets)}
@@ -310,11 +310,13 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
     return loss.item()
 
 
-def _snapshot(projector) -> dict[str, torch.Tensor]:
+def lora_state(projector) -> dict[str, torch.Tensor]:
+    """A copy of the projector's trainable (LoRA, head delta, scale) tensors, by parameter name."""
     return {name: p.detach().clone() for name, p in _trainable(projector).items()}
 
 
-def _restore_snapshot(projector, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state(projector, state: dict[str, torch.Tensor]) -> None:
+    """Put ``lora_state``'s tensors back into the projector's trainable parameters."""
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(state[name])
