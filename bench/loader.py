@@ -1,29 +1,38 @@
-"""What labelling every augmented batch costs: HelloDataset next to the other ways of serving labels.
+"""What labelling every batch costs: the projector next to the teacher it replaces, alone and inside a
+student's training step, with and without the label path's speed options (``LabelOptions``).
 
-One run, the same stored images, augmentation (the bundle's recipe), batch size, seed and device:
+Two settings, measured side by side in one run (random weights: speed does not depend on them):
 
-    1 hard      LabelledImages without a labeller: augmentation and CutMix-mixed one-hots only
-    2 hello     HelloDataset: augmentation + the bundle's projector (tiny ViT base) on every batch
-    3 teacher   an online teacher (zoo convnet3 in a hello_build Teacher) labelling every batch
-    4 stored    FKD / SRe2L: every view's teacher logits generated beforehand (timed apart) and
-                replayed from disk (hello_build.stored_labels)
+    cifar     32 px, 10 classes, 500 images: the CIFAR bench's stand-in base (hello-rn-w32) in a bundle
+              read by HelloDataset; online teacher ConvNet-3 (the CIFAR bench's teacher); student
+              ResNet-18 (32 px)
+    imagenet  224 px, 1000 classes: an RN50 CLIP projector; online teacher ResNet-18 (RDED's); student
+              ResNet-18 (224 px)
 
-Each variant is timed twice, fastest epoch of the run, variants taking turns: the loader alone
-(batches made, labels read) and a training epoch (the same batches plus a convnet3 student step,
-AdamW, the recipe's loss). Storage: the stored
-labels' bytes against the bundle's label generator. With CUDA, also: an RN50 projector (random
-weights, 224 px, bf16) in labels/s and its overhead on a ResNet-18 student step. Prints tables; no
-asserts. Goals: 2/1 <= 1.3 for a training epoch on CPU with the tiny base, and 2 faster than 4.
+1. labels/s of the projector and of the teacher, each fp32, bf16 autocast, channels_last, and (with
+   --compile) torch.compile; bf16's top-1 agreement with fp32 and largest logit difference.
+2. seconds per training step (a ResNet-18 student, AdamW, the recipe's loss) fed by: hard labels only,
+   HelloDataset (default options, then the fastest options, then labelling ahead), the online teacher,
+   and (cifar) FKD/SRe2L stored labels replayed from disk. Variants take turns and the fastest round
+   counts, so load from elsewhere falls on all of them alike.
+3. where one HelloDataset batch's time goes (torch.profiler, cifar).
 
-    python bench/loader.py --threads 1
+Goals (ratios, one run): HelloDataset / hard <= 1.25 per step (cifar); projector labels/s >= the
+teacher's (cifar, each with its best options). The last line states both. With CUDA, every table
+also runs on the GPU; bench/gpu_check.py is the GPU's correctness check.
+
+    python bench/loader.py            # a few minutes on 2 CPU cores
+    python bench/loader.py --quick    # the same last line in about two minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from copy import deepcopy as copy_module
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,40 +45,163 @@ from hello_build.evaluate import StudentRecipe  # noqa: E402
 from hello_build.stored_labels import StoredLabels  # noqa: E402
 from hello_build.teachers import Teacher  # noqa: E402
 from hello_build.zoo import create_model  # noqa: E402
-from hello_format.base import embedded_tensors  # noqa: E402
-from hello_format.bundle import Bundle, write_bundle  # noqa: E402
+from hello_format import lora  # noqa: E402
+from hello_format.augment import AugmentConfig  # noqa: E402
+from hello_format.base import describe_base, embedded_tensors, quiet_open_clip  # noqa: E402
+from hello_format.bundle import write_bundle  # noqa: E402
 from hello_format.dataset import HelloDataset, LabelledImages  # noqa: E402
+from hello_format.head import SINGLE_TEMPLATE  # noqa: E402
+from hello_format.labelling import LabelOptions  # noqa: E402
 from hello_format.losses import mse_ce_loss  # noqa: E402
-from hello_format.testing import tiny_clip, tiny_projector  # noqa: E402
+from hello_format.projector import Projector  # noqa: E402
+
+OPTION_SETS = {  # the label path's options, one at a time on top of fp32
+    "fp32": {"precision": "fp32", "channels_last": False},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "channels_last": {"precision": "fp32", "channels_last": True},
+    "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+}
 
 
-def make_bundle(path: Path, images: int, classes: int, size: int, epochs: int, batch_size: int) -> Path:
-    """Smooth random images, a tiny ViT projector with random LoRA, its base embedded."""
-    names = [f"class{c}" for c in range(classes)]
-    projector = tiny_projector("vit", names, seed=0)
+@dataclass
+class Setting:
+    name: str
+    size: int
+    classes: int
+    base: str
+    teacher: str
+    student: str
+
+
+CIFAR = Setting("cifar", 32, 10, "hello-rn-w32", "convnet3", "resnet18_32")
+IMAGENET = Setting("imagenet", 224, 1000, "RN50", "resnet18_224", "resnet18_224")
+
+
+def projector_for(setting: Setting, device) -> Projector:
+    """``setting.base`` with random weights and a random LoRA, the head's text from one template."""
+    import open_clip
+
+    torch.manual_seed(0)
+    with quiet_open_clip():
+        clip_model = open_clip.create_model(setting.base)
+    names = [f"class {c}" for c in range(setting.classes)]
+    projector = Projector.for_training(
+        clip_model, describe_base(clip_model, architecture=setting.base, source="embedded"), names,
+        templates=SINGLE_TEMPLATE, lora_manifest=lora.lora_manifest(clip_model.visual),
+        head_lora_manifest={"r": min(128, setting.classes), "lora_alpha": min(128, setting.classes), "dtype": "float16"},
+        logit_scale=100.0)
+    with torch.no_grad():
+        for name, p in projector.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)  # a LoRA that is not zero
+    return projector.eval().to(device), clip_model
+
+
+def teacher_for(setting: Setting, device) -> Teacher:
+    torch.manual_seed(0)
+    net = create_model(setting.teacher, setting.classes, image_size=setting.size)
+    return Teacher(net, input_size=setting.size, num_classes=setting.classes).eval().requires_grad_(False).to(device)
+
+
+def teacher_labeller(teacher: Teacher, options: dict, device):
+    """The teacher's forward with the same speed options as the projector's label path."""
+    if options.get("channels_last"):
+        teacher.to(memory_format=torch.channels_last)
+
+    def label(images):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.get("precision") == "bf16"):
+            x = images.contiguous(memory_format=torch.channels_last) if options.get("channels_last") else images
+            logits = teacher(x).float()
+        return logits.clone()  # an ordinary tensor, as Projector.label returns
+    return label
+
+
+def smooth_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    coarse = torch.rand(count, 3, max(2, size // 8), max(2, size // 8), generator=torch.Generator().manual_seed(seed))
+    return (F.interpolate(coarse, size=size, mode="bilinear", align_corners=False) * 255).round().to(torch.uint8)
+
+
+def make_bundle(path: Path, setting: Setting, images: int, epochs: int, batch_size: int) -> Path:
+    projector, clip_model = projector_for(setting, "cpu")
+    names = projector.class_names
     manifest = {
-        "format_version": "1.0", "class_names": names, "ipc": images // classes,
+        "format_version": "1.0", "class_names": names, "ipc": images // setting.classes,
         **projector.manifest_sections(),
         "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": epochs,
                    "batch_size": batch_size, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": size},
+                   "student_image_size": setting.size},
         "provenance": {"source_dataset": "random", "teacher": "none",
                        "builder": {"name": "bench/loader.py", "version": "0", "options": {}}, "timings": {}},
     }
-    count = classes * (images // classes)
-    coarse = torch.rand(count, 3, size // 4, size // 4, generator=torch.Generator().manual_seed(0))
-    pixels = (F.interpolate(coarse, size=size, mode="bilinear", align_corners=False) * 255).round().to(torch.uint8)
-    labels = torch.arange(classes).repeat_interleave(images // classes)
-    tensors = {**projector.bundle_tensors(), **embedded_tensors(tiny_clip("vit", 0))}
-    return write_bundle(path, manifest, pixels, labels, tensors)
+    count = setting.classes * (images // setting.classes)
+    labels = torch.arange(setting.classes).repeat_interleave(images // setting.classes)
+    tensors = {**projector.bundle_tensors(), **embedded_tensors(clip_model)}
+    return write_bundle(path, manifest, smooth_images(count, setting.size), labels, tensors)
+
+
+def fastest(functions: dict, rounds: int) -> dict[str, float]:
+    """Seconds of each function's fastest call; the functions take turns, round by round."""
+    for fn in functions.values():
+        fn()  # warm-up: first-call allocations, oneDNN primitives, compilation
+    times = {name: float("inf") for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            started = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name] = min(times[name], time.perf_counter() - started)
+    return times
+
+
+def labels_per_second(setting: Setting, device, batch: int, rounds: int, compile_: bool) -> dict:
+    """Table 1 for one setting: labels/s of projector and teacher under each option set."""
+    projector, _ = projector_for(setting, device)
+    projector.merge()
+    teacher = teacher_for(setting, device)
+    views = torch.rand(batch, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(1)).to(device)
+    sets = dict(OPTION_SETS, **({"bf16+compile": {"precision": "bf16", "compile": True}} if compile_ else {}))
+    functions, reference, agreement = {}, None, {}
+    for name, options in sets.items():
+        label = make_projector_labeller(projector, options)
+        if reference is None:
+            reference = label(views)
+        logits = label(views)
+        agreement[name] = (float((logits.argmax(1) == reference.argmax(1)).float().mean()), float((logits - reference).abs().max()))
+        functions[f"projector {name}"] = lambda label=label: label(views)
+    for name, options in sets.items():
+        if "compile" in options:
+            continue
+        label = teacher_labeller(teacher_for(setting, device), options, device)
+        functions[f"teacher {name}"] = lambda label=label: label(views)
+    seconds = fastest(functions, rounds)
+    print(f"\n{setting.name}: labels/s, batch {batch} at {setting.size} px, {setting.classes} classes, {device} "
+          f"(projector {setting.base}, teacher {setting.teacher}; fastest of {rounds} rounds)")
+    print(f"  {'label path':<32}{'labels/s':>10}   top-1 agreement with fp32, max |logit diff|")
+    for name, s in seconds.items():
+        extra = ""
+        if name.startswith("projector"):
+            top1, diff = agreement[name.removeprefix("projector ")]
+            extra = f"   {100 * top1:.1f} %, {diff:.4f}"
+        print(f"  {name:<32}{batch / s:>10.0f}{extra}")
+    best = {who: max(batch / s for n, s in seconds.items() if n.startswith(who)) for who in ("projector", "teacher")}
+    return {"labels_per_s": {n: batch / s for n, s in seconds.items()}, "best": best,
+            "reference_scale": float(reference.abs().max())}
+
+
+def make_projector_labeller(projector: Projector, options: dict):
+    """A copy of the (merged) projector set up with ``options``; its ``label``."""
+    copy = copy_module(projector)
+    copy.prepare_labelling(options)
+    return copy.label
 
 
 class StudentStep:
-    """One optimisation step of a fresh convnet3 student (seeded, so every variant starts alike)."""
+    """One optimisation step of a fresh ResNet-18 student (seeded, so every variant starts alike)."""
 
-    def __init__(self, classes: int, size: int, device):
+    def __init__(self, setting: Setting, device):
         torch.manual_seed(0)
-        self.model = create_model("convnet3", classes, image_size=size).to(device).train()
+        self.model = create_model(setting.student, setting.classes, image_size=setting.size).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
 
     def __call__(self, batch) -> None:
@@ -83,159 +215,125 @@ class StudentStep:
         self.optimizer.step()
 
 
-def fastest_epochs(variants: dict, batch_size: int, epochs: int, steps: dict | None = None) -> dict[str, float]:
-    """Seconds of each variant's fastest epoch. Variants take turns epoch by epoch, so load from
-    elsewhere on a shared machine falls on all of them alike (and only ever adds time: the minimum)."""
-    times = {name: [] for name in variants}
-    for epoch in range(epochs):
-        for name, data in variants.items():
-            step = steps[name] if steps else None
-            started = time.perf_counter()
-            for batch in data.loader(batch_size, shuffle=True, start_epoch=epoch):  # seeded by (seed, epoch)
-                if step is not None:
-                    step(batch)
-                else:
-                    float(batch.soft_labels.sum())  # the labels are read, as a loss would
-            times[name].append(time.perf_counter() - started)
-    return {name: min(t) for name, t in times.items()}
+def per_step(setting: Setting, device, workdir: Path, images: int, batch: int, epochs: int, best: dict) -> dict:
+    """Table 2 for one setting: seconds per student step under each way of serving labels."""
+    if setting is CIFAR:
+        path = make_bundle(workdir / "bench.hello", setting, images, epochs, batch)
+        hello = lambda options: HelloDataset(path, device=device, label_options=options)  # noqa: E731
+        base = hello({"precision": "fp32", "channels_last": False, "prefetch": False})
+        stored_images, labels, names, augment = base._images, base._labels, base.class_names, base.augment
+    else:
+        projector, _ = projector_for(setting, device)
+        projector.merge()
+        names = projector.class_names
+        count = setting.classes * max(1, images // setting.classes)
+        stored_images = smooth_images(count, setting.size)
+        labels = torch.arange(count) % setting.classes
+        augment = AugmentConfig()
 
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-
-
-def cpu_table(args, workdir: Path) -> None:
-    device = torch.device("cpu")
-    path = make_bundle(workdir / "bench.hello", args.images, args.classes, args.size, args.epochs, args.batch_size)
-    hello = HelloDataset(path, device=device)
-    images, labels, names = hello._images, hello._labels, hello.class_names
-    torch.manual_seed(0)
-    teacher = Teacher(create_model("convnet3", len(names), image_size=args.size), input_size=args.size,
-                      num_classes=len(names)).eval().requires_grad_(False)
+        def hello(options):
+            ds = LabelledImages(stored_images, labels, names, augment, make_projector_labeller(projector, options), device=device)
+            ds.prefetch = bool(options.get("prefetch"))
+            return ds
+    teacher = teacher_for(setting, device)
     variants = {
-        "1 hard": LabelledImages(images, labels, names, hello.augment, None, device=device),
-        "2 hello": hello,
-        "3 teacher": LabelledImages(images, labels, names, hello.augment, teacher, device=device),
-        "4 stored": LabelledImages(images, labels, names, hello.augment, None, device=device),
+        "hard labels": LabelledImages(stored_images, labels, names, augment, None, device=device),
+        "HelloDataset default": hello({}),
+        f"HelloDataset {best['name']}": hello({**best['options'], "prefetch": False}),
+        f"HelloDataset {best['name']}, ahead": hello({**best['options'], "prefetch": True}),
+        "online teacher fp32": LabelledImages(stored_images, labels, names, augment, teacher_labeller(teacher, {}, device), device=device),
+        f"online teacher {best['name']}": LabelledImages(stored_images, labels, names, augment,
+                                                         teacher_labeller(teacher_for(setting, device), best["options"], device), device=device),
     }
-    recipe = StudentRecipe(epochs=args.epochs, batch_size=args.batch_size, seed=0)
-    started = time.perf_counter()
-    stored = StoredLabels.prepare(workdir / "fkd", variants["4 stored"], teacher, recipe)
-    generation = time.perf_counter() - started
-
-    for name in ("1 hard", "2 hello", "3 teacher"):  # warm-up: first-call allocations, lazy inits
-        next(iter(variants[name].loader(args.batch_size)))
-    variants["4 stored"].labeller = stored.replay()
-    loader_only = fastest_epochs(variants, args.batch_size, args.epochs)
-    variants["4 stored"].labeller = stored.replay()
-    steps = {name: StudentStep(len(names), args.size, device) for name in variants}
-    training = fastest_epochs(variants, args.batch_size, args.epochs, steps)
-
-    batches = len(variants["1 hard"].loader(args.batch_size))
-    print(f"\nCPU, {torch.get_num_threads()} thread(s): {len(labels)} images 3x{args.size}x{args.size}, "
-          f"{len(names)} classes, batch {args.batch_size} ({batches} per epoch), {args.epochs} epochs, "
-          f"augment {hello.augment.to_dict()}")
-    print(f"\n{'variant':<12}{'loader s/epoch':>16}{'train s/epoch':>16}   (fastest of {args.epochs} epochs)")
-    for name in variants:
-        print(f"{name:<12}{loader_only[name]:>16.4f}{training[name]:>16.4f}")
-    print(f"{'4 generate':<12}{generation / args.epochs:>16.4f}{'':>16}  (stored labels made beforehand, per epoch)")
-    print(f"\n{'ratio':<12}{'loader':>16}{'train':>16}")
-    for a, b in (("2 hello", "1 hard"), ("2 hello", "4 stored")):
-        label = f"{a[0]}/{b[0]}"
-        print(f"{label:<12}{loader_only[a] / loader_only[b]:>16.2f}{training[a] / training[b]:>16.2f}")
-    with Bundle.open(path) as bundle:
-        storage = bundle.storage()
-    print(f"\nstorage: stored labels (4) {human(stored.bytes_on_disk())} on disk, of which logits "
-          f"{human(stored.label_bytes())} ({args.epochs} epochs); bundle label generator "
-          f"{human(storage.label_generator_bytes)} (LoRA), tiny base embedded {human(storage.base_bytes)}, "
-          f"images {human(storage.images_bytes)}")
-    print("(stored labels are read back from the page cache: the files were just written)")
+    if setting is CIFAR:
+        recipe = StudentRecipe(epochs=epochs, batch_size=batch, seed=0)
+        replayed = LabelledImages(stored_images, labels, names, augment, None, device=device)
+        stored = StoredLabels.prepare(workdir / "fkd", replayed, teacher_labeller(teacher, {}, device), recipe)
+        variants["stored labels (replay)"] = replayed
+    steps = {name: StudentStep(setting, device) for name in variants}
+    seconds = {name: float("inf") for name in variants}
+    for epoch in range(epochs):  # variants take turns epoch by epoch
+        for name, data in variants.items():
+            if name.startswith("stored"):
+                data.labeller = stored.replay()
+            loader = data.loader(batch, shuffle=True, start_epoch=epoch)
+            started = time.perf_counter()
+            for labelled in loader:
+                steps[name](labelled)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            seconds[name] = min(seconds[name], (time.perf_counter() - started) / len(loader))
+    hard = seconds["hard labels"]
+    print(f"\n{setting.name}: seconds per {setting.student} training step, batch {batch}, {len(labels)} images, {device} "
+          f"(fastest of {epochs} epochs)")
+    for name, s in seconds.items():
+        print(f"  {name:<40}{s:>9.4f} s   {s / hard:5.2f}x hard")
+    return {"seconds": seconds, "hello_over_hard": min(s for n, s in seconds.items() if n.startswith("HelloDataset")) / hard,
+            "default_over_hard": seconds["HelloDataset default"] / hard}
 
 
-def gpu_table(args) -> None:
-    if not torch.cuda.is_available():
-        print("\nGPU: no CUDA here; skipped the RN50 projector labels/s and ResNet-18 step overhead")
-        return
-    rn50_projector_table(torch.device("cuda"), args.gpu_batch, args.gpu_iters, classes=1000)
+def profile_batch(workdir: Path, device) -> None:
+    """Table 3: where one default HelloDataset batch's time goes (cifar)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    ds = HelloDataset(workdir / "bench.hello", device=device)
+    generator = torch.Generator().manual_seed(0)
+    indices = torch.arange(64) % len(ds)
+    ds.batch(indices, generator)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with record_function("augment"):
+            view = ds.view(indices.to(device), generator)
+        with record_function("normalise"):
+            normalised = (view.images - ds.projector.mean) / ds.projector.std
+        with torch.inference_mode(), record_function("encoder"):
+            features = ds.projector.visual(normalised)
+        with torch.inference_mode(), record_function("head"):
+            F.normalize(features.float(), dim=-1) @ ds.projector.class_weights().t()
+        with record_function("HelloDataset.label (all of the label path)"):
+            ds.label(indices.to(device), view)
+    total = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key in
+             ("augment", "normalise", "encoder", "head", "HelloDataset.label (all of the label path)")}
+    print(f"\ncifar: one default HelloDataset batch of 64 on {device}, by part (torch.profiler, ms)")
+    for name, us in total.items():
+        print(f"  {name:<44}{us / 1000:>8.2f}")
+    syncs = [e.key for e in prof.key_averages() if "Synchronize" in e.key or e.key == "aten::_local_scalar_dense"]
+    print(f"  host-device syncs or scalar reads in the batch: {', '.join(syncs) or 'none'}")
 
 
-def rn50_projector_table(device: torch.device, batch_size: int, iterations: int, classes: int) -> None:
-    """RN50 projector (random weights, LoRA merged) labels/s at 224 px and its cost next to a
-    ResNet-18 student step on the same batch (bf16 autocast on CUDA)."""
-    import open_clip
-
-    from hello_format import lora
-    from hello_format.base import describe_base, quiet_open_clip
-    from hello_format.head import SINGLE_TEMPLATE
-    from hello_format.projector import Projector
-
-    torch.manual_seed(0)
-    with quiet_open_clip():
-        clip_model = open_clip.create_model("RN50").to(device)
-    names = [f"class {c}" for c in range(classes)]
-    projector = Projector.for_training(
-        clip_model, describe_base(clip_model, architecture="RN50", source="embedded"), names,
-        templates=SINGLE_TEMPLATE, lora_manifest=lora.lora_manifest(clip_model.visual),
-        head_lora_manifest={"r": 128, "lora_alpha": 128, "dtype": "float16"}, logit_scale=100.0).eval().merge()
-    student = create_model("resnet18_224", classes).to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
-    images = torch.rand(batch_size, 3, 224, 224, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step(soft):
-        with autocast:
-            logits = student(images.contiguous(memory_format=torch.channels_last))
-        loss = mse_ce_loss(logits, soft, soft.softmax(1), 0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def timed(fn) -> float:
-        for _ in range(2):
-            fn()  # warm-up: cudnn autotuning, channels_last conversion
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        started = time.perf_counter()
-        for _ in range(iterations):
-            fn()
-        sync()
-        return (time.perf_counter() - started) / iterations
-
-    fixed = projector.label(images)
-    label_s = timed(lambda: projector.label(images))
-    step_s = timed(lambda: step(fixed))
-    both_s = timed(lambda: step(projector.label(images)))
-    print(f"\n{device.type.upper()}: RN50 projector (random weights), {classes} classes, batch {batch_size} at 224 px"
-          f"{', bf16' if device.type == 'cuda' else ''}")
-    print(f"  projector labels/s               {batch_size / label_s:>10.0f}")
-    print(f"  ResNet-18 student step           {step_s * 1000:>10.1f} ms")
-    print(f"  label + student step             {both_s * 1000:>10.1f} ms  ({both_s / step_s:.2f}x the step alone)")
-
-
-def main() -> None:
+def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fewer images, rounds and epochs (about two minutes)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (slow to start on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--gpu-batch", type=int, default=256)
-    parser.add_argument("--gpu-iters", type=int, default=20)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--workdir", type=Path, default=None, help="where the bundle and stored labels go (default: a temp dir)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        cpu_table(args, args.workdir)
-    else:
-        with tempfile.TemporaryDirectory() as workdir:
-            cpu_table(args, Path(workdir))
-    gpu_table(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    scale = dict(images=200, batch=50, epochs=2, rounds=3, imagenet_batch=4, imagenet_images=8) if args.quick else \
+        dict(images=500, batch=64, epochs=3, rounds=5, imagenet_batch=16, imagenet_images=48)
+    print(f"{device}, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as temp:
+        workdir = args.workdir or Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = {}
+        for setting, batch in ((CIFAR, scale["batch"]), (IMAGENET, scale["imagenet_batch"])):
+            rates = labels_per_second(setting, device, batch, scale["rounds"], args.compile)
+            fastest_set = max(OPTION_SETS, key=lambda n: rates["labels_per_s"][f"projector {n}"])
+            best = {"name": fastest_set, "options": OPTION_SETS[fastest_set]}
+            images = scale["images"] if setting is CIFAR else scale["imagenet_images"]
+            steps = per_step(setting, device, workdir, images, batch, scale["epochs"] if setting is CIFAR else 2, best)
+            results[setting.name] = {**rates, **steps}
+        profile_batch(workdir, device)
+    cifar = results["cifar"]
+    line = (f"per-step HelloDataset/hard: {cifar['hello_over_hard']:.2f}x; "
+            f"labels/s projector/teacher: {cifar['best']['projector'] / cifar['best']['teacher']:.2f}x")
+    print(f"\n(cifar setting; each side with its fastest label path; imagenet: per-step {results['imagenet']['hello_over_hard']:.2f}x, "
+          f"labels/s {results['imagenet']['best']['projector'] / results['imagenet']['best']['teacher']:.2f}x)")
+    print(line)
+    return line
 
 
 if __name__ == "__main__":

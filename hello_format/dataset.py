@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, get_worker_info
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 
 
@@ -74,6 +75,7 @@ class LabelledImages(Dataset):
         self._normalize = _normalizer(normalize, self.device)
         self._generator = torch.Generator()
         self._worker_seed = None
+        self.prefetch = False  # ds.loader()'s default: label the next batch while this one is used
         self.set_epoch(0)
 
     @property
@@ -136,9 +138,13 @@ class LabelledImages(Dataset):
         epochs: int = 1,
         drop_last: bool = False,
         start_epoch: int = 0,
+        prefetch: bool | None = None,
     ) -> BatchLoader:
-        """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch)."""
-        return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch)
+        """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch).
+        ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
+        the same batches in the same order."""
+        return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch,
+                           self.prefetch if prefetch is None else prefetch)
 
 
 class HelloDataset(LabelledImages):
@@ -157,6 +163,8 @@ class HelloDataset(LabelledImages):
         verify: check every tensor's sha256 before use.
         allow_remote_base: accept a custom base config that makes open_clip fetch a model the file
             names (e.g. text_cfg.hf_model_name); refused by default.
+        label_options: the label path's speed options (``LabelOptions`` or a dict of its fields:
+            precision, channels_last, compile, prefetch); the resolved ones are ``self.label_options``.
     """
 
     def __init__(
@@ -173,14 +181,17 @@ class HelloDataset(LabelledImages):
         checkpoint: str | os.PathLike | None = None,
         verify: bool = True,
         allow_remote_base: bool = False,
+        label_options: LabelOptions | dict | None = None,
     ):
         device = torch.device(device) if device is not None else default_device()
+        label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
         with Bundle.open(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
             images, labels = bundle.images(), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base)
+        self.label_options = self.projector.prepare_labelling(label_options)
         self.recipe = self.manifest.get("recipe", {})
         columns = _class_columns(classes, names)
         keep = torch.isin(labels, torch.tensor(columns))
@@ -192,6 +203,7 @@ class HelloDataset(LabelledImages):
             _augment_config(self.recipe.get("augment", {}), augment), self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
+        self.prefetch = bool(self.label_options.prefetch)
 
     def _label(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.projector.label(images)
@@ -201,11 +213,13 @@ class HelloDataset(LabelledImages):
 class BatchLoader:
     """Iterable over ``epochs`` epochs of device-resident batches; ``len()`` is the batch count."""
 
-    def __init__(self, dataset: LabelledImages, batch_size: int, shuffle: bool, seed: int, epochs: int, drop_last: bool, start_epoch: int):
+    def __init__(self, dataset: LabelledImages, batch_size: int, shuffle: bool, seed: int, epochs: int, drop_last: bool,
+                 start_epoch: int, prefetch: bool = False):
         if batch_size < 1 or epochs < 1:
             raise HelloError(f"batch_size and epochs must be at least 1 (got {batch_size}, {epochs})")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
+        self.prefetch = prefetch
 
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``: ranks are disjoint and together cover the set
@@ -237,8 +251,11 @@ class BatchLoader:
                 yield epoch, indices, self.dataset.view(indices, generator)
 
     def __iter__(self) -> Iterator[LabelledBatch]:
-        for _, indices, view in self.views():
-            yield self.dataset.label(indices, view)
+        make = lambda item: self.dataset.label(item[1], item[2])  # noqa: E731  (item: epoch, indices, view)
+        if self.prefetch:
+            yield from ahead(self.views(), make, self.dataset.device)
+        else:
+            yield from map(make, self.views())
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -22,6 +22,7 @@ from hello_format import lora
 from hello_format.base import create_base
 from hello_format.errors import BundleError, ManifestError
 from hello_format.head import HeadLoRA, text_embeddings
+from hello_format.labelling import LabelOptions
 
 
 class Projector(nn.Module):
@@ -42,7 +43,8 @@ class Projector(nn.Module):
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale))))
         self.normalize_features = bool(normalize_features)
         self.merged = False
-        self._channels_last = False
+        self._labelling = None  # resolved LabelOptions, set by prepare_labelling
+        object.__setattr__(self, "_encoder", None)  # the compiled encoder (LabelOptions.compile); not a submodule
         size = base_manifest["image_size"]
         self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
         tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
@@ -120,7 +122,8 @@ class Projector(nn.Module):
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True,
                               align_corners=False)
-        features = self.visual((x - self.mean) / self.std)
+        encoder = self.visual if self._encoder is None else self._encoder
+        features = encoder((x - self.mean) / self.std)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
             return F.normalize(features, dim=-1) if self.normalize_features else features
@@ -130,29 +133,38 @@ class Projector(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self.log_logit_scale.float().exp() * features @ self.class_weights().t()
 
-    def label(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch at inference speed: inference mode, bf16 + channels_last on CUDA.
+    def prepare_labelling(self, options: LabelOptions | dict | None = None) -> LabelOptions:
+        """Set up ``label()``'s path for this device (``LabelOptions``; ``auto`` values resolved):
+        channels_last weights, a compiled encoder. Returns the resolved options."""
+        resolved = LabelOptions.of(options).resolve(self.mean.device, conv_base=self._conv_base())
+        self.visual.to(memory_format=torch.channels_last if resolved.channels_last else torch.contiguous_format)
+        object.__setattr__(self, "_encoder", torch.compile(self.visual) if resolved.compile else None)
+        self._labelling = resolved
+        return resolved
 
-        The result is an ordinary tensor (cloned out of inference mode), so it can be a loss target.
-        Non-finite logits are never returned: BundleError instead.
+    def label(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch at inference speed (no gradients; the path ``prepare_labelling`` set up,
+        by default bf16 + channels_last on CUDA, fp32 on CPU).
+
+        The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
+        target. Non-finite logits are never returned: BundleError instead.
         """
+        options = self._labelling or self.prepare_labelling()
         with torch.inference_mode():
             images = images.to(self.mean.device, non_blocking=True)
-            if images.device.type != "cuda":
-                logits = self(images).float()
-            else:
-                if not self._channels_last:
-                    self.visual.to(memory_format=torch.channels_last)
-                    self._channels_last = True
+            if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = self(images).float()
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
+                logits = self(images).float()
             if not bool(torch.isfinite(logits).all()):
                 finite_input = bool(torch.isfinite(images).all())
                 raise BundleError("the projector produced non-finite logits for this batch: "
                                   + ("its weights overflow on these images (rebuild the bundle)" if finite_input
                                      else "the input images hold NaN or infinite values"))
         return logits.clone()
+
+    def _conv_base(self) -> bool:
+        return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in self.visual.modules())
 
     def _check_finite_weights(self, where: str) -> None:
         """BundleError when merging left a non-finite weight (finite LoRA factors can still overflow)."""

@@ -1,0 +1,108 @@
+"""How the projector labels a batch fast: the options of the label path, and labelling ahead.
+
+``LabelOptions`` is the only home of the label path's defaults; ``"auto"`` values are resolved once
+per device by ``resolve``. None of them changes which labels a batch gets beyond the precision's
+rounding (bf16 against fp32: measured in bench/loader.py and bounded in tests/test_labelling.py).
+``ahead`` labels batch i+1 in a background thread (on CUDA, on its own stream) while the caller
+trains on batch i; the batches, their order and their labels are those of the plain loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+from hello_format.errors import HelloError
+
+T = TypeVar("T")
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """Speed options of the label path (each measured in bench/loader.py).
+
+    precision: ``bf16`` autocast or ``fp32``; ``auto`` is bf16 on CUDA and fp32 on CPUs (on this
+        project's AVX-512-bf16 CPU bf16 was no faster for the small stand-in bases; see the bench).
+    channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only.
+    compile: ``torch.compile`` the merged encoder (opt-in: the first batch pays the compile time).
+    prefetch: label the next batch while the caller trains on this one (``ds.loader()`` only);
+        ``auto`` on CUDA only, where it runs on a side stream and hides the label path's syncs.
+    """
+
+    precision: str = "auto"
+    channels_last: bool | str = "auto"
+    compile: bool = False
+    prefetch: bool | str = "auto"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise HelloError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("channels_last", "prefetch"):
+            if getattr(self, name) not in (True, False, "auto"):
+                raise HelloError(f"{name} must be true, false or 'auto', got {getattr(self, name)!r}")
+        if not isinstance(self.compile, bool):
+            raise HelloError(f"compile must be true or false, got {self.compile!r}")
+
+    @classmethod
+    def of(cls, value: "LabelOptions | dict | None") -> "LabelOptions":
+        """``value`` as LabelOptions: itself, a dict of fields, or None for the defaults."""
+        if isinstance(value, cls):
+            return value
+        unknown = sorted(set(value or {}) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise HelloError(f"unknown label option {unknown[0]!r}; known: {', '.join(f.name for f in dataclasses.fields(cls))}")
+        return cls(**(value or {}))
+
+    def resolve(self, device: torch.device, *, conv_base: bool) -> "LabelOptions":
+        """Every ``auto`` replaced by its value for ``device`` and the base's family."""
+        cuda = torch.device(device).type == "cuda"
+        return LabelOptions(
+            precision=("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision,
+            channels_last=(cuda and conv_base) if self.channels_last == "auto" else bool(self.channels_last and conv_base),
+            compile=self.compile,
+            prefetch=cuda if self.prefetch == "auto" else self.prefetch,
+        )
+
+
+def ahead(items: Iterator[T], make: Callable[[T], object], device: torch.device) -> Iterator:
+    """``make(item)`` for each of ``items`` in order, each computed while the previous one is used.
+
+    One background thread draws the items and makes them strictly in order (so seeded generators
+    advance exactly as in a plain loop). On CUDA it works on its own stream; the caller's stream
+    waits for it before a result is handed over, and the result's memory is marked as used there.
+    """
+    device = torch.device(device)
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    done = object()
+
+    def produce():
+        item = next(items, done)
+        if item is done:
+            return done, None
+        if stream is None:
+            return make(item), None
+        with torch.cuda.stream(stream):
+            made = make(item)
+            event = torch.cuda.Event()
+            event.record(stream)
+        return made, event
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hello-labels") as pool:
+        pending = pool.submit(produce)
+        while True:
+            made, event = pending.result()
+            if made is done:
+                return
+            pending = pool.submit(produce)
+            if event is not None:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                for tensor in made:
+                    tensor.record_stream(current)
+            yield made

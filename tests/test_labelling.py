@@ -1,0 +1,88 @@
+"""The label path's speed options: each changes the labels by at most its precision's rounding, and
+labelling ahead gives the very batches of the plain loop."""
+
+import pytest
+import torch
+from test_dataset import write_tiny_bundle
+
+from hello_format.dataset import HelloDataset
+from hello_format.errors import BundleError, HelloError
+from hello_format.labelling import LabelOptions
+
+
+@pytest.fixture(scope="module")
+def rn_bundle(tmp_path_factory):
+    return write_tiny_bundle(tmp_path_factory.mktemp("labelling") / "rn.hello", "rn", seed=5)
+
+
+def batches(ds, **loader):
+    return [tuple(t.clone() for t in batch) for batch in ds.loader(5, epochs=2, **loader)]
+
+
+def test_defaults_resolve_per_device_and_family():
+    cpu = LabelOptions().resolve(torch.device("cpu"), conv_base=True)
+    assert cpu == LabelOptions(precision="fp32", channels_last=False, compile=False, prefetch=False)
+    cuda_conv = LabelOptions().resolve(torch.device("cuda"), conv_base=True)
+    assert cuda_conv == LabelOptions(precision="bf16", channels_last=True, compile=False, prefetch=True)
+    assert LabelOptions().resolve(torch.device("cuda"), conv_base=False).channels_last is False
+    assert LabelOptions(channels_last=True).resolve(torch.device("cpu"), conv_base=False).channels_last is False
+
+
+@pytest.mark.parametrize("bad", [{"precision": "fp16"}, {"prefetch": "yes"}, {"compile": "auto"}, {"speed": 2}])
+def test_bad_options_are_refused_before_the_bundle_is_read(bad, tmp_path):
+    with pytest.raises(HelloError, match=next(iter(bad))):
+        HelloDataset(tmp_path / "absent.hello", device="cpu", label_options=bad)
+
+
+def test_prefetch_gives_the_plain_loops_batches(rn_bundle):
+    ds = HelloDataset(rn_bundle, device="cpu", seed=3)
+    plain = batches(ds, prefetch=False)
+    ahead = batches(ds, prefetch=True)
+    assert len(plain) == len(ahead) == 2 * 3
+    for a, b in zip(plain, ahead):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+
+
+def test_prefetch_stops_cleanly_and_passes_errors_on(rn_bundle):
+    ds = HelloDataset(rn_bundle, device="cpu", label_options={"prefetch": True})
+    assert ds.prefetch
+    for count, _ in enumerate(ds.loader(5, epochs=50), 1):
+        if count == 2:
+            break  # an abandoned loader must not hang or keep labelling
+    ds._images[0] = 0
+    ds.projector.mean.fill_(float("nan"))  # every label is NaN now
+    with pytest.raises(BundleError, match="non-finite logits"):
+        next(iter(ds.loader(5)))
+
+
+@pytest.mark.parametrize("family", ["rn", "vit"])
+def test_bf16_labels_agree_with_fp32(family, tmp_path):
+    path = write_tiny_bundle(tmp_path / f"{family}.hello", family, seed=7)
+    fp32 = HelloDataset(path, device="cpu", label_options={"precision": "fp32"})
+    bf16 = HelloDataset(path, device="cpu", label_options={"precision": "bf16"})
+    views = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference, rounded = fp32.projector.label(views), bf16.projector.label(views)
+    assert rounded.dtype == torch.float32
+    assert not torch.equal(reference, rounded)  # bf16 really ran
+    spread = float(reference.abs().max())
+    assert float((reference - rounded).abs().max()) <= 0.05 * spread
+    assert float((reference.argmax(1) == rounded.argmax(1)).float().mean()) >= 0.9
+
+
+def test_channels_last_changes_nothing_but_the_layout(rn_bundle):
+    plain = HelloDataset(rn_bundle, device="cpu")
+    nhwc = HelloDataset(rn_bundle, device="cpu", label_options={"channels_last": True})
+    assert nhwc.label_options.channels_last
+    conv = next(m for m in nhwc.projector.visual.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    views = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(nhwc.projector.label(views), plain.projector.label(views), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_encoder_labels_like_the_eager_one(rn_bundle):
+    eager = HelloDataset(rn_bundle, device="cpu")
+    compiled = HelloDataset(rn_bundle, device="cpu", label_options={"compile": True})
+    views = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(compiled.projector.label(views), eager.projector.label(views), rtol=1e-4, atol=1e-4)
