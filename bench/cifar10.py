@@ -57,11 +57,12 @@ def cached_json(path: Path, compute):
     """``compute()`` once; its JSON result is kept at ``path``."""
     if path.is_file():
         return json.loads(path.read_text())
+    from hello_format.files import atomic_target
+
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    with atomic_target(path) as temp:
+        temp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
     return result
 
 
@@ -72,7 +73,7 @@ def unpack(data: Path, cache: Path) -> Path:
     root = cache / "cifar10"
 
     def run():
-        from hello_build.teachers import file_sha256
+        from hello_format.digests import file_sha256
 
         for name, expected in ARCHIVES.items():
             if file_sha256(data / name) != expected:

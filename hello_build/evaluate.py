@@ -30,7 +30,7 @@ from hello_build.data import RealImages, per_class_indices, scan_image_folder
 from hello_build.zoo import create_model, zoo_names
 from hello_format.bundle import Bundle
 from hello_format.dataset import LabelledImages, default_device
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
 from hello_format.augment import AugmentConfig

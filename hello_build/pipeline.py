@@ -33,7 +33,7 @@ from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
 from hello_format.lora import default_targets, lora_manifest
 from hello_format.manifest import FORMAT_VERSION

@@ -18,7 +18,7 @@ import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
-from hello_format.text import terminal
+from hello_format.text import human_bytes, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.cli_hub"
@@ -123,13 +123,6 @@ def cli() -> None:
     """Read, check and preview .hello label-light distilled dataset bundles."""
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-
-
 def _summary(bundle: Bundle) -> list[str]:
     m = bundle.manifest
     images, base, lora, head, recipe = m["images"], m["base"], m["lora"], m["head"], m["recipe"]
@@ -163,11 +156,11 @@ def _summary(bundle: Bundle) -> list[str]:
     ratio = f"{s.ratio:,.0f}x smaller" if s.ratio is not None else "n/a (no label generator)"
     lines += [
         "storage:",
-        f"  images                 {_human(s.images_bytes)}",
-        f"  label generator        {_human(s.label_generator_bytes)} (encoder + head LoRA)",
-        f"  base (embedded)        {_human(s.base_bytes)}",
-        f"  file                   {_human(s.file_bytes)}",
-        f"  stored soft labels     {_human(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
+        f"  images                 {human_bytes(s.images_bytes)}",
+        f"  label generator        {human_bytes(s.label_generator_bytes)} (encoder + head LoRA)",
+        f"  base (embedded)        {human_bytes(s.base_bytes)}",
+        f"  file                   {human_bytes(s.file_bytes)}",
+        f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
         f"  generator vs labels    {ratio}",
     ]
     return lines

@@ -27,6 +27,7 @@ from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
 from hello_format.projector import Projector
+from hello_format.runtime import default_device, epoch_seed
 
 
 class LabelledBatch(NamedTuple):
@@ -35,10 +36,6 @@ class LabelledBatch(NamedTuple):
     images: torch.Tensor  # float32 [B, C, S, S]: the augmented view, in [0, 1] unless normalize= was given
     soft_labels: torch.Tensor  # float32 [B, K]: projector logits for exactly ``images``
     hard_labels: torch.Tensor  # float32 [B, K]: one-hot targets, mixed like ``images`` by CutMix/Mixup
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class LabelledImages(Dataset):
@@ -99,13 +96,13 @@ class LabelledImages(Dataset):
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
         if worker is not None and self._worker_seed != worker.seed:
             self._worker_seed = worker.seed
-            self._generator.manual_seed(_epoch_seed(self.seed, worker.seed))
+            self._generator.manual_seed(epoch_seed(self.seed, worker.seed))
         batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
         return [LabelledBatch(*row) for row in zip(*batch)]
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed augmentation for ``epoch`` (as DistributedSampler.set_epoch does for order)."""
-        self._generator.manual_seed(_epoch_seed(self.seed, epoch))
+        self._generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
@@ -212,7 +209,7 @@ class BatchLoader:
         (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step)."""
         n, world = len(self.dataset), self.dataset.world_size
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch) ^ 0x5EED))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
         else:
             order = torch.arange(n)
         if self.drop_last:
@@ -230,7 +227,7 @@ class BatchLoader:
         """(epoch, indices, augmented view) for every batch, in order: the labels' replay key."""
         for epoch in range(self.start_epoch, self.start_epoch + self.epochs):
             shard = self.shard(epoch).to(self.dataset.device)
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
             for start in range(0, stop, self.batch_size):
                 indices = shard[start : start + self.batch_size]
@@ -239,10 +236,6 @@ class BatchLoader:
     def __iter__(self) -> Iterator[LabelledBatch]:
         for _, indices, view in self.views():
             yield self.dataset.label(indices, view)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
 
 
 def _augment_config(recorded: dict, override: AugmentConfig | dict | None) -> AugmentConfig:

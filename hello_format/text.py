@@ -57,3 +57,15 @@ def markdown(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def human_bytes(n: int) -> str:
+    """A byte count in decimal units: 999 -> '999 B', 1234567 -> '1.2 MB'."""
+    if n < 1000:
+        return f"{n} B"
+    value, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if round(value, 1) < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{value:.1f} {unit}"

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 import hello_format  # noqa: F401  (sets up imports before anything else)
-from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, _sha256, write_bundle
+from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
+from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
 from hello_format.manifest import canonical_json, manifest_sha256
 
@@ -92,7 +93,7 @@ def sample_manifest(**overrides) -> dict:
 def write_unchecked(path: pathlib.Path, manifest: dict, tensors: dict) -> None:
     """Write a container with a correctly hashed manifest but no validation (for invalid vectors)."""
     manifest = dict(manifest, integrity={"algorithm": "sha256", "tensors": {
-        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})
+        name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})
     text = canonical_json(manifest)
     with open(path, "wb") as file:
         write_container(file, {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)},
@@ -275,7 +276,7 @@ def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: t
     (out / "hostile_huge_shape.hello").write_bytes(join_header(header, body))
     expected["hostile_huge_shape.hello"] = {"error": "HeaderError", "match": "shape must be a list of at most"}
     manifest_text = canonical_json(dict(manifest, integrity={"algorithm": "sha256", "tensors": {
-        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})).replace('"epochs":300', '"epochs":1e400')
+        name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})).replace('"epochs":300', '"epochs":1e400')
     with open(out / "hostile_float_overflow.hello", "wb") as file:
         write_container(file, {"format": "hello", MANIFEST_KEY: manifest_text,
                                MANIFEST_SHA_KEY: manifest_sha256(manifest_text)}, tensors)

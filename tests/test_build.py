@@ -24,7 +24,7 @@ from hello_build.options import BuildOptions, fields
 from hello_build.pipeline import build
 from hello_format.bundle import Bundle
 from hello_format.dataset import HelloDataset
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from hello_format.testing import TINY_ARCHITECTURES, tiny_clip
 
 CLASSES = ("apple", "leaf", "sea")

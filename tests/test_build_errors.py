@@ -16,7 +16,7 @@ from hello_build.options import BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from test_build import make_tree, save_tiny_base
 
 

@@ -16,7 +16,8 @@ from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
-from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages, _epoch_seed
+from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages
+from hello_format.runtime import epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.preview import projector_captions, topk_captions
@@ -67,7 +68,7 @@ def stored(path):
 
 def reference_batches(images, config, seed, epoch, shards):
     """augment_batch over ``shards`` (index tensors) with the generator the dataset uses for ``epoch``."""
-    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return [augment_batch(images[indices], config, generator) for indices in shards]
 
 

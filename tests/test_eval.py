@@ -249,7 +249,7 @@ def test_replay_is_aligned_with_the_views(tree, on_path, tmp_path):
 
 
 def test_replay_refuses_more_batches_than_stored(tree, on_path, tmp_path):
-    from hello_format.errors import BuildError
+    from hello_build.errors import BuildError
 
     net, data = teacher_and_data(tree)
     data.labeller = StoredLabels.prepare(tmp_path, data, net, StudentRecipe(epochs=1, batch_size=BATCH)).replay()

@@ -13,7 +13,7 @@ from torch import nn
 from hello_build.data import scan_image_folder
 from hello_build.stages.init import InitResult, initialise_synthetic, load_init_images, patch_layout, source_crops
 from hello_build.teachers import Teacher
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 CLASS_CHANNEL = {"a_red": 0, "b_green": 1, "c_blue": 2}
 

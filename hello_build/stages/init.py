@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
                               real_image_loader, scan_image_folder, stream_seed)
 from hello_build.teachers import evaluating
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
 

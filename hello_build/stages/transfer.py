@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.files import atomic_target
+from hello_format.runtime import epoch_seed
 
 # seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
 # how many student passes over the synthetic set each holds, and at most how many views (ImageNet scale)
@@ -137,11 +139,11 @@ def run_transfer(
     for epoch in range(start_epoch, options.epochs):
         started = time.perf_counter()
         projector.train()
-        epoch_seed = options.seed * 1_000_003 + epoch
-        generator = torch.Generator().manual_seed(epoch_seed)
-        order = torch.Generator().manual_seed(epoch_seed ^ 0x5EED)
+        seed = epoch_seed(options.seed, epoch)
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.Generator().manual_seed(seed ^ 0x5EED)
         loader = DataLoader(train_data, batch_size=options.batch_size, shuffle=True, generator=order, num_workers=num_workers, drop_last=False)
-        teacher_choice = torch.Generator().manual_seed(epoch_seed ^ 0x7EAC)
+        teacher_choice = torch.Generator().manual_seed(seed ^ 0x7EAC)
         total_loss = 0.0
         bar = tqdm(loader, desc=f"transfer {epoch + 1}/{options.epochs}", disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=epoch * steps_per_epoch):
@@ -192,7 +194,7 @@ def run_view_transfer(
     with torch.no_grad(), _autocast(device):
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
 
-    generator = torch.Generator().manual_seed(options.seed * 1_000_003 + 0x51E)
+    generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
     teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
     real_count = round(options.batch_size * options.real_fraction)
     synthetic_count = options.batch_size - real_count
@@ -335,9 +337,8 @@ def _save(directory: Path, projector, optimizer, epochs_done: int, history: list
         for key, value in optimizer.state.get(p, {}).items():
             tensors[f"{key}/{name}"] = torch.as_tensor(value).detach().cpu().reshape(1).float() if key == "step" else value.detach().cpu().contiguous()
     meta = {"epochs_done": str(epochs_done), "history": ",".join(repr(h) for h in history), "seconds": repr(seconds)}
-    tmp = directory / "transfer.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(directory / "transfer.safetensors")
+    with atomic_target(directory / "transfer.safetensors") as temp:
+        save_file(tensors, str(temp), metadata=meta)
 
 
 def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], float]:
