@@ -40,6 +40,7 @@ from hello_format.base import embedded_tensors  # noqa: E402
 from hello_format.bundle import Bundle, write_bundle  # noqa: E402
 from hello_format.dataset import HelloDataset, LabelledImages  # noqa: E402
 from hello_format.losses import mse_ce_loss  # noqa: E402
+from hello_format.recipe import Recipe  # noqa: E402
 from hello_format.testing import tiny_clip, tiny_projector  # noqa: E402
 
 
@@ -50,9 +51,7 @@ def make_bundle(path: Path, images: int, classes: int, size: int, epochs: int, b
     manifest = {
         "format_version": "1.0", "class_names": names, "ipc": images // classes,
         **projector.manifest_sections(),
-        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": epochs,
-                   "batch_size": batch_size, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": size},
+        "recipe": Recipe(epochs=epochs, batch_size=batch_size, student_image_size=size).to_manifest(),
         "provenance": {"source_dataset": "random", "teacher": "none",
                        "builder": {"name": "bench/loader.py", "version": "0", "options": {}}, "timings": {}},
     }
@@ -169,7 +168,7 @@ def rn50_projector_table(device: torch.device, batch_size: int, iterations: int,
 
     from hello_format import lora
     from hello_format.base import describe_base, quiet_open_clip
-    from hello_format.head import SINGLE_TEMPLATE
+    from hello_format.head import SINGLE_TEMPLATE, head_lora_manifest
     from hello_format.projector import Projector
 
     torch.manual_seed(0)
@@ -179,7 +178,7 @@ def rn50_projector_table(device: torch.device, batch_size: int, iterations: int,
     projector = Projector.for_training(
         clip_model, describe_base(clip_model, architecture="RN50", source="embedded"), names,
         templates=SINGLE_TEMPLATE, lora_manifest=lora.lora_manifest(clip_model.visual),
-        head_lora_manifest={"r": 128, "lora_alpha": 128, "dtype": "float16"}, logit_scale=100.0).eval().merge()
+        head_lora_manifest=head_lora_manifest(128, 128), logit_scale=100.0).eval().merge()
     student = create_model("resnet18_224", classes).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
     images = torch.rand(batch_size, 3, 224, 224, device=device)

@@ -34,10 +34,11 @@ from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_build.errors import BuildError
-from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
+from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, head_lora_manifest
 from hello_format.lora import default_targets, lora_manifest
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
+from hello_format.recipe import Recipe
 
 # The order results depend on each other; an option's stage is the first one that reads it (the
 # student-view options of "recipe" shape the views the fidelity of "text_head" is measured on).
@@ -49,12 +50,15 @@ def _key(options: BuildOptions, stage: str) -> dict:
     return options.stage_key(STAGES[: STAGES.index(stage) + 1])
 
 
-def student_augment(options: BuildOptions, image_size: int) -> AugmentConfig:
-    """The student's view, recorded in the recipe (and used for the transfer's real views too)."""
-    return AugmentConfig(
+def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
+    """The student recipe the bundle records; its view is also the transfer's view of real images."""
+    augment = AugmentConfig(
         output_size=image_size, scale=(options.crop_min_scale, 1.0), hflip=options.hflip,
         patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, mixup=options.mixup,
     )
+    return Recipe(loss=options.loss, temperature=options.temperature, beta=options.beta, epochs=options.epochs,
+                  batch_size=options.student_batch_size, lr=options.student_lr, student_image_size=image_size,
+                  augment=augment)
 
 
 @dataclass
@@ -115,7 +119,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device)
-    run = _Run(options, work, index, device, image_size, student_augment(options, image_size), teachers, projector,
+    run = _Run(options, work, index, device, image_size, student_recipe(options, image_size).augment, teachers, projector,
                progress, log, timings)
     holdout = RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad)
 
@@ -309,7 +313,7 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
         lora_manifest=lora_manifest(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
                                     target_modules=options.lora_targets),
-        head_lora_manifest={"r": options.head_rank, "lora_alpha": options.head_alpha, "dtype": "float16"},
+        head_lora_manifest=head_lora_manifest(options.head_rank, options.head_alpha),
         logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
     ).to(device)
 
@@ -378,17 +382,13 @@ def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
 
 
 def _manifest(run: _Run, before, after, agreement, image_update, view_transfer, ipc) -> dict:
-    options, augment = run.options, run.augment
+    options = run.options
     return {
         "format_version": FORMAT_VERSION,
         "class_names": list(run.index.class_names),
         "ipc": ipc,
         **run.projector.manifest_sections(),
-        "recipe": {
-            "augment": augment.to_dict(), "loss": options.loss, "temperature": options.temperature, "beta": options.beta,
-            "epochs": options.epochs, "batch_size": options.student_batch_size, "optimizer": "adamw",
-            "lr": options.student_lr, "weight_decay": 0.01, "student_image_size": augment.output_size,
-        },
+        "recipe": student_recipe(options, run.image_size).to_manifest(),
         "provenance": {
             "source_dataset": options.source_dataset or Path(options.data).resolve().name,
             "class_folders": list(run.index.classes),

@@ -27,6 +27,7 @@ from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
 from hello_format.projector import Projector
+from hello_format.recipe import Recipe
 from hello_format.runtime import default_device, epoch_seed
 
 
@@ -154,6 +155,8 @@ class HelloDataset(LabelledImages):
         verify: check every tensor's sha256 before use.
         allow_remote_base: accept a custom base config that makes open_clip fetch a model the file
             names (e.g. text_cfg.hf_model_name); refused by default.
+
+    ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
     """
 
     def __init__(
@@ -178,7 +181,7 @@ class HelloDataset(LabelledImages):
             images, labels = bundle.images(), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base)
-        self.recipe = self.manifest.get("recipe", {})
+        self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
         columns = _class_columns(classes, names)
         keep = torch.isin(labels, torch.tensor(columns))
         renumber = torch.full((len(names),), -1, dtype=torch.long)
@@ -186,7 +189,7 @@ class HelloDataset(LabelledImages):
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
             images[keep], renumber[labels[keep]], [names[c] for c in columns],
-            _augment_config(self.recipe.get("augment", {}), augment), self._label,
+            self.recipe.augment, self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
 
@@ -236,12 +239,6 @@ class BatchLoader:
     def __iter__(self) -> Iterator[LabelledBatch]:
         for _, indices, view in self.views():
             yield self.dataset.label(indices, view)
-
-
-def _augment_config(recorded: dict, override: AugmentConfig | dict | None) -> AugmentConfig:
-    if isinstance(override, AugmentConfig):
-        return override
-    return AugmentConfig.from_dict({**recorded, **(override or {})})
 
 
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from hello_format import lora
 from hello_format.base import quiet_open_clip, describe_base
-from hello_format.head import SINGLE_TEMPLATE
+from hello_format.head import SINGLE_TEMPLATE, head_lora_manifest
 
 import open_clip
 
@@ -61,7 +61,7 @@ def tiny_projector(family: str = "vit", class_names: Sequence[str] = ("cat", "do
         projector = Projector.for_training(
             model, tiny_base_manifest(model, family), class_names, templates=templates,
             lora_manifest=lora.lora_manifest(model.visual, r=r, lora_alpha=2 * r),
-            head_lora_manifest={"r": head_r, "lora_alpha": head_r, "dtype": "float16"},
+            head_lora_manifest=head_lora_manifest(head_r, head_r),
             logit_scale=logit_scale)
     if randomize_lora:
         generator = torch.Generator().manual_seed(seed + 2)

@@ -20,7 +20,9 @@ import hello_format  # noqa: F401  (sets up imports before anything else)
 from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
 from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
+from hello_format.head import head_lora_manifest
 from hello_format.manifest import canonical_json, manifest_sha256
+from hello_format.recipe import Recipe
 
 CLASS_NAMES = ["cat", "dog", "café"]
 IPC = 2
@@ -78,10 +80,9 @@ def sample_manifest(**overrides) -> dict:
                  "bias": "none", "dtype": "float16"},
         "head": {"templates": ["a photo of a {}.", "a blurry photo of a {}."], "ensemble": "mean",
                  "normalize_features": True, "logit_scale": 100.0,
-                 "lora": {"r": 4, "lora_alpha": 4, "dtype": "float16"}},
-        "recipe": {"augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0,
-                   "beta": 0.1, "epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 0.001,
-                   "weight_decay": 0.01, "student_image_size": None},
+                 "lora": head_lora_manifest(4, 4)},
+        # the default recipe with a partial augment object: a reader fills in the absent settings
+        "recipe": {**Recipe().to_manifest(), "augment": {"scale": [0.08, 1.0], "hflip": 0.5}},
         "provenance": {"source_dataset": "conformance vectors", "teacher": "none",
                        "builder": {"name": "spec/make_vectors.py", "version": "1", "options": {}},
                        "timings": {}},

@@ -10,7 +10,9 @@ import yaml
 from hello_format import card
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import HubError
+from hello_format.head import head_lora_manifest
 from hello_format.preview import render_grid
+from hello_format.recipe import Recipe
 
 CLASSES = ["cat", "dog", "bird"]
 D = 16  # feature width of the fake encoder
@@ -35,13 +37,9 @@ def make_manifest(*, classes=CLASSES, ipc=4, source="local", architecture="hello
         },
         "head": {
             "templates": ["a photo of a {}.", "a drawing of a {}."], "ensemble": "mean", "normalize_features": True,
-            "logit_scale": 100.0, "lora": {"r": 8, "lora_alpha": 8, "dtype": "float16"},
+            "logit_scale": 100.0, "lora": head_lora_manifest(8, 8),
         },
-        "recipe": {
-            "augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
-            "epochs": epochs, "batch_size": 32, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-            "student_image_size": 16,
-        },
+        "recipe": Recipe(epochs=epochs, batch_size=32, student_image_size=16).to_manifest(),
         "provenance": {
             "source_dataset": source_dataset, "teacher": "resnet18-cifar10",
             "builder": {"name": "hello-build", "version": "0.1.0", "options": {}}, "timings": {"init": 1.5},

@@ -20,6 +20,7 @@ from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages
 from hello_format.runtime import epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format.recipe import Recipe
 from hello_format.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
@@ -35,9 +36,8 @@ def write_tiny_bundle(path, family="vit", seed=0):
     manifest = {
         "format_version": "1.0", "class_names": CLASSES, "ipc": IPC,
         **projector.manifest_sections("float32"),
-        "recipe": {"augment": RECIPE_AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
-                   "epochs": 2, "batch_size": 5, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": 32},
+        "recipe": Recipe(epochs=2, batch_size=5, student_image_size=32,
+                         augment=AugmentConfig.from_dict(RECIPE_AUGMENT)).to_manifest(),
         "provenance": {"source_dataset": "test", "teacher": "none",
                        "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}},
     }
@@ -322,8 +322,7 @@ def test_preview_without_a_buildable_base_warns_once_and_shows_class_names(tmp_p
     save_file({k.removeprefix("base."): v for k, v in embedded_tensors(tiny_clip("vit", 1)).items()}, checkpoint)
     projector.base_manifest |= {"source": "local", "checkpoint": checkpoint.name}
     manifest = {**projector.manifest_sections("float16"), "format_version": "1.0", "class_names": CLASSES, "ipc": 1,
-                "recipe": {"augment": {}, "loss": "kl", "temperature": 20.0, "beta": 0.1, "epochs": 1, "batch_size": 3,
-                           "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": 32},
+                "recipe": Recipe(loss="kl", epochs=1, batch_size=3, student_image_size=32).to_manifest(),
                 "provenance": {"source_dataset": "test", "teacher": "none",
                                "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}}}
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)

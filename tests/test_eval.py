@@ -18,6 +18,7 @@ from hello_format.base import embedded_tensors
 from hello_format.bundle import write_bundle
 from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
+from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
@@ -63,8 +64,8 @@ def tree(tmp_path_factory):
     projector = tiny_projector("vit", CLASSES, seed=3).eval()
     manifest = {
         "format_version": "1.0", "class_names": CLASSES, "ipc": IPC, **projector.manifest_sections("float16"),
-        "recipe": {"augment": AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": 2,
-                   "batch_size": BATCH, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": SIZE},
+        "recipe": Recipe(epochs=2, batch_size=BATCH, student_image_size=SIZE,
+                         augment=AugmentConfig.from_dict(AUGMENT)).to_manifest(),
         "provenance": {"source_dataset": "test", "teacher": "fp16 factory", "class_folders": CLASSES,
                        "builder": {"name": "test_eval", "version": "0", "options": {}}, "timings": {}},
     }
