@@ -12,7 +12,7 @@ Protocol (all splits fixed by --split-seed, all models seeded):
   ``--teacher-checkpoints`` evenly spaced trajectory checkpoints are the builder's weak teachers, the final one is
   the teacher of the ``teacher`` and ``stored`` regimes.
 - ``hello-build`` (``hello_build.pipeline.build``) distils the original half into an IPC-n bundle.
-- Every regime then trains a fresh student through ``hello_build.evaluate.evaluate`` (the code behind
+- Every regime then trains a fresh student through ``hello_build.evaluation.evaluate`` (the code behind
   ``hello eval``); the 10,000 test images are only ever used for the reported accuracies.
 
 Every expensive artifact (unpacked data, foundation, teacher, bundles, each student run) is cached
@@ -341,7 +341,7 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
         return None
 
     def run():
-        from hello_build.evaluate import evaluate
+        from hello_build.evaluation import evaluate
         from hello_build.teachers import load_teacher
 
         say(f"eval: {bundle_path.name} {regime} {student} seed {seed}")

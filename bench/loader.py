@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import hello_format  # noqa: E402,F401  (the torchvision shim before open_clip)
-from hello_build.evaluate import StudentRecipe  # noqa: E402
+from hello_build.evaluation import StudentRecipe  # noqa: E402
 from hello_build.stored_labels import StoredLabels  # noqa: E402
 from hello_build.teachers import Teacher  # noqa: E402
 from hello_build.zoo import create_model  # noqa: E402

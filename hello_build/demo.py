@@ -25,7 +25,7 @@ import open_clip
 from safetensors.torch import save_file
 
 from hello_build.data import holdout_split, scan_image_folder
-from hello_build.evaluate import evaluate
+from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build

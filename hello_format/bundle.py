@@ -41,16 +41,13 @@ class Storage:
     ratio: float | None            # stored_label_bytes / label_generator_bytes
 
 
-def _resolve_path(path: "str | os.PathLike") -> pathlib.Path:
-    """The local file behind ``path``: the single place where remote URIs (hf://) get resolved.
-
-    An hf:// URI is downloaded through the huggingface_hub cache and every sha256 is checked there
-    (hub.resolve verifies hub files always, raising HubError on a mismatch)."""
+def _local_path(path: "str | os.PathLike") -> pathlib.Path:
+    """``path`` as a local file path; a hub URI is refused (hello_format.hub.resolver turns it into one)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a bundle path must be str or os.PathLike, got {type(path).__name__}")
     if isinstance(path, str) and path.startswith("hf://"):
-        from hello_format import hub  # lazy: hub imports this module
-        return hub.resolve(path, verify=True)
+        raise BundleError(f"{path}: Bundle.open reads local files; open a hub URI with "
+                          "hello_format.open_bundle (downloaded and verified once)")
     return pathlib.Path(os.fspath(path))
 
 
@@ -184,8 +181,9 @@ class Bundle:
 
     @classmethod
     def open(cls, path, *, verify: bool = False) -> "Bundle":
-        """Open and validate a bundle (header, manifest hash, schema, tensors); optionally verify hashes."""
-        path = _resolve_path(path)
+        """Open and validate a local bundle file (header, manifest hash, schema, tensors); optionally
+        verify every hash. ``hello_format.open_bundle`` also takes ``hf://`` URIs."""
+        path = _local_path(path)
         where = str(path)
         if not path.is_file():
             raise BundleError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
-from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.hub.resolver import open_bundle
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 from hello_format.runtime import default_device, epoch_seed
@@ -152,7 +152,7 @@ class HelloDataset(LabelledImages):
         rank, world_size: the shard ``loader`` serves; default from an initialised process group.
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
         checkpoint: local safetensors weights for a base that cannot be downloaded.
-        verify: check every tensor's sha256 before use.
+        verify: check every tensor's sha256 before use (a hub file is always checked, once).
         allow_remote_base: accept a custom base config that makes open_clip fetch a model the file
             names (e.g. text_cfg.hf_model_name); refused by default.
 
@@ -175,7 +175,7 @@ class HelloDataset(LabelledImages):
         allow_remote_base: bool = False,
     ):
         device = torch.device(device) if device is not None else default_device()
-        with Bundle.open(path, verify=verify) as bundle:
+        with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
             images, labels = bundle.images(), bundle.labels

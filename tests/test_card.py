@@ -7,11 +7,11 @@ import pytest
 import torch
 import yaml
 
-from hello_format import card
+from hello_format.hub import card
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import HubError
 from hello_format.head import head_lora_manifest
-from hello_format.preview import render_grid
+from hello_format.hub.preview import render_grid
 from hello_format.recipe import Recipe
 
 CLASSES = ["cat", "dog", "bird"]
@@ -99,7 +99,7 @@ def test_front_matter_fields(bundle):
 def test_body_numbers_match_manifest_and_storage(bundle):
     _, body = split_card(card.render_card(bundle, uri=URI))
     m, s = bundle.manifest, bundle.storage()
-    assert "from hello_format.dataset import HelloDataset\n" in body
+    assert "from hello_format import HelloDataset\n" in body  # the package face
     assert f'ds = HelloDataset("{URI}")\n' in body
     assert f"loader = ds.loader(batch_size={m['recipe']['batch_size']})\n" in body
     assert f"| classes | {len(CLASSES)} |" in body

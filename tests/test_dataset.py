@@ -21,7 +21,7 @@ from hello_format.runtime import epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.recipe import Recipe
-from hello_format.preview import projector_captions, topk_captions
+from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
 

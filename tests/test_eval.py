@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from hello_build.evaluate import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
+from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
 from hello_build.stored_labels import StoredLabels, batch_file
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors

@@ -16,11 +16,15 @@ from PIL import Image
 from test_card import make_bundle, split_card
 
 from hello_format import hub
+from hello_format import open_bundle
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
-from hello_format.cli_hub import pull as pull_command
-from hello_format.cli_hub import push as push_command
-from hello_format.errors import HubError
+from hello_format.hub.cli import pull as pull_command
+from hello_format.hub.cli import push as push_command
+from hello_format.digests import buffer_sha256
+from hello_format.errors import BundleError, HubError
+from hello_format.hub import resolver
+import hello_format.bundle as bundle_module
 
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
@@ -112,10 +116,10 @@ def test_hf_hub_download_finds_the_locally_cached_file(hub_cache, bundle_bytes):
     assert Path(got) == pointer and Path(got).read_bytes() == bundle_bytes
 
 
-def test_bundle_open_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
+def test_open_bundle_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "nested/dir/tiny.hello", bundle_bytes)
     with Bundle.open(tmp_path / "src" / "tiny.hello") as local, \
-            Bundle.open("hf://datasets/org/tiny/nested/dir/tiny.hello") as remote:
+            open_bundle("hf://datasets/org/tiny/nested/dir/tiny.hello") as remote:
         assert remote.manifest == local.manifest
         assert remote.path.read_bytes() == bundle_bytes
         assert str(hub_cache) in str(remote.path)
@@ -125,13 +129,33 @@ def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
     other = make_bundle(tmp_path / "other.hello", ipc=2).read_bytes()
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)  # main -> COMMIT
     cache_file(hub_cache, "org/tiny", "tiny.hello", other, commit=OTHER_COMMIT, ref="v2")
-    with Bundle.open("hf://datasets/org/tiny/tiny.hello") as main:
+    with open_bundle("hf://datasets/org/tiny/tiny.hello") as main:
         assert main.ipc == 4
-    with Bundle.open(f"hf://datasets/org/tiny@{OTHER_COMMIT}/tiny.hello") as pinned:
+    with open_bundle(f"hf://datasets/org/tiny@{OTHER_COMMIT}/tiny.hello") as pinned:
         assert pinned.ipc == 2
-    with Bundle.open("hf://datasets/org/tiny@v2/tiny.hello") as tagged:
+    with open_bundle("hf://datasets/org/tiny@v2/tiny.hello") as tagged:
         assert tagged.ipc == 2
     assert hub.resolve(f"hf://datasets/org/tiny@{COMMIT}/tiny.hello").read_bytes() == bundle_bytes
+
+
+def test_bundle_open_reads_local_files_only(hub_cache, bundle_bytes):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    with pytest.raises(BundleError, match="Bundle.open reads local files.*open_bundle"):
+        Bundle.open("hf://datasets/org/tiny/tiny.hello")
+
+
+def test_a_hub_file_is_hashed_once(hub_cache, bundle_bytes, monkeypatch):
+    """Opening (and verifying) a hub bundle reads its tensors' bytes through sha256 once, and the whole
+    file is hashed against the hub's checksum only when that check fails."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    hashed = []
+    monkeypatch.setattr(bundle_module, "buffer_sha256", lambda buffer: hashed.append(len(buffer)) or buffer_sha256(buffer))
+    monkeypatch.setattr(resolver, "file_sha256", lambda path: pytest.fail("the whole file was hashed"))
+    with open_bundle("hf://datasets/org/tiny/tiny.hello", verify=True) as bundle:
+        storage = bundle.storage()
+    tensor_bytes = storage.file_bytes - storage.header_bytes
+    # every tensor once; on top, only the small labels/offsets that each open re-checks (before: twice + the file)
+    assert tensor_bytes <= sum(hashed) < 1.2 * tensor_bytes
 
 
 @pytest.mark.parametrize("uri", ["hf://datasets/org/tiny/absent.hello", "hf://datasets/org/absent/tiny.hello",
@@ -139,7 +163,7 @@ def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
 def test_offline_and_not_cached_is_one_clear_error(hub_cache, bundle_bytes, uri):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     with pytest.raises(HubError) as info:
-        Bundle.open(uri)
+        open_bundle(uri)
     message = str(info.value)
     assert message.startswith(uri) and "HF_HUB_OFFLINE=1" in message and "\n" not in message
 
@@ -147,13 +171,13 @@ def test_offline_and_not_cached_is_one_clear_error(hub_cache, bundle_bytes, uri)
 @pytest.mark.parametrize("lfs", [True, False])
 def test_corrupted_cached_bundle_is_a_hash_mismatch(hub_cache, bundle_bytes, lfs, tmp_path):
     pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes, lfs=lfs)
-    assert Bundle.open("hf://datasets/org/tiny/tiny.hello").num_images == 12  # intact: it loads
+    assert open_bundle("hf://datasets/org/tiny/tiny.hello").num_images == 12  # intact: it loads
     blob = pointer.resolve()
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
     uri = "hf://datasets/org/tiny/tiny.hello"
-    for attempt in (lambda: Bundle.open(uri), lambda: hub.resolve(uri), lambda: hub.pull(uri, tmp_path / "out")):
+    for attempt in (lambda: open_bundle(uri), lambda: hub.resolve(uri), lambda: hub.pull(uri, tmp_path / "out")):
         with pytest.raises(HubError, match="hash mismatch after download") as info:
             attempt()
         assert str(blob) in str(info.value) and "\n" not in str(info.value)
@@ -172,7 +196,7 @@ def test_published_file_with_a_bad_tensor_hash_is_refused(hub_cache, bundle_byte
     data[start] ^= 0xFF  # corrupt before "upload": the hub checksum matches, the manifest's sha256 does not
     cache_file(hub_cache, "org/tiny", "tiny.hello", bytes(data))
     with pytest.raises(HubError, match="hash mismatch in the published file.*tensor 'head.lora_B'"):
-        Bundle.open("hf://datasets/org/tiny/tiny.hello")
+        open_bundle("hf://datasets/org/tiny/tiny.hello")
 
 
 def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, tmp_path):

@@ -13,7 +13,7 @@ import yaml
 from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.errors import HubError
-from hello_format.preview import render_grid
+from hello_format.hub.preview import render_grid
 from hello_format.text import code, human_bytes, markdown
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
@@ -130,14 +130,14 @@ def render_card(
     results = None if eval_results is None else validate_eval_results(eval_results)
     m = bundle.manifest
     name = Path(bundle.path).name
-    batch = (m.get("recipe") or {}).get("batch_size", 64)
+    batch = m["recipe"]["batch_size"]  # required by the schema
     sections = [
         f"# {markdown(name)}",
         _what(bundle),
         *([f"![{bundle.num_classes} classes, a few images each]({preview})"] if preview else []),
         "## Load it\n\n"
         "```python\n"
-        "from hello_format.dataset import HelloDataset\n"
+        "from hello_format import HelloDataset\n"
         f"ds = HelloDataset({json.dumps(uri)})\n"
         f"loader = ds.loader(batch_size={batch})\n"
         "```\n\n"

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, per_class_indices, scan_image_folder
 from hello_build.zoo import create_model, zoo_names
-from hello_format.bundle import Bundle
+from hello_format.hub.resolver import open_bundle
 from hello_format.dataset import LabelledImages, default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
@@ -122,7 +122,7 @@ def evaluate(
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
-    with Bundle.open(bundle_path, verify=True) as bundle:
+    with open_bundle(bundle_path, verify=True) as bundle:
         manifest = bundle.manifest
         images, labels, names = bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
