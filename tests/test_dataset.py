@@ -6,10 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from huggingface_hub import constants as hf_constants
 from PIL import Image
 from safetensors.torch import save_file
-from test_hub import cache_file
 from torch.utils.data import DataLoader
 
 from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_batch
@@ -24,6 +22,7 @@ from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
+from support import cache_file
 
 CLASSES = ["a", "b", "c"]
 IPC = 4
@@ -269,12 +268,8 @@ def test_augment_overrides_the_recorded_recipe(path):
     assert HelloDataset(path, device="cpu", augment=whole).augment == whole
 
 
-def test_hf_uris_are_accepted(path, tmp_path, monkeypatch):
-    cache = tmp_path / "hub-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    assert hf_constants.is_offline_mode()
-    cache_file(cache, "org/tiny", "tiny.hello", path.read_bytes())
+def test_hf_uris_are_accepted(path, hub_cache):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", path.read_bytes())
     remote = HelloDataset("hf://datasets/org/tiny/tiny.hello", device="cpu", seed=1)
     assert_batches_equal(list(remote.loader(5)), list(HelloDataset(path, device="cpu", seed=1).loader(5)))
 

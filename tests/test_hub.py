@@ -1,6 +1,5 @@
 """hf:// URIs, resolution through a locally populated huggingface_hub cache (offline), push/pull folders."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,9 +10,7 @@ import huggingface_hub
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.utils.sha import git_hash
 from PIL import Image
-from test_card import make_bundle, split_card
 
 from hello_format import hub
 from hello_format import open_bundle
@@ -25,8 +22,8 @@ from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, HubError
 from hello_format.hub import resolver
 import hello_format.bundle as bundle_module
+from support import COMMIT, cache_file, make_bundle, split_card
 
-COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
 
 
@@ -76,33 +73,6 @@ def test_is_hub_uri_and_local_passthrough(tmp_path):
 
 
 # -------------------------------------------------------------------------- the huggingface_hub cache
-
-def cache_file(cache, repo_id, path, data, *, repo_type="dataset", commit=COMMIT, ref="main", lfs=True):
-    """Put ``data`` into ``cache`` the way hf_hub_download stores a file: a blob named by the file's etag
-    (sha256 for LFS files, git blob sha1 otherwise), a snapshot symlink to it, a ref naming the commit."""
-    repo_dir = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    blob = repo_dir / "blobs" / (hashlib.sha256(data).hexdigest() if lfs else git_hash(data))
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    pointer = repo_dir / "snapshots" / commit / path
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    if ref is not None:
-        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        (repo_dir / "refs" / ref).write_text(commit)
-    return pointer
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty hub cache that huggingface_hub uses (HF_HUB_CACHE is read once at import, so set both)."""
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    assert hf_constants.is_offline_mode()
-    return cache
-
 
 @pytest.fixture
 def bundle_bytes(tmp_path):

@@ -119,3 +119,20 @@ def test_the_front_door_names_of_the_issue():
 def test_one_version_source():
     assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()
     assert hello_format.__version__.count(".") == 2
+
+
+def test_no_test_file_imports_another_test_file():
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.split(".")[0].startswith(("test_", "conftest")) for name in names), (path.name, names)
+
+
+def test_one_meaning_per_fixture_name():
+    defined: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef) and any("fixture" in ast.unparse(d) for d in node.decorator_list):
+                defined.setdefault(node.name, []).append(path.name)
+    assert {name: files for name, files in defined.items() if len(files) > 1} == {}

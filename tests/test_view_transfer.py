@@ -10,7 +10,7 @@ from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
 from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, view_agreement
 from hello_format.bundle import Bundle
-from test_build import kit, run_build, tiny_options  # noqa: F401  (kit is a fixture)
+from support import run_build, tiny_options
 
 
 def _build(kit, tmp_path, **overrides):
