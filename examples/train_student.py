@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from hello_format.dataset import HelloDataset
-from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format import HelloDataset, kl_loss, mse_ce_loss
 
 
 class Student(nn.Module):
