@@ -1,0 +1,78 @@
+"""Choose the synthetic-view transfer's settings on held-out fidelity, never on the test split.
+
+    python bench/view_transfer_sweep.py --variant steps=1000 --variant steps=1000,real=0.25 [cifar10.py options]
+
+Each variant rebuilds the CIFAR-10 bench's first-IPC bundle with other view-transfer options (the
+foundation, teacher and real transfer come from the bench's cache; only the view-transfer stage reruns)
+and prints the figures the choice is made on: agreement with the teacher on the *selection* views (a
+fixed seed of student views, the early-stopping criterion) and on held-out real images. The report-view
+agreement and the projector's test top-1 are printed too, marked as reported only. Results are appended
+to ``--out``/view_transfer_sweep.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cifar10 as bench  # noqa: E402
+
+KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
+        "real": ("view_transfer_real_fraction", float)}
+
+
+def variant(text: str) -> dict:
+    """``steps=1000,real=0.25`` -> the build options it sets."""
+    options = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in KEYS:
+            raise SystemExit(f"--variant: {key!r} is not one of {', '.join(KEYS)}")
+        name, kind = KEYS[key]
+        options[name] = kind(value)
+    return options
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    texts = []
+    while "--variant" in argv:
+        at = argv.index("--variant")
+        texts.append(argv[at + 1])
+        del argv[at : at + 2]
+    args = bench.parse(argv)
+    if not (args.data / "train.tar.gz").is_file():
+        print(f"skipped: CIFAR-10 archives not found in {args.data}")
+        return 0
+    import hello_format  # noqa: F401  (torchvision shim before open_clip)
+    import hello_format.base  # noqa: F401
+    from hello_build.data import scan_image_folder
+
+    root = bench.unpack(args.data, args.cache)
+    original, images, labels, classes = bench.split_halves(root, args.split_seed)
+    test_index = scan_image_folder(root / "test", check_headers=False)
+    base, foundation_info = bench.foundation(args, args.cache, images, labels, classes, test_index)
+    teachers, teacher_info = bench.teacher(args, args.cache, original, test_index)
+    upstream = {"foundation": foundation_info["inputs"], "teacher": teacher_info["inputs"]}
+    out = args.out / "view_transfer_sweep.json"
+    rows = json.loads(out.read_text()) if out.is_file() else []
+    for text in texts:
+        _, info = bench.bundle(args, args.cache, original, base, teachers, args.ipc[0], upstream, test_index, variant(text))
+        view = info["view_transfer"]
+        row = {"variant": text, "ipc": args.ipc[0], "kept_step": view["kept_step"],
+               "selection_agreement": view["kept_selection_agreement"], "selection_curve": view["selection_agreement"],
+               "heldout_real_agreement": view["fidelity"]["agreement"], "view_transfer_seconds": info["timings"]["view_transfer"],
+               "reported_only": {"report_view_agreement": info["synthetic_agreement"], "projector_test_top1": info["projector_test_top1"]}}
+        rows = [r for r in rows if (r["variant"], r["ipc"]) != (text, row["ipc"])] + [row]
+        bench.say(f"sweep {text}: selection agreement {row['selection_agreement']:.3f} (kept step {row['kept_step']}), "
+                  f"held-out real {row['heldout_real_agreement']:.3f}, {row['view_transfer_seconds']:.0f} s | reported only: "
+                  f"report views {info['synthetic_agreement']:.3f}, projector test top-1 {info['projector_test_top1']:.3f}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
