@@ -1,4 +1,5 @@
-"""Strings from files, made safe to show: control characters for terminals, markup for hub cards.
+"""Text shown to people: strings from files made safe (control characters for terminals, markup for
+hub cards) and byte counts in decimal units (``hello info``, the card).
 
 One definition of an unsafe character serves the reader's checks (class names must not contain
 one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
