@@ -12,7 +12,7 @@ Protocol (all splits fixed by --split-seed, all models seeded):
   ``--teacher-checkpoints`` evenly spaced trajectory checkpoints are the builder's weak teachers, the final one is
   the teacher of the ``teacher`` and ``stored`` regimes.
 - ``hello-build`` (``hello_build.pipeline.build``) distils the original half into an IPC-n bundle.
-- Every regime then trains a fresh student through ``hello_build.evaluate.evaluate`` (the code behind
+- Every regime then trains a fresh student through ``hello_build.evaluation.evaluate`` (the code behind
   ``hello eval``); the 10,000 test images are only ever used for the reported accuracies.
 
 Every expensive artifact (unpacked data, foundation, teacher, bundles, each student run) is cached
@@ -57,11 +57,12 @@ def cached_json(path: Path, compute):
     """``compute()`` once; its JSON result is kept at ``path``."""
     if path.is_file():
         return json.loads(path.read_text())
+    from hello_format.files import atomic_target
+
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    with atomic_target(path) as temp:
+        temp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
     return result
 
 
@@ -72,7 +73,7 @@ def unpack(data: Path, cache: Path) -> Path:
     root = cache / "cifar10"
 
     def run():
-        from hello_build.teachers import file_sha256
+        from hello_format.digests import file_sha256
 
         for name, expected in ARCHIVES.items():
             if file_sha256(data / name) != expected:
@@ -340,7 +341,7 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
         return None
 
     def run():
-        from hello_build.evaluate import evaluate
+        from hello_build.evaluation import evaluate
         from hello_build.teachers import load_teacher
 
         say(f"eval: {bundle_path.name} {regime} {student} seed {seed}")

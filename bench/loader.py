@@ -42,7 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import hello_format  # noqa: E402,F401  (the torchvision shim before open_clip)
-from hello_build.evaluate import StudentRecipe  # noqa: E402
+from hello_build.evaluation import StudentRecipe  # noqa: E402
 from hello_build.stored_labels import StoredLabels  # noqa: E402
 from hello_build.teachers import Teacher  # noqa: E402
 from hello_build.zoo import create_model  # noqa: E402
@@ -55,6 +55,7 @@ from hello_format.head import SINGLE_TEMPLATE  # noqa: E402
 from hello_format.labelling import LabelOptions  # noqa: E402
 from hello_format.losses import mse_ce_loss  # noqa: E402
 from hello_format.projector import Projector  # noqa: E402
+from hello_format.recipe import Recipe  # noqa: E402
 
 OPTION_SETS = {  # the label path's options, one at a time on top of fp32
     "fp32": {"precision": "fp32", "channels_last": False},
@@ -128,9 +129,7 @@ def make_bundle(path: Path, setting: Setting, images: int, epochs: int, batch_si
     manifest = {
         "format_version": "1.0", "class_names": names, "ipc": images // setting.classes,
         **projector.manifest_sections(),
-        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": epochs,
-                   "batch_size": batch_size, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": setting.size},
+        "recipe": Recipe(epochs=epochs, batch_size=batch_size, student_image_size=setting.size).to_manifest(),
         "provenance": {"source_dataset": "random", "teacher": "none",
                        "builder": {"name": "bench/loader.py", "version": "0", "options": {}}, "timings": {}},
     }

@@ -21,6 +21,7 @@ import open_clip
 from hello_format import base as base_module
 from hello_format import lora as lora_module
 from hello_format.bundle import Bundle, write_bundle
+from hello_format.recipe import Recipe
 
 CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
 PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
@@ -52,9 +53,7 @@ def manifest_for(base_section: dict, lora_section: dict) -> dict:
         "lora": lora_section,
         "head": {"templates": ["a photo of a {}."], "ensemble": "mean", "normalize_features": True,
                  "logit_scale": 100.0, "lora": {"r": HEAD_RANK, "lora_alpha": HEAD_RANK, "dtype": "float16"}},
-        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": EPOCHS,
-                   "batch_size": 100, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": 224},
+        "recipe": Recipe(epochs=EPOCHS, batch_size=100, student_image_size=224).to_manifest(),
         "provenance": {"source_dataset": "ImageNet-1K shaped (benchmark)", "teacher": "none",
                        "builder": {"name": "bench/storage.py", "version": "1", "options": {}}, "timings": {}},
     }

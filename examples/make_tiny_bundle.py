@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from hello_format.base import embedded_tensors
+from hello_format.augment import AugmentConfig
 from hello_format.bundle import write_bundle
+from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
 
 
@@ -41,9 +43,8 @@ def main() -> None:
         "class_names": class_names,
         "ipc": args.ipc,
         **projector.manifest_sections(),  # base (embedded), encoder LoRA, text-initialised head
-        "recipe": {"augment": {"scale": [0.5, 1.0]}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
-                   "epochs": 300, "batch_size": 16, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": args.size},
+        "recipe": Recipe(batch_size=16, student_image_size=args.size,
+                         augment=AugmentConfig(scale=(0.5, 1.0))).to_manifest(),
         "provenance": {"source_dataset": "coloured noise (examples/make_tiny_bundle.py)", "teacher": "none",
                        "builder": {"name": "make_tiny_bundle", "version": "0", "options": vars(args)},
                        "timings": {}},

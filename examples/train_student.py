@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from hello_format.dataset import HelloDataset
-from hello_format.losses import kl_loss, mse_ce_loss
+from hello_format import HelloDataset, kl_loss, mse_ce_loss
 
 
 class Student(nn.Module):
@@ -71,13 +70,13 @@ def main() -> None:
 
     # Images are decoded once and kept on the device; labels come from the bundle's projector.
     ds = HelloDataset(args.bundle, device=args.device, seed=args.seed)
-    recipe = ds.recipe  # what the bundle's author trained students with
-    print(f"{len(ds)} images, {ds.num_classes} classes, loss {recipe.get('loss', 'mse_ce')}, on {ds.device}")
+    recipe = ds.recipe  # a Recipe: what the bundle's author trained students with
+    print(f"{len(ds)} images, {ds.num_classes} classes, loss {recipe.loss}, on {ds.device}")
 
     torch.manual_seed(args.seed)
     student = Student(ds.num_classes).to(args.device)
-    lr = args.lr if args.lr is not None else recipe.get("lr", 1e-3)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.get("weight_decay", 0.01))
+    lr = args.lr if args.lr is not None else recipe.lr
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.weight_decay)
 
     for epoch in range(args.epochs):
         started, total, batches = time.perf_counter(), 0.0, 0
@@ -90,10 +89,10 @@ def main() -> None:
             logits = student(batch.images)
             if args.hard_labels:  # soft cross-entropy on the one-hot labels, mixed like the images
                 loss = torch.sum(-batch.hard_labels * F.log_softmax(logits, 1), dim=1).mean()
-            elif recipe.get("loss", "mse_ce") == "kl":  # KL to softmax(soft / T), as SRe2L / RDED
-                loss = kl_loss(logits, batch.soft_labels, recipe.get("temperature", 20.0))
+            elif recipe.loss == "kl":  # KL to softmax(soft / T), as SRe2L / RDED
+                loss = kl_loss(logits, batch.soft_labels, recipe.temperature)
             else:  # MSE to the projector's logits + beta * CE on the (mixed) hard labels, as HeLlO
-                loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.get("beta", 0.1))
+                loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

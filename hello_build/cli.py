@@ -97,7 +97,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                  teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
                  device, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line."""
-    from hello_build.evaluate import evaluate
+    from hello_build.evaluation import evaluate
 
     teacher = None
     if teacher_path:

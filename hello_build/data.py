@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -293,7 +293,8 @@ class ImageLoader(torch.utils.data.DataLoader):
                 return
             except BuildError as exc:
                 lines = str(exc).strip().splitlines()
-                original = [line for line in lines if line.startswith("hello_format.errors.BuildError: ")]
+                prefix = f"{BuildError.__module__}.{BuildError.__qualname__}: "
+                original = [line for line in lines if line.startswith(prefix)]
                 if not original:
                     raise
                 raise BuildError(original[-1].split(": ", 1)[1]) from None

@@ -25,14 +25,14 @@ import open_clip
 from safetensors.torch import save_file
 
 from hello_build.data import holdout_split, scan_image_folder
-from hello_build.evaluate import evaluate
+from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from hello_format.lora import export_state_dict, inject, lora_manifest
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -5,6 +5,8 @@ The same table drives `hello-build --help`, the manifest's ``provenance.builder.
 ``open=True`` is one the HeLlO paper does not fix; its default is ours. ``stage`` is the first stage
 whose result the option changes (a resumed build reruns that stage and every later one); options only
 recorded in the bundle (the student recipe's numbers, the codec) are read at "write" and rerun nothing.
+The student recipe's defaults are ``hello_format.recipe.Recipe``'s and ``AugmentConfig``'s (their one
+home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hello_format.augment import AugmentConfig
+from hello_format.recipe import Recipe
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
@@ -78,17 +83,17 @@ class BuildOptions:
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
     view_transfer_eval_every: int = option(25, "Steps between agreement checks on fixed selection views; the best state is kept (early stopping).", stage="view_transfer", open=True)
     # the student recipe recorded in the bundle
-    epochs: int = option(300, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
-    loss: str = option("mse_ce", "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))
-    beta: float = option(0.1, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
-    temperature: float = option(20.0, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
-    student_lr: float = option(1e-3, "Student AdamW learning rate (cosine).", stage="write", open=True)
-    student_batch_size: int = option(64, "Student batch size.", stage="write", open=True)
+    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
+    loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))
+    beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
+    temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
+    student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
+    student_batch_size: int = option(Recipe.batch_size, "Student batch size.", stage="write", open=True)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
-    hflip: float = option(0.5, "Student horizontal flip probability.", stage="recipe", open=True)
-    patch_shuffle: int = option(0, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
-    cutmix: float = option(1.0, "Probability that a student batch is CutMixed.", stage="recipe", open=True)
-    mixup: float = option(0.0, "Probability that a student batch is Mixed up (CutMix and Mixup never both).", stage="recipe", open=True)
+    hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
+    patch_shuffle: int = option(AugmentConfig.patch_shuffle, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
+    cutmix: float = option(AugmentConfig.cutmix, "Probability that a student batch is CutMixed.", stage="recipe", open=True)
+    mixup: float = option(AugmentConfig.mixup, "Probability that a student batch is Mixed up (CutMix and Mixup never both).", stage="recipe", open=True)
     # output and run
     codec: str = option("png", "Image codec in the bundle.", stage="write", choices=("png", "raw", "jpeg", "webp"))
     quality: int | None = option(None, "Quality for jpeg/webp.", stage="write")

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 
 def batch_file(directory: Path, epoch: int, batch: int) -> Path:

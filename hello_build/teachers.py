@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib
 import inspect
 import json
@@ -36,7 +35,8 @@ from tqdm.auto import tqdm
 
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
-from hello_format.errors import BuildError
+from hello_format.digests import file_sha256
+from hello_build.errors import BuildError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -397,14 +397,6 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (messages from teachers' code can span many)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_teacher(teacher: Teacher, path: str | os.PathLike, arch: str) -> Path:

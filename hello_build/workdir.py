@@ -8,12 +8,13 @@ safetensors, written atomically: an interrupted stage leaves nothing that looks 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from hello_format.files import atomic_target
 
 
 class WorkDir:
@@ -40,9 +41,8 @@ class WorkDir:
         return record
 
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        tmp = self.path / f"{name}.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, self.path / f"{name}.safetensors")
+        with atomic_target(self.path / f"{name}.safetensors") as temp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / f"{name}.safetensors"))
@@ -71,9 +71,5 @@ def _jsonable(value):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_target(path) as temp:
+        temp.write_bytes(data)

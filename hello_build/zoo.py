@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 
 class ConvNet(nn.Module):

@@ -6,7 +6,6 @@ small header read, tensors mapped with mmap on demand) and validates header and 
 
 import copy
 import dataclasses
-import hashlib
 import os
 import pathlib
 
@@ -18,6 +17,7 @@ from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_
                                       IMAGES_OFFSETS, LABELS, check_consistency)
 from hello_format.container import (DTYPES, Header, dtype_name, encode_header, read_header, strict_json_loads,
                                     tensor_bytes, write_container)
+from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
 from hello_format.files import atomic_target
 from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
@@ -25,7 +25,6 @@ from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha2
 
 MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
-_HASH_CHUNK = 1 << 24
 _FINITE_CHUNK = 1 << 22
 PROJECTOR_PREFIXES = (ENCODER_PREFIX, "head.", BASE_PREFIX)   # the tensors labels are computed from
 
@@ -42,16 +41,13 @@ class Storage:
     ratio: float | None            # stored_label_bytes / label_generator_bytes
 
 
-def _resolve_path(path: "str | os.PathLike") -> pathlib.Path:
-    """The local file behind ``path``: the single place where remote URIs (hf://) get resolved.
-
-    An hf:// URI is downloaded through the huggingface_hub cache and every sha256 is checked there
-    (hub.resolve verifies hub files always, raising HubError on a mismatch)."""
+def _local_path(path: "str | os.PathLike") -> pathlib.Path:
+    """``path`` as a local file path; a hub URI is refused (hello_format.hub.resolver turns it into one)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a bundle path must be str or os.PathLike, got {type(path).__name__}")
     if isinstance(path, str) and path.startswith("hf://"):
-        from hello_format import hub  # lazy: hub imports this module
-        return hub.resolve(path, verify=True)
+        raise BundleError(f"{path}: Bundle.open reads local files; open a hub URI with "
+                          "hello_format.open_bundle (downloaded and verified once)")
     return pathlib.Path(os.fspath(path))
 
 
@@ -64,14 +60,6 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
         if not bool(torch.isfinite(flat[start:start + _FINITE_CHUNK]).all()):
             raise BundleError(f"{where}: tensor '{name}' holds NaN or infinite values: the label generator "
                               "would produce non-finite labels; rebuild the bundle")
-
-
-def _sha256(buffer) -> str:
-    digest = hashlib.sha256()
-    view = memoryview(buffer)
-    for start in range(0, len(view), _HASH_CHUNK):
-        digest.update(view[start:start + _HASH_CHUNK])
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- writer
@@ -146,7 +134,7 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
     validate_manifest(_complete_manifest(manifest, images, codec, quality, {}), where)
     all_tensors = {**extra, LABELS: labels.detach().cpu().to(torch.int64).contiguous(),
                    **_image_tensors(images, codec, quality)}
-    hashes = {name: _sha256(tensor_bytes(t)) for name, t in sorted(all_tensors.items())}
+    hashes = {name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(all_tensors.items())}
     full = _complete_manifest(manifest, images, codec, quality, hashes)
     text = canonical_json(full)
     metadata = {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)}
@@ -193,8 +181,9 @@ class Bundle:
 
     @classmethod
     def open(cls, path, *, verify: bool = False) -> "Bundle":
-        """Open and validate a bundle (header, manifest hash, schema, tensors); optionally verify hashes."""
-        path = _resolve_path(path)
+        """Open and validate a local bundle file (header, manifest hash, schema, tensors); optionally
+        verify every hash. ``hello_format.open_bundle`` also takes ``hf://`` URIs."""
+        path = _local_path(path)
         where = str(path)
         if not path.is_file():
             raise BundleError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
@@ -299,7 +288,7 @@ class Bundle:
     # --- integrity and size
     def _verify_tensor(self, name: str) -> None:
         expected = self.manifest["integrity"]["tensors"][name]
-        actual = _sha256(self._bytes(name))
+        actual = buffer_sha256(self._bytes(name))
         if actual != expected:
             raise IntegrityError(f"{self.path}: tensor '{name}' is corrupted (sha256 {actual[:12]}... "
                                  f"!= {expected[:12]}... in the manifest): re-download or rebuild it")

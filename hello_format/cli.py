@@ -1,7 +1,7 @@
 """The ``hello`` command: info, verify, preview, plus commands that other packages register.
 
 Extra commands come from the entry-point group ``hello.commands`` (``hello eval`` from hello_build)
-and from ``hello_format.cli_hub`` (push, pull); both are imported only when needed, so ``hello info``
+and from ``hello_format.hub.cli`` (push, pull); both are imported only when needed, so ``hello info``
 never loads huggingface_hub or the builder. Any HelloError ends the
 command with ``error: <message>`` on stderr and exit status 2.
 """
@@ -18,10 +18,11 @@ import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
-from hello_format.text import terminal
+from hello_format.hub.resolver import open_bundle
+from hello_format.text import human_bytes, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
-HUB_MODULE = "hello_format.cli_hub"
+HUB_MODULE = "hello_format.hub.cli"
 
 
 class CommandError(click.ClickException):
@@ -68,7 +69,7 @@ def _load_entry_point(ep: importlib.metadata.EntryPoint) -> click.Command:
 
 
 def _hub_commands() -> dict[str, click.Command]:
-    """The click commands defined in hello_format.cli_hub (imported on first use)."""
+    """The click commands defined in hello_format.hub.cli (imported on first use)."""
     try:
         module = importlib.import_module(HUB_MODULE)
     except Exception as exc:
@@ -123,13 +124,6 @@ def cli() -> None:
     """Read, check and preview .hello label-light distilled dataset bundles."""
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-
-
 def _summary(bundle: Bundle) -> list[str]:
     m = bundle.manifest
     images, base, lora, head, recipe = m["images"], m["base"], m["lora"], m["head"], m["recipe"]
@@ -163,11 +157,11 @@ def _summary(bundle: Bundle) -> list[str]:
     ratio = f"{s.ratio:,.0f}x smaller" if s.ratio is not None else "n/a (no label generator)"
     lines += [
         "storage:",
-        f"  images                 {_human(s.images_bytes)}",
-        f"  label generator        {_human(s.label_generator_bytes)} (encoder + head LoRA)",
-        f"  base (embedded)        {_human(s.base_bytes)}",
-        f"  file                   {_human(s.file_bytes)}",
-        f"  stored soft labels     {_human(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
+        f"  images                 {human_bytes(s.images_bytes)}",
+        f"  label generator        {human_bytes(s.label_generator_bytes)} (encoder + head LoRA)",
+        f"  base (embedded)        {human_bytes(s.base_bytes)}",
+        f"  file                   {human_bytes(s.file_bytes)}",
+        f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
         f"  generator vs labels    {ratio}",
     ]
     return lines
@@ -178,7 +172,7 @@ def _summary(bundle: Bundle) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and storage breakdown as JSON.")
 def info(bundle_path: str, as_json: bool) -> None:
     """Show classes, images, base model, LoRA ranks, recipe and the storage breakdown."""
-    with Bundle.open(bundle_path) as bundle:
+    with open_bundle(bundle_path) as bundle:
         if as_json:
             document = {"path": str(bundle.path), "manifest": bundle.manifest,
                         "storage": dataclasses.asdict(bundle.storage())}
@@ -192,7 +186,7 @@ def info(bundle_path: str, as_json: bool) -> None:
 @click.option("--no-decode", is_flag=True, help="Skip decoding every image (hashes only).")
 def verify(bundle_path: str, no_decode: bool) -> None:
     """Check the header, manifest (schema, version), every sha256 and that every image decodes."""
-    with Bundle.open(bundle_path, verify=True) as bundle:
+    with open_bundle(bundle_path, verify=True) as bundle:
         if not no_decode:
             bundle.images()
         decoded = "" if no_decode else ", all images decode"
@@ -218,9 +212,9 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
             base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Render a grid of the bundle's images, one row per class with its name, each image captioned
     with the projector's top-k labels (when the bundle's base can be created here)."""
-    from hello_format.preview import render_grid
+    from hello_format.hub.preview import render_grid
 
-    with Bundle.open(bundle_path) as bundle:
+    with open_bundle(bundle_path) as bundle:
         labels = bundle.labels
         shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
                            for c in range(min(max_classes, bundle.num_classes))])
@@ -240,7 +234,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
 def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None,
                         allow_remote_base: bool) -> list[str] | None:
     """The projector's top-k captions, or None after one warning line when it cannot be built."""
-    from hello_format.preview import projector_captions
+    from hello_format.hub.preview import projector_captions
 
     try:
         return projector_captions(bundle, images, top_k, checkpoint=checkpoint, allow_remote_base=allow_remote_base)

@@ -24,10 +24,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
-from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
+from hello_format.recipe import Recipe
+from hello_format.runtime import default_device, epoch_seed
 
 
 class LabelledBatch(NamedTuple):
@@ -36,10 +38,6 @@ class LabelledBatch(NamedTuple):
     images: torch.Tensor  # float32 [B, C, S, S]: the augmented view, in [0, 1] unless normalize= was given
     soft_labels: torch.Tensor  # float32 [B, K]: projector logits for exactly ``images``
     hard_labels: torch.Tensor  # float32 [B, K]: one-hot targets, mixed like ``images`` by CutMix/Mixup
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class LabelledImages(Dataset):
@@ -101,13 +99,13 @@ class LabelledImages(Dataset):
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
         if worker is not None and self._worker_seed != worker.seed:
             self._worker_seed = worker.seed
-            self._generator.manual_seed(_epoch_seed(self.seed, worker.seed))
+            self._generator.manual_seed(epoch_seed(self.seed, worker.seed))
         batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
         return [LabelledBatch(*row) for row in zip(*batch)]
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed augmentation for ``epoch`` (as DistributedSampler.set_epoch does for order)."""
-        self._generator.manual_seed(_epoch_seed(self.seed, epoch))
+        self._generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
@@ -160,11 +158,13 @@ class HelloDataset(LabelledImages):
         rank, world_size: the shard ``loader`` serves; default from an initialised process group.
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
         checkpoint: local safetensors weights for a base that cannot be downloaded.
-        verify: check every tensor's sha256 before use.
+        verify: check every tensor's sha256 before use (a hub file is always checked, once).
         allow_remote_base: accept a custom base config that makes open_clip fetch a model the file
             names (e.g. text_cfg.hf_model_name); refused by default.
         label_options: the label path's speed options (``LabelOptions`` or a dict of its fields:
             precision, channels_last, compile, prefetch); the resolved ones are ``self.label_options``.
+
+    ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
     """
 
     def __init__(
@@ -185,14 +185,14 @@ class HelloDataset(LabelledImages):
     ):
         device = torch.device(device) if device is not None else default_device()
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
-        with Bundle.open(path, verify=verify) as bundle:
+        with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
             images, labels = bundle.images(), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base)
         self.label_options = self.projector.prepare_labelling(label_options)
-        self.recipe = self.manifest.get("recipe", {})
+        self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
         columns = _class_columns(classes, names)
         keep = torch.isin(labels, torch.tensor(columns))
         renumber = torch.full((len(names),), -1, dtype=torch.long)
@@ -200,7 +200,7 @@ class HelloDataset(LabelledImages):
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
             images[keep], renumber[labels[keep]], [names[c] for c in columns],
-            _augment_config(self.recipe.get("augment", {}), augment), self._label,
+            self.recipe.augment, self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
         self.prefetch = bool(self.label_options.prefetch)
@@ -226,7 +226,7 @@ class BatchLoader:
         (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step)."""
         n, world = len(self.dataset), self.dataset.world_size
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch) ^ 0x5EED))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
         else:
             order = torch.arange(n)
         if self.drop_last:
@@ -244,7 +244,7 @@ class BatchLoader:
         """(epoch, indices, augmented view) for every batch, in order: the labels' replay key."""
         for epoch in range(self.start_epoch, self.start_epoch + self.epochs):
             shard = self.shard(epoch).to(self.dataset.device)
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
             stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
             for start in range(0, stop, self.batch_size):
                 indices = shard[start : start + self.batch_size]
@@ -256,16 +256,6 @@ class BatchLoader:
             yield from ahead(self.views(), make, self.dataset.device)
         else:
             yield from map(make, self.views())
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch) % (2**63)
-
-
-def _augment_config(recorded: dict, override: AugmentConfig | dict | None) -> AugmentConfig:
-    if isinstance(override, AugmentConfig):
-        return override
-    return AugmentConfig.from_dict({**recorded, **(override or {})})
 
 
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:

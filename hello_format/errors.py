@@ -35,7 +35,3 @@ class BaseModelError(HelloError):
 
 class HubError(HelloError):
     """A hub URI, download or upload problem."""
-
-
-class BuildError(HelloError):
-    """``hello-build`` input problems."""

@@ -1,4 +1,6 @@
-"""Tiny CLIP bases with deterministic, non-degenerate random weights, for tests and the demo.
+"""TEST-ONLY helpers, not part of the format (not in the ``hello_format`` face): tiny CLIP bases with
+deterministic, non-degenerate random weights, for the test suite, ``examples/make_tiny_bundle.py`` and
+``bench/loader.py``. Shipped in the package only so that those scripts run from an installed copy.
 
 The tiny architectures are the open_clip configs in ``hello_format/model_configs``. open_clip's own
 random init zeroes every ResNet ``bn3.weight`` (so a bottleneck's convs would not affect the output
@@ -14,7 +16,7 @@ from torch import nn
 
 from hello_format import lora
 from hello_format.base import quiet_open_clip, describe_base
-from hello_format.head import SINGLE_TEMPLATE
+from hello_format.head import SINGLE_TEMPLATE, head_lora_manifest
 
 import open_clip
 
@@ -61,7 +63,7 @@ def tiny_projector(family: str = "vit", class_names: Sequence[str] = ("cat", "do
         projector = Projector.for_training(
             model, tiny_base_manifest(model, family), class_names, templates=templates,
             lora_manifest=lora.lora_manifest(model.visual, r=r, lora_alpha=2 * r),
-            head_lora_manifest={"r": head_r, "lora_alpha": head_r, "dtype": "float16"},
+            head_lora_manifest=head_lora_manifest(head_r, head_r),
             logit_scale=logit_scale)
     if randomize_lora:
         generator = torch.Generator().manual_seed(seed + 2)

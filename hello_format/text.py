@@ -1,4 +1,5 @@
-"""Strings from files, made safe to show: control characters for terminals, markup for hub cards.
+"""Text shown to people: strings from files made safe (control characters for terminals, markup for
+hub cards) and byte counts in decimal units (``hello info``, the card).
 
 One definition of an unsafe character serves the reader's checks (class names must not contain
 one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
@@ -57,3 +58,15 @@ def markdown(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def human_bytes(n: int) -> str:
+    """A byte count in decimal units: 999 -> '999 B', 1234567 -> '1.2 MB'."""
+    if n < 1000:
+        return f"{n} B"
+    value, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if round(value, 1) < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{value:.1f} {unit}"

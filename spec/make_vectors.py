@@ -17,9 +17,12 @@ import torch
 from PIL import Image
 
 import hello_format  # noqa: F401  (sets up imports before anything else)
-from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, _sha256, write_bundle
+from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
+from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
+from hello_format.head import head_lora_manifest
 from hello_format.manifest import canonical_json, manifest_sha256
+from hello_format.recipe import Recipe
 
 CLASS_NAMES = ["cat", "dog", "café"]
 IPC = 2
@@ -77,10 +80,9 @@ def sample_manifest(**overrides) -> dict:
                  "bias": "none", "dtype": "float16"},
         "head": {"templates": ["a photo of a {}.", "a blurry photo of a {}."], "ensemble": "mean",
                  "normalize_features": True, "logit_scale": 100.0,
-                 "lora": {"r": 4, "lora_alpha": 4, "dtype": "float16"}},
-        "recipe": {"augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0,
-                   "beta": 0.1, "epochs": 300, "batch_size": 64, "optimizer": "adamw", "lr": 0.001,
-                   "weight_decay": 0.01, "student_image_size": None},
+                 "lora": head_lora_manifest(4, 4)},
+        # the default recipe with a partial augment object: a reader fills in the absent settings
+        "recipe": {**Recipe().to_manifest(), "augment": {"scale": [0.08, 1.0], "hflip": 0.5}},
         "provenance": {"source_dataset": "conformance vectors", "teacher": "none",
                        "builder": {"name": "spec/make_vectors.py", "version": "1", "options": {}},
                        "timings": {}},
@@ -92,7 +94,7 @@ def sample_manifest(**overrides) -> dict:
 def write_unchecked(path: pathlib.Path, manifest: dict, tensors: dict) -> None:
     """Write a container with a correctly hashed manifest but no validation (for invalid vectors)."""
     manifest = dict(manifest, integrity={"algorithm": "sha256", "tensors": {
-        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})
+        name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})
     text = canonical_json(manifest)
     with open(path, "wb") as file:
         write_container(file, {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)},
@@ -275,7 +277,7 @@ def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: t
     (out / "hostile_huge_shape.hello").write_bytes(join_header(header, body))
     expected["hostile_huge_shape.hello"] = {"error": "HeaderError", "match": "shape must be a list of at most"}
     manifest_text = canonical_json(dict(manifest, integrity={"algorithm": "sha256", "tensors": {
-        name: _sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})).replace('"epochs":300', '"epochs":1e400')
+        name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(tensors.items())}})).replace('"epochs":300', '"epochs":1e400')
     with open(out / "hostile_float_overflow.hello", "wb") as file:
         write_container(file, {"format": "hello", MANIFEST_KEY: manifest_text,
                                MANIFEST_SHA_KEY: manifest_sha256(manifest_text)}, tensors)

@@ -4,13 +4,12 @@ resuming an interrupted build, relabelling an existing image set, what provenanc
 One module-scoped build is shared by most tests. The teacher is a ``module:factory`` written here:
 a fixed colour classifier (cheap, confident, deterministic) that can also raise KeyboardInterrupt
 once a file appears, which is how a build is interrupted mid-transfer without touching our code.
-The helpers at the top are imported by the other test_build_* files.
+Its tree, base and teacher (the ``kit`` fixture) are in conftest.py, the helpers in support.py.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,103 +17,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from hello_build.options import BuildOptions, fields
-from hello_build.pipeline import build
 from hello_format.bundle import Bundle
 from hello_format.dataset import HelloDataset
-from hello_format.errors import BuildError
-from hello_format.testing import TINY_ARCHITECTURES, tiny_clip
-
-CLASSES = ("apple", "leaf", "sea")
-COLOURS = ((200, 40, 40), (40, 180, 60), (50, 60, 210))
-TEACHER_MODULE = "h7_colour_teacher"
-TEACHER = f"{TEACHER_MODULE}:make"
-INTERRUPT_ENV = "H7_INTERRUPT_WHEN_EXISTS"
-
-TEACHER_SOURCE = f'''
-"""A fixed colour classifier (test teacher); raises KeyboardInterrupt once ${INTERRUPT_ENV} exists."""
-import os
-import torch
-from torch import nn
-
-
-class ColourTeacher(nn.Module):
-    def __init__(self, num_classes):
-        super().__init__()
-        self.register_buffer("weight", 3.0 * torch.eye(3)[:num_classes] - 1.0)
-
-    def forward(self, x):
-        trigger = os.environ.get("{INTERRUPT_ENV}")
-        if trigger and os.path.exists(trigger):
-            raise KeyboardInterrupt
-        channels = x.mean(dim=(2, 3))
-        return 2.0 * (channels - channels.mean(1, keepdim=True)) @ self.weight.T
-
-
-def make(num_classes=3):
-    return ColourTeacher(num_classes)
-'''
-
-
-def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:
-    """An ImageFolder of PNGs: each class its own colour and stripe pattern, plus per-image noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    patterns = ((yy // 4) % 2, (xx // 4) % 2, ((yy // 4) + (xx // 4)) % 2)
-    for label, name in enumerate(classes):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        pattern = patterns[label % 3][..., None]
-        for i in range(per_class):
-            pixels = np.array(COLOURS[label % 3])[None, None] * (0.6 + 0.4 * pattern) + rng.normal(0, 20, (size, size, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
-    return root
-
-
-def save_tiny_base(path: Path, family: str = "vit") -> str:
-    """A tiny CLIP's state dict as a local safetensors checkpoint; returns its architecture name."""
-    model = tiny_clip(family, seed=0)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return TINY_ARCHITECTURES[family]
-
-
-def write_teacher_module(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{TEACHER_MODULE}.py").write_text(TEACHER_SOURCE)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory):
-    """The tiny tree, the tiny base checkpoint and the teacher module (importable while in use)."""
-    root = tmp_path_factory.mktemp("kit")
-    teacher_dir = write_teacher_module(root / "teacher_module")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(teacher_dir))
-        patch.delenv(INTERRUPT_ENV, raising=False)
-        yield {"root": root, "data": make_tree(root / "data"), "base_file": root / "base.safetensors",
-               "base": save_tiny_base(root / "base.safetensors")}
-    sys.modules.pop(TEACHER_MODULE, None)
-
-
-def tiny_options(kit, out_dir: Path, **overrides) -> BuildOptions:
-    """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity); the paper's
-    stages only unless ``view_transfer_steps`` is given (tests/test_view_transfer.py covers that stage)."""
-    values = dict(
-        data=str(kit["data"]), output=str(out_dir / "tiny.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
-        embed_base=True, teacher=[TEACHER], holdout=0.25, transfer_epochs=4, transfer_batch_size=12, transfer_lr=5e-3,
-        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0, view_transfer_steps=0,
-    )
-    values.update(overrides)
-    return BuildOptions(**values)
-
-
-def run_build(options: BuildOptions) -> tuple[dict, list[str]]:
-    logs: list[str] = []
-    return build(options, progress=False, log=logs.append), logs
-
+from hello_build.errors import BuildError
+from support import CLASSES, INTERRUPT_ENV, TEACHER, make_tree, run_build, tiny_options
 
 @pytest.fixture(scope="module")
 def reference(kit, tmp_path_factory):

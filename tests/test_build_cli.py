@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hello_build.cli import main
 from hello_build.options import fields
 from hello_format.bundle import Bundle
-from test_build import CLASSES, make_tree, save_tiny_base
+from support import CLASSES, make_tree, save_tiny_base
 
 SPEC = Path(__file__).resolve().parents[1] / "spec" / "format.md"
 

@@ -16,12 +16,12 @@ from hello_build.options import BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
-from hello_format.errors import BuildError
-from test_build import make_tree, save_tiny_base
+from hello_build.errors import BuildError
+from support import make_tree, save_tiny_base
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory):
+def errors_kit(tmp_path_factory):
     root = tmp_path_factory.mktemp("errors")
     torch.save({"weight": torch.zeros(2)}, root / "pickled.pth")
     return {"root": root, "data": make_tree(root / "data", per_class=8), "base": save_tiny_base(root / "base.safetensors"),
@@ -35,9 +35,9 @@ def _untrained_teacher(path: Path, num_classes: int) -> Path:
     return save_teacher(Teacher(net, input_size=32, num_classes=num_classes, description="convnet3"), path, "convnet3")
 
 
-def _tree_with(kit, tmp_path: Path, change) -> str:
+def _tree_with(errors_kit, tmp_path: Path, change) -> str:
     data = tmp_path / "data"
-    shutil.copytree(kit["data"], data)
+    shutil.copytree(errors_kit["data"], data)
     change(data)
     return str(data)
 
@@ -74,14 +74,14 @@ CASES = [
 ]
 
 
-def _values(kit, tmp_path: Path, change, overrides: dict) -> dict:
-    """Options that build (see the last tests) but for ``change`` and ``overrides``; teachers by kit name."""
-    values = dict(data=str(kit["data"]) if change is None else _tree_with(kit, tmp_path, change),
-                  output=str(tmp_path / "out.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
+def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
+    """Options that build (see the last tests) but for ``change`` and ``overrides``; teachers by errors_kit name."""
+    values = dict(data=str(errors_kit["data"]) if change is None else _tree_with(errors_kit, tmp_path, change),
+                  output=str(tmp_path / "out.hello"), base=errors_kit["base"], base_checkpoint=str(errors_kit["base_file"]),
                   teacher=["three"], transfer_epochs=1, ipc=1, candidates_per_class=4, crops_per_image=1, device="cpu",
                   view_transfer_steps=0)
     values.update(overrides)
-    values["teacher"] = [str(kit["teachers"].get(t, t)) for t in values["teacher"]]
+    values["teacher"] = [str(errors_kit["teachers"].get(t, t)) for t in values["teacher"]]
     return values
 
 
@@ -99,8 +99,8 @@ def _cli_args(values: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_a_build_error_before_any_stage(kit, tmp_path, case, change, overrides, message):
-    options = BuildOptions(**_values(kit, tmp_path, change, overrides))
+def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case, change, overrides, message):
+    options = BuildOptions(**_values(errors_kit, tmp_path, change, overrides))
     with pytest.raises(BuildError, match=message) as raised:
         build(options, progress=False, log=lambda line: None)
     assert "\n" not in str(raised.value)
@@ -110,8 +110,8 @@ def test_bad_input_is_a_build_error_before_any_stage(kit, tmp_path, case, change
 
 
 @pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_through_the_cli(kit, tmp_path, case, change, overrides, message):
-    result = CliRunner().invoke(main, _cli_args(_values(kit, tmp_path, change, overrides)))
+def test_bad_input_is_one_line_through_the_cli(errors_kit, tmp_path, case, change, overrides, message):
+    result = CliRunner().invoke(main, _cli_args(_values(errors_kit, tmp_path, change, overrides)))
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -119,14 +119,14 @@ def test_bad_input_is_one_line_through_the_cli(kit, tmp_path, case, change, over
     assert "Traceback" not in result.output
 
 
-def test_the_shared_setup_builds(kit, tmp_path):
+def test_the_shared_setup_builds(errors_kit, tmp_path):
     """Every case changes one thing of a setup that builds, so each fails for its own reason."""
-    summary = build(BuildOptions(**_values(kit, tmp_path, None, {})), progress=False, log=lambda line: None)
+    summary = build(BuildOptions(**_values(errors_kit, tmp_path, None, {})), progress=False, log=lambda line: None)
     assert Path(summary["output"]).exists() and summary["skipped_images"] == 0
 
 
-def test_skip_bad_leaves_unreadable_files_out_and_counts_them(kit, tmp_path):
+def test_skip_bad_leaves_unreadable_files_out_and_counts_them(errors_kit, tmp_path):
     logs: list[str] = []
-    summary = build(BuildOptions(**_values(kit, tmp_path, _broken_files, {"skip_bad": True})), progress=False, log=logs.append)
+    summary = build(BuildOptions(**_values(errors_kit, tmp_path, _broken_files, {"skip_bad": True})), progress=False, log=logs.append)
     assert summary["skipped_images"] == 2
     assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs)

@@ -5,79 +5,12 @@ import math
 
 import pytest
 import torch
-import yaml
 
-from hello_format import card
-from hello_format.bundle import Bundle, write_bundle
+from hello_format.hub import card
+from hello_format.bundle import Bundle
 from hello_format.errors import HubError
-from hello_format.preview import render_grid
-
-CLASSES = ["cat", "dog", "bird"]
-D = 16  # feature width of the fake encoder
-
-
-def make_manifest(*, classes=CLASSES, ipc=4, source="local", architecture="hello-tiny-vit", pretrained=None,
-                  source_dataset="cifar10", epochs=300):
-    """A schema-valid manifest around a fake base (nothing here loads the base)."""
-    return {
-        "format_version": "1.0",
-        "class_names": list(classes),
-        "ipc": ipc,
-        "base": {
-            "source": source, "architecture": architecture, "pretrained": pretrained,
-            "checkpoint": "tiny-base.safetensors" if source == "local" else None, "config": None,
-            "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
-        },
-        "lora": {
-            "peft_type": "LORA", "module_root": "visual", "target_modules": r"transformer\.resblocks\.\d+\.mlp\.c_fc",
-            "r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0, "bias": "none",
-            "dtype": "float16",
-        },
-        "head": {
-            "templates": ["a photo of a {}.", "a drawing of a {}."], "ensemble": "mean", "normalize_features": True,
-            "logit_scale": 100.0, "lora": {"r": 8, "lora_alpha": 8, "dtype": "float16"},
-        },
-        "recipe": {
-            "augment": {"scale": [0.08, 1.0], "hflip": 0.5}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
-            "epochs": epochs, "batch_size": 32, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-            "student_image_size": 16,
-        },
-        "provenance": {
-            "source_dataset": source_dataset, "teacher": "resnet18-cifar10",
-            "builder": {"name": "hello-build", "version": "0.1.0", "options": {}}, "timings": {"init": 1.5},
-        },
-    }
-
-
-def make_bundle(path, *, seed=0, codec="png", embed_base=False, zero_shot=False, **manifest_options):
-    """Write a small bundle (random images, random LoRA; ``zero_shot``: no LoRA at all) and return its path."""
-    manifest = make_manifest(source="embedded" if embed_base else manifest_options.pop("source", "local"),
-                             **manifest_options)
-    c, ipc = len(manifest["class_names"]), manifest["ipc"]
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (c * ipc, 3, 12, 12), dtype=torch.uint8, generator=g)
-    labels = torch.arange(c).repeat_interleave(ipc)
-    module = "encoder_lora.base_model.model.transformer.resblocks.0.mlp.c_fc"
-    tensors = {
-        f"{module}.lora_A.weight": torch.randn(4, D, generator=g).half(),
-        f"{module}.lora_B.weight": torch.randn(4 * D, 4, generator=g).half(),
-        "head.lora_A": torch.randn(8, D, generator=g).half(),
-        "head.lora_B": torch.randn(c, 8, generator=g).half(),
-    }
-    if embed_base:
-        tensors["base.visual.proj"] = torch.randn(D, 8, generator=g)
-    if zero_shot:
-        manifest["lora"], manifest["head"]["lora"] = None, None
-        tensors = {name: t for name, t in tensors.items() if name.startswith("base.")}
-    return write_bundle(path, manifest, images, labels, tensors, codec=codec)
-
-
-def split_card(text):
-    """(front matter dict, body) of a README.md with YAML front matter."""
-    assert text.startswith("---\n")
-    front, body = text[4:].split("\n---\n", 1)
-    return yaml.safe_load(front), body
-
+from hello_format.hub.preview import render_grid
+from support import CARD_CLASSES as CLASSES, FEATURE_WIDTH as D, make_bundle, split_card
 
 @pytest.fixture
 def bundle(tmp_path):
@@ -101,7 +34,7 @@ def test_front_matter_fields(bundle):
 def test_body_numbers_match_manifest_and_storage(bundle):
     _, body = split_card(card.render_card(bundle, uri=URI))
     m, s = bundle.manifest, bundle.storage()
-    assert "from hello_format.dataset import HelloDataset\n" in body
+    assert "from hello_format import HelloDataset\n" in body  # the package face
     assert f'ds = HelloDataset("{URI}")\n' in body
     assert f"loader = ds.loader(batch_size={m['recipe']['batch_size']})\n" in body
     assert f"| classes | {len(CLASSES)} |" in body

@@ -11,7 +11,7 @@ from PIL import Image
 
 from hello_build.data import (SKIPPED, RealImages, decode_image, holdout_split, per_class_indices,
                               real_image_loader, scan_image_folder, shard_indices)
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 
 def save(path, image, **kwargs):

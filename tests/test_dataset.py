@@ -6,22 +6,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from huggingface_hub import constants as hf_constants
 from PIL import Image
 from safetensors.torch import save_file
-from test_hub import cache_file
 from torch.utils.data import DataLoader
 
 from hello_format.augment import AugmentConfig, apply_crops, apply_mix, augment_batch
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
-from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages, _epoch_seed
+from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages
+from hello_format.runtime import epoch_seed
 from hello_format.errors import HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
-from hello_format.preview import projector_captions, topk_captions
+from hello_format.recipe import Recipe
+from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
+from support import cache_file
 
 CLASSES = ["a", "b", "c"]
 IPC = 4
@@ -34,9 +35,8 @@ def write_tiny_bundle(path, family="vit", seed=0):
     manifest = {
         "format_version": "1.0", "class_names": CLASSES, "ipc": IPC,
         **projector.manifest_sections("float32"),
-        "recipe": {"augment": RECIPE_AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1,
-                   "epochs": 2, "batch_size": 5, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": 32},
+        "recipe": Recipe(epochs=2, batch_size=5, student_image_size=32,
+                         augment=AugmentConfig.from_dict(RECIPE_AUGMENT)).to_manifest(),
         "provenance": {"source_dataset": "test", "teacher": "none",
                        "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}},
     }
@@ -67,7 +67,7 @@ def stored(path):
 
 def reference_batches(images, config, seed, epoch, shards):
     """augment_batch over ``shards`` (index tensors) with the generator the dataset uses for ``epoch``."""
-    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return [augment_batch(images[indices], config, generator) for indices in shards]
 
 
@@ -268,12 +268,8 @@ def test_augment_overrides_the_recorded_recipe(path):
     assert HelloDataset(path, device="cpu", augment=whole).augment == whole
 
 
-def test_hf_uris_are_accepted(path, tmp_path, monkeypatch):
-    cache = tmp_path / "hub-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    assert hf_constants.is_offline_mode()
-    cache_file(cache, "org/tiny", "tiny.hello", path.read_bytes())
+def test_hf_uris_are_accepted(path, hub_cache):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", path.read_bytes())
     remote = HelloDataset("hf://datasets/org/tiny/tiny.hello", device="cpu", seed=1)
     assert_batches_equal(list(remote.loader(5)), list(HelloDataset(path, device="cpu", seed=1).loader(5)))
 
@@ -321,8 +317,7 @@ def test_preview_without_a_buildable_base_warns_once_and_shows_class_names(tmp_p
     save_file({k.removeprefix("base."): v for k, v in embedded_tensors(tiny_clip("vit", 1)).items()}, checkpoint)
     projector.base_manifest |= {"source": "local", "checkpoint": checkpoint.name}
     manifest = {**projector.manifest_sections("float16"), "format_version": "1.0", "class_names": CLASSES, "ipc": 1,
-                "recipe": {"augment": {}, "loss": "kl", "temperature": 20.0, "beta": 0.1, "epochs": 1, "batch_size": 3,
-                           "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": 32},
+                "recipe": Recipe(loss="kl", epochs=1, batch_size=3, student_image_size=32).to_manifest(),
                 "provenance": {"source_dataset": "test", "teacher": "none",
                                "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}}}
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)

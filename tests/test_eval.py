@@ -11,13 +11,14 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from hello_build.evaluate import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
+from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
 from hello_build.stored_labels import StoredLabels, batch_file
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
 from hello_format.bundle import write_bundle
 from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
+from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
@@ -57,14 +58,14 @@ def _write_folder(root, classes, per_class, seed):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def eval_kit(tmp_path_factory):
     """A tiny bundle (embedded tiny ViT base), validation and real folders, a teacher factory module."""
     root = tmp_path_factory.mktemp("eval")
     projector = tiny_projector("vit", CLASSES, seed=3).eval()
     manifest = {
         "format_version": "1.0", "class_names": CLASSES, "ipc": IPC, **projector.manifest_sections("float16"),
-        "recipe": {"augment": AUGMENT, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": 2,
-                   "batch_size": BATCH, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01, "student_image_size": SIZE},
+        "recipe": Recipe(epochs=2, batch_size=BATCH, student_image_size=SIZE,
+                         augment=AugmentConfig.from_dict(AUGMENT)).to_manifest(),
         "provenance": {"source_dataset": "test", "teacher": "fp16 factory", "class_folders": CLASSES,
                        "builder": {"name": "test_eval", "version": "0", "options": {}}, "timings": {}},
     }
@@ -81,22 +82,22 @@ def tree(tmp_path_factory):
 
 
 @pytest.fixture
-def on_path(tree, monkeypatch):
-    monkeypatch.syspath_prepend(str(tree["modules"]))
+def on_path(eval_kit, monkeypatch):
+    monkeypatch.syspath_prepend(str(eval_kit["modules"]))
 
 
 def hello(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def eval_args(tree, regime, *extra):
-    args = ["eval", tree["bundle"], "--val", tree["val"], "--regime", regime, "--epochs", 1, "--seed", 1]
+def eval_args(eval_kit, regime, *extra):
+    args = ["eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", regime, "--epochs", 1, "--seed", 1]
     if regime in ("teacher", "stored"):
         args += ["--teacher", "eval_fp16_teacher:teacher"]
     if regime == "stored":
-        args += ["--stored-dir", tree["root"] / f"stored-{len(extra)}"]
+        args += ["--stored-dir", eval_kit["root"] / f"stored-{len(extra)}"]
     if regime == "random-real":
-        args += ["--real", tree["real"]]
+        args += ["--real", eval_kit["real"]]
     return args + list(extra)
 
 
@@ -106,8 +107,8 @@ def final_json(result):
 
 
 @pytest.mark.parametrize("regime", REGIMES)
-def test_every_regime_trains_and_reports_a_final_json_line(tree, on_path, regime):
-    result = hello(*eval_args(tree, regime, "--quiet"))
+def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, regime):
+    result = hello(*eval_args(eval_kit, regime, "--quiet"))
     report = final_json(result)
     assert report["regime"] == regime
     assert 0.0 <= report["top1"] <= 1.0
@@ -118,8 +119,8 @@ def test_every_regime_trains_and_reports_a_final_json_line(tree, on_path, regime
     assert "epoch 1/1" not in result.stdout  # --quiet: only the JSON line
 
 
-def test_overrides_and_per_epoch_log(tree):
-    result = hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "hard", "--epochs", 3, "--batch-size", 5,
+def test_overrides_and_per_epoch_log(eval_kit):
+    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 3, "--batch-size", 5,
                    "--optimizer", "sgd", "--lr", 0.05, "--loss", "kl", "--seed", 4)
     report = final_json(result)
     assert report["epochs"] == 3 and report["seed"] == 4
@@ -131,8 +132,8 @@ def test_overrides_and_per_epoch_log(tree):
 
 
 @pytest.mark.slow
-def test_another_student_architecture(tree):
-    report = final_json(hello("eval", tree["bundle"], "--val", tree["val"], "--student", "resnet18_32", "--epochs", 1, "--quiet"))
+def test_another_student_architecture(eval_kit):
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "resnet18_32", "--epochs", 1, "--quiet"))
     assert report["student"] == "resnet18_32" and 0.0 <= report["top1"] <= 1.0
 
 
@@ -145,31 +146,31 @@ def one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-def test_validation_classes_must_match_the_bundle(tree, tmp_path):
+def test_validation_classes_must_match_the_bundle(eval_kit, tmp_path):
     other = _write_folder(tmp_path / "other", ["ant", "bee", "cow"], 1, seed=5)
-    one_line_error(hello("eval", tree["bundle"], "--val", other), "do not match", "ant")
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", other), "do not match", "ant")
 
 
-def test_unknown_student_architecture(tree):
-    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
+def test_unknown_student_architecture(eval_kit):
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
 
 
-def test_empty_validation_folder(tree, tmp_path):
+def test_empty_validation_folder(eval_kit, tmp_path):
     (tmp_path / "empty").mkdir()
-    one_line_error(hello("eval", tree["bundle"], "--val", tmp_path / "empty"), "no class folders")
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", tmp_path / "empty"), "no class folders")
 
 
 @pytest.mark.parametrize("regime, missing", [("teacher", "--teacher"), ("stored", "--teacher"), ("random-real", "--real")])
-def test_regime_inputs_are_required(tree, regime, missing):
-    one_line_error(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", regime, "--stored-dir", tree["root"] / "x"),
+def test_regime_inputs_are_required(eval_kit, regime, missing):
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", regime, "--stored-dir", eval_kit["root"] / "x"),
                    missing, regime)
 
 
-def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(tree, on_path, tmp_path, monkeypatch):
+def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(eval_kit, on_path, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     assert tempfile.gettempdir() == str(tmp_path)  # so the emptiness checked below is where the files went
-    report = final_json(hello("eval", tree["bundle"], "--val", tree["val"], "--regime", "stored", "--epochs", 2,
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 2,
                               "--teacher", "eval_fp16_teacher:teacher", "--quiet"))
     # 9 images x 2 epochs x 3 classes x 2 bytes of float16 logits; the files also hold each view's record
     assert report["stored_label_bytes"] == len(CLASSES) * IPC * 2 * len(CLASSES) * 2
@@ -177,30 +178,30 @@ def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(tree,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_random_real_needs_enough_real_images(tree, tmp_path):
+def test_random_real_needs_enough_real_images(eval_kit, tmp_path):
     few = _write_folder(tmp_path / "few", CLASSES, IPC - 1, seed=6)
-    one_line_error(hello(*eval_args(tree, "random-real")[:-2], "--real", few), "fewer than the bundle's")
+    one_line_error(hello(*eval_args(eval_kit, "random-real")[:-2], "--real", few), "fewer than the bundle's")
 
 
-def test_stored_and_teacher_regimes_train_the_same_student(tree, on_path):
-    teacher = final_json(hello(*eval_args(tree, "teacher", "--quiet")))
-    stored = final_json(hello(*eval_args(tree, "stored", "--quiet")))
+def test_stored_and_teacher_regimes_train_the_same_student(eval_kit, on_path):
+    teacher = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet")))
+    stored = final_json(hello(*eval_args(eval_kit, "stored", "--quiet")))
     assert stored["top1"] == teacher["top1"]
 
 
 # in-process: the files themselves, and the replay against the teacher on exactly the same views
 
-def teacher_and_data(tree, seed=0):
+def teacher_and_data(eval_kit, seed=0):
     from eval_fp16_teacher import teacher
 
     net = teacher(len(CLASSES)).eval()
-    data = LabelledImages(tree["images"], tree["labels"], CLASSES, AugmentConfig.from_dict(AUGMENT), None,
+    data = LabelledImages(eval_kit["images"], eval_kit["labels"], CLASSES, AugmentConfig.from_dict(AUGMENT), None,
                           device="cpu", seed=seed, normalize=(STUDENT_MEAN, STUDENT_STD))
     return net, data
 
 
-def test_stored_labels_use_the_fkd_layout(tree, on_path, tmp_path):
-    net, data = teacher_and_data(tree)
+def test_stored_labels_use_the_fkd_layout(eval_kit, on_path, tmp_path):
+    net, data = teacher_and_data(eval_kit)
     recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
     (tmp_path / "epoch_0009").mkdir()
     (tmp_path / "epoch_0009" / "batch_00000.safetensors").write_bytes(b"stale")  # from an earlier, longer run
@@ -217,7 +218,7 @@ def test_stored_labels_use_the_fkd_layout(tree, on_path, tmp_path):
         assert torch.equal(saved["flips"], view.flips)
         assert torch.equal(saved["mix_perm"], view.mix.perm.to(torch.int32))  # cutmix on every batch
         assert saved["mix_lam"].item() == pytest.approx(view.mix.lam)
-    assert stored.label_bytes() == 2 * len(tree["labels"]) * len(CLASSES) * 2  # epochs x N x C x fp16
+    assert stored.label_bytes() == 2 * len(eval_kit["labels"]) * len(CLASSES) * 2  # epochs x N x C x fp16
     assert stored.bytes_on_disk() > stored.label_bytes()
 
 
@@ -225,8 +226,8 @@ def _weights(model):
     return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()])
 
 
-def test_replay_is_aligned_with_the_views(tree, on_path, tmp_path):
-    net, online = teacher_and_data(tree)
+def test_replay_is_aligned_with_the_views(eval_kit, on_path, tmp_path):
+    net, online = teacher_and_data(eval_kit)
     recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
 
     def with_grad_off(images):
@@ -236,22 +237,22 @@ def test_replay_is_aligned_with_the_views(tree, on_path, tmp_path):
     online.labeller = with_grad_off
     expected = _weights(train_student(online, recipe, image_size=SIZE, device="cpu", progress=False))
 
-    _, replayed = teacher_and_data(tree)
+    _, replayed = teacher_and_data(eval_kit)
     replayed.labeller = StoredLabels.prepare(tmp_path / "aligned", replayed, net, recipe).replay()
     assert torch.equal(_weights(train_student(replayed, recipe, image_size=SIZE, device="cpu", progress=False)), expected)
 
     # control: labels made for another seed's views (same batch shapes) train a different student
-    _, shifted = teacher_and_data(tree, seed=1)
+    _, shifted = teacher_and_data(eval_kit, seed=1)
     wrong = StoredLabels.prepare(tmp_path / "shifted", shifted, net, StudentRecipe(epochs=2, batch_size=BATCH, seed=1))
-    _, replayed_wrong = teacher_and_data(tree)
+    _, replayed_wrong = teacher_and_data(eval_kit)
     replayed_wrong.labeller = wrong.replay()
     assert not torch.equal(_weights(train_student(replayed_wrong, recipe, image_size=SIZE, device="cpu", progress=False)), expected)
 
 
-def test_replay_refuses_more_batches_than_stored(tree, on_path, tmp_path):
-    from hello_format.errors import BuildError
+def test_replay_refuses_more_batches_than_stored(eval_kit, on_path, tmp_path):
+    from hello_build.errors import BuildError
 
-    net, data = teacher_and_data(tree)
+    net, data = teacher_and_data(eval_kit)
     data.labeller = StoredLabels.prepare(tmp_path, data, net, StudentRecipe(epochs=1, batch_size=BATCH)).replay()
     with pytest.raises(BuildError, match="more batches"):
         train_student(data, StudentRecipe(epochs=2, batch_size=BATCH), image_size=SIZE, device="cpu", progress=False)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hello_format.preview import render_grid
+from hello_format.hub.preview import render_grid
 
 RED = (255, 0, 0)
 

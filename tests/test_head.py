@@ -8,7 +8,7 @@ import open_clip
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from hello_format.head import DEFAULT_TEMPLATES, HeadLoRA, text_embeddings
+from hello_format.head import DEFAULT_TEMPLATES, HeadLoRA, head_lora_manifest, text_embeddings
 from hello_format.projector import Projector
 from hello_format.testing import TINY_ARCHITECTURES, tiny_base_manifest, tiny_clip
 
@@ -48,7 +48,7 @@ def test_untrained_projector_is_clips_zero_shot_classifier(family):
             / torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1), normalize=True) @ classifier
         projector = Projector.for_training(
             model, tiny_base_manifest(model, family), CLASSES, templates=templates,
-            lora_manifest=None, head_lora_manifest={"r": 4, "lora_alpha": 4, "dtype": "float16"},
+            lora_manifest=None, head_lora_manifest=head_lora_manifest(4, 4),
             logit_scale=scale).eval()
         torch.testing.assert_close(projector(images), expected, atol=1e-4, rtol=1e-4)
 
@@ -67,7 +67,7 @@ def test_head_delta_changes_logits():
     model = tiny_clip("vit")
     projector = Projector.for_training(
         model, tiny_base_manifest(model), CLASSES[:3], templates=["a photo of a {}."],
-        lora_manifest=None, head_lora_manifest={"r": 2, "lora_alpha": 2, "dtype": "float16"},
+        lora_manifest=None, head_lora_manifest=head_lora_manifest(2, 2),
         logit_scale=10.0).eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():

@@ -19,7 +19,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from hello_format import card, limits
+from hello_format import limits
+from hello_format.hub import card
 from hello_format.base import create_base
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli

@@ -1,6 +1,5 @@
 """hf:// URIs, resolution through a locally populated huggingface_hub cache (offline), push/pull folders."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,18 +10,20 @@ import huggingface_hub
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.utils.sha import git_hash
 from PIL import Image
-from test_card import make_bundle, split_card
 
 from hello_format import hub
+from hello_format import open_bundle
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
-from hello_format.cli_hub import pull as pull_command
-from hello_format.cli_hub import push as push_command
-from hello_format.errors import HubError
+from hello_format.hub.cli import pull as pull_command
+from hello_format.hub.cli import push as push_command
+from hello_format.digests import buffer_sha256
+from hello_format.errors import BundleError, HubError
+from hello_format.hub import resolver
+import hello_format.bundle as bundle_module
+from support import COMMIT, cache_file, make_bundle, split_card
 
-COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40
 
 
@@ -73,33 +74,6 @@ def test_is_hub_uri_and_local_passthrough(tmp_path):
 
 # -------------------------------------------------------------------------- the huggingface_hub cache
 
-def cache_file(cache, repo_id, path, data, *, repo_type="dataset", commit=COMMIT, ref="main", lfs=True):
-    """Put ``data`` into ``cache`` the way hf_hub_download stores a file: a blob named by the file's etag
-    (sha256 for LFS files, git blob sha1 otherwise), a snapshot symlink to it, a ref naming the commit."""
-    repo_dir = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    blob = repo_dir / "blobs" / (hashlib.sha256(data).hexdigest() if lfs else git_hash(data))
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    pointer = repo_dir / "snapshots" / commit / path
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    pointer.symlink_to(os.path.relpath(blob, pointer.parent))
-    if ref is not None:
-        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        (repo_dir / "refs" / ref).write_text(commit)
-    return pointer
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty hub cache that huggingface_hub uses (HF_HUB_CACHE is read once at import, so set both)."""
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    assert hf_constants.is_offline_mode()
-    return cache
-
-
 @pytest.fixture
 def bundle_bytes(tmp_path):
     (tmp_path / "src").mkdir()
@@ -112,10 +86,10 @@ def test_hf_hub_download_finds_the_locally_cached_file(hub_cache, bundle_bytes):
     assert Path(got) == pointer and Path(got).read_bytes() == bundle_bytes
 
 
-def test_bundle_open_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
+def test_open_bundle_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "nested/dir/tiny.hello", bundle_bytes)
     with Bundle.open(tmp_path / "src" / "tiny.hello") as local, \
-            Bundle.open("hf://datasets/org/tiny/nested/dir/tiny.hello") as remote:
+            open_bundle("hf://datasets/org/tiny/nested/dir/tiny.hello") as remote:
         assert remote.manifest == local.manifest
         assert remote.path.read_bytes() == bundle_bytes
         assert str(hub_cache) in str(remote.path)
@@ -125,13 +99,33 @@ def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
     other = make_bundle(tmp_path / "other.hello", ipc=2).read_bytes()
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)  # main -> COMMIT
     cache_file(hub_cache, "org/tiny", "tiny.hello", other, commit=OTHER_COMMIT, ref="v2")
-    with Bundle.open("hf://datasets/org/tiny/tiny.hello") as main:
+    with open_bundle("hf://datasets/org/tiny/tiny.hello") as main:
         assert main.ipc == 4
-    with Bundle.open(f"hf://datasets/org/tiny@{OTHER_COMMIT}/tiny.hello") as pinned:
+    with open_bundle(f"hf://datasets/org/tiny@{OTHER_COMMIT}/tiny.hello") as pinned:
         assert pinned.ipc == 2
-    with Bundle.open("hf://datasets/org/tiny@v2/tiny.hello") as tagged:
+    with open_bundle("hf://datasets/org/tiny@v2/tiny.hello") as tagged:
         assert tagged.ipc == 2
     assert hub.resolve(f"hf://datasets/org/tiny@{COMMIT}/tiny.hello").read_bytes() == bundle_bytes
+
+
+def test_bundle_open_reads_local_files_only(hub_cache, bundle_bytes):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    with pytest.raises(BundleError, match="Bundle.open reads local files.*open_bundle"):
+        Bundle.open("hf://datasets/org/tiny/tiny.hello")
+
+
+def test_a_hub_file_is_hashed_once(hub_cache, bundle_bytes, monkeypatch):
+    """Opening (and verifying) a hub bundle reads its tensors' bytes through sha256 once, and the whole
+    file is hashed against the hub's checksum only when that check fails."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    hashed = []
+    monkeypatch.setattr(bundle_module, "buffer_sha256", lambda buffer: hashed.append(len(buffer)) or buffer_sha256(buffer))
+    monkeypatch.setattr(resolver, "file_sha256", lambda path: pytest.fail("the whole file was hashed"))
+    with open_bundle("hf://datasets/org/tiny/tiny.hello", verify=True) as bundle:
+        storage = bundle.storage()
+    tensor_bytes = storage.file_bytes - storage.header_bytes
+    # every tensor once; on top, only the small labels/offsets that each open re-checks (before: twice + the file)
+    assert tensor_bytes <= sum(hashed) < 1.2 * tensor_bytes
 
 
 @pytest.mark.parametrize("uri", ["hf://datasets/org/tiny/absent.hello", "hf://datasets/org/absent/tiny.hello",
@@ -139,7 +133,7 @@ def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
 def test_offline_and_not_cached_is_one_clear_error(hub_cache, bundle_bytes, uri):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     with pytest.raises(HubError) as info:
-        Bundle.open(uri)
+        open_bundle(uri)
     message = str(info.value)
     assert message.startswith(uri) and "HF_HUB_OFFLINE=1" in message and "\n" not in message
 
@@ -147,13 +141,13 @@ def test_offline_and_not_cached_is_one_clear_error(hub_cache, bundle_bytes, uri)
 @pytest.mark.parametrize("lfs", [True, False])
 def test_corrupted_cached_bundle_is_a_hash_mismatch(hub_cache, bundle_bytes, lfs, tmp_path):
     pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes, lfs=lfs)
-    assert Bundle.open("hf://datasets/org/tiny/tiny.hello").num_images == 12  # intact: it loads
+    assert open_bundle("hf://datasets/org/tiny/tiny.hello").num_images == 12  # intact: it loads
     blob = pointer.resolve()
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
     uri = "hf://datasets/org/tiny/tiny.hello"
-    for attempt in (lambda: Bundle.open(uri), lambda: hub.resolve(uri), lambda: hub.pull(uri, tmp_path / "out")):
+    for attempt in (lambda: open_bundle(uri), lambda: hub.resolve(uri), lambda: hub.pull(uri, tmp_path / "out")):
         with pytest.raises(HubError, match="hash mismatch after download") as info:
             attempt()
         assert str(blob) in str(info.value) and "\n" not in str(info.value)
@@ -172,7 +166,7 @@ def test_published_file_with_a_bad_tensor_hash_is_refused(hub_cache, bundle_byte
     data[start] ^= 0xFF  # corrupt before "upload": the hub checksum matches, the manifest's sha256 does not
     cache_file(hub_cache, "org/tiny", "tiny.hello", bytes(data))
     with pytest.raises(HubError, match="hash mismatch in the published file.*tensor 'head.lora_B'"):
-        Bundle.open("hf://datasets/org/tiny/tiny.hello")
+        open_bundle("hf://datasets/org/tiny/tiny.hello")
 
 
 def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, tmp_path):

@@ -11,9 +11,10 @@ from PIL import Image
 from torch import nn
 
 from hello_build.data import scan_image_folder
+from hello_build.options import BuildOptions
 from hello_build.stages.init import InitResult, initialise_synthetic, load_init_images, patch_layout, source_crops
 from hello_build.teachers import Teacher
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 CLASS_CHANNEL = {"a_red": 0, "b_green": 1, "c_blue": 2}
 
@@ -25,8 +26,10 @@ class ChannelTeacher(nn.Module):
         return 10.0 * x.mean(dim=(2, 3))
 
 
-def synthesise(index, teacher, **options):
-    return initialise_synthetic(index, teacher, size=16, **options)
+def synthesise(index, teacher, *, batch_size=64, classes=None, progress=False, **options):
+    """The init stage on build options ``options`` (the rest at options.py's defaults)."""
+    return initialise_synthetic(index, teacher, BuildOptions(**options), size=16, batch_size=batch_size, classes=classes,
+                                device="cpu", progress=progress)
 
 
 def colour_teacher():
@@ -155,12 +158,12 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
         (root / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (20, 30), solid(channel, 0)).save(root / name / f"{i}.png")
-    images, labels = load_init_images(root, solid_tree.classes, 16)
+    images, labels = load_init_images(root, solid_tree.classes, 16, skip_bad=False)
     assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert all(images[i, labels[i]].min() == 255 for i in range(6))
     with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
-        load_init_images(root, ["a_red", "c_blue", "d_other"], 16)
+        load_init_images(root, ["a_red", "c_blue", "d_other"], 16, skip_bad=False)
 
 
 def test_teacher_set_ranks_with_its_mean_and_progress_is_reported(solid_tree):

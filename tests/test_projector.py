@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import BaseModelError, ManifestError
+from hello_format.head import head_lora_manifest
 from hello_format.projector import Projector
+from hello_format.recipe import Recipe
 from hello_format.testing import tiny_base_manifest, tiny_clip, tiny_projector
 
 CLASSES = ("cat", "dog", "bird")
@@ -106,9 +108,7 @@ def _manifest(projector, dtype):
     return {
         "format_version": "1.0", "class_names": list(projector.class_names), "ipc": 2,
         **projector.manifest_sections(dtype),
-        "recipe": {"augment": {}, "loss": "mse_ce", "temperature": 20.0, "beta": 0.1, "epochs": 3,
-                   "batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01,
-                   "student_image_size": None},
+        "recipe": Recipe(epochs=3, batch_size=4).to_manifest(),
         "provenance": {"source_dataset": "test", "teacher": "none",
                        "builder": {"name": "test_projector", "version": "0", "options": {}},
                        "timings": {}},
@@ -212,7 +212,7 @@ def test_real_architectures_with_random_weights(architecture, tag):
     projector = Projector.for_training(
         rebuilt, section, CLASSES, templates=["a photo of a {}."],
         lora_manifest=lora.lora_manifest(rebuilt.visual), logit_scale=100.0,
-        head_lora_manifest={"r": 2, "lora_alpha": 2, "dtype": "float16"}).eval()
+        head_lora_manifest=head_lora_manifest(2, 2)).eval()
     with torch.no_grad():
         for name, parameter in projector.named_parameters():
             if "lora_B" in name:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from hello_build.stages.transfer import (REPORT_SEED, SELECTION_SEED, TransferOptions, _view_batches, run_transfer,
-                                         view_agreement)
+from hello_build.options import BuildOptions
+from hello_build.stages.transfer import run_transfer
+from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, view_agreement
 from hello_format.bundle import Bundle
-from test_build import kit, run_build, tiny_options  # noqa: F401  (kit is a fixture)
+from support import run_build, tiny_options
 
 
 def _build(kit, tmp_path, **overrides):
@@ -93,7 +94,8 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
     from hello_format.augment import AugmentConfig
 
     augment = AugmentConfig(output_size=8, cutmix=0.0)
-    options = lambda epochs: TransferOptions(epochs=epochs, batch_size=8, lr=1e-2, lambda_ce=0.1, seed=0)  # noqa: E731
+    options = lambda epochs: BuildOptions(transfer_epochs=epochs, transfer_batch_size=8, transfer_lr=1e-2,  # noqa: E731
+                                          lambda_ce=0.1, seed=0)
     first, first_seconds = run_transfer(projector, Teachers(), data, augment, options(1), checkpoint_dir=tmp_path,
                                         device=torch.device("cpu"), progress=False)
     both, total_seconds = run_transfer(projector, Teachers(), data, augment, options(2), checkpoint_dir=tmp_path,
@@ -105,7 +107,7 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
 def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_path):
     import pytest
 
-    from hello_format.errors import BuildError
+    from hello_build.errors import BuildError
 
     options = tiny_options(kit, tmp_path, view_transfer_steps=10, view_transfer_real_fraction=1.0)
     with pytest.raises(BuildError, match=r"--view-transfer-real-fraction must be in \[0, 1\)"):

@@ -9,22 +9,18 @@ full-resolution source: MSE(E(up(p_small)), E(p_full)), with E the transferred i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hello_build.stages.init import patch_layout
+from hello_build.options import BuildOptions
+from hello_build.stages.context import BuildContext
+from hello_build.stages.init import patch_layout, source_crops
+from hello_build.stages.view_transfer import synthetic_agreement
 
 
-@dataclass(frozen=True)
-class ImageUpdateOptions:
-    """The update's settings; steps and lr default in hello_build.options."""
-
-    steps: int
-    lr: float
-    batch_size: int = 64
+BATCH_SIZE = 64  # images optimised together (memory: their patches' features)
 
 
 def split_patches(images: torch.Tensor, factor: int) -> list[torch.Tensor]:
@@ -38,7 +34,7 @@ def run_image_update(
     sources: Callable[[slice], torch.Tensor],
     factor: int,
     encoder,
-    options: ImageUpdateOptions,
+    options: BuildOptions,
     *,
     device: torch.device,
     progress: bool = True,
@@ -51,19 +47,19 @@ def run_image_update(
     """
     updated = images.clone()
     before = after = 0.0
-    for start in tqdm(range(0, len(images), options.batch_size), desc="image update", disable=not progress, leave=False):
-        batch = slice(start, start + options.batch_size)
+    for start in tqdm(range(0, len(images), BATCH_SIZE), desc="image update", disable=not progress, leave=False):
+        batch = slice(start, start + BATCH_SIZE)
         x = images[batch].to(device).float().div(255).requires_grad_(True)
         with torch.no_grad():
             target = encoder(sources(batch).to(device).flatten(0, 1).float().div(255)).float()
             target = target.view(x.shape[0], factor * factor, -1)
-        optimizer = torch.optim.Adam([x], lr=options.lr)
-        for step in range(options.steps + 1):
+        optimizer = torch.optim.Adam([x], lr=options.image_update_lr)
+        for step in range(options.image_update_steps + 1):
             features = torch.stack([encoder(patch).float() for patch in split_patches(x, factor)], dim=1)
             loss = F.mse_loss(features, target)
             if step == 0:
                 before += loss.item() * x.shape[0]
-            if step == options.steps:
+            if step == options.image_update_steps:
                 after += loss.item() * x.shape[0]
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -73,4 +69,31 @@ def run_image_update(
                 x.clamp_(0, 1)
         updated[batch] = x.detach().mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
     n = max(1, len(images))
-    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "steps": options.steps}
+    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "steps": options.image_update_steps}
+
+
+def enabled(options: BuildOptions) -> bool:
+    """Whether the stage runs (off by default: the paper reports a small gain)."""
+    return options.image_update_steps > 0
+
+
+def run(ctx: BuildContext) -> tuple[dict, dict]:
+    """The update of the init stage's images towards their patches' sources, with the synthetic-view
+    agreement before and after."""
+    boxes, source_size = ctx.work.load_tensors("init")["sources"], ctx.results["init"]["source_size"]
+    updated, result = run_image_update(
+        ctx.images, lambda rows: source_crops(ctx.index, boxes[rows], ctx.image_size, source_size), ctx.options.factor,
+        ctx.projector.encode, ctx.options, device=ctx.device, progress=ctx.progress,
+    )
+    result["agreement_before"] = synthetic_agreement(ctx, ctx.images)["agreement"]
+    result["agreement_after"] = synthetic_agreement(ctx, updated)["agreement"]
+    return result, {"images": updated}
+
+
+def load(ctx: BuildContext, record: dict | None) -> None:
+    if record is None:
+        return
+    result = record["result"]
+    ctx.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}")
+    ctx.images = ctx.work.load_tensors("image_update")["images"]
+

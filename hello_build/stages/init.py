@@ -1,9 +1,9 @@
 """Synthetic-image initialisation, RDED style, or loading an existing distilled image set.
 
 For each class (following RDED, Sun et al. CVPR 2024): draw ``candidates_per_class`` real images
-(seeded), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes, scale
-(0.08, 1) as RDED), score every crop by the teacher's cross-entropy on the true class, keep each
-image's best crop, then keep the ``ipc * factor**2`` most confident images. Each is downsampled to a
+(seeded), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes in
+``crop_scale``; RDED uses (0.08, 1)), score every crop by the teacher's cross-entropy on the true
+class, keep each image's best crop, then keep the ``ipc * factor**2`` most confident images. Each is downsampled to a
 patch of ``size / factor`` and ``factor x factor`` patches are stitched into one image: patch position
 k of image i holds the (k * ipc + i)-th most confident crop, as in RDED.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -32,22 +33,13 @@ from tqdm.auto import tqdm
 
 from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
                               real_image_loader, scan_image_folder, stream_seed)
+from hello_build.options import BuildOptions
+from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 
 SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
-
-
-@dataclass(frozen=True)
-class _Options:
-    ipc: int
-    factor: int
-    candidates_per_class: int
-    crops_per_image: int
-    crop_scale: tuple[float, float]
-    crop_ratio: tuple[float, float]
-    seed: int
-    batch_size: int
+CROP_RATIO = (1.0, 1.0)  # candidate crops are square (RDED)
 
 
 @dataclass
@@ -88,15 +80,14 @@ def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
 
 
 def initialise_synthetic(
-    index: ImageFolderIndex, teacher: torch.nn.Module, *, size: int, ipc: int = 10, factor: int = 2,
-    candidates_per_class: int = 300, crops_per_image: int = 5, crop_scale: tuple[float, float] = (0.08, 1.0),
-    crop_ratio: tuple[float, float] = (1.0, 1.0), seed: int = 0, source_size: int | None = None,
-    batch_size: int = 64, num_workers: int = 0, skip_bad: bool = False, classes: Sequence[int] | None = None,
-    device: str | torch.device = "cpu", progress: bool | Callable[[int, int], None] = False,
+    index: ImageFolderIndex, teacher: torch.nn.Module, options: BuildOptions, *, size: int,
+    source_size: int | None = None, batch_size: int = 64, classes: Sequence[int] | None = None,
+    device: str | torch.device, progress: bool | Callable[[int, int], None] = False,
 ) -> InitResult:
-    """RDED-style synthetic images (``ipc`` per class, ``size`` pixels) for ``classes`` (default all)
-    of ``index``; see the module notes. Defaults are RDED's ImageNet settings (candidates 300 = its
-    mipc, raised to ``ipc * factor**2`` when smaller; 5 crops; scale (0.08, 1); square crops).
+    """RDED-style synthetic images (``options.ipc`` per class, ``size`` pixels) for ``classes`` (default
+    all) of ``index``; see the module notes. Settings from ``options``: ``ipc``, ``factor``,
+    ``candidates_per_class`` (raised to ``ipc * factor**2`` when smaller), ``crops_per_image``,
+    ``crop_scale``, ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
 
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
     ranks with the mean of its teachers' logits, so every crop meets the same judge. It scores in eval
@@ -107,25 +98,23 @@ def initialise_synthetic(
     bar; a callable gets ``(images scored, images to score)``. BuildError when a class has fewer than
     ``ipc * factor**2`` (usable) real images.
     """
-    config = _Options(ipc, factor, max(candidates_per_class, ipc * factor ** 2), crops_per_image,
-                      tuple(crop_scale), tuple(crop_ratio), seed, batch_size)
-    _validate(config, size)
+    _validate(options, size, batch_size)
     source_size = source_size or size
     classes = list(range(index.num_classes)) if classes is None else [int(c) for c in classes]
     if not classes:
-        return _empty_result(size, config.factor, source_size)
-    needed = config.ipc * config.factor ** 2
+        return _empty_result(size, options.factor, source_size)
+    needed = options.ipc * options.factor ** 2
     members = per_class_indices(index)
     short = [(index.class_names[c], len(members[c])) for c in classes if len(members[c]) < needed]
     if short:
         name, count = short[0]
-        raise BuildError(f"class {name!r} has {count} real images but ipc {config.ipc} with {config.factor}x"
-                         f"{config.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
+        raise BuildError(f"class {name!r} has {count} real images but ipc {options.ipc} with {options.factor}x"
+                         f"{options.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
                          "lower --ipc or --factor")
-    plans = [_plan_class(members[c], c, config, source_size) for c in classes]
+    plans = [_plan_class(members[c], c, options, source_size) for c in classes]
     positions = [p for plan in plans for p in plan["positions"]]
-    loader = real_image_loader(index, source_size, config.batch_size, indices=positions,
-                               num_workers=num_workers, skip_bad=skip_bad)
+    loader = real_image_loader(index, source_size, batch_size, indices=positions,
+                               num_workers=options.num_workers, skip_bad=options.skip_bad)
     score = getattr(teacher, "mean_logits", teacher)
     bar = tqdm(total=len(positions), desc="score crops", disable=progress is not True, leave=False)
     losses = torch.empty(len(positions))
@@ -137,7 +126,8 @@ def initialise_synthetic(
     with evaluating(teacher), torch.no_grad():
         for images, labels in loader:
             span = slice(cursor, cursor + len(labels))
-            batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, config, device)
+            batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, options.crops_per_image,
+                                                       batch_size, device)
             bad = labels == SKIPPED
             batch_losses[bad] = math.inf
             skipped += [index.samples[positions[cursor + i]][0] for i in torch.nonzero(bad).flatten().tolist()]
@@ -151,32 +141,30 @@ def initialise_synthetic(
     for plan, label in zip(plans, classes):
         count = len(plan["positions"])
         parts.append(_stitch_class(index, label, plan["positions"], losses[start:start + count],
-                                   best_boxes[start:start + count], size, source_size, config))
+                                   best_boxes[start:start + count], size, source_size, options))
         start += count
     result = InitResult.concatenate(parts)
     result.skipped = skipped
     return result
 
 
-def _validate(config: _Options, size: int) -> None:
-    if config.ipc < 1 or config.factor < 1 or config.crops_per_image < 1 or config.batch_size < 1:
+def _validate(options: BuildOptions, size: int, batch_size: int) -> None:
+    if options.ipc < 1 or options.factor < 1 or options.crops_per_image < 1 or batch_size < 1:
         raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
-    if size < config.factor:
-        raise BuildError(f"image size {size} is smaller than factor {config.factor}: patches would be empty")
-    low, high = config.crop_scale
+    if size < options.factor:
+        raise BuildError(f"image size {size} is smaller than factor {options.factor}: patches would be empty")
+    low, high = options.crop_scale
     if not 0.0 < low <= high <= 1.0:
-        raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {config.crop_scale}")
-    if not 0.0 < config.crop_ratio[0] <= config.crop_ratio[1]:
-        raise BuildError(f"crop ratio must satisfy 0 < min <= max, got {config.crop_ratio}")
+        raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(options.crop_scale)}")
 
 
-def _plan_class(members: list[int], label: int, config: _Options, source_size: int) -> dict:
+def _plan_class(members: list[int], label: int, options: BuildOptions, source_size: int) -> dict:
     """The seeded candidates of one class and their crop boxes [k, crops_per_image, 4]."""
-    generator = torch.Generator().manual_seed(stream_seed(config.seed, label))
-    count = min(len(members), config.candidates_per_class)
+    generator = torch.Generator().manual_seed(stream_seed(options.seed, label))
+    count = min(len(members), max(options.candidates_per_class, options.ipc * options.factor ** 2))
     order = torch.randperm(len(members), generator=generator)[:count].tolist()
-    boxes = sample_boxes(source_size, count * config.crops_per_image, config.crop_scale, config.crop_ratio, generator)
-    return {"positions": [members[i] for i in order], "boxes": boxes.view(count, config.crops_per_image, 4)}
+    boxes = sample_boxes(source_size, count * options.crops_per_image, tuple(options.crop_scale), CROP_RATIO, generator)
+    return {"positions": [members[i] for i in order], "boxes": boxes.view(count, options.crops_per_image, 4)}
 
 
 def sample_boxes(source_size: int, count: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -215,45 +203,45 @@ def crop_resize(image: torch.Tensor, box: Sequence[int], out_hw: tuple[int, int]
     return F.interpolate(region, size=out_hw, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
 
 
-def _score_crops(teacher, images, labels, boxes, size, config, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _score_crops(teacher, images, labels, boxes, size, crops_per_image, batch_size, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image: the lowest teacher cross-entropy over its crops, and that crop's box."""
     images = images.to(device)
     crops = torch.stack([crop_resize(image, box, (size, size)) for image, image_boxes in zip(images, boxes)
                          for box in image_boxes])
-    targets = labels.repeat_interleave(config.crops_per_image)
+    targets = labels.repeat_interleave(crops_per_image)
     losses = []
-    for chunk, chunk_targets in zip(crops.split(config.batch_size), targets.split(config.batch_size)):
+    for chunk, chunk_targets in zip(crops.split(batch_size), targets.split(batch_size)):
         logits = teacher(chunk)
         losses.append(F.cross_entropy(logits.float(), chunk_targets.to(logits.device), reduction="none"))
     losses = torch.cat(losses)
-    losses = losses.float().cpu().view(len(images), config.crops_per_image)
+    losses = losses.float().cpu().view(len(images), crops_per_image)
     best = losses.argmin(dim=1)
     rows = torch.arange(len(images))
     return losses[rows, best], boxes[rows, best]
 
 
-def _stitch_class(index, label, positions, losses, boxes, size, source_size, config) -> InitResult:
-    needed = config.ipc * config.factor ** 2
+def _stitch_class(index, label, positions, losses, boxes, size, source_size, options) -> InitResult:
+    needed = options.ipc * options.factor ** 2
     usable = int(torch.isfinite(losses).sum())
     if usable < needed:
         raise BuildError(f"class {index.class_names[label]!r} has only {usable} decodable images of the {needed} "
                          "that ipc x factor**2 needs; lower --ipc or fix the images")
     chosen = torch.argsort(losses, stable=True)[:needed]
-    layout = patch_layout(size, config.factor)
-    patches = config.factor ** 2
-    images = torch.zeros(config.ipc, 3, size, size, dtype=torch.uint8)
-    sources = torch.zeros(config.ipc, patches, len(SOURCE_FIELDS), dtype=torch.int64)
-    patch_losses = torch.zeros(config.ipc, patches)
+    layout = patch_layout(size, options.factor)
+    patches = options.factor ** 2
+    images = torch.zeros(options.ipc, 3, size, size, dtype=torch.uint8)
+    sources = torch.zeros(options.ipc, patches, len(SOURCE_FIELDS), dtype=torch.int64)
+    patch_losses = torch.zeros(options.ipc, patches)
     for rank, candidate in enumerate(chosen.tolist()):
-        patch, image_index = divmod(rank, config.ipc)
+        patch, image_index = divmod(rank, options.ipc)
         top, left, height, width = layout[patch]
         source = decode_image(index.samples[positions[candidate]][0], source_size)
         pixels = crop_resize(source, boxes[candidate], (height, width))
         images[image_index, :, top:top + height, left:left + width] = _to_uint8(pixels)
         sources[image_index, patch] = torch.tensor([positions[candidate], *boxes[candidate].tolist()])
         patch_losses[image_index, patch] = losses[candidate]
-    labels = torch.full((config.ipc,), label, dtype=torch.int64)
-    return InitResult(images, labels, sources, patch_losses, size, config.factor, source_size)
+    labels = torch.full((options.ipc,), label, dtype=torch.int64)
+    return InitResult(images, labels, sources, patch_losses, size, options.factor, source_size)
 
 
 def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
@@ -280,7 +268,7 @@ def source_crops(index: ImageFolderIndex, sources: torch.Tensor, size: int, sour
     return out.view(*sources.shape[:-1], 3, size, size)
 
 
-def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool = False
+def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """An existing distilled image set (ImageFolder layout) as (uint8 [N, 3, size, size], int64 [N]).
 
@@ -303,3 +291,20 @@ def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: 
     labels = relabel[torch.tensor(found.targets(), dtype=torch.int64)]
     order = torch.argsort(labels, stable=True)
     return images[order], labels[order]
+
+
+def run(ctx: BuildContext) -> tuple[dict, dict]:
+    """RDED-style synthetic images, or the given ``--init-images``; the images, labels and sources are the tensors."""
+    options = ctx.options
+    if options.init_images:
+        images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad)
+        return {"images": len(labels), "source": Path(options.init_images).name}, {"images": images, "labels": labels}
+    made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,
+                                progress=ctx.progress)
+    result = {"images": len(made.labels), "source_size": made.source_size, "skipped": len(made.skipped)}
+    return result, {"images": made.images, "labels": made.labels, "sources": made.sources}
+
+
+def load(ctx: BuildContext, record: dict) -> None:
+    synthetic = ctx.work.load_tensors("init")
+    ctx.images, ctx.labels = synthetic["images"], synthetic["labels"]

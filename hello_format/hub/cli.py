@@ -1,11 +1,13 @@
-"""`hello push` and `hello pull`: argument parsing and printing over hello_format.hub (cli.py registers them)."""
+"""`hello push` and `hello pull`: argument parsing and printing over hello_format.hub.publish
+(hello_format.cli registers them)."""
 
 from __future__ import annotations
 
 import click
 
-from hello_format import hub
-from hello_format.card import DEFAULT_LICENSE, load_eval_results
+from hello_format.hub import publish
+from hello_format.hub.card import DEFAULT_LICENSE, load_eval_results
+from hello_format.hub.resolver import file_uri
 from hello_format.text import terminal
 
 
@@ -58,15 +60,15 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
     results = load_eval_results(eval_path) if eval_path else None
     options = dict(repo_id=repo_id, repo_type=repo_type, revision=revision, license=license_, eval_results=results)
     if dry_run_dir is not None:
-        folder = hub.write_upload_folder(bundle, dry_run_dir, **options)
+        folder = publish.write_upload_folder(bundle, dry_run_dir, **options)
         _base_notice(folder.base_embedded)
         _echo(f"dry run: wrote {folder.root} (nothing uploaded)")
         for path in (folder.bundle, folder.card, folder.preview):
             _echo(f"  {path.name}  {path.stat().st_size:,} bytes")
-        uri = hub.file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
+        uri = file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
         _echo(f"would publish {uri}")
         return
-    result = hub.push(bundle, private=private, token=token, **options)
+    result = publish.push(bundle, private=private, token=token, **options)
     _base_notice(result.base_embedded)
     _echo(f"pushed {result.uri}")
     _echo(f"commit {result.commit_url}")
@@ -85,7 +87,7 @@ def pull(uri, out_dir, token, no_card):
     URI is hf://[datasets/|spaces/]ORG/NAME[@REVISION]/PATH. The download goes through the Hugging Face
     cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
     """
-    paths = hub.pull(uri, out_dir, token=token, with_card=not no_card)
+    paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
     _echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
     for path in paths[1:]:
         _echo(f"  with {path}")

@@ -13,8 +13,8 @@ import yaml
 from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.errors import HubError
-from hello_format.preview import render_grid
-from hello_format.text import code, markdown
+from hello_format.hub.preview import render_grid
+from hello_format.text import code, human_bytes, markdown
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
 DEFAULT_LICENSE = "other"
@@ -130,14 +130,14 @@ def render_card(
     results = None if eval_results is None else validate_eval_results(eval_results)
     m = bundle.manifest
     name = Path(bundle.path).name
-    batch = (m.get("recipe") or {}).get("batch_size", 64)
+    batch = m["recipe"]["batch_size"]  # required by the schema
     sections = [
         f"# {markdown(name)}",
         _what(bundle),
         *([f"![{bundle.num_classes} classes, a few images each]({preview})"] if preview else []),
         "## Load it\n\n"
         "```python\n"
-        "from hello_format.dataset import HelloDataset\n"
+        "from hello_format import HelloDataset\n"
         f"ds = HelloDataset({json.dumps(uri)})\n"
         f"loader = ds.loader(batch_size={batch})\n"
         "```\n\n"
@@ -286,14 +286,14 @@ def _storage(bundle: Bundle) -> str:
         ("header + manifest", s.header_bytes),
         ("**file total**", s.file_bytes),
     ]
-    table = "\n".join(f"| {name} | {n:,} | {_human(n)} |" for name, n in rows)
+    table = "\n".join(f"| {name} | {n:,} | {human_bytes(n)} |" for name, n in rows)
     versus = f"{s.ratio:,.1f}x the label generator" if s.ratio is not None else "this bundle stores no LoRA at all"
     return (
         "## Storage\n\n| part | bytes | |\n|---|---:|---:|\n"
         f"{table}\n\n"
         f"Stored soft labels for the same recipe ({bundle.num_images:,} images x {epochs} epochs x "
         f"{bundle.num_classes} classes x 2 bytes) would take {s.stored_label_bytes:,} bytes "
-        f"({_human(s.stored_label_bytes)}): {versus}."
+        f"({human_bytes(s.stored_label_bytes)}): {versus}."
     )
 
 
@@ -368,13 +368,3 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _human(n: int) -> str:
-    """Decimal units: 1234567 -> '1.2 MB'."""
-    if n < 1000:
-        return f"{n} B"
-    value, unit = n / 1000, "kB"
-    for bigger in ("MB", "GB", "TB"):
-        if round(value, 1) < 1000:
-            break
-        value, unit = value / 1000, bigger
-    return f"{value:.1f} {unit}"

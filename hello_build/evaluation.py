@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, per_class_indices, scan_image_folder
 from hello_build.zoo import create_model, zoo_names
-from hello_format.bundle import Bundle
+from hello_format.hub.resolver import open_bundle
 from hello_format.dataset import LabelledImages, default_device
-from hello_format.errors import BuildError
+from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.augment import AugmentConfig
+from hello_format.recipe import Recipe
 
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 STUDENT_MEAN = (0.485, 0.456, 0.406)
@@ -41,24 +41,11 @@ STUDENT_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class StudentRecipe:
-    """How the student trains; defaults come from the bundle's recorded recipe."""
+class StudentRecipe(Recipe):
+    """The bundle's recipe plus what only an evaluation chooses: the student architecture and the seed."""
 
     arch: str = "convnet3"
-    epochs: int = 300
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    loss: str = "mse_ce"
-    temperature: float = 20.0
-    beta: float = 0.1
     seed: int = 0
-
-    @classmethod
-    def from_manifest(cls, recipe: dict, **overrides) -> "StudentRecipe":
-        known = {k: recipe[k] for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "loss", "temperature", "beta") if k in recipe}
-        return cls(**{**known, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True) -> torch.nn.Module:
@@ -135,15 +122,15 @@ def evaluate(
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
-    with Bundle.open(bundle_path, verify=True) as bundle:
+    with open_bundle(bundle_path, verify=True) as bundle:
         manifest = bundle.manifest
         images, labels, names = bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
             if regime in ("projector", "random-real") else None
-    recipe = StudentRecipe.from_manifest(manifest.get("recipe", {}), **(recipe_overrides or {}))
+    recipe = StudentRecipe.from_manifest(manifest["recipe"], **(recipe_overrides or {}))
     if recipe.arch not in zoo_names():
         raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
-    augment = AugmentConfig.from_dict(manifest.get("recipe", {}).get("augment", {}))
+    augment = recipe.augment
     size = augment.output_size or images.shape[-1]
     val_index = scan_image_folder(val_dir)
     folders = manifest.get("provenance", {}).get("class_folders", names)

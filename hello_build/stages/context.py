@@ -1,0 +1,81 @@
+"""The stage machinery: what every stage of one build reads (``BuildContext``), what a stage is
+(``Stage``), which options a stage's result depends on (``stage_key``) and how a recorded result is
+reused or made (``run_stage``). The declared list of stages is ``hello_build.stages.plan.STAGES``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from hello_build.data import ImageFolderIndex, RealImages
+from hello_build.options import BuildOptions
+from hello_build.workdir import WorkDir
+from hello_format.augment import AugmentConfig
+from hello_format.projector import Projector
+
+# The order in which results depend on each other; an option's ``stage`` (hello_build.options) is the
+# first of these it changes. "data" and "base" are the build's set-up; "recipe" (the student's view)
+# comes before "text_head" because the head's fidelity is measured on student views.
+ORDER = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
+
+
+def stage_key(options: BuildOptions, name: str) -> dict:
+    """Options that stage ``name``'s result depends on: its own and those of every earlier stage."""
+    return options.stage_key(ORDER[: ORDER.index(name) + 1])
+
+
+@dataclass
+class BuildContext:
+    """What the stages of one build read and fill in: the options (resolved), data, models, work directory."""
+
+    options: BuildOptions
+    work: WorkDir
+    index: ImageFolderIndex
+    train: RealImages                # the real images the transfers see
+    holdout: RealImages              # the real images fidelity is measured on
+    device: torch.device
+    image_size: int
+    augment: AugmentConfig           # the student's view (the recipe's), also the transfers' view of real images
+    projector: Projector
+    progress: bool
+    log: Callable[[str], None]
+    teachers: object = None          # a TeacherSet, from the teacher stage
+    images: torch.Tensor | None = None   # the synthetic images (uint8 [N, 3, S, S]) and their labels
+    labels: torch.Tensor | None = None
+    results: dict = field(default_factory=dict)   # each stage's recorded result, by name
+    timings: dict = field(default_factory=dict)   # seconds per step, for the manifest
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the build: ``run(ctx) -> (result, tensors)`` makes its result (JSON-able dict, tensors
+    or None), kept in the work directory; ``load(ctx, record)`` puts a result (fresh or resumed; None
+    when the stage is off) into the context. ``when(options)``: whether it runs in this build."""
+
+    name: str
+    run: Callable[[BuildContext], tuple[dict, dict | None]]
+    load: Callable[[BuildContext, dict | None], None]
+    when: Callable[[BuildOptions], bool] = lambda options: True
+
+
+def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
+    """The recorded result of ``stage`` (reused when its options are unchanged, else made by ``stage.run``),
+    then loaded into ``ctx``; None when the stage is off. A result's ``resumed_seconds`` (time earlier,
+    interrupted runs of the stage spent) is added to its time."""
+    record = None
+    if stage.when(ctx.options):
+        key = stage_key(ctx.options, stage.name)
+        record = ctx.work.result(stage.name, key)
+        if record is None:
+            started = time.perf_counter()
+            result, tensors = stage.run(ctx)
+            seconds = time.perf_counter() - started + result.pop("resumed_seconds", 0.0)
+            record = ctx.work.finish(stage.name, key, result, seconds, tensors=tensors)
+        ctx.timings[stage.name] = record["seconds"]
+        ctx.results[stage.name] = record["result"]
+    stage.load(ctx, record)
+    return record

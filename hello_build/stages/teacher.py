@@ -1,0 +1,52 @@
+"""Stage "teacher": the teacher(s) the projector learns to imitate.
+
+Given files are loaded (nothing to record); with ``--train-teacher`` a zoo teacher is trained on the
+non-held-out images and the checkpoints of its trajectory kept as weak teachers, recorded in the work
+directory like every stage's result, so a rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from hello_build import teachers as teacher_io
+from hello_build.stages.context import BuildContext
+
+
+def trains(options) -> bool:
+    """Whether this build trains its teacher (the stage's result) instead of loading given files."""
+    return options.train_teacher is not None
+
+
+def run(ctx: BuildContext) -> tuple[dict, dict]:
+    """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
+    options = ctx.options
+    trained = teacher_io.train_teacher(
+        ctx.index, options.train_teacher, epochs=options.teacher_epochs, keep=options.teacher_checkpoints,
+        input_size=ctx.image_size, indices=ctx.train.indices, seed=options.seed, device=ctx.device,
+        num_workers=options.num_workers, skip_bad=options.skip_bad, progress=ctx.progress,
+    )
+    tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
+    return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
+
+
+def load(ctx: BuildContext, record: dict | None) -> None:
+    """``ctx.teachers``: the trained checkpoints of ``record``, or (no record) the given teacher files."""
+    options, classes = ctx.options, ctx.index.num_classes
+    if record is not None:
+        state = ctx.work.load_tensors("teacher")
+        members = [teacher_io.zoo_teacher(options.train_teacher, classes,
+                                          {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
+                                          input_size=ctx.image_size, description=record["result"]["description"][k])
+                   for k in range(record["result"]["checkpoints"])]
+    else:
+        started = time.perf_counter()
+        members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=classes,
+                                           image_size=ctx.image_size, trust_code=options.trust_teacher_code)
+                   for path in options.teacher]
+        ctx.timings["teacher"] = time.perf_counter() - started
+    for member in members:
+        teacher_io.check_teacher(member, classes)
+    ctx.log(f"teachers: {len(members)} ({options.teacher_combine}): {members[-1].description}")
+    ctx.teachers = teacher_io.TeacherSet([m.to(ctx.device).eval() for m in members], combine=options.teacher_combine,
+                                         seed=options.seed)

@@ -1,0 +1,187 @@
+"""Stage "view_transfer" (ours, beyond the paper): fit the LoRA on the views the student will see.
+
+Once the synthetic images exist, the LoRA is fitted on augmented, CutMixed student views of them,
+labelled by the final teacher, each batch mixed with augmented real views so the projector does not
+merely memorise a hundred pictures; the loss is the real transfer's (``hello_build.stages.transfer``).
+The state with the best agreement on a fixed set of *selection* views (a seed the fitting never draws)
+is kept; ``view_agreement`` on yet another seed reports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hello_build.options import BuildOptions
+from hello_build.stages.context import BuildContext
+from hello_build.stages.transfer import (autocast, cosine, describe, load_lora_state, lora_state, measure,
+                                         transfer_loss, views)
+from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.runtime import epoch_seed
+
+# seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
+# how many student passes over the synthetic set each holds, and at most how many views (ImageNet scale)
+SELECTION_SEED, REPORT_SEED = 0x5E1EC7, 0x4E907
+SELECTION_ROUNDS, REPORT_ROUNDS = 5, 10
+SELECTION_MAX_VIEWS, REPORT_MAX_VIEWS = 4096, 8192
+
+
+def run_view_transfer(
+    projector,
+    teachers,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    real_data,
+    augment: AugmentConfig,
+    options: BuildOptions,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Fit ``projector``'s LoRA in place on teacher-labelled student views of the synthetic ``images``
+    (uint8 [N,3,H,W], ``labels``), mixed with real views; keep the best state on the selection views.
+
+    Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
+    images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
+    loader does). Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
+    steps and the step that was kept. Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
+    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``."""
+    params = [p for p in projector.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
+    target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
+    reference = _reference(teachers, options.view_transfer_target)
+    selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
+                                      limit=SELECTION_MAX_VIEWS, device=device)
+    with torch.no_grad(), autocast(device):
+        selection_targets = [reference(view).float().argmax(1) for view in selection()]
+
+    generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
+    teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
+    batch_size, steps, eval_every = options.transfer_batch_size, options.view_transfer_steps, options.view_transfer_eval_every
+    real_count = round(batch_size * options.view_transfer_real_fraction)
+    synthetic_count = batch_size - real_count
+    real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
+    best = {"agreement": _agreement(projector, selection(), selection_targets), "step": 0, "state": lora_state(projector)}
+    curve, losses = [(0, best["agreement"])], []
+    started = time.perf_counter()
+    bar = tqdm(range(steps), desc="view transfer", disable=not progress, leave=False)
+    for step in bar:
+        projector.train()
+        cosine(optimizer, options.view_transfer_lr, step, steps, warmup=max(1, steps // 10))
+        pick = torch.randint(len(images), (synthetic_count,), generator=generator)
+        view = augment_batch(images[pick].to(device), augment, generator)
+        parts = [(view.images, *mix_targets(labels[pick].to(device), view.mix))]
+        if real is not None:
+            real_images, real_labels = next(real)
+            real_view, real_labels = views(real_images, real_labels, augment, generator, device)
+            parts.append((real_view.images, *mix_targets(real_labels, real_view.mix)))
+        loss = 0.0
+        optimizer.zero_grad(set_to_none=True)
+        for x, labels_a, labels_b, lam in parts:  # separate CE mixes; one optimizer step over both
+            with torch.no_grad(), autocast(device):
+                t = target(x, teacher_choice).float()
+            with autocast(device):
+                logits = projector(x).float()
+            part = transfer_loss(logits, t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+            (part * len(x) / batch_size).backward()
+            loss += part.item() * len(x) / batch_size
+        optimizer.step()
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            agreement = _agreement(projector, selection(), selection_targets)
+            curve.append((step + 1, agreement))
+            if agreement > best["agreement"]:
+                best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
+            if log:
+                log(f"view transfer step {step + 1}/{steps}: loss {sum(losses[-eval_every:]) / len(losses[-eval_every:]):.4f}, "
+                    f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
+                    f"{time.perf_counter() - started:.0f} s)")
+    load_lora_state(projector, best["state"])
+    projector.eval()
+    return {"loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": best["step"],
+            "kept_selection_agreement": best["agreement"], "selection_views": sum(len(t) for t in selection_targets)}
+
+def enabled(options: BuildOptions) -> bool:
+    """Whether the stage runs: 0 steps is the paper's method."""
+    return options.view_transfer_steps > 0
+
+
+def run(ctx: BuildContext) -> tuple[dict, dict]:
+    """The synthetic-view fit, then the fidelity on held-out real views."""
+    result = run_view_transfer(ctx.projector, ctx.teachers, ctx.images, ctx.labels, ctx.train, ctx.augment, ctx.options,
+                               device=ctx.device, progress=ctx.progress, log=ctx.log)
+    return {**result, "fidelity": measure(ctx)}, lora_state(ctx.projector)
+
+
+def load(ctx: BuildContext, record: dict | None) -> None:
+    if record is None:
+        return
+    load_lora_state(ctx.projector, ctx.work.load_tensors("view_transfer"))
+    result = record["result"]
+    ctx.log(f"after synthetic-view transfer (step {result['kept_step']} kept): held-out real views "
+            f"{describe(result['fidelity'])}")
+
+
+def synthetic_agreement(ctx: BuildContext, images: torch.Tensor) -> dict:
+    """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
+    images, from a seed neither transfer phase draws; against the teacher the view transfer imitates."""
+    return view_agreement(ctx.projector, ctx.teachers, images, ctx.augment, device=ctx.device,
+                          target=ctx.options.view_transfer_target)
+
+
+@torch.no_grad()
+def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, target: str,
+                   view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS) -> dict:
+    """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
+    batches over the synthetic ``images`` (at most ``limit`` views): augmented and CutMixed exactly as
+    the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws)."""
+    device = torch.device(device)
+    reference = _reference(teachers, target)
+    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit, device=device)  # noqa: E731
+    with autocast(device):
+        targets = [reference(view).float().argmax(1) for view in views()]
+    return {"agreement": _agreement(projector, views(), targets), "views": sum(len(t) for t in targets), "seed": view_seed}
+
+
+def _reference(teachers, target: str):
+    """The teacher whose labels agreement is measured against: the final teacher, or the set's mean."""
+    return teachers.teachers[-1] if target == "last" else teachers.mean_logits
+
+
+def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, device, batch_size: int = 64):
+    """Student batches of ``rounds`` shuffled passes over ``images`` (at most ``limit`` views), on
+    ``device``; the same views for the same seed, made batch by batch so memory holds one batch."""
+    generator = torch.Generator().manual_seed(seed)
+    made = 0
+    for _ in range(rounds):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), batch_size):
+            pick = order[start : start + batch_size][: limit - made]
+            if not len(pick):
+                return
+            yield augment_batch(images[pick].to(device), augment, generator).images
+            made += len(pick)
+
+
+@torch.no_grad()
+def _agreement(projector, views, targets) -> float:
+    projector.eval()
+    agree = total = 0
+    for view, target in zip(views, targets):
+        with autocast(view.device):
+            agree += int((projector(view).float().argmax(1) == target).sum())
+        total += len(target)
+    return agree / max(1, total)
+
+
+def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
+    """Shuffled real batches forever, reshuffled (seeded) at each pass."""
+    order = torch.Generator().manual_seed(seed ^ 0x4EA1)
+    while True:
+        yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers)

@@ -1,0 +1,177 @@
+"""Publishing to the Hugging Face Hub: push a bundle with its card and preview, pull one into a folder."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import validate_repo_id
+
+from hello_format.errors import HubError
+from hello_format.files import atomic_target
+from hello_format.hub import card
+from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
+                                       parse_hf_uri, resolve)
+
+
+def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
+    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading."""
+    ref = parse_hf_uri(uri)
+    local = resolve(uri, token=token)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_copy(local, out / Path(ref.path).name)]
+    if with_card and ref.path != "README.md":
+        card_ref = HubRef(ref.repo_type, ref.repo_id, ref.revision, "README.md")
+        try:
+            card_file = download(card_ref, token=token)
+        except HubError:
+            card_file = None  # a repo without a card (or not cached while offline) still pulls its bundle
+        if card_file is not None:
+            written.append(_copy(card_file, out / "README.md"))
+    return written
+
+
+def _copy(source: Path, target: Path) -> Path:
+    """Copy through a temp file renamed over ``target``: a reader that has the old file mapped keeps
+    it whole (overwriting in place would truncate it under the reader: SIGBUS)."""
+    with atomic_target(target) as temp:
+        shutil.copyfile(source, temp)
+    return target
+
+
+def require_token(token: str | None) -> str:
+    """The token to upload with: ``token``, else HF_TOKEN / the cached login; HubError when there is none."""
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise HubError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}")
+    return token
+
+
+@dataclass(frozen=True)
+class UploadFolder:
+    """The folder a push uploads: the bundle (byte-identical copy), its card and its preview image."""
+
+    root: Path
+    bundle: Path
+    card: Path
+    preview: Path
+    base_embedded: bool
+
+
+def write_upload_folder(
+    bundle_path: str | Path,
+    out_dir: str | Path,
+    *,
+    repo_id: str,
+    repo_type: str = "dataset",
+    revision: str | None = None,
+    license: str = "other",
+    eval_results: object = None,
+) -> UploadFolder:
+    """Write exactly what ``push`` would upload into the new or empty folder ``out_dir``; returns its files."""
+    check_repo(repo_id, repo_type)
+    root = Path(out_dir)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise HubError(f"{root}: the upload folder must be new or empty; choose another directory")
+    with open_bundle(bundle_path, verify=True) as bundle:
+        source = bundle.path
+        target = root / source.name
+        text = card.render_card(
+            bundle,
+            uri=file_uri(repo_id, target.name, repo_type=repo_type, revision=revision),
+            license=license,
+            eval_results=eval_results,
+            preview=card.PREVIEW_NAME,
+        )
+        image = card.render_preview(bundle)
+        embedded = card.base_embedded(bundle)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    (root / "README.md").write_text(text, encoding="utf-8")
+    image.save(root / card.PREVIEW_NAME)
+    return UploadFolder(root, target, root / "README.md", root / card.PREVIEW_NAME, embedded)
+
+
+def check_repo(repo_id: str, repo_type: str) -> None:
+    """HubError unless ``repo_id`` is a valid 'ORG/NAME' and ``repo_type`` one bundles can live in."""
+    if repo_type not in REPO_TYPES:
+        raise HubError(f"repo type {repo_type!r} is not one of {', '.join(REPO_TYPES)}")
+    try:
+        validate_repo_id(repo_id)
+    except hf_errors.HFValidationError as exc:
+        raise HubError(f"repo id {repo_id!r}: {str(exc).splitlines()[0]}") from None
+    if repo_id.count("/") != 1:
+        raise HubError(f"repo id {repo_id!r} must be 'ORG/NAME' (your user name or an organisation, then a name)")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push published: the bundle's hub URI, the commit that holds it, whether the base went along."""
+
+    uri: str
+    commit_url: str
+    base_embedded: bool
+
+
+def upload(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    repo_type: str = "dataset",
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload .hello bundle",
+) -> str:
+    """Create the repo (and branch) if needed and upload ``folder`` as one commit; returns the commit URL."""
+    token = require_token(token)
+    check_repo(repo_id, repo_type)
+    target = file_uri(repo_id, "", repo_type=repo_type, revision=revision).rstrip("/")
+    api = huggingface_hub.HfApi(token=token, library_name="hello")
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision is not None and not revision.startswith("refs/"):
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type=repo_type,
+            revision=revision,
+            commit_message=commit_message,
+        )
+    except Exception as exc:  # every huggingface_hub failure becomes one HubError line
+        raise hub_error(exc, target, uploading=True) from None
+    return commit.commit_url
+
+
+def push(
+    bundle_path: str | Path,
+    repo_id: str,
+    *,
+    repo_type: str = "dataset",
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    license: str = "other",
+    eval_results: object = None,
+) -> PushResult:
+    """Publish a bundle with its card and preview; the token is checked before anything touches the network."""
+    token = require_token(token)
+    with tempfile.TemporaryDirectory(prefix="hello-push-") as tmp:
+        folder = write_upload_folder(
+            bundle_path,
+            Path(tmp) / "upload",
+            repo_id=repo_id,
+            repo_type=repo_type,
+            revision=revision,
+            license=license,
+            eval_results=eval_results,
+        )
+        commit_url = upload(folder.root, repo_id, repo_type=repo_type, revision=revision, private=private, token=token)
+    uri = file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
+    return PushResult(uri, commit_url, folder.base_embedded)

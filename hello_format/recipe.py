@@ -1,0 +1,50 @@
+"""The student recipe: how students train on a bundle, the manifest's ``recipe`` section as data.
+
+``Recipe`` is the only writer (``to_manifest``) and reader (``from_manifest``) of that section and
+the only home of its defaults (the builder's options take theirs from here). The augmentation part
+is an ``AugmentConfig``, whose own defaults say what an absent ``recipe.augment`` key means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from hello_format.augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The student side a label generator was built for (spec section 4, ``recipe.*``)."""
+
+    loss: str = "mse_ce"              # "mse_ce": MSE to the soft labels + beta * CE (HeLlO); "kl" (SRe2L/RDED)
+    temperature: float = 20.0         # temperature of the kl loss
+    beta: float = 0.1                 # weight of the hard-label CE in mse_ce
+    epochs: int = 300                 # student epochs (also sets the stored-label comparison)
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3                  # cosine-decayed
+    weight_decay: float = 0.01
+    student_image_size: int | None = None   # None: the stored size
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_manifest(self) -> dict:
+        """The manifest ``recipe`` section."""
+        section = {f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)}
+        section["augment"] = self.augment.to_dict()
+        return section
+
+    @classmethod
+    def from_manifest(cls, section: dict, **overrides) -> "Recipe":
+        """Read a ``recipe`` section (unknown keys ignored, absent ones default), then apply the
+        ``overrides`` that are not None; ``augment`` as an ``AugmentConfig`` or a dict of changes."""
+        values = {f.name: section[f.name] for f in dataclasses.fields(Recipe) if f.name in section}
+        values["augment"] = AugmentConfig.from_dict(section.get("augment", {}))
+        return cls(**values).replace(**overrides)
+
+    def replace(self, **overrides) -> "Recipe":
+        """A copy with the given fields changed (None leaves a field as it is)."""
+        changes = {name: value for name, value in overrides.items() if value is not None}
+        if isinstance(changes.get("augment"), dict):
+            changes["augment"] = self.augment.replace(**changes["augment"])
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,188 @@
+"""Helpers several test files share (fixtures are in conftest.py); no tests here.
+
+- a tiny ImageFolder tree, a tiny base checkpoint and a colour teacher module for builds;
+- small schema-valid bundles around a fake base, and a card splitter;
+- a huggingface_hub cache populated by hand (offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from huggingface_hub.utils.sha import git_hash
+from PIL import Image
+from safetensors.torch import save_file
+
+from hello_build.options import BuildOptions
+from hello_build.pipeline import build
+from hello_format.bundle import write_bundle
+from hello_format.head import head_lora_manifest
+from hello_format.recipe import Recipe
+from hello_format.testing import TINY_ARCHITECTURES, tiny_clip
+
+COMMIT = "a" * 40  # the hub cache's default snapshot
+
+# ------------------------------------------------------------------------------- builds
+
+CLASSES = ("apple", "leaf", "sea")
+COLOURS = ((200, 40, 40), (40, 180, 60), (50, 60, 210))
+TEACHER_MODULE = "h7_colour_teacher"
+TEACHER = f"{TEACHER_MODULE}:make"
+INTERRUPT_ENV = "H7_INTERRUPT_WHEN_EXISTS"
+
+TEACHER_SOURCE = f'''
+"""A fixed colour classifier (test teacher); raises KeyboardInterrupt once ${INTERRUPT_ENV} exists."""
+import os
+import torch
+from torch import nn
+
+
+class ColourTeacher(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.register_buffer("weight", 3.0 * torch.eye(3)[:num_classes] - 1.0)
+
+    def forward(self, x):
+        trigger = os.environ.get("{INTERRUPT_ENV}")
+        if trigger and os.path.exists(trigger):
+            raise KeyboardInterrupt
+        channels = x.mean(dim=(2, 3))
+        return 2.0 * (channels - channels.mean(1, keepdim=True)) @ self.weight.T
+
+
+def make(num_classes=3):
+    return ColourTeacher(num_classes)
+'''
+
+
+def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:
+    """An ImageFolder of PNGs: each class its own colour and stripe pattern, plus per-image noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    patterns = ((yy // 4) % 2, (xx // 4) % 2, ((yy // 4) + (xx // 4)) % 2)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pattern = patterns[label % 3][..., None]
+        for i in range(per_class):
+            pixels = np.array(COLOURS[label % 3])[None, None] * (0.6 + 0.4 * pattern) + rng.normal(0, 20, (size, size, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return root
+
+
+def save_tiny_base(path: Path, family: str = "vit") -> str:
+    """A tiny CLIP's state dict as a local safetensors checkpoint; returns its architecture name."""
+    model = tiny_clip(family, seed=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return TINY_ARCHITECTURES[family]
+
+
+def write_teacher_module(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{TEACHER_MODULE}.py").write_text(TEACHER_SOURCE)
+    return folder
+
+
+def tiny_options(kit, out_dir: Path, **overrides) -> BuildOptions:
+    """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity); the paper's
+    stages only unless ``view_transfer_steps`` is given (tests/test_view_transfer.py covers that stage)."""
+    values = dict(
+        data=str(kit["data"]), output=str(out_dir / "tiny.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
+        embed_base=True, teacher=[TEACHER], holdout=0.25, transfer_epochs=4, transfer_batch_size=12, transfer_lr=5e-3,
+        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0, view_transfer_steps=0,
+    )
+    values.update(overrides)
+    return BuildOptions(**values)
+
+
+def run_build(options: BuildOptions) -> tuple[dict, list[str]]:
+    logs: list[str] = []
+    return build(options, progress=False, log=logs.append), logs
+
+
+# ------------------------------------------------------------------------------ bundles
+
+CARD_CLASSES = ["cat", "dog", "bird"]
+FEATURE_WIDTH = 16  # feature width of the fake encoder
+
+
+def make_manifest(*, classes=CARD_CLASSES, ipc=4, source="local", architecture="hello-tiny-vit", pretrained=None,
+                  source_dataset="cifar10", epochs=300):
+    """A schema-valid manifest around a fake base (nothing here loads the base)."""
+    return {
+        "format_version": "1.0",
+        "class_names": list(classes),
+        "ipc": ipc,
+        "base": {
+            "source": source, "architecture": architecture, "pretrained": pretrained,
+            "checkpoint": "tiny-base.safetensors" if source == "local" else None, "config": None,
+            "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
+        },
+        "lora": {
+            "peft_type": "LORA", "module_root": "visual", "target_modules": r"transformer\.resblocks\.\d+\.mlp\.c_fc",
+            "r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0, "bias": "none",
+            "dtype": "float16",
+        },
+        "head": {
+            "templates": ["a photo of a {}.", "a drawing of a {}."], "ensemble": "mean", "normalize_features": True,
+            "logit_scale": 100.0, "lora": head_lora_manifest(8, 8),
+        },
+        "recipe": Recipe(epochs=epochs, batch_size=32, student_image_size=16).to_manifest(),
+        "provenance": {
+            "source_dataset": source_dataset, "teacher": "resnet18-cifar10",
+            "builder": {"name": "hello-build", "version": "0.1.0", "options": {}}, "timings": {"init": 1.5},
+        },
+    }
+
+
+def make_bundle(path, *, seed=0, codec="png", embed_base=False, zero_shot=False, **manifest_options):
+    """Write a small bundle (random images, random LoRA; ``zero_shot``: no LoRA at all) and return its path."""
+    manifest = make_manifest(source="embedded" if embed_base else manifest_options.pop("source", "local"),
+                             **manifest_options)
+    c, ipc = len(manifest["class_names"]), manifest["ipc"]
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (c * ipc, 3, 12, 12), dtype=torch.uint8, generator=g)
+    labels = torch.arange(c).repeat_interleave(ipc)
+    module = "encoder_lora.base_model.model.transformer.resblocks.0.mlp.c_fc"
+    tensors = {
+        f"{module}.lora_A.weight": torch.randn(4, FEATURE_WIDTH, generator=g).half(),
+        f"{module}.lora_B.weight": torch.randn(4 * FEATURE_WIDTH, 4, generator=g).half(),
+        "head.lora_A": torch.randn(8, FEATURE_WIDTH, generator=g).half(),
+        "head.lora_B": torch.randn(c, 8, generator=g).half(),
+    }
+    if embed_base:
+        tensors["base.visual.proj"] = torch.randn(FEATURE_WIDTH, 8, generator=g)
+    if zero_shot:
+        manifest["lora"], manifest["head"]["lora"] = None, None
+        tensors = {name: t for name, t in tensors.items() if name.startswith("base.")}
+    return write_bundle(path, manifest, images, labels, tensors, codec=codec)
+
+
+def split_card(text):
+    """(front matter dict, body) of a README.md with YAML front matter."""
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(front), body
+
+
+# ---------------------------------------------------------------------- the hub cache
+
+def cache_file(cache, repo_id, path, data, *, repo_type="dataset", commit=COMMIT, ref="main", lfs=True):
+    """Put ``data`` into ``cache`` the way hf_hub_download stores a file: a blob named by the file's etag
+    (sha256 for LFS files, git blob sha1 otherwise), a snapshot symlink to it, a ref naming the commit."""
+    repo_dir = Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    blob = repo_dir / "blobs" / (hashlib.sha256(data).hexdigest() if lfs else git_hash(data))
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    pointer = repo_dir / "snapshots" / commit / path
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    if ref is not None:
+        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs" / ref).write_text(commit)
+    return pointer

@@ -1,0 +1,70 @@
+"""The build as declared stages: their order, and options.py as the only home of their settings' defaults."""
+
+import dataclasses
+import importlib
+import inspect
+
+import pytest
+import torch
+
+from hello_build.options import BuildOptions
+from hello_build.stages import context
+from hello_build.stages.plan import STAGES
+
+STAGE_MODULES = ("context", "plan", "teacher", "text_head", "transfer", "init", "image_update", "view_transfer")
+OPTION_NAMES = {f.name for f in dataclasses.fields(BuildOptions)}
+
+
+def test_the_declared_stages_follow_the_order_results_depend_on():
+    names = [stage.name for stage in STAGES]
+    assert names == [name for name in context.ORDER if name in names]
+    assert len(set(names)) == len(names) and names[0] == "teacher" and names[-1] == "view_transfer"
+    stages_of_options = {f.metadata["stage"] for f in dataclasses.fields(BuildOptions)}
+    assert stages_of_options <= set(context.ORDER) | {"write", "run"}
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
+def test_every_stage_runs_on_the_context_alone(stage):
+    for function in (stage.run, stage.load):
+        assert list(inspect.signature(function).parameters)[0] == "ctx", function
+    assert isinstance(stage.when(BuildOptions()), bool)
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_no_stage_function_has_a_default_of_its_own_for_a_build_option(module):
+    """A stage reads its settings from BuildOptions: a parameter named like an option with a default
+    would be a second default (as init's candidates 300 and crop scale (0.08, 1) once were)."""
+    found = importlib.import_module(f"hello_build.stages.{module}")
+    for name, function in vars(found).items():
+        if inspect.isfunction(function) and function.__module__ == found.__name__:
+            for parameter in inspect.signature(function).parameters.values():
+                assert parameter.default is inspect.Parameter.empty or parameter.name not in OPTION_NAMES, (
+                    f"{module}.{name}({parameter.name}={parameter.default!r}) repeats a default of hello_build.options")
+            assert not any(isinstance(v, type) and dataclasses.is_dataclass(v) and v.__name__.endswith("Options")
+                           for v in vars(found).values() if getattr(v, "__module__", None) == found.__name__)
+
+
+def test_the_stages_effective_defaults_are_the_options(tmp_path):
+    """What the init stage draws with default options: options.py's candidate count and crop scale."""
+    from PIL import Image
+
+    from hello_build.data import scan_image_folder
+    from hello_build.stages.init import initialise_synthetic
+
+    root = tmp_path / "data"
+    for name, count in (("a", BuildOptions.candidates_per_class + 20), ("b", 1)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(root / name / f"{i:03d}.png")
+    scored = []
+
+    class CountingTeacher(torch.nn.Module):
+        def forward(self, images):
+            scored.append(len(images))
+            return images.new_zeros(len(images), 2)
+
+    options = BuildOptions(ipc=1, factor=1)
+    result = initialise_synthetic(scan_image_folder(root), CountingTeacher(), options, size=8, classes=[0], device="cpu")
+    assert sum(scored) == options.candidates_per_class * options.crops_per_image
+    height, width = result.sources[0, 0, 3:].tolist()
+    assert height == width and height * width >= options.crop_scale[0] * 8 * 8 - 8
