@@ -52,7 +52,6 @@ from hello_format.base import describe_base, embedded_tensors, quiet_open_clip  
 from hello_format.bundle import write_bundle  # noqa: E402
 from hello_format.dataset import HelloDataset, LabelledImages  # noqa: E402
 from hello_format.head import SINGLE_TEMPLATE  # noqa: E402
-from hello_format.labelling import LabelOptions  # noqa: E402
 from hello_format.losses import mse_ce_loss  # noqa: E402
 from hello_format.projector import Projector  # noqa: E402
 from hello_format.recipe import Recipe  # noqa: E402
@@ -158,7 +157,6 @@ def labels_per_second(setting: Setting, device, batch: int, rounds: int, compile
     """Table 1 for one setting: labels/s of projector and teacher under each option set."""
     projector, _ = projector_for(setting, device)
     projector.merge()
-    teacher = teacher_for(setting, device)
     views = torch.rand(batch, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(1)).to(device)
     sets = dict(OPTION_SETS, **({"bf16+compile": {"precision": "bf16", "compile": True}} if compile_ else {}))
     functions, reference, agreement = {}, None, {}

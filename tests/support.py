@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from huggingface_hub.utils.sha import git_hash
 from PIL import Image
@@ -20,10 +21,12 @@ from safetensors.torch import save_file
 
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build
+from hello_format.augment import AugmentConfig
+from hello_format.base import embedded_tensors
 from hello_format.bundle import write_bundle
 from hello_format.head import head_lora_manifest
 from hello_format.recipe import Recipe
-from hello_format.testing import TINY_ARCHITECTURES, tiny_clip
+from hello_format.testing import TINY_ARCHITECTURES, tiny_clip, tiny_projector
 
 COMMIT = "a" * 40  # the hub cache's default snapshot
 
@@ -58,6 +61,27 @@ class ColourTeacher(nn.Module):
 def make(num_classes=3):
     return ColourTeacher(num_classes)
 '''
+
+
+def write_labelled_bundle(path, family: str = "vit", seed: int = 0, *, classes=("a", "b", "c"), ipc: int = 4,
+                          augment: dict | None = None):
+    """A 32-px bundle with an embedded tiny base and non-zero fp32 LoRA (so merging is the only
+    difference), smooth random images, ``augment`` as its recipe's augmentation."""
+    classes = list(classes)
+    projector = tiny_projector(family, classes, seed=seed)
+    manifest = {
+        "format_version": "1.0", "class_names": classes, "ipc": ipc,
+        **projector.manifest_sections("float32"),
+        "recipe": Recipe(epochs=2, batch_size=5, student_image_size=32,
+                         augment=AugmentConfig.from_dict(augment or {})).to_manifest(),
+        "provenance": {"source_dataset": "test", "teacher": "none",
+                       "builder": {"name": "tests", "version": "0", "options": {}}, "timings": {}},
+    }
+    coarse = torch.rand(len(classes) * ipc, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+    images = (F.interpolate(coarse, size=32, mode="bilinear") * 255).round().to(torch.uint8)
+    labels = torch.arange(len(classes)).repeat_interleave(ipc)
+    tensors = {**projector.bundle_tensors("float32"), **embedded_tensors(tiny_clip(family, seed))}
+    return write_bundle(path, manifest, images, labels, tensors, codec="png")
 
 
 def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:

@@ -22,7 +22,7 @@ from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
-from support import cache_file
+from support import cache_file, write_labelled_bundle
 
 CLASSES = ["a", "b", "c"]
 IPC = 4
@@ -30,21 +30,7 @@ RECIPE_AUGMENT = {"cutmix": 1.0, "patch_shuffle": 2, "scale": [0.5, 1.0]}
 
 
 def write_tiny_bundle(path, family="vit", seed=0):
-    """A bundle with an embedded tiny base and non-zero fp32 LoRA (so merging is the only difference)."""
-    projector = tiny_projector(family, CLASSES, seed=seed)
-    manifest = {
-        "format_version": "1.0", "class_names": CLASSES, "ipc": IPC,
-        **projector.manifest_sections("float32"),
-        "recipe": Recipe(epochs=2, batch_size=5, student_image_size=32,
-                         augment=AugmentConfig.from_dict(RECIPE_AUGMENT)).to_manifest(),
-        "provenance": {"source_dataset": "test", "teacher": "none",
-                       "builder": {"name": "test_dataset", "version": "0", "options": {}}, "timings": {}},
-    }
-    coarse = torch.rand(len(CLASSES) * IPC, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
-    images = (F.interpolate(coarse, size=32, mode="bilinear") * 255).round().to(torch.uint8)
-    labels = torch.arange(len(CLASSES)).repeat_interleave(IPC)
-    tensors = {**projector.bundle_tensors("float32"), **embedded_tensors(tiny_clip(family, seed))}
-    return write_bundle(path, manifest, images, labels, tensors, codec="png")
+    return write_labelled_bundle(path, family, seed, classes=CLASSES, ipc=IPC, augment=RECIPE_AUGMENT)
 
 
 @pytest.fixture(scope="module")

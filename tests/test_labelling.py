@@ -3,7 +3,7 @@ labelling ahead gives the very batches of the plain loop."""
 
 import pytest
 import torch
-from test_dataset import write_tiny_bundle
+from support import write_labelled_bundle
 
 from hello_format.dataset import HelloDataset
 from hello_format.errors import BundleError, HelloError
@@ -12,7 +12,7 @@ from hello_format.labelling import LabelOptions
 
 @pytest.fixture(scope="module")
 def rn_bundle(tmp_path_factory):
-    return write_tiny_bundle(tmp_path_factory.mktemp("labelling") / "rn.hello", "rn", seed=5)
+    return write_labelled_bundle(tmp_path_factory.mktemp("labelling") / "rn.hello", "rn", seed=5)
 
 
 def batches(ds, **loader):
@@ -58,7 +58,7 @@ def test_prefetch_stops_cleanly_and_passes_errors_on(rn_bundle):
 
 @pytest.mark.parametrize("family", ["rn", "vit"])
 def test_bf16_labels_agree_with_fp32(family, tmp_path):
-    path = write_tiny_bundle(tmp_path / f"{family}.hello", family, seed=7)
+    path = write_labelled_bundle(tmp_path / f"{family}.hello", family, seed=7)
     fp32 = HelloDataset(path, device="cpu", label_options={"precision": "fp32"})
     bf16 = HelloDataset(path, device="cpu", label_options={"precision": "bf16"})
     views = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
