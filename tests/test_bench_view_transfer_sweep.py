@@ -1,0 +1,30 @@
+"""bench/view_transfer_sweep.py's own logic: its variants and its clean skip where the data is absent."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SWEEP = Path(__file__).resolve().parent.parent / "bench" / "view_transfer_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("bench_view_transfer_sweep", SWEEP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_variant_names_view_transfer_options(sweep):
+    assert sweep.variant("steps=1000,real=0.25,lr=0.005") == {
+        "view_transfer_steps": 1000, "view_transfer_real_fraction": 0.25, "view_transfer_lr": 0.005}
+    with pytest.raises(SystemExit, match="'epochs' is not one of"):
+        sweep.variant("epochs=3")
+
+
+def test_skips_cleanly_without_the_archives(sweep, tmp_path, capsys):
+    assert sweep.main(["--variant", "steps=10", "--data", str(tmp_path), "--cache", str(tmp_path / "cache"),
+                       "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.startswith("skipped: CIFAR-10 archives not found")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
