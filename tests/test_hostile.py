@@ -1,6 +1,7 @@
 """Hostile bundles (issue 11): one test per attack of the issue's table, each a clean one-line error
 (or harmless output) in well under a second and without allocating far beyond the file's size."""
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -25,6 +26,7 @@ from hello_format.base import create_base
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.errors import BaseModelError, BundleError, HeaderError, ImageDecodeError, ManifestError
+from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import explicit
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.testing import tiny_clip, tiny_projector
@@ -132,19 +134,18 @@ def test_target_patterns_agree_with_python_re_on_the_supported_subset():
 
 def test_peft_gets_explicit_names_with_the_same_ranks():
     visual = tiny_clip("vit").visual
-    manifest = {"target_modules": r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", "r": 4, "lora_alpha": 8,
-                "rank_pattern": {r"mlp\.c_fc": 2}, "alpha_pattern": {}}
-    resolved = explicit(visual, manifest)
-    names = resolved["target_modules"].split("|")
+    config = EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", r=4, lora_alpha=8,
+                               rank_pattern={r"mlp\.c_fc": 2})
+    resolved = explicit(visual, config)
+    names = resolved.target_modules.split("|")
     assert names == [r"transformer\.resblocks\.0\.attn", r"transformer\.resblocks\.0\.mlp\.c_fc",
                      r"transformer\.resblocks\.1\.attn", r"transformer\.resblocks\.1\.mlp\.c_fc"]
-    assert resolved["rank_pattern"] == {r"transformer\.resblocks\.0\.mlp\.c_fc": 2, r"transformer\.resblocks\.1\.mlp\.c_fc": 2,
+    assert resolved.rank_pattern == {r"transformer\.resblocks\.0\.mlp\.c_fc": 2, r"transformer\.resblocks\.1\.mlp\.c_fc": 2,
                                         r"transformer\.resblocks\.0\.attn": 4, r"transformer\.resblocks\.1\.attn": 4}
     from hello_format import lora
-    lora.inject(visual, {**lora.lora_manifest(visual, r=4, lora_alpha=8,
-                                               target_modules=manifest["target_modules"]), "rank_pattern": {r"mlp\.c_fc": 2}})
+    lora.inject(visual, config)
     with pytest.raises(ManifestError, match="lora.target_modules '\\(\\?=x\\)' is not a supported target pattern"):
-        explicit(visual, {**manifest, "target_modules": "(?=x)"})
+        dataclasses.replace(config, target_modules="(?=x)")
     ranks = {name: module.r["default"] for name, module in visual.named_modules() if hasattr(module, "r")
              and isinstance(getattr(module, "r"), dict)}
     assert ranks["transformer.resblocks.0.mlp.c_fc"] == 2 and ranks["transformer.resblocks.0.attn"] == 4
