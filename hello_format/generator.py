@@ -52,9 +52,7 @@ class EncoderLoraConfig:
     @classmethod
     def from_manifest(cls, section: dict | None) -> "EncoderLoraConfig | None":
         """Read a ``lora`` section (unknown keys ignored); None for ``lora: null``."""
-        if section is None:
-            return None
-        return cls(**_read(section, "lora", _ENCODER_TYPES))
+        return _read_nullable(cls, section, "lora", _ENCODER_TYPES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +70,7 @@ class HeadLoraConfig:
     @classmethod
     def from_manifest(cls, section: dict | None) -> "HeadLoraConfig | None":
         """Read a ``head.lora`` section (unknown keys ignored); None for ``head.lora: null``."""
-        if section is None:
-            return None
-        return cls(**_read(section, "head.lora", _HEAD_LORA_TYPES))
+        return _read_nullable(cls, section, "head.lora", _HEAD_LORA_TYPES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +133,11 @@ _ENCODER_TYPES = {"peft_type": "str", "module_root": "str", "target_modules": "p
 _HEAD_LORA_TYPES = {"r": "int", "lora_alpha": "number", "dtype": "str"}
 _HEAD_TYPES = {"templates": "names", "ensemble": "str", "normalize_features": "bool", "logit_scale": "number",
                "lora": "object or null"}
+
+
+def _read_nullable(cls, section, where: str, kinds: dict[str, str]):
+    """``cls`` from a section that may be null (None then)."""
+    return None if section is None else cls(**_read(section, where, kinds))
 
 
 def _read(section, where: str, kinds: dict[str, str]) -> dict:
