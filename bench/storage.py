@@ -45,15 +45,15 @@ def formula_parameters(visual: nn.Module, targets: str, r: int) -> int:
     return total
 
 
-def manifest_for(base_section: dict, lora_section: dict) -> dict:
+def manifest_for(base_section: dict, lora_section: dict | None, *,
+                 head_lora: HeadLoraConfig | None = HeadLoraConfig(r=HEAD_RANK, lora_alpha=HEAD_RANK)) -> dict:
     return {
         "format_version": "1.0",
         "class_names": [f"class_{i:04d}" for i in range(CLASSES)],
         "ipc": IPC,
         "base": base_section,
         "lora": lora_section,
-        "head": HeadConfig(templates=("a photo of a {}.",), logit_scale=100.0,
-                           lora=HeadLoraConfig(r=HEAD_RANK, lora_alpha=HEAD_RANK)).to_manifest(),
+        "head": HeadConfig(templates=("a photo of a {}.",), logit_scale=100.0, lora=head_lora).to_manifest(),
         "recipe": Recipe(epochs=EPOCHS, batch_size=100, student_image_size=224).to_manifest(),
         "provenance": {"source_dataset": "ImageNet-1K shaped (benchmark)", "teacher": "none",
                        "builder": {"name": "bench/storage.py", "version": "1", "options": {}}, "timings": {}},
@@ -105,9 +105,8 @@ def png_timings(folder: Path) -> None:
     n, classes = 10_000, 100
     manifest = manifest_for({"source": "local", "architecture": "hello-tiny-vit", "pretrained": None,
                              "checkpoint": None, "config": None, "fingerprint": "sha256:" + "0" * 64,
-                             "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, None)
+                             "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, None, head_lora=None)
     manifest.update(class_names=[f"c{i}" for i in range(classes)], ipc=n // classes)
-    manifest["head"]["lora"] = None
     images = smooth_noisy_images(n)
     began = time.perf_counter()
     path = write_bundle(folder / "png10k.hello", manifest, images, torch.arange(n) % classes, codec="png")
