@@ -146,6 +146,7 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
 
     from hello_build.foundation import pretrain_clip
     from hello_format.base import describe_base
+    from hello_format.generator import HeadConfig
     from hello_format.head import DEFAULT_TEMPLATES
     from hello_format.projector import Projector
 
@@ -168,8 +169,8 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
         zero_shot = Projector(model, describe_base(model, architecture=args.foundation_arch, source="local"), classes,
-                              templates=list(DEFAULT_TEMPLATES), lora_manifest=None, head_lora_manifest=None,
-                              logit_scale=100.0).eval()
+                              head=HeadConfig(templates=DEFAULT_TEMPLATES, logit_scale=100.0),
+                              encoder_lora=None).eval()
         return {"inputs": inputs, "seconds": round(seconds, 1), "zero_shot_top1": accuracy(zero_shot.label, test_index),
                 "parameters": sum(p.numel() for p in model.parameters()), "images": len(labels)}
 

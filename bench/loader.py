@@ -51,6 +51,7 @@ from hello_format.augment import AugmentConfig  # noqa: E402
 from hello_format.base import describe_base, embedded_tensors, quiet_open_clip  # noqa: E402
 from hello_format.bundle import write_bundle  # noqa: E402
 from hello_format.dataset import HelloDataset, LabelledImages  # noqa: E402
+from hello_format.generator import HeadConfig, HeadLoraConfig  # noqa: E402
 from hello_format.head import SINGLE_TEMPLATE  # noqa: E402
 from hello_format.losses import mse_ce_loss  # noqa: E402
 from hello_format.projector import Projector  # noqa: E402
@@ -88,9 +89,9 @@ def projector_for(setting: Setting, device) -> Projector:
     names = [f"class {c}" for c in range(setting.classes)]
     projector = Projector.for_training(
         clip_model, describe_base(clip_model, architecture=setting.base, source="embedded"), names,
-        templates=SINGLE_TEMPLATE, lora_manifest=lora.lora_manifest(clip_model.visual),
-        head_lora_manifest={"r": min(128, setting.classes), "lora_alpha": min(128, setting.classes), "dtype": "float16"},
-        logit_scale=100.0)
+        head=HeadConfig(templates=SINGLE_TEMPLATE, logit_scale=100.0,
+                        lora=HeadLoraConfig(r=min(128, setting.classes), lora_alpha=min(128, setting.classes))),
+        encoder_lora=lora.encoder_config(clip_model.visual))
     with torch.no_grad():
         for name, p in projector.named_parameters():
             if "lora_B" in name:

@@ -21,6 +21,7 @@ import open_clip
 from hello_format import base as base_module
 from hello_format import lora as lora_module
 from hello_format.bundle import Bundle, write_bundle
+from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.recipe import Recipe
 
 CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
@@ -44,15 +45,15 @@ def formula_parameters(visual: nn.Module, targets: str, r: int) -> int:
     return total
 
 
-def manifest_for(base_section: dict, lora_section: dict) -> dict:
+def manifest_for(base_section: dict, lora_section: dict | None, *,
+                 head_lora: HeadLoraConfig | None = HeadLoraConfig(r=HEAD_RANK, lora_alpha=HEAD_RANK)) -> dict:
     return {
         "format_version": "1.0",
         "class_names": [f"class_{i:04d}" for i in range(CLASSES)],
         "ipc": IPC,
         "base": base_section,
         "lora": lora_section,
-        "head": {"templates": ["a photo of a {}."], "ensemble": "mean", "normalize_features": True,
-                 "logit_scale": 100.0, "lora": {"r": HEAD_RANK, "lora_alpha": HEAD_RANK, "dtype": "float16"}},
+        "head": HeadConfig(templates=("a photo of a {}.",), logit_scale=100.0, lora=head_lora).to_manifest(),
         "recipe": Recipe(epochs=EPOCHS, batch_size=100, student_image_size=224).to_manifest(),
         "provenance": {"source_dataset": "ImageNet-1K shaped (benchmark)", "teacher": "none",
                        "builder": {"name": "bench/storage.py", "version": "1", "options": {}}, "timings": {}},
@@ -65,9 +66,9 @@ def label_generator_bundle(architecture: str, folder: Path) -> None:
     base_section = base_module.describe_base(model, architecture=architecture, pretrained="openai",
                                              source="open_clip")
     visual = model.visual
-    lora_section = lora_module.lora_manifest(visual, r=ENCODER_RANK, lora_alpha=2 * ENCODER_RANK)
-    expected = formula_parameters(visual, lora_section["target_modules"], ENCODER_RANK)
-    lora_module.inject(visual, lora_section)
+    encoder_lora = lora_module.encoder_config(visual, r=ENCODER_RANK, lora_alpha=2 * ENCODER_RANK)
+    expected = formula_parameters(visual, encoder_lora.target_modules, ENCODER_RANK)
+    lora_module.inject(visual, encoder_lora)
     encoder = {f"encoder_lora.{key}": value for key, value in lora_module.export_state_dict(visual).items()}
     width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) \
         else model.text_projection.out_features
@@ -76,14 +77,14 @@ def label_generator_bundle(architecture: str, folder: Path) -> None:
     # ImageNet-shaped label side; the images are stand-ins (1x8x8) since only N matters here
     images = torch.zeros(CLASSES * IPC, 1, 8, 8, dtype=torch.uint8)
     labels = torch.arange(CLASSES * IPC) % CLASSES
-    path = write_bundle(folder / f"{architecture}.hello", manifest_for(base_section, lora_section), images,
+    path = write_bundle(folder / f"{architecture}.hello", manifest_for(base_section, encoder_lora.to_manifest()), images,
                         labels, {**encoder, **head}, codec="raw")
     with Bundle.open(path) as bundle:
         s = bundle.storage()
     encoder_params = sum(t.numel() for t in encoder.values())
     head_params = sum(t.numel() for t in head.values())
     print(f"{architecture}: encoder LoRA r {ENCODER_RANK} on {len(encoder) // 2} modules "
-          f"(targets {lora_section['target_modules']})")
+          f"(targets {encoder_lora.target_modules})")
     print(f"  encoder LoRA parameters   {encoder_params:>12,}  (formula from module shapes: {expected:,})")
     print(f"  head LoRA parameters      {head_params:>12,}  (r {HEAD_RANK}: {HEAD_RANK} x {width} + {CLASSES} x {HEAD_RANK})")
     print(f"  label generator bytes     {s.label_generator_bytes:>12,}  ({s.label_generator_bytes / 1e6:.2f} MB fp16)")
@@ -104,9 +105,8 @@ def png_timings(folder: Path) -> None:
     n, classes = 10_000, 100
     manifest = manifest_for({"source": "local", "architecture": "hello-tiny-vit", "pretrained": None,
                              "checkpoint": None, "config": None, "fingerprint": "sha256:" + "0" * 64,
-                             "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, None)
+                             "image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, None, head_lora=None)
     manifest.update(class_names=[f"c{i}" for i in range(classes)], ipc=n // classes)
-    manifest["head"]["lora"] = None
     images = smooth_noisy_images(n)
     began = time.perf_counter()
     path = write_bundle(folder / "png10k.hello", manifest, images, torch.arange(n) % classes, codec="png")

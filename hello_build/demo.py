@@ -33,7 +33,7 @@ from hello_build.teachers import train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
-from hello_format.lora import export_state_dict, inject, lora_manifest
+from hello_format.lora import encoder_config, export_state_dict, inject
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 BASE = "hello-tiny-rn"
@@ -137,7 +137,7 @@ def imagenet_label_generator_bytes(architecture: str = "RN50", classes: int = 10
     against FKD-style stored fp16 logits for ``ipc`` x ``classes`` images over ``epochs``."""
     model = open_clip.create_model(architecture)
     visual = model.visual
-    inject(visual, lora_manifest(visual, r=rank, lora_alpha=2 * rank))
+    inject(visual, encoder_config(visual, r=rank, lora_alpha=2 * rank))
     encoder = sum(t.numel() for t in export_state_dict(visual).values())
     width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) else model.text_projection.out_features
     head = head_rank * (width + classes)

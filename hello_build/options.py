@@ -5,8 +5,8 @@ The same table drives `hello-build --help`, the manifest's ``provenance.builder.
 ``open=True`` is one the HeLlO paper does not fix; its default is ours. ``stage`` is the first stage
 whose result the option changes (a resumed build reruns that stage and every later one); options only
 recorded in the bundle (the student recipe's numbers, the codec) are read at "write" and rerun nothing.
-The student recipe's defaults are ``hello_format.recipe.Recipe``'s and ``AugmentConfig``'s (their one
-home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08.
+The student recipe's defaults are ``hello_format.recipe.Recipe``'s and ``AugmentConfig``'s, the encoder
+LoRA's ``hello_format.generator.EncoderLoraConfig``'s (their one home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hello_format.augment import AugmentConfig
+from hello_format.generator import EncoderLoraConfig
 from hello_format.recipe import Recipe
 
 
@@ -53,8 +54,8 @@ class BuildOptions:
     base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base", path=True)
     embed_base: bool = option(False, "Store the base weights inside the bundle (for bases that are not public).", stage="write")
     # projector
-    lora_rank: int = option(8, "Rank of the encoder LoRA (paper: 8).", stage="transfer")
-    lora_alpha: float = option(16.0, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True)
+    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8).", stage="transfer")
+    lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
     head_rank: int | None = option(None, "Rank of the head LoRA (default: min(128, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer")
     head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True)

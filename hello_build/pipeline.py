@@ -29,8 +29,9 @@ from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, head_lora_manifest
-from hello_format.lora import default_targets, lora_manifest
+from hello_format.generator import HeadConfig, HeadLoraConfig
+from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
+from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
@@ -165,11 +166,12 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA."""
     return Projector.for_training(
         clip_model, base_section, index.class_names,
-        templates=list(DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE),
-        lora_manifest=lora_manifest(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
+        head=HeadConfig(templates=DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE,
+                        logit_scale=float(clip_model.logit_scale.exp().item()),
+                        lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
+        encoder_lora=encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
                                     target_modules=options.lora_targets),
-        head_lora_manifest=head_lora_manifest(options.head_rank, options.head_alpha),
-        logit_scale=float(clip_model.logit_scale.exp().item()), train_logit_scale=options.train_logit_scale,
+        train_logit_scale=options.train_logit_scale,
     ).to(device)
 
 

@@ -20,6 +20,7 @@ _HOMES = {
     "mse_ce_loss": "losses", "kl_loss": "losses",
     "AugmentConfig": "augment", "augment_batch": "augment",
     "Recipe": "recipe",
+    "EncoderLoraConfig": "generator", "HeadConfig": "generator", "HeadLoraConfig": "generator",
     "HelloError": "errors", "BundleError": "errors", "HeaderError": "errors", "ManifestError": "errors",
     "UnsupportedVersionError": "errors", "IntegrityError": "errors", "ImageDecodeError": "errors",
     "BaseModelError": "errors", "HubError": "errors",

@@ -18,6 +18,7 @@ import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.text import human_bytes, terminal
 
@@ -126,7 +127,8 @@ def cli() -> None:
 
 def _summary(bundle: Bundle) -> list[str]:
     m = bundle.manifest
-    images, base, lora, head, recipe = m["images"], m["base"], m["lora"], m["head"], m["recipe"]
+    images, base, recipe = m["images"], m["base"], m["recipe"]
+    lora, head = EncoderLoraConfig.from_manifest(m["lora"]), HeadConfig.from_manifest(m["head"])
     names = ", ".join(bundle.class_names[:8]) + (", ..." if bundle.num_classes > 8 else "")
     quality = f" (quality {images['quality']})" if images["quality"] is not None else ""
     tag = f" ({base['pretrained']})" if base["pretrained"] else ""
@@ -142,13 +144,13 @@ def _summary(bundle: Bundle) -> list[str]:
     if lora is None:
         lines.append("encoder LoRA: none")
     else:
-        pattern = f", rank_pattern {lora['rank_pattern']}" if lora["rank_pattern"] else ""
+        pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
         params = sum(t.numel() for t in encoder.values())
-        lines.append(f"encoder LoRA: r {lora['r']}, alpha {lora['lora_alpha']}{pattern}, {len(encoder) // 2} "
-                     f"modules, {params:,} parameters, {lora['dtype']}")
-    head_lora = head["lora"]
-    head_text = "none" if head_lora is None else f"r {head_lora['r']}, alpha {head_lora['lora_alpha']}, {head_lora['dtype']}"
-    lines.append(f"head: {len(head['templates'])} templates, logit scale {head['logit_scale']}, LoRA {head_text}")
+        lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
+                     f"modules, {params:,} parameters, {lora.dtype}")
+    head_lora = head.lora
+    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {head_lora.dtype}"
+    lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
                  f"wd {recipe['weight_decay']}")

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from hello_format.errors import ManifestError
+from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.limits import MAX_TARGET_MATCH_WORK
 from hello_format.targets import TargetPattern
 
@@ -39,8 +40,8 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
     num_classes = len(manifest["class_names"])
     _check_labels(where, manifest, shapes, read, num_classes)
     _check_images(where, manifest["images"], shapes, read)
-    _check_encoder_lora(where, manifest["lora"], shapes)
-    _check_head(where, manifest["head"], shapes, num_classes)
+    _check_encoder_lora(where, EncoderLoraConfig.from_manifest(manifest["lora"]), shapes)
+    _check_head(where, HeadConfig.from_manifest(manifest["head"]), shapes, num_classes)
     _check_base(where, manifest["base"], shapes)
 
 
@@ -123,7 +124,7 @@ def check_match_work(where: str, targets, module_paths) -> None:
                             f"of work (pattern characters x path characters; at most {MAX_TARGET_MATCH_WORK:,})")
 
 
-def _check_encoder_lora(where, lora, shapes) -> None:
+def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     names = sorted(n for n in shapes if n.startswith(ENCODER_PREFIX))
     if lora is None:
         if names:
@@ -131,13 +132,13 @@ def _check_encoder_lora(where, lora, shapes) -> None:
         return
     if not names:
         raise ManifestError(f"{where}: field 'lora' is set but there are no encoder_lora.* tensors")
-    dtype, pairs, parsed = DTYPE_NAMES[lora["dtype"]], {}, {}
+    dtype, pairs, parsed = DTYPE_NAMES[lora.dtype], {}, {}
     for name in names:
         parsed[name] = peft_module(name[len(ENCODER_PREFIX):])
         if parsed[name] is None:
             raise ManifestError(f"{where}: tensor '{name}' is not a peft adapter key "
                                 f"(encoder_lora.base_model.model.<module>.lora_A.weight or .lora_B.weight)")
-    targets = lora["target_modules"]
+    targets = lora.target_modules
     check_match_work(where, targets, {module for module, _ in parsed.values()})
     targets = TargetPattern(targets) if isinstance(targets, str) else targets
     for name in names:
@@ -145,9 +146,9 @@ def _check_encoder_lora(where, lora, shapes) -> None:
         if not is_target(module, targets):
             raise ManifestError(f"{where}: tensor '{name}': module '{module}' is not matched by "
                                 f"field 'lora.target_modules'")
-        _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora['dtype']}")
+        _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora.dtype}")
         pairs.setdefault(module, {})[which] = name
-    ranks = {lora["r"], *lora["rank_pattern"].values()}
+    ranks = {lora.r, *lora.rank_pattern.values()}
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             have = next(iter(pair.values()))
@@ -162,17 +163,17 @@ def _check_encoder_lora(where, lora, shapes) -> None:
                                 f"{rank_b} must be equal and one of lora.r / lora.rank_pattern {sorted(ranks)}")
 
 
-def _check_head(where, head, shapes, num_classes) -> None:
-    lora = head["lora"]
+def _check_head(where, head: HeadConfig, shapes, num_classes) -> None:
+    lora = head.lora
     present = [n for n in (HEAD_A, HEAD_B) if n in shapes]
     if lora is None:
         if present:
             raise ManifestError(f"{where}: tensor '{present[0]}' exists but field 'head.lora' is null")
         return
-    dtype, r = DTYPE_NAMES[lora["dtype"]], lora["r"]
+    dtype, r = DTYPE_NAMES[lora.dtype], lora.r
     _expect(where, shapes, HEAD_B, dtype, (num_classes, r),
-            f"{num_classes} class_names, head.lora.r = {r}, head.lora.dtype = {lora['dtype']}")
-    _expect(where, shapes, HEAD_A, dtype, None, f"head.lora.dtype = {lora['dtype']}")
+            f"{num_classes} class_names, head.lora.r = {r}, head.lora.dtype = {lora.dtype}")
+    _expect(where, shapes, HEAD_A, dtype, None, f"head.lora.dtype = {lora.dtype}")
     shape_a = shapes[HEAD_A][1]
     if len(shape_a) != 2 or shape_a[0] != r:
         raise ManifestError(f"{where}: tensor '{HEAD_A}' is {list(shape_a)}, expected [{r}, d] "

@@ -33,11 +33,6 @@ def text_embeddings(model: nn.Module, tokenizer, class_names: Sequence[str],
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 
-def head_lora_manifest(r: int, lora_alpha: float, dtype: str = "float16") -> dict:
-    """A manifest ``head.lora`` section: the head LoRA's rank, ``lora_alpha`` and stored dtype."""
-    return {"r": int(r), "lora_alpha": lora_alpha, "dtype": dtype}
-
-
 class HeadLoRA(nn.Module):
     """Low-rank delta of the class weights: ``(lora_alpha / r) * lora_B @ lora_A``, ``[C, d]``.
 

@@ -6,6 +6,7 @@ so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from hello_format.consistency import check_match_work
 from hello_format.errors import BaseModelError, ManifestError
+from hello_format.generator import EncoderLoraConfig
 from hello_format.targets import PatternError, TargetPattern
 
 ADAPTER_PREFIX = "base_model.model."
@@ -43,60 +45,54 @@ def default_targets(visual: nn.Module) -> str:
                          "give target_modules explicitly")
 
 
-def lora_manifest(visual: nn.Module, *, r: int = 8, lora_alpha: float = 16,
-                  target_modules: str | list[str] | None = None, dtype: str = "float16") -> dict:
-    """A manifest ``lora`` section with our defaults (targets from ``default_targets``)."""
-    if isinstance(target_modules, str):
-        _compile(target_modules, "lora.target_modules")
-    return {
-        "peft_type": "LORA", "module_root": "visual",
-        "target_modules": target_modules if target_modules is not None else default_targets(visual),
-        "r": int(r), "lora_alpha": lora_alpha, "rank_pattern": {}, "alpha_pattern": {},
-        "lora_dropout": 0.0, "bias": "none", "dtype": dtype,
-    }
+def encoder_config(visual: nn.Module, **fields) -> EncoderLoraConfig:
+    """An ``EncoderLoraConfig`` for ``visual``: ``fields`` over its defaults, and the targets of
+    ``default_targets`` unless ``target_modules`` is given."""
+    targets = fields.pop("target_modules", None)
+    return EncoderLoraConfig(target_modules=targets if targets is not None else default_targets(visual), **fields)
 
 
-def lora_config(manifest: dict) -> LoraConfig:
-    """The peft ``LoraConfig`` a manifest ``lora`` section describes."""
-    if manifest.get("peft_type", "LORA") != "LORA" or manifest.get("module_root", "visual") != "visual":
+def peft_config(config: EncoderLoraConfig) -> LoraConfig:
+    """The peft ``LoraConfig`` an encoder LoRA config describes."""
+    if config.peft_type != "LORA" or config.module_root != "visual":
         raise ManifestError("lora.peft_type must be 'LORA' and lora.module_root 'visual' "
-                            f"(got {manifest.get('peft_type')!r}, {manifest.get('module_root')!r})")
-    if manifest.get("bias", "none") != "none":
-        raise ManifestError(f"lora.bias {manifest.get('bias')!r} is not supported: only 'none'")
+                            f"(got {config.peft_type!r}, {config.module_root!r})")
+    if config.bias != "none":
+        raise ManifestError(f"lora.bias {config.bias!r} is not supported: only 'none'")
+    targets = config.target_modules
     return LoraConfig(
-        r=manifest["r"], lora_alpha=manifest["lora_alpha"],
-        target_modules=manifest["target_modules"],
-        rank_pattern=dict(manifest.get("rank_pattern") or {}),
-        alpha_pattern=dict(manifest.get("alpha_pattern") or {}),
-        lora_dropout=manifest.get("lora_dropout", 0.0), bias="none")
+        r=config.r, lora_alpha=config.lora_alpha,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        rank_pattern=dict(config.rank_pattern), alpha_pattern=dict(config.alpha_pattern),
+        lora_dropout=config.lora_dropout, bias="none")
 
 
-def explicit(visual: nn.Module, manifest: dict) -> dict:
-    """``manifest`` with its target pattern and rank/alpha patterns resolved against ``visual``'s
+def explicit(visual: nn.Module, config: EncoderLoraConfig) -> EncoderLoraConfig:
+    """``config`` with its target pattern and rank/alpha patterns resolved against ``visual``'s
     modules (in linear time, see hello_format.targets) into escaped literal module names, so peft's
     backtracking regex engine never runs a pattern that came from a file."""
     names = [name for name, _ in visual.named_modules() if name]
-    targets = manifest["target_modules"]
+    targets = config.target_modules
     check_match_work("lora", targets, names)
-    out = dict(manifest)
     if isinstance(targets, str):
         pattern = _compile(targets, "lora.target_modules")
         chosen = [name for name in names if pattern.fullmatch(name)]
         if not chosen:
             raise ManifestError(f"lora.target_modules {targets!r} matches no module of the image encoder")
-        out["target_modules"] = "|".join(re.escape(name) for name in chosen)
+        targets = "|".join(re.escape(name) for name in chosen)
     else:
         chosen = [name for name in names if name in targets or any(name.endswith("." + t) for t in targets)]
-    for key, default in (("rank_pattern", manifest["r"]), ("alpha_pattern", manifest["lora_alpha"])):
-        patterns = manifest.get(key) or {}
+    resolved = {}
+    for key, default in (("rank_pattern", config.r), ("alpha_pattern", config.lora_alpha)):
+        patterns = getattr(config, key)
         check_match_work(f"lora.{key}", "".join(patterns), chosen)
         compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         # peft takes the first key matching a dot-suffix of the module name; every module gets its own
         # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'
-        resolved = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
-                               default) for name in chosen} if compiled else {}
-        out[key] = {re.escape(name): resolved[name] for name in sorted(resolved, key=len, reverse=True)}
-    return out
+        values = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
+                             default) for name in chosen} if compiled else {}
+        resolved[key] = {re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
+    return dataclasses.replace(config, target_modules=targets, **resolved)
 
 
 def _compile(pattern: str, field: str) -> TargetPattern:
@@ -111,13 +107,12 @@ def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
     return any(pattern.fullmatch(".".join(parts[k:])) for k in range(len(parts)))
 
 
-def inject(visual: nn.Module, manifest: dict) -> nn.Module:
+def inject(visual: nn.Module, config: EncoderLoraConfig) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
-    config = lora_config(explicit(visual, manifest))
     try:
-        inject_adapter_in_model(config, visual, adapter_name=ADAPTER_NAME)
+        inject_adapter_in_model(peft_config(explicit(visual, config)), visual, adapter_name=ADAPTER_NAME)
     except ValueError as error:  # peft: no module matched target_modules
-        raise ManifestError(f"lora.target_modules {manifest['target_modules']!r} matches no module of "
+        raise ManifestError(f"lora.target_modules {config.target_modules!r} matches no module of "
                             f"the image encoder: {' '.join(str(error).split())[:200]}") from None
     for module in visual.modules():
         if isinstance(module, LoraMultiheadAttention):
@@ -174,13 +169,13 @@ def merge(visual: nn.Module) -> nn.Module:
     return visual
 
 
-def write_peft_adapter(folder: str | Path, manifest: dict, state: dict[str, torch.Tensor]) -> Path:
+def write_peft_adapter(folder: str | Path, config: EncoderLoraConfig, state: dict[str, torch.Tensor]) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors``: loadable with
     ``peft.PeftModel.from_pretrained(clip_model.visual, folder)``."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    lora_config(manifest).save_pretrained(str(folder))
+    peft_config(config).save_pretrained(str(folder))
     save_file({key: value.contiguous() for key, value in state.items()},
               folder / "adapter_model.safetensors")
     return folder

@@ -8,6 +8,7 @@ One module serves the builder (trainable LoRA) and readers (merged).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -21,6 +22,7 @@ import open_clip
 from hello_format import lora
 from hello_format.base import create_base
 from hello_format.errors import BundleError, ManifestError
+from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
 
@@ -29,38 +31,35 @@ class Projector(nn.Module):
     """Images (float in [0, 1], ``[B, 3, h, w]``, any h, w) -> fp32 logits ``[B, C]``."""
 
     def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
-                 templates: Sequence[str], lora_manifest: dict | None,
-                 head_lora_manifest: dict | None, logit_scale: float,
-                 normalize_features: bool = True, train_logit_scale: bool = False, tokenizer=None):
+                 head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
+                 train_logit_scale: bool = False, tokenizer=None):
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
-        self.templates = list(templates)
-        self.lora_manifest = dict(lora_manifest) if lora_manifest else None
-        self.head_lora_manifest = dict(head_lora_manifest) if head_lora_manifest else None
-        if not logit_scale > 0:
-            raise ManifestError(f"head.logit_scale must be positive, got {logit_scale}")
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale))))
-        self.normalize_features = bool(normalize_features)
+        if head.ensemble != "mean":
+            raise ManifestError(f"head.ensemble {head.ensemble!r} is not supported: only 'mean'")
+        if not head.logit_scale > 0:
+            raise ManifestError(f"head.logit_scale must be positive, got {head.logit_scale}")
+        self.head_config, self.encoder_lora = head, encoder_lora
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(float(head.logit_scale))))
         self.merged = False
         self._labelling = None  # resolved LabelOptions, set by prepare_labelling
         object.__setattr__(self, "_encoder", None)  # the compiled encoder (LabelOptions.compile); not a submodule
         size = base_manifest["image_size"]
         self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
         tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
-        embeddings = text_embeddings(clip_model, tokenizer, self.class_names, self.templates)
+        embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates)
         self.register_buffer("mean", _channel_vector(base_manifest["mean"], embeddings.device),
                              persistent=False)
         self.register_buffer("std", _channel_vector(base_manifest["std"], embeddings.device),
                              persistent=False)
         self.register_buffer("text_embeddings", embeddings, persistent=False)
         self.visual = clip_model.visual
-        if self.lora_manifest:
-            lora.inject(self.visual, self.lora_manifest)
+        if encoder_lora:
+            lora.inject(self.visual, encoder_lora)
         self.head = None
-        if self.head_lora_manifest:
-            self.head = HeadLoRA(len(self.class_names), embeddings.shape[1],
-                                 self.head_lora_manifest["r"], self.head_lora_manifest["lora_alpha"])
+        if head.lora:
+            self.head = HeadLoRA(len(self.class_names), embeddings.shape[1], head.lora.r, head.lora.lora_alpha)
         for name, parameter in self.named_parameters():
             parameter.requires_grad_("lora_" in name or (train_logit_scale and name == "log_logit_scale"))
         self.to(embeddings.device)
@@ -72,14 +71,11 @@ class Projector(nn.Module):
 
     @classmethod
     def for_training(cls, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
-                     templates: Sequence[str], lora_manifest: dict | None,
-                     head_lora_manifest: dict | None, logit_scale: float,
-                     normalize_features: bool = True, train_logit_scale: bool = False) -> "Projector":
+                     head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
+                     train_logit_scale: bool = False) -> "Projector":
         """A projector whose only trainable parameters are the encoder and head LoRA A/B (and, with
         ``train_logit_scale``, the logit scale: the teacher's logits may span more than CLIP's)."""
-        projector = cls(clip_model, base_manifest, class_names, templates=templates,
-                        lora_manifest=lora_manifest, head_lora_manifest=head_lora_manifest,
-                        logit_scale=logit_scale, normalize_features=normalize_features,
+        projector = cls(clip_model, base_manifest, class_names, head=head, encoder_lora=encoder_lora,
                         train_logit_scale=train_logit_scale)
         return projector.train()
 
@@ -92,18 +88,14 @@ class Projector(nn.Module):
         ``allow_remote_base``: accept a custom base config that makes open_clip fetch a model.
         """
         manifest = bundle.manifest
-        base_manifest, head = manifest["base"], manifest["head"]
-        if head.get("ensemble") != "mean":
-            raise ManifestError(f"head.ensemble {head.get('ensemble')!r} is not supported: only 'mean'")
+        base_manifest = manifest["base"]
+        head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
         bundle.check_finite()
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
         clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint,
                                  device=device, allow_remote=allow_remote_base)
-        projector = cls(clip_model, base_manifest, bundle.class_names, templates=head["templates"],
-                        lora_manifest=manifest.get("lora"), head_lora_manifest=head.get("lora"),
-                        logit_scale=head["logit_scale"],
-                        normalize_features=head.get("normalize_features", True))
-        if projector.lora_manifest:
+        projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora)
+        if encoder_lora:
             lora.load_state_dict(projector.visual, bundle.lora_state_dict())
         projector._load_head(bundle.head_state_dict())
         projector.requires_grad_(False)
@@ -126,7 +118,7 @@ class Projector(nn.Module):
         features = encoder((x - self.mean) / self.std)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
-            return F.normalize(features, dim=-1) if self.normalize_features else features
+            return F.normalize(features, dim=-1) if self.head_config.normalize_features else features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.encode(images)
@@ -193,7 +185,7 @@ class Projector(nn.Module):
         if self.merged:
             return self
         with torch.no_grad():
-            if self.lora_manifest:
+            if self.encoder_lora:
                 lora.merge(self.visual)
             self.text_embeddings = self.class_weights().detach().clone()
         self.head = None
@@ -205,31 +197,26 @@ class Projector(nn.Module):
         if self.merged:
             raise RuntimeError("a merged projector has no separate LoRA weights to store")
         tensors = {}
-        if self.lora_manifest:
-            encoder_dtype = _dtype(dtype or self.lora_manifest["dtype"])
+        if self.encoder_lora:
+            encoder_dtype = _dtype(dtype or self.encoder_lora.dtype)
             for key, value in lora.export_state_dict(self.visual, encoder_dtype).items():
                 tensors[f"encoder_lora.{key}"] = value
         if self.head is not None:
-            head_dtype = _dtype(dtype or self.head_lora_manifest["dtype"])
+            head_dtype = _dtype(dtype or self.head_config.lora.dtype)
             tensors["head.lora_A"] = self.head.lora_A.detach().to("cpu", head_dtype).contiguous()
             tensors["head.lora_B"] = self.head.lora_B.detach().to("cpu", head_dtype).contiguous()
         return tensors
 
     def manifest_sections(self, dtype: torch.dtype | str | None = None) -> dict:
         """The manifest ``base``, ``lora`` and ``head`` sections (dtype as in ``bundle_tensors``)."""
-        sections = {"base": dict(self.base_manifest), "lora": None}
-        if self.lora_manifest:
-            sections["lora"] = {**self.lora_manifest,
-                                "dtype": _dtype_name(dtype or self.lora_manifest["dtype"])}
-        head_lora = None
-        if self.head_lora_manifest:
-            head_lora = {**self.head_lora_manifest,
-                         "dtype": _dtype_name(dtype or self.head_lora_manifest["dtype"])}
-        sections["head"] = {"templates": list(self.templates), "ensemble": "mean",
-                            "normalize_features": self.normalize_features,
-                            "logit_scale": self.logit_scale,
-                            "lora": head_lora}
-        return sections
+        encoder, head = self.encoder_lora, self.head_config
+        if encoder:
+            encoder = dataclasses.replace(encoder, dtype=_dtype_name(dtype or encoder.dtype))
+        if head.lora:
+            head = dataclasses.replace(head, lora=dataclasses.replace(head.lora, dtype=_dtype_name(dtype or head.lora.dtype)))
+        head = dataclasses.replace(head, logit_scale=self.logit_scale)
+        return {"base": dict(self.base_manifest), "lora": encoder.to_manifest() if encoder else None,
+                "head": head.to_manifest()}
 
     def _load_head(self, state: dict[str, torch.Tensor]) -> None:
         if self.head is None:

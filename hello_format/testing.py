@@ -16,7 +16,8 @@ from torch import nn
 
 from hello_format import lora
 from hello_format.base import quiet_open_clip, describe_base
-from hello_format.head import SINGLE_TEMPLATE, head_lora_manifest
+from hello_format.generator import HeadConfig, HeadLoraConfig
+from hello_format.head import SINGLE_TEMPLATE
 
 import open_clip
 
@@ -61,10 +62,9 @@ def tiny_projector(family: str = "vit", class_names: Sequence[str] = ("cat", "do
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = Projector.for_training(
-            model, tiny_base_manifest(model, family), class_names, templates=templates,
-            lora_manifest=lora.lora_manifest(model.visual, r=r, lora_alpha=2 * r),
-            head_lora_manifest=head_lora_manifest(head_r, head_r),
-            logit_scale=logit_scale)
+            model, tiny_base_manifest(model, family), class_names,
+            head=HeadConfig(templates=templates, logit_scale=logit_scale, lora=HeadLoraConfig(r=head_r, lora_alpha=head_r)),
+            encoder_lora=lora.encoder_config(model.visual, r=r, lora_alpha=2 * r))
     if randomize_lora:
         generator = torch.Generator().manual_seed(seed + 2)
         with torch.no_grad():

@@ -20,7 +20,7 @@ import hello_format  # noqa: F401  (sets up imports before anything else)
 from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
 from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
-from hello_format.head import head_lora_manifest
+from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.manifest import canonical_json, manifest_sha256
 from hello_format.recipe import Recipe
 
@@ -74,13 +74,10 @@ def sample_manifest(**overrides) -> dict:
                  "checkpoint": "hello-tiny-vit.safetensors", "config": None,
                  "fingerprint": "sha256:" + "0" * 64, "image_size": 32,
                  "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
-        "lora": {"peft_type": "LORA", "module_root": "visual",
-                 "target_modules": r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)",
-                 "r": 2, "lora_alpha": 4, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0,
-                 "bias": "none", "dtype": "float16"},
-        "head": {"templates": ["a photo of a {}.", "a blurry photo of a {}."], "ensemble": "mean",
-                 "normalize_features": True, "logit_scale": 100.0,
-                 "lora": head_lora_manifest(4, 4)},
+        "lora": EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)",
+                                  r=2, lora_alpha=4).to_manifest(),
+        "head": HeadConfig(templates=("a photo of a {}.", "a blurry photo of a {}."), logit_scale=100.0,
+                           lora=HeadLoraConfig(r=4, lora_alpha=4)).to_manifest(),
         # the default recipe with a partial augment object: a reader fills in the absent settings
         "recipe": {**Recipe().to_manifest(), "augment": {"scale": [0.08, 1.0], "hflip": 0.5}},
         "provenance": {"source_dataset": "conformance vectors", "teacher": "none",

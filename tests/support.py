@@ -24,7 +24,7 @@ from hello_build.pipeline import build
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
 from hello_format.bundle import write_bundle
-from hello_format.head import head_lora_manifest
+from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.recipe import Recipe
 from hello_format.testing import TINY_ARCHITECTURES, tiny_clip, tiny_projector
 
@@ -147,15 +147,9 @@ def make_manifest(*, classes=CARD_CLASSES, ipc=4, source="local", architecture="
             "checkpoint": "tiny-base.safetensors" if source == "local" else None, "config": None,
             "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
         },
-        "lora": {
-            "peft_type": "LORA", "module_root": "visual", "target_modules": r"transformer\.resblocks\.\d+\.mlp\.c_fc",
-            "r": 4, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {}, "lora_dropout": 0.0, "bias": "none",
-            "dtype": "float16",
-        },
-        "head": {
-            "templates": ["a photo of a {}.", "a drawing of a {}."], "ensemble": "mean", "normalize_features": True,
-            "logit_scale": 100.0, "lora": head_lora_manifest(8, 8),
-        },
+        "lora": EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.mlp\.c_fc", r=4, lora_alpha=8).to_manifest(),
+        "head": HeadConfig(templates=("a photo of a {}.", "a drawing of a {}."), logit_scale=100.0,
+                           lora=HeadLoraConfig(r=8, lora_alpha=8)).to_manifest(),
         "recipe": Recipe(epochs=epochs, batch_size=32, student_image_size=16).to_manifest(),
         "provenance": {
             "source_dataset": source_dataset, "teacher": "resnet18-cifar10",

@@ -55,7 +55,7 @@ def test_a_model_with_injected_lora_still_hashes_and_embeds_as_its_base(family):
 
     model = tiny_clip(family, seed=2)
     section = tiny_base_manifest(model, family)
-    lora.inject(model.visual, lora.lora_manifest(model.visual, r=2))
+    lora.inject(model.visual, lora.encoder_config(model.visual, r=2))
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:

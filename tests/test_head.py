@@ -8,7 +8,8 @@ import open_clip
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from hello_format.head import DEFAULT_TEMPLATES, HeadLoRA, head_lora_manifest, text_embeddings
+from hello_format.generator import HeadConfig, HeadLoraConfig
+from hello_format.head import DEFAULT_TEMPLATES, HeadLoRA, text_embeddings
 from hello_format.projector import Projector
 from hello_format.testing import TINY_ARCHITECTURES, tiny_base_manifest, tiny_clip
 
@@ -47,9 +48,9 @@ def test_untrained_projector_is_clips_zero_shot_classifier(family):
             (images - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1))
             / torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1), normalize=True) @ classifier
         projector = Projector.for_training(
-            model, tiny_base_manifest(model, family), CLASSES, templates=templates,
-            lora_manifest=None, head_lora_manifest=head_lora_manifest(4, 4),
-            logit_scale=scale).eval()
+            model, tiny_base_manifest(model, family), CLASSES,
+            head=HeadConfig(templates=templates, logit_scale=scale, lora=HeadLoraConfig(r=4, lora_alpha=4)),
+            encoder_lora=None).eval()
         torch.testing.assert_close(projector(images), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -66,9 +67,9 @@ def test_head_lora_starts_at_zero_and_scales_by_alpha_over_r():
 def test_head_delta_changes_logits():
     model = tiny_clip("vit")
     projector = Projector.for_training(
-        model, tiny_base_manifest(model), CLASSES[:3], templates=["a photo of a {}."],
-        lora_manifest=None, head_lora_manifest=head_lora_manifest(2, 2),
-        logit_scale=10.0).eval()
+        model, tiny_base_manifest(model), CLASSES[:3],
+        head=HeadConfig(templates=["a photo of a {}."], logit_scale=10.0, lora=HeadLoraConfig(r=2, lora_alpha=2)),
+        encoder_lora=None).eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         before = projector(images)

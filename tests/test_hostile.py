@@ -1,6 +1,7 @@
 """Hostile bundles (issue 11): one test per attack of the issue's table, each a clean one-line error
 (or harmless output) in well under a second and without allocating far beyond the file's size."""
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -10,8 +11,8 @@ import signal
 import struct
 import subprocess
 import sys
+import re
 import textwrap
-import time
 import zlib
 
 import pytest
@@ -25,6 +26,7 @@ from hello_format.base import create_base
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.errors import BaseModelError, BundleError, HeaderError, ImageDecodeError, ManifestError
+from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import explicit
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.testing import tiny_clip, tiny_projector
@@ -34,7 +36,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "spec" / "make_vectors.py")
 samples = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(samples)
-FAST = 2.0  # seconds: generous for a loaded 2-core machine; each case takes milliseconds
 
 
 def png(width, height, bit_depth=1, color_type=0) -> bytes:
@@ -83,10 +84,9 @@ def edited(**changes):
 
 
 def cli_error(path, command="info", *extra):
-    """Run ``hello COMMAND path``; assert a one-line error with exit 2 in time; return the line."""
-    started = time.perf_counter()
+    """Run ``hello COMMAND path``; assert a one-line error with exit 2; return the line. (How long the
+    commands take on such files is measured in bench/hostile.py.)"""
     result = CliRunner().invoke(cli, [command, str(path), *extra])
-    assert time.perf_counter() - started < FAST
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -107,12 +107,23 @@ def peak_rss_growth_mb(script: str) -> float:
 
 # ---- row 1: a regex with nested quantifiers in lora.target_modules
 
-def test_nested_quantifier_target_pattern_is_matched_in_linear_time(tmp_path):
+def test_nested_quantifier_target_pattern_is_matched_in_linear_time(tmp_path, monkeypatch):
+    """Python's backtracking ``re`` would take exponential time here: the pattern must never reach it."""
     module = "a" * 900 + "b"
     tensors = {f"{samples.ROOT}{module}.lora_{x}.weight": torch.zeros(shape, dtype=torch.float16)
                for x, shape in (("A", (2, 8)), ("B", (8, 2)))}
     path = hostile(tmp_path, tensors=tensors, lora=dict(samples.sample_manifest()["lora"], target_modules="((a+)+)+"))
+    compile_regex, handed_to_re = re._compile, []
+
+    def refuse_the_hostile_pattern(pattern, flags):
+        if isinstance(pattern, str) and "(a+)+" in pattern:
+            handed_to_re.append(pattern)
+            raise RecursionError("a file's pattern reached the backtracking engine")
+        return compile_regex(pattern, flags)
+
+    monkeypatch.setattr(re, "_compile", refuse_the_hostile_pattern)
     line = cli_error(path)
+    assert handed_to_re == []
     assert f"module '{module}' is not matched by field 'lora.target_modules'" in line
 
 
@@ -132,19 +143,18 @@ def test_target_patterns_agree_with_python_re_on_the_supported_subset():
 
 def test_peft_gets_explicit_names_with_the_same_ranks():
     visual = tiny_clip("vit").visual
-    manifest = {"target_modules": r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", "r": 4, "lora_alpha": 8,
-                "rank_pattern": {r"mlp\.c_fc": 2}, "alpha_pattern": {}}
-    resolved = explicit(visual, manifest)
-    names = resolved["target_modules"].split("|")
+    config = EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", r=4, lora_alpha=8,
+                               rank_pattern={r"mlp\.c_fc": 2})
+    resolved = explicit(visual, config)
+    names = resolved.target_modules.split("|")
     assert names == [r"transformer\.resblocks\.0\.attn", r"transformer\.resblocks\.0\.mlp\.c_fc",
                      r"transformer\.resblocks\.1\.attn", r"transformer\.resblocks\.1\.mlp\.c_fc"]
-    assert resolved["rank_pattern"] == {r"transformer\.resblocks\.0\.mlp\.c_fc": 2, r"transformer\.resblocks\.1\.mlp\.c_fc": 2,
+    assert resolved.rank_pattern == {r"transformer\.resblocks\.0\.mlp\.c_fc": 2, r"transformer\.resblocks\.1\.mlp\.c_fc": 2,
                                         r"transformer\.resblocks\.0\.attn": 4, r"transformer\.resblocks\.1\.attn": 4}
     from hello_format import lora
-    lora.inject(visual, {**lora.lora_manifest(visual, r=4, lora_alpha=8,
-                                               target_modules=manifest["target_modules"]), "rank_pattern": {r"mlp\.c_fc": 2}})
+    lora.inject(visual, config)
     with pytest.raises(ManifestError, match="lora.target_modules '\\(\\?=x\\)' is not a supported target pattern"):
-        explicit(visual, {**manifest, "target_modules": "(?=x)"})
+        dataclasses.replace(config, target_modules="(?=x)")
     ranks = {name: module.r["default"] for name, module in visual.named_modules() if hasattr(module, "r")
              and isinstance(getattr(module, "r"), dict)}
     assert ranks["transformer.resblocks.0.mlp.c_fc"] == 2 and ranks["transformer.resblocks.0.attn"] == 4
@@ -276,10 +286,8 @@ def test_a_custom_config_describing_a_huge_model_is_sized_on_the_meta_device():
     base = {"source": "embedded", "architecture": "hostile-huge", "pretrained": None, "checkpoint": None,
             "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3,
             "std": [0.25] * 3}
-    started = time.perf_counter()
-    with pytest.raises(BaseModelError, match="weights \\(at most"):
+    with pytest.raises(BaseModelError, match="weights \\(at most"):  # built for real, this model would not fit in memory
         create_base(base, embedded_state=model.state_dict())
-    assert time.perf_counter() - started < 10
 
 
 # ---- row 7: a .pt2 teacher (the trust flag) is in test_teachers.py; the CLI says so

@@ -29,7 +29,7 @@ def _randomize_b(visual, seed=1):
 
 def test_vit_default_targets_cover_attention_and_mlp_of_every_block():
     visual = tiny_clip("vit").visual
-    lora.inject(visual, lora.lora_manifest(visual, r=2))
+    lora.inject(visual, lora.encoder_config(visual, r=2))
     wrapped = set(_lora_modules(visual))
     for block in range(len(visual.transformer.resblocks)):
         for part in ("attn", "attn.base_layer.out_proj", "mlp.c_fc", "mlp.c_proj"):
@@ -40,7 +40,7 @@ def test_vit_default_targets_cover_attention_and_mlp_of_every_block():
 def test_resnet_default_targets_are_every_conv_but_never_the_attention_pool():
     visual = tiny_clip("rn").visual
     convs = {name for name, sub in visual.named_modules() if isinstance(sub, torch.nn.Conv2d)}
-    lora.inject(visual, lora.lora_manifest(visual, r=2))
+    lora.inject(visual, lora.encoder_config(visual, r=2))
     wrapped = set(_lora_modules(visual))
     assert wrapped == convs
     assert not any(name.startswith("attnpool") for name in wrapped)
@@ -49,7 +49,7 @@ def test_resnet_default_targets_are_every_conv_but_never_the_attention_pool():
 def test_lora_on_the_resnet_attention_pool_would_be_dead():
     """Why attnpool is excluded: F.multi_head_attention_forward reads q/k/v_proj.weight directly."""
     visual = tiny_clip("rn").visual
-    lora.inject(visual, lora.lora_manifest(visual, r=2, target_modules=r"attnpool\.(q|k|v|c)_proj"))
+    lora.inject(visual, lora.encoder_config(visual, r=2, target_modules=r"attnpool\.(q|k|v|c)_proj"))
     with torch.no_grad():
         before = visual(IMAGES)
         _randomize_b(visual)
@@ -125,14 +125,13 @@ def test_load_rejects_unknown_missing_and_misshaped_keys():
 def test_targets_matching_nothing_are_a_manifest_error():
     visual = tiny_clip("vit").visual
     with pytest.raises(ManifestError, match="matches no module"):
-        lora.inject(visual, lora.lora_manifest(visual, target_modules=r"no\.such\.module"))
+        lora.inject(visual, lora.encoder_config(visual, target_modules=r"no\.such\.module"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     source = tiny_projector(family).eval()
-    manifest = source.lora_manifest
-    folder = lora.write_peft_adapter(tmp_path / "adapter", manifest,
+    folder = lora.write_peft_adapter(tmp_path / "adapter", source.encoder_lora,
                                      lora.export_state_dict(source.visual, torch.float32))
     assert (folder / "adapter_config.json").is_file()
     peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()

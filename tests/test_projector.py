@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.errors import BaseModelError, ManifestError
-from hello_format.head import head_lora_manifest
+from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_base_manifest, tiny_clip, tiny_projector
@@ -36,9 +36,8 @@ def test_any_input_size_is_resized_to_the_base_size():
 def test_normalisation_constants_come_from_the_manifest():
     model = tiny_clip("rn")
     section = tiny_base_manifest(model, "rn") | {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}
-    projector = Projector.for_training(model, section, CLASSES, templates=["a {}."],
-                                       lora_manifest=None, head_lora_manifest=None,
-                                       logit_scale=5.0).eval()
+    projector = Projector.for_training(model, section, CLASSES, head=HeadConfig(templates=["a {}."], logit_scale=5.0),
+                                       encoder_lora=None).eval()
     images = torch.rand(2, 3, 32, 32)
     std = torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -48,9 +47,8 @@ def test_normalisation_constants_come_from_the_manifest():
 
 def test_unnormalised_features_when_the_manifest_says_so():
     model = tiny_clip("vit")
-    projector = Projector.for_training(model, tiny_base_manifest(model), CLASSES, templates=["a {}."],
-                                       lora_manifest=None, head_lora_manifest=None, logit_scale=2.0,
-                                       normalize_features=False).eval()
+    head = HeadConfig(templates=["a {}."], logit_scale=2.0, normalize_features=False)
+    projector = Projector.for_training(model, tiny_base_manifest(model), CLASSES, head=head, encoder_lora=None).eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         features = model.visual((images - projector.mean) / projector.std)
@@ -210,9 +208,9 @@ def test_real_architectures_with_random_weights(architecture, tag):
     assert section["image_size"] == 224
     rebuilt = create_base(section, embedded_state=model.state_dict())
     projector = Projector.for_training(
-        rebuilt, section, CLASSES, templates=["a photo of a {}."],
-        lora_manifest=lora.lora_manifest(rebuilt.visual), logit_scale=100.0,
-        head_lora_manifest=head_lora_manifest(2, 2)).eval()
+        rebuilt, section, CLASSES,
+        head=HeadConfig(templates=["a photo of a {}."], logit_scale=100.0, lora=HeadLoraConfig(r=2, lora_alpha=2)),
+        encoder_lora=lora.encoder_config(rebuilt.visual)).eval()
     with torch.no_grad():
         for name, parameter in projector.named_parameters():
             if "lora_B" in name:

@@ -13,6 +13,7 @@ import yaml
 from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.errors import HubError
+from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
 from hello_format.text import code, human_bytes, markdown
 
@@ -248,30 +249,28 @@ def _base(bundle: Bundle, hub_id: str | None) -> str:
 
 
 def _label_generator(m: dict) -> str:
-    lora, head = m.get("lora") or {}, m.get("head") or {}
+    lora, head = EncoderLoraConfig.from_manifest(m["lora"]), HeadConfig.from_manifest(m["head"])
     lines = ["## Label generator", ""]
     if lora:
-        targets = lora["target_modules"]
+        targets = lora.target_modules
         targets = code(targets) if isinstance(targets, str) else ", ".join(code(t) for t in targets)
         lines.append(
-            f"- encoder LoRA on {code(lora.get('module_root', 'visual'))}: rank {lora['r']}, alpha {lora['lora_alpha']}, "
-            f"{lora.get('dtype', 'float16')}, targets {targets}"
+            f"- encoder LoRA on {code(lora.module_root)}: rank {lora.r}, alpha {lora.lora_alpha}, "
+            f"{lora.dtype}, targets {targets}"
         )
         for key in ("rank_pattern", "alpha_pattern"):
-            if lora.get(key):
-                lines.append(f"- {key}: {code(json.dumps(lora[key], sort_keys=True))}")
+            if getattr(lora, key):
+                lines.append(f"- {key}: {code(json.dumps(getattr(lora, key), sort_keys=True))}")
     else:
         lines.append("- no encoder LoRA: the base image encoder labels as is")
-    if head:
-        hl = head.get("lora") or {}
-        if hl:
-            lines.append(f"- head LoRA: rank {hl['r']}, alpha {hl['lora_alpha']}, {hl.get('dtype', 'float16')}")
-        else:
-            lines.append("- no head LoRA: the head is the zero-shot text classifier")
-        lines.append(
-            f"- head initialised from {len(head.get('templates', []))} text prompt templates "
-            f"({head.get('ensemble', 'mean')} ensemble), logit scale {head.get('logit_scale')}"
-        )
+    if head.lora:
+        lines.append(f"- head LoRA: rank {head.lora.r}, alpha {head.lora.lora_alpha}, {head.lora.dtype}")
+    else:
+        lines.append("- no head LoRA: the head is the zero-shot text classifier")
+    lines.append(
+        f"- head initialised from {len(head.templates)} text prompt templates "
+        f"({head.ensemble} ensemble), logit scale {head.logit_scale}"
+    )
     return "\n".join(lines)
 
 
