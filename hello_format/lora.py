@@ -6,7 +6,6 @@ so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_a
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -52,25 +51,28 @@ def encoder_config(visual: nn.Module, **fields) -> EncoderLoraConfig:
     return EncoderLoraConfig(target_modules=targets if targets is not None else default_targets(visual), **fields)
 
 
-def peft_config(config: EncoderLoraConfig) -> LoraConfig:
-    """The peft ``LoraConfig`` an encoder LoRA config describes."""
+def peft_config(config: EncoderLoraConfig, **resolved) -> LoraConfig:
+    """The peft ``LoraConfig`` an encoder LoRA config describes (``resolved``: target_modules,
+    rank_pattern, alpha_pattern as ``explicit`` resolved them, in place of the config's)."""
     if config.peft_type != "LORA" or config.module_root != "visual":
         raise ManifestError("lora.peft_type must be 'LORA' and lora.module_root 'visual' "
                             f"(got {config.peft_type!r}, {config.module_root!r})")
     if config.bias != "none":
         raise ManifestError(f"lora.bias {config.bias!r} is not supported: only 'none'")
-    targets = config.target_modules
+    targets = resolved.get("target_modules", config.target_modules)
     return LoraConfig(
         r=config.r, lora_alpha=config.lora_alpha,
         target_modules=targets if isinstance(targets, str) else list(targets),
-        rank_pattern=dict(config.rank_pattern), alpha_pattern=dict(config.alpha_pattern),
+        rank_pattern=dict(resolved.get("rank_pattern", config.rank_pattern)),
+        alpha_pattern=dict(resolved.get("alpha_pattern", config.alpha_pattern)),
         lora_dropout=config.lora_dropout, bias="none")
 
 
-def explicit(visual: nn.Module, config: EncoderLoraConfig) -> EncoderLoraConfig:
-    """``config`` with its target pattern and rank/alpha patterns resolved against ``visual``'s
-    modules (in linear time, see hello_format.targets) into escaped literal module names, so peft's
-    backtracking regex engine never runs a pattern that came from a file."""
+def explicit(visual: nn.Module, config: EncoderLoraConfig) -> LoraConfig:
+    """The peft config for ``config`` with its target pattern and rank/alpha patterns resolved against
+    ``visual``'s modules (in linear time, see hello_format.targets) into escaped literal module names,
+    so peft's backtracking regex engine never runs a pattern that came from a file. (The result is
+    ours, not the file's: no bound on a file's pattern length applies to it.)"""
     names = [name for name, _ in visual.named_modules() if name]
     targets = config.target_modules
     check_match_work("lora", targets, names)
@@ -92,7 +94,7 @@ def explicit(visual: nn.Module, config: EncoderLoraConfig) -> EncoderLoraConfig:
         values = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
                              default) for name in chosen} if compiled else {}
         resolved[key] = {re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
-    return dataclasses.replace(config, target_modules=targets, **resolved)
+    return peft_config(config, target_modules=targets, **resolved)
 
 
 def _compile(pattern: str, field: str) -> TargetPattern:
@@ -110,7 +112,7 @@ def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
 def inject(visual: nn.Module, config: EncoderLoraConfig) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
     try:
-        inject_adapter_in_model(peft_config(explicit(visual, config)), visual, adapter_name=ADAPTER_NAME)
+        inject_adapter_in_model(explicit(visual, config), visual, adapter_name=ADAPTER_NAME)
     except ValueError as error:  # peft: no module matched target_modules
         raise ManifestError(f"lora.target_modules {config.target_modules!r} matches no module of "
                             f"the image encoder: {' '.join(str(error).split())[:200]}") from None

@@ -141,6 +141,17 @@ def test_target_patterns_agree_with_python_re_on_the_supported_subset():
             TargetPattern(unsupported)
 
 
+def test_an_encoder_with_many_long_module_names_is_adapted():
+    """The explicit names handed to peft are ours: no bound on a file's pattern applies to them (an RN50
+    visual's escaped names come to 933 characters, more than a file's pattern may have)."""
+    visual = torch.nn.ModuleDict({f"stage{i}_block_with_a_long_name": torch.nn.Conv2d(1, 1, 1) for i in range(40)})
+    config = EncoderLoraConfig(target_modules=r"stage\d+_block_with_a_long_name", r=2, lora_alpha=2)
+    assert len(explicit(visual, config).target_modules) > 1000
+    from hello_format import lora
+    lora.inject(visual, config)
+    assert sum(hasattr(module, "lora_A") for module in visual.modules()) == 40
+
+
 def test_peft_gets_explicit_names_with_the_same_ranks():
     visual = tiny_clip("vit").visual
     config = EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", r=4, lora_alpha=8,
