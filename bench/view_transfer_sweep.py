@@ -8,6 +8,9 @@ and prints the figures the choice is made on: agreement with the teacher on the 
 fixed seed of student views, the early-stopping criterion) and on held-out real images. The report-view
 agreement and the projector's test top-1 are printed too, marked as reported only. Results are appended
 to ``--out``/view_transfer_sweep.json.
+
+Last, how far imitation can go on these views: the agreement of each earlier trajectory checkpoint of
+the teacher with the final teacher, on the same report views of the synthetic images.
 """
 
 from __future__ import annotations
@@ -35,6 +38,24 @@ def variant(text: str) -> dict:
     return options
 
 
+def checkpoint_agreement(bundle_path: Path, checkpoints: list[Path]) -> dict[str, float]:
+    """Each earlier checkpoint's top-1 agreement with the final teacher on the report views of the
+    bundle's synthetic images (the views the projector's ``synthetic_agreement`` is measured on)."""
+    from types import SimpleNamespace
+
+    from hello_build.stages.view_transfer import view_agreement
+    from hello_build.teachers import load_teacher
+    from hello_format.bundle import Bundle
+    from hello_format.recipe import Recipe
+
+    teachers = [load_teacher(path, arch="convnet3", num_classes=10) for path in checkpoints]
+    with Bundle.open(bundle_path) as opened:
+        images, augment = opened.images(), Recipe.from_manifest(opened.manifest["recipe"]).augment
+    final = SimpleNamespace(teachers=[teachers[-1]])
+    return {path.name: view_agreement(teacher, final, images, augment, device="cpu", target="last")["agreement"]
+            for path, teacher in zip(checkpoints[:-1], teachers[:-1])}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     texts = []
@@ -59,7 +80,7 @@ def main(argv=None) -> int:
     out = args.out / "view_transfer_sweep.json"
     rows = json.loads(out.read_text()) if out.is_file() else []
     for text in texts:
-        _, info = bench.bundle(args, args.cache, original, base, teachers, args.ipc[0], upstream, test_index, variant(text))
+        path, info = bench.bundle(args, args.cache, original, base, teachers, args.ipc[0], upstream, test_index, variant(text))
         view = info["view_transfer"]
         row = {"variant": text, "ipc": args.ipc[0], "kept_step": view["kept_step"],
                "selection_agreement": view["kept_selection_agreement"], "selection_curve": view["selection_agreement"],
@@ -71,6 +92,9 @@ def main(argv=None) -> int:
                   f"report views {info['synthetic_agreement']:.3f}, projector test top-1 {info['projector_test_top1']:.3f}")
         args.out.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1))
+    if texts:
+        for name, agreement in checkpoint_agreement(path, teachers).items():
+            bench.say(f"ceiling: {name} agrees with the final teacher on {agreement:.3f} of the report views")
     return 0
 
 

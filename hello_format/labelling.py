@@ -27,12 +27,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class LabelOptions:
     """Speed options of the label path (each measured in bench/loader.py).
 
-    precision: ``bf16`` autocast or ``fp32``; ``auto`` is bf16 on CUDA and fp32 on CPUs (on this
-        project's AVX-512-bf16 CPU bf16 was no faster for the small stand-in bases; see the bench).
-    channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only.
+    precision: ``bf16`` autocast or ``fp32``; ``auto`` is bf16 on CUDA and fp32 on CPUs. On a CPU with
+        native bf16 (AVX-512-bf16) bf16 is 1.5-2x faster with the same top-1 labels (bench/loader.py),
+        but opt-in: CPU runs are where figures are reproduced, and bf16 there would make a command's
+        labels depend on the CPU's instruction set.
+    channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only (on the CPU it pays
+        only together with bf16: +19 % for the CIFAR stand-in, +23 % for RN50).
     compile: ``torch.compile`` the merged encoder (opt-in: the first batch pays the compile time).
     prefetch: label the next batch while the caller trains on this one (``ds.loader()`` only);
-        ``auto`` on CUDA only, where it runs on a side stream and hides the label path's syncs.
+        ``auto`` on CUDA only, where it runs on a side stream and hides the label path's syncs (on a
+        2-core CPU the thread only competes with the student's step: no gain, measured).
     """
 
     precision: str = "auto"
