@@ -29,13 +29,15 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
+from hello_format.container import write_container
 from hello_format.digests import file_sha256
+from hello_format.files import atomic_target
 from hello_build.errors import BuildError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -401,13 +403,17 @@ def _first_line(exc: BaseException) -> str:
 
 def save_teacher(teacher: Teacher, path: str | os.PathLike, arch: str) -> Path:
     """Write a zoo teacher as safetensors with its architecture and preprocessing in the metadata,
-    so ``load_teacher(path)`` needs no other option."""
+    so ``load_teacher(path)`` needs no other option. The header is canonical (the format's writer),
+    so the same weights give the same bytes: safetensors' own writer orders metadata differently
+    from one process to the next, and a bundle records its teachers' sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in teacher.net.state_dict().items()}
     pre = teacher.preprocessing()
-    save_file(state, str(path), metadata={"hello.arch": arch, "hello.input_size": str(pre["input_size"]),
-                                          "hello.mean": json.dumps(pre["mean"]), "hello.std": json.dumps(pre["std"])})
+    metadata = {"hello.arch": arch, "hello.input_size": str(pre["input_size"]),
+                "hello.mean": json.dumps(pre["mean"]), "hello.std": json.dumps(pre["std"])}
+    with atomic_target(path) as temp, open(temp, "wb") as file:
+        write_container(file, metadata, state)
     return path
 
 

@@ -1,6 +1,9 @@
 """Teachers: zoo shapes, every loader format, refusals, preprocessing, TeacherSet, trajectory training."""
 
+import hashlib
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -146,6 +149,23 @@ def test_saved_teacher_carries_its_arch_and_preprocessing(tmp_path):
     assert loaded.preprocessing() == teacher.preprocessing()
     batch = torch.rand(2, 3, 32, 32)
     assert torch.allclose(loaded(batch), teacher.eval()(batch), atol=1e-5)
+
+
+def test_the_same_teacher_saves_to_the_same_bytes_in_any_process(tmp_path):
+    """Bundles record their teachers' sha256: a saved teacher must not depend on the writing process
+    (safetensors' own writer orders the metadata differently from one process to the next)."""
+    script = (
+        "import sys, torch\n"
+        "from hello_build.teachers import Teacher, save_teacher\n"
+        "from hello_build.zoo import create_model\n"
+        "torch.manual_seed(1)\n"
+        "save_teacher(Teacher(create_model('convnet3', 3), input_size=32), sys.argv[1], 'convnet3')\n")
+    digests = set()
+    for run in range(3):
+        path = tmp_path / f"t{run}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
 
 
 def test_module_factory(tmp_path, monkeypatch, images):
