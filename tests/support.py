@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -204,3 +205,12 @@ def cache_file(cache, repo_id, path, data, *, repo_type="dataset", commit=COMMIT
         (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (repo_dir / "refs" / ref).write_text(commit)
     return pointer
+
+
+def load_script(relative: str):
+    """A repository script (e.g. ``bench/cifar10.py``) loaded as a module, by its path."""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,13 @@
 """bench/cifar10.py's own logic: its grid options, the aggregation and goal checks behind its report, and
 its clean skip where the data is absent. (The measured runs themselves are the benchmark, not a test.)"""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "cifar10.py"
+from support import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_cifar10", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/cifar10.py")
 
 
 def test_skips_cleanly_without_the_archives(bench, tmp_path, capsys):

@@ -1,19 +1,12 @@
 """bench/view_transfer_sweep.py's own logic: its variants and its clean skip where the data is absent."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SWEEP = Path(__file__).resolve().parent.parent / "bench" / "view_transfer_sweep.py"
+from support import load_script
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("bench_view_transfer_sweep", SWEEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/view_transfer_sweep.py")
 
 
 def test_a_variant_names_view_transfer_options(sweep):
