@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from hello_build.data import RealImages, per_class_indices, scan_image_folder
 from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
-from hello_format.dataset import LabelledImages, default_device
+from hello_format.dataset import LabelledImages
+from hello_format.runtime import default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
