@@ -48,7 +48,7 @@ def checkpoint_agreement(bundle_path: Path, checkpoints: list[Path]) -> dict[str
     from hello_format.bundle import Bundle
     from hello_format.recipe import Recipe
 
-    teachers = [load_teacher(path, arch="convnet3", num_classes=10) for path in checkpoints]
+    teachers = [load_teacher(path) for path in checkpoints]  # the files carry their arch and preprocessing
     with Bundle.open(bundle_path) as opened:
         images, augment = opened.images(), Recipe.from_manifest(opened.manifest["recipe"]).augment
     final = SimpleNamespace(teachers=[teachers[-1]])
