@@ -40,6 +40,8 @@ ARCHIVES = {
     "test.tar.gz": "f225cabdd5279430dd56749e356119671fe0cd2bf543e78d20c27af441d80951",
 }
 ALL_REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
+# regimes that read only a bundle's images, hard labels and recipe, never its label generator
+IMAGE_ONLY_REGIMES = ("hard", "teacher", "stored")
 SIZE = 32
 # wall-clock start, shared with the worker processes of --jobs so their log lines use one clock
 STARTED = float(os.environ.setdefault("HELLO_BENCH_STARTED", str(time.time())))
@@ -329,11 +331,23 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
     return path, info
 
 
+def images_of(bundle_path: Path) -> str:
+    """The digests of a bundle's images and hard labels, and its recipe: all that the regimes in IMAGE_ONLY_REGIMES read of it,
+    so that bundles differing only in their label generator share those runs."""
+    from hello_format.bundle import Bundle
+
+    with Bundle.open(bundle_path) as opened:
+        digests, recipe = opened.manifest["integrity"]["tensors"], opened.manifest["recipe"]
+    return "images:" + key_of({"recipe": recipe, **{name: digests[name] for name in digests
+                                                    if name.startswith(("images.", "labels"))}})
+
+
 def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
                 original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict | None:
     """One ``hello eval`` run, cached; with the bytes its labels cost. None with --report-only when not cached."""
     epochs = student_epochs(args.student_epochs, student, bundle_info["inputs"]["ipc"])
-    inputs = {"bundle": bundle_path.name, "regime": regime, "student": student, "seed": seed, "epochs": epochs,
+    inputs = {"bundle": images_of(bundle_path) if regime in IMAGE_ONLY_REGIMES else bundle_path.name,
+              "regime": regime, "student": student, "seed": seed, "epochs": epochs,
               "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
     key = key_of(inputs)
     record_path = cache / "evals" / f"{key}.json"
