@@ -313,6 +313,28 @@ def real_image_loader(index: ImageFolderIndex, size: int, batch_size: int, *,
         persistent_workers=False, pin_memory=False)
 
 
+def in_class_order(index: ImageFolderIndex, folders: Sequence[str], what: str) -> ImageFolderIndex:
+    """``index`` relabelled so that label ``i`` is the folder named ``folders[i]``, whatever order its
+    folders are in; a BuildError naming the missing and the extra folders when the sets differ."""
+    position = {folder: i for i, folder in enumerate(folders)}
+    missing = [folder for folder in folders if folder not in set(index.classes)]
+    extra = [folder for folder in index.classes if folder not in position]
+    if missing or extra:
+        problems = [f"lacks {_names(missing)}" if missing else "", f"has {_names(extra)} the bundle does not know" if extra else ""]
+        raise BuildError(f"{what} {index.root} {' and '.join(p for p in problems if p)}; "
+                         "class folders are matched to the bundle's classes by name")
+    old_to_new = [position[folder] for folder in index.classes]
+    names = dict(zip(index.classes, index.class_names))
+    return ImageFolderIndex(root=index.root, classes=list(folders), class_names=[names[f] for f in folders],
+                            samples=[(path, old_to_new[label]) for path, label in index.samples], bad=index.bad)
+
+
+def _names(folders: Sequence[str], shown: int = 5) -> str:
+    """Up to ``shown`` folder names, quoted, and how many more."""
+    more = f" and {len(folders) - shown} more" if len(folders) > shown else ""
+    return f"class folder{'s' if len(folders) > 1 else ''} " + ", ".join(repr(f[:80]) for f in folders[:shown]) + more
+
+
 def per_class_indices(index: ImageFolderIndex) -> list[list[int]]:
     """For each class, the positions of its samples in ``index.samples`` (ascending)."""
     result: list[list[int]] = [[] for _ in index.classes]

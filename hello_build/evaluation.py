@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hello_build.data import RealImages, per_class_indices, scan_image_folder
+from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder
 from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
 from hello_format.dataset import LabelledImages
@@ -125,7 +125,7 @@ def evaluate(
     started = time.perf_counter()
     with open_bundle(bundle_path, verify=True) as bundle:
         manifest = bundle.manifest
-        images, labels, names = bundle.images(), bundle.labels, bundle.class_names
+        images, labels, names, folders = bundle.images(), bundle.labels, bundle.class_names, bundle.class_folders
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
             if regime in ("projector", "random-real") else None
     recipe = StudentRecipe.from_manifest(manifest["recipe"], **(recipe_overrides or {}))
@@ -133,15 +133,10 @@ def evaluate(
         raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
     augment = recipe.augment
     size = augment.output_size or images.shape[-1]
-    val_index = scan_image_folder(val_dir)
-    folders = manifest.get("provenance", {}).get("class_folders", names)
-    if val_index.classes != folders:
-        raise BuildError(f"validation class folders in {val_dir} ({', '.join(val_index.classes[:5])}...) do not match the bundle's "
-                         f"({', '.join(folders[:5])}...); give a validation folder with the same class folders")
-    val = RealImages(val_index, size)
+    val = RealImages(in_class_order(scan_image_folder(val_dir), folders, "validation folder"), size)
 
     if regime == "random-real":
-        images, labels = _random_real(real_dir, names, val_index.classes, labels, images.shape[-1], recipe.seed)
+        images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
     if regime in ("projector", "random-real"):
         labeller = projector.label
     elif regime == "teacher":
@@ -170,11 +165,9 @@ def evaluate(
     }
 
 
-def _random_real(real_dir, names, folders, labels, size, seed):
+def _random_real(real_dir, folders, labels, size, seed):
     """A random real subset with as many images per class as the bundle has, decoded at its size."""
-    index = scan_image_folder(real_dir)
-    if index.classes != folders:
-        raise BuildError(f"real-image classes in {real_dir} do not match the validation folder's")
+    index = in_class_order(scan_image_folder(real_dir), folders, "real-image folder")
     generator = torch.Generator().manual_seed(seed)
     chosen, chosen_labels = [], []
     for label, positions in enumerate(per_class_indices(index)):

@@ -219,6 +219,12 @@ class Bundle:
         return list(self.manifest["class_names"])
 
     @property
+    def class_folders(self) -> list[str]:
+        """The image folder each class came from, in class order (``provenance.class_folders``, else
+        the class names): how an image folder's classes are matched to the bundle's, by name."""
+        return list(self.manifest["provenance"].get("class_folders") or self.manifest["class_names"])
+
+    @property
     def num_classes(self) -> int:
         return len(self.manifest["class_names"])
 

@@ -129,7 +129,13 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
     string lengths, class names, geometry against the file's size, ranks, target patterns,
     templates and scalar ranges. Types are the schema's business, except where a check needs them."""
     _check_nesting(where, manifest)
-    _check_class_names(where, manifest.get("class_names"))
+    _check_class_names(where, "class_names", manifest.get("class_names"))
+    folders = _get(manifest, "provenance.class_folders")
+    if folders is not _MISSING:
+        _check_class_names(where, "provenance.class_folders", folders)
+        names = manifest.get("class_names")
+        if isinstance(folders, list) and isinstance(names, list) and len(folders) != len(names):
+            _fail(where, "provenance.class_folders", f"{len(folders)} folders for {len(names)} class_names")
     _check_images(where, manifest, file_size)
     _check_base(where, manifest)
     _check_lora(where, manifest.get("lora"))
@@ -158,23 +164,24 @@ def _check_nesting(where: str, manifest: dict) -> None:
                 stack.append((item, depth + 1, f"{prefix}{key}"))
 
 
-def _check_class_names(where: str, names) -> None:
+def _check_class_names(where: str, field: str, names) -> None:
+    """A list of unique, bounded class names (or class folders) without control characters."""
     if not isinstance(names, list):
         return
     if len(names) > limits.MAX_CLASSES:
-        _fail(where, "class_names", f"{len(names)} classes (at most {limits.MAX_CLASSES})")
+        _fail(where, field, f"{len(names)} entries (at most {limits.MAX_CLASSES})")
     for i, name in enumerate(names):
         if not isinstance(name, str):
-            _fail(where, f"class_names.{i}", f"a {type(name).__name__}, not a string")
+            _fail(where, f"{field}.{i}", f"a {type(name).__name__}, not a string")
         if not 1 <= len(name) <= limits.MAX_CLASS_NAME_CHARS:
-            _fail(where, f"class_names.{i}", f"{len(name)} characters (1 to {limits.MAX_CLASS_NAME_CHARS})")
+            _fail(where, f"{field}.{i}", f"{len(name)} characters (1 to {limits.MAX_CLASS_NAME_CHARS})")
         bad = first_unsafe_char(name)
         if bad is not None:
-            _fail(where, f"class_names.{i}", f"contains the control character U+{ord(bad):04X}")
+            _fail(where, f"{field}.{i}", f"contains the control character U+{ord(bad):04X}")
     if len(set(names)) != len(names):
         seen = set()
         duplicate = next(name for name in names if name in seen or seen.add(name))
-        _fail(where, "class_names", f"{duplicate!r} appears more than once")
+        _fail(where, field, f"{duplicate!r} appears more than once")
 
 
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:

@@ -3,13 +3,14 @@
 import io
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from hello_build.data import (SKIPPED, RealImages, decode_image, holdout_split, per_class_indices,
+from hello_build.data import (SKIPPED, RealImages, decode_image, holdout_split, in_class_order, per_class_indices,
                               real_image_loader, scan_image_folder, shard_indices)
 from hello_build.errors import BuildError
 
@@ -151,6 +152,30 @@ def test_decode_time_failure_names_the_file_or_is_marked_skipped(tree):
         image, label = RealImages(index, 8, skip_bad=True)[position]
     assert label == SKIPPED and image.shape == (3, 8, 8)
     assert any("truncated.jpg" in str(w.message) for w in caught)
+
+
+def test_folders_are_matched_to_classes_by_name_in_any_order(tree):
+    index = scan_image_folder(tree)
+    ordered = in_class_order(index, ["fish", "cat", "dog"], "validation folder")
+    assert ordered.classes == ["fish", "cat", "dog"]
+    folder_of = {label: {Path(path).relative_to(tree).parts[0] for path, l in ordered.samples if l == label}
+                 for label in range(3)}
+    assert folder_of == {0: {"fish"}, 1: {"cat"}, 2: {"dog"}}
+    assert len(ordered.samples) == len(index.samples)
+
+
+@pytest.mark.parametrize("folders, fragments", [
+    (["cat", "dog"], ["has class folder 'fish' the bundle does not know"]),
+    (["cat", "dog", "fish", "owl"], ["lacks class folder 'owl'"]),
+    (["cat", "dog", "owl", "emu"], ["lacks class folders 'owl', 'emu'", "has class folder 'fish'"]),
+])
+def test_missing_and_extra_class_folders_are_named(tree, folders, fragments):
+    with pytest.raises(BuildError) as error:
+        in_class_order(scan_image_folder(tree), folders, "validation folder")
+    message = str(error.value)
+    assert "\n" not in message and str(tree) in message
+    for fragment in fragments:
+        assert fragment in message
 
 
 def test_empty_class_single_class_and_dataset_root_are_errors(tree, tmp_path):

@@ -15,7 +15,7 @@ from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRe
 from hello_build.stored_labels import StoredLabels, batch_file
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
-from hello_format.bundle import write_bundle
+from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
 from hello_format.recipe import Recipe
@@ -146,9 +146,24 @@ def one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-def test_validation_classes_must_match_the_bundle(eval_kit, tmp_path):
-    other = _write_folder(tmp_path / "other", ["ant", "bee", "cow"], 1, seed=5)
-    one_line_error(hello("eval", eval_kit["bundle"], "--val", other), "do not match", "ant")
+def test_validation_classes_must_match_the_bundle_by_name(eval_kit, tmp_path):
+    other = _write_folder(tmp_path / "other", ["ant", "bee", "cat"], 1, seed=5)
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", other), "lacks class folders 'bird', 'dog'",
+                   "has class folders 'ant', 'bee' the bundle does not know")
+
+
+def test_validation_folders_in_another_order_than_the_bundle_s_classes(eval_kit, tmp_path):
+    """A bundle whose classes are not in sorted-folder order (built elsewhere) is evaluated by name."""
+    with Bundle.open(eval_kit["bundle"]) as opened:
+        manifest, images, labels = opened.manifest, opened.images(), opened.labels
+        tensors = {n: opened.tensor(n) for n in opened.tensor_names if not n.startswith(("images.", "labels"))}
+    order = ["dog", "bird", "cat"]
+    manifest = {key: value for key, value in manifest.items() if key != "integrity"}
+    manifest.update(class_names=order, provenance={**manifest["provenance"], "class_folders": order})
+    permuted = write_bundle(tmp_path / "permuted.hello", manifest, images, labels, tensors, codec="png")
+    assert Bundle.open(permuted).class_folders == order
+    report = final_json(hello("eval", permuted, "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1, "--quiet"))
+    assert report["classes"] == 3
 
 
 def test_unknown_student_architecture(eval_kit):

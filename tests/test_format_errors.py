@@ -84,6 +84,15 @@ CASES = {
                               "tensor 'labels'"),
     "class count vs head": (with_manifest(RAW, lambda m: m.update(class_names=["a", "b", "c", "d"], ipc=None)),
                             ManifestError, "tensor 'head.lora_B'"),
+    "class folders vs class names": (with_manifest(RAW, lambda m: m["provenance"].update(class_folders=["a"])),
+                                     ManifestError, "field 'provenance.class_folders': 1 folders for"),
+    "duplicate class folder": (with_manifest(RAW, lambda m: m["provenance"].update(
+        class_folders=["x"] * len(m["class_names"]))), ManifestError, "'x' appears more than once"),
+    "class folder with a control character": (with_manifest(RAW, lambda m: m["provenance"].update(
+        class_folders=[f"c{i}\x1b" for i in range(len(m["class_names"]))])), ManifestError,
+        "field 'provenance.class_folders.0': contains the control character U+001B"),
+    "class folders not a list": (with_manifest(RAW, lambda m: m["provenance"].update(class_folders="abc")),
+                                 ManifestError, "provenance.class_folders"),
     "tensor not in integrity": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].pop("labels")),
                                 ManifestError, "integrity.tensors"),
 }
