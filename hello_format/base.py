@@ -194,12 +194,29 @@ def _register_config(architecture, config: dict | None) -> None:
     if not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
         raise BaseModelError(f"base.config for {architecture!r} is not an open_clip model config "
                              "(needs embed_dim, vision_cfg, text_cfg)")
+    _check_layers(architecture, config)
     if known is not None:
         if known != config:
             raise BaseModelError(f"base.config differs from open_clip's own {architecture!r} config: "
                                  "give the custom architecture a name of its own")
         return
     open_clip.factory._MODEL_CONFIGS[architecture] = copy.deepcopy(config)
+
+
+def _check_layers(architecture: str, config: dict) -> None:
+    """BaseModelError unless the towers' ``layers`` are small non-negative integers (or, for a ResNet
+    tower, a short list of them) adding up to at most MAX_BASE_LAYERS: building a model, even on the
+    meta device, costs time per block."""
+    total = 0
+    for tower in ("vision_cfg", "text_cfg"):
+        layers = config[tower].get("layers", 0) if isinstance(config[tower], dict) else 0
+        stages = layers if isinstance(layers, list) and len(layers) <= 8 else [layers]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= limits.MAX_BASE_LAYERS for n in stages):
+            raise BaseModelError(f"base.config {tower}.layers of {architecture[:80]!r} is not a layer count "
+                                 f"(an integer from 0 to {limits.MAX_BASE_LAYERS}, or a list of at most 8)")
+        total += sum(stages)
+    if total > limits.MAX_BASE_LAYERS:
+        raise BaseModelError(f"base.config of {architecture[:80]!r} has {total} layers (at most {limits.MAX_BASE_LAYERS})")
 
 
 def _tag_config(architecture: str, tag: str | None) -> dict:

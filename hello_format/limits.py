@@ -51,3 +51,4 @@ TEXT_CONFIG_KEYS = frozenset({
     "proj_type", "qk_norm", "scale_attn", "scale_attn_inner", "scale_fc", "scale_heads", "scaled_cosine_attn",
     "vocab_size", "width"})
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
+MAX_BASE_LAYERS = 256                   # blocks in a custom base.config, both towers (bounds building it, even on meta)

@@ -301,6 +301,26 @@ def test_a_custom_config_describing_a_huge_model_is_sized_on_the_meta_device():
         create_base(base, embedded_state=model.state_dict())
 
 
+@pytest.mark.parametrize("section, layers, message", [
+    ("vision_cfg", 10**7, "vision_cfg.layers .* is not a layer count"),
+    ("text_cfg", "12", "text_cfg.layers .* is not a layer count"),
+    ("vision_cfg", [200, 200], "has 402 layers \\(at most 256\\)"),
+])
+def test_a_custom_config_with_too_many_layers_is_refused_before_anything_is_built(section, layers, message, monkeypatch):
+    import open_clip
+
+    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config[section]["layers"] = layers
+    base = {"source": "embedded", "architecture": f"hostile-deep-{section}", "pretrained": None, "checkpoint": None,
+            "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3,
+            "std": [0.25] * 3}
+    state = tiny_clip("vit").state_dict()
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(BaseModelError, match=message) as info:
+        create_base(base, embedded_state=state)
+    assert "\n" not in str(info.value)
+
+
 # ---- row 7: a .pt2 teacher (the trust flag) is in test_teachers.py; the CLI says so
 
 def test_eval_help_and_error_name_the_trust_flag(tmp_path):
