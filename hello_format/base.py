@@ -101,6 +101,17 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     return model.eval()
 
 
+def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
+    """Parameters of the model a manifest's ``base`` section describes, counted on the meta device:
+    no weights, no memory, no download."""
+    architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
+    if not allow_remote:
+        check_config_keys(architecture, config)
+    _register_config(architecture, config)
+    model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def check_config_keys(architecture, config: dict | None) -> None:
     """BaseModelError when a custom base config uses a key outside limits' allow-lists (e.g.
     text_cfg.hf_model_name): open_clip would fetch or build what the file names."""

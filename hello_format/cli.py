@@ -16,6 +16,7 @@ import sys
 import click
 import torch
 
+from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
@@ -166,6 +167,14 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
         f"  generator vs labels    {ratio}",
     ]
+    bpc = bits_per_class(bundle)
+    with_base = "unknown" if bpc.with_base is None else f"{bpc.with_base:,.0f}"
+    lines += [
+        "bits per class (DD-RUO):",
+        f"  images + generator     {bpc.without_base:,.0f}",
+        f"  + the base             {with_base} ({bpc.base_counted})",
+        f"  images + stored labels {bpc.stored_labels:,.0f}",
+    ]
     return lines
 
 
@@ -177,7 +186,8 @@ def info(bundle_path: str, as_json: bool) -> None:
     with open_bundle(bundle_path) as bundle:
         if as_json:
             document = {"path": str(bundle.path), "manifest": bundle.manifest,
-                        "storage": dataclasses.asdict(bundle.storage())}
+                        "storage": dataclasses.asdict(bundle.storage()),
+                        "bits_per_class": dataclasses.asdict(bits_per_class(bundle))}
             echo(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False))
         else:
             echo("\n".join(_summary(bundle)))

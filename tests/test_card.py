@@ -51,6 +51,10 @@ def test_body_numbers_match_manifest_and_storage(bundle):
     assert s.stored_label_bytes == soft_labels
     assert f"would take {soft_labels:,} bytes" in body
     assert f"{soft_labels / s.label_generator_bytes:,.1f}x the label generator" in body
+    own_bits = 8 * (s.images_bytes + s.label_generator_bytes) / len(CLASSES)
+    stored_bits = 8 * (s.images_bytes + soft_labels) / len(CLASSES)
+    assert f"Bits per class (DD-RUO's metric: images + labels + label generator, per class): {own_bits:,.0f} without the base" in body
+    assert f"{stored_bits:,.0f} with stored soft labels instead" in body
     assert "rank 4, alpha 8" in body and "head LoRA: rank 8, alpha 8" in body
     assert m["base"]["fingerprint"] in body
     assert "not published here" in body  # a local base checkpoint is not part of the upload

@@ -14,6 +14,7 @@ from PIL import Image
 from hello_format import cli as cli_module
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
+from support import write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VALID = VECTORS / "valid_png.hello"
@@ -41,6 +42,29 @@ def test_info_json_matches_the_bundle():
     assert document["manifest"] == bundle.manifest
     assert document["storage"]["stored_label_bytes"] == 6 * 300 * 3 * 2
     assert document["storage"]["label_generator_bytes"] == bundle.storage().label_generator_bytes
+
+
+def test_bits_per_class_count_images_labels_and_the_base(tmp_path):
+    """DD-RUO's bits per class, by its definition: (sample + label + decoder bits) / classes. A public
+    base is counted from its architecture (here checked against a really built model), an embedded one as stored."""
+    import open_clip
+
+    public = json.loads(run("info", VALID, "--json").stdout)["bits_per_class"]
+    storage, classes = Bundle.open(VALID).storage(), 3
+    parameters = sum(p.numel() for p in open_clip.create_model("hello-tiny-vit").parameters())
+    own = 8 * (storage.images_bytes + storage.label_generator_bytes)
+    assert public["without_base"] == pytest.approx(own / classes)
+    assert public["with_base"] == pytest.approx((own + 16 * parameters) / classes)
+    assert public["stored_labels"] == pytest.approx(8 * (storage.images_bytes + 6 * 300 * 3 * 2) / classes)
+    assert f"{parameters:,} parameters at 16 bits" in public["base_counted"]
+
+    embedded_path = write_labelled_bundle(tmp_path / "embedded.hello")
+    embedded = json.loads(run("info", embedded_path, "--json").stdout)["bits_per_class"]
+    storage = Bundle.open(embedded_path).storage()
+    assert storage.base_bytes > 0
+    assert embedded["with_base"] - embedded["without_base"] == pytest.approx(8 * storage.base_bytes / 3)
+    shown = run("info", embedded_path).stdout
+    assert f"+ the base             {embedded['with_base']:,.0f} (embedded base, as stored)" in shown
 
 
 def test_verify_ok():

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.errors import HubError
@@ -275,7 +276,7 @@ def _label_generator(m: dict) -> str:
 
 
 def _storage(bundle: Bundle) -> str:
-    s = bundle.storage()
+    s, bpc = bundle.storage(), bits_per_class(bundle)
     m = bundle.manifest
     epochs = (m.get("recipe") or {}).get("epochs")
     rows = [
@@ -292,8 +293,15 @@ def _storage(bundle: Bundle) -> str:
         f"{table}\n\n"
         f"Stored soft labels for the same recipe ({bundle.num_images:,} images x {epochs} epochs x "
         f"{bundle.num_classes} classes x 2 bytes) would take {s.stored_label_bytes:,} bytes "
-        f"({human_bytes(s.stored_label_bytes)}): {versus}."
+        f"({human_bytes(s.stored_label_bytes)}): {versus}.\n\n"
+        f"Bits per class (DD-RUO's metric: images + labels + label generator, per class): {_bits(bpc.without_base)} "
+        f"without the base, {_bits(bpc.with_base)} with it ({markdown(bpc.base_counted)}); "
+        f"{_bits(bpc.stored_labels)} with stored soft labels instead of the label generator."
     )
+
+
+def _bits(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:,.0f}"
 
 
 def _recipe(m: dict) -> str:
