@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
 from hello_format.errors import HelloError
 from hello_format.text import terminal
@@ -92,25 +93,35 @@ def main(data, output, demo, quiet, **values):
 @click.option("--allow-remote-base", is_flag=True,
               help="Accept a bundle whose base config makes open_clip fetch a model it names (refused without it).")
 @click.option("--device", default=None)
+@click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
+              help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, seed,
                  teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
-                 device, quiet):
-    """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line."""
+                 device, dist_backend, quiet):
+    """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line.
+
+    Under torchrun, every rank trains its rows of each batch (DDP) and rank 0 prints the line."""
+    from hello_build import distributed
     from hello_build.evaluation import evaluate
 
-    teacher = None
-    if teacher_path:
-        from hello_build.teachers import load_teacher
-        from hello_format.bundle import Bundle
+    group = distributed.join(dist_backend, device)
+    try:
+        teacher = None
+        if teacher_path:
+            from hello_build.teachers import load_teacher
+            from hello_format.bundle import Bundle
 
-        with Bundle.open(bundle) as opened:
-            teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes,
-                                   image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
-    result = evaluate(
-        bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
-        allow_remote_base=allow_remote_base, device=device, progress=not quiet,
-        recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
-                          "loss": loss, "temperature": temperature, "seed": seed},
-    )
-    click.echo(json.dumps(result, sort_keys=True))
+            with Bundle.open(bundle) as opened:
+                teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes,
+                                       image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
+        result = evaluate(
+            bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
+            allow_remote_base=allow_remote_base, device=device, progress=not quiet and (group is None or group.is_main),
+            recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
+                              "loss": loss, "temperature": temperature, "seed": seed}, group=group,
+        )
+    finally:
+        distributed.leave()
+    if group is None or group.is_main:
+        click.echo(json.dumps(result, sort_keys=True))

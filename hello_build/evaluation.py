@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder
+from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
+from hello_build.distributed import Group
 from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
 from hello_format.dataset import LabelledImages
@@ -49,54 +51,76 @@ class StudentRecipe(Recipe):
     seed: int = 0
 
 
-def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True) -> torch.nn.Module:
+def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
+                  group: Group | None = None) -> torch.nn.Module:
     """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
 
-    With ``progress``: a bar over all steps and one line per epoch (mean loss, lr)."""
+    With ``progress``: a bar over all steps and one line per epoch (mean loss, lr). In a ``group``
+    (torchrun), every rank trains on its rows of the same global batches under DDP, each rank's loss
+    weighted by its share of the batch: the gradient, hence the student, is the single-process one
+    up to the order of floating-point sums (BatchNorm students: on CUDA with SyncBatchNorm; on CPUs
+    their batch statistics are per rank)."""
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
+    student = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
+    cuda = torch.device(device).type == "cuda"
+    if group is not None and cuda:
+        student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)  # batch statistics over all ranks' rows
+    model = student if group is None else DistributedDataParallel(student, device_ids=[device] if cuda else None)
+    world = 1 if group is None else group.world_size
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
-    total, per_epoch = max(1, len(loader)), max(1, loader.batches_per_epoch())
+    loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, split_batches=True)
+    sizes = loader.batch_sizes()
+    total, per_epoch = max(1, len(loader)), max(1, len(sizes))
     model.train()
     bar = tqdm(total=total, desc=f"student {recipe.arch}", disable=not progress, leave=False)
     epoch_loss = 0.0
     for step, batch in enumerate(loader):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
         logits = model(batch.images)
-        if batch.soft_labels.shape[1] == 0:
-            loss = F.cross_entropy(logits, batch.hard_labels)
-        elif recipe.loss == "kl":
-            loss = kl_loss(logits, batch.soft_labels, recipe.temperature)
-        else:
-            loss = mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.beta)
+        share = len(logits) * world / sizes[step % per_epoch]  # DDP averages over ranks: this weights by rows
+        loss = _loss(logits, batch, recipe) * share if len(logits) else logits.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        epoch_loss += loss.item()
+        epoch_loss += loss.item() / world
         bar.update(1)
         if (step + 1) % per_epoch == 0:
+            if group is not None:
+                epoch_loss = group.sum([epoch_loss])[0]  # the ranks' shares add up to the batch's mean loss
             if progress:
                 tqdm.write(f"epoch {(step + 1) // per_epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
                            f"lr {optimizer.param_groups[0]['lr']:.2e}")
             epoch_loss = 0.0
     bar.close()
-    return model.eval()
+    return student.eval()
+
+
+def _loss(logits: torch.Tensor, batch, recipe: StudentRecipe) -> torch.Tensor:
+    """The recipe's loss, a mean over the batch's rows."""
+    if batch.soft_labels.shape[1] == 0:
+        return F.cross_entropy(logits, batch.hard_labels)
+    if recipe.loss == "kl":
+        return kl_loss(logits, batch.soft_labels, recipe.temperature)
+    return mse_ce_loss(logits, batch.soft_labels, batch.hard_labels, recipe.beta)
 
 
 @torch.no_grad()
-def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int = 256) -> float:
-    """Top-1 accuracy on real images, normalised as the student saw them in training."""
+def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int = 256, group: Group | None = None) -> float:
+    """Top-1 accuracy on real images, normalised as the student saw them in training (in a ``group``,
+    each rank scores every world_size-th image and the counts are summed)."""
     mean = torch.tensor(STUDENT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STUDENT_STD, device=device).view(1, 3, 1, 1)
+    mine = val if group is None else torch.utils.data.Subset(val, shard_indices(len(val), group.rank, group.world_size))
     correct = 0
-    for images, labels in torch.utils.data.DataLoader(val, batch_size=batch_size):
+    for images, labels in torch.utils.data.DataLoader(mine, batch_size=batch_size):
         x = (images.to(device).float() / 255 - mean) / std
         correct += (model(x).argmax(1).cpu() == labels).sum().item()
+    if group is not None:
+        correct = group.sum([correct])[0]
     return correct / max(1, len(val))
 
 
@@ -113,13 +137,18 @@ def evaluate(
     checkpoint=None,
     allow_remote_base: bool = False,
     progress: bool = True,
+    group: Group | None = None,
 ) -> dict:
     """Train one student from the bundle under ``regime`` and return its result (JSON-ready).
-    ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names."""
+    ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names.
+    ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
-    device = torch.device(device) if device else default_device()
+    if group is not None and regime == "stored":
+        raise BuildError("the stored regime runs in one process (its label files are written by one writer); "
+                         "run it without torchrun")
+    device = group.device if group is not None else torch.device(device) if device else default_device()
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
@@ -143,7 +172,8 @@ def evaluate(
         labeller = _no_grad(teacher)
     else:
         labeller = None  # hard: none; stored: set below, once the labels are on disk
-    data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD))
+    data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD),
+                          rank=group.rank if group else 0, world_size=group.world_size if group else 1)
     stored_sizes = {}
     with contextlib.ExitStack() as scope:
         if regime == "stored":
@@ -154,11 +184,12 @@ def evaluate(
             stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
             data.labeller = stored.replay()
         training = time.perf_counter()
-        model = train_student(data, recipe, image_size=size, device=device, progress=progress)
+        model = train_student(data, recipe, image_size=size, device=device, progress=progress, group=group)
         train_seconds = time.perf_counter() - training
-    accuracy = top1(model, val, device=device)
+    accuracy = top1(model, val, device=device, group=group)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
+        "world_size": group.world_size if group else 1,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
         "train_seconds": round(train_seconds, 2), **stored_sizes,
         "bundle": str(bundle_path), "val": str(val_dir),

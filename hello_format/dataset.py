@@ -14,7 +14,6 @@ epoch. Both give ``LabelledBatch(images, soft_labels, hard_labels)``.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -116,15 +115,17 @@ class LabelledImages(Dataset):
         """The augmented view (an ``AugmentedBatch``) of the images at ``indices`` (on the device)."""
         return augment_batch(self._images[indices], self.augment, generator)
 
-    def label(self, indices: torch.Tensor, view) -> LabelledBatch:
-        """The student's batch for an augmented ``view`` of the images at ``indices``."""
-        if self.labeller is None:
-            soft = torch.empty(len(indices), 0, device=self.device)
-        else:
-            soft = self.labeller(view.images)
+    def label(self, indices: torch.Tensor, view, rows: slice = slice(None)) -> LabelledBatch:
+        """The student's batch for an augmented ``view`` of the images at ``indices``: its ``rows`` only
+        (only those are labelled)."""
         labels_a, labels_b, lam = mix_targets(self._labels[indices], view.mix)
         hard = lam * F.one_hot(labels_a, self.num_classes).float() + (1 - lam) * F.one_hot(labels_b, self.num_classes).float()
-        images = view.images if self._normalize is None else self._normalize(view.images)
+        images, hard = view.images[rows], hard[rows]
+        if self.labeller is None:
+            soft = torch.empty(len(images), 0, device=self.device)
+        else:
+            soft = self.labeller(images)
+        images = images if self._normalize is None else self._normalize(images)
         return LabelledBatch(images, soft, hard)
 
     def loader(
@@ -137,12 +138,15 @@ class LabelledImages(Dataset):
         drop_last: bool = False,
         start_epoch: int = 0,
         prefetch: bool | None = None,
+        split_batches: bool = False,
     ) -> BatchLoader:
         """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch).
         ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
-        the same batches in the same order."""
+        the same batches in the same order. ``split_batches``: every rank walks the same global batches
+        of ``batch_size`` (the same order and augmented views for any world size) and gets its own
+        contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one."""
         return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch,
-                           self.prefetch if prefetch is None else prefetch)
+                           self.prefetch if prefetch is None else prefetch, split_batches)
 
 
 class HelloDataset(LabelledImages):
@@ -214,28 +218,45 @@ class BatchLoader:
     """Iterable over ``epochs`` epochs of device-resident batches; ``len()`` is the batch count."""
 
     def __init__(self, dataset: LabelledImages, batch_size: int, shuffle: bool, seed: int, epochs: int, drop_last: bool,
-                 start_epoch: int, prefetch: bool = False):
+                 start_epoch: int, prefetch: bool = False, split_batches: bool = False):
         if batch_size < 1 or epochs < 1:
             raise HelloError(f"batch_size and epochs must be at least 1 (got {batch_size}, {epochs})")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
-        self.prefetch = prefetch
+        self.prefetch, self.split_batches = prefetch, split_batches
 
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``: ranks are disjoint and together cover the set
-        (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step)."""
+        (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step).
+        With ``split_batches``, the whole epoch: ranks split each batch instead (``rows``)."""
         n, world = len(self.dataset), self.dataset.world_size
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
         else:
             order = torch.arange(n)
+        if self.split_batches:
+            return order
         if self.drop_last:
             order = order[: n - n % world]
         return order[self.dataset.rank :: world]
 
+    def rows(self, size: int) -> slice:
+        """This rank's rows of a batch of ``size``: all of them, or with ``split_batches`` a contiguous
+        share (sizes differ by at most one; a share may be empty)."""
+        if not self.split_batches:
+            return slice(None)
+        share, extra = divmod(size, self.dataset.world_size)
+        start = self.dataset.rank * share + min(self.dataset.rank, extra)
+        return slice(start, start + share + (self.dataset.rank < extra))
+
+    def batch_sizes(self) -> list[int]:
+        """The size of each batch of an epoch (before ``rows``), in order."""
+        n = len(self.shard(self.start_epoch))
+        stop = n - n % self.batch_size if self.drop_last else n
+        return [min(self.batch_size, n - start) for start in range(0, stop, self.batch_size)]
+
     def batches_per_epoch(self) -> int:
-        per_rank = len(self.shard(self.start_epoch))
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        return len(self.batch_sizes())
 
     def __len__(self) -> int:
         return self.batches_per_epoch() * self.epochs
@@ -251,7 +272,7 @@ class BatchLoader:
                 yield epoch, indices, self.dataset.view(indices, generator)
 
     def __iter__(self) -> Iterator[LabelledBatch]:
-        make = lambda item: self.dataset.label(item[1], item[2])  # noqa: E731  (item: epoch, indices, view)
+        make = lambda item: self.dataset.label(item[1], item[2], self.rows(len(item[1])))  # noqa: E731  (item: epoch, indices, view)
         if self.prefetch:
             yield from ahead(self.views(), make, self.dataset.device)
         else:

@@ -1,0 +1,128 @@
+"""torchrun: split batches are the single-process batches, a 2-process gloo student is the
+single-process student, `hello eval` under torchrun prints one line, and a dead rank ends the job."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from hello_format.augment import AugmentConfig
+from hello_format.dataset import LabelledImages
+
+AUGMENT = AugmentConfig.from_dict({"output_size": 16, "scale": [0.3, 1.0], "cutmix": 1.0})
+
+
+def images_and_labels():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8, generator=generator), torch.arange(3).repeat(3)
+
+
+def split_loader(rank, world):
+    images, labels = images_and_labels()
+    data = LabelledImages(images, labels, ["a", "b", "c"], AUGMENT, lambda x: x.mean((2, 3)), device="cpu",
+                          seed=5, rank=rank, world_size=world)
+    return data.loader(4, epochs=2, split_batches=True)
+
+
+def test_split_batches_are_the_single_process_batches_cut_into_contiguous_shares():
+    alone = list(split_loader(0, 1))
+    shares = [list(split_loader(rank, 3)) for rank in range(3)]
+    assert len(alone) == 6  # 9 images, batches of 4: 4, 4, 1 per epoch, 2 epochs
+    assert [len(s) for s in shares] == [6, 6, 6]
+    for step, whole in enumerate(alone):
+        parts = [share[step] for share in shares]
+        for field in range(3):
+            assert torch.equal(torch.cat([part[field] for part in parts]), whole[field])
+        assert [len(part.images) for part in parts] == ([2, 1, 1] if len(whole.images) == 4 else [1, 0, 0])
+
+
+TRAIN_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from hello_build import distributed
+    from hello_build.evaluation import StudentRecipe, train_student
+    from hello_format.augment import AugmentConfig
+    from hello_format.dataset import LabelledImages
+
+    group = distributed.join()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    torch.manual_seed(1)  # the same teacher in every process
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    data = LabelledImages(images, torch.arange(3).repeat(3), ["a", "b", "c"],
+                          AugmentConfig.from_dict({"output_size": 32, "cutmix": 1.0}), teacher, device="cpu", seed=3,
+                          rank=group.rank if group else 0, world_size=group.world_size if group else 1)
+    recipe = StudentRecipe(epochs=2, batch_size=4, lr=1e-2, seed=2, optimizer="sgd")
+    student = train_student(data, recipe, image_size=32, device="cpu", progress=False, group=group)
+    if group is None or group.is_main:
+        torch.save(student.state_dict(), sys.argv[1])
+    distributed.leave()
+""")
+
+
+def torchrun(*args, nproc=2, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_two_process_student_is_the_single_process_student(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    alone = subprocess.run([sys.executable, script, tmp_path / "alone.pt"], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert alone.returncode == 0, alone.stderr
+    pair = torchrun(script, tmp_path / "pair.pt")
+    assert pair.returncode == 0, pair.stderr
+    a, b = torch.load(tmp_path / "alone.pt"), torch.load(tmp_path / "pair.pt")
+    assert a.keys() == b.keys()
+    difference = max((a[k] - b[k]).abs().max().item() for k in a)
+    # floating-point reduction order only (measured: 3e-8). With AdamW the same runs differ by up to 3.4e-3:
+    # Adam divides by the gradient's own scale, so a parameter whose gradient is at noise level moves by
+    # about lr per step in a direction the noise picks.
+    assert difference < 1e-6, difference
+
+
+DIE_SCRIPT = textwrap.dedent("""
+    import os
+    from hello_build import distributed
+
+    group = distributed.join(timeout_s=30)
+    if group.rank == 1:
+        os._exit(3)
+    group.sum([1.0])  # rank 0 waits here for a rank that is gone
+""")
+
+
+def test_a_dead_rank_ends_the_job_with_an_error(tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text(DIE_SCRIPT)
+    started = time.perf_counter()
+    result = torchrun(script, timeout=120)
+    assert result.returncode != 0
+    assert time.perf_counter() - started < 100
+    assert "exitcode  : 3" in result.stderr or "exit code 3" in result.stderr or "exitcode: 3" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_hello_eval_under_torchrun_prints_one_line_equal_to_a_single_process_run(tmp_path):
+    from support import make_tree, write_labelled_bundle
+
+    bundle = write_labelled_bundle(tmp_path / "b.hello", classes=("a", "b", "c"))
+    val = make_tree(tmp_path / "val", per_class=4, classes=["a", "b", "c"])
+    args = ["eval", bundle, "--val", val, "--epochs", 2, "--quiet", "--seed", 1]
+    alone = subprocess.run([sys.executable, "-m", "hello_format.cli", *map(str, args)], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert alone.returncode == 0, alone.stderr
+    pair = torchrun("-m", "hello_format.cli", *args)
+    assert pair.returncode == 0, pair.stderr
+    lines = pair.stdout.strip().splitlines()
+    assert len(lines) == 1
+    one, two = json.loads(alone.stdout.strip().splitlines()[-1]), json.loads(lines[0])
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert two["top1"] == one["top1"]
