@@ -131,8 +131,9 @@ def test_targets_matching_nothing_are_a_manifest_error():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     source = tiny_projector(family).eval()
-    folder = lora.write_peft_adapter(tmp_path / "adapter", source.encoder_lora,
-                                     lora.export_state_dict(source.visual, torch.float32))
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    lora.write_peft_adapter(folder, source.visual, torch.float32)
     assert (folder / "adapter_config.json").is_file()
     peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     with torch.no_grad():
