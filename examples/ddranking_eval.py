@@ -47,7 +47,7 @@ def harness_images(bundle: Bundle, class_names: list[str], size: tuple[int, int]
     return (images - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle")
     parser.add_argument("--dataset", default="CIFAR10", help="DD-Ranking's dataset name")
@@ -63,8 +63,12 @@ def main(argv=None) -> dict:
                         help="train the full-data hard-label student instead of DD-Ranking's cached accuracy")
     parser.add_argument("--save-path", default="./ddranking_results/scores.csv")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def prepare(args: argparse.Namespace):
+    """DD-Ranking's ``LabelRobustScoreSoft`` with the bundle's projector as its only teacher, and the
+    bundle's images as it takes them."""
     from ddranking.metrics import LabelRobustScoreSoft
 
     with Bundle.open(args.bundle) as bundle:
@@ -84,6 +88,12 @@ def main(argv=None) -> dict:
         images = harness_images(bundle, class_names, evaluator.im_size, mean, std)
         evaluator.teacher_models = [ProjectorTeacher.from_bundle(bundle, class_names, mean=mean, std=std,
                                                                  device=args.device)]
+    return evaluator, images
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    evaluator, images = prepare(args)
     scores = evaluator.compute_metrics(image_tensor=images, syn_lr=args.lr)
     print(json.dumps({key: float(value) for key, value in scores.items()}, indent=2, sort_keys=True))
     return scores
