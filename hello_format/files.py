@@ -107,6 +107,7 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
     _check_folder_target(path, replace)
     temp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(temp, 0o755)
+    old = None
     with _lock:
         _live.add(temp)
         _install()
@@ -116,13 +117,14 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
             with open(child, "rb+") as file:
                 os.fsync(file.fileno())
         _check_folder_target(path, replace)
-        old = None
         if path.is_dir() and any(path.iterdir()):
             old = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
             os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
         os.replace(temp, path)      # onto a missing or empty folder
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)   # the replaced folder back where it was
         raise
     finally:
         with _lock:
