@@ -94,10 +94,11 @@ def explicit(visual: nn.Module, config: EncoderLoraConfig) -> LoraConfig:
         check_match_work(f"lora.{key}", "".join(patterns), chosen)
         compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         # peft takes the first key matching a dot-suffix of the module name; every module gets its own
-        # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'
+        # literal key anchored at the start ('^'), so no key meant for 'conv1' also catches
+        # 'layer1.0.conv1', whatever order a JSON writer (adapter_config.json) puts the keys in
         values = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
                              default) for name in chosen} if compiled else {}
-        resolved[key] = {re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
+        resolved[key] = {"^" + re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
     return peft_config(config, target_modules=targets, **resolved)
 
 

@@ -138,3 +138,19 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
+
+
+def test_peft_adapter_keeps_per_module_ranks_and_alphas(tmp_path):
+    visual = tiny_clip("rn").visual
+    lora.inject(visual, lora.encoder_config(visual, r=4, lora_alpha=8.0, rank_pattern={r"layer1\.0\.conv1": 2},
+                                            alpha_pattern={r"conv[23]": 3.0}))
+    _randomize_b(visual)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    lora.write_peft_adapter(folder, visual, torch.float32)
+    peft_visual = PeftModel.from_pretrained(tiny_clip("rn").visual, str(folder)).eval()
+    model = peft_visual.base_model.model
+    assert model.layer1[0].conv1.r["default"] == 2 and model.conv1.r["default"] == 4
+    assert model.layer1[0].conv2.scaling["default"] == 3.0 / 4 and model.conv1.scaling["default"] == 2.0
+    with torch.no_grad():
+        torch.testing.assert_close(peft_visual(IMAGES), visual(IMAGES), atol=1e-5, rtol=1e-5)
