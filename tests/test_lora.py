@@ -140,17 +140,25 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
 
 
-def test_peft_adapter_keeps_per_module_ranks_and_alphas(tmp_path):
-    visual = tiny_clip("rn").visual
-    lora.inject(visual, lora.encoder_config(visual, r=4, lora_alpha=8.0, rank_pattern={r"layer1\.0\.conv1": 2},
-                                            alpha_pattern={r"conv[23]": 3.0}))
+@pytest.mark.parametrize("family, patterns, expected", [
+    ("rn", {"rank_pattern": {r"layer1\.0\.conv1": 2}, "alpha_pattern": {r"conv[23]": 3.0}},
+     {"layer1.0.conv1": (2, 4.0), "conv1": (4, 2.0), "layer1.0.conv2": (4, 0.75)}),
+    ("vit", {"rank_pattern": {"attn": 2}, "alpha_pattern": {r"resblocks\.1\.mlp\.c_fc": 1.0}},
+     {"transformer.resblocks.0.attn": (2, 4.0), "transformer.resblocks.0.mlp.c_fc": (4, 2.0),
+      "transformer.resblocks.1.mlp.c_fc": (4, 0.25)}),
+])
+def test_peft_adapter_keeps_per_module_ranks_and_alphas(family, patterns, expected, tmp_path):
+    """adapter_config.json sorts its keys: a key meant for the stem's conv1 must not set layer1.0.conv1."""
+    visual = tiny_clip(family).visual
+    lora.inject(visual, lora.encoder_config(visual, r=4, lora_alpha=8.0, **patterns))
     _randomize_b(visual)
     folder = tmp_path / "adapter"
     folder.mkdir()
     lora.write_peft_adapter(folder, visual, torch.float32)
-    peft_visual = PeftModel.from_pretrained(tiny_clip("rn").visual, str(folder)).eval()
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     model = peft_visual.base_model.model
-    assert model.layer1[0].conv1.r["default"] == 2 and model.conv1.r["default"] == 4
-    assert model.layer1[0].conv2.scaling["default"] == 3.0 / 4 and model.conv1.scaling["default"] == 2.0
+    for name, (rank, scaling) in expected.items():
+        module = model.get_submodule(name)
+        assert (module.r["default"], module.scaling["default"]) == (rank, scaling), name
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), visual(IMAGES), atol=1e-5, rtol=1e-5)
