@@ -12,7 +12,9 @@ DD-Ranking loads the real dataset itself (torchvision downloads CIFAR; ImageFold
 ``--data-path``/train and /val for TinyImageNet and ImageNet1K), with its own class order: the bundle's
 class names must be the same names (``--class-names FILE``, one a line, when they differ from the
 dataset's folder names). Import ``hello_format`` before ``ddranking``: with the CPU build of torch,
-torchvision (which ddranking imports) only loads after hello_format's op shim.
+torchvision (which ddranking imports) only loads after hello_format's op shim. The random real images
+go through image files (``random_data_format="image"``): ddranking 0.2.0's ``"tensor"`` path calls
+``get_random_data_tensors`` without its ``class_map`` argument and fails.
 """
 
 import argparse
@@ -70,6 +72,7 @@ def prepare(args: argparse.Namespace):
     """DD-Ranking's ``LabelRobustScoreSoft`` with the bundle's projector as its only teacher, and the
     bundle's images as it takes them."""
     from ddranking.metrics import LabelRobustScoreSoft
+    from torchvision import transforms
 
     with Bundle.open(args.bundle) as bundle:
         evaluator = LabelRobustScoreSoft(
@@ -78,7 +81,7 @@ def prepare(args: argparse.Namespace):
             loss_fn_kwargs={"temperature": args.temperature, "scale_loss": False},
             data_aug_func="cutmix", aug_params={"beta": 1.0}, optimizer="sgd", lr_scheduler="cosine",
             num_eval=args.num_eval, im_size=tuple(args.im_size) if args.im_size else None, num_epochs=args.epochs,
-            random_data_format="tensor", random_data_path=str(Path(args.save_path).parent / "random_data"),
+            random_data_format="image", random_data_path=str(Path(args.save_path).parent / "random_data"),
             eval_full_data=args.eval_full_data, save_path=args.save_path, num_workers=0,
             teacher_model_names=[], device=args.device)
         class_names = (args.class_names.read_text().split("\n") if args.class_names
@@ -86,6 +89,9 @@ def prepare(args: argparse.Namespace):
         class_names = [name for name in class_names if name]
         mean, std = harness_statistics(args.dataset)
         images = harness_images(bundle, class_names, evaluator.im_size, mean, std)
+        # how DD-Ranking reads the random real images it saved (it needs a transform for image files)
+        evaluator.custom_train_trans = transforms.Compose([
+            transforms.Resize(tuple(evaluator.im_size)), transforms.ToTensor(), transforms.Normalize(mean, std)])
         evaluator.teacher_models = [ProjectorTeacher.from_bundle(bundle, class_names, mean=mean, std=std,
                                                                  device=args.device)]
     return evaluator, images
