@@ -22,7 +22,7 @@ IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def family_bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapter")
     return {family: write_labelled_bundle(root / f"{family}.hello", family) for family in ("vit", "rn")}
 
@@ -51,8 +51,8 @@ def _head_logits(family, saved, tensors, features):
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
-def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors_outputs(family, bundles, tmp_path):
-    path = bundles[family]
+def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors_outputs(family, family_bundles, tmp_path):
+    path = family_bundles[family]
     result = _export(path, "-o", tmp_path / "adapter")
     assert result.exit_code == 0, result.output
     folder = tmp_path / "adapter"
@@ -77,15 +77,15 @@ def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors
     assert len(list(peft_visual.base_model.model.modules())) > len(list(tiny_clip(family).visual.modules()))
 
 
-def test_export_is_byte_identical_across_runs(bundles, tmp_path):
+def test_export_is_byte_identical_across_runs(family_bundles, tmp_path):
     for name in ("one", "two"):
-        assert _export(bundles["vit"], "-o", tmp_path / name).exit_code == 0
+        assert _export(family_bundles["vit"], "-o", tmp_path / name).exit_code == 0
     for file in (tmp_path / "one").iterdir():
         assert file.read_bytes() == (tmp_path / "two" / file.name).read_bytes(), file.name
 
 
-def test_a_non_empty_folder_is_kept_unless_forced(bundles, tmp_path):
-    path = bundles["rn"]
+def test_a_non_empty_folder_is_kept_unless_forced(family_bundles, tmp_path):
+    path = family_bundles["rn"]
     folder = tmp_path / "adapter"
     folder.mkdir()
     (folder / "mine.txt").write_text("keep")
