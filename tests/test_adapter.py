@@ -51,7 +51,8 @@ def _head_logits(family, saved, tensors, features):
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
-def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors_outputs(family, family_bundles, tmp_path):
+def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors_outputs(family, family_bundles,
+                                                                                             tmp_path):
     path = family_bundles[family]
     result = _export(path, "-o", tmp_path / "adapter")
     assert result.exit_code == 0, result.output
