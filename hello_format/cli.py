@@ -206,6 +206,15 @@ def verify(bundle_path: str, no_decode: bool) -> None:
              f"{len(bundle.tensor_names)} tensors, all sha256 match, label generator finite{decoded}")
 
 
+base_checkpoint_option = click.option(
+    "--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
+    help="Local weights of the base, for a bundle whose base is a local checkpoint.")
+allow_remote_base_option = click.option(
+    "--allow-remote-base", is_flag=True,
+    help="Trust a custom base config that makes open_clip download or build a model the bundle names "
+         "(e.g. text_cfg.hf_model_name); refused by default.")
+
+
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write (.png).")
@@ -215,11 +224,8 @@ def verify(bundle_path: str, no_decode: bool) -> None:
 @click.option("--top-k", default=2, show_default=True, type=click.IntRange(min=1),
               help="Caption each image with the projector's K most probable classes.")
 @click.option("--no-labels", is_flag=True, help="Class names only: do not build the projector.")
-@click.option("--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
-              help="Local weights of the base, for a bundle whose base is a local checkpoint.")
-@click.option("--allow-remote-base", is_flag=True,
-              help="Trust a custom base config that makes open_clip download or build a model the bundle names "
-                   "(e.g. text_cfg.hf_model_name); refused by default.")
+@base_checkpoint_option
+@allow_remote_base_option
 def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top_k: int, no_labels: bool,
             base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Render a grid of the bundle's images, one row per class with its name, each image captioned
@@ -254,6 +260,25 @@ def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | No
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         click.echo(f"warning: no projector labels, showing class names only: {one_line(reason)}", err=True)
         return None
+
+
+@cli.command("export-adapter")
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder to write (new or empty).")
+@click.option("--force", is_flag=True, help="Replace the output folder even when it is not empty.")
+@base_checkpoint_option
+@allow_remote_base_option
+def export_adapter(bundle_path: str, output: str, force: bool, base_checkpoint: str | None,
+                   allow_remote_base: bool) -> None:
+    """Write the label generator as a peft adapter folder (adapter_config.json,
+    adapter_model.safetensors) with the head beside it (hello_head.safetensors)."""
+    from hello_format.adapter import export_adapter as export
+
+    with open_bundle(bundle_path) as bundle:
+        files = export(bundle, output, force=force, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base)
+    echo(f"wrote {output}: {', '.join(file.name for file in files)} "
+         "(peft: PeftModel.from_pretrained(clip_model.visual, folder))")
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 ``atomic_target(path)`` hands out a hidden temp file beside ``path`` and renames it over ``path``
 once the block ends normally: a reader that has the old file mapped keeps its old inode (no SIGBUS),
-and a new reader never sees a partial file. The temp file is removed on an exception, and also on
+and a new reader never sees a partial file; ``atomic_folder(path)`` does the same for a folder of
+files. The temp file (or folder) is removed on an exception, and also on
 SIGINT or SIGTERM: while one is live, hello handles those signals (when their handlers are still
 Python's defaults), removes every live temp file, then lets the signal do what it would have done.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -25,7 +27,10 @@ _lock = threading.Lock()
 def _remove_live() -> None:
     for temp in list(_live):
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            if os.path.isdir(temp) and not os.path.islink(temp):
+                shutil.rmtree(temp)
+            else:
+                os.unlink(temp)
     _live.clear()
 
 
@@ -89,3 +94,49 @@ def atomic_target(path: str | os.PathLike):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
+    """Yield a new hidden temp folder beside ``path``; when the block ends normally, fsync its files
+    and rename it to ``path``; remove it otherwise (exception, SIGINT, SIGTERM).
+
+    ``path`` must be new or an empty folder (checked before and after the block, FileExistsError
+    otherwise); with ``replace``, an existing folder is renamed aside, replaced, then removed."""
+    path = Path(path)
+    _check_folder_target(path, replace)
+    temp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(temp, 0o755)
+    old = None
+    with _lock:
+        _live.add(temp)
+        _install()
+    try:
+        yield Path(temp)
+        for child in Path(temp).iterdir():
+            with open(child, "rb+") as file:
+                os.fsync(file.fileno())
+        _check_folder_target(path, replace)
+        if path.is_dir() and any(path.iterdir()):
+            old = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+            os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
+        os.replace(temp, path)      # onto a missing or empty folder
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)   # the replaced folder back where it was
+        raise
+    finally:
+        with _lock:
+            _live.discard(temp)
+            if not _live:
+                _uninstall()
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_folder_target(path: Path, replace: bool) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not replace:
+        raise FileExistsError(f"{path} is a folder that is not empty")

@@ -6,6 +6,7 @@ so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_a
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,12 +21,15 @@ from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from hello_format.consistency import check_match_work
+from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
 from hello_format.targets import PatternError, TargetPattern
 
 ADAPTER_PREFIX = "base_model.model."
 ADAPTER_NAME = "default"
+ADAPTER_CONFIG_FILE = "adapter_config.json"         # peft's file names in an adapter folder
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 # A ViT block's attention (peft wraps in_proj and out_proj together; out_proj alone would be dead)
 # and both MLP projections.
 VIT_TARGETS = r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
@@ -90,10 +94,11 @@ def explicit(visual: nn.Module, config: EncoderLoraConfig) -> LoraConfig:
         check_match_work(f"lora.{key}", "".join(patterns), chosen)
         compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         # peft takes the first key matching a dot-suffix of the module name; every module gets its own
-        # literal key, longest first, so no key meant for 'conv1' also catches 'layer1.0.conv1'
+        # literal key anchored at the start ('^'), so no key meant for 'conv1' also catches
+        # 'layer1.0.conv1', whatever order a JSON writer (adapter_config.json) puts the keys in
         values = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
                              default) for name in chosen} if compiled else {}
-        resolved[key] = {re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
+        resolved[key] = {"^" + re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
     return peft_config(config, target_modules=targets, **resolved)
 
 
@@ -171,16 +176,21 @@ def merge(visual: nn.Module) -> nn.Module:
     return visual
 
 
-def write_peft_adapter(folder: str | Path, config: EncoderLoraConfig, state: dict[str, torch.Tensor]) -> Path:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors``: loadable with
-    ``peft.PeftModel.from_pretrained(clip_model.visual, folder)``."""
-    from safetensors.torch import save_file
-
+def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype) -> None:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` of the LoRA injected in ``visual``
+    into the existing ``folder``: ``peft.PeftModel.from_pretrained(fresh_visual, folder)`` rebuilds
+    exactly that model, since the config is the one ``inject`` used (``explicit``: literal module
+    names, per-module ranks and alphas). Nothing in it names a model or code to fetch
+    (``base_model_name_or_path``, ``revision``, ``auto_mapping`` are null); both files are deterministic."""
     folder = Path(folder)
-    peft_config(config).save_pretrained(str(folder))
-    save_file({key: value.contiguous() for key, value in state.items()},
-              folder / "adapter_model.safetensors")
-    return folder
+    if ADAPTER_NAME not in getattr(visual, "peft_config", {}):
+        raise ValueError("the image encoder holds no injected (unmerged) LoRA to write")
+    config = visual.peft_config[ADAPTER_NAME].to_dict()
+    config.update(base_model_name_or_path=None, revision=None, auto_mapping=None, inference_mode=True)
+    config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
+    (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    with open(folder / ADAPTER_WEIGHTS_FILE, "wb") as file:
+        write_container(file, {"format": "pt"}, export_state_dict(visual, dtype))
 
 
 def _keep_base_weights_exact(layer: LoraMultiheadAttention) -> None:

@@ -160,8 +160,8 @@ def test_peft_gets_explicit_names_with_the_same_ranks():
     names = resolved.target_modules.split("|")
     assert names == [r"transformer\.resblocks\.0\.attn", r"transformer\.resblocks\.0\.mlp\.c_fc",
                      r"transformer\.resblocks\.1\.attn", r"transformer\.resblocks\.1\.mlp\.c_fc"]
-    assert resolved.rank_pattern == {r"transformer\.resblocks\.0\.mlp\.c_fc": 2, r"transformer\.resblocks\.1\.mlp\.c_fc": 2,
-                                        r"transformer\.resblocks\.0\.attn": 4, r"transformer\.resblocks\.1\.attn": 4}
+    assert resolved.rank_pattern == {r"^transformer\.resblocks\.0\.mlp\.c_fc": 2, r"^transformer\.resblocks\.1\.mlp\.c_fc": 2,
+                                        r"^transformer\.resblocks\.0\.attn": 4, r"^transformer\.resblocks\.1\.attn": 4}
     from hello_format import lora
     lora.inject(visual, config)
     with pytest.raises(ManifestError, match="lora.target_modules '\\(\\?=x\\)' is not a supported target pattern"):

@@ -131,9 +131,34 @@ def test_targets_matching_nothing_are_a_manifest_error():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     source = tiny_projector(family).eval()
-    folder = lora.write_peft_adapter(tmp_path / "adapter", source.encoder_lora,
-                                     lora.export_state_dict(source.visual, torch.float32))
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    lora.write_peft_adapter(folder, source.visual, torch.float32)
     assert (folder / "adapter_config.json").is_file()
     peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family, patterns, expected", [
+    ("rn", {"rank_pattern": {r"layer1\.0\.conv1": 2}, "alpha_pattern": {r"conv[23]": 3.0}},
+     {"layer1.0.conv1": (2, 4.0), "conv1": (4, 2.0), "layer1.0.conv2": (4, 0.75)}),
+    ("vit", {"rank_pattern": {"attn": 2}, "alpha_pattern": {r"resblocks\.1\.mlp\.c_fc": 1.0}},
+     {"transformer.resblocks.0.attn": (2, 4.0), "transformer.resblocks.0.mlp.c_fc": (4, 2.0),
+      "transformer.resblocks.1.mlp.c_fc": (4, 0.25)}),
+])
+def test_peft_adapter_keeps_per_module_ranks_and_alphas(family, patterns, expected, tmp_path):
+    """adapter_config.json sorts its keys: a key meant for the stem's conv1 must not set layer1.0.conv1."""
+    visual = tiny_clip(family).visual
+    lora.inject(visual, lora.encoder_config(visual, r=4, lora_alpha=8.0, **patterns))
+    _randomize_b(visual)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    lora.write_peft_adapter(folder, visual, torch.float32)
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    model = peft_visual.base_model.model
+    for name, (rank, scaling) in expected.items():
+        module = model.get_submodule(name)
+        assert (module.r["default"], module.scaling["default"]) == (rank, scaling), name
+    with torch.no_grad():
+        torch.testing.assert_close(peft_visual(IMAGES), visual(IMAGES), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,52 @@
+"""A bundle's label generator as a peft adapter folder (``hello export-adapter``, spec section 15).
+
+The folder holds peft's ``adapter_config.json`` + ``adapter_model.safetensors`` (the encoder LoRA,
+loadable with ``PeftModel.from_pretrained(clip_model.visual, folder)``) and, beside them,
+``hello_head.safetensors``: the head LoRA with what it takes to rebuild the head (class names,
+templates, logit scale, base). The export goes through ``Projector.from_bundle``: it writes only
+values that passed the reader's checks, and only after they loaded onto the real base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hello_format import lora
+from hello_format.bundle import Bundle
+from hello_format.container import write_container
+from hello_format.errors import BundleError
+from hello_format.files import atomic_folder
+from hello_format.manifest import canonical_json
+from hello_format.projector import Projector
+
+HEAD_FILE = "hello_head.safetensors"
+HEAD_FORMAT = "hello-head"
+
+
+def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, checkpoint: str | None = None,
+                   allow_remote_base: bool = False) -> list[Path]:
+    """Write the adapter folder of ``bundle`` at ``folder`` (new or empty; ``force`` replaces a
+    non-empty one) atomically; returns the files written. ``checkpoint`` / ``allow_remote_base``
+    as in ``Projector.from_bundle``."""
+    if bundle.manifest["lora"] is None:
+        raise BundleError(f"{bundle.path}: the bundle has no encoder LoRA (lora: null): there is no peft "
+                          "adapter to export")
+    projector = Projector.from_bundle(bundle, merge=False, checkpoint=checkpoint,
+                                      allow_remote_base=allow_remote_base)
+    sections = projector.manifest_sections()   # the bundle's own dtypes, checked values only
+    tensors = projector.bundle_tensors()
+    head = {name: tensors[name] for name in ("head.lora_A", "head.lora_B") if name in tensors}
+    encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith("encoder_lora."))
+    metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),
+                "hello.head": canonical_json(sections["head"]), "hello.base": canonical_json(sections["base"])}
+    folder = Path(folder)
+    try:
+        with atomic_folder(folder, replace=force) as temp:
+            lora.write_peft_adapter(temp, projector.visual, encoder_dtype)
+            with open(temp / HEAD_FILE, "wb") as file:
+                write_container(file, metadata, head)
+    except FileExistsError as exc:
+        raise BundleError(f"{exc}: choose a new or empty folder, or replace it with --force") from None
+    except OSError as exc:
+        raise BundleError(f"{folder}: write failed: {exc.strerror or exc}") from None
+    return [folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE, folder / HEAD_FILE]

@@ -1,0 +1,87 @@
+"""A bundle's projector as an evaluation harness's teacher: ``logits = teacher(images)``.
+
+DD-Ranking (``ddranking``) calls each teacher on every augmented batch, ``tea_model(images)``, with
+images normalised by the dataset's mean/std, and averages the logits; in its training loop the call
+is not under ``torch.no_grad()``, so the teacher takes care of that itself.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from hello_format.errors import HelloError
+from hello_format.labelling import LabelOptions
+from hello_format.projector import Projector
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # DD-Ranking's ImageNet-family normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ProjectorTeacher(nn.Module):
+    """``teacher(images) -> [B, len(class_names)]`` fp32 logits in the harness's class order, without
+    gradients. ``images`` are normalised with the harness's ``mean`` / ``std`` (ImageNet's by default;
+    DD-Ranking's CIFAR loaders use CIFAR's own): they are taken back to [0, 1], resized to the base's
+    image size when they differ (bilinear, antialiased, as every projector input) and normalised with
+    the base's statistics. The logits are ``Projector.label``'s (``label_options``; never non-finite)."""
+
+    def __init__(self, projector: Projector, class_names: Sequence[str], *, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, label_options: LabelOptions | dict | None = None):
+        super().__init__()
+        self.projector = projector.requires_grad_(False).eval()
+        self.class_names = list(class_names)
+        self.label_options = label_options
+        self.register_buffer("order", class_order(projector.class_names, self.class_names), persistent=False)
+        self.register_buffer("mean", _channels(mean, "mean"), persistent=False)
+        self.register_buffer("std", _channels(std, "std"), persistent=False)
+        self._prepared_on = None   # the device label_options were resolved for
+
+    @classmethod
+    def from_bundle(cls, bundle, class_names: Sequence[str], *, device="cpu", checkpoint: str | None = None,
+                    allow_remote_base: bool = False, **options) -> "ProjectorTeacher":
+        """The teacher of a ``Bundle`` (or a path / ``hf://`` URI); ``options`` as in the constructor."""
+        from hello_format.bundle import Bundle
+        from hello_format.hub.resolver import open_bundle
+
+        if isinstance(bundle, Bundle):
+            projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
+                                              allow_remote_base=allow_remote_base)
+        else:
+            with open_bundle(bundle) as opened:
+                projector = Projector.from_bundle(opened, device=device, checkpoint=checkpoint,
+                                                  allow_remote_base=allow_remote_base)
+        return cls(projector, class_names, **options).to(device)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        device = self.mean.device
+        if self._prepared_on != device:
+            self.projector.prepare_labelling(self.label_options)
+            self._prepared_on = device
+        with torch.no_grad():
+            unit = images.to(device, torch.float32) * self.std + self.mean
+            return self.projector.label(unit).index_select(1, self.order)
+
+
+def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> torch.Tensor:
+    """Index ``i`` holds the bundle's index of ``harness_names[i]``; HelloError when the two lists are
+    not the same set of names (a harness name missing from the bundle, or a bundle name left out)."""
+    index = {name: i for i, name in enumerate(bundle_names)}
+    if len(set(harness_names)) != len(harness_names):
+        raise HelloError("the harness's class names repeat a name")
+    missing = [name for name in harness_names if name not in index]
+    extra = sorted(set(bundle_names) - set(harness_names))
+    if missing or extra:
+        problem = (f"the bundle has no class {missing[0][:80]!r} ({len(missing)} such)" if missing
+                   else f"the harness has no class {extra[0][:80]!r} ({len(extra)} such)")
+        raise HelloError(f"the harness's class names must be the bundle's {len(bundle_names)} names in any "
+                         f"order: {problem}")
+    return torch.tensor([index[name] for name in harness_names], dtype=torch.long)
+
+
+def _channels(values: Sequence[float], name: str) -> torch.Tensor:
+    vector = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    if vector.dim() != 1 or not bool(torch.isfinite(vector).all()) or (name == "std" and not bool((vector > 0).all())):
+        raise ValueError(f"{name} must be finite per-channel values{' above 0' if name == 'std' else ''}, got {values}")
+    return vector.reshape(1, -1, 1, 1)

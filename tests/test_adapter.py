@@ -1,0 +1,106 @@
+"""hello export-adapter: the folder peft loads reproduces the bundle's projector, head file included."""
+
+import json
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from peft import PeftModel
+from safetensors import safe_open
+
+from hello_format import Bundle, Projector
+from hello_format.adapter import HEAD_FILE
+from hello_format.cli import cli
+from hello_format.files import atomic_folder
+from hello_format.head import text_embeddings
+from hello_format.testing import tiny_clip
+from support import write_labelled_bundle
+
+IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def family_bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapter")
+    return {family: write_labelled_bundle(root / f"{family}.hello", family) for family in ("vit", "rn")}
+
+
+def _export(*args):
+    return CliRunner().invoke(cli, ["export-adapter", *map(str, args)])
+
+
+def _read_head_file(folder):
+    with safe_open(str(folder / HEAD_FILE), "pt") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    assert metadata["format"] == "hello-head"
+    return {key: json.loads(metadata[f"hello.{key}"]) for key in ("head", "base", "class_names")}, tensors
+
+
+def _head_logits(family, saved, tensors, features):
+    """The head from hello_head.safetensors alone, as the spec describes it (sections 3.2 and 15)."""
+    head, base = saved["head"], saved["base"]
+    w0 = text_embeddings(tiny_clip(family), open_clip.get_tokenizer(base["architecture"]), saved["class_names"],
+                         head["templates"])
+    scale = head["lora"]["lora_alpha"] / head["lora"]["r"]
+    weights = w0 + scale * tensors["head.lora_B"].float() @ tensors["head.lora_A"].float()
+    features = F.normalize(features, dim=-1) if head["normalize_features"] else features
+    return head["logit_scale"] * features @ weights.t()
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors_outputs(family, family_bundles,
+                                                                                             tmp_path):
+    path = family_bundles[family]
+    result = _export(path, "-o", tmp_path / "adapter")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "adapter"
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", HEAD_FILE]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] is None and config["auto_mapping"] is None
+    assert not config["modules_to_save"] and not config["use_rslora"]
+
+    with Bundle.open(path) as bundle:
+        unmerged = Projector.from_bundle(bundle, merge=False)
+        merged = Projector.from_bundle(bundle)
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    saved, head_tensors = _read_head_file(folder)
+    assert saved["class_names"] == ["a", "b", "c"]
+    channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
+    x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
+    with torch.no_grad():
+        features = peft_visual(x)
+        torch.testing.assert_close(features, unmerged.visual(x), atol=1e-6, rtol=1e-6)
+        logits = _head_logits(family, saved, head_tensors, features)
+        torch.testing.assert_close(logits, merged(IMAGES), atol=1e-4, rtol=1e-4)
+    assert len(list(peft_visual.base_model.model.modules())) > len(list(tiny_clip(family).visual.modules()))
+
+
+def test_export_is_byte_identical_across_runs(family_bundles, tmp_path):
+    for name in ("one", "two"):
+        assert _export(family_bundles["vit"], "-o", tmp_path / name).exit_code == 0
+    for file in (tmp_path / "one").iterdir():
+        assert file.read_bytes() == (tmp_path / "two" / file.name).read_bytes(), file.name
+
+
+def test_a_non_empty_folder_is_kept_unless_forced(family_bundles, tmp_path):
+    path = family_bundles["rn"]
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep")
+    result = _export(path, "-o", folder)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert "not empty" in result.output and [p.name for p in folder.iterdir()] == ["mine.txt"]
+    assert _export(path, "-o", folder, "--force").exit_code == 0
+    assert not (folder / "mine.txt").exists() and (folder / HEAD_FILE).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]   # no temp folder left
+
+
+def test_a_failed_folder_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "out") as temp:
+        (temp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
