@@ -18,8 +18,10 @@ import torch
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
-from hello_format.generator import EncoderLoraConfig, HeadConfig
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
+from hello_format.limits import MAX_GROUP_SIZE
+from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.text import human_bytes, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
@@ -147,9 +149,9 @@ def _summary(bundle: Bundle) -> list[str]:
         pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
         params = sum(t.numel() for t in encoder.values())
         lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
-                     f"modules, {params:,} parameters, {lora.dtype}")
+                     f"modules, {params:,} parameters, {_stored_as(lora)}")
     head_lora = head.lora
-    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {head_lora.dtype}"
+    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {_stored_as(head_lora)}"
     lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
@@ -167,6 +169,11 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  generator vs labels    {ratio}",
     ]
     return lines
+
+
+def _stored_as(config) -> str:
+    """A section's delta dtype, with the group size of int8/int4 deltas."""
+    return f"{config.dtype} (group size {config.group_size})" if is_quantised(config.dtype) else config.dtype
 
 
 @cli.command()
@@ -194,6 +201,28 @@ def verify(bundle_path: str, no_decode: bool) -> None:
         decoded = "" if no_decode else ", all images decode"
         echo(f"ok: {bundle.path}: format {bundle.manifest['format_version']}, {bundle.num_images} images, "
              f"{len(bundle.tensor_names)} tensors, all sha256 match, label generator finite{decoded}")
+
+
+@cli.command()
+@click.argument("source", metavar="IN")
+@click.argument("target", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--delta-dtype", required=True, type=click.Choice(list(DELTA_DTYPES)),
+              help="How OUT stores the LoRA and head deltas: fp16, or int8 / int4 with one fp16 scale per group.")
+@click.option("--group-size", default=DELTA_GROUP_SIZE, show_default=True, type=click.IntRange(1, MAX_GROUP_SIZE),
+              help="Values per scale of int8/int4 deltas.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (also when OUT is IN).")
+@click.option("--allow-upcast", is_flag=True,
+              help="Store int8/int4 deltas in a wider dtype: OUT then holds their dequantised values.")
+def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool) -> None:
+    """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
+    everything else as they are), without rebuilding."""
+    from hello_format.requantize import requantize as run
+
+    done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast)
+    group = f" (group size {group_size})" if is_quantised(done.after) else ""
+    note = "; the deltas are the dequantised values of IN's" if any(is_quantised(d) for d in done.before) else ""
+    echo(f"wrote {done.path}: deltas {'/'.join(done.before) or 'none'} -> {done.after}{group}{note}; label generator "
+         f"{human_bytes(done.generator_bytes_before)} -> {human_bytes(done.generator_bytes_after)}")
 
 
 @cli.command()

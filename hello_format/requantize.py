@@ -1,0 +1,78 @@
+"""``hello requantize``: rewrite a bundle with its deltas stored in another dtype, without rebuilding.
+
+Everything but the deltas is copied as stored (images, labels, base, unknown tensors and fields);
+the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+
+from hello_format.bundle import Bundle, write_stored
+from hello_format.errors import BundleError
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
+from hello_format.manifest import FORMAT_VERSION
+from hello_format.quantize import (BITS, ENCODER_PREFIX, HEAD_PREFIX, HEAD_WEIGHTS, SCALES_SUFFIX, is_quantised,
+                                   store_deltas)
+
+QUANTISED_SINCE = "1.1"
+
+
+@dataclass(frozen=True)
+class Requantized:
+    """What ``requantize`` wrote: the path, the deltas' dtypes before and after, the generator's bytes."""
+    path: pathlib.Path
+    before: tuple[str, ...]            # the dtypes of the stored sections (encoder, head), None-free
+    after: str
+    generator_bytes_before: int
+    generator_bytes_after: int
+
+
+def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *, overwrite: bool = False,
+               allow_upcast: bool = False) -> Requantized:
+    """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
+    ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
+
+    ``target`` must not exist unless ``overwrite`` (also when it is ``source``). Storing int8/int4
+    deltas in a wider dtype keeps their dequantised values, not the precision they were made from:
+    refused unless ``allow_upcast``.
+    """
+    if dtype not in BITS:
+        raise BundleError(f"cannot store deltas as {dtype!r}: one of {', '.join(BITS)}")
+    target = pathlib.Path(os.fspath(target))
+    if target.exists() and not overwrite:
+        same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
+        raise BundleError(f"{target} exists{' (it is the input bundle)' if same else ''}: pass --overwrite to replace it")
+    with Bundle.open(source, verify=True) as bundle:
+        manifest = bundle.manifest
+        before = _stored_dtypes(manifest)
+        upcast = [d for d in before if is_quantised(d) and BITS[dtype] > BITS[d]]
+        if upcast and not allow_upcast:
+            raise BundleError(f"{bundle.path} stores {upcast[0]} deltas: as {dtype} they would be the dequantised "
+                              f"{upcast[0]} values (no precision comes back, the file grows); pass --allow-upcast to write them")
+        deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
+                  **{HEAD_PREFIX + key: t for key, t in bundle.head_state_dict().items()}}
+        manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
+        if is_quantised(dtype) and _minor(manifest["format_version"]) < _minor(QUANTISED_SINCE):
+            manifest["format_version"] = FORMAT_VERSION
+        kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
+        before_bytes = bundle.storage().label_generator_bytes
+        path = write_stored(target, manifest, {**kept, **stored})
+    with Bundle.open(path) as written:
+        after_bytes = written.storage().label_generator_bytes
+    return Requantized(path, before, dtype, before_bytes, after_bytes)
+
+
+def _stored_dtypes(manifest: dict) -> tuple[str, ...]:
+    lora, head = EncoderLoraConfig.from_manifest(manifest["lora"]), HeadConfig.from_manifest(manifest["head"]).lora
+    return tuple(config.dtype for config in (lora, head) if config is not None)
+
+
+def _is_delta(name: str) -> bool:
+    return name.startswith(ENCODER_PREFIX) or name.removesuffix(SCALES_SUFFIX) in {HEAD_PREFIX + w for w in HEAD_WEIGHTS}
+
+
+def _minor(version: str) -> int:
+    return int(version.split(".")[1])
