@@ -10,7 +10,8 @@
 
     python bench/storage.py                    # writes its bundles to a temporary directory
     python bench/storage.py --quick            # (a) for RN50 and (b) on 1,000 views only
-    python bench/storage.py --bundle X.hello   # (b) on these bundles (default: the CIFAR-10 bench's, if cached)
+    python bench/storage.py --bundle bench/results/cache/bundles/cifar10-ipc10-8eb8eaa132ae81be.hello
+                                               # (b) runs on the trained bundles given (copied, never modified)
 """
 
 import argparse
@@ -37,8 +38,6 @@ from hello_format.requantize import requantize
 
 CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
 PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
-REPO = Path(__file__).resolve().parents[1]
-CIFAR_BUNDLES = sorted((REPO / "bench" / "results" / "cache" / "bundles").glob("cifar10-ipc*.hello"))
 
 
 def formula_parameters(visual: nn.Module, targets: str, r: int) -> int:
@@ -192,7 +191,7 @@ def png_timings(folder: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="RN50 bytes and 1,000 agreement views only, no PNG timings")
-    parser.add_argument("--bundle", type=Path, nargs="*", default=CIFAR_BUNDLES[:1], help="trained bundles for (b)")
+    parser.add_argument("--bundle", type=Path, nargs="*", default=[], help="trained bundles for (b)")
     parser.add_argument("--views", type=int, default=None, help="agreement views per bundle [default: 10,000; --quick 1,000]")
     parser.add_argument("--group-size", type=int, default=DELTA_GROUP_SIZE)
     args = parser.parse_args(argv)
@@ -205,7 +204,7 @@ def main(argv=None) -> None:
         for architecture in ("RN50",) if args.quick else ("RN50", "ViT-B-16"):
             dtype_table(label_generator_bundle(architecture, folder), folder, args.group_size)
         print("(b) quantised vs fp16 projector on trained bundles")
-        for path in args.bundle or []:
+        for path in args.bundle:
             agreement(path, folder, args.group_size, views)
         if not args.bundle:
             print("  skipped: no trained bundle (run bench/cifar10.py, or pass --bundle)")
