@@ -21,7 +21,7 @@ from hello_format.errors import HelloError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
-from hello_format.quantize import DELTA_DTYPES, is_quantised
+from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
 from hello_format.text import human_bytes, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
@@ -149,9 +149,9 @@ def _summary(bundle: Bundle) -> list[str]:
         pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
         params = sum(t.numel() for t in encoder.values())
         lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
-                     f"modules, {params:,} parameters, {_stored_as(lora)}")
+                     f"modules, {params:,} parameters, {storage_text(lora)}")
     head_lora = head.lora
-    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {_stored_as(head_lora)}"
+    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {storage_text(head_lora)}"
     lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
@@ -169,11 +169,6 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  generator vs labels    {ratio}",
     ]
     return lines
-
-
-def _stored_as(config) -> str:
-    """A section's delta dtype, with the group size of int8/int4 deltas."""
-    return f"{config.dtype} (group size {config.group_size})" if is_quantised(config.dtype) else config.dtype
 
 
 @cli.command()

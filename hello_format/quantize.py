@@ -31,6 +31,11 @@ def is_quantised(dtype: str | None) -> bool:
     return dtype in QMAX
 
 
+def storage_text(config) -> str:
+    """How a ``lora`` / ``head.lora`` section's deltas are stored, for people: ``float16``, ``int4 (group size 64)``."""
+    return f"{config.dtype} (group size {config.group_size})" if is_quantised(config.dtype) else config.dtype
+
+
 def stored_length(count: int, dtype: str) -> int:
     """Elements of the value tensor for ``count`` values: one int8 each, two int4 per byte."""
     return count if dtype == "int8" else (count + 1) // 2
