@@ -23,8 +23,7 @@ STORED_DTYPE = {"int8": "I8", "int4": "U8"}      # safetensors dtype of the valu
 SCALES_SUFFIX = ".scales"                        # F16 [groups], beside each value tensor
 DELTA_DTYPES = {"fp16": "float16", "int8": "int8", "int4": "int4"}   # --delta-dtype -> manifest dtype
 BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4}
-ENCODER_PREFIX, HEAD_PREFIX = "encoder_lora.", "head."
-HEAD_WEIGHTS = ("lora_A", "lora_B")
+SINCE_MINOR = 1                                  # format 1.1 added quantised deltas
 
 
 def is_quantised(dtype: str | None) -> bool:
@@ -115,6 +114,8 @@ def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
     """``manifest`` and the stored tensors for ``deltas`` (float ``encoder_lora.<peft key>`` and
     ``head.lora_A`` / ``head.lora_B`` tensors) kept as ``dtype`` (a float dtype name, ``int8`` or
     ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept."""
+    from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B   # (consistency imports this module)
+
     if is_quantised(dtype) and not (isinstance(group_size, int) and group_size >= 1):
         raise BundleError(f"storing deltas as {dtype} needs a group size of at least 1, got {group_size!r}")
     manifest, stored = copy.deepcopy(manifest), {}
@@ -126,10 +127,10 @@ def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
         stored.update({ENCODER_PREFIX + key: t for key, t in tensors.items()})
     head = HeadConfig.from_manifest(manifest["head"])
     if head.lora is not None:
-        weights = {key: deltas[HEAD_PREFIX + key] for key in HEAD_WEIGHTS}
+        weights = {name.split(".", 1)[1]: deltas[name] for name in (HEAD_A, HEAD_B)}   # shapes keys: lora_A, lora_B
         config, tensors = _store(head.lora, weights, dtype, group_size)
         manifest["head"] = {**manifest["head"], "lora": rewrite_section(manifest["head"]["lora"], config)}
-        stored.update({HEAD_PREFIX + key: t for key, t in tensors.items()})
+        stored.update({f"head.{key}": t for key, t in tensors.items()})
     return manifest, stored
 
 

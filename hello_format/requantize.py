@@ -11,20 +11,18 @@ import pathlib
 from dataclasses import dataclass
 
 from hello_format.bundle import Bundle, write_stored
+from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.manifest import FORMAT_VERSION
-from hello_format.quantize import (BITS, ENCODER_PREFIX, HEAD_PREFIX, HEAD_WEIGHTS, SCALES_SUFFIX, is_quantised,
-                                   store_deltas)
-
-QUANTISED_SINCE = "1.1"
+from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, store_deltas
 
 
 @dataclass(frozen=True)
 class Requantized:
     """What ``requantize`` wrote: the path, the deltas' dtypes before and after, the generator's bytes."""
     path: pathlib.Path
-    before: tuple[str, ...]            # the dtypes of the stored sections (encoder, head), None-free
+    before: tuple[str, ...]            # the dtypes of the sections that have deltas (encoder, head)
     after: str
     generator_bytes_before: int
     generator_bytes_after: int
@@ -53,9 +51,9 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
             raise BundleError(f"{bundle.path} stores {upcast[0]} deltas: as {dtype} they would be the dequantised "
                               f"{upcast[0]} values (no precision comes back, the file grows); pass --allow-upcast to write them")
         deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
-                  **{HEAD_PREFIX + key: t for key, t in bundle.head_state_dict().items()}}
+                  **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
         manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
-        if is_quantised(dtype) and _minor(manifest["format_version"]) < _minor(QUANTISED_SINCE):
+        if is_quantised(dtype) and int(manifest["format_version"].split(".")[1]) < SINCE_MINOR:
             manifest["format_version"] = FORMAT_VERSION
         kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
         before_bytes = bundle.storage().label_generator_bytes
@@ -71,8 +69,4 @@ def _stored_dtypes(manifest: dict) -> tuple[str, ...]:
 
 
 def _is_delta(name: str) -> bool:
-    return name.startswith(ENCODER_PREFIX) or name.removesuffix(SCALES_SUFFIX) in {HEAD_PREFIX + w for w in HEAD_WEIGHTS}
-
-
-def _minor(version: str) -> int:
-    return int(version.split(".")[1])
+    return name.startswith(ENCODER_PREFIX) or name.removesuffix(SCALES_SUFFIX) in (HEAD_A, HEAD_B)
