@@ -35,8 +35,9 @@ from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
-from hello_format.quantize import DELTA_DTYPES, store_deltas
+from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
+from hello_format.requantize import store_deltas
 from hello_format.runtime import default_device
 
 

@@ -1,21 +1,19 @@
 """Quantised label-generator deltas (spec section 3.3): int8 and int4 values with one fp16 scale per
 group of ``group_size`` consecutive values of the flattened (C-order) tensor; symmetric, no offset.
 
-The one home of quantising and dequantising: the builder and ``hello requantize`` store deltas
-through ``store_deltas``; the reader dequantises through ``dequantise`` (once, when the projector's
-LoRA state is read), after ``check_stored`` checked the stored sizes against the manifest's shapes.
+The one home of quantising and dequantising: writers quantise through ``quantise`` (by way of
+``hello_format.requantize.store_deltas``, used by the builder and ``hello requantize``); the reader
+dequantises through ``dequantise`` (once, when the projector's LoRA state is read), after
+``check_stored`` checked the stored sizes against the manifest's shapes.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 
 import torch
 
 from hello_format.errors import BundleError, ManifestError
-from hello_format.generator import EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.limits import MAX_DELTA_SCALE
 
 QMAX = {"int8": 127, "int4": 7}                  # writers store values in [-QMAX, QMAX]
@@ -107,41 +105,3 @@ def check_stored(where: str, name: str, shapes: dict, logical_shape, dtype: str,
             got_dtype, got_shape = shapes[tensor]
             raise ManifestError(f"{where}: tensor '{tensor}' is {got_dtype} {list(got_shape)}, expected {stored_dtype} "
                                 f"{list(shape)} ({dtype} delta of shape {list(logical_shape)}, group size {group_size})")
-
-
-def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
-                 group_size: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``manifest`` and the stored tensors for ``deltas`` (float ``encoder_lora.<peft key>`` and
-    ``head.lora_A`` / ``head.lora_B`` tensors) kept as ``dtype`` (a float dtype name, ``int8`` or
-    ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept."""
-    from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B   # (consistency imports this module)
-
-    if is_quantised(dtype) and not (isinstance(group_size, int) and group_size >= 1):
-        raise BundleError(f"storing deltas as {dtype} needs a group size of at least 1, got {group_size!r}")
-    manifest, stored = copy.deepcopy(manifest), {}
-    lora = EncoderLoraConfig.from_manifest(manifest["lora"])
-    if lora is not None:
-        encoder = {name.removeprefix(ENCODER_PREFIX): t for name, t in deltas.items() if name.startswith(ENCODER_PREFIX)}
-        config, tensors = _store(lora, encoder, dtype, group_size)
-        manifest["lora"] = rewrite_section(manifest["lora"], config)
-        stored.update({ENCODER_PREFIX + key: t for key, t in tensors.items()})
-    head = HeadConfig.from_manifest(manifest["head"])
-    if head.lora is not None:
-        weights = {name.split(".", 1)[1]: deltas[name] for name in (HEAD_A, HEAD_B)}   # shapes keys: lora_A, lora_B
-        config, tensors = _store(head.lora, weights, dtype, group_size)
-        manifest["head"] = {**manifest["head"], "lora": rewrite_section(manifest["head"]["lora"], config)}
-        stored.update({f"head.{key}": t for key, t in tensors.items()})
-    return manifest, stored
-
-
-def _store(config, deltas: dict[str, torch.Tensor], dtype: str, group_size: int | None):
-    """(config, tensors) of one section's deltas stored as ``dtype``."""
-    if not is_quantised(dtype):
-        torch_dtype = getattr(torch, dtype)
-        tensors = {key: t.detach().to("cpu", torch_dtype).contiguous() for key, t in deltas.items()}
-        return dataclasses.replace(config, dtype=dtype, group_size=None, shapes=None), tensors
-    tensors = {}
-    for key, tensor in deltas.items():
-        tensors[key], tensors[key + SCALES_SUFFIX] = quantise(tensor, dtype, group_size)
-    shapes = {key: list(tensor.shape) for key, tensor in deltas.items()}
-    return dataclasses.replace(config, dtype=dtype, group_size=group_size, shapes=shapes), tensors

@@ -1,4 +1,6 @@
-"""``hello requantize``: rewrite a bundle with its deltas stored in another dtype, without rebuilding.
+"""Deltas stored in a chosen dtype: ``store_deltas`` (the builder's and ``hello requantize``'s one way
+to write them) and ``requantize``, which rewrites a bundle with its deltas in another dtype without
+rebuilding.
 
 Everything but the deltas is copied as stored (images, labels, base, unknown tensors and fields);
 the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``.
@@ -6,16 +8,20 @@ the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size``
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import pathlib
 from dataclasses import dataclass
 
+import torch
+
 from hello_format.bundle import Bundle, write_stored
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError
-from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.manifest import FORMAT_VERSION
-from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, store_deltas
+from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, quantise
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,39 @@ def _stored_dtypes(manifest: dict) -> tuple[str, ...]:
 
 def _is_delta(name: str) -> bool:
     return name.startswith(ENCODER_PREFIX) or name.removesuffix(SCALES_SUFFIX) in (HEAD_A, HEAD_B)
+
+
+def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
+                 group_size: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``manifest`` and the stored tensors for ``deltas`` (float ``encoder_lora.<peft key>`` and
+    ``head.lora_A`` / ``head.lora_B`` tensors) kept as ``dtype`` (a float dtype name, ``int8`` or
+    ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept."""
+    if is_quantised(dtype) and not (isinstance(group_size, int) and group_size >= 1):
+        raise BundleError(f"storing deltas as {dtype} needs a group size of at least 1, got {group_size!r}")
+    manifest, stored = copy.deepcopy(manifest), {}
+    lora = EncoderLoraConfig.from_manifest(manifest["lora"])
+    if lora is not None:
+        encoder = {name.removeprefix(ENCODER_PREFIX): t for name, t in deltas.items() if name.startswith(ENCODER_PREFIX)}
+        config, tensors = _store(lora, encoder, dtype, group_size)
+        manifest["lora"] = rewrite_section(manifest["lora"], config)
+        stored.update({ENCODER_PREFIX + key: t for key, t in tensors.items()})
+    head = HeadConfig.from_manifest(manifest["head"])
+    if head.lora is not None:
+        weights = {name.split(".", 1)[1]: deltas[name] for name in (HEAD_A, HEAD_B)}   # shapes keys: lora_A, lora_B
+        config, tensors = _store(head.lora, weights, dtype, group_size)
+        manifest["head"] = {**manifest["head"], "lora": rewrite_section(manifest["head"]["lora"], config)}
+        stored.update({f"head.{key}": t for key, t in tensors.items()})
+    return manifest, stored
+
+
+def _store(config, deltas: dict[str, torch.Tensor], dtype: str, group_size: int | None):
+    """(config, tensors) of one section's deltas stored as ``dtype``."""
+    if not is_quantised(dtype):
+        torch_dtype = getattr(torch, dtype)
+        tensors = {key: t.detach().to("cpu", torch_dtype).contiguous() for key, t in deltas.items()}
+        return dataclasses.replace(config, dtype=dtype, group_size=None, shapes=None), tensors
+    tensors = {}
+    for key, tensor in deltas.items():
+        tensors[key], tensors[key + SCALES_SUFFIX] = quantise(tensor, dtype, group_size)
+    shapes = {key: list(tensor.shape) for key, tensor in deltas.items()}
+    return dataclasses.replace(config, dtype=dtype, group_size=group_size, shapes=shapes), tensors

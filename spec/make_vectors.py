@@ -22,8 +22,8 @@ from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
 from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.manifest import canonical_json, manifest_sha256
-from hello_format.quantize import store_deltas
 from hello_format.recipe import Recipe
+from hello_format.requantize import store_deltas
 
 CLASS_NAMES = ["cat", "dog", "café"]
 IPC = 2

@@ -17,8 +17,8 @@ from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.errors import BundleError, ManifestError
 from hello_format.projector import Projector
-from hello_format.quantize import QMAX, dequantise, quantise, store_deltas
-from hello_format.requantize import requantize
+from hello_format.quantize import QMAX, dequantise, quantise
+from hello_format.requantize import requantize, store_deltas
 from support import load_script, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
