@@ -15,6 +15,9 @@ Protocol (all splits fixed by --split-seed, all models seeded):
 - Every regime then trains a fresh student through ``hello_build.evaluation.evaluate`` (the code behind
   ``hello eval``); the 10,000 test images are only ever used for the reported accuracies.
 
+With ``--delta-dtype int8|int4`` each bundle is also requantized (``hello requantize``, cached beside it)
+and the projector regime runs on that copy too, reported as the regime ``projector (int4)``.
+
 Every expensive artifact (unpacked data, foundation, teacher, bundles, each student run) is cached
 under --cache by a hash of its inputs, so a rerun only computes what changed. Outputs in --out:
 ``results.json``, ``table.md``, ``accuracy_vs_label_bytes.png``. Skips (exit 0) where the data is absent.
@@ -138,6 +141,20 @@ def accuracy(model, index, *, batch_size: int = 500) -> float:
         for images, labels in real_image_loader(index, SIZE, batch_size):
             correct += (model(images.float() / 255).argmax(1) == labels).sum().item()
     return correct / len(index)
+
+
+def agreement(model, other, index, *, batch_size: int = 500) -> float:
+    """Top-1 agreement of two models (float images in [0, 1] -> logits) on a scanned ImageFolder."""
+    import torch
+
+    from hello_build.data import real_image_loader
+
+    same = 0
+    with torch.no_grad():
+        for images, _ in real_image_loader(index, SIZE, batch_size):
+            views = images.float() / 255
+            same += (model(views).argmax(1) == other(views).argmax(1)).sum().item()
+    return same / len(index)
 
 
 def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[Path, dict]:
@@ -342,6 +359,34 @@ def images_of(bundle_path: Path) -> str:
                                                     if name.startswith(("images.", "labels"))}})
 
 
+def requantized(args, cache: Path, path: Path, info: dict, test_index) -> tuple[Path, dict]:
+    """``path`` with its deltas stored as ``--delta-dtype`` (``hello requantize``), cached beside the
+    bundles; with its storage, projector test top-1 and top-1 agreement with the fp16 projector on
+    the test images."""
+    from hello_format.bundle import Bundle
+    from hello_format.projector import Projector
+    from hello_format.quantize import DELTA_DTYPES
+    from hello_format.requantize import requantize
+
+    inputs = {"bundle": path.name, "delta_dtype": args.delta_dtype, "group_size": args.delta_group_size}
+    target = cache / "bundles" / f"{path.stem}-{args.delta_dtype}-g{args.delta_group_size}.hello"
+
+    def run():
+        say(f"requantize: {path.name} -> {args.delta_dtype} (group size {args.delta_group_size})")
+        requantize(path, target, DELTA_DTYPES[args.delta_dtype], args.delta_group_size, overwrite=True)
+        with Bundle.open(path) as fp16, Bundle.open(target) as opened:
+            reference, projector = Projector.from_bundle(fp16), Projector.from_bundle(opened)
+            storage = opened.storage()
+        return {**info, "inputs": {**info["inputs"], **inputs}, "storage": vars(storage),
+                "projector_test_top1": accuracy(projector.label, test_index),
+                "test_agreement_with_fp16": agreement(projector.label, reference.label, test_index)}
+
+    quantised = cached_json(target.with_suffix(".json"), run)
+    say(f"requantize: {target.name}: label generator {quantised['storage']['label_generator_bytes']:,} bytes, projector "
+        f"test top-1 {quantised['projector_test_top1']:.3f}, agreement with fp16 {quantised['test_agreement_with_fp16']:.4f}")
+    return target, quantised
+
+
 def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
                 original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict | None:
     """One ``hello eval`` run, cached; with the bytes its labels cost. None with --report-only when not cached."""
@@ -408,8 +453,8 @@ def summarise(records: list[dict]) -> list[dict]:
         rows.append({"ipc": ipc, "student": student, "regime": regime, "runs": len(runs), "top1_mean": statistics.mean(tops),
                      "top1_std": statistics.stdev(tops) if len(tops) > 1 else 0.0, "label_bytes": runs[0]["label_bytes"],
                      "train_seconds": statistics.mean(r["train_seconds"] for r in runs)})
-    order = {r: i for i, r in enumerate(ALL_REGIMES)}
-    return sorted(rows, key=lambda r: (r["ipc"], r["student"], order[r["regime"]]))
+    order = {r: i for i, r in enumerate(ALL_REGIMES)}   # a requantized bundle's "projector (int4)" after them
+    return sorted(rows, key=lambda r: (r["ipc"], r["student"], order.get(r["regime"], len(order)), r["regime"]))
 
 
 def ablation_row(name: str, ipc: int, student: str, info: dict, runs: list[dict]) -> dict:
@@ -558,6 +603,10 @@ def parse(argv):
                         help="synthetic-view transfer steps (0: the paper's method)")
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
     parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
+    parser.add_argument("--delta-dtype", default="fp16", choices=("fp16", "int8", "int4"),
+                        help="also the projector regime on a copy of each bundle requantized to this dtype (hello requantize)")
+    parser.add_argument("--delta-group-size", type=int, default=BuildOptions.delta_group_size,
+                        help="values per scale of the requantized int8/int4 deltas")
     parser.add_argument("--ablation", type=int, nargs="*", default=None, metavar="ROW",
                         help="also the paper's component ablation at the first IPC (first student, projector labels): "
                              "the rows given (1-based), or every row")
@@ -621,7 +670,7 @@ def main(argv=None) -> int:
     foundation_info = {**foundation_info, "linear_probe": linear_probe(args, base, original, test_index)}
     teachers, teacher_info = teacher(args, args.cache, original, test_index)
     upstream = {"foundation": foundation_info["inputs"], "teacher": teacher_info["inputs"]}
-    paths, bundles, records, missing, ablation = {}, {}, [], [], []
+    paths, bundles, records, missing, ablation, quantised = {}, {}, [], [], [], {}
 
     def students(bundle_path, bundle_info, cells):
         """Student runs of ``cells`` (ipc, student, regime, seed) on one bundle, in order."""
@@ -636,6 +685,11 @@ def main(argv=None) -> int:
         paths[ipc], bundles[ipc] = bundle(args, args.cache, original, base, teachers, ipc, upstream, test_index)
         records += students(paths[ipc], bundles[ipc], [(ipc, student, regime, seed) for student in args.students
                                                        for seed in args.seeds for regime in args.regimes])
+        if args.delta_dtype != "fp16":
+            path, quantised[ipc] = requantized(args, args.cache, paths[ipc], bundles[ipc], test_index)
+            runs = students(path, quantised[ipc], [(ipc, student, "projector", seed) for student in args.students
+                                                   for seed in args.seeds])
+            records += [{**run, "regime": f"projector ({args.delta_dtype})"} for run in runs]
     rows_wanted = [] if args.ablation is None else args.ablation or range(1, len(ABLATION) + 1)
     for name, variant in (ABLATION[row - 1] for row in rows_wanted):
         ipc = args.ipc[0]
@@ -648,7 +702,7 @@ def main(argv=None) -> int:
     results = {"settings": settings,
                "command": "python bench/cifar10.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "foundation": foundation_info, "teacher": teacher_info, "bundles": bundles, "runs": records, "rows": rows,
-               "ablation": ablation, "missing": missing, "goals": goals(rows, bundles),
+               "ablation": ablation, "missing": missing, "goals": goals(rows, bundles), "requantized": quantised,
                "seconds": round(time.perf_counter() - STARTED, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str))

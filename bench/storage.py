@@ -2,13 +2,21 @@
 
 (a) label-generator bytes of ImageNet-1K-shaped bundles (1000 classes, IPC 10, 300 epochs) for an
     open_clip RN50 base (conv LoRA r 8 on every stem and bottleneck conv) and a ViT-B-16 base (attn
-    + MLP LoRA r 8), head LoRA r 128, fp16 deltas, next to the stored FKD-style soft labels;
-(b) lazy open time of a 10,000-image PNG bundle; (c) full decode time of its 10,000 32x32 images.
+    + MLP LoRA r 8), head LoRA r 128, next to the stored FKD-style soft labels; the deltas stored in
+    fp16, int8 and int4 (``hello requantize``; random weights: the bytes depend on the shapes only);
+(b) top-1 agreement of int8 / int4 projectors with the fp16 projector of REAL trained bundles, on
+    augmented student views of their synthetic images (the bundle's recipe, CutMix included);
+(c) lazy open time of a 10,000-image PNG bundle; (d) full decode time of its 10,000 32x32 images.
 
-    python bench/storage.py            # writes its bundles to a temporary directory
+    python bench/storage.py                    # writes its bundles to a temporary directory
+    python bench/storage.py --quick            # (a) for RN50 and (b) on 1,000 views only
+    python bench/storage.py --bundle bench/results/cache/bundles/cifar10-ipc10-8eb8eaa132ae81be.hello
+                                               # (b) runs on the trained bundles given (copied, never modified)
 """
 
+import argparse
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +28,13 @@ import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 from hello_format import base as base_module
 from hello_format import lora as lora_module
+from hello_format.augment import augment_batch
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.generator import HeadConfig, HeadLoraConfig
+from hello_format.generator import DELTA_GROUP_SIZE, HeadConfig, HeadLoraConfig
+from hello_format.projector import Projector
+from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
+from hello_format.requantize import requantize
 
 CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
 PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
@@ -60,7 +72,7 @@ def manifest_for(base_section: dict, lora_section: dict | None, *,
     }
 
 
-def label_generator_bundle(architecture: str, folder: Path) -> None:
+def label_generator_bundle(architecture: str, folder: Path) -> Path:
     # random weights (shapes are what matter); QuickGELU as in the OpenAI weights the manifest names
     model = open_clip.create_model(architecture, force_quick_gelu=True)
     base_section = base_module.describe_base(model, architecture=architecture, pretrained="openai",
@@ -74,6 +86,7 @@ def label_generator_bundle(architecture: str, folder: Path) -> None:
         else model.text_projection.out_features
     head = {"head.lora_A": torch.zeros(HEAD_RANK, width, dtype=torch.float16),
             "head.lora_B": torch.zeros(CLASSES, HEAD_RANK, dtype=torch.float16)}
+    head["head.lora_A"].normal_(0, 0.02)   # fp16 bytes do not depend on values; int8/int4 scales must not all be 0
     # ImageNet-shaped label side; the images are stand-ins (1x8x8) since only N matters here
     images = torch.zeros(CLASSES * IPC, 1, 8, 8, dtype=torch.uint8)
     labels = torch.arange(CLASSES * IPC) % CLASSES
@@ -91,6 +104,54 @@ def label_generator_bundle(architecture: str, folder: Path) -> None:
     print(f"  stored soft labels bytes  {s.stored_label_bytes:>12,}  ({s.stored_label_bytes / 1e9:.2f} GB = "
           f"{s.stored_label_bytes / 2**30:.2f} GiB; N {CLASSES * IPC} x {EPOCHS} epochs x {CLASSES} x 2 B)")
     print(f"  ratio stored / generator  {s.ratio:>12,.0f}x")
+    return path
+
+
+def dtype_table(path: Path, folder: Path, group_size: int) -> None:
+    """The same generator requantized: label-generator bytes (tensors, spec 11) and header bytes per dtype."""
+    print(f"  {'deltas':<22}{'label generator':>16}{'header':>10}{'file':>12}  ratio")
+    for name, dtype in DELTA_DTYPES.items():
+        target = folder / f"{path.stem}-{name}.hello"
+        requantize(path, target, dtype, group_size, overwrite=True)
+        with Bundle.open(target) as bundle:
+            s = bundle.storage()
+        label = name if name == "fp16" else f"{name} (group {group_size})"
+        print(f"  {label:<22}{s.label_generator_bytes:>16,}{s.header_bytes:>10,}{s.file_bytes:>12,}  "
+              f"{s.ratio:,.0f}x  ({s.label_generator_bytes / 1e6:.3f} MB)")
+
+
+@torch.no_grad()
+def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int = 250) -> None:
+    """Top-1 agreement and logit error of the int8 / int4 projectors against the fp16 one, on
+    ``views`` augmented student views of the bundle's synthetic images (seeded; CutMix as recorded)."""
+    source = folder / path.name
+    shutil.copyfile(path, source)   # the cache is read-only to this benchmark
+    with Bundle.open(source) as bundle:
+        images, recipe = bundle.images(), Recipe.from_manifest(bundle.manifest["recipe"])
+        reference = Projector.from_bundle(bundle)
+        dtype = bundle.manifest["lora"]["dtype"] if bundle.manifest["lora"] else bundle.manifest["head"]["lora"]["dtype"]
+    print(f"{path.name}: {len(images)} synthetic images, {bundle.num_classes} classes, deltas stored as {dtype}; "
+          f"{views:,} views (recipe augmentation, seed 0)")
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for start in range(0, views, batch):
+        chosen = torch.randint(0, len(images), (min(batch, views - start),), generator=generator)
+        batches.append(augment_batch(images[chosen], recipe.augment, generator).images)
+    expected = [reference.label(view) for view in batches]
+    for name, dtype in DELTA_DTYPES.items():
+        if name == "fp16":
+            continue
+        target = folder / f"{path.stem}-{name}.hello"
+        done = requantize(source, target, dtype, group_size, overwrite=True)
+        with Bundle.open(target) as bundle:
+            projector = Projector.from_bundle(bundle)
+        logits = [projector.label(view) for view in batches]
+        same = sum(int((a.argmax(1) == b.argmax(1)).sum()) for a, b in zip(logits, expected))
+        error = max(float((a - b).abs().max()) for a, b in zip(logits, expected))
+        spread = max(float(b.abs().max()) for b in expected)
+        print(f"  {name} (group {group_size}): label generator {done.generator_bytes_before:,} -> "
+              f"{done.generator_bytes_after:,} bytes; top-1 agreement with fp16 {100 * same / views:.2f} % "
+              f"({same:,}/{views:,}); max |logit difference| {error:.4f} (max |logit| {spread:.2f})")
 
 
 def smooth_noisy_images(n: int, size: int = 32) -> torch.Tensor:
@@ -114,28 +175,41 @@ def png_timings(folder: Path) -> None:
     print(f"PNG bundle: {n:,} images 3x32x32, file {path.stat().st_size / 1e6:.1f} MB, write {write_s:.2f} s")
     began = time.perf_counter()
     bundle = Bundle.open(path)
-    print(f"  (b) lazy open (header + manifest + checks)   {1000 * (time.perf_counter() - began):8.1f} ms")
+    print(f"  (c) lazy open (header + manifest + checks)   {1000 * (time.perf_counter() - began):8.1f} ms")
     for threads in (None, 1):
         began = time.perf_counter()
         decoded = bundle.images(threads=threads)
         elapsed = time.perf_counter() - began
         label = "default threads" if threads is None else f"{threads} thread"
-        print(f"  (c) full decode, {label:<16}             {elapsed:8.2f} s  "
+        print(f"  (d) full decode, {label:<16}             {elapsed:8.2f} s  "
               f"({n / elapsed:,.0f} images/s, exact: {torch.equal(decoded, images)})")
     began = time.perf_counter()
     bundle.verify()
     print(f"  verify (sha256 of every tensor)              {1000 * (time.perf_counter() - began):8.1f} ms")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="RN50 bytes and 1,000 agreement views only, no PNG timings")
+    parser.add_argument("--bundle", type=Path, nargs="*", default=[], help="trained bundles for (b)")
+    parser.add_argument("--views", type=int, default=None, help="agreement views per bundle [default: 10,000; --quick 1,000]")
+    parser.add_argument("--group-size", type=int, default=DELTA_GROUP_SIZE)
+    args = parser.parse_args(argv)
+    views = args.views or (1_000 if args.quick else 10_000)
     torch.manual_seed(0)
     print(f"(a) label generator vs stored soft labels, ImageNet-1K shape: {CLASSES} classes, IPC {IPC}, "
           f"{EPOCHS} epochs; published FKD figure: {PUBLISHED_FKD_IPC10}")
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as tmp:
         folder = Path(tmp)
-        for architecture in ("RN50", "ViT-B-16"):
-            label_generator_bundle(architecture, folder)
-        png_timings(folder)
+        for architecture in ("RN50",) if args.quick else ("RN50", "ViT-B-16"):
+            dtype_table(label_generator_bundle(architecture, folder), folder, args.group_size)
+        print("(b) quantised vs fp16 projector on trained bundles")
+        for path in args.bundle:
+            agreement(path, folder, args.group_size, views)
+        if not args.bundle:
+            print("  skipped: no trained bundle (run bench/cifar10.py, or pass --bundle)")
+        if not args.quick:
+            png_timings(folder)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,13 @@ from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
+from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
+from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
+from hello_format.requantize import store_deltas
 from hello_format.runtime import default_device
 
 
@@ -89,8 +92,9 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     agreement = synthetic_agreement(ctx, ctx.images)
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views)")
-    manifest = _manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes))
-    tensors = projector.bundle_tensors()
+    manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
+                                     projector.bundle_tensors("float32"), DELTA_DTYPES[options.delta_dtype],
+                                     options.delta_group_size)
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model))
     path = write_bundle(options.output, manifest, ctx.images, ctx.labels, tensors, codec=options.codec,
@@ -120,6 +124,9 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
+    if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
+        raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
+                         f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:

@@ -20,13 +20,16 @@ from hello_format.container import (DTYPES, Header, dtype_name, encode_header, r
 from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
 from hello_format.files import atomic_target
+from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
                                    validate_manifest)
+from hello_format.quantize import SCALES_SUFFIX, check_scales, dequantise, is_quantised
 
 MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
 _FINITE_CHUNK = 1 << 22
 PROJECTOR_PREFIXES = (ENCODER_PREFIX, "head.", BASE_PREFIX)   # the tensors labels are computed from
+HEAD_TENSORS = (HEAD_A, HEAD_B, HEAD_A + SCALES_SUFFIX, HEAD_B + SCALES_SUFFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +55,12 @@ def _local_path(path: "str | os.PathLike") -> pathlib.Path:
 
 
 def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
-    """BundleError when a floating-point tensor holds NaN or an infinity (in chunks: no big copy)."""
+    """BundleError when a floating-point tensor holds NaN or an infinity (in chunks: no big copy), or
+    a quantised delta's scales are out of bounds."""
     if not tensor.is_floating_point():
         return
+    if name.endswith(SCALES_SUFFIX):
+        check_scales(where, name, tensor)
     flat = tensor.reshape(-1)
     for start in range(0, flat.numel(), _FINITE_CHUNK):
         if not bool(torch.isfinite(flat[start:start + _FINITE_CHUNK]).all()):
@@ -67,9 +73,9 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
 def _writer_tensors(tensors: dict | None) -> dict[str, torch.Tensor]:
     out = {}
     for name, tensor in (tensors or {}).items():
-        if not (name.startswith((ENCODER_PREFIX, BASE_PREFIX)) or name in (HEAD_A, HEAD_B)):
+        if not (name.startswith((ENCODER_PREFIX, BASE_PREFIX)) or name in HEAD_TENSORS):
             raise BundleError(f"tensor '{name}': write_bundle takes only encoder_lora.*, head.lora_A, "
-                              f"head.lora_B and base.* tensors")
+                              f"head.lora_B (each with its .scales when quantised) and base.* tensors")
         if not isinstance(tensor, torch.Tensor):
             raise BundleError(f"tensor '{name}' is a {type(tensor).__name__}, not a torch.Tensor")
         dtype_name(tensor.dtype)
@@ -88,8 +94,7 @@ def _image_tensors(images: torch.Tensor, codec: str, quality: int | None) -> dic
     return {IMAGES_DATA: data, IMAGES_OFFSETS: torch.from_numpy(offsets)}
 
 
-def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality: int | None,
-                       hashes: dict[str, str]) -> dict:
+def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality: int | None) -> dict:
     if not isinstance(manifest, dict):
         raise ManifestError(f"manifest must be a dict, got {type(manifest).__name__}")
     out = copy.deepcopy(manifest)
@@ -98,7 +103,7 @@ def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality
     given = out.get("images") if isinstance(out.get("images"), dict) else {}
     out["images"] = {**given, "count": n, "channels": c, "height": h, "width": w,
                      "codec": codec, "quality": quality}
-    out["integrity"] = {"algorithm": "sha256", "tensors": hashes}
+    out["integrity"] = {"algorithm": "sha256", "tensors": {}}   # _write_checked fills it
     return out
 
 
@@ -131,11 +136,29 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
         raise BundleError(f"{where}: labels must be an integer tensor [N]")
     extra = _writer_tensors(tensors)
     # the manifest is checked before the (slow) encoding, then again with the real hashes
-    validate_manifest(_complete_manifest(manifest, images, codec, quality, {}), where)
+    validate_manifest(_complete_manifest(manifest, images, codec, quality), where)
     all_tensors = {**extra, LABELS: labels.detach().cpu().to(torch.int64).contiguous(),
                    **_image_tensors(images, codec, quality)}
+    return _write_checked(path, _complete_manifest(manifest, images, codec, quality), all_tensors, extra)
+
+
+def write_stored(path, manifest: dict, tensors: dict[str, torch.Tensor]) -> pathlib.Path:
+    """Write a bundle from tensors as a bundle stores them (images already encoded, e.g. another
+    bundle's; any tensor name) and a manifest with its ``images`` section: the integrity is
+    recomputed and everything checked as ``write_bundle`` does, atomically."""
+    path = pathlib.Path(os.fspath(path))
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"manifest must be a dict, got {type(manifest).__name__}")
+    checked = {name: t for name, t in tensors.items() if name.startswith(PROJECTOR_PREFIXES)}
+    return _write_checked(path, copy.deepcopy(manifest), dict(tensors), checked)
+
+
+def _write_checked(path: pathlib.Path, manifest: dict, all_tensors: dict[str, torch.Tensor],
+                   checked: dict[str, torch.Tensor]) -> pathlib.Path:
+    """Hash, validate (bounds against the file's size, schema, consistency, ``checked`` finite), write."""
+    where = str(path)
     hashes = {name: buffer_sha256(tensor_bytes(t)) for name, t in sorted(all_tensors.items())}
-    full = _complete_manifest(manifest, images, codec, quality, hashes)
+    full = {**manifest, "integrity": {"algorithm": "sha256", "tensors": hashes}}
     text = canonical_json(full)
     metadata = {"format": "hello", MANIFEST_KEY: text, MANIFEST_SHA_KEY: manifest_sha256(text)}
     file_size = len(encode_header(metadata, all_tensors)) + sum(t.numel() * t.element_size()
@@ -143,7 +166,7 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
     validate_manifest(full, where, file_size)   # as a reader will: bounds against the file's size
     shapes = {name: (dtype_name(t.dtype), tuple(t.shape)) for name, t in all_tensors.items()}
     check_consistency(where, full, shapes, all_tensors.__getitem__)
-    for name, tensor in sorted(extra.items()):
+    for name, tensor in sorted(checked.items()):
         check_finite(where, name, tensor)
     _atomic_write(path, metadata, all_tensors)
     return path
@@ -280,12 +303,24 @@ class Bundle:
         return {n[len(prefix):]: self.tensor(n) for n in self.tensor_names if n.startswith(prefix)}
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        """Encoder LoRA with peft adapter-file keys (``base_model.model.<path>.lora_A.weight``)."""
-        return self._with_prefix(ENCODER_PREFIX)
+        """Encoder LoRA with peft adapter-file keys (``base_model.model.<path>.lora_A.weight``);
+        int8/int4 deltas dequantised to float32 (spec 3.3), each call anew."""
+        lora = EncoderLoraConfig.from_manifest(self.manifest["lora"])
+        if lora is None or not is_quantised(lora.dtype):
+            return self._with_prefix(ENCODER_PREFIX)
+        return {key: self._dequantised(ENCODER_PREFIX + key, shape, lora) for key, shape in lora.shapes.items()}
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}``, or ``{}`` for a zero-shot head."""
+        """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}`` (int8/int4 dequantised to float32), or ``{}``
+        for a zero-shot head."""
+        lora = HeadConfig.from_manifest(self.manifest["head"]).lora
+        if lora is not None and is_quantised(lora.dtype):
+            return {key: self._dequantised("head." + key, shape, lora) for key, shape in lora.shapes.items()}
         return {n.split(".", 1)[1]: self.tensor(n) for n in (HEAD_A, HEAD_B) if n in self._header.tensors}
+
+    def _dequantised(self, name: str, shape, config) -> torch.Tensor:
+        return dequantise(str(self.path), name, self.tensor(name), self.tensor(name + SCALES_SUFFIX), shape,
+                          config.dtype, config.group_size)
 
     def base_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The embedded open_clip state dict, or None when the base is not embedded."""

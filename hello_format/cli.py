@@ -19,8 +19,10 @@ import torch
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
-from hello_format.generator import EncoderLoraConfig, HeadConfig
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
+from hello_format.limits import MAX_GROUP_SIZE
+from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
 from hello_format.text import human_bytes, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
@@ -148,9 +150,9 @@ def _summary(bundle: Bundle) -> list[str]:
         pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
         params = sum(t.numel() for t in encoder.values())
         lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
-                     f"modules, {params:,} parameters, {lora.dtype}")
+                     f"modules, {params:,} parameters, {storage_text(lora)}")
     head_lora = head.lora
-    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {head_lora.dtype}"
+    head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {storage_text(head_lora)}"
     lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
@@ -213,6 +215,28 @@ allow_remote_base_option = click.option(
     "--allow-remote-base", is_flag=True,
     help="Trust a custom base config that makes open_clip download or build a model the bundle names "
          "(e.g. text_cfg.hf_model_name); refused by default.")
+
+
+@cli.command()
+@click.argument("source", metavar="IN")
+@click.argument("target", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--delta-dtype", required=True, type=click.Choice(list(DELTA_DTYPES)),
+              help="How OUT stores the LoRA and head deltas: fp16, or int8 / int4 with one fp16 scale per group.")
+@click.option("--group-size", default=DELTA_GROUP_SIZE, show_default=True, type=click.IntRange(1, MAX_GROUP_SIZE),
+              help="Values per scale of int8/int4 deltas.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (also when OUT is IN).")
+@click.option("--allow-upcast", is_flag=True,
+              help="Store int8/int4 deltas in a wider dtype: OUT then holds their dequantised values.")
+def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool) -> None:
+    """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
+    everything else as they are), without rebuilding."""
+    from hello_format.requantize import requantize as run
+
+    done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast)
+    group = f" (group size {group_size})" if is_quantised(done.after) else ""
+    note = "; the deltas are the dequantised values of IN's" if any(is_quantised(d) for d in done.before) else ""
+    echo(f"wrote {done.path}: deltas {'/'.join(done.before) or 'none'} -> {done.after}{group}{note}; label generator "
+         f"{human_bytes(done.generator_bytes_before)} -> {human_bytes(done.generator_bytes_after)}")
 
 
 @cli.command()

@@ -11,6 +11,7 @@ import torch
 from hello_format.errors import ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.limits import MAX_TARGET_MATCH_WORK
+from hello_format.quantize import SCALES_SUFFIX, SINCE_MINOR, check_stored, is_quantised
 from hello_format.targets import TargetPattern
 
 IMAGES_DATA = "images.data"
@@ -19,7 +20,7 @@ LABELS = "labels"
 ENCODER_PREFIX = "encoder_lora."
 HEAD_A, HEAD_B = "head.lora_A", "head.lora_B"
 BASE_PREFIX = "base."
-DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}   # int8/int4: spec 3.3
 _PEFT_PREFIX = "base_model.model."
 _PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 
@@ -40,8 +41,11 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
     num_classes = len(manifest["class_names"])
     _check_labels(where, manifest, shapes, read, num_classes)
     _check_images(where, manifest["images"], shapes, read)
-    _check_encoder_lora(where, EncoderLoraConfig.from_manifest(manifest["lora"]), shapes)
-    _check_head(where, HeadConfig.from_manifest(manifest["head"]), shapes, num_classes)
+    lora, head = EncoderLoraConfig.from_manifest(manifest["lora"]), HeadConfig.from_manifest(manifest["head"])
+    for field, config in (("lora", lora), ("head.lora", head.lora)):
+        _check_quantised_version(where, manifest["format_version"], field, config)
+    _check_encoder_lora(where, lora, shapes)
+    _check_head(where, head, shapes, num_classes)
     _check_base(where, manifest["base"], shapes)
 
 
@@ -124,6 +128,29 @@ def check_match_work(where: str, targets, module_paths) -> None:
                             f"of work (pattern characters x path characters; at most {MAX_TARGET_MATCH_WORK:,})")
 
 
+def _check_quantised_version(where, version: str, field: str, config) -> None:
+    if config is not None and is_quantised(config.dtype) and int(version.split(".")[1]) < SINCE_MINOR:
+        raise ManifestError(f"{where}: field '{field}.dtype' is {config.dtype}, which needs format_version 1.1 "
+                            f"or later (the file says {version})")
+
+
+def _logical_shapes(where, field: str, config, names: list[str], prefix: str, shapes: Shapes) -> Shapes:
+    """Tensor name -> (dtype, shape) as the projector sees the deltas: the stored ones for float
+    deltas; for int8/int4 deltas (spec 3.3) the section's ``shapes``, after checking that the value
+    and scale tensors match them and that no other tensor is there."""
+    if not is_quantised(config.dtype):
+        return {name: shapes[name] for name in names}
+    values = [name for name in names if not name.endswith(SCALES_SUFFIX)]
+    listed = {prefix + key for key in config.shapes}
+    unexpected = sorted((set(values) - listed) | {n for n in names if n.endswith(SCALES_SUFFIX)
+                                                  and n.removesuffix(SCALES_SUFFIX) not in listed})
+    if unexpected:
+        raise ManifestError(f"{where}: tensor '{unexpected[0]}' is not listed in field '{field}.shapes'")
+    for key, shape in sorted(config.shapes.items()):
+        check_stored(where, prefix + key, shapes, shape, config.dtype, config.group_size)
+    return {prefix + key: (config.dtype, tuple(shape)) for key, shape in config.shapes.items()}
+
+
 def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     names = sorted(n for n in shapes if n.startswith(ENCODER_PREFIX))
     if lora is None:
@@ -132,7 +159,9 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
         return
     if not names:
         raise ManifestError(f"{where}: field 'lora' is set but there are no encoder_lora.* tensors")
-    dtype, pairs, parsed = DTYPE_NAMES[lora.dtype], {}, {}
+    shapes = _logical_shapes(where, "lora", lora, names, ENCODER_PREFIX, shapes)
+    names = sorted(shapes)
+    dtype, pairs, parsed = DTYPE_NAMES.get(lora.dtype, lora.dtype), {}, {}
     for name in names:
         parsed[name] = peft_module(name[len(ENCODER_PREFIX):])
         if parsed[name] is None:
@@ -170,7 +199,10 @@ def _check_head(where, head: HeadConfig, shapes, num_classes) -> None:
         if present:
             raise ManifestError(f"{where}: tensor '{present[0]}' exists but field 'head.lora' is null")
         return
-    dtype, r = DTYPE_NAMES[lora.dtype], lora.r
+    shapes = _logical_shapes(where, "head.lora", lora, present + [n + SCALES_SUFFIX for n in present
+                                                                     if n + SCALES_SUFFIX in shapes],
+                             "head.", shapes)
+    dtype, r = DTYPE_NAMES.get(lora.dtype, lora.dtype), lora.r
     _expect(where, shapes, HEAD_B, dtype, (num_classes, r),
             f"{num_classes} class_names, head.lora.r = {r}, head.lora.dtype = {lora.dtype}")
     _expect(where, shapes, HEAD_A, dtype, None, f"head.lora.dtype = {lora.dtype}")

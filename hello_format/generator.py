@@ -4,6 +4,8 @@
 Each dataclass is the only writer (``to_manifest``) and reader (``from_manifest``) of its section
 and the only home of its defaults. Readers get manifests that passed ``validate_manifest`` (bounds,
 then schema); still, a missing or ill-typed field is a one-line ManifestError, never a KeyError.
+``group_size`` and ``shapes`` (format 1.1) exist only for int8/int4 deltas (spec section 3.3) and are
+not written otherwise, so a float section reads and writes exactly as in format 1.0.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 
 from hello_format.errors import ManifestError
 from hello_format.targets import PatternError, TargetPattern
+
+DELTA_GROUP_SIZE = 64   # default values per fp16 scale of int8/int4 deltas (hello-build, hello requantize)
+QUANTISED_FIELDS = ("group_size", "shapes")   # written only when the deltas are int8/int4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +35,9 @@ class EncoderLoraConfig:
     alpha_pattern: dict = field(default_factory=dict)
     lora_dropout: float = 0.0
     bias: str = "none"
-    dtype: str = "float16"              # of the stored encoder_lora.* tensors
+    dtype: str = "float16"              # of the stored encoder_lora.* tensors; or int8 / int4 (spec 3.3)
+    group_size: int | None = None       # int8/int4: values per fp16 scale
+    shapes: dict | None = None          # int8/int4: peft key -> the delta's shape
 
     def __post_init__(self):
         if isinstance(self.target_modules, list):
@@ -44,7 +51,7 @@ class EncoderLoraConfig:
 
     def to_manifest(self) -> dict:
         """The manifest ``lora`` section."""
-        section = dataclasses.asdict(self)
+        section = _without_unset(dataclasses.asdict(self))
         if isinstance(self.target_modules, tuple):
             section["target_modules"] = list(self.target_modules)
         return section
@@ -61,11 +68,13 @@ class HeadLoraConfig:
 
     r: int
     lora_alpha: float
-    dtype: str = "float16"              # of the stored head.lora_A / head.lora_B
+    dtype: str = "float16"              # of the stored head.lora_A / head.lora_B; or int8 / int4 (spec 3.3)
+    group_size: int | None = None       # int8/int4: values per fp16 scale
+    shapes: dict | None = None          # int8/int4: {"lora_A": [r, d], "lora_B": [C, r]}
 
     def to_manifest(self) -> dict:
         """The manifest ``head.lora`` section."""
-        return dataclasses.asdict(self)
+        return _without_unset(dataclasses.asdict(self))
 
     @classmethod
     def from_manifest(cls, section: dict | None) -> "HeadLoraConfig | None":
@@ -100,6 +109,17 @@ class HeadConfig:
         return cls(**values)
 
 
+def rewrite_section(section: dict, config) -> dict:
+    """``config``'s section with the fields of ``section`` that ``config`` does not know kept as they
+    are (a tool that rewrites a bundle preserves unknown fields, spec section 5)."""
+    known = {f.name for f in dataclasses.fields(config)}
+    return {**{k: v for k, v in section.items() if k not in known}, **config.to_manifest()}
+
+
+def _without_unset(section: dict) -> dict:
+    return {k: v for k, v in section.items() if not (k in QUANTISED_FIELDS and v is None)}
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -126,7 +146,9 @@ _KINDS = {  # JSON kind -> (check, how an error message names it)
     "ranks": (_is_map_of(_is_int), "an object of integers"),
     "numbers": (_is_map_of(_is_number), "an object of numbers"),
     "object or null": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "shapes": (_is_map_of(lambda v: isinstance(v, list) and all(_is_int(d) for d in v)), "an object of integer lists"),
 }
+_QUANTISED_TYPES = {"group_size": "int", "shapes": "shapes"}   # optional: present for int8/int4 deltas
 _ENCODER_TYPES = {"peft_type": "str", "module_root": "str", "target_modules": "pattern or names", "r": "int",
                   "lora_alpha": "number", "rank_pattern": "ranks", "alpha_pattern": "numbers",
                   "lora_dropout": "number", "bias": "str", "dtype": "str"}
@@ -137,16 +159,19 @@ _HEAD_TYPES = {"templates": "names", "ensemble": "str", "normalize_features": "b
 
 def _read_nullable(cls, section, where: str, kinds: dict[str, str]):
     """``cls`` from a section that may be null (None then)."""
-    return None if section is None else cls(**_read(section, where, kinds))
+    return None if section is None else cls(**_read(section, where, kinds, _QUANTISED_TYPES))
 
 
-def _read(section, where: str, kinds: dict[str, str]) -> dict:
-    """The section's values of the named fields, each present and of its JSON kind."""
+def _read(section, where: str, kinds: dict[str, str], optional: dict[str, str] | None = None) -> dict:
+    """The section's values of the named fields, each present (``optional`` ones if present) and of
+    its JSON kind."""
     if not isinstance(section, dict):
         raise ManifestError(f"field '{where}' is {type(section).__name__}, not an object")
     values = {}
-    for name, kind in kinds.items():
+    for name, kind in {**kinds, **(optional or {})}.items():
         if name not in section:
+            if name in (optional or {}):
+                continue
             raise ManifestError(f"field '{where}.{name}' is missing")
         check, wanted = _KINDS[kind]
         if not check(section[name]):

@@ -29,6 +29,8 @@ MAX_MODULE_NAME_CHARS = 512             # a module name in a target_modules list
 MAX_PATTERN_CHARS = 512                 # a target pattern (lora.target_modules string, pattern keys)
 MAX_PATTERN_NESTING = 16                # groups inside groups in a target pattern
 MAX_TARGET_MATCH_WORK = 4_000_000       # pattern (or target list) characters x module path characters, summed
+MAX_GROUP_SIZE = 65_536                 # lora.group_size, head.lora.group_size (int8/int4 deltas, format 1.1)
+MAX_DELTA_SCALE = 1e4                   # each fp16 scale of an int8/int4 delta (dequantised |values| <= 1.27e6)
 LOGIT_SCALE_RANGE = (1e-4, 1e4)         # head.logit_scale
 MEAN_RANGE = (-10.0, 10.0)              # each of base.mean
 STD_RANGE = (1e-3, 1e3)                 # each of base.std

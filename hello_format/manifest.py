@@ -15,7 +15,7 @@ from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import first_unsafe_char
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 
 
@@ -140,6 +140,8 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
     _check_base(where, manifest)
     _check_lora(where, manifest.get("lora"))
     _check_head(where, manifest)
+    for section in ("lora", "head.lora"):
+        _check_quantised(where, section, _get(manifest, section))
     _check_recipe(where, manifest)
     tensors = _get(manifest, "integrity.tensors")
     if isinstance(tensors, dict) and len(tensors) > limits.MAX_TENSORS:
@@ -263,6 +265,27 @@ def _check_head(where: str, manifest: dict) -> None:
     _number_in(where, "head.logit_scale", _get(manifest, "head.logit_scale"), *limits.LOGIT_SCALE_RANGE)
     _int_in(where, manifest, "head.lora.r", 1, limits.MAX_RANK)
     _number_in(where, "head.lora.lora_alpha", _get(manifest, "head.lora.lora_alpha"), 0, limits.MAX_LORA_ALPHA)
+
+
+def _check_quantised(where: str, field: str, section) -> None:
+    """int8/int4 deltas (format 1.1): the group size and every recorded shape within the container's bounds."""
+    if not isinstance(section, dict):
+        return
+    size = section.get("group_size")
+    if _is_int(size) and not 1 <= size <= limits.MAX_GROUP_SIZE:
+        _fail(where, f"{field}.group_size", f"{size} is outside [1, {limits.MAX_GROUP_SIZE}]")
+    shapes = section.get("shapes")
+    if not isinstance(shapes, dict):
+        return
+    if len(shapes) > limits.MAX_TENSORS:
+        _fail(where, f"{field}.shapes", f"{len(shapes)} entries (at most {limits.MAX_TENSORS})")
+    for name, shape in shapes.items():
+        if len(name) > limits.MAX_TENSOR_NAME_CHARS:
+            _fail(where, f"{field}.shapes", f"a key of {len(name)} characters (at most {limits.MAX_TENSOR_NAME_CHARS})")
+        if not (isinstance(shape, list) and len(shape) <= limits.MAX_TENSOR_RANK
+                and all(_is_int(d) and 0 <= d <= limits.MAX_DIMENSION for d in shape)):
+            _fail(where, f"{field}.shapes.{name}", f"not a list of at most {limits.MAX_TENSOR_RANK} integers "
+                                                   f"in [0, {limits.MAX_DIMENSION}]")
 
 
 def _check_recipe(where: str, manifest: dict) -> None:

@@ -23,6 +23,7 @@ from hello_format.container import tensor_bytes, write_container
 from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.manifest import canonical_json, manifest_sha256
 from hello_format.recipe import Recipe
+from hello_format.requantize import store_deltas
 
 CLASS_NAMES = ["cat", "dog", "café"]
 IPC = 2
@@ -142,7 +143,7 @@ def generate(out: pathlib.Path) -> dict:
 
     def valid(name, **kwargs):
         write_bundle(out / name, kwargs.pop("manifest", sample_manifest()), kwargs.pop("images", images),
-                     labels, tensors, **kwargs)
+                     labels, kwargs.pop("tensors", tensors), **kwargs)
         expected[name] = "valid"
 
     def invalid(name, data: bytes, error: str, match: str):
@@ -154,6 +155,9 @@ def generate(out: pathlib.Path) -> dict:
     valid("valid_gray_png.hello", images=sample_images(channels=1))
     valid("valid_minor_version.hello", manifest=sample_manifest(
         format_version="1.7", future_section={"added_in": "1.7"}))
+    # format 1.1: int4 deltas in groups of 5 (so the last group of each 16-value delta is short)
+    int4_manifest, int4_tensors = store_deltas(sample_manifest(format_version="1.1"), tensors, "int4", 5)
+    valid("valid_int4.hello", manifest=int4_manifest, tensors=int4_tensors)
     raw = (out / "valid_raw.hello").read_bytes()
     png = (out / "valid_png.hello").read_bytes()
 
@@ -196,6 +200,17 @@ def generate(out: pathlib.Path) -> dict:
     data[second:second + 16] = 0
     write_unchecked(out / "image_does_not_decode.hello", png_manifest, {**base_tensors, "images.data": data})
     expected["image_does_not_decode.hello"] = {"error": "ImageDecodeError", "match": "image 1 does not decode"}
+    int4_png = {**base_tensors, **int4_tensors}
+    int4_png_manifest = dict(int4_manifest, images=png_manifest["images"])
+    write_unchecked(out / "quantised_in_1_0.hello", dict(int4_png_manifest, format_version="1.0"), int4_png)
+    expected["quantised_in_1_0.hello"] = {"error": "ManifestError", "match": "needs format_version 1.1"}
+    scales = "head.lora_B.scales"
+    write_unchecked(out / "hostile_nan_scale.hello", int4_png_manifest,
+                    {**int4_png, scales: torch.full_like(int4_tensors[scales], float("nan"))})
+    expected["hostile_nan_scale.hello"] = {"error": "BundleError", "match": f"tensor '{scales}' holds"}
+    write_unchecked(out / "hostile_packed_length.hello", int4_png_manifest,
+                    {**int4_png, "head.lora_B": int4_tensors["head.lora_B"][:-1].clone()})
+    expected["hostile_packed_length.hello"] = {"error": "ManifestError", "match": "tensor 'head.lora_B' is U8 [5]"}
     with open(out / "plain_safetensors.hello", "wb") as file:
         write_container(file, {}, {"weight": _pattern((2, 2), 0)})
     expected["plain_safetensors.hello"] = {"error": "ManifestError", "match": "not a .hello bundle"}

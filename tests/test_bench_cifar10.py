@@ -103,3 +103,12 @@ def test_ablation_rows_are_chosen_by_number(bench, capsys):
     with pytest.raises(SystemExit):
         bench.parse(["--ablation", str(len(bench.ABLATION) + 1)])
     assert "--ablation rows are 1 to" in capsys.readouterr().err
+
+
+def test_requantized_projector_runs_are_a_row_of_their_own(bench):
+    quantised = [{**r, "regime": "projector (int4)", "top1": r["top1"] - 0.01} for r in _runs() if r["regime"] == "projector"]
+    rows = bench.summarise(_runs() + quantised)
+    assert [r["regime"] for r in rows] == ["projector", "hard", "teacher", "random-real", "projector (int4)"]
+    assert rows[-1]["top1_mean"] == pytest.approx(0.41) and rows[0]["top1_mean"] == pytest.approx(0.42)
+    args = bench.parse(["--delta-dtype", "int4"])
+    assert (args.delta_dtype, args.delta_group_size) == ("int4", 64) and bench.parse([]).delta_dtype == "fp16"

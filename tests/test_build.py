@@ -9,6 +9,7 @@ Its tree, base and teacher (the ``kit`` fixture) are in conftest.py, the helpers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -198,6 +199,23 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
     with Bundle.open(summary["output"]) as bundle:
         assert bundle.ipc == 1 and bundle.num_images == len(CLASSES)
         assert all(torch.equal(v, theirs[f"encoder_lora.{k}"]) for k, v in bundle.lora_state_dict().items())
+
+
+def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
+    options, summary, _ = reference
+    finished = _markers(options.workdir_path())
+    quantised, logs = run_build(dataclasses.replace(options, output=str(tmp_path / "int4.hello"), workdir=str(options.workdir_path()),
+                                                    delta_dtype="int4", delta_group_size=32))
+    assert _markers(options.workdir_path()) == finished
+    with Bundle.open(summary["output"]) as fp16, Bundle.open(quantised["output"], verify=True) as int4:
+        assert int4.manifest["format_version"] == "1.1" and fp16.manifest["lora"]["dtype"] == "float16"
+        assert (int4.manifest["lora"]["dtype"], int4.manifest["lora"]["group_size"]) == ("int4", 32)
+        assert int4.manifest["head"]["lora"]["dtype"] == "int4"
+        assert int4.manifest["provenance"]["builder"]["options"]["delta_dtype"] == "int4"
+        assert int4.storage().label_generator_bytes < fp16.storage().label_generator_bytes / 3
+        for key, value in int4.lora_state_dict().items():      # within a step of the fp16 deltas
+            reference_value = fp16.lora_state_dict()[key].float()
+            assert torch.allclose(value, reference_value, atol=float(reference_value.abs().max()) / 7 + 1e-3), key
 
 
 def test_run_and_record_only_options_reuse_every_stage(kit, tmp_path):

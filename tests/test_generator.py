@@ -7,7 +7,7 @@ import pytest
 
 from hello_build.options import BuildOptions
 from hello_format.errors import ManifestError
-from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
+from hello_format.generator import QUANTISED_FIELDS, EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.lora import default_targets
 from hello_format.manifest import canonical_json
 from hello_format.testing import tiny_projector
@@ -72,4 +72,7 @@ def test_a_missing_or_ill_typed_field_is_a_one_line_manifest_error(reader, secti
 def test_the_builder_takes_the_encoder_lora_defaults_from_the_config():
     options, config = BuildOptions(), EncoderLoraConfig(target_modules="conv1")
     assert (options.lora_rank, options.lora_alpha) == (config.r, config.lora_alpha)
-    assert set(config.to_manifest()) == {f.name for f in dataclasses.fields(EncoderLoraConfig)}
+    names = {f.name for f in dataclasses.fields(EncoderLoraConfig)}
+    assert set(config.to_manifest()) == names - set(QUANTISED_FIELDS)   # a float section reads as in format 1.0
+    quantised = dataclasses.replace(config, dtype="int4", group_size=64, shapes={})
+    assert set(quantised.to_manifest()) == names

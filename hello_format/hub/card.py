@@ -16,6 +16,7 @@ from hello_format.codecs import decode_images
 from hello_format.errors import HubError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
+from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, markdown
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
@@ -257,7 +258,7 @@ def _label_generator(m: dict) -> str:
         targets = code(targets) if isinstance(targets, str) else ", ".join(code(t) for t in targets)
         lines.append(
             f"- encoder LoRA on {code(lora.module_root)}: rank {lora.r}, alpha {lora.lora_alpha}, "
-            f"{lora.dtype}, targets {targets}"
+            f"{storage_text(lora)}, targets {targets}"
         )
         for key in ("rank_pattern", "alpha_pattern"):
             if getattr(lora, key):
@@ -265,7 +266,7 @@ def _label_generator(m: dict) -> str:
     else:
         lines.append("- no encoder LoRA: the base image encoder labels as is")
     if head.lora:
-        lines.append(f"- head LoRA: rank {head.lora.r}, alpha {head.lora.lora_alpha}, {head.lora.dtype}")
+        lines.append(f"- head LoRA: rank {head.lora.r}, alpha {head.lora.lora_alpha}, {storage_text(head.lora)}")
     else:
         lines.append("- no head LoRA: the head is the zero-shot text classifier")
     lines.append(

@@ -1,0 +1,114 @@
+"""Deltas stored in a chosen dtype: ``store_deltas`` (the builder's and ``hello requantize``'s one way
+to write them) and ``requantize``, which rewrites a bundle with its deltas in another dtype without
+rebuilding.
+
+Everything but the deltas is copied as stored (images, labels, base, unknown tensors and fields);
+the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import pathlib
+from dataclasses import dataclass
+
+import torch
+
+from hello_format.bundle import Bundle, write_stored
+from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
+from hello_format.errors import BundleError
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
+from hello_format.manifest import FORMAT_VERSION
+from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, quantise
+
+
+@dataclass(frozen=True)
+class Requantized:
+    """What ``requantize`` wrote: the path, the deltas' dtypes before and after, the generator's bytes."""
+    path: pathlib.Path
+    before: tuple[str, ...]            # the dtypes of the sections that have deltas (encoder, head)
+    after: str
+    generator_bytes_before: int
+    generator_bytes_after: int
+
+
+def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *, overwrite: bool = False,
+               allow_upcast: bool = False) -> Requantized:
+    """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
+    ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
+
+    ``target`` must not exist unless ``overwrite`` (also when it is ``source``). Storing int8/int4
+    deltas in a wider dtype keeps their dequantised values, not the precision they were made from:
+    refused unless ``allow_upcast``.
+    """
+    if dtype not in BITS:
+        raise BundleError(f"cannot store deltas as {dtype!r}: one of {', '.join(BITS)}")
+    target = pathlib.Path(os.fspath(target))
+    if target.exists() and not overwrite:
+        same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
+        raise BundleError(f"{target} exists{' (it is the input bundle)' if same else ''}: pass --overwrite to replace it")
+    with Bundle.open(source, verify=True) as bundle:
+        manifest = bundle.manifest
+        before = _stored_dtypes(manifest)
+        upcast = [d for d in before if is_quantised(d) and BITS[dtype] > BITS[d]]
+        if upcast and not allow_upcast:
+            raise BundleError(f"{bundle.path} stores {upcast[0]} deltas: as {dtype} they would be the dequantised "
+                              f"{upcast[0]} values (no precision comes back, the file grows); pass --allow-upcast to write them")
+        deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
+                  **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
+        manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
+        if is_quantised(dtype) and int(manifest["format_version"].split(".")[1]) < SINCE_MINOR:
+            manifest["format_version"] = FORMAT_VERSION
+        kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
+        before_bytes = bundle.storage().label_generator_bytes
+        path = write_stored(target, manifest, {**kept, **stored})
+    with Bundle.open(path) as written:
+        after_bytes = written.storage().label_generator_bytes
+    return Requantized(path, before, dtype, before_bytes, after_bytes)
+
+
+def _stored_dtypes(manifest: dict) -> tuple[str, ...]:
+    lora, head = EncoderLoraConfig.from_manifest(manifest["lora"]), HeadConfig.from_manifest(manifest["head"]).lora
+    return tuple(config.dtype for config in (lora, head) if config is not None)
+
+
+def _is_delta(name: str) -> bool:
+    return name.startswith(ENCODER_PREFIX) or name.removesuffix(SCALES_SUFFIX) in (HEAD_A, HEAD_B)
+
+
+def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
+                 group_size: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``manifest`` and the stored tensors for ``deltas`` (float ``encoder_lora.<peft key>`` and
+    ``head.lora_A`` / ``head.lora_B`` tensors) kept as ``dtype`` (a float dtype name, ``int8`` or
+    ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept."""
+    if is_quantised(dtype) and not (isinstance(group_size, int) and group_size >= 1):
+        raise BundleError(f"storing deltas as {dtype} needs a group size of at least 1, got {group_size!r}")
+    manifest, stored = copy.deepcopy(manifest), {}
+    lora = EncoderLoraConfig.from_manifest(manifest["lora"])
+    if lora is not None:
+        encoder = {name.removeprefix(ENCODER_PREFIX): t for name, t in deltas.items() if name.startswith(ENCODER_PREFIX)}
+        config, tensors = _store(lora, encoder, dtype, group_size)
+        manifest["lora"] = rewrite_section(manifest["lora"], config)
+        stored.update({ENCODER_PREFIX + key: t for key, t in tensors.items()})
+    head = HeadConfig.from_manifest(manifest["head"])
+    if head.lora is not None:
+        weights = {name.split(".", 1)[1]: deltas[name] for name in (HEAD_A, HEAD_B)}   # shapes keys: lora_A, lora_B
+        config, tensors = _store(head.lora, weights, dtype, group_size)
+        manifest["head"] = {**manifest["head"], "lora": rewrite_section(manifest["head"]["lora"], config)}
+        stored.update({f"head.{key}": t for key, t in tensors.items()})
+    return manifest, stored
+
+
+def _store(config, deltas: dict[str, torch.Tensor], dtype: str, group_size: int | None):
+    """(config, tensors) of one section's deltas stored as ``dtype``."""
+    if not is_quantised(dtype):
+        torch_dtype = getattr(torch, dtype)
+        tensors = {key: t.detach().to("cpu", torch_dtype).contiguous() for key, t in deltas.items()}
+        return dataclasses.replace(config, dtype=dtype, group_size=None, shapes=None), tensors
+    tensors = {}
+    for key, tensor in deltas.items():
+        tensors[key], tensors[key + SCALES_SUFFIX] = quantise(tensor, dtype, group_size)
+    shapes = {key: list(tensor.shape) for key, tensor in deltas.items()}
+    return dataclasses.replace(config, dtype=dtype, group_size=group_size, shapes=shapes), tensors

@@ -1,0 +1,269 @@
+"""Quantised deltas (format 1.1, spec section 3.3): the round trip's error bound, the stored layout
+against an independent reader written from the spec's text, hostile files, ``hello requantize``, and
+projectors built from int8/int4 bundles next to the fp16 one."""
+
+import json
+import math
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hello_format import limits
+from hello_format.bundle import Bundle
+from hello_format.cli import cli
+from hello_format.errors import BundleError, ManifestError
+from hello_format.projector import Projector
+from hello_format.quantize import QMAX, dequantise, quantise
+from hello_format.requantize import requantize, store_deltas
+from support import load_script, write_labelled_bundle
+
+VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
+samples = load_script("spec/make_vectors.py")
+ENCODER_KEY = f"{samples.ROOT}transformer.resblocks.0.mlp.c_fc.lora_A.weight"
+
+
+# --- quantise / dequantise --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("shape, group_size", [((8, 27), 64), ((5, 3, 3, 1), 7), ((1,), 64), ((2, 65), 1)])
+def test_round_trip_error_is_at_most_half_a_step(dtype, shape, group_size):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 1, shape[-1])
+    values, scales = quantise(x, dtype, group_size)
+    y = dequantise("t", "x", values, scales, shape, dtype, group_size)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    step = scales.float().repeat_interleave(group_size)[:x.numel()].reshape(shape)
+    # half a step, plus the fp16 rounding of the scale (relative 2^-11 of max|x| = QMAX steps)
+    assert bool(((x - y).abs() <= step * (0.5 + QMAX[dtype] * 2**-10)).all())
+    assert not torch.equal(x, y)
+
+
+def test_an_all_zero_group_has_scale_zero_and_dequantises_to_zeros():
+    x = torch.cat([torch.zeros(8), torch.linspace(-1, 1, 8)])
+    values, scales = quantise(x, "int4", 8)
+    assert scales.tolist() == [0.0, pytest.approx(1 / 7, rel=1e-3)]
+    y = dequantise("t", "x", values, scales, (16,), "int4", 8)
+    assert torch.equal(y[:8], torch.zeros(8))
+    assert -float(y[8]) == float(y[15]) == pytest.approx(1.0, rel=1e-3)   # 7 x fp16(1 / 7)
+
+
+def test_int4_packing_is_low_nibble_first_offset_by_8_with_a_zero_pad():
+    x = torch.tensor([-7.0, 7.0, 0.0, 1.0, -1.0])      # max 7: scale exactly 1, q = x
+    values, scales = quantise(x, "int4", 64)
+    assert scales.tolist() == [1.0]
+    assert values.tolist() == [0x1 | 0xF << 4, 0x8 | 0x9 << 4, 0x7]
+    values8, _ = quantise(x * 127 / 7, "int8", 64)
+    assert values8.tolist() == [-127, 127, 0, 18, -18]
+
+
+def test_non_finite_or_huge_deltas_are_refused_when_writing():
+    for bad in (float("nan"), float("inf"), 1e9):
+        with pytest.raises(BundleError, match="cannot be stored as int4"):
+            quantise(torch.tensor([0.0, bad]), "int4", 2)
+
+
+# --- the stored layout, read with the spec's words only ------------------------------------------------------------
+
+
+def spec_reader(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Section 1 and 3.3 of spec/format.md, in numpy: every quantised delta of the file, dequantised."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    manifest = json.loads(header["__metadata__"]["hello.manifest"])
+    body = data[8 + n:]
+
+    def raw(name, dtype):
+        begin, end = header[name]["data_offsets"]
+        return np.frombuffer(body[begin:end], dtype=dtype)
+
+    out = {}
+    for prefix, section in (("encoder_lora.", manifest["lora"]), ("head.", manifest["head"]["lora"])):
+        if section["dtype"] not in ("int8", "int4"):
+            continue
+        size = section["group_size"]
+        for key, shape in section["shapes"].items():
+            count = math.prod(shape)
+            if section["dtype"] == "int8":
+                q = raw(prefix + key, "<i1").astype(np.float32)
+            else:
+                packed = raw(prefix + key, "<u1")
+                nibbles = np.empty(2 * len(packed), dtype=np.int16)
+                nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
+                q = (nibbles[:count] - 8).astype(np.float32)
+            scales = raw(prefix + key + ".scales", "<f2").astype(np.float32)
+            out[prefix + key] = (q * scales[np.arange(count) // size]).reshape(shape)
+    return out
+
+
+@pytest.mark.parametrize("name", ["valid_int4.hello"])
+def test_the_reader_dequantises_bit_for_bit_as_the_spec_says(name):
+    expected = spec_reader(VECTORS / name)
+    with Bundle.open(VECTORS / name, verify=True) as bundle:
+        ours = {**{f"encoder_lora.{k}": v for k, v in bundle.lora_state_dict().items()},
+                **{f"head.{k}": v for k, v in bundle.head_state_dict().items()}}
+    assert set(ours) == set(expected) and len(ours) == 8
+    for key, value in ours.items():
+        assert value.dtype == torch.float32 and np.array_equal(value.numpy(), expected[key]), key
+    # and the values are the vector's fp16 deltas up to half a step
+    for key, fp16 in samples.sample_tensors().items():
+        assert torch.allclose(ours[key], fp16.float(), atol=0.5 / 7 * 0.5 * 1.01)
+
+
+def test_int8_bundles_read_bit_for_bit_too(tmp_path):
+    path = requantize(VECTORS / "valid_png.hello", tmp_path / "int8.hello", "int8", 3).path
+    expected = spec_reader(path)
+    with Bundle.open(path) as bundle:
+        assert bundle.tensor("head.lora_B").dtype == torch.int8
+        assert np.array_equal(bundle.head_state_dict()["lora_B"].numpy(), expected["head.lora_B"])
+
+
+# --- hostile files -------------------------------------------------------------------------------------------------
+
+
+def quantised_file(tmp_path, *, manifest_edit=None, tensors_edit=None, name="q.hello"):
+    """The int4 vector's content, edited, correctly hashed and written without validation."""
+    manifest, tensors = store_deltas(samples.sample_manifest(format_version="1.1"), samples.sample_tensors(),
+                                     "int4", 5)
+    images = samples._image_tensors(samples.sample_images(), "png", None)
+    manifest["images"] = {"count": 6, "channels": 3, "height": 8, "width": 8, "codec": "png", "quality": None}
+    tensors = {**tensors, **images, "labels": samples.sample_labels()}
+    (manifest_edit or (lambda m: None))(manifest)
+    (tensors_edit or (lambda t: None))(tensors)
+    samples.write_unchecked(tmp_path / name, manifest, tensors)
+    return tmp_path / name
+
+
+def test_the_unedited_hostile_base_file_is_valid(tmp_path):
+    with Bundle.open(quantised_file(tmp_path), verify=True) as bundle:
+        assert bundle.manifest["lora"]["dtype"] == "int4"
+
+
+@pytest.mark.parametrize("scale, why", [(float("nan"), "NaN"), (-0.5, "negative"), (2e4, "above 1e4"),
+                                        (float("inf"), "infinite")])
+def test_a_bad_scale_is_refused_before_it_is_used(tmp_path, scale, why):
+    def edit(tensors):
+        tensors["head.lora_A.scales"] = tensors["head.lora_A.scales"].clone()
+        tensors["head.lora_A.scales"][1] = scale
+
+    path = quantised_file(tmp_path, tensors_edit=edit)
+    with pytest.raises(BundleError, match="tensor 'head.lora_A.scales' holds a scale") as caught:
+        Bundle.open(path, verify=True)
+    assert "\n" not in str(caught.value), why
+    with Bundle.open(path) as bundle, pytest.raises(BundleError, match="holds a scale"):
+        bundle.head_state_dict()                     # dequantising checks too, without verify
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.update({"head.lora_B": t["head.lora_B"][:-1].clone()}), "tensor 'head.lora_B' is U8 [5], expected U8 [6]"),
+    (lambda t: t.update({"head.lora_B.scales": t["head.lora_B.scales"][:1].clone()}),
+     "tensor 'head.lora_B.scales' is F16 [1], expected F16 [3]"),
+    (lambda t: t.update({"head.lora_B": t["head.lora_B"].to(torch.int8)}), "is I8 [6], expected U8 [6]"),
+    (lambda t: t.pop("head.lora_A.scales"), "tensor 'head.lora_A.scales' is missing"),
+    (lambda t: t.update({f"{ENCODER_KEY}.scales.scales": torch.zeros(1, dtype=torch.float16)}), "is not listed in field 'lora.shapes'"),
+    (lambda t: t.update({f"{ENCODER_KEY}.x": torch.zeros(1, dtype=torch.float16)}), "is not listed in field 'lora.shapes'"),
+])
+def test_wrong_packed_sizes_are_refused_on_open(tmp_path, edit, message):
+    with pytest.raises(ManifestError, match="^[^\n]*$") as caught:
+        Bundle.open(quantised_file(tmp_path, tensors_edit=edit))
+    assert message in str(caught.value)
+
+
+def _shapes(section, key, value):
+    return lambda m: m[section].update(shapes={**m[section]["shapes"], key: value}) if section == "lora" \
+        else m["head"]["lora"].update(shapes={**m["head"]["lora"]["shapes"], key: value})
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda m: m["lora"].update(group_size=limits.MAX_GROUP_SIZE + 1), ManifestError, "field 'lora.group_size': 65537 is outside"),
+    (lambda m: m["head"]["lora"].update(group_size=2**62), ManifestError, "field 'head.lora.group_size'"),
+    (lambda m: m["lora"].pop("shapes"), ManifestError, "field 'lora'"),
+    (lambda m: m.update(format_version="1.0"), ManifestError, "field 'lora.dtype' is int4, which needs format_version 1.1"),
+    (lambda m: m["lora"].update(dtype="float16"), ManifestError, "field 'lora'"),       # float with group_size, shapes
+    (_shapes("head", "lora_B", [2**31 - 1] * 8), ManifestError, "tensor 'head.lora_B' is U8 [6], expected U8"),
+    (_shapes("head", "lora_B", [2**31] * 2), ManifestError, "field 'head.lora.shapes.lora_B'"),
+    (_shapes("lora", "x" * 2000, [1]), ManifestError, "a key of 2000 characters"),
+    (_shapes("lora", "base_model.model.conv9.lora_A.weight", [2, 8]), ManifestError,
+     "tensor 'encoder_lora.base_model.model.conv9.lora_A.weight' is missing"),
+])
+def test_hostile_manifests_are_refused_before_anything_is_allocated(tmp_path, edit, error, message):
+    with pytest.raises(error, match="^[^\n]*$") as caught:
+        Bundle.open(quantised_file(tmp_path, manifest_edit=edit))
+    assert message in str(caught.value)
+
+
+# --- hello requantize ----------------------------------------------------------------------------------------------
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
+    source = tmp_path / "in.hello"
+    source.write_bytes((VECTORS / "valid_minor_version.hello").read_bytes())   # 1.7, with an unknown section
+    result = invoke("requantize", source, tmp_path / "int4.hello", "--delta-dtype", "int4", "--group-size", "4")
+    assert result.exit_code == 0, result.output
+    assert "deltas float16/float16 -> int4 (group size 4)" in result.output
+    with Bundle.open(source) as before, Bundle.open(tmp_path / "int4.hello", verify=True) as after:
+        assert after.manifest["format_version"] == "1.7"                            # kept: it is later than 1.1
+        assert after.manifest["future_section"] == {"added_in": "1.7"}
+        for field in ("class_names", "images", "recipe", "provenance", "base"):
+            assert after.manifest[field] == before.manifest[field], field
+        for name in ("images.data", "images.offsets", "labels"):
+            assert torch.equal(after.tensor(name), before.tensor(name)), name
+        assert after.manifest["lora"]["group_size"] == 4 and after.manifest["head"]["lora"]["dtype"] == "int4"
+        assert after.storage().label_generator_bytes <= before.storage().label_generator_bytes / 2
+        assert torch.allclose(after.head_state_dict()["lora_B"], before.head_state_dict()["lora_B"].float(), atol=0.05)
+    info = invoke("info", tmp_path / "int4.hello")
+    assert "int4 (group size 4)" in info.output and "head: 2 templates" in info.output
+
+    refused = invoke("requantize", tmp_path / "int4.hello", tmp_path / "fp16.hello", "--delta-dtype", "fp16")
+    assert refused.exit_code == 2 and "--allow-upcast" in refused.output and not (tmp_path / "fp16.hello").exists()
+    upcast = invoke("requantize", tmp_path / "int4.hello", tmp_path / "fp16.hello", "--delta-dtype", "fp16",
+                    "--allow-upcast")
+    assert upcast.exit_code == 0 and "the deltas are the dequantised values of IN's" in upcast.output
+    with Bundle.open(tmp_path / "fp16.hello", verify=True) as fp16, Bundle.open(tmp_path / "int4.hello") as int4:
+        assert "group_size" not in fp16.manifest["lora"] and fp16.manifest["lora"]["dtype"] == "float16"
+        # the dequantised int4 values, rounded to fp16 (q x an fp16 scale can need more than fp16's 11 bits)
+        assert torch.equal(fp16.head_state_dict()["lora_A"], int4.head_state_dict()["lora_A"].half())
+
+
+def test_requantize_refuses_to_overwrite_unless_asked(tmp_path):
+    source = tmp_path / "in.hello"
+    source.write_bytes((VECTORS / "valid_png.hello").read_bytes())
+    before = source.read_bytes()
+    result = invoke("requantize", source, source, "--delta-dtype", "int8")
+    assert result.exit_code == 2 and "(it is the input bundle): pass --overwrite" in result.output
+    assert source.read_bytes() == before
+    assert invoke("requantize", source, source, "--delta-dtype", "int8", "--overwrite").exit_code == 0
+    with Bundle.open(source, verify=True) as bundle:
+        assert bundle.manifest["lora"]["dtype"] == "int8" and bundle.manifest["format_version"] == "1.1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"]    # no temp file left
+
+
+def test_requantize_refuses_a_corrupted_input(tmp_path):
+    result = invoke("requantize", VECTORS / "tensor_byte_flipped.hello", tmp_path / "out.hello", "--delta-dtype", "int4")
+    assert result.exit_code == 2 and "corrupted" in result.output and not (tmp_path / "out.hello").exists()
+
+
+# --- projectors ----------------------------------------------------------------------------------------------------
+
+
+def test_quantised_projectors_label_like_the_float_one(tmp_path):
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit")      # non-zero fp32 deltas
+    views = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with Bundle.open(path) as bundle:
+        reference = Projector.from_bundle(bundle).label(views)
+    errors = {}
+    for dtype in ("int8", "int4"):
+        with Bundle.open(requantize(path, tmp_path / f"{dtype}.hello", dtype, 64).path, verify=True) as bundle:
+            logits = Projector.from_bundle(bundle).label(views)
+        errors[dtype] = float((logits - reference).abs().max())
+    spread = float(reference.abs().max())
+    assert errors["int8"] < 0.01 * spread and errors["int4"] < 0.1 * spread
+    assert 0 < errors["int8"] < errors["int4"]       # the deltas matter, and int4 is coarser
