@@ -301,6 +301,10 @@ ABLATION = (
 )
 
 
+# build options read only after the real transfer: builds differing in these share a work directory
+LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "image_update_steps")
+
+
 def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index,
            variant: dict | None = None) -> tuple[Path, dict]:
     """``hello-build`` on the original half, with ``variant``'s options (an ablation row) over the
@@ -316,8 +320,10 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
     settings = {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
                 "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
                 "view_transfer_real_fraction": args.view_transfer_real_fraction, **variant}
+    # a variant that changes the real transfer (or anything before it) gets a work directory of its own
+    early = {name: value for name, value in variant.items() if name not in LATE_OPTIONS}
     shared = {**upstream, "transfer_epochs": settings["transfer_epochs"], "transfer_lr": args.transfer_lr,
-              "build_seed": args.build_seed, "teachers": len(chosen)}
+              "build_seed": args.build_seed, "teachers": len(chosen), **early}
     inputs = {**shared, **settings, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs["default"]}
     key = key_of(inputs)
     path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cifar10 as bench  # noqa: E402
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float)}
+        "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int)}
 
 
 def variant(text: str) -> dict:
