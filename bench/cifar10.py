@@ -572,8 +572,9 @@ def plot(rows: list[dict], path: Path) -> None:
             if r["label_bytes"] == 0:
                 axis.axhline(100 * r["top1_mean"], color=colours[r["regime"]], linestyle="--", label=label + ": 0 B")
                 continue
+            colour = colours.get(r["regime"], "tab:purple")  # a requantized projector, "projector (int4)"
             axis.errorbar(r["label_bytes"], 100 * r["top1_mean"], yerr=100 * r["top1_std"], fmt=markers[r["student"]],
-                          color=colours[r["regime"]], capsize=3, label=label)
+                          color=colour, capsize=3, label=label)
         axis.set_xscale("log")
         axis.set_xlabel("bytes that serve the soft labels (log)")
         axis.set_ylabel("student top-1 on CIFAR-10 test (%)")
