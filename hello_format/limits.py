@@ -51,3 +51,6 @@ TEXT_CONFIG_KEYS = frozenset({
     "proj_type", "qk_norm", "scale_attn", "scale_attn_inner", "scale_fc", "scale_heads", "scaled_cosine_attn",
     "vocab_size", "width"})
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
+
+# the local head cache (hello_format.head_cache): a larger entry is ignored, never read
+MAX_HEAD_CACHE_ENTRY_BYTES = 2**30
