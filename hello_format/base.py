@@ -176,7 +176,7 @@ def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None
         "image_size": image_size,
         "mean": mean,
         "std": std,
-        **({"embedded": embedded} if source == "embedded" else {}),
+        **({"embedded": "visual"} if source == "embedded" and embedded == "visual" else {}),  # absent: "full"
     }
 
 
