@@ -61,7 +61,7 @@ def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
         shape = "x".join(str(size) for size in tensor.shape)
         digest.update(f"{key}\0{dtype_name}\0{shape}\0".encode("utf-8"))
         # numpy arrays are little-endian on every platform torch supports
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
     return "sha256:" + digest.hexdigest()
 
 
