@@ -217,3 +217,16 @@ def test_disabled_cache_writes_nothing(tmp_path, monkeypatch):
     path, checkpoint, _ = _local_bundle(tmp_path)
     _head(path, checkpoint, use_head_cache=False)
     assert not (tmp_path / "cache").exists()
+
+
+def test_hello_info_names_the_stored_head(tmp_path):
+    from click.testing import CliRunner
+
+    from hello_format.cli import cli
+
+    full, visual = _projectors("vit")
+    path = _write(tmp_path / "v.hello", visual, embedded_tensors(tiny_clip("vit", 3), parts="visual"))
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "format: hello 1.1" in result.output
+    assert "base: embedded hello-tiny-vit, image tower + stored head" in result.output
