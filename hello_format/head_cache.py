@@ -9,8 +9,6 @@ recomputed and rewritten. A directory that cannot be written costs a warning, ne
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +21,7 @@ from hello_format.digests import buffer_sha256
 from hello_format.errors import HelloError
 from hello_format.files import atomic_target
 from hello_format.limits import MAX_HEAD_CACHE_ENTRY_BYTES
+from hello_format.manifest import canonical_json
 
 TENSOR = "head.weight"
 KEY_VERSION = "hello-text-head-1"   # changes when the computation of a head changes
@@ -46,8 +45,7 @@ def head_key(base: dict, class_names: Sequence[str], templates: Sequence[str], e
               "fingerprint": base.get("fingerprint"), "architecture": base.get("architecture"),
               "pretrained": base.get("pretrained"), "config": base.get("config"),
               "class_names": list(class_names), "templates": list(templates), "ensemble": ensemble}
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return buffer_sha256(canonical_json(fields).encode("utf-8"))
 
 
 def load(key: str, num_classes: int, *, directory: Path | None = None) -> torch.Tensor | None:

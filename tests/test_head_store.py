@@ -106,6 +106,18 @@ def test_a_tampered_image_tower_fails_the_fingerprint(tmp_path):
         Projector.from_bundle(bundle)
 
 
+def test_a_stored_head_narrower_than_the_image_features_is_refused(tmp_path):
+    _, visual = _projectors("vit")
+    manifest = _manifest(visual)
+    manifest["head"]["lora"] = None   # zero-shot: no head LoRA to fix the width in the file
+    tensors = {**{k: v for k, v in visual.bundle_tensors("float32").items() if not k.startswith("head.lora")},
+               **embedded_tensors(tiny_clip("vit", 3), parts="visual"), "head.weight": torch.ones(3, 32)}
+    path = write_bundle(tmp_path / "t.hello", manifest, torch.zeros(6, 3, 32, 32, dtype=torch.uint8),
+                        torch.tensor([0, 0, 1, 1, 2, 2]), tensors, codec="raw")
+    with Bundle.open(path) as bundle, pytest.raises(ManifestError, match="64-wide features"):
+        Projector.from_bundle(bundle)
+
+
 def test_an_image_tower_recorded_as_a_whole_clip_is_refused(tmp_path):
     """Without base.embedded = "visual" an embedded base must be the whole CLIP (format 1.0; also what
     a 1.0 reader assumes of a 1.1 file): an image tower alone lacks the text tower, never mislabels."""
@@ -148,7 +160,7 @@ def test_a_computed_head_is_cached_and_the_entry_is_used(tmp_path, head_cache_di
 
 
 @pytest.mark.parametrize("damage", ["flip a byte of the head", "truncate", "another key", "not safetensors",
-                                    "non-finite", "wrong class count"])
+                                    "non-finite", "wrong class count", "wrong width"])
 def test_an_unsound_entry_is_recomputed_and_rewritten(tmp_path, head_cache_dir, damage):
     path, checkpoint, built = _local_bundle(tmp_path)
     _head(path, checkpoint)
@@ -170,7 +182,9 @@ def test_an_unsound_entry_is_recomputed_and_rewritten(tmp_path, head_cache_dir, 
         head_cache.store(key, torch.full((3, 64), float("inf")))
     elif damage == "wrong class count":
         head_cache.store(key, torch.ones(4, 64))
-    assert head_cache.load(key, len(CLASSES)) is None
+    elif damage == "wrong width":   # sound as a file; it does not fit the base's 64-wide features
+        head_cache.store(key, torch.ones(3, 32))
+    assert (head_cache.load(key, len(CLASSES)) is None) == (damage != "wrong width")
     torch.testing.assert_close(_head(path, checkpoint), built.text_embeddings, atol=0, rtol=0)
     assert torch.equal(head_cache.load(key, len(CLASSES)), built.text_embeddings)   # rewritten
 
