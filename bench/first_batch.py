@@ -13,7 +13,7 @@ torch/open_clip/hello is paid and reported on its own line:
 It also prints the RN50 sizes of an embedded base in format 1.0 (whole CLIP) and 1.1 (image tower +
 head), and a profile of the warm path (``--profile``).
 
-    python bench/first_batch.py --templates 1     # about 6 minutes on 2 shared CPU cores (cold encodes 1,000 prompts)
+    python bench/first_batch.py --templates 1 --batch 8 --profile   # ~20 minutes on the 2 shared cores (cold: 1,000 prompts)
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def build(work: Path, templates: int, ipc: int) -> tuple[Path, Path, Path, dict]
                                 checkpoint=checkpoint.name if kind == "public" else None)
         if kind == "embedded":
             section["pretrained"] = None
-        # the writer stores the head only for an embedded base; for the public one it is computed on reading
+        # random like every weight here (timing does not depend on values); stored only for the embedded
+        # base, computed by the text tower on reading for the public one
         head_weight = torch.nn.functional.normalize(torch.randn(len(names), model.text_projection.shape[1]), dim=-1)
         projector = Projector(model, section, names, head=HeadConfig(templates=chosen, logit_scale=100.0,
                               lora=HeadLoraConfig(r=128, lora_alpha=128)),
