@@ -139,6 +139,11 @@ def _local_bundle(tmp_path, seed=6, classes=CLASSES, templates=None):
     return _write(tmp_path / f"local-{seed}.hello", projector), checkpoint, projector
 
 
+@pytest.fixture(scope="module")
+def local_bundle(tmp_path_factory):
+    return _local_bundle(tmp_path_factory.mktemp("local"))
+
+
 def _head(path, checkpoint, **kwargs):
     with Bundle.open(path) as bundle:
         return Projector.from_bundle(bundle, checkpoint=checkpoint, merge=False, **kwargs).text_embeddings
@@ -161,8 +166,8 @@ def test_a_computed_head_is_cached_and_the_entry_is_used(tmp_path, head_cache_di
 
 @pytest.mark.parametrize("damage", ["flip a byte of the head", "truncate", "another key", "not safetensors",
                                     "non-finite", "wrong class count", "wrong width"])
-def test_an_unsound_entry_is_recomputed_and_rewritten(tmp_path, head_cache_dir, damage):
-    path, checkpoint, built = _local_bundle(tmp_path)
+def test_an_unsound_entry_is_recomputed_and_rewritten(local_bundle, head_cache_dir, damage):
+    path, checkpoint, built = local_bundle
     _head(path, checkpoint)
     with Bundle.open(path) as bundle:
         key = head_cache.head_key(bundle.manifest["base"], CLASSES, built.head_config.templates, "mean")
