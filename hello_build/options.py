@@ -53,7 +53,7 @@ class BuildOptions:
     pretrained: str | None = option("openai", "open_clip pretrained tag of the base (ignored with --base-checkpoint).", stage="base")
     base_checkpoint: str | None = option(None, "Local safetensors weights of the base (a base nobody can download).", stage="base", path=True)
     base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base", path=True)
-    embed_base: bool = option(False, "Store the base weights inside the bundle (for bases that are not public).", stage="write")
+    embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
     lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8).", stage="transfer")
     lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True)

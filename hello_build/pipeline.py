@@ -96,7 +96,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
                                      projector.bundle_tensors("float32"), DELTA_DTYPES[options.delta_dtype],
                                      options.delta_group_size)
     if options.embed_base:
-        tensors.update(embedded_tensors(clip_model))
+        tensors.update(embedded_tensors(clip_model, parts=base_section["embedded"]))
     path = write_bundle(options.output, manifest, ctx.images, ctx.labels, tensors, codec=options.codec,
                         quality=options.quality)
     timings["write"] = time.perf_counter() - started
@@ -193,6 +193,7 @@ def _load_base(options: BuildOptions, device: torch.device):
                "pretrained": pretrained, "config": config, "checkpoint": options.base_checkpoint}
     model = create_base(request, checkpoint=options.base_checkpoint, device=device)
     section = describe_base(model, architecture=options.base, pretrained=pretrained, source=source, config=config,
+                            embedded="visual",  # the image tower and the stored head: the text tower is not needed
                             checkpoint=Path(options.base_checkpoint).name if options.base_checkpoint and source == "local" else None)
     return model, section
 

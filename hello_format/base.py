@@ -27,6 +27,8 @@ from hello_format.errors import BaseModelError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 SOURCES = ("open_clip", "local", "embedded")
+EMBEDDED_PARTS = ("full", "visual")   # base.embedded: the whole CLIP (format 1.0) or its image tower only
+VISUAL_PREFIX = "visual."
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -59,13 +61,13 @@ def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
         shape = "x".join(str(size) for size in tensor.shape)
         digest.update(f"{key}\0{dtype_name}\0{shape}\0".encode("utf-8"))
         # numpy arrays are little-endian on every platform torch supports
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
     return "sha256:" + digest.hexdigest()
 
 
 def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
                 checkpoint: str | os.PathLike | None = None, device="cpu",
-                allow_remote: bool = False) -> nn.Module:
+                allow_remote: bool = False, text_tower: bool = True) -> nn.Module:
     """The open_clip CLIP model a manifest's ``base`` section describes, in eval mode.
 
     ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
@@ -73,6 +75,10 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     sources on the weights themselves, after their keys and shapes are checked against the model
     built on the meta device (no memory) and before the real model is built. A custom ``base.config`` may only use the keys in ``limits``; one that names a
     remote text model, a timm model or a tokenizer to fetch needs ``allow_remote=True``.
+
+    Without ``text_tower`` (the head is stored or cached) a local or embedded base gets only its
+    image tower's weights; the rest of the model stays on the meta device, never initialised. An
+    embedded base with ``base.embedded == "visual"`` has no text tower to give.
     """
     source = base_manifest.get("source")
     architecture = base_manifest.get("architecture")
@@ -94,8 +100,12 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
             raise BaseModelError("base.source is 'embedded' but the bundle holds no base.* "
                                  "tensors: the file is incomplete, rebuild it")
         state, origin = embedded_state, "the bundle's embedded base (base.* tensors)"
-    _check_state_fits(_instantiate(architecture, tag, base_manifest, "meta"), state, architecture, origin)
+    visual_only = source == "embedded" and base_manifest.get("embedded") == "visual"
+    meta_model = _instantiate(architecture, tag, base_manifest, "meta")
+    _check_state_fits(meta_model, state, architecture, origin, visual_only=visual_only)
     _check_fingerprint(fingerprint_state(state), base_manifest, architecture, tag)
+    if visual_only or not text_tower:
+        return _with_visual_weights(meta_model, state, device, architecture).eval()
     model = _instantiate(architecture, tag, base_manifest, device)
     model.load_state_dict(state, strict=False)
     return model.eval()
@@ -110,6 +120,25 @@ def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     _register_config(architecture, config)
     model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _with_visual_weights(meta_model: nn.Module, state: dict, device, architecture: str) -> nn.Module:
+    """``meta_model`` with copies of its image tower's weights (``visual.*`` of ``state``, cast to the
+    model's dtypes; copies, so that merging LoRA never writes into the caller's tensors) assigned in
+    place; everything else stays on the meta device."""
+    visual = meta_model.visual
+    expected = visual.state_dict()
+    weights = {key[len(VISUAL_PREFIX):]: value for key, value in state.items() if key.startswith(VISUAL_PREFIX)}
+    weights = {key: value.to(device=device, dtype=expected[key].dtype, copy=True) for key, value in weights.items()
+               if key in expected}
+    for key in expected.keys() - weights.keys():   # _check_state_fits lets only these be missing
+        weights[key] = torch.zeros((), dtype=torch.long, device=device)
+    visual.load_state_dict(weights, strict=False, assign=True)
+    unset = [name for name, tensor in [*visual.named_parameters(), *visual.named_buffers()] if tensor.is_meta]
+    if unset:
+        raise BaseModelError(f"open_clip architecture {architecture}'s image tower has state outside its weights "
+                             f"({unset[0]}): hello cannot build it without its text tower")
+    return meta_model
 
 
 def check_config_keys(architecture, config: dict | None) -> None:
@@ -132,8 +161,11 @@ def check_config_keys(architecture, config: dict | None) -> None:
 
 def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None = None,
                   source: str, config: dict | None = None,
-                  checkpoint: str | None = None) -> dict:
-    """The manifest ``base`` section for ``model``, as ``create_base`` will need it."""
+                  checkpoint: str | None = None, embedded: str = "full") -> dict:
+    """The manifest ``base`` section for ``model``, as ``create_base`` will need it. An embedded base
+    stores ``embedded`` parts (``base.embedded``; ``embedded_tensors(model, parts=embedded)``):
+    ``"full"`` (format 1.0's whole CLIP) or ``"visual"`` (the image tower, fingerprinted alone; the
+    bundle stores the text head instead, as hello-build writes)."""
     if source not in SOURCES:
         raise BaseModelError(f"base source {source!r} is not one of {', '.join(SOURCES)}")
     if config is None and architecture not in open_clip.list_models():
@@ -144,16 +176,18 @@ def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None
                              f"{architecture}/{pretrained} gives: record the matching architecture, "
                              "e.g. the '-quickgelu' variant")
     image_size, mean, std = preprocessing(model)
+    state = base_state_dict(model)
     return {
         "source": source,
         "architecture": architecture,
         "pretrained": pretrained,
         "checkpoint": checkpoint,
         "config": copy.deepcopy(config),
-        "fingerprint": fingerprint(model),
+        "fingerprint": fingerprint_state(embedded_part(state, embedded) if source == "embedded" else state),
         "image_size": image_size,
         "mean": mean,
         "std": std,
+        **({"embedded": "visual"} if source == "embedded" and embedded == "visual" else {}),  # absent: "full"
     }
 
 
@@ -164,11 +198,20 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             if ".lora_" not in key}
 
 
-def embedded_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def embedded_part(state: dict[str, torch.Tensor], parts: str) -> dict[str, torch.Tensor]:
+    """The part of a plain open_clip state dict an embedded base stores (``base.embedded``)."""
+    if parts not in EMBEDDED_PARTS:
+        raise BaseModelError(f"base.embedded is {parts!r}; expected one of {', '.join(EMBEDDED_PARTS)}")
+    return state if parts == "full" else {k: v for k, v in state.items() if k.startswith(VISUAL_PREFIX)}
+
+
+def embedded_tensors(model: nn.Module, dtype: torch.dtype | None = None, *,
+                     parts: str = "full") -> dict[str, torch.Tensor]:
     """The ``base.<key>`` tensors that embed ``model``'s base weights in a bundle (floating ones cast
-    to ``dtype``); works before or after LoRA injection (not after merging)."""
+    to ``dtype``): the whole CLIP (``parts="full"``, format 1.0) or its image tower (``"visual"``);
+    works before or after LoRA injection (not after merging)."""
     tensors = {}
-    for key, value in base_state_dict(model).items():
+    for key, value in embedded_part(base_state_dict(model), parts).items():
         value = value.detach().to("cpu")
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
@@ -340,14 +383,18 @@ def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: str) -> None:
-    """One-line BaseModelError unless ``state`` has exactly ``model``'s keys and shapes (``model`` may
-    live on the meta device) and the model is within MAX_BASE_PARAMETERS."""
+def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: str, *,
+                      visual_only: bool = False) -> None:
+    """One-line BaseModelError unless ``state`` has exactly ``model``'s keys and shapes (with
+    ``visual_only``: those of its image tower; ``model`` may live on the meta device) and the model is
+    within MAX_BASE_PARAMETERS."""
     expected = model.state_dict()
     size = sum(value.numel() for value in expected.values())
     if size > limits.MAX_BASE_PARAMETERS:
         raise BaseModelError(f"open_clip architecture {architecture} has {size:,} weights (at most "
                              f"{limits.MAX_BASE_PARAMETERS:,})")
+    if visual_only:
+        expected = embedded_part(expected, "visual")
     missing = sorted(k for k in expected.keys() - state.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(state.keys() - expected.keys())
     if missing or unexpected:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hello_format import codecs
-from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_B, IMAGES_DATA,
+from hello_format.consistency import (BASE_PREFIX, ENCODER_PREFIX, HEAD_A, HEAD_B, HEAD_WEIGHT, IMAGES_DATA,
                                       IMAGES_OFFSETS, LABELS, check_consistency)
 from hello_format.container import (DTYPES, Header, dtype_name, encode_header, read_header, strict_json_loads,
                                     tensor_bytes, write_container)
@@ -37,7 +37,7 @@ class Storage:
     """Where a bundle's bytes go, next to the soft labels it replaces (spec section 11)."""
     images_bytes: int
     label_generator_bytes: int     # encoder LoRA + head LoRA
-    base_bytes: int                # embedded base weights (0 unless embedded)
+    base_bytes: int                # embedded base weights and stored text head (0 unless embedded)
     header_bytes: int
     file_bytes: int
     stored_label_bytes: int        # N * recipe.epochs * C * 2 (fp16 soft labels, SRe2L/FKD style)
@@ -73,9 +73,9 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
 def _writer_tensors(tensors: dict | None) -> dict[str, torch.Tensor]:
     out = {}
     for name, tensor in (tensors or {}).items():
-        if not (name.startswith((ENCODER_PREFIX, BASE_PREFIX)) or name in HEAD_TENSORS):
+        if not (name.startswith((ENCODER_PREFIX, BASE_PREFIX)) or name in HEAD_TENSORS or name == HEAD_WEIGHT):
             raise BundleError(f"tensor '{name}': write_bundle takes only encoder_lora.*, head.lora_A, "
-                              f"head.lora_B (each with its .scales when quantised) and base.* tensors")
+                              f"head.lora_B (each with its .scales when quantised), head.weight and base.* tensors")
         if not isinstance(tensor, torch.Tensor):
             raise BundleError(f"tensor '{name}' is a {type(tensor).__name__}, not a torch.Tensor")
         dtype_name(tensor.dtype)
@@ -125,7 +125,7 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
     """Validate, then write a .hello file deterministically and atomically; return its path.
 
     ``manifest`` is everything but ``images`` (filled from ``images``) and ``integrity`` (computed);
-    unknown fields are kept. ``tensors`` holds encoder_lora.*, head.lora_A/B and base.* tensors.
+    unknown fields are kept. ``tensors`` holds encoder_lora.*, head.lora_A/B, head.weight and base.* tensors.
     """
     path = pathlib.Path(os.fspath(path))
     where = str(path)
@@ -322,6 +322,10 @@ class Bundle:
         return dequantise(str(self.path), name, self.tensor(name), self.tensor(name + SCALES_SUFFIX), shape,
                           config.dtype, config.group_size)
 
+    def head_weight(self) -> torch.Tensor | None:
+        """The stored text head ``[C, d]`` (``base.embedded == "visual"``), or None: the base computes it."""
+        return self.tensor(HEAD_WEIGHT) if HEAD_WEIGHT in self._header.tensors else None
+
     def base_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The embedded open_clip state dict, or None when the base is not embedded."""
         return self._with_prefix(BASE_PREFIX) or None
@@ -357,12 +361,12 @@ class Bundle:
         def total(predicate) -> int:
             return sum(i.nbytes for n, i in self._header.tensors.items() if predicate(n))
 
-        generator = total(lambda n: n.startswith((ENCODER_PREFIX, "head.")))
+        generator = total(lambda n: n.startswith((ENCODER_PREFIX, "head.")) and n != HEAD_WEIGHT)
         stored = self.num_images * self.manifest["recipe"]["epochs"] * self.num_classes * 2
         return Storage(
             images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS)),
             label_generator_bytes=generator,
-            base_bytes=total(lambda n: n.startswith(BASE_PREFIX)),
+            base_bytes=total(lambda n: n.startswith(BASE_PREFIX) or n == HEAD_WEIGHT),
             header_bytes=self._header.data_start,
             file_bytes=self._header.data_start + total(lambda n: True),
             stored_label_bytes=stored,

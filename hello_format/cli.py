@@ -135,6 +135,8 @@ def _summary(bundle: Bundle) -> list[str]:
     names = ", ".join(bundle.class_names[:8]) + (", ..." if bundle.num_classes > 8 else "")
     quality = f" (quality {images['quality']})" if images["quality"] is not None else ""
     tag = f" ({base['pretrained']})" if base["pretrained"] else ""
+    if base.get("embedded") == "visual":
+        tag += ", image tower + stored head"
     lines = [
         f"file: {bundle.path}",
         f"format: hello {m['format_version']}",

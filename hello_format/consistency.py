@@ -19,7 +19,9 @@ IMAGES_OFFSETS = "images.offsets"
 LABELS = "labels"
 ENCODER_PREFIX = "encoder_lora."
 HEAD_A, HEAD_B = "head.lora_A", "head.lora_B"
+HEAD_WEIGHT = "head.weight"
 BASE_PREFIX = "base."
+VISUAL_BASE_PREFIX = "base.visual."
 DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}   # int8/int4: spec 3.3
 _PEFT_PREFIX = "base_model.model."
 _PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
@@ -47,6 +49,7 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
     _check_encoder_lora(where, lora, shapes)
     _check_head(where, head, shapes, num_classes)
     _check_base(where, manifest["base"], shapes)
+    _check_stored_head(where, manifest, shapes, num_classes)
 
 
 def _expect(where: str, shapes: Shapes, name: str, dtype: str, shape: tuple | None, why: str) -> None:
@@ -218,3 +221,29 @@ def _check_base(where, base, shapes) -> None:
         raise ManifestError(
             f"{where}: field 'base.source' is {base['source']!r} but the file "
             f"{'has' if has_base else 'has no'} base.* tensors (embedded bases store them, others must not)")
+
+
+def _check_stored_head(where, manifest, shapes, num_classes) -> None:
+    """``base.embedded == "visual"``: the base.* tensors are the image tower's, and ``head.weight``
+    (F32 [C, d], d as the head LoRA's) replaces the text tower; otherwise no ``head.weight``."""
+    base = manifest["base"]
+    visual = base.get("embedded") == "visual"
+    if visual and base["source"] != "embedded":
+        raise ManifestError(f"{where}: field 'base.embedded' is 'visual' but base.source is {base['source']!r}")
+    if not visual:
+        if HEAD_WEIGHT in shapes:
+            raise ManifestError(f"{where}: tensor '{HEAD_WEIGHT}' exists but field 'base.embedded' is not 'visual' "
+                                "(only a bundle that embeds its image tower alone stores its head)")
+        return
+    outside = next((n for n in sorted(shapes) if n.startswith(BASE_PREFIX) and not n.startswith(VISUAL_BASE_PREFIX)), None)
+    if outside is not None:
+        raise ManifestError(f"{where}: tensor '{outside}' is not part of the image tower, but field 'base.embedded' "
+                            f"is 'visual' (only {VISUAL_BASE_PREFIX}* tensors)")
+    _expect(where, shapes, HEAD_WEIGHT, "F32", None, "base.embedded = 'visual' stores the text head [C, d]")
+    shape = shapes[HEAD_WEIGHT][1]
+    lora = manifest["head"].get("lora")
+    width = shapes[HEAD_A][1][-1] if lora and HEAD_A in shapes else None
+    if len(shape) != 2 or shape[0] != num_classes or shape[1] < 1 or (width is not None and shape[1] != width):
+        want = f"[{num_classes}, {width if width is not None else 'd'}]"
+        raise ManifestError(f"{where}: tensor '{HEAD_WEIGHT}' is {list(shape)}, expected {want} "
+                            f"({num_classes} class_names{', d as head.lora_A' if width is not None else ''})")

@@ -167,6 +167,8 @@ class HelloDataset(LabelledImages):
             names (e.g. text_cfg.hf_model_name); refused by default.
         label_options: the label path's speed options (``LabelOptions`` or a dict of its fields:
             precision, channels_last, compile, prefetch); the resolved ones are ``self.label_options``.
+        head_cache: read and write the local cache of text heads (``hello_format.head_cache``: a base's
+            head is computed by its text tower once per base, classes and templates); False computes it.
 
     ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
     """
@@ -186,6 +188,7 @@ class HelloDataset(LabelledImages):
         verify: bool = True,
         allow_remote_base: bool = False,
         label_options: LabelOptions | dict | None = None,
+        head_cache: bool = True,
     ):
         device = torch.device(device) if device is not None else default_device()
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
@@ -194,7 +197,7 @@ class HelloDataset(LabelledImages):
             names = bundle.class_names
             images, labels = bundle.images(), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
-                                                   allow_remote_base=allow_remote_base)
+                                                   allow_remote_base=allow_remote_base, use_head_cache=head_cache)
         self.label_options = self.projector.prepare_labelling(label_options)
         self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
         columns = _class_columns(classes, names)

@@ -1,8 +1,9 @@
 """The projector: a CLIP image encoder with LoRA plus a text-initialised head -> class logits.
 
 ``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` (``normalize`` unless the manifest's
-``head.normalize_features`` is false), where ``T`` are the class text embeddings (recomputed from
-the public base and the class names, never stored) and ``delta`` the head's low-rank update.
+``head.normalize_features`` is false), where ``T`` are the class text embeddings (computed by the
+base's text tower from the class names, and cached locally; stored in the bundle only when it embeds
+its image tower alone) and ``delta`` the head's low-rank update.
 One module serves the builder (trainable LoRA) and readers (merged).
 """
 
@@ -19,7 +20,7 @@ from torch import nn
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
 
-from hello_format import lora
+from hello_format import head_cache, lora
 from hello_format.base import create_base
 from hello_format.errors import BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
@@ -32,7 +33,9 @@ class Projector(nn.Module):
 
     def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                  head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
-                 train_logit_scale: bool = False, tokenizer=None):
+                 train_logit_scale: bool = False, tokenizer=None, class_embeddings: torch.Tensor | None = None):
+        """``class_embeddings``: the text head ``T`` ``[C, d]`` when known (stored or cached); otherwise
+        ``clip_model``'s text tower computes it."""
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
@@ -47,8 +50,11 @@ class Projector(nn.Module):
         object.__setattr__(self, "_encoder", None)  # the compiled encoder (LabelOptions.compile); not a submodule
         size = base_manifest["image_size"]
         self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-        tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
-        embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates)
+        if class_embeddings is None:
+            tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
+            embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates)
+        else:
+            embeddings = class_embeddings.detach().to(_device(clip_model.visual), torch.float32).clone()
         self.register_buffer("mean", _channel_vector(base_manifest["mean"], embeddings.device),
                              persistent=False)
         self.register_buffer("std", _channel_vector(base_manifest["std"], embeddings.device),
@@ -81,20 +87,38 @@ class Projector(nn.Module):
 
     @classmethod
     def from_bundle(cls, bundle, *, device="cpu", merge: bool = True, checkpoint: str | None = None,
-                    allow_remote_base: bool = False) -> "Projector":
+                    allow_remote_base: bool = False, use_head_cache: bool = True) -> "Projector":
         """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default.
 
         Every stored weight is checked finite first, and the merged weights after merging.
         ``allow_remote_base``: accept a custom base config that makes open_clip fetch a model.
+        The text head is the bundle's ``head.weight`` when it stores one; otherwise the local head
+        cache's entry (``hello_format.head_cache``; then the text tower is never built), or computed
+        by the text tower and cached (``use_head_cache=False``: neither read nor written).
         """
         manifest = bundle.manifest
         base_manifest = manifest["base"]
         head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
         bundle.check_finite()
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
-        clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint,
-                                 device=device, allow_remote=allow_remote_base)
-        projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora)
+        embeddings, key = bundle.head_weight(), None
+        if embeddings is None and use_head_cache:
+            key = head_cache.head_key(base_manifest, bundle.class_names, head.templates, head.ensemble)
+            embeddings = head_cache.load(key, bundle.num_classes)
+        clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
+                                 allow_remote=allow_remote_base, text_tower=embeddings is None)
+        width = getattr(clip_model.visual, "output_dim", None)
+        if embeddings is not None and width is not None and embeddings.shape[1] != width:
+            if key is None:
+                raise ManifestError(f"{bundle.path}: tensor 'head.weight' is {list(embeddings.shape)}, the base's "
+                                    f"image tower gives {width}-wide features")
+            embeddings = None   # a cache entry that does not fit this base: recompute it
+            clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
+                                     allow_remote=allow_remote_base)
+        projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
+                        class_embeddings=embeddings)
+        if embeddings is None and key is not None:
+            head_cache.store(key, projector.text_embeddings)
         if encoder_lora:
             lora.load_state_dict(projector.visual, bundle.lora_state_dict())
         projector._load_head(bundle.head_state_dict())
@@ -193,10 +217,13 @@ class Projector(nn.Module):
         return self
 
     def bundle_tensors(self, dtype: torch.dtype | str | None = None) -> dict[str, torch.Tensor]:
-        """``encoder_lora.*`` and ``head.*`` tensors for ``write_bundle`` (dtype: the manifests')."""
+        """``encoder_lora.*`` and ``head.*`` tensors for ``write_bundle`` (dtype: the manifests'; the text
+        head ``head.weight``, always float32, when the base is embedded as its image tower alone)."""
         if self.merged:
             raise RuntimeError("a merged projector has no separate LoRA weights to store")
         tensors = {}
+        if self.base_manifest.get("embedded") == "visual":
+            tensors["head.weight"] = self.text_embeddings.detach().to("cpu", torch.float32).contiguous()
         if self.encoder_lora:
             encoder_dtype = _dtype(dtype or self.encoder_lora.dtype)
             for key, value in lora.export_state_dict(self.visual, encoder_dtype).items():
@@ -238,6 +265,10 @@ class Projector(nn.Module):
         with torch.no_grad():
             self.head.lora_A.copy_(state["lora_A"].float())
             self.head.lora_B.copy_(state["lora_B"].float())
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def _channel_vector(values: Sequence[float], device) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import hello_format  # noqa: F401  (sets up imports before anything else)
+from hello_format.base import fingerprint_state
 from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
 from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
@@ -143,7 +144,7 @@ def generate(out: pathlib.Path) -> dict:
 
     def valid(name, **kwargs):
         write_bundle(out / name, kwargs.pop("manifest", sample_manifest()), kwargs.pop("images", images),
-                     labels, kwargs.pop("tensors", tensors), **kwargs)
+                     labels, {**kwargs.pop("tensors", tensors), **kwargs.pop("extra", {})}, **kwargs)
         expected[name] = "valid"
 
     def invalid(name, data: bytes, error: str, match: str):
@@ -214,10 +215,28 @@ def generate(out: pathlib.Path) -> dict:
     with open(out / "plain_safetensors.hello", "wb") as file:
         write_container(file, {}, {"weight": _pattern((2, 2), 0)})
     expected["plain_safetensors.hello"] = {"error": "ManifestError", "match": "not a .hello bundle"}
+    expected.update(_stored_head_vectors(out, valid, png_manifest, base_tensors))
     expected.update(_hostile_vectors(out, png_manifest, base_tensors, images))
 
     (out / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
     return expected
+
+
+def _stored_head_vectors(out: pathlib.Path, valid, manifest: dict, tensors: dict) -> dict:
+    """Format 1.1: an embedded base as its image tower (``base.visual.*``) plus ``head.weight`` F32 [C, d]."""
+    base = dict(manifest["base"], source="embedded", checkpoint=None, embedded="visual")
+    stored = {"base.visual.proj": _pattern((8, 8), 40, torch.float32),
+              "head.weight": _pattern((len(CLASS_NAMES), 8), 41, torch.float32)}
+    fingerprint = fingerprint_state({"visual.proj": stored["base.visual.proj"]})
+    manifest_11 = dict(manifest, format_version="1.1", base=dict(base, fingerprint=fingerprint))
+    valid("valid_stored_head.hello", manifest=sample_manifest(format_version="1.1", base=manifest_11["base"]),
+          extra=stored)
+    write_unchecked(out / "stored_head_classes_mismatch.hello", manifest_11,
+                    {**tensors, **stored, "head.weight": _pattern((len(CLASS_NAMES) + 1, 8), 41, torch.float32)})
+    write_unchecked(out / "stored_head_with_text_tower.hello", manifest_11,
+                    {**tensors, **stored, "base.token_embedding.weight": _pattern((4, 8), 42, torch.float32)})
+    return {"stored_head_classes_mismatch.hello": {"error": "ManifestError", "match": "tensor 'head.weight'"},
+            "stored_head_with_text_tower.hello": {"error": "ManifestError", "match": "not part of the image tower"}}
 
 
 def _png_of_size(width: int, height: int) -> bytes:

@@ -22,6 +22,15 @@ from huggingface_hub import constants as hf_constants  # noqa: E402
 from support import INTERRUPT_ENV, TEACHER_MODULE, make_tree, save_tiny_base, write_teacher_module  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def head_cache_dir(tmp_path_factory):
+    """The head cache of the whole run: a fresh directory, never the user's ~/.cache/hello."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("hello-cache")
+        patch.setenv("HELLO_CACHE", str(root))
+        yield root / "heads"
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     """For builds: the tiny tree, the tiny base checkpoint and the teacher module (importable while in use)."""

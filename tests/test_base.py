@@ -54,15 +54,19 @@ def test_a_model_with_injected_lora_still_hashes_and_embeds_as_its_base(family):
     from hello_format import lora
 
     model = tiny_clip(family, seed=2)
-    section = tiny_base_manifest(model, family)
+    section = describe_base(model, architecture=TINY_ARCHITECTURES[family], source="embedded", embedded="visual")
+    public = tiny_base_manifest(model, family)
     lora.inject(model.visual, lora.encoder_config(model.visual, r=2))
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_()
-    assert fingerprint(model) == section["fingerprint"]
-    state = {key.removeprefix("base."): value for key, value in embedded_tensors(model).items()}
-    assert fingerprint(create_base(section, embedded_state=state)) == section["fingerprint"]
+    assert fingerprint(model) == public["fingerprint"] != section["fingerprint"]
+    state = {key.removeprefix("base."): value for key, value in embedded_tensors(model, parts="visual").items()}
+    assert state and all(key.startswith("visual.") for key in state)
+    rebuilt = create_base(section, embedded_state=state)  # checks the fingerprint over the stored weights
+    for key, value in rebuilt.visual.state_dict().items():
+        assert torch.equal(value, state["visual." + key])
 
 
 def test_describe_base_records_preprocessing(vit):

@@ -62,8 +62,11 @@ def test_bundle_opens_verified_with_classes_images_and_lora(reference):
         head = bundle.head_state_dict()
         assert head["lora_B"].shape[0] == len(CLASSES)
         assert bundle.base_state_dict() is not None  # --embed-base
+        assert all(k.startswith("visual.") for k in bundle.base_state_dict())   # the image tower alone ...
+        assert bundle.head_weight().shape == (len(CLASSES), head["lora_A"].shape[1])   # ... and the text head
         manifest = bundle.manifest
     assert manifest["base"]["source"] == "embedded" and manifest["base"]["architecture"] == options.base
+    assert manifest["base"]["embedded"] == "visual" and manifest["format_version"] == "1.1"
     recipe = manifest["recipe"]
     assert (recipe["loss"], recipe["epochs"], recipe["beta"], recipe["lr"]) == (options.loss, options.epochs, options.beta, options.student_lr)
     assert recipe["augment"]["output_size"] == 32 and recipe["augment"]["cutmix"] == options.cutmix

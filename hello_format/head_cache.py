@@ -1,0 +1,95 @@
+"""The local cache of text heads: a head computed by a base's text tower, kept on disk by what it
+depends on, so that reopening a bundle skips the text tower (spec section 3.2, "Head cache").
+
+One entry per key, a safetensors file ``<key>.safetensors`` holding ``head.weight`` (F32 [C, d]) and,
+in its metadata, the key and the tensor's sha256. An entry is trusted only when its header parses
+within bounds, its key, shape and digest match and its values are finite; anything else is
+recomputed and rewritten. A directory that cannot be written costs a warning, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hello_format.container import read_header, tensor_bytes, write_container
+from hello_format.digests import buffer_sha256
+from hello_format.errors import HelloError
+from hello_format.files import atomic_target
+from hello_format.limits import MAX_HEAD_CACHE_ENTRY_BYTES
+from hello_format.manifest import canonical_json
+
+TENSOR = "head.weight"
+KEY_VERSION = "hello-text-head-1"   # changes when the computation of a head changes
+
+
+def cache_dir() -> Path:
+    """``$HELLO_CACHE``, else ``$XDG_CACHE_HOME/hello``, else ``~/.cache/hello``; heads live in ``heads/``."""
+    root = os.environ.get("HELLO_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "hello")
+    return Path(root) / "heads"
+
+
+def head_key(base: dict, class_names: Sequence[str], templates: Sequence[str], ensemble: str) -> str:
+    """Hex sha256 over everything the head ``W0`` depends on: the base's fingerprint and what picks its
+    tokenizer and activation (architecture, pretrained tag, config), the open_clip version, the class
+    names and templates in order, the ensemble rule. Not ``head.normalize_features``, which acts on
+    image features, nor the head LoRA, which is added to ``W0`` afterwards."""
+    import open_clip
+
+    fields = {"version": KEY_VERSION, "open_clip": open_clip.__version__,
+              "fingerprint": base.get("fingerprint"), "architecture": base.get("architecture"),
+              "pretrained": base.get("pretrained"), "config": base.get("config"),
+              "class_names": list(class_names), "templates": list(templates), "ensemble": ensemble}
+    return buffer_sha256(canonical_json(fields).encode("utf-8"))
+
+
+def load(key: str, num_classes: int, *, directory: Path | None = None) -> torch.Tensor | None:
+    """The cached head for ``key`` (F32 ``[num_classes, d]``), or None when missing or unsound."""
+    return _read(_entry(key, directory), key, num_classes)
+
+
+def store(key: str, head: torch.Tensor, *, directory: Path | None = None) -> None:
+    """Write ``head`` as the entry for ``key`` (atomically; an unwritable cache costs one warning)."""
+    _write(_entry(key, directory), key, head.detach().to("cpu", torch.float32).contiguous())
+
+
+def _entry(key: str, directory: Path | None) -> Path:
+    return (directory or cache_dir()) / f"{key}.safetensors"
+
+
+def _read(path: Path, key: str, num_classes: int) -> torch.Tensor | None:
+    """The entry's head, or None when it is missing or unsound in any way."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_HEAD_CACHE_ENTRY_BYTES:
+            return None
+        header = read_header(path)
+        info = header.tensors.get(TENSOR)
+        if (header.metadata.get("key") != key or set(header.tensors) != {TENSOR} or info.dtype != "F32"
+                or len(info.shape) != 2 or info.shape[0] != num_classes or info.shape[1] < 1):
+            return None
+        with path.open("rb") as file:
+            file.seek(header.data_start + info.begin)
+            data = file.read(info.nbytes)
+    except (HelloError, OSError):
+        return None
+    if len(data) != info.nbytes or buffer_sha256(data) != header.metadata.get("sha256"):
+        return None
+    head = torch.frombuffer(bytearray(data), dtype=torch.float32).reshape(info.shape)
+    return head if bool(torch.isfinite(head).all()) else None
+
+
+def _write(path: Path, key: str, head: torch.Tensor) -> None:
+    """Store ``head`` atomically; a cache that cannot be written is skipped with one warning line."""
+    metadata = {"format": "hello-head-cache", "key": key, "sha256": buffer_sha256(tensor_bytes(head))}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_target(path) as temp, open(temp, "wb") as file:
+            write_container(file, metadata, {TENSOR: head})
+    except OSError as exc:
+        warnings.warn(f"hello: head cache {path.parent} is not writable ({exc.strerror or exc}); "
+                      "the head is computed without caching", stacklevel=3)
