@@ -241,8 +241,10 @@ def _check_stored_head(where, manifest, shapes, num_classes) -> None:
                             f"is 'visual' (only {VISUAL_BASE_PREFIX}* tensors)")
     _expect(where, shapes, HEAD_WEIGHT, "F32", None, "base.embedded = 'visual' stores the text head [C, d]")
     shape = shapes[HEAD_WEIGHT][1]
-    lora = manifest["head"].get("lora")
-    width = shapes[HEAD_A][1][-1] if lora and HEAD_A in shapes else None
+    lora = HeadConfig.from_manifest(manifest["head"]).lora
+    lora_a = (lora.shapes or {}).get("lora_A") if lora is not None and is_quantised(lora.dtype) else \
+        shapes[HEAD_A][1] if lora is not None and HEAD_A in shapes else None   # quantised: stored flat
+    width = lora_a[-1] if lora_a else None
     if len(shape) != 2 or shape[0] != num_classes or shape[1] < 1 or (width is not None and shape[1] != width):
         want = f"[{num_classes}, {width if width is not None else 'd'}]"
         raise ManifestError(f"{where}: tensor '{HEAD_WEIGHT}' is {list(shape)}, expected {want} "

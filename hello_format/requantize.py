@@ -82,10 +82,12 @@ def store_deltas(manifest: dict, deltas: dict[str, torch.Tensor], dtype: str,
                  group_size: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """``manifest`` and the stored tensors for ``deltas`` (float ``encoder_lora.<peft key>`` and
     ``head.lora_A`` / ``head.lora_B`` tensors) kept as ``dtype`` (a float dtype name, ``int8`` or
-    ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept."""
+    ``int4``): the ``lora`` and ``head.lora`` sections say so; their other fields, known or not, are kept.
+    Tensors in ``deltas`` that are not deltas (the stored text head ``head.weight``) are returned as given."""
     if is_quantised(dtype) and not (isinstance(group_size, int) and group_size >= 1):
         raise BundleError(f"storing deltas as {dtype} needs a group size of at least 1, got {group_size!r}")
-    manifest, stored = copy.deepcopy(manifest), {}
+    manifest = copy.deepcopy(manifest)
+    stored = {name: tensor for name, tensor in deltas.items() if not _is_delta(name)}
     lora = EncoderLoraConfig.from_manifest(manifest["lora"])
     if lora is not None:
         encoder = {name.removeprefix(ENCODER_PREFIX): t for name, t in deltas.items() if name.startswith(ENCODER_PREFIX)}
