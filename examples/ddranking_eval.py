@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from hello_format import Bundle, ProjectorTeacher
-from hello_format.teacher import IMAGENET_MEAN, IMAGENET_STD, class_order
+from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
+from hello_format.teacher import class_order
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)   # DD-Ranking's CIFAR statistics
 

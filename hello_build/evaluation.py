@@ -31,6 +31,7 @@ from hello_build.data import RealImages, in_class_order, per_class_indices, scan
 from hello_build.distributed import Group
 from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
+from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.dataset import LabelledImages
 from hello_format.runtime import default_device
 from hello_build.errors import BuildError
@@ -39,8 +40,7 @@ from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
-STUDENT_MEAN = (0.485, 0.456, 0.406)
-STUDENT_STD = (0.229, 0.224, 0.225)
+STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,10 @@ from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
 from hello_format.container import write_container
 from hello_format.digests import file_sha256
+from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
 from hello_build.errors import BuildError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 COMBINE_MODES = ("random", "mean")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

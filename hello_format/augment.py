@@ -36,6 +36,9 @@ from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 _CPU_CHUNK_ELEMENTS = 1 << 22  # float32 scratch per CPU chunk: 16 MiB, below glibc's mmap threshold
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # the normalisation ImageNet-family models expect: the zoo's
+IMAGENET_STD = (0.229, 0.224, 0.225)    # students and teachers, DD-Ranking's harness
+
 
 class AugmentError(HelloError, ValueError):
     """An augmentation setting is unknown or out of range, or the input batch is not uint8 [B, C, H, W]."""

@@ -12,12 +12,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.errors import HelloError
 from hello_format.labelling import LabelOptions
 from hello_format.projector import Projector
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)   # DD-Ranking's ImageNet-family normalisation
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ProjectorTeacher(nn.Module):
