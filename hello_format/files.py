@@ -64,6 +64,21 @@ def _uninstall() -> None:
 
 
 @contextlib.contextmanager
+def _live_while(temp: str):
+    """While the block runs, SIGINT and SIGTERM remove ``temp`` (a file or a folder) first."""
+    with _lock:
+        _live.add(temp)
+        _install()
+    try:
+        yield
+    finally:
+        with _lock:
+            _live.discard(temp)
+            if not _live:
+                _uninstall()
+
+
+@contextlib.contextmanager
 def atomic_target(path: str | os.PathLike):
     """Yield the path of a new hidden temp file beside ``path``; fsync and rename it over ``path``
     when the block ends normally, remove it otherwise (exception, SIGINT, SIGTERM)."""
@@ -71,23 +86,16 @@ def atomic_target(path: str | os.PathLike):
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o644)
     os.close(fd)
-    with _lock:
-        _live.add(temp)
-        _install()
-    try:
-        yield Path(temp)
-        with open(temp, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    finally:
-        with _lock:
-            _live.discard(temp)
-            if not _live:
-                _uninstall()
+    with _live_while(temp):
+        try:
+            yield Path(temp)
+            with open(temp, "rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
     with contextlib.suppress(OSError):   # make the rename durable where the platform allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -108,29 +116,22 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
     temp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(temp, 0o755)
     old = None
-    with _lock:
-        _live.add(temp)
-        _install()
-    try:
-        yield Path(temp)
-        for child in Path(temp).iterdir():
-            with open(child, "rb+") as file:
-                os.fsync(file.fileno())
-        _check_folder_target(path, replace)
-        if path.is_dir() and any(path.iterdir()):
-            old = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-            os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
-        os.replace(temp, path)      # onto a missing or empty folder
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old, path)   # the replaced folder back where it was
-        raise
-    finally:
-        with _lock:
-            _live.discard(temp)
-            if not _live:
-                _uninstall()
+    with _live_while(temp):
+        try:
+            yield Path(temp)
+            for child in Path(temp).iterdir():
+                with open(child, "rb+") as file:
+                    os.fsync(file.fileno())
+            _check_folder_target(path, replace)
+            if path.is_dir() and any(path.iterdir()):
+                old = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+                os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
+            os.replace(temp, path)      # onto a missing or empty folder
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            if old is not None and not path.exists():
+                os.replace(old, path)   # the replaced folder back where it was
+            raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
