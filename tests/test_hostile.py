@@ -25,7 +25,7 @@ from hello_format.hub import card
 from hello_format.base import create_base
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
-from hello_format.errors import BaseModelError, BundleError, HeaderError, ImageDecodeError, ManifestError
+from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import explicit
 from hello_format.targets import PatternError, TargetPattern
