@@ -316,8 +316,8 @@ def real_image_loader(index: ImageFolderIndex, size: int, batch_size: int, *,
 def in_class_order(index: ImageFolderIndex, folders: Sequence[str], what: str) -> ImageFolderIndex:
     """``index`` relabelled so that label ``i`` is the folder named ``folders[i]``, whatever order its
     folders are in; a BuildError naming the missing and the extra folders when the sets differ."""
-    position = {folder: i for i, folder in enumerate(folders)}
-    missing = [folder for folder in folders if folder not in set(index.classes)]
+    position, present = {folder: i for i, folder in enumerate(folders)}, set(index.classes)
+    missing = [folder for folder in folders if folder not in present]
     extra = [folder for folder in index.classes if folder not in position]
     if missing or extra:
         problems = [f"lacks {_names(missing)}" if missing else "", f"has {_names(extra)} the bundle does not know" if extra else ""]
