@@ -63,6 +63,7 @@ class BuildOptions:
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
     # transfer
+    init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True)
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)

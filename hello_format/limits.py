@@ -55,5 +55,8 @@ TEXT_CONFIG_KEYS = frozenset({
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
 MAX_BASE_LAYERS = 256                   # blocks in a custom base.config, both towers (bounds building it, even on meta)
 
+# a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
+MAX_ADAPTER_CONFIG_BYTES = 1_000_000
+
 # the local head cache (hello_format.head_cache): a larger entry is ignored, never read
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
@@ -131,15 +132,20 @@ def run_transfer(
 
 
 def run(ctx: BuildContext) -> tuple[dict, dict]:
-    """The paper's transfer on the real training images (resumable per epoch), then its fidelity."""
+    """The paper's transfer on the real training images (resumable per epoch), then its fidelity;
+    from ``--init-adapter``'s LoRA when given (an epoch checkpoint, when resuming, replaces it)."""
     started = time.perf_counter()
+    start = start_from_adapter(ctx.projector, ctx.options.init_adapter) if ctx.options.init_adapter else None
+    if start:
+        ctx.log(f"transfer starts from adapter {start['folder']} (weights sha256 {start['sha256'][:16]}); head {start['head']}")
     history, seconds = run_transfer(
         ctx.projector, ctx.teachers, ctx.train, ctx.augment, ctx.options,
         checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer")), device=ctx.device,
         progress=ctx.progress, log=ctx.log,
     )
     resumed = max(0.0, seconds - (time.perf_counter() - started))
-    return {"loss": history, "fidelity": measure(ctx), "resumed_seconds": resumed}, lora_state(ctx.projector)
+    result = {"loss": history, "fidelity": measure(ctx), "resumed_seconds": resumed}
+    return ({**result, "init_adapter": start} if start else result), lora_state(ctx.projector)
 
 
 def load(ctx: BuildContext, record: dict) -> None:

@@ -1,0 +1,131 @@
+"""``--init-adapter``: start the LoRA transfer from a peft adapter folder instead of a fresh LoRA.
+
+The folder is what ``hello export-adapter`` writes (spec section 15), or peft's own
+``save_pretrained`` of the same image encoder: ``adapter_config.json`` and ``adapter_model.safetensors``
+must describe exactly the LoRA this build injects (the same adapted modules, ranks, alphas), and its
+weights are copied in. ``hello_head.safetensors`` beside them, when it was made for the same classes
+(in the same order) and templates, also gives the head LoRA and the logit scale; otherwise the head
+starts from the class text embeddings, and the log says so. Every value is checked (sizes before reading, keys, shapes,
+finiteness) before it is copied; a mismatch is one ``BuildError`` line.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from hello_build.errors import BuildError
+from hello_format import lora
+from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
+from hello_format.container import read_header, strict_json_loads
+from hello_format.digests import file_sha256
+from hello_format.errors import HelloError
+from hello_format.limits import MAX_ADAPTER_CONFIG_BYTES
+
+# adapter_config.json fields that change what the LoRA computes, with peft's defaults when absent
+CONFIG_FIELDS = {"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {},
+                 "use_rslora": False, "use_dora": False, "bias": "none"}
+
+
+def start_from_adapter(projector, folder: str | Path) -> dict:
+    """Copy the adapter folder's encoder LoRA (and head, when it fits) into ``projector``'s trainable
+    LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
+    LoRA starts from)}``."""
+    folder = Path(folder)
+    config_path, weights_path = folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise BuildError(f"--init-adapter {folder}: no {path.name} (a peft adapter folder, e.g. from "
+                             "hello export-adapter, holds adapter_config.json and adapter_model.safetensors)")
+    try:
+        _check_config(config_path, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
+        lora.load_state_dict(projector.visual, _read_tensors(weights_path, lora.export_state_dict(projector.visual)))
+        head = _start_head(projector, folder / HEAD_FILE)
+    except HelloError as exc:
+        raise BuildError(f"--init-adapter {folder}: {exc}") from None
+    return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head}
+
+
+def _check_config(path: Path, ours: dict) -> None:
+    """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys)."""
+    size = path.stat().st_size
+    if size > MAX_ADAPTER_CONFIG_BYTES:
+        raise BuildError(f"{path.name} is {size:,} bytes (at most {MAX_ADAPTER_CONFIG_BYTES:,})")
+    try:
+        config = strict_json_loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BuildError(f"{path.name} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise BuildError(f"{path.name} must hold a JSON object")
+    for name, default in CONFIG_FIELDS.items():
+        theirs, wanted = config.get(name, default), ours.get(name, default)
+        if theirs != wanted:
+            raise BuildError(f"{path.name}: {name} is {_short(theirs)}, this build's LoRA has {_short(wanted)} "
+                             "(match --lora-rank / --lora-alpha / --lora-targets to the adapter)")
+
+
+def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` named in ``expected``, after the header shows the same names and shapes."""
+    header = read_header(path)
+    missing = sorted(expected.keys() - header.tensors.keys())
+    unknown = sorted(header.tensors.keys() - expected.keys())
+    if missing or unknown:
+        first = (missing or unknown)[0]
+        raise BuildError(f"{path.name} does not adapt the modules this build adapts: "
+                         f"{'missing' if missing else 'unexpected'} {_short(first)} "
+                         f"({len(missing)} missing, {len(unknown)} unexpected)")
+    for name, tensor in expected.items():
+        info = header.tensors[name]
+        if tuple(info.shape) != tuple(tensor.shape) or info.dtype not in ("F16", "BF16", "F32"):
+            raise BuildError(f"{path.name}: {_short(name)} is {info.dtype} {list(info.shape)}, this build needs a "
+                             f"float {list(tensor.shape)} (another --lora-rank?)")
+    with safe_open(str(path), framework="pt") as file:
+        tensors = {name: file.get_tensor(name).float() for name in expected}
+    bad = next((name for name, t in tensors.items() if not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise BuildError(f"{path.name}: {_short(bad)} holds NaN or infinite values")
+    return tensors
+
+
+def _start_head(projector, path: Path) -> str:
+    """Load the head LoRA and logit scale from ``hello_head.safetensors`` when it was made for the same
+    classes and templates (its delta is relative to their text embeddings); returns what happened."""
+    if projector.head is None:
+        return "none: this build has no head LoRA"
+    if not path.is_file():
+        return f"from the text embeddings (no {HEAD_FILE})"
+    metadata = read_header(path).metadata
+    if metadata.get("format") != HEAD_FORMAT:
+        raise BuildError(f"{path.name}: __metadata__ format is not {HEAD_FORMAT!r}")
+    try:
+        class_names = strict_json_loads(metadata.get("hello.class_names", "null"))
+        head = strict_json_loads(metadata.get("hello.head", "null"))
+    except (ValueError, RecursionError) as exc:
+        raise BuildError(f"{path.name}: metadata is not valid JSON ({type(exc).__name__})") from None
+    if class_names != projector.class_names:
+        return f"from the text embeddings ({HEAD_FILE} names other classes)"
+    if not isinstance(head, dict) or not isinstance(head.get("lora"), dict):
+        raise BuildError(f"{path.name}: hello.head has no lora section")
+    ours = projector.head_config
+    if head.get("templates") != list(ours.templates) or head.get("normalize_features") != ours.normalize_features:
+        return f"from the text embeddings ({HEAD_FILE} was made with other templates)"
+    if head["lora"].get("lora_alpha") != ours.lora.lora_alpha:
+        raise BuildError(f"{path.name}: head lora_alpha is {_short(head['lora'].get('lora_alpha'))}, this build's "
+                         f"is {ours.lora.lora_alpha} (--head-alpha)")
+    scale = head.get("logit_scale")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < math.inf:
+        raise BuildError(f"{path.name}: head logit_scale must be a positive number")
+    tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B})
+    with torch.no_grad():
+        projector.head.lora_A.copy_(tensors["head.lora_A"])
+        projector.head.lora_B.copy_(tensors["head.lora_B"])
+        projector.log_logit_scale.copy_(torch.tensor(math.log(scale)))
+    return f"from {HEAD_FILE}"
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

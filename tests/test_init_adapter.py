@@ -1,0 +1,81 @@
+"""hello-build --init-adapter: a build starts its LoRA from an exported adapter folder."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hello_build.errors import BuildError
+from hello_format import Bundle
+from hello_format.adapter import HEAD_FILE, export_adapter
+from hello_format.container import write_container
+from support import run_build, tiny_options
+
+
+@pytest.fixture(scope="module")
+def exported(kit, tmp_path_factory):
+    """A trained tiny bundle and its exported adapter folder."""
+    root = tmp_path_factory.mktemp("init-adapter")
+    summary, _ = run_build(tiny_options(kit, root, transfer_epochs=2))
+    with Bundle.open(summary["output"]) as bundle:
+        export_adapter(bundle, root / "adapter")
+    return {"bundle": summary["output"], "folder": root / "adapter"}
+
+
+def _label_generator(path) -> dict[str, torch.Tensor]:
+    with Bundle.open(path) as bundle:
+        tensors = {name: bundle.tensor(name) for name in bundle.tensor_names
+                   if name.startswith(("encoder_lora.", "head.lora_"))}
+        return {**tensors, "logit_scale": torch.tensor(bundle.manifest["head"]["logit_scale"])}
+
+
+def test_a_build_without_transfer_epochs_keeps_the_adapter_it_started_from(kit, exported, tmp_path):
+    summary, logs = run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), transfer_epochs=0))
+    started, source = _label_generator(summary["output"]), _label_generator(exported["bundle"])
+    assert started.keys() == source.keys() and any(k.startswith("encoder_lora.") for k in started)
+    for name, tensor in source.items():
+        torch.testing.assert_close(started[name], tensor, rtol=0, atol=0, msg=name)
+    assert any("starts from adapter adapter" in line and f"head from {HEAD_FILE}" in line for line in logs)
+    with Bundle.open(summary["output"]) as bundle:
+        assert bundle.manifest["provenance"]["builder"]["options"]["init_adapter"] == "adapter"
+
+
+def test_a_head_file_for_other_classes_leaves_the_head_to_the_text_embeddings(kit, exported, tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (folder / name).write_bytes((exported["folder"] / name).read_bytes())
+    head = load_file(str(exported["folder"] / HEAD_FILE))
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, {"format": "hello-head", "hello.class_names": json.dumps(["x", "y", "z"])}, head)
+    summary, logs = run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+    started, source = _label_generator(summary["output"]), _label_generator(exported["bundle"])
+    assert any("head from the text embeddings" in line and "other classes" in line for line in logs)
+    encoder = [name for name in source if name.startswith("encoder_lora.")]
+    assert all(torch.equal(started[name], source[name]) for name in encoder)
+    assert not torch.equal(started["head.lora_B"], source["head.lora_B"])  # zero-initialised B
+
+
+def test_an_adapter_of_another_rank_is_one_clear_error(kit, exported, tmp_path):
+    with pytest.raises(BuildError, match=r"--init-adapter .*adapter_config.json: r is 8, this build's LoRA has 4"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), lora_rank=4, transfer_epochs=0))
+
+
+def test_non_finite_adapter_weights_are_refused(kit, exported, tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_bytes((exported["folder"] / "adapter_config.json").read_bytes())
+    weights = load_file(str(exported["folder"] / "adapter_model.safetensors"))
+    first = sorted(weights)[0]
+    weights[first] = weights[first].clone()
+    weights[first].view(-1)[0] = float("nan")
+    with open(folder / "adapter_model.safetensors", "wb") as file:
+        write_container(file, {"format": "pt"}, weights)
+    with pytest.raises(BuildError, match="holds NaN or infinite values"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
+def test_a_folder_without_the_adapter_files_is_one_clear_error(kit, tmp_path):
+    with pytest.raises(BuildError, match="no adapter_config.json"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(tmp_path), transfer_epochs=0))
