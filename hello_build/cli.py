@@ -43,18 +43,25 @@ def build_options(command):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
 @click.option("--demo", is_flag=True, help="Distil the embedded default (scikit-learn digits) end to end, offline, and train on it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
+              help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @build_options
-def main(data, output, demo, quiet, **values):
+def main(data, output, demo, quiet, dist_backend, **values):
     """Distil the ImageFolder DATA and a teacher into a .hello bundle (the HeLlO method).
 
     Stages: teacher(s), text-guided head, LoRA transfer, RDED-style synthetic images, optional image
-    update, write. Each finished stage is kept in the work directory; rerunning resumes.
+    update, write. Each finished stage is kept in the work directory; rerunning resumes. Under torchrun
+    every stage runs on all ranks, rank 0 writes and prints the JSON line.
     """
+    from hello_build import distributed
+
+    group = None
     try:
+        group = distributed.join(dist_backend, values["device"])
         if demo:
             from hello_build.demo import run_demo
 
-            run_demo(output=output, progress=not quiet)
+            run_demo(output=output, progress=not quiet, group=group)
             return
         if not data or not output:
             raise click.UsageError("give the training ImageFolder DATA and -o OUTPUT.hello (or --demo)")
@@ -63,11 +70,21 @@ def main(data, output, demo, quiet, **values):
         values["teacher"] = list(values["teacher"])
         values["crop_scale"] = list(values["crop_scale"])
         options = BuildOptions(data=data, output=output, **values)
-        report = build(options, progress=not quiet)
-        click.echo(json.dumps(report, sort_keys=True))
+        report = build(options, progress=not quiet, group=group)
+        if report is not None:
+            click.echo(json.dumps(report, sort_keys=True))
     except HelloError as error:
-        click.echo(f"error: {terminal(str(error))}", err=True)
+        where = f"rank {group.rank}: " if group is not None else ""
+        click.echo(f"error: {where}{terminal(str(error))}", err=True)
         sys.exit(2)
+    except distributed.JobError as error:
+        first = terminal(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        where = f"rank {group.rank}: " if group is not None else ""
+        click.echo(f"error: {where}the job stopped: another rank died or a collective waited over "
+                   f"{distributed.TIMEOUT_S} s ({first})", err=True)
+        sys.exit(2)
+    finally:
+        distributed.leave()
 
 
 @click.command("eval")

@@ -1,6 +1,11 @@
 """torch.distributed as torchrun launches it: the process group read from the environment torchrun
 sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), this rank's device, and the collectives the
-builder and `hello eval` use. A run without that environment is one process and needs none of this."""
+builder and `hello eval` use. A run without that environment is one process and needs none of this.
+
+The builder's one pattern: every rank walks the same global batches (same order, same augmented
+views, drawn from generators seeded independently of the world size), computes on its contiguous
+``rows`` of each, and sums what it found (``sum``, ``sum_gradients``); a loss is weighted by the rank's
+share of the batch so the summed gradient is the single-process gradient of the whole batch."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from hello_build.errors import BuildError
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
+JobError = dist.DistError  # what a collective raises when another rank died or the wait ran past TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,47 @@ class Group:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(tensor)
         return tensor.tolist()
+
+    def rows(self, size: int) -> slice:
+        """This rank's contiguous rows of a global batch of ``size`` (shares differ by at most one; a
+        share may be empty), as ``LabelledImages.loader(split_batches=True)`` cuts them."""
+        share, extra = divmod(size, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return slice(start, start + share + (self.rank < extra))
+
+    def sum_gradients(self, params: list[torch.Tensor]) -> None:
+        """Replace each parameter's gradient by its sum over all ranks (one all-reduce of them all,
+        flattened; a missing gradient counts as zeros): data parallelism over the trainable
+        parameters only, as DDP does, for losses already weighted by each rank's share."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        for p, piece in zip(params, flat.split([g.numel() for g in grads])):
+            p.grad = piece.view_as(p).clone()
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``tensor`` on every rank (same shape and dtype on all; the others' values are ignored)."""
+        moved = tensor.to(self.device if self.device.type == "cuda" else "cpu").contiguous()
+        dist.broadcast(moved, src=0)
+        return moved.to(tensor.device)
+
+    def decide(self, value: bool) -> bool:
+        """Rank 0's ``value`` on every rank: one decision the job takes together."""
+        return bool(self.broadcast(torch.tensor([int(value)], dtype=torch.int64)).item())
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (at most TIMEOUT_S)."""
+        dist.barrier()
+
+
+def rows(group: Group | None, size: int) -> slice:
+    """This process's rows of a global batch of ``size``: all of them alone, else ``group.rows``."""
+    return slice(None) if group is None else group.rows(size)
+
+
+def summed(group: Group | None, values: list[float]) -> list[float]:
+    """``values`` summed over the job's ranks (alone: ``values`` unchanged)."""
+    return list(values) if group is None else group.sum(values)
 
 
 def launched() -> bool:

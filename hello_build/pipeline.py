@@ -5,6 +5,10 @@
 Each stage's result is kept in the work directory (``hello_build.workdir``); a rerun with the same
 options resumes after the last finished stage (and inside the transfer, after the last epoch).
 Timings, fidelity before/after the transfer and every option used go into the manifest.
+
+Under torchrun (a ``group``, ``hello_build.distributed``) every rank runs every stage on its part of
+the work (see each stage's notes; the text head is computed by rank 0 and broadcast), rank 0 alone
+logs and writes (work directory and bundle), and every rank reads the stage results rank 0 wrote.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 import hello_format
 import open_clip
 from hello_build.data import RealImages, holdout_split, scan_image_folder
+from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, run_stage
@@ -30,7 +35,7 @@ from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.generator import HeadConfig, HeadLoraConfig
-from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE
+from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
@@ -52,11 +57,15 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
                   augment=augment)
 
 
-def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
-    """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes)."""
+def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
+    """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes).
+    ``group``: the torchrun job this process is part of (``distributed.join``); rank 0 returns the
+    summary, the other ranks None once the bundle is written."""
     log = log or (lambda message: tqdm.write(message))
-    _check(options)
-    device = torch.device(options.device) if options.device else default_device()
+    if group is not None and not group.is_main:
+        log, progress = (lambda message: None), False
+    _check(options, group)
+    device = group.device if group is not None else torch.device(options.device) if options.device else default_device()
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -77,13 +86,13 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     log(f"data: {len(index)} images, {index.num_classes} classes ({len(train_idx)} train / {len(holdout_idx)} held out); device {device}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
-        projector = _projector(options, clip_model, base_section, index, device)
+        projector = _projector(options, clip_model, base_section, index, device, group)
     ctx = BuildContext(
-        options=options, work=WorkDir(options.workdir_path(), fresh=options.fresh), index=index,
+        options=options, work=WorkDir(options.workdir_path(), fresh=options.fresh, group=group), index=index,
         train=RealImages(index, image_size, train_idx, skip_bad=options.skip_bad),
         holdout=RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad), device=device,
         image_size=image_size, augment=student_recipe(options, image_size).augment, projector=projector,
-        progress=progress, log=log, timings=timings,
+        progress=progress, log=log, timings=timings, group=group,
     )
     for stage in STAGES:
         run_stage(ctx, stage)
@@ -92,6 +101,9 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
     agreement = synthetic_agreement(ctx, ctx.images)
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views)")
+    if group is not None and not group.is_main:
+        group.barrier()  # rank 0 writes the bundle
+        return None
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
                                      projector.bundle_tensors("float32"), DELTA_DTYPES[options.delta_dtype],
                                      options.delta_group_size)
@@ -104,6 +116,8 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
         storage = bundle.storage()
     log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
         f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
+    if group is not None:
+        group.barrier()
     results = ctx.results
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": results["text_head"]["fidelity"],
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),
@@ -111,7 +125,10 @@ def build(options: BuildOptions, *, progress: bool = True, log=None) -> dict:
             "label_generator_bytes": storage.label_generator_bytes}
 
 
-def _check(options: BuildOptions) -> None:
+def _check(options: BuildOptions, group: Group | None = None) -> None:
+    if group is not None and options.train_teacher:
+        raise BuildError("--train-teacher runs in one process: train the teacher without torchrun (hello-build "
+                         "--train-teacher keeps its checkpoints in the work directory), then build under torchrun with --teacher")
     if not options.data or not options.output:
         raise BuildError("give the training image folder and the output path")
     if options.ipc < 1 or options.factor < 1:
@@ -169,17 +186,29 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int) -> Build
     )
 
 
-def _projector(options: BuildOptions, clip_model, base_section: dict, index, device) -> Projector:
-    """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA."""
-    return Projector.for_training(
+def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None) -> Projector:
+    """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
+    rank 0 computes the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
+    templates = DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE
+    embeddings = None
+    if group is not None:
+        computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,
+                                   templates) if group.is_main else torch.zeros(0, 0)
+        shape = group.broadcast(torch.tensor(list(computed.shape)))
+        embeddings = group.broadcast(computed if group.is_main else torch.zeros(*shape.tolist()))
+    projector = Projector.for_training(
         clip_model, base_section, index.class_names,
-        head=HeadConfig(templates=DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE,
-                        logit_scale=float(clip_model.logit_scale.exp().item()),
+        head=HeadConfig(templates=templates, logit_scale=float(clip_model.logit_scale.exp().item()),
                         lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
         encoder_lora=encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
                                     target_modules=options.lora_targets),
-        train_logit_scale=options.train_logit_scale,
+        train_logit_scale=options.train_logit_scale, class_embeddings=embeddings,
     ).to(device)
+    if group is not None:
+        with torch.no_grad():
+            for parameter in (p for p in projector.parameters() if p.requires_grad):
+                parameter.copy_(group.broadcast(parameter))
+    return projector
 
 
 def _load_base(options: BuildOptions, device: torch.device):

@@ -117,11 +117,12 @@ class TeacherSet(nn.Module):
     def logits(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The set's logits for one batch, per ``combine``; "random" draws from ``generator`` when
         given (e.g. a stage's own, resumable stream), else from the set's seeded one."""
-        if self.combine == "mean":
-            return self.mean_logits(images)
-        draw = generator if generator is not None else self.generator
-        self.last_index = int(torch.randint(len(self.teachers), (1,), generator=draw))
-        return self.teachers[self.last_index](images)
+        if self.combine == "random":
+            draw = generator if generator is not None else self.generator
+            self.last_index = int(torch.randint(len(self.teachers), (1,), generator=draw))
+        if not len(images):  # an empty batch (a rank's share of a small one) still draws: the stream stays in step
+            return images.new_zeros(0, self.num_classes)
+        return self.mean_logits(images) if self.combine == "mean" else self.teachers[self.last_index](images)
 
     def mean_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The mean of every teacher's logits (whatever ``combine`` is): a stable reference for

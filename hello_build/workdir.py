@@ -3,29 +3,62 @@
 A stage is reused only when the options it depends on (its own and every earlier stage's) are the
 ones it was made with; otherwise it and everything after it run again. Results are JSON plus
 safetensors, written atomically: an interrupted stage leaves nothing that looks finished.
+
+Under torchrun (a ``group``) rank 0 alone writes; every rank reads what rank 0 wrote (so the work
+directory must be on a filesystem all the job's nodes share), and the job decides together, as rank 0
+sees it, whether a stage is reused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from hello_build.errors import BuildError
 from hello_format.files import atomic_target
+
+if TYPE_CHECKING:
+    from hello_build.distributed import Group
 
 
 class WorkDir:
-    def __init__(self, path: Path, *, fresh: bool = False):
-        self.path = Path(path)
-        if fresh and self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, fresh: bool = False, group: Group | None = None):
+        self.path, self.group = Path(path), group
+        self.writes = group is None or group.is_main
+        if self.writes:
+            if fresh and self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+        if group is not None:
+            self._check_shared()
+
+    def _check_shared(self) -> None:
+        """Every rank sees the token rank 0 wrote, or the job stops (on every rank) with the reason."""
+        token = int(self.group.broadcast(torch.tensor([int.from_bytes(os.urandom(7), "big")])).item())
+        marker = self.path / "job.token"
+        if self.writes:
+            _atomic_write(marker, str(token).encode())
+        self.group.barrier()
+        seen = marker.exists() and marker.read_text() == str(token)
+        if self.group.sum([float(not seen)])[0]:
+            raise BuildError(f"the work directory {self.path} is not shared by every rank of the job: under torchrun "
+                             "on several nodes put it (--workdir) on a filesystem all nodes mount")
 
     def result(self, stage: str, key: dict) -> dict | None:
-        """The recorded result of ``stage`` if it finished with these options, else None."""
+        """The recorded result of ``stage`` if it finished with these options, else None (in a group:
+        as rank 0 sees it)."""
+        record = self._read(stage, key)
+        if self.group is not None and self.group.decide(record is not None) != (record is not None):
+            raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
+        return record
+
+    def _read(self, stage: str, key: dict) -> dict | None:
         marker = self.path / f"{stage}.json"
         if not marker.exists():
             return None
@@ -33,12 +66,31 @@ class WorkDir:
         return record if record.get("key") == _jsonable(key) else None
 
     def finish(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None = None) -> dict:
-        """Record ``stage`` as done: its tensors first, then the marker that makes them count."""
-        if tensors is not None:
-            self.save_tensors(stage, tensors)
+        """Record ``stage`` as done: its tensors first, then the marker that makes them count. In a
+        group, rank 0 writes and every rank returns the record rank 0 wrote."""
         record = {"key": _jsonable(key), "seconds": seconds, "result": result}
-        _atomic_write(self.path / f"{stage}.json", json.dumps(record, indent=1, sort_keys=True).encode())
-        return record
+        if self.writes:
+            if tensors is not None:
+                self.save_tensors(stage, tensors)
+            _atomic_write(self.path / f"{stage}.json", json.dumps(record, indent=1, sort_keys=True).encode())
+        if self.group is None:
+            return record
+        self.group.barrier()
+        return self._read(stage, key)
+
+    def gather(self, name: str, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Every rank's ``tensors``, in rank order, on every rank (through the work directory: results
+        too large for a collective, e.g. images). Alone: ``[tensors]``."""
+        if self.group is None:
+            return [tensors]
+        self.save_tensors(f"{name}.part{self.group.rank}", tensors)
+        self.group.barrier()
+        parts = [self.load_tensors(f"{name}.part{rank}") for rank in range(self.group.world_size)]
+        self.group.barrier()
+        if self.writes:
+            for rank in range(self.group.world_size):
+                (self.path / f"{name}.part{rank}.safetensors").unlink()
+        return parts
 
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         with atomic_target(self.path / f"{name}.safetensors") as temp:
@@ -48,13 +100,17 @@ class WorkDir:
         return load_file(str(self.path / f"{name}.safetensors"))
 
     def stage_dir(self, stage: str, key: dict) -> Path:
-        """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed."""
+        """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed
+        (by rank 0, before any rank reads it)."""
         path = self.path / stage
         marker = path / "key.json"
-        if marker.exists() and json.loads(marker.read_text()) != _jsonable(key):
-            self.discard(stage)
-        path.mkdir(exist_ok=True)
-        _atomic_write(marker, json.dumps(_jsonable(key), sort_keys=True).encode())
+        if self.writes:
+            if marker.exists() and json.loads(marker.read_text()) != _jsonable(key):
+                self.discard(stage)
+            path.mkdir(exist_ok=True)
+            _atomic_write(marker, json.dumps(_jsonable(key), sort_keys=True).encode())
+        if self.group is not None:
+            self.group.barrier()
         return path
 
     def discard(self, stage: str) -> None:

@@ -78,11 +78,12 @@ class Projector(nn.Module):
     @classmethod
     def for_training(cls, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                      head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
-                     train_logit_scale: bool = False) -> "Projector":
+                     train_logit_scale: bool = False, class_embeddings: torch.Tensor | None = None) -> "Projector":
         """A projector whose only trainable parameters are the encoder and head LoRA A/B (and, with
-        ``train_logit_scale``, the logit scale: the teacher's logits may span more than CLIP's)."""
+        ``train_logit_scale``, the logit scale: the teacher's logits may span more than CLIP's).
+        ``class_embeddings``: the text head when already computed (as for ``__init__``)."""
         projector = cls(clip_model, base_manifest, class_names, head=head, encoder_lora=encoder_lora,
-                        train_logit_scale=train_logit_scale)
+                        train_logit_scale=train_logit_scale, class_embeddings=class_embeddings)
         return projector.train()
 
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hello_build.data import ImageFolderIndex, RealImages
+from hello_build.distributed import Group
 from hello_build.options import BuildOptions
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
@@ -43,6 +44,7 @@ class BuildContext:
     projector: Projector
     progress: bool
     log: Callable[[str], None]
+    group: Group | None = None       # the torchrun job this process is part of (None: alone)
     teachers: object = None          # a TeacherSet, from the teacher stage
     images: torch.Tensor | None = None   # the synthetic images (uint8 [N, 3, S, S]) and their labels
     labels: torch.Tensor | None = None

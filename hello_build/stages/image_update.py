@@ -4,6 +4,10 @@ Each synthetic image stitches factor x factor patches that were down-sampled fro
 projector sees less than the teacher saw when the crop was chosen. Following the method, the stored
 pixels are optimised so that the encoder's features of every up-sampled patch match those of its
 full-resolution source: MSE(E(up(p_small)), E(p_full)), with E the transferred image encoder.
+
+Images are optimised in fixed batches of ``BATCH_SIZE``, each on its own; under torchrun each rank
+takes every world_size-th batch (the same batches as alone, so the same pixels) and the ranks' images
+are gathered through the work directory.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hello_build.distributed import Group, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.stages.init import patch_layout, source_crops
@@ -38,16 +43,20 @@ def run_image_update(
     *,
     device: torch.device,
     progress: bool = True,
+    group: Group | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Optimise uint8 ``images`` [N,C,S,S] towards their full-resolution sources; ``sources(rows)``
     gives uint8 [n, factor*factor, C, R, R] for a slice of images (recomputed per batch, so memory is
     bounded by the batch); ``encoder`` maps float [0,1] images of any size to features.
 
-    Returns the updated uint8 images and the mean feature error before and after.
+    Returns the updated uint8 images and the mean feature error before and after. In a ``group``, only
+    this rank's batches (every world_size-th) are updated; the errors are over all of them.
     """
     updated = images.clone()
     before = after = 0.0
-    for start in tqdm(range(0, len(images), BATCH_SIZE), desc="image update", disable=not progress, leave=False):
+    starts = range(0, len(images), BATCH_SIZE)
+    mine = starts if group is None else starts[group.rank :: group.world_size]
+    for start in tqdm(mine, desc="image update", disable=not progress, leave=False):
         batch = slice(start, start + BATCH_SIZE)
         x = images[batch].to(device).float().div(255).requires_grad_(True)
         with torch.no_grad():
@@ -68,6 +77,7 @@ def run_image_update(
             with torch.no_grad():
                 x.clamp_(0, 1)
         updated[batch] = x.detach().mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+    before, after = summed(group, [before, after])
     n = max(1, len(images))
     return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "steps": options.image_update_steps}
 
@@ -83,8 +93,13 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     boxes, source_size = ctx.work.load_tensors("init")["sources"], ctx.results["init"]["source_size"]
     updated, result = run_image_update(
         ctx.images, lambda rows: source_crops(ctx.index, boxes[rows], ctx.image_size, source_size), ctx.options.factor,
-        ctx.projector.encode, ctx.options, device=ctx.device, progress=ctx.progress,
+        ctx.projector.encode, ctx.options, device=ctx.device, progress=ctx.progress, group=ctx.group,
     )
+    if ctx.group is not None:  # each rank updated its own batches: put them together
+        batch_of = torch.arange(len(updated)) // BATCH_SIZE
+        owned = [batch_of % ctx.group.world_size == rank for rank in range(ctx.group.world_size)]
+        for rank, part in enumerate(ctx.work.gather("image_update", {"images": updated[owned[ctx.group.rank]]})):
+            updated[owned[rank]] = part["images"]
     result["agreement_before"] = synthetic_agreement(ctx, ctx.images)["agreement"]
     result["agreement_after"] = synthetic_agreement(ctx, updated)["agreement"]
     return result, {"images": updated}

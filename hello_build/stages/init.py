@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
-                              real_image_loader, scan_image_folder, stream_seed)
+                              real_image_loader, scan_image_folder, shard_indices, stream_seed)
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating
@@ -299,9 +299,18 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     if options.init_images:
         images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad)
         return {"images": len(labels), "source": Path(options.init_images).name}, {"images": images, "labels": labels}
+    group = ctx.group
+    classes = None if group is None else shard_indices(ctx.index.num_classes, group.rank, group.world_size)
     made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,
-                                progress=ctx.progress)
-    result = {"images": len(made.labels), "source_size": made.source_size, "skipped": len(made.skipped)}
+                                progress=ctx.progress, classes=classes)
+    skipped = len(made.skipped)
+    if group is not None:  # each rank scored its classes: join them (the same images as one process picks)
+        parts = ctx.work.gather("init", {"images": made.images, "labels": made.labels, "sources": made.sources,
+                                         "losses": made.losses})
+        made = InitResult.concatenate([InitResult(**part, size=made.size, factor=made.factor, source_size=made.source_size)
+                                       for part in parts])
+        skipped = int(group.sum([skipped])[0])
+    result = {"images": len(made.labels), "source_size": made.source_size, "skipped": skipped}
     return result, {"images": made.images, "labels": made.labels, "sources": made.sources}
 
 

@@ -7,6 +7,11 @@ mean). Each epoch ends with a checkpoint (LoRA + optimizer moments) in the work 
 interrupted transfer resumes at the last finished epoch and continues exactly as it would have.
 
 Only the LoRA matrices train; the CLIP base and its BatchNorm statistics stay frozen.
+
+Under torchrun (``ctx.group``) every rank draws the same global batches, views and teachers and fits
+its own rows of each; the gradients of the LoRA parameters are summed over ranks (each rank's loss
+weighted by its share of the batch), so every rank takes the single-process step up to the order of
+floating-point sums. Rank 0 writes the checkpoints; every rank resumes from them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hello_build.distributed import Group, rows, summed
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
@@ -54,12 +60,13 @@ def views(loader_images, labels, augment: AugmentConfig, generator, device):
 
 @torch.no_grad()
 def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: int, device,
-             view_seed: int = FIDELITY_SEED) -> dict:
+             view_seed: int = FIDELITY_SEED, group: Group | None = None) -> dict:
     """How well the projector imitates the teacher on augmented views of ``data`` (held-out real images).
 
     Returns top-1 agreement with the mean teacher, KL(teacher || projector) at T=1, and both models'
     top-1 accuracy on the (un-mixed) labels (None for all four when ``data`` is empty). The views are the
-    same for every call with the same ``view_seed``.
+    same for every call with the same ``view_seed``. In a ``group`` each rank scores its rows of every
+    batch and the counts are summed.
     """
     projector.eval()
     generator = torch.Generator().manual_seed(view_seed)
@@ -67,14 +74,19 @@ def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: i
     agree = kl = p_correct = t_correct = n = 0.0
     for images, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
         view, labels = views(images, labels, plain, generator, device)
+        mine = rows(group, len(labels))
+        x, labels = view.images[mine], labels[mine]
+        if not len(labels):
+            continue
         with autocast(device):
-            p = projector(view.images).float()
-            t = teachers.mean_logits(view.images).float()
+            p = projector(x).float()
+            t = teachers.mean_logits(x).float()
         agree += (p.argmax(1) == t.argmax(1)).sum().item()
         kl += F.kl_div(F.log_softmax(p, 1), F.log_softmax(t, 1), log_target=True, reduction="sum").item()
         p_correct += (p.argmax(1) == labels).sum().item()
         t_correct += (t.argmax(1) == labels).sum().item()
         n += len(labels)
+    agree, kl, p_correct, t_correct, n = summed(group, [agree, kl, p_correct, t_correct, n])
     if not n:
         return {"agreement": None, "kl": None, "projector_top1": None, "teacher_top1": None, "images": 0}
     return {"agreement": agree / n, "kl": kl / n, "projector_top1": p_correct / n, "teacher_top1": t_correct / n, "images": int(n)}
@@ -91,10 +103,11 @@ def run_transfer(
     device: torch.device,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    group: Group | None = None,
 ) -> tuple[list[float], float]:
     """Train ``projector``'s LoRA parameters in place; returns the mean loss of each epoch and the
     seconds spent, earlier interrupted runs included. Settings: ``options.transfer_*``, ``lambda_ce``,
-    ``seed``, ``num_workers``. ``log`` gets one line per epoch."""
+    ``seed``, ``num_workers``. ``log`` gets one line per epoch. ``group``: the torchrun job (see the module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
@@ -116,14 +129,18 @@ def run_transfer(
             cosine(optimizer, options.transfer_lr, step, total)
             view, labels = views(images, labels, augment, generator, device)
             labels_a, labels_b, lam = mix_targets(labels, view.mix)
+            mine = rows(group, len(labels))
+            x = view.images[mine]
             with torch.no_grad(), autocast(device):
-                target = teachers.logits(view.images, generator=teacher_choice).float()
-            loss = _fit_step(projector, optimizer, view.images, target, labels_a, labels_b, lam, options)
-            total_loss += loss * len(labels)
+                target = teachers.logits(x, generator=teacher_choice).float()  # an empty share still draws its teacher
+            loss = _fit_step(projector, optimizer, x, target, labels_a[mine], labels_b[mine], lam, options,
+                             share=len(x) / len(labels), group=group)
+            total_loss += loss * len(x)
             bar.set_postfix(loss=f"{loss:.3f}")
-        history.append(total_loss / len(train_data))
+        history.append(summed(group, [total_loss])[0] / len(train_data))
         seconds += time.perf_counter() - started
-        _save(checkpoint_dir, projector, optimizer, epoch + 1, history, seconds)
+        if group is None or group.is_main:
+            _save(checkpoint_dir, projector, optimizer, epoch + 1, history, seconds)
         if log:
             log(f"transfer epoch {epoch + 1}/{options.transfer_epochs}: loss {history[-1]:.4f} "
                 f"({seconds / (epoch + 1):.0f} s/epoch, {seconds:.0f} s so far)")
@@ -141,7 +158,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     history, seconds = run_transfer(
         ctx.projector, ctx.teachers, ctx.train, ctx.augment, ctx.options,
         checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer")), device=ctx.device,
-        progress=ctx.progress, log=ctx.log,
+        progress=ctx.progress, log=ctx.log, group=ctx.group,
     )
     resumed = max(0.0, seconds - (time.perf_counter() - started))
     result = {"loss": history, "fidelity": measure(ctx), "resumed_seconds": resumed}
@@ -156,7 +173,7 @@ def load(ctx: BuildContext, record: dict) -> None:
 def measure(ctx: BuildContext) -> dict:
     """The projector's fidelity to the teacher(s) on the held-out real views."""
     return fidelity(ctx.projector, ctx.teachers, ctx.holdout, ctx.augment, batch_size=ctx.options.transfer_batch_size,
-                    device=ctx.device)
+                    device=ctx.device, group=ctx.group)
 
 
 def describe(measured: dict) -> str:
@@ -176,14 +193,21 @@ def cosine(optimizer, lr: float, step: int, total: int, warmup: int = 0) -> None
         group["lr"] = lr * ramp * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
-def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, options) -> float:
-    with autocast(images.device):
-        logits = projector(images).float()
-    loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, options, *, share: float = 1.0,
+              group: Group | None = None) -> float:
+    """One optimizer step on ``images`` (in a ``group``: this rank's ``share`` of the global batch, whose
+    gradients are then summed over ranks); returns the loss on ``images`` (0 for an empty share)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = None
+    if len(images):
+        with autocast(images.device):
+            logits = projector(images).float()
+        loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+        (loss if group is None else loss * share).backward()
+    if group is not None:
+        group.sum_gradients(optimizer.param_groups[0]["params"])
     optimizer.step()
-    return loss.item()
+    return 0.0 if loss is None else loss.item()
 
 
 def lora_state(projector) -> dict[str, torch.Tensor]:

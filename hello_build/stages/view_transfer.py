@@ -5,6 +5,10 @@ labelled by the final teacher, each batch mixed with augmented real views so the
 merely memorise a hundred pictures; the loss is the real transfer's (``hello_build.stages.transfer``).
 The state with the best agreement on a fixed set of *selection* views (a seed the fitting never draws)
 is kept; ``view_agreement`` on yet another seed reports it.
+
+Under torchrun (``ctx.group``) every rank draws the same views and teachers and fits (or scores) its
+own rows of each batch, as the real transfer does (``hello_build.stages.transfer``); agreement counts
+are summed, so every rank keeps the same state.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.stages.transfer import (autocast, cosine, describe, load_lora_state, lora_state, measure,
@@ -42,6 +47,7 @@ def run_view_transfer(
     device: torch.device,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    group: Group | None = None,
 ) -> dict:
     """Fit ``projector``'s LoRA in place on teacher-labelled student views of the synthetic ``images``
     (uint8 [N,3,H,W], ``labels``), mixed with real views; keep the best state on the selection views.
@@ -50,13 +56,13 @@ def run_view_transfer(
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
     loader does). Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
     steps and the step that was kept. Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
-    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``."""
+    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.view_transfer_target)
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
-                                      limit=SELECTION_MAX_VIEWS, device=device)
+                                      limit=SELECTION_MAX_VIEWS, device=device, group=group)
     with torch.no_grad(), autocast(device):
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
 
@@ -66,7 +72,8 @@ def run_view_transfer(
     real_count = round(batch_size * options.view_transfer_real_fraction)
     synthetic_count = batch_size - real_count
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
-    best = {"agreement": _agreement(projector, selection(), selection_targets), "step": 0, "state": lora_state(projector)}
+    best = {"agreement": _agreement(projector, selection(), selection_targets, group), "step": 0,
+            "state": lora_state(projector)}
     curve, losses = [(0, best["agreement"])], []
     started = time.perf_counter()
     bar = tqdm(range(steps), desc="view transfer", disable=not progress, leave=False)
@@ -83,18 +90,26 @@ def run_view_transfer(
         loss = 0.0
         optimizer.zero_grad(set_to_none=True)
         for x, labels_a, labels_b, lam in parts:  # separate CE mixes; one optimizer step over both
-            with torch.no_grad(), autocast(device):
-                t = target(x, teacher_choice).float()
+            mine = rows(group, len(x))
+            x, labels_a, labels_b = x[mine], labels_a[mine], labels_b[mine]
+            if len(x) or options.view_transfer_target != "last":  # an empty share still draws its teacher
+                with torch.no_grad(), autocast(device):
+                    t = target(x, teacher_choice).float()
+            if not len(x):
+                continue
             with autocast(device):
                 logits = projector(x).float()
             part = transfer_loss(logits, t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
             (part * len(x) / batch_size).backward()
             loss += part.item() * len(x) / batch_size
+        if group is not None:
+            group.sum_gradients(params)
+            loss = group.sum([loss])[0]
         optimizer.step()
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            agreement = _agreement(projector, selection(), selection_targets)
+            agreement = _agreement(projector, selection(), selection_targets, group)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
                 best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
@@ -105,7 +120,8 @@ def run_view_transfer(
     load_lora_state(projector, best["state"])
     projector.eval()
     return {"loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": best["step"],
-            "kept_selection_agreement": best["agreement"], "selection_views": sum(len(t) for t in selection_targets)}
+            "kept_selection_agreement": best["agreement"],
+            "selection_views": int(summed(group, [sum(len(t) for t in selection_targets)])[0])}
 
 def enabled(options: BuildOptions) -> bool:
     """Whether the stage runs: 0 steps is the paper's method."""
@@ -115,7 +131,7 @@ def enabled(options: BuildOptions) -> bool:
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """The synthetic-view fit, then the fidelity on held-out real views."""
     result = run_view_transfer(ctx.projector, ctx.teachers, ctx.images, ctx.labels, ctx.train, ctx.augment, ctx.options,
-                               device=ctx.device, progress=ctx.progress, log=ctx.log)
+                               device=ctx.device, progress=ctx.progress, log=ctx.log, group=ctx.group)
     return {**result, "fidelity": measure(ctx)}, lora_state(ctx.projector)
 
 
@@ -132,21 +148,25 @@ def synthetic_agreement(ctx: BuildContext, images: torch.Tensor) -> dict:
     """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
     images, from a seed neither transfer phase draws; against the teacher the view transfer imitates."""
     return view_agreement(ctx.projector, ctx.teachers, images, ctx.augment, device=ctx.device,
-                          target=ctx.options.view_transfer_target)
+                          target=ctx.options.view_transfer_target, group=ctx.group)
 
 
 @torch.no_grad()
 def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, target: str,
-                   view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS) -> dict:
+                   view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS,
+                   group: Group | None = None) -> dict:
     """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
     batches over the synthetic ``images`` (at most ``limit`` views): augmented and CutMixed exactly as
-    the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws)."""
+    the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws).
+    In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
     reference = _reference(teachers, target)
-    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit, device=device)  # noqa: E731
+    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit, device=device,  # noqa: E731
+                                  group=group)
     with autocast(device):
         targets = [reference(view).float().argmax(1) for view in views()]
-    return {"agreement": _agreement(projector, views(), targets), "views": sum(len(t) for t in targets), "seed": view_seed}
+    return {"agreement": _agreement(projector, views(), targets, group),
+            "views": int(summed(group, [sum(len(t) for t in targets)])[0]), "seed": view_seed}
 
 
 def _reference(teachers, target: str):
@@ -154,9 +174,11 @@ def _reference(teachers, target: str):
     return teachers.teachers[-1] if target == "last" else teachers.mean_logits
 
 
-def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, device, batch_size: int = 64):
+def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, device, batch_size: int = 64,
+                  group: Group | None = None):
     """Student batches of ``rounds`` shuffled passes over ``images`` (at most ``limit`` views), on
-    ``device``; the same views for the same seed, made batch by batch so memory holds one batch."""
+    ``device``; the same views for the same seed, made batch by batch so memory holds one batch. In a
+    ``group``: this rank's rows of each (empty shares left out)."""
     generator = torch.Generator().manual_seed(seed)
     made = 0
     for _ in range(rounds):
@@ -165,18 +187,22 @@ def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, lim
             pick = order[start : start + batch_size][: limit - made]
             if not len(pick):
                 return
-            yield augment_batch(images[pick].to(device), augment, generator).images
+            view = augment_batch(images[pick].to(device), augment, generator).images[rows(group, len(pick))]
+            if len(view):
+                yield view
             made += len(pick)
 
 
 @torch.no_grad()
-def _agreement(projector, views, targets) -> float:
+def _agreement(projector, views, targets, group: Group | None = None) -> float:
     projector.eval()
     agree = total = 0
     for view, target in zip(views, targets):
         with autocast(view.device):
             agree += int((projector(view).float().argmax(1) == target).sum())
         total += len(target)
+    if group is not None:
+        agree, total = group.sum([agree, total])
     return agree / max(1, total)
 
 
