@@ -1,0 +1,167 @@
+"""hello-build under torchrun (2 gloo processes on the CPU, the tiny tree and stand-in CLIP of
+test_build.py): the same synthetic images as one process, LoRA weights and projector labels within
+the reduction-order tolerance measured below, a resumable interrupted job, a dead rank that ends the
+job, and the ranks' share of a batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hello_build.distributed import Group
+from hello_build.teachers import Teacher, TeacherSet
+from hello_format.bundle import Bundle
+from hello_format.dataset import LabelledImages
+from hello_format.projector import Projector
+from support import INTERRUPT_ENV, TEACHER, run_build, tiny_options
+
+# Largest |difference| of a LoRA/head weight between a 2-process and a 1-process build of the tiny
+# tree, and of the projector's logits on the bundle's images. Measured: 1.5e-5 (largest weight 0.40)
+# and 1.9e-6 (largest logit 2.6); 4 processes: 1.5e-5 and 2.9e-6 (4 transfer epochs + 4 view-transfer
+# steps + 2 image-update steps, AdamW, lr 5e-3): float32 sums in another order, magnified by Adam's
+# division by the gradient's own scale. The bounds leave a factor of about 10.
+LORA_TOLERANCE = 2e-4
+LOGIT_TOLERANCE = 5e-5
+
+
+def cli_args(options) -> list[str]:
+    """``tiny_options`` as hello-build arguments (the subset tiny_options sets)."""
+    args = [options.data, "-o", options.output, "--base", options.base, "--base-checkpoint", options.base_checkpoint,
+            "--embed-base", "--teacher", TEACHER, "--quiet"]
+    for name in ("holdout", "transfer_epochs", "transfer_batch_size", "transfer_lr", "ipc", "candidates_per_class",
+                 "crops_per_image", "device", "seed", "view_transfer_steps", "view_transfer_eval_every",
+                 "image_update_steps"):
+        args += ["--" + name.replace("_", "-"), str(getattr(options, name))]
+    return args
+
+
+def torchrun(kit, args, nproc=2, timeout=300, env=None):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {}),
+                   "PYTHONPATH": os.pathsep.join([str(kit["root"] / "teacher_module"), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "hello_build", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def bundle_parts(path):
+    """(images, labels, trainable tensors, projector logits on the bundle's images)."""
+    with Bundle.open(path) as bundle:
+        tensors = {name: bundle.tensor(name) for name in bundle.tensor_names
+                   if name.startswith(("encoder_lora.", "head."))}
+        images, labels = bundle.images(), bundle.labels
+        logits = Projector.from_bundle(bundle).label(images.float() / 255)
+    return images, labels, tensors, logits
+
+
+def assert_same_build(one, two):
+    images, labels, lora, logits = bundle_parts(one)
+    images2, labels2, lora2, logits2 = bundle_parts(two)
+    assert torch.equal(images, images2) and torch.equal(labels, labels2)  # the selected images: bit-identical
+    assert lora.keys() == lora2.keys()
+    assert max((lora[k].float() - lora2[k].float()).abs().max().item() for k in lora) < LORA_TOLERANCE
+    assert (logits - logits2).abs().max().item() < LOGIT_TOLERANCE
+    assert torch.equal(logits.argmax(1), logits2.argmax(1))
+
+
+@pytest.mark.slow  # ~15 s: two fresh processes import open_clip and build
+def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
+    alone = tiny_options(kit, tmp_path / "alone", transfer_epochs=2)
+    summary, _ = run_build(alone)
+    pair = tiny_options(kit, tmp_path / "pair", transfer_epochs=2)
+    result = torchrun(kit, cli_args(pair))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.startswith("{") for line in lines].count(True) == 1  # rank 0 alone logs and prints the summary
+    assert sum("wrote " in line for line in lines) == 1 and '"fidelity_after"' in lines[-1]
+    assert_same_build(summary["output"], pair.output)
+    assert sorted(p.name for p in Path(pair.workdir_path()).iterdir() if ".part" in p.name) == []
+
+
+@pytest.mark.slow
+def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
+    """Transfer, RDED scoring, the image update and the view transfer, 4 epochs: the measured tolerance."""
+    stages = dict(image_update_steps=2, view_transfer_steps=4, view_transfer_eval_every=2)
+    alone = tiny_options(kit, tmp_path / "alone", **stages)
+    summary, _ = run_build(alone)
+    pair = tiny_options(kit, tmp_path / "pair", **stages)
+    result = torchrun(kit, cli_args(pair))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_build(summary["output"], pair.output)
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_process_build_resumes_to_the_uninterrupted_one(kit, tmp_path):
+    whole = tiny_options(kit, tmp_path / "whole")
+    assert torchrun(kit, cli_args(whole)).returncode == 0
+    options = tiny_options(kit, tmp_path / "cut")
+    checkpoint = options.workdir_path() / "transfer" / "transfer.safetensors"
+    cut = torchrun(kit, cli_args(options), env={INTERRUPT_ENV: str(checkpoint)})  # both ranks stop in epoch 2
+    assert cut.returncode != 0 and checkpoint.exists() and not Path(options.output).exists()
+    resumed = torchrun(kit, cli_args(options))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for ours, theirs in zip(bundle_parts(options.output), bundle_parts(whole.output)):
+        if isinstance(ours, dict):
+            assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+        else:
+            assert torch.equal(ours, theirs)
+
+
+DYING_TEACHER = '''
+import os
+from h7_colour_teacher import ColourTeacher
+
+
+class Dying(ColourTeacher):
+    calls = 0
+
+    def forward(self, x):
+        Dying.calls += 1
+        if os.environ.get("RANK") == "1" and Dying.calls > 3:
+            os._exit(9)
+        return super().forward(x)
+
+
+def make(num_classes=3):
+    return Dying(num_classes)
+'''
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_build_within_bounded_time(kit, tmp_path):
+    (kit["root"] / "teacher_module" / "dying_teacher.py").write_text(DYING_TEACHER)
+    options = tiny_options(kit, tmp_path)
+    args = cli_args(options)
+    args[args.index(TEACHER)] = "dying_teacher:make"
+    started = time.perf_counter()
+    result = torchrun(kit, args, timeout=200)
+    assert result.returncode != 0
+    assert time.perf_counter() - started < 120
+    assert "exitcode  : 9" in result.stderr or "exitcode: 9" in result.stderr, result.stderr[-3000:]
+    assert not Path(options.output).exists()
+
+
+def test_ranks_share_a_batch_as_split_batches_do():
+    images, labels = torch.zeros(7, 3, 8, 8, dtype=torch.uint8), torch.arange(7) % 3
+    for world in (1, 2, 3, 4):
+        shares = [Group(rank, world, torch.device("cpu")).rows(7) for rank in range(world)]
+        assert [i for share in shares for i in range(7)[share]] == list(range(7))
+        for rank, share in enumerate(shares):
+            data = LabelledImages(images, labels, ["a", "b", "c"], None, None, device="cpu", rank=rank, world_size=world)
+            assert data.loader(7, shuffle=False, split_batches=True).rows(7) == share
+
+
+def test_an_empty_share_draws_its_teacher_like_a_full_one():
+    teachers = [Teacher(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), input_size=2, num_classes=3)
+                for _ in range(3)]
+    full, empty = TeacherSet(teachers), TeacherSet(teachers)
+    draws_full, draws_empty = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    for _ in range(5):
+        assert full.logits(torch.rand(2, 3, 2, 2), draws_full).shape == (2, 3)
+        assert empty.logits(torch.zeros(0, 3, 2, 2), draws_empty).shape == (0, 3)
+        assert full.last_index == empty.last_index
