@@ -7,10 +7,15 @@ dataset" that the teacher is trained on and that is distilled, and one part only
 students. Then: build the bundle, train three students on its images through ``hello eval``'s code
 (hard labels, ``HelloDataset`` labels, the online teacher's labels), print their accuracies and the
 storage, at demo scale and extrapolated to ImageNet-1K.
+
+Under torchrun the preparation (foundation model, digits, teacher) is rank 0's, in a scratch folder
+next to the output that every rank reads; the build and the students run on all ranks, and rank 0
+prints. Its bundle's images are the single-process demo's.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +30,12 @@ import open_clip
 from safetensors.torch import save_file
 
 from hello_build.data import holdout_split, scan_image_folder
+from hello_build.distributed import Group
 from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions
 from hello_build.pipeline import build
-from hello_build.teachers import train_teacher
+from hello_build.teachers import load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
@@ -66,35 +72,36 @@ def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -
     return root
 
 
-def run_demo(output: str | None = None, *, progress: bool = True, student_epochs: int = 60, seed: int = 0) -> dict:
-    """Run the demo end to end; returns the figures it prints."""
+def run_demo(output: str | None = None, *, progress: bool = True, student_epochs: int = 60, seed: int = 0,
+             group: Group | None = None) -> dict | None:
+    """Run the demo end to end; returns the figures it prints (in a torchrun ``group``: on rank 0; None
+    on the others)."""
     started = time.perf_counter()
     output = Path(output or "demo.hello")
-    with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
-        return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed)
+    if group is None:
+        with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
+            return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed)
+    scratch = output.with_name(output.name + ".scratch")  # shared by the ranks, removed by rank 0 at the end
+    try:
+        return _run(output, scratch, started, progress=progress and group.is_main, student_epochs=student_epochs,
+                    seed=seed, group=group)
+    finally:
+        if group.is_main:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int) -> dict:
+def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int,
+         group: Group | None = None) -> dict | None:
     """The demo in the scratch folder ``work`` (removed afterwards)."""
     parts = digits_split(seed)
-    train_dir = write_image_folder(work / "digits" / "train", *parts["original"])
-    test_dir = write_image_folder(work / "digits" / "test", *parts["test"])
-
-    print(f"1/4 pretraining the stand-in foundation model ({BASE}, a ResNet CLIP like the paper's RN50) "
-          f"on {len(parts['foundation'][1])} digits that are not distilled")
-    torch.manual_seed(seed)
-    base = open_clip.create_model(BASE)
-    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=FOUNDATION_STEPS,
-                  batch_size=64, seed=seed, progress=progress)
+    train_dir, test_dir, teacher_dir = work / "digits" / "train", work / "digits" / "test", work / "teacher"
     checkpoint = work / "base.safetensors"
-    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
-
-    print(f"2/4 ({time.perf_counter() - started:.0f} s) training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into 10 images per class")
-    index = scan_image_folder(train_dir)
-    train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
-    teachers = train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
-                             work_dir=work / "teacher")
-    teacher_files = sorted((work / "teacher").glob("teacher_convnet3_epoch*.safetensors"))
+    teachers = None
+    if group is None or group.is_main:
+        teachers = _prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed)
+    if group is not None:
+        group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
+    teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     options = BuildOptions(
         data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
         base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=10,
@@ -102,14 +109,18 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
         student_batch_size=20, hflip=0.0, fresh=True, seed=seed, source_dataset="sklearn-digits (upscaled to 32x32)",
         workdir=str(work / "build"),
     )
-    report = build(options, progress=progress)
+    report = build(options, progress=progress, group=group)
+    say = print if group is None or group.is_main else (lambda *args: None)
 
-    print(f"3/4 ({time.perf_counter() - started:.0f} s) training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
-          "only the labels differ")
-    regimes = {"hard": None, "projector": None, "teacher": teachers[-1]}
+    say(f"3/4 ({time.perf_counter() - started:.0f} s) training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
+        "only the labels differ")
+    final = teachers[-1] if group is None else load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
+    regimes = {"hard": None, "projector": None, "teacher": final}
     top1 = {regime: evaluate(output, test_dir, regime=regime, teacher=teacher, device="cpu", progress=progress,
-                             recipe_overrides={"seed": seed})["top1"]
+                             recipe_overrides={"seed": seed}, group=group)["top1"]
             for regime, teacher in regimes.items()}
+    if report is None:
+        return None
 
     with Bundle.open(output) as bundle:
         storage = bundle.storage()
@@ -128,6 +139,27 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     print(f"  done in {time.perf_counter() - started:.0f} s")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
+
+
+def _prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
+             progress: bool, seed: int) -> list:
+    """Write the digits, pretrain the stand-in foundation model (saved to ``checkpoint``) and train the
+    teacher (its checkpoints in ``teacher_dir``); returns the teachers."""
+    write_image_folder(train_dir, *parts["original"])
+    write_image_folder(test_dir, *parts["test"])
+    print(f"1/4 pretraining the stand-in foundation model ({BASE}, a ResNet CLIP like the paper's RN50) "
+          f"on {len(parts['foundation'][1])} digits that are not distilled")
+    torch.manual_seed(seed)
+    base = open_clip.create_model(BASE)
+    pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=FOUNDATION_STEPS,
+                  batch_size=64, seed=seed, progress=progress)
+    save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
+
+    print(f"2/4 ({time.perf_counter() - started:.0f} s) training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into 10 images per class")
+    index = scan_image_folder(train_dir)
+    train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
+    return train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
+                         work_dir=teacher_dir)
 
 
 def imagenet_label_generator_bytes(architecture: str = "RN50", classes: int = 1000, ipc: int = 10, epochs: int = 300,

@@ -20,7 +20,19 @@ from hello_build.errors import BuildError
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
-JobError = dist.DistError  # what a collective raises when another rank died or the wait ran past TIMEOUT_S
+
+
+class JobError(BuildError):
+    """A collective failed: another rank died, or a wait ran past TIMEOUT_S."""
+
+
+def _collective(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, a collective whose failure (gloo and NCCL raise RuntimeErrors) is one JobError line."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise JobError(f"the job stopped: another rank died or a collective waited over {TIMEOUT_S} s ({first})") from None
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class Group:
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums of ``values`` over all ranks (float64)."""
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(tensor)
+        _collective(dist.all_reduce, tensor)
         return tensor.tolist()
 
     def rows(self, size: int) -> slice:
@@ -54,14 +66,14 @@ class Group:
         parameters only, as DDP does, for losses already weighted by each rank's share."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        _collective(dist.all_reduce, flat)
         for p, piece in zip(params, flat.split([g.numel() for g in grads])):
             p.grad = piece.view_as(p).clone()
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``tensor`` on every rank (same shape and dtype on all; the others' values are ignored)."""
         moved = tensor.to(self.device if self.device.type == "cuda" else "cpu").contiguous()
-        dist.broadcast(moved, src=0)
+        _collective(dist.broadcast, moved, src=0)
         return moved.to(tensor.device)
 
     def decide(self, value: bool) -> bool:
@@ -70,7 +82,7 @@ class Group:
 
     def barrier(self) -> None:
         """Wait until every rank gets here (at most TIMEOUT_S)."""
-        dist.barrier()
+        _collective(dist.barrier)
 
 
 def rows(group: Group | None, size: int) -> slice:
