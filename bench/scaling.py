@@ -3,13 +3,14 @@
     python bench/scaling.py                      # 1 vs 2 processes, the digits tree, a 32-px ResNet CLIP
     python bench/scaling.py --nproc 2 4 --transfer-epochs 4
 
-The tree is scikit-learn's digits upscaled to 32 px (the demo's "original" part, ~1,100 images, 10
+The tree is scikit-learn's digits upscaled to 32 px (the demo's "original" part, 700 images, 10
 classes); the base a randomly initialised `hello-rn-w32` (the CIFAR benchmark's ResNet CLIP, 5.3 M
 visual parameters); the teacher a ConvNet-3 trained for one epoch. Every run builds the same bundle
 from a fresh work directory (`--fresh`) with one thread per process (OMP_NUM_THREADS=1, as torchrun
 sets). Times are rank 0's stage timings from the build's JSON line, plus the wall time of the whole
-command (process start, imports and set-up included). Prints the table and checks that every run
-selected the single-process run's images.
+command (process start, imports and set-up included). Prints the table, then for every N whether
+its synthetic images are the single-process run's, how far its LoRA/head weights and its projector's
+logits on those images are from the single-process ones, and which view-transfer step each kept.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hello_build.data import scan_image_folder
 from hello_build.demo import digits_split, write_image_folder
 from hello_build.teachers import train_teacher
 from hello_format.bundle import Bundle
+from hello_format.projector import Projector
 
 BASE = "hello-rn-w32"
 STAGES = ("data", "base", "text_head", "transfer", "init", "image_update", "view_transfer", "write")
@@ -71,6 +73,15 @@ def run(nproc: int, build: list[str]) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), wall
 
 
+def bundle_parts(path: Path) -> dict:
+    """The images, trainable tensors and projector logits (on the images) of a bundle."""
+    with Bundle.open(path) as bundle:
+        images = bundle.images()
+        weights = {n: bundle.tensor(n).float() for n in bundle.tensor_names if n.startswith(("encoder_lora.", "head."))}
+        logits = Projector.from_bundle(bundle).label(images.float() / 255)
+    return {"images": images, "weights": weights, "logits": logits}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nproc", type=int, nargs="+", default=[2], help="process counts to compare with 1")
@@ -88,9 +99,7 @@ def main() -> None:
         results = {}
         for nproc in [1, *args.nproc]:
             output = root / f"n{nproc}.hello"
-            results[nproc] = run(nproc, build_args(kit, output, args))
-            with Bundle.open(output) as bundle:
-                results[nproc] += (bundle.images(),)
+            results[nproc] = (*run(nproc, build_args(kit, output, args)), bundle_parts(output))
     counts = [1, *args.nproc]
     header = f"{'stage':<14}" + "".join(f"{f'{n} proc s':>11}" for n in counts) + "".join(f"{f'x{n}':>8}" for n in args.nproc)
     print(header)
@@ -100,9 +109,18 @@ def main() -> None:
             continue
         cells = "".join(f"{s:>11.2f}" for s in seconds) + "".join(f"{seconds[0] / s:>8.2f}" for s in seconds[1:])
         print(f"{stage:<14}{cells}")
+    one = results[1][2]
     for n in args.nproc:
-        same = torch.equal(results[1][2], results[n][2])
-        print(f"{n} processes: synthetic images {'identical to' if same else 'DIFFERENT from'} the single-process run's")
+        other = results[n][2]
+        same = torch.equal(one["images"], other["images"])
+        weights = max((one["weights"][k] - other["weights"][k]).abs().max().item() for k in one["weights"])
+        logits = (one["logits"] - other["logits"]).abs().max().item()
+        top1 = (one["logits"].argmax(1) == other["logits"].argmax(1)).float().mean().item()
+        kept = [results[m][0]["view_transfer"]["kept_step"] if results[m][0]["view_transfer"] else None for m in (1, n)]
+        print(f"{n} processes: synthetic images {'identical to' if same else 'DIFFERENT from'} the single-process run's; "
+              f"LoRA/head weights max |diff| {weights:.2g} (largest {max(w.abs().max().item() for w in one['weights'].values()):.2g}); "
+              f"logits on the images max |diff| {logits:.2g} (largest {one['logits'].abs().max().item():.2g}), "
+              f"top-1 agreement {top1:.3f}; view-transfer step kept {kept[0]} (1 process) / {kept[1]}")
 
 
 if __name__ == "__main__":

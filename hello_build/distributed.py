@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from hello_build.errors import BuildError
+from hello_format.dataset import batch_share
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
@@ -56,9 +57,7 @@ class Group:
     def rows(self, size: int) -> slice:
         """This rank's contiguous rows of a global batch of ``size`` (shares differ by at most one; a
         share may be empty), as ``LabelledImages.loader(split_batches=True)`` cuts them."""
-        share, extra = divmod(size, self.world_size)
-        start = self.rank * share + min(self.rank, extra)
-        return slice(start, start + share + (self.rank < extra))
+        return batch_share(size, self.rank, self.world_size)
 
     def sum_gradients(self, params: list[torch.Tensor]) -> None:
         """Replace each parameter's gradient by its sum over all ranks (one all-reduce of them all,

@@ -246,11 +246,7 @@ class BatchLoader:
     def rows(self, size: int) -> slice:
         """This rank's rows of a batch of ``size``: all of them, or with ``split_batches`` a contiguous
         share (sizes differ by at most one; a share may be empty)."""
-        if not self.split_batches:
-            return slice(None)
-        share, extra = divmod(size, self.dataset.world_size)
-        start = self.dataset.rank * share + min(self.dataset.rank, extra)
-        return slice(start, start + share + (self.dataset.rank < extra))
+        return batch_share(size, self.dataset.rank, self.dataset.world_size) if self.split_batches else slice(None)
 
     def batch_sizes(self) -> list[int]:
         """The size of each batch of an epoch (before ``rows``), in order."""
@@ -280,6 +276,14 @@ class BatchLoader:
             yield from ahead(self.views(), make, self.dataset.device)
         else:
             yield from map(make, self.views())
+
+
+def batch_share(size: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous rows of a batch of ``size`` split over ``world_size`` ranks (shares
+    differ by at most one, the first ones larger; a share may be empty)."""
+    share, extra = divmod(size, world_size)
+    start = rank * share + min(rank, extra)
+    return slice(start, start + share + (rank < extra))
 
 
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:
