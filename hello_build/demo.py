@@ -110,6 +110,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
         workdir=str(work / "build"),
     )
     report = build(options, progress=progress, group=group)
+    if group is not None:
+        group.barrier()  # every rank's students read the bundle rank 0 wrote
     say = print if group is None or group.is_main else (lambda *args: None)
 
     say(f"3/4 ({time.perf_counter() - started:.0f} s) training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "

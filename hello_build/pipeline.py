@@ -59,8 +59,9 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
 
 def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
     """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes).
-    ``group``: the torchrun job this process is part of (``distributed.join``); rank 0 returns the
-    summary, the other ranks None once the bundle is written."""
+    ``group``: the torchrun job this process is part of (``distributed.join``); rank 0 writes the
+    bundle and returns the summary, the other ranks return None after the last collective (no wait
+    on the write, which may outlast a collective's timeout)."""
     log = log or (lambda message: tqdm.write(message))
     if group is not None and not group.is_main:
         log, progress = (lambda message: None), False
@@ -102,8 +103,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views)")
     if group is not None and not group.is_main:
-        group.barrier()  # rank 0 writes the bundle
-        return None
+        return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
                                      projector.bundle_tensors("float32"), DELTA_DTYPES[options.delta_dtype],
                                      options.delta_group_size)
@@ -116,8 +116,6 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         storage = bundle.storage()
     log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
         f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
-    if group is not None:
-        group.barrier()
     results = ctx.results
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": results["text_head"]["fidelity"],
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),

@@ -167,3 +167,12 @@ def test_an_empty_share_draws_its_teacher_like_a_full_one():
         assert full.logits(torch.rand(2, 3, 2, 2), draws_full).shape == (2, 3)
         assert empty.logits(torch.zeros(0, 3, 2, 2), draws_empty).shape == (0, 3)
         assert full.last_index == empty.last_index
+
+
+def test_training_a_teacher_under_torchrun_is_refused_in_one_line(kit, tmp_path):
+    from hello_build.errors import BuildError
+    from hello_build.pipeline import build
+
+    options = tiny_options(kit, tmp_path, teacher=[], train_teacher="convnet3")
+    with pytest.raises(BuildError, match="--train-teacher runs in one process"):
+        build(options, progress=False, group=Group(1, 2, torch.device("cpu")))
