@@ -71,7 +71,7 @@ class Group:
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``tensor`` on every rank (same shape and dtype on all; the others' values are ignored)."""
-        moved = tensor.to(self.device if self.device.type == "cuda" else "cpu").contiguous()
+        moved = tensor.detach().to(self.device if self.device.type == "cuda" else "cpu", copy=True).contiguous()
         _collective(dist.broadcast, moved, src=0)
         return moved.to(tensor.device)
 
