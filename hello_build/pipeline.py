@@ -65,7 +65,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     log = log or (lambda message: tqdm.write(message))
     if group is not None and not group.is_main:
         log, progress = (lambda message: None), False
-    _check(options, group)
+    _check(options)
     device = group.device if group is not None else torch.device(options.device) if options.device else default_device()
     timings: dict[str, float] = {}
 
@@ -123,10 +123,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
             "label_generator_bytes": storage.label_generator_bytes}
 
 
-def _check(options: BuildOptions, group: Group | None = None) -> None:
-    if group is not None and options.train_teacher:
-        raise BuildError("--train-teacher runs in one process: train the teacher without torchrun (hello-build "
-                         "--train-teacher keeps its checkpoints in the work directory), then build under torchrun with --teacher")
+def _check(options: BuildOptions) -> None:
     if not options.data or not options.output:
         raise BuildError("give the training image folder and the output path")
     if options.ipc < 1 or options.factor < 1:

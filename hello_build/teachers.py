@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
+from hello_build.distributed import Group, rows, summed
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
 from hello_format.container import write_container
 from hello_format.digests import file_sha256
@@ -432,7 +433,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
                   num_workers: int = 0, skip_bad: bool = False, work_dir: str | os.PathLike | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                   input_size: int | None = None,
-                  progress: bool | Callable[[int, float], None] = False) -> list[Teacher]:
+                  progress: bool | Callable[[int, float], None] = False, group: Group | None = None) -> list[Teacher]:
     """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) and return
     ``keep`` frozen checkpoints of its trajectory (``checkpoint_epochs``), oldest first.
 
@@ -441,7 +442,10 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
     becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
     the same hardware. With ``work_dir`` each checkpoint is also saved as
     ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress``: True shows a bar; a callable gets
-    ``(epoch, mean loss)`` after each epoch.
+    ``(epoch, mean loss)`` after each epoch. In a torchrun ``group``: DDP, every rank training on its
+    rows of the same augmented global batches, its loss weighted by its share (as ``hello eval``'s
+    students: the single-process teacher up to the order of floating-point sums; BatchNorm is synced
+    on GPUs, per rank on CPUs; the zoo's ConvNet-3 has none).
     """
     size = input_size or get_architecture(arch).input_size
     saves = set(checkpoint_epochs(epochs, keep))
@@ -451,8 +455,12 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model(arch, index.num_classes, image_size=size)
+    cuda = torch.device(device).type == "cuda"
+    if group is not None and cuda:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # batch statistics over all ranks' rows
     student = Teacher(net, input_size=size, num_classes=index.num_classes, mean=mean, std=std,
                       description=arch).to(device)
+    model = student if group is None else nn.parallel.DistributedDataParallel(student, device_ids=[device] if cuda else None)
     loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
                                num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -463,20 +471,24 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
     checkpoints: list[Teacher] = []
     bar = tqdm(total=epochs, desc=f"teacher {arch}", disable=progress is not True, leave=False)
     for epoch in range(1, epochs + 1):
-        student.train()
+        model.train()
         total, count = 0.0, 0
         for images, labels in loader:
             keep_mask = labels != SKIPPED
             images, labels = images[keep_mask], labels[keep_mask]
             if len(labels) < 2:
                 continue
-            images = _crop_flip(images, augment_generator).to(device)
-            loss = F.cross_entropy(student(images), labels.to(device))
+            images = _crop_flip(images, augment_generator)
+            mine = rows(group, len(labels))
+            logits = model(images[mine].to(device))
+            loss = F.cross_entropy(logits, labels[mine].to(device)) if len(logits) else logits.sum()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks: weighting by rows makes that the whole batch's mean
+            (loss if group is None else loss * len(logits) * group.world_size / len(labels)).backward()
             optimizer.step()
             scheduler.step()
-            total, count = total + float(loss.detach()) * len(labels), count + len(labels)
+            total, count = total + float(loss.detach()) * len(logits), count + len(logits)
+        total, count = summed(group, [total, count])
         bar.update(1)
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
         if callable(progress):

@@ -2,7 +2,8 @@
 
 Given files are loaded (nothing to record); with ``--train-teacher`` a zoo teacher is trained on the
 non-held-out images and the checkpoints of its trajectory kept as weak teachers, recorded in the work
-directory like every stage's result, so a rerun reuses them.
+directory like every stage's result, so a rerun reuses them. Under torchrun the training is DDP
+(``teachers.train_teacher``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     trained = teacher_io.train_teacher(
         ctx.index, options.train_teacher, epochs=options.teacher_epochs, keep=options.teacher_checkpoints,
         input_size=ctx.image_size, indices=ctx.train.indices, seed=options.seed, device=ctx.device,
-        num_workers=options.num_workers, skip_bad=options.skip_bad, progress=ctx.progress,
+        num_workers=options.num_workers, skip_bad=options.skip_bad, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
