@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from hello_build.errors import BuildError
-from hello_format.dataset import batch_share
+from hello_format.runtime import batch_share
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error

@@ -28,7 +28,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import default_device, epoch_seed
+from hello_format.runtime import batch_share, default_device, epoch_seed
 
 
 class LabelledBatch(NamedTuple):
@@ -276,14 +276,6 @@ class BatchLoader:
             yield from ahead(self.views(), make, self.dataset.device)
         else:
             yield from map(make, self.views())
-
-
-def batch_share(size: int, rank: int, world_size: int) -> slice:
-    """Rank ``rank``'s contiguous rows of a batch of ``size`` split over ``world_size`` ranks (shares
-    differ by at most one, the first ones larger; a share may be empty)."""
-    share, extra = divmod(size, world_size)
-    start = rank * share + min(rank, extra)
-    return slice(start, start + share + (rank < extra))
 
 
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:

@@ -155,6 +155,41 @@ def test_a_dead_rank_ends_the_build_within_bounded_time(kit, tmp_path):
     assert not Path(options.output).exists()
 
 
+WORKDIR_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+from hello_build import distributed
+from hello_build.workdir import WorkDir
+
+group = distributed.join()
+work = WorkDir(Path(sys.argv[1]), group=group)
+assert work.result("stage", {"a": 1}) is None
+record = work.finish("stage", {"a": 1}, {"rank": group.rank}, seconds=float(group.rank))
+assert record["result"] == {"rank": 0} and record["seconds"] == 0.0, record  # everyone holds rank 0's record
+assert work.result("stage", {"a": 1})["result"] == {"rank": 0} and work.result("stage", {"a": 2}) is None
+parts = work.gather("part", {"x": torch.full((group.rank + 1,), float(group.rank))})
+assert [p["x"].tolist() for p in parts] == [[0.0], [1.0, 1.0]], parts
+assert group.rank or not list(work.path.glob("*.part*"))  # rank 0 removes the parts once all have read them
+p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+p.grad = torch.full((3,), float(group.rank + 1))  # q: no gradient on any rank
+group.sum_gradients([p, q])
+assert p.grad.tolist() == [3.0] * 3 and q.grad.tolist() == [0.0, 0.0]
+print(f"ok {group.rank}", flush=True)
+distributed.leave()
+"""
+
+
+def test_the_work_directory_is_written_by_rank_0_and_read_by_all(kit, tmp_path):
+    script = tmp_path / "workdir.py"
+    script.write_text(WORKDIR_SCRIPT)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(done.stdout.split()) == ["0", "1", "ok", "ok"]
+
+
 def test_ranks_share_a_batch_as_split_batches_do():
     images, labels = torch.zeros(7, 3, 8, 8, dtype=torch.uint8), torch.arange(7) % 3
     for world in (1, 2, 3, 4):
