@@ -123,21 +123,57 @@ class AugmentedBatch:
 def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> AugmentedBatch:
     """Augment a uint8 batch [B, C, H, W] on its own device with parameters drawn from ``generator`` (CPU)."""
     _check_images(images)
+    draw = draw_augment(len(images), images.shape[2], images.shape[3], config, generator)
+    out = apply_crops(images, draw.crops, draw.flips, draw.size, draw.patch_order)
+    return AugmentedBatch(apply_mix(out, draw.mix), draw.crops, draw.flips, draw.patch_order, draw.mix)
+
+
+@dataclass(eq=False)
+class AugmentDraw:
+    """The random parameters of one batch of ``len(crops)`` images, drawn before any pixel is read."""
+
+    size: tuple[int, int]
+    crops: torch.Tensor
+    flips: torch.Tensor
+    patch_order: torch.Tensor | None
+    mix: MixParams | None
+
+    def needed(self, rows: slice) -> torch.Tensor:
+        """The (sorted) rows of the batch whose pixels the views of ``rows`` read: theirs and their mix partners'."""
+        own = torch.arange(len(self.crops))[rows]
+        return own if self.mix is None else torch.unique(torch.cat([own, self.mix.perm[own]]))
+
+    def apply(self, images: torch.Tensor, needed: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The views of ``rows`` (float32, as ``augment_batch`` makes them, bit for bit) from the uint8
+        ``images`` of the ``needed`` rows only."""
+        out = apply_crops(images, self.crops[needed], self.flips[needed], self.size,
+                          None if self.patch_order is None else self.patch_order[needed])
+        own = torch.arange(len(self.crops))[rows]
+        mine = torch.searchsorted(needed, own).to(out.device)
+        views = out.index_select(0, mine)
+        if self.mix is None:
+            return views
+        partners = out.index_select(0, torch.searchsorted(needed, self.mix.perm[own]).to(out.device))
+        if self.mix.kind == "cutmix":
+            y0, x0, y1, x1 = self.mix.box
+            views[:, :, y0:y1, x0:x1] = partners[:, :, y0:y1, x0:x1]
+            return views
+        return views.mul_(self.mix.lam).add_(partners, alpha=1.0 - self.mix.lam)
+
+
+def draw_augment(batch: int, height: int, width: int, config: AugmentConfig, generator: torch.Generator) -> AugmentDraw:
+    """The parameters ``augment_batch`` draws for a batch of ``batch`` images of ``height`` x ``width``,
+    in the same order from ``generator`` (CPU)."""
     if generator.device.type != "cpu":
         raise AugmentError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
-    batch, _, height, width = images.shape
     size = (height, width) if config.output_size is None else (config.output_size, config.output_size)
     factor = config.patch_shuffle if config.patch_shuffle > 1 else 0
     if factor > min(height, width):
         raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
-
     crops = sample_crops(batch, height, width, config.scale, config.ratio, generator)
     flips = torch.rand(batch, generator=generator, dtype=torch.float64) < config.hflip
     patch_order = torch.rand(batch, 2, factor, generator=generator, dtype=torch.float64).argsort(dim=-1) if factor else None
-    mix = sample_mix(batch, size, config, generator)
-
-    out = apply_crops(images, crops, flips, size, patch_order)
-    return AugmentedBatch(apply_mix(out, mix), crops, flips, patch_order, mix)
+    return AugmentDraw(size, crops, flips, patch_order, sample_mix(batch, size, config, generator))
 
 
 def sample_crops(batch: int, height: int, width: int, scale, ratio, generator: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,7 @@ from hello_format.augment import (
     AugmentError,
     apply_crops,
     augment_batch,
+    draw_augment,
     mix_targets,
     sample_crops,
     sample_mix,
@@ -237,3 +238,19 @@ def test_bad_inputs_are_refused_clearly():
         augment_batch(random_images(height=4, width=4), AugmentConfig(patch_shuffle=5), generator())
     with pytest.raises(AugmentError, match="output_size"):
         AugmentConfig().replace(output_size=-3)
+
+
+@pytest.mark.parametrize("mixing", [{"cutmix": 0.0}, {"cutmix": 1.0}, {"cutmix": 0.0, "mixup": 1.0}])
+def test_a_share_of_a_batch_is_made_from_its_rows_and_their_partners_only(mixing):
+    """What a torchrun rank does: draw the batch's parameters, decode only the rows it needs, and get
+    exactly the rows ``augment_batch`` makes of the whole batch."""
+    images = torch.randint(0, 256, (12, 3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    config = AugmentConfig(output_size=16, patch_shuffle=2, **mixing)
+    whole = augment_batch(images, config, torch.Generator().manual_seed(7)).images
+    for rows in (slice(0, 4), slice(4, 8), slice(8, 12)):
+        draw = draw_augment(len(images), 20, 24, config, torch.Generator().manual_seed(7))
+        needed = draw.needed(rows)
+        own = set(range(12)[rows])
+        partners = set(draw.mix.perm[list(own)].tolist()) if draw.mix else set()
+        assert set(needed.tolist()) == own | partners
+        assert torch.equal(draw.apply(images[needed], needed, rows), whole[rows])

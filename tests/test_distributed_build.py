@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch.utils.data import BatchSampler, RandomSampler
+
+from hello_build.data import RealImages, scan_image_folder
 from hello_build.distributed import Group
+from hello_build.stages.transfer import _ShareBatches
+from hello_format.augment import AugmentConfig
 from hello_build.teachers import Teacher, TeacherSet
 from hello_format.bundle import Bundle
 from hello_format.dataset import LabelledImages
@@ -222,3 +227,21 @@ def test_a_teacher_trained_on_two_processes_gives_the_single_process_images(kit,
     result = torchrun(kit, cli_args(pair))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_build(summary["output"], pair.output)
+
+
+@pytest.mark.parametrize("cutmix", [0.0, 1.0])
+def test_a_rank_decodes_only_its_rows_of_each_transfer_batch_and_their_mix_partners(kit, cutmix):
+    data = RealImages(scan_image_folder(kit["data"]), 32)
+    group = Group(rank=1, world_size=2, device=torch.device("cpu"))
+    batches = _ShareBatches(data, 10, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+                            AugmentConfig(output_size=32, cutmix=cutmix), group)
+    loaded = list(batches)
+    order = torch.Generator().manual_seed(0)
+    for positions, batch, (draw, needed, mine) in zip(loaded, BatchSampler(RandomSampler(data, generator=order), 10, False),
+                                                      batches.draws, strict=True):
+        own = batch[group.rows(len(batch))]
+        assert positions == [batch[i] for i in needed.tolist()] and set(own) <= set(positions)
+        if cutmix == 0.0:
+            assert positions == own  # half of each batch, not all of it
+        else:
+            assert set(positions) == set(own) | {batch[i] for i in draw.mix.perm[mine].tolist()}

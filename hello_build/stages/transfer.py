@@ -11,11 +11,13 @@ Only the LoRA matrices train; the CLIP base and its BatchNorm statistics stay fr
 Under torchrun (``ctx.group``) every rank draws the same global batches, views and teachers and fits
 its own rows of each; the gradients of the LoRA parameters are summed over ranks (each rank's loss
 weighted by its share of the batch), so every rank takes the single-process step up to the order of
-floating-point sums. Rank 0 writes the checkpoints; every rank resumes from them.
+floating-point sums. Each batch's augmentation is drawn before its pixels are read, so a rank decodes
+only its rows and their CutMix/Mixup partners. Rank 0 writes the checkpoints; every rank resumes from them.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable
@@ -25,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from hello_build.distributed import Group, rows, summed
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.runtime import epoch_seed
 
@@ -120,21 +122,21 @@ def run_transfer(
         seed = epoch_seed(options.seed, epoch)
         generator = torch.Generator().manual_seed(seed)
         order = torch.Generator().manual_seed(seed ^ 0x5EED)
-        loader = DataLoader(train_data, batch_size=options.transfer_batch_size, shuffle=True, generator=order,
-                            num_workers=options.num_workers, drop_last=False)
+        batches = _ShareBatches(train_data, options.transfer_batch_size, order, generator, augment, group)
+        loader = DataLoader(train_data, batch_sampler=batches, num_workers=options.num_workers,
+                            generator=order)  # draws its worker seed from order first, as shuffle=True did
         teacher_choice = torch.Generator().manual_seed(seed ^ 0x7EAC)
         total_loss = 0.0
         bar = tqdm(loader, desc=f"transfer {epoch + 1}/{options.transfer_epochs}", disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=epoch * steps_per_epoch):
             cosine(optimizer, options.transfer_lr, step, total)
-            view, labels = views(images, labels, augment, generator, device)
-            labels_a, labels_b, lam = mix_targets(labels, view.mix)
-            mine = rows(group, len(labels))
-            x = view.images[mine]
+            draw, needed, mine = batches.draws.popleft()
+            x, labels_a, labels_b, lam = _share_view(draw, needed, mine, images.to(device, non_blocking=True),
+                                                     labels.to(device, non_blocking=True))
             with torch.no_grad(), autocast(device):
                 target = teachers.logits(x, generator=teacher_choice).float()  # an empty share still draws its teacher
-            loss = _fit_step(projector, optimizer, x, target, labels_a[mine], labels_b[mine], lam, options,
-                             share=len(x) / len(labels), group=group)
+            loss = _fit_step(projector, optimizer, x, target, labels_a, labels_b, lam, options,
+                             share=len(x) / len(draw.crops), group=group)
             total_loss += loss * len(x)
             bar.set_postfix(loss=f"{loss:.3f}")
         history.append(summed(group, [total_loss])[0] / len(train_data))
@@ -208,6 +210,43 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
         group.sum_gradients(optimizer.param_groups[0]["params"])
     optimizer.step()
     return 0.0 if loss is None else loss.item()
+
+
+class _ShareBatches(Sampler):
+    """The transfer's global batches in the single-process order (shuffled by ``order``), as a batch
+    sampler of the dataset positions this rank decodes: its rows of each batch and their mix partners'
+    only. Each batch's augmentation is drawn here, in batch order from ``generator`` (so before any
+    pixel is decoded, and the same for any world size), and queued in ``draws`` with the rows it needs."""
+
+    def __init__(self, data, batch_size: int, order: torch.Generator, generator: torch.Generator,
+                 augment: AugmentConfig, group: Group | None):
+        self.batches = BatchSampler(RandomSampler(data, generator=order), batch_size, drop_last=False)
+        self.shape = tuple(data[0][0].shape[-2:])  # the images' (height, width): the data's images are one size
+        self.generator, self.augment, self.group = generator, augment, group
+        self.draws: collections.deque = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            draw = draw_augment(len(batch), *self.shape, self.augment, self.generator)
+            mine = rows(self.group, len(batch))
+            needed = draw.needed(mine)
+            self.draws.append((draw, needed, mine))
+            yield [batch[i] for i in needed.tolist()] or batch[:1]  # an empty share still loads a row, unused
+
+
+def _share_view(draw: AugmentDraw, needed, mine: slice, images, labels):
+    """This rank's views of a global batch from the ``needed`` rows' images and labels, with their
+    (mixed) hard targets: ``(views, labels, partner labels, lam)``."""
+    if not len(needed):
+        empty = torch.empty(0, images.shape[1], *draw.size, device=images.device)
+        return empty, labels[:0], labels[:0], 1.0
+    full = torch.full((len(draw.crops),), -1, dtype=labels.dtype, device=labels.device)
+    full[needed.to(labels.device)] = labels
+    labels_a, labels_b, lam = mix_targets(full, draw.mix)
+    return draw.apply(images, needed, mine), labels_a[mine], labels_b[mine], lam
 
 
 def lora_state(projector) -> dict[str, torch.Tensor]:
