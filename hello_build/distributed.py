@@ -75,6 +75,25 @@ class Group:
         _collective(dist.broadcast, moved, src=0)
         return moved.to(tensor.device)
 
+    def gather_rows(self, rows: torch.Tensor, size: int) -> torch.Tensor:
+        """The whole batch of ``size`` rows on every rank, from each rank's ``rows`` (its ``self.rows(size)``)."""
+        width = -(-size // self.world_size)   # shares differ by at most one row: pad each to the largest
+        padded = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+        padded[: len(rows)] = rows
+        pieces = [torch.empty_like(padded) for _ in range(self.world_size)]
+        _collective(dist.all_gather, pieces, padded)
+        return torch.cat([piece[: len(range(size)[batch_share(size, rank, self.world_size)])]
+                          for rank, piece in enumerate(pieces)])
+
+    def broadcast_text(self, text: str | None) -> str:
+        """Rank 0's ``text`` on every rank (the others pass anything, e.g. None)."""
+        data = (text or "").encode() if self.is_main else b""
+        length = int(self.broadcast(torch.tensor([len(data)], dtype=torch.int64)).item())
+        buffer = torch.zeros(length, dtype=torch.uint8)
+        if self.is_main:
+            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return bytes(self.broadcast(buffer).tolist()).decode()
+
     def decide(self, value: bool) -> bool:
         """Rank 0's ``value`` on every rank: one decision the job takes together."""
         return bool(self.broadcast(torch.tensor([int(value)], dtype=torch.int64)).item())

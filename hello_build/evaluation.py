@@ -145,9 +145,6 @@ def evaluate(
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
-    if group is not None and regime == "stored":
-        raise BuildError("the stored regime runs in one process (its label files are written by one writer); "
-                         "run it without torchrun")
     device = group.device if group is not None else torch.device(device) if device else default_device()
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -179,8 +176,12 @@ def evaluate(
         if regime == "stored":
             from hello_build.stored_labels import StoredLabels
 
-            directory = stored_dir or scope.enter_context(tempfile.TemporaryDirectory(prefix="hello-stored-"))
-            stored = StoredLabels.prepare(directory, data, teacher, recipe)
+            directory = stored_dir
+            if directory is None and (group is None or group.is_main):
+                directory = scope.enter_context(tempfile.TemporaryDirectory(prefix="hello-stored-"))
+            if group is not None and stored_dir is None:  # rank 0's temporary directory (one node; else --stored-dir)
+                directory = group.broadcast_text(directory)
+            stored = StoredLabels.prepare(directory, data, teacher, recipe, group=group)
             stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
             data.labeller = stored.replay()
         training = time.perf_counter()

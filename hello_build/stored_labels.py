@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from hello_build.distributed import Group
 from hello_build.errors import BuildError
 
 
@@ -29,20 +30,32 @@ def batch_file(directory: Path, epoch: int, batch: int) -> Path:
 class StoredLabels:
     """Pre-generated teacher labels for every view of a training run, read back batch by batch."""
 
-    def __init__(self, directory: Path, epochs: int, batches_per_epoch: int):
+    def __init__(self, directory: Path, epochs: int, batches_per_epoch: int, group: Group | None = None):
         self.directory, self.epochs, self.batches_per_epoch = Path(directory), epochs, batches_per_epoch
+        self.group = group
 
     @classmethod
-    def prepare(cls, directory, data, teacher: Callable, recipe) -> "StoredLabels":
+    def prepare(cls, directory, data, teacher: Callable, recipe, group: Group | None = None) -> "StoredLabels":
         """Run the training loader once with ``teacher`` labelling each view, and store everything
-        (label files of an earlier run in ``directory`` are removed first, so none outlives its run)."""
-        for stale in Path(directory).glob("epoch_*/batch_*.safetensors"):
-            stale.unlink()
-        loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs)
+        (label files of an earlier run in ``directory`` are removed first, so none outlives its run).
+        In a torchrun ``group`` each rank labels its rows of every global batch and rank 0 writes the
+        whole batch's file (the files are the single-process ones); ``directory`` must be shared."""
+        main = group is None or group.is_main
+        if main:
+            for stale in Path(directory).glob("epoch_*/batch_*.safetensors"):
+                stale.unlink()
+        loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs,
+                             split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
         for step, (epoch, indices, view) in enumerate(loader.views()):
+            mine = loader.rows(len(indices))
             with torch.no_grad():
-                logits = teacher(view.images).float()
+                logits = teacher(view.images[mine]).float() if len(range(len(indices))[mine]) else \
+                    torch.empty(0, data.num_classes, device=view.images.device)
+            if group is not None:
+                logits = group.gather_rows(logits, len(indices))
+            if not main:
+                continue
             mix = view.mix
             tensors = {
                 "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
@@ -54,7 +67,9 @@ class StoredLabels:
             path = batch_file(directory, epoch, step % per_epoch)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(path))
-        return cls(directory, recipe.epochs, per_epoch)
+        if group is not None:
+            group.barrier()  # every rank replays files rank 0 has finished writing
+        return cls(directory, recipe.epochs, per_epoch, group)
 
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*.safetensors"))
@@ -68,7 +83,8 @@ class StoredLabels:
         return total
 
     def replay(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A labeller that returns the stored logits of each successive batch of the replayed run."""
+        """A labeller that returns the stored logits of each successive batch of the replayed run (in a
+        torchrun group: this rank's rows of it)."""
         position = iter(range(self.epochs * self.batches_per_epoch))
 
         def labeller(images: torch.Tensor) -> torch.Tensor:
@@ -76,6 +92,8 @@ class StoredLabels:
             if step is None:
                 raise BuildError("more batches were requested than were stored: replay with the same epochs and batch size")
             logits = load_file(str(batch_file(self.directory, *divmod(step, self.batches_per_epoch))))["logits"]
+            if self.group is not None:  # this rank's rows of the global batch (its split of the student's batch)
+                logits = logits[self.group.rows(len(logits))]
             if logits.shape[0] != images.shape[0]:
                 raise BuildError(f"stored batch {step} has {logits.shape[0]} labels for {images.shape[0]} images: "
                                  "replay with the same seed and batch size as the labels were made with")

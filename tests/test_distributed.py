@@ -126,3 +126,46 @@ def test_hello_eval_under_torchrun_prints_one_line_equal_to_a_single_process_run
     one, two = json.loads(alone.stdout.strip().splitlines()[-1]), json.loads(lines[0])
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["top1"] == one["top1"]
+
+
+STORED_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from hello_build import distributed
+    from hello_build.evaluation import StudentRecipe
+    from safetensors.torch import load_file
+    from hello_build.stored_labels import StoredLabels, batch_file
+    from hello_format.augment import AugmentConfig
+    from hello_format.dataset import LabelledImages
+
+    group = distributed.join()
+    images = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = LabelledImages(images, torch.arange(3).repeat(3), ["a", "b", "c"],
+                          AugmentConfig.from_dict({"output_size": 16, "cutmix": 1.0}), None, device="cpu", seed=5,
+                          rank=group.rank if group else 0, world_size=group.world_size if group else 1)
+    recipe = StudentRecipe(epochs=2, batch_size=4, seed=2)
+    teacher = lambda x: x.mean((2, 3))  # noqa: E731  (a row's label depends on that row only)
+    data.labeller = StoredLabels.prepare(sys.argv[1], data, teacher, recipe, group=group).replay()
+    share = group.rows if group else (lambda size: slice(None))
+    for (epoch, step), batch in zip([(e, b) for e in range(2) for b in range(3)], data.loader(4, seed=2, epochs=2, split_batches=True)):
+        stored = load_file(str(batch_file(sys.argv[1], epoch, step)))["logits"]  # the loader gets its rows' labels
+        assert torch.equal(batch.soft_labels, stored[share(len(stored))].float()), (epoch, step)
+    distributed.leave()
+""")
+
+
+def test_the_stored_regime_under_torchrun_writes_the_single_process_files_and_replays_each_ranks_rows(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "stored.py"
+    script.write_text(STORED_SCRIPT)
+    alone = subprocess.run([sys.executable, script, tmp_path / "alone"], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert alone.returncode == 0, alone.stderr
+    pair = torchrun(script, tmp_path / "pair")
+    assert pair.returncode == 0, pair.stderr
+    files = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(tmp_path / "pair") for p in (tmp_path / "pair").rglob("*.safetensors"))
+    for name in files:
+        a, b = load_file(tmp_path / "alone" / name), load_file(tmp_path / "pair" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
