@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hello_build.distributed import Group
 from hello_build.errors import BuildError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -73,13 +74,15 @@ def scan_image_folder(
     skip_bad: bool = False,
     check_headers: bool = True,
     threads: int = 8,
+    group: Group | None = None,
 ) -> ImageFolderIndex:
     """Scan ``root`` (one sub-folder per class) without decoding pixels.
 
     ``class_names``: None (folder names), a list in sorted-folder order, or a file (see
     ``read_class_names``). Unreadable files: BuildError naming up to 10 and the count, or with
     ``skip_bad`` they are left out and listed in ``index.bad``. Errors: no class folders, a single
-    class, an empty class (after skipping), a file of names that does not match the folders.
+    class, an empty class (after skipping), a file of names that does not match the folders. In a
+    torchrun ``group`` each rank checks every world_size-th file's header and the findings are summed.
     """
     root = Path(root)
     if not root.is_dir():
@@ -95,8 +98,14 @@ def scan_image_folder(
     samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name)]
     bad: list[str] = []
     if check_headers:
+        mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            readable = list(pool.map(_header_ok, (path for path, _ in samples), chunksize=256))
+            checked = list(pool.map(_header_ok, (samples[i][0] for i in mine), chunksize=256))
+        readable = [False] * len(samples)
+        for i, ok in zip(mine, checked):
+            readable[i] = ok
+        if group is not None:
+            readable = [count > 0 for count in group.sum([float(ok) for ok in readable])]
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]
         if bad and not skip_bad:
             raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "

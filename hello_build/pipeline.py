@@ -70,7 +70,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad)
+    index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group)
     if index.bad:
         log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
     _check_data(options, index)

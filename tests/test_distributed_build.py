@@ -166,6 +166,7 @@ import sys
 from pathlib import Path
 import torch
 from hello_build import distributed
+from hello_build.data import scan_image_folder
 from hello_build.workdir import WorkDir
 
 group = distributed.join()
@@ -181,6 +182,8 @@ p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
 p.grad = torch.full((3,), float(group.rank + 1))  # q: no gradient on any rank
 group.sum_gradients([p, q])
 assert p.grad.tolist() == [3.0] * 3 and q.grad.tolist() == [0.0, 0.0]
+alone, shared = scan_image_folder(sys.argv[2]), scan_image_folder(sys.argv[2], group=group)  # headers checked by halves
+assert shared.samples == alone.samples and len(alone.samples) > 1, (len(shared.samples), len(alone.samples))
 os.write(1, f"ok {group.rank}\\n".encode())  # one write: the ranks share the pipe, unbuffered
 distributed.leave()
 """
@@ -191,7 +194,8 @@ def test_the_work_directory_is_written_by_rank_0_and_read_by_all(kit, tmp_path):
     script.write_text(WORKDIR_SCRIPT)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path / "work")], capture_output=True, text=True, timeout=120, env=environment)
+                           str(script), str(tmp_path / "work"), str(kit["data"])], capture_output=True, text=True,
+                          timeout=120, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(done.stdout.split()) == ["0", "1", "ok", "ok"]
 
