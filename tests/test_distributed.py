@@ -71,14 +71,20 @@ def torchrun(*args, nproc=2, timeout=300):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_a_two_process_student_is_the_single_process_student(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN_SCRIPT)
-    alone = subprocess.run([sys.executable, script, tmp_path / "alone.pt"], capture_output=True, text=True,
+def run_alone_and_in_pair(tmp_path, source: str, alone_output, pair_output) -> None:
+    """Run the script ``source`` in one process (argument ``alone_output``), then on 2 torchrun processes
+    (``pair_output``); both must succeed."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    alone = subprocess.run([sys.executable, script, alone_output], capture_output=True, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert alone.returncode == 0, alone.stderr
-    pair = torchrun(script, tmp_path / "pair.pt")
+    pair = torchrun(script, pair_output)
     assert pair.returncode == 0, pair.stderr
+
+
+def test_a_two_process_student_is_the_single_process_student(tmp_path):
+    run_alone_and_in_pair(tmp_path, TRAIN_SCRIPT, tmp_path / "alone.pt", tmp_path / "pair.pt")
     a, b = torch.load(tmp_path / "alone.pt"), torch.load(tmp_path / "pair.pt")
     assert a.keys() == b.keys()
     difference = max((a[k] - b[k]).abs().max().item() for k in a)
@@ -157,13 +163,7 @@ STORED_SCRIPT = textwrap.dedent("""
 def test_the_stored_regime_under_torchrun_writes_the_single_process_files_and_replays_each_ranks_rows(tmp_path):
     from safetensors.torch import load_file
 
-    script = tmp_path / "stored.py"
-    script.write_text(STORED_SCRIPT)
-    alone = subprocess.run([sys.executable, script, tmp_path / "alone"], capture_output=True, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert alone.returncode == 0, alone.stderr
-    pair = torchrun(script, tmp_path / "pair")
-    assert pair.returncode == 0, pair.stderr
+    run_alone_and_in_pair(tmp_path, STORED_SCRIPT, tmp_path / "alone", tmp_path / "pair")
     files = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.safetensors"))
     assert files and files == sorted(p.relative_to(tmp_path / "pair") for p in (tmp_path / "pair").rglob("*.safetensors"))
     for name in files:

@@ -71,6 +71,16 @@ def bundle_parts(path):
     return images, labels, tensors, logits
 
 
+def build_alone_and_in_pair(kit, tmp_path, **options):
+    """The same tiny build in this process and on 2 torchrun processes: (alone's summary, pair options,
+    the torchrun result, which succeeded)."""
+    summary, _ = run_build(tiny_options(kit, tmp_path / "alone", **options))
+    pair = tiny_options(kit, tmp_path / "pair", **options)
+    result = torchrun(kit, cli_args(pair))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return summary, pair, result
+
+
 def assert_same_build(one, two):
     images, labels, lora, logits = bundle_parts(one)
     images2, labels2, lora2, logits2 = bundle_parts(two)
@@ -83,11 +93,7 @@ def assert_same_build(one, two):
 
 @pytest.mark.slow  # ~15 s: two fresh processes import open_clip and build
 def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
-    alone = tiny_options(kit, tmp_path / "alone", transfer_epochs=2)
-    summary, _ = run_build(alone)
-    pair = tiny_options(kit, tmp_path / "pair", transfer_epochs=2)
-    result = torchrun(kit, cli_args(pair))
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary, pair, result = build_alone_and_in_pair(kit, tmp_path, transfer_epochs=2)
     lines = result.stdout.strip().splitlines()
     assert [line.startswith("{") for line in lines].count(True) == 1  # rank 0 alone logs and prints the summary
     assert sum("wrote " in line for line in lines) == 1 and '"fidelity_after"' in lines[-1]
@@ -98,12 +104,8 @@ def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
 @pytest.mark.slow
 def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
     """Transfer, RDED scoring, the image update and the view transfer, 4 epochs: the measured tolerance."""
-    stages = dict(image_update_steps=2, view_transfer_steps=4, view_transfer_eval_every=2)
-    alone = tiny_options(kit, tmp_path / "alone", **stages)
-    summary, _ = run_build(alone)
-    pair = tiny_options(kit, tmp_path / "pair", **stages)
-    result = torchrun(kit, cli_args(pair))
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, image_update_steps=2, view_transfer_steps=4,
+                                               view_transfer_eval_every=2)
     assert_same_build(summary["output"], pair.output)
 
 
@@ -224,12 +226,8 @@ def test_an_empty_share_draws_its_teacher_like_a_full_one():
 @pytest.mark.slow
 def test_a_teacher_trained_on_two_processes_gives_the_single_process_images(kit, tmp_path):
     """--train-teacher under DDP (ConvNet-3: no BatchNorm), then the stages: the measured tolerance."""
-    trained = dict(teacher=[], train_teacher="convnet3", teacher_epochs=3, teacher_checkpoints=2)
-    alone = tiny_options(kit, tmp_path / "alone", **trained)
-    summary, _ = run_build(alone)
-    pair = tiny_options(kit, tmp_path / "pair", **trained)
-    result = torchrun(kit, cli_args(pair))
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, teacher=[], train_teacher="convnet3", teacher_epochs=3,
+                                               teacher_checkpoints=2)
     assert_same_build(summary["output"], pair.output)
 
 
