@@ -23,7 +23,6 @@ import hello_format  # noqa: F401  (installs the torchvision op shim before open
 import open_clip
 from hello_build.options import BuildOptions
 from hello_build.zoo import create_model
-from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import encoder_config, inject
 
 IMAGES, CLASSES = 1_281_167, 1000
@@ -38,7 +37,7 @@ def flops(run) -> int:
 def measure() -> dict[str, float]:
     """Floating-point operations per 224-px image of each pass the build makes."""
     visual = open_clip.create_model("RN50", pretrained=None).visual.eval()
-    inject(visual, encoder_config(visual, r=EncoderLoraConfig.r, lora_alpha=EncoderLoraConfig.lora_alpha))
+    inject(visual, encoder_config(visual))   # the builder's default LoRA
     for name, parameter in visual.named_parameters():
         parameter.requires_grad_("lora_" in name)
     teacher = create_model("resnet18_224", CLASSES).eval()

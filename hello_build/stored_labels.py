@@ -48,10 +48,9 @@ class StoredLabels:
                              split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
         for step, (epoch, indices, view) in enumerate(loader.views()):
-            mine = loader.rows(len(indices))
+            images = view.images[loader.rows(len(indices))]
             with torch.no_grad():
-                logits = teacher(view.images[mine]).float() if len(range(len(indices))[mine]) else \
-                    torch.empty(0, data.num_classes, device=view.images.device)
+                logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)
             if group is not None:
                 logits = group.gather_rows(logits, len(indices))
             if not main:

@@ -235,7 +235,7 @@ def test_a_teacher_trained_on_two_processes_gives_the_single_process_images(kit,
 def test_a_rank_decodes_only_its_rows_of_each_transfer_batch_and_their_mix_partners(kit, cutmix):
     data = RealImages(scan_image_folder(kit["data"]), 32)
     group = Group(rank=1, world_size=2, device=torch.device("cpu"))
-    batches = _ShareBatches(data, 10, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+    batches = _ShareBatches(data, (32, 32), 10, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
                             AugmentConfig(output_size=32, cutmix=cutmix), group)
     loaded = list(batches)
     order = torch.Generator().manual_seed(0)

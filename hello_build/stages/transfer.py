@@ -115,6 +115,7 @@ def run_transfer(
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
     total = max(1, options.transfer_epochs * steps_per_epoch)
     start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer)
+    shape = tuple(train_data[0][0].shape[-2:])  # the images' (height, width): the data's images are one size
 
     for epoch in range(start_epoch, options.transfer_epochs):
         started = time.perf_counter()
@@ -122,7 +123,7 @@ def run_transfer(
         seed = epoch_seed(options.seed, epoch)
         generator = torch.Generator().manual_seed(seed)
         order = torch.Generator().manual_seed(seed ^ 0x5EED)
-        batches = _ShareBatches(train_data, options.transfer_batch_size, order, generator, augment, group)
+        batches = _ShareBatches(train_data, shape, options.transfer_batch_size, order, generator, augment, group)
         loader = DataLoader(train_data, batch_sampler=batches, num_workers=options.num_workers,
                             generator=order)  # draws its worker seed from order first, as shuffle=True did
         teacher_choice = torch.Generator().manual_seed(seed ^ 0x7EAC)
@@ -213,16 +214,15 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
 
 
 class _ShareBatches(Sampler):
-    """The transfer's global batches in the single-process order (shuffled by ``order``), as a batch
-    sampler of the dataset positions this rank decodes: its rows of each batch and their mix partners'
+    """The transfer's global batches of images of ``shape`` (height, width) in the single-process order
+    (shuffled by ``order``), as a batch sampler of the dataset positions this rank decodes: its rows of each batch and their mix partners'
     only. Each batch's augmentation is drawn here, in batch order from ``generator`` (so before any
     pixel is decoded, and the same for any world size), and queued in ``draws`` with the rows it needs."""
 
-    def __init__(self, data, batch_size: int, order: torch.Generator, generator: torch.Generator,
+    def __init__(self, data, shape: tuple[int, int], batch_size: int, order: torch.Generator, generator: torch.Generator,
                  augment: AugmentConfig, group: Group | None):
         self.batches = BatchSampler(RandomSampler(data, generator=order), batch_size, drop_last=False)
-        self.shape = tuple(data[0][0].shape[-2:])  # the images' (height, width): the data's images are one size
-        self.generator, self.augment, self.group = generator, augment, group
+        self.shape, self.generator, self.augment, self.group = shape, generator, augment, group
         self.draws: collections.deque = collections.deque()
 
     def __len__(self) -> int:
