@@ -28,7 +28,7 @@ import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 from hello_format import base as base_module
 from hello_format import lora as lora_module
-from hello_format.augment import augment_batch
+from hello_format.augment import apply_crops, augment_batch
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.generator import DELTA_GROUP_SIZE, HeadConfig, HeadLoraConfig
 from hello_format.projector import Projector
@@ -123,7 +123,8 @@ def dtype_table(path: Path, folder: Path, group_size: int) -> None:
 @torch.no_grad()
 def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int = 250) -> None:
     """Top-1 agreement and logit error of the int8 / int4 projectors against the fp16 one, on
-    ``views`` augmented student views of the bundle's synthetic images (seeded; CutMix as recorded)."""
+    ``views`` augmented student views of the bundle's synthetic images (seeded; CutMix as recorded),
+    and top-1 agreement on the same crops without CutMix/Mixup (mixed views hold near-ties)."""
     source = folder / path.name
     shutil.copyfile(path, source)   # the cache is read-only to this benchmark
     with Bundle.open(source) as bundle:
@@ -133,11 +134,14 @@ def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int 
     print(f"{path.name}: {len(images)} synthetic images, {bundle.num_classes} classes, deltas stored as {dtype}; "
           f"{views:,} views (recipe augmentation, seed 0)")
     generator = torch.Generator().manual_seed(0)
-    batches = []
+    batches, unmixed = [], []
     for start in range(0, views, batch):
         chosen = torch.randint(0, len(images), (min(batch, views - start),), generator=generator)
-        batches.append(augment_batch(images[chosen], recipe.augment, generator).images)
+        view = augment_batch(images[chosen], recipe.augment, generator)
+        batches.append(view.images)
+        unmixed.append(apply_crops(images[chosen], view.crops, view.flips, tuple(view.images.shape[-2:]), view.patch_order))
     expected = [reference.label(view) for view in batches]
+    expected_unmixed = [reference.label(view) for view in unmixed]
     for name, dtype in DELTA_DTYPES.items():
         if name == "fp16":
             continue
@@ -147,11 +151,13 @@ def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int 
             projector = Projector.from_bundle(bundle)
         logits = [projector.label(view) for view in batches]
         same = sum(int((a.argmax(1) == b.argmax(1)).sum()) for a, b in zip(logits, expected))
+        same_unmixed = sum(int((projector.label(v).argmax(1) == b.argmax(1)).sum()) for v, b in zip(unmixed, expected_unmixed))
         error = max(float((a - b).abs().max()) for a, b in zip(logits, expected))
         spread = max(float(b.abs().max()) for b in expected)
         print(f"  {name} (group {group_size}): label generator {done.generator_bytes_before:,} -> "
               f"{done.generator_bytes_after:,} bytes; top-1 agreement with fp16 {100 * same / views:.2f} % "
-              f"({same:,}/{views:,}); max |logit difference| {error:.4f} (max |logit| {spread:.2f})")
+              f"({same:,}/{views:,}), {100 * same_unmixed / views:.2f} % without CutMix/Mixup; max |logit difference| "
+              f"{error:.4f} (max |logit| {spread:.2f})")
 
 
 def smooth_noisy_images(n: int, size: int = 32) -> torch.Tensor:

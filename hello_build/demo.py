@@ -130,7 +130,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     print(f"4/4 ({time.perf_counter() - started:.0f} s) results")
     print(f"  teacher/projector agreement on held-out real views: {report['fidelity_before']['agreement']:.1%} (zero-shot head) -> "
           f"{report['fidelity_after']['agreement']:.1%} (after LoRA transfer); on fresh student views of the synthetic "
-          f"images: {report['synthetic_agreement']:.1%}")
+          f"images: {report['synthetic_agreement']:.1%} ({report['synthetic_agreement_unmixed']:.1%} without CutMix)")
     print(f"  student top-1 on {len(parts['test'][1])} unseen digits: {top1['hard']:.1%} with hard labels, "
           f"{top1['projector']:.1%} with HelloDataset labels, {top1['teacher']:.1%} with the online teacher's labels")
     print(f"  bundle {output}: {storage.file_bytes:,} bytes = images {storage.images_bytes:,} + label generator "

@@ -101,7 +101,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     started = time.perf_counter()
     agreement = synthetic_agreement(ctx, ctx.images)
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
-        f"({agreement['views']} views)")
+        f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on the same views without CutMix/Mixup)")
     if group is not None and not group.is_main:
         return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
@@ -119,7 +119,8 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     results = ctx.results
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": results["text_head"]["fidelity"],
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),
-            "synthetic_agreement": agreement["agreement"], "timings": timings, "file_bytes": storage.file_bytes,
+            "synthetic_agreement": agreement["agreement"], "synthetic_agreement_unmixed": agreement["unmixed_agreement"],
+            "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
 
 
@@ -247,6 +248,7 @@ def _manifest(ctx: BuildContext, agreement: dict, ipc: int | None) -> dict:
             "fidelity": {"before_transfer": results["text_head"]["fidelity"],
                          "after_transfer": results["transfer"]["fidelity"],
                          "synthetic_agreement": agreement["agreement"],
+                         "synthetic_agreement_unmixed": agreement["unmixed_agreement"],
                          "synthetic_views": agreement["views"], "synthetic_target": options.view_transfer_target,
                          **({"after_view_transfer": view_transfer["fidelity"],
                              "view_transfer_kept_step": view_transfer["kept_step"]} if view_transfer else {}),

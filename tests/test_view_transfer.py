@@ -30,6 +30,8 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
         fidelity = bundle.manifest["provenance"]["fidelity"]
         recorded = bundle.manifest["provenance"]["builder"]["options"]
     assert fidelity["synthetic_agreement"] == with_views["synthetic_agreement"]
+    assert fidelity["synthetic_agreement_unmixed"] == with_views["synthetic_agreement_unmixed"]
+    assert 0.0 <= with_views["synthetic_agreement_unmixed"] <= 1.0
     assert fidelity["synthetic_views"] == 10 * 6  # REPORT_ROUNDS passes over 6 images
     assert fidelity["after_view_transfer"]["images"] == 12 and fidelity["view_transfer_kept_step"] > 0
     assert recorded["view_transfer_steps"] == 60 and recorded["view_transfer_target"] == "last"
