@@ -192,6 +192,21 @@ def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
     torch.testing.assert_close(batch.soft_labels, full[:, [1, 0]], atol=1e-4, rtol=1e-4)
 
 
+def test_an_image_that_does_not_decode_fails_the_dataset_with_the_decoders_error(tmp_path):
+    """The images are decoded in a background thread while the projector is built: its error still
+    reaches the caller, naming the file and the image."""
+    from hello_format.errors import ImageDecodeError
+
+    path = write_tiny_bundle(tmp_path / "bad-image.hello")
+    with Bundle.open(path) as bundle:
+        at = bundle._header.data_start + bundle._header.tensors["images.data"].begin + 1  # the first PNG's signature
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageDecodeError, match=f"{path.name}: .*image 0 does not decode"):
+        HelloDataset(path, device="cpu", verify=False)
+
+
 def test_unknown_class_names_the_class(path):
     with pytest.raises(HelloError, match="'zebra'"):
         HelloDataset(path, device="cpu", classes=["a", "zebra"])
