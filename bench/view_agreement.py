@@ -1,0 +1,51 @@
+"""Where projector and teacher disagree: top-1 agreement on fresh student views of a bundle's synthetic
+images, with the recipe's CutMix/Mixup and on the same crops without it; and, for scale, the same
+figures for other label sources (earlier checkpoints of the teacher's own trajectory).
+
+    python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...]
+
+The views are the build's report views (``hello_build.stages.view_transfer.REPORT_SEED``: a seed
+neither transfer phase fits on), so the first line repeats the bundle's ``synthetic_agreement``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--teacher", type=Path, required=True, help="the teacher the labels imitate (a file hello-build loads)")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other label sources to score the same way")
+    args = parser.parse_args(argv)
+
+    import hello_format  # noqa: F401  (torchvision shim before open_clip)
+    from hello_build.stages.view_transfer import view_agreement
+    from hello_build.teachers import load_teacher
+    from hello_format.bundle import Bundle
+    from hello_format.projector import Projector
+    from hello_format.recipe import Recipe
+
+    with Bundle.open(args.bundle) as bundle:
+        images, augment = bundle.images(), Recipe.from_manifest(bundle.manifest["recipe"]).augment
+        projector = Projector.from_bundle(bundle)
+    reference = SimpleNamespace(teachers=[load_teacher(args.teacher)])
+    unmixed = augment.replace(cutmix=0.0, mixup=0.0)
+    sources = {f"projector of {args.bundle.name}": projector, **{path.name: load_teacher(path) for path in args.compare}}
+    print(f"top-1 agreement with {args.teacher.name} on fresh student views of {len(images)} synthetic images")
+    for name, source in sources.items():
+        mixed = view_agreement(source, reference, images, augment, device="cpu", target="last")
+        plain = view_agreement(source, reference, images, unmixed, device="cpu", target="last")
+        print(f"  {name}: {100 * mixed['agreement']:.1f} % with the recipe's CutMix/Mixup, "
+              f"{100 * plain['agreement']:.1f} % without ({mixed['views']} views each)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
