@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -193,15 +192,12 @@ class HelloDataset(LabelledImages):
     ):
         device = torch.device(device) if device is not None else default_device()
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
-        # the images are decoded in a background thread while the projector is built (the pool is
-        # joined before the bundle closes, also when building fails)
-        with open_bundle(path, verify=verify) as bundle, ThreadPoolExecutor(1) as pool:
+        with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
-            names, labels = bundle.class_names, bundle.labels
-            decoding = pool.submit(bundle.images)
+            names = bundle.class_names
+            images, labels = bundle.images(), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache)
-            images = decoding.result()
         self.label_options = self.projector.prepare_labelling(label_options)
         self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
         columns = _class_columns(classes, names)

@@ -193,8 +193,7 @@ def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
 
 
 def test_an_image_that_does_not_decode_fails_the_dataset_with_the_decoders_error(tmp_path):
-    """The images are decoded in a background thread while the projector is built: its error still
-    reaches the caller, naming the file and the image."""
+    """A stored image that does not decode fails the dataset with one error naming the file and the image."""
     from hello_format.errors import ImageDecodeError
 
     path = write_tiny_bundle(tmp_path / "bad-image.hello")
