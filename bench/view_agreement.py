@@ -1,5 +1,5 @@
 """Where projector and teacher disagree: top-1 agreement on fresh student views of a bundle's synthetic
-images, with the recipe's CutMix/Mixup and on the same crops without it; and, for scale, the same
+images, with the recipe's CutMix/Mixup and on views from the same seed without it; and, for scale, the same
 figures for other label sources (earlier checkpoints of the teacher's own trajectory).
 
     python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...]

@@ -22,8 +22,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cifar10 as bench  # noqa: E402
 
+
+def _last(value: str) -> str:
+    if value != "last":
+        raise SystemExit(f"--variant: teachers={value!r}; only teachers=last (the final checkpoint alone) is known")
+    return value
+
+
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int)}
+        "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int),
+        "teachers": ("teachers", _last)}   # the final checkpoint only, in both transfers
 
 
 def variant(text: str) -> dict:

@@ -101,7 +101,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     started = time.perf_counter()
     agreement = synthetic_agreement(ctx, ctx.images)
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
-        f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on the same views without CutMix/Mixup)")
+        f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on views from the same seed without CutMix/Mixup)")
     if group is not None and not group.is_main:
         return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),

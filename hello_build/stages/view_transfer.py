@@ -147,7 +147,7 @@ def load(ctx: BuildContext, record: dict | None) -> None:
 def synthetic_agreement(ctx: BuildContext, images: torch.Tensor) -> dict:
     """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
     images, from a seed neither transfer phase draws; against the teacher the view transfer imitates.
-    ``unmixed_agreement``: the same views without CutMix/Mixup, which tells how much of the
+    ``unmixed_agreement``: on views from the same seed without CutMix/Mixup, which tells how much of the
     disagreement lies in mixed views, where two objects compete for the top label."""
     measured = view_agreement(ctx.projector, ctx.teachers, images, ctx.augment, device=ctx.device,
                               target=ctx.options.view_transfer_target, group=ctx.group)
