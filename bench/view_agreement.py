@@ -2,7 +2,10 @@
 images, with the recipe's CutMix/Mixup and on views from the same seed without it; and, for scale, the same
 figures for other label sources (earlier checkpoints of the teacher's own trajectory).
 
-    python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...]
+    python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...] [--val DIR]
+
+With ``--val`` (a 32 px ImageFolder of real images, e.g. CIFAR-10's test split: reported, never tuned
+on) it also prints each source's own top-1, the final teacher's included.
 
 The views are the build's report views (``hello_build.stages.view_transfer.REPORT_SEED``: a seed
 neither transfer phase fits on), so the first line repeats the bundle's ``synthetic_agreement``.
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main(argv=None) -> int:
@@ -23,9 +28,12 @@ def main(argv=None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher the labels imitate (a file hello-build loads)")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other label sources to score the same way")
+    parser.add_argument("--val", type=Path, help="real images (ImageFolder, the bundle's classes) for each source's own top-1")
     args = parser.parse_args(argv)
 
     import hello_format  # noqa: F401  (torchvision shim before open_clip)
+    from cifar10 import accuracy   # the CIFAR bench's top-1 on 32 px real images
+    from hello_build.data import scan_image_folder
     from hello_build.stages.view_transfer import view_agreement
     from hello_build.teachers import load_teacher
     from hello_format.bundle import Bundle
@@ -35,7 +43,8 @@ def main(argv=None) -> int:
     with Bundle.open(args.bundle) as bundle:
         images, augment = bundle.images(), Recipe.from_manifest(bundle.manifest["recipe"]).augment
         projector = Projector.from_bundle(bundle)
-    reference = SimpleNamespace(teachers=[load_teacher(args.teacher)])
+    final = load_teacher(args.teacher)
+    reference = SimpleNamespace(teachers=[final])
     unmixed = augment.replace(cutmix=0.0, mixup=0.0)
     sources = {f"projector of {args.bundle.name}": projector, **{path.name: load_teacher(path) for path in args.compare}}
     print(f"top-1 agreement with {args.teacher.name} on fresh student views of {len(images)} synthetic images")
@@ -44,6 +53,12 @@ def main(argv=None) -> int:
         plain = view_agreement(source, reference, images, unmixed, device="cpu", target="last")
         print(f"  {name}: {100 * mixed['agreement']:.1f} % with the recipe's CutMix/Mixup, "
               f"{100 * plain['agreement']:.1f} % without ({mixed['views']} views each)")
+    if args.val:
+        val = scan_image_folder(args.val, check_headers=False)
+        print(f"own top-1 on {len(val)} images of {args.val}")
+        for name, source in {**sources, args.teacher.name: final}.items():
+            label = source.label if isinstance(source, Projector) else source
+            print(f"  {name}: {100 * accuracy(label, val):.1f} %")
     return 0
 
 
