@@ -28,7 +28,7 @@ import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 from hello_format import base as base_module
 from hello_format import lora as lora_module
-from hello_format.augment import apply_crops, augment_batch
+from hello_format.augment import apply_crops, apply_mix, draw_augment
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.generator import DELTA_GROUP_SIZE, HeadConfig, HeadLoraConfig
 from hello_format.projector import Projector
@@ -137,9 +137,10 @@ def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int 
     batches, unmixed = [], []
     for start in range(0, views, batch):
         chosen = torch.randint(0, len(images), (min(batch, views - start),), generator=generator)
-        view = augment_batch(images[chosen], recipe.augment, generator)
-        batches.append(view.images)
-        unmixed.append(apply_crops(images[chosen], view.crops, view.flips, tuple(view.images.shape[-2:]), view.patch_order))
+        draw = draw_augment(len(chosen), *images.shape[-2:], recipe.augment, generator)   # augment_batch's draws
+        crops = apply_crops(images[chosen], draw.crops, draw.flips, draw.size, draw.patch_order)
+        unmixed.append(crops)
+        batches.append(apply_mix(crops.clone(), draw.mix))
     expected = [reference.label(view) for view in batches]
     expected_unmixed = [reference.label(view) for view in unmixed]
     for name, dtype in DELTA_DTYPES.items():

@@ -82,8 +82,8 @@ class Group:
         padded[: len(rows)] = rows
         pieces = [torch.empty_like(padded) for _ in range(self.world_size)]
         _collective(dist.all_gather, pieces, padded)
-        return torch.cat([piece[: len(range(size)[batch_share(size, rank, self.world_size)])]
-                          for rank, piece in enumerate(pieces)])
+        shares = [batch_share(size, rank, self.world_size) for rank in range(self.world_size)]
+        return torch.cat([piece[: share.stop - share.start] for piece, share in zip(pieces, shares)])
 
     def broadcast_text(self, text: str | None) -> str:
         """Rank 0's ``text`` on every rank (the others pass anything, e.g. None)."""

@@ -100,6 +100,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
 
     started = time.perf_counter()
     agreement = synthetic_agreement(ctx, ctx.images)
+    agreement["unmixed_agreement"] = synthetic_agreement(ctx, ctx.images, mixed=False)["agreement"]
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on views from the same seed without CutMix/Mixup)")
     if group is not None and not group.is_main:

@@ -144,16 +144,14 @@ def load(ctx: BuildContext, record: dict | None) -> None:
             f"{describe(result['fidelity'])}")
 
 
-def synthetic_agreement(ctx: BuildContext, images: torch.Tensor) -> dict:
+def synthetic_agreement(ctx: BuildContext, images: torch.Tensor, *, mixed: bool = True) -> dict:
     """Projector/teacher top-1 agreement on fresh student views (augmented, CutMixed) of the synthetic
     images, from a seed neither transfer phase draws; against the teacher the view transfer imitates.
-    ``unmixed_agreement``: on views from the same seed without CutMix/Mixup, which tells how much of the
+    ``mixed=False``: views from the same seed without CutMix/Mixup, which tells how much of the
     disagreement lies in mixed views, where two objects compete for the top label."""
-    measured = view_agreement(ctx.projector, ctx.teachers, images, ctx.augment, device=ctx.device,
-                              target=ctx.options.view_transfer_target, group=ctx.group)
-    unmixed = view_agreement(ctx.projector, ctx.teachers, images, ctx.augment.replace(cutmix=0.0, mixup=0.0),
-                             device=ctx.device, target=ctx.options.view_transfer_target, group=ctx.group)
-    return {**measured, "unmixed_agreement": unmixed["agreement"]}
+    augment = ctx.augment if mixed else ctx.augment.replace(cutmix=0.0, mixup=0.0)
+    return view_agreement(ctx.projector, ctx.teachers, images, augment, device=ctx.device,
+                          target=ctx.options.view_transfer_target, group=ctx.group)
 
 
 @torch.no_grad()
