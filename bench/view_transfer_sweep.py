@@ -4,8 +4,10 @@
 
 Each variant rebuilds the CIFAR-10 bench's first-IPC bundle with other view-transfer options (the
 foundation, teacher and real transfer come from the bench's cache; only the view-transfer stage reruns)
+or other transfer options (``rank``, ``ce``, ``loss``, ``teachers``: the real transfer reruns too)
 and prints the figures the choice is made on: agreement with the teacher on the *selection* views (a
-fixed seed of student views, the early-stopping criterion) and on held-out real images. The report-view
+fixed seed of student views, the early-stopping criterion) and on held-out real images (with the
+projector's top-1 there). The report-view
 agreement and the projector's test top-1 are printed too, marked as reported only. Results are appended
 to ``--out``/view_transfer_sweep.json.
 
@@ -31,6 +33,7 @@ def _last(value: str) -> str:
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
         "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int),
+        "ce": ("lambda_ce", float), "loss": ("transfer_loss", str),   # both transfers
         "teachers": ("teachers", _last)}   # the final checkpoint only, in both transfers
 
 
@@ -92,11 +95,12 @@ def main(argv=None) -> int:
         view = info["view_transfer"]
         row = {"variant": text, "ipc": args.ipc[0], "kept_step": view["kept_step"],
                "selection_agreement": view["kept_selection_agreement"], "selection_curve": view["selection_agreement"],
-               "heldout_real_agreement": view["fidelity"]["agreement"], "view_transfer_seconds": info["timings"]["view_transfer"],
+               "heldout_real_agreement": view["fidelity"]["agreement"],
+               "heldout_real_projector_top1": view["fidelity"]["projector_top1"], "view_transfer_seconds": info["timings"]["view_transfer"],
                "reported_only": {"report_view_agreement": info["synthetic_agreement"], "projector_test_top1": info["projector_test_top1"]}}
         rows = [r for r in rows if (r["variant"], r["ipc"]) != (text, row["ipc"])] + [row]
         bench.say(f"sweep {text}: selection agreement {row['selection_agreement']:.3f} (kept step {row['kept_step']}), "
-                  f"held-out real {row['heldout_real_agreement']:.3f}, {row['view_transfer_seconds']:.0f} s | reported only: "
+                  f"held-out real {row['heldout_real_agreement']:.3f} (projector top-1 {row['heldout_real_projector_top1']:.3f}), {row['view_transfer_seconds']:.0f} s | reported only: "
                   f"report views {info['synthetic_agreement']:.3f}, projector test top-1 {info['projector_test_top1']:.3f}")
         args.out.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1))

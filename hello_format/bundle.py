@@ -291,13 +291,24 @@ class Bundle:
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
             return self.tensor(IMAGES_DATA)
-        data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
-        blobs = [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
         try:
-            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads,
+            return codecs.decode_images(self._image_blobs(), spec["channels"], spec["height"], spec["width"], threads,
                                         codec=spec["codec"])
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from None
+
+    def lazy_images(self, device: torch.device | str = "cpu") -> "torch.Tensor | codecs.LazyImages":
+        """The images as ``codecs.LazyImages`` (each decoded on first use, on ``device``; the blobs keep
+        this file's mapping alive), or the mapped tensor when stored raw."""
+        spec = self.manifest["images"]
+        if spec["codec"] == "raw":
+            return self.tensor(IMAGES_DATA)
+        return codecs.LazyImages(self._image_blobs(), spec["channels"], spec["height"], spec["width"],
+                                 codec=spec["codec"], device=device, where=str(self.path))
+
+    def _image_blobs(self) -> list[memoryview]:
+        data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
+        return [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
     def _with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
         return {n[len(prefix):]: self.tensor(n) for n in self.tensor_names if n.startswith(prefix)}

@@ -1,7 +1,10 @@
-"""Image codecs: raw / png / jpeg / webp encoding and threaded decoding into one uint8 tensor (spec section 9)."""
+"""Image codecs: raw / png / jpeg / webp encoding and threaded decoding into one uint8 tensor (spec section 9),
+at once or each image on first use (``LazyImages``)."""
 
 import io
 import os
+import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -66,20 +69,21 @@ def as_image_tensor(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().contiguous()
 
 
-def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, height: int, width: int) -> None:
-    """Decode one blob with the codec's own Pillow plugin only, its size checked from the header
-    before any pixel is decoded."""
+def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, height: int, width: int, *,
+                 number: int) -> None:
+    """Decode one blob into ``out[index]`` with the codec's own Pillow plugin only, its size checked
+    from the header before any pixel is decoded; errors name it image ``number``."""
     try:
         with Image.open(io.BytesIO(blob), formats=[PILLOW_FORMATS[codec]]) as image:
             if image.size != (width, height):
-                raise ImageDecodeError(f"image {index} is {image.size[0]}x{image.size[1]}, the manifest "
+                raise ImageDecodeError(f"image {number} is {image.size[0]}x{image.size[1]}, the manifest "
                                        f"declares {width}x{height}")
             image = image.convert(_MODES[channels])
     except ImageDecodeError:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
         message = " ".join(str(exc).split())[:200]
-        raise ImageDecodeError(f"image {index} does not decode as {codec}: {type(exc).__name__}: {message}") from None
+        raise ImageDecodeError(f"image {number} does not decode as {codec}: {type(exc).__name__}: {message}") from None
     array = np.asarray(image)
     out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)
 
@@ -91,8 +95,9 @@ def default_threads() -> int:
 
 
 def decode_images(blobs, channels: int, height: int, width: int, threads: int | None = None, *,
-                  codec: str) -> torch.Tensor:
-    """Decode ``codec`` blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W]."""
+                  codec: str, numbers: Sequence[int] | None = None) -> torch.Tensor:
+    """Decode ``codec`` blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W].
+    ``numbers``: how errors name each blob's image (default: its position)."""
     if channels not in _MODES:
         raise BundleError(f"images must have 1 or 3 channels, got {channels}")
     if codec not in PILLOW_FORMATS:
@@ -103,7 +108,8 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
 
     def decode_chunk(start: int, stop: int) -> None:
         for i in range(start, stop):
-            _decode_into(out, i, blobs[i], codec, channels, height, width)
+            _decode_into(out, i, blobs[i], codec, channels, height, width,
+                         number=i if numbers is None else numbers[i])
 
     chunk = max(1, -(-len(blobs) // (threads * 4)))
     bounds = [(s, min(s + chunk, len(blobs))) for s in range(0, len(blobs), chunk)]
@@ -115,3 +121,72 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
             for future in [pool.submit(decode_chunk, s, e) for s, e in bounds]:
                 future.result()
     return torch.from_numpy(out)
+
+
+class LazyImages:
+    """Encoded images as one resident uint8 [N, C, H, W] tensor whose rows are decoded on first use.
+
+    Indexing (``images[indices]``) decodes the rows not yet decoded, in parallel threads, then reads
+    them from the resident tensor: an epoch's first batches pay for their own images only, and the
+    first batch comes without waiting for the whole set. A blob that does not decode fails the read
+    that first needs it, with the decoder's one-line error prefixed by ``where``.
+    """
+
+    def __init__(self, blobs: Sequence, channels: int, height: int, width: int, *, codec: str,
+                 device: torch.device | str = "cpu", where: str = "", numbers: Sequence[int] | None = None):
+        if channels not in _MODES:
+            raise BundleError(f"images must have 1 or 3 channels, got {channels}")
+        if codec not in PILLOW_FORMATS:
+            raise BundleError(f"codec {codec!r} has no per-image blobs to decode")
+        self._blobs, self._codec, self._where = list(blobs), codec, where
+        self._numbers = list(range(len(self._blobs))) if numbers is None else list(numbers)
+        self.shape = torch.Size((len(self._blobs), channels, height, width))
+        self.device = torch.device(device)
+        self._pixels = torch.empty(self.shape, dtype=torch.uint8, device=self.device)
+        self._decoded = torch.zeros(len(self._blobs), dtype=torch.bool)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        """``indices`` (an int, or a tensor / sequence of ints) -> their pixels on ``self.device``."""
+        rows = torch.as_tensor(indices, dtype=torch.long).cpu().reshape(-1)
+        with self._lock:
+            missing = rows[~self._decoded[rows]].unique()
+            if len(missing):
+                self._decode(missing)
+        return self._pixels[indices if isinstance(indices, int) else torch.as_tensor(indices, device=self.device)]
+
+    def _decode(self, rows: torch.Tensor) -> None:
+        chosen = rows.tolist()
+        try:
+            pixels = decode_images([self._blobs[i] for i in chosen], *self.shape[1:], codec=self._codec,
+                                   numbers=[self._numbers[i] for i in chosen])
+        except BundleError as exc:
+            raise type(exc)(f"{self._where}: {exc}" if self._where else str(exc)) from None
+        self._pixels[rows.to(self.device)] = pixels.to(self.device)
+        self._decoded[rows] = True
+
+    def select(self, rows: torch.Tensor) -> "LazyImages":
+        """The images at ``rows`` (a bool mask or indices), still encoded, named as here in errors."""
+        chosen = torch.arange(len(self))[rows].tolist()
+        return LazyImages([self._blobs[i] for i in chosen], *self.shape[1:], codec=self._codec, device=self.device,
+                          where=self._where, numbers=[self._numbers[i] for i in chosen])
+
+    def to(self, device: torch.device | str) -> "LazyImages":
+        """These images on ``device`` (self if already there); nothing is decoded."""
+        if torch.device(device) == self.device:
+            return self
+        return LazyImages(self._blobs, *self.shape[1:], codec=self._codec, device=device, where=self._where,
+                          numbers=self._numbers)
+
+    def __getstate__(self) -> dict:   # for DataLoader workers started by spawn: a lock does not pickle
+        state = dict(self.__dict__)
+        state["_blobs"] = [bytes(blob) for blob in self._blobs]
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

@@ -2,7 +2,7 @@
 
 The pipeline is declared once and runs the same every batch:
 
-    decode (once, at open) -> uint8 images resident on the device
+    decode (each image once, on first use) -> uint8 images resident on the device
     -> augment (crop, flip, patch shuffle, CutMix/Mixup; parameters from a CPU generator)
     -> label (the projector on exactly the augmented, mixed batch)
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.codecs import LazyImages
 from hello_format.errors import HelloError
 from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
@@ -42,14 +43,15 @@ class LabelledBatch(NamedTuple):
 class LabelledImages(Dataset):
     """Stored uint8 images whose batches are augmented on the device and labelled by ``labeller``.
 
-    ``labeller`` maps the augmented float batch to logits [B, K] (the projector, a teacher, ...), or is
-    None for hard labels only (then ``soft_labels`` is an empty [B, 0] tensor). HelloDataset is this
-    over a bundle with its projector; evaluation baselines reuse it with other labellers.
+    ``images``: uint8 [N, C, H, W], decoded or ``LazyImages`` (decoded on first use). ``labeller`` maps
+    the augmented float batch to logits [B, K] (the projector, a teacher, ...), or is None for hard
+    labels only (then ``soft_labels`` is an empty [B, 0] tensor). HelloDataset is this over a bundle
+    with its projector; evaluation baselines reuse it with other labellers.
     """
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | LazyImages,
         labels: torch.Tensor,
         class_names: Sequence[str],
         augment: AugmentConfig,
@@ -171,6 +173,8 @@ class HelloDataset(LabelledImages):
             head is computed by its text tower once per base, classes and templates); False computes it.
 
     ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
+    Images are decoded on first use, so the first batch waits for its own images only; an image that
+    does not decode fails the first batch that needs it (``hello verify`` decodes them all).
     """
 
     def __init__(
@@ -195,7 +199,7 @@ class HelloDataset(LabelledImages):
         with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
-            images, labels = bundle.images(), bundle.labels
+            images, labels = bundle.lazy_images(device), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache)
         self.label_options = self.projector.prepare_labelling(label_options)
@@ -206,7 +210,7 @@ class HelloDataset(LabelledImages):
         renumber[torch.tensor(columns)] = torch.arange(len(columns))
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
-            images[keep], renumber[labels[keep]], [names[c] for c in columns],
+            images.select(keep) if isinstance(images, LazyImages) else images[keep], renumber[labels[keep]], [names[c] for c in columns],
             self.recipe.augment, self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )

@@ -192,18 +192,60 @@ def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
     torch.testing.assert_close(batch.soft_labels, full[:, [1, 0]], atol=1e-4, rtol=1e-4)
 
 
-def test_an_image_that_does_not_decode_fails_the_dataset_with_the_decoders_error(tmp_path):
-    """A stored image that does not decode fails the dataset with one error naming the file and the image."""
+def _corrupt_image(path, number: int) -> None:
+    """Flip a bit in the PNG signature of stored image ``number`` (digests then fail: open with verify=False)."""
+    with Bundle.open(path) as bundle:
+        offsets = bundle.tensor("images.offsets").tolist()
+        at = bundle._header.data_start + bundle._header.tensors["images.data"].begin + offsets[number] + 1
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_images_decoded_on_first_use_equal_the_eagerly_decoded_ones(path, stored):
+    images = stored[0]
+    ds = HelloDataset(path, device="cpu")
+    assert all(torch.equal(ds[i][0], images[i]) for i in range(len(ds)))
+
+
+def test_an_image_that_does_not_decode_fails_the_first_batch_that_needs_it(tmp_path):
+    """A stored image that does not decode fails the first batch holding it, with one error naming the
+    file and the image; batches without it are served before."""
+    from hello_format.errors import ImageDecodeError
+
+    path = write_tiny_bundle(tmp_path / "bad-image.hello")
+    _corrupt_image(path, 5)
+    ds = HelloDataset(path, device="cpu", verify=False)
+    batch = ds.batch(torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0))
+    assert batch.images.shape[0] == 3
+    with pytest.raises(ImageDecodeError, match=f"{path.name}: .*image 5 does not decode"):
+        ds.batch(torch.tensor([4, 5]), torch.Generator().manual_seed(0))
+    with pytest.raises(ImageDecodeError, match="image 5 does not decode"):   # and again: nothing was half-decoded
+        ds[5]
+
+
+def test_a_class_subset_names_bad_images_by_their_place_in_the_bundle(tmp_path):
+    """With classes=, the dataset's rows are renumbered but a decode error still names the stored image."""
     from hello_format.errors import ImageDecodeError
 
     path = write_tiny_bundle(tmp_path / "bad-image.hello")
     with Bundle.open(path) as bundle:
-        at = bundle._header.data_start + bundle._header.tensors["images.data"].begin + 1  # the first PNG's signature
-    data = bytearray(path.read_bytes())
-    data[at] ^= 0x01
-    path.write_bytes(bytes(data))
-    with pytest.raises(ImageDecodeError, match=f"{path.name}: .*image 0 does not decode"):
-        HelloDataset(path, device="cpu", verify=False)
+        labels = bundle.labels
+    bad = int(torch.nonzero(labels == 2)[1])
+    _corrupt_image(path, bad)
+    ds = HelloDataset(path, device="cpu", verify=False, classes=["c"])
+    with pytest.raises(ImageDecodeError, match=f"image {bad} does not decode"):
+        next(iter(ds.loader(batch_size=len(ds))))
+
+
+def test_lazy_images_survive_pickling_for_spawned_workers(path, stored):
+    import pickle
+
+    with Bundle.open(path) as bundle:
+        lazy = bundle.lazy_images()
+    lazy[[0, 1]]
+    copy = pickle.loads(pickle.dumps(lazy))
+    assert torch.equal(copy[torch.arange(len(copy))], stored[0])
 
 
 def test_unknown_class_names_the_class(path):

@@ -230,3 +230,12 @@ def test_decode_threads_agree():
     blobs = codecs.encode_images(images, "png")
     assert torch.equal(codecs.decode_images(blobs, 3, 16, 16, threads=1, codec="png"),
                        codecs.decode_images(blobs, 3, 16, 16, threads=4, codec="png"))
+
+
+def test_the_shipped_manifest_schema_is_a_valid_draft_2020_12_schema():
+    """Readers trust the schema file without checking it on open; this is where it is checked."""
+    import jsonschema
+
+    from hello_format.manifest import load_schema
+
+    jsonschema.Draft202012Validator.check_schema(load_schema())
