@@ -120,6 +120,20 @@ def dtype_table(path: Path, folder: Path, group_size: int) -> None:
               f"{s.ratio:,.0f}x  ({s.label_generator_bytes / 1e6:.3f} MB)")
 
 
+def student_views(images: torch.Tensor, recipe: Recipe, views: int, batch: int = 250):
+    """``views`` seeded student views of ``images`` under ``recipe``'s augmentation, in batches: (the
+    views as the student sees them, CutMix/Mixup included; the same crops without the mix)."""
+    generator = torch.Generator().manual_seed(0)
+    batches, unmixed = [], []
+    for start in range(0, views, batch):
+        chosen = torch.randint(0, len(images), (min(batch, views - start),), generator=generator)
+        draw = draw_augment(len(chosen), *images.shape[-2:], recipe.augment, generator)   # augment_batch's draws
+        crops = apply_crops(images[chosen], draw.crops, draw.flips, draw.size, draw.patch_order)
+        unmixed.append(crops)
+        batches.append(apply_mix(crops.clone(), draw.mix))
+    return batches, unmixed
+
+
 @torch.no_grad()
 def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int = 250) -> None:
     """Top-1 agreement and logit error of the int8 / int4 projectors against the fp16 one, on
@@ -133,14 +147,7 @@ def agreement(path: Path, folder: Path, group_size: int, views: int, batch: int 
         dtype = bundle.manifest["lora"]["dtype"] if bundle.manifest["lora"] else bundle.manifest["head"]["lora"]["dtype"]
     print(f"{path.name}: {len(images)} synthetic images, {bundle.num_classes} classes, deltas stored as {dtype}; "
           f"{views:,} views (recipe augmentation, seed 0)")
-    generator = torch.Generator().manual_seed(0)
-    batches, unmixed = [], []
-    for start in range(0, views, batch):
-        chosen = torch.randint(0, len(images), (min(batch, views - start),), generator=generator)
-        draw = draw_augment(len(chosen), *images.shape[-2:], recipe.augment, generator)   # augment_batch's draws
-        crops = apply_crops(images[chosen], draw.crops, draw.flips, draw.size, draw.patch_order)
-        unmixed.append(crops)
-        batches.append(apply_mix(crops.clone(), draw.mix))
+    batches, unmixed = student_views(images, recipe, views, batch)
     expected = [reference.label(view) for view in batches]
     expected_unmixed = [reference.label(view) for view in unmixed]
     for name, dtype in DELTA_DTYPES.items():
