@@ -151,12 +151,13 @@ class LazyImages:
 
     def __getitem__(self, indices) -> torch.Tensor:
         """``indices`` (an int, or a tensor / sequence of ints) -> their pixels on ``self.device``."""
-        rows = torch.as_tensor(indices, dtype=torch.long).cpu().reshape(-1)
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        flat = rows.cpu().reshape(-1)
         with self._lock:
-            missing = rows[~self._decoded[rows]].unique()
+            missing = flat[~self._decoded[flat]].unique()
             if len(missing):
                 self._decode(missing)
-        return self._pixels[indices if isinstance(indices, int) else torch.as_tensor(indices, device=self.device)]
+        return self._pixels[rows.to(self.device)]
 
     def _decode(self, rows: torch.Tensor) -> None:
         chosen = rows.tolist()
