@@ -13,6 +13,7 @@ logs and writes (work directory and bundle), and every rank reads the stage resu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -34,15 +35,16 @@ from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
+from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
-from hello_format.quantize import DELTA_DTYPES
+from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
-from hello_format.requantize import store_deltas
+from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import default_device
 
 
@@ -105,9 +107,15 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on views from the same seed without CutMix/Mixup)")
     if group is not None and not group.is_main:
         return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
+    dtype, calibrated = DELTA_DTYPES[options.delta_dtype], None
+    if is_quantised(dtype) and options.delta_calibration_steps:
+        calibrated = calibrate(projector, copy.deepcopy(projector), ctx.images, ctx.augment, dtype, options.delta_group_size,
+                               CalibrationConfig(steps=options.delta_calibration_steps), progress=progress)
+        log(f"calibrated the {dtype} deltas: top-1 agreement with the float projector on {calibrated['views']} selection "
+            f"views {calibrated['agreement_rounded']:.3f} (rounded) -> {calibrated['agreement']:.3f}")
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
-                                     projector.bundle_tensors("float32"), DELTA_DTYPES[options.delta_dtype],
-                                     options.delta_group_size)
+                                     projector.bundle_tensors("float32"), dtype, options.delta_group_size)
+    manifest = record_quantisation(manifest, dtype, options.delta_group_size, calibrated)
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model, parts=base_section["embedded"]))
     path = write_bundle(options.output, manifest, ctx.images, ctx.labels, tensors, codec=options.codec,
@@ -138,6 +146,8 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
+    if options.delta_calibration_steps < 0:
+        raise BuildError(f"--delta-calibration-steps must be at least 0 (got {options.delta_calibration_steps})")
     if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
         raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")

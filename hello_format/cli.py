@@ -18,6 +18,7 @@ import torch
 
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
+from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
@@ -229,16 +230,30 @@ allow_remote_base_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (also when OUT is IN).")
 @click.option("--allow-upcast", is_flag=True,
               help="Store int8/int4 deltas in a wider dtype: OUT then holds their dequantised values.")
-def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool) -> None:
+@click.option("--calibration-steps", default=0, show_default=True, type=click.IntRange(0, 1_000_000),
+              help=f"Calibrate the int8/int4 values on student views of IN's images for this many steps instead "
+                   f"of rounding them (the builder's default: {CalibrationConfig.steps}). Builds the projector, "
+                   "so the base must be at hand (embedded, cached, or --base-checkpoint).")
+@base_checkpoint_option
+@allow_remote_base_option
+def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool,
+               calibration_steps: int, base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
     everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
-    done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast)
+    calibration = CalibrationConfig(steps=calibration_steps) if calibration_steps else None
+    done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast,
+               calibration=calibration, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
+               progress=True)
     group = f" (group size {group_size})" if is_quantised(done.after) else ""
     note = "; the deltas are the dequantised values of IN's" if any(is_quantised(d) for d in done.before) else ""
     echo(f"wrote {done.path}: deltas {'/'.join(done.before) or 'none'} -> {done.after}{group}{note}; label generator "
          f"{human_bytes(done.generator_bytes_before)} -> {human_bytes(done.generator_bytes_after)}")
+    if done.calibration is not None:
+        report = done.calibration
+        echo(f"calibrated {report['steps']} steps: top-1 agreement with the float projector on {report['views']} "
+             f"selection views {report['agreement_rounded']:.1%} (rounded) -> {report['agreement']:.1%}")
 
 
 @cli.command()

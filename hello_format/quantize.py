@@ -2,8 +2,9 @@
 group of ``group_size`` consecutive values of the flattened (C-order) tensor; symmetric, no offset.
 
 The one home of quantising and dequantising: writers quantise through ``quantise`` (by way of
-``hello_format.requantize.store_deltas``, used by the builder and ``hello requantize``); the reader
-dequantises through ``dequantise`` (once, when the projector's LoRA state is read), after
+``hello_format.requantize.store_deltas``, used by the builder and ``hello requantize``; the
+calibration of ``hello_format.calibration`` trains through ``round_trip``, the same values); the
+reader dequantises through ``dequantise`` (once, when the projector's LoRA state is read), after
 ``check_stored`` checked the stored sizes against the manifest's shapes.
 """
 
@@ -46,25 +47,36 @@ def quantise(tensor: torch.Tensor, dtype: str, group_size: int) -> tuple[torch.T
     """``(values, scales)``: I8 ``[n]`` (int8) or U8 ``[ceil(n / 2)]`` (int4, first value in the low
     nibble, stored as q + 8), and F16 ``[ceil(n / group_size)]``: scale = fp16(max|x| / QMAX),
     q = round-half-even(x / scale) clamped to [-QMAX, QMAX] (0 where the scale is 0)."""
-    qmax = QMAX[dtype]
-    flat = tensor.detach().to("cpu", torch.float32).reshape(-1)
-    count, groups = flat.numel(), group_count(flat.numel(), group_size)
-    padded = torch.zeros(groups * group_size)
-    padded[:count] = flat
-    grouped = padded.reshape(groups, group_size)
-    scales = (grouped.abs().amax(dim=1) / qmax).to(torch.float16)
-    if not bool(torch.isfinite(scales).all()) or (groups and float(scales.max()) > MAX_DELTA_SCALE):
-        raise BundleError(f"a delta holds values that are not finite or beyond {MAX_DELTA_SCALE * qmax:g}: "
+    q, scales = _levels(tensor.detach().to("cpu", torch.float32).reshape(-1), dtype, group_size)
+    if not bool(torch.isfinite(scales).all()) or (len(scales) and float(scales.max()) > MAX_DELTA_SCALE):
+        raise BundleError(f"a delta holds values that are not finite or beyond {MAX_DELTA_SCALE * QMAX[dtype]:g}: "
                           f"it cannot be stored as {dtype}")
-    divisor = scales.float()[:, None]
-    q = torch.where(divisor > 0, torch.round(grouped / divisor.masked_fill(divisor == 0, 1.0)), 0.0)
-    q = q.clamp(-qmax, qmax).to(torch.int8).reshape(-1)[:count]
     if dtype == "int8":
         return q.contiguous(), scales
     nibbles = (q + 8).to(torch.uint8)
-    if count % 2:
+    if len(q) % 2:
         nibbles = torch.cat([nibbles, torch.zeros(1, dtype=torch.uint8)])   # the unused high nibble is 0
     return (nibbles[0::2] | (nibbles[1::2] << 4)).contiguous(), scales
+
+
+def round_trip(tensor: torch.Tensor, dtype: str, group_size: int) -> torch.Tensor:
+    """What a reader dequantises from ``tensor`` stored as ``dtype``, computed on its device without
+    packing: float32, equal to ``dequantise(*quantise(tensor, ...))`` (the calibration's forward)."""
+    q, scales = _levels(tensor.detach().float().reshape(-1), dtype, group_size)
+    return (q.float() * scales.float().repeat_interleave(group_size)[: len(q)]).reshape(tensor.shape)
+
+
+def _levels(flat: torch.Tensor, dtype: str, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 levels ``[n]`` and fp16 scales ``[groups]`` of float32 values ``flat`` (section 3.3)."""
+    qmax = QMAX[dtype]
+    count, groups = flat.numel(), group_count(flat.numel(), group_size)
+    padded = torch.zeros(groups * group_size, device=flat.device)
+    padded[:count] = flat
+    grouped = padded.reshape(groups, group_size)
+    scales = (grouped.abs().amax(dim=1) / qmax).to(torch.float16)
+    divisor = scales.float()[:, None]
+    q = torch.where(divisor > 0, torch.round(grouped / divisor.masked_fill(divisor == 0, 1.0)), 0.0)
+    return q.clamp(-qmax, qmax).to(torch.int8).reshape(-1)[:count], scales
 
 
 def check_scales(where: str, name: str, scales: torch.Tensor) -> None:

@@ -3,7 +3,9 @@ to write them) and ``requantize``, which rewrites a bundle with its deltas in an
 rebuilding.
 
 Everything but the deltas is copied as stored (images, labels, base, unknown tensors and fields);
-the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``.
+the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``, and
+``provenance.fidelity.quantisation`` says how quantised deltas were chosen (rounded, or calibrated:
+``hello_format.calibration``, which needs the base, so only then is the projector built).
 """
 
 from __future__ import annotations
@@ -17,34 +19,43 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.bundle import Bundle, write_stored
+from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, quantise
+from hello_format.recipe import Recipe
 
 
 @dataclass(frozen=True)
 class Requantized:
-    """What ``requantize`` wrote: the path, the deltas' dtypes before and after, the generator's bytes."""
+    """What ``requantize`` wrote: the path, the deltas' dtypes before and after, the generator's bytes,
+    and the calibration's report (None when the values were rounded or are float)."""
     path: pathlib.Path
     before: tuple[str, ...]            # the dtypes of the sections that have deltas (encoder, head)
     after: str
     generator_bytes_before: int
     generator_bytes_after: int
+    calibration: dict | None = None
 
 
 def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *, overwrite: bool = False,
-               allow_upcast: bool = False) -> Requantized:
+               allow_upcast: bool = False, calibration: CalibrationConfig | None = None, checkpoint: str | None = None,
+               allow_remote_base: bool = False, progress: bool = False) -> Requantized:
     """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
     ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
 
     ``target`` must not exist unless ``overwrite`` (also when it is ``source``). Storing int8/int4
     deltas in a wider dtype keeps their dequantised values, not the precision they were made from:
-    refused unless ``allow_upcast``.
+    refused unless ``allow_upcast``. ``calibration`` (int8/int4 only; None or 0 steps: round to
+    nearest): calibrate the stored values on the bundle's images (``hello_format.calibration``), with
+    the projector rebuilt as ``Projector.from_bundle`` does (``checkpoint``, ``allow_remote_base``).
     """
     if dtype not in BITS:
         raise BundleError(f"cannot store deltas as {dtype!r}: one of {', '.join(BITS)}")
+    if calibration is not None and calibration.steps and not is_quantised(dtype):
+        raise BundleError(f"calibration chooses int8/int4 values; {dtype} deltas are stored as they are")
     target = pathlib.Path(os.fspath(target))
     if target.exists() and not overwrite:
         same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
@@ -58,7 +69,12 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
                               f"{upcast[0]} values (no precision comes back, the file grows); pass --allow-upcast to write them")
         deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
                   **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
+        calibrated = None
+        if is_quantised(dtype) and calibration is not None and calibration.steps:
+            deltas, calibrated = _calibrated(bundle, dtype, group_size, calibration, checkpoint=checkpoint,
+                                             allow_remote_base=allow_remote_base, progress=progress)
         manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
+        manifest = record_quantisation(manifest, dtype, group_size, calibrated)
         if is_quantised(dtype) and int(manifest["format_version"].split(".")[1]) < SINCE_MINOR:
             manifest["format_version"] = FORMAT_VERSION
         kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
@@ -66,7 +82,33 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
         path = write_stored(target, manifest, {**kept, **stored})
     with Bundle.open(path) as written:
         after_bytes = written.storage().label_generator_bytes
-    return Requantized(path, before, dtype, before_bytes, after_bytes)
+    return Requantized(path, before, dtype, before_bytes, after_bytes, calibrated)
+
+
+def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: CalibrationConfig, *, progress: bool,
+                **base) -> tuple[dict, dict]:
+    """The calibrated float deltas of ``bundle`` (keys as ``store_deltas`` takes them) and the report;
+    ``base``: ``Projector.from_bundle``'s base arguments."""
+    from hello_format.projector import Projector   # builds the base: only when calibrating
+
+    reference = Projector.from_bundle(bundle, merge=False, **base)
+    projector = Projector.from_bundle(bundle, merge=False, **base)
+    augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
+    report = calibrate(projector, reference, bundle.images(), augment, dtype, group_size, config, progress=progress)
+    tensors = projector.bundle_tensors("float32")
+    return {name: tensor for name, tensor in tensors.items() if _is_delta(name)}, report
+
+
+def record_quantisation(manifest: dict, dtype: str, group_size: int | None, calibrated: dict | None) -> dict:
+    """``manifest`` with ``provenance.fidelity.quantisation`` saying how deltas stored as ``dtype``
+    were chosen: ``calibrate``'s report, or rounded to nearest (``steps`` 0); none for float deltas."""
+    provenance = dict(manifest["provenance"])
+    fidelity = {key: value for key, value in (provenance.get("fidelity") or {}).items() if key != "quantisation"}
+    if is_quantised(dtype):
+        fidelity["quantisation"] = calibrated or {"dtype": dtype, "group_size": group_size, "steps": 0}
+    if fidelity or "fidelity" in provenance:
+        provenance["fidelity"] = fidelity
+    return {**manifest, "provenance": provenance}
 
 
 def _stored_dtypes(manifest: dict) -> tuple[str, ...]:

@@ -53,9 +53,9 @@ def tiny_base_manifest(model: nn.Module, family: str = "vit", *, source: str = "
 
 def tiny_projector(family: str = "vit", class_names: Sequence[str] = ("cat", "dog", "bird"), *,
                    seed: int = 0, r: int = 4, head_r: int = 8, randomize_lora: bool = True,
-                   templates: Sequence[str] = SINGLE_TEMPLATE, logit_scale: float = 10.0):
-    """A trainable tiny projector; with ``randomize_lora`` every LoRA B is non-zero, so the LoRA
-    weights change the output (as they would after training)."""
+                   templates: Sequence[str] = SINGLE_TEMPLATE, logit_scale: float = 10.0, lora_std: float = 0.05):
+    """A trainable tiny projector; with ``randomize_lora`` every LoRA B is non-zero (normal, standard
+    deviation ``lora_std``), so the LoRA weights change the output (as they would after training)."""
     from hello_format.projector import Projector
 
     model = tiny_clip(family, seed)
@@ -70,7 +70,7 @@ def tiny_projector(family: str = "vit", class_names: Sequence[str] = ("cat", "do
         with torch.no_grad():
             for name, parameter in projector.named_parameters():
                 if "lora_B" in name:
-                    parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+                    parameter.copy_(lora_std * torch.randn(parameter.shape, generator=generator))
     return projector
 
 

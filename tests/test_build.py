@@ -208,13 +208,19 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
     options, summary, _ = reference
     finished = _markers(options.workdir_path())
     quantised, logs = run_build(dataclasses.replace(options, output=str(tmp_path / "int4.hello"), workdir=str(options.workdir_path()),
-                                                    delta_dtype="int4", delta_group_size=32))
+                                                    delta_dtype="int4", delta_group_size=32,
+                                                    delta_calibration_steps=20))
     assert _markers(options.workdir_path()) == finished
+    assert any("calibrated the int4 deltas" in line for line in logs)
     with Bundle.open(summary["output"]) as fp16, Bundle.open(quantised["output"], verify=True) as int4:
         assert int4.manifest["format_version"] == "1.1" and fp16.manifest["lora"]["dtype"] == "float16"
         assert (int4.manifest["lora"]["dtype"], int4.manifest["lora"]["group_size"]) == ("int4", 32)
         assert int4.manifest["head"]["lora"]["dtype"] == "int4"
         assert int4.manifest["provenance"]["builder"]["options"]["delta_dtype"] == "int4"
+        calibrated = int4.manifest["provenance"]["fidelity"]["quantisation"]
+        assert (calibrated["steps"], calibrated["group_size"]) == (20, 32)
+        assert calibrated["agreement"] >= calibrated["agreement_rounded"]
+        assert "quantisation" not in fp16.manifest["provenance"]["fidelity"]
         assert int4.storage().label_generator_bytes < fp16.storage().label_generator_bytes / 3
         for key, value in int4.lora_state_dict().items():      # within a step of the fp16 deltas
             reference_value = fp16.lora_state_dict()[key].float()

@@ -13,11 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from hello_format import limits
+from hello_format.augment import augment_batch
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.errors import BundleError, ManifestError
 from hello_format.projector import Projector
-from hello_format.quantize import QMAX, dequantise, quantise
+from hello_format.calibration import SELECTION_SEED, CalibrationConfig
+from hello_format.quantize import QMAX, dequantise, quantise, round_trip
+from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
 from support import load_script, write_labelled_bundle
 
@@ -40,6 +43,15 @@ def test_round_trip_error_is_at_most_half_a_step(dtype, shape, group_size):
     # half a step, plus the fp16 rounding of the scale (relative 2^-11 of max|x| = QMAX steps)
     assert bool(((x - y).abs() <= step * (0.5 + QMAX[dtype] * 2**-10)).all())
     assert not torch.equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("shape, group_size", [((8, 27), 64), ((5, 3, 3, 1), 7), ((3,), 64), ((2, 65), 1)])
+def test_the_calibration_round_trip_is_exactly_what_a_reader_dequantises(dtype, shape, group_size):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)) * torch.logspace(-3, 1, shape[-1])
+    x.reshape(-1)[: min(group_size, x.numel())] = 0.0                      # an all-zero first group
+    values, scales = quantise(x, dtype, group_size)
+    assert torch.equal(round_trip(x, dtype, group_size), dequantise("t", "x", values, scales, shape, dtype, group_size))
 
 
 def test_an_all_zero_group_has_scale_zero_and_dequantises_to_zeros():
@@ -212,8 +224,11 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
     with Bundle.open(source) as before, Bundle.open(tmp_path / "int4.hello", verify=True) as after:
         assert after.manifest["format_version"] == "1.7"                            # kept: it is later than 1.1
         assert after.manifest["future_section"] == {"added_in": "1.7"}
-        for field in ("class_names", "images", "recipe", "provenance", "base"):
+        for field in ("class_names", "images", "recipe", "base"):
             assert after.manifest[field] == before.manifest[field], field
+        provenance = dict(after.manifest["provenance"])
+        assert provenance.pop("fidelity") == {"quantisation": {"dtype": "int4", "group_size": 4, "steps": 0}}
+        assert provenance == before.manifest["provenance"]
         for name in ("images.data", "images.offsets", "labels"):
             assert torch.equal(after.tensor(name), before.tensor(name)), name
         assert after.manifest["lora"]["group_size"] == 4 and after.manifest["head"]["lora"]["dtype"] == "int4"
@@ -229,6 +244,7 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
     assert upcast.exit_code == 0 and "the deltas are the dequantised values of IN's" in upcast.output
     with Bundle.open(tmp_path / "fp16.hello", verify=True) as fp16, Bundle.open(tmp_path / "int4.hello") as int4:
         assert "group_size" not in fp16.manifest["lora"] and fp16.manifest["lora"]["dtype"] == "float16"
+        assert fp16.manifest["provenance"]["fidelity"] == {}       # float deltas: no quantisation record
         # the dequantised int4 values, rounded to fp16 (q x an fp16 scale can need more than fp16's 11 bits)
         assert torch.equal(fp16.head_state_dict()["lora_A"], int4.head_state_dict()["lora_A"].half())
 
@@ -267,3 +283,45 @@ def test_quantised_projectors_label_like_the_float_one(tmp_path):
     spread = float(reference.abs().max())
     assert errors["int8"] < 0.01 * spread and errors["int4"] < 0.1 * spread
     assert 0 < errors["int8"] < errors["int4"]       # the deltas matter, and int4 is coarser
+
+
+# --- calibration ---------------------------------------------------------------------------------------------------
+
+
+def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tmp_path):
+    """Calibration raises the int4 projector's agreement with the float one on the selection views,
+    records it, and the written file's own projector (read as any reader reads it) agrees exactly that
+    often: the kept state is what was stored. A coarse group (512) and large deltas make rounding cost
+    labels on this tiny base."""
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", classes=tuple("abcdefghij"), ipc=2, lora_std=0.3)
+    config = CalibrationConfig(steps=30, lr=0.01, selection_views=128, batch_size=16, check_every=10)
+    rounded = requantize(path, tmp_path / "rounded.hello", "int4", 512)
+    done = requantize(path, tmp_path / "calibrated.hello", "int4", 512, calibration=config)
+    assert rounded.calibration is None
+    report = done.calibration
+    assert report["agreement"] > report["agreement_rounded"]
+    with Bundle.open(path) as bundle:
+        reference, images = Projector.from_bundle(bundle), bundle.images()
+        augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
+    generator = torch.Generator().manual_seed(SELECTION_SEED)
+    views = torch.cat([augment_batch(images[torch.randint(0, len(images), (16,), generator=generator)], augment,
+                                     generator).images for _ in range(128 // 16)])
+    for name, expected in (("rounded", report["agreement_rounded"]), ("calibrated", report["agreement"])):
+        with Bundle.open(tmp_path / f"{name}.hello", verify=True) as bundle:
+            same = (Projector.from_bundle(bundle).label(views).argmax(1) == reference.label(views).argmax(1))
+            assert abs(float(same.float().mean()) - expected) <= 1 / 128, name     # merged vs unmerged round-off
+            if name == "calibrated":
+                assert bundle.manifest["provenance"]["fidelity"]["quantisation"] == report
+                assert report["steps"] == 30 and report["views"] == 128
+
+
+def test_requantize_calibrates_from_the_command_line(tmp_path):
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
+    result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert "calibrated 3 steps: top-1 agreement with the float projector on 1024 selection views" in result.output
+    with Bundle.open(tmp_path / "int8.hello", verify=True) as bundle:
+        assert bundle.manifest["provenance"]["fidelity"]["quantisation"]["steps"] == 3
+    refused = invoke("requantize", path, tmp_path / "fp16.hello", "--delta-dtype", "fp16", "--calibration-steps", "3")
+    assert refused.exit_code == 2 and "calibration chooses int8/int4 values" in refused.output
+    assert not (tmp_path / "fp16.hello").exists()
