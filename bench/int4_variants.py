@@ -8,7 +8,10 @@ trip (quantise then dequantise, exactly what a reader gets) of:
     all deltas after rebalancing each LoRA pair (B A kept; both factors U sqrt(S), sqrt(S) V^T);
     all deltas with a per-group scale clipped to the least squared error (a writer's choice; readers
     dequantise q * scale as before);
-    one part at a time (the head, the stem, each ResNet stage), the rest left in fp16.
+    one part at a time (the head, the stem, each ResNet stage), the rest left in fp16;
+    all deltas calibrated (``hello requantize --calibration-steps N``: ``hello_format.calibration``
+    trains the stored values through the round trip on views drawn from seeds other than the measured
+    views'), read back from the requantized file itself.
 
 No variant changes the format: the round-tripped deltas are written as float32 for the measurement.
 
@@ -26,11 +29,12 @@ from pathlib import Path
 import torch
 
 from hello_format.bundle import Bundle, write_stored
+from hello_format.calibration import CalibrationConfig
 from hello_format.consistency import ENCODER_PREFIX
 from hello_format.projector import Projector
 from hello_format.quantize import QMAX, dequantise, group_count, quantise
 from hello_format.recipe import Recipe
-from hello_format.requantize import _is_delta, store_deltas
+from hello_format.requantize import _is_delta, requantize, store_deltas
 from storage import student_views
 
 
@@ -81,6 +85,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--views", type=int, default=2000)
+    parser.add_argument("--calibration-steps", type=int, nargs="*", default=[CalibrationConfig.steps],
+                        help="calibrated variants to measure, by their steps (none: skip them)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hello-int4-") as tmp:
         source = Path(tmp) / args.bundle.name
@@ -98,9 +104,10 @@ def main(argv=None) -> None:
             expected_unmixed = [reference.label(v).argmax(1) for v in unmixed]
         print(f"{args.bundle.name}: {args.views:,} student views; top-1 agreement with the fp16 projector")
 
-        def measure(name: str, chosen: dict[str, torch.Tensor]) -> None:
-            written, stored = store_deltas(manifest, chosen, "float32")
-            path = write_stored(Path(tmp) / "variant.hello", written, {**kept, **stored})
+        def measure(name: str, chosen: dict[str, torch.Tensor] | None = None, path: Path | None = None) -> None:
+            if path is None:
+                written, stored = store_deltas(manifest, chosen, "float32")
+                path = write_stored(Path(tmp) / "variant.hello", written, {**kept, **stored})
             with Bundle.open(path) as opened:
                 projector = Projector.from_bundle(opened)
             with torch.no_grad():
@@ -117,6 +124,10 @@ def main(argv=None) -> None:
             measure(f"int4, group {group_size}", trip(deltas, group_size))
         measure("int4, group 64, rebalanced factors", trip(balanced(deltas)))
         measure("int4, group 64, least-error scale", trip(deltas, clip=True))
+        for steps in args.calibration_steps:
+            done = requantize(source, Path(tmp) / "calibrated.hello", "int4", 64, overwrite=True,
+                              calibration=CalibrationConfig(steps=steps))
+            measure(f"int4, group 64, calibrated {steps} steps", path=done.path)
         for part, pattern in PARTS.items():
             measure(f"int4 {part} only (group 64), rest fp16", trip(deltas, only=pattern))
 
