@@ -146,8 +146,10 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
-    if options.delta_calibration_steps < 0:
-        raise BuildError(f"--delta-calibration-steps must be at least 0 (got {options.delta_calibration_steps})")
+    try:
+        CalibrationConfig(steps=options.delta_calibration_steps)
+    except ValueError:
+        raise BuildError(f"--delta-calibration-steps must be at least 0 (got {options.delta_calibration_steps})") from None
     if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
         raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")

@@ -40,6 +40,11 @@ class CalibrationConfig:
     selection_views: int = 1024  # views the kept state is chosen on
     check_every: int = 50        # steps between selection checks
 
+    def __post_init__(self):
+        if self.steps < 0 or not self.lr > 0 or min(self.batch_size, self.selection_views, self.check_every) < 1:
+            raise ValueError(f"calibration needs steps >= 0, lr > 0 and batch_size, selection_views, check_every >= 1; "
+                             f"got {self.to_dict()}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -70,11 +75,11 @@ def calibrate(projector: nn.Module, reference: nn.Module, images: torch.Tensor, 
     for name in names:
         module_name, _, attribute = name.rpartition(".")
         module = projector.get_submodule(module_name)
-        step = _mean_step(getattr(module, attribute), dtype, group_size)
+        mean_step = _mean_step(getattr(module, attribute), dtype, group_size)
         parametrize.register_parametrization(module, attribute, _RoundTrip(dtype, group_size))
         latent = getattr(module.parametrizations, attribute).original
         latent.requires_grad_(True)
-        groups.append({"params": [latent], "lr": config.lr * step})
+        groups.append({"params": [latent], "lr": config.lr * mean_step})
     was_training = projector.training
     projector.eval()   # no dropout, frozen batch statistics: the reader's projector
     try:

@@ -71,6 +71,8 @@ CASES = [
     ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
      r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
+    ("negative_calibration", None, {"delta_dtype": "int4", "delta_calibration_steps": -1},
+     r"--delta-calibration-steps must be at least 0 \(got -1\)"),
 ]
 
 
