@@ -13,7 +13,6 @@ logs and writes (work directory and bundle), and every rank reads the stage resu
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
@@ -109,7 +108,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
     dtype, calibrated = DELTA_DTYPES[options.delta_dtype], None
     if is_quantised(dtype) and options.delta_calibration_steps:
-        calibrated = calibrate(projector, copy.deepcopy(projector), ctx.images, ctx.augment, dtype, options.delta_group_size,
+        calibrated = calibrate(projector, ctx.images, ctx.augment, dtype, options.delta_group_size,
                                CalibrationConfig(steps=options.delta_calibration_steps), progress=progress)
         log(f"calibrated the {dtype} deltas: top-1 agreement with the float projector on {calibrated['views']} selection "
             f"views {calibrated['agreement_rounded']:.3f} (rounded) -> {calibrated['agreement']:.3f}")

@@ -13,6 +13,7 @@ ordinary quantised bundle.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -23,7 +24,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from hello_format.augment import AugmentConfig, augment_batch
-from hello_format.quantize import QMAX, group_count, round_trip
+from hello_format.quantize import QMAX, grouped, round_trip
 
 # seeds of the fitted views and of the selection views (neither is bench/storage.py's measured seed 0)
 FIT_SEED, SELECTION_SEED = 0xCA11B, 0x5E1EC7
@@ -60,14 +61,15 @@ class _RoundTrip(nn.Module):
         return weight + (round_trip(weight, self.dtype, self.group_size) - weight).detach()
 
 
-def calibrate(projector: nn.Module, reference: nn.Module, images: torch.Tensor, augment: AugmentConfig, dtype: str,
-              group_size: int, config: CalibrationConfig = CalibrationConfig(), *, progress: bool = False) -> dict:
+def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig, dtype: str, group_size: int,
+              config: CalibrationConfig = CalibrationConfig(), *, progress: bool = False) -> dict:
     """Train the float LoRA deltas of the unmerged ``projector`` in place so that their ``dtype``
-    round trip (groups of ``group_size``) reproduces ``reference``'s logits on student views of the
-    uint8 ``images`` [N,C,H,W] under ``augment``; ``reference`` (the float projector, unchanged) is only
-    run without gradients. Returns the settings and the selection-view top-1 agreement of the rounded
-    deltas before and of the kept ones after."""
+    round trip (groups of ``group_size``) reproduces the logits the float deltas gave (a frozen copy,
+    run without gradients) on student views of the uint8 ``images`` [N,C,H,W] under ``augment``.
+    Returns the settings and the selection-view top-1 agreement of the rounded deltas before and of
+    the kept ones after."""
     device = next(projector.parameters()).device
+    reference = copy.deepcopy(projector).eval()
     names = [name for name, _ in projector.named_parameters() if "lora_" in name]
     if not names:
         raise ValueError("the projector holds no unmerged LoRA deltas to calibrate")
@@ -147,10 +149,8 @@ class _Selection:
 def _mean_step(weight: torch.Tensor, dtype: str, group_size: int) -> float:
     """The mean quantisation step (scale) over the groups of ``weight`` (tiny for an all-zero weight,
     which rounds exactly and stays put)."""
-    flat = weight.detach().float().reshape(-1)
-    padded = torch.zeros(group_count(flat.numel(), group_size) * group_size, device=flat.device)
-    padded[: flat.numel()] = flat.abs()
-    return max(float(padded.reshape(-1, group_size).amax(1).mean()) / QMAX[dtype], 1e-12)
+    groups = grouped(weight.detach().float().reshape(-1), group_size)
+    return max(float(groups.abs().amax(1).mean()) / QMAX[dtype], 1e-12)
 
 
 def _latent_state(projector: nn.Module) -> dict[str, torch.Tensor]:

@@ -66,16 +66,21 @@ def round_trip(tensor: torch.Tensor, dtype: str, group_size: int) -> torch.Tenso
     return (q.float() * scales.float().repeat_interleave(group_size)[: len(q)]).reshape(tensor.shape)
 
 
-def _levels(flat: torch.Tensor, dtype: str, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 levels ``[n]`` and fp16 scales ``[groups]`` of float32 values ``flat`` (section 3.3)."""
-    qmax = QMAX[dtype]
+def grouped(flat: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Float32 values ``flat`` ``[n]`` as ``[groups, group_size]``, the last group padded with zeros."""
     count, groups = flat.numel(), group_count(flat.numel(), group_size)
     padded = torch.zeros(groups * group_size, device=flat.device)
     padded[:count] = flat
-    grouped = padded.reshape(groups, group_size)
-    scales = (grouped.abs().amax(dim=1) / qmax).to(torch.float16)
+    return padded.reshape(groups, group_size)
+
+
+def _levels(flat: torch.Tensor, dtype: str, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 levels ``[n]`` and fp16 scales ``[groups]`` of float32 values ``flat`` (section 3.3)."""
+    qmax, count = QMAX[dtype], flat.numel()
+    grouped_values = grouped(flat, group_size)
+    scales = (grouped_values.abs().amax(dim=1) / qmax).to(torch.float16)
     divisor = scales.float()[:, None]
-    q = torch.where(divisor > 0, torch.round(grouped / divisor.masked_fill(divisor == 0, 1.0)), 0.0)
+    q = torch.where(divisor > 0, torch.round(grouped_values / divisor.masked_fill(divisor == 0, 1.0)), 0.0)
     return q.clamp(-qmax, qmax).to(torch.int8).reshape(-1)[:count], scales
 
 

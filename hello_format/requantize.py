@@ -54,7 +54,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     """
     if dtype not in BITS:
         raise BundleError(f"cannot store deltas as {dtype!r}: one of {', '.join(BITS)}")
-    if calibration is not None and calibration.steps and not is_quantised(dtype):
+    calibrating = calibration is not None and calibration.steps > 0
+    if calibrating and not is_quantised(dtype):
         raise BundleError(f"calibration chooses int8/int4 values; {dtype} deltas are stored as they are")
     target = pathlib.Path(os.fspath(target))
     if target.exists() and not overwrite:
@@ -70,7 +71,7 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
         deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
                   **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
         calibrated = None
-        if is_quantised(dtype) and calibration is not None and calibration.steps:
+        if calibrating:
             deltas, calibrated = _calibrated(bundle, dtype, group_size, calibration, checkpoint=checkpoint,
                                              allow_remote_base=allow_remote_base, progress=progress)
         manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
@@ -91,10 +92,9 @@ def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: Calibration
     ``base``: ``Projector.from_bundle``'s base arguments."""
     from hello_format.projector import Projector   # builds the base: only when calibrating
 
-    reference = Projector.from_bundle(bundle, merge=False, **base)
     projector = Projector.from_bundle(bundle, merge=False, **base)
     augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
-    report = calibrate(projector, reference, bundle.images(), augment, dtype, group_size, config, progress=progress)
+    report = calibrate(projector, bundle.images(), augment, dtype, group_size, config, progress=progress)
     tensors = projector.bundle_tensors("float32")
     return {name: tensor for name, tensor in tensors.items() if _is_delta(name)}, report
 

@@ -219,7 +219,6 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
         assert int4.manifest["provenance"]["builder"]["options"]["delta_dtype"] == "int4"
         calibrated = int4.manifest["provenance"]["fidelity"]["quantisation"]
         assert (calibrated["steps"], calibrated["group_size"]) == (20, 32)
-        assert calibrated["agreement"] >= calibrated["agreement_rounded"]
         assert "quantisation" not in fp16.manifest["provenance"]["fidelity"]
         assert int4.storage().label_generator_bytes < fp16.storage().label_generator_bytes / 3
         for key, value in int4.lora_state_dict().items():      # within a step of the fp16 deltas
