@@ -102,13 +102,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     if group is not None:
         group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
     teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
-    options = BuildOptions(
-        data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
-        base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=10,
-        transfer_batch_size=32, crop_min_scale=0.5, candidates_per_class=40, epochs=student_epochs,
-        student_batch_size=20, hflip=0.0, fresh=True, seed=seed, source_dataset="sklearn-digits (upscaled to 32x32)",
-        workdir=str(work / "build"),
-    )
+    options = demo_options(train_dir, output, teacher_files, checkpoint, work / "build", seed=seed,
+                           student_epochs=student_epochs)
     report = build(options, progress=progress, group=group)
     if group is not None:
         group.barrier()  # every rank's students read the bundle rank 0 wrote
@@ -141,6 +136,21 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     print(f"  done in {time.perf_counter() - started:.0f} s")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
+
+
+def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], checkpoint: Path, workdir: Path, *,
+                 seed: int, student_epochs: int, **overrides) -> BuildOptions:
+    """The demo's build: the builder's defaults except where 700 small digits differ from ImageNet and
+    where 3 CPU minutes cut the view transfer to 600 steps (``overrides``: other options, for
+    ``bench/demo_sweep.py``, which chose these on validation digits, bench/results/demo-sweep/)."""
+    settings = dict(
+        data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
+        base_checkpoint=str(checkpoint), embed_base=True, ipc=10, factor=1, transfer_epochs=10,
+        transfer_batch_size=32, view_transfer_steps=600, view_transfer_eval_every=50, crop_min_scale=0.5,
+        candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, fresh=True, seed=seed,
+        source_dataset="sklearn-digits (upscaled to 32x32)", workdir=str(workdir),
+    )
+    return BuildOptions(**{**settings, **overrides})
 
 
 def _prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,

@@ -1,0 +1,136 @@
+"""Choose the demo's build settings on validation digits, never on the digits the demo reports.
+
+    python bench/demo_sweep.py --variant base --variant teachers=last,steps=600 [--seeds 0 1 2] [--work DIR]
+
+The demo (``hello-build --demo``) splits scikit-learn's digits into a foundation part (pretrains the
+stand-in CLIP), an original part (teacher and distillation) and a test part (the printed accuracies).
+This sweep prepares the same foundation model and teacher once (seed 0's split, cached in ``--work``),
+builds one bundle per variant (the demo's options with the variant's changes), and trains the demo's
+three students (hard labels, HelloDataset labels, online teacher) for every seed. They are scored on
+the *foundation* part: digits no student and no teacher ever trained on, and not the test part.
+Bundles and projector students are cached by the build options they come from (so a changed demo
+default is a new build); hard and teacher students depend only on the images, so variants with the
+same images share them.
+
+Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both transfers and in the
+crop scoring), ``steps``, ``lr``, ``real``, ``every`` (the synthetic-view transfer; ``every``: steps
+between selection checks), ``epochs`` (the real transfer), ``base`` (the demo as it is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+from hello_build.demo import DIGIT_NAMES, SIZE, _prepare, demo_options, digits_split, write_image_folder
+from hello_build.evaluation import evaluate
+from hello_build.pipeline import build
+from hello_build.teachers import load_teacher
+from hello_format.bundle import Bundle
+
+KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
+        "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
+        "epochs": ("transfer_epochs", int)}
+REGIMES = ("hard", "projector", "teacher")
+
+
+def variant(text: str) -> tuple[dict, bool]:
+    """``teachers=last,steps=600`` -> (build option overrides, final teacher only)."""
+    overrides, last = {}, False
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key == "base":
+            continue
+        if key == "teachers" and value == "last":
+            last = True
+        elif key in KEYS:
+            name, kind = KEYS[key]
+            overrides[name] = kind(value)
+        else:
+            raise SystemExit(f"--variant: {item!r} is not base, teachers=last or one of {', '.join(KEYS)}=VALUE")
+    return overrides, last
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--student-epochs", type=int, default=60)
+    parser.add_argument("--work", type=Path, default=Path("bench/results/cache/demo-sweep"))
+    args = parser.parse_args(argv)
+    work = args.work
+    parts = digits_split(0)
+    train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
+    teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
+    if not checkpoint.is_file() or not teacher_files:
+        _prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0)
+        write_image_folder(val_dir, *parts["foundation"])
+        teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
+    final = load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
+    results_path = work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    rows = []
+    for text in args.variant:
+        overrides, last = variant(text)
+        options = demo_options(train_dir, work / "bundles" / "unnamed.hello", teacher_files[-1:] if last else teacher_files,
+                               checkpoint, work / "build", seed=0, student_epochs=args.student_epochs, **overrides)
+        build_key = options_key(options.recorded())
+        output = work / "bundles" / f"{build_key}.hello"
+        if not output.is_file():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            options = dataclasses.replace(options, output=str(output), workdir=str(work / "build" / build_key))
+            started = time.perf_counter()
+            report = build(options, progress=False)
+            results[f"{build_key}/build_s"] = time.perf_counter() - started
+            results[f"{build_key}/selection"] = report["view_transfer"]["kept_selection_agreement"]
+        with Bundle.open(output) as bundle:
+            images_key = hashlib.sha256(bundle.images().numpy().tobytes()).hexdigest()[:16]
+            fidelity = bundle.manifest["provenance"]["fidelity"]
+        top1 = {}
+        for regime in REGIMES:
+            top1[regime] = []
+            for seed in args.seeds:
+                key = f"{build_key if regime == 'projector' else images_key}/{regime}/{seed}/{args.student_epochs}"
+                if key not in results:
+                    results[key] = evaluate(output, val_dir, regime=regime, teacher=final if regime == "teacher" else None,
+                                            device="cpu", progress=False,
+                                            recipe_overrides={"seed": seed, "epochs": args.student_epochs})["top1"]
+                    results_path.write_text(json.dumps(results, indent=1))
+                top1[regime].append(100 * results[key])
+        rows.append((text, fidelity, results.get(f"{build_key}/selection"), top1, results.get(f"{build_key}/build_s")))
+        print(_row(*rows[-1]), flush=True)
+    results_path.write_text(json.dumps(results, indent=1))
+    print(f"\nvalidation: {len(parts['foundation'][1])} foundation-part digits; seeds {args.seeds}; "
+          f"{args.student_epochs} student epochs")
+    print("| variant | selection agreement (kept step) | held-out real views | fresh synthetic views | build s | "
+          "hard | HelloDataset | teacher | HelloDataset - hard | - teacher |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(_row(*row))
+
+
+def options_key(recorded: dict) -> str:
+    """A bundle's cache key: its recorded build options, less where it was written (the output and the
+    work directory) and the student epochs (students set their own)."""
+    kept = {k: v for k, v in recorded.items() if k not in ("output", "workdir", "epochs")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _row(text: str, fidelity: dict, selection: float | None, top1: dict, build_s) -> str:
+    def mean_std(values):
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
+    held_out = fidelity.get("after_view_transfer", fidelity["after_transfer"])["agreement"]
+    mean = {regime: statistics.mean(values) for regime, values in top1.items()}
+    return (f"| {text} | {selection:.3f} ({fidelity.get('view_transfer_kept_step')}) | {100 * held_out:.1f} % | "
+            f"{100 * fidelity['synthetic_agreement']:.1f} % | "
+            f"{'' if build_s is None else f'{build_s:.0f}'} | {mean_std(top1['hard'])} | {mean_std(top1['projector'])} | "
+            f"{mean_std(top1['teacher'])} | {mean['projector'] - mean['hard']:+.1f} | {mean['projector'] - mean['teacher']:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""bench/demo_sweep.py's own logic: its variants become the demo's build options with those changes."""
+
+from pathlib import Path
+
+import pytest
+from support import load_script
+
+from hello_build.demo import demo_options
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return load_script("bench/demo_sweep.py")
+
+
+def test_a_variant_names_build_options_and_the_teacher_choice(sweep):
+    assert sweep.variant("base") == ({}, False)
+    assert sweep.variant("teachers=last,steps=600,every=50,epochs=3") == (
+        {"view_transfer_steps": 600, "view_transfer_eval_every": 50, "transfer_epochs": 3}, True)
+    with pytest.raises(SystemExit, match="'rank=16' is not base"):
+        sweep.variant("rank=16")
+
+
+def test_the_sweep_builds_the_demos_options_with_only_the_variants_changes(tmp_path):
+    files = [tmp_path / "t1.safetensors", tmp_path / "t2.safetensors"]
+    demo = demo_options(tmp_path / "data", tmp_path / "demo.hello", files, tmp_path / "base.safetensors",
+                        tmp_path / "work", seed=0, student_epochs=60)
+    changed = demo_options(tmp_path / "data", tmp_path / "demo.hello", files[-1:], tmp_path / "base.safetensors",
+                           tmp_path / "work", seed=0, student_epochs=60, view_transfer_steps=1000)
+    assert changed.view_transfer_steps == 1000 != demo.view_transfer_steps
+    assert changed.teacher == [str(Path(files[-1]))] and len(demo.teacher) == 2
+    assert {k: v for k, v in vars(changed).items() if k not in ("view_transfer_steps", "teacher")} == \
+        {k: v for k, v in vars(demo).items() if k not in ("view_transfer_steps", "teacher")}
