@@ -7,7 +7,7 @@ the real modules: a randomly initialised RN50 image tower with the builder's def
 zoo's ResNet-18 teacher at 224 px). Everything else is an assumption, printed with the result: the
 sustained throughput of a GPU on these convolutions (``--tflops``, bf16), the JPEG decode + resize rate
 of one CPU core (``--decode-per-s``), the CPU cores per GPU, and the builder's defaults (10 transfer
-epochs, 100 candidates x 5 crops per class, 300 view-transfer steps of 128, 1.28 M images). The
+epochs, 100 candidates x 5 crops per class, 2000 view-transfer steps of 128, 1.28 M images). The
 run is the sum over stages of max(GPU time, decode time), each split evenly over the GPUs (the
 torchrun build's parallelism: every stage sharded, decoding too in the transfer).
 """
