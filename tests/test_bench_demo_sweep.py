@@ -9,16 +9,16 @@ from hello_build.demo import demo_options
 
 
 @pytest.fixture(scope="module")
-def sweep():
+def demo_sweep():
     return load_script("bench/demo_sweep.py")
 
 
-def test_a_variant_names_build_options_and_the_teacher_choice(sweep):
-    assert sweep.variant("base") == ({}, False)
-    assert sweep.variant("teachers=last,steps=600,every=50,epochs=3") == (
+def test_a_variant_names_build_options_and_the_teacher_choice(demo_sweep):
+    assert demo_sweep.variant("base") == ({}, False)
+    assert demo_sweep.variant("teachers=last,steps=600,every=50,epochs=3") == (
         {"view_transfer_steps": 600, "view_transfer_eval_every": 50, "transfer_epochs": 3}, True)
     with pytest.raises(SystemExit, match="'rank=16' is not base"):
-        sweep.variant("rank=16")
+        demo_sweep.variant("rank=16")
 
 
 def test_the_sweep_builds_the_demos_options_with_only_the_variants_changes(tmp_path):
