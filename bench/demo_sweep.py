@@ -27,7 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hello_build.demo import DIGIT_NAMES, SIZE, _prepare, demo_options, digits_split, write_image_folder
+from hello_build.demo import DIGIT_NAMES, SIZE, demo_options, digits_split, prepare, write_image_folder
 from hello_build.evaluation import evaluate
 from hello_build.pipeline import build
 from hello_build.teachers import load_teacher
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
     teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     if not checkpoint.is_file() or not teacher_files:
-        _prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0)
+        prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0)
         write_image_folder(val_dir, *parts["foundation"])
         teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     final = load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)

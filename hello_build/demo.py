@@ -98,7 +98,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     checkpoint = work / "base.safetensors"
     teachers = None
     if group is None or group.is_main:
-        teachers = _prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed)
+        teachers = prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed)
     if group is not None:
         group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
     teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
@@ -153,7 +153,7 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
     return BuildOptions(**{**settings, **overrides})
 
 
-def _prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
+def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
              progress: bool, seed: int) -> list:
     """Write the digits, pretrain the stand-in foundation model (saved to ``checkpoint``) and train the
     teacher (its checkpoints in ``teacher_dir``); returns the teachers."""
