@@ -6,6 +6,7 @@
 # time on one thread each). The online teacher's students on these images are final-teacher.sh's
 # (the view transfer does not change the images; the log checks that they are the same).
 set -ex
+source bench/results/students.sh
 out=bench/results/cifar10-final-teacher-4000
 mkdir -p $out
 common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000"
@@ -23,10 +24,4 @@ for path in sys.argv[1:]:
         pixels.append(b.images())
 print("images identical to final-teacher.sh's bundle:", torch.equal(*pixels))
 PY
-for seed in 0 1 2; do
-  OMP_NUM_THREADS=1 .venv/bin/hello eval "$bundle" --val bench/results/cache/cifar10/test --epochs 200 --seed $seed --quiet \
-    | tail -1 > $out/seed$seed.json &
-  if [ $seed = 1 ]; then wait; fi
-done
-wait
-cat $out/seed*.json
+students $out/ "$bundle"

@@ -4,15 +4,10 @@
 # ConvNet-3, 200 epochs, seeds 0 1 2, two at a time on one thread each), to set beside the fp16
 # bundle's 48.9 ± 0.2 (bench/results/cifar10-view4000/) on the same seeds.
 set -ex
+source bench/results/students.sh
 out=bench/results/cifar10-int4-calibrated
 mkdir -p $out
 bundle=bench/results/cache/bundles/cifar10-ipc10-5c32904e351256aa-int4-calibrated.hello
 [ -f $bundle ] || .venv/bin/hello requantize bench/results/cache/bundles/cifar10-ipc10-5c32904e351256aa.hello $bundle \
   --delta-dtype int4 --calibration-steps 300
-for seed in 0 1 2; do
-  OMP_NUM_THREADS=1 .venv/bin/hello eval "$bundle" --val bench/results/cache/cifar10/test --epochs 200 --seed $seed --quiet \
-    | tail -1 > $out/seed$seed.json &
-  if [ $seed = 1 ]; then wait; fi
-done
-wait
-cat $out/seed*.json
+students $out/ "$bundle"
