@@ -21,7 +21,7 @@ def test_a_variant_names_build_options_and_the_teacher_choice(demo_sweep):
         demo_sweep.variant("rank=16")
 
 
-def test_the_sweep_builds_the_demos_options_with_only_the_variants_changes(tmp_path):
+def test_demo_options_change_only_what_a_variant_names(tmp_path):
     files = [tmp_path / "t1.safetensors", tmp_path / "t2.safetensors"]
     demo = demo_options(tmp_path / "data", tmp_path / "demo.hello", files, tmp_path / "base.safetensors",
                         tmp_path / "work", seed=0, student_epochs=60)
