@@ -15,8 +15,9 @@ Protocol (all splits fixed by --split-seed, all models seeded):
 - Every regime then trains a fresh student through ``hello_build.evaluation.evaluate`` (the code behind
   ``hello eval``); the 10,000 test images are only ever used for the reported accuracies.
 
-With ``--delta-dtype int8|int4`` each bundle is also requantized (``hello requantize``, cached beside it)
-and the projector regime runs on that copy too, reported as the regime ``projector (int4)``.
+With ``--delta-dtype int8|int4`` each bundle is also requantized (``hello requantize``, calibrated as
+``hello-build`` calibrates by default; cached beside it) and the projector regime runs on that copy too,
+reported as the regime ``projector (int4)``.
 
 Every expensive artifact (unpacked data, foundation, teacher, bundles, each student run) is cached
 under --cache by a hash of its inputs, so a rerun only computes what changed. Outputs in --out:
@@ -373,18 +374,24 @@ def requantized(args, cache: Path, path: Path, info: dict, test_index) -> tuple[
     from hello_format.bundle import Bundle
     from hello_format.projector import Projector
     from hello_format.quantize import DELTA_DTYPES
+    from hello_format.calibration import CalibrationConfig
     from hello_format.requantize import requantize
 
+    calibration = CalibrationConfig(steps=args.delta_calibration_steps, objective=args.delta_calibration_objective)
     inputs = {"bundle": path.name, "delta_dtype": args.delta_dtype, "group_size": args.delta_group_size}
-    target = cache / "bundles" / f"{path.stem}-{args.delta_dtype}-g{args.delta_group_size}.hello"
+    if calibration.steps:
+        inputs["calibration"] = calibration.to_dict()
+    target = cache / "bundles" / f"{path.stem}-{args.delta_dtype}-g{args.delta_group_size}-{key_of(inputs)[:8]}.hello"
 
     def run():
-        say(f"requantize: {path.name} -> {args.delta_dtype} (group size {args.delta_group_size})")
-        requantize(path, target, DELTA_DTYPES[args.delta_dtype], args.delta_group_size, overwrite=True)
+        say(f"requantize: {path.name} -> {args.delta_dtype} (group size {args.delta_group_size}; "
+            f"{f'calibrated {calibration.steps} steps, {calibration.objective}' if calibration.steps else 'rounded'})")
+        done = requantize(path, target, DELTA_DTYPES[args.delta_dtype], args.delta_group_size, overwrite=True,
+                          calibration=calibration if calibration.steps else None)
         with Bundle.open(path) as fp16, Bundle.open(target) as opened:
             reference, projector = Projector.from_bundle(fp16), Projector.from_bundle(opened)
             storage = opened.storage()
-        return {**info, "inputs": {**info["inputs"], **inputs}, "storage": vars(storage),
+        return {**info, "inputs": {**info["inputs"], **inputs}, "storage": vars(storage), "calibration": done.calibration,
                 "projector_test_top1": accuracy(projector.label, test_index),
                 "test_agreement_with_fp16": agreement(projector.label, reference.label, test_index)}
 
@@ -598,6 +605,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def parse(argv):
     from hello_build.options import BuildOptions
+    from hello_format.calibration import OBJECTIVES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
@@ -622,6 +630,10 @@ def parse(argv):
                         help="also the projector regime on a copy of each bundle requantized to this dtype (hello requantize)")
     parser.add_argument("--delta-group-size", type=int, default=BuildOptions.delta_group_size,
                         help="values per scale of the requantized int8/int4 deltas")
+    parser.add_argument("--delta-calibration-steps", type=int, default=BuildOptions.delta_calibration_steps,
+                        help="steps calibrating the requantized values, as hello-build does (0: rounded to nearest)")
+    parser.add_argument("--delta-calibration-objective", default=BuildOptions.delta_calibration_objective,
+                        choices=OBJECTIVES, help="what the calibration fits (hello_format.calibration)")
     parser.add_argument("--ablation", type=int, nargs="*", default=None, metavar="ROW",
                         help="also the paper's component ablation at the first IPC (first student, projector labels): "
                              "the rows given (1-based), or every row")

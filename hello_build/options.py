@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hello_format.augment import AugmentConfig
-from hello_format.calibration import CalibrationConfig
+from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
@@ -101,6 +101,7 @@ class BuildOptions:
     # output and run
     delta_dtype: str = option("fp16", "How the LoRA and head deltas are stored: fp16, or int8 / int4 with one fp16 scale per --delta-group-size values (format 1.1; hello requantize converts a bundle later).", stage="write", open=True, choices=tuple(DELTA_DTYPES))
     delta_calibration_steps: int = option(CalibrationConfig.steps, "Steps calibrating int8/int4 delta values on student views of the synthetic images, so the stored projector keeps the float one's labels (0 = round to nearest).", stage="write", open=True)
+    delta_calibration_objective: str = option(CalibrationConfig.objective, "What calibration fits the quantised projector's logits to the float one's by: kl (of their softmaxes) or mse (of the logits).", stage="write", open=True, choices=OBJECTIVES)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
     codec: str = option("png", "Image codec in the bundle.", stage="write", choices=("png", "raw", "jpeg", "webp"))
     quality: int | None = option(None, "Quality for jpeg/webp.", stage="write")

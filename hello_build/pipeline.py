@@ -34,7 +34,7 @@ from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.calibration import CalibrationConfig, calibrate
+from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.limits import MAX_GROUP_SIZE
@@ -56,6 +56,11 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
     return Recipe(loss=options.loss, temperature=options.temperature, beta=options.beta, epochs=options.epochs,
                   batch_size=options.student_batch_size, lr=options.student_lr, student_image_size=image_size,
                   augment=augment)
+
+
+def calibration_config(options: BuildOptions) -> CalibrationConfig:
+    """How quantised deltas are calibrated (``hello_format.calibration``): the options' steps and objective."""
+    return CalibrationConfig(steps=options.delta_calibration_steps, objective=options.delta_calibration_objective)
 
 
 def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
@@ -109,7 +114,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     dtype, calibrated = DELTA_DTYPES[options.delta_dtype], None
     if is_quantised(dtype) and options.delta_calibration_steps:
         calibrated = calibrate(projector, ctx.images, ctx.augment, dtype, options.delta_group_size,
-                               CalibrationConfig(steps=options.delta_calibration_steps), progress=progress)
+                               calibration_config(options), progress=progress)
         log(f"calibrated the {dtype} deltas: top-1 agreement with the float projector on {calibrated['views']} selection "
             f"views {calibrated['agreement_rounded']:.3f} (rounded) -> {calibrated['agreement']:.3f}")
     manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
@@ -146,9 +151,11 @@ def _check(options: BuildOptions) -> None:
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
     try:
-        CalibrationConfig(steps=options.delta_calibration_steps)
+        calibration_config(options)
     except ValueError:
-        raise BuildError(f"--delta-calibration-steps must be at least 0 (got {options.delta_calibration_steps})") from None
+        raise BuildError(f"--delta-calibration-steps must be at least 0 and --delta-calibration-objective one of "
+                         f"{', '.join(OBJECTIVES)} (got {options.delta_calibration_steps}, "
+                         f"{options.delta_calibration_objective!r})") from None
     if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
         raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")

@@ -3,9 +3,9 @@
 Section 3.3 fixes how a reader dequantises (``q * s``), not which ``q`` a writer stores. Rounding each
 float delta to its nearest level (``quantize.quantise``) moves the top label of many mixed student
 views at int4, where two classes' logits are close. ``calibrate`` trains the float deltas *through*
-the round trip instead (a straight-through gradient past the rounding): Adam on the MSE between the
-round-tripped projector's logits and the float projector's, on student views of the bundle's own
-images under its recipe (crops, flips, CutMix / Mixup), with cosine decay. The state kept is the one
+the round trip instead (a straight-through gradient past the rounding): Adam on the KL divergence between the
+round-tripped projector's softmax and the float projector's (or the MSE of their logits), on student
+views of the bundle's own images under its recipe (crops, flips, CutMix / Mixup), with cosine decay. The state kept is the one
 whose round-tripped projector agrees best with the float one on fixed *selection* views (another
 seed). Only the float projector is imitated: no teacher, no real image, no test data. Readers see an
 ordinary quantised bundle.
@@ -28,6 +28,9 @@ from hello_format.quantize import QMAX, grouped, round_trip
 
 # seeds of the fitted views and of the selection views (neither is bench/storage.py's measured seed 0)
 FIT_SEED, SELECTION_SEED = 0xCA11B, 0x5E1EC7
+# what the round-tripped logits are fitted to the float ones by: KL(float softmax || round trip's), T = 1,
+# or the mean squared difference of the logits
+OBJECTIVES = ("kl", "mse")
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,14 @@ class CalibrationConfig:
     batch_size: int = 128        # student views per step
     selection_views: int = 1024  # views the kept state is chosen on
     check_every: int = 50        # steps between selection checks
+    objective: str = "kl"        # one of OBJECTIVES
 
     def __post_init__(self):
         if self.steps < 0 or not self.lr > 0 or min(self.batch_size, self.selection_views, self.check_every) < 1:
             raise ValueError(f"calibration needs steps >= 0, lr > 0 and batch_size, selection_views, check_every >= 1; "
                              f"got {self.to_dict()}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +104,7 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
                 views = augment_batch(images[pick].to(device), augment, generator).images
                 with torch.no_grad():
                     target = reference(views).float()
-                loss = F.mse_loss(projector(views).float(), target)
+                loss = _loss(config.objective, projector(views).float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -120,6 +126,13 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
             parameters[name].copy_(value)
     return {"dtype": dtype, "group_size": group_size, **config.to_dict(), "views": selection.count,
             "agreement_rounded": before, "agreement": kept}
+
+
+def _loss(objective: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far the round trip's ``logits`` are from the float projector's ``target`` logits."""
+    if objective == "mse":
+        return F.mse_loss(logits, target)
+    return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True)
 
 
 class _Selection:

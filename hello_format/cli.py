@@ -18,7 +18,7 @@ import torch
 
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
-from hello_format.calibration import CalibrationConfig
+from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.errors import HelloError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
@@ -234,15 +234,21 @@ allow_remote_base_option = click.option(
               help=f"Calibrate the int8/int4 values on student views of IN's images for this many steps instead "
                    f"of rounding them (the builder's default: {CalibrationConfig.steps}). Builds the projector, "
                    "so the base must be at hand (embedded, cached, or --base-checkpoint).")
+@click.option("--calibration-objective", default=CalibrationConfig.objective, show_default=True,
+              type=click.Choice(OBJECTIVES),
+              help="What calibration fits the quantised projector's logits to the float one's by: kl (of their "
+                   "softmaxes) or mse (of the logits).")
 @base_checkpoint_option
 @allow_remote_base_option
 def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool,
-               calibration_steps: int, base_checkpoint: str | None, allow_remote_base: bool) -> None:
+               calibration_steps: int, calibration_objective: str, base_checkpoint: str | None,
+               allow_remote_base: bool) -> None:
     """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
     everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
-    calibration = CalibrationConfig(steps=calibration_steps) if calibration_steps else None
+    calibration = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective)
+                   if calibration_steps else None)
     done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast,
                calibration=calibration, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
                progress=True)
@@ -252,7 +258,7 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
          f"{human_bytes(done.generator_bytes_before)} -> {human_bytes(done.generator_bytes_after)}")
     if done.calibration is not None:
         report = done.calibration
-        echo(f"calibrated {report['steps']} steps: top-1 agreement with the float projector on {report['views']} "
+        echo(f"calibrated {report['steps']} steps ({report['objective']}): top-1 agreement with the float projector on {report['views']} "
              f"selection views {report['agreement_rounded']:.1%} (rounded) -> {report['agreement']:.1%}")
 
 

@@ -112,3 +112,8 @@ def test_requantized_projector_runs_are_a_row_of_their_own(bench):
     assert rows[-1]["top1_mean"] == pytest.approx(0.41) and rows[0]["top1_mean"] == pytest.approx(0.42)
     args = bench.parse(["--delta-dtype", "int4"])
     assert (args.delta_dtype, args.delta_group_size) == ("int4", 64) and bench.parse([]).delta_dtype == "fp16"
+    # the requantized copy is calibrated as hello-build calibrates by default
+    from hello_build.options import BuildOptions
+    assert (args.delta_calibration_steps, args.delta_calibration_objective) == \
+        (BuildOptions.delta_calibration_steps, BuildOptions.delta_calibration_objective)
+    assert args.delta_calibration_steps > 0

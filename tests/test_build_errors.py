@@ -72,7 +72,7 @@ CASES = [
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
      r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
     ("negative_calibration", None, {"delta_dtype": "int4", "delta_calibration_steps": -1},
-     r"--delta-calibration-steps must be at least 0 \(got -1\)"),
+     r"--delta-calibration-steps must be at least 0 and --delta-calibration-objective one of kl, mse \(got -1, 'kl'\)"),
 ]
 
 
@@ -108,6 +108,14 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
     assert "\n" not in str(raised.value)
     workdir = options.workdir_path()
     assert not workdir.exists() or not any(workdir.iterdir()), "a stage ran before the input was checked"
+    assert not Path(options.output).exists()
+
+
+def test_an_unknown_calibration_objective_is_a_build_error(errors_kit, tmp_path):
+    """Through the API (the command line refuses it as a choice, before any of this)."""
+    options = BuildOptions(**_values(errors_kit, tmp_path, None, {"delta_dtype": "int4", "delta_calibration_objective": "l1"}))
+    with pytest.raises(BuildError, match=r"--delta-calibration-objective one of kl, mse \(got 300, 'l1'\)"):
+        build(options, progress=False, log=lambda line: None)
     assert not Path(options.output).exists()
 
 

@@ -18,7 +18,7 @@ from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.errors import BundleError, ManifestError
 from hello_format.projector import Projector
-from hello_format.calibration import SELECTION_SEED, CalibrationConfig
+from hello_format.calibration import OBJECTIVES, SELECTION_SEED, CalibrationConfig
 from hello_format.quantize import QMAX, dequantise, quantise, round_trip
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
@@ -288,13 +288,14 @@ def test_quantised_projectors_label_like_the_float_one(tmp_path):
 # --- calibration ---------------------------------------------------------------------------------------------------
 
 
-def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tmp_path):
-    """Calibration raises the int4 projector's agreement with the float one on the selection views,
-    records it, and the written file's own projector (read as any reader reads it) agrees exactly that
-    often: the kept state is what was stored. A coarse group (512) and large deltas make rounding cost
-    labels on this tiny base."""
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tmp_path, objective):
+    """Calibration (under each objective) raises the int4 projector's agreement with the float one on
+    the selection views, records it, and the written file's own projector (read as any reader reads it)
+    agrees exactly that often: the kept state is what was stored. A coarse group (512) and large deltas
+    make rounding cost labels on this tiny base."""
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", classes=tuple("abcdefghij"), ipc=2, lora_std=0.3)
-    config = CalibrationConfig(steps=30, lr=0.01, selection_views=128, batch_size=16, check_every=10)
+    config = CalibrationConfig(steps=30, lr=0.01, selection_views=128, batch_size=16, check_every=10, objective=objective)
     rounded = requantize(path, tmp_path / "rounded.hello", "int4", 512)
     done = requantize(path, tmp_path / "calibrated.hello", "int4", 512, calibration=config)
     assert rounded.calibration is None
@@ -312,14 +313,24 @@ def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tm
             assert abs(float(same.float().mean()) - expected) <= 1 / 128, name     # merged vs unmerged round-off
             if name == "calibrated":
                 assert bundle.manifest["provenance"]["fidelity"]["quantisation"] == report
-                assert report["steps"] == 30 and report["views"] == 128
+                assert report["steps"] == 30 and report["views"] == 128 and report["objective"] == objective
+
+
+def test_calibration_refuses_an_unknown_objective(tmp_path):
+    with pytest.raises(ValueError, match="calibration objective must be one of kl, mse, got 'l1'"):
+        CalibrationConfig(objective="l1")
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
+    refused = invoke("requantize", path, tmp_path / "int4.hello", "--delta-dtype", "int4", "--calibration-steps", "3",
+                     "--calibration-objective", "l1")
+    assert refused.exit_code == 2 and "'l1' is not one of 'kl', 'mse'" in refused.output
+    assert not (tmp_path / "int4.hello").exists()
 
 
 def test_requantize_calibrates_from_the_command_line(tmp_path):
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
     result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3")
     assert result.exit_code == 0, result.output
-    assert "calibrated 3 steps: top-1 agreement with the float projector on 1024 selection views" in result.output
+    assert "calibrated 3 steps (kl): top-1 agreement with the float projector on 1024 selection views" in result.output
     with Bundle.open(tmp_path / "int8.hello", verify=True) as bundle:
         assert bundle.manifest["provenance"]["fidelity"]["quantisation"]["steps"] == 3
     refused = invoke("requantize", path, tmp_path / "fp16.hello", "--delta-dtype", "fp16", "--calibration-steps", "3")

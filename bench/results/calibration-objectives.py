@@ -2,7 +2,7 @@
 
     python bench/results/calibration-objectives.py [mse kl1 kl0.5 mse+ce1 mse+margin]
 
-Each objective replaces ``F.mse_loss`` inside ``hello_format.calibration`` for one ``hello requantize
+Each objective replaces ``F.mse_loss`` inside ``hello_format.calibration`` (its ``mse`` objective) for one ``hello requantize
 --calibration-steps 300`` of the CIFAR bench's 4000-step IPC 10 bundle (group 64, the default config);
 the choice is made on calibration's own selection agreement, and the agreement with the fp16 projector
 on bench/storage.py's 2,000 student views (seed 0, with and without CutMix) is reported only. Log:
@@ -53,7 +53,7 @@ with tempfile.TemporaryDirectory() as tmp:
         e1 = [ref.label(v).argmax(1) for v in mixed]; e2 = [ref.label(v).argmax(1) for v in unmixed]
     for name in chosen:
         cal.F = types.SimpleNamespace(mse_loss=VARIANTS[name])
-        done = requantize(src, Path(tmp) / "c.hello", "int4", 64, overwrite=True, calibration=CalibrationConfig())
+        done = requantize(src, Path(tmp) / "c.hello", "int4", 64, overwrite=True, calibration=CalibrationConfig(objective="mse"))  # the patched F.mse_loss is the objective
         with Bundle.open(done.path) as o:
             p = Projector.from_bundle(o)
         with torch.no_grad():
