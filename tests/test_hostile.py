@@ -464,11 +464,13 @@ def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum)
         """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert child.stdout.readline().strip() == "ready"
-    assert len(list(tmp_path.iterdir())) == 1  # the hidden temp file
-    child.send_signal(signum)
-    child.wait(timeout=30)
-    assert child.returncode != 0
-    assert list(tmp_path.iterdir()) == []
-    child.stdout.close()
-    child.stderr.close()
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert len(list(tmp_path.iterdir())) == 1  # the hidden temp file
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=30)
+    except (AssertionError, subprocess.TimeoutExpired) as failed:
+        child.kill()   # the child must not outlive the test; what it said tells why
+        pytest.fail(f"{failed!r}; the child's stderr: {child.communicate()[1]}")
+    assert child.returncode != 0, stderr
+    assert list(tmp_path.iterdir()) == [], stderr
