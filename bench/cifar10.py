@@ -291,14 +291,17 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
 
 # -- bundles and students ---------------------------------------------------------------------------
 
-# The paper's component ablation at the first IPC: each row adds one part; its options on top of the
-# main build's (None: the main build itself). "teachers": "last" keeps only the final teacher.
+# The paper's component ablation at the first IPC: each of rows 1-5 adds one part; its options on top of
+# the main build's (None: the main build itself). "teachers": "last" keeps only the final teacher. Row 6,
+# the paper's first (added later, so that recorded commands keep their row numbers): the head alone
+# fitted to the weak-teacher trajectory on frozen features, a linear probe (head rank = class count).
 ABLATION = (
     ("text-initialised head only", {"transfer_epochs": 0, "view_transfer_steps": 0}),
     ("+ LoRA transfer, final teacher only", {"teachers": "last", "view_transfer_steps": 0}),
     ("+ weak-teacher trajectory", {"view_transfer_steps": 0}),
     ("+ synthetic-view transfer (hello's default)", None),
     ("+ image update", {"image_update_steps": 100}),
+    ("linear-probe head only (no encoder LoRA)", {"lora_rank": 0, "view_transfer_steps": 0}),
 )
 
 

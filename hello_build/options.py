@@ -56,7 +56,7 @@ class BuildOptions:
     base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base", path=True)
     embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
-    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8).", stage="transfer")
+    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer")
     lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
     head_rank: int | None = option(None, "Rank of the head LoRA (default: min(128, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer")

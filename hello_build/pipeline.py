@@ -150,6 +150,10 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
+    if options.lora_rank < 0:
+        raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
+    if options.lora_rank == 0 and options.init_adapter:
+        raise BuildError("--init-adapter starts the encoder LoRA from an adapter: it needs --lora-rank above 0")
     try:
         calibration_config(options)
     except ValueError:
@@ -216,7 +220,7 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         head=HeadConfig(templates=templates, logit_scale=float(clip_model.logit_scale.exp().item()),
                         lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
         encoder_lora=encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
-                                    target_modules=options.lora_targets),
+                                    target_modules=options.lora_targets) if options.lora_rank else None,
         train_logit_scale=options.train_logit_scale, class_embeddings=embeddings,
     ).to(device)
     if group is not None:

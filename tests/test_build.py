@@ -287,3 +287,29 @@ def test_no_held_out_images_builds_without_a_fidelity_measure(kit, tmp_path):
     assert any("no held-out images" in line for line in logs)
     with Bundle.open(summary["output"], verify=True) as bundle:
         assert bundle.manifest["provenance"]["fidelity"]["after_transfer"]["agreement"] is None
+
+
+def test_lora_rank_0_fits_the_head_alone_on_the_frozen_encoder(kit, reference, tmp_path):
+    """--lora-rank 0: no encoder LoRA is stored; the head LoRA (rank = the 3 classes: a full linear
+    head, the paper's linear-probe ablation) is fitted and moves the labels towards the teacher."""
+    summary, _ = run_build(tiny_options(kit, tmp_path, lora_rank=0))
+    before, after = summary["fidelity_before"], summary["fidelity_after"]
+    assert before == reference[1]["fidelity_before"]   # the same zero-shot start
+    assert after["kl"] < before["kl"]
+    with Bundle.open(summary["output"], verify=True) as bundle:
+        assert bundle.manifest["lora"] is None and bundle.lora_state_dict() == {}
+        assert bundle.manifest["head"]["lora"]["r"] == len(CLASSES)
+        head = bundle.head_state_dict()
+        assert head["lora_A"].abs().sum() > 0 and head["lora_B"].abs().sum() > 0
+        assert bundle.manifest["provenance"]["builder"]["options"]["lora_rank"] == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lora_rank": -1}, r"--lora-rank must be at least 0"),
+    ({"lora_rank": 0, "init_adapter": "/some/adapter"}, r"--init-adapter starts the encoder LoRA from an adapter: it needs --lora-rank above 0"),
+])
+def test_lora_rank_is_checked_before_any_stage(kit, tmp_path, overrides, message):
+    options = tiny_options(kit, tmp_path, **overrides)
+    with pytest.raises(BuildError, match=message):
+        run_build(options)
+    assert not options.workdir_path().exists()
