@@ -737,8 +737,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str))
     (args.out / "table.md").write_text(markdown(results))
-    plot(rows, args.out / "accuracy_vs_label_bytes.png")
-    say(f"wrote {args.out / 'results.json'}, table.md, accuracy_vs_label_bytes.png")
+    if rows:   # --report-only before any student run has none to plot
+        plot(rows, args.out / "accuracy_vs_label_bytes.png")
+    say(f"wrote {args.out / 'results.json'}, table.md{', accuracy_vs_label_bytes.png' if rows else ''}")
     print(markdown(results))
     return 0
 
