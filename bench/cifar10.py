@@ -375,9 +375,9 @@ def requantized(args, cache: Path, path: Path, info: dict, test_index) -> tuple[
     bundles; with its storage, projector test top-1 and top-1 agreement with the fp16 projector on
     the test images."""
     from hello_format.bundle import Bundle
+    from hello_format.calibration import CalibrationConfig
     from hello_format.projector import Projector
     from hello_format.quantize import DELTA_DTYPES
-    from hello_format.calibration import CalibrationConfig
     from hello_format.requantize import requantize
 
     calibration = CalibrationConfig(steps=args.delta_calibration_steps, objective=args.delta_calibration_objective)

@@ -3,11 +3,11 @@
 Section 3.3 fixes how a reader dequantises (``q * s``), not which ``q`` a writer stores. Rounding each
 float delta to its nearest level (``quantize.quantise``) moves the top label of many mixed student
 views at int4, where two classes' logits are close. ``calibrate`` trains the float deltas *through*
-the round trip instead (a straight-through gradient past the rounding): Adam on the KL divergence between the
-round-tripped projector's softmax and the float projector's (or the MSE of their logits), on student
-views of the bundle's own images under its recipe (crops, flips, CutMix / Mixup), with cosine decay. The state kept is the one
-whose round-tripped projector agrees best with the float one on fixed *selection* views (another
-seed). Only the float projector is imitated: no teacher, no real image, no test data. Readers see an
+the round trip instead (a straight-through gradient past the rounding): Adam on the KL divergence
+from the float projector's softmax to the round-tripped projector's (or the MSE of their logits), on
+student views of the bundle's own images under its recipe (crops, flips, CutMix / Mixup), with cosine
+decay. The state kept is the one whose round-tripped projector agrees best with the float one on
+fixed *selection* views (another seed). Only the float projector is imitated: no teacher, no real image, no test data. Readers see an
 ordinary quantised bundle.
 """
 
