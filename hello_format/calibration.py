@@ -7,8 +7,8 @@ the round trip instead (a straight-through gradient past the rounding): Adam on 
 from the float projector's softmax to the round-tripped projector's (or the MSE of their logits), on
 student views of the bundle's own images under its recipe (crops, flips, CutMix / Mixup), with cosine
 decay. The state kept is the one whose round-tripped projector agrees best with the float one on
-fixed *selection* views (another seed). Only the float projector is imitated: no teacher, no real image, no test data. Readers see an
-ordinary quantised bundle.
+fixed *selection* views (another seed). Only the float projector is imitated: no teacher, no real
+image, no test data. Readers see an ordinary quantised bundle.
 """
 
 from __future__ import annotations
