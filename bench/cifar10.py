@@ -390,7 +390,7 @@ def requantized(args, cache: Path, path: Path, info: dict, test_index) -> tuple[
         say(f"requantize: {path.name} -> {args.delta_dtype} (group size {args.delta_group_size}; "
             f"{f'calibrated {calibration.steps} steps, {calibration.objective}' if calibration.steps else 'rounded'})")
         done = requantize(path, target, DELTA_DTYPES[args.delta_dtype], args.delta_group_size, overwrite=True,
-                          calibration=calibration if calibration.steps else None)
+                          calibration=calibration)   # 0 steps: rounded
         with Bundle.open(path) as fp16, Bundle.open(target) as opened:
             reference, projector = Projector.from_bundle(fp16), Projector.from_bundle(opened)
             storage = opened.storage()

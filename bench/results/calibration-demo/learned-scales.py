@@ -1,14 +1,16 @@
-"""Experiment: calibration with learned per-group scales (LSQ-style), evaluated as a reader would dequantise."""
+"""Experiment (a record, not a tool): calibration with learned per-group scales (LSQ-style), evaluated as
+a reader would dequantise. ``python learned-scales.py BUNDLE steps=300,loss=kl,slr=0.003 ...`` (slr: the
+log-scale's lr, 0 keeps the scales fixed); results in README.md beside it."""
 import sys, time, math, copy
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
-sys.path.insert(0, "/work/main/bench")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # bench/, for storage.py
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.quantize import QMAX, grouped, round_trip
+from hello_format.quantize import grouped
 from hello_format.augment import augment_batch
 from hello_format.calibration import _Selection, CalibrationConfig, FIT_SEED
 from storage import student_views
@@ -26,7 +28,6 @@ class LSQ(nn.Module):
         return s + (s.half().float() - s).detach()   # what fp16 storage keeps
     def forward(self, w):
         s = self.scales()
-        g = grouped(w.reshape(-1), self.G) if False else None
         flat = w.reshape(-1)
         pad = torch.zeros(-(-self.n // self.G) * self.G - self.n, device=w.device)
         gw = torch.cat([flat, pad]).reshape(-1, self.G)
