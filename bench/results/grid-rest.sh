@@ -15,6 +15,6 @@ out=bench/results/cifar10-grid-rest
   $common --out $out/resnet18-ipc50
 .venv/bin/python bench/cifar10.py --ipc 10 --students resnet18_32 --regimes projector hard teacher stored random-real \
   $common --out $out/resnet18-ipc10
-# (stopped for time after seed 0's projector, hard, teacher and stored runs; their table:)
-# .venv/bin/python bench/cifar10.py --ipc 10 --students resnet18_32 --regimes projector hard teacher stored \
+# (stopped for time after seed 0's five runs; their table:)
+# .venv/bin/python bench/cifar10.py --ipc 10 --students resnet18_32 --regimes projector hard teacher stored random-real \
 #   ${common/--seeds 0 1 2/--seeds 0} --out $out/resnet18-ipc10 --report-only
