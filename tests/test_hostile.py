@@ -455,7 +455,8 @@ def test_float_overflow_and_huge_shapes(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum):
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIGINT ignored
         from hello_format.files import atomic_target
         with atomic_target({str(tmp_path / 'x.hello')!r}) as temp:
             temp.write_bytes(b"x" * 1000)
