@@ -306,8 +306,7 @@ ABLATION = (
 
 
 # build options read only after the real transfer: builds differing in these share a work directory
-LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "view_transfer_ema",
-                "image_update_steps")
+LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "image_update_steps")
 
 
 def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index,

@@ -36,9 +36,7 @@ from hello_format.bundle import Bundle
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
         "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
-        "ema": ("view_transfer_ema", float),
-        "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float),
-        "bratio": ("lora_b_lr_ratio", float)}
+        "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float)}
 REGIMES = ("hard", "projector", "teacher")
 
 

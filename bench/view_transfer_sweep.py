@@ -32,8 +32,8 @@ def _last(value: str) -> str:
 
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float), "ema": ("view_transfer_ema", float), "rank": ("lora_rank", int),
-        "ce": ("lambda_ce", float), "loss": ("transfer_loss", str), "bratio": ("lora_b_lr_ratio", float),   # both transfers
+        "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int),
+        "ce": ("lambda_ce", float), "loss": ("transfer_loss", str),   # both transfers
         "teachers": ("teachers", _last)}   # the final checkpoint only, in both transfers
 
 

@@ -68,7 +68,6 @@ class BuildOptions:
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True)
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
-    lora_b_lr_ratio: float = option(1.0, "Learning rate of every LoRA B factor (encoder and head) over that of the A factors, in both transfer phases (LoRA+, Hayou et al. 2024: 16; 1 = one rate for all).", stage="transfer", open=True)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
     transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=("mse", "kl"))
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
@@ -86,7 +85,6 @@ class BuildOptions:
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over a tenth of the steps, then cosine decay to 0).", stage="view_transfer", open=True)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
-    view_transfer_ema: float = option(0.0, "Decay of an exponential moving average of the LoRA weights over the synthetic-view steps; the averaged weights are the ones scored and kept (0 = off: the weights as trained).", stage="view_transfer", open=True)
     view_transfer_eval_every: int = option(25, "Steps between agreement checks on fixed selection views; the best state is kept (early stopping).", stage="view_transfer", open=True)
     # the student recipe recorded in the bundle
     epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)

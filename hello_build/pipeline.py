@@ -150,8 +150,6 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
                          f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.view_transfer_eval_every})")
-    if not 0 <= options.view_transfer_ema < 1:
-        raise BuildError(f"--view-transfer-ema must be in [0, 1) (0: no averaging; got {options.view_transfer_ema})")
     if options.lora_rank < 0:
         raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
     if options.lora_rank == 0 and options.init_adapter:

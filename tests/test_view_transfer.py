@@ -115,26 +115,3 @@ def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_pat
     with pytest.raises(BuildError, match=r"--view-transfer-real-fraction must be in \[0, 1\)"):
         run_build(options)
     assert not options.workdir_path().exists()
-
-
-def test_with_a_moving_average_the_averaged_weights_are_scored_and_kept(kit, tmp_path):
-    # a decay this close to 1 keeps the average at the real transfer's state while the weights train:
-    # every check then scores that state, so nothing beats step 0, which is kept
-    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2, view_transfer_ema=1 - 1e-9)
-    result = summary["view_transfer"]
-    curve = dict(result["selection_agreement"])
-    assert sorted(curve) == [0, 10, 20, 30, 40] and len(set(curve.values())) == 1, curve
-    assert result["kept_step"] == 0 and result["loss"][0] != result["loss"][-1]
-    with Bundle.open(summary["output"]) as bundle:
-        assert bundle.manifest["provenance"]["builder"]["options"]["view_transfer_ema"] == 1 - 1e-9
-    fitted, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2)
-    assert len(set(dict(fitted["view_transfer"]["selection_agreement"]).values())) > 1  # the weights did move
-
-
-def test_a_moving_average_decay_outside_0_1_is_refused(kit, tmp_path):
-    import pytest
-
-    from hello_build.pipeline import BuildError
-
-    with pytest.raises(BuildError, match="--view-transfer-ema must be in"):
-        _build(kit, tmp_path, view_transfer_ema=1.0)

@@ -110,7 +110,8 @@ def run_transfer(
     """Train ``projector``'s LoRA parameters in place; returns the mean loss of each epoch and the
     seconds spent, earlier interrupted runs included. Settings: ``options.transfer_*``, ``lambda_ce``,
     ``seed``, ``num_workers``. ``log`` gets one line per epoch. ``group``: the torchrun job (see the module notes)."""
-    optimizer = adamw(projector, options.transfer_lr, options.lora_b_lr_ratio, weight_decay=0.0)
+    params = [p for p in projector.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
     total = max(1, options.transfer_epochs * steps_per_epoch)
     start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer)
@@ -186,26 +187,13 @@ def describe(measured: dict) -> str:
             f"({measured['images']} held-out views)")
 
 
-def adamw(projector, lr: float, b_ratio: float, *, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the projector's trainable tensors; the LoRA B factors (peft's ``lora_B`` and the
-    head's) in a group of their own whose rate is ``b_ratio`` times ``lr`` (LoRA+)."""
-    trainable = _trainable(projector)
-    groups = [{"params": [p for name, p in trainable.items() if "lora_B" not in name], "lr_scale": 1.0},
-              {"params": [p for name, p in trainable.items() if "lora_B" in name], "lr_scale": b_ratio}]
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-
-
 def cosine(optimizer, lr: float, step: int, total: int, warmup: int = 0) -> None:
     """Cosine decay to 0 over ``total`` steps after a linear ``warmup``, a function of the step alone (so
-    resume is exact), times each group's ``lr_scale`` (``adamw``). The view phase warms up: a fresh
-    AdamW's first steps are full-size on every parameter, enough to undo a trained LoRA (measured: loss
-    3.2 -> 19.8 at lr 0.01 without it)."""
+    resume is exact). The view phase warms up: a fresh AdamW's first steps are full-size on every
+    parameter, enough to undo a trained LoRA (measured: loss 3.2 -> 19.8 at lr 0.01 without it)."""
     ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0) * ramp * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+        group["lr"] = lr * ramp * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
 def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, options, *, share: float = 1.0,
@@ -220,7 +208,7 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
         loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
         (loss if group is None else loss * share).backward()
     if group is not None:
-        group.sum_gradients([p for g in optimizer.param_groups for p in g["params"]])
+        group.sum_gradients(optimizer.param_groups[0]["params"])
     optimizer.step()
     return 0.0 if loss is None else loss.item()
 

@@ -4,8 +4,7 @@ Once the synthetic images exist, the LoRA is fitted on augmented, CutMixed stude
 labelled by the final teacher, each batch mixed with augmented real views so the projector does not
 merely memorise a hundred pictures; the loss is the real transfer's (``hello_build.stages.transfer``).
 The state with the best agreement on a fixed set of *selection* views (a seed the fitting never draws)
-is kept; ``view_agreement`` on yet another seed reports it. With ``view_transfer_ema`` the state scored
-and kept is an exponential moving average of the fitted weights, not the weights of the last step.
+is kept; ``view_agreement`` on yet another seed reports it.
 
 Under torchrun (``ctx.group``) every rank draws the same views and teachers and fits (or scores) its
 own rows of each batch, as the real transfer does (``hello_build.stages.transfer``); agreement counts
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
-from hello_build.stages.transfer import (adamw, autocast, cosine, describe, load_lora_state, lora_state, measure,
+from hello_build.stages.transfer import (autocast, cosine, describe, load_lora_state, lora_state, measure,
                                          transfer_loss, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.runtime import epoch_seed
@@ -55,13 +54,11 @@ def run_view_transfer(
 
     Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
-    loader does). With ``view_transfer_ema`` > 0 the selection agreement is that of the weights' moving
-    average, which is also what is kept. Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
+    loader does). Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
     steps and the step that was kept. Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
-    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``, ``view_transfer_ema``. ``group``: the torchrun job (module notes)."""
+    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
-    # weight decay 0.01 (torch's AdamW default, which this phase has always had; the real phase has none)
-    optimizer = adamw(projector, options.view_transfer_lr, options.lora_b_lr_ratio, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.view_transfer_target)
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
@@ -75,7 +72,6 @@ def run_view_transfer(
     real_count = round(batch_size * options.view_transfer_real_fraction)
     synthetic_count = batch_size - real_count
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
-    average = lora_state(projector) if options.view_transfer_ema else None  # starts at the real transfer's state
     best = {"agreement": _agreement(projector, selection(), selection_targets, group), "step": 0,
             "state": lora_state(projector)}
     curve, losses = [(0, best["agreement"])], []
@@ -110,20 +106,13 @@ def run_view_transfer(
             group.sum_gradients(params)
             loss = group.sum([loss])[0]
         optimizer.step()
-        if average is not None:
-            _update_average(average, projector, options.view_transfer_ema)
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            fitted = None if average is None else lora_state(projector)
-            if average is not None:
-                load_lora_state(projector, average)   # score (and keep) the averaged weights
             agreement = _agreement(projector, selection(), selection_targets, group)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
                 best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
-            if fitted is not None:
-                load_lora_state(projector, fitted)
             if log:
                 log(f"view transfer step {step + 1}/{steps}: loss {sum(losses[-eval_every:]) / len(losses[-eval_every:]):.4f}, "
                     f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
@@ -218,14 +207,6 @@ def _agreement(projector, views, targets, group: Group | None = None) -> float:
     if group is not None:
         agree, total = group.sum([agree, total])
     return agree / max(1, total)
-
-
-@torch.no_grad()
-def _update_average(average: dict[str, torch.Tensor], projector, decay: float) -> None:
-    """``average`` <- decay * average + (1 - decay) * the projector's trainable weights, in place."""
-    for name, p in projector.named_parameters():
-        if p.requires_grad:
-            average[name].lerp_(p, 1 - decay)
 
 
 def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
