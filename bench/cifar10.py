@@ -306,7 +306,20 @@ ABLATION = (
 
 
 # build options read only after the real transfer: builds differing in these share a work directory
-LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "image_update_steps")
+LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "view_transfer_eval_every",
+                "view_transfer_keep", "image_update_steps")
+
+
+def build_settings(args, variant: dict) -> dict:
+    """The build options the bench sets (and keys its cached bundles by): its arguments, then ``variant``'s."""
+    return {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
+            "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
+            "view_transfer_real_fraction": args.view_transfer_real_fraction,
+            # bundles cached before these options existed were built checking every 25 steps and keeping
+            # the best state: their keys stay
+            **({} if args.view_transfer_eval_every is None else {"view_transfer_eval_every": args.view_transfer_eval_every}),
+            **({} if args.view_transfer_keep == "best" else {"view_transfer_keep": args.view_transfer_keep}),
+            **variant}
 
 
 def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index,
@@ -321,9 +334,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
 
     variant = dict(variant or {})
     chosen = [teachers[-1]] if variant.pop("teachers", None) == "last" else teachers
-    settings = {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
-                "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
-                "view_transfer_real_fraction": args.view_transfer_real_fraction, **variant}
+    settings = build_settings(args, variant)
     # a variant that changes the real transfer (or anything before it) gets a work directory of its own
     early = {name: value for name, value in variant.items() if name not in LATE_OPTIONS}
     shared = {**upstream, "transfer_epochs": settings["transfer_epochs"], "transfer_lr": args.transfer_lr,
@@ -629,6 +640,10 @@ def parse(argv):
                         help="synthetic-view transfer steps (0: the paper's method)")
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
     parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
+    parser.add_argument("--view-transfer-eval-every", type=int, default=None,
+                        help="steps between the view transfer's selection checks (default: the builder's; the steps "
+                             "themselves: only step 0 and the last state are scored)")
+    parser.add_argument("--view-transfer-keep", default=BuildOptions.view_transfer_keep, choices=("last", "best"))
     parser.add_argument("--delta-dtype", default="fp16", choices=("fp16", "int8", "int4"),
                         help="also the projector regime on a copy of each bundle requantized to this dtype (hello requantize)")
     parser.add_argument("--delta-group-size", type=int, default=BuildOptions.delta_group_size,

@@ -13,8 +13,8 @@ default is a new build); hard and teacher students depend only on the images, so
 same images share them.
 
 Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both transfers and in the
-crop scoring), ``steps``, ``lr``, ``real``, ``every`` (the synthetic-view transfer; ``every``: steps
-between selection checks), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
+crop scoring), ``steps``, ``lr``, ``real``, ``every``, ``keep`` (the synthetic-view transfer; ``every``: steps
+between selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
 teacher, mse or kl, and its hard-label CE weight), ``base`` (the demo as it is).
 """
 
@@ -36,7 +36,7 @@ from hello_format.bundle import Bundle
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
         "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
-        "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float)}
+        "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float)}
 REGIMES = ("hard", "projector", "teacher")
 
 

@@ -32,7 +32,8 @@ def _last(value: str) -> str:
 
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float), "rank": ("lora_rank", int),
+        "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
+        "keep": ("view_transfer_keep", str), "rank": ("lora_rank", int),
         "ce": ("lambda_ce", float), "loss": ("transfer_loss", str),   # both transfers
         "teachers": ("teachers", _last)}   # the final checkpoint only, in both transfers
 

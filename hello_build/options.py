@@ -85,7 +85,8 @@ class BuildOptions:
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over a tenth of the steps, then cosine decay to 0).", stage="view_transfer", open=True)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
-    view_transfer_eval_every: int = option(25, "Steps between agreement checks on fixed selection views; the best state is kept (early stopping).", stage="view_transfer", open=True)
+    view_transfer_eval_every: int = option(25, "Steps between agreement checks on fixed selection views.", stage="view_transfer", open=True)
+    view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=("last", "best"))
     # the student recipe recorded in the bundle
     epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
     loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))

@@ -117,3 +117,12 @@ def test_requantized_projector_runs_are_a_row_of_their_own(bench):
     assert (args.delta_calibration_steps, args.delta_calibration_objective) == \
         (BuildOptions.delta_calibration_steps, BuildOptions.delta_calibration_objective)
     assert args.delta_calibration_steps > 0
+
+
+def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench):
+    """The builder keeps the last state by default; bundles cached under the earlier rule (best) keep their keys."""
+    settings = lambda *argv: bench.build_settings(bench.parse(["--ipc", "10", *argv]), {})  # noqa: E731
+    assert settings()["view_transfer_keep"] == "last"
+    assert "view_transfer_keep" not in settings("--view-transfer-keep", "best")
+    assert "view_transfer_eval_every" not in settings() and settings("--view-transfer-eval-every", "2000")["view_transfer_eval_every"] == 2000
+    assert bench.key_of(settings()) != bench.key_of(settings("--view-transfer-keep", "best"))

@@ -1,5 +1,5 @@
 """The synthetic-view transfer (stage ``view_transfer``): it fits the projector on the views the student
-sees, keeps its best state on selection views, reports agreement on other fresh views; and the real
+sees, keeps the state its selection views choose, reports agreement on other fresh views; and the real
 transfer's time survives an interruption."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
-from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, view_agreement
+from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, kept_check, view_agreement
 from hello_format.bundle import Bundle
 from support import run_build, tiny_options
 
@@ -37,14 +37,34 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
     assert recorded["view_transfer_steps"] == 60 and recorded["view_transfer_target"] == "last"
 
 
-def test_the_kept_state_is_the_best_on_the_selection_views(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2)
+def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):
+    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2, view_transfer_keep="best")
     result = summary["view_transfer"]
     curve = dict(result["selection_agreement"])
     assert sorted(curve) == [0, 10, 20, 30, 40]
     best = max(curve.values())
     assert result["kept_selection_agreement"] == best
     assert curve[result["kept_step"]] == best and result["kept_step"] == min(s for s, a in curve.items() if a == best)
+
+
+def test_keep_last_keeps_the_final_state_unless_a_check_beats_it_clearly(kit, tmp_path):
+    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2)
+    result = summary["view_transfer"]
+    curve = result["selection_agreement"]
+    assert result["selection_views"] == 5 * 6  # SELECTION_ROUNDS passes over 6 images
+    assert (result["kept_step"], result["kept_selection_agreement"]) == curve[kept_check(curve, 30, "last")]
+    with Bundle.open(summary["output"]) as bundle:
+        assert bundle.manifest["provenance"]["builder"]["options"]["view_transfer_keep"] == "last"
+
+
+def test_kept_check_gives_up_the_final_state_only_for_a_clearly_better_one():
+    curve = [(0, 0.50), (10, 0.80), (20, 0.78)]
+    assert kept_check(curve, 500, "best") == 1
+    assert kept_check(curve, 500, "last") == 2  # 0.02 behind: within two standard errors (0.05) on 500 views
+    assert kept_check(curve, 100_000, "last") == 1  # the same gap is real on 100,000 views
+    assert kept_check([(0, 0.50), (10, 0.80), (20, 0.30)], 500, "last") == 1  # a diverged fit
+    assert kept_check([(0, 0.9), (10, 0.5), (20, 0.9)], 500, "best") == 0  # ties: the earliest
+    assert kept_check([(0, 0.5), (10, 0.6)], 500, "last") == 1
 
 
 def test_report_views_are_not_the_selection_views_and_are_capped():
