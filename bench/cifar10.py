@@ -449,22 +449,38 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
     return record
 
 
-def _worker_threads(threads: int) -> None:
-    """A --jobs worker's share of the CPU threads (evaluate's imports register the model configs)."""
+def student_pool(jobs: int):
+    """``jobs`` worker processes that split the CPU threads between them and end themselves when the
+    bench that started them is gone (killed: a pool's workers would otherwise outlive it, training on)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                               initargs=(threads, os.getpid()))
+
+
+def _worker_start(threads: int, bench: int) -> None:
+    """A --jobs worker's share of the CPU threads (evaluate's imports register the model configs), and a
+    watch that exits it once its parent is no longer the process ``bench``."""
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_when_orphaned, args=(bench,), name="orphan watch", daemon=True).start()
+
+
+def _exit_when_orphaned(bench: int, every_s: float = 1.0) -> None:
+    while os.getppid() == bench:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def run_students(args, jobs: list[tuple]) -> list[dict | None]:
     """Every ``student_run`` argument tuple, in order; with --jobs N in N processes sharing the cores."""
     if args.jobs == 1 or args.report_only:
         return [student_run(args, *job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_threads, initargs=(threads,)) as pool:
+    with student_pool(args.jobs) as pool:
         futures = [pool.submit(student_run, args, *job) for job in jobs]
         return [future.result() for future in futures]
 

@@ -126,3 +126,43 @@ def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench
     assert "view_transfer_keep" not in settings("--view-transfer-keep", "best")
     assert "view_transfer_eval_every" not in settings() and settings("--view-transfer-eval-every", "2000")["view_transfer_eval_every"] == 2000
     assert bench.key_of(settings()) != bench.key_of(settings("--view-transfer-keep", "best"))
+
+
+def test_student_workers_end_when_the_bench_is_killed(tmp_path):
+    # the bench, in a process of its own, starts its pool and a long job, then is killed outright (no
+    # cleanup runs): its worker must not train on alone
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "bench_like.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(root / 'bench')!r})\n"
+        "import cifar10\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cifar10.student_pool(1)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(120)\n")
+    bench = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(bench.stdout.readline())
+        os.kill(worker, 0)   # alive while the bench is
+        bench.send_signal(signal.SIGKILL)
+        bench.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"worker {worker} outlived its killed bench by 30 s")
+    finally:
+        bench.kill()
