@@ -657,9 +657,10 @@ def parse(argv):
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
     parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
     parser.add_argument("--view-transfer-eval-every", type=int, default=None,
-                        help="steps between the view transfer's selection checks (default: the builder's; the steps "
-                             "themselves: only step 0 and the last state are scored)")
-    parser.add_argument("--view-transfer-keep", default=BuildOptions.view_transfer_keep, choices=("last", "best"))
+                        help="steps between the view transfer's selection checks (default: the builder's; set to "
+                             "--view-transfer-steps, only step 0 and the final state are scored)")
+    parser.add_argument("--view-transfer-keep", default=BuildOptions.view_transfer_keep,
+                        choices=BuildOptions.__dataclass_fields__["view_transfer_keep"].metadata["choices"])
     parser.add_argument("--delta-dtype", default="fp16", choices=("fp16", "int8", "int4"),
                         help="also the projector regime on a copy of each bundle requantized to this dtype (hello requantize)")
     parser.add_argument("--delta-group-size", type=int, default=BuildOptions.delta_group_size,

@@ -119,8 +119,9 @@ def run_view_transfer(
                     f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
                     f"{time.perf_counter() - started:.0f} s)")
     kept_step, kept_agreement = curve[kept_check(curve, selection_views, options.view_transfer_keep)]
-    if kept_step != steps:
-        load_lora_state(projector, best["state"])  # the best checked state: kept_check chose it
+    if kept_step != steps:  # an earlier check: the best, whose state the loop kept
+        assert kept_step == best["step"], (kept_step, best["step"])
+        load_lora_state(projector, best["state"])
     projector.eval()
     return {"loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": kept_step,
             "kept_selection_agreement": kept_agreement, "selection_views": selection_views}
@@ -140,6 +141,7 @@ def kept_check(curve: list[tuple[int, float]], views: int, keep: str) -> int:
     mean = (curve[best][1] + curve[last][1]) / 2
     margin = 2 * (2 * mean * (1 - mean) / max(1, views)) ** 0.5
     return best if curve[best][1] - curve[last][1] > margin else last
+
 
 def enabled(options: BuildOptions) -> bool:
     """Whether the stage runs: 0 steps is the paper's method."""
