@@ -254,6 +254,19 @@ def test_seed_and_holdout_rerun_every_stage_that_depends_on_them(kit, tmp_path):
     assert all(third[stage][1] != second[stage][1] for stage in ("text_head", "transfer", "init"))
 
 
+def test_synthetic_images_never_come_from_held_out_images(reference):
+    """The hold-out measures fidelity on images no fit saw: none may become a synthetic image (a quarter
+    held out; every training image of a class is a candidate, 8 of them become patches: drawing from
+    all 16 would pick held-out ones)."""
+    from hello_build.data import holdout_split, scan_image_folder
+
+    options, _, _ = reference
+    _, held = holdout_split(scan_image_folder(options.data), options.holdout, options.seed)
+    with safe_open(str(options.workdir_path() / "init.safetensors"), "pt") as init:
+        samples = set(init.get_tensor("sources")[..., 0].flatten().tolist())
+    assert len(samples) == options.ipc * options.factor ** 2 * len(CLASSES) and not samples & set(held)
+
+
 # --- --init-images -----------------------------------------------------------------------------------------------
 
 

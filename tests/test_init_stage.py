@@ -132,7 +132,7 @@ def test_deterministic_by_seed_and_independent_of_batching_and_sharding(solid_tr
 
 
 def test_not_enough_real_images_is_a_clear_error(solid_tree):
-    with pytest.raises(BuildError, match=r"class 'a_red' has 8 real images but ipc 3 with 2x2 patches needs 12"):
+    with pytest.raises(BuildError, match=r"class 'a_red' has 8 usable real images but ipc 3 with 2x2 patches needs 12"):
         synthesise(solid_tree, colour_teacher(), ipc=3, factor=2)
     with pytest.raises(BuildError, match="crop scale"):
         synthesise(solid_tree, colour_teacher(), ipc=1, crop_scale=(0.5, 1.5))

@@ -1,7 +1,7 @@
 """Synthetic-image initialisation, RDED style, or loading an existing distilled image set.
 
 For each class (following RDED, Sun et al. CVPR 2024): draw ``candidates_per_class`` real images
-(seeded), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes in
+of the build's training part (seeded; the hold-out stays unseen), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes in
 ``crop_scale``; RDED uses (0.08, 1)), score every crop by the teacher's cross-entropy on the true
 class, keep each image's best crop, then keep the ``ipc * factor**2`` most confident images. Each is downsampled to a
 patch of ``size / factor`` and ``factor x factor`` patches are stitched into one image: patch position
@@ -82,10 +82,12 @@ def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
 def initialise_synthetic(
     index: ImageFolderIndex, teacher: torch.nn.Module, options: BuildOptions, *, size: int,
     source_size: int | None = None, batch_size: int = 64, classes: Sequence[int] | None = None,
-    device: str | torch.device, progress: bool | Callable[[int, int], None] = False,
+    indices: Sequence[int] | None = None, device: str | torch.device,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> InitResult:
     """RDED-style synthetic images (``options.ipc`` per class, ``size`` pixels) for ``classes`` (default
-    all) of ``index``; see the module notes. Settings from ``options``: ``ipc``, ``factor``,
+    all) of ``index``, drawn from the samples at ``indices`` (default all; a build passes its training
+    part). Settings from ``options``: ``ipc``, ``factor``,
     ``candidates_per_class`` (raised to ``ipc * factor**2`` when smaller), ``crops_per_image``,
     ``crop_scale``, ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
 
@@ -105,10 +107,13 @@ def initialise_synthetic(
         return _empty_result(size, options.factor, source_size)
     needed = options.ipc * options.factor ** 2
     members = per_class_indices(index)
+    if indices is not None:
+        allowed = set(int(i) for i in indices)
+        members = [[p for p in positions if p in allowed] for positions in members]
     short = [(index.class_names[c], len(members[c])) for c in classes if len(members[c]) < needed]
     if short:
         name, count = short[0]
-        raise BuildError(f"class {name!r} has {count} real images but ipc {options.ipc} with {options.factor}x"
+        raise BuildError(f"class {name!r} has {count} usable real images but ipc {options.ipc} with {options.factor}x"
                          f"{options.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
                          "lower --ipc or --factor")
     plans = [_plan_class(members[c], c, options, source_size) for c in classes]
@@ -302,7 +307,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     group = ctx.group
     classes = None if group is None else shard_indices(ctx.index.num_classes, group.rank, group.world_size)
     made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,
-                                progress=ctx.progress, classes=classes)
+                                progress=ctx.progress, classes=classes, indices=ctx.train.indices)
     skipped = len(made.skipped)
     if group is not None:  # each rank scored its classes: join them (the same images as one process picks)
         parts = ctx.work.gather("init", {"images": made.images, "labels": made.labels, "sources": made.sources,
