@@ -306,8 +306,17 @@ ABLATION = (
 
 
 # build options read only after the real transfer: builds differing in these share a work directory
+EARLIER_CROP_SCALE = [0.5, 1.0]  # the builder's default until it became (1 / factor, 1)
 LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "view_transfer_eval_every",
-                "view_transfer_keep", "image_update_steps")
+                "view_transfer_keep", "image_update_steps", "crop_scale")
+
+
+def crop_scale(args) -> list[float]:
+    """The candidate crops' area range the builds use: ``--crop-scale``, else the builder's default."""
+    from hello_build.options import BuildOptions
+    from hello_build.stages.init import candidate_crop_scale
+
+    return list(candidate_crop_scale(BuildOptions(factor=args.factor, crop_scale=args.crop_scale)))
 
 
 def build_settings(args, variant: dict) -> dict:
@@ -319,6 +328,8 @@ def build_settings(args, variant: dict) -> dict:
             # the best state: their keys stay
             **({} if args.view_transfer_eval_every is None else {"view_transfer_eval_every": args.view_transfer_eval_every}),
             **({} if args.view_transfer_keep == "best" else {"view_transfer_keep": args.view_transfer_keep}),
+            # bundles cached before the factor-dependent default were built from crops of 0.5-1: their keys stay
+            **({} if crop_scale(args) == EARLIER_CROP_SCALE else {"crop_scale": crop_scale(args)}),
             **variant}
 
 
@@ -677,6 +688,9 @@ def parse(argv):
     parser.add_argument("--probe-images", type=int, default=10_000, help="original-half images the linear probe is fitted on")
     parser.add_argument("--foundation-batch", type=int, default=128)
     parser.add_argument("--foundation-lr", type=float, default=2e-3)
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="area range of the real crops the synthetic images are chosen among (default: the builder's, "
+                             "1 / factor to 1; the bench's bundles before it: 0.5 1)")
     parser.add_argument("--factor", type=int, default=1, help="RDED patches per side of a synthetic image (RDED's own CIFAR scripts use 1)")
     parser.add_argument("--jobs", type=int, default=1, help="student runs in parallel processes, the CPU threads split between them")
     parser.add_argument("--report-only", action="store_true", help="no new student runs: report the cached ones, list the rest as missing")

@@ -15,7 +15,8 @@ same images share them.
 Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both transfers and in the
 crop scoring), ``steps``, ``lr``, ``real``, ``every``, ``keep`` (the synthetic-view transfer; ``every``: steps
 between selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
-teacher, mse or kl, and its hard-label CE weight), ``base`` (the demo as it is).
+teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crops' area range, ``0.5-1``;
+``1-1``: whole images), ``base`` (the demo as it is).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from hello_format.bundle import Bundle
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
         "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
-        "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float)}
+        "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float),
+        "scale": ("crop_scale", lambda text: [float(v) for v in text.split("-")])}
 REGIMES = ("hard", "projector", "teacher")
 
 

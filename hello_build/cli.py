@@ -25,7 +25,7 @@ def _click_option(f: dataclasses.Field):
     if meta["multiple"]:
         return click.option(flag, f.name, multiple=True, default=(), help=help_text)
     if f.name == "crop_scale":
-        return click.option(flag, f.name, nargs=2, type=float, default=tuple(default), show_default=True, help=help_text)
+        return click.option(flag, f.name, nargs=2, type=float, default=None, help=help_text)
     kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
@@ -68,7 +68,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
         from hello_build.pipeline import build
 
         values["teacher"] = list(values["teacher"])
-        values["crop_scale"] = list(values["crop_scale"])
+        values["crop_scale"] = list(values["crop_scale"]) if values["crop_scale"] else None
         options = BuildOptions(data=data, output=output, **values)
         report = build(options, progress=not quiet, group=group)
         if report is not None:

@@ -28,6 +28,7 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, run_stage
+from hello_build.stages.init import candidate_crop_scale
 from hello_build.stages.plan import STAGES
 from hello_build.stages.view_transfer import synthetic_agreement
 from hello_build.workdir import WorkDir
@@ -202,6 +203,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int) -> Build
         lora_targets=options.lora_targets or default_targets(clip_model.visual),
         teacher_epochs=options.teacher_epochs if trained else None,
         teacher_checkpoints=options.teacher_checkpoints if trained else None,
+        crop_scale=list(candidate_crop_scale(options)),
     )
 
 

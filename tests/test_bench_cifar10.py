@@ -126,6 +126,11 @@ def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench
     assert "view_transfer_keep" not in settings("--view-transfer-keep", "best")
     assert "view_transfer_eval_every" not in settings() and settings("--view-transfer-eval-every", "2000")["view_transfer_eval_every"] == 2000
     assert bench.key_of(settings()) != bench.key_of(settings("--view-transfer-keep", "best"))
+    # the crop scale is keyed unless it is the earlier default, 0.5-1 (every bundle cached before)
+    assert settings()["crop_scale"] == [1.0, 1.0]  # the builder's default at the bench's factor 1: whole images
+    assert "crop_scale" not in settings("--crop-scale", "0.5", "1")
+    assert "crop_scale" not in settings("--factor", "2")  # 1/2 to 1 there: the earlier default
+    assert "crop_scale" in bench.LATE_OPTIONS  # chosen after the real transfer: it shares its work directory
 
 
 def test_student_workers_end_when_the_bench_is_killed(tmp_path):

@@ -45,7 +45,8 @@ def test_no_stage_function_has_a_default_of_its_own_for_a_build_option(module):
 
 
 def test_the_stages_effective_defaults_are_the_options(tmp_path):
-    """What the init stage draws with default options: options.py's candidate count and crop scale."""
+    """What the init stage draws with default options: options.py's candidate count, and crops of 1/factor
+    to all of the image (whole images at factor 1, scored once)."""
     from PIL import Image
 
     from hello_build.data import scan_image_folder
@@ -63,8 +64,13 @@ def test_the_stages_effective_defaults_are_the_options(tmp_path):
             scored.append(len(images))
             return images.new_zeros(len(images), 2)
 
-    options = BuildOptions(ipc=1, factor=1)
+    options = BuildOptions(ipc=1, factor=2)  # crops of 1/2 to all of the image's area, crops_per_image of each
     result = initialise_synthetic(scan_image_folder(root), CountingTeacher(), options, size=8, classes=[0], device="cpu")
     assert sum(scored) == options.candidates_per_class * options.crops_per_image
     height, width = result.sources[0, 0, 3:].tolist()
-    assert height == width and height * width >= options.crop_scale[0] * 8 * 8 - 8
+    assert height == width and 8 * 8 / 2 - 8 <= height * width <= 8 * 8
+    scored.clear()
+    options = BuildOptions(ipc=1, factor=1)  # whole images, each scored once
+    result = initialise_synthetic(scan_image_folder(root), CountingTeacher(), options, size=8, classes=[0], device="cpu")
+    assert sum(scored) == options.candidates_per_class
+    assert result.sources[0, 0, 1:].tolist() == [0, 0, 8, 8]

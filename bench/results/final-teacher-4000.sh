@@ -9,7 +9,7 @@ set -ex
 source bench/results/students.sh
 out=bench/results/cifar10-final-teacher-4000
 mkdir -p $out
-common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000"
+common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1"
 .venv/bin/python bench/view_transfer_sweep.py --variant steps=4000,lr=0.003,real=0.25,teachers=last --ipc 10 $common --out $out
 bundle=$(ls -t bench/results/cache/bundles/cifar10-ipc10-*.hello | grep -v int4 | head -1)
 echo "bundle: $bundle"

@@ -3,7 +3,7 @@
 # only (no weak-teacher trajectory), to test whether students follow the label source's own accuracy;
 # then its students, as bench/cifar10.py trains them (hello eval, ConvNet-3, 200 epochs, seeds 0 1 2).
 set -ex
-common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000"
+common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1"
 .venv/bin/python bench/view_transfer_sweep.py --variant steps=2000,real=0.25,teachers=last --ipc 10 $common
 bundle=$(grep -o 'wrote [^:]*\.hello' bench/results/final-teacher.log | tail -1 | cut -d' ' -f2)
 for seed in 0 1 2; do

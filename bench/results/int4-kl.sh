@@ -5,7 +5,7 @@
 # views (log: int4-kl.log), and (2) ConvNet-3 students on the fp16 bundle and on its int4 copy
 # calibrated as hello-build now does (300 steps, kl), 3 seeds each (bench/results/cifar10-view2000-int4-kl/).
 set -ex
-common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --jobs 2"
+common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1 --jobs 2"
 view="--view-transfer-steps 2000 --view-transfer-real-fraction 0.25"
 # the bundle alone first (--report-only: no student runs yet), so that (1) can run on it
 .venv/bin/python bench/cifar10.py --ipc 10 --seeds 0 --regimes projector $view $common --report-only --out /tmp/hello-int4-kl-build

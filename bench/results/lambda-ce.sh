@@ -3,7 +3,7 @@
 # the CLIP prior's accuracy while imitating; 4000 view steps at lr 0.003 as the 4000-step bundle. Then the
 # projector-label students, 3 seeds, two at a time on one thread each.
 set -x
-common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --ipc 10 --out bench/results/cifar10-lambda-ce"
+common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1 --ipc 10 --out bench/results/cifar10-lambda-ce"
 ce=${1:-1}
 .venv/bin/python bench/view_transfer_sweep.py --variant steps=4000,lr=0.003,real=0.25,ce=$ce $common
 bundle=$(ls -t bench/results/cache/bundles/cifar10-ipc10-*.hello | head -1)

@@ -4,7 +4,7 @@
 # IPC 10, projector students, 3 seeds, two at a time on one thread each.
 set -x
 source bench/results/students.sh
-common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 10 --foundation-steps 1000 --ipc 10 --out bench/results/cifar10-transfer10"
+common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 10 --foundation-steps 1000 --crop-scale 0.5 1 --ipc 10 --out bench/results/cifar10-transfer10"
 .venv/bin/python bench/view_transfer_sweep.py --variant steps=4000,lr=0.003,real=0.25 $common
 bundle=$(ls -t bench/results/cache/bundles/cifar10-ipc10-*.hello | head -1)
 echo "bundle: $bundle"

@@ -89,7 +89,7 @@ def initialise_synthetic(
     all) of ``index``, drawn from the samples at ``indices`` (default all; a build passes its training
     part). Settings from ``options``: ``ipc``, ``factor``,
     ``candidates_per_class`` (raised to ``ipc * factor**2`` when smaller), ``crops_per_image``,
-    ``crop_scale``, ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
+    ``crop_scale`` (``candidate_crop_scale``), ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
 
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
     ranks with the mean of its teachers' logits, so every crop meets the same judge. It scores in eval
@@ -131,7 +131,7 @@ def initialise_synthetic(
     with evaluating(teacher), torch.no_grad():
         for images, labels in loader:
             span = slice(cursor, cursor + len(labels))
-            batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, options.crops_per_image,
+            batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, crops_per_candidate(options),
                                                        batch_size, device)
             bad = labels == SKIPPED
             batch_losses[bad] = math.inf
@@ -153,14 +153,29 @@ def initialise_synthetic(
     return result
 
 
+def candidate_crop_scale(options: BuildOptions) -> tuple[float, float]:
+    """The area range of the candidate crops: ``options.crop_scale``, else ``(1 / factor, 1)``. A crop
+    is resized to its patch, ``size / factor`` pixels a side: at factor 1 anything smaller than the
+    whole image is upsampled (blurred and zoomed in, as no test image is), so whole images are taken;
+    at RDED's factor 2 crops of half the area and up are still downsampled."""
+    if options.crop_scale:
+        return float(options.crop_scale[0]), float(options.crop_scale[1])
+    return 1.0 / max(1, options.factor), 1.0
+
+
+def crops_per_candidate(options: BuildOptions) -> int:
+    """``crops_per_image``, or 1 when every crop is the whole (square) image: one score suffices."""
+    return 1 if candidate_crop_scale(options)[0] == 1.0 else options.crops_per_image
+
+
 def _validate(options: BuildOptions, size: int, batch_size: int) -> None:
     if options.ipc < 1 or options.factor < 1 or options.crops_per_image < 1 or batch_size < 1:
         raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
     if size < options.factor:
         raise BuildError(f"image size {size} is smaller than factor {options.factor}: patches would be empty")
-    low, high = options.crop_scale
+    low, high = candidate_crop_scale(options)
     if not 0.0 < low <= high <= 1.0:
-        raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {tuple(options.crop_scale)}")
+        raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {(low, high)}")
 
 
 def _plan_class(members: list[int], label: int, options: BuildOptions, source_size: int) -> dict:
@@ -168,8 +183,9 @@ def _plan_class(members: list[int], label: int, options: BuildOptions, source_si
     generator = torch.Generator().manual_seed(stream_seed(options.seed, label))
     count = min(len(members), max(options.candidates_per_class, options.ipc * options.factor ** 2))
     order = torch.randperm(len(members), generator=generator)[:count].tolist()
-    boxes = sample_boxes(source_size, count * options.crops_per_image, tuple(options.crop_scale), CROP_RATIO, generator)
-    return {"positions": [members[i] for i in order], "boxes": boxes.view(count, options.crops_per_image, 4)}
+    crops = crops_per_candidate(options)
+    boxes = sample_boxes(source_size, count * crops, candidate_crop_scale(options), CROP_RATIO, generator)
+    return {"positions": [members[i] for i in order], "boxes": boxes.view(count, crops, 4)}
 
 
 def sample_boxes(source_size: int, count: int, scale: tuple[float, float], ratio: tuple[float, float],
