@@ -1,8 +1,9 @@
 """Synthetic-image initialisation, RDED style, or loading an existing distilled image set.
 
 For each class (following RDED, Sun et al. CVPR 2024): draw ``candidates_per_class`` real images
-of the build's training part (seeded; the hold-out stays unseen), take ``crops_per_image`` random square crops of each (RandomResizedCrop boxes in
-``crop_scale``; RDED uses (0.08, 1)), score every crop by the teacher's cross-entropy on the true
+of the build's training part (seeded; the hold-out stays unseen), take ``crops_per_image`` random
+square crops of each (RandomResizedCrop boxes in ``candidate_crop_scale``, by default 1 / factor to 1,
+so whole images at factor 1; RDED uses (0.08, 1)), score every crop by the teacher's cross-entropy on the true
 class, keep each image's best crop, then keep the ``ipc * factor**2`` most confident images. Each is downsampled to a
 patch of ``size / factor`` and ``factor x factor`` patches are stitched into one image: patch position
 k of image i holds the (k * ipc + i)-th most confident crop, as in RDED.
