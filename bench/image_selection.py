@@ -1,6 +1,6 @@
 """Which real crops should become the synthetic images? Screened on the builder's hold-out, never on test.
 
-    python bench/image_selection.py --rules confident diverse random random-real --seeds 0 1
+    python bench/image_selection.py --rules confident diverse random random-real --seeds 0 1 [--crop-scale 0.5 1]
 
 On the CIFAR-10 bench's cache (its original half, teacher trajectory and IPC 10 bundle), each rule picks
 ``ipc`` crops per class from the same scored candidates (the init stage's: ``candidates_per_class`` real
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hello_build.data import RealImages, holdout_split, per_class_indices, real_image_loader, scan_image_folder  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.options import BuildOptions  # noqa: E402
-from hello_build.stages.init import _plan_class, crop_resize, _to_uint8  # noqa: E402
+from hello_build.stages.init import _plan_class, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
 from hello_build.teachers import TeacherSet, evaluating, load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
 from hello_format.dataset import LabelledImages  # noqa: E402
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", choices=("teacher", "projector"), default="teacher")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--crop-scale", type=float, nargs=2, default=BuildOptions.__dataclass_fields__["crop_scale"].default_factory())
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=None,
+                        help="area range of the candidate crops (default: the builder's, whole images at factor 1)")
     parser.add_argument("--candidates", type=int, default=BuildOptions.__dataclass_fields__["candidates_per_class"].default)
     parser.add_argument("--out", type=Path, default=Path("bench/results/image-selection"))
     args = parser.parse_args(argv)
@@ -144,7 +145,8 @@ def main(argv=None) -> int:
         ipc = int((bundle.labels == 0).sum())
         projector = Projector.from_bundle(bundle)
     options = BuildOptions(data=".", output="x", ipc=ipc, factor=1, candidates_per_class=args.candidates,
-                           crop_scale=list(args.crop_scale))
+                           crop_scale=args.crop_scale)
+    args.crop_scale = list(candidate_crop_scale(options))
     scored = candidates(index, train_idx, teachers, options, 32)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
