@@ -321,6 +321,7 @@ def crop_scale(args) -> list[float]:
 
 def build_settings(args, variant: dict) -> dict:
     """The build options the bench sets (and keys its cached bundles by): its arguments, then ``variant``'s."""
+    scale = crop_scale(args)
     return {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
             "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
             "view_transfer_real_fraction": args.view_transfer_real_fraction,
@@ -329,7 +330,7 @@ def build_settings(args, variant: dict) -> dict:
             **({} if args.view_transfer_eval_every is None else {"view_transfer_eval_every": args.view_transfer_eval_every}),
             **({} if args.view_transfer_keep == "best" else {"view_transfer_keep": args.view_transfer_keep}),
             # bundles cached before the factor-dependent default were built from crops of 0.5-1: their keys stay
-            **({} if crop_scale(args) == EARLIER_CROP_SCALE else {"crop_scale": crop_scale(args)}),
+            **({} if scale == EARLIER_CROP_SCALE else {"crop_scale": scale}),
             **variant}
 
 

@@ -28,14 +28,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hello_build.data import RealImages, holdout_split, per_class_indices, real_image_loader, scan_image_folder  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.options import BuildOptions  # noqa: E402
-from hello_build.stages.init import _plan_class, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
+from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
 from hello_build.teachers import TeacherSet, evaluating, load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
 from hello_format.dataset import LabelledImages  # noqa: E402
@@ -45,28 +44,24 @@ CACHE = Path("bench/results/cache")
 RULES = ("confident", "diverse", "random", "random-real")
 
 
-def candidates(index, train_idx, teachers, options, size):
-    """Per class: the best crop (uint8 [k, 3, size, size]) of each candidate and its teacher loss."""
-    members = per_class_indices(index)
+def candidates(index, train_idx, teachers, projector, options, size):
+    """Per class, scored as the init stage scores (``_score_crops``): each candidate's best crop (uint8
+    [k, 3, size, size]), its teacher loss, and the projector encoder's features of it."""
     train = set(train_idx)
     out = []
-    for label, positions in enumerate(members):
+    for label, positions in enumerate(per_class_indices(index)):
         plan = _plan_class([p for p in positions if p in train], label, options, size)
-        crops, losses = [], []
-        loader = real_image_loader(index, size, 64, indices=plan["positions"])
-        boxes = plan["boxes"]
-        cursor = 0
+        crops, losses, cursor = [], [], 0
         with evaluating(teachers), torch.no_grad():
-            for images, _ in loader:
-                for image, image_boxes in zip(images, boxes[cursor:cursor + len(images)]):
-                    views = torch.stack([crop_resize(image, box, (size, size)) for box in image_boxes])
-                    loss = F.cross_entropy(teachers.mean_logits(views).float(), torch.full((len(views),), label),
-                                           reduction="none")
-                    best = int(loss.argmin())
-                    crops.append(_to_uint8(views[best]))
-                    losses.append(float(loss[best]))
+            for images, _ in real_image_loader(index, size, 64, indices=plan["positions"]):
+                boxes = plan["boxes"][cursor:cursor + len(images)]
+                batch_losses, best = _score_crops(teachers.mean_logits, images, torch.full((len(images),), label), boxes,
+                                                  size, boxes.shape[1], 64, "cpu")
+                crops += [_to_uint8(crop_resize(image, box, (size, size))) for image, box in zip(images, best)]
+                losses.append(batch_losses)
                 cursor += len(images)
-        out.append((torch.stack(crops), torch.tensor(losses)))
+            crops = torch.stack(crops)
+            out.append((crops, torch.cat(losses), projector.encode(crops.float() / 255)))
     return out
 
 
@@ -83,7 +78,7 @@ def kmeans(features: torch.Tensor, k: int, seed: int, iterations: int = 50) -> t
     return torch.cdist(features, centres).argmin(dim=1)
 
 
-def select(rule: str, crops: torch.Tensor, losses: torch.Tensor, features: torch.Tensor, ipc: int, seed: int) -> torch.Tensor:
+def select(rule: str, losses: torch.Tensor, features: torch.Tensor, ipc: int, seed: int) -> torch.Tensor:
     """Positions of the ``ipc`` candidates ``rule`` keeps."""
     if rule == "confident":
         return torch.argsort(losses, stable=True)[:ipc]
@@ -98,16 +93,6 @@ def select(rule: str, crops: torch.Tensor, losses: torch.Tensor, features: torch
         rest = [int(i) for i in torch.argsort(losses, stable=True) if int(i) not in chosen]
         return torch.tensor((chosen + rest)[:ipc])
     raise SystemExit(f"unknown rule {rule!r}")
-
-
-@torch.no_grad()
-def tensor_top1(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 of a student on uint8 images, normalised as it saw them in training."""
-    mean = torch.tensor(STUDENT_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STUDENT_STD).view(1, 3, 1, 1)
-    correct = sum(int((model((chunk.float() / 255 - mean) / std).argmax(1) == target).sum())
-                  for chunk, target in zip(images.split(batch_size), labels.split(batch_size)))
-    return correct / len(labels)
 
 
 def mean_text(values: list[float]) -> str:
@@ -137,7 +122,8 @@ def main(argv=None) -> int:
     val = RealImages(index, 32, held)
     from safetensors.torch import load_file
 
-    foundation_half = load_file(str(args.original.parent / "foundation.safetensors"))
+    half = load_file(str(args.original.parent / "foundation.safetensors"))
+    foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
     teachers = TeacherSet([load_teacher(path) for path in args.teachers], combine="mean")
     final = teachers.teachers[-1]
     with Bundle.open(args.bundle) as bundle:
@@ -147,24 +133,20 @@ def main(argv=None) -> int:
     options = BuildOptions(data=".", output="x", ipc=ipc, factor=1, candidates_per_class=args.candidates,
                            crop_scale=args.crop_scale)
     args.crop_scale = list(candidate_crop_scale(options))
-    scored = candidates(index, train_idx, teachers, options, 32)
+    scored = candidates(index, train_idx, teachers, projector, options, 32)
+    train = set(train_idx)
+    train_members = [[p for p in members if p in train] for members in per_class_indices(index)]
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for rule in args.rules:
         for seed in args.seeds:
             if rule == "random-real":
                 generator = torch.Generator().manual_seed(seed)
-                train_members = [[p for p in m if p in set(train_idx)] for m in per_class_indices(index)]
                 picks = [m[i] for m in train_members for i in torch.randperm(len(m), generator=generator)[:ipc].tolist()]
                 real = RealImages(index, 32, picks)
                 images = torch.stack([real[i][0] for i in range(len(real))])
             else:
-                parts = []
-                for crops, losses in scored:
-                    with torch.no_grad():
-                        features = projector.encode(crops.float() / 255)
-                    parts.append(crops[select(rule, crops, losses, features, ipc, 0)])
-                images = torch.cat(parts)
+                images = torch.cat([crops[select(rule, losses, features, ipc, 0)] for crops, losses, features in scored])
             labels = torch.arange(len(scored)).repeat_interleave(ipc)
             recipe = StudentRecipe.from_manifest(recipe_section, epochs=args.epochs, seed=seed)
             labeller = projector.label if args.labels == "projector" else (lambda x, t=final: t(x).detach())
@@ -172,7 +154,7 @@ def main(argv=None) -> int:
                                   seed=seed, normalize=(STUDENT_MEAN, STUDENT_STD))
             model = train_student(data, recipe, image_size=32, device="cpu", progress=False)
             accuracy = top1(model, val, device="cpu")
-            wide = tensor_top1(model, foundation_half["images"], foundation_half["labels"])
+            wide = top1(model, foundation_half, device="cpu")
             results.setdefault(rule, []).append((accuracy, wide))
             print(json.dumps({"rule": rule, "labels": args.labels, "crop_scale": args.crop_scale, "seed": seed,
                               "holdout_top1": accuracy, "foundation_half_top1": wide}), flush=True)
