@@ -16,7 +16,7 @@ Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both tra
 crop scoring), ``steps``, ``lr``, ``real``, ``every``, ``keep`` (the synthetic-view transfer; ``every``: steps
 between selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
 teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crops' area range, ``0.5-1``;
-``1-1``: whole images), ``base`` (the demo as it is).
+``1-1``: whole images), ``ipc`` (synthetic images per class), ``base`` (the demo as it is).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hello_build.demo import DIGIT_NAMES, SIZE, demo_options, digits_split, prepare, write_image_folder
+from hello_build.demo import DIGIT_NAMES, SIZE, STUDENT_EPOCHS, demo_options, digits_split, prepare, write_image_folder
 from hello_build.evaluation import evaluate
 from hello_build.pipeline import build
 from hello_build.teachers import load_teacher
@@ -37,7 +37,7 @@ from hello_format.bundle import Bundle
 
 KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
         "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
-        "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float),
+        "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "ipc": ("ipc", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float),
         "scale": ("crop_scale", lambda text: [float(v) for v in text.split("-")])}
 REGIMES = ("hard", "projector", "teacher")
 
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--student-epochs", type=int, default=60)
+    parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
     parser.add_argument("--work", type=Path, default=Path("bench/results/cache/demo-sweep"))
     args = parser.parse_args(argv)
     work = args.work
