@@ -277,6 +277,8 @@ def _manifest(ctx: BuildContext, agreement: dict, ipc: int | None) -> dict:
                          "synthetic_views": agreement["views"], "synthetic_target": options.view_transfer_target,
                          **({"after_view_transfer": view_transfer["fidelity"],
                              "view_transfer_kept_step": view_transfer["kept_step"]} if view_transfer else {}),
+                         **({"view_transfer_diverged_step": view_transfer["diverged_step"]}
+                            if view_transfer and view_transfer.get("diverged_step") else {}),
                          **({"image_update": image_update} if image_update else {})},
         },
     }

@@ -4,12 +4,15 @@ transfer's time survives an interruption."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
 from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, kept_check, view_agreement
 from hello_format.bundle import Bundle
+from hello_format.projector import Projector
 from support import run_build, tiny_options
 
 
@@ -135,3 +138,36 @@ def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_pat
     with pytest.raises(BuildError, match=r"--view-transfer-real-fraction must be in \[0, 1\)"):
         run_build(options)
     assert not options.workdir_path().exists()
+
+
+def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path):
+    # lr 1e6 sends the LoRA to infinity within a few steps (IPC 50 on the CIFAR bench diverged at lr 1e-2)
+    summary, logs = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=1e6)
+    result = summary["view_transfer"]
+    assert result["diverged_step"] is not None and result["diverged_step"] < 40
+    curve = result["selection_agreement"]
+    assert curve[-1][0] < result["diverged_step"]  # no check after the divergence
+    assert result["kept_step"] == curve[kept_check(curve, 30, "best")][0]
+    assert any(f"view transfer step {result['diverged_step']}/40: the loss is not finite" in line for line in logs)
+    with Bundle.open(summary["output"]) as bundle:
+        fidelity = bundle.manifest["provenance"]["fidelity"]
+        projector = Projector.from_bundle(bundle)
+        images = bundle.images()
+    assert fidelity["view_transfer_diverged_step"] == result["diverged_step"]
+    assert fidelity["view_transfer_kept_step"] == result["kept_step"]
+    assert torch.isfinite(projector.label(images.float() / 255)).all()  # label() refuses non-finite logits
+
+
+def test_a_converging_view_transfer_records_no_divergence(kit, tmp_path):
+    summary, _ = _build(kit, tmp_path, view_transfer_steps=20, view_transfer_lr=1e-2)
+    assert summary["view_transfer"]["diverged_step"] is None
+    with Bundle.open(summary["output"]) as bundle:
+        assert "view_transfer_diverged_step" not in bundle.manifest["provenance"]["fidelity"]
+
+
+def test_a_diverged_real_transfer_is_a_build_error_and_leaves_no_checkpoint(kit, tmp_path):
+    options = tiny_options(kit, tmp_path, transfer_epochs=2, transfer_lr=1e10, workdir=str(tmp_path / "work"))
+    with pytest.raises(BuildError, match=r"^the transfer diverged in epoch 1: its loss is not finite; lower --transfer-lr \(now 1e\+10\)$"):
+        run_build(options)
+    assert not list((tmp_path / "work").rglob("transfer.safetensors")), "a resume would start from the broken state"
+    assert not (tmp_path / "tiny.hello").exists()

@@ -31,6 +31,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from hello_build.distributed import Group, rows, summed
+from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
@@ -141,6 +142,9 @@ def run_transfer(
             total_loss += loss * len(x)
             bar.set_postfix(loss=f"{loss:.3f}")
         history.append(summed(group, [total_loss])[0] / len(train_data))
+        if not math.isfinite(history[-1]):  # before the checkpoint: a resume must not start from a broken state
+            raise BuildError(f"the transfer diverged in epoch {epoch + 1}: its loss is not finite; "
+                             f"lower --transfer-lr (now {options.transfer_lr:g})")
         seconds += time.perf_counter() - started
         if group is None or group.is_main:
             _save(checkpoint_dir, projector, optimizer, epoch + 1, history, seconds)

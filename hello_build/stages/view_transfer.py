@@ -13,6 +13,7 @@ are summed, so every rank keeps the same state.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,7 +56,8 @@ def run_view_transfer(
     Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
     loader does). Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
-    steps and the step that was kept. Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
+    steps, the step that was kept and the step whose loss was not finite, if any (the fit stops there
+    and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
     ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
@@ -75,7 +77,7 @@ def run_view_transfer(
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
     best = {"agreement": _agreement(projector, selection(), selection_targets, group), "step": 0,
             "state": lora_state(projector)}
-    curve, losses = [(0, best["agreement"])], []
+    curve, losses, diverged = [(0, best["agreement"])], [], None
     started = time.perf_counter()
     bar = tqdm(range(steps), desc="view transfer", disable=not progress, leave=False)
     for step in bar:
@@ -106,6 +108,12 @@ def run_view_transfer(
         if group is not None:
             group.sum_gradients(params)
             loss = group.sum([loss])[0]
+        if not math.isfinite(loss):  # diverged: no later step can recover, so stop and keep the best check
+            diverged = step + 1
+            if log:
+                log(f"view transfer step {step + 1}/{steps}: the loss is not finite, the fit diverged; stopping and "
+                    f"keeping the best checked state (step {best['step']}); a lower --view-transfer-lr avoids this")
+            break
         optimizer.step()
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
@@ -118,13 +126,14 @@ def run_view_transfer(
                 log(f"view transfer step {step + 1}/{steps}: loss {sum(losses[-eval_every:]) / len(losses[-eval_every:]):.4f}, "
                     f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
                     f"{time.perf_counter() - started:.0f} s)")
-    kept_step, kept_agreement = curve[kept_check(curve, selection_views, options.view_transfer_keep)]
+    keep = "best" if diverged else options.view_transfer_keep  # a diverged fit has no final state worth keeping
+    kept_step, kept_agreement = curve[kept_check(curve, selection_views, keep)]
     if kept_step != steps:  # an earlier check: the best, whose state the loop kept
         assert kept_step == best["step"], (kept_step, best["step"])
         load_lora_state(projector, best["state"])
     projector.eval()
     return {"loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": kept_step,
-            "kept_selection_agreement": kept_agreement, "selection_views": selection_views}
+            "kept_selection_agreement": kept_agreement, "selection_views": selection_views, "diverged_step": diverged}
 
 
 def kept_check(curve: list[tuple[int, float]], views: int, keep: str) -> int:
