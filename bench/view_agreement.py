@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     final = load_teacher(args.teacher)
     reference = SimpleNamespace(teachers=[final])
     unmixed = augment.replace(cutmix=0.0, mixup=0.0)
-    sources = {f"projector of {args.bundle.name}": projector, **{path.name: load_teacher(path) for path in args.compare}}
-    print(f"top-1 agreement with {args.teacher.name} on fresh student views of {len(images)} synthetic images")
+    sources = {f"projector of {args.bundle.name}": projector, **{name_of(path, args): load_teacher(path) for path in args.compare}}
+    print(f"top-1 agreement with {name_of(args.teacher, args)} on fresh student views of {len(images)} synthetic images")
     for name, source in sources.items():
         mixed = view_agreement(source, reference, images, augment, device="cpu", target="last")
         plain = view_agreement(source, reference, images, unmixed, device="cpu", target="last")
@@ -56,10 +56,17 @@ def main(argv=None) -> int:
     if args.val:
         val = scan_image_folder(args.val, check_headers=False)
         print(f"own top-1 on {len(val)} images of {args.val}")
-        for name, source in {**sources, args.teacher.name: final}.items():
+        for name, source in {**sources, name_of(args.teacher, args): final}.items():
             label = source.label if isinstance(source, Projector) else source
             print(f"  {name}: {100 * accuracy(label, val):.1f} %")
     return 0
+
+
+def name_of(path: Path, args) -> str:
+    """A teacher file's name, with its folder where another file given has the same name (trajectories
+    of two runs both end in ``teacher_convnet3_epoch0006.safetensors``)."""
+    names = [p.name for p in [args.teacher, *args.compare]]
+    return path.name if names.count(path.name) == 1 else f"{path.parent.name}/{path.name}"
 
 
 if __name__ == "__main__":
