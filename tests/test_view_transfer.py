@@ -130,10 +130,6 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
 
 
 def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_path):
-    import pytest
-
-    from hello_build.errors import BuildError
-
     options = tiny_options(kit, tmp_path, view_transfer_steps=10, view_transfer_real_fraction=1.0)
     with pytest.raises(BuildError, match=r"--view-transfer-real-fraction must be in \[0, 1\)"):
         run_build(options)
