@@ -144,7 +144,8 @@ def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path):
     curve = result["selection_agreement"]
     assert curve[-1][0] < result["diverged_step"]  # no check after the divergence
     assert result["kept_step"] == curve[kept_check(curve, 30, "best")][0]
-    assert any(f"view transfer step {result['diverged_step']}/40: the loss is not finite" in line for line in logs)
+    assert any(line.startswith(f"view transfer step {result['diverged_step']}/40: the loss is not finite")
+               and line.endswith("lower --view-transfer-lr (now 1e+06)") for line in logs)
     with Bundle.open(summary["output"]) as bundle:
         fidelity = bundle.manifest["provenance"]["fidelity"]
         projector = Projector.from_bundle(bundle)

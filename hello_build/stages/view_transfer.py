@@ -112,7 +112,7 @@ def run_view_transfer(
             diverged = step + 1
             if log:
                 log(f"view transfer step {step + 1}/{steps}: the loss is not finite, the fit diverged; stopping and "
-                    f"keeping the best checked state (step {best['step']}); a lower --view-transfer-lr avoids this")
+                    f"keeping the best checked state (step {best['step']}); lower --view-transfer-lr (now {options.view_transfer_lr:g})")
             break
         optimizer.step()
         losses.append(loss)
