@@ -136,16 +136,20 @@ def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_pat
     assert not options.workdir_path().exists()
 
 
-def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path):
+@pytest.mark.parametrize("train_logit_scale, failure", [
+    (False, "its loss is not finite"),
+    (True, "its logit scale is 0, outside the [0.0001, 10000] a bundle may store"),  # the scale collapses first
+])
+def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path, train_logit_scale, failure):
     # lr 1e6 sends the LoRA to infinity within a few steps (IPC 50 on the CIFAR bench diverged at lr 1e-2)
-    summary, logs = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=1e6)
+    summary, logs = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=1e6, train_logit_scale=train_logit_scale)
     result = summary["view_transfer"]
     assert result["diverged_step"] is not None and result["diverged_step"] < 40
     curve = result["selection_agreement"]
     assert curve[-1][0] < result["diverged_step"]  # no check after the divergence
     assert result["kept_step"] == curve[kept_check(curve, 30, "best")][0]
-    assert any(line.startswith(f"view transfer step {result['diverged_step']}/40: the loss is not finite")
-               and line.endswith("lower --view-transfer-lr (now 1e+06)") for line in logs)
+    assert any(line.startswith(f"view transfer step {result['diverged_step']}/40: {failure}, the fit diverged")
+               and line.endswith("lower --view-transfer-lr (now 1e+06)") for line in logs), logs
     with Bundle.open(summary["output"]) as bundle:
         fidelity = bundle.manifest["provenance"]["fidelity"]
         projector = Projector.from_bundle(bundle)
@@ -167,4 +171,15 @@ def test_a_diverged_real_transfer_is_a_build_error_and_leaves_no_checkpoint(kit,
     with pytest.raises(BuildError, match=r"^the transfer diverged in epoch 1: its loss is not finite; lower --transfer-lr \(now 1e\+10\)$"):
         run_build(options)
     assert not list((tmp_path / "work").rglob("transfer.safetensors")), "a resume would start from the broken state"
+    assert not (tmp_path / "tiny.hello").exists()
+
+
+def test_a_real_transfer_whose_logit_scale_collapses_is_a_build_error(kit, tmp_path):
+    # at lr 1e3 the loss stays finite while the trained scale falls to 0, which no bundle may store: the
+    # builder names the lr to lower instead of leaving the writer to refuse the manifest
+    options = tiny_options(kit, tmp_path, transfer_epochs=2, transfer_lr=1e3, workdir=str(tmp_path / "work"))
+    with pytest.raises(BuildError, match=r"^the transfer diverged in epoch 1: its logit scale is 0, outside the "
+                                         r"\[0\.0001, 10000\] a bundle may store; lower --transfer-lr \(now 1000\)$"):
+        run_build(options)
+    assert not list((tmp_path / "work").rglob("transfer.safetensors"))
     assert not (tmp_path / "tiny.hello").exists()

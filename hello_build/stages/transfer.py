@@ -37,6 +37,7 @@ from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
+from hello_format.limits import LOGIT_SCALE_RANGE
 from hello_format.runtime import epoch_seed
 
 FIDELITY_SEED = 1234  # the held-out views fidelity is measured on: the same for every measurement
@@ -142,8 +143,9 @@ def run_transfer(
             total_loss += loss * len(x)
             bar.set_postfix(loss=f"{loss:.3f}")
         history.append(summed(group, [total_loss])[0] / len(train_data))
-        if not math.isfinite(history[-1]):  # before the checkpoint: a resume must not start from a broken state
-            raise BuildError(f"the transfer diverged in epoch {epoch + 1}: its loss is not finite; "
+        failure = fit_failure(history[-1], projector)
+        if failure:  # before the checkpoint: a resume must not start from a broken state
+            raise BuildError(f"the transfer diverged in epoch {epoch + 1}: {failure}; "
                              f"lower --transfer-lr (now {options.transfer_lr:g})")
         seconds += time.perf_counter() - started
         if group is None or group.is_main:
@@ -251,6 +253,17 @@ def _share_view(draw: AugmentDraw, needed, mine: slice, images, labels):
     full[needed.to(labels.device)] = labels
     labels_a, labels_b, lam = mix_targets(full, draw.mix)
     return draw.apply(images, needed, mine), labels_a[mine], labels_b[mine], lam
+
+
+def fit_failure(loss: float, projector) -> str | None:
+    """Why a fit has diverged, or None: its loss is not finite, or its trained logit scale has left the
+    range a bundle may store (``limits.LOGIT_SCALE_RANGE``; a collapse to 0 keeps the loss finite)."""
+    if not math.isfinite(loss):
+        return "its loss is not finite"
+    scale, (low, high) = getattr(projector, "logit_scale", None), LOGIT_SCALE_RANGE  # None: a model without one
+    if scale is not None and not low <= scale <= high:
+        return f"its logit scale is {scale:.3g}, outside the [{low:g}, {high:g}] a bundle may store"
+    return None
 
 
 def lora_state(projector) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ are summed, so every rank keeps the same state.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -24,8 +23,8 @@ from tqdm.auto import tqdm
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
-from hello_build.stages.transfer import (autocast, cosine, describe, load_lora_state, lora_state, measure,
-                                         transfer_loss, views)
+from hello_build.stages.transfer import (autocast, cosine, describe, fit_failure, load_lora_state, lora_state,
+                                         measure, transfer_loss, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.runtime import epoch_seed
 
@@ -108,13 +107,16 @@ def run_view_transfer(
         if group is not None:
             group.sum_gradients(params)
             loss = group.sum([loss])[0]
-        if not math.isfinite(loss):  # diverged: no later step can recover, so stop and keep the best check
+        failure = fit_failure(loss, projector)
+        if failure is None:
+            optimizer.step()
+            failure = fit_failure(loss, projector)
+        if failure:  # diverged: no later step can recover, so stop and keep the best check
             diverged = step + 1
             if log:
-                log(f"view transfer step {step + 1}/{steps}: the loss is not finite, the fit diverged; stopping and "
-                    f"keeping the best checked state (step {best['step']}); lower --view-transfer-lr (now {options.view_transfer_lr:g})")
+                log(f"view transfer step {step + 1}/{steps}: {failure}, the fit diverged; stopping and keeping the best "
+                    f"checked state (step {best['step']}); lower --view-transfer-lr (now {options.view_transfer_lr:g})")
             break
-        optimizer.step()
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
