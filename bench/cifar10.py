@@ -427,6 +427,15 @@ def requantized(args, cache: Path, path: Path, info: dict, test_index) -> tuple[
     return target, quantised
 
 
+def student_recipe(args, regime: str, student: str, epochs: int, seed: int) -> dict:
+    """One run's overrides of the bundle's recipe: the bench's student, epochs and seed, and ``--student-beta``
+    unless the regime trains on hard labels alone (its loss is the CE, whatever beta)."""
+    recipe = {"arch": student, "epochs": epochs, "seed": seed}
+    if args.student_beta is not None and regime != "hard":
+        recipe["beta"] = args.student_beta
+    return recipe
+
+
 def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher_path: Path, teacher_info: dict,
                 original: Path, test_dir: Path, regime: str, student: str, seed: int) -> dict | None:
     """One ``hello eval`` run, cached; with the bytes its labels cost. None with --report-only when not cached."""
@@ -434,6 +443,8 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
     inputs = {"bundle": images_of(bundle_path) if regime in IMAGE_ONLY_REGIMES else bundle_path.name,
               "regime": regime, "student": student, "seed": seed, "epochs": epochs,
               "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
+    recipe = student_recipe(args, regime, student, epochs, seed)
+    inputs.update({name: recipe[name] for name in ("beta",) if name in recipe})  # runs under the bundle's beta keep their keys
     key = key_of(inputs)
     record_path = cache / "evals" / f"{key}.json"
     if args.report_only and not record_path.is_file():
@@ -450,7 +461,7 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
             bundle_path, test_dir, regime=regime, device=args.device, progress=False,
             teacher=load_teacher(teacher_path) if regime in ("teacher", "stored") else None,
             real_dir=original if regime == "random-real" else None, stored_dir=stored_dir if regime == "stored" else None,
-            recipe_overrides={"arch": student, "epochs": epochs, "seed": seed},
+            recipe_overrides=recipe,
         )
         result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
             regime, result.get("stored_label_bytes", bundle_info["storage"]["label_generator_bytes"]))
@@ -568,7 +579,8 @@ def markdown(results: dict) -> str:
         + (f", linear probe {100 * results['foundation']['linear_probe']['test_top1']:.1f} %" if "linear_probe" in results["foundation"] else "")
         + "; "
         f"teacher ConvNet-3 ({s['teacher_epochs']} epochs on {results['teacher']['images']:,} images, {results['teacher']['seconds']:.0f} s): top-1 "
-        f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}; "
+        f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}"
+        + (f", mse_ce beta {s['student_beta']:g} (the bundles record their own)" if s.get("student_beta") is not None else "") + "; "
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}"
         + (f", then {s['view_transfer_steps']} synthetic-view steps at lr {s['view_transfer_lr']:g}" if s.get("view_transfer_steps") else "")
         + f"; factor {s['factor']}.",
@@ -660,6 +672,8 @@ def parse(argv):
     parser.add_argument("--student-epochs", nargs="+", default=["300"], metavar="N|[ARCH][@IPC]=N",
                         help="student epochs, and overrides per architecture and/or IPC (e.g. 200 resnet18_32=60 @50=100 resnet18_32@50=20); "
                              "the plain N is recorded in the bundles")
+    parser.add_argument("--student-beta", type=float, default=None,
+                        help="the students' mse_ce beta instead of the bundle's recipe (label generators unchanged)")
     parser.add_argument("--teacher-epochs", type=int, default=15)
     parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
     parser.add_argument("--transfer-epochs", type=int, default=10)

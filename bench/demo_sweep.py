@@ -16,7 +16,9 @@ Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both tra
 crop scoring), ``steps``, ``lr``, ``real``, ``every``, ``keep`` (the synthetic-view transfer; ``every``: steps
 between selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
 teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crops' area range, ``0.5-1``;
-``1-1``: whole images), ``ipc`` (synthetic images per class), ``base`` (the demo as it is).
+``1-1``: whole images), ``ipc`` (synthetic images per class), ``base`` (the demo as it is); and one
+student-side key, ``beta`` (the weight of the hard-label CE in the students' mse_ce loss, a recipe
+override: no new build; hard-label students, whose loss is the CE alone, are shared).
 """
 
 from __future__ import annotations
@@ -42,21 +44,23 @@ KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float)
 REGIMES = ("hard", "projector", "teacher")
 
 
-def variant(text: str) -> tuple[dict, bool]:
-    """``teachers=last,steps=600`` -> (build option overrides, final teacher only)."""
-    overrides, last = {}, False
+def variant(text: str) -> tuple[dict, bool, dict]:
+    """``teachers=last,steps=600,beta=1`` -> (build option overrides, final teacher only, student recipe overrides)."""
+    overrides, last, recipe = {}, False, {}
     for item in text.split(","):
         key, _, value = item.partition("=")
         if key == "base":
             continue
         if key == "teachers" and value == "last":
             last = True
+        elif key == "beta":
+            recipe["beta"] = float(value)
         elif key in KEYS:
             name, kind = KEYS[key]
             overrides[name] = kind(value)
         else:
-            raise SystemExit(f"--variant: {item!r} is not base, teachers=last or one of {', '.join(KEYS)}=VALUE")
-    return overrides, last
+            raise SystemExit(f"--variant: {item!r} is not base, teachers=last, beta=VALUE or one of {', '.join(KEYS)}=VALUE")
+    return overrides, last, recipe
 
 
 def main(argv=None) -> None:
@@ -79,7 +83,7 @@ def main(argv=None) -> None:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     rows = []
     for text in args.variant:
-        overrides, last = variant(text)
+        overrides, last, recipe = variant(text)
         options = demo_options(train_dir, work / "bundles" / "unnamed.hello", teacher_files[-1:] if last else teacher_files,
                                checkpoint, work / "build", seed=0, student_epochs=args.student_epochs, **overrides)
         build_key = options_key(options.recorded())
@@ -99,10 +103,12 @@ def main(argv=None) -> None:
             top1[regime] = []
             for seed in args.seeds:
                 key = f"{build_key if regime == 'projector' else images_key}/{regime}/{seed}/{args.student_epochs}"
+                if recipe and regime != "hard":
+                    key += "/" + ",".join(f"{name}={value:g}" for name, value in recipe.items())
                 if key not in results:
                     results[key] = evaluate(output, val_dir, regime=regime, teacher=final if regime == "teacher" else None,
                                             device="cpu", progress=False,
-                                            recipe_overrides={"seed": seed, "epochs": args.student_epochs})["top1"]
+                                            recipe_overrides={"seed": seed, "epochs": args.student_epochs, **recipe})["top1"]
                     results_path.write_text(json.dumps(results, indent=1))
                 top1[regime].append(100 * results[key])
         rows.append((text, fidelity, results.get(f"{build_key}/selection"), top1, results.get(f"{build_key}/build_s")))

@@ -171,3 +171,13 @@ def test_student_workers_end_when_the_bench_is_killed(tmp_path):
         raise AssertionError(f"worker {worker} outlived its killed bench by 30 s")
     finally:
         bench.kill()
+
+
+def test_student_beta_overrides_the_recipe_of_every_soft_label_regime_only(bench):
+    from types import SimpleNamespace
+
+    default, beta = SimpleNamespace(student_beta=None), SimpleNamespace(student_beta=1.0)
+    assert bench.student_recipe(default, "projector", "convnet3", 200, 3) == {"arch": "convnet3", "epochs": 200, "seed": 3}
+    for regime in ("projector", "teacher", "stored", "random-real"):
+        assert bench.student_recipe(beta, regime, "convnet3", 200, 3)["beta"] == 1.0
+    assert "beta" not in bench.student_recipe(beta, "hard", "convnet3", 200, 3)

@@ -14,11 +14,12 @@ def demo_sweep():
 
 
 def test_a_variant_names_build_options_and_the_teacher_choice(demo_sweep):
-    assert demo_sweep.variant("base") == ({}, False)
+    assert demo_sweep.variant("base") == ({}, False, {})
     assert demo_sweep.variant("teachers=last,steps=600,every=50,epochs=3") == (
-        {"view_transfer_steps": 600, "view_transfer_eval_every": 50, "transfer_epochs": 3}, True)
-    assert demo_sweep.variant("loss=kl,ce=0") == ({"transfer_loss": "kl", "lambda_ce": 0.0}, False)
-    assert demo_sweep.variant("ipc=2,scale=1-1") == ({"ipc": 2, "crop_scale": [1.0, 1.0]}, False)
+        {"view_transfer_steps": 600, "view_transfer_eval_every": 50, "transfer_epochs": 3}, True, {})
+    assert demo_sweep.variant("loss=kl,ce=0") == ({"transfer_loss": "kl", "lambda_ce": 0.0}, False, {})
+    assert demo_sweep.variant("ipc=2,scale=1-1") == ({"ipc": 2, "crop_scale": [1.0, 1.0]}, False, {})
+    assert demo_sweep.variant("beta=1,steps=600") == ({"view_transfer_steps": 600}, False, {"beta": 1.0})  # students only
     with pytest.raises(SystemExit, match="'rank=16' is not base"):
         demo_sweep.variant("rank=16")
 

@@ -1,0 +1,119 @@
+"""Which student recipe, for which label source? Chosen on held-out training images, never on test.
+
+    python bench/student_recipe.py --variant beta=0.1 --variant beta=1 --regimes projector teacher --seeds 0 1
+
+ConvNet-3 students are trained on a bundle's images under each recipe variant (the bundle's recipe
+with the variant's fields changed: ``beta=1``, ``loss=kl,temperature=4``, ...) and each label source
+(the bundle's projector, or the final teacher online), exactly as ``hello eval`` trains them, and
+scored on the builder's hold-out of the original half (1,250 images no teacher, transfer or student
+trained on) and on the bench's foundation half (25,000 training images no teacher or student trained
+on; only the foundation's pretraining saw them), the lower-noise figure. One JSON line per run is
+appended to ``--out``; runs already there are skipped, so two processes can split a grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hello_build.data import RealImages, holdout_split, scan_image_folder  # noqa: E402
+from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
+from hello_build.teachers import load_teacher  # noqa: E402
+from hello_format.bundle import Bundle  # noqa: E402
+from hello_format.dataset import LabelledImages  # noqa: E402
+from hello_format.projector import Projector  # noqa: E402
+
+CACHE = Path("bench/results/cache")
+FIELD_TYPES = {"beta": float, "temperature": float, "loss": str, "lr": float, "epochs": int, "weight_decay": float}
+
+
+def parse_variant(text: str) -> dict:
+    """``beta=1,loss=kl`` -> {"beta": 1.0, "loss": "kl"} (only the recipe fields in FIELD_TYPES)."""
+    changes = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in FIELD_TYPES:
+            raise SystemExit(f"unknown recipe field {name!r}; choose from {', '.join(FIELD_TYPES)}")
+        changes[name] = FIELD_TYPES[name](value)
+    return changes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=CACHE / "bundles" / "cifar10-ipc10-9ff6e0e6cb64eea9.hello")
+    parser.add_argument("--teacher", type=Path,
+                        default=CACHE / "teacher" / "9f840154b672d4f9" / "teacher_convnet3_epoch0006.safetensors")
+    parser.add_argument("--original", type=Path, default=CACHE / "cifar10" / "split-0" / "original")
+    parser.add_argument("--variant", action="append", required=True, help="recipe changes, e.g. beta=1 (repeatable)")
+    parser.add_argument("--regimes", nargs="+", choices=("projector", "teacher"), default=["projector", "teacher"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/student-recipe/runs.jsonl"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    index = scan_image_folder(args.original, check_headers=False)
+    _, held = holdout_split(index, 0.05, 0)   # the bench's builds: holdout 0.05, seed 0
+    holdout = RealImages(index, 32, held)
+    from safetensors.torch import load_file
+
+    half = load_file(str(args.original.parent / "foundation.safetensors"))
+    foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
+    with Bundle.open(args.bundle) as bundle:
+        recipe_section, images, labels, names = bundle.manifest["recipe"], bundle.images(), bundle.labels, bundle.class_names
+        projector = Projector.from_bundle(bundle)
+    teacher = load_teacher(args.teacher).eval()
+
+    def teacher_labels(x):
+        with torch.no_grad():
+            return teacher(x)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
+    for text in args.variant:
+        changes = parse_variant(text)
+        for regime in args.regimes:
+            for seed in args.seeds:
+                key = {"bundle": args.bundle.name, "variant": text, "regime": regime, "seed": seed, "epochs": args.epochs}
+                if any({k: run.get(k) for k in key} == key for run in done):
+                    continue
+                recipe = StudentRecipe.from_manifest(recipe_section, epochs=args.epochs, seed=seed, **changes)
+                labeller = projector.label if regime == "projector" else teacher_labels
+                data = LabelledImages(images, labels, names, recipe.augment, labeller, device="cpu", seed=seed,
+                                      normalize=(STUDENT_MEAN, STUDENT_STD))
+                model = train_student(data, recipe, image_size=32, device="cpu", progress=False)
+                run = {**key, "holdout_top1": top1(model, holdout, device="cpu"),
+                       "foundation_half_top1": top1(model, foundation_half, device="cpu")}
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(run) + "\n")
+                done.append(run)
+                print(json.dumps(run), flush=True)
+    print(table(done, args.bundle.name))
+    return 0
+
+
+def table(runs: list[dict], bundle: str) -> str:
+    """Mean (± std, per seed) foundation-half and hold-out top-1 per variant and regime."""
+    cells = {}
+    for run in runs:
+        if run["bundle"] == bundle:
+            cells.setdefault((run["variant"], run["regime"]), []).append(run)
+    lines = ["| recipe change | labels | foundation half top-1 % | hold-out top-1 % | seeds |", "| --- | --- | --- | --- | --- |"]
+    for (variant, regime), group in sorted(cells.items()):
+        half = [r["foundation_half_top1"] * 100 for r in group]
+        held = [r["holdout_top1"] * 100 for r in group]
+        spread = f" ± {statistics.stdev(half):.2f}" if len(half) > 1 else ""
+        lines.append(f"| {variant} | {regime} | {statistics.mean(half):.2f}{spread} | {statistics.mean(held):.2f} | "
+                     f"{', '.join(str(r['seed']) for r in group)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""bench/student_recipe.py's own logic: variants name recipe fields, typed; results form one row per cell."""
+
+import pytest
+from support import load_script
+
+
+@pytest.fixture(scope="module")
+def student_recipe():
+    return load_script("bench/student_recipe.py")
+
+
+def test_a_variant_names_typed_recipe_fields(student_recipe):
+    assert student_recipe.parse_variant("beta=1") == {"beta": 1.0}
+    assert student_recipe.parse_variant("loss=kl,temperature=4,epochs=50") == {"loss": "kl", "temperature": 4.0, "epochs": 50}
+    with pytest.raises(SystemExit, match="unknown recipe field 'arch'"):
+        student_recipe.parse_variant("arch=resnet18_32")
+
+
+def test_the_table_averages_each_variant_and_label_source_over_its_seeds(student_recipe):
+    runs = [{"bundle": "b", "variant": "beta=1", "regime": "projector", "seed": s, "holdout_top1": h, "foundation_half_top1": f}
+            for s, h, f in ((0, 0.50, 0.51), (1, 0.52, 0.53))]
+    runs.append({"bundle": "other", "variant": "beta=1", "regime": "projector", "seed": 0, "holdout_top1": 0.9,
+                 "foundation_half_top1": 0.9})
+    table = student_recipe.table(runs, "b").splitlines()
+    assert len(table) == 3
+    assert table[2] == "| beta=1 | projector | 52.00 ± 1.41 | 51.00 | 0, 1 |"
