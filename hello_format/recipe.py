@@ -19,7 +19,7 @@ class Recipe:
 
     loss: str = "mse_ce"              # "mse_ce": MSE to the soft labels + beta * CE (HeLlO); "kl" (SRe2L/RDED)
     temperature: float = 20.0         # temperature of the kl loss
-    beta: float = 1.0                 # weight of the hard-label CE in mse_ce (chosen on held-out images; spec section 6)
+    beta: float = 1.0                 # weight of the hard-label CE in mse_ce (chosen on held-out images: the spec's open defaults)
     epochs: int = 300                 # student epochs (also sets the stored-label comparison)
     batch_size: int = 64
     optimizer: str = "adamw"
