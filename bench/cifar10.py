@@ -540,8 +540,14 @@ def ablation_row(name: str, ipc: int, student: str, info: dict, runs: list[dict]
             "heldout_agreement": (info.get("view_transfer") or {}).get("fidelity", info["fidelity_after"])["agreement"]}
 
 
+# accuracies are ratios of counts: a difference that sits exactly on a threshold (10.00 points) must not
+# fail it by a float's last bit (0.5152 - 0.4152 < 0.10 in binary floating point)
+ON_THE_LINE = 1e-9
+
+
 def goals(rows: list[dict], bundles: dict) -> list[dict]:
-    """The project's targets, checked per (IPC, student) where the needed regimes ran."""
+    """The project's targets, checked per (IPC, student) where the needed regimes ran (a threshold
+    reached exactly is met)."""
     found = []
     by = {(r["ipc"], r["student"], r["regime"]): r for r in rows}
     for ipc, student in sorted({(r["ipc"], r["student"]) for r in rows}):
@@ -549,9 +555,9 @@ def goals(rows: list[dict], bundles: dict) -> list[dict]:
         p, t, h, rr = get("projector"), get("teacher"), get("hard"), get("random-real")
         where = f"IPC {ipc}, {student}"
         if p is not None and t is not None:
-            found.append({"goal": "projector within 1 point of the online teacher", "where": where, "value": f"{100 * (p - t):+.1f} points", "met": p >= t - 0.01})
+            found.append({"goal": "projector within 1 point of the online teacher", "where": where, "value": f"{100 * (p - t):+.1f} points", "met": p - t >= -0.01 - ON_THE_LINE})
         if p is not None and h is not None and ipc <= 10:
-            found.append({"goal": ">= 10 points above hard labels (IPC 10)", "where": where, "value": f"{100 * (p - h):+.1f} points", "met": p - h >= 0.10})
+            found.append({"goal": ">= 10 points above hard labels (IPC 10)", "where": where, "value": f"{100 * (p - h):+.1f} points", "met": p - h >= 0.10 - ON_THE_LINE})
         if p is not None and rr is not None:
             spread = 2 * max(by[(ipc, student, "projector")]["top1_std"], by[(ipc, student, "random-real")]["top1_std"])
             found.append({"goal": "distilled beats random-real under projector labels by > 2 std", "where": where,
@@ -559,7 +565,7 @@ def goals(rows: list[dict], bundles: dict) -> list[dict]:
     for ipc, info in sorted(bundles.items()):
         agreement = info["synthetic_agreement"]
         found.append({"goal": "projector/teacher agreement on fresh augmented synthetic views >= 90 %", "where": f"IPC {ipc} bundle",
-                      "value": f"{100 * agreement:.1f} %", "met": agreement >= 0.9})
+                      "value": f"{100 * agreement:.1f} %", "met": agreement >= 0.9 - ON_THE_LINE})
     return found
 
 
