@@ -93,6 +93,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--batch-size", type=int, default=None, help="[default: the bundle's recipe]")
 @click.option("--loss", type=click.Choice(["mse_ce", "kl"]), default=None, help="[default: the bundle's recipe]")
 @click.option("--temperature", type=float, default=None, help="[default: the bundle's recipe]")
+@click.option("--beta", type=click.FloatRange(min=0), default=None,
+              help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe; bundles built before 1 became the default record 0.1].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
@@ -107,7 +109,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, seed,
+def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, beta, seed,
                  teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
                  device, dist_backend, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line.
@@ -130,7 +132,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
             bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
             allow_remote_base=allow_remote_base, device=device, progress=not quiet and (group is None or group.is_main),
             recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
-                              "loss": loss, "temperature": temperature, "seed": seed}, group=group,
+                              "loss": loss, "temperature": temperature, "beta": beta, "seed": seed}, group=group,
         )
     finally:
         distributed.leave()

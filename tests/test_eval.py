@@ -121,11 +121,11 @@ def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, re
 
 def test_overrides_and_per_epoch_log(eval_kit):
     result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 3, "--batch-size", 5,
-                   "--optimizer", "sgd", "--lr", 0.05, "--loss", "kl", "--seed", 4)
+                   "--optimizer", "sgd", "--lr", 0.05, "--loss", "kl", "--beta", 0.3, "--seed", 4)
     report = final_json(result)
     assert report["epochs"] == 3 and report["seed"] == 4
-    assert {k: report["recipe"][k] for k in ("batch_size", "optimizer", "lr", "loss")} == {
-        "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "kl"}
+    assert {k: report["recipe"][k] for k in ("batch_size", "optimizer", "lr", "loss", "beta")} == {
+        "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "kl", "beta": 0.3}
     epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all("loss" in line for line in epoch_lines)
