@@ -31,7 +31,7 @@ from hello_format.dataset import LabelledImages  # noqa: E402
 from hello_format.projector import Projector  # noqa: E402
 
 CACHE = Path("bench/results/cache")
-FIELD_TYPES = {"beta": float, "temperature": float, "loss": str, "lr": float, "epochs": int, "weight_decay": float}
+FIELD_TYPES = {"beta": float, "temperature": float, "loss": str, "lr": float, "weight_decay": float}  # epochs: --epochs
 
 
 def parse_variant(text: str) -> dict:
