@@ -444,7 +444,8 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
               "regime": regime, "student": student, "seed": seed, "epochs": epochs,
               "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
     recipe = student_recipe(args, regime, student, epochs, seed)
-    inputs.update({name: recipe[name] for name in ("beta",) if name in recipe})  # runs under the bundle's beta keep their keys
+    if "beta" in recipe:   # runs under the bundle's own beta keep their keys
+        inputs["beta"] = recipe["beta"]
     key = key_of(inputs)
     record_path = cache / "evals" / f"{key}.json"
     if args.report_only and not record_path.is_file():
