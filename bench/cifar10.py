@@ -129,6 +129,22 @@ def split_halves(root: Path, seed: int):
     return original, loaded["images"], loaded["labels"], classes
 
 
+def held_out(original: Path):
+    """What the bench's screening scripts score students on, never test: the builder's hold-out of the
+    original half (holdout 0.05, seed 0, as the bench's builds) and the foundation half beside it
+    (``split_halves``'s tensors). Returns (the original half's index, its training positions, the
+    hold-out as RealImages, the foundation half as a TensorDataset)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hello_build.data import RealImages, holdout_split, scan_image_folder
+
+    index = scan_image_folder(original, check_headers=False)
+    train_idx, held = holdout_split(index, 0.05, 0)
+    half = load_file(str(original.parent / "foundation.safetensors"))
+    return index, train_idx, RealImages(index, SIZE, held), torch.utils.data.TensorDataset(half["images"], half["labels"])
+
+
 # -- foundation and teacher -------------------------------------------------------------------------
 
 def accuracy(model, index, *, batch_size: int = 500) -> float:

@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hello_build.data import RealImages, holdout_split, per_class_indices, real_image_loader, scan_image_folder  # noqa: E402
+from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation half)
+from hello_build.data import RealImages, per_class_indices, real_image_loader  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.options import BuildOptions  # noqa: E402
 from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
@@ -117,13 +119,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    index = scan_image_folder(args.original, check_headers=False)
-    train_idx, held = holdout_split(index, 0.05, 0)   # the bench's builds: holdout 0.05, seed 0
-    val = RealImages(index, 32, held)
-    from safetensors.torch import load_file
-
-    half = load_file(str(args.original.parent / "foundation.safetensors"))
-    foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
+    index, train_idx, val, foundation_half = held_out(args.original)
     teachers = TeacherSet([load_teacher(path) for path in args.teachers], combine="mean")
     final = teachers.teachers[-1]
     with Bundle.open(args.bundle) as bundle:

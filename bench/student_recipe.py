@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hello_build.data import RealImages, holdout_split, scan_image_folder  # noqa: E402
+from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation half)
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.teachers import load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
@@ -59,13 +60,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    index = scan_image_folder(args.original, check_headers=False)
-    _, held = holdout_split(index, 0.05, 0)   # the bench's builds: holdout 0.05, seed 0
-    holdout = RealImages(index, 32, held)
-    from safetensors.torch import load_file
-
-    half = load_file(str(args.original.parent / "foundation.safetensors"))
-    foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
+    _, _, holdout, foundation_half = held_out(args.original)
     with Bundle.open(args.bundle) as bundle:
         recipe_section, images, labels, names = bundle.manifest["recipe"], bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle)
