@@ -102,11 +102,13 @@ def write_container(file, metadata: dict[str, str], tensors: dict[str, torch.Ten
 
 
 def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
-        raise ValueError(f"duplicate key {duplicate!r}")
-    return dict(pairs)
+    """The object of ``pairs``; ValueError on a duplicate key, found with a hash set (never pairwise)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"duplicate key {duplicate[:40]!r}")
+    return result
 
 
 def _reject_constant(name):

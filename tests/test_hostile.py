@@ -1,6 +1,7 @@
 """Hostile bundles (issue 11): one test per attack of the issue's table, each a clean one-line error
 (or harmless output) in well under a second and without allocating far beyond the file's size."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import io
@@ -475,3 +476,33 @@ def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum)
         pytest.fail(f"{failed!r}; the child's stderr: {child.communicate()[1]}")
     assert child.returncode != 0, stderr
     assert list(tmp_path.iterdir()) == [], stderr
+
+
+# ---- found by the hostile-input audit
+
+@contextlib.contextmanager
+def within(seconds: float):
+    """Fail the block (TimeoutError) instead of waiting when it takes more than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_duplicate_key_among_many_is_found_in_linear_time(tmp_path):
+    """1.3 MB of header: 100,000 keys and the last one twice (pairwise counting took minutes)."""
+    path = hostile(tmp_path)
+    header, body = samples.split_header(path.read_bytes())
+    keys = "".join(f'"k{i}":"",' for i in range(100_000)) + '"k99999":"",'
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    raw = text.replace('{"__metadata__":{', '{"__metadata__":{' + keys, 1).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+    with within(10):
+        assert "duplicate key 'k99999'" in cli_error(path)
