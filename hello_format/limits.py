@@ -13,6 +13,7 @@ MAX_DIMENSION = 2**31 - 1               # one dimension (also of a zero-element 
 MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-bit at most
 
 # manifest structure (checked before the JSON Schema)
+MAX_VERSION_CHARS = 32                  # format_version, checked before its digits are read
 MAX_JSON_DEPTH = 32                     # nesting of objects and arrays in the manifest
 MAX_STRING_CHARS = 65_536               # any string in the manifest
 MAX_CLASSES = 100_000

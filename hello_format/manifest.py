@@ -59,6 +59,9 @@ def check_version(manifest: dict, where: str = "manifest") -> tuple[int, int]:
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if not isinstance(version, str):
         raise ManifestError(f"{where}: missing or non-string field 'format_version'")
+    if len(version) > limits.MAX_VERSION_CHARS:
+        raise ManifestError(f"{where}: field 'format_version': a string of {len(version)} characters "
+                            f"(at most {limits.MAX_VERSION_CHARS})")
     parts = version.split(".")
     if len(parts) != 2 or not all(p.isdigit() and p.isascii() for p in parts):
         raise ManifestError(f"{where}: format_version {version!r} is not 'MAJOR.MINOR'")

@@ -506,3 +506,11 @@ def test_a_duplicate_key_among_many_is_found_in_linear_time(tmp_path):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
     with within(10):
         assert "duplicate key 'k99999'" in cli_error(path)
+
+
+@pytest.mark.parametrize("version", ["1." + "9" * 5000, "9" * 5000 + ".0", "x" * 60_000])
+def test_a_long_format_version_is_refused_before_its_digits_are_read(tmp_path, version):
+    """int() of more than 4,300 digits raised ValueError (a traceback); a long one filled the error line."""
+    line = cli_error(hostile(tmp_path, format_version=version))
+    assert f"field 'format_version': a string of {len(version)} characters (at most 32)" in line
+    assert len(line) < 300
