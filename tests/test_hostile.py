@@ -23,7 +23,7 @@ from PIL import Image
 
 from hello_format import limits
 from hello_format.hub import card
-from hello_format.base import create_base
+from hello_format.base import create_base, parameter_count
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.errors import BaseModelError, BundleError, ManifestError
@@ -514,3 +514,18 @@ def test_a_long_format_version_is_refused_before_its_digits_are_read(tmp_path, v
     line = cli_error(hostile(tmp_path, format_version=version))
     assert f"field 'format_version': a string of {len(version)} characters (at most 32)" in line
     assert len(line) < 300
+
+
+@pytest.mark.parametrize("change", [{"patch_size": 0}, {"pos_embed_type": "sin_cos_2d", "width": 63, "head_width": 63},
+                                    {"pos_embed_type": "sin_cos_2d", "image_size": [32, 64]}])
+def test_a_custom_config_open_clip_cannot_build_is_a_one_line_error(tmp_path, change):
+    """open_clip answers these with ZeroDivisionError or a bare AssertionError: they escaped as tracebacks."""
+    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config["vision_cfg"].update(change)
+    base = dict(samples.sample_manifest()["base"], architecture=f"hostile-unbuildable-{sorted(change)[-1]}",
+                config=config)
+    with pytest.raises(BaseModelError, match="open_clip cannot build architecture") as info:
+        parameter_count(base)
+    assert "\n" not in str(info.value)
+    result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, base=base))])
+    assert result.exit_code == 0 and "public base, size unknown: open_clip cannot build" in result.stdout, result.output
