@@ -19,6 +19,7 @@ from torch import nn
 
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
+from open_clip.model import CLIPVisionCfg
 from open_clip.transform import PreprocessCfg
 from open_clip.transformer import QuickGELU
 
@@ -249,6 +250,7 @@ def _register_config(architecture, config: dict | None) -> None:
         raise BaseModelError(f"base.config for {architecture!r} is not an open_clip model config "
                              "(needs embed_dim, vision_cfg, text_cfg)")
     _check_layers(architecture, config)
+    _check_position_table(architecture, config)
     if known is not None:
         if known != config:
             raise BaseModelError(f"base.config differs from open_clip's own {architecture!r} config: "
@@ -271,6 +273,25 @@ def _check_layers(architecture: str, config: dict) -> None:
         total += sum(stages)
     if total > limits.MAX_BASE_LAYERS:
         raise BaseModelError(f"base.config of {architecture[:80]!r} has {total} layers (at most {limits.MAX_BASE_LAYERS})")
+
+
+def _check_position_table(architecture: str, config: dict) -> None:
+    """BaseModelError when a ``sin_cos_2d`` vision tower's position table has more than
+    MAX_SINCOS_TABLE_VALUES values: open_clip computes it with numpy, in memory, even on the meta device."""
+    vision = config["vision_cfg"]
+    if not isinstance(vision, dict) or vision.get("pos_embed_type") != "sin_cos_2d":
+        return
+    defaults = CLIPVisionCfg()
+    image, patch, width = (vision.get(key, getattr(defaults, key)) for key in ("image_size", "patch_size", "width"))
+    pairs = [value if isinstance(value, list) else [value, value] for value in (image, patch)]
+    numbers = [*pairs[0], *pairs[1], width]
+    if len(numbers) != 5 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers):
+        return   # open_clip cannot build it: _instantiate's BaseModelError
+    height, side, patch_height, patch_width, _ = numbers
+    values = ((height // patch_height) * (side // patch_width) + 1) * width
+    if values > limits.MAX_SINCOS_TABLE_VALUES:
+        raise BaseModelError(f"base.config vision_cfg of {architecture[:80]!r} has a sin_cos_2d position table of "
+                             f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
 
 
 def _tag_config(architecture: str, tag: str | None) -> dict:

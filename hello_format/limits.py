@@ -55,6 +55,8 @@ TEXT_CONFIG_KEYS = frozenset({
     "vocab_size", "width"})
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
 MAX_BASE_LAYERS = 256                   # blocks in a custom base.config, both towers (bounds building it, even on meta)
+MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a custom sin_cos_2d vision tower: open_clip
+                                        # computes that table in host memory, even on the meta device
 
 # a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
 MAX_ADAPTER_CONFIG_BYTES = 1_000_000

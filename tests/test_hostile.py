@@ -529,3 +529,22 @@ def test_a_custom_config_open_clip_cannot_build_is_a_one_line_error(tmp_path, ch
     assert "\n" not in str(info.value)
     result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, base=base))])
     assert result.exit_code == 0 and "public base, size unknown: open_clip cannot build" in result.stdout, result.output
+
+
+@pytest.mark.parametrize("change", [{"image_size": 2048, "patch_size": 1}, {"image_size": 2**20}])
+def test_a_huge_sin_cos_position_table_is_refused_before_open_clip_computes_it(tmp_path, change, monkeypatch):
+    """open_clip builds a sin_cos_2d table with numpy even on the meta device: 2048 / 1 took 4.5 GB and
+    12 s of ``hello info`` on a 5 kB file (the second case with open_clip's default patch size, 16)."""
+    import open_clip
+
+    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config["vision_cfg"].update(pos_embed_type="sin_cos_2d", **change)
+    if "patch_size" not in change:
+        del config["vision_cfg"]["patch_size"]   # open_clip's default, 16
+    base = dict(samples.sample_manifest()["base"], architecture=f"hostile-sincos-{len(change)}", config=config)
+    small = dict(base, architecture="hostile-sincos-small",
+                 config={**config, "vision_cfg": dict(config["vision_cfg"], image_size=32, patch_size=8)})
+    assert parameter_count(small) > 0   # an ordinary sin-cos tower is built
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(BaseModelError, match="sin_cos_2d position table of .* values \\(at most 16,777,216\\)"):
+        parameter_count(base)
