@@ -19,7 +19,7 @@ from torch import nn
 
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
-from open_clip.model import CLIPVisionCfg
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.transform import PreprocessCfg
 from open_clip.transformer import QuickGELU
 
@@ -251,6 +251,7 @@ def _register_config(architecture, config: dict | None) -> None:
                              "(needs embed_dim, vision_cfg, text_cfg)")
     _check_layers(architecture, config)
     _check_position_table(architecture, config)
+    _check_context_length(architecture, config)
     if known is not None:
         if known != config:
             raise BaseModelError(f"base.config differs from open_clip's own {architecture!r} config: "
@@ -287,11 +288,22 @@ def _check_position_table(architecture: str, config: dict) -> None:
     numbers = [*pairs[0], *pairs[1], width]
     if len(numbers) != 5 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers):
         return   # open_clip cannot build it: _instantiate's BaseModelError
-    height, side, patch_height, patch_width, _ = numbers
-    values = ((height // patch_height) * (side // patch_width) + 1) * width
+    image_height, image_width, patch_height, patch_width, _ = numbers
+    values = ((image_height // patch_height) * (image_width // patch_width) + 1) * width
     if values > limits.MAX_SINCOS_TABLE_VALUES:
         raise BaseModelError(f"base.config vision_cfg of {architecture[:80]!r} has a sin_cos_2d position table of "
                              f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
+
+
+def _check_context_length(architecture: str, config: dict) -> None:
+    """BaseModelError unless a custom text tower's ``context_length`` is an integer of at most
+    MAX_CONTEXT_LENGTH: the built tower holds a context x context attention mask (never in the file, so
+    no parameter or file-size bound covers it), and computing the head attends over that many tokens."""
+    text = config["text_cfg"]
+    length = text.get("context_length", CLIPTextCfg().context_length) if isinstance(text, dict) else None
+    if not (isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= limits.MAX_CONTEXT_LENGTH):
+        raise BaseModelError(f"base.config text_cfg.context_length of {architecture[:80]!r} is not an integer from 1 to "
+                             f"{limits.MAX_CONTEXT_LENGTH}")
 
 
 def _tag_config(architecture: str, tag: str | None) -> dict:

@@ -548,3 +548,17 @@ def test_a_huge_sin_cos_position_table_is_refused_before_open_clip_computes_it(t
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(BaseModelError, match="sin_cos_2d position table of .* values \\(at most 16,777,216\\)"):
         parameter_count(base)
+
+
+@pytest.mark.parametrize("length", [100_000, 0, "77", True])
+def test_a_custom_text_context_length_is_bounded_before_a_model_is_built(length, monkeypatch):
+    """A text tower holds a context x context mask that no file size bounds (100,000: 40 GB in fp32)."""
+    import open_clip
+
+    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    base = dict(samples.sample_manifest()["base"], architecture="hostile-context", config=config)
+    assert parameter_count(base) > 0   # the config as shipped is built
+    config = dict(config, text_cfg=dict(config["text_cfg"], context_length=length))
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(BaseModelError, match="text_cfg.context_length of 'hostile-context-long' is not an integer from 1 to 1024"):
+        parameter_count(dict(base, architecture="hostile-context-long", config=config))
