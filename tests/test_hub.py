@@ -184,6 +184,15 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert paths[1].read_text().endswith("# tiny\n")
 
 
+
+def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "file" / "out")])
+    assert isinstance(result.exception, HubError), result.exception
+    assert "cannot write there" in str(result.exception) and "\n" not in str(result.exception)
+
+
 # ----------------------------------------------------------------------------------------- push
 
 @pytest.fixture
@@ -322,3 +331,16 @@ def test_pull_over_a_mapped_bundle_replaces_it_without_truncating_the_reader(hub
     assert sorted(p.name for p in out.iterdir()) == ["tiny.hello"]         # no temp file left
     reader.verify()                                                         # the old mapping is whole
     assert reader.images().equal(images)
+
+
+def test_dry_run_that_fails_while_writing_leaves_no_half_folder(tmp_path, monkeypatch):
+    """The folder push would upload appears whole or not at all (here the preview's write fails)."""
+    source = make_bundle(tmp_path / "tiny.hello")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(HubError, match="upload: cannot write there: No space left on device"):
+        hub.write_upload_folder(source, tmp_path / "upload", repo_id="org/tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]   # no folder, no temp folder

@@ -12,7 +12,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format.errors import HubError
-from hello_format.files import atomic_target
+from hello_format.files import atomic_folder, atomic_target
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve)
@@ -22,17 +22,21 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading."""
     ref = parse_hf_uri(uri)
     local = resolve(uri, token=token)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [_copy(local, out / Path(ref.path).name)]
+    card_file = None
     if with_card and ref.path != "README.md":
         card_ref = HubRef(ref.repo_type, ref.repo_id, ref.revision, "README.md")
         try:
             card_file = download(card_ref, token=token)
         except HubError:
-            card_file = None  # a repo without a card (or not cached while offline) still pulls its bundle
+            pass  # a repo without a card (or not cached while offline) still pulls its bundle
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = [_copy(local, out / Path(ref.path).name)]
         if card_file is not None:
             written.append(_copy(card_file, out / "README.md"))
+    except OSError as exc:
+        raise _write_error(out, exc) from None
     return written
 
 
@@ -90,11 +94,19 @@ def write_upload_folder(
         )
         image = card.render_preview(bundle)
         embedded = card.base_embedded(bundle)
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    (root / "README.md").write_text(text, encoding="utf-8")
-    image.save(root / card.PREVIEW_NAME)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(root) as temp:   # all three files or none
+            shutil.copyfile(source, temp / target.name)
+            (temp / "README.md").write_text(text, encoding="utf-8")
+            image.save(temp / card.PREVIEW_NAME)
+    except OSError as exc:
+        raise _write_error(root, exc) from None
     return UploadFolder(root, target, root / "README.md", root / card.PREVIEW_NAME, embedded)
+
+
+def _write_error(where: Path, exc: OSError) -> HubError:
+    return HubError(f"{where}: cannot write there: {exc.strerror or exc}")
 
 
 def check_repo(repo_id: str, repo_type: str) -> None:
