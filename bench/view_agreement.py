@@ -2,13 +2,15 @@
 images, with the recipe's CutMix/Mixup and on views from the same seed without it; and, for scale, the same
 figures for other label sources (earlier checkpoints of the teacher's own trajectory).
 
-    python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...] [--val DIR]
+    python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...] [--mirror] [--val DIR]
 
 With ``--val`` (a 32 px ImageFolder of real images, e.g. CIFAR-10's test split: reported, never tuned
 on) it also prints each source's own top-1, the final teacher's included.
 
 The views are the build's report views (``hello_build.stages.view_transfer.REPORT_SEED``: a seed
 neither transfer phase fits on), so the first line repeats the bundle's ``synthetic_agreement``.
+``--mirror`` adds the final teacher itself on the mirror image of each view: how far the teacher's
+own label moves under a flip, which the student's augmentation draws anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher the labels imitate (a file hello-build loads)")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other label sources to score the same way")
+    parser.add_argument("--mirror", action="store_true", help="also score the final teacher on the mirrored views")
     parser.add_argument("--val", type=Path, help="real images (ImageFolder, the bundle's classes) for each source's own top-1")
     args = parser.parse_args(argv)
 
@@ -47,6 +52,8 @@ def main(argv=None) -> int:
     reference = SimpleNamespace(teachers=[final])
     unmixed = augment.replace(cutmix=0.0, mixup=0.0)
     sources = {f"projector of {args.bundle.name}": projector, **{name_of(path, args): load_teacher(path) for path in args.compare}}
+    if args.mirror:
+        sources[f"{name_of(args.teacher, args)} on the mirrored views"] = Mirrored(final)
     print(f"top-1 agreement with {name_of(args.teacher, args)} on fresh student views of {len(images)} synthetic images")
     for name, source in sources.items():
         mixed = view_agreement(source, reference, images, augment, device="cpu", target="last")
@@ -60,6 +67,17 @@ def main(argv=None) -> int:
             label = source.label if isinstance(source, Projector) else source
             print(f"  {name}: {100 * accuracy(label, val):.1f} %")
     return 0
+
+
+class Mirrored(torch.nn.Module):
+    """A label source that is ``model`` applied to the mirror image (a horizontal flip) of each view."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model(images.flip(-1))
 
 
 def name_of(path: Path, args) -> str:
