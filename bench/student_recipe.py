@@ -4,11 +4,16 @@
 
 ConvNet-3 students are trained on a bundle's images under each recipe variant (the bundle's recipe
 with the variant's fields changed: ``beta=1``, ``loss=kl,temperature=4``, ...) and each label source
-(the bundle's projector, or the final teacher online), exactly as ``hello eval`` trains them, and
+(the bundle's projector, the final teacher online, or ``--prior-weights``: the projector's logits
+interpolated toward its zero-shot projector's, the same bundle with every delta off: the CLIP prior a
+reader regenerates for free), exactly as ``hello eval`` trains them, and
 scored on the builder's hold-out of the original half (1,250 images no teacher, transfer or student
 trained on) and on the bench's foundation half (25,000 training images no teacher or student trained
 on; only the foundation's pretraining saw them), the lower-noise figure. One JSON line per run is
 appended to ``--out``; runs already there are skipped, so two processes can split a grid.
+
+``--test DIR`` (an ImageFolder such as CIFAR-10's test split) also scores each student there: for a
+variant already chosen on the held-out figures, reported only. Give it its own ``--out``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation half)
+from hello_build.data import RealImages, scan_image_folder  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.teachers import load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
@@ -53,45 +59,73 @@ def main(argv=None) -> int:
                         default=CACHE / "teacher" / "9f840154b672d4f9" / "teacher_convnet3_epoch0006.safetensors")
     parser.add_argument("--original", type=Path, default=CACHE / "cifar10" / "split-0" / "original")
     parser.add_argument("--variant", action="append", required=True, help="recipe changes, e.g. beta=1 (repeatable)")
-    parser.add_argument("--regimes", nargs="+", choices=("projector", "teacher"), default=["projector", "teacher"])
+    parser.add_argument("--regimes", nargs="*", choices=("projector", "teacher"), default=["projector", "teacher"])
+    parser.add_argument("--prior-weights", type=float, nargs="*", default=[],
+                        help="also label with (1 - w) * projector + w * zero-shot projector logits, for each w")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--test", type=Path, help="also score on this ImageFolder (reported only, never chosen on)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/student-recipe/runs.jsonl"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     _, _, holdout, foundation_half = held_out(args.original)
+    test = None
+    if args.test:
+        test_index = scan_image_folder(args.test, check_headers=False)
+        test = RealImages(test_index, 32)
     with Bundle.open(args.bundle) as bundle:
         recipe_section, images, labels, names = bundle.manifest["recipe"], bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle)
+        if test is not None and test_index.classes != bundle.class_folders:
+            raise SystemExit(f"--test: its class folders {test_index.classes} are not the bundle's {bundle.class_folders}")
+        prior = zero_shot(bundle) if args.prior_weights else None
     teacher = load_teacher(args.teacher).eval()
 
     def teacher_labels(x):
         with torch.no_grad():
             return teacher(x)
 
+    labellers = {"projector": projector.label, "teacher": teacher_labels}
+    regimes = list(args.regimes)
+    for weight in args.prior_weights:
+        regimes.append(f"projector+{weight:g} zero-shot")
+        labellers[regimes[-1]] = lambda x, w=weight: (1 - w) * projector.label(x) + w * prior.label(x)
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     for text in args.variant:
         changes = parse_variant(text)
-        for regime in args.regimes:
+        for regime in regimes:
             for seed in args.seeds:
                 key = {"bundle": args.bundle.name, "variant": text, "regime": regime, "seed": seed, "epochs": args.epochs}
                 if any({k: run.get(k) for k in key} == key for run in done):
                     continue
                 recipe = StudentRecipe.from_manifest(recipe_section, epochs=args.epochs, seed=seed, **changes)
-                labeller = projector.label if regime == "projector" else teacher_labels
+                labeller = labellers[regime]
                 data = LabelledImages(images, labels, names, recipe.augment, labeller, device="cpu", seed=seed,
                                       normalize=(STUDENT_MEAN, STUDENT_STD))
                 model = train_student(data, recipe, image_size=32, device="cpu", progress=False)
                 run = {**key, "holdout_top1": top1(model, holdout, device="cpu"),
                        "foundation_half_top1": top1(model, foundation_half, device="cpu")}
+                if test is not None:
+                    run["test_top1"] = top1(model, test, device="cpu")
                 with open(args.out, "a") as handle:
                     handle.write(json.dumps(run) + "\n")
                 done.append(run)
                 print(json.dumps(run), flush=True)
     print(table(done, args.bundle.name))
     return 0
+
+
+def zero_shot(bundle) -> Projector:
+    """The bundle's projector with every LoRA and head delta off: the base and the text head alone."""
+    model = Projector.from_bundle(bundle, merge=False)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.zero_()
+    return model.merge().eval()
 
 
 def table(runs: list[dict], bundle: str) -> str:
