@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation half)
+from cifar10 import SIZE, held_out  # noqa: E402  (the bench's image size, hold-out and foundation half)
 from hello_build.data import RealImages, scan_image_folder  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.teachers import load_teacher  # noqa: E402
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     test = None
     if args.test:
         test_index = scan_image_folder(args.test, check_headers=False)
-        test = RealImages(test_index, 32)
+        test = RealImages(test_index, SIZE)
     with Bundle.open(args.bundle) as bundle:
         recipe_section, images, labels, names = bundle.manifest["recipe"], bundle.images(), bundle.labels, bundle.class_names
         projector = Projector.from_bundle(bundle)
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                 labeller = labellers[regime]
                 data = LabelledImages(images, labels, names, recipe.augment, labeller, device="cpu", seed=seed,
                                       normalize=(STUDENT_MEAN, STUDENT_STD))
-                model = train_student(data, recipe, image_size=32, device="cpu", progress=False)
+                model = train_student(data, recipe, image_size=SIZE, device="cpu", progress=False)
                 run = {**key, "holdout_top1": top1(model, holdout, device="cpu"),
                        "foundation_half_top1": top1(model, foundation_half, device="cpu")}
                 if test is not None:

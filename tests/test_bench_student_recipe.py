@@ -1,4 +1,5 @@
-"""bench/student_recipe.py's own logic: variants name recipe fields, typed; results form one row per cell."""
+"""bench/student_recipe.py's own logic: variants name recipe fields, typed; results form one row per cell; the
+zero-shot labeller is the bundle without its deltas."""
 
 import pytest
 from support import load_script

@@ -272,13 +272,18 @@ def test_hello_dataset_refuses_nan_weights_and_the_projector_never_returns_nan(t
         projector.label(torch.rand(1, 3, 32, 32))
 
 
+def tiny_vit_config() -> dict:
+    """A fresh copy of the shipped hello-tiny-vit open_clip config, for a test to make hostile."""
+    return json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+
+
 # ---- row 6: a base config that names a remote text model
 
 @pytest.mark.parametrize("section, key", [("text_cfg", "hf_model_name"), ("text_cfg", "hf_tokenizer_name"),
                                           ("vision_cfg", "timm_model_name"), ("", "multimodal_cfg")])
 def test_remote_base_config_is_refused_before_open_clip_is_asked(section, key):
     model = tiny_clip("vit")
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     (config[section] if section else config)[key] = "some-org/some-model"
     base = {"source": "embedded", "architecture": "hostile-arch", "pretrained": None, "checkpoint": None,
             "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": 32,
@@ -293,7 +298,7 @@ def test_remote_base_config_is_refused_before_open_clip_is_asked(section, key):
 
 def test_a_custom_config_describing_a_huge_model_is_sized_on_the_meta_device():
     model = tiny_clip("vit")
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     config["vision_cfg"].update(width=65_536, layers=64)
     base = {"source": "embedded", "architecture": "hostile-huge", "pretrained": None, "checkpoint": None,
             "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3,
@@ -310,7 +315,7 @@ def test_a_custom_config_describing_a_huge_model_is_sized_on_the_meta_device():
 def test_a_custom_config_with_too_many_layers_is_refused_before_anything_is_built(section, layers, message, monkeypatch):
     import open_clip
 
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     config[section]["layers"] = layers
     base = {"source": "embedded", "architecture": f"hostile-deep-{section}", "pretrained": None, "checkpoint": None,
             "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": 32, "mean": [0.5] * 3,
@@ -520,7 +525,7 @@ def test_a_long_format_version_is_refused_before_its_digits_are_read(tmp_path, v
                                     {"pos_embed_type": "sin_cos_2d", "image_size": [32, 64]}])
 def test_a_custom_config_open_clip_cannot_build_is_a_one_line_error(tmp_path, change):
     """open_clip answers these with ZeroDivisionError or a bare AssertionError: they escaped as tracebacks."""
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     config["vision_cfg"].update(change)
     base = dict(samples.sample_manifest()["base"], architecture=f"hostile-unbuildable-{sorted(change)[-1]}",
                 config=config)
@@ -537,7 +542,7 @@ def test_a_huge_sin_cos_position_table_is_refused_before_open_clip_computes_it(t
     12 s of ``hello info`` on a 5 kB file (the second case with open_clip's default patch size, 16)."""
     import open_clip
 
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     config["vision_cfg"].update(pos_embed_type="sin_cos_2d", **change)
     if "patch_size" not in change:
         del config["vision_cfg"]["patch_size"]   # open_clip's default, 16
@@ -555,7 +560,7 @@ def test_a_custom_text_context_length_is_bounded_before_a_model_is_built(length,
     """A text tower holds a context x context mask that no file size bounds (100,000: 40 GB in fp32)."""
     import open_clip
 
-    config = json.loads((ROOT / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+    config = tiny_vit_config()
     base = dict(samples.sample_manifest()["base"], architecture="hostile-context", config=config)
     assert parameter_count(base) > 0   # the config as shipped is built
     config = dict(config, text_cfg=dict(config["text_cfg"], context_length=length))

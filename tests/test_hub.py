@@ -184,7 +184,6 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert paths[1].read_text().endswith("# tiny\n")
 
 
-
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     (tmp_path / "file").write_text("not a folder")
