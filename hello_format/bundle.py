@@ -21,8 +21,8 @@ from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
 from hello_format.files import atomic_target
 from hello_format.generator import EncoderLoraConfig, HeadConfig
-from hello_format.manifest import (FORMAT_VERSION, canonical_json, manifest_sha256,
-                                   validate_manifest)
+from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
+                                   with_version)
 from hello_format.quantize import SCALES_SUFFIX, check_scales, dequantise, is_quantised
 
 MANIFEST_KEY = "hello.manifest"
@@ -97,8 +97,7 @@ def _image_tensors(images: torch.Tensor, codec: str, quality: int | None) -> dic
 def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality: int | None) -> dict:
     if not isinstance(manifest, dict):
         raise ManifestError(f"manifest must be a dict, got {type(manifest).__name__}")
-    out = copy.deepcopy(manifest)
-    out.setdefault("format_version", FORMAT_VERSION)
+    out = with_version(copy.deepcopy(manifest))
     n, c, h, w = images.shape
     given = out.get("images") if isinstance(out.get("images"), dict) else {}
     out["images"] = {**given, "count": n, "channels": c, "height": h, "width": w,

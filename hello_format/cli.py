@@ -157,6 +157,9 @@ def _summary(bundle: Bundle) -> list[str]:
     head_lora = head.lora
     head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {storage_text(head_lora)}"
     lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
+    if head.prior_weight:
+        lines.append(f"labels: (1 - {head.prior_weight:g}) x projector + {head.prior_weight:g} x zero-shot projector "
+                     "(the base and text head without deltas; format 2.0 prior_mix)")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
                  f"wd {recipe['weight_decay']}")

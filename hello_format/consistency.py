@@ -11,7 +11,8 @@ import torch
 from hello_format.errors import ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.limits import MAX_TARGET_MATCH_WORK
-from hello_format.quantize import SCALES_SUFFIX, SINCE_MINOR, check_stored, is_quantised
+from hello_format.manifest import parse_version
+from hello_format.quantize import SCALES_SUFFIX, SINCE_VERSION, check_stored, is_quantised
 from hello_format.targets import TargetPattern
 
 IMAGES_DATA = "images.data"
@@ -132,7 +133,7 @@ def check_match_work(where: str, targets, module_paths) -> None:
 
 
 def _check_quantised_version(where, version: str, field: str, config) -> None:
-    if config is not None and is_quantised(config.dtype) and int(version.split(".")[1]) < SINCE_MINOR:
+    if config is not None and is_quantised(config.dtype) and parse_version(version) < SINCE_VERSION:
         raise ManifestError(f"{where}: field '{field}.dtype' is {config.dtype}, which needs format_version 1.1 "
                             f"or later (the file says {version})")
 

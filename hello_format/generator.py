@@ -91,20 +91,24 @@ class HeadConfig:
     normalize_features: bool = True     # L2-normalise image features before the head
     logit_scale: float                  # multiplies the cosine logits
     lora: HeadLoraConfig | None = None  # None: the zero-shot head
+    prior_weight: float = 0.0           # w: labels = (1 - w) * projector + w * zero-shot (format 2.0, spec 3.4)
 
     def __post_init__(self):
         object.__setattr__(self, "templates", tuple(self.templates))
+        if not 0 <= self.prior_weight < 1:
+            raise ManifestError(f"head.prior_weight must be in [0, 1), got {self.prior_weight!r}")
 
     def to_manifest(self) -> dict:
-        """The manifest ``head`` section."""
-        return {"templates": list(self.templates), "ensemble": self.ensemble,
-                "normalize_features": self.normalize_features, "logit_scale": self.logit_scale,
-                "lora": self.lora.to_manifest() if self.lora else None}
+        """The manifest ``head`` section (``prior_weight`` only when not 0: such a file is 1.x)."""
+        section = {"templates": list(self.templates), "ensemble": self.ensemble,
+                   "normalize_features": self.normalize_features, "logit_scale": self.logit_scale,
+                   "lora": self.lora.to_manifest() if self.lora else None}
+        return {**section, "prior_weight": self.prior_weight} if self.prior_weight else section
 
     @classmethod
     def from_manifest(cls, section: dict) -> "HeadConfig":
         """Read a ``head`` section (unknown keys ignored)."""
-        values = _read(section, "head", _HEAD_TYPES)
+        values = _read(section, "head", _HEAD_TYPES, {"prior_weight": "number"})
         values["lora"] = HeadLoraConfig.from_manifest(values["lora"])
         return cls(**values)
 

@@ -14,6 +14,8 @@ MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-
 
 # manifest structure (checked before the JSON Schema)
 MAX_VERSION_CHARS = 32                  # format_version, checked before its digits are read
+MAX_FEATURES = 16                       # names in requires (format 2.0)
+MAX_FEATURE_CHARS = 40                  # characters of each
 MAX_JSON_DEPTH = 32                     # nesting of objects and arrays in the manifest
 MAX_STRING_CHARS = 65_536               # any string in the manifest
 MAX_CLASSES = 100_000

@@ -6,6 +6,7 @@ so that a bundle's encoder LoRA is also a plain peft adapter (see ``write_peft_a
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -157,6 +158,16 @@ def load_state_dict(visual: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def merge(visual: nn.Module) -> nn.Module:
     """Fold every LoRA into its base weights and put the plain modules back (no per-batch cost)."""
+    return _unload(visual, merge=True)
+
+
+def base_copy(visual: nn.Module) -> nn.Module:
+    """A copy of ``visual`` with every LoRA dropped: the plain modules with the base weights."""
+    return _unload(copy.deepcopy(visual), merge=False)
+
+
+def _unload(visual: nn.Module, *, merge: bool) -> nn.Module:
+    """Put the plain modules back in place of the LoRA layers, their deltas folded in or dropped."""
     tuner_names = [name for name, module in visual.named_modules() if isinstance(module, BaseTunerLayer)]
     outermost = [name for name in tuner_names
                  if not any(name.startswith(other + ".") for other in tuner_names)]
@@ -165,10 +176,11 @@ def merge(visual: nn.Module) -> nn.Module:
         parent = visual.get_submodule(parent_name)
         layer = getattr(parent, child_name)
         if hasattr(layer, "unload_and_optionally_merge_module"):  # nn.MultiheadAttention
-            plain = layer.unload_and_optionally_merge_module(merge=True, safe_merge=False,
+            plain = layer.unload_and_optionally_merge_module(merge=merge, safe_merge=False,
                                                              adapter_names=None)
         else:
-            layer.merge()
+            if merge:
+                layer.merge()
             plain = layer.get_base_layer()
         setattr(parent, child_name, plain)
     if hasattr(visual, "peft_config"):

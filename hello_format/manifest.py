@@ -15,8 +15,13 @@ from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import first_unsafe_char
 
-FORMAT_VERSION = "1.1"
-SUPPORTED_MAJOR = 1
+FORMAT_VERSION = "1.1"        # what writers write unless the file uses a must-understand feature
+SUPPORTED_MAJORS = (1, 2)
+# The must-understand features this reader implements (spec section 5): name -> (the version that
+# defined it, the field whose presence means the file uses it). A file that uses one lists it in
+# ``requires``, which a reader without it refuses; a 1.x reader ignores fields it does not know, so
+# the first such feature opened major 2.
+FEATURES = {"prior_mix": ((2, 0), "head.prior_weight")}
 
 
 def canonical_json(manifest: dict) -> str:
@@ -55,22 +60,85 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 def check_version(manifest: dict, where: str = "manifest") -> tuple[int, int]:
-    """Return (major, minor); refuse a malformed version or an unknown major."""
+    """Return (major, minor); refuse a malformed version, an unknown major, or (from 2.0) a
+    ``requires`` list naming a feature this reader does not implement."""
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if not isinstance(version, str):
         raise ManifestError(f"{where}: missing or non-string field 'format_version'")
     if len(version) > limits.MAX_VERSION_CHARS:
         raise ManifestError(f"{where}: field 'format_version': a string of {len(version)} characters "
                             f"(at most {limits.MAX_VERSION_CHARS})")
+    major, minor = parse_version(version, where)
+    if major not in SUPPORTED_MAJORS:
+        raise UnsupportedVersionError(
+            f"{where}: format_version {version} has major {major}; this reader supports "
+            f"{', '.join(f'{m}.x' for m in SUPPORTED_MAJORS)}: upgrade hello-distill")
+    _check_requires(manifest, where, major)
+    return major, minor
+
+
+def parse_version(version: str, where: str = "manifest") -> tuple[int, int]:
+    """``"MAJOR.MINOR"`` (at most ``limits.MAX_VERSION_CHARS`` characters) -> (major, minor)."""
     parts = version.split(".")
     if len(parts) != 2 or not all(p.isdigit() and p.isascii() for p in parts):
         raise ManifestError(f"{where}: format_version {version!r} is not 'MAJOR.MINOR'")
-    major, minor = int(parts[0]), int(parts[1])
-    if major != SUPPORTED_MAJOR:
-        raise UnsupportedVersionError(
-            f"{where}: format_version {version} has major {major}; this reader supports "
-            f"{SUPPORTED_MAJOR}.x: upgrade hello-distill")
-    return major, minor
+    return int(parts[0]), int(parts[1])
+
+
+def _check_requires(manifest: dict, where: str, major: int) -> None:
+    """``requires`` (2.0): a bounded list of unique feature names, each one this reader implements;
+    absent before 2.0, where a reader would ignore it."""
+    if "requires" not in manifest:
+        if major >= 2:
+            raise ManifestError(f"{where}: field 'requires' is missing (required since format 2.0)")
+        return
+    names = manifest["requires"]
+    if major < 2:
+        raise ManifestError(f"{where}: field 'requires' needs format_version 2.0 or later (a 1.x reader "
+                            "would ignore it)")
+    if not isinstance(names, list) or len(names) > limits.MAX_FEATURES or not all(
+            isinstance(n, str) and 1 <= len(n) <= limits.MAX_FEATURE_CHARS for n in names):
+        raise ManifestError(f"{where}: field 'requires' must be a list of at most {limits.MAX_FEATURES} "
+                            f"feature names of 1 to {limits.MAX_FEATURE_CHARS} characters")
+    if len(set(names)) != len(names):
+        raise ManifestError(f"{where}: field 'requires' lists a feature more than once")
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise UnsupportedVersionError(f"{where}: the file requires the feature {unknown[0]!r}, which this "
+                                      "reader does not implement: upgrade hello-distill")
+
+
+def features_used(manifest: dict) -> set[str]:
+    """The must-understand features ``manifest``'s fields use (what its ``requires`` must list)."""
+    return {name for name, (_, field) in FEATURES.items() if _get(manifest, field) is not _MISSING}
+
+
+def with_version(manifest: dict) -> dict:
+    """``manifest`` stamped as the reference writer writes it: ``FORMAT_VERSION`` unless it has a
+    version; and when it uses must-understand features, at least their version, with ``requires``
+    listing them."""
+    out = dict(manifest)
+    out.setdefault("format_version", FORMAT_VERSION)
+    used = features_used(out)
+    if used:
+        needed = max(FEATURES[name][0] for name in used)
+        if parse_version(out["format_version"]) < needed:
+            out["format_version"] = "%d.%d" % needed
+        out["requires"] = sorted(used | set(out.get("requires") or []))
+    return out
+
+
+def check_features(manifest: dict, where: str = "manifest") -> None:
+    """``requires`` lists exactly the must-understand features the manifest's fields use."""
+    used, listed = features_used(manifest), set(manifest.get("requires") or [])
+    for name in sorted(used - listed):
+        version, field = FEATURES[name]
+        raise ManifestError(f"{where}: field '{field}' is the feature {name!r}, which needs format_version "
+                            f"{version[0]}.{version[1]} or later with {name!r} in 'requires' (a reader "
+                            "without the feature would misread the file)")
+    for name in sorted(listed - used):
+        raise ManifestError(f"{where}: 'requires' lists {name!r}, which the file does not use "
+                            f"(no field '{FEATURES[name][1]}')")
 
 
 def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | None = None) -> None:
@@ -87,6 +155,7 @@ def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | 
         message = " ".join(error.message.split())
         message = message if len(message) <= 200 else message[:200] + "..."
         raise ManifestError(f"{where}: field '{field}': {message}")
+    check_features(manifest, where)
 
 
 # --------------------------------------------------------------------- bounds (before the schema)

@@ -3,7 +3,9 @@
 ``logits = logit_scale * normalize(E_I(x)) @ (T + delta)^T`` (``normalize`` unless the manifest's
 ``head.normalize_features`` is false), where ``T`` are the class text embeddings (computed by the
 base's text tower from the class names, and cached locally; stored in the bundle only when it embeds
-its image tower alone) and ``delta`` the head's low-rank update.
+its image tower alone) and ``delta`` the head's low-rank update. With a prior weight ``w`` (format
+2.0, ``head.prior_weight``) the labels keep part of the CLIP prior: ``(1 - w) * logits + w *
+zero_shot``, where the zero-shot projector is the same base and text head with no deltas.
 One module serves the builder (trainable LoRA) and readers (merged).
 """
 
@@ -66,6 +68,9 @@ class Projector(nn.Module):
         self.head = None
         if head.lora:
             self.head = HeadLoRA(len(self.class_names), embeddings.shape[1], head.lora.r, head.lora.lora_alpha)
+        self.prior_visual = None    # the image tower without deltas, when the labels mix in the zero-shot projector
+        object.__setattr__(self, "_prior_encoder", None)   # its compiled form (LabelOptions.compile)
+        self.set_prior_weight(head.prior_weight)
         for name, parameter in self.named_parameters():
             parameter.requires_grad_("lora_" in name or (train_logit_scale and name == "log_logit_scale"))
         self.to(embeddings.device)
@@ -88,7 +93,8 @@ class Projector(nn.Module):
 
     @classmethod
     def from_bundle(cls, bundle, *, device="cpu", merge: bool = True, checkpoint: str | None = None,
-                    allow_remote_base: bool = False, use_head_cache: bool = True) -> "Projector":
+                    allow_remote_base: bool = False, use_head_cache: bool = True,
+                    prior_weight: float | None = None) -> "Projector":
         """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default.
 
         Every stored weight is checked finite first, and the merged weights after merging.
@@ -96,10 +102,13 @@ class Projector(nn.Module):
         The text head is the bundle's ``head.weight`` when it stores one; otherwise the local head
         cache's entry (``hello_format.head_cache``; then the text tower is never built), or computed
         by the text tower and cached (``use_head_cache=False``: neither read nor written).
+        ``prior_weight``: label with this mix instead of the bundle's ``head.prior_weight`` (an ablation).
         """
         manifest = bundle.manifest
         base_manifest = manifest["base"]
         head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
+        if prior_weight is not None:
+            head = dataclasses.replace(head, prior_weight=prior_weight)
         bundle.check_finite()
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
         embeddings, key = bundle.head_weight(), None
@@ -130,8 +139,26 @@ class Projector(nn.Module):
             projector._check_finite_weights(str(bundle.path))
         return projector.to(device)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image features (fp32, L2-normalised when the head normalises) of float images in [0, 1]."""
+    @property
+    def prior_weight(self) -> float:
+        """``w``: the labels are ``(1 - w) * projector + w * zero-shot projector`` (0: the projector alone)."""
+        return self.head_config.prior_weight
+
+    def set_prior_weight(self, weight: float) -> None:
+        """Mix ``weight`` of the zero-shot projector's logits into ``forward``'s (recorded as
+        ``head.prior_weight``). Needs the deltas unmerged: it keeps a copy of the image tower without them."""
+        if weight and self.merged:
+            raise RuntimeError("set the prior weight before merging: the merged tower has lost its base weights")
+        self.head_config = dataclasses.replace(self.head_config, prior_weight=float(weight))
+        self.prior_visual = lora.base_copy(self.visual) if weight and self.encoder_lora else None
+        if self.prior_visual is not None:
+            self.prior_visual.requires_grad_(False)
+        self.register_buffer("prior_class_weights", self.text_embeddings.detach().clone() if weight else None,
+                             persistent=False)
+
+    def encode(self, images: torch.Tensor, *, zero_shot: bool = False) -> torch.Tensor:
+        """Image features (fp32, L2-normalised when the head normalises) of float images in [0, 1];
+        ``zero_shot``: the image tower's without its deltas (needs a prior weight)."""
         if not images.is_floating_point():
             raise TypeError(f"the projector takes float images in [0, 1], got {images.dtype}: "
                             "convert with images.float() / 255")
@@ -139,23 +166,44 @@ class Projector(nn.Module):
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True,
                               align_corners=False)
-        encoder = self.visual if self._encoder is None else self._encoder
+        zero_shot = zero_shot and self.prior_visual is not None   # without an encoder LoRA both are one tower
+        compiled, tower = (self._prior_encoder, self.prior_visual) if zero_shot else (self._encoder, self.visual)
+        encoder = compiled if compiled is not None else tower
         features = encoder((x - self.mean) / self.std)
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
             return F.normalize(features, dim=-1) if self.head_config.normalize_features else features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits: the projector's, mixed with the zero-shot projector's when there is a prior weight."""
         features = self.encode(images)
+        logits = self._logits(features, self.class_weights())
+        weight = self.prior_weight
+        if not weight:
+            return logits
+        prior = features if self.prior_visual is None else self.encode(images, zero_shot=True)
+        return (1 - weight) * logits + weight * self._logits(prior, self.prior_class_weights)
+
+    def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
+        """The zero-shot projector's logits: the base and the text head, without any delta (needs a
+        prior weight, which keeps the base weights)."""
+        if self.prior_class_weights is None:
+            raise RuntimeError("the zero-shot logits need a prior weight (set_prior_weight before merging)")
+        return self._logits(self.encode(images, zero_shot=True), self.prior_class_weights)
+
+    def _logits(self, features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.log_logit_scale.float().exp() * features @ self.class_weights().t()
+            return self.log_logit_scale.float().exp() * features @ class_weights.t()
 
     def prepare_labelling(self, options: LabelOptions | dict | None = None) -> LabelOptions:
         """Set up ``label()``'s path for this device (``LabelOptions``; ``auto`` values resolved):
         channels_last weights, a compiled encoder. Returns the resolved options."""
         resolved = LabelOptions.of(options).resolve(self.mean.device, conv_base=self._conv_base())
-        self.visual.to(memory_format=torch.channels_last if resolved.channels_last else torch.contiguous_format)
-        object.__setattr__(self, "_encoder", torch.compile(self.visual) if resolved.compile else None)
+        towers = {"_encoder": self.visual, "_prior_encoder": self.prior_visual}
+        for attribute, tower in towers.items():
+            if tower is not None:
+                tower.to(memory_format=torch.channels_last if resolved.channels_last else torch.contiguous_format)
+            object.__setattr__(self, attribute, torch.compile(tower) if resolved.compile and tower is not None else None)
         self._labelling = resolved
         return resolved
 

@@ -22,7 +22,7 @@ STORED_DTYPE = {"int8": "I8", "int4": "U8"}      # safetensors dtype of the valu
 SCALES_SUFFIX = ".scales"                        # F16 [groups], beside each value tensor
 DELTA_DTYPES = {"fp16": "float16", "int8": "int8", "int4": "int4"}   # --delta-dtype -> manifest dtype
 BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4}
-SINCE_MINOR = 1                                  # format 1.1 added quantised deltas
+SINCE_VERSION = (1, 1)                           # the format version that added quantised deltas
 
 
 def is_quantised(dtype: str | None) -> bool:

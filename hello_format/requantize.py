@@ -23,8 +23,8 @@ from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
-from hello_format.manifest import FORMAT_VERSION
-from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_MINOR, is_quantised, quantise
+from hello_format.manifest import FORMAT_VERSION, parse_version
+from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_VERSION, is_quantised, quantise
 from hello_format.recipe import Recipe
 
 
@@ -76,7 +76,7 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
                                              allow_remote_base=allow_remote_base, progress=progress)
         manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
         manifest = record_quantisation(manifest, dtype, group_size, calibrated)
-        if is_quantised(dtype) and int(manifest["format_version"].split(".")[1]) < SINCE_MINOR:
+        if is_quantised(dtype) and parse_version(manifest["format_version"]) < SINCE_VERSION:
             manifest["format_version"] = FORMAT_VERSION
         kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
         before_bytes = bundle.storage().label_generator_bytes

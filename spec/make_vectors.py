@@ -136,6 +136,28 @@ def _set_offsets(name: str, begin: int, end: int):
     return edit
 
 
+def _with_prior(head: dict, weight: float = 0.25) -> dict:
+    return dict(head, prior_weight=weight)
+
+
+def _feature_vectors(out: pathlib.Path, manifest: dict, tensors: dict) -> dict:
+    """Must-understand features (format 2.0, section 5): each file a reader must refuse."""
+    mixed = dict(manifest, head=_with_prior(manifest["head"]))
+    cases = {
+        "unknown_required_feature.hello": (dict(mixed, format_version="2.0", requires=["prior_mix", "future_feature"]),
+                                           "UnsupportedVersionError", "'future_feature'"),
+        "requires_missing_in_2_0.hello": (dict(mixed, format_version="2.0"), "ManifestError", "'requires' is missing"),
+        "prior_weight_in_1_1.hello": (dict(mixed, format_version="1.1"), "ManifestError", "needs format_version 2.0"),
+        "prior_weight_not_required.hello": (dict(mixed, format_version="2.0", requires=[]), "ManifestError",
+                                            "needs format_version 2.0"),
+    }
+    expected = {}
+    for name, (bad, error, match) in cases.items():
+        write_unchecked(out / name, bad, tensors)
+        expected[name] = {"error": error, "match": match}
+    return expected
+
+
 def generate(out: pathlib.Path) -> dict:
     """Write every vector into ``out``; return the expected outcomes."""
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +181,9 @@ def generate(out: pathlib.Path) -> dict:
     # format 1.1: int4 deltas in groups of 5 (so the last group of each 16-value delta is short)
     int4_manifest, int4_tensors = store_deltas(sample_manifest(format_version="1.1"), tensors, "int4", 5)
     valid("valid_int4.hello", manifest=int4_manifest, tensors=int4_tensors)
+    # format 2.0: labels mixed with the zero-shot projector, a feature listed in requires
+    valid("valid_prior_mix.hello", manifest=sample_manifest(format_version="2.0", requires=["prior_mix"],
+                                                            head=_with_prior(sample_manifest()["head"])))
     raw = (out / "valid_raw.hello").read_bytes()
     png = (out / "valid_png.hello").read_bytes()
 
@@ -185,8 +210,9 @@ def generate(out: pathlib.Path) -> dict:
     base_tensors = {**tensors, "labels": labels, **png_tensors}
     png_manifest = sample_manifest(images={"count": 6, "channels": 3, "height": 8, "width": 8,
                                            "codec": "png", "quality": None})
-    write_unchecked(out / "unknown_major_version.hello", dict(png_manifest, format_version="2.0"), base_tensors)
-    expected["unknown_major_version.hello"] = {"error": "UnsupportedVersionError", "match": "major 2"}
+    write_unchecked(out / "unknown_major_version.hello", dict(png_manifest, format_version="3.0"), base_tensors)
+    expected["unknown_major_version.hello"] = {"error": "UnsupportedVersionError", "match": "major 3"}
+    expected.update(_feature_vectors(out, png_manifest, base_tensors))
     no_recipe = dict(png_manifest)
     del no_recipe["recipe"]
     write_unchecked(out / "missing_required_field.hello", no_recipe, base_tensors)

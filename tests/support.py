@@ -65,12 +65,13 @@ def make(num_classes=3):
 
 
 def write_labelled_bundle(path, family: str = "vit", seed: int = 0, *, classes=("a", "b", "c"), ipc: int = 4,
-                          augment: dict | None = None, lora_std: float = 0.05):
+                          augment: dict | None = None, lora_std: float = 0.05, prior_weight: float = 0.0):
     """A 32-px bundle with an embedded tiny base and non-zero fp32 LoRA (LoRA B of standard deviation
     ``lora_std``; merging is the only difference), smooth random images, ``augment`` as its recipe's
-    augmentation."""
+    augmentation, ``prior_weight`` as its head's (format 2.0 when not 0)."""
     classes = list(classes)
     projector = tiny_projector(family, classes, seed=seed, lora_std=lora_std)
+    projector.set_prior_weight(prior_weight)
     manifest = {
         "format_version": "1.0", "class_names": classes, "ipc": ipc,
         **projector.manifest_sections("float32"),

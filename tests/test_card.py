@@ -179,3 +179,15 @@ def test_preview_shows_the_first_classes_only(tmp_path):
         full = card.render_preview(b, classes=12, per_class=2)
     assert small.mode == "RGB" and small.size[0] > 0
     assert small.size[0] * small.size[1] < full.size[0] * full.size[1]
+
+
+def test_a_prior_mix_is_stated_on_the_card():
+    from pathlib import Path
+
+    vectors = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+    with Bundle.open(vectors / "valid_prior_mix.hello") as mixed, Bundle.open(vectors / "valid_png.hello") as plain:
+        _, body = split_card(card.render_card(mixed, uri=URI))
+        _, plain_body = split_card(card.render_card(plain, uri=URI))
+    assert "| format version | 2.0 |" in body
+    assert "(1 - 0.25) x the projector's logits + 0.25 x the zero-shot projector's" in body
+    assert "zero-shot projector's" not in plain_body

@@ -34,6 +34,14 @@ def test_info_prints_the_summary_and_storage():
         assert text in result.stdout
 
 
+def test_info_states_a_prior_mix():
+    mixed, plain = run("info", VECTORS / "valid_prior_mix.hello"), run("info", VALID)
+    assert mixed.exit_code == 0, mixed.output
+    assert "format: hello 2.0" in mixed.stdout
+    assert "labels: (1 - 0.25) x projector + 0.25 x zero-shot projector" in mixed.stdout
+    assert "labels:" not in plain.stdout
+
+
 def test_info_json_matches_the_bundle():
     result = run("info", VECTORS / "valid_raw.hello", "--json")
     assert result.exit_code == 0
@@ -76,7 +84,7 @@ def test_verify_ok():
 @pytest.mark.parametrize("name, match", [
     ("tensor_byte_flipped.hello", "tensor 'head.lora_B' is corrupted"),
     ("truncated.hello", "file truncated?"),
-    ("unknown_major_version.hello", "major 2"),
+    ("unknown_major_version.hello", "major 3"),
     ("not_safetensors.hello", "not a .hello/safetensors file"),
     ("image_does_not_decode.hello", "image 1 does not decode"),
     ("labels_count_mismatch.hello", "tensor 'labels'"),

@@ -219,3 +219,55 @@ def test_real_architectures_with_random_weights(architecture, tag):
         unmerged = projector(images)
         merged = projector.merge()(images)
     torch.testing.assert_close(merged, unmerged, atol=1e-3, rtol=1e-3)
+
+
+# ---- the prior mix (format 2.0): labels that keep part of the zero-shot projector ----
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_a_prior_weight_mixes_in_the_bundle_with_its_deltas_off(family, tmp_path):
+    from support import write_labelled_bundle
+
+    adapted = write_labelled_bundle(tmp_path / "adapted.hello", family, lora_std=0.05)
+    plain = write_labelled_bundle(tmp_path / "plain.hello", family, lora_std=0.0)   # the same base, head and images
+    mixed = write_labelled_bundle(tmp_path / "mixed.hello", family, lora_std=0.05, prior_weight=0.3)
+    with Bundle.open(adapted) as a, Bundle.open(plain) as p, Bundle.open(mixed, verify=True) as m:
+        assert (m.manifest["format_version"], m.manifest["requires"], m.manifest["head"]["prior_weight"]) == \
+            ("2.0", ["prior_mix"], 0.3)
+        x = a.images().float() / 255
+        projector, zero_shot = Projector.from_bundle(a).label(x), Projector.from_bundle(p).label(x)
+        merged, unmerged = Projector.from_bundle(m), Projector.from_bundle(m, merge=False)
+        overridden = Projector.from_bundle(m, prior_weight=0.0)
+    assert not torch.allclose(projector, zero_shot, atol=1e-3)   # the deltas matter
+    torch.testing.assert_close(merged.zero_shot(x), zero_shot, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged.label(x), 0.7 * projector + 0.3 * zero_shot, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unmerged.label(x), merged.label(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(overridden.label(x), projector, atol=1e-5, rtol=1e-5)
+
+
+def test_a_head_only_projector_mixes_with_one_encoder_pass():
+    model = tiny_clip("rn")
+    projector = Projector.for_training(model, tiny_base_manifest(model, "rn"), ["a", "b", "c"], encoder_lora=None,
+                                       head=HeadConfig(templates=("a {}.",), logit_scale=10.0, prior_weight=0.5,
+                                                       lora=HeadLoraConfig(r=2, lora_alpha=2)))
+    with torch.no_grad():
+        projector.head.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    assert projector.prior_visual is None   # no encoder LoRA: one tower serves both projectors
+    x = _smooth_images(2, 32)
+    with torch.no_grad():
+        features = projector.encode(x)
+        delta = projector.class_weights() - projector.text_embeddings
+        assert delta.abs().max() > 1e-3
+        expected = 10.0 * features @ (projector.text_embeddings + 0.5 * delta).t()
+        torch.testing.assert_close(projector(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_prior_weight_is_set_before_merging_and_bounded():
+    projector = tiny_projector("vit", ["a", "b"], lora_std=0.05)
+    with pytest.raises(RuntimeError, match="need a prior weight"):
+        projector.zero_shot(_smooth_images(1, 32))
+    with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
+        projector.set_prior_weight(1.0)
+    projector.merge()
+    with pytest.raises(RuntimeError, match="before merging"):
+        projector.set_prior_weight(0.2)

@@ -215,6 +215,16 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def test_requantize_keeps_a_2_0_file_and_its_prior_mix(tmp_path):
+    # versions compare as pairs: 2.0 is later than 1.1, so int4 deltas need no change of version
+    result = invoke("requantize", VECTORS / "valid_prior_mix.hello", tmp_path / "int8.hello", "--delta-dtype", "int8")
+    assert result.exit_code == 0, result.output
+    with Bundle.open(tmp_path / "int8.hello", verify=True) as after:
+        manifest = after.manifest
+    assert (manifest["format_version"], manifest["requires"]) == ("2.0", ["prior_mix"])
+    assert manifest["head"]["prior_weight"] == 0.25 and manifest["lora"]["dtype"] == "int8"
+
+
 def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
     source = tmp_path / "in.hello"
     source.write_bytes((VECTORS / "valid_minor_version.hello").read_bytes())   # 1.7, with an unknown section

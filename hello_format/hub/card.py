@@ -273,6 +273,9 @@ def _label_generator(m: dict) -> str:
         f"- head initialised from {len(head.templates)} text prompt templates "
         f"({head.ensemble} ensemble), logit scale {head.logit_scale}"
     )
+    if head.prior_weight:
+        lines.append(f"- labels keep part of the CLIP prior: (1 - {head.prior_weight:g}) x the projector's logits + "
+                     f"{head.prior_weight:g} x the zero-shot projector's (the base and text head without deltas)")
     return "\n".join(lines)
 
 
