@@ -347,6 +347,8 @@ def build_settings(args, variant: dict) -> dict:
             **({} if args.view_transfer_keep == "best" else {"view_transfer_keep": args.view_transfer_keep}),
             # bundles cached before the factor-dependent default were built from crops of 0.5-1: their keys stay
             **({} if scale == EARLIER_CROP_SCALE else {"crop_scale": scale}),
+            # bundles cached before the prior mix existed are w = 0: their keys stay
+            **({"prior_weight": args.prior_weight} if args.prior_weight else {}),
             **variant}
 
 
@@ -388,7 +390,8 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
         # stage times as recorded in the work directory (a resumed stage counts the time it took)
         return {"inputs": inputs, "seconds": round(sum(report["timings"].values()), 1), "timings": report["timings"],
                 "fidelity_before": report["fidelity_before"], "fidelity_after": report["fidelity_after"],
-                "view_transfer": report["view_transfer"], "synthetic_agreement": report["synthetic_agreement"],
+                "view_transfer": report["view_transfer"], "fidelity_with_prior": report["fidelity_with_prior"],
+                "synthetic_agreement": report["synthetic_agreement"],
                 "synthetic_agreement_unmixed": report["synthetic_agreement_unmixed"], "storage": vars(storage),
                 "projector_test_top1": accuracy(projector.label, test_index)}
 
@@ -710,6 +713,8 @@ def parse(argv):
                              "--view-transfer-steps, only step 0 and the final state are scored)")
     parser.add_argument("--view-transfer-keep", default=BuildOptions.view_transfer_keep,
                         choices=BuildOptions.__dataclass_fields__["view_transfer_keep"].metadata["choices"])
+    parser.add_argument("--prior-weight", type=float, default=BuildOptions.prior_weight,
+                        help="hello-build --prior-weight: the zero-shot projector's share of the labels (0: none, as before format 2.0)")
     parser.add_argument("--delta-dtype", default="fp16", choices=("fp16", "int8", "int4"),
                         help="also the projector regime on a copy of each bundle requantized to this dtype (hello requantize)")
     parser.add_argument("--delta-group-size", type=int, default=BuildOptions.delta_group_size,

@@ -4,9 +4,10 @@
 
 ConvNet-3 students are trained on a bundle's images under each recipe variant (the bundle's recipe
 with the variant's fields changed: ``beta=1``, ``loss=kl,temperature=4``, ...) and each label source
-(the bundle's projector, the final teacher online, or ``--prior-weights``: the projector's logits
-interpolated toward its zero-shot projector's, the same bundle with every delta off: the CLIP prior a
-reader regenerates for free), exactly as ``hello eval`` trains them, and
+(the bundle's projector, the final teacher online, or ``--prior-weights``: the bundle's projector
+read with that ``prior_weight``, its logits interpolated toward its zero-shot projector's, the same
+bundle with every delta off: the CLIP prior a reader regenerates for free), exactly as ``hello eval``
+trains them, and
 scored on the builder's hold-out of the original half (1,250 images no teacher, transfer or student
 trained on) and on the bench's foundation half (25,000 training images no teacher or student trained
 on; only the foundation's pretraining saw them), the lower-noise figure. One JSON line per run is
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", required=True, help="recipe changes, e.g. beta=1 (repeatable)")
     parser.add_argument("--regimes", nargs="*", choices=("projector", "teacher"), default=["projector", "teacher"])
     parser.add_argument("--prior-weights", type=float, nargs="*", default=[],
-                        help="also label with (1 - w) * projector + w * zero-shot projector logits, for each w")
+                        help="also label with the bundle read with each prior weight w: (1 - w) * projector + w * zero-shot")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--test", type=Path, help="also score on this ImageFolder (reported only, never chosen on)")
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         projector = Projector.from_bundle(bundle)
         if test is not None and test_index.classes != bundle.class_folders:
             raise SystemExit(f"--test: its class folders {test_index.classes} are not the bundle's {bundle.class_folders}")
-        prior = zero_shot(bundle) if args.prior_weights else None
+        mixed = {weight: Projector.from_bundle(bundle, prior_weight=weight) for weight in args.prior_weights}
     teacher = load_teacher(args.teacher).eval()
 
     def teacher_labels(x):
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     regimes = list(args.regimes)
     for weight in args.prior_weights:
         regimes.append(f"projector+{weight:g} zero-shot")
-        labellers[regimes[-1]] = lambda x, w=weight: (1 - w) * projector.label(x) + w * prior.label(x)
+        labellers[regimes[-1]] = mixed[weight].label
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
@@ -116,16 +117,6 @@ def main(argv=None) -> int:
                 print(json.dumps(run), flush=True)
     print(table(done, args.bundle.name))
     return 0
-
-
-def zero_shot(bundle) -> Projector:
-    """The bundle's projector with every LoRA and head delta off: the base and the text head alone."""
-    model = Projector.from_bundle(bundle, merge=False)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.zero_()
-    return model.merge().eval()
 
 
 def table(runs: list[dict], bundle: str) -> str:

@@ -6,7 +6,8 @@ The same table drives `hello-build --help`, the manifest's ``provenance.builder.
 whose result the option changes (a resumed build reruns that stage and every later one); options only
 recorded in the bundle (the student recipe's numbers, the codec) are read at "write" and rerun nothing.
 The student recipe's defaults are ``hello_format.recipe.Recipe``'s and ``AugmentConfig``'s, the encoder
-LoRA's ``hello_format.generator.EncoderLoraConfig``'s (their one home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08.
+LoRA's ``hello_format.generator.EncoderLoraConfig``'s (their one home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08,
+and the prior weight: the builder's 0.2 (chosen on held-out students), not the format's 0 (a file without the field).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class BuildOptions:
     head_rank: int | None = option(None, "Rank of the head LoRA (default: min(128, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer")
     head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
+    prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
     # transfer
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)

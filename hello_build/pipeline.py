@@ -27,6 +27,7 @@ from hello_build.data import RealImages, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
+from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale
 from hello_build.stages.plan import STAGES
@@ -106,6 +107,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         run_stage(ctx, stage)
 
     started = time.perf_counter()
+    prior = _mix_prior(ctx)
     agreement = synthetic_agreement(ctx, ctx.images)
     agreement["unmixed_agreement"] = synthetic_agreement(ctx, ctx.images, mixed=False)["agreement"]
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
@@ -118,7 +120,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
                                calibration_config(options), progress=progress)
         log(f"calibrated the {dtype} deltas: top-1 agreement with the float projector on {calibrated['views']} selection "
             f"views {calibrated['agreement_rounded']:.3f} (rounded) -> {calibrated['agreement']:.3f}")
-    manifest, tensors = store_deltas(_manifest(ctx, agreement, _images_per_class(ctx.labels, index.num_classes)),
+    manifest, tensors = store_deltas(_manifest(ctx, agreement, prior, _images_per_class(ctx.labels, index.num_classes)),
                                      projector.bundle_tensors("float32"), dtype, options.delta_group_size)
     manifest = record_quantisation(manifest, dtype, options.delta_group_size, calibrated)
     if options.embed_base:
@@ -133,6 +135,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     results = ctx.results
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": results["text_head"]["fidelity"],
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),
+            "fidelity_with_prior": prior,
             "synthetic_agreement": agreement["agreement"], "synthetic_agreement_unmixed": agreement["unmixed_agreement"],
             "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
@@ -164,6 +167,8 @@ def _check(options: BuildOptions) -> None:
     if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
         raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")
+    if not 0 <= options.prior_weight < 1:
+        raise BuildError(f"--prior-weight must be in [0, 1) (got {options.prior_weight})")
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:
@@ -254,7 +259,20 @@ def _images_per_class(labels: torch.Tensor, num_classes: int) -> int | None:
     return int(counts[0]) if bool((counts == counts[0]).all()) else None
 
 
-def _manifest(ctx: BuildContext, agreement: dict, ipc: int | None) -> dict:
+def _mix_prior(ctx: BuildContext) -> dict | None:
+    """Mix ``--prior-weight`` of the zero-shot projector into the labels (every later measure and the
+    bundle give the mixed labels); returns their held-out fidelity, or None without a prior weight."""
+    weight = ctx.options.prior_weight
+    if not weight:
+        return None
+    ctx.projector.set_prior_weight(weight)
+    measured = transfer.measure(ctx)
+    top1 = "" if measured["projector_top1"] is None else f", top-1 {measured['projector_top1']:.3f}"
+    ctx.log(f"with {weight:g} of the zero-shot projector's logits mixed in: {transfer.describe(measured)}{top1}")
+    return {"weight": weight, **measured}
+
+
+def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int | None) -> dict:
     options, results = ctx.options, ctx.results
     view_transfer, image_update = results.get("view_transfer"), results.get("image_update")
     return {
@@ -279,6 +297,7 @@ def _manifest(ctx: BuildContext, agreement: dict, ipc: int | None) -> dict:
                              "view_transfer_kept_step": view_transfer["kept_step"]} if view_transfer else {}),
                          **({"view_transfer_diverged_step": view_transfer["diverged_step"]}
                             if view_transfer and view_transfer.get("diverged_step") else {}),
-                         **({"image_update": image_update} if image_update else {})},
+                         **({"image_update": image_update} if image_update else {}),
+                         **({"with_prior": prior} if prior else {})},
         },
     }

@@ -25,20 +25,3 @@ def test_the_table_averages_each_variant_and_label_source_over_its_seeds(student
     table = student_recipe.table(runs, "b").splitlines()
     assert len(table) == 3
     assert table[2] == "| beta=1 | projector | 52.00 ± 1.41 | 51.00 | 0, 1 |"
-
-
-@pytest.mark.parametrize("family", ["vit", "rn"])
-def test_the_zero_shot_labeller_is_the_bundle_with_its_deltas_off(student_recipe, tmp_path, family):
-    import torch
-    from support import write_labelled_bundle
-
-    from hello_format.bundle import Bundle
-    from hello_format.projector import Projector
-
-    adapted = write_labelled_bundle(tmp_path / "adapted.hello", family, lora_std=0.05)
-    plain = write_labelled_bundle(tmp_path / "plain.hello", family, lora_std=0.0)   # the same base, head and images
-    with Bundle.open(adapted) as bundle, Bundle.open(plain) as without:
-        x = bundle.images().float() / 255
-        prior = student_recipe.zero_shot(bundle).label(x)
-        assert not torch.allclose(prior, Projector.from_bundle(bundle).label(x), atol=1e-3)
-        torch.testing.assert_close(prior, Projector.from_bundle(without).label(x), atol=1e-5, rtol=1e-5)

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from hello_build.options import BuildOptions, fields
 from hello_format.bundle import Bundle
 from hello_format.dataset import HelloDataset
+from hello_format.projector import Projector
 from hello_build.errors import BuildError
 from support import CLASSES, INTERRUPT_ENV, TEACHER, make_tree, run_build, tiny_options
 
@@ -66,7 +67,10 @@ def test_bundle_opens_verified_with_classes_images_and_lora(reference):
         assert bundle.head_weight().shape == (len(CLASSES), head["lora_A"].shape[1])   # ... and the text head
         manifest = bundle.manifest
     assert manifest["base"]["source"] == "embedded" and manifest["base"]["architecture"] == options.base
-    assert manifest["base"]["embedded"] == "visual" and manifest["format_version"] == "1.1"
+    assert manifest["base"]["embedded"] == "visual"
+    # the default prior weight mixes the zero-shot projector in: a must-understand feature of format 2.0
+    assert manifest["head"]["prior_weight"] == options.prior_weight > 0
+    assert manifest["format_version"] == "2.0" and manifest["requires"] == ["prior_mix"]
     recipe = manifest["recipe"]
     assert (recipe["loss"], recipe["epochs"], recipe["beta"], recipe["lr"]) == (options.loss, options.epochs, options.beta, options.student_lr)
     assert recipe["augment"]["output_size"] == 32 and recipe["augment"]["cutmix"] == options.cutmix
@@ -213,7 +217,7 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
     assert _markers(options.workdir_path()) == finished
     assert any("calibrated the int4 deltas" in line for line in logs)
     with Bundle.open(summary["output"]) as fp16, Bundle.open(quantised["output"], verify=True) as int4:
-        assert int4.manifest["format_version"] == "1.1" and fp16.manifest["lora"]["dtype"] == "float16"
+        assert int4.manifest["format_version"] == "2.0" and fp16.manifest["lora"]["dtype"] == "float16"
         assert (int4.manifest["lora"]["dtype"], int4.manifest["lora"]["group_size"]) == ("int4", 32)
         assert int4.manifest["head"]["lora"]["dtype"] == "int4"
         assert int4.manifest["provenance"]["builder"]["options"]["delta_dtype"] == "int4"
@@ -224,6 +228,28 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
         for key, value in int4.lora_state_dict().items():      # within a step of the fp16 deltas
             reference_value = fp16.lora_state_dict()[key].float()
             assert torch.allclose(value, reference_value, atol=float(reference_value.abs().max()) / 7 + 1e-3), key
+
+
+def test_the_prior_weight_is_applied_at_write_and_recorded(reference, tmp_path):
+    options, summary, _ = reference
+    finished = _markers(options.workdir_path())
+    plain, _ = run_build(dataclasses.replace(options, output=str(tmp_path / "plain.hello"),
+                                             workdir=str(options.workdir_path()), prior_weight=0.0))
+    assert _markers(options.workdir_path()) == finished
+    with Bundle.open(summary["output"]) as mixed, Bundle.open(plain["output"], verify=True) as alone:
+        assert alone.manifest["format_version"] == "1.1" and "requires" not in alone.manifest
+        assert "prior_weight" not in alone.manifest["head"] and plain["fidelity_with_prior"] is None
+        recorded = mixed.manifest["provenance"]["fidelity"]["with_prior"]
+        assert recorded == summary["fidelity_with_prior"] and recorded["weight"] == options.prior_weight
+        assert recorded["images"] == summary["fidelity_after"]["images"] > 0
+        # the same LoRA and head: only the mix differs, and the mixed labels are the mix of both projectors
+        assert torch.equal(mixed.tensor("head.lora_B"), alone.tensor("head.lora_B"))
+        views = mixed.images()[:4].float() / 255
+        mixed_projector, alone_projector = Projector.from_bundle(mixed), Projector.from_bundle(alone)
+    w = options.prior_weight
+    expected = (1 - w) * alone_projector.label(views) + w * mixed_projector.zero_shot(views)
+    torch.testing.assert_close(mixed_projector.label(views), expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(mixed_projector.label(views), alone_projector.label(views), atol=1e-3)
 
 
 def test_run_and_record_only_options_reuse_every_stage(kit, tmp_path):

@@ -7,5 +7,5 @@
 set -ex
 common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1 --jobs 2"
 view="--view-transfer-steps 2000 --view-transfer-real-fraction 0.25"
-.venv/bin/python bench/cifar10.py --ipc 10 --seeds 0 1 2 --regimes projector --ablation 6 2 $view $common \
+.venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 10 --seeds 0 1 2 --regimes projector --ablation 6 2 $view $common \
   --out bench/results/cifar10-ablation-rows

@@ -9,11 +9,11 @@ common="--seeds 0 1 2 --student-epochs 200 resnet18_32=60 @50=100 resnet18_32@50
   --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1 --jobs 2 \
   --view-transfer-steps 2000 --view-transfer-real-fraction 0.25"
 out=bench/results/cifar10-grid-rest
-.venv/bin/python bench/cifar10.py --ipc 10 --students convnet3 --regimes stored $common --out $out/stored-ipc10
-.venv/bin/python bench/cifar10.py --ipc 50 --students convnet3 --regimes stored $common --out $out/stored-ipc50
-.venv/bin/python bench/cifar10.py --ipc 50 --students resnet18_32 --regimes projector hard teacher stored random-real \
+.venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 10 --students convnet3 --regimes stored $common --out $out/stored-ipc10
+.venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 50 --students convnet3 --regimes stored $common --out $out/stored-ipc50
+.venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 50 --students resnet18_32 --regimes projector hard teacher stored random-real \
   $common --out $out/resnet18-ipc50
-.venv/bin/python bench/cifar10.py --ipc 10 --students resnet18_32 --regimes projector hard teacher stored random-real \
+.venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 10 --students resnet18_32 --regimes projector hard teacher stored random-real \
   $common --out $out/resnet18-ipc10
 # (stopped for time after seed 0's five runs; their table:)
 # .venv/bin/python bench/cifar10.py --ipc 10 --students resnet18_32 --regimes projector hard teacher stored random-real \

@@ -18,7 +18,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar10 import held_out  # noqa: E402
-from student_recipe import zero_shot  # noqa: E402
 
 from hello_build.stages.view_transfer import REPORT_SEED, _view_batches  # noqa: E402
 from hello_build.teachers import load_teacher  # noqa: E402
@@ -30,13 +29,13 @@ CACHE = Path("bench/results/cache")
 WEIGHTS = (0.2, 1 / 3, 0.4, 0.5)
 with Bundle.open(CACHE / "bundles" / "cifar10-ipc10-9ff6e0e6cb64eea9.hello") as bundle:
     images, augment = bundle.images(), Recipe.from_manifest(bundle.manifest["recipe"]).augment
-    projector, prior = Projector.from_bundle(bundle), zero_shot(bundle)
+    projector, prior = Projector.from_bundle(bundle), Projector.from_bundle(bundle, prior_weight=0.5)
 teacher = load_teacher(CACHE / "teacher" / "9f840154b672d4f9" / "teacher_convnet3_epoch0006.safetensors")
 twin = load_teacher(CACHE / "teacher" / "second-seed1" / "teacher_convnet3_epoch0006.safetensors")
 
 
 def sources(x):
-    p, z = projector.label(x), prior.label(x)
+    p, z = projector.label(x), prior.zero_shot(x)
     return {"projector": p, "zero-shot": z, "twin": twin(x).float(),
             **{f"(1 - {w:.2f}) projector + {w:.2f} zero-shot": (1 - w) * p + w * z for w in WEIGHTS}}
 
@@ -47,7 +46,7 @@ with torch.no_grad():
     x, y = half.tensors[0][some].float() / 255, half.tensors[1][some]
     print(f"{len(y)} images of the foundation half: top-1 of the teacher {(teacher(x).argmax(1) == y).float().mean():.1%}, "
           f"the projector {(projector.label(x).argmax(1) == y).float().mean():.1%}, "
-          f"the zero-shot projector {(prior.label(x).argmax(1) == y).float().mean():.1%}")
+          f"the zero-shot projector {(prior.zero_shot(x).argmax(1) == y).float().mean():.1%}")
     batches = list(torch.utils.data.DataLoader(holdout, batch_size=250))
     x, y = torch.cat([b[0] for b in batches]).float() / 255, torch.cat([b[1] for b in batches])
     t = teacher(x).argmax(1)

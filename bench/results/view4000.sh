@@ -4,4 +4,4 @@
 set -x
 common="--students convnet3 --student-epochs 200 @50=100 --teacher-epochs 6 --teacher-checkpoints 3 --transfer-epochs 3 --foundation-steps 1000 --crop-scale 0.5 1 --jobs 1"
 view="--view-transfer-steps 4000 --view-transfer-lr 0.003 --view-transfer-real-fraction 0.25 --out bench/results/cifar10-view4000"
-OMP_NUM_THREADS=1 .venv/bin/python bench/cifar10.py --ipc 10 --seeds 0 1 2 --regimes projector hard teacher $view $common
+OMP_NUM_THREADS=1 .venv/bin/python bench/cifar10.py --prior-weight 0 --ipc 10 --seeds 0 1 2 --regimes projector hard teacher $view $common
