@@ -78,6 +78,25 @@ def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors
     assert len(list(peft_visual.base_model.model.modules())) > len(list(tiny_clip(family).visual.modules()))
 
 
+def test_a_prior_mix_is_reproduced_from_the_folder_alone(tmp_path):
+    path = write_labelled_bundle(tmp_path / "mixed.hello", "rn", prior_weight=0.3)
+    assert _export(path, "-o", tmp_path / "adapter").exit_code == 0
+    with Bundle.open(path) as bundle:
+        labels = Projector.from_bundle(bundle).label(IMAGES)
+    saved, head_tensors = _read_head_file(tmp_path / "adapter")
+    w = saved["head"]["prior_weight"]
+    assert w == 0.3
+    peft_visual = PeftModel.from_pretrained(tiny_clip("rn").visual, str(tmp_path / "adapter")).eval()
+    channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
+    x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
+    no_delta = {"lora_A": torch.zeros_like(head_tensors["head.lora_A"]), "lora_B": torch.zeros_like(head_tensors["head.lora_B"])}
+    with torch.no_grad():
+        adapted = _head_logits("rn", saved, head_tensors, peft_visual(x))
+        with peft_visual.disable_adapter():   # section 15: the zero-shot projector is the encoder without the adapter
+            zero_shot = _head_logits("rn", saved, {f"head.{k}": v for k, v in no_delta.items()}, peft_visual(x))
+    torch.testing.assert_close((1 - w) * adapted + w * zero_shot, labels, atol=1e-4, rtol=1e-4)
+
+
 def test_export_is_byte_identical_across_runs(family_bundles, tmp_path):
     for name in ("one", "two"):
         assert _export(family_bundles["vit"], "-o", tmp_path / name).exit_code == 0
