@@ -159,6 +159,8 @@ class Projector(nn.Module):
     def encode(self, images: torch.Tensor, *, zero_shot: bool = False) -> torch.Tensor:
         """Image features (fp32, L2-normalised when the head normalises) of float images in [0, 1];
         ``zero_shot``: the image tower's without its deltas (needs a prior weight)."""
+        if zero_shot and self.prior_class_weights is None:
+            raise RuntimeError("the zero-shot projector needs a prior weight (set_prior_weight before merging)")
         if not images.is_floating_point():
             raise TypeError(f"the projector takes float images in [0, 1], got {images.dtype}: "
                             "convert with images.float() / 255")
@@ -187,8 +189,6 @@ class Projector(nn.Module):
     def zero_shot(self, images: torch.Tensor) -> torch.Tensor:
         """The zero-shot projector's logits: the base and the text head, without any delta (needs a
         prior weight, which keeps the base weights)."""
-        if self.prior_class_weights is None:
-            raise RuntimeError("the zero-shot logits need a prior weight (set_prior_weight before merging)")
         return self._logits(self.encode(images, zero_shot=True), self.prior_class_weights)
 
     def _logits(self, features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:

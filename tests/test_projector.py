@@ -264,7 +264,7 @@ def test_a_head_only_projector_mixes_with_one_encoder_pass():
 
 def test_the_prior_weight_is_set_before_merging_and_bounded():
     projector = tiny_projector("vit", ["a", "b"], lora_std=0.05)
-    with pytest.raises(RuntimeError, match="need a prior weight"):
+    with pytest.raises(RuntimeError, match="needs a prior weight"):
         projector.zero_shot(_smooth_images(1, 32))
     with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
         projector.set_prior_weight(1.0)
