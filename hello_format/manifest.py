@@ -116,7 +116,7 @@ def features_used(manifest: dict) -> set[str]:
 def with_version(manifest: dict) -> dict:
     """``manifest`` stamped as the reference writer writes it: ``FORMAT_VERSION`` unless it has a
     version; and when it uses must-understand features, at least their version, with ``requires``
-    listing them."""
+    listing exactly them."""
     out = dict(manifest)
     out.setdefault("format_version", FORMAT_VERSION)
     used = features_used(out)
@@ -124,19 +124,21 @@ def with_version(manifest: dict) -> dict:
         needed = max(FEATURES[name][0] for name in used)
         if parse_version(out["format_version"]) < needed:
             out["format_version"] = "%d.%d" % needed
-        out["requires"] = sorted(used | set(out.get("requires") or []))
+        out["requires"] = sorted(used)
     return out
 
 
 def check_features(manifest: dict, where: str = "manifest") -> None:
     """``requires`` lists exactly the must-understand features the manifest's fields use."""
     used, listed = features_used(manifest), set(manifest.get("requires") or [])
-    for name in sorted(used - listed):
-        version, field = FEATURES[name]
+    if used - listed:
+        name = min(used - listed)
+        (major, minor), field = FEATURES[name]
         raise ManifestError(f"{where}: field '{field}' is the feature {name!r}, which needs format_version "
-                            f"{version[0]}.{version[1]} or later with {name!r} in 'requires' (a reader "
-                            "without the feature would misread the file)")
-    for name in sorted(listed - used):
+                            f"{major}.{minor} or later with {name!r} in 'requires' (a reader without the "
+                            "feature would misread the file)")
+    if listed - used:
+        name = min(listed - used)
         raise ManifestError(f"{where}: 'requires' lists {name!r}, which the file does not use "
                             f"(no field '{FEATURES[name][1]}')")
 
