@@ -40,6 +40,7 @@ from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
+EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 
@@ -55,7 +56,8 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
                   group: Group | None = None) -> torch.nn.Module:
     """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
 
-    With ``progress``: a bar over all steps and one line per epoch (mean loss, lr). In a ``group``
+    With ``progress``: a bar over all steps and a line (mean loss, lr) for every epoch of a short run,
+    for every ``ceil(epochs / EPOCH_LINES)``-th epoch and the last of a long one. In a ``group``
     (torchrun), every rank trains on its rows of the same global batches under DDP, each rank's loss
     weighted by its share of the batch: the gradient, hence the student, is the single-process one
     up to the order of floating-point sums (BatchNorm students: on CUDA with SyncBatchNorm; on CPUs
@@ -91,8 +93,9 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
         if (step + 1) % per_epoch == 0:
             if group is not None:
                 epoch_loss = group.sum([epoch_loss])[0]  # the ranks' shares add up to the batch's mean loss
-            if progress:
-                tqdm.write(f"epoch {(step + 1) // per_epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
+            epoch = (step + 1) // per_epoch
+            if progress and (epoch % math.ceil(recipe.epochs / EPOCH_LINES) == 0 or epoch == recipe.epochs):
+                tqdm.write(f"epoch {epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
                            f"lr {optimizer.param_groups[0]['lr']:.2e}")
             epoch_loss = 0.0
     bar.close()

@@ -131,6 +131,12 @@ def test_overrides_and_per_epoch_log(eval_kit):
     assert all("loss" in line for line in epoch_lines)
 
 
+def test_a_long_run_logs_every_kth_epoch_and_the_last(eval_kit):
+    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 50)
+    epoch_lines = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert epoch_lines == [f"epoch {e}/50" for e in range(3, 51, 3)] + ["epoch 50/50"]  # ceil(50 / 20) = 3
+
+
 @pytest.mark.slow
 def test_another_student_architecture(eval_kit):
     report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "resnet18_32", "--epochs", 1, "--quiet"))

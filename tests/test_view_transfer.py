@@ -10,9 +10,12 @@ import torch
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
-from hello_build.stages.view_transfer import REPORT_SEED, SELECTION_SEED, _view_batches, kept_check, view_agreement
+from hello_build.stages.transfer import transfer_loss
+from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, kept_check,
+                                           view_agreement)
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
+from hello_format.testing import tiny_projector
 from support import run_build, tiny_options
 
 
@@ -183,3 +186,36 @@ def test_a_real_transfer_whose_logit_scale_collapses_is_a_build_error(kit, tmp_p
         run_build(options)
     assert not list((tmp_path / "work").rglob("transfer.safetensors"))
     assert not (tmp_path / "tiny.hello").exists()
+
+
+@pytest.mark.parametrize("family", ["rn", "vit"])
+def test_one_pass_over_both_parts_gives_each_parts_own_loss_and_gradient(family):
+    # the synthetic and real parts of a view-transfer step share one projector pass; their losses (each on
+    # its own mix and teacher draw) and gradients must be those of a pass per part, batch norms included
+    projector = tiny_projector(family).train()
+    params = [p for p in projector.parameters() if p.requires_grad]
+    options = BuildOptions(data="unused", output="unused.hello", view_transfer_target="set")
+    generator = torch.Generator().manual_seed(0)
+    parts = [(torch.rand(5, 3, 32, 32, generator=generator), torch.tensor([0, 1, 2, 0, 1]), torch.tensor([1, 2, 0, 0, 1]), 0.7),
+             (torch.rand(4, 3, 32, 32, generator=generator), torch.tensor([2, 2, 1, 0]), torch.tensor([2, 2, 1, 0]), 1.0)]
+    teacher = torch.nn.Conv2d(3, 3, 32)
+    draws = []
+
+    def target(x, choice):  # a teacher set's draw: one number per call from the shared generator
+        draws.append(int(torch.randint(3, (1,), generator=choice)))
+        return teacher(x).flatten(1) * (1 + draws[-1])
+
+    loss = _fit_parts(projector, target, torch.Generator().manual_seed(1), parts, options, 9, None)
+    fused = [p.grad.clone() for p in params]
+    projector.zero_grad(set_to_none=True)
+    reference, choice = 0.0, torch.Generator().manual_seed(1)
+    for x, labels_a, labels_b, lam in parts:
+        with torch.no_grad():
+            t = target(x, choice)
+        part = transfer_loss(projector(x), t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+        (part * len(x) / 9).backward()
+        reference += part.item() * len(x) / 9
+    assert draws[:2] == draws[2:]
+    assert loss == pytest.approx(reference, rel=1e-5)
+    assert all(torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6) for a, p in zip(fused, params))
+    assert any(p.grad.abs().sum() > 0 for p in params)
