@@ -56,8 +56,8 @@ def main(argv=None) -> int:
         sources[f"{name_of(args.teacher, args)} on the mirrored views"] = Mirrored(final)
     print(f"top-1 agreement with {name_of(args.teacher, args)} on fresh student views of {len(images)} synthetic images")
     for name, source in sources.items():
-        mixed = view_agreement(source, reference, images, augment, device="cpu", target="last")
-        plain = view_agreement(source, reference, images, unmixed, device="cpu", target="last")
+        mixed = view_agreement(source, reference, images, augment, device="cpu", target="last", precision="fp32")
+        plain = view_agreement(source, reference, images, unmixed, device="cpu", target="last", precision="fp32")
         print(f"  {name}: {100 * mixed['agreement']:.1f} % with the recipe's CutMix/Mixup, "
               f"{100 * plain['agreement']:.1f} % without ({mixed['views']} views each)")
     if args.val:

@@ -64,7 +64,7 @@ def checkpoint_agreement(bundle_path: Path, checkpoints: list[Path]) -> dict[str
     with Bundle.open(bundle_path) as opened:
         images, augment = opened.images(), Recipe.from_manifest(opened.manifest["recipe"]).augment
     final = SimpleNamespace(teachers=[teachers[-1]])
-    return {path.name: view_agreement(teacher, final, images, augment, device="cpu", target="last")["agreement"]
+    return {path.name: view_agreement(teacher, final, images, augment, device="cpu", target="last", precision="fp32")["agreement"]
             for path, teacher in zip(checkpoints[:-1], teachers[:-1])}
 
 

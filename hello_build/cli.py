@@ -11,6 +11,7 @@ import click
 from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
 from hello_format.errors import HelloError
+from hello_format.labelling import PRECISIONS
 from hello_format.text import terminal
 
 
@@ -61,7 +62,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
         if demo:
             from hello_build.demo import run_demo
 
-            run_demo(output=output, progress=not quiet, group=group)
+            run_demo(output=output, progress=not quiet, precision=values["precision"], group=group)
             return
         if not data or not output:
             raise click.UsageError("give the training ImageFolder DATA and -o OUTPUT.hello (or --demo)")
@@ -106,12 +107,14 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--allow-remote-base", is_flag=True,
               help="Accept a bundle whose base config makes open_clip fetch a model it names (refused without it).")
 @click.option("--device", default=None)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Autocast precision of the student and its labels (auto: bf16 on CUDA, fp32 on CPUs); bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, beta, seed,
                  teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
-                 device, dist_backend, quiet):
+                 device, precision, dist_backend, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line.
 
     Under torchrun, every rank trains its rows of each batch (DDP) and rank 0 prints the line."""
@@ -130,7 +133,8 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                                        image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
         result = evaluate(
             bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
-            allow_remote_base=allow_remote_base, device=device, progress=not quiet and (group is None or group.is_main),
+            allow_remote_base=allow_remote_base, device=device, precision=precision,
+            progress=not quiet and (group is None or group.is_main),
             recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
                               "loss": loss, "temperature": temperature, "beta": beta, "seed": seed}, group=group,
         )

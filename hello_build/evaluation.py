@@ -33,6 +33,7 @@ from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.dataset import LabelledImages
+from hello_format.labelling import autocast, resolve_precision
 from hello_format.runtime import default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
@@ -53,11 +54,12 @@ class StudentRecipe(Recipe):
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
-                  group: Group | None = None) -> torch.nn.Module:
+                  precision: str = "fp32", group: Group | None = None) -> torch.nn.Module:
     """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
 
     With ``progress``: a bar over all steps and a line (mean loss, lr) for every epoch of a short run,
-    for every ``ceil(epochs / EPOCH_LINES)``-th epoch and the last of a long one. In a ``group``
+    for every ``ceil(epochs / EPOCH_LINES)``-th epoch and the last of a long one. ``precision``: bf16
+    runs the student's forward under bf16 autocast (fp32 weights). In a ``group``
     (torchrun), every rank trains on its rows of the same global batches under DDP, each rank's loss
     weighted by its share of the batch: the gradient, hence the student, is the single-process one
     up to the order of floating-point sums (BatchNorm students: on CUDA with SyncBatchNorm; on CPUs
@@ -82,7 +84,8 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     for step, batch in enumerate(loader):
         for param_group in optimizer.param_groups:
             param_group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-        logits = model(batch.images)
+        with autocast(device, precision):
+            logits = model(batch.images).float()
         share = len(logits) * world / sizes[step % per_epoch]  # DDP averages over ranks: this weights by rows
         loss = _loss(logits, batch, recipe) * share if len(logits) else logits.sum()
         optimizer.zero_grad(set_to_none=True)
@@ -139,16 +142,19 @@ def evaluate(
     device=None,
     checkpoint=None,
     allow_remote_base: bool = False,
+    precision: str = "fp32",
     progress: bool = True,
     group: Group | None = None,
 ) -> dict:
     """Train one student from the bundle under ``regime`` and return its result (JSON-ready).
     ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names.
+    ``precision``: the student's and its labels' (``hello_format.labelling``; ``auto``: bf16 on CUDA).
     ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
     device = group.device if group is not None else torch.device(device) if device else default_device()
+    precision = resolve_precision(precision, device)
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
@@ -167,9 +173,10 @@ def evaluate(
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
     if regime in ("projector", "random-real"):
+        projector.prepare_labelling({"precision": precision})
         labeller = projector.label
     elif regime == "teacher":
-        labeller = _no_grad(teacher)
+        labeller = _no_grad(teacher, precision)
     else:
         labeller = None  # hard: none; stored: set below, once the labels are on disk
     data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD),
@@ -188,12 +195,13 @@ def evaluate(
             stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
             data.labeller = stored.replay()
         training = time.perf_counter()
-        model = train_student(data, recipe, image_size=size, device=device, progress=progress, group=group)
+        model = train_student(data, recipe, image_size=size, device=device, progress=progress, precision=precision,
+                              group=group)
         train_seconds = time.perf_counter() - training
     accuracy = top1(model, val, device=device, group=group)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
-        "world_size": group.world_size if group else 1,
+        "world_size": group.world_size if group else 1, "precision": precision,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
         "train_seconds": round(train_seconds, 2), **stored_sizes,
         "bundle": str(bundle_path), "val": str(val_dir),
@@ -216,12 +224,12 @@ def _random_real(real_dir, folders, labels, size, seed):
     return torch.stack([real[i][0] for i in range(len(real))]), torch.tensor(chosen_labels)
 
 
-def _no_grad(model):
-    """``model`` as a labeller: its logits are targets, never part of the student's graph."""
+def _no_grad(model, precision: str):
+    """``model`` as a labeller: its logits (at ``precision``) are targets, never part of the student's graph."""
 
     def labeller(images):
-        with torch.no_grad():
-            return model(images)
+        with torch.no_grad(), autocast(images.device, precision):
+            return model(images).float()
 
     return labeller
 

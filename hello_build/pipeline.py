@@ -39,6 +39,7 @@ from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
+from hello_format.labelling import resolve_precision
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
@@ -87,7 +88,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     started = time.perf_counter()
     clip_model, base_section = _load_base(options, device)
     size = base_section["image_size"]
-    options = _resolved(options, index, clip_model, int(size if isinstance(size, int) else size[0]))
+    options = _resolved(options, index, clip_model, int(size if isinstance(size, int) else size[0]), device)
     image_size = options.image_size
     timings["base"] = time.perf_counter() - started
 
@@ -196,10 +197,10 @@ def _check_data(options: BuildOptions, index) -> None:
                          f"needs {needed} ({len(short)} class(es) short); lower --ipc or --factor")
 
 
-def _resolved(options: BuildOptions, index, clip_model, base_size: int) -> BuildOptions:
+def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:
     """The options as this build uses them, so the bundle records what was actually used: defaults
-    that depend on the data or base filled in, options of a path not taken (training a teacher when
-    teachers were given) set to None."""
+    that depend on the data, base or device filled in, options of a path not taken (training a teacher
+    when teachers were given) set to None."""
     head_rank = options.head_rank or min(128, index.num_classes)
     trained = options.train_teacher is not None
     return dataclasses.replace(
@@ -208,7 +209,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int) -> Build
         lora_targets=options.lora_targets or default_targets(clip_model.visual),
         teacher_epochs=options.teacher_epochs if trained else None,
         teacher_checkpoints=options.teacher_checkpoints if trained else None,
-        crop_scale=list(candidate_crop_scale(options)),
+        crop_scale=list(candidate_crop_scale(options)), precision=resolve_precision(options.precision, device),
     )
 
 

@@ -40,6 +40,7 @@ from hello_format.container import write_container
 from hello_format.digests import file_sha256
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
+from hello_format.labelling import autocast
 from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")
@@ -432,7 +433,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
                   indices: Sequence[int] | None = None, weight_decay: float = 5e-4, momentum: float = 0.9,
                   num_workers: int = 0, skip_bad: bool = False, work_dir: str | os.PathLike | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                  input_size: int | None = None,
+                  input_size: int | None = None, precision: str = "fp32",
                   progress: bool | Callable[[int, float], None] = False, group: Group | None = None) -> list[Teacher]:
     """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) and return
     ``keep`` frozen checkpoints of its trajectory (``checkpoint_epochs``), oldest first.
@@ -440,7 +441,8 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
     SGD with momentum and a cosine learning rate; augmentation: random crop with padding (size / 8)
     and horizontal flip. Images are decoded at ``input_size`` (default: the architecture's own), which
     becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
-    the same hardware. With ``work_dir`` each checkpoint is also saved as
+    the same hardware. ``precision``: bf16 trains under bf16 autocast (``hello_format.labelling``; ``auto``:
+    bf16 on CUDA), with fp32 weights and checkpoints. With ``work_dir`` each checkpoint is also saved as
     ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress``: True shows a bar; a callable gets
     ``(epoch, mean loss)`` after each epoch. In a torchrun ``group``: DDP, every rank training on its
     rows of the same augmented global batches, its loss weighted by its share (as ``hello eval``'s
@@ -480,7 +482,8 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
                 continue
             images = _crop_flip(images, augment_generator)
             mine = rows(group, len(labels))
-            logits = model(images[mine].to(device))
+            with autocast(device, precision):
+                logits = model(images[mine].to(device)).float()
             loss = F.cross_entropy(logits, labels[mine].to(device)) if len(logits) else logits.sum()
             optimizer.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks: weighting by rows makes that the whole batch's mean

@@ -23,6 +23,28 @@ T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def resolve_precision(precision: str, device) -> str:
+    """``precision`` for ``device``: ``auto`` is bf16 on CUDA and fp32 on CPUs (the one home of that rule:
+    CPU runs are where figures are reproduced, and CPU bf16 would tie them to the instruction set)."""
+    if precision not in PRECISIONS:
+        raise HelloError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def autocast(device, precision: str = "auto"):
+    """bf16 autocast on ``device`` where ``precision`` resolves to bf16 there, else a no-op context."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512-bf16 or AMX), where bf16 autocast pays."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 @dataclass(frozen=True)
 class LabelOptions:
     """Speed options of the label path (each measured in bench/loader.py).
@@ -67,7 +89,7 @@ class LabelOptions:
         """Every ``auto`` replaced by its value for ``device`` and the base's family."""
         cuda = torch.device(device).type == "cuda"
         return LabelOptions(
-            precision=("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision,
+            precision=resolve_precision(self.precision, device),
             channels_last=(cuda and conv_base) if self.channels_last == "auto" else bool(self.channels_last and conv_base),
             compile=self.compile,
             prefetch=cuda if self.prefetch == "auto" else self.prefetch,

@@ -277,3 +277,20 @@ def test_replay_refuses_more_batches_than_stored(eval_kit, on_path, tmp_path):
     data.labeller = StoredLabels.prepare(tmp_path, data, net, StudentRecipe(epochs=1, batch_size=BATCH)).replay()
     with pytest.raises(BuildError, match="more batches"):
         train_student(data, StudentRecipe(epochs=2, batch_size=BATCH), image_size=SIZE, device="cpu", progress=False)
+
+
+def test_a_bf16_student_trains_in_rounded_arithmetic_with_fp32_weights(eval_kit, on_path):
+    _, data = teacher_and_data(eval_kit)
+    recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
+    fp32 = train_student(data, recipe, image_size=SIZE, device="cpu", progress=False)
+    _, data = teacher_and_data(eval_kit)
+    bf16 = train_student(data, recipe, image_size=SIZE, device="cpu", progress=False, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert not torch.equal(_weights(bf16), _weights(fp32))
+    assert torch.allclose(_weights(bf16), _weights(fp32), atol=0.05)
+
+
+def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path):
+    report = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "bf16")))
+    assert report["precision"] == "bf16"
+    assert final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "auto")))["precision"] == "fp32"

@@ -7,7 +7,7 @@ from support import write_labelled_bundle
 
 from hello_format.dataset import HelloDataset
 from hello_format.errors import BundleError, HelloError
-from hello_format.labelling import LabelOptions
+from hello_format.labelling import LabelOptions, autocast, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,19 @@ def test_defaults_resolve_per_device_and_family():
     assert cuda_conv == LabelOptions(precision="bf16", channels_last=True, compile=False, prefetch=True)
     assert LabelOptions().resolve(torch.device("cuda"), conv_base=False).channels_last is False
     assert LabelOptions(channels_last=True).resolve(torch.device("cpu"), conv_base=False).channels_last is False
+
+
+def test_one_precision_rule_for_every_path():
+    assert [resolve_precision("auto", d) for d in ("cpu", "cuda")] == ["fp32", "bf16"]
+    assert [resolve_precision(p, "cpu") for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    with pytest.raises(HelloError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+    x = torch.ones(2, 2)
+    dtypes = []
+    for precision in ("auto", "fp32", "bf16"):
+        with autocast("cpu", precision):
+            dtypes.append((x @ x).dtype)
+    assert dtypes == [torch.float32, torch.float32, torch.bfloat16]
 
 
 @pytest.mark.parametrize("bad", [{"precision": "fp16"}, {"prefetch": "yes"}, {"compile": "auto"}, {"speed": 2}])

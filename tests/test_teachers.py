@@ -285,6 +285,11 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     assert reloaded.input_size == 16 and torch.allclose(reloaded(batch), teachers[1](batch), atol=1e-5)
     again = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16)
     assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
+    # bf16 autocast trains the same network in rounded arithmetic: close to fp32's, not equal, weights fp32
+    bf16 = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in bf16[1].parameters())
+    assert not torch.equal(bf16[1](batch), teachers[1](batch))
+    assert torch.allclose(bf16[1](batch), teachers[1](batch), atol=0.1)
 
 
 def test_zoo_teacher_from_a_state_dict_and_convnet_sizes():

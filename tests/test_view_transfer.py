@@ -104,9 +104,9 @@ def test_agreement_is_against_the_final_teacher_or_the_set():
     projector = Constant(1)
     images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
     augment = AugmentConfig(output_size=16)
-    assert view_agreement(projector, teachers, images, augment, device="cpu", target="last")["agreement"] == 1.0
+    assert view_agreement(projector, teachers, images, augment, device="cpu", target="last", precision="fp32")["agreement"] == 1.0
     # the set's mean logits favour class 1 too (two of three); a projector saying 0 agrees with neither
-    assert view_agreement(Constant(0), teachers, images, augment, device="cpu", target="set")["agreement"] == 0.0
+    assert view_agreement(Constant(0), teachers, images, augment, device="cpu", target="set", precision="fp32")["agreement"] == 0.0
 
 
 def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
@@ -219,3 +219,14 @@ def test_one_pass_over_both_parts_gives_each_parts_own_loss_and_gradient(family)
     assert loss == pytest.approx(reference, rel=1e-5)
     assert all(torch.allclose(a, p.grad, rtol=1e-4, atol=1e-6) for a, p in zip(fused, params))
     assert any(p.grad.abs().sum() > 0 for p in params)
+
+
+def test_the_build_records_its_resolved_precision_and_bf16_changes_the_fit(kit, tmp_path):
+    auto, _ = _build(kit, tmp_path / "auto", view_transfer_steps=20)
+    bf16, _ = _build(kit, tmp_path / "bf16", view_transfer_steps=20, precision="bf16")
+    recorded = {}
+    for name, summary in (("auto", auto), ("bf16", bf16)):
+        with Bundle.open(summary["output"]) as bundle:
+            recorded[name] = bundle.manifest["provenance"]["builder"]["options"]["precision"]
+    assert recorded == {"auto": "fp32", "bf16": "bf16"}  # auto on a CPU is fp32
+    assert auto["view_transfer"]["loss"] != bf16["view_transfer"]["loss"]

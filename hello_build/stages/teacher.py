@@ -25,7 +25,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     trained = teacher_io.train_teacher(
         ctx.index, options.train_teacher, epochs=options.teacher_epochs, keep=options.teacher_checkpoints,
         input_size=ctx.image_size, indices=ctx.train.indices, seed=options.seed, device=ctx.device,
-        num_workers=options.num_workers, skip_bad=options.skip_bad, progress=ctx.progress, group=ctx.group,
+        num_workers=options.num_workers, skip_bad=options.skip_bad, precision=options.precision, progress=ctx.progress,
+        group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors

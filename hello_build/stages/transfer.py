@@ -37,6 +37,7 @@ from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
+from hello_format.labelling import autocast
 from hello_format.limits import LOGIT_SCALE_RANGE
 from hello_format.runtime import epoch_seed
 
@@ -53,10 +54,6 @@ def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: 
     return match + lambda_ce * ce
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def views(loader_images, labels, augment: AugmentConfig, generator, device):
     images = loader_images.to(device, non_blocking=True)
     return augment_batch(images, augment, generator), labels.to(device, non_blocking=True)
@@ -64,13 +61,13 @@ def views(loader_images, labels, augment: AugmentConfig, generator, device):
 
 @torch.no_grad()
 def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: int, device,
-             view_seed: int = FIDELITY_SEED, group: Group | None = None) -> dict:
+             precision: str, view_seed: int = FIDELITY_SEED, group: Group | None = None) -> dict:
     """How well the projector imitates the teacher on augmented views of ``data`` (held-out real images).
 
     Returns top-1 agreement with the mean teacher, KL(teacher || projector) at T=1, and both models'
     top-1 accuracy on the (un-mixed) labels (None for all four when ``data`` is empty). The views are the
-    same for every call with the same ``view_seed``. In a ``group`` each rank scores its rows of every
-    batch and the counts are summed.
+    same for every call with the same ``view_seed``; ``precision`` is the build's. In a ``group`` each
+    rank scores its rows of every batch and the counts are summed.
     """
     projector.eval()
     generator = torch.Generator().manual_seed(view_seed)
@@ -82,7 +79,7 @@ def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: i
         x, labels = view.images[mine], labels[mine]
         if not len(labels):
             continue
-        with autocast(device):
+        with autocast(device, precision):
             p = projector(x).float()
             t = teachers.mean_logits(x).float()
         agree += (p.argmax(1) == t.argmax(1)).sum().item()
@@ -136,7 +133,7 @@ def run_transfer(
             draw, needed, mine = batches.draws.popleft()
             x, labels_a, labels_b, lam = _share_view(draw, needed, mine, images.to(device, non_blocking=True),
                                                      labels.to(device, non_blocking=True))
-            with torch.no_grad(), autocast(device):
+            with torch.no_grad(), autocast(device, options.precision):
                 target = teachers.logits(x, generator=teacher_choice).float()  # an empty share still draws its teacher
             loss = _fit_step(projector, optimizer, x, target, labels_a, labels_b, lam, options,
                              share=len(x) / len(draw.crops), group=group)
@@ -182,7 +179,7 @@ def load(ctx: BuildContext, record: dict) -> None:
 def measure(ctx: BuildContext) -> dict:
     """The projector's fidelity to the teacher(s) on the held-out real views."""
     return fidelity(ctx.projector, ctx.teachers, ctx.holdout, ctx.augment, batch_size=ctx.options.transfer_batch_size,
-                    device=ctx.device, group=ctx.group)
+                    device=ctx.device, precision=ctx.options.precision, group=ctx.group)
 
 
 def describe(measured: dict) -> str:
@@ -209,7 +206,7 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
     optimizer.zero_grad(set_to_none=True)
     loss = None
     if len(images):
-        with autocast(images.device):
+        with autocast(images.device, options.precision):
             logits = projector(images).float()
         loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
         (loss if group is None else loss * share).backward()

@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
-from hello_build.stages.transfer import (autocast, cosine, describe, fit_failure, load_lora_state, lora_state,
-                                         measure, transfer_loss, views)
+from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lora_state, lora_state, measure,
+                                         transfer_loss, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
+from hello_format.labelling import autocast
 from hello_format.runtime import epoch_seed
 
 # seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
@@ -64,7 +65,7 @@ def run_view_transfer(
     reference = _reference(teachers, options.view_transfer_target)
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
                                       limit=SELECTION_MAX_VIEWS, device=device, group=group)
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), autocast(device, options.precision):
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
     selection_views = int(summed(group, [sum(len(t) for t in selection_targets)])[0])
 
@@ -74,7 +75,7 @@ def run_view_transfer(
     real_count = round(batch_size * options.view_transfer_real_fraction)
     synthetic_count = batch_size - real_count
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
-    best = {"agreement": _agreement(projector, selection(), selection_targets, group), "step": 0,
+    best = {"agreement": _agreement(projector, selection(), selection_targets, options.precision, group), "step": 0,
             "state": lora_state(projector)}
     curve, losses, diverged = [(0, best["agreement"])], [], None
     started = time.perf_counter()
@@ -107,7 +108,7 @@ def run_view_transfer(
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            agreement = _agreement(projector, selection(), selection_targets, group)
+            agreement = _agreement(projector, selection(), selection_targets, options.precision, group)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
                 best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
@@ -138,13 +139,13 @@ def _fit_parts(projector, target, teacher_choice, parts, options: BuildOptions, 
         x, labels_a, labels_b = x[mine], labels_a[mine], labels_b[mine]
         t = None
         if len(x) or options.view_transfer_target != "last":  # an empty share still draws its teacher
-            with torch.no_grad(), autocast(x.device):
+            with torch.no_grad(), autocast(x.device, options.precision):
                 t = target(x, teacher_choice).float()
         shares.append((x, t, labels_a, labels_b, lam))
     shares = [share for share in shares if len(share[0])]
     if not shares:
         return 0.0
-    with autocast(shares[0][0].device):
+    with autocast(shares[0][0].device, options.precision):
         logits = projector(torch.cat([x for x, *_ in shares])).float().split([len(x) for x, *_ in shares])
     loss = 0.0
     for part_logits, (x, t, labels_a, labels_b, lam) in zip(logits, shares):
@@ -198,24 +199,24 @@ def synthetic_agreement(ctx: BuildContext, images: torch.Tensor, *, mixed: bool 
     disagreement lies in mixed views, where two objects compete for the top label."""
     augment = ctx.augment if mixed else ctx.augment.replace(cutmix=0.0, mixup=0.0)
     return view_agreement(ctx.projector, ctx.teachers, images, augment, device=ctx.device,
-                          target=ctx.options.view_transfer_target, group=ctx.group)
+                          target=ctx.options.view_transfer_target, precision=ctx.options.precision, group=ctx.group)
 
 
 @torch.no_grad()
 def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, target: str,
-                   view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS,
-                   group: Group | None = None) -> dict:
+                   precision: str, view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS,
+                   limit: int = REPORT_MAX_VIEWS, group: Group | None = None) -> dict:
     """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
     batches over the synthetic ``images`` (at most ``limit`` views): augmented and CutMixed exactly as
     the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws).
-    In a ``group`` each rank scores its rows of every batch and the counts are summed."""
+    ``precision``: the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
     reference = _reference(teachers, target)
     views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit, device=device,  # noqa: E731
                                   group=group)
-    with autocast(device):
+    with autocast(device, precision):
         targets = [reference(view).float().argmax(1) for view in views()]
-    return {"agreement": _agreement(projector, views(), targets, group),
+    return {"agreement": _agreement(projector, views(), targets, precision, group),
             "views": int(summed(group, [sum(len(t) for t in targets)])[0]), "seed": view_seed}
 
 
@@ -244,11 +245,11 @@ def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, lim
 
 
 @torch.no_grad()
-def _agreement(projector, views, targets, group: Group | None = None) -> float:
+def _agreement(projector, views, targets, precision: str, group: Group | None = None) -> float:
     projector.eval()
     agree = total = 0
     for view, target in zip(views, targets):
-        with autocast(view.device):
+        with autocast(view.device, precision):
             agree += int((projector(view).float().argmax(1) == target).sum())
         total += len(target)
     if group is not None:
