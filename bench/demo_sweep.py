@@ -19,6 +19,9 @@ teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crop
 ``1-1``: whole images), ``ipc`` (synthetic images per class), ``base`` (the demo as it is); and one
 student-side key, ``beta`` (the weight of the hard-label CE in the students' mse_ce loss, a recipe
 override: no new build; hard-label students, whose loss is the CE alone, are shared).
+
+``--precision bf16`` trains the teacher, builds and trains the students under bf16 autocast (as the demo
+does on CPUs with native bf16); give it its own ``--work``, since the teacher is prepared once per folder.
 """
 
 from __future__ import annotations
@@ -69,13 +72,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
     parser.add_argument("--work", type=Path, default=Path("bench/results/cache/demo-sweep"))
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args(argv)
     work = args.work
     parts = digits_split(0)
     train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
     teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     if not checkpoint.is_file() or not teacher_files:
-        prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0)
+        prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0,
+                precision=args.precision)
         write_image_folder(val_dir, *parts["foundation"])
         teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     final = load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
@@ -85,7 +90,8 @@ def main(argv=None) -> None:
     for text in args.variant:
         overrides, last, recipe = variant(text)
         options = demo_options(train_dir, work / "bundles" / "unnamed.hello", teacher_files[-1:] if last else teacher_files,
-                               checkpoint, work / "build", seed=0, student_epochs=args.student_epochs, **overrides)
+                               checkpoint, work / "build", seed=0, student_epochs=args.student_epochs,
+                               precision=args.precision, **overrides)
         build_key = options_key(options.recorded())
         output = work / "bundles" / f"{build_key}.hello"
         if not output.is_file():
@@ -105,9 +111,11 @@ def main(argv=None) -> None:
                 key = f"{build_key if regime == 'projector' else images_key}/{regime}/{seed}/{args.student_epochs}"
                 if recipe and regime != "hard":
                     key += "/" + ",".join(f"{name}={value:g}" for name, value in recipe.items())
+                if args.precision != "fp32":
+                    key += f"/{args.precision}"
                 if key not in results:
                     results[key] = evaluate(output, val_dir, regime=regime, teacher=final if regime == "teacher" else None,
-                                            device="cpu", progress=False,
+                                            device="cpu", progress=False, precision=args.precision,
                                             recipe_overrides={"seed": seed, "epochs": args.student_epochs, **recipe})["top1"]
                     results_path.write_text(json.dumps(results, indent=1))
                 top1[regime].append(100 * results[key])

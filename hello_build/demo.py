@@ -8,6 +8,10 @@ students. Then: build the bundle, train three students on its images through ``h
 (hard labels, ``HelloDataset`` labels, the online teacher's labels), print their accuracies and the
 storage, at demo scale and extrapolated to ImageNet-1K.
 
+On a CPU that computes bf16 natively (AVX-512-bf16, AMX) the teacher's training, the build and the
+students (with their labels) run under bf16 autocast (``demo_precision``); elsewhere in fp32. Chosen on
+validation digits, timed side by side: bench/results/demo-precision/.
+
 Under torchrun the preparation (foundation model, digits, teacher) is rank 0's, in a scratch folder
 next to the output that every rank reads; the build and the students run on all ranks, and rank 0
 prints. Its bundle's images are the single-process demo's.
@@ -39,6 +43,7 @@ from hello_build.teachers import load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
+from hello_format.labelling import native_cpu_bf16
 from hello_format.lora import encoder_config, export_state_dict, inject
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -78,24 +83,27 @@ def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -
 
 
 def run_demo(output: str | None = None, *, progress: bool = True, student_epochs: int = STUDENT_EPOCHS, seed: int = 0,
-             group: Group | None = None) -> dict | None:
+             precision: str = "auto", group: Group | None = None) -> dict | None:
     """Run the demo end to end; returns the figures it prints (in a torchrun ``group``: on rank 0; None
-    on the others)."""
+    on the others). ``precision``: fp32 or bf16 for the teacher's training, the build and the students;
+    ``auto``: ``demo_precision()``."""
+    precision = demo_precision() if precision == "auto" else precision
     started = time.perf_counter()
     output = Path(output or "demo.hello")
     if group is None:
         with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
-            return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed)
+            return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed,
+                        precision=precision)
     scratch = output.with_name(output.name + ".scratch")  # shared by the ranks, removed by rank 0 at the end
     try:
         return _run(output, scratch, started, progress=progress and group.is_main, student_epochs=student_epochs,
-                    seed=seed, group=group)
+                    seed=seed, precision=precision, group=group)
     finally:
         if group.is_main:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int,
+def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int, precision: str,
          group: Group | None = None) -> dict | None:
     """The demo in the scratch folder ``work`` (removed afterwards)."""
     parts = digits_split(seed)
@@ -103,12 +111,13 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     checkpoint = work / "base.safetensors"
     teachers = None
     if group is None or group.is_main:
-        teachers = prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed)
+        teachers = prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed,
+                           precision=precision)
     if group is not None:
         group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
     teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
     options = demo_options(train_dir, output, teacher_files, checkpoint, work / "build", seed=seed,
-                           student_epochs=student_epochs)
+                           student_epochs=student_epochs, precision=precision)
     report = build(options, progress=progress, group=group)
     if group is not None:
         group.barrier()  # every rank's students read the bundle rank 0 wrote
@@ -119,7 +128,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     final = teachers[-1] if group is None else load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
     regimes = {"hard": None, "projector": None, "teacher": final}
     top1 = {regime: evaluate(output, test_dir, regime=regime, teacher=teacher, device="cpu", progress=progress,
-                             recipe_overrides={"seed": seed}, group=group)["top1"]
+                             recipe_overrides={"seed": seed}, precision=precision, group=group)["top1"]
             for regime, teacher in regimes.items()}
     if report is None:
         return None
@@ -139,7 +148,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"{storage.ratio:,.1f}x the label generator")
     print(f"  at ImageNet-1K scale (RN50 base, IPC 10, 300 epochs): label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
-    print(f"  done in {time.perf_counter() - started:.0f} s")
+    how = "bf16 autocast, native on this CPU" if precision == "bf16" else "fp32"
+    print(f"  done in {time.perf_counter() - started:.0f} s ({how})")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
 
 
@@ -160,8 +170,14 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
     return BuildOptions(**{**settings, **overrides})
 
 
+def demo_precision() -> str:
+    """bf16 where this CPU computes it natively, else fp32 (``hello_format.labelling``: CPU runs are fp32
+    unless asked, so the demo asks only where bf16 pays)."""
+    return "bf16" if native_cpu_bf16() else "fp32"
+
+
 def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
-             progress: bool, seed: int) -> list:
+             progress: bool, seed: int, precision: str = "fp32") -> list:
     """Write the digits, pretrain the stand-in foundation model (saved to ``checkpoint``) and train the
     teacher (its checkpoints in ``teacher_dir``); returns the teachers."""
     write_image_folder(train_dir, *parts["original"])
@@ -178,7 +194,7 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
     return train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
-                         work_dir=teacher_dir)
+                         work_dir=teacher_dir, precision=precision)
 
 
 def imagenet_label_generator_bytes(architecture: str = "RN50", classes: int = 1000, ipc: int = 10, epochs: int = 300,
