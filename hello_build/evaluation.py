@@ -42,6 +42,7 @@ from hello_format.recipe import Recipe
 
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
+STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 
@@ -54,7 +55,7 @@ class StudentRecipe(Recipe):
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
-                  precision: str = "fp32", group: Group | None = None) -> torch.nn.Module:
+                  precision: str = STUDENT_PRECISION, group: Group | None = None) -> torch.nn.Module:
     """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
 
     With ``progress``: a bar over all steps and a line (mean loss, lr) for every epoch of a short run,
@@ -142,7 +143,7 @@ def evaluate(
     device=None,
     checkpoint=None,
     allow_remote_base: bool = False,
-    precision: str = "fp32",
+    precision: str = STUDENT_PRECISION,
     progress: bool = True,
     group: Group | None = None,
 ) -> dict:

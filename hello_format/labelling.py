@@ -33,7 +33,7 @@ def resolve_precision(precision: str, device) -> str:
     return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
-def autocast(device, precision: str = "auto"):
+def autocast(device, precision: str):
     """bf16 autocast on ``device`` where ``precision`` resolves to bf16 there, else a no-op context."""
     device = torch.device(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")

@@ -117,6 +117,7 @@ def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, re
     assert report["recipe"]["batch_size"] == BATCH  # the bundle's recorded recipe
     assert report["train_seconds"] <= report["seconds"]
     assert "epoch 1/1" not in result.stdout  # --quiet: only the JSON line
+    assert report["precision"] == "fp32"  # students' default on every device
 
 
 def test_overrides_and_per_epoch_log(eval_kit):
