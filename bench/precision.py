@@ -23,7 +23,7 @@ from hello_build.zoo import create_model
 from hello_format.labelling import autocast, native_cpu_bf16
 from hello_format.lora import encoder_config, inject
 
-PRECISIONS = ("fp32", "bf16")
+COMPARED = ("fp32", "bf16")
 
 
 def timed(call, precision: str, repeats: int) -> float:
@@ -77,11 +77,11 @@ def main(argv=None) -> None:
     print("| part | fp32 ms | bf16 ms | fp32 / bf16 |")
     print("| --- | --- | --- | --- |")
     for name, call in parts(args.batch).items():
-        rounds = {p: [] for p in PRECISIONS}
+        rounds = {p: [] for p in COMPARED}
         for _ in range(args.rounds):
-            for precision in PRECISIONS:
+            for precision in COMPARED:
                 rounds[precision].append(timed(call, precision, args.repeats))
-        fp32, bf16 = (statistics.median(rounds[p]) for p in PRECISIONS)
+        fp32, bf16 = (statistics.median(rounds[p]) for p in COMPARED)
         print(f"| {name} | {fp32:.1f} | {bf16:.1f} | {fp32 / bf16:.2f} |", flush=True)
 
 

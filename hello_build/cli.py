@@ -108,7 +108,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
               help="Accept a bundle whose base config makes open_clip fetch a model it names (refused without it).")
 @click.option("--device", default=None)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="Autocast precision of the student and its labels [default: fp32 on every device; auto: bf16 on CUDA, fp32 on CPUs]; bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
+              help="Autocast precision of the student and its labels (auto: bf16 on CUDA, fp32 on CPUs) [default: the student and a teacher's labels in fp32, the projector's labels as HelloDataset's: bf16 on CUDA, fp32 on CPUs]; bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -133,8 +133,8 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                                        image_size=opened.manifest["images"]["height"], trust_code=trust_teacher_code)
         result = evaluate(
             bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
-            allow_remote_base=allow_remote_base, device=device, progress=not quiet and (group is None or group.is_main),
-            **({"precision": precision} if precision else {}),
+            allow_remote_base=allow_remote_base, device=device, precision=precision,
+            progress=not quiet and (group is None or group.is_main),
             recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
                               "loss": loss, "temperature": temperature, "beta": beta, "seed": seed}, group=group,
         )

@@ -148,7 +148,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"{storage.ratio:,.1f}x the label generator")
     print(f"  at ImageNet-1K scale (RN50 base, IPC 10, 300 epochs): label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
-    how = "bf16 autocast, native on this CPU" if precision == "bf16" else "fp32"
+    how = "fp32" if precision == "fp32" else "bf16 autocast" + (", native on this CPU" if native_cpu_bf16() else "")
     print(f"  done in {time.perf_counter() - started:.0f} s ({how})")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
 

@@ -143,19 +143,21 @@ def evaluate(
     device=None,
     checkpoint=None,
     allow_remote_base: bool = False,
-    precision: str = STUDENT_PRECISION,
+    precision: str | None = None,
     progress: bool = True,
     group: Group | None = None,
 ) -> dict:
     """Train one student from the bundle under ``regime`` and return its result (JSON-ready).
     ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names.
-    ``precision``: the student's and its labels' (``hello_format.labelling``; ``auto``: bf16 on CUDA).
+    ``precision``: the student's and its labels' (``hello_format.labelling``; ``auto``: bf16 on CUDA); None:
+    the student and a teacher's labels at ``STUDENT_PRECISION``, the projector's labels at its label path's
+    own default (``LabelOptions``: bf16 on CUDA). The result records the student's.
     ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
     device = group.device if group is not None else torch.device(device) if device else default_device()
-    precision = resolve_precision(precision, device)
+    asked, precision = precision, resolve_precision(precision or STUDENT_PRECISION, device)
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
@@ -174,7 +176,8 @@ def evaluate(
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
     if regime in ("projector", "random-real"):
-        projector.prepare_labelling({"precision": precision})
+        if asked:
+            projector.prepare_labelling({"precision": precision})
         labeller = projector.label
     elif regime == "teacher":
         labeller = _no_grad(teacher, precision)
