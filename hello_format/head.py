@@ -24,13 +24,14 @@ def text_embeddings(model: nn.Module, tokenizer, class_names: Sequence[str],
     if not templates:
         raise ValueError("head templates are empty: give at least one, e.g. 'a photo of a {}.'")
     device = next(model.parameters()).device
-    prompts = [template.format(name) for name in class_names for template in templates]
-    encoded = []
-    for start in range(0, len(prompts), batch_size):
-        tokens = tokenizer(prompts[start:start + batch_size]).to(device)
-        encoded.append(model.encode_text(tokens, normalize=True).float())
-    per_prompt = torch.cat(encoded).reshape(len(class_names), len(templates), -1)
-    return F.normalize(per_prompt.mean(dim=1), dim=-1)
+    per_class = max(1, batch_size // len(templates))  # whole classes per batch: memory holds one batch and the means
+    means = []
+    for start in range(0, len(class_names), per_class):
+        names = class_names[start:start + per_class]
+        tokens = tokenizer([template.format(name) for name in names for template in templates]).to(device)
+        encoded = model.encode_text(tokens, normalize=True).float()
+        means.append(encoded.reshape(len(names), len(templates), -1).mean(dim=1))
+    return F.normalize(torch.cat(means), dim=-1)
 
 
 class HeadLoRA(nn.Module):
