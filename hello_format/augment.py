@@ -363,11 +363,13 @@ def _resample_chunk(images, row_idx, row_w, col_idx, col_w, out) -> None:
 
 
 def _central_fallback(height: int, width: int, ratio) -> tuple[int, int]:
+    """torchvision's central crop when no attempt fits, at least one pixel on each side (an extreme
+    ratio would round a side to 0, and an empty crop resizes to nothing)."""
     in_ratio = width / height
     if in_ratio < min(ratio):
-        return int(round(width / min(ratio))), width
+        return max(1, int(round(width / min(ratio)))), width
     if in_ratio > max(ratio):
-        return height, int(round(height * max(ratio)))
+        return height, max(1, int(round(height * max(ratio))))
     return height, width
 
 

@@ -92,6 +92,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     if source == "open_clip":
         model = _create_pretrained(architecture, tag, device)
         _check_fingerprint(fingerprint(model), base_manifest, architecture, tag)
+        _check_image_size(model, base_manifest, architecture)
         return model.eval()
     if source == "local":
         state = _read_local_checkpoint(checkpoint, base_manifest.get("checkpoint"))
@@ -103,6 +104,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
         state, origin = embedded_state, "the bundle's embedded base (base.* tensors)"
     visual_only = source == "embedded" and base_manifest.get("embedded") == "visual"
     meta_model = _instantiate(architecture, tag, base_manifest, "meta")
+    _check_image_size(meta_model, base_manifest, architecture)
     _check_state_fits(meta_model, state, architecture, origin, visual_only=visual_only)
     _check_fingerprint(fingerprint_state(state), base_manifest, architecture, tag)
     if visual_only or not text_tower:
@@ -110,6 +112,18 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     model = _instantiate(architecture, tag, base_manifest, device)
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> None:
+    """BaseModelError unless ``base.image_size`` is the size the architecture's image tower takes
+    (every batch is resized to it before the tower sees it). A base not yet described (the builder's
+    own, before ``describe_base``) declares none."""
+    if "image_size" not in base_manifest:
+        return
+    expected, declared = preprocessing(model)[0], base_manifest["image_size"]
+    if declared != expected:
+        raise BaseModelError(f"base.image_size is {str(declared)[:40]}, but open_clip architecture "
+                             f"{str(architecture)[:80]!r} takes {expected}")
 
 
 def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
@@ -158,6 +172,28 @@ def check_config_keys(architecture, config: dict | None) -> None:
                 f"base.config of {str(architecture)[:80]!r} uses {prefix + unknown[0][:80]!r}, which is not in hello's "
                 "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
                 "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
+        for name, keys in limits.CONFIG_KWARGS.items():
+            kwargs = section.get(name) if prefix else None
+            if kwargs is not None and not (isinstance(kwargs, dict) and _kwargs_allowed(kwargs, keys)):
+                raise BaseModelError(f"base.config's {prefix}{name} may only set {', '.join(sorted(keys))} "
+                                     f"(eps in {limits.NORM_EPS_RANGE}, approximate one of {limits.GELU_APPROXIMATIONS})")
+    vocab = config.get("text_cfg", {}).get("vocab_size") if isinstance(config.get("text_cfg"), dict) else None
+    if vocab is not None and not (isinstance(vocab, int) and vocab >= limits.TOKENIZER_VOCAB):
+        raise BaseModelError(f"base.config's text_cfg.vocab_size must be an integer >= {limits.TOKENIZER_VOCAB:,} "
+                             "(open_clip's tokenizer, the one a custom config gets)")
+
+
+def _kwargs_allowed(kwargs: dict, keys: frozenset) -> bool:
+    """Whether ``kwargs`` (a tower's norm_kwargs or act_kwargs) sets only ``keys``, each to a safe value."""
+    for key, value in kwargs.items():
+        if key not in keys:
+            return False
+        if key == "eps" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and limits.NORM_EPS_RANGE[0] <= value <= limits.NORM_EPS_RANGE[1]):
+            return False
+        if key == "approximate" and value not in limits.GELU_APPROXIMATIONS:
+            return False
+    return True
 
 
 def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None = None,

@@ -320,6 +320,15 @@ class Bundle:
             return self._with_prefix(ENCODER_PREFIX)
         return {key: self._dequantised(ENCODER_PREFIX + key, shape, lora) for key, shape in lora.shapes.items()}
 
+    def lora_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The encoder LoRA's peft keys and the shapes ``lora_state_dict`` gives them, read from the
+        header and manifest alone (nothing dequantised)."""
+        lora = EncoderLoraConfig.from_manifest(self.manifest["lora"])
+        if lora is not None and is_quantised(lora.dtype):
+            return {key: tuple(shape) for key, shape in lora.shapes.items()}
+        return {n[len(ENCODER_PREFIX):]: tuple(self._header.tensors[n].shape)
+                for n in self.tensor_names if n.startswith(ENCODER_PREFIX)}
+
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}`` (int8/int4 dequantised to float32), or ``{}``
         for a zero-shot head."""

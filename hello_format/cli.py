@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import sys
 
 import click
@@ -146,12 +147,12 @@ def _summary(bundle: Bundle) -> list[str]:
         f"codec {images['codec']}{quality}",
         f"base: {base['source']} {base['architecture']}{tag}, image size {base['image_size']}, {base['fingerprint'][:19]}...",
     ]
-    encoder = bundle.lora_state_dict()
+    encoder = bundle.lora_shapes()
     if lora is None:
         lines.append("encoder LoRA: none")
     else:
         pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
-        params = sum(t.numel() for t in encoder.values())
+        params = sum(math.prod(shape) for shape in encoder.values())
         lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
                      f"modules, {params:,} parameters, {storage_text(lora)}")
     head_lora = head.lora

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hello_format import limits
 from hello_format.errors import BundleError, ImageDecodeError
 
 CODECS = ("raw", "png", "jpeg", "webp")
@@ -73,6 +74,9 @@ def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, h
                  number: int) -> None:
     """Decode one blob into ``out[index]`` with the codec's own Pillow plugin only, its size checked
     from the header before any pixel is decoded; errors name it image ``number``."""
+    if codec == "jpeg" and bytes(blob).count(b"\xff\xda") > limits.MAX_JPEG_SCANS:
+        # each scan of a progressive JPEG walks the whole image: a cost the declared size does not bound
+        raise ImageDecodeError(f"image {number} is a JPEG of more than {limits.MAX_JPEG_SCANS} scans")
     try:
         with Image.open(io.BytesIO(blob), formats=[PILLOW_FORMATS[codec]]) as image:
             if image.size != (width, height):
@@ -86,6 +90,16 @@ def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, h
         raise ImageDecodeError(f"image {number} does not decode as {codec}: {type(exc).__name__}: {message}") from None
     array = np.asarray(image)
     out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _allocate(empty, shape):
+    """``empty(shape)``, or a one-line BundleError when this machine cannot hold that many decoded bytes."""
+    try:
+        return empty(shape)
+    except (MemoryError, RuntimeError) as exc:  # numpy's MemoryError, torch's "can't allocate" RuntimeError
+        size = int(np.prod(shape, dtype=np.int64))
+        raise BundleError(f"cannot allocate {size:,} bytes for the decoded images ({' x '.join(map(str, shape))}): "
+                          f"{type(exc).__name__}") from None
 
 
 def default_threads() -> int:
@@ -103,7 +117,7 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
     if codec not in PILLOW_FORMATS:
         raise BundleError(f"codec {codec!r} has no per-image blobs to decode")
     blobs = list(blobs)
-    out = np.empty((len(blobs), channels, height, width), dtype=np.uint8)
+    out = _allocate(lambda shape: np.empty(shape, dtype=np.uint8), (len(blobs), channels, height, width))
     threads = default_threads() if threads is None else max(1, int(threads))
 
     def decode_chunk(start: int, stop: int) -> None:
@@ -142,7 +156,7 @@ class LazyImages:
         self._numbers = list(range(len(self._blobs))) if numbers is None else list(numbers)
         self.shape = torch.Size((len(self._blobs), channels, height, width))
         self.device = torch.device(device)
-        self._pixels = torch.empty(self.shape, dtype=torch.uint8, device=self.device)
+        self._pixels = _allocate(lambda shape: torch.empty(shape, dtype=torch.uint8, device=self.device), self.shape)
         self._decoded = torch.zeros(len(self._blobs), dtype=torch.bool)
         self._lock = threading.Lock()
 

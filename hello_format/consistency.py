@@ -116,9 +116,8 @@ def is_target(module_path: str, targets: "str | list[str] | TargetPattern") -> b
         targets = TargetPattern(targets)
     if isinstance(targets, TargetPattern):
         return targets.matches_a_dot_prefix(module_path)
-    parts = module_path.split(".")
-    prefixes = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
-    return any(p == t or p.endswith("." + t) for p in prefixes for t in targets)
+    padded = f".{module_path}."   # a name matches a run of whole path parts: linear in the path, at any depth
+    return any(f".{t}." in padded for t in targets)
 
 
 def check_match_work(where: str, targets, module_paths) -> None:

@@ -25,6 +25,9 @@ MAX_TEMPLATE_CHARS = 512
 MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
+MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10)
+MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
+                                        # (ImageNet-1K with the 80-template ensemble: 80,000)
 MAX_RANK = 4_096                        # lora.r, rank_pattern values, head.lora.r
 MAX_LORA_ALPHA = 1e6                    # lora_alpha, alpha_pattern values, head.lora.lora_alpha
 MAX_TARGETS = 1_000                     # entries of a target_modules list, rank_pattern, alpha_pattern
@@ -55,6 +58,12 @@ TEXT_CONFIG_KEYS = frozenset({
     "ls_init_value", "mlp_ratio", "no_causal_mask", "norm_kwargs", "output_tokens", "pad_id", "pool_type", "proj_bias",
     "proj_type", "qk_norm", "scale_attn", "scale_attn_inner", "scale_fc", "scale_heads", "scaled_cosine_attn",
     "vocab_size", "width"})
+CONFIG_KWARGS = {"norm_kwargs": frozenset({"eps"}), "act_kwargs": frozenset({"approximate"})}  # in either tower's
+                                        # config: open_clip passes them to every layer (a "device" would leave the meta device)
+NORM_EPS_RANGE = (1e-12, 1.0)           # norm_kwargs.eps
+GELU_APPROXIMATIONS = ("none", "tanh")  # act_kwargs.approximate
+TOKENIZER_VOCAB = 49_408                # open_clip's own tokenizer, the only one a custom config gets: its
+                                        # text_cfg.vocab_size may not be smaller (the embedding would be indexed past its end)
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
 MAX_BASE_LAYERS = 256                   # blocks in a custom base.config, both towers (bounds building it, even on meta)
 MAX_CONTEXT_LENGTH = 1024               # text_cfg.context_length of a custom base.config (open_clip's own: 16 to 77);

@@ -223,21 +223,28 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
 
 
 def _check_nesting(where: str, manifest: dict) -> None:
-    stack = [(manifest, 1, "(top level)")]
+    """Depth, string and key lengths, walked with one iterator per open container (a long list costs
+    no memory beyond its own, and a field's name is formatted only for its error)."""
+    stack, keys = [iter(manifest.items())], []
     while stack:
-        value, depth, field = stack.pop()
-        if isinstance(value, str):
-            if len(value) > limits.MAX_STRING_CHARS:
-                _fail(where, field, f"a string of {len(value)} characters (at most {limits.MAX_STRING_CHARS})")
+        entry = next(stack[-1], _MISSING)
+        if entry is _MISSING:
+            stack.pop()
+            if keys:
+                keys.pop()
+            continue
+        key, value = entry
+        if isinstance(key, str) and len(key) > limits.MAX_STRING_CHARS:
+            _fail(where, ".".join(map(str, keys)) or "(top level)", f"a key of {len(key)} characters "
+                                                                   f"(at most {limits.MAX_STRING_CHARS})")
+        if isinstance(value, str) and len(value) > limits.MAX_STRING_CHARS:
+            _fail(where, ".".join(map(str, [*keys, key])), f"a string of {len(value)} characters "
+                                                           f"(at most {limits.MAX_STRING_CHARS})")
         elif isinstance(value, (dict, list)):
-            if depth > limits.MAX_JSON_DEPTH:
-                _fail(where, field, f"nested deeper than {limits.MAX_JSON_DEPTH} levels")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            prefix = "" if depth == 1 else field + "."
-            for key, item in items:
-                if isinstance(key, str) and len(key) > limits.MAX_STRING_CHARS:
-                    _fail(where, field, f"a key of {len(key)} characters (at most {limits.MAX_STRING_CHARS})")
-                stack.append((item, depth + 1, f"{prefix}{key}"))
+            if len(stack) + 1 > limits.MAX_JSON_DEPTH:
+                _fail(where, ".".join(map(str, [*keys, key])), f"nested deeper than {limits.MAX_JSON_DEPTH} levels")
+            stack.append(iter(value.items() if isinstance(value, dict) else enumerate(value)))
+            keys.append(key)
 
 
 def _check_class_names(where: str, field: str, names) -> None:
@@ -261,6 +268,9 @@ def _check_class_names(where: str, field: str, names) -> None:
 
 
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
+    channels = _get(manifest, "images.channels")
+    if channels is not _MISSING and not _is_int(channels):
+        _fail(where, "images.channels", f"{channels!r} is not an integer")
     most_images = file_size // 8 if file_size is not None else limits.MAX_DIMENSION  # labels: 8 bytes each
     _int_in(where, manifest, "images.count", 1, most_images)
     for side in ("height", "width"):
@@ -336,6 +346,10 @@ def _check_head(where: str, manifest: dict) -> None:
                 _fail(where, f"head.templates.{i}", f"{len(template)} characters (at most {limits.MAX_TEMPLATE_CHARS})")
             if template.count("{}") != 1 or template.count("{") != 1 or template.count("}") != 1:
                 _fail(where, f"head.templates.{i}", "must hold '{}' exactly once and no other brace")
+        names = manifest.get("class_names")
+        if isinstance(names, list) and len(names) * len(templates) > limits.MAX_PROMPTS:
+            _fail(where, "head.templates", f"{len(names):,} classes x {len(templates):,} templates = "
+                                           f"{len(names) * len(templates):,} prompts (at most {limits.MAX_PROMPTS:,})")
     _number_in(where, "head.logit_scale", _get(manifest, "head.logit_scale"), *limits.LOGIT_SCALE_RANGE)
     _int_in(where, manifest, "head.lora.r", 1, limits.MAX_RANK)
     _number_in(where, "head.lora.lora_alpha", _get(manifest, "head.lora.lora_alpha"), 0, limits.MAX_LORA_ALPHA)

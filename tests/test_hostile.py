@@ -567,3 +567,95 @@ def test_a_custom_text_context_length_is_bounded_before_a_model_is_built(length,
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(BaseModelError, match="text_cfg.context_length of 'hostile-context-long' is not an integer from 1 to 1024"):
         parameter_count(dict(base, architecture="hostile-context-long", config=config))
+
+
+# ---- found by a later audit: values that reached an allocation, a decoder or a forward unchecked
+
+def _custom_base(config, architecture, image_size=32):
+    return {"source": "embedded", "architecture": architecture, "pretrained": None, "checkpoint": None,
+            "config": config, "fingerprint": "sha256:" + "0" * 64, "image_size": image_size,
+            "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+@pytest.mark.parametrize("section, key, kwargs", [
+    ("vision_cfg", "norm_kwargs", {"device": "cpu"}),  # open_clip would build every LayerNorm off the meta device
+    ("text_cfg", "norm_kwargs", {"eps": 1e300}),
+    ("vision_cfg", "act_kwargs", {"approximate": "exact"}),
+    ("text_cfg", "norm_kwargs", ["eps"]),
+])
+def test_layer_kwargs_of_a_custom_config_are_checked_before_anything_is_sized(section, key, kwargs):
+    config = tiny_vit_config()
+    config[section][key] = kwargs
+    with pytest.raises(BaseModelError, match=f"{section}.{key} may only set") as info:
+        parameter_count(_custom_base(config, f"hostile-kwargs-{section}-{key}"))
+    assert "\n" not in str(info.value)
+    config[section][key] = {"eps": 1e-6} if key == "norm_kwargs" else {"approximate": "tanh"}
+    assert parameter_count(_custom_base(config, f"fine-kwargs-{section}-{key}")) > 0
+
+
+def test_a_text_vocabulary_smaller_than_the_tokenizer_is_refused():
+    config = tiny_vit_config()
+    config["text_cfg"]["vocab_size"] = 10  # token ids up to 49,407 would index past the embedding
+    with pytest.raises(BaseModelError, match="vocab_size must be an integer >= 49,408"):
+        create_base(_custom_base(config, "hostile-vocab"), embedded_state=tiny_clip("vit").state_dict())
+
+
+@pytest.mark.parametrize("image_size", [40, 8192])
+def test_a_base_image_size_the_architecture_does_not_take_is_refused_before_weights_load(image_size):
+    # every batch is resized to base.image_size: 8192 would cost gigabytes before the tower failed
+    base = _custom_base(tiny_vit_config(), "hostile-size", image_size=image_size)
+    with pytest.raises(BaseModelError, match=f"base.image_size is {image_size}, but .* takes 32"):
+        create_base(base, embedded_state=tiny_clip("vit").state_dict())
+
+
+def test_classes_times_templates_is_bounded(tmp_path):
+    names = [f"class {i}" for i in range(1_001)]
+    head = dict(samples.sample_manifest()["head"], templates=[f"a photo {i} of a {{}}." for i in range(1_000)])
+    line = cli_error(hostile(tmp_path, class_names=names, head=head))
+    assert "1,001 classes x 1,000 templates = 1,001,000 prompts (at most 1,000,000)" in line
+
+
+def test_a_float_channel_count_is_a_one_line_error(tmp_path):
+    images = {"count": 6, "channels": 3.0, "height": 8, "width": 8, "codec": "png", "quality": None}
+    assert "field 'images.channels': 3.0 is not an integer" in cli_error(hostile(tmp_path, images=images), "verify")
+
+
+def test_a_jpeg_of_many_scans_is_refused_before_it_decodes(tmp_path):
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="JPEG")
+    # each scan of a progressive JPEG walks the whole image; the declared size does not bound them
+    blobs = [out.getvalue() + b"\xff\xda" * (limits.MAX_JPEG_SCANS + 1)] + [out.getvalue()] * 5
+    images = {"count": 6, "channels": 3, "height": 8, "width": 8, "codec": "jpeg", "quality": 90}
+    path = hostile(tmp_path, blobs=blobs, images=images)
+    assert f"image 0 is a JPEG of more than {limits.MAX_JPEG_SCANS} scans" in cli_error(path, "verify")
+
+
+def test_an_allocation_the_machine_cannot_make_is_a_bundle_error():
+    from hello_format.codecs import LazyImages, decode_images
+
+    blobs = [png(8, 8, 8, 2)] * 40_000  # 40,000 x 3 x 8192 x 8192: 8 TB
+    with pytest.raises(BundleError, match="cannot allocate 8,053,063,680,000 bytes for the decoded images"):
+        decode_images(blobs, 3, 8192, 8192, codec="png")
+    with pytest.raises(BundleError, match="cannot allocate 8,053,063,680,000 bytes"):
+        LazyImages(blobs, 3, 8192, 8192, codec="png")
+
+
+def test_an_extreme_crop_ratio_never_crops_to_nothing():
+    from hello_format.augment import AugmentConfig, augment_batch, sample_crops
+
+    generator = torch.Generator().manual_seed(0)
+    crops = sample_crops(16, 8, 8, (0.08, 1.0), (100.0, 100.0), generator)
+    assert (crops[:, 2:] >= 1).all()  # an empty crop resizes to uninitialised memory
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    views = augment_batch(images, AugmentConfig(ratio=(100.0, 100.0), cutmix=0.0), generator).images
+    assert views.isfinite().all() and 0 <= views.min() and views.max() <= 1
+
+
+def test_a_long_list_in_the_manifest_costs_no_memory_to_check():
+    growth = peak_rss_growth_mb(textwrap.dedent("""
+        from hello_format.manifest import _check_nesting
+        manifest = {"provenance": {"notes": [0] * 3_000_000}}
+        # measure
+        _check_nesting("manifest", manifest)
+        """))
+    assert growth < 20  # a tuple and a formatted field name per item: about 400 MB
