@@ -659,3 +659,24 @@ def test_a_long_list_in_the_manifest_costs_no_memory_to_check():
         _check_nesting("manifest", manifest)
         """))
     assert growth < 20  # a tuple and a formatted field name per item: about 400 MB
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "int4"])
+def test_lora_shapes_are_read_without_dequantising_and_match_the_deltas(tmp_path, dtype):
+    from hello_format.requantize import requantize
+    from support import make_bundle
+
+    path = make_bundle(tmp_path / "fp16.hello")
+    if dtype == "int4":
+        path = requantize(path, tmp_path / "int4.hello", "int4", group_size=8).path
+    with Bundle.open(path) as bundle:
+        assert bundle.lora_shapes() == {key: tuple(t.shape) for key, t in bundle.lora_state_dict().items()}
+        assert len(bundle.lora_shapes()) == 2
+
+
+def test_a_target_name_matches_whole_path_parts_at_any_depth():
+    from hello_format.consistency import is_target
+
+    deep = ".".join(["block"] * 400 + ["attn", "out_proj"])
+    assert is_target(deep, ["attn"]) and is_target(deep, ["block.attn"]) and is_target(deep, ["attn.out_proj"])
+    assert not is_target(deep, ["ttn"]) and not is_target(deep, ["attn.out"]) and not is_target(deep, ["out_proj.x"])
