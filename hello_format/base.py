@@ -121,7 +121,8 @@ def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> No
     if "image_size" not in base_manifest:
         return
     expected, declared = preprocessing(model)[0], base_manifest["image_size"]
-    if declared != expected:
+    as_pair = lambda size: list(size) if isinstance(size, (list, tuple)) else [size, size]  # noqa: E731  (32 is [32, 32])
+    if as_pair(declared) != as_pair(expected):
         raise BaseModelError(f"base.image_size is {str(declared)[:40]}, but open_clip architecture "
                              f"{str(architecture)[:80]!r} takes {expected}")
 

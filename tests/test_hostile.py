@@ -608,6 +608,16 @@ def test_a_base_image_size_the_architecture_does_not_take_is_refused_before_weig
         create_base(base, embedded_state=tiny_clip("vit").state_dict())
 
 
+
+def test_a_square_base_image_size_may_be_written_as_a_pair():
+    from hello_format.base import fingerprint_state
+
+    model = tiny_clip("vit")
+    base = _custom_base(tiny_vit_config(), "fine-size-pair", image_size=[32, 32])
+    base["fingerprint"] = fingerprint_state(model.state_dict())
+    assert create_base(base, embedded_state=model.state_dict()) is not None
+
+
 def test_classes_times_templates_is_bounded(tmp_path):
     names = [f"class {i}" for i in range(1_001)]
     head = dict(samples.sample_manifest()["head"], templates=[f"a photo {i} of a {{}}." for i in range(1_000)])
