@@ -173,28 +173,32 @@ def check_config_keys(architecture, config: dict | None) -> None:
                 f"base.config of {str(architecture)[:80]!r} uses {prefix + unknown[0][:80]!r}, which is not in hello's "
                 "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
                 "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
-        for name, keys in limits.CONFIG_KWARGS.items():
-            kwargs = section.get(name) if prefix else None
-            if kwargs is not None and not (isinstance(kwargs, dict) and _kwargs_allowed(kwargs, keys)):
-                raise BaseModelError(f"base.config's {prefix}{name} may only set {', '.join(sorted(keys))} "
-                                     f"(eps in {limits.NORM_EPS_RANGE}, approximate one of {limits.GELU_APPROXIMATIONS})")
+    for prefix, section, _ in sections[1:]:   # the towers: what open_clip passes to each of their layers
+        for name, allowed_values in (("norm_kwargs", _NORM_KWARGS), ("act_kwargs", _ACT_KWARGS)):
+            kwargs = section.get(name)
+            if kwargs is not None and not (isinstance(kwargs, dict) and _kwargs_allowed(kwargs, allowed_values)):
+                raise BaseModelError(f"base.config's {prefix}{name} may only set "
+                                     + ", ".join(f"{key} ({rule})" for key, (_, rule) in allowed_values.items()))
     vocab = config.get("text_cfg", {}).get("vocab_size") if isinstance(config.get("text_cfg"), dict) else None
     if vocab is not None and not (isinstance(vocab, int) and vocab >= limits.TOKENIZER_VOCAB):
         raise BaseModelError(f"base.config's text_cfg.vocab_size must be an integer >= {limits.TOKENIZER_VOCAB:,} "
                              "(open_clip's tokenizer, the one a custom config gets)")
 
 
-def _kwargs_allowed(kwargs: dict, keys: frozenset) -> bool:
-    """Whether ``kwargs`` (a tower's norm_kwargs or act_kwargs) sets only ``keys``, each to a safe value."""
-    for key, value in kwargs.items():
-        if key not in keys:
-            return False
-        if key == "eps" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                 and limits.NORM_EPS_RANGE[0] <= value <= limits.NORM_EPS_RANGE[1]):
-            return False
-        if key == "approximate" and value not in limits.GELU_APPROXIMATIONS:
-            return False
-    return True
+def _number_in(low: float, high: float):
+    return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+# key -> (accepts its value, the rule in words): all a custom config's tower may pass to every layer
+_NORM_KWARGS = {"eps": (_number_in(*limits.NORM_EPS_RANGE), f"a number in [{limits.NORM_EPS_RANGE[0]:g}, "
+                                                              f"{limits.NORM_EPS_RANGE[1]:g}]")}
+_ACT_KWARGS = {"approximate": (lambda value: value in limits.GELU_APPROXIMATIONS,
+                               " or ".join(map(repr, limits.GELU_APPROXIMATIONS)))}
+
+
+def _kwargs_allowed(kwargs: dict, allowed_values: dict) -> bool:
+    """Whether ``kwargs`` sets only keys of ``allowed_values``, each to a value it accepts."""
+    return all(key in allowed_values and allowed_values[key][0](value) for key, value in kwargs.items())
 
 
 def describe_base(model: nn.Module, *, architecture: str, pretrained: str | None = None,

@@ -58,10 +58,9 @@ TEXT_CONFIG_KEYS = frozenset({
     "ls_init_value", "mlp_ratio", "no_causal_mask", "norm_kwargs", "output_tokens", "pad_id", "pool_type", "proj_bias",
     "proj_type", "qk_norm", "scale_attn", "scale_attn_inner", "scale_fc", "scale_heads", "scaled_cosine_attn",
     "vocab_size", "width"})
-CONFIG_KWARGS = {"norm_kwargs": frozenset({"eps"}), "act_kwargs": frozenset({"approximate"})}  # in either tower's
+NORM_EPS_RANGE = (1e-12, 1.0)           # norm_kwargs.eps, the only norm_kwargs key and
+GELU_APPROXIMATIONS = ("none", "tanh")  # act_kwargs.approximate, the only act_kwargs key, of a tower in a custom
                                         # config: open_clip passes them to every layer (a "device" would leave the meta device)
-NORM_EPS_RANGE = (1e-12, 1.0)           # norm_kwargs.eps
-GELU_APPROXIMATIONS = ("none", "tanh")  # act_kwargs.approximate
 TOKENIZER_VOCAB = 49_408                # open_clip's own tokenizer, the only one a custom config gets: its
                                         # text_cfg.vocab_size may not be smaller (the embedding would be indexed past its end)
 MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe a larger model
