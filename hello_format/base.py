@@ -108,10 +108,42 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     _check_state_fits(meta_model, state, architecture, origin, visual_only=visual_only)
     _check_fingerprint(fingerprint_state(state), base_manifest, architecture, tag)
     if visual_only or not text_tower:
-        return _with_visual_weights(meta_model, state, device, architecture).eval()
-    model = _instantiate(architecture, tag, base_manifest, device)
-    model.load_state_dict(state, strict=False)
-    return model.eval()
+        model = _with_visual_weights(meta_model, state, device, architecture).eval()
+    else:
+        model = _instantiate(architecture, tag, base_manifest, device)
+        model.load_state_dict(state, strict=False)
+        model.eval()
+    _check_runs(model, architecture, text_tower=not visual_only and text_tower)
+    return model
+
+
+@torch.no_grad()
+def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
+    """BaseModelError unless the image tower maps one image to one feature vector (and the text tower,
+    when built, one token sequence): a custom config open_clip builds can still fail or return the
+    wrong thing only when run (a pool with no queries, a patch larger than the image, token outputs),
+    which would otherwise surface as a traceback in the first labelled batch. One forward each."""
+    width = getattr(model.visual, "output_dim", None)
+    size = preprocessing(model)[0]
+    height, side = (size, size) if isinstance(size, int) else size
+    parameter = next(model.visual.parameters(), None)
+    device = parameter.device if parameter is not None else "cpu"
+    runs = [("image tower", f"one {height}x{side} image",
+             lambda: model.visual(torch.zeros(1, 3, height, side, device=device)))]
+    if text_tower:
+        runs.append(("text tower", "one token sequence", lambda: model.encode_text(
+            torch.zeros(1, model.context_length, dtype=torch.long, device=device))))
+    for tower, given, run in runs:
+        try:
+            output = run()
+        except Exception as exc:  # whatever open_clip or torch raise for a config they accepted
+            detail = (str(exc).splitlines() or [""])[0][:160]
+            raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r} does not run: its {tower} "
+                                 f"on {given} raised {type(exc).__name__}: {detail}") from None
+        shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        if not isinstance(output, torch.Tensor) or output.ndim != 2 or (width and output.shape[1] != width):
+            raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r}: its {tower} gives "
+                                 f"{str(shape)[:60]} for {given}, not one {width}-wide feature vector")
 
 
 def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> None:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from hello_format import limits
 from hello_format.hub import card
-from hello_format.base import create_base, parameter_count
+from hello_format.base import create_base, parameter_count, quiet_open_clip
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.errors import BaseModelError, BundleError, ManifestError
@@ -689,3 +689,29 @@ def test_a_target_name_matches_whole_path_parts_at_any_depth():
     deep = ".".join(["block"] * 400 + ["attn", "out_proj"])
     assert is_target(deep, ["attn"]) and is_target(deep, ["block.attn"]) and is_target(deep, ["attn.out_proj"])
     assert not is_target(deep, ["ttn"]) and not is_target(deep, ["attn.out"]) and not is_target(deep, ["out_proj.x"])
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"attentional_pool": True, "attn_pooler_queries": 0}, "does not run: its image tower on one 32x32 image raised IndexError"),
+    ({"patch_size": 33}, "does not run: its image tower on one 32x32 image raised RuntimeError"),
+    ({"output_tokens": True}, "its image tower gives tuple for one 32x32 image, not one 64-wide feature vector"),
+    ({"pool_type": "none"}, r"its image tower gives \[1, 17, 64\] for one 32x32 image"),
+])
+@pytest.mark.parametrize("text_tower", [True, False])
+def test_a_custom_config_that_builds_but_cannot_run_is_refused_at_load(change, match, text_tower):
+    """open_clip builds these, with weights that fit; they failed (or gave token features) only in the
+    first labelled batch, as a traceback. ``create_base`` runs each tower once."""
+    import open_clip
+    from hello_format.base import _register_config, fingerprint_state
+
+    config = tiny_vit_config()
+    config["vision_cfg"].update(change)
+    architecture = f"hostile-runs-{sorted(change)[0]}"
+    _register_config(architecture, config)
+    with quiet_open_clip():
+        state = open_clip.create_model(architecture, pretrained=None).state_dict()
+    base = dict(_custom_base(config, architecture), fingerprint=fingerprint_state(state))
+    with pytest.raises(BaseModelError, match=match) as info:
+        create_base(base, embedded_state=state, text_tower=text_tower)
+    assert "\n" not in str(info.value)
+
