@@ -113,15 +113,16 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
         model = _instantiate(architecture, tag, base_manifest, device)
         model.load_state_dict(state, strict=False)
         model.eval()
-    _check_runs(model, architecture, text_tower=not visual_only and text_tower)
+    if base_manifest.get("config") is not None:   # open_clip's own configs run; a file's may not
+        _check_runs(model, architecture, text_tower=not visual_only and text_tower)
     return model
 
 
 @torch.no_grad()
 def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
     """BaseModelError unless the image tower maps one image to one feature vector (and the text tower,
-    when built, one token sequence): a custom config open_clip builds can still fail or return the
-    wrong thing only when run (a pool with no queries, a patch larger than the image, token outputs),
+    when built, one token sequence): a custom ``base.config`` that open_clip builds can still fail or
+    return the wrong thing only when run (a pool with no queries, a patch larger than the image, token outputs),
     which would otherwise surface as a traceback in the first labelled batch. One forward each."""
     width = getattr(model.visual, "output_dim", None)
     size = preprocessing(model)[0]
