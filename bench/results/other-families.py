@@ -1,7 +1,7 @@
 """Is the projector's gap to the online teacher a gap in what its labels teach, or the teacher's
 affinity with students of its own architecture? Students of three families, one plain loop.
 
-    python bench/results/other-families.py --arch convnet3 example_bn --seeds 0 1 2   # log: other-families.log
+    python bench/results/other-families.py --arch convnet3 example_bn --seeds 0 1 2 3 4   # log: other-families.log
 
 The loop is ``examples/train_student.py``'s (AdamW at the bundle recipe's lr and weight decay, batch 64,
 images in [0, 1], the recipe's mse_ce loss), over the default IPC 10 bundle's images; only the label
@@ -77,7 +77,7 @@ def main() -> int:
     parser.add_argument("--test", type=Path, default=CACHE / "cifar10" / "test")
     parser.add_argument("--arch", nargs="+", choices=sorted(ARCHS), default=sorted(ARCHS))
     parser.add_argument("--sources", nargs="+", choices=("hello", "teacher", "hard"), default=["hello", "teacher", "hard"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/cifar10-other-families/runs.jsonl")
     args = parser.parse_args()
