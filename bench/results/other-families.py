@@ -2,13 +2,15 @@
 affinity with students of its own architecture? Students of three families, one plain loop.
 
     python bench/results/other-families.py --arch convnet3 example_bn --seeds 0 1 2 3 4   # log: other-families.log
+    python bench/results/other-families.py --arch resnet18 --epochs 60 --sources hello teacher
 
 The loop is ``examples/train_student.py``'s (AdamW at the bundle recipe's lr and weight decay, batch 64,
 images in [0, 1], the recipe's mse_ce loss), over the default IPC 10 bundle's images; only the label
 source changes: HelloDataset (the bundle's projector with its prior mix), the online ConvNet-3 teacher
 the bundle imitates (``LabelledImages`` with the teacher as labeller: the same views), or the mixed
 hard labels alone. Architectures: ``convnet3`` (the teacher's own, instance norm and average pooling),
-``example_bn`` (the example's BatchNorm/max-pool ConvNet). Test top-1 is reported only; nothing is
+``example_bn`` (the example's BatchNorm/max-pool ConvNet), ``resnet18`` (the zoo's, 32 px stem; run
+with ``--epochs 60``, the bench's ResNet-18 budget). Test top-1 is reported only; nothing is
 chosen on it. One JSON line per run in ``--out``; runs already there are skipped.
 """
 
@@ -34,7 +36,8 @@ from hello_format import HelloDataset, mse_ce_loss  # noqa: E402
 from hello_format.dataset import LabelledImages  # noqa: E402
 
 CACHE = ROOT / "bench/results/cache"
-ARCHS = {"convnet3": lambda k: create_model("convnet3", k, 32), "example_bn": lambda k: Student(k)}
+ARCHS = {"convnet3": lambda k: create_model("convnet3", k, 32), "example_bn": lambda k: Student(k),
+         "resnet18": lambda k: create_model("resnet18_32", k, 32)}
 
 
 def student_run(bundle: Path, teacher_path: Path, arch: str, source: str, seed: int, epochs: int, test: Path) -> float:
