@@ -714,4 +714,3 @@ def test_a_custom_config_that_builds_but_cannot_run_is_refused_at_load(change, m
     with pytest.raises(BaseModelError, match=match) as info:
         create_base(base, embedded_state=state, text_tower=text_tower)
     assert "\n" not in str(info.value)
-
