@@ -126,11 +126,11 @@ def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
     which would otherwise surface as a traceback in the first labelled batch. One forward each."""
     width = getattr(model.visual, "output_dim", None)
     size = preprocessing(model)[0]
-    height, side = (size, size) if isinstance(size, int) else size
+    height, width_px = (size, size) if isinstance(size, int) else size
     parameter = next(model.visual.parameters(), None)
     device = parameter.device if parameter is not None else "cpu"
-    runs = [("image tower", f"one {height}x{side} image",
-             lambda: model.visual(torch.zeros(1, 3, height, side, device=device)))]
+    runs = [("image tower", f"one {height}x{width_px} image",
+             lambda: model.visual(torch.zeros(1, 3, height, width_px, device=device)))]
     if text_tower:
         runs.append(("text tower", "one token sequence", lambda: model.encode_text(
             torch.zeros(1, model.context_length, dtype=torch.long, device=device))))

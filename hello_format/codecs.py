@@ -74,11 +74,12 @@ def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, h
                  number: int) -> None:
     """Decode one blob into ``out[index]`` with the codec's own Pillow plugin only, its size checked
     from the header before any pixel is decoded; errors name it image ``number``."""
-    if codec == "jpeg" and bytes(blob).count(b"\xff\xda") > limits.MAX_JPEG_SCANS:
+    data = bytes(blob)   # one copy: BytesIO shares a bytes object's buffer
+    if codec == "jpeg" and data.count(b"\xff\xda") > limits.MAX_JPEG_SCANS:
         # each scan of a progressive JPEG walks the whole image: a cost the declared size does not bound
         raise ImageDecodeError(f"image {number} is a JPEG of more than {limits.MAX_JPEG_SCANS} scans")
     try:
-        with Image.open(io.BytesIO(blob), formats=[PILLOW_FORMATS[codec]]) as image:
+        with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[codec]]) as image:
             if image.size != (width, height):
                 raise ImageDecodeError(f"image {number} is {image.size[0]}x{image.size[1]}, the manifest "
                                        f"declares {width}x{height}")

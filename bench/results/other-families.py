@@ -7,7 +7,7 @@ affinity with students of its own architecture? Students of three families, one 
 The loop is ``examples/train_student.py``'s (AdamW at the bundle recipe's lr and weight decay, batch 64,
 images in [0, 1], the recipe's mse_ce loss), over the default IPC 10 bundle's images; only the label
 source changes: HelloDataset (the bundle's projector with its prior mix), the online ConvNet-3 teacher
-the bundle imitates (``LabelledImages`` with the teacher as labeller: the same views), or the mixed
+the bundle imitates (set as the dataset's labeller: the same views), or the mixed
 hard labels alone. Architectures: ``convnet3`` (the teacher's own, instance norm and average pooling),
 ``example_bn`` (the example's BatchNorm/max-pool ConvNet), ``resnet18`` (the zoo's, 32 px stem; run
 with ``--epochs 60``, the bench's ResNet-18 budget). Test top-1 is reported only; nothing is
@@ -33,7 +33,6 @@ from train_student import Student, top1  # noqa: E402  (the example's model and 
 from hello_build.teachers import load_teacher  # noqa: E402
 from hello_build.zoo import create_model  # noqa: E402
 from hello_format import HelloDataset, mse_ce_loss  # noqa: E402
-from hello_format.dataset import LabelledImages  # noqa: E402
 
 CACHE = ROOT / "bench/results/cache"
 ARCHS = {"convnet3": lambda k: create_model("convnet3", k, 32), "example_bn": lambda k: Student(k),
@@ -41,15 +40,15 @@ ARCHS = {"convnet3": lambda k: create_model("convnet3", k, 32), "example_bn": la
 
 
 def student_run(bundle: Path, teacher_path: Path, arch: str, source: str, seed: int, epochs: int, test: Path) -> float:
-    ds = hello = HelloDataset(bundle, device="cpu", seed=seed)
-    recipe = hello.recipe
-    if source == "teacher":
+    ds = HelloDataset(bundle, device="cpu", seed=seed)
+    recipe = ds.recipe
+    if source == "teacher":   # the same images, views and seed; only the labeller changes
         teacher = load_teacher(teacher_path).eval()
 
         def labeller(x):
             with torch.no_grad():
                 return teacher(x)
-        ds = LabelledImages(ds._images, ds._labels, ds.class_names, ds.augment, labeller, device="cpu", seed=seed)
+        ds.labeller = labeller
     torch.manual_seed(seed)
     student = ARCHS[arch](ds.num_classes)
     optimizer = torch.optim.AdamW(student.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -64,7 +63,7 @@ def student_run(bundle: Path, teacher_path: Path, arch: str, source: str, seed: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    folders = hello.manifest.get("provenance", {}).get("class_folders", hello.class_names)
+    folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
     return top1(student, str(test), folders, 32, "cpu")
 
 
