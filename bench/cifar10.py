@@ -59,6 +59,15 @@ def key_of(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def trained_on(args) -> dict:
+    """What a cache key adds for the device an artifact is trained on: nothing for the CPU (so keys
+    cached before GPU runs stay valid), the device's type elsewhere (a GPU's arithmetic gives other weights)."""
+    import torch
+
+    kind = torch.device(args.device).type
+    return {} if kind == "cpu" else {"device": kind}
+
+
 def cached_json(path: Path, compute):
     """``compute()`` once; its JSON result is kept at ``path``."""
     if path.is_file():
@@ -187,7 +196,7 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
     from hello_format.projector import Projector
 
     inputs = {"arch": args.foundation_arch, "steps": args.foundation_steps, "batch": args.foundation_batch,
-              "lr": args.foundation_lr, "split_seed": args.split_seed, "token_embedding": "frozen"}
+              "lr": args.foundation_lr, "split_seed": args.split_seed, "token_embedding": "frozen", **trained_on(args)}
     folder = cache / "foundation" / key_of(inputs)
     checkpoint = folder / "base.safetensors"
 
@@ -199,9 +208,10 @@ def foundation(args, cache: Path, images, labels, classes, test_index) -> tuple[
         model.token_embedding.requires_grad_(False)  # CPU time: captions use a handful of tokens
         pretrain_clip(model, open_clip.get_tokenizer(args.foundation_arch), images, labels, classes,
                       steps=args.foundation_steps, batch_size=args.foundation_batch, lr=args.foundation_lr, seed=0,
-                      progress=lambda step, loss: say(f"foundation: step {step}/{args.foundation_steps} loss {loss:.3f} "
+                      device=args.device, progress=lambda step, loss: say(f"foundation: step {step}/{args.foundation_steps} loss {loss:.3f} "
                                                       f"({time.perf_counter() - started:.0f} s)"))
         seconds = time.perf_counter() - started
+        model = model.cpu()  # zero-shot and the linear probe run on the CPU, as the cached ones did
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
         zero_shot = Projector(model, describe_base(model, architecture=args.foundation_arch, source="local"), classes,
@@ -282,7 +292,7 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
     from hello_build.teachers import load_teacher, train_teacher
 
     inputs = {"arch": "convnet3", "epochs": args.teacher_epochs, "keep": args.teacher_checkpoints,
-              "split_seed": args.split_seed, "holdout": 0.05, "seed": args.build_seed}
+              "split_seed": args.split_seed, "holdout": 0.05, "seed": args.build_seed, **trained_on(args)}
     folder = cache / "teacher" / key_of(inputs)
 
     def run():
@@ -291,7 +301,7 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
         say(f"teacher: training convnet3 for {args.teacher_epochs} epochs on {len(train_idx)} images")
         started = time.perf_counter()
         trained = train_teacher(index, "convnet3", epochs=args.teacher_epochs, keep=args.teacher_checkpoints,
-                                seed=args.build_seed, indices=train_idx, input_size=SIZE, work_dir=folder,
+                                seed=args.build_seed, indices=train_idx, input_size=SIZE, work_dir=folder, device=args.device,
                                 progress=lambda epoch, loss: say(f"teacher: epoch {epoch} loss {loss:.3f}"))
         seconds = time.perf_counter() - started
         paths = sorted(str(p) for p in folder.glob("teacher_convnet3_epoch*.safetensors"))
@@ -739,7 +749,7 @@ def parse(argv):
     parser.add_argument("--report-only", action="store_true", help="no new student runs: report the cached ones, list the rest as missing")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--build-seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=None, help="torch device of the foundation, teacher, builds and students (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
     args.student_epochs = parse_epochs(args.student_epochs, parser)
     if args.jobs < 1:
@@ -773,6 +783,10 @@ def student_epochs(epochs: dict, student: str, ipc: int) -> int:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     missing = [name for name in ARCHIVES if not (args.data / name).is_file()]
     if missing:
         print(f"skipped: CIFAR-10 archives {', '.join(missing)} not found in {args.data} (pass --data DIR)")
