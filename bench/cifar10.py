@@ -390,7 +390,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
             pretrained=None, base_checkpoint=str(base), embed_base=True, ipc=ipc, factor=args.factor,
             epochs=args.student_epochs["default"], seed=args.build_seed, **settings,
             source_dataset="CIFAR-10 (JPEG copy), one half of the training split", device=args.device,
-            workdir=str(cache / "build" / key_of(shared)),
+            num_workers=args.num_workers, workdir=str(cache / "build" / key_of(shared)),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         report = build(options, progress=False, log=lambda m: say(f"build: {m}"))
@@ -749,6 +749,9 @@ def parse(argv):
     parser.add_argument("--report-only", action="store_true", help="no new student runs: report the cached ones, list the rest as missing")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--build-seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=BuildOptions.num_workers,
+                        help="the builds' decoding processes (speed only: a build's result does not depend on it, so "
+                             "neither does its cache key; on a GPU the transfer waits for decoding without them)")
     parser.add_argument("--device", default=None, help="torch device of the foundation, teacher, builds and students (default: cuda if available, else cpu)")
     args = parser.parse_args(argv)
     args.student_epochs = parse_epochs(args.student_epochs, parser)

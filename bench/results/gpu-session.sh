@@ -6,6 +6,7 @@
 # ConvNet-3 and ResNet-18, 3 seeds, 5 regimes; foundation, teacher, builds and students on the GPU),
 # stopped SECONDS after the script started; its cache (bench/results/cache-gpu) survives on a warm
 # machine, so a second call resumes it. Logs and the grid's table come back in $OUT.
+# The recorded run (results/gpu-h200/) decoded in the build's own process: --num-workers 8 came after it.
 set -u
 started=$SECONDS
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -20,7 +21,7 @@ if [ "${2:-}" = checks ]; then
 fi
 
 cache=bench/results/cache-gpu
-grid=(--data .data/cifar10-jpeg --cache $cache --device cuda --jobs 8)
+grid=(--data .data/cifar10-jpeg --cache $cache --device cuda --jobs 8 --num-workers 8)
 left=$(( $1 - (SECONDS - started) - 45 ))
 echo "grid: $left s left"
 timeout -s INT $left python3 bench/cifar10.py "${grid[@]}" --out $OUT/grid 2>&1 | tr '\r' '\n' | grep -v 'it/s' > $OUT/grid.log
