@@ -787,9 +787,9 @@ def student_epochs(epochs: dict, student: str, ipc: int) -> int:
 def main(argv=None) -> int:
     args = parse(argv)
     if args.device is None:
-        import torch
+        from hello_format.runtime import default_device
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = str(default_device())
     missing = [name for name in ARCHIVES if not (args.data / name).is_file()]
     if missing:
         print(f"skipped: CIFAR-10 archives {', '.join(missing)} not found in {args.data} (pass --data DIR)")

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_the_shim_defines_schemas_exactly_where_torchvision_cannot_load_its_ops():
@@ -47,7 +47,6 @@ def test_where_torchvision_loads_its_ops_the_shim_defines_nothing_and_the_load_s
             f"torch.ops.load_library({str(package / '_C.so')!r})\n"  # what torchvision's import does next
             "torch.ops.torchvision.nms\n"
             "print('defined' if shim._library is not None else 'inert')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])})
+    done = _run(code, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "inert"
