@@ -231,6 +231,16 @@ def test_a_teacher_trained_on_two_processes_gives_the_single_process_images(kit,
     assert_same_build(summary["output"], pair.output)
 
 
+def test_an_epoch_of_transfer_batches_is_sampled_once(kit):
+    """A second pass would draw other augmentations than the ones the first pass paired with its batches."""
+    data = RealImages(scan_image_folder(kit["data"]), 32)
+    batches = _ShareBatches(data, (32, 32), 10, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+                            AugmentConfig(output_size=32), None)
+    assert len(list(batches)) == len(batches)
+    with pytest.raises(RuntimeError, match="sampled twice"):
+        list(batches)
+
+
 @pytest.mark.parametrize("cutmix", [0.0, 1.0])
 def test_a_rank_decodes_only_its_rows_of_each_transfer_batch_and_their_mix_partners(kit, cutmix):
     data = RealImages(scan_image_folder(kit["data"]), 32)
@@ -239,8 +249,10 @@ def test_a_rank_decodes_only_its_rows_of_each_transfer_batch_and_their_mix_partn
                             AugmentConfig(output_size=32, cutmix=cutmix), group)
     loaded = list(batches)
     order = torch.Generator().manual_seed(0)
-    for positions, batch, (draw, needed, mine) in zip(loaded, BatchSampler(RandomSampler(data, generator=order), 10, False),
-                                                      batches.draws, strict=True):
+    for number, (keys, batch) in enumerate(zip(loaded, BatchSampler(RandomSampler(data, generator=order), 10, False),
+                                               strict=True)):
+        assert {n for n, _ in keys} == {number}
+        positions, (draw, needed, mine) = [p for _, p in keys], batches.draws[number]
         own = batch[group.rows(len(batch))]
         assert positions == [batch[i] for i in needed.tolist()] and set(own) <= set(positions)
         if cutmix == 0.0:

@@ -17,7 +17,6 @@ only its rows and their CutMix/Mixup partners. Rank 0 writes the checkpoints; ev
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from hello_build.distributed import Group, rows, summed
@@ -123,14 +122,14 @@ def run_transfer(
         generator = torch.Generator().manual_seed(seed)
         order = torch.Generator().manual_seed(seed ^ 0x5EED)
         batches = _ShareBatches(train_data, shape, options.transfer_batch_size, order, generator, augment, group)
-        loader = DataLoader(train_data, batch_sampler=batches, num_workers=options.num_workers,
-                            generator=order)  # draws its worker seed from order first, as shuffle=True did
+        loader = DataLoader(_Numbered(train_data), batch_sampler=batches, num_workers=options.num_workers, generator=order)
         teacher_choice = torch.Generator().manual_seed(seed ^ 0x7EAC)
         total_loss = 0.0
-        bar = tqdm(loader, desc=f"transfer {epoch + 1}/{options.transfer_epochs}", disable=not progress, leave=False)
-        for step, (images, labels) in enumerate(bar, start=epoch * steps_per_epoch):
+        # a bar around the loader would iterate it twice: tqdm.auto's __init__ calls iter() on what it wraps
+        bar = tqdm(total=len(batches), desc=f"transfer {epoch + 1}/{options.transfer_epochs}", disable=not progress, leave=False)
+        for step, (images, labels, numbers) in enumerate(loader, start=epoch * steps_per_epoch):
             cosine(optimizer, options.transfer_lr, step, total)
-            draw, needed, mine = batches.draws.popleft()
+            draw, needed, mine = batches.draws.pop(int(numbers[0]))
             x, labels_a, labels_b, lam = _share_view(draw, needed, mine, images.to(device, non_blocking=True),
                                                      labels.to(device, non_blocking=True))
             with torch.no_grad(), autocast(device, options.precision):
@@ -138,7 +137,9 @@ def run_transfer(
             loss = _fit_step(projector, optimizer, x, target, labels_a, labels_b, lam, options,
                              share=len(x) / len(draw.crops), group=group)
             total_loss += loss * len(x)
+            bar.update()
             bar.set_postfix(loss=f"{loss:.3f}")
+        bar.close()
         history.append(summed(group, [total_loss])[0] / len(train_data))
         failure = fit_failure(history[-1], projector)
         if failure:  # before the checkpoint: a resume must not start from a broken state
@@ -217,27 +218,50 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
 
 
 class _ShareBatches(Sampler):
-    """The transfer's global batches of images of ``shape`` (height, width) in the single-process order
-    (shuffled by ``order``), as a batch sampler of the dataset positions this rank decodes: its rows of each batch and their mix partners'
-    only. Each batch's augmentation is drawn here, in batch order from ``generator`` (so before any
-    pixel is decoded, and the same for any world size), and queued in ``draws`` with the rows it needs."""
+    """One epoch of the transfer's global batches of images of ``shape`` (height, width), shuffled by
+    ``order`` when made (so the order is the same whatever a loader draws from its generator, and when),
+    as a batch sampler of the ``(batch number, dataset position)`` keys of ``_Numbered`` this rank
+    decodes: its rows of each batch and their mix partners' only. Each batch's augmentation is drawn
+    here, in batch order from ``generator`` (so before any pixel is decoded, and the same for any world
+    size), and kept in ``draws`` under its batch number with the rows it needs: a decoded batch finds its
+    draw by number, however far ahead a loader's workers sample. It is iterated once: a second pass
+    would draw other augmentations."""
 
     def __init__(self, data, shape: tuple[int, int], batch_size: int, order: torch.Generator, generator: torch.Generator,
                  augment: AugmentConfig, group: Group | None):
-        self.batches = BatchSampler(RandomSampler(data, generator=order), batch_size, drop_last=False)
+        self.batches = list(BatchSampler(RandomSampler(data, generator=order), batch_size, drop_last=False))
         self.shape, self.generator, self.augment, self.group = shape, generator, augment, group
-        self.draws: collections.deque = collections.deque()
+        self.draws: dict[int, tuple[AugmentDraw, torch.Tensor, slice]] = {}
+        self.started = False
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self):
-        for batch in self.batches:
+        if self.started:
+            raise RuntimeError("a transfer epoch's batches were sampled twice (something iterated the loader twice)")
+        self.started = True
+        for number, batch in enumerate(self.batches):
             draw = draw_augment(len(batch), *self.shape, self.augment, self.generator)
             mine = rows(self.group, len(batch))
             needed = draw.needed(mine)
-            self.draws.append((draw, needed, mine))
-            yield [batch[i] for i in needed.tolist()] or batch[:1]  # an empty share still loads a row, unused
+            self.draws[number] = (draw, needed, mine)
+            positions = [batch[i] for i in needed.tolist()] or batch[:1]  # an empty share still loads a row, unused
+            yield [(number, position) for position in positions]
+
+
+class _Numbered(Dataset):
+    """``data`` read at ``(batch number, position)`` keys: each item is ``(image, label, batch number)``."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]):
+        number, position = key
+        return (*self.data[position], number)
 
 
 def _share_view(draw: AugmentDraw, needed, mine: slice, images, labels):
