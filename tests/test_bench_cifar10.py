@@ -133,6 +133,14 @@ def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench
     assert "crop_scale" in bench.LATE_OPTIONS  # chosen after the real transfer: it shares its work directory
 
 
+def test_the_transfer_loss_is_keyed_and_passed_to_the_build_unless_it_is_the_mse(bench):
+    """Bundles cached before --transfer-loss were MSE builds and keep their keys; a KL build gets its own."""
+    settings = lambda *argv: bench.build_settings(bench.parse(["--ipc", "10", *argv]), {})  # noqa: E731
+    assert "transfer_loss" not in settings() and settings("--transfer-loss", "kl")["transfer_loss"] == "kl"
+    assert bench.key_of(settings()) != bench.key_of(settings("--transfer-loss", "kl"))
+    assert "transfer_loss" not in bench.LATE_OPTIONS  # it changes the real transfer: a work directory of its own
+
+
 def test_student_workers_end_when_the_bench_is_killed(tmp_path):
     # the bench, in a process of its own, starts its pool and a long job, then is killed outright (no
     # cleanup runs): its worker must not train on alone
