@@ -11,10 +11,7 @@
 # .data/cifar10-jpeg/; logs and tables come back in $OUT.
 set -u
 started=$SECONDS
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi -L
+source bench/results/device-setup.sh
 
 grid=(--data .data/cifar10-jpeg --cache bench/results/cache-gpu --device cuda --jobs 8 --ipc 10 --students convnet3
       --seeds 0 1 2 3 4 --regimes projector teacher hard)

@@ -9,11 +9,7 @@
 # The recorded run (results/gpu-h200/) decoded in the build's own process: --num-workers 8 came after it.
 set -u
 started=$SECONDS
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi -L
-python3 -c "import torch, torchvision, open_clip, peft, huggingface_hub as h; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'open_clip', open_clip.__version__, 'peft', peft.__version__, 'hub', h.__version__)"
+source bench/results/device-setup.sh
 
 if [ "${2:-}" = checks ]; then
     timeout 150 python3 bench/gpu_check.py 2>&1 | tee $OUT/gpu_check.log
