@@ -359,13 +359,16 @@ def build_settings(args, variant: dict) -> dict:
             **({} if scale == EARLIER_CROP_SCALE else {"crop_scale": scale}),
             # bundles cached before the prior mix existed are w = 0: their keys stay
             **({"prior_weight": args.prior_weight} if args.prior_weight else {}),
-            **transfer_loss(args), **variant}
+            **transfer_options(args), **variant}
 
 
-def transfer_loss(args) -> dict:
-    """``--transfer-loss`` as a build option, for keys too; none for the MSE (so the keys of bundles
-    cached before the option existed stay)."""
-    return {} if args.transfer_loss == "mse" else {"transfer_loss": args.transfer_loss}
+def transfer_options(args) -> dict:
+    """``--transfer-loss`` and ``--lora-rank`` as build options, for keys too, each only when it is not the
+    builder's default (so the keys of bundles cached before the option existed stay)."""
+    from hello_build.options import BuildOptions
+
+    return {**({} if args.transfer_loss == BuildOptions.transfer_loss else {"transfer_loss": args.transfer_loss}),
+            **({} if args.lora_rank == BuildOptions.lora_rank else {"lora_rank": args.lora_rank})}
 
 
 def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], ipc: int, upstream: dict, test_index,
@@ -384,7 +387,7 @@ def bundle(args, cache: Path, original: Path, base: Path, teachers: list[Path], 
     # a variant that changes the real transfer (or anything before it) gets a work directory of its own
     early = {name: value for name, value in variant.items() if name not in LATE_OPTIONS}
     shared = {**upstream, "transfer_epochs": settings["transfer_epochs"], "transfer_lr": args.transfer_lr,
-              "build_seed": args.build_seed, "teachers": len(chosen), **transfer_loss(args), **early}
+              "build_seed": args.build_seed, "teachers": len(chosen), **transfer_options(args), **early}
     inputs = {**shared, **settings, "ipc": ipc, "factor": args.factor, "student_epochs": args.student_epochs["default"]}
     key = key_of(inputs)
     path = cache / "bundles" / f"cifar10-ipc{ipc}-{key}.hello"
@@ -613,6 +616,8 @@ def human(n: float) -> str:
 
 
 def markdown(results: dict) -> str:
+    from hello_build.options import BuildOptions
+
     s = results["settings"]
     lines = [
         f"CIFAR-10, stand-in foundation `{s['foundation_arch']}` ({results['foundation']['parameters']:,} CLIP parameters, text tower included; "
@@ -625,6 +630,7 @@ def markdown(results: dict) -> str:
         + (f", mse_ce beta {s['student_beta']:g} (the bundles record their own)" if s.get("student_beta") is not None else "") + "; "
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}"
         + (f", {s['transfer_loss']} loss" if s.get("transfer_loss", "mse") != "mse" else "")
+        + (f", encoder LoRA rank {s['lora_rank']}" if s.get("lora_rank", BuildOptions.lora_rank) != BuildOptions.lora_rank else "")
         + (f", then {s['view_transfer_steps']} synthetic-view steps at lr {s['view_transfer_lr']:g}" if s.get("view_transfer_steps") else "")
         + f"; factor {s['factor']}.",
         "",
@@ -724,6 +730,8 @@ def parse(argv):
     parser.add_argument("--transfer-loss", default=BuildOptions.transfer_loss,
                         choices=BuildOptions.__dataclass_fields__["transfer_loss"].metadata["choices"],
                         help="hello-build --transfer-loss, in both transfer phases")
+    parser.add_argument("--lora-rank", type=int, default=BuildOptions.lora_rank,
+                        help="hello-build --lora-rank: the encoder LoRA's rank")
     parser.add_argument("--view-transfer-steps", type=int, default=BuildOptions.view_transfer_steps,
                         help="synthetic-view transfer steps (0: the paper's method)")
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)

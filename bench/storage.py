@@ -2,8 +2,9 @@
 
 (a) label-generator bytes of ImageNet-1K-shaped bundles (1000 classes, IPC 10, 300 epochs) for an
     open_clip RN50 base (conv LoRA r 8 on every stem and bottleneck conv) and a ViT-B-16 base (attn
-    + MLP LoRA r 8), head LoRA r 128, next to the stored FKD-style soft labels; the deltas stored in
-    fp16, int8 and int4 (``hello requantize``; random weights: the bytes depend on the shapes only);
+    + MLP LoRA r 8), head LoRA r 128 (the paper's ranks; ``--encoder-rank``, ``--head-rank``), next to
+    the stored FKD-style soft labels; the deltas stored in fp16, int8 and int4 (``hello requantize``;
+    random weights: the bytes depend on the shapes only);
 (b) top-1 agreement of int8 / int4 projectors with the fp16 projector of REAL trained bundles, on
     augmented student views of their synthetic images (the bundle's recipe, CutMix included);
 (c) lazy open time of a 10,000-image PNG bundle; (d) full decode time of its 10,000 32x32 images.
@@ -36,7 +37,8 @@ from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize
 
-CLASSES, IPC, EPOCHS, HEAD_RANK, ENCODER_RANK = 1000, 10, 300, 128, 8
+CLASSES, IPC, EPOCHS = 1000, 10, 300
+PAPER_HEAD_RANK, PAPER_ENCODER_RANK = 128, 8
 PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
 
 
@@ -57,8 +59,7 @@ def formula_parameters(visual: nn.Module, targets: str, r: int) -> int:
     return total
 
 
-def manifest_for(base_section: dict, lora_section: dict | None, *,
-                 head_lora: HeadLoraConfig | None = HeadLoraConfig(r=HEAD_RANK, lora_alpha=HEAD_RANK)) -> dict:
+def manifest_for(base_section: dict, lora_section: dict | None, *, head_lora: HeadLoraConfig | None) -> dict:
     return {
         "format_version": "1.0",
         "class_names": [f"class_{i:04d}" for i in range(CLASSES)],
@@ -72,34 +73,36 @@ def manifest_for(base_section: dict, lora_section: dict | None, *,
     }
 
 
-def label_generator_bundle(architecture: str, folder: Path) -> Path:
+def label_generator_bundle(architecture: str, folder: Path, encoder_rank: int, head_rank: int) -> Path:
     # random weights (shapes are what matter); QuickGELU as in the OpenAI weights the manifest names
     model = open_clip.create_model(architecture, force_quick_gelu=True)
     base_section = base_module.describe_base(model, architecture=architecture, pretrained="openai",
                                              source="open_clip")
     visual = model.visual
-    encoder_lora = lora_module.encoder_config(visual, r=ENCODER_RANK, lora_alpha=2 * ENCODER_RANK)
-    expected = formula_parameters(visual, encoder_lora.target_modules, ENCODER_RANK)
+    encoder_lora = lora_module.encoder_config(visual, r=encoder_rank, lora_alpha=2 * encoder_rank)
+    expected = formula_parameters(visual, encoder_lora.target_modules, encoder_rank)
     lora_module.inject(visual, encoder_lora)
     encoder = {f"encoder_lora.{key}": value for key, value in lora_module.export_state_dict(visual).items()}
     width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) \
         else model.text_projection.out_features
-    head = {"head.lora_A": torch.zeros(HEAD_RANK, width, dtype=torch.float16),
-            "head.lora_B": torch.zeros(CLASSES, HEAD_RANK, dtype=torch.float16)}
+    head = {"head.lora_A": torch.zeros(head_rank, width, dtype=torch.float16),
+            "head.lora_B": torch.zeros(CLASSES, head_rank, dtype=torch.float16)}
     head["head.lora_A"].normal_(0, 0.02)   # fp16 bytes do not depend on values; int8/int4 scales must not all be 0
     # ImageNet-shaped label side; the images are stand-ins (1x8x8) since only N matters here
     images = torch.zeros(CLASSES * IPC, 1, 8, 8, dtype=torch.uint8)
     labels = torch.arange(CLASSES * IPC) % CLASSES
-    path = write_bundle(folder / f"{architecture}.hello", manifest_for(base_section, encoder_lora.to_manifest()), images,
+    manifest = manifest_for(base_section, encoder_lora.to_manifest(),
+                            head_lora=HeadLoraConfig(r=head_rank, lora_alpha=head_rank))
+    path = write_bundle(folder / f"{architecture}.hello", manifest, images,
                         labels, {**encoder, **head}, codec="raw")
     with Bundle.open(path) as bundle:
         s = bundle.storage()
     encoder_params = sum(t.numel() for t in encoder.values())
     head_params = sum(t.numel() for t in head.values())
-    print(f"{architecture}: encoder LoRA r {ENCODER_RANK} on {len(encoder) // 2} modules "
+    print(f"{architecture}: encoder LoRA r {encoder_rank} on {len(encoder) // 2} modules "
           f"(targets {encoder_lora.target_modules})")
     print(f"  encoder LoRA parameters   {encoder_params:>12,}  (formula from module shapes: {expected:,})")
-    print(f"  head LoRA parameters      {head_params:>12,}  (r {HEAD_RANK}: {HEAD_RANK} x {width} + {CLASSES} x {HEAD_RANK})")
+    print(f"  head LoRA parameters      {head_params:>12,}  (r {head_rank}: {head_rank} x {width} + {CLASSES} x {head_rank})")
     print(f"  label generator bytes     {s.label_generator_bytes:>12,}  ({s.label_generator_bytes / 1e6:.2f} MB fp16)")
     print(f"  stored soft labels bytes  {s.stored_label_bytes:>12,}  ({s.stored_label_bytes / 1e9:.2f} GB = "
           f"{s.stored_label_bytes / 2**30:.2f} GiB; N {CLASSES * IPC} x {EPOCHS} epochs x {CLASSES} x 2 B)")
@@ -208,6 +211,8 @@ def main(argv=None) -> None:
     parser.add_argument("--bundle", type=Path, nargs="*", default=[], help="trained bundles for (b)")
     parser.add_argument("--views", type=int, default=None, help="agreement views per bundle [default: 10,000; --quick 1,000]")
     parser.add_argument("--group-size", type=int, default=DELTA_GROUP_SIZE)
+    parser.add_argument("--encoder-rank", type=int, default=PAPER_ENCODER_RANK, help="encoder LoRA rank of (a)")
+    parser.add_argument("--head-rank", type=int, default=PAPER_HEAD_RANK, help="head LoRA rank of (a)")
     args = parser.parse_args(argv)
     views = args.views or (1_000 if args.quick else 10_000)
     torch.manual_seed(0)
@@ -216,7 +221,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as tmp:
         folder = Path(tmp)
         for architecture in ("RN50",) if args.quick else ("RN50", "ViT-B-16"):
-            dtype_table(label_generator_bundle(architecture, folder), folder, args.group_size)
+            generator = label_generator_bundle(architecture, folder, args.encoder_rank, args.head_rank)
+            dtype_table(generator, folder, args.group_size)
         print("(b) quantised vs fp16 projector on trained bundles")
         for path in args.bundle:
             agreement(path, folder, args.group_size, views)

@@ -133,12 +133,16 @@ def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench
     assert "crop_scale" in bench.LATE_OPTIONS  # chosen after the real transfer: it shares its work directory
 
 
-def test_the_transfer_loss_is_keyed_and_passed_to_the_build_unless_it_is_the_mse(bench):
-    """Bundles cached before --transfer-loss were MSE builds and keep their keys; a KL build gets its own."""
+def test_the_transfer_loss_and_lora_rank_are_keyed_and_passed_to_the_build_unless_they_are_the_default(bench):
+    """Bundles cached before --transfer-loss and --lora-rank were rank-8 MSE builds and keep their keys; a
+    KL or rank-4 build gets its own."""
     settings = lambda *argv: bench.build_settings(bench.parse(["--ipc", "10", *argv]), {})  # noqa: E731
     assert "transfer_loss" not in settings() and settings("--transfer-loss", "kl")["transfer_loss"] == "kl"
-    assert bench.key_of(settings()) != bench.key_of(settings("--transfer-loss", "kl"))
-    assert "transfer_loss" not in bench.LATE_OPTIONS  # it changes the real transfer: a work directory of its own
+    assert "lora_rank" not in settings() and settings("--lora-rank", "4")["lora_rank"] == 4
+    keys = {bench.key_of(settings(*argv)) for argv in ((), ("--transfer-loss", "kl"), ("--lora-rank", "4"))}
+    assert len(keys) == 3
+    # they change the real transfer: a work directory of its own
+    assert "transfer_loss" not in bench.LATE_OPTIONS and "lora_rank" not in bench.LATE_OPTIONS
 
 
 def test_student_workers_end_when_the_bench_is_killed(tmp_path):
