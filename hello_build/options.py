@@ -84,7 +84,7 @@ class BuildOptions:
     image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True)
     image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True)
     # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
-    view_transfer_steps: int = option(2000, "Steps fitting the LoRA on teacher-labelled student views of the synthetic images, mixed with real views (0 = off, the paper's method).", stage="view_transfer", open=True)
+    view_transfer_steps: int = option(2000, "Steps fitting the LoRA on teacher-labelled student views of the synthetic images, mixed with real views (0 = off, the paper's method). The budget is per synthetic image: 2000 suits about 100 images; CIFAR-10 IPC 50 (500) needed 6000. Raise it until the logged selection agreement stops rising.", stage="view_transfer", open=True)
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over a tenth of the steps, then cosine decay to 0).", stage="view_transfer", open=True)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
