@@ -629,7 +629,7 @@ def markdown(results: dict) -> str:
         f"{100 * results['teacher']['test_top1']:.1f} %. Students: {epochs_text(s['student_epochs'])}, seeds {s['seeds']}"
         + (f", mse_ce beta {s['student_beta']:g} (the bundles record their own)" if s.get("student_beta") is not None else "") + "; "
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}"
-        + (f", {s['transfer_loss']} loss" if s.get("transfer_loss", "mse") != "mse" else "")
+        + (f", {s['transfer_loss']} loss" if s.get("transfer_loss", BuildOptions.transfer_loss) != BuildOptions.transfer_loss else "")
         + (f", encoder LoRA rank {s['lora_rank']}" if s.get("lora_rank", BuildOptions.lora_rank) != BuildOptions.lora_rank else "")
         + (f", then {s['view_transfer_steps']} synthetic-view steps at lr {s['view_transfer_lr']:g}" if s.get("view_transfer_steps") else "")
         + f"; factor {s['factor']}.",

@@ -31,14 +31,14 @@ from hello_format import base as base_module
 from hello_format import lora as lora_module
 from hello_format.augment import apply_crops, apply_mix, draw_augment
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.generator import DELTA_GROUP_SIZE, HeadConfig, HeadLoraConfig
+from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.projector import Projector
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize
 
 CLASSES, IPC, EPOCHS = 1000, 10, 300
-PAPER_HEAD_RANK, PAPER_ENCODER_RANK = 128, 8
+PAPER_HEAD_RANK = 128  # the builder's min(128, classes) at 1000 classes; the encoder's is EncoderLoraConfig.r
 PUBLISHED_FKD_IPC10 = "5.67 GB (LPLD README, ImageNet-1K IPC 10, 300 epochs)"
 
 
@@ -211,7 +211,7 @@ def main(argv=None) -> None:
     parser.add_argument("--bundle", type=Path, nargs="*", default=[], help="trained bundles for (b)")
     parser.add_argument("--views", type=int, default=None, help="agreement views per bundle [default: 10,000; --quick 1,000]")
     parser.add_argument("--group-size", type=int, default=DELTA_GROUP_SIZE)
-    parser.add_argument("--encoder-rank", type=int, default=PAPER_ENCODER_RANK, help="encoder LoRA rank of (a)")
+    parser.add_argument("--encoder-rank", type=int, default=EncoderLoraConfig.r, help="encoder LoRA rank of (a)")
     parser.add_argument("--head-rank", type=int, default=PAPER_HEAD_RANK, help="head LoRA rank of (a)")
     args = parser.parse_args(argv)
     views = args.views or (1_000 if args.quick else 10_000)
