@@ -322,18 +322,17 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
 # the paper's first (added later, so that recorded commands keep their row numbers): the head alone
 # fitted to the weak-teacher trajectory on frozen features, a linear probe (head rank = class count).
 ABLATION = (
-    ("text-initialised head only", {"transfer_epochs": 0, "view_transfer_steps": 0}),
-    ("+ LoRA transfer, final teacher only", {"teachers": "last", "view_transfer_steps": 0}),
-    ("+ weak-teacher trajectory", {"view_transfer_steps": 0}),
+    ("text-initialised head only", {"transfer_epochs": 0, "view_transfer_epochs": 0}),
+    ("+ LoRA transfer, final teacher only", {"teachers": "last", "view_transfer_epochs": 0}),
+    ("+ weak-teacher trajectory", {"view_transfer_epochs": 0}),
     ("+ synthetic-view transfer (hello's default)", None),
     ("+ image update", {"image_update_steps": 100}),
-    ("linear-probe head only (no encoder LoRA)", {"lora_rank": 0, "view_transfer_steps": 0}),
+    ("linear-probe head only (no encoder LoRA)", {"lora_rank": 0, "view_transfer_epochs": 0}),
 )
 
 
 # build options read only after the real transfer: builds differing in these share a work directory
-EARLIER_CROP_SCALE = [0.5, 1.0]  # the builder's default until it became (1 / factor, 1)
-LATE_OPTIONS = ("view_transfer_steps", "view_transfer_lr", "view_transfer_real_fraction", "view_transfer_eval_every",
+LATE_OPTIONS = ("view_transfer_epochs", "view_transfer_lr", "view_transfer_real_fraction", "view_transfer_checks",
                 "view_transfer_keep", "image_update_steps", "crop_scale")
 
 
@@ -346,19 +345,13 @@ def crop_scale(args) -> list[float]:
 
 
 def build_settings(args, variant: dict) -> dict:
-    """The build options the bench sets (and keys its cached bundles by): its arguments, then ``variant``'s."""
-    scale = crop_scale(args)
+    """The build options the bench sets (and keys its cached bundles by): its arguments, then ``variant``'s.
+    (Keys changed when the view transfer's budget became per image: no bundle cached before matches.)"""
     return {"transfer_epochs": args.transfer_epochs, "transfer_lr": args.transfer_lr,
-            "view_transfer_steps": args.view_transfer_steps, "view_transfer_lr": args.view_transfer_lr,
+            "view_transfer_epochs": args.view_transfer_epochs, "view_transfer_lr": args.view_transfer_lr,
             "view_transfer_real_fraction": args.view_transfer_real_fraction,
-            # bundles cached before these options existed were built checking every 25 steps and keeping
-            # the best state: their keys stay
-            **({} if args.view_transfer_eval_every is None else {"view_transfer_eval_every": args.view_transfer_eval_every}),
-            **({} if args.view_transfer_keep == "best" else {"view_transfer_keep": args.view_transfer_keep}),
-            # bundles cached before the factor-dependent default were built from crops of 0.5-1: their keys stay
-            **({} if scale == EARLIER_CROP_SCALE else {"crop_scale": scale}),
-            # bundles cached before the prior mix existed are w = 0: their keys stay
-            **({"prior_weight": args.prior_weight} if args.prior_weight else {}),
+            "view_transfer_checks": args.view_transfer_checks, "view_transfer_keep": args.view_transfer_keep,
+            "crop_scale": crop_scale(args), "prior_weight": args.prior_weight,
             **transfer_options(args), **variant}
 
 
@@ -631,7 +624,8 @@ def markdown(results: dict) -> str:
         f"transfer {s['transfer_epochs']} epochs at lr {s['transfer_lr']:g}"
         + (f", {s['transfer_loss']} loss" if s.get("transfer_loss", BuildOptions.transfer_loss) != BuildOptions.transfer_loss else "")
         + (f", encoder LoRA rank {s['lora_rank']}" if s.get("lora_rank", BuildOptions.lora_rank) != BuildOptions.lora_rank else "")
-        + (f", then {s['view_transfer_steps']} synthetic-view steps at lr {s['view_transfer_lr']:g}" if s.get("view_transfer_steps") else "")
+        + (f", then a synthetic-view transfer of {s['view_transfer_epochs']:g} views per image at lr {s['view_transfer_lr']:g}"
+           f" and real fraction {s['view_transfer_real_fraction']:g}" if s.get("view_transfer_epochs") else "")
         + f"; factor {s['factor']}.",
         "",
         "| IPC | student | regime | top-1 % (mean ± std, n) | label bytes | training s |",
@@ -732,13 +726,14 @@ def parse(argv):
                         help="hello-build --transfer-loss, in both transfer phases")
     parser.add_argument("--lora-rank", type=int, default=BuildOptions.lora_rank,
                         help="hello-build --lora-rank: the encoder LoRA's rank")
-    parser.add_argument("--view-transfer-steps", type=int, default=BuildOptions.view_transfer_steps,
-                        help="synthetic-view transfer steps (0: the paper's method)")
+    parser.add_argument("--view-transfer-epochs", type=float, default=BuildOptions.view_transfer_epochs,
+                        help="hello-build --view-transfer-epochs: student views of each synthetic image the "
+                             "synthetic-view transfer fits on (0: the paper's method)")
     parser.add_argument("--view-transfer-lr", type=float, default=BuildOptions.view_transfer_lr)
     parser.add_argument("--view-transfer-real-fraction", type=float, default=BuildOptions.view_transfer_real_fraction)
-    parser.add_argument("--view-transfer-eval-every", type=int, default=None,
-                        help="steps between the view transfer's selection checks (default: the builder's; set to "
-                             "--view-transfer-steps, only step 0 and the final state are scored)")
+    parser.add_argument("--view-transfer-checks", type=int, default=BuildOptions.view_transfer_checks,
+                        help="hello-build --view-transfer-checks: the view transfer's selection checks (1: only "
+                             "step 0 and the final state are scored)")
     parser.add_argument("--view-transfer-keep", default=BuildOptions.view_transfer_keep,
                         choices=BuildOptions.__dataclass_fields__["view_transfer_keep"].metadata["choices"])
     parser.add_argument("--prior-weight", type=float, default=BuildOptions.prior_weight,

@@ -1,6 +1,6 @@
 """Choose the demo's build settings on validation digits, never on the digits the demo reports.
 
-    python bench/demo_sweep.py --variant base --variant teachers=last,steps=600 [--seeds 0 1 2] [--work DIR]
+    python bench/demo_sweep.py --variant base --variant teachers=last,views=960 [--seeds 0 1 2] [--work DIR]
 
 The demo (``hello-build --demo``) splits scikit-learn's digits into a foundation part (pretrains the
 stand-in CLIP), an original part (teacher and distillation) and a test part (the printed accuracies).
@@ -13,8 +13,8 @@ default is a new build); hard and teacher students depend only on the images, so
 same images share them.
 
 Variant keys: ``teachers=last`` (the final teacher checkpoint alone, in both transfers and in the
-crop scoring), ``steps``, ``lr``, ``real``, ``every``, ``keep`` (the synthetic-view transfer; ``every``: steps
-between selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
+crop scoring), ``views``, ``lr``, ``real``, ``checks``, ``keep`` (the synthetic-view transfer; ``views``: student
+views of each synthetic image, ``checks``: selection checks, ``keep``: last or best), ``epochs`` (the real transfer), ``loss`` and ``ce`` (both transfers' fit to the
 teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crops' area range, ``0.5-1``;
 ``1-1``: whole images), ``ipc`` (synthetic images per class), ``base`` (the demo as it is); and one
 student-side key, ``beta`` (the weight of the hard-label CE in the students' mse_ce loss, a recipe
@@ -40,15 +40,15 @@ from hello_build.pipeline import build
 from hello_build.teachers import load_teacher
 from hello_format.bundle import Bundle
 
-KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
+KEYS = {"views": ("view_transfer_epochs", float), "lr": ("view_transfer_lr", float),
+        "real": ("view_transfer_real_fraction", float), "checks": ("view_transfer_checks", int),
         "keep": ("view_transfer_keep", str), "epochs": ("transfer_epochs", int), "ipc": ("ipc", int), "loss": ("transfer_loss", str), "ce": ("lambda_ce", float),
         "scale": ("crop_scale", lambda text: [float(v) for v in text.split("-")])}
 REGIMES = ("hard", "projector", "teacher")
 
 
 def variant(text: str) -> tuple[dict, bool, dict]:
-    """``teachers=last,steps=600,beta=1`` -> (build option overrides, final teacher only, student recipe overrides)."""
+    """``teachers=last,views=960,beta=1`` -> (build option overrides, final teacher only, student recipe overrides)."""
     overrides, last, recipe = {}, False, {}
     for item in text.split(","):
         key, _, value = item.partition("=")

@@ -7,7 +7,8 @@ the real modules: a randomly initialised RN50 image tower with the builder's def
 zoo's ResNet-18 teacher at 224 px). Everything else is an assumption, printed with the result: the
 sustained throughput of a GPU on these convolutions (``--tflops``, bf16), the JPEG decode + resize rate
 of one CPU core (``--decode-per-s``), the CPU cores per GPU, and the builder's defaults (10 transfer
-epochs, 100 candidates x 5 crops per class, 2000 view-transfer steps of 128, 1.28 M images). The
+epochs, 100 candidates x 5 crops per class, a view transfer of 1280 views per synthetic image at IPC 10 in
+steps of 128, half of them real, 1.28 M images). The
 run is the sum over stages of max(GPU time, decode time), each split evenly over the GPUs (the
 torchrun build's parallelism: every stage sharded, decoding too in the transfer).
 """
@@ -22,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
 from hello_build.options import BuildOptions
+from hello_build.stages.view_transfer import schedule
 from hello_build.zoo import create_model
 from hello_format.lora import encoder_config, inject
 
@@ -61,7 +63,7 @@ def main(argv=None) -> None:
     for name, value in per_image.items():
         print(f"measured: {name}: {value / 1e9:.2f} GFLOP per image (224 px)")
     defaults = BuildOptions()
-    view_images = defaults.view_transfer_steps * defaults.transfer_batch_size
+    view_images = schedule(defaults, CLASSES * defaults.ipc)[0] * defaults.transfer_batch_size
     scored = CLASSES * defaults.candidates_per_class * defaults.crops_per_image
     stages = {  # (images through the pass, FLOP per image, JPEG decodes)
         "transfer": (defaults.transfer_epochs * IMAGES,

@@ -55,8 +55,8 @@ def build_args(kit: dict, output: Path, args) -> list[str]:
     return [str(kit["data"]), "-o", str(output), "--base", BASE, "--base-checkpoint", str(kit["base"]), "--embed-base",
             "--teacher", str(kit["teacher"]), "--ipc", str(args.ipc), "--factor", "1", "--candidates-per-class", "40",
             "--transfer-epochs", str(args.transfer_epochs), "--transfer-batch-size", "64",
-            "--image-update-steps", str(args.image_update_steps), "--view-transfer-steps", str(args.view_transfer_steps),
-            "--view-transfer-eval-every", str(max(1, args.view_transfer_steps // 2)),
+            "--image-update-steps", str(args.image_update_steps), "--view-transfer-epochs", str(args.view_transfer_epochs),
+            "--view-transfer-checks", "2",
             "--device", "cpu", "--fresh", "--quiet"]
 
 
@@ -88,14 +88,15 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--transfer-epochs", type=int, default=2)
     parser.add_argument("--image-update-steps", type=int, default=5)
-    parser.add_argument("--view-transfer-steps", type=int, default=40)
+    parser.add_argument("--view-transfer-epochs", type=float, default=12.8,
+                        help="student views of each synthetic image (12.8: 40 steps of 32 at IPC 10)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hello-scaling-") as scratch:
         root = Path(scratch)
         kit = prepare(root)
         print(f"tree: {kit['images']} digits at 32 px, 10 classes; base {BASE} (random init); ConvNet-3 teacher; "
               f"IPC {args.ipc}, {args.transfer_epochs} transfer epochs, {args.image_update_steps} image-update steps, "
-              f"{args.view_transfer_steps} view-transfer steps; {os.cpu_count()} CPU cores, 1 thread per process")
+              f"{args.view_transfer_epochs:g} view-transfer views per image; {os.cpu_count()} CPU cores, 1 thread per process")
         results = {}
         for nproc in [1, *args.nproc]:
             output = root / f"n{nproc}.hello"

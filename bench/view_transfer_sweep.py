@@ -1,6 +1,6 @@
 """Choose the synthetic-view transfer's settings on held-out fidelity, never on the test split.
 
-    python bench/view_transfer_sweep.py --variant steps=1000 --variant steps=1000,real=0.25 [cifar10.py options]
+    python bench/view_transfer_sweep.py --variant views=640 --variant views=960,real=0.25 [cifar10.py options]
 
 Each variant rebuilds the CIFAR-10 bench's first-IPC bundle with other view-transfer options (the
 foundation, teacher and real transfer come from the bench's cache; only the view-transfer stage reruns)
@@ -31,15 +31,15 @@ def _last(value: str) -> str:
     return value
 
 
-KEYS = {"steps": ("view_transfer_steps", int), "lr": ("view_transfer_lr", float),
-        "real": ("view_transfer_real_fraction", float), "every": ("view_transfer_eval_every", int),
+KEYS = {"views": ("view_transfer_epochs", float), "lr": ("view_transfer_lr", float),
+        "real": ("view_transfer_real_fraction", float), "checks": ("view_transfer_checks", int),
         "keep": ("view_transfer_keep", str), "rank": ("lora_rank", int),
         "ce": ("lambda_ce", float), "loss": ("transfer_loss", str),   # both transfers
         "teachers": ("teachers", _last)}   # the final checkpoint only, in both transfers
 
 
 def variant(text: str) -> dict:
-    """``steps=1000,real=0.25`` -> the build options it sets."""
+    """``views=960,real=0.25`` -> the build options it sets."""
     options = {}
     for item in text.split(","):
         key, _, value = item.partition("=")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale
 from hello_build.stages.plan import STAGES
-from hello_build.stages.view_transfer import synthetic_agreement
+from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors
@@ -151,10 +152,12 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
-    if not 0 <= options.view_transfer_real_fraction < 1 or options.view_transfer_eval_every < 1:
-        raise BuildError("--view-transfer-real-fraction must be in [0, 1) (some synthetic views in every batch) and "
-                         f"--view-transfer-eval-every at least 1 (got {options.view_transfer_real_fraction}, "
-                         f"{options.view_transfer_eval_every})")
+    if not (0 <= options.view_transfer_real_fraction < 1 and split_batch(options)[1] >= 1
+            and 0 <= options.view_transfer_epochs < math.inf and options.view_transfer_checks >= 1):
+        raise BuildError("--view-transfer-real-fraction must leave some synthetic views in every batch of "
+                         "--transfer-batch-size, --view-transfer-epochs be finite and at least 0, and "
+                         f"--view-transfer-checks at least 1 (got {options.view_transfer_real_fraction}, "
+                         f"{options.transfer_batch_size}, {options.view_transfer_epochs}, {options.view_transfer_checks})")
     if options.lora_rank < 0:
         raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
     if options.lora_rank == 0 and options.init_adapter:
@@ -295,6 +298,7 @@ def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int |
                          "synthetic_agreement_unmixed": agreement["unmixed_agreement"],
                          "synthetic_views": agreement["views"], "synthetic_target": options.view_transfer_target,
                          **({"after_view_transfer": view_transfer["fidelity"],
+                             "view_transfer_steps": view_transfer["steps"],
                              "view_transfer_kept_step": view_transfer["kept_step"]} if view_transfer else {}),
                          **({"view_transfer_diverged_step": view_transfer["diverged_step"]}
                             if view_transfer and view_transfer.get("diverged_step") else {}),

@@ -117,11 +117,11 @@ def write_teacher_module(folder: Path) -> Path:
 
 def tiny_options(kit, out_dir: Path, **overrides) -> BuildOptions:
     """Options for a build of seconds on the tiny tree (held-out quarter measures fidelity); the paper's
-    stages only unless ``view_transfer_steps`` is given (tests/test_view_transfer.py covers that stage)."""
+    stages only unless ``view_transfer_epochs`` is given (tests/test_view_transfer.py covers that stage)."""
     values = dict(
         data=str(kit["data"]), output=str(out_dir / "tiny.hello"), base=kit["base"], base_checkpoint=str(kit["base_file"]),
         embed_base=True, teacher=[TEACHER], holdout=0.25, transfer_epochs=4, transfer_batch_size=12, transfer_lr=5e-3,
-        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0, view_transfer_steps=0,
+        ipc=2, candidates_per_class=8, crops_per_image=2, device="cpu", seed=0, view_transfer_epochs=0,
     )
     values.update(overrides)
     return BuildOptions(**values)

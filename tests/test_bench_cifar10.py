@@ -119,18 +119,19 @@ def test_requantized_projector_runs_are_a_row_of_their_own(bench):
     assert args.delta_calibration_steps > 0
 
 
-def test_bundle_keys_name_the_kept_state_rule_unless_it_is_the_earlier_one(bench):
-    """The builder keeps the last state by default; bundles cached under the earlier rule (best) keep their keys."""
+def test_bundle_keys_name_every_view_transfer_option_and_the_crop_scale(bench):
+    """A bundle is cached by every option the bench sets: another budget, check count, kept-state rule or
+    crop scale is another bundle (each chosen after the real transfer, so they share its work directory)."""
     settings = lambda *argv: bench.build_settings(bench.parse(["--ipc", "10", *argv]), {})  # noqa: E731
-    assert settings()["view_transfer_keep"] == "last"
-    assert "view_transfer_keep" not in settings("--view-transfer-keep", "best")
-    assert "view_transfer_eval_every" not in settings() and settings("--view-transfer-eval-every", "2000")["view_transfer_eval_every"] == 2000
-    assert bench.key_of(settings()) != bench.key_of(settings("--view-transfer-keep", "best"))
-    # the crop scale is keyed unless it is the earlier default, 0.5-1 (every bundle cached before)
-    assert settings()["crop_scale"] == [1.0, 1.0]  # the builder's default at the bench's factor 1: whole images
-    assert "crop_scale" not in settings("--crop-scale", "0.5", "1")
-    assert "crop_scale" not in settings("--factor", "2")  # 1/2 to 1 there: the earlier default
-    assert "crop_scale" in bench.LATE_OPTIONS  # chosen after the real transfer: it shares its work directory
+    from hello_build.options import BuildOptions
+    default = settings()
+    assert (default["view_transfer_epochs"], default["view_transfer_checks"], default["view_transfer_keep"]) == \
+        (BuildOptions.view_transfer_epochs, BuildOptions.view_transfer_checks, BuildOptions.view_transfer_keep)
+    assert default["crop_scale"] == [1.0, 1.0]  # the builder's default at the bench's factor 1: whole images
+    for argv in (("--view-transfer-epochs", "1920"), ("--view-transfer-checks", "1"), ("--view-transfer-keep", "best"),
+                 ("--crop-scale", "0.5", "1")):
+        assert bench.key_of(settings(*argv)) != bench.key_of(default), argv
+    assert {"view_transfer_epochs", "view_transfer_checks", "view_transfer_keep", "crop_scale"} <= set(bench.LATE_OPTIONS)
 
 
 def test_the_transfer_loss_and_lora_rank_are_keyed_and_passed_to_the_build_unless_they_are_the_default(bench):

@@ -15,11 +15,11 @@ def demo_sweep():
 
 def test_a_variant_names_build_options_and_the_teacher_choice(demo_sweep):
     assert demo_sweep.variant("base") == ({}, False, {})
-    assert demo_sweep.variant("teachers=last,steps=600,every=50,epochs=3") == (
-        {"view_transfer_steps": 600, "view_transfer_eval_every": 50, "transfer_epochs": 3}, True, {})
+    assert demo_sweep.variant("teachers=last,views=960,checks=12,epochs=3") == (
+        {"view_transfer_epochs": 960.0, "view_transfer_checks": 12, "transfer_epochs": 3}, True, {})
     assert demo_sweep.variant("loss=kl,ce=0") == ({"transfer_loss": "kl", "lambda_ce": 0.0}, False, {})
     assert demo_sweep.variant("ipc=2,scale=1-1") == ({"ipc": 2, "crop_scale": [1.0, 1.0]}, False, {})
-    assert demo_sweep.variant("beta=1,steps=600") == ({"view_transfer_steps": 600}, False, {"beta": 1.0})  # students only
+    assert demo_sweep.variant("beta=1,views=960") == ({"view_transfer_epochs": 960.0}, False, {"beta": 1.0})  # students only
     with pytest.raises(SystemExit, match="'rank=16' is not base"):
         demo_sweep.variant("rank=16")
 
@@ -29,8 +29,8 @@ def test_demo_options_change_only_what_a_variant_names(tmp_path):
     demo = demo_options(tmp_path / "data", tmp_path / "demo.hello", files, tmp_path / "base.safetensors",
                         tmp_path / "work", seed=0, student_epochs=60)
     changed = demo_options(tmp_path / "data", tmp_path / "demo.hello", files[-1:], tmp_path / "base.safetensors",
-                           tmp_path / "work", seed=0, student_epochs=60, view_transfer_steps=demo.view_transfer_steps + 500)
-    assert changed.view_transfer_steps == demo.view_transfer_steps + 500
+                           tmp_path / "work", seed=0, student_epochs=60, view_transfer_epochs=demo.view_transfer_epochs + 800)
+    assert changed.view_transfer_epochs == demo.view_transfer_epochs + 800
     assert changed.teacher == [str(Path(files[-1]))] and len(demo.teacher) == 2
-    assert {k: v for k, v in vars(changed).items() if k not in ("view_transfer_steps", "teacher")} == \
-        {k: v for k, v in vars(demo).items() if k not in ("view_transfer_steps", "teacher")}
+    assert {k: v for k, v in vars(changed).items() if k not in ("view_transfer_epochs", "teacher")} == \
+        {k: v for k, v in vars(demo).items() if k not in ("view_transfer_epochs", "teacher")}

@@ -10,14 +10,15 @@ def sweep():
 
 
 def test_a_variant_names_view_transfer_options(sweep):
-    assert sweep.variant("steps=1000,real=0.25,lr=0.005") == {
-        "view_transfer_steps": 1000, "view_transfer_real_fraction": 0.25, "view_transfer_lr": 0.005}
+    assert sweep.variant("views=960,real=0.25,lr=0.005,checks=40") == {
+        "view_transfer_epochs": 960.0, "view_transfer_real_fraction": 0.25, "view_transfer_lr": 0.005,
+        "view_transfer_checks": 40}
     with pytest.raises(SystemExit, match="'epochs' is not one of"):
         sweep.variant("epochs=3")
 
 
 def test_skips_cleanly_without_the_archives(sweep, tmp_path, capsys):
-    assert sweep.main(["--variant", "steps=10", "--data", str(tmp_path), "--cache", str(tmp_path / "cache"),
+    assert sweep.main(["--variant", "views=10", "--data", str(tmp_path), "--cache", str(tmp_path / "cache"),
                        "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.startswith("skipped: CIFAR-10 archives not found")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()

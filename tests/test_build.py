@@ -255,8 +255,8 @@ def test_the_prior_weight_is_applied_at_write_and_recorded(reference, tmp_path):
 def test_decoding_workers_change_no_tensor_of_the_bundle(kit, tmp_path):
     """Batches decoded by worker processes (sampled ahead of the fit) are paired with their own augmentation
     draws, in both transfer phases: the bundle is the one a build that decodes in its own process writes."""
-    alone, _ = run_build(tiny_options(kit, tmp_path / "alone", transfer_epochs=2, view_transfer_steps=10))
-    workers, _ = run_build(tiny_options(kit, tmp_path / "workers", transfer_epochs=2, view_transfer_steps=10, num_workers=2))
+    alone, _ = run_build(tiny_options(kit, tmp_path / "alone", transfer_epochs=2, view_transfer_epochs=10))
+    workers, _ = run_build(tiny_options(kit, tmp_path / "workers", transfer_epochs=2, view_transfer_epochs=10, num_workers=2))
     with safe_open(alone["output"], "pt") as a, safe_open(workers["output"], "pt") as b:
         assert set(a.keys()) == set(b.keys()) and any("lora" in key for key in a.keys())
         for key in a.keys():

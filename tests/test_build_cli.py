@@ -134,7 +134,7 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
             "--embed-base", "--train-teacher", "convnet3", "--teacher-epochs", "2", "--teacher-checkpoints", "2",
             "--image-size", "16", "--transfer-epochs", "1", "--transfer-batch-size", "16", "--ipc", "1",
             "--candidates-per-class", "4", "--crops-per-image", "1", "--holdout", "0.2", "--skip-bad",
-            "--view-transfer-steps", "4", "--view-transfer-eval-every", "2", "--device", "cpu", "--quiet"]
+            "--view-transfer-epochs", "4", "--view-transfer-checks", "2", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (result.output, result.exception)
     summary = json.loads(result.stdout.strip().splitlines()[-1])

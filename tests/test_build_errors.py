@@ -81,7 +81,7 @@ def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
     values = dict(data=str(errors_kit["data"]) if change is None else _tree_with(errors_kit, tmp_path, change),
                   output=str(tmp_path / "out.hello"), base=errors_kit["base"], base_checkpoint=str(errors_kit["base_file"]),
                   teacher=["three"], transfer_epochs=1, ipc=1, candidates_per_class=4, crops_per_image=1, device="cpu",
-                  view_transfer_steps=0)
+                  view_transfer_epochs=0)
     values.update(overrides)
     values["teacher"] = [str(errors_kit["teachers"].get(t, t)) for t in values["teacher"]]
     return values

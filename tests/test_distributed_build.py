@@ -47,7 +47,7 @@ def cli_args(options) -> list[str]:
     else:
         args += ["--teacher", TEACHER]
     for name in ("holdout", "transfer_epochs", "transfer_batch_size", "transfer_lr", "ipc", "candidates_per_class",
-                 "crops_per_image", "device", "seed", "view_transfer_steps", "view_transfer_eval_every",
+                 "crops_per_image", "device", "seed", "view_transfer_epochs", "view_transfer_checks",
                  "image_update_steps"):
         args += ["--" + name.replace("_", "-"), str(getattr(options, name))]
     return args
@@ -104,8 +104,8 @@ def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
 @pytest.mark.slow
 def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
     """Transfer, RDED scoring, the image update and the view transfer, 4 epochs: the measured tolerance."""
-    summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, image_update_steps=2, view_transfer_steps=4,
-                                               view_transfer_eval_every=2)
+    summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, image_update_steps=2, view_transfer_epochs=4,
+                                               view_transfer_checks=2)
     assert_same_build(summary["output"], pair.output)
 
 

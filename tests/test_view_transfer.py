@@ -4,6 +4,8 @@ transfer's time survives an interruption."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,25 +14,29 @@ from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
 from hello_build.stages.transfer import transfer_loss
 from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, kept_check,
-                                           view_agreement)
+                                           schedule, view_agreement)
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 from hello_format.testing import tiny_projector
 from support import run_build, tiny_options
 
 
-def _build(kit, tmp_path, **overrides):
+def _build(kit, tmp_path, steps: int, **overrides):
     # no real transfer: the zero-shot head of the random tiny base is a poor imitator, so what the view
-    # transfer adds is measurable on its own; the same work directory serves both builds
-    options = tiny_options(kit, tmp_path, transfer_epochs=0, view_transfer_eval_every=10, **overrides)
+    # transfer adds is measurable on its own; the same work directory serves both builds. The tiny tree's
+    # 6 synthetic images and 6 synthetic views per step (half of 12) make each view of an image one step;
+    # a check every 10 steps
+    options = tiny_options(kit, tmp_path, transfer_epochs=0, view_transfer_epochs=steps,
+                           view_transfer_checks=max(1, steps // 10), **overrides)
     return run_build(options)
 
 
 def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
-    without, _ = _build(kit, tmp_path, view_transfer_steps=0)
-    with_views, logs = _build(kit, tmp_path, view_transfer_steps=60, view_transfer_lr=1e-2)
+    without, _ = _build(kit, tmp_path, 0)
+    with_views, logs = _build(kit, tmp_path, 60, view_transfer_lr=1e-2)
     assert with_views["synthetic_agreement"] >= without["synthetic_agreement"] + 0.2, (without, with_views)
     assert with_views["synthetic_agreement"] >= 0.8
+    assert "view transfer: 60 steps of 6 synthetic and 6 real views (60 views of each of 6 synthetic images), a check every 10" in logs
     assert any(line.startswith("view transfer step 60/60") for line in logs)
     with Bundle.open(with_views["output"]) as bundle:
         fidelity = bundle.manifest["provenance"]["fidelity"]
@@ -40,11 +46,23 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
     assert 0.0 <= with_views["synthetic_agreement_unmixed"] <= 1.0
     assert fidelity["synthetic_views"] == 10 * 6  # REPORT_ROUNDS passes over 6 images
     assert fidelity["after_view_transfer"]["images"] == 12 and fidelity["view_transfer_kept_step"] > 0
-    assert recorded["view_transfer_steps"] == 60 and recorded["view_transfer_target"] == "last"
+    assert fidelity["view_transfer_steps"] == with_views["view_transfer"]["steps"] == 60
+    assert recorded["view_transfer_epochs"] == 60 and recorded["view_transfer_target"] == "last"
+
+
+def test_the_budget_is_views_per_synthetic_image_not_steps():
+    # the default is 2000 steps of 64 synthetic views at CIFAR-10 IPC 10, checked every 25 steps; five times
+    # the images get five times the steps (a fixed step count starved IPC 50), the checks stay 80
+    options = BuildOptions(data="unused", output="unused.hello")
+    assert schedule(options, 100) == (2000, 25)
+    assert schedule(options, 500) == (10_000, 125)
+    assert schedule(dataclasses.replace(options, view_transfer_real_fraction=0.25), 500) == (6667, 83)  # 96 per step
+    assert schedule(dataclasses.replace(options, transfer_batch_size=1024), 10_000) == (25_000, 312)
+    assert schedule(dataclasses.replace(options, view_transfer_epochs=0.5), 3) == (1, 1)  # at least one step
 
 
 def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2, view_transfer_keep="best")
+    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2, view_transfer_keep="best")
     result = summary["view_transfer"]
     curve = dict(result["selection_agreement"])
     assert sorted(curve) == [0, 10, 20, 30, 40]
@@ -54,7 +72,7 @@ def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):
 
 
 def test_keep_last_keeps_the_final_state_unless_a_check_beats_it_clearly(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=3e-2)
+    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2)
     result = summary["view_transfer"]
     curve = result["selection_agreement"]
     assert result["selection_views"] == 5 * 6  # SELECTION_ROUNDS passes over 6 images
@@ -132,9 +150,16 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
     assert total_seconds > first_seconds > 0
 
 
-def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_path):
-    options = tiny_options(kit, tmp_path, view_transfer_steps=10, view_transfer_real_fraction=1.0)
-    with pytest.raises(BuildError, match=r"--view-transfer-real-fraction must be in \[0, 1\)"):
+@pytest.mark.parametrize("overrides", [
+    {"view_transfer_real_fraction": 1.0},
+    {"view_transfer_real_fraction": 0.99},   # 11.88 of 12 rounds to a batch without synthetic views
+    {"view_transfer_epochs": float("inf")},
+    {"view_transfer_epochs": -1.0},
+    {"view_transfer_checks": 0},
+])
+def test_a_view_transfer_without_a_budget_or_synthetic_views_is_refused_before_any_work(kit, tmp_path, overrides):
+    options = tiny_options(kit, tmp_path, **{"view_transfer_epochs": 10, **overrides})
+    with pytest.raises(BuildError, match=r"^--view-transfer-real-fraction must leave some synthetic views"):
         run_build(options)
     assert not options.workdir_path().exists()
 
@@ -145,7 +170,7 @@ def test_a_batch_without_synthetic_views_is_refused_before_any_work(kit, tmp_pat
 ])
 def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path, train_logit_scale, failure):
     # lr 1e6 sends the LoRA to infinity within a few steps (IPC 50 on the CIFAR bench diverged at lr 1e-2)
-    summary, logs = _build(kit, tmp_path, view_transfer_steps=40, view_transfer_lr=1e6, train_logit_scale=train_logit_scale)
+    summary, logs = _build(kit, tmp_path, 40, view_transfer_lr=1e6, train_logit_scale=train_logit_scale)
     result = summary["view_transfer"]
     assert result["diverged_step"] is not None and result["diverged_step"] < 40
     curve = result["selection_agreement"]
@@ -163,7 +188,7 @@ def test_a_diverged_view_transfer_stops_and_keeps_its_best_check(kit, tmp_path, 
 
 
 def test_a_converging_view_transfer_records_no_divergence(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, view_transfer_steps=20, view_transfer_lr=1e-2)
+    summary, _ = _build(kit, tmp_path, 20, view_transfer_lr=1e-2)
     assert summary["view_transfer"]["diverged_step"] is None
     with Bundle.open(summary["output"]) as bundle:
         assert "view_transfer_diverged_step" not in bundle.manifest["provenance"]["fidelity"]
@@ -222,8 +247,8 @@ def test_one_pass_over_both_parts_gives_each_parts_own_loss_and_gradient(family)
 
 
 def test_the_build_records_its_resolved_precision_and_bf16_changes_the_fit(kit, tmp_path):
-    auto, _ = _build(kit, tmp_path / "auto", view_transfer_steps=20)
-    bf16, _ = _build(kit, tmp_path / "bf16", view_transfer_steps=20, precision="bf16")
+    auto, _ = _build(kit, tmp_path / "auto", 20)
+    bf16, _ = _build(kit, tmp_path / "bf16", 20, precision="bf16")
     recorded = {}
     for name, summary in (("auto", auto), ("bf16", bf16)):
         with Bundle.open(summary["output"]) as bundle:

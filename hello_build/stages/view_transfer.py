@@ -13,6 +13,7 @@ are summed, so every rank keeps the same state.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -55,9 +56,9 @@ def run_view_transfer(
 
     Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
-    loader does). Returns the loss curve, the selection agreement every ``view_transfer_eval_every``
-    steps, the step that was kept and the step whose loss was not finite, if any (the fit stops there
-    and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
+    loader does); ``schedule`` sets the number of steps and checks. Returns the steps, the loss curve, the
+    selection agreement at each check, the step that was kept and the step whose loss was not finite, if
+    any (the fit stops there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
     ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
@@ -71,9 +72,11 @@ def run_view_transfer(
 
     generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
     teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
-    batch_size, steps, eval_every = options.transfer_batch_size, options.view_transfer_steps, options.view_transfer_eval_every
-    real_count = round(batch_size * options.view_transfer_real_fraction)
-    synthetic_count = batch_size - real_count
+    batch_size, (real_count, synthetic_count) = options.transfer_batch_size, split_batch(options)
+    steps, eval_every = schedule(options, len(images))
+    if log:
+        log(f"view transfer: {steps} steps of {synthetic_count} synthetic and {real_count} real views "
+            f"({options.view_transfer_epochs:g} views of each of {len(images)} synthetic images), a check every {eval_every}")
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
     best = {"agreement": _agreement(projector, selection(), selection_targets, options.precision, group), "step": 0,
             "state": lora_state(projector)}
@@ -123,8 +126,23 @@ def run_view_transfer(
         assert kept_step == best["step"], (kept_step, best["step"])
         load_lora_state(projector, best["state"])
     projector.eval()
-    return {"loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": kept_step,
+    return {"steps": steps, "loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": kept_step,
             "kept_selection_agreement": kept_agreement, "selection_views": selection_views, "diverged_step": diverged}
+
+
+def split_batch(options: BuildOptions) -> tuple[int, int]:
+    """Real and synthetic views of each step's ``transfer_batch_size``."""
+    real = round(options.transfer_batch_size * options.view_transfer_real_fraction)
+    return real, options.transfer_batch_size - real
+
+
+def schedule(options: BuildOptions, images: int) -> tuple[int, int]:
+    """Steps of the synthetic-view transfer over ``images`` synthetic images, and the steps between its
+    selection checks: ``view_transfer_epochs`` student views of each image (the budget is per image: a
+    fixed step count spreads thinner over a larger set), ``view_transfer_checks`` checks evenly spaced."""
+    synthetic = split_batch(options)[1]
+    steps = math.ceil(round(options.view_transfer_epochs * images / synthetic, 6))
+    return steps, max(1, steps // options.view_transfer_checks)
 
 
 def _fit_parts(projector, target, teacher_choice, parts, options: BuildOptions, batch_size: int,
@@ -172,8 +190,8 @@ def kept_check(curve: list[tuple[int, float]], views: int, keep: str) -> int:
 
 
 def enabled(options: BuildOptions) -> bool:
-    """Whether the stage runs: 0 steps is the paper's method."""
-    return options.view_transfer_steps > 0
+    """Whether the stage runs: 0 epochs is the paper's method."""
+    return options.view_transfer_epochs > 0
 
 
 def run(ctx: BuildContext) -> tuple[dict, dict]:
