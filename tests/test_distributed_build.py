@@ -81,10 +81,18 @@ def build_alone_and_in_pair(kit, tmp_path, **options):
     return summary, pair, result
 
 
-def assert_same_build(one, two):
+def assert_same_build(one, two, *, updated_images: bool = False):
+    """The selected images bit-identical; ``updated_images``: after the image update's gradient steps, whose
+    sums over ranks differ in their last bits, a pixel may round one grey level the other way (measured:
+    1 of 18,432 after 2 steps on this install)."""
     images, labels, lora, logits = bundle_parts(one)
     images2, labels2, lora2, logits2 = bundle_parts(two)
-    assert torch.equal(images, images2) and torch.equal(labels, labels2)  # the selected images: bit-identical
+    assert torch.equal(labels, labels2)
+    if updated_images:
+        differ = images.int() - images2.int()
+        assert differ.abs().max() <= 1 and (differ != 0).float().mean() < 1e-3
+    else:
+        assert torch.equal(images, images2)
     assert lora.keys() == lora2.keys()
     assert max((lora[k].float() - lora2[k].float()).abs().max().item() for k in lora) < LORA_TOLERANCE
     assert (logits - logits2).abs().max().item() < LOGIT_TOLERANCE
@@ -106,7 +114,7 @@ def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
     """Transfer, RDED scoring, the image update and the view transfer, 4 epochs: the measured tolerance."""
     summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, image_update_steps=2, view_transfer_epochs=4,
                                                view_transfer_checks=2)
-    assert_same_build(summary["output"], pair.output)
+    assert_same_build(summary["output"], pair.output, updated_images=True)
 
 
 @pytest.mark.slow
