@@ -277,6 +277,8 @@ class Bundle:
         raw = self._bytes(name)
         info = self._header.tensors[name]
         torch_dtype, itemsize = DTYPES[info.dtype]
+        if not info.nbytes:   # nothing to map (a copy of an empty slice has stride 0, which torch cannot view)
+            return torch.empty(info.shape, dtype=torch_dtype)
         if (self._header.data_start + info.begin) % itemsize:
             raw = np.array(raw)
         return torch.from_numpy(raw).view(torch_dtype).reshape(info.shape)

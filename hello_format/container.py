@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.errors import HeaderError
-from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_INTEGER_DIGITS, MAX_TENSOR_NAME_CHARS,
-                                 MAX_TENSOR_RANK, MAX_TENSORS)
+from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_INTEGER_DIGITS, MAX_TENSOR_ELEMENTS,
+                                 MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK, MAX_TENSORS)
 
 METADATA_KEY = "__metadata__"
 
@@ -149,6 +149,9 @@ def _parse_entry(where: str, name: str, entry) -> TensorInfo:
             or not all(_is_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
         raise HeaderError(f"{where}: tensor '{name}': shape must be a list of at most {MAX_TENSOR_RANK} "
                           f"integers in [0, {MAX_DIMENSION}]")
+    if math.prod(max(d, 1) for d in shape) > MAX_TENSOR_ELEMENTS:
+        raise HeaderError(f"{where}: tensor '{name}': shape {shape}: the product of its dimensions (a 0 counted "
+                          f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise HeaderError(f"{where}: tensor '{name}': data_offsets must be [begin, end] with 0 <= begin <= end")

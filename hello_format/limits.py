@@ -10,6 +10,9 @@ MAX_TENSORS = 100_000                   # header entries
 MAX_TENSOR_NAME_CHARS = 1_024
 MAX_TENSOR_RANK = 8                     # dimensions of one tensor
 MAX_DIMENSION = 2**31 - 1               # one dimension (also of a zero-element tensor)
+MAX_TENSOR_ELEMENTS = 2**59             # product of a shape's dimensions, a 0 counted as 1: torch's 64-bit
+                                        # strides and sizes hold it (x 8 bytes); bounds a zero-element tensor,
+                                        # any other is bounded by the file's size
 MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-bit at most
 
 # manifest structure (checked before the JSON Schema)

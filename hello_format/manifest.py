@@ -6,6 +6,7 @@ import functools
 import hashlib
 import itertools
 import json
+import re
 from importlib import resources
 
 import jsonschema
@@ -50,13 +51,26 @@ def _is_strict_integer(checker, instance) -> bool:
 
 
 @functools.cache
+def _regex(pattern: str) -> re.Pattern:
+    """A schema ``pattern`` with ECMA-262's ``$``: a final ``$`` is the end of the string (Python's also
+    matches before a final newline, which let "sha256:<64 hex>\\n" pass as a fingerprint)."""
+    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.cache
 def _validator() -> jsonschema.protocols.Validator:
-    """Draft 2020-12, except that an "integer" must be written as one (8, not 8.0). The schema itself
-    is ours and checked by the tests, not on every reader's first open."""
+    """Draft 2020-12, except that an "integer" must be written as one (8, not 8.0) and a pattern's
+    final ``$`` is the end of the string, as JSON Schema's regular expressions (ECMA-262) say. The
+    schema itself is ours and checked by the tests, not on every reader's first open."""
     schema = load_schema()
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine("integer", _is_strict_integer)
-    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+    return jsonschema.validators.extend(base, validators={"pattern": _pattern}, type_checker=checker)(schema)
 
 
 def check_version(manifest: dict, where: str = "manifest") -> tuple[int, int]:

@@ -110,6 +110,11 @@ CASES = {
                                  ManifestError, "provenance.class_folders"),
     "tensor not in integrity": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].pop("labels")),
                                 ManifestError, "integrity.tensors"),
+    # JSON Schema's '$' (ECMA-262) is the end of the string; Python's also matched before a final newline
+    "fingerprint with a final newline": (with_manifest(RAW, lambda m: m["base"].update(
+        fingerprint=m["base"]["fingerprint"] + "\n")), ManifestError, "field 'base.fingerprint'"),
+    "tensor hash with a final newline": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].update(
+        labels=m["integrity"]["tensors"]["labels"] + "\n")), ManifestError, "field 'integrity.tensors.labels'"),
 }
 
 

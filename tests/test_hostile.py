@@ -714,3 +714,65 @@ def test_a_custom_config_that_builds_but_cannot_run_is_refused_at_load(change, m
     with pytest.raises(BaseModelError, match=match) as info:
         create_base(base, embedded_state=state, text_tower=text_tower)
     assert "\n" not in str(info.value)
+
+
+# ---- found by the second hostile-input audit
+
+def test_an_empty_tensor_after_an_odd_sized_one_is_read(tmp_path):
+    """A misaligned tensor is copied out of the mapping; an empty copy had stride 0, which torch cannot view
+    as F32: ``hello verify`` (checking base.* finite) ended in a RuntimeError traceback."""
+    base = dict(samples.sample_manifest()["base"], source="embedded", checkpoint=None)
+    path = hostile(tmp_path, base=base, tensors={"base.a": torch.zeros(1, dtype=torch.uint8), "base.b": torch.zeros(0)})
+    result = CliRunner().invoke(cli, ["verify", str(path)])
+    assert result.exit_code == 0, repr(result.exception)
+    with Bundle.open(path) as bundle:
+        assert bundle.tensor("base.b").dtype == torch.float32 and bundle.tensor("base.b").shape == (0,)
+
+
+def test_an_empty_tensor_whose_dimensions_overflow_torch_is_a_header_error(tmp_path):
+    """[0, 2^31 - 1 (x 7)] has every dimension in range and no bytes, but torch's 64-bit strides overflow:
+    ``hello verify`` ended in 'RuntimeError: Stride calculation overflowed'."""
+    base = dict(samples.sample_manifest()["base"], source="embedded", checkpoint=None)
+    path = hostile(tmp_path, base=base, tensors={"base.z": torch.zeros(0, dtype=torch.uint8)})
+    header, body = samples.split_header(path.read_bytes())
+    header["base.z"]["shape"] = [0] + [limits.MAX_DIMENSION] * 7
+    path.write_bytes(samples.join_header(header, body))
+    line = cli_error(path, "verify")
+    assert "tensor 'base.z': shape [0, 2147483647," in line and f"at most {limits.MAX_TENSOR_ELEMENTS:,}" in line
+    header["base.z"]["shape"] = [0, 3, 4]   # an ordinary empty tensor still reads
+    path.write_bytes(samples.join_header(header, body))
+    with Bundle.open(path, verify=True) as bundle:
+        assert bundle.tensor("base.z").shape == (0, 3, 4)
+
+
+def test_a_long_class_name_is_fitted_to_the_preview_in_few_measurements(monkeypatch):
+    """The preview trimmed a name one character per measurement: 512 measurements of up to 512 characters per
+    name and per caption line (3.4 s for 100 such names with --no-labels, ~25x short names)."""
+    from PIL import ImageDraw
+
+    from hello_format.hub.preview import _fit, _font
+
+    calls = []
+    measure = ImageDraw.ImageDraw.textlength
+    monkeypatch.setattr(ImageDraw.ImageDraw, "textlength", lambda self, text, *a, **k: (
+        calls.append(len(text)), measure(self, text, *a, **k))[1])
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font()
+    for name in ["W" * limits.MAX_CLASS_NAME_CHARS, "a" * 300 + "W" * 212, "short"]:
+        calls.clear()
+        fitted = _fit(draw, name, font, 60)
+        assert len(calls) <= 12, len(calls)
+        assert fitted == name or (fitted.endswith("…") and name.startswith(fitted[:-1]))
+        assert measure(draw, fitted, font=font) <= 60 or fitted == "…"
+        if fitted != name:  # the longest prefix that fits: one more character would not
+            assert measure(draw, name[:len(fitted)] + "…", font=font) > 60
+
+
+def test_a_source_dataset_with_a_final_newline_is_not_a_hub_id_in_the_card(tmp_path):
+    """'^...$' matched 'org/name\\n' (Python's '$' also matches before a final newline): the card's YAML front
+    matter listed it as a source dataset."""
+    provenance = dict(samples.sample_manifest()["provenance"], source_dataset="org/name\n")
+    with Bundle.open(hostile(tmp_path, provenance=provenance)) as bundle:
+        assert "source_datasets" not in card.card_metadata(bundle)
+    provenance["source_dataset"] = "org/name"
+    with Bundle.open(hostile(tmp_path, provenance=provenance)) as bundle:
+        assert card.card_metadata(bundle)["source_datasets"] == ["org/name"]

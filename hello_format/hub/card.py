@@ -358,7 +358,7 @@ def _license(license: str) -> str:
 def _source_dataset(m: dict) -> str | None:
     """The recorded source dataset when it reads as a hub dataset id (a local path is not one)."""
     source = (m.get("provenance") or {}).get("source_dataset")
-    if isinstance(source, str) and _HUB_DATASET_ID.match(source) and not source.startswith("."):
+    if isinstance(source, str) and _HUB_DATASET_ID.fullmatch(source) and not source.startswith("."):
         return source
     return None
 

@@ -24,12 +24,18 @@ def _font() -> ImageFont.ImageFont:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """Trim ``text`` with an ellipsis until it fits ``width`` pixels."""
+    """``text``, or its longest prefix plus an ellipsis that fits ``width`` pixels: found by bisection,
+    so a long name from a file costs a few measurements, not one per character."""
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
+    low, high = 0, len(text) - 1   # text[:low] + "…" fits (or low is 0); text[:high + 1] + "…" does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "…"
 
 
 def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
