@@ -185,7 +185,7 @@ def _with_visual_weights(meta_model: nn.Module, state: dict, device, architectur
     visual.load_state_dict(weights, strict=False, assign=True)
     unset = [name for name, tensor in [*visual.named_parameters(), *visual.named_buffers()] if tensor.is_meta]
     if unset:
-        raise BaseModelError(f"open_clip architecture {architecture}'s image tower has state outside its weights "
+        raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r}: its image tower has state outside its weights "
                              f"({unset[0]}): hello cannot build it without its text tower")
     return meta_model
 
@@ -424,11 +424,11 @@ def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
     """open_clip's own model + tag, from its cache (downloading when the network is allowed)."""
     if not tag:
         raise BaseModelError(f"base.source is 'open_clip' but base.pretrained is empty: name the "
-                             f"open_clip pretrained tag of {architecture}")
+                             f"open_clip pretrained tag of {str(architecture)[:80]!r}")
     tag_cfg = _tag_config(architecture, tag)
     if not tag_cfg:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
-        raise BaseModelError(f"open_clip has no pretrained tag {tag!r} for {architecture} "
+        raise BaseModelError(f"open_clip has no pretrained tag {str(tag)[:80]!r} for {str(architecture)[:80]!r} "
                              f"(known tags: {known})")
     path = _download(architecture, tag, tag_cfg)
     if not str(path).endswith(".safetensors"):
@@ -469,7 +469,7 @@ def _download(architecture: str, tag: str, tag_cfg: dict) -> str:
 def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
     """A local base checkpoint as a state dict, from safetensors only (pickles are refused)."""
     if checkpoint is None:
-        raise BaseModelError(f"this bundle's base is a local checkpoint ({hint or 'no name recorded'}): "
+        raise BaseModelError(f"this bundle's base is a local checkpoint ({repr(str(hint)[:80]) if hint else 'no name recorded'}): "
                              "pass its path (checkpoint=... / --base-checkpoint)")
     path = Path(checkpoint)
     if not path.is_file():

@@ -776,3 +776,21 @@ def test_a_source_dataset_with_a_final_newline_is_not_a_hub_id_in_the_card(tmp_p
     provenance["source_dataset"] = "org/name"
     with Bundle.open(hostile(tmp_path, provenance=provenance)) as bundle:
         assert card.card_metadata(bundle)["source_datasets"] == ["org/name"]
+
+
+@pytest.mark.parametrize("base", [
+    # a local base's recorded checkpoint name, shown when no checkpoint is given
+    {"source": "local", "checkpoint": "\x1b[2J\x1b[31mrm -rf ~\x07" + "x" * 300},
+    # an open_clip base without a tag, named by its (custom, registered) architecture
+    {"source": "open_clip", "pretrained": None, "architecture": "evil\x1b]0;title\x07"},
+])
+def test_a_files_strings_reach_an_error_escaped_and_cut(base):
+    """The CLI escapes every message, but a Python caller printing a BaseModelError got the file's
+    control characters raw (a terminal escape sequence) and its whole length."""
+    manifest = dict(samples.sample_manifest()["base"], **base)
+    if "architecture" in base:
+        manifest["config"] = tiny_vit_config()
+    with pytest.raises(BaseModelError) as info:
+        create_base(manifest)
+    message = str(info.value)
+    assert message.isprintable() and len(message) < 400, message
