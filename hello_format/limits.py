@@ -28,6 +28,7 @@ MAX_TEMPLATE_CHARS = 512
 MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
+                                         # and the student's views, N x C x output_size^2, the same
 MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10)
 MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)

@@ -230,7 +230,7 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
     _check_head(where, manifest)
     for section in ("lora", "head.lora"):
         _check_quantised(where, section, _get(manifest, section))
-    _check_recipe(where, manifest)
+    _check_recipe(where, manifest, file_size)
     tensors = _get(manifest, "integrity.tensors")
     if isinstance(tensors, dict) and len(tensors) > limits.MAX_TENSORS:
         _fail(where, "integrity.tensors", f"{len(tensors)} entries (at most {limits.MAX_TENSORS})")
@@ -390,7 +390,7 @@ def _check_quantised(where: str, field: str, section) -> None:
                                                    f"in [0, {limits.MAX_DIMENSION}]")
 
 
-def _check_recipe(where: str, manifest: dict) -> None:
+def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
     _int_in(where, manifest, "recipe.epochs", 1, limits.MAX_EPOCHS)
     _int_in(where, manifest, "recipe.batch_size", 1, limits.MAX_BATCH_SIZE)
     _int_in(where, manifest, "recipe.student_image_size", 1, limits.MAX_IMAGE_SIDE)
@@ -404,3 +404,18 @@ def _check_recipe(where: str, manifest: dict) -> None:
             AugmentConfig.from_dict(known)
         except (AugmentError, TypeError) as exc:
             _fail(where, "recipe.augment", str(exc))
+    _check_views(where, manifest, file_size)
+
+
+def _check_views(where: str, manifest: dict, file_size: int | None) -> None:
+    """The student's views of every image, ``count x channels x output_size^2``, against the file's size
+    as the decoded images are: a tiny file must not make each augmented batch gigabytes."""
+    side = _get(manifest, "recipe.augment.output_size")
+    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels")]
+    if file_size is None or not _is_int(side) or not all(_is_int(v) for v in geometry):
+        return
+    views = geometry[0] * geometry[1] * side * side
+    if views > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
+        _fail(where, "recipe.augment.output_size", f"{side} gives {geometry[0]} x {geometry[1]} x {side} x {side} = "
+                                                   f"{views:,} view pixels from a {file_size:,}-byte file (at most "
+                                                   f"{limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")

@@ -453,6 +453,16 @@ def test_float_overflow_and_huge_shapes(tmp_path):
         assert match in cli_error(path)
 
 
+def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path):
+    """A 5 KB file of six 8 x 8 images asking for 8192 x 8192 student views: each batch of six would be
+    4.8 GB of float32 (augment_batch allocates it whole); refused on open like a decoding bomb."""
+    recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 8192})
+    line = cli_error(hostile(tmp_path, recipe=recipe))
+    assert "field 'recipe.augment.output_size'" in line and "view pixels" in line
+    fine = dict(samples.sample_manifest()["recipe"], augment={"output_size": 224})   # 32 px data for a 224 px student
+    assert CliRunner().invoke(cli, ["info", str(hostile(tmp_path, recipe=fine, name="fine.hello"))]).exit_code == 0
+
+
 # ---- row 11: hello pull replaces a file a reader has mapped: see test_hub.py
 # ---- row 12: symlink loops in the builder's input: see test_data.py
 
