@@ -77,5 +77,8 @@ MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a cust
 # a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
 MAX_ADAPTER_CONFIG_BYTES = 1_000_000
 
+# a hello eval results file given to hello push --eval (its values are written into the card)
+MAX_EVAL_RESULTS_BYTES = 1_000_000
+
 # the local head cache (hello_format.head_cache): a larger entry is ignored, never read
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30

@@ -151,6 +151,30 @@ def test_unreadable_eval_file_names_it(tmp_path):
         card.load_eval_results(path)
 
 
+@pytest.mark.parametrize("text, words", [
+    ('{"top1": 0.5, "seed": 1' + "0" * 5000 + "}", "more than 20 digits"),   # json.loads: ValueError, a traceback
+    ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+    ('{"top1": 0.5, "seconds": NaN}', "NaN is not valid JSON"),
+    ('{"top1": 0.5, "top1": 0.9}', "duplicate key"),
+    (" " * 1_000_001, "at most 1,000,000"),
+])
+def test_a_hostile_eval_file_is_one_line_error(tmp_path, text, words):
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    with pytest.raises(HubError, match="results.json") as info:
+        card.load_eval_results(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_eval_results_cannot_add_headings_or_html_to_the_card(bundle):
+    results = [{"top1": 0.5, "student": "x\n\n## Owned\n<img src=x onerror=alert(1)>", "<script>a</script>": "[l](https://e.invalid)"}]
+    _, body = split_card(card.render_card(bundle, uri=URI, eval_results=results))
+    section = "## Evaluation" + body.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    assert len([line for line in section.splitlines() if line]) == 5   # heading, text, table head, rule, one row
+    html = pytest.importorskip("markdown_it").MarkdownIt("commonmark", {"html": True}).enable("table").render(section)
+    assert "Owned</h2>" not in html and "<img" not in html and "<script" not in html and "href=" not in html
+
+
 @pytest.mark.parametrize("license", ["Apache 2.0", "", "MIT"])
 def test_bad_license_id(bundle, license):
     with pytest.raises(HubError, match="is not a hub licence id"):

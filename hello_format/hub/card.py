@@ -13,9 +13,11 @@ import yaml
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
+from hello_format.container import strict_json_loads
 from hello_format.errors import HubError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
+from hello_format.limits import MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, markdown
 
@@ -92,11 +94,15 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
 
 
 def load_eval_results(path: str | Path) -> list[dict]:
-    """Read and validate a ``hello eval`` JSON file."""
+    """Read and validate a ``hello eval`` JSON file (at most MAX_EVAL_RESULTS_BYTES, strict JSON)."""
     try:
-        results = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HubError(f"{path}: cannot read eval results ({exc}); {_EVAL_HINT}") from None
+        size = Path(path).stat().st_size
+        if size > MAX_EVAL_RESULTS_BYTES:
+            raise HubError(f"{path}: eval results of {size:,} bytes (at most {MAX_EVAL_RESULTS_BYTES:,}); {_EVAL_HINT}")
+        results = strict_json_loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = f"{type(exc).__name__}: {str(exc)[:120]}"
+        raise HubError(f"{path}: cannot read eval results ({reason}); {_EVAL_HINT}") from None
     return validate_eval_results(results, str(path))
 
 
@@ -322,7 +328,7 @@ def _recipe(m: dict) -> str:
 def _evaluation(results: list[dict]) -> str:
     present = {k for r in results for k, v in r.items() if _is_scalar(v)}
     columns = [c for c in _EVAL_COLUMNS if c in present] + sorted(present - set(_EVAL_COLUMNS))
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+    head = "| " + " | ".join(markdown(c) for c in columns) + " |\n|" + "---|" * len(columns)
     rows = "\n".join("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in results)
     return f"## Evaluation\n\nStudents trained from this bundle (`hello eval`):\n\n{head}\n{rows}"
 
@@ -376,6 +382,6 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, float):
         return format(value, "g")
-    return str(value).replace("|", "\\|")
+    return markdown(value) if isinstance(value, str) else str(value)   # a file's string: inert, one line
 
 
