@@ -18,6 +18,7 @@ from hello_format.errors import BundleError
 from hello_format.files import atomic_folder
 from hello_format.manifest import canonical_json
 from hello_format.projector import Projector
+from hello_format.quantize import is_quantised
 
 HEAD_FILE = "hello_head.safetensors"
 HEAD_FORMAT = "hello-head"
@@ -33,8 +34,10 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
                           "adapter to export")
     projector = Projector.from_bundle(bundle, merge=False, checkpoint=checkpoint,
                                       allow_remote_base=allow_remote_base)
-    sections = projector.manifest_sections()   # the bundle's own dtypes, checked values only
-    tensors = projector.bundle_tensors()
+    quantised = any(is_quantised(c.dtype) for c in (projector.encoder_lora, projector.head_config.lora) if c)
+    dtype = "float32" if quantised else None   # int8/int4 deltas: their dequantised values (exact in float32)
+    sections = projector.manifest_sections(dtype)   # else the bundle's own dtypes; checked values only
+    tensors = projector.bundle_tensors(dtype)
     head = {name: tensors[name] for name in ("head.lora_A", "head.lora_B") if name in tensors}
     encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith("encoder_lora."))
     metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),

@@ -284,12 +284,14 @@ class Projector(nn.Module):
         return tensors
 
     def manifest_sections(self, dtype: torch.dtype | str | None = None) -> dict:
-        """The manifest ``base``, ``lora`` and ``head`` sections (dtype as in ``bundle_tensors``)."""
+        """The manifest ``base``, ``lora`` and ``head`` sections (dtype as in ``bundle_tensors``: a float
+        one, so an int8/int4 section's ``group_size`` and ``shapes`` go)."""
         encoder, head = self.encoder_lora, self.head_config
         if encoder:
-            encoder = dataclasses.replace(encoder, dtype=_dtype_name(dtype or encoder.dtype))
+            encoder = dataclasses.replace(encoder, dtype=_dtype_name(dtype or encoder.dtype), group_size=None, shapes=None)
         if head.lora:
-            head = dataclasses.replace(head, lora=dataclasses.replace(head.lora, dtype=_dtype_name(dtype or head.lora.dtype)))
+            head = dataclasses.replace(head, lora=dataclasses.replace(head.lora, dtype=_dtype_name(dtype or head.lora.dtype),
+                                                                      group_size=None, shapes=None))
         head = dataclasses.replace(head, logit_scale=self.logit_scale)
         return {"base": dict(self.base_manifest), "lora": encoder.to_manifest() if encoder else None,
                 "head": head.to_manifest()}

@@ -97,6 +97,29 @@ def test_a_prior_mix_is_reproduced_from_the_folder_alone(tmp_path):
     torch.testing.assert_close((1 - w) * adapted + w * zero_shot, labels, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_a_quantised_bundle_exports_its_dequantised_deltas(dtype, family_bundles, tmp_path):
+    """peft takes float weights: int8/int4 deltas are exported as what the reader dequantises (float32)."""
+    path = tmp_path / f"{dtype}.hello"
+    assert CliRunner().invoke(cli, ["requantize", str(family_bundles["vit"]), str(path), "--delta-dtype", dtype]).exit_code == 0
+    result = _export(path, "-o", tmp_path / "adapter")
+    assert result.exit_code == 0, result.output
+    with Bundle.open(path) as bundle:
+        merged = Projector.from_bundle(bundle)
+        stored = bundle.lora_state_dict()
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as file:
+        assert {key: file.get_tensor(key) for key in file.keys()}.keys() == stored.keys()
+        assert all(torch.equal(file.get_tensor(key), value) for key, value in stored.items())
+    saved, head_tensors = _read_head_file(tmp_path / "adapter")
+    assert saved["head"]["lora"]["dtype"] == "float32" and "group_size" not in saved["head"]["lora"]
+    peft_visual = PeftModel.from_pretrained(tiny_clip("vit").visual, str(tmp_path / "adapter")).eval()
+    channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
+    x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
+    with torch.no_grad():
+        logits = _head_logits("vit", saved, head_tensors, peft_visual(x))
+    torch.testing.assert_close(logits, merged(IMAGES), atol=1e-4, rtol=1e-4)
+
+
 def test_export_is_byte_identical_across_runs(family_bundles, tmp_path):
     for name in ("one", "two"):
         assert _export(family_bundles["vit"], "-o", tmp_path / name).exit_code == 0
