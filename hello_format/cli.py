@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import os
 import sys
 
 import click
@@ -21,6 +22,7 @@ from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.errors import HelloError
+from hello_format.files import atomic_target
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
@@ -293,11 +295,23 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         grid = render_grid(images, labels[shown], bundle.class_names[:max_classes], captions=captions,
                            per_class=per_class)
     try:
-        grid.save(output)
+        with atomic_target(output) as temp:   # a failed write leaves no half image, and an old one whole
+            grid.save(temp, format=_image_format(output))
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
     echo(f"wrote {output} ({grid.width}x{grid.height}{labelled})")
+
+
+def _image_format(output: str) -> str:
+    """Pillow's format for ``output``'s extension (the temp file it is written to has none)."""
+    from PIL import Image
+
+    extension = os.path.splitext(output)[1].lower()
+    fmt = Image.registered_extensions().get(extension)
+    if fmt is None:
+        raise ValueError(f"unknown image file extension {extension!r}: use e.g. .png")
+    return fmt
 
 
 def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None,

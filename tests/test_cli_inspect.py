@@ -110,6 +110,23 @@ def test_preview_writes_a_grid(tmp_path):
         assert grid.mode == "RGB" and grid.height > 3 * 64      # 3 class rows of 8x8 images shown at 64 px
 
 
+def test_a_preview_that_fails_while_writing_keeps_the_old_image_whole(tmp_path, monkeypatch):
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"the previous grid")
+
+    def disk_full(self, fp, *args, **kwargs):
+        pathlib.Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1")
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert out.read_bytes() == b"the previous grid" and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+    monkeypatch.undo()
+    assert "unknown image file extension '.txt'" in run("preview", VECTORS / "valid_gray_png.hello", "-o",
+                                                         tmp_path / "grid.txt").stderr
+
+
 def test_console_script_error_through_a_real_process():
     process = subprocess.run([sys.executable, "-c", "from hello_format.cli import main; main()",
                               "verify", str(VECTORS / "manifest_byte_flipped.hello")],
