@@ -180,8 +180,19 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
 
     cache_file(hub_cache, "org/tiny", "README.md", b"---\nlicense: mit\n---\n# tiny\n")
     paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "again")
-    assert [p.name for p in paths] == ["tiny.hello", "README.md"]
+    assert [p.name for p in paths] == ["tiny.hello", "tiny.README.md"]
     assert paths[1].read_text().endswith("# tiny\n")
+
+
+def test_pull_into_a_folder_keeps_the_folders_own_readme(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# the stranger's card\n")
+    (tmp_path / "README.md").write_text("# my project\n")
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "README.md").read_text() == "# my project\n"
+    assert (tmp_path / "tiny.README.md").read_text() == "# the stranger's card\n"
+    assert "with " + str(tmp_path / "tiny.README.md") in result.output
 
 
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):

@@ -19,7 +19,8 @@ from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download,
 
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
-    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading."""
+    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
+    The card lands as ``card_name``'s name beside the bundle, never as ``out_dir``'s own README.md."""
     ref = parse_hf_uri(uri)
     local = resolve(uri, token=token)
     card_file = None
@@ -34,10 +35,16 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
         out.mkdir(parents=True, exist_ok=True)
         written = [_copy(local, out / Path(ref.path).name)]
         if card_file is not None:
-            written.append(_copy(card_file, out / "README.md"))
+            written.append(_copy(card_file, out / card_name(ref.path)))
     except OSError as exc:
         raise _write_error(out, exc) from None
     return written
+
+
+def card_name(bundle_path: str) -> str:
+    """The local name of a pulled bundle's card: ``NAME.README.md`` for ``NAME.hello``, so pulling into
+    a folder (``-o .``) never replaces the folder's own README.md, and two bundles keep their two cards."""
+    return f"{Path(bundle_path).stem}.README.md"
 
 
 def _copy(source: Path, target: Path) -> Path:
