@@ -43,6 +43,7 @@ from hello_format.recipe import Recipe
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
+VAL_BATCH_PIXELS = 256 * 224 * 224  # validation batches hold at most this many pixels: 256 images at 224 px
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 
@@ -116,19 +117,28 @@ def _loss(logits: torch.Tensor, batch, recipe: StudentRecipe) -> torch.Tensor:
 
 
 @torch.no_grad()
-def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int = 256, group: Group | None = None) -> float:
+def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int | None = None,
+         group: Group | None = None) -> float:
     """Top-1 accuracy on real images, normalised as the student saw them in training (in a ``group``,
-    each rank scores every world_size-th image and the counts are summed)."""
+    each rank scores every world_size-th image and the counts are summed). ``batch_size``: by default
+    ``val_batch_size(val.size)``."""
     mean = torch.tensor(STUDENT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STUDENT_STD, device=device).view(1, 3, 1, 1)
     mine = val if group is None else torch.utils.data.Subset(val, shard_indices(len(val), group.rank, group.world_size))
     correct = 0
-    for images, labels in torch.utils.data.DataLoader(mine, batch_size=batch_size):
+    for images, labels in torch.utils.data.DataLoader(mine, batch_size=batch_size or val_batch_size(val.size)):
         x = (images.to(device).float() / 255 - mean) / std
         correct += (model(x).argmax(1).cpu() == labels).sum().item()
     if group is not None:
         correct = group.sum([correct])[0]
     return correct / max(1, len(val))
+
+
+def val_batch_size(size: int) -> int:
+    """Validation images per batch at ``size`` px: 256 up to 224 px, fewer above (``VAL_BATCH_PIXELS``),
+    so a bundle's view size (``recipe.augment.output_size``, up to 8,192) cannot make one batch of the
+    user's images hundreds of gigabytes."""
+    return max(1, min(256, VAL_BATCH_PIXELS // (size * size)))
 
 
 def evaluate(

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, train_student
+from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
+from hello_build.data import RealImages, in_class_order, scan_image_folder
 from hello_build.stored_labels import StoredLabels, batch_file
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
@@ -171,6 +172,22 @@ def test_validation_folders_in_another_order_than_the_bundle_s_classes(eval_kit,
     assert Bundle.open(permuted).class_folders == order
     report = final_json(hello("eval", permuted, "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1, "--quiet"))
     assert report["classes"] == 3
+
+
+def test_validation_batches_hold_a_bounded_number_of_pixels(eval_kit):
+    """A bundle's view size (up to 8,192 px) sets the validation images' size; batches shrink with it,
+    so scoring a student costs no more memory than about 256 images at 224 px."""
+    assert [val_batch_size(side) for side in (32, 224, 225, 448, 8192)] == [256, 256, 253, 64, 1]
+    seen = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return torch.zeros(len(x), len(CLASSES))
+
+    val = RealImages(in_class_order(scan_image_folder(eval_kit["val"]), CLASSES, "validation folder"), 2048)
+    top1(Counting(), val, device="cpu")
+    assert seen == [(val_batch_size(2048), 3, 2048, 2048)] * (len(val) // val_batch_size(2048))
 
 
 def test_unknown_student_architecture(eval_kit):
