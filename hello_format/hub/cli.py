@@ -80,7 +80,8 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
     "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to copy into."
 )
 @click.option("--token", default=None, help="Hub token for private or gated repositories.")
-@click.option("--no-card", is_flag=True, help="Do not fetch the repository's README.md (else saved as NAME.README.md beside NAME.hello).")
+@click.option("--no-card", is_flag=True,
+              help="Do not fetch the repository's README.md (else saved as NAME.README.md beside NAME.hello).")
 def pull(uri, out_dir, token, no_card):
     """Download a bundle from the hub into a directory, hashes verified.
 

@@ -20,7 +20,7 @@ from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download,
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
-    The card lands as ``card_name``'s name beside the bundle, never as ``out_dir``'s own README.md."""
+    The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md."""
     ref = parse_hf_uri(uri)
     local = resolve(uri, token=token)
     card_file = None
