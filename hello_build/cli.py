@@ -100,7 +100,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--trust-teacher-code", is_flag=True,
-              help="Load a torch.export (.pt2) teacher, whose loader can unpickle and so run the file's code; refused without it.")
+              help="Load a torch.export (.pt2) or TorchScript teacher, which runs the file's code; refused without it.")
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards]; under torchrun on several nodes, a folder every node mounts.")
 @click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")

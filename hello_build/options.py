@@ -45,7 +45,7 @@ class BuildOptions:
     num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run")
     # teachers
     teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", path=True, multiple=True)
-    trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle and so run the file's code (refused without it).", stage="run")
+    trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers: convnet3, resnet18_32, resnet18_224.", stage="teacher")
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
     teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")

@@ -7,9 +7,11 @@ default) before the network, so callers never deal with a teacher's preprocessin
 
 Safety: pickled checkpoints (``torch.save`` files, ``.pth``/``.pkl``/``.ckpt``) are refused, since
 unpickling runs code. A torch.export archive (``.pt2``) can unpickle too (constants marked
-``use_pickle``), so it is loaded only with ``trust_code=True`` (``--trust-teacher-code``).
-TorchScript archives are read by TorchScript's own restricted unpickler (no Python objects) but
-run the file's TorchScript code: only load teachers you trust.
+``use_pickle``), and a TorchScript archive runs the file's own TorchScript code, whose operators
+reach the machine (``torch.from_file`` maps, creates and writes any file), so both are loaded only
+with ``trust_code=True`` (``--trust-teacher-code``). A safetensors teacher is data: its metadata
+(architecture, input size, mean/std) is bounded and checked, and its tensor names and shapes are
+compared with the zoo network built on the meta device, before anything is allocated for it.
 """
 
 from __future__ import annotations
@@ -36,15 +38,20 @@ from tqdm.auto import tqdm
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.distributed import Group, rows, summed
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
-from hello_format.container import write_container
+from hello_format.container import read_header, strict_json_loads, write_container
 from hello_format.digests import file_sha256
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
+from hello_format.errors import HelloError
 from hello_format.labelling import autocast
+from hello_format.limits import MAX_IMAGE_SIDE, MEAN_RANGE, STD_RANGE
+from hello_format.text import shortened
 from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_CODE_KINDS = {"export": "a torch.export archive, whose loader can unpickle and so run code from the file",
+               "torchscript": "a TorchScript archive, whose own code runs on every batch (and can read and write any file)"}
 
 
 class Teacher(nn.Module):
@@ -195,7 +202,7 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
     - a safetensors state dict + ``arch`` (a zoo name; taken from the file's ``hello.arch`` metadata
       when the file was written by ``save_teacher``/``train_teacher``);
     - a TorchScript file (``torch.jit.save``) or a torch.export archive (``torch.export.save``,
-      exported with a dynamic batch dimension);
+      exported with a dynamic batch dimension), either only with ``trust_code``;
     - ``"module:factory"``: imports ``module`` (from sys.path) and calls ``factory()`` (with
       ``num_classes=`` when it takes that parameter), which returns an ``nn.Module`` or a ``Teacher``.
 
@@ -204,8 +211,8 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
     which do not record it) ``image_size``, the data's image size; else a BuildError asks for it.
     ``mean``/``std`` default to the file's metadata, else ImageNet's. With ``num_classes`` the
     teacher is checked (``check_teacher``) before it is returned. The file format is detected from
-    its content, not its extension. A torch.export archive can run code while loading: it is refused
-    unless ``trust_code`` is True.
+    its content, not its extension. A torch.export archive can run code while loading and a TorchScript
+    archive whenever it runs: both are refused unless ``trust_code`` is True.
     """
     teacher = _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code)
     if num_classes is not None:
@@ -227,13 +234,13 @@ def _load(source, arch, input_size, image_size, num_classes, mean, std, device, 
     if kind == "pickle":
         raise BuildError(f"{path} is a pickled PyTorch checkpoint, which hello-build refuses to load (unpickling runs "
                          "code); convert it to safetensors (safetensors.torch.save_file(model.state_dict(), ...)) with "
-                         "--teacher-arch, or to TorchScript (torch.jit.save(torch.jit.script(model), ...))")
+                         "--teacher-arch, or, for an architecture outside the zoo, to TorchScript (torch.jit.save(torch.jit.script("
+                         "model), ...)), which runs its own code and so loads only with --trust-teacher-code")
     if kind == "unknown":
         raise BuildError(f"{path} is not a safetensors, TorchScript or torch.export file")
-    if kind == "export" and not trust_code:
-        raise BuildError(f"{path} is a torch.export archive, whose loader can unpickle and so run code from the file; "
-                         "hello refuses it unless you trust the file and pass --trust-teacher-code (trust_code=True), "
-                         "or convert it to safetensors with --teacher-arch")
+    if kind in _CODE_KINDS and not trust_code:
+        raise BuildError(f"{path} is {_CODE_KINDS[kind]}; hello refuses it unless you trust the file and pass "
+                         "--trust-teacher-code (trust_code=True), or convert it to safetensors with --teacher-arch")
     size = _required_input_size(input_size or image_size, path.name)
     digest = file_sha256(path)
     try:
@@ -283,23 +290,34 @@ def _file_kind(path: Path) -> str:
 
 def _from_safetensors(path: Path, arch: str | None, input_size: int | None, mean, std, device) -> Teacher:
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:
-        raise BuildError(f"cannot read safetensors teacher {path}: {exc}") from None
+        header = read_header(path)  # bounded and strict: sizes, names, shapes, metadata strings
+    except HelloError as exc:
+        raise BuildError(f"cannot read safetensors teacher: {exc}") from None
+    metadata = header.metadata
     arch = arch or metadata.get("hello.arch")
     if arch is None:
         raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
                          + ", ".join(zoo_names()))
-    if state and all(key.startswith("module.") for key in state):  # saved from DistributedDataParallel
-        state = {key[len("module."):]: value for key, value in state.items()}
-    size = input_size or (int(metadata["hello.input_size"]) if "hello.input_size" in metadata else None)
-    return zoo_teacher(arch, None, state, input_size=size,
-                       mean=mean or _metadata_floats(metadata, "hello.mean") or IMAGENET_MEAN,
-                       std=std or _metadata_floats(metadata, "hello.std") or IMAGENET_STD,
+    source = str(path)
+    size = input_size or _metadata_size(metadata, source)
+    mean = mean or _metadata_floats(metadata, "hello.mean", MEAN_RANGE, source) or IMAGENET_MEAN
+    std = std or _metadata_floats(metadata, "hello.std", STD_RANGE, source) or IMAGENET_STD
+    shapes = _unwrapped({name: torch.empty(info.shape, device="meta") for name, info in header.tensors.items()})
+    _zoo_fit(arch, None, shapes, size, source)  # before a byte of the weights is read
+    try:
+        state = _unwrapped(load_file(str(path)))
+    except Exception as exc:
+        raise BuildError(f"cannot read safetensors teacher {path}: {_first_line(exc)}") from None
+    return zoo_teacher(arch, None, state, input_size=size, mean=mean, std=std,
                        description=f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
-                       device=device, source=str(path))
+                       device=device, source=source)
+
+
+def _unwrapped(state: dict) -> dict:
+    """``state`` without DistributedDataParallel's ``module.`` prefix, when every name has it."""
+    if state and all(key.startswith("module.") for key in state):
+        return {key[len("module."):]: value for key, value in state.items()}
+    return state
 
 
 def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], *,
@@ -309,6 +327,19 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
     """A frozen teacher of zoo architecture ``arch`` holding ``state`` (e.g. checkpoints kept in a work
     directory). ``num_classes`` None: read off the classifier; ``input_size`` None: the size the
     weights imply (ConvNet) or the architecture's own. BuildError (one line) when ``state`` does not fit."""
+    found_classes, size = _zoo_fit(arch, num_classes, state, input_size, source)
+    with torch.random.fork_rng(devices=[]):
+        net = create_model(arch, found_classes, image_size=size)
+    net.load_state_dict(state)
+    return _finish(net, size, mean, std, device, description or f"{arch} ({found_classes} classes)",
+                   num_classes=found_classes)
+
+
+def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], input_size: int | None,
+             source: str) -> tuple[int, int]:
+    """(classes, input size) of a zoo ``arch`` holding ``state`` (tensors, or meta tensors of a file's
+    shapes), once its names and shapes are those of the network built on the meta device: a class
+    count or size read from a file allocates nothing before the weights that imply it are there."""
     spec = get_architecture(arch)
     if spec.classifier_weight not in state:
         raise BuildError(f"{source} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
@@ -317,16 +348,16 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
         raise BuildError(f"{source} ({arch}) outputs {found_classes} classes but the data has {num_classes}; "
                          "use a teacher trained on these classes")
     size = input_size or infer_input_size(arch, state) or spec.input_size
-    with torch.random.fork_rng(devices=[]):
-        net = create_model(arch, found_classes, image_size=size)
-    _load_matching(net, state, f"{source} does not match architecture {arch}")
-    return _finish(net, size, mean, std, device, description or f"{arch} ({found_classes} classes)",
-                   num_classes=found_classes)
+    if not 1 <= size <= MAX_IMAGE_SIDE:
+        raise BuildError(f"{source}: a teacher input size of {size} px (at most {MAX_IMAGE_SIDE})")
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        shaped = create_model(arch, found_classes, image_size=size)
+    _check_matching(shaped.state_dict(), state, f"{source} does not match architecture {arch}")
+    return found_classes, size
 
 
-def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
-    """``net.load_state_dict(state)``, with a one-line BuildError describing any mismatch."""
-    expected = net.state_dict()
+def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], prefix: str) -> None:
+    """A one-line BuildError describing how ``state``'s names and shapes differ from ``expected``'s."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
@@ -335,16 +366,40 @@ def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], prefix: str) 
     if missing:
         problems.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+        problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {shortened(unexpected[0])})")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})")
     if problems:
         raise BuildError(f"{prefix}: " + ", ".join(problems))
-    net.load_state_dict(state)
 
 
-def _metadata_floats(metadata: dict, key: str) -> list[float] | None:
-    return [float(v) for v in json.loads(metadata[key])] if key in metadata else None
+def _metadata_size(metadata: dict[str, str], source: str) -> int | None:
+    """A safetensors teacher's ``hello.input_size``: a decimal integer in [1, MAX_IMAGE_SIDE], or None."""
+    text = metadata.get("hello.input_size")
+    if text is None:
+        return None
+    if not (len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_IMAGE_SIDE):
+        raise BuildError(f"{source}: metadata hello.input_size must be an integer in [1, {MAX_IMAGE_SIDE}], "
+                         f"got {shortened(text)}")
+    return int(text)
+
+
+def _metadata_floats(metadata: dict[str, str], key: str, bounds: tuple[float, float], source: str) -> list[float] | None:
+    """A safetensors teacher's ``hello.mean`` / ``hello.std``: a JSON list of 3 numbers within
+    ``bounds`` (the format's own for ``base.mean`` / ``base.std``), or None."""
+    text = metadata.get(key)
+    if text is None:
+        return None
+    try:
+        values = strict_json_loads(text) if len(text) <= 200 else None
+    except (ValueError, RecursionError):
+        values = None
+    low, high = bounds
+    if not (isinstance(values, list) and len(values) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in values)):
+        raise BuildError(f"{source}: metadata {key} must be a JSON list of 3 numbers in [{low:g}, {high:g}], "
+                         f"got {shortened(text)}")
+    return [float(v) for v in values]
 
 
 def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teacher:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hello_build.errors import BuildError
+from hello_format.text import shortened
 
 
 class ConvNet(nn.Module):
@@ -123,7 +124,7 @@ def zoo_names() -> list[str]:
 def get_architecture(name: str) -> Architecture:
     """The zoo entry ``name``; a BuildError listing the known names otherwise."""
     if name not in ZOO:
-        raise BuildError(f"unknown teacher architecture {name!r}; choose one of {', '.join(zoo_names())}")
+        raise BuildError(f"unknown teacher architecture {shortened(name)}; choose one of {', '.join(zoo_names())}")
     return ZOO[name]
 
 

@@ -25,7 +25,8 @@ MAX_CLASSES = 100_000
 MAX_CLASS_NAME_CHARS = 512
 MAX_TEMPLATES = 1_000
 MAX_TEMPLATE_CHARS = 512
-MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size
+MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size,
+                                        # a safetensors teacher's input size
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
                                          # and the student's views, N x C x output_size^2, the same
@@ -41,9 +42,9 @@ MAX_PATTERN_NESTING = 16                # groups inside groups in a target patte
 MAX_TARGET_MATCH_WORK = 4_000_000       # pattern (or target list) characters x module path characters, summed
 MAX_GROUP_SIZE = 65_536                 # lora.group_size, head.lora.group_size (int8/int4 deltas, format 1.1)
 MAX_DELTA_SCALE = 1e4                   # each fp16 scale of an int8/int4 delta (dequantised |values| <= 1.27e6)
-LOGIT_SCALE_RANGE = (1e-4, 1e4)         # head.logit_scale
-MEAN_RANGE = (-10.0, 10.0)              # each of base.mean
-STD_RANGE = (1e-3, 1e3)                 # each of base.std
+LOGIT_SCALE_RANGE = (1e-4, 1e4)         # head.logit_scale (and an --init-adapter folder's head logit_scale)
+MEAN_RANGE = (-10.0, 10.0)              # each of base.mean (and of a safetensors teacher's hello.mean)
+STD_RANGE = (1e-3, 1e3)                 # each of base.std (and of a safetensors teacher's hello.std)
 MAX_EPOCHS = 1_000_000                  # recipe.epochs
 MAX_BATCH_SIZE = 1_000_000              # recipe.batch_size
 

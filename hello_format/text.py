@@ -31,6 +31,12 @@ def terminal(text: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if is_unsafe_char(c) else c for c in text)
 
 
+def shortened(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a value read from a file, quoted in an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def code(text: str) -> str:
     """``text`` as an inline markdown code span that nothing in it can end or break out of: the fence
     is longer than any run of backticks inside, unsafe characters (newlines) are ``\\uXXXX``."""

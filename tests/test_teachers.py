@@ -88,12 +88,35 @@ def test_torchscript_round_trip(tmp_path, images):
     net = tiny_net()
     path = tmp_path / "teacher.pt"  # TorchScript often uses .pt: detected by content, not extension
     torch.jit.save(torch.jit.script(net), str(path))
-    teacher = load_teacher(path, input_size=24)
+    teacher = load_teacher(path, input_size=24, trust_code=True)
     assert teacher.num_classes == 4 and teacher.input_size == 24 and not teacher.training
     assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
     assert teacher.describe().startswith("TorchScript teacher.pt (sha256 ")
     with pytest.raises(BuildError, match="--teacher-input-size"):
-        load_teacher(path)
+        load_teacher(path, trust_code=True)
+
+
+class _WritesAFile(nn.Module):
+    """A TorchScript teacher that creates a file whenever it labels: its own code, compiled into the archive."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x):
+        written = torch.from_file(self.target, shared=True, size=2, dtype=torch.uint8)
+        written.fill_(33)
+        return x.mean(dim=(2, 3)) + written[0].float() * 0
+
+
+def test_torchscript_runs_the_files_code_so_it_needs_trust(tmp_path):
+    target, path = tmp_path / "written-by-the-teacher", tmp_path / "teacher.pt"
+    torch.jit.save(torch.jit.script(_WritesAFile(str(target))), str(path))
+    with pytest.raises(BuildError, match="TorchScript archive.*--trust-teacher-code"):
+        load_teacher(path, image_size=8, num_classes=3)
+    assert not target.exists()
+    load_teacher(path, image_size=8, num_classes=3, trust_code=True)
+    assert target.read_bytes() == b"!!"  # what trusting it allowed
 
 
 def test_torch_export_round_trip_and_static_batch_error(tmp_path, images):
@@ -139,6 +162,40 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
         load_teacher(broken, arch="convnet3")
     with pytest.raises(BuildError, match="unknown teacher architecture"):
         load_teacher(path, arch="alexnet")
+
+
+@pytest.mark.parametrize("metadata, refused", [
+    ({"hello.input_size": "abc"}, "hello.input_size must be an integer in"),
+    ({"hello.input_size": "9" * 5000}, "hello.input_size must be an integer in"),
+    ({"hello.input_size": "60000"}, "hello.input_size must be an integer in"),  # a dummy batch of 86 GB
+    ({"hello.mean": "5"}, "hello.mean must be a JSON list of 3 numbers"),
+    ({"hello.mean": '["a", 1, 2]'}, "hello.mean must be a JSON list of 3 numbers"),
+    ({"hello.mean": "[" * 100_000 + "]" * 100_000}, "hello.mean must be a JSON list of 3 numbers"),
+    ({"hello.mean": "[0.5" + ", 0.5" * 200_000 + "]"}, "hello.mean must be a JSON list of 3 numbers"),
+    ({"hello.std": "[NaN, 1, 1]"}, "hello.std must be a JSON list of 3 numbers"),
+    ({"hello.std": "[1e-300, 1, 1]"}, r"hello.std must be a JSON list of 3 numbers in \[0.001, 1000\]"),
+    ({"hello.arch": "x" * 1_000_000}, "unknown teacher architecture 'xxx"),
+])
+def test_a_safetensors_teachers_metadata_is_checked_before_use(tmp_path, metadata, refused):
+    path = tmp_path / "teacher.safetensors"
+    save_file(create_model("resnet18_32", 3).state_dict(), str(path), metadata={"hello.arch": "resnet18_32", **metadata})
+    with pytest.raises(BuildError, match=refused) as error:
+        load_teacher(path, num_classes=3)
+    assert len(str(error.value)) < 300 + len(str(path))  # the value is quoted shortened, never whole
+
+
+def test_a_safetensors_teachers_shapes_allocate_nothing_before_they_fit(tmp_path):
+    state = create_model("resnet18_32", 3).state_dict()
+    state["fc.weight"] = torch.empty(2**31 - 1, 0)  # no bytes, but a classifier of 4 TB if built as declared
+    path = tmp_path / "teacher.safetensors"
+    save_file(state, str(path), metadata={"hello.arch": "resnet18_32"})
+    with pytest.raises(BuildError, match=r"does not match architecture resnet18_32: .*fc.weight \[2147483647, 0\] vs "):
+        load_teacher(path, num_classes=3)
+    convnet = tmp_path / "convnet.safetensors"  # real 32 px weights; the metadata claims 4096 px (a 17 GB classifier)
+    save_file(create_model("convnet3", 3).state_dict(), str(convnet), metadata={"hello.arch": "convnet3",
+                                                                               "hello.input_size": "4096"})
+    with pytest.raises(BuildError, match=r"classifier.weight \[3, 2048\] vs \[3, 33554432\]"):
+        load_teacher(convnet, num_classes=3)
 
 
 def test_saved_teacher_carries_its_arch_and_preprocessing(tmp_path):
@@ -309,10 +366,10 @@ def test_zoo_teacher_from_a_state_dict_and_convnet_sizes():
 def test_load_teacher_checks_classes_and_uses_the_data_size_as_fallback(tmp_path, monkeypatch):
     path = tmp_path / "teacher.pt"
     torch.jit.save(torch.jit.script(tiny_net(4)), str(path))
-    assert load_teacher(path, image_size=32).input_size == 32
-    assert load_teacher(path, input_size=24, image_size=32).input_size == 24
+    assert load_teacher(path, image_size=32, trust_code=True).input_size == 32
+    assert load_teacher(path, input_size=24, image_size=32, trust_code=True).input_size == 24
     with pytest.raises(BuildError, match="outputs 4 classes but the data has 3"):
-        load_teacher(path, image_size=32, num_classes=3)
+        load_teacher(path, image_size=32, num_classes=3, trust_code=True)
     weights = tmp_path / "resnet.safetensors"
     save_file(create_model("resnet18_224", 3).state_dict(), str(weights))
     assert load_teacher(weights, arch="resnet18_224", image_size=32, num_classes=3).input_size == 224
