@@ -23,7 +23,8 @@ from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
 from hello_format.container import read_header, strict_json_loads
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
-from hello_format.limits import MAX_ADAPTER_CONFIG_BYTES
+from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
+from hello_format.text import shortened
 
 # adapter_config.json fields that change what the LoRA computes, with peft's defaults when absent
 CONFIG_FIELDS = {"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {},
@@ -35,13 +36,10 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
     LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
     LoRA starts from)}``."""
     folder = Path(folder)
-    config_path, weights_path = folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise BuildError(f"--init-adapter {folder}: no {path.name} (a peft adapter folder, e.g. from "
-                             "hello export-adapter, holds adapter_config.json and adapter_model.safetensors)")
+    config = check_folder(folder)
+    weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
     try:
-        _check_config(config_path, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
+        _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
         lora.load_state_dict(projector.visual, _read_tensors(weights_path, lora.export_state_dict(projector.visual)))
         head = _start_head(projector, folder / HEAD_FILE)
     except HelloError as exc:
@@ -49,21 +47,34 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
     return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head}
 
 
-def _check_config(path: Path, ours: dict) -> None:
-    """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys)."""
-    size = path.stat().st_size
+def check_folder(folder: str | Path) -> dict:
+    """The adapter folder's ``adapter_config.json`` (bounded, strict JSON, an object), once both of its
+    files are there: what can be checked before the build's projector exists (the build checks it
+    before any stage runs); BuildError otherwise."""
+    folder = Path(folder)
+    config_path = folder / lora.ADAPTER_CONFIG_FILE
+    for path in (config_path, folder / lora.ADAPTER_WEIGHTS_FILE):
+        if not path.is_file():
+            raise BuildError(f"--init-adapter {folder}: no {path.name} (a peft adapter folder, e.g. from "
+                             "hello export-adapter, holds adapter_config.json and adapter_model.safetensors)")
+    size = config_path.stat().st_size
     if size > MAX_ADAPTER_CONFIG_BYTES:
-        raise BuildError(f"{path.name} is {size:,} bytes (at most {MAX_ADAPTER_CONFIG_BYTES:,})")
+        raise BuildError(f"--init-adapter {folder}: {config_path.name} is {size:,} bytes (at most {MAX_ADAPTER_CONFIG_BYTES:,})")
     try:
-        config = strict_json_loads(path.read_text(encoding="utf-8"))
+        config = strict_json_loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BuildError(f"{path.name} is not valid JSON ({type(exc).__name__})") from None
+        raise BuildError(f"--init-adapter {folder}: {config_path.name} is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict):
-        raise BuildError(f"{path.name} must hold a JSON object")
+        raise BuildError(f"--init-adapter {folder}: {config_path.name} must hold a JSON object")
+    return config
+
+
+def _check_config(path: Path, config: dict, ours: dict) -> None:
+    """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys)."""
     for name, default in CONFIG_FIELDS.items():
         theirs, wanted = config.get(name, default), ours.get(name, default)
         if theirs != wanted:
-            raise BuildError(f"{path.name}: {name} is {_short(theirs)}, this build's LoRA has {_short(wanted)} "
+            raise BuildError(f"{path.name}: {name} is {shortened(theirs)}, this build's LoRA has {shortened(wanted)} "
                              "(match --lora-rank / --lora-alpha / --lora-targets to the adapter)")
 
 
@@ -75,18 +86,18 @@ def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, to
     if missing or unknown:
         first = (missing or unknown)[0]
         raise BuildError(f"{path.name} does not adapt the modules this build adapts: "
-                         f"{'missing' if missing else 'unexpected'} {_short(first)} "
+                         f"{'missing' if missing else 'unexpected'} {shortened(first)} "
                          f"({len(missing)} missing, {len(unknown)} unexpected)")
     for name, tensor in expected.items():
         info = header.tensors[name]
         if tuple(info.shape) != tuple(tensor.shape) or info.dtype not in ("F16", "BF16", "F32"):
-            raise BuildError(f"{path.name}: {_short(name)} is {info.dtype} {list(info.shape)}, this build needs a "
+            raise BuildError(f"{path.name}: {shortened(name)} is {info.dtype} {list(info.shape)}, this build needs a "
                              f"float {list(tensor.shape)} (another --lora-rank?)")
     with safe_open(str(path), framework="pt") as file:
         tensors = {name: file.get_tensor(name).float() for name in expected}
     bad = next((name for name, t in tensors.items() if not torch.isfinite(t).all()), None)
     if bad is not None:
-        raise BuildError(f"{path.name}: {_short(bad)} holds NaN or infinite values")
+        raise BuildError(f"{path.name}: {shortened(bad)} holds NaN or infinite values")
     return tensors
 
 
@@ -113,19 +124,15 @@ def _start_head(projector, path: Path) -> str:
     if head.get("templates") != list(ours.templates) or head.get("normalize_features") != ours.normalize_features:
         return f"from the text embeddings ({HEAD_FILE} was made with other templates)"
     if head["lora"].get("lora_alpha") != ours.lora.lora_alpha:
-        raise BuildError(f"{path.name}: head lora_alpha is {_short(head['lora'].get('lora_alpha'))}, this build's "
+        raise BuildError(f"{path.name}: head lora_alpha is {shortened(head['lora'].get('lora_alpha'))}, this build's "
                          f"is {ours.lora.lora_alpha} (--head-alpha)")
-    scale = head.get("logit_scale")
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < math.inf:
-        raise BuildError(f"{path.name}: head logit_scale must be a positive number")
+    scale, (low, high) = head.get("logit_scale"), LOGIT_SCALE_RANGE  # the range a bundle may store
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not low <= scale <= high:
+        raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
+                         f"got {shortened(scale)}")
     tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B})
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors["head.lora_A"])
         projector.head.lora_B.copy_(tensors["head.lora_B"])
         projector.log_logit_scale.copy_(torch.tensor(math.log(scale)))
     return f"from {HEAD_FILE}"
-
-
-def _short(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

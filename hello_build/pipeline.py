@@ -27,6 +27,7 @@ import open_clip
 from hello_build.data import RealImages, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
+from hello_build.init_adapter import check_folder
 from hello_build.options import BuildOptions
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
@@ -162,6 +163,8 @@ def _check(options: BuildOptions) -> None:
         raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
     if options.lora_rank == 0 and options.init_adapter:
         raise BuildError("--init-adapter starts the encoder LoRA from an adapter: it needs --lora-rank above 0")
+    if options.init_adapter:
+        check_folder(options.init_adapter)  # a bad folder is refused before a teacher or a head is computed
     try:
         calibration_config(options)
     except ValueError:

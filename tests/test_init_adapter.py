@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from hello_build.errors import BuildError
 from hello_format import Bundle
 from hello_format.adapter import HEAD_FILE, export_adapter
-from hello_format.container import write_container
+from hello_format.container import read_header, write_container
 from support import run_build, tiny_options
 
 
@@ -79,3 +79,33 @@ def test_non_finite_adapter_weights_are_refused(kit, exported, tmp_path):
 def test_a_folder_without_the_adapter_files_is_one_clear_error(kit, tmp_path):
     with pytest.raises(BuildError, match="no adapter_config.json"):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(tmp_path), transfer_epochs=0))
+
+
+@pytest.mark.parametrize("config, words", [(b"{not json", "is not valid JSON"), (b"[8]", "must hold a JSON object")])
+def test_a_bad_adapter_config_is_refused_before_any_stage_runs(kit, tmp_path, config, words):
+    """A teacher to train or a head to compute could take hours; the folder is checked first."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_bytes(config)
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    work = tmp_path / "work"
+    with pytest.raises(BuildError, match=f"--init-adapter .*adapter_config.json {words}"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), train_teacher="convnet3", teacher=[],
+                               workdir=str(work)))
+    assert not work.exists() or not any(work.iterdir())
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e-7])
+def test_a_head_logit_scale_a_bundle_cannot_store_is_refused_before_the_build_uses_it(kit, exported, tmp_path, scale):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (folder / name).write_bytes((exported["folder"] / name).read_bytes())
+    metadata = read_header(exported["folder"] / HEAD_FILE).metadata
+    head = json.loads(metadata["hello.head"])
+    head["logit_scale"] = scale
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, {**metadata, "hello.head": json.dumps(head)}, load_file(str(exported["folder"] / HEAD_FILE)))
+    with pytest.raises(BuildError, match=r"--init-adapter .*hello_head.safetensors: head logit_scale must be a number in "
+                                         r"\[0.0001, 10000\], got"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
