@@ -37,10 +37,15 @@ class StoredLabels:
     @classmethod
     def prepare(cls, directory, data, teacher: Callable, recipe, group: Group | None = None) -> "StoredLabels":
         """Run the training loader once with ``teacher`` labelling each view, and store everything
-        (label files of an earlier run in ``directory`` are removed first, so none outlives its run).
+        (label files of an earlier run in ``directory`` are removed first, so none outlives its run; a
+        symbolically linked ``epoch_*`` folder is refused, since both would happen in another folder).
         In a torchrun ``group`` each rank labels its rows of every global batch and rank 0 writes the
         whole batch's file (the files are the single-process ones); ``directory`` must be shared."""
         main = group is None or group.is_main
+        linked = next((entry for entry in Path(directory).glob("epoch_*") if entry.is_symlink()), None)
+        if linked is not None:  # its stale files would be removed, and new ones written, in another folder
+            raise BuildError(f"--stored-dir {directory}: {linked.name} is a symbolic link; the stored labels are "
+                             "written only inside their own folder (remove the link or give an empty folder)")
         if main:
             for stale in Path(directory).glob("epoch_*/batch_*.safetensors"):
                 stale.unlink()
@@ -70,13 +75,17 @@ class StoredLabels:
             group.barrier()  # every rank replays files rank 0 has finished writing
         return cls(directory, recipe.epochs, per_epoch, group)
 
+    def files(self) -> list[Path]:
+        """This run's label files (whatever else the folder holds)."""
+        return [batch_file(self.directory, e, b) for e in range(self.epochs) for b in range(self.batches_per_epoch)]
+
     def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.rglob("*.safetensors"))
+        return sum(p.stat().st_size for p in self.files())
 
     def label_bytes(self) -> int:
         """Bytes of the stored logits alone (the N x epochs x C x 2 figure)."""
         total = 0
-        for path in self.directory.rglob("*.safetensors"):
+        for path in self.files():
             with safe_open(str(path), framework="pt") as f:  # the header has the shape; no data is read
                 total += math.prod(f.get_slice("logits").get_shape()) * 2
         return total

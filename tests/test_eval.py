@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
 from hello_build.data import RealImages, in_class_order, scan_image_folder
@@ -215,6 +215,31 @@ def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(eval_
     assert report["stored_label_bytes"] == len(CLASSES) * IPC * 2 * len(CLASSES) * 2
     assert report["stored_disk_bytes"] > report["stored_label_bytes"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stored_dir_holding_other_files_counts_only_this_runs_labels(eval_kit, on_path, tmp_path):
+    stored = tmp_path / "downloaded-dump"
+    stored.mkdir()
+    save_file({"x": torch.zeros(2)}, str(stored / "readme.safetensors"))  # no logits: not a label file of this run
+    (stored / "other").mkdir()
+    (stored / "other" / "broken.safetensors").write_bytes(b"not safetensors")
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 1,
+                              "--teacher", "eval_fp16_teacher:teacher", "--stored-dir", stored, "--quiet"))
+    assert report["stored_label_bytes"] == len(CLASSES) * IPC * len(CLASSES) * 2
+    assert report["stored_disk_bytes"] == sum(p.stat().st_size for p in stored.glob("epoch_*/batch_*.safetensors"))
+
+
+def test_a_symlinked_epoch_folder_in_the_stored_dir_is_refused_and_left_alone(eval_kit, on_path, tmp_path):
+    elsewhere = tmp_path / "another-run"
+    elsewhere.mkdir()
+    (elsewhere / "batch_00007.safetensors").write_bytes(b"precious")
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    (stored / "epoch_0000").symlink_to(elsewhere, target_is_directory=True)
+    one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 1,
+                         "--teacher", "eval_fp16_teacher:teacher", "--stored-dir", stored, "--quiet"),
+                   "epoch_0000 is a symbolic link")
+    assert [p.name for p in elsewhere.iterdir()] == ["batch_00007.safetensors"]
 
 
 def test_random_real_needs_enough_real_images(eval_kit, tmp_path):
