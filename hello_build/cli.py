@@ -39,6 +39,13 @@ def build_options(command):
     return command
 
 
+def _log(message: str) -> None:
+    """A build log line, control characters escaped (it quotes paths and names from the user's files)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(terminal(message))
+
+
 @click.command(context_settings={"max_content_width": 110, "show_default": True})
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
@@ -71,7 +78,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
         values["teacher"] = list(values["teacher"])
         values["crop_scale"] = list(values["crop_scale"]) if values["crop_scale"] else None
         options = BuildOptions(data=data, output=output, **values)
-        report = build(options, progress=not quiet, group=group)
+        report = build(options, progress=not quiet, group=group, log=_log)
         if report is not None:
             click.echo(json.dumps(report, sort_keys=True))
     except HelloError as error:

@@ -5,7 +5,8 @@ the sorted folder names; readable names come from the folders or from a class-na
 
 Choices (also in the builder's help):
 - Bad files are found at scan time by opening each file's header with PIL (``Image.open`` reads only
-  the header, threaded), so a corrupt or non-image file is reported before any work starts. A file
+  the header, threaded), so a corrupt or non-image file is reported before any work starts (a FIFO or
+  device named like an image is one, never opened). A file
   whose header is fine but whose pixels do not decode (a truncated JPEG) is found at decode time:
   ``RealImages`` raises a BuildError naming it, or with ``skip_bad=True`` warns with its path and
   returns it with label ``-1`` (``SKIPPED``) so consumers drop and count it; it never vanishes silently.
@@ -23,8 +24,8 @@ Choices (also in the builder's help):
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ from PIL import Image
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
+from hello_format.container import strict_json_loads
+from hello_format.errors import ManifestError
+from hello_format.manifest import check_class_names
+from hello_format.text import terminal
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -81,7 +86,8 @@ def scan_image_folder(
     ``class_names``: None (folder names), a list in sorted-folder order, or a file (see
     ``read_class_names``). Unreadable files: BuildError naming up to 10 and the count, or with
     ``skip_bad`` they are left out and listed in ``index.bad``. Errors: no class folders, a single
-    class, an empty class (after skipping), a file of names that does not match the folders. In a
+    class, an empty class (after skipping), a file of names that does not match the folders, folders
+    or names a bundle cannot hold (``check_class_names``: checked before any file is opened). In a
     torchrun ``group`` each rank checks every world_size-th file's header and the findings are summed.
     """
     root = Path(root)
@@ -95,6 +101,12 @@ def scan_image_folder(
                          f"pass its training split, e.g. {root / classes[0]}")
     if len(classes) == 1:
         raise BuildError(f"{root} has a single class folder ({classes[0]!r}); a classification set needs >= 2")
+    names = read_class_names(class_names, classes)
+    try:  # they become the bundle's class_folders and class_names: refused now, not when it is written
+        check_class_names(f"image folder {root}", "provenance.class_folders", classes)
+        check_class_names(f"image folder {root}", "class_names", names)
+    except ManifestError as exc:
+        raise BuildError(str(exc)) from None
     samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name)]
     bad: list[str] = []
     if check_headers:
@@ -115,7 +127,6 @@ def scan_image_folder(
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         raise BuildError(f"class folder(s) with no readable images in {root}: {', '.join(empty[:MAX_LISTED_PATHS])}")
-    names = read_class_names(class_names, classes)
     return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, bad=bad)
 
 
@@ -155,6 +166,8 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 def _header_ok(path: str) -> bool:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device: opening it can block forever
+            return False
         with Image.open(path) as image:
             return image.width > 0 and image.height > 0
     except Exception:  # any failure to parse the header is a bad file, whatever PIL raises
@@ -202,9 +215,9 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BuildError(f"class-names file {path} is not valid JSON: {exc}") from None
+            data = strict_json_loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise BuildError(f"class-names file {path} is not valid JSON: {str(exc)[:200]}") from None
         if isinstance(data, list):
             return [str(name) for name in data]
         if not isinstance(data, dict):
@@ -285,7 +298,7 @@ class RealImages(torch.utils.data.Dataset):
             if not self.skip_bad:
                 raise BuildError(f"cannot decode image {path}: {exc}; "
                                  "remove it or pass skip_bad (--skip-bad)") from None
-            warnings.warn(f"skipping undecodable image {path}: {exc}", stacklevel=2)
+            warnings.warn(terminal(f"skipping undecodable image {path}: {exc}"), stacklevel=2)
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
 
 

@@ -217,10 +217,10 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
     string lengths, class names, geometry against the file's size, ranks, target patterns,
     templates and scalar ranges. Types are the schema's business, except where a check needs them."""
     _check_nesting(where, manifest)
-    _check_class_names(where, "class_names", manifest.get("class_names"))
+    check_class_names(where, "class_names", manifest.get("class_names"))
     folders = _get(manifest, "provenance.class_folders")
     if folders is not _MISSING:
-        _check_class_names(where, "provenance.class_folders", folders)
+        check_class_names(where, "provenance.class_folders", folders)
         names = manifest.get("class_names")
         if isinstance(folders, list) and isinstance(names, list) and len(folders) != len(names):
             _fail(where, "provenance.class_folders", f"{len(folders)} folders for {len(names)} class_names")
@@ -261,8 +261,9 @@ def _check_nesting(where: str, manifest: dict) -> None:
             keys.append(key)
 
 
-def _check_class_names(where: str, field: str, names) -> None:
-    """A list of unique, bounded class names (or class folders) without control characters."""
+def check_class_names(where: str, field: str, names) -> None:
+    """A list of unique, bounded class names (or class folders) without control characters (also the
+    builder's check of an image folder's, before it works on them); ManifestError naming ``field``."""
     if not isinstance(names, list):
         return
     if len(names) > limits.MAX_CLASSES:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
 
 from hello_build.cli import main
 from hello_build.options import BuildOptions
@@ -24,10 +25,14 @@ from support import make_tree, save_tiny_base
 def errors_kit(tmp_path_factory):
     root = tmp_path_factory.mktemp("errors")
     torch.save({"weight": torch.zeros(2)}, root / "pickled.pth")
+    save_file(create_model("convnet3", 3).state_dict(), str(root / "sized.safetensors"),
+              metadata={"hello.arch": "convnet3", "hello.input_size": "32px"})
+    torch.jit.save(torch.jit.script(create_model("convnet3", 3)), str(root / "scripted.pt"))
     return {"root": root, "data": make_tree(root / "data", per_class=8), "base": save_tiny_base(root / "base.safetensors"),
             "base_file": root / "base.safetensors",
             "teachers": {"three": _untrained_teacher(root / "three.safetensors", 3),
-                         "five": _untrained_teacher(root / "five.safetensors", 5), "pickled": root / "pickled.pth"}}
+                         "five": _untrained_teacher(root / "five.safetensors", 5), "pickled": root / "pickled.pth",
+                         "bad_metadata": root / "sized.safetensors", "torchscript": root / "scripted.pt"}}
 
 
 def _untrained_teacher(path: Path, num_classes: int) -> Path:
@@ -52,6 +57,10 @@ def _empty_class(data: Path) -> None:
     (data / "sea").mkdir()
 
 
+def _control_character_folder(data: Path) -> None:
+    (data / "leaf").rename(data / "le\u202eaf")  # a bidi override: a bundle's class folders may not hold one
+
+
 def _single_class(data: Path) -> None:
     shutil.rmtree(data / "leaf")
     shutil.rmtree(data / "sea")
@@ -62,7 +71,13 @@ CASES = [
     ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
     ("empty_class", _empty_class, {}, r"class folder\(s\) with no readable images in .*data: sea"),
     ("single_class", _single_class, {}, r"single class folder \('apple'\); a classification set needs >= 2"),
+    ("class_folder_control_character", _control_character_folder, {},
+     r"image folder .*data: field 'provenance.class_folders.1': contains the control character U\+202E"),
     ("teacher_class_count", None, {"teacher": ["five"]}, r"outputs 5 classes but the data has 3"),
+    ("teacher_metadata", None, {"teacher": ["bad_metadata"]},
+     r"sized\.safetensors: metadata hello\.input_size must be an integer in \[1, 8192\], got '32px'"),
+    ("torchscript_untrusted", None, {"teacher": ["torchscript"]},
+     r"scripted\.pt is a TorchScript archive, .*--trust-teacher-code"),
     ("missing_teacher", None, {"teacher": ["/no/such/teacher.safetensors"]}, r"teacher file /no/such/teacher\.safetensors does not exist"),
     ("pickle_teacher", None, {"teacher": ["pickled"]}, r"pickled\.pth is a pickled PyTorch checkpoint, which hello-build refuses to load"),
     ("unknown_base", None, {"base": "no-such-clip"}, r"unknown base architecture 'no-such-clip'.*--base-config"),
@@ -140,3 +155,14 @@ def test_skip_bad_leaves_unreadable_files_out_and_counts_them(errors_kit, tmp_pa
     summary = build(BuildOptions(**_values(errors_kit, tmp_path, _broken_files, {"skip_bad": True})), progress=False, log=logs.append)
     assert summary["skipped_images"] == 2
     assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs)
+
+
+def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_path):
+    def broken_with_escapes(data: Path) -> None:
+        (data / "sea" / "\x1b]0;title\x07\x1b[2J.png").write_bytes(b"not an image")
+
+    values = _values(errors_kit, tmp_path, broken_with_escapes, {"skip_bad": True, "ipc": 3})  # stops after the log line
+    result = CliRunner().invoke(main, _cli_args(values))
+    assert result.exit_code == 2 and "skipped 1 unreadable image(s)" in result.output, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\u001b]0;title\\u0007\\u001b[2J.png" in result.output

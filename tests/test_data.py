@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -75,6 +76,22 @@ def test_class_names_file_errors(tree, tmp_path, content, message):
         scan_image_folder(tree, path)
 
 
+@pytest.mark.parametrize("file, content, message", [
+    ("names.txt", "tabby\n" + "x" * 600 + "\ngoldfish\n", r"field 'class_names.1': 600 characters \(1 to 512\)"),
+    ("names.txt", "tabby\ndin\u202ego\ngoldfish\n", r"field 'class_names.1': contains the control character U\+202E"),
+    ("names.json", "[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+])
+def test_class_names_a_bundle_cannot_hold_are_refused_before_the_tree_is_walked(tree, tmp_path, monkeypatch, file,
+                                                                                 content, message):
+    import hello_build.data
+
+    path = tmp_path / file
+    path.write_text(content, encoding="utf-8")
+    monkeypatch.setattr(hello_build.data, "_image_files", lambda folder: pytest.fail("walked before the names were checked"))
+    with pytest.raises(BuildError, match=message):
+        scan_image_folder(tree, path)
+
+
 def test_class_names_json_missing_folder(tree, tmp_path):
     path = tmp_path / "names.json"
     path.write_text(json.dumps({"cat": "tabby"}))
@@ -128,6 +145,13 @@ def test_bad_files_fail_with_paths_or_are_skipped_and_listed(tree):
     index = scan_image_folder(tree, skip_bad=True)
     assert sorted(index.bad) == sorted([str(corrupt), str(empty)])
     assert len(index) == 6 and all(path not in index.bad for path, _ in index.samples)
+
+
+def test_a_fifo_named_like_an_image_is_an_unreadable_file_not_a_hang(tree):
+    os.mkfifo(tree / "dog" / "n01440764_1.JPEG")  # a tar archive can hold one; opening it waits for a writer
+    with pytest.raises(BuildError, match=r"1 unreadable image file\(s\) in .*dog/n01440764_1\.JPEG"):
+        scan_image_folder(tree)
+    assert scan_image_folder(tree, skip_bad=True).bad == [str(tree / "dog" / "n01440764_1.JPEG")]
 
 
 def test_many_bad_files_are_counted(tree):
