@@ -40,6 +40,7 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
+from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES
 from hello_format.manifest import check_class_names
 from hello_format.text import terminal
 
@@ -212,7 +213,12 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
 def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     if not path.is_file():
         raise BuildError(f"class-names file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > MAX_CLASS_NAMES_FILE_BYTES:
+        raise BuildError(f"class-names file {path} is {path.stat().st_size:,} bytes (at most {MAX_CLASS_NAMES_FILE_BYTES:,})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BuildError(f"class-names file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if path.suffix.lower() == ".json":
         try:
             data = strict_json_loads(text)

@@ -81,5 +81,9 @@ MAX_ADAPTER_CONFIG_BYTES = 1_000_000
 # a hello eval results file given to hello push --eval (its values are written into the card)
 MAX_EVAL_RESULTS_BYTES = 1_000_000
 
+# a class-names file given to hello-build --class-names (read whole): MAX_CLASSES names and folders of
+# MAX_CLASS_NAME_CHARS 4-byte characters each fit
+MAX_CLASS_NAMES_FILE_BYTES = 2**29
+
 # the local head cache (hello_format.head_cache): a larger entry is ignored, never read
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30

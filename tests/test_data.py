@@ -147,6 +147,20 @@ def test_bad_files_fail_with_paths_or_are_skipped_and_listed(tree):
     assert len(index) == 6 and all(path not in index.bad for path, _ in index.samples)
 
 
+def test_a_huge_or_binary_class_names_file_is_one_error(tree, tmp_path):
+    from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES
+
+    huge = tmp_path / "names.txt"
+    with open(huge, "wb") as file:
+        file.truncate(MAX_CLASS_NAMES_FILE_BYTES + 1)  # sparse: no disk, and never read
+    with pytest.raises(BuildError, match=r"names\.txt is 536,870,913 bytes \(at most 536,870,912\)"):
+        scan_image_folder(tree, huge)
+    binary = tmp_path / "names.json"
+    binary.write_bytes(b"\xff\xfe[\"cat\"]")
+    with pytest.raises(BuildError, match=r"names\.json is not UTF-8 text \(invalid start byte at byte 0\)"):
+        scan_image_folder(tree, binary)
+
+
 def test_a_fifo_named_like_an_image_is_an_unreadable_file_not_a_hang(tree):
     os.mkfifo(tree / "dog" / "n01440764_1.JPEG")  # a tar archive can hold one; opening it waits for a writer
     with pytest.raises(BuildError, match=r"1 unreadable image file\(s\) in .*dog/n01440764_1\.JPEG"):
