@@ -153,6 +153,16 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
+    if options.train_teacher and not 1 <= options.teacher_checkpoints <= options.teacher_epochs:
+        raise BuildError(f"--teacher-checkpoints must be from 1 to --teacher-epochs, one per epoch at most "
+                         f"(got {options.teacher_checkpoints} of {options.teacher_epochs})")
+    if not 0 <= options.holdout < 1:
+        raise BuildError(f"--holdout must be in [0, 1) (got {options.holdout})")
+    if options.crops_per_image < 1:
+        raise BuildError(f"--crops-per-image must be at least 1 (got {options.crops_per_image})")
+    if options.crop_scale is not None and not (len(options.crop_scale) == 2
+                                               and 0 < options.crop_scale[0] <= options.crop_scale[1] <= 1):
+        raise BuildError(f"--crop-scale must be MIN MAX with 0 < MIN <= MAX <= 1 (got {list(options.crop_scale)})")
     if not (0 <= options.view_transfer_real_fraction < 1 and split_batch(options)[1] >= 1
             and 0 <= options.view_transfer_epochs < math.inf and options.view_transfer_checks >= 1):
         raise BuildError("--view-transfer-real-fraction must leave some synthetic views in every batch of "

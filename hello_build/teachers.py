@@ -30,7 +30,6 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -439,7 +438,8 @@ def _parameters(function) -> set[str]:
 
 def _required_input_size(input_size: int | None, name: str) -> int:
     if not input_size:
-        raise BuildError(f"give the input size the teacher {name} expects (--teacher-input-size), e.g. 32 or 224")
+        raise BuildError(f"give the input size the teacher {name} expects (load_teacher's input_size or image_size), "
+                         "e.g. 32 or 224")
     return int(input_size)
 
 

@@ -357,8 +357,15 @@ def test_lora_rank_0_fits_the_head_alone_on_the_frozen_encoder(kit, reference, t
 @pytest.mark.parametrize("overrides, message", [
     ({"lora_rank": -1}, r"--lora-rank must be at least 0"),
     ({"lora_rank": 0, "init_adapter": "/some/adapter"}, r"--init-adapter starts the encoder LoRA from an adapter: it needs --lora-rank above 0"),
+    ({"crop_scale": [0.0, 1.0]}, r"--crop-scale must be MIN MAX with 0 < MIN <= MAX <= 1 \(got \[0.0, 1.0\]\)"),
+    ({"crop_scale": [0.9, 0.5]}, r"--crop-scale must be MIN MAX"),
+    ({"crops_per_image": 0}, r"--crops-per-image must be at least 1 \(got 0\)"),
+    ({"holdout": 1.5}, r"--holdout must be in \[0, 1\) \(got 1.5\)"),
+    ({"teacher": [], "train_teacher": "convnet3", "teacher_epochs": 3, "teacher_checkpoints": 4},
+     r"--teacher-checkpoints must be from 1 to --teacher-epochs, one per epoch at most \(got 4 of 3\)"),
 ])
-def test_lora_rank_is_checked_before_any_stage(kit, tmp_path, overrides, message):
+def test_options_are_checked_before_any_stage(kit, tmp_path, overrides, message):
+    """Each refusal names its flag, before a teacher is trained or a base loaded."""
     options = tiny_options(kit, tmp_path, **overrides)
     with pytest.raises(BuildError, match=message):
         run_build(options)

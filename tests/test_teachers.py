@@ -92,7 +92,7 @@ def test_torchscript_round_trip(tmp_path, images):
     assert teacher.num_classes == 4 and teacher.input_size == 24 and not teacher.training
     assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
     assert teacher.describe().startswith("TorchScript teacher.pt (sha256 ")
-    with pytest.raises(BuildError, match="--teacher-input-size"):
+    with pytest.raises(BuildError, match="load_teacher.s input_size or image_size"):
         load_teacher(path, trust_code=True)
 
 
