@@ -28,6 +28,7 @@ from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lor
                                          transfer_loss, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.labelling import autocast
+from hello_format.recipe import Recipe
 from hello_format.runtime import epoch_seed
 
 # seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
@@ -57,15 +58,17 @@ def run_view_transfer(
     Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
     loader does); ``schedule`` sets the number of steps and checks. Returns the steps, the loss curve, the
-    selection agreement at each check, the step that was kept and the step whose loss was not finite, if
-    any (the fit stops there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
+    selection agreement at each check, the step that was kept (and its agreement, over how many views) and
+    the step where the fit failed, if any (a loss or logit scale that ``fit_failure`` refuses: the fit stops
+    there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
     ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.view_transfer_target)
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
-                                      limit=SELECTION_MAX_VIEWS, device=device, group=group)
+                                      limit=SELECTION_MAX_VIEWS, batch_size=options.student_batch_size, device=device,
+                                      group=group)
     with torch.no_grad(), autocast(device, options.precision):
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
     selection_views = int(summed(group, [sum(len(t) for t in selection_targets)])[0])
@@ -217,21 +220,22 @@ def synthetic_agreement(ctx: BuildContext, images: torch.Tensor, *, mixed: bool 
     disagreement lies in mixed views, where two objects compete for the top label."""
     augment = ctx.augment if mixed else ctx.augment.replace(cutmix=0.0, mixup=0.0)
     return view_agreement(ctx.projector, ctx.teachers, images, augment, device=ctx.device,
-                          target=ctx.options.view_transfer_target, precision=ctx.options.precision, group=ctx.group)
+                          target=ctx.options.view_transfer_target, precision=ctx.options.precision,
+                          batch_size=ctx.options.student_batch_size, group=ctx.group)
 
 
 @torch.no_grad()
 def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, target: str,
-                   precision: str, view_seed: int = REPORT_SEED, rounds: int = REPORT_ROUNDS,
-                   limit: int = REPORT_MAX_VIEWS, group: Group | None = None) -> dict:
+                   precision: str, batch_size: int = Recipe.batch_size, view_seed: int = REPORT_SEED,
+                   rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS, group: Group | None = None) -> dict:
     """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
-    batches over the synthetic ``images`` (at most ``limit`` views): augmented and CutMixed exactly as
-    the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws).
+    batches of ``batch_size`` over the synthetic ``images`` (at most ``limit`` views): augmented and
+    CutMixed (partners within a batch) exactly as the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws).
     ``precision``: the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
     reference = _reference(teachers, target)
-    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit, device=device,  # noqa: E731
-                                  group=group)
+    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit,  # noqa: E731
+                                  batch_size=batch_size, device=device, group=group)
     with autocast(device, precision):
         targets = [reference(view).float().argmax(1) for view in views()]
     return {"agreement": _agreement(projector, views(), targets, precision, group),
@@ -243,7 +247,7 @@ def _reference(teachers, target: str):
     return teachers.teachers[-1] if target == "last" else teachers.mean_logits
 
 
-def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, device, batch_size: int = 64,
+def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, batch_size: int, device,
                   group: Group | None = None):
     """Student batches of ``rounds`` shuffled passes over ``images`` (at most ``limit`` views), on
     ``device``; the same views for the same seed, made batch by batch so memory holds one batch. In a
