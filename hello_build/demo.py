@@ -37,14 +37,16 @@ from hello_build.data import holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
-from hello_build.options import BuildOptions
+from hello_build.options import HEAD_RANK_CAP, BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
 from hello_format.labelling import native_cpu_bf16
+from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import encoder_config, export_state_dict, inject
+from hello_format.recipe import Recipe
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 BASE = "hello-tiny-rn"
@@ -146,7 +148,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
     print(f"  stored soft labels for {student_epochs} epochs would take {storage.stored_label_bytes:,} bytes: "
           f"{storage.ratio:,.1f}x the label generator")
-    print(f"  at ImageNet-1K scale (RN50 base, IPC 10, 300 epochs): label generator {imagenet['label_generator']:,} bytes "
+    print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     how = "fp32" if precision == "fp32" else "bf16 autocast" + (", native on this CPU" if native_cpu_bf16() else "")
     print(f"  done in {time.perf_counter() - started:.0f} s ({how})")
@@ -159,11 +161,12 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
     where a few CPU minutes cut the view transfer to 1000 steps of 16 synthetic views (1600 views of each
     of the 10 images, 20 checks; ``overrides``: other options, for
     ``bench/demo_sweep.py``, which chose these on validation digits, bench/results/demo-sweep/). The
-    prior weight stays 0: the builder's 0.2 was chosen on CIFAR-10 and never measured on digits."""
+    prior weight stays 0: the builder's 0.2 was chosen on CIFAR-10 and never measured on digits (the
+    sweep's validation digits pretrained the stand-in, so they would judge its prior on its own
+    training images)."""
     settings = dict(
         data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
-        base_checkpoint=str(checkpoint), embed_base=True, ipc=IPC, factor=1, transfer_epochs=10,
-        transfer_batch_size=32, view_transfer_epochs=1600, view_transfer_checks=20, crop_min_scale=0.5,
+        base_checkpoint=str(checkpoint), embed_base=True, ipc=IPC, factor=1, transfer_batch_size=32, view_transfer_epochs=1600, view_transfer_checks=20, crop_min_scale=0.5,
         candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, prior_weight=0.0,
         fresh=True, seed=seed,
         source_dataset="sklearn-digits (upscaled to 32x32)", workdir=str(workdir),
@@ -194,19 +197,22 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
     print(f"2/4 ({time.perf_counter() - started:.0f} s) training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into {IPC} image{'s' * (IPC > 1)} per class")
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
-    return train_teacher(index, "convnet3", epochs=15, keep=3, input_size=SIZE, seed=seed, indices=train_idx,
-                         work_dir=teacher_dir, precision=precision)
+    return train_teacher(index, "convnet3", epochs=BuildOptions.teacher_epochs, keep=3, input_size=SIZE, seed=seed,
+                         indices=train_idx, work_dir=teacher_dir, precision=precision)
 
 
-def imagenet_label_generator_bytes(architecture: str = "RN50", classes: int = 1000, ipc: int = 10, epochs: int = 300,
-                                   rank: int = 8, head_rank: int = 128) -> dict:
-    """fp16 bytes of an ImageNet-1K label generator on ``architecture`` (encoder LoRA at ``rank`` on the
-    default targets, head LoRA at ``head_rank``; counted from a randomly initialised base's real modules)
-    against FKD-style stored fp16 logits for ``ipc`` x ``classes`` images over ``epochs``."""
+def imagenet_label_generator_bytes(architecture: str = BuildOptions.base, classes: int = 1000, ipc: int = BuildOptions.ipc,
+                                   epochs: int = Recipe.epochs) -> dict:
+    """fp16 bytes of an ImageNet-1K label generator on ``architecture`` at the builder's default ranks
+    (encoder LoRA on the default targets, head LoRA at min(HEAD_RANK_CAP, classes); counted from a
+    randomly initialised base's real modules) against FKD-style stored fp16 logits for ``ipc`` x
+    ``classes`` images over ``epochs``; with the settings it was counted at."""
     model = open_clip.create_model(architecture)
     visual = model.visual
-    inject(visual, encoder_config(visual, r=rank, lora_alpha=2 * rank))
+    inject(visual, encoder_config(visual, r=EncoderLoraConfig.r, lora_alpha=EncoderLoraConfig.lora_alpha))
+    head_rank = min(HEAD_RANK_CAP, classes)
     encoder = sum(t.numel() for t in export_state_dict(visual).values())
     width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) else model.text_projection.out_features
     head = head_rank * (width + classes)
-    return {"label_generator": 2 * (encoder + head), "stored_labels": 2 * classes * ipc * epochs * classes}
+    return {"label_generator": 2 * (encoder + head), "stored_labels": 2 * classes * ipc * epochs * classes,
+            "architecture": architecture, "ipc": ipc, "epochs": epochs}

@@ -28,7 +28,7 @@ from hello_build.data import RealImages, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
-from hello_build.options import BuildOptions
+from hello_build.options import HEAD_RANK_CAP, BuildOptions
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale
@@ -217,7 +217,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     """The options as this build uses them, so the bundle records what was actually used: defaults
     that depend on the data, base or device filled in, options of a path not taken (training a teacher
     when teachers were given) set to None."""
-    head_rank = options.head_rank or min(128, index.num_classes)
+    head_rank = options.head_rank or min(HEAD_RANK_CAP, index.num_classes)
     trained = options.train_teacher is not None
     return dataclasses.replace(
         options, image_size=options.image_size or base_size, head_rank=head_rank,

@@ -24,7 +24,7 @@ HEAD_WEIGHT = "head.weight"
 BASE_PREFIX = "base."
 VISUAL_BASE_PREFIX = "base.visual."
 DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}   # int8/int4: spec 3.3
-_PEFT_PREFIX = "base_model.model."
+ADAPTER_PREFIX = "base_model.model."   # peft's names of the adapted model's modules (hello_format.lora's too)
 _PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 
 Shapes = dict[str, tuple[str, tuple[int, ...]]]   # tensor name -> (safetensors dtype, shape)
@@ -104,8 +104,8 @@ def _check_images(where, images, shapes, read) -> None:
 def peft_module(key: str) -> tuple[str, str] | None:
     """``(module path, "A" | "B")`` of a peft adapter key ``base_model.model.<path>.lora_A.weight``."""
     for suffix, which in _PEFT_SUFFIXES.items():
-        if key.startswith(_PEFT_PREFIX) and key.endswith(suffix) and len(key) > len(_PEFT_PREFIX) + len(suffix):
-            return key[len(_PEFT_PREFIX):-len(suffix)], which
+        if key.startswith(ADAPTER_PREFIX) and key.endswith(suffix) and len(key) > len(ADAPTER_PREFIX) + len(suffix):
+            return key[len(ADAPTER_PREFIX):-len(suffix)], which
     return None
 
 

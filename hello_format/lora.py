@@ -21,13 +21,12 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from hello_format.consistency import check_match_work
+from hello_format.consistency import ADAPTER_PREFIX, check_match_work
 from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
 from hello_format.targets import PatternError, TargetPattern
 
-ADAPTER_PREFIX = "base_model.model."
 ADAPTER_NAME = "default"
 ADAPTER_CONFIG_FILE = "adapter_config.json"         # peft's file names in an adapter folder
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
