@@ -81,7 +81,7 @@ class BuildOptions:
     factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init")
     candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set.", stage="init", open=True)
     crops_per_image: int = option(5, "Random crops scored per candidate image (one when the crops are whole images).", stage="init", open=True)
-    crop_scale: list | None = option(None, "RandomResizedCrop scale range of the candidate crops (default: 1/factor to 1: RDED's 0.5-1 at factor 2; whole images at factor 1, where a smaller crop is upsampled back to the stored size).", stage="init", open=True)
+    crop_scale: list | None = option(None, "RandomResizedCrop scale range of the candidate crops (default: 1/factor to 1: 0.5-1 at RDED's factor 2, where RDED's ImageNet default is 0.08-1; whole images at factor 1, where a smaller crop is upsampled back to the stored size).", stage="init", open=True)
     init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init", path=True)
     image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True)
     image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True)

@@ -1,4 +1,4 @@
-"""The ``hello`` command: info, verify, preview, plus commands that other packages register.
+"""The ``hello`` command: info, verify, preview, requantize, export-adapter, plus commands that other packages register.
 
 Extra commands come from the entry-point group ``hello.commands`` (``hello eval`` from hello_build)
 and from ``hello_format.hub.cli`` (push, pull); both are imported only when needed, so ``hello info``

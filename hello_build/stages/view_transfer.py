@@ -1,7 +1,7 @@
 """Stage "view_transfer" (ours, beyond the paper): fit the LoRA on the views the student will see.
 
 Once the synthetic images exist, the LoRA is fitted on augmented, CutMixed student views of them,
-labelled by the final teacher, each batch mixed with augmented real views so the projector does not
+labelled by the final teacher (or the teacher set: ``view_transfer_target``), each batch mixed with augmented real views so the projector does not
 merely memorise a hundred pictures; the loss is the real transfer's (``hello_build.stages.transfer``).
 Agreement on a fixed set of *selection* views (a seed the fitting never draws) is checked along the
 way and chooses the kept state (``kept_check``); ``view_agreement`` on yet another seed reports it.
