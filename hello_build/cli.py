@@ -12,6 +12,7 @@ from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
+from hello_format.recipe import LOSSES
 from hello_format.text import terminal
 
 
@@ -99,7 +100,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: the bundle's recipe]")
 @click.option("--lr", type=float, default=None, help="[default: the bundle's recipe]")
 @click.option("--batch-size", type=int, default=None, help="[default: the bundle's recipe]")
-@click.option("--loss", type=click.Choice(["mse_ce", "kl"]), default=None, help="[default: the bundle's recipe]")
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")
 @click.option("--temperature", type=float, default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe; bundles built before 1 became the default record 0.1].")

@@ -16,12 +16,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hello_build.teachers import COMBINE_MODES
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
+from hello_format.codecs import CODECS
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
-from hello_format.recipe import Recipe
+from hello_format.recipe import LOSSES, Recipe
 
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
 
@@ -52,7 +54,7 @@ class BuildOptions:
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
     teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")
     teacher_checkpoints: int = option(5, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
-    teacher_combine: str = option("random", "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=("random", "mean"))
+    teacher_combine: str = option("random", "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")
     pretrained: str | None = option("openai", "open_clip pretrained tag of the base (ignored with --base-checkpoint).", stage="base")
@@ -94,7 +96,7 @@ class BuildOptions:
     view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=("last", "best"))
     # the student recipe recorded in the bundle
     epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
-    loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=("mse_ce", "kl"))
+    loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=LOSSES)
     beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
     student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
@@ -109,7 +111,7 @@ class BuildOptions:
     delta_calibration_steps: int = option(CalibrationConfig.steps, "Steps calibrating int8/int4 delta values on student views of the synthetic images, so the stored projector keeps the float one's labels (0 = round to nearest).", stage="write", open=True)
     delta_calibration_objective: str = option(CalibrationConfig.objective, "What calibration fits the quantised projector's logits to the float one's by: kl (of their softmaxes) or mse (of the logits).", stage="write", open=True, choices=OBJECTIVES)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
-    codec: str = option("png", "Image codec in the bundle.", stage="write", choices=("png", "raw", "jpeg", "webp"))
+    codec: str = option("png", "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, "Quality for jpeg/webp.", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory and start over instead of resuming.", stage="run")

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from hello_format.augment import AugmentConfig
 
 
+LOSSES = ("mse_ce", "kl")  # the student losses a recipe may name (the schema's enum)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The student side a label generator was built for (spec section 4, ``recipe.*``)."""
 
-    loss: str = "mse_ce"              # "mse_ce": MSE to the soft labels + beta * CE (HeLlO); "kl" (SRe2L/RDED)
+    loss: str = "mse_ce"              # one of LOSSES: "mse_ce": MSE to the soft labels + beta * CE (HeLlO); "kl" (SRe2L/RDED)
     temperature: float = 20.0         # temperature of the kl loss
     beta: float = 1.0                 # weight of the hard-label CE in mse_ce (chosen on held-out images: the spec's open defaults)
     epochs: int = 300                 # student epochs (also sets the stored-label comparison)
