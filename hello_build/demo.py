@@ -148,7 +148,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
     print(f"  stored soft labels for {student_epochs} epochs would take {storage.stored_label_bytes:,} bytes: "
           f"{storage.ratio:,.1f}x the label generator")
-    print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): label generator {imagenet['label_generator']:,} bytes "
+    print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "
+          f"label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     how = "fp32" if precision == "fp32" else "bf16 autocast" + (", native on this CPU" if native_cpu_bf16() else "")
     print(f"  done in {time.perf_counter() - started:.0f} s ({how})")
@@ -166,7 +167,8 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
     training images)."""
     settings = dict(
         data=str(train_dir), output=str(output), teacher=[str(f) for f in teacher_files], base=BASE,
-        base_checkpoint=str(checkpoint), embed_base=True, ipc=IPC, factor=1, transfer_batch_size=32, view_transfer_epochs=1600, view_transfer_checks=20, crop_min_scale=0.5,
+        base_checkpoint=str(checkpoint), embed_base=True, ipc=IPC, factor=1, transfer_batch_size=32,
+        view_transfer_epochs=1600, view_transfer_checks=20, crop_min_scale=0.5,
         candidates_per_class=40, epochs=student_epochs, student_batch_size=20, hflip=0.0, prior_weight=0.0,
         fresh=True, seed=seed,
         source_dataset="sklearn-digits (upscaled to 32x32)", workdir=str(workdir),
@@ -206,7 +208,7 @@ def imagenet_label_generator_bytes(architecture: str = BuildOptions.base, classe
     """fp16 bytes of an ImageNet-1K label generator on ``architecture`` at the builder's default ranks
     (encoder LoRA on the default targets, head LoRA at min(HEAD_RANK_CAP, classes); counted from a
     randomly initialised base's real modules) against FKD-style stored fp16 logits for ``ipc`` x
-    ``classes`` images over ``epochs``; with the settings it was counted at."""
+    ``classes`` images over ``epochs``; returned with the settings they were counted at."""
     model = open_clip.create_model(architecture)
     visual = model.visual
     inject(visual, encoder_config(visual, r=EncoderLoraConfig.r, lora_alpha=EncoderLoraConfig.lora_alpha))
