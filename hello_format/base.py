@@ -25,6 +25,7 @@ from open_clip.transformer import QuickGELU
 
 from hello_format import limits
 from hello_format.errors import BaseModelError
+from hello_format.text import shortened
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 SOURCES = ("open_clip", "local", "embedded")
@@ -139,11 +140,11 @@ def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
             output = run()
         except Exception as exc:  # whatever open_clip or torch raise for a config they accepted
             detail = (str(exc).splitlines() or [""])[0][:160]
-            raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r} does not run: its {tower} "
+            raise BaseModelError(f"open_clip architecture {shortened(architecture)} does not run: its {tower} "
                                  f"on {given} raised {type(exc).__name__}: {detail}") from None
         shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         if not isinstance(output, torch.Tensor) or output.ndim != 2 or (width and output.shape[1] != width):
-            raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r}: its {tower} gives "
+            raise BaseModelError(f"open_clip architecture {shortened(architecture)}: its {tower} gives "
                                  f"{str(shape)[:60]} for {given}, not one {width}-wide feature vector")
 
 
@@ -157,7 +158,7 @@ def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> No
     as_pair = lambda size: list(size) if isinstance(size, (list, tuple)) else [size, size]  # noqa: E731  (32 is [32, 32])
     if as_pair(declared) != as_pair(expected):
         raise BaseModelError(f"base.image_size is {str(declared)[:40]}, but open_clip architecture "
-                             f"{str(architecture)[:80]!r} takes {expected}")
+                             f"{shortened(architecture)} takes {expected}")
 
 
 def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
@@ -185,7 +186,7 @@ def _with_visual_weights(meta_model: nn.Module, state: dict, device, architectur
     visual.load_state_dict(weights, strict=False, assign=True)
     unset = [name for name, tensor in [*visual.named_parameters(), *visual.named_buffers()] if tensor.is_meta]
     if unset:
-        raise BaseModelError(f"open_clip architecture {str(architecture)[:80]!r}: its image tower has state outside its weights "
+        raise BaseModelError(f"open_clip architecture {shortened(architecture)}: its image tower has state outside its weights "
                              f"({unset[0]}): hello cannot build it without its text tower")
     return meta_model
 
@@ -203,7 +204,7 @@ def check_config_keys(architecture, config: dict | None) -> None:
         unknown = sorted(str(key) for key in section if key not in allowed)
         if unknown:
             raise BaseModelError(
-                f"base.config of {str(architecture)[:80]!r} uses {prefix + unknown[0][:80]!r}, which is not in hello's "
+                f"base.config of {shortened(architecture)} uses {shortened(prefix + unknown[0])}, which is not in hello's "
                 "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
                 "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
     for prefix, section, _ in sections[1:]:   # the towers: what open_clip passes to each of their layers
@@ -343,11 +344,11 @@ def _check_layers(architecture: str, config: dict) -> None:
         layers = config[tower].get("layers", 0) if isinstance(config[tower], dict) else 0
         stages = layers if isinstance(layers, list) and len(layers) <= 8 else [layers]
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= limits.MAX_BASE_LAYERS for n in stages):
-            raise BaseModelError(f"base.config {tower}.layers of {architecture[:80]!r} is not a layer count "
+            raise BaseModelError(f"base.config {tower}.layers of {shortened(architecture)} is not a layer count "
                                  f"(an integer from 0 to {limits.MAX_BASE_LAYERS}, or a list of at most 8)")
         total += sum(stages)
     if total > limits.MAX_BASE_LAYERS:
-        raise BaseModelError(f"base.config of {architecture[:80]!r} has {total} layers (at most {limits.MAX_BASE_LAYERS})")
+        raise BaseModelError(f"base.config of {shortened(architecture)} has {total} layers (at most {limits.MAX_BASE_LAYERS})")
 
 
 def _check_position_table(architecture: str, config: dict) -> None:
@@ -365,7 +366,7 @@ def _check_position_table(architecture: str, config: dict) -> None:
     image_height, image_width, patch_height, patch_width, _ = numbers
     values = ((image_height // patch_height) * (image_width // patch_width) + 1) * width
     if values > limits.MAX_SINCOS_TABLE_VALUES:
-        raise BaseModelError(f"base.config vision_cfg of {architecture[:80]!r} has a sin_cos_2d position table of "
+        raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} has a sin_cos_2d position table of "
                              f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
 
 
@@ -376,7 +377,7 @@ def _check_context_length(architecture: str, config: dict) -> None:
     text = config["text_cfg"]
     length = text.get("context_length", CLIPTextCfg().context_length) if isinstance(text, dict) else None
     if not (isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= limits.MAX_CONTEXT_LENGTH):
-        raise BaseModelError(f"base.config text_cfg.context_length of {architecture[:80]!r} is not an integer from 1 to "
+        raise BaseModelError(f"base.config text_cfg.context_length of {shortened(architecture)} is not an integer from 1 to "
                              f"{limits.MAX_CONTEXT_LENGTH}")
 
 
@@ -416,7 +417,7 @@ def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device
                 force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
                 force_preprocess_cfg=preprocess or None)
     except Exception as error:  # noqa: BLE001  (open_clip asserts, divides by a file's zero, ...)
-        raise BaseModelError(f"open_clip cannot build architecture {str(architecture)[:80]!r} from base.config: "
+        raise BaseModelError(f"open_clip cannot build architecture {shortened(architecture)} from base.config: "
                              f"{_one_line(error)[:200]}") from None
 
 
@@ -424,11 +425,11 @@ def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
     """open_clip's own model + tag, from its cache (downloading when the network is allowed)."""
     if not tag:
         raise BaseModelError(f"base.source is 'open_clip' but base.pretrained is empty: name the "
-                             f"open_clip pretrained tag of {str(architecture)[:80]!r}")
+                             f"open_clip pretrained tag of {shortened(architecture)}")
     tag_cfg = _tag_config(architecture, tag)
     if not tag_cfg:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
-        raise BaseModelError(f"open_clip has no pretrained tag {str(tag)[:80]!r} for {str(architecture)[:80]!r} "
+        raise BaseModelError(f"open_clip has no pretrained tag {shortened(tag)} for {shortened(architecture)} "
                              f"(known tags: {known})")
     path = _download(architecture, tag, tag_cfg)
     if not str(path).endswith(".safetensors"):
@@ -469,7 +470,7 @@ def _download(architecture: str, tag: str, tag_cfg: dict) -> str:
 def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
     """A local base checkpoint as a state dict, from safetensors only (pickles are refused)."""
     if checkpoint is None:
-        raise BaseModelError(f"this bundle's base is a local checkpoint ({repr(str(hint)[:80]) if hint else 'no name recorded'}): "
+        raise BaseModelError(f"this bundle's base is a local checkpoint ({shortened(str(hint)) if hint else 'no name recorded'}): "
                              "pass its path (checkpoint=... / --base-checkpoint)")
     path = Path(checkpoint)
     if not path.is_file():
