@@ -59,8 +59,9 @@ def main(data, output, demo, quiet, dist_backend, **values):
     """Distil the ImageFolder DATA and a teacher into a .hello bundle (the HeLlO method).
 
     Stages: teacher(s), text-guided head, LoRA transfer, RDED-style synthetic images, optional image
-    update, LoRA transfer on student views of the synthetic images, write. Each finished stage is kept in the work directory; rerunning resumes. Under torchrun
-    every stage runs on all ranks, rank 0 writes and prints the JSON line.
+    update, LoRA transfer on student views of the synthetic images, write. Each finished stage is kept in
+    the work directory; rerunning resumes. Under torchrun every stage runs on all ranks, rank 0 writes
+    and prints the JSON line.
     """
     from hello_build import distributed
 

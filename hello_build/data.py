@@ -213,8 +213,9 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
 def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     if not path.is_file():
         raise BuildError(f"class-names file {path} does not exist")
-    if path.stat().st_size > MAX_CLASS_NAMES_FILE_BYTES:
-        raise BuildError(f"class-names file {path} is {path.stat().st_size:,} bytes (at most {MAX_CLASS_NAMES_FILE_BYTES:,})")
+    size = path.stat().st_size
+    if size > MAX_CLASS_NAMES_FILE_BYTES:
+        raise BuildError(f"class-names file {path} is {size:,} bytes (at most {MAX_CLASS_NAMES_FILE_BYTES:,})")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -43,7 +43,7 @@ from hello_format.recipe import Recipe
 REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
-VAL_BATCH_PIXELS = 256 * 224 * 224  # validation batches hold at most this many pixels: 256 images at 224 px
+VAL_BATCH, VAL_BATCH_PIXELS = 256, 256 * 224 * 224  # validation images per batch, and at most this many pixels
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 
@@ -135,10 +135,10 @@ def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int | N
 
 
 def val_batch_size(size: int) -> int:
-    """Validation images per batch at ``size`` px: 256 up to 224 px, fewer above (``VAL_BATCH_PIXELS``),
+    """Validation images per batch at ``size`` px: ``VAL_BATCH`` up to 224 px, fewer above (``VAL_BATCH_PIXELS``),
     so a bundle's view size (``recipe.augment.output_size``, up to 8,192) cannot make one batch of the
     user's images hundreds of gigabytes."""
-    return max(1, min(256, VAL_BATCH_PIXELS // (size * size)))
+    return max(1, min(VAL_BATCH, VAL_BATCH_PIXELS // (size * size)))
 
 
 def evaluate(

@@ -1,4 +1,4 @@
-"""Stage "image_update" (optional): an image-level update: make the down-sampled patches look like their sources.
+"""Stage "image_update" (optional): make the down-sampled patches look like their sources.
 
 Each synthetic image stitches factor x factor patches that were down-sampled from real crops, so the
 projector sees less than the teacher saw when the crop was chosen. Following the method, the stored

@@ -1,8 +1,9 @@
 """Stage "view_transfer" (ours, beyond the paper): fit the LoRA on the views the student will see.
 
 Once the synthetic images exist, the LoRA is fitted on augmented, CutMixed student views of them,
-labelled by the final teacher (or the teacher set: ``view_transfer_target``), each batch mixed with augmented real views so the projector does not
-merely memorise a hundred pictures; the loss is the real transfer's (``hello_build.stages.transfer``).
+labelled by the final teacher (or the teacher set: ``view_transfer_target``), each batch mixed with
+augmented real views so the projector does not merely memorise a hundred pictures; the loss is the
+real transfer's (``hello_build.stages.transfer``).
 Agreement on a fixed set of *selection* views (a seed the fitting never draws) is checked along the
 way and chooses the kept state (``kept_check``); ``view_agreement`` on yet another seed reports it.
 
@@ -230,7 +231,8 @@ def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentCo
                    rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS, group: Group | None = None) -> dict:
     """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
     batches of ``batch_size`` over the synthetic ``images`` (at most ``limit`` views): augmented and
-    CutMixed (partners within a batch) exactly as the student's loader does, with views from ``view_seed`` (by default one neither transfer phase draws).
+    CutMixed (partners within a batch) exactly as the student's loader does, with views from
+    ``view_seed`` (by default one neither transfer phase draws).
     ``precision``: the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
     reference = _reference(teachers, target)
