@@ -10,6 +10,8 @@ import click
 
 from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
+from hello_build.regimes import DEFAULT_STUDENT, REGIMES
+from hello_build.zoo import zoo_names
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES
@@ -94,9 +96,11 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.command("eval")
 @click.argument("bundle")
 @click.option("--val", "val_dir", required=True, type=click.Path(file_okay=False), help="Real validation ImageFolder (class folders as the bundle's).")
-@click.option("--regime", type=click.Choice(["projector", "hard", "teacher", "stored", "random-real"]), default="projector", show_default=True,
-              help="Where soft labels come from (the same student, images and augmentation for all).")
-@click.option("--student", "arch", default=None, help="Student architecture from the zoo (convnet3, resnet18_32, resnet18_224). [default: convnet3]")
+@click.option("--regime", type=click.Choice(list(REGIMES)), default="projector", show_default=True,
+              help="Where soft labels come from (the same student, images and augmentation for all): "
+                   + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
+@click.option("--student", "arch", default=None,
+              help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
 @click.option("--epochs", type=int, default=None, help="Student epochs [default: the bundle's recipe].")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: the bundle's recipe]")
 @click.option("--lr", type=float, default=None, help="[default: the bundle's recipe]")

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
+from hello_build.regimes import DEFAULT_STUDENT, REGIMES
 from hello_build.zoo import create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -40,7 +41,6 @@ from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 
-REGIMES = ("projector", "hard", "teacher", "stored", "random-real")
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
 VAL_BATCH, VAL_BATCH_PIXELS = 256, 256 * 224 * 224  # validation images per batch, and at most this many pixels
@@ -51,7 +51,7 @@ STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's studen
 class StudentRecipe(Recipe):
     """The bundle's recipe plus what only an evaluation chooses: the student architecture and the seed."""
 
-    arch: str = "convnet3"
+    arch: str = DEFAULT_STUDENT
     seed: int = 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hello_build.teachers import COMBINE_MODES
+from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.codecs import CODECS
@@ -50,7 +51,7 @@ class BuildOptions:
     # teachers
     teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", path=True, multiple=True)
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
-    teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers: convnet3, resnet18_32, resnet18_224.", stage="teacher")
+    teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers.", stage="teacher", choices=tuple(zoo_names()))
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
     teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")
     teacher_checkpoints: int = option(5, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)

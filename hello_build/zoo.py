@@ -6,6 +6,8 @@ torchvision ResNet-18 checkpoint saved as safetensors loads into ``resnet18_224`
 - ``convnet3``: ConvNet-3 of the dataset-distillation literature: 3 blocks of conv3x3(128) ->
   instance norm (GroupNorm(128, 128), affine) -> ReLU -> avgpool 2, then one linear layer; 32 px input
   by default (any multiple of 8: its classifier's width depends on the input size).
+- ``convnet3_w32``: the same with 32 channels (the field's ConvNetW32): a ninth of the compute; the
+  demo's teacher and students.
 - ``resnet18_32``: ResNet-18 for 32 px images (3x3 stride-1 stem, no max-pool), BatchNorm.
 - ``resnet18_224``: the standard ResNet-18 (7x7 stride-2 stem, max-pool), BatchNorm.
 """
@@ -45,6 +47,17 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+    @staticmethod
+    def input_size_of(state: dict[str, torch.Tensor], depth: int = 3) -> int | None:
+        """The input size a ConvNet state dict was built for: its classifier takes channels x
+        (size / 2**depth)**2 features; None when the shapes say no such size."""
+        first, classifier = state.get("features.0.weight"), state.get("classifier.weight")
+        if first is None or classifier is None or first.ndim != 4 or classifier.ndim != 2 or first.shape[0] == 0:
+            return None
+        channels, features = first.shape[0], classifier.shape[1]
+        side = round((features / channels) ** 0.5)
+        return side * 2**depth if side and channels * side * side == features else None
 
 
 class BasicBlock(nn.Module):
@@ -107,10 +120,14 @@ class Architecture:
     input_size: int  # the size it was designed for (the default)
     build: Callable[[int, int], nn.Module]  # (num_classes, image_size) -> network
     classifier_weight: str  # state-dict key whose first dimension is the class count
+    size_from_state: Callable[[dict[str, torch.Tensor]], int | None] | None = None  # when the shapes say it
 
 
 ZOO: dict[str, Architecture] = {
-    "convnet3": Architecture("convnet3", 32, lambda c, s: ConvNet(c, image_size=s), "classifier.weight"),
+    "convnet3": Architecture("convnet3", 32, lambda c, s: ConvNet(c, image_size=s), "classifier.weight",
+                             ConvNet.input_size_of),
+    "convnet3_w32": Architecture("convnet3_w32", 32, lambda c, s: ConvNet(c, image_size=s, width=32),
+                                 "classifier.weight", ConvNet.input_size_of),
     "resnet18_32": Architecture("resnet18_32", 32, lambda c, s: ResNet18(c, small_input=True), "fc.weight"),
     "resnet18_224": Architecture("resnet18_224", 224, lambda c, s: ResNet18(c, small_input=False), "fc.weight"),
 }
@@ -129,12 +146,10 @@ def get_architecture(name: str) -> Architecture:
 
 
 def infer_input_size(name: str, state: dict[str, torch.Tensor]) -> int | None:
-    """The input size a ``name`` state dict was built for, when its shapes say (ConvNet's classifier
-    width is 128 * (size / 8) ** 2); None when they do not (ResNets)."""
-    if name != "convnet3" or "classifier.weight" not in state:
-        return None
-    side = round((state["classifier.weight"].shape[1] / 128) ** 0.5)
-    return side * 8 if 128 * side * side == state["classifier.weight"].shape[1] else None
+    """The input size a ``name`` state dict was built for, when its shapes say (ConvNets); None when
+    they do not (ResNets pool adaptively)."""
+    spec = get_architecture(name)
+    return spec.size_from_state(state) if spec.size_from_state else None
 
 
 def create_model(name: str, num_classes: int, image_size: int | None = None) -> nn.Module:

@@ -43,7 +43,8 @@ def images():
     return torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name, size, batch", [("convnet3", 32, 2), ("resnet18_32", 32, 2), ("resnet18_224", 224, 1)])
+@pytest.mark.parametrize("name, size, batch", [("convnet3", 32, 2), ("convnet3_w32", 32, 2), ("resnet18_32", 32, 2),
+                                              ("resnet18_224", 224, 1)])
 def test_zoo_output_shapes(name, size, batch):
     model = create_model(name, 7).eval()
     with torch.no_grad():
@@ -58,8 +59,10 @@ def test_zoo_uses_torchvision_resnet_names_and_instance_norm():
     convnet = create_model("convnet3", 10)
     norms = [m for m in convnet.modules() if isinstance(m, nn.GroupNorm)]
     assert len(norms) == 3 and all(m.num_groups == m.num_channels == 128 and m.affine for m in norms)
-    assert zoo_names() == ["convnet3", "resnet18_224", "resnet18_32"]
-    with pytest.raises(BuildError, match="unknown teacher architecture 'vgg'; choose one of convnet3, resnet18_224"):
+    narrow = [m for m in create_model("convnet3_w32", 10).modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in narrow] == [32, 32, 32]
+    assert zoo_names() == ["convnet3", "convnet3_w32", "resnet18_224", "resnet18_32"]
+    with pytest.raises(BuildError, match="unknown teacher architecture 'vgg'; choose one of convnet3, convnet3_w32, resnet18_224"):
         create_model("vgg", 10)
 
 
@@ -147,7 +150,7 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
     assert teacher.num_classes == 5 and teacher.input_size == 32
     assert torch.allclose(teacher(batch), Teacher(net, input_size=32)(batch), atol=1e-5)
     assert teacher.describe().startswith("convnet3 from weights.safetensors (sha256 ")
-    with pytest.raises(BuildError, match="holds only weights.*--teacher-arch.*convnet3, resnet18_224, resnet18_32"):
+    with pytest.raises(BuildError, match="holds only weights.*--teacher-arch.*convnet3, convnet3_w32, resnet18_224, resnet18_32"):
         load_teacher(path)
     with pytest.raises(BuildError, match="does not match architecture resnet18_32: no 'fc.weight'"):
         load_teacher(path, arch="resnet18_32")
@@ -361,6 +364,15 @@ def test_zoo_teacher_from_a_state_dict_and_convnet_sizes():
         zoo_teacher("convnet3", 10, net.state_dict())
     with pytest.raises(BuildError, match="divisible by 8"):
         create_model("convnet3", 4, image_size=30)
+
+
+@pytest.mark.parametrize("name, size", [("convnet3_w32", 16), ("convnet3_w32", 48), ("convnet3", 24)])
+def test_a_convnets_input_size_is_read_off_its_width_and_classifier(name, size):
+    net = create_model(name, 3, image_size=size)
+    assert zoo_teacher(name, 3, net.state_dict()).input_size == size
+    other = "convnet3" if name == "convnet3_w32" else "convnet3_w32"
+    with pytest.raises(BuildError, match=f"does not match architecture {other}"):
+        zoo_teacher(other, 3, net.state_dict())
 
 
 def test_load_teacher_checks_classes_and_uses_the_data_size_as_fallback(tmp_path, monkeypatch):
