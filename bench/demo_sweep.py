@@ -20,8 +20,9 @@ teacher, mse or kl, and its hard-label CE weight), ``scale`` (the candidate crop
 student-side key, ``beta`` (the weight of the hard-label CE in the students' mse_ce loss, a recipe
 override: no new build; hard-label students, whose loss is the CE alone, are shared).
 
-``--precision bf16`` trains the teacher, builds and trains the students under bf16 autocast (as the demo
-does on CPUs with native bf16); give it its own ``--work``, since the teacher is prepared once per folder.
+The teacher and students are the demo's (``hello_build.demo.NET``); the default ``--work`` is one folder
+per such architecture. ``--precision bf16`` trains the teacher, builds and trains the students under bf16
+autocast; give it its own ``--work``, since the teacher is prepared once per folder.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hello_build.demo import DIGIT_NAMES, SIZE, STUDENT_EPOCHS, demo_options, digits_split, prepare, write_image_folder
+from hello_build.demo import DIGIT_NAMES, NET, SIZE, STUDENT_EPOCHS, demo_options, digits_split, prepare, write_image_folder
 from hello_build.evaluation import evaluate
 from hello_build.pipeline import build
 from hello_build.teachers import load_teacher
@@ -71,19 +72,19 @@ def main(argv=None) -> None:
     parser.add_argument("--variant", action="append", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
-    parser.add_argument("--work", type=Path, default=Path("bench/results/cache/demo-sweep"))
+    parser.add_argument("--work", type=Path, default=Path(f"bench/results/cache/demo-sweep-{NET}"))
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args(argv)
     work = args.work
     parts = digits_split(0)
     train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
-    teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
+    teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     if not checkpoint.is_file() or not teacher_files:
         prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0,
                 precision=args.precision)
         write_image_folder(val_dir, *parts["foundation"])
-        teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
-    final = load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
+        teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
+    final = load_teacher(teacher_files[-1], arch=NET, num_classes=len(DIGIT_NAMES), image_size=SIZE)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     rows = []
@@ -116,7 +117,7 @@ def main(argv=None) -> None:
                 if key not in results:
                     results[key] = evaluate(output, val_dir, regime=regime, teacher=final if regime == "teacher" else None,
                                             device="cpu", progress=False, precision=args.precision,
-                                            recipe_overrides={"seed": seed, "epochs": args.student_epochs, **recipe})["top1"]
+                                            recipe_overrides={"seed": seed, "epochs": args.student_epochs, "arch": NET, **recipe})["top1"]
                     results_path.write_text(json.dumps(results, indent=1))
                 top1[regime].append(100 * results[key])
         rows.append((text, fidelity, results.get(f"{build_key}/selection"), top1, results.get(f"{build_key}/build_s")))

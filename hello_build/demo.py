@@ -8,9 +8,10 @@ students. Then: build the bundle, train three students on its images through ``h
 (hard labels, ``HelloDataset`` labels, the online teacher's labels), print their accuracies and the
 storage, at demo scale and extrapolated to ImageNet-1K.
 
-On a CPU that computes bf16 natively (AVX-512-bf16, AMX) the teacher's training, the build and the
-students (with their labels) run under bf16 autocast (``demo_precision``); elsewhere in fp32. Chosen on
-validation digits, timed side by side: bench/results/demo-precision/.
+The teacher and the students are ConvNet-3s of 32 channels (``convnet3_w32``, the field's ConvNetW32):
+a ninth of the 128-channel ConvNet-3's compute, which keeps the demo inside 3 minutes in fp32 on two CPU
+cores without native bf16 (bench/results/demo-width/). Precision follows the library's rule (``auto``:
+fp32 on CPUs, bf16 on CUDA).
 
 Under torchrun the preparation (foundation model, digits, teacher) is rank 0's, in a scratch folder
 next to the output that every rank reads; the build and the students run on all ranks, and rank 0
@@ -43,7 +44,7 @@ from hello_build.teachers import load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
-from hello_format.labelling import native_cpu_bf16
+from hello_format.labelling import resolve_precision
 from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import encoder_config, export_state_dict, inject
 from hello_format.recipe import Recipe
@@ -57,6 +58,7 @@ SIZE = 32
 # (IPC 10 to 1 compared on validation digits: bench/results/demo-sweep/)
 IPC = 1
 STUDENT_EPOCHS = 600
+NET = "convnet3_w32"  # the teacher's and the students' zoo architecture
 
 
 def digits_split(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -87,9 +89,8 @@ def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -
 def run_demo(output: str | None = None, *, progress: bool = True, student_epochs: int = STUDENT_EPOCHS, seed: int = 0,
              precision: str = "auto", group: Group | None = None) -> dict | None:
     """Run the demo end to end; returns the figures it prints (in a torchrun ``group``: on rank 0; None
-    on the others). ``precision``: fp32 or bf16 for the teacher's training, the build and the students;
-    ``auto``: ``demo_precision()``."""
-    precision = demo_precision() if precision == "auto" else precision
+    on the others). ``precision``: fp32, bf16 or auto (``resolve_precision``: fp32 on CPUs) for the
+    teacher's training, the build and the students."""
     started = time.perf_counter()
     output = Path(output or "demo.hello")
     if group is None:
@@ -117,7 +118,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
                            precision=precision)
     if group is not None:
         group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
-    teacher_files = sorted(teacher_dir.glob("teacher_convnet3_epoch*.safetensors"))
+    teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     options = demo_options(train_dir, output, teacher_files, checkpoint, work / "build", seed=seed,
                            student_epochs=student_epochs, precision=precision)
     report = build(options, progress=progress, group=group)
@@ -125,12 +126,13 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
         group.barrier()  # every rank's students read the bundle rank 0 wrote
     say = print if group is None or group.is_main else (lambda *args: None)
 
-    say(f"3/4 ({time.perf_counter() - started:.0f} s) training three ConvNet-3 students for {student_epochs} epochs on the same {output.name} images, "
+    say(f"3/4 ({time.perf_counter() - started:.0f} s) training three {NET} students for {student_epochs} epochs on the same {output.name} images, "
         "only the labels differ")
-    final = teachers[-1] if group is None else load_teacher(teacher_files[-1], num_classes=len(DIGIT_NAMES), image_size=SIZE)
+    final = teachers[-1] if group is None else load_teacher(teacher_files[-1], arch=NET, num_classes=len(DIGIT_NAMES),
+                                                              image_size=SIZE)
     regimes = {"hard": None, "projector": None, "teacher": final}
     top1 = {regime: evaluate(output, test_dir, regime=regime, teacher=teacher, device="cpu", progress=progress,
-                             recipe_overrides={"seed": seed}, precision=precision, group=group)["top1"]
+                             recipe_overrides={"seed": seed, "arch": NET}, precision=precision, group=group)["top1"]
             for regime, teacher in regimes.items()}
     if report is None:
         return None
@@ -151,8 +153,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
     print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "
           f"label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
-    how = "fp32" if precision == "fp32" else "bf16 autocast" + (", native on this CPU" if native_cpu_bf16() else "")
-    print(f"  done in {time.perf_counter() - started:.0f} s ({how})")
+    print(f"  done in {time.perf_counter() - started:.0f} s ({resolve_precision(precision, 'cpu')} on the CPU)")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
 
 
@@ -176,12 +177,6 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
     return BuildOptions(**{**settings, **overrides})
 
 
-def demo_precision() -> str:
-    """bf16 where this CPU computes it natively, else fp32 (``hello_format.labelling``: CPU runs are fp32
-    unless asked, so the demo asks only where bf16 pays)."""
-    return "bf16" if native_cpu_bf16() else "fp32"
-
-
 def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
              progress: bool, seed: int, precision: str = "fp32") -> list:
     """Write the digits, pretrain the stand-in foundation model (saved to ``checkpoint``) and train the
@@ -196,10 +191,10 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
                   batch_size=64, seed=seed, progress=progress)
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
 
-    print(f"2/4 ({time.perf_counter() - started:.0f} s) training a ConvNet-3 teacher on {len(parts['original'][1])} digits and distilling them into {IPC} image{'s' * (IPC > 1)} per class")
+    print(f"2/4 ({time.perf_counter() - started:.0f} s) training a {NET} teacher on {len(parts['original'][1])} digits and distilling them into {IPC} image{'s' * (IPC > 1)} per class")
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
-    return train_teacher(index, "convnet3", epochs=BuildOptions.teacher_epochs, keep=3, input_size=SIZE, seed=seed,
+    return train_teacher(index, NET, epochs=BuildOptions.teacher_epochs, keep=3, input_size=SIZE, seed=seed,
                          indices=train_idx, work_dir=teacher_dir, precision=precision)
 
 
