@@ -10,8 +10,8 @@ import click
 
 from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
-from hello_build.regimes import DEFAULT_STUDENT, REGIMES
-from hello_build.zoo import zoo_names
+from hello_build.regimes import REGIMES
+from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
-from hello_build.regimes import DEFAULT_STUDENT, REGIMES
-from hello_build.zoo import create_model, zoo_names
+from hello_build.regimes import REGIMES
+from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.dataset import LabelledImages

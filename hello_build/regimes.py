@@ -8,4 +8,3 @@ REGIMES = {
     "stored": "the teacher's labels for every view written to disk once and read back (FKD-style)",
     "random-real": "the projector on a random real subset (--real) of the bundle's size instead of its images",
 }
-DEFAULT_STUDENT = "convnet3"  # the zoo architecture an evaluation trains unless asked

@@ -132,6 +132,8 @@ ZOO: dict[str, Architecture] = {
     "resnet18_224": Architecture("resnet18_224", 224, lambda c, s: ResNet18(c, small_input=False), "fc.weight"),
 }
 
+DEFAULT_STUDENT = "convnet3"  # what an evaluation trains unless asked (hello eval --student)
+
 
 def zoo_names() -> list[str]:
     """The architecture names accepted by ``create_model``."""

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hello_build.evaluation import REGIMES, STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
+from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
+from hello_build.regimes import REGIMES
 from hello_build.data import RealImages, in_class_order, scan_image_folder
 from hello_build.stored_labels import StoredLabels, batch_file
 from hello_format.augment import AugmentConfig
