@@ -38,6 +38,7 @@ from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating
 from hello_build.errors import BuildError
+from hello_format.augment import sample_crops
 
 SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
 CROP_RATIO = (1.0, 1.0)  # candidate crops are square (RDED)
@@ -185,34 +186,8 @@ def _plan_class(members: list[int], label: int, options: BuildOptions, source_si
     count = min(len(members), max(options.candidates_per_class, options.ipc * options.factor ** 2))
     order = torch.randperm(len(members), generator=generator)[:count].tolist()
     crops = crops_per_candidate(options)
-    boxes = sample_boxes(source_size, count * crops, candidate_crop_scale(options), CROP_RATIO, generator)
+    boxes = sample_crops(count * crops, source_size, source_size, candidate_crop_scale(options), CROP_RATIO, generator)
     return {"positions": [members[i] for i in order], "boxes": boxes.view(count, crops, 4)}
-
-
-def sample_boxes(source_size: int, count: int, scale: tuple[float, float], ratio: tuple[float, float],
-                 generator: torch.Generator, attempts: int = 10) -> torch.Tensor:
-    """``count`` RandomResizedCrop boxes ``(top, left, height, width)`` in a square of ``source_size``:
-    torchvision's rule (area fraction in ``scale``, log-uniform aspect ratio, first of ``attempts``
-    draws that fits, else the largest centred crop within ``ratio``), vectorised and seeded."""
-    area = source_size * source_size
-    target = area * torch.empty(count, attempts).uniform_(scale[0], scale[1], generator=generator)
-    log_ratio = torch.empty(count, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    aspect = torch.exp(log_ratio)
-    widths = torch.round(torch.sqrt(target * aspect)).long()
-    heights = torch.round(torch.sqrt(target / aspect)).long()
-    fits = (widths > 0) & (widths <= source_size) & (heights > 0) & (heights <= source_size)
-    first = torch.argmax(fits.int(), dim=1)
-    rows = torch.arange(count)
-    width, height = widths[rows, first], heights[rows, first]
-    any_fit = fits.any(dim=1)
-    fallback_w = min(source_size, round(source_size * min(max(1.0, ratio[0]), ratio[1])))
-    fallback_h = min(source_size, round(source_size / min(max(1.0, ratio[0]), ratio[1])))
-    width = torch.where(any_fit, width, torch.tensor(fallback_w))
-    height = torch.where(any_fit, height, torch.tensor(fallback_h))
-    uniform = torch.rand(count, 2, generator=generator)
-    top = torch.floor(uniform[:, 0] * (source_size - height + 1)).long()
-    left = torch.floor(uniform[:, 1] * (source_size - width + 1)).long()
-    return torch.stack([top, left, height, width], dim=1)
 
 
 def crop_resize(image: torch.Tensor, box: Sequence[int], out_hw: tuple[int, int]) -> torch.Tensor:
