@@ -42,7 +42,7 @@ from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES
 from hello_format.manifest import check_class_names
-from hello_format.text import terminal
+from hello_format.text import shortened, terminal
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -361,7 +361,7 @@ def in_class_order(index: ImageFolderIndex, folders: Sequence[str], what: str) -
 def _names(folders: Sequence[str], shown: int = 5) -> str:
     """Up to ``shown`` folder names, quoted, and how many more."""
     more = f" and {len(folders) - shown} more" if len(folders) > shown else ""
-    return f"class folder{'s' if len(folders) > 1 else ''} " + ", ".join(repr(f[:80]) for f in folders[:shown]) + more
+    return f"class folder{'s' if len(folders) > 1 else ''} " + ", ".join(shortened(f) for f in folders[:shown]) + more
 
 
 def per_class_indices(index: ImageFolderIndex) -> list[list[int]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from hello_format.errors import ManifestError
 from hello_format.targets import PatternError, TargetPattern
+from hello_format.text import shortened
 
 DELTA_GROUP_SIZE = 64   # default values per fp16 scale of int8/int4 deltas (hello-build, hello requantize)
 QUANTISED_FIELDS = ("group_size", "shapes")   # written only when the deltas are int8/int4
@@ -46,7 +47,7 @@ class EncoderLoraConfig:
             try:
                 TargetPattern(self.target_modules)
             except PatternError as exc:
-                raise ManifestError(f"lora.target_modules {self.target_modules[:80]!r} is not a supported "
+                raise ManifestError(f"lora.target_modules {shortened(self.target_modules)} is not a supported "
                                     f"target pattern: {exc}") from None
 
     def to_manifest(self) -> dict:

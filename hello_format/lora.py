@@ -26,6 +26,7 @@ from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
 from hello_format.targets import PatternError, TargetPattern
+from hello_format.text import shortened
 
 ADAPTER_NAME = "default"
 ADAPTER_CONFIG_FILE = "adapter_config.json"         # peft's file names in an adapter folder
@@ -106,7 +107,7 @@ def _compile(pattern: str, field: str) -> TargetPattern:
     try:
         return TargetPattern(pattern)
     except PatternError as exc:
-        raise ManifestError(f"{field} {pattern[:80]!r} is not a supported target pattern: {exc}") from None
+        raise ManifestError(f"{field} {shortened(pattern)} is not a supported target pattern: {exc}") from None
 
 
 def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:

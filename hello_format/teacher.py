@@ -16,6 +16,7 @@ from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.errors import HelloError
 from hello_format.labelling import LabelOptions
 from hello_format.projector import Projector
+from hello_format.text import shortened
 
 
 
@@ -72,8 +73,8 @@ def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> to
     missing = [name for name in harness_names if name not in index]
     extra = sorted(set(bundle_names) - set(harness_names))
     if missing or extra:
-        problem = (f"the bundle has no class {missing[0][:80]!r} ({len(missing)} such)" if missing
-                   else f"the harness has no class {extra[0][:80]!r} ({len(extra)} such)")
+        problem = (f"the bundle has no class {shortened(missing[0])} ({len(missing)} such)" if missing
+                   else f"the harness has no class {shortened(extra[0])} ({len(extra)} such)")
         raise HelloError(f"the harness's class names must be the bundle's {len(bundle_names)} names in any "
                          f"order: {problem}")
     return torch.tensor([index[name] for name in harness_names], dtype=torch.long)
