@@ -86,7 +86,7 @@ def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -
     return root
 
 
-def run_demo(output: str | None = None, *, progress: bool = True, student_epochs: int = STUDENT_EPOCHS, seed: int = 0,
+def run_demo(output: str | None = None, *, progress: bool = True, seed: int = 0,
              precision: str = "auto", group: Group | None = None) -> dict | None:
     """Run the demo end to end; returns the figures it prints (in a torchrun ``group``: on rank 0; None
     on the others). ``precision``: fp32, bf16 or auto (``resolve_precision``: fp32 on CPUs) for the
@@ -95,18 +95,16 @@ def run_demo(output: str | None = None, *, progress: bool = True, student_epochs
     output = Path(output or "demo.hello")
     if group is None:
         with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
-            return _run(output, Path(scratch), started, progress=progress, student_epochs=student_epochs, seed=seed,
-                        precision=precision)
+            return _run(output, Path(scratch), started, progress=progress, seed=seed, precision=precision)
     scratch = output.with_name(output.name + ".scratch")  # shared by the ranks, removed by rank 0 at the end
     try:
-        return _run(output, scratch, started, progress=progress and group.is_main, student_epochs=student_epochs,
-                    seed=seed, precision=precision, group=group)
+        return _run(output, scratch, started, progress=progress and group.is_main, seed=seed, precision=precision, group=group)
     finally:
         if group.is_main:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(output: Path, work: Path, started: float, *, progress: bool, student_epochs: int, seed: int, precision: str,
+def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int, precision: str,
          group: Group | None = None) -> dict | None:
     """The demo in the scratch folder ``work`` (removed afterwards)."""
     parts = digits_split(seed)
@@ -120,13 +118,13 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
         group.barrier()  # the other ranks wait for rank 0's foundation model, digits and teacher
     teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     options = demo_options(train_dir, output, teacher_files, checkpoint, work / "build", seed=seed,
-                           student_epochs=student_epochs, precision=precision)
+                           student_epochs=STUDENT_EPOCHS, precision=precision)
     report = build(options, progress=progress, group=group)
     if group is not None:
         group.barrier()  # every rank's students read the bundle rank 0 wrote
     say = print if group is None or group.is_main else (lambda *args: None)
 
-    say(f"3/4 ({time.perf_counter() - started:.0f} s) training three {NET} students for {student_epochs} epochs on the same {output.name} images, "
+    say(f"3/4 ({time.perf_counter() - started:.0f} s) training three {NET} students for {STUDENT_EPOCHS} epochs on the same {output.name} images, "
         "only the labels differ")
     final = teachers[-1] if group is None else load_teacher(teacher_files[-1], arch=NET, num_classes=len(DIGIT_NAMES),
                                                               image_size=SIZE)
@@ -148,7 +146,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, student_ep
           f"{top1['projector']:.1%} with HelloDataset labels, {top1['teacher']:.1%} with the online teacher's labels")
     print(f"  bundle {output}: {storage.file_bytes:,} bytes = images {storage.images_bytes:,} + label generator "
           f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
-    print(f"  stored soft labels for {student_epochs} epochs would take {storage.stored_label_bytes:,} bytes: "
+    print(f"  stored soft labels for {STUDENT_EPOCHS} epochs would take {storage.stored_label_bytes:,} bytes: "
           f"{storage.ratio:,.1f}x the label generator")
     print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "
           f"label generator {imagenet['label_generator']:,} bytes "

@@ -117,16 +117,15 @@ def _loss(logits: torch.Tensor, batch, recipe: StudentRecipe) -> torch.Tensor:
 
 
 @torch.no_grad()
-def top1(model: torch.nn.Module, val: RealImages, *, device, batch_size: int | None = None,
-         group: Group | None = None) -> float:
+def top1(model: torch.nn.Module, val: RealImages, *, device, group: Group | None = None) -> float:
     """Top-1 accuracy on real images, normalised as the student saw them in training (in a ``group``,
-    each rank scores every world_size-th image and the counts are summed). ``batch_size``: by default
-    ``val_batch_size(val.size)``."""
+    each rank scores every world_size-th image and the counts are summed), ``val_batch_size(val.size)``
+    images at a time."""
     mean = torch.tensor(STUDENT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STUDENT_STD, device=device).view(1, 3, 1, 1)
     mine = val if group is None else torch.utils.data.Subset(val, shard_indices(len(val), group.rank, group.world_size))
     correct = 0
-    for images, labels in torch.utils.data.DataLoader(mine, batch_size=batch_size or val_batch_size(val.size)):
+    for images, labels in torch.utils.data.DataLoader(mine, batch_size=val_batch_size(val.size)):
         x = (images.to(device).float() / 255 - mean) / std
         correct += (model(x).argmax(1).cpu() == labels).sum().item()
     if group is not None:

@@ -281,17 +281,13 @@ def embedded_part(state: dict[str, torch.Tensor], parts: str) -> dict[str, torch
     return state if parts == "full" else {k: v for k, v in state.items() if k.startswith(VISUAL_PREFIX)}
 
 
-def embedded_tensors(model: nn.Module, dtype: torch.dtype | None = None, *,
-                     parts: str = "full") -> dict[str, torch.Tensor]:
-    """The ``base.<key>`` tensors that embed ``model``'s base weights in a bundle (floating ones cast
-    to ``dtype``): the whole CLIP (``parts="full"``, format 1.0) or its image tower (``"visual"``);
+def embedded_tensors(model: nn.Module, *, parts: str = "full") -> dict[str, torch.Tensor]:
+    """The ``base.<key>`` tensors that embed ``model``'s base weights in a bundle, in their own dtypes:
+    the whole CLIP (``parts="full"``, format 1.0) or its image tower (``"visual"``);
     works before or after LoRA injection (not after merging)."""
     tensors = {}
     for key, value in embedded_part(base_state_dict(model), parts).items():
-        value = value.detach().to("cpu")
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[f"base.{key}"] = value.contiguous()
+        tensors[f"base.{key}"] = value.detach().to("cpu").contiguous()
     return tensors
 
 

@@ -48,18 +48,18 @@ def head_key(base: dict, class_names: Sequence[str], templates: Sequence[str], e
     return buffer_sha256(canonical_json(fields).encode("utf-8"))
 
 
-def load(key: str, num_classes: int, *, directory: Path | None = None) -> torch.Tensor | None:
+def load(key: str, num_classes: int) -> torch.Tensor | None:
     """The cached head for ``key`` (F32 ``[num_classes, d]``), or None when missing or unsound."""
-    return _read(_entry(key, directory), key, num_classes)
+    return _read(_entry(key), key, num_classes)
 
 
-def store(key: str, head: torch.Tensor, *, directory: Path | None = None) -> None:
+def store(key: str, head: torch.Tensor) -> None:
     """Write ``head`` as the entry for ``key`` (atomically; an unwritable cache costs one warning)."""
-    _write(_entry(key, directory), key, head.detach().to("cpu", torch.float32).contiguous())
+    _write(_entry(key), key, head.detach().to("cpu", torch.float32).contiguous())
 
 
-def _entry(key: str, directory: Path | None) -> Path:
-    return (directory or cache_dir()) / f"{key}.safetensors"
+def _entry(key: str) -> Path:
+    return cache_dir() / f"{key}.safetensors"
 
 
 def _read(path: Path, key: str, num_classes: int) -> torch.Tensor | None:

@@ -83,7 +83,7 @@ def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
 
 def initialise_synthetic(
     index: ImageFolderIndex, teacher: torch.nn.Module, options: BuildOptions, *, size: int,
-    source_size: int | None = None, batch_size: int = 64, classes: Sequence[int] | None = None,
+    batch_size: int = 64, classes: Sequence[int] | None = None,
     indices: Sequence[int] | None = None, device: str | torch.device,
     progress: bool | Callable[[int, int], None] = False,
 ) -> InitResult:
@@ -96,17 +96,16 @@ def initialise_synthetic(
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
     ranks with the mean of its teachers' logits, so every crop meets the same judge. It scores in eval
     mode and gets its modes back. ``batch_size`` real images are decoded at a time (``num_workers``
-    processes; ``source_size`` pixels, default ``size``), their crops scored in chunks of ``batch_size``.
+    processes; at ``size`` pixels), their crops scored in chunks of ``batch_size``.
     ``device``: where crops are cut, resized and scored (put the teacher there). ``skip_bad``: real
     images that fail to decode are skipped and listed in ``result.skipped``. ``progress``: True shows a
     bar; a callable gets ``(images scored, images to score)``. BuildError when a class has fewer than
     ``ipc * factor**2`` (usable) real images.
     """
     _validate(options, size, batch_size)
-    source_size = source_size or size
     classes = list(range(index.num_classes)) if classes is None else [int(c) for c in classes]
     if not classes:
-        return _empty_result(size, options.factor, source_size)
+        return _empty_result(size, options.factor, size)
     needed = options.ipc * options.factor ** 2
     members = per_class_indices(index)
     if indices is not None:
@@ -118,9 +117,9 @@ def initialise_synthetic(
         raise BuildError(f"class {name!r} has {count} usable real images but ipc {options.ipc} with {options.factor}x"
                          f"{options.factor} patches needs {needed} distinct ones ({len(short)} class(es) short); "
                          "lower --ipc or --factor")
-    plans = [_plan_class(members[c], c, options, source_size) for c in classes]
+    plans = [_plan_class(members[c], c, options, size) for c in classes]
     positions = [p for plan in plans for p in plan["positions"]]
-    loader = real_image_loader(index, source_size, batch_size, indices=positions,
+    loader = real_image_loader(index, size, batch_size, indices=positions,
                                num_workers=options.num_workers, skip_bad=options.skip_bad)
     score = getattr(teacher, "mean_logits", teacher)
     bar = tqdm(total=len(positions), desc="score crops", disable=progress is not True, leave=False)
@@ -148,7 +147,7 @@ def initialise_synthetic(
     for plan, label in zip(plans, classes):
         count = len(plan["positions"])
         parts.append(_stitch_class(index, label, plan["positions"], losses[start:start + count],
-                                   best_boxes[start:start + count], size, source_size, options))
+                                   best_boxes[start:start + count], size, size, options))
         start += count
     result = InitResult.concatenate(parts)
     result.skipped = skipped

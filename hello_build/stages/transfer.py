@@ -60,16 +60,16 @@ def views(loader_images, labels, augment: AugmentConfig, generator, device):
 
 @torch.no_grad()
 def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: int, device,
-             precision: str, view_seed: int = FIDELITY_SEED, group: Group | None = None) -> dict:
+             precision: str, group: Group | None = None) -> dict:
     """How well the projector imitates the teacher on augmented views of ``data`` (held-out real images).
 
     Returns top-1 agreement with the mean teacher, KL(teacher || projector) at T=1, and both models'
     top-1 accuracy on the (un-mixed) labels (None for all four when ``data`` is empty). The views are the
-    same for every call with the same ``view_seed``; ``precision`` is the build's. In a ``group`` each
+    same for every call (``FIDELITY_SEED``); ``precision`` is the build's. In a ``group`` each
     rank scores its rows of every batch and the counts are summed.
     """
     projector.eval()
-    generator = torch.Generator().manual_seed(view_seed)
+    generator = torch.Generator().manual_seed(FIDELITY_SEED)
     plain = augment.replace(cutmix=0.0, mixup=0.0)
     agree = kl = p_correct = t_correct = n = 0.0
     for images, labels in DataLoader(data, batch_size=batch_size, shuffle=False):

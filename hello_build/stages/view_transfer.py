@@ -227,21 +227,20 @@ def synthetic_agreement(ctx: BuildContext, images: torch.Tensor, *, mixed: bool 
 
 @torch.no_grad()
 def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentConfig, *, device, target: str,
-                   precision: str, batch_size: int = Recipe.batch_size, view_seed: int = REPORT_SEED,
-                   rounds: int = REPORT_ROUNDS, limit: int = REPORT_MAX_VIEWS, group: Group | None = None) -> dict:
-    """Top-1 agreement of projector and teacher (``target``'s reference) on ``rounds`` passes of student
-    batches of ``batch_size`` over the synthetic ``images`` (at most ``limit`` views): augmented and
-    CutMixed (partners within a batch) exactly as the student's loader does, with views from
-    ``view_seed`` (by default one neither transfer phase draws).
+                   precision: str, batch_size: int = Recipe.batch_size, group: Group | None = None) -> dict:
+    """Top-1 agreement of projector and teacher (``target``'s reference) on ``REPORT_ROUNDS`` passes of
+    student batches of ``batch_size`` over the synthetic ``images`` (at most ``REPORT_MAX_VIEWS`` views):
+    augmented and CutMixed (partners within a batch) exactly as the student's loader does, with views
+    from ``REPORT_SEED`` (one neither transfer phase draws).
     ``precision``: the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
     reference = _reference(teachers, target)
-    views = lambda: _view_batches(images, augment, seed=view_seed, rounds=rounds, limit=limit,  # noqa: E731
-                                  batch_size=batch_size, device=device, group=group)
+    views = lambda: _view_batches(images, augment, seed=REPORT_SEED, rounds=REPORT_ROUNDS,  # noqa: E731
+                                  limit=REPORT_MAX_VIEWS, batch_size=batch_size, device=device, group=group)
     with autocast(device, precision):
         targets = [reference(view).float().argmax(1) for view in views()]
     return {"agreement": _agreement(projector, views(), targets, precision, group),
-            "views": int(summed(group, [sum(len(t) for t in targets)])[0]), "seed": view_seed}
+            "views": int(summed(group, [sum(len(t) for t in targets)])[0]), "seed": REPORT_SEED}
 
 
 def _reference(teachers, target: str):
