@@ -135,8 +135,14 @@ def strict_json_loads(text: str):
                       parse_float=_finite_float, parse_int=_bounded_int)
 
 
-def _is_int(value) -> bool:
+def is_json_int(value) -> bool:
+    """A JSON integer as ``json`` parses it (``True`` is not one)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_json_number(value) -> bool:
+    """A JSON number as ``json`` parses it: an integer or a float, not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parse_entry(where: str, name: str, entry) -> TensorInfo:
@@ -146,13 +152,13 @@ def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise HeaderError(f"{where}: tensor '{name}': unknown dtype {dtype!r}")
     if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK
-            or not all(_is_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
+            or not all(is_json_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
         raise HeaderError(f"{where}: tensor '{name}': shape must be a list of at most {MAX_TENSOR_RANK} "
                           f"integers in [0, {MAX_DIMENSION}]")
     if math.prod(max(d, 1) for d in shape) > MAX_TENSOR_ELEMENTS:
         raise HeaderError(f"{where}: tensor '{name}': shape {shape}: the product of its dimensions (a 0 counted "
                           f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_json_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise HeaderError(f"{where}: tensor '{name}': data_offsets must be [begin, end] with 0 <= begin <= end")
     expected = math.prod(shape) * DTYPES[dtype][1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from hello_format.container import is_json_int, is_json_number
 from hello_format.errors import ManifestError
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import shortened
@@ -125,14 +126,6 @@ def _without_unset(section: dict) -> dict:
     return {k: v for k, v in section.items() if not (k in QUANTISED_FIELDS and v is None)}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_names(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -143,15 +136,15 @@ def _is_map_of(check):
 
 _KINDS = {  # JSON kind -> (check, how an error message names it)
     "str": (lambda v: isinstance(v, str), "a string"),
-    "int": (_is_int, "an integer"),
-    "number": (_is_number, "a number"),
+    "int": (is_json_int, "an integer"),
+    "number": (is_json_number, "a number"),
     "bool": (lambda v: isinstance(v, bool), "a boolean"),
     "pattern or names": (lambda v: isinstance(v, str) or _is_names(v), "a string or a list of strings"),
     "names": (_is_names, "a list of strings"),
-    "ranks": (_is_map_of(_is_int), "an object of integers"),
-    "numbers": (_is_map_of(_is_number), "an object of numbers"),
+    "ranks": (_is_map_of(is_json_int), "an object of integers"),
+    "numbers": (_is_map_of(is_json_number), "an object of numbers"),
     "object or null": (lambda v: v is None or isinstance(v, dict), "an object or null"),
-    "shapes": (_is_map_of(lambda v: isinstance(v, list) and all(_is_int(d) for d in v)), "an object of integer lists"),
+    "shapes": (_is_map_of(lambda v: isinstance(v, list) and all(is_json_int(d) for d in v)), "an object of integer lists"),
 }
 _QUANTISED_TYPES = {"group_size": "int", "shapes": "shapes"}   # optional: present for int8/int4 deltas
 _ENCODER_TYPES = {"peft_type": "str", "module_root": "str", "target_modules": "pattern or names", "r": "int",

@@ -12,6 +12,7 @@ from importlib import resources
 import jsonschema
 
 from hello_format import limits
+from hello_format.container import is_json_int, is_json_number
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import first_unsafe_char
@@ -193,22 +194,14 @@ def _fail(where: str, field: str, why: str):
     raise ManifestError(f"{where}: field '{field}': {why}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _int_in(where: str, manifest: dict, field: str, low: int, high: int) -> None:
     value = _get(manifest, field)
-    if _is_int(value) and not low <= value <= high:
+    if is_json_int(value) and not low <= value <= high:
         _fail(where, field, f"{value} is outside [{low}, {high}]")
 
 
 def _number_in(where: str, field: str, value, low: float, high: float) -> None:
-    if _is_number(value) and not low <= value <= high:
+    if is_json_number(value) and not low <= value <= high:
         _fail(where, field, f"{value!r} is outside [{low:g}, {high:g}]")
 
 
@@ -284,20 +277,20 @@ def check_class_names(where: str, field: str, names) -> None:
 
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
     channels = _get(manifest, "images.channels")
-    if channels is not _MISSING and not _is_int(channels):
+    if channels is not _MISSING and not is_json_int(channels):
         _fail(where, "images.channels", f"{channels!r} is not an integer")
     most_images = file_size // 8 if file_size is not None else limits.MAX_DIMENSION  # labels: 8 bytes each
     _int_in(where, manifest, "images.count", 1, most_images)
     for side in ("height", "width"):
         _int_in(where, manifest, f"images.{side}", 1, limits.MAX_IMAGE_SIDE)
     geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels", "height", "width")]
-    if file_size is not None and all(_is_int(v) for v in geometry):
+    if file_size is not None and all(is_json_int(v) for v in geometry):
         decoded = geometry[0] * geometry[1] * geometry[2] * geometry[3]
         if decoded > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
             _fail(where, "images", f"{' x '.join(map(str, geometry))} = {decoded:,} decoded bytes from a "
                                    f"{file_size:,}-byte file (at most {limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
     count = _get(manifest, "images.count")
-    _int_in(where, manifest, "ipc", 1, count if _is_int(count) else limits.MAX_DIMENSION)
+    _int_in(where, manifest, "ipc", 1, count if is_json_int(count) else limits.MAX_DIMENSION)
 
 
 def _check_base(where: str, manifest: dict) -> None:
@@ -305,7 +298,7 @@ def _check_base(where: str, manifest: dict) -> None:
     if isinstance(size, list) and len(size) != 2:
         _fail(where, "base.image_size", f"a list of {len(size)} items, not [height, width]")
     for side in size if isinstance(size, list) else [size]:
-        if _is_int(side) and not 1 <= side <= limits.MAX_IMAGE_SIDE:
+        if is_json_int(side) and not 1 <= side <= limits.MAX_IMAGE_SIDE:
             _fail(where, "base.image_size", f"{side} is outside [1, {limits.MAX_IMAGE_SIDE}]")
     for key, (low, high) in (("mean", limits.MEAN_RANGE), ("std", limits.STD_RANGE)):
         values = _get(manifest, f"base.{key}")
@@ -344,7 +337,7 @@ def _check_lora(where: str, lora) -> None:
             _fail(where, f"lora.{key}", f"{len(patterns)} entries (at most {limits.MAX_TARGETS})")
         for pattern, value in patterns.items():
             _check_pattern(where, f"lora.{key}", pattern)
-            if not _is_number(value):
+            if not is_json_number(value):
                 _fail(where, f"lora.{key}.{pattern}", f"a {type(value).__name__}, not a number")
             _number_in(where, f"lora.{key}.{pattern}", value, 0, high)
 
@@ -375,7 +368,7 @@ def _check_quantised(where: str, field: str, section) -> None:
     if not isinstance(section, dict):
         return
     size = section.get("group_size")
-    if _is_int(size) and not 1 <= size <= limits.MAX_GROUP_SIZE:
+    if is_json_int(size) and not 1 <= size <= limits.MAX_GROUP_SIZE:
         _fail(where, f"{field}.group_size", f"{size} is outside [1, {limits.MAX_GROUP_SIZE}]")
     shapes = section.get("shapes")
     if not isinstance(shapes, dict):
@@ -386,7 +379,7 @@ def _check_quantised(where: str, field: str, section) -> None:
         if len(name) > limits.MAX_TENSOR_NAME_CHARS:
             _fail(where, f"{field}.shapes", f"a key of {len(name)} characters (at most {limits.MAX_TENSOR_NAME_CHARS})")
         if not (isinstance(shape, list) and len(shape) <= limits.MAX_TENSOR_RANK
-                and all(_is_int(d) and 0 <= d <= limits.MAX_DIMENSION for d in shape)):
+                and all(is_json_int(d) and 0 <= d <= limits.MAX_DIMENSION for d in shape)):
             _fail(where, f"{field}.shapes.{name}", f"not a list of at most {limits.MAX_TENSOR_RANK} integers "
                                                    f"in [0, {limits.MAX_DIMENSION}]")
 
@@ -413,7 +406,7 @@ def _check_views(where: str, manifest: dict, file_size: int | None) -> None:
     as the decoded images are: a tiny file must not make each augmented batch gigabytes."""
     side = _get(manifest, "recipe.augment.output_size")
     geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels")]
-    if file_size is None or not _is_int(side) or not all(_is_int(v) for v in geometry):
+    if file_size is None or not is_json_int(side) or not all(is_json_int(v) for v in geometry):
         return
     views = geometry[0] * geometry[1] * side * side
     if views > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
