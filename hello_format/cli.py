@@ -14,9 +14,11 @@ import json
 import math
 import os
 import sys
+import warnings
 
 import click
 import torch
+from PIL import Image
 
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
@@ -130,6 +132,9 @@ class HelloGroup(click.Group):
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Read, check and preview .hello label-light distilled dataset bundles."""
+    # the reader checks each image's size against the manifest's bounded one before decoding a pixel
+    # (spec 14): Pillow's decompression-bomb warning would only print lines around that one-line error
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _summary(bundle: Bundle) -> list[str]:

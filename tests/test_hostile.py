@@ -189,6 +189,10 @@ def test_duplicate_class_names_found_with_a_set(tmp_path):
 def test_a_huge_png_blob_is_refused_from_its_header(tmp_path):
     path = hostile(tmp_path, blobs=[png(13_000, 13_000)] * 6)
     assert "image 0 is 13000x13000, the manifest declares 8x8" in cli_error(path, "verify")
+    # in a process of its own, with Python's own warning display: no Pillow bomb warning around the line
+    run = subprocess.run([sys.executable, "-m", "hello_format.cli", "verify", str(path)], capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2 and run.stderr.splitlines() == [cli_error(path, "verify")], run.stderr
     growth = peak_rss_growth_mb(textwrap.dedent(f"""
         from hello_format.bundle import Bundle
         bundle = Bundle.open({str(path)!r})
