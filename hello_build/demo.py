@@ -98,7 +98,8 @@ def run_demo(output: str | None = None, *, progress: bool = True, seed: int = 0,
             return _run(output, Path(scratch), started, progress=progress, seed=seed, precision=precision)
     scratch = output.with_name(output.name + ".scratch")  # shared by the ranks, removed by rank 0 at the end
     try:
-        return _run(output, scratch, started, progress=progress and group.is_main, seed=seed, precision=precision, group=group)
+        return _run(output, scratch, started, progress=progress and group.is_main, seed=seed, precision=precision,
+                    group=group)
     finally:
         if group.is_main:
             shutil.rmtree(scratch, ignore_errors=True)
