@@ -118,7 +118,7 @@ class BuildOptions:
     fresh: bool = option(False, "Discard the work directory and start over instead of resuming.", stage="run")
     seed: int = option(0, "Seed of every random choice.", stage="data")
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
-    precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)
+    precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the 128-channel ConvNet-3 demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)
     source_dataset: str | None = option(None, "Name of the original dataset for provenance (default: the data folder's name).", stage="write")
 
     def to_dict(self) -> dict:
