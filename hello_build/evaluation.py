@@ -43,7 +43,8 @@ from hello_format.recipe import Recipe
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
-VAL_BATCH, VAL_BATCH_PIXELS = 256, 256 * 224 * 224  # validation images per batch, and at most this many pixels
+VAL_BATCH = 256  # validation images per batch up to 224 px
+VAL_BATCH_PIXELS = VAL_BATCH * 224 * 224  # and at most this many pixels per batch above
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 
 

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from hello_build.errors import BuildError
 from hello_format import lora
 from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
-from hello_format.container import read_header, strict_json_loads
+from hello_format.container import is_json_number, read_header, strict_json_loads
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
 from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
@@ -127,7 +127,7 @@ def _start_head(projector, path: Path) -> str:
         raise BuildError(f"{path.name}: head lora_alpha is {shortened(head['lora'].get('lora_alpha'))}, this build's "
                          f"is {ours.lora.lora_alpha} (--head-alpha)")
     scale, (low, high) = head.get("logit_scale"), LOGIT_SCALE_RANGE  # the range a bundle may store
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not low <= scale <= high:
+    if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
     tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B})

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.distributed import Group, rows, summed
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
-from hello_format.container import read_header, strict_json_loads, write_container
+from hello_format.container import is_json_number, read_header, strict_json_loads, write_container
 from hello_format.digests import file_sha256
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
@@ -395,7 +395,7 @@ def _metadata_floats(metadata: dict[str, str], key: str, bounds: tuple[float, fl
         values = None
     low, high = bounds
     if not (isinstance(values, list) and len(values) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in values)):
+            and all(is_json_number(v) and low <= v <= high for v in values)):
         raise BuildError(f"{source}: metadata {key} must be a JSON list of 3 numbers in [{low:g}, {high:g}], "
                          f"got {shortened(text)}")
     return [float(v) for v in values]

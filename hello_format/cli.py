@@ -310,8 +310,6 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
 
 def _image_format(output: str) -> str:
     """Pillow's format for ``output``'s extension (the temp file it is written to has none)."""
-    from PIL import Image
-
     extension = os.path.splitext(output)[1].lower()
     fmt = Image.registered_extensions().get(extension)
     if fmt is None:
