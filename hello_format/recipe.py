@@ -1,7 +1,8 @@
 """The student recipe: how students train on a bundle, the manifest's ``recipe`` section as data.
 
 ``Recipe`` is the only writer (``to_manifest``) and reader (``from_manifest``) of that section and
-the only home of its defaults (the builder's options take theirs from here). The augmentation part
+the only home of its defaults (the builder's options take theirs from here, except the crop scale,
+0.25 for distilled images). The augmentation part
 is an ``AugmentConfig``, whose own defaults say what an absent ``recipe.augment`` key means.
 """
 
