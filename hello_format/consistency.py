@@ -13,7 +13,8 @@ from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.limits import MAX_TARGET_MATCH_WORK
 from hello_format.manifest import parse_version
 from hello_format.quantize import SCALES_SUFFIX, SINCE_VERSION, check_stored, is_quantised
-from hello_format.targets import TargetPattern
+from hello_format.targets import PatternError, TargetPattern
+from hello_format.text import shortened
 
 IMAGES_DATA = "images.data"
 IMAGES_OFFSETS = "images.offsets"
@@ -26,6 +27,7 @@ VISUAL_BASE_PREFIX = "base.visual."
 DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}   # int8/int4: spec 3.3
 ADAPTER_PREFIX = "base_model.model."   # peft's names of the adapted model's modules (hello_format.lora's too)
 _PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
+_MHA_OUT_PROJ = ".base_layer.out_proj"   # peft's out_proj LoRA inside an adapted nn.MultiheadAttention
 
 Shapes = dict[str, tuple[str, tuple[int, ...]]]   # tensor name -> (safetensors dtype, shape)
 
@@ -120,15 +122,48 @@ def is_target(module_path: str, targets: "str | list[str] | TargetPattern") -> b
     return any(f".{t}." in padded for t in targets)
 
 
-def check_match_work(where: str, targets, module_paths) -> None:
+def check_match_work(where: str, targets, module_paths, *, dot_suffixes: bool = False) -> None:
     """ManifestError when matching ``targets`` (a pattern, or a list of names) against these module
     paths would cost more than MAX_TARGET_MATCH_WORK (pattern or target-list characters times path
-    characters)."""
+    characters; with ``dot_suffixes``, times the characters of every dot-suffix of each path, which
+    ``pattern_value`` may each match: a path from a file may have many parts)."""
     size = len(targets) if isinstance(targets, str) else sum(len(t) + 1 for t in targets)
-    work = size * sum(len(path) for path in module_paths)
+    work = size * sum(_suffix_chars(path) if dot_suffixes else len(path) for path in module_paths)
     if work > MAX_TARGET_MATCH_WORK:
+        paths = "characters of the paths' dot-suffixes" if dot_suffixes else "path characters"
         raise ManifestError(f"{where}: matching against {len(module_paths)} modules would be {work:,} units "
-                            f"of work (pattern characters x path characters; at most {MAX_TARGET_MATCH_WORK:,})")
+                            f"of work (pattern characters x {paths}; at most {MAX_TARGET_MATCH_WORK:,})")
+
+
+def _suffix_chars(path: str) -> int:
+    return len(path) + sum(len(path) - i - 1 for i, char in enumerate(path) if char == ".")
+
+
+def compile_pattern(pattern: str, field: str) -> TargetPattern:
+    """``pattern`` (a target pattern of ``field``) compiled, or a ManifestError naming the field."""
+    try:
+        return TargetPattern(pattern)
+    except PatternError as exc:
+        raise ManifestError(f"{field} {shortened(pattern)} is not a supported target pattern: {exc}") from None
+
+
+def pattern_value(compiled: list[tuple[TargetPattern, object]], module: str, default):
+    """peft's ``rank_pattern`` / ``alpha_pattern`` rule: the value of the first key (in the section's
+    order) matching a dot-suffix of ``module``'s name, else ``default`` (``lora.r`` / ``lora.lora_alpha``)."""
+    return next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, module)), default)
+
+
+def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
+    parts = name.split(".")
+    return any(pattern.fullmatch(".".join(parts[k:])) for k in range(len(parts)))
+
+
+def adapted_module(module_path: str) -> str:
+    """The module peft adapted to make the LoRA at ``module_path`` (a stored key's path), whose rank it
+    has: the path itself, or for ``<attn>.base_layer.out_proj`` the nn.MultiheadAttention ``<attn>``."""
+    if module_path.endswith(_MHA_OUT_PROJ) and len(module_path) > len(_MHA_OUT_PROJ):
+        return module_path[:-len(_MHA_OUT_PROJ)]
+    return module_path
 
 
 def _check_quantised_version(where, version: str, field: str, config) -> None:
@@ -180,7 +215,10 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
                                 f"field 'lora.target_modules'")
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora.dtype}")
         pairs.setdefault(module, {})[which] = name
-    ranks = {lora.r, *lora.rank_pattern.values()}
+    adapted = {module: adapted_module(module) for module in pairs}
+    check_match_work(f"{where}: field 'lora.rank_pattern'", "".join(lora.rank_pattern), set(adapted.values()),
+                     dot_suffixes=True)
+    rank_pattern = [(compile_pattern(key, "lora.rank_pattern"), rank) for key, rank in lora.rank_pattern.items()]
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             have = next(iter(pair.values()))
@@ -190,9 +228,10 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
             raise ManifestError(f"{where}: module '{module}': lora_A {list(shape_a)} / lora_B {list(shape_b)} are "
                                 f"neither Linear ([r, in] / [out, r]) nor Conv2d ([r, in, k, k] / [out, r, 1, 1])")
         rank_a, rank_b = shape_a[0], shape_b[1]
-        if rank_a != rank_b or rank_a not in ranks:
-            raise ManifestError(f"{where}: module '{module}': lora_A rank {rank_a} and lora_B rank "
-                                f"{rank_b} must be equal and one of lora.r / lora.rank_pattern {sorted(ranks)}")
+        rank = pattern_value(rank_pattern, adapted[module], lora.r)   # what peft will allocate for it
+        if rank_a != rank or rank_b != rank:
+            raise ManifestError(f"{where}: module {shortened(module)}: lora_A rank {rank_a} and lora_B rank "
+                                f"{rank_b} must both be {rank}, the rank lora.r / lora.rank_pattern give it")
 
 
 def _check_head(where, head: HeadConfig, shapes, num_classes) -> None:

@@ -21,11 +21,11 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from hello_format.consistency import ADAPTER_PREFIX, check_match_work
+from hello_format.consistency import (ADAPTER_PREFIX, adapted_module, check_match_work, compile_pattern, pattern_value,
+                                      peft_module)
 from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
-from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import shortened
 
 ADAPTER_NAME = "default"
@@ -78,41 +78,62 @@ def explicit(visual: nn.Module, config: EncoderLoraConfig) -> LoraConfig:
     ``visual``'s modules (in linear time, see hello_format.targets) into escaped literal module names,
     so peft's backtracking regex engine never runs a pattern that came from a file. (The result is
     ours, not the file's: no bound on a file's pattern length applies to it.)"""
+    targets, chosen, values = _resolve(visual, config)
+    # every module gets its own literal key anchored at the start ('^'), so no key meant for 'conv1'
+    # also catches 'layer1.0.conv1', whatever order a JSON writer (adapter_config.json) puts the keys in
+    resolved = {key: {"^" + re.escape(name): by_name[name] for name in sorted(by_name, key=len, reverse=True)}
+                for key, by_name in values.items()}
+    return peft_config(config, target_modules=targets, **resolved)
+
+
+def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str | tuple, list[str], dict[str, dict]]:
+    """(peft's target_modules, the names of the modules of ``visual`` it adapts, and for rank_pattern
+    and alpha_pattern each adapted module's value, {} when the section's patterns are empty)."""
     names = [name for name, _ in visual.named_modules() if name]
     targets = config.target_modules
     check_match_work("lora", targets, names)
     if isinstance(targets, str):
-        pattern = _compile(targets, "lora.target_modules")
+        pattern = compile_pattern(targets, "lora.target_modules")
         chosen = [name for name in names if pattern.fullmatch(name)]
         if not chosen:
             raise ManifestError(f"lora.target_modules {targets!r} matches no module of the image encoder")
         targets = "|".join(re.escape(name) for name in chosen)
     else:
         chosen = [name for name in names if name in targets or any(name.endswith("." + t) for t in targets)]
-    resolved = {}
+    values = {}
     for key, default in (("rank_pattern", config.r), ("alpha_pattern", config.lora_alpha)):
         patterns = getattr(config, key)
         check_match_work(f"lora.{key}", "".join(patterns), chosen)
-        compiled = [(_compile(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
-        # peft takes the first key matching a dot-suffix of the module name; every module gets its own
-        # literal key anchored at the start ('^'), so no key meant for 'conv1' also catches
-        # 'layer1.0.conv1', whatever order a JSON writer (adapter_config.json) puts the keys in
-        values = {name: next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, name)),
-                             default) for name in chosen} if compiled else {}
-        resolved[key] = {"^" + re.escape(name): values[name] for name in sorted(values, key=len, reverse=True)}
-    return peft_config(config, target_modules=targets, **resolved)
+        compiled = [(compile_pattern(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
+        values[key] = {name: pattern_value(compiled, name, default) for name in chosen} if compiled else {}
+    return targets, chosen, values
 
 
-def _compile(pattern: str, field: str) -> TargetPattern:
-    try:
-        return TargetPattern(pattern)
-    except PatternError as exc:
-        raise ManifestError(f"{field} {shortened(pattern)} is not a supported target pattern: {exc}") from None
-
-
-def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
-    parts = name.split(".")
-    return any(pattern.fullmatch(".".join(parts[k:])) for k in range(len(parts)))
+def check_stored(visual: nn.Module, config: EncoderLoraConfig, shapes: dict[str, tuple[int, ...]],
+                 where: str = "lora") -> None:
+    """ManifestError unless ``config`` makes peft adapt exactly the modules of ``visual`` that ``shapes``
+    (peft key -> shape, a bundle's ``lora_shapes()``, already checked on open) holds LoRA weights for,
+    each at the rank of its stored weights. Called before ``inject``, it bounds what peft allocates by
+    what the file stores (ranks resolved as ``explicit`` gives them to peft)."""
+    _, chosen, values = _resolve(visual, config)
+    ranks = values["rank_pattern"] or dict.fromkeys(chosen, config.r)
+    stored = {}
+    for key, shape in shapes.items():
+        parsed = peft_module(key)
+        if parsed is not None and parsed[1] == "A" and len(shape) >= 1:
+            stored.setdefault(adapted_module(parsed[0]), set()).add(shape[0])
+    missing = [name for name in chosen if name not in stored]
+    if missing:
+        raise ManifestError(f"{where}: module {shortened(missing[0])} of the image encoder is adapted by "
+                            f"lora.target_modules but the file stores no LoRA weights for it ({len(missing)} such)")
+    extra = sorted(stored.keys() - set(chosen))
+    if extra:
+        raise ManifestError(f"{where}: the file stores LoRA weights for {shortened(extra[0])}, which "
+                            f"lora.target_modules does not adapt in the image encoder ({len(extra)} such)")
+    for name in chosen:
+        if stored[name] != {ranks[name]}:
+            raise ManifestError(f"{where}: module {shortened(name)}: stored rank {min(stored[name])}, but "
+                                f"lora.r / lora.rank_pattern give it {ranks[name]}")
 
 
 def inject(visual: nn.Module, config: EncoderLoraConfig) -> nn.Module:

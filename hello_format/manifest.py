@@ -6,6 +6,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 from importlib import resources
 
@@ -383,6 +384,9 @@ def _check_quantised(where: str, field: str, section) -> None:
             _fail(where, f"{field}.shapes.{name}", f"not a list of at most {limits.MAX_TENSOR_RANK} integers "
                                                    f"in [0, {limits.MAX_DIMENSION}]")
 
+        if math.prod(max(d, 1) for d in shape) > limits.MAX_TENSOR_ELEMENTS:   # as container.read_header
+            _fail(where, f"{field}.shapes.{name}", f"{shape}: the product of its dimensions (a 0 counted as 1) "
+                                                   f"must be at most {limits.MAX_TENSOR_ELEMENTS:,}")
 
 def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
     _int_in(where, manifest, "recipe.epochs", 1, limits.MAX_EPOCHS)

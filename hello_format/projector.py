@@ -125,6 +125,8 @@ class Projector(nn.Module):
             embeddings = None   # a cache entry that does not fit this base: recompute it
             clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
                                      allow_remote=allow_remote_base)
+        if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
+            lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
                         class_embeddings=embeddings)
         if embeddings is None and key is not None:

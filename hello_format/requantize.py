@@ -21,7 +21,8 @@ import torch
 from hello_format.bundle import Bundle, write_stored
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
-from hello_format.errors import BundleError
+from hello_format.errors import BundleError, HelloError
+from hello_format.files import atomic_target
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.manifest import FORMAT_VERSION, parse_version
 from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_VERSION, is_quantised, quantise
@@ -46,9 +47,9 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
     ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
 
-    ``target`` must not exist unless ``overwrite`` (also when it is ``source``). Storing int8/int4
-    deltas in a wider dtype keeps their dequantised values, not the precision they were made from:
-    refused unless ``allow_upcast``. ``calibration`` (int8/int4 only; None or 0 steps: round to
+    ``target`` must not exist unless ``overwrite`` (also when it is ``source``); it is replaced, atomically,
+    only by a file that reopens (``_write_reopened``). Storing int8/int4 deltas in a wider dtype keeps
+    their dequantised values, not the precision they were made from: refused unless ``allow_upcast``. ``calibration`` (int8/int4 only; None or 0 steps: round to
     nearest): calibrate the stored values on the bundle's images (``hello_format.calibration``), with
     the projector rebuilt as ``Projector.from_bundle`` does (``checkpoint``, ``allow_remote_base``).
     """
@@ -80,10 +81,27 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
             manifest["format_version"] = FORMAT_VERSION
         kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
         before_bytes = bundle.storage().label_generator_bytes
-        path = write_stored(target, manifest, {**kept, **stored})
-    with Bundle.open(path) as written:
-        after_bytes = written.storage().label_generator_bytes
-    return Requantized(path, before, dtype, before_bytes, after_bytes, calibrated)
+        after_bytes = _write_reopened(target, manifest, {**kept, **stored})
+    return Requantized(target, before, dtype, before_bytes, after_bytes, calibrated)
+
+
+def _write_reopened(target: pathlib.Path, manifest: dict, tensors: dict[str, torch.Tensor]) -> int:
+    """Write the bundle to a temp file beside ``target`` (files.atomic_target), reopen it as a reader
+    will, and only then rename it over ``target``: a file the reader refuses is never left at
+    ``target`` (nor replaces the input when ``target`` is it). Returns its label generator's bytes;
+    an error names ``target``, not the temp file."""
+    if not target.parent.is_dir():
+        raise BundleError(f"{target}: directory {target.parent} does not exist")
+    try:
+        with atomic_target(target) as temp:
+            try:
+                write_stored(temp, manifest, tensors)
+                with Bundle.open(temp) as written:
+                    return written.storage().label_generator_bytes
+            except HelloError as exc:
+                raise type(exc)(str(exc).replace(str(temp), str(target))) from None
+    except OSError as exc:
+        raise BundleError(f"{target}: write failed: {exc.strerror or exc}") from None
 
 
 def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: CalibrationConfig, *, progress: bool,

@@ -808,3 +808,64 @@ def test_a_files_strings_reach_an_error_escaped_and_cut(base):
         create_base(manifest)
     message = str(info.value)
     assert message.isprintable() and len(message) < 400, message
+
+
+# ---- found by the third hostile-input audit
+
+@pytest.mark.parametrize("rank_pattern, r, module, rank", [
+    ({"nomatch": 2}, 4096, "transformer.resblocks.0.attn.base_layer.out_proj", 4096),   # the audit's file
+    ({r"mlp\.c_fc": 2, "transformer.*": 4096}, 2, "transformer.resblocks.0.attn.base_layer.out_proj", 4096),
+    ({r"attn": 2}, 3, "transformer.resblocks.0.mlp.c_fc", 3),
+])
+def test_a_stored_rank_other_than_the_one_the_config_gives_its_module_is_refused_on_open(tmp_path, rank_pattern, r,
+                                                                                          module, rank):
+    """Any rank in {lora.r, *rank_pattern.values()} passed, but peft gives a module the rank of the first
+    rank_pattern key matching it, else lora.r: r = 4096 with a key matching nothing made peft allocate
+    2048x the stored rank-2 weights before their shapes were compared."""
+    path = hostile(tmp_path, lora=dict(samples.sample_manifest()["lora"], r=r, rank_pattern=rank_pattern))
+    line = cli_error(path)
+    assert f"module '{module}': lora_A rank 2 and lora_B rank 2 must both be {rank}" in line
+
+
+def test_a_rank_pattern_that_gives_every_stored_module_its_rank_opens(tmp_path):
+    # the out_proj LoRA inside an nn.MultiheadAttention has the attention module's rank
+    lora = dict(samples.sample_manifest()["lora"], r=4096, rank_pattern={r"mlp\.c_fc": 2, "attn": 2})
+    with Bundle.open(hostile(tmp_path, lora=lora)) as bundle:
+        assert bundle.manifest["lora"]["r"] == 4096
+
+
+def test_modules_adapted_without_stored_weights_are_found_before_peft_allocates():
+    """Ranks checked on open bound only the modules that have weights: peft also adapts (at lora.r) every
+    other module the targets match. ``check_stored`` compares both with the encoder's modules first."""
+    from hello_format import lora
+    from hello_format.consistency import ADAPTER_PREFIX
+
+    visual = tiny_clip("vit").visual
+    config = EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", r=4096, lora_alpha=8,
+                               rank_pattern={r"mlp\.c_fc": 2})
+    c_fc = {f"{ADAPTER_PREFIX}transformer.resblocks.{i}.mlp.c_fc.lora_{x}.weight": shape
+            for i in (0, 1) for x, shape in (("A", (2, 64)), ("B", (256, 2)))}
+    with pytest.raises(ManifestError, match="^f: module 'transformer.resblocks.0.attn' of the image encoder is adapted "
+                                            "by lora.target_modules but the file stores no LoRA weights for it"):
+        lora.check_stored(visual, config, c_fc, "f")
+    resolved = dataclasses.replace(config, r=2)
+    lora.inject(copy := tiny_clip("vit").visual, resolved)
+    stored = {key: tuple(t.shape) for key, t in lora.export_state_dict(copy).items()}
+    lora.check_stored(visual, resolved, stored)                  # what peft makes of the config: accepted
+    with pytest.raises(ManifestError, match="module 'transformer.resblocks.0.attn': stored rank 2, but lora.r / "
+                                            "lora.rank_pattern give it 4096"):
+        lora.check_stored(visual, config, stored)
+    with pytest.raises(ManifestError, match="stores LoRA weights for 'transformer.resblocks.0.mlp.c_proj', which"):
+        lora.check_stored(visual, resolved, {**stored, f"{ADAPTER_PREFIX}transformer.resblocks.0.mlp.c_proj.lora_A.weight": (2, 256)})
+    assert not any(hasattr(module, "lora_A") for module in visual.modules())
+
+
+def test_rank_pattern_keys_against_deep_stored_paths_are_bounded_on_open(tmp_path):
+    """A key is tried on every dot-suffix of a path: a file's path of hundreds of parts costs its length
+    squared, so the budget counts the suffixes' characters (each such path here: ~237,000 units)."""
+    tensors = {f"{samples.ROOT}{'a.' * 485}b{i}.lora_{x}.weight": torch.zeros(shape, dtype=torch.float16)
+               for i in range(6) for x, shape in (("A", (2, 8)), ("B", (8, 2)))}
+    lora = dict(samples.sample_manifest()["lora"], target_modules=r"[a.]*b\d|transformer.*", rank_pattern={".*x": 2})
+    line = cli_error(hostile(tmp_path, tensors=tensors, lora=lora))
+    assert "field 'lora.rank_pattern': matching against 8 modules would be 4,260,660 units" in line
+

@@ -167,6 +167,20 @@ def test_from_bundle_refuses_inconsistent_head(tmp_path):
             Projector.from_bundle(bundle)
 
 
+def test_from_bundle_checks_what_peft_will_adapt_before_it_allocates(tmp_path):
+    """A target pattern that also matches modules with no stored weights made peft allocate them at lora.r
+    (up to 4,096) before loading failed; the modules are compared with the stored ones first."""
+    built = tiny_projector("vit")
+    path = _write(tmp_path / "t.hello", built, "float32", embedded_tensors(tiny_clip("vit")))
+    with Bundle.open(path) as bundle:
+        lora = bundle.manifest["lora"]
+        assert isinstance(lora["target_modules"], str)
+        lora["target_modules"] = "conv1|" + lora["target_modules"]
+        with pytest.raises(ManifestError, match="module 'conv1' of the image encoder is adapted by "
+                                                "lora.target_modules but the file stores no LoRA weights"):
+            Projector.from_bundle(bundle)
+
+
 def test_label_matches_forward_on_cpu():
     projector = tiny_projector("rn").eval()
     images = torch.rand(2, 3, 32, 32)

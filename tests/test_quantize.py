@@ -196,9 +196,12 @@ def _shapes(section, key, value):
     (lambda m: m["lora"].pop("shapes"), ManifestError, "field 'lora'"),
     (lambda m: m.update(format_version="1.0"), ManifestError, "field 'lora.dtype' is int4, which needs format_version 1.1"),
     (lambda m: m["lora"].update(dtype="float16"), ManifestError, "field 'lora'"),       # float with group_size, shapes
-    (_shapes("head", "lora_B", [2**31 - 1] * 8), ManifestError, "tensor 'head.lora_B' is U8 [6], expected U8"),
+    (_shapes("head", "lora_B", [2**31 - 1] * 8), ManifestError, "field 'head.lora.shapes.lora_B': [2147483647,"),
     (_shapes("head", "lora_B", [2**31] * 2), ManifestError, "field 'head.lora.shapes.lora_B'"),
     (_shapes("lora", "x" * 2000, [1]), ManifestError, "a key of 2000 characters"),
+    # zero elements, every dimension in range, but a product torch's strides overflow (as a header's shape)
+    (_shapes("lora", ENCODER_KEY.removeprefix("encoder_lora."), [4, 0, 2**31 - 1, 2**31 - 1]), ManifestError,
+     f"the product of its dimensions (a 0 counted as 1) must be at most {limits.MAX_TENSOR_ELEMENTS:,}"),
     (_shapes("lora", "base_model.model.conv9.lora_A.weight", [2, 8]), ManifestError,
      "tensor 'encoder_lora.base_model.model.conv9.lora_A.weight' is missing"),
 ])
@@ -270,6 +273,33 @@ def test_requantize_refuses_to_overwrite_unless_asked(tmp_path):
     with Bundle.open(source, verify=True) as bundle:
         assert bundle.manifest["lora"]["dtype"] == "int8" and bundle.manifest["format_version"] == "1.1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"]    # no temp file left
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_requantize_never_leaves_or_replaces_with_a_file_the_reader_refuses(tmp_path, monkeypatch, same):
+    """A reader that let a logical shape through which a header may not hold (here: without the product
+    bound on lora.shapes) made requantize write a float16 file the reader then refused, left at OUT
+    (with --overwrite and OUT = IN: in place of IN). OUT is renamed into place only once it reopens."""
+    from hello_format import manifest as manifest_module
+
+    monkeypatch.setattr(manifest_module, "_check_quantised", lambda *args: None)
+    key = ENCODER_KEY.removeprefix("encoder_lora.")
+
+    def zero_elements(manifest):
+        manifest["lora"]["shapes"][key] = [2, 0, 2**31 - 1, 2**31 - 1]      # rank 2, as lora.r
+        manifest["lora"]["shapes"][key.replace("lora_A", "lora_B")] = [0, 2, 1, 1]
+
+    def empty(tensors):
+        for name in (ENCODER_KEY, ENCODER_KEY.replace("lora_A", "lora_B")):
+            tensors[name], tensors[name + ".scales"] = torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.float16)
+
+    source = quantised_file(tmp_path, manifest_edit=zero_elements, tensors_edit=empty, name="in.hello")
+    before = source.read_bytes()
+    target = source if same else tmp_path / "out.hello"
+    with pytest.raises(BundleError, match="^[^\n]*$") as caught:
+        requantize(source, target, "float16", overwrite=True, allow_upcast=True)
+    assert str(caught.value).startswith(f"{target}: tensor ") and "2147483647" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"] and source.read_bytes() == before
 
 
 def test_requantize_refuses_a_corrupted_input(tmp_path):
