@@ -100,6 +100,10 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
             if group is not None:
                 epoch_loss = group.sum([epoch_loss])[0]  # the ranks' shares add up to the batch's mean loss
             epoch = (step + 1) // per_epoch
+            if not math.isfinite(epoch_loss):   # every rank holds the same sum: all stop together
+                bar.close()
+                raise BuildError(f"student {recipe.arch} diverged: loss {epoch_loss} in epoch {epoch} "
+                                 f"(lr {recipe.lr:g}, recipe loss {recipe.loss}); no accuracy to report")
             if progress and (epoch % math.ceil(recipe.epochs / EPOCH_LINES) == 0 or epoch == recipe.epochs):
                 tqdm.write(f"epoch {epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
                            f"lr {optimizer.param_groups[0]['lr']:.2e}")

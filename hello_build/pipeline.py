@@ -42,7 +42,7 @@ from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
-from hello_format.limits import MAX_GROUP_SIZE
+from hello_format.limits import MAX_BETA, MAX_GROUP_SIZE, MAX_LR, TEMPERATURE_RANGE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
@@ -186,6 +186,13 @@ def _check(options: BuildOptions) -> None:
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")
     if not 0 <= options.prior_weight < 1:
         raise BuildError(f"--prior-weight must be in [0, 1) (got {options.prior_weight})")
+    for flag, value, ok, bounds in (
+            ("--temperature", options.temperature, TEMPERATURE_RANGE[0] <= options.temperature <= TEMPERATURE_RANGE[1],
+             f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}]"),
+            ("--student-lr", options.student_lr, 0 < options.student_lr <= MAX_LR, f"(0, {MAX_LR:g}]"),
+            ("--beta", options.beta, 0 <= options.beta <= MAX_BETA, f"[0, {MAX_BETA:g}]")):
+        if not ok:
+            raise BuildError(f"{flag} must be in {bounds}, the range a reader accepts (got {value:g})")
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:

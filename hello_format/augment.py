@@ -32,6 +32,7 @@ import torch
 
 from hello_format.errors import HelloError
 from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
+from hello_format.text import listed, shortened
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
 _CPU_CHUNK_ELEMENTS = 1 << 22  # float32 scratch per CPU chunk: 16 MiB, below glibc's mmap threshold
@@ -91,7 +92,7 @@ class AugmentConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise AugmentError(f"unknown augment setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+            raise AugmentError(f"unknown augment setting(s) {listed(unknown)}; known: {', '.join(known)}")
         return cls(**d)
 
     def replace(self, **overrides) -> AugmentConfig:
@@ -383,7 +384,7 @@ def _check_images(images) -> None:
 
 def _integer(name, value, *, minimum, maximum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
-        raise AugmentError(f"augment.{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+        raise AugmentError(f"augment.{name} must be an integer in [{minimum}, {maximum}], got {shortened(value)}")
     return int(value)
 
 
@@ -391,14 +392,14 @@ def _number(name, value, *, low, high, open_low):
     bad = isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)
     if bad or value > high or value < low or (open_low and value == low):
         bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else f"> {low:g}"
-        raise AugmentError(f"augment.{name} must be a number in {bounds}, got {value!r}")
+        raise AugmentError(f"augment.{name} must be a number in {bounds}, got {shortened(value)}")
     return float(value)
 
 
 def _interval(name, value, *, low, high):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise AugmentError(f"augment.{name} must be a pair [min, max], got {value!r}")
+        raise AugmentError(f"augment.{name} must be a pair [min, max], got {shortened(value)}")
     a, b = (_number(name, v, low=low, high=high, open_low=True) for v in value)
     if a > b:
-        raise AugmentError(f"augment.{name} must be [min, max] with min <= max, got {list(value)!r}")
+        raise AugmentError(f"augment.{name} must be [min, max] with min <= max, got {shortened(list(value))}")
     return a, b

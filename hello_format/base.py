@@ -86,7 +86,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     architecture = base_manifest.get("architecture")
     tag = base_manifest.get("pretrained")
     if source not in SOURCES:
-        raise BaseModelError(f"base.source is {source!r}; expected one of {', '.join(SOURCES)}")
+        raise BaseModelError(f"base.source is {shortened(source)}; expected one of {', '.join(SOURCES)}")
     if not allow_remote:
         check_config_keys(architecture, base_manifest.get("config"))
     _register_config(architecture, base_manifest.get("config"))
@@ -163,10 +163,15 @@ def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> No
 
 def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     """Parameters of the model a manifest's ``base`` section describes, counted on the meta device:
-    no weights, no memory, no download."""
+    no weights, no memory, no download (an open_clip config whose text tower is a Hugging Face model
+    is not counted: building it, even on the meta device, fetches that model's config)."""
     architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
     if not allow_remote:
         check_config_keys(architecture, config)
+        registry = open_clip.get_model_config(architecture) if config is None and isinstance(architecture, str) else None
+        if "hf_model_name" in ((registry or {}).get("text_cfg") or {}):
+            raise BaseModelError(f"{shortened(architecture)} has a Hugging Face text tower "
+                                 f"({shortened(registry['text_cfg']['hf_model_name'])}): counting it would download its config")
     _register_config(architecture, config)
     model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
     return sum(parameter.numel() for parameter in model.parameters())
@@ -277,7 +282,7 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def embedded_part(state: dict[str, torch.Tensor], parts: str) -> dict[str, torch.Tensor]:
     """The part of a plain open_clip state dict an embedded base stores (``base.embedded``)."""
     if parts not in EMBEDDED_PARTS:
-        raise BaseModelError(f"base.embedded is {parts!r}; expected one of {', '.join(EMBEDDED_PARTS)}")
+        raise BaseModelError(f"base.embedded is {shortened(parts)}; expected one of {', '.join(EMBEDDED_PARTS)}")
     return state if parts == "full" else {k: v for k, v in state.items() if k.startswith(VISUAL_PREFIX)}
 
 
@@ -307,25 +312,25 @@ def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[
 def _register_config(architecture, config: dict | None) -> None:
     """Make a custom open_clip config creatable under its architecture name."""
     if not isinstance(architecture, str) or not architecture:
-        raise BaseModelError(f"base.architecture must be an open_clip model name, got {architecture!r}")
+        raise BaseModelError(f"base.architecture must be an open_clip model name, got {shortened(architecture)}")
     if ":" in architecture:
-        raise BaseModelError(f"base.architecture {architecture!r} uses an open_clip schema (hf-hub:, "
+        raise BaseModelError(f"base.architecture {shortened(architecture)} uses an open_clip schema (hf-hub:, "
                              "local-dir:); record a plain model name plus base.config instead")
     known = open_clip.get_model_config(architecture)
     if config is None:
         if known is None:
-            raise BaseModelError(f"unknown open_clip architecture {architecture!r}: not one of "
+            raise BaseModelError(f"unknown open_clip architecture {shortened(architecture)}: not one of "
                                  "open_clip's model configs and base.config is empty")
         return
     if not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise BaseModelError(f"base.config for {architecture!r} is not an open_clip model config "
+        raise BaseModelError(f"base.config for {shortened(architecture)} is not an open_clip model config "
                              "(needs embed_dim, vision_cfg, text_cfg)")
     _check_layers(architecture, config)
     _check_position_table(architecture, config)
     _check_context_length(architecture, config)
     if known is not None:
         if known != config:
-            raise BaseModelError(f"base.config differs from open_clip's own {architecture!r} config: "
+            raise BaseModelError(f"base.config differs from open_clip's own {shortened(architecture)} config: "
                                  "give the custom architecture a name of its own")
         return
     open_clip.factory._MODEL_CONFIGS[architecture] = copy.deepcopy(config)
@@ -495,7 +500,7 @@ def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: 
     expected = model.state_dict()
     size = sum(value.numel() for value in expected.values())
     if size > limits.MAX_BASE_PARAMETERS:
-        raise BaseModelError(f"open_clip architecture {architecture} has {size:,} weights (at most "
+        raise BaseModelError(f"open_clip architecture {shortened(architecture)} has {size:,} weights (at most "
                              f"{limits.MAX_BASE_PARAMETERS:,})")
     if visual_only:
         expected = embedded_part(expected, "visual")
@@ -506,13 +511,13 @@ def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: 
         if missing:
             parts.append(f"{len(missing)} missing (first {missing[0]})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
-        raise BaseModelError(f"{origin} does not fit open_clip architecture {architecture}: "
+            parts.append(f"{len(unexpected)} unexpected (first {shortened(unexpected[0])})")
+        raise BaseModelError(f"{origin} does not fit open_clip architecture {shortened(architecture)}: "
                              f"{' and '.join(parts)} weights; is base.architecture right?")
     for key in sorted(state):
         have, need = tuple(state[key].shape), tuple(expected[key].shape)
         if have != need:
-            raise BaseModelError(f"{origin} does not fit open_clip architecture {architecture}: "
+            raise BaseModelError(f"{origin} does not fit open_clip architecture {shortened(architecture)}: "
                                  f"weight {key} has shape {_shape(have)}, the architecture needs "
                                  f"{_shape(need)}")
 
@@ -522,9 +527,9 @@ def _check_fingerprint(actual: str, base_manifest: dict, architecture: str, tag)
     if not wanted:
         return
     if actual != wanted:
-        made_for = f"{architecture}/{tag}" if tag else architecture
+        made_for = f"{shortened(architecture)}/{shortened(tag)}" if tag else shortened(architecture)
         if base_manifest.get("checkpoint"):
-            made_for += f" ({base_manifest['checkpoint']})"
+            made_for += f" ({shortened(base_manifest['checkpoint'])})"
         raise BaseModelError(f"base weights fingerprint {actual} does not match the bundle's "
                              f"{wanted}: this bundle was made for {made_for}")
 

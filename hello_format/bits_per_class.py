@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from hello_format.bundle import Bundle
 from hello_format.errors import HelloError
+from hello_format.text import cut
 
 PUBLIC_BASE_BITS_PER_PARAMETER = 16  # a public base is counted as an fp16 checkpoint
 
@@ -34,7 +35,7 @@ def bits_per_class(bundle: Bundle, *, allow_remote_base: bool = False) -> BitsPe
             base_bits = PUBLIC_BASE_BITS_PER_PARAMETER * parameters
             counted = f"public base, {parameters:,} parameters at {PUBLIC_BASE_BITS_PER_PARAMETER} bits"
         except HelloError as error:
-            base_bits, counted = None, f"public base, size unknown: {error}"
+            base_bits, counted = None, f"public base, size unknown: {cut(str(error), 200)}"
     own_bits = 8 * (storage.images_bytes + storage.label_generator_bytes)
     return BitsPerClass(
         without_base=own_bits / classes,

@@ -24,6 +24,7 @@ from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
                                    with_version)
 from hello_format.quantize import SCALES_SUFFIX, check_scales, dequantise, is_quantised
+from hello_format.text import shortened
 
 MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
@@ -176,7 +177,7 @@ def _write_checked(path: pathlib.Path, manifest: dict, all_tensors: dict[str, to
 def _read_manifest(where: str, metadata: dict[str, str], file_size: int) -> dict:
     if metadata.get("format") != "hello":
         raise ManifestError(f"{where}: a safetensors file but not a .hello bundle "
-                            f"(__metadata__ 'format' is {metadata.get('format')!r}, expected 'hello')")
+                            f"(__metadata__ 'format' is {shortened(metadata.get('format'))}, expected 'hello')")
     for key in (MANIFEST_KEY, MANIFEST_SHA_KEY):
         if key not in metadata:
             raise ManifestError(f"{where}: __metadata__ has no '{key}'")

@@ -20,6 +20,7 @@ import click
 import torch
 from PIL import Image
 
+from hello_format.augment import AugmentConfig
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
@@ -29,7 +30,7 @@ from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConf
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
-from hello_format.text import human_bytes, terminal
+from hello_format.text import cut, human_bytes, listed, shortened, terminal
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.hub.cli"
@@ -143,7 +144,7 @@ def _summary(bundle: Bundle) -> list[str]:
     lora, head = EncoderLoraConfig.from_manifest(m["lora"]), HeadConfig.from_manifest(m["head"])
     names = ", ".join(bundle.class_names[:8]) + (", ..." if bundle.num_classes > 8 else "")
     quality = f" (quality {images['quality']})" if images["quality"] is not None else ""
-    tag = f" ({base['pretrained']})" if base["pretrained"] else ""
+    tag = f" ({cut(base['pretrained'])})" if base["pretrained"] else ""
     if base.get("embedded") == "visual":
         tag += ", image tower + stored head"
     lines = [
@@ -152,13 +153,13 @@ def _summary(bundle: Bundle) -> list[str]:
         f"classes: {bundle.num_classes} ({names})",
         f"images: {bundle.num_images} (ipc {bundle.ipc}), {images['channels']}x{images['height']}x{images['width']}, "
         f"codec {images['codec']}{quality}",
-        f"base: {base['source']} {base['architecture']}{tag}, image size {base['image_size']}, {base['fingerprint'][:19]}...",
+        f"base: {base['source']} {cut(base['architecture'])}{tag}, image size {base['image_size']}, {base['fingerprint'][:19]}...",
     ]
     encoder = bundle.lora_shapes()
     if lora is None:
         lines.append("encoder LoRA: none")
     else:
-        pattern = f", rank_pattern {lora.rank_pattern}" if lora.rank_pattern else ""
+        pattern = f", rank_pattern {shortened(lora.rank_pattern, 120)}" if lora.rank_pattern else ""
         params = sum(math.prod(shape) for shape in encoder.values())
         lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
                      f"modules, {params:,} parameters, {storage_text(lora)}")
@@ -171,7 +172,11 @@ def _summary(bundle: Bundle) -> list[str]:
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
                  f"wd {recipe['weight_decay']}")
-    lines.append(f"augment: {json.dumps(recipe['augment'], sort_keys=True)}")
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    augment = {key: value for key, value in recipe["augment"].items() if key in known}   # checked on open
+    unknown = sorted(recipe["augment"].keys() - known)
+    lines.append(f"augment: {json.dumps(augment, sort_keys=True)}"
+                 + (f", and {len(unknown)} setting(s) this reader does not know: {listed(unknown)}" if unknown else ""))
     s = bundle.storage()
     ratio = f"{s.ratio:,.0f}x smaller" if s.ratio is not None else "n/a (no label generator)"
     lines += [

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.errors import HeaderError
-from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_INTEGER_DIGITS, MAX_TENSOR_ELEMENTS,
+from hello_format.text import encodes_as_utf8, shortened
+from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
+                                 MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS,
                                  MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK, MAX_TENSORS)
 
 METADATA_KEY = "__metadata__"
@@ -129,8 +131,13 @@ def _bounded_int(text: str) -> int:
 
 
 def strict_json_loads(text: str):
-    """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float and
-    integers longer than MAX_JSON_INTEGER_DIGITS (raises ValueError)."""
+    """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float,
+    integers longer than MAX_JSON_INTEGER_DIGITS and, before parsing, a text with more arrays and
+    objects or separators than limits allow (raises ValueError)."""
+    containers, separators = text.count("[") + text.count("{"), text.count(",")
+    if containers > MAX_JSON_CONTAINERS or separators > MAX_JSON_SEPARATORS:
+        raise ValueError(f"{containers:,} '[' or '{{' and {separators:,} ',' characters: at most "
+                         f"{MAX_JSON_CONTAINERS:,} and {MAX_JSON_SEPARATORS:,} (parsed, JSON costs tens of times its text)")
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
                       parse_float=_finite_float, parse_int=_bounded_int)
 
@@ -147,23 +154,23 @@ def is_json_number(value) -> bool:
 
 def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise HeaderError(f"{where}: tensor '{name}': entry must have exactly dtype, shape, data_offsets")
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: entry must have exactly dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise HeaderError(f"{where}: tensor '{name}': unknown dtype {dtype!r}")
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: unknown dtype {shortened(dtype)}")
     if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK
             or not all(is_json_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
-        raise HeaderError(f"{where}: tensor '{name}': shape must be a list of at most {MAX_TENSOR_RANK} "
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: shape must be a list of at most {MAX_TENSOR_RANK} "
                           f"integers in [0, {MAX_DIMENSION}]")
     if math.prod(max(d, 1) for d in shape) > MAX_TENSOR_ELEMENTS:
-        raise HeaderError(f"{where}: tensor '{name}': shape {shape}: the product of its dimensions (a 0 counted "
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: shape {shape}: the product of its dimensions (a 0 counted "
                           f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_json_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
-        raise HeaderError(f"{where}: tensor '{name}': data_offsets must be [begin, end] with 0 <= begin <= end")
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: data_offsets must be [begin, end] with 0 <= begin <= end")
     expected = math.prod(shape) * DTYPES[dtype][1]
     if offsets[1] - offsets[0] != expected:
-        raise HeaderError(f"{where}: tensor '{name}': {dtype} {shape} needs {expected} bytes but "
+        raise HeaderError(f"{where}: tensor {shortened(name, 160)}: {dtype} {shape} needs {expected} bytes but "
                           f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
     return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
 
@@ -172,12 +179,12 @@ def _check_layout(where: str, infos: list[TensorInfo], data_size: int) -> None:
     position, previous = 0, None
     for info in sorted(infos, key=lambda i: (i.begin, i.end)):
         if info.end > data_size:
-            raise HeaderError(f"{where}: tensor '{info.name}': data_offsets [{info.begin}, {info.end}] "
+            raise HeaderError(f"{where}: tensor {shortened(info.name, 160)}: data_offsets [{info.begin}, {info.end}] "
                               f"exceed the {data_size}-byte data section (file truncated?)")
         if info.begin < position:
-            raise HeaderError(f"{where}: tensor '{info.name}' overlaps tensor '{previous}'")
+            raise HeaderError(f"{where}: tensor {shortened(info.name, 160)} overlaps tensor {shortened(previous, 160)}")
         if info.begin > position:
-            raise HeaderError(f"{where}: gap of {info.begin - position} bytes before tensor '{info.name}'")
+            raise HeaderError(f"{where}: gap of {info.begin - position} bytes before tensor {shortened(info.name, 160)}")
         position, previous = info.end, info.name
     if position != data_size:
         raise HeaderError(f"{where}: {data_size - position} trailing bytes after the last tensor")
@@ -214,6 +221,10 @@ def read_header(path: pathlib.Path) -> Header:
     long_name = next((name for name in header if len(name) > MAX_TENSOR_NAME_CHARS), None)
     if long_name is not None:
         raise HeaderError(f"{where}: a tensor name of {len(long_name)} characters (at most {MAX_TENSOR_NAME_CHARS})")
+    lone_surrogate = next((text for text in (*metadata, *metadata.values(), *header) if not encodes_as_utf8(text)), None)
+    if lone_surrogate is not None:
+        raise HeaderError(f"{where}: header text {shortened(lone_surrogate)} holds a lone UTF-16 surrogate "
+                          f"(a \\ud800-\\udfff escape without its pair: no UTF-8 text can hold it)")
     infos = [_parse_entry(where, name, entry) for name, entry in header.items()]
     _check_layout(where, infos, file_size - 8 - length)
     return Header(length, metadata, {info.name: info for info in sorted(infos, key=lambda i: i.name)})

@@ -14,6 +14,10 @@ MAX_TENSOR_ELEMENTS = 2**59             # product of a shape's dimensions, a 0 c
                                         # strides and sizes hold it (x 8 bytes); bounds a zero-element tensor,
                                         # any other is bounded by the file's size
 MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-bit at most
+MAX_JSON_CONTAINERS = 1_000_000         # '[' and '{' characters in a JSON text (header, manifest), counted before
+MAX_JSON_SEPARATORS = 4_000_000         # it is parsed, and ',' characters: parsed JSON costs up to ~60x its text
+                                        # (a 100 MB header of "[[],[],..." is 2 GB of lists); these bound it to
+                                        # a few hundred MB. A 100,000-tensor header holds about 300,000 and 700,000
 
 # manifest structure (checked before the JSON Schema)
 MAX_VERSION_CHARS = 32                  # format_version, checked before its digits are read
@@ -45,6 +49,10 @@ MAX_DELTA_SCALE = 1e4                   # each fp16 scale of an int8/int4 delta 
 LOGIT_SCALE_RANGE = (1e-4, 1e4)         # head.logit_scale (and an --init-adapter folder's head logit_scale)
 MEAN_RANGE = (-10.0, 10.0)              # each of base.mean (and of a safetensors teacher's hello.mean)
 STD_RANGE = (1e-3, 1e3)                 # each of base.std (and of a safetensors teacher's hello.std)
+TEMPERATURE_RANGE = (1e-2, 1e3)         # recipe.temperature (the field's KD uses 1 to 20; 1e-300 makes the KL NaN)
+MAX_LR = 10.0                           # recipe.lr
+MAX_WEIGHT_DECAY = 10.0                 # recipe.weight_decay
+MAX_BETA = 1e3                          # recipe.beta
 MAX_EPOCHS = 1_000_000                  # recipe.epochs
 MAX_BATCH_SIZE = 1_000_000              # recipe.batch_size
 

@@ -16,7 +16,7 @@ from hello_format import limits
 from hello_format.container import is_json_int, is_json_number
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
-from hello_format.text import first_unsafe_char
+from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, shortened, terminal
 
 FORMAT_VERSION = "1.1"        # what writers write unless the file uses a must-understand feature
 SUPPORTED_MAJORS = (1, 2)
@@ -61,7 +61,7 @@ def _regex(pattern: str) -> re.Pattern:
 
 def _pattern(validator, pattern, instance, schema):
     if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
-        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+        yield jsonschema.ValidationError(f"{shortened(instance)} does not match {pattern!r}")
 
 
 @functools.cache
@@ -170,9 +170,7 @@ def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | 
     error = jsonschema.exceptions.best_match(itertools.islice(_validator().iter_errors(manifest), 64))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        message = " ".join(error.message.split())
-        message = message if len(message) <= 200 else message[:200] + "..."
-        raise ManifestError(f"{where}: field '{field}': {message}")
+        _fail(where, field, " ".join(error.message.split()))
     check_features(manifest, where)
 
 
@@ -191,7 +189,7 @@ def _get(manifest: dict, field: str):
 
 
 def _fail(where: str, field: str, why: str):
-    field, why = (text if len(text) <= 200 else text[:200] + "..." for text in (field, why))
+    field, why = (terminal(cut(text, 200)) for text in (field, why))
     raise ManifestError(f"{where}: field '{field}': {why}")
 
 
@@ -231,8 +229,8 @@ def check_bounds(manifest: dict, where: str = "manifest", file_size: int | None 
 
 
 def _check_nesting(where: str, manifest: dict) -> None:
-    """Depth, string and key lengths, walked with one iterator per open container (a long list costs
-    no memory beyond its own, and a field's name is formatted only for its error)."""
+    """Depth, string and key lengths and lone surrogates, walked with one iterator per open container (a
+    long list costs no memory beyond its own, and a field's name is formatted only for its error)."""
     stack, keys = [iter(manifest.items())], []
     while stack:
         entry = next(stack[-1], _MISSING)
@@ -248,6 +246,9 @@ def _check_nesting(where: str, manifest: dict) -> None:
         if isinstance(value, str) and len(value) > limits.MAX_STRING_CHARS:
             _fail(where, ".".join(map(str, [*keys, key])), f"a string of {len(value)} characters "
                                                            f"(at most {limits.MAX_STRING_CHARS})")
+        if any(isinstance(text, str) and not encodes_as_utf8(text) for text in (key, value)):
+            _fail(where, ".".join(map(str, [*keys, key])), "a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                                                           "without its pair: no UTF-8 text can hold it)")
         elif isinstance(value, (dict, list)):
             if len(stack) + 1 > limits.MAX_JSON_DEPTH:
                 _fail(where, ".".join(map(str, [*keys, key])), f"nested deeper than {limits.MAX_JSON_DEPTH} levels")
@@ -383,15 +384,18 @@ def _check_quantised(where: str, field: str, section) -> None:
                 and all(is_json_int(d) and 0 <= d <= limits.MAX_DIMENSION for d in shape)):
             _fail(where, f"{field}.shapes.{name}", f"not a list of at most {limits.MAX_TENSOR_RANK} integers "
                                                    f"in [0, {limits.MAX_DIMENSION}]")
-
         if math.prod(max(d, 1) for d in shape) > limits.MAX_TENSOR_ELEMENTS:   # as container.read_header
             _fail(where, f"{field}.shapes.{name}", f"{shape}: the product of its dimensions (a 0 counted as 1) "
                                                    f"must be at most {limits.MAX_TENSOR_ELEMENTS:,}")
+
 
 def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
     _int_in(where, manifest, "recipe.epochs", 1, limits.MAX_EPOCHS)
     _int_in(where, manifest, "recipe.batch_size", 1, limits.MAX_BATCH_SIZE)
     _int_in(where, manifest, "recipe.student_image_size", 1, limits.MAX_IMAGE_SIDE)
+    for field, (low, high) in (("recipe.temperature", limits.TEMPERATURE_RANGE), ("recipe.lr", (0, limits.MAX_LR)),
+                               ("recipe.weight_decay", (0, limits.MAX_WEIGHT_DECAY)), ("recipe.beta", (0, limits.MAX_BETA))):
+        _number_in(where, field, _get(manifest, field), low, high)
     augment = _get(manifest, "recipe.augment")
     if isinstance(augment, dict):
         from hello_format.augment import AugmentConfig, AugmentError  # torch: imported with the bundle anyway

@@ -5,6 +5,7 @@ One definition of an unsafe character serves the reader's checks (class names mu
 one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
 """
 
+import reprlib
 import unicodedata
 
 # Bidirectional embeddings, overrides and isolates reorder what a terminal or a browser shows
@@ -13,15 +14,34 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 _MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~:@$%^=/")
 
+# repr with bounded work: a few levels and items of a container, cut strings and numbers
+_BOUNDED_REPR = reprlib.Repr()
+_BOUNDED_REPR.maxlevel = 3
+_BOUNDED_REPR.maxlist = _BOUNDED_REPR.maxtuple = _BOUNDED_REPR.maxdict = _BOUNDED_REPR.maxset = 8
+_BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxlong = _BOUNDED_REPR.maxother = 200
+
 
 def is_unsafe_char(char: str) -> bool:
-    """A control character (C0, DEL, C1), a line/paragraph separator or a bidi control."""
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
+    """A control character (C0, DEL, C1), a line/paragraph separator, a bidi control or a lone UTF-16
+    surrogate (a JSON ``\\ud800`` escape: no UTF-8 encoding, so printing or hashing it fails)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") or char in _BIDI_CONTROLS
 
 
 def first_unsafe_char(text: str) -> str | None:
     """The first unsafe character in ``text``, or None."""
     return next((char for char in text if is_unsafe_char(char)), None)
+
+
+def encodes_as_utf8(text: str) -> bool:
+    """False for a string holding a lone UTF-16 surrogate (what a JSON ``\\ud800`` escape without its
+    pair parses to), which no UTF-8 text can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def terminal(text: str) -> str:
@@ -31,10 +51,23 @@ def terminal(text: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if is_unsafe_char(c) else c for c in text)
 
 
-def shortened(value, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters: a value read from a file, quoted in an error line."""
-    text = repr(value)
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` itself (no quotes), cut to ``limit`` characters: a file's string in a line of output."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shortened(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a value read from a file, quoted in an error line.
+    The work is bounded too: a string is cut before its repr, a container shows a few items."""
+    return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
+
+
+def listed(values, most: int = 3, limit: int = 40) -> str:
+    """The first ``most`` of ``values``, each ``shortened`` to ``limit``, and how many more: a list read
+    from a file, named in one line."""
+    values = list(values)
+    named = ", ".join(shortened(value, limit) for value in values[:most])
+    return named + (f" and {len(values) - most} more" if len(values) > most else "")
 
 
 def code(text: str) -> str:

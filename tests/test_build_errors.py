@@ -88,6 +88,9 @@ CASES = [
      r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
     ("negative_calibration", None, {"delta_dtype": "int4", "delta_calibration_steps": -1},
      r"--delta-calibration-steps must be at least 0 and --delta-calibration-objective one of kl, mse \(got -1, 'kl'\)"),
+    ("temperature_a_reader_refuses", None, {"temperature": 0.001},
+     r"--temperature must be in \[0\.01, 1000\], the range a reader accepts \(got 0\.001\)"),
+    ("zero_student_lr", None, {"student_lr": 0}, r"--student-lr must be in \(0, 10\], the range a reader accepts \(got 0\)"),
 ]
 
 

@@ -338,3 +338,13 @@ def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path):
     report = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "bf16")))
     assert report["precision"] == "bf16"
     assert final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "auto")))["precision"] == "fp32"
+
+
+def test_a_diverged_student_is_an_error_not_an_accuracy(eval_kit, on_path):
+    """A recipe that blows the loss up (here an lr no bundle may record) must not end in a top-1 figure."""
+    from hello_build.errors import BuildError
+
+    _, data = teacher_and_data(eval_kit)
+    with pytest.raises(BuildError, match=r"student convnet3 diverged: loss (nan|inf) in epoch 1"):
+        train_student(data, StudentRecipe(epochs=2, batch_size=BATCH, seed=0, lr=1e30), image_size=SIZE, device="cpu",
+                      progress=False)

@@ -869,3 +869,100 @@ def test_rank_pattern_keys_against_deep_stored_paths_are_bounded_on_open(tmp_pat
     line = cli_error(hostile(tmp_path, tensors=tensors, lora=lora))
     assert "field 'lora.rank_pattern': matching against 8 modules would be 4,260,660 units" in line
 
+
+# ---- strings and JSON that cost before a bound (a later audit)
+
+def _with_header(path, edit, ensure_ascii=True):
+    """``path`` rewritten with its header JSON edited (escapes kept ASCII, so a lone surrogate survives)."""
+    header, body = samples.split_header(path.read_bytes())
+    edit(header)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + body)
+    return path
+
+
+def test_a_lone_surrogate_in_a_class_name_is_a_one_line_error(tmp_path):
+    """JSON's "\\ud800" parses to a string no UTF-8 can hold: printing it, hashing it or keying the head
+    cache with it raised UnicodeEncodeError tracebacks."""
+    path = hostile(tmp_path, class_names=["aQQQQQQb", "b", "c"])
+
+    def edit(header):
+        text = header["__metadata__"]["hello.manifest"].replace("QQQQQQ", "\\ud800")
+        header["__metadata__"].update({"hello.manifest": text, "hello.manifest.sha256": samples.manifest_sha256(text)})
+
+    _with_header(path, edit)
+    assert "field 'class_names.0': a lone UTF-16 surrogate" in cli_error(path)
+    with pytest.raises(ManifestError, match="lone UTF-16 surrogate"):
+        Bundle.open(path)
+
+
+def test_a_lone_surrogate_in_the_header_is_a_one_line_error(tmp_path):
+    path = _with_header(hostile(tmp_path), lambda header: header["__metadata__"].update(note="x\udc00"))
+    assert "header text 'x\\udc00' holds a lone UTF-16 surrogate" in cli_error(path, "verify")
+
+
+def test_json_with_too_many_arrays_is_refused_before_it_is_parsed(tmp_path):
+    """A 100 MB header of nested lists parsed to gigabytes of Python objects before any bound."""
+    brackets = limits.MAX_JSON_CONTAINERS + 1
+    path = _with_header(hostile(tmp_path), lambda header: header["__metadata__"].update(note="[" * brackets))
+    line = cli_error(path, "verify")
+    assert "'[' or '{' and" in line and f"at most {limits.MAX_JSON_CONTAINERS:,} and" in line
+    from hello_format.container import strict_json_loads
+    with pytest.raises(ValueError, match="',' characters"):
+        strict_json_loads("[" + "0," * (limits.MAX_JSON_SEPARATORS + 1) + "0]")
+
+
+def test_a_long_unknown_dtype_is_quoted_cut(tmp_path):
+    path = hostile(tmp_path)
+    name = next(iter(samples.split_header(path.read_bytes())[0].keys() - {"__metadata__"}))
+    _with_header(path, lambda header: header[name].update(dtype="X" * 1_000_000))
+    line = cli_error(path, "verify")
+    assert "unknown dtype 'XXX" in line and len(line) < 400 + len(str(path))
+
+
+def test_unknown_augment_settings_are_named_briefly(tmp_path):
+    """An open object: info shows the file, HelloDataset refuses to train on views it cannot make; neither
+    prints the keys whole (50 keys of 60,000 characters were a 3 MB line)."""
+    recipe = samples.sample_manifest()["recipe"]
+    extra = {f"k{i:02d}" + "Z" * 60_000: 1 for i in range(50)}
+    path = hostile(tmp_path, recipe=dict(recipe, augment=dict(recipe["augment"], **extra)))
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert len(result.output) < 5_000 and "and 50 setting(s) this reader does not know: 'k00ZZZ" in result.output
+    from hello_format.augment import AugmentConfig, AugmentError
+    with pytest.raises(AugmentError, match="and 47 more; known:") as error:
+        AugmentConfig.from_dict(dict(recipe["augment"], **extra))
+    assert len(str(error.value)) < 400
+
+
+@pytest.mark.parametrize("field, value", [("temperature", 1e-300), ("lr", 1e300), ("weight_decay", 1e300), ("beta", 1e300)])
+def test_recipe_numbers_a_student_cannot_train_with_are_refused(tmp_path, field, value):
+    """Each passed open and verify, then trained a student on NaN losses with no error."""
+    recipe = samples.sample_manifest()["recipe"]
+    path = hostile(tmp_path, recipe=dict(recipe, **{field: value}))
+    assert f"field 'recipe.{field}': {value!r} is outside" in cli_error(path, "verify")
+
+
+def test_shortened_bounds_its_work_and_its_line():
+    import time
+    from hello_format.text import shortened
+    nested = [[[list(range(1_000_000))]]] * 20   # a whole repr: 140 MB, seconds
+    start = time.perf_counter()
+    assert len(shortened(nested)) <= 80 and len(shortened("x" * 10_000_000, 40)) == 40
+    assert time.perf_counter() - start < 0.1
+    assert shortened("\x1b[2J\ud800") == "'\\x1b[2J\\ud800'" and terminal("a\ud800") == "a\\ud800"
+
+
+def test_counting_a_public_base_never_fetches_a_hugging_face_text_tower(monkeypatch):
+    """open_clip builds an HF text tower's config from the hub, even on the meta device: hello info must not."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("hello tried the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    base = dict(samples.sample_manifest()["base"], source="open_clip", architecture="roberta-ViT-B-32",
+                pretrained="laion2b_s12b_b32k", config=None)
+    with pytest.raises(BaseModelError, match="has a Hugging Face text tower \\('roberta-base'\\)"):
+        parameter_count(base)
