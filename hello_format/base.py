@@ -328,6 +328,7 @@ def _register_config(architecture, config: dict | None) -> None:
     _check_layers(architecture, config)
     _check_position_table(architecture, config)
     _check_context_length(architecture, config)
+    _check_tokens(architecture, config)
     if known is not None:
         if known != config:
             raise BaseModelError(f"base.config differs from open_clip's own {shortened(architecture)} config: "
@@ -369,6 +370,29 @@ def _check_position_table(architecture: str, config: dict) -> None:
     if values > limits.MAX_SINCOS_TABLE_VALUES:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} has a sin_cos_2d position table of "
                              f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
+
+
+def _check_tokens(architecture: str, config: dict) -> None:
+    """BaseModelError when a custom image tower attends over more than MAX_VISION_TOKENS tokens: its
+    patches (a ViT), or the cells its attention pool sees (a ModifiedResNet, 32 px each). Attention
+    costs their square on every batch, and its learned position table (a patch of 1 px at 512 px: a
+    4 MB file) bounds nothing."""
+    vision = config["vision_cfg"]
+    if not isinstance(vision, dict):
+        return
+    defaults = CLIPVisionCfg()
+    resnet = isinstance(vision.get("layers"), list)
+    image = vision.get("image_size", defaults.image_size)
+    patch = 32 if resnet else vision.get("patch_size", defaults.patch_size)
+    pairs = [value if isinstance(value, list) else [value, value] for value in (image, patch)]
+    sides = [*pairs[0], *pairs[1]]
+    if len(sides) != 4 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sides):
+        return   # open_clip cannot build it: _instantiate's BaseModelError
+    tokens = (sides[0] // sides[2]) * (sides[1] // sides[3])
+    if tokens > limits.MAX_VISION_TOKENS:
+        raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} attends over {tokens:,} tokens "
+                             f"({sides[0]}x{sides[1]} px in {sides[2]}x{sides[3]} px {'cells' if resnet else 'patches'}; "
+                             f"at most {limits.MAX_VISION_TOKENS:,})")
 
 
 def _check_context_length(architecture: str, config: dict) -> None:

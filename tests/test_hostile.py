@@ -569,6 +569,26 @@ def test_a_huge_sin_cos_position_table_is_refused_before_open_clip_computes_it(t
         parameter_count(base)
 
 
+@pytest.mark.parametrize("family, change, tokens", [("vit", {"image_size": 512, "patch_size": 1}, "262,144 tokens"),
+                                                    ("vit", {"image_size": [8, 8192], "patch_size": [1, 1]}, "65,536 tokens"),
+                                                    ("rn", {"image_size": 4096}, "16,384 tokens")])
+def test_a_custom_image_tower_attending_over_too_many_tokens_is_refused_before_it_is_built(family, change, tokens,
+                                                                                         monkeypatch):
+    """Attention costs the tokens' square in every forward (the check's zero image, then every batch):
+    a ViT with 1-px patches at 512 px is a 4 MB file and 262,144 tokens."""
+    import open_clip
+
+    from hello_format.testing import TINY_ARCHITECTURES
+
+    config = json.loads(json.dumps(open_clip.get_model_config(TINY_ARCHITECTURES[family])))
+    base = dict(samples.sample_manifest()["base"], architecture=f"hostile-tokens-ok-{family}", config=config)
+    assert parameter_count(base) > 0   # the config as shipped is built
+    config["vision_cfg"].update(change)
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(BaseModelError, match=f"attends over {tokens} .*at most 4,096"):
+        parameter_count(dict(base, architecture=f"hostile-tokens-{family}-{len(str(change))}", config=config))
+
+
 @pytest.mark.parametrize("length", [100_000, 0, "77", True])
 def test_a_custom_text_context_length_is_bounded_before_a_model_is_built(length, monkeypatch):
     """A text tower holds a context x context mask that no file size bounds (100,000: 40 GB in fp32)."""
