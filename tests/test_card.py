@@ -215,3 +215,11 @@ def test_a_prior_mix_is_stated_on_the_card():
     assert "| format version | 2.0 |" in body
     assert "(1 - 0.25) x the projector's logits + 0.25 x the zero-shot projector's" in body
     assert "zero-shot projector's" not in plain_body
+
+
+def test_the_card_names_a_bounded_number_of_classes(bundle, monkeypatch):
+    """A file may hold 100,000 class names of 512 characters: listed whole, a 50 MB card."""
+    monkeypatch.setattr(card, "CARD_CLASS_NAMES", 2)
+    _, body = split_card(card.render_card(bundle, uri=URI))
+    assert f"and {len(CLASSES) - 2:,} more (`hello info --json` lists them)" in body
+    assert card.code(CLASSES[1]) in body and card.code(CLASSES[2]) not in body

@@ -19,13 +19,14 @@ from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
 from hello_format.limits import MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
-from hello_format.text import code, human_bytes, markdown
+from hello_format.text import code, human_bytes, markdown, shortened
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
 DEFAULT_LICENSE = "other"
 PREVIEW_NAME = "preview.png"
 PREVIEW_CLASSES = 10  # the preview shows the first classes only: a 1000-class grid is unreadable
 PREVIEW_PER_CLASS = 8
+CARD_CLASS_NAMES = 1_000  # the card names this many classes (ImageNet-1K's), then counts the rest
 # The hub's size_categories buckets (upper bounds exclusive), smallest first.
 _SIZE_BUCKETS = [
     (10**3, "n<1K"),
@@ -83,13 +84,13 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
             raise HubError(f"{where} is {type(entry).__name__}; {_EVAL_HINT}")
         for key in ("top1", "top5"):
             if key in entry and not _is_number(entry[key]):
-                raise HubError(f"{where}: {key!r} must be a finite number, got {entry[key]!r}; {_EVAL_HINT}")
+                raise HubError(f"{where}: {key!r} must be a finite number, got {shortened(entry[key])}; {_EVAL_HINT}")
         if "top1" not in entry:
             raise HubError(f"{where} has no 'top1'; {_EVAL_HINT}")
         for key, kind in _EVAL_KNOWN.items():
             value = entry.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
+                raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {shortened(value)}")
     return entries
 
 
@@ -209,7 +210,9 @@ def _ipc(bundle: Bundle) -> str:
 def _contents(bundle: Bundle) -> str:
     img = bundle.manifest["images"]
     codec = img["codec"] + (f" (quality {img['quality']})" if img.get("quality") is not None else "")
-    names = ", ".join(code(c) for c in bundle.class_names)
+    names = ", ".join(code(c) for c in bundle.class_names[:CARD_CLASS_NAMES])
+    if bundle.num_classes > CARD_CLASS_NAMES:   # 100,000 names of 512 characters would be a 50 MB card
+        names += f" and {bundle.num_classes - CARD_CLASS_NAMES:,} more (`hello info --json` lists them)"
     classes = names if bundle.num_classes <= 50 else f"<details><summary>show all</summary>\n\n{names}\n\n</details>"
     return (
         "## Contents\n\n"
