@@ -89,15 +89,22 @@ class AugmentConfig:
         """Build from a (possibly partial) dict; absent keys take the defaults, unknown keys are refused."""
         if not isinstance(d, dict):
             raise AugmentError(f"augment settings must be a JSON object, got {type(d).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
+        unknown = unknown_settings(d)
         if unknown:
-            raise AugmentError(f"unknown augment setting(s) {listed(unknown)}; known: {', '.join(known)}")
+            raise AugmentError(f"unknown augment setting(s) {listed(unknown)}; known: {', '.join(SETTINGS)}")
         return cls(**d)
 
     def replace(self, **overrides) -> AugmentConfig:
         """A copy with some fields changed (validated like the constructor)."""
         return self.from_dict({**self.to_dict(), **overrides})
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(AugmentConfig))   # the keys of a recipe.augment this reader applies
+
+
+def unknown_settings(settings: dict) -> list[str]:
+    """The keys of a ``recipe.augment`` object this reader does not know, sorted (the object is open)."""
+    return sorted(settings.keys() - set(SETTINGS))
 
 
 @dataclass(frozen=True, eq=False)  # tensor fields: compare them explicitly

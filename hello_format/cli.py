@@ -20,7 +20,7 @@ import click
 import torch
 from PIL import Image
 
-from hello_format.augment import AugmentConfig
+from hello_format.augment import SETTINGS, unknown_settings
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
@@ -172,9 +172,8 @@ def _summary(bundle: Bundle) -> list[str]:
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
                  f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
                  f"wd {recipe['weight_decay']}")
-    known = {f.name for f in dataclasses.fields(AugmentConfig)}
-    augment = {key: value for key, value in recipe["augment"].items() if key in known}   # checked on open
-    unknown = sorted(recipe["augment"].keys() - known)
+    augment = {key: value for key, value in recipe["augment"].items() if key in SETTINGS}   # checked on open
+    unknown = unknown_settings(recipe["augment"])
     lines.append(f"augment: {json.dumps(augment, sort_keys=True)}"
                  + (f", and {len(unknown)} setting(s) this reader does not know: {listed(unknown)}" if unknown else ""))
     s = bundle.storage()

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.errors import HeaderError
-from hello_format.text import encodes_as_utf8, shortened
 from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
-                                 MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS,
-                                 MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK, MAX_TENSORS)
+                                 MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS, MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK,
+                                 MAX_TENSORS)
+from hello_format.text import encodes_as_utf8, shortened
 
 METADATA_KEY = "__metadata__"
 

@@ -1,7 +1,6 @@
 """The manifest: canonical JSON, its sha256, version rules, bounds and JSON Schema validation
 (spec sections 2, 5, 6 and "Limits and hostile input")."""
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -398,10 +397,9 @@ def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
         _number_in(where, field, _get(manifest, field), low, high)
     augment = _get(manifest, "recipe.augment")
     if isinstance(augment, dict):
-        from hello_format.augment import AugmentConfig, AugmentError  # torch: imported with the bundle anyway
+        from hello_format.augment import SETTINGS, AugmentConfig, AugmentError  # torch: imported with the bundle anyway
 
-        names = {f.name for f in dataclasses.fields(AugmentConfig)}
-        known = {key: value for key, value in augment.items() if key in names}
+        known = {key: value for key, value in augment.items() if key in SETTINGS}
         try:
             AugmentConfig.from_dict(known)
         except (AugmentError, TypeError) as exc:
