@@ -1,11 +1,11 @@
-"""Hostile bundles: build the issue-11 attack files and time `hello info` / `hello verify` on them.
+"""Hostile bundles: build the issue-11 attack files (and later audits') and time `hello info` / `hello verify` on them.
 
     python bench/hostile.py [--checkout DIR] [--out DIR] [--timeout S] [--scale small|issue]
 
 The files are written with plain json/struct/zlib (no hello import), so the same files can be run
 against any checkout (``--checkout`` is put first on PYTHONPATH). Each command runs under
-``/usr/bin/time -v`` in its own process; the table gives wall time, peak resident memory and the
-first line of the command's output.
+``/usr/bin/time -v`` in its own process; the table gives wall time, peak resident memory, the
+characters it printed and its verdict line.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCALES = {  # the issue's sizes, and smaller ones that finish quickly on a "before" checkout
-    "small": {"regex_chars": 18, "class_items": 2500, "bomb_side": 13000, "bomb_blobs": 8, "geometry_images": 2},
-    "issue": {"regex_chars": 21, "class_items": 5000, "bomb_side": 13000, "bomb_blobs": 32, "geometry_images": 3},
+    "small": {"regex_chars": 18, "class_items": 2500, "bomb_side": 13000, "bomb_blobs": 8, "geometry_images": 2,
+              "nested_lists": (150_000, 10), "augment_keys": (50, 60_000)},
+    "issue": {"regex_chars": 21, "class_items": 5000, "bomb_side": 13000, "bomb_blobs": 32, "geometry_images": 3,
+              "nested_lists": (1_500_000, 27), "augment_keys": (200, 60_000)},
 }
 
 
@@ -60,11 +62,13 @@ def manifest(class_names, count: int, height: int, width: int, lora=None) -> dic
     }
 
 
-def write_bundle(path: pathlib.Path, man: dict, tensors: dict[str, tuple[str, list, bytes]]) -> None:
-    """A safetensors file with a correctly hashed manifest (tensors: name -> (dtype, shape, bytes))."""
+def write_bundle(path: pathlib.Path, man: dict, tensors: dict[str, tuple[str, list, bytes]], *,
+                 ascii_manifest: bool = False) -> None:
+    """A safetensors file with a correctly hashed manifest (tensors: name -> (dtype, shape, bytes));
+    ``ascii_manifest``: non-ASCII characters as JSON escapes (a lone surrogate survives only so)."""
     man = dict(man, integrity={"algorithm": "sha256", "tensors": {
         name: hashlib.sha256(raw).hexdigest() for name, (_, _, raw) in sorted(tensors.items())}})
-    text = json.dumps(man, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(man, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_manifest)
     header, offset = {}, 0
     for name, (dtype, shape, raw) in sorted(tensors.items()):
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
@@ -120,6 +124,22 @@ def build_cases(out: pathlib.Path, scale: dict) -> list[tuple[str, str, pathlib.
     count = scale["geometry_images"]
     write_bundle(out / "geometry.hello", manifest(names[:count], count, side, side), image_tensors([bomb] * count, count))
     cases.append((f"geometry 3x{side}x{side}, {count} small blobs", "verify", out / "geometry.hello"))
+
+    lists, depth = scale["nested_lists"]
+    nested = manifest(names, 3, 32, 32)
+    nested["recipe"]["augment"] = {"scale": [json.loads("[" * depth + "0" + "]" * depth)] * lists}
+    write_bundle(out / "nested_lists.hello", nested, image_tensors(small, 3))
+    cases.append((f"recipe.augment.scale: {lists:,} lists {depth} deep", "info", out / "nested_lists.hello"))
+
+    keys, chars = scale["augment_keys"]
+    unknown = manifest(names, 3, 32, 32)
+    unknown["recipe"]["augment"] = {f"k{i:05d}" + "Z" * chars: 1 for i in range(keys)}
+    write_bundle(out / "augment_keys.hello", unknown, image_tensors(small, 3))
+    cases.append((f"recipe.augment: {keys} unknown keys of {chars:,} characters", "info", out / "augment_keys.hello"))
+
+    write_bundle(out / "surrogate.hello", manifest(["ca\ud800t", "dog", "bird"], 3, 32, 32), image_tensors(small, 3),
+                 ascii_manifest=True)
+    cases.append(("a lone UTF-16 surrogate in a class name", "info", out / "surrogate.hello"))
     return cases
 
 
@@ -131,14 +151,14 @@ def measure(command: list[str], env: dict, cwd: str, timeout: float) -> dict:
             done = subprocess.run(["/usr/bin/time", "-v", "-o", report.name, *command], env=env, cwd=cwd,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return {"seconds": f">{timeout:.0f}", "peak_mb": "n/a", "exit": "killed", "output": "timed out"}
+            return {"seconds": f">{timeout:.0f}", "peak_mb": "n/a", "exit": "killed", "printed": "n/a", "output": "timed out"}
         fields = dict(line.strip().rsplit(": ", 1) for line in report.read().splitlines() if ": " in line)
     wall = fields.get("Elapsed (wall clock) time (h:mm:ss or m:ss)", "0:0")
     seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(wall.split(":"))))
     lines = (done.stdout + done.stderr).strip().splitlines()
     verdict = [line for line in lines if line.startswith(("ok:", "error:", "file:", "Traceback"))] or lines or [""]
     return {"seconds": f"{seconds:.2f}", "peak_mb": f"{int(fields.get('Maximum resident set size (kbytes)', 0)) / 1024:.0f}",
-            "exit": done.returncode, "output": verdict[-1][:110]}
+            "exit": done.returncode, "printed": f"{len(done.stdout) + len(done.stderr):,}", "output": verdict[-1][:110]}
 
 
 def main() -> None:
@@ -154,13 +174,13 @@ def main() -> None:
         out = pathlib.Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
         print(f"checkout {args.checkout}; files in {out}")
-        print("| case | command | file bytes | seconds | peak RSS MB | exit | verdict line |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| case | command | file bytes | seconds | peak RSS MB | exit | characters printed | verdict line |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for case, subcommand, path in build_cases(out, SCALES[args.scale]):
             result = measure([sys.executable, "-m", "hello_format.cli", subcommand, str(path)], env, args.checkout,
                              args.timeout)
             print(f"| {case} | hello {subcommand} | {path.stat().st_size:,} | {result['seconds']} | {result['peak_mb']} | "
-                  f"{result['exit']} | {result['output'].replace('|', '/')} |", flush=True)
+                  f"{result['exit']} | {result['printed']} | {result['output'].replace('|', '/')} |", flush=True)
 
 
 if __name__ == "__main__":
