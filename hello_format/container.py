@@ -4,6 +4,7 @@ Every problem with the container is a HeaderError naming the file and the tensor
 is never read here, so parsing costs one small read whatever the file size.
 """
 
+import itertools
 import json
 import math
 import os
@@ -221,9 +222,14 @@ def read_header(path: pathlib.Path) -> Header:
     long_name = next((name for name in header if len(name) > MAX_TENSOR_NAME_CHARS), None)
     if long_name is not None:
         raise HeaderError(f"{where}: a tensor name of {len(long_name)} characters (at most {MAX_TENSOR_NAME_CHARS})")
-    lone_surrogate = next((text for text in (*metadata, *metadata.values(), *header) if not encodes_as_utf8(text)), None)
+    texts = itertools.chain((("a __metadata__ key", None, key) for key in metadata),
+                            (("tensor name", None, name) for name in header),
+                            (("__metadata__", key, value) for key, value in metadata.items()))
+    lone_surrogate = next((entry for entry in texts if not encodes_as_utf8(entry[2])), None)
     if lone_surrogate is not None:
-        raise HeaderError(f"{where}: header text {shortened(lone_surrogate)} holds a lone UTF-16 surrogate "
+        what, key, text = lone_surrogate
+        what = what if key is None else f"{what} {shortened(key)}"
+        raise HeaderError(f"{where}: {what} {shortened(text)} holds a lone UTF-16 surrogate "
                           f"(a \\ud800-\\udfff escape without its pair: no UTF-8 text can hold it)")
     infos = [_parse_entry(where, name, entry) for name, entry in header.items()]
     _check_layout(where, infos, file_size - 8 - length)

@@ -919,7 +919,7 @@ def test_a_lone_surrogate_in_a_class_name_is_a_one_line_error(tmp_path):
 
 def test_a_lone_surrogate_in_the_header_is_a_one_line_error(tmp_path):
     path = _with_header(hostile(tmp_path), lambda header: header["__metadata__"].update(note="x\udc00"))
-    assert "header text 'x\\udc00' holds a lone UTF-16 surrogate" in cli_error(path, "verify")
+    assert "__metadata__ 'note' 'x\\udc00' holds a lone UTF-16 surrogate" in cli_error(path, "verify")
 
 
 def test_json_with_too_many_arrays_is_refused_before_it_is_parsed(tmp_path):
