@@ -186,13 +186,12 @@ def _check(options: BuildOptions) -> None:
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")
     if not 0 <= options.prior_weight < 1:
         raise BuildError(f"--prior-weight must be in [0, 1) (got {options.prior_weight})")
-    for flag, value, ok, bounds in (
-            ("--temperature", options.temperature, TEMPERATURE_RANGE[0] <= options.temperature <= TEMPERATURE_RANGE[1],
-             f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}]"),
-            ("--student-lr", options.student_lr, 0 < options.student_lr <= MAX_LR, f"(0, {MAX_LR:g}]"),
-            ("--beta", options.beta, 0 <= options.beta <= MAX_BETA, f"[0, {MAX_BETA:g}]")):
-        if not ok:
-            raise BuildError(f"{flag} must be in {bounds}, the range a reader accepts (got {value:g})")
+    for flag, value, (low, high) in (("--temperature", options.temperature, TEMPERATURE_RANGE),
+                                     ("--beta", options.beta, (0, MAX_BETA))):
+        if not low <= value <= high:
+            raise BuildError(f"{flag} must be in [{low:g}, {high:g}], the range a reader accepts (got {value:g})")
+    if not 0 < options.student_lr <= MAX_LR:
+        raise BuildError(f"--student-lr must be in (0, {MAX_LR:g}], the range a reader accepts (got {options.student_lr:g})")
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:

@@ -353,20 +353,29 @@ def _check_layers(architecture: str, config: dict) -> None:
         raise BaseModelError(f"base.config of {shortened(architecture)} has {total} layers (at most {limits.MAX_BASE_LAYERS})")
 
 
+def _vision_sides(vision: dict, patch) -> list[int] | None:
+    """[image height, image width, patch height, patch width] of a custom ``vision_cfg`` with this
+    ``patch`` (open_clip's defaults for absent keys), or None where open_clip cannot build it
+    (_instantiate's BaseModelError then)."""
+    image = vision.get("image_size", CLIPVisionCfg().image_size)
+    pairs = [value if isinstance(value, list) else [value, value] for value in (image, patch)]
+    sides = [*pairs[0], *pairs[1]]
+    if len(sides) != 4 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sides):
+        return None
+    return sides
+
+
 def _check_position_table(architecture: str, config: dict) -> None:
     """BaseModelError when a ``sin_cos_2d`` vision tower's position table has more than
     MAX_SINCOS_TABLE_VALUES values: open_clip computes it with numpy, in memory, even on the meta device."""
     vision = config["vision_cfg"]
     if not isinstance(vision, dict) or vision.get("pos_embed_type") != "sin_cos_2d":
         return
-    defaults = CLIPVisionCfg()
-    image, patch, width = (vision.get(key, getattr(defaults, key)) for key in ("image_size", "patch_size", "width"))
-    pairs = [value if isinstance(value, list) else [value, value] for value in (image, patch)]
-    numbers = [*pairs[0], *pairs[1], width]
-    if len(numbers) != 5 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers):
+    sides = _vision_sides(vision, vision.get("patch_size", CLIPVisionCfg().patch_size))
+    width = vision.get("width", CLIPVisionCfg().width)
+    if sides is None or not (isinstance(width, int) and not isinstance(width, bool) and width > 0):
         return   # open_clip cannot build it: _instantiate's BaseModelError
-    image_height, image_width, patch_height, patch_width, _ = numbers
-    values = ((image_height // patch_height) * (image_width // patch_width) + 1) * width
+    values = ((sides[0] // sides[2]) * (sides[1] // sides[3]) + 1) * width
     if values > limits.MAX_SINCOS_TABLE_VALUES:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} has a sin_cos_2d position table of "
                              f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
@@ -380,14 +389,10 @@ def _check_tokens(architecture: str, config: dict) -> None:
     vision = config["vision_cfg"]
     if not isinstance(vision, dict):
         return
-    defaults = CLIPVisionCfg()
     resnet = isinstance(vision.get("layers"), list)
-    image = vision.get("image_size", defaults.image_size)
-    patch = 32 if resnet else vision.get("patch_size", defaults.patch_size)
-    pairs = [value if isinstance(value, list) else [value, value] for value in (image, patch)]
-    sides = [*pairs[0], *pairs[1]]
-    if len(sides) != 4 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sides):
-        return   # open_clip cannot build it: _instantiate's BaseModelError
+    sides = _vision_sides(vision, 32 if resnet else vision.get("patch_size", CLIPVisionCfg().patch_size))
+    if sides is None:
+        return
     tokens = (sides[0] // sides[2]) * (sides[1] // sides[3])
     if tokens > limits.MAX_VISION_TOKENS:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} attends over {tokens:,} tokens "

@@ -153,6 +153,12 @@ def is_json_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def strides_fit(shape) -> bool:
+    """Whether torch's 64-bit strides hold ``shape`` (its dimensions' product, a 0 counted as 1, at most
+    MAX_TENSOR_ELEMENTS), even when it has no elements."""
+    return math.prod(max(d, 1) for d in shape) <= MAX_TENSOR_ELEMENTS
+
+
 def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise HeaderError(f"{where}: tensor {shortened(name, 160)}: entry must have exactly dtype, shape, data_offsets")
@@ -163,7 +169,7 @@ def _parse_entry(where: str, name: str, entry) -> TensorInfo:
             or not all(is_json_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
         raise HeaderError(f"{where}: tensor {shortened(name, 160)}: shape must be a list of at most {MAX_TENSOR_RANK} "
                           f"integers in [0, {MAX_DIMENSION}]")
-    if math.prod(max(d, 1) for d in shape) > MAX_TENSOR_ELEMENTS:
+    if not strides_fit(shape):
         raise HeaderError(f"{where}: tensor {shortened(name, 160)}: shape {shape}: the product of its dimensions (a 0 counted "
                           f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_json_int(o) for o in offsets)

@@ -5,14 +5,13 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import re
 from importlib import resources
 
 import jsonschema
 
 from hello_format import limits
-from hello_format.container import is_json_int, is_json_number
+from hello_format.container import is_json_int, is_json_number, strides_fit
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, shortened, terminal
@@ -383,7 +382,7 @@ def _check_quantised(where: str, field: str, section) -> None:
                 and all(is_json_int(d) and 0 <= d <= limits.MAX_DIMENSION for d in shape)):
             _fail(where, f"{field}.shapes.{name}", f"not a list of at most {limits.MAX_TENSOR_RANK} integers "
                                                    f"in [0, {limits.MAX_DIMENSION}]")
-        if math.prod(max(d, 1) for d in shape) > limits.MAX_TENSOR_ELEMENTS:   # as container.read_header
+        if not strides_fit(shape):   # as container.read_header
             _fail(where, f"{field}.shapes.{name}", f"{shape}: the product of its dimensions (a 0 counted as 1) "
                                                    f"must be at most {limits.MAX_TENSOR_ELEMENTS:,}")
 
