@@ -151,7 +151,9 @@ def held_out(original: Path):
     index = scan_image_folder(original, check_headers=False)
     train_idx, held = holdout_split(index, 0.05, 0)
     half = load_file(str(original.parent / "foundation.safetensors"))
-    return index, train_idx, RealImages(index, SIZE, held), torch.utils.data.TensorDataset(half["images"], half["labels"])
+    foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
+    foundation_half.size = SIZE  # what ``top1`` sizes its batches by, as RealImages carries it
+    return index, train_idx, RealImages(index, SIZE, held), foundation_half
 
 
 # -- foundation and teacher -------------------------------------------------------------------------

@@ -209,3 +209,26 @@ def test_a_margin_exactly_on_a_goal_threshold_meets_it(bench):
     tops["projector"][0] -= 0.0001   # one image fewer: below the line
     runs = [{**r, "top1": tops[r["regime"]][r["seed"]]} for r in runs]
     assert not {g["goal"]: g for g in bench.goals(bench.summarise(runs), {})}[">= 10 points above hard labels (IPC 10)"]["met"]
+
+
+def test_both_screening_sets_can_be_scored_as_hello_eval_scores_test(bench, tmp_path):
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from hello_build.evaluation import top1
+
+    original = tmp_path / "split-0" / "original"
+    for name in ("cat", "dog"):
+        (original / name).mkdir(parents=True)
+        for i in range(20):
+            Image.new("RGB", (bench.SIZE, bench.SIZE), (i * 10, 0, 0)).save(original / name / f"{i}.png")
+    save_file({"images": torch.zeros(6, 3, bench.SIZE, bench.SIZE, dtype=torch.uint8), "labels": torch.tensor([0, 1] * 3)},
+              str(tmp_path / "split-0" / "foundation.safetensors"))
+    _, train_idx, holdout, foundation_half = bench.held_out(original)
+    always_cat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * bench.SIZE ** 2, 2))
+    torch.nn.init.zeros_(always_cat[1].weight)
+    always_cat[1].bias.data = torch.tensor([1.0, 0.0])
+    assert len(train_idx) + len(holdout) == 40 and len(foundation_half) == 6
+    assert top1(always_cat, foundation_half, device="cpu") == 0.5
+    assert 0 <= top1(always_cat, holdout, device="cpu") <= 1
