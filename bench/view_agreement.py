@@ -3,6 +3,7 @@ images, with the recipe's CutMix/Mixup and on views from the same seed without i
 figures for other label sources (earlier checkpoints of the teacher's own trajectory).
 
     python bench/view_agreement.py BUNDLE --teacher FINAL.safetensors [--compare EARLIER.safetensors ...] [--mirror] [--val DIR]
+        [--prior-weights W ...]
 
 With ``--val`` (a 32 px ImageFolder of real images, e.g. CIFAR-10's test split: reported, never tuned
 on) it also prints each source's own top-1, the final teacher's included.
@@ -10,7 +11,8 @@ on) it also prints each source's own top-1, the final teacher's included.
 The views are the build's report views (``hello_build.stages.view_transfer.REPORT_SEED``: a seed
 neither transfer phase fits on), so the first line repeats the bundle's ``synthetic_agreement``.
 ``--mirror`` adds the final teacher itself on the mirror image of each view: how far the teacher's
-own label moves under a flip, which the student's augmentation draws anyway.
+own label moves under a flip, which the student's augmentation draws anyway. ``--prior-weights`` adds
+the bundle read with each other prior weight w: (1 - w) projector + w zero-shot projector.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other label sources to score the same way")
     parser.add_argument("--mirror", action="store_true", help="also score the final teacher on the mirrored views")
     parser.add_argument("--val", type=Path, help="real images (ImageFolder, the bundle's classes) for each source's own top-1")
+    parser.add_argument("--prior-weights", type=float, nargs="*", default=[],
+                        help="also score the bundle read with each of these prior weights")
     args = parser.parse_args(argv)
 
     import hello_format  # noqa: F401  (torchvision shim before open_clip)
@@ -48,10 +52,12 @@ def main(argv=None) -> int:
     with Bundle.open(args.bundle) as bundle:
         images, augment = bundle.images(), Recipe.from_manifest(bundle.manifest["recipe"]).augment
         projector = Projector.from_bundle(bundle)
+        mixes = {f"projector read with prior weight {w:g}": Projector.from_bundle(bundle, prior_weight=w)
+                 for w in args.prior_weights}
     final = load_teacher(args.teacher)
     reference = SimpleNamespace(teachers=[final])
     unmixed = augment.replace(cutmix=0.0, mixup=0.0)
-    sources = {f"projector of {args.bundle.name}": projector, **{name_of(path, args): load_teacher(path) for path in args.compare}}
+    sources = {f"projector of {args.bundle.name}": projector, **mixes, **{name_of(path, args): load_teacher(path) for path in args.compare}}
     if args.mirror:
         sources[f"{name_of(args.teacher, args)} on the mirrored views"] = Mirrored(final)
     print(f"top-1 agreement with {name_of(args.teacher, args)} on fresh student views of {len(images)} synthetic images")
