@@ -47,11 +47,12 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
     ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
 
-    ``target`` must not exist unless ``overwrite`` (also when it is ``source``); it is replaced, atomically,
-    only by a file that reopens (``_write_reopened``). Storing int8/int4 deltas in a wider dtype keeps
-    their dequantised values, not the precision they were made from: refused unless ``allow_upcast``. ``calibration`` (int8/int4 only; None or 0 steps: round to
-    nearest): calibrate the stored values on the bundle's images (``hello_format.calibration``), with
-    the projector rebuilt as ``Projector.from_bundle`` does (``checkpoint``, ``allow_remote_base``).
+    ``target`` must not exist unless ``overwrite`` (also when it is ``source``); it is replaced,
+    atomically, only by a file that reopens (``_write_reopened``). Storing int8/int4 deltas in a wider
+    dtype keeps their dequantised values, not the precision they were made from: refused unless
+    ``allow_upcast``. ``calibration`` (int8/int4 only; None or 0 steps: round to nearest): calibrate the
+    stored values on the bundle's images (``hello_format.calibration``), with the projector rebuilt as
+    ``Projector.from_bundle`` does (``checkpoint``, ``allow_remote_base``).
     """
     if dtype not in BITS:
         raise BundleError(f"cannot store deltas as {dtype!r}: one of {', '.join(BITS)}")
