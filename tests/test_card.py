@@ -223,3 +223,11 @@ def test_the_card_names_a_bounded_number_of_classes(bundle, monkeypatch):
     _, body = split_card(card.render_card(bundle, uri=URI))
     assert f"and {len(CLASSES) - 2:,} more (`hello info --json` lists them)" in body
     assert card.code(CLASSES[1]) in body and card.code(CLASSES[2]) not in body
+
+
+def test_a_folded_class_list_says_when_it_does_not_show_all(tmp_path, monkeypatch):
+    with Bundle.open(make_bundle(tmp_path / "many.hello", classes=[f"class{i}" for i in range(60)], ipc=1)) as many:
+        assert "<summary>show all</summary>" in split_card(card.render_card(many, uri=URI))[1]
+        monkeypatch.setattr(card, "CARD_CLASS_NAMES", 55)
+        _, body = split_card(card.render_card(many, uri=URI))
+    assert "<summary>show the first 55</summary>" in body and "and 5 more" in body

@@ -213,7 +213,8 @@ def _contents(bundle: Bundle) -> str:
     names = ", ".join(code(c) for c in bundle.class_names[:CARD_CLASS_NAMES])
     if bundle.num_classes > CARD_CLASS_NAMES:   # 100,000 names of 512 characters would be a 50 MB card
         names += f" and {bundle.num_classes - CARD_CLASS_NAMES:,} more (`hello info --json` lists them)"
-    classes = names if bundle.num_classes <= 50 else f"<details><summary>show all</summary>\n\n{names}\n\n</details>"
+    shown = "show all" if bundle.num_classes <= CARD_CLASS_NAMES else f"show the first {CARD_CLASS_NAMES:,}"
+    classes = names if bundle.num_classes <= 50 else f"<details><summary>{shown}</summary>\n\n{names}\n\n</details>"
     return (
         "## Contents\n\n"
         "| | |\n|---|---|\n"
