@@ -170,7 +170,7 @@ def _summary(bundle: Bundle) -> list[str]:
         lines.append(f"labels: (1 - {head.prior_weight:g}) x projector + {head.prior_weight:g} x zero-shot projector "
                      "(the base and text head without deltas; format 2.0 prior_mix)")
     lines.append(f"recipe: loss {recipe['loss']}, temperature {recipe['temperature']}, beta {recipe['beta']}, "
-                 f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']} "
+                 f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {cut(recipe['optimizer'])} lr {recipe['lr']} "
                  f"wd {recipe['weight_decay']}")
     augment = {key: value for key, value in recipe["augment"].items() if key in SETTINGS}   # checked on open
     unknown = unknown_settings(recipe["augment"])

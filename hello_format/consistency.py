@@ -14,7 +14,7 @@ from hello_format.limits import MAX_TARGET_MATCH_WORK
 from hello_format.manifest import parse_version
 from hello_format.quantize import SCALES_SUFFIX, SINCE_VERSION, check_stored, is_quantised
 from hello_format.targets import PatternError, TargetPattern
-from hello_format.text import shortened
+from hello_format.text import listed, shortened
 
 IMAGES_DATA = "images.data"
 IMAGES_OFFSETS = "images.offsets"
@@ -38,11 +38,12 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
     ``read(name)`` returns a tensor's data (the reader hash-checks it first); it is called only for
     ``labels`` and ``images.offsets`` after their dtype and shape were checked.
     """
-    listed = set(manifest["integrity"]["tensors"])
-    if listed != set(shapes):
-        missing, extra = sorted(listed - set(shapes)), sorted(set(shapes) - listed)
+    named = set(manifest["integrity"]["tensors"])
+    if named != set(shapes):
+        missing, extra = sorted(named - set(shapes)), sorted(set(shapes) - named)
         raise ManifestError(f"{where}: field 'integrity.tensors' does not list the file's tensors "
-                            f"(listed but absent: {missing[:3]}, present but unlisted: {extra[:3]})")
+                            f"(listed but absent: {listed(missing) or 'none'}, present but unlisted: "
+                            f"{listed(extra) or 'none'})")
     num_classes = len(manifest["class_names"])
     _check_labels(where, manifest, shapes, read, num_classes)
     _check_images(where, manifest["images"], shapes, read)

@@ -113,8 +113,8 @@ def check_stored(visual: nn.Module, config: EncoderLoraConfig, shapes: dict[str,
                  where: str = "lora") -> None:
     """ManifestError unless ``config`` makes peft adapt exactly the modules of ``visual`` that ``shapes``
     (peft key -> shape, a bundle's ``lora_shapes()``, already checked on open) holds LoRA weights for,
-    each at the rank of its stored weights. Called before ``inject``, it bounds what peft allocates by
-    what the file stores (ranks resolved as ``explicit`` gives them to peft)."""
+    each weight of the very shape peft gives it. Called before ``inject``, it bounds what peft allocates
+    by what the file stores: a rank-4096 pair stored as ``[4096, 0]`` / ``[0, 4096]`` is refused here."""
     _, chosen, values = _resolve(visual, config)
     ranks = values["rank_pattern"] or dict.fromkeys(chosen, config.r)
     stored = {}
@@ -134,19 +134,42 @@ def check_stored(visual: nn.Module, config: EncoderLoraConfig, shapes: dict[str,
         if stored[name] != {ranks[name]}:
             raise ManifestError(f"{where}: module {shortened(name)}: stored rank {min(stored[name])}, but "
                                 f"lora.r / lora.rank_pattern give it {ranks[name]}")
+    made = peft_shapes(visual, config)
+    for key in sorted(made.keys() | shapes.keys()):
+        if tuple(shapes.get(key, ())) != made.get(key):
+            have = list(shapes[key]) if key in shapes else "absent"
+            want = list(made[key]) if key in made else "no such weight"
+            raise ManifestError(f"{where}: tensor {shortened('encoder_lora.' + key, 160)} is {have}, but peft makes "
+                                f"{want} for this image encoder at the manifest's ranks")
+
+
+def peft_shapes(visual: nn.Module, config: EncoderLoraConfig) -> dict[str, tuple[int, ...]]:
+    """The LoRA weights peft makes for ``config`` on ``visual`` (peft key -> shape), found by peft itself
+    on a copy of ``visual`` on the meta device: no weight is allocated, and ``visual`` is untouched."""
+    memo = {id(t): nn.Parameter(t.to("meta"), t.requires_grad) if isinstance(t, nn.Parameter) else t.to("meta")
+            for t in [*visual.parameters(), *visual.buffers()]}
+    with torch.device("meta"):
+        shadow = copy.deepcopy(visual, memo)
+        _inject_peft(shadow, config)
+    return {ADAPTER_PREFIX + key: tuple(value.shape)
+            for key, value in get_peft_model_state_dict(shadow, adapter_name=ADAPTER_NAME).items()}
 
 
 def inject(visual: nn.Module, config: EncoderLoraConfig) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
-    try:
-        inject_adapter_in_model(explicit(visual, config), visual, adapter_name=ADAPTER_NAME)
-    except ValueError as error:  # peft: no module matched target_modules
-        raise ManifestError(f"lora.target_modules {config.target_modules!r} matches no module of "
-                            f"the image encoder: {' '.join(str(error).split())[:200]}") from None
+    _inject_peft(visual, config)
     for module in visual.modules():
         if isinstance(module, LoraMultiheadAttention):
             _keep_base_weights_exact(module)
     return visual
+
+
+def _inject_peft(visual: nn.Module, config: EncoderLoraConfig) -> None:
+    try:
+        inject_adapter_in_model(explicit(visual, config), visual, adapter_name=ADAPTER_NAME)
+    except ValueError as error:  # peft: no module matched target_modules
+        raise ManifestError(f"lora.target_modules {shortened(config.target_modules)} matches no module of "
+                            f"the image encoder: {' '.join(str(error).split())[:200]}") from None
 
 
 def export_state_dict(visual: nn.Module, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from hello_format import limits
 from hello_format.container import is_json_int, is_json_number, strides_fit
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
-from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, shortened, terminal
+from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, listed, shortened, terminal
 
 FORMAT_VERSION = "1.1"        # what writers write unless the file uses a must-understand feature
 SUPPORTED_MAJORS = (1, 2)
@@ -60,6 +60,37 @@ def _regex(pattern: str) -> re.Pattern:
 def _pattern(validator, pattern, instance, schema):
     if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
         yield jsonschema.ValidationError(f"{shortened(instance)} does not match {pattern!r}")
+
+
+class _ShownStr(str):
+    def __repr__(self) -> str:
+        return shortened(str(self))
+
+
+class _ShownList(list):
+    def __repr__(self) -> str:
+        if len(self) <= 8 and not any(isinstance(item, (list, dict)) for item in self):
+            return "[" + ", ".join(map(repr, self)) + "]"
+        return f"[an array of {len(self):,} items]"
+
+
+class _ShownDict(dict):
+    def __repr__(self) -> str:
+        return f"{{an object with {len(self):,} members: {listed(map(str, self))}}}"
+
+
+def _shown(value):
+    """Parsed JSON ``value`` with every string, array and object of a type whose repr is short: jsonschema
+    writes the repr of each value it rejects into its message, eagerly and whole (three times under a
+    ``oneOf``), so a file's 100 MB array in an integer's place would cost gigabytes before ``_fail`` cuts
+    it. The same values, the same validation (``value`` itself is not changed)."""
+    if isinstance(value, str):
+        return _ShownStr(value)
+    if isinstance(value, list):
+        return _ShownList(_shown(item) for item in value)
+    if isinstance(value, dict):
+        return _ShownDict((key, _shown(item)) for key, item in value.items())
+    return value
 
 
 @functools.cache
@@ -165,7 +196,7 @@ def validate_manifest(manifest: dict, where: str = "manifest", file_size: int | 
     check_version(manifest, where)
     check_bounds(manifest, where, file_size)
     # the first errors only: a long wrong-typed list would otherwise make one error object per item
-    error = jsonschema.exceptions.best_match(itertools.islice(_validator().iter_errors(manifest), 64))
+    error = jsonschema.exceptions.best_match(itertools.islice(_validator().iter_errors(_shown(manifest)), 64))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         _fail(where, field, " ".join(error.message.split()))
@@ -278,7 +309,7 @@ def check_class_names(where: str, field: str, names) -> None:
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
     channels = _get(manifest, "images.channels")
     if channels is not _MISSING and not is_json_int(channels):
-        _fail(where, "images.channels", f"{channels!r} is not an integer")
+        _fail(where, "images.channels", f"{shortened(channels)} is not an integer")
     most_images = file_size // 8 if file_size is not None else limits.MAX_DIMENSION  # labels: 8 bytes each
     _int_in(where, manifest, "images.count", 1, most_images)
     for side in ("height", "width"):

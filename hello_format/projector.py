@@ -127,13 +127,15 @@ class Projector(nn.Module):
                                      allow_remote=allow_remote_base)
         if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
             lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
+        head_state = bundle.head_state_dict()
+        _check_head_width(head, head_state, embeddings.shape[1] if embeddings is not None else width, bundle.path)
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
                         class_embeddings=embeddings)
         if embeddings is None and key is not None:
             head_cache.store(key, projector.text_embeddings)
         if encoder_lora:
             lora.load_state_dict(projector.visual, bundle.lora_state_dict())
-        projector._load_head(bundle.head_state_dict())
+        projector._load_head(head_state)
         projector.requires_grad_(False)
         projector.eval()
         if merge:
@@ -318,6 +320,15 @@ class Projector(nn.Module):
         with torch.no_grad():
             self.head.lora_A.copy_(state["lora_A"].float())
             self.head.lora_B.copy_(state["lora_B"].float())
+
+
+def _check_head_width(head: HeadConfig, state: dict[str, torch.Tensor], width: int | None, path) -> None:
+    """ManifestError unless a stored ``head.lora_A`` (``[r, d]``, its rank checked on open) is as wide as the
+    class embeddings, before ``HeadLoRA`` allocates ``r x width``: a ``[4096, 0]`` tensor stores nothing."""
+    stored = state.get("lora_A")
+    if head.lora is not None and stored is not None and width is not None and stored.shape[1:] != (width,):
+        raise ManifestError(f"{path}: tensor 'head.lora_A' is {list(stored.shape)}, but the base's class "
+                            f"embeddings are {width} wide: expected [{head.lora.r}, {width}]")
 
 
 def _device(module: nn.Module) -> torch.device:

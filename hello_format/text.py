@@ -5,6 +5,7 @@ One definition of an unsafe character serves the reader's checks (class names mu
 one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
 """
 
+import json
 import reprlib
 import unicodedata
 
@@ -60,6 +61,19 @@ def shortened(value, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters: a value read from a file, quoted in an error line.
     The work is bounded too: a string is cut before its repr, a container shows a few items."""
     return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
+
+
+def json_cut(value, limit: int, indent: int | None = None) -> tuple[str, bool]:
+    """``json.dumps(value, indent=indent, sort_keys=True)`` cut to ``limit`` characters, and whether it
+    was cut: an object read from a file, shown whole only when it is short. Encoding stops at the limit,
+    so the work is bounded too (by ``limit`` and the one string the cut falls in)."""
+    out, size = [], 0
+    for chunk in json.JSONEncoder(indent=indent, sort_keys=True).iterencode(value):
+        out.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return "".join(out)[:limit], True
+    return "".join(out), False
 
 
 def listed(values, most: int = 3, limit: int = 40) -> str:

@@ -992,3 +992,119 @@ def test_counting_a_public_base_never_fetches_a_hugging_face_text_tower(monkeypa
                 pretrained="laion2b_s12b_b32k", config=None)
     with pytest.raises(BaseModelError, match="has a Hugging Face text tower \\('roberta-base'\\)"):
         parameter_count(base)
+
+
+# ---- found by the fourth hostile-input audit
+
+def _zero_width_bundle(tmp_path, *, encoder: bool):
+    """A tiny ViT bundle whose encoder LoRA (``encoder``) or head LoRA is stored with a zero width at a
+    large rank: a file that stores no LoRA bytes at all, but names rank 512."""
+    from hello_format.base import embedded_tensors
+    from hello_format.recipe import Recipe
+
+    rank, names = 512, ["cat", "dog"]
+    projector = tiny_projector("vit", names, r=4)
+    sections, tensors = projector.manifest_sections(), projector.bundle_tensors()
+    if encoder:
+        sections["lora"].update(r=rank, lora_alpha=float(rank))
+        for key in [k for k in tensors if k.startswith("encoder_lora.")]:
+            rest = list(tensors[key].shape[2:])
+            tensors[key] = torch.zeros([rank, 0, *rest] if ".lora_A." in key else [0, rank, *rest], dtype=torch.float16)
+    else:
+        sections["head"]["lora"].update(r=rank, lora_alpha=float(rank))
+        tensors["head.lora_A"] = torch.zeros(rank, 0, dtype=torch.float16)
+        tensors["head.lora_B"] = torch.zeros(len(names), rank, dtype=torch.float16)
+    manifest = {"format_version": "1.0", "class_names": names, "ipc": 1, **sections,
+                "recipe": Recipe(batch_size=2).to_manifest(),
+                "provenance": {"source_dataset": "x", "teacher": "none",
+                               "builder": {"name": "x", "version": "0", "options": {}}, "timings": {}}}
+    path = tmp_path / "zero-width.hello"
+    write_bundle(path, manifest, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]),
+                 {**tensors, **embedded_tensors(tiny_clip("vit"))})
+    return path
+
+
+def test_encoder_lora_weights_stored_zero_wide_are_refused_before_peft_allocates(tmp_path):
+    """Only the ranks were compared before injection: A ``[512, 0]`` and B ``[0, 512]`` passed, and peft
+    allocated 512 x (in + out) per module before ``load_state_dict`` saw the widths (a ViT-B base: ~600M
+    parameters from a file of a few kB). Every stored shape is now compared with peft's own, made on the
+    meta device."""
+    from hello_format.projector import Projector
+
+    with Bundle.open(_zero_width_bundle(tmp_path, encoder=True)) as bundle:
+        with pytest.raises(ManifestError, match=r"tensor 'encoder_lora\.base_model\.model\.transformer\.resblocks\.0\."
+                                                r"attn\.base_layer\.out_proj\.lora_A\.weight' is \[512, 0\], but peft "
+                                                r"makes \[512, 64\] for this image encoder"):
+            Projector.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_peft_shapes_are_the_shapes_peft_allocates_and_leave_the_encoder_untouched(family):
+    from hello_format import lora
+
+    visual = tiny_clip(family).visual
+    config = lora.encoder_config(visual, r=3, lora_alpha=6)
+    before = {name: tensor.clone() for name, tensor in visual.state_dict().items()}
+    shapes = lora.peft_shapes(visual, config)
+    lora.inject(injected := tiny_clip(family).visual, config)
+    assert shapes == {key: tuple(t.shape) for key, t in lora.export_state_dict(injected).items()}
+    assert len(shapes) > 2 and not any("lora_" in name for name, _ in visual.named_modules())
+    assert all(torch.equal(before[name], tensor) for name, tensor in visual.state_dict().items())
+
+
+def test_a_head_lora_stored_zero_wide_is_refused_before_the_head_allocates(tmp_path):
+    from hello_format.projector import Projector
+
+    with Bundle.open(_zero_width_bundle(tmp_path, encoder=False)) as bundle:
+        with pytest.raises(ManifestError, match=r"tensor 'head\.lora_A' is \[512, 0\], but the base's class embeddings "
+                                                r"are 64 wide: expected \[512, 64\]"):
+            Projector.from_bundle(bundle)
+
+
+def test_the_card_cuts_a_files_recipe_and_fidelity_records(tmp_path):
+    """Both were written whole: an 18 MB bundle made an 18 MB card with a 9 MB line, which push uploads."""
+    provenance = dict(samples.sample_manifest()["provenance"], fidelity={f"k{i}": "Z" * 60_000 for i in range(40)})
+    recipe = samples.sample_manifest()["recipe"]
+    recipe = dict(recipe, augment=dict(recipe["augment"], zz_unknown=["Y" * 60_000] * 40))
+    with Bundle.open(hostile(tmp_path, provenance=provenance, recipe=recipe)) as bundle:
+        text = card.render_card(bundle, uri="hf://datasets/a/b/hostile.hello")
+    assert len(text) < 4 * card.CARD_JSON_CHARS + 20_000, len(text)
+    assert max(map(len, text.splitlines())) < card.CARD_JSON_CHARS + 200
+    assert "shows the whole recipe" in text and "shows the whole fidelity record" in text
+    assert "Y" * 1_000 in text and "Z" * 1_000 in text   # what fits is shown
+
+
+def test_info_cuts_a_files_optimizer_name(tmp_path):
+    recipe = dict(samples.sample_manifest()["recipe"], optimizer="O" * 65_536)
+    result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, recipe=recipe))])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("recipe:"))
+    assert len(line) < 300 and "OOO..." in line
+
+
+def test_tensors_listed_but_absent_are_named_cut():
+    from hello_format.consistency import check_consistency
+
+    names = {f"{c}" * 65_536: "0" * 64 for c in "abc"}
+    with pytest.raises(ManifestError) as info:
+        check_consistency("f", {"integrity": {"tensors": names}}, {}, lambda name: None)
+    assert len(str(info.value)) < 400 and "listed but absent: 'aaa" in str(info.value)
+
+
+def test_a_schema_error_on_a_long_value_costs_what_it_shows(tmp_path):
+    """jsonschema writes the whole repr of every value it rejects into its message (three times under a
+    ``oneOf``): a 20 MB array in ``ipc``'s place cost 328 MB (measured) before the message was cut."""
+    with Bundle.open(hostile(tmp_path)) as bundle:
+        valid = json.dumps(bundle.manifest)
+    growth = peak_rss_growth_mb(textwrap.dedent(f"""
+        import json
+        from hello_format.errors import ManifestError
+        from hello_format.manifest import validate_manifest
+        manifest = dict(json.loads({valid!r}), ipc=["\\u0378" * 65_536] * 150)
+        # measure
+        try:
+            validate_manifest(manifest)
+        except ManifestError as error:
+            assert "field 'ipc': [an array of 150 items]" in str(error), str(error)
+        """))
+    assert growth < 100, growth

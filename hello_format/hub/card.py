@@ -19,7 +19,7 @@ from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
 from hello_format.limits import MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
-from hello_format.text import code, human_bytes, markdown, shortened
+from hello_format.text import code, human_bytes, json_cut, markdown, shortened
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
 DEFAULT_LICENSE = "other"
@@ -27,6 +27,7 @@ PREVIEW_NAME = "preview.png"
 PREVIEW_CLASSES = 10  # the preview shows the first classes only: a 1000-class grid is unreadable
 PREVIEW_PER_CLASS = 8
 CARD_CLASS_NAMES = 1_000  # the card names this many classes (ImageNet-1K's), then counts the rest
+CARD_JSON_CHARS = 8_000  # the recorded recipe and fidelity, each cut here (a builder's are under 1,000 characters)
 # The hub's size_categories buckets (upper bounds exclusive), smallest first.
 _SIZE_BUCKETS = [
     (10**3, "n<1K"),
@@ -272,7 +273,8 @@ def _label_generator(m: dict) -> str:
         )
         for key in ("rank_pattern", "alpha_pattern"):
             if getattr(lora, key):
-                lines.append(f"- {key}: {code(json.dumps(getattr(lora, key), sort_keys=True))}")
+                text, cut = json_cut(getattr(lora, key), CARD_JSON_CHARS)
+                lines.append(f"- {key}: {code(text)}{_cut_note(cut, key)}")
     else:
         lines.append("- no encoder LoRA: the base image encoder labels as is")
     if head.lora:
@@ -322,10 +324,11 @@ def _recipe(m: dict) -> str:
     recipe = m.get("recipe") or {}
     keys = ["loss", "temperature", "beta", "epochs", "batch_size", "optimizer", "lr", "weight_decay"]
     summary = ", ".join(f"{k} {markdown(v) if isinstance(v := recipe[k], str) else v}" for k in keys if k in recipe)
+    text, cut = json_cut(recipe, CARD_JSON_CHARS, indent=2)
     return (
         "## Recorded recipe\n\n"
         "The student training the labels were made for (HelloDataset uses the same augmentation):"
-        f" {summary}.\n\n```json\n{json.dumps(recipe, indent=2, sort_keys=True)}\n```"
+        f" {summary}.\n\n```json\n{text}\n```{_cut_note(cut, 'recipe')}"
     )
 
 
@@ -348,10 +351,16 @@ def _provenance(m: dict) -> str:
     if builder:
         lines.append(f"- built with {markdown(builder.get('name', '?'))} {markdown(builder.get('version', ''))}".rstrip())
     if p.get("fidelity"):
-        lines.append(f"- label fidelity: {code(json.dumps(p['fidelity'], sort_keys=True))}")
+        text, cut = json_cut(p["fidelity"], CARD_JSON_CHARS)
+        lines.append(f"- label fidelity: {code(text)}{_cut_note(cut, 'fidelity record')}")
     if len(lines) == 2:
         lines.append("- not recorded")
     return "\n".join(lines)
+
+
+def _cut_note(cut: bool, what: str) -> str:
+    return (f" (cut at {CARD_JSON_CHARS:,} characters: `hello info --json` shows the whole {what})"
+            if cut else "")
 
 
 def _license(license: str) -> str:
