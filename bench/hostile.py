@@ -24,9 +24,9 @@ import zlib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCALES = {  # the issue's sizes, and smaller ones that finish quickly on a "before" checkout
     "small": {"regex_chars": 18, "class_items": 2500, "bomb_side": 13000, "bomb_blobs": 8, "geometry_images": 2,
-              "nested_lists": (150_000, 10), "augment_keys": (50, 60_000)},
+              "nested_lists": (150_000, 10), "augment_keys": (50, 60_000), "schema_strings": 60},
     "issue": {"regex_chars": 21, "class_items": 5000, "bomb_side": 13000, "bomb_blobs": 32, "geometry_images": 3,
-              "nested_lists": (1_500_000, 27), "augment_keys": (200, 60_000)},
+              "nested_lists": (1_500_000, 27), "augment_keys": (200, 60_000), "schema_strings": 150},
 }
 
 
@@ -136,6 +136,18 @@ def build_cases(out: pathlib.Path, scale: dict) -> list[tuple[str, str, pathlib.
     unknown["recipe"]["augment"] = {f"k{i:05d}" + "Z" * chars: 1 for i in range(keys)}
     write_bundle(out / "augment_keys.hello", unknown, image_tensors(small, 3))
     cases.append((f"recipe.augment: {keys} unknown keys of {chars:,} characters", "info", out / "augment_keys.hello"))
+
+    strings = scale["schema_strings"]
+    wrong = manifest(names, 3, 32, 32)
+    wrong["ipc"] = ["\u0378" * 65_536] * strings   # unassigned: its repr is 6 characters for 2 UTF-8 bytes
+    write_bundle(out / "schema_repr.hello", wrong, image_tensors(small, 3))
+    cases.append((f"ipc: an array of {strings} strings of 65,536 unassigned characters", "info",
+                  out / "schema_repr.hello"))
+
+    optimizer = manifest(names, 3, 32, 32)
+    optimizer["recipe"]["optimizer"] = "O" * 65_536
+    write_bundle(out / "optimizer.hello", optimizer, image_tensors(small, 3))
+    cases.append(("recipe.optimizer: 65,536 characters", "info", out / "optimizer.hello"))
 
     write_bundle(out / "surrogate.hello", manifest(["ca\ud800t", "dog", "bird"], 3, 32, 32), image_tensors(small, 3),
                  ascii_manifest=True)
