@@ -46,6 +46,13 @@ STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every devi
 VAL_BATCH = 256  # validation images per batch up to 224 px
 VAL_BATCH_PIXELS = VAL_BATCH * 224 * 224  # and at most this many pixels per batch above
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
+# What a bundle's recipe may make one evaluation cost (a stranger's file sets the view size, the batch
+# size and the classes; --arch and --batch-size override them). Legitimate runs stay far below:
+# ConvNet-3 at 224 px for ImageNet-1K has 100M parameters; a batch of 1,024 ImageNet-1K labels is 1M
+# values, and 1,024 images at 224 px are 51M pixels.
+MAX_STUDENT_PARAMETERS = 2**28  # 1 GiB of fp32 weights
+MAX_BATCH_LABELS = 2**28        # rows x classes of one batch's soft labels (and its one-hot targets)
+MAX_BATCH_BASE_PIXELS = 2**31   # rows x the base's pixels: what the projector resizes one batch to
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,7 @@ def evaluate(
         raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
     augment = recipe.augment
     size = augment.output_size or images.shape[-1]
+    check_cost(recipe, images.shape, len(names), size, projector.image_size if projector is not None else None)
     val = RealImages(in_class_order(scan_image_folder(val_dir), folders, "validation folder"), size)
 
     if regime == "random-real":
@@ -224,6 +232,30 @@ def evaluate(
         "train_seconds": round(train_seconds, 2), **stored_sizes,
         "bundle": str(bundle_path), "val": str(val_dir),
     }
+
+
+def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
+               base_size: tuple[int, int] | None) -> None:
+    """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
+    stays within the bounds above: checked before anything is allocated (the student is sized on the
+    meta device). ``base_size``: the projector's input size, when the projector labels."""
+    count, _, height, width = shape
+    if recipe.augment.output_size is None and height != width:
+        raise BuildError(f"the bundle's images are {height}x{width} and recipe.augment.output_size is unset: "
+                         "hello eval trains a student on square views")
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in create_model(recipe.arch, num_classes, image_size=size).parameters())
+    if parameters > MAX_STUDENT_PARAMETERS:
+        raise BuildError(f"a {recipe.arch} student for {num_classes:,} classes at {size} px has {parameters:,} "
+                         f"parameters (at most {MAX_STUDENT_PARAMETERS:,}): choose another --arch")
+    rows = min(recipe.batch_size, count)
+    if rows * num_classes > MAX_BATCH_LABELS:
+        raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
+                         f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
+    if base_size is not None and rows * base_size[0] * base_size[1] > MAX_BATCH_BASE_PIXELS:
+        raise BuildError(f"a batch of {rows:,} images at the base's {base_size[0]}x{base_size[1]} px is "
+                         f"{rows * base_size[0] * base_size[1]:,} pixels to label (at most "
+                         f"{MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
 
 
 def _random_real(real_dir, folders, labels, size, seed):

@@ -11,7 +11,7 @@ anyone check that.
 from __future__ import annotations
 
 import math
-
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,8 +23,28 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 
 
+MAX_FILES = 1_000_000  # label files one run may write (ImageNet-1K IPC 10, batch 100, 300 epochs: 30,000)
+
+
 def batch_file(directory: Path, epoch: int, batch: int) -> Path:
     return Path(directory) / f"epoch_{epoch:04d}" / f"batch_{batch:05d}.safetensors"
+
+
+def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_classes: int) -> None:
+    """BuildError unless ``epochs x batches_per_epoch`` files (at most ``MAX_FILES``) of ``images x
+    num_classes`` fp16 logits per epoch fit on ``directory``'s disk: the recipe comes from the bundle,
+    and its epochs and batch size would otherwise fill the disk before anything says so."""
+    files = epochs * batches_per_epoch
+    if files > MAX_FILES:
+        raise BuildError(f"the stored labels would be {files:,} files ({epochs:,} epochs x {batches_per_epoch:,} "
+                         f"batches; at most {MAX_FILES:,}): pass fewer --epochs or a larger --batch-size")
+    existing = Path(directory).absolute()
+    while not existing.exists():   # the folder is made when the first file is written
+        existing = existing.parent
+    needed, free = epochs * images * num_classes * 2, shutil.disk_usage(existing).free
+    if needed > free:
+        raise BuildError(f"the stored labels need {needed:,} bytes ({epochs:,} epochs x {images:,} images x "
+                         f"{num_classes:,} classes x 2), but {directory} has {free:,} free")
 
 
 class StoredLabels:
@@ -52,6 +72,8 @@ class StoredLabels:
         loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs,
                              split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
+        if main:
+            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes)
         for step, (epoch, indices, view) in enumerate(loader.views()):
             images = view.images[loader.rows(len(indices))]
             with torch.no_grad():

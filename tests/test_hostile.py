@@ -1108,3 +1108,59 @@ def test_a_schema_error_on_a_long_value_costs_what_it_shows(tmp_path):
             assert "field 'ipc': [an array of 150 items]" in str(error), str(error)
         """))
     assert growth < 100, growth
+
+
+# ---- found by the fifth hostile-input audit: what a file's recipe and geometry make training cost
+
+def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe, check_cost
+    from hello_format.augment import AugmentConfig
+
+    recipe = StudentRecipe()
+    check_cost(dataclasses.replace(recipe, batch_size=1_024), (10_000, 3, 224, 224), 1_000, 224, (224, 224))  # ImageNet-1K
+    check_cost(recipe, (100, 3, 32, 32), 10, 32, (32, 32))
+    with pytest.raises(BuildError, match="images are 8x8192 and recipe.augment.output_size is unset"):
+        check_cost(recipe, (1, 3, 8, 8_192), 3, 8_192, None)   # the student was sized by the width alone
+    big_views = dataclasses.replace(recipe, augment=AugmentConfig(output_size=8_192))
+    with pytest.raises(BuildError, match=r"convnet3 student for 3 classes at 8192 px has [\d,]+ parameters"):
+        check_cost(big_views, (1, 3, 8, 8), 3, 8_192, None)   # 403M parameters from a one-image file
+    many = dataclasses.replace(recipe, batch_size=1_000_000)
+    with pytest.raises(BuildError, match="a batch of 50,000 images x 10,000 classes"):
+        check_cost(many, (50_000, 3, 1, 1), 10_000, 8, None)
+    with pytest.raises(BuildError, match="a batch of 50,000 images at the base's 224x224 px"):
+        check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224))
+
+
+def test_hello_eval_refuses_a_non_square_bundle_before_it_builds_anything(tmp_path):
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import evaluate
+
+    path = hostile(tmp_path, blobs=[png(16, 8, 8, 2)] * 6, height=8, width=16)
+    with pytest.raises(BuildError, match="images are 8x16"):
+        evaluate(path, tmp_path / "no-such-folder", regime="hard", device="cpu", progress=False)
+
+
+def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(tmp_path):
+    from hello_build.errors import BuildError
+    from hello_build.stored_labels import MAX_FILES, check_room
+
+    check_room(tmp_path, 300, 100, 10_000, 1_000)      # ImageNet-1K IPC 10, batch 100: 6 GB, 30,000 files
+    with pytest.raises(BuildError, match=f"would be 50,000,000,000 files .* at most {MAX_FILES:,}"):
+        check_room(tmp_path, 1_000_000, 50_000, 50_000, 3)   # epochs 10^6 at batch 1
+    with pytest.raises(BuildError, match="need 2,000,000,000,000,000 bytes"):
+        check_room(tmp_path, 1_000, 10, 1_000_000, 1_000_000)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_preview_sheet_is_as_large_as_its_rows_and_columns_not_its_images():
+    """1 x 1,024 images, ten in one class and one in each of 99 others: 40M pixels of mostly empty
+    cells (at 1 x 8,192, a billion)."""
+    from hello_format.hub.preview import render_grid
+
+    labels = torch.tensor([0] * 10 + list(range(1, 100)))
+    images = torch.full((len(labels), 3, 1, 1_024), 128, dtype=torch.uint8)
+    sheet = render_grid(images, labels, [f"c{i}" for i in range(100)])
+    assert sheet.width * sheet.height < 5_000_000, sheet.size
+    small = render_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    assert small.height >= 2 * 64          # small images are still scaled up to a visible cell

@@ -6,7 +6,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 _PAD = 4
-_MIN_CELL = 64
+_MIN_CELL = 64    # smaller images are scaled up by a whole factor to at least this many pixels a side
+_MAX_CELL = 256   # larger ones are scaled down to at most this: the sheet's size is its rows and columns
 _MAX_NAME_WIDTH = 220
 _BACKGROUND, _INK = (255, 255, 255), (20, 20, 20)
 
@@ -38,6 +39,16 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text[:low] + "…"
 
 
+def _cell(height: int, width: int) -> tuple[int, int]:
+    """A cell's (width, height): the image scaled up by a whole factor to ``_MIN_CELL``, or down to
+    ``_MAX_CELL`` a side (a file's 1 x 8,192 images would otherwise make a sheet of a billion pixels)."""
+    side = max(height, width)
+    if side > _MAX_CELL:
+        return max(1, width * _MAX_CELL // side), max(1, height * _MAX_CELL // side)
+    scale = max(1, _MIN_CELL // side)
+    return width * scale, height * scale
+
+
 def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                 captions: list[str] | None = None, per_class: int = 10) -> Image.Image:
     """Grid of up to ``per_class`` images per class (uint8 [N, C, H, W], C = 1 or 3).
@@ -50,8 +61,7 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
     if captions is not None and len(captions) != len(labels):
         raise ValueError(f"captions has {len(captions)} entries for {len(labels)} images")
     _, _, height, width = images.shape
-    scale = max(1, _MIN_CELL // max(height, width))
-    cell_w, cell_h = width * scale, height * scale
+    cell_w, cell_h = _cell(height, width)
     rows = [(c, [i for i, y in enumerate(labels) if y == c][:per_class]) for c in range(len(class_names))]
     rows = [(c, idx) for c, idx in rows if idx]
     font = _font()
@@ -73,7 +83,8 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
             left = name_w + k * (cell_w + _PAD)
             pixels = images[i].numpy().transpose(1, 2, 0)
             tile = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels))
-            sheet.paste(tile.convert("RGB").resize((cell_w, cell_h), Image.NEAREST), (left, top))
+            resample = Image.NEAREST if cell_w >= width else Image.BOX
+            sheet.paste(tile.convert("RGB").resize((cell_w, cell_h), resample), (left, top))
             for j, line in enumerate((captions[i].splitlines() if captions else [])):
                 draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, cell_w), fill=_INK, font=font)
     return sheet
