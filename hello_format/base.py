@@ -91,6 +91,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
         check_config_keys(architecture, base_manifest.get("config"))
     _register_config(architecture, base_manifest.get("config"))
     if source == "open_clip":
+        _check_size(_instantiate(architecture, tag, base_manifest, "meta"), architecture)  # before any download
         model = _create_pretrained(architecture, tag, device)
         _check_fingerprint(fingerprint(model), base_manifest, architecture, tag)
         _check_image_size(model, base_manifest, architecture)
@@ -168,11 +169,11 @@ def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
     if not allow_remote:
         check_config_keys(architecture, config)
-        registry = open_clip.get_model_config(architecture) if config is None and isinstance(architecture, str) else None
-        if "hf_model_name" in ((registry or {}).get("text_cfg") or {}):
-            raise BaseModelError(f"{shortened(architecture)} has a Hugging Face text tower "
-                                 f"({shortened(registry['text_cfg']['hf_model_name'])}): counting it would download its config")
     _register_config(architecture, config)
+    registry = open_clip.get_model_config(architecture) if config is None else None
+    if not allow_remote and "hf_model_name" in ((registry or {}).get("text_cfg") or {}):
+        raise BaseModelError(f"{shortened(architecture)} has a Hugging Face text tower "
+                             f"({shortened(registry['text_cfg']['hf_model_name'])}): counting it would download its config")
     model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
     return sum(parameter.numel() for parameter in model.parameters())
 
@@ -309,14 +310,20 @@ def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[
     return size, mean, std
 
 
+# Names whose open_clip config a file registered: the file's, not open_clip's. Another file naming one
+# with no base.config gets no config from it (nor skips the checks a file's config gets).
+_FROM_FILES: set[str] = set()
+
+
 def _register_config(architecture, config: dict | None) -> None:
-    """Make a custom open_clip config creatable under its architecture name."""
+    """Make a custom open_clip config creatable under its architecture name (a name an earlier file
+    registered takes this file's config)."""
     if not isinstance(architecture, str) or not architecture:
         raise BaseModelError(f"base.architecture must be an open_clip model name, got {shortened(architecture)}")
     if ":" in architecture:
         raise BaseModelError(f"base.architecture {shortened(architecture)} uses an open_clip schema (hf-hub:, "
                              "local-dir:); record a plain model name plus base.config instead")
-    known = open_clip.get_model_config(architecture)
+    known = None if architecture in _FROM_FILES else open_clip.get_model_config(architecture)
     if config is None:
         if known is None:
             raise BaseModelError(f"unknown open_clip architecture {shortened(architecture)}: not one of "
@@ -335,6 +342,7 @@ def _register_config(architecture, config: dict | None) -> None:
                                  "give the custom architecture a name of its own")
         return
     open_clip.factory._MODEL_CONFIGS[architecture] = copy.deepcopy(config)
+    _FROM_FILES.add(architecture)
 
 
 def _check_layers(architecture: str, config: dict) -> None:
@@ -442,8 +450,8 @@ def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device
     meta = torch.device("meta") if str(device) == "meta" else contextlib.nullcontext()
     try:
         with quiet_open_clip(), meta:
-            return open_clip.create_model(
-                architecture, pretrained=None, device=device,
+            return open_clip.create_model(   # pretrained_text: the file's weights replace any fetched ones
+                architecture, pretrained=None, pretrained_text=False, device=device,
                 force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
                 force_preprocess_cfg=preprocess or None)
     except Exception as error:  # noqa: BLE001  (open_clip asserts, divides by a file's zero, ...)
@@ -521,16 +529,21 @@ def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
+def _check_size(model: nn.Module, architecture) -> None:
+    """BaseModelError when ``model`` (on the meta device) has more than MAX_BASE_PARAMETERS weights."""
+    size = sum(value.numel() for value in model.state_dict().values())
+    if size > limits.MAX_BASE_PARAMETERS:
+        raise BaseModelError(f"open_clip architecture {shortened(architecture)} has {size:,} weights (at most "
+                             f"{limits.MAX_BASE_PARAMETERS:,})")
+
+
 def _check_state_fits(model: nn.Module, state: dict, architecture: str, origin: str, *,
                       visual_only: bool = False) -> None:
     """One-line BaseModelError unless ``state`` has exactly ``model``'s keys and shapes (with
     ``visual_only``: those of its image tower; ``model`` may live on the meta device) and the model is
     within MAX_BASE_PARAMETERS."""
+    _check_size(model, architecture)
     expected = model.state_dict()
-    size = sum(value.numel() for value in expected.values())
-    if size > limits.MAX_BASE_PARAMETERS:
-        raise BaseModelError(f"open_clip architecture {shortened(architecture)} has {size:,} weights (at most "
-                             f"{limits.MAX_BASE_PARAMETERS:,})")
     if visual_only:
         expected = embedded_part(expected, "visual")
     missing = sorted(k for k in expected.keys() - state.keys() if not k.endswith("num_batches_tracked"))

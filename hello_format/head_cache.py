@@ -54,7 +54,10 @@ def load(key: str, num_classes: int) -> torch.Tensor | None:
 
 
 def store(key: str, head: torch.Tensor) -> None:
-    """Write ``head`` as the entry for ``key`` (atomically; an unwritable cache costs one warning)."""
+    """Write ``head`` as the entry for ``key`` (atomically; an unwritable cache costs one warning). A
+    head too large for ``load`` to read back is not written."""
+    if head.numel() * 4 > MAX_HEAD_CACHE_ENTRY_BYTES - 2**16:   # fp32 values and room for the header
+        return
     _write(_entry(key), key, head.detach().to("cpu", torch.float32).contiguous())
 
 

@@ -89,6 +89,10 @@ MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a cust
 # a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
 MAX_ADAPTER_CONFIG_BYTES = 1_000_000
 
+# a repo's README.md that hello pull saves beside the bundle (a larger one is skipped; hello's own cards
+# name at most 1,000 classes of at most 512 characters)
+MAX_CARD_BYTES = 2**21
+
 # a hello eval results file given to hello push --eval (its values are written into the card)
 MAX_EVAL_RESULTS_BYTES = 1_000_000
 
@@ -96,5 +100,9 @@ MAX_EVAL_RESULTS_BYTES = 1_000_000
 # MAX_CLASS_NAME_CHARS 4-byte characters each fit
 MAX_CLASS_NAMES_FILE_BYTES = 2**29
 
-# the local head cache (hello_format.head_cache): a larger entry is ignored, never read
+# the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written)
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30
+# a text head [classes, embed_dim] the base computes (not stored): at most this many values (512 MiB in
+# fp32, so that the cache can hold it; 100,000 classes x 1,280 fit) and at most one per byte of the file
+# (ImageNet-1K x 1,024 is 1M values; a class costs the file at least one image)
+MAX_HEAD_VALUES = 2**27

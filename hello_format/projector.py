@@ -22,9 +22,9 @@ from torch import nn
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
 import open_clip
 
-from hello_format import head_cache, lora
+from hello_format import head_cache, limits, lora
 from hello_format.base import create_base
-from hello_format.errors import BundleError, ManifestError
+from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
@@ -128,6 +128,8 @@ class Projector(nn.Module):
         if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
             lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
         head_state = bundle.head_state_dict()
+        if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
+            _check_head_size(bundle.num_classes, width, bundle._header.file_size, bundle.path)
         _check_head_width(head, head_state, embeddings.shape[1] if embeddings is not None else width, bundle.path)
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
                         class_embeddings=embeddings)
@@ -320,6 +322,17 @@ class Projector(nn.Module):
         with torch.no_grad():
             self.head.lora_A.copy_(state["lora_A"].float())
             self.head.lora_B.copy_(state["lora_B"].float())
+
+
+def _check_head_size(num_classes: int, width: int | None, file_size: int, path) -> None:
+    """BaseModelError when the text head the base would compute, ``[C, width]``, has more than
+    MAX_HEAD_VALUES values or more than the file has bytes: a custom config's ``embed_dim`` costs the
+    file a few narrow projections, the head (and its cache entry) every class times it."""
+    values = num_classes * (width or 0)
+    bound = min(limits.MAX_HEAD_VALUES, file_size)
+    if values > bound:
+        raise BaseModelError(f"{path}: the text head would be {num_classes:,} classes x {width:,} = {values:,} values "
+                             f"(at most {bound:,} for a {file_size:,}-byte file)")
 
 
 def _check_head_width(head: HeadConfig, state: dict[str, torch.Tensor], width: int | None, path) -> None:

@@ -1164,3 +1164,106 @@ def test_a_preview_sheet_is_as_large_as_its_rows_and_columns_not_its_images():
     assert sheet.width * sheet.height < 5_000_000, sheet.size
     small = render_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
     assert small.height >= 2 * 64          # small images are still scaled up to a visible cell
+
+
+# ---- found by the sixth hostile-input audit: the base, the head and its cache
+
+def test_an_embedded_base_of_a_registry_architecture_never_fetches_a_text_model_it_replaces(tmp_path, monkeypatch):
+    """open_clip's create_model defaults to pretrained_text=True: an embedded base naming
+    roberta-ViT-B-32 made hello download roberta-base's weights (0.5 GB; mt5-xl: several GB) only to
+    size the model, and load the bundle's weights over them."""
+    import open_clip.hf_model as hf_model
+    import transformers
+    from hello_format.dataset import HelloDataset
+    from support import make_bundle
+
+    calls = []
+
+    class Spy:
+        def __init__(self, name):
+            self.name = name
+
+        def from_pretrained(self, name, *args, **kwargs):
+            calls.append(f"{self.name}.from_pretrained({name})")
+            if self.name == "AutoConfig":   # its config is what open_clip fixes; the weights are not wanted
+                return transformers.RobertaConfig()
+            raise OSError("the network is not there")
+
+        def from_config(self, *args, **kwargs):
+            calls.append(f"{self.name}.from_config")
+            raise OSError("stopped here: the tower would be built with no weights fetched")
+
+    monkeypatch.setattr(hf_model, "AutoConfig", Spy("AutoConfig"))
+    monkeypatch.setattr(hf_model, "AutoModel", Spy("AutoModel"))
+    path = make_bundle(tmp_path / "roberta.hello", embed_base=True, architecture="roberta-ViT-B-32")
+    with pytest.raises(BaseModelError):
+        HelloDataset(str(path), device="cpu")
+    assert calls == ["AutoConfig.from_pretrained(roberta-base)", "AutoModel.from_config"], calls
+
+
+def test_a_config_one_file_registered_is_not_lent_to_another_file_that_names_it_without_one():
+    """A custom base.config stayed in open_clip's registry: a later bundle naming the same architecture
+    with config null was taken for an open_clip model (its config checks skipped, and an earlier
+    bundle's --allow-remote-base inherited)."""
+    config = tiny_vit_config()
+    base = _custom_base(config, "hostile-registered-once")
+    with pytest.raises(BaseModelError, match="does not fit"):   # refused after its config was registered
+        create_base(base, embedded_state={})
+    with pytest.raises(BaseModelError, match="unknown open_clip architecture 'hostile-registered-once'"):
+        create_base(dict(base, config=None), embedded_state={})
+    with pytest.raises(BaseModelError, match="unknown open_clip architecture"):
+        parameter_count(dict(base, config=None))
+    assert parameter_count(base) > 0   # a file that brings the config still gets it
+
+
+def test_a_registry_base_larger_than_the_bound_is_refused_before_its_weights_are_fetched():
+    """source open_clip skipped the 2 x 10^9 bound the other sources get: a few-kB file named
+    ViT-bigG-14 (2.5 B parameters, about 10 GB to download and hold)."""
+    base = {"source": "open_clip", "architecture": "ViT-bigG-14", "pretrained": "laion2b_s39b_b160k",
+            "checkpoint": None, "config": None, "fingerprint": "sha256:" + "0" * 64, "image_size": 224,
+            "mean": [0.5] * 3, "std": [0.25] * 3}
+    with pytest.raises(BaseModelError, match=r"'ViT-bigG-14' has 2,539,567,105 weights \(at most 2,000,000,000\)"):
+        create_base(base)
+
+
+def test_a_text_head_wider_than_its_file_is_refused_before_the_text_tower_computes_it(tmp_path):
+    """A custom config with a tiny text tower and embed_dim 2,048 over 2,000 classes: a 1.8 MB file made
+    a 16 MB head and cache entry (10,000 x 8,192 from 2.2 MB: 328 MB of each)."""
+    import open_clip
+    from hello_format.base import describe_base, embedded_tensors
+    from hello_format.generator import HeadConfig
+    from hello_format.projector import Projector
+    from hello_format.recipe import Recipe
+
+    classes, width = 2_000, 2_048
+    config = {"embed_dim": width, "vision_cfg": {"image_size": 32, "layers": 1, "width": 8, "patch_size": 16, "head_width": 8},
+              "text_cfg": {"context_length": 8, "vocab_size": 49_408, "width": 8, "heads": 1, "layers": 1}}
+    open_clip.factory._MODEL_CONFIGS["hostile-wide-head"] = dict(config)
+    try:
+        with quiet_open_clip():
+            model = open_clip.create_model("hostile-wide-head").eval()
+    finally:
+        del open_clip.factory._MODEL_CONFIGS["hostile-wide-head"]
+    names = [f"c{i}" for i in range(classes)]
+    base = describe_base(model, architecture="hostile-wide-head", source="embedded", config=config)
+    projector = Projector.for_training(model, base, names, head=HeadConfig(templates=("{}",), logit_scale=10.0, lora=None),
+                                       encoder_lora=None, class_embeddings=torch.zeros(classes, width))
+    manifest = {"format_version": "1.0", "class_names": names, "ipc": None, **projector.manifest_sections("float16"),
+                "recipe": Recipe(epochs=1, batch_size=8, student_image_size=32).to_manifest(),
+                "provenance": {"source_dataset": "x", "teacher": "none",
+                               "builder": {"name": "x", "version": "0", "options": {}}, "timings": {}}}
+    path = write_bundle(tmp_path / "wide.hello", manifest, torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+                        torch.zeros(1, dtype=torch.long), embedded_tensors(model), codec="png")
+    with Bundle.open(path) as bundle, pytest.raises(BaseModelError, match=r"2,000 classes x 2,048 = 4,096,000 values \(at most"):
+        Projector.from_bundle(bundle)
+
+
+def test_the_head_cache_does_not_write_an_entry_it_would_not_read(monkeypatch):
+    """An entry over the read bound was written on every open and never read back."""
+    from hello_format import head_cache
+
+    monkeypatch.setattr(head_cache, "MAX_HEAD_CACHE_ENTRY_BYTES", 2**20)
+    head_cache.store("a" * 64, torch.ones(10, 64))
+    assert head_cache.load("a" * 64, 10) is not None
+    head_cache.store("b" * 64, torch.ones(100, 4_096))   # 1.6 MB
+    assert not (head_cache.cache_dir() / f"{'b' * 64}.safetensors").exists()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from huggingface_hub import constants as hf_constants
 from PIL import Image
 
-from hello_format import hub
+from hello_format import hub, limits
 from hello_format import open_bundle
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
@@ -354,3 +354,46 @@ def test_dry_run_that_fails_while_writing_leaves_no_half_folder(tmp_path, monkey
     with pytest.raises(HubError, match="upload: cannot write there: No space left on device"):
         hub.write_upload_folder(source, tmp_path / "upload", repo_id="org/tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]   # no folder, no temp folder
+
+
+# ------------------------------------------------------------- found by the sixth hostile-input audit
+
+def test_pull_skips_a_card_larger_than_a_card_with_one_warning(hub_cache, bundle_bytes, tmp_path):
+    """The remote README.md was copied whatever its size: a 200 MiB 'card' beside a 10 kB bundle."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"A" * (limits.MAX_CARD_BYTES + 1))
+    with pytest.warns(UserWarning, match=f"{limits.MAX_CARD_BYTES + 1:,} bytes .* not pulled"):
+        paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
+
+
+def test_pull_writes_the_bundle_and_its_card_or_neither(hub_cache, bundle_bytes, tmp_path):
+    """The bundle replaced the user's same-named file, then the card's write failed and the command
+    reported an error naming the folder."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# card\n")
+    out = tmp_path / "out"
+    (out / "tiny.README.md").mkdir(parents=True)
+    (out / "tiny.hello").write_bytes(b"my own file")
+    with pytest.raises(HubError, match="tiny.README.md: cannot write there"):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+    assert (out / "tiny.hello").read_bytes() == b"my own file"
+    assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
+
+
+@pytest.mark.parametrize("name", ["README.md", "readme.MD", "preview.png", "other.README.md"])
+def test_a_bundle_named_like_a_card_or_preview_is_neither_pushed_nor_pulled(hub_cache, bundle_bytes, tmp_path, name):
+    """Pushing README.md uploaded the card in the bundle's place; pulling .../README.md replaced the
+    folder's own README.md."""
+    source = tmp_path / "src" / name
+    source.write_bytes(bundle_bytes)
+    with pytest.raises(HubError, match="may not be named"):
+        hub.write_upload_folder(source, tmp_path / "up", repo_id="me/copy")
+    assert not (tmp_path / "up").exists()
+    cache_file(hub_cache, "org/tiny", f"docs/{name}", bundle_bytes)
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "README.md").write_text("# my project\n")
+    with pytest.raises(HubError, match="may not be named"):
+        hub.pull(f"hf://datasets/org/tiny/docs/{name}", tmp_path / "proj")
+    assert os.listdir(tmp_path / "proj") == ["README.md"]
+    assert (tmp_path / "proj" / "README.md").read_text() == "# my project\n"

@@ -2,57 +2,91 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
+from hello_format import limits
 from hello_format.errors import HubError
 from hello_format.files import atomic_folder, atomic_target
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve)
+from hello_format.text import shortened, terminal
+
+_CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
-    The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md."""
+    The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
+    a card over MAX_CARD_BYTES is skipped with one warning line. Both files are written or neither."""
     ref = parse_hf_uri(uri)
+    name = check_bundle_name(Path(ref.path).name)
     local = resolve(uri, token=token)
-    card_file = None
-    if with_card and ref.path != "README.md":
-        card_ref = HubRef(ref.repo_type, ref.repo_id, ref.revision, "README.md")
-        try:
-            card_file = download(card_ref, token=token)
-        except HubError:
-            pass  # a repo without a card (or not cached while offline) still pulls its bundle
+    card_file = _fetch_card(HubRef(ref.repo_type, ref.repo_id, ref.revision, _CARD), token) if with_card else None
     out = Path(out_dir)
+    targets = [(local, out / name)] + ([(card_file, out / card_name(name))] if card_file is not None else [])
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written = [_copy(local, out / Path(ref.path).name)]
-        if card_file is not None:
-            written.append(_copy(card_file, out / card_name(ref.path)))
+        for _, target in targets:
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(target))
+        # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
+        # place would truncate it under the reader: SIGBUS), every copy done before any rename
+        with contextlib.ExitStack() as stack:
+            for source, target in targets:
+                shutil.copyfile(source, stack.enter_context(atomic_target(target)))
     except OSError as exc:
-        raise _write_error(out, exc) from None
-    return written
+        raise _write_error(Path(exc.filename or out), exc) from None
+    return [target for _, target in targets]
+
+
+def _fetch_card(card_ref: HubRef, token: str | None) -> Path | None:
+    """The repo's README.md, or None when it has none (or, offline, none is cached) or it is larger than
+    MAX_CARD_BYTES (one warning line; online, its size is asked before it is downloaded)."""
+    try:
+        if not hf_constants.is_offline_mode():
+            url = huggingface_hub.hf_hub_url(card_ref.repo_id, card_ref.path, repo_type=card_ref.repo_type,
+                                             revision=card_ref.revision)
+            size = huggingface_hub.get_hf_file_metadata(url, token=token).size
+            if size is None or size > limits.MAX_CARD_BYTES:
+                return _skip_card(card_ref, size)
+        local = download(card_ref, token=token)
+    except Exception:  # noqa: BLE001  (any failure: a repo without a card still pulls its bundle)
+        return None
+    size = local.stat().st_size
+    return local if size <= limits.MAX_CARD_BYTES else _skip_card(card_ref, size)
+
+
+def _skip_card(card_ref: HubRef, size: int | None) -> None:
+    warnings.warn(f"hello: {terminal(card_ref.uri)} is {'of unknown size' if size is None else f'{size:,} bytes'} "
+                  f"(a card is at most {limits.MAX_CARD_BYTES:,}): not pulled", stacklevel=3)
+
+
+def check_bundle_name(name: str) -> str:
+    """``name``, or HubError when a bundle so named would collide with a card or preview beside it
+    (README.md, preview.png, NAME.README.md; compared case-insensitively, as some file systems do)."""
+    lowered = name.lower()
+    if lowered in (_CARD.lower(), card.PREVIEW_NAME.lower()) or lowered.endswith("." + _CARD.lower()):
+        raise HubError(f"a bundle may not be named {shortened(name)}: that is the name of a card or preview "
+                       "beside it; rename it (e.g. NAME.hello)")
+    return name
 
 
 def card_name(bundle_path: str) -> str:
     """The local name of a pulled bundle's card: ``NAME.README.md`` for ``NAME.hello``, so pulling into
     a folder (``-o .``) never replaces the folder's own README.md, and two bundles keep their two cards."""
-    return f"{Path(bundle_path).stem}.README.md"
-
-
-def _copy(source: Path, target: Path) -> Path:
-    """Copy through a temp file renamed over ``target``: a reader that has the old file mapped keeps
-    it whole (overwriting in place would truncate it under the reader: SIGBUS)."""
-    with atomic_target(target) as temp:
-        shutil.copyfile(source, temp)
-    return target
+    return f"{Path(bundle_path).stem}.{_CARD}"
 
 
 def require_token(token: str | None) -> str:
@@ -91,7 +125,7 @@ def write_upload_folder(
         raise HubError(f"{root}: the upload folder must be new or empty; choose another directory")
     with open_bundle(bundle_path, verify=True) as bundle:
         source = bundle.path
-        target = root / source.name
+        target = root / check_bundle_name(source.name)
         text = card.render_card(
             bundle,
             uri=file_uri(repo_id, target.name, repo_type=repo_type, revision=revision),
@@ -105,11 +139,11 @@ def write_upload_folder(
         root.parent.mkdir(parents=True, exist_ok=True)
         with atomic_folder(root) as temp:   # all three files or none
             shutil.copyfile(source, temp / target.name)
-            (temp / "README.md").write_text(text, encoding="utf-8")
+            (temp / _CARD).write_text(text, encoding="utf-8")
             image.save(temp / card.PREVIEW_NAME)
     except OSError as exc:
         raise _write_error(root, exc) from None
-    return UploadFolder(root, target, root / "README.md", root / card.PREVIEW_NAME, embedded)
+    return UploadFolder(root, target, root / _CARD, root / card.PREVIEW_NAME, embedded)
 
 
 def _write_error(where: Path, exc: OSError) -> HubError:
