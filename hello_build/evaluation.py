@@ -31,6 +31,7 @@ from hello_build.data import RealImages, in_class_order, per_class_indices, scan
 from hello_build.distributed import Group
 from hello_build.regimes import REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
+from hello_format import limits
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.dataset import LabelledImages
@@ -52,7 +53,6 @@ STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's studen
 # values, and 1,024 images at 224 px are 51M pixels.
 MAX_STUDENT_PARAMETERS = 2**28  # 1 GiB of fp32 weights
 MAX_BATCH_LABELS = 2**28        # rows x classes of one batch's soft labels (and its one-hot targets)
-MAX_BATCH_BASE_PIXELS = 2**31   # rows x the base's pixels: what the projector resizes one batch to
 
 
 @dataclass(frozen=True)
@@ -252,10 +252,10 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
-    if base_size is not None and rows * base_size[0] * base_size[1] > MAX_BATCH_BASE_PIXELS:
+    if base_size is not None and rows * base_size[0] * base_size[1] > limits.MAX_BATCH_BASE_PIXELS:
         raise BuildError(f"a batch of {rows:,} images at the base's {base_size[0]}x{base_size[1]} px is "
                          f"{rows * base_size[0] * base_size[1]:,} pixels to label (at most "
-                         f"{MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
+                         f"{limits.MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
 
 
 def _random_real(real_dir, folders, labels, size, seed):

@@ -32,6 +32,10 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
     if bundle.manifest["lora"] is None:
         raise BundleError(f"{bundle.path}: the bundle has no encoder LoRA (lora: null): there is no peft "
                           "adapter to export")
+    folder = Path(folder)
+    if force and folder.is_dir() and Path(bundle.path).resolve().is_relative_to(folder.resolve()):
+        raise BundleError(f"{folder} holds the bundle being exported, which replacing the folder would delete: "
+                          "choose another folder")
     projector = Projector.from_bundle(bundle, merge=False, checkpoint=checkpoint,
                                       allow_remote_base=allow_remote_base)
     quantised = any(is_quantised(c.dtype) for c in (projector.encoder_lora, projector.head_config.lora) if c)
@@ -42,7 +46,6 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
     encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith("encoder_lora."))
     metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),
                 "hello.head": canonical_json(sections["head"]), "hello.base": canonical_json(sections["base"])}
-    folder = Path(folder)
     try:
         with atomic_folder(folder, replace=force) as temp:
             lora.write_peft_adapter(temp, projector.visual, encoder_dtype)

@@ -223,6 +223,11 @@ class Bundle:
             bundle.verify()
         return bundle
 
+    @property
+    def file_size(self) -> int:
+        """The file's size in bytes, as its header was read: what the reader's bounds scale with."""
+        return self._header.file_size
+
     def __enter__(self) -> "Bundle":
         return self
 

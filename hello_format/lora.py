@@ -86,7 +86,7 @@ def explicit(visual: nn.Module, config: EncoderLoraConfig) -> LoraConfig:
     return peft_config(config, target_modules=targets, **resolved)
 
 
-def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str | tuple, list[str], dict[str, dict]]:
+def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str, list[str], dict[str, dict]]:
     """(peft's target_modules, the names of the modules of ``visual`` it adapts, and for rank_pattern
     and alpha_pattern each adapted module's value, {} when the section's patterns are empty)."""
     names = [name for name, _ in visual.named_modules() if name]
@@ -95,11 +95,11 @@ def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str | tuple,
     if isinstance(targets, str):
         pattern = compile_pattern(targets, "lora.target_modules")
         chosen = [name for name in names if pattern.fullmatch(name)]
-        if not chosen:
-            raise ManifestError(f"lora.target_modules {targets!r} matches no module of the image encoder")
-        targets = "|".join(re.escape(name) for name in chosen)
-    else:
+    else:   # peft's rule for a list: a name, or a dot-separated suffix of one
         chosen = [name for name in names if name in targets or any(name.endswith("." + t) for t in targets)]
+    if not chosen:
+        raise ManifestError(f"lora.target_modules {shortened(targets)} matches no module of the image encoder")
+    targets = "|".join(re.escape(name) for name in chosen)   # the file's own strings never reach peft
     values = {}
     for key, default in (("rank_pattern", config.r), ("alpha_pattern", config.lora_alpha)):
         patterns = getattr(config, key)

@@ -11,6 +11,7 @@ One module serves the builder (trainable LoRA) and readers (merged).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Sequence
@@ -129,7 +130,7 @@ class Projector(nn.Module):
             lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
         head_state = bundle.head_state_dict()
         if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
-            _check_head_size(bundle.num_classes, width, bundle._header.file_size, bundle.path)
+            _check_head_size(bundle.num_classes, width, bundle.file_size, bundle.path)
         _check_head_width(head, head_state, embeddings.shape[1] if embeddings is not None else width, bundle.path)
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
                         class_embeddings=embeddings)
@@ -143,6 +144,8 @@ class Projector(nn.Module):
         if merge:
             projector.merge()
             projector._check_finite_weights(str(bundle.path))
+        else:   # kept unmerged (exported, calibrated), but only if labelling would accept it merged
+            copy.deepcopy(projector).merge()._check_finite_weights(str(bundle.path))
         return projector.to(device)
 
     @property

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from hello_format.bundle import Bundle, write_stored
-from hello_format.calibration import CalibrationConfig, calibrate
+from hello_format.calibration import CalibrationConfig, calibrate, check_cost
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError, HelloError
 from hello_format.files import atomic_target
@@ -111,8 +111,11 @@ def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: Calibration
     ``base``: ``Projector.from_bundle``'s base arguments."""
     from hello_format.projector import Projector   # builds the base: only when calibrating
 
-    projector = Projector.from_bundle(bundle, merge=False, **base)
     augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
+    images, size = bundle.manifest["images"], bundle.manifest["base"]["image_size"]
+    check_cost(config, (images["count"], images["channels"], images["height"], images["width"]), augment,
+               (size, size) if isinstance(size, int) else tuple(size), bundle.file_size, str(bundle.path))
+    projector = Projector.from_bundle(bundle, merge=False, **base)
     report = calibrate(projector, bundle.images(), augment, dtype, group_size, config, progress=progress)
     tensors = projector.bundle_tensors("float32")
     return {name: tensor for name, tensor in tensors.items() if _is_delta(name)}, report

@@ -1267,3 +1267,78 @@ def test_the_head_cache_does_not_write_an_entry_it_would_not_read(monkeypatch):
     assert head_cache.load("a" * 64, 10) is not None
     head_cache.store("b" * 64, torch.ones(100, 4_096))   # 1.6 MB
     assert not (head_cache.cache_dir() / f"{'b' * 64}.safetensors").exists()
+
+
+# ---- found by the seventh hostile-input audit: export-adapter and requantize
+
+def _labelled_rewritten(tmp_path, name, edit_manifest=None, edit_tensors=None, **options):
+    """support.write_labelled_bundle's bundle, its manifest and tensors edited and re-hashed unchecked."""
+    from support import write_labelled_bundle
+
+    source = write_labelled_bundle(tmp_path / f"source-{name}", **options)
+    with Bundle.open(source) as bundle:
+        manifest = json.loads(json.dumps(bundle.manifest))
+        tensors = {key: bundle.tensor(key).clone() for key in bundle.tensor_names}
+    manifest.pop("integrity", None)
+    (edit_manifest or (lambda m: None))(manifest)
+    (edit_tensors or (lambda t: None))(tensors)
+    samples.write_unchecked(tmp_path / name, manifest, tensors)
+    return tmp_path / name
+
+
+def test_calibration_bounds_its_batch_by_the_file_before_it_draws_a_view(tmp_path):
+    """Calibration draws 128 views whatever the image count: 3 images with output_size 8,192 pass the
+    file's view bound (3 views each), and its first batch asked for 96 GiB of views."""
+    from hello_format.calibration import CalibrationConfig
+    from hello_format.requantize import requantize
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "few.hello", ipc=1, augment={"output_size": 8_192})
+    with pytest.raises(BundleError, match=r"few.hello: a calibration batch of 128 views at 8192x8192 px is "
+                                          r"25,769,803,776 view pixels"):
+        requantize(path, tmp_path / "out.hello", "int4", calibration=CalibrationConfig(steps=1))
+    assert not (tmp_path / "out.hello").exists()
+
+
+def test_export_adapter_refuses_lora_that_overflows_once_merged(tmp_path):
+    """Finite factors whose product overflows float32: labelling refused the bundle, export-adapter
+    wrote an adapter whose peft forward is NaN."""
+    from hello_format.adapter import export_adapter
+
+    def overflow(tensors):
+        for key in tensors:
+            if key.startswith("encoder_lora.") and "resblocks.0.mlp.c_fc" in key:
+                tensors[key] = torch.full_like(tensors[key], 1e30)
+
+    path = _labelled_rewritten(tmp_path, "overflow.hello", edit_tensors=overflow)
+    with Bundle.open(path) as bundle, pytest.raises(BundleError, match="c_fc.weight' is not finite"):
+        export_adapter(bundle, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_export_adapter_writes_the_resolved_modules_not_a_files_target_list(tmp_path):
+    """A list lora.target_modules went into adapter_config.json as the file wrote it: names that match
+    nothing, terminal escape sequences and all."""
+    from hello_format.adapter import export_adapter
+    from hello_format.consistency import adapted_module, peft_module
+
+    with Bundle.open(_labelled_rewritten(tmp_path, "plain.hello")) as bundle:
+        modules = sorted({adapted_module(peft_module(key)[0]) for key in bundle.lora_shapes()})
+    junk = ["\x1b]0;owned\x07\x1b[2J", "no.such.module"]
+    path = _labelled_rewritten(tmp_path, "junk.hello", lambda m: m["lora"].update(target_modules=modules + junk))
+    with Bundle.open(path) as bundle:
+        export_adapter(bundle, tmp_path / "adapter")
+    targets = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert isinstance(targets, str) and "\x1b" not in targets and "such" not in targets
+    assert sorted(targets.replace("\\", "").split("|")) == modules, targets
+
+
+def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
+    """--force replaces the whole output folder: given the bundle's own folder, it deleted the bundle."""
+    from hello_format.adapter import export_adapter
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "mine.hello")
+    with Bundle.open(path) as bundle, pytest.raises(BundleError, match="holds the bundle being exported"):
+        export_adapter(bundle, tmp_path, force=True)
+    assert path.is_file()
