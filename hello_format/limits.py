@@ -100,12 +100,12 @@ MAX_EVAL_RESULTS_BYTES = 1_000_000
 # MAX_CLASS_NAME_CHARS 4-byte characters each fit
 MAX_CLASS_NAMES_FILE_BYTES = 2**29
 
-# the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written)
-MAX_HEAD_CACHE_ENTRY_BYTES = 2**30
 # a batch's rows x the base's pixels: what the projector resizes one batch of views to (hello eval,
 # hello requantize's calibration)
 MAX_BATCH_BASE_PIXELS = 2**31
 
+# the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written)
+MAX_HEAD_CACHE_ENTRY_BYTES = 2**30
 # a text head [classes, embed_dim] the base computes (not stored): at most this many values (512 MiB in
 # fp32, so that the cache can hold it; 100,000 classes x 1,280 fit) and at most one per byte of the file
 # (ImageNet-1K x 1,024 is 1M values; a class costs the file at least one image)

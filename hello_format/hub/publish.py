@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import shutil
 import tempfile
 import warnings
@@ -38,16 +37,14 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     targets = [(local, out / name)] + ([(card_file, out / card_name(name))] if card_file is not None else [])
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for _, target in targets:
-            if target.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(target))
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
-        # place would truncate it under the reader: SIGBUS), every copy done before any rename
+        # place would truncate it under the reader: SIGBUS), every copy done before any rename; the card
+        # is renamed first, so a card that cannot take its place leaves the bundle's temp file unrenamed
         with contextlib.ExitStack() as stack:
             for source, target in targets:
                 shutil.copyfile(source, stack.enter_context(atomic_target(target)))
-    except OSError as exc:
-        raise _write_error(Path(exc.filename or out), exc) from None
+    except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
+        raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for _, target in targets]
 
 
@@ -59,18 +56,21 @@ def _fetch_card(card_ref: HubRef, token: str | None) -> Path | None:
             url = huggingface_hub.hf_hub_url(card_ref.repo_id, card_ref.path, repo_type=card_ref.repo_type,
                                              revision=card_ref.revision)
             size = huggingface_hub.get_hf_file_metadata(url, token=token).size
-            if size is None or size > limits.MAX_CARD_BYTES:
-                return _skip_card(card_ref, size)
+            if not _card_fits(card_ref, size):
+                return None
         local = download(card_ref, token=token)
     except Exception:  # noqa: BLE001  (any failure: a repo without a card still pulls its bundle)
         return None
-    size = local.stat().st_size
-    return local if size <= limits.MAX_CARD_BYTES else _skip_card(card_ref, size)
+    return local if _card_fits(card_ref, local.stat().st_size) else None
 
 
-def _skip_card(card_ref: HubRef, size: int | None) -> None:
+def _card_fits(card_ref: HubRef, size: int | None) -> bool:
+    """Whether a card of ``size`` bytes (None: unknown) is pulled; one warning line when it is not."""
+    if size is not None and size <= limits.MAX_CARD_BYTES:
+        return True
     warnings.warn(f"hello: {terminal(card_ref.uri)} is {'of unknown size' if size is None else f'{size:,} bytes'} "
                   f"(a card is at most {limits.MAX_CARD_BYTES:,}): not pulled", stacklevel=3)
+    return False
 
 
 def check_bundle_name(name: str) -> str:
