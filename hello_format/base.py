@@ -460,7 +460,8 @@ def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device
 
 
 def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
-    """open_clip's own model + tag, from its cache (downloading when the network is allowed)."""
+    """open_clip's own model + tag, from its cache (downloading when the network is allowed), built from
+    the tag's safetensors weights only: open_clip would fetch its pickle where that is missing."""
     if not tag:
         raise BaseModelError(f"base.source is 'open_clip' but base.pretrained is empty: name the "
                              f"open_clip pretrained tag of {shortened(architecture)}")
@@ -469,40 +470,64 @@ def _create_pretrained(architecture: str, tag: str | None, device) -> nn.Module:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
         raise BaseModelError(f"open_clip has no pretrained tag {shortened(tag)} for {shortened(architecture)} "
                              f"(known tags: {known})")
-    path = _download(architecture, tag, tag_cfg)
-    if not str(path).endswith(".safetensors"):
-        raise BaseModelError(f"open_clip weights for {architecture}/{tag} are a pickle file ({path}); "
-                             "hello only loads safetensors: convert it and use a local base")
+    path = _download_safetensors(architecture, tag, tag_cfg)
+    # the tag's preprocessing, as open_clip merges it when given the tag (the image size stays the model's)
+    preprocess = {key: tag_cfg[key] for key in asdict(PreprocessCfg()) if key in tag_cfg and key != "size"}
     try:
         with quiet_open_clip():
-            return open_clip.create_model(architecture, pretrained=tag, device=device,
-                                          force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
+            return open_clip.create_model(architecture, pretrained=path, device=device,
+                                          force_quick_gelu=bool(tag_cfg.get("quick_gelu")),
+                                          force_preprocess_cfg=preprocess or None)
     except RuntimeError as error:
         raise BaseModelError(f"open_clip could not load {architecture}/{tag} from {path}: "
                              f"{_one_line(error)}") from None
 
 
-def _download(architecture: str, tag: str, tag_cfg: dict) -> str:
-    """Path of the tag's weights file, or a BaseModelError saying where we looked and what to do."""
-    from huggingface_hub import constants
+def _safetensors_name(filename: str) -> str | None:
+    """The safetensors file open_clip looks for beside a hub weights file (None: it knows none)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
-    offline = bool(constants.HF_HUB_OFFLINE)
+    if filename.endswith(".safetensors"):
+        return filename
+    if filename == HF_WEIGHTS_NAME:
+        return HF_SAFE_WEIGHTS_NAME
+    return filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None
+
+
+def _download_safetensors(architecture: str, tag: str, tag_cfg: dict) -> str:
+    """Path of the tag's safetensors weights, from the Hugging Face cache or hub; or a BaseModelError
+    saying where we looked and what to do. A pickle is never fetched: a tag without safetensors weights
+    on the hub (or with only a URL) is refused before any download."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from open_clip.constants import HF_WEIGHTS_NAME
+
+    convert = "convert the weights to safetensors and pass them as a local base"
     repo = tag_cfg.get("hf_hub", "")
-    if repo:
-        where = f"the Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo.rstrip('/')})"
-    else:
-        where = f"open_clip's cache {Path('~/.cache/clip').expanduser()} (url {tag_cfg.get('url')})"
-    hint = ("HF_HUB_OFFLINE=1 is set: unset it to download, or" if offline
-            else "check the network, or")
-    detail = ""
-    if repo or not offline:
-        try:
-            return open_clip.download_pretrained(tag_cfg)
-        except Exception as error:  # noqa: BLE001  (any download failure gets the same advice)
-            if not offline:  # offline, the cause is known; online, the error says what went wrong
-                detail = f" (download failed: {_one_line(error)[:160]})"
-    raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag}: not found in {where}"
-                         f"{detail}; {hint} pass a local safetensors checkpoint of the base")
+    if not repo:
+        raise BaseModelError(f"open_clip weights for {architecture}/{tag} are only at a URL "
+                             f"({shortened(tag_cfg.get('url'))}), not as safetensors on the Hugging Face hub; "
+                             f"hello never fetches a pickle: {convert}")
+    repo_id, filename = os.path.split(repo)
+    name = _safetensors_name(filename or HF_WEIGHTS_NAME)
+    if name is None:
+        raise BaseModelError(f"open_clip weights for {architecture}/{tag} are a pickle file ({repo}); "
+                             f"hello never fetches a pickle: {convert}")
+    try:
+        return huggingface_hub.hf_hub_download(repo_id=repo_id, filename=name)
+    except LocalEntryNotFoundError:  # offline, or the network is down: the cache lacks it
+        offline = bool(constants.HF_HUB_OFFLINE)
+        hint = "HF_HUB_OFFLINE=1 is set: unset it to download, or" if offline else "check the network, or"
+        raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag}: {name} not found in the "
+                             f"Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo_id}); {hint} pass a "
+                             "local safetensors checkpoint of the base") from None
+    except EntryNotFoundError:
+        raise BaseModelError(f"open_clip weights for {architecture}/{tag} have no safetensors file {name} in "
+                             f"repo {repo_id} (only a pickle); hello never fetches a pickle: {convert}") from None
+    except Exception as error:  # noqa: BLE001  (any other download failure gets the same advice)
+        raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag} ({name} in repo {repo_id}): "
+                             f"{_one_line(error)[:160]}; pass a local safetensors checkpoint of the base") from None
 
 
 def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:

@@ -10,6 +10,7 @@ import open_clip
 from hello_format.base import create_base, describe_base, embedded_tensors, fingerprint
 from hello_format.errors import BaseModelError
 from hello_format.testing import TINY_ARCHITECTURES, tiny_base_manifest, tiny_clip
+from support import cache_file
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,88 @@ def test_pretrained_tag_unavailable_offline(monkeypatch, tmp_path):
     message = _one_line_error(excinfo)
     for words in ("RN50", "openai", "HF_HUB_OFFLINE", "Hugging Face cache"):
         assert words in message
+
+
+TAG_MEAN, TAG_STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture
+def tiny_tag(monkeypatch):
+    """An open_clip pretrained tag ``test-tag`` for the tiny ViT, published at hub repo org/tiny-clip (open_clip
+    keys its tags in lower case with underscores)."""
+    from open_clip import pretrained
+
+    def register(**cfg):
+        monkeypatch.setitem(pretrained._PRETRAINED, TINY_ARCHITECTURES["vit"],
+                            {"test_tag": {"url": "", "hf_hub": "org/tiny-clip/", "mean": TAG_MEAN, "std": TAG_STD} | cfg})
+    register()
+    return register
+
+
+@pytest.fixture
+def fetched(monkeypatch):
+    """The file names asked of the hub (through huggingface_hub or open_clip's own import of it)."""
+    import huggingface_hub
+    from open_clip import pretrained
+
+    names, real = [], huggingface_hub.hf_hub_download
+
+    def spy(*args, **kwargs):
+        names.append(kwargs.get("filename") or args[1])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    monkeypatch.setattr(pretrained, "hf_hub_download", spy)
+    return names
+
+
+def _tag_section(vit):
+    return tiny_base_manifest(vit, "vit") | {"source": "open_clip", "pretrained": "test-tag"}
+
+
+def test_open_clip_tag_is_built_from_its_safetensors(vit, tiny_tag, hub_cache, fetched):
+    from safetensors.torch import save
+
+    from hello_format.base import preprocessing
+
+    cache_file(hub_cache, "org/tiny-clip", "open_clip_model.safetensors", save(vit.state_dict()), repo_type="model")
+    model = create_base(_tag_section(vit))
+    assert fingerprint(model) == fingerprint(vit)
+    _, mean, std = preprocessing(model)  # the tag's preprocessing, as open_clip gives it
+    assert mean == pytest.approx(TAG_MEAN) and std == pytest.approx(TAG_STD)
+    assert fetched == ["open_clip_model.safetensors"]
+
+
+def test_open_clip_tag_with_only_a_pickle_is_refused_before_fetching_it(vit, tiny_tag, hub_cache, fetched):
+    cache_file(hub_cache, "org/tiny-clip", "open_clip_pytorch_model.bin", pickle.dumps(vit.state_dict()),
+               repo_type="model")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(_tag_section(vit))
+    message = _one_line_error(excinfo)
+    assert "open_clip_model.safetensors" in message and "HF_HUB_OFFLINE" in message
+    assert fetched and not [name for name in fetched if not name.endswith(".safetensors")]
+
+
+def test_open_clip_tag_missing_its_safetensors_on_the_hub(vit, tiny_tag, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    def absent(*args, **kwargs):
+        raise EntryNotFoundError("404: no such file in the repo")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", absent)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(_tag_section(vit))
+    message = _one_line_error(excinfo)
+    assert "no safetensors file open_clip_model.safetensors in repo org/tiny-clip" in message
+    assert "never fetches a pickle" in message
+
+
+@pytest.mark.parametrize("cfg, words", [({"hf_hub": "", "url": "https://example.com/tiny.pt"}, "only at a URL"),
+                                        ({"hf_hub": "org/tiny-clip/weights.pt"}, "are a pickle file")])
+def test_open_clip_tag_published_as_a_pickle_is_refused(vit, tiny_tag, hub_cache, fetched, cfg, words):
+    tiny_tag(**cfg)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(_tag_section(vit))
+    assert words in _one_line_error(excinfo) and fetched == []
 
 
 def test_unknown_pretrained_tag():
