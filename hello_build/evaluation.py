@@ -34,6 +34,7 @@ from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
 from hello_format import limits
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
+from hello_format.base import image_hw
 from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
 from hello_format.runtime import default_device
@@ -52,7 +53,7 @@ STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's studen
 # ConvNet-3 at 224 px for ImageNet-1K has 100M parameters; a batch of 1,024 ImageNet-1K labels is 1M
 # values, and 1,024 images at 224 px are 51M pixels.
 MAX_STUDENT_PARAMETERS = 2**28  # 1 GiB of fp32 weights
-MAX_BATCH_LABELS = 2**28        # rows x classes of one batch's soft labels (and its one-hot targets)
+MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels and its mixed targets, 1 GiB each in fp32
 
 
 @dataclass(frozen=True)
@@ -182,17 +183,19 @@ def evaluate(
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
+    labelled = regime in ("projector", "random-real")
     with open_bundle(bundle_path, verify=True) as bundle:
-        manifest = bundle.manifest
+        recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
+        if recipe.arch not in zoo_names():
+            raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
+        size = recipe.augment.output_size or bundle.image_shape[-1]
+        # from the manifest alone: nothing is decoded or built for a bundle the check refuses
+        check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
+                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None)
         images, labels, names, folders = bundle.images(), bundle.labels, bundle.class_names, bundle.class_folders
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
-            if regime in ("projector", "random-real") else None
-    recipe = StudentRecipe.from_manifest(manifest["recipe"], **(recipe_overrides or {}))
-    if recipe.arch not in zoo_names():
-        raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
+            if labelled else None
     augment = recipe.augment
-    size = augment.output_size or images.shape[-1]
-    check_cost(recipe, images.shape, len(names), size, projector.image_size if projector is not None else None)
     val = RealImages(in_class_order(scan_image_folder(val_dir), folders, "validation folder"), size)
 
     if regime == "random-real":

@@ -36,7 +36,7 @@ from hello_build.stages.plan import STAGES
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
-from hello_format.base import create_base, describe_base, embedded_tensors
+from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
 from hello_format.generator import HeadConfig, HeadLoraConfig
@@ -89,8 +89,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
 
     started = time.perf_counter()
     clip_model, base_section = _load_base(options, device)
-    size = base_section["image_size"]
-    options = _resolved(options, index, clip_model, int(size if isinstance(size, int) else size[0]), device)
+    options = _resolved(options, index, clip_model, image_hw(base_section["image_size"])[0], device)
     image_size = options.image_size
     timings["base"] = time.perf_counter() - started
 

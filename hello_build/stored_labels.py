@@ -11,7 +11,7 @@ anyone check that.
 from __future__ import annotations
 
 import math
-import shutil
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,10 +30,17 @@ def batch_file(directory: Path, epoch: int, batch: int) -> Path:
     return Path(directory) / f"epoch_{epoch:04d}" / f"batch_{batch:05d}.safetensors"
 
 
-def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_classes: int) -> None:
-    """BuildError unless ``epochs x batches_per_epoch`` files (at most ``MAX_FILES``) of ``images x
-    num_classes`` fp16 logits per epoch fit on ``directory``'s disk: the recipe comes from the bundle,
-    and its epochs and batch size would otherwise fill the disk before anything says so."""
+ROW_BYTES = 21     # per view besides its logits: crops int32 [4], flips bool, mix_perm int32
+FILE_BYTES = 1_024  # per file besides its rows: mix_lam and mix_box, and a safetensors header of six entries
+
+
+def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_classes: int, *,
+               reclaimed: tuple[int, int] = (0, 0)) -> None:
+    """BuildError unless ``epochs x batches_per_epoch`` files (at most ``MAX_FILES``) holding ``images x
+    num_classes`` fp16 logits per epoch fit on ``directory``'s disk, each file's augmentation, header and
+    last filesystem block counted, and (where the filesystem counts them) its inodes: the recipe comes
+    from the bundle, and its epochs and batch size would otherwise fill the disk before anything says so.
+    ``reclaimed``: the bytes and files of an earlier run's labels, which are removed only once this passes."""
     files = epochs * batches_per_epoch
     if files > MAX_FILES:
         raise BuildError(f"the stored labels would be {files:,} files ({epochs:,} epochs x {batches_per_epoch:,} "
@@ -41,10 +48,16 @@ def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_
     existing = Path(directory).absolute()
     while not existing.exists():   # the folder is made when the first file is written
         existing = existing.parent
-    needed, free = epochs * images * num_classes * 2, shutil.disk_usage(existing).free
+    disk = os.statvfs(existing)
+    needed = epochs * images * (num_classes * 2 + ROW_BYTES) + files * (FILE_BYTES + disk.f_frsize)
+    free = disk.f_bavail * disk.f_frsize + reclaimed[0]
     if needed > free:
         raise BuildError(f"the stored labels need {needed:,} bytes ({epochs:,} epochs x {images:,} images x "
-                         f"{num_classes:,} classes x 2), but {directory} has {free:,} free")
+                         f"{num_classes:,} classes of fp16 logits, in {files:,} files), but {directory} has {free:,} free")
+    inodes = files + epochs   # a file per batch, a folder per epoch
+    if disk.f_files and inodes > disk.f_favail + reclaimed[1]:
+        raise BuildError(f"the stored labels need {inodes:,} files and folders, but the filesystem of {directory} "
+                         f"has {disk.f_favail + reclaimed[1]:,} free")
 
 
 class StoredLabels:
@@ -66,14 +79,15 @@ class StoredLabels:
         if linked is not None:  # its stale files would be removed, and new ones written, in another folder
             raise BuildError(f"--stored-dir {directory}: {linked.name} is a symbolic link; the stored labels are "
                              "written only inside their own folder (remove the link or give an empty folder)")
-        if main:
-            for stale in Path(directory).glob("epoch_*/batch_*.safetensors"):
-                stale.unlink()
         loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs,
                              split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
-        if main:
-            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes)
+        if main:   # checked before the earlier run's files go: a refused recipe leaves them where they are
+            stale = list(Path(directory).glob("epoch_*/batch_*.safetensors"))
+            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes,
+                       reclaimed=(sum(path.stat().st_size for path in stale), len(stale)))
+            for path in stale:
+                path.unlink()
         for step, (epoch, indices, view) in enumerate(loader.views()):
             images = view.images[loader.rows(len(indices))]
             with torch.no_grad():

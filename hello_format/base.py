@@ -127,8 +127,7 @@ def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
     return the wrong thing only when run (a pool with no queries, a patch larger than the image, token outputs),
     which would otherwise surface as a traceback in the first labelled batch. One forward each."""
     width = getattr(model.visual, "output_dim", None)
-    size = preprocessing(model)[0]
-    height, width_px = (size, size) if isinstance(size, int) else size
+    height, width_px = image_hw(preprocessing(model)[0])
     parameter = next(model.visual.parameters(), None)
     device = parameter.device if parameter is not None else "cpu"
     runs = [("image tower", f"one {height}x{width_px} image",
@@ -295,6 +294,11 @@ def embedded_tensors(model: nn.Module, *, parts: str = "full") -> dict[str, torc
     for key, value in embedded_part(base_state_dict(model), parts).items():
         tensors[f"base.{key}"] = value.detach().to("cpu").contiguous()
     return tensors
+
+
+def image_hw(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """``base.image_size`` (a square side, or [height, width]) as ``(height, width)``."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[float]]:

@@ -228,6 +228,13 @@ class Bundle:
         """The file's size in bytes, as its header was read: what the reader's bounds scale with."""
         return self._header.file_size
 
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        """``(count, channels, height, width)`` of the stored images, as the manifest declares them
+        (nothing decoded)."""
+        images = self.manifest["images"]
+        return images["count"], images["channels"], images["height"], images["width"]
+
     def __enter__(self) -> "Bundle":
         return self
 

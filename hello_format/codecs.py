@@ -111,7 +111,8 @@ def default_threads() -> int:
 
 def decode_images(blobs, channels: int, height: int, width: int, threads: int | None = None, *,
                   codec: str, numbers: Sequence[int] | None = None) -> torch.Tensor:
-    """Decode ``codec`` blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W].
+    """Decode ``codec`` blobs (bytes-like, one per image) in parallel threads into uint8 [N, C, H, W]:
+    as many threads as the decoders' scratch together allows (``limits.MAX_DECODE_SCRATCH_BYTES``).
     ``numbers``: how errors name each blob's image (default: its position)."""
     if channels not in _MODES:
         raise BundleError(f"images must have 1 or 3 channels, got {channels}")
@@ -119,7 +120,8 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
         raise BundleError(f"codec {codec!r} has no per-image blobs to decode")
     blobs = list(blobs)
     out = _allocate(lambda shape: np.empty(shape, dtype=np.uint8), (len(blobs), channels, height, width))
-    threads = default_threads() if threads is None else max(1, int(threads))
+    threads = min(default_threads() if threads is None else max(1, int(threads)),
+                  max(1, limits.MAX_DECODE_SCRATCH_BYTES // (limits.DECODE_SCRATCH_BYTES_PER_PIXEL[codec] * height * width)))
 
     def decode_chunk(start: int, stop: int) -> None:
         for i in range(start, stop):

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
@@ -121,8 +120,10 @@ class LabelledImages(Dataset):
         """The student's batch for an augmented ``view`` of the images at ``indices``: its ``rows`` only
         (only those are labelled)."""
         labels_a, labels_b, lam = mix_targets(self._labels[indices], view.mix)
-        hard = lam * F.one_hot(labels_a, self.num_classes).float() + (1 - lam) * F.one_hot(labels_b, self.num_classes).float()
-        images, hard = view.images[rows], hard[rows]
+        labels_a, labels_b, images = labels_a[rows, None], labels_b[rows, None], view.images[rows]
+        # lam * one_hot(a) + (1 - lam) * one_hot(b), built in one float tensor (one-hots are int64)
+        hard = torch.zeros(len(images), self.num_classes, device=images.device).scatter_(1, labels_a, lam)
+        hard.scatter_add_(1, labels_b, torch.full_like(labels_b, 1 - lam, dtype=hard.dtype))
         if self.labeller is None:
             soft = torch.empty(len(images), 0, device=self.device)
         else:

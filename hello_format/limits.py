@@ -34,6 +34,12 @@ MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, 
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
                                          # and the student's views, N x C x output_size^2, the same
+# Pillow's scratch while it decodes one image, per pixel, whatever the channels declared (measured peaks,
+# Pillow 13: a WebP through libwebp's two RGBA canvases and two copies, 16; a four-component JPEG, 10; a
+# 16-bit or RGBA PNG, 6): one image's scratch <= the decoded-bytes bound, and the images decoded at once
+# together <= MAX_DECODE_SCRATCH_BYTES (one image alone may need more, within the file's bound)
+DECODE_SCRATCH_BYTES_PER_PIXEL = {"png": 8, "jpeg": 12, "webp": 16}
+MAX_DECODE_SCRATCH_BYTES = 256 * 2**20
 MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10)
 MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)

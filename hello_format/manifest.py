@@ -320,6 +320,12 @@ def _check_images(where: str, manifest: dict, file_size: int | None) -> None:
         if decoded > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
             _fail(where, "images", f"{' x '.join(map(str, geometry))} = {decoded:,} decoded bytes from a "
                                    f"{file_size:,}-byte file (at most {limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
+        codec = _get(manifest, "images.codec")
+        scratch = limits.DECODE_SCRATCH_BYTES_PER_PIXEL.get(codec, 0) * geometry[2] * geometry[3] \
+            if isinstance(codec, str) else 0
+        if scratch > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
+            _fail(where, "images", f"one {geometry[2]}x{geometry[3]} {codec} image takes {scratch:,} bytes to decode, "
+                                   f"from a {file_size:,}-byte file (at most {limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
     count = _get(manifest, "images.count")
     _int_in(where, manifest, "ipc", 1, count if is_json_int(count) else limits.MAX_DIMENSION)
 

@@ -24,7 +24,7 @@ import hello_format  # noqa: F401  (installs the torchvision op shim before open
 import open_clip
 
 from hello_format import head_cache, limits, lora
-from hello_format.base import create_base
+from hello_format.base import create_base, image_hw
 from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
@@ -51,8 +51,7 @@ class Projector(nn.Module):
         self.merged = False
         self._labelling = None  # resolved LabelOptions, set by prepare_labelling
         object.__setattr__(self, "_encoder", None)  # the compiled encoder (LabelOptions.compile); not a submodule
-        size = base_manifest["image_size"]
-        self.image_size = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+        self.image_size = image_hw(base_manifest["image_size"])
         if class_embeddings is None:
             tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
             embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates)

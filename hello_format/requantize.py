@@ -109,12 +109,12 @@ def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: Calibration
                 **base) -> tuple[dict, dict]:
     """The calibrated float deltas of ``bundle`` (keys as ``store_deltas`` takes them) and the report;
     ``base``: ``Projector.from_bundle``'s base arguments."""
+    from hello_format.base import image_hw
     from hello_format.projector import Projector   # builds the base: only when calibrating
 
     augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
-    images, size = bundle.manifest["images"], bundle.manifest["base"]["image_size"]
-    check_cost(config, (images["count"], images["channels"], images["height"], images["width"]), augment,
-               (size, size) if isinstance(size, int) else tuple(size), bundle.file_size, str(bundle.path))
+    check_cost(config, bundle.image_shape, augment, image_hw(bundle.manifest["base"]["image_size"]), bundle.file_size,
+               str(bundle.path))
     projector = Projector.from_bundle(bundle, merge=False, **base)
     report = calibrate(projector, bundle.images(), augment, dtype, group_size, config, progress=progress)
     tensors = projector.bundle_tensors("float32")

@@ -22,6 +22,7 @@ from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
+from support import cache_file
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
 IPC, SIZE, BATCH = 3, 32, 4  # 9 images: batches of 4, 4, 1 per epoch (a short last batch)
@@ -252,6 +253,14 @@ def test_stored_and_teacher_regimes_train_the_same_student(eval_kit, on_path):
     teacher = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet")))
     stored = final_json(hello(*eval_args(eval_kit, "stored", "--quiet")))
     assert stored["top1"] == teacher["top1"]
+
+
+def test_the_teacher_regime_takes_a_hub_uri_as_the_others_do(eval_kit, on_path, hub_cache):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", eval_kit["bundle"].read_bytes())
+    uri = "hf://datasets/org/tiny/tiny.hello"
+    args = eval_args(eval_kit, "teacher", "--quiet")   # "eval", BUNDLE, ...
+    local, remote = final_json(hello(*args)), final_json(hello(args[0], uri, *args[2:]))
+    assert remote["top1"] == local["top1"] and remote["bundle"] == uri
 
 
 # in-process: the files themselves, and the replay against the teacher on exactly the same views

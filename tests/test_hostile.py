@@ -673,6 +673,64 @@ def test_a_jpeg_of_many_scans_is_refused_before_it_decodes(tmp_path):
     assert f"image 0 is a JPEG of more than {limits.MAX_JPEG_SCANS} scans" in cli_error(path, "verify")
 
 
+def test_an_image_whose_decoder_scratch_outgrows_the_file_is_refused_on_open(tmp_path):
+    """libwebp decodes through two RGBA canvases: 16 bytes a pixel whatever the declared channels, so one
+    8192 x 8192 one-channel WebP costs 1 GiB to decode (measured by the eighth audit) from a file that
+    meets the 1,024x bound on its decoded bytes (64 MiB) at 100 kB."""
+    images = {"count": 1, "channels": 1, "height": 8_192, "width": 8_192, "codec": "webp", "quality": 90}
+    path = hostile(tmp_path, blobs=[bytes(100_000)], images=images)
+    assert path.stat().st_size * limits.MAX_DECODED_BYTES_PER_FILE_BYTE > 8_192 * 8_192  # its decoded bytes fit
+    message = cli_error(path, "verify")
+    assert "one 8192x8192 webp image takes 1,073,741,824 bytes to decode" in message
+
+
+def test_images_decoded_at_once_are_bounded_by_their_decoders_scratch(monkeypatch):
+    import threading
+    import time
+
+    from hello_format.codecs import decode_images, encode_images
+
+    blobs = encode_images(torch.zeros(8, 3, 16, 16, dtype=torch.uint8), "webp")
+    active, most, lock, convert = 0, 0, threading.Lock(), Image.Image.convert
+
+    def counted(self, *args, **kwargs):   # Pillow's convert is where each blob is decoded
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        time.sleep(0.05)
+        try:
+            return convert(self, *args, **kwargs)
+        finally:
+            with lock:
+                active -= 1
+    monkeypatch.setattr(Image.Image, "convert", counted)
+    decode_images(blobs, 3, 16, 16, threads=4, codec="webp")
+    assert most > 2   # four threads decode at once when their scratch is small
+    most = 0
+    monkeypatch.setattr(limits, "MAX_DECODE_SCRATCH_BYTES", 2 * limits.DECODE_SCRATCH_BYTES_PER_PIXEL["webp"] * 16 * 16)
+    decode_images(blobs, 3, 16, 16, threads=4, codec="webp")
+    assert most == 2
+
+
+def test_what_a_files_images_make_pillow_warn_about_is_not_printed(tmp_path):
+    """A palette PNG with byte transparency decodes (its alpha is dropped, spec 9), but Pillow warned
+    about it in two raw lines of Python warning around hello's own output."""
+    import warnings
+
+    image = Image.new("P", (8, 8))
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    out = io.BytesIO()
+    image.save(out, format="PNG", transparency=bytes([0, 128]))
+    path = hostile(tmp_path, blobs=[out.getvalue()] * 6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(cli, ["verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "all images decode" in result.stdout
+    assert not [w for w in caught if "PIL" in w.filename], [str(w.message) for w in caught]
+
+
 def test_an_allocation_the_machine_cannot_make_is_a_bundle_error():
     from hello_format.codecs import LazyImages, decode_images
 
@@ -1132,13 +1190,35 @@ def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
         check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224))
 
 
-def test_hello_eval_refuses_a_non_square_bundle_before_it_builds_anything(tmp_path):
+@pytest.mark.parametrize("regime", ["projector", "hard"])
+def test_hello_eval_checks_a_recipes_cost_before_it_decodes_or_builds_anything(tmp_path, regime):
+    """What the recipe makes a run cost is known from the manifest: a bundle refused for it was first
+    decoded whole and its projector built (base, text head, head-cache entry). Its blobs here do not
+    decode, so a decode (or a build) before the check would fail first, with another error."""
     from hello_build.errors import BuildError
     from hello_build.evaluation import evaluate
 
-    path = hostile(tmp_path, blobs=[png(16, 8, 8, 2)] * 6, height=8, width=16)
-    with pytest.raises(BuildError, match="images are 8x16"):
-        evaluate(path, tmp_path / "no-such-folder", regime="hard", device="cpu", progress=False)
+    path = hostile(tmp_path, blobs=[b"not an image"] * 6, height=8, width=16)
+    with pytest.raises(BuildError, match="images are 8x16 and recipe.augment.output_size is unset"):
+        evaluate(path, tmp_path / "no-such-folder", regime=regime, device="cpu", progress=False)
+
+
+def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
+    """The bound on a batch's rows x classes budgets a float each; the targets were built from two
+    int64 one-hots and three float copies: 17.5 bytes each (measured by the eighth audit)."""
+    rows, classes = 256, 32_768
+    growth = peak_rss_growth_mb(textwrap.dedent(f"""
+        import torch
+        from hello_format.augment import AugmentConfig
+        from hello_format.dataset import LabelledImages
+        data = LabelledImages(torch.zeros({rows}, 3, 8, 8, dtype=torch.uint8), torch.arange({rows}) * 97 % {classes},
+                              [f"c{{i}}" for i in range({classes})], AugmentConfig(), None, device="cpu")
+        data.batch(torch.arange(2), torch.Generator().manual_seed(0))   # warm up on two rows
+        # measure
+        batch = data.batch(torch.arange({rows}), torch.Generator().manual_seed(0))
+        assert batch.hard_labels.shape == ({rows}, {classes}) and torch.allclose(batch.hard_labels.sum(1), torch.ones({rows}))
+        """))
+    assert growth < 2 * rows * classes * 4 / 2**20, growth   # 32 MiB of float targets; before: 140 MiB
 
 
 def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(tmp_path):
@@ -1148,9 +1228,63 @@ def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(t
     check_room(tmp_path, 300, 100, 10_000, 1_000)      # ImageNet-1K IPC 10, batch 100: 6 GB, 30,000 files
     with pytest.raises(BuildError, match=f"would be 50,000,000,000 files .* at most {MAX_FILES:,}"):
         check_room(tmp_path, 1_000_000, 50_000, 50_000, 3)   # epochs 10^6 at batch 1
-    with pytest.raises(BuildError, match="need 2,000,000,000,000,000 bytes"):
+    with pytest.raises(BuildError, match=r"need 2,000,021,[\d,]+ bytes \(1,000 epochs x 1,000,000 images"):
         check_room(tmp_path, 1_000, 10, 1_000_000, 1_000_000)
     assert not any(tmp_path.iterdir())
+
+
+# ---- found by the eighth hostile-input audit
+
+def _stored_label_data(count: int):
+    from hello_format.augment import AugmentConfig
+    from hello_format.dataset import LabelledImages
+
+    return LabelledImages(torch.zeros(count, 3, 8, 8, dtype=torch.uint8), torch.zeros(count, dtype=torch.long), ["a"],
+                          AugmentConfig(), None, device="cpu")
+
+
+def _one_class_teacher(x):
+    return torch.zeros(len(x), 1)
+
+
+def test_a_refused_stored_label_run_leaves_the_earlier_runs_labels(tmp_path):
+    """A stranger's recipe of 10^6 epochs is refused; the user's kept labels (``--stored-dir``) were
+    deleted before the refusal."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe
+    from hello_build.stored_labels import StoredLabels
+
+    data = _stored_label_data(12)
+    StoredLabels.prepare(tmp_path, data, _one_class_teacher, StudentRecipe(epochs=2, batch_size=5))
+    kept = sorted(tmp_path.rglob("*.safetensors"))
+    assert len(kept) == 6
+    with pytest.raises(BuildError, match="would be 3,000,000 files"):
+        StoredLabels.prepare(tmp_path, data, _one_class_teacher, StudentRecipe(epochs=1_000_000, batch_size=5))
+    assert sorted(tmp_path.rglob("*.safetensors")) == kept
+
+
+def test_stored_labels_are_counted_with_their_files_not_only_their_logits(tmp_path, monkeypatch):
+    """One class at batch 1: the logits are 2 bytes a view, each file holds 200 times that and takes a
+    filesystem block and an inode."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe
+    from hello_build.stored_labels import FILE_BYTES, ROW_BYTES, StoredLabels, check_room
+
+    data, recipe = _stored_label_data(20), StudentRecipe(epochs=3, batch_size=1)
+    stored = StoredLabels.prepare(tmp_path / "run", data, _one_class_teacher, recipe)
+    files = len(stored.files())
+    assert stored.bytes_on_disk() <= recipe.epochs * len(data) * (2 + ROW_BYTES) + files * FILE_BYTES
+
+    def disk(bavail, files_total, favail):
+        return lambda path: os.statvfs_result((4096, 4096, 10**9, bavail, bavail, files_total, favail, favail, 0, 255))
+    logits = 3 * 20 * 2   # what the check counted before: it fits 100 times over
+    monkeypatch.setattr("hello_build.stored_labels.os.statvfs", disk(logits * 100 // 4096 + 1, 10**6, 10**6))
+    with pytest.raises(BuildError, match=r"need [\d,]+ bytes \(3 epochs x 20 images x 1 classes of fp16 logits, in 60 files\)"):
+        check_room(tmp_path / "new", 3, 20, 20, 1)
+    monkeypatch.setattr("hello_build.stored_labels.os.statvfs", disk(10**6, 10**6, 50))
+    with pytest.raises(BuildError, match="need 63 files and folders, but the filesystem of .* has 50 free"):
+        check_room(tmp_path / "new", 3, 20, 20, 1)
+    check_room(tmp_path / "new", 3, 20, 20, 1, reclaimed=(0, 13))   # an earlier run's 13 files are removed first
 
 
 def test_a_preview_sheet_is_as_large_as_its_rows_and_columns_not_its_images():
