@@ -379,6 +379,40 @@ def _check_lora(where: str, lora) -> None:
             _number_in(where, f"lora.{key}.{pattern}", value, 0, high)
 
 
+def tokenizer_work(names: list[str], templates: list[str]) -> int:
+    """An upper bound of the BPE work of tokenizing every ``template.format(name)``, in O(characters):
+    the sum over each prompt's runs of non-space characters of their UTF-8 bytes squared. CLIP's BPE
+    merges along each word (a run of letters, or of punctuation) in time quadratic in its bytes, and a
+    word lies inside one such run; the runs that touch ``{}`` join the name's first and last runs (the
+    whole name, when it has no space), so those are counted per pair, in closed form."""
+    def runs(text: str) -> list[int]:
+        return [len(run.encode()) for run in text.split()]
+
+    inner_templates, left, right = 0, [], []
+    for template in templates:
+        before, _, after = template.partition("{}")
+        head, tail = runs(before), runs(after)
+        left.append(head.pop() if head and not before[-1].isspace() else 0)
+        right.append(tail.pop(0) if tail and not after[0].isspace() else 0)
+        inner_templates += sum(r * r for r in head + tail)
+    edges, inner_names = [0] * 6, 0   # whole names: count, sum, sum of squares; first and last runs: sums
+    for name in names:
+        parts = runs(name)
+        if len(parts) == 1 and not name[0].isspace() and not name[-1].isspace():
+            edges[0], edges[1], edges[2] = edges[0] + 1, edges[1] + parts[0], edges[2] + parts[0] ** 2
+            continue
+        first = parts.pop(0) if parts and not name[0].isspace() else 0
+        last = parts.pop() if parts and not name[-1].isspace() else 0
+        edges[3], edges[4], edges[5] = edges[3] + first, edges[4] + last, edges[5] + first ** 2 + last ** 2
+        inner_names += sum(r * r for r in parts)
+    count, joined = len(templates), [a + b for a, b in zip(left, right)]
+    split_names = len(names) - edges[0]
+    return (len(names) * inner_templates + count * inner_names
+            + edges[0] * sum(j * j for j in joined) + 2 * sum(joined) * edges[1] + count * edges[2]
+            + split_names * sum(a * a + b * b for a, b in zip(left, right))
+            + 2 * (sum(left) * edges[3] + sum(right) * edges[4]) + count * edges[5])
+
+
 def _check_head(where: str, manifest: dict) -> None:
     templates = _get(manifest, "head.templates")
     if isinstance(templates, list):
@@ -395,6 +429,11 @@ def _check_head(where: str, manifest: dict) -> None:
         if isinstance(names, list) and len(names) * len(templates) > limits.MAX_PROMPTS:
             _fail(where, "head.templates", f"{len(names):,} classes x {len(templates):,} templates = "
                                            f"{len(names) * len(templates):,} prompts (at most {limits.MAX_PROMPTS:,})")
+        if isinstance(names, list) and all(isinstance(text, str) for text in names + templates):
+            work = tokenizer_work(names, templates)
+            if work > limits.MAX_TOKENIZER_WORK:
+                _fail(where, "head.templates", f"tokenizing the {len(names):,} x {len(templates):,} prompts costs "
+                                               f"{work:,} units of BPE work (at most {limits.MAX_TOKENIZER_WORK:,})")
     _number_in(where, "head.logit_scale", _get(manifest, "head.logit_scale"), *limits.LOGIT_SCALE_RANGE)
     _int_in(where, manifest, "head.lora.r", 1, limits.MAX_RANK)
     _number_in(where, "head.lora.lora_alpha", _get(manifest, "head.lora.lora_alpha"), 0, limits.MAX_LORA_ALPHA)

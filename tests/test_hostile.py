@@ -1221,6 +1221,48 @@ def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
     assert growth < 2 * rows * classes * 4 / 2**20, growth   # 32 MiB of float targets; before: 140 MiB
 
 
+def test_prompts_whose_tokenizing_costs_hours_are_refused_on_open():
+    """CLIP's BPE is quadratic in a word's length and caches words: 512-letter class names glued to a
+    template's letters make every prompt a new long word, 44 ms each (measured by the eighth audit), and
+    the 10^6 prompts the count bound allows about 12 hours."""
+    import random
+
+    from hello_format.manifest import validate_manifest
+
+    rng = random.Random(0)
+    names = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(512)) for _ in range(300)]
+    manifest = dict(samples.sample_manifest(ipc=None), class_names=names)
+    manifest["head"] = dict(manifest["head"], templates=[f"{c}{{}}" for c in "abcdefghij"])
+    with pytest.raises(ManifestError, match=r"tokenizing the 300 x 10 prompts costs [\d,]+ units of BPE work"):
+        validate_manifest(manifest)
+
+
+def test_the_tokenizer_work_bound_covers_every_word_and_passes_imagenet():
+    import random
+
+    import open_clip
+    import regex
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from hello_format.head import DEFAULT_TEMPLATES
+    from hello_format.manifest import tokenizer_work
+
+    clip_tokenizer = open_clip.get_tokenizer("RN50")   # a SimpleTokenizer: its word pattern and text cleaning
+    rng, alphabet = random.Random(0), "ab é中 !.  \t"
+
+    def text(most):
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
+    for _ in range(200):
+        names = [text(12) or "a" for _ in range(rng.randint(1, 5))]
+        templates = [text(6) + "{}" + text(6) for _ in range(rng.randint(1, 4))]
+        prompts = [template.format(name) for template in templates for name in names]
+        runs = sum(len(run.encode()) ** 2 for prompt in prompts for run in prompt.split())
+        words = sum(len(word.encode()) ** 2 for prompt in prompts
+                    for word in regex.findall(clip_tokenizer.pat, clip_tokenizer.clean_fn(prompt)))
+        assert tokenizer_work(names, templates) == runs >= words, (names, templates)
+    assert tokenizer_work(list(IMAGENET_CLASSNAMES), list(DEFAULT_TEMPLATES)) < limits.MAX_TOKENIZER_WORK / 16
+
+
 def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(tmp_path):
     from hello_build.errors import BuildError
     from hello_build.stored_labels import MAX_FILES, check_room
