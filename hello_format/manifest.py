@@ -386,31 +386,31 @@ def tokenizer_work(names: list[str], templates: list[str]) -> int:
     word lies inside one such run; the runs that touch ``{}`` join the name's first and last runs (the
     whole name, when it has no space), so those are counted per pair, in closed form."""
     def runs(text: str) -> list[int]:
-        return [len(run.encode()) for run in text.split()]
+        return [len(run.encode("utf-8", "surrogatepass")) for run in text.split()]
 
-    inner_templates, left, right = 0, [], []
+    inner, left, right = 0, [], []   # runs that touch no name; each template's runs glued to '{}'
     for template in templates:
         before, _, after = template.partition("{}")
         head, tail = runs(before), runs(after)
         left.append(head.pop() if head and not before[-1].isspace() else 0)
         right.append(tail.pop(0) if tail and not after[0].isspace() else 0)
-        inner_templates += sum(r * r for r in head + tail)
-    edges, inner_names = [0] * 6, 0   # whole names: count, sum, sum of squares; first and last runs: sums
+        inner += len(names) * sum(r * r for r in head + tail)
+    solid, solid_bytes, solid_squares = 0, 0, 0   # names without a space: glued to both sides
+    first_bytes, last_bytes, edge_squares = 0, 0, 0   # the other names' runs at either end
     for name in names:
         parts = runs(name)
-        if len(parts) == 1 and not name[0].isspace() and not name[-1].isspace():
-            edges[0], edges[1], edges[2] = edges[0] + 1, edges[1] + parts[0], edges[2] + parts[0] ** 2
+        if len(parts) == 1 and not name[:1].isspace() and not name[-1:].isspace():
+            solid, solid_bytes, solid_squares = solid + 1, solid_bytes + parts[0], solid_squares + parts[0] ** 2
             continue
-        first = parts.pop(0) if parts and not name[0].isspace() else 0
-        last = parts.pop() if parts and not name[-1].isspace() else 0
-        edges[3], edges[4], edges[5] = edges[3] + first, edges[4] + last, edges[5] + first ** 2 + last ** 2
-        inner_names += sum(r * r for r in parts)
-    count, joined = len(templates), [a + b for a, b in zip(left, right)]
-    split_names = len(names) - edges[0]
-    return (len(names) * inner_templates + count * inner_names
-            + edges[0] * sum(j * j for j in joined) + 2 * sum(joined) * edges[1] + count * edges[2]
-            + split_names * sum(a * a + b * b for a, b in zip(left, right))
-            + 2 * (sum(left) * edges[3] + sum(right) * edges[4]) + count * edges[5])
+        first = parts.pop(0) if parts and not name[:1].isspace() else 0
+        last = parts.pop() if parts and not name[-1:].isspace() else 0
+        first_bytes, last_bytes, edge_squares = first_bytes + first, last_bytes + last, edge_squares + first ** 2 + last ** 2
+        inner += len(templates) * sum(r * r for r in parts)
+    both = [a + b for a, b in zip(left, right)]
+    glued_solid = solid * sum(j * j for j in both) + 2 * sum(both) * solid_bytes + len(templates) * solid_squares
+    glued_edges = ((len(names) - solid) * sum(a * a + b * b for a, b in zip(left, right))
+                   + 2 * (sum(left) * first_bytes + sum(right) * last_bytes) + len(templates) * edge_squares)
+    return inner + glued_solid + glued_edges
 
 
 def _check_head(where: str, manifest: dict) -> None:
