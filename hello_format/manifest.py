@@ -384,7 +384,9 @@ def tokenizer_work(names: list[str], templates: list[str]) -> int:
     the sum over each prompt's runs of non-space characters of their UTF-8 bytes squared. CLIP's BPE
     merges along each word (a run of letters, or of punctuation) in time quadratic in its bytes, and a
     word lies inside one such run; the runs that touch ``{}`` join the name's first and last runs (the
-    whole name, when it has no space), so those are counted per pair, in closed form."""
+    whole name, when it has no space), so those are counted per pair, in closed form. For text without
+    control characters, as names and templates are checked to be: the tokenizer deletes some of those
+    that ``str.split`` splits on (U+000B, U+001C to U+001F), gluing the runs around them."""
     def runs(text: str) -> list[int]:
         return [len(run.encode("utf-8", "surrogatepass")) for run in text.split()]
 
@@ -425,6 +427,9 @@ def _check_head(where: str, manifest: dict) -> None:
                 _fail(where, f"head.templates.{i}", f"{len(template)} characters (at most {limits.MAX_TEMPLATE_CHARS})")
             if template.count("{}") != 1 or template.count("{") != 1 or template.count("}") != 1:
                 _fail(where, f"head.templates.{i}", "must hold '{}' exactly once and no other brace")
+            bad = first_unsafe_char(template)
+            if bad is not None:   # as class names; the tokenizer deletes some of them (tokenizer_work counts on it)
+                _fail(where, f"head.templates.{i}", f"contains the control character U+{ord(bad):04X}")
         names = manifest.get("class_names")
         if isinstance(names, list) and len(names) * len(templates) > limits.MAX_PROMPTS:
             _fail(where, "head.templates", f"{len(names):,} classes x {len(templates):,} templates = "

@@ -1237,6 +1237,17 @@ def test_prompts_whose_tokenizing_costs_hours_are_refused_on_open():
         validate_manifest(manifest)
 
 
+def test_a_template_may_not_hide_the_words_it_joins_behind_control_characters():
+    """ftfy deletes U+001F before CLIP's BPE runs: 250 letters joined by it were counted as 250 one-byte
+    runs and tokenized as one 250-letter word (the ninth audit: 216 x what the bound allows)."""
+    from hello_format.manifest import validate_manifest
+
+    manifest = samples.sample_manifest(ipc=None)
+    manifest["head"] = dict(manifest["head"], templates=["a\x1fb\x1fc{}"])
+    with pytest.raises(ManifestError, match=r"head.templates.0.*control character U\+001F"):
+        validate_manifest(manifest)
+
+
 def test_the_tokenizer_work_bound_covers_every_word_and_passes_imagenet():
     import random
 
@@ -1248,7 +1259,7 @@ def test_the_tokenizer_work_bound_covers_every_word_and_passes_imagenet():
     from hello_format.manifest import tokenizer_work
 
     clip_tokenizer = open_clip.get_tokenizer("RN50")   # a SimpleTokenizer: its word pattern and text cleaning
-    rng, alphabet = random.Random(0), "ab é中 !.  \t"
+    rng, alphabet = random.Random(0), "ab é中 !.  \u3000"
 
     def text(most):
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
