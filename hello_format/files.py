@@ -6,6 +6,9 @@ and a new reader never sees a partial file; ``atomic_folder(path)`` does the sam
 files. The temp file (or folder) is removed on an exception, and also on
 SIGINT or SIGTERM: while one is live, hello handles those signals (when their handlers are still
 Python's defaults), removes every live temp file, then lets the signal do what it would have done.
+
+``read_bounded(path, limit)`` reads a small file (a config, a class list, eval results) only up to its
+bound, whatever size the file reports.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _live: set[str] = set()
 _previous: dict[int, object] = {}
 _lock = threading.Lock()
+
+
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes | None:
+    """The bytes of the file at ``path``, or None when it holds more than ``limit``: refused on its
+    reported size before a byte is read, and on what it yields (a file under /proc reports 0 bytes)."""
+    if os.path.getsize(path) > limit:
+        return None
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def _remove_live() -> None:

@@ -1274,6 +1274,25 @@ def test_the_tokenizer_work_bound_covers_every_word_and_passes_imagenet():
     assert tokenizer_work(list(IMAGENET_CLASSNAMES), list(DEFAULT_TEMPLATES)) < limits.MAX_TOKENIZER_WORK / 16
 
 
+def test_a_small_file_whose_size_lies_is_read_only_up_to_its_bound(tmp_path):
+    """/proc/self/pagemap reports 0 bytes and holds 256 GiB: an --init-adapter folder's config linked to
+    it passed the size check and was then read whole (the ninth audit)."""
+    from hello_build.errors import BuildError
+    from hello_build.init_adapter import check_folder
+    from hello_format.files import read_bounded
+    from hello_format.lora import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
+
+    pagemap = pathlib.Path("/proc/self/pagemap")
+    if not pagemap.is_file() or pagemap.stat().st_size:
+        pytest.skip("no size-0 /proc/self/pagemap on this system")
+    (tmp_path / "exact").write_bytes(b"x" * 10)
+    assert read_bounded(tmp_path / "exact", 10) == b"x" * 10 and read_bounded(tmp_path / "exact", 9) is None
+    (tmp_path / ADAPTER_CONFIG_FILE).symlink_to(pagemap)
+    (tmp_path / ADAPTER_WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(BuildError, match=f"{ADAPTER_CONFIG_FILE} holds more than 1,000,000 bytes"):
+        check_folder(tmp_path)
+
+
 def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(tmp_path):
     from hello_build.errors import BuildError
     from hello_build.stored_labels import MAX_FILES, check_room
