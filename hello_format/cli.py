@@ -295,7 +295,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.hub.preview import render_grid
 
-    with open_bundle(bundle_path) as bundle:
+    with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
         shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
                            for c in range(min(max_classes, bundle.num_classes))])
@@ -348,7 +348,7 @@ def export_adapter(bundle_path: str, output: str, force: bool, base_checkpoint: 
     adapter_model.safetensors) with the head beside it (hello_head.safetensors)."""
     from hello_format.adapter import export_adapter as export
 
-    with open_bundle(bundle_path) as bundle:
+    with open_bundle(bundle_path, verify=True) as bundle:
         files = export(bundle, output, force=force, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base)
     echo(f"wrote {output}: {', '.join(file.name for file in files)} "
          "(peft: PeftModel.from_pretrained(clip_model.visual, folder))")

@@ -49,7 +49,7 @@ class ProjectorTeacher(nn.Module):
             projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                               allow_remote_base=allow_remote_base)
         else:
-            with open_bundle(bundle) as opened:
+            with open_bundle(bundle, verify=True) as opened:
                 projector = Projector.from_bundle(opened, device=device, checkpoint=checkpoint,
                                                   allow_remote_base=allow_remote_base)
         return cls(projector, class_names, **options).to(device)

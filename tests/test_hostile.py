@@ -1522,6 +1522,39 @@ def test_export_adapter_refuses_lora_that_overflows_once_merged(tmp_path):
     assert not (tmp_path / "adapter").exists()
 
 
+def _lora_bytes_changed(tmp_path) -> pathlib.Path:
+    """A labelled bundle one of whose encoder LoRA tensors holds other (finite) values than its hash says."""
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "changed.hello")
+    with Bundle.open(path) as bundle:
+        name = next(n for n in bundle.tensor_names if n.startswith("encoder_lora."))
+        start = bundle._header.data_start + bundle._header.tensors[name].begin
+        changed = (bundle.tensor(name) + 0.5).numpy().tobytes()
+    with open(path, "r+b") as file:
+        file.seek(start)
+        file.write(changed)
+    return path
+
+
+@pytest.mark.parametrize("command", [["export-adapter", "-o", "adapter"], ["preview", "-o", "sheet.png"]])
+def test_commands_that_use_a_bundles_weights_check_their_hashes(tmp_path, command, monkeypatch):
+    """export-adapter wrote tensors whose hash `hello verify` refuses as a clean adapter (spec 15: the
+    export passes section 8's hash check), and preview labelled with them."""
+    monkeypatch.chdir(tmp_path)
+    path = _lora_bytes_changed(tmp_path)
+    assert "sha256" in cli_error(path, command[0], *command[1:])
+    assert not (tmp_path / command[-1]).exists()
+
+
+def test_a_projector_teacher_checks_the_hashes_of_a_bundle_given_by_path(tmp_path):
+    from hello_format.errors import IntegrityError
+    from hello_format.teacher import ProjectorTeacher
+
+    with pytest.raises(IntegrityError, match="sha256"):
+        ProjectorTeacher.from_bundle(_lora_bytes_changed(tmp_path), ["a", "b", "c"])
+
+
 def test_export_adapter_writes_the_resolved_modules_not_a_files_target_list(tmp_path):
     """A list lora.target_modules went into adapter_config.json as the file wrote it: names that match
     nothing, terminal escape sequences and all."""
