@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -25,6 +26,7 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _live: set[str] = set()
 _previous: dict[int, object] = {}
 _lock = threading.Lock()
+_umask_lock = threading.Lock()   # two threads reading the umask at once could leave it set to 0o077
 
 
 def read_bounded(path: str | os.PathLike, limit: int) -> bytes | None:
@@ -97,7 +99,7 @@ def atomic_target(path: str | os.PathLike):
     when the block ends normally, remove it otherwise (exception, SIGINT, SIGTERM)."""
     path = Path(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)
+    os.fchmod(fd, _mode_for(path, 0o666))
     os.close(fd)
     with _live_while(temp):
         try:
@@ -127,7 +129,7 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
     path = Path(path)
     _check_folder_target(path, replace)
     temp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(temp, 0o755)
+    os.chmod(temp, _mode_for(path, 0o777))
     old = None
     with _live_while(temp):
         try:
@@ -147,6 +149,18 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _mode_for(path: Path, default: int) -> int:
+    """The permission bits of the file or folder ``path`` replaces, else ``default`` less the umask:
+    what the user would get from writing it in place (a temp file starts private)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        with _umask_lock:   # the umask has no getter: set (to the most private) and restore it
+            umask = os.umask(0o077)
+            os.umask(umask)
+        return default & ~umask
 
 
 def _check_folder_target(path: Path, replace: bool) -> None:

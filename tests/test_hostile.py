@@ -472,6 +472,28 @@ def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path)
 
 # ---- row 13: interrupted writes leave no temp file
 
+
+def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_path):
+    """Every atomic write was 0644 and every folder 0755: under umask 077, hello requantize --overwrite
+    made a private 0600 bundle world-readable (the ninth audit)."""
+    from hello_format.files import atomic_folder, atomic_target
+
+    previous = os.umask(0o077)
+    try:
+        with atomic_target(tmp_path / "new.hello") as temp:
+            temp.write_bytes(b"new")
+        with atomic_folder(tmp_path / "adapter") as folder:
+            (folder / "a").write_bytes(b"a")
+        (tmp_path / "shared.hello").write_bytes(b"old")
+        (tmp_path / "shared.hello").chmod(0o640)
+        with atomic_target(tmp_path / "shared.hello") as temp:
+            temp.write_bytes(b"new")
+    finally:
+        os.umask(previous)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert (mode("new.hello"), mode("adapter"), mode("shared.hello")) == (0o600, 0o700, 0o640)
+    assert os.umask(previous) == previous   # the umask it read is restored
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum):
     script = textwrap.dedent(f"""
