@@ -29,6 +29,7 @@ from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 from hello_format.runtime import batch_share, default_device, epoch_seed
+from hello_format.text import shortened
 
 
 class LabelledBatch(NamedTuple):
@@ -290,7 +291,7 @@ def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> lis
     for c in classes:
         if isinstance(c, str):
             if c not in names:
-                raise HelloError(f"class {c!r} is not in this bundle; it has: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+                raise HelloError(f"class {shortened(c)} is not in this bundle; it has {len(names):,}: {shortened(names)}")
             columns.append(names.index(c))
         elif 0 <= int(c) < len(names):
             columns.append(int(c))

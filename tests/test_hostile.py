@@ -1569,6 +1569,18 @@ def test_commands_that_use_a_bundles_weights_check_their_hashes(tmp_path, comman
     assert not (tmp_path / command[-1]).exists()
 
 
+def test_an_unknown_class_is_refused_in_one_short_line(tmp_path):
+    """The error listed the bundle's first ten class names whole: 5,195 characters (the ninth audit)."""
+    from hello_format.dataset import HelloDataset
+    from hello_format.errors import HelloError
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "long.hello", classes=[f"{i}" + "x" * 500 for i in range(12)], ipc=1)
+    with pytest.raises(HelloError) as info:
+        HelloDataset(path, classes=["no such class"], device="cpu")
+    assert len(str(info.value)) < 400 and "'no such class' is not in this bundle; it has 12:" in str(info.value)
+
+
 def test_a_projector_teacher_checks_the_hashes_of_a_bundle_given_by_path(tmp_path):
     from hello_format.errors import IntegrityError
     from hello_format.teacher import ProjectorTeacher
