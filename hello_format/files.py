@@ -98,7 +98,7 @@ def atomic_target(path: str | os.PathLike):
     """Yield the path of a new hidden temp file beside ``path``; fsync and rename it over ``path``
     when the block ends normally, remove it otherwise (exception, SIGINT, SIGTERM)."""
     path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.fchmod(fd, _mode_for(path, 0o666))
     os.close(fd)
     with _live_while(temp):
@@ -128,7 +128,7 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
     otherwise); with ``replace``, an existing folder is renamed aside, replaced, then removed."""
     path = Path(path)
     _check_folder_target(path, replace)
-    temp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.chmod(temp, _mode_for(path, 0o777))
     old = None
     with _live_while(temp):
@@ -138,10 +138,11 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
                 with open(child, "rb+") as file:
                     os.fsync(file.fileno())
             _check_folder_target(path, replace)
-            if path.is_dir() and any(path.iterdir()):
-                old = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-                os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
-            os.replace(temp, path)      # onto a missing or empty folder
+            with _signals_held():   # a signal between the two renames would leave neither folder at path
+                if path.is_dir() and any(path.iterdir()):
+                    old = tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent)
+                    os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
+                os.replace(temp, path)      # onto a missing or empty folder
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             if old is not None and not path.exists():
@@ -149,6 +150,25 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _temp_prefix(path: Path) -> str:
+    """A hidden temp name's start, from at most 128 bytes of the target's name (a name near the
+    filesystem's 255-byte limit leaves room for the random part and the suffix)."""
+    return f".{os.fsdecode(os.fsencode(path.name)[:128])}."
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait (in this thread) until the block ends, where the platform allows it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _mode_for(path: Path, default: int) -> int:

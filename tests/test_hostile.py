@@ -473,6 +473,43 @@ def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path)
 # ---- row 13: interrupted writes leave no temp file
 
 
+def test_an_atomic_write_takes_a_name_as_long_as_the_filesystem_allows(tmp_path):
+    from hello_format.files import atomic_folder, atomic_target
+
+    name = "é" * 120 + ".hello"   # 246 bytes: the temp name beside it was 14 bytes longer, over 255
+    with atomic_target(tmp_path / name) as temp:
+        temp.write_bytes(b"whole")
+    with atomic_folder(tmp_path / name[:-6]) as folder:
+        (folder / "a").write_bytes(b"a")
+    assert (tmp_path / name).read_bytes() == b"whole" and (tmp_path / name[:-6] / "a").exists()
+
+
+def test_a_signal_between_a_folder_replacements_two_renames_leaves_one_folder_in_place(tmp_path):
+    """export-adapter --force renames the old folder aside, then the new one in: SIGTERM between the two
+    left neither at the path, the user's files hidden as .NAME.XXXX.old (the ninth audit)."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from hello_format import files
+        target = Path({str(tmp_path / "adapter")!r})
+        target.mkdir()
+        (target / "old").write_text("old")
+        real, calls = os.replace, []
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)   # between the two renames
+            real(src, dst)
+        files.os.replace = replace
+        with files.atomic_folder(target, replace=True) as folder:
+            (folder / "new").write_text("new")
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["new"]
+
+
 def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_path):
     """Every atomic write was 0644 and every folder 0755: under umask 077, hello requantize --overwrite
     made a private 0600 bundle world-readable (the ninth audit)."""
