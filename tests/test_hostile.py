@@ -1606,6 +1606,24 @@ def test_commands_that_use_a_bundles_weights_check_their_hashes(tmp_path, comman
     assert not (tmp_path / command[-1]).exists()
 
 
+def test_push_uploads_only_the_bytes_it_verified(tmp_path, monkeypatch):
+    """push verified the bundle at its path, then copied whatever was at that path: a file swapped in
+    between was uploaded unverified, under a card written for the other (the ninth audit)."""
+    import shutil
+
+    from hello_format.errors import IntegrityError
+    from hello_format.hub.publish import write_upload_folder
+    from support import write_labelled_bundle
+
+    good = write_labelled_bundle(tmp_path / "good.hello")
+    swapped = _lora_bytes_changed(tmp_path)
+    copy = shutil.copyfile
+    monkeypatch.setattr(shutil, "copyfile", lambda src, dst: copy(swapped if src == good else src, dst))
+    with pytest.raises(IntegrityError, match=f"^{good}: .*sha256"):
+        write_upload_folder(good, tmp_path / "upload", repo_id="org/name")
+    assert not (tmp_path / "upload").exists()
+
+
 def test_an_unknown_class_is_refused_in_one_short_line(tmp_path):
     """The error listed the bundle's first ten class names whole: 5,195 characters (the ninth audit)."""
     from hello_format.dataset import HelloDataset

@@ -15,7 +15,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
-from hello_format.errors import HubError
+from hello_format.errors import HelloError, HubError
 from hello_format.files import atomic_folder, atomic_target
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
@@ -123,27 +123,38 @@ def write_upload_folder(
     root = Path(out_dir)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise HubError(f"{root}: the upload folder must be new or empty; choose another directory")
-    with open_bundle(bundle_path, verify=True) as bundle:
+    with open_bundle(bundle_path) as bundle:   # a missing or malformed file is named as the user gave it
         source = bundle.path
-        target = root / check_bundle_name(source.name)
-        text = card.render_card(
-            bundle,
-            uri=file_uri(repo_id, target.name, repo_type=repo_type, revision=revision),
-            license=license,
-            eval_results=eval_results,
-            preview=card.PREVIEW_NAME,
-        )
-        image = card.render_preview(bundle)
-        embedded = card.base_embedded(bundle)
+    target = root / check_bundle_name(source.name)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         with atomic_folder(root) as temp:   # all three files or none
             shutil.copyfile(source, temp / target.name)
+            # the copy is what is verified and described: a file replaced at the path since cannot slip in
+            with _named_as(source, temp / target.name), open_bundle(temp / target.name, verify=True) as bundle:
+                text = card.render_card(
+                    bundle,
+                    uri=file_uri(repo_id, target.name, repo_type=repo_type, revision=revision),
+                    license=license,
+                    eval_results=eval_results,
+                    preview=card.PREVIEW_NAME,
+                )
+                image = card.render_preview(bundle)
+                embedded = card.base_embedded(bundle)
             (temp / _CARD).write_text(text, encoding="utf-8")
             image.save(temp / card.PREVIEW_NAME)
     except OSError as exc:
         raise _write_error(root, exc) from None
     return UploadFolder(root, target, root / _CARD, root / card.PREVIEW_NAME, embedded)
+
+
+@contextlib.contextmanager
+def _named_as(source: Path, copy: Path):
+    """A HelloError about ``copy`` names ``source`` instead, the file the user gave."""
+    try:
+        yield
+    except HelloError as exc:
+        raise type(exc)(str(exc).replace(str(copy), str(source))) from None
 
 
 def _write_error(where: Path, exc: OSError) -> HubError:
