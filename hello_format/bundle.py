@@ -210,12 +210,17 @@ class Bundle:
         where = str(path)
         if not path.is_file():
             raise BundleError(f"{where}: no such file" if not path.exists() else f"{where}: not a file")
-        header = read_header(path)
-        manifest = _read_manifest(where, header.metadata, header.file_size)
         try:
-            data = np.memmap(path, dtype=np.uint8, mode="c")
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{where}: cannot map the file: {exc}") from None
+            file = open(path, "rb")
+        except OSError as exc:
+            raise BundleError(f"{where}: cannot read: {exc.strerror or exc}") from None
+        with file:   # the header and the mapping from one open file: a file renamed over the path between
+            header = read_header(path, file)   # them cannot pair this manifest with its bytes
+            manifest = _read_manifest(where, header.metadata, header.file_size)
+            try:
+                data = np.memmap(file, dtype=np.uint8, mode="c")
+            except (OSError, ValueError) as exc:
+                raise BundleError(f"{where}: cannot map the file: {exc}") from None
         bundle = cls(path, header, manifest, data)
         shapes = {name: (info.dtype, info.shape) for name, info in header.tensors.items()}
         check_consistency(where, manifest, shapes, bundle._verified_tensor)
@@ -298,7 +303,8 @@ class Bundle:
 
     @property
     def labels(self) -> torch.Tensor:
-        return self.tensor(LABELS)
+        """The images' labels, a copy in memory (8 bytes an image): they outlive the mapping's use."""
+        return self.tensor(LABELS).clone()
 
     def images(self, threads: int | None = None) -> torch.Tensor:
         """All images as uint8 [N, C, H, W]: mapped (raw) or decoded in ``threads`` threads."""
@@ -312,16 +318,19 @@ class Bundle:
             raise type(exc)(f"{self.path}: {exc}") from None
 
     def lazy_images(self, device: torch.device | str = "cpu") -> "torch.Tensor | codecs.LazyImages":
-        """The images as ``codecs.LazyImages`` (each decoded on first use, on ``device``; the blobs keep
-        this file's mapping alive), or the mapped tensor when stored raw."""
+        """The images as ``codecs.LazyImages`` (each decoded on first use, on ``device``), or the
+        tensor when stored raw: either from a copy in memory, not the mapping, since a training run
+        outlives it (a file rewritten or truncated in place under a mapping kills the reader: SIGBUS)."""
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
-            return self.tensor(IMAGES_DATA)
-        return codecs.LazyImages(self._image_blobs(), spec["channels"], spec["height"], spec["width"],
+            return self.tensor(IMAGES_DATA).clone()
+        return codecs.LazyImages(self._image_blobs(private=True), spec["channels"], spec["height"], spec["width"],
                                  codec=spec["codec"], device=device, where=str(self.path))
 
-    def _image_blobs(self) -> list[memoryview]:
+    def _image_blobs(self, *, private: bool = False) -> list[memoryview]:
+        """Each image's encoded bytes: views of the mapping, or of one copy of them (``private``)."""
         data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
+        data = memoryview(bytes(data)) if private else data
         return [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
     def _with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ Every problem with the container is a HeaderError naming the file and the tensor
 is never read here, so parsing costs one small read whatever the file size.
 """
 
+import contextlib
 import itertools
 import json
 import math
@@ -12,6 +13,7 @@ import pathlib
 import struct
 import sys
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import torch
 
@@ -202,12 +204,14 @@ def _check_layout(where: str, infos: list[TensorInfo], data_size: int) -> None:
         raise HeaderError(f"{where}: {data_size - position} trailing bytes after the last tensor")
 
 
-def read_header(path: pathlib.Path) -> Header:
-    """Read and validate the header of the safetensors file at ``path`` (spec section 1.2)."""
+def read_header(path: pathlib.Path, file: BinaryIO | None = None) -> Header:
+    """Read and validate the header of the safetensors file at ``path`` (spec section 1.2); from
+    ``file``, that file already open, when given (so that what is read next is the same file)."""
     where = str(path)
     try:
-        file_size = os.path.getsize(path)
-        with open(path, "rb") as file:
+        with open(path, "rb") if file is None else contextlib.nullcontext(file) as file:
+            file_size = os.fstat(file.fileno()).st_size
+            file.seek(0)
             prefix = file.read(8)
             if len(prefix) < 8:
                 raise HeaderError(f"{where}: {file_size}-byte file is too short to be a .hello/safetensors file")

@@ -1606,6 +1606,53 @@ def test_commands_that_use_a_bundles_weights_check_their_hashes(tmp_path, comman
     assert not (tmp_path / command[-1]).exists()
 
 
+@pytest.mark.parametrize("codec", ["png", "raw"])
+def test_a_dataset_outlives_its_file_being_rewritten_in_place(tmp_path, codec):
+    """HelloDataset kept its images and labels in the file's mapping for the whole run: a file truncated or
+    rewritten in place under it (cp, curl -o) killed the process with SIGBUS (the ninth audit)."""
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "b.hello")
+    if codec == "raw":
+        with Bundle.open(path) as bundle:
+            manifest = {key: value for key, value in bundle.manifest.items() if key not in ("images", "integrity")}
+            write_bundle(path, manifest, bundle.images(), bundle.labels, {n: bundle.tensor(n) for n in bundle.tensor_names
+                         if not n.startswith(("images.", "labels"))}, codec="raw")
+    script = textwrap.dedent(f"""
+        import os
+        from hello_format.bundle import Bundle
+        with Bundle.open({str(path)!r}, verify=True) as bundle:
+            images, labels = bundle.lazy_images(), bundle.labels
+        os.truncate({str(path)!r}, 0)
+        print(int(images[[0, len(labels) - 1]].sum() > 0), int(labels.sum()))
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, (done.returncode, done.stderr[-300:])
+    assert done.stdout.split() == ["1", str(sum(range(3)) * 4)]
+
+
+def test_a_bundle_is_read_from_one_file_even_if_another_is_renamed_over_its_path(tmp_path, monkeypatch):
+    """Bundle.open read the header by path, then mapped the path again: a file renamed over it in between
+    (another hello's atomic write) paired the first file's manifest with the second's bytes."""
+    import numpy as np
+
+    from support import write_labelled_bundle
+
+    first, second = write_labelled_bundle(tmp_path / "a.hello", seed=0), write_labelled_bundle(tmp_path / "b.hello", seed=1)
+    with Bundle.open(first) as bundle:
+        expected = bundle.images()
+    memmap = np.memmap
+
+    def renamed_first(*args, **kwargs):
+        if second.exists():
+            os.replace(second, first)
+        return memmap(*args, **kwargs)
+    monkeypatch.setattr(np, "memmap", renamed_first)
+    with Bundle.open(first, verify=True) as bundle:
+        assert torch.equal(bundle.images(), expected)
+
+
 def test_push_uploads_only_the_bytes_it_verified(tmp_path, monkeypatch):
     """push verified the bundle at its path, then copied whatever was at that path: a file swapped in
     between was uploaded unverified, under a card written for the other (the ninth audit)."""
