@@ -40,7 +40,7 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
-from hello_format.files import read_bounded
+from hello_format.files import read_bounded_text
 from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES
 from hello_format.manifest import check_class_names
 from hello_format.text import shortened, terminal
@@ -215,15 +215,9 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     if not path.is_file():
         raise BuildError(f"class-names file {path} does not exist")
     try:
-        data = read_bounded(path, MAX_CLASS_NAMES_FILE_BYTES)
-    except OSError as exc:
-        raise BuildError(f"class-names file {path} cannot be read: {exc.strerror or exc}") from None
-    if data is None:
-        raise BuildError(f"class-names file {path} holds more than {MAX_CLASS_NAMES_FILE_BYTES:,} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BuildError(f"class-names file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        text = read_bounded_text(path, MAX_CLASS_NAMES_FILE_BYTES)
+    except ValueError as exc:
+        raise BuildError(f"class-names file {path} {exc}") from None
     if path.suffix.lower() == ".json":
         try:
             data = strict_json_loads(text)

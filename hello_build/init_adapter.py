@@ -23,7 +23,7 @@ from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
 from hello_format.container import is_json_number, read_header, strict_json_loads
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
-from hello_format.files import read_bounded
+from hello_format.files import read_bounded_text
 from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
 from hello_format.text import shortened
 
@@ -59,14 +59,12 @@ def check_folder(folder: str | Path) -> dict:
             raise BuildError(f"--init-adapter {folder}: no {path.name} (a peft adapter folder, e.g. from "
                              "hello export-adapter, holds adapter_config.json and adapter_model.safetensors)")
     try:
-        data = read_bounded(config_path, MAX_ADAPTER_CONFIG_BYTES)
-    except OSError as exc:
-        raise BuildError(f"--init-adapter {folder}: cannot read {config_path.name}: {exc.strerror or exc}") from None
-    if data is None:
-        raise BuildError(f"--init-adapter {folder}: {config_path.name} holds more than {MAX_ADAPTER_CONFIG_BYTES:,} bytes")
+        text = read_bounded_text(config_path, MAX_ADAPTER_CONFIG_BYTES)
+    except ValueError as exc:
+        raise BuildError(f"--init-adapter {folder}: {config_path.name} {exc}") from None
     try:
-        config = strict_json_loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        config = strict_json_loads(text)
+    except (ValueError, RecursionError) as exc:
         raise BuildError(f"--init-adapter {folder}: {config_path.name} is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise BuildError(f"--init-adapter {folder}: {config_path.name} must hold a JSON object")

@@ -7,8 +7,8 @@ files. The temp file (or folder) is removed on an exception, and also on
 SIGINT or SIGTERM: while one is live, hello handles those signals (when their handlers are still
 Python's defaults), removes every live temp file, then lets the signal do what it would have done.
 
-``read_bounded(path, limit)`` reads a small file (a config, a class list, eval results) only up to its
-bound, whatever size the file reports.
+``read_bounded_text(path, limit)`` reads a small text file (a config, a class list, eval results) only
+up to its bound, whatever size the file reports.
 """
 
 from __future__ import annotations
@@ -29,14 +29,24 @@ _lock = threading.Lock()
 _umask_lock = threading.Lock()   # two threads reading the umask at once could leave it set to 0o077
 
 
-def read_bounded(path: str | os.PathLike, limit: int) -> bytes | None:
-    """The bytes of the file at ``path``, or None when it holds more than ``limit``: refused on its
-    reported size before a byte is read, and on what it yields (a file under /proc reports 0 bytes)."""
-    if os.path.getsize(path) > limit:
-        return None
-    with open(path, "rb") as file:
-        data = file.read(limit + 1)
-    return data if len(data) <= limit else None
+def read_bounded_text(path: str | os.PathLike, limit: int) -> str:
+    """The UTF-8 text of the file at ``path``, refused when it holds more than ``limit`` bytes: on its
+    reported size before a byte is read, and on what it yields (a file under /proc reports 0 bytes).
+    A ValueError says why it cannot be had (unreadable, too large, not UTF-8)."""
+    too_large = f"holds more than {limit:,} bytes"
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size > limit:
+                raise ValueError(too_large)
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ValueError(too_large)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _remove_live() -> None:

@@ -1338,14 +1338,18 @@ def test_a_small_file_whose_size_lies_is_read_only_up_to_its_bound(tmp_path):
     it passed the size check and was then read whole (the ninth audit)."""
     from hello_build.errors import BuildError
     from hello_build.init_adapter import check_folder
-    from hello_format.files import read_bounded
+    from hello_format.files import read_bounded_text
     from hello_format.lora import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
 
     pagemap = pathlib.Path("/proc/self/pagemap")
     if not pagemap.is_file() or pagemap.stat().st_size:
         pytest.skip("no size-0 /proc/self/pagemap on this system")
     (tmp_path / "exact").write_bytes(b"x" * 10)
-    assert read_bounded(tmp_path / "exact", 10) == b"x" * 10 and read_bounded(tmp_path / "exact", 9) is None
+    assert read_bounded_text(tmp_path / "exact", 10) == "x" * 10
+    with pytest.raises(ValueError, match="holds more than 9 bytes"):
+        read_bounded_text(tmp_path / "exact", 9)
+    with pytest.raises(ValueError, match="holds more than 10 bytes"):
+        read_bounded_text(pagemap, 10)
     (tmp_path / ADAPTER_CONFIG_FILE).symlink_to(pagemap)
     (tmp_path / ADAPTER_WEIGHTS_FILE).write_bytes(b"")
     with pytest.raises(BuildError, match=f"{ADAPTER_CONFIG_FILE} holds more than 1,000,000 bytes"):

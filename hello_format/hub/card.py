@@ -15,7 +15,7 @@ from hello_format.bundle import Bundle
 from hello_format.codecs import decode_images
 from hello_format.container import strict_json_loads
 from hello_format.errors import HubError
-from hello_format.files import read_bounded
+from hello_format.files import read_bounded_text
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
 from hello_format.limits import MAX_EVAL_RESULTS_BYTES
@@ -99,11 +99,8 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
 def load_eval_results(path: str | Path) -> list[dict]:
     """Read and validate a ``hello eval`` JSON file (at most MAX_EVAL_RESULTS_BYTES, strict JSON)."""
     try:
-        data = read_bounded(path, MAX_EVAL_RESULTS_BYTES)
-        if data is None:
-            raise HubError(f"{path}: eval results of more than {MAX_EVAL_RESULTS_BYTES:,} bytes; {_EVAL_HINT}")
-        results = strict_json_loads(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        results = strict_json_loads(read_bounded_text(path, MAX_EVAL_RESULTS_BYTES))
+    except (ValueError, RecursionError) as exc:   # read_bounded_text's reasons, strict_json_loads' errors
         reason = f"{type(exc).__name__}: {str(exc)[:120]}"
         raise HubError(f"{path}: cannot read eval results ({reason}); {_EVAL_HINT}") from None
     return validate_eval_results(results, str(path))
