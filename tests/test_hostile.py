@@ -757,7 +757,7 @@ def test_images_decoded_at_once_are_bounded_by_their_decoders_scratch(monkeypatc
         with lock:
             active += 1
             most = max(most, active)
-        time.sleep(0.05)
+        time.sleep(0.2)   # long enough that four threads overlap even on a loaded machine
         try:
             return convert(self, *args, **kwargs)
         finally:
