@@ -7,7 +7,7 @@
 # the teacher), so those teacher students are the baseline. Reported only. Two processes, one thread each.
 set -ex
 cd "$(dirname "$0")/../.."
-bundle() { bench/results/cache/bundles/$(grep -o "eval: cifar10-ipc10-[0-9a-f]*\.hello" bench/results/$1 | head -1 | cut -d' ' -f2); }
+bundle() { echo bench/results/cache/bundles/$(grep -o "eval: cifar10-ipc10-[0-9a-f]*\.hello" bench/results/$1 | head -1 | cut -d' ' -f2); }
 run() {  # split log teacher-digest seeds...
   local split=$1 log=$2 teacher=$3; shift 3
   HF_HUB_OFFLINE=1 .venv/bin/python bench/student_recipe.py --bundle $(bundle $log) \
