@@ -14,7 +14,7 @@ from hello_build.regimes import REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
-from hello_format.recipe import LOSSES
+from hello_format.recipe import LOSSES, OPTIMIZERS
 from hello_format.text import terminal
 
 
@@ -102,7 +102,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--student", "arch", default=None,
               help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
 @click.option("--epochs", type=int, default=None, help="Student epochs [default: the bundle's recipe].")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: the bundle's recipe]")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: the bundle's recipe]")
 @click.option("--lr", type=float, default=None, help="[default: the bundle's recipe]")
 @click.option("--batch-size", type=int, default=None, help="[default: the bundle's recipe]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")

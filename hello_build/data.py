@@ -205,7 +205,7 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     seen: dict[str, str] = {}
     for folder, name in zip(classes, names):
         if name in seen:
-            raise BuildError(f"class name {name!r} is used for both {seen[name]!r} and {folder!r}; "
+            raise BuildError(f"class name {shortened(name)} is used for both {seen[name]!r} and {folder!r}; "
                              "names must be unique")
         seen[name] = folder
     return names

@@ -41,7 +41,8 @@ from hello_format.runtime import default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.recipe import Recipe
+from hello_format.recipe import OPTIMIZERS, Recipe
+from hello_format.text import shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
@@ -188,6 +189,9 @@ def evaluate(
         recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
+        if recipe.optimizer not in OPTIMIZERS:   # the file's open string: refused, not trained as another
+            raise BuildError(f"recipe.optimizer {shortened(recipe.optimizer)} is not one hello eval trains with "
+                             f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
         size = recipe.augment.output_size or bundle.image_shape[-1]
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,

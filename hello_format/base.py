@@ -339,7 +339,7 @@ def _register_config(architecture, config: dict | None) -> None:
     _check_layers(architecture, config)
     _check_position_table(architecture, config)
     _check_context_length(architecture, config)
-    _check_tokens(architecture, config)
+    _check_vision_cost(architecture, config)
     if known is not None:
         if known != config:
             raise BaseModelError(f"base.config differs from open_clip's own {shortened(architecture)} config: "
@@ -393,22 +393,26 @@ def _check_position_table(architecture: str, config: dict) -> None:
                              f"{values:,} values (at most {limits.MAX_SINCOS_TABLE_VALUES:,})")
 
 
-def _check_tokens(architecture: str, config: dict) -> None:
-    """BaseModelError when a custom image tower attends over more than MAX_VISION_TOKENS tokens: its
-    patches (a ViT), or the cells its attention pool sees (a ModifiedResNet, 32 px each). Attention
-    costs their square on every batch, and its learned position table (a patch of 1 px at 512 px: a
-    4 MB file) bounds nothing."""
+def _check_vision_cost(architecture: str, config: dict) -> None:
+    """BaseModelError when a custom image tower takes more than MAX_VISION_PIXELS pixels (every view is
+    resized to them before the tower runs, and a few wide patches keep the file small), or a ViT tower
+    attends over more than MAX_VISION_TOKENS patches: attention costs their square on every batch, and its
+    learned position table (a patch of 1 px at 512 px: a 4 MB file) bounds nothing. (A ModifiedResNet's
+    attention pool sees 32-px cells: at most 1,024 within the pixel bound.)"""
     vision = config["vision_cfg"]
     if not isinstance(vision, dict):
         return
     resnet = isinstance(vision.get("layers"), list)
-    sides = _vision_sides(vision, 32 if resnet else vision.get("patch_size", CLIPVisionCfg().patch_size))
+    sides = _vision_sides(vision, 1 if resnet else vision.get("patch_size", CLIPVisionCfg().patch_size))
     if sides is None:
         return
+    if sides[0] * sides[1] > limits.MAX_VISION_PIXELS:
+        raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} takes {sides[0]}x{sides[1]} px images "
+                             f"({sides[0] * sides[1]:,} pixels, at most {limits.MAX_VISION_PIXELS:,})")
     tokens = (sides[0] // sides[2]) * (sides[1] // sides[3])
-    if tokens > limits.MAX_VISION_TOKENS:
+    if not resnet and tokens > limits.MAX_VISION_TOKENS:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} attends over {tokens:,} tokens "
-                             f"({sides[0]}x{sides[1]} px in {sides[2]}x{sides[3]} px {'cells' if resnet else 'patches'}; "
+                             f"({sides[0]}x{sides[1]} px in {sides[2]}x{sides[3]} px patches; "
                              f"at most {limits.MAX_VISION_TOKENS:,})")
 
 

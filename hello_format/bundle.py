@@ -353,6 +353,15 @@ class Bundle:
         return {n[len(ENCODER_PREFIX):]: tuple(self._header.tensors[n].shape)
                 for n in self.tensor_names if n.startswith(ENCODER_PREFIX)}
 
+    def head_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The head LoRA's keys and the shapes ``head_state_dict`` gives them, read from the header and
+        manifest alone (nothing dequantised)."""
+        lora = HeadConfig.from_manifest(self.manifest["head"]).lora
+        if lora is not None and is_quantised(lora.dtype):
+            return {key: tuple(shape) for key, shape in lora.shapes.items()}
+        return {n.split(".", 1)[1]: tuple(self._header.tensors[n].shape) for n in (HEAD_A, HEAD_B)
+                if n in self._header.tensors}
+
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}`` (int8/int4 dequantised to float32), or ``{}``
         for a zero-shot head."""

@@ -90,9 +90,12 @@ MAX_BASE_PARAMETERS = 2_000_000_000     # a custom base.config may not describe 
 MAX_BASE_LAYERS = 256                   # blocks in a custom base.config, both towers (bounds building it, even on meta)
 MAX_CONTEXT_LENGTH = 1024               # text_cfg.context_length of a custom base.config (open_clip's own: 16 to 77);
                                         # the text tower allocates a context x context mask when built
-MAX_VISION_TOKENS = 4_096               # a custom image tower's attention tokens, (H / patch) x (W / patch), a
-                                        # ModifiedResNet's attention pool's (H / 32) x (W / 32): every batch pays
-                                        # their square (ViT-L/14 at 336 px has 576; 4,096 is a 64 x 64 grid)
+MAX_VISION_PIXELS = 2**20               # a custom image tower's input, H x W: every view is resized to it (open_clip's
+                                        # largest config, SigLIP at 512 px, has 262,144; an 8,192-px tower with
+                                        # 128-px patches is a 1 MB file whose views cost 800 MB each)
+MAX_VISION_TOKENS = 4_096               # a custom ViT tower's attention tokens, (H / patch) x (W / patch): every
+                                        # batch pays their square (ViT-L/14 at 336 px has 576; 4,096 is a 64 x 64
+                                        # grid); a ModifiedResNet's attention pool sees (H / 32) x (W / 32) <= 1,024
 MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a custom sin_cos_2d vision tower: open_clip
                                         # computes that table in host memory, even on the meta device
 

@@ -127,10 +127,12 @@ class Projector(nn.Module):
                                      allow_remote=allow_remote_base)
         if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
             lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
-        head_state = bundle.head_state_dict()
         if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
             _check_head_size(bundle.num_classes, width, bundle.file_size, bundle.path)
-        _check_head_width(head, head_state, embeddings.shape[1] if embeddings is not None else width, bundle.path)
+        # from the stored shapes, before an int8/int4 head is dequantised
+        _check_head_width(head, bundle.head_shapes(), embeddings.shape[1] if embeddings is not None else width,
+                          bundle.path)
+        head_state = bundle.head_state_dict()
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
                         class_embeddings=embeddings)
         if embeddings is None and key is not None:
@@ -337,12 +339,13 @@ def _check_head_size(num_classes: int, width: int | None, file_size: int, path) 
                              f"(at most {bound:,} for a {file_size:,}-byte file)")
 
 
-def _check_head_width(head: HeadConfig, state: dict[str, torch.Tensor], width: int | None, path) -> None:
+def _check_head_width(head: HeadConfig, shapes: dict[str, tuple[int, ...]], width: int | None, path) -> None:
     """ManifestError unless a stored ``head.lora_A`` (``[r, d]``, its rank checked on open) is as wide as the
-    class embeddings, before ``HeadLoRA`` allocates ``r x width``: a ``[4096, 0]`` tensor stores nothing."""
-    stored = state.get("lora_A")
-    if head.lora is not None and stored is not None and width is not None and stored.shape[1:] != (width,):
-        raise ManifestError(f"{path}: tensor 'head.lora_A' is {list(stored.shape)}, but the base's class "
+    class embeddings, before it is dequantised or ``HeadLoRA`` allocates ``r x width``: a ``[4096, 0]`` tensor
+    stores nothing, and an int4 one's logical shape may be far larger than its bytes."""
+    stored = shapes.get("lora_A")
+    if head.lora is not None and stored is not None and width is not None and tuple(stored[1:]) != (width,):
+        raise ManifestError(f"{path}: tensor 'head.lora_A' is {list(stored)}, but the base's class "
                             f"embeddings are {width} wide: expected [{head.lora.r}, {width}]")
 
 

@@ -15,6 +15,7 @@ from hello_format.augment import AugmentConfig
 
 
 LOSSES = ("mse_ce", "kl")  # the student losses a recipe may name (the schema's enum)
+OPTIMIZERS = ("adamw", "sgd")  # the optimizers hello eval trains students with (recipe.optimizer is an open string)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Recipe:
     beta: float = 1.0                 # weight of the hard-label CE in mse_ce (chosen on held-out images: the spec's open defaults)
     epochs: int = 300                 # student epochs (also sets the stored-label comparison)
     batch_size: int = 64
-    optimizer: str = "adamw"
+    optimizer: str = "adamw"         # one of OPTIMIZERS for hello eval
     lr: float = 1e-3                  # cosine-decayed
     weight_decay: float = 0.01
     student_image_size: int | None = None   # None: the stored size

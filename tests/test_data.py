@@ -76,6 +76,15 @@ def test_class_names_file_errors(tree, tmp_path, content, message):
         scan_image_folder(tree, path)
 
 
+def test_a_repeated_class_name_is_quoted_short(tree, tmp_path):
+    """The duplicate was quoted whole: a 20 MB line of error for two 20 MB names (tenth audit)."""
+    path = tmp_path / "names.txt"
+    path.write_text(("x" * 100_000 + "\n") * 2 + "goldfish\n")
+    with pytest.raises(BuildError, match="class name 'xxx+\\.\\.\\. is used for both 'cat' and 'dog'") as caught:
+        scan_image_folder(tree, path)
+    assert len(str(caught.value)) < 200
+
+
 @pytest.mark.parametrize("file, content, message", [
     ("names.txt", "tabby\n" + "x" * 600 + "\ngoldfish\n", r"field 'class_names.1': 600 characters \(1 to 512\)"),
     ("names.txt", "tabby\ndin\u202ego\ngoldfish\n", r"field 'class_names.1': contains the control character U\+202E"),

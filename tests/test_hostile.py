@@ -628,13 +628,17 @@ def test_a_huge_sin_cos_position_table_is_refused_before_open_clip_computes_it(t
         parameter_count(base)
 
 
-@pytest.mark.parametrize("family, change, tokens", [("vit", {"image_size": 512, "patch_size": 1}, "262,144 tokens"),
-                                                    ("vit", {"image_size": [8, 8192], "patch_size": [1, 1]}, "65,536 tokens"),
-                                                    ("rn", {"image_size": 4096}, "16,384 tokens")])
-def test_a_custom_image_tower_attending_over_too_many_tokens_is_refused_before_it_is_built(family, change, tokens,
-                                                                                         monkeypatch):
+@pytest.mark.parametrize("family, change, match", [
+    ("vit", {"image_size": 512, "patch_size": 1}, "attends over 262,144 tokens .*at most 4,096"),
+    ("vit", {"image_size": [8, 8192], "patch_size": [1, 1]}, "attends over 65,536 tokens .*at most 4,096"),
+    # found by the tenth audit: 4,096 patches of 128 px, a 1 MB file whose every view was resized to 805 MB
+    ("vit", {"image_size": 8192, "patch_size": 128}, "takes 8192x8192 px images \\(67,108,864 pixels, at most 1,048,576\\)"),
+    ("rn", {"image_size": 4096}, "takes 4096x4096 px images \\(16,777,216 pixels, at most 1,048,576\\)")])
+def test_a_custom_image_tower_costing_too_much_per_view_is_refused_before_it_is_built(family, change, match,
+                                                                                    monkeypatch):
     """Attention costs the tokens' square in every forward (the check's zero image, then every batch):
-    a ViT with 1-px patches at 512 px is a 4 MB file and 262,144 tokens."""
+    a ViT with 1-px patches at 512 px is a 4 MB file and 262,144 tokens. Every view is resized to the
+    tower's input first, whatever its patches."""
     import open_clip
 
     from hello_format.testing import TINY_ARCHITECTURES
@@ -644,8 +648,20 @@ def test_a_custom_image_tower_attending_over_too_many_tokens_is_refused_before_i
     assert parameter_count(base) > 0   # the config as shipped is built
     config["vision_cfg"].update(change)
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("a model was built"))
-    with pytest.raises(BaseModelError, match=f"attends over {tokens} .*at most 4,096"):
+    with pytest.raises(BaseModelError, match=match):
         parameter_count(dict(base, architecture=f"hostile-tokens-{family}-{len(str(change))}", config=config))
+
+
+def test_the_largest_custom_image_tower_within_the_pixel_bound_is_built():
+    """1,024 x 1,024 px in 16-px patches: 4,096 tokens and 2^20 pixels, both bounds met exactly."""
+    import open_clip
+
+    from hello_format.testing import TINY_ARCHITECTURES
+
+    config = json.loads(json.dumps(open_clip.get_model_config(TINY_ARCHITECTURES["vit"])))
+    config["vision_cfg"].update(image_size=1024, patch_size=16)
+    base = dict(samples.sample_manifest()["base"], architecture="hostile-pixels-at-bound", config=config)
+    assert parameter_count(base) > 0
 
 
 @pytest.mark.parametrize("length", [100_000, 0, "77", True])
@@ -1721,3 +1737,53 @@ def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
     with Bundle.open(path) as bundle, pytest.raises(BundleError, match="holds the bundle being exported"):
         export_adapter(bundle, tmp_path, force=True)
     assert path.is_file()
+
+
+# ------------------------------------------------------------- found by the tenth hostile-input audit
+
+def test_an_int4_head_wider_than_the_base_is_refused_before_it_is_dequantised(tmp_path, monkeypatch):
+    """Its logical shape [8, 2^24] (80 MB of int4 in the audit's file) was dequantised to 512 MB of
+    float32 before the width check refused it."""
+    import copy
+
+    import hello_format.bundle as bundle_module
+    from hello_format.bundle import write_stored
+    from hello_format.projector import Projector
+    from support import write_labelled_bundle
+
+    with Bundle.open(write_labelled_bundle(tmp_path / "src.hello")) as source:
+        manifest = copy.deepcopy(source.manifest)
+        tensors = {name: source.tensor(name).clone() for name in source.tensor_names}
+    rank, classes, width, group = 8, len(manifest["class_names"]), 4096, 64
+    for name, count in (("head.lora_A", rank * width), ("head.lora_B", classes * rank)):
+        tensors[name] = torch.zeros((count + 1) // 2, dtype=torch.uint8)
+        tensors[name + ".scales"] = torch.ones(-(-count // group), dtype=torch.float16)
+    manifest["format_version"] = "1.1"
+    manifest["head"]["lora"] = {"r": rank, "lora_alpha": 8.0, "dtype": "int4", "group_size": group,
+                                "shapes": {"lora_A": [rank, width], "lora_B": [classes, rank]}}
+    path = write_stored(tmp_path / "wide-head.hello", manifest, tensors)
+    monkeypatch.setattr(bundle_module, "dequantise", lambda *a, **k: pytest.fail("the head was dequantised"))
+    with Bundle.open(path) as bundle, pytest.raises(ManifestError, match=f"'head.lora_A' is \\[8, {width}\\], but the "
+                                                                        "base's class embeddings are 64 wide"):
+        Projector.from_bundle(bundle)
+
+
+def test_info_json_is_one_compact_line_whatever_the_nesting(tmp_path):
+    """Indented, an unknown manifest field nested 29 lists deep printed 33x the file (267 MB for 8 MB)."""
+    import copy
+
+    from hello_format.bundle import write_stored
+    from support import make_bundle
+
+    with Bundle.open(make_bundle(tmp_path / "src.hello")) as source:
+        manifest = copy.deepcopy(source.manifest)
+        tensors = {name: source.tensor(name).clone() for name in source.tensor_names}
+    nested = [0] * 1000
+    for _ in range(28):
+        nested = [nested]
+    manifest["x"] = nested
+    path = write_stored(tmp_path / "nested.hello", manifest, tensors)
+    result = CliRunner().invoke(cli, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\n") == 1 and json.loads(result.output)["manifest"]["x"] == nested
+    assert len(result.output) < path.stat().st_size

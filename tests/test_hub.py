@@ -367,6 +367,17 @@ def test_pull_skips_a_card_larger_than_a_card_with_one_warning(hub_cache, bundle
     assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
 
 
+def test_hello_pull_says_a_skipped_card_in_one_line(hub_cache, bundle_bytes, tmp_path):
+    """The warning came with Python's source path and code line: two lines of internals (tenth audit)."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"A" * (limits.MAX_CARD_BYTES + 1))
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny/README.md is "
+                                          f"{limits.MAX_CARD_BYTES + 1:,} bytes (a card is at most "
+                                          f"{limits.MAX_CARD_BYTES:,}): not pulled"]
+
+
 def test_pull_writes_the_bundle_and_its_card_or_neither(hub_cache, bundle_bytes, tmp_path):
     """The bundle replaced the user's same-named file, then the card's write failed and the command
     reported an error naming the folder."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
 from hello_format.hub import publish
@@ -88,7 +90,11 @@ def pull(uri, out_dir, token, no_card):
     URI is hf://[datasets/|spaces/]ORG/NAME[@REVISION]/PATH. The download goes through the Hugging Face
     cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
     """
-    paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
+    with warnings.catch_warnings(record=True) as caught:   # each said in one line, not with its source line
+        warnings.simplefilter("always")
+        paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
+    for warning in caught:
+        click.echo(terminal(f"warning: {warning.message}"), err=True)
     _echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
     for path in paths[1:]:
         _echo(f"  with {path}")
