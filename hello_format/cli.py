@@ -296,6 +296,10 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.hub.preview import render_grid
 
+    try:   # before the bundle is read or a projector built
+        image_format = _image_format(output)
+    except ValueError as exc:
+        raise CommandError(f"cannot write {output}: {exc}") from None
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
         shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
@@ -307,7 +311,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
                            per_class=per_class)
     try:
         with atomic_target(output) as temp:   # a failed write leaves no half image, and an old one whole
-            grid.save(temp, format=_image_format(output))
+            grid.save(temp, format=image_format)
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
@@ -315,11 +319,12 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
 
 
 def _image_format(output: str) -> str:
-    """Pillow's format for ``output``'s extension (the temp file it is written to has none)."""
+    """Pillow's format for ``output``'s extension (the temp file it is written to has none); a format
+    Pillow only reads (.psd) is refused as an unknown one."""
     extension = os.path.splitext(output)[1].lower()
     fmt = Image.registered_extensions().get(extension)
-    if fmt is None:
-        raise ValueError(f"unknown image file extension {extension!r}: use e.g. .png")
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"Pillow cannot write image files of extension {extension!r}: use e.g. .png")
     return fmt
 
 
