@@ -27,7 +27,7 @@ class Recipe:
     beta: float = 1.0                 # weight of the hard-label CE in mse_ce (chosen on held-out images: the spec's open defaults)
     epochs: int = 300                 # student epochs (also sets the stored-label comparison)
     batch_size: int = 64
-    optimizer: str = "adamw"         # one of OPTIMIZERS for hello eval
+    optimizer: str = "adamw"          # one of OPTIMIZERS for hello eval
     lr: float = 1e-3                  # cosine-decayed
     weight_decay: float = 0.01
     student_image_size: int | None = None   # None: the stored size

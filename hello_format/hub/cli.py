@@ -91,7 +91,7 @@ def pull(uri, out_dir, token, no_card):
     cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
     """
     with warnings.catch_warnings(record=True) as caught:   # each said in one line, not with its source line
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", UserWarning)
         paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
     for warning in caught:
         click.echo(terminal(f"warning: {warning.message}"), err=True)
