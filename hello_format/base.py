@@ -409,8 +409,10 @@ def _check_vision_cost(architecture: str, config: dict) -> None:
     if sides[0] * sides[1] > limits.MAX_VISION_PIXELS:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} takes {sides[0]}x{sides[1]} px images "
                              f"({sides[0] * sides[1]:,} pixels, at most {limits.MAX_VISION_PIXELS:,})")
+    if resnet:
+        return
     tokens = (sides[0] // sides[2]) * (sides[1] // sides[3])
-    if not resnet and tokens > limits.MAX_VISION_TOKENS:
+    if tokens > limits.MAX_VISION_TOKENS:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} attends over {tokens:,} tokens "
                              f"({sides[0]}x{sides[1]} px in {sides[2]}x{sides[3]} px patches; "
                              f"at most {limits.MAX_VISION_TOKENS:,})")

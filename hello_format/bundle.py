@@ -347,20 +347,21 @@ class Bundle:
     def lora_shapes(self) -> dict[str, tuple[int, ...]]:
         """The encoder LoRA's peft keys and the shapes ``lora_state_dict`` gives them, read from the
         header and manifest alone (nothing dequantised)."""
-        lora = EncoderLoraConfig.from_manifest(self.manifest["lora"])
-        if lora is not None and is_quantised(lora.dtype):
-            return {key: tuple(shape) for key, shape in lora.shapes.items()}
-        return {n[len(ENCODER_PREFIX):]: tuple(self._header.tensors[n].shape)
-                for n in self.tensor_names if n.startswith(ENCODER_PREFIX)}
+        return self._delta_shapes(EncoderLoraConfig.from_manifest(self.manifest["lora"]),
+                                  [n for n in self.tensor_names if n.startswith(ENCODER_PREFIX)], ENCODER_PREFIX)
 
     def head_shapes(self) -> dict[str, tuple[int, ...]]:
         """The head LoRA's keys and the shapes ``head_state_dict`` gives them, read from the header and
         manifest alone (nothing dequantised)."""
-        lora = HeadConfig.from_manifest(self.manifest["head"]).lora
+        return self._delta_shapes(HeadConfig.from_manifest(self.manifest["head"]).lora,
+                                  [n for n in (HEAD_A, HEAD_B) if n in self._header.tensors], "head.")
+
+    def _delta_shapes(self, lora, names: list[str], prefix: str) -> dict[str, tuple[int, ...]]:
+        """Int8/int4 deltas' logical shapes from the manifest (their stored tensors are packed), else
+        the header's shapes of ``names``, keyed without ``prefix``."""
         if lora is not None and is_quantised(lora.dtype):
             return {key: tuple(shape) for key, shape in lora.shapes.items()}
-        return {n.split(".", 1)[1]: tuple(self._header.tensors[n].shape) for n in (HEAD_A, HEAD_B)
-                if n in self._header.tensors}
+        return {n[len(prefix):]: tuple(self._header.tensors[n].shape) for n in names}
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """``{"lora_A": [r_h, d], "lora_B": [C, r_h]}`` (int8/int4 dequantised to float32), or ``{}``

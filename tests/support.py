@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
@@ -24,7 +25,7 @@ from hello_build.options import BuildOptions
 from hello_build.pipeline import build
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
-from hello_format.bundle import write_bundle
+from hello_format.bundle import Bundle, write_bundle, write_stored
 from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
 from hello_format.recipe import Recipe
 from hello_format.testing import TINY_ARCHITECTURES, tiny_clip, tiny_projector
@@ -85,6 +86,16 @@ def write_labelled_bundle(path, family: str = "vit", seed: int = 0, *, classes=(
     labels = torch.arange(len(classes)).repeat_interleave(ipc)
     tensors = {**projector.bundle_tensors("float32"), **embedded_tensors(tiny_clip(family, seed))}
     return write_bundle(path, manifest, images, labels, tensors, codec="png")
+
+
+def rewritten(source, target, edit) -> Path:
+    """``source`` written again as ``target`` after ``edit(manifest, tensors)`` changed a copy of its
+    manifest and stored tensors (hashes recomputed and everything checked, as ``write_stored`` does)."""
+    with Bundle.open(source) as bundle:
+        manifest = copy.deepcopy(bundle.manifest)
+        tensors = {name: bundle.tensor(name).clone() for name in bundle.tensor_names}
+    edit(manifest, tensors)
+    return write_stored(target, manifest, tensors)
 
 
 def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:

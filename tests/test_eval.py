@@ -199,15 +199,10 @@ def test_unknown_student_architecture(eval_kit):
 def test_an_optimizer_hello_eval_does_not_train_with_is_refused_in_one_short_line(eval_kit, tmp_path):
     """The file's open string fell back to AdamW, and the result recorded the file's 65,536 characters as
     the optimizer it had used (tenth audit)."""
-    import copy
+    from support import rewritten
 
-    from hello_format.bundle import write_stored
-
-    with Bundle.open(eval_kit["bundle"]) as source:
-        manifest = copy.deepcopy(source.manifest)
-        tensors = {name: source.tensor(name).clone() for name in source.tensor_names}
-    manifest["recipe"]["optimizer"] = "\u0410" * 65_536
-    path = write_stored(tmp_path / "optimizer.hello", manifest, tensors)
+    path = rewritten(eval_kit["bundle"], tmp_path / "optimizer.hello",
+                     lambda manifest, tensors: manifest["recipe"].update(optimizer="\u0410" * 65_536))
     result = hello("eval", path, "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1)
     one_line_error(result, "recipe.optimizer", "is not one hello eval trains with (adamw, sgd)", "--optimizer")
     assert len(result.stderr) < 300

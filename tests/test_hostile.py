@@ -1744,24 +1744,22 @@ def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
 def test_an_int4_head_wider_than_the_base_is_refused_before_it_is_dequantised(tmp_path, monkeypatch):
     """Its logical shape [8, 2^24] (80 MB of int4 in the audit's file) was dequantised to 512 MB of
     float32 before the width check refused it."""
-    import copy
-
     import hello_format.bundle as bundle_module
-    from hello_format.bundle import write_stored
     from hello_format.projector import Projector
-    from support import write_labelled_bundle
+    from support import rewritten, write_labelled_bundle
 
-    with Bundle.open(write_labelled_bundle(tmp_path / "src.hello")) as source:
-        manifest = copy.deepcopy(source.manifest)
-        tensors = {name: source.tensor(name).clone() for name in source.tensor_names}
-    rank, classes, width, group = 8, len(manifest["class_names"]), 4096, 64
-    for name, count in (("head.lora_A", rank * width), ("head.lora_B", classes * rank)):
-        tensors[name] = torch.zeros((count + 1) // 2, dtype=torch.uint8)
-        tensors[name + ".scales"] = torch.ones(-(-count // group), dtype=torch.float16)
-    manifest["format_version"] = "1.1"
-    manifest["head"]["lora"] = {"r": rank, "lora_alpha": 8.0, "dtype": "int4", "group_size": group,
-                                "shapes": {"lora_A": [rank, width], "lora_B": [classes, rank]}}
-    path = write_stored(tmp_path / "wide-head.hello", manifest, tensors)
+    rank, width, group = 8, 4096, 64
+
+    def wide_int4_head(manifest, tensors):
+        classes = len(manifest["class_names"])
+        for name, count in (("head.lora_A", rank * width), ("head.lora_B", classes * rank)):
+            tensors[name] = torch.zeros((count + 1) // 2, dtype=torch.uint8)
+            tensors[name + ".scales"] = torch.ones(-(-count // group), dtype=torch.float16)
+        manifest["format_version"] = "1.1"
+        manifest["head"]["lora"] = {"r": rank, "lora_alpha": 8.0, "dtype": "int4", "group_size": group,
+                                    "shapes": {"lora_A": [rank, width], "lora_B": [classes, rank]}}
+
+    path = rewritten(write_labelled_bundle(tmp_path / "src.hello"), tmp_path / "wide-head.hello", wide_int4_head)
     monkeypatch.setattr(bundle_module, "dequantise", lambda *a, **k: pytest.fail("the head was dequantised"))
     with Bundle.open(path) as bundle, pytest.raises(ManifestError, match=f"'head.lora_A' is \\[8, {width}\\], but the "
                                                                         "base's class embeddings are 64 wide"):
@@ -1770,19 +1768,13 @@ def test_an_int4_head_wider_than_the_base_is_refused_before_it_is_dequantised(tm
 
 def test_info_json_is_one_compact_line_whatever_the_nesting(tmp_path):
     """Indented, an unknown manifest field nested 29 lists deep printed 33x the file (267 MB for 8 MB)."""
-    import copy
+    from support import make_bundle, rewritten
 
-    from hello_format.bundle import write_stored
-    from support import make_bundle
-
-    with Bundle.open(make_bundle(tmp_path / "src.hello")) as source:
-        manifest = copy.deepcopy(source.manifest)
-        tensors = {name: source.tensor(name).clone() for name in source.tensor_names}
     nested = [0] * 1000
     for _ in range(28):
         nested = [nested]
-    manifest["x"] = nested
-    path = write_stored(tmp_path / "nested.hello", manifest, tensors)
+    path = rewritten(make_bundle(tmp_path / "src.hello"), tmp_path / "nested.hello",
+                     lambda manifest, tensors: manifest.update(x=nested))
     result = CliRunner().invoke(cli, ["info", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1 and json.loads(result.output)["manifest"]["x"] == nested
