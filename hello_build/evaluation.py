@@ -65,6 +65,13 @@ class StudentRecipe(Recipe):
     seed: int = 0
 
 
+def check_optimizer(recipe: StudentRecipe) -> None:
+    """Refuse an optimizer hello eval does not train with: the file's open string is never trained as another."""
+    if recipe.optimizer not in OPTIMIZERS:
+        raise BuildError(f"recipe.optimizer {shortened(recipe.optimizer)} is not one hello eval trains with "
+                         f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
+
+
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
                   precision: str = STUDENT_PRECISION, group: Group | None = None) -> torch.nn.Module:
     """Train a fresh zoo student on ``data``'s augmented, labelled batches (soft labels if it has any).
@@ -83,6 +90,7 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)  # batch statistics over all ranks' rows
     model = student if group is None else DistributedDataParallel(student, device_ids=[device] if cuda else None)
     world = 1 if group is None else group.world_size
+    check_optimizer(recipe)
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
     else:
@@ -189,9 +197,7 @@ def evaluate(
         recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
-        if recipe.optimizer not in OPTIMIZERS:   # the file's open string: refused, not trained as another
-            raise BuildError(f"recipe.optimizer {shortened(recipe.optimizer)} is not one hello eval trains with "
-                             f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
+        check_optimizer(recipe)   # before anything is decoded or built
         size = recipe.augment.output_size or bundle.image_shape[-1]
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,

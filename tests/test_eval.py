@@ -346,6 +346,16 @@ def test_replay_refuses_more_batches_than_stored(eval_kit, on_path, tmp_path):
         train_student(data, StudentRecipe(epochs=2, batch_size=BATCH), image_size=SIZE, device="cpu", progress=False)
 
 
+def test_train_student_refuses_an_optimizer_it_does_not_train_with(eval_kit, on_path):
+    """train_student trained any optimizer name but "sgd" as AdamW; only hello eval checked the name first."""
+    from hello_build.errors import BuildError
+
+    _, data = teacher_and_data(eval_kit)
+    with pytest.raises(BuildError, match=r"recipe.optimizer 'adam' is not one hello eval trains with \(adamw, sgd\)"):
+        train_student(data, StudentRecipe(epochs=1, batch_size=BATCH, optimizer="adam"), image_size=SIZE,
+                      device="cpu", progress=False)
+
+
 def test_a_bf16_student_trains_in_rounded_arithmetic_with_fp32_weights(eval_kit, on_path):
     _, data = teacher_and_data(eval_kit)
     recipe = StudentRecipe(epochs=2, batch_size=BATCH, seed=0)
