@@ -53,7 +53,7 @@ class BuildOptions:
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers.", stage="teacher", choices=tuple(zoo_names()))
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
-    teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")
+    teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher", open=True)
     teacher_checkpoints: int = option(5, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
     teacher_combine: str = option("random", "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
