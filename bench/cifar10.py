@@ -140,16 +140,17 @@ def split_halves(root: Path, seed: int):
 
 def held_out(original: Path):
     """What the bench's screening scripts score students on, never test: the builder's hold-out of the
-    original half (holdout 0.05, seed 0, as the bench's builds) and the foundation half beside it
+    original half (the builder's holdout, seed 0, as the bench's builds at their default --build-seed) and the foundation half beside it
     (``split_halves``'s tensors). Returns (the original half's index, its training positions, the
     hold-out as RealImages, the foundation half as a TensorDataset)."""
     import torch
     from safetensors.torch import load_file
 
     from hello_build.data import RealImages, holdout_split, scan_image_folder
+    from hello_build.options import BuildOptions
 
     index = scan_image_folder(original, check_headers=False)
-    train_idx, held = holdout_split(index, 0.05, 0)
+    train_idx, held = holdout_split(index, BuildOptions.holdout, 0)
     half = load_file(str(original.parent / "foundation.safetensors"))
     foundation_half = torch.utils.data.TensorDataset(half["images"], half["labels"])
     foundation_half.size = SIZE  # what ``top1`` sizes its batches by, as RealImages carries it
@@ -291,15 +292,16 @@ def linear_probe(args, checkpoint: Path, original: Path, test_index) -> dict:
 def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], dict]:
     """ConvNet-3 trained on the original half minus the builder's hold-out; its trajectory checkpoints."""
     from hello_build.data import holdout_split, scan_image_folder
+    from hello_build.options import BuildOptions
     from hello_build.teachers import load_teacher, train_teacher
 
     inputs = {"arch": "convnet3", "epochs": args.teacher_epochs, "keep": args.teacher_checkpoints,
-              "split_seed": args.split_seed, "holdout": 0.05, "seed": args.build_seed, **trained_on(args)}
+              "split_seed": args.split_seed, "holdout": BuildOptions.holdout, "seed": args.build_seed, **trained_on(args)}
     folder = cache / "teacher" / key_of(inputs)
 
     def run():
         index = scan_image_folder(original, check_headers=False)
-        train_idx, _ = holdout_split(index, 0.05, args.build_seed)
+        train_idx, _ = holdout_split(index, BuildOptions.holdout, args.build_seed)
         say(f"teacher: training convnet3 for {args.teacher_epochs} epochs on {len(train_idx)} images")
         started = time.perf_counter()
         trained = train_teacher(index, "convnet3", epochs=args.teacher_epochs, keep=args.teacher_checkpoints,
@@ -719,10 +721,10 @@ def parse(argv):
                              "the plain N is recorded in the bundles")
     parser.add_argument("--student-beta", type=float, default=None,
                         help="the students' mse_ce beta instead of the bundle's recipe (label generators unchanged)")
-    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--teacher-epochs", type=int, default=BuildOptions.teacher_epochs)
     parser.add_argument("--teacher-checkpoints", type=int, default=3, help="trajectory checkpoints used as weak teachers")
-    parser.add_argument("--transfer-epochs", type=int, default=10)
-    parser.add_argument("--transfer-lr", type=float, default=5e-3, help="AdamW learning rate of the LoRA transfer")
+    parser.add_argument("--transfer-epochs", type=int, default=BuildOptions.transfer_epochs)
+    parser.add_argument("--transfer-lr", type=float, default=BuildOptions.transfer_lr, help="AdamW learning rate of the LoRA transfer")
     parser.add_argument("--transfer-loss", default=BuildOptions.transfer_loss,
                         choices=BuildOptions.__dataclass_fields__["transfer_loss"].metadata["choices"],
                         help="hello-build --transfer-loss, in both transfer phases")

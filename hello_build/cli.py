@@ -7,6 +7,7 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from hello_build.distributed import BACKENDS
 from hello_build.options import BuildOptions, fields
@@ -49,10 +50,23 @@ def _log(message: str) -> None:
     tqdm.write(terminal(message))
 
 
+DEMO_OPTIONS = ("seed", "precision")  # the build options --demo honours; the demo sets every other itself
+
+
+def _check_demo_options(data, values: dict) -> None:
+    """Refuse DATA or a build option given with --demo that the demo would ignore."""
+    source = click.get_current_context().get_parameter_source
+    ignored = [name for name in values if name not in DEMO_OPTIONS and source(name) != ParameterSource.DEFAULT]
+    if data or ignored:
+        given = ", ".join(["DATA"] * bool(data) + ["--" + name.replace("_", "-") for name in ignored])
+        raise click.UsageError(f"--demo distils its embedded digits with its own settings; it takes -o, --quiet, "
+                               f"--seed and --precision, not {given}")
+
+
 @click.command(context_settings={"max_content_width": 110, "show_default": True})
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
-@click.option("--demo", is_flag=True, help="Distil the embedded default (scikit-learn digits) end to end, offline, and train on it.")
+@click.option("--demo", is_flag=True, help="Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with -o, --seed, --precision only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
@@ -73,7 +87,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
         if demo:
             from hello_build.demo import run_demo
 
-            run_demo(output=output, progress=not quiet, precision=values["precision"], group=group)
+            _check_demo_options(data, values)
+            run_demo(output=output, progress=not quiet, seed=values["seed"], precision=values["precision"], group=group)
             return
         if not data or not output:
             raise click.UsageError("give the training ImageFolder DATA and -o OUTPUT.hello (or --demo)")

@@ -182,7 +182,7 @@ def evaluate(
     ``allow_remote_base``: accept a base config that makes open_clip fetch a model it names.
     ``precision``: the student's and its labels' (``hello_format.labelling``; ``auto``: bf16 on CUDA); None:
     the student and a teacher's labels at ``STUDENT_PRECISION``, the projector's labels at its label path's
-    own default (``LabelOptions``: bf16 on CUDA). The result records the student's.
+    own default (``LabelOptions``: bf16 on CUDA). The result records both (``label_precision``: None for hard labels).
     ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
@@ -210,9 +210,9 @@ def evaluate(
 
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
-    if regime in ("projector", "random-real"):
-        if asked:
-            projector.prepare_labelling({"precision": precision})
+    label_precision = None if regime == "hard" else precision
+    if regime in ("projector", "random-real"):  # the library's label path (bf16 on CUDA) unless asked
+        label_precision = projector.prepare_labelling({"precision": precision} if asked else None).precision
         labeller = projector.label
     elif regime == "teacher":
         labeller = _no_grad(teacher, precision)
@@ -240,7 +240,7 @@ def evaluate(
     accuracy = top1(model, val, device=device, group=group)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
-        "world_size": group.world_size if group else 1, "precision": precision,
+        "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
         "train_seconds": round(train_seconds, 2), **stored_sizes,
         "bundle": str(bundle_path), "val": str(val_dir),

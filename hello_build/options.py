@@ -20,7 +20,7 @@ from hello_build.teachers import COMBINE_MODES
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
-from hello_format.codecs import CODECS
+from hello_format.codecs import CODECS, DEFAULT_QUALITY
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
@@ -53,7 +53,7 @@ class BuildOptions:
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers.", stage="teacher", choices=tuple(zoo_names()))
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
-    teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher")
+    teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher", open=True)
     teacher_checkpoints: int = option(5, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
     teacher_combine: str = option("random", "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
@@ -75,6 +75,7 @@ class BuildOptions:
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True)
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
+    transfer_weight_decay: float = option(0.0, "AdamW weight decay of the transfer: none, so the LoRA is pulled only toward the teacher.", stage="transfer", open=True)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
     transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=("mse", "kl"))
@@ -91,6 +92,7 @@ class BuildOptions:
     # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
     view_transfer_epochs: float = option(1280.0, "Student views of each synthetic image the synthetic-view transfer fits on: steps = ceil(epochs x images / synthetic views per step), a step's synthetic views being --transfer-batch-size x (1 - --view-transfer-real-fraction); real views come on top (0 = off, the paper's method). 1280 is 2000 steps of 64 at 100 images (CIFAR-10 IPC 10); a fixed step count starved larger sets (IPC 50: held-out agreement rose until about 850 views per image). A lower --view-transfer-real-fraction shortens the fit at the same budget: at a quarter real views IPC 10 needs 1920 for the default's 2000 steps, which its held-out students did need.", stage="view_transfer", open=True)
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over a tenth of the steps, then cosine decay to 0).", stage="view_transfer", open=True)
+    view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
     view_transfer_checks: int = option(80, "Agreement checks on fixed selection views, evenly spaced over the synthetic-view transfer (every steps // checks steps, and at the last).", stage="view_transfer", open=True)
@@ -101,7 +103,7 @@ class BuildOptions:
     beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
     student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
-    student_batch_size: int = option(Recipe.batch_size, "Student batch size.", stage="write", open=True)
+    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
     patch_shuffle: int = option(AugmentConfig.patch_shuffle, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
@@ -113,7 +115,7 @@ class BuildOptions:
     delta_calibration_objective: str = option(CalibrationConfig.objective, "What calibration fits the quantised projector's logits to the float one's by: kl (of their softmaxes) or mse (of the logits).", stage="write", open=True, choices=OBJECTIVES)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
     codec: str = option("png", "Image codec in the bundle.", stage="write", choices=CODECS)
-    quality: int | None = option(None, "Quality for jpeg/webp.", stage="write")
+    quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory and start over instead of resuming.", stage="run")
     seed: int = option(0, "Seed of every random choice.", stage="data")

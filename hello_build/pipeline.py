@@ -31,7 +31,7 @@ from hello_build.init_adapter import check_folder
 from hello_build.options import HEAD_RANK_CAP, BuildOptions
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
-from hello_build.stages.init import candidate_crop_scale
+from hello_build.stages.init import candidate_crop_scale, candidates_per_class, crops_per_candidate
 from hello_build.stages.plan import STAGES
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
@@ -39,6 +39,7 @@ from hello_format.augment import AugmentConfig
 from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
+from hello_format.codecs import DEFAULT_QUALITY, LOSSY_CODECS
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -168,6 +169,10 @@ def _check(options: BuildOptions) -> None:
                          "--transfer-batch-size, --view-transfer-epochs be finite and at least 0, and "
                          f"--view-transfer-checks at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.transfer_batch_size}, {options.view_transfer_epochs}, {options.view_transfer_checks})")
+    for flag, value in (("--transfer-weight-decay", options.transfer_weight_decay),
+                        ("--view-transfer-weight-decay", options.view_transfer_weight_decay)):
+        if not 0 <= value < math.inf:
+            raise BuildError(f"{flag} must be finite and at least 0 (got {value})")
     if options.lora_rank < 0:
         raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
     if options.lora_rank == 0 and options.init_adapter:
@@ -220,17 +225,40 @@ def _check_data(options: BuildOptions, index) -> None:
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:
     """The options as this build uses them, so the bundle records what was actually used: defaults
-    that depend on the data, base or device filled in, options of a path not taken (training a teacher
-    when teachers were given) set to None."""
+    that depend on the data, base, codec or device filled in, values a rule of the build replaces (the
+    candidates raised to the patches a class needs, one crop of a whole image) as replaced, and options
+    of a path not taken (training a teacher when teachers were given, the pretrained tag beside local
+    weights, the encoder LoRA at rank 0, a step that is off) set to None."""
     head_rank = options.head_rank or min(HEAD_RANK_CAP, index.num_classes)
-    trained = options.train_teacher is not None
+    trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
+    viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
+
+    def used(value, taken: bool):
+        return value if taken else None
+
     return dataclasses.replace(
         options, image_size=options.image_size or base_size, head_rank=head_rank,
         head_alpha=options.head_alpha or float(head_rank),
-        lora_targets=options.lora_targets or default_targets(clip_model.visual),
-        teacher_epochs=options.teacher_epochs if trained else None,
-        teacher_checkpoints=options.teacher_checkpoints if trained else None,
-        crop_scale=list(candidate_crop_scale(options)), precision=resolve_precision(options.precision, device),
+        pretrained=used(options.pretrained, not options.base_checkpoint),
+        lora_alpha=used(options.lora_alpha, adapted),
+        lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
+        teacher_arch=used(options.teacher_arch, not trained),
+        teacher_epochs=used(options.teacher_epochs, trained),
+        teacher_checkpoints=used(options.teacher_checkpoints, trained),
+        candidates_per_class=used(candidates_per_class(options), initialised),
+        crops_per_image=used(crops_per_candidate(options), initialised),
+        crop_scale=used(list(candidate_crop_scale(options)), initialised),
+        image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),
+        view_transfer_lr=used(options.view_transfer_lr, viewed),
+        view_transfer_weight_decay=used(options.view_transfer_weight_decay, viewed),
+        view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),
+        view_transfer_checks=used(options.view_transfer_checks, viewed),
+        view_transfer_keep=used(options.view_transfer_keep, viewed),
+        delta_calibration_steps=used(options.delta_calibration_steps, quantised),
+        delta_calibration_objective=used(options.delta_calibration_objective, quantised),
+        delta_group_size=used(options.delta_group_size, quantised),
+        quality=used(options.quality or DEFAULT_QUALITY, options.codec in LOSSY_CODECS),
+        precision=resolve_precision(options.precision, device),
     )
 
 
@@ -308,7 +336,9 @@ def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int |
             "class_folders": list(ctx.index.classes),
             "skipped_images": len(ctx.index.bad),
             "teacher": ctx.teachers.description,
-            "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded()},
+            "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded(),
+                        **({"init_adapter": results["transfer"]["init_adapter"]}
+                           if "init_adapter" in results["transfer"] else {})},
             "timings": {k: round(v, 3) for k, v in ctx.timings.items()},
             "fidelity": {"before_transfer": results["text_head"]["fidelity"],
                          "after_transfer": results["transfer"]["fidelity"],

@@ -552,8 +552,9 @@ def train_teacher(index: ImageFolderIndex, arch: str, *, epochs: int, lr: float 
         if callable(progress):
             progress(epoch, total / max(count, 1))
         if epoch in saves:
-            description = (f"{arch} trained by hello-build on {len(positions)} images, "
-                           f"epoch {epoch}/{epochs}, seed {seed}")
+            description = (f"{arch} trained by hello-build on {len(positions)} images (SGD lr {lr:g} cosine, "
+                           f"momentum {momentum:g}, weight decay {weight_decay:g}, batch {batch_size}, pad-crop "
+                           f"and flip, {precision}), epoch {epoch}/{epochs}, seed {seed}")
             snapshot = Teacher(copy.deepcopy(net), input_size=size, num_classes=index.num_classes,
                                mean=mean, std=std, description=description).to(device).eval()
             snapshot.requires_grad_(False)

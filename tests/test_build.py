@@ -88,6 +88,11 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     assert recorded["head_rank"] == len(CLASSES) and recorded["head_alpha"] == float(len(CLASSES))
     assert recorded["image_size"] == 32 and recorded["lora_targets"] == bundle_lora_targets(summary["output"])
     assert recorded["teacher_epochs"] is None and recorded["teacher_checkpoints"] is None
+    # ... and every option of a path not taken empty: the pretrained tag beside local weights, the view
+    # transfer (off here), the calibration of fp16 deltas (none), the quality of a lossless codec
+    assert recorded["pretrained"] is None and recorded["view_transfer_lr"] is None
+    assert recorded["view_transfer_weight_decay"] is None and recorded["delta_calibration_steps"] is None
+    assert recorded["delta_group_size"] is None and recorded["quality"] is None
     assert {"data", "base", "teacher", "text_head", "transfer", "init", "image_update"} <= set(provenance["timings"])
     assert "write" in summary["timings"]
     assert all(seconds >= 0 for seconds in provenance["timings"].values())
@@ -98,6 +103,32 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     assert fidelity["after_transfer"] == summary["fidelity_after"]
     assert provenance["source_dataset"] == "data"
     assert "ColourTeacher" not in provenance["teacher"] and TEACHER in provenance["teacher"]
+
+
+def test_recorded_options_are_the_values_a_rule_of_the_build_replaced():
+    """Recorded: 5 crops per candidate where whole images are scored once, 100 candidates where IPC x
+    factor^2 more were drawn, the encoder LoRA's alpha at rank 0, no quality for a jpeg bundle."""
+    from types import SimpleNamespace
+
+    from hello_build.pipeline import _resolved
+    from hello_format.testing import tiny_clip
+
+    model = tiny_clip("vit", seed=0)
+
+    def resolved(**values):
+        options = BuildOptions(data="d", output="o", teacher=["t.pt"], **values)
+        return _resolved(options, SimpleNamespace(num_classes=3), model, 32, torch.device("cpu"))
+
+    whole = resolved(factor=1, ipc=120, lora_rank=0, codec="jpeg")
+    assert (whole.crops_per_image, whole.crop_scale, whole.candidates_per_class) == (1, [1.0, 1.0], 120)
+    assert whole.lora_alpha is None and whole.lora_targets is None and whole.quality == 90
+    assert whole.view_transfer_lr == BuildOptions.view_transfer_lr and whole.teacher_arch is None
+    crops = resolved(factor=2, ipc=10, candidates_per_class=100, quality=75, codec="webp")
+    assert (crops.crops_per_image, crops.crop_scale, crops.candidates_per_class) == (5, [0.5, 1.0], 100)
+    assert crops.lora_alpha == BuildOptions.lora_alpha and crops.quality == 75
+    relabelled = resolved(init_images="rded", view_transfer_epochs=0)
+    assert relabelled.crops_per_image is relabelled.candidates_per_class is relabelled.crop_scale is None
+    assert relabelled.view_transfer_lr is None and relabelled.view_transfer_target == "last"  # it picks the agreement's teacher
 
 
 def test_recorded_paths_are_names_only(reference, kit):

@@ -162,3 +162,12 @@ def test_console_script_reports_a_bad_input_in_one_line(tmp_path):
     assert done.returncode == 2, done
     assert done.stderr.strip() == "error: give either --teacher or --train-teacher, not both"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_demo_refuses_what_it_would_ignore():
+    """--demo ran its own settings whatever else was given: --ipc 3 or a DATA folder silently did nothing."""
+    for args in (["--demo", "--ipc", "3"], ["--demo", "some/folder"], ["--demo", "--device", "cpu", "--fresh"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert "--demo distils its embedded digits with its own settings" in result.output
+    assert "not --device, --fresh" in result.output

@@ -121,6 +121,10 @@ def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, re
     assert report["train_seconds"] <= report["seconds"]
     assert "epoch 1/1" not in result.stdout  # --quiet: only the JSON line
     assert report["precision"] == "fp32"  # students' default on every device
+    # the labels': none for hard labels, the projector's label path's own default (bf16 on CUDA), else the student's
+    projector_default = "bf16" if torch.cuda.is_available() else "fp32"
+    assert report["label_precision"] == {"hard": None, "projector": projector_default,
+                                         "random-real": projector_default}.get(regime, "fp32")
 
 
 def test_overrides_and_per_epoch_log(eval_kit):
@@ -369,7 +373,7 @@ def test_a_bf16_student_trains_in_rounded_arithmetic_with_fp32_weights(eval_kit,
 
 def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path):
     report = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "bf16")))
-    assert report["precision"] == "bf16"
+    assert report["precision"] == "bf16" and report["label_precision"] == "bf16"
     assert final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "auto")))["precision"] == "fp32"
 
 

@@ -10,6 +10,7 @@ from hello_build.errors import BuildError
 from hello_format import Bundle
 from hello_format.adapter import HEAD_FILE, export_adapter
 from hello_format.container import read_header, write_container
+from hello_format.digests import file_sha256
 from support import run_build, tiny_options
 
 
@@ -38,7 +39,11 @@ def test_a_build_without_transfer_epochs_keeps_the_adapter_it_started_from(kit, 
         torch.testing.assert_close(started[name], tensor, rtol=0, atol=0, msg=name)
     assert any("starts from adapter adapter" in line and f"head from {HEAD_FILE}" in line for line in logs)
     with Bundle.open(summary["output"]) as bundle:
-        assert bundle.manifest["provenance"]["builder"]["options"]["init_adapter"] == "adapter"
+        builder = bundle.manifest["provenance"]["builder"]
+    assert builder["options"]["init_adapter"] == "adapter"
+    # what the folder held and where the head started are the bundle's, not only the work directory's
+    assert builder["init_adapter"] == {"folder": "adapter", "head": f"from {HEAD_FILE}",
+                                       "sha256": file_sha256(exported["folder"] / "adapter_model.safetensors")}
 
 
 def test_a_head_file_for_other_classes_leaves_the_head_to_the_text_embeddings(kit, exported, tmp_path):

@@ -74,3 +74,28 @@ def test_the_stages_effective_defaults_are_the_options(tmp_path):
     result = initialise_synthetic(scan_image_folder(root), CountingTeacher(), options, size=8, classes=[0], device="cpu")
     assert sum(scored) == options.candidates_per_class
     assert result.sources[0, 0, 1:].tolist() == [0, 0, 8, 8]
+
+
+def test_a_resume_key_holds_what_the_named_files_hold(tmp_path):
+    """Resuming compared path strings only: a teacher, base or adapter replaced at the same path reused the
+    stages made with the old one, while the bundle described the new file (its sha256)."""
+    teacher, adapter = tmp_path / "t.safetensors", tmp_path / "adapter"
+    teacher.write_bytes(b"first teacher")
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    options = BuildOptions(data="d", output="o", teacher=[str(teacher), "pkg.mod:make"], init_adapter=str(adapter))
+    before = context.stage_key(options, "transfer")
+    assert before["contents"]["teacher"][1] is None  # a module:factory names no file
+    assert context.stage_key(options, "transfer") == before  # the same files: the same key
+    teacher.write_bytes(b"the second teacher")
+    replaced = context.stage_key(options, "transfer")
+    assert replaced["contents"]["teacher"] != before["contents"]["teacher"]
+    (adapter / "adapter_config.json").write_text("{}")
+    assert context.stage_key(options, "transfer")["contents"]["init_adapter"] != replaced["contents"]["init_adapter"]
+    assert "init_adapter" not in context.stage_key(options, "teacher")["contents"]  # read by a later stage
+
+
+def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_it_batches():
+    default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", student_batch_size=20)
+    assert context.stage_key(default, "image_update") == context.stage_key(other, "image_update")
+    assert context.stage_key(default, "view_transfer") != context.stage_key(other, "view_transfer")

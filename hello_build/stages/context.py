@@ -5,9 +5,13 @@ reused or made (``run_stage``). The declared list of stages is ``hello_build.sta
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -16,6 +20,7 @@ from hello_build.distributed import Group
 from hello_build.options import BuildOptions
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig
+from hello_format.digests import file_sha256
 from hello_format.projector import Projector
 
 # The order in which results depend on each other; an option's ``stage`` (hello_build.options) is the
@@ -24,9 +29,40 @@ from hello_format.projector import Projector
 ORDER = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
 
 
+# Path options whose contents are not part of a resume key: the data folder (listed afresh by every
+# run; hashing a dataset per run would cost more than most stages) and the run's own outputs.
+UNHASHED_PATHS = ("data", "output", "workdir")
+
+
 def stage_key(options: BuildOptions, name: str) -> dict:
-    """Options that stage ``name``'s result depends on: its own and those of every earlier stage."""
-    return options.stage_key(ORDER[: ORDER.index(name) + 1])
+    """Options that stage ``name``'s result depends on (its own and those of every earlier stage), and
+    what the files they name hold, so that a teacher, base or adapter replaced at the same path is not
+    mistaken for the one an earlier run used."""
+    stages = ORDER[: ORDER.index(name) + 1]
+    key = options.stage_key(stages)
+    named = {option: value if isinstance(value, list) else [value] for option, value in key.items()
+             if option in options.path_fields() and option not in UNHASHED_PATHS and value}
+    return {**key, "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
+
+
+def _content_digest(value: str) -> str | None:
+    """sha256 of a file; of the names, sizes and modification times of a folder's files; None for a
+    value that names no local path (a ``module:factory`` teacher)."""
+    path = Path(value)
+    if path.is_file():
+        stat = path.stat()
+        return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if path.is_dir():
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                         for p in path.rglob("*") if p.is_file())
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Hashed once per file state (size and modification time) in a process: every stage's key asks."""
+    return file_sha256(path)
 
 
 @dataclass

@@ -169,6 +169,11 @@ def crops_per_candidate(options: BuildOptions) -> int:
     return 1 if candidate_crop_scale(options)[0] == 1.0 else options.crops_per_image
 
 
+def candidates_per_class(options: BuildOptions) -> int:
+    """``candidates_per_class``, raised to ``ipc * factor**2`` (the patches a class needs) when smaller."""
+    return max(options.candidates_per_class, options.ipc * options.factor ** 2)
+
+
 def _validate(options: BuildOptions, size: int, batch_size: int) -> None:
     if options.ipc < 1 or options.factor < 1 or options.crops_per_image < 1 or batch_size < 1:
         raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
@@ -182,7 +187,7 @@ def _validate(options: BuildOptions, size: int, batch_size: int) -> None:
 def _plan_class(members: list[int], label: int, options: BuildOptions, source_size: int) -> dict:
     """The seeded candidates of one class and their crop boxes [k, crops_per_image, 4]."""
     generator = torch.Generator().manual_seed(stream_seed(options.seed, label))
-    count = min(len(members), max(options.candidates_per_class, options.ipc * options.factor ** 2))
+    count = min(len(members), candidates_per_class(options))
     order = torch.randperm(len(members), generator=generator)[:count].tolist()
     crops = crops_per_candidate(options)
     boxes = sample_crops(count * crops, source_size, source_size, candidate_crop_scale(options), CROP_RATIO, generator)

@@ -41,6 +41,7 @@ from hello_format.limits import LOGIT_SCALE_RANGE
 from hello_format.runtime import epoch_seed
 
 FIDELITY_SEED = 1234  # the held-out views fidelity is measured on: the same for every measurement
+FIDELITY_BATCH_SIZE = 128  # ... drawn in batches of this size: the same views whatever the transfer's batch size
 
 
 def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: float, kind: str) -> torch.Tensor:
@@ -59,20 +60,20 @@ def views(loader_images, labels, augment: AugmentConfig, generator, device):
 
 
 @torch.no_grad()
-def fidelity(projector, teachers, data, augment: AugmentConfig, *, batch_size: int, device,
-             precision: str, group: Group | None = None) -> dict:
+def fidelity(projector, teachers, data, augment: AugmentConfig, *, device, precision: str,
+             group: Group | None = None) -> dict:
     """How well the projector imitates the teacher on augmented views of ``data`` (held-out real images).
 
     Returns top-1 agreement with the mean teacher, KL(teacher || projector) at T=1, and both models'
     top-1 accuracy on the (un-mixed) labels (None for all four when ``data`` is empty). The views are the
-    same for every call (``FIDELITY_SEED``); ``precision`` is the build's. In a ``group`` each
-    rank scores its rows of every batch and the counts are summed.
+    same for every call and every build (``FIDELITY_SEED``, ``FIDELITY_BATCH_SIZE``); ``precision`` is
+    the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed.
     """
     projector.eval()
     generator = torch.Generator().manual_seed(FIDELITY_SEED)
     plain = augment.replace(cutmix=0.0, mixup=0.0)
     agree = kl = p_correct = t_correct = n = 0.0
-    for images, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
+    for images, labels in DataLoader(data, batch_size=FIDELITY_BATCH_SIZE, shuffle=False):
         view, labels = views(images, labels, plain, generator, device)
         mine = rows(group, len(labels))
         x, labels = view.images[mine], labels[mine]
@@ -109,7 +110,7 @@ def run_transfer(
     seconds spent, earlier interrupted runs included. Settings: ``options.transfer_*``, ``lambda_ce``,
     ``seed``, ``num_workers``. ``log`` gets one line per epoch. ``group``: the torchrun job (see the module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=options.transfer_weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
     total = max(1, options.transfer_epochs * steps_per_epoch)
     start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer)
@@ -179,8 +180,8 @@ def load(ctx: BuildContext, record: dict) -> None:
 
 def measure(ctx: BuildContext) -> dict:
     """The projector's fidelity to the teacher(s) on the held-out real views."""
-    return fidelity(ctx.projector, ctx.teachers, ctx.holdout, ctx.augment, batch_size=ctx.options.transfer_batch_size,
-                    device=ctx.device, precision=ctx.options.precision, group=ctx.group)
+    return fidelity(ctx.projector, ctx.teachers, ctx.holdout, ctx.augment, device=ctx.device,
+                    precision=ctx.options.precision, group=ctx.group)
 
 
 def describe(measured: dict) -> str:

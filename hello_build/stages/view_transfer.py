@@ -64,7 +64,7 @@ def run_view_transfer(
     there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
     ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr)
+    optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr, weight_decay=options.view_transfer_weight_decay)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.view_transfer_target)
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
