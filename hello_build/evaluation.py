@@ -83,6 +83,7 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     weighted by its share of the batch: the gradient, hence the student, is the single-process one
     up to the order of floating-point sums (BatchNorm students: on CUDA with SyncBatchNorm; on CPUs
     their batch statistics are per rank)."""
+    check_optimizer(recipe)
     torch.manual_seed(recipe.seed)
     student = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
     cuda = torch.device(device).type == "cuda"
@@ -90,7 +91,6 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
         student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)  # batch statistics over all ranks' rows
     model = student if group is None else DistributedDataParallel(student, device_ids=[device] if cuda else None)
     world = 1 if group is None else group.world_size
-    check_optimizer(recipe)
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
     else:
