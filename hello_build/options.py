@@ -24,7 +24,7 @@ from hello_format.codecs import CODECS, DEFAULT_QUALITY
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
-from hello_format.recipe import LOSSES, Recipe
+from hello_format.recipe import LOSSES, OPTIMIZERS, Recipe
 
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
 
@@ -103,12 +103,16 @@ class BuildOptions:
     beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
     student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
+    student_optimizer: str = option(Recipe.optimizer, "Student optimizer (hello eval trains with these; SGD with momentum 0.9).", stage="write", open=True, choices=OPTIMIZERS)
+    student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True)
     student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
     patch_shuffle: int = option(AugmentConfig.patch_shuffle, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
     cutmix: float = option(AugmentConfig.cutmix, "Probability that a student batch is CutMixed.", stage="recipe", open=True)
     mixup: float = option(AugmentConfig.mixup, "Probability that a student batch is Mixed up (CutMix and Mixup never both).", stage="recipe", open=True)
+    cutmix_alpha: float = option(AugmentConfig.cutmix_alpha, "CutMix's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
+    mixup_alpha: float = option(AugmentConfig.mixup_alpha, "Mixup's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
     # output and run
     delta_dtype: str = option("fp16", "How the LoRA and head deltas are stored: fp16, or int8 / int4 with one fp16 scale per --delta-group-size values (format 1.1; hello requantize converts a bundle later).", stage="write", open=True, choices=tuple(DELTA_DTYPES))
     delta_calibration_steps: int = option(CalibrationConfig.steps, "Steps calibrating int8/int4 delta values on student views of the synthetic images, so the stored projector keeps the float one's labels (0 = round to nearest).", stage="write", open=True)

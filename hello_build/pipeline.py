@@ -35,7 +35,7 @@ from hello_build.stages.init import candidate_crop_scale, candidates_per_class, 
 from hello_build.stages.plan import STAGES
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
-from hello_format.augment import AugmentConfig
+from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
@@ -43,7 +43,7 @@ from hello_format.codecs import DEFAULT_QUALITY, LOSSY_CODECS
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
-from hello_format.limits import MAX_BETA, MAX_GROUP_SIZE, MAX_LR, TEMPERATURE_RANGE
+from hello_format.limits import MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
 from hello_format.lora import default_targets, encoder_config
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
@@ -57,11 +57,12 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
     """The student recipe the bundle records; its view is also the transfer's view of real images."""
     augment = AugmentConfig(
         output_size=image_size, scale=(options.crop_min_scale, 1.0), hflip=options.hflip,
-        patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, mixup=options.mixup,
+        patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, cutmix_alpha=options.cutmix_alpha,
+        mixup=options.mixup, mixup_alpha=options.mixup_alpha,
     )
     return Recipe(loss=options.loss, temperature=options.temperature, beta=options.beta, epochs=options.epochs,
-                  batch_size=options.student_batch_size, lr=options.student_lr, student_image_size=image_size,
-                  augment=augment)
+                  batch_size=options.student_batch_size, optimizer=options.student_optimizer, lr=options.student_lr,
+                  weight_decay=options.student_weight_decay, student_image_size=image_size, augment=augment)
 
 
 def calibration_config(options: BuildOptions) -> CalibrationConfig:
@@ -196,6 +197,13 @@ def _check(options: BuildOptions) -> None:
             raise BuildError(f"{flag} must be in [{low:g}, {high:g}], the range a reader accepts (got {value:g})")
     if not 0 < options.student_lr <= MAX_LR:
         raise BuildError(f"--student-lr must be in (0, {MAX_LR:g}], the range a reader accepts (got {options.student_lr:g})")
+    if not 0 <= options.student_weight_decay <= MAX_WEIGHT_DECAY:
+        raise BuildError(f"--student-weight-decay must be in [0, {MAX_WEIGHT_DECAY:g}], the range a reader accepts "
+                         f"(got {options.student_weight_decay:g})")
+    try:
+        student_recipe(options, options.image_size or 1)   # the student's view, checked before any work
+    except AugmentError as exc:
+        raise BuildError(f"the student's view: {exc}") from None
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:

@@ -74,6 +74,8 @@ def test_bundle_opens_verified_with_classes_images_and_lora(reference):
     recipe = manifest["recipe"]
     assert (recipe["loss"], recipe["epochs"], recipe["beta"], recipe["lr"]) == (options.loss, options.epochs, options.beta, options.student_lr)
     assert recipe["augment"]["output_size"] == 32 and recipe["augment"]["cutmix"] == options.cutmix
+    assert (recipe["optimizer"], recipe["weight_decay"]) == (options.student_optimizer, options.student_weight_decay)
+    assert (recipe["augment"]["cutmix_alpha"], recipe["augment"]["mixup_alpha"]) == (options.cutmix_alpha, options.mixup_alpha)
 
 
 def test_provenance_records_options_timings_and_fidelity(reference):
