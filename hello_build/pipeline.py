@@ -39,7 +39,8 @@ from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
-from hello_format.codecs import DEFAULT_QUALITY, LOSSY_CODECS
+from hello_format.codecs import check_codec
+from hello_format.errors import BundleError
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -204,6 +205,10 @@ def _check(options: BuildOptions) -> None:
         student_recipe(options, options.image_size or 1)   # the student's view, checked before any work
     except AugmentError as exc:
         raise BuildError(f"the student's view: {exc}") from None
+    try:
+        check_codec(options.codec, options.quality)   # else refused only when the bundle is written
+    except BundleError as exc:
+        raise BuildError(str(exc)) from None
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     if not options.base_config and open_clip.get_model_config(options.base) is None:
@@ -265,7 +270,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         delta_calibration_steps=used(options.delta_calibration_steps, quantised),
         delta_calibration_objective=used(options.delta_calibration_objective, quantised),
         delta_group_size=used(options.delta_group_size, quantised),
-        quality=used(options.quality or DEFAULT_QUALITY, options.codec in LOSSY_CODECS),
+        quality=check_codec(options.codec, options.quality),   # the codec's own default filled in
         precision=resolve_precision(options.precision, device),
     )
 

@@ -93,6 +93,8 @@ CASES = [
     ("zero_student_lr", None, {"student_lr": 0}, r"--student-lr must be in \(0, 10\], the range a reader accepts \(got 0\)"),
     ("student_weight_decay_a_reader_refuses", None, {"student_weight_decay": 11},
      r"--student-weight-decay must be in \[0, 10\], the range a reader accepts \(got 11\)"),
+    ("quality_for_a_lossless_codec", None, {"codec": "png", "quality": 80},
+     r"codec 'png' is lossless and takes no quality \(got 80\)"),
     ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"the student's view: augment\.cutmix_alpha must be a number in > 0, got 0"),
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
