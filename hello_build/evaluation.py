@@ -41,7 +41,7 @@ from hello_format.runtime import default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.recipe import OPTIMIZERS, Recipe
+from hello_format.recipe import OPTIMIZERS, SGD_MOMENTUM, Recipe
 from hello_format.text import shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
@@ -92,7 +92,8 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     model = student if group is None else DistributedDataParallel(student, device_ids=[device] if cuda else None)
     world = 1 if group is None else group.world_size
     if recipe.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=SGD_MOMENTUM,
+                                    weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, split_batches=True)

@@ -57,7 +57,7 @@ from hello_format.runtime import default_device
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
     """The student recipe the bundle records; its view is also the transfer's view of real images."""
     augment = AugmentConfig(
-        output_size=image_size, scale=(options.crop_min_scale, 1.0), hflip=options.hflip,
+        output_size=image_size, scale=(options.crop_min_scale, 1.0), ratio=tuple(options.crop_ratio), hflip=options.hflip,
         patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, cutmix_alpha=options.cutmix_alpha,
         mixup=options.mixup, mixup_alpha=options.mixup_alpha,
     )

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from hello_build.cli import main
-from hello_build.options import BuildOptions
+from hello_build.options import PAIRS, BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
@@ -95,6 +95,8 @@ CASES = [
      r"--student-weight-decay must be in \[0, 10\], the range a reader accepts \(got 11\)"),
     ("quality_for_a_lossless_codec", None, {"codec": "png", "quality": 80},
      r"codec 'png' is lossless and takes no quality \(got 80\)"),
+    ("inverted_crop_ratio", None, {"crop_ratio": [2.0, 0.5]},
+     r"the student's view: augment\.ratio must be \[min, max\] with min <= max, got \[2\.0, 0\.5\]"),
     ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"the student's view: augment\.cutmix_alpha must be a number in > 0, got 0"),
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
@@ -116,7 +118,9 @@ def _cli_args(values: dict) -> list[str]:
     args = [values.pop("data"), "-o", values.pop("output")]
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, list):
+        if name in PAIRS:
+            args += [flag, *map(str, value)]
+        elif isinstance(value, list):
             args += [part for item in value for part in (flag, item)]
         elif value is True:
             args.append(flag)
