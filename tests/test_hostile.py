@@ -125,7 +125,7 @@ def test_nested_quantifier_target_pattern_is_matched_in_linear_time(tmp_path, mo
     monkeypatch.setattr(re, "_compile", refuse_the_hostile_pattern)
     line = cli_error(path)
     assert handed_to_re == []
-    assert f"module '{module}' is not matched by field 'lora.target_modules'" in line
+    assert "is not matched by field 'lora.target_modules'" in line and "a" * 40 in line   # the name, cut
 
 
 def test_target_patterns_agree_with_python_re_on_the_supported_subset():
@@ -1779,3 +1779,47 @@ def test_info_json_is_one_compact_line_whatever_the_nesting(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1 and json.loads(result.output)["manifest"]["x"] == nested
     assert len(result.output) < path.stat().st_size
+
+
+# ------------------------------------------------------------- found by the eleventh hostile-input audit
+
+@pytest.mark.parametrize("architecture", ["evil-siglip", "Evil-SigLIP2-i18n"])
+def test_a_custom_config_under_a_siglip_name_is_refused_before_its_tokenizer_is_fetched(architecture):
+    """open_clip gives a name containing 'siglip' a SigLIP tokenizer, which it downloads over HTTP the
+    first time a text head is computed: the file's own config passed every allow-list."""
+    import open_clip
+
+    base = _custom_base(tiny_vit_config(), architecture)
+    for load in (lambda: create_base(base, embedded_state=tiny_clip("vit").state_dict()), lambda: parameter_count(base)):
+        with pytest.raises(BaseModelError, match="SigLIP tokenizer, which it downloads.*allow_remote_base=True") as info:
+            load()
+        assert "\n" not in str(info.value)
+    assert open_clip.get_model_config(architecture) is None   # not even registered
+
+
+def test_an_architecture_name_open_clip_would_rewrite_is_refused():
+    """open_clip builds 'a/b' as 'a-b': the file's config was checked under one name while open_clip built
+    its own 'roberta-ViT-B-32' (a Hugging Face text tower, fetched online) under the other."""
+    import open_clip
+
+    base = _custom_base(tiny_vit_config(), "roberta/ViT-B-32")
+    with pytest.raises(BaseModelError, match=r"contains '/', which open_clip reads as '-'"):
+        parameter_count(base)
+    assert open_clip.get_model_config("roberta/ViT-B-32") is None
+
+
+EVIL_NAME = "\x1b]0;owned\x07\x1b[2J" + "A" * 960   # within the 1,024 characters a tensor name may have
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("encoder_lora." + EVIL_NAME, {}),                                 # not a peft adapter key
+    ("encoder_lora." + EVIL_NAME, {"lora": None}),                     # an adapter tensor without a lora field
+    (f"encoder_lora.{EVIL_NAME}.lora_A.weight", {}),                   # a module the targets do not match
+])
+def test_a_tensor_name_reaches_an_error_escaped_and_cut(tmp_path, name, overrides):
+    """Tensor names went into ManifestError lines raw: a terminal escape sequence and 1,000 characters."""
+    path = hostile(tmp_path, tensors={name: torch.zeros(4, dtype=torch.float16)}, **overrides)
+    with pytest.raises(ManifestError) as info:
+        Bundle.open(path, verify=True)
+    message = str(info.value)
+    assert message.isprintable() and len(message) < 500 and "\\x1b" in message, message
