@@ -63,9 +63,9 @@ def shortened(value, limit: int = 80) -> str:
     return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
 
 
-def tensor_named(name) -> str:
-    """A tensor in an error line, its name read from a file: ``tensor 'name'``, escaped and cut."""
-    return f"tensor {shortened(name, 160)}"
+def quoted_name(name) -> str:
+    """A tensor's or module's name read from a file, quoted (escaped) and cut for an error line."""
+    return shortened(name, 160)
 
 
 def json_cut(value, limit: int, indent: int | None = None) -> tuple[str, bool]:
