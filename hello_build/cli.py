@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from hello_build.distributed import BACKENDS
-from hello_build.options import BuildOptions, fields
+from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format.errors import HelloError
@@ -29,8 +29,9 @@ def _click_option(f: dataclasses.Field):
         return click.option(switch, f.name, is_flag=True, default=default, help=help_text)
     if meta["multiple"]:
         return click.option(flag, f.name, multiple=True, default=(), help=help_text)
-    if f.name == "crop_scale":
-        return click.option(flag, f.name, nargs=2, type=float, default=None, help=help_text)
+    if f.name in PAIRS:
+        return click.option(flag, f.name, nargs=2, type=float, default=None if default is None else tuple(default),
+                            metavar="MIN MAX", help=help_text)
     kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
@@ -95,7 +96,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
         from hello_build.pipeline import build
 
         values["teacher"] = list(values["teacher"])
-        values["crop_scale"] = list(values["crop_scale"]) if values["crop_scale"] else None
+        values.update({name: list(values[name]) if values[name] else None for name in PAIRS})
         options = BuildOptions(data=data, output=output, **values)
         report = build(options, progress=not quiet, group=group, log=_log)
         if report is not None:

@@ -41,7 +41,7 @@ from hello_format.runtime import default_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.recipe import OPTIMIZERS, Recipe
+from hello_format.recipe import OPTIMIZERS, SGD_MOMENTUM, Recipe
 from hello_format.text import shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
@@ -55,6 +55,12 @@ STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's studen
 # values, and 1,024 images at 224 px are 51M pixels.
 MAX_STUDENT_PARAMETERS = 2**28  # 1 GiB of fp32 weights
 MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels and its mixed targets, 1 GiB each in fp32
+# the student's activations for one batch (the fp32 outputs of its layers, sized on the meta device), at most
+# the larger of these: a real bundle's recipe stays far inside (ResNet-18 at 224 px, batch 256: 7.6 GB from
+# an ImageNet-1K file of 100 MB or more; ConvNet-3 at 32 px, batch 64: 143 MB), a 185 KB file of 8x8 images
+# viewed at 4,096 px (110 GB for three ConvNet-3 views) does not
+MIN_BATCH_ACTIVATION_BYTES = 2**32
+BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,8 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     model = student if group is None else DistributedDataParallel(student, device_ids=[device] if cuda else None)
     world = 1 if group is None else group.world_size
     if recipe.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=SGD_MOMENTUM,
+                                    weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, split_batches=True)
@@ -201,7 +208,10 @@ def evaluate(
         size = recipe.augment.output_size or bundle.image_shape[-1]
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
-                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None)
+                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None, bundle.file_size)
+        if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
+            raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
+                             "regime decodes its real images as squares of the bundle's side")
         images, labels, names, folders = bundle.images(), bundle.labels, bundle.class_names, bundle.class_folders
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
             if labelled else None
@@ -248,16 +258,18 @@ def evaluate(
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
-               base_size: tuple[int, int] | None) -> None:
+               base_size: tuple[int, int] | None, file_bytes: int) -> None:
     """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
     stays within the bounds above: checked before anything is allocated (the student is sized on the
-    meta device). ``base_size``: the projector's input size, when the projector labels."""
+    meta device). ``base_size``: the projector's input size, when the projector labels; ``file_bytes``:
+    the bundle's size."""
     count, _, height, width = shape
     if recipe.augment.output_size is None and height != width:
         raise BuildError(f"the bundle's images are {height}x{width} and recipe.augment.output_size is unset: "
                          "hello eval trains a student on square views")
     with torch.device("meta"):
-        parameters = sum(p.numel() for p in create_model(recipe.arch, num_classes, image_size=size).parameters())
+        student = create_model(recipe.arch, num_classes, image_size=size)
+    parameters = sum(p.numel() for p in student.parameters())
     if parameters > MAX_STUDENT_PARAMETERS:
         raise BuildError(f"a {recipe.arch} student for {num_classes:,} classes at {size} px has {parameters:,} "
                          f"parameters (at most {MAX_STUDENT_PARAMETERS:,}): choose another --arch")
@@ -269,6 +281,31 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
         raise BuildError(f"a batch of {rows:,} images at the base's {base_size[0]}x{base_size[1]} px is "
                          f"{rows * base_size[0] * base_size[1]:,} pixels to label (at most "
                          f"{limits.MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
+    activations, most = rows * activation_bytes(student, size), max(MIN_BATCH_ACTIVATION_BYTES,
+                                                                    BATCH_ACTIVATION_BYTES_PER_FILE_BYTE * file_bytes)
+    if activations > most:
+        raise BuildError(f"a batch of {rows:,} {recipe.arch} views at {size} px holds {activations:,} bytes of "
+                         f"activations (at most {most:,} for this {file_bytes:,}-byte file): pass a smaller "
+                         "--batch-size or another --arch")
+
+
+def activation_bytes(student: torch.nn.Module, size: int) -> int:
+    """Bytes of the fp32 outputs of ``student``'s layers for one ``size`` px view: what training holds per
+    view for the backward pass, measured by a forward on the meta device (``student`` lives there)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += output.numel() * 4 if isinstance(output, torch.Tensor) else 0
+
+    hooks = [module.register_forward_hook(count) for module in student.modules() if next(module.children(), None) is None]
+    try:
+        with torch.no_grad():
+            student.eval()(torch.empty(1, 3, size, size, device="meta"))   # eval: batch statistics of one view
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def _random_real(real_dir, folders, labels, size, seed):

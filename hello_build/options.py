@@ -24,8 +24,9 @@ from hello_format.codecs import CODECS, DEFAULT_QUALITY
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
-from hello_format.recipe import LOSSES, OPTIMIZERS, Recipe
+from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
 
+PAIRS = ("crop_scale", "crop_ratio")  # the options given as two numbers, MIN MAX
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
 
 
@@ -103,10 +104,11 @@ class BuildOptions:
     beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
     student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
-    student_optimizer: str = option(Recipe.optimizer, "Student optimizer (hello eval trains with these; SGD with momentum 0.9).", stage="write", open=True, choices=OPTIMIZERS)
+    student_optimizer: str = option(Recipe.optimizer, f"Student optimizer (hello eval trains with these; SGD with momentum {SGD_MOMENTUM:g}).", stage="write", open=True, choices=OPTIMIZERS)
     student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True)
     student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
+    crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
     patch_shuffle: int = option(AugmentConfig.patch_shuffle, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
     cutmix: float = option(AugmentConfig.cutmix, "Probability that a student batch is CutMixed.", stage="recipe", open=True)
@@ -117,6 +119,10 @@ class BuildOptions:
     delta_dtype: str = option("fp16", "How the LoRA and head deltas are stored: fp16, or int8 / int4 with one fp16 scale per --delta-group-size values (format 1.1; hello requantize converts a bundle later).", stage="write", open=True, choices=tuple(DELTA_DTYPES))
     delta_calibration_steps: int = option(CalibrationConfig.steps, "Steps calibrating int8/int4 delta values on student views of the synthetic images, so the stored projector keeps the float one's labels (0 = round to nearest).", stage="write", open=True)
     delta_calibration_objective: str = option(CalibrationConfig.objective, "What calibration fits the quantised projector's logits to the float one's by: kl (of their softmaxes) or mse (of the logits).", stage="write", open=True, choices=OBJECTIVES)
+    delta_calibration_lr: float = option(CalibrationConfig.lr, "Adam learning rate of the calibration, in units of each tensor's mean quantisation step.", stage="write", open=True)
+    delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, "Student views per calibration step.", stage="write", open=True)
+    delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, "Fixed views (another seed) the calibration's kept state is chosen on.", stage="write", open=True)
+    delta_calibration_check_every: int = option(CalibrationConfig.check_every, "Calibration steps between checks on the selection views.", stage="write", open=True)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
     codec: str = option("png", "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")

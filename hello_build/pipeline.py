@@ -38,7 +38,7 @@ from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.calibration import OBJECTIVES, CalibrationConfig, calibrate
+from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
 from hello_format.errors import BundleError
 from hello_format.generator import HeadConfig, HeadLoraConfig
@@ -57,7 +57,7 @@ from hello_format.runtime import default_device
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
     """The student recipe the bundle records; its view is also the transfer's view of real images."""
     augment = AugmentConfig(
-        output_size=image_size, scale=(options.crop_min_scale, 1.0), hflip=options.hflip,
+        output_size=image_size, scale=(options.crop_min_scale, 1.0), ratio=tuple(options.crop_ratio), hflip=options.hflip,
         patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, cutmix_alpha=options.cutmix_alpha,
         mixup=options.mixup, mixup_alpha=options.mixup_alpha,
     )
@@ -67,8 +67,10 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
 
 
 def calibration_config(options: BuildOptions) -> CalibrationConfig:
-    """How quantised deltas are calibrated (``hello_format.calibration``): the options' steps and objective."""
-    return CalibrationConfig(steps=options.delta_calibration_steps, objective=options.delta_calibration_objective)
+    """How quantised deltas are calibrated (``hello_format.calibration``): ``--delta-calibration-X`` is
+    the config's ``X``."""
+    return CalibrationConfig(**{f.name: getattr(options, f"delta_calibration_{f.name}")
+                                for f in dataclasses.fields(CalibrationConfig)})
 
 
 def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
@@ -183,10 +185,8 @@ def _check(options: BuildOptions) -> None:
         check_folder(options.init_adapter)  # a bad folder is refused before a teacher or a head is computed
     try:
         calibration_config(options)
-    except ValueError:
-        raise BuildError(f"--delta-calibration-steps must be at least 0 and --delta-calibration-objective one of "
-                         f"{', '.join(OBJECTIVES)} (got {options.delta_calibration_steps}, "
-                         f"{options.delta_calibration_objective!r})") from None
+    except ValueError as exc:
+        raise BuildError(f"--delta-calibration-*: {exc}") from None
     if options.delta_dtype not in DELTA_DTYPES or not 1 <= options.delta_group_size <= MAX_GROUP_SIZE:
         raise BuildError(f"--delta-dtype must be one of {', '.join(DELTA_DTYPES)} and --delta-group-size in "
                          f"[1, {MAX_GROUP_SIZE}] (got {options.delta_dtype!r}, {options.delta_group_size})")
@@ -245,6 +245,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     head_rank = options.head_rank or min(HEAD_RANK_CAP, index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
+    calibrated = quantised and options.delta_calibration_steps > 0
 
     def used(value, taken: bool):
         return value if taken else None
@@ -268,7 +269,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         view_transfer_checks=used(options.view_transfer_checks, viewed),
         view_transfer_keep=used(options.view_transfer_keep, viewed),
         delta_calibration_steps=used(options.delta_calibration_steps, quantised),
-        delta_calibration_objective=used(options.delta_calibration_objective, quantised),
+        **{f"delta_calibration_{name}": used(value, calibrated) for name, value in calibration_config(options).to_dict().items()
+           if name != "steps"},
         delta_group_size=used(options.delta_group_size, quantised),
         quality=check_codec(options.codec, options.quality),   # the codec's own default filled in
         precision=resolve_precision(options.precision, device),

@@ -196,11 +196,21 @@ def _with_visual_weights(meta_model: nn.Module, state: dict, device, architectur
     return meta_model
 
 
+# open_clip's get_tokenizer gives a model name containing this (any case) a SigLIP tokenizer it downloads
+SIGLIP_NAME = "siglip"
+
+
 def check_config_keys(architecture, config: dict | None) -> None:
     """BaseModelError when a custom base config uses a key outside limits' allow-lists (e.g.
-    text_cfg.hf_model_name): open_clip would fetch or build what the file names."""
+    text_cfg.hf_model_name), or under a name open_clip gives a tokenizer it downloads: open_clip would
+    fetch or build what the file names."""
     if config is None or not isinstance(config, dict):
         return
+    if isinstance(architecture, str) and SIGLIP_NAME in architecture.lower():
+        raise BaseModelError(
+            f"base.architecture {shortened(architecture)} has a base.config of its own, but open_clip gives a name "
+            f"containing {SIGLIP_NAME!r} a SigLIP tokenizer, which it downloads (a custom config gets open_clip's own "
+            "tokenizer); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
     sections = [("", config, limits.BASE_CONFIG_KEYS)]
     for name, allowed in (("vision_cfg", limits.VISION_CONFIG_KEYS), ("text_cfg", limits.TEXT_CONFIG_KEYS)):
         if isinstance(config.get(name), dict):
@@ -327,6 +337,9 @@ def _register_config(architecture, config: dict | None) -> None:
     if ":" in architecture:
         raise BaseModelError(f"base.architecture {shortened(architecture)} uses an open_clip schema (hf-hub:, "
                              "local-dir:); record a plain model name plus base.config instead")
+    if "/" in architecture:
+        raise BaseModelError(f"base.architecture {shortened(architecture)} contains '/', which open_clip reads as '-': "
+                             "it would build the model of another name than the one checked here")
     known = None if architecture in _FROM_FILES else open_clip.get_model_config(architecture)
     if config is None:
         if known is None:

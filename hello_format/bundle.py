@@ -24,7 +24,7 @@ from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
                                    with_version)
 from hello_format.quantize import SCALES_SUFFIX, check_scales, dequantise, is_quantised
-from hello_format.text import shortened
+from hello_format.text import quoted_name, shortened
 
 MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
@@ -65,7 +65,7 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
     flat = tensor.reshape(-1)
     for start in range(0, flat.numel(), _FINITE_CHUNK):
         if not bool(torch.isfinite(flat[start:start + _FINITE_CHUNK]).all()):
-            raise BundleError(f"{where}: tensor '{name}' holds NaN or infinite values: the label generator "
+            raise BundleError(f"{where}: tensor {quoted_name(name)} holds NaN or infinite values: the label generator "
                               "would produce non-finite labels; rebuild the bundle")
 
 
@@ -286,7 +286,7 @@ class Bundle:
             raise BundleError(f"{self.path}: the bundle is closed")
         info = self._header.tensors.get(name)
         if info is None:
-            raise BundleError(f"{self.path}: no tensor named '{name}'")
+            raise BundleError(f"{self.path}: no tensor {quoted_name(name)}")
         start = self._header.data_start
         return self._data[start + info.begin:start + info.end]
 
@@ -388,7 +388,7 @@ class Bundle:
         expected = self.manifest["integrity"]["tensors"][name]
         actual = buffer_sha256(self._bytes(name))
         if actual != expected:
-            raise IntegrityError(f"{self.path}: tensor '{name}' is corrupted (sha256 {actual[:12]}... "
+            raise IntegrityError(f"{self.path}: tensor {quoted_name(name)} is corrupted (sha256 {actual[:12]}... "
                                  f"!= {expected[:12]}... in the manifest): re-download or rebuild it")
 
     def _verified_tensor(self, name: str) -> torch.Tensor:

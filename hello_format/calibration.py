@@ -48,8 +48,8 @@ class CalibrationConfig:
     objective: str = "kl"        # one of OBJECTIVES
 
     def __post_init__(self):
-        if self.steps < 0 or not self.lr > 0 or min(self.batch_size, self.selection_views, self.check_every) < 1:
-            raise ValueError(f"calibration needs steps >= 0, lr > 0 and batch_size, selection_views, check_every >= 1; "
+        if self.steps < 0 or not 0 < self.lr < math.inf or min(self.batch_size, self.selection_views, self.check_every) < 1:
+            raise ValueError(f"calibration needs steps >= 0, a finite lr > 0 and batch_size, selection_views, check_every >= 1; "
                              f"got {self.to_dict()}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")

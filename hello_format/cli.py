@@ -256,16 +256,27 @@ allow_remote_base_option = click.option(
               type=click.Choice(OBJECTIVES),
               help="What calibration fits the quantised projector's logits to the float one's by: kl (of their "
                    "softmaxes) or mse (of the logits).")
+@click.option("--calibration-lr", default=CalibrationConfig.lr, show_default=True, type=click.FloatRange(0, 1e3, min_open=True),
+              help="Adam learning rate of the calibration, in units of each tensor's mean quantisation step.")
+@click.option("--calibration-batch-size", default=CalibrationConfig.batch_size, show_default=True,
+              type=click.IntRange(1, 1_000_000), help="Student views per calibration step.")
+@click.option("--calibration-selection-views", default=CalibrationConfig.selection_views, show_default=True,
+              type=click.IntRange(1, 1_000_000), help="Fixed views (another seed) the kept state is chosen on.")
+@click.option("--calibration-check-every", default=CalibrationConfig.check_every, show_default=True,
+              type=click.IntRange(1, 1_000_000), help="Calibration steps between checks on the selection views.")
 @base_checkpoint_option
 @allow_remote_base_option
 def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool,
-               calibration_steps: int, calibration_objective: str, base_checkpoint: str | None,
+               calibration_steps: int, calibration_objective: str, calibration_lr: float, calibration_batch_size: int,
+               calibration_selection_views: int, calibration_check_every: int, base_checkpoint: str | None,
                allow_remote_base: bool) -> None:
     """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
     everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
-    calibration = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective)
+    calibration = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
+                                     batch_size=calibration_batch_size, selection_views=calibration_selection_views,
+                                     check_every=calibration_check_every)
                    if calibration_steps else None)
     done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast,
                calibration=calibration, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,

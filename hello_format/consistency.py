@@ -14,7 +14,7 @@ from hello_format.limits import MAX_TARGET_MATCH_WORK
 from hello_format.manifest import parse_version
 from hello_format.quantize import SCALES_SUFFIX, SINCE_VERSION, check_stored, is_quantised
 from hello_format.targets import PatternError, TargetPattern
-from hello_format.text import listed, shortened
+from hello_format.text import listed, quoted_name, shortened
 
 IMAGES_DATA = "images.data"
 IMAGES_OFFSETS = "images.offsets"
@@ -58,11 +58,11 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
 
 def _expect(where: str, shapes: Shapes, name: str, dtype: str, shape: tuple | None, why: str) -> None:
     if name not in shapes:
-        raise ManifestError(f"{where}: tensor '{name}' is missing ({why})")
+        raise ManifestError(f"{where}: tensor {quoted_name(name)} is missing ({why})")
     got_dtype, got_shape = shapes[name]
     if got_dtype != dtype or (shape is not None and tuple(got_shape) != tuple(shape)):
         want = f"{dtype} {list(shape)}" if shape is not None else dtype
-        raise ManifestError(f"{where}: tensor '{name}' is {got_dtype} {list(got_shape)}, "
+        raise ManifestError(f"{where}: tensor {quoted_name(name)} is {got_dtype} {list(got_shape)}, "
                             f"expected {want} ({why})")
 
 
@@ -184,7 +184,7 @@ def _logical_shapes(where, field: str, config, names: list[str], prefix: str, sh
     unexpected = sorted((set(values) - listed) | {n for n in names if n.endswith(SCALES_SUFFIX)
                                                   and n.removesuffix(SCALES_SUFFIX) not in listed})
     if unexpected:
-        raise ManifestError(f"{where}: tensor '{unexpected[0]}' is not listed in field '{field}.shapes'")
+        raise ManifestError(f"{where}: tensor {quoted_name(unexpected[0])} is not listed in field '{field}.shapes'")
     for key, shape in sorted(config.shapes.items()):
         check_stored(where, prefix + key, shapes, shape, config.dtype, config.group_size)
     return {prefix + key: (config.dtype, tuple(shape)) for key, shape in config.shapes.items()}
@@ -194,7 +194,7 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     names = sorted(n for n in shapes if n.startswith(ENCODER_PREFIX))
     if lora is None:
         if names:
-            raise ManifestError(f"{where}: tensor '{names[0]}' exists but field 'lora' is null")
+            raise ManifestError(f"{where}: tensor {quoted_name(names[0])} exists but field 'lora' is null")
         return
     if not names:
         raise ManifestError(f"{where}: field 'lora' is set but there are no encoder_lora.* tensors")
@@ -204,7 +204,7 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     for name in names:
         parsed[name] = peft_module(name[len(ENCODER_PREFIX):])
         if parsed[name] is None:
-            raise ManifestError(f"{where}: tensor '{name}' is not a peft adapter key "
+            raise ManifestError(f"{where}: tensor {quoted_name(name)} is not a peft adapter key "
                                 f"(encoder_lora.base_model.model.<module>.lora_A.weight or .lora_B.weight)")
     targets = lora.target_modules
     check_match_work(where, targets, {module for module, _ in parsed.values()})
@@ -212,7 +212,7 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     for name in names:
         module, which = parsed[name]
         if not is_target(module, targets):
-            raise ManifestError(f"{where}: tensor '{name}': module '{module}' is not matched by "
+            raise ManifestError(f"{where}: tensor {quoted_name(name)}: module {quoted_name(module)} is not matched by "
                                 f"field 'lora.target_modules'")
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora.dtype}")
         pairs.setdefault(module, {})[which] = name
@@ -223,15 +223,15 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             have = next(iter(pair.values()))
-            raise ManifestError(f"{where}: tensor '{have}' has no lora_{'B' if 'A' in pair else 'A'} partner")
+            raise ManifestError(f"{where}: tensor {quoted_name(have)} has no lora_{'B' if 'A' in pair else 'A'} partner")
         shape_a, shape_b = shapes[pair["A"]][1], shapes[pair["B"]][1]
         if len(shape_a) not in (2, 4) or len(shape_b) != len(shape_a) or tuple(shape_b[2:]) not in ((), (1, 1)):
-            raise ManifestError(f"{where}: module '{module}': lora_A {list(shape_a)} / lora_B {list(shape_b)} are "
+            raise ManifestError(f"{where}: module {quoted_name(module)}: lora_A {list(shape_a)} / lora_B {list(shape_b)} are "
                                 f"neither Linear ([r, in] / [out, r]) nor Conv2d ([r, in, k, k] / [out, r, 1, 1])")
         rank_a, rank_b = shape_a[0], shape_b[1]
         rank = pattern_value(rank_pattern, adapted[module], lora.r)   # what peft will allocate for it
         if rank_a != rank or rank_b != rank:
-            raise ManifestError(f"{where}: module {shortened(module)}: lora_A rank {rank_a} and lora_B rank "
+            raise ManifestError(f"{where}: module {quoted_name(module)}: lora_A rank {rank_a} and lora_B rank "
                                 f"{rank_b} must both be {rank}, the rank lora.r / lora.rank_pattern give it")
 
 
@@ -240,7 +240,7 @@ def _check_head(where, head: HeadConfig, shapes, num_classes) -> None:
     present = [n for n in (HEAD_A, HEAD_B) if n in shapes]
     if lora is None:
         if present:
-            raise ManifestError(f"{where}: tensor '{present[0]}' exists but field 'head.lora' is null")
+            raise ManifestError(f"{where}: tensor {quoted_name(present[0])} exists but field 'head.lora' is null")
         return
     shapes = _logical_shapes(where, "head.lora", lora, present + [n + SCALES_SUFFIX for n in present
                                                                      if n + SCALES_SUFFIX in shapes],
@@ -277,7 +277,7 @@ def _check_stored_head(where, manifest, shapes, num_classes) -> None:
         return
     outside = next((n for n in sorted(shapes) if n.startswith(BASE_PREFIX) and not n.startswith(VISUAL_BASE_PREFIX)), None)
     if outside is not None:
-        raise ManifestError(f"{where}: tensor '{outside}' is not part of the image tower, but field 'base.embedded' "
+        raise ManifestError(f"{where}: tensor {quoted_name(outside)} is not part of the image tower, but field 'base.embedded' "
                             f"is 'visual' (only {VISUAL_BASE_PREFIX}* tensors)")
     _expect(where, shapes, HEAD_WEIGHT, "F32", None, "base.embedded = 'visual' stores the text head [C, d]")
     shape = shapes[HEAD_WEIGHT][1]

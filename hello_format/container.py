@@ -21,7 +21,7 @@ from hello_format.errors import HeaderError
 from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
                                  MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS, MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK,
                                  MAX_TENSORS)
-from hello_format.text import encodes_as_utf8, shortened
+from hello_format.text import encodes_as_utf8, quoted_name, shortened
 
 METADATA_KEY = "__metadata__"
 
@@ -161,30 +161,25 @@ def strides_fit(shape) -> bool:
     return math.prod(max(d, 1) for d in shape) <= MAX_TENSOR_ELEMENTS
 
 
-def _tensor(name: str) -> str:
-    """A tensor named in an error line: its name read from the file, quoted and cut."""
-    return f"tensor {shortened(name, 160)}"
-
-
 def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise HeaderError(f"{where}: {_tensor(name)}: entry must have exactly dtype, shape, data_offsets")
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: entry must have exactly dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise HeaderError(f"{where}: {_tensor(name)}: unknown dtype {shortened(dtype)}")
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: unknown dtype {shortened(dtype)}")
     if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK
             or not all(is_json_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
-        raise HeaderError(f"{where}: {_tensor(name)}: shape must be a list of at most {MAX_TENSOR_RANK} "
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: shape must be a list of at most {MAX_TENSOR_RANK} "
                           f"integers in [0, {MAX_DIMENSION}]")
     if not strides_fit(shape):
-        raise HeaderError(f"{where}: {_tensor(name)}: shape {shape}: the product of its dimensions (a 0 counted "
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: shape {shape}: the product of its dimensions (a 0 counted "
                           f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_json_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
-        raise HeaderError(f"{where}: {_tensor(name)}: data_offsets must be [begin, end] with 0 <= begin <= end")
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: data_offsets must be [begin, end] with 0 <= begin <= end")
     expected = math.prod(shape) * DTYPES[dtype][1]
     if offsets[1] - offsets[0] != expected:
-        raise HeaderError(f"{where}: {_tensor(name)}: {dtype} {shape} needs {expected} bytes but "
+        raise HeaderError(f"{where}: tensor {quoted_name(name)}: {dtype} {shape} needs {expected} bytes but "
                           f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
     return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
 
@@ -193,12 +188,12 @@ def _check_layout(where: str, infos: list[TensorInfo], data_size: int) -> None:
     position, previous = 0, None
     for info in sorted(infos, key=lambda i: (i.begin, i.end)):
         if info.end > data_size:
-            raise HeaderError(f"{where}: {_tensor(info.name)}: data_offsets [{info.begin}, {info.end}] "
+            raise HeaderError(f"{where}: tensor {quoted_name(info.name)}: data_offsets [{info.begin}, {info.end}] "
                               f"exceed the {data_size}-byte data section (file truncated?)")
         if info.begin < position:
-            raise HeaderError(f"{where}: {_tensor(info.name)} overlaps {_tensor(previous)}")
+            raise HeaderError(f"{where}: tensor {quoted_name(info.name)} overlaps tensor {quoted_name(previous)}")
         if info.begin > position:
-            raise HeaderError(f"{where}: gap of {info.begin - position} bytes before {_tensor(info.name)}")
+            raise HeaderError(f"{where}: gap of {info.begin - position} bytes before tensor {quoted_name(info.name)}")
         position, previous = info.end, info.name
     if position != data_size:
         raise HeaderError(f"{where}: {data_size - position} trailing bytes after the last tensor")

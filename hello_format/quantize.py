@@ -16,6 +16,7 @@ import torch
 
 from hello_format.errors import BundleError, ManifestError
 from hello_format.limits import MAX_DELTA_SCALE
+from hello_format.text import quoted_name
 
 QMAX = {"int8": 127, "int4": 7}                  # writers store values in [-QMAX, QMAX]
 STORED_DTYPE = {"int8": "I8", "int4": "U8"}      # safetensors dtype of the value tensor
@@ -88,7 +89,7 @@ def check_scales(where: str, name: str, scales: torch.Tensor) -> None:
     """BundleError unless every scale is finite and in [0, MAX_DELTA_SCALE]."""
     values = scales.float()
     if not bool(((values >= 0) & (values <= MAX_DELTA_SCALE)).all()):   # NaN fails both comparisons
-        raise BundleError(f"{where}: tensor '{name}' holds a scale that is negative, above {MAX_DELTA_SCALE:g} "
+        raise BundleError(f"{where}: tensor {quoted_name(name)} holds a scale that is negative, above {MAX_DELTA_SCALE:g} "
                           "or not finite; rebuild or re-download the bundle")
 
 
@@ -98,7 +99,7 @@ def dequantise(where: str, name: str, values: torch.Tensor, scales: torch.Tensor
     count = math.prod(shape)
     if values.dim() != 1 or values.numel() != stored_length(count, dtype) or \
             scales.dim() != 1 or scales.numel() != group_count(count, group_size):
-        raise ManifestError(f"{where}: tensor '{name}' does not hold {count} {dtype} values in groups of {group_size}")
+        raise ManifestError(f"{where}: tensor {quoted_name(name)} does not hold {count} {dtype} values in groups of {group_size}")
     check_scales(where, name + SCALES_SUFFIX, scales)
     if dtype == "int8":
         q = values.view(torch.int8).float()
@@ -117,8 +118,8 @@ def check_stored(where: str, name: str, shapes: dict, logical_shape, dtype: str,
               name + SCALES_SUFFIX: ("F16", (group_count(count, group_size),))}
     for tensor, (stored_dtype, shape) in wanted.items():
         if tensor not in shapes:
-            raise ManifestError(f"{where}: tensor '{tensor}' is missing ({dtype} delta of shape {list(logical_shape)})")
+            raise ManifestError(f"{where}: tensor {quoted_name(tensor)} is missing ({dtype} delta of shape {list(logical_shape)})")
         if shapes[tensor] != (stored_dtype, shape):
             got_dtype, got_shape = shapes[tensor]
-            raise ManifestError(f"{where}: tensor '{tensor}' is {got_dtype} {list(got_shape)}, expected {stored_dtype} "
+            raise ManifestError(f"{where}: tensor {quoted_name(tensor)} is {got_dtype} {list(got_shape)}, expected {stored_dtype} "
                                 f"{list(shape)} ({dtype} delta of shape {list(logical_shape)}, group size {group_size})")

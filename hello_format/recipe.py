@@ -16,6 +16,7 @@ from hello_format.augment import AugmentConfig
 
 LOSSES = ("mse_ce", "kl")  # the student losses a recipe may name (the schema's enum)
 OPTIMIZERS = ("adamw", "sgd")  # the optimizers hello eval trains students with (recipe.optimizer is an open string)
+SGD_MOMENTUM = 0.9  # what recipe.optimizer "sgd" means (spec section 4): SGD with this momentum, no Nesterov
 
 
 @dataclass(frozen=True)

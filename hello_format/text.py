@@ -63,6 +63,11 @@ def shortened(value, limit: int = 80) -> str:
     return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
 
 
+def quoted_name(name) -> str:
+    """A tensor's or module's name read from a file, quoted (escaped) and cut for an error line."""
+    return shortened(name, 160)
+
+
 def json_cut(value, limit: int, indent: int | None = None) -> tuple[str, bool]:
     """``json.dumps(value, indent=indent, sort_keys=True)`` cut to ``limit`` characters, and whether it
     was cut: an object read from a file, shown whole only when it is short. Encoding stops at the limit,

@@ -94,6 +94,7 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     # transfer (off here), the calibration of fp16 deltas (none), the quality of a lossless codec
     assert recorded["pretrained"] is None and recorded["view_transfer_lr"] is None
     assert recorded["view_transfer_weight_decay"] is None and recorded["delta_calibration_steps"] is None
+    assert recorded["delta_calibration_lr"] is recorded["delta_calibration_objective"] is None
     assert recorded["delta_group_size"] is None and recorded["quality"] is None
     assert {"data", "base", "teacher", "text_head", "transfer", "init", "image_update"} <= set(provenance["timings"])
     assert "write" in summary["timings"]
@@ -246,7 +247,8 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
     finished = _markers(options.workdir_path())
     quantised, logs = run_build(dataclasses.replace(options, output=str(tmp_path / "int4.hello"), workdir=str(options.workdir_path()),
                                                     delta_dtype="int4", delta_group_size=32,
-                                                    delta_calibration_steps=20))
+                                                    delta_calibration_steps=20, delta_calibration_lr=0.02,
+                                                    delta_calibration_selection_views=96))
     assert _markers(options.workdir_path()) == finished
     assert any("calibrated the int4 deltas" in line for line in logs)
     with Bundle.open(summary["output"]) as fp16, Bundle.open(quantised["output"], verify=True) as int4:
@@ -256,6 +258,9 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
         assert int4.manifest["provenance"]["builder"]["options"]["delta_dtype"] == "int4"
         calibrated = int4.manifest["provenance"]["fidelity"]["quantisation"]
         assert (calibrated["steps"], calibrated["group_size"]) == (20, 32)
+        assert (calibrated["lr"], calibrated["views"]) == (0.02, 96)   # the options' settings, as recorded
+        recorded = int4.manifest["provenance"]["builder"]["options"]
+        assert (recorded["delta_calibration_lr"], recorded["delta_calibration_selection_views"]) == (0.02, 96)
         assert "quantisation" not in fp16.manifest["provenance"]["fidelity"]
         assert int4.storage().label_generator_bytes < fp16.storage().label_generator_bytes / 3
         for key, value in int4.lora_state_dict().items():      # within a step of the fp16 deltas

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -98,7 +99,7 @@ def _same_default(cell: str, default) -> bool:
         return cell.lower() == str(default).lower()
     if isinstance(default, list):
         values = [v for v in re.split(r"[\s,\[\]]+", cell) if v]
-        return len(values) == len(default) and all(float(v) == d for v, d in zip(values, default))
+        return len(values) == len(default) and all(math.isclose(float(v), d, rel_tol=1e-3) for v, d in zip(values, default))
     if isinstance(default, (int, float)):
         try:
             return float(cell) == float(default)
@@ -134,7 +135,8 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
             "--embed-base", "--train-teacher", "convnet3", "--teacher-epochs", "2", "--teacher-checkpoints", "2",
             "--image-size", "16", "--transfer-epochs", "1", "--transfer-batch-size", "16", "--ipc", "1",
             "--candidates-per-class", "4", "--crops-per-image", "1", "--holdout", "0.2", "--skip-bad",
-            "--view-transfer-epochs", "4", "--view-transfer-checks", "2", "--device", "cpu", "--quiet"]
+            "--view-transfer-epochs", "4", "--view-transfer-checks", "2", "--crop-ratio", "0.5", "2",
+            "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (result.output, result.exception)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -148,6 +150,8 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     assert provenance["teacher"].startswith("2 teachers") and "convnet3" in provenance["teacher"]
     assert provenance["builder"]["options"]["train_teacher"] == "convnet3"
     assert provenance["builder"]["options"]["teacher_epochs"] == 2  # used: recorded as given
+    assert provenance["builder"]["options"]["crop_ratio"] == [0.5, 2.0]   # a MIN MAX pair, as --crop-scale
+    assert bundle.manifest["recipe"]["augment"]["ratio"] == [0.5, 2.0]    # the student's view the labels are for
     assert provenance["fidelity"]["view_transfer_kept_step"] in (0, 2, 4)
     assert (tmp_path / "cli.hello.work" / "teacher.json").exists()  # the trained trajectory is kept for resuming
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from hello_build.cli import main
-from hello_build.options import BuildOptions
+from hello_build.options import PAIRS, BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
@@ -87,7 +87,10 @@ CASES = [
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
      r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
     ("negative_calibration", None, {"delta_dtype": "int4", "delta_calibration_steps": -1},
-     r"--delta-calibration-steps must be at least 0 and --delta-calibration-objective one of kl, mse \(got -1, 'kl'\)"),
+     r"--delta-calibration-\*: calibration needs steps >= 0, a finite lr > 0 and batch_size, selection_views, "
+     r"check_every >= 1; got \{'steps': -1, "),
+    ("zero_calibration_lr", None, {"delta_dtype": "int4", "delta_calibration_lr": 0},
+     r"--delta-calibration-\*: calibration needs steps >= 0, a finite lr > 0 .*'lr': 0(\.0)?,"),
     ("temperature_a_reader_refuses", None, {"temperature": 0.001},
      r"--temperature must be in \[0\.01, 1000\], the range a reader accepts \(got 0\.001\)"),
     ("zero_student_lr", None, {"student_lr": 0}, r"--student-lr must be in \(0, 10\], the range a reader accepts \(got 0\)"),
@@ -95,6 +98,8 @@ CASES = [
      r"--student-weight-decay must be in \[0, 10\], the range a reader accepts \(got 11\)"),
     ("quality_for_a_lossless_codec", None, {"codec": "png", "quality": 80},
      r"codec 'png' is lossless and takes no quality \(got 80\)"),
+    ("inverted_crop_ratio", None, {"crop_ratio": [2.0, 0.5]},
+     r"the student's view: augment\.ratio must be \[min, max\] with min <= max, got \[2\.0, 0\.5\]"),
     ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"the student's view: augment\.cutmix_alpha must be a number in > 0, got 0"),
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
@@ -116,7 +121,9 @@ def _cli_args(values: dict) -> list[str]:
     args = [values.pop("data"), "-o", values.pop("output")]
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, list):
+        if name in PAIRS:
+            args += [flag, *map(str, value)]
+        elif isinstance(value, list):
             args += [part for item in value for part in (flag, item)]
         elif value is True:
             args.append(flag)
@@ -139,7 +146,7 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
 def test_an_unknown_calibration_objective_is_a_build_error(errors_kit, tmp_path):
     """Through the API (the command line refuses it as a choice, before any of this)."""
     options = BuildOptions(**_values(errors_kit, tmp_path, None, {"delta_dtype": "int4", "delta_calibration_objective": "l1"}))
-    with pytest.raises(BuildError, match=r"--delta-calibration-objective one of kl, mse \(got 300, 'l1'\)"):
+    with pytest.raises(BuildError, match=r"--delta-calibration-\*: calibration objective must be one of kl, mse, got 'l1'"):
         build(options, progress=False, log=lambda line: None)
     assert not Path(options.output).exists()
 

@@ -125,7 +125,7 @@ def test_nested_quantifier_target_pattern_is_matched_in_linear_time(tmp_path, mo
     monkeypatch.setattr(re, "_compile", refuse_the_hostile_pattern)
     line = cli_error(path)
     assert handed_to_re == []
-    assert f"module '{module}' is not matched by field 'lora.target_modules'" in line
+    assert "is not matched by field 'lora.target_modules'" in line and "a" * 40 in line   # the name, cut
 
 
 def test_target_patterns_agree_with_python_re_on_the_supported_subset():
@@ -1251,18 +1251,19 @@ def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
     from hello_format.augment import AugmentConfig
 
     recipe = StudentRecipe()
-    check_cost(dataclasses.replace(recipe, batch_size=1_024), (10_000, 3, 224, 224), 1_000, 224, (224, 224))  # ImageNet-1K
-    check_cost(recipe, (100, 3, 32, 32), 10, 32, (32, 32))
+    check_cost(dataclasses.replace(recipe, batch_size=1_024), (10_000, 3, 224, 224), 1_000, 224, (224, 224),
+               150_000_000)  # ImageNet-1K
+    check_cost(recipe, (100, 3, 32, 32), 10, 32, (32, 32), 300_000)
     with pytest.raises(BuildError, match="images are 8x8192 and recipe.augment.output_size is unset"):
-        check_cost(recipe, (1, 3, 8, 8_192), 3, 8_192, None)   # the student was sized by the width alone
+        check_cost(recipe, (1, 3, 8, 8_192), 3, 8_192, None, 5_000)   # the student was sized by the width alone
     big_views = dataclasses.replace(recipe, augment=AugmentConfig(output_size=8_192))
     with pytest.raises(BuildError, match=r"convnet3 student for 3 classes at 8192 px has [\d,]+ parameters"):
-        check_cost(big_views, (1, 3, 8, 8), 3, 8_192, None)   # 403M parameters from a one-image file
+        check_cost(big_views, (1, 3, 8, 8), 3, 8_192, None, 5_000)   # 403M parameters from a one-image file
     many = dataclasses.replace(recipe, batch_size=1_000_000)
     with pytest.raises(BuildError, match="a batch of 50,000 images x 10,000 classes"):
-        check_cost(many, (50_000, 3, 1, 1), 10_000, 8, None)
+        check_cost(many, (50_000, 3, 1, 1), 10_000, 8, None, 5_000)
     with pytest.raises(BuildError, match="a batch of 50,000 images at the base's 224x224 px"):
-        check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224))
+        check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224), 5_000)
 
 
 @pytest.mark.parametrize("regime", ["projector", "hard"])
@@ -1779,3 +1780,80 @@ def test_info_json_is_one_compact_line_whatever_the_nesting(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1 and json.loads(result.output)["manifest"]["x"] == nested
     assert len(result.output) < path.stat().st_size
+
+
+# ------------------------------------------------------------- found by the eleventh hostile-input audit
+
+@pytest.mark.parametrize("architecture", ["evil-siglip", "Evil-SigLIP2-i18n"])
+def test_a_custom_config_under_a_siglip_name_is_refused_before_its_tokenizer_is_fetched(architecture):
+    """open_clip gives a name containing 'siglip' a SigLIP tokenizer, which it downloads over HTTP the
+    first time a text head is computed: the file's own config passed every allow-list."""
+    import open_clip
+
+    base = _custom_base(tiny_vit_config(), architecture)
+    for load in (lambda: create_base(base, embedded_state=tiny_clip("vit").state_dict()), lambda: parameter_count(base)):
+        with pytest.raises(BaseModelError, match="SigLIP tokenizer, which it downloads.*allow_remote_base=True") as info:
+            load()
+        assert "\n" not in str(info.value)
+    assert open_clip.get_model_config(architecture) is None   # not even registered
+
+
+def test_an_architecture_name_open_clip_would_rewrite_is_refused():
+    """open_clip builds 'a/b' as 'a-b': the file's config was checked under one name while open_clip built
+    its own 'roberta-ViT-B-32' (a Hugging Face text tower, fetched online) under the other."""
+    import open_clip
+
+    base = _custom_base(tiny_vit_config(), "roberta/ViT-B-32")
+    with pytest.raises(BaseModelError, match=r"contains '/', which open_clip reads as '-'"):
+        parameter_count(base)
+    assert open_clip.get_model_config("roberta/ViT-B-32") is None
+
+
+EVIL_NAME = "\x1b]0;owned\x07\x1b[2J" + "A" * 960   # within the 1,024 characters a tensor name may have
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("encoder_lora." + EVIL_NAME, {}),                                 # not a peft adapter key
+    ("encoder_lora." + EVIL_NAME, {"lora": None}),                     # an adapter tensor without a lora field
+    (f"encoder_lora.{EVIL_NAME}.lora_A.weight", {}),                   # a module the targets do not match
+])
+def test_a_tensor_name_reaches_an_error_escaped_and_cut(tmp_path, name, overrides):
+    """Tensor names went into ManifestError lines raw: a terminal escape sequence and 1,000 characters."""
+    path = hostile(tmp_path, tensors={name: torch.zeros(4, dtype=torch.float16)}, **overrides)
+    with pytest.raises(ManifestError) as info:
+        Bundle.open(path, verify=True)
+    message = str(info.value)
+    assert message.isprintable() and len(message) < 500 and "\\x1b" in message, message
+
+
+def test_hello_eval_bounds_the_students_activations_by_the_files_size():
+    """A 185 KB file of three 8x8 images viewed at 4,096 px passed every bound and asked about 110 GB of
+    ConvNet-3 activations for its first batch: an out-of-memory kill, not a one-line error."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe, activation_bytes, check_cost
+    from hello_build.zoo import create_model
+    from hello_format.augment import AugmentConfig
+
+    with torch.device("meta"):
+        student = create_model("convnet3", 10, image_size=32)
+    # three blocks of conv, norm, ReLU (128 channels at 32, 16, 8 px) and a pool each, then 10 logits; fp32
+    assert activation_bytes(student, 32) == 4 * (3 * 128 * (32**2 + 16**2 + 8**2) + 128 * (16**2 + 8**2 + 4**2) + 10)
+    big_views = StudentRecipe(augment=AugmentConfig(output_size=4_096))
+    with pytest.raises(BuildError, match=r"a batch of 3 convnet3 views at 4096 px holds [\d,]+ bytes of activations "
+                                         r"\(at most 4,294,967,296 for this 185,000-byte file\)"):
+        check_cost(big_views, (3, 3, 8, 8), 3, 4_096, None, 185_000)
+    check_cost(StudentRecipe(augment=AugmentConfig(output_size=512)), (3, 3, 8, 8), 3, 512, None, 185_000)
+
+
+def test_random_real_refuses_images_it_would_decode_at_another_geometry(tmp_path):
+    """The random-real subset was decoded as squares of the bundle's width: 1x8192 images became 8192x8192
+    real ones, 8,192x the geometry the file's bounds had checked."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import evaluate
+
+    recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 8})
+    path = hostile(tmp_path, blobs=[b"not an image"] * 6, height=1, width=64, recipe=recipe)
+    (tmp_path / "real").mkdir()
+    with pytest.raises(BuildError, match="images are 1x64: the random-real regime decodes its real images as squares"):
+        evaluate(path, tmp_path / "no-such-folder", regime="random-real", real_dir=tmp_path / "real", device="cpu",
+                 progress=False)

@@ -368,11 +368,17 @@ def test_calibration_refuses_an_unknown_objective(tmp_path):
 
 def test_requantize_calibrates_from_the_command_line(tmp_path):
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
-    result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3")
+    result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
+                    "--calibration-lr", "0.02", "--calibration-batch-size", "16", "--calibration-selection-views", "64",
+                    "--calibration-check-every", "2")
     assert result.exit_code == 0, result.output
-    assert "calibrated 3 steps (kl): top-1 agreement with the float projector on 1024 selection views" in result.output
+    assert "calibrated 3 steps (kl): top-1 agreement with the float projector on 64 selection views" in result.output
     with Bundle.open(tmp_path / "int8.hello", verify=True) as bundle:
-        assert bundle.manifest["provenance"]["fidelity"]["quantisation"]["steps"] == 3
+        record = bundle.manifest["provenance"]["fidelity"]["quantisation"]
+    assert (record["steps"], record["lr"], record["batch_size"], record["check_every"]) == (3, 0.02, 16, 2)
+    refused = invoke("requantize", path, tmp_path / "x.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
+                     "--calibration-lr", "0")
+    assert refused.exit_code == 2 and "--calibration-lr" in refused.output and not (tmp_path / "x.hello").exists()
     refused = invoke("requantize", path, tmp_path / "fp16.hello", "--delta-dtype", "fp16", "--calibration-steps", "3")
     assert refused.exit_code == 2 and "calibration chooses int8/int4 values" in refused.output
     assert not (tmp_path / "fp16.hello").exists()

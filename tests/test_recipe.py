@@ -25,10 +25,13 @@ def test_reading_fills_absent_augment_settings_and_applies_overrides():
 def test_the_builder_takes_the_recipe_defaults_from_the_recipe():
     options, recipe = BuildOptions(), Recipe()
     assert (options.loss, options.temperature, options.beta, options.epochs, options.student_batch_size,
-            options.student_lr) == (recipe.loss, recipe.temperature, recipe.beta, recipe.epochs, recipe.batch_size,
-                                    recipe.lr)
+            options.student_lr, options.student_optimizer, options.student_weight_decay) == (
+        recipe.loss, recipe.temperature, recipe.beta, recipe.epochs, recipe.batch_size, recipe.lr, recipe.optimizer,
+        recipe.weight_decay)
     augment = recipe.augment
-    assert (options.hflip, options.patch_shuffle, options.cutmix, options.mixup) == (
-        augment.hflip, augment.patch_shuffle, augment.cutmix, augment.mixup)
+    assert (options.hflip, options.patch_shuffle, options.cutmix, options.mixup, options.cutmix_alpha,
+            options.mixup_alpha, tuple(options.crop_ratio)) == (
+        augment.hflip, augment.patch_shuffle, augment.cutmix, augment.mixup, augment.cutmix_alpha,
+        augment.mixup_alpha, augment.ratio)
     assert options.crop_min_scale != augment.scale[0]  # the builder's own choice for distilled images
     assert {f.name for f in dataclasses.fields(Recipe)} == set(Recipe().to_manifest())
