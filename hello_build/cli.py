@@ -60,8 +60,9 @@ def _check_demo_options(data, values: dict) -> None:
     ignored = [name for name in values if name not in DEMO_OPTIONS and source(name) != ParameterSource.DEFAULT]
     if data or ignored:
         given = ", ".join(["DATA"] * bool(data) + ["--" + name.replace("_", "-") for name in ignored])
+        honoured = ", ".join("--" + name for name in DEMO_OPTIONS)
         raise click.UsageError(f"--demo distils its embedded digits with its own settings; it takes -o, --quiet, "
-                               f"--seed and --precision, not {given}")
+                               f"{honoured}, not {given}")
 
 
 @click.command(context_settings={"max_content_width": 110, "show_default": True})
