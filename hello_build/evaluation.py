@@ -61,6 +61,13 @@ MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels a
 # viewed at 4,096 px (110 GB for three ConvNet-3 views) does not
 MIN_BATCH_ACTIVATION_BYTES = 2**32
 BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
+# a whole run of the file's own epochs (--epochs, the user's choice, is not bounded): every view's
+# activations plus every step's fp32 parameters, at most the larger of these. ConvNet-3 students of a
+# 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11 bytes (about 5 CPU minutes); ResNet-18 on an ImageNet-1K
+# IPC 10 file of 150 MB or more, 9e13; a 5 KB file asking a million epochs of ten 32 px views in
+# batches of one (10M steps), 3.5e13
+MIN_RUN_BYTES = 2**42
+RUN_BYTES_PER_FILE_BYTE = 2**24
 
 
 @dataclass(frozen=True)
@@ -208,7 +215,8 @@ def evaluate(
         size = recipe.augment.output_size or bundle.image_shape[-1]
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
-                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None, bundle.file_size)
+                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None, bundle.file_size,
+                   file_epochs=(recipe_overrides or {}).get("epochs") is None)
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
@@ -258,11 +266,11 @@ def evaluate(
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
-               base_size: tuple[int, int] | None, file_bytes: int) -> None:
+               base_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True) -> None:
     """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
     stays within the bounds above: checked before anything is allocated (the student is sized on the
     meta device). ``base_size``: the projector's input size, when the projector labels; ``file_bytes``:
-    the bundle's size."""
+    the bundle's size; ``file_epochs``: the run's length is the file's (else the user chose it)."""
     count, _, height, width = shape
     if recipe.augment.output_size is None and height != width:
         raise BuildError(f"the bundle's images are {height}x{width} and recipe.augment.output_size is unset: "
@@ -281,12 +289,18 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
         raise BuildError(f"a batch of {rows:,} images at the base's {base_size[0]}x{base_size[1]} px is "
                          f"{rows * base_size[0] * base_size[1]:,} pixels to label (at most "
                          f"{limits.MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
-    activations, most = rows * activation_bytes(student, size), max(MIN_BATCH_ACTIVATION_BYTES,
-                                                                    BATCH_ACTIVATION_BYTES_PER_FILE_BYTE * file_bytes)
+    per_view = activation_bytes(student, size)
+    activations, most = rows * per_view, max(MIN_BATCH_ACTIVATION_BYTES, BATCH_ACTIVATION_BYTES_PER_FILE_BYTE * file_bytes)
     if activations > most:
         raise BuildError(f"a batch of {rows:,} {recipe.arch} views at {size} px holds {activations:,} bytes of "
                          f"activations (at most {most:,} for this {file_bytes:,}-byte file): pass a smaller "
                          "--batch-size or another --arch")
+    steps = recipe.epochs * math.ceil(count / max(1, recipe.batch_size))
+    run, most = recipe.epochs * count * per_view + steps * 4 * parameters, max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
+    if file_epochs and run > most:
+        raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {recipe.epochs * count:,} "
+                         f"{recipe.arch} views at {size} px, {run:,} bytes of activations and weights to compute (at "
+                         f"most {most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
 
 
 def activation_bytes(student: torch.nn.Module, size: int) -> int:

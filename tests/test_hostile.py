@@ -1279,6 +1279,24 @@ def test_hello_eval_checks_a_recipes_cost_before_it_decodes_or_builds_anything(t
         evaluate(path, tmp_path / "no-such-folder", regime=regime, device="cpu", progress=False)
 
 
+def test_hello_eval_bounds_the_length_of_run_a_file_asks_for(tmp_path):
+    """A few kilobytes could ask for a million epochs of batches of one (six million steps, hours of a
+    GPU): the file's own epochs are bounded by its size; --epochs, the user's choice, is not."""
+    path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "epochs": 1_000_000, "batch_size": 1})
+    assert path.stat().st_size < 20_000
+    for name in samples.CLASS_NAMES:
+        (tmp_path / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "val" / name / "0.png")
+    command = ["eval", str(path), "--val", str(tmp_path / "val"), "--regime", "hard"]
+    line = cli_error(path, *command[:1], *command[2:])
+    assert re.search(r"the recipe's 1,000,000 epochs are 6,000,000 steps over 6,000,000 convnet3 views at 8 px, "
+                     r"[\d,]+ bytes of activations and weights to compute \(at most 4,398,046,511,104 for this "
+                     r"[\d,]+-byte file\): choose the run's length with --epochs", line), line
+    chosen = CliRunner().invoke(cli, [*command, "--epochs", "2", "--device", "cpu"])
+    assert chosen.exit_code == 0, chosen.output
+    assert '"epochs": 2' in chosen.stdout
+
+
 def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
     """The bound on a batch's rows x classes budgets a float each; the targets were built from two
     int64 one-hots and three float copies: 17.5 bytes each (measured by the eighth audit)."""
