@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
-from hello_build.regimes import REGIMES
+from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
@@ -113,7 +113,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.command("eval")
 @click.argument("bundle")
 @click.option("--val", "val_dir", required=True, type=click.Path(file_okay=False), help="Real validation ImageFolder (class folders as the bundle's).")
-@click.option("--regime", type=click.Choice(list(REGIMES)), default="projector", show_default=True,
+@click.option("--regime", type=click.Choice(list(REGIMES)), default=DEFAULT_REGIME, show_default=True,
               help="Where soft labels come from (the same student, images and augmentation for all): "
                    + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
 @click.option("--student", "arch", default=None,

@@ -87,7 +87,7 @@ def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -
 
 
 def run_demo(output: str | None = None, *, progress: bool = True, seed: int = 0,
-             precision: str = "auto", group: Group | None = None) -> dict | None:
+             precision: str = BuildOptions.precision, group: Group | None = None) -> dict | None:
     """Run the demo end to end; returns the figures it prints (in a torchrun ``group``: on rank 0; None
     on the others). ``precision``: fp32, bf16 or auto (``resolve_precision``: fp32 on CPUs) for the
     teacher's training, the build and the students."""

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
-from hello_build.regimes import REGIMES
+from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
 from hello_format import limits
 from hello_format.hub.resolver import open_bundle
@@ -180,7 +180,7 @@ def evaluate(
     bundle_path,
     val_dir,
     *,
-    regime: str = "projector",
+    regime: str = DEFAULT_REGIME,
     recipe_overrides: dict | None = None,
     teacher=None,
     real_dir=None,

@@ -20,7 +20,7 @@ from hello_build.teachers import COMBINE_MODES
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
-from hello_format.codecs import CODECS, DEFAULT_QUALITY
+from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
@@ -124,7 +124,7 @@ class BuildOptions:
     delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, "Fixed views (another seed) the calibration's kept state is chosen on.", stage="write", open=True)
     delta_calibration_check_every: int = option(CalibrationConfig.check_every, "Calibration steps between checks on the selection views.", stage="write", open=True)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
-    codec: str = option("png", "Image codec in the bundle.", stage="write", choices=CODECS)
+    codec: str = option(DEFAULT_CODEC, "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory and start over instead of resuming.", stage="run")

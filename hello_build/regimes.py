@@ -8,3 +8,4 @@ REGIMES = {
     "stored": "the teacher's labels for every view written to disk once and read back (FKD-style)",
     "random-real": "the projector on a random real subset (--real) of the bundle's size instead of its images",
 }
+DEFAULT_REGIME = "projector"

@@ -120,7 +120,7 @@ def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[st
 
 
 def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tensor,
-                 tensors: dict[str, torch.Tensor] | None = None, codec: str = "png",
+                 tensors: dict[str, torch.Tensor] | None = None, codec: str = codecs.DEFAULT_CODEC,
                  quality: int | None = None) -> pathlib.Path:
     """Validate, then write a .hello file deterministically and atomically; return its path.
 

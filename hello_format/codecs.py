@@ -15,6 +15,7 @@ from hello_format import limits
 from hello_format.errors import BundleError, ImageDecodeError
 
 CODECS = ("raw", "png", "jpeg", "webp")
+DEFAULT_CODEC = "png"  # lossless: the bundle holds exactly the optimised pixels
 LOSSY_CODECS = ("jpeg", "webp")
 DEFAULT_QUALITY = 90
 _MODES = {1: "L", 3: "RGB"}
