@@ -293,7 +293,7 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
     """ConvNet-3 trained on the original half minus the builder's hold-out; its trajectory checkpoints."""
     from hello_build.data import holdout_split, scan_image_folder
     from hello_build.options import BuildOptions
-    from hello_build.teachers import load_teacher, train_teacher
+    from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
 
     inputs = {"arch": "convnet3", "epochs": args.teacher_epochs, "keep": args.teacher_checkpoints,
               "split_seed": args.split_seed, "holdout": BuildOptions.holdout, "seed": args.build_seed, **trained_on(args)}
@@ -304,7 +304,7 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
         train_idx, _ = holdout_split(index, BuildOptions.holdout, args.build_seed)
         say(f"teacher: training convnet3 for {args.teacher_epochs} epochs on {len(train_idx)} images")
         started = time.perf_counter()
-        trained = train_teacher(index, "convnet3", epochs=args.teacher_epochs, keep=args.teacher_checkpoints,
+        trained = train_teacher(index, "convnet3", TeacherTraining(epochs=args.teacher_epochs, checkpoints=args.teacher_checkpoints),
                                 seed=args.build_seed, indices=train_idx, input_size=SIZE, work_dir=folder, device=args.device,
                                 progress=lambda epoch, loss: say(f"teacher: epoch {epoch} loss {loss:.3f}"))
         seconds = time.perf_counter() - started

@@ -31,7 +31,7 @@ import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 from hello_build.data import scan_image_folder
 from hello_build.demo import digits_split, write_image_folder
-from hello_build.teachers import train_teacher
+from hello_build.teachers import TeacherTraining, train_teacher
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 
@@ -46,7 +46,7 @@ def prepare(root: Path) -> dict:
     torch.manual_seed(0)
     base = open_clip.create_model(BASE)
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(root / "base.safetensors"))
-    train_teacher(scan_image_folder(data), "convnet3", epochs=1, keep=1, input_size=32, seed=0, work_dir=root / "teacher")
+    train_teacher(scan_image_folder(data), "convnet3", TeacherTraining(epochs=1, checkpoints=1), input_size=32, seed=0, work_dir=root / "teacher")
     teacher = next((root / "teacher").glob("teacher_convnet3_epoch*.safetensors"))
     return {"data": data, "base": root / "base.safetensors", "teacher": teacher, "images": len(parts["original"][1])}
 

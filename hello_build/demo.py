@@ -40,7 +40,7 @@ from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import HEAD_RANK_CAP, BuildOptions
 from hello_build.pipeline import build
-from hello_build.teachers import load_teacher, train_teacher
+from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
@@ -193,7 +193,7 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
     print(f"2/4 ({time.perf_counter() - started:.0f} s) training a {NET} teacher on {len(parts['original'][1])} digits and distilling them into {IPC} image{'s' * (IPC > 1)} per class")
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
-    return train_teacher(index, NET, epochs=BuildOptions.teacher_epochs, keep=3, input_size=SIZE, seed=seed,
+    return train_teacher(index, NET, TeacherTraining(checkpoints=3), input_size=SIZE, seed=seed,
                          indices=train_idx, work_dir=teacher_dir, precision=precision)
 
 

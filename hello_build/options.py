@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hello_build.teachers import COMBINE_MODES
+from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, TeacherTraining
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
@@ -54,9 +54,12 @@ class BuildOptions:
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers.", stage="teacher", choices=tuple(zoo_names()))
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
-    teacher_epochs: int = option(15, "Epochs for --train-teacher.", stage="teacher", open=True)
-    teacher_checkpoints: int = option(5, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
-    teacher_combine: str = option("random", "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
+    teacher_epochs: int = option(TeacherTraining.epochs, "Epochs for --train-teacher.", stage="teacher", open=True)
+    teacher_checkpoints: int = option(TeacherTraining.checkpoints, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
+    teacher_lr: float = option(TeacherTraining.lr, f"Peak SGD learning rate for --train-teacher (cosine schedule, momentum {SGD_MOMENTUM:g}).", stage="teacher", open=True)
+    teacher_batch_size: int = option(TeacherTraining.batch_size, "Batch size for --train-teacher.", stage="teacher", open=True)
+    teacher_weight_decay: float = option(TeacherTraining.weight_decay, "Weight decay for --train-teacher.", stage="teacher", open=True)
+    teacher_combine: str = option(DEFAULT_COMBINE, "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")
     pretrained: str | None = option("openai", "open_clip pretrained tag of the base (ignored with --base-checkpoint).", stage="base")

@@ -29,10 +29,12 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
 from hello_build.options import HEAD_RANK_CAP, BuildOptions
+from hello_build.teachers import TeacherTraining
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, crops_per_candidate
 from hello_build.stages.plan import STAGES
+from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig, AugmentError
@@ -157,9 +159,11 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
-    if options.train_teacher and not 1 <= options.teacher_checkpoints <= options.teacher_epochs:
-        raise BuildError(f"--teacher-checkpoints must be from 1 to --teacher-epochs, one per epoch at most "
-                         f"(got {options.teacher_checkpoints} of {options.teacher_epochs})")
+    if options.train_teacher:
+        try:
+            teacher_training(options)
+        except ValueError as exc:
+            raise BuildError(f"--teacher-*: {exc}") from None
     if not 0 <= options.holdout < 1:
         raise BuildError(f"--holdout must be in [0, 1) (got {options.holdout})")
     if options.crops_per_image < 1:
@@ -257,8 +261,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         lora_alpha=used(options.lora_alpha, adapted),
         lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
         teacher_arch=used(options.teacher_arch, not trained),
-        teacher_epochs=used(options.teacher_epochs, trained),
-        teacher_checkpoints=used(options.teacher_checkpoints, trained),
+        **{f"teacher_{f.name}": used(getattr(options, f"teacher_{f.name}"), trained) for f in dataclasses.fields(TeacherTraining)},
         candidates_per_class=used(candidates_per_class(options), initialised),
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),

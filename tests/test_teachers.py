@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hello_build.data import scan_image_folder
-from hello_build.teachers import (Teacher, TeacherSet, check_teacher, checkpoint_epochs, load_teacher, save_teacher, train_teacher, zoo_teacher)
+from hello_build.teachers import (Teacher, TeacherSet, TeacherTraining, check_teacher, load_teacher, save_teacher, train_teacher,
+                                   zoo_teacher)
 from hello_build.zoo import create_model, zoo_names
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_build.errors import BuildError
@@ -313,12 +314,18 @@ def test_teacher_set_mean_and_errors(images):
         TeacherSet(constant_teachers() + [other])
 
 
-def test_checkpoint_epochs():
-    assert checkpoint_epochs(10, 3) == [3, 7, 10]
-    assert checkpoint_epochs(9, 9) == list(range(1, 10))
-    assert checkpoint_epochs(5, 1) == [5]
-    with pytest.raises(BuildError, match="cannot keep 4 checkpoints of a 3-epoch run"):
-        checkpoint_epochs(3, 4)
+def test_teacher_training_checkpoint_epochs_and_bounds():
+    assert TeacherTraining(epochs=10, checkpoints=3).checkpoint_epochs() == [3, 7, 10]
+    assert TeacherTraining(epochs=9, checkpoints=9).checkpoint_epochs() == list(range(1, 10))
+    assert TeacherTraining(epochs=5, checkpoints=1).checkpoint_epochs() == [5]
+    with pytest.raises(ValueError, match=r"checkpoints must be from 1 to epochs, one per epoch at most \(got 4 of 3\)"):
+        TeacherTraining(epochs=3, checkpoints=4)
+    for bad in ({"lr": float("inf")}, {"lr": 0.0}, {"batch_size": 1}, {"weight_decay": float("nan")}):
+        with pytest.raises(ValueError, match="teacher training needs a finite lr > 0, batch_size >= 2"):
+            TeacherTraining(**bad)
+
+
+TRAINING = TeacherTraining(epochs=2, checkpoints=2, lr=0.01, batch_size=4)
 
 
 def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
@@ -330,7 +337,7 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
             Image.new("RGB", (36, 36), shade).save(root / f"c{label}" / f"{i}.png")
     index = scan_image_folder(root)
     losses = []
-    teachers = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16,
+    teachers = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16,
                              work_dir=tmp_path / "work", progress=lambda epoch, loss: losses.append((epoch, loss)))
     assert len(teachers) == 2 and [e for e, _ in losses] == [1, 2]
     assert all(t.input_size == 16 for t in teachers)
@@ -338,15 +345,16 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     first, last = (dict(t.net.state_dict()) for t in teachers)
     assert any(not torch.equal(first[k], last[k]) for k in first)
     assert "epoch 1/2" in teachers[0].describe() and "epoch 2/2" in teachers[1].describe()
+    assert "(SGD lr 0.01 cosine, momentum 0.9, weight decay 0.0005, batch 4, pad-crop and flip, fp32)" in teachers[0].describe()
     saved = sorted((tmp_path / "work").glob("*.safetensors"))
     assert [p.name for p in saved] == [f"teacher_convnet3_epoch000{e}.safetensors" for e in (1, 2)]
     batch = torch.rand(2, 3, 32, 32)
     reloaded = load_teacher(saved[1])
     assert reloaded.input_size == 16 and torch.allclose(reloaded(batch), teachers[1](batch), atol=1e-5)
-    again = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16)
+    again = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16)
     assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
     # bf16 autocast trains the same network in rounded arithmetic: close to fp32's, not equal, weights fp32
-    bf16 = train_teacher(index, "convnet3", epochs=2, keep=2, lr=0.01, batch_size=4, seed=0, input_size=16, precision="bf16")
+    bf16 = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16, precision="bf16")
     assert all(p.dtype == torch.float32 for p in bf16[1].parameters())
     assert not torch.equal(bf16[1](batch), teachers[1](batch))
     assert torch.allclose(bf16[1](batch), teachers[1](batch), atol=0.1)

@@ -12,13 +12,13 @@ HF_HUB_OFFLINE=1 .venv/bin/python - "$SECOND" <<'PY'
 import sys, time
 from pathlib import Path
 from hello_build.data import holdout_split, scan_image_folder
-from hello_build.teachers import train_teacher
+from hello_build.teachers import TeacherTraining, train_teacher
 folder = Path(sys.argv[1])
 if not (folder / "teacher_convnet3_epoch0006.safetensors").exists():
     index = scan_image_folder(Path("bench/results/cache/cifar10/split-0/original"), check_headers=False)
     train_idx, _ = holdout_split(index, 0.05, 0)  # the bench teacher's images (build seed 0)
     started = time.perf_counter()
-    train_teacher(index, "convnet3", epochs=6, keep=3, seed=1, indices=train_idx, input_size=32, work_dir=folder)
+    train_teacher(index, "convnet3", TeacherTraining(epochs=6, checkpoints=3), seed=1, indices=train_idx, input_size=32, work_dir=folder)
     print(f"second teacher trained in {time.perf_counter() - started:.0f} s")
 PY
 HF_HUB_OFFLINE=1 .venv/bin/python bench/view_agreement.py $CACHE/bundles/cifar10-ipc10-9ff6e0e6cb64eea9.hello \

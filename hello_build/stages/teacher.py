@@ -8,6 +8,7 @@ directory like every stage's result, so a rerun reuses them. Under torchrun the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from hello_build import teachers as teacher_io
@@ -19,14 +20,19 @@ def trains(options) -> bool:
     return options.train_teacher is not None
 
 
+def training(options) -> teacher_io.TeacherTraining:
+    """How ``--train-teacher`` trains (``teachers.TeacherTraining``): ``--teacher-X`` is the config's ``X``."""
+    return teacher_io.TeacherTraining(**{f.name: getattr(options, f"teacher_{f.name}")
+                                         for f in dataclasses.fields(teacher_io.TeacherTraining)})
+
+
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
     trained = teacher_io.train_teacher(
-        ctx.index, options.train_teacher, epochs=options.teacher_epochs, keep=options.teacher_checkpoints,
-        input_size=ctx.image_size, indices=ctx.train.indices, seed=options.seed, device=ctx.device,
-        num_workers=options.num_workers, skip_bad=options.skip_bad, precision=options.precision, progress=ctx.progress,
-        group=ctx.group,
+        ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
+        seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
+        precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
