@@ -73,6 +73,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
         deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
                   **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
         calibrated = None
+        if calibrating and not deltas:
+            raise BundleError(f"{bundle.path} stores no LoRA deltas (the zero-shot projector): there is nothing to calibrate")
         if calibrating:
             deltas, calibrated = _calibrated(bundle, dtype, group_size, calibration, checkpoint=checkpoint,
                                              allow_remote_base=allow_remote_base, progress=progress)

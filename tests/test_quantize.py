@@ -22,7 +22,7 @@ from hello_format.calibration import OBJECTIVES, SELECTION_SEED, CalibrationConf
 from hello_format.quantize import QMAX, dequantise, quantise, round_trip
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
-from support import load_script, write_labelled_bundle
+from support import load_script, rewritten, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 samples = load_script("spec/make_vectors.py")
@@ -363,6 +363,22 @@ def test_calibration_refuses_an_unknown_objective(tmp_path):
     refused = invoke("requantize", path, tmp_path / "int4.hello", "--delta-dtype", "int4", "--calibration-steps", "3",
                      "--calibration-objective", "l1")
     assert refused.exit_code == 2 and "'l1' is not one of 'kl', 'mse'" in refused.output
+    assert not (tmp_path / "int4.hello").exists()
+
+
+def test_calibrating_a_bundle_without_deltas_is_one_line_before_anything_is_built(tmp_path, monkeypatch):
+    """A zero-shot bundle (no LoRA, schema-valid) made calibration raise a bare ValueError: a traceback
+    after the base was built and every image decoded (found by the ninth hostile-input audit)."""
+    def zero_shot(manifest, tensors):
+        manifest["lora"], manifest["head"]["lora"] = None, None
+        for name in [n for n in tensors if n.startswith("encoder_lora.") or n in ("head.lora_A", "head.lora_B")]:
+            del tensors[name]
+    path = rewritten(write_labelled_bundle(tmp_path / "fp32.hello", "vit"), tmp_path / "zero-shot.hello", zero_shot)
+    monkeypatch.setattr(Projector, "from_bundle", lambda *a, **k: pytest.fail("a projector was built"))
+    refused = invoke("requantize", path, tmp_path / "int4.hello", "--delta-dtype", "int4", "--calibration-steps", "5")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines() == [f"error: {path} stores no LoRA deltas (the zero-shot projector): there is "
+                                           "nothing to calibrate"]
     assert not (tmp_path / "int4.hello").exists()
 
 
