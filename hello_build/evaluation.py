@@ -50,7 +50,7 @@ VAL_BATCH = 256  # validation images per batch up to 224 px
 VAL_BATCH_PIXELS = VAL_BATCH * 224 * 224  # and at most this many pixels per batch above
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 # What a bundle's recipe may make one evaluation cost (a stranger's file sets the view size, the batch
-# size and the classes; --arch and --batch-size override them). Legitimate runs stay far below:
+# size and the classes; --student and --batch-size override them). Legitimate runs stay far below:
 # ConvNet-3 at 224 px for ImageNet-1K has 100M parameters; a batch of 1,024 ImageNet-1K labels is 1M
 # values, and 1,024 images at 224 px are 51M pixels.
 MAX_STUDENT_PARAMETERS = 2**28  # 1 GiB of fp32 weights
@@ -280,8 +280,15 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
     parameters = sum(p.numel() for p in student.parameters())
     if parameters > MAX_STUDENT_PARAMETERS:
         raise BuildError(f"a {recipe.arch} student for {num_classes:,} classes at {size} px has {parameters:,} "
-                         f"parameters (at most {MAX_STUDENT_PARAMETERS:,}): choose another --arch")
+                         f"parameters (at most {MAX_STUDENT_PARAMETERS:,}): choose another --student")
     rows = min(recipe.batch_size, count)
+    last = count % rows or rows   # the epoch's last batch
+    try:
+        with torch.no_grad():
+            student.train()(torch.empty(last, 3, size, size, device="meta"))
+    except ValueError as exc:   # BatchNorm refuses one value per channel in training
+        raise BuildError(f"a {recipe.arch} student cannot train on the epoch's last batch, {last} of {count:,} "
+                         f"views at {size} px ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
@@ -294,7 +301,7 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
     if activations > most:
         raise BuildError(f"a batch of {rows:,} {recipe.arch} views at {size} px holds {activations:,} bytes of "
                          f"activations (at most {most:,} for this {file_bytes:,}-byte file): pass a smaller "
-                         "--batch-size or another --arch")
+                         "--batch-size or another --student")
     steps = recipe.epochs * math.ceil(count / max(1, recipe.batch_size))
     run, most = recipe.epochs * count * per_view + steps * 4 * parameters, max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:

@@ -1297,6 +1297,24 @@ def test_hello_eval_bounds_the_length_of_run_a_file_asks_for(tmp_path):
     assert '"epochs": 2' in chosen.stdout
 
 
+def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
+    """Six 8x8 images in batches of five end each epoch with one view, and ResNet-18's BatchNorm cannot
+    train on one value per channel: a traceback mid-training (found by the ninth hostile-input audit)."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe, check_cost
+
+    recipe = StudentRecipe(arch="resnet18_32", batch_size=5)
+    with pytest.raises(BuildError, match=r"a resnet18_32 student cannot train on the epoch's last batch, 1 of 6 views at "
+                                         r"8 px \(Expected more than 1 value per channel when training.*\): pass another "
+                                         r"--batch-size or --student"):
+        check_cost(recipe, (6, 3, 8, 8), 3, 8, None, 5_000)
+    check_cost(dataclasses.replace(recipe, batch_size=4), (6, 3, 8, 8), 3, 8, None, 5_000)   # ends in two
+    check_cost(dataclasses.replace(recipe, arch="convnet3"), (6, 3, 8, 8), 3, 8, None, 5_000)   # no BatchNorm
+    path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "batch_size": 5, "epochs": 1})
+    line = cli_error(path, "eval", "--val", str(tmp_path / "no-such-folder"), "--regime", "hard", "--student", "resnet18_32")
+    assert "cannot train on the epoch's last batch, 1 of 6 views" in line
+
+
 def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
     """The bound on a batch's rows x classes budgets a float each; the targets were built from two
     int64 one-hots and three float copies: 17.5 bytes each (measured by the eighth audit)."""
