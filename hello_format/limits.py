@@ -108,6 +108,8 @@ MAX_CARD_BYTES = 2**21
 
 # a hello eval results file given to hello push --eval (its values are written into the card)
 MAX_EVAL_RESULTS_BYTES = 1_000_000
+MAX_EVAL_ENTRIES = 1_000                # results in that file: a card's table rows
+MAX_EVAL_COLUMNS = 64                  # distinct scalar fields over its entries: the table's columns (hello eval writes 17)
 
 # a class-names file given to hello-build --class-names (read whole): MAX_CLASSES names and folders of
 # MAX_CLASS_NAME_CHARS 4-byte characters each fit

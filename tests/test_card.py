@@ -166,6 +166,26 @@ def test_a_hostile_eval_file_is_one_line_error(tmp_path, text, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_eval_file_cannot_make_the_cards_table_quadratic(tmp_path):
+    """One entry with n fields and n entries without them made an n x n table: a 167 KB file wrote a
+    192 MB card (found by the ninth hostile-input audit). Rows and columns are bounded, each refused in one line."""
+    from hello_format.limits import MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES
+
+    n = 8_000
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"top1": 0.5, **{f"k{i}": 0 for i in range(n)}}] + [{"top1": 0.0}] * n))
+    assert path.stat().st_size < 250_000   # far inside the 1,000,000 bytes a results file may have
+    with pytest.raises(HubError, match=f"results.json: {n + 1:,} entries, each a row of the card's table "
+                                       f"\\(at most {MAX_EVAL_ENTRIES:,}\\)"):
+        card.load_eval_results(path)
+    wide = [{"top1": 0.5, **{f"k{i}": 0 for i in range(MAX_EVAL_COLUMNS)}}]
+    with pytest.raises(HubError, match=f"eval results: {MAX_EVAL_COLUMNS + 1} distinct fields, each a column"):
+        card.validate_eval_results(wide)
+    table = card._evaluation(card.validate_eval_results([{"top1": 0.5, **{f"k{i}": 0 for i in range(MAX_EVAL_COLUMNS - 1)}}]
+                                                        * MAX_EVAL_ENTRIES))
+    assert len(table) < 500_000   # the largest table allowed: 1,000 rows of 64 columns
+
+
 def test_eval_results_cannot_add_headings_or_html_to_the_card(bundle):
     results = [{"top1": 0.5, "student": "x\n\n## Owned\n<img src=x onerror=alert(1)>", "<script>a</script>": "[l](https://e.invalid)"}]
     _, body = split_card(card.render_card(bundle, uri=URI, eval_results=results))

@@ -18,7 +18,7 @@ from hello_format.errors import HubError
 from hello_format.files import read_bounded_text
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
-from hello_format.limits import MAX_EVAL_RESULTS_BYTES
+from hello_format.limits import MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, json_cut, markdown, shortened
 
@@ -80,6 +80,8 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
     entries = [results] if isinstance(results, dict) else results
     if not isinstance(entries, list) or not entries:
         raise HubError(f"{source}: got {type(results).__name__}; {_EVAL_HINT}")
+    if len(entries) > MAX_EVAL_ENTRIES:
+        raise HubError(f"{source}: {len(entries):,} entries, each a row of the card's table (at most {MAX_EVAL_ENTRIES:,})")
     for i, entry in enumerate(entries):
         where = f"{source}: entry {i}" if isinstance(results, list) else source
         if not isinstance(entry, dict):
@@ -93,7 +95,16 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
             value = entry.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {shortened(value)}")
+    if len(_eval_columns(entries)) > MAX_EVAL_COLUMNS:
+        raise HubError(f"{source}: {len(_eval_columns(entries)):,} distinct fields, each a column of the card's table "
+                       f"(at most {MAX_EVAL_COLUMNS})")
     return entries
+
+
+def _eval_columns(results: list[dict]) -> list[str]:
+    """The card table's columns: ``hello eval``'s usual ones first, then every other scalar field, sorted."""
+    present = {k for r in results for k, v in r.items() if _is_scalar(v)}
+    return [c for c in _EVAL_COLUMNS if c in present] + sorted(present - set(_EVAL_COLUMNS))
 
 
 def load_eval_results(path: str | Path) -> list[dict]:
@@ -331,8 +342,7 @@ def _recipe(m: dict) -> str:
 
 
 def _evaluation(results: list[dict]) -> str:
-    present = {k for r in results for k, v in r.items() if _is_scalar(v)}
-    columns = [c for c in _EVAL_COLUMNS if c in present] + sorted(present - set(_EVAL_COLUMNS))
+    columns = _eval_columns(results)
     head = "| " + " | ".join(markdown(c) for c in columns) + " |\n|" + "---|" * len(columns)
     rows = "\n".join("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in results)
     return f"## Evaluation\n\nStudents trained from this bundle (`hello eval`):\n\n{head}\n{rows}"
