@@ -62,12 +62,15 @@ MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels a
 MIN_BATCH_ACTIVATION_BYTES = 2**32
 BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
 # a whole run of the file's own epochs (--epochs, the user's choice, is not bounded): every view's
-# activations plus every step's fp32 parameters, at most the larger of these. ConvNet-3 students of a
-# 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11 bytes (about 5 CPU minutes); ResNet-18 on an ImageNet-1K
-# IPC 10 file of 150 MB or more, 9e13; a 5 KB file asking a million epochs of ten 32 px views in
-# batches of one (10M steps), 3.5e13
-MIN_RUN_BYTES = 2**42
+# activations, every step's fp32 parameters and, where the projector labels, its activations for every
+# view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
+# bytes (about 5 CPU minutes), 8.1e11 with its 32 px projector; of a 250 KB zero-shot IPC 10 bundle with
+# an RN50 base at 224 px, 4.7e12; ResNet-18 on an ImageNet-1K IPC 10 file of 150 MB or more, 5.5e14 with
+# an RN50 projector; a 5 KB file asking a million epochs of ten 32 px views in batches of one (10M
+# steps), 3.5e13 without one
+MIN_RUN_BYTES = 2**43
 RUN_BYTES_PER_FILE_BYTE = 2**24
+PROJECTOR_BYTES_PER_PIXEL = 3_072  # the projector's fp32 activations per base pixel: RN50's 3,026 (ViT-B/16 1,930; meta device)
 
 
 @dataclass(frozen=True)
@@ -302,12 +305,14 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
         raise BuildError(f"a batch of {rows:,} {recipe.arch} views at {size} px holds {activations:,} bytes of "
                          f"activations (at most {most:,} for this {file_bytes:,}-byte file): pass a smaller "
                          "--batch-size or another --student")
-    steps = recipe.epochs * math.ceil(count / max(1, recipe.batch_size))
-    run, most = recipe.epochs * count * per_view + steps * 4 * parameters, max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
+    steps, views = recipe.epochs * math.ceil(count / max(1, recipe.batch_size)), recipe.epochs * count
+    labelling = 0 if base_size is None else views * base_size[0] * base_size[1] * PROJECTOR_BYTES_PER_PIXEL
+    run, most = views * per_view + steps * 4 * parameters + labelling, max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:
-        raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {recipe.epochs * count:,} "
-                         f"{recipe.arch} views at {size} px, {run:,} bytes of activations and weights to compute (at "
-                         f"most {most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
+        labelled = "" if base_size is None else f", each labelled at the base's {base_size[0]}x{base_size[1]} px"
+        raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {views:,} {recipe.arch} views "
+                         f"at {size} px{labelled}, {run:,} bytes of activations and weights to compute (at most "
+                         f"{most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
 
 
 def activation_bytes(student: torch.nn.Module, size: int) -> int:

@@ -1282,19 +1282,34 @@ def test_hello_eval_checks_a_recipes_cost_before_it_decodes_or_builds_anything(t
 def test_hello_eval_bounds_the_length_of_run_a_file_asks_for(tmp_path):
     """A few kilobytes could ask for a million epochs of batches of one (six million steps, hours of a
     GPU): the file's own epochs are bounded by its size; --epochs, the user's choice, is not."""
-    path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "epochs": 1_000_000, "batch_size": 1})
+    path = hostile(tmp_path, blobs=[png(16, 16, 8, 2)] * 6, height=16, width=16,
+                   recipe={**samples.sample_manifest()["recipe"], "epochs": 1_000_000, "batch_size": 1})
     assert path.stat().st_size < 20_000
     for name in samples.CLASS_NAMES:
         (tmp_path / "val" / name).mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(tmp_path / "val" / name / "0.png")
+        Image.new("RGB", (16, 16)).save(tmp_path / "val" / name / "0.png")
     command = ["eval", str(path), "--val", str(tmp_path / "val"), "--regime", "hard"]
     line = cli_error(path, *command[:1], *command[2:])
-    assert re.search(r"the recipe's 1,000,000 epochs are 6,000,000 steps over 6,000,000 convnet3 views at 8 px, "
-                     r"[\d,]+ bytes of activations and weights to compute \(at most 4,398,046,511,104 for this "
+    assert re.search(r"the recipe's 1,000,000 epochs are 6,000,000 steps over 6,000,000 convnet3 views at 16 px, "
+                     r"[\d,]+ bytes of activations and weights to compute \(at most 8,796,093,022,208 for this "
                      r"[\d,]+-byte file\): choose the run's length with --epochs", line), line
     chosen = CliRunner().invoke(cli, [*command, "--epochs", "2", "--device", "cpu"])
     assert chosen.exit_code == 0, chosen.output
     assert '"epochs": 2' in chosen.stdout
+
+
+def test_the_run_bound_counts_the_projectors_labelling():
+    """The projector labels every view at the base's size, which costs more than a small student: a
+    file could pass the run bound on its student alone and ask days of RN50 passes (ninth audit)."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe, check_cost
+
+    recipe = StudentRecipe(epochs=1_000, batch_size=100)
+    check_cost(recipe, (100, 3, 32, 32), 10, 32, None, 250_000)            # hard labels: 3e11 bytes
+    with pytest.raises(BuildError, match=r"over 100,000 convnet3 views at 32 px, each labelled at the base's 224x224 px, "
+                                         r"[\d,]+ bytes .* choose the run's length with --epochs"):
+        check_cost(recipe, (100, 3, 32, 32), 10, 32, (224, 224), 250_000)   # RN50 at 224 px: 1.6e13
+    check_cost(dataclasses.replace(recipe, epochs=300), (100, 3, 32, 32), 10, 32, (224, 224), 250_000)
 
 
 def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
