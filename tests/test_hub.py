@@ -392,6 +392,35 @@ def test_pull_writes_the_bundle_and_its_card_or_neither(hub_cache, bundle_bytes,
     assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
 
 
+def test_pull_replaces_no_card_when_the_bundle_cannot_take_its_place(hub_cache, bundle_bytes, tmp_path):
+    """The card was renamed into place first; a folder where the bundle goes then failed the bundle's
+    rename and left the new card beside the user's old files (found by the ninth hostile-input audit)."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# new card\n")
+    out = tmp_path / "out"
+    (out / "tiny.hello").mkdir(parents=True)
+    (out / "tiny.README.md").write_text("# my card\n")
+    with pytest.raises(HubError, match="tiny.hello: cannot write there: a folder is in the way"):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+    assert (out / "tiny.README.md").read_text() == "# my card\n"
+    assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
+
+
+def test_pull_refuses_another_users_file_in_a_sticky_folder_before_writing(hub_cache, bundle_bytes, tmp_path, monkeypatch):
+    """In /tmp (sticky) a rename over another user's file fails: the check comes before either rename.
+    Here this process plays a user who owns neither the folder nor the file."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# new card\n")
+    out = tmp_path / "shared"
+    out.mkdir(mode=0o1777)
+    out.chmod(0o1777)
+    (out / "tiny.hello").write_bytes(b"theirs")
+    monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 4242)
+    with pytest.raises(HubError, match="tiny.hello: cannot write there: another user's file in a sticky folder"):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+    assert sorted(os.listdir(out)) == ["tiny.hello"] and (out / "tiny.hello").read_bytes() == b"theirs"
+
+
 @pytest.mark.parametrize("name", ["README.md", "readme.MD", "preview.png", "other.README.md"])
 def test_a_bundle_named_like_a_card_or_preview_is_neither_pushed_nor_pulled(hub_cache, bundle_bytes, tmp_path, name):
     """Pushing README.md uploaded the card in the bundle's place; pulling .../README.md replaced the

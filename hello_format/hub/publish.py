@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -28,13 +30,17 @@ _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
     The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
-    a card over MAX_CARD_BYTES is skipped with one warning line. Both files are written or neither."""
+    a card over MAX_CARD_BYTES is skipped with one warning line. Both files are written or neither: every
+    target is checked replaceable before either is renamed into place (only an I/O error between the two
+    renames could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
     local = resolve(uri, token=token)
     card_file = _fetch_card(HubRef(ref.repo_type, ref.repo_id, ref.revision, _CARD), token) if with_card else None
     out = Path(out_dir)
     targets = [(local, out / name)] + ([(card_file, out / card_name(name))] if card_file is not None else [])
+    for _, target in targets:
+        _check_replaceable(target)
     try:
         out.mkdir(parents=True, exist_ok=True)
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
@@ -46,6 +52,20 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for _, target in targets]
+
+
+def _check_replaceable(target: Path) -> None:
+    """HubError when a rename cannot put a file at ``target``: a folder is there, or another user's file
+    in a sticky folder such as /tmp."""
+    try:
+        found, folder = target.lstat(), target.parent.stat()
+    except OSError:   # nothing there, or no folder to put it in: the write itself says why
+        return
+    if stat.S_ISDIR(found.st_mode):
+        raise HubError(f"{target}: cannot write there: a folder is in the way")
+    me = os.geteuid()
+    if folder.st_mode & stat.S_ISVTX and me not in (0, found.st_uid, folder.st_uid):
+        raise HubError(f"{target}: cannot write there: another user's file in a sticky folder")
 
 
 def _fetch_card(card_ref: HubRef, token: str | None) -> Path | None:
