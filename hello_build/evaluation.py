@@ -290,8 +290,8 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
         with torch.no_grad():
             student.train()(torch.empty(last, 3, size, size, device="meta"))
     except ValueError as exc:   # BatchNorm refuses one value per channel in training
-        raise BuildError(f"a {recipe.arch} student cannot train on the epoch's last batch, {last} of {count:,} "
-                         f"views at {size} px ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
+        raise BuildError(f"a {recipe.arch} student cannot train on the epoch's last batch, {last} of {count:,} views "
+                         f"at {size} px ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
@@ -307,7 +307,8 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
                          "--batch-size or another --student")
     steps, views = recipe.epochs * math.ceil(count / max(1, recipe.batch_size)), recipe.epochs * count
     labelling = 0 if base_size is None else views * base_size[0] * base_size[1] * PROJECTOR_BYTES_PER_PIXEL
-    run, most = views * per_view + steps * 4 * parameters + labelling, max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
+    run = views * per_view + steps * 4 * parameters + labelling
+    most = max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:
         labelled = "" if base_size is None else f", each labelled at the base's {base_size[0]}x{base_size[1]} px"
         raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {views:,} {recipe.arch} views "

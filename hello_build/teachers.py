@@ -512,9 +512,8 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) as ``training`` says
     and return its ``checkpoints`` frozen checkpoints (``TeacherTraining.checkpoint_epochs``), oldest first.
 
-    Augmentation: random crop with padding (size / 8)
-    and horizontal flip. Images are decoded at ``input_size`` (default: the architecture's own), which
-    becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
+    Augmentation: random crop with padding (size / 8) and horizontal flip. Images are decoded at
+    ``input_size`` (default: the architecture's own), which becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
     the same hardware. ``precision``: bf16 trains under bf16 autocast (``hello_format.labelling``; ``auto``:
     bf16 on CUDA), with fp32 weights and checkpoints. With ``work_dir`` each checkpoint is also saved as
     ``teacher_<arch>_epoch<NNNN>.safetensors``. ``progress``: True shows a bar; a callable gets
