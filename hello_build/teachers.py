@@ -232,7 +232,7 @@ def _load(source, arch, input_size, image_size, num_classes, mean, std, device, 
         raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
     kind = _file_kind(path)
     if kind == "safetensors":
-        return _from_safetensors(path, arch, input_size, mean, std, device)
+        return _from_safetensors(path, arch, input_size, image_size, mean, std, device)
     if kind == "pickle":
         raise BuildError(f"{path} is a pickled PyTorch checkpoint, which hello-build refuses to load (unpickling runs "
                          "code); convert it to safetensors (safetensors.torch.save_file(model.state_dict(), ...)) with "
@@ -290,7 +290,8 @@ def _file_kind(path: Path) -> str:
     return "unknown"
 
 
-def _from_safetensors(path: Path, arch: str | None, input_size: int | None, mean, std, device) -> Teacher:
+def _from_safetensors(path: Path, arch: str | None, input_size: int | None, image_size: int | None, mean, std,
+                      device) -> Teacher:
     try:
         header = read_header(path)  # bounded and strict: sizes, names, shapes, metadata strings
     except HelloError as exc:
@@ -300,8 +301,11 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, mean
     if arch is None:
         raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
                          + ", ".join(zoo_names()))
-    source = str(path)
-    size = input_size or _metadata_size(metadata, source)
+    source, spec = str(path), get_architecture(arch)
+    # a size the weights imply (ConvNet) is checked against them; another (ResNets pool adaptively) sets
+    # what every teacher pass costs and is held to the architecture's own or the data's, whichever is larger
+    most = MAX_IMAGE_SIDE if spec.size_from_state else max(spec.input_size, image_size or spec.input_size)
+    size = input_size or _metadata_size(metadata, most, source)
     mean = mean or _metadata_floats(metadata, "hello.mean", MEAN_RANGE, source) or IMAGENET_MEAN
     std = std or _metadata_floats(metadata, "hello.std", STD_RANGE, source) or IMAGENET_STD
     shapes = _unwrapped({name: torch.empty(info.shape, device="meta") for name, info in header.tensors.items()})
@@ -375,14 +379,14 @@ def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Te
         raise BuildError(f"{prefix}: " + ", ".join(problems))
 
 
-def _metadata_size(metadata: dict[str, str], source: str) -> int | None:
-    """A safetensors teacher's ``hello.input_size``: a decimal integer in [1, MAX_IMAGE_SIDE], or None."""
+def _metadata_size(metadata: dict[str, str], most: int, source: str) -> int | None:
+    """A safetensors teacher's ``hello.input_size``: a decimal integer in [1, ``most``], or None."""
     text = metadata.get("hello.input_size")
     if text is None:
         return None
-    if not (len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_IMAGE_SIDE):
-        raise BuildError(f"{source}: metadata hello.input_size must be an integer in [1, {MAX_IMAGE_SIDE}], "
-                         f"got {shortened(text)}")
+    if not (len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= most):
+        raise BuildError(f"{source}: metadata hello.input_size must be an integer in [1, {most}] (at most the "
+                         f"architecture's own input size or the data's image size), got {shortened(text)}")
     return int(text)
 
 

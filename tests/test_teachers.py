@@ -172,6 +172,8 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
     ({"hello.input_size": "abc"}, "hello.input_size must be an integer in"),
     ({"hello.input_size": "9" * 5000}, "hello.input_size must be an integer in"),
     ({"hello.input_size": "60000"}, "hello.input_size must be an integer in"),  # a dummy batch of 86 GB
+    # a ResNet's weights say no size: 8,192 px made every teacher pass 34 GB of stem activations (tenth audit)
+    ({"hello.input_size": "8192"}, r"hello.input_size must be an integer in \[1, 32\] \(at most the architecture's own"),
     ({"hello.mean": "5"}, "hello.mean must be a JSON list of 3 numbers"),
     ({"hello.mean": '["a", 1, 2]'}, "hello.mean must be a JSON list of 3 numbers"),
     ({"hello.mean": "[" * 100_000 + "]" * 100_000}, "hello.mean must be a JSON list of 3 numbers"),
@@ -186,6 +188,15 @@ def test_a_safetensors_teachers_metadata_is_checked_before_use(tmp_path, metadat
     with pytest.raises(BuildError, match=refused) as error:
         load_teacher(path, num_classes=3)
     assert len(str(error.value)) < 300 + len(str(path))  # the value is quoted shortened, never whole
+
+
+def test_a_resnet_teachers_recorded_size_is_taken_up_to_the_datas(tmp_path):
+    path = tmp_path / "teacher.safetensors"
+    save_file(create_model("resnet18_32", 3).state_dict(), str(path),
+              metadata={"hello.arch": "resnet18_32", "hello.input_size": "64"})
+    assert load_teacher(path, image_size=64).input_size == 64   # trained at the data's 64 px
+    with pytest.raises(BuildError, match=r"must be an integer in \[1, 32\]"):
+        load_teacher(path, image_size=16)
 
 
 def test_a_safetensors_teachers_shapes_allocate_nothing_before_they_fit(tmp_path):
