@@ -41,7 +41,7 @@ from hello_build.errors import BuildError
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
-from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES
+from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES, MAX_CLASS_NAMES_FILE_LINES
 from hello_format.manifest import check_class_names
 from hello_format.text import shortened, terminal
 
@@ -234,6 +234,9 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
             raise BuildError(f"class-names file {path} has no name for folder(s) "
                              f"{', '.join(missing[:MAX_LISTED_PATHS])}")
         return [str(data[c]) for c in classes]
+    count = text.count("\n")   # counted before anything is split: tiny lines cost 26x their bytes
+    if count > MAX_CLASS_NAMES_FILE_LINES:
+        raise BuildError(f"class-names file {path} has {count:,} lines (at most {MAX_CLASS_NAMES_FILE_LINES:,})")
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     first_tokens = [line.split(maxsplit=1)[0] for line in lines]

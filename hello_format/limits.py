@@ -114,6 +114,7 @@ MAX_EVAL_COLUMNS = 64                  # distinct scalar fields over its entries
 # a class-names file given to hello-build --class-names (read whole): MAX_CLASSES names and folders of
 # MAX_CLASS_NAME_CHARS 4-byte characters each fit
 MAX_CLASS_NAMES_FILE_BYTES = 2**29
+MAX_CLASS_NAMES_FILE_LINES = 2 * MAX_CLASSES   # a name (or folder and name) per class, a blank line between
 
 # a batch's rows x the base's pixels: what the projector resizes one batch of views to (hello eval,
 # hello requantize's calibration)

@@ -76,6 +76,18 @@ def test_class_names_file_errors(tree, tmp_path, content, message):
         scan_image_folder(tree, path)
 
 
+def test_a_class_names_files_lines_are_counted_before_they_are_split(tree, tmp_path):
+    """Three-byte lines cost 26x their size split into lists: the 512 MB a file may have would be 13 GB
+    before the count was compared with the classes (found by the tenth hostile-input audit)."""
+    from hello_format.limits import MAX_CLASS_NAMES_FILE_LINES
+
+    path = tmp_path / "names.txt"
+    path.write_text("ab\n" * (MAX_CLASS_NAMES_FILE_LINES + 1))
+    with pytest.raises(BuildError, match=f"has {MAX_CLASS_NAMES_FILE_LINES + 1:,} lines "
+                                         f"\\(at most {MAX_CLASS_NAMES_FILE_LINES:,}\\)"):
+        scan_image_folder(tree, path)
+
+
 def test_a_repeated_class_name_is_quoted_short(tree, tmp_path):
     """The duplicate was quoted whole: a 20 MB line of error for two 20 MB names (tenth audit)."""
     path = tmp_path / "names.txt"
