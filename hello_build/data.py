@@ -266,8 +266,13 @@ def decode_image(path: str, size: int) -> torch.Tensor:
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB version of ``image``; transparency composited on white, 16-bit grayscale scaled to 8 bits."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        values = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        # v / 257 rounded, in integers: float64 copies cost 26 bytes a pixel against an 8-bit image's 5
+        values = np.asarray(image)
+        scaled = (values if values.dtype == np.uint16 else np.clip(values, 0, 65535)).astype(np.uint32)
+        scaled *= 255
+        scaled += 32767
+        scaled //= 65535
+        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
     has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hello_build.data import (SKIPPED, RealImages, decode_image, holdout_split, in_class_order, per_class_indices,
-                              real_image_loader, scan_image_folder, shard_indices)
+                              real_image_loader, scan_image_folder, shard_indices, to_rgb)
 from hello_build.errors import BuildError
 
 
@@ -143,6 +143,13 @@ def test_half_transparent_and_16_bit(tmp_path):
     deep = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
     path16 = save(tmp_path / "deep.png", deep)
     assert (decode_image(str(path16), 4) == 255).all()
+    # every 16-bit value (and 32-bit ones out of range) to v / 257 rounded, clipped to 8 bits
+    ramp = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    wide = np.array([[-5, 0, 128, 129, 40_000, 65_535, 70_000]], dtype=np.int32)
+    for values, mode in ((ramp, "I;16"), (wide, "I")):
+        image = Image.fromarray(values)
+        expected = np.clip(np.rint(values / 257), 0, 255).astype(np.uint8)
+        assert image.mode == mode and (np.asarray(to_rgb(image))[..., 0] == expected).all()
 
 
 def test_resize_shorter_side_then_centre_crop(tmp_path):
