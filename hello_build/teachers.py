@@ -51,6 +51,8 @@ from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")  # how weak teachers label a batch
 DEFAULT_COMBINE = "random"
+MAX_ARCHIVE_DIRECTORY_BYTES = 2**24  # a zip teacher's entry list, measured before it is parsed (about 9x its bytes)
+_EOCD_SEARCH = 22 + 65_535  # a zip's end record and the longest comment it may carry
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CODE_KINDS = {"export": "a torch.export archive, whose loader can unpickle and so run code from the file",
                "torchscript": "a TorchScript archive, whose own code runs on every batch (and can read and write any file)"}
@@ -276,6 +278,10 @@ def _file_kind(path: Path) -> str:
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"
     if zipfile.is_zipfile(path):
+        directory = _zip_directory_bytes(path)
+        if directory > MAX_ARCHIVE_DIRECTORY_BYTES:
+            raise BuildError(f"{path} is a zip archive whose entry list is {directory:,} bytes (a TorchScript or "
+                             f"torch.export teacher's is tens of kilobytes; at most {MAX_ARCHIVE_DIRECTORY_BYTES:,})")
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
@@ -288,6 +294,26 @@ def _file_kind(path: Path) -> str:
     if path.suffix.lower() in (".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin") or head[:1] == b"\x80":
         return "pickle"
     return "unknown"
+
+
+def _zip_directory_bytes(path: Path) -> int:
+    """The size of a zip archive's central directory (its entry list) as its end record declares it
+    (zip64's when it defers to it): what ``zipfile`` parses into an object per entry, about 9x its
+    bytes, whatever the declared entry count. 0 when the record cannot be read (zipfile then says why)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - _EOCD_SEARCH))
+        tail = handle.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return 0
+        directory = int.from_bytes(tail[at + 12:at + 16], "little")
+        locator = at - 20
+        if directory == 0xFFFFFFFF and locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
+            handle.seek(int.from_bytes(tail[locator + 8:locator + 16], "little"))
+            record = handle.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                directory = int.from_bytes(record[40:48], "little")
+    return directory
 
 
 def _from_safetensors(path: Path, arch: str | None, input_size: int | None, image_size: int | None, mean, std,
