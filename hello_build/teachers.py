@@ -330,8 +330,11 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     source, spec = str(path), get_architecture(arch)
     # a size the weights imply (ConvNet) is checked against them; another (ResNets pool adaptively) sets
     # what every teacher pass costs and is held to the architecture's own or the data's, whichever is larger
-    most = MAX_IMAGE_SIDE if spec.size_from_state else max(spec.input_size, image_size or spec.input_size)
-    size = input_size or _metadata_size(metadata, most, source)
+    if spec.size_from_state:
+        most, why = MAX_IMAGE_SIDE, ""
+    else:
+        most, why = max(spec.input_size, image_size or spec.input_size), f" ({arch}'s own or the data's image size)"
+    size = input_size or _metadata_size(metadata, most, why, source)
     mean = mean or _metadata_floats(metadata, "hello.mean", MEAN_RANGE, source) or IMAGENET_MEAN
     std = std or _metadata_floats(metadata, "hello.std", STD_RANGE, source) or IMAGENET_STD
     shapes = _unwrapped({name: torch.empty(info.shape, device="meta") for name, info in header.tensors.items()})
@@ -405,14 +408,15 @@ def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Te
         raise BuildError(f"{prefix}: " + ", ".join(problems))
 
 
-def _metadata_size(metadata: dict[str, str], most: int, source: str) -> int | None:
-    """A safetensors teacher's ``hello.input_size``: a decimal integer in [1, ``most``], or None."""
+def _metadata_size(metadata: dict[str, str], most: int, why: str, source: str) -> int | None:
+    """A safetensors teacher's ``hello.input_size``: a decimal integer in [1, ``most``] (``why``: that bound's
+    reason, for the error), or None."""
     text = metadata.get("hello.input_size")
     if text is None:
         return None
     if not (len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= most):
-        raise BuildError(f"{source}: metadata hello.input_size must be an integer in [1, {most}] (at most the "
-                         f"architecture's own input size or the data's image size), got {shortened(text)}")
+        raise BuildError(f"{source}: metadata hello.input_size must be an integer in [1, {most}]{why}, "
+                         f"got {shortened(text)}")
     return int(text)
 
 

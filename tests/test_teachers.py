@@ -173,7 +173,7 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
     ({"hello.input_size": "9" * 5000}, "hello.input_size must be an integer in"),
     ({"hello.input_size": "60000"}, "hello.input_size must be an integer in"),  # a dummy batch of 86 GB
     # a ResNet's weights say no size: 8,192 px made every teacher pass 34 GB of stem activations (tenth audit)
-    ({"hello.input_size": "8192"}, r"hello.input_size must be an integer in \[1, 32\] \(at most the architecture's own"),
+    ({"hello.input_size": "8192"}, r"hello.input_size must be an integer in \[1, 32\] \(resnet18_32's own or the data's image size\)"),
     ({"hello.mean": "5"}, "hello.mean must be a JSON list of 3 numbers"),
     ({"hello.mean": '["a", 1, 2]'}, "hello.mean must be a JSON list of 3 numbers"),
     ({"hello.mean": "[" * 100_000 + "]" * 100_000}, "hello.mean must be a JSON list of 3 numbers"),
