@@ -25,6 +25,8 @@ from pathlib import Path
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _live: set[str] = set()
 _previous: dict[int, object] = {}
+_hold_depth = 0             # sections running under _signals_held
+_waiting: list[int] = []    # the signals that arrived meanwhile
 _lock = threading.Lock()
 _umask_lock = threading.Lock()   # two threads reading the umask at once could leave it set to 0o077
 
@@ -60,6 +62,9 @@ def _remove_live() -> None:
 
 
 def _on_signal(signum, frame) -> None:
+    if _hold_depth:
+        _waiting.append(signum)   # a section that must not be cut is running: it ends, then this signal acts
+        return
     _remove_live()
     previous = _previous.pop(signum, signal.SIG_DFL)
     signal.signal(signum, previous)
@@ -148,18 +153,20 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
                 with open(child, "rb+") as file:
                     os.fsync(file.fileno())
             _check_folder_target(path, replace)
-            with _signals_held():   # a signal between the two renames would leave neither folder at path
+            # a signal between the two renames would leave neither folder at path; one before the old
+            # folder is removed, the user's files hidden beside it
+            with _signals_held():
                 if path.is_dir() and any(path.iterdir()):
                     old = tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent)
                     os.replace(path, old)   # onto an empty folder: a POSIX rename replaces it
                 os.replace(temp, path)      # onto a missing or empty folder
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
-            if old is not None and not path.exists():
+            if old is not None and os.path.isdir(old) and not path.exists():
                 os.replace(old, path)   # the replaced folder back where it was
             raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _temp_prefix(path: Path) -> str:
@@ -170,15 +177,23 @@ def _temp_prefix(path: Path) -> str:
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM wait (in this thread) until the block ends, where the platform allows it."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    """SIGINT and SIGTERM wait until the block ends. Blocking them in this thread is not enough: a
+    process's signal can reach any thread (torch starts several), and Python then runs the handler in
+    the main thread at once; so the handler also defers them (``_waiting``) and the first acts at the end."""
+    global _hold_depth
+    masked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
+    _hold_depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _hold_depth -= 1
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)   # a signal blocked here arrives now
+        if not _hold_depth and _waiting:
+            signum = _waiting[0]
+            _waiting.clear()
+            _on_signal(signum, None)
 
 
 def _mode_for(path: Path, default: int) -> int:
