@@ -222,15 +222,18 @@ class Projector(nn.Module):
         by default bf16 + channels_last on CUDA, fp32 on CPU).
 
         The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
-        target. Non-finite logits are never returned: BundleError instead.
+        target. Non-finite logits are never returned: BundleError instead. A batch of more than
+        ``limits.LABEL_CHUNK_BASE_PIXELS`` base pixels is labelled in chunks (the same logits up to
+        floating-point rounding).
         """
         options = self._labelling or self.prepare_labelling()
+        rows = max(1, limits.LABEL_CHUNK_BASE_PIXELS // (self.image_size[0] * self.image_size[1]))
         with torch.inference_mode():
             images = images.to(self.mean.device, non_blocking=True)
             if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
-                logits = self(images).float()
+                logits = torch.cat([self(chunk).float() for chunk in images.split(rows)])
             if not bool(torch.isfinite(logits).all()):
                 finite_input = bool(torch.isfinite(images).all())
                 raise BundleError("the projector produced non-finite logits for this batch: "

@@ -285,3 +285,18 @@ def test_the_prior_weight_is_set_before_merging_and_bounded():
     projector.merge()
     with pytest.raises(RuntimeError, match="before merging"):
         projector.set_prior_weight(0.2)
+
+
+def test_a_large_batch_is_labelled_in_chunks_with_the_same_logits(monkeypatch):
+    """One label() call ran any batch through the base at once: a file's batch size and image count
+    could make that pass tens of gigabytes (found by the eleventh hostile-input audit)."""
+    from hello_format import limits
+
+    projector = tiny_projector("vit", ["a", "b", "c"], seed=0).eval()
+    images = torch.rand(10, 3, 32, 32)
+    whole = projector.label(images)
+    sizes = []
+    projector.visual.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    monkeypatch.setattr(limits, "LABEL_CHUNK_BASE_PIXELS", 3 * projector.image_size[0] * projector.image_size[1] + 1)
+    chunked = projector.label(images)
+    assert sizes == [3, 3, 3, 1] and torch.allclose(chunked, whole, atol=1e-5)
