@@ -287,12 +287,12 @@ class BatchLoader:
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:
     if classes is None:
         return list(range(len(names)))
-    columns = []
+    columns, position = [], {name: i for i, name in enumerate(names)}   # one lookup per class, not a scan
     for c in classes:
         if isinstance(c, str):
-            if c not in names:
+            if c not in position:
                 raise HelloError(f"class {shortened(c)} is not in this bundle; it has {len(names):,}: {shortened(names)}")
-            columns.append(names.index(c))
+            columns.append(position[c])
         elif 0 <= int(c) < len(names):
             columns.append(int(c))
         else:
