@@ -484,7 +484,17 @@ def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
             AugmentConfig.from_dict(known)
         except (AugmentError, TypeError) as exc:
             _fail(where, "recipe.augment", str(exc))
+        _check_patches(where, manifest, known.get("patch_shuffle"))
     _check_views(where, manifest, file_size)
+
+
+def _check_patches(where: str, manifest: dict, factor) -> None:
+    """A patch-shuffle factor the images can be cut into: a larger one passed every check on open and
+    failed the first batch, after the projector was built."""
+    sides = [_get(manifest, f"images.{key}") for key in ("height", "width")]
+    if is_json_int(factor) and factor > 1 and all(is_json_int(side) for side in sides) and factor > min(sides):
+        _fail(where, "recipe.augment.patch_shuffle", f"{factor} is larger than the {sides[0]}x{sides[1]} images "
+                                                     f"(at most {min(sides)}, or 0)")
 
 
 def _check_views(where: str, manifest: dict, file_size: int | None) -> None:

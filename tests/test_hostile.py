@@ -1355,6 +1355,17 @@ def test_a_16_bit_greyscale_training_image_decodes_without_float64_copies(tmp_pa
     assert growth < side * side * 12 / 2**20, growth   # 412 MB; before: 656 MB at this side, now about 210
 
 
+def test_a_patch_shuffle_the_images_cannot_take_is_refused_on_open(tmp_path):
+    """patch_shuffle 64 on 8x8 images passed info and verify and HelloDataset's setup (the projector
+    built), then failed the first batch (found by the eleventh hostile-input audit)."""
+    recipe = samples.sample_manifest()["recipe"]
+    path = hostile(tmp_path, recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": 64}})
+    for command in ("info", "verify"):
+        assert "field 'recipe.augment.patch_shuffle': 64 is larger than the 8x8 images (at most 8, or 0)" in cli_error(path, command)
+    fine = hostile(tmp_path, name="fine.hello", recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": 8}})
+    assert CliRunner().invoke(cli, ["info", str(fine)]).exit_code == 0
+
+
 def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
     """The bound on a batch's rows x classes budgets a float each; the targets were built from two
     int64 one-hots and three float copies: 17.5 bytes each (measured by the eighth audit)."""
