@@ -21,7 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
-from hello_format.files import atomic_target
+from hello_format.files import atomic_target, read_bounded_text
+
+MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 
 if TYPE_CHECKING:
     from hello_build.distributed import Group
@@ -62,8 +64,21 @@ class WorkDir:
         marker = self.path / f"{stage}.json"
         if not marker.exists():
             return None
-        record = json.loads(marker.read_text())
-        return record if record.get("key") == _jsonable(key) else None
+        record = self._json(marker)
+        if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)):
+            raise self._unreadable(marker, "not a stage record")
+        return record if record["key"] == _jsonable(key) else None
+
+    def _json(self, path: Path):
+        """A work-directory JSON file (one this module wrote: a truncated or edited one is a one-line error)."""
+        try:
+            return json.loads(read_bounded_text(path, MAX_RECORD_BYTES))
+        except (ValueError, RecursionError) as exc:
+            raise self._unreadable(path, str(exc)[:200]) from None
+
+    def _unreadable(self, path: Path, reason: str) -> BuildError:
+        return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh, or "
+                          f"remove {self.path}")
 
     def finish(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None = None) -> dict:
         """Record ``stage`` as done: its tensors first, then the marker that makes them count. In a
@@ -97,7 +112,11 @@ class WorkDir:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
-        return load_file(str(self.path / f"{name}.safetensors"))
+        path = self.path / f"{name}.safetensors"
+        try:
+            return load_file(str(path))
+        except Exception as exc:   # noqa: BLE001  (missing, truncated: whatever safetensors raises)
+            raise self._unreadable(path, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
 
     def stage_dir(self, stage: str, key: dict) -> Path:
         """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed
@@ -105,7 +124,7 @@ class WorkDir:
         path = self.path / stage
         marker = path / "key.json"
         if self.writes:
-            if marker.exists() and json.loads(marker.read_text()) != _jsonable(key):
+            if marker.exists() and self._json(marker) != _jsonable(key):
                 self.discard(stage)
             path.mkdir(exist_ok=True)
             _atomic_write(marker, json.dumps(_jsonable(key), sort_keys=True).encode())

@@ -183,3 +183,23 @@ def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_pat
     assert result.exit_code == 2 and "skipped 1 unreadable image(s)" in result.output, result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "\\u001b]0;title\\u0007\\u001b[2J.png" in result.output
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda work: (work / "teacher.json").write_text('{"key": {"a": 1'), "Expecting"),   # cut short
+    (lambda work: (work / "teacher.json").write_text("[]"), "not a stage record"),
+    (lambda work: (work / "teacher.safetensors").unlink(), "No such file"),
+])
+def test_a_damaged_work_directory_is_one_line_naming_the_remedy(tmp_path, damage, reason):
+    """A copied, cut or edited work directory raised JSONDecodeError, AttributeError or FileNotFoundError
+    with a traceback, and a record whose tensors were gone counted as done (eleventh audit)."""
+    from hello_build.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    work.finish("teacher", {"a": 1}, {"checkpoints": 1}, 1.0, {"w": torch.zeros(2)})
+    assert work.result("teacher", {"a": 1})["result"] == {"checkpoints": 1}
+    damage(tmp_path / "work")
+    with pytest.raises(BuildError, match=f"the work directory's teacher\\.(json|safetensors) is unreadable "
+                                         f"\\(.*{reason}.*\\): rerun with --fresh"):
+        work.result("teacher", {"a": 1})
+        work.load_tensors("teacher")
