@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -140,7 +141,7 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
                                  f"(lr {recipe.lr:g}, recipe loss {recipe.loss}); no accuracy to report")
             if progress and (epoch % math.ceil(recipe.epochs / EPOCH_LINES) == 0 or epoch == recipe.epochs):
                 tqdm.write(f"epoch {epoch}/{recipe.epochs}: loss {epoch_loss / per_epoch:.4f}, "
-                           f"lr {optimizer.param_groups[0]['lr']:.2e}")
+                           f"lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stderr)
             epoch_loss = 0.0
     bar.close()
     return student.eval()

@@ -119,7 +119,7 @@ def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, re
     assert (report["images"], report["classes"]) == (len(CLASSES) * IPC, len(CLASSES))
     assert report["recipe"]["batch_size"] == BATCH  # the bundle's recorded recipe
     assert report["train_seconds"] <= report["seconds"]
-    assert "epoch 1/1" not in result.stdout  # --quiet: only the JSON line
+    assert "epoch 1/1" not in result.output  # --quiet: only the JSON line
     assert report["precision"] == "fp32"  # students' default on every device
     # the labels': none for hard labels, the projector's label path's own default (bf16 on CUDA), else the student's
     projector_default = "bf16" if torch.cuda.is_available() else "fp32"
@@ -134,14 +134,15 @@ def test_overrides_and_per_epoch_log(eval_kit):
     assert report["epochs"] == 3 and report["seed"] == 4
     assert {k: report["recipe"][k] for k in ("batch_size", "optimizer", "lr", "loss", "beta")} == {
         "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "kl", "beta": 0.3}
-    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all("loss" in line for line in epoch_lines)
+    assert json.loads(result.stdout) == report   # stdout is the JSON alone: `hello eval ... > r.json` feeds push --eval
 
 
 def test_a_long_run_logs_every_kth_epoch_and_the_last(eval_kit):
     result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 50)
-    epoch_lines = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    epoch_lines = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("epoch ")]
     assert epoch_lines == [f"epoch {e}/50" for e in range(3, 51, 3)] + ["epoch 50/50"]  # ceil(50 / 20) = 3
 
 
