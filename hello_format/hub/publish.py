@@ -113,7 +113,7 @@ def require_token(token: str | None) -> str:
     """The token to upload with: ``token``, else HF_TOKEN / the cached login; HubError when there is none."""
     token = token or huggingface_hub.get_token()
     if not token:
-        raise HubError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}")
+        raise HubError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}, or pass --token")
     return token
 
 

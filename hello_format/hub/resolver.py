@@ -27,7 +27,7 @@ from hello_format.errors import BundleError, HubError, IntegrityError
 HF_PROTOCOL = "hf://"
 REPO_TYPES = ("model", "dataset", "space")
 _URI_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-LOGIN_HINT = "run `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass --token"
+LOGIN_HINT = "run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"   # every reader takes these
 
 
 def is_hub_uri(path_or_uri: object) -> bool:
