@@ -13,6 +13,7 @@ from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
+from hello_format.cli import allow_remote_base_option, base_checkpoint_option
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
@@ -52,6 +53,7 @@ def _log(message: str) -> None:
 
 
 DEMO_OPTIONS = ("seed", "precision")  # the build options --demo honours; the demo sets every other itself
+DEMO_TAKES = "-o, --quiet, --dist-backend, " + ", ".join("--" + name for name in DEMO_OPTIONS)   # with the command's own
 
 
 def _check_demo_options(data, values: dict) -> None:
@@ -60,15 +62,14 @@ def _check_demo_options(data, values: dict) -> None:
     ignored = [name for name in values if name not in DEMO_OPTIONS and source(name) != ParameterSource.DEFAULT]
     if data or ignored:
         given = ", ".join(["DATA"] * bool(data) + ["--" + name.replace("_", "-") for name in ignored])
-        honoured = ", ".join("--" + name for name in DEMO_OPTIONS)
-        raise click.UsageError(f"--demo distils its embedded digits with its own settings; it takes -o, --quiet, "
-                               f"{honoured}, not {given}")
+        raise click.UsageError(f"--demo distils its embedded digits with its own settings; it takes {DEMO_TAKES}, "
+                               f"not {given}")
 
 
 @click.command(context_settings={"max_content_width": 110, "show_default": True})
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
-@click.option("--demo", is_flag=True, help="Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with -o, --seed, --precision only).")
+@click.option("--demo", is_flag=True, help=f"Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with {DEMO_TAKES} only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
@@ -133,9 +134,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
               help="Load a torch.export (.pt2) or TorchScript teacher, which runs the file's code; refused without it.")
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards]; under torchrun on several nodes, a folder every node mounts.")
-@click.option("--checkpoint", default=None, help="Local safetensors weights of the bundle's base.")
-@click.option("--allow-remote-base", is_flag=True,
-              help="Accept a bundle whose base config makes open_clip fetch a model it names (refused without it).")
+@base_checkpoint_option
+@allow_remote_base_option
 @click.option("--device", default=None)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Autocast precision of the student and its labels (auto: bf16 on CUDA, fp32 on CPUs) [default: the student and a teacher's labels in fp32, the projector's labels as HelloDataset's: bf16 on CUDA, fp32 on CPUs]; bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
@@ -143,7 +143,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
               help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, beta, seed,
-                 teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, checkpoint, allow_remote_base,
+                 teacher_path, teacher_arch, trust_teacher_code, real_dir, stored_dir, base_checkpoint, allow_remote_base,
                  device, precision, dist_backend, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line.
 
@@ -162,7 +162,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                 teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes,
                                        image_size=opened.image_shape[2], trust_code=trust_teacher_code)
         result = evaluate(
-            bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=checkpoint,
+            bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=base_checkpoint,
             allow_remote_base=allow_remote_base, device=device, precision=precision,
             progress=not quiet and (group is None or group.is_main),
             recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,

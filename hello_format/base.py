@@ -73,8 +73,9 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     """The open_clip CLIP model a manifest's ``base`` section describes, in eval mode.
 
     ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
-    path of a safetensors file (source ``local``). The fingerprint is always checked: for those two
-    sources on the weights themselves, after their keys and shapes are checked against the model
+    path of a safetensors file (source ``local``; for source ``open_clip``, its weights held locally,
+    so nothing is downloaded: offline). The fingerprint is always checked: for weights given as a
+    state (embedded or a checkpoint) on the weights themselves, after their keys and shapes are checked against the model
     built on the meta device (no memory) and before the real model is built. A custom ``base.config`` may only use the keys in ``limits``; one that names a
     remote text model, a timm model or a tokenizer to fetch needs ``allow_remote=True``.
 
@@ -90,13 +91,13 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     if not allow_remote:
         check_config_keys(architecture, base_manifest.get("config"))
     _register_config(architecture, base_manifest.get("config"))
-    if source == "open_clip":
+    if source == "open_clip" and checkpoint is None:
         _check_size(_instantiate(architecture, tag, base_manifest, "meta"), architecture)  # before any download
         model = _create_pretrained(architecture, tag, device)
         _check_fingerprint(fingerprint(model), base_manifest, architecture, tag)
         _check_image_size(model, base_manifest, architecture)
         return model.eval()
-    if source == "local":
+    if source in ("local", "open_clip"):   # open_clip here: its weights given as a local file
         state = _read_local_checkpoint(checkpoint, base_manifest.get("checkpoint"))
         origin = f"base checkpoint {checkpoint}"
     else:
@@ -198,6 +199,8 @@ def _with_visual_weights(meta_model: nn.Module, state: dict, device, architectur
 
 # open_clip's get_tokenizer gives a model name containing this (any case) a SigLIP tokenizer it downloads
 SIGLIP_NAME = "siglip"
+_TRUST_HINT = ("if you trust this bundle, pass allow_remote_base=True (hello's commands and hello eval: "
+               "--allow-remote-base; hello-build builds only from allow-listed keys)")
 
 
 def check_config_keys(architecture, config: dict | None) -> None:
@@ -210,7 +213,7 @@ def check_config_keys(architecture, config: dict | None) -> None:
         raise BaseModelError(
             f"base.architecture {shortened(architecture)} has a base.config of its own, but open_clip gives a name "
             f"containing {SIGLIP_NAME!r} a SigLIP tokenizer, which it downloads (a custom config gets open_clip's own "
-            "tokenizer); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
+            f"tokenizer); {_TRUST_HINT}")
     sections = [("", config, limits.BASE_CONFIG_KEYS)]
     for name, allowed in (("vision_cfg", limits.VISION_CONFIG_KEYS), ("text_cfg", limits.TEXT_CONFIG_KEYS)):
         if isinstance(config.get(name), dict):
@@ -221,7 +224,7 @@ def check_config_keys(architecture, config: dict | None) -> None:
             raise BaseModelError(
                 f"base.config of {shortened(architecture)} uses {shortened(prefix + unknown[0])}, which is not in hello's "
                 "allow-list of open_clip config keys (it can make open_clip download or build a model the file "
-                "names); if you trust this bundle, pass allow_remote_base=True (hello: --allow-remote-base)")
+                f"names); {_TRUST_HINT}")
     for prefix, section, _ in sections[1:]:   # the towers: what open_clip passes to each of their layers
         for name, allowed_values in (("norm_kwargs", _NORM_KWARGS), ("act_kwargs", _ACT_KWARGS)):
             kwargs = section.get(name)

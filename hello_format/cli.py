@@ -231,7 +231,8 @@ def verify(bundle_path: str, no_decode: bool) -> None:
 
 base_checkpoint_option = click.option(
     "--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
-    help="Local weights of the base, for a bundle whose base is a local checkpoint.")
+    help="Local safetensors weights of the base: needed where the bundle's base is a local checkpoint; for an "
+         "open_clip base, used instead of downloading its tag (offline), once the fingerprint matches.")
 allow_remote_base_option = click.option(
     "--allow-remote-base", is_flag=True,
     help="Trust a custom base config that makes open_clip download or build a model the bundle names "

@@ -31,7 +31,7 @@ class Recipe:
     optimizer: str = "adamw"          # one of OPTIMIZERS for hello eval
     lr: float = 1e-3                  # cosine-decayed
     weight_decay: float = 0.01
-    student_image_size: int | None = None   # None: the stored size
+    student_image_size: int | None = None   # informational (None: the stored size); readers use augment.output_size
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_manifest(self) -> dict:

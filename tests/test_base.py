@@ -205,6 +205,23 @@ def test_open_clip_tag_is_built_from_its_safetensors(vit, tiny_tag, hub_cache, f
     assert fetched == ["open_clip_model.safetensors"]
 
 
+def test_open_clip_tag_given_as_a_local_checkpoint_is_not_downloaded(vit, tiny_tag, hub_cache, fetched, tmp_path):
+    """Offline, errors advised 'pass a local safetensors checkpoint of the base', and create_base ignored
+    one for an open_clip base (found by a review of the docs against the code)."""
+    path = tmp_path / "tiny-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, path)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(_tag_section(vit))   # the cache lacks it: the advice names the way out
+    assert "pass a local safetensors checkpoint of the base" in _one_line_error(excinfo)
+    model = create_base(_tag_section(vit), checkpoint=str(path))
+    assert fingerprint(model) == fingerprint(vit)
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip("vit", seed=1).state_dict().items()}, other)
+    with pytest.raises(BaseModelError, match="fingerprint"):
+        create_base(_tag_section(vit), checkpoint=str(other))
+    assert [name for name in fetched if name.endswith(".safetensors")] == ["open_clip_model.safetensors"]   # the first try only
+
+
 def test_open_clip_tag_with_only_a_pickle_is_refused_before_fetching_it(vit, tiny_tag, hub_cache, fetched):
     cache_file(hub_cache, "org/tiny-clip", "open_clip_pytorch_model.bin", pickle.dumps(vit.state_dict()),
                repo_type="model")

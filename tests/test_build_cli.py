@@ -179,3 +179,7 @@ def test_demo_refuses_what_it_would_ignore():
         assert result.exit_code == 2, result.output
         assert "--demo distils its embedded digits with its own settings" in result.output
     assert "not --device, --fresh" in result.output
+    # the help and the refusal name the same options (the help said -o, --seed, --precision only)
+    shown = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert "it takes -o, --quiet, --dist-backend, --seed, --precision, not" in result.output
+    assert "(with -o, --quiet, --dist-backend, --seed, --precision only)" in shown
