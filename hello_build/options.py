@@ -56,9 +56,10 @@ class BuildOptions:
     train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
     teacher_epochs: int = option(TeacherTraining.epochs, "Epochs for --train-teacher.", stage="teacher", open=True)
     teacher_checkpoints: int = option(TeacherTraining.checkpoints, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
-    teacher_lr: float = option(TeacherTraining.lr, f"Peak SGD learning rate for --train-teacher (cosine schedule, momentum {SGD_MOMENTUM:g}).", stage="teacher", open=True)
+    teacher_lr: float = option(TeacherTraining.lr, "Peak SGD learning rate for --train-teacher (cosine schedule).", stage="teacher", open=True)
     teacher_batch_size: int = option(TeacherTraining.batch_size, "Batch size for --train-teacher.", stage="teacher", open=True)
     teacher_weight_decay: float = option(TeacherTraining.weight_decay, "Weight decay for --train-teacher.", stage="teacher", open=True)
+    teacher_momentum: float = option(TeacherTraining.momentum, "SGD momentum for --train-teacher.", stage="teacher", open=True)
     teacher_combine: str = option(DEFAULT_COMBINE, "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")

@@ -45,14 +45,12 @@ from hello_format.files import atomic_target
 from hello_format.errors import HelloError
 from hello_format.labelling import autocast
 from hello_format.limits import MAX_IMAGE_SIDE, MEAN_RANGE, STD_RANGE
-from hello_format.recipe import SGD_MOMENTUM
 from hello_format.text import shortened
 from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")  # how weak teachers label a batch
 DEFAULT_COMBINE = "random"
 MAX_ARCHIVE_DIRECTORY_BYTES = 2**24  # a zip teacher's entry list, measured before it is parsed (about 9x its bytes)
-_EOCD_SEARCH = 22 + 65_535  # a zip's end record and the longest comment it may carry
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CODE_KINDS = {"export": "a torch.export archive, whose loader can unpickle and so run code from the file",
                "torchscript": "a TorchScript archive, whose own code runs on every batch (and can read and write any file)"}
@@ -210,9 +208,11 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
     - ``"module:factory"``: imports ``module`` (from sys.path) and calls ``factory()`` (with
       ``num_classes=`` when it takes that parameter), which returns an ``nn.Module`` or a ``Teacher``.
 
-    The teacher's input size is ``input_size`` when given; else the file's metadata or the zoo
-    architecture's own (ConvNet: read off its classifier); else (TorchScript, torch.export, factory,
-    which do not record it) ``image_size``, the data's image size; else a BuildError asks for it.
+    The teacher's input size is ``input_size`` when given; else the file's metadata (a ConvNet's checked
+    against its weights; a ResNet's, which its weights do not imply, at most its architecture's own or
+    ``image_size``) or the zoo architecture's own (ConvNet: read off its classifier); else (TorchScript,
+    torch.export, factory, which do not record it) ``image_size``, the data's image size; else a
+    BuildError asks for it.
     ``mean``/``std`` default to the file's metadata, else ImageNet's. With ``num_classes`` the
     teacher is checked (``check_teacher``) before it is returned. The file format is detected from
     its content, not its extension. A torch.export archive can run code while loading and a TorchScript
@@ -297,23 +297,14 @@ def _file_kind(path: Path) -> str:
 
 
 def _zip_directory_bytes(path: Path) -> int:
-    """The size of a zip archive's central directory (its entry list) as its end record declares it
-    (zip64's when it defers to it): what ``zipfile`` parses into an object per entry, about 9x its
-    bytes, whatever the declared entry count. 0 when the record cannot be read (zipfile then says why)."""
+    """The size of a zip archive's central directory (its entry list) as ``zipfile`` itself will read it
+    (its own end-record reader, zip64 included): what it parses into an object per entry, about 9x its
+    bytes, whatever the declared entry count."""
     with open(path, "rb") as handle:
-        handle.seek(max(0, path.stat().st_size - _EOCD_SEARCH))
-        tail = handle.read()
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) < at + 22:
-            return 0
-        directory = int.from_bytes(tail[at + 12:at + 16], "little")
-        locator = at - 20
-        if directory == 0xFFFFFFFF and locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
-            handle.seek(int.from_bytes(tail[locator + 8:locator + 16], "little"))
-            record = handle.read(56)
-            if record[:4] == b"PK\x06\x06" and len(record) == 56:
-                directory = int.from_bytes(record[40:48], "little")
-    return directory
+        record = zipfile._EndRecData(handle)   # noqa: SLF001  (the reader ZipFile runs next; no public form)
+    if record is None:
+        raise BuildError(f"{path} has no readable zip end record")
+    return int(record[zipfile._ECD_SIZE])   # noqa: SLF001
 
 
 def _from_safetensors(path: Path, arch: str | None, input_size: int | None, image_size: int | None, mean, std,
@@ -515,7 +506,7 @@ def save_teacher(teacher: Teacher, path: str | os.PathLike, arch: str) -> Path:
 class TeacherTraining:
     """How ``train_teacher`` trains a zoo teacher (hello-build --train-teacher's --teacher-X is X): the one
     home of these defaults, which the paper leaves open (it distils given teachers). SGD with momentum
-    ``SGD_MOMENTUM`` and a cosine learning rate; 15 epochs bring the CIFAR-10 bench's ConvNet-3 from
+    and a cosine learning rate; 15 epochs bring the CIFAR-10 bench's ConvNet-3 from
     64 % at 6 epochs to 72 %."""
 
     epochs: int = 15
@@ -523,14 +514,17 @@ class TeacherTraining:
     lr: float = 0.05
     batch_size: int = 128
     weight_decay: float = 5e-4
+    momentum: float = 0.9
 
     def __post_init__(self):
         if not 1 <= self.checkpoints <= self.epochs:
             raise ValueError(f"checkpoints must be from 1 to epochs, one per epoch at most (got {self.checkpoints} "
                              f"of {self.epochs})")
-        if not (0 < self.lr < math.inf and self.batch_size >= 2 and 0 <= self.weight_decay < math.inf):
-            raise ValueError(f"teacher training needs a finite lr > 0, batch_size >= 2 and a finite weight_decay "
-                             f">= 0 (got {self.lr}, {self.batch_size}, {self.weight_decay})")
+        if not (0 < self.lr < math.inf and self.batch_size >= 2 and 0 <= self.weight_decay < math.inf
+                and 0 <= self.momentum < 1):
+            raise ValueError(f"teacher training needs a finite lr > 0, batch_size >= 2, a finite weight_decay >= 0 "
+                             f"and momentum in [0, 1) (got {self.lr}, {self.batch_size}, {self.weight_decay}, "
+                             f"{self.momentum})")
 
     def checkpoint_epochs(self) -> list[int]:
         """``checkpoints`` evenly spaced epochs of the run, the last one included (e.g. 10, 3 -> 3, 7, 10)."""
@@ -572,7 +566,8 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     model = student if group is None else nn.parallel.DistributedDataParallel(student, device_ids=[device] if cuda else None)
     loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
                                num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
-    optimizer = torch.optim.SGD(net.parameters(), lr=training.lr, momentum=SGD_MOMENTUM, weight_decay=training.weight_decay)
+    optimizer = torch.optim.SGD(net.parameters(), lr=training.lr, momentum=training.momentum,
+                                weight_decay=training.weight_decay)
     steps = epochs * max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
@@ -605,7 +600,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
             progress(epoch, total / max(count, 1))
         if epoch in saves:
             description = (f"{arch} trained by hello-build on {len(positions)} images (SGD lr {training.lr:g} cosine, "
-                           f"momentum {SGD_MOMENTUM:g}, weight decay {training.weight_decay:g}, batch {batch_size}, pad-crop "
+                           f"momentum {training.momentum:g}, weight decay {training.weight_decay:g}, batch {batch_size}, pad-crop "
                            f"and flip, {precision}), epoch {epoch}/{epochs}, seed {seed}")
             snapshot = Teacher(copy.deepcopy(net), input_size=size, num_classes=index.num_classes,
                                mean=mean, std=std, description=description).to(device).eval()

@@ -89,7 +89,8 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     # what was actually used: data- and base-dependent defaults filled in, the unused teacher training empty
     assert recorded["head_rank"] == len(CLASSES) and recorded["head_alpha"] == float(len(CLASSES))
     assert recorded["image_size"] == 32 and recorded["lora_targets"] == bundle_lora_targets(summary["output"])
-    assert all(recorded[f"teacher_{name}"] is None for name in ("epochs", "checkpoints", "lr", "batch_size", "weight_decay"))
+    assert all(recorded[f"teacher_{name}"] is None for name in ("epochs", "checkpoints", "lr", "batch_size", "weight_decay",
+                                                             "momentum"))
     # ... and every option of a path not taken empty: the pretrained tag beside local weights, the view
     # transfer (off here), the calibration of fp16 deltas (none), the quality of a lossless codec
     assert recorded["pretrained"] is None and recorded["view_transfer_lr"] is None
@@ -402,7 +403,8 @@ def test_lora_rank_0_fits_the_head_alone_on_the_frozen_encoder(kit, reference, t
     ({"teacher": [], "train_teacher": "convnet3", "teacher_epochs": 3, "teacher_checkpoints": 4},
      r"--teacher-\*: checkpoints must be from 1 to epochs, one per epoch at most \(got 4 of 3\)"),
     ({"teacher": [], "train_teacher": "convnet3", "teacher_lr": float("inf")},
-     r"--teacher-\*: teacher training needs a finite lr > 0, batch_size >= 2 and a finite weight_decay >= 0 \(got inf"),
+     r"--teacher-\*: teacher training needs a finite lr > 0, batch_size >= 2, a finite weight_decay >= 0 and momentum "
+     r"in \[0, 1\) \(got inf"),
 ])
 def test_options_are_checked_before_any_stage(kit, tmp_path, overrides, message):
     """Each refusal names its flag, before a teacher is trained or a base loaded."""

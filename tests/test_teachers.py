@@ -199,7 +199,8 @@ def test_a_resnet_teachers_recorded_size_is_taken_up_to_the_datas(tmp_path):
         load_teacher(path, image_size=16)
 
 
-def test_a_zip_teachers_entry_list_is_measured_before_it_is_parsed(tmp_path):
+@pytest.mark.parametrize("end", ["plain", "zip64"])
+def test_a_zip_teachers_entry_list_is_measured_before_it_is_parsed(tmp_path, end):
     """zipfile builds an object per central-directory entry (about 9x its bytes) whatever count the end
     record declares: a 51 MB list of a million entries took 5 s and 456 MB before the file was refused
     as no teacher at all (found by the tenth hostile-input audit)."""
@@ -211,7 +212,13 @@ def test_a_zip_teachers_entry_list_is_measured_before_it_is_parsed(tmp_path):
                for i in range(MAX_ARCHIVE_DIRECTORY_BYTES // 54 + 1)]
     directory = b"".join(entries)
     path = tmp_path / "teacher.pt"
-    path.write_bytes(directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, len(directory), 0, 0))
+    if end == "plain":
+        tail = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, len(directory), 0, 0)
+    else:   # the sizes in a zip64 record, which zipfile reads whatever the plain record's fields say (review)
+        zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, len(directory), 0)
+        locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(directory), 1)
+        tail = zip64 + locator + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, 0, 0, 0)
+    path.write_bytes(directory + tail)
     with pytest.raises(BuildError, match=f"is a zip archive whose entry list is {len(directory):,} bytes .* at most "
                                          f"{MAX_ARCHIVE_DIRECTORY_BYTES:,}"):
         load_teacher(path, num_classes=3)   # refused from its end record: the list is never parsed
@@ -349,7 +356,7 @@ def test_teacher_training_checkpoint_epochs_and_bounds():
     assert TeacherTraining(epochs=5, checkpoints=1).checkpoint_epochs() == [5]
     with pytest.raises(ValueError, match=r"checkpoints must be from 1 to epochs, one per epoch at most \(got 4 of 3\)"):
         TeacherTraining(epochs=3, checkpoints=4)
-    for bad in ({"lr": float("inf")}, {"lr": 0.0}, {"batch_size": 1}, {"weight_decay": float("nan")}):
+    for bad in ({"lr": float("inf")}, {"lr": 0.0}, {"batch_size": 1}, {"weight_decay": float("nan")}, {"momentum": 1.0}):
         with pytest.raises(ValueError, match="teacher training needs a finite lr > 0, batch_size >= 2"):
             TeacherTraining(**bad)
 
