@@ -79,13 +79,21 @@ def test_class_names_file_errors(tree, tmp_path, content, message):
 def test_a_class_names_files_lines_are_counted_before_they_are_split(tree, tmp_path):
     """Three-byte lines cost 26x their size split into lists: the 512 MB a file may have would be 13 GB
     before the count was compared with the classes (found by the tenth hostile-input audit)."""
-    from hello_format.limits import MAX_CLASS_NAMES_FILE_LINES
+    from hello_format.limits import MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES
 
     path = tmp_path / "names.txt"
     path.write_text("ab\n" * (MAX_CLASS_NAMES_FILE_LINES + 1))
     with pytest.raises(BuildError, match=f"has {MAX_CLASS_NAMES_FILE_LINES + 1:,} lines "
                                          f"\\(at most {MAX_CLASS_NAMES_FILE_LINES:,}\\)"):
         scan_image_folder(tree, path)
+    # the lines split are the lines counted: \x1c (which splitlines splits at) does not make lines (review)
+    path.write_text("ab\x1c" * (MAX_CLASS_NAMES_FILE_LINES + 1))
+    with pytest.raises(BuildError, match="1 class names given for 3"):
+        scan_image_folder(tree, path)
+    listed = tmp_path / "names.json"
+    listed.write_text(json.dumps(["x"] * (MAX_CLASSES + 1)))
+    with pytest.raises(BuildError, match=f"has {MAX_CLASSES + 1:,} entries \\(at most {MAX_CLASSES:,}\\)"):
+        scan_image_folder(tree, listed)
 
 
 def test_a_repeated_class_name_is_quoted_short(tree, tmp_path):
