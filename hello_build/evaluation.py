@@ -220,7 +220,8 @@ def evaluate(
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
                    image_hw(bundle.manifest["base"]["image_size"]) if labelled else None, bundle.file_size,
-                   file_epochs=(recipe_overrides or {}).get("epochs") is None)
+                   file_epochs=(recipe_overrides or {}).get("epochs") is None,
+                   world_size=group.world_size if group is not None and torch.device(device).type != "cuda" else 1)
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
@@ -270,11 +271,13 @@ def evaluate(
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
-               base_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True) -> None:
+               base_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True,
+               world_size: int = 1) -> None:
     """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
     stays within the bounds above: checked before anything is allocated (the student is sized on the
     meta device). ``base_size``: the projector's input size, when the projector labels; ``file_bytes``:
-    the bundle's size; ``file_epochs``: the run's length is the file's (else the user chose it)."""
+    the bundle's size; ``file_epochs``: the run's length is the file's (else the user chose it);
+    ``world_size``: the ranks whose BatchNorm sees only their own share of a batch (DDP on CPUs)."""
     count, _, height, width = shape
     if recipe.augment.output_size is None and height != width:
         raise BuildError(f"the bundle's images are {height}x{width} and recipe.augment.output_size is unset: "
@@ -287,12 +290,15 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
                          f"parameters (at most {MAX_STUDENT_PARAMETERS:,}): choose another --student")
     rows = min(recipe.batch_size, count)
     last = count % rows or rows   # the epoch's last batch
-    try:
-        with torch.no_grad():
-            student.train()(torch.empty(last, 3, size, size, device="meta"))
-    except ValueError as exc:   # BatchNorm refuses one value per channel in training
-        raise BuildError(f"a {recipe.arch} student cannot train on the epoch's last batch, {last} of {count:,} views "
-                         f"at {size} px ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
+    for batch in sorted({rows, last}):
+        share = max(1, batch // world_size)   # a rank's smallest non-empty share (shares differ by one at most)
+        try:
+            with torch.no_grad():
+                student.train()(torch.empty(share, 3, size, size, device="meta"))
+        except ValueError as exc:   # BatchNorm refuses one value per channel in training
+            ranks = f", {share} on a rank of {world_size}" if world_size > 1 else ""
+            raise BuildError(f"a {recipe.arch} student cannot train on a batch of {batch} of the {count:,} views at "
+                             f"{size} px{ranks} ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")

@@ -1328,15 +1328,18 @@ def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
     from hello_build.evaluation import StudentRecipe, check_cost
 
     recipe = StudentRecipe(arch="resnet18_32", batch_size=5)
-    with pytest.raises(BuildError, match=r"a resnet18_32 student cannot train on the epoch's last batch, 1 of 6 views at "
+    with pytest.raises(BuildError, match=r"a resnet18_32 student cannot train on a batch of 1 of the 6 views at "
                                          r"8 px \(Expected more than 1 value per channel when training.*\): pass another "
                                          r"--batch-size or --student"):
         check_cost(recipe, (6, 3, 8, 8), 3, 8, None, 5_000)
     check_cost(dataclasses.replace(recipe, batch_size=4), (6, 3, 8, 8), 3, 8, None, 5_000)   # ends in two
+    # under DDP on CPUs each rank's BatchNorm sees its share: the last batch of 2 over 2 ranks is one row each (review)
+    with pytest.raises(BuildError, match=r"a batch of 2 of the 6 views at 8 px, 1 on a rank of 2"):
+        check_cost(dataclasses.replace(recipe, batch_size=4), (6, 3, 8, 8), 3, 8, None, 5_000, world_size=2)
     check_cost(dataclasses.replace(recipe, arch="convnet3"), (6, 3, 8, 8), 3, 8, None, 5_000)   # no BatchNorm
     path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "batch_size": 5, "epochs": 1})
     line = cli_error(path, "eval", "--val", str(tmp_path / "no-such-folder"), "--regime", "hard", "--student", "resnet18_32")
-    assert "cannot train on the epoch's last batch, 1 of 6 views" in line
+    assert "cannot train on a batch of 1 of the 6 views" in line
 
 
 def test_a_16_bit_greyscale_training_image_decodes_without_float64_copies(tmp_path):
