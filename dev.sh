@@ -2,7 +2,7 @@
 # One entry point for a fresh machine (python3 + pip): creates .venv with the CPU build of torch and
 # everything hello needs, then runs the demo build or the test suite.
 #   bash dev.sh demo    distil the embedded default (scikit-learn digits) into a bundle and train on it
-#   bash dev.sh test    run the test suite (fast tests; add "-m slow" for the slow ones)
+#   bash dev.sh test    run the test suite (fast tests; "-m slow" runs only the slow ones)
 set -euo pipefail
 cd "$(dirname "$0")"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
@@ -70,7 +71,7 @@ class WorkDir:
         return record if record["key"] == _jsonable(key) else None
 
     def _json(self, path: Path):
-        """A work-directory JSON file (one this module wrote: a truncated or edited one is a one-line error)."""
+        """A work-directory JSON file this module wrote; one cut short or not JSON is a one-line error."""
         try:
             return json.loads(read_bounded_text(path, MAX_RECORD_BYTES))
         except (ValueError, RecursionError) as exc:
@@ -115,7 +116,7 @@ class WorkDir:
         path = self.path / f"{name}.safetensors"
         try:
             return load_file(str(path))
-        except Exception as exc:   # noqa: BLE001  (missing, truncated: whatever safetensors raises)
+        except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise self._unreadable(path, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
 
     def stage_dir(self, stage: str, key: dict) -> Path:

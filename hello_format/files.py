@@ -25,7 +25,7 @@ from pathlib import Path
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _live: set[str] = set()
 _previous: dict[int, object] = {}
-_hold_depth = 0             # sections running under _signals_held
+_hold_depth = 0             # main-thread sections running under _signals_held (only the main thread changes it)
 _waiting: list[int] = []    # the signals that arrived meanwhile
 _lock = threading.Lock()
 _umask_lock = threading.Lock()   # two threads reading the umask at once could leave it set to 0o077
@@ -179,18 +179,20 @@ def _temp_prefix(path: Path) -> str:
 def _signals_held():
     """SIGINT and SIGTERM wait until the block ends. Blocking them in this thread is not enough: a
     process's signal can reach any thread (torch starts several), and Python then runs the handler in
-    the main thread at once; so the handler also defers them (``_waiting``) and the first acts at the end."""
+    the main thread at once; so in the main thread, where the handler runs, it also defers them
+    (``_waiting``) and the first acts at the end. In another thread only the block applies."""
     global _hold_depth
     masked = hasattr(signal, "pthread_sigmask")
+    main = threading.current_thread() is threading.main_thread()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
-    _hold_depth += 1
+    _hold_depth += main
     try:
         yield
     finally:
-        _hold_depth -= 1
+        _hold_depth -= main
         if masked:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)   # a signal blocked here arrives now
-        if not _hold_depth and _waiting:
+        if main and not _hold_depth and _waiting:
             signum = _waiting[0]
             _waiting.clear()
             _on_signal(signum, None)

@@ -63,8 +63,8 @@ def _check_replaceable(target: Path) -> None:
         return
     if stat.S_ISDIR(found.st_mode):
         raise HubError(f"{target}: cannot write there: a folder is in the way")
-    me = os.geteuid()
-    if folder.st_mode & stat.S_ISVTX and me not in (0, found.st_uid, folder.st_uid):
+    me = os.geteuid() if hasattr(os, "geteuid") else None   # POSIX: a sticky folder's rule
+    if me is not None and folder.st_mode & stat.S_ISVTX and me not in (0, found.st_uid, folder.st_uid):
         raise HubError(f"{target}: cannot write there: another user's file in a sticky folder")
 
 
