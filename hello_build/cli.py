@@ -53,7 +53,7 @@ def _log(message: str) -> None:
 
 
 DEMO_OPTIONS = ("seed", "precision")  # the build options --demo honours; the demo sets every other itself
-DEMO_TAKES = "-o, --quiet, --dist-backend, " + ", ".join("--" + name for name in DEMO_OPTIONS)   # with the command's own
+DEMO_TAKES = "-o, --quiet, --dist-backend, " + ", ".join("--" + name for name in DEMO_OPTIONS)   # the command's own and those
 
 
 def _check_demo_options(data, values: dict) -> None:
