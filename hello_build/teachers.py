@@ -282,8 +282,11 @@ def _file_kind(path: Path) -> str:
         if directory > MAX_ARCHIVE_DIRECTORY_BYTES:
             raise BuildError(f"{path} is a zip archive whose entry list is {directory:,} bytes (a TorchScript or "
                              f"torch.export teacher's is tens of kilobytes; at most {MAX_ARCHIVE_DIRECTORY_BYTES:,})")
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, ValueError) as exc:   # an entry list that does not parse
+            raise BuildError(f"{path} is not a readable zip archive: {_first_line(exc)[:200]}") from None
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
         if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
@@ -301,7 +304,10 @@ def _zip_directory_bytes(path: Path) -> int:
     (its own end-record reader, zip64 included): what it parses into an object per entry, about 9x its
     bytes, whatever the declared entry count."""
     with open(path, "rb") as handle:
-        record = zipfile._EndRecData(handle)   # noqa: SLF001  (the reader ZipFile runs next; no public form)
+        try:
+            record = zipfile._EndRecData(handle)   # noqa: SLF001  (the reader ZipFile runs next; no public form)
+        except (zipfile.BadZipFile, ValueError) as exc:
+            raise BuildError(f"{path} is not a readable zip archive: {_first_line(exc)[:200]}") from None
     if record is None:
         raise BuildError(f"{path} has no readable zip end record")
     return int(record[zipfile._ECD_SIZE])   # noqa: SLF001

@@ -224,6 +224,24 @@ def test_a_zip_teachers_entry_list_is_measured_before_it_is_parsed(tmp_path, end
         load_teacher(path, num_classes=3)   # refused from its end record: the list is never parsed
 
 
+def test_a_zip_teacher_whose_entry_list_does_not_parse_is_one_line(tmp_path):
+    """A valid end record before a spoiled entry list raised zipfile.BadZipFile: a traceback, exit 1
+    (found by the twelfth hostile-input audit)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("m/code/x.py", b"x")
+    data = bytearray(buffer.getvalue())
+    at = data.rfind(b"PK\x01\x02")
+    data[at:at + 2] = b"XX"
+    path = tmp_path / "bad.pt2"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BuildError, match=r"bad\.pt2 is not a readable zip archive: Bad magic number"):
+        load_teacher(path, num_classes=3)
+
+
 def test_a_safetensors_teachers_shapes_allocate_nothing_before_they_fit(tmp_path):
     state = create_model("resnet18_32", 3).state_dict()
     state["fc.weight"] = torch.empty(2**31 - 1, 0)  # no bytes, but a classifier of 4 TB if built as declared
