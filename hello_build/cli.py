@@ -160,7 +160,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
 
             with open_bundle(bundle) as opened:   # a path or a hub URI, as evaluate takes it
                 teacher = load_teacher(teacher_path, arch=teacher_arch, num_classes=opened.num_classes,
-                                       image_size=opened.image_shape[2], trust_code=trust_teacher_code)
+                                       image_size=min(opened.image_shape[2:]), trust_code=trust_teacher_code)
         result = evaluate(
             bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, stored_dir=stored_dir, checkpoint=base_checkpoint,
             allow_remote_base=allow_remote_base, device=device, precision=precision,

@@ -63,15 +63,16 @@ MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels a
 MIN_BATCH_ACTIVATION_BYTES = 2**32
 BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
 # a whole run of the file's own epochs (--epochs, the user's choice, is not bounded): every view's
-# activations, every step's fp32 parameters and, where the projector labels, its activations for every
-# view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
+# activations, every step's fp32 parameters and, where a projector or teacher labels, its activations for
+# every view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
 # bytes (about 5 CPU minutes), 8.1e11 with its 32 px projector; of a 250 KB zero-shot IPC 10 bundle with
 # an RN50 base at 224 px, 4.7e12; ResNet-18 on an ImageNet-1K IPC 10 file of 150 MB or more, 5.5e14 with
 # an RN50 projector; a 5 KB file asking a million epochs of ten 32 px views in batches of one (10M
 # steps), 3.5e13 without one
 MIN_RUN_BYTES = 2**43
 RUN_BYTES_PER_FILE_BYTE = 2**24
-PROJECTOR_BYTES_PER_PIXEL = 3_072  # the projector's fp32 activations per base pixel: RN50's 3,026 (ViT-B/16 1,930; meta device)
+# a labeller's fp32 activations per pixel of its input: RN50's 3,026 (ViT-B/16 1,930, ResNet-18 596; meta device)
+LABELLER_BYTES_PER_PIXEL = 3_072
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def evaluate(
         size = recipe.augment.output_size or bundle.image_shape[-1]
         # from the manifest alone: nothing is decoded or built for a bundle the check refuses
         check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
-                   image_hw(bundle.manifest["base"]["image_size"]) if labelled else None, bundle.file_size,
+                   _label_size(regime, bundle.manifest["base"], teacher, size), bundle.file_size,
                    file_epochs=(recipe_overrides or {}).get("epochs") is None,
                    world_size=group.world_size if group is not None and torch.device(device).type != "cuda" else 1)
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
@@ -271,11 +272,12 @@ def evaluate(
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
-               base_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True,
+               label_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True,
                world_size: int = 1) -> None:
     """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
     stays within the bounds above: checked before anything is allocated (the student is sized on the
-    meta device). ``base_size``: the projector's input size, when the projector labels; ``file_bytes``:
+    meta device). ``label_size``: the input size of what labels each view (the projector's base, or the
+    teacher), None for hard labels; ``file_bytes``:
     the bundle's size; ``file_epochs``: the run's length is the file's (else the user chose it);
     ``world_size``: the ranks whose BatchNorm sees only their own share of a batch (DDP on CPUs)."""
     count, _, height, width = shape
@@ -302,9 +304,9 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
-    if base_size is not None and rows * base_size[0] * base_size[1] > limits.MAX_BATCH_BASE_PIXELS:
-        raise BuildError(f"a batch of {rows:,} images at the base's {base_size[0]}x{base_size[1]} px is "
-                         f"{rows * base_size[0] * base_size[1]:,} pixels to label (at most "
+    if label_size is not None and rows * label_size[0] * label_size[1] > limits.MAX_BATCH_BASE_PIXELS:
+        raise BuildError(f"a batch of {rows:,} images labelled at {label_size[0]}x{label_size[1]} px is "
+                         f"{rows * label_size[0] * label_size[1]:,} pixels to label (at most "
                          f"{limits.MAX_BATCH_BASE_PIXELS:,}): pass a smaller --batch-size")
     per_view = activation_bytes(student, size)
     activations, most = rows * per_view, max(MIN_BATCH_ACTIVATION_BYTES, BATCH_ACTIVATION_BYTES_PER_FILE_BYTE * file_bytes)
@@ -313,11 +315,11 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
                          f"activations (at most {most:,} for this {file_bytes:,}-byte file): pass a smaller "
                          "--batch-size or another --student")
     steps, views = recipe.epochs * math.ceil(count / max(1, recipe.batch_size)), recipe.epochs * count
-    labelling = 0 if base_size is None else views * base_size[0] * base_size[1] * PROJECTOR_BYTES_PER_PIXEL
+    labelling = 0 if label_size is None else views * label_size[0] * label_size[1] * LABELLER_BYTES_PER_PIXEL
     run = views * per_view + steps * 4 * parameters + labelling
     most = max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:
-        labelled = "" if base_size is None else f", each labelled at the base's {base_size[0]}x{base_size[1]} px"
+        labelled = "" if label_size is None else f", each labelled at {label_size[0]}x{label_size[1]} px"
         raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {views:,} {recipe.arch} views "
                          f"at {size} px{labelled}, {run:,} bytes of activations and weights to compute (at most "
                          f"{most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
@@ -340,6 +342,17 @@ def activation_bytes(student: torch.nn.Module, size: int) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, int] | None:
+    """What each view is resized to for its labels: the projector's base size, the teacher's input size
+    (a module without one sees the views as they are), or None for hard labels."""
+    if regime in ("projector", "random-real"):
+        return image_hw(base["image_size"])
+    if regime in ("teacher", "stored"):
+        side = getattr(teacher, "input_size", None) or view_size
+        return side, side
+    return None
 
 
 def _random_real(real_dir, folders, labels, size, seed):

@@ -1271,7 +1271,7 @@ def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
     many = dataclasses.replace(recipe, batch_size=1_000_000)
     with pytest.raises(BuildError, match="a batch of 50,000 images x 10,000 classes"):
         check_cost(many, (50_000, 3, 1, 1), 10_000, 8, None, 5_000)
-    with pytest.raises(BuildError, match="a batch of 50,000 images at the base's 224x224 px"):
+    with pytest.raises(BuildError, match="a batch of 50,000 images labelled at 224x224 px"):
         check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224), 5_000)
 
 
@@ -1315,10 +1315,26 @@ def test_the_run_bound_counts_the_projectors_labelling():
 
     recipe = StudentRecipe(epochs=1_000, batch_size=100)
     check_cost(recipe, (100, 3, 32, 32), 10, 32, None, 250_000)            # hard labels: 3e11 bytes
-    with pytest.raises(BuildError, match=r"over 100,000 convnet3 views at 32 px, each labelled at the base's 224x224 px, "
+    with pytest.raises(BuildError, match=r"over 100,000 convnet3 views at 32 px, each labelled at 224x224 px, "
                                          r"[\d,]+ bytes .* choose the run's length with --epochs"):
         check_cost(recipe, (100, 3, 32, 32), 10, 32, (224, 224), 250_000)   # RN50 at 224 px: 1.6e13
     check_cost(dataclasses.replace(recipe, epochs=300), (100, 3, 32, 32), 10, 32, (224, 224), 250_000)
+
+
+@pytest.mark.parametrize("regime", ["teacher", "stored"])
+def test_the_run_bound_counts_the_teachers_labelling(tmp_path, regime):
+    """The teacher and stored regimes run the user's teacher on every view the file's epochs ask for: a
+    5 KB-class recipe passed on its student alone, about 83 CPU hours of ResNet-18 passes at 224 px
+    (found by the twelfth hostile-input audit)."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import evaluate
+    from hello_build.teachers import Teacher
+
+    teacher = Teacher(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)), input_size=224, num_classes=3)
+    path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "epochs": 200_000, "batch_size": 6})
+    with pytest.raises(BuildError, match=r"the recipe's 200,000 epochs are 200,000 steps over 1,200,000 convnet3 views "
+                                         r"at 8 px, each labelled at 224x224 px"):
+        evaluate(path, tmp_path / "val", regime=regime, teacher=teacher, device="cpu", progress=False)
 
 
 def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
