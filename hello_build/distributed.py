@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from hello_build.errors import BuildError
 from hello_format.runtime import batch_share
+from hello_format.text import first_line
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
@@ -32,8 +33,8 @@ def _collective(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise JobError(f"the job stopped: another rank died or a collective waited over {TIMEOUT_S} s ({first})") from None
+        raise JobError(f"the job stopped: another rank died or a collective waited over {TIMEOUT_S} s "
+                       f"({first_line(error)})") from None
 
 
 @dataclass(frozen=True)

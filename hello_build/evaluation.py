@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
-from hello_build.regimes import DEFAULT_REGIME, REGIMES
+from hello_build.regimes import DEFAULT_REGIME, PROJECTOR_REGIMES, REGIMES, TEACHER_REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
 from hello_format import limits
 from hello_format.hub.resolver import open_bundle
@@ -43,7 +43,7 @@ from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
 from hello_format.recipe import OPTIMIZERS, SGD_MOMENTUM, Recipe
-from hello_format.text import shortened
+from hello_format.text import first_line, shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
@@ -211,7 +211,7 @@ def evaluate(
     if teacher is not None:
         teacher = teacher.to(device).eval()
     started = time.perf_counter()
-    labelled = regime in ("projector", "random-real")
+    labelled = regime in PROJECTOR_REGIMES
     with open_bundle(bundle_path, verify=True) as bundle:
         recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
         if recipe.arch not in zoo_names():
@@ -235,7 +235,7 @@ def evaluate(
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
     label_precision = None if regime == "hard" else precision
-    if regime in ("projector", "random-real"):  # the library's label path (bf16 on CUDA) unless asked
+    if labelled:  # the library's label path (bf16 on CUDA) unless asked
         label_precision = projector.prepare_labelling({"precision": precision} if asked else None).precision
         labeller = projector.label
     elif regime == "teacher":
@@ -300,7 +300,7 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
         except ValueError as exc:   # BatchNorm refuses one value per channel in training
             ranks = f", {share} on a rank of {world_size}" if world_size > 1 else ""
             raise BuildError(f"a {recipe.arch} student cannot train on a batch of {batch} of the {count:,} views at "
-                             f"{size} px{ranks} ({str(exc).splitlines()[0]}): pass another --batch-size or --student") from None
+                             f"{size} px{ranks} ({first_line(exc)}): pass another --batch-size or --student") from None
     if rows * num_classes > MAX_BATCH_LABELS:
         raise BuildError(f"a batch of {rows:,} images x {num_classes:,} classes is {rows * num_classes:,} labels "
                          f"(at most {MAX_BATCH_LABELS:,}): pass a smaller --batch-size")
@@ -347,9 +347,9 @@ def activation_bytes(student: torch.nn.Module, size: int) -> int:
 def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, int] | None:
     """What each view is resized to for its labels: the projector's base size, the teacher's input size
     (a module without one sees the views as they are), or None for hard labels."""
-    if regime in ("projector", "random-real"):
+    if regime in PROJECTOR_REGIMES:
         return image_hw(base["image_size"])
-    if regime in ("teacher", "stored"):
+    if regime in TEACHER_REGIMES:
         side = getattr(teacher, "input_size", None) or view_size
         return side, side
     return None
@@ -383,7 +383,7 @@ def _no_grad(model, precision: str):
 
 def _check_inputs(regime, teacher, real_dir) -> None:
     """What a regime needs besides the bundle, checked before anything is loaded."""
-    if regime in ("teacher", "stored") and teacher is None:
+    if regime in TEACHER_REGIMES and teacher is None:
         raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
     if regime == "random-real" and real_dir is None:
         raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")

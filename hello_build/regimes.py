@@ -9,3 +9,5 @@ REGIMES = {
     "random-real": "the projector on a random real subset (--real) of the bundle's size instead of its images",
 }
 DEFAULT_REGIME = "projector"
+PROJECTOR_REGIMES = ("projector", "random-real")   # labelled by the bundle's projector
+TEACHER_REGIMES = ("teacher", "stored")            # labelled by the original teacher (--teacher)

@@ -45,7 +45,7 @@ from hello_format.files import atomic_target
 from hello_format.errors import HelloError
 from hello_format.labelling import autocast
 from hello_format.limits import MAX_IMAGE_SIDE, MEAN_RANGE, STD_RANGE
-from hello_format.text import shortened
+from hello_format.text import first_line, shortened
 from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")  # how weak teachers label a batch
@@ -191,7 +191,7 @@ def _dummy_forward(model: nn.Module, size: int, name: str) -> torch.Tensor:
     except BuildError:
         raise
     except Exception as exc:  # the teacher's own code can raise anything
-        raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {_first_line(exc)} "
+        raise BuildError(f"{name} fails on a dummy batch [2, 3, {size}, {size}]: {first_line(exc)} "
                          "(a torch.export teacher needs a dynamic batch dimension)") from None
 
 
@@ -251,7 +251,7 @@ def _load(source, arch, input_size, image_size, num_classes, mean, std, device, 
         net = (torch.jit.load(str(path), map_location="cpu") if kind == "torchscript"
                else _ExportedGraph(torch.export.load(str(path)).module()))
     except Exception as exc:
-        raise BuildError(f"cannot load {kind} teacher {path}: {_first_line(exc)}") from None
+        raise BuildError(f"cannot load {kind} teacher {path}: {first_line(exc)}") from None
     label = "TorchScript" if kind == "torchscript" else "torch.export"
     return _finish(net, size, mean, std, device, f"{label} {path.name} (sha256 {digest[:16]})")
 
@@ -286,7 +286,7 @@ def _file_kind(path: Path) -> str:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, ValueError) as exc:   # an entry list that does not parse
-            raise BuildError(f"{path} is not a readable zip archive: {_first_line(exc)[:200]}") from None
+            raise BuildError(f"{path} is not a readable zip archive: {first_line(exc)[:200]}") from None
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
         if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
@@ -307,7 +307,7 @@ def _zip_directory_bytes(path: Path) -> int:
         try:
             record = zipfile._EndRecData(handle)   # noqa: SLF001  (the reader ZipFile runs next; no public form)
         except (zipfile.BadZipFile, ValueError) as exc:
-            raise BuildError(f"{path} is not a readable zip archive: {_first_line(exc)[:200]}") from None
+            raise BuildError(f"{path} is not a readable zip archive: {first_line(exc)[:200]}") from None
     if record is None:
         raise BuildError(f"{path} has no readable zip end record")
     return int(record[zipfile._ECD_SIZE])   # noqa: SLF001
@@ -339,7 +339,7 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     try:
         state = _unwrapped(load_file(str(path)))
     except Exception as exc:
-        raise BuildError(f"cannot read safetensors teacher {path}: {_first_line(exc)}") from None
+        raise BuildError(f"cannot read safetensors teacher {path}: {first_line(exc)}") from None
     return zoo_teacher(arch, None, state, input_size=size, mean=mean, std=std,
                        description=f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
                        device=device, source=source)
@@ -440,7 +440,7 @@ def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teac
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {_first_line(exc)} "
+        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {first_line(exc)} "
                          "(is it on PYTHONPATH?)") from None
     factory = module
     for part in attribute.split("."):
@@ -453,7 +453,7 @@ def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teac
     try:
         built = factory(num_classes=num_classes) if takes_classes and num_classes is not None else factory()
     except Exception as exc:
-        raise BuildError(f"teacher factory {spec} failed: {_first_line(exc)}") from None
+        raise BuildError(f"teacher factory {spec} failed: {first_line(exc)}") from None
     if isinstance(built, Teacher):
         return built.to(device).eval().requires_grad_(False)
     if not isinstance(built, nn.Module):
@@ -484,12 +484,6 @@ def _finish(net: nn.Module, input_size: int, mean, std, device, description: str
     teacher = teacher.to(device).eval()
     teacher.requires_grad_(False)
     return teacher
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (messages from teachers' code can span many)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_teacher(teacher: Teacher, path: str | os.PathLike, arch: str) -> Path:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
 from hello_format.files import atomic_target, read_bounded_text
+from hello_format.text import first_line
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 
@@ -117,7 +118,7 @@ class WorkDir:
         try:
             return load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
-            raise self._unreadable(path, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
+            raise self._unreadable(path, first_line(exc)[:200]) from None
 
     def stage_dir(self, stage: str, key: dict) -> Path:
         """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed

@@ -63,6 +63,13 @@ def shortened(value, limit: int = 80) -> str:
     return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (messages from
+    libraries and teachers' code can span many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def quoted_name(name) -> str:
     """A tensor's or module's name read from a file, quoted (escaped) and cut for an error line."""
     return shortened(name, 160)

@@ -95,9 +95,9 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
             value = entry.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {shortened(value)}")
-    if len(_eval_columns(entries)) > MAX_EVAL_COLUMNS:
-        raise HubError(f"{source}: {len(_eval_columns(entries)):,} distinct fields, each a column of the card's table "
-                       f"(at most {MAX_EVAL_COLUMNS})")
+    columns = len(_eval_columns(entries))
+    if columns > MAX_EVAL_COLUMNS:
+        raise HubError(f"{source}: {columns:,} distinct fields, each a column of the card's table (at most {MAX_EVAL_COLUMNS})")
     return entries
 
 
