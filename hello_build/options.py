@@ -160,6 +160,11 @@ class BuildOptions:
         """The options a result depends on: those read by ``stages`` (for resume checks)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["stage"] in stages}
 
+    def section(self, config_class, prefix: str) -> dict:
+        """The options that are a library config's fields, by field name: ``{prefix}X`` is ``X`` of the
+        dataclass ``config_class`` (``teacher_lr`` is ``TeacherTraining.lr``)."""
+        return {f.name: getattr(self, prefix + f.name) for f in dataclasses.fields(config_class)}
+
     def workdir_path(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(str(self.output) + ".work")
 

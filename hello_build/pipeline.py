@@ -71,8 +71,7 @@ def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
 def calibration_config(options: BuildOptions) -> CalibrationConfig:
     """How quantised deltas are calibrated (``hello_format.calibration``): ``--delta-calibration-X`` is
     the config's ``X``."""
-    return CalibrationConfig(**{f.name: getattr(options, f"delta_calibration_{f.name}")
-                                for f in dataclasses.fields(CalibrationConfig)})
+    return CalibrationConfig(**options.section(CalibrationConfig, "delta_calibration_"))
 
 
 def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
@@ -261,7 +260,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         lora_alpha=used(options.lora_alpha, adapted),
         lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
         teacher_arch=used(options.teacher_arch, not trained),
-        **{f"teacher_{f.name}": used(getattr(options, f"teacher_{f.name}"), trained) for f in dataclasses.fields(TeacherTraining)},
+        **{f"teacher_{name}": used(value, trained) for name, value in options.section(TeacherTraining, "teacher_").items()},
         candidates_per_class=used(candidates_per_class(options), initialised),
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),

@@ -8,7 +8,6 @@ directory like every stage's result, so a rerun reuses them. Under torchrun the 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from hello_build import teachers as teacher_io
@@ -22,8 +21,7 @@ def trains(options) -> bool:
 
 def training(options) -> teacher_io.TeacherTraining:
     """How ``--train-teacher`` trains (``teachers.TeacherTraining``): ``--teacher-X`` is the config's ``X``."""
-    return teacher_io.TeacherTraining(**{f.name: getattr(options, f"teacher_{f.name}")
-                                         for f in dataclasses.fields(teacher_io.TeacherTraining)})
+    return teacher_io.TeacherTraining(**options.section(teacher_io.TeacherTraining, "teacher_"))
 
 
 def run(ctx: BuildContext) -> tuple[dict, dict]:
