@@ -186,6 +186,21 @@ def test_an_eval_file_cannot_make_the_cards_table_quadratic(tmp_path):
     assert len(table) < 500_000   # the largest table allowed: 1,000 rows of 64 columns
 
 
+def test_a_card_hello_pull_would_skip_is_refused_on_push(bundle, tmp_path):
+    """Escaping expands a results file within its 1 MB cap into a table over the 2 MiB card hello pull
+    takes: render_card refuses it in one line, naming the section, instead of publishing a card no one pulls."""
+    from hello_format.limits import MAX_CARD_BYTES, MAX_EVAL_RESULTS_BYTES
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"top1": 0.5, **{f"k{i}": "&" * 10 for i in range(45)}}] * 1_000))
+    assert path.stat().st_size < MAX_EVAL_RESULTS_BYTES
+    with pytest.raises(HubError, match=f"over the {MAX_CARD_BYTES:,} that hello pull takes; its largest section is "
+                                       "'Evaluation' .*; pass fewer --eval results or fields") as info:
+        card.render_card(bundle, uri=URI, eval_results=card.load_eval_results(path))
+    assert "\n" not in str(info.value)
+    assert len(card.render_card(bundle, uri=URI, eval_results=card.load_eval_results(path)[:100]).encode()) < MAX_CARD_BYTES
+
+
 def test_eval_results_cannot_add_headings_or_html_to_the_card(bundle):
     results = [{"top1": 0.5, "student": "x\n\n## Owned\n<img src=x onerror=alert(1)>", "<script>a</script>": "[l](https://e.invalid)"}]
     _, body = split_card(card.render_card(bundle, uri=URI, eval_results=results))

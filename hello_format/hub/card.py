@@ -18,7 +18,7 @@ from hello_format.errors import HubError
 from hello_format.files import read_bounded_text
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import render_grid
-from hello_format.limits import MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
+from hello_format.limits import MAX_CARD_BYTES, MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, json_cut, markdown, shortened
 
@@ -145,7 +145,8 @@ def render_card(
     """The complete README.md for ``bundle`` published at ``uri`` (front matter + body).
 
     Every string from the manifest is escaped (``hello_format.text``): code spans it cannot close,
-    or markdown/HTML-escaped text; a bundle cannot add sections, links or HTML to its card."""
+    or markdown/HTML-escaped text; a bundle cannot add sections, links or HTML to its card. A card over
+    MAX_CARD_BYTES, which ``hello pull`` would skip, is a HubError naming its largest section."""
     meta = card_metadata(bundle, license=license)
     results = None if eval_results is None else validate_eval_results(eval_results)
     m = bundle.manifest
@@ -173,7 +174,21 @@ def render_card(
         _license(license),
     ]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n" + "\n\n".join(s.strip() for s in sections) + "\n"
+    text = f"---\n{front}---\n\n" + "\n\n".join(s.strip() for s in sections) + "\n"
+    _check_card_size(text, sections)
+    return text
+
+
+def _check_card_size(text: str, sections: list[str]) -> None:
+    """HubError when the card is larger than ``hello pull`` takes (MAX_CARD_BYTES), naming its largest section."""
+    size = len(text.encode("utf-8"))
+    if size <= MAX_CARD_BYTES:
+        return
+    largest = max(sections, key=lambda s: len(s.encode("utf-8")))
+    heading = largest.strip().split("\n", 1)[0].lstrip("# ")
+    raise HubError(f"the card would be {size:,} bytes, over the {MAX_CARD_BYTES:,} that hello pull takes; its "
+                   f"largest section is {heading!r} ({len(largest.encode('utf-8')):,} bytes)"
+                   + ("; pass fewer --eval results or fields" if heading == "Evaluation" else ""))
 
 
 def render_preview(bundle: Bundle, *, classes: int = PREVIEW_CLASSES, per_class: int = PREVIEW_PER_CLASS):
