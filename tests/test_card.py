@@ -202,10 +202,16 @@ def test_a_card_hello_pull_would_skip_is_refused_on_push(bundle, tmp_path):
 
 
 def test_eval_results_cannot_add_headings_or_html_to_the_card(bundle):
-    results = [{"top1": 0.5, "student": "x\n\n## Owned\n<img src=x onerror=alert(1)>", "<script>a</script>": "[l](https://e.invalid)"}]
+    results = [{"top1": 0.5, "student": "x\n\n## Owned\n<img src=x onerror=alert(1)>", "<script>a</script>": "[l](https://e.invalid)",
+                "note": "a scalar"},
+               # a column is a field that is a scalar in some entry; in others it may be a list or an object
+               # (the thirteenth audit: these were written with str(), unescaped)
+               {"top1": 0.6, "note": ["<img src=x onerror=alert(1)>", "[l](https://e.invalid) | x"]},
+               {"top1": 0.7, "note": {"</td><script>a</script>": "![t](https://e.invalid/p.png)\n## Owned"}}]
     _, body = split_card(card.render_card(bundle, uri=URI, eval_results=results))
     section = "## Evaluation" + body.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
-    assert len([line for line in section.splitlines() if line]) == 5   # heading, text, table head, rule, one row
+    assert len([line for line in section.splitlines() if line]) == 7   # heading, text, table head, rule, three rows
+    assert all(line.count("|") - line.count("\\|") == 5 for line in section.splitlines()[4:])   # 4 columns, no extra cell
     html = pytest.importorskip("markdown_it").MarkdownIt("commonmark", {"html": True}).enable("table").render(section)
     assert "Owned</h2>" not in html and "<img" not in html and "<script" not in html and "href=" not in html
 

@@ -414,10 +414,14 @@ def _is_scalar(value: object) -> bool:
 
 
 def _cell(value: object) -> str:
+    """A table cell, inert and one line: a file's string escaped; a list or object (a column is a field
+    that is a scalar in some entry, not in every one) as its shortened repr, escaped too."""
     if value is None:
         return ""
     if isinstance(value, float):
         return format(value, "g")
-    return markdown(value) if isinstance(value, str) else str(value)   # a file's string: inert, one line
+    if isinstance(value, (bool, int)):
+        return str(value)
+    return markdown(value if isinstance(value, str) else shortened(value))
 
 
