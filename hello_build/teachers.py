@@ -44,6 +44,7 @@ from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
 from hello_format.errors import HelloError
 from hello_format.labelling import autocast
+from hello_format import limits
 from hello_format.limits import MAX_IMAGE_SIDE, MEAN_RANGE, STD_RANGE
 from hello_format.text import first_line, shortened
 from hello_build.errors import BuildError
@@ -78,6 +79,14 @@ class Teacher(nn.Module):
         self.num_classes = int(num_classes) if num_classes is not None else self._probe_num_classes()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of ``images``; in eval mode a batch of more than ``LABEL_CHUNK_PIXELS`` input pixels runs in
+        chunks (the same logits), so a file's batch size cannot make one pass hold more."""
+        rows = max(1, limits.LABEL_CHUNK_PIXELS // self.input_size**2)
+        if self.training or len(images) <= rows:   # training: BatchNorm's statistics are the whole batch's
+            return self._logits(images)
+        return torch.cat([self._logits(chunk) for chunk in images.split(rows)])
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(device=self.mean.device)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if tuple(x.shape[-2:]) != (self.input_size, self.input_size):

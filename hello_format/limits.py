@@ -119,10 +119,11 @@ MAX_CLASS_NAMES_FILE_LINES = 2 * MAX_CLASSES   # a name (or folder and name) per
 # a batch's rows x the base's pixels: what the projector resizes one batch of views to (hello eval,
 # hello requantize's calibration)
 MAX_BATCH_BASE_PIXELS = 2**31
-# base pixels Projector.label runs through the base at once: a batch above is labelled in chunks (the same
-# labels), so a file's batch size and image count cannot make one pass hold more (ImageNet's 256 views at
-# 224 px are 12.8M, one chunk)
-LABEL_CHUNK_BASE_PIXELS = 2**24
+# input pixels a labeller runs at once (Projector.label through the base; a teacher in eval mode, hello
+# eval's teacher and stored regimes): a batch above is labelled in chunks (the same labels), so a file's
+# batch size and image count cannot make one pass hold more (ImageNet's 256 views at 224 px are 12.8M,
+# one chunk)
+LABEL_CHUNK_PIXELS = 2**24
 
 # the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written)
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30

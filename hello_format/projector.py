@@ -223,11 +223,11 @@ class Projector(nn.Module):
 
         The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
         target. Non-finite logits are never returned: BundleError instead. A batch of more than
-        ``limits.LABEL_CHUNK_BASE_PIXELS`` base pixels is labelled in chunks (the same logits up to
+        ``limits.LABEL_CHUNK_PIXELS`` base pixels is labelled in chunks (the same logits up to
         floating-point rounding).
         """
         options = self._labelling or self.prepare_labelling()
-        rows = max(1, limits.LABEL_CHUNK_BASE_PIXELS // (self.image_size[0] * self.image_size[1]))
+        rows = max(1, limits.LABEL_CHUNK_PIXELS // (self.image_size[0] * self.image_size[1]))
         with torch.inference_mode():
             images = images.to(self.mean.device, non_blocking=True)
             if options.channels_last:

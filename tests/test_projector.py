@@ -297,6 +297,6 @@ def test_a_large_batch_is_labelled_in_chunks_with_the_same_logits(monkeypatch):
     whole = projector.label(images)
     sizes = []
     projector.visual.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
-    monkeypatch.setattr(limits, "LABEL_CHUNK_BASE_PIXELS", 3 * projector.image_size[0] * projector.image_size[1] + 1)
+    monkeypatch.setattr(limits, "LABEL_CHUNK_PIXELS", 3 * projector.image_size[0] * projector.image_size[1] + 1)
     chunked = projector.label(images)
     assert sizes == [3, 3, 3, 1] and torch.allclose(chunked, whole, atol=1e-5)

@@ -88,6 +88,27 @@ def test_teacher_resizes_and_normalises():
     assert plain.preprocessing() == {"input_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3}
 
 
+def test_a_large_batch_is_labelled_in_chunks_in_eval_mode(monkeypatch):
+    """hello eval's teacher and stored regimes ran a file's whole batch through the teacher at once: a
+    5 MB bundle of 25,000 8-px views asked a 224-px teacher for 15 GB of resized input alone (thirteenth
+    audit). In eval mode the batch is labelled in chunks of at most LABEL_CHUNK_PIXELS input pixels, before
+    the resize; in training, BatchNorm's statistics stay the whole batch's."""
+    from hello_format import limits
+
+    teacher = Teacher(create_model("convnet3", 10, image_size=16), input_size=16, num_classes=10).eval()
+    sizes = []
+    teacher.net.register_forward_hook(lambda module, inputs, output: sizes.append(tuple(inputs[0].shape)))
+    images = torch.rand(10, 3, 8, 8)
+    whole = teacher(images)
+    monkeypatch.setattr(limits, "LABEL_CHUNK_PIXELS", 3 * 16 * 16 + 1)
+    sizes.clear()
+    assert torch.allclose(teacher(images), whole, atol=1e-5)
+    assert sizes == [(3, 3, 16, 16)] * 3 + [(1, 3, 16, 16)]
+    sizes.clear()
+    teacher.train()(images)
+    assert sizes == [(10, 3, 16, 16)]
+
+
 def test_torchscript_round_trip(tmp_path, images):
     net = tiny_net()
     path = tmp_path / "teacher.pt"  # TorchScript often uses .pt: detected by content, not extension
