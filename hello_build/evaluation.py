@@ -235,11 +235,12 @@ def evaluate(
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
     label_precision = None if regime == "hard" else precision
+    teacher_labels = _no_grad(teacher, precision) if regime in TEACHER_REGIMES else None   # online, or stored first
     if labelled:  # the library's label path (bf16 on CUDA) unless asked
         label_precision = projector.prepare_labelling({"precision": precision} if asked else None).precision
         labeller = projector.label
     elif regime == "teacher":
-        labeller = _no_grad(teacher, precision)
+        labeller = teacher_labels
     else:
         labeller = None  # hard: none; stored: set below, once the labels are on disk
     data = LabelledImages(images, labels, names, augment, labeller, device=device, seed=recipe.seed, normalize=(STUDENT_MEAN, STUDENT_STD),
@@ -254,7 +255,7 @@ def evaluate(
                 directory = scope.enter_context(tempfile.TemporaryDirectory(prefix="hello-stored-"))
             if group is not None and stored_dir is None:  # rank 0's temporary directory (one node; else --stored-dir)
                 directory = group.broadcast_text(directory)
-            stored = StoredLabels.prepare(directory, data, teacher, recipe, group=group)
+            stored = StoredLabels.prepare(directory, data, teacher_labels, recipe, group=group)
             stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
             data.labeller = stored.replay()
         training = time.perf_counter()

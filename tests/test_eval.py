@@ -372,10 +372,37 @@ def test_a_bf16_student_trains_in_rounded_arithmetic_with_fp32_weights(eval_kit,
     assert torch.allclose(_weights(bf16), _weights(fp32), atol=0.05)
 
 
+AUTOCAST_TEACHER = textwrap.dedent("""
+    import torch
+
+    class Autocast(torch.nn.Module):
+        def forward(self, x):   # class 0's logit says whether the labels were computed under autocast
+            logits = torch.zeros(len(x), 3)
+            logits[:, 0] = float(torch.is_autocast_enabled(x.device.type))
+            return logits + 0 * x.mean()
+
+    def teacher(num_classes):
+        return Autocast()
+""")
+
+
 def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path):
     report = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "bf16")))
     assert report["precision"] == "bf16" and report["label_precision"] == "bf16"
     assert final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "auto")))["precision"] == "fp32"
+
+
+def test_stored_labels_are_computed_at_the_precision_reported(eval_kit, tmp_path, monkeypatch):
+    """The stored regime wrote fp32 labels while reporting label_precision bf16 (a docs review found it)."""
+    (tmp_path / "eval_autocast_teacher.py").write_text(AUTOCAST_TEACHER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for precision, autocast in (("bf16", 1.0), ("fp32", 0.0)):
+        stored = tmp_path / precision
+        assert final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 1,
+                                "--teacher", "eval_autocast_teacher:teacher", "--stored-dir", stored, "--precision", precision,
+                                "--quiet"))["label_precision"] == precision
+        logits = [load_file(str(path))["logits"] for path in stored.glob("epoch_*/batch_*.safetensors")]
+        assert logits and all(bool((batch[:, 0] == autocast).all()) for batch in logits)
 
 
 def test_a_diverged_student_is_an_error_not_an_accuracy(eval_kit, on_path):
