@@ -47,8 +47,7 @@ from hello_format.text import first_line, shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
-VAL_BATCH = 256  # validation images per batch up to 224 px
-VAL_BATCH_PIXELS = VAL_BATCH * 224 * 224  # and at most this many pixels per batch above
+VAL_BATCH = 256  # validation images per batch, fewer where one view's activations are large (val_batch_size)
 STUDENT_MEAN, STUDENT_STD = IMAGENET_MEAN, IMAGENET_STD  # what the zoo's students see
 # What a bundle's recipe may make one evaluation cost (a stranger's file sets the view size, the batch
 # size and the classes; --student and --batch-size override them). Legitimate runs stay far below:
@@ -63,8 +62,8 @@ MAX_BATCH_LABELS = 2**28        # rows x classes of one batch: its soft labels a
 MIN_BATCH_ACTIVATION_BYTES = 2**32
 BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
 # a whole run of the file's own epochs (--epochs, the user's choice, is not bounded): every view's
-# activations, every step's fp32 parameters and, where a projector or teacher labels, its activations for
-# every view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
+# activations, every validation image's (scored at the view size), every step's fp32 parameters and, where
+# a projector or teacher labels, its activations for every view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
 # bytes (about 5 CPU minutes), 8.1e11 with its 32 px projector; of a 250 KB zero-shot IPC 10 bundle with
 # an RN50 base at 224 px, 4.7e12; ResNet-18 on an ImageNet-1K IPC 10 file of 150 MB or more, 5.5e14 with
 # an RN50 projector; a 5 KB file asking a million epochs of ten 32 px views in batches of one (10M
@@ -158,15 +157,15 @@ def _loss(logits: torch.Tensor, batch, recipe: StudentRecipe) -> torch.Tensor:
 
 
 @torch.no_grad()
-def top1(model: torch.nn.Module, val: RealImages, *, device, group: Group | None = None) -> float:
+def top1(model: torch.nn.Module, val: RealImages, *, device, group: Group | None = None,
+         batch_size: int = VAL_BATCH) -> float:
     """Top-1 accuracy on real images, normalised as the student saw them in training (in a ``group``,
-    each rank scores every world_size-th image and the counts are summed), ``val_batch_size(val.size)``
-    images at a time."""
+    each rank scores every world_size-th image and the counts are summed), ``batch_size`` images at a time."""
     mean = torch.tensor(STUDENT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STUDENT_STD, device=device).view(1, 3, 1, 1)
     mine = val if group is None else torch.utils.data.Subset(val, shard_indices(len(val), group.rank, group.world_size))
     correct = 0
-    for images, labels in torch.utils.data.DataLoader(mine, batch_size=val_batch_size(val.size)):
+    for images, labels in torch.utils.data.DataLoader(mine, batch_size=batch_size):
         x = (images.to(device).float() / 255 - mean) / std
         correct += (model(x).argmax(1).cpu() == labels).sum().item()
     if group is not None:
@@ -174,11 +173,12 @@ def top1(model: torch.nn.Module, val: RealImages, *, device, group: Group | None
     return correct / max(1, len(val))
 
 
-def val_batch_size(size: int) -> int:
-    """Validation images per batch at ``size`` px: ``VAL_BATCH`` up to 224 px, fewer above (``VAL_BATCH_PIXELS``),
-    so a bundle's view size (``recipe.augment.output_size``, up to 8,192) cannot make one batch of the
-    user's images hundreds of gigabytes."""
-    return max(1, min(VAL_BATCH, VAL_BATCH_PIXELS // (size * size)))
+def val_batch_size(view_bytes: int) -> int:
+    """Validation images per batch for a student whose layers output ``view_bytes`` per view
+    (``activation_bytes``): ``VAL_BATCH``, fewer where that batch would hold more than
+    ``MIN_BATCH_ACTIVATION_BYTES``, so a bundle's view size (``recipe.augment.output_size``) cannot make
+    one batch of the user's images tens of gigabytes (ConvNet-3 at 448 px: 6.6 GB for 64 images)."""
+    return max(1, min(VAL_BATCH, MIN_BATCH_ACTIVATION_BYTES // max(1, view_bytes)))
 
 
 def evaluate(
@@ -218,11 +218,13 @@ def evaluate(
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
         check_optimizer(recipe)   # before anything is decoded or built
         size = recipe.augment.output_size or bundle.image_shape[-1]
-        # from the manifest alone: nothing is decoded or built for a bundle the check refuses
-        check_cost(recipe, bundle.image_shape, len(bundle.class_names), size,
-                   _label_size(regime, bundle.manifest["base"], teacher, size), bundle.file_size,
-                   file_epochs=(recipe_overrides or {}).get("epochs") is None,
-                   world_size=group.world_size if group is not None and torch.device(device).type != "cuda" else 1)
+        val_index = in_class_order(scan_image_folder(val_dir), bundle.class_folders, "validation folder")
+        # from the manifest (and the validation folder's listing): nothing is decoded or built for a bundle the check refuses
+        view_bytes = check_cost(
+            recipe, bundle.image_shape, len(bundle.class_names), size,
+            _label_size(regime, bundle.manifest["base"], teacher, size), bundle.file_size, val_images=len(val_index),
+            file_epochs=(recipe_overrides or {}).get("epochs") is None,
+            world_size=group.world_size if group is not None and torch.device(device).type != "cuda" else 1)
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
@@ -230,7 +232,7 @@ def evaluate(
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
             if labelled else None
     augment = recipe.augment
-    val = RealImages(in_class_order(scan_image_folder(val_dir), folders, "validation folder"), size)
+    val = RealImages(val_index, size)
 
     if regime == "random-real":
         images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
@@ -262,7 +264,7 @@ def evaluate(
         model = train_student(data, recipe, image_size=size, device=device, progress=progress, precision=precision,
                               group=group)
         train_seconds = time.perf_counter() - training
-    accuracy = top1(model, val, device=device, group=group)
+    accuracy = top1(model, val, device=device, group=group, batch_size=val_batch_size(view_bytes))
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,
@@ -273,14 +275,15 @@ def evaluate(
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
-               label_size: tuple[int, int] | None, file_bytes: int, *, file_epochs: bool = True,
-               world_size: int = 1) -> None:
-    """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px
-    stays within the bounds above: checked before anything is allocated (the student is sized on the
-    meta device). ``label_size``: the input size of what labels each view (the projector's base, or the
-    teacher), None for hard labels; ``file_bytes``:
+               label_size: tuple[int, int] | None, file_bytes: int, *, val_images: int = 0, file_epochs: bool = True,
+               world_size: int = 1) -> int:
+    """BuildError unless training ``recipe``'s student on images of ``shape`` (N, C, H, W) at ``size`` px,
+    then scoring it on ``val_images`` real images, stays within the bounds above: checked before anything
+    is allocated (the student is sized on the meta device). ``label_size``: the input size of what labels
+    each view (the projector's base, or the teacher), None for hard labels; ``file_bytes``:
     the bundle's size; ``file_epochs``: the run's length is the file's (else the user chose it);
-    ``world_size``: the ranks whose BatchNorm sees only their own share of a batch (DDP on CPUs)."""
+    ``world_size``: the ranks whose BatchNorm sees only their own share of a batch (DDP on CPUs).
+    Returns the student's activation bytes per view (``activation_bytes``), which size validation batches."""
     count, _, height, width = shape
     if recipe.augment.output_size is None and height != width:
         raise BuildError(f"the bundle's images are {height}x{width} and recipe.augment.output_size is unset: "
@@ -317,13 +320,15 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
                          "--batch-size or another --student")
     steps, views = recipe.epochs * math.ceil(count / max(1, recipe.batch_size)), recipe.epochs * count
     labelling = 0 if label_size is None else views * label_size[0] * label_size[1] * LABELLER_BYTES_PER_PIXEL
-    run = views * per_view + steps * 4 * parameters + labelling
+    run = (views + val_images) * per_view + steps * 4 * parameters + labelling
     most = max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:
         labelled = "" if label_size is None else f", each labelled at {label_size[0]}x{label_size[1]} px"
         raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {views:,} {recipe.arch} views "
-                         f"at {size} px{labelled}, {run:,} bytes of activations and weights to compute (at most "
-                         f"{most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
+                         f"at {size} px{labelled}, then {val_images:,} validation images at {size} px: {run:,} bytes "
+                         f"of activations and weights to compute (at most {most:,} for this {file_bytes:,}-byte file): "
+                         "choose the run's length with --epochs")
+    return per_view
 
 
 def activation_bytes(student: torch.nn.Module, size: int) -> int:

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
+from hello_build.zoo import create_model
 from hello_build.regimes import REGIMES
 from hello_build.data import RealImages, in_class_order, scan_image_folder
 from hello_build.stored_labels import StoredLabels, batch_file
@@ -181,20 +182,33 @@ def test_validation_folders_in_another_order_than_the_bundle_s_classes(eval_kit,
     assert report["classes"] == 3
 
 
-def test_validation_batches_hold_a_bounded_number_of_pixels(eval_kit):
-    """A bundle's view size (up to 8,192 px) sets the validation images' size; batches shrink with it,
-    so scoring a student costs no more memory than about 256 images at 224 px."""
-    assert [val_batch_size(side) for side in (32, 224, 225, 448, 8192)] == [256, 256, 253, 64, 1]
+def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeypatch):
+    """A bundle's view size sets the validation images' size; batches shrink with what one view makes the
+    student hold (a batch bound by pixels alone let ConvNet-3 at 448 px ask 6.6 GB; thirteenth audit)."""
+    from hello_build import evaluation
+    from hello_build.evaluation import MIN_BATCH_ACTIVATION_BYTES, VAL_BATCH, activation_bytes
+
+    with torch.device("meta"):
+        student = create_model("convnet3", 10, image_size=448)
+    big = activation_bytes(student, 448)
+    assert val_batch_size(big) * big <= MIN_BATCH_ACTIVATION_BYTES < (val_batch_size(big) + 1) * big
+    assert val_batch_size(1_000) == VAL_BATCH and val_batch_size(2**40) == 1
+    batches = []
+    monkeypatch.setattr(evaluation, "top1", lambda *args, batch_size, **kwargs: batches.append(batch_size) or 0.0)
+    final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1, "--quiet"))
+    with torch.device("meta"):
+        student = create_model("convnet3", len(CLASSES), image_size=SIZE)
+    assert batches == [val_batch_size(activation_bytes(student, SIZE))]
     seen = []
 
     class Counting(torch.nn.Module):
         def forward(self, x):
-            seen.append(tuple(x.shape))
+            seen.append(len(x))
             return torch.zeros(len(x), len(CLASSES))
 
-    val = RealImages(in_class_order(scan_image_folder(eval_kit["val"]), CLASSES, "validation folder"), 2048)
-    top1(Counting(), val, device="cpu")
-    assert seen == [(val_batch_size(2048), 3, 2048, 2048)] * (len(val) // val_batch_size(2048))
+    val = RealImages(in_class_order(scan_image_folder(eval_kit["val"]), CLASSES, "validation folder"), SIZE)
+    top1(Counting(), val, device="cpu", batch_size=5)
+    assert set(seen[:-1]) == {5} and 0 < seen[-1] <= 5 and sum(seen) == len(val)
 
 
 def test_unknown_student_architecture(eval_kit):

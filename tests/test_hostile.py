@@ -95,6 +95,15 @@ def cli_error(path, command="info", *extra):
     return lines[0]
 
 
+def val_folder(tmp_path, side=16):
+    """A validation ImageFolder of one black image per sample class: what hello eval lists (it counts the
+    validation images in its run bound) before it decodes the bundle or builds anything."""
+    for name in samples.CLASS_NAMES:
+        (tmp_path / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (side, side)).save(tmp_path / "val" / name / "0.png")
+    return tmp_path / "val"
+
+
 def peak_rss_growth_mb(script: str) -> float:
     """Run ``script`` in a fresh interpreter; the growth of its peak RSS (MB) across the part after
     the line ``# measure``; its stdout's last line must be that figure."""
@@ -1275,6 +1284,22 @@ def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
         check_cost(many, (50_000, 3, 1, 1), 3, 8, (224, 224), 5_000)
 
 
+def test_hello_eval_counts_the_validation_a_files_view_size_makes_cost():
+    """A 2 KB file of two images viewed at 448 px trained in seconds, then scored the user's validation set
+    at 448 px: 50,000 ImageNet images by ConvNet-3 are 2e13 bytes of activations, and at the 1,400 px the
+    batch bound allows one image took 14 s (thirteenth audit). The run bound counts the validation images."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe, check_cost
+    from hello_format.augment import AugmentConfig
+
+    recipe = StudentRecipe(epochs=1, batch_size=1, augment=AugmentConfig(output_size=448))
+    check_cost(recipe, (2, 3, 8, 8), 3, 448, None, 2_112, val_images=1_000)
+    with pytest.raises(BuildError, match="2 convnet3 views at 448 px, then 50,000 validation images at 448 px: "
+                                         r"[\d,]+ bytes .* choose the run's length with --epochs"):
+        check_cost(recipe, (2, 3, 8, 8), 3, 448, None, 2_112, val_images=50_000)
+    check_cost(recipe, (2, 3, 8, 8), 3, 448, None, 2_112, val_images=50_000, file_epochs=False)
+
+
 @pytest.mark.parametrize("regime", ["projector", "hard"])
 def test_hello_eval_checks_a_recipes_cost_before_it_decodes_or_builds_anything(tmp_path, regime):
     """What the recipe makes a run cost is known from the manifest: a bundle refused for it was first
@@ -1285,7 +1310,7 @@ def test_hello_eval_checks_a_recipes_cost_before_it_decodes_or_builds_anything(t
 
     path = hostile(tmp_path, blobs=[b"not an image"] * 6, height=8, width=16)
     with pytest.raises(BuildError, match="images are 8x16 and recipe.augment.output_size is unset"):
-        evaluate(path, tmp_path / "no-such-folder", regime=regime, device="cpu", progress=False)
+        evaluate(path, val_folder(tmp_path), regime=regime, device="cpu", progress=False)
 
 
 def test_hello_eval_bounds_the_length_of_run_a_file_asks_for(tmp_path):
@@ -1294,13 +1319,10 @@ def test_hello_eval_bounds_the_length_of_run_a_file_asks_for(tmp_path):
     path = hostile(tmp_path, blobs=[png(16, 16, 8, 2)] * 6, height=16, width=16,
                    recipe={**samples.sample_manifest()["recipe"], "epochs": 1_000_000, "batch_size": 1})
     assert path.stat().st_size < 20_000
-    for name in samples.CLASS_NAMES:
-        (tmp_path / "val" / name).mkdir(parents=True)
-        Image.new("RGB", (16, 16)).save(tmp_path / "val" / name / "0.png")
-    command = ["eval", str(path), "--val", str(tmp_path / "val"), "--regime", "hard"]
+    command = ["eval", str(path), "--val", str(val_folder(tmp_path)), "--regime", "hard"]
     line = cli_error(path, *command[:1], *command[2:])
     assert re.search(r"the recipe's 1,000,000 epochs are 6,000,000 steps over 6,000,000 convnet3 views at 16 px, "
-                     r"[\d,]+ bytes of activations and weights to compute \(at most 8,796,093,022,208 for this "
+                     r"then 3 validation images at 16 px: [\d,]+ bytes of activations and weights to compute \(at most 8,796,093,022,208 for this "
                      r"[\d,]+-byte file\): choose the run's length with --epochs", line), line
     chosen = CliRunner().invoke(cli, [*command, "--epochs", "2", "--device", "cpu"])
     assert chosen.exit_code == 0, chosen.output
@@ -1354,7 +1376,7 @@ def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
         check_cost(dataclasses.replace(recipe, batch_size=4), (6, 3, 8, 8), 3, 8, None, 5_000, world_size=2)
     check_cost(dataclasses.replace(recipe, arch="convnet3"), (6, 3, 8, 8), 3, 8, None, 5_000)   # no BatchNorm
     path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "batch_size": 5, "epochs": 1})
-    line = cli_error(path, "eval", "--val", str(tmp_path / "no-such-folder"), "--regime", "hard", "--student", "resnet18_32")
+    line = cli_error(path, "eval", "--val", str(val_folder(tmp_path)), "--regime", "hard", "--student", "resnet18_32")
     assert "cannot train on a batch of 1 of the 6 views" in line
 
 
@@ -1961,5 +1983,5 @@ def test_random_real_refuses_images_it_would_decode_at_another_geometry(tmp_path
     path = hostile(tmp_path, blobs=[b"not an image"] * 6, height=1, width=64, recipe=recipe)
     (tmp_path / "real").mkdir()
     with pytest.raises(BuildError, match="images are 1x64: the random-real regime decodes its real images as squares"):
-        evaluate(path, tmp_path / "no-such-folder", regime="random-real", real_dir=tmp_path / "real", device="cpu",
+        evaluate(path, val_folder(tmp_path), regime="random-real", real_dir=tmp_path / "real", device="cpu",
                  progress=False)
