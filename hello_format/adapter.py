@@ -33,9 +33,10 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
         raise BundleError(f"{bundle.path}: the bundle has no encoder LoRA (lora: null): there is no peft "
                           "adapter to export")
     folder = Path(folder)
-    if force and folder.is_dir() and Path(bundle.path).resolve().is_relative_to(folder.resolve()):
-        raise BundleError(f"{folder} holds the bundle being exported, which replacing the folder would delete: "
-                          "choose another folder")
+    inputs = {"the bundle being exported": bundle.path, "the base checkpoint": checkpoint}
+    for what, path in inputs.items():
+        if force and path is not None and folder.is_dir() and Path(path).resolve().is_relative_to(folder.resolve()):
+            raise BundleError(f"{folder} holds {what}, which replacing the folder would delete: choose another folder")
     projector = Projector.from_bundle(bundle, merge=False, checkpoint=checkpoint,
                                       allow_remote_base=allow_remote_base)
     quantised = any(is_quantised(c.dtype) for c in (projector.encoder_lora, projector.head_config.lora) if c)

@@ -1866,6 +1866,14 @@ def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
     with Bundle.open(path) as bundle, pytest.raises(BundleError, match="holds the bundle being exported"):
         export_adapter(bundle, tmp_path, force=True)
     assert path.is_file()
+    # nor the base checkpoint it reads (thirteenth audit: -o models --force --base-checkpoint models/base.safetensors)
+    (tmp_path / "models").mkdir()
+    checkpoint = tmp_path / "models" / "base.safetensors"
+    checkpoint.write_bytes(b"the user's only copy")
+    with Bundle.open(path) as bundle, pytest.raises(BundleError, match="models holds the base checkpoint, which "
+                                                                       "replacing the folder would delete"):
+        export_adapter(bundle, tmp_path / "models", force=True, checkpoint=str(checkpoint))
+    assert checkpoint.read_bytes() == b"the user's only copy"
 
 
 # ------------------------------------------------------------- found by the tenth hostile-input audit
