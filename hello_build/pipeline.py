@@ -104,8 +104,9 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group)
+    fresh = [stage.name for stage in STAGES] if options.fresh else ()
     ctx = BuildContext(
-        options=options, work=WorkDir(options.workdir_path(), fresh=options.fresh, group=group), index=index,
+        options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
         train=RealImages(index, image_size, train_idx, skip_bad=options.skip_bad),
         holdout=RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad), device=device,
         image_size=image_size, augment=student_recipe(options, image_size).augment, projector=projector,

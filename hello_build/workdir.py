@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -32,13 +32,15 @@ if TYPE_CHECKING:
 
 
 class WorkDir:
-    def __init__(self, path: Path, *, fresh: bool = False, group: Group | None = None):
+    def __init__(self, path: Path, *, fresh: Sequence[str] = (), group: Group | None = None):
+        """``fresh``: the stages whose results and partial state are discarded (``--fresh``): only what
+        the build wrote; anything else in the folder (a user's data beside it) stays."""
         self.path, self.group = Path(path), group
         self.writes = group is None or group.is_main
         if self.writes:
-            if fresh and self.path.exists():
-                shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
+            for stage in fresh:
+                self.discard(stage)
         if group is not None:
             self._check_shared()
 

@@ -203,3 +203,22 @@ def test_a_damaged_work_directory_is_one_line_naming_the_remedy(tmp_path, damage
                                          f"\\(.*{reason}.*\\): rerun with --fresh"):
         work.result("teacher", {"a": 1})
         work.load_tensors("teacher")
+
+
+def test_fresh_discards_only_what_the_build_wrote(tmp_path):
+    """--fresh removed the whole --workdir folder: given a project folder, it deleted the user's data,
+    base checkpoint and notes before the build failed (thirteenth audit). It discards the stages' results."""
+    from hello_build.stages.plan import STAGES
+    from hello_build.workdir import WorkDir
+
+    folder = tmp_path / "project"
+    work = WorkDir(folder)
+    work.finish("teacher", {"a": 1}, {"checkpoints": 1}, 1.0, {"w": torch.zeros(2)})
+    (work.stage_dir("transfer", {"b": 2}) / "epoch_1.safetensors").write_bytes(b"partial state")
+    (folder / "data" / "cat").mkdir(parents=True)
+    (folder / "data" / "cat" / "0.png").write_bytes(b"the user's image")
+    (folder / "notes.txt").write_text("the user's notes")
+    WorkDir(folder, fresh=[stage.name for stage in STAGES])
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "data", "data/cat", "data/cat/0.png", "notes.txt"]
+    assert WorkDir(folder).result("teacher", {"a": 1}) is None
