@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
+from hello_format.container import check_json_cost, is_json_number
 from hello_format.files import atomic_target, read_bounded_text
 from hello_format.text import first_line
 
@@ -69,16 +70,24 @@ class WorkDir:
         if not marker.exists():
             return None
         record = self._json(marker)
-        if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)):
+        if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
+                and is_json_number(record.get("seconds"))):
             raise self._unreadable(marker, "not a stage record")
         return record if record["key"] == _jsonable(key) else None
 
     def _json(self, path: Path):
-        """A work-directory JSON file this module wrote; one cut short or not JSON is a one-line error."""
+        """A work-directory JSON file this module wrote (NaN allowed: a diverged loss); one cut short, not
+        JSON or costing more to parse than limits allow is a one-line error."""
         try:
-            return json.loads(read_bounded_text(path, MAX_RECORD_BYTES))
+            text = read_bounded_text(path, MAX_RECORD_BYTES)
+            check_json_cost(text)
+            return json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise self._unreadable(path, str(exc)[:200]) from None
+
+    def unreadable(self, stage: str, exc: Exception) -> BuildError:
+        """The one-line error for ``stage``'s record when a field its stage reads is missing or of another type."""
+        return self._unreadable(self.path / f"{stage}.json", f"{type(exc).__name__}: {first_line(exc)[:120]}")
 
     def _unreadable(self, path: Path, reason: str) -> BuildError:
         return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh, or "

@@ -137,12 +137,18 @@ def strict_json_loads(text: str):
     """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float,
     integers longer than MAX_JSON_INTEGER_DIGITS and, before parsing, a text with more arrays and
     objects or separators than limits allow (raises ValueError)."""
+    check_json_cost(text)
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                      parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def check_json_cost(text: str) -> None:
+    """ValueError when ``text`` has more arrays and objects or separators than limits allow: what parsing
+    it would cost, counted before it is parsed."""
     containers, separators = text.count("[") + text.count("{"), text.count(",")
     if containers > MAX_JSON_CONTAINERS or separators > MAX_JSON_SEPARATORS:
         raise ValueError(f"{containers:,} '[' or '{{' and {separators:,} ',' characters: at most "
                          f"{MAX_JSON_CONTAINERS:,} and {MAX_JSON_SEPARATORS:,} (parsed, JSON costs tens of times its text)")
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
-                      parse_float=_finite_float, parse_int=_bounded_int)
 
 
 def is_json_int(value) -> bool:

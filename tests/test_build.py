@@ -243,6 +243,25 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
         assert all(torch.equal(v, theirs[f"encoder_lora.{k}"]) for k, v in bundle.lora_state_dict().items())
 
 
+@pytest.mark.parametrize("edit, reason", [
+    (lambda record: record["result"].pop("fidelity"), "KeyError: 'fidelity'"),   # a field its stage reads
+    (lambda record: record.pop("seconds"), "not a stage record"),
+])
+def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tmp_path, edit, reason):
+    """An edited (or older) record whose key still matched ended in a KeyError traceback (thirteenth audit)."""
+    import shutil
+
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    record = json.loads((workdir / "text_head.json").read_text())
+    edit(record)
+    (workdir / "text_head.json").write_text(json.dumps(record))
+    with pytest.raises(BuildError, match=f"the work directory's text_head.json is unreadable \\({reason}\\): "
+                                         "rerun with --fresh"):
+        run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
+
+
 def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
     options, summary, _ = reference
     finished = _markers(options.workdir_path())

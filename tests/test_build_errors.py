@@ -189,6 +189,8 @@ def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_pat
     (lambda work: (work / "teacher.json").write_text('{"key": {"a": 1'), "Expecting"),   # cut short
     (lambda work: (work / "teacher.json").write_text("[]"), "not a stage record"),
     (lambda work: (work / "teacher.safetensors").unlink(), "No such file"),
+    # 64 MiB of [] parsed into 1.4 GiB of lists before it was refused (thirteenth audit): counted first
+    (lambda work: (work / "teacher.json").write_text("[" + "[]," * 1_000_001 + "[]]"), "at most 1,000,000"),
 ])
 def test_a_damaged_work_directory_is_one_line_naming_the_remedy(tmp_path, damage, reason):
     """A copied, cut or edited work directory raised JSONDecodeError, AttributeError or FileNotFoundError

@@ -104,10 +104,11 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     """The recorded result of ``stage`` (reused when its options are unchanged, else made by ``stage.run``),
     then loaded into ``ctx``; None when the stage is off. A result's ``resumed_seconds`` (time earlier,
     interrupted runs of the stage spent) is added to its time."""
-    record = None
+    record, resumed = None, False
     if stage.when(ctx.options):
         key = stage_key(ctx.options, stage.name)
         record = ctx.work.result(stage.name, key)
+        resumed = record is not None
         if record is None:
             started = time.perf_counter()
             result, tensors = stage.run(ctx)
@@ -115,5 +116,10 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             record = ctx.work.finish(stage.name, key, result, seconds, tensors=tensors)
         ctx.timings[stage.name] = record["seconds"]
         ctx.results[stage.name] = record["result"]
-    stage.load(ctx, record)
+    try:
+        stage.load(ctx, record)
+    except (KeyError, TypeError) as exc:   # a resumed record without a field its stage reads (edited, or older)
+        if not resumed:
+            raise
+        raise ctx.work.unreadable(stage.name, exc) from None
     return record
