@@ -119,12 +119,12 @@ def main(data, output, demo, quiet, dist_backend, **values):
                    + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
 @click.option("--student", "arch", default=None,
               help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
-@click.option("--epochs", type=int, default=None, help="Student epochs [default: the bundle's recipe].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Student epochs [default: the bundle's recipe].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: the bundle's recipe]")
-@click.option("--lr", type=float, default=None, help="[default: the bundle's recipe]")
-@click.option("--batch-size", type=int, default=None, help="[default: the bundle's recipe]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="[default: the bundle's recipe]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the bundle's recipe]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")
-@click.option("--temperature", type=float, default=None, help="[default: the bundle's recipe]")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=click.FloatRange(min=0), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe; bundles built before 1 became the default record 0.1].")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -427,3 +427,11 @@ def test_a_diverged_student_is_an_error_not_an_accuracy(eval_kit, on_path):
     with pytest.raises(BuildError, match=r"student convnet3 diverged: loss (nan|inf) in epoch 1"):
         train_student(data, StudentRecipe(epochs=2, batch_size=BATCH, seed=0, lr=1e30), image_size=SIZE, device="cpu",
                       progress=False)
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--epochs", "0"), ("--lr", "0"), ("--temperature", "-1")])
+def test_a_recipe_override_out_of_the_recipes_range_is_a_usage_error(eval_kit, option, value):
+    """Overrides skip the manifest schema that bounds a file's recipe: --batch-size 0 was a ZeroDivisionError
+    traceback (thirteenth audit). They take the schema's ranges."""
+    result = hello(*eval_args(eval_kit, "hard", option, value))
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
