@@ -324,10 +324,10 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
     most = max(MIN_RUN_BYTES, RUN_BYTES_PER_FILE_BYTE * file_bytes)
     if file_epochs and run > most:
         labelled = "" if label_size is None else f", each labelled at {label_size[0]}x{label_size[1]} px"
+        scored = f", then {val_images:,} validation images at {size} px" if val_images else ""
         raise BuildError(f"the recipe's {recipe.epochs:,} epochs are {steps:,} steps over {views:,} {recipe.arch} views "
-                         f"at {size} px{labelled}, then {val_images:,} validation images at {size} px: {run:,} bytes "
-                         f"of activations and weights to compute (at most {most:,} for this {file_bytes:,}-byte file): "
-                         "choose the run's length with --epochs")
+                         f"at {size} px{labelled}{scored}: {run:,} bytes of activations and weights to compute (at most "
+                         f"{most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
     return per_view
 
 
