@@ -355,7 +355,7 @@ def _register_config(architecture, config: dict | None) -> None:
                              "(needs embed_dim, vision_cfg, text_cfg)")
     _check_layers(architecture, config)
     _check_position_table(architecture, config)
-    _check_context_length(architecture, config)
+    _check_text_cost(architecture, config)
     _check_vision_cost(architecture, config)
     if known is not None:
         if known != config:
@@ -433,17 +433,54 @@ def _check_vision_cost(architecture: str, config: dict) -> None:
         raise BaseModelError(f"base.config vision_cfg of {shortened(architecture)} attends over {tokens:,} tokens "
                              f"({sides[0]}x{sides[1]} px in {sides[2]}x{sides[3]} px patches; "
                              f"at most {limits.MAX_VISION_TOKENS:,})")
+    _check_forward_work(architecture, "vision_cfg", "view", tokens, vision.get("width", CLIPVisionCfg().width))
 
 
-def _check_context_length(architecture: str, config: dict) -> None:
+def _check_text_cost(architecture: str, config: dict) -> None:
     """BaseModelError unless a custom text tower's ``context_length`` is an integer of at most
-    MAX_CONTEXT_LENGTH: the built tower holds a context x context attention mask (never in the file, so
-    no parameter or file-size bound covers it), and computing the head attends over that many tokens."""
+    MAX_CONTEXT_LENGTH (the built tower holds a context x context attention mask, never in the file, so
+    no parameter or file-size bound covers it) and a prompt padded to it costs at most
+    MAX_FORWARD_WORK_PER_PARAMETER."""
     text = config["text_cfg"]
     length = text.get("context_length", CLIPTextCfg().context_length) if isinstance(text, dict) else None
     if not (isinstance(length, int) and not isinstance(length, bool) and 1 <= length <= limits.MAX_CONTEXT_LENGTH):
         raise BaseModelError(f"base.config text_cfg.context_length of {shortened(architecture)} is not an integer from 1 to "
                              f"{limits.MAX_CONTEXT_LENGTH}")
+    _check_forward_work(architecture, "text_cfg", "prompt", length, text.get("width", CLIPTextCfg().width))
+
+
+def forward_work(tokens: int, width: int) -> float:
+    """Multiply-adds of one sequence of ``tokens`` through a transformer tower of ``width`` per parameter
+    of its blocks: per layer, 12 tokens width^2 (projections, MLP) + 2 tokens^2 width (attention), over 12 width^2."""
+    return tokens * (1 + tokens / (6 * width))
+
+
+def _check_forward_work(architecture: str, tower: str, sequence: str, tokens: int, width) -> None:
+    """BaseModelError when one ``sequence`` through a custom tower costs more than
+    MAX_FORWARD_WORK_PER_PARAMETER multiply-adds per parameter: a narrow tower attending over many tokens
+    costs far more than the file's bytes for its weights (a width open_clip cannot build: _instantiate's error)."""
+    if not (isinstance(width, int) and not isinstance(width, bool) and width > 0):
+        return
+    work = forward_work(tokens, width)
+    if work > limits.MAX_FORWARD_WORK_PER_PARAMETER:
+        raise BaseModelError(f"base.config {tower} of {shortened(architecture)}: a {sequence} of {tokens:,} tokens through "
+                             f"width {width:,} costs {work:,.0f} multiply-adds per parameter (at most "
+                             f"{limits.MAX_FORWARD_WORK_PER_PARAMETER:,}): attention over many tokens in a narrow tower")
+
+
+def check_head_work(base: dict, prompts: int, path) -> None:
+    """BaseModelError when computing a text head of ``prompts`` (classes x templates) through a custom
+    base's text tower costs more than MAX_HEAD_WORK_PER_PARAMETER multiply-adds per parameter of its
+    blocks (open_clip's own configs are not a file's to choose)."""
+    text = (base.get("config") or {}).get("text_cfg")
+    if not isinstance(text, dict):
+        return
+    tokens, width = text.get("context_length", CLIPTextCfg().context_length), text.get("width", CLIPTextCfg().width)
+    work = prompts * forward_work(tokens, width)
+    if work > limits.MAX_HEAD_WORK_PER_PARAMETER:
+        raise BaseModelError(f"{path}: the text head is {prompts:,} prompts (classes x templates) of {tokens:,} tokens through "
+                             f"base.config's width-{width:,} text tower: {work:,.0f} multiply-adds per parameter (at "
+                             f"most {limits.MAX_HEAD_WORK_PER_PARAMETER:,})")
 
 
 def _tag_config(architecture: str, tag: str | None) -> dict:

@@ -96,6 +96,13 @@ MAX_VISION_PIXELS = 2**20               # a custom image tower's input, H x W: e
 MAX_VISION_TOKENS = 4_096               # a custom ViT tower's attention tokens, (H / patch) x (W / patch): every
                                         # batch pays their square (ViT-L/14 at 336 px has 576; 4,096 is a 64 x 64
                                         # grid); a ModifiedResNet's attention pool sees (H / 32) x (W / 32) <= 1,024
+# a custom transformer tower's multiply-adds for one sequence (a view, a prompt) per parameter of its blocks,
+# tokens x (1 + tokens / (6 width)): what it costs beyond what its weights are (ViT-B/16's view 205, its
+# prompt 79; a width-8 image tower over 4,096 tokens, 3.5e5: a 1.8 MB file asked seconds per view)
+MAX_FORWARD_WORK_PER_PARAMETER = 2**14
+# ... and for the text head, every class x template prompt (ImageNet-1K's 80,000 prompts through ViT-B/16's text
+# tower: 6.3e6; 10^6 prompts at context 1,024 through a width-16 tower, 1.2e10: days of CPU from a 3 MB file)
+MAX_HEAD_WORK_PER_PARAMETER = 2**27
 MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a custom sin_cos_2d vision tower: open_clip
                                         # computes that table in host memory, even on the meta device
 

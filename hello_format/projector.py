@@ -24,7 +24,7 @@ import hello_format  # noqa: F401  (installs the torchvision op shim before open
 import open_clip
 
 from hello_format import head_cache, limits, lora
-from hello_format.base import create_base, image_hw
+from hello_format.base import check_head_work, create_base, image_hw
 from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
@@ -129,6 +129,7 @@ class Projector(nn.Module):
             lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
         if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
             _check_head_size(bundle.num_classes, width, bundle.file_size, bundle.path)
+            check_head_work(base_manifest, bundle.num_classes * len(head.templates), bundle.path)
         # from the stored shapes, before an int8/int4 head is dequantised
         _check_head_width(head, bundle.head_shapes(), embeddings.shape[1] if embeddings is not None else width,
                           bundle.path)

@@ -671,15 +671,21 @@ def test_a_custom_image_tower_costing_too_much_per_view_is_refused_before_it_is_
 
 
 def test_the_largest_custom_image_tower_within_the_pixel_bound_is_built():
-    """1,024 x 1,024 px in 16-px patches: 4,096 tokens and 2^20 pixels, both bounds met exactly."""
+    """1,024 x 1,024 px in 16-px patches: 4,096 tokens and 2^20 pixels, both bounds met exactly, by a
+    tower wide enough that a view costs at most MAX_FORWARD_WORK_PER_PARAMETER per parameter. The tiny
+    ViT's width 64 over them is 3.4 s a view from a 1.8 MB file (thirteenth audit): refused."""
     import open_clip
 
     from hello_format.testing import TINY_ARCHITECTURES
 
     config = json.loads(json.dumps(open_clip.get_model_config(TINY_ARCHITECTURES["vit"])))
-    config["vision_cfg"].update(image_size=1024, patch_size=16)
+    config["vision_cfg"].update(image_size=1024, patch_size=16, width=256)
     base = dict(samples.sample_manifest()["base"], architecture="hostile-pixels-at-bound", config=config)
     assert parameter_count(base) > 0
+    config["vision_cfg"].update(width=64)
+    with pytest.raises(BaseModelError, match=r"vision_cfg of 'hostile-narrow-view': a view of 4,096 tokens through width 64 "
+                                             r"costs 47,787 multiply-adds per parameter \(at most 16,384\)"):
+        parameter_count(dict(base, architecture="hostile-narrow-view", config=config))
 
 
 @pytest.mark.parametrize("length", [100_000, 0, "77", True])
@@ -1337,7 +1343,7 @@ def test_the_run_bound_counts_the_projectors_labelling():
 
     recipe = StudentRecipe(epochs=1_000, batch_size=100)
     check_cost(recipe, (100, 3, 32, 32), 10, 32, None, 250_000)            # hard labels: 3e11 bytes
-    with pytest.raises(BuildError, match=r"over 100,000 convnet3 views at 32 px, each labelled at 224x224 px, "
+    with pytest.raises(BuildError, match=r"over 100,000 convnet3 views at 32 px, each labelled at 224x224 px: "
                                          r"[\d,]+ bytes .* choose the run's length with --epochs"):
         check_cost(recipe, (100, 3, 32, 32), 10, 32, (224, 224), 250_000)   # RN50 at 224 px: 1.6e13
     check_cost(dataclasses.replace(recipe, epochs=300), (100, 3, 32, 32), 10, 32, (224, 224), 250_000)
@@ -1356,7 +1362,7 @@ def test_the_run_bound_counts_the_teachers_labelling(tmp_path, regime):
     path = hostile(tmp_path, recipe={**samples.sample_manifest()["recipe"], "epochs": 200_000, "batch_size": 6})
     with pytest.raises(BuildError, match=r"the recipe's 200,000 epochs are 200,000 steps over 1,200,000 convnet3 views "
                                          r"at 8 px, each labelled at 224x224 px"):
-        evaluate(path, tmp_path / "val", regime=regime, teacher=teacher, device="cpu", progress=False)
+        evaluate(path, val_folder(tmp_path), regime=regime, teacher=teacher, device="cpu", progress=False)
 
 
 def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
@@ -1640,36 +1646,64 @@ def test_a_registry_base_larger_than_the_bound_is_refused_before_its_weights_are
         create_base(base)
 
 
-def test_a_text_head_wider_than_its_file_is_refused_before_the_text_tower_computes_it(tmp_path):
-    """A custom config with a tiny text tower and embed_dim 2,048 over 2,000 classes: a 1.8 MB file made
-    a 16 MB head and cache entry (10,000 x 8,192 from 2.2 MB: 328 MB of each)."""
+def _custom_base_bundle(path, architecture, config, names, templates=("{}",)):
+    """A bundle whose embedded base is built from ``config`` (registered only while it is built), with a
+    zero-shot head over ``names`` x ``templates`` and no LoRA."""
     import open_clip
     from hello_format.base import describe_base, embedded_tensors
     from hello_format.generator import HeadConfig
     from hello_format.projector import Projector
     from hello_format.recipe import Recipe
 
-    classes, width = 2_000, 2_048
-    config = {"embed_dim": width, "vision_cfg": {"image_size": 32, "layers": 1, "width": 8, "patch_size": 16, "head_width": 8},
-              "text_cfg": {"context_length": 8, "vocab_size": 49_408, "width": 8, "heads": 1, "layers": 1}}
-    open_clip.factory._MODEL_CONFIGS["hostile-wide-head"] = dict(config)
+    open_clip.factory._MODEL_CONFIGS[architecture] = dict(config)
     try:
         with quiet_open_clip():
-            model = open_clip.create_model("hostile-wide-head").eval()
+            model = open_clip.create_model(architecture).eval()
     finally:
-        del open_clip.factory._MODEL_CONFIGS["hostile-wide-head"]
-    names = [f"c{i}" for i in range(classes)]
-    base = describe_base(model, architecture="hostile-wide-head", source="embedded", config=config)
-    projector = Projector.for_training(model, base, names, head=HeadConfig(templates=("{}",), logit_scale=10.0, lora=None),
-                                       encoder_lora=None, class_embeddings=torch.zeros(classes, width))
+        del open_clip.factory._MODEL_CONFIGS[architecture]
+    base = describe_base(model, architecture=architecture, source="embedded", config=config)
+    projector = Projector.for_training(model, base, names, head=HeadConfig(templates=templates, logit_scale=10.0, lora=None),
+                                       encoder_lora=None, class_embeddings=torch.zeros(len(names), config["embed_dim"]))
     manifest = {"format_version": "1.0", "class_names": names, "ipc": None, **projector.manifest_sections("float16"),
                 "recipe": Recipe(epochs=1, batch_size=8, student_image_size=32).to_manifest(),
                 "provenance": {"source_dataset": "x", "teacher": "none",
                                "builder": {"name": "x", "version": "0", "options": {}}, "timings": {}}}
-    path = write_bundle(tmp_path / "wide.hello", manifest, torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+    return write_bundle(path, manifest, torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
                         torch.zeros(1, dtype=torch.long), embedded_tensors(model), codec="png")
+
+
+def test_a_text_head_wider_than_its_file_is_refused_before_the_text_tower_computes_it(tmp_path):
+    """A custom config with a tiny text tower and embed_dim 2,048 over 2,000 classes: a 1.8 MB file made
+    a 16 MB head and cache entry (10,000 x 8,192 from 2.2 MB: 328 MB of each)."""
+    from hello_format.projector import Projector
+
+    config = {"embed_dim": 2_048, "vision_cfg": {"image_size": 32, "layers": 1, "width": 8, "patch_size": 16, "head_width": 8},
+              "text_cfg": {"context_length": 8, "vocab_size": 49_408, "width": 8, "heads": 1, "layers": 1}}
+    path = _custom_base_bundle(tmp_path / "wide.hello", "hostile-wide-head", config, [f"c{i}" for i in range(2_000)])
     with Bundle.open(path) as bundle, pytest.raises(BaseModelError, match=r"2,000 classes x 2,048 = 4,096,000 values \(at most"):
         Projector.from_bundle(bundle)
+
+
+def test_a_text_head_costing_more_than_its_towers_weights_is_refused_before_it_is_computed(tmp_path, monkeypatch):
+    """Prompts x the text tower's work were bounded only apart: 10^6 prompts at context 1,024 through a
+    255-layer width-8 tower, a 3.3 MB file that opened in 0.5 s, asked days of CPU (thirteenth audit).
+    The head's work per parameter of the tower's blocks is bounded, and so is one prompt's."""
+    from hello_format import base as base_module, projector as projector_module
+    from hello_format.projector import Projector
+
+    text = {"context_length": 1_024, "vocab_size": 49_408, "width": 16, "heads": 1, "layers": 1}
+    config = {"embed_dim": 8, "vision_cfg": {"image_size": 32, "layers": 1, "width": 8, "patch_size": 16, "head_width": 8},
+              "text_cfg": text}
+    names, templates = [f"c{i}" for i in range(200)], tuple(f"{{}} {j}" for j in range(100))   # 20,000 prompts
+    path = _custom_base_bundle(tmp_path / "deep.hello", "hostile-costly-head", config, names, templates)
+    monkeypatch.setattr(projector_module, "text_embeddings", lambda *a, **k: pytest.fail("the head was computed"))
+    with Bundle.open(path) as bundle, pytest.raises(BaseModelError, match=r"deep.hello: the text head is 20,000 prompts "
+                                                                          r"\(classes x templates\) of 1,024 tokens .* \(at most 134,217,728\)"):
+        Projector.from_bundle(bundle, use_head_cache=False)
+    base_module.check_head_work({"config": config}, 10_000, "x")   # half the prompts fit
+    with pytest.raises(BaseModelError, match=r"text_cfg of 'hostile-narrow-text': a prompt of 1,024 tokens through width 8 "
+                                             r"costs 22,869 multiply-adds per parameter \(at most 16,384\)"):
+        parameter_count(_custom_base(dict(config, text_cfg=dict(text, width=8)), "hostile-narrow-text"))
 
 
 def test_the_head_cache_does_not_write_an_entry_it_would_not_read(monkeypatch):
