@@ -123,17 +123,22 @@ def is_target(module_path: str, targets: "str | list[str] | TargetPattern") -> b
     return any(f".{t}." in padded for t in targets)
 
 
-def check_match_work(where: str, targets, module_paths, *, dot_suffixes: bool = False) -> None:
-    """ManifestError when matching ``targets`` (a pattern, or a list of names) against these module
-    paths would cost more than MAX_TARGET_MATCH_WORK (pattern or target-list characters times path
-    characters; with ``dot_suffixes``, times the characters of every dot-suffix of each path, which
-    ``pattern_value`` may each match: a path from a file may have many parts)."""
-    size = len(targets) if isinstance(targets, str) else sum(len(t) + 1 for t in targets)
+def check_match_work(where: str, targets, module_paths, *, patterns: bool = False, dot_suffixes: bool = False) -> None:
+    """ManifestError when matching ``targets`` (a pattern, a list of names or, with ``patterns``, a list
+    of patterns) against these module paths would cost more than MAX_TARGET_MATCH_WORK: pattern or
+    target-list characters times path characters (with ``dot_suffixes``, times the characters of every
+    dot-suffix of each path, which ``pattern_value`` may each match: a path from a file may have many
+    parts), plus each pattern's length squared (its automaton's closures: ``TargetPattern._closure``)."""
+    if isinstance(targets, str):
+        targets, patterns = [targets], True
+    size = sum(len(t) + 1 for t in targets)
     work = size * sum(_suffix_chars(path) if dot_suffixes else len(path) for path in module_paths)
+    work += sum(len(t) ** 2 for t in targets) if patterns else 0
     if work > MAX_TARGET_MATCH_WORK:
         paths = "characters of the paths' dot-suffixes" if dot_suffixes else "path characters"
         raise ManifestError(f"{where}: matching against {len(module_paths)} modules would be {work:,} units "
-                            f"of work (pattern characters x {paths}; at most {MAX_TARGET_MATCH_WORK:,})")
+                            f"of work (pattern characters x {paths}{', plus each pattern length squared' if patterns else ''}; "
+                            f"at most {MAX_TARGET_MATCH_WORK:,})")
 
 
 def _suffix_chars(path: str) -> int:
@@ -217,8 +222,8 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora.dtype}")
         pairs.setdefault(module, {})[which] = name
     adapted = {module: adapted_module(module) for module in pairs}
-    check_match_work(f"{where}: field 'lora.rank_pattern'", "".join(lora.rank_pattern), set(adapted.values()),
-                     dot_suffixes=True)
+    check_match_work(f"{where}: field 'lora.rank_pattern'", list(lora.rank_pattern), set(adapted.values()),
+                     patterns=True, dot_suffixes=True)
     rank_pattern = [(compile_pattern(key, "lora.rank_pattern"), rank) for key, rank in lora.rank_pattern.items()]
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:

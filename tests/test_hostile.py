@@ -1044,7 +1044,24 @@ def test_rank_pattern_keys_against_deep_stored_paths_are_bounded_on_open(tmp_pat
                for i in range(6) for x, shape in (("A", (2, 8)), ("B", (8, 2)))}
     lora = dict(samples.sample_manifest()["lora"], target_modules=r"[a.]*b\d|transformer.*", rank_pattern={".*x": 2})
     line = cli_error(hostile(tmp_path, tensors=tensors, lora=lora))
-    assert "field 'lora.rank_pattern': matching against 8 modules would be 4,260,660 units" in line
+    assert "field 'lora.rank_pattern': matching against 8 modules would be 5,680,889 units" in line
+
+
+def test_rank_pattern_keys_are_charged_their_automatons_closures_on_open(tmp_path):
+    """Each key's automaton walks its whole program once per live state: 1,000 keys (a|a|...x250)*bNNNN
+    against one 1-character module were 13 % of the budget and 19 s of hello info (thirteenth audit)."""
+    body = "(" + "|".join(["a"] * 250) + ")*b"
+    lora = dict(samples.sample_manifest()["lora"], target_modules="a", rank_pattern={f"{body}{i:04d}": 2 for i in range(1_000)})
+    blobs = [png(8, 8, 8, 2)] * 6
+    manifest = samples.sample_manifest(ipc=None, lora=lora)
+    manifest["images"] = {"count": len(blobs), "channels": 3, "height": 8, "width": 8, "codec": "png", "quality": None}
+    tensors = {**{n: t for n, t in samples.sample_tensors().items() if not n.startswith("encoder_lora.")},
+               **blob_tensors(blobs), **{f"{samples.ROOT}a.lora_{x}.weight": torch.zeros(shape, dtype=torch.float16)
+                                         for x, shape in (("A", (2, 8)), ("B", (8, 2)))}}
+    samples.write_unchecked(tmp_path / "closures.hello", manifest, tensors)
+    line = cli_error(tmp_path / "closures.hello")
+    assert ("field 'lora.rank_pattern': matching against 1 modules would be 257,557,000 units of work (pattern "
+            "characters x characters of the paths' dot-suffixes, plus each pattern length squared") in line, line
 
 
 # ---- strings and JSON that cost before a bound (a later audit)
