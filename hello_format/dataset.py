@@ -201,12 +201,13 @@ class HelloDataset(LabelledImages):
         with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest
             names = bundle.class_names
+            # the recipe and the classes asked for are checked before anything is decoded or built
+            self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
+            columns = _class_columns(classes, names)
             images, labels = bundle.lazy_images(device), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache)
         self.label_options = self.projector.prepare_labelling(label_options)
-        self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
-        columns = _class_columns(classes, names)
         keep = torch.isin(labels, torch.tensor(columns))
         renumber = torch.full((len(names),), -1, dtype=torch.long)
         renumber[torch.tensor(columns)] = torch.arange(len(columns))

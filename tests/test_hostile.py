@@ -1130,6 +1130,24 @@ def test_unknown_augment_settings_are_named_briefly(tmp_path):
     assert len(str(error.value)) < 400
 
 
+@pytest.mark.parametrize("change", [{"recipe": True}, {"classes": ["no-such-class"]}])
+def test_hello_dataset_checks_its_recipe_and_classes_before_building_the_projector(tmp_path, monkeypatch, change):
+    """HelloDataset built the whole projector (base, text head, LoRA, merge; for an open_clip base, a
+    download) before it refused an unknown recipe.augment key or a class not in the bundle (thirteenth audit)."""
+    from hello_format import dataset as dataset_module
+    from hello_format.augment import AugmentError
+    from hello_format.dataset import HelloDataset
+    from hello_format.errors import HelloError
+    from support import rewritten, write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "ok.hello")
+    if change.get("recipe"):
+        path = rewritten(path, tmp_path / "future.hello", lambda m, t: m["recipe"]["augment"].update(future_blur=0.5))
+    monkeypatch.setattr(dataset_module.Projector, "from_bundle", lambda *a, **k: pytest.fail("the projector was built"))
+    with pytest.raises(AugmentError if change.get("recipe") else HelloError, match="future_blur|no-such-class"):
+        HelloDataset(path, device="cpu", classes=change.get("classes"))
+
+
 @pytest.mark.parametrize("field, value", [("temperature", 1e-300), ("lr", 1e300), ("weight_decay", 1e300), ("beta", 1e300)])
 def test_recipe_numbers_a_student_cannot_train_with_are_refused(tmp_path, field, value):
     """Each passed open and verify, then trained a student on NaN losses with no error."""
