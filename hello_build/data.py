@@ -265,16 +265,21 @@ def decode_image(path: str, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+_STRIP_PIXELS = 2**20   # a 16-bit greyscale image is scaled to 8 bits this many pixels at a time
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB version of ``image``; transparency composited on white, 16-bit grayscale scaled to 8 bits."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        # v / 257 rounded, in integers: float64 copies cost 28 bytes a pixel against an 8-bit image's 5
-        values = np.asarray(image)
-        scaled = (values if values.dtype == np.uint16 else np.clip(values, 0, 65535)).astype(np.uint32)
-        scaled *= 255
-        scaled += 32767
-        scaled //= 65535
-        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        # v / 257 rounded, in integers, a strip of rows at a time: float64 copies of the whole image cost 28
+        # bytes a pixel, integer ones 13, against an 8-bit image's 5
+        width, height = image.size
+        scaled = np.empty((height, width), dtype=np.uint8)
+        rows = max(1, _STRIP_PIXELS // width)
+        for top in range(0, height, rows):
+            strip = np.asarray(image.crop((0, top, width, min(height, top + rows))), dtype=np.int64)
+            scaled[top:top + len(strip)] = (np.clip(strip, 0, 65535) * 255 + 32767) // 65535
+        image = Image.fromarray(scaled, mode="L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
     has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (

@@ -145,7 +145,11 @@ def test_every_mode_becomes_rgb_and_transparency_is_white(tree):
     assert bmp[:, 0, 0].tolist() == [1, 2, 3]
 
 
-def test_half_transparent_and_16_bit(tmp_path):
+@pytest.mark.parametrize("strip_pixels", [2**20, 1_000])   # one strip, and strips of 3 rows (the last one short)
+def test_half_transparent_and_16_bit(tmp_path, monkeypatch, strip_pixels):
+    from hello_build import data
+
+    monkeypatch.setattr(data, "_STRIP_PIXELS", strip_pixels)
     path = save(tmp_path / "half.png", Image.new("RGBA", (4, 4), (0, 0, 0, 128)))
     assert decode_image(str(path), 4)[:, 0, 0].tolist() == [127, 127, 127]
     deep = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
