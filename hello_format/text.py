@@ -28,9 +28,16 @@ def is_unsafe_char(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") or char in _BIDI_CONTROLS
 
 
+def _unsafe_chars(text: str) -> set[str]:
+    """The distinct unsafe characters of ``text``, each distinct character tested once (a header's
+    strings are tens of megabytes)."""
+    return {char for char in set(text) if is_unsafe_char(char)}
+
+
 def first_unsafe_char(text: str) -> str | None:
     """The first unsafe character in ``text``, or None."""
-    return next((char for char in text if is_unsafe_char(char)), None)
+    unsafe = _unsafe_chars(text)
+    return min(unsafe, key=text.index) if unsafe else None
 
 
 def encodes_as_utf8(text: str) -> bool:
@@ -47,9 +54,8 @@ def encodes_as_utf8(text: str) -> bool:
 
 def terminal(text: str) -> str:
     """``text`` with every unsafe character written as a ``\\uXXXX`` escape (valid inside JSON strings)."""
-    if first_unsafe_char(text) is None:
-        return text
-    return "".join(f"\\u{ord(c):04x}" if is_unsafe_char(c) else c for c in text)
+    unsafe = _unsafe_chars(text)   # translated in one pass (a join over characters held ~85 bytes a character)
+    return text.translate({ord(c): f"\\u{ord(c):04x}" for c in unsafe}) if unsafe else text
 
 
 def cut(text: str, limit: int = 80) -> str:
