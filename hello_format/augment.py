@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from hello_format.errors import HelloError
-from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
+from hello_format.limits import MAX_DECODED_BYTES_PER_FILE_BYTE, MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE, MIN_VIEW_BYTES
 from hello_format.text import listed, shortened
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
@@ -323,6 +323,19 @@ def _strip_map(length: int, order: torch.Tensor) -> torch.Tensor:
     position = torch.arange(length).expand(len(order), length)
     slot = torch.searchsorted(new_ends, position.contiguous(), right=True)
     return starts[order.gather(1, slot)] + position - (new_ends - new_sizes).gather(1, slot)
+
+
+def view_bytes(count: int, channels: int, view: tuple[int, int], width: int) -> int:
+    """Bytes augmenting ``count`` images ``width`` px wide into ``view`` (height, width) views holds at
+    most: the float32 views and two float32 buffers of each view's rows at the stored width
+    (``_resample``; a GPU batch is one chunk)."""
+    return count * channels * view[0] * (4 * view[1] + 8 * max(width, view[1]))
+
+
+def view_bytes_allowed(file_size: int) -> int:
+    """At most what a file's views may hold (``view_bytes``): as much as its decoded images, or
+    ``MIN_VIEW_BYTES``."""
+    return max(MIN_VIEW_BYTES, MAX_DECODED_BYTES_PER_FILE_BYTE * file_size)
 
 
 def _resample(images, row_idx, row_w, col_idx, col_w) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from hello_format import limits
-from hello_format.augment import AugmentConfig, augment_batch
+from hello_format.augment import AugmentConfig, augment_batch, view_bytes, view_bytes_allowed
 from hello_format.errors import BundleError
 from hello_format.quantize import QMAX, grouped, round_trip
 
@@ -61,15 +61,16 @@ class CalibrationConfig:
 def check_cost(config: CalibrationConfig, shape: tuple[int, int, int, int], augment: AugmentConfig,
                base_size: tuple[int, int], file_size: int, where: str) -> None:
     """BundleError unless one calibration batch stays within what a bundle's views may cost: it draws
-    ``min(batch_size, selection_views)`` views whatever the image count (``shape``: N, C, H, W), so its
-    view pixels are held to MAX_DECODED_BYTES_PER_FILE_BYTE x the file size as all of a file's views
-    are (spec 14.1), and the base pixels the projector resizes them to, to MAX_BATCH_BASE_PIXELS."""
+    ``min(batch_size, selection_views)`` views whatever the image count (``shape``: N, C, H, W), so what
+    augmenting them holds (``augment.view_bytes``) is held to MAX_DECODED_BYTES_PER_FILE_BYTE x the file
+    size as all of a file's views are (spec 14.1), and the base pixels the projector resizes them to, to
+    MAX_BATCH_BASE_PIXELS."""
     rows, (_, channels, height, width) = min(config.batch_size, config.selection_views), shape
     side = (augment.output_size,) * 2 if augment.output_size else (height, width)
-    views = rows * channels * side[0] * side[1]
-    if views > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
-        raise BundleError(f"{where}: a calibration batch of {rows} views at {side[0]}x{side[1]} px is {views:,} view pixels "
-                          f"from a {file_size:,}-byte file (at most {limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
+    held, allowed = view_bytes(rows, channels, side, width), view_bytes_allowed(file_size)
+    if held > allowed:
+        raise BundleError(f"{where}: a calibration batch of {rows} views at {side[0]}x{side[1]} px holds {held:,} bytes "
+                          f"of views (at most {allowed:,} for a {file_size:,}-byte file)")
     if rows * base_size[0] * base_size[1] > limits.MAX_BATCH_BASE_PIXELS:
         raise BundleError(f"{where}: a calibration batch of {rows} views at the base's {base_size[0]}x{base_size[1]} px is "
                           f"{rows * base_size[0] * base_size[1]:,} pixels (at most {limits.MAX_BATCH_BASE_PIXELS:,})")

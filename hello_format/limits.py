@@ -33,7 +33,9 @@ MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, 
                                         # a safetensors teacher's input size
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
-                                         # and the student's views, N x C x output_size^2, the same
+                                         # and what augmenting every image into the student's views holds
+MIN_VIEW_BYTES = 2**28                   # (augment.view_bytes, 12 bytes a view pixel and more), or this much:
+                                         # ten 32-px images viewed at 224 px hold 18 MB, whatever the file's size
 # Pillow's scratch while it decodes one image, per pixel, whatever the channels declared (measured peaks,
 # Pillow 13: a WebP through libwebp's two RGBA canvases and two copies, 16; a four-component JPEG, 10; a
 # 16-bit or RGBA PNG, 6): one image's scratch <= the decoded-bytes bound, and the images decoded at once

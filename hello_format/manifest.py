@@ -11,6 +11,7 @@ from importlib import resources
 import jsonschema
 
 from hello_format import limits
+from hello_format.augment import view_bytes, view_bytes_allowed
 from hello_format.container import is_json_int, is_json_number, strides_fit
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
@@ -498,14 +499,16 @@ def _check_patches(where: str, manifest: dict, factor) -> None:
 
 
 def _check_views(where: str, manifest: dict, file_size: int | None) -> None:
-    """The student's views of every image, ``count x channels x output_size^2``, against the file's size
-    as the decoded images are: a tiny file must not make each augmented batch gigabytes."""
+    """What augmenting every image into the student's views holds (``augment.view_bytes``: 12 bytes a view
+    pixel and more), against the file's size as the decoded images are: a tiny file must not make each
+    augmented batch gigabytes."""
     side = _get(manifest, "recipe.augment.output_size")
-    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels")]
+    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels", "width")]
     if file_size is None or not is_json_int(side) or not all(is_json_int(v) for v in geometry):
         return
-    views = geometry[0] * geometry[1] * side * side
-    if views > limits.MAX_DECODED_BYTES_PER_FILE_BYTE * file_size:
-        _fail(where, "recipe.augment.output_size", f"{side} gives {geometry[0]} x {geometry[1]} x {side} x {side} = "
-                                                   f"{views:,} view pixels from a {file_size:,}-byte file (at most "
-                                                   f"{limits.MAX_DECODED_BYTES_PER_FILE_BYTE}x its size)")
+    count, channels, width = geometry
+    held, allowed = view_bytes(count, channels, (side, side), width), view_bytes_allowed(file_size)
+    if held > allowed:
+        _fail(where, "recipe.augment.output_size", f"{side} makes the {count:,} x {channels} images {width} px wide "
+                                                   f"{held:,} bytes of views (at most {allowed:,} for a "
+                                                   f"{file_size:,}-byte file)")

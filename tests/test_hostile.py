@@ -479,9 +479,23 @@ def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path)
     4.8 GB of float32 (augment_batch allocates it whole); refused on open like a decoding bomb."""
     recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 8192})
     line = cli_error(hostile(tmp_path, recipe=recipe))
-    assert "field 'recipe.augment.output_size'" in line and "view pixels" in line
+    assert ("field 'recipe.augment.output_size': 8192 makes the 6 x 3 images 8 px wide 14,495,514,624 bytes of views "
+            "(at most 268,435,456 for a") in line
     fine = dict(samples.sample_manifest()["recipe"], augment={"output_size": 224})   # 32 px data for a 224 px student
     assert CliRunner().invoke(cli, ["info", str(hostile(tmp_path, recipe=fine, name="fine.hello"))]).exit_code == 0
+
+
+def test_the_view_bound_counts_what_augmenting_holds_not_one_byte_a_view_pixel(tmp_path):
+    """Views were counted a byte a pixel; augment_batch holds float32 views and two float32 row buffers,
+    12 bytes a pixel and more, so a file within the bound made batches 12x its decoded-bytes bound (a 25 KB
+    file, 209 MB for one view; thirteenth audit). 60 noise images of 64 px viewed at 1,000 px: 180 M view
+    pixels fit 1,024 x the file, the 2.2 GB augmenting them holds does not."""
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise, "PNG")
+    recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 1_000})
+    path = hostile(tmp_path, blobs=[noise.getvalue()] * 60, height=64, width=64, recipe=recipe)
+    assert 60 * 3 * 1_000**2 < 1_024 * path.stat().st_size < 60 * 3 * 1_000 * (4 * 1_000 + 8 * 1_000)
+    assert "field 'recipe.augment.output_size': 1000 makes the 60 x 3 images 64 px wide 2,160,000,000 bytes" in cli_error(path)
 
 
 # ---- row 11: hello pull replaces a file a reader has mapped: see test_hub.py
@@ -1802,8 +1816,8 @@ def test_calibration_bounds_its_batch_by_the_file_before_it_draws_a_view(tmp_pat
     from support import write_labelled_bundle
 
     path = write_labelled_bundle(tmp_path / "few.hello", ipc=1, augment={"output_size": 8_192})
-    with pytest.raises(BundleError, match=r"few.hello: a calibration batch of 128 views at 8192x8192 px is "
-                                          r"25,769,803,776 view pixels"):
+    with pytest.raises(BundleError, match=r"few.hello: a calibration batch of 128 views at 8192x8192 px holds "
+                                          r"309,237,645,312 bytes of views \(at most [\d,]+ for a [\d,]+-byte file\)"):
         requantize(path, tmp_path / "out.hello", "int4", calibration=CalibrationConfig(steps=1))
     assert not (tmp_path / "out.hello").exists()
 
