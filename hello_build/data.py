@@ -51,6 +51,8 @@ IMAGE_EXTENSIONS = frozenset(
 SKIPPED = -1  # label RealImages returns for a file that failed to decode under skip_bad=True
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
+# how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
+SKIP_BAD_HINT = " (a build can leave unreadable images out: skip_bad, hello-build --skip-bad)"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def scan_image_folder(
         raise BuildError(f"{root} has no class folders; expected {root}/<class>/<image files>")
     if set(classes) <= SPLIT_FOLDERS and any(entry.is_dir() for entry in os.scandir(root / classes[0])):
         raise BuildError(f"{root} looks like a dataset root ({', '.join(classes)}), not a class tree; "
-                         f"pass its training split, e.g. {root / classes[0]}")
+                         f"pass the split you mean: {', '.join(str(root / name) for name in classes)}")
     if len(classes) == 1:
         raise BuildError(f"{root} has a single class folder ({classes[0]!r}); a classification set needs >= 2")
     names = read_class_names(class_names, classes)
@@ -123,7 +125,7 @@ def scan_image_folder(
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]
         if bad and not skip_bad:
             raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "
-                             "fix or remove them, or pass skip_bad (--skip-bad) to leave them out")
+                             f"fix or remove them{SKIP_BAD_HINT}")
         samples = [sample for sample, ok in zip(samples, readable) if ok]
     counts = np.bincount([label for _, label in samples], minlength=len(classes))
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
@@ -316,8 +318,7 @@ class RealImages(torch.utils.data.Dataset):
             return decode_image(path, self.size), label
         except Exception as exc:  # PIL raises many types for corrupt data
             if not self.skip_bad:
-                raise BuildError(f"cannot decode image {path}: {exc}; "
-                                 "remove it or pass skip_bad (--skip-bad)") from None
+                raise BuildError(f"cannot decode image {path}: {exc}; fix or remove it{SKIP_BAD_HINT}") from None
             warnings.warn(terminal(f"skipping undecodable image {path}: {exc}"), stacklevel=2)
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
 

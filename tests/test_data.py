@@ -267,7 +267,8 @@ def test_empty_class_single_class_and_dataset_root_are_errors(tree, tmp_path):
     dataset_root = tmp_path / "dataset"
     for split in ("train", "val"):
         save(dataset_root / split / "cat" / "x.png", Image.new("RGB", (4, 4)))
-    with pytest.raises(BuildError, match="dataset root.*pass its training split"):
+    # the split the caller means: a build's training one, hello eval --val's validation one
+    with pytest.raises(BuildError, match="dataset root.*pass the split you mean: .*dataset/train, .*dataset/val$"):
         scan_image_folder(dataset_root)
     with pytest.raises(BuildError, match="does not exist"):
         scan_image_folder(tmp_path / "nowhere")
