@@ -41,7 +41,7 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
     weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
     try:
         _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
-        lora.load_state_dict(projector.visual, _read_tensors(weights_path, lora.export_state_dict(projector.visual)))
+        lora.load_state_dict(projector.visual, _read_tensors(weights_path, lora.export_state_dict(projector.visual), "--lora-rank"))
         head = _start_head(projector, folder / HEAD_FILE)
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
@@ -80,8 +80,9 @@ def _check_config(path: Path, config: dict, ours: dict) -> None:
                              "(match --lora-rank / --lora-alpha / --lora-targets to the adapter)")
 
 
-def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tensors of ``path`` named in ``expected``, after the header shows the same names and shapes."""
+def _read_tensors(path: Path, expected: dict[str, torch.Tensor], rank_option: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` named in ``expected``, after the header shows the same names and shapes
+    (``rank_option``: the build option a shape mismatch points at)."""
     header = read_header(path)
     missing = sorted(expected.keys() - header.tensors.keys())
     unknown = sorted(header.tensors.keys() - expected.keys())
@@ -94,7 +95,7 @@ def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, to
         info = header.tensors[name]
         if tuple(info.shape) != tuple(tensor.shape) or info.dtype not in ("F16", "BF16", "F32"):
             raise BuildError(f"{path.name}: {shortened(name)} is {info.dtype} {list(info.shape)}, this build needs a "
-                             f"float {list(tensor.shape)} (another --lora-rank?)")
+                             f"float {list(tensor.shape)} (another {rank_option}?)")
     with safe_open(str(path), framework="pt") as file:
         tensors = {name: file.get_tensor(name).float() for name in expected}
     bad = next((name for name, t in tensors.items() if not torch.isfinite(t).all()), None)
@@ -132,7 +133,8 @@ def _start_head(projector, path: Path) -> str:
     if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
-    tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B})
+    tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B},
+                            "--head-rank")
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors["head.lora_A"])
         projector.head.lora_B.copy_(tensors["head.lora_B"])

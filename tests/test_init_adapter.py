@@ -114,3 +114,16 @@ def test_a_head_logit_scale_a_bundle_cannot_store_is_refused_before_the_build_us
     with pytest.raises(BuildError, match=r"--init-adapter .*hello_head.safetensors: head logit_scale must be a number in "
                                          r"\[0.0001, 10000\], got"):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"head_rank": 2}, r"head.lora_A' is F\d+ \[\d+, \d+\], this build needs a float \[2, \d+\] \(another --head-rank\?\)"),
+    ({"head_alpha": 2.5}, r"head lora_alpha is .*, this build's is 2.5 \(--head-alpha\)"),
+])
+def test_a_head_file_of_another_head_lora_names_the_head_option(kit, exported, tmp_path, change, words):
+    """A head file made for the build's classes and templates but another head rank pointed at --lora-rank
+    (docs review)."""
+    head = json.loads(read_header(exported["folder"] / HEAD_FILE).metadata["hello.head"])
+    change = {"head_alpha": head["lora"]["lora_alpha"], **change}   # the file's alpha unless the case changes it
+    with pytest.raises(BuildError, match=f"--init-adapter .*hello_head.safetensors: .*{words}"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), transfer_epochs=0, **change))
