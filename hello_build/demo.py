@@ -148,7 +148,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int,
     print(f"  bundle {output}: {storage.file_bytes:,} bytes = images {storage.images_bytes:,} + label generator "
           f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
     print(f"  stored soft labels for {STUDENT_EPOCHS} epochs would take {storage.stored_label_bytes:,} bytes: "
-          f"{storage.ratio:,.1f}x the label generator")
+          f"{storage.versus()}")
     print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "
           f"label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")

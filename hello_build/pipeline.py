@@ -140,7 +140,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     with Bundle.open(path) as bundle:
         storage = bundle.storage()
     log(f"wrote {path}: {storage.file_bytes:,} bytes; label generator {storage.label_generator_bytes:,} bytes "
-        f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.ratio:,.0f}x)")
+        f"vs {storage.stored_label_bytes:,} bytes of stored soft labels ({storage.versus()})")
     results = ctx.results
     return {"output": str(path), "skipped_images": len(index.bad), "fidelity_before": results["text_head"]["fidelity"],
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),

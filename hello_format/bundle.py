@@ -44,6 +44,11 @@ class Storage:
     stored_label_bytes: int        # N * recipe.epochs * C * 2 (fp16 soft labels, SRe2L/FKD style)
     ratio: float | None            # stored_label_bytes / label_generator_bytes
 
+    def versus(self) -> str:
+        """The stored soft labels against the label generator, as people read it (one decimal: a small
+        bundle's labels may be 1.2x, or 0.4x, its generator)."""
+        return f"{self.ratio:,.1f}x the label generator" if self.ratio is not None else "no label generator stored"
+
 
 def _local_path(path: "str | os.PathLike") -> pathlib.Path:
     """``path`` as a local file path; a hub URI is refused (hello_format.hub.resolver turns it into one)."""

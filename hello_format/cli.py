@@ -178,7 +178,6 @@ def _summary(bundle: Bundle) -> list[str]:
     lines.append(f"augment: {json.dumps(augment, sort_keys=True)}"
                  + (f", and {len(unknown)} setting(s) this reader does not know: {listed(unknown)}" if unknown else ""))
     s = bundle.storage()
-    ratio = f"{s.ratio:,.0f}x smaller" if s.ratio is not None else "n/a (no label generator)"
     lines += [
         "storage:",
         f"  images                 {human_bytes(s.images_bytes)}",
@@ -186,7 +185,7 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  base (embedded)        {human_bytes(s.base_bytes)}",
         f"  file                   {human_bytes(s.file_bytes)}",
         f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
-        f"  generator vs labels    {ratio}",
+        f"  stored labels are      {s.versus()}",
     ]
     bpc = bits_per_class(bundle)
     with_base = "unknown" if bpc.with_base is None else f"{bpc.with_base:,.0f}"

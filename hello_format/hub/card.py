@@ -327,13 +327,12 @@ def _storage(bundle: Bundle) -> str:
         ("**file total**", s.file_bytes),
     ]
     table = "\n".join(f"| {name} | {n:,} | {human_bytes(n)} |" for name, n in rows)
-    versus = f"{s.ratio:,.1f}x the label generator" if s.ratio is not None else "this bundle stores no LoRA at all"
     return (
         "## Storage\n\n| part | bytes | |\n|---|---:|---:|\n"
         f"{table}\n\n"
         f"Stored soft labels for the same recipe ({bundle.num_images:,} images x {epochs} epochs x "
         f"{bundle.num_classes} classes x 2 bytes) would take {s.stored_label_bytes:,} bytes "
-        f"({human_bytes(s.stored_label_bytes)}): {versus}.\n\n"
+        f"({human_bytes(s.stored_label_bytes)}): {s.versus()}.\n\n"
         f"Bits per class (DD-RUO's metric: images + labels + label generator, per class): {_bits(bpc.without_base)} "
         f"without the base, {_bits(bpc.with_base)} with it ({markdown(bpc.base_counted)}); "
         f"{_bits(bpc.stored_labels)} with stored soft labels instead of the label generator."
