@@ -201,7 +201,7 @@ def _summary(bundle: Bundle) -> list[str]:
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the manifest and storage breakdown as one line of JSON (pipe it to jq to read it).")
+              help="Print the path, manifest, storage breakdown and bits per class as one line of JSON (pipe it to jq to read it).")
 def info(bundle_path: str, as_json: bool) -> None:
     """Show classes, images, base model, LoRA ranks, recipe and the storage breakdown."""
     with open_bundle(bundle_path) as bundle:

@@ -1,4 +1,4 @@
-"""LoRA target patterns from files, matched in linear time (spec section 3.1, "target patterns").
+"""LoRA target patterns from files, matched in linear time (spec section 14.2, "Target patterns").
 
 A bundle's ``lora.target_modules`` (a string) and the keys of ``rank_pattern`` / ``alpha_pattern``
 are peft regular expressions, but a backtracking engine (Python's ``re``, which peft uses) can take
