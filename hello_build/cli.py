@@ -13,6 +13,7 @@ from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
+from hello_format import limits
 from hello_format.cli import allow_remote_base_option, base_checkpoint_option
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
@@ -119,13 +120,13 @@ def main(data, output, demo, quiet, dist_backend, **values):
                    + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
 @click.option("--student", "arch", default=None,
               help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Student epochs [default: the bundle's recipe].")
+@click.option("--epochs", type=click.IntRange(1, limits.MAX_EPOCHS), default=None, help="Student epochs [default: the bundle's recipe].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: the bundle's recipe]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="[default: the bundle's recipe]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: the bundle's recipe]")
+@click.option("--lr", type=click.FloatRange(0, limits.MAX_LR, min_open=True), default=None, help="[default: the bundle's recipe]")
+@click.option("--batch-size", type=click.IntRange(1, limits.MAX_BATCH_SIZE), default=None, help="[default: the bundle's recipe]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="[default: the bundle's recipe]")
-@click.option("--beta", type=click.FloatRange(min=0), default=None,
+@click.option("--temperature", type=click.FloatRange(*limits.TEMPERATURE_RANGE), default=None, help="[default: the bundle's recipe]")
+@click.option("--beta", type=click.FloatRange(0, limits.MAX_BETA), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe; bundles built before 1 became the default record 0.1].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
