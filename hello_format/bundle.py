@@ -45,9 +45,11 @@ class Storage:
     ratio: float | None            # stored_label_bytes / label_generator_bytes
 
     def versus(self) -> str:
-        """The stored soft labels against the label generator, as people read it (one decimal: a small
-        bundle's labels may be 1.2x, or 0.4x, its generator)."""
-        return f"{self.ratio:,.1f}x the label generator" if self.ratio is not None else "no label generator stored"
+        """The stored soft labels against the label generator, as people read it: one decimal, or two
+        significant digits below 0.1 (a small bundle's labels may be 1.2x, or 0.046x, its generator)."""
+        if self.ratio is None:
+            return "no label generator to compare"
+        return f"{self.ratio:,.1f}x the label generator" if self.ratio >= 0.1 else f"{self.ratio:.2g}x the label generator"
 
 
 def _local_path(path: "str | os.PathLike") -> pathlib.Path:

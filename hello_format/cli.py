@@ -184,8 +184,7 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  label generator        {human_bytes(s.label_generator_bytes)} (encoder + head LoRA)",
         f"  base (embedded)        {human_bytes(s.base_bytes)}",
         f"  file                   {human_bytes(s.file_bytes)}",
-        f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD)",
-        f"  stored labels are      {s.versus()}",
+        f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD): {s.versus()}",
     ]
     bpc = bits_per_class(bundle)
     with_base = "unknown" if bpc.with_base is None else f"{bpc.with_base:,.0f}"

@@ -95,7 +95,7 @@ def test_zero_shot_bundle_without_label_generator(tmp_path):
         assert b.storage().label_generator_bytes == 0
         _, body = split_card(card.render_card(b, uri=URI))
     assert "| label generator (encoder + head LoRA) | 0 |" in body
-    assert "): no label generator stored." in body
+    assert "): no label generator to compare." in body
     assert "no encoder LoRA" in body and "no head LoRA" in body
 
 

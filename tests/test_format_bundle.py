@@ -218,6 +218,16 @@ def test_storage_breakdown_formulas(tmp_path):
         assert storage.header_bytes + storage.images_bytes + generator + 6 * 8 == storage.file_bytes
 
 
+@pytest.mark.parametrize("ratio, text", [(3338.4, "3,338.4x the label generator"), (1.25, "1.2x the label generator"),
+                                         (0.046, "0.046x the label generator"), (None, "no label generator to compare")])
+def test_storage_says_how_the_labels_compare_to_the_generator(ratio, text):
+    """hello info printed '0x smaller' for a generator larger than its labels (docs review), and one decimal
+    printed a CIFAR-10 IPC 1 bundle's 0.046 as 0.0x (diff review)."""
+    from hello_format.bundle import Storage
+
+    assert Storage(0, 0, 0, 0, 0, 0, ratio).versus() == text
+
+
 def test_open_accepts_str_and_pathlike_and_names_missing_files(tmp_path):
     path = write_sample(tmp_path / "b.hello")
     assert Bundle.open(str(path)).num_images == Bundle.open(path).num_images == 6
