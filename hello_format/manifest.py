@@ -503,12 +503,14 @@ def _check_views(where: str, manifest: dict, file_size: int | None) -> None:
     pixel and more), against the file's size as the decoded images are: a tiny file must not make each
     augmented batch gigabytes."""
     side = _get(manifest, "recipe.augment.output_size")
-    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels", "width")]
-    if file_size is None or not is_json_int(side) or not all(is_json_int(v) for v in geometry):
+    side = None if side is _MISSING else side
+    geometry = [_get(manifest, f"images.{key}") for key in ("count", "channels", "height", "width")]
+    if file_size is None or not (side is None or is_json_int(side)) or not all(is_json_int(v) for v in geometry):
         return
-    count, channels, width = geometry
-    held, allowed = view_bytes(count, channels, (side, side), width), view_bytes_allowed(file_size)
+    count, channels, height, width = geometry
+    view = (side, side) if side is not None else (height, width)   # unset: views of the stored size
+    held, allowed = view_bytes(count, channels, view, width), view_bytes_allowed(file_size)
     if held > allowed:
-        _fail(where, "recipe.augment.output_size", f"{side} makes the {count:,} x {channels} images {width} px wide "
-                                                   f"{held:,} bytes of views (at most {allowed:,} for a "
-                                                   f"{file_size:,}-byte file)")
+        field = "recipe.augment.output_size" if side is not None else "images"
+        _fail(where, field, f"{view[0]}x{view[1]} px views of the {count:,} x {channels} images (stored {width} px wide) "
+                            f"hold {held:,} bytes (at most {allowed:,} for a {file_size:,}-byte file)")

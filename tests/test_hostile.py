@@ -479,10 +479,20 @@ def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path)
     4.8 GB of float32 (augment_batch allocates it whole); refused on open like a decoding bomb."""
     recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 8192})
     line = cli_error(hostile(tmp_path, recipe=recipe))
-    assert ("field 'recipe.augment.output_size': 8192 makes the 6 x 3 images 8 px wide 14,495,514,624 bytes of views "
-            "(at most 268,435,456 for a") in line
+    assert ("field 'recipe.augment.output_size': 8192x8192 px views of the 6 x 3 images (stored 8 px wide) hold "
+            "14,495,514,624 bytes (at most 268,435,456 for a") in line
     fine = dict(samples.sample_manifest()["recipe"], augment={"output_size": 224})   # 32 px data for a 224 px student
     assert CliRunner().invoke(cli, ["info", str(hostile(tmp_path, recipe=fine, name="fine.hello"))]).exit_code == 0
+
+
+def test_views_of_the_stored_size_count_what_augmenting_holds_too(tmp_path):
+    """Without output_size the views are the stored size and hold 12 bytes a pixel as well; only the
+    decoded bound (a byte a pixel) held them (diff review). Six black 1,200 px images in a 30 KB file."""
+    recipe = dict(samples.sample_manifest()["recipe"], augment={})
+    path = hostile(tmp_path, blobs=[png(1_200, 1_200, 8, 2)] * 6, height=1_200, width=1_200, recipe=recipe)
+    assert 6 * 3 * 1_200**2 < 1_024 * path.stat().st_size
+    assert ("field 'images': 1200x1200 px views of the 6 x 3 images (stored 1200 px wide) hold 311,040,000 bytes "
+            "(at most 268,435,456") in cli_error(path)
 
 
 def test_an_empty_image_blob_is_refused_on_open(tmp_path):
@@ -503,7 +513,8 @@ def test_the_view_bound_counts_what_augmenting_holds_not_one_byte_a_view_pixel(t
     recipe = dict(samples.sample_manifest()["recipe"], augment={"output_size": 1_000})
     path = hostile(tmp_path, blobs=[noise.getvalue()] * 60, height=64, width=64, recipe=recipe)
     assert 60 * 3 * 1_000**2 < 1_024 * path.stat().st_size < 60 * 3 * 1_000 * (4 * 1_000 + 8 * 1_000)
-    assert "field 'recipe.augment.output_size': 1000 makes the 60 x 3 images 64 px wide 2,160,000,000 bytes" in cli_error(path)
+    assert ("field 'recipe.augment.output_size': 1000x1000 px views of the 60 x 3 images (stored 64 px wide) hold "
+            "2,160,000,000 bytes") in cli_error(path)
 
 
 # ---- row 11: hello pull replaces a file a reader has mapped: see test_hub.py
