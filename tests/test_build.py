@@ -262,6 +262,21 @@ def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tm
         run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
 
 
+def test_fresh_reruns_every_stage_and_keeps_the_users_files(reference, tmp_path):
+    """--fresh removed the whole --workdir folder, the user's files in it too (thirteenth audit)."""
+    import shutil
+
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    (workdir / "notes.txt").write_text("the user's notes")
+    before = _markers(workdir)
+    run_build(dataclasses.replace(options, output=str(tmp_path / "fresh.hello"), workdir=str(workdir), fresh=True))
+    after = _markers(workdir)
+    assert (workdir / "notes.txt").read_text() == "the user's notes"
+    assert after.keys() == before.keys() and all(after[stage][0] != before[stage][0] for stage in before)
+
+
 def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
     options, summary, _ = reference
     finished = _markers(options.workdir_path())

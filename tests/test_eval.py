@@ -193,12 +193,14 @@ def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeyp
     big = activation_bytes(student, 448)
     assert val_batch_size(big) * big <= MIN_BATCH_ACTIVATION_BYTES < (val_batch_size(big) + 1) * big
     assert val_batch_size(1_000) == VAL_BATCH and val_batch_size(2**40) == 1
-    batches = []
+    # hello eval scores in batches of what val_batch_size makes of the student's activations per view
+    asked, batches = [], []
+    monkeypatch.setattr(evaluation, "val_batch_size", lambda view: asked.append(view) or 7)
     monkeypatch.setattr(evaluation, "top1", lambda *args, batch_size, **kwargs: batches.append(batch_size) or 0.0)
     final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1, "--quiet"))
     with torch.device("meta"):
         student = create_model("convnet3", len(CLASSES), image_size=SIZE)
-    assert batches == [val_batch_size(activation_bytes(student, SIZE))]
+    assert asked == [activation_bytes(student, SIZE)] and batches == [7]
     seen = []
 
     class Counting(torch.nn.Module):
