@@ -57,10 +57,13 @@ class WorkDir:
             raise BuildError(f"the work directory {self.path} is not shared by every rank of the job: under torchrun "
                              "on several nodes put it (--workdir) on a filesystem all nodes mount")
 
-    def result(self, stage: str, key: dict) -> dict | None:
+    def result(self, stage: str, key: dict, fields: Sequence[str] = ()) -> dict | None:
         """The recorded result of ``stage`` if it finished with these options, else None (in a group:
-        as rank 0 sees it)."""
+        as rank 0 sees it); a record without one of ``fields`` (edited, or older) is unreadable."""
         record = self._read(stage, key)
+        missing = [field for field in fields if record is not None and field not in record["result"]]
+        if missing:
+            raise self._unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
         if self.group is not None and self.group.decide(record is not None) != (record is not None):
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
         return record
@@ -85,13 +88,9 @@ class WorkDir:
         except (ValueError, RecursionError) as exc:
             raise self._unreadable(path, str(exc)[:200]) from None
 
-    def unreadable(self, stage: str, exc: Exception) -> BuildError:
-        """The one-line error for ``stage``'s record when a field its stage reads is missing or of another type."""
-        return self._unreadable(self.path / f"{stage}.json", f"{type(exc).__name__}: {first_line(exc)[:120]}")
-
     def _unreadable(self, path: Path, reason: str) -> BuildError:
-        return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh, or "
-                          f"remove {self.path}")
+        return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh "
+                          "(it discards the stages' results in the work directory, nothing else)")
 
     def finish(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None = None) -> dict:
         """Record ``stage`` as done: its tensors first, then the marker that makes them count. In a
@@ -146,7 +145,7 @@ class WorkDir:
         return path
 
     def discard(self, stage: str) -> None:
-        """Forget a stage's partial state (its options changed)."""
+        """Forget a stage's result and partial state (its options changed, or --fresh)."""
         for leftover in (self.path / stage, self.path / f"{stage}.json", self.path / f"{stage}.safetensors"):
             if leftover.is_dir():
                 shutil.rmtree(leftover)

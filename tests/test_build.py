@@ -243,21 +243,23 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
         assert all(torch.equal(v, theirs[f"encoder_lora.{k}"]) for k, v in bundle.lora_state_dict().items())
 
 
-@pytest.mark.parametrize("edit, reason", [
-    (lambda record: record["result"].pop("fidelity"), "KeyError: 'fidelity'"),   # a field its stage reads
-    (lambda record: record.pop("seconds"), "not a stage record"),
+@pytest.mark.parametrize("stage, edit, reason", [
+    ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
+    ("init", lambda record: record["result"].pop("source_size"), "no result field 'source_size'"),   # by the next stage
+    ("text_head", lambda record: record.pop("seconds"), "not a stage record"),
 ])
-def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tmp_path, edit, reason):
-    """An edited (or older) record whose key still matched ended in a KeyError traceback (thirteenth audit)."""
+def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tmp_path, stage, edit, reason):
+    """An edited (or older) record whose key still matched ended in a KeyError traceback (thirteenth audit;
+    the diff review found the fields read outside a stage's load)."""
     import shutil
 
     options, _, _ = reference
     workdir = tmp_path / "work"
     shutil.copytree(options.workdir_path(), workdir)
-    record = json.loads((workdir / "text_head.json").read_text())
+    record = json.loads((workdir / f"{stage}.json").read_text())
     edit(record)
-    (workdir / "text_head.json").write_text(json.dumps(record))
-    with pytest.raises(BuildError, match=f"the work directory's text_head.json is unreadable \\({reason}\\): "
+    (workdir / f"{stage}.json").write_text(json.dumps(record))
+    with pytest.raises(BuildError, match=f"the work directory's {stage}.json is unreadable \\({reason}\\): "
                                          "rerun with --fresh"):
         run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
 
@@ -446,3 +448,17 @@ def test_options_are_checked_before_any_stage(kit, tmp_path, overrides, message)
     with pytest.raises(BuildError, match=message):
         run_build(options)
     assert not options.workdir_path().exists()
+
+
+def test_every_field_a_stage_declares_is_in_its_fresh_result(reference):
+    """A stage's declared fields are what a resumed record is checked for: each is in what run() records."""
+    from hello_build.stages.plan import STAGES
+
+    options, _, _ = reference
+    checked = 0
+    for stage in STAGES:
+        path = options.workdir_path() / f"{stage.name}.json"
+        if path.exists():
+            assert set(stage.fields) <= json.loads(path.read_text())["result"].keys(), stage.name
+            checked += 1
+    assert checked >= 4   # text_head, transfer, init, image_update at least

@@ -92,23 +92,24 @@ class BuildContext:
 class Stage:
     """One step of the build: ``run(ctx) -> (result, tensors)`` makes its result (JSON-able dict, tensors
     or None), kept in the work directory; ``load(ctx, record)`` puts a result (fresh or resumed; None
-    when the stage is off) into the context. ``when(options)``: whether it runs in this build."""
+    when the stage is off) into the context. ``when(options)``: whether it runs in this build.
+    ``fields``: the result's fields the build reads (a resumed record without one is refused)."""
 
     name: str
     run: Callable[[BuildContext], tuple[dict, dict | None]]
     load: Callable[[BuildContext, dict | None], None]
     when: Callable[[BuildOptions], bool] = lambda options: True
+    fields: tuple[str, ...] = ()
 
 
 def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     """The recorded result of ``stage`` (reused when its options are unchanged, else made by ``stage.run``),
     then loaded into ``ctx``; None when the stage is off. A result's ``resumed_seconds`` (time earlier,
     interrupted runs of the stage spent) is added to its time."""
-    record, resumed = None, False
+    record = None
     if stage.when(ctx.options):
         key = stage_key(ctx.options, stage.name)
-        record = ctx.work.result(stage.name, key)
-        resumed = record is not None
+        record = ctx.work.result(stage.name, key, stage.fields)
         if record is None:
             started = time.perf_counter()
             result, tensors = stage.run(ctx)
@@ -116,10 +117,5 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             record = ctx.work.finish(stage.name, key, result, seconds, tensors=tensors)
         ctx.timings[stage.name] = record["seconds"]
         ctx.results[stage.name] = record["result"]
-    try:
-        stage.load(ctx, record)
-    except (KeyError, TypeError) as exc:   # a resumed record without a field its stage reads (edited, or older)
-        if not resumed:
-            raise
-        raise ctx.work.unreadable(stage.name, exc) from None
+    stage.load(ctx, record)
     return record

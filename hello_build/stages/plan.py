@@ -12,10 +12,12 @@ from hello_build.stages import image_update, init, teacher, text_head, transfer,
 from hello_build.stages.context import Stage
 
 STAGES = (
-    Stage("teacher", teacher.run, teacher.load, when=teacher.trains),
-    Stage("text_head", text_head.run, text_head.load),
-    Stage("transfer", transfer.run, transfer.load),
-    Stage("init", init.run, init.load),
-    Stage("image_update", image_update.run, image_update.load, when=image_update.enabled),
-    Stage("view_transfer", view_transfer.run, view_transfer.load, when=view_transfer.enabled),
+    Stage("teacher", teacher.run, teacher.load, when=teacher.trains, fields=("checkpoints", "description")),
+    Stage("text_head", text_head.run, text_head.load, fields=("fidelity",)),
+    Stage("transfer", transfer.run, transfer.load, fields=("fidelity",)),
+    Stage("init", init.run, init.load, fields=("source_size",)),
+    Stage("image_update", image_update.run, image_update.load, when=image_update.enabled,
+          fields=("feature_mse_before", "feature_mse_after")),
+    Stage("view_transfer", view_transfer.run, view_transfer.load, when=view_transfer.enabled,
+          fields=("fidelity", "kept_step", "steps")),
 )
