@@ -305,7 +305,7 @@ def test_pickle_checkpoint_refused(vit, tmp_path, name, monkeypatch):
     with pytest.raises(BaseModelError) as excinfo:
         create_base(section, checkpoint=str(path))
     message = _one_line_error(excinfo)
-    assert "pickle" in message and "safetensors" in message and name in message
+    assert "is a pickle/torch.save file, which hello never" in message and "safetensors" in message and name in message
 
 
 def test_embedded_source_without_tensors(vit):

@@ -3,7 +3,6 @@
 import importlib.util
 import os
 import pathlib
-import time
 
 import pytest
 import safetensors
@@ -190,12 +189,10 @@ def test_open_is_lazy_and_raw_images_are_mapped(tmp_path):
     data = bytearray(path.read_bytes())
     data[start + 12345] ^= 0xFF
     path.write_bytes(bytes(data))
-    began = time.perf_counter()
-    bundle = Bundle.open(path)
-    elapsed = time.perf_counter() - began
-    assert elapsed < 1.0
+    bundle = Bundle.open(path)   # opens: the corrupted image data was neither read nor hashed
     pixels = bundle.images()
     assert pixels.shape == (n, 3, 32, 32)
+    assert pixels.data_ptr() == bundle.tensor("images.data").data_ptr()   # the mapping itself, not a copy
     assert pixels.flatten()[12345] == images.flatten()[12345] ^ 0xFF
     pixels[0, 0, 0, 0] = 7          # copy-on-write: writable in memory, the file is unchanged
     with pytest.raises(IntegrityError, match="tensor 'images.data'"):
