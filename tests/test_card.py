@@ -8,7 +8,7 @@ import torch
 
 from hello_format.hub import card
 from hello_format.bundle import Bundle
-from hello_format.errors import HubError
+from hello_format.errors import BundleError, HubError
 from hello_format.hub.preview import render_grid
 from support import CARD_CLASSES as CLASSES, FEATURE_WIDTH as D, make_bundle, split_card
 
@@ -230,11 +230,23 @@ def test_default_license_is_other_and_explained(bundle):
 
 @pytest.mark.parametrize("codec", ["png", "raw"])
 def test_preview_decodes_only_what_it_shows_and_matches_the_full_grid(tmp_path, codec):
-    with Bundle.open(make_bundle(tmp_path / "p.hello", codec=codec)) as b:
+    path = make_bundle(tmp_path / "p.hello", codec=codec)
+    with Bundle.open(path) as b:
         partial = card.render_preview(b, classes=2, per_class=3)
         keep = torch.cat([torch.nonzero(b.labels == c).flatten()[:3] for c in range(2)])
         full = render_grid(b.images()[keep], b.labels[keep], b.class_names[:2], per_class=3)
+        hidden = int(torch.nonzero(b.labels == 2).flatten()[0])   # an image of a class the preview leaves out
+        start = b._header.data_start + b._header.tensors["images.data"].begin
+        offsets = b.tensor("images.offsets").tolist() if codec == "png" else None
     assert partial.tobytes() == full.tobytes()
+    if codec == "png":   # an image it does not show, made undecodable: decoding it too would fail
+        data = bytearray(path.read_bytes())
+        data[start + offsets[hidden] + 8:start + offsets[hidden + 1]] = bytes(offsets[hidden + 1] - offsets[hidden] - 8)
+        path.write_bytes(bytes(data))
+        with Bundle.open(path) as b:
+            assert card.render_preview(b, classes=2, per_class=3).tobytes() == full.tobytes()
+            with pytest.raises(BundleError):
+                b.images()
 
 
 def test_preview_shows_the_first_classes_only(tmp_path):
