@@ -284,10 +284,28 @@ def test_random_real_needs_enough_real_images(eval_kit, tmp_path):
     one_line_error(hello(*eval_args(eval_kit, "random-real")[:-2], "--real", few), "fewer than the bundle's")
 
 
-def test_stored_and_teacher_regimes_train_the_same_student(eval_kit, on_path):
+def trained_students(monkeypatch) -> list[dict]:
+    """What every hello eval run in this test trains: the precision it was asked for and the student's weights
+    (top-1 on a dozen images after an epoch is chance for every regime, so it tells runs apart poorly)."""
+    from hello_build import evaluation
+
+    seen, real = [], evaluation.train_student
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        seen.append({"precision": kwargs["precision"], "state": {k: v.clone() for k, v in model.state_dict().items()}})
+        return model
+
+    monkeypatch.setattr(evaluation, "train_student", spy)
+    return seen
+
+
+def test_stored_and_teacher_regimes_train_the_same_student(eval_kit, on_path, monkeypatch):
+    students = trained_students(monkeypatch)
     teacher = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet")))
     stored = final_json(hello(*eval_args(eval_kit, "stored", "--quiet")))
-    assert stored["top1"] == teacher["top1"]
+    assert stored["top1"] == teacher["top1"] and len(students) == 2
+    assert all(torch.equal(students[0]["state"][k], students[1]["state"][k]) for k in students[0]["state"])
 
 
 def test_the_teacher_regime_takes_a_hub_uri_as_the_others_do(eval_kit, on_path, hub_cache):
@@ -402,10 +420,12 @@ AUTOCAST_TEACHER = textwrap.dedent("""
 """)
 
 
-def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path):
+def test_eval_reports_the_precision_it_ran_at(eval_kit, on_path, monkeypatch):
+    students = trained_students(monkeypatch)
     report = final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "bf16")))
     assert report["precision"] == "bf16" and report["label_precision"] == "bf16"
     assert final_json(hello(*eval_args(eval_kit, "teacher", "--quiet", "--precision", "auto")))["precision"] == "fp32"
+    assert [student["precision"] for student in students] == ["bf16", "fp32"]   # what trained, not only what is said
 
 
 def test_stored_labels_are_computed_at_the_precision_reported(eval_kit, tmp_path, monkeypatch):
