@@ -50,6 +50,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
     from hello_format.dataset import LabelledImages
 
     group = distributed.join()
+    import os   # under torchrun the job must really be joined: alone, a process would write the single-process result
+    assert (group is not None) == ("WORLD_SIZE" in os.environ) and (group is None or group.world_size == int(os.environ["WORLD_SIZE"]))
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (9, 3, 32, 32), dtype=torch.uint8, generator=generator)
     torch.manual_seed(1)  # the same teacher in every process
@@ -145,6 +147,8 @@ STORED_SCRIPT = textwrap.dedent("""
     from hello_format.dataset import LabelledImages
 
     group = distributed.join()
+    import os   # under torchrun the job must really be joined: alone, a process would write the single-process result
+    assert (group is not None) == ("WORLD_SIZE" in os.environ) and (group is None or group.world_size == int(os.environ["WORLD_SIZE"]))
     images = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = LabelledImages(images, torch.arange(3).repeat(3), ["a", "b", "c"],
                           AugmentConfig.from_dict({"output_size": 16, "cutmix": 1.0}), None, device="cpu", seed=5,
