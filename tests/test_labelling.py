@@ -1,6 +1,7 @@
 """The label path's speed options: each changes the labels by at most its precision's rounding, and
 labelling ahead gives the very batches of the plain loop."""
 
+import time
 import pytest
 import torch
 from support import write_labelled_bundle
@@ -60,9 +61,14 @@ def test_prefetch_gives_the_plain_loops_batches(rn_bundle):
 def test_prefetch_stops_cleanly_and_passes_errors_on(rn_bundle):
     ds = HelloDataset(rn_bundle, device="cpu", label_options={"prefetch": True})
     assert ds.prefetch
+    labelled, label = [], ds.projector.label
+    ds.projector.label = lambda images: labelled.append(len(images)) or label(images)
     for count, _ in enumerate(ds.loader(5, epochs=50), 1):
         if count == 2:
             break  # an abandoned loader must not hang or keep labelling
+    time.sleep(0.5)   # time for a thread that kept labelling to show it (not a bound on anything's speed)
+    assert len(labelled) <= 4, len(labelled)   # the two batches taken and at most the prefetched ones
+    del ds.projector.label
     ds.projector.mean.fill_(float("nan"))  # every label is NaN now
     with pytest.raises(BundleError, match="non-finite logits"):
         next(iter(ds.loader(5)))
