@@ -127,9 +127,7 @@ class LabelledImages(Dataset):
         hard.scatter_add_(1, labels_b, torch.full_like(labels_b, 1 - lam, dtype=hard.dtype))
         if self.labeller is None:
             soft = torch.empty(len(images), 0, device=self.device)
-        elif not len(images):   # a rank's empty share of a short batch (split_batches): a ViT cannot take none
-            soft = torch.empty(0, self.num_classes, device=self.device)
-        else:
+        else:   # on a rank's empty share too (split_batches): a stored-label replay counts every batch
             soft = self.labeller(images)
         images = images if self._normalize is None else self._normalize(images)
         return LabelledBatch(images, soft, hard)

@@ -228,6 +228,8 @@ class Projector(nn.Module):
         floating-point rounding).
         """
         options = self._labelling or self.prepare_labelling()
+        if not len(images):   # a rank's empty share of a short batch: a ViT's patch embedding cannot take none
+            return torch.zeros(0, self.text_embeddings.shape[0], device=self.mean.device)
         rows = max(1, limits.LABEL_CHUNK_PIXELS // (self.image_size[0] * self.image_size[1]))
         with torch.inference_mode():
             images = images.to(self.mean.device, non_blocking=True)

@@ -41,20 +41,6 @@ def test_split_batches_are_the_single_process_batches_cut_into_contiguous_shares
         assert [len(part.images) for part in parts] == ([2, 1, 1] if len(whole.images) == 4 else [1, 0, 0])
 
 
-def test_an_empty_share_is_not_labelled():
-    """A batch of one split over three ranks leaves two empty shares: the labeller was called on no rows,
-    and a ViT base's patch embedding cannot reshape none (hello eval under torchrun; fourteenth audit)."""
-    images, labels = images_and_labels()
-
-    def labeller(x):
-        assert len(x), "labelled an empty share"
-        return x.mean((2, 3))
-
-    data = LabelledImages(images, labels, ["a", "b", "c"], AUGMENT, labeller, device="cpu", seed=5, rank=2, world_size=3)
-    shares = list(data.loader(4, epochs=1, split_batches=True))
-    assert [len(share.images) for share in shares] == [1, 1, 0] and shares[-1].soft_labels.shape == (0, 3)
-
-
 TRAIN_SCRIPT = textwrap.dedent("""
     import sys
     import torch

@@ -287,6 +287,14 @@ def test_the_prior_weight_is_set_before_merging_and_bounded():
         projector.set_prior_weight(0.2)
 
 
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_an_empty_batch_is_labelled_without_running_the_base(family):
+    """Under torchrun a short last batch leaves a rank an empty share: a ViT's patch embedding cannot take
+    none (hello eval --regime projector crashed on two ranks; fourteenth audit)."""
+    projector = tiny_projector(family, ["a", "b", "c"], seed=0).eval()
+    assert projector.label(torch.empty(0, 3, 32, 32)).shape == (0, 3)
+
+
 def test_a_large_batch_is_labelled_in_chunks_with_the_same_logits(monkeypatch):
     """One label() call ran any batch through the base at once: a file's batch size and image count
     could make that pass tens of gigabytes (found by the eleventh hostile-input audit)."""
