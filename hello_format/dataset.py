@@ -234,11 +234,16 @@ class BatchLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
         self.prefetch, self.split_batches = prefetch, split_batches
+        if not self.batch_sizes():
+            world = "" if split_batches or dataset.world_size == 1 else f" over {dataset.world_size} ranks"
+            raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size} with drop_last")
 
     def shard(self, epoch: int) -> torch.Tensor:
-        """The indices this rank reads in ``epoch``: ranks are disjoint and together cover the set
-        (with ``drop_last``, the set is first cut to a multiple of world_size so ranks stay in step).
-        With ``split_batches``, the whole epoch: ranks split each batch instead (``rows``)."""
+        """The indices this rank reads in ``epoch``. Ranks stay in step, with as many batches each (DDP
+        needs that): with ``drop_last`` the set is cut to a multiple of world_size, else its order is
+        padded to one by repeating its first indices, as torch's DistributedSampler does; ranks are
+        disjoint but for that padding. With ``split_batches``, the whole epoch: ranks split each batch
+        instead (``rows``)."""
         n, world = len(self.dataset), self.dataset.world_size
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
@@ -248,6 +253,8 @@ class BatchLoader:
             return order
         if self.drop_last:
             order = order[: n - n % world]
+        elif n % world:
+            order = torch.cat([order, order.repeat(world)[: world - n % world]])
         return order[self.dataset.rank :: world]
 
     def rows(self, size: int) -> slice:

@@ -142,19 +142,31 @@ def test_loader_seed_argument_overrides_the_dataset_seed(path):
 # ---------------------------------------------------------------------------------- sharding
 
 @pytest.mark.parametrize("world_size", [2, 5])
-def test_shards_are_disjoint_and_cover_the_set_each_epoch(path, world_size):
+def test_shards_cover_the_set_each_epoch_in_step(path, world_size):
+    """Ranks are disjoint and cover the set; 12 images over 5 ranks are padded to 15 (the epoch's first
+    three repeated, as DistributedSampler does), so every rank has as many batches: unequal counts made a
+    DDP loop over HelloDataset's loader die in a gloo collective mismatch (fourteenth audit)."""
     loaders = [HelloDataset(path, device="cpu", rank=r, world_size=world_size).loader(2, epochs=2)
                for r in range(world_size)]
     per_rank = [loader_indices(loader) for loader in loaders]
+    assert len({len(loader) for loader in loaders}) == 1 and len({len(indices) for indices in per_rank}) == 1
+    n, padded = len(CLASSES) * IPC, -(-len(CLASSES) * IPC // world_size) * world_size
     orders = []
     for epoch in range(2):
         seen = []
         for indices in per_rank:
             half = len(indices) // 2
             seen += torch.cat(indices[epoch * half:(epoch + 1) * half]).tolist()
-        assert sorted(seen) == list(range(len(CLASSES) * IPC))  # disjoint (no repeats) and complete
+        assert len(seen) == padded and set(seen) == set(range(n))   # complete, repeats only to pad
         orders.append(seen)
     assert orders[0] != orders[1]  # each epoch reshuffles
+
+
+def test_a_loader_without_a_batch_is_refused(path):
+    """drop_last with fewer images per rank than a batch gave every rank zero batches: each epoch trained
+    on nothing, silently (fourteenth audit)."""
+    with pytest.raises(HelloError, match="no batch: 12 images over 5 ranks in batches of 4 with drop_last"):
+        HelloDataset(path, device="cpu", rank=0, world_size=5).loader(4, drop_last=True)
 
 
 def test_drop_last_gives_every_rank_the_same_batches(path):
