@@ -63,7 +63,7 @@ class WorkDir:
         record = self._read(stage, key)
         missing = [field for field in fields if record is not None and field not in record["result"]]
         if missing:
-            raise self._unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
+            raise unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
         if self.group is not None and self.group.decide(record is not None) != (record is not None):
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
         return record
@@ -75,7 +75,7 @@ class WorkDir:
         record = self._json(marker)
         if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
                 and is_json_number(record.get("seconds"))):
-            raise self._unreadable(marker, "not a stage record")
+            raise unreadable(marker, "not a stage record")
         return record if record["key"] == _jsonable(key) else None
 
     def _json(self, path: Path):
@@ -86,11 +86,7 @@ class WorkDir:
             check_json_cost(text)
             return json.loads(text)
         except (ValueError, RecursionError) as exc:
-            raise self._unreadable(path, str(exc)[:200]) from None
-
-    def _unreadable(self, path: Path, reason: str) -> BuildError:
-        return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh "
-                          "(it discards the stages' results in the work directory, nothing else)")
+            raise unreadable(path, str(exc)[:200]) from None
 
     def finish(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None = None) -> dict:
         """Record ``stage`` as done: its tensors first, then the marker that makes them count. In a
@@ -123,17 +119,26 @@ class WorkDir:
         with atomic_target(self.path / f"{name}.safetensors") as temp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
 
-    def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
+    def load_tensors(self, name: str, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors saved as ``name``; with ``shapes``, each of those names must be there with that shape
+        (a copy into a parameter would broadcast a wrong one silently)."""
         path = self.path / f"{name}.safetensors"
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
-            raise self._unreadable(path, first_line(exc)[:200]) from None
+            raise unreadable(path, first_line(exc)[:200]) from None
+        for key, shape in (shapes or {}).items():
+            if key not in tensors or tuple(tensors[key].shape) != tuple(shape):
+                found = list(tensors[key].shape) if key in tensors else "missing"
+                raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
+        return tensors
 
     def stage_dir(self, stage: str, key: dict) -> Path:
         """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed
         (by rank 0, before any rank reads it)."""
         path = self.path / stage
+        if path.is_symlink():   # its files would be written (and --fresh's removal run) in the link's target
+            raise unreadable(path, "a symbolic link, not the folder this build writes")
         marker = path / "key.json"
         if self.writes:
             if marker.exists() and self._json(marker) != _jsonable(key):
@@ -147,10 +152,18 @@ class WorkDir:
     def discard(self, stage: str) -> None:
         """Forget a stage's result and partial state (its options changed, or --fresh)."""
         for leftover in (self.path / stage, self.path / f"{stage}.json", self.path / f"{stage}.safetensors"):
-            if leftover.is_dir():
+            if leftover.is_symlink():   # the link goes, never what it points at
+                leftover.unlink()
+            elif leftover.is_dir():
                 shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
+
+
+def unreadable(path: Path, reason: str) -> BuildError:
+    """The one-line error for a work-directory file that is damaged, edited or not what this build wrote."""
+    return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh "
+                      "(it discards the stages' results in the work directory, nothing else)")
 
 
 def _jsonable(value):

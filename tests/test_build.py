@@ -10,6 +10,7 @@ Its tree, base and teacher (the ``kit`` fixture) are in conftest.py, the helpers
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import json
 from pathlib import Path
 
@@ -251,8 +252,6 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
 def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tmp_path, stage, edit, reason):
     """An edited (or older) record whose key still matched ended in a KeyError traceback (thirteenth audit;
     the diff review found the fields read outside a stage's load)."""
-    import shutil
-
     options, _, _ = reference
     workdir = tmp_path / "work"
     shutil.copytree(options.workdir_path(), workdir)
@@ -266,8 +265,6 @@ def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tm
 
 def test_fresh_reruns_every_stage_and_keeps_the_users_files(reference, tmp_path):
     """--fresh removed the whole --workdir folder, the user's files in it too (thirteenth audit)."""
-    import shutil
-
     options, _, _ = reference
     workdir = tmp_path / "work"
     shutil.copytree(options.workdir_path(), workdir)
@@ -448,6 +445,38 @@ def test_options_are_checked_before_any_stage(kit, tmp_path, overrides, message)
     with pytest.raises(BuildError, match=message):
         run_build(options)
     assert not options.workdir_path().exists()
+
+
+def _shrink_first_tensor(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    first = sorted(tensors)[0]
+    save_file({**tensors, first: tensors[first][:1].contiguous()}, str(path))
+    return first
+
+
+@pytest.mark.parametrize("damage, reason", [
+    # a saved LoRA state of another shape was broadcast into the parameters, silently (fourteenth audit)
+    (lambda work: _shrink_first_tensor(work / "transfer.safetensors"), "transfer.safetensors is unreadable \\(tensor '"),
+    # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer
+    (lambda work: ((work / "transfer.json").unlink(), (work / "transfer" / "transfer.safetensors").write_bytes(b"{}")),
+     "transfer.safetensors is unreadable \\(SafetensorError"),
+    # a stage folder that is a link: the resumed transfer wrote into the link's target
+    (lambda work: ((work / "transfer.json").unlink(), shutil.rmtree(work / "transfer"),
+                   (work / "transfer").symlink_to(work.parent, target_is_directory=True)),
+     "transfer is unreadable \\(a symbolic link"),
+])
+def test_damaged_stage_tensors_are_one_line_naming_the_remedy(reference, tmp_path, damage, reason):
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    damage(workdir)
+    with pytest.raises(BuildError, match=f"the work directory's {reason}.*rerun with --fresh"):
+        run_build(dataclasses.replace(options, output=str(tmp_path / "damaged.hello"), workdir=str(workdir)))
+    (tmp_path / "notes.txt").write_text("beside the work directory")
+    run_build(dataclasses.replace(options, output=str(tmp_path / "fresh.hello"), workdir=str(workdir), fresh=True))
+    assert (tmp_path / "notes.txt").exists() and not (workdir / "transfer").is_symlink()
 
 
 def test_every_field_a_stage_declares_is_in_its_fresh_result(reference):

@@ -158,6 +158,13 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     assert bundle.manifest["recipe"]["augment"]["ratio"] == [0.5, 2.0]    # the student's view the labels are for
     assert provenance["fidelity"]["view_transfer_kept_step"] in (0, 2, 4)
     assert (tmp_path / "cli.hello.work" / "teacher.json").exists()  # the trained trajectory is kept for resuming
+    # a record that counts more checkpoints than it describes was an IndexError traceback (fourteenth audit)
+    record = json.loads((tmp_path / "cli.hello.work" / "teacher.json").read_text())
+    record["result"]["checkpoints"] = 5
+    (tmp_path / "cli.hello.work" / "teacher.json").write_text(json.dumps(record))
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "the work directory's teacher.json is unreadable (5 checkpoints, described by" \
+        in again.output, again.output
 
 
 def test_console_script_reports_a_bad_input_in_one_line(tmp_path):

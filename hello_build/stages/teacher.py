@@ -12,6 +12,8 @@ import time
 
 from hello_build import teachers as teacher_io
 from hello_build.stages.context import BuildContext
+from hello_build.workdir import unreadable
+from hello_format.text import shortened
 
 
 def trains(options) -> bool:
@@ -40,11 +42,15 @@ def load(ctx: BuildContext, record: dict | None) -> None:
     """``ctx.teachers``: the trained checkpoints of ``record``, or (no record) the given teacher files."""
     options, classes = ctx.options, ctx.index.num_classes
     if record is not None:
+        count, descriptions = record["result"]["checkpoints"], record["result"]["description"]
+        if not (isinstance(count, int) and isinstance(descriptions, list) and 1 <= count <= len(descriptions)):
+            raise unreadable(ctx.work.path / "teacher.json", f"{shortened(count)} checkpoints, described by "
+                                                               f"{shortened(descriptions)}")
         state = ctx.work.load_tensors("teacher")
         members = [teacher_io.zoo_teacher(options.train_teacher, classes,
                                           {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
-                                          input_size=ctx.image_size, description=record["result"]["description"][k])
-                   for k in range(record["result"]["checkpoints"])]
+                                          input_size=ctx.image_size, description=descriptions[k])
+                   for k in range(count)]
     else:
         started = time.perf_counter()
         members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=classes,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from tqdm.auto import tqdm
@@ -34,10 +34,12 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
+from hello_build.workdir import unreadable
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
 from hello_format.limits import LOGIT_SCALE_RANGE
+from hello_format.text import first_line
 from hello_format.runtime import epoch_seed
 
 FIDELITY_SEED = 1234  # the held-out views fidelity is measured on: the same for every measurement
@@ -174,7 +176,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
 
 
 def load(ctx: BuildContext, record: dict) -> None:
-    load_lora_state(ctx.projector, ctx.work.load_tensors("transfer"))
+    load_lora_state(ctx.projector, ctx.work.load_tensors("transfer", lora_shapes(ctx.projector)))
     ctx.log(f"after transfer: {describe(record['result']['fidelity'])}")
 
 
@@ -293,6 +295,11 @@ def lora_state(projector) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in _trainable(projector).items()}
 
 
+def lora_shapes(projector) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor ``lora_state`` holds: what a saved state must have to be loaded."""
+    return {name: tuple(p.shape) for name, p in _trainable(projector).items()}
+
+
 def load_lora_state(projector, state: dict[str, torch.Tensor]) -> None:
     """Put ``lora_state``'s tensors back into the projector's trainable parameters."""
     with torch.no_grad():
@@ -322,9 +329,19 @@ def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], f
     path = directory / "transfer.safetensors"
     if not path.exists():
         return 0, [], 0.0
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
+    try:   # a checkpoint cut short, edited or from another build: one line, before anything is copied
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        done, history = int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h]
+        seconds = float(meta.get("seconds", 0.0))
+    except (OSError, SafetensorError, KeyError, ValueError) as exc:
+        raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
+    for name, shape in lora_shapes(projector).items():
+        found = tensors.get(f"param/{name}")
+        if found is None or tuple(found.shape) != shape:
+            raise unreadable(path, f"tensor 'param/{name}' is {list(found.shape) if found is not None else 'missing'}, "
+                                   f"this build needs {list(shape)}")
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
@@ -334,4 +351,4 @@ def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], f
                     "exp_avg": tensors[f"exp_avg/{name}"].to(p.device),
                     "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device),
                 }
-    return int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h], float(meta.get("seconds", 0.0))
+    return done, history, seconds

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
-from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lora_state, lora_state, measure,
-                                         transfer_loss, views)
+from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lora_state, lora_shapes, lora_state,
+                                         measure, transfer_loss, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.labelling import autocast
 from hello_format.recipe import Recipe
@@ -208,7 +208,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
 def load(ctx: BuildContext, record: dict | None) -> None:
     if record is None:
         return
-    load_lora_state(ctx.projector, ctx.work.load_tensors("view_transfer"))
+    load_lora_state(ctx.projector, ctx.work.load_tensors("view_transfer", lora_shapes(ctx.projector)))
     result = record["result"]
     ctx.log(f"after synthetic-view transfer (step {result['kept_step']} kept): held-out real views "
             f"{describe(result['fidelity'])}")
