@@ -184,6 +184,26 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert paths[1].read_text().endswith("# tiny\n")
 
 
+def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, tmp_path, monkeypatch):
+    """The card's size was asked, and the card fetched, at the branch again: moved since the bundle came,
+    it gave another commit's card (fourteenth audit). The hub moves here between the two downloads."""
+    from hello_format.hub import publish
+
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes, commit=COMMIT)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# the bundle's card\n", commit=COMMIT)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# another commit's card\n", commit=OTHER_COMMIT, ref=None)
+    resolve = publish.resolve
+
+    def resolve_then_move_main(*args, **kwargs):
+        local = resolve(*args, **kwargs)
+        (Path(hub_cache) / "datasets--org--tiny" / "refs" / "main").write_text(OTHER_COMMIT)
+        return local
+
+    monkeypatch.setattr(publish, "resolve", resolve_then_move_main)
+    paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "pulled")
+    assert paths[1].read_text() == "# the bundle's card\n"
+
+
 def test_pull_into_a_folder_keeps_the_folders_own_readme(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     cache_file(hub_cache, "org/tiny", "README.md", b"# the stranger's card\n")
@@ -373,7 +393,7 @@ def test_hello_pull_says_a_skipped_card_in_one_line(hub_cache, bundle_bytes, tmp
     cache_file(hub_cache, "org/tiny", "README.md", b"A" * (limits.MAX_CARD_BYTES + 1))
     result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny/README.md is "
+    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md is "   # the bundle's commit
                                           f"{limits.MAX_CARD_BYTES + 1:,} bytes (a card is at most "
                                           f"{limits.MAX_CARD_BYTES:,}): not pulled"]
 

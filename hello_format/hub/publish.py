@@ -21,7 +21,7 @@ from hello_format.errors import HelloError, HubError
 from hello_format.files import atomic_folder, atomic_target
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
-                                       parse_hf_uri, resolve)
+                                       parse_hf_uri, resolve, snapshot_commit)
 from hello_format.text import shortened, terminal
 
 _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
@@ -36,7 +36,9 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
     local = resolve(uri, token=token)
-    card_file = _fetch_card(HubRef(ref.repo_type, ref.repo_id, ref.revision, _CARD), token) if with_card else None
+    # the card of the bundle's own commit: a branch that moved since would give another commit's card
+    commit = snapshot_commit(local, ref.path) or ref.revision
+    card_file = _fetch_card(HubRef(ref.repo_type, ref.repo_id, commit, _CARD), token) if with_card else None
     out = Path(out_dir)
     targets = [(local, out / name)] + ([(card_file, out / card_name(name))] if card_file is not None else [])
     for _, target in targets:

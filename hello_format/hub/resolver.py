@@ -115,6 +115,16 @@ def download(ref: HubRef, *, token: str | None = None, cache_dir: str | Path | N
     return Path(local)
 
 
+def snapshot_commit(local: Path, path_in_repo: str) -> str | None:
+    """The commit a file ``hf_hub_download`` returned belongs to: the ``snapshots/<commit>/`` folder its
+    path is in (huggingface_hub's cache layout), or None where the path is not laid out so."""
+    parts, depth = Path(local).parts, len(Path(path_in_repo).parts)
+    if len(parts) < depth + 2 or parts[-depth - 2] != "snapshots":
+        return None
+    commit = parts[-depth - 1]
+    return commit if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else None
+
+
 def verify_download(local: Path, uri: str) -> None:
     """Check a downloaded bundle in one pass: every tensor against the manifest's sha256. Only when that
     fails is the whole file hashed against the hub's checksum (the cache blob's name), to say whether the
