@@ -63,11 +63,12 @@ MIN_BATCH_ACTIVATION_BYTES = 2**32
 BATCH_ACTIVATION_BYTES_PER_FILE_BYTE = 4_096
 # a whole run of the file's own epochs (--epochs, the user's choice, is not bounded): every view's
 # activations, every validation image's (scored at the view size), every step's fp32 parameters and, where
-# a projector or teacher labels, its activations for every view, at most the larger of these. ConvNet-3 students of a 22 MB CIFAR-10 IPC 50 bundle compute 3.4e11
-# bytes (about 5 CPU minutes), 8.1e11 with its 32 px projector; of a 250 KB zero-shot IPC 10 bundle with
-# an RN50 base at 224 px, 4.7e12; ResNet-18 on an ImageNet-1K IPC 10 file of 150 MB or more, 5.5e14 with
-# an RN50 projector; a 5 KB file asking a million epochs of ten 32 px views in batches of one (10M
-# steps), 3.5e13 without one
+# a projector or teacher labels, its activations for every view, at most the larger of these. ConvNet-3
+# students of a 22 MB CIFAR-10 IPC 50 bundle, scored on its 10,000 test images, compute 3.6e11 bytes
+# (about 5 CPU minutes), 8.3e11 with its 32 px projector; of a 250 KB zero-shot IPC 10 bundle with an RN50
+# base at 224 px, 4.7e12; ResNet-18 on an ImageNet-1K IPC 10 file of 150 MB or more (50,000 validation
+# images), 5.5e14 with an RN50 projector; a 5 KB file asking a million epochs of ten 32 px views in batches
+# of one (10M steps), 3.5e13 without one
 MIN_RUN_BYTES = 2**43
 RUN_BYTES_PER_FILE_BYTE = 2**24
 # a labeller's fp32 activations per pixel of its input: RN50's 3,026 (ViT-B/16 1,930, ResNet-18 596; meta device)
@@ -173,12 +174,12 @@ def top1(model: torch.nn.Module, val: RealImages, *, device, group: Group | None
     return correct / max(1, len(val))
 
 
-def val_batch_size(view_bytes: int) -> int:
-    """Validation images per batch for a student whose layers output ``view_bytes`` per view
+def val_batch_size(activations_per_view: int) -> int:
+    """Validation images per batch for a student whose layers output ``activations_per_view`` bytes per view
     (``activation_bytes``): ``VAL_BATCH``, fewer where that batch would hold more than
     ``MIN_BATCH_ACTIVATION_BYTES``, so a bundle's view size (``recipe.augment.output_size``) cannot make
     one batch of the user's images tens of gigabytes (ConvNet-3 at 448 px: 6.6 GB for 64 images)."""
-    return max(1, min(VAL_BATCH, MIN_BATCH_ACTIVATION_BYTES // max(1, view_bytes)))
+    return max(1, min(VAL_BATCH, MIN_BATCH_ACTIVATION_BYTES // max(1, activations_per_view)))
 
 
 def evaluate(
@@ -220,7 +221,7 @@ def evaluate(
         size = recipe.augment.output_size or bundle.image_shape[-1]
         val_index = in_class_order(scan_image_folder(val_dir), bundle.class_folders, "validation folder")
         # from the manifest (and the validation folder's listing): nothing is decoded or built for a bundle the check refuses
-        view_bytes = check_cost(
+        activations_per_view = check_cost(
             recipe, bundle.image_shape, len(bundle.class_names), size,
             _label_size(regime, bundle.manifest["base"], teacher, size), bundle.file_size, val_images=len(val_index),
             file_epochs=(recipe_overrides or {}).get("epochs") is None,
@@ -264,7 +265,7 @@ def evaluate(
         model = train_student(data, recipe, image_size=size, device=device, progress=progress, precision=precision,
                               group=group)
         train_seconds = time.perf_counter() - training
-    accuracy = top1(model, val, device=device, group=group, batch_size=val_batch_size(view_bytes))
+    accuracy = top1(model, val, device=device, group=group, batch_size=val_batch_size(activations_per_view))
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,

@@ -11,7 +11,7 @@ from importlib import resources
 import jsonschema
 
 from hello_format import limits
-from hello_format.augment import view_bytes, view_bytes_allowed
+from hello_format.augment import SETTINGS, AugmentConfig, AugmentError, view_bytes, view_bytes_allowed
 from hello_format.container import is_json_int, is_json_number, strides_fit
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
@@ -478,8 +478,6 @@ def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
         _number_in(where, field, _get(manifest, field), low, high)
     augment = _get(manifest, "recipe.augment")
     if isinstance(augment, dict):
-        from hello_format.augment import SETTINGS, AugmentConfig, AugmentError  # torch: imported with the bundle anyway
-
         known = {key: value for key, value in augment.items() if key in SETTINGS}
         try:
             AugmentConfig.from_dict(known)
