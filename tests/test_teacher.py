@@ -1,5 +1,7 @@
 """ProjectorTeacher under DD-Ranking's calling convention: ``tea_model(images)`` on normalised batches."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,7 +86,10 @@ def test_the_example_orders_resizes_and_normalises_the_bundles_images(bundle_pat
 
 
 def test_ddrankings_own_training_loop_runs_with_the_teacher(projector):
-    pytest.importorskip("ddranking")
+    """Skipped where DD-Ranking is not installed (it pins numpy<2); CI runs it in its own environment
+    (.ci/run), where HELLO_REQUIRE_DDRANKING makes a missing package a failure, not a skip."""
+    if not os.environ.get("HELLO_REQUIRE_DDRANKING"):
+        pytest.importorskip("ddranking")
     from ddranking.aug import Cutmix
     from ddranking.loss import KLDivergenceLoss
     from ddranking.utils import build_model
