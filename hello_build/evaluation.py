@@ -116,7 +116,7 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, split_batches=True)
     sizes = loader.batch_sizes()
-    total, per_epoch = max(1, len(loader)), max(1, len(sizes))
+    total, per_epoch = len(loader), len(sizes)   # the loader refuses to have no batch
     model.train()
     bar = tqdm(total=total, desc=f"student {recipe.arch}", disable=not progress, leave=False)
     epoch_loss = 0.0

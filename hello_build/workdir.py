@@ -127,10 +127,7 @@ class WorkDir:
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise unreadable(path, first_line(exc)[:200]) from None
-        for key, shape in (shapes or {}).items():
-            if key not in tensors or tuple(tensors[key].shape) != tuple(shape):
-                found = list(tensors[key].shape) if key in tensors else "missing"
-                raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
+        check_shapes(path, tensors, shapes or {})
         return tensors
 
     def stage_dir(self, stage: str, key: dict) -> Path:
@@ -158,6 +155,14 @@ class WorkDir:
                 shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
+
+
+def check_shapes(path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
+    """``unreadable`` unless each name of ``shapes`` is among ``tensors`` with that shape."""
+    for key, shape in shapes.items():
+        if key not in tensors or tuple(tensors[key].shape) != tuple(shape):
+            found = list(tensors[key].shape) if key in tensors else "missing"
+            raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
 
 
 def unreadable(path: Path, reason: str) -> BuildError:

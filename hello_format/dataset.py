@@ -148,7 +148,8 @@ class LabelledImages(Dataset):
         ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
         the same batches in the same order. ``split_batches``: every rank walks the same global batches
         of ``batch_size`` (the same order and augmented views for any world size) and gets its own
-        contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one."""
+        contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one.
+        A loader that would have no batch (no images, or ``drop_last`` with fewer than a batch) is refused."""
         return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch,
                            self.prefetch if prefetch is None else prefetch, split_batches)
 
@@ -234,9 +235,10 @@ class BatchLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
         self.prefetch, self.split_batches = prefetch, split_batches
-        if not self.batch_sizes():
+        if not self.batch_sizes():   # each epoch would train on nothing
             world = "" if split_batches or dataset.world_size == 1 else f" over {dataset.world_size} ranks"
-            raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size} with drop_last")
+            raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size}"
+                             + (" with drop_last" if drop_last else ""))
 
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``. Ranks stay in step, with as many batches each (DDP

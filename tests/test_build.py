@@ -246,6 +246,7 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
 
 @pytest.mark.parametrize("stage, edit, reason", [
     ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
+    ("text_head", lambda record: record["result"].update(fidelity=None), "TypeError: .*"),   # there, of another shape
     ("init", lambda record: record["result"].pop("source_size"), "no result field 'source_size'"),   # by the next stage
     ("text_head", lambda record: record.pop("seconds"), "not a stage record"),
 ])
@@ -382,6 +383,9 @@ def test_synthetic_images_never_come_from_held_out_images(reference):
 def test_init_images_are_relabelled_instead_of_initialised(kit, tmp_path):
     init_dir = make_tree(tmp_path / "distilled", per_class=3, size=24, seed=7)
     summary, _ = run_build(tiny_options(kit, tmp_path, init_images=str(init_dir), transfer_epochs=1))
+    # and it resumes: its init record has every field the init stage declares (the diff review found one missing)
+    again, _ = run_build(tiny_options(kit, tmp_path, init_images=str(init_dir), transfer_epochs=1))
+    assert again["output"] == summary["output"]
     with Bundle.open(summary["output"], verify=True) as bundle:
         assert bundle.num_images == 9 and bundle.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
         assert bundle.ipc == 3  # what the given set holds, not --ipc
@@ -456,7 +460,26 @@ def _shrink_first_tensor(path):
     return first
 
 
+def _edit_checkpoint(work, edit):
+    """Rerun the transfer from its epoch checkpoint, edited: ``edit(tensors, metadata)`` in place."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    (work / "transfer.json").unlink()
+    path = work / "transfer" / "transfer.safetensors"
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+    tensors = load_file(str(path))
+    edit(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+
+
 @pytest.mark.parametrize("damage, reason", [
+    # a checkpoint's AdamW moments and epoch count were used as found (review of the fourteenth audit's fix)
+    (lambda work: _edit_checkpoint(work, lambda t, m: t.pop(next(k for k in sorted(t) if k.startswith("exp_avg/")))),
+     "transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' is missing"),
+    (lambda work: _edit_checkpoint(work, lambda t, m: m.update(epochs_done="-7")),
+     "transfer.safetensors is unreadable \\(-7 epochs done of"),
     # a saved LoRA state of another shape was broadcast into the parameters, silently (fourteenth audit)
     (lambda work: _shrink_first_tensor(work / "transfer.safetensors"), "transfer.safetensors is unreadable \\(tensor '"),
     # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer

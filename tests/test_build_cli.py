@@ -165,6 +165,10 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "the work directory's teacher.json is unreadable (5 checkpoints, described by" \
         in again.output, again.output
+    record["result"].update(checkpoints=2, description=[1, 2])   # descriptions that are not text (review)
+    (tmp_path / "cli.hello.work" / "teacher.json").write_text(json.dumps(record))
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "teacher.json is unreadable (2 checkpoints, described by [1, 2])" in again.output
 
 
 def test_console_script_reports_a_bad_input_in_one_line(tmp_path):

@@ -452,7 +452,8 @@ def test_a_diverged_student_is_an_error_not_an_accuracy(eval_kit, on_path):
 
 
 @pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--epochs", "0"), ("--lr", "0"), ("--temperature", "-1"),
-                                           ("--temperature", "1e-300"), ("--lr", "1e300"), ("--beta", "1e300")])
+                                           ("--temperature", "1e-300"), ("--lr", "1e300"), ("--beta", "1e300"),
+                                           ("--seed", "-1"), ("--seed", str(2**64))])
 def test_a_recipe_override_out_of_the_recipes_range_is_a_usage_error(eval_kit, option, value):
     """Overrides skip the checks that bound a file's recipe: --batch-size 0 was a ZeroDivisionError
     traceback (thirteenth audit), --temperature 1e-300 a student trained on NaN. They take the reader's ranges."""

@@ -18,10 +18,11 @@ import torch
 from hello_build.data import ImageFolderIndex, RealImages
 from hello_build.distributed import Group
 from hello_build.options import BuildOptions
-from hello_build.workdir import WorkDir
+from hello_build.workdir import WorkDir, unreadable
 from hello_format.augment import AugmentConfig
 from hello_format.digests import file_sha256
 from hello_format.projector import Projector
+from hello_format.text import first_line
 
 # The order in which results depend on each other; an option's ``stage`` (hello_build.options) is the
 # first of these it changes. "data" and "base" are the build's set-up; "recipe" (the student's view)
@@ -106,10 +107,11 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     """The recorded result of ``stage`` (reused when its options are unchanged, else made by ``stage.run``),
     then loaded into ``ctx``; None when the stage is off. A result's ``resumed_seconds`` (time earlier,
     interrupted runs of the stage spent) is added to its time."""
-    record = None
+    record, resumed = None, False
     if stage.when(ctx.options):
         key = stage_key(ctx.options, stage.name)
         record = ctx.work.result(stage.name, key, stage.fields)
+        resumed = record is not None
         if record is None:
             started = time.perf_counter()
             result, tensors = stage.run(ctx)
@@ -117,5 +119,10 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             record = ctx.work.finish(stage.name, key, result, seconds, tensors=tensors)
         ctx.timings[stage.name] = record["seconds"]
         ctx.results[stage.name] = record["result"]
-    stage.load(ctx, record)
+    try:
+        stage.load(ctx, record)
+    except (KeyError, TypeError, IndexError) as exc:   # a resumed result's field of another shape (edited, older)
+        if not resumed:
+            raise
+        raise unreadable(ctx.work.path / f"{stage.name}.json", f"{type(exc).__name__}: {first_line(exc)[:120]}") from None
     return record

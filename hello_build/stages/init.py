@@ -299,7 +299,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     options = ctx.options
     if options.init_images:
         images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad)
-        return {"images": len(labels), "source": Path(options.init_images).name}, {"images": images, "labels": labels}
+        result = {"images": len(labels), "source": Path(options.init_images).name, "source_size": None}   # no crops
+        return result, {"images": images, "labels": labels}
     group = ctx.group
     classes = None if group is None else shard_indices(ctx.index.num_classes, group.rank, group.world_size)
     made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,

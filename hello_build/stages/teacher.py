@@ -43,7 +43,8 @@ def load(ctx: BuildContext, record: dict | None) -> None:
     options, classes = ctx.options, ctx.index.num_classes
     if record is not None:
         count, descriptions = record["result"]["checkpoints"], record["result"]["description"]
-        if not (isinstance(count, int) and isinstance(descriptions, list) and 1 <= count <= len(descriptions)):
+        if not (isinstance(count, int) and isinstance(descriptions, list) and 1 <= count <= len(descriptions)
+                and all(isinstance(text, str) for text in descriptions[:count])):
             raise unreadable(ctx.work.path / "teacher.json", f"{shortened(count)} checkpoints, described by "
                                                                f"{shortened(descriptions)}")
         state = ctx.work.load_tensors("teacher")

@@ -34,7 +34,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_build.workdir import unreadable
+from hello_build.workdir import check_shapes, unreadable
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
@@ -115,7 +115,7 @@ def run_transfer(
     optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=options.transfer_weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
     total = max(1, options.transfer_epochs * steps_per_epoch)
-    start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer)
+    start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer, options.transfer_epochs)
     shape = tuple(train_data[0][0].shape[-2:])  # the images' (height, width): the data's images are one size
 
     for epoch in range(start_epoch, options.transfer_epochs):
@@ -324,8 +324,9 @@ def _save(directory: Path, projector, optimizer, epochs_done: int, history: list
         save_file(tensors, str(temp), metadata=meta)
 
 
-def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], float]:
-    """Load the last epoch checkpoint, if any; returns (epochs done, loss history, seconds spent)."""
+def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, list[float], float]:
+    """Load the last epoch checkpoint, if any, of a transfer of ``epochs``; returns (epochs done, loss
+    history, seconds spent). A checkpoint that is not what ``_save`` wrote for it is ``unreadable``."""
     path = directory / "transfer.safetensors"
     if not path.exists():
         return 0, [], 0.0
@@ -337,11 +338,13 @@ def _restore(directory: Path, projector, optimizer) -> tuple[int, list[float], f
         seconds = float(meta.get("seconds", 0.0))
     except (OSError, SafetensorError, KeyError, ValueError) as exc:
         raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
-    for name, shape in lora_shapes(projector).items():
-        found = tensors.get(f"param/{name}")
-        if found is None or tuple(found.shape) != shape:
-            raise unreadable(path, f"tensor 'param/{name}' is {list(found.shape) if found is not None else 'missing'}, "
-                                   f"this build needs {list(shape)}")
+    if not (0 <= done <= epochs and len(history) == done):
+        raise unreadable(path, f"{done} epochs done of {epochs}, with {len(history)} losses")
+    shapes = {}
+    for name, shape in lora_shapes(projector).items():   # AdamW's moments, where it has stepped, are the param's shape
+        moments = {f"exp_avg/{name}": shape, f"exp_avg_sq/{name}": shape, f"step/{name}": (1,)}
+        shapes.update({f"param/{name}": shape, **(moments if f"step/{name}" in tensors else {})})
+    check_shapes(path, tensors, shapes)
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
