@@ -220,7 +220,8 @@ def evaluate(
         check_optimizer(recipe)   # before anything is decoded or built
         size = recipe.augment.output_size or bundle.image_shape[-1]
         val_index = in_class_order(scan_image_folder(val_dir), bundle.class_folders, "validation folder")
-        # from the manifest (and the validation folder's listing): nothing is decoded or built for a bundle the check refuses
+        # from the manifest and the validation folder's listing: nothing is decoded or built for a bundle
+        # the check refuses
         activations_per_view = check_cost(
             recipe, bundle.image_shape, len(bundle.class_names), size,
             _label_size(regime, bundle.manifest["base"], teacher, size), bundle.file_size, val_images=len(val_index),

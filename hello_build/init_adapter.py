@@ -41,7 +41,8 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
     weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
     try:
         _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
-        lora.load_state_dict(projector.visual, _read_tensors(weights_path, lora.export_state_dict(projector.visual), "--lora-rank"))
+        stored = _read_tensors(weights_path, lora.export_state_dict(projector.visual), "--lora-rank")
+        lora.load_state_dict(projector.visual, stored)
         head = _start_head(projector, folder / HEAD_FILE)
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None

@@ -124,5 +124,6 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     except (KeyError, TypeError, IndexError) as exc:   # a resumed result's field of another shape (edited, older)
         if not resumed:
             raise
-        raise unreadable(ctx.work.path / f"{stage.name}.json", f"{type(exc).__name__}: {first_line(exc)[:120]}") from None
+        reason = f"{type(exc).__name__}: {first_line(exc)[:120]}"
+        raise unreadable(ctx.work.path / f"{stage.name}.json", reason) from None
     return record
