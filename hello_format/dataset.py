@@ -238,7 +238,7 @@ class BatchLoader:
         if not self.batch_sizes():   # each epoch would train on nothing
             world = "" if split_batches or dataset.world_size == 1 else f" over {dataset.world_size} ranks"
             raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size}"
-                             + (" with drop_last" if drop_last else ""))
+                             + (" with drop_last: pass a smaller batch_size or drop_last=False" if drop_last else ""))
 
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``. Ranks stay in step, with as many batches each (DDP

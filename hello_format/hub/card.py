@@ -187,7 +187,7 @@ def _check_card_size(text: str, sections: list[str]) -> None:
     largest = max(sections, key=lambda s: len(s.encode("utf-8")))
     heading = largest.strip().split("\n", 1)[0].lstrip("# ")
     raise HubError(f"the card would be {size:,} bytes, over the {MAX_CARD_BYTES:,} that hello pull takes; its "
-                   f"largest section is {heading!r} ({len(largest.encode('utf-8')):,} bytes)"
+                   f"largest section is {shortened(heading, 60)} ({len(largest.encode('utf-8')):,} bytes)"
                    + ("; pass fewer --eval results or fields" if heading == "Evaluation" else ""))
 
 
