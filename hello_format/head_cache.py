@@ -4,12 +4,16 @@ depends on, so that reopening a bundle skips the text tower (spec section 3.2, "
 One entry per key, a safetensors file ``<key>.safetensors`` holding ``head.weight`` (F32 [C, d]) and,
 in its metadata, the key and the tensor's sha256. An entry is trusted only when its header parses
 within bounds, its key, shape and digest match and its values are finite; anything else is
-recomputed and rewritten. A directory that cannot be written costs a warning, never an error.
+recomputed and rewritten. The entries together hold at most ``HEAD_CACHE_BYTES``: storing one
+evicts the least recently used (a hit refreshes its entry's mtime). A directory that cannot be written
+costs a warning, never an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -20,11 +24,12 @@ from hello_format.container import read_header, tensor_bytes, write_container
 from hello_format.digests import buffer_sha256
 from hello_format.errors import HelloError
 from hello_format.files import atomic_target
-from hello_format.limits import MAX_HEAD_CACHE_ENTRY_BYTES
+from hello_format.limits import HEAD_CACHE_BYTES, MAX_HEAD_CACHE_ENTRY_BYTES
 from hello_format.manifest import canonical_json
 
 TENSOR = "head.weight"
 KEY_VERSION = "hello-text-head-1"   # changes when the computation of a head changes
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.safetensors")
 
 
 def cache_dir() -> Path:
@@ -49,8 +54,13 @@ def head_key(base: dict, class_names: Sequence[str], templates: Sequence[str], e
 
 
 def load(key: str, num_classes: int) -> torch.Tensor | None:
-    """The cached head for ``key`` (F32 ``[num_classes, d]``), or None when missing or unsound."""
-    return _read(_entry(key), key, num_classes)
+    """The cached head for ``key`` (F32 ``[num_classes, d]``), or None when missing or unsound; a hit
+    marks its entry as recently used."""
+    head = _read(_entry(key), key, num_classes)
+    if head is not None:
+        with contextlib.suppress(OSError):
+            os.utime(_entry(key))
+    return head
 
 
 def store(key: str, head: torch.Tensor) -> None:
@@ -58,7 +68,8 @@ def store(key: str, head: torch.Tensor) -> None:
     head too large for ``load`` to read back is not written."""
     if head.numel() * 4 > MAX_HEAD_CACHE_ENTRY_BYTES - 2**16:   # fp32 values and room for the header
         return
-    _write(_entry(key), key, head.detach().to("cpu", torch.float32).contiguous())
+    if _write(_entry(key), key, head.detach().to("cpu", torch.float32).contiguous()):
+        _evict(keep=_entry(key))
 
 
 def _entry(key: str) -> Path:
@@ -86,8 +97,9 @@ def _read(path: Path, key: str, num_classes: int) -> torch.Tensor | None:
     return head if bool(torch.isfinite(head).all()) else None
 
 
-def _write(path: Path, key: str, head: torch.Tensor) -> None:
-    """Store ``head`` atomically; a cache that cannot be written is skipped with one warning line."""
+def _write(path: Path, key: str, head: torch.Tensor) -> bool:
+    """Store ``head`` atomically (True); a cache that cannot be written is skipped with one warning
+    line (False)."""
     metadata = {"format": "hello-head-cache", "key": key, "sha256": buffer_sha256(tensor_bytes(head))}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,3 +108,26 @@ def _write(path: Path, key: str, head: torch.Tensor) -> None:
     except OSError as exc:
         warnings.warn(f"hello: head cache {path.parent} is not writable ({exc.strerror or exc}); "
                       "the head is computed without caching", stacklevel=3)
+        return False
+    return True
+
+
+def _evict(keep: Path) -> None:
+    """Remove the least recently used entries (oldest mtime first, never ``keep``) until the entries
+    hold at most ``HEAD_CACHE_BYTES``. Only files named as entries are counted or removed; one that
+    vanishes meanwhile (another process evicting) is skipped."""
+    entries = []
+    with contextlib.suppress(OSError):
+        for path in keep.parent.iterdir():
+            if _ENTRY_NAME.fullmatch(path.name):
+                with contextlib.suppress(OSError):
+                    stat = path.stat()
+                    entries.append((stat.st_mtime_ns, stat.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= HEAD_CACHE_BYTES:
+            break
+        if path != keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                total -= size

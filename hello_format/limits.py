@@ -134,8 +134,10 @@ MAX_BATCH_BASE_PIXELS = 2**31
 # one chunk)
 LABEL_CHUNK_PIXELS = 2**24
 
-# the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written)
+# the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written);
+# the entries together at most HEAD_CACHE_BYTES (storing one evicts the least recently used beyond it)
 MAX_HEAD_CACHE_ENTRY_BYTES = 2**30
+HEAD_CACHE_BYTES = 2**32
 # a text head [classes, embed_dim] the base computes (not stored): at most this many values (512 MiB in
 # fp32, so that the cache can hold it; 100,000 classes x 1,280 fit) and at most one per byte of the file
 # (ImageNet-1K x 1,024 is 1M values; a class costs the file at least one image)

@@ -3,6 +3,8 @@ cache that lets a public base skip its text tower (hello_format.head_cache)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -10,6 +12,7 @@ from safetensors.torch import save_file
 from hello_format import head_cache
 from hello_format.base import create_base, describe_base, embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
+from hello_format.digests import buffer_sha256
 from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
@@ -192,6 +195,25 @@ def test_an_unsound_entry_is_recomputed_and_rewritten(local_bundle, head_cache_d
     assert (head_cache.load(key, len(CLASSES)) is None) == (damage != "wrong width")
     torch.testing.assert_close(_head(path, checkpoint), built.text_embeddings, atol=0, rtol=0)
     assert torch.equal(head_cache.load(key, len(CLASSES)), built.text_embeddings)   # rewritten
+
+
+def test_storing_beyond_the_cache_bound_evicts_the_least_recently_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path))   # a cache of this test's entries alone
+    head_cache_dir = tmp_path / "heads"
+    heads = {name: torch.full((3, 64), float(i)) for i, name in enumerate("abcd")}
+    keys = {name: buffer_sha256(name.encode()) for name in heads}
+    entries = {name: head_cache_dir / f"{keys[name]}.safetensors" for name in heads}
+    for second, name in enumerate("abc", start=1):   # stored long ago, a before b before c
+        head_cache.store(keys[name], heads[name])
+        os.utime(entries[name], ns=(second * 10**9, second * 10**9))
+    foreign = head_cache_dir / "notes.txt"   # not an entry: neither counted nor removed
+    foreign.write_bytes(bytes(2**16))
+    monkeypatch.setattr(head_cache, "HEAD_CACHE_BYTES", 3 * entries["a"].stat().st_size)
+    assert torch.equal(head_cache.load(keys["a"], 3), heads["a"])   # a hit: a is now the most recent
+    head_cache.store(keys["d"], heads["d"])
+    assert [name for name in "abcd" if entries[name].exists()] == ["a", "c", "d"]
+    assert foreign.exists()
+    assert torch.equal(head_cache.load(keys["d"], 3), heads["d"])
 
 
 def test_the_key_covers_the_base_classes_templates_and_ensemble():
