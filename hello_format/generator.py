@@ -42,6 +42,9 @@ class EncoderLoraConfig:
     shapes: dict | None = None          # int8/int4: peft key -> the delta's shape
 
     def __post_init__(self):
+        for name, only in (("peft_type", "LORA"), ("module_root", "visual"), ("bias", "none")):
+            if getattr(self, name) != only:   # the format stores LoRA deltas of the image tower, no biases
+                raise ManifestError(f"lora.{name} must be {only!r}, got {shortened(str(getattr(self, name)))}")
         if isinstance(self.target_modules, list):
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if isinstance(self.target_modules, str):

@@ -59,11 +59,6 @@ def encoder_config(visual: nn.Module, **fields) -> EncoderLoraConfig:
 def peft_config(config: EncoderLoraConfig, **resolved) -> LoraConfig:
     """The peft ``LoraConfig`` an encoder LoRA config describes (``resolved``: target_modules,
     rank_pattern, alpha_pattern as ``explicit`` resolved them, in place of the config's)."""
-    if config.peft_type != "LORA" or config.module_root != "visual":
-        raise ManifestError("lora.peft_type must be 'LORA' and lora.module_root 'visual' "
-                            f"(got {config.peft_type!r}, {config.module_root!r})")
-    if config.bias != "none":
-        raise ManifestError(f"lora.bias {config.bias!r} is not supported: only 'none'")
     targets = resolved.get("target_modules", config.target_modules)
     return LoraConfig(
         r=config.r, lora_alpha=config.lora_alpha,
