@@ -22,6 +22,7 @@ LABELS = "labels"
 ENCODER_PREFIX = "encoder_lora."
 HEAD_A, HEAD_B = "head.lora_A", "head.lora_B"
 HEAD_WEIGHT = "head.weight"
+STORED_HEAD_SINCE = (1, 1)   # the format version that added base.embedded (and with "visual", head.weight)
 BASE_PREFIX = "base."
 VISUAL_BASE_PREFIX = "base.visual."
 DTYPE_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}   # int8/int4: spec 3.3
@@ -49,7 +50,8 @@ def check_consistency(where: str, manifest: dict, shapes: Shapes, read: Callable
     _check_images(where, manifest["images"], shapes, read)
     lora, head = EncoderLoraConfig.from_manifest(manifest["lora"]), HeadConfig.from_manifest(manifest["head"])
     for field, config in (("lora", lora), ("head.lora", head.lora)):
-        _check_quantised_version(where, manifest["format_version"], field, config)
+        if config is not None and is_quantised(config.dtype):
+            _check_since(where, manifest, SINCE_VERSION, f"field '{field}.dtype' is {config.dtype}")
     _check_encoder_lora(where, lora, shapes)
     _check_head(where, head, shapes, num_classes)
     _check_base(where, manifest["base"], shapes)
@@ -173,10 +175,12 @@ def adapted_module(module_path: str) -> str:
     return module_path
 
 
-def _check_quantised_version(where, version: str, field: str, config) -> None:
-    if config is not None and is_quantised(config.dtype) and parse_version(version) < SINCE_VERSION:
-        raise ManifestError(f"{where}: field '{field}.dtype' is {config.dtype}, which needs format_version 1.1 "
-                            f"or later (the file says {version})")
+def _check_since(where, manifest: dict, since: tuple[int, int], what: str) -> None:
+    """ManifestError when the file's version is below ``since``, the version that added ``what``."""
+    version = manifest["format_version"]
+    if parse_version(version) < since:
+        raise ManifestError(f"{where}: {what}, which needs format_version {'%d.%d' % since} or later "
+                            f"(the file says {version})")
 
 
 def _logical_shapes(where, field: str, config, names: list[str], prefix: str, shapes: Shapes) -> Shapes:
@@ -273,9 +277,13 @@ def _check_stored_head(where, manifest, shapes, num_classes) -> None:
     """``base.embedded == "visual"``: the base.* tensors are the image tower's, and ``head.weight``
     (F32 [C, d], d as the head LoRA's) replaces the text tower; otherwise no ``head.weight``."""
     base = manifest["base"]
-    visual = base.get("embedded") == "visual"
-    if visual and base["source"] != "embedded":
-        raise ManifestError(f"{where}: field 'base.embedded' is 'visual' but base.source is {base['source']!r}")
+    part = base.get("embedded")
+    if part is not None:
+        if base["source"] != "embedded":
+            raise ManifestError(f"{where}: field 'base.embedded' is {part!r} but base.source is {base['source']!r} "
+                                "(only embedded bases say which part they store)")
+        _check_since(where, manifest, STORED_HEAD_SINCE, f"field 'base.embedded' is {part!r}")
+    visual = part == "visual"
     if not visual:
         if HEAD_WEIGHT in shapes:
             raise ManifestError(f"{where}: tensor '{HEAD_WEIGHT}' exists but field 'base.embedded' is not 'visual' "

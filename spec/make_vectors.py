@@ -261,8 +261,15 @@ def _stored_head_vectors(out: pathlib.Path, valid, manifest: dict, tensors: dict
                     {**tensors, **stored, "head.weight": _pattern((len(CLASS_NAMES) + 1, 8), 41, torch.float32)})
     write_unchecked(out / "stored_head_with_text_tower.hello", manifest_11,
                     {**tensors, **stored, "base.token_embedding.weight": _pattern((4, 8), 42, torch.float32)})
+    write_unchecked(out / "stored_head_in_1_0.hello", dict(manifest_11, format_version="1.0"), {**tensors, **stored})
+    write_unchecked(out / "embedded_part_of_a_local_base.hello",
+                    dict(manifest, format_version="1.1", base=dict(manifest["base"], embedded="full")), tensors)
     return {"stored_head_classes_mismatch.hello": {"error": "ManifestError", "match": "tensor 'head.weight'"},
-            "stored_head_with_text_tower.hello": {"error": "ManifestError", "match": "not part of the image tower"}}
+            "stored_head_with_text_tower.hello": {"error": "ManifestError", "match": "not part of the image tower"},
+            "stored_head_in_1_0.hello": {"error": "ManifestError",
+                                         "match": "'base.embedded' is 'visual', which needs format_version 1.1"},
+            "embedded_part_of_a_local_base.hello": {"error": "ManifestError",
+                                                    "match": "'base.embedded' is 'full' but base.source is 'local'"}}
 
 
 def _png_of_size(width: int, height: int) -> bytes:
