@@ -19,8 +19,8 @@ import torch
 
 from hello_format.errors import HeaderError
 from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
-                                 MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS, MAX_TENSOR_NAME_CHARS, MAX_TENSOR_RANK,
-                                 MAX_TENSORS)
+                                 MAX_JSON_MEMBERS, MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS, MAX_TENSOR_NAME_CHARS,
+                                 MAX_TENSOR_RANK, MAX_TENSORS)
 from hello_format.text import encodes_as_utf8, quoted_name, shortened
 
 METADATA_KEY = "__metadata__"
@@ -136,19 +136,20 @@ def _bounded_int(text: str) -> int:
 def strict_json_loads(text: str):
     """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float,
     integers longer than MAX_JSON_INTEGER_DIGITS and, before parsing, a text with more arrays and
-    objects or separators than limits allow (raises ValueError)."""
+    objects, separators or members than limits allow (raises ValueError)."""
     check_json_cost(text)
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
                       parse_float=_finite_float, parse_int=_bounded_int)
 
 
 def check_json_cost(text: str) -> None:
-    """ValueError when ``text`` has more arrays and objects or separators than limits allow: what parsing
-    it would cost, counted before it is parsed."""
-    containers, separators = text.count("[") + text.count("{"), text.count(",")
-    if containers > MAX_JSON_CONTAINERS or separators > MAX_JSON_SEPARATORS:
-        raise ValueError(f"{containers:,} '[' or '{{' and {separators:,} ',' characters: at most "
-                         f"{MAX_JSON_CONTAINERS:,} and {MAX_JSON_SEPARATORS:,} (parsed, JSON costs tens of times its text)")
+    """ValueError when ``text`` has more arrays and objects, separators or object members than limits
+    allow: what parsing it would cost, counted before it is parsed."""
+    containers, separators, members = text.count("[") + text.count("{"), text.count(","), text.count(":")
+    if containers > MAX_JSON_CONTAINERS or separators > MAX_JSON_SEPARATORS or members > MAX_JSON_MEMBERS:
+        raise ValueError(f"{containers:,} '[' or '{{', {separators:,} ',' and {members:,} ':' characters: at most "
+                         f"{MAX_JSON_CONTAINERS:,}, {MAX_JSON_SEPARATORS:,} and {MAX_JSON_MEMBERS:,} "
+                         "(parsed, JSON costs tens of times its text)")
 
 
 def is_json_int(value) -> bool:

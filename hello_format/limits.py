@@ -15,9 +15,11 @@ MAX_TENSOR_ELEMENTS = 2**59             # product of a shape's dimensions, a 0 c
                                         # any other is bounded by the file's size
 MAX_JSON_INTEGER_DIGITS = 20            # any integer literal in the header: 64-bit at most
 MAX_JSON_CONTAINERS = 1_000_000         # '[' and '{' characters in a JSON text (header, manifest), counted before
-MAX_JSON_SEPARATORS = 4_000_000         # it is parsed, and ',' characters: parsed JSON costs up to ~60x its text
-                                        # (a 100 MB header of "[[],[],..." is 2 GB of lists); these bound it to
-                                        # a few hundred MB. A 100,000-tensor header holds about 300,000 and 700,000
+MAX_JSON_SEPARATORS = 4_000_000         # it is parsed, ',' characters, and ':' characters (an object's members,
+MAX_JSON_MEMBERS = 1_000_000            # each ~220 bytes parsed, 4x a list item): parsed JSON costs up to ~60x
+                                        # its text (a 100 MB header of "[[],[],..." is 2 GB of lists; 43 MB of
+                                        # 4-character keys, 1.1 GB of dicts); these bound it to a few hundred MB.
+                                        # A 100,000-tensor header holds about 300,000, 700,000 and 500,000
 
 # manifest structure (checked before the JSON Schema)
 MAX_VERSION_CHARS = 32                  # format_version, checked before its digits are read

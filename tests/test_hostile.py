@@ -1143,10 +1143,24 @@ def test_json_with_too_many_arrays_is_refused_before_it_is_parsed(tmp_path):
     brackets = limits.MAX_JSON_CONTAINERS + 1
     path = _with_header(hostile(tmp_path), lambda header: header["__metadata__"].update(note="[" * brackets))
     line = cli_error(path, "verify")
-    assert "'[' or '{' and" in line and f"at most {limits.MAX_JSON_CONTAINERS:,} and" in line
+    counted = re.search(r"([\d,]+) '\[' or '\{'", line)
+    assert counted and brackets <= int(counted[1].replace(",", "")) < brackets + 1000   # the note's and the file's own
+    assert f"at most {limits.MAX_JSON_CONTAINERS:,}," in line
     from hello_format.container import strict_json_loads
-    with pytest.raises(ValueError, match="',' characters"):
-        strict_json_loads("[" + "0," * (limits.MAX_JSON_SEPARATORS + 1) + "0]")
+    commas = limits.MAX_JSON_SEPARATORS + 1
+    with pytest.raises(ValueError, match=f"{commas:,} ','"):
+        strict_json_loads("[" + "0," * commas + "0]")
+
+
+def test_json_with_too_many_object_members_is_refused_before_it_is_parsed(tmp_path):
+    """43 MB of 4-character keys in recipe.augment (which takes unknown keys) parsed to 1.1 GB of dicts."""
+    members = limits.MAX_JSON_MEMBERS + 1
+    keys = ",".join(f'"{i:x}":0' for i in range(members - 1))
+    path = _with_header(hostile(tmp_path), lambda header: header["__metadata__"].update(note="{" + keys + "}"))
+    line = cli_error(path, "verify")
+    counted = re.search(r"([\d,]+) ':' characters", line)
+    assert counted and members <= int(counted[1].replace(",", "")) < members + 1000   # the note's and the file's own
+    assert f"at most {limits.MAX_JSON_CONTAINERS:,}, {limits.MAX_JSON_SEPARATORS:,} and {limits.MAX_JSON_MEMBERS:,}" in line
 
 
 def test_a_long_unknown_dtype_is_quoted_cut(tmp_path):
