@@ -169,7 +169,8 @@ class TargetPattern:
             raise PatternError(f"pattern of {len(pattern)} characters (at most {MAX_PATTERN_CHARS})")
         self.pattern = pattern
         body = pattern[1:] if pattern.startswith("^") else pattern
-        if body.endswith("$") and not body.endswith("\\$"):
+        escapes = len(body[:-1]) - len(body[:-1].rstrip("\\"))
+        if body.endswith("$") and escapes % 2 == 0:   # an anchor, not an escaped "\\$"
             body = body[:-1]
         parser = _Parser(body)
         code = parser.alternation()

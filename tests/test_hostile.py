@@ -148,9 +148,10 @@ def test_nested_quantifier_target_pattern_is_matched_in_linear_time(tmp_path, mo
 def test_target_patterns_agree_with_python_re_on_the_supported_subset():
     import re
     patterns = [r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)", r"(conv[123]|layer\d+\.\d+\.(conv[123]|downsample\.0))",
-                "((a+)+)+", "(a|a|a)*", "[^.]+", r"(?:x|y)+\.z", "a?b*", r"[a-c\d_]+"]
+                "((a+)+)+", "(a|a|a)*", "[^.]+", r"(?:x|y)+\.z", "a?b*", r"[a-c\d_]+",
+                "^ab$", r"a\$", r"a\\$", r"a\\\$"]   # a final "$" is an anchor unless escaped
     names = ["transformer.resblocks.11.mlp.c_fc", "conv1", "layer1.0.conv2", "layer4.2.downsample.0", "aaab", "",
-             "x.z", "xyxy.z", "ab", "abbb", "a.b", "_1c", "b"]
+             "x.z", "xyxy.z", "ab", "abbb", "a.b", "_1c", "b", "a", "a$", "a\\", "a\\$"]
     for pattern in patterns:
         compiled = TargetPattern(pattern)
         assert [compiled.fullmatch(n) for n in names] == [bool(re.fullmatch(pattern, n)) for n in names], pattern
