@@ -421,7 +421,7 @@ class Bundle:
         def total(predicate) -> int:
             return sum(i.nbytes for n, i in self._header.tensors.items() if predicate(n))
 
-        generator = total(lambda n: n.startswith((ENCODER_PREFIX, "head.")) and n != HEAD_WEIGHT)
+        generator = total(lambda n: n.startswith(ENCODER_PREFIX) or n in HEAD_TENSORS)   # not unknown head.* names
         stored = self.num_images * self.manifest["recipe"]["epochs"] * self.num_classes * 2
         return Storage(
             images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS)),

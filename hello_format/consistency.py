@@ -248,13 +248,15 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
 def _check_head(where, head: HeadConfig, shapes, num_classes) -> None:
     lora = head.lora
     present = [n for n in (HEAD_A, HEAD_B) if n in shapes]
+    scales = [n + SCALES_SUFFIX for n in (HEAD_A, HEAD_B) if n + SCALES_SUFFIX in shapes]
     if lora is None:
-        if present:
-            raise ManifestError(f"{where}: tensor {quoted_name(present[0])} exists but field 'head.lora' is null")
+        if present or scales:
+            raise ManifestError(f"{where}: tensor {quoted_name((present + scales)[0])} exists but field 'head.lora' is null")
         return
-    shapes = _logical_shapes(where, "head.lora", lora, present + [n + SCALES_SUFFIX for n in present
-                                                                     if n + SCALES_SUFFIX in shapes],
-                             "head.", shapes)
+    if scales and not is_quantised(lora.dtype):
+        raise ManifestError(f"{where}: tensor {quoted_name(scales[0])} exists but field 'head.lora.dtype' is "
+                            f"{lora.dtype} (scales go only with int8 / int4 deltas)")
+    shapes = _logical_shapes(where, "head.lora", lora, present + scales, "head.", shapes)
     dtype, r = DTYPE_NAMES.get(lora.dtype, lora.dtype), lora.r
     _expect(where, shapes, HEAD_B, dtype, (num_classes, r),
             f"{num_classes} class_names, head.lora.r = {r}, head.lora.dtype = {lora.dtype}")

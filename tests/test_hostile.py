@@ -1119,6 +1119,25 @@ def _with_header(path, edit, ensure_ascii=True):
     return path
 
 
+@pytest.mark.parametrize("name", ["head.lora_A.scales", "head.lora_B.scales"])
+def test_scales_beside_float_head_deltas_are_refused_on_open(tmp_path, name):
+    """Scales go only with int8/int4 deltas (spec 3); beside a float16 head LoRA they were accepted,
+    while the same stray beside float encoder deltas was refused."""
+    path = hostile(tmp_path, tensors={name: torch.ones(2, dtype=torch.float16)})
+    with pytest.raises(ManifestError, match=f"tensor '{re.escape(name)}' exists but field 'head.lora.dtype' is float16"):
+        Bundle.open(path)
+
+
+def test_an_unknown_head_tensor_is_not_counted_as_label_generator(tmp_path):
+    """Section 11 counts encoder_lora.* and head.lora_A/B (with scales); an unknown listed tensor is
+    ignored (section 3), not added to the size a card and hello info report."""
+    plain = hostile(tmp_path)
+    extra = hostile(tmp_path, tensors={"head.future_extra": torch.zeros(250)}, name="extra.hello")
+    with Bundle.open(plain) as a, Bundle.open(extra) as b:
+        assert b.storage().label_generator_bytes == a.storage().label_generator_bytes > 0
+        assert b.storage().file_bytes > a.storage().file_bytes
+
+
 def test_a_lone_surrogate_in_a_class_name_is_a_one_line_error(tmp_path):
     """JSON's "\\ud800" parses to a string no UTF-8 can hold: printing it, hashing it or keying the head
     cache with it raised UnicodeEncodeError tracebacks."""
