@@ -44,7 +44,8 @@ MIN_VIEW_BYTES = 2**28                   # (augment.view_bytes, 12 bytes a view 
 # together <= MAX_DECODE_SCRATCH_BYTES (one image alone may need more, within the file's bound)
 DECODE_SCRATCH_BYTES_PER_PIXEL = {"png": 8, "jpeg": 12, "webp": 16}
 MAX_DECODE_SCRATCH_BYTES = 256 * 2**20
-MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10)
+MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10),
+                                        # counted as FF DA pairs anywhere in it (metadata's too)
 MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)
 MAX_TOKENIZER_WORK = 2**28              # those prompts' BPE work: the sum over their runs of non-space characters
