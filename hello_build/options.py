@@ -102,6 +102,8 @@ class BuildOptions:
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
     view_transfer_checks: int = option(80, "Agreement checks on fixed selection views, evenly spaced over the synthetic-view transfer (every steps // checks steps, and at the last).", stage="view_transfer", open=True)
     view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=("last", "best"))
+    view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True)
+    view_transfer_selection_views: int = option(4096, "At most this many selection views (the passes are cut there: ImageNet scale).", stage="view_transfer", open=True)
     # the student recipe recorded in the bundle
     epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
     loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=LOSSES)

@@ -177,6 +177,9 @@ def _check(options: BuildOptions) -> None:
                          "--transfer-batch-size, --view-transfer-epochs be finite and at least 0, and "
                          f"--view-transfer-checks at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.transfer_batch_size}, {options.view_transfer_epochs}, {options.view_transfer_checks})")
+    if min(options.view_transfer_selection_rounds, options.view_transfer_selection_views) < 1:
+        raise BuildError("--view-transfer-selection-rounds and --view-transfer-selection-views must be at least 1 "
+                         f"(got {options.view_transfer_selection_rounds}, {options.view_transfer_selection_views})")
     for flag, value in (("--transfer-weight-decay", options.transfer_weight_decay),
                         ("--view-transfer-weight-decay", options.view_transfer_weight_decay)):
         if not 0 <= value < math.inf:
@@ -271,6 +274,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),
         view_transfer_checks=used(options.view_transfer_checks, viewed),
         view_transfer_keep=used(options.view_transfer_keep, viewed),
+        view_transfer_selection_rounds=used(options.view_transfer_selection_rounds, viewed),
+        view_transfer_selection_views=used(options.view_transfer_selection_views, viewed),
         delta_calibration_steps=used(options.delta_calibration_steps, quantised),
         **{f"delta_calibration_{name}": used(value, calibrated) for name, value in calibration_config(options).to_dict().items()
            if name != "steps"},

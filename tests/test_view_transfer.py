@@ -62,8 +62,10 @@ def test_the_budget_is_views_per_synthetic_image_not_steps():
 
 
 def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2, view_transfer_keep="best")
+    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2, view_transfer_keep="best",
+                        view_transfer_selection_views=8)
     result = summary["view_transfer"]
+    assert result["selection_views"] == 8   # the passes over 6 images cut at --view-transfer-selection-views
     curve = dict(result["selection_agreement"])
     assert sorted(curve) == [0, 10, 20, 30, 40]
     best = max(curve.values())
@@ -72,13 +74,14 @@ def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):
 
 
 def test_keep_last_keeps_the_final_state_unless_a_check_beats_it_clearly(kit, tmp_path):
-    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2)
+    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2, view_transfer_selection_rounds=3)
     result = summary["view_transfer"]
     curve = result["selection_agreement"]
-    assert result["selection_views"] == 5 * 6  # SELECTION_ROUNDS passes over 6 images
-    assert (result["kept_step"], result["kept_selection_agreement"]) == curve[kept_check(curve, 30, "last")]
+    assert result["selection_views"] == 3 * 6  # --view-transfer-selection-rounds passes over 6 images
+    assert (result["kept_step"], result["kept_selection_agreement"]) == curve[kept_check(curve, 18, "last")]
     with Bundle.open(summary["output"]) as bundle:
-        assert bundle.manifest["provenance"]["builder"]["options"]["view_transfer_keep"] == "last"
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+        assert recorded["view_transfer_keep"] == "last" and recorded["view_transfer_selection_rounds"] == 3
 
 
 def test_kept_check_gives_up_the_final_state_only_for_a_clearly_better_one():

@@ -32,11 +32,11 @@ from hello_format.labelling import autocast
 from hello_format.recipe import Recipe
 from hello_format.runtime import epoch_seed
 
-# seeds of the synthetic views that choose the kept state and that report agreement (never fitted on),
-# how many student passes over the synthetic set each holds, and at most how many views (ImageNet scale)
+# seeds of the synthetic views that choose the kept state (how many: options.view_transfer_selection_*)
+# and that report agreement (never fitted on); the report's student passes over the synthetic set, and at
+# most how many views (ImageNet scale)
 SELECTION_SEED, REPORT_SEED = 0x5E1EC7, 0x4E907
-SELECTION_ROUNDS, REPORT_ROUNDS = 5, 10
-SELECTION_MAX_VIEWS, REPORT_MAX_VIEWS = 4096, 8192
+REPORT_ROUNDS, REPORT_MAX_VIEWS = 10, 8192
 
 
 def run_view_transfer(
@@ -67,9 +67,10 @@ def run_view_transfer(
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr, weight_decay=options.view_transfer_weight_decay)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
     reference = _reference(teachers, options.view_transfer_target)
-    selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED, rounds=SELECTION_ROUNDS,  # noqa: E731
-                                      limit=SELECTION_MAX_VIEWS, batch_size=options.student_batch_size, device=device,
-                                      group=group)
+    selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED,  # noqa: E731
+                                      rounds=options.view_transfer_selection_rounds,
+                                      limit=options.view_transfer_selection_views,
+                                      batch_size=options.student_batch_size, device=device, group=group)
     with torch.no_grad(), autocast(device, options.precision):
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
     selection_views = int(summed(group, [sum(len(t) for t in selection_targets)])[0])
