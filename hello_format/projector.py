@@ -248,12 +248,13 @@ class Projector(nn.Module):
         return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in self.visual.modules())
 
     def _check_finite_weights(self, where: str) -> None:
-        """BundleError when merging left a non-finite weight (finite LoRA factors can still overflow)."""
+        """BundleError when a weight is not finite in float32: finite LoRA factors can overflow when
+        merged, and so can an embedded base's float64 values when cast."""
         tensors = {"class weights": self.text_embeddings, **dict(self.visual.named_parameters())}
         for name, tensor in tensors.items():
             if not bool(torch.isfinite(tensor).all()):
                 raise BundleError(f"{where}: the merged projector weight '{name}' is not finite: the bundle's "
-                                  "LoRA overflows float32; rebuild the bundle")
+                                  "base or LoRA overflows float32; rebuild the bundle")
 
     def class_weights(self) -> torch.Tensor:
         """``[C, d]``: text embeddings plus the head delta (precomputed once merged)."""
