@@ -137,7 +137,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards]; under torchrun on several nodes, a folder every node mounts.")
 @base_checkpoint_option
 @allow_remote_base_option
-@click.option("--device", default=None)
+@click.option("--device", default=None, help="torch device (e.g. cpu, cuda, cuda:1) [default: cuda if available, else cpu].")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Autocast precision of the student and its labels (auto: bf16 on CUDA, fp32 on CPUs) [default: the student and a teacher's labels in fp32, the projector's labels as HelloDataset's: bf16 on CUDA, fp32 on CPUs]; bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
 @click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from hello_build.errors import BuildError
-from hello_format.runtime import batch_share
+from hello_format.runtime import batch_share, resolve_device
 from hello_format.text import first_line
 
 BACKENDS = ("nccl", "gloo")
@@ -128,7 +128,7 @@ def join(backend: str | None = None, device: str | None = None, timeout_s: float
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    where = torch.device(f"cuda:{local_rank}") if cuda and device in (None, "cuda") else torch.device(device or "cpu")
+    where = torch.device(f"cuda:{local_rank}") if cuda and device in (None, "cuda") else resolve_device(device or "cpu")
     if where.type == "cuda":
         torch.cuda.set_device(where)
     backend = backend or ("nccl" if where.type == "cuda" else "gloo")

@@ -38,7 +38,8 @@ from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.base import image_hw
 from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
-from hello_format.runtime import default_device
+from hello_format.errors import DeviceError
+from hello_format.runtime import resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
@@ -207,7 +208,10 @@ def evaluate(
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
-    device = group.device if group is not None else torch.device(device) if device else default_device()
+    try:
+        device = group.device if group is not None else resolve_device(device)
+    except DeviceError as exc:
+        raise BuildError(f"--device: {exc}") from None
     asked, precision = precision, resolve_precision(precision or STUDENT_PRECISION, device)
     if teacher is not None:
         teacher = teacher.to(device).eval()

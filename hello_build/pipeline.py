@@ -42,7 +42,7 @@ from hello_format.base import create_base, describe_base, embedded_tensors, imag
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
-from hello_format.errors import BundleError
+from hello_format.errors import BundleError, DeviceError
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -53,7 +53,7 @@ from hello_format.projector import Projector
 from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
-from hello_format.runtime import default_device
+from hello_format.runtime import resolve_device
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
@@ -83,7 +83,10 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     if group is not None and not group.is_main:
         log, progress = (lambda message: None), False
     _check(options)
-    device = group.device if group is not None else torch.device(options.device) if options.device else default_device()
+    try:
+        device = group.device if group is not None else resolve_device(options.device)
+    except DeviceError as exc:
+        raise BuildError(f"--device: {exc}") from None
     timings: dict[str, float] = {}
 
     started = time.perf_counter()

@@ -28,7 +28,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import batch_share, default_device, epoch_seed
+from hello_format.runtime import batch_share, epoch_seed, resolve_device
 from hello_format.text import shortened
 
 
@@ -63,7 +63,7 @@ class LabelledImages(Dataset):
         world_size: int | None = None,
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.class_names = list(class_names)
         self.augment = augment
         self.labeller = labeller
@@ -197,7 +197,7 @@ class HelloDataset(LabelledImages):
         label_options: LabelOptions | dict | None = None,
         head_cache: bool = True,
     ):
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
         with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest

@@ -35,3 +35,7 @@ class BaseModelError(HelloError):
 
 class HubError(HelloError):
     """A hub URI, download or upload problem."""
+
+
+class DeviceError(HelloError, ValueError):
+    """A device that is not a torch device, or one this torch cannot use (CUDA asked of a CPU build)."""

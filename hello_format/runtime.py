@@ -1,13 +1,33 @@
-"""Where work runs and how it is reseeded and shared: the default device, the per-epoch seed, a rank's rows."""
+"""Where work runs and how it is reseeded and shared: the device, the per-epoch seed, a rank's rows."""
 
 from __future__ import annotations
 
 import torch
 
+from hello_format.errors import DeviceError
+
 
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device (None: ``default_device()``); DeviceError for a string that names
+    none, or a CUDA device this torch cannot use, before any work is placed on it."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {str(device)[:40]!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(resolved)!r}: this torch has no usable CUDA "
+                              "(torch.cuda.is_available() is False); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {str(resolved)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

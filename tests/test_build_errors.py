@@ -103,6 +103,7 @@ CASES = [
     ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"the student's view: augment\.cutmix_alpha must be a number in > 0, got 0"),
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
+    ("not_a_device", None, {"device": "gpu"}, r"--device: device 'gpu' is not a torch device \(e\.g\. cpu, cuda, cuda:1\)"),
 ]
 
 

@@ -2,6 +2,8 @@
 reference pipeline (stored images -> augment_batch -> the unmerged peft projector); and the
 projector's top-k labels in ``hello preview``."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages
 from hello_format.runtime import epoch_seed
-from hello_format.errors import HelloError
+from hello_format.errors import DeviceError, HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
@@ -122,6 +124,20 @@ def test_the_label_is_computed_after_mixing(path, stored):
 
 
 # ------------------------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device 'gpu' is not a torch device"),
+    pytest.param("cuda", "device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this torch has CUDA")),
+])
+def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(tmp_path, device, message):
+    """'cuda' on a CPU build was an AssertionError from deep inside the base; the file is not even read."""
+    with pytest.raises(DeviceError, match=re.escape(message)):
+        HelloDataset(tmp_path / "no-such.hello", device=device)
+    with pytest.raises(ValueError, match=re.escape(message)):   # a DeviceError is a ValueError, as a bad argument is
+        LabelledImages(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), ["a"],
+                       AugmentConfig(), device=device)
+
 
 def test_same_seed_same_batches_and_epochs_differ(path):
     first = list(HelloDataset(path, device="cpu", seed=5).loader(4, epochs=2))

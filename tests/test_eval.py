@@ -158,6 +158,8 @@ def one_line_error(result, *fragments):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
+    missing = [fragment for fragment in fragments if fragment not in lines[0]]
+    assert not missing, (missing, lines[0])
     for fragment in fragments:
         assert fragment in lines[0]
 
@@ -215,6 +217,16 @@ def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeyp
 
 def test_unknown_student_architecture(eval_kit):
     one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "--device: device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1)"),
+    pytest.param("cuda", "--device: device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this torch has CUDA")),
+])
+def test_a_device_torch_cannot_use_is_one_line(eval_kit, device, message):
+    """They were tracebacks: torch's RuntimeError for 'gpu', an AssertionError from deep in the base for 'cuda'."""
+    one_line_error(hello(*eval_args(eval_kit, "hard"), "--device", device), message)
 
 
 def test_an_optimizer_hello_eval_does_not_train_with_is_refused_in_one_short_line(eval_kit, tmp_path):
