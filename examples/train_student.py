@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from hello_format import HelloDataset, kl_loss, mse_ce_loss
+from hello_format.recipe import SGD_MOMENTUM
 
 
 class Student(nn.Module):
@@ -59,8 +60,8 @@ def top1(student: nn.Module, val_dir: str, class_folders: list[str], size: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="a .hello file or an hf:// URI")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,17 +76,24 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     student = Student(ds.num_classes).to(args.device)
+    epochs = args.epochs if args.epochs is not None else recipe.epochs
+    batch_size = args.batch_size if args.batch_size is not None else recipe.batch_size
     lr = args.lr if args.lr is not None else recipe.lr
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=SGD_MOMENTUM, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    steps = epochs * len(ds.loader(batch_size))   # the recipe's lr decays to 0 along a cosine, step by step
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         started, total, batches = time.perf_counter(), 0.0, 0
         student.train()
         # One epoch of batches that never leave the device, seeded by (seed, epoch). The same batches
         # through torch's DataLoader (main process only: labelling runs on the device):
-        #     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
+        #     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
         #     ds.set_epoch(epoch); for images, soft_labels, hard_labels in loader: ...
-        for batch in ds.loader(args.batch_size, shuffle=True, start_epoch=epoch):
+        for batch in ds.loader(batch_size, shuffle=True, start_epoch=epoch):
             logits = student(batch.images)
             if args.hard_labels:  # soft cross-entropy on the one-hot labels, mixed like the images
                 loss = torch.sum(-batch.hard_labels * F.log_softmax(logits, 1), dim=1).mean()
@@ -96,8 +104,9 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             total, batches = total + loss.item(), batches + 1
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / batches:.4f}  ({time.perf_counter() - started:.1f} s)")
+        print(f"epoch {epoch + 1}/{epochs}  loss {total / batches:.4f}  ({time.perf_counter() - started:.1f} s)")
     if args.val:
         folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
         size = batch.images.shape[-1]
