@@ -200,6 +200,7 @@ def _with_visual_weights(meta_model: nn.Module, state: dict, device, architectur
 
 # open_clip's get_tokenizer gives a model name containing this (any case) a SigLIP tokenizer it downloads
 SIGLIP_NAME = "siglip"
+_CHECKPOINT_HINT = "checkpoint= in Python, --base-checkpoint FILE on the command line"
 _TRUST_HINT = ("if you trust this bundle, pass allow_remote_base=True (hello's commands and hello eval: "
                "--allow-remote-base; hello-build builds only from allow-listed keys)")
 
@@ -585,13 +586,14 @@ def _download_safetensors(architecture: str, tag: str, tag_cfg: dict) -> str:
         hint = "HF_HUB_OFFLINE=1 is set: unset it to download, or" if offline else "check the network, or"
         raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag}: {name} not found in the "
                              f"Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo_id}); {hint} pass a "
-                             "local safetensors checkpoint of the base") from None
+                             f"local safetensors checkpoint of the base ({_CHECKPOINT_HINT})") from None
     except EntryNotFoundError:
         raise BaseModelError(f"open_clip weights for {architecture}/{tag} have no safetensors file {name} in "
                              f"repo {repo_id} (only a pickle); hello never fetches a pickle: {convert}") from None
     except Exception as error:  # noqa: BLE001  (any other download failure gets the same advice)
         raise BaseModelError(f"cannot get open_clip weights {architecture}/{tag} ({name} in repo {repo_id}): "
-                             f"{_one_line(error)[:160]}; pass a local safetensors checkpoint of the base") from None
+                             f"{_one_line(error)[:160]}; pass a local safetensors checkpoint of the base "
+                             f"({_CHECKPOINT_HINT})") from None
 
 
 def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
