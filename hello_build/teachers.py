@@ -527,8 +527,8 @@ class TeacherTraining:
 
     def __post_init__(self):
         if not 1 <= self.checkpoints <= self.epochs:
-            raise ValueError(f"checkpoints must be from 1 to epochs, one per epoch at most (got {self.checkpoints} "
-                             f"of {self.epochs})")
+            raise ValueError(f"checkpoints must be from 1 to epochs, one per epoch at most (got checkpoints "
+                             f"{self.checkpoints} of epochs {self.epochs})")
         if not (0 < self.lr < math.inf and self.batch_size >= 2 and 0 <= self.weight_decay < math.inf
                 and 0 <= self.momentum < 1):
             raise ValueError(f"teacher training needs a finite lr > 0, batch_size >= 2, a finite weight_decay >= 0 "

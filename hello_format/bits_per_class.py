@@ -30,12 +30,13 @@ def bits_per_class(bundle: Bundle, *, allow_remote_base: bool = False) -> BitsPe
     else:
         from hello_format.base import parameter_count
 
+        kind = "public" if base_section["source"] == "open_clip" else "local"   # local: the user's own weights
         try:
             parameters = parameter_count(base_section, allow_remote=allow_remote_base)
             base_bits = PUBLIC_BASE_BITS_PER_PARAMETER * parameters
-            counted = f"public base, {parameters:,} parameters at {PUBLIC_BASE_BITS_PER_PARAMETER} bits"
+            counted = f"{kind} base, {parameters:,} parameters at {PUBLIC_BASE_BITS_PER_PARAMETER} bits"
         except HelloError as error:
-            base_bits, counted = None, f"public base, size unknown: {cut(str(error), 200)}"
+            base_bits, counted = None, f"{kind} base, size unknown: {cut(str(error), 200)}"
     own_bits = 8 * (storage.images_bytes + storage.label_generator_bytes)
     return BitsPerClass(
         without_base=own_bits / classes,

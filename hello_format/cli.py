@@ -166,7 +166,8 @@ def _summary(bundle: Bundle) -> list[str]:
                      f"modules, {params:,} parameters, {storage_text(lora)}")
     head_lora = head.lora
     head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {storage_text(head_lora)}"
-    lines.append(f"head: {len(head.templates)} templates, logit scale {head.logit_scale}, LoRA {head_text}")
+    templates = f"{len(head.templates)} template{'s' if len(head.templates) != 1 else ''}"
+    lines.append(f"head: {templates}, logit scale {head.logit_scale:.6g}, LoRA {head_text}")
     if head.prior_weight:
         lines.append(f"labels: (1 - {head.prior_weight:g}) x projector + {head.prior_weight:g} x zero-shot projector "
                      "(the base and text head without deltas; format 2.0 prior_mix)")
@@ -292,7 +293,7 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
 
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write (.png).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Image file to write; its extension picks the format (.png, .jpg, .webp, ...).")
 @click.option("--per-class", default=10, show_default=True, type=click.IntRange(min=1), help="Images per class.")
 @click.option("--max-classes", default=100, show_default=True, type=click.IntRange(min=1),
               help="Show only the first N classes.")
@@ -311,6 +312,9 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         image_format = _image_format(output)
     except ValueError as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
         shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
@@ -323,8 +327,10 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     try:
         with atomic_target(output) as temp:   # a failed write leaves no half image, and an old one whole
             grid.save(temp, format=image_format)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
+    except OSError as exc:   # its strerror: the message names the hidden temp file
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
     echo(f"wrote {output} ({grid.width}x{grid.height}{labelled})")
 

@@ -3,6 +3,7 @@ at once or each image on first use (``LazyImages``)."""
 
 import io
 import os
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ DEFAULT_CODEC = "png"  # lossless: the bundle holds exactly the optimised pixels
 LOSSY_CODECS = ("jpeg", "webp")
 DEFAULT_QUALITY = 90
 _MODES = {1: "L", 3: "RGB"}
+_IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 # the only Pillow plugin a blob of each codec may reach (a BMP, TIFF or EPS blob is not a PNG)
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
@@ -88,7 +90,7 @@ def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, h
     except ImageDecodeError:
         raise
     except Exception as exc:  # Pillow raises many types for corrupt data
-        message = " ".join(str(exc).split())[:200]
+        message = _IN_MEMORY_FILE.sub("", " ".join(str(exc).split())[:200]).strip()   # not Pillow's object repr
         raise ImageDecodeError(f"image {number} does not decode as {codec}: {type(exc).__name__}: {message}") from None
     array = np.asarray(image)
     out[index] = array[None] if channels == 1 else array.transpose(2, 0, 1)

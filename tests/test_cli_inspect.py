@@ -120,7 +120,8 @@ def test_a_preview_that_fails_while_writing_keeps_the_old_image_whole(tmp_path, 
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
     result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1")
-    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert result.exit_code == 2   # the line names the file, not its hidden temp file
+    assert result.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: No space left on device"
     assert out.read_bytes() == b"the previous grid" and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
     monkeypatch.undo()
     for extension in (".txt", ".psd"):   # no format, and one Pillow only reads (a KeyError traceback)
@@ -128,6 +129,13 @@ def test_a_preview_that_fails_while_writing_keeps_the_old_image_whole(tmp_path, 
         assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
             f"error: cannot write {tmp_path / f'grid{extension}'}: Pillow cannot write image files of extension "
             f"'{extension}': use e.g. .png"], result.output
+
+
+def test_a_preview_into_a_missing_folder_is_refused_before_the_bundle_is_read(tmp_path):
+    out = tmp_path / "no-such-folder" / "grid.png"
+    result = run("preview", tmp_path / "not-read.hello", "-o", out)
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"error: cannot write {out}: the folder {out.parent} does not exist"), result.output
 
 
 def test_console_script_error_through_a_real_process():

@@ -667,7 +667,7 @@ def test_a_custom_config_open_clip_cannot_build_is_a_one_line_error(tmp_path, ch
         parameter_count(base)
     assert "\n" not in str(info.value)
     result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, base=base))])
-    assert result.exit_code == 0 and "public base, size unknown: open_clip cannot build" in result.stdout, result.output
+    assert result.exit_code == 0 and "local base, size unknown: open_clip cannot build" in result.stdout, result.output
 
 
 @pytest.mark.parametrize("change", [{"image_size": 2048, "patch_size": 1}, {"image_size": 2**20}])
