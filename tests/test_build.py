@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from hello_build.options import BuildOptions, fields
 from hello_format.bundle import Bundle
@@ -449,6 +450,22 @@ def test_options_are_checked_before_any_stage(kit, tmp_path, overrides, message)
     with pytest.raises(BuildError, match=message):
         run_build(options)
     assert not options.workdir_path().exists()
+
+
+def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
+    """--train-teacher kept its checkpoints only in the work directory's stage record (keys "0/...", no
+    metadata), which hello eval's teacher and stored regimes could not read."""
+    from hello_build.teachers import load_teacher
+
+    options = tiny_options(kit, tmp_path, teacher=[], train_teacher="convnet3", teacher_epochs=2, teacher_checkpoints=2,
+                           transfer_epochs=1)
+    _, lines = run_build(options)
+    final = options.workdir_path() / "teacher_convnet3.safetensors"
+    assert any(f"the final convnet3 is {final}" in line for line in lines), lines
+    stacked = load_file(str(options.workdir_path() / "teacher.safetensors"))
+    teacher = load_teacher(final, num_classes=len(CLASSES))   # its architecture and preprocessing from the file
+    assert teacher.net.state_dict().keys() == {name.removeprefix("1/") for name in stacked if name.startswith("1/")}
+    assert all(torch.equal(value, stacked[f"1/{name}"]) for name, value in teacher.net.state_dict().items())
 
 
 def _shrink_first_tensor(path):

@@ -35,6 +35,10 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
+    if ctx.group is None or ctx.group.is_main:   # the final teacher as a file hello eval's teacher regimes load
+        final = teacher_io.save_teacher(trained[-1], ctx.work.path / f"teacher_{options.train_teacher}.safetensors",
+                                        options.train_teacher)
+        ctx.log(f"teacher: the final {options.train_teacher} is {final} (hello eval --regime teacher --teacher FILE)")
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
 
 
