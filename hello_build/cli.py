@@ -67,7 +67,7 @@ def _check_demo_options(data, values: dict) -> None:
                                f"not {given}")
 
 
-@click.command(context_settings={"max_content_width": 110, "show_default": True})
+@click.command(context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
 @click.option("--demo", is_flag=True, help=f"Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with {DEMO_TAKES} only).")

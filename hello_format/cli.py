@@ -20,6 +20,7 @@ import click
 import torch
 from PIL import Image
 
+from hello_format import __version__
 from hello_format.augment import SETTINGS, unknown_settings
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
@@ -131,6 +132,7 @@ class HelloGroup(click.Group):
 
 
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hello (hello-distill)")
 def cli() -> None:
     """Read, check and preview .hello label-light distilled dataset bundles."""
     # what a file's images make Pillow warn about is the reader's to check and say in one line (spec 14):

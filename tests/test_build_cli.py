@@ -66,6 +66,11 @@ def test_help_lists_every_option_with_its_default():
             assert f"[default: {_shown(default)}]" in blocks[flag], (flag, blocks[flag])
 
 
+def test_short_help_flag_as_hello_takes():
+    short, long = (CliRunner().invoke(main, [flag], terminal_width=200) for flag in ("-h", "--help"))
+    assert short.exit_code == 0 and short.output == long.output
+
+
 def test_help_marks_exactly_the_open_options():
     blocks = _help_blocks()
     for f in fields():

@@ -97,6 +97,13 @@ def test_verify_bad_files_one_line_exit_2(name, match):
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0]
 
 
+def test_version_is_the_package_version():
+    import hello_format
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"hello (hello-distill), version {hello_format.__version__}"
+
+
 def test_missing_file_is_an_error_line():
     result = run("info", "no/such/file.hello")
     assert result.exit_code == 2 and result.stderr.strip() == "error: no/such/file.hello: no such file"
