@@ -343,9 +343,11 @@ def test_run_and_record_only_options_reuse_every_stage(kit, tmp_path):
     options = tiny_options(kit, tmp_path, transfer_epochs=1)
     run_build(options)
     finished = _markers(options.workdir_path())
-    summary, _ = run_build(tiny_options(kit, tmp_path, transfer_epochs=1, num_workers=1, source_dataset="renamed",
-                                        epochs=30, loss="kl", temperature=4.0, student_lr=0.01, codec="raw"))
+    summary, lines = run_build(tiny_options(kit, tmp_path, transfer_epochs=1, num_workers=1, source_dataset="renamed",
+                                            epochs=30, loss="kl", temperature=4.0, student_lr=0.01, codec="raw"))
     assert _markers(options.workdir_path()) == finished
+    reused = [line.split(":")[0] for line in lines if ": reused from " in line]
+    assert reused and sorted(reused) == sorted(finished), (reused, finished)   # each stage says it was reused
     with Bundle.open(summary["output"]) as bundle:
         recipe, provenance = bundle.manifest["recipe"], bundle.manifest["provenance"]
         assert bundle.manifest["images"]["codec"] == "raw"

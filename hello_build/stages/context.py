@@ -112,6 +112,8 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
         key = stage_key(ctx.options, stage.name)
         record = ctx.work.result(stage.name, key, stage.fields)
         resumed = record is not None
+        if resumed:
+            ctx.log(f"{stage.name}: reused from {ctx.work.path} (its options unchanged; {record['seconds']:.0f} s when it ran)")
         if record is None:
             started = time.perf_counter()
             result, tensors = stage.run(ctx)
