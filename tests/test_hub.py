@@ -343,6 +343,7 @@ def test_hello_pull_through_the_cli_group(hub_cache, bundle_bytes, tmp_path):
     missing = runner.invoke(cli, ["pull", "hf://datasets/org/tiny/nope.hello", "-o", str(tmp_path / "out2")])
     assert missing.exit_code == 2
     assert "error: hf://datasets/org/tiny/nope.hello: not in the local hub cache" in missing.output
+    assert "unset HF_HUB_OFFLINE for one run that downloads it" in missing.output   # not "hello pull" to hello pull
     info = runner.invoke(cli, ["info", "hf://datasets/org/tiny/tiny.hello"])
     assert info.exit_code == 0, info.output
 

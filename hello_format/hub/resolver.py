@@ -180,7 +180,7 @@ def hub_error(exc: Exception, target: str, *, uploading: bool = False) -> HubErr
         if hf_constants.is_offline_mode():
             return HubError(
                 f"{target}: not in the local hub cache and HF_HUB_OFFLINE=1 forbids downloading: "
-                "unset HF_HUB_OFFLINE and fetch it once (e.g. `hello pull URI -o DIR`)"
+                "unset HF_HUB_OFFLINE for one run that downloads it; it is read from the cache offline after"
             )
         return HubError(f"{target}: not in the local hub cache and the hub cannot be reached: check your connection")
     if isinstance(exc, hf_errors.EntryNotFoundError):
