@@ -16,6 +16,7 @@ from hello_format.augment import (
     sample_crops,
     sample_mix,
 )
+from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
 
 IDENTITY = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, cutmix=0.0)
 
@@ -132,6 +133,17 @@ def test_mixup_blends_with_the_partner():
     torch.testing.assert_close(batch.images, mix.lam * plain + (1 - mix.lam) * plain[mix.perm], atol=1e-6, rtol=0)
 
 
+def test_mixup_and_cutmix_draw_lam_with_their_own_alpha():
+    # Beta(a, a) with a tiny a puts lam at 0 or 1; with a huge a, at 1/2: each kind must use its own alpha
+    def lams(config):
+        return [sample_mix(4, (8, 8), config, generator(seed)).lam for seed in range(6)]
+
+    for lam in lams(AugmentConfig(cutmix=0.0, mixup=1.0, mixup_alpha=1e-3, cutmix_alpha=1000.0)):
+        assert min(lam, 1 - lam) < 1e-3
+    for lam in lams(AugmentConfig(cutmix=0.0, mixup=1.0, mixup_alpha=1000.0, cutmix_alpha=1e-3)):
+        assert lam == pytest.approx(0.5, abs=0.1)
+
+
 def test_mixing_probabilities_follow_the_config():
     def kinds(config, draws=1500):
         g = generator(5)
@@ -231,6 +243,14 @@ def test_bad_settings_are_named(bad, field):
         AugmentConfig.from_dict(bad)
 
 
+@pytest.mark.parametrize("field, limit", [("output_size", MAX_IMAGE_SIDE), ("patch_shuffle", MAX_PATCH_SHUFFLE)])
+def test_integer_settings_stop_at_their_limit(field, limit):
+    assert getattr(AugmentConfig(**{field: limit}), field) == limit
+    message = rf"^augment\.{field} must be an integer in \[[01], {limit}\], got {limit + 1}$"
+    with pytest.raises(AugmentError, match=message):
+        AugmentConfig(**{field: limit + 1})
+
+
 def test_bad_inputs_are_refused_clearly():
     with pytest.raises(AugmentError, match="uint8"):
         augment_batch(torch.rand(2, 3, 8, 8), AugmentConfig(), generator())
@@ -238,6 +258,11 @@ def test_bad_inputs_are_refused_clearly():
         augment_batch(random_images(height=4, width=4), AugmentConfig(patch_shuffle=5), generator())
     with pytest.raises(AugmentError, match="output_size"):
         AugmentConfig().replace(output_size=-3)
+    empty = torch.zeros(0, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(AugmentError, match="^augmentation needs a non-empty batch$"):
+        augment_batch(empty, AugmentConfig(), generator())
+    with pytest.raises(AugmentError, match="^augmentation needs a non-empty batch$"):
+        apply_crops(empty, torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, dtype=torch.bool), 8)
 
 
 @pytest.mark.parametrize("mixing", [{"cutmix": 0.0}, {"cutmix": 1.0}, {"cutmix": 0.0, "mixup": 1.0}])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -225,3 +226,20 @@ def test_fresh_discards_only_what_the_build_wrote(tmp_path):
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
         "data", "data/cat", "data/cat/0.png", "notes.txt"]
     assert WorkDir(folder).result("teacher", {"a": 1}) is None
+
+
+def test_a_stage_folder_is_emptied_when_the_stages_key_changes(tmp_path):
+    """Partial state (epoch checkpoints) made with other options must not be resumed from: the stage's
+    folder, record and tensors go when its key changes, and stay while it is the same."""
+    from hello_build.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    (work.stage_dir("transfer", {"b": 2}) / "epoch_1.safetensors").write_bytes(b"partial state")
+    work.finish("transfer", {"b": 2}, {"epochs": 1}, 1.0, {"w": torch.zeros(2)})
+    folder = work.stage_dir("transfer", {"b": 2})
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_1.safetensors", "key.json"]
+    assert work.result("transfer", {"b": 2}) is not None
+    folder = work.stage_dir("transfer", {"b": 3})
+    assert sorted(p.name for p in folder.iterdir()) == ["key.json"]
+    assert json.loads((folder / "key.json").read_text()) == {"b": 3}
+    assert not any((tmp_path / "work" / name).exists() for name in ("transfer.json", "transfer.safetensors"))

@@ -84,6 +84,9 @@ CASES = {
                         "'requires' needs format_version 2.0"),
     "requires unbounded": (with_manifest(RAW, lambda m: m.update(format_version="2.0", requires=["x" * 5000])),
                            ManifestError, "at most 16 feature names of 1 to 40 characters"),
+    "requires of 17 names": (with_manifest(RAW, lambda m: m.update(format_version="2.0",
+                                                                   requires=[f"f{i}" for i in range(17)])),
+                             ManifestError, "field 'requires' must be a list of at most 16 feature names"),
     "a feature listed twice": (with_manifest(RAW, lambda m: m.update(format_version="2.0", requires=["prior_mix"] * 2)),
                                ManifestError, "more than once"),
     "a listed feature unused": (with_manifest(RAW, lambda m: m.update(format_version="2.0", requires=["prior_mix"])),
@@ -130,6 +133,26 @@ def test_bad_file_gives_a_precise_error(tmp_path, case):
         open_all(path)
     assert match in str(info.value) and str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_header_longer_than_the_bound_is_refused_even_when_the_file_holds_it(tmp_path, monkeypatch):
+    import hello_format.container
+
+    length = struct.unpack("<Q", RAW[:8])[0]
+    monkeypatch.setattr(hello_format.container, "MAX_HEADER_BYTES", length - 8)
+    path = corrupt(tmp_path, RAW)
+    with pytest.raises(HeaderError, match=rf"header length {length} exceeds the file size \({len(RAW)} bytes\) or "
+                                          rf"{length - 8:,} bytes$"):
+        open_all(path)
+
+
+@pytest.mark.parametrize("text, constant", [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
+                                            ('{"a": [1, NaN]}', "NaN")])
+def test_strict_json_refuses_the_non_standard_constants(text, constant):
+    from hello_format.container import strict_json_loads
+
+    with pytest.raises(ValueError, match=f"^{constant} is not valid JSON$"):
+        strict_json_loads(text)
 
 
 @pytest.mark.parametrize("name", ["images.data", "head.lora_B"])
@@ -236,7 +259,7 @@ def test_mutated_bundles_open_equal_or_raise_hello_error(tmp_path, data):
         assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in got)
 
 
-# --- property: extreme manifest values cost milliseconds and little memory, then fail cleanly or pass
+# --- property: extreme manifest values cost little work and memory, then fail cleanly or pass
 
 _SIZES = st.sampled_from([0, 1, 7, 1_000, 5_000, 20_000])
 _SENSITIVE = [("class_names",), ("images", "count"), ("images", "height"), ("images", "width"), ("ipc",),
@@ -267,7 +290,7 @@ def _run_reader(path):
     except HelloError as exc:
         assert "\n" not in str(exc)
     result = CliRunner().invoke(cli, ["info", str(path)])
-    assert result.exit_code in (0, 2) and result.exception is None or isinstance(result.exception, SystemExit), \
+    assert result.exit_code in (0, 2) and (result.exception is None or isinstance(result.exception, SystemExit)), \
         result.output
 
 
@@ -275,7 +298,13 @@ def _run_reader(path):
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_extreme_manifest_values_are_cheap(tmp_path, data):
-    import time
+    """Cost is counted, not timed (speed goals live in the benchmarks; a wall clock fails under load):
+    the function calls cProfile sees, builtins included, and the memory tracemalloc sees, each bounded
+    by the file's size. Reading a valid vector makes about 60,000 calls and each byte an extreme value
+    adds at most about 8, so a step making calls per pair of a manifest list's items is far over (a loop
+    without calls, or one slow C call, is not counted: the benchmarks time those)."""
+    import cProfile
+    import pstats
     import tracemalloc
 
     name = data.draw(st.sampled_from(sorted(ORIGINALS)))
@@ -291,9 +320,14 @@ def test_extreme_manifest_values_are_cheap(tmp_path, data):
     path = corrupt(tmp_path, with_manifest(ORIGINALS[name], put_extreme))
     size = path.stat().st_size
     _run_reader(SPEC / "vectors" / name)  # warm caches (schema, imports) outside the budget
-    started = time.perf_counter()
-    _run_reader(path)
-    assert time.perf_counter() - started < 1.0
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        _run_reader(path)
+    finally:
+        profile.disable()
+    calls = pstats.Stats(profile).total_calls
+    assert calls < 20 * size + 200_000, (calls, size)
     tracemalloc.start()
     try:
         _run_reader(path)

@@ -5,6 +5,7 @@ projectors built from int8/int4 bundles next to the fp16 one."""
 import json
 import math
 import pathlib
+import re
 import struct
 
 import numpy as np
@@ -63,6 +64,15 @@ def test_an_all_zero_group_has_scale_zero_and_dequantises_to_zeros():
     assert -float(y[8]) == float(y[15]) == pytest.approx(1.0, rel=1e-3)   # 7 x fp16(1 / 7)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("short", ["values", "scales"])
+def test_dequantise_refuses_values_or_scales_of_the_wrong_size(dtype, short):
+    values, scales = quantise(torch.linspace(-1, 1, 18), dtype, 4)
+    values, scales = (values[:-1], scales) if short == "values" else (values, scales[:-1])
+    with pytest.raises(ManifestError, match=f"^t: tensor 'x' does not hold 18 {dtype} values in groups of 4$"):
+        dequantise("t", "x", values, scales, (3, 6), dtype, 4)
+
+
 def test_int4_packing_is_low_nibble_first_offset_by_8_with_a_zero_pad():
     x = torch.tensor([-7.0, 7.0, 0.0, 1.0, -1.0])      # max 7: scale exactly 1, q = x
     values, scales = quantise(x, "int4", 64)
@@ -76,6 +86,12 @@ def test_non_finite_or_huge_deltas_are_refused_when_writing():
     for bad in (float("nan"), float("inf"), 1e9):
         with pytest.raises(BundleError, match="cannot be stored as int4"):
             quantise(torch.tensor([0.0, bad]), "int4", 2)
+    # a finite fp16 scale above MAX_DELTA_SCALE (1e4): 1e5 / 7 for int4, 2e6 / 127 for int8; at the bound it is stored
+    for dtype, bad in (("int4", 1e5), ("int8", 2e6)):
+        message = f"beyond {limits.MAX_DELTA_SCALE * QMAX[dtype]:g}: it cannot be stored as {dtype}"
+        with pytest.raises(BundleError, match=re.escape(message) + "$"):
+            quantise(torch.tensor([0.0, bad]), dtype, 2)
+    assert quantise(torch.tensor([0.0, 7e4]), "int4", 2)[1].tolist() == [limits.MAX_DELTA_SCALE]
 
 
 # --- the stored layout, read with the spec's words only ------------------------------------------------------------
@@ -198,6 +214,9 @@ def _shapes(section, key, value):
     (lambda m: m["lora"].update(dtype="float16"), ManifestError, "field 'lora'"),       # float with group_size, shapes
     (_shapes("head", "lora_B", [2**31 - 1] * 8), ManifestError, "field 'head.lora.shapes.lora_B': [2147483647,"),
     (_shapes("head", "lora_B", [2**31] * 2), ManifestError, "field 'head.lora.shapes.lora_B'"),
+    *[(_shapes("head", "lora_B", shape), ManifestError,
+       "field 'head.lora.shapes.lora_B': not a list of at most 8 integers in [0, 2147483647]")
+      for shape in ([2**31, 1], [1] * 9, "8")],
     (_shapes("lora", "x" * 2000, [1]), ManifestError, "a key of 2000 characters"),
     # zero elements, every dimension in range, but a product torch's strides overflow (as a header's shape)
     (_shapes("lora", ENCODER_KEY.removeprefix("encoder_lora."), [4, 0, 2**31 - 1, 2**31 - 1]), ManifestError,

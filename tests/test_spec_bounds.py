@@ -106,6 +106,15 @@ def _gap_before_last_tensor(gap: int):
     return edit
 
 
+def _span_past_the_shape_of_last_tensor(extra: int):
+    """The last tensor's data_offsets end ``extra`` bytes later than its shape needs, the bytes appended."""
+    def edit(header, body):
+        last = max((n for n in header if n != "__metadata__"), key=lambda n: header[n]["data_offsets"][1])
+        header[last]["data_offsets"][1] += extra
+        return header, body + bytes(extra)
+    return edit
+
+
 def _metadata(value):
     def edit(header, body):
         header["__metadata__"] = value(header["__metadata__"])
@@ -128,6 +137,16 @@ CONTAINER = [
                    "tensor 'labels': data_offsets must be [begin, end] with 0 <= begin <= end", id=f"data-offsets-{name}")
       for name, offsets in [("one-number", (0,)), ("reversed", (48, 0)), ("negative", (-8, 40)), ("strings", ("0", "48")),
                             ("floats", (0.5, 48.5))]],
+    pytest.param(_entry("labels", lambda entry: {**entry, "shape": [float("nan")]}), HeaderError,
+                 "header is not valid JSON (ValueError: NaN is not valid JSON)", id="nan-in-header"),
+    pytest.param(_entry("labels", lambda entry: {**entry, "shape": [float("-inf")]}), HeaderError,
+                 "header is not valid JSON (ValueError: -Infinity is not valid JSON)", id="minus-infinity-in-header"),
+    pytest.param(lambda header, body: ({**header, "rank9": {"dtype": "U8", "shape": [0] * 9,
+                                                            "data_offsets": [len(body), len(body)]}}, body),
+                 HeaderError, "tensor 'rank9': shape must be a list of at most 8 integers in [0, 2147483647]",
+                 id="shape-rank-at-most-8"),
+    pytest.param(_span_past_the_shape_of_last_tensor(8), HeaderError,
+                 "tensor 'labels': I64 [6] needs 48 bytes but data_offsets [", id="data-offsets-span-the-shape"),
     pytest.param(_gap_before_last_tensor(8), HeaderError, "gap of 8 bytes before tensor 'labels'", id="gap-between-tensors"),
     pytest.param(lambda header, body: (header, body + bytes(8)), HeaderError,
                  "8 trailing bytes after the last tensor", id="trailing-bytes"),
@@ -281,6 +300,10 @@ BOUNDS = [
                  "field 'base.image_size': a list of 1 items, not [height, width]", id="image-size-a-pair-not-1"),
     pytest.param(setting("base.image_size"), [32] * 3, None,
                  "field 'base.image_size': a list of 3 items, not [height, width]", id="image-size-a-pair-not-3"),
+    pytest.param(setting("base.image_size"), 8193, 8192, "field 'base.image_size': 8193 is outside [1, 8192]",
+                 id="image-size-at-most-8192"),
+    pytest.param(setting("base.image_size"), [32, 8193], [8192, 32],
+                 "field 'base.image_size': 8193 is outside [1, 8192]", id="image-size-pair-at-most-8192"),
     pytest.param(setting("base.mean"), [0.5] * 2, [0.5] * 3, "field 'base.mean': a list of 2 items, not 3",
                  id="mean-of-3-not-2"),
     pytest.param(setting("base.mean"), [0.5] * 4, None, "field 'base.mean': a list of 4 items, not 3", id="mean-of-3-not-4"),
@@ -316,6 +339,10 @@ BOUNDS = [
     pytest.param(setting("head.templates"), ["x" * 510 + "{}x"], ["x" * 510 + "{}"],
                  "field 'head.templates.0': 513 characters (at most 512)", id="template-at-most-512-chars"),
     pytest.param(_one_class, 7, 6, "field 'ipc': 7 is outside [1, 6]", id="ipc-at-most-images-count"),
+    pytest.param(setting("recipe.epochs"), 1_000_001, 1_000_000,
+                 "field 'recipe.epochs': 1000001 is outside [1, 1000000]", id="epochs-at-most-1e6"),
+    pytest.param(setting("recipe.batch_size"), 1_000_001, 1_000_000,
+                 "field 'recipe.batch_size': 1000001 is outside [1, 1000000]", id="batch-size-at-most-1e6"),
 ]
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import inspect
+import os
 
 import pytest
 import torch
@@ -93,6 +94,21 @@ def test_a_resume_key_holds_what_the_named_files_hold(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     assert context.stage_key(options, "transfer")["contents"]["init_adapter"] != replaced["contents"]["init_adapter"]
     assert "init_adapter" not in context.stage_key(options, "teacher")["contents"]  # read by a later stage
+
+
+def test_a_folders_resume_key_changes_when_a_file_is_rewritten_at_the_same_size(tmp_path):
+    """A folder's files are not hashed: their names, sizes and modification times stand for them, so
+    weights rewritten in place with as many bytes must still change the key."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(b"weights")
+    options = BuildOptions(data="d", output="o", init_adapter=str(adapter))
+    before = context.stage_key(options, "init")["contents"]["init_adapter"]
+    mtime = weights.stat().st_mtime_ns
+    weights.write_bytes(b"WEIGHTS")
+    os.utime(weights, ns=(mtime + 10**9, mtime + 10**9))   # a later time even where the clock is coarse
+    assert context.stage_key(options, "init")["contents"]["init_adapter"] != before
 
 
 def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_it_batches():
