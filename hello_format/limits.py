@@ -18,7 +18,7 @@ MAX_JSON_CONTAINERS = 1_000_000         # '[' and '{' characters in a JSON text 
 MAX_JSON_SEPARATORS = 4_000_000         # it is parsed, ',' characters, and ':' characters (an object's members,
 MAX_JSON_MEMBERS = 1_000_000            # each ~220 bytes parsed, 4x a list item): parsed JSON costs up to ~60x
                                         # its text (a 100 MB header of "[[],[],..." is 2 GB of lists; 43 MB of
-                                        # 4-character keys, 1.1 GB of dicts); these bound it to a few hundred MB.
+                                        # 4-character keys, 0.9 GB of dicts); these bound it to a few hundred MB.
                                         # A 100,000-tensor header holds about 300,000, 700,000 and 500,000
 
 # manifest structure (checked before the JSON Schema)
