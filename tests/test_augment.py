@@ -142,6 +142,11 @@ def test_mixup_and_cutmix_draw_lam_with_their_own_alpha():
         assert min(lam, 1 - lam) < 1e-3
     for lam in lams(AugmentConfig(cutmix=0.0, mixup=1.0, mixup_alpha=1000.0, cutmix_alpha=1e-3)):
         assert lam == pytest.approx(0.5, abs=0.1)
+    # CutMix's lam is its box's share, clipped at the 8 px edges: a tiny alpha gives empty boxes (1.0) or
+    # large ones, a huge alpha a box of about half the side's square, never empty
+    tiny = lams(AugmentConfig(cutmix=1.0, mixup=0.0, cutmix_alpha=1e-3, mixup_alpha=1000.0))
+    assert 1.0 in tiny and all(lam == 1.0 or lam < 0.7 for lam in tiny)
+    assert all(0.7 < lam < 1.0 for lam in lams(AugmentConfig(cutmix=1.0, mixup=0.0, cutmix_alpha=1000.0, mixup_alpha=1e-3)))
 
 
 def test_mixing_probabilities_follow_the_config():

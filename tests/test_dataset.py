@@ -183,9 +183,6 @@ def test_a_loader_without_a_batch_is_refused(path):
     on nothing, silently (fourteenth audit)."""
     with pytest.raises(HelloError, match="no batch: 12 images over 5 ranks in batches of 4 with drop_last"):
         HelloDataset(path, device="cpu", rank=0, world_size=5).loader(4, drop_last=True)
-    from hello_format.augment import AugmentConfig
-    from hello_format.dataset import LabelledImages
-
     empty = LabelledImages(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), ["a"],
                            AugmentConfig(), None, device="cpu")
     with pytest.raises(HelloError, match="no batch: 0 images in batches of 4$"):

@@ -96,12 +96,11 @@ def cli_error(path, command="info", *extra):
 
 
 def val_folder(tmp_path, side=16):
-    """A validation ImageFolder of one black image per sample class: what hello eval lists (it counts the
+    """A validation ImageFolder of one image per sample class: what hello eval lists (it counts the
     validation images in its run bound) before it decodes the bundle or builds anything."""
-    for name in samples.CLASS_NAMES:
-        (tmp_path / "val" / name).mkdir(parents=True)
-        Image.new("RGB", (side, side)).save(tmp_path / "val" / name / "0.png")
-    return tmp_path / "val"
+    from support import make_tree
+
+    return make_tree(tmp_path / "val", per_class=1, classes=samples.CLASS_NAMES, size=side)
 
 
 _STATUS_KB = ("def _status_kb(field):\n"
@@ -1206,8 +1205,10 @@ def test_unknown_augment_settings_are_named_briefly(tmp_path):
     assert len(str(error.value)) < 400
 
 
-@pytest.mark.parametrize("change", [{"recipe": True}, {"classes": ["no-such-class"]}])
-def test_hello_dataset_checks_its_recipe_and_classes_before_building_the_projector(tmp_path, monkeypatch, change):
+@pytest.mark.parametrize("future_setting, classes, message", [(True, None, "future_blur"),
+                                                               (False, ["no-such-class"], "no-such-class")])
+def test_hello_dataset_checks_its_recipe_and_classes_before_building_the_projector(tmp_path, monkeypatch,
+                                                                                  future_setting, classes, message):
     """HelloDataset built the whole projector (base, text head, LoRA, merge; for an open_clip base, a
     download) before it refused an unknown recipe.augment key or a class not in the bundle (thirteenth audit)."""
     from hello_format import dataset as dataset_module
@@ -1217,11 +1218,11 @@ def test_hello_dataset_checks_its_recipe_and_classes_before_building_the_project
     from support import rewritten, write_labelled_bundle
 
     path = write_labelled_bundle(tmp_path / "ok.hello")
-    if change.get("recipe"):
+    if future_setting:
         path = rewritten(path, tmp_path / "future.hello", lambda m, t: m["recipe"]["augment"].update(future_blur=0.5))
     monkeypatch.setattr(dataset_module.Projector, "from_bundle", lambda *a, **k: pytest.fail("the projector was built"))
-    with pytest.raises(AugmentError if change.get("recipe") else HelloError, match="future_blur|no-such-class"):
-        HelloDataset(path, device="cpu", classes=change.get("classes"))
+    with pytest.raises(AugmentError if future_setting else HelloError, match=message):
+        HelloDataset(path, device="cpu", classes=classes)
 
 
 def test_escaping_a_long_string_for_the_terminal_costs_about_its_own_size():
