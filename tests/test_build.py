@@ -462,7 +462,7 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
     options = tiny_options(kit, tmp_path, teacher=[], train_teacher="convnet3", teacher_epochs=2, teacher_checkpoints=2,
                            transfer_epochs=1)
     _, lines = run_build(options)
-    final = options.workdir_path() / "teacher_convnet3.safetensors"
+    final = options.workdir_path() / "teacher" / "teacher_convnet3.safetensors"
     assert any(f"the final convnet3 is {final}" in line for line in lines), lines
     stacked = load_file(str(options.workdir_path() / "teacher.safetensors"))
     teacher = load_teacher(final, num_classes=len(CLASSES))   # its architecture and preprocessing from the file

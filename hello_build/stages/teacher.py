@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from hello_build import teachers as teacher_io
-from hello_build.stages.context import BuildContext
+from hello_build.stages.context import BuildContext, stage_key
 from hello_build.workdir import unreadable
 from hello_format.text import shortened
 
@@ -35,8 +35,9 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
+    folder = ctx.work.stage_dir("teacher", stage_key(options, "teacher"))   # discarded with the stage (--fresh)
     if ctx.group is None or ctx.group.is_main:   # the final teacher as a file hello eval's teacher regimes load
-        final = teacher_io.save_teacher(trained[-1], ctx.work.path / f"teacher_{options.train_teacher}.safetensors",
+        final = teacher_io.save_teacher(trained[-1], folder / f"teacher_{options.train_teacher}.safetensors",
                                         options.train_teacher)
         ctx.log(f"teacher: the final {options.train_teacher} is {final} (hello eval --regime teacher --teacher FILE)")
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
