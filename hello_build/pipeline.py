@@ -38,11 +38,11 @@ from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig, AugmentError
-from hello_format.base import create_base, describe_base, embedded_tensors, image_hw
+from hello_format.base import check_architecture_name, create_base, describe_base, embedded_tensors, image_hw
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
-from hello_format.errors import BundleError, DeviceError
+from hello_format.errors import BaseModelError, BundleError, DeviceError
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -221,6 +221,10 @@ def _check(options: BuildOptions) -> None:
         raise BuildError(str(exc)) from None
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
+    try:
+        check_architecture_name(options.base, "--base")   # before open_clip fetches a schema's config
+    except BaseModelError as exc:
+        raise BuildError(str(exc)) from None
     if not options.base_config and open_clip.get_model_config(options.base) is None:
         raise BuildError(f"unknown base architecture {options.base!r}: not an open_clip model config; "
                          "name one (e.g. RN50, ViT-B-16) or give a custom one with --base-config FILE")

@@ -334,17 +334,25 @@ def preprocessing(model: nn.Module) -> tuple[int | list[int], list[float], list[
 _FROM_FILES: set[str] = set()
 
 
+def check_architecture_name(architecture, field: str = "base.architecture") -> None:
+    """BaseModelError unless ``architecture`` is a plain open_clip model name: no schema (``hf-hub:``,
+    ``local-dir:``: open_clip would fetch or read its config) and no '/' (open_clip reads it as '-').
+    ``field`` names where the value came from (the manifest field, or a builder flag)."""
+    if not isinstance(architecture, str) or not architecture:
+        raise BaseModelError(f"{field} must be an open_clip model name, got {shortened(architecture)}")
+    if ":" in architecture:
+        config = "--base-config FILE" if field.startswith("--") else "base.config"
+        raise BaseModelError(f"{field} {shortened(architecture)} uses an open_clip schema (hf-hub:, "
+                             f"local-dir:); name a plain model and give a custom one's config as {config} instead")
+    if "/" in architecture:
+        raise BaseModelError(f"{field} {shortened(architecture)} contains '/', which open_clip reads as '-': "
+                             "it would build the model of another name than the one checked here")
+
+
 def _register_config(architecture, config: dict | None) -> None:
     """Make a custom open_clip config creatable under its architecture name (a name an earlier file
     registered takes this file's config)."""
-    if not isinstance(architecture, str) or not architecture:
-        raise BaseModelError(f"base.architecture must be an open_clip model name, got {shortened(architecture)}")
-    if ":" in architecture:
-        raise BaseModelError(f"base.architecture {shortened(architecture)} uses an open_clip schema (hf-hub:, "
-                             "local-dir:); record a plain model name plus base.config instead")
-    if "/" in architecture:
-        raise BaseModelError(f"base.architecture {shortened(architecture)} contains '/', which open_clip reads as '-': "
-                             "it would build the model of another name than the one checked here")
+    check_architecture_name(architecture)
     known = None if architecture in _FROM_FILES else open_clip.get_model_config(architecture)
     if config is None:
         if known is None:

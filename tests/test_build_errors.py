@@ -82,6 +82,11 @@ CASES = [
     ("missing_teacher", None, {"teacher": ["/no/such/teacher.safetensors"]}, r"teacher file /no/such/teacher\.safetensors does not exist"),
     ("pickle_teacher", None, {"teacher": ["pickled"]}, r"pickled\.pth is a pickled PyTorch checkpoint, which hello-build refuses to load"),
     ("unknown_base", None, {"base": "no-such-clip"}, r"unknown base architecture 'no-such-clip'.*--base-config"),
+    # a schema makes open_clip fetch (hf-hub:) or read (local-dir:) a config before any check of ours
+    ("hub_schema_base", None, {"base": "hf-hub:someone/clip"},
+     r"--base 'hf-hub:someone/clip' uses an open_clip schema \(hf-hub:, local-dir:\).*--base-config FILE"),
+    ("local_dir_schema_base", None, {"base": "local-dir:/no/such"}, r"--base 'local-dir:/no/such' uses an open_clip schema"),
+    ("slash_in_base", None, {"base": "RN50/quickgelu"}, r"--base 'RN50/quickgelu' contains '/'"),
     ("ipc_too_large", None, {"ipc": 3}, r"class 'apple' has 8 images but --ipc 3 with --factor 2 needs 12 \(3 class\(es\) short\)"),
     ("two_kinds_of_teacher", None, {"train_teacher": "convnet3"}, r"give either --teacher or --train-teacher, not both"),
     ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),

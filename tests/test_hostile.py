@@ -2111,6 +2111,16 @@ def test_an_architecture_name_open_clip_would_rewrite_is_refused():
     assert open_clip.get_model_config("roberta/ViT-B-32") is None
 
 
+@pytest.mark.parametrize("architecture", ["hf-hub:someone/clip", "local-dir:/etc"])
+def test_an_architecture_name_with_an_open_clip_schema_is_refused(architecture):
+    """open_clip fetches (hf-hub:) or reads (local-dir:) the config a schema names: the file would choose
+    what is downloaded or read. Refused by name, before open_clip is asked."""
+    base = _custom_base(tiny_vit_config(), architecture)
+    for load in (lambda: create_base(base, embedded_state=tiny_clip("vit").state_dict()), lambda: parameter_count(base)):
+        with pytest.raises(BaseModelError, match=r"base\.architecture '.*' uses an open_clip schema .*as base\.config"):
+            load()
+
+
 EVIL_NAME = "\x1b]0;owned\x07\x1b[2J" + "A" * 960   # within the 1,024 characters a tensor name may have
 
 
