@@ -39,7 +39,10 @@ class WorkDir:
         self.path, self.group = Path(path), group
         self.writes = group is None or group.is_main
         if self.writes:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BuildError(f"work directory {self.path} (--workdir): cannot create it: {exc.strerror or exc}") from None
             for stage in fresh:
                 self.discard(stage)
         if group is not None:

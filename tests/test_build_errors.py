@@ -110,6 +110,8 @@ CASES = [
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
     ("not_a_device", None, {"device": "gpu"}, r"--device: device 'gpu' is not a torch device \(e\.g\. cpu, cuda, cuda:1\)"),
+    ("workdir_that_cannot_be_made", None, {"workdir": "/dev/null/work"},
+     r"work directory /dev/null/work \(--workdir\): cannot create it: Not a directory"),
 ]
 
 
