@@ -60,6 +60,8 @@ class BuildOptions:
     teacher_batch_size: int = option(TeacherTraining.batch_size, "Batch size for --train-teacher.", stage="teacher", open=True)
     teacher_weight_decay: float = option(TeacherTraining.weight_decay, "Weight decay for --train-teacher.", stage="teacher", open=True)
     teacher_momentum: float = option(TeacherTraining.momentum, "SGD momentum for --train-teacher.", stage="teacher", open=True)
+    teacher_hflip: float = option(TeacherTraining.hflip, "Horizontal flip probability of --train-teacher's augmentation (0 for data a mirror changes, such as digits).", stage="teacher", open=True)
+    teacher_pad: float = option(TeacherTraining.pad, "--train-teacher's random crop: zero padding of each side, as a fraction of the image side (0: no crop).", stage="teacher", open=True)
     teacher_combine: str = option(DEFAULT_COMBINE, "How weak teachers label a batch: one random teacher per batch, or the mean of their logits.", stage="transfer", open=True, choices=COMBINE_MODES)
     # base
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")

@@ -524,6 +524,8 @@ class TeacherTraining:
     batch_size: int = 128
     weight_decay: float = 5e-4
     momentum: float = 0.9
+    hflip: float = 0.5            # horizontal flip probability (0 for data a mirror changes, such as digits)
+    pad: float = 0.125            # random crop after zero padding each side by this fraction of the side (1/8: 4 px at 32)
 
     def __post_init__(self):
         if not 1 <= self.checkpoints <= self.epochs:
@@ -534,6 +536,8 @@ class TeacherTraining:
             raise ValueError(f"teacher training needs a finite lr > 0, batch_size >= 2, a finite weight_decay >= 0 "
                              f"and momentum in [0, 1) (got {self.lr}, {self.batch_size}, {self.weight_decay}, "
                              f"{self.momentum})")
+        if not (0 <= self.hflip <= 1 and 0 <= self.pad <= 1):
+            raise ValueError(f"teacher training needs hflip and pad in [0, 1] (got {self.hflip}, {self.pad})")
 
     def checkpoint_epochs(self) -> list[int]:
         """``checkpoints`` evenly spaced epochs of the run, the last one included (e.g. 10, 3 -> 3, 7, 10)."""
@@ -549,7 +553,8 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     """Train a zoo ``arch`` on the real images (``indices`` of ``index``, default all) as ``training`` says
     and return its ``checkpoints`` frozen checkpoints (``TeacherTraining.checkpoint_epochs``), oldest first.
 
-    Augmentation: random crop with padding (size / 8) and horizontal flip. Images are decoded at
+    Augmentation: a random crop after zero padding (``training.pad`` of the side) and a horizontal flip
+    (probability ``training.hflip``). Images are decoded at
     ``input_size`` (default: the architecture's own), which becomes the teachers' input size. Seeded: weights, data order and augmentation repeat exactly on
     the same hardware. ``precision``: bf16 trains under bf16 autocast (``hello_format.labelling``; ``auto``:
     bf16 on CUDA), with fp32 weights and checkpoints. With ``work_dir`` each checkpoint is also saved as
@@ -591,7 +596,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
             images, labels = images[keep_mask], labels[keep_mask]
             if len(labels) < 2:
                 continue
-            images = _crop_flip(images, augment_generator)
+            images = _crop_flip(images, training, augment_generator)
             mine = rows(group, len(labels))
             with autocast(device, precision):
                 logits = model(images[mine].to(device)).float()
@@ -609,8 +614,9 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
             progress(epoch, total / max(count, 1))
         if epoch in saves:
             description = (f"{arch} trained by hello-build on {len(positions)} images (SGD lr {training.lr:g} cosine, "
-                           f"momentum {training.momentum:g}, weight decay {training.weight_decay:g}, batch {batch_size}, pad-crop "
-                           f"and flip, {precision}), epoch {epoch}/{epochs}, seed {seed}")
+                           f"momentum {training.momentum:g}, weight decay {training.weight_decay:g}, batch {batch_size}, crop after "
+                           f"padding {training.pad:g} of the side, flip {training.hflip:g}, {precision}), epoch {epoch}/{epochs}, "
+                           f"seed {seed}")
             snapshot = Teacher(copy.deepcopy(net), input_size=size, num_classes=index.num_classes,
                                mean=mean, std=std, description=description).to(device).eval()
             snapshot.requires_grad_(False)
@@ -622,13 +628,14 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     return checkpoints
 
 
-def _crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> float [0, 1]: random crop from a zero-padded (S / 8) image, random flip."""
+def _crop_flip(images: torch.Tensor, training: TeacherTraining, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, 3, S, S] -> float [0, 1]: a random crop from the image zero-padded by ``training.pad`` of S
+    (at least one pixel unless 0), flipped with probability ``training.hflip``."""
     size = images.shape[-1]
-    pad = max(1, size // 8)
+    pad = max(1, int(size * training.pad)) if training.pad > 0 else 0
     padded = F.pad(images.float() / 255.0, (pad, pad, pad, pad))
     offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
-    flips = (torch.rand(len(images), generator=generator) < 0.5).tolist()
+    flips = (torch.rand(len(images), generator=generator) < training.hflip).tolist()
     out = torch.stack([padded[i, :, top:top + size, left:left + size] for i, (top, left) in enumerate(offsets)])
     flip_rows = torch.tensor(flips, dtype=torch.bool)
     out[flip_rows] = out[flip_rows].flip(-1)

@@ -139,6 +139,7 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     args = [str(data), "-o", str(output), "--base", base, "--base-checkpoint", str(tmp_path / "base.safetensors"),
             "--embed-base", "--train-teacher", "convnet3", "--teacher-epochs", "2", "--teacher-checkpoints", "2",
             "--teacher-lr", "0.02", "--teacher-batch-size", "8", "--teacher-weight-decay", "0.001", "--teacher-momentum", "0.8",
+            "--teacher-hflip", "0", "--teacher-pad", "0.25",
             "--image-size", "16", "--transfer-epochs", "1", "--transfer-batch-size", "16", "--ipc", "1",
             "--candidates-per-class", "4", "--crops-per-image", "1", "--holdout", "0.2", "--skip-bad",
             "--view-transfer-epochs", "4", "--view-transfer-checks", "2", "--crop-ratio", "0.5", "2",
@@ -156,8 +157,10 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     assert provenance["teacher"].startswith("2 teachers") and "convnet3" in provenance["teacher"]
     assert provenance["builder"]["options"]["train_teacher"] == "convnet3"
     assert provenance["builder"]["options"]["teacher_epochs"] == 2  # used: recorded as given
-    assert {name: provenance["builder"]["options"][f"teacher_{name}"] for name in ("lr", "batch_size", "weight_decay", "momentum")} \
-        == {"lr": 0.02, "batch_size": 8, "weight_decay": 0.001, "momentum": 0.8}
+    names = ("lr", "batch_size", "weight_decay", "momentum", "hflip", "pad")
+    assert {name: provenance["builder"]["options"][f"teacher_{name}"] for name in names} \
+        == {"lr": 0.02, "batch_size": 8, "weight_decay": 0.001, "momentum": 0.8, "hflip": 0.0, "pad": 0.25}
+    assert "crop after padding 0.25 of the side, flip 0," in provenance["teacher"]
     assert "(SGD lr 0.02 cosine, momentum 0.8, weight decay 0.001, batch 8," in provenance["teacher"]  # and trained with
     assert provenance["builder"]["options"]["crop_ratio"] == [0.5, 2.0]   # a MIN MAX pair, as --crop-scale
     assert bundle.manifest["recipe"]["augment"]["ratio"] == [0.5, 2.0]    # the student's view the labels are for

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hello_build.data import scan_image_folder
-from hello_build.teachers import (Teacher, TeacherSet, TeacherTraining, check_teacher, load_teacher, save_teacher, train_teacher,
+from hello_build.teachers import (Teacher, _crop_flip, TeacherSet, TeacherTraining, check_teacher, load_teacher, save_teacher, train_teacher,
                                    zoo_teacher)
 from hello_build.zoo import create_model, zoo_names
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -420,7 +420,8 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     first, last = (dict(t.net.state_dict()) for t in teachers)
     assert any(not torch.equal(first[k], last[k]) for k in first)
     assert "epoch 1/2" in teachers[0].describe() and "epoch 2/2" in teachers[1].describe()
-    assert "(SGD lr 0.01 cosine, momentum 0.9, weight decay 0.0005, batch 4, pad-crop and flip, fp32)" in teachers[0].describe()
+    assert ("(SGD lr 0.01 cosine, momentum 0.9, weight decay 0.0005, batch 4, crop after padding 0.125 of the side, "
+            "flip 0.5, fp32)") in teachers[0].describe()
     saved = sorted((tmp_path / "work").glob("*.safetensors"))
     assert [p.name for p in saved] == [f"teacher_convnet3_epoch000{e}.safetensors" for e in (1, 2)]
     batch = torch.rand(2, 3, 32, 32)
@@ -482,3 +483,20 @@ def test_teacher_set_logits_with_an_outside_generator(images):
     assert len(set(picks)) == 1  # the same fresh generator draws the same teacher every time
     assert teachers.mean_logits(images)[0].tolist() == pytest.approx([1 / 3] * 3)
     assert teachers.description == teachers.describe()
+
+
+def test_the_teachers_augmentation_is_what_its_options_say():
+    """--teacher-hflip and --teacher-pad: a flip of probability 1 mirrors every image, 0 none; no padding,
+    no crop; padding by a quarter crops within a quarter of the side."""
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    plain = images.float() / 255.0
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(_crop_flip(images, TeacherTraining(hflip=0.0, pad=0.0), generator), plain)
+    assert torch.equal(_crop_flip(images, TeacherTraining(hflip=1.0, pad=0.0), generator), plain.flip(-1))
+    shifted = _crop_flip(images, TeacherTraining(hflip=0.0, pad=0.25), generator)
+    assert not torch.equal(shifted, plain)
+    for out, image in zip(shifted, plain):   # the image, moved by at most 4 px each way, zeros around it
+        assert any(torch.equal(out, torch.nn.functional.pad(image, (4, 4, 4, 4))[:, top:top + 16, left:left + 16])
+                   for top in range(9) for left in range(9))
+    with pytest.raises(ValueError, match=r"hflip and pad in \[0, 1\]"):
+        TeacherTraining(hflip=1.5)
