@@ -180,6 +180,8 @@ def _check(options: BuildOptions) -> None:
                          "--transfer-batch-size, --view-transfer-epochs be finite and at least 0, and "
                          f"--view-transfer-checks at least 1 (got {options.view_transfer_real_fraction}, "
                          f"{options.transfer_batch_size}, {options.view_transfer_epochs}, {options.view_transfer_checks})")
+    if not 0 <= options.view_transfer_warmup <= 1:
+        raise BuildError(f"--view-transfer-warmup must be a share of the steps, in [0, 1] (got {options.view_transfer_warmup})")
     if min(options.view_transfer_selection_rounds, options.view_transfer_selection_views) < 1:
         raise BuildError("--view-transfer-selection-rounds and --view-transfer-selection-views must be at least 1 "
                          f"(got {options.view_transfer_selection_rounds}, {options.view_transfer_selection_views})")
@@ -272,11 +274,15 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
         teacher_arch=used(options.teacher_arch, not trained),
         **{f"teacher_{name}": used(value, trained) for name, value in options.section(TeacherTraining, "teacher_").items()},
+        transfer_lr=used(options.transfer_lr, options.transfer_epochs > 0),
+        transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),
+        ipc=used(options.ipc, initialised), factor=used(options.factor, initialised),
         candidates_per_class=used(candidates_per_class(options), initialised),
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),
         image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),
         view_transfer_lr=used(options.view_transfer_lr, viewed),
+        view_transfer_warmup=used(options.view_transfer_warmup, viewed),
         view_transfer_weight_decay=used(options.view_transfer_weight_decay, viewed),
         view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),
         view_transfer_checks=used(options.view_transfer_checks, viewed),

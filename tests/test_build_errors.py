@@ -110,6 +110,10 @@ CASES = [
     ("negative_view_transfer_weight_decay", None, {"view_transfer_weight_decay": -0.1},
      r"--view-transfer-weight-decay must be finite and at least 0 \(got -0\.1\)"),
     ("not_a_device", None, {"device": "gpu"}, r"--device: device 'gpu' is not a torch device \(e\.g\. cpu, cuda, cuda:1\)"),
+    ("view_transfer_warmup_above_one", None, {"view_transfer_warmup": 1.5},
+     r"--view-transfer-warmup must be a share of the steps, in \[0, 1\] \(got 1\.5\)"),
+    ("teacher_flip_above_one", None, {"teacher": [], "train_teacher": "convnet3", "teacher_hflip": 2},
+     r"--teacher-\*: teacher training needs hflip and pad in \[0, 1\] \(got 2(\.0)?, 0\.125\)"),
     ("workdir_that_cannot_be_made", None, {"workdir": "/dev/null/work"},
      r"work directory /dev/null/work \(--workdir\): cannot create it: Not a directory"),
 ]

@@ -14,7 +14,7 @@ from hello_build.options import BuildOptions
 from hello_build.stages.transfer import run_transfer
 from hello_build.stages.transfer import transfer_loss
 from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, kept_check,
-                                           schedule, view_agreement)
+                                           schedule, view_agreement, warmup_steps)
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 from hello_format.testing import tiny_projector
@@ -258,3 +258,21 @@ def test_the_build_records_its_resolved_precision_and_bf16_changes_the_fit(kit, 
             recorded[name] = bundle.manifest["provenance"]["builder"]["options"]["precision"]
     assert recorded == {"auto": "fp32", "bf16": "bf16"}  # auto on a CPU is fp32
     assert auto["view_transfer"]["loss"] != bf16["view_transfer"]["loss"]
+
+
+def test_the_warmup_is_an_option_the_fit_follows_and_the_bundle_records(kit, tmp_path):
+    options = BuildOptions(data="unused", output="unused.hello")
+    assert [warmup_steps(options, steps) for steps in (2000, 6667, 5)] == [200, 666, 1]   # a tenth, at least one
+    assert warmup_steps(dataclasses.replace(options, view_transfer_warmup=0.5), 2000) == 1000
+    assert warmup_steps(dataclasses.replace(options, view_transfer_warmup=0.0), 2000) == 1
+    tenth, _ = _build(kit, tmp_path / "tenth", 20)
+    half, _ = _build(kit, tmp_path / "half", 20, view_transfer_warmup=0.5)
+    off, _ = _build(kit, tmp_path / "off", 0)
+    assert tenth["view_transfer"]["loss"][0] == half["view_transfer"]["loss"][0]   # the same first batch
+    assert tenth["view_transfer"]["loss"] != half["view_transfer"]["loss"]
+    recorded = {}
+    for name, summary in (("tenth", tenth), ("half", half), ("off", off)):
+        with Bundle.open(summary["output"]) as bundle:
+            options = bundle.manifest["provenance"]["builder"]["options"]
+            recorded[name] = options["view_transfer_warmup"]
+    assert recorded == {"tenth": 0.1, "half": 0.5, "off": None}   # off: not used

@@ -111,6 +111,9 @@ def run_transfer(
     """Train ``projector``'s LoRA parameters in place; returns the mean loss of each epoch and the
     seconds spent, earlier interrupted runs included. Settings: ``options.transfer_*``, ``lambda_ce``,
     ``seed``, ``num_workers``. ``log`` gets one line per epoch. ``group``: the torchrun job (see the module notes)."""
+    if not options.transfer_epochs:   # no transfer: its lr and weight decay are recorded as unused (None)
+        projector.eval()
+        return [], 0.0
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.transfer_lr, weight_decay=options.transfer_weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)

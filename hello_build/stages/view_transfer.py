@@ -90,7 +90,7 @@ def run_view_transfer(
     bar = tqdm(range(steps), desc="view transfer", disable=not progress, leave=False)
     projector.train()
     for step in bar:
-        cosine(optimizer, options.view_transfer_lr, step, steps, warmup=max(1, steps // 10))
+        cosine(optimizer, options.view_transfer_lr, step, steps, warmup=warmup_steps(options, steps))
         pick = torch.randint(len(images), (synthetic_count,), generator=generator)
         view = augment_batch(images[pick].to(device), augment, generator)
         parts = [(view.images, *mix_targets(labels[pick].to(device), view.mix))]
@@ -148,6 +148,13 @@ def schedule(options: BuildOptions, images: int) -> tuple[int, int]:
     synthetic = split_batch(options)[1]
     steps = math.ceil(round(options.view_transfer_epochs * images / synthetic, 6))
     return steps, max(1, steps // options.view_transfer_checks)
+
+
+def warmup_steps(options: BuildOptions, steps: int) -> int:
+    """The first steps of the view transfer over which its learning rate rises linearly:
+    ``view_transfer_warmup`` of ``steps``, at least one (a fresh AdamW's full-size first steps would undo
+    the trained LoRA)."""
+    return max(1, math.floor(steps * options.view_transfer_warmup))
 
 
 def _fit_parts(projector, target, teacher_choice, parts, options: BuildOptions, batch_size: int,
