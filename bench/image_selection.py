@@ -36,7 +36,7 @@ from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation
 from hello_build.data import RealImages, per_class_indices, real_image_loader  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.options import BuildOptions  # noqa: E402
-from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
+from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize, judge  # noqa: E402
 from hello_build.teachers import TeacherSet, evaluating, load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
 from hello_format.dataset import LabelledImages  # noqa: E402
@@ -57,7 +57,7 @@ def candidates(index, train_idx, teachers, projector, options, size):
         with evaluating(teachers), torch.no_grad():
             for images, _ in real_image_loader(index, size, 64, indices=plan["positions"]):
                 boxes = plan["boxes"][cursor:cursor + len(images)]
-                batch_losses, best = _score_crops(teachers.mean_logits, images, torch.full((len(images),), label), boxes,
+                batch_losses, best = _score_crops(judge(teachers, options.init_teacher), images, torch.full((len(images),), label), boxes,
                                                   size, boxes.shape[1], 64, "cpu")
                 crops += [_to_uint8(crop_resize(image, box, (size, size))) for image, box in zip(images, best)]
                 losses.append(batch_losses)
@@ -114,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--crop-scale", type=float, nargs=2, default=None,
                         help="area range of the candidate crops (default: the builder's, whole images at factor 1)")
+    parser.add_argument("--init-teacher", choices=("mean", "last"), default=BuildOptions.init_teacher,
+                        help="what ranks the candidates (hello-build --init-teacher): the teachers' mean or the final one")
     parser.add_argument("--candidates", type=int, default=BuildOptions.__dataclass_fields__["candidates_per_class"].default)
     parser.add_argument("--out", type=Path, default=Path("bench/results/image-selection"))
     args = parser.parse_args(argv)
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         ipc = int((bundle.labels == 0).sum())
         projector = Projector.from_bundle(bundle)
     options = BuildOptions(data=".", output="x", ipc=ipc, factor=1, candidates_per_class=args.candidates,
-                           crop_scale=args.crop_scale)
+                           crop_scale=args.crop_scale, init_teacher=args.init_teacher)
     args.crop_scale = list(candidate_crop_scale(options))
     scored = candidates(index, train_idx, teachers, projector, options, 32)
     train = set(train_idx)
@@ -152,12 +154,15 @@ def main(argv=None) -> int:
             accuracy = top1(model, val, device="cpu")
             wide = top1(model, foundation_half, device="cpu")
             results.setdefault(rule, []).append((accuracy, wide))
-            print(json.dumps({"rule": rule, "labels": args.labels, "crop_scale": args.crop_scale, "seed": seed,
+            print(json.dumps({"rule": rule, "labels": args.labels, "crop_scale": args.crop_scale,
+                              "init_teacher": args.init_teacher, "seed": seed,
                               "holdout_top1": accuracy, "foundation_half_top1": wide}), flush=True)
     scale = "-".join(f"{v:g}" for v in args.crop_scale)
-    with open(args.out / f"{args.labels}-scale{scale}-{'-'.join(args.rules)}.json", "w") as handle:
+    judged = "" if args.init_teacher == BuildOptions.init_teacher else f"-judge{args.init_teacher}"
+    with open(args.out / f"{args.labels}-scale{scale}{judged}-{'-'.join(args.rules)}.json", "w") as handle:
         json.dump(results, handle, indent=1)
-    print(f"| rule (crop scale {scale}, {args.labels} labels) | hold-out top-1 % | foundation half top-1 % |\n| --- | --- | --- |")
+    print(f"| rule (crop scale {scale}, {args.labels} labels, ranked by the {args.init_teacher} teacher) | hold-out top-1 % | "
+          "foundation half top-1 % |\n| --- | --- | --- |")
     for rule, runs in results.items():
         print(f"| {rule} | {mean_text([r[0] for r in runs])} | {mean_text([r[1] for r in runs])} |")
     return 0

@@ -278,6 +278,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),
         ipc=used(options.ipc, initialised), factor=used(options.factor, initialised),
         candidates_per_class=used(candidates_per_class(options), initialised),
+        init_teacher=used(options.init_teacher, initialised),
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),
         image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),

@@ -134,7 +134,7 @@ def test_recorded_options_are_the_values_a_rule_of_the_build_replaced():
     assert crops.lora_alpha == BuildOptions.lora_alpha and crops.quality == 75
     relabelled = resolved(init_images="rded", view_transfer_epochs=0, transfer_epochs=0)
     assert relabelled.crops_per_image is relabelled.candidates_per_class is relabelled.crop_scale is None
-    assert relabelled.ipc is relabelled.factor is None   # --init-images: the given set's own count and no patches
+    assert relabelled.ipc is relabelled.factor is relabelled.init_teacher is None   # --init-images: no crops chosen
     assert relabelled.transfer_lr is relabelled.transfer_weight_decay is relabelled.view_transfer_warmup is None
     assert crops.transfer_lr == BuildOptions.transfer_lr and crops.ipc == 10 and crops.factor == 2
     assert relabelled.view_transfer_lr is None and relabelled.view_transfer_target == "last"  # it picks the agreement's teacher

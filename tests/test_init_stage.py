@@ -180,6 +180,21 @@ def test_teacher_set_ranks_with_its_mean_and_progress_is_reported(solid_tree):
     assert seen == [(5, 24), (10, 24), (15, 24), (20, 24), (24, 24)]
 
 
+def test_init_teacher_last_ranks_by_the_final_teacher_alone(solid_tree):
+    """--init-teacher last: the final teacher is the one judge (RDED's observer); here it prefers the
+    impure images, which the mean of the set ranks last."""
+    from hello_build.teachers import TeacherSet
+
+    inverted = Teacher(nn.Sequential(ChannelTeacher(), _Negate()), input_size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    teachers = TeacherSet([colour_teacher(), colour_teacher(), colour_teacher(), inverted], combine="random")
+    names = {}
+    for choice in ("mean", "last"):
+        result = synthesise(solid_tree, teachers, ipc=1, factor=2, candidates_per_class=8, init_teacher=choice)
+        names[choice] = [solid_tree.samples[s][0].rsplit("/", 1)[1] for s in result.sources[0, :, 0].tolist()]
+    assert names == {"mean": ["img0.png", "img1.png", "img2.png", "img3.png"],
+                     "last": ["img7.png", "img6.png", "img5.png", "img4.png"]}
+
+
 class _Negate(nn.Module):
     def forward(self, x):
         return -0.5 * x
