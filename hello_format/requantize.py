@@ -5,7 +5,8 @@ rebuilding.
 Everything but the deltas is copied as stored (images, labels, base, unknown tensors and fields);
 the ``lora`` and ``head.lora`` sections change only in ``dtype``, ``group_size`` and ``shapes``, and
 ``provenance.fidelity.quantisation`` says how quantised deltas were chosen (rounded, or calibrated:
-``hello_format.calibration``, which needs the base, so only then is the projector built).
+``hello_format.calibration``, which needs the base, so only then is the projector built), and
+``provenance.requantized`` lists each conversion (the build's recorded options stay the build's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hello_format import __version__
 from hello_format.bundle import Bundle, write_stored
 from hello_format.calibration import CalibrationConfig, calibrate, check_cost
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
@@ -80,6 +82,7 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
                                              allow_remote_base=allow_remote_base, progress=progress)
         manifest, stored = store_deltas(manifest, deltas, dtype, group_size)
         manifest = record_quantisation(manifest, dtype, group_size, calibrated)
+        manifest = _record_conversion(manifest, before, dtype, group_size)
         if is_quantised(dtype) and parse_version(manifest["format_version"]) < SINCE_VERSION:
             manifest["format_version"] = FORMAT_VERSION
         kept = {name: bundle.tensor(name) for name in bundle.tensor_names if not _is_delta(name)}
@@ -132,6 +135,16 @@ def record_quantisation(manifest: dict, dtype: str, group_size: int | None, cali
         fidelity["quantisation"] = calibrated or {"dtype": dtype, "group_size": group_size, "steps": 0}
     if fidelity or "fidelity" in provenance:
         provenance["fidelity"] = fidelity
+    return {**manifest, "provenance": provenance}
+
+
+def _record_conversion(manifest: dict, before: tuple[str, ...], dtype: str, group_size: int) -> dict:
+    """``manifest`` with this conversion appended to ``provenance.requantized``: the build's recorded
+    options (``provenance.builder.options``) stay the build's, so this says what changed since."""
+    provenance = dict(manifest["provenance"])
+    record = {"from": list(before), "to": dtype, "group_size": group_size if is_quantised(dtype) else None,
+              "version": __version__}
+    provenance["requantized"] = [*provenance.get("requantized", []), record]
     return {**manifest, "provenance": provenance}
 
 

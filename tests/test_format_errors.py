@@ -115,6 +115,10 @@ CASES = {
         "field 'provenance.class_folders.0': contains the control character U+001B"),
     "class folders not a list": (with_manifest(RAW, lambda m: m["provenance"].update(class_folders="abc")),
                                  ManifestError, "provenance.class_folders"),
+    "requantized not a list": (with_manifest(RAW, lambda m: m["provenance"].update(requantized="int4")),
+                               ManifestError, "provenance.requantized"),
+    "requantized record without its target": (with_manifest(RAW, lambda m: m["provenance"].update(
+        requantized=[{"from": ["float16"], "version": "0.1.0"}])), ManifestError, "provenance.requantized.0"),
     "tensor not in integrity": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].pop("labels")),
                                 ManifestError, "integrity.tensors"),
     # JSON Schema's '$' (ECMA-262) is the end of the string; Python's also matched before a final newline

@@ -11,6 +11,8 @@ import struct
 import numpy as np
 import pytest
 import torch
+
+import hello_format
 from click.testing import CliRunner
 
 from hello_format import limits
@@ -260,6 +262,9 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
             assert after.manifest[field] == before.manifest[field], field
         provenance = dict(after.manifest["provenance"])
         assert provenance.pop("fidelity") == {"quantisation": {"dtype": "int4", "group_size": 4, "steps": 0}}
+        # the conversion is recorded beside the build's own options, which stay the build's
+        assert provenance.pop("requantized") == [{"from": ["float16", "float16"], "to": "int4", "group_size": 4,
+                                                  "version": hello_format.__version__}]
         assert provenance == before.manifest["provenance"]
         for name in ("images.data", "images.offsets", "labels"):
             assert torch.equal(after.tensor(name), before.tensor(name)), name
@@ -277,6 +282,8 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
     with Bundle.open(tmp_path / "fp16.hello", verify=True) as fp16, Bundle.open(tmp_path / "int4.hello") as int4:
         assert "group_size" not in fp16.manifest["lora"] and fp16.manifest["lora"]["dtype"] == "float16"
         assert fp16.manifest["provenance"]["fidelity"] == {}       # float deltas: no quantisation record
+        assert [(r["from"], r["to"], r["group_size"]) for r in fp16.manifest["provenance"]["requantized"]] == \
+            [(["float16", "float16"], "int4", 4), (["int4", "int4"], "float16", None)]   # oldest first
         # the dequantised int4 values, rounded to fp16 (q x an fp16 scale can need more than fp16's 11 bits)
         assert torch.equal(fp16.head_state_dict()["lora_A"], int4.head_state_dict()["lora_A"].half())
 
