@@ -35,7 +35,8 @@ import statistics
 import time
 from pathlib import Path
 
-from hello_build.demo import DIGIT_NAMES, NET, SIZE, STUDENT_EPOCHS, demo_options, digits_split, prepare, write_image_folder
+from hello_build.demo import (DIGIT_NAMES, NET, SIZE, STUDENT_EPOCHS, TEACHER_TRAINING, demo_options, digits_split, prepare,
+                              write_image_folder)
 from hello_build.evaluation import evaluate
 from hello_build.pipeline import build
 from hello_build.teachers import load_teacher
@@ -74,6 +75,8 @@ def main(argv=None) -> None:
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
     parser.add_argument("--work", type=Path, default=Path(f"bench/results/cache/demo-sweep-{NET}"))
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--teacher-hflip", type=float, default=TEACHER_TRAINING.hflip,
+                        help="the teacher's flip probability (give this another --work: the teacher is prepared once per folder)")
     args = parser.parse_args(argv)
     work = args.work
     parts = digits_split(0)
@@ -81,7 +84,7 @@ def main(argv=None) -> None:
     teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     if not checkpoint.is_file() or not teacher_files:
         prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0,
-                precision=args.precision)
+                precision=args.precision, training=dataclasses.replace(TEACHER_TRAINING, hflip=args.teacher_hflip))
         write_image_folder(val_dir, *parts["foundation"])
         teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     final = load_teacher(teacher_files[-1], arch=NET, num_classes=len(DIGIT_NAMES), image_size=SIZE)

@@ -59,6 +59,7 @@ SIZE = 32
 IPC = 1
 STUDENT_EPOCHS = 600
 NET = "convnet3_w32"  # the teacher's and the students' zoo architecture
+TEACHER_TRAINING = TeacherTraining(checkpoints=3)   # 15 epochs; the three checkpoints are the weak teachers
 
 
 def digits_split(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -177,7 +178,7 @@ def demo_options(train_dir: Path, output: Path, teacher_files: list[Path], check
 
 
 def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoint: Path, started: float, *,
-             progress: bool, seed: int, precision: str = "fp32") -> list:
+             progress: bool, seed: int, precision: str = "fp32", training: TeacherTraining = TEACHER_TRAINING) -> list:
     """Write the digits, pretrain the stand-in foundation model (saved to ``checkpoint``) and train the
     teacher (its checkpoints in ``teacher_dir``); returns the teachers."""
     write_image_folder(train_dir, *parts["original"])
@@ -193,7 +194,7 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
     print(f"2/4 ({time.perf_counter() - started:.0f} s) training a {NET} teacher on {len(parts['original'][1])} digits and distilling them into {IPC} image{'s' * (IPC > 1)} per class")
     index = scan_image_folder(train_dir)
     train_idx, _ = holdout_split(index, BuildOptions.holdout, seed)  # the build's fidelity hold-out stays unseen
-    return train_teacher(index, NET, TeacherTraining(checkpoints=3), input_size=SIZE, seed=seed,
+    return train_teacher(index, NET, training, input_size=SIZE, seed=seed,
                          indices=train_idx, work_dir=teacher_dir, precision=precision)
 
 
