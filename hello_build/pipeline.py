@@ -42,12 +42,12 @@ from hello_format.base import check_architecture_name, create_base, describe_bas
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
-from hello_format.errors import BaseModelError, BundleError, DeviceError
+from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
 from hello_format.limits import MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
-from hello_format.lora import default_targets, encoder_config
+from hello_format.lora import default_targets, encoder_config, explicit
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
 from hello_format.quantize import DELTA_DTYPES, is_quantised
@@ -303,6 +303,14 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
     rank 0 computes the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
     templates = DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE
+    encoder_lora = None
+    if options.lora_rank:
+        try:   # a pattern peft cannot take or that adapts nothing is refused here, before the text head costs
+            encoder_lora = encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
+                                          target_modules=options.lora_targets)
+            explicit(clip_model.visual, encoder_lora)
+        except ManifestError as exc:
+            raise BuildError(f"--lora-targets: {exc}") from None
     embeddings = None
     if group is not None:
         computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,
@@ -313,9 +321,7 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         clip_model, base_section, index.class_names,
         head=HeadConfig(templates=templates, logit_scale=float(clip_model.logit_scale.exp().item()),
                         lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
-        encoder_lora=encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
-                                    target_modules=options.lora_targets) if options.lora_rank else None,
-        train_logit_scale=options.train_logit_scale, class_embeddings=embeddings,
+        encoder_lora=encoder_lora, train_logit_scale=options.train_logit_scale, class_embeddings=embeddings,
     ).to(device)
     if group is not None:
         with torch.no_grad():

@@ -114,6 +114,10 @@ CASES = [
      r"--view-transfer-warmup must be a share of the steps, in \[0, 1\] \(got 1\.5\)"),
     ("teacher_flip_above_one", None, {"teacher": [], "train_teacher": "convnet3", "teacher_hflip": 2},
      r"--teacher-\*: teacher training needs hflip and pad in \[0, 1\] \(got 2(\.0)?, 0\.125\)"),
+    ("lora_targets_peft_cannot_take", None, {"lora_targets": "(("},
+     r"--lora-targets: lora\.target_modules '\(\(' is not a supported target pattern: unbalanced parenthesis"),
+    ("lora_targets_that_adapt_nothing", None, {"lora_targets": "no_such_module"},
+     r"--lora-targets: lora\.target_modules 'no_such_module' matches no module of the image encoder"),
     ("workdir_that_cannot_be_made", None, {"workdir": "/dev/null/work"},
      r"work directory /dev/null/work \(--workdir\): cannot create it: Not a directory"),
 ]
