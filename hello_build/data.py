@@ -6,7 +6,9 @@ the sorted folder names; readable names come from the folders or from a class-na
 Choices (also in the builder's help):
 - Bad files are found at scan time by opening each file's header with PIL (``Image.open`` reads only
   the header, threaded), so a corrupt or non-image file is reported before any work starts (a FIFO or
-  device named like an image is one, never opened). A file
+  device named like an image is one, never opened; so is a file of a format outside
+  ``DATA_IMAGE_FORMATS``, whatever its name). A JPEG of more scans or an image of more pixels than the
+  limits allow (per byte of its file) fails when it is decoded, before any pixel is. A file
   whose header is fine but whose pixels do not decode (a truncated JPEG) is found at decode time:
   ``RealImages`` raises a BuildError naming it, or with ``skip_bad=True`` warns with its path and
   returns it with label ``-1`` (``SKIPPED``) so consumers drop and count it; it never vanishes silently.
@@ -41,7 +43,8 @@ from hello_build.errors import BuildError
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
-from hello_format.limits import MAX_CLASS_NAMES_FILE_BYTES, MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES
+from hello_format.limits import (DATA_IMAGE_FORMATS, MAX_CLASS_NAMES_FILE_BYTES, MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES,
+                                 MAX_JPEG_SCANS, MAX_SOURCE_PIXELS, MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
 from hello_format.text import shortened, terminal
 
@@ -168,11 +171,30 @@ def _identity(path: str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
+def open_image(file) -> Image.Image:
+    """``Image.open`` with the formats an image folder may hold only (``DATA_IMAGE_FORMATS``): a file
+    Pillow would hand to another program (EPS: Ghostscript) is not an image here, whatever its name."""
+    with warnings.catch_warnings():   # check_source_pixels bounds the pixels, below Pillow's bomb warning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(file, formats=DATA_IMAGE_FORMATS)
+
+
+def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
+    """ValueError when an image of ``width_height`` pixels, as it will be decoded, from a file of
+    ``file_bytes`` costs more than the source bounds allow (limits: MIN_SOURCE_PIXELS,
+    SOURCE_PIXELS_PER_FILE_BYTE, MAX_SOURCE_PIXELS)."""
+    width, height = width_height
+    most = min(MAX_SOURCE_PIXELS, max(MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE * file_bytes))
+    if width * height > most:
+        raise ValueError(f"{width}x{height} pixels from a {file_bytes:,}-byte file (at most {most:,}: "
+                         f"{SOURCE_PIXELS_PER_FILE_BYTE} a byte, at least {MIN_SOURCE_PIXELS:,}, at most {MAX_SOURCE_PIXELS:,})")
+
+
 def _header_ok(path: str) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device: opening it can block forever
             return False
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.width > 0 and image.height > 0
     except Exception:  # any failure to parse the header is a bad file, whatever PIL raises
         return False
@@ -251,10 +273,15 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
 
 
 def decode_image(path: str, size: int) -> torch.Tensor:
-    """Decode ``path`` to uint8 [3, size, size]: RGB (see module notes), shorter side -> size, centre crop."""
-    with Image.open(path) as image:
+    """Decode ``path`` to uint8 [3, size, size]: RGB (see module notes), shorter side -> size, centre crop.
+    ValueError for a file of another format than ``DATA_IMAGE_FORMATS``, a JPEG of too many scans or more
+    pixels than ``check_source_pixels`` allows, each found before any pixel is decoded."""
+    with open_image(path) as image:
         if image.format == "JPEG":
+            if Path(path).read_bytes().count(b"\xff\xda") > MAX_JPEG_SCANS:   # each scan walks the whole image
+                raise ValueError(f"a JPEG of more than {MAX_JPEG_SCANS} scans")
             image.draft(None, (size, size))  # DCT-domain downscale, keeps both sides >= size
+        check_source_pixels(image.size, os.path.getsize(path))
         image.load()
         image = to_rgb(image)
     width, height = image.size
@@ -282,8 +309,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
             strip = np.asarray(image.crop((0, top, width, min(height, top + rows))), dtype=np.int64)
             scaled[top:top + len(strip)] = (np.clip(strip, 0, 65535) * 255 + 32767) // 65535
         image = Image.fromarray(scaled, mode="L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":   # NaN as black, as a float image's non-finite values have no grey to be
+        values = np.nan_to_num(np.asarray(image), nan=0.0, posinf=255.0, neginf=0.0)
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
         image.mode in ("P", "L", "RGB") and "transparency" in image.info)
     if has_alpha:

@@ -123,6 +123,18 @@ MAX_EVAL_RESULTS_BYTES = 1_000_000
 MAX_EVAL_ENTRIES = 1_000                # results in that file: a card's table rows
 MAX_EVAL_COLUMNS = 64                  # distinct scalar fields over its entries: the table's columns (hello eval writes 17)
 
+# an image of an ImageFolder the builder or hello eval reads (hello-build DATA, --init-images, hello eval
+# --val / --real): only these Pillow formats are opened (EPS would run Ghostscript on the file), a JPEG of
+# at most MAX_JPEG_SCANS scans, and at most this many pixels decoded (after a JPEG's DCT-scale reduction):
+# the larger of the floor and SOURCE_PIXELS_PER_FILE_BYTE per byte of the file, never above
+# MAX_SOURCE_PIXELS. Decoding costs up to 20 bytes a pixel (a transparent palette PNG composited on white):
+# a 22 KB PNG declaring 13,370 x 13,370 cost 3.2 GB. A 6,000 x 5,000 photo as a 40 MB PNG fits; a 4K
+# screenshot (8.3M) fits the floor at any size.
+DATA_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+MIN_SOURCE_PIXELS = 2**24
+SOURCE_PIXELS_PER_FILE_BYTE = 64
+MAX_SOURCE_PIXELS = 2**26
+
 # a class-names file given to hello-build --class-names (read whole): MAX_CLASSES names and folders of
 # MAX_CLASS_NAME_CHARS 4-byte characters each fit
 MAX_CLASS_NAMES_FILE_BYTES = 2**29

@@ -333,3 +333,74 @@ def test_symlink_loops_and_second_links_are_walked_once(tree):
     assert relative == [("cat/a.png", 0), ("cat/b.png", 0), ("dog/c.jpg", 1), ("dog/linked/e.jpg", 1),
                         ("dog/linked/f.bmp", 1), ("dog/sub/d.png", 1), ("fish/e.jpg", 2), ("fish/f.bmp", 2)]
     assert [p.rsplit("/train/", 1)[1] for p in index.bad] == ["cat/broken.png"]
+
+
+def test_a_file_pillow_would_hand_to_another_program_is_not_an_image(tree):
+    """An EPS file named like a JPEG: Pillow identifies it by content and would run Ghostscript on it
+    (a PostScript loop hung the build). Only DATA_IMAGE_FORMATS are opened."""
+    eps = tree / "dog" / "zz.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ } loop\n")
+    with pytest.raises(BuildError, match=r"1 unreadable image file\(s\) in .*dog/zz\.jpg"):
+        scan_image_folder(tree)
+    with pytest.raises(Exception, match="cannot identify image file"):
+        decode_image(str(eps), 8)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def test_an_image_of_more_pixels_than_its_file_allows_is_refused_before_it_is_decoded(tree):
+    """A transparent 1-bit palette PNG of 4,200 x 4,200 is 3 KB; decoded and composited on white it costs
+    about 20 bytes a pixel (350 MB here; 3.2 GB at 13,370 px). Pixels are bounded by the file's bytes."""
+    import struct
+    import zlib
+
+    side = 4200   # 17.6M pixels: above the 2^24 floor, and 3 KB allow no more
+    row = b"\0" * (1 + (side + 7) // 8)
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    bomb = tree / "cat" / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 3, 0, 0, 0))
+                     + _png_chunk(b"PLTE", b"\0\0\0\xff\xff\xff") + _png_chunk(b"tRNS", b"\x00\x80")
+                     + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b""))
+    size = bomb.stat().st_size
+    with pytest.raises(ValueError, match=rf"4200x4200 pixels from a {size:,}-byte file \(at most 16,777,216: 64 a byte"):
+        decode_image(str(bomb), 8)
+    index = scan_image_folder(tree)   # its header is sound: found when it is decoded, naming it
+    position = [path for path, _ in index.samples].index(str(bomb))
+    with pytest.raises(BuildError, match=r"cannot decode image .*bomb\.png: 4200x4200 pixels"):
+        RealImages(index, 8)[position]
+    large = tree / "cat" / "large.png"   # the same pixels with the bytes to show for them decode
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (2100, 2100), dtype=np.uint8)).save(large)
+    assert decode_image(str(large), 8).shape == (3, 8, 8)
+
+
+def test_a_jpeg_of_more_scans_than_the_limit_is_refused_before_it_is_decoded(tree):
+    """Each scan of a progressive JPEG walks the whole image: 2,000 repeated scans of an 8,192-px JPEG (592 KB)
+    took 88 s. The bundle's bound (MAX_JPEG_SCANS) holds for an image folder's JPEGs too."""
+    from hello_format.limits import MAX_JPEG_SCANS
+
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last_scan = data[data.rindex(b"\xff\xda"):-2]   # the last SOS segment, up to the EOI marker
+    assert data.count(b"\xff\xda") + 1 <= MAX_JPEG_SCANS   # an ordinary progressive JPEG decodes
+    for count, fine in ((MAX_JPEG_SCANS, True), (MAX_JPEG_SCANS + 1, False)):
+        path = tree / "fish" / f"scans{count}.jpg"
+        path.write_bytes(data[:-2] + last_scan * (count - data.count(b"\xff\xda")) + b"\xff\xd9")
+        assert path.read_bytes().count(b"\xff\xda") == count
+        if fine:
+            assert decode_image(str(path), 8).shape == (3, 8, 8)
+        else:
+            with pytest.raises(ValueError, match=rf"a JPEG of more than {MAX_JPEG_SCANS} scans"):
+                decode_image(str(path), 8)
+
+
+def test_a_float_image_of_nan_is_black_without_a_warning(tmp_path):
+    path = save(tmp_path / "nan.tif", Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), mode="F"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_image(str(path), 8).sum() == 0
