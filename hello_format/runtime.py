@@ -13,20 +13,29 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch device (None: ``default_device()``); DeviceError for a string that names
-    none, or a CUDA device this torch cannot use, before any work is placed on it."""
+    """``device`` as a torch device (None: ``default_device()``); DeviceError, before any work is placed
+    on it, for a string that names none, the CPU by index, or a device this torch cannot use here: its
+    backend (``torch.cuda``, ``torch.mps``, ``torch.xpu``, ...) is missing or not available, or has no
+    device of that index (``meta`` holds no data, so it is none)."""
     if device is None:
         return default_device()
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise DeviceError(f"device {str(device)[:40]!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {str(resolved)!r}: this torch has no usable CUDA "
-                              "(torch.cuda.is_available() is False); use cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {str(resolved)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "cpu":
+        if resolved.index not in (None, 0):
+            raise DeviceError(f"device {str(resolved)!r}: the CPU has no index but 0; use cpu")
+        return resolved
+    backend = getattr(torch, resolved.type, None)
+    available = getattr(backend, "is_available", None)
+    if not callable(available) or not available():
+        name = "CUDA" if resolved.type == "cuda" else resolved.type
+        raise DeviceError(f"device {str(resolved)!r}: this torch has no usable {name} "
+                          f"(torch.{resolved.type}.is_available() is not True); use cpu")
+    count = getattr(backend, "device_count", None)
+    if resolved.index is not None and callable(count) and resolved.index >= count():
+        raise DeviceError(f"device {str(resolved)!r}: this machine has {count()} {resolved.type.upper()} device(s)")
     return resolved
 
 

@@ -129,6 +129,10 @@ def test_the_label_is_computed_after_mixing(path, stored):
     ("gpu", "device 'gpu' is not a torch device"),
     pytest.param("cuda", "device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="this torch has CUDA")),
+    ("meta", "device 'meta': this torch has no usable meta"),   # it holds no data: autocast refused it
+    pytest.param("xpu", "device 'xpu': this torch has no usable xpu", marks=pytest.mark.skipif(
+        torch.xpu.is_available(), reason="this torch has an XPU")),
+    ("cpu:5", "device 'cpu:5': the CPU has no index but 0"),
 ])
 def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(tmp_path, device, message):
     """'cuda' on a CPU build was an AssertionError from deep inside the base; the file is not even read."""
