@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
 from hello_build.regimes import DEFAULT_REGIME, PROJECTOR_REGIMES, REGIMES, TEACHER_REGIMES
-from hello_build.zoo import DEFAULT_STUDENT, create_model, zoo_names
+from hello_build.zoo import DEFAULT_STUDENT, activation_bytes, create_model, zoo_names
 from hello_format import limits
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -335,25 +335,6 @@ def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, 
                          f"at {size} px{labelled}{scored}: {run:,} bytes of activations and weights to compute (at most "
                          f"{most:,} for this {file_bytes:,}-byte file): choose the run's length with --epochs")
     return per_view
-
-
-def activation_bytes(student: torch.nn.Module, size: int) -> int:
-    """Bytes of the fp32 outputs of ``student``'s layers for one ``size`` px view: what training holds per
-    view for the backward pass, measured by a forward on the meta device (``student`` lives there)."""
-    total = 0
-
-    def count(module, inputs, output):
-        nonlocal total
-        total += output.numel() * 4 if isinstance(output, torch.Tensor) else 0
-
-    hooks = [module.register_forward_hook(count) for module in student.modules() if next(module.children(), None) is None]
-    try:
-        with torch.no_grad():
-            student.eval()(torch.empty(1, 3, size, size, device="meta"))   # eval: batch statistics of one view
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total
 
 
 def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, int] | None:

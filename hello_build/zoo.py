@@ -10,6 +10,9 @@ torchvision ResNet-18 checkpoint saved as safetensors loads into ``resnet18_224`
   demo's teacher and students.
 - ``resnet18_32``: ResNet-18 for 32 px images (3x3 stride-1 stem, no max-pool), BatchNorm.
 - ``resnet18_224``: the standard ResNet-18 (7x7 stride-2 stem, max-pool), BatchNorm.
+
+``activation_bytes`` sizes a network's activations for one view on the meta device: what bounds
+``hello eval``'s students and a safetensors teacher before either runs.
 """
 
 from __future__ import annotations
@@ -162,3 +165,23 @@ def create_model(name: str, num_classes: int, image_size: int | None = None) -> 
         return spec.build(num_classes, image_size or spec.input_size)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
+
+
+def activation_bytes(model: nn.Module, size: int) -> int:
+    """Bytes of the fp32 outputs of ``model``'s layers for one ``size`` px view: what training holds per
+    view for the backward pass, and what bounds a labelling pass (a teacher's), measured by a forward on the
+    meta device (``model`` lives there)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += output.numel() * 4 if isinstance(output, torch.Tensor) else 0
+
+    hooks = [module.register_forward_hook(count) for module in model.modules() if next(module.children(), None) is None]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, 3, size, size, device="meta"))   # eval: batch statistics of one view
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total

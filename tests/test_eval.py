@@ -186,7 +186,8 @@ def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeyp
     """A bundle's view size sets the validation images' size; batches shrink with what one view makes the
     student hold (a batch bound by pixels alone let ConvNet-3 at 448 px ask 6.6 GB; thirteenth audit)."""
     from hello_build import evaluation
-    from hello_build.evaluation import MIN_BATCH_ACTIVATION_BYTES, VAL_BATCH, activation_bytes
+    from hello_build.evaluation import MIN_BATCH_ACTIVATION_BYTES, VAL_BATCH
+    from hello_build.zoo import activation_bytes
 
     with torch.device("meta"):
         student = create_model("convnet3", 10, image_size=448)

@@ -2142,8 +2142,8 @@ def test_hello_eval_bounds_the_students_activations_by_the_files_size():
     """A 185 KB file of three 8x8 images viewed at 4,096 px passed every bound and asked about 110 GB of
     ConvNet-3 activations for its first batch: an out-of-memory kill, not a one-line error."""
     from hello_build.errors import BuildError
-    from hello_build.evaluation import StudentRecipe, activation_bytes, check_cost
-    from hello_build.zoo import create_model
+    from hello_build.evaluation import StudentRecipe, check_cost
+    from hello_build.zoo import activation_bytes, create_model
     from hello_format.augment import AugmentConfig
 
     with torch.device("meta"):
