@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.distributed import Group, rows, summed
 from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
-from hello_format.container import is_json_number, read_header, strict_json_loads, write_container
+from hello_format.container import DTYPES, is_json_number, read_header, strict_json_loads, write_container
 from hello_format.digests import file_sha256
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.files import atomic_target
@@ -343,7 +343,8 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     size = input_size or _metadata_size(metadata, most, why, source)
     mean = mean or _metadata_floats(metadata, "hello.mean", MEAN_RANGE, source) or IMAGENET_MEAN
     std = std or _metadata_floats(metadata, "hello.std", STD_RANGE, source) or IMAGENET_STD
-    shapes = _unwrapped({name: torch.empty(info.shape, device="meta") for name, info in header.tensors.items()})
+    shapes = _unwrapped({name: torch.empty(info.shape, dtype=DTYPES[info.dtype][0], device="meta")
+                         for name, info in header.tensors.items()})
     _zoo_fit(arch, None, shapes, size, source)  # before a byte of the weights is read
     try:
         state = _unwrapped(load_file(str(path)))
@@ -379,8 +380,9 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
 def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], input_size: int | None,
              source: str) -> tuple[int, int]:
     """(classes, input size) of a zoo ``arch`` holding ``state`` (tensors, or meta tensors of a file's
-    shapes), once its names and shapes are those of the network built on the meta device: a class
-    count or size read from a file allocates nothing before the weights that imply it are there."""
+    shapes and dtypes), once its names, shapes and kinds of dtype are those of the network built on the
+    meta device: a class count or size read from a file allocates nothing before the weights that imply
+    it are there."""
     spec = get_architecture(arch)
     if spec.classifier_weight not in state:
         raise BuildError(f"{source} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
@@ -398,11 +400,15 @@ def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor],
 
 
 def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], prefix: str) -> None:
-    """A one-line BuildError describing how ``state``'s names and shapes differ from ``expected``'s."""
+    """A one-line BuildError describing how ``state``'s names, shapes and dtypes differ from ``expected``'s:
+    a floating-point tensor stored as integers or bool (load_state_dict would cast it silently) is refused;
+    an integer buffer (BatchNorm's ``num_batches_tracked``) may be any dtype torch copies into it."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
+    kinds = [f"{k} as {str(state[k].dtype).removeprefix('torch.')}" for k, v in expected.items()
+             if k in state and v.is_floating_point() and not state[k].is_floating_point()]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
@@ -410,6 +416,8 @@ def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Te
         problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {shortened(unexpected[0])})")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {shapes[0]})")
+    if kinds:
+        problems.append(f"{len(kinds)} floating-point tensor(s) stored as another dtype (e.g. {kinds[0]})")
     if problems:
         raise BuildError(f"{prefix}: " + ", ".join(problems))
 

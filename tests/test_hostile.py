@@ -367,6 +367,26 @@ def test_eval_help_and_error_name_the_trust_flag(tmp_path):
     assert "can unpickle" in result.stderr and "--trust-teacher-code" in result.stderr
 
 
+@pytest.mark.parametrize("side, dtype, refused", [
+    (32, torch.uint8, r"1 floating-point tensor\(s\) stored as another dtype \(e\.g\. classifier\.weight as uint8\)"),
+])
+def test_eval_refuses_a_teacher_file_too_costly_for_its_size_or_of_cast_floats(tmp_path, side, dtype, refused):
+    """Sixteenth audit: a 6.4 MB convnet3_w32 file at 2,048 px (its classifier stored as U8) made hello eval
+    --regime teacher peak at 5.1 GB; a 26 MB convnet3 one ended in a traceback from torch's allocator."""
+    from safetensors.torch import save_file
+    from hello_build.zoo import create_model
+
+    state = create_model("convnet3_w32", 3, image_size=side).state_dict()
+    state["classifier.weight"] = state["classifier.weight"].to(dtype)
+    teacher = tmp_path / "teacher.safetensors"
+    save_file(state, str(teacher), metadata={"hello.arch": "convnet3_w32", "hello.input_size": str(side)})
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    result = CliRunner().invoke(cli, ["eval", str(samples_vector("valid_png.hello")), "--val", str(tmp_path / "val"),
+                                      "--regime", "teacher", "--teacher", str(teacher)])
+    assert result.exit_code == 2 and re.search(refused, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
 def samples_vector(name):
     return ROOT / "spec" / "vectors" / name
 

@@ -277,6 +277,50 @@ def test_a_safetensors_teachers_shapes_allocate_nothing_before_they_fit(tmp_path
         load_teacher(convnet, num_classes=3)
 
 
+class _Forwards:
+    """Records every forward pass on real tensors, anywhere (a hook on all modules; a meta-device pass,
+    which sizes a network without computing it, is not one)."""
+
+    def __enter__(self):
+        self.ran = []
+        record = lambda module, inputs: self.ran.extend(  # noqa: E731
+            type(module).__name__ for x in inputs if isinstance(x, torch.Tensor) and x.device.type != "meta")
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def _convnet_file(path, arch, classes, size, classifier_dtype):
+    """A zoo ConvNet's weights at ``size`` px (its classifier, which implies the size, as ``classifier_dtype``)."""
+    torch.manual_seed(0)
+    state = create_model(arch, classes, image_size=size).state_dict()
+    state["classifier.weight"] = state["classifier.weight"].to(classifier_dtype)
+    save_file(state, str(path), metadata={"hello.arch": arch, "hello.input_size": str(size)})
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int32])
+def test_a_teacher_files_float_tensor_stored_as_integers_is_refused(tmp_path, dtype):
+    """load_state_dict cast a U8 or BOOL classifier.weight silently (sixteenth audit): a float parameter or
+    buffer must be stored as floats; an integer buffer (BatchNorm's num_batches_tracked) stays integer."""
+    path = _convnet_file(tmp_path / "t.safetensors", "convnet3_w32", 3, 32, dtype)
+    name = str(dtype).removeprefix("torch.")
+    with _Forwards() as forwards, pytest.raises(BuildError) as error:
+        load_teacher(path, num_classes=3)
+    assert str(error.value) == (f"{path} does not match architecture convnet3_w32: 1 floating-point tensor(s) stored "
+                                f"as another dtype (e.g. classifier.weight as {name})")
+    assert forwards.ran == []
+    half = _convnet_file(tmp_path / "half.safetensors", "convnet3_w32", 3, 32, torch.float16)
+    assert load_teacher(half, num_classes=3).num_classes == 3   # a float of another width is cast as before
+    resnet = tmp_path / "resnet.safetensors"
+    state = create_model("resnet18_32", 3).state_dict()
+    assert state["bn1.num_batches_tracked"].dtype == torch.int64
+    save_file(state, str(resnet), metadata={"hello.arch": "resnet18_32"})
+    assert load_teacher(resnet, num_classes=3).num_classes == 3
+
+
 def test_saved_teacher_carries_its_arch_and_preprocessing(tmp_path):
     torch.manual_seed(1)
     teacher = Teacher(create_model("convnet3", 3), input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
