@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
 from hello_build.distributed import Group, rows, summed
-from hello_build.zoo import create_model, get_architecture, infer_input_size, zoo_names
+from hello_build.zoo import activation_bytes, create_model, get_architecture, infer_input_size, zoo_names
 from hello_format.container import DTYPES, is_json_number, read_header, strict_json_loads, write_container
 from hello_format.digests import file_sha256
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -52,6 +52,14 @@ from hello_build.errors import BuildError
 COMBINE_MODES = ("random", "mean")  # how weak teachers label a batch
 DEFAULT_COMBINE = "random"
 MAX_ARCHIVE_DIRECTORY_BYTES = 2**24  # a zip teacher's entry list, measured before it is parsed (about 9x its bytes)
+# a safetensors teacher's activations for one view at its input size (the fp32 outputs of its layers,
+# ``activation_bytes`` on the meta device, before a byte of its weights is read), at most the larger of
+# these: ResNet-18 at 224 px needs 30 MB a view (a 45 MB file), at 1,024 px 625 MB; ConvNet-3 at 32 px
+# 2.2 MB (a 1.3 MB file of 10 classes), at 512 px 573 MB (22 MB). A ConvNet's classifier grows with its
+# input size as its activations do, about 275 / classes bytes of them per fp32 byte: a 6.4 MB convnet3_w32
+# file of 3 classes at 2,048 px (its classifier stored as bytes) asked 2.3 GB a view, 5.1 GB labelling four
+MIN_TEACHER_VIEW_BYTES = 2**28
+TEACHER_VIEW_BYTES_PER_FILE_BYTE = 64
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CODE_KINDS = {"export": "a torch.export archive, whose loader can unpickle and so run code from the file",
                "torchscript": "a TorchScript archive, whose own code runs on every batch (and can read and write any file)"}
@@ -345,7 +353,7 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     std = std or _metadata_floats(metadata, "hello.std", STD_RANGE, source) or IMAGENET_STD
     shapes = _unwrapped({name: torch.empty(info.shape, dtype=DTYPES[info.dtype][0], device="meta")
                          for name, info in header.tensors.items()})
-    _zoo_fit(arch, None, shapes, size, source)  # before a byte of the weights is read
+    _zoo_fit(arch, None, shapes, size, source, file_bytes=path.stat().st_size)  # before a byte of the weights is read
     try:
         state = _unwrapped(load_file(str(path)))
     except Exception as exc:
@@ -369,7 +377,7 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
     """A frozen teacher of zoo architecture ``arch`` holding ``state`` (e.g. checkpoints kept in a work
     directory). ``num_classes`` None: read off the classifier; ``input_size`` None: the size the
     weights imply (ConvNet) or the architecture's own. BuildError (one line) when ``state`` does not fit."""
-    found_classes, size = _zoo_fit(arch, num_classes, state, input_size, source)
+    found_classes, size, view_bytes = _zoo_fit(arch, num_classes, state, input_size, source)
     with torch.random.fork_rng(devices=[]):
         net = create_model(arch, found_classes, image_size=size)
     net.load_state_dict(state)
@@ -378,11 +386,13 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
 
 
 def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], input_size: int | None,
-             source: str) -> tuple[int, int]:
-    """(classes, input size) of a zoo ``arch`` holding ``state`` (tensors, or meta tensors of a file's
-    shapes and dtypes), once its names, shapes and kinds of dtype are those of the network built on the
-    meta device: a class count or size read from a file allocates nothing before the weights that imply
-    it are there."""
+             source: str, file_bytes: int | None = None) -> tuple[int, int, int]:
+    """(classes, input size, activation bytes of one view) of a zoo ``arch`` holding ``state`` (tensors,
+    or meta tensors of a file's shapes and dtypes), once its names, shapes and kinds of dtype are those of
+    the network built on the meta device: a class count or size read from a file allocates nothing before
+    the weights that imply it are there. With ``file_bytes`` (a teacher file's size), one view's
+    activations at that size are at most the larger of ``MIN_TEACHER_VIEW_BYTES`` and
+    ``TEACHER_VIEW_BYTES_PER_FILE_BYTE`` x ``file_bytes``, measured there before anything runs."""
     spec = get_architecture(arch)
     if spec.classifier_weight not in state:
         raise BuildError(f"{source} does not match architecture {arch}: no {spec.classifier_weight!r} tensor")
@@ -396,7 +406,13 @@ def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor],
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         shaped = create_model(arch, found_classes, image_size=size)
     _check_matching(shaped.state_dict(), state, f"{source} does not match architecture {arch}")
-    return found_classes, size
+    view_bytes = activation_bytes(shaped, size)
+    if file_bytes is not None:
+        most = max(MIN_TEACHER_VIEW_BYTES, TEACHER_VIEW_BYTES_PER_FILE_BYTE * file_bytes)
+        if view_bytes > most:
+            raise BuildError(f"{source}: one {size} px view through {arch} holds {view_bytes:,} bytes of activations "
+                             f"(at most {most:,} for this {file_bytes:,}-byte teacher file)")
+    return found_classes, size, view_bytes
 
 
 def _check_matching(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], prefix: str) -> None:

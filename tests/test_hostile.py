@@ -368,6 +368,8 @@ def test_eval_help_and_error_name_the_trust_flag(tmp_path):
 
 
 @pytest.mark.parametrize("side, dtype, refused", [
+    (1024, torch.float16, r"one 1024 px view through convnet3_w32 holds 572,522,508 bytes of activations \(at most "
+                          r"268,435,456 for this [\d,]+-byte teacher file\)"),
     (32, torch.uint8, r"1 floating-point tensor\(s\) stored as another dtype \(e\.g\. classifier\.weight as uint8\)"),
 ])
 def test_eval_refuses_a_teacher_file_too_costly_for_its_size_or_of_cast_floats(tmp_path, side, dtype, refused):

@@ -301,6 +301,28 @@ def _convnet_file(path, arch, classes, size, classifier_dtype):
     return path
 
 
+def test_a_teacher_files_view_is_bounded_by_its_size_before_anything_runs(tmp_path):
+    """A 6.4 MB convnet3_w32 file at 2,048 px asked 2.3 GB of activations a view: hello eval --regime teacher
+    peaked at 5.1 GB, a 26 MB convnet3 one failed in torch's allocator (sixteenth audit). One view is sized on
+    the meta device, before the weights are read and before the dummy batch, and held to the file's size."""
+    from hello_build.teachers import MIN_TEACHER_VIEW_BYTES, TEACHER_VIEW_BYTES_PER_FILE_BYTE
+    from hello_build.zoo import activation_bytes
+
+    path = _convnet_file(tmp_path / "wide.safetensors", "convnet3_w32", 3, 1024, torch.float16)  # 3.2 MB
+    size = path.stat().st_size
+    assert TEACHER_VIEW_BYTES_PER_FILE_BYTE * size < MIN_TEACHER_VIEW_BYTES
+    with _Forwards() as forwards, pytest.raises(BuildError) as error:
+        load_teacher(path, num_classes=3)
+    assert str(error.value) == (f"{path}: one 1024 px view through convnet3_w32 holds 572,522,508 bytes of activations "
+                                f"(at most {MIN_TEACHER_VIEW_BYTES:,} for this {size:,}-byte teacher file)")
+    assert forwards.ran == []   # neither the dummy batch nor anything else ran
+    # what real teachers need stays far inside: ResNet-18 at 224 px (a 45 MB file), ConvNet-3 at 32 px
+    for arch, side in [("resnet18_224", 224), ("convnet3", 32)]:
+        with torch.device("meta"):
+            view = activation_bytes(create_model(arch, 10, image_size=side), side)
+        assert 8 * view < MIN_TEACHER_VIEW_BYTES, (arch, view)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int32])
 def test_a_teacher_files_float_tensor_stored_as_integers_is_refused(tmp_path, dtype):
     """load_state_dict cast a U8 or BOOL classifier.weight silently (sixteenth audit): a float parameter or
