@@ -69,27 +69,33 @@ class Teacher(nn.Module):
     """A classifier with its own preprocessing: ``forward(images in [0, 1], [B, 3, h, w]) -> logits``.
 
     ``num_classes`` is found by one dummy forward when not given. ``describe()`` is the provenance
-    string recorded in the bundle.
+    string recorded in the bundle. ``view_bytes``: the network's activations for one view at ``input_size``
+    (``activation_bytes``; known for a zoo network, None for code), which bound a labelling chunk.
     """
 
     def __init__(self, net: nn.Module, *, input_size: int, num_classes: int | None = None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 description: str = "teacher"):
+                 description: str = "teacher", view_bytes: int | None = None):
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise BuildError(f"teacher mean/std must be 3 values with std > 0, got {list(mean)} / {list(std)}")
         self.net = net
         self.input_size = int(input_size)
         self.description = description
+        self.view_bytes = view_bytes
         self.training = net.training
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.num_classes = int(num_classes) if num_classes is not None else self._probe_num_classes()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of ``images``; in eval mode a batch of more than ``LABEL_CHUNK_PIXELS`` input pixels runs in
-        chunks (the same logits), so a file's batch size cannot make one pass hold more."""
-        rows = max(1, limits.LABEL_CHUNK_PIXELS // self.input_size**2)
+        """Logits of ``images``; in eval mode a batch of more than ``LABEL_CHUNK_PIXELS`` input pixels, or of
+        more than ``LABEL_CHUNK_ACTIVATION_BYTES`` of activations (``view_bytes`` a view), runs in chunks
+        (the same logits), so a file's batch size cannot make one pass hold more."""
+        rows = limits.LABEL_CHUNK_PIXELS // self.input_size**2
+        if self.view_bytes:
+            rows = min(rows, limits.LABEL_CHUNK_ACTIVATION_BYTES // self.view_bytes)
+        rows = max(1, rows)
         if self.training or len(images) <= rows:   # training: BatchNorm's statistics are the whole batch's
             return self._logits(images)
         return torch.cat([self._logits(chunk) for chunk in images.split(rows)])
@@ -382,7 +388,7 @@ def zoo_teacher(arch: str, num_classes: int | None, state: dict[str, torch.Tenso
         net = create_model(arch, found_classes, image_size=size)
     net.load_state_dict(state)
     return _finish(net, size, mean, std, device, description or f"{arch} ({found_classes} classes)",
-                   num_classes=found_classes)
+                   num_classes=found_classes, view_bytes=view_bytes)
 
 
 def _zoo_fit(arch: str, num_classes: int | None, state: dict[str, torch.Tensor], input_size: int | None,
@@ -511,9 +517,9 @@ def _required_input_size(input_size: int | None, name: str) -> int:
 
 
 def _finish(net: nn.Module, input_size: int, mean, std, device, description: str,
-            num_classes: int | None = None) -> Teacher:
+            num_classes: int | None = None, view_bytes: int | None = None) -> Teacher:
     teacher = Teacher(net, input_size=input_size, num_classes=num_classes, mean=mean or IMAGENET_MEAN,
-                      std=std or IMAGENET_STD, description=description)
+                      std=std or IMAGENET_STD, description=description, view_bytes=view_bytes)
     teacher = teacher.to(device).eval()
     teacher.requires_grad_(False)
     return teacher
@@ -596,11 +602,13 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model(arch, index.num_classes, image_size=size)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        view_bytes = activation_bytes(create_model(arch, index.num_classes, image_size=size), size)
     cuda = torch.device(device).type == "cuda"
     if group is not None and cuda:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # batch statistics over all ranks' rows
     student = Teacher(net, input_size=size, num_classes=index.num_classes, mean=mean, std=std,
-                      description=arch).to(device)
+                      description=arch, view_bytes=view_bytes).to(device)
     model = student if group is None else nn.parallel.DistributedDataParallel(student, device_ids=[device] if cuda else None)
     loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
                                num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
@@ -642,7 +650,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
                            f"padding {training.pad:g} of the side, flip {training.hflip:g}, {precision}), epoch {epoch}/{epochs}, "
                            f"seed {seed}")
             snapshot = Teacher(copy.deepcopy(net), input_size=size, num_classes=index.num_classes,
-                               mean=mean, std=std, description=description).to(device).eval()
+                               mean=mean, std=std, description=description, view_bytes=view_bytes).to(device).eval()
             snapshot.requires_grad_(False)
             if work_dir is not None:
                 saved = save_teacher(snapshot, Path(work_dir) / f"teacher_{arch}_epoch{epoch:04d}.safetensors", arch)

@@ -148,6 +148,11 @@ MAX_BATCH_BASE_PIXELS = 2**31
 # batch size and image count cannot make one pass hold more (ImageNet's 256 views at 224 px are 12.8M,
 # one chunk)
 LABEL_CHUNK_PIXELS = 2**24
+# ... and a chunk of a teacher whose activations for one view are known (a zoo teacher's, sized on the meta
+# device: hello_build.zoo.activation_bytes) holds at most this many bytes of them, one view at least, so a
+# teacher whose views are large labels a few at a time (ResNet-18 at 224 px: 30 MB a view, 35 views a chunk;
+# ConvNet-3 at 32 px: 2.2 MB, 480; at 512 px, 573 MB, one: 16 views peaked at 4.6 GB in one pass, 0.66 GB so)
+LABEL_CHUNK_ACTIVATION_BYTES = 2**30
 
 # the local head cache (hello_format.head_cache): a larger entry is ignored, never read (nor written);
 # the entries together at most HEAD_CACHE_BYTES (storing one evicts the least recently used beyond it)

@@ -321,6 +321,9 @@ def test_a_teacher_files_view_is_bounded_by_its_size_before_anything_runs(tmp_pa
         with torch.device("meta"):
             view = activation_bytes(create_model(arch, 10, image_size=side), side)
         assert 8 * view < MIN_TEACHER_VIEW_BYTES, (arch, view)
+    fine = _convnet_file(tmp_path / "fine.safetensors", "convnet3", 3, 32, torch.float32)
+    assert load_teacher(fine, num_classes=3).view_bytes == activation_bytes(
+        create_model("convnet3", 3).to("meta"), 32)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int32])
@@ -341,6 +344,30 @@ def test_a_teacher_files_float_tensor_stored_as_integers_is_refused(tmp_path, dt
     assert state["bn1.num_batches_tracked"].dtype == torch.int64
     save_file(state, str(resnet), metadata={"hello.arch": "resnet18_32"})
     assert load_teacher(resnet, num_classes=3).num_classes == 3
+
+
+def test_a_zoo_teacher_labels_in_chunks_of_bounded_activations(monkeypatch, tmp_path):
+    """Labelling was chunked by input pixels only: a legitimate ConvNet-3 at 512 px (573 MB of activations a
+    view) labelled 16 views in one pass of 4.6 GB. A zoo teacher knows its bytes a view (sized on the meta
+    device) and labels at most LABEL_CHUNK_ACTIVATION_BYTES of them at once; the logits are the same."""
+    from hello_format import limits
+    from hello_build.zoo import activation_bytes
+
+    teacher = load_teacher(_convnet_file(tmp_path / "t.safetensors", "convnet3", 10, 16, torch.float32))
+    view = activation_bytes(create_model("convnet3", 10, image_size=16).to("meta"), 16)
+    assert teacher.view_bytes == view
+    sizes = []
+    teacher.net.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    images = torch.rand(10, 3, 8, 8)
+    whole = teacher(images)
+    assert sizes == [10]
+    monkeypatch.setattr(limits, "LABEL_CHUNK_ACTIVATION_BYTES", 3 * view + 1)
+    sizes.clear()
+    assert torch.allclose(teacher(images), whole, atol=1e-5)
+    assert sizes == [3, 3, 3, 1]
+    monkeypatch.setattr(limits, "LABEL_CHUNK_ACTIVATION_BYTES", 1)   # one view at least
+    sizes.clear()
+    assert torch.allclose(teacher(images), whole, atol=1e-5) and sizes == [1] * 10
 
 
 def test_saved_teacher_carries_its_arch_and_preprocessing(tmp_path):
@@ -493,6 +520,7 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     batch = torch.rand(2, 3, 32, 32)
     reloaded = load_teacher(saved[1])
     assert reloaded.input_size == 16 and torch.allclose(reloaded(batch), teachers[1](batch), atol=1e-5)
+    assert reloaded.view_bytes > 0 and [t.view_bytes for t in teachers] == [reloaded.view_bytes] * 2   # chunks bounded alike
     again = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16)
     assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
     # bf16 autocast trains the same network in rounded arithmetic: close to fp32's, not equal, weights fp32
