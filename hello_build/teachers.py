@@ -10,8 +10,9 @@ unpickling runs code. A torch.export archive (``.pt2``) can unpickle too (consta
 ``use_pickle``), and a TorchScript archive runs the file's own TorchScript code, whose operators
 reach the machine (``torch.from_file`` maps, creates and writes any file), so both are loaded only
 with ``trust_code=True`` (``--trust-teacher-code``). A safetensors teacher is data: its metadata
-(architecture, input size, mean/std) is bounded and checked, and its tensor names and shapes are
-compared with the zoo network built on the meta device, before anything is allocated for it.
+(architecture, input size, mean/std) is bounded and checked, its tensor names, shapes and dtypes are
+compared with the zoo network built on the meta device, and there one view's activations at its input
+size are held to the file's size, before anything is allocated for it.
 """
 
 from __future__ import annotations
