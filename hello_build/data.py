@@ -26,6 +26,7 @@ Choices (also in the builder's help):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import warnings
@@ -40,6 +41,7 @@ from PIL import Image
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
+from hello_format.codecs import jpeg_scans_over_limit
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
@@ -118,7 +120,7 @@ def scan_image_folder(
     bad: list[str] = []
     if check_headers:
         mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        with _without_bomb_warnings(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             checked = list(pool.map(_header_ok, (samples[i][0] for i in mine), chunksize=256))
         readable = [False] * len(samples)
         for i, ok in zip(mine, checked):
@@ -174,9 +176,17 @@ def _identity(path: str) -> tuple[int, int] | None:
 def open_image(file) -> Image.Image:
     """``Image.open`` with the formats an image folder may hold only (``DATA_IMAGE_FORMATS``): a file
     Pillow would hand to another program (EPS: Ghostscript) is not an image here, whatever its name."""
-    with warnings.catch_warnings():   # check_source_pixels bounds the pixels, below Pillow's bomb warning
+    return Image.open(file, formats=DATA_IMAGE_FORMATS)
+
+
+@contextlib.contextmanager
+def _without_bomb_warnings():
+    """Pillow's decompression-bomb warning silenced: ``check_source_pixels`` refuses such images below its
+    threshold. Entered by the calling thread only (``catch_warnings`` is not thread-safe), around the
+    threads of a scan too."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(file, formats=DATA_IMAGE_FORMATS)
+        yield
 
 
 def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
@@ -276,10 +286,11 @@ def decode_image(path: str, size: int) -> torch.Tensor:
     """Decode ``path`` to uint8 [3, size, size]: RGB (see module notes), shorter side -> size, centre crop.
     ValueError for a file of another format than ``DATA_IMAGE_FORMATS``, a JPEG of too many scans or more
     pixels than ``check_source_pixels`` allows, each found before any pixel is decoded."""
-    with open_image(path) as image:
-        if image.format == "JPEG":
-            if Path(path).read_bytes().count(b"\xff\xda") > MAX_JPEG_SCANS:   # each scan walks the whole image
-                raise ValueError(f"a JPEG of more than {MAX_JPEG_SCANS} scans")
+    with _without_bomb_warnings(), open_image(path) as image:
+        if image.format in ("JPEG", "MPO"):   # MPO: Pillow's name for a JPEG that declares more frames
+            with open(path, "rb") as stream:
+                if jpeg_scans_over_limit(stream):
+                    raise ValueError(f"a JPEG of more than {MAX_JPEG_SCANS} scans")
             image.draft(None, (size, size))  # DCT-domain downscale, keeps both sides >= size
         check_source_pixels(image.size, os.path.getsize(path))
         image.load()

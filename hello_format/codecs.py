@@ -73,13 +73,25 @@ def as_image_tensor(images: torch.Tensor) -> torch.Tensor:
     return images.detach().cpu().contiguous()
 
 
+def jpeg_scans_over_limit(stream) -> bool:
+    """Whether the JPEG data of binary ``stream`` holds more than ``MAX_JPEG_SCANS`` scans (SOS markers,
+    ``FF DA``, counted anywhere: each scan of a progressive JPEG walks the whole image, a cost its declared
+    size does not bound), read a MiB at a time and no further than the count needs."""
+    count, previous = 0, b""
+    while chunk := stream.read(2**20):
+        count += (previous + chunk).count(b"\xff\xda")   # previous: one byte, so a pair is counted once
+        if count > limits.MAX_JPEG_SCANS:
+            return True
+        previous = chunk[-1:]
+    return False
+
+
 def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, height: int, width: int, *,
                  number: int) -> None:
     """Decode one blob into ``out[index]`` with the codec's own Pillow plugin only, its size checked
     from the header before any pixel is decoded; errors name it image ``number``."""
     data = bytes(blob)   # one copy: BytesIO shares a bytes object's buffer
-    if codec == "jpeg" and data.count(b"\xff\xda") > limits.MAX_JPEG_SCANS:
-        # each scan of a progressive JPEG walks the whole image: a cost the declared size does not bound
+    if codec == "jpeg" and jpeg_scans_over_limit(io.BytesIO(data)):
         raise ImageDecodeError(f"image {number} is a JPEG of more than {limits.MAX_JPEG_SCANS} scans")
     try:
         with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[codec]]) as image:

@@ -128,11 +128,11 @@ MAX_EVAL_COLUMNS = 64                  # distinct scalar fields over its entries
 # at most MAX_JPEG_SCANS scans, and at most this many pixels decoded (after a JPEG's DCT-scale reduction):
 # the larger of the floor and SOURCE_PIXELS_PER_FILE_BYTE per byte of the file, never above
 # MAX_SOURCE_PIXELS. Decoding costs up to 20 bytes a pixel (a transparent palette PNG composited on white):
-# a 22 KB PNG declaring 13,370 x 13,370 cost 3.2 GB. A 6,000 x 5,000 photo as a 40 MB PNG fits; a 4K
-# screenshot (8.3M) fits the floor at any size.
+# a 22 KB PNG declaring 13,370 x 13,370 cost 3.2 GB. A 6,000 x 5,000 photo as a 40 MB PNG fits, and a
+# 1-bit 600-dpi page scan (24M at 8 pixels a byte, compressed 10-20x); a 4K screenshot (8.3M) fits the floor.
 DATA_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 MIN_SOURCE_PIXELS = 2**24
-SOURCE_PIXELS_PER_FILE_BYTE = 64
+SOURCE_PIXELS_PER_FILE_BYTE = 256
 MAX_SOURCE_PIXELS = 2**26
 
 # a class-names file given to hello-build --class-names (read whole): MAX_CLASSES names and folders of

@@ -367,15 +367,46 @@ def test_an_image_of_more_pixels_than_its_file_allows_is_refused_before_it_is_de
                      + _png_chunk(b"PLTE", b"\0\0\0\xff\xff\xff") + _png_chunk(b"tRNS", b"\x00\x80")
                      + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b""))
     size = bomb.stat().st_size
-    with pytest.raises(ValueError, match=rf"4200x4200 pixels from a {size:,}-byte file \(at most 16,777,216: 64 a byte"):
+    with pytest.raises(ValueError, match=rf"4200x4200 pixels from a {size:,}-byte file \(at most 16,777,216: 256 a byte"):
         decode_image(str(bomb), 8)
     index = scan_image_folder(tree)   # its header is sound: found when it is decoded, naming it
     position = [path for path, _ in index.samples].index(str(bomb))
     with pytest.raises(BuildError, match=r"cannot decode image .*bomb\.png: 4200x4200 pixels"):
         RealImages(index, 8)[position]
-    large = tree / "cat" / "large.png"   # the same pixels with the bytes to show for them decode
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (2100, 2100), dtype=np.uint8)).save(large)
-    assert decode_image(str(large), 8).shape == (3, 8, 8)
+    within = tree / "cat" / "within.png"   # as cheap a file within the floor decodes
+    Image.new("P", (2100, 2100)).save(within, transparency=0)
+    assert within.stat().st_size < 4096 and decode_image(str(within), 8).shape == (3, 8, 8)
+
+
+def test_the_pixel_bound_is_a_floor_a_share_per_file_byte_and_a_cap():
+    from hello_build.data import check_source_pixels
+
+    check_source_pixels((4096, 4096), 1)                  # 2^24 pixels: the floor, from any file
+    with pytest.raises(ValueError, match=r"4097x4096 pixels from a 1-byte file \(at most 16,777,216"):
+        check_source_pixels((4097, 4096), 1)
+    check_source_pixels((6000, 4000), 93_750)             # a 1-bit 24 MP page scan: 256 pixels a byte
+    with pytest.raises(ValueError, match=r"at most 23,999,744"):
+        check_source_pixels((6000, 4000), 93_749)
+    check_source_pixels((8192, 8192), 2**30)              # 2^26: the cap, whatever the file's size
+    with pytest.raises(ValueError, match=r"8193x8192 pixels from a 1,073,741,824-byte file \(at most 67,108,864"):
+        check_source_pixels((8193, 8192), 2**30)
+
+
+def test_an_mpo_jpeg_is_held_to_the_scan_bound_too(tree):
+    """Pillow names a JPEG with an MPF header of several frames MPO, not JPEG: each frame's scans count."""
+    from hello_format.limits import MAX_JPEG_SCANS
+
+    frames = [Image.new("L", (16, 16), i) for i in range(MAX_JPEG_SCANS + 1)]
+    for count in (MAX_JPEG_SCANS, MAX_JPEG_SCANS + 1):
+        path = tree / "fish" / f"frames{count}.jpg"
+        frames[0].save(path, "MPO", save_all=True, append_images=frames[1:count])
+        with Image.open(path) as image:
+            assert image.format == "MPO"
+        if count == MAX_JPEG_SCANS:
+            assert decode_image(str(path), 8).shape == (3, 8, 8)
+        else:
+            with pytest.raises(ValueError, match=rf"a JPEG of more than {MAX_JPEG_SCANS} scans"):
+                decode_image(str(path), 8)
 
 
 def test_a_jpeg_of_more_scans_than_the_limit_is_refused_before_it_is_decoded(tree):
