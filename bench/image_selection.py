@@ -36,8 +36,8 @@ from cifar10 import held_out  # noqa: E402  (the bench's hold-out and foundation
 from hello_build.data import RealImages, per_class_indices, real_image_loader  # noqa: E402
 from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student  # noqa: E402
 from hello_build.options import BuildOptions  # noqa: E402
-from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize, judge  # noqa: E402
-from hello_build.teachers import TeacherSet, evaluating, load_teacher  # noqa: E402
+from hello_build.stages.init import _plan_class, _score_crops, _to_uint8, candidate_crop_scale, crop_resize  # noqa: E402
+from hello_build.teachers import JUDGES, TeacherSet, evaluating, final_or_mean, load_teacher  # noqa: E402
 from hello_format.bundle import Bundle  # noqa: E402
 from hello_format.dataset import LabelledImages  # noqa: E402
 from hello_format.projector import Projector  # noqa: E402
@@ -57,7 +57,7 @@ def candidates(index, train_idx, teachers, projector, options, size):
         with evaluating(teachers), torch.no_grad():
             for images, _ in real_image_loader(index, size, 64, indices=plan["positions"]):
                 boxes = plan["boxes"][cursor:cursor + len(images)]
-                batch_losses, best = _score_crops(judge(teachers, options.init_teacher), images, torch.full((len(images),), label), boxes,
+                batch_losses, best = _score_crops(final_or_mean(teachers, options.init_teacher == "last"), images, torch.full((len(images),), label), boxes,
                                                   size, boxes.shape[1], 64, "cpu")
                 crops += [_to_uint8(crop_resize(image, box, (size, size))) for image, box in zip(images, best)]
                 losses.append(batch_losses)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--crop-scale", type=float, nargs=2, default=None,
                         help="area range of the candidate crops (default: the builder's, whole images at factor 1)")
-    parser.add_argument("--init-teacher", choices=("mean", "last"), default=BuildOptions.init_teacher,
+    parser.add_argument("--init-teacher", choices=JUDGES, default=BuildOptions.init_teacher,
                         help="what ranks the candidates (hello-build --init-teacher): the teachers' mean or the final one")
     parser.add_argument("--candidates", type=int, default=BuildOptions.__dataclass_fields__["candidates_per_class"].default)
     parser.add_argument("--out", type=Path, default=Path("bench/results/image-selection"))

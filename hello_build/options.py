@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, TeacherTraining
+from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES, TeacherTraining
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
@@ -91,7 +91,7 @@ class BuildOptions:
     ipc: int = option(10, "Synthetic images per class.", stage="init")
     factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init")
     candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set (at least ipc x factor^2; a class with fewer training images offers all of them).", stage="init", open=True)
-    init_teacher: str = option("mean", "Teacher whose confidence picks the synthetic images: the mean of the teachers' logits, or the last given (final) teacher, RDED's single observer.", stage="init", open=True, choices=("mean", "last"))
+    init_teacher: str = option("mean", "Teacher whose confidence picks the synthetic images: the mean of the teachers' logits, or the last given (final) teacher, RDED's single observer.", stage="init", open=True, choices=JUDGES)
     crops_per_image: int = option(5, "Random crops scored per candidate image (one when the crops are whole images).", stage="init", open=True)
     crop_scale: list | None = option(None, "RandomResizedCrop scale range of the candidate crops (default: 1/factor to 1: 0.5-1 at RDED's factor 2, where RDED's ImageNet default is 0.08-1; whole images at factor 1, where a smaller crop is upsampled back to the stored size).", stage="init", open=True)
     init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init", path=True)

@@ -51,6 +51,7 @@ from hello_format.text import first_line, shortened
 from hello_build.errors import BuildError
 
 COMBINE_MODES = ("random", "mean")  # how weak teachers label a batch
+JUDGES = ("mean", "last")  # what ranks the candidate images (--init-teacher): the set's mean logits, or its final teacher
 DEFAULT_COMBINE = "random"
 MAX_ARCHIVE_DIRECTORY_BYTES = 2**24  # a zip teacher's entry list, measured before it is parsed (about 9x its bytes)
 # a safetensors teacher's activations for one view at its input size (the fp32 outputs of its layers,
@@ -122,6 +123,15 @@ class Teacher(nn.Module):
             raise BuildError(f"{self.description} returns a tensor of shape {list(logits.shape)}, "
                              "not logits [B, classes]")
         return int(logits.shape[1])
+
+
+def final_or_mean(teachers, final: bool):
+    """One judge of a teacher set: its last (final) teacher when ``final``, else the mean of its teachers'
+    logits; a lone teacher (no ``teachers``) is itself."""
+    members = getattr(teachers, "teachers", None)
+    if members is None:
+        return teachers
+    return members[-1] if final else teachers.mean_logits
 
 
 class TeacherSet(nn.Module):

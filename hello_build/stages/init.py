@@ -36,7 +36,7 @@ from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_imag
                               real_image_loader, scan_image_folder, shard_indices, stream_seed)
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
-from hello_build.teachers import evaluating
+from hello_build.teachers import evaluating, final_or_mean
 from hello_build.errors import BuildError
 from hello_format.augment import sample_crops
 
@@ -94,7 +94,7 @@ def initialise_synthetic(
     ``crop_scale`` (``candidate_crop_scale``), ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
 
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
-    ranks as ``options.init_teacher`` says (``judge``), every crop by the same judge. It scores in eval
+    ranks as ``options.init_teacher`` says (``final_or_mean``), every crop by the same judge. It scores in eval
     mode and gets its modes back. ``batch_size`` real images are decoded at a time (``num_workers``
     processes; at ``size`` pixels), their crops scored in chunks of ``batch_size``.
     ``device``: where crops are cut, resized and scored (put the teacher there). ``skip_bad``: real
@@ -121,7 +121,7 @@ def initialise_synthetic(
     positions = [p for plan in plans for p in plan["positions"]]
     loader = real_image_loader(index, size, batch_size, indices=positions,
                                num_workers=options.num_workers, skip_bad=options.skip_bad)
-    score = judge(teacher, options.init_teacher)
+    score = final_or_mean(teacher, options.init_teacher == "last")
     bar = tqdm(total=len(positions), desc="score crops", disable=progress is not True, leave=False)
     losses = torch.empty(len(positions))
     best_boxes = torch.empty(len(positions), 4, dtype=torch.int64)
@@ -152,15 +152,6 @@ def initialise_synthetic(
     result = InitResult.concatenate(parts)
     result.skipped = skipped
     return result
-
-
-def judge(teacher, init_teacher: str):
-    """What ranks the candidate crops: of a teacher set, the mean of its teachers' logits (``"mean"``)
-    or its last, final teacher (``"last"``, RDED's single observer); a lone teacher itself."""
-    members = getattr(teacher, "teachers", None)
-    if members is None:
-        return teacher
-    return teacher.mean_logits if init_teacher == "mean" else members[-1]
 
 
 def candidate_crop_scale(options: BuildOptions) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
+from hello_build.teachers import final_or_mean
 from hello_build.stages.context import BuildContext
 from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lora_state, lora_shapes, lora_state,
                                          measure, transfer_loss, views)
@@ -66,7 +67,7 @@ def run_view_transfer(
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr, weight_decay=options.view_transfer_weight_decay)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
-    reference = _reference(teachers, options.view_transfer_target)
+    reference = final_or_mean(teachers, options.view_transfer_target == "last")
     selection = lambda: _view_batches(images, augment, seed=SELECTION_SEED,  # noqa: E731
                                       rounds=options.view_transfer_selection_rounds,
                                       limit=options.view_transfer_selection_views,
@@ -242,18 +243,13 @@ def view_agreement(projector, teachers, images: torch.Tensor, augment: AugmentCo
     from ``REPORT_SEED`` (one neither transfer phase draws).
     ``precision``: the build's. In a ``group`` each rank scores its rows of every batch and the counts are summed."""
     device = torch.device(device)
-    reference = _reference(teachers, target)
+    reference = final_or_mean(teachers, target == "last")   # what agreement is measured against
     views = lambda: _view_batches(images, augment, seed=REPORT_SEED, rounds=REPORT_ROUNDS,  # noqa: E731
                                   limit=REPORT_MAX_VIEWS, batch_size=batch_size, device=device, group=group)
     with autocast(device, precision):
         targets = [reference(view).float().argmax(1) for view in views()]
     return {"agreement": _agreement(projector, views(), targets, precision, group),
             "views": int(summed(group, [sum(len(t) for t in targets)])[0]), "seed": REPORT_SEED}
-
-
-def _reference(teachers, target: str):
-    """The teacher whose labels agreement is measured against: the final teacher, or the set's mean."""
-    return teachers.teachers[-1] if target == "last" else teachers.mean_logits
 
 
 def _view_batches(images, augment: AugmentConfig, *, seed: int, rounds: int, limit: int, batch_size: int, device,
