@@ -28,11 +28,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise DeviceError(f"device {str(resolved)!r}: the CPU has no index but 0; use cpu")
         return resolved
     backend = getattr(torch, resolved.type, None)
-    available = getattr(backend, "is_available", None)
+    # torch.mps.is_available came in torch 2.5; torch.backends.mps's has always told
+    available = torch.backends.mps.is_available if resolved.type == "mps" else getattr(backend, "is_available", None)
     if not callable(available) or not available():
         name = "CUDA" if resolved.type == "cuda" else resolved.type
-        raise DeviceError(f"device {str(resolved)!r}: this torch has no usable {name} "
-                          f"(torch.{resolved.type}.is_available() is not True); use cpu")
+        raise DeviceError(f"device {str(resolved)!r}: this torch has no usable {name} here; use cpu")
     count = getattr(backend, "device_count", None)
     if resolved.index is not None and callable(count) and resolved.index >= count():
         raise DeviceError(f"device {str(resolved)!r}: this machine has {count()} {resolved.type.upper()} device(s)")

@@ -131,7 +131,7 @@ def test_the_label_is_computed_after_mixing(path, stored):
         torch.cuda.is_available(), reason="this torch has CUDA")),
     ("meta", "device 'meta': this torch has no usable meta"),   # it holds no data: autocast refused it
     pytest.param("xpu", "device 'xpu': this torch has no usable xpu", marks=pytest.mark.skipif(
-        torch.xpu.is_available(), reason="this torch has an XPU")),
+        hasattr(torch, "xpu") and torch.xpu.is_available(), reason="this torch has an XPU")),
     ("cpu:5", "device 'cpu:5': the CPU has no index but 0"),
 ])
 def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(tmp_path, device, message):
@@ -141,6 +141,19 @@ def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(t
     with pytest.raises(ValueError, match=re.escape(message)):   # a DeviceError is a ValueError, as a bad argument is
         LabelledImages(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), ["a"],
                        AugmentConfig(), device=device)
+
+
+def test_an_available_mps_is_a_device_whatever_torch_mps_says(monkeypatch):
+    """Apple's MPS is known by torch.backends.mps.is_available on every torch hello supports (torch.mps's
+    own came in 2.5): a Mac's mps is usable, and without MPS it is one line."""
+    from hello_format.runtime import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.delattr(torch.mps, "is_available", raising=False)
+    assert resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=re.escape("device 'mps': this torch has no usable mps here; use cpu")):
+        resolve_device("mps")
 
 
 def test_same_seed_same_batches_and_epochs_differ(path):
