@@ -73,12 +73,13 @@ def main(argv=None) -> None:
     parser.add_argument("--variant", action="append", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS)
-    parser.add_argument("--work", type=Path, default=Path(f"bench/results/cache/demo-sweep-{NET}"))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="the cache (default: one folder per teacher architecture and flip)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--teacher-hflip", type=float, default=TEACHER_TRAINING.hflip,
-                        help="the teacher's flip probability (give this another --work: the teacher is prepared once per folder)")
+                        help="the teacher's flip probability (the teacher is prepared once per --work folder)")
     args = parser.parse_args(argv)
-    work = args.work
+    work = args.work or Path(f"bench/results/cache/demo-sweep-{NET}-hflip{args.teacher_hflip:g}")
     parts = digits_split(0)
     train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
     teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))

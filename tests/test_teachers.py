@@ -1,5 +1,6 @@
 """Teachers: zoo shapes, every loader format, refusals, preprocessing, TeacherSet, trajectory training."""
 
+import dataclasses
 import hashlib
 import pickle
 import subprocess
@@ -523,6 +524,8 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     assert reloaded.view_bytes > 0 and [t.view_bytes for t in teachers] == [reloaded.view_bytes] * 2   # chunks bounded alike
     again = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16)
     assert torch.allclose(again[1](batch), teachers[1](batch), atol=1e-5)
+    unflipped = train_teacher(index, "convnet3", dataclasses.replace(TRAINING, hflip=0.0), seed=0, input_size=16)
+    assert not torch.allclose(unflipped[1](batch), teachers[1](batch), atol=1e-5)   # the option reaches training
     # bf16 autocast trains the same network in rounded arithmetic: close to fp32's, not equal, weights fp32
     bf16 = train_teacher(index, "convnet3", TRAINING, seed=0, input_size=16, precision="bf16")
     assert all(p.dtype == torch.float32 for p in bf16[1].parameters())
@@ -588,9 +591,11 @@ def test_the_teachers_augmentation_is_what_its_options_say():
     assert torch.equal(_crop_flip(images, TeacherTraining(hflip=0.0, pad=0.0), generator), plain)
     assert torch.equal(_crop_flip(images, TeacherTraining(hflip=1.0, pad=0.0), generator), plain.flip(-1))
     shifted = _crop_flip(images, TeacherTraining(hflip=0.0, pad=0.25), generator)
-    assert not torch.equal(shifted, plain)
+    moves = []
     for out, image in zip(shifted, plain):   # the image, moved by at most 4 px each way, zeros around it
-        assert any(torch.equal(out, torch.nn.functional.pad(image, (4, 4, 4, 4))[:, top:top + 16, left:left + 16])
-                   for top in range(9) for left in range(9))
+        padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+        moves += [max(abs(top - 4), abs(left - 4)) for top in range(9) for left in range(9)
+                  if torch.equal(out, padded[:, top:top + 16, left:left + 16])]
+    assert len(moves) == len(images) and max(moves) > 2   # a quarter of 16 px: moves of 3 and 4 px too
     with pytest.raises(ValueError, match=r"hflip and pad in \[0, 1\]"):
         TeacherTraining(hflip=1.5)
