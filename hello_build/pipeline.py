@@ -261,6 +261,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     head_rank = options.head_rank or min(HEAD_RANK_CAP, index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
+    fitted = options.transfer_epochs > 0 or viewed   # either transfer: their batch and loss
     calibrated = quantised and options.delta_calibration_steps > 0
 
     def used(value, taken: bool):
@@ -276,6 +277,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         **{f"teacher_{name}": used(value, trained) for name, value in options.section(TeacherTraining, "teacher_").items()},
         transfer_lr=used(options.transfer_lr, options.transfer_epochs > 0),
         transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),
+        transfer_batch_size=used(options.transfer_batch_size, fitted), lambda_ce=used(options.lambda_ce, fitted),
+        transfer_loss=used(options.transfer_loss, fitted),
         ipc=used(options.ipc, initialised), factor=used(options.factor, initialised),
         candidates_per_class=used(candidates_per_class(options), initialised),
         init_teacher=used(options.init_teacher, initialised),

@@ -136,6 +136,9 @@ def test_recorded_options_are_the_values_a_rule_of_the_build_replaced():
     assert relabelled.crops_per_image is relabelled.candidates_per_class is relabelled.crop_scale is None
     assert relabelled.ipc is relabelled.factor is relabelled.init_teacher is None   # --init-images: no crops chosen
     assert relabelled.transfer_lr is relabelled.transfer_weight_decay is relabelled.view_transfer_warmup is None
+    assert relabelled.transfer_batch_size is relabelled.lambda_ce is relabelled.transfer_loss is None   # neither transfer ran
+    viewed_only = resolved(transfer_epochs=0)   # the view transfer fits with the same batch and loss
+    assert (viewed_only.transfer_lr, viewed_only.transfer_batch_size, viewed_only.transfer_loss) == (None, 128, "mse")
     assert crops.transfer_lr == BuildOptions.transfer_lr and crops.ipc == 10 and crops.factor == 2
     assert relabelled.view_transfer_lr is None and relabelled.view_transfer_target == "last"  # it picks the agreement's teacher
 
