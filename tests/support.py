@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 import yaml
@@ -31,6 +32,18 @@ from hello_format.recipe import Recipe
 from hello_format.testing import TINY_ARCHITECTURES, tiny_clip, tiny_projector
 
 COMMIT = "a" * 40  # the hub cache's default snapshot
+
+
+# devices torch cannot use here, and the start of the one line each is refused with (HelloDataset, hello eval)
+UNUSABLE_DEVICES = [
+    ("gpu", "device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1)"),
+    pytest.param("cuda", "device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this torch has CUDA")),
+    ("meta", "device 'meta': this torch has no usable meta"),   # it holds no data: autocast refused it
+    pytest.param("xpu", "device 'xpu': this torch has no usable xpu", marks=pytest.mark.skipif(
+        hasattr(torch, "xpu") and torch.xpu.is_available(), reason="this torch has an XPU")),
+    ("cpu:5", "device 'cpu:5': the CPU has no index but 0"),
+]
 
 # ------------------------------------------------------------------------------- builds
 

@@ -24,7 +24,7 @@ from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
-from support import cache_file, write_labelled_bundle
+from support import UNUSABLE_DEVICES, cache_file, write_labelled_bundle
 
 CLASSES = ["a", "b", "c"]
 IPC = 4
@@ -125,15 +125,7 @@ def test_the_label_is_computed_after_mixing(path, stored):
 
 # ------------------------------------------------------------------------------- determinism
 
-@pytest.mark.parametrize("device, message", [
-    ("gpu", "device 'gpu' is not a torch device"),
-    pytest.param("cuda", "device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
-        torch.cuda.is_available(), reason="this torch has CUDA")),
-    ("meta", "device 'meta': this torch has no usable meta"),   # it holds no data: autocast refused it
-    pytest.param("xpu", "device 'xpu': this torch has no usable xpu", marks=pytest.mark.skipif(
-        hasattr(torch, "xpu") and torch.xpu.is_available(), reason="this torch has an XPU")),
-    ("cpu:5", "device 'cpu:5': the CPU has no index but 0"),
-])
+@pytest.mark.parametrize("device, message", UNUSABLE_DEVICES)
 def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(tmp_path, device, message):
     """'cuda' on a CPU build was an AssertionError from deep inside the base; the file is not even read."""
     with pytest.raises(DeviceError, match=re.escape(message)):

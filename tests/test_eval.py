@@ -23,7 +23,7 @@ from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
-from support import cache_file
+from support import UNUSABLE_DEVICES, cache_file
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
 IPC, SIZE, BATCH = 3, 32, 4  # 9 images: batches of 4, 4, 1 per epoch (a short last batch)
@@ -218,18 +218,10 @@ def test_unknown_student_architecture(eval_kit):
     one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
 
 
-@pytest.mark.parametrize("device, message", [
-    ("gpu", "--device: device 'gpu' is not a torch device (e.g. cpu, cuda, cuda:1)"),
-    pytest.param("cuda", "--device: device 'cuda': this torch has no usable CUDA", marks=pytest.mark.skipif(
-        torch.cuda.is_available(), reason="this torch has CUDA")),
-    ("meta", "--device: device 'meta': this torch has no usable meta"),   # it holds no data: autocast refused it
-    pytest.param("xpu", "--device: device 'xpu': this torch has no usable xpu", marks=pytest.mark.skipif(
-        hasattr(torch, "xpu") and torch.xpu.is_available(), reason="this torch has an XPU")),
-    ("cpu:5", "--device: device 'cpu:5': the CPU has no index but 0"),
-])
+@pytest.mark.parametrize("device, message", UNUSABLE_DEVICES)
 def test_a_device_torch_cannot_use_is_one_line(eval_kit, device, message):
     """They were tracebacks: torch's RuntimeError for 'gpu', an AssertionError from deep in the base for 'cuda'."""
-    one_line_error(hello(*eval_args(eval_kit, "hard"), "--device", device), message)
+    one_line_error(hello(*eval_args(eval_kit, "hard"), "--device", device), f"--device: {message}")
 
 
 def test_an_optimizer_hello_eval_does_not_train_with_is_refused_in_one_short_line(eval_kit, tmp_path):
