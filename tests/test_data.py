@@ -435,3 +435,14 @@ def test_a_float_image_of_nan_is_black_without_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert decode_image(str(path), 8).sum() == 0
+
+
+def test_jpeg_scans_are_counted_across_the_reads_of_a_large_file():
+    """The count reads a MiB at a time: a marker split between two reads counts once, as in the whole file."""
+    from hello_format.codecs import jpeg_scans_over_limit
+    from hello_format.limits import MAX_JPEG_SCANS
+
+    for count in (MAX_JPEG_SCANS, MAX_JPEG_SCANS + 1):
+        data = b"x" * (2**20 - 1) + b"\xff\xda" * count   # the first marker straddles the first MiB's end
+        assert data.count(b"\xff\xda") == count
+        assert jpeg_scans_over_limit(io.BytesIO(data)) is (count > MAX_JPEG_SCANS)
