@@ -128,6 +128,8 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
+    if text == "-0":   # serde, safetensors' reader, refuses it as an offset or a dimension (unsigned)
+        raise ValueError("integer -0 (a signed zero: write 0)")
     if len(text.lstrip("-")) > MAX_JSON_INTEGER_DIGITS:
         raise ValueError(f"integer {text[:40]}... has more than {MAX_JSON_INTEGER_DIGITS} digits")
     return int(text)
@@ -135,7 +137,7 @@ def _bounded_int(text: str) -> int:
 
 def strict_json_loads(text: str):
     """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float,
-    integers longer than MAX_JSON_INTEGER_DIGITS and, before parsing, a text with more arrays and
+    integers longer than MAX_JSON_INTEGER_DIGITS, the signed zero ``-0`` and, before parsing, a text with more arrays and
     objects, separators or members than limits allow (raises ValueError)."""
     check_json_cost(text)
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,

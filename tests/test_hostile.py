@@ -498,6 +498,25 @@ def test_float_overflow_and_huge_shapes(tmp_path):
         assert match in cli_error(path)
 
 
+def test_a_signed_zero_offset_is_refused_as_safetensors_refuses_it(tmp_path):
+    """``"data_offsets":[-0,...]`` parsed as 0: hello verify said ok and hello push would publish a file
+    that safetensors (the hub's parser, peft) cannot open."""
+    from safetensors import safe_open
+
+    data = hostile(tmp_path).read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = data[8:8 + length].rstrip(b" ")
+    assert header.count(b'"data_offsets":[0,') == 1
+    header = header.replace(b'"data_offsets":[0,', b'"data_offsets":[-0,')
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "signed-zero.hello"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + length:])
+    with pytest.raises(Exception, match="-0"):
+        safe_open(str(path), "pt")
+    for command in ("info", "verify"):
+        assert "header is not valid JSON (ValueError: integer -0 (a signed zero: write 0))" in cli_error(path, command)
+
+
 def test_an_output_size_far_beyond_the_files_images_is_refused_on_open(tmp_path):
     """A 5 KB file of six 8 x 8 images asking for 8192 x 8192 student views: each batch of six would be
     4.8 GB of float32 (augment_batch allocates it whole); refused on open like a decoding bomb."""
