@@ -83,7 +83,7 @@ def _check_labels(where, manifest, shapes, read, num_classes) -> None:
         if wrong.numel():
             c = int(wrong[0])
             raise ManifestError(
-                f"{where}: field 'ipc' is {ipc} but class {c} ({manifest['class_names'][c]!r}) has "
+                f"{where}: field 'ipc' is {ipc} but class {c} ({shortened(manifest['class_names'][c], 40)}) has "
                 f"{int(counts[c])} images ({count} images for {num_classes} classes); set ipc to null "
                 f"for unequal classes")
 

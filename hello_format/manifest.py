@@ -304,7 +304,7 @@ def check_class_names(where: str, field: str, names) -> None:
     if len(set(names)) != len(names):
         seen = set()
         duplicate = next(name for name in names if name in seen or seen.add(name))
-        _fail(where, field, f"{duplicate!r} appears more than once")
+        _fail(where, field, f"{shortened(duplicate, 40)} appears more than once")
 
 
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:

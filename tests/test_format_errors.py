@@ -106,10 +106,15 @@ CASES = {
                               "tensor 'labels'"),
     "class count vs head": (with_manifest(RAW, lambda m: m.update(class_names=["a", "b", "c", "d"], ipc=None)),
                             ManifestError, "tensor 'head.lora_B'"),
+    "ipc vs a class's count, its long name cut": (with_manifest(RAW, lambda m: m.update(
+        ipc=3, class_names=["x" * 512, *m["class_names"][1:]])), ManifestError,
+        "field 'ipc' is 3 but class 0 ('" + "x" * 36 + "...) has 2 images"),
     "class folders vs class names": (with_manifest(RAW, lambda m: m["provenance"].update(class_folders=["a"])),
                                      ManifestError, "field 'provenance.class_folders': 1 folders for"),
     "duplicate class folder": (with_manifest(RAW, lambda m: m["provenance"].update(
         class_folders=["x"] * len(m["class_names"]))), ManifestError, "'x' appears more than once"),
+    "duplicate long class name, cut": (with_manifest(RAW, lambda m: m.update(class_names=["y" * 512] * 2 + m["class_names"][2:])),
+                                       ManifestError, "field 'class_names': '" + "y" * 36 + "... appears more than once"),
     "class folder with a control character": (with_manifest(RAW, lambda m: m["provenance"].update(
         class_folders=[f"c{i}\x1b" for i in range(len(m["class_names"]))])), ManifestError,
         "field 'provenance.class_folders.0': contains the control character U+001B"),
