@@ -67,7 +67,8 @@ class BuildOptions:
     base: str = option("RN50", "open_clip architecture of the CLIP base (e.g. RN50, ViT-B-16, or a custom name with --base-config).", stage="base")
     pretrained: str | None = option("openai", "open_clip pretrained tag of the base (ignored with --base-checkpoint).", stage="base")
     base_checkpoint: str | None = option(None, "Local safetensors weights of the base (a base nobody can download).", stage="base", path=True)
-    base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture.", stage="base", path=True)
+    base_config: str | None = option(None, "JSON open_clip model config for a custom base architecture (strict JSON, at most 1 MB, "
+                                            "open_clip keys from hello's allow-list, as a bundle's base.config).", stage="base", path=True)
     embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
     lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer")

@@ -14,7 +14,6 @@ logs and writes (work directory and bundle), and every rank reads the stage resu
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -38,15 +37,18 @@ from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir
 from hello_format.augment import AugmentConfig, AugmentError
-from hello_format.base import check_architecture_name, create_base, describe_base, embedded_tensors, image_hw
+from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
+                               parameter_count)
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
+from hello_format.container import strict_json_loads
 from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
+from hello_format.files import read_bounded_text
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
-from hello_format.limits import MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
+from hello_format.limits import MAX_BASE_CONFIG_BYTES, MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
 from hello_format.lora import default_targets, encoder_config, explicit
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
@@ -54,6 +56,7 @@ from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
+from hello_format.text import first_line
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
@@ -230,6 +233,26 @@ def _check(options: BuildOptions) -> None:
     if not options.base_config and open_clip.get_model_config(options.base) is None:
         raise BuildError(f"unknown base architecture {options.base!r}: not an open_clip model config; "
                          "name one (e.g. RN50, ViT-B-16) or give a custom one with --base-config FILE")
+    if options.base_config:
+        try:   # the rules a bundle's base.config meets, on the meta device: before the data is scanned
+            parameter_count({"architecture": options.base, "config": base_config(options)})
+        except BaseModelError as exc:
+            raise BuildError(f"--base-config {options.base_config}: {exc}") from None
+
+
+def base_config(options: BuildOptions) -> dict | None:
+    """The open_clip model config in --base-config's file (None without one), read within
+    MAX_BASE_CONFIG_BYTES as strict JSON (what the bundle's manifest will hold); BuildError naming the flag."""
+    if not options.base_config:
+        return None
+    where = f"--base-config {options.base_config}"
+    try:
+        config = strict_json_loads(read_bounded_text(options.base_config, MAX_BASE_CONFIG_BYTES))
+    except (ValueError, RecursionError) as exc:   # read_bounded_text's reasons, strict_json_loads' errors
+        raise BuildError(f"{where}: {first_line(exc)[:200]}") from None
+    if not isinstance(config, dict):
+        raise BuildError(f"{where}: holds a JSON {type(config).__name__}, not an open_clip model config (an object)")
+    return config
 
 
 def _check_data(options: BuildOptions, index) -> None:
@@ -335,7 +358,7 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
 
 def _load_base(options: BuildOptions, device: torch.device):
     """The CLIP base as the options name it; returns (model, manifest base section)."""
-    config = json.loads(Path(options.base_config).read_text()) if options.base_config else None
+    config = base_config(options)
     if options.base_checkpoint:
         source, pretrained = ("embedded" if options.embed_base else "local"), None
     else:

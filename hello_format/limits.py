@@ -113,6 +113,8 @@ MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a cust
 
 # a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
 MAX_ADAPTER_CONFIG_BYTES = 1_000_000
+# hello-build --base-config FILE: an open_clip model config (open_clip's own are under 2 KB)
+MAX_BASE_CONFIG_BYTES = 1_000_000
 
 # a repo's README.md that hello pull saves beside the bundle (a larger one is skipped; hello's own cards
 # name at most 1,000 classes of at most 512 characters)

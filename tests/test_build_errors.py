@@ -29,6 +29,8 @@ def errors_kit(tmp_path_factory):
     save_file(create_model("convnet3", 3).state_dict(), str(root / "sized.safetensors"),
               metadata={"hello.arch": "convnet3", "hello.input_size": "32px"})
     torch.jit.save(torch.jit.script(create_model("convnet3", 3)), str(root / "scripted.pt"))
+    for name, text in BASE_CONFIGS.items():
+        (root / name).write_text(text)
     return {"root": root, "data": make_tree(root / "data", per_class=8), "base": save_tiny_base(root / "base.safetensors"),
             "base_file": root / "base.safetensors",
             "teachers": {"three": _untrained_teacher(root / "three.safetensors", 3),
@@ -67,6 +69,12 @@ def _single_class(data: Path) -> None:
     shutil.rmtree(data / "sea")
 
 
+# --base-config files (a stranger's config, seventeenth audit: read whole with json.loads, each a traceback, or
+# accepted until the bundle could not be written)
+BASE_CONFIGS = {"nan.json": '{"embed_dim": NaN, "vision_cfg": {}, "text_cfg": {}}',
+                "duplicate.json": '{"embed_dim": 8, "embed_dim": 16, "vision_cfg": {}, "text_cfg": {}}',
+                "string.json": '"RN50"', "large.json": " " * 1_000_001, "no_towers.json": '{"embed_dim": 8}',
+                "remote_text.json": '{"embed_dim": 8, "vision_cfg": {}, "text_cfg": {"hf_model_name": "some/model"}}'}
 # id, change to the tree (or None), option overrides, message (regex, searched)
 CASES = [
     ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
@@ -87,6 +95,13 @@ CASES = [
      r"--base 'hf-hub:someone/clip' uses an open_clip schema \(hf-hub:, local-dir:\).*--base-config FILE"),
     ("local_dir_schema_base", None, {"base": "local-dir:/no/such"}, r"--base 'local-dir:/no/such' uses an open_clip schema"),
     ("slash_in_base", None, {"base": "RN50/quickgelu"}, r"--base 'RN50/quickgelu' contains '/'"),
+    *[(f"base_config_{name}", None, {"base": "custom-clip", "base_config": f"{name}.json"}, f"--base-config .*{name}\\.json: (base\\.config .* )?{message}")
+      for name, message in [("nan", "NaN is not valid JSON"), ("duplicate", "duplicate key 'embed_dim'"),
+                            ("string", r"holds a JSON str, not an open_clip model config \(an object\)"),
+                            ("large", "holds more than 1,000,000 bytes"),
+                            ("no_towers", r"is not an open_clip model config \(needs embed_dim, vision_cfg, text_cfg\)"),
+                            ("remote_text", r"uses 'text_cfg\.hf_model_name', which is not in hello's allow-list"),
+                            ("missing", r"cannot be read \(No such file or directory\)")]],
     ("ipc_too_large", None, {"ipc": 3}, r"class 'apple' has 8 images but --ipc 3 with --factor 2 needs 12 \(3 class\(es\) short\)"),
     ("two_kinds_of_teacher", None, {"train_teacher": "convnet3"}, r"give either --teacher or --train-teacher, not both"),
     ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),
@@ -131,6 +146,8 @@ def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
                   view_transfer_epochs=0)
     values.update(overrides)
     values["teacher"] = [str(errors_kit["teachers"].get(t, t)) for t in values["teacher"]]
+    if values.get("base_config"):
+        values["base_config"] = str(errors_kit["root"] / values["base_config"])
     return values
 
 
