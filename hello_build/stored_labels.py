@@ -10,17 +10,20 @@ anyone check that.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
+from hello_format.text import first_line
 
 
 MAX_FILES = 1_000_000  # label files one run may write (ImageNet-1K IPC 10, batch 100, 300 epochs: 30,000)
@@ -60,6 +63,30 @@ def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_
                          f"has {disk.f_favail + reclaimed[1]:,} free")
 
 
+def _earlier_labels(directory) -> tuple[list[Path], int]:
+    """An earlier run's label files in ``directory`` and the bytes removing them frees: their allocated
+    blocks, none for a file linked elsewhere too. BuildError for a ``batch_*`` entry that is not a regular
+    file (a link, a folder): removing it frees nothing of what the disk check would count."""
+    stale, freed = [], 0
+    for path in Path(directory).glob("epoch_*/batch_*.safetensors"):
+        found = path.lstat()
+        if not stat.S_ISREG(found.st_mode):
+            raise BuildError(f"--stored-dir {directory}: {path.parent.name}/{path.name} is not a regular file; the "
+                             "stored labels replace only an earlier run's files (remove it or give an empty folder)")
+        stale.append(path)
+        freed += found.st_blocks * 512 if found.st_nlink == 1 else 0
+    return stale, freed
+
+
+def _remove(files: list[Path]) -> None:
+    """Remove ``files`` (those that exist) and the epoch folders they leave empty."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in sorted({path.parent for path in files}):
+        with contextlib.suppress(OSError):   # not empty: it holds something of the user's
+            folder.rmdir()
+
+
 class StoredLabels:
     """Pre-generated teacher labels for every view of a training run, read back batch by batch."""
 
@@ -71,7 +98,8 @@ class StoredLabels:
     def prepare(cls, directory, data, teacher: Callable, recipe, group: Group | None = None) -> "StoredLabels":
         """Run the training loader once with ``teacher`` labelling each view, and store everything
         (label files of an earlier run in ``directory`` are removed first, so none outlives its run; a
-        symbolically linked ``epoch_*`` folder is refused, since both would happen in another folder).
+        symbolically linked ``epoch_*`` folder is refused, since both would happen in another folder, and
+        so is a ``batch_*`` entry that is not a regular file). A write that fails removes this run's files.
         In a torchrun ``group`` each rank labels its rows of every global batch and rank 0 writes the
         whole batch's file (the files are the single-process ones); ``directory`` must be shared."""
         main = group is None or group.is_main
@@ -83,30 +111,36 @@ class StoredLabels:
                              split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
         if main:   # checked before the earlier run's files go: a refused recipe leaves them where they are
-            stale = list(Path(directory).glob("epoch_*/batch_*.safetensors"))
-            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes,
-                       reclaimed=(sum(path.stat().st_size for path in stale), len(stale)))
+            stale, freed = _earlier_labels(directory)
+            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes, reclaimed=(freed, len(stale)))
             for path in stale:
                 path.unlink()
-        for step, (epoch, indices, view) in enumerate(loader.views()):
-            images = view.images[loader.rows(len(indices))]
-            with torch.no_grad():
-                logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)
-            if group is not None:
-                logits = group.gather_rows(logits, len(indices))
-            if not main:
-                continue
-            mix = view.mix
-            tensors = {
-                "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
-                "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
-                "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
-                "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
-                "logits": logits.to(torch.float16).cpu(),
-            }
-            path = batch_file(directory, epoch, step % per_epoch)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(path))
+        written: list[Path] = []
+        try:
+            for step, (epoch, indices, view) in enumerate(loader.views()):
+                images = view.images[loader.rows(len(indices))]
+                with torch.no_grad():
+                    logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)
+                if group is not None:
+                    logits = group.gather_rows(logits, len(indices))
+                if not main:
+                    continue
+                mix = view.mix
+                tensors = {
+                    "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
+                    "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
+                    "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
+                    "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
+                    "logits": logits.to(torch.float16).cpu(),
+                }
+                path = batch_file(directory, epoch, step % per_epoch)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                written.append(path)
+                save_file(tensors, str(path))
+        except (OSError, SafetensorError) as exc:   # a full disk, a file in a folder's place: none of this run's files stay
+            _remove(written)
+            raise BuildError(f"--stored-dir {directory}: cannot write the stored labels ({first_line(exc)[:200]}); "
+                             f"the {len(written):,} label files written are removed") from None
         if group is not None:
             group.barrier()  # every rank replays files rank 0 has finished writing
         return cls(directory, recipe.epochs, per_epoch, group)

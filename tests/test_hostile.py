@@ -1747,6 +1747,67 @@ def test_stored_labels_are_counted_with_their_files_not_only_their_logits(tmp_pa
     check_room(tmp_path / "new", 3, 20, 20, 1, reclaimed=(0, 13))   # an earlier run's 13 files are removed first
 
 
+@pytest.mark.parametrize("link", ["symlink", "broken", "folder"])
+def test_a_label_file_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, link):
+    """A 'label file' linked to a 1 TiB sparse file counted as 1 TiB the run would free (seventeenth
+    audit): removing the link frees nothing, and the run filled the disk. A broken link was a traceback."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe
+    from hello_build.stored_labels import StoredLabels
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as file:
+        file.truncate(2**40)
+    stored = tmp_path / "stored"
+    entry = stored / "epoch_0000" / "batch_00000.safetensors"
+    entry.parent.mkdir(parents=True)
+    {"symlink": lambda: entry.symlink_to(big), "broken": lambda: entry.symlink_to(tmp_path / "gone"),
+     "folder": entry.mkdir}[link]()
+    with pytest.raises(BuildError, match="epoch_0000/batch_00000.safetensors is not a regular file"):
+        StoredLabels.prepare(stored, _stored_label_data(4), _one_class_teacher, StudentRecipe(epochs=1, batch_size=2))
+    assert sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*")) == [
+        "epoch_0000", "epoch_0000/batch_00000.safetensors"]
+    assert big.stat().st_size == 2**40
+
+
+def test_a_label_file_linked_elsewhere_too_frees_nothing_it_is_counted_for(tmp_path, monkeypatch):
+    """An earlier run's file with a second hard link frees no bytes when it is removed; one of its own
+    frees its allocated blocks (not its apparent size: a sparse file's is far larger)."""
+    from hello_build.evaluation import StudentRecipe
+    from hello_build.stored_labels import StoredLabels
+
+    stored = tmp_path / "stored"
+    own, shared = stored / "epoch_0000" / "batch_00000.safetensors", stored / "epoch_0000" / "batch_00001.safetensors"
+    own.parent.mkdir(parents=True)
+    with open(own, "wb") as file:
+        file.truncate(2**40)
+    shared.write_bytes(b"x" * 100_000)
+    os.link(shared, tmp_path / "kept-elsewhere")
+    freed = own.stat().st_blocks * 512   # the sparse file's blocks: none or a few
+    counted = []
+    monkeypatch.setattr("hello_build.stored_labels.check_room",
+                        lambda *args, reclaimed, **kwargs: counted.append(reclaimed))
+    StoredLabels.prepare(stored, _stored_label_data(4), _one_class_teacher, StudentRecipe(epochs=1, batch_size=2))
+    assert counted == [(freed, 2)] and freed < 2**20
+    assert (tmp_path / "kept-elsewhere").read_bytes() == b"x" * 100_000
+
+
+def test_a_stored_label_run_that_cannot_write_removes_what_it_wrote(tmp_path):
+    """A write failure (a full disk; here a file where epoch 1's folder goes) was a traceback that left
+    every label file written so far."""
+    from hello_build.errors import BuildError
+    from hello_build.evaluation import StudentRecipe
+    from hello_build.stored_labels import StoredLabels
+
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    (stored / "epoch_0001").write_text("the user's file")
+    with pytest.raises(BuildError, match=r"cannot write the stored labels \(.*File exists.*\); the 2 label files written are removed"):
+        StoredLabels.prepare(stored, _stored_label_data(4), _one_class_teacher, StudentRecipe(epochs=2, batch_size=2))
+    assert sorted(p.name for p in stored.iterdir()) == ["epoch_0001"]
+    assert (stored / "epoch_0001").read_text() == "the user's file"
+
+
 def test_a_preview_sheet_is_as_large_as_its_rows_and_columns_not_its_images():
     """1 x 1,024 images, ten in one class and one in each of 99 others: 40M pixels of mostly empty
     cells (at 1 x 8,192, a billion)."""
