@@ -31,6 +31,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tarfile
@@ -101,9 +102,23 @@ def unpack(data: Path, cache: Path) -> Path:
     return root
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where they are on different filesystems); a
+    symbolic link an earlier bench left there is replaced."""
+    if target.is_symlink():
+        target.unlink()
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def split_halves(root: Path, seed: int):
     """Per class, a seeded half of the training images for the foundation, the other half as the
-    original dataset (an ImageFolder of links). Returns (original_dir, foundation images, labels, classes)."""
+    original dataset (an ImageFolder of hard links, copies across filesystems: the builder follows no
+    symbolic link out of a folder). Returns (original_dir, foundation images, labels, classes)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -124,9 +139,7 @@ def split_halves(root: Path, seed: int):
             folder.mkdir(parents=True, exist_ok=True)
             for i in order[half:]:
                 source = Path(index.samples[positions[i]][0])
-                link = folder / source.name
-                if not link.exists():
-                    link.symlink_to(source.resolve())
+                _link_or_copy(source, folder / source.name)
         images = torch.stack([decode_image(index.samples[i][0], SIZE) for i in foundation])
         labels = torch.tensor([index.samples[i][1] for i in foundation])
         save_file({"images": images, "labels": labels}, str(tensors), metadata={"classes": json.dumps(index.classes)})

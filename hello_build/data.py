@@ -48,7 +48,7 @@ from hello_format.files import read_bounded_text
 from hello_format.limits import (DATA_IMAGE_FORMATS, MAX_CLASS_NAMES_FILE_BYTES, MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES,
                                  MAX_JPEG_SCANS, MAX_SOURCE_PIXELS, MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
-from hello_format.text import shortened, terminal
+from hello_format.text import cut, shortened, terminal
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -89,6 +89,7 @@ def scan_image_folder(
     check_headers: bool = True,
     threads: int = 8,
     group: Group | None = None,
+    follow_external_links: bool = False,
 ) -> ImageFolderIndex:
     """Scan ``root`` (one sub-folder per class) without decoding pixels.
 
@@ -98,6 +99,8 @@ def scan_image_folder(
     class, an empty class (after skipping), a file of names that does not match the folders, folders
     or names a bundle cannot hold (``check_class_names``: checked before any file is opened). In a
     torchrun ``group`` each rank checks every world_size-th file's header and the findings are summed.
+    Symbolic links are followed inside ``root``; one leading out of it is a BuildError unless
+    ``follow_external_links``: a stranger's folder cannot make the scan read the user's own files.
     """
     root = Path(root)
     if not root.is_dir():
@@ -116,7 +119,8 @@ def scan_image_folder(
         check_class_names(f"image folder {root}", "class_names", names)
     except ManifestError as exc:
         raise BuildError(str(exc)) from None
-    samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name)]
+    inside = None if follow_external_links else os.path.realpath(root)
+    samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name, inside)]
     bad: list[str] = []
     if check_headers:
         mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
@@ -139,15 +143,17 @@ def scan_image_folder(
     return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, bad=bad)
 
 
-def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted, hidden files ignored). Symlinks are followed,
-    but no directory and no file is visited twice (a symlink loop or a second link to the same image
-    would count it again)."""
+def _image_files(folder: Path, inside: str | None) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted, hidden files ignored). Symlinks are followed
+    (to what lies under the real path ``inside``, else a BuildError; None: anywhere), but no directory
+    and no file is visited twice (a symlink loop or a second link to the same image would count it again)."""
     found, seen_dirs, seen_files = [], set(), set()
+    _check_link(str(folder), inside)
     for directory, subdirs, files in os.walk(folder, followlinks=True):
         seen_dirs.add(_identity(directory))
         kept = []
         for d in sorted(d for d in subdirs if not d.startswith(".")):
+            _check_link(os.path.join(directory, d), inside)
             identity = _identity(os.path.join(directory, d))
             if identity is not None and identity not in seen_dirs:
                 seen_dirs.add(identity)
@@ -157,11 +163,23 @@ def _image_files(folder: Path) -> list[str]:
             if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             path = os.path.join(directory, f)
+            _check_link(path, inside)
             identity = _identity(path)
             if identity is None or identity not in seen_files:
                 seen_files.add(identity)
                 found.append(path)
     return found
+
+
+def _check_link(path: str, inside: str | None) -> None:
+    """BuildError when ``path`` is a symbolic link whose target lies outside the real path ``inside``."""
+    if inside is None or not os.path.islink(path):
+        return
+    target = os.path.realpath(path)
+    if target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep):
+        raise BuildError(f"{path} links outside the image folder (to {cut(target)}): links are followed only inside "
+                         "it, so that a downloaded folder cannot read your own files; if you made the link (a subset "
+                         "linked from a full dataset), pass --follow-external-links (follow_external_links=True)")
 
 
 def _identity(path: str) -> tuple[int, int] | None:

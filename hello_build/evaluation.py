@@ -191,6 +191,7 @@ def evaluate(
     recipe_overrides: dict | None = None,
     teacher=None,
     real_dir=None,
+    follow_external_links: bool = False,
     stored_dir=None,
     device=None,
     checkpoint=None,
@@ -204,7 +205,8 @@ def evaluate(
     ``precision``: the student's and its labels' (``hello_format.labelling``; ``auto``: bf16 on CUDA); None:
     the student and a teacher's labels at ``STUDENT_PRECISION``, the projector's labels at its label path's
     own default (``LabelOptions``: bf16 on CUDA). The result records both (``label_precision``: None for hard labels).
-    ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result."""
+    ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result.
+    ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     _check_inputs(regime, teacher, real_dir)
@@ -223,7 +225,8 @@ def evaluate(
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
         check_optimizer(recipe)   # before anything is decoded or built
         size = recipe.augment.output_size or bundle.image_shape[-1]
-        val_index = in_class_order(scan_image_folder(val_dir), bundle.class_folders, "validation folder")
+        val_index = in_class_order(scan_image_folder(val_dir, follow_external_links=follow_external_links),
+                                   bundle.class_folders, "validation folder")
         # from the manifest and the validation folder's listing: nothing is decoded or built for a bundle
         # the check refuses
         activations_per_view = check_cost(
@@ -241,7 +244,7 @@ def evaluate(
     val = RealImages(val_index, size)
 
     if regime == "random-real":
-        images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed)
+        images, labels = _random_real(real_dir, folders, labels, images.shape[-1], recipe.seed, follow_external_links)
     label_precision = None if regime == "hard" else precision
     teacher_labels = _no_grad(teacher, precision) if regime in TEACHER_REGIMES else None   # online, or stored first
     if labelled:  # the library's label path (bf16 on CUDA) unless asked
@@ -348,9 +351,10 @@ def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, 
     return None
 
 
-def _random_real(real_dir, folders, labels, size, seed):
+def _random_real(real_dir, folders, labels, size, seed, follow_external_links):
     """A random real subset with as many images per class as the bundle has, decoded at its size."""
-    index = in_class_order(scan_image_folder(real_dir), folders, "real-image folder")
+    index = in_class_order(scan_image_folder(real_dir, follow_external_links=follow_external_links), folders,
+                           "real-image folder")
     generator = torch.Generator().manual_seed(seed)
     chosen, chosen_labels = [], []
     for label, positions in enumerate(per_class_indices(index)):

@@ -93,7 +93,8 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group)
+    index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
+                              follow_external_links=options.follow_external_links)
     if index.bad:
         log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
     _check_data(options, index)
@@ -258,7 +259,8 @@ def base_config(options: BuildOptions) -> dict | None:
 def _check_data(options: BuildOptions, index) -> None:
     """What the scanned data must allow, checked before any work starts."""
     if options.init_images:
-        found = scan_image_folder(options.init_images, check_headers=False).classes
+        found = scan_image_folder(options.init_images, check_headers=False,
+                                  follow_external_links=options.follow_external_links).classes
         if found != index.classes:
             missing = [c for c in index.classes if c not in found]
             extra = [c for c in found if c not in index.classes]

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
+import hello_format
 from hello_build.cli import main
 from hello_build.options import PAIRS, BuildOptions
 from hello_build.pipeline import build
@@ -64,6 +65,12 @@ def _control_character_folder(data: Path) -> None:
     (data / "leaf").rename(data / "le\u202eaf")  # a bidi override: a bundle's class folders may not hold one
 
 
+def _link_out(data: Path) -> None:
+    """A folder of the user's own images linked from a downloaded tree (seventeenth audit)."""
+    shutil.copytree(data / "leaf", data.parent / "private")
+    (data / "leaf" / "escape").symlink_to(data.parent / "private", target_is_directory=True)
+
+
 def _single_class(data: Path) -> None:
     shutil.rmtree(data / "leaf")
     shutil.rmtree(data / "sea")
@@ -80,6 +87,7 @@ CASES = [
     ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
     ("empty_class", _empty_class, {}, r"class folder\(s\) with no readable images in .*data: sea"),
     ("single_class", _single_class, {}, r"single class folder \('apple'\); a classification set needs >= 2"),
+    ("link_out_of_the_data", _link_out, {}, r"data/leaf/escape links outside the image folder \(to .*private\): .*--follow-external-links"),
     ("class_folder_control_character", _control_character_folder, {},
      r"image folder .*data: field 'provenance.class_folders.1': contains the control character U\+202E"),
     ("teacher_class_count", None, {"teacher": ["five"]}, r"outputs 5 classes but the data has 3"),
@@ -199,6 +207,15 @@ def test_the_shared_setup_builds(errors_kit, tmp_path):
     """Every case changes one thing of a setup that builds, so each fails for its own reason."""
     summary = build(BuildOptions(**_values(errors_kit, tmp_path, None, {})), progress=False, log=lambda line: None)
     assert Path(summary["output"]).exists() and summary["skipped_images"] == 0
+
+
+def test_follow_external_links_reads_a_linked_folder(errors_kit, tmp_path):
+    """The option refused above, given: the linked folder's images join the class."""
+    summary = build(BuildOptions(**_values(errors_kit, tmp_path, _link_out, {"follow_external_links": True})),
+                    progress=False, log=lambda line: None)
+    with hello_format.Bundle.open(summary["output"]) as bundle:
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+    assert recorded["follow_external_links"] is True and summary["skipped_images"] == 0
 
 
 def test_skip_bad_leaves_unreadable_files_out_and_counts_them(errors_kit, tmp_path):

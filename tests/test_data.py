@@ -335,6 +335,35 @@ def test_symlink_loops_and_second_links_are_walked_once(tree):
     assert [p.rsplit("/train/", 1)[1] for p in index.bad] == ["cat/broken.png"]
 
 
+@pytest.mark.parametrize("link", ["folder", "file", "class_folder", "broken"])
+def test_a_link_out_of_the_folder_is_refused_unless_asked_for(tree, tmp_path, link):
+    """A stranger's folder with ``cat/escape -> /`` made the scan list 145,109 files of this machine, and
+    ``-> ~/private`` put the user's own photos into the bundle (seventeenth audit)."""
+    private = tmp_path / "private"
+    save(private / "photo.png", Image.new("RGB", (8, 8), (255, 0, 0)))
+    made = {"folder": lambda: (tree / "cat" / "escape").symlink_to(private, target_is_directory=True),
+            "file": lambda: (tree / "cat" / "escape.png").symlink_to(private / "photo.png"),
+            "class_folder": lambda: (tree / "bird").symlink_to(private, target_is_directory=True),
+            "broken": lambda: (tree / "cat" / "escape.png").symlink_to(tmp_path / "nowhere.png")}
+    made[link]()
+    with pytest.raises(BuildError, match=r"links outside the image folder \(to .*(private|nowhere\.png).*\): links are "
+                                         r"followed only inside it, .*pass --follow-external-links") as caught:
+        scan_image_folder(tree, skip_bad=True)
+    assert "\n" not in str(caught.value)
+    if link != "broken":
+        index = scan_image_folder(tree, follow_external_links=True)
+        assert sum(os.path.realpath(path) == str(private / "photo.png") for path, _ in index.samples) == 1
+
+
+def test_links_inside_the_folder_and_a_linked_folder_itself_are_followed(tree, tmp_path):
+    """The rule is about where a link leads: the folder given may itself be a link, and links inside it
+    (a class folder shared by two names) stay inside it."""
+    (tree / "kitten").symlink_to(tree / "cat", target_is_directory=True)
+    (tmp_path / "current").symlink_to(tree, target_is_directory=True)
+    index = scan_image_folder(tmp_path / "current")
+    assert index.classes == ["cat", "dog", "fish", "kitten"] and len(index) == 8
+
+
 def test_a_file_pillow_would_hand_to_another_program_is_not_an_image(tree):
     """An EPS file named like a JPEG: Pillow identifies it by content and would run Ghostscript on it
     (a PostScript loop hung the build). Only DATA_IMAGE_FORMATS are opened."""

@@ -164,6 +164,12 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
     assert all(images[i, labels[i]].min() == 255 for i in range(6))
     with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
         load_init_images(root, ["a_red", "c_blue", "d_other"], 16, skip_bad=False)
+    (root / "a_red").rename(tmp_path / "kept-elsewhere")   # --init-images follows no link out unless asked
+    (root / "a_red").symlink_to(tmp_path / "kept-elsewhere", target_is_directory=True)
+    with pytest.raises(BuildError, match="a_red links outside the image folder"):
+        load_init_images(root, solid_tree.classes, 16, skip_bad=False)
+    linked, _ = load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=True)
+    assert torch.equal(linked, images)
 
 
 def test_teacher_set_ranks_with_its_mean_and_progress_is_reported(solid_tree):

@@ -269,14 +269,15 @@ def source_crops(index: ImageFolderIndex, sources: torch.Tensor, size: int, sour
     return out.view(*sources.shape[:-1], 3, size, size)
 
 
-def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool,
+                     follow_external_links: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """An existing distilled image set (ImageFolder layout) as (uint8 [N, 3, size, size], int64 [N]).
 
     Its class folders must be exactly ``classes`` (the real data's folder names); labels follow
     ``classes``' order. Images are resized like real ones (shorter side -> size, centre square).
+    ``skip_bad``, ``follow_external_links``: as ``scan_image_folder``'s.
     """
-    found = scan_image_folder(directory, skip_bad=skip_bad)
+    found = scan_image_folder(directory, skip_bad=skip_bad, follow_external_links=follow_external_links)
     missing = [c for c in classes if c not in found.classes]
     extra = [c for c in found.classes if c not in set(classes)]
     if missing or extra:
@@ -298,7 +299,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     """RDED-style synthetic images, or the given ``--init-images``; the images, labels and sources are the tensors."""
     options = ctx.options
     if options.init_images:
-        images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad)
+        images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad,
+                                          follow_external_links=options.follow_external_links)
         result = {"images": len(labels), "source": Path(options.init_images).name, "source_size": None}   # no crops
         return result, {"images": images, "labels": labels}
     group = ctx.group
