@@ -270,7 +270,7 @@ def source_crops(index: ImageFolderIndex, sources: torch.Tensor, size: int, sour
 
 
 def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool,
-                     follow_external_links: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     follow_external_links: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """An existing distilled image set (ImageFolder layout) as (uint8 [N, 3, size, size], int64 [N]).
 
     Its class folders must be exactly ``classes`` (the real data's folder names); labels follow
