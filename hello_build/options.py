@@ -13,6 +13,7 @@ and the prior weight: the builder's 0.2 (chosen on held-out students), not the f
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class BuildOptions:
     teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", path=True, multiple=True)
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
     teacher_arch: str | None = option(None, "Zoo architecture for safetensors teachers.", stage="teacher", choices=tuple(zoo_names()))
-    train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher")
+    train_teacher: str | None = option(None, "Train a teacher of this zoo architecture on the data instead of loading one.", stage="teacher", choices=tuple(zoo_names()))
     teacher_epochs: int = option(TeacherTraining.epochs, "Epochs for --train-teacher.", stage="teacher", open=True)
     teacher_checkpoints: int = option(TeacherTraining.checkpoints, "Checkpoints of the trained teacher's trajectory kept as weak teachers (paper: 9).", stage="teacher", open=True)
     teacher_lr: float = option(TeacherTraining.lr, "Peak SGD learning rate for --train-teacher (cosine schedule).", stage="teacher", open=True)
@@ -147,6 +148,11 @@ class BuildOptions:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):   # teacher="t.safetensors" is one teacher, not one per character
+            if f.metadata["multiple"] and isinstance(getattr(self, f.name), (str, os.PathLike)):
+                setattr(self, f.name, [getattr(self, f.name)])
 
     def recorded(self) -> dict:
         """``to_dict()`` as a published bundle records it: path options keep only the file or folder

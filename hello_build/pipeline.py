@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
 from hello_build.options import HEAD_RANK_CAP, BuildOptions
-from hello_build.teachers import TeacherTraining
+from hello_build.teachers import TeacherTraining, check_source as check_teacher_source
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, crops_per_candidate
@@ -56,7 +58,7 @@ from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
-from hello_format.text import first_line
+from hello_format.text import first_line, shortened
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
@@ -166,6 +168,12 @@ def _check(options: BuildOptions) -> None:
         raise BuildError("give a teacher (--teacher FILE, repeatable) or --train-teacher ARCH")
     if options.teacher and options.train_teacher:
         raise BuildError("give either --teacher or --train-teacher, not both")
+    for f in dataclasses.fields(options):   # the command line's click.Choice, for build() called from Python
+        value, choices = getattr(options, f.name), f.metadata["choices"]
+        if choices and value is not None and any(v not in choices for v in (value if f.metadata["multiple"] else [value])):
+            raise BuildError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)} (got {shortened(value)})")
+    for source in options.teacher:   # a missing file found now, not after the base is loaded (or downloaded)
+        check_teacher_source(source)
     if options.train_teacher:
         try:
             teacher_training(options)
@@ -239,6 +247,23 @@ def _check(options: BuildOptions) -> None:
             parameter_count({"architecture": options.base, "config": base_config(options)})
         except BaseModelError as exc:
             raise BuildError(f"--base-config {options.base_config}: {exc}") from None
+    _check_output(str(options.output))
+
+
+def _check_output(output: str) -> None:
+    """BuildError unless the bundle can be written at ``output``: a file name, not a folder, in a folder
+    where a file can be made (created here, as the work directory is): found before any stage runs,
+    not when the finished bundle is written."""
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        raise BuildError(f"--output {output} is a folder: name the bundle's file (e.g. {path / 'NAME.hello'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".hello-probe-", dir=path.parent)   # as the bundle's temp file
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BuildError(f"--output {output}: cannot write there ({exc.strerror or exc})") from None
 
 
 def base_config(options: BuildOptions) -> dict | None:

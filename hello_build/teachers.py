@@ -258,14 +258,23 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
     return teacher
 
 
-def _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code) -> Teacher:
+def check_source(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a ``module:factory`` (True) or an existing teacher file (False);
+    BuildError when it is neither, or a directory: checked before a build loads anything."""
     path = Path(source)
     if not path.exists():
         if isinstance(source, str) and _FACTORY.match(source):
-            return _from_factory(source, input_size or image_size, num_classes, mean, std, device)
+            return True
         raise BuildError(f"teacher file {source} does not exist")
     if path.is_dir():
         raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
+    return False
+
+
+def _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code) -> Teacher:
+    if check_source(source):
+        return _from_factory(source, input_size or image_size, num_classes, mean, std, device)
+    path = Path(source)
     kind = _file_kind(path)
     if kind == "safetensors":
         return _from_safetensors(path, arch, input_size, image_size, mean, std, device)

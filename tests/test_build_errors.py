@@ -143,6 +143,13 @@ CASES = [
      r"--lora-targets: lora\.target_modules 'no_such_module' matches no module of the image encoder"),
     ("workdir_that_cannot_be_made", None, {"workdir": "/dev/null/work"},
      r"work directory /dev/null/work \(--workdir\): cannot create it: Not a directory"),
+    # the output was first tried when the finished bundle was written, after every stage (a user's walkthrough)
+    ("output_a_folder_to_be", None, {"output": "new-folder/"}, r"--output new-folder/ is a folder: name the bundle's file"),
+    ("output_where_nothing_can_be_written", None, {"output": "/proc/out.hello"},
+     r"--output /proc/out\.hello: cannot write there \("),
+    ("output_under_a_file", None, {"output": "/dev/null/out.hello"}, r"--output /dev/null/out\.hello: cannot write there \("),
+    ("missing_teacher_before_the_base", None, {"teacher": ["/no/such/teacher.safetensors"], "base_checkpoint": "/no/such/base"},
+     r"teacher file /no/such/teacher\.safetensors does not exist"),   # offline, the base's error came first
 ]
 
 
@@ -185,12 +192,24 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
     assert not Path(options.output).exists()
 
 
-def test_an_unknown_calibration_objective_is_a_build_error(errors_kit, tmp_path):
-    """Through the API (the command line refuses it as a choice, before any of this)."""
-    options = BuildOptions(**_values(errors_kit, tmp_path, None, {"delta_dtype": "int4", "delta_calibration_objective": "l1"}))
-    with pytest.raises(BuildError, match=r"--delta-calibration-\*: calibration objective must be one of kl, mse, got 'l1'"):
+@pytest.mark.parametrize("overrides, message", [
+    ({"delta_dtype": "int4", "delta_calibration_objective": "l1"}, r"--delta-calibration-objective must be one of kl, mse \(got 'l1'\)"),
+    # free text before: refused once the base was loaded (or downloaded)
+    ({"teacher": [], "train_teacher": "resnet50"}, r"--train-teacher must be one of .*convnet3.* \(got 'resnet50'\)"),
+    ({"teacher_combine": "vote"}, r"--teacher-combine must be one of "),
+])
+def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_path, overrides, message):
+    """Through the API (the command line refuses it as a click choice, before any of this)."""
+    options = BuildOptions(**_values(errors_kit, tmp_path, None, overrides))
+    with pytest.raises(BuildError, match=message):
         build(options, progress=False, log=lambda line: None)
-    assert not Path(options.output).exists()
+    assert not Path(options.output).exists() and not options.workdir_path().exists()
+
+
+def test_one_teacher_given_as_a_string_is_one_teacher(errors_kit, tmp_path):
+    """BuildOptions(teacher="t.safetensors") was read a character at a time: 'teacher file / does not exist'."""
+    values = _values(errors_kit, tmp_path, None, {})
+    assert BuildOptions(**{**values, "teacher": values["teacher"][0]}).teacher == values["teacher"]
 
 
 @pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
