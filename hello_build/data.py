@@ -27,6 +27,9 @@ Choices (also in the builder's help):
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import os
 import stat
 import warnings
@@ -79,6 +82,15 @@ class ImageFolderIndex:
 
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
+
+    @functools.cached_property
+    def listing_digest(self) -> str:
+        """sha256 of what a build's split and stages depend on: the class folders and each sample's path
+        under ``root`` with its label (the files' contents are not read: one replaced under its own name
+        goes unnoticed)."""
+        prefix = str(self.root) + os.sep
+        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label) for path, label in self.samples]
+        return hashlib.sha256(json.dumps([self.classes, listing]).encode()).hexdigest()
 
 
 def scan_image_folder(

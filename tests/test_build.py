@@ -373,6 +373,24 @@ def test_seed_and_holdout_rerun_every_stage_that_depends_on_them(kit, tmp_path):
     assert all(third[stage][1] != second[stage][1] for stage in ("text_head", "transfer", "init"))
 
 
+def test_images_added_to_or_removed_from_the_data_rerun_every_stage(kit, tmp_path):
+    """A rerun after the data folder changed reused every stage (its options were unchanged), so the
+    reused teacher could have trained on images of the new hold-out (a user's walkthrough)."""
+    import shutil
+
+    data = shutil.copytree(kit["data"], tmp_path / "data")
+    options = tiny_options(kit, tmp_path, data=str(data), transfer_epochs=1, workdir=str(tmp_path / "work"))
+    run_build(options)
+    first = _markers(options.workdir_path())
+    _, lines = run_build(options)
+    assert sum(": reused from " in line for line in lines) == len(first)   # unchanged: every stage reused
+    sorted(data.rglob("*.png"))[-1].unlink()
+    _, lines = run_build(options)
+    assert not any(": reused from " in line for line in lines), lines
+    second = _markers(options.workdir_path())
+    assert all(second[stage][1] != first[stage][1] for stage in first)
+
+
 def test_synthetic_images_never_come_from_held_out_images(reference):
     """The hold-out measures fidelity on images no fit saw: none may become a synthetic image (a quarter
     held out; every training image of a class is a candidate, 8 of them become patches: drawing from

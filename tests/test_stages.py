@@ -85,15 +85,15 @@ def test_a_resume_key_holds_what_the_named_files_hold(tmp_path):
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
     options = BuildOptions(data="d", output="o", teacher=[str(teacher), "pkg.mod:make"], init_adapter=str(adapter))
-    before = context.stage_key(options, "transfer")
+    before = context.stage_key(options, "transfer", "listing")
     assert before["contents"]["teacher"][1] is None  # a module:factory names no file
-    assert context.stage_key(options, "transfer") == before  # the same files: the same key
+    assert context.stage_key(options, "transfer", "listing") == before  # the same files: the same key
     teacher.write_bytes(b"the second teacher")
-    replaced = context.stage_key(options, "transfer")
+    replaced = context.stage_key(options, "transfer", "listing")
     assert replaced["contents"]["teacher"] != before["contents"]["teacher"]
     (adapter / "adapter_config.json").write_text("{}")
-    assert context.stage_key(options, "transfer")["contents"]["init_adapter"] != replaced["contents"]["init_adapter"]
-    assert "init_adapter" not in context.stage_key(options, "teacher")["contents"]  # read by a later stage
+    assert context.stage_key(options, "transfer", "listing")["contents"]["init_adapter"] != replaced["contents"]["init_adapter"]
+    assert "init_adapter" not in context.stage_key(options, "teacher", "listing")["contents"]  # read by a later stage
 
 
 def test_a_folders_resume_key_changes_when_a_file_is_rewritten_at_the_same_size(tmp_path):
@@ -104,14 +104,35 @@ def test_a_folders_resume_key_changes_when_a_file_is_rewritten_at_the_same_size(
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(b"weights")
     options = BuildOptions(data="d", output="o", init_adapter=str(adapter))
-    before = context.stage_key(options, "init")["contents"]["init_adapter"]
+    before = context.stage_key(options, "init", "listing")["contents"]["init_adapter"]
     mtime = weights.stat().st_mtime_ns
     weights.write_bytes(b"WEIGHTS")
     os.utime(weights, ns=(mtime + 10**9, mtime + 10**9))   # a later time even where the clock is coarse
-    assert context.stage_key(options, "init")["contents"]["init_adapter"] != before
+    assert context.stage_key(options, "init", "listing")["contents"]["init_adapter"] != before
+
+
+def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
+    """A rerun after images were added to or removed from the data folder reused every stage, and a new
+    hold-out could hold images the reused teacher trained on (a user's walkthrough). The same images in
+    another place (a copy on a node's local disk) keep the key."""
+    import shutil
+
+    from hello_build.data import scan_image_folder
+    from support import make_tree
+
+    data = make_tree(tmp_path / "data", per_class=3)
+    options = BuildOptions(data=str(data), output="o")
+    before = context.stage_key(options, "teacher", scan_image_folder(data).listing_digest)
+    copy = shutil.copytree(data, tmp_path / "elsewhere")
+    assert context.stage_key(options, "teacher", scan_image_folder(copy).listing_digest) == before
+    first = sorted(p for p in data.rglob("*.png"))[0]
+    first.rename(first.with_name("renamed.png"))
+    assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
+    first.with_name("renamed.png").unlink()
+    assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
 
 
 def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_it_batches():
     default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", student_batch_size=20)
-    assert context.stage_key(default, "image_update") == context.stage_key(other, "image_update")
-    assert context.stage_key(default, "view_transfer") != context.stage_key(other, "view_transfer")
+    assert context.stage_key(default, "image_update", "listing") == context.stage_key(other, "image_update", "listing")
+    assert context.stage_key(default, "view_transfer", "listing") != context.stage_key(other, "view_transfer", "listing")

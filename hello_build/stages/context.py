@@ -30,20 +30,22 @@ from hello_format.text import first_line
 ORDER = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
 
 
-# Path options whose contents are not part of a resume key: the data folder (listed afresh by every
-# run; hashing a dataset per run would cost more than most stages) and the run's own outputs.
+# Path options whose contents are not part of a resume key: the data folder (its listing is, from the
+# scan every run makes: hashing a dataset per run would cost more than most stages) and the run's own outputs.
 UNHASHED_PATHS = ("data", "output", "workdir")
 
 
-def stage_key(options: BuildOptions, name: str) -> dict:
-    """Options that stage ``name``'s result depends on (its own and those of every earlier stage), and
-    what the files they name hold, so that a teacher, base or adapter replaced at the same path is not
-    mistaken for the one an earlier run used."""
+def stage_key(options: BuildOptions, name: str, listing: str) -> dict:
+    """Options that stage ``name``'s result depends on (its own and those of every earlier stage), what
+    the files they name hold, so that a teacher, base or adapter replaced at the same path is not
+    mistaken for the one an earlier run used, and the data's ``listing`` (``ImageFolderIndex.listing_digest``),
+    so that images added to or removed from the data folder are not split as the earlier run split them."""
     stages = ORDER[: ORDER.index(name) + 1]
     key = options.stage_key(stages)
     named = {option: value if isinstance(value, list) else [value] for option, value in key.items()
              if option in options.path_fields() and option not in UNHASHED_PATHS and value}
-    return {**key, "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
+    return {**key, "data_listing": listing,
+            "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
 
 
 def _content_digest(value: str) -> str | None:
@@ -109,7 +111,7 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     interrupted runs of the stage spent) is added to its time."""
     record, resumed = None, False
     if stage.when(ctx.options):
-        key = stage_key(ctx.options, stage.name)
+        key = stage_key(ctx.options, stage.name, ctx.index.listing_digest)
         record = ctx.work.result(stage.name, key, stage.fields)
         resumed = record is not None
         if resumed:
