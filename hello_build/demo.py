@@ -149,8 +149,9 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int,
           f"images: {report['synthetic_agreement']:.1%} ({report['synthetic_agreement_unmixed']:.1%} without CutMix)")
     print(f"  student top-1 on {len(parts['test'][1])} unseen digits: {top1['hard']:.1%} with hard labels, "
           f"{top1['projector']:.1%} with HelloDataset labels, {top1['teacher']:.1%} with the online teacher's labels")
-    print(f"  bundle {output}: {storage.file_bytes:,} bytes = images {storage.images_bytes:,} + label generator "
-          f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,}")
+    print(f"  bundle {output}: {storage.file_bytes:,} bytes = images and labels {storage.images_bytes:,} + label generator "
+          f"{storage.label_generator_bytes:,} + embedded stand-in base {storage.base_bytes:,} + header and manifest "
+          f"{storage.header_bytes:,}")
     print(f"  stored soft labels for {STUDENT_EPOCHS} epochs would take {storage.stored_label_bytes:,} bytes: "
           f"{storage.versus()}")
     print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "

@@ -36,7 +36,7 @@ HEAD_TENSORS = (HEAD_A, HEAD_B, HEAD_A + SCALES_SUFFIX, HEAD_B + SCALES_SUFFIX)
 @dataclasses.dataclass(frozen=True)
 class Storage:
     """Where a bundle's bytes go, next to the soft labels it replaces (spec section 11)."""
-    images_bytes: int
+    images_bytes: int              # the images and their class labels: what a bundle's samples take
     label_generator_bytes: int     # encoder LoRA + head LoRA
     base_bytes: int                # embedded base weights and stored text head (0 unless embedded)
     header_bytes: int
@@ -424,7 +424,7 @@ class Bundle:
         generator = total(lambda n: n.startswith(ENCODER_PREFIX) or n in HEAD_TENSORS)   # not unknown head.* names
         stored = self.num_images * self.manifest["recipe"]["epochs"] * self.num_classes * 2
         return Storage(
-            images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS)),
+            images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS, LABELS)),
             label_generator_bytes=generator,
             base_bytes=total(lambda n: n.startswith(BASE_PREFIX) or n == HEAD_WEIGHT),
             header_bytes=self._header.data_start,

@@ -183,7 +183,7 @@ def _summary(bundle: Bundle) -> list[str]:
     s = bundle.storage()
     lines += [
         "storage:",
-        f"  images                 {human_bytes(s.images_bytes)}",
+        f"  images and labels      {human_bytes(s.images_bytes)}",
         f"  label generator        {human_bytes(s.label_generator_bytes)} (encoder + head LoRA)",
         f"  base (embedded)        {human_bytes(s.base_bytes)}",
         f"  file                   {human_bytes(s.file_bytes)}",

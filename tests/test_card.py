@@ -42,7 +42,7 @@ def test_body_numbers_match_manifest_and_storage(bundle):
     assert f"| images | {len(CLASSES) * m['ipc']} |" in body
     assert "| geometry (C x H x W) | 3 x 12 x 12 |" in body
     assert all(f"`{name}`" in body for name in CLASSES)
-    for label, value in [("images", s.images_bytes), ("label generator (encoder + head LoRA)",
+    for label, value in [("images and their labels", s.images_bytes), ("label generator (encoder + head LoRA)",
                                                       s.label_generator_bytes),
                          ("embedded base", 0), ("header + manifest", s.header_bytes),
                          ("**file total**", bundle.path.stat().st_size)]:

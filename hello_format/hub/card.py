@@ -320,7 +320,7 @@ def _storage(bundle: Bundle) -> str:
     m = bundle.manifest
     epochs = (m.get("recipe") or {}).get("epochs")
     rows = [
-        ("images", s.images_bytes),
+        ("images and their labels", s.images_bytes),
         ("label generator (encoder + head LoRA)", s.label_generator_bytes),
         ("embedded base", s.base_bytes),
         ("header + manifest", s.header_bytes),
