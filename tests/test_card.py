@@ -128,6 +128,16 @@ def test_single_eval_result_dict_is_accepted(tmp_path):
     assert card.load_eval_results(path) == [{"top1": 0.5, "regime": "hello"}]
 
 
+def test_appended_eval_lines_are_a_list_of_results(tmp_path):
+    """``hello eval ... >> results.json`` twice was refused ('Extra data'): a user's walkthrough."""
+    path = tmp_path / "results.json"
+    path.write_text('{"top1": 0.5, "regime": "hello"}\n\n{"top1": 0.25, "regime": "hard"}\n')
+    assert card.load_eval_results(path) == [{"top1": 0.5, "regime": "hello"}, {"top1": 0.25, "regime": "hard"}]
+    path.write_text('{"top1": 0.5}\n{"top1": 0.25,\n')
+    with pytest.raises(HubError, match=r"cannot read eval results \(ValueError: line 2: Expecting"):
+        card.load_eval_results(path)
+
+
 @pytest.mark.parametrize("results, words", [
     ([], "expected the JSON written by `hello eval`"),
     ("71.2", "got str"),
@@ -157,6 +167,7 @@ def test_unreadable_eval_file_names_it(tmp_path):
     ('{"top1": 0.5, "seconds": NaN}', "NaN is not valid JSON"),
     ('{"top1": 0.5, "top1": 0.9}', "duplicate key"),
     (" " * 1_000_001, "more than 1,000,000 bytes"),
+    ("{}\n" * 300_000, "300,000 lines of results (at most 1,000)"),
 ])
 def test_a_hostile_eval_file_is_one_line_error(tmp_path, text, words):
     path = tmp_path / "results.json"

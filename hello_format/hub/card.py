@@ -46,7 +46,8 @@ _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
 _EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
-_EVAL_HINT = 'expected the JSON written by `hello eval`: an object with at least {"top1": <number>}, or a list of them'
+_EVAL_HINT = ('expected the JSON written by `hello eval`: an object with at least {"top1": <number>}, a list of them, '
+              'or one a line (as `hello eval ... >> FILE` appends them)')
 
 
 def size_category(num_images: int) -> str:
@@ -108,13 +109,33 @@ def _eval_columns(results: list[dict]) -> list[str]:
 
 
 def load_eval_results(path: str | Path) -> list[dict]:
-    """Read and validate a ``hello eval`` JSON file (at most MAX_EVAL_RESULTS_BYTES, strict JSON)."""
+    """Read and validate a ``hello eval`` JSON file (at most MAX_EVAL_RESULTS_BYTES, strict JSON): one
+    value, or JSON Lines (``hello eval`` prints one line a run, so a file of appended runs is one)."""
     try:
-        results = strict_json_loads(read_bounded_text(path, MAX_EVAL_RESULTS_BYTES))
+        results = _json_or_lines(read_bounded_text(path, MAX_EVAL_RESULTS_BYTES))
     except (ValueError, RecursionError) as exc:   # read_bounded_text's reasons, strict_json_loads' errors
         reason = f"{type(exc).__name__}: {str(exc)[:120]}"
         raise HubError(f"{path}: cannot read eval results ({reason}); {_EVAL_HINT}") from None
     return validate_eval_results(results, str(path))
+
+
+def _json_or_lines(text: str):
+    """``text`` as one strict JSON value, else, when it has several lines, as a list of one value a line."""
+    try:
+        return strict_json_loads(text)
+    except ValueError:
+        lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:
+            raise
+    if len(lines) > MAX_EVAL_ENTRIES:   # each a row of the table: refused before the lines are parsed
+        raise ValueError(f"{len(lines):,} lines of results (at most {MAX_EVAL_ENTRIES:,})")
+    values = []
+    for number, line in lines:
+        try:
+            values.append(strict_json_loads(line))
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+    return values
 
 
 def card_metadata(bundle: Bundle, *, license: str = DEFAULT_LICENSE) -> dict:

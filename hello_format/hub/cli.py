@@ -41,7 +41,7 @@ def _echo(text: str) -> None:
     "eval_path",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Results JSON from `hello eval` to show on the card.",
+    help="Results from `hello eval` to show on the card: its JSON line, a list of them, or a file of appended lines.",
 )
 @click.option("--token", default=None, help="Hub token with write access. Default: HF_TOKEN or the cached login.")
 @click.option(
