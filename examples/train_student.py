@@ -41,13 +41,26 @@ class Student(nn.Module):
         return self.classifier(self.features(x))
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
+
+
+def val_files(val_dir: str, class_folders: list[str]) -> list[list[Path]]:
+    """Each class folder's image files under ``val_dir`` (hidden files such as .DS_Store left out),
+    listed before any training so that a wrong folder costs nothing."""
+    missing = [folder for folder in class_folders if not (Path(val_dir) / folder).is_dir()]
+    if missing:
+        raise SystemExit(f"error: {val_dir} lacks the bundle's class folder(s) {', '.join(missing[:5])}")
+    return [sorted(p for p in (Path(val_dir) / folder).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+            for folder in class_folders]
+
+
 @torch.no_grad()
-def top1(student: nn.Module, val_dir: str, class_folders: list[str], size: int, device: str) -> float:
-    """Top-1 on an ImageFolder of real images (``val_dir/<class folder>/<image>``), resized to ``size``."""
+def top1(student: nn.Module, files_per_class: list[list[Path]], size: int, device: str) -> float:
+    """Top-1 on real images (``val_files``: a list per class, in label order), resized to ``size``."""
     student.eval()
     correct = total = 0
-    for label, folder in enumerate(class_folders):
-        files = sorted(p for p in (Path(val_dir) / folder).iterdir() if p.is_file())
+    for label, files in enumerate(files_per_class):
         for start in range(0, len(files), 256):
             pixels = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
                       for f in files[start:start + 256]]
@@ -73,6 +86,8 @@ def main() -> None:
     ds = HelloDataset(args.bundle, device=args.device, seed=args.seed)
     recipe = ds.recipe  # a Recipe: what the bundle's author trained students with
     print(f"{len(ds)} images, {ds.num_classes} classes, loss {recipe.loss}, on {ds.device}")
+    folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
+    val = val_files(args.val, folders) if args.val else None
 
     torch.manual_seed(args.seed)
     student = Student(ds.num_classes).to(args.device)
@@ -107,10 +122,9 @@ def main() -> None:
             schedule.step()
             total, batches = total + loss.item(), batches + 1
         print(f"epoch {epoch + 1}/{epochs}  loss {total / batches:.4f}  ({time.perf_counter() - started:.1f} s)")
-    if args.val:
-        folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
+    if val is not None:
         size = batch.images.shape[-1]
-        print(f"top-1 on {args.val}: {top1(student, args.val, folders, size, args.device):.4f} "
+        print(f"top-1 on {args.val}: {top1(student, val, size, args.device):.4f} "
               f"({'hard labels' if args.hard_labels else 'HelloDataset labels'})")
 
 

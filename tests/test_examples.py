@@ -44,6 +44,8 @@ def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels
     for i, (image, label) in enumerate(zip(images, labels.tolist())):  # the bundle's own images as a val folder
         (tmp_path / "val" / folders[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "val" / folders[label] / f"{i}.png")
+    (tmp_path / "val" / folders[0] / ".DS_Store").write_bytes(b"Bud1 not an image")   # a Mac's folder file
+    (tmp_path / "val" / folders[0] / "notes.txt").write_text("not an image")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for flags, kind in (([], "HelloDataset labels"), (["--hard-labels"], "hard labels")):
         process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "3",
@@ -52,3 +54,17 @@ def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels
         assert process.returncode == 0, process.stderr[-2000:]
         found = re.search(rf"^top-1 on \S+: (\S+) \({kind}\)$", process.stdout, flags=re.MULTILINE)
         assert found and 0.0 <= float(found.group(1)) <= 1.0, process.stdout
+
+
+def test_train_student_example_checks_the_val_folder_before_training(tmp_path, monkeypatch):
+    """A --val folder without the bundle's class folders failed with a traceback after every epoch."""
+    bundle = tmp_path / "tiny.hello"
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "4"])
+    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    (tmp_path / "val" / "other").mkdir(parents=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "3",
+                              "--device", "cpu", "--val", str(tmp_path / "val")],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 1 and "epoch 1/" not in process.stdout, process.stdout
+    assert process.stderr.strip().startswith("error: ") and "lacks the bundle's class folder(s)" in process.stderr
