@@ -42,6 +42,7 @@ from hello_build.options import HEAD_RANK_CAP, BuildOptions
 from hello_build.pipeline import build
 from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
+from hello_format.base import quiet_open_clip
 from hello_format.bundle import Bundle
 from hello_build.errors import BuildError
 from hello_format.labelling import resolve_precision
@@ -190,7 +191,8 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
     print(f"1/4 pretraining the stand-in foundation model ({BASE}, a ResNet CLIP like the paper's RN50) "
           f"on {len(parts['foundation'][1])} digits that are not distilled")
     torch.manual_seed(seed)
-    base = open_clip.create_model(BASE)
+    with quiet_open_clip():   # no pretrained weights: it is pretrained next
+        base = open_clip.create_model(BASE)
     pretrain_clip(base, open_clip.get_tokenizer(BASE), *parts["foundation"], list(DIGIT_NAMES), steps=FOUNDATION_STEPS,
                   batch_size=64, seed=seed, progress=progress)
     save_file({k: v.contiguous() for k, v in base.state_dict().items()}, str(checkpoint))
@@ -208,7 +210,8 @@ def imagenet_label_generator_bytes(architecture: str = BuildOptions.base, classe
     (encoder LoRA on the default targets, head LoRA at min(HEAD_RANK_CAP, classes); counted from a
     randomly initialised base's real modules) against FKD-style stored fp16 logits for ``ipc`` x
     ``classes`` images over ``epochs``; returned with the settings they were counted at."""
-    model = open_clip.create_model(architecture)
+    with quiet_open_clip():   # random weights: only the modules' shapes are counted
+        model = open_clip.create_model(architecture)
     visual = model.visual
     inject(visual, encoder_config(visual, r=EncoderLoraConfig.r, lora_alpha=EncoderLoraConfig.lora_alpha))
     head_rank = min(HEAD_RANK_CAP, classes)
