@@ -46,7 +46,7 @@ from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
 from hello_format.container import strict_json_loads
 from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
-from hello_format.files import read_bounded_text
+from hello_format.files import names_a_folder, read_bounded_text
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -255,7 +255,7 @@ def _check_output(output: str) -> None:
     where a file can be made (created here, as the work directory is): found before any stage runs,
     not when the finished bundle is written."""
     path = Path(output)
-    if output.endswith(("/", os.sep)) or path.is_dir():
+    if names_a_folder(output):
         raise BuildError(f"--output {output} is a folder: name the bundle's file (e.g. {path / 'NAME.hello'})")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

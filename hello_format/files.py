@@ -51,6 +51,13 @@ def read_bounded_text(path: str | os.PathLike, limit: int) -> str:
         raise ValueError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def names_a_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path``, given as a file to write, names a folder: one that exists, or a trailing separator
+    (pathlib drops it, and the file would take the folder's intended name)."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
 def _remove_live() -> None:
     for temp in list(_live):
         with contextlib.suppress(OSError):

@@ -24,7 +24,7 @@ from hello_format.bundle import Bundle, write_stored
 from hello_format.calibration import CalibrationConfig, calibrate, check_cost
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError, HelloError
-from hello_format.files import atomic_target
+from hello_format.files import atomic_target, names_a_folder
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.manifest import FORMAT_VERSION, parse_version
 from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_VERSION, is_quantised, quantise
@@ -61,6 +61,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     calibrating = calibration is not None and calibration.steps > 0
     if calibrating and not is_quantised(dtype):
         raise BundleError(f"calibration chooses int8/int4 values; {dtype} deltas are stored as they are")
+    if names_a_folder(target):
+        raise BundleError(f"{os.fspath(target)} is a folder: name the bundle file to write (e.g. {os.path.join(target, 'NAME.hello')})")
     target = pathlib.Path(os.fspath(target))
     if target.exists() and not overwrite:
         same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)

@@ -288,6 +288,15 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
         assert torch.equal(fp16.head_state_dict()["lora_A"], int4.head_state_dict()["lora_A"].half())
 
 
+def test_requantize_refuses_an_output_that_names_a_folder(tmp_path):
+    """``hello requantize IN somedir/`` wrote a file named somedir (a user's walkthrough)."""
+    source = tmp_path / "in.hello"
+    source.write_bytes((VECTORS / "valid_png.hello").read_bytes())
+    result = invoke("requantize", source, f"{tmp_path / 'somedir'}/", "--delta-dtype", "int8")
+    assert result.exit_code == 2 and "somedir/ is a folder: name the bundle file to write" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"]
+
+
 def test_requantize_refuses_to_overwrite_unless_asked(tmp_path):
     source = tmp_path / "in.hello"
     source.write_bytes((VECTORS / "valid_png.hello").read_bytes())
