@@ -152,8 +152,9 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
 
     Under torchrun, every rank trains its rows of each batch (DDP) and rank 0 prints the line."""
     from hello_build import distributed
-    from hello_build.evaluation import evaluate
+    from hello_build.evaluation import evaluate, regime_inputs
 
+    teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir)   # before any loading
     group = distributed.join(dist_backend, device)
     try:
         teacher = None

@@ -21,6 +21,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -209,7 +210,7 @@ def evaluate(
     ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    _check_inputs(regime, teacher, real_dir)
+    teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir)
     try:
         device = group.device if group is not None else resolve_device(device)
     except DeviceError as exc:
@@ -378,9 +379,17 @@ def _no_grad(model, precision: str):
     return labeller
 
 
-def _check_inputs(regime, teacher, real_dir) -> None:
-    """What a regime needs besides the bundle, checked before anything is loaded."""
+def regime_inputs(regime: str, teacher, real_dir, stored_dir) -> tuple:
+    """``(teacher, real_dir, stored_dir)`` as ``regime`` uses them: BuildError for one it needs and lacks,
+    None with one warning line for one it does not use (a script may pass the same inputs to every
+    regime, but none is dropped unsaid). ``teacher`` may be a module or the file it is loaded from."""
     if regime in TEACHER_REGIMES and teacher is None:
         raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
     if regime == "random-real" and real_dir is None:
         raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")
+    unused = [flag for flag, value, users in (("--teacher", teacher, TEACHER_REGIMES), ("--real", real_dir, ("random-real",)),
+                                               ("--stored-dir", stored_dir, ("stored",))) if value is not None and regime not in users]
+    if unused:
+        warnings.warn(f"hello: the {regime} regime does not use {' or '.join(unused)}", stacklevel=3)
+    return (teacher if regime in TEACHER_REGIMES else None, real_dir if regime == "random-real" else None,
+            stored_dir if regime == "stored" else None)

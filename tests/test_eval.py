@@ -250,6 +250,22 @@ def test_regime_inputs_are_required(eval_kit, regime, missing):
                    missing, regime)
 
 
+def test_an_input_the_regime_does_not_use_is_named_in_a_warning(eval_kit, on_path, tmp_path):
+    """--regime projector --teacher FILE trained on the projector's labels and said nothing of the teacher
+    (a user's walkthrough). It still runs, without loading what it does not use (the teacher named here
+    does not exist): a script may pass one set of inputs to every regime."""
+    with pytest.warns(UserWarning, match="hello: the projector regime does not use --teacher or --real or --stored-dir"):
+        report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "projector", "--epochs", 1,
+                                  "--teacher", "/no/such/teacher.safetensors", "--real", eval_kit["real"],
+                                  "--stored-dir", tmp_path / "stored", "--quiet"))
+    assert report["regime"] == "projector" and not (tmp_path / "stored").exists()
+    from hello_build.evaluation import evaluate
+
+    with pytest.warns(UserWarning, match="hello: the hard regime does not use --teacher"):   # from Python too
+        assert evaluate(eval_kit["bundle"], eval_kit["val"], regime="hard", teacher=torch.nn.Identity(), device="cpu",
+                        progress=False, recipe_overrides={"epochs": 1})["regime"] == "hard"
+
+
 @pytest.mark.parametrize("flag", ["--val", "--real"])
 def test_a_link_out_of_an_evaluation_folder_is_refused_unless_asked_for(eval_kit, tmp_path, flag):
     """hello eval --val with a class folder linking to / checked the headers of 145,109 files of this
