@@ -13,7 +13,7 @@ from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
-from hello_format import limits
+from hello_format import __version__, limits
 from hello_format.cli import allow_remote_base_option, base_checkpoint_option
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
@@ -47,10 +47,11 @@ def build_options(command):
 
 
 def _log(message: str) -> None:
-    """A build log line, control characters escaped (it quotes paths and names from the user's files)."""
+    """A build log line on stderr, beside the progress bars (stdout holds the report's JSON line alone),
+    control characters escaped (it quotes paths and names from the user's files)."""
     from tqdm.auto import tqdm
 
-    tqdm.write(terminal(message))
+    tqdm.write(terminal(message), file=sys.stderr)
 
 
 DEMO_OPTIONS = ("seed", "precision")  # the build options --demo honours; the demo sets every other itself
@@ -68,6 +69,7 @@ def _check_demo_options(data, values: dict) -> None:
 
 
 @click.command(context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hello-build (hello-distill)")
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
 @click.option("--demo", is_flag=True, help=f"Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with {DEMO_TAKES} only).")

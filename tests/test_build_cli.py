@@ -146,9 +146,9 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
             "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, (result.output, result.exception)
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)   # stdout is the report alone ('hello-build ... > report.json'): the log is on stderr
     assert summary["skipped_images"] == 1
-    assert any("skipped 1 unreadable image(s)" in line and "broken.png" in line for line in result.stdout.splitlines())
+    assert any("skipped 1 unreadable image(s)" in line and "broken.png" in line for line in result.stderr.splitlines())
     with Bundle.open(output, verify=True) as bundle:
         assert bundle.class_names == list(CLASSES) and bundle.num_images == 3
         assert bundle.images().shape[-1] == 16
@@ -202,3 +202,11 @@ def test_demo_refuses_what_it_would_ignore():
     shown = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
     assert "it takes -o, --quiet, --dist-backend, --seed, --precision, not" in result.output
     assert "(with -o, --quiet, --dist-backend, --seed, --precision only)" in shown
+
+
+def test_hello_build_has_the_package_version():
+    """``hello --version`` had one; ``hello-build --version`` was an unknown option."""
+    import hello_format
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"hello-build (hello-distill), version {hello_format.__version__}"

@@ -216,10 +216,11 @@ def test_one_teacher_given_as_a_string_is_one_teacher(errors_kit, tmp_path):
 def test_bad_input_is_one_line_through_the_cli(errors_kit, tmp_path, case, change, overrides, message):
     result = CliRunner().invoke(main, _cli_args(_values(errors_kit, tmp_path, change, overrides)))
     assert result.exit_code == 2, (result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert re.search(message, lines[0]), lines[0]
-    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()   # the build's log lines (on stderr), then the error
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert re.search(message, errors[0]), errors[0]
+    assert "Traceback" not in result.output and result.stdout == ""
 
 
 def test_the_shared_setup_builds(errors_kit, tmp_path):
