@@ -14,7 +14,7 @@ from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format import __version__, limits
-from hello_format.cli import allow_remote_base_option, base_checkpoint_option
+from hello_format.cli import allow_remote_base_option, base_checkpoint_option, one_line_warnings
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
@@ -87,6 +87,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
     """
     from hello_build import distributed
 
+    one_line_warnings()
     group = None
     try:
         group = distributed.join(dist_backend, values["device"])

@@ -13,15 +13,16 @@ a ninth of the 128-channel ConvNet-3's compute, which keeps the demo inside 3 mi
 cores without native bf16 (bench/results/demo-width/). Precision follows the library's rule (``auto``:
 fp32 on CPUs, bf16 on CUDA).
 
-Under torchrun the preparation (foundation model, digits, teacher) is rank 0's, in a scratch folder
-next to the output that every rank reads; the build and the students run on all ranks, and rank 0
-prints. Its bundle's images are the single-process demo's.
+Everything but the bundle is kept in ``OUTPUT.work`` (a build's own folder): the digits, the foundation
+model, the teacher's checkpoints, the build's stages, so that ``hello eval`` can rerun a student after.
+Under torchrun the preparation (foundation model, digits, teacher) is rank 0's, in that folder, which
+every rank reads; the build and the students run on all ranks, and rank 0 prints. Its bundle's images
+are the single-process demo's.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,26 +99,21 @@ def run_demo(output: str | None = None, *, progress: bool = True, seed: int = 0,
     teacher's training, the build and the students."""
     started = time.perf_counter()
     output = Path(output or "demo.hello")
-    if group is None:
-        with tempfile.TemporaryDirectory(prefix="hello-demo-") as scratch:
-            return _run(output, Path(scratch), started, progress=progress, seed=seed, precision=precision)
-    scratch = output.with_name(output.name + ".scratch")  # shared by the ranks, removed by rank 0 at the end
-    try:
-        return _run(output, scratch, started, progress=progress and group.is_main, seed=seed, precision=precision,
-                    group=group)
-    finally:
-        if group.is_main:
-            shutil.rmtree(scratch, ignore_errors=True)
+    work = output.with_name(output.name + ".work")   # a build's own folder, kept (shared by the ranks)
+    return _run(output, work, started, progress=progress and (group is None or group.is_main), seed=seed,
+                precision=precision, group=group)
 
 
 def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int, precision: str,
          group: Group | None = None) -> dict | None:
-    """The demo in the scratch folder ``work`` (removed afterwards)."""
+    """The demo in the folder ``work``, kept so that its digits and teacher serve ``hello eval`` afterwards."""
     parts = digits_split(seed)
     train_dir, test_dir, teacher_dir = work / "digits" / "train", work / "digits" / "test", work / "teacher"
     checkpoint = work / "base.safetensors"
     teachers = None
     if group is None or group.is_main:
+        for made in (work / "digits", teacher_dir):   # an earlier demo's (another seed splits the digits otherwise)
+            shutil.rmtree(made, ignore_errors=True)
         teachers = prepare(parts, train_dir, test_dir, teacher_dir, checkpoint, started, progress=progress, seed=seed,
                            precision=precision)
     if group is not None:
@@ -158,6 +154,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int,
     print(f"  at ImageNet-1K scale ({imagenet['architecture']} base, IPC {imagenet['ipc']}, {imagenet['epochs']} epochs): "
           f"label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
+    print(f"  kept in {work}: the unseen digits and the teacher, e.g. for hello eval {output} --val {test_dir} "
+          f"--student {NET} --regime teacher --teacher {teacher_files[-1]}")
     print(f"  done in {time.perf_counter() - started:.0f} s ({resolve_precision(precision, 'cpu')} on the CPU)")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
 

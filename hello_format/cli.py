@@ -50,6 +50,12 @@ def one_line(text: str) -> str:
     return terminal(str(text))
 
 
+def one_line_warnings() -> None:
+    """Show this process's warnings as one terminal-safe line each (Python's own format adds the source
+    line that raised it, and a path into the library): for the commands, which own their process."""
+    warnings.formatwarning = lambda message, *args, **kwargs: one_line(message) + "\n"
+
+
 def echo(text: str) -> None:
     """Print lines built from a file's strings: every control character escaped, per line."""
     click.echo("\n".join(terminal(line) for line in str(text).split("\n")))
@@ -139,6 +145,7 @@ def cli() -> None:
     # its decompression-bomb warning comes after the manifest's bounded size is checked, and the others
     # (a palette with byte transparency, a malformed MPO) concern what the reader converts or ignores
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+    one_line_warnings()
 
 
 def _summary(bundle: Bundle) -> list[str]:

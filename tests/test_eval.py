@@ -2,7 +2,10 @@
 labels: their layout and a replay that meets exactly the views they were made for."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 
@@ -264,6 +267,17 @@ def test_an_input_the_regime_does_not_use_is_named_in_a_warning(eval_kit, on_pat
     with pytest.warns(UserWarning, match="hello: the hard regime does not use --teacher"):   # from Python too
         assert evaluate(eval_kit["bundle"], eval_kit["val"], regime="hard", teacher=torch.nn.Identity(), device="cpu",
                         progress=False, recipe_overrides={"epochs": 1})["regime"] == "hard"
+
+
+def test_a_commands_warning_is_one_line_on_stderr(eval_kit):
+    """Python's format printed 'click/core.py:911: UserWarning: ...' and the line of click that called the
+    command: two lines, one of them a path into a library."""
+    done = subprocess.run([sys.executable, "-m", "hello_format.cli", "eval", str(eval_kit["bundle"]), "--val",
+                           str(eval_kit["val"]), "--regime", "hard", "--teacher", "unused.safetensors", "--epochs", "1",
+                           "--quiet"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.splitlines() == ["hello: the hard regime does not use --teacher"], done.stderr
 
 
 @pytest.mark.parametrize("flag", ["--val", "--real"])
