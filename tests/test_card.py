@@ -136,6 +136,9 @@ def test_appended_eval_lines_are_a_list_of_results(tmp_path):
     path.write_text('{"top1": 0.5}\n{"top1": 0.25,\n')
     with pytest.raises(HubError, match=r"cannot read eval results \(ValueError: line 2: Expecting"):
         card.load_eval_results(path)
+    path.write_text('[\n  {"top1": 0.5,\n   "top1": 0.25}\n]\n')   # a pretty-printed file keeps its own error
+    with pytest.raises(HubError, match=r"cannot read eval results \(ValueError: duplicate key 'top1'\)"):
+        card.load_eval_results(path)
 
 
 @pytest.mark.parametrize("results, words", [

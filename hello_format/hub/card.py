@@ -120,12 +120,13 @@ def load_eval_results(path: str | Path) -> list[dict]:
 
 
 def _json_or_lines(text: str):
-    """``text`` as one strict JSON value, else, when it has several lines, as a list of one value a line."""
+    """``text`` as one strict JSON value, else, where a first value is followed by more ("Extra data"), as
+    a list of one value a line; any other error is the whole text's (a pretty-printed file's own)."""
     try:
         return strict_json_loads(text)
-    except ValueError:
+    except json.JSONDecodeError as exc:
         lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-        if len(lines) < 2:
+        if exc.msg != "Extra data" or len(lines) < 2:
             raise
     if len(lines) > MAX_EVAL_ENTRIES:   # each a row of the table: refused before the lines are parsed
         raise ValueError(f"{len(lines):,} lines of results (at most {MAX_EVAL_ENTRIES:,})")
