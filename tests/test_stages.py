@@ -124,7 +124,8 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     options = BuildOptions(data=str(data), output="o")
     before = context.stage_key(options, "teacher", scan_image_folder(data).listing_digest)
     copy = shutil.copytree(data, tmp_path / "elsewhere")
-    assert context.stage_key(options, "teacher", scan_image_folder(copy).listing_digest) == before
+    moved = BuildOptions(data=str(copy), output="o")
+    assert context.stage_key(moved, "teacher", scan_image_folder(copy).listing_digest) == before
     first = sorted(p for p in data.rglob("*.png"))[0]
     first.rename(first.with_name("renamed.png"))
     assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before

@@ -30,20 +30,18 @@ from hello_format.text import first_line
 ORDER = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
 
 
-# Path options whose contents are not part of a resume key: the data folder (its listing is, from the
-# scan every run makes: hashing a dataset per run would cost more than most stages) and the run's own outputs.
-UNHASHED_PATHS = ("data", "output", "workdir")
-
-
 def stage_key(options: BuildOptions, name: str, listing: str) -> dict:
     """Options that stage ``name``'s result depends on (its own and those of every earlier stage), what
     the files they name hold, so that a teacher, base or adapter replaced at the same path is not
     mistaken for the one an earlier run used, and the data's ``listing`` (``ImageFolderIndex.listing_digest``),
-    so that images added to or removed from the data folder are not split as the earlier run split them."""
+    so that images added to or removed from the data folder are not split as the earlier run split them
+    (in place of the folder's path: the same images copied elsewhere, a node's local disk, resume)."""
     stages = ORDER[: ORDER.index(name) + 1]
-    key = options.stage_key(stages)
+    # the data folder by its listing, from the scan every run makes (hashing a dataset per run would cost
+    # more than most stages), not by its path
+    key = {option: value for option, value in options.stage_key(stages).items() if option != "data"}
     named = {option: value if isinstance(value, list) else [value] for option, value in key.items()
-             if option in options.path_fields() and option not in UNHASHED_PATHS and value}
+             if option in options.path_fields() and value}
     return {**key, "data_listing": listing,
             "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
 
