@@ -102,7 +102,7 @@ def unpack(data: Path, cache: Path) -> Path:
     return root
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     """``target`` as a hard link to ``source`` (a copy where they are on different filesystems); a
     symbolic link an earlier bench left there is replaced."""
     if target.is_symlink():
@@ -139,10 +139,12 @@ def split_halves(root: Path, seed: int):
             folder.mkdir(parents=True, exist_ok=True)
             for i in order[half:]:
                 source = Path(index.samples[positions[i]][0])
-                _link_or_copy(source, folder / source.name)
+                link_or_copy(source, folder / source.name)
         images = torch.stack([decode_image(index.samples[i][0], SIZE) for i in foundation])
         labels = torch.tensor([index.samples[i][1] for i in foundation])
         save_file({"images": images, "labels": labels}, str(tensors), metadata={"classes": json.dumps(index.classes)})
+    for link in [path for path in original.rglob("*") if path.is_symlink()]:   # a split an earlier bench linked
+        link_or_copy(Path(os.path.realpath(link)), link)
     from safetensors import safe_open
 
     with safe_open(str(tensors), framework="pt") as handle:

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from hello_format import HelloDataset, kl_loss, mse_ce_loss
+from hello_format.limits import DATA_IMAGE_EXTENSIONS   # the files hello eval reads as images
 from hello_format.recipe import SGD_MOMENTUM
 
 
@@ -41,9 +42,6 @@ class Student(nn.Module):
         return self.classifier(self.features(x))
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
-
-
 def val_files(val_dir: str, class_folders: list[str]) -> list[list[Path]]:
     """Each class folder's image files under ``val_dir`` (hidden files such as .DS_Store left out),
     listed before any training so that a wrong folder costs nothing."""
@@ -51,7 +49,7 @@ def val_files(val_dir: str, class_folders: list[str]) -> list[list[Path]]:
     if missing:
         raise SystemExit(f"error: {val_dir} lacks the bundle's class folder(s) {', '.join(missing[:5])}")
     return [sorted(p for p in (Path(val_dir) / folder).iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_IMAGE_EXTENSIONS)
             for folder in class_folders]
 
 

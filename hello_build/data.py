@@ -48,14 +48,12 @@ from hello_format.codecs import jpeg_scans_over_limit
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
-from hello_format.limits import (DATA_IMAGE_FORMATS, MAX_CLASS_NAMES_FILE_BYTES, MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES,
-                                 MAX_JPEG_SCANS, MAX_SOURCE_PIXELS, MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
+from hello_format.limits import (DATA_IMAGE_EXTENSIONS, DATA_IMAGE_FORMATS, MAX_CLASS_NAMES_FILE_BYTES,
+                                 MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES, MAX_JPEG_SCANS, MAX_SOURCE_PIXELS,
+                                 MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
 from hello_format.text import cut, shortened, terminal
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
 SKIPPED = -1  # label RealImages returns for a file that failed to decode under skip_bad=True
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
@@ -172,7 +170,7 @@ def _image_files(folder: Path, inside: str | None) -> list[str]:
                 kept.append(d)
         subdirs[:] = kept
         for f in sorted(files):
-            if f.startswith(".") or os.path.splitext(f)[1].lower() not in IMAGE_EXTENSIONS:
+            if f.startswith(".") or os.path.splitext(f)[1].lower() not in DATA_IMAGE_EXTENSIONS:
                 continue
             path = os.path.join(directory, f)
             _check_link(path, inside)
@@ -189,7 +187,7 @@ def _check_link(path: str, inside: str | None) -> None:
         return
     target = os.path.realpath(path)
     if target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep):
-        raise BuildError(f"{path} links outside the image folder (to {cut(target)}): links are followed only inside "
+        raise BuildError(f"{cut(path, 200)} links outside the image folder (to {cut(target)}): links are followed only inside "
                          "it, so that a downloaded folder cannot read your own files; if you made the link (a subset "
                          "linked from a full dataset), pass --follow-external-links (follow_external_links=True)")
 
@@ -269,7 +267,8 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     seen: dict[str, str] = {}
     for folder, name in zip(classes, names):
         if name in seen:
-            raise BuildError(f"class name {shortened(name)} is used for both {seen[name]!r} and {folder!r}; "
+            raise BuildError(f"class name {shortened(name)} is used for both {shortened(seen[name], 40)} and "
+                             f"{shortened(folder, 40)}; "
                              "names must be unique")
         seen[name] = folder
     return names

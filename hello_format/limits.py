@@ -133,6 +133,9 @@ MAX_EVAL_COLUMNS = 64                  # distinct scalar fields over its entries
 # a 22 KB PNG declaring 13,370 x 13,370 cost 3.2 GB. A 6,000 x 5,000 photo as a 40 MB PNG fits, and a
 # 1-bit 600-dpi page scan (24M at 8 pixels a byte, compressed 10-20x); a 4K screenshot (8.3M) fits the floor.
 DATA_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+# the file names an image folder's scan lists (hidden files aside); each is then opened as one of the formats above
+DATA_IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                                   ".pbm", ".jfif"})
 MIN_SOURCE_PIXELS = 2**24
 SOURCE_PIXELS_PER_FILE_BYTE = 256
 MAX_SOURCE_PIXELS = 2**26

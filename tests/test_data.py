@@ -103,6 +103,21 @@ def test_a_repeated_class_name_is_quoted_short(tree, tmp_path):
     with pytest.raises(BuildError, match="class name 'xxx+\\.\\.\\. is used for both 'cat' and 'dog'") as caught:
         scan_image_folder(tree, path)
     assert len(str(caught.value)) < 200
+    from hello_build.data import read_class_names
+
+    folders = ["a" * 255, "b" * 255]   # the folders are quoted short too (seventeenth audit's review)
+    with pytest.raises(BuildError, match="used for both 'aaa+\\.\\.\\. and 'bbb+\\.\\.\\.; names must be unique") as caught:
+        read_class_names(["same", "same"], folders)
+    assert len(str(caught.value)) < 200
+
+
+def test_a_link_out_of_a_deep_tree_is_quoted_short(tree, tmp_path):
+    deep = tree / "cat" / ("d" * 200) / ("e" * 200)
+    deep.mkdir(parents=True)
+    (deep / "escape.png").symlink_to(tmp_path / "x" / ("f" * 200) / "photo.png")
+    with pytest.raises(BuildError, match="links outside the image folder") as caught:
+        scan_image_folder(tree)
+    assert len(str(caught.value)) < 600
 
 
 @pytest.mark.parametrize("file, content, message", [

@@ -11,8 +11,10 @@ out=bench/results/cifar10-student-recipe
 holdout=bench/results/cache/cifar10/split-0/holdout
 mkdir -p $out
 .venv/bin/python - <<'PY'
-import os
+import sys
 from pathlib import Path
+sys.path.insert(0, "bench")
+from cifar10 import link_or_copy
 from hello_build.data import holdout_split, scan_image_folder
 original = Path("bench/results/cache/cifar10/split-0/original")
 target = Path("bench/results/cache/cifar10/split-0/holdout")
@@ -22,8 +24,7 @@ for i in held:
     path, label = index.samples[i]
     link = target / index.classes[label] / Path(path).name
     link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        os.link(path, link)   # a hard link: hello eval --val follows no symbolic link out of the folder
+    link_or_copy(Path(path), link)   # a hard link: hello eval --val follows no symbolic link out of the folder
 print(f"hold-out: {len(held)} images in {target}")
 PY
 run() {  # name regime seed extra...
