@@ -188,8 +188,9 @@ def _check_link(path: str, inside: str | None) -> None:
     target = os.path.realpath(path)
     if target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep):
         raise BuildError(f"{cut(path, 200)} links outside the image folder (to {cut(target)}): links are followed only inside "
-                         "it, so that a downloaded folder cannot read your own files; if you made the link (a subset "
-                         "linked from a full dataset), pass --follow-external-links (follow_external_links=True)")
+                         "it, so that a downloaded folder cannot read your own files; where you trust where they lead (a "
+                         "subset linked from a full dataset, a Hugging Face cache snapshot, whose files link to its blobs), "
+                         "pass --follow-external-links (follow_external_links=True)")
 
 
 def _identity(path: str) -> tuple[int, int] | None:

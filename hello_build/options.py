@@ -48,7 +48,7 @@ class BuildOptions:
     output: str = option(None, "Where to write the .hello bundle.", stage="write", path=True)
     class_names: str | None = option(None, "Readable class names: a text file (one per line, sorted-folder order) or a JSON {folder: name}.", stage="data", path=True)
     skip_bad: bool = option(False, "Skip unreadable images (counted and reported) instead of failing.", stage="data")
-    follow_external_links: bool = option(False, "Follow symbolic links that lead out of the image folders (data, --init-images); without it such a link is refused, so that a downloaded folder cannot read your own files.", stage="data")
+    follow_external_links: bool = option(False, "Follow symbolic links that lead out of the image folders (data, --init-images); without it such a link is refused, so that a downloaded folder cannot read your own files.", stage="run")
     image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True)
     num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run")
     # teachers

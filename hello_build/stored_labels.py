@@ -63,19 +63,21 @@ def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_
                          f"has {disk.f_favail + reclaimed[1]:,} free")
 
 
-def _earlier_labels(directory) -> tuple[list[Path], int]:
-    """An earlier run's label files in ``directory`` and the bytes removing them frees: their allocated
-    blocks, none for a file linked elsewhere too. BuildError for a ``batch_*`` entry that is not a regular
-    file (a link, a folder): removing it frees nothing of what the disk check would count."""
-    stale, freed = [], 0
+def _earlier_labels(directory) -> tuple[list[Path], tuple[int, int]]:
+    """An earlier run's label files in ``directory`` and the bytes and inodes removing them frees: their
+    allocated blocks and their own inodes, none for a file linked elsewhere too. BuildError for a
+    ``batch_*`` entry that is not a regular file (a link, a folder): removing it frees nothing of what
+    the disk check would count."""
+    stale, freed, inodes = [], 0, 0
     for path in Path(directory).glob("epoch_*/batch_*.safetensors"):
         found = path.lstat()
         if not stat.S_ISREG(found.st_mode):
             raise BuildError(f"--stored-dir {directory}: {path.parent.name}/{path.name} is not a regular file; the "
                              "stored labels replace only an earlier run's files (remove it or give an empty folder)")
         stale.append(path)
-        freed += found.st_blocks * 512 if found.st_nlink == 1 else 0
-    return stale, freed
+        if found.st_nlink == 1:
+            freed, inodes = freed + found.st_blocks * 512, inodes + 1
+    return stale, (freed, inodes)
 
 
 def _remove(files: list[Path]) -> None:
@@ -111,8 +113,8 @@ class StoredLabels:
                              split_batches=group is not None)
         per_epoch = loader.batches_per_epoch()
         if main:   # checked before the earlier run's files go: a refused recipe leaves them where they are
-            stale, freed = _earlier_labels(directory)
-            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes, reclaimed=(freed, len(stale)))
+            stale, reclaimed = _earlier_labels(directory)
+            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes, reclaimed=reclaimed)
             for path in stale:
                 path.unlink()
         written: list[Path] = []

@@ -131,6 +131,9 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
     first.with_name("renamed.png").unlink()
     assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
+    # how the folder was read is not part of it: the listing says what was read
+    following = BuildOptions(data=str(data), output="o", follow_external_links=True)
+    assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
 
 
 def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_it_batches():
