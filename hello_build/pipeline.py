@@ -143,6 +143,10 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
     manifest = record_quantisation(manifest, dtype, options.delta_group_size, calibrated)
     if options.embed_base:
         tensors.update(embedded_tensors(clip_model, parts=base_section["embedded"]))
+    try:
+        Path(options.output).parent.mkdir(parents=True, exist_ok=True)   # its nearest existing folder was checked
+    except OSError as exc:
+        raise BuildError(f"--output {options.output}: cannot make its folder ({exc.strerror or exc})") from None
     path = write_bundle(options.output, manifest, ctx.images, ctx.labels, tensors, codec=options.codec,
                         quality=options.quality)
     timings["write"] = time.perf_counter() - started
@@ -251,15 +255,17 @@ def _check(options: BuildOptions) -> None:
 
 
 def _check_output(output: str) -> None:
-    """BuildError unless the bundle can be written at ``output``: a file name, not a folder, in a folder
-    where a file can be made (created here, as the work directory is): found before any stage runs,
-    not when the finished bundle is written."""
+    """BuildError unless the bundle can be written at ``output``: a file name, not a folder, whose folder
+    (or, where that is still to be made, the nearest one that exists) takes a new file; found before
+    any stage runs, not when the finished bundle is written, and leaving nothing behind."""
     path = Path(output)
     if names_a_folder(output):
         raise BuildError(f"--output {output} is a folder: name the bundle's file (e.g. {path / 'NAME.hello'})")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".hello-probe-", dir=path.parent)   # as the bundle's temp file
+        handle, probe = tempfile.mkstemp(prefix=".hello-probe-", dir=folder)   # as the bundle's temp file will be
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:

@@ -206,6 +206,19 @@ def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_pat
     assert not Path(options.output).exists() and not options.workdir_path().exists()
 
 
+def test_the_output_check_leaves_nothing_behind_and_the_write_makes_the_folder(errors_kit, tmp_path):
+    """The check made the output's folders, left behind when the build then failed (review); the folders
+    are made when the bundle is written, also with a --workdir elsewhere (whose making made them before)."""
+    options = BuildOptions(**_values(errors_kit, tmp_path, None, {"data": str(tmp_path / "no-such-data"),
+                                                                   "output": str(tmp_path / "results" / "run1" / "x.hello")}))
+    with pytest.raises(BuildError, match="no-such-data does not exist"):
+        build(options, progress=False, log=lambda line: None)
+    assert not (tmp_path / "results").exists()
+    options = BuildOptions(**_values(errors_kit, tmp_path, None, {"output": str(tmp_path / "results" / "run1" / "x.hello"),
+                                                                   "workdir": str(tmp_path / "work")}))
+    assert Path(build(options, progress=False, log=lambda line: None)["output"]).is_file()
+
+
 def test_one_teacher_given_as_a_string_is_one_teacher(errors_kit, tmp_path):
     """BuildOptions(teacher="t.safetensors") was read a character at a time: 'teacher file / does not exist'."""
     values = _values(errors_kit, tmp_path, None, {})
