@@ -157,9 +157,10 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
     from hello_build import distributed
     from hello_build.evaluation import evaluate, regime_inputs
 
-    teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir)   # before any loading
     group = distributed.join(dist_backend, device)
     try:
+        teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir,   # before loading
+                                                           warn=group is None or group.is_main)
         teacher = None
         if teacher_path:
             from hello_build.teachers import load_teacher

@@ -210,7 +210,8 @@ def evaluate(
     ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir)
+    teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir,
+                                                  warn=group is None or group.is_main)
     try:
         device = group.device if group is not None else resolve_device(device)
     except DeviceError as exc:
@@ -379,17 +380,18 @@ def _no_grad(model, precision: str):
     return labeller
 
 
-def regime_inputs(regime: str, teacher, real_dir, stored_dir) -> tuple:
+def regime_inputs(regime: str, teacher, real_dir, stored_dir, *, warn: bool = True) -> tuple:
     """``(teacher, real_dir, stored_dir)`` as ``regime`` uses them: BuildError for one it needs and lacks,
     None with one warning line for one it does not use (a script may pass the same inputs to every
-    regime, but none is dropped unsaid). ``teacher`` may be a module or the file it is loaded from."""
+    regime, but none is dropped unsaid; ``warn``: this process says so, rank 0 of a torchrun job).
+    ``teacher`` may be a module or the file it is loaded from."""
     if regime in TEACHER_REGIMES and teacher is None:
         raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
     if regime == "random-real" and real_dir is None:
         raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")
     unused = [flag for flag, value, users in (("--teacher", teacher, TEACHER_REGIMES), ("--real", real_dir, ("random-real",)),
                                                ("--stored-dir", stored_dir, ("stored",))) if value is not None and regime not in users]
-    if unused:
+    if unused and warn:
         warnings.warn(f"hello: the {regime} regime does not use {' or '.join(unused)}", stacklevel=3)
     return (teacher if regime in TEACHER_REGIMES else None, real_dir if regime == "random-real" else None,
             stored_dir if regime == "stored" else None)

@@ -127,10 +127,11 @@ def test_hello_eval_under_torchrun_prints_one_line_equal_to_a_single_process_run
     alone = subprocess.run([sys.executable, "-m", "hello_format.cli", *map(str, args)], capture_output=True, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert alone.returncode == 0, alone.stderr
-    pair = torchrun("-m", "hello_format.cli", *args)
+    pair = torchrun("-m", "hello_format.cli", *args, "--teacher", "unused.safetensors")
     assert pair.returncode == 0, pair.stderr
     lines = pair.stdout.strip().splitlines()
     assert len(lines) == 1
+    assert pair.stderr.count("does not use --teacher") == 1, pair.stderr   # said by rank 0 alone
     one, two = json.loads(alone.stdout.strip().splitlines()[-1]), json.loads(lines[0])
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["top1"] == one["top1"]
