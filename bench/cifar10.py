@@ -653,7 +653,7 @@ def markdown(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['ipc']} | {r['student']} | {r['regime']} | {100 * r['top1_mean']:.1f} ± {100 * r['top1_std']:.1f} ({r['runs']}) "
                      f"| {human(r['label_bytes'])} | {r['train_seconds']:.0f} |")
-    lines += ["", "| IPC | bundle | images | label generator | embedded base | stored labels (recipe epochs) | build s (per stage) | "
+    lines += ["", "| IPC | bundle | images and labels | label generator | embedded base | stored labels (recipe epochs) | build s (per stage) | "
               "agreement held-out real views: zero-shot → real transfer → view transfer | agreement fresh synthetic views | projector top-1 % |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for ipc, b in sorted(results["bundles"].items(), key=lambda kv: int(kv[0])):

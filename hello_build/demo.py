@@ -108,7 +108,8 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int,
          group: Group | None = None) -> dict | None:
     """The demo in the folder ``work``, kept so that its digits and teacher serve ``hello eval`` afterwards."""
     parts = digits_split(seed)
-    train_dir, test_dir, teacher_dir = work / "digits" / "train", work / "digits" / "test", work / "teacher"
+    # names no build's stage uses in a work directory (its teacher stage writes teacher/): removed and remade
+    train_dir, test_dir, teacher_dir = work / "digits" / "train", work / "digits" / "test", work / "digits-teacher"
     checkpoint = work / "base.safetensors"
     teachers = None
     if group is None or group.is_main:
