@@ -71,6 +71,22 @@ class WorkDir:
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
         return record
 
+    def changed(self, stage: str, key: dict) -> list[str]:
+        """What differs between ``key`` and the key ``stage``'s record was made with (options by name, the
+        files they name as ``contents.NAME``, the data as ``data_listing``); empty without a record."""
+        marker = self.path / f"{stage}.json"
+        record = self._json(marker) if marker.exists() else None
+        recorded = record.get("key") if isinstance(record, dict) and isinstance(record.get("key"), dict) else None
+        if recorded is None:
+            return []
+        key = _jsonable(key)
+        names = sorted(set(key) | set(recorded))
+        differ = [name for name in names if name != "contents" and key.get(name) != recorded.get(name)]
+        contents, old = key.get("contents") or {}, recorded.get("contents") or {}
+        if isinstance(old, dict):
+            differ += [f"contents.{name}" for name in sorted(set(contents) | set(old)) if contents.get(name) != old.get(name)]
+        return differ
+
     def _read(self, stage: str, key: dict) -> dict | None:
         marker = self.path / f"{stage}.json"
         if not marker.exists():

@@ -366,7 +366,9 @@ def test_seed_and_holdout_rerun_every_stage_that_depends_on_them(kit, tmp_path):
     options = tiny_options(kit, tmp_path, transfer_epochs=1)
     run_build(options)
     first = _markers(options.workdir_path())
-    run_build(tiny_options(kit, tmp_path, transfer_epochs=1, holdout=0.5))
+    _, lines = run_build(tiny_options(kit, tmp_path, transfer_epochs=1, holdout=0.5))
+    assert any(line.startswith("text_head: rerun: the record in ") and line.endswith("made with other holdout")
+               for line in lines), lines
     second = _markers(options.workdir_path())
     assert all(second[stage][1] != first[stage][1] for stage in ("text_head", "transfer", "init"))
     run_build(tiny_options(kit, tmp_path, transfer_epochs=1, holdout=0.5, seed=1))
@@ -388,6 +390,8 @@ def test_images_added_to_or_removed_from_the_data_rerun_every_stage(kit, tmp_pat
     sorted(data.rglob("*.png"))[-1].unlink()
     _, lines = run_build(options)
     assert not any(": reused from " in line for line in lines), lines
+    # and says why, naming what changed (an old work directory's every stage reruns: the user is told)
+    assert f"text_head: rerun: the record in {options.workdir} was made with other data_listing" in lines, lines
     second = _markers(options.workdir_path())
     assert all(second[stage][1] != first[stage][1] for stage in first)
 
