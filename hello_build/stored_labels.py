@@ -118,31 +118,31 @@ class StoredLabels:
             for path in stale:
                 path.unlink()
         written: list[Path] = []
-        try:
-            for step, (epoch, indices, view) in enumerate(loader.views()):
-                images = view.images[loader.rows(len(indices))]
-                with torch.no_grad():
-                    logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)
-                if group is not None:
-                    logits = group.gather_rows(logits, len(indices))
-                if not main:
-                    continue
-                mix = view.mix
-                tensors = {
-                    "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
-                    "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
-                    "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
-                    "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
-                    "logits": logits.to(torch.float16).cpu(),
-                }
-                path = batch_file(directory, epoch, step % per_epoch)
+        for step, (epoch, indices, view) in enumerate(loader.views()):
+            images = view.images[loader.rows(len(indices))]
+            with torch.no_grad():
+                logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)
+            if group is not None:
+                logits = group.gather_rows(logits, len(indices))
+            if not main:
+                continue
+            mix = view.mix
+            tensors = {
+                "crops": view.crops.to(torch.int32).cpu(), "flips": view.flips.cpu(),
+                "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
+                "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
+                "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
+                "logits": logits.to(torch.float16).cpu(),
+            }
+            path = batch_file(directory, epoch, step % per_epoch)
+            try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 written.append(path)
                 save_file(tensors, str(path))
-        except (OSError, SafetensorError) as exc:   # a full disk, a file in a folder's place: none of this run's files stay
-            _remove(written)
-            raise BuildError(f"--stored-dir {directory}: cannot write the stored labels ({first_line(exc)[:200]}); "
-                             f"the {len(written):,} label files written are removed") from None
+            except (OSError, SafetensorError) as exc:   # a full disk, a file in a folder's place: none of this run's stay
+                _remove(written)
+                raise BuildError(f"--stored-dir {directory}: cannot write the stored labels ({first_line(exc)[:200]}); "
+                                 f"the {len(written):,} label files written are removed") from None
         if group is not None:
             group.barrier()  # every rank replays files rank 0 has finished writing
         return cls(directory, recipe.epochs, per_epoch, group)

@@ -22,7 +22,7 @@ from hello_build.workdir import WorkDir, unreadable
 from hello_format.augment import AugmentConfig
 from hello_format.digests import file_sha256
 from hello_format.projector import Projector
-from hello_format.text import first_line
+from hello_format.text import cut, first_line
 
 # The order in which results depend on each other; an option's ``stage`` (hello_build.options) is the
 # first of these it changes. "data" and "base" are the build's set-up; "recipe" (the student's view)
@@ -116,7 +116,7 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             ctx.log(f"{stage.name}: reused from {ctx.work.path} (its options unchanged; {record['seconds']:.0f} s when it ran)")
         changed = ctx.work.changed(stage.name, key) if record is None else []
         if changed:   # a work directory of another build (or an older version): say why nothing is reused
-            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            shown = ", ".join(cut(name, 40) for name in changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             ctx.log(f"{stage.name}: rerun: the record in {ctx.work.path} was made with other {shown}")
         if record is None:
             started = time.perf_counter()
