@@ -103,8 +103,8 @@ def assert_same_build(one, two, *, updated_images: bool = False):
 def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
     summary, pair, result = build_alone_and_in_pair(kit, tmp_path, transfer_epochs=2)
     lines = result.stdout.strip().splitlines()
-    assert [line.startswith("{") for line in lines].count(True) == 1  # rank 0 alone logs and prints the summary
-    assert sum("wrote " in line for line in lines) == 1 and '"fidelity_after"' in lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("{") and '"fidelity_after"' in lines[0]  # rank 0 prints the summary
+    assert sum("wrote " in line for line in result.stderr.splitlines()) == 1   # and alone logs (on stderr)
     assert_same_build(summary["output"], pair.output)
     assert sorted(p.name for p in Path(pair.workdir_path()).iterdir() if ".part" in p.name) == []
 
