@@ -32,13 +32,17 @@ _umask_lock = threading.Lock()   # two threads reading the umask at once could l
 
 
 def read_bounded_text(path: str | os.PathLike, limit: int) -> str:
-    """The UTF-8 text of the file at ``path``, refused when it holds more than ``limit`` bytes: on its
-    reported size before a byte is read, and on what it yields (a file under /proc reports 0 bytes).
-    A ValueError says why it cannot be had (unreadable, too large, not UTF-8)."""
+    """The UTF-8 text of the regular file at ``path``, refused when it holds more than ``limit`` bytes: on
+    its reported size before a byte is read, and on what it yields (a file under /proc reports 0 bytes).
+    It is opened without blocking, so a named pipe (which a tar file can hold) is refused, not waited on.
+    A ValueError says why it cannot be had (unreadable, not a regular file, too large, not UTF-8)."""
     too_large = f"holds more than {limit:,} bytes"
     try:
-        with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size > limit:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            found = os.fstat(file.fileno())
+            if not stat.S_ISREG(found.st_mode):
+                raise ValueError("is not a regular file (a named pipe, a device or a folder)")
+            if found.st_size > limit:
                 raise ValueError(too_large)
             data = file.read(limit + 1)
     except OSError as exc:

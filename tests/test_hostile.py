@@ -1681,6 +1681,24 @@ def test_a_small_file_whose_size_lies_is_read_only_up_to_its_bound(tmp_path):
         check_folder(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_in_a_work_directory_is_refused_not_waited_on(tmp_path):
+    """A stage record replaced by a named pipe (a tar file can hold one) blocked the build in open()
+    forever (eighteenth audit); every small text file hello reads is opened without blocking."""
+    from hello_build.errors import BuildError
+    from hello_build.workdir import WorkDir
+    from hello_format.files import read_bounded_text
+
+    work = WorkDir(tmp_path / "work")
+    work.finish("teacher", {"a": 1}, {"checkpoints": 1}, 1.0, {"w": torch.zeros(2)})
+    (tmp_path / "work" / "teacher.json").unlink()
+    os.mkfifo(tmp_path / "work" / "teacher.json")
+    with pytest.raises(BuildError, match=r"teacher\.json is unreadable \(is not a regular file \(a named pipe"):
+        work.result("teacher", {"a": 1})
+    with pytest.raises(ValueError, match="is not a regular file"):
+        read_bounded_text("/dev/zero", 10)   # a device, not a file of text
+
+
 def test_stored_labels_that_would_not_fit_are_refused_before_a_file_is_written(tmp_path):
     from hello_build.errors import BuildError
     from hello_build.stored_labels import MAX_FILES, check_room
