@@ -255,6 +255,7 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
 @pytest.mark.parametrize("stage, edit, reason", [
     ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
     ("text_head", lambda record: record["result"].update(fidelity=None), "TypeError: .*"),   # there, of another shape
+    ("text_head", lambda record: record["result"]["fidelity"].update(agreement="x"), "ValueError: .*"),   # of another type
     ("init", lambda record: record["result"].pop("source_size"), "no result field 'source_size'"),   # by the next stage
     ("text_head", lambda record: record.pop("seconds"), "not a stage record"),
 ])

@@ -127,7 +127,7 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
         ctx.results[stage.name] = record["result"]
     try:
         stage.load(ctx, record)
-    except (KeyError, TypeError, IndexError) as exc:   # a resumed result's field of another shape (edited, older)
+    except (KeyError, TypeError, IndexError, ValueError) as exc:   # a resumed result's field of another shape or type
         if not resumed:
             raise
         reason = f"{type(exc).__name__}: {first_line(exc)[:120]}"
