@@ -31,7 +31,7 @@ from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConf
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
-from hello_format.text import cut, human_bytes, listed, shortened, terminal
+from hello_format.text import cut, human_bytes, listed, shortened, terminal, warning_line
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.hub.cli"
@@ -53,7 +53,7 @@ def one_line(text: str) -> str:
 def one_line_warnings() -> None:
     """Show this process's warnings as one terminal-safe line each (Python's own format adds the source
     line that raised it, and a path into the library): for the commands, which own their process."""
-    warnings.formatwarning = lambda message, *args, **kwargs: one_line(message) + "\n"
+    warnings.formatwarning = lambda message, *args, **kwargs: warning_line(message) + "\n"
 
 
 def echo(text: str) -> None:

@@ -58,6 +58,11 @@ def terminal(text: str) -> str:
     return text.translate({ord(c): f"\\u{ord(c):04x}" for c in unsafe}) if unsafe else text
 
 
+def warning_line(message) -> str:
+    """A warning as the commands print it: one terminal-safe line."""
+    return terminal(f"warning: {message}")
+
+
 def cut(text: str, limit: int = 80) -> str:
     """``text`` itself (no quotes), cut to ``limit`` characters: a file's string in a line of output."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -388,6 +388,33 @@ def test_pull_skips_a_card_larger_than_a_card_with_one_warning(hub_cache, bundle
     assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
 
 
+@pytest.mark.parametrize("elsewhere", ["/proc/self/environ", "/dev/zero"])
+def test_a_cached_card_that_leads_out_of_its_repository_is_not_read(hub_cache, bundle_bytes, tmp_path, elsewhere, monkeypatch):
+    """A cache copied from elsewhere, whose README.md snapshot linked to /proc/self/environ, put the process's
+    environment (HF_TOKEN with it) beside the bundle; one linked to /dev/zero (stat: 0 bytes) was copied
+    until the disk filled (eighteenth audit)."""
+    if not os.path.exists(elsewhere):
+        pytest.skip(f"no {elsewhere} here")
+    monkeypatch.setenv("HELLO_TEST_SECRET", "s3cret")
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    card = cache_file(hub_cache, "org/tiny", "README.md", b"# a card")
+    card.unlink()
+    card.symlink_to(elsewhere)
+    paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
+
+
+def test_a_cached_bundle_that_leads_out_of_its_repository_is_refused(hub_cache, bundle_bytes, tmp_path):
+    mine = tmp_path / "mine.hello"   # a file of the user's, named by a link in a copied cache
+    mine.write_bytes(bundle_bytes)
+    pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    pointer.unlink()
+    pointer.symlink_to(mine)
+    with pytest.raises(HubError, match=r"the cached file .* leads to .*mine\.hello.*, not to a file of its repository's cache"):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_hello_pull_says_a_skipped_card_in_one_line(hub_cache, bundle_bytes, tmp_path):
     """The warning came with Python's source path and code line: two lines of internals (tenth audit)."""
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)

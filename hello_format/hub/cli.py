@@ -10,7 +10,7 @@ import click
 from hello_format.hub import publish
 from hello_format.hub.card import DEFAULT_LICENSE, load_eval_results
 from hello_format.hub.resolver import file_uri
-from hello_format.text import terminal
+from hello_format.text import terminal, warning_line
 
 
 def _echo(text: str) -> None:
@@ -94,7 +94,7 @@ def pull(uri, out_dir, token, no_card):
         warnings.simplefilter("always", UserWarning)
         paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
     for warning in caught:
-        click.echo(terminal(f"warning: {warning.message}"), err=True)
+        click.echo(warning_line(warning.message), err=True)
     _echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")
     for path in paths[1:]:
         _echo(f"  with {path}")

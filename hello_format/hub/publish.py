@@ -18,7 +18,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
 from hello_format.errors import HelloError, HubError
-from hello_format.files import atomic_folder, atomic_target
+from hello_format.files import atomic_folder, atomic_target, read_bounded_text
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -38,10 +38,12 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     local = resolve(uri, token=token)
     # the card of the bundle's own commit: a branch that moved since would give another commit's card
     commit = snapshot_commit(local, ref.path) or ref.revision
-    card_file = _fetch_card(HubRef(ref.repo_type, ref.repo_id, commit, _CARD), token) if with_card else None
+    card_text = _fetch_card(HubRef(ref.repo_type, ref.repo_id, commit, _CARD), token) if with_card else None
     out = Path(out_dir)
-    targets = [(local, out / name)] + ([(card_file, out / card_name(name))] if card_file is not None else [])
-    for _, target in targets:
+    targets = [(out / name, lambda temp: shutil.copyfile(local, temp))]
+    if card_text is not None:
+        targets.append((out / card_name(name), lambda temp: temp.write_text(card_text, encoding="utf-8")))
+    for target, _ in targets:
         _check_replaceable(target)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -49,11 +51,11 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
         # place would truncate it under the reader: SIGBUS), every copy done before any rename; the card
         # is renamed first, so a card that cannot take its place leaves the bundle's temp file unrenamed
         with contextlib.ExitStack() as stack:
-            for source, target in targets:
-                shutil.copyfile(source, stack.enter_context(atomic_target(target)))
+            for target, write in targets:
+                write(stack.enter_context(atomic_target(target)))
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
-    return [target for _, target in targets]
+    return [target for target, _ in targets]
 
 
 def _check_replaceable(target: Path) -> None:
@@ -70,9 +72,10 @@ def _check_replaceable(target: Path) -> None:
         raise HubError(f"{target}: cannot write there: another user's file in a sticky folder")
 
 
-def _fetch_card(card_ref: HubRef, token: str | None) -> Path | None:
-    """The repo's README.md, or None when it has none (or, offline, none is cached) or it is larger than
-    MAX_CARD_BYTES (one warning line; online, its size is asked before it is downloaded)."""
+def _fetch_card(card_ref: HubRef, token: str | None) -> str | None:
+    """The text of the repo's README.md, or None when it has none (or, offline, none is cached) or it is
+    larger than MAX_CARD_BYTES, counted on what is read (one warning line; online, its size is asked
+    before it is downloaded)."""
     try:
         if not hf_constants.is_offline_mode():
             url = huggingface_hub.hf_hub_url(card_ref.repo_id, card_ref.path, repo_type=card_ref.repo_type,
@@ -83,7 +86,14 @@ def _fetch_card(card_ref: HubRef, token: str | None) -> Path | None:
         local = download(card_ref, token=token)
     except Exception:  # noqa: BLE001  (any failure: a repo without a card still pulls its bundle)
         return None
-    return local if _card_fits(card_ref, local.stat().st_size) else None
+    if not _card_fits(card_ref, local.stat().st_size):
+        return None
+    try:   # what is read is bounded too: a size can lie (a file under /proc reports 0 bytes)
+        return read_bounded_text(local, limits.MAX_CARD_BYTES)
+    except ValueError as exc:   # too large, or not UTF-8 text
+        warnings.warn(f"hello: {terminal(card_ref.uri)} {exc} (a card is UTF-8 text of at most "
+                      f"{limits.MAX_CARD_BYTES:,} bytes): not pulled", stacklevel=2)
+        return None
 
 
 def _card_fits(card_ref: HubRef, size: int | None) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from hello_format.bundle import Bundle
 from hello_format.digests import file_digest, file_sha256
 from hello_format.errors import BundleError, HubError, IntegrityError
+from hello_format.text import shortened, terminal
 
 HF_PROTOCOL = "hf://"
 REPO_TYPES = ("model", "dataset", "space")
@@ -112,7 +113,21 @@ def download(ref: HubRef, *, token: str | None = None, cache_dir: str | Path | N
         )
     except Exception as exc:  # every huggingface_hub failure becomes one HubError line
         raise hub_error(exc, ref.uri) from None
-    return Path(local)
+    return _check_cached(Path(local), ref)
+
+
+def _check_cached(local: Path, ref: HubRef) -> Path:
+    """``local``, or HubError unless it is a regular file that, in huggingface_hub's cache layout
+    (``REPO/snapshots/<commit>/PATH``, a link to ``REPO/blobs/``), lies inside its repository's folder:
+    a cache copied from elsewhere cannot make a pull read ``/dev/zero`` or the process's environment."""
+    real = Path(os.path.realpath(local))
+    parts, depth = local.parts, len(Path(ref.path).parts)
+    inside = len(parts) >= depth + 2 and parts[-depth - 2] == "snapshots"
+    repo = Path(os.path.realpath(Path(*parts[:-depth - 2]))) if inside else None
+    if not real.is_file() or (repo is not None and repo not in real.parents):
+        raise HubError(f"{terminal(ref.uri)}: the cached file {shortened(str(local))} leads to {shortened(str(real))}, "
+                       "not to a file of its repository's cache; remove it from the cache and pull again")
+    return local
 
 
 def snapshot_commit(local: Path, path_in_repo: str) -> str | None:
