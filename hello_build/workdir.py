@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from hello_build.errors import BuildError
 from hello_format.container import check_json_cost, is_json_number
 from hello_format.files import atomic_target, read_bounded_text
-from hello_format.text import first_line
+from hello_format.text import cut, first_line
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 
@@ -138,15 +138,24 @@ class WorkDir:
         with atomic_target(self.path / f"{name}.safetensors") as temp:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
 
-    def load_tensors(self, name: str, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
-        """The tensors saved as ``name``; with ``shapes``, each of those names must be there with that shape
-        (a copy into a parameter would broadcast a wrong one silently)."""
+    def load_tensors(self, name: str, shapes: dict[str, tuple[int, ...]] | None = None,
+                     dtypes: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors saved as ``name``, every floating one finite (a copied work directory's NaN weights
+        would label every view NaN); with ``shapes`` / ``dtypes``, each of those names must be there with
+        that shape / dtype (a copy into a parameter would broadcast a wrong one silently)."""
         path = self.path / f"{name}.safetensors"
         try:
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise unreadable(path, first_line(exc)[:200]) from None
         check_shapes(path, tensors, shapes or {})
+        for key, dtype in (dtypes or {}).items():
+            if key not in tensors or tensors[key].dtype != dtype:
+                found = tensors[key].dtype if key in tensors else "missing"
+                raise unreadable(path, f"tensor {cut(key, 40)!r} is {found}, this build needs {dtype}")
+        infinite = next((key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if infinite is not None:
+            raise unreadable(path, f"tensor {cut(infinite, 40)!r} holds NaN or infinite values")
         return tensors
 
     def stage_dir(self, stage: str, key: dict) -> Path:

@@ -273,6 +273,38 @@ def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tm
         run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
 
 
+def _edited(name, change):
+    def edit(tensors):
+        tensors[name] = change(tensors[name])
+    return edit
+
+
+@pytest.mark.parametrize("stage, edit, reason", [
+    ("init", _edited("labels", lambda t: t - 1), r"not uint8 images \[N, 3, 32, 32\] with int64 labels in \[0, 3\)"),
+    ("init", _edited("labels", lambda t: t + 4), "with int64 labels in"),
+    ("init", _edited("images", lambda t: t.float()), r"tensor 'images' is torch.float32, this build needs torch.uint8"),
+    ("init", _edited("images", lambda t: t[..., :16]), r"not uint8 images \[N, 3, 32, 32\]"),
+    ("init", _edited("sources", lambda t: t + 10_000), "sources among the"),
+    ("transfer", lambda tensors: tensors.update({k: torch.full_like(v, float("nan")) for k, v in tensors.items()}),
+     "holds NaN or infinite values"),
+])
+def test_a_work_directorys_tensors_are_checked_before_they_are_used(reference, tmp_path, stage, edit, reason):
+    """A copied work directory's init labels of -1 ended in a bincount traceback after every stage, labels
+    beyond the classes or 32,000 px images only at the write (naming the bundle), NaN LoRA weights labelled
+    every view NaN until the manifest could not be written (eighteenth audit)."""
+    from safetensors.torch import load_file, save_file
+
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    tensors = load_file(str(workdir / f"{stage}.safetensors"))
+    edit(tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(workdir / f"{stage}.safetensors"))
+    with pytest.raises(BuildError, match=f"the work directory's {stage}.safetensors is unreadable \\(.*{reason}"):
+        run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
+    assert not (tmp_path / "edited.hello").exists()
+
+
 def test_fresh_reruns_every_stage_and_keeps_the_users_files(reference, tmp_path):
     """--fresh removed the whole --workdir folder, the user's files in it too (thirteenth audit)."""
     options, _, _ = reference

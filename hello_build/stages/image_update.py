@@ -110,5 +110,6 @@ def load(ctx: BuildContext, record: dict | None) -> None:
         return
     result = record["result"]
     ctx.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}")
-    ctx.images = ctx.work.load_tensors("image_update")["images"]
+    ctx.images = ctx.work.load_tensors("image_update", shapes={"images": tuple(ctx.images.shape)},
+                                       dtypes={"images": torch.uint8})["images"]   # the init stage's geometry
 

@@ -37,6 +37,7 @@ from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_imag
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating, final_or_mean
+from hello_build.workdir import unreadable
 from hello_build.errors import BuildError
 from hello_format.augment import sample_crops
 
@@ -319,5 +320,19 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
 
 
 def load(ctx: BuildContext, record: dict) -> None:
-    synthetic = ctx.work.load_tensors("init")
-    ctx.images, ctx.labels = synthetic["images"], synthetic["labels"]
+    """The synthetic images and labels into ``ctx``, checked as this build made them: uint8 images at its
+    size, int64 labels of its classes, each patch's source a training image (a work directory copied from
+    elsewhere is not trusted further than its shapes; ``--init-images`` keeps no sources)."""
+    synthetic = ctx.work.load_tensors("init", dtypes={"images": torch.uint8, "labels": torch.int64})
+    images, labels = synthetic["images"], synthetic["labels"]
+    sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
+    size, classes = ctx.image_size, ctx.index.num_classes
+    fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)
+            and (not len(labels) or 0 <= int(labels.min()) <= int(labels.max()) < classes)
+            and sources.dtype == torch.int64 and sources.dim() == 3 and len(sources) == len(images)
+            and sources.shape[-1] == len(SOURCE_FIELDS)
+            and (not sources.numel() or 0 <= int(sources.min()) and int(sources[..., 0].max()) < len(ctx.index)))
+    if not fits:
+        raise unreadable(ctx.work.path / "init.safetensors", f"not uint8 images [N, 3, {size}, {size}] with int64 labels "
+                         f"in [0, {classes}) and sources among the {len(ctx.index):,} images")
+    ctx.images, ctx.labels = images, labels
