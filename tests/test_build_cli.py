@@ -177,6 +177,12 @@ def test_cli_build_with_a_trained_teacher_skipping_a_bad_file(tmp_path):
     (tmp_path / "cli.hello.work" / "teacher.json").write_text(json.dumps(record))
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "teacher.json is unreadable (2 checkpoints, described by [1, 2])" in again.output
+    for text in ("x" * 70_000, "trained\u202e\x1b[2J"):   # logged and written into provenance (eighteenth audit)
+        record["result"].update(checkpoints=1, description=[text])
+        (tmp_path / "cli.hello.work" / "teacher.json").write_text(json.dumps(record))
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code == 2 and "teacher.json is unreadable (1 checkpoints, described by" in again.output
+        assert len(again.output) < 2_000, len(again.output)
 
 
 def test_console_script_reports_a_bad_input_in_one_line(tmp_path):

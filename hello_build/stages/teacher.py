@@ -13,7 +13,11 @@ import time
 from hello_build import teachers as teacher_io
 from hello_build.stages.context import BuildContext, stage_key
 from hello_build.workdir import unreadable
-from hello_format.text import shortened
+from hello_format.text import first_unsafe_char, shortened
+
+# a trained teacher's description (about 200 characters) as its record may hold it: it is logged and
+# becomes the bundle's provenance.teacher, so a copied work directory's text is bounded and printable
+MAX_DESCRIPTION_CHARS = 1_000
 
 
 def trains(options) -> bool:
@@ -49,7 +53,8 @@ def load(ctx: BuildContext, record: dict | None) -> None:
     if record is not None:
         count, descriptions = record["result"]["checkpoints"], record["result"]["description"]
         if not (isinstance(count, int) and isinstance(descriptions, list) and 1 <= count <= len(descriptions)
-                and all(isinstance(text, str) for text in descriptions[:count])):
+                and all(isinstance(text, str) and len(text) <= MAX_DESCRIPTION_CHARS and first_unsafe_char(text) is None
+                        for text in descriptions[:count])):
             raise unreadable(ctx.work.path / "teacher.json", f"{shortened(count)} checkpoints, described by "
                                                                f"{shortened(descriptions)}")
         state = ctx.work.load_tensors("teacher")
