@@ -137,8 +137,8 @@ def _bounded_int(text: str) -> int:
 
 def strict_json_loads(text: str):
     """json.loads that rejects duplicate keys, NaN, Infinity, numbers that overflow a float,
-    integers longer than MAX_JSON_INTEGER_DIGITS, the signed zero ``-0`` and, before parsing, a text with more arrays and
-    objects, separators or members than limits allow (raises ValueError)."""
+    integers longer than MAX_JSON_INTEGER_DIGITS, the signed zero ``-0`` and, before parsing, a text with
+    more arrays and objects, separators or members than limits allow (raises ValueError)."""
     check_json_cost(text)
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
                       parse_float=_finite_float, parse_int=_bounded_int)

@@ -62,7 +62,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     if calibrating and not is_quantised(dtype):
         raise BundleError(f"calibration chooses int8/int4 values; {dtype} deltas are stored as they are")
     if names_a_folder(target):
-        raise BundleError(f"{os.fspath(target)} is a folder: name the bundle file to write (e.g. {os.path.join(target, 'NAME.hello')})")
+        raise BundleError(f"{os.fspath(target)} is a folder: name the bundle file to write "
+                          f"(e.g. {os.path.join(target, 'NAME.hello')})")
     target = pathlib.Path(os.fspath(target))
     if target.exists() and not overwrite:
         same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
