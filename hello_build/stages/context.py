@@ -116,7 +116,8 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             ctx.log(f"{stage.name}: reused from {ctx.work.path} (its options unchanged; {record['seconds']:.0f} s when it ran)")
         changed = ctx.work.changed(stage.name, key) if record is None else []
         if changed:   # a work directory of another build (or an older version): say why nothing is reused
-            shown = ", ".join(cut(name, 40) for name in changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            shown = ", ".join(cut(name, 40) for name in changed[:6])
+            shown += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
             ctx.log(f"{stage.name}: rerun: the record in {ctx.work.path} was made with other {shown}")
         if record is None:
             started = time.perf_counter()

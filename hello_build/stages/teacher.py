@@ -39,7 +39,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
-    folder = ctx.work.stage_dir("teacher", stage_key(options, "teacher", ctx.index.listing_digest))   # discarded with the stage (--fresh)
+    key = stage_key(options, "teacher", ctx.index.listing_digest)
+    folder = ctx.work.stage_dir("teacher", key)   # discarded with the stage (--fresh)
     if ctx.group is None or ctx.group.is_main:   # the final teacher as a file hello eval's teacher regimes load
         final = teacher_io.save_teacher(trained[-1], folder / f"teacher_{options.train_teacher}.safetensors",
                                         options.train_teacher)

@@ -170,7 +170,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         ctx.log(f"transfer starts from adapter {start['folder']} (weights sha256 {start['sha256'][:16]}); head {start['head']}")
     history, seconds = run_transfer(
         ctx.projector, ctx.teachers, ctx.train, ctx.augment, ctx.options,
-        checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer", ctx.index.listing_digest)), device=ctx.device,
+        checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer", ctx.index.listing_digest)),
+        device=ctx.device,
         progress=ctx.progress, log=ctx.log, group=ctx.group,
     )
     resumed = max(0.0, seconds - (time.perf_counter() - started))
