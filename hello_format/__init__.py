@@ -23,7 +23,8 @@ _HOMES = {
     "EncoderLoraConfig": "generator", "HeadConfig": "generator", "HeadLoraConfig": "generator",
     "HelloError": "errors", "BundleError": "errors", "HeaderError": "errors", "ManifestError": "errors",
     "UnsupportedVersionError": "errors", "IntegrityError": "errors", "ImageDecodeError": "errors",
-    "BaseModelError": "errors", "HubError": "errors", "DeviceError": "errors", "AugmentError": "augment",
+    "BaseModelError": "errors", "HubError": "errors", "HubCacheError": "errors",
+    "DeviceError": "errors", "AugmentError": "augment",
 }
 
 __all__ = ["__version__", *_HOMES]

@@ -37,5 +37,9 @@ class HubError(HelloError):
     """A hub URI, download or upload problem."""
 
 
+class HubCacheError(HubError):
+    """A file in the local hub cache that is not a regular file of its repository's cache."""
+
+
 class DeviceError(HelloError, ValueError):
     """A device that is not a torch device, or one this torch cannot use (CUDA asked of a CPU build)."""

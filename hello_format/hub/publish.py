@@ -17,7 +17,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
-from hello_format.errors import HelloError, HubError
+from hello_format.errors import HelloError, HubCacheError, HubError
 from hello_format.files import atomic_folder, atomic_target, read_bounded_text
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
@@ -84,7 +84,10 @@ def _fetch_card(card_ref: HubRef, token: str | None) -> str | None:
             if not _card_fits(card_ref, size):
                 return None
         local = download(card_ref, token=token)
-    except Exception:  # noqa: BLE001  (any failure: a repo without a card still pulls its bundle)
+    except HubCacheError as exc:   # a cache copied from elsewhere: say why the card is missing
+        warnings.warn(f"hello: {exc} (the card is not pulled)", stacklevel=2)
+        return None
+    except Exception:  # noqa: BLE001  (any other failure: a repo without a card still pulls its bundle)
         return None
     if not _card_fits(card_ref, local.stat().st_size):
         return None

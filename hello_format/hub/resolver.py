@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hello_format.bundle import Bundle
 from hello_format.digests import file_digest, file_sha256
-from hello_format.errors import BundleError, HubError, IntegrityError
+from hello_format.errors import BundleError, HubCacheError, HubError, IntegrityError
 from hello_format.text import shortened, terminal
 
 HF_PROTOCOL = "hf://"
@@ -125,7 +125,7 @@ def _check_cached(local: Path, ref: HubRef) -> Path:
     inside = len(parts) >= depth + 2 and parts[-depth - 2] == "snapshots"
     repo = Path(os.path.realpath(Path(*parts[:-depth - 2]))) if inside else None
     if not real.is_file() or (repo is not None and repo not in real.parents):
-        raise HubError(f"{terminal(ref.uri)}: the cached file {shortened(str(local))} leads to {shortened(str(real))}, "
+        raise HubCacheError(f"{terminal(ref.uri)}: the cached file {shortened(str(local))} leads to {shortened(str(real))}, "
                        "not to a file of its repository's cache; remove it from the cache and pull again")
     return local
 
