@@ -40,7 +40,7 @@ from hello_format.base import image_hw
 from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
 from hello_format.errors import DeviceError
-from hello_format.runtime import resolve_device
+from hello_format.runtime import cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
@@ -124,7 +124,7 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     epoch_loss = 0.0
     for step, batch in enumerate(loader):
         for param_group in optimizer.param_groups:
-            param_group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            param_group["lr"] = cosine_lr(recipe.lr, step, total)
         with autocast(device, precision):
             logits = model(batch.images).float()
         share = len(logits) * world / sizes[step % per_epoch]  # DDP averages over ranks: this weights by rows

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hello_format.runtime import cosine_lr
+
 CAPTION_TEMPLATES = (
     "a photo of a {}.",
     "a picture of a {}.",
@@ -57,9 +59,7 @@ def pretrain_clip(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(1.0, s, steps, warmup))
     bar = tqdm(range(steps), desc="pretrain base", disable=progress is not True, leave=False)
     report_every, running = max(1, steps // 10), 0.0
     for step in bar:

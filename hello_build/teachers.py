@@ -47,6 +47,7 @@ from hello_format.errors import HelloError
 from hello_format.labelling import autocast
 from hello_format import limits
 from hello_format.limits import MAX_IMAGE_SIDE, MEAN_RANGE, STD_RANGE
+from hello_format.runtime import cosine_lr
 from hello_format.text import first_line, shortened
 from hello_build.errors import BuildError
 
@@ -635,8 +636,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     optimizer = torch.optim.SGD(net.parameters(), lr=training.lr, momentum=training.momentum,
                                 weight_decay=training.weight_decay)
     steps = epochs * max(1, len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr(1.0, step, steps))
     augment_generator = torch.Generator().manual_seed(seed + 1)
     checkpoints: list[Teacher] = []
     bar = tqdm(total=epochs, desc=f"teacher {arch}", disable=progress is not True, leave=False)

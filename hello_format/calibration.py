@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from hello_format import limits
 from hello_format.augment import AugmentConfig, augment_batch, view_bytes, view_bytes_allowed
 from hello_format.errors import BundleError
+from hello_format.losses import kl_loss
 from hello_format.quantize import QMAX, grouped, round_trip
+from hello_format.runtime import cosine_lr
 
 # seeds of the fitted views and of the selection views (neither is bench/storage.py's measured seed 0)
 FIT_SEED, SELECTION_SEED = 0xCA11B, 0x5E1EC7
@@ -116,7 +118,7 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
         best = _latent_state(projector)
         if config.steps:
             optimizer = torch.optim.Adam(groups)
-            decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / config.steps)))
+            decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: cosine_lr(1.0, i, config.steps))
             generator = torch.Generator().manual_seed(FIT_SEED)
             bar = tqdm(range(1, config.steps + 1), desc=f"calibrate {dtype}", disable=not progress, leave=False)
             for step in bar:
@@ -150,9 +152,7 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
 
 def _loss(objective: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """How far the round trip's ``logits`` are from the float projector's ``target`` logits."""
-    if objective == "mse":
-        return F.mse_loss(logits, target)
-    return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True)
+    return F.mse_loss(logits, target) if objective == "mse" else kl_loss(logits, target, 1.0)
 
 
 class _Selection:

@@ -41,13 +41,19 @@ def mse_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targ
     student, teacher = _pair(student_logits, teacher_logits)
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
+    ce = cross_entropy(student, targets)   # first: autograd sums the two gradients in creation order
+    return F.mse_loss(student, teacher) + beta * ce
+
+
+def cross_entropy(student_logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """CE of the student against ``targets`` as :func:`mse_ce_loss` takes them (indices, probabilities or
+    ``(labels_a, labels_b, lam)``), in float32."""
+    student = student_logits.float()
     if isinstance(targets, (tuple, list)):
         labels_a, labels_b, lam = targets
         lam = float(lam)
-        ce = lam * F.cross_entropy(student, labels_a) + (1.0 - lam) * F.cross_entropy(student, labels_b)
-    else:
-        ce = F.cross_entropy(student, targets.float() if targets.is_floating_point() else targets)
-    return F.mse_loss(student, teacher) + beta * ce
+        return lam * F.cross_entropy(student, labels_a) + (1.0 - lam) * F.cross_entropy(student, labels_b)
+    return F.cross_entropy(student, targets.float() if targets.is_floating_point() else targets)
 
 
 def _pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,9 @@
-"""Where work runs and how it is reseeded and shared: the device, the per-epoch seed, a rank's rows."""
+"""Where work runs and how it is scheduled and shared: the device, the per-epoch seed, the learning rate,
+a rank's rows."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -42,6 +45,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch`` of a run seeded with ``seed`` (distinct per epoch, stable across runs)."""
     return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def cosine_lr(lr: float, step: int, total: int, warmup: int = 0) -> float:
+    """The learning rate at ``step`` of ``total``: a linear ``warmup`` over its first steps, then cosine
+    decay to 0; a function of the step alone, so a resumed run is exact. Every schedule in hello is this."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return lr * ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
 
 
 def batch_share(size: int, rank: int, world_size: int) -> slice:
