@@ -20,6 +20,7 @@ from pathlib import Path
 from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES, TeacherTraining
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
+from hello_format.calibration import HELP as CALIBRATION_HELP
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
@@ -130,12 +131,12 @@ class BuildOptions:
     mixup_alpha: float = option(AugmentConfig.mixup_alpha, "Mixup's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
     # output and run
     delta_dtype: str = option("fp16", "How the LoRA and head deltas are stored: fp16, or int8 / int4 with one fp16 scale per --delta-group-size values (format 1.1; hello requantize converts a bundle later).", stage="write", open=True, choices=tuple(DELTA_DTYPES))
-    delta_calibration_steps: int = option(CalibrationConfig.steps, "Steps calibrating int8/int4 delta values on student views of the synthetic images, so the stored projector keeps the float one's labels (0 = round to nearest).", stage="write", open=True)
-    delta_calibration_objective: str = option(CalibrationConfig.objective, "What calibration fits the quantised projector's logits to the float one's by: kl (of their softmaxes) or mse (of the logits).", stage="write", open=True, choices=OBJECTIVES)
-    delta_calibration_lr: float = option(CalibrationConfig.lr, "Adam learning rate of the calibration, in units of each tensor's mean quantisation step.", stage="write", open=True)
-    delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, "Student views per calibration step.", stage="write", open=True)
-    delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, "Fixed views (another seed) the calibration's kept state is chosen on.", stage="write", open=True)
-    delta_calibration_check_every: int = option(CalibrationConfig.check_every, "Calibration steps between checks on the selection views.", stage="write", open=True)
+    delta_calibration_steps: int = option(CalibrationConfig.steps, CALIBRATION_HELP["steps"], stage="write", open=True)
+    delta_calibration_objective: str = option(CalibrationConfig.objective, CALIBRATION_HELP["objective"], stage="write", open=True, choices=OBJECTIVES)
+    delta_calibration_lr: float = option(CalibrationConfig.lr, CALIBRATION_HELP["lr"], stage="write", open=True)
+    delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, CALIBRATION_HELP["batch_size"], stage="write", open=True)
+    delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, CALIBRATION_HELP["selection_views"], stage="write", open=True)
+    delta_calibration_check_every: int = option(CalibrationConfig.check_every, CALIBRATION_HELP["check_every"], stage="write", open=True)
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
     codec: str = option(DEFAULT_CODEC, "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")

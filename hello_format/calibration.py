@@ -14,7 +14,6 @@ image, no test data. Readers see an ordinary quantised bundle.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,10 +36,26 @@ FIT_SEED, SELECTION_SEED = 0xCA11B, 0x5E1EC7
 OBJECTIVES = ("kl", "mse")
 
 
+MAX_LR = 1e3             # the calibration's lr, in quantisation steps
+MAX_COUNT = 1_000_000    # its steps, batch size, selection views and steps between checks
+
+# what each setting means: the help of hello-build's --delta-calibration-* and hello requantize's --calibration-*
+HELP = {
+    "steps": "Steps calibrating int8/int4 delta values on student views of the bundle's images, so the stored "
+             "projector keeps the float one's labels (0 = round to nearest).",
+    "objective": "What calibration fits the quantised projector's logits to the float one's by: kl (of their "
+                 "softmaxes) or mse (of the logits).",
+    "lr": "Adam learning rate of the calibration, in units of each tensor's mean quantisation step.",
+    "batch_size": "Student views per calibration step.",
+    "selection_views": "Fixed views (another seed) the calibration's kept state is chosen on.",
+    "check_every": "Calibration steps between checks on the selection views.",
+}
+
+
 @dataclass(frozen=True)
 class CalibrationConfig:
     """Calibration's settings: the one home of their defaults (chosen on selection views of the
-    CIFAR-10 bench's IPC 10 bundle, never on the views agreement is reported on)."""
+    CIFAR-10 bench's IPC 10 bundle, never on the views agreement is reported on) and bounds."""
 
     steps: int = 300             # Adam steps; 0 = round to nearest (no calibration)
     lr: float = 0.01             # each tensor's Adam step, in units of its mean quantisation step (scale)
@@ -50,9 +65,10 @@ class CalibrationConfig:
     objective: str = "kl"        # one of OBJECTIVES
 
     def __post_init__(self):
-        if self.steps < 0 or not 0 < self.lr < math.inf or min(self.batch_size, self.selection_views, self.check_every) < 1:
-            raise ValueError(f"calibration needs steps >= 0, a finite lr > 0 and batch_size, selection_views, check_every >= 1; "
-                             f"got {self.to_dict()}")
+        counts = (self.batch_size, self.selection_views, self.check_every)
+        if not (0 <= self.steps <= MAX_COUNT and 0 < self.lr <= MAX_LR and 1 <= min(counts) and max(counts) <= MAX_COUNT):
+            raise ValueError(f"calibration needs steps in [0, {MAX_COUNT:,}], lr in (0, {MAX_LR:g}] and batch_size, "
+                             f"selection_views, check_every in [1, {MAX_COUNT:,}]; got {self.to_dict()}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 

@@ -24,7 +24,8 @@ from hello_format import __version__
 from hello_format.augment import SETTINGS, unknown_settings
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
-from hello_format.calibration import OBJECTIVES, CalibrationConfig
+from hello_format import calibration
+from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
 from hello_format.files import atomic_target
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
@@ -257,22 +258,19 @@ allow_remote_base_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (also when OUT is IN).")
 @click.option("--allow-upcast", is_flag=True,
               help="Store int8/int4 deltas in a wider dtype: OUT then holds their dequantised values.")
-@click.option("--calibration-steps", default=0, show_default=True, type=click.IntRange(0, 1_000_000),
-              help=f"Calibrate the int8/int4 values on student views of IN's images for this many steps instead "
-                   f"of rounding them (the builder's default: {CalibrationConfig.steps}). Builds the projector, "
-                   "so the base must be at hand (embedded, cached, or --base-checkpoint).")
+@click.option("--calibration-steps", default=0, show_default=True, type=click.IntRange(0, calibration.MAX_COUNT),
+              help=f"{calibration.HELP['steps']} Here 0 by default (the builder's: {CalibrationConfig.steps}); "
+                   "calibrating builds the projector, so the base must be at hand (embedded, cached, or --base-checkpoint).")
 @click.option("--calibration-objective", default=CalibrationConfig.objective, show_default=True,
-              type=click.Choice(OBJECTIVES),
-              help="What calibration fits the quantised projector's logits to the float one's by: kl (of their "
-                   "softmaxes) or mse (of the logits).")
-@click.option("--calibration-lr", default=CalibrationConfig.lr, show_default=True, type=click.FloatRange(0, 1e3, min_open=True),
-              help="Adam learning rate of the calibration, in units of each tensor's mean quantisation step.")
+              type=click.Choice(calibration.OBJECTIVES), help=calibration.HELP["objective"])
+@click.option("--calibration-lr", default=CalibrationConfig.lr, show_default=True,
+              type=click.FloatRange(0, calibration.MAX_LR, min_open=True), help=calibration.HELP["lr"])
 @click.option("--calibration-batch-size", default=CalibrationConfig.batch_size, show_default=True,
-              type=click.IntRange(1, 1_000_000), help="Student views per calibration step.")
+              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["batch_size"])
 @click.option("--calibration-selection-views", default=CalibrationConfig.selection_views, show_default=True,
-              type=click.IntRange(1, 1_000_000), help="Fixed views (another seed) the kept state is chosen on.")
+              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["selection_views"])
 @click.option("--calibration-check-every", default=CalibrationConfig.check_every, show_default=True,
-              type=click.IntRange(1, 1_000_000), help="Calibration steps between checks on the selection views.")
+              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["check_every"])
 @base_checkpoint_option
 @allow_remote_base_option
 def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool,
@@ -283,12 +281,12 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
     everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
-    calibration = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
-                                     batch_size=calibration_batch_size, selection_views=calibration_selection_views,
-                                     check_every=calibration_check_every)
-                   if calibration_steps else None)
+    config = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
+                                batch_size=calibration_batch_size, selection_views=calibration_selection_views,
+                                check_every=calibration_check_every)
+              if calibration_steps else None)
     done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast,
-               calibration=calibration, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
+               calibration=config, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
                progress=True)
     group = f" (group size {group_size})" if is_quantised(done.after) else ""
     note = "; the deltas are the dequantised values of IN's" if any(is_quantised(d) for d in done.before) else ""

@@ -116,10 +116,15 @@ CASES = [
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
      r"--image-update-steps needs the patches' sources: it cannot be used with --init-images"),
     ("negative_calibration", None, {"delta_dtype": "int4", "delta_calibration_steps": -1},
-     r"--delta-calibration-\*: calibration needs steps >= 0, a finite lr > 0 and batch_size, selection_views, "
-     r"check_every >= 1; got \{'steps': -1, "),
+     r"--delta-calibration-\*: calibration needs steps in \[0, 1,000,000\], lr in \(0, 1000\] and batch_size, "
+     r"selection_views, check_every in \[1, 1,000,000\]; got \{'steps': -1, "),
     ("zero_calibration_lr", None, {"delta_dtype": "int4", "delta_calibration_lr": 0},
-     r"--delta-calibration-\*: calibration needs steps >= 0, a finite lr > 0 .*'lr': 0(\.0)?,"),
+     r"--delta-calibration-\*: calibration needs .*'lr': 0(\.0)?,"),
+    # hello requantize --calibration-lr refused what hello-build took: the bounds have one home now
+    ("huge_calibration_lr", None, {"delta_dtype": "int4", "delta_calibration_lr": 1e6},
+     r"--delta-calibration-\*: calibration needs .*'lr': 1000000\.0,"),
+    ("huge_calibration_batch", None, {"delta_dtype": "int4", "delta_calibration_batch_size": 10**7},
+     r"--delta-calibration-\*: calibration needs .*'batch_size': 10000000,"),
     ("temperature_a_reader_refuses", None, {"temperature": 0.001},
      r"--temperature must be in \[0\.01, 1000\], the range a reader accepts \(got 0\.001\)"),
     ("zero_student_lr", None, {"student_lr": 0}, r"--student-lr must be in \(0, 10\], the range a reader accepts \(got 0\)"),
