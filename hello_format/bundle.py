@@ -313,14 +313,19 @@ class Bundle:
         """The images' labels, a copy in memory (8 bytes an image): they outlive the mapping's use."""
         return self.tensor(LABELS).clone()
 
-    def images(self, threads: int | None = None) -> torch.Tensor:
-        """All images as uint8 [N, C, H, W]: mapped (raw) or decoded in ``threads`` threads."""
+    def images(self, threads: int | None = None, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """All images as uint8 [N, C, H, W], or those at ``indices`` (decoding no other): mapped (raw) or
+        decoded in ``threads`` threads."""
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
-            return self.tensor(IMAGES_DATA)
+            data = self.tensor(IMAGES_DATA)
+            return data if indices is None else data[indices]
+        blobs, numbers = self._image_blobs(), None if indices is None else indices.tolist()
+        if numbers is not None:
+            blobs = [blobs[i] for i in numbers]
         try:
-            return codecs.decode_images(self._image_blobs(), spec["channels"], spec["height"], spec["width"], threads,
-                                        codec=spec["codec"])
+            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads,
+                                        codec=spec["codec"], numbers=numbers)
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from None
 

@@ -17,7 +17,6 @@ import sys
 import warnings
 
 import click
-import torch
 from PIL import Image
 
 from hello_format import __version__
@@ -313,7 +312,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
             base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Render a grid of the bundle's images, one row per class with its name, each image captioned
     with the projector's top-k labels (when the bundle's base can be created here)."""
-    from hello_format.hub.preview import render_grid
+    from hello_format.hub.preview import first_per_class, render_grid
 
     try:   # before the bundle is read or a projector built
         image_format = _image_format(output)
@@ -324,9 +323,8 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
-        shown = torch.cat([(labels == c).nonzero().flatten()[:per_class]
-                           for c in range(min(max_classes, bundle.num_classes))])
-        images = bundle.images()[shown]
+        shown = first_per_class(labels, min(max_classes, bundle.num_classes), per_class)
+        images = bundle.images(indices=shown)   # the shown ones only: a 10,000-image bundle shows 200
         captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint,
                                                               allow_remote_base)
         grid = render_grid(images, labels[shown], bundle.class_names[:max_classes], captions=captions,

@@ -265,6 +265,23 @@ def test_an_image_that_does_not_decode_fails_the_first_batch_that_needs_it(tmp_p
         ds[5]
 
 
+def test_bundle_images_at_indices_decode_those_alone(tmp_path):
+    """hello preview decoded every image of a bundle to show the first few of each class (the card
+    had its own copy of the decoding to avoid that): Bundle.images(indices=...) decodes the picks alone."""
+    from hello_format.errors import ImageDecodeError
+
+    path = write_tiny_bundle(tmp_path / "bad-image.hello")
+    with Bundle.open(path) as bundle:
+        whole = bundle.images()
+    _corrupt_image(path, 5)
+    picked = torch.tensor([7, 0, 3])
+    with Bundle.open(path) as bundle:
+        assert torch.equal(bundle.images(indices=picked), whole[picked])   # image 5 is never decoded
+        for where in ({}, {"indices": torch.tensor([2, 5])}):   # an error names the image by its place in the bundle
+            with pytest.raises(ImageDecodeError, match="image 5 does not decode"):
+                bundle.images(**where)
+
+
 def test_a_class_subset_names_bad_images_by_their_place_in_the_bundle(tmp_path):
     """With classes=, the dataset's rows are renumbered but a decode error still names the stored image."""
     from hello_format.errors import ImageDecodeError

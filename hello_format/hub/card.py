@@ -7,17 +7,16 @@ import math
 import re
 from pathlib import Path
 
-import torch
 import yaml
 
 from hello_format.bits_per_class import bits_per_class
 from hello_format.bundle import Bundle
-from hello_format.codecs import decode_images
+from hello_format.consistency import BASE_PREFIX
 from hello_format.container import strict_json_loads
 from hello_format.errors import HubError
 from hello_format.files import read_bounded_text
 from hello_format.generator import EncoderLoraConfig, HeadConfig
-from hello_format.hub.preview import render_grid
+from hello_format.hub.preview import first_per_class, render_grid
 from hello_format.limits import MAX_CARD_BYTES, MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, json_cut, markdown, shortened
@@ -216,25 +215,14 @@ def _check_card_size(text: str, sections: list[str]) -> None:
 def render_preview(bundle: Bundle, *, classes: int = PREVIEW_CLASSES, per_class: int = PREVIEW_PER_CLASS):
     """A PIL grid of the first ``per_class`` images of the first ``classes`` classes (only those are decoded)."""
     shown = min(classes, bundle.num_classes)
-    labels = bundle.labels
-    picked = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(shown)])
-    return render_grid(_decode(bundle, picked), labels[picked], bundle.class_names[:shown], per_class=per_class)
-
-
-def _decode(bundle: Bundle, indices: torch.Tensor) -> torch.Tensor:
-    """uint8 [n, C, H, W] of the images at ``indices``, decoding nothing else."""
-    img = bundle.manifest["images"]
-    data = bundle.tensor("images.data")
-    if img["codec"] == "raw":
-        return data[indices]
-    offsets = bundle.tensor("images.offsets").tolist()
-    blobs = [data[offsets[i] : offsets[i + 1]].numpy().tobytes() for i in indices.tolist()]
-    return decode_images(blobs, img["channels"], img["height"], img["width"], codec=img["codec"])
+    picked = first_per_class(bundle.labels, shown, per_class)
+    return render_grid(bundle.images(indices=picked), bundle.labels[picked], bundle.class_names[:shown],
+                       per_class=per_class)
 
 
 def base_embedded(bundle: Bundle) -> bool:
     """True when the bundle carries its CLIP base weights (``base.*`` tensors)."""
-    return any(name.startswith("base.") for name in bundle.tensor_names)
+    return any(name.startswith(BASE_PREFIX) for name in bundle.tensor_names)
 
 
 def _what(bundle: Bundle) -> str:

@@ -12,6 +12,12 @@ _MAX_NAME_WIDTH = 220
 _BACKGROUND, _INK = (255, 255, 255), (20, 20, 20)
 
 
+def first_per_class(labels: torch.Tensor, classes: int, per_class: int) -> torch.Tensor:
+    """The indices of the first ``per_class`` images of each of the first ``classes`` classes, class by class:
+    the images a contact sheet shows."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(classes)])
+
+
 def _font() -> ImageFont.ImageFont:
     """DejaVu Sans where installed (wide Unicode coverage), else Pillow's built-in font."""
     try:
