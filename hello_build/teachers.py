@@ -71,7 +71,7 @@ _CODE_KINDS = {"export": "a torch.export archive, whose loader can unpickle and 
 class Teacher(nn.Module):
     """A classifier with its own preprocessing: ``forward(images in [0, 1], [B, 3, h, w]) -> logits``.
 
-    ``num_classes`` is found by one dummy forward when not given. ``describe()`` is the provenance
+    ``num_classes`` is found by one dummy forward when not given. ``description`` is the provenance
     string recorded in the bundle. ``view_bytes``: the network's activations for one view at ``input_size``
     (``activation_bytes``; known for a zoo network, None for code), which bound a labelling chunk.
     """
@@ -110,9 +110,6 @@ class Teacher(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=True)
         return self.net((x - self.mean) / self.std).float()
-
-    def describe(self) -> str:
-        return self.description
 
     def preprocessing(self) -> dict:
         """What the teacher does to images before its network (for the manifest's provenance)."""
@@ -180,13 +177,11 @@ class TeacherSet(nn.Module):
 
     @property
     def description(self) -> str:
-        return self.describe()
-
-    def describe(self) -> str:
+        """The provenance string recorded in the bundle: the one teacher's, or the set's and each member's."""
         if len(self.teachers) == 1:
-            return self.teachers[0].describe()
+            return self.teachers[0].description
         how = f"one drawn per batch (seed {self.seed})" if self.combine == "random" else "mean of logits"
-        return f"{len(self.teachers)} teachers, {how}: " + "; ".join(t.describe() for t in self.teachers)
+        return f"{len(self.teachers)} teachers, {how}: " + "; ".join(t.description for t in self.teachers)
 
 
 def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: int | None = None) -> None:
@@ -195,15 +190,15 @@ def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: i
     members = list(teacher.teachers) if isinstance(teacher, TeacherSet) else [teacher]
     for member in members:
         size = input_size or member.input_size
-        logits = _dummy_forward(member, size, member.describe())
+        logits = _dummy_forward(member, size, member.description)
         if logits.ndim != 2 or logits.shape[0] != 2:
-            raise BuildError(f"{member.describe()} returns shape {list(logits.shape)} for a batch of 2; "
+            raise BuildError(f"{member.description} returns shape {list(logits.shape)} for a batch of 2; "
                              f"expected [2, {num_classes}]")
         if logits.shape[1] != num_classes:
-            raise BuildError(f"{member.describe()} outputs {logits.shape[1]} classes but the data has {num_classes}; "
+            raise BuildError(f"{member.description} outputs {logits.shape[1]} classes but the data has {num_classes}; "
                              "use a teacher trained on these classes")
         if not torch.isfinite(logits).all():
-            raise BuildError(f"{member.describe()} returns non-finite logits on a dummy batch; check its weights")
+            raise BuildError(f"{member.description} returns non-finite logits on a dummy batch; check its weights")
 
 
 @contextlib.contextmanager

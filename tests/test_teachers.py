@@ -117,7 +117,7 @@ def test_torchscript_round_trip(tmp_path, images):
     teacher = load_teacher(path, input_size=24, trust_code=True)
     assert teacher.num_classes == 4 and teacher.input_size == 24 and not teacher.training
     assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
-    assert teacher.describe().startswith("TorchScript teacher.pt (sha256 ")
+    assert teacher.description.startswith("TorchScript teacher.pt (sha256 ")
     with pytest.raises(BuildError, match="load_teacher.s input_size or image_size"):
         load_teacher(path, trust_code=True)
 
@@ -155,7 +155,7 @@ def test_torch_export_round_trip_and_static_batch_error(tmp_path, images):
         load_teacher(path, input_size=24)
     teacher = load_teacher(path, input_size=24, trust_code=True)
     assert torch.allclose(teacher(images), Teacher(net, input_size=24)(images), atol=1e-5)
-    assert "torch.export teacher.pt2" in teacher.describe()
+    assert "torch.export teacher.pt2" in teacher.description
     check_teacher(teacher, 4)
     static = tmp_path / "static.pt2"
     torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 24, 24),)), str(static))
@@ -172,7 +172,7 @@ def test_safetensors_with_zoo_arch_round_trip(tmp_path):
     batch = torch.rand(2, 3, 32, 32)
     assert teacher.num_classes == 5 and teacher.input_size == 32
     assert torch.allclose(teacher(batch), Teacher(net, input_size=32)(batch), atol=1e-5)
-    assert teacher.describe().startswith("convnet3 from weights.safetensors (sha256 ")
+    assert teacher.description.startswith("convnet3 from weights.safetensors (sha256 ")
     with pytest.raises(BuildError, match="holds only weights.*--teacher-arch.*convnet3, convnet3_w32, resnet18_224, resnet18_32"):
         load_teacher(path)
     with pytest.raises(BuildError, match="does not match architecture resnet18_32: no 'fc.weight'"):
@@ -408,7 +408,7 @@ def test_module_factory(tmp_path, monkeypatch, images):
     monkeypatch.syspath_prepend(str(tmp_path))
     teacher = load_teacher("my_teachers:make", input_size=20)
     assert teacher.num_classes == 6
-    assert teacher.describe().startswith("factory my_teachers:make (my_teachers.py, sha256 ")
+    assert teacher.description.startswith("factory my_teachers:make (my_teachers.py, sha256 ")
     assert torch.allclose(teacher(images), load_teacher("my_teachers:make", input_size=20)(images))
     with pytest.raises(BuildError, match="cannot import module 'no_such_module'.*PYTHONPATH"):
         load_teacher("no_such_module:make", input_size=20)
@@ -470,7 +470,7 @@ def test_teacher_set_random_is_seeded_and_varies(images):
     assert draws(0) == draws(0)
     assert len(set(draws(0))) == 3
     assert draws(0) != draws(1)
-    assert "3 teachers, one drawn per batch (seed 0): t0; t1; t2" == TeacherSet(constant_teachers()).describe()
+    assert "3 teachers, one drawn per batch (seed 0): t0; t1; t2" == TeacherSet(constant_teachers()).description
 
 
 def test_teacher_set_mean_and_errors(images):
@@ -513,9 +513,9 @@ def test_train_teacher_returns_distinct_trajectory_checkpoints(tmp_path):
     assert all(not t.training and not any(p.requires_grad for p in t.parameters()) for t in teachers)
     first, last = (dict(t.net.state_dict()) for t in teachers)
     assert any(not torch.equal(first[k], last[k]) for k in first)
-    assert "epoch 1/2" in teachers[0].describe() and "epoch 2/2" in teachers[1].describe()
+    assert "epoch 1/2" in teachers[0].description and "epoch 2/2" in teachers[1].description
     assert ("(SGD lr 0.01 cosine, momentum 0.9, weight decay 0.0005, batch 4, crop after padding 0.125 of the side, "
-            "flip 0.5, fp32)") in teachers[0].describe()
+            "flip 0.5, fp32)") in teachers[0].description
     saved = sorted((tmp_path / "work").glob("*.safetensors"))
     assert [p.name for p in saved] == [f"teacher_convnet3_epoch000{e}.safetensors" for e in (1, 2)]
     batch = torch.rand(2, 3, 32, 32)
@@ -538,7 +538,7 @@ def test_zoo_teacher_from_a_state_dict_and_convnet_sizes():
     net = create_model("convnet3", 4, image_size=64).eval()
     assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
     teacher = zoo_teacher("convnet3", 4, net.state_dict(), description="from work dir")
-    assert teacher.input_size == 64 and teacher.describe() == "from work dir"  # read off the classifier
+    assert teacher.input_size == 64 and teacher.description == "from work dir"  # read off the classifier
     batch = torch.rand(2, 3, 64, 64)
     assert torch.allclose(teacher(batch), Teacher(net, input_size=64)(batch), atol=1e-5)
     with pytest.raises(BuildError, match=r"outputs 4 classes but the data has 10"):
@@ -579,7 +579,6 @@ def test_teacher_set_logits_with_an_outside_generator(images):
     picks = [int(teachers.logits(images, generator=torch.Generator().manual_seed(9))[0].argmax()) for _ in range(5)]
     assert len(set(picks)) == 1  # the same fresh generator draws the same teacher every time
     assert teachers.mean_logits(images)[0].tolist() == pytest.approx([1 / 3] * 3)
-    assert teachers.description == teachers.describe()
 
 
 def test_the_teachers_augmentation_is_what_its_options_say():
