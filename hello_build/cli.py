@@ -130,7 +130,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")
 @click.option("--temperature", type=click.FloatRange(*limits.TEMPERATURE_RANGE), default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=click.FloatRange(0, limits.MAX_BETA), default=None,
-              help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe; bundles built before 1 became the default record 0.1].")
+              help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")

@@ -21,7 +21,7 @@ Choices (also in the builder's help):
   shorter side >= ``size`` (much faster for ImageNet, same result up to resampling).
 - Memory is bounded by the batch: nothing holds decoded images beyond the batch being built.
 - Sharding: ``shard_indices`` splits any index list into disjoint, covering, rank-strided parts
-  (no padding), so each torchrun rank builds ``RealImages(index, size, indices=my_part)``.
+  (no padding): under torchrun the init stage shares out classes with it, ``hello eval`` validation images.
 """
 
 from __future__ import annotations

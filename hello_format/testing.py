@@ -1,6 +1,6 @@
 """TEST-ONLY helpers, not part of the format (not in the ``hello_format`` face): tiny CLIP bases with
-deterministic, non-degenerate random weights, for the test suite, ``examples/make_tiny_bundle.py`` and
-``bench/loader.py``. Shipped in the package only so that those scripts run from an installed copy.
+deterministic, non-degenerate random weights, for the test suite and ``examples/make_tiny_bundle.py``.
+Shipped in the package only so that the example runs from an installed copy.
 
 The tiny architectures are the open_clip configs in ``hello_format/model_configs``. open_clip's own
 random init zeroes every ResNet ``bn3.weight`` (so a bottleneck's convs would not affect the output

@@ -8,8 +8,8 @@ class, keep each image's best crop, then keep the ``ipc * factor**2`` most confi
 patch of ``size / factor`` and ``factor x factor`` patches are stitched into one image: patch position
 k of image i holds the (k * ipc + i)-th most confident crop, as in RDED.
 
-Differences from RDED, by design: real images are decoded at ``source_size`` (default ``size``: shorter
-side resized, centre square) before cropping, and crops are scored at full resolution (``size x size``),
+Differences from RDED, by design: real images are decoded at ``size`` (shorter side resized, centre
+square; recorded as ``source_size``, the pixels the sources below are in) before cropping, and crops are scored at full resolution (``size x size``),
 the same ``p_full`` the optional image-update stage matches features against; RDED scores the small
 patch zero-padded to full size. Each patch's source is recorded as (sample position, top, left,
 height, width) in ``source_size`` pixels, so ``source_crops`` recomputes any full-resolution crop
