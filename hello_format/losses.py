@@ -1,7 +1,9 @@
 """The student's losses against the projector's logits for the same augmented batch.
 
 Both take logits [B, C] in any float dtype, compute in float32, return a scalar, and never send
-gradient into the teacher side (its logits are detached).
+gradient into the teacher side (its logits are detached). An empty batch (B = 0, a rank's empty share
+of ``loader(split_batches=True)``) gives 0 with zero gradients, not the NaN of a mean over nothing, so
+that every rank of a DDP job steps alike.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     student, teacher = _pair(student_logits, teacher_logits)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not len(student):
+        return student.sum()
     return F.kl_div(
         F.log_softmax(student / temperature, dim=1),
         F.log_softmax(teacher / temperature, dim=1),
@@ -41,6 +45,8 @@ def mse_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targ
     student, teacher = _pair(student_logits, teacher_logits)
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if not len(student):
+        return student.sum()
     ce = cross_entropy(student, targets)   # first: autograd sums the two gradients in creation order
     return F.mse_loss(student, teacher) + beta * ce
 
@@ -49,6 +55,9 @@ def cross_entropy(student_logits: torch.Tensor, targets: Targets) -> torch.Tenso
     """CE of the student against ``targets`` as :func:`mse_ce_loss` takes them (indices, probabilities or
     ``(labels_a, labels_b, lam)``), in float32."""
     student = student_logits.float()
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point() and targets.shape != student.shape:
+        raise ValueError(f"hard-label probabilities must be [batch, classes] like the logits; got "
+                         f"{tuple(targets.shape)} and {tuple(student.shape)}")
     if isinstance(targets, (tuple, list)):
         labels_a, labels_b, lam = targets
         lam = float(lam)

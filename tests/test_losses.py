@@ -86,3 +86,19 @@ def test_bad_arguments_are_refused():
         kl_loss(torch.zeros(4, 5), torch.zeros(4, 5), 0.0)
     with pytest.raises(ValueError, match="beta"):
         mse_ce_loss(torch.zeros(4, 5), torch.zeros(4, 5), torch.zeros(4, dtype=torch.long), -1.0)
+
+
+def test_an_empty_batch_costs_nothing_and_moves_nothing():
+    """A rank's empty share of loader(split_batches=True) gave NaN (a mean over no row): logged as NaN and,
+    behind an `isfinite` guard, skipped on that rank only, so the DDP ranks fell out of step."""
+    logits = torch.zeros(0, 5, requires_grad=True)
+    for loss in (mse_ce_loss(logits, torch.zeros(0, 5), torch.zeros(0, 5), 1.0), kl_loss(logits, torch.zeros(0, 5), 4.0)):
+        assert loss.item() == 0.0
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert grad.shape == (0, 5)
+
+
+def test_hard_label_probabilities_of_another_width_are_refused_like_soft_labels():
+    with pytest.raises(ValueError, match=r"hard-label probabilities must be \[batch, classes\] like the logits; "
+                                         r"got \(3, 4\) and \(3, 5\)"):
+        mse_ce_loss(torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 4), 1.0)
