@@ -68,11 +68,19 @@ def top1(student: nn.Module, files_per_class: list[list[Path]], size: int, devic
     return correct / max(1, total)
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="a .hello file or an hf:// URI")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--epochs", type=positive, default=None, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=positive, default=None, help="default: the recipe's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
@@ -102,9 +110,10 @@ def main() -> None:
     for epoch in range(epochs):
         started, total, batches = time.perf_counter(), 0.0, 0
         student.train()
-        # One epoch of batches that never leave the device, seeded by (seed, epoch). The same batches
-        # through torch's DataLoader (main process only: labelling runs on the device):
-        #     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+        # One epoch of batches that never leave the device, seeded by (seed, epoch); start_epoch makes a
+        # resumed run's epochs the same (without it each pass goes on from the last). Through torch's
+        # DataLoader instead (on a GPU with num_workers=0: labelling runs there), in the DataLoader's order:
+        #     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
         #     ds.set_epoch(epoch); for images, soft_labels, hard_labels in loader: ...
         for batch in ds.loader(batch_size, shuffle=True, start_epoch=epoch):
             logits = student(batch.images)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from hello_format.bundle import Bundle
@@ -68,3 +69,13 @@ def test_train_student_example_checks_the_val_folder_before_training(tmp_path, m
                              capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert process.returncode == 1 and "epoch 1/" not in process.stdout, process.stdout
     assert process.stderr.strip().startswith("error: ") and "lacks the bundle's class folder(s)" in process.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0")])
+def test_train_student_example_refuses_counts_below_one(tmp_path, flag, value):
+    """--epochs 0 --val crashed after training on an unbound batch, --epochs -1 trained nothing and exited 0,
+    --batch-size 0 was a traceback (an integration review)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(tmp_path / "absent.hello"),
+                              flag, value], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 2 and f"argument {flag}: must be at least 1, got {value}" in process.stderr, process.stderr
