@@ -37,10 +37,10 @@ def correctness(workdir: Path, device: str = "cuda") -> list[str]:
     cpu = HelloDataset(path, device="cpu", seed=1, label_options={"precision": "fp32"})
     gpu = HelloDataset(path, device=device, seed=1)
     failures = []
-    plain = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, prefetch=False)]
-    again = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, prefetch=False)]
-    ahead = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, prefetch=True)]
-    reference = list(cpu.loader(8, epochs=2, prefetch=False))
+    plain = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, start_epoch=0, prefetch=False)]
+    again = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, start_epoch=0, prefetch=False)]
+    ahead = [tuple(t.clone() for t in b) for b in gpu.loader(8, epochs=2, start_epoch=0, prefetch=True)]
+    reference = list(cpu.loader(8, epochs=2, start_epoch=0, prefetch=False))
     same_seed = all(torch.equal(x, y) for a, b in zip(plain, again) for x, y in zip(a, b))
     same_ahead = all(torch.equal(x, y) for a, b in zip(plain, ahead) for x, y in zip(a, b))
     images = max(float((g[0].cpu() - c[0]).abs().max()) for g, c in zip(plain, reference))

@@ -116,7 +116,8 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
                                     weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, split_batches=True)
+    loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, start_epoch=0,
+                         split_batches=True)
     sizes = loader.batch_sizes()
     total, per_epoch = len(loader), len(sizes)   # the loader refuses to have no batch
     model.train()

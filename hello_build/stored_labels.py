@@ -109,8 +109,8 @@ class StoredLabels:
         if linked is not None:  # its stale files would be removed, and new ones written, in another folder
             raise BuildError(f"--stored-dir {directory}: {linked.name} is a symbolic link; the stored labels are "
                              "written only inside their own folder (remove the link or give an empty folder)")
-        loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs,
-                             split_batches=group is not None)
+        loader = data.loader(recipe.batch_size, shuffle=True, seed=recipe.seed, epochs=recipe.epochs, start_epoch=0,
+                             split_batches=group is not None)   # the training loader's batches (evaluation.train_student)
         per_epoch = loader.batches_per_epoch()
         if main:   # checked before the earlier run's files go: a refused recipe leaves them where they are
             stale, reclaimed = _earlier_labels(directory)

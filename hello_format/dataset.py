@@ -7,13 +7,16 @@ The pipeline is declared once and runs the same every batch:
     -> label (the projector on exactly the augmented, mixed batch)
 
 Two ways in. ``DataLoader(ds, batch_size=..., shuffle=True)`` fetches batches through
-``__getitems__`` in the main process (use ``num_workers=0``: labelling runs on the device). The
-native ``ds.loader(...)`` never leaves the device, shards for ``torch.distributed`` and is seeded per
-epoch. Both give ``LabelledBatch(images, soft_labels, hard_labels)``.
+``__getitems__`` (on a CPU device also in worker processes; on a GPU in the main process, since
+labelling runs there). The native ``ds.loader(...)`` never leaves the device, shards for
+``torch.distributed`` and is seeded per epoch. Both give ``LabelledBatch(images, soft_labels,
+hard_labels)``; ``ds[i]`` and anything that reads the dataset row by row (``DataLoader(ds,
+batch_size=None)``, ``ConcatDataset``) get the stored image and its class instead, unaugmented.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -70,12 +73,37 @@ class LabelledImages(Dataset):
         self._images = images.to(self.device)
         self._labels = labels.to(self.device)
         self.seed = seed
-        self.rank, self.world_size = _shard(rank, world_size)
-        self._normalize = _normalizer(normalize, self.device)
+        self._shard_given = _checked_shard(rank, world_size)
+        self._normalize = _normalizer(normalize, self._images.shape[1], self.device)
         self._generator = torch.Generator()
         self._worker_seed = None
         self.prefetch = False  # ds.loader()'s default: label the next batch while this one is used
         self.set_epoch(0)
+
+    @property
+    def rank(self) -> int:
+        return self.shard()[0]
+
+    @property
+    def world_size(self) -> int:
+        return self.shard()[1]
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world_size) that ``loader`` serves: as given, the missing ones from the process group
+        initialised at the time of the call (so a dataset made before ``init_process_group`` shards too)."""
+        return _resolved_shard(*self._shard_given)
+
+    def __getstate__(self) -> dict:
+        """For DataLoader workers started by spawn or forkserver: torch.multiprocessing cannot send a
+        torch.Generator (nor its state tensor), so its state travels as bytes."""
+        state = dict(self.__dict__)
+        state["_generator"] = self._generator.get_state().numpy().tobytes()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state.pop("_generator")), dtype=torch.uint8))
+        self.__dict__.update(state, _generator=generator)
 
     @property
     def num_classes(self) -> int:
@@ -105,8 +133,10 @@ class LabelledImages(Dataset):
         return [LabelledBatch(*row) for row in zip(*batch)]
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed augmentation for ``epoch`` (as DistributedSampler.set_epoch does for order)."""
-        self._generator.manual_seed(epoch_seed(self.seed, epoch))
+        """Go to ``epoch``: the one the next ``loader()`` without ``start_epoch`` begins at, and the one the
+        DataLoader path's augmentation is seeded for (as DistributedSampler.set_epoch does for order)."""
+        self.epoch = operator.index(epoch)
+        self._generator.manual_seed(epoch_seed(self.seed, self.epoch))
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
@@ -129,7 +159,9 @@ class LabelledImages(Dataset):
             soft = torch.empty(len(images), 0, device=self.device)
         else:   # on a rank's empty share too (split_batches): a stored-label replay counts every batch
             soft = self.labeller(images)
-        images = images if self._normalize is None else self._normalize(images)
+        if self._normalize is not None:
+            mean, std = self._normalize
+            images = (images - mean) / std
         return LabelledBatch(images, soft, hard)
 
     def loader(
@@ -140,13 +172,18 @@ class LabelledImages(Dataset):
         seed: int | None = None,
         epochs: int = 1,
         drop_last: bool = False,
-        start_epoch: int = 0,
+        start_epoch: int | None = None,
         prefetch: bool | None = None,
         split_batches: bool = False,
     ) -> BatchLoader:
-        """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch).
+        """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch, rank).
+        Epochs go on from one pass to the next: without ``start_epoch`` a pass begins at the dataset's
+        epoch (``set_epoch``; 0 at first) and each epoch it begins moves that on, so ``for epoch in
+        range(n): for batch in loader`` sees n different epochs, as a shuffling DataLoader would;
+        ``start_epoch=k`` always gives epochs k, k + 1, ... (resuming) and moves nothing.
         ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
-        the same batches in the same order. ``split_batches``: every rank walks the same global batches
+        the same batches in the same order. Without ``split_batches`` each rank reads its own images, with
+        its own augmentation draws. ``split_batches``: every rank walks the same global batches
         of ``batch_size`` (the same order and augmented views for any world size) and gets its own
         contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one.
         A loader that would have no batch (no images, or ``drop_last`` with fewer than a batch) is refused."""
@@ -229,16 +266,18 @@ class BatchLoader:
     """Iterable over ``epochs`` epochs of device-resident batches; ``len()`` is the batch count."""
 
     def __init__(self, dataset: LabelledImages, batch_size: int, shuffle: bool, seed: int, epochs: int, drop_last: bool,
-                 start_epoch: int, prefetch: bool = False, split_batches: bool = False):
-        if batch_size < 1 or epochs < 1:
-            raise HelloError(f"batch_size and epochs must be at least 1 (got {batch_size}, {epochs})")
+                 start_epoch: int | None, prefetch: bool = False, split_batches: bool = False):
+        batch_size, epochs = _count("batch_size", batch_size), _count("epochs", epochs)
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.seed, self.epochs, self.drop_last, self.start_epoch = seed, epochs, drop_last, start_epoch
+        self.seed, self.epochs, self.drop_last = seed, epochs, drop_last
+        self.start_epoch = None if start_epoch is None else operator.index(start_epoch)
         self.prefetch, self.split_batches = prefetch, split_batches
+        self.rank, self.world_size = dataset.shard()   # fixed for the loader's life: every epoch shards alike
         if not self.batch_sizes():   # each epoch would train on nothing
-            world = "" if split_batches or dataset.world_size == 1 else f" over {dataset.world_size} ranks"
+            world = "" if split_batches or self.world_size == 1 else f" over {self.world_size} ranks"
+            fix = "drop_last=False" if batch_size == 1 else "a smaller batch_size or drop_last=False"
             raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size}"
-                             + (" with drop_last: pass a smaller batch_size or drop_last=False" if drop_last else ""))
+                             + (f" with drop_last: pass {fix}" if drop_last else ""))
 
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``. Ranks stay in step, with as many batches each (DDP
@@ -246,7 +285,7 @@ class BatchLoader:
         padded to one by repeating its first indices, as torch's DistributedSampler does; ranks are
         disjoint but for that padding. With ``split_batches``, the whole epoch: ranks split each batch
         instead (``rows``)."""
-        n, world = len(self.dataset), self.dataset.world_size
+        n, world = len(self.dataset), self.world_size
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
         else:
@@ -257,16 +296,16 @@ class BatchLoader:
             order = order[: n - n % world]
         elif n % world:
             order = torch.cat([order, order.repeat(world)[: world - n % world]])
-        return order[self.dataset.rank :: world]
+        return order[self.rank :: world]
 
     def rows(self, size: int) -> slice:
         """This rank's rows of a batch of ``size``: all of them, or with ``split_batches`` a contiguous
         share (sizes differ by at most one; a share may be empty)."""
-        return batch_share(size, self.dataset.rank, self.dataset.world_size) if self.split_batches else slice(None)
+        return batch_share(size, self.rank, self.world_size) if self.split_batches else slice(None)
 
     def batch_sizes(self) -> list[int]:
-        """The size of each batch of an epoch (before ``rows``), in order."""
-        n = len(self.shard(self.start_epoch))
+        """The size of each batch of an epoch (before ``rows``), in order (the same every epoch)."""
+        n = len(self.shard(0))
         stop = n - n % self.batch_size if self.drop_last else n
         return [min(self.batch_size, n - start) for start in range(0, stop, self.batch_size)]
 
@@ -276,11 +315,21 @@ class BatchLoader:
     def __len__(self) -> int:
         return self.batches_per_epoch() * self.epochs
 
-    def views(self):
-        """(epoch, indices, augmented view) for every batch, in order: the labels' replay key."""
-        for epoch in range(self.start_epoch, self.start_epoch + self.epochs):
+    def first_epoch(self) -> int:
+        """The epoch the next pass begins at: ``start_epoch``, else the dataset's."""
+        return self.dataset.epoch if self.start_epoch is None else self.start_epoch
+
+    def views(self, first: int | None = None):
+        """(epoch, indices, augmented view) for every batch of a pass from epoch ``first`` (default
+        ``first_epoch()``), in order: the labels' replay key. Each rank draws its own views, but with
+        ``split_batches`` all ranks draw the global batch's."""
+        return self._views(self.first_epoch() if first is None else first)   # resolved now, not at the first next()
+
+    def _views(self, first: int):
+        rank = 0 if self.split_batches else self.rank
+        for epoch in range(first, first + self.epochs):
             shard = self.shard(epoch).to(self.dataset.device)
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            generator = torch.Generator().manual_seed(_view_seed(self.seed, epoch, rank))
             stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
             for start in range(0, stop, self.batch_size):
                 indices = shard[start : start + self.batch_size]
@@ -288,42 +337,99 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[LabelledBatch]:
         make = lambda item: self.dataset.label(item[1], item[2], self.rows(len(item[1])))  # noqa: E731  (item: epoch, indices, view)
-        if self.prefetch:
-            yield from ahead(self.views(), make, self.dataset.device)
-        else:
-            yield from map(make, self.views())
+        first, per_epoch = self.first_epoch(), self.batches_per_epoch()
+        views = self._views(first)
+        batches = ahead(views, make, self.dataset.device) if self.prefetch else map(make, views)
+        for number, batch in enumerate(batches):
+            if self.start_epoch is None and number % per_epoch == 0:   # an epoch begins: the next pass goes on after it
+                self.dataset.set_epoch(first + number // per_epoch + 1)
+            yield batch
 
 
 def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> list[int]:
     if classes is None:
         return list(range(len(names)))
+    if isinstance(classes, (str, bytes)):   # iterating it would select classes letter by letter
+        raise HelloError(f"classes= takes a list of class names or indices, not one string: "
+                         f"pass [{shortened(classes)}]")
     columns, position = [], {name: i for i, name in enumerate(names)}   # one lookup per class, not a scan
     for c in classes:
         if isinstance(c, str):
             if c not in position:
                 raise HelloError(f"class {shortened(c)} is not in this bundle; it has {len(names):,}: {shortened(names)}")
             columns.append(position[c])
-        elif 0 <= int(c) < len(names):
-            columns.append(int(c))
-        else:
-            raise HelloError(f"class index {c} is out of range: this bundle has {len(names)} classes")
+            continue
+        try:   # an int, a numpy integer or a 0-d integer tensor; not a float or a bool
+            index = None if isinstance(c, bool) else operator.index(c)
+        except TypeError:
+            index = None
+        if index is None:
+            raise HelloError(f"classes= holds {shortened(c)}: each entry is a class name or an integer index")
+        if not 0 <= index < len(names):
+            raise HelloError(f"class index {index} is out of range: this bundle has {len(names)} classes")
+        columns.append(index)
     if len(set(columns)) != len(columns) or not columns:
         raise HelloError("classes= must name at least one class, each once")
     return columns
 
 
-def _shard(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+def _count(name: str, value) -> int:
+    """``value`` as an int of at least 1 (``batch_size``, ``epochs``), else one clear error."""
+    try:
+        count = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise HelloError(f"{name} must be an integer of at least 1, got {shortened(value)}")
+    return count
+
+
+def _checked_shard(rank, world_size) -> tuple[int | None, int | None]:
+    """``rank`` and ``world_size`` as given (None: from the process group when used), checked."""
+    world_size = None if world_size is None else _count("world_size", world_size)
+    if rank is not None:
+        try:
+            rank = None if isinstance(rank, bool) else operator.index(rank)
+        except TypeError:
+            rank = None
+        if rank is None or rank < 0:
+            raise HelloError("rank must be an integer of at least 0")
+        if world_size is not None and rank >= world_size:
+            raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")
+    return rank, world_size
+
+
+def _resolved_shard(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The shard: the given values, the missing ones from an initialised process group, else 0 of 1."""
+    group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if group:
+        rank = torch.distributed.get_rank() if rank is None else rank
+        world_size = torch.distributed.get_world_size() if world_size is None else world_size
+    elif world_size is not None and world_size > 1 and rank is None:
+        raise HelloError(f"world_size={world_size} without rank and without an initialised process group: "
+                         "pass rank= too, or init_process_group first")
     rank, world_size = rank or 0, world_size or 1
-    if not 0 <= rank < world_size:
+    if not rank < world_size:
         raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")
     return rank, world_size
 
 
-def _normalizer(normalize, device):
+def _view_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank's augmentation draws in ``epoch``: rank 0's (and one process's) is the epoch's."""
+    return (epoch_seed(seed, epoch) + rank * 0x9E3779B97F4A7C15) % (2**63)
+
+
+def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The student's normalisation as (mean, std) [1, C, 1, 1] (None: none): ``channels`` finite values
+    each, std > 0 (tensors, not a closure: the dataset pickles for spawned DataLoader workers)."""
     if normalize is None:
         return None
-    mean = torch.tensor(normalize[0], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(normalize[1], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return lambda x: (x - mean) / std
+    try:
+        mean, std = (torch.as_tensor(values, dtype=torch.float64).flatten() for values in normalize)
+    except (TypeError, ValueError, RuntimeError):
+        mean = std = None
+    if (mean is None or len(mean) != channels or len(std) != channels or not torch.isfinite(mean).all()
+            or not torch.isfinite(std).all() or not (std > 0).all()):
+        raise HelloError(f"normalize must be (mean, std) with {channels} finite values each and std > 0, "
+                         f"got {shortened(normalize)}")
+    return tuple(v.to(device, torch.float32).view(1, -1, 1, 1) for v in (mean, std))

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, TypeVar
 import torch
 
 from hello_format.errors import HelloError
+from hello_format.text import shortened
 
 T = TypeVar("T")
 
@@ -80,6 +81,8 @@ class LabelOptions:
         """``value`` as LabelOptions: itself, a dict of fields, or None for the defaults."""
         if isinstance(value, cls):
             return value
+        if value is not None and not isinstance(value, dict):
+            raise HelloError(f"label_options must be a LabelOptions or a dict of its fields, got {shortened(value)}")
         unknown = sorted(set(value or {}) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise HelloError(f"unknown label option {unknown[0]!r}; known: {', '.join(f.name for f in dataclasses.fields(cls))}")

@@ -223,7 +223,8 @@ class Projector(nn.Module):
         by default bf16 + channels_last on CUDA, fp32 on CPU).
 
         The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
-        target. Non-finite logits are never returned: BundleError instead. A batch of more than
+        target; called inside the caller's own ``torch.inference_mode()`` it is an inference tensor, as
+        everything made there is (batches to train on are made outside it). Non-finite logits are never returned: BundleError instead. A batch of more than
         ``limits.LABEL_CHUNK_PIXELS`` base pixels is labelled in chunks (the same logits up to
         floating-point rounding).
         """

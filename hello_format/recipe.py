@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from hello_format.augment import AugmentConfig
+from hello_format.augment import AugmentConfig, AugmentError
+from hello_format.text import shortened
 
 
 LOSSES = ("mse_ce", "kl")  # the student losses a recipe may name (the schema's enum)
@@ -53,4 +54,6 @@ class Recipe:
         changes = {name: value for name, value in overrides.items() if value is not None}
         if isinstance(changes.get("augment"), dict):
             changes["augment"] = self.augment.replace(**changes["augment"])
+        elif "augment" in changes and not isinstance(changes["augment"], AugmentConfig):
+            raise AugmentError(f"augment must be an AugmentConfig or a dict of its fields, got {shortened(changes['augment'])}")
         return dataclasses.replace(self, **changes)

@@ -80,8 +80,9 @@ def test_soft_labels_equal_the_unmerged_projector_on_the_same_augmented_batch(bu
     assert not unmerged.merged and any("lora_" in name for name, _ in unmerged.named_parameters())
     ds = HelloDataset(path, device="cpu", seed=7)
     loader = ds.loader(5, seed=7)
+    indices = loader_indices(loader)   # the coming pass's (a pass moves the dataset's epoch on)
     batches = list(loader)
-    views = reference_batches(images, AugmentConfig.from_dict(RECIPE_AUGMENT), 7, 0, loader_indices(loader))
+    views = reference_batches(images, AugmentConfig.from_dict(RECIPE_AUGMENT), 7, 0, indices)
     assert [len(b.images) for b in batches] == [5, 5, 2]
     for batch, view in zip(batches, views):
         torch.testing.assert_close(batch.images, view.images, atol=0, rtol=0)
@@ -208,10 +209,17 @@ def test_drop_last_gives_every_rank_the_same_batches(path):
     assert counts == [2] * 5  # 12 images over 5 ranks: 10 used, 2 each
 
 
-@pytest.mark.parametrize("rank, world_size", [(2, 2), (-1, 2), (1, None)])
-def test_rank_out_of_range_is_a_hello_error(path, rank, world_size):
-    with pytest.raises(HelloError, match=f"rank {rank} is not in"):
-        HelloDataset(path, device="cpu", rank=rank, world_size=world_size)
+@pytest.mark.parametrize("rank, world_size, message", [
+    (2, 2, r"rank 2 is not in \[0, world_size=2\)"),
+    (-1, 2, "rank must be an integer of at least 0"),
+    (1, None, r"rank 1 is not in \[0, world_size=1\)"),   # no process group: one process
+    (0, 0, "world_size must be an integer of at least 1, got 0"),   # was taken as 1
+    (None, 2, "world_size=2 without rank and without an initialised process group"),   # was rank 0, silently
+    (1.0, 2, "rank must be an integer"),
+])
+def test_a_shard_that_is_not_one_is_a_hello_error(path, rank, world_size, message):
+    with pytest.raises(HelloError, match=message):
+        HelloDataset(path, device="cpu", rank=rank, world_size=world_size).loader(2)
 
 
 # -------------------------------------------------------------------------------- class subsets
@@ -448,3 +456,82 @@ def test_cuda_labels_agree_with_cpu_and_images_stay_on_the_device(path):
     soft_cuda = torch.cat([b.soft_labels.cpu() for b in cuda])
     assert (soft_cpu.argmax(1) == soft_cuda.argmax(1)).float().mean() >= 0.9
     torch.testing.assert_close(soft_cuda, soft_cpu, atol=0.15, rtol=0.05)
+
+
+# ------------------------------------------------------------------ the loops users write (an integration review)
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_epochs_go_on_from_one_pass_of_a_loader_to_the_next(path, prefetch):
+    """`for epoch in range(n): for batch in ds.loader(...)`, with or without ds.set_epoch(epoch), trained
+    on epoch 0's views n times: a loader without start_epoch began at epoch 0 on every pass."""
+    def fresh():
+        return HelloDataset(path, device="cpu", seed=4)
+
+    whole = list(fresh().loader(4, epochs=3, prefetch=prefetch))   # one pass over three epochs
+    per = len(whole) // 3
+    assert not torch.equal(whole[0].images, whole[per].images)
+    ds = fresh()
+    assert_batches_equal([b for _ in range(3) for b in ds.loader(4, prefetch=prefetch)], whole)   # a loader a pass
+    ds = fresh()
+    loader = ds.loader(4, prefetch=prefetch)
+    assert_batches_equal([b for _ in range(3) for b in loader], whole)   # one loader, three passes
+    ds = fresh()
+    ds.set_epoch(2)
+    assert_batches_equal(list(ds.loader(4, prefetch=prefetch)), whole[2 * per:])
+    ds = fresh()   # a pass left at an epoch's end, its next epoch maybe labelled ahead: the next pass begins there
+    for number, _ in enumerate(ds.loader(4, epochs=3, prefetch=prefetch), start=1):
+        if number == per:
+            break
+    assert_batches_equal(list(ds.loader(4, prefetch=prefetch)), whole[per:2 * per])
+    ds = fresh()   # start_epoch fixes a pass and moves nothing
+    assert_batches_equal(list(ds.loader(4, start_epoch=1, epochs=2)), whole[per:])
+    assert_batches_equal(list(ds.loader(4, start_epoch=1, epochs=2)), whole[per:])
+    assert_batches_equal(list(ds.loader(4)), whole[:per])
+
+
+def test_each_rank_draws_its_own_augmentation(path):
+    """Every rank drew the same crops, flips and CutMix boxes for its batch at the same step (the rank
+    was not in the seed), so a global batch held world_size copies of each draw."""
+    views = [list(HelloDataset(path, device="cpu", rank=rank, world_size=2).loader(3).views()) for rank in (0, 1)]
+    assert all(not torch.equal(a[2].crops, b[2].crops) for a, b in zip(*views))
+    alone = list(HelloDataset(path, device="cpu").loader(3).views())   # one process draws as rank 0 does
+    assert torch.equal(alone[0][2].crops, views[0][0][2].crops)
+
+
+def test_a_dataloader_with_spawned_workers_gets_labelled_batches(path, stored):
+    """Spawn (macOS's and Windows' default) and forkserver workers died: torch.multiprocessing cannot send
+    the dataset's torch.Generator."""
+    ds = HelloDataset(path, device="cpu", normalize=([0.5] * 3, [0.25] * 3))
+    batches = list(DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn"))
+    assert [len(b.images) for b in batches] == [4, 4, 4] and all(b.soft_labels.shape == (4, 3) for b in batches)
+    assert all(torch.isfinite(b.soft_labels).all() and b.soft_labels.std() > 0 for b in batches)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"classes": "a"}, r"classes= takes a list of class names or indices, not one string: pass \['a'\]"),   # was ['a']
+    ({"classes": "ab"}, r"not one string"),                         # selected classes 'a' and 'b'
+    ({"classes": [1.7]}, r"classes= holds 1\.7: each entry is a class name or an integer index"),   # was class 1
+    ({"classes": [True]}, r"classes= holds True"),                  # was class 1
+    ({"label_options": "bf16"}, r"label_options must be a LabelOptions or a dict of its fields, got 'bf16'"),
+    ({"augment": [("cutmix", 0)]}, r"augment must be an AugmentConfig or a dict of its fields"),   # failed at the first batch
+    ({"normalize": ([0.5, 0.5], [0.2, 0.2])}, r"normalize must be \(mean, std\) with 3 finite values each"),
+    ({"normalize": ([0.5] * 3, [0.2, 0.0, 0.2])}, r"and std > 0"),  # gave NaN images
+])
+def test_arguments_that_are_not_what_they_should_be_are_one_error_at_construction(path, arguments, message):
+    with pytest.raises(HelloError, match=message):
+        HelloDataset(path, device="cpu", **arguments)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"batch_size": 5.0}, r"batch_size must be an integer of at least 1, got 5\.0"),   # was a TypeError
+    ({"batch_size": 4, "epochs": True}, r"epochs must be an integer of at least 1, got True"),
+    ({"batch_size": 4, "epochs": 0}, r"epochs must be an integer of at least 1, got 0"),
+])
+def test_loader_counts_are_integers(path, arguments, message):
+    with pytest.raises(HelloError, match=message):
+        HelloDataset(path, device="cpu").loader(**arguments)
+
+
+def test_thirteen_ranks_on_twelve_images_are_not_told_to_shrink_a_batch_of_one(path):
+    with pytest.raises(HelloError, match=r"12 images over 13 ranks in batches of 1 with drop_last: pass drop_last=False$"):
+        HelloDataset(path, device="cpu", rank=0, world_size=13).loader(1, drop_last=True)

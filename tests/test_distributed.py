@@ -174,3 +174,41 @@ def test_the_stored_regime_under_torchrun_writes_the_single_process_files_and_re
     for name in files:
         a, b = load_file(tmp_path / "alone" / name), load_file(tmp_path / "pair" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+LATE_GROUP_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    import torch.distributed as dist
+    from hello_format.augment import AugmentConfig
+    from hello_format.dataset import LabelledImages
+
+    def data(**shard):
+        return LabelledImages(torch.zeros(8, 3, 8, 8, dtype=torch.uint8), torch.arange(8) % 2, ["a", "b"],
+                              AugmentConfig.from_dict({"output_size": 8}), device="cpu", **shard)
+
+    before = data()                  # made before the process group exists
+    dist.init_process_group("gloo")
+    half = data(world_size=2)        # world_size alone: the rank is the group's
+    shards = [d.shard() for d in (before, half)]
+    indices = sorted(int(i) for _, batch, _ in before.loader(2, shuffle=False).views() for i in batch)
+    if dist.get_rank() == 0:
+        gathered = [None, None]
+        dist.gather_object((shards, indices), gathered)
+        json.dump(gathered, open(sys.argv[1], "w"))
+    else:
+        dist.gather_object((shards, indices))
+    dist.destroy_process_group()
+""")
+
+
+def test_a_dataset_shards_by_the_process_group_of_its_loader_not_of_its_construction(tmp_path):
+    """A dataset made before init_process_group read every image on every rank, and one given world_size
+    without rank read rank 0's shard on every rank: both silently (an integration review)."""
+    script, output = tmp_path / "late.py", tmp_path / "late.json"
+    script.write_text(LATE_GROUP_SCRIPT)
+    result = torchrun(script, output)
+    assert result.returncode == 0, result.stderr
+    (shards0, indices0), (shards1, indices1) = json.loads(output.read_text())
+    assert shards0 == [[0, 2], [0, 2]] and shards1 == [[1, 2], [1, 2]]
+    assert sorted(indices0 + indices1) == list(range(8))   # disjoint halves

@@ -18,7 +18,7 @@ def rn_bundle(tmp_path_factory):
 
 
 def batches(ds, **loader):
-    return [tuple(t.clone() for t in batch) for batch in ds.loader(5, epochs=2, **loader)]
+    return [tuple(t.clone() for t in batch) for batch in ds.loader(5, epochs=2, start_epoch=0, **loader)]
 
 
 def test_defaults_resolve_per_device_and_family():
