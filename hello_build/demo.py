@@ -39,12 +39,12 @@ from hello_build.data import holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
-from hello_build.options import HEAD_RANK_CAP, BuildOptions
+from hello_build.options import BuildOptions, default_head_rank
 from hello_build.pipeline import build
 from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.base import quiet_open_clip
-from hello_format.bundle import Bundle
+from hello_format.bundle import Bundle, stored_label_bytes
 from hello_build.errors import BuildError
 from hello_format.labelling import resolve_precision
 from hello_format.generator import EncoderLoraConfig
@@ -206,16 +206,16 @@ def prepare(parts, train_dir: Path, test_dir: Path, teacher_dir: Path, checkpoin
 def imagenet_label_generator_bytes(architecture: str = BuildOptions.base, classes: int = 1000, ipc: int = BuildOptions.ipc,
                                    epochs: int = Recipe.epochs) -> dict:
     """fp16 bytes of an ImageNet-1K label generator on ``architecture`` at the builder's default ranks
-    (encoder LoRA on the default targets, head LoRA at min(HEAD_RANK_CAP, classes); counted from a
+    (encoder LoRA on the default targets, head LoRA at ``default_head_rank``; counted from a
     randomly initialised base's real modules) against FKD-style stored fp16 logits for ``ipc`` x
     ``classes`` images over ``epochs``; returned with the settings they were counted at."""
     with quiet_open_clip():   # random weights: only the modules' shapes are counted
         model = open_clip.create_model(architecture)
     visual = model.visual
     inject(visual, encoder_config(visual, r=EncoderLoraConfig.r, lora_alpha=EncoderLoraConfig.lora_alpha))
-    head_rank = min(HEAD_RANK_CAP, classes)
+    head_rank = default_head_rank(classes)
     encoder = sum(t.numel() for t in export_state_dict(visual).values())
     width = model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor) else model.text_projection.out_features
     head = head_rank * (width + classes)
-    return {"label_generator": 2 * (encoder + head), "stored_labels": 2 * classes * ipc * epochs * classes,
+    return {"label_generator": 2 * (encoder + head), "stored_labels": stored_label_bytes(classes * ipc, epochs, classes),
             "architecture": architecture, "ipc": ipc, "epochs": epochs}

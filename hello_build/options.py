@@ -32,6 +32,11 @@ PAIRS = ("crop_scale", "crop_ratio")  # the options given as two numbers, MIN MA
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
 
 
+def default_head_rank(classes: int) -> int:
+    """The head LoRA's rank when --head-rank is not given."""
+    return min(HEAD_RANK_CAP, classes)
+
+
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
            path: bool = False):
     """A build option: ``default``, one line of ``help``, the ``stage`` that reads it; ``path``: its value

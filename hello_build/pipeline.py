@@ -29,7 +29,7 @@ from hello_build.data import RealImages, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
-from hello_build.options import HEAD_RANK_CAP, BuildOptions
+from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teachers import TeacherTraining, check_source as check_teacher_source
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
@@ -314,7 +314,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     candidates raised to the patches a class needs, one crop of a whole image) as replaced, and options
     of a path not taken (training a teacher when teachers were given, the pretrained tag beside local
     weights, the encoder LoRA at rank 0, a step that is off) set to None."""
-    head_rank = options.head_rank or min(HEAD_RANK_CAP, index.num_classes)
+    head_rank = options.head_rank or default_head_rank(index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
     fitted = options.transfer_epochs > 0 or viewed   # either transfer: their batch and loss

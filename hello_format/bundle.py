@@ -52,6 +52,11 @@ class Storage:
         return f"{self.ratio:,.1f}x the label generator" if self.ratio >= 0.1 else f"{self.ratio:.2g}x the label generator"
 
 
+def stored_label_bytes(images: int, epochs: int, classes: int) -> int:
+    """What SRe2L/FKD-style stored soft labels take: fp16 logits for every image, class and epoch."""
+    return images * epochs * classes * 2
+
+
 def _local_path(path: "str | os.PathLike") -> pathlib.Path:
     """``path`` as a local file path; a hub URI is refused (hello_format.hub.resolver turns it into one)."""
     if not isinstance(path, (str, os.PathLike)):
@@ -427,7 +432,7 @@ class Bundle:
             return sum(i.nbytes for n, i in self._header.tensors.items() if predicate(n))
 
         generator = total(lambda n: n.startswith(ENCODER_PREFIX) or n in HEAD_TENSORS)   # not unknown head.* names
-        stored = self.num_images * self.manifest["recipe"]["epochs"] * self.num_classes * 2
+        stored = stored_label_bytes(self.num_images, self.manifest["recipe"]["epochs"], self.num_classes)
         return Storage(
             images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS, LABELS)),
             label_generator_bytes=generator,
