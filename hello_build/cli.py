@@ -68,14 +68,17 @@ def _check_demo_options(data, values: dict) -> None:
                                f"not {given}")
 
 
+dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
+                                   help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
+
+
 @click.command(context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hello-build (hello-distill)")
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")
 @click.option("--demo", is_flag=True, help=f"Distil the embedded default (scikit-learn digits) end to end, offline, and train on it (with {DEMO_TAKES} only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
-              help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
+@dist_backend_option
 @build_options
 def main(data, output, demo, quiet, dist_backend, **values):
     """Distil the ImageFolder DATA and a teacher into a .hello bundle (the HeLlO method).
@@ -145,8 +148,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--device", default=None, help="torch device (e.g. cpu, cuda, cuda:1) [default: cuda if available, else cpu].")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Autocast precision of the student and its labels (auto: bf16 on CUDA, fp32 on CPUs) [default: the student and a teacher's labels in fp32, the projector's labels as HelloDataset's: bf16 on CUDA, fp32 on CPUs]; bf16 pays on GPUs and, for conv students, on CPUs with native bf16.")
-@click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
-              help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
+@dist_backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, beta, seed,
                  teacher_path, teacher_arch, trust_teacher_code, real_dir, follow_external_links, stored_dir, base_checkpoint,
