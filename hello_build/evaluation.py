@@ -227,7 +227,7 @@ def evaluate(
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
         check_optimizer(recipe)   # before anything is decoded or built
-        size = recipe.augment.output_size or bundle.image_shape[-1]
+        size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, follow_external_links=follow_external_links),
                                    bundle.class_folders, "validation folder")
         # from the manifest and the validation folder's listing: nothing is decoded or built for a bundle

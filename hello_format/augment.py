@@ -98,6 +98,10 @@ class AugmentConfig:
         """A copy with some fields changed (validated like the constructor)."""
         return self.from_dict({**self.to_dict(), **overrides})
 
+    def view_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the views of ``height`` x ``width`` images: ``output_size`` square, else theirs."""
+        return (height, width) if self.output_size is None else (self.output_size, self.output_size)
+
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(AugmentConfig))   # the keys of a recipe.augment this reader applies
 
@@ -174,7 +178,7 @@ def draw_augment(batch: int, height: int, width: int, config: AugmentConfig, gen
     in the same order from ``generator`` (CPU)."""
     if generator.device.type != "cpu":
         raise AugmentError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
-    size = (height, width) if config.output_size is None else (config.output_size, config.output_size)
+    size = config.view_size(height, width)
     factor = config.patch_shuffle if config.patch_shuffle > 1 else 0
     if factor > min(height, width):
         raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")

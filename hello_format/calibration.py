@@ -84,7 +84,7 @@ def check_cost(config: CalibrationConfig, shape: tuple[int, int, int, int], augm
     size as all of a file's views are (spec 14.1), and the base pixels the projector resizes them to, to
     MAX_BATCH_BASE_PIXELS."""
     rows, (_, channels, height, width) = min(config.batch_size, config.selection_views), shape
-    side = (augment.output_size,) * 2 if augment.output_size else (height, width)
+    side = augment.view_size(height, width)
     held, allowed = view_bytes(rows, channels, side, width), view_bytes_allowed(file_size)
     if held > allowed:
         raise BundleError(f"{where}: a calibration batch of {rows} views at {side[0]}x{side[1]} px holds {held:,} bytes "
