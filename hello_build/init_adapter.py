@@ -20,6 +20,7 @@ from safetensors import safe_open
 from hello_build.errors import BuildError
 from hello_format import lora
 from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
+from hello_format.consistency import HEAD_A, HEAD_B
 from hello_format.container import is_json_number, read_header, strict_json_loads
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
@@ -134,10 +135,10 @@ def _start_head(projector, path: Path) -> str:
     if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
-    tensors = _read_tensors(path, {"head.lora_A": projector.head.lora_A, "head.lora_B": projector.head.lora_B},
+    tensors = _read_tensors(path, {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B},
                             "--head-rank")
     with torch.no_grad():
-        projector.head.lora_A.copy_(tensors["head.lora_A"])
-        projector.head.lora_B.copy_(tensors["head.lora_B"])
+        projector.head.lora_A.copy_(tensors[HEAD_A])
+        projector.head.lora_B.copy_(tensors[HEAD_B])
         projector.log_logit_scale.copy_(torch.tensor(math.log(scale)))
     return f"from {HEAD_FILE}"

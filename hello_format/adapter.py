@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hello_format import lora
 from hello_format.bundle import Bundle
+from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.container import write_container
 from hello_format.errors import BundleError
 from hello_format.files import atomic_folder
@@ -43,8 +44,8 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
     dtype = "float32" if quantised else None   # int8/int4 deltas: their dequantised values (exact in float32)
     sections = projector.manifest_sections(dtype)   # else the bundle's own dtypes; checked values only
     tensors = projector.bundle_tensors(dtype)
-    head = {name: tensors[name] for name in ("head.lora_A", "head.lora_B") if name in tensors}
-    encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith("encoder_lora."))
+    head = {name: tensors[name] for name in (HEAD_A, HEAD_B) if name in tensors}
+    encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith(ENCODER_PREFIX))
     metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),
                 "hello.head": canonical_json(sections["head"]), "hello.base": canonical_json(sections["base"])}
     try:

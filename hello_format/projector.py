@@ -25,6 +25,7 @@ import open_clip
 
 from hello_format import head_cache, limits, lora
 from hello_format.base import check_head_work, create_base, image_hw
+from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B, HEAD_WEIGHT
 from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
@@ -290,15 +291,15 @@ class Projector(nn.Module):
             raise RuntimeError("a merged projector has no separate LoRA weights to store")
         tensors = {}
         if self.base_manifest.get("embedded") == "visual":
-            tensors["head.weight"] = self.text_embeddings.detach().to("cpu", torch.float32).contiguous()
+            tensors[HEAD_WEIGHT] = self.text_embeddings.detach().to("cpu", torch.float32).contiguous()
         if self.encoder_lora:
             encoder_dtype = _dtype(dtype or self.encoder_lora.dtype)
             for key, value in lora.export_state_dict(self.visual, encoder_dtype).items():
-                tensors[f"encoder_lora.{key}"] = value
+                tensors[ENCODER_PREFIX + key] = value
         if self.head is not None:
             head_dtype = _dtype(dtype or self.head_config.lora.dtype)
-            tensors["head.lora_A"] = self.head.lora_A.detach().to("cpu", head_dtype).contiguous()
-            tensors["head.lora_B"] = self.head.lora_B.detach().to("cpu", head_dtype).contiguous()
+            tensors[HEAD_A] = self.head.lora_A.detach().to("cpu", head_dtype).contiguous()
+            tensors[HEAD_B] = self.head.lora_B.detach().to("cpu", head_dtype).contiguous()
         return tensors
 
     def manifest_sections(self, dtype: torch.dtype | str | None = None) -> dict:
