@@ -623,9 +623,9 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
     cuda = torch.device(device).type == "cuda"
     if group is not None and cuda:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # batch statistics over all ranks' rows
-    student = Teacher(net, input_size=size, num_classes=index.num_classes, mean=mean, std=std,
+    trained = Teacher(net, input_size=size, num_classes=index.num_classes, mean=mean, std=std,
                       description=arch, view_bytes=view_bytes).to(device)
-    model = student if group is None else nn.parallel.DistributedDataParallel(student, device_ids=[device] if cuda else None)
+    model = trained if group is None else nn.parallel.DistributedDataParallel(trained, device_ids=[device] if cuda else None)
     loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
                                num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
     optimizer = torch.optim.SGD(net.parameters(), lr=training.lr, momentum=training.momentum,
