@@ -31,7 +31,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import batch_share, epoch_seed, resolve_device
+from hello_format.runtime import ORDER_SALT, batch_share, epoch_seed, resolve_device
 from hello_format.text import shortened
 
 
@@ -287,7 +287,7 @@ class BatchLoader:
         instead (``rows``)."""
         n, world = len(self.dataset), self.world_size
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ 0x5EED))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch) ^ ORDER_SALT))
         else:
             order = torch.arange(n)
         if self.split_batches:

@@ -42,6 +42,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+# xor-ed into a seed whose augmentation stream is the seed itself: the order of an epoch's images and a
+# transfer's choice of weak teacher are then streams of their own
+ORDER_SALT, TEACHER_SALT = 0x5EED, 0x7EAC
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch`` of a run seeded with ``seed`` (distinct per epoch, stable across runs)."""
     return (seed * 1_000_003 + epoch) % (2**63)

@@ -41,7 +41,7 @@ from hello_format.labelling import autocast
 from hello_format.limits import LOGIT_SCALE_RANGE
 from hello_format.losses import cross_entropy, kl_loss, mse_ce_loss
 from hello_format.text import first_line
-from hello_format.runtime import cosine_lr, epoch_seed
+from hello_format.runtime import ORDER_SALT, TEACHER_SALT, cosine_lr, epoch_seed
 
 FIDELITY_SEED = 1234  # the held-out views fidelity is measured on: the same for every measurement
 FIDELITY_BATCH_SIZE = 128  # ... drawn in batches of this size: the same views whatever the transfer's batch size
@@ -126,10 +126,10 @@ def run_transfer(
         projector.train()
         seed = epoch_seed(options.seed, epoch)
         generator = torch.Generator().manual_seed(seed)
-        order = torch.Generator().manual_seed(seed ^ 0x5EED)
+        order = torch.Generator().manual_seed(seed ^ ORDER_SALT)
         batches = _ShareBatches(train_data, shape, options.transfer_batch_size, order, generator, augment, group)
         loader = DataLoader(_Numbered(train_data), batch_sampler=batches, num_workers=options.num_workers, generator=order)
-        teacher_choice = torch.Generator().manual_seed(seed ^ 0x7EAC)
+        teacher_choice = torch.Generator().manual_seed(seed ^ TEACHER_SALT)
         total_loss = 0.0
         # a bar around the loader would iterate it twice: tqdm.auto's __init__ calls iter() on what it wraps
         bar = tqdm(total=len(batches), desc=f"transfer {epoch + 1}/{options.transfer_epochs}", disable=not progress, leave=False)

@@ -31,7 +31,7 @@ from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lor
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.labelling import autocast
 from hello_format.recipe import Recipe
-from hello_format.runtime import epoch_seed
+from hello_format.runtime import TEACHER_SALT, epoch_seed
 
 # seeds of the synthetic views that choose the kept state (how many: options.view_transfer_selection_*)
 # and that report agreement (never fitted on); the report's student passes over the synthetic set, and at
@@ -77,7 +77,7 @@ def run_view_transfer(
     selection_views = int(summed(group, [sum(len(t) for t in selection_targets)])[0])
 
     generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
-    teacher_choice = torch.Generator().manual_seed(options.seed ^ 0x7EAC)
+    teacher_choice = torch.Generator().manual_seed(options.seed ^ TEACHER_SALT)
     batch_size, (real_count, synthetic_count) = options.transfer_batch_size, split_batch(options)
     steps, eval_every = schedule(options, len(images))
     if log:
