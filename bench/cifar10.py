@@ -308,7 +308,8 @@ def teacher(args, cache: Path, original: Path, test_index) -> tuple[list[Path], 
     """ConvNet-3 trained on the original half minus the builder's hold-out; its trajectory checkpoints."""
     from hello_build.data import holdout_split, scan_image_folder
     from hello_build.options import BuildOptions
-    from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
+    from hello_build.teacher_training import TeacherTraining, train_teacher
+    from hello_build.teachers import load_teacher
 
     inputs = {"arch": "convnet3", "epochs": args.teacher_epochs, "keep": args.teacher_checkpoints,
               "split_seed": args.split_seed, "holdout": BuildOptions.holdout, "seed": args.build_seed, **trained_on(args)}

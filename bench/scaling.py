@@ -31,7 +31,7 @@ import hello_format  # noqa: F401  (torchvision shim before open_clip)
 import open_clip
 from hello_build.data import scan_image_folder
 from hello_build.demo import digits_split, write_image_folder
-from hello_build.teachers import TeacherTraining, train_teacher
+from hello_build.teacher_training import TeacherTraining, train_teacher
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 

@@ -41,7 +41,8 @@ from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.pipeline import build
-from hello_build.teachers import TeacherTraining, load_teacher, train_teacher
+from hello_build.teacher_training import TeacherTraining, train_teacher
+from hello_build.teachers import load_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
 from hello_format.base import quiet_open_clip
 from hello_format.bundle import Bundle, stored_label_bytes

@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES, TeacherTraining
+from hello_build.teacher_training import TeacherTraining
+from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
 from hello_format.calibration import HELP as CALIBRATION_HELP

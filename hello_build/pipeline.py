@@ -30,7 +30,8 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
 from hello_build.options import BuildOptions, default_head_rank
-from hello_build.teachers import TeacherTraining, check_source as check_teacher_source
+from hello_build.teacher_training import TeacherTraining
+from hello_build.teachers import check_source as check_teacher_source
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, crops_per_candidate

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hello_build.data import scan_image_folder
-from hello_build.teachers import (Teacher, _crop_flip, TeacherSet, TeacherTraining, check_teacher, load_teacher, save_teacher, train_teacher,
-                                   zoo_teacher)
+from hello_build.teacher_training import TeacherTraining, _crop_flip, train_teacher
+from hello_build.teachers import Teacher, TeacherSet, check_teacher, load_teacher, save_teacher, zoo_teacher
 from hello_build.zoo import create_model, zoo_names
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_build.errors import BuildError

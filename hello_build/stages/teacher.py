@@ -3,7 +3,7 @@
 Given files are loaded (nothing to record); with ``--train-teacher`` a zoo teacher is trained on the
 non-held-out images and the checkpoints of its trajectory kept as weak teachers, recorded in the work
 directory like every stage's result, so a rerun reuses them. Under torchrun the training is DDP
-(``teachers.train_teacher``).
+(``teacher_training.train_teacher``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from hello_build import teachers as teacher_io
+from hello_build.teacher_training import TeacherTraining, train_teacher
 from hello_build.stages.context import BuildContext, stage_key
 from hello_build.workdir import unreadable
 from hello_format.text import first_unsafe_char, shortened
@@ -25,15 +26,15 @@ def trains(options) -> bool:
     return options.train_teacher is not None
 
 
-def training(options) -> teacher_io.TeacherTraining:
-    """How ``--train-teacher`` trains (``teachers.TeacherTraining``): ``--teacher-X`` is the config's ``X``."""
-    return teacher_io.TeacherTraining(**options.section(teacher_io.TeacherTraining, "teacher_"))
+def training(options) -> TeacherTraining:
+    """How ``--train-teacher`` trains (``teacher_training.TeacherTraining``): ``--teacher-X`` is the config's ``X``."""
+    return TeacherTraining(**options.section(TeacherTraining, "teacher_"))
 
 
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
-    trained = teacher_io.train_teacher(
+    trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
         seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
         precision=options.precision, progress=ctx.progress, group=ctx.group,
