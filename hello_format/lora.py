@@ -21,8 +21,8 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from hello_format.consistency import (ADAPTER_PREFIX, adapted_module, check_match_work, compile_pattern, pattern_value,
-                                      peft_module)
+from hello_format.peft_keys import (ADAPTER_PREFIX, adapted_module, check_match_work, compile_pattern, pattern_value,
+                                    peft_module)
 from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig

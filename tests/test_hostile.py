@@ -958,7 +958,7 @@ def test_lora_shapes_read_from_the_header_match_the_deltas(tmp_path, dtype):
 
 
 def test_a_target_name_matches_whole_path_parts_at_any_depth():
-    from hello_format.consistency import is_target
+    from hello_format.peft_keys import is_target
 
     deep = ".".join(["block"] * 400 + ["attn", "out_proj"])
     assert is_target(deep, ["attn"]) and is_target(deep, ["block.attn"]) and is_target(deep, ["attn.out_proj"])
@@ -1098,7 +1098,7 @@ def test_modules_adapted_without_stored_weights_are_found_before_peft_allocates(
     """Ranks checked on open bound only the modules that have weights: peft also adapts (at lora.r) every
     other module the targets match. ``check_stored`` compares both with the encoder's modules first."""
     from hello_format import lora
-    from hello_format.consistency import ADAPTER_PREFIX
+    from hello_format.peft_keys import ADAPTER_PREFIX
 
     visual = tiny_clip("vit").visual
     config = EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)", r=4096, lora_alpha=8,
@@ -2131,7 +2131,7 @@ def test_export_adapter_writes_the_resolved_modules_not_a_files_target_list(tmp_
     """A list lora.target_modules went into adapter_config.json as the file wrote it: names that match
     nothing, terminal escape sequences and all."""
     from hello_format.adapter import export_adapter
-    from hello_format.consistency import adapted_module, peft_module
+    from hello_format.peft_keys import adapted_module, peft_module
 
     with Bundle.open(_labelled_rewritten(tmp_path, "plain.hello")) as bundle:
         modules = sorted({adapted_module(peft_module(key)[0]) for key in bundle.lora_shapes()})
