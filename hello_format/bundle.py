@@ -213,6 +213,7 @@ class Bundle:
         self.manifest = manifest
         self._header = header
         self._data = data
+        self._verified: set[str] = set()   # tensors whose sha256 was checked against the manifest
 
     @classmethod
     def open(cls, path, *, verify: bool = False) -> "Bundle":
@@ -402,11 +403,14 @@ class Bundle:
 
     # --- integrity and size
     def _verify_tensor(self, name: str) -> None:
+        if name in self._verified:
+            return
         expected = self.manifest["integrity"]["tensors"][name]
         actual = buffer_sha256(self._bytes(name))
         if actual != expected:
             raise IntegrityError(f"{self.path}: tensor {quoted_name(name)} is corrupted (sha256 {actual[:12]}... "
                                  f"!= {expected[:12]}... in the manifest): re-download or rebuild it")
+        self._verified.add(name)
 
     def _verified_tensor(self, name: str) -> torch.Tensor:
         """A small tensor read on open (labels, image offsets): hash-checked before it is trusted."""
@@ -418,6 +422,14 @@ class Bundle:
         that every tensor feeding the projector is finite (BundleError)."""
         for name in self.tensor_names:
             self._verify_tensor(name)
+        self.check_finite()
+
+    def verify_projector(self) -> None:
+        """Check the sha256 of every tensor feeding the projector (those not checked yet), then that they
+        are finite: what building a projector from a bundle opened without ``verify`` needs."""
+        for name in self.tensor_names:
+            if name.startswith(PROJECTOR_PREFIXES):
+                self._verify_tensor(name)
         self.check_finite()
 
     def check_finite(self) -> None:

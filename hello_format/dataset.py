@@ -243,7 +243,7 @@ class HelloDataset(LabelledImages):
             self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
             columns = _class_columns(classes, names)
             images, labels = bundle.lazy_images(device), bundle.labels
-            self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
+            self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, verify=verify,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache)
         self.label_options = self.projector.prepare_labelling(label_options)
         keep = torch.isin(labels, torch.tensor(columns))

@@ -99,6 +99,9 @@ class HeadConfig:
     prior_weight: float = 0.0           # w: labels = (1 - w) * projector + w * zero-shot (format 2.0, spec 3.4)
 
     def __post_init__(self):
+        if isinstance(self.templates, str):   # a tuple of it would be its characters
+            raise ManifestError(f"head.templates must be a list of prompt templates, not one string: "
+                                f"pass [{shortened(self.templates)}]")
         object.__setattr__(self, "templates", tuple(self.templates))
         if not 0 <= self.prior_weight < 1:
             raise ManifestError(f"head.prior_weight must be in [0, 1), got {self.prior_weight!r}")

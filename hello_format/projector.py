@@ -30,6 +30,11 @@ from hello_format.errors import BaseModelError, BundleError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
+from hello_format.runtime import resolve_device
+
+# the input values label() takes as float images in [0, 1] (resizing overshoots a little); 0-255 pixels
+# and harness-normalised images are far outside
+INPUT_RANGE = (-0.5, 1.5)
 
 
 class Projector(nn.Module):
@@ -95,22 +100,37 @@ class Projector(nn.Module):
     @classmethod
     def from_bundle(cls, bundle, *, device="cpu", merge: bool = True, checkpoint: str | None = None,
                     allow_remote_base: bool = False, use_head_cache: bool = True,
-                    prior_weight: float | None = None) -> "Projector":
-        """Rebuild a bundle's projector: base (checked), text head, LoRA weights; merged by default.
+                    prior_weight: float | None = None, verify: bool = True) -> "Projector":
+        """Rebuild a bundle's projector (a ``Bundle``, a path or an ``hf://`` URI): base (checked), text
+        head, LoRA weights; merged by default.
 
-        Every stored weight is checked finite first, and the merged weights after merging.
+        Every stored weight it uses is checked against its sha256 first (once per opened Bundle; a
+        bundle opened with ``verify=True`` is not hashed again; ``verify=False`` skips it) and finite, and
+        the merged weights after merging.
         ``allow_remote_base``: accept a custom base config that makes open_clip fetch a model.
         The text head is the bundle's ``head.weight`` when it stores one; otherwise the local head
         cache's entry (``hello_format.head_cache``; then the text tower is never built), or computed
         by the text tower and cached (``use_head_cache=False``: neither read nor written).
         ``prior_weight``: label with this mix instead of the bundle's ``head.prior_weight`` (an ablation).
         """
+        from hello_format.bundle import Bundle
+        from hello_format.hub.resolver import open_bundle
+
+        if not isinstance(bundle, Bundle):
+            with open_bundle(bundle) as opened:
+                return cls.from_bundle(opened, device=device, merge=merge, checkpoint=checkpoint,
+                                       allow_remote_base=allow_remote_base, use_head_cache=use_head_cache,
+                                       prior_weight=prior_weight, verify=verify)
+        device = resolve_device(device)
         manifest = bundle.manifest
         base_manifest = manifest["base"]
         head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
         if prior_weight is not None:
             head = dataclasses.replace(head, prior_weight=prior_weight)
-        bundle.check_finite()
+        if verify:
+            bundle.verify_projector()
+        else:
+            bundle.check_finite()
         embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
         embeddings, key = bundle.head_weight(), None
         if embeddings is None and use_head_cache:
@@ -176,7 +196,7 @@ class Projector(nn.Module):
         if not images.is_floating_point():
             raise TypeError(f"the projector takes float images in [0, 1], got {images.dtype}: "
                             "convert with images.float() / 255")
-        x = images
+        x = images.to(self.mean.dtype)   # float64 input, or a projector made half: one dtype throughout
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True,
                               align_corners=False)
@@ -225,7 +245,10 @@ class Projector(nn.Module):
 
         The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
         target; called inside the caller's own ``torch.inference_mode()`` it is an inference tensor, as
-        everything made there is (batches to train on are made outside it). Non-finite logits are never returned: BundleError instead. A batch of more than
+        everything made there is (batches to train on are made outside it). Labelling runs in eval mode
+        (a third party's LoRA dropout never makes labels random) and the mode is restored. Non-finite
+        logits are never returned: BundleError instead; nor are labels of images far outside [0, 1]
+        (0-255 pixels, or harness-normalised ones): ValueError. A batch of more than
         ``limits.LABEL_CHUNK_PIXELS`` base pixels is labelled in chunks (the same logits up to
         floating-point rounding).
         """
@@ -233,17 +256,27 @@ class Projector(nn.Module):
         if not len(images):   # a rank's empty share of a short batch: a ViT's patch embedding cannot take none
             return torch.zeros(0, self.text_embeddings.shape[0], device=self.mean.device)
         rows = max(1, limits.LABEL_CHUNK_PIXELS // (self.image_size[0] * self.image_size[1]))
-        with torch.inference_mode():
-            images = images.to(self.mean.device, non_blocking=True)
-            if options.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
-                logits = torch.cat([self(chunk).float() for chunk in images.split(rows)])
-            if not bool(torch.isfinite(logits).all()):
-                finite_input = bool(torch.isfinite(images).all())
-                raise BundleError("the projector produced non-finite logits for this batch: "
-                                  + ("its weights overflow on these images (rebuild the bundle)" if finite_input
-                                     else "the input images hold NaN or infinite values"))
+        training = self.training
+        self.train(False)
+        try:
+            with torch.inference_mode():
+                images = images.to(self.mean.device, non_blocking=True)
+                if options.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=options.precision == "bf16"):
+                    logits = torch.cat([self(chunk).float() for chunk in images.split(rows)])
+                # one synchronisation for both checks: every logit finite, and the input's range
+                finite, low, high = torch.stack([torch.isfinite(logits).all().float(), images.amin().float(),
+                                                 images.amax().float()]).tolist()
+        finally:
+            self.train(training)
+        if not finite:
+            raise BundleError("the projector produced non-finite logits for this batch: "
+                              + ("the input images hold NaN or infinite values" if not math.isfinite(low + high)
+                                 else "its weights overflow on these images (rebuild the bundle)"))
+        if not INPUT_RANGE[0] <= low <= high <= INPUT_RANGE[1]:
+            raise ValueError(f"the projector labels float images in [0, 1]; these range from {low:g} to {high:g} "
+                             "(0-255 pixels: divide by 255; normalised ones: undo the normalisation)")
         return logits.clone()
 
     def _conv_base(self) -> bool:

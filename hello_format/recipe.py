@@ -35,6 +35,12 @@ class Recipe:
     student_image_size: int | None = None   # informational (None: the stored size); readers use augment.output_size
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self):
+        if isinstance(self.augment, dict):   # its settings over the defaults (replace(): over this recipe's)
+            object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
+        if not isinstance(self.augment, AugmentConfig):   # else to_manifest and every batch fail much later
+            raise AugmentError(f"augment must be an AugmentConfig or a dict of its fields, got {shortened(self.augment)}")
+
     def to_manifest(self) -> dict:
         """The manifest ``recipe`` section."""
         section = {f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)}
@@ -54,6 +60,4 @@ class Recipe:
         changes = {name: value for name, value in overrides.items() if value is not None}
         if isinstance(changes.get("augment"), dict):
             changes["augment"] = self.augment.replace(**changes["augment"])
-        elif "augment" in changes and not isinstance(changes["augment"], AugmentConfig):
-            raise AugmentError(f"augment must be an AugmentConfig or a dict of its fields, got {shortened(changes['augment'])}")
         return dataclasses.replace(self, **changes)

@@ -25,7 +25,8 @@ class ProjectorTeacher(nn.Module):
     gradients. ``images`` are normalised with the harness's ``mean`` / ``std`` (ImageNet's by default;
     DD-Ranking's CIFAR loaders use CIFAR's own): they are taken back to [0, 1], resized to the base's
     image size when they differ (bilinear, antialiased, as every projector input) and normalised with
-    the base's statistics. The logits are ``Projector.label``'s (``label_options``; never non-finite)."""
+    the base's statistics. The logits are ``Projector.label``'s (``label_options``, which become the
+    given projector's own; never non-finite)."""
 
     def __init__(self, projector: Projector, class_names: Sequence[str], *, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, label_options: LabelOptions | dict | None = None):
@@ -42,16 +43,7 @@ class ProjectorTeacher(nn.Module):
     def from_bundle(cls, bundle, class_names: Sequence[str], *, device="cpu", checkpoint: str | None = None,
                     allow_remote_base: bool = False, **options) -> "ProjectorTeacher":
         """The teacher of a ``Bundle`` (or a path / ``hf://`` URI); ``options`` as in the constructor."""
-        from hello_format.bundle import Bundle
-        from hello_format.hub.resolver import open_bundle
-
-        if isinstance(bundle, Bundle):
-            projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
-                                              allow_remote_base=allow_remote_base)
-        else:
-            with open_bundle(bundle, verify=True) as opened:
-                projector = Projector.from_bundle(opened, device=device, checkpoint=checkpoint,
-                                                  allow_remote_base=allow_remote_base)
+        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base)
         return cls(projector, class_names, **options).to(device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -59,6 +51,8 @@ class ProjectorTeacher(nn.Module):
         if self._prepared_on != device:
             self.projector.prepare_labelling(self.label_options)
             self._prepared_on = device
+        if not images.is_floating_point():
+            raise TypeError(f"the teacher takes float images normalised with the harness's mean/std, got {images.dtype}")
         with torch.no_grad():
             unit = images.to(device, torch.float32) * self.std + self.mean
             return self.projector.label(unit).index_select(1, self.order)
@@ -81,7 +75,13 @@ def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> to
 
 
 def _channels(values: Sequence[float], name: str) -> torch.Tensor:
-    vector = torch.tensor([float(v) for v in values], dtype=torch.float32)
-    if vector.dim() != 1 or not bool(torch.isfinite(vector).all()) or (name == "std" and not bool((vector > 0).all())):
-        raise ValueError(f"{name} must be finite per-channel values{' above 0' if name == 'std' else ''}, got {values}")
+    """The harness's per-channel ``mean`` or ``std`` of [0, 1] images: 3 values in [0, 1] (std above 0)."""
+    try:
+        vector = torch.tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        vector = None
+    if vector is None or len(vector) != 3 or not bool(((vector >= 0) & (vector <= 1)).all()) \
+            or (name == "std" and not bool((vector > 0).all())):
+        raise ValueError(f"{name} must be 3 per-channel values in [0, 1] (of images in [0, 1]"
+                         f"{'; above 0' if name == 'std' else ''}), got {shortened(values)}")
     return vector.reshape(1, -1, 1, 1)

@@ -308,3 +308,83 @@ def test_a_large_batch_is_labelled_in_chunks_with_the_same_logits(monkeypatch):
     monkeypatch.setattr(limits, "LABEL_CHUNK_PIXELS", 3 * projector.image_size[0] * projector.image_size[1] + 1)
     chunked = projector.label(images)
     assert sizes == [3, 3, 3, 1] and torch.allclose(chunked, whole, atol=1e-5)
+
+
+# ------------------------------------------------------- the Python API as researchers use it (an integration review)
+
+def _flip_in_tensor(path, name: str) -> None:
+    """Flip one exponent bit of the first value of tensor ``name`` in the file (its sha256 then fails)."""
+    with Bundle.open(path) as bundle:
+        at = bundle._header.data_start + bundle._header.tensors[name].begin + 1
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_projector_from_a_bundle_opened_without_verify_checks_its_weights_hashes(tmp_path):
+    """Projector.from_bundle(Bundle.open(path)) used corrupted head weights without a word (logits moved by
+    0.24), while the same file given to HelloDataset was refused."""
+    from hello_format.errors import IntegrityError
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "b.hello", "vit")
+    _flip_in_tensor(path, "head.lora_A")
+    with Bundle.open(path) as bundle:   # opening reads the manifest and the small tensors only
+        with pytest.raises(IntegrityError, match=r"tensor 'head.lora_A' is corrupted"):
+            Projector.from_bundle(bundle)
+        Projector.from_bundle(bundle, verify=False)   # asked for: the weights are used as they are
+    with pytest.raises(IntegrityError, match=r"tensor 'head.lora_A' is corrupted"):
+        Projector.from_bundle(path)   # a path is taken too (it was an AttributeError)
+
+
+def test_label_refuses_pixels_far_outside_zero_to_one():
+    projector = tiny_projector("vit").eval()
+    images = _smooth_images(2, 32)
+    projector.label(images)
+    for wrong in (images * 255, images - 2.0):   # 0-255 pixels; normalised ones
+        with pytest.raises(ValueError, match=r"labels float images in \[0, 1\]; these range from -?[\d.]+ to -?[\d.]+ \(0-255"):
+            projector.label(wrong)
+
+
+def test_labels_do_not_follow_a_train_mode_lora_dropout():
+    """A third party's bundle with lora_dropout > 0, built unmerged and put in train mode (a parent module's
+    .train()), labelled each call differently."""
+    projector = tiny_projector("vit")
+    dropouts = [m for m in projector.modules() if hasattr(m, "lora_dropout")]
+    assert dropouts
+    for module in dropouts:
+        for key in module.lora_dropout:
+            module.lora_dropout[key] = torch.nn.Dropout(0.5)
+    projector.train()
+    images = _smooth_images(3, 32)
+    assert torch.equal(projector.label(images), projector.label(images)) and projector.training
+
+
+def test_float64_images_label_as_float32_ones():
+    projector = tiny_projector("rn").eval()
+    images = _smooth_images(2, 32)
+    torch.testing.assert_close(projector.label(images.double()), projector.label(images))
+
+
+def test_an_unusable_device_is_one_error(tmp_path):
+    from hello_format.errors import DeviceError
+    from support import write_labelled_bundle
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is usable here")
+    path = write_labelled_bundle(tmp_path / "b.hello", "vit")
+    with pytest.raises(DeviceError):
+        Projector.from_bundle(path, device="cuda")
+
+
+def test_one_template_string_is_refused_not_read_letter_by_letter():
+    with pytest.raises(ManifestError, match=r"head.templates must be a list of prompt templates, not one string"):
+        HeadConfig(templates="a photo of a {}.", logit_scale=10.0)
+
+
+def test_a_recipe_takes_its_augmentation_as_a_dict_or_refuses_it_at_once():
+    from hello_format.augment import AugmentConfig, AugmentError
+
+    assert Recipe(augment={"cutmix": 0.0}).augment == AugmentConfig(cutmix=0.0)   # was kept as a dict, to fail later
+    with pytest.raises(AugmentError, match="augment must be an AugmentConfig or a dict of its fields"):
+        Recipe(augment=[("cutmix", 0.0)])

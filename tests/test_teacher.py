@@ -107,3 +107,20 @@ def test_ddrankings_own_training_loop_runs_with_the_teacher(projector):
                     aug_func=Cutmix({"beta": 1.0}), tea_models=[teacher], device="cpu")
     assert calls == [torch.Size([6, 6])] * 2
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mean": (0.5, 0.5)}, r"mean must be 3 per-channel values in \[0, 1\]"),        # failed at the first call
+    ({"mean": (127.5,) * 3}, r"mean must be 3 per-channel values in \[0, 1\]"),      # 0-255 statistics
+    ({"std": (0.2, 0.0, 0.2)}, r"std must be 3 per-channel values in \[0, 1\] .*above 0"),
+    ({"mean": 0.5}, r"mean must be 3 per-channel values"),                           # was 'not iterable'
+])
+def test_harness_statistics_are_checked_when_the_teacher_is_made(projector, options, message):
+    with pytest.raises(ValueError, match=message):
+        ProjectorTeacher(projector, HARNESS, **options)
+
+
+def test_uint8_images_are_refused_not_taken_as_normalised(projector):
+    teacher = ProjectorTeacher(projector, HARNESS, mean=MEAN, std=STD)
+    with pytest.raises(TypeError, match="float images normalised with the harness's mean/std, got torch.uint8"):
+        teacher((UNIT * 255).to(torch.uint8))
