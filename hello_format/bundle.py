@@ -19,7 +19,7 @@ from hello_format.container import (DTYPES, Header, dtype_name, encode_header, r
                                     tensor_bytes, write_container)
 from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
-from hello_format.files import atomic_target
+from hello_format.files import atomic_target, names_a_folder
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
                                    with_version)
@@ -119,6 +119,14 @@ def _complete_manifest(manifest: dict, images: torch.Tensor, codec: str, quality
     return out
 
 
+def _output_path(path) -> pathlib.Path:
+    """``path`` as the file a bundle is written to; BundleError when it names a folder (an existing one,
+    or a trailing separator, which pathlib would drop and so write a file named like the folder)."""
+    if names_a_folder(path):
+        raise BundleError(f"{os.fspath(path)}: names a folder; give the bundle's file name")
+    return pathlib.Path(os.fspath(path))
+
+
 def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
     """Write to a hidden temp file beside ``path`` and rename it over ``path`` (files.atomic_target):
     never a partial file, and no temp file left behind by an error, SIGINT or SIGTERM."""
@@ -139,7 +147,7 @@ def write_bundle(path, manifest: dict, images: torch.Tensor, labels: torch.Tenso
     ``manifest`` is everything but ``images`` (filled from ``images``) and ``integrity`` (computed);
     unknown fields are kept. ``tensors`` holds encoder_lora.*, head.lora_A/B, head.weight and base.* tensors.
     """
-    path = pathlib.Path(os.fspath(path))
+    path = _output_path(path)
     where = str(path)
     quality = codecs.check_codec(codec, quality)
     images = codecs.as_image_tensor(images)
@@ -158,7 +166,7 @@ def write_stored(path, manifest: dict, tensors: dict[str, torch.Tensor]) -> path
     """Write a bundle from tensors as a bundle stores them (images already encoded, e.g. another
     bundle's; any tensor name) and a manifest with its ``images`` section: the integrity is
     recomputed and everything checked as ``write_bundle`` does, atomically."""
-    path = pathlib.Path(os.fspath(path))
+    path = _output_path(path)
     if not isinstance(manifest, dict):
         raise ManifestError(f"manifest must be a dict, got {type(manifest).__name__}")
     checked = {name: t for name, t in tensors.items() if name.startswith(PROJECTOR_PREFIXES)}

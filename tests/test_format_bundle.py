@@ -115,6 +115,11 @@ def test_invalid_input_writes_nothing(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         write_sample(tmp_path / "missing" / "b.hello")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()
+    for folder in (f"{tmp_path}/out/y/", tmp_path / "out"):   # 'out/y/' wrote a file named y
+        with pytest.raises(BundleError, match="names a folder; give the bundle's file name"):
+            write_sample(folder)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize("change, error, match", [
