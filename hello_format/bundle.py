@@ -327,10 +327,12 @@ class Bundle:
         """The images' labels, a copy in memory (8 bytes an image): they outlive the mapping's use."""
         return self.tensor(LABELS).clone()
 
-    def images(self, threads: int | None = None, indices: torch.Tensor | None = None) -> torch.Tensor:
-        """All images as uint8 [N, C, H, W], or those at ``indices`` (decoding no other): mapped (raw) or
-        decoded in ``threads`` threads."""
+    def images(self, threads: int | None = None, indices=None) -> torch.Tensor:
+        """All images as uint8 [N, C, H, W], or those at ``indices`` (integer positions, or a boolean mask;
+        decoding no other): mapped (raw) or decoded in ``threads`` threads."""
         spec = self.manifest["images"]
+        if indices is not None:
+            indices = self._positions(indices)
         if spec["codec"] == "raw":
             data = self.tensor(IMAGES_DATA)
             return data if indices is None else data[indices]
@@ -342,6 +344,24 @@ class Bundle:
                                         codec=spec["codec"], numbers=numbers)
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from None
+
+    def _positions(self, indices) -> torch.Tensor:
+        """``indices`` as int64 positions of images: a 1-D integer sequence within the count, or a boolean
+        mask of the count's length; anything else is an IndexError."""
+        try:
+            positions = torch.as_tensor(indices)
+        except (TypeError, ValueError, RuntimeError):
+            positions = None
+        count = self.num_images
+        if positions is not None and positions.dtype == torch.bool and positions.shape == (count,):
+            return positions.nonzero().flatten()
+        if positions is None or positions.dim() != 1 or positions.dtype.is_floating_point or positions.dtype.is_complex \
+                or positions.dtype == torch.bool:
+            raise IndexError(f"image indices must be a 1-D sequence of integers or a boolean mask of {count:,}, "
+                             f"got {shortened(indices)}")
+        if len(positions) and not (0 <= int(positions.min()) and int(positions.max()) < count):
+            raise IndexError(f"image indices must be in [0, {count:,}), got {int(positions.min())} to {int(positions.max())}")
+        return positions.long()
 
     def lazy_images(self, device: torch.device | str = "cpu") -> "torch.Tensor | codecs.LazyImages":
         """The images as ``codecs.LazyImages`` (each decoded on first use, on ``device``), or the

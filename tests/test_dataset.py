@@ -288,6 +288,13 @@ def test_bundle_images_at_indices_decode_those_alone(tmp_path):
         for where in ({}, {"indices": torch.tensor([2, 5])}):   # an error names the image by its place in the bundle
             with pytest.raises(ImageDecodeError, match="image 5 does not decode"):
                 bundle.images(**where)
+        mask = torch.zeros(len(whole), dtype=torch.bool)
+        mask[[0, 3, 7]] = True   # a boolean mask was read as indices 1 and 0 once decoded (png), as a mask raw
+        assert torch.equal(bundle.images(indices=mask), whole[mask])
+        assert torch.equal(bundle.images(indices=[7, 0, 3]), whole[picked])   # a list: an AttributeError
+        for wrong in ([len(whole)], [-1], [[1, 2]], [0.5], torch.zeros(3, dtype=torch.bool)):
+            with pytest.raises(IndexError, match="image indices must be"):
+                bundle.images(indices=wrong)
 
 
 def test_a_class_subset_names_bad_images_by_their_place_in_the_bundle(tmp_path):
