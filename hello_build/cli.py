@@ -35,6 +35,11 @@ def _click_option(f: dataclasses.Field):
         return click.option(flag, f.name, nargs=2, type=float, default=None if default is None else tuple(default),
                             metavar="MIN MAX", help=help_text)
     kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+    if kind is int and (meta["at_least"] is not None or meta["above"] is not None):
+        kind = click.IntRange(min=meta["at_least"] if meta["at_least"] is not None else meta["above"] + 1)
+    elif kind is float and (meta["at_least"] is not None or meta["above"] is not None):
+        kind = click.FloatRange(min=meta["at_least"] if meta["at_least"] is not None else meta["above"],
+                                min_open=meta["at_least"] is None)
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
     return click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)

@@ -13,10 +13,14 @@ and the prior weight: the builder's 0.2 (chosen on held-out students), not the f
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hello_build.errors import BuildError
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES
 from hello_build.zoo import zoo_names
@@ -28,6 +32,7 @@ from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
+from hello_format.text import shortened
 
 PAIRS = ("crop_scale", "crop_ratio")  # the options given as two numbers, MIN MAX
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
@@ -39,10 +44,12 @@ def default_head_rank(classes: int) -> int:
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
-           path: bool = False):
+           path: bool = False, at_least: float | None = None, above: float | None = None):
     """A build option: ``default``, one line of ``help``, the ``stage`` that reads it; ``path``: its value
-    names local files or folders (recorded in bundles by name only)."""
-    meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple, "path": path}
+    names local files or folders (recorded in bundles by name only); ``at_least`` / ``above``: its bound
+    (``check_values``, and the command line's ranges)."""
+    meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple, "path": path,
+            "at_least": at_least, "above": above}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -56,8 +63,8 @@ class BuildOptions:
     class_names: str | None = option(None, "Readable class names: a text file (one per line, sorted-folder order) or a JSON {folder: name}.", stage="data", path=True)
     skip_bad: bool = option(False, "Skip unreadable images (counted and reported) instead of failing.", stage="data")
     follow_external_links: bool = option(False, "Follow symbolic links that lead out of the image folders (data, --init-images); without it such a link is refused, so that a downloaded folder cannot read your own files.", stage="run")
-    image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True)
-    num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run")
+    image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True, at_least=1)
+    num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run", at_least=0)
     # teachers
     teacher: list = option([], "Teacher file(s): TorchScript, torch.export .pt2, safetensors (+ --teacher-arch), or module:factory. Repeat for weak teachers.", stage="teacher", path=True, multiple=True)
     trust_teacher_code: bool = option(False, "Load torch.export (.pt2) teachers, whose loader can unpickle, and TorchScript teachers, whose code runs on every batch: both run the file's code (refused without it).", stage="run")
@@ -81,35 +88,35 @@ class BuildOptions:
     embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
     lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer")
-    lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True)
+    lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True, above=0)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
-    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer")
-    head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True)
+    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", at_least=1)
+    head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
     prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
     # transfer
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
-    transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True)
-    transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True)
+    transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True, at_least=0)
+    transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True, above=0)
     transfer_weight_decay: float = option(0.0, "AdamW weight decay of the transfer: none, so the LoRA is pulled only toward the teacher.", stage="transfer", open=True)
-    transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True)
-    lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True)
+    transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True, at_least=1)
+    lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True, at_least=0)
     transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=("mse", "kl"))
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
     # synthetic images
-    ipc: int = option(10, "Synthetic images per class.", stage="init")
-    factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init")
-    candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set (at least ipc x factor^2; a class with fewer training images offers all of them).", stage="init", open=True)
+    ipc: int = option(10, "Synthetic images per class.", stage="init", at_least=1)
+    factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init", at_least=1)
+    candidates_per_class: int = option(100, "Real images per class whose crops are scored for the synthetic set (at least ipc x factor^2; a class with fewer training images offers all of them).", stage="init", open=True, at_least=1)
     init_teacher: str = option("mean", "Teacher whose confidence picks the synthetic images: the mean of the teachers' logits, or the last given (final) teacher, RDED's single observer.", stage="init", open=True, choices=JUDGES)
-    crops_per_image: int = option(5, "Random crops scored per candidate image (one when the crops are whole images).", stage="init", open=True)
+    crops_per_image: int = option(5, "Random crops scored per candidate image (one when the crops are whole images).", stage="init", open=True, at_least=1)
     crop_scale: list | None = option(None, "RandomResizedCrop scale range of the candidate crops (default: 1/factor to 1: 0.5-1 at RDED's factor 2, where RDED's ImageNet default is 0.08-1; whole images at factor 1, where a smaller crop is upsampled back to the stored size).", stage="init", open=True)
     init_images: str | None = option(None, "An existing distilled image set (ImageFolder) to relabel instead of initialising.", stage="init", path=True)
-    image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True)
-    image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True)
+    image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True, at_least=0)
+    image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True, above=0)
     # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
     view_transfer_epochs: float = option(1280.0, "Student views of each synthetic image the synthetic-view transfer fits on: steps = ceil(epochs x images / synthetic views per step), a step's synthetic views being --transfer-batch-size x (1 - --view-transfer-real-fraction); real views come on top (0 = off, the paper's method). 1280 is 2000 steps of 64 at 100 images (CIFAR-10 IPC 10); a fixed step count starved larger sets (IPC 50: held-out agreement rose until about 850 views per image). A lower --view-transfer-real-fraction shortens the fit at the same budget: at a quarter real views IPC 10 needs 1920 for the default's 2000 steps, which its held-out students did need.", stage="view_transfer", open=True)
-    view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over --view-transfer-warmup of the steps, then cosine decay to 0).", stage="view_transfer", open=True)
+    view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over --view-transfer-warmup of the steps, then cosine decay to 0).", stage="view_transfer", open=True, above=0)
     view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True)
     view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
@@ -119,14 +126,14 @@ class BuildOptions:
     view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True)
     view_transfer_selection_views: int = option(4096, "At most this many selection views (the passes are cut there: ImageNet scale).", stage="view_transfer", open=True)
     # the student recipe recorded in the bundle
-    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True)
+    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True, at_least=1)
     loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=LOSSES)
     beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
     student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
     student_optimizer: str = option(Recipe.optimizer, f"Student optimizer (hello eval trains with these; SGD with momentum {SGD_MOMENTUM:g}).", stage="write", open=True, choices=OPTIMIZERS)
     student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True)
-    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True)
+    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True, at_least=1)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
@@ -148,7 +155,7 @@ class BuildOptions:
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory's stage results (only what hello-build wrote there) and start over instead of resuming.", stage="run")
-    seed: int = option(0, "Seed of every random choice.", stage="data")
+    seed: int = option(0, "Seed of every random choice.", stage="data", at_least=0)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
     precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the 128-channel ConvNet-3 demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)
     source_dataset: str | None = option(None, "Name of the original dataset for provenance (default: the data folder's name).", stage="write")
@@ -156,10 +163,27 @@ class BuildOptions:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check_values(self) -> None:
+        """BuildError unless every option is of its declared kind (a float ``ipc`` or a string ``seed`` from
+        Python failed inside a stage) and within its declared bound, named as the command line names it."""
+        hints = typing.get_type_hints(BuildOptions)
+        for f in dataclasses.fields(self):
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            kinds = typing.get_args(hints[f.name]) if isinstance(hints[f.name], types.UnionType) else (hints[f.name],)
+            if not any(_of_kind(value, kind, f.metadata) for kind in kinds):
+                wanted = " or ".join("None" if kind is type(None) else _KIND_NAMES[kind] for kind in kinds)
+                raise BuildError(f"{flag} must be {wanted} (got {shortened(value)})")
+            low, above = f.metadata["at_least"], f.metadata["above"]
+            if value is not None and ((low is not None and value < low) or (above is not None and not value > above)):
+                raise BuildError(f"{flag} must be {f'at least {low:g}' if low is not None else f'above {above:g}'} "
+                                 f"(got {shortened(value)})")
+
     def __post_init__(self):
         for f in dataclasses.fields(self):   # teacher="t.safetensors" is one teacher, not one per character
             if f.metadata["multiple"] and isinstance(getattr(self, f.name), (str, os.PathLike)):
                 setattr(self, f.name, [getattr(self, f.name)])
+            elif f.metadata["multiple"] and isinstance(getattr(self, f.name), tuple):
+                setattr(self, f.name, list(getattr(self, f.name)))
 
     def recorded(self) -> dict:
         """``to_dict()`` as a published bundle records it: path options keep only the file or folder
@@ -188,6 +212,28 @@ class BuildOptions:
 
     def workdir_path(self) -> Path:
         return Path(self.workdir) if self.workdir else Path(str(self.output) + ".work")
+
+
+_KIND_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+               list: "a list"}
+
+
+def _of_kind(value, kind, metadata) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:   # a path option may be a Path
+        return isinstance(value, str) or (metadata["path"] and isinstance(value, os.PathLike))
+    if not isinstance(value, (list, tuple)):
+        return False
+    if metadata["multiple"]:   # paths (or module:factory names)
+        return all(isinstance(item, (str, os.PathLike)) for item in value)
+    return all(_of_kind(item, float, metadata) for item in value)   # a pair of numbers
 
 
 def _name_only(value) -> str:

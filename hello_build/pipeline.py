@@ -167,6 +167,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
 def _check(options: BuildOptions) -> None:
     if not options.data or not options.output:
         raise BuildError("give the training image folder and the output path")
+    options.check_values()
     if options.ipc < 1 or options.factor < 1:
         raise BuildError(f"--ipc and --factor must be at least 1 (got {options.ipc}, {options.factor})")
     if not (options.teacher or options.train_teacher):

@@ -211,6 +211,39 @@ def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_pat
     assert not Path(options.output).exists() and not options.workdir_path().exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # of the wrong kind from Python: each failed inside a stage (a traceback), or was taken
+    ({"ipc": 2.0}, r"--ipc must be an integer \(got 2\.0\)"),
+    ({"seed": "0"}, r"--seed must be an integer \(got '0'\)"),
+    ({"lora_rank": True}, r"--lora-rank must be an integer \(got True\)"),
+    ({"holdout": "0.25"}, r"--holdout must be a finite number \(got '0\.25'\)"),
+    ({"embed_base": "no"}, r"--embed-base must be true or false \(got 'no'\)"),   # was true: the base embedded
+    ({"head_rank": 3.0}, r"--head-rank must be an integer or None \(got 3\.0\)"),
+    # outside a declared bound: the defaults taken instead, a traceback mid-stage, or refused at the write
+    ({"head_rank": 0}, r"--head-rank must be at least 1 \(got 0\)"),   # was the default rank
+    ({"image_size": 0}, r"--image-size must be at least 1 \(got 0\)"),   # was the base's size
+    ({"head_alpha": 0.0}, r"--head-alpha must be above 0 \(got 0\.0\)"),
+    ({"transfer_epochs": -1}, r"--transfer-epochs must be at least 0 \(got -1\)"),
+    ({"student_batch_size": 0}, r"--student-batch-size must be at least 1 \(got 0\)"),
+    ({"lambda_ce": -1.0}, r"--lambda-ce must be at least 0 \(got -1\.0\)"),
+    ({"transfer_lr": -1.0}, r"--transfer-lr must be above 0"),
+    ({"epochs": 0}, r"--epochs must be at least 1 \(got 0\)"),   # was refused after every stage
+    ({"lora_alpha": 0.0}, r"--lora-alpha must be above 0"),
+    ({"seed": -1}, r"--seed must be at least 0 \(got -1\)"),
+    ({"candidates_per_class": 0}, r"--candidates-per-class must be at least 1"),
+])
+def test_a_value_of_the_wrong_kind_or_outside_its_bound_is_a_build_error(errors_kit, tmp_path, overrides, message):
+    """Found by an integration review of the Python API; the command line refuses the bounds as click ranges."""
+    options = BuildOptions(**_values(errors_kit, tmp_path, None, overrides))
+    with pytest.raises(BuildError, match=message):
+        build(options, progress=False, log=lambda line: None)
+    assert not Path(options.output).exists() and not options.workdir_path().exists()
+    flag, value = "--" + next(iter(overrides)).replace("_", "-"), next(iter(overrides.values()))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value <= 0:
+        result = CliRunner().invoke(main, _cli_args(_values(errors_kit, tmp_path, None, {})) + [flag, str(value)])
+        assert result.exit_code == 2 and "is not in the range" in result.output, result.output
+
+
 def test_the_output_check_leaves_nothing_behind_and_the_write_makes_the_folder(errors_kit, tmp_path):
     """The check made the output's folders, left behind when the build then failed (review); the folders
     are made when the bundle is written, also with a --workdir elsewhere (whose making made them before)."""
