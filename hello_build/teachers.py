@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -251,12 +252,28 @@ def check_source(source: str | os.PathLike) -> bool:
     BuildError when it is neither, or a directory: checked before a build loads anything."""
     path = Path(source)
     if not path.exists():
-        if isinstance(source, str) and _FACTORY.match(source):
+        if is_factory(source):
             return True
         raise BuildError(f"teacher file {source} does not exist")
     if path.is_dir():
         raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
     return False
+
+
+def is_factory(source) -> bool:
+    """Whether ``source`` is written as a ``module:factory`` teacher."""
+    return isinstance(source, str) and bool(_FACTORY.match(source))
+
+
+def factory_source(spec: str) -> Path | None:
+    """The Python file of a ``module:factory`` teacher's module (found without running it; None where it
+    has none or cannot be found): what the build's description and resume key hash."""
+    try:
+        found = importlib.util.find_spec(spec.split(":", 1)[0])
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(found, "origin", None)
+    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
 
 
 def _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code) -> Teacher:
@@ -505,8 +522,8 @@ def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teac
         return built.to(device).eval().requires_grad_(False)
     if not isinstance(built, nn.Module):
         raise BuildError(f"teacher factory {spec} returned {type(built).__name__}, not a torch.nn.Module")
-    source = inspect.getsourcefile(module) if hasattr(module, "__file__") else None
-    where = f" ({Path(source).name}, sha256 {file_sha256(Path(source))[:16]})" if source else ""
+    source = factory_source(spec)
+    where = f" ({source.name}, sha256 {file_sha256(source)[:16]})" if source else ""
     return _finish(built, _required_input_size(input_size, spec), mean, std, device, f"factory {spec}{where}")
 
 

@@ -603,3 +603,25 @@ def test_the_demos_imagenet_figure_is_rn50s_label_generator_counted_quietly(capl
     assert figure == {"label_generator": 1_797_552, "stored_labels": 6_000_000_000, "architecture": "RN50",
                       "ipc": 10, "epochs": 300}
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_factory_teachers_module_edited_reruns_the_stages_it_feeds(kit, tmp_path, monkeypatch):
+    """A module:factory teacher whose code changed was reused with every stage ("its options unchanged"),
+    so the bundle kept the old teacher's labels while its provenance named the new file's sha256 (an
+    integration review): the module's file is now part of the key, as a teacher file's contents are."""
+    import sys
+
+    from support import TEACHER_SOURCE
+
+    (tmp_path / "edited_teacher.py").write_text(TEACHER_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    options = tiny_options(kit, tmp_path, teacher=["edited_teacher:make"], transfer_epochs=1)
+    run_build(options)
+    _, lines = run_build(options)
+    assert not any("rerun" in line for line in lines), lines
+    with open(tmp_path / "edited_teacher.py", "a") as module:
+        module.write("\n# edited\n")
+    _, lines = run_build(options)
+    assert any(line.startswith("text_head: rerun: the record in ") and line.endswith("made with other contents.teacher")
+               for line in lines), lines
+    sys.modules.pop("edited_teacher", None)

@@ -18,6 +18,7 @@ import torch
 from hello_build.data import ImageFolderIndex, RealImages
 from hello_build.distributed import Group
 from hello_build.options import BuildOptions
+from hello_build.teachers import factory_source, is_factory
 from hello_build.workdir import WorkDir, unreadable
 from hello_format.augment import AugmentConfig
 from hello_format.digests import file_sha256
@@ -47,17 +48,24 @@ def stage_key(options: BuildOptions, name: str, listing: str) -> dict:
 
 
 def _content_digest(value: str) -> str | None:
-    """sha256 of a file; of the names, sizes and modification times of a folder's files; None for a
-    value that names no local path (a ``module:factory`` teacher)."""
+    """sha256 of a file; of the names, sizes and modification times of a folder's files; of a
+    ``module:factory`` teacher's module file (its own file, not what it imports); else None."""
     path = Path(value)
+    if not path.exists() and is_factory(value):
+        source = factory_source(value)
+        return None if source is None else _file_digest(source)
     if path.is_file():
-        stat = path.stat()
-        return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        return _file_digest(path)
     if path.is_dir():
         listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
                          for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return None
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
