@@ -17,6 +17,7 @@ differs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from hello_format.runtime import cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.recipe import OPTIMIZERS, SGD_MOMENTUM, Recipe
+from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
 from hello_format.text import first_line, shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
@@ -85,11 +86,29 @@ class StudentRecipe(Recipe):
     seed: int = 0
 
 
-def check_optimizer(recipe: StudentRecipe) -> None:
-    """Refuse an optimizer hello eval does not train with: the file's open string is never trained as another."""
+_RECIPE_BOUNDS = {   # what a student trains with: a bundle's own recipe is held to these on open (manifest)
+    "epochs": (int, 1, limits.MAX_EPOCHS), "batch_size": (int, 1, limits.MAX_BATCH_SIZE), "seed": (int, 0, 2**63 - 1),
+    "lr": (float, 0, limits.MAX_LR), "weight_decay": (float, 0, limits.MAX_WEIGHT_DECAY),
+    "beta": (float, 0, limits.MAX_BETA), "temperature": (float, *limits.TEMPERATURE_RANGE),
+}
+
+
+def check_recipe(recipe: StudentRecipe) -> None:
+    """Refuse a loss or optimizer hello eval does not train with (the file's open string is never trained as
+    another; an unknown loss was trained as mse_ce) and, for overrides from Python, values of the wrong kind
+    or outside the bounds a bundle's recipe is held to (a zero lr trained nothing, a negative one failed)."""
     if recipe.optimizer not in OPTIMIZERS:
         raise BuildError(f"recipe.optimizer {shortened(recipe.optimizer)} is not one hello eval trains with "
                          f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
+    if recipe.loss not in LOSSES:
+        raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
+    for name, (kind, low, high) in _RECIPE_BOUNDS.items():
+        value = getattr(recipe, name)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+        if not (numeric and low <= value <= high) or (name == "lr" and not value > 0):
+            bound = f"({low:g}, {high:g}]" if name == "lr" else f"[{low:g}, {high:g}]"
+            raise BuildError(f"recipe.{name} must be {'an integer' if kind is int else 'a number'} in {bound} "
+                             f"(got {shortened(value)})")
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
@@ -102,9 +121,16 @@ def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: in
     (torchrun), every rank trains on its rows of the same global batches under DDP, each rank's loss
     weighted by its share of the batch: the gradient, hence the student, is the single-process one
     up to the order of floating-point sums (BatchNorm students: on CUDA with SyncBatchNorm; on CPUs
-    their batch statistics are per rank)."""
-    check_optimizer(recipe)
-    torch.manual_seed(recipe.seed)
+    their batch statistics are per rank). Seeded by ``recipe.seed``; the caller's global RNG is left as it was."""
+    check_recipe(recipe)
+    device = torch.device(device)
+    cuda_index = (torch.cuda.current_device() if device.index is None else device.index) if device.type == "cuda" else None
+    with torch.random.fork_rng(devices=[] if cuda_index is None else [cuda_index]):
+        torch.manual_seed(recipe.seed)
+        return _trained(data, recipe, image_size, device, progress, precision, group)
+
+
+def _trained(data, recipe, image_size, device, progress, precision, group) -> torch.nn.Module:
     student = create_model(recipe.arch, data.num_classes, image_size=image_size).to(device)
     cuda = torch.device(device).type == "cuda"
     if group is not None and cuda:
@@ -208,11 +234,17 @@ def evaluate(
     the student and a teacher's labels at ``STUDENT_PRECISION``, the projector's labels at its label path's
     own default (``LabelOptions``: bf16 on CUDA). The result records both (``label_precision``: None for hard labels).
     ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result.
-    ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``)."""
+    ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``).
+    ``teacher``: the teacher and stored regimes' labeller, a module (``hello_build.teachers.load_teacher``).
+    ``recipe_overrides``: fields of ``StudentRecipe`` to train with instead of the bundle's (``check_recipe``)."""
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir,
                                                   warn=group is None or group.is_main)
+    if teacher is not None and not callable(teacher):   # a path was an AttributeError deep in labelling
+        raise BuildError(f"evaluate() takes the teacher as a module, not {shortened(str(teacher))}: load it with "
+                         "hello_build.teachers.load_teacher(path, arch=..., num_classes=..., image_size=...), "
+                         "as hello eval --teacher FILE does")
     try:
         device = group.device if group is not None else resolve_device(device)
     except DeviceError as exc:
@@ -223,10 +255,14 @@ def evaluate(
     started = time.perf_counter()
     labelled = regime in PROJECTOR_REGIMES
     with open_bundle(bundle_path, verify=True) as bundle:
+        unknown = sorted(set(recipe_overrides or {}) - {f.name for f in dataclasses.fields(StudentRecipe)})
+        if unknown:   # a misspelt override was a TypeError from the dataclass
+            raise BuildError(f"unknown recipe override {shortened(unknown[0])}; the recipe's fields: "
+                             f"{', '.join(f.name for f in dataclasses.fields(StudentRecipe))}")
         recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
-        check_optimizer(recipe)   # before anything is decoded or built
+        check_recipe(recipe)   # before anything is decoded or built
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, follow_external_links=follow_external_links),
                                    bundle.class_folders, "validation folder")

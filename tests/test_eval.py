@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, top1, train_student, val_batch_size
+from hello_build.evaluation import STUDENT_MEAN, STUDENT_STD, StudentRecipe, evaluate, top1, train_student, val_batch_size
 from hello_build.zoo import create_model
 from hello_build.regimes import REGIMES
 from hello_build.data import RealImages, in_class_order, scan_image_folder
@@ -495,12 +495,13 @@ def test_stored_labels_are_computed_at_the_precision_reported(eval_kit, tmp_path
 
 
 def test_a_diverged_student_is_an_error_not_an_accuracy(eval_kit, on_path):
-    """A recipe that blows the loss up (here an lr no bundle may record) must not end in a top-1 figure."""
+    """A run whose loss blows up (here labels of 1e30, whose squares overflow) must not end in a top-1 figure."""
     from hello_build.errors import BuildError
 
     _, data = teacher_and_data(eval_kit)
+    data.labeller = lambda images: torch.full((len(images), len(CLASSES)), 1e30)
     with pytest.raises(BuildError, match=r"student convnet3 diverged: loss (nan|inf) in epoch 1"):
-        train_student(data, StudentRecipe(epochs=2, batch_size=BATCH, seed=0, lr=1e30), image_size=SIZE, device="cpu",
+        train_student(data, StudentRecipe(epochs=2, batch_size=BATCH, seed=0), image_size=SIZE, device="cpu",
                       progress=False)
 
 
@@ -512,3 +513,41 @@ def test_a_recipe_override_out_of_the_recipes_range_is_a_usage_error(eval_kit, o
     traceback (thirteenth audit), --temperature 1e-300 a student trained on NaN. They take the reader's ranges."""
     result = hello(*eval_args(eval_kit, "hard", option, value))
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+
+
+# ------------------------------------------------------------- evaluate() from Python (an integration review)
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"loss": "KL"}, r"recipe.loss 'KL' is not one of mse_ce, kl"),   # was trained as mse_ce, reported as 'KL'
+    ({"lr": 0}, r"recipe.lr must be a number in \(0, 10\] \(got 0\)"),   # trained nothing
+    ({"lr": -1.0}, r"recipe.lr must be a number in \(0, 10\]"),            # a traceback mid-training
+    ({"beta": 1e9}, r"recipe.beta must be a number in \[0, 1000\]"),
+    ({"batch_size": "4"}, r"recipe.batch_size must be an integer in \[1, 1e\+06\] \(got '4'\)"),
+    ({"epoch": 2}, r"unknown recipe override 'epoch'; the recipe's fields: loss, "),   # a dataclass TypeError
+])
+def test_evaluate_refuses_recipe_overrides_hello_eval_would_not_take(eval_kit, overrides, message):
+    from hello_build.errors import BuildError
+
+    with pytest.raises(BuildError, match=message):
+        evaluate(eval_kit["bundle"], eval_kit["val"], regime="hard", recipe_overrides=overrides, device="cpu",
+                 progress=False)
+
+
+def test_evaluate_takes_a_teacher_module_and_says_so_for_a_path(eval_kit, tmp_path):
+    from hello_build.errors import BuildError
+
+    with pytest.raises(BuildError, match=r"evaluate\(\) takes the teacher as a module, not '.*t\.safetensors': load it with "
+                                         r"hello_build\.teachers\.load_teacher"):
+        evaluate(eval_kit["bundle"], eval_kit["val"], regime="teacher", teacher=tmp_path / "t.safetensors",
+                 device="cpu", progress=False)
+
+
+def test_training_a_student_leaves_the_callers_random_state_as_it_was(eval_kit, on_path):
+    """train_student seeded the global RNG: after evaluate(), torch.rand gave the same numbers whatever the
+    caller had seeded."""
+    _, data = teacher_and_data(eval_kit)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_student(data, StudentRecipe(epochs=1, batch_size=BATCH, seed=5), image_size=SIZE, device="cpu", progress=False)
+    assert torch.equal(torch.rand(3), expected)
