@@ -477,12 +477,17 @@ def holdout_split(index: ImageFolderIndex, fraction: float, seed: int = 0) -> tu
     train: list[int] = []
     holdout: list[int] = []
     for label, positions in enumerate(per_class_indices(index)):
-        count = min(int(round(fraction * len(positions))), len(positions) - 1)
+        count = held_out_count(len(positions), fraction)
         generator = torch.Generator().manual_seed(stream_seed(seed, label))
         order = torch.randperm(len(positions), generator=generator).tolist()
         holdout += [positions[i] for i in order[:count]]
         train += [positions[i] for i in order[count:]]
     return sorted(train), sorted(holdout)
+
+
+def held_out_count(images: int, fraction: float) -> int:
+    """How many of a class's ``images`` ``holdout_split`` holds out: ``round(fraction * images)``, one kept."""
+    return min(int(round(fraction * images)), images - 1)
 
 
 def stream_seed(seed: int, stream: int) -> int:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 import hello_format
 import open_clip
-from hello_build.data import RealImages, holdout_split, scan_image_folder
+from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_folder
@@ -304,10 +304,14 @@ def _check_data(options: BuildOptions, index) -> None:
     counts = {name: 0 for name in index.class_names}
     for _, label in index.samples:
         counts[index.class_names[label]] += 1
-    short = [name for name, count in counts.items() if count < needed]
+    training = {name: count - held_out_count(count, options.holdout) for name, count in counts.items()}
+    short = [name for name, count in training.items() if count < needed]   # the synthetic images come from these
     if short:
-        raise BuildError(f"class {short[0]!r} has {counts[short[0]]} images but --ipc {options.ipc} with --factor {options.factor} "
-                         f"needs {needed} ({len(short)} class(es) short); lower --ipc or --factor")
+        held = counts[short[0]] - training[short[0]]
+        raise BuildError(f"class {short[0]!r} has {counts[short[0]]} images"
+                         + (f" ({held} held out by --holdout {options.holdout:g})" if held else "")
+                         + f" but --ipc {options.ipc} with --factor {options.factor} needs {needed} "
+                         f"({len(short)} class(es) short); lower --ipc or --factor" + (" or --holdout" if held else ""))
 
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:

@@ -111,6 +111,10 @@ CASES = [
                             ("remote_text", r"uses 'text_cfg\.hf_model_name', which is not in hello's allow-list"),
                             ("missing", r"cannot be read \(No such file or directory\)")]],
     ("ipc_too_large", None, {"ipc": 3}, r"class 'apple' has 8 images but --ipc 3 with --factor 2 needs 12 \(3 class\(es\) short\)"),
+    # counted with the held-out images, this passed and failed after the transfer (an integration review)
+    ("ipc_above_the_training_images", None, {"ipc": 6, "factor": 1, "holdout": 0.5},
+     r"class 'apple' has 8 images \(4 held out by --holdout 0\.5\) but --ipc 6 with --factor 1 needs 6 \(3 class\(es\) "
+     r"short\); lower --ipc or --factor or --holdout"),
     ("two_kinds_of_teacher", None, {"train_teacher": "convnet3"}, r"give either --teacher or --train-teacher, not both"),
     ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},
