@@ -51,14 +51,6 @@ def build_options(command):
     return command
 
 
-def _log(message: str) -> None:
-    """A build log line on stderr, beside the progress bars (stdout holds the report's JSON line alone),
-    control characters escaped (it quotes paths and names from the user's files)."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(terminal(message), file=sys.stderr)
-
-
 DEMO_OPTIONS = ("seed", "precision")  # the build options --demo honours; the demo sets every other itself
 DEMO_TAKES = "-o, --quiet, --dist-backend, " + ", ".join("--" + name for name in DEMO_OPTIONS)   # the command's own and those
 
@@ -112,7 +104,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
         values["teacher"] = list(values["teacher"])
         values.update({name: list(values[name]) if values[name] else None for name in PAIRS})
         options = BuildOptions(data=data, output=output, **values)
-        report = build(options, progress=not quiet, group=group, log=_log)
+        report = build(options, progress=not quiet, group=group)
         if report is not None:
             click.echo(json.dumps(report, sort_keys=True))
     except HelloError as error:

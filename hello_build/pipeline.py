@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
-from hello_format.text import first_line, shortened
+from hello_format.text import first_line, shortened, terminal
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
@@ -80,12 +81,19 @@ def calibration_config(options: BuildOptions) -> CalibrationConfig:
     return CalibrationConfig(**options.section(CalibrationConfig, "delta_calibration_"))
 
 
+def stderr_log(message: str) -> None:
+    """A build log line on stderr, beside the progress bars (stdout stays the caller's, e.g. for a JSON
+    report), control characters escaped (it quotes paths and names from the user's files)."""
+    tqdm.write(terminal(message), file=sys.stderr)
+
+
 def build(options: BuildOptions, *, progress: bool = True, log=None, group: Group | None = None) -> dict | None:
     """Distil ``options.data`` into ``options.output``; returns a summary (fidelity, timings, sizes).
     ``group``: the torchrun job this process is part of (``distributed.join``); rank 0 writes the
     bundle and returns the summary, the other ranks return None after the last collective (no wait
-    on the write, which may outlast a collective's timeout)."""
-    log = log or (lambda message: tqdm.write(message))
+    on the write, which may outlast a collective's timeout). ``log``: where each log line goes (default:
+    ``stderr_log``)."""
+    log = log or stderr_log
     if group is not None and not group.is_main:
         log, progress = (lambda message: None), False
     _check(options)

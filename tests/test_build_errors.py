@@ -300,15 +300,21 @@ def test_skip_bad_leaves_unreadable_files_out_and_counts_them(errors_kit, tmp_pa
     assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs)
 
 
-def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_path):
+def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_path, capsys):
     def broken_with_escapes(data: Path) -> None:
         (data / "sea" / "\x1b]0;title\x07\x1b[2J.png").write_bytes(b"not an image")
 
     values = _values(errors_kit, tmp_path, broken_with_escapes, {"skip_bad": True, "ipc": 3})  # stops after the log line
-    result = CliRunner().invoke(main, _cli_args(values))
+    result = CliRunner().invoke(main, _cli_args(dict(values)))
     assert result.exit_code == 2 and "skipped 1 unreadable image(s)" in result.output, result.output
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "\\u001b]0;title\\u0007\\u001b[2J.png" in result.output
+    # build() from Python logged to stdout, unescaped, where hello-build logs to stderr, escaped (a review)
+    with pytest.raises(BuildError) as raised:
+        build(BuildOptions(**values), progress=False)
+    captured = capsys.readouterr()
+    assert "needs 12" in str(raised.value)
+    assert captured.out == "" and "skipped 1 unreadable image(s)" in captured.err and "\x1b" not in captured.err
 
 
 @pytest.mark.parametrize("damage, reason", [
