@@ -113,7 +113,10 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
 
     started = time.perf_counter()
     clip_model, base_section = _load_base(options, device)
-    options = _resolved(options, index, clip_model, image_hw(base_section["image_size"])[0], device)
+    given, options = options, _resolved(options, index, clip_model, image_hw(base_section["image_size"])[0], device)
+    unused = unused_options(given, options)
+    if unused:   # hello eval says so of its inputs too: none is dropped unsaid
+        log(f"options this build does not use (recorded as null): {', '.join(unused)}")
     image_size = options.image_size
     timings["base"] = time.perf_counter() - started
 
@@ -320,6 +323,15 @@ def _check_data(options: BuildOptions, index) -> None:
                          + (f" ({held} held out by --holdout {options.holdout:g})" if held else "")
                          + f" but --ipc {options.ipc} with --factor {options.factor} needs {needed} "
                          f"({len(short)} class(es) short); lower --ipc or --factor" + (" or --holdout" if held else ""))
+
+
+def unused_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
+    """The flags of options set away from their defaults that ``_resolved`` found unused (set to None):
+    e.g. --teacher-epochs beside given teachers, --view-transfer-lr with --view-transfer-epochs 0."""
+    defaults = BuildOptions()
+    return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(given)
+            if getattr(resolved, f.name) is None and getattr(given, f.name) is not None
+            and getattr(given, f.name) != getattr(defaults, f.name)]
 
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:

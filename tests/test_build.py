@@ -625,3 +625,14 @@ def test_a_factory_teachers_module_edited_reruns_the_stages_it_feeds(kit, tmp_pa
     assert any(line.startswith("text_head: rerun: the record in ") and line.endswith("made with other contents.teacher")
                for line in lines), lines
     sys.modules.pop("edited_teacher", None)
+
+
+def test_options_a_build_does_not_use_are_named_in_one_log_line(kit, tmp_path):
+    """--teacher-epochs beside given teachers and --view-transfer-lr with the view transfer off were recorded
+    as null without a word (an integration review); hello eval already names the inputs it does not use."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1, teacher_epochs=3, view_transfer_lr=0.5, delta_group_size=32)
+    _, lines = run_build(options)
+    assert "options this build does not use (recorded as null): --teacher-epochs, --view-transfer-lr, " \
+           "--delta-group-size" in lines, lines
+    _, lines = run_build(tiny_options(kit, tmp_path, transfer_epochs=1))
+    assert not any("does not use" in line for line in lines)
