@@ -487,3 +487,20 @@ def test_a_bundle_named_like_a_card_or_preview_is_neither_pushed_nor_pulled(hub_
         hub.pull(f"hf://datasets/org/tiny/docs/{name}", tmp_path / "proj")
     assert os.listdir(tmp_path / "proj") == ["README.md"]
     assert (tmp_path / "proj" / "README.md").read_text() == "# my project\n"
+
+
+def test_a_hub_bundle_is_hashed_once_on_its_way_to_a_projector(hub_cache, tmp_path, monkeypatch):
+    """The download was checked in a bundle thrown away, then Projector.from_bundle hashed the projector's
+    tensors again in the one returned: twice the bytes for an embedded base (a review)."""
+    import hello_format.bundle as bundle_module
+    from hello_format import Projector
+
+    from support import write_labelled_bundle
+
+    bundle_bytes = write_labelled_bundle(tmp_path / "tiny.hello", "vit").read_bytes()
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    hashed = []
+    real = bundle_module.buffer_sha256
+    monkeypatch.setattr(bundle_module, "buffer_sha256", lambda data: hashed.append(len(data)) or real(data))
+    Projector.from_bundle("hf://datasets/org/tiny/tiny.hello")
+    assert 0 < sum(hashed) <= len(bundle_bytes)

@@ -43,14 +43,17 @@ def resolve(path_or_uri: str | os.PathLike, *, token: str | None = None,
         return Path(path_or_uri)
     ref = parse_hf_uri(path_or_uri)
     local = download(ref, token=token, cache_dir=cache_dir)
-    verify_download(local, ref.uri)
+    verify_download(local, ref.uri).close()
     return local
 
 
 def open_bundle(path_or_uri: str | os.PathLike, *, verify: bool = False) -> Bundle:
     """``Bundle.open`` of a local path or an ``hf://`` URI; ``verify`` checks a local file's hashes
-    (a hub file is always verified, once, by ``resolve``)."""
-    return Bundle.open(resolve(path_or_uri), verify=verify and not is_hub_uri(path_or_uri))
+    (a hub file is always verified, once: the bundle returned is the one its download was checked in)."""
+    if not is_hub_uri(path_or_uri):
+        return Bundle.open(Path(path_or_uri), verify=verify)
+    ref = parse_hf_uri(path_or_uri)
+    return verify_download(download(ref), ref.uri)
 
 
 @dataclass(frozen=True)
@@ -140,13 +143,12 @@ def snapshot_commit(local: Path, path_in_repo: str) -> str | None:
     return commit if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else None
 
 
-def verify_download(local: Path, uri: str) -> None:
-    """Check a downloaded bundle in one pass: every tensor against the manifest's sha256. Only when that
-    fails is the whole file hashed against the hub's checksum (the cache blob's name), to say whether the
-    download or the upload is corrupt; HubError naming the file on a mismatch."""
+def verify_download(local: Path, uri: str) -> Bundle:
+    """The downloaded bundle, opened and checked in one pass: every tensor against the manifest's sha256
+    (the caller closes it). Only when that fails is the whole file hashed against the hub's checksum (the
+    cache blob's name), to say whether the download or the upload is corrupt; HubError naming the file."""
     try:
-        with Bundle.open(local, verify=True):
-            pass
+        return Bundle.open(local, verify=True)
     except BundleError as exc:
         blob = local.resolve()
         expected = blob.name.lower()
