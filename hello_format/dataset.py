@@ -420,16 +420,19 @@ def _view_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The student's normalisation as (mean, std) [1, C, 1, 1] (None: none): ``channels`` finite values
-    each, std > 0 (tensors, not a closure: the dataset pickles for spawned DataLoader workers)."""
+    """The student's normalisation as (mean, std) [1, K, 1, 1] (None: none): K finite values each, std > 0,
+    with K one per channel, one for all, or 3 for grey images (which the normalisation then makes
+    3-channel, as hello eval's students take them); tensors, not a closure: the dataset pickles for
+    spawned DataLoader workers."""
     if normalize is None:
         return None
     try:
         mean, std = (torch.as_tensor(values, dtype=torch.float64).flatten() for values in normalize)
     except (TypeError, ValueError, RuntimeError):
         mean = std = None
-    if (mean is None or len(mean) != channels or len(std) != channels or not torch.isfinite(mean).all()
+    allowed = {1, channels} | ({3} if channels == 1 else set())
+    if (mean is None or len(mean) != len(std) or len(mean) not in allowed or not torch.isfinite(mean).all()
             or not torch.isfinite(std).all() or not (std > 0).all()):
-        raise HelloError(f"normalize must be (mean, std) with {channels} finite values each and std > 0, "
-                         f"got {shortened(normalize)}")
+        raise HelloError(f"normalize must be (mean, std) with {' or '.join(map(str, sorted(allowed)))} finite values "
+                         f"each and std > 0, got {shortened(normalize)}")
     return tuple(v.to(device, torch.float32).view(1, -1, 1, 1) for v in (mean, std))

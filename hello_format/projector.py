@@ -32,9 +32,9 @@ from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
 from hello_format.runtime import resolve_device
 
-# the input values label() takes as float images in [0, 1] (resizing overshoots a little); 0-255 pixels
-# and harness-normalised images are far outside
-INPUT_RANGE = (-0.5, 1.5)
+# label() refuses float images whose largest value is above this: 0-255 pixels, not [0, 1] ones (which a
+# harness's colour augmentation may push to -1 or 2, so nothing nearer is refused)
+MAX_UNIT_INPUT = 10.0
 
 
 class Projector(nn.Module):
@@ -246,9 +246,9 @@ class Projector(nn.Module):
         The result is an ordinary fp32 tensor (cloned out of inference mode), so it can be a loss
         target; called inside the caller's own ``torch.inference_mode()`` it is an inference tensor, as
         everything made there is (batches to train on are made outside it). Labelling runs in eval mode
-        (a third party's LoRA dropout never makes labels random) and the mode is restored. Non-finite
-        logits are never returned: BundleError instead; nor are labels of images far outside [0, 1]
-        (0-255 pixels, or harness-normalised ones): ValueError. A batch of more than
+        (a third party's LoRA dropout never makes labels random) and the mode is restored. Labels of
+        0-255 pixels are never returned (a value above ``MAX_UNIT_INPUT``: ValueError), nor non-finite
+        logits: BundleError. A batch of more than
         ``limits.LABEL_CHUNK_PIXELS`` base pixels is labelled in chunks (the same logits up to
         floating-point rounding).
         """
@@ -270,13 +270,13 @@ class Projector(nn.Module):
                                                  images.amax().float()]).tolist()
         finally:
             self.train(training)
+        if math.isfinite(high) and high > MAX_UNIT_INPUT:   # first: such pixels may also overflow the logits
+            raise ValueError(f"the projector labels float images in [0, 1]; these reach {high:g} "
+                             "(0-255 pixels: divide by 255)")
         if not finite:
             raise BundleError("the projector produced non-finite logits for this batch: "
                               + ("the input images hold NaN or infinite values" if not math.isfinite(low + high)
                                  else "its weights overflow on these images (rebuild the bundle)"))
-        if not INPUT_RANGE[0] <= low <= high <= INPUT_RANGE[1]:
-            raise ValueError(f"the projector labels float images in [0, 1]; these range from {low:g} to {high:g} "
-                             "(0-255 pixels: divide by 255; normalised ones: undo the normalisation)")
         return logits.clone()
 
     def _conv_base(self) -> bool:

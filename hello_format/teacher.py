@@ -75,13 +75,14 @@ def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> to
 
 
 def _channels(values: Sequence[float], name: str) -> torch.Tensor:
-    """The harness's per-channel ``mean`` or ``std`` of [0, 1] images: 3 values in [0, 1] (std above 0)."""
+    """The harness's ``mean`` or ``std`` of [0, 1] images: 1 (grey, e.g. MNIST's) or 3 values in [0, 1]
+    (std above 0)."""
     try:
         vector = torch.tensor([float(v) for v in values], dtype=torch.float32)
     except (TypeError, ValueError):
         vector = None
-    if vector is None or len(vector) != 3 or not bool(((vector >= 0) & (vector <= 1)).all()) \
+    if vector is None or len(vector) not in (1, 3) or not bool(((vector >= 0) & (vector <= 1)).all()) \
             or (name == "std" and not bool((vector > 0).all())):
-        raise ValueError(f"{name} must be 3 per-channel values in [0, 1] (of images in [0, 1]"
+        raise ValueError(f"{name} must be 1 or 3 per-channel values in [0, 1] (of images in [0, 1]"
                          f"{'; above 0' if name == 'std' else ''}), got {shortened(values)}")
     return vector.reshape(1, -1, 1, 1)

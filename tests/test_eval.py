@@ -551,3 +551,21 @@ def test_training_a_student_leaves_the_callers_random_state_as_it_was(eval_kit, 
     torch.manual_seed(123)
     train_student(data, StudentRecipe(epochs=1, batch_size=BATCH, seed=5), image_size=SIZE, device="cpu", progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_grey_bundle_trains_a_student_as_before(tmp_path):
+    """hello eval's 3-value student normalisation was refused on a 1-channel bundle once the dataset checked
+    normalize's length (the review of the session that added the check)."""
+    from pathlib import Path
+
+    vectors = Path(__file__).parent.parent / "spec" / "vectors"
+    val = tmp_path / "val"
+    with Bundle.open(vectors / "valid_gray_png.hello") as bundle:
+        names, images, labels = bundle.class_folders, bundle.images(), bundle.labels
+    for name in names:
+        (val / name).mkdir(parents=True)
+    for number, (image, label) in enumerate(zip(images, labels)):
+        Image.fromarray(image[0].numpy()).save(val / names[int(label)] / f"{number}.png")
+    result = evaluate(vectors / "valid_gray_png.hello", val, regime="hard", device="cpu", progress=False,
+                      recipe_overrides={"epochs": 1})
+    assert 0.0 <= result["top1"] <= 1.0

@@ -110,14 +110,15 @@ def test_ddrankings_own_training_loop_runs_with_the_teacher(projector):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"mean": (0.5, 0.5)}, r"mean must be 3 per-channel values in \[0, 1\]"),        # failed at the first call
-    ({"mean": (127.5,) * 3}, r"mean must be 3 per-channel values in \[0, 1\]"),      # 0-255 statistics
-    ({"std": (0.2, 0.0, 0.2)}, r"std must be 3 per-channel values in \[0, 1\] .*above 0"),
-    ({"mean": 0.5}, r"mean must be 3 per-channel values"),                           # was 'not iterable'
+    ({"mean": (0.5, 0.5)}, r"mean must be 1 or 3 per-channel values in \[0, 1\]"),        # failed at the first call
+    ({"mean": (127.5,) * 3}, r"mean must be 1 or 3 per-channel values in \[0, 1\]"),      # 0-255 statistics
+    ({"std": (0.2, 0.0, 0.2)}, r"std must be 1 or 3 per-channel values in \[0, 1\] .*above 0"),
+    ({"mean": 0.5}, r"mean must be 1 or 3 per-channel values"),                           # was 'not iterable'
 ])
 def test_harness_statistics_are_checked_when_the_teacher_is_made(projector, options, message):
     with pytest.raises(ValueError, match=message):
         ProjectorTeacher(projector, HARNESS, **options)
+    ProjectorTeacher(projector, HARNESS, mean=[0.1307], std=[0.3081])   # one value for grey data, as MNIST's
 
 
 def test_uint8_images_are_refused_not_taken_as_normalised(projector):
