@@ -82,13 +82,13 @@ class LabelledImages(Dataset):
 
     @property
     def rank(self) -> int:
-        return self.shard()[0]
+        return self.rank_and_world_size()[0]
 
     @property
     def world_size(self) -> int:
-        return self.shard()[1]
+        return self.rank_and_world_size()[1]
 
-    def shard(self) -> tuple[int, int]:
+    def rank_and_world_size(self) -> tuple[int, int]:
         """(rank, world_size) that ``loader`` serves: as given, the missing ones from the process group
         initialised at the time of the call (so a dataset made before ``init_process_group`` shards too)."""
         return _resolved_shard(*self._shard_given)
@@ -128,15 +128,23 @@ class LabelledImages(Dataset):
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
         if worker is not None and self._worker_seed != worker.seed:
             self._worker_seed = worker.seed
-            self._generator.manual_seed(epoch_seed(self.seed, worker.seed))
+            self._generator.manual_seed(_view_seed(self.seed, worker.seed, self._rank_now()))
         batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
         return [LabelledBatch(*row) for row in zip(*batch)]
 
     def set_epoch(self, epoch: int) -> None:
         """Go to ``epoch``: the one the next ``loader()`` without ``start_epoch`` begins at, and the one the
-        DataLoader path's augmentation is seeded for (as DistributedSampler.set_epoch does for order)."""
+        DataLoader path's augmentation is seeded for, this rank's own (as DistributedSampler.set_epoch does
+        for order)."""
         self.epoch = operator.index(epoch)
-        self._generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        self._generator.manual_seed(_view_seed(self.seed, self.epoch, self._rank_now()))
+
+    def _rank_now(self) -> int:
+        """This process's rank as far as it is known yet (given, else the process group's, else 0)."""
+        rank = self._shard_given[0]
+        if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank = torch.distributed.get_rank()
+        return rank or 0
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
@@ -178,9 +186,10 @@ class LabelledImages(Dataset):
     ) -> BatchLoader:
         """Batches that stay on the device: this rank's shard of each epoch, seeded by (seed, epoch, rank).
         Epochs go on from one pass to the next: without ``start_epoch`` a pass begins at the dataset's
-        epoch (``set_epoch``; 0 at first) and each epoch it begins moves that on, so ``for epoch in
-        range(n): for batch in loader`` sees n different epochs, as a shuffling DataLoader would;
-        ``start_epoch=k`` always gives epochs k, k + 1, ... (resuming) and moves nothing.
+        epoch (``set_epoch``; 0 at first) and each epoch whose last batch it hands over moves that on, so
+        ``for epoch in range(n): for batch in loader`` sees n different epochs, as a shuffling DataLoader
+        would, and a pass left before an epoch's end (a probe batch) moves nothing; ``start_epoch=k``
+        always gives epochs k, k + 1, ... (resuming) and moves nothing.
         ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
         the same batches in the same order. Without ``split_batches`` each rank reads its own images, with
         its own augmentation draws. ``split_batches``: every rank walks the same global batches
@@ -272,7 +281,7 @@ class BatchLoader:
         self.seed, self.epochs, self.drop_last = seed, epochs, drop_last
         self.start_epoch = None if start_epoch is None else operator.index(start_epoch)
         self.prefetch, self.split_batches = prefetch, split_batches
-        self.rank, self.world_size = dataset.shard()   # fixed for the loader's life: every epoch shards alike
+        self.rank, self.world_size = dataset.rank_and_world_size()   # fixed for the loader's life: every epoch shards alike
         if not self.batch_sizes():   # each epoch would train on nothing
             world = "" if split_batches or self.world_size == 1 else f" over {self.world_size} ranks"
             fix = "drop_last=False" if batch_size == 1 else "a smaller batch_size or drop_last=False"
@@ -340,9 +349,9 @@ class BatchLoader:
         first, per_epoch = self.first_epoch(), self.batches_per_epoch()
         views = self._views(first)
         batches = ahead(views, make, self.dataset.device) if self.prefetch else map(make, views)
-        for number, batch in enumerate(batches):
-            if self.start_epoch is None and number % per_epoch == 0:   # an epoch begins: the next pass goes on after it
-                self.dataset.set_epoch(first + number // per_epoch + 1)
+        for number, batch in enumerate(batches, start=1):
+            if self.start_epoch is None and number % per_epoch == 0:   # an epoch's last batch: the next pass goes on after it
+                self.dataset.set_epoch(first + number // per_epoch)
             yield batch
 
 

@@ -490,6 +490,13 @@ def test_epochs_go_on_from_one_pass_of_a_loader_to_the_next(path, prefetch):
         if number == per:
             break
     assert_batches_equal(list(ds.loader(4, prefetch=prefetch)), whole[per:2 * per])
+    ds = fresh()   # a probe batch between epochs (a pass left before its epoch's end) moves nothing
+    loader = ds.loader(4, prefetch=prefetch)
+    passes = []
+    for _ in range(2):
+        passes += list(loader)
+        next(iter(ds.loader(4, prefetch=prefetch)))
+    assert_batches_equal(passes, whole[:2 * per])
     ds = fresh()   # start_epoch fixes a pass and moves nothing
     assert_batches_equal(list(ds.loader(4, start_epoch=1, epochs=2)), whole[per:])
     assert_batches_equal(list(ds.loader(4, start_epoch=1, epochs=2)), whole[per:])
@@ -503,6 +510,9 @@ def test_each_rank_draws_its_own_augmentation(path):
     assert all(not torch.equal(a[2].crops, b[2].crops) for a, b in zip(*views))
     alone = list(HelloDataset(path, device="cpu").loader(3).views())   # one process draws as rank 0 does
     assert torch.equal(alone[0][2].crops, views[0][0][2].crops)
+    # and through a DataLoader (DistributedSampler's rows): the same rows got the same crops on every rank
+    rows = [HelloDataset(path, device="cpu", rank=rank, world_size=2).__getitems__([0, 1, 2]) for rank in (0, 1)]
+    assert not torch.equal(rows[0][0].images, rows[1][0].images)
 
 
 def test_a_dataloader_with_spawned_workers_gets_labelled_batches(path, stored):

@@ -190,7 +190,7 @@ LATE_GROUP_SCRIPT = textwrap.dedent("""
     before = data()                  # made before the process group exists
     dist.init_process_group("gloo")
     half = data(world_size=2)        # world_size alone: the rank is the group's
-    shards = [d.shard() for d in (before, half)]
+    shards = [d.rank_and_world_size() for d in (before, half)]
     indices = sorted(int(i) for _, batch, _ in before.loader(2, shuffle=False).views() for i in batch)
     if dist.get_rank() == 0:
         gathered = [None, None]
