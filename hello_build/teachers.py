@@ -266,8 +266,9 @@ def is_factory(source) -> bool:
 
 
 def factory_source(spec: str) -> Path | None:
-    """The Python file of a ``module:factory`` teacher's module (found without running it; None where it
-    has none or cannot be found): what the build's description and resume key hash."""
+    """The Python file of a ``module:factory`` teacher's module (None where it has none or cannot be found):
+    what the build's description and resume key hash. Found by ``importlib.util.find_spec``, which runs
+    the module's parent packages (``pkg/__init__.py`` of ``pkg.mod``), not the module itself."""
     try:
         found = importlib.util.find_spec(spec.split(":", 1)[0])
     except (ImportError, ValueError):

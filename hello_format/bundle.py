@@ -355,6 +355,8 @@ class Bundle:
         count = self.num_images
         if positions is not None and positions.dtype == torch.bool and positions.shape == (count,):
             return positions.nonzero().flatten()
+        if positions is not None and positions.shape == (0,):   # [] is a float tensor: no image
+            return torch.zeros(0, dtype=torch.long)
         if positions is None or positions.dim() != 1 or positions.dtype.is_floating_point or positions.dtype.is_complex \
                 or positions.dtype == torch.bool:
             raise IndexError(f"image indices must be a 1-D sequence of integers or a boolean mask of {count:,}, "

@@ -203,9 +203,10 @@ def test_drop_last_gives_every_rank_the_same_batches(path):
     counts = []
     for rank in range(5):
         loader = HelloDataset(path, device="cpu", rank=rank, world_size=5).loader(2, drop_last=True)
+        indices = loader_indices(loader)   # the coming pass's
         batches = list(loader)
         assert len(batches) == len(loader) and all(len(b.images) == 2 for b in batches)
-        counts.append(sum(len(i) for i in loader_indices(loader)))
+        counts.append(sum(len(i) for i in indices))
     assert counts == [2] * 5  # 12 images over 5 ranks: 10 used, 2 each
 
 
@@ -292,6 +293,7 @@ def test_bundle_images_at_indices_decode_those_alone(tmp_path):
         mask[[0, 3, 7]] = True   # a boolean mask was read as indices 1 and 0 once decoded (png), as a mask raw
         assert torch.equal(bundle.images(indices=mask), whole[mask])
         assert torch.equal(bundle.images(indices=[7, 0, 3]), whole[picked])   # a list: an AttributeError
+        assert bundle.images(indices=[]).shape == (0, *whole.shape[1:])   # was an IndexError
         for wrong in ([len(whole)], [-1], [[1, 2]], [0.5], torch.zeros(3, dtype=torch.bool)):
             with pytest.raises(IndexError, match="image indices must be"):
                 bundle.images(indices=wrong)

@@ -12,7 +12,7 @@ HF_HUB_OFFLINE=1 .venv/bin/python - "$SECOND" <<'PY'
 import sys, time
 from pathlib import Path
 from hello_build.data import holdout_split, scan_image_folder
-from hello_build.teachers import TeacherTraining, train_teacher
+from hello_build.teacher_training import TeacherTraining, train_teacher
 folder = Path(sys.argv[1])
 if not (folder / "teacher_convnet3_epoch0006.safetensors").exists():
     index = scan_image_folder(Path("bench/results/cache/cifar10/split-0/original"), check_headers=False)
