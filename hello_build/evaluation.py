@@ -35,6 +35,7 @@ from hello_build.distributed import Group
 from hello_build.regimes import DEFAULT_REGIME, PROJECTOR_REGIMES, REGIMES, TEACHER_REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, activation_bytes, create_model, zoo_names
 from hello_format import limits
+from hello_format.container import is_json_int, is_json_number
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.base import image_hw
@@ -86,28 +87,21 @@ class StudentRecipe(Recipe):
     seed: int = 0
 
 
-_RECIPE_BOUNDS = {   # what a student trains with: a bundle's own recipe is held to these on open (manifest)
-    "epochs": (int, 1, limits.MAX_EPOCHS), "batch_size": (int, 1, limits.MAX_BATCH_SIZE), "seed": (int, 0, 2**63 - 1),
-    "lr": (float, 0, limits.MAX_LR), "weight_decay": (float, 0, limits.MAX_WEIGHT_DECAY),
-    "beta": (float, 0, limits.MAX_BETA), "temperature": (float, *limits.TEMPERATURE_RANGE),
-}
-
-
 def check_recipe(recipe: StudentRecipe) -> None:
     """Refuse a loss or optimizer hello eval does not train with (the file's open string is never trained as
     another; an unknown loss was trained as mse_ce) and, for overrides from Python, values of the wrong kind
-    or outside the bounds a bundle's recipe is held to (a zero lr trained nothing, a negative one failed)."""
+    or outside the bounds a bundle's recipe is held to (``limits.RECIPE_*``; a negative lr failed mid-run)."""
     if recipe.optimizer not in OPTIMIZERS:
         raise BuildError(f"recipe.optimizer {shortened(recipe.optimizer)} is not one hello eval trains with "
                          f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
     if recipe.loss not in LOSSES:
         raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
-    for name, (kind, low, high) in _RECIPE_BOUNDS.items():
+    bounds = [(name, True, *bound) for name, bound in {**limits.RECIPE_INTEGERS, "seed": (0, 2**63 - 1)}.items()]
+    for name, integer, low, high in bounds + [(name, False, *bound) for name, bound in limits.RECIPE_NUMBERS.items()]:
         value = getattr(recipe, name)
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
-        if not (numeric and low <= value <= high) or (name == "lr" and not value > 0):
-            bound = f"({low:g}, {high:g}]" if name == "lr" else f"[{low:g}, {high:g}]"
-            raise BuildError(f"recipe.{name} must be {'an integer' if kind is int else 'a number'} in {bound} "
+        kind_ok = is_json_int(value) if integer else is_json_number(value)
+        if not (kind_ok and low <= value <= high):
+            raise BuildError(f"recipe.{name} must be {'an integer' if integer else 'a number'} in [{low:g}, {high:g}] "
                              f"(got {shortened(value)})")
 
 

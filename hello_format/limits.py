@@ -70,6 +70,10 @@ MAX_WEIGHT_DECAY = 10.0                 # recipe.weight_decay
 MAX_BETA = 1e3                          # recipe.beta
 MAX_EPOCHS = 1_000_000                  # recipe.epochs
 MAX_BATCH_SIZE = 1_000_000              # recipe.batch_size
+# the student recipe's bounds in one table: the reader holds a bundle's recipe to them, hello eval its overrides
+RECIPE_INTEGERS = {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE)}
+RECIPE_NUMBERS = {"temperature": TEMPERATURE_RANGE, "lr": (0, MAX_LR), "weight_decay": (0, MAX_WEIGHT_DECAY),
+                  "beta": (0, MAX_BETA)}
 
 # base configs: the only keys a bundle's base.config may use; anything else (text_cfg.hf_model_name,
 # vision_cfg.timm_model_name, a tokenizer name, ...) makes open_clip fetch or build what the file

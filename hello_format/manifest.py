@@ -470,12 +470,11 @@ def _check_quantised(where: str, field: str, section) -> None:
 
 
 def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
-    _int_in(where, manifest, "recipe.epochs", 1, limits.MAX_EPOCHS)
-    _int_in(where, manifest, "recipe.batch_size", 1, limits.MAX_BATCH_SIZE)
+    for name, (low, high) in limits.RECIPE_INTEGERS.items():
+        _int_in(where, manifest, f"recipe.{name}", low, high)
     _int_in(where, manifest, "recipe.student_image_size", 1, limits.MAX_IMAGE_SIDE)
-    for field, (low, high) in (("recipe.temperature", limits.TEMPERATURE_RANGE), ("recipe.lr", (0, limits.MAX_LR)),
-                               ("recipe.weight_decay", (0, limits.MAX_WEIGHT_DECAY)), ("recipe.beta", (0, limits.MAX_BETA))):
-        _number_in(where, field, _get(manifest, field), low, high)
+    for name, (low, high) in limits.RECIPE_NUMBERS.items():
+        _number_in(where, f"recipe.{name}", _get(manifest, f"recipe.{name}"), low, high)
     augment = _get(manifest, "recipe.augment")
     if isinstance(augment, dict):
         known = {key: value for key, value in augment.items() if key in SETTINGS}
