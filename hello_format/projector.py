@@ -256,8 +256,9 @@ class Projector(nn.Module):
         if not len(images):   # a rank's empty share of a short batch: a ViT's patch embedding cannot take none
             return torch.zeros(0, self.text_embeddings.shape[0], device=self.mean.device)
         rows = max(1, limits.LABEL_CHUNK_PIXELS // (self.image_size[0] * self.image_size[1]))
-        training = self.training
-        self.train(False)
+        training = self.training   # a mode switch walks every module: only when one is needed
+        if training:
+            self.train(False)
         try:
             with torch.inference_mode():
                 images = images.to(self.mean.device, non_blocking=True)
@@ -269,7 +270,8 @@ class Projector(nn.Module):
                 finite, low, high = torch.stack([torch.isfinite(logits).all().float(), images.amin().float(),
                                                  images.amax().float()]).tolist()
         finally:
-            self.train(training)
+            if training:
+                self.train(True)
         if math.isfinite(high) and high > MAX_UNIT_INPUT:   # first: such pixels may also overflow the logits
             raise ValueError(f"the projector labels float images in [0, 1]; these reach {high:g} "
                              "(0-255 pixels: divide by 255)")
