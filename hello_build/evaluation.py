@@ -96,11 +96,10 @@ def check_recipe(recipe: StudentRecipe) -> None:
                          f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
     if recipe.loss not in LOSSES:
         raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
-    bounds = [(name, True, *bound) for name, bound in {**limits.RECIPE_INTEGERS, "seed": (0, 2**63 - 1)}.items()]
-    for name, integer, low, high in bounds + [(name, False, *bound) for name, bound in limits.RECIPE_NUMBERS.items()]:
-        value = getattr(recipe, name)
-        kind_ok = is_json_int(value) if integer else is_json_number(value)
-        if not (kind_ok and low <= value <= high):
+    integers = {**limits.RECIPE_INTEGERS, "seed": (0, 2**63 - 1)}
+    for name, (low, high) in {**integers, **limits.RECIPE_NUMBERS}.items():
+        value, integer = getattr(recipe, name), name in integers
+        if not ((is_json_int(value) if integer else is_json_number(value)) and low <= value <= high):
             raise BuildError(f"recipe.{name} must be {'an integer' if integer else 'a number'} in [{low:g}, {high:g}] "
                              f"(got {shortened(value)})")
 
@@ -249,10 +248,10 @@ def evaluate(
     started = time.perf_counter()
     labelled = regime in PROJECTOR_REGIMES
     with open_bundle(bundle_path, verify=True) as bundle:
-        unknown = sorted(set(recipe_overrides or {}) - {f.name for f in dataclasses.fields(StudentRecipe)})
+        fields = [f.name for f in dataclasses.fields(StudentRecipe)]
+        unknown = sorted(set(recipe_overrides or {}) - set(fields))
         if unknown:   # a misspelt override was a TypeError from the dataclass
-            raise BuildError(f"unknown recipe override {shortened(unknown[0])}; the recipe's fields: "
-                             f"{', '.join(f.name for f in dataclasses.fields(StudentRecipe))}")
+            raise BuildError(f"unknown recipe override {shortened(unknown[0])}; the recipe's fields: {', '.join(fields)}")
         recipe = StudentRecipe.from_manifest(bundle.manifest["recipe"], **(recipe_overrides or {}))
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")

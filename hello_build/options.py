@@ -28,6 +28,7 @@ from hello_format.augment import AugmentConfig
 from hello_format.calibration import HELP as CALIBRATION_HELP
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
+from hello_format.container import is_json_int, is_json_number
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
 from hello_format.quantize import DELTA_DTYPES
@@ -224,9 +225,9 @@ def _of_kind(value, kind, metadata) -> bool:
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_json_int(value)
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return is_json_number(value) and math.isfinite(value)
     if kind is str:   # a path option may be a Path
         return isinstance(value, str) or (metadata["path"] and isinstance(value, os.PathLike))
     if not isinstance(value, (list, tuple)):

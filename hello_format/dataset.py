@@ -368,10 +368,7 @@ def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> lis
                 raise HelloError(f"class {shortened(c)} is not in this bundle; it has {len(names):,}: {shortened(names)}")
             columns.append(position[c])
             continue
-        try:   # an int, a numpy integer or a 0-d integer tensor; not a float or a bool
-            index = None if isinstance(c, bool) else operator.index(c)
-        except TypeError:
-            index = None
+        index = _integer(c)
         if index is None:
             raise HelloError(f"classes= holds {shortened(c)}: each entry is a class name or an integer index")
         if not 0 <= index < len(names):
@@ -382,14 +379,19 @@ def _class_columns(classes: Sequence[str | int] | None, names: list[str]) -> lis
     return columns
 
 
-def _count(name: str, value) -> int:
-    """``value`` as an int of at least 1 (``batch_size``, ``epochs``), else one clear error."""
+def _integer(value) -> int | None:
+    """``value`` as an int when it is one: an int, a numpy integer or a 0-d integer tensor; not a bool or a float."""
     try:
-        count = None if isinstance(value, bool) else operator.index(value)
+        return None if isinstance(value, bool) else operator.index(value)
     except TypeError:
-        count = None
-    if count is None or count < 1:
-        raise HelloError(f"{name} must be an integer of at least 1, got {shortened(value)}")
+        return None
+
+
+def _count(name: str, value, at_least: int = 1) -> int:
+    """``value`` as an int of at least ``at_least`` (``batch_size``, ``epochs``, ``rank``), else one clear error."""
+    count = _integer(value)
+    if count is None or count < at_least:
+        raise HelloError(f"{name} must be an integer of at least {at_least}, got {shortened(value)}")
     return count
 
 
@@ -397,12 +399,7 @@ def _checked_shard(rank, world_size) -> tuple[int | None, int | None]:
     """``rank`` and ``world_size`` as given (None: from the process group when used), checked."""
     world_size = None if world_size is None else _count("world_size", world_size)
     if rank is not None:
-        try:
-            rank = None if isinstance(rank, bool) else operator.index(rank)
-        except TypeError:
-            rank = None
-        if rank is None or rank < 0:
-            raise HelloError("rank must be an integer of at least 0")
+        rank = _count("rank", rank, at_least=0)
         if world_size is not None and rank >= world_size:
             raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")
     return rank, world_size
