@@ -38,10 +38,16 @@ def read_bounded_text(path: str | os.PathLike, limit: int) -> str:
     A ValueError says why it cannot be had (unreadable, not a regular file, too large, not UTF-8)."""
     too_large = f"holds more than {limit:,} bytes"
     try:
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
-            found = os.fstat(file.fileno())
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:   # checked on the raw descriptor: open() of a folder's raises without closing it
+            found = os.fstat(descriptor)
             if not stat.S_ISREG(found.st_mode):
                 raise ValueError("is not a regular file (a named pipe, a device or a folder)")
+            file = open(descriptor, "rb")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with file:
             if found.st_size > limit:
                 raise ValueError(too_large)
             data = file.read(limit + 1)

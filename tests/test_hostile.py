@@ -1681,6 +1681,19 @@ def test_a_small_file_whose_size_lies_is_read_only_up_to_its_bound(tmp_path):
         check_folder(tmp_path)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc/self/fd")
+def test_a_folder_read_as_text_is_refused_as_one_and_leaks_no_descriptor(tmp_path):
+    """open() of a folder's descriptor raised IsADirectoryError without closing it: every --base-config,
+    card or adapter config that named a folder leaked one descriptor ('cannot be read (Is a directory)')."""
+    from hello_format.files import read_bounded_text
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(ValueError, match=r"is not a regular file \(a named pipe, a device or a folder\)"):
+            read_bounded_text(tmp_path, 100)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_in_a_work_directory_is_refused_not_waited_on(tmp_path):
     """A stage record replaced by a named pipe (a tar file can hold one) blocked the build in open()
