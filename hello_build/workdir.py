@@ -61,33 +61,26 @@ class WorkDir:
                              "on several nodes put it (--workdir) on a filesystem all nodes mount")
 
     def result(self, stage: str, key: dict, fields: Sequence[str] = ()) -> dict | None:
-        """The recorded result of ``stage`` if it finished with these options, else None (in a group:
-        as rank 0 sees it); a record without one of ``fields`` (edited, or older) is unreadable."""
-        record = self._read(stage, key)
+        """The recorded result of ``stage`` if it finished with these options, else None (``lookup``)."""
+        return self.lookup(stage, key, fields)[0]
+
+    def lookup(self, stage: str, key: dict, fields: Sequence[str] = ()) -> tuple[dict | None, list[str]]:
+        """``(record, changed)`` from one read of ``stage``'s record: the record if it finished with these
+        options, else None (in a group: as rank 0 sees it), and else what differs from the key it was made
+        with (options by name, the files they name as ``contents.NAME``, the data as ``data_listing``;
+        empty without a record). A record without one of ``fields`` (edited, or older) is unreadable."""
+        stored, key = self._read(stage), _jsonable(key)
+        record = stored if stored is not None and stored["key"] == key else None
         missing = [field for field in fields if record is not None and field not in record["result"]]
         if missing:
             raise unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
         if self.group is not None and self.group.decide(record is not None) != (record is not None):
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
-        return record
+        recorded = stored["key"] if stored is not None and record is None and isinstance(stored["key"], dict) else {}
+        return record, _differences(key, recorded) if recorded else []
 
-    def changed(self, stage: str, key: dict) -> list[str]:
-        """What differs between ``key`` and the key ``stage``'s record was made with (options by name, the
-        files they name as ``contents.NAME``, the data as ``data_listing``); empty without a record."""
-        marker = self.path / f"{stage}.json"
-        record = self._json(marker) if marker.exists() else None
-        recorded = record.get("key") if isinstance(record, dict) and isinstance(record.get("key"), dict) else None
-        if recorded is None:
-            return []
-        key = _jsonable(key)
-        names = sorted(set(key) | set(recorded))
-        differ = [name for name in names if name != "contents" and key.get(name) != recorded.get(name)]
-        contents, old = key.get("contents") or {}, recorded.get("contents") or {}
-        if isinstance(old, dict):
-            differ += [f"contents.{name}" for name in sorted(set(contents) | set(old)) if contents.get(name) != old.get(name)]
-        return differ
-
-    def _read(self, stage: str, key: dict) -> dict | None:
+    def _read(self, stage: str) -> dict | None:
+        """``stage``'s record, checked to be one (None without a record)."""
         marker = self.path / f"{stage}.json"
         if not marker.exists():
             return None
@@ -95,7 +88,7 @@ class WorkDir:
         if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
                 and is_json_number(record.get("seconds"))):
             raise unreadable(marker, "not a stage record")
-        return record if record["key"] == _jsonable(key) else None
+        return record
 
     def _json(self, path: Path):
         """A work-directory JSON file this module wrote (NaN allowed: a diverged loss); one cut short, not
@@ -118,7 +111,8 @@ class WorkDir:
         if self.group is None:
             return record
         self.group.barrier()
-        return self._read(stage, key)
+        stored = self._read(stage)
+        return stored if stored is not None and stored["key"] == record["key"] else None
 
     def gather(self, name: str, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Every rank's ``tensors``, in rank order, on every rank (through the work directory: results
@@ -197,6 +191,15 @@ def unreadable(path: Path, reason: str) -> BuildError:
     """The one-line error for a work-directory file that is damaged, edited or not what this build wrote."""
     return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh "
                       "(it discards the stages' results in the work directory, nothing else)")
+
+
+def _differences(key: dict, recorded: dict) -> list[str]:
+    """The names whose values differ between two stage keys, a file's contents as ``contents.NAME``."""
+    differ = [name for name in sorted(set(key) | set(recorded)) if name != "contents" and key.get(name) != recorded.get(name)]
+    contents, old = key.get("contents") or {}, recorded.get("contents") or {}
+    if isinstance(old, dict):
+        differ += [f"contents.{name}" for name in sorted(set(contents) | set(old)) if contents.get(name) != old.get(name)]
+    return differ
 
 
 def _jsonable(value):

@@ -118,11 +118,10 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
     record, resumed = None, False
     if stage.when(ctx.options):
         key = stage_key(ctx.options, stage.name, ctx.index.listing_digest)
-        record = ctx.work.result(stage.name, key, stage.fields)
+        record, changed = ctx.work.lookup(stage.name, key, stage.fields)
         resumed = record is not None
         if resumed:
             ctx.log(f"{stage.name}: reused from {ctx.work.path} (its options unchanged; {record['seconds']:.0f} s when it ran)")
-        changed = ctx.work.changed(stage.name, key) if record is None else []
         if changed:   # a work directory of another build (or an older version): say why nothing is reused
             shown = ", ".join(cut(name, 40) for name in changed[:6])
             shown += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
