@@ -27,12 +27,11 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if not len(student):
         return student.sum()
-    return F.kl_div(
-        F.log_softmax(student / temperature, dim=1),
-        F.log_softmax(teacher / temperature, dim=1),
-        reduction="batchmean",
-        log_target=True,  # same value as a softmax target, without log(0) for vanishing probabilities
-    )
+    log_q = F.log_softmax(student / temperature, dim=1)
+    log_p = F.log_softmax(teacher / temperature, dim=1)   # in logs: no log(0) for vanishing probabilities
+    # a class the teacher rules out (logit -inf, e.g. a masked subset) adds 0, as p log p does at p = 0
+    pointwise = torch.where(log_p > -torch.inf, log_p.exp() * (log_p - log_q), 0.0)
+    return pointwise.sum() / len(student)   # "batchmean", bitwise F.kl_div(log_q, log_p, log_target=True)
 
 
 def mse_ce_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: Targets, beta: float) -> torch.Tensor:

@@ -34,6 +34,26 @@ def test_kl_temperature_divides_both_logits_and_is_not_rescaled():
     assert kl_loss(student, teacher, 4.0).item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
+def test_kl_a_class_the_teacher_rules_out_adds_nothing():
+    # a teacher masking a class (logit -inf) is the same distribution as one without that class
+    teacher, student = logits(seed=5), logits(seed=6).requires_grad_()
+    masked = teacher.clone()
+    masked[:, 2] = -torch.inf
+    loss = kl_loss(student, masked, temperature=2.0)
+    p = F.softmax(masked / 2, dim=1)[:, [0, 1, 3, 4]]
+    by_hand = (p * (p.log() - F.log_softmax(student / 2, dim=1)[:, [0, 1, 3, 4]])).sum() / len(p)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_kl_equals_torch_kl_div_bitwise():
+    student, teacher = logits(64, 10, seed=7), logits(64, 10, seed=8)
+    expected = F.kl_div(F.log_softmax(student / 4, dim=1), F.log_softmax(teacher / 4, dim=1),
+                        reduction="batchmean", log_target=True)
+    assert torch.equal(kl_loss(student, teacher, 4.0), expected)
+
+
 def test_mse_term():
     student, teacher = torch.zeros(3, 4), torch.full((3, 4), 2.0)
     student[0, 0] = 2.0  # 11 of 12 logits differ by 2
