@@ -103,7 +103,7 @@ class HeadConfig:
             raise ManifestError(f"head.templates must be a list of prompt templates, not one string: "
                                 f"pass [{shortened(self.templates)}]")
         object.__setattr__(self, "templates", tuple(self.templates))
-        if not 0 <= self.prior_weight < 1:
+        if not is_json_number(self.prior_weight) or not 0 <= self.prior_weight < 1:
             raise ManifestError(f"head.prior_weight must be in [0, 1), got {self.prior_weight!r}")
 
     def to_manifest(self) -> dict:

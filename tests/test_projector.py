@@ -282,6 +282,9 @@ def test_the_prior_weight_is_set_before_merging_and_bounded():
         projector.zero_shot(_smooth_images(1, 32))
     with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
         projector.set_prior_weight(1.0)
+    for weight in ("0.3", None, float("nan")):   # a string was a TypeError from inside the comparison
+        with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
+            HeadConfig(templates=("a {}.",), logit_scale=10.0, prior_weight=weight)
     projector.merge()
     with pytest.raises(RuntimeError, match="before merging"):
         projector.set_prior_weight(0.2)
