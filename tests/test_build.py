@@ -229,7 +229,9 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
 
     # 2. rerun: finished stages reused untouched, the transfer continues, the result is the uninterrupted one
     monkeypatch.delenv(INTERRUPT_ENV)
-    summary, _ = run_build(options)
+    summary, logs = run_build(options)
+    assert any(line.startswith("text_head: reused from") for line in logs)
+    assert any(line.startswith("transfer: resumed after epoch 1/") for line in logs)
     after = _markers(workdir)
     assert all(after[stage] == record for stage, record in finished.items())
     assert {"transfer", "init", "image_update"} <= set(after)

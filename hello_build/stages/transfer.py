@@ -119,6 +119,9 @@ def run_transfer(
     steps_per_epoch = math.ceil(len(train_data) / options.transfer_batch_size)
     total = max(1, options.transfer_epochs * steps_per_epoch)
     start_epoch, history, seconds = _restore(checkpoint_dir, projector, optimizer, options.transfer_epochs)
+    if start_epoch and log:
+        log(f"transfer: resumed after epoch {start_epoch}/{options.transfer_epochs} from {checkpoint_dir} "
+            f"({seconds:.0f} s spent before)")
     shape = tuple(train_data[0][0].shape[-2:])  # the images' (height, width): the data's images are one size
 
     for epoch in range(start_epoch, options.transfer_epochs):
