@@ -37,6 +37,11 @@ VIT_TARGETS = r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc|mlp\.c_proj)"
 # Every conv of the ResNet stem and bottlenecks. Never the attention pool's q/k/v/c projections:
 # F.multi_head_attention_forward reads their .weight directly, so a LoRA there is silently dead.
 RESNET_TARGETS = r"(conv[123]|layer\d+\.\d+\.(conv[123]|downsample\.0))"
+# The out_proj update of an nn.MultiheadAttention target counts twice (spec section 3.1): peft <= 0.21
+# applies it twice in its forward and its merge (huggingface/peft#3774), every file so far was trained
+# that way, and the format keeps that meaning. hello computes the update itself (``_Attention``), so
+# no peft version changes a file's labels.
+ATTENTION_OUT_PROJ_FACTOR = 2
 
 
 def default_targets(visual: nn.Module) -> str:
@@ -154,9 +159,33 @@ def inject(visual: nn.Module, config: EncoderLoraConfig) -> nn.Module:
     """Wrap the targeted modules of ``visual`` in fresh LoRA layers (in place; returns ``visual``)."""
     _inject_peft(visual, config)
     for module in visual.modules():
-        if isinstance(module, LoraMultiheadAttention):
-            _keep_base_weights_exact(module)
+        if type(module) is LoraMultiheadAttention:
+            module.__class__ = _Attention   # the same layer and weights; its update computed as the spec says
     return visual
+
+
+class _Attention(LoraMultiheadAttention):
+    """peft's LoRA attention (its parameters and adapter-file keys) with a forward of hello's own:
+    ``nn.MultiheadAttention`` run on ``attention_weights`` passed in, not merged into the module as
+    peft does around every call. So the labels follow the spec under any peft version, both deltas get
+    their whole gradient (peft's out_proj merge writes ``.data``: half of that delta's reached B), and
+    the frozen base weights are never written."""
+
+    def forward(self, query: torch.Tensor, *args, **kwargs):
+        in_proj, out_proj = attention_weights(self)
+        output, weights = torch.func.functional_call(
+            self.get_base_layer(), {"in_proj_weight": in_proj, "out_proj.base_layer.weight": out_proj}, (query, *args), kwargs)
+        return output.to(query.dtype), weights   # as peft's: the query's dtype under autocast
+
+
+def attention_weights(layer: LoraMultiheadAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """The in_proj and out_proj weights of a LoRA attention with their updates (spec section 3.1):
+    ``W + (alpha / r) * B @ A``, and for out_proj ``ATTENTION_OUT_PROJ_FACTOR`` times the update."""
+    base = layer.get_base_layer()
+    in_proj, out_proj = base.in_proj_weight, base.out_proj.get_base_layer().weight
+    in_delta = layer.get_delta_weight(ADAPTER_NAME).to(in_proj.dtype)
+    out_delta = base.out_proj.get_delta_weight(ADAPTER_NAME).to(out_proj.dtype)
+    return in_proj + in_delta, out_proj + ATTENTION_OUT_PROJ_FACTOR * out_delta
 
 
 def _inject_peft(visual: nn.Module, config: EncoderLoraConfig) -> None:
@@ -214,9 +243,8 @@ def _unload(visual: nn.Module, *, merge: bool) -> nn.Module:
         parent_name, _, child_name = name.rpartition(".")
         parent = visual.get_submodule(parent_name)
         layer = getattr(parent, child_name)
-        if hasattr(layer, "unload_and_optionally_merge_module"):  # nn.MultiheadAttention
-            plain = layer.unload_and_optionally_merge_module(merge=merge, safe_merge=False,
-                                                             adapter_names=None)
+        if isinstance(layer, LoraMultiheadAttention):
+            plain = _plain_attention(layer, merge=merge)
         else:
             if merge:
                 layer.merge()
@@ -225,6 +253,18 @@ def _unload(visual: nn.Module, *, merge: bool) -> nn.Module:
     if hasattr(visual, "peft_config"):
         del visual.peft_config
     return visual
+
+
+def _plain_attention(layer: LoraMultiheadAttention, *, merge: bool) -> nn.MultiheadAttention:
+    """The ``nn.MultiheadAttention`` under ``layer``, its updates folded in (``merge``) or dropped."""
+    with torch.no_grad():
+        in_proj, out_proj = attention_weights(layer)
+        plain = layer.get_base_layer()
+        plain.out_proj = plain.out_proj.get_base_layer()
+        if merge:
+            plain.in_proj_weight.copy_(in_proj)
+            plain.out_proj.weight.copy_(out_proj)
+    return plain
 
 
 def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype) -> None:
@@ -242,30 +282,6 @@ def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype
     (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
     with open(folder / ADAPTER_WEIGHTS_FILE, "wb") as file:
         write_container(file, {"format": "pt"}, export_state_dict(visual, dtype))
-
-
-def _keep_base_weights_exact(layer: LoraMultiheadAttention) -> None:
-    """peft's LoRA attention merges before and unmerges after every forward, which leaves float
-    round-off in the frozen base weights (and new Parameter objects, made in inference mode under
-    ``torch.inference_mode``). Put the original, untouched Parameters back after each forward."""
-    saved = {}
-
-    def remember(module, args, kwargs):
-        base = module.get_base_layer()
-        saved["in"], saved["out"] = base.in_proj_weight, base.out_proj.get_base_layer().weight
-
-    def restore(module, args, kwargs, output):
-        base = module.get_base_layer()
-        if saved and not module.merged:
-            out_proj = base.out_proj.get_base_layer()
-            del base.in_proj_weight, out_proj.weight
-            base.register_parameter("in_proj_weight", saved.pop("in"))
-            out_proj.register_parameter("weight", saved.pop("out"))
-        saved.clear()
-        return output
-
-    layer.register_forward_pre_hook(remember, with_kwargs=True)
-    layer.register_forward_hook(restore, with_kwargs=True)
 
 
 def _parameter_name(adapter_key: str) -> str:

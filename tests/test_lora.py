@@ -71,6 +71,50 @@ def test_every_adapted_module_moves_the_projector_output(family):
             assert moved > 1e-4, f"LoRA on {name} does not change the output"
 
 
+def _attention_by_hand(layer, x, state, prefix):
+    """nn.MultiheadAttention on W + s B A (in_proj) and W + 2 s B A (out_proj), from the stored tensors (spec 3.1)."""
+    base = layer.get_base_layer()
+    scale = layer.scaling[lora.ADAPTER_NAME]   # alpha / r, the same for in_proj and out_proj
+    in_w = base.in_proj_weight + scale * state[f"{prefix}.lora_B.weight"] @ state[f"{prefix}.lora_A.weight"]
+    out_w = base.out_proj.get_base_layer().weight + 2 * scale * (
+        state[f"{prefix}.base_layer.out_proj.lora_B.weight"] @ state[f"{prefix}.base_layer.out_proj.lora_A.weight"])
+    x = x.transpose(0, 1) if base.batch_first else x   # the functional form takes (tokens, batch, width)
+    output = torch.nn.functional.multi_head_attention_forward(
+        x, x, x, base.embed_dim, base.num_heads, in_w, base.in_proj_bias, None, None, False, 0.0,
+        out_w, base.out_proj.get_base_layer().bias, training=False, need_weights=False)[0]
+    return output.transpose(0, 1) if base.batch_first else output
+
+
+def test_an_attention_update_is_the_formats_whatever_peft_does():
+    """The out_proj update counts twice (what peft <= 0.21 applied, huggingface/peft#3774): hello computes
+    it itself, so the forward, the merge and the gradients follow the spec under any peft version."""
+    projector = tiny_projector("vit").eval()
+    layer = projector.visual.transformer.resblocks[0].attn
+    state = lora.export_state_dict(projector.visual, torch.float32)
+    prefix = "base_model.model.transformer.resblocks.0.attn"
+    x = torch.randn(5, 2, layer.embed_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = _attention_by_hand(layer, x, state, prefix)
+    base_before = {name: p.clone() for name, p in layer.get_base_layer().named_parameters() if "lora_" not in name}
+    output = layer(x, x, x, need_weights=False)[0]
+    torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-5)
+    # the whole gradient reaches both B's (peft's own forward gave the out_proj B half of it)
+    output.square().sum().backward()
+    leaves = {key: value.clone().requires_grad_() for key, value in state.items() if key.startswith(prefix)}
+    _attention_by_hand(layer, x, {**state, **leaves}, prefix).square().sum().backward()
+    for key, parameter in ((f"{prefix}.lora_B.weight", layer.lora_B[lora.ADAPTER_NAME].weight),
+                           (f"{prefix}.base_layer.out_proj.lora_B.weight", layer.get_base_layer().out_proj.lora_B[lora.ADAPTER_NAME].weight)):
+        torch.testing.assert_close(parameter.grad, leaves[key].grad, atol=1e-5, rtol=1e-4)
+    # the frozen base weights are never written, not even by round-off
+    for name, parameter in layer.get_base_layer().named_parameters():
+        if name in base_before:
+            assert torch.equal(parameter, base_before[name]), name
+    projector.merge()
+    merged = projector.visual.transformer.resblocks[0].attn
+    assert type(merged) is torch.nn.MultiheadAttention
+    torch.testing.assert_close(merged(x, x, x, need_weights=False)[0], expected.detach(), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_merged_output_matches_unmerged_and_no_lora_remains(family):
     projector = tiny_projector(family).eval()
