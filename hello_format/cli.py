@@ -276,8 +276,8 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
                calibration_steps: int, calibration_objective: str, calibration_lr: float, calibration_batch_size: int,
                calibration_selection_views: int, calibration_check_every: int, base_checkpoint: str | None,
                allow_remote_base: bool) -> None:
-    """Rewrite bundle IN as OUT with its deltas stored as --delta-dtype (images, base, recipe and
-    everything else as they are), without rebuilding."""
+    """Rewrite bundle IN (a path or hf:// URI) as OUT with its deltas stored as --delta-dtype (images,
+    base, recipe and everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
     config = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,

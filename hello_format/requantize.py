@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import os
 import pathlib
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError, HelloError
 from hello_format.files import atomic_target, names_a_folder
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
+from hello_format.hub.resolver import open_bundle
 from hello_format.manifest import FORMAT_VERSION, parse_version
 from hello_format.quantize import BITS, SCALES_SUFFIX, SINCE_VERSION, is_quantised, quantise
 from hello_format.recipe import Recipe
@@ -46,8 +48,8 @@ class Requantized:
 def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *, overwrite: bool = False,
                allow_upcast: bool = False, calibration: CalibrationConfig | None = None, checkpoint: str | None = None,
                allow_remote_base: bool = False, progress: bool = False) -> Requantized:
-    """Write ``source`` (verified first: its hashes are recomputed, so corruption must not pass) to
-    ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
+    """Write ``source`` (a path or ``hf://`` URI, verified first: its hashes are recomputed, so corruption
+    must not pass) to ``target`` with every delta stored as ``dtype`` (a float dtype name, ``int8`` or ``int4``).
 
     ``target`` must not exist unless ``overwrite`` (also when it is ``source``); it is replaced,
     atomically, only by a file that reopens (``_write_reopened``). Storing int8/int4 deltas in a wider
@@ -68,7 +70,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     if target.exists() and not overwrite:
         same = pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
         raise BundleError(f"{target} exists{' (it is the input bundle)' if same else ''}: pass --overwrite to replace it")
-    with Bundle.open(source, verify=True) as bundle:
+    _check_writable(target)   # before the calibration's minutes, not after
+    with open_bundle(source, verify=True) as bundle:
         manifest = bundle.manifest
         before = _stored_dtypes(manifest)
         upcast = [d for d in before if is_quantised(d) and BITS[dtype] > BITS[d]]
@@ -94,13 +97,21 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     return Requantized(target, before, dtype, before_bytes, after_bytes, calibrated)
 
 
+def _check_writable(target: pathlib.Path) -> None:
+    """BundleError unless a file can be made in ``target``'s folder (the temp file the write will make)."""
+    if not target.parent.is_dir():
+        raise BundleError(f"{target}: directory {target.parent} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=target.parent).close()
+    except OSError as exc:
+        raise BundleError(f"{target}: write failed: {exc.strerror or exc}") from None
+
+
 def _write_reopened(target: pathlib.Path, manifest: dict, tensors: dict[str, torch.Tensor]) -> int:
     """Write the bundle to a temp file beside ``target`` (files.atomic_target), reopen it as a reader
     will, and only then rename it over ``target``: a file the reader refuses is never left at
     ``target`` (nor replaces the input when ``target`` is it). Returns its label generator's bytes;
     an error names ``target``, not the temp file."""
-    if not target.parent.is_dir():
-        raise BundleError(f"{target}: directory {target.parent} does not exist")
     try:
         with atomic_target(target) as temp:
             try:

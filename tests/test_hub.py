@@ -95,6 +95,16 @@ def test_open_bundle_accepts_hub_uris(hub_cache, bundle_bytes, tmp_path):
         assert str(hub_cache) in str(remote.path)
 
 
+def test_requantize_reads_a_hub_uri(hub_cache, bundle_bytes, tmp_path):
+    """As every other command: it said 'Bundle.open reads local files' and named the Python API."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    out = tmp_path / "int8.hello"
+    result = CliRunner().invoke(cli, ["requantize", "hf://datasets/org/tiny/tiny.hello", str(out), "--delta-dtype", "int8"])
+    assert result.exit_code == 0, result.output
+    with Bundle.open(out, verify=True) as written, Bundle.open(tmp_path / "src" / "tiny.hello") as source:
+        assert written.manifest["lora"]["dtype"] == "int8" and written.class_names == source.class_names
+
+
 def test_revisions_select_snapshots(hub_cache, bundle_bytes, tmp_path):
     other = make_bundle(tmp_path / "other.hello", ipc=2).read_bytes()
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)  # main -> COMMIT

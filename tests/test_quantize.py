@@ -297,6 +297,15 @@ def test_requantize_refuses_an_output_that_names_a_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"]
 
 
+def test_requantize_refuses_a_missing_folder_before_reading_or_calibrating(tmp_path):
+    """The folder was checked after the calibration: minutes of work, then the error."""
+    source = tmp_path / "in.hello"
+    source.write_bytes(b"not a bundle: reading it would fail first")
+    out = tmp_path / "nodir" / "x.hello"
+    result = invoke("requantize", source, out, "--delta-dtype", "int8", "--calibration-steps", "10")
+    assert result.exit_code == 2 and f"{out}: directory {out.parent} does not exist" in result.output, result.output
+
+
 def test_requantize_refuses_to_overwrite_unless_asked(tmp_path):
     source = tmp_path / "in.hello"
     source.write_bytes((VECTORS / "valid_png.hello").read_bytes())
