@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import math
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ from hello_format.base import image_hw
 from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
 from hello_format.errors import DeviceError
+from hello_format.files import temporary_folder
 from hello_format.runtime import cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
@@ -295,7 +295,7 @@ def evaluate(
 
             directory = stored_dir
             if directory is None and (group is None or group.is_main):
-                directory = scope.enter_context(tempfile.TemporaryDirectory(prefix="hello-stored-"))
+                directory = scope.enter_context(temporary_folder("hello-stored-"))   # gone on SIGTERM too
             if group is not None and stored_dir is None:  # rank 0's temporary directory (one node; else --stored-dir)
                 directory = group.broadcast_text(directory)
             stored = StoredLabels.prepare(directory, data, teacher_labels, recipe, group=group)

@@ -3,7 +3,8 @@
 ``atomic_target(path)`` hands out a hidden temp file beside ``path`` and renames it over ``path``
 once the block ends normally: a reader that has the old file mapped keeps its old inode (no SIGBUS),
 and a new reader never sees a partial file; ``atomic_folder(path)`` does the same for a folder of
-files. The temp file (or folder) is removed on an exception, and also on
+files, and ``temporary_folder()`` is scratch space removed when its block ends. The temp file (or
+folder) is removed on an exception, and also on
 SIGINT or SIGTERM: while one is live, hello handles those signals (when their handlers are still
 Python's defaults), removes every live temp file, then lets the signal do what it would have done.
 
@@ -123,6 +124,14 @@ def _live_while(temp: str):
             _live.discard(temp)
             if not _live:
                 _uninstall()
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str):
+    """A new folder in the system's temp place (``tempfile``), removed with what it holds when the block
+    ends, on an exception, SIGINT or SIGTERM."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder, _live_while(folder):
+        yield folder
 
 
 @contextlib.contextmanager

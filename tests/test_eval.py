@@ -4,10 +4,12 @@ labels: their layout and a replay that meets exactly the views they were made fo
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import pytest
 import torch
@@ -305,6 +307,28 @@ def test_stored_labels_without_a_directory_live_in_a_removed_temporary_one(eval_
     assert report["stored_label_bytes"] == len(CLASSES) * IPC * 2 * len(CLASSES) * 2
     assert report["stored_disk_bytes"] > report["stored_label_bytes"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_removes_the_temporary_stored_labels(eval_kit, tmp_path):
+    """A plain temporary folder outlived a SIGTERM (a job scheduler's stop): gigabytes at ImageNet scale."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "hello_format.cli", "eval", str(eval_kit["bundle"]), "--val", str(eval_kit["val"]),
+               "--regime", "stored", "--epochs", "3000", "--teacher", "eval_fp16_teacher:teacher", "--quiet"]
+    path = os.pathsep.join([str(eval_kit["modules"]), os.environ.get("PYTHONPATH", "")])
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": path})
+    try:
+        deadline = time.monotonic() + 120
+        while not any(scratch.glob("hello-stored-*/*")):   # the labels are being written
+            assert child.poll() is None and time.monotonic() < deadline, "no stored labels appeared"
+            time.sleep(0.2)
+        child.terminate()
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGTERM, stderr
+    assert list(scratch.iterdir()) == []
 
 
 def test_a_stored_dir_holding_other_files_counts_only_this_runs_labels(eval_kit, on_path, tmp_path):

@@ -633,18 +633,25 @@ def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_pat
     assert os.umask(previous) == previous   # the umask it read is restored
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum):
+@pytest.mark.parametrize("opening, writing", [
+    ("atomic_target(TMP + '/x.hello') as temp", "temp.write_bytes(b'x' * 1000)"),
+    # hello eval --regime stored's labels: SIGTERM left the folder behind (gigabytes at ImageNet scale)
+    ("temporary_folder('hello-stored-') as temp", "(Path(temp) / 'labels').write_bytes(b'x' * 1000)"),
+])
+def test_a_signal_during_an_atomic_write_removes_the_temp_file(tmp_path, signum, opening, writing):
     script = textwrap.dedent(f"""
         import signal, sys, time
+        from pathlib import Path
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job inherits SIGINT ignored
-        from hello_format.files import atomic_target
-        with atomic_target({str(tmp_path / 'x.hello')!r}) as temp:
-            temp.write_bytes(b"x" * 1000)
+        from hello_format.files import atomic_target, temporary_folder
+        TMP = {str(tmp_path)!r}
+        with {opening}:
+            {writing}
             print("ready", flush=True)
             time.sleep(60)
         """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)})
     try:
         assert child.stdout.readline().strip() == "ready"
         assert len(list(tmp_path.iterdir())) == 1  # the hidden temp file
