@@ -323,6 +323,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
+        top_k = min(top_k, bundle.num_classes)   # what a caption can show
         shown = first_per_class(labels, min(max_classes, bundle.num_classes), per_class)
         images = bundle.images(indices=shown)   # the shown ones only: a 10,000-image bundle shows 200
         captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint,

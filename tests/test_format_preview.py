@@ -34,6 +34,16 @@ def test_captions_add_lines_and_must_match_images():
         render_grid(images, labels, ["a", "b"], captions=["x"])
 
 
+def test_a_caption_wider_than_its_image_widens_the_column_instead_of_being_cut():
+    """64-pixel digits showed "100% ei…": the predicted class could not be read."""
+    images, labels = solid(1, RED), torch.tensor([0])
+    grid = render_grid(images, labels, ["a"], captions=["100% airplane"])
+    caption_rows = range(64 + 4, grid.height)   # below the image (drawn from the top padding)
+    ink = [x for y in caption_rows for x in range(grid.width) if sum(grid.getpixel((x, y))) < 200]
+    assert max(ink) - min(ink) > 64   # whole: "100% airplane" is wider than the 64-pixel image
+    assert grid.width > render_grid(images, labels, ["a"]).width
+
+
 def test_grayscale_and_empty_classes():
     grid = render_grid(solid(3, (200,), channels=1), torch.tensor([0, 0, 2]), ["a", "unused", "c"])
     assert grid.mode == "RGB" and count(grid, (200, 200, 200)) == 3 * 64 * 64

@@ -9,6 +9,7 @@ _PAD = 4
 _MIN_CELL = 64    # smaller images are scaled up by a whole factor to at least this many pixels a side
 _MAX_CELL = 256   # larger ones are scaled down to at most this: the sheet's size is its rows and columns
 _MAX_NAME_WIDTH = 220
+_MAX_CAPTION_WIDTH = 160   # a column is as wide as its image, or its widest caption up to this
 _BACKGROUND, _INK = (255, 255, 255), (20, 20, 20)
 
 
@@ -77,8 +78,11 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
     name_w = min(_MAX_NAME_WIDTH, max((int(probe.textlength(class_names[c], font=font)) + 1 for c, _ in rows),
                                       default=0)) + 2 * _PAD
     row_h = cell_h + caption_lines * line_h + _PAD
+    lines = [line for caption in captions or [] for line in caption.splitlines()]
+    column_w = max(cell_w, min(_MAX_CAPTION_WIDTH, max((int(probe.textlength(line, font=font)) + 1 for line in lines),
+                                                       default=0)))
     columns = max((len(idx) for _, idx in rows), default=0)
-    sheet = Image.new("RGB", (name_w + columns * (cell_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD),
+    sheet = Image.new("RGB", (name_w + columns * (column_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD),
                       _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for r, (c, indices) in enumerate(rows):
@@ -86,13 +90,13 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
         draw.text((_PAD, top + cell_h // 2 - line_h // 2), _fit(draw, class_names[c], font, name_w - 2 * _PAD),
                   fill=_INK, font=font)
         for k, i in enumerate(indices):
-            left = name_w + k * (cell_w + _PAD)
+            left = name_w + k * (column_w + _PAD)
             pixels = images[i].numpy().transpose(1, 2, 0)
             tile = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels))
             resample = Image.NEAREST if cell_w >= width else Image.BOX
             sheet.paste(tile.convert("RGB").resize((cell_w, cell_h), resample), (left, top))
             for j, line in enumerate((captions[i].splitlines() if captions else [])):
-                draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, cell_w), fill=_INK, font=font)
+                draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, column_w), fill=_INK, font=font)
     return sheet
 
 
