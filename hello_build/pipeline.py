@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import time
@@ -60,6 +61,12 @@ from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
 from hello_format.text import first_line, shortened, terminal
+
+
+# the option that sets each AugmentConfig field of the student's view (student_recipe)
+AUGMENT_FLAGS = {"output_size": "--image-size", "scale": "--crop-min-scale", "ratio": "--crop-ratio", "hflip": "--hflip",
+                 "patch_shuffle": "--patch-shuffle", "cutmix": "--cutmix", "cutmix_alpha": "--cutmix-alpha",
+                 "mixup": "--mixup", "mixup_alpha": "--mixup-alpha"}
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
@@ -191,8 +198,9 @@ def _check(options: BuildOptions) -> None:
     if options.train_teacher:
         try:
             teacher_training(options)
-        except ValueError as exc:
-            raise BuildError(f"--teacher-*: {exc}") from None
+        except ValueError as exc:   # "X must be ...": hello-build's --teacher-X
+            field, _, rest = str(exc).partition(" ")
+            raise BuildError(f"--teacher-{field.replace('_', '-')} {rest}") from None
     if not 0 <= options.holdout < 1:
         raise BuildError(f"--holdout must be in [0, 1) (got {options.holdout})")
     if options.crop_scale is not None and not (len(options.crop_scale) == 2
@@ -234,8 +242,9 @@ def _check(options: BuildOptions) -> None:
                          f"(got {options.student_weight_decay:g})")
     try:
         student_recipe(options, options.image_size or 1)   # the student's view, checked before any work
-    except AugmentError as exc:
-        raise BuildError(f"the student's view: {exc}") from None
+    except AugmentError as exc:   # named as the command line names it
+        flags = {f"augment.{field}": flag for field, flag in AUGMENT_FLAGS.items()}
+        raise BuildError(re.sub(r"augment\.\w+", lambda m: flags.get(m[0], m[0]), str(exc))) from None
     try:
         check_codec(options.codec, options.quality)   # else refused only when the bundle is written
     except BundleError as exc:

@@ -43,16 +43,20 @@ class TeacherTraining:
     pad: float = 0.125            # random crop after zero padding each side by this fraction of the side (1/8: 4 px at 32)
 
     def __post_init__(self):
-        if not 1 <= self.checkpoints <= self.epochs:
-            raise ValueError(f"checkpoints must be from 1 to epochs, one per epoch at most (got checkpoints "
-                             f"{self.checkpoints} of epochs {self.epochs})")
-        if not (0 < self.lr < math.inf and self.batch_size >= 2 and 0 <= self.weight_decay < math.inf
-                and 0 <= self.momentum < 1):
-            raise ValueError(f"teacher training needs a finite lr > 0, batch_size >= 2, a finite weight_decay >= 0 "
-                             f"and momentum in [0, 1) (got {self.lr}, {self.batch_size}, {self.weight_decay}, "
-                             f"{self.momentum})")
-        if not (0 <= self.hflip <= 1 and 0 <= self.pad <= 1):
-            raise ValueError(f"teacher training needs hflip and pad in [0, 1] (got {self.hflip}, {self.pad})")
+        """ValueError naming the first field out of its range ("X must be ..."; hello-build's --teacher-X)."""
+        finite = lambda value: math.isfinite(value)   # noqa: E731
+        rules = (("epochs", self.epochs >= 1, "at least 1"),
+                 ("checkpoints", 1 <= self.checkpoints <= self.epochs,
+                  f"from 1 to the epochs ({self.epochs}), one per epoch at most"),
+                 ("lr", finite(self.lr) and self.lr > 0, "finite and above 0"),
+                 ("batch_size", self.batch_size >= 2, "at least 2"),
+                 ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "finite and at least 0"),
+                 ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                 ("hflip", 0 <= self.hflip <= 1, "in [0, 1]"),
+                 ("pad", 0 <= self.pad <= 1, "in [0, 1]"))
+        for name, valid, wanted in rules:
+            if not valid:
+                raise ValueError(f"{name} must be {wanted} (got {getattr(self, name)})")
 
     def checkpoint_epochs(self) -> list[int]:
         """``checkpoints`` evenly spaced epochs of the run, the last one included (e.g. 10, 3 -> 3, 7, 10)."""

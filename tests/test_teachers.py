@@ -487,10 +487,12 @@ def test_teacher_training_checkpoint_epochs_and_bounds():
     assert TeacherTraining(epochs=10, checkpoints=3).checkpoint_epochs() == [3, 7, 10]
     assert TeacherTraining(epochs=9, checkpoints=9).checkpoint_epochs() == list(range(1, 10))
     assert TeacherTraining(epochs=5, checkpoints=1).checkpoint_epochs() == [5]
-    with pytest.raises(ValueError, match=r"checkpoints must be from 1 to epochs, one per epoch at most \(got checkpoints 4 of epochs 3\)"):
+    with pytest.raises(ValueError, match=r"^checkpoints must be from 1 to the epochs \(3\), one per epoch at most \(got 4\)"):
         TeacherTraining(epochs=3, checkpoints=4)
-    for bad in ({"lr": float("inf")}, {"lr": 0.0}, {"batch_size": 1}, {"weight_decay": float("nan")}, {"momentum": 1.0}):
-        with pytest.raises(ValueError, match="teacher training needs a finite lr > 0, batch_size >= 2"):
+    for bad in ({"epochs": -3}, {"lr": float("inf")}, {"lr": 0.0}, {"batch_size": 1}, {"weight_decay": float("nan")},
+                {"momentum": 1.0}, {"hflip": 2.0}, {"pad": -0.5}):
+        (name, value), = bad.items()
+        with pytest.raises(ValueError, match=rf"^{name} must be .* \(got {value}\)$"):   # one field, named as hello-build's --teacher-X
             TeacherTraining(**bad)
 
 
