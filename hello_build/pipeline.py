@@ -13,6 +13,7 @@ logs and writes (work directory and bundle), and every rank reads the stage resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -39,7 +40,7 @@ from hello_build.stages.init import candidate_crop_scale, candidates_per_class, 
 from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
-from hello_build.workdir import WorkDir
+from hello_build.workdir import WorkDir, held
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
                                parameter_count)
@@ -107,6 +108,13 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         device = group.device if group is not None else resolve_device(options.device)
     except DeviceError as exc:
         raise BuildError(f"--device: {exc}") from None
+    with contextlib.ExitStack() as scope:   # what the build holds until it ends: its work directory
+        return _build(options, device, scope, progress=progress, log=log, group=group)
+
+
+def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitStack, *, progress: bool, log,
+           group: Group | None) -> dict | None:
+    """``build`` once its options are checked and its device resolved; ``scope`` holds the work directory."""
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -132,6 +140,7 @@ def build(options: BuildOptions, *, progress: bool = True, log=None, group: Grou
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group)
     fresh = [stage.name for stage in STAGES] if options.fresh else ()
+    scope.enter_context(held(options.workdir_path(), group))   # one build at a time on a work directory
     ctx = BuildContext(
         options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
         train=RealImages(index, image_size, train_idx, skip_bad=options.skip_bad),

@@ -11,6 +11,7 @@ sees it, whether a stage is reused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,10 +27,50 @@ from hello_format.container import check_json_cost, is_json_number
 from hello_format.files import atomic_target, read_bounded_text
 from hello_format.text import cut, first_line
 
+try:
+    import fcntl
+except ImportError:   # Windows: no advisory locks, the work directory is not held
+    fcntl = None
+
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
+LOCK_FILE = "hello-build.lock"
 
 if TYPE_CHECKING:
     from hello_build.distributed import Group
+
+
+@contextlib.contextmanager
+def held(path: Path, group: Group | None = None):
+    """Hold the work directory at ``path`` for one build (rank 0 of a torchrun job): a second hello-build
+    on it is refused in one line, where the two would otherwise interleave their records and tensors.
+    An advisory lock (flock) on its ``hello-build.lock``, which names the holder's process id."""
+    if fcntl is None or (group is not None and not group.is_main):
+        yield
+        return
+    _make_folder(path)
+    try:
+        descriptor = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise BuildError(f"work directory {path} (--workdir): cannot open its {LOCK_FILE}: {exc.strerror or exc}") from None
+    with open(descriptor, "r+b") as file:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = file.read(16).decode("ascii", "replace").strip()
+            holder = f" (process {holder})" if holder.isdigit() else ""
+            raise BuildError(f"the work directory {path} is in use by another hello-build{holder}: wait for it to "
+                             "end, or give this build another --workdir") from None
+        file.truncate(0)
+        file.write(str(os.getpid()).encode())
+        file.flush()
+        yield   # closing the file releases the lock
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"work directory {path} (--workdir): cannot create it: {exc.strerror or exc}") from None
 
 
 class WorkDir:
@@ -39,10 +80,7 @@ class WorkDir:
         self.path, self.group = Path(path), group
         self.writes = group is None or group.is_main
         if self.writes:
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BuildError(f"work directory {self.path} (--workdir): cannot create it: {exc.strerror or exc}") from None
+            _make_folder(self.path)
             for stage in fresh:
                 self.discard(stage)
         if group is not None:
@@ -160,6 +198,9 @@ class WorkDir:
             raise unreadable(path, "a symbolic link, not the folder this build writes")
         marker = path / "key.json"
         if self.writes:
+            if path.is_dir() and not marker.exists() and any(path.iterdir()):   # --fresh would remove it with ours
+                raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
+                                 "or give the build another --workdir")
             if marker.exists() and self._json(marker) != _jsonable(key):
                 self.discard(stage)
             path.mkdir(exist_ok=True)
@@ -168,13 +209,22 @@ class WorkDir:
             self.group.barrier()
         return path
 
+    def forget(self, stage: str) -> None:
+        """Remove ``stage``'s record (rank 0), as the stage starts again: the record is what makes its
+        tensors count, and an interrupted run must not leave the old one paired with new tensors."""
+        if self.writes:
+            (self.path / f"{stage}.json").unlink(missing_ok=True)
+
     def discard(self, stage: str) -> None:
-        """Forget a stage's result and partial state (its options changed, or --fresh)."""
-        for leftover in (self.path / stage, self.path / f"{stage}.json", self.path / f"{stage}.safetensors"):
+        """Forget a stage's result and partial state (its options changed, or --fresh). Its folder goes only
+        when ``stage_dir`` made it (it holds that key.json): a folder of the user's by that name stays."""
+        folder = self.path / stage
+        for leftover in (folder, self.path / f"{stage}.json", self.path / f"{stage}.safetensors"):
             if leftover.is_symlink():   # the link goes, never what it points at
                 leftover.unlink()
             elif leftover.is_dir():
-                shutil.rmtree(leftover)
+                if (folder / "key.json").is_file():
+                    shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
 

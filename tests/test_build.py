@@ -254,6 +254,67 @@ def test_interrupted_build_resumes_to_the_same_bundle(kit, reference, tmp_path, 
         assert all(torch.equal(v, theirs[f"encoder_lora.{k}"]) for k, v in bundle.lora_state_dict().items())
 
 
+def test_a_stage_rerun_after_reused_ones_gives_the_uninterrupted_bundle(kit, reference, tmp_path, monkeypatch):
+    """The transfer left the projector in eval mode when it ran, in train mode when it was reused: the image
+    update after a reused transfer made other pixels and deltas (a ViT base's attention takes another path)."""
+    from hello_build.stages.plan import STAGES
+
+    _, ref_summary, _ = reference
+    options = tiny_options(kit, tmp_path, image_update_steps=3)
+    run_build(options)
+    (options.workdir_path() / "image_update.json").unlink()   # as if interrupted in the image update
+    index = next(i for i, stage in enumerate(STAGES) if stage.name == "image_update")
+    modes = []   # the projector's mode as the stage starts (the tiny ViT's numbers happen to agree in both)
+
+    def observed(ctx, run=STAGES[index].run):
+        modes.append(ctx.projector.training)
+        return run(ctx)
+
+    monkeypatch.setattr("hello_build.pipeline.STAGES",
+                        STAGES[:index] + (dataclasses.replace(STAGES[index], run=observed),) + STAGES[index + 1:])
+    summary, logs = run_build(options)
+    assert any(line.startswith("transfer: reused from") for line in logs) and modes == [False]
+    ours, theirs = bundle_tensors(summary["output"]), bundle_tensors(ref_summary["output"])
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
+def test_an_interrupted_stage_never_leaves_an_old_record_over_its_new_tensors(kit, reference, tmp_path, monkeypatch):
+    """A build with another --ipc, interrupted between the init's tensors and its record, left the first
+    build's record over the second's images: rerun, the first build reused them without a word."""
+    import hello_build.workdir as workdir
+
+    _, ref_summary, _ = reference
+    options = tiny_options(kit, tmp_path, image_update_steps=3)
+    run_build(options)
+    real = workdir._atomic_write
+
+    def interrupted(path, data):
+        if path.name == "init.json":
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(workdir, "_atomic_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(tiny_options(kit, tmp_path, image_update_steps=3, ipc=1))
+    monkeypatch.setattr(workdir, "_atomic_write", real)
+    summary, logs = run_build(options)
+    assert not any(line.startswith("init: reused") for line in logs)
+    ours, theirs = bundle_tensors(summary["output"]), bundle_tensors(ref_summary["output"])
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
+def test_a_second_build_on_a_held_work_directory_is_refused(kit, tmp_path):
+    """Two builds on one work directory interleaved their records and tensors (a wrong LoRA, or a traceback)."""
+    from hello_build.workdir import held
+
+    options = tiny_options(kit, tmp_path)
+    with held(options.workdir_path()):
+        with pytest.raises(BuildError, match=rf"the work directory {options.workdir_path()} is in use by another "
+                                             rf"hello-build \(process \d+\): wait for it to end"):
+            run_build(options)
+    assert not Path(options.output).exists()
+
+
 @pytest.mark.parametrize("stage, edit, reason", [
     ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
     ("text_head", lambda record: record["result"].update(fidelity=None), "TypeError: .*"),   # there, of another shape

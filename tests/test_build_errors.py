@@ -17,6 +17,7 @@ import hello_format
 from hello_build.cli import main
 from hello_build.options import PAIRS, BuildOptions
 from hello_build.pipeline import build
+from hello_build.workdir import LOCK_FILE
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
 from hello_build.errors import BuildError
@@ -195,7 +196,7 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
         build(options, progress=False, log=lambda line: None)
     assert "\n" not in str(raised.value)
     workdir = options.workdir_path()
-    assert not workdir.exists() or not any(workdir.iterdir()), "a stage ran before the input was checked"
+    assert not workdir.exists() or {p.name for p in workdir.iterdir()} <= {LOCK_FILE}, "a stage ran before the input was checked"
     assert not Path(options.output).exists()
 
 
@@ -351,10 +352,14 @@ def test_fresh_discards_only_what_the_build_wrote(tmp_path):
     (folder / "data" / "cat").mkdir(parents=True)
     (folder / "data" / "cat" / "0.png").write_bytes(b"the user's image")
     (folder / "notes.txt").write_text("the user's notes")
+    (folder / "teacher").mkdir()   # a folder of the user's named as a stage: --fresh removed it (with a given teacher in it)
+    (folder / "teacher" / "my_teacher.safetensors").write_bytes(b"the user's teacher")
     WorkDir(folder, fresh=[stage.name for stage in STAGES])
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
-        "data", "data/cat", "data/cat/0.png", "notes.txt"]
+        "data", "data/cat", "data/cat/0.png", "notes.txt", "teacher", "teacher/my_teacher.safetensors"]
     assert WorkDir(folder).result("teacher", {"a": 1}) is None
+    with pytest.raises(BuildError, match=r"the work directory's teacher/ holds files this build did not write"):
+        WorkDir(folder).stage_dir("teacher", {"a": 1})   # its partial state would go in there, and --fresh take both
 
 
 def test_a_stage_folder_is_emptied_when_the_stages_key_changes(tmp_path):

@@ -127,6 +127,7 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             shown += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
             ctx.log(f"{stage.name}: rerun: the record in {ctx.work.path} was made with other {shown}")
         if record is None:
+            ctx.work.forget(stage.name)   # before its tensors are overwritten: never an old record over new tensors
             started = time.perf_counter()
             result, tensors = stage.run(ctx)
             seconds = time.perf_counter() - started + result.pop("resumed_seconds", 0.0)
@@ -140,4 +141,6 @@ def run_stage(ctx: BuildContext, stage: Stage) -> dict | None:
             raise
         reason = f"{type(exc).__name__}: {first_line(exc)[:120]}"
         raise unreadable(ctx.work.path / f"{stage.name}.json", reason) from None
+    if ctx.projector is not None:   # between stages it labels: in eval mode whether its stage ran or was reused
+        ctx.projector.eval()
     return record
