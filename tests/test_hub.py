@@ -225,6 +225,16 @@ def test_pull_into_a_folder_keeps_the_folders_own_readme(hub_cache, bundle_bytes
     assert "with " + str(tmp_path / "tiny.README.md") in result.output
 
 
+def test_a_card_left_from_an_earlier_pull_is_named(hub_cache, bundle_bytes, tmp_path):
+    """Beside a newly pulled bundle, an old card silently passed for the new bundle's."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)   # this repo's card is not cached
+    (tmp_path / "tiny.README.md").write_text("# an earlier version's card\n")
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'tiny.README.md'} is left from before: this pull brought no card" in result.output
+    assert (tmp_path / "tiny.README.md").read_text() == "# an earlier version's card\n"
+
+
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     (tmp_path / "file").write_text("not a folder")

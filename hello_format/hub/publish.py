@@ -43,6 +43,9 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     targets = [(out / name, lambda temp: shutil.copyfile(local, temp))]
     if card_text is not None:
         targets.append((out / card_name(name), lambda temp: temp.write_text(card_text, encoding="utf-8")))
+    elif with_card and (out / card_name(name)).exists():   # beside the new bundle it would pass for this one's card
+        warnings.warn(f"hello: {terminal(str(out / card_name(name)))} is left from before: this pull brought no "
+                      "card for the bundle", stacklevel=2)
     for target, _ in targets:
         _check_replaceable(target)
     try:
