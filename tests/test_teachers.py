@@ -598,5 +598,5 @@ def test_the_teachers_augmentation_is_what_its_options_say():
         moves += [max(abs(top - 4), abs(left - 4)) for top in range(9) for left in range(9)
                   if torch.equal(out, padded[:, top:top + 16, left:left + 16])]
     assert len(moves) == len(images) and max(moves) > 2   # a quarter of 16 px: moves of 3 and 4 px too
-    with pytest.raises(ValueError, match=r"hflip and pad in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"^hflip must be in \[0, 1\] \(got 1\.5\)"):
         TeacherTraining(hflip=1.5)
