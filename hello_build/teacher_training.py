@@ -44,13 +44,12 @@ class TeacherTraining:
 
     def __post_init__(self):
         """ValueError naming the first field out of its range ("X must be ..."; hello-build's --teacher-X)."""
-        finite = lambda value: math.isfinite(value)   # noqa: E731
         rules = (("epochs", self.epochs >= 1, "at least 1"),
                  ("checkpoints", 1 <= self.checkpoints <= self.epochs,
                   f"from 1 to the epochs ({self.epochs}), one per epoch at most"),
-                 ("lr", finite(self.lr) and self.lr > 0, "finite and above 0"),
+                 ("lr", math.isfinite(self.lr) and self.lr > 0, "finite and above 0"),
                  ("batch_size", self.batch_size >= 2, "at least 2"),
-                 ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "finite and at least 0"),
+                 ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "finite and at least 0"),
                  ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
                  ("hflip", 0 <= self.hflip <= 1, "in [0, 1]"),
                  ("pad", 0 <= self.pad <= 1, "in [0, 1]"))
