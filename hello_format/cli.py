@@ -148,6 +148,12 @@ def cli() -> None:
     one_line_warnings()
 
 
+def _encoder_lora_size(bundle: Bundle) -> dict:
+    """The encoder LoRA's adapted modules and parameters, counted on the stored (logical) shapes."""
+    shapes = bundle.lora_shapes()
+    return {"modules": len(shapes) // 2, "parameters": sum(math.prod(shape) for shape in shapes.values())}
+
+
 def _summary(bundle: Bundle) -> list[str]:
     m = bundle.manifest
     images, base, recipe = m["images"], m["base"], m["recipe"]
@@ -165,14 +171,13 @@ def _summary(bundle: Bundle) -> list[str]:
         f"codec {images['codec']}{quality}",
         f"base: {base['source']} {cut(base['architecture'])}{tag}, image size {base['image_size']}, {base['fingerprint'][:19]}...",
     ]
-    encoder = bundle.lora_shapes()
     if lora is None:
         lines.append("encoder LoRA: none")
     else:
         pattern = f", rank_pattern {shortened(lora.rank_pattern, 120)}" if lora.rank_pattern else ""
-        params = sum(math.prod(shape) for shape in encoder.values())
-        lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {len(encoder) // 2} "
-                     f"modules, {params:,} parameters, {storage_text(lora)}")
+        size = _encoder_lora_size(bundle)
+        lines.append(f"encoder LoRA: r {lora.r}, alpha {lora.lora_alpha}{pattern}, {size['modules']} "
+                     f"modules, {size['parameters']:,} parameters, {storage_text(lora)}")
     head_lora = head.lora
     head_text = "none" if head_lora is None else f"r {head_lora.r}, alpha {head_lora.lora_alpha}, {storage_text(head_lora)}"
     templates = f"{len(head.templates)} template{'s' if len(head.templates) != 1 else ''}"
@@ -210,13 +215,13 @@ def _summary(bundle: Bundle) -> list[str]:
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the path, manifest, storage breakdown and bits per class as one line of JSON (pipe it to jq to read it).")
+              help="Print the path, manifest, encoder LoRA size, storage breakdown and bits per class as one line of JSON (pipe it to jq to read it).")
 def info(bundle_path: str, as_json: bool) -> None:
     """Show classes, images, base model, LoRA ranks, recipe and the storage breakdown."""
     with open_bundle(bundle_path) as bundle:
         if as_json:
             document = {"path": str(bundle.path), "manifest": bundle.manifest,
-                        "storage": dataclasses.asdict(bundle.storage()),
+                        "encoder_lora": _encoder_lora_size(bundle), "storage": dataclasses.asdict(bundle.storage()),
                         "bits_per_class": dataclasses.asdict(bits_per_class(bundle))}
             # unindented: indentation costs a file's nested lists up to 64 spaces per value (33x the file)
             echo(json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False))

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -50,6 +51,11 @@ def test_info_json_matches_the_bundle():
     assert document["manifest"] == bundle.manifest
     assert document["storage"]["stored_label_bytes"] == 6 * 300 * 3 * 2
     assert document["storage"]["label_generator_bytes"] == bundle.storage().label_generator_bytes
+    shapes = bundle.lora_shapes()   # what the text summary says too ("N modules, P parameters")
+    assert document["encoder_lora"] == {"modules": len(shapes) // 2,
+                                        "parameters": sum(math.prod(shape) for shape in shapes.values())}
+    assert f"{document['encoder_lora']['modules']} modules, {document['encoder_lora']['parameters']:,} parameters" \
+        in run("info", VECTORS / "valid_raw.hello").stdout
 
 
 def test_bits_per_class_count_images_labels_and_the_base(tmp_path):
