@@ -158,7 +158,7 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
     adapted = {module: adapted_module(module) for module in pairs}
     check_match_work(f"{where}: field 'lora.rank_pattern'", list(lora.rank_pattern), set(adapted.values()),
                      patterns=True, dot_suffixes=True)
-    rank_pattern = [(compile_pattern(key, "lora.rank_pattern", dot_suffix_key=True), rank) for key, rank in lora.rank_pattern.items()]
+    rank_pattern = [(compile_pattern(key, "lora.rank_pattern"), rank) for key, rank in lora.rank_pattern.items()]
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             have = next(iter(pair.values()))

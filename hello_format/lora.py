@@ -104,8 +104,7 @@ def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str, list[st
     for key, default in (("rank_pattern", config.r), ("alpha_pattern", config.lora_alpha)):
         patterns = getattr(config, key)
         check_match_work(f"lora.{key}", list(patterns), chosen, patterns=True)
-        compiled = [(compile_pattern(pattern, f"lora.{key}", dot_suffix_key=True), value)
-                    for pattern, value in patterns.items()]
+        compiled = [(compile_pattern(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         values[key] = {name: pattern_value(compiled, name, default) for name in chosen} if compiled else {}
     return targets, chosen, values
 

@@ -346,10 +346,10 @@ def _check_base(where: str, manifest: dict) -> None:
             _number_in(where, f"base.{key}.{i}", value, low, high)
 
 
-def _check_pattern(where: str, field: str, pattern, *, dot_suffix_key: bool = False) -> None:
+def _check_pattern(where: str, field: str, pattern) -> None:
     if isinstance(pattern, str):
         try:
-            TargetPattern(pattern, dot_suffix_key=dot_suffix_key)
+            TargetPattern(pattern)
         except PatternError as exc:
             _fail(where, field, f"not a supported target pattern: {exc}")
 
@@ -374,7 +374,7 @@ def _check_lora(where: str, lora) -> None:
         if len(patterns) > limits.MAX_TARGETS:
             _fail(where, f"lora.{key}", f"{len(patterns)} entries (at most {limits.MAX_TARGETS})")
         for pattern, value in patterns.items():
-            _check_pattern(where, f"lora.{key}", pattern, dot_suffix_key=True)
+            _check_pattern(where, f"lora.{key}", pattern)
             if not is_json_number(value):
                 _fail(where, f"lora.{key}.{pattern}", f"a {type(value).__name__}, not a number")
             _number_in(where, f"lora.{key}.{pattern}", value, 0, high)

@@ -56,25 +56,21 @@ def _suffix_chars(path: str) -> int:
     return len(path) + sum(len(path) - i - 1 for i, char in enumerate(path) if char == ".")
 
 
-def compile_pattern(pattern: str, field: str, *, dot_suffix_key: bool = False) -> TargetPattern:
-    """``pattern`` (a target pattern of ``field``; with ``dot_suffix_key`` a rank_pattern / alpha_pattern
-    key) compiled, or a ManifestError naming the field."""
+def compile_pattern(pattern: str, field: str) -> TargetPattern:
+    """``pattern`` (a target pattern of ``field``) compiled, or a ManifestError naming the field."""
     try:
-        return TargetPattern(pattern, dot_suffix_key=dot_suffix_key)
+        return TargetPattern(pattern)
     except PatternError as exc:
         raise ManifestError(f"{field} {shortened(pattern)} is not a supported target pattern: {exc}") from None
 
 
 def pattern_value(compiled: list[tuple[TargetPattern, object]], module: str, default):
     """peft's ``rank_pattern`` / ``alpha_pattern`` rule: the value of the first key (in the section's
-    order) matching a dot-suffix of ``module``'s name (its whole name only, for a key with a leading ``^``),
-    else ``default`` (``lora.r`` / ``lora.lora_alpha``)."""
+    order) matching a dot-suffix of ``module``'s name, else ``default`` (``lora.r`` / ``lora.lora_alpha``)."""
     return next((value for pattern, value in compiled if _matches_a_dot_suffix(pattern, module)), default)
 
 
 def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
-    if pattern.whole_path_only:   # peft: re.match(rf"(.*\.)?({key})$", name), where "^" allows no prefix
-        return pattern.fullmatch(name)
     parts = name.split(".")
     return any(pattern.fullmatch(".".join(parts[k:])) for k in range(len(parts)))
 

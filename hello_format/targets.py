@@ -8,10 +8,8 @@ Only explicit module names are ever handed to peft.
 
 Subset: literal characters, ``.``, escapes ``\\d`` ``\\w`` and ``\\<punctuation>``, classes ``[...]``
 (ranges, ``^`` negation, ``\\d`` ``\\w`` inside), groups ``(...)`` / ``(?:...)``, ``|``, and the
-quantifiers ``?`` ``*`` ``+``; a leading ``^`` and a trailing ``$`` are accepted and mean nothing to
-the match (always whole-name), except that a ``rank_pattern`` / ``alpha_pattern`` key with a leading
-``^`` matches the whole path only, not a dot-suffix (``whole_path_only``, peft's meaning).
-``\\d`` and ``\\w`` are ASCII (module paths are ASCII).
+quantifiers ``?`` ``*`` ``+``; a leading ``^`` and a trailing ``$`` are accepted and mean nothing
+(matching is always whole-name). ``\\d`` and ``\\w`` are ASCII (module paths are ASCII).
 """
 
 from __future__ import annotations
@@ -50,7 +48,6 @@ class _Parser:
 
     def __init__(self, pattern: str):
         self.text, self.at, self.depth = pattern, 0, 0
-        self.top_level_branches = 1
 
     def fail(self, why: str):
         raise PatternError(f"{why} at position {self.at} of {self.text!r}")
@@ -63,8 +60,6 @@ class _Parser:
         while self.peek() == "|":
             self.at += 1
             branches.append(self.sequence())
-        if not self.depth:
-            self.top_level_branches = len(branches)
         code = branches[-1]
         for branch in reversed(branches[:-1]):  # SPLIT a, b; a: branch; JMP end; b: rest
             code = [("split", 1, len(branch) + 2), *branch, ("jmp", len(code) + 1), *code]
@@ -167,11 +162,7 @@ class TargetPattern:
     """A compiled target pattern, simulated as a set of automaton states (a bit mask): each name
     character costs at most one pass over the pattern's instructions."""
 
-    def __init__(self, pattern: str, *, dot_suffix_key: bool = False):
-        """``dot_suffix_key``: a ``rank_pattern`` / ``alpha_pattern`` key, which peft matches against each
-        dot-suffix of a module's path and which a leading ``^`` then restricts to the whole path
-        (``whole_path_only``); a top-level ``|`` after that ``^`` is refused (it would anchor only the
-        first alternative)."""
+    def __init__(self, pattern: str):
         if not isinstance(pattern, str) or not pattern:
             raise PatternError("a target pattern must be a non-empty string")
         if len(pattern) > MAX_PATTERN_CHARS:
@@ -185,10 +176,6 @@ class TargetPattern:
         code = parser.alternation()
         if parser.at != len(body):
             parser.fail("unbalanced parenthesis")
-        self.whole_path_only = dot_suffix_key and pattern.startswith("^")
-        if self.whole_path_only and parser.top_level_branches > 1:
-            raise PatternError("a leading ^ before a top-level | anchors only the first alternative in "
-                               "peft's rank_pattern rule: group the alternatives, as ^(a|b)")
         self.code = code + [("match",)]
         self._closures: dict[int, int] = {}   # computed when first needed: compiling stays O(len(pattern))
         self._match = 1 << (len(self.code) - 1)
