@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
 from hello_format.container import strict_json_loads
 from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
-from hello_format.files import names_a_folder, read_bounded_text
+from hello_format.files import cannot_write_in, names_a_folder, read_bounded_text
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
@@ -64,19 +62,16 @@ from hello_format.runtime import resolve_device
 from hello_format.text import first_line, shortened, terminal
 
 
-# the option that sets each AugmentConfig field of the student's view (student_recipe)
-AUGMENT_FLAGS = {"output_size": "--image-size", "scale": "--crop-min-scale", "ratio": "--crop-ratio", "hflip": "--hflip",
-                 "patch_shuffle": "--patch-shuffle", "cutmix": "--cutmix", "cutmix_alpha": "--cutmix-alpha",
-                 "mixup": "--mixup", "mixup_alpha": "--mixup-alpha"}
+# the build option that sets each AugmentConfig field of the student's view (its flag names it in errors)
+AUGMENT_OPTIONS = {"output_size": "image_size", "scale": "crop_min_scale", "ratio": "crop_ratio", "hflip": "hflip",
+                   "patch_shuffle": "patch_shuffle", "cutmix": "cutmix", "cutmix_alpha": "cutmix_alpha",
+                   "mixup": "mixup", "mixup_alpha": "mixup_alpha"}
 
 
 def student_recipe(options: BuildOptions, image_size: int) -> Recipe:
     """The student recipe the bundle records; its view is also the transfer's view of real images."""
-    augment = AugmentConfig(
-        output_size=image_size, scale=(options.crop_min_scale, 1.0), ratio=tuple(options.crop_ratio), hflip=options.hflip,
-        patch_shuffle=options.patch_shuffle, cutmix=options.cutmix, cutmix_alpha=options.cutmix_alpha,
-        mixup=options.mixup, mixup_alpha=options.mixup_alpha,
-    )
+    augment = AugmentConfig(**{field: getattr(options, name) for field, name in AUGMENT_OPTIONS.items()} | dict(
+        output_size=image_size, scale=(options.crop_min_scale, 1.0), ratio=tuple(options.crop_ratio)))
     return Recipe(loss=options.loss, temperature=options.temperature, beta=options.beta, epochs=options.epochs,
                   batch_size=options.student_batch_size, optimizer=options.student_optimizer, lr=options.student_lr,
                   weight_decay=options.student_weight_decay, student_image_size=image_size, augment=augment)
@@ -252,7 +247,7 @@ def _check(options: BuildOptions) -> None:
     try:
         student_recipe(options, options.image_size or 1)   # the student's view, checked before any work
     except AugmentError as exc:   # named as the command line names it
-        flags = {f"augment.{field}": flag for field, flag in AUGMENT_FLAGS.items()}
+        flags = {f"augment.{field}": "--" + name.replace("_", "-") for field, name in AUGMENT_OPTIONS.items()}
         raise BuildError(re.sub(r"augment\.\w+", lambda m: flags.get(m[0], m[0]), str(exc))) from None
     try:
         check_codec(options.codec, options.quality)   # else refused only when the bundle is written
@@ -285,12 +280,9 @@ def _check_output(output: str) -> None:
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".hello-probe-", dir=folder)   # as the bundle's temp file will be
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise BuildError(f"--output {output}: cannot write there ({exc.strerror or exc})") from None
+    reason = cannot_write_in(folder)
+    if reason:
+        raise BuildError(f"--output {output}: cannot write there ({reason})")
 
 
 def base_config(options: BuildOptions) -> dict | None:

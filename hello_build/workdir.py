@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -60,6 +61,9 @@ def held(path: Path, group: Group | None = None):
             holder = f" (process {holder})" if holder.isdigit() else ""
             raise BuildError(f"the work directory {path} is in use by another hello-build{holder}: wait for it to "
                              "end, or give this build another --workdir") from None
+        except OSError as exc:   # a filesystem without flock (NFS without lockd, Lustre mounted noflock)
+            warnings.warn(f"hello-build: the work directory {path} cannot be locked ({exc.strerror or exc}): "
+                          "nothing stops a second build on it", stacklevel=3)
         file.truncate(0)
         file.write(str(os.getpid()).encode())
         file.flush()

@@ -126,6 +126,18 @@ def _live_while(temp: str):
                 _uninstall()
 
 
+def cannot_write_in(folder: str | os.PathLike) -> str | None:
+    """Why a new file cannot be made in ``folder`` (as an atomic write's temp file will be), or None:
+    found by making one and removing it, before any work whose result would be written there."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hello-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 @contextlib.contextmanager
 def temporary_folder(prefix: str):
     """A new folder in the system's temp place (``tempfile``), removed with what it holds when the block

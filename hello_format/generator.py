@@ -11,6 +11,7 @@ not written otherwise, so a float section reads and writes exactly as in format 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 from hello_format.container import is_json_int, is_json_number
@@ -103,8 +104,10 @@ class HeadConfig:
             raise ManifestError(f"head.templates must be a list of prompt templates, not one string: "
                                 f"pass [{shortened(self.templates)}]")
         object.__setattr__(self, "templates", tuple(self.templates))
-        if not is_json_number(self.prior_weight) or not 0 <= self.prior_weight < 1:
-            raise ManifestError(f"head.prior_weight must be in [0, 1), got {self.prior_weight!r}")
+        weight = self.prior_weight   # a number (numpy's too, written as a float), never a string or bool
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
+            raise ManifestError(f"head.prior_weight must be a number in [0, 1), got {shortened(weight)}")
+        object.__setattr__(self, "prior_weight", float(weight))
 
     def to_manifest(self) -> dict:
         """The manifest ``head`` section (``prior_weight`` only when not 0: such a file is 1.x)."""

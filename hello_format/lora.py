@@ -175,7 +175,7 @@ class _Attention(LoraMultiheadAttention):
         in_proj, out_proj = attention_weights(self)
         output, weights = torch.func.functional_call(
             self.get_base_layer(), {"in_proj_weight": in_proj, "out_proj.base_layer.weight": out_proj}, (query, *args), kwargs)
-        return output.to(query.dtype), weights   # as peft's: the query's dtype under autocast
+        return output.to(query.dtype), None if weights is None else weights.to(query.dtype)   # as peft's, under autocast
 
 
 def attention_weights(layer: LoraMultiheadAttention) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,8 +29,9 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
         return student.sum()
     log_q = F.log_softmax(student / temperature, dim=1)
     log_p = F.log_softmax(teacher / temperature, dim=1)   # in logs: no log(0) for vanishing probabilities
-    # a class the teacher rules out (logit -inf, e.g. a masked subset) adds 0, as p log p does at p = 0
-    pointwise = torch.where(log_p > -torch.inf, log_p.exp() * (log_p - log_q), 0.0)
+    # a class the teacher rules out (logit -inf, e.g. a masked subset) adds 0, as p log p does at p = 0;
+    # a NaN or +inf teacher logit still makes the loss NaN (a diverged teacher must not pass unseen)
+    pointwise = torch.where(torch.isneginf(log_p), 0.0, log_p.exp() * (log_p - log_q))
     return pointwise.sum() / len(student)   # "batchmean", bitwise F.kl_div(log_q, log_p, log_target=True)
 
 

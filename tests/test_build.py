@@ -315,6 +315,36 @@ def test_a_second_build_on_a_held_work_directory_is_refused(kit, tmp_path):
     assert not Path(options.output).exists()
 
 
+def test_a_work_directory_that_cannot_be_locked_is_said_and_built(kit, tmp_path, monkeypatch):
+    """On a filesystem without flock (NFS without lockd, Lustre noflock) the lock raised a traceback."""
+    import errno
+    import fcntl
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    with pytest.warns(UserWarning, match=r"cannot be locked \(No locks available\): nothing stops a second build"):
+        summary, _ = run_build(options)
+    assert Path(summary["output"]).exists()
+
+
+def test_a_user_folder_named_like_a_stage_is_refused_before_the_stage_works(kit, tmp_path, monkeypatch):
+    """A teacher/ of the user's in the work directory was refused only after --train-teacher had trained."""
+    import hello_build.stages.teacher as teacher_stage
+
+    trainings = []
+    real = teacher_stage.train_teacher
+    monkeypatch.setattr(teacher_stage, "train_teacher", lambda *args, **kwargs: trainings.append(1) or real(*args, **kwargs))
+    options = tiny_options(kit, tmp_path, teacher=[], train_teacher="convnet3", transfer_epochs=1)
+    (options.workdir_path() / "teacher").mkdir(parents=True)
+    (options.workdir_path() / "teacher" / "mine.safetensors").write_bytes(b"the user's")
+    with pytest.raises(BuildError, match=r"the work directory's teacher/ holds files this build did not write"):
+        run_build(options)
+    assert trainings == []   # hours of training, then the refusal
+
+
 @pytest.mark.parametrize("stage, edit, reason", [
     ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
     ("text_head", lambda record: record["result"].update(fidelity=None), "TypeError: .*"),   # there, of another shape

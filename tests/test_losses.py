@@ -45,6 +45,10 @@ def test_kl_a_class_the_teacher_rules_out_adds_nothing():
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
     loss.backward()
     assert torch.isfinite(student.grad).all()
+    for broken in (torch.nan, torch.inf):   # a diverged teacher is not a masked class: its row stays NaN
+        bad = teacher.clone()
+        bad[0, 1] = broken
+        assert kl_loss(student.detach(), bad, temperature=2.0).isnan()
 
 
 def test_kl_equals_torch_kl_div_bitwise():

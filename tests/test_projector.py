@@ -1,5 +1,6 @@
 """The Projector: preprocessing, training form, bundle round trip, fast labelling."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -280,11 +281,13 @@ def test_the_prior_weight_is_set_before_merging_and_bounded():
     projector = tiny_projector("vit", ["a", "b"], lora_std=0.05)
     with pytest.raises(RuntimeError, match="needs a prior weight"):
         projector.zero_shot(_smooth_images(1, 32))
-    with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
+    with pytest.raises(ManifestError, match=r"prior_weight must be a number in \[0, 1\)"):
         projector.set_prior_weight(1.0)
-    for weight in ("0.3", None, float("nan")):   # a string was a TypeError from inside the comparison
-        with pytest.raises(ManifestError, match=r"prior_weight must be in \[0, 1\)"):
+    for weight in ("0.3", None, float("nan"), True):   # a string was a TypeError from inside the comparison
+        with pytest.raises(ManifestError, match=r"prior_weight must be a number in \[0, 1\)"):
             HeadConfig(templates=("a {}.",), logit_scale=10.0, prior_weight=weight)
+    numpy_weight = HeadConfig(templates=("a {}.",), logit_scale=10.0, prior_weight=np.float32(0.25)).prior_weight
+    assert type(numpy_weight) is float and numpy_weight == 0.25   # written into the manifest as JSON
     projector.merge()
     with pytest.raises(RuntimeError, match="before merging"):
         projector.set_prior_weight(0.2)

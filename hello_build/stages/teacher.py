@@ -34,14 +34,14 @@ def training(options) -> TeacherTraining:
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
+    key = stage_key(options, "teacher", ctx.index.listing_digest)
+    folder = ctx.work.stage_dir("teacher", key)   # discarded with the stage (--fresh); refused before the training
     trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
         seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
-    key = stage_key(options, "teacher", ctx.index.listing_digest)
-    folder = ctx.work.stage_dir("teacher", key)   # discarded with the stage (--fresh)
     if ctx.group is None or ctx.group.is_main:   # the final teacher as a file hello eval's teacher regimes load
         final = teacher_io.save_teacher(trained[-1], folder / f"teacher_{options.train_teacher}.safetensors",
                                         options.train_teacher)
