@@ -31,7 +31,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import ORDER_SALT, batch_share, epoch_seed, resolve_device
+from hello_format.runtime import ORDER_SALT, batch_share, epoch_seed, resolve_device, view_seed
 from hello_format.text import shortened
 
 
@@ -128,7 +128,7 @@ class LabelledImages(Dataset):
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
         if worker is not None and self._worker_seed != worker.seed:
             self._worker_seed = worker.seed
-            self._generator.manual_seed(_view_seed(self.seed, worker.seed, self._rank_now()))
+            self._generator.manual_seed(view_seed(self.seed, worker.seed, self._rank_now()))
         batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
         return [LabelledBatch(*row) for row in zip(*batch)]
 
@@ -137,7 +137,7 @@ class LabelledImages(Dataset):
         DataLoader path's augmentation is seeded for, this rank's own (as DistributedSampler.set_epoch does
         for order)."""
         self.epoch = operator.index(epoch)
-        self._generator.manual_seed(_view_seed(self.seed, self.epoch, self._rank_now()))
+        self._generator.manual_seed(view_seed(self.seed, self.epoch, self._rank_now()))
 
     def _rank_now(self) -> int:
         """This process's rank as far as it is known yet (given, else the process group's, else 0)."""
@@ -338,7 +338,7 @@ class BatchLoader:
         rank = 0 if self.split_batches else self.rank
         for epoch in range(first, first + self.epochs):
             shard = self.shard(epoch).to(self.dataset.device)
-            generator = torch.Generator().manual_seed(_view_seed(self.seed, epoch, rank))
+            generator = torch.Generator().manual_seed(view_seed(self.seed, epoch, rank))
             stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
             for start in range(0, stop, self.batch_size):
                 indices = shard[start : start + self.batch_size]
@@ -418,11 +418,6 @@ def _resolved_shard(rank: int | None, world_size: int | None) -> tuple[int, int]
     if not rank < world_size:
         raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")
     return rank, world_size
-
-
-def _view_seed(seed: int, epoch: int, rank: int) -> int:
-    """The seed of a rank's augmentation draws in ``epoch``: rank 0's (and one process's) is the epoch's."""
-    return (epoch_seed(seed, epoch) + rank * 0x9E3779B97F4A7C15) % (2**63)
 
 
 def _normalizer(normalize, channels: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -52,6 +52,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
+def view_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank's augmentation draws in ``epoch`` (HelloDataset): rank 0's, and one process's,
+    is the epoch's own."""
+    return (epoch_seed(seed, epoch) + rank * 0x9E3779B97F4A7C15) % (2**63)
+
+
 def cosine_lr(lr: float, step: int, total: int, warmup: int = 0) -> float:
     """The learning rate at ``step`` of ``total``: a linear ``warmup`` over its first steps, then cosine
     decay to 0; a function of the step alone, so a resumed run is exact. Every schedule in hello is this."""

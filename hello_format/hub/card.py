@@ -215,9 +215,9 @@ def _check_card_size(text: str, sections: list[str]) -> None:
 def render_preview(bundle: Bundle, *, classes: int = PREVIEW_CLASSES, per_class: int = PREVIEW_PER_CLASS):
     """A PIL grid of the first ``per_class`` images of the first ``classes`` classes (only those are decoded)."""
     shown = min(classes, bundle.num_classes)
-    picked = first_per_class(bundle.labels, shown, per_class)
-    return render_grid(bundle.images(indices=picked), bundle.labels[picked], bundle.class_names[:shown],
-                       per_class=per_class)
+    labels = bundle.labels   # a copy per read
+    picked = first_per_class(labels, shown, per_class)
+    return render_grid(bundle.images(indices=picked), labels[picked], bundle.class_names[:shown], per_class=per_class)
 
 
 def base_embedded(bundle: Bundle) -> bool:
