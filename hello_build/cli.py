@@ -14,7 +14,7 @@ from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format import __version__, limits
-from hello_format.cli import allow_remote_base_option, base_checkpoint_option, one_line_warnings
+from hello_format.cli import allow_remote_base_option, base_checkpoint_option, exit_interrupted, one_line_warnings
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
@@ -111,6 +111,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
         where = f"rank {group.rank}: " if group is not None else ""
         click.echo(f"error: {where}{terminal(str(error))}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        exit_interrupted()
     finally:
         distributed.leave()
 

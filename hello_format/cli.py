@@ -3,7 +3,8 @@
 Extra commands come from the entry-point group ``hello.commands`` (``hello eval`` from hello_build)
 and from ``hello_format.hub.cli`` (push, pull); both are imported only when needed, so ``hello info``
 never loads huggingface_hub or the builder. Any HelloError ends the
-command with ``error: <message>`` on stderr and exit status 2.
+command with ``error: <message>`` on stderr and exit status 2; Ctrl-C ends it with status 130, as
+shells expect of an interrupted command.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import warnings
 
@@ -35,6 +37,7 @@ from hello_format.text import cut, human_bytes, listed, shortened, terminal, war
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.hub.cli"
+INTERRUPTED = 128 + signal.SIGINT
 
 
 class CommandError(click.ClickException):
@@ -96,6 +99,12 @@ def _hub_commands() -> dict[str, click.Command]:
             if isinstance(obj, click.Command) and getattr(obj.callback, "__module__", None) == HUB_MODULE}
 
 
+def exit_interrupted() -> None:
+    """End a command that Ctrl-C interrupted with the shell's status 130 (click's own answer is 1)."""
+    click.echo("\ninterrupted", err=True)
+    sys.exit(INTERRUPTED)
+
+
 class HelloGroup(click.Group):
     """A click group that finds plugin commands lazily and turns HelloError into one line."""
 
@@ -135,6 +144,8 @@ class HelloGroup(click.Group):
             return super().invoke(ctx)
         except HelloError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            exit_interrupted()
 
 
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})

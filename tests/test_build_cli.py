@@ -8,8 +8,10 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -195,6 +197,31 @@ def test_console_script_reports_a_bad_input_in_one_line(tmp_path):
     assert done.returncode == 2, done
     assert done.stderr.strip() == "error: give either --teacher or --train-teacher, not both"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ctrl_c_ends_a_build_with_the_shells_status(tmp_path):
+    """Ctrl-C during a stage: exit 130 and one line, no traceback (click's answer was 1, as for any failure)."""
+    data = make_tree(tmp_path / "data", per_class=12)
+    base = save_tiny_base(tmp_path / "base.safetensors")
+    command = [sys.executable, "-m", "hello_build", str(data), "-o", str(tmp_path / "x.hello"), "--base", base,
+               "--base-checkpoint", str(tmp_path / "base.safetensors"), "--train-teacher", "convnet3", "--teacher-epochs", "100000",
+               "--image-size", "16", "--ipc", "1", "--candidates-per-class", "4", "--device", "cpu", "--quiet"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "x.hello.work" / "hello-build.lock").exists():   # the build is under way
+            assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+            time.sleep(0.2)
+        time.sleep(1)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "x.hello").exists()
 
 
 def test_demo_refuses_what_it_would_ignore():
