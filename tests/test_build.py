@@ -624,6 +624,11 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
     teacher = load_teacher(final, num_classes=len(CLASSES))   # its architecture and preprocessing from the file
     assert teacher.net.state_dict().keys() == {name.removeprefix("1/") for name in stacked if name.startswith("1/")}
     assert all(torch.equal(value, stacked[f"1/{name}"]) for name, value in teacher.net.state_dict().items())
+    written = final.read_bytes()
+    final.unlink()   # a rerun that reuses the stage left it missing, and named no file
+    _, lines = run_build(options)
+    assert any("teacher: reused" in line for line in lines) and any(f"the final convnet3 is {final}" in line for line in lines)
+    assert final.read_bytes() == written
 
 
 def _shrink_first_tensor(path):

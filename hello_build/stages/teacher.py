@@ -42,11 +42,18 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
-    if ctx.group is None or ctx.group.is_main:   # the final teacher as a file hello eval's teacher regimes load
-        final = teacher_io.save_teacher(trained[-1], folder / f"teacher_{options.train_teacher}.safetensors",
-                                        options.train_teacher)
-        ctx.log(f"teacher: the final {options.train_teacher} is {final} (hello eval --regime teacher --teacher FILE)")
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
+
+
+def _leave_final_file(ctx: BuildContext, final: teacher_io.Teacher) -> None:
+    """The final trained teacher as a file hello eval's teacher regimes load, in the stage's folder:
+    written (rank 0) after the training, and again by a rerun that reuses the stage when it is gone."""
+    arch = ctx.options.train_teacher
+    folder = ctx.work.stage_dir("teacher", stage_key(ctx.options, "teacher", ctx.index.listing_digest))
+    path = folder / f"teacher_{arch}.safetensors"
+    if (ctx.group is None or ctx.group.is_main) and not path.exists():
+        teacher_io.save_teacher(final, path, arch)
+    ctx.log(f"teacher: the final {arch} is {path} (hello eval --regime teacher --teacher FILE)")
 
 
 def load(ctx: BuildContext, record: dict | None) -> None:
@@ -64,6 +71,7 @@ def load(ctx: BuildContext, record: dict | None) -> None:
                                           {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
                                           input_size=ctx.image_size, description=descriptions[k])
                    for k in range(count)]
+        _leave_final_file(ctx, members[-1])
     else:
         started = time.perf_counter()
         members = [teacher_io.load_teacher(path, arch=options.teacher_arch, num_classes=classes,
