@@ -34,8 +34,8 @@ def training(options) -> TeacherTraining:
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
-    key = stage_key(options, "teacher", ctx.index.listing_digest)
-    folder = ctx.work.stage_dir("teacher", key)   # discarded with the stage (--fresh); refused before the training
+    # the final teacher's folder (_leave_final_file): a folder of the user's is refused before the training
+    ctx.work.stage_dir("teacher", stage_key(options, "teacher", ctx.index.listing_digest))
     trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
         seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
