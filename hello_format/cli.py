@@ -59,9 +59,11 @@ def one_line_warnings() -> None:
     warnings.formatwarning = lambda message, *args, **kwargs: warning_line(message) + "\n"
 
 
-def echo(text: str) -> None:
-    """Print lines built from a file's strings: every control character escaped, per line."""
-    click.echo("\n".join(terminal(line) for line in str(text).split("\n")))
+def echo(*lines: str) -> None:
+    """Print lines built from a file's strings, each as one line: every control character escaped, a
+    newline too (a file's string must not start a line of its own)."""
+    for line in lines:
+        click.echo(terminal(str(line)))
 
 
 def _module_exists(name: str) -> bool:
@@ -237,7 +239,7 @@ def info(bundle_path: str, as_json: bool) -> None:
             # unindented: indentation costs a file's nested lists up to 64 spaces per value (33x the file)
             echo(json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False))
         else:
-            echo("\n".join(_summary(bundle)))
+            echo(*_summary(bundle))
 
 
 @cli.command()

@@ -466,6 +466,18 @@ def test_info_escapes_control_characters_from_the_manifest(tmp_path):
         "architecture"] == base["architecture"]
 
 
+@pytest.mark.parametrize("field", ["architecture", "pretrained"])
+def test_a_newline_in_a_manifest_string_does_not_start_a_line_of_info(tmp_path, field):
+    """info escaped each output line's control characters after splitting on newlines, so a file's
+    newline passed: a base name could print lines of its own (a forged "file:" or "storage:" line)."""
+    plain = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, name="plain.hello"))])
+    base = dict(samples.sample_manifest()["base"], **{field: "tiny\nfile: /forged/path.hello"})
+    result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, base=base))])
+    assert result.exit_code == plain.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == len(plain.stdout.splitlines())
+    assert "tiny\\u000afile: /forged/path.hello" in result.stdout
+
+
 # ---- row 10: numbers and shapes that used to escape as tracebacks
 
 @pytest.mark.parametrize("change, match", [
