@@ -5,6 +5,7 @@ import io
 import os
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,6 +156,20 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
     return torch.from_numpy(out)
 
 
+_LAZY_IMAGES: "weakref.WeakSet[LazyImages]" = weakref.WeakSet()
+
+
+def _unlock_after_fork() -> None:
+    """A forked child (a DataLoader worker) gets every lock as the fork found it: one held by another
+    thread (ds.loader's prefetch decoding) would never be released there."""
+    for images in list(_LAZY_IMAGES):
+        images._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):   # POSIX
+    os.register_at_fork(after_in_child=_unlock_after_fork)
+
+
 class LazyImages:
     """Encoded images as one resident uint8 [N, C, H, W] tensor whose rows are decoded on first use.
 
@@ -177,6 +192,7 @@ class LazyImages:
         self._pixels = _allocate(lambda shape: torch.empty(shape, dtype=torch.uint8, device=self.device), self.shape)
         self._decoded = torch.zeros(len(self._blobs), dtype=torch.bool)
         self._lock = threading.Lock()
+        _LAZY_IMAGES.add(self)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -223,3 +239,4 @@ class LazyImages:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _LAZY_IMAGES.add(self)
