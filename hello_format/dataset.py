@@ -8,7 +8,8 @@ The pipeline is declared once and runs the same every batch:
 
 Two ways in. ``DataLoader(ds, batch_size=..., shuffle=True)`` fetches batches through
 ``__getitems__`` (on a CPU device also in worker processes; on a GPU in the main process, since
-labelling runs there). The native ``ds.loader(...)`` never leaves the device, shards for
+labelling runs there), each batch's views drawn from (seed, ``set_epoch``'s epoch, rank, its indices), so
+the same in any worker. The native ``ds.loader(...)`` never leaves the device, shards for
 ``torch.distributed`` and is seeded per epoch. Both give ``LabelledBatch(images, soft_labels,
 hard_labels)``; ``ds[i]`` and anything that reads the dataset row by row (``DataLoader(ds,
 batch_size=None)``, ``ConcatDataset``) get the stored image and its class instead, unaugmented.
@@ -31,7 +32,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import ORDER_SALT, batch_share, epoch_seed, resolve_device, view_seed
+from hello_format.runtime import ORDER_SALT, batch_seed, batch_share, epoch_seed, resolve_device, view_seed
 from hello_format.text import shortened
 
 
@@ -72,13 +73,13 @@ class LabelledImages(Dataset):
         self.labeller = labeller
         self._images = images.to(self.device)
         self._labels = labels.to(self.device)
-        self.seed = seed
+        self.seed = _count("seed", seed, at_least=0)
         self._shard_given = _checked_shard(rank, world_size)
         self._normalize = _normalizer(normalize, self._images.shape[1], self.device)
-        self._generator = torch.Generator()
-        self._worker_seed = None
+        # in shared memory: set_epoch reaches DataLoader workers that persist from one epoch to the next
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._sender_rank = None   # in a spawned worker: the rank of the process that sent the dataset
         self.prefetch = False  # ds.loader()'s default: label the next batch while this one is used
-        self.set_epoch(0)
 
     @property
     def rank(self) -> int:
@@ -94,16 +95,13 @@ class LabelledImages(Dataset):
         return _resolved_shard(*self._shard_given)
 
     def __getstate__(self) -> dict:
-        """For DataLoader workers started by spawn or forkserver: torch.multiprocessing cannot send a
-        torch.Generator (nor its state tensor), so its state travels as bytes."""
-        state = dict(self.__dict__)
-        state["_generator"] = self._generator.get_state().numpy().tobytes()
-        return state
+        """For DataLoader workers started by spawn or forkserver, which join no process group: the rank
+        travels with the dataset (each rank's workers drew the same views as rank 0's)."""
+        return dict(self.__dict__, _sender_rank=self._rank_now())
 
     def __setstate__(self, state: dict) -> None:
-        generator = torch.Generator()
-        generator.set_state(torch.frombuffer(bytearray(state.pop("_generator")), dtype=torch.uint8))
-        self.__dict__.update(state, _generator=generator)
+        self.__dict__.update(state)
+        self._epoch.share_memory_()   # a copy (deepcopy) is a dataset of its own, its workers reached as the original's
 
     @property
     def num_classes(self) -> int:
@@ -119,32 +117,39 @@ class LabelledImages(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[LabelledBatch]:
         """A batch augmented and labelled together, split into rows for the DataLoader to collate.
 
-        In a CPU worker process (``num_workers > 0``) augmentation is reseeded from the worker's
-        seed, which the DataLoader draws afresh each epoch: each worker's copy of the generator would
-        otherwise repeat the main process's draws, the same in every worker and every epoch.
+        Its views are drawn from ``batch_seed`` of (seed, epoch, rank, the batch's indices in order): the
+        same in the main process and in any worker, whatever their number, start method or persistence,
+        and ``set_epoch(k)`` repeats epoch k. As with DistributedSampler, call ``set_epoch`` every epoch:
+        without it an unshuffled loader sees the same views each epoch.
         """
         worker = get_worker_info()
         if worker is not None and self.device.type == "cuda":
             raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
-        if worker is not None and self._worker_seed != worker.seed:
-            self._worker_seed = worker.seed
-            self._generator.manual_seed(view_seed(self.seed, worker.seed, self._rank_now()))
-        batch = self.batch(torch.as_tensor(list(indices), dtype=torch.long), self._generator)
-        return [LabelledBatch(*row) for row in zip(*batch)]
+        indices = torch.as_tensor(list(indices), dtype=torch.long)
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, self._rank_now(), indices))
+        return [LabelledBatch(*row) for row in zip(*self.batch(indices, generator))]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch set (``set_epoch``), or that ``loader()`` passes have reached; 0 at first."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Go to ``epoch``: the one the next ``loader()`` without ``start_epoch`` begins at, and the one the
         DataLoader path's augmentation is seeded for, this rank's own (as DistributedSampler.set_epoch does
         for order)."""
-        self.epoch = operator.index(epoch)
-        self._generator.manual_seed(view_seed(self.seed, self.epoch, self._rank_now()))
+        epoch = _count("epoch", epoch, at_least=0)
+        if epoch >= 2**63:
+            raise HelloError(f"epoch must be below 2**63, got {shortened(epoch)}")
+        self._epoch.fill_(epoch)
 
     def _rank_now(self) -> int:
-        """This process's rank as far as it is known yet (given, else the process group's, else 0)."""
+        """This process's rank as far as it is known yet (given, else the process group's, else the
+        sending process's in a spawned worker, else 0)."""
         rank = self._shard_given[0]
         if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
             rank = torch.distributed.get_rank()
-        return rank or 0
+        return (self._sender_rank if rank is None else rank) or 0
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator) -> LabelledBatch:
         """Augment the images at ``indices`` and label exactly that view."""
@@ -188,7 +193,7 @@ class LabelledImages(Dataset):
         Epochs go on from one pass to the next: without ``start_epoch`` a pass begins at the dataset's
         epoch (``set_epoch``; 0 at first) and each epoch whose last batch it hands over moves that on, so
         ``for epoch in range(n): for batch in loader`` sees n different epochs, as a shuffling DataLoader
-        would, and a pass left before an epoch's end (a probe batch) moves nothing; ``start_epoch=k``
+        would, and a pass left before an epoch's last batch moves nothing; ``start_epoch=k``
         always gives epochs k, k + 1, ... (resuming) and moves nothing.
         ``prefetch`` (default: the dataset's) labels the next batch while the caller uses this one:
         the same batches in the same order. Without ``split_batches`` each rank reads its own images, with
@@ -196,7 +201,8 @@ class LabelledImages(Dataset):
         of ``batch_size`` (the same order and augmented views for any world size) and gets its own
         contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one.
         A loader that would have no batch (no images, or ``drop_last`` with fewer than a batch) is refused."""
-        return BatchLoader(self, batch_size, shuffle, self.seed if seed is None else seed, epochs, drop_last, start_epoch,
+        seed = self.seed if seed is None else _count("seed", seed, at_least=0)
+        return BatchLoader(self, batch_size, shuffle, seed, epochs, drop_last, start_epoch,
                            self.prefetch if prefetch is None else prefetch, split_batches)
 
 

@@ -3,6 +3,7 @@ a rank's rows."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -56,6 +57,13 @@ def view_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of a rank's augmentation draws in ``epoch`` (HelloDataset): rank 0's, and one process's,
     is the epoch's own."""
     return (epoch_seed(seed, epoch) + rank * 0x9E3779B97F4A7C15) % (2**63)
+
+
+def batch_seed(seed: int, epoch: int, rank: int, indices: torch.Tensor) -> int:
+    """The seed of one DataLoader batch's augmentation draws (HelloDataset): the rank's ``view_seed`` and
+    the batch's indices in order, so the same wherever the batch is made (any worker, any number of them)."""
+    digest = hashlib.blake2b(indices.cpu().to(torch.int64).numpy().astype("<i8").tobytes(), digest_size=8).digest()
+    return (view_seed(seed, epoch, rank) ^ int.from_bytes(digest, "little")) % (2**63)
 
 
 def cosine_lr(lr: float, step: int, total: int, warmup: int = 0) -> float:

@@ -2,8 +2,12 @@
 reference pipeline (stored images -> augment_batch -> the unmerged peft projector); and the
 projector's top-k labels in ``hello preview``."""
 
+import os
 import re
+import signal
+import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -323,6 +327,34 @@ def test_lazy_images_survive_pickling_for_spawned_workers(path, stored):
     assert torch.equal(copy[torch.arange(len(copy))], stored[0])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_fork_while_another_thread_decodes_leaves_the_child_able_to_decode(path, stored):
+    """A DataLoader's forked worker inherited the decode lock as ds.loader's prefetch thread held it, and
+    waited on it forever (a training-loop review: 25 of 40 trials hung)."""
+    with Bundle.open(path) as bundle:
+        lazy = bundle.lazy_images()
+    decoding, done = threading.Event(), threading.Event()
+
+    def decode_slowly():   # the prefetch thread, caught inside its decode
+        with lazy._lock:
+            decoding.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=decode_slowly)
+    thread.start()
+    decoding.wait(60)
+    try:
+        child = os.fork()
+        if child == 0:   # the worker: a hang is ended by the alarm (a nonzero status)
+            signal.alarm(30)
+            os._exit(0 if torch.equal(lazy[[0, 1]], stored[0][:2]) else 1)
+        _, status = os.waitpid(child, 0)
+    finally:
+        done.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_unknown_class_names_the_class(path):
     with pytest.raises(HelloError, match="'zebra'"):
         HelloDataset(path, device="cpu", classes=["a", "zebra"])
@@ -348,19 +380,32 @@ def test_dataloader_batches_with_shuffle_and_a_partial_last_batch(path, stored):
             torch.testing.assert_close(batch.soft_labels, unmerged(batch.images), atol=1e-4, rtol=1e-4)
 
 
-def test_dataloader_workers_draw_fresh_augmentation_per_worker_and_epoch():
+def views_per_epoch(ds, epochs=2, **loader) -> list[LabelledBatch]:
+    """Each epoch's batches through a DataLoader (batches of 4, in order), ``ds.set_epoch`` called first."""
+    loader = DataLoader(ds, batch_size=4, **loader)
+    batches = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        batches.append(LabelledBatch(*map(torch.cat, zip(*loader))))
+    return batches
+
+
+def test_dataloader_views_follow_set_epoch_whatever_the_workers():
+    """Workers reseeded from the DataLoader's worker seed: set_epoch(k) did not repeat epoch k (a resumed
+    run), and 0, 1 or 2 workers, persistent or not, drew different views (a training-loop review)."""
     image = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     ds = LabelledImages(image.expand(8, -1, -1, -1), torch.zeros(8, dtype=torch.long), ["a"],
                         AugmentConfig(cutmix=0.0), device="cpu")
-
-    def epochs(seed):
-        loader = DataLoader(ds, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(seed))
-        return [[batch.images for batch in loader] for _ in range(2)]
-
-    first, second = epochs(0)
-    assert not torch.equal(first[0], first[1])  # the two workers' batches (same images) differ
-    assert not torch.equal(first[0], second[0])  # and so do epochs
-    assert all(torch.equal(a, b) for a, b in zip(first + second, sum(epochs(0), [])))  # seeded by the loader
+    reference = [batch.images for batch in views_per_epoch(ds)]   # the main process
+    assert not torch.equal(reference[0][:4], reference[0][4:])  # two batches of the same image differ
+    assert not torch.equal(reference[0], reference[1])  # and so do epochs
+    for loader in ({"num_workers": 1}, {"num_workers": 2}, {"num_workers": 2, "persistent_workers": True}):
+        assert all(torch.equal(a, b.images) for a, b in zip(reference, views_per_epoch(ds, **loader))), loader
+    ds.set_epoch(1)   # resuming at epoch 1
+    assert torch.equal(torch.cat([b.images for b in DataLoader(ds, batch_size=4, num_workers=2)]), reference[1])
+    assert not torch.equal(views_per_epoch(LabelledImages(image.expand(8, -1, -1, -1), torch.zeros(8, dtype=torch.long),
+                                                          ["a"], AugmentConfig(cutmix=0.0), device="cpu", seed=1))[0].images,
+                           reference[0])   # the dataset's seed draws others
 
 
 def test_soft_labels_are_loss_targets_with_backward(path):
@@ -524,6 +569,11 @@ def test_a_dataloader_with_spawned_workers_gets_labelled_batches(path, stored):
     batches = list(DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn"))
     assert [len(b.images) for b in batches] == [4, 4, 4] and all(b.soft_labels.shape == (4, 3) for b in batches)
     assert all(torch.isfinite(b.soft_labels).all() and b.soft_labels.std() > 0 for b in batches)
+    # a persistent spawned worker's copy follows set_epoch (the epoch is in shared memory): the main process's views
+    spawned = views_per_epoch(ds, num_workers=1, multiprocessing_context="spawn", persistent_workers=True)
+    for here, there in zip(views_per_epoch(ds), spawned):
+        assert torch.equal(here.images, there.images)
+        torch.testing.assert_close(here.soft_labels, there.soft_labels)
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -535,6 +585,9 @@ def test_a_dataloader_with_spawned_workers_gets_labelled_batches(path, stored):
     ({"augment": [("cutmix", 0)]}, r"augment must be an AugmentConfig or a dict of its fields"),   # failed at the first batch
     ({"normalize": ([0.5, 0.5], [0.2, 0.2])}, r"normalize must be \(mean, std\) with 1 or 3 finite values each"),
     ({"normalize": ([0.5] * 3, [0.2, 0.0, 0.2])}, r"and std > 0"),  # gave NaN images
+    ({"seed": None}, r"seed must be an integer of at least 0, got None"),   # a TypeError at the first batch
+    ({"seed": "0"}, r"seed must be an integer of at least 0, got '0'"),
+    ({"seed": -1}, r"seed must be an integer of at least 0, got -1"),
 ])
 def test_arguments_that_are_not_what_they_should_be_are_one_error_at_construction(path, arguments, message):
     with pytest.raises(HelloError, match=message):
@@ -545,10 +598,25 @@ def test_arguments_that_are_not_what_they_should_be_are_one_error_at_constructio
     ({"batch_size": 5.0}, r"batch_size must be an integer of at least 1, got 5\.0"),   # was a TypeError
     ({"batch_size": 4, "epochs": True}, r"epochs must be an integer of at least 1, got True"),
     ({"batch_size": 4, "epochs": 0}, r"epochs must be an integer of at least 1, got 0"),
+    ({"batch_size": 4, "seed": 2.0}, r"seed must be an integer of at least 0, got 2\.0"),
 ])
 def test_loader_counts_are_integers(path, arguments, message):
     with pytest.raises(HelloError, match=message):
         HelloDataset(path, device="cpu").loader(**arguments)
+
+
+def test_numpy_integers_are_seeds_and_epochs(path):
+    """np.int64(3) as a seed was an OverflowError in the seed arithmetic (seeds from numpy configs)."""
+    def first(ds, **loader):
+        return next(iter(ds.loader(4, **loader))).images
+
+    plain = HelloDataset(path, device="cpu", seed=3)
+    assert torch.equal(first(HelloDataset(path, device="cpu", seed=np.int64(3))), first(plain))
+    assert torch.equal(first(plain, seed=np.int32(5)), first(plain, seed=5))
+    plain.set_epoch(np.int64(2))
+    assert plain.epoch == 2
+    with pytest.raises(HelloError, match=r"epoch must be an integer of at least 0, got -1"):
+        plain.set_epoch(-1)
 
 
 def test_thirteen_ranks_on_twelve_images_are_not_told_to_shrink_a_batch_of_one(path):

@@ -212,3 +212,40 @@ def test_a_dataset_shards_by_the_process_group_of_its_loader_not_of_its_construc
     (shards0, indices0), (shards1, indices1) = json.loads(output.read_text())
     assert shards0 == [[0, 2], [0, 2]] and shards1 == [[1, 2], [1, 2]]
     assert sorted(indices0 + indices1) == list(range(8))   # disjoint halves
+
+
+SPAWNED_WORKERS_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+    from hello_format.augment import AugmentConfig
+    from hello_format.dataset import LabelledImages
+
+    def views(data, **workers):
+        return torch.cat([batch.images for batch in DataLoader(data, batch_size=4, **workers)])
+
+    if __name__ == "__main__":   # what a spawned worker imports runs nothing
+        images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        data = LabelledImages(images, torch.arange(8) % 2, ["a", "b"], AugmentConfig.from_dict({"output_size": 8}),
+                              device="cpu")   # before the process group, as a script may make it
+        dist.init_process_group("gloo")
+        spawned = views(data, num_workers=1, multiprocessing_context="spawn")
+        assert torch.equal(spawned, views(data)), "a spawned worker drew other views than its rank's main process"
+        gathered = [None, None]
+        dist.all_gather_object(gathered, spawned)
+        assert not torch.equal(*gathered), "both ranks drew the same views"
+        if dist.get_rank() == 0:
+            open(sys.argv[1], "w").write("ok")
+        dist.destroy_process_group()
+""")
+
+
+def test_spawned_dataloader_workers_draw_their_ranks_own_views(tmp_path):
+    """A spawned (or forkserver) worker joins no process group: it took rank 0, so every rank's workers
+    drew rank 0's views (macOS's default start method, and Linux's from Python 3.14; a training-loop review)."""
+    script, output = tmp_path / "spawned.py", tmp_path / "spawned.txt"
+    script.write_text(SPAWNED_WORKERS_SCRIPT)
+    result = torchrun(script, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert output.read_text() == "ok"
