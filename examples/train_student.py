@@ -91,7 +91,8 @@ def main() -> None:
     # Images are decoded once and kept on the device; labels come from the bundle's projector.
     ds = HelloDataset(args.bundle, device=args.device, seed=args.seed)
     recipe = ds.recipe  # a Recipe: what the bundle's author trained students with
-    print(f"{len(ds)} images, {ds.num_classes} classes, loss {recipe.loss}, on {ds.device}")
+    loss_name = "cross-entropy on the hard labels" if args.hard_labels else recipe.loss
+    print(f"{len(ds)} images, {ds.num_classes} classes, loss {loss_name}, on {ds.device}")
     folders = ds.manifest.get("provenance", {}).get("class_folders", ds.class_names)
     val = val_files(args.val, folders) if args.val else None
 
@@ -102,7 +103,9 @@ def main() -> None:
     lr = args.lr if args.lr is not None else recipe.lr
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=SGD_MOMENTUM, weight_decay=recipe.weight_decay)
-    else:
+    else:   # recipe.optimizer is an open string: one this example does not know is said, not silently replaced
+        if recipe.optimizer != "adamw":
+            print(f"the recipe's optimizer {recipe.optimizer[:40]!r} is not one this example knows: AdamW instead")
         optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=recipe.weight_decay)
     steps = epochs * len(ds.loader(batch_size))   # the recipe's lr decays to 0 along a cosine, step by step
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)

@@ -112,7 +112,13 @@ class LabelledImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         """One stored image (uint8 [C,H,W], on the CPU) and its hard label, for inspection."""
-        return self._images[index].cpu(), int(self._labels[index])
+        position = _integer(index)
+        if position is None:
+            raise TypeError(f"ds[i] takes one integer index (the stored image and its class), got {shortened(index)}: "
+                            "for labelled batches use ds.loader(...) or DataLoader(ds, batch_size=...)")
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"index {position} is out of range for {len(self)} images")
+        return self._images[position].cpu(), int(self._labels[position])
 
     def __getitems__(self, indices: Sequence[int]) -> list[LabelledBatch]:
         """A batch augmented and labelled together, split into rows for the DataLoader to collate.

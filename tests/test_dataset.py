@@ -355,6 +355,18 @@ def test_a_fork_while_another_thread_decodes_leaves_the_child_able_to_decode(pat
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_indexing_takes_one_integer_and_says_what_to_use_instead(path):
+    """ds[0:3] and ds[[0, 1]] failed deep in torch ("only one element tensors ...") (a training-loop review)."""
+    ds = HelloDataset(path, device="cpu")
+    image, label = ds[np.int64(len(ds) - 1)]
+    assert torch.equal(ds[-1][0], image) and ds[-1][1] == label
+    for index in (slice(0, 3), [0, 1], True, 1.0):
+        with pytest.raises(TypeError, match=r"ds\[i\] takes one integer index .* use ds.loader\(...\) or DataLoader"):
+            ds[index]
+    with pytest.raises(IndexError, match=f"index {len(ds)} is out of range for {len(ds)} images"):
+        ds[len(ds)]
+
+
 def test_unknown_class_names_the_class(path):
     with pytest.raises(HelloError, match="'zebra'"):
         HelloDataset(path, device="cpu", classes=["a", "zebra"])
