@@ -96,12 +96,12 @@ class LabelledImages(Dataset):
 
     def __getstate__(self) -> dict:
         """For DataLoader workers started by spawn or forkserver, which join no process group: the rank
-        travels with the dataset (each rank's workers drew the same views as rank 0's)."""
+        travels with the dataset (without it every rank's workers would draw rank 0's views)."""
         return dict(self.__dict__, _sender_rank=self._rank_now())
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._epoch.share_memory_()   # a copy (deepcopy) is a dataset of its own, its workers reached as the original's
+        self._epoch.share_memory_()   # a copy's (deepcopy) own epoch, shared with its persistent workers too
 
     @property
     def num_classes(self) -> int:
