@@ -120,6 +120,10 @@ class _Parser:
             return _CharSet(frozenset(char))
         self.fail(f"unsupported escape \\{char}")
 
+    def range_follows(self) -> bool:
+        """Whether a class member's next characters make it a range's start ("-" and not the class's end)."""
+        return self.peek() == "-" and self.at + 1 < len(self.text) and self.text[self.at + 1] != "]"
+
     def char_class(self) -> _CharSet:
         negated = self.peek() == "^"
         self.at += negated
@@ -136,10 +140,12 @@ class _Parser:
             if char == "\\":
                 self.at += 1
                 member = self.escape()
+                if self.range_follows():   # Python's re reads [\.-9] as a range and refuses [\d-_]: a subset of one meaning
+                    self.fail(f"a range from an escape (\\{self.text[self.at - 1]}-{self.text[self.at + 1]})")
                 chars |= member.chars
                 continue
             self.at += 1
-            if self.peek() == "-" and self.at + 1 < len(self.text) and self.text[self.at + 1] != "]":
+            if self.range_follows():
                 high = self.text[self.at + 1]
                 if high < char or high == "\\":
                     self.fail(f"bad range {char}-{high}")
