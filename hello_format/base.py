@@ -528,7 +528,8 @@ def _instantiate(architecture: str, tag: str | None, base_manifest: dict, device
                 force_quick_gelu=_wants_quick_gelu(architecture, tag, base_manifest.get("config")),
                 force_preprocess_cfg=preprocess or None)
     except Exception as error:  # noqa: BLE001  (open_clip asserts, divides by a file's zero, ...)
-        raise BaseModelError(f"open_clip cannot build architecture {shortened(architecture)} from base.config: "
+        source = "base.config" if base_manifest.get("config") is not None else "open_clip's registry config"
+        raise BaseModelError(f"open_clip cannot build architecture {shortened(architecture)} from {source}: "
                              f"{_one_line(error)[:200]}") from None
 
 
