@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from hello_format.errors import HelloError
-from hello_format.limits import MAX_DECODED_BYTES_PER_FILE_BYTE, MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE, MIN_VIEW_BYTES
+from hello_format.limits import (MAX_DECODED_BYTES_PER_FILE_BYTE, MAX_IMAGE_SIDE, MAX_MIX_ALPHA, MAX_PATCH_SHUFFLE,
+                                 MIN_VIEW_BYTES)
 from hello_format.text import listed, shortened
 
 _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop.get_params
@@ -78,7 +79,7 @@ class AugmentConfig:
         for name in ("hflip", "cutmix", "mixup"):
             set_field(name, _number(name, getattr(self, name), low=0.0, high=1.0, open_low=False))
         for name in ("cutmix_alpha", "mixup_alpha"):
-            set_field(name, _number(name, getattr(self, name), low=0.0, high=math.inf, open_low=True))
+            set_field(name, _number(name, getattr(self, name), low=0.0, high=MAX_MIX_ALPHA, open_low=True))
 
     def to_dict(self) -> dict:
         """JSON-safe dict (tuples become lists) that ``from_dict`` reads back."""

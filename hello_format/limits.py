@@ -34,6 +34,8 @@ MAX_TEMPLATE_CHARS = 512
 MAX_IMAGE_SIDE = 8_192                  # images.height/width, base.image_size, recipe sizes, augment.output_size,
                                         # a safetensors teacher's input size
 MAX_PATCH_SHUFFLE = 64                  # recipe.augment.patch_shuffle
+MAX_MIX_ALPHA = 1e6                     # recipe.augment.cutmix_alpha, mixup_alpha: Beta(1e6, 1e6) is 0.5 to 3
+                                        # decimals already, and numpy's Beta draws 0 from about 1e308
 MAX_DECODED_BYTES_PER_FILE_BYTE = 1_024  # N x C x H x W <= this x file size (deflate's own limit is ~1032:1)
                                          # and what augmenting every image into the student's views holds
 MIN_VIEW_BYTES = 2**28                   # (augment.view_bytes, 12 bytes a view pixel and more), or this much:

@@ -16,7 +16,7 @@ from hello_format.augment import (
     sample_crops,
     sample_mix,
 )
-from hello_format.limits import MAX_IMAGE_SIDE, MAX_PATCH_SHUFFLE
+from hello_format.limits import MAX_IMAGE_SIDE, MAX_MIX_ALPHA, MAX_PATCH_SHUFFLE
 
 IDENTITY = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, cutmix=0.0)
 
@@ -254,6 +254,15 @@ def test_integer_settings_stop_at_their_limit(field, limit):
     message = rf"^augment\.{field} must be an integer in \[[01], {limit}\], got {limit + 1}$"
     with pytest.raises(AugmentError, match=message):
         AugmentConfig(**{field: limit + 1})
+
+
+@pytest.mark.parametrize("field", ["cutmix_alpha", "mixup_alpha"])
+def test_mix_alphas_stop_where_beta_still_draws_a_half(field):
+    """numpy's Beta(1e308, 1e308) draws 0, not about 0.5: a file's huge alpha made every CutMix box the
+    whole image (found by fuzzing)."""
+    assert getattr(AugmentConfig(**{field: MAX_MIX_ALPHA}), field) == MAX_MIX_ALPHA
+    with pytest.raises(AugmentError, match=rf"^augment\.{field} must be a number in \(0, 1e\+06\], got 1e\+308$"):
+        AugmentConfig(**{field: 1e308})
 
 
 def test_bad_inputs_are_refused_clearly():
