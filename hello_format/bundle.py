@@ -222,6 +222,7 @@ class Bundle:
         self._header = header
         self._data = data
         self._verified: set[str] = set()   # tensors whose sha256 was checked against the manifest
+        self._finite = False   # check_finite passed: verify() then the projector's verify_projector() read them once
 
     @classmethod
     def open(cls, path, *, verify: bool = False) -> "Bundle":
@@ -464,9 +465,12 @@ class Bundle:
 
     def check_finite(self) -> None:
         """BundleError unless every floating encoder_lora.*, head.* and base.* tensor is finite."""
+        if self._finite:
+            return
         for name in self.tensor_names:
             if name.startswith(PROJECTOR_PREFIXES):
                 check_finite(str(self.path), name, self.tensor(name))
+        self._finite = True
 
     def storage(self) -> Storage:
         """The storage breakdown (spec section 11)."""
