@@ -141,7 +141,7 @@ class _Parser:
                 self.at += 1
                 member = self.escape()
                 if self.range_follows():   # Python's re reads [\.-9] as a range and refuses [\d-_]: a subset of one meaning
-                    self.fail(f"a range from an escape (\\{self.text[self.at - 1]}-{self.text[self.at + 1]})")
+                    self.fail(f"a range from an escape {self.text[self.at - 2:self.at + 2]!r}")
                 chars |= member.chars
                 continue
             self.at += 1
