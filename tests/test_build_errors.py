@@ -139,7 +139,7 @@ CASES = [
      r"codec 'png' is lossless and takes no quality \(got 80\)"),
     ("inverted_crop_ratio", None, {"crop_ratio": [2.0, 0.5]},
      r"--crop-ratio must be \[min, max\] with min <= max, got \[2\.0, 0\.5\]"),
-    ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"--cutmix-alpha must be a number in > 0, got 0"),
+    ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"--cutmix-alpha must be a number in \(0, 1e\+06\], got 0"),
     ("not_a_device", None, {"device": "gpu"}, r"--device: device 'gpu' is not a torch device \(e\.g\. cpu, cuda, cuda:1\)"),
     ("view_transfer_warmup_above_one", None, {"view_transfer_warmup": 1.5},
      r"--view-transfer-warmup must be a share of the steps, in \[0, 1\] \(got 1\.5\)"),
