@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import warnings
+from typing import NoReturn
 
 import click
 from PIL import Image
@@ -101,7 +102,7 @@ def _hub_commands() -> dict[str, click.Command]:
             if isinstance(obj, click.Command) and getattr(obj.callback, "__module__", None) == HUB_MODULE}
 
 
-def exit_interrupted() -> None:
+def exit_interrupted() -> NoReturn:
     """End a command that Ctrl-C interrupted with the shell's status 130 (click's own answer is 1)."""
     click.echo("\ninterrupted", err=True)
     sys.exit(INTERRUPTED)

@@ -62,7 +62,7 @@ def view_seed(seed: int, epoch: int, rank: int) -> int:
 def batch_seed(seed: int, epoch: int, rank: int, indices: torch.Tensor) -> int:
     """The seed of one DataLoader batch's augmentation draws (HelloDataset): the rank's ``view_seed`` and
     the batch's indices in order, so the same wherever the batch is made (any worker, any number of them)."""
-    digest = hashlib.blake2b(indices.cpu().to(torch.int64).numpy().astype("<i8").tobytes(), digest_size=8).digest()
+    digest = hashlib.blake2b(indices.cpu().numpy().astype("<i8").tobytes(), digest_size=8).digest()
     return (view_seed(seed, epoch, rank) ^ int.from_bytes(digest, "little")) % (2**63)
 
 

@@ -9,6 +9,7 @@ directory like every stage's result, so a rerun reuses them. Under torchrun the 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from hello_build import teachers as teacher_io
 from hello_build.teacher_training import TeacherTraining, train_teacher
@@ -34,8 +35,7 @@ def training(options) -> TeacherTraining:
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
-    # the final teacher's folder (_leave_final_file): a folder of the user's is refused before the training
-    ctx.work.stage_dir("teacher", stage_key(options, "teacher", ctx.index.listing_digest))
+    _folder(ctx)   # the final teacher's (_leave_final_file): a folder of the user's is refused before the training
     trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
         seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
@@ -45,12 +45,16 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
 
 
+def _folder(ctx: BuildContext) -> Path:
+    """The stage's folder in the work directory (``WorkDir.stage_dir``), discarded with the stage."""
+    return ctx.work.stage_dir("teacher", stage_key(ctx.options, "teacher", ctx.index.listing_digest))
+
+
 def _leave_final_file(ctx: BuildContext, final: teacher_io.Teacher) -> None:
     """The final trained teacher as a file hello eval's teacher regimes load, in the stage's folder:
     written (rank 0) after the training, and again by a rerun that reuses the stage when it is gone."""
     arch = ctx.options.train_teacher
-    folder = ctx.work.stage_dir("teacher", stage_key(ctx.options, "teacher", ctx.index.listing_digest))
-    path = folder / f"teacher_{arch}.safetensors"
+    path = _folder(ctx) / f"teacher_{arch}.safetensors"
     if (ctx.group is None or ctx.group.is_main) and not path.exists():
         teacher_io.save_teacher(final, path, arch)
     ctx.log(f"teacher: the final {arch} is {path} (hello eval --regime teacher --teacher FILE)")
