@@ -172,10 +172,11 @@ class LabelledImages(Dataset):
         labels_a, labels_b, lam = mix_targets(self._labels[indices], view.mix)
         labels_a, labels_b, images = labels_a[rows, None], labels_b[rows, None], view.images[rows]
         # lam * one_hot(a) + (1 - lam) * one_hot(b), built in one float tensor (one-hots are int64)
-        hard = torch.zeros(len(images), self.num_classes, device=images.device).scatter_(1, labels_a, lam)
+        hard = torch.zeros(len(images), self.num_classes, device=images.device, dtype=torch.float32)
+        hard.scatter_(1, labels_a, lam)
         hard.scatter_add_(1, labels_b, torch.full_like(labels_b, 1 - lam, dtype=hard.dtype))
         if self.labeller is None:
-            soft = torch.empty(len(images), 0, device=self.device)
+            soft = torch.empty(len(images), 0, device=self.device, dtype=torch.float32)
         else:   # on a rank's empty share too (split_batches): a stored-label replay counts every batch
             soft = self.labeller(images)
         if self._normalize is not None:
@@ -217,7 +218,8 @@ class HelloDataset(LabelledImages):
 
     Args:
         path: a ``.hello`` file or an ``hf://`` URI.
-        device: where images live and labels are computed (default: CUDA if available, else CPU).
+        device: where images live and labels are computed (default: CUDA if available, else CPU); an
+            integer is an accelerator's index, as in torch.
         classes: a subset of class names or indices (class-incremental use); labels are renumbered
             in the given order and soft labels keep only those columns.
         augment: an ``AugmentConfig`` or a dict of overrides on the bundle's recorded recipe.

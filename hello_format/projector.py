@@ -162,6 +162,7 @@ class Projector(nn.Module):
         if encoder_lora:
             lora.load_state_dict(projector.visual, bundle.lora_state_dict())
         projector._load_head(head_state)
+        projector.float()   # fp32 whatever torch's default dtype: open_clip and peft build in it
         projector.requires_grad_(False)
         projector.eval()
         if merge:
@@ -254,7 +255,7 @@ class Projector(nn.Module):
         """
         options = self._labelling or self.prepare_labelling()
         if not len(images):   # a rank's empty share of a short batch: a ViT's patch embedding cannot take none
-            return torch.zeros(0, self.text_embeddings.shape[0], device=self.mean.device)
+            return torch.zeros(0, self.text_embeddings.shape[0], device=self.mean.device, dtype=torch.float32)
         rows = max(1, limits.LABEL_CHUNK_PIXELS // (self.image_size[0] * self.image_size[1]))
         training = self.training   # a mode switch walks every module: only when one is needed
         if training:

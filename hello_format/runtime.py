@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 
 import torch
 
@@ -16,17 +17,30 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch device (None: ``default_device()``); DeviceError, before any work is placed
-    on it, for a string that names none, the CPU by index, or a device this torch cannot use here: its
-    backend (``torch.cuda``, ``torch.mps``, ``torch.xpu``, ...) is missing or not available, or has no
-    device of that index (``meta`` holds no data, so it is none)."""
+def resolve_device(device: str | int | torch.device | None) -> torch.device:
+    """``device`` as a torch device (None: ``default_device()``; an integer: that index of this machine's
+    accelerator, as torch reads it); DeviceError, before any work is placed on it, for a value that names
+    none, the CPU by index, or a device this torch cannot use here: its backend (``torch.cuda``,
+    ``torch.mps``, ``torch.xpu``, ...) is missing or not available, or has no device of that index
+    (``meta`` holds no data, so it is none)."""
     if device is None:
         return default_device()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"device {str(device)[:40]!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if isinstance(device, bool):
+        raise DeviceError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, 0)")
+    if not isinstance(device, (str, torch.device)) and hasattr(device, "__index__"):   # numpy's integers too
+        index = operator.index(device)
+        if index < 0:
+            raise DeviceError(f"device {index} is not a torch device (e.g. cpu, cuda, cuda:1, 0)")
+        try:
+            resolved = torch.device(index)   # this machine's accelerator (CUDA before torch 2.6)
+        except RuntimeError:
+            raise DeviceError(f"device {index}: an accelerator's index, and this torch has no usable accelerator "
+                              "here; use cpu") from None
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise DeviceError(f"device {str(device)[:40]!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if resolved.type == "cpu":
         if resolved.index not in (None, 0):
             raise DeviceError(f"device {str(resolved)!r}: the CPU has no index but 0; use cpu")

@@ -140,6 +140,28 @@ def test_a_device_torch_cannot_use_is_a_device_error_before_the_bundle_is_read(t
                        AugmentConfig(), device=device)
 
 
+@pytest.mark.parametrize("device, message", [
+    pytest.param(0, "device 0: an accelerator's index, and this torch has no usable accelerator here; use cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA")),
+    pytest.param(np.int64(1), "device 1: an accelerator's index",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has CUDA")),
+    (-1, "device -1 is not a torch device"),
+    (True, "device True is not a torch device"),
+    (2.0, "device '2.0' is not a torch device"),
+])
+def test_an_integer_device_is_an_accelerator_index_as_in_torch(tmp_path, device, message):
+    """``device=0`` said "not a torch device" (torch's RuntimeError on a machine without an accelerator)."""
+    with pytest.raises(DeviceError, match=re.escape(message)):
+        HelloDataset(tmp_path / "no-such.hello", device=device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_integer_device_is_that_cuda_device():
+    from hello_format.runtime import resolve_device
+
+    assert resolve_device(0) == resolve_device(np.int64(0)) == torch.device("cuda", 0)
+
+
 def test_an_available_mps_is_a_device_whatever_torch_mps_says(monkeypatch):
     """Apple's MPS is known by torch.backends.mps.is_available on every torch hello supports (torch.mps's
     own came in 2.5): a Mac's mps is usable, and without MPS it is one line."""
@@ -151,6 +173,22 @@ def test_an_available_mps_is_a_device_whatever_torch_mps_says(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(DeviceError, match=re.escape("device 'mps': this torch has no usable mps here; use cpu")):
         resolve_device("mps")
+
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, family):
+    """Under ``torch.set_default_dtype(torch.float64)`` the first batch was a RuntimeError: open_clip and
+    peft built the projector in float64 and the images came in float32; hard labels were float64."""
+    expected = list(HelloDataset(bundles[family], device="cpu", seed=2).loader(4, epochs=1))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        batches = list(HelloDataset(bundles[family], device="cpu", seed=2).loader(4, epochs=1))
+    finally:
+        torch.set_default_dtype(previous)
+    assert {batch.images.dtype for batch in batches} == {torch.float32}
+    assert {batch.soft_labels.dtype for batch in batches} == {batch.hard_labels.dtype for batch in batches} == {torch.float32}
+    assert_batches_equal(batches, expected)
 
 
 def test_same_seed_same_batches_and_epochs_differ(path):
