@@ -88,8 +88,9 @@ def main() -> None:
     parser.add_argument("--val", default=None, help="an ImageFolder of real images (the bundle's class folders) to report top-1 on")
     args = parser.parse_args()
 
-    # Images are decoded once and kept on the device; labels come from the bundle's projector.
-    ds = HelloDataset(args.bundle, device=args.device, seed=args.seed)
+    # Images are decoded once and kept on the device; labels come from the bundle's projector (the
+    # hard-label baseline builds none: it sees the same views and pays no labelling).
+    ds = HelloDataset(args.bundle, device=args.device, seed=args.seed, soft_labels=not args.hard_labels)
     recipe = ds.recipe  # a Recipe: what the bundle's author trained students with
     loss_name = "cross-entropy on the hard labels" if args.hard_labels else recipe.loss
     print(f"{len(ds)} images, {ds.num_classes} classes, loss {loss_name}, on {ds.device}")

@@ -234,6 +234,8 @@ class HelloDataset(LabelledImages):
             precision, channels_last, compile, prefetch); the resolved ones are ``self.label_options``.
         head_cache: read and write the local cache of text heads (``hello_format.head_cache``: a base's
             head is computed by its text tower once per base, classes and templates); False computes it.
+        soft_labels: False builds no projector (the base need not be at hand): batches carry the same
+            views and hard labels, and an empty [B, 0] ``soft_labels``; the hard-label baseline.
 
     ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
     Images are decoded on first use, so the first batch waits for its own images only; an image that
@@ -256,6 +258,7 @@ class HelloDataset(LabelledImages):
         allow_remote_base: bool = False,
         label_options: LabelOptions | dict | None = None,
         head_cache: bool = True,
+        soft_labels: bool = True,
     ):
         device = resolve_device(device)
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
@@ -267,18 +270,20 @@ class HelloDataset(LabelledImages):
             columns = _class_columns(classes, names)
             images, labels = bundle.lazy_images(device), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, verify=verify,
-                                                   allow_remote_base=allow_remote_base, use_head_cache=head_cache)
-        self.label_options = self.projector.prepare_labelling(label_options)
+                                                   allow_remote_base=allow_remote_base, use_head_cache=head_cache) \
+                if soft_labels else None
+        # the resolved speed options (None without a projector)
+        self.label_options = self.projector.prepare_labelling(label_options) if self.projector is not None else None
         keep = torch.isin(labels, torch.tensor(columns))
         renumber = torch.full((len(names),), -1, dtype=torch.long)
         renumber[torch.tensor(columns)] = torch.arange(len(columns))
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
             images.select(keep) if isinstance(images, LazyImages) else images[keep], renumber[labels[keep]], [names[c] for c in columns],
-            self.recipe.augment, self._label,
+            self.recipe.augment, None if self.projector is None else self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
-        self.prefetch = bool(self.label_options.prefetch)
+        self.prefetch = bool(self.label_options and self.label_options.prefetch)
 
     def _label(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.projector.label(images)

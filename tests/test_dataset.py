@@ -28,7 +28,7 @@ from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
 from hello_format.projector import Projector
 from hello_format.testing import tiny_clip, tiny_projector
-from support import UNUSABLE_DEVICES, cache_file, write_labelled_bundle
+from support import UNUSABLE_DEVICES, cache_file, rewritten, write_labelled_bundle
 
 CLASSES = ["a", "b", "c"]
 IPC = 4
@@ -189,6 +189,25 @@ def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, 
     assert {batch.images.dtype for batch in batches} == {torch.float32}
     assert {batch.soft_labels.dtype for batch in batches} == {batch.hard_labels.dtype for batch in batches} == {torch.float32}
     assert_batches_equal(batches, expected)
+
+
+def test_without_soft_labels_no_projector_is_built_and_the_views_are_the_same(path, tmp_path):
+    """The hard-label baseline (train_student --hard-labels) built and ran the projector, and needed its base."""
+    labelled = HelloDataset(path, device="cpu", seed=4)
+    hard_only = HelloDataset(path, device="cpu", seed=4, soft_labels=False)
+    assert hard_only.projector is None and hard_only.label_options is None
+    for with_soft, without in zip(labelled.loader(4, epochs=2), hard_only.loader(4, epochs=2), strict=True):
+        assert torch.equal(with_soft.images, without.images) and torch.equal(with_soft.hard_labels, without.hard_labels)
+        assert without.soft_labels.shape == (len(without.images), 0)
+    # a base that cannot be built here: only the labelled dataset needs it
+    local = rewritten(path, tmp_path / "local.hello", lambda manifest, tensors: (
+        manifest["base"].update(source="local", checkpoint="absent.safetensors"),
+        manifest["base"].pop("embedded", None),
+        [tensors.pop(name) for name in [name for name in tensors if name.startswith("base.")]]))
+    with pytest.raises(HelloError, match="checkpoint"):
+        HelloDataset(local, device="cpu")
+    batch = next(iter(HelloDataset(local, device="cpu", seed=4, soft_labels=False).loader(4, start_epoch=0)))
+    assert torch.equal(batch.images, next(iter(hard_only.loader(4, start_epoch=0))).images)
 
 
 def test_same_seed_same_batches_and_epochs_differ(path):
