@@ -111,6 +111,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
            group: Group | None) -> dict | None:
     """``build`` once its options are checked and its device resolved; ``scope`` holds the work directory."""
     timings: dict[str, float] = {}
+    # one build at a time on a work directory, refused before a second one scans the data or loads a base
+    scope.enter_context(held(options.workdir_path(), group))
 
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
@@ -135,7 +137,6 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group)
     fresh = [stage.name for stage in STAGES] if options.fresh else ()
-    scope.enter_context(held(options.workdir_path(), group))   # one build at a time on a work directory
     ctx = BuildContext(
         options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
         train=RealImages(index, image_size, train_idx, skip_bad=options.skip_bad),

@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 def held(path: Path, group: Group | None = None):
     """Hold the work directory at ``path`` for one build (rank 0 of a torchrun job): a second hello-build
     on it is refused in one line, where the two would otherwise interleave their records and tensors.
-    An advisory lock (flock) on its ``hello-build.lock``, which names the holder's process id."""
+    An advisory lock (flock) on its ``hello-build.lock``, which names the holder's process id. The folders
+    this call made are removed again when the build leaves nothing in them (it failed before any stage)."""
     if fcntl is None or (group is not None and not group.is_main):
         yield
         return
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]   # innermost first
     _make_folder(path)
     try:
         descriptor = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -67,7 +69,14 @@ def held(path: Path, group: Group | None = None):
         file.truncate(0)
         file.write(str(os.getpid()).encode())
         file.flush()
-        yield   # closing the file releases the lock
+        try:
+            yield   # closing the file releases the lock
+        finally:
+            if made and os.listdir(path) == [LOCK_FILE]:
+                with contextlib.suppress(OSError):   # what the build raised matters more
+                    os.unlink(path / LOCK_FILE)
+                    for folder in made:   # each empty now, unless something else was put there meanwhile
+                        os.rmdir(folder)
 
 
 def _make_folder(path: Path) -> None:

@@ -303,16 +303,23 @@ def test_an_interrupted_stage_never_leaves_an_old_record_over_its_new_tensors(ki
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
-def test_a_second_build_on_a_held_work_directory_is_refused(kit, tmp_path):
-    """Two builds on one work directory interleaved their records and tensors (a wrong LoRA, or a traceback)."""
+def test_a_second_build_on_a_held_work_directory_is_refused_before_it_reads_anything(kit, tmp_path, monkeypatch):
+    """Two builds on one work directory interleaved their records and tensors (a wrong LoRA, or a traceback);
+    the second one was refused only after it had scanned the data and loaded the base (minutes at scale)."""
+    from hello_build import pipeline
     from hello_build.workdir import held
 
+    called = []
+    for name in ("scan_image_folder", "_load_base"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *args, real=real, name=name, **kwargs: (called.append(name),
+                                                                                          real(*args, **kwargs))[1])
     options = tiny_options(kit, tmp_path)
     with held(options.workdir_path()):
         with pytest.raises(BuildError, match=rf"the work directory {options.workdir_path()} is in use by another "
                                              rf"hello-build \(process \d+\): wait for it to end"):
             run_build(options)
-    assert not Path(options.output).exists()
+    assert not Path(options.output).exists() and called == []
 
 
 def test_a_work_directory_that_cannot_be_locked_is_said_and_built(kit, tmp_path, monkeypatch):
