@@ -246,11 +246,19 @@ def info(bundle_path: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("--no-decode", is_flag=True, help="Skip decoding every image (hashes only).")
-def verify(bundle_path: str, no_decode: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as one line of JSON (path, format_version, images, tensors, images_decoded); "
+                   "a file that fails is still one error line on stderr and exit status 2.")
+def verify(bundle_path: str, no_decode: bool, as_json: bool) -> None:
     """Check the header, manifest (schema, version), every sha256 and that every image decodes."""
     with open_bundle(bundle_path, verify=True) as bundle:
         if not no_decode:
             bundle.images()
+        if as_json:
+            echo(json.dumps({"ok": True, "path": str(bundle.path), "format_version": bundle.manifest["format_version"],
+                             "images": bundle.num_images, "tensors": len(bundle.tensor_names),
+                             "images_decoded": not no_decode}, separators=(",", ":"), ensure_ascii=False))
+            return
         decoded = "" if no_decode else ", all images decode"
         echo(f"ok: {bundle.path}: format {bundle.manifest['format_version']}, {bundle.num_images} images, "
              f"{len(bundle.tensor_names)} tensors, all sha256 match, label generator finite{decoded}")

@@ -87,6 +87,18 @@ def test_verify_ok():
     assert result.stdout.startswith("ok: ") and "all sha256 match" in result.stdout
 
 
+@pytest.mark.parametrize("flags, decoded", [([], True), (["--no-decode"], False)])
+def test_verify_json_is_one_line_a_script_can_read(flags, decoded):
+    result = run("verify", VALID, "--json", *flags)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+    with Bundle.open(VALID) as bundle:
+        expected = {"ok": True, "path": str(bundle.path), "format_version": bundle.manifest["format_version"],
+                    "images": bundle.num_images, "tensors": len(bundle.tensor_names), "images_decoded": decoded}
+    assert json.loads(result.stdout) == expected
+    failed = run("verify", VECTORS / "image_does_not_decode.hello", "--json")
+    assert failed.exit_code == 2 and failed.stdout == "" and failed.stderr.startswith("error: ")
+
+
 @pytest.mark.parametrize("name, match", [
     ("tensor_byte_flipped.hello", "tensor 'head.lora_B' is corrupted"),
     ("truncated.hello", "file truncated?"),
