@@ -38,16 +38,30 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
     LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
     LoRA starts from)}``."""
     folder = Path(folder)
-    config = check_folder(folder)
+    expected = lora.export_state_dict(projector.visual)
+    check_adapter(folder, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict(),
+                  {name: tuple(tensor.shape) for name, tensor in expected.items()})   # again: a resumed build's folder may have changed
     weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
     try:
-        _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict())
-        stored = _read_tensors(weights_path, lora.export_state_dict(projector.visual), "--lora-rank")
-        lora.load_state_dict(projector.visual, stored)
+        lora.load_state_dict(projector.visual, _read_tensors(weights_path, expected))
         head = _start_head(projector, folder / HEAD_FILE)
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
     return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head}
+
+
+def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """BuildError unless the adapter folder describes the LoRA this build injects: ``ours`` is its peft
+    config (``LoraConfig.to_dict()``), ``shapes`` its weights' (adapter-file key -> shape). Read from
+    the config and the weights' header only, so the build checks it as soon as its LoRA is configured,
+    before the text head and any stage."""
+    folder = Path(folder)
+    config = check_folder(folder)
+    try:
+        _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, ours)
+        _check_header(folder / lora.ADAPTER_WEIGHTS_FILE, shapes, "--lora-rank")
+    except HelloError as exc:
+        raise BuildError(f"--init-adapter {folder}: {exc}") from None
 
 
 def check_folder(folder: str | Path) -> dict:
@@ -82,22 +96,26 @@ def _check_config(path: Path, config: dict, ours: dict) -> None:
                              "(match --lora-rank / --lora-alpha / --lora-targets to the adapter)")
 
 
-def _read_tensors(path: Path, expected: dict[str, torch.Tensor], rank_option: str) -> dict[str, torch.Tensor]:
-    """The tensors of ``path`` named in ``expected``, after the header shows the same names and shapes
+def _check_header(path: Path, shapes: dict[str, tuple[int, ...]], rank_option: str) -> None:
+    """BuildError unless ``path``'s header holds float tensors of exactly these names and ``shapes``
     (``rank_option``: the build option a shape mismatch points at)."""
     header = read_header(path)
-    missing = sorted(expected.keys() - header.tensors.keys())
-    unknown = sorted(header.tensors.keys() - expected.keys())
+    missing = sorted(shapes.keys() - header.tensors.keys())
+    unknown = sorted(header.tensors.keys() - shapes.keys())
     if missing or unknown:
         first = (missing or unknown)[0]
         raise BuildError(f"{path.name} does not adapt the modules this build adapts: "
                          f"{'missing' if missing else 'unexpected'} {shortened(first)} "
                          f"({len(missing)} missing, {len(unknown)} unexpected)")
-    for name, tensor in expected.items():
+    for name, shape in shapes.items():
         info = header.tensors[name]
-        if tuple(info.shape) != tuple(tensor.shape) or info.dtype not in ("F16", "BF16", "F32"):
+        if tuple(info.shape) != tuple(shape) or info.dtype not in ("F16", "BF16", "F32"):
             raise BuildError(f"{path.name}: {shortened(name)} is {info.dtype} {list(info.shape)}, this build needs a "
-                             f"float {list(tensor.shape)} (another {rank_option}?)")
+                             f"float {list(shape)} (another {rank_option}?)")
+
+
+def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` named in ``expected`` (its header checked by ``_check_header``), finite."""
     with safe_open(str(path), framework="pt") as file:
         tensors = {name: file.get_tensor(name).float() for name in expected}
     bad = next((name for name, t in tensors.items() if not torch.isfinite(t).all()), None)
@@ -135,8 +153,9 @@ def _start_head(projector, path: Path) -> str:
     if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
-    tensors = _read_tensors(path, {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B},
-                            "--head-rank")
+    expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
+    _check_header(path, {name: tuple(tensor.shape) for name, tensor in expected.items()}, "--head-rank")
+    tensors = _read_tensors(path, expected)
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors[HEAD_A])
         projector.head.lora_B.copy_(tensors[HEAD_B])

@@ -28,7 +28,7 @@ import open_clip
 from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
-from hello_build.init_adapter import check_folder
+from hello_build.init_adapter import check_adapter, check_folder
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import check_source as check_teacher_source
@@ -52,7 +52,7 @@ from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
 from hello_format.labelling import resolve_precision
 from hello_format.limits import MAX_BASE_CONFIG_BYTES, MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
-from hello_format.lora import default_targets, encoder_config, explicit
+from hello_format.lora import default_targets, encoder_config, explicit, peft_shapes
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector
 from hello_format.quantize import DELTA_DTYPES, is_quantised
@@ -394,9 +394,11 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         try:   # a pattern peft cannot take or that adapts nothing is refused here, before the text head costs
             encoder_lora = encoder_config(clip_model.visual, r=options.lora_rank, lora_alpha=options.lora_alpha,
                                           target_modules=options.lora_targets)
-            explicit(clip_model.visual, encoder_lora)
+            peft_config = explicit(clip_model.visual, encoder_lora)
         except ManifestError as exc:
             raise BuildError(f"--lora-targets: {exc}") from None
+        if options.init_adapter:   # its LoRA settings and weights' shapes, before the text head and any stage
+            check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
     embeddings = None
     if group is not None:
         computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,

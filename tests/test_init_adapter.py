@@ -62,9 +62,22 @@ def test_a_head_file_for_other_classes_leaves_the_head_to_the_text_embeddings(ki
     assert not torch.equal(started["head.lora_B"], source["head.lora_B"])  # zero-initialised B
 
 
-def test_an_adapter_of_another_rank_is_one_clear_error(kit, exported, tmp_path):
-    with pytest.raises(BuildError, match=r"--init-adapter .*adapter_config.json: r is 8, this build's LoRA has 4"):
-        run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), lora_rank=4, transfer_epochs=0))
+@pytest.mark.parametrize("config_rank, words", [
+    (8, r"adapter_config.json: r is 8, this build's LoRA has 4"),
+    (4, r"adapter_model.safetensors: .* is F16 \[8, .*\], this build needs a float \[4, .*\] \(another --lora-rank\?\)"),
+])
+def test_an_adapter_of_another_rank_is_one_clear_error_before_any_stage_runs(kit, exported, tmp_path, config_rank, words):
+    """It was found when the transfer stage began: after a teacher had been trained (a docs review)."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    config = json.loads((exported["folder"] / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "r": config_rank}))
+    (folder / "adapter_model.safetensors").write_bytes((exported["folder"] / "adapter_model.safetensors").read_bytes())
+    work = tmp_path / "work"
+    with pytest.raises(BuildError, match=rf"--init-adapter .*{words}"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), lora_rank=4, train_teacher="convnet3", teacher=[],
+                               workdir=str(work)))
+    assert not work.exists()
 
 
 def test_non_finite_adapter_weights_are_refused(kit, exported, tmp_path):
