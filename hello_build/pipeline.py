@@ -211,17 +211,12 @@ def _check(options: BuildOptions) -> None:
     if options.crop_scale is not None and not (len(options.crop_scale) == 2
                                                and 0 < options.crop_scale[0] <= options.crop_scale[1] <= 1):
         raise BuildError(f"--crop-scale must be MIN MAX with 0 < MIN <= MAX <= 1 (got {list(options.crop_scale)})")
-    if not (0 <= options.view_transfer_real_fraction < 1 and split_batch(options)[1] >= 1
-            and options.view_transfer_epochs >= 0 and options.view_transfer_checks >= 1):
-        raise BuildError("--view-transfer-real-fraction must leave some synthetic views in every batch of "
-                         "--transfer-batch-size, --view-transfer-epochs be finite and at least 0, and "
-                         f"--view-transfer-checks at least 1 (got {options.view_transfer_real_fraction}, "
-                         f"{options.transfer_batch_size}, {options.view_transfer_epochs}, {options.view_transfer_checks})")
+    if not (0 <= options.view_transfer_real_fraction < 1 and split_batch(options)[1] >= 1):
+        raise BuildError(f"--view-transfer-real-fraction must be in [0, 1) and leave some synthetic views in each batch "
+                         f"of --transfer-batch-size (got {options.view_transfer_real_fraction} of "
+                         f"{options.transfer_batch_size} views)")
     if not 0 <= options.view_transfer_warmup <= 1:
         raise BuildError(f"--view-transfer-warmup must be a share of the steps, in [0, 1] (got {options.view_transfer_warmup})")
-    if min(options.view_transfer_selection_rounds, options.view_transfer_selection_views) < 1:
-        raise BuildError("--view-transfer-selection-rounds and --view-transfer-selection-views must be at least 1 "
-                         f"(got {options.view_transfer_selection_rounds}, {options.view_transfer_selection_views})")
     if options.lora_rank < 0:
         raise BuildError(f"--lora-rank must be at least 0 (0: no encoder LoRA, the head alone is fitted; got {options.lora_rank})")
     if options.lora_rank == 0 and options.init_adapter:
