@@ -61,7 +61,7 @@ class BuildOptions:
     # data
     data: str = option(None, "ImageFolder root of the original training set (class folders of images).", stage="data", path=True)
     output: str = option(None, "Where to write the .hello bundle.", stage="write", path=True)
-    class_names: str | None = option(None, "Readable class names: a text file (one per line, sorted-folder order) or a JSON {folder: name}.", stage="data", path=True)
+    class_names: str | None = option(None, "Readable class names: a text file (one name per line in sorted-folder order, or '<folder> <name>' lines as ImageNet's LOC_synset_mapping.txt) or a .json file ({folder: name}, a list in folder order, or torchvision's imagenet_class_index.json).", stage="data", path=True)
     skip_bad: bool = option(False, "Skip unreadable images (counted and reported) instead of failing.", stage="data")
     follow_external_links: bool = option(False, "Follow symbolic links that lead out of the image folders (data, --init-images); without it such a link is refused, so that a downloaded folder cannot read your own files.", stage="run")
     image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True, at_least=1)
