@@ -16,6 +16,7 @@ from hello_build.zoo import DEFAULT_STUDENT, zoo_names
 from hello_format import __version__, limits
 from hello_format.cli import allow_remote_base_option, base_checkpoint_option, exit_interrupted, one_line_warnings
 from hello_format.errors import HelloError
+from hello_format.runtime import MAX_SEED
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
 from hello_format.text import terminal
@@ -35,11 +36,11 @@ def _click_option(f: dataclasses.Field):
         return click.option(flag, f.name, nargs=2, type=float, default=None if default is None else tuple(default),
                             metavar="MIN MAX", help=help_text)
     kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-    if kind is int and (meta["at_least"] is not None or meta["above"] is not None):
-        kind = click.IntRange(min=meta["at_least"] if meta["at_least"] is not None else meta["above"] + 1)
-    elif kind is float and (meta["at_least"] is not None or meta["above"] is not None):
-        kind = click.FloatRange(min=meta["at_least"] if meta["at_least"] is not None else meta["above"],
-                                min_open=meta["at_least"] is None)
+    low = meta["at_least"] if meta["at_least"] is not None else meta["above"]
+    if kind is int and (low is not None or meta["at_most"] is not None):
+        kind = click.IntRange(min=None if low is None else low + (meta["above"] is not None), max=meta["at_most"])
+    elif kind is float and (low is not None or meta["at_most"] is not None):
+        kind = click.FloatRange(min=low, max=meta["at_most"], min_open=meta["above"] is not None)
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
     return click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)
@@ -133,7 +134,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--temperature", type=click.FloatRange(*limits.TEMPERATURE_RANGE), default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=click.FloatRange(0, limits.MAX_BETA), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--trust-teacher-code", is_flag=True,

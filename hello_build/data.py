@@ -491,5 +491,6 @@ def held_out_count(images: int, fraction: float) -> int:
 
 
 def stream_seed(seed: int, stream: int) -> int:
-    """A 63-bit seed for the independent random stream ``stream`` of ``seed``."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(2, np.uint64)[0]) >> 1
+    """A 63-bit seed for the independent random stream ``stream`` of ``seed`` (every bit of ``seed``
+    counts: a seed below 2**32 draws what it always drew, a larger one no longer that of its low 32 bits)."""
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(2, np.uint64)[0]) >> 1

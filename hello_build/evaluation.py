@@ -42,7 +42,7 @@ from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
 from hello_format.errors import DeviceError
 from hello_format.files import temporary_folder
-from hello_format.runtime import cosine_lr, resolve_device
+from hello_format.runtime import MAX_SEED, cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
@@ -96,7 +96,7 @@ def check_recipe(recipe: StudentRecipe) -> None:
                          f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
     if recipe.loss not in LOSSES:
         raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
-    integers = {**limits.RECIPE_INTEGERS, "seed": (0, 2**63 - 1)}
+    integers = {**limits.RECIPE_INTEGERS, "seed": (0, MAX_SEED)}
     for name, (low, high) in {**integers, **limits.RECIPE_NUMBERS}.items():
         value, integer = getattr(recipe, name), name in integers
         if not ((is_json_int(value) if integer else is_json_number(value)) and low <= value <= high):

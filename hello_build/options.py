@@ -31,7 +31,9 @@ from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from hello_format.container import is_json_int, is_json_number
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
+from hello_format.limits import MAX_EPOCHS, MAX_LORA_ALPHA, MAX_RANK
 from hello_format.quantize import DELTA_DTYPES
+from hello_format.runtime import MAX_SEED
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
 from hello_format.text import shortened
 
@@ -45,12 +47,13 @@ def default_head_rank(classes: int) -> int:
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
-           path: bool = False, at_least: float | None = None, above: float | None = None):
+           path: bool = False, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None):
     """A build option: ``default``, one line of ``help``, the ``stage`` that reads it; ``path``: its value
-    names local files or folders (recorded in bundles by name only); ``at_least`` / ``above``: its bound
-    (``check_values``, and the command line's ranges)."""
+    names local files or folders (recorded in bundles by name only); ``at_least`` / ``above`` and
+    ``at_most``: its bounds (``check_values``, and the command line's ranges)."""
     meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple, "path": path,
-            "at_least": at_least, "above": above}
+            "at_least": at_least, "above": above, "at_most": at_most}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -88,17 +91,17 @@ class BuildOptions:
                                             "open_clip keys from hello's allow-list, as a bundle's base.config).", stage="base", path=True)
     embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
-    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer")
-    lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True, above=0)
+    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer", at_most=MAX_RANK)
+    lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
-    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", at_least=1)
-    head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0)
+    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", at_least=1, at_most=MAX_RANK)
+    head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
     prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
     # transfer
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
-    transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True, at_least=0)
+    transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True, at_least=0, at_most=MAX_EPOCHS)
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True, above=0)
     transfer_weight_decay: float = option(0.0, "AdamW weight decay of the transfer: none, so the LoRA is pulled only toward the teacher.", stage="transfer", open=True, at_least=0)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True, at_least=1)
@@ -116,7 +119,7 @@ class BuildOptions:
     image_update_steps: int = option(0, "Steps of the image-level update (0 = off; paper: small gain).", stage="image_update", open=True, at_least=0)
     image_update_lr: float = option(0.01, "Adam learning rate of the image-level update, on pixels in [0, 1].", stage="image_update", open=True, above=0)
     # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
-    view_transfer_epochs: float = option(1280.0, "Student views of each synthetic image the synthetic-view transfer fits on: steps = ceil(epochs x images / synthetic views per step), a step's synthetic views being --transfer-batch-size x (1 - --view-transfer-real-fraction); real views come on top (0 = off, the paper's method). 1280 is 2000 steps of 64 at 100 images (CIFAR-10 IPC 10); a fixed step count starved larger sets (IPC 50: held-out agreement rose until about 850 views per image). A lower --view-transfer-real-fraction shortens the fit at the same budget: at a quarter real views IPC 10 needs 1920 for the default's 2000 steps, which its held-out students did need.", stage="view_transfer", open=True, at_least=0)
+    view_transfer_epochs: float = option(1280.0, "Student views of each synthetic image the synthetic-view transfer fits on: steps = ceil(epochs x images / synthetic views per step), a step's synthetic views being --transfer-batch-size x (1 - --view-transfer-real-fraction); real views come on top (0 = off, the paper's method). 1280 is 2000 steps of 64 at 100 images (CIFAR-10 IPC 10); a fixed step count starved larger sets (IPC 50: held-out agreement rose until about 850 views per image). A lower --view-transfer-real-fraction shortens the fit at the same budget: at a quarter real views IPC 10 needs 1920 for the default's 2000 steps, which its held-out students did need.", stage="view_transfer", open=True, at_least=0, at_most=MAX_EPOCHS)
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over --view-transfer-warmup of the steps, then cosine decay to 0).", stage="view_transfer", open=True, above=0)
     view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True)
     view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True, at_least=0)
@@ -156,7 +159,7 @@ class BuildOptions:
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
     fresh: bool = option(False, "Discard the work directory's stage results (only what hello-build wrote there) and start over instead of resuming.", stage="run")
-    seed: int = option(0, "Seed of every random choice.", stage="data", at_least=0)
+    seed: int = option(0, "Seed of every random choice.", stage="data", at_least=0, at_most=MAX_SEED)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
     precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the 128-channel ConvNet-3 demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)
     source_dataset: str | None = option(None, "Name of the original dataset for provenance (default: the data folder's name).", stage="write")
@@ -174,10 +177,12 @@ class BuildOptions:
             if not any(_of_kind(value, kind, f.metadata) for kind in kinds):
                 wanted = " or ".join("None" if kind is type(None) else _KIND_NAMES[kind] for kind in kinds)
                 raise BuildError(f"{flag} must be {wanted} (got {shortened(value)})")
-            low, above = f.metadata["at_least"], f.metadata["above"]
+            low, above, high = f.metadata["at_least"], f.metadata["above"], f.metadata["at_most"]
             if value is not None and ((low is not None and value < low) or (above is not None and not value > above)):
                 raise BuildError(f"{flag} must be {f'at least {low:g}' if low is not None else f'above {above:g}'} "
                                  f"(got {shortened(value)})")
+            if value is not None and high is not None and value > high:
+                raise BuildError(f"{flag} must be at most {high:,} (got {shortened(value)})")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):   # teacher="t.safetensors" is one teacher, not one per character

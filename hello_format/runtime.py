@@ -62,6 +62,10 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
 ORDER_SALT, TEACHER_SALT = 0x5EED, 0x7EAC
 
 
+# the largest seed a run takes: its streams are drawn modulo 2**63, where distinct seeds stay distinct
+MAX_SEED = 2**63 - 1
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch`` of a run seeded with ``seed`` (distinct per epoch, stable across runs)."""
     return (seed * 1_000_003 + epoch) % (2**63)

@@ -235,6 +235,14 @@ def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_pat
     ({"seed": -1}, r"--seed must be at least 0 \(got -1\)"),
     ({"candidates_per_class": 0}, r"--candidates-per-class must be at least 1"),
     ({"view_transfer_weight_decay": -0.1}, r"--view-transfer-weight-decay must be at least 0 \(got -0\.1\)"),
+    # above an upper bound (a builder's review): refused at the write after every stage (ranks), a traceback
+    # from torch (seed), or 10^11 steps with no line in sight (view transfer)
+    ({"head_rank": 5000}, r"--head-rank must be at most 4,096 \(got 5000\)"),
+    ({"lora_rank": 5000}, r"--lora-rank must be at most 4,096 \(got 5000\)"),
+    ({"lora_alpha": 1e7}, r"--lora-alpha must be at most 1,000,000"),
+    ({"seed": 2**64}, r"--seed must be at most 9,223,372,036,854,775,807 \(got 18446744073709551616\)"),
+    ({"view_transfer_epochs": 1e12}, r"--view-transfer-epochs must be at most 1,000,000 \(got 1000000000000\.0\)"),
+    ({"transfer_epochs": 10**7}, r"--transfer-epochs must be at most 1,000,000"),
 ])
 def test_a_value_of_the_wrong_kind_or_outside_its_bound_is_a_build_error(errors_kit, tmp_path, overrides, message):
     """Found by an integration review of the Python API; the command line refuses the bounds as click ranges."""
@@ -243,7 +251,7 @@ def test_a_value_of_the_wrong_kind_or_outside_its_bound_is_a_build_error(errors_
         build(options, progress=False, log=lambda line: None)
     assert not Path(options.output).exists() and not options.workdir_path().exists()
     flag, value = "--" + next(iter(overrides)).replace("_", "-"), next(iter(overrides.values()))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value <= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and (value <= 0 or value > 4096):
         result = CliRunner().invoke(main, _cli_args(_values(errors_kit, tmp_path, None, {})) + [flag, str(value)])
         assert result.exit_code == 2 and "is not in the range" in result.output, result.output
 
