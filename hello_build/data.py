@@ -4,14 +4,19 @@ Layout: ``root/<class folder>/**/<image>`` (as ImageNet's and CIFAR-10's ``train
 the sorted folder names; readable names come from the folders or from a class-names file.
 
 Choices (also in the builder's help):
-- Bad files are found at scan time by opening each file's header with PIL (``Image.open`` reads only
-  the header, threaded), so a corrupt or non-image file is reported before any work starts (a FIFO or
-  device named like an image is one, never opened; so is a file of a format outside
-  ``DATA_IMAGE_FORMATS``, whatever its name). A JPEG of more scans or an image of more pixels than the
-  limits allow (per byte of its file) fails when it is decoded, before any pixel is. A file
-  whose header is fine but whose pixels do not decode (a truncated JPEG) is found at decode time:
-  ``RealImages`` raises a BuildError naming it, or with ``skip_bad=True`` warns with its path and
-  returns it with label ``-1`` (``SKIPPED``) so consumers drop and count it; it never vanishes silently.
+- Bad files are found at scan time, before any work starts, and only there: by opening each file's
+  header with PIL (``Image.open`` reads only the header, threaded), so a corrupt or non-image file is
+  reported (a FIFO or device named like an image is one, never opened; so is a file of a format
+  outside ``DATA_IMAGE_FORMATS``, whatever its name, and one whose header declares more pixels than
+  ``check_source_pixels`` allows for its file's bytes). A file whose header is fine but whose pixels do
+  not decode (a truncated JPEG, a JPEG of too many scans) passes that check: without ``skip_bad`` it
+  fails the first decode, a BuildError naming it; with ``skip_bad=True`` the scan decodes every file
+  once (``load_image``, as a build will: JPEGs at their smallest DCT scale), so such a file is left out
+  and listed in ``index.bad`` with the rest, the one count a build reports (decoding costs about half
+  a full decode per JPEG, a full decode per other file, where a header costs almost nothing). After
+  such a scan a decode fails only for a file changed since (or a JPEG whose pixels at a larger DCT
+  scale exceed ``check_source_pixels``' bound where its smallest scale's do not), always a BuildError
+  naming it: nothing is dropped or counted later, and nothing vanishes silently.
 - Colour: every image becomes RGB. Images with transparency (RGBA, LA, palette with a transparent
   index) are composited on white, the background a viewer shows them on; CMYK, palette, grayscale and
   16-bit grayscale are converted. EXIF orientation is not applied (torchvision's ImageFolder does
@@ -52,9 +57,8 @@ from hello_format.limits import (DATA_IMAGE_EXTENSIONS, DATA_IMAGE_FORMATS, MAX_
                                  MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES, MAX_JPEG_SCANS, MAX_SOURCE_PIXELS,
                                  MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
-from hello_format.text import cut, shortened, terminal
+from hello_format.text import cut, shortened
 
-SKIPPED = -1  # label RealImages returns for a file that failed to decode under skip_bad=True
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
@@ -69,7 +73,7 @@ class ImageFolderIndex:
     classes: list[str]  # folder names, sorted; label i is classes[i]
     class_names: list[str]  # readable names, same order
     samples: list[tuple[str, int]]
-    bad: list[str] = field(default_factory=list)  # skipped at scan time (skip_bad=True)
+    bad: list[str] = field(default_factory=list)  # left out by the scan (skip_bad=True)
 
     @property
     def num_classes(self) -> int:
@@ -101,14 +105,17 @@ def scan_image_folder(
     group: Group | None = None,
     follow_external_links: bool = False,
 ) -> ImageFolderIndex:
-    """Scan ``root`` (one sub-folder per class) without decoding pixels.
+    """Scan ``root`` (one sub-folder per class), checking each file (``check_headers``).
 
     ``class_names``: None (folder names), a list in sorted-folder order, or a file (see
-    ``read_class_names``). Unreadable files: BuildError naming up to 10 and the count, or with
-    ``skip_bad`` they are left out and listed in ``index.bad``. Errors: no class folders, a single
-    class, an empty class (after skipping), a file of names that does not match the folders, folders
-    or names a bundle cannot hold (``check_class_names``: checked before any file is opened). In a
-    torchrun ``group`` each rank checks every world_size-th file's header and the findings are summed.
+    ``read_class_names``). Each file's header is read (its format, and its declared size against
+    ``check_source_pixels``), no pixel decoded; with ``skip_bad`` each file is decoded once instead
+    (``load_image``, JPEGs at their smallest DCT scale), so what passes decodes in every later stage.
+    Unreadable files: BuildError naming up to 10 and the count, or with ``skip_bad`` they are left out
+    and listed in ``index.bad``. Errors: no class folders, a single class, an empty class (after
+    skipping), a file of names that does not match the folders, folders or names a bundle cannot hold
+    (``check_class_names``: checked before any file is opened). In a torchrun ``group`` each rank
+    checks every world_size-th file and the findings are summed.
     Symbolic links are followed inside ``root``; one leading out of it is a BuildError unless
     ``follow_external_links``: a stranger's folder cannot make the scan read the user's own files.
     """
@@ -135,7 +142,8 @@ def scan_image_folder(
     if check_headers:
         mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
         with _without_bomb_warnings(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            checked = list(pool.map(_header_ok, (samples[i][0] for i in mine), chunksize=256))
+            check = _decodes if skip_bad else _header_ok
+            checked = list(pool.map(check, (samples[i][0] for i in mine), chunksize=16 if skip_bad else 256))
         readable = [False] * len(samples)
         for i, ok in zip(mine, checked):
             readable[i] = ok
@@ -230,12 +238,26 @@ def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
 
 
 def _header_ok(path: str) -> bool:
+    """Whether ``path`` is a regular file whose header ``open_checked`` takes (the JPEG scans uncounted:
+    that reads the whole file), for a decode at any size: pixels counted at a JPEG's smallest DCT scale."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device: opening it can block forever
             return False
-        with open_image(path) as image:
+        with open_checked(path, 1, count_scans=False) as image:
             return image.width > 0 and image.height > 0
     except Exception:  # any failure to parse the header is a bad file, whatever PIL raises
+        return False
+
+
+def _decodes(path: str) -> bool:
+    """Whether ``path`` is a regular file that ``load_image`` decodes (a JPEG at its smallest DCT scale:
+    its whole entropy-coded data is still read, so a truncated one fails)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        image = load_image(path, 1)
+        return image.width > 0 and image.height > 0
+    except Exception:  # PIL raises many types for corrupt data
         return False
 
 
@@ -312,19 +334,39 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def open_checked(path: str, size: int, *, count_scans: bool = True):
+    """``path`` opened (``open_image``) and checked, no pixel decoded yet: a JPEG (or MPO) set to decode at
+    the smallest DCT scale that keeps both sides >= ``size`` (1: its smallest, 1/8) and, with
+    ``count_scans``, refused beyond MAX_JPEG_SCANS scans; then the size it will decode at checked by
+    ``check_source_pixels``. ValueError (or whatever PIL raises for a bad header) when it fails."""
+    with open_image(path) as image:
+        if image.format in ("JPEG", "MPO"):   # MPO: Pillow's name for a JPEG that declares more frames
+            if count_scans:
+                with open(path, "rb") as stream:
+                    if jpeg_scans_over_limit(stream):
+                        raise ValueError(f"a JPEG of more than {MAX_JPEG_SCANS} scans")
+            image.draft(None, (size, size))  # DCT-domain downscale, keeps both sides >= size
+        check_source_pixels(image.size, os.path.getsize(path))
+        yield image
+
+
+def load_image(path: str, size: int) -> Image.Image:
+    """``path`` decoded to an RGB image (see module notes) after ``open_checked``'s checks, a JPEG at the
+    smallest DCT scale that keeps both sides >= ``size``. Used by ``decode_image`` and by the scan's
+    check under ``skip_bad``; the caller silences Pillow's decompression-bomb warning (``check_source_pixels``
+    is the bound), as ``warnings.catch_warnings`` cannot be entered from several threads."""
+    with open_checked(path, size) as image:
+        image.load()
+        return to_rgb(image)
+
+
 def decode_image(path: str, size: int) -> torch.Tensor:
     """Decode ``path`` to uint8 [3, size, size]: RGB (see module notes), shorter side -> size, centre crop.
     ValueError for a file of another format than ``DATA_IMAGE_FORMATS``, a JPEG of too many scans or more
-    pixels than ``check_source_pixels`` allows, each found before any pixel is decoded."""
-    with _without_bomb_warnings(), open_image(path) as image:
-        if image.format in ("JPEG", "MPO"):   # MPO: Pillow's name for a JPEG that declares more frames
-            with open(path, "rb") as stream:
-                if jpeg_scans_over_limit(stream):
-                    raise ValueError(f"a JPEG of more than {MAX_JPEG_SCANS} scans")
-            image.draft(None, (size, size))  # DCT-domain downscale, keeps both sides >= size
-        check_source_pixels(image.size, os.path.getsize(path))
-        image.load()
-        image = to_rgb(image)
+    pixels than ``check_source_pixels`` allows, each found before any pixel is decoded (``load_image``)."""
+    with _without_bomb_warnings():
+        image = load_image(path, size)
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
@@ -365,18 +407,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 class RealImages(torch.utils.data.Dataset):
     """``(uint8 [3, size, size], label)`` for ``index.samples[indices]``, decoded on access.
 
-    With ``skip_bad`` a file that fails to decode yields zeros and label ``SKIPPED`` (-1) plus a
-    warning naming it; otherwise a BuildError naming it.
+    A file that fails to decode is a BuildError naming it (the scan leaves bad files out under
+    ``skip_bad``: after it, one that fails was changed since, or the scan did not decode it).
     """
 
-    def __init__(self, index: ImageFolderIndex, size: int, indices: Sequence[int] | None = None,
-                 *, skip_bad: bool = False):
+    def __init__(self, index: ImageFolderIndex, size: int, indices: Sequence[int] | None = None):
         if size <= 0:
             raise BuildError(f"image size must be positive, got {size}")
         self.index = index
         self.size = int(size)
         self.indices = list(range(len(index))) if indices is None else [int(i) for i in indices]
-        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -386,10 +426,7 @@ class RealImages(torch.utils.data.Dataset):
         try:
             return decode_image(path, self.size), label
         except Exception as exc:  # PIL raises many types for corrupt data
-            if not self.skip_bad:
-                raise BuildError(f"cannot decode image {path}: {exc}; fix or remove it{SKIP_BAD_HINT}") from None
-            warnings.warn(terminal(f"skipping undecodable image {path}: {exc}"), stacklevel=2)
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), SKIPPED
+            raise BuildError(f"cannot decode image {path}: {exc}; fix or remove it{SKIP_BAD_HINT}") from None
 
 
 class ImageLoader(torch.utils.data.DataLoader):
@@ -415,12 +452,12 @@ class ImageLoader(torch.utils.data.DataLoader):
 
 def real_image_loader(index: ImageFolderIndex, size: int, batch_size: int, *,
                       indices: Sequence[int] | None = None, shuffle: bool = False, seed: int = 0,
-                      num_workers: int = 0, skip_bad: bool = False, drop_last: bool = False
+                      num_workers: int = 0, drop_last: bool = False
                       ) -> ImageLoader:
     """Batches ``(uint8 [B, 3, size, size], int64 [B])``; shuffling is seeded (same order every run)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return ImageLoader(
-        RealImages(index, size, indices, skip_bad=skip_bad), batch_size=batch_size, shuffle=shuffle,
+        RealImages(index, size, indices), batch_size=batch_size, shuffle=shuffle,
         generator=generator, num_workers=num_workers, drop_last=drop_last,
         persistent_workers=False, pin_memory=False)
 

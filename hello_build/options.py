@@ -65,7 +65,7 @@ class BuildOptions:
     data: str = option(None, "ImageFolder root of the original training set (class folders of images).", stage="data", path=True)
     output: str = option(None, "Where to write the .hello bundle.", stage="write", path=True)
     class_names: str | None = option(None, "Readable class names: a text file (one name per line in sorted-folder order, or '<folder> <name>' lines as ImageNet's LOC_synset_mapping.txt) or a .json file ({folder: name}, a list in folder order, or torchvision's imagenet_class_index.json).", stage="data", path=True)
-    skip_bad: bool = option(False, "Skip unreadable images (counted and reported) instead of failing.", stage="data")
+    skip_bad: bool = option(False, "Leave unreadable images out (counted in the bundle's provenance and reported) instead of failing. Without it the scan reads each file's header only, and an image whose pixels do not decode (a truncated JPEG) fails the stage that first decodes it; with it the scan decodes every image once, JPEGs at 1/8 scale (about 60 % of the time a build's decode of a 500x375 photo takes), other formats in full, before any stage runs.", stage="data")
     follow_external_links: bool = option(False, "Follow symbolic links that lead out of the image folders (data, --init-images); without it such a link is refused, so that a downloaded folder cannot read your own files.", stage="run")
     image_size: int | None = option(None, "Side of the stored synthetic images in pixels (default: the base's input size).", stage="teacher", open=True, at_least=1)
     num_workers: int = option(0, "DataLoader worker processes for decoding real images.", stage="run", at_least=0)

@@ -139,8 +139,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     fresh = [stage.name for stage in STAGES] if options.fresh else ()
     ctx = BuildContext(
         options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
-        train=RealImages(index, image_size, train_idx, skip_bad=options.skip_bad),
-        holdout=RealImages(index, image_size, holdout_idx, skip_bad=options.skip_bad), device=device,
+        train=RealImages(index, image_size, train_idx),
+        holdout=RealImages(index, image_size, holdout_idx), device=device,
         image_size=image_size, augment=student_recipe(options, image_size).augment, projector=projector,
         progress=progress, log=log, timings=timings, group=group,
     )

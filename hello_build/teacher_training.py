@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hello_build.data import ImageFolderIndex, real_image_loader, SKIPPED
+from hello_build.data import ImageFolderIndex, real_image_loader
 from hello_build.errors import BuildError
 from hello_build.distributed import Group, rows, summed
 from hello_build.teachers import Teacher, save_teacher
@@ -64,7 +64,7 @@ class TeacherTraining:
 
 def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining = TeacherTraining(), *, seed: int = 0,
                   device: str | torch.device = "cpu", indices: Sequence[int] | None = None, num_workers: int = 0,
-                  skip_bad: bool = False, work_dir: str | os.PathLike | None = None,
+                  work_dir: str | os.PathLike | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                   input_size: int | None = None, precision: str = "fp32",
                   progress: bool | Callable[[int, float], None] = False, group: Group | None = None) -> list[Teacher]:
@@ -99,7 +99,7 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
                       description=arch, view_bytes=view_bytes).to(device)
     model = trained if group is None else nn.parallel.DistributedDataParallel(trained, device_ids=[device] if cuda else None)
     loader = real_image_loader(index, size, batch_size, indices=positions, shuffle=True, seed=seed,
-                               num_workers=num_workers, skip_bad=skip_bad, drop_last=len(positions) > batch_size)
+                               num_workers=num_workers, drop_last=len(positions) > batch_size)
     optimizer = torch.optim.SGD(net.parameters(), lr=training.lr, momentum=training.momentum,
                                 weight_decay=training.weight_decay)
     steps = epochs * max(1, len(loader))
@@ -111,10 +111,6 @@ def train_teacher(index: ImageFolderIndex, arch: str, training: TeacherTraining 
         model.train()
         total, count = 0.0, 0
         for images, labels in loader:
-            keep_mask = labels != SKIPPED
-            images, labels = images[keep_mask], labels[keep_mask]
-            if len(labels) < 2:
-                continue
             images = _crop_flip(images, training, augment_generator)
             mine = rows(group, len(labels))
             with autocast(device, precision):

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from safetensors.torch import save_file
 
 import hello_format
@@ -56,6 +59,15 @@ def _broken_files(data: Path) -> None:
     (data / "sea" / "notes.jpg").write_text("not an image")
 
 
+def _truncated_jpeg_and_pixel_bomb(data: Path) -> None:
+    """A JPEG cut at 60 % of its bytes (its header sound, its pixels not) and a flat 5,000 x 5,000 PNG of a few kB
+    (its header declares more pixels than its bytes allow: ``check_source_pixels``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (data / "leaf" / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 6 // 10])
+    Image.new("1", (5000, 5000)).save(data / "sea" / "bomb.png")
+
+
 def _empty_class(data: Path) -> None:
     shutil.rmtree(data / "sea")
     (data / "sea").mkdir()
@@ -85,6 +97,10 @@ BASE_CONFIGS = {"nan.json": '{"embed_dim": NaN, "vision_cfg": {}, "text_cfg": {}
 # id, change to the tree (or None), option overrides, message (regex, searched)
 CASES = [
     ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
+    # the bomb from its header, before any stage (it failed when a stage decoded it); the truncated JPEG's header is
+    # sound: without --skip-bad the scan reads headers only, and the stage that first decodes it names it
+    ("pixel_bomb", _truncated_jpeg_and_pixel_bomb, {},
+     r"1 unreadable image file\(s\) in .*data: .*sea/bomb\.png; fix or remove them .*--skip-bad"),
     ("empty_class", _empty_class, {}, r"class folder\(s\) with no readable images in .*data: sea"),
     ("single_class", _single_class, {}, r"single class folder \('apple'\); a classification set needs >= 2"),
     ("link_out_of_the_data", _link_out, {}, r"data/leaf/escape links outside the image folder \(to .*private\): .*--follow-external-links"),
@@ -306,6 +322,20 @@ def test_skip_bad_leaves_unreadable_files_out_and_counts_them(errors_kit, tmp_pa
     summary = build(BuildOptions(**_values(errors_kit, tmp_path, _broken_files, {"skip_bad": True})), progress=False, log=logs.append)
     assert summary["skipped_images"] == 2
     assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs)
+
+
+def test_skip_bad_leaves_out_and_counts_a_truncated_jpeg_and_a_pixel_bomb(errors_kit, tmp_path):
+    """Both passed the --skip-bad scan's header check and came back from a stage's decode as blank images of
+    label -1, which only teacher training and the init stage dropped: the LoRA transfer failed ("IndexError:
+    Target -1 is out of bounds"), held-out fidelity scored blanks, and skipped_images counted neither (a review).
+    The --skip-bad scan decodes every image now: both are left out there, and counted."""
+    logs: list[str] = []
+    values = _values(errors_kit, tmp_path, _truncated_jpeg_and_pixel_bomb, {"skip_bad": True})
+    summary = build(BuildOptions(**values), progress=False, log=logs.append)
+    assert summary["skipped_images"] == 2
+    assert any(line.startswith("skipped 2 unreadable image(s)") for line in logs), logs
+    with hello_format.Bundle.open(summary["output"]) as bundle:
+        assert bundle.manifest["provenance"]["skipped_images"] == 2
 
 
 def test_log_lines_escape_control_characters_from_file_names(errors_kit, tmp_path, capsys):

@@ -194,6 +194,7 @@ group.sum_gradients([p, q])
 assert p.grad.tolist() == [3.0] * 3 and q.grad.tolist() == [0.0, 0.0]
 alone, shared = scan_image_folder(sys.argv[2]), scan_image_folder(sys.argv[2], group=group)  # headers checked by halves
 assert shared.samples == alone.samples and len(alone.samples) > 1, (len(shared.samples), len(alone.samples))
+assert scan_image_folder(sys.argv[2], skip_bad=True, group=group).samples == alone.samples  # decoded by halves
 os.write(1, f"ok {group.rank}\\n".encode())  # one write: the ranks share the pipe, unbuffered
 distributed.leave()
 """

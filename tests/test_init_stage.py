@@ -58,7 +58,7 @@ def test_shapes_dtypes_labels_and_layout(solid_tree):
     assert result.images.shape == (6, 3, 16, 16) and result.images.dtype == torch.uint8
     assert result.labels.tolist() == [0, 0, 1, 1, 2, 2] and result.labels.dtype == torch.int64
     assert result.sources.shape == (6, 4, 5) and result.losses.shape == (6, 4)
-    assert (result.size, result.factor, result.source_size, result.skipped) == (16, 2, 16, [])
+    assert (result.size, result.factor, result.source_size) == (16, 2, 16)
     assert patch_layout(33, 2) == [(0, 0, 17, 17), (0, 17, 17, 16), (17, 0, 16, 17), (17, 17, 16, 16)]
     assert patch_layout(16, 1) == [(0, 0, 16, 16)]
 
@@ -138,18 +138,25 @@ def test_not_enough_real_images_is_a_clear_error(solid_tree):
         synthesise(solid_tree, colour_teacher(), ipc=1, crop_scale=(0.5, 1.5))
 
 
-def test_undecodable_images_are_skipped_and_reported(solid_tree, tmp_path):
+def _truncated_jpeg(path):
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
-    broken = solid_tree.root / "b_green" / "broken.jpg"
-    broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    index = scan_image_folder(solid_tree.root)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 6 // 10])   # its header is sound
+    return path
+
+
+def test_an_undecodable_image_stops_the_stage_or_is_left_out_by_the_scan(solid_tree, tmp_path):
+    """The stage drew exactly the candidates it needed, one undecodable under skip_bad, and said the class "has
+    only 3 decodable images of the 4" though it had 8 (a review): the scan leaves such a file out now."""
+    broken = _truncated_jpeg(solid_tree.root / "b_green" / "broken.jpg")
     config = dict(ipc=1, factor=2, candidates_per_class=9)
     with pytest.raises(BuildError, match="cannot decode image .*broken.jpg"):
-        synthesise(index, colour_teacher(), **config)
-    with pytest.warns(UserWarning, match="broken.jpg"):
-        result = synthesise(index, colour_teacher(), skip_bad=True, **config)
-    assert result.skipped == [str(broken)] and result.images.shape == (3, 3, 16, 16)
+        synthesise(scan_image_folder(solid_tree.root), colour_teacher(), **config)
+    index = scan_image_folder(solid_tree.root, skip_bad=True)
+    assert index.bad == [str(broken)]
+    result = synthesise(index, colour_teacher(), **{**config, "candidates_per_class": 4})
+    assert result.images.shape == (3, 3, 16, 16)
+    assert all(index.samples[sample][0] != str(broken) for sample in result.sources[..., 0].flatten().tolist())
 
 
 def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
@@ -158,18 +165,35 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
         (root / name).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (20, 30), solid(channel, 0)).save(root / name / f"{i}.png")
-    images, labels = load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=False)
+    logs = []
+    images, labels = load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=False, log=logs.append)
     assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert all(images[i, labels[i]].min() == 255 for i in range(6))
     with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
-        load_init_images(root, ["a_red", "c_blue", "d_other"], 16, skip_bad=False, follow_external_links=False)
+        load_init_images(root, ["a_red", "c_blue", "d_other"], 16, skip_bad=False, follow_external_links=False, log=logs.append)
     (root / "a_red").rename(tmp_path / "kept-elsewhere")   # --init-images follows no link out unless asked
     (root / "a_red").symlink_to(tmp_path / "kept-elsewhere", target_is_directory=True)
     with pytest.raises(BuildError, match="a_red links outside the image folder"):
-        load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=False)
-    linked, _ = load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=True)
-    assert torch.equal(linked, images)
+        load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=False, log=logs.append)
+    linked, _ = load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=True, log=logs.append)
+    assert torch.equal(linked, images) and logs == []
+
+
+def test_an_init_image_the_scan_leaves_out_is_said_in_a_log_line(tmp_path, solid_tree):
+    """--init-images was scanned with --skip-bad and a file it left out was dropped without a word (a review)."""
+    root = tmp_path / "distilled"
+    for name, channel in CLASS_CHANNEL.items():
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (20, 30), solid(channel, 0)).save(root / name / "0.png")
+    broken = _truncated_jpeg(root / "b_green" / "1.jpg")
+    with pytest.raises(BuildError, match=r"cannot decode image .*1\.jpg"):
+        load_init_images(root, solid_tree.classes, 16, skip_bad=False, follow_external_links=False, log=print)
+    logs = []
+    images, labels = load_init_images(root, solid_tree.classes, 16, skip_bad=True, follow_external_links=False,
+                                      log=logs.append)
+    assert images.shape == (3, 3, 16, 16) and labels.tolist() == [0, 1, 2]
+    assert logs == [f"--init-images: skipped 1 unreadable image(s), e.g. {broken}"]
 
 
 def test_teacher_set_ranks_with_its_mean_and_progress_is_reported(solid_tree):

@@ -23,8 +23,7 @@ classes a rank processes (``classes=shard_indices(num_classes, rank, world)``, t
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hello_build.data import (ImageFolderIndex, RealImages, SKIPPED, decode_image, per_class_indices,
-                              real_image_loader, scan_image_folder, shard_indices, stream_seed)
+from hello_build.data import (ImageFolderIndex, RealImages, decode_image, per_class_indices, real_image_loader,
+                              scan_image_folder, shard_indices, stream_seed)
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating, final_or_mean
@@ -56,7 +55,6 @@ class InitResult:
     size: int
     factor: int
     source_size: int
-    skipped: list[str] = field(default_factory=list)  # real images that failed to decode (skip_bad)
 
     @staticmethod
     def concatenate(parts: Sequence["InitResult"]) -> "InitResult":
@@ -69,8 +67,7 @@ class InitResult:
         return InitResult(images=torch.cat([p.images for p in parts])[order], labels=labels[order],
                           sources=torch.cat([p.sources for p in parts])[order],
                           losses=torch.cat([p.losses for p in parts])[order], size=first.size,
-                          factor=first.factor, source_size=first.source_size,
-                          skipped=[path for p in parts for path in p.skipped])
+                          factor=first.factor, source_size=first.source_size)
 
 
 def patch_layout(size: int, factor: int) -> list[tuple[int, int, int, int]]:
@@ -92,16 +89,16 @@ def initialise_synthetic(
     all) of ``index``, drawn from the samples at ``indices`` (default all; a build passes its training
     part). Settings from ``options``: ``ipc``, ``factor``,
     ``candidates_per_class`` (raised to ``ipc * factor**2`` when smaller), ``crops_per_image``,
-    ``crop_scale`` (``candidate_crop_scale``), ``seed``, ``num_workers``, ``skip_bad``; crops are square (``CROP_RATIO``).
+    ``crop_scale`` (``candidate_crop_scale``), ``seed``, ``num_workers``; crops are square (``CROP_RATIO``).
 
     ``teacher`` maps float images in [0, 1] to logits over ``index.num_classes``; a ``TeacherSet``
     ranks as ``options.init_teacher`` says (``final_or_mean``), every crop by the same judge. It scores in eval
     mode and gets its modes back. ``batch_size`` real images are decoded at a time (``num_workers``
     processes; at ``size`` pixels), their crops scored in chunks of ``batch_size``.
-    ``device``: where crops are cut, resized and scored (put the teacher there). ``skip_bad``: real
-    images that fail to decode are skipped and listed in ``result.skipped``. ``progress``: True shows a
+    ``device``: where crops are cut, resized and scored (put the teacher there). ``progress``: True shows a
     bar; a callable gets ``(images scored, images to score)``. BuildError when a class has fewer than
-    ``ipc * factor**2`` (usable) real images.
+    ``ipc * factor**2`` real images, or naming a real image that fails to decode (the scan leaves bad
+    files out: ``scan_image_folder``'s ``skip_bad``).
     """
     _validate(options, size, batch_size)
     classes = list(range(index.num_classes)) if classes is None else [int(c) for c in classes]
@@ -120,24 +117,19 @@ def initialise_synthetic(
                          "lower --ipc or --factor")
     plans = [_plan_class(members[c], c, options, size) for c in classes]
     positions = [p for plan in plans for p in plan["positions"]]
-    loader = real_image_loader(index, size, batch_size, indices=positions,
-                               num_workers=options.num_workers, skip_bad=options.skip_bad)
+    loader = real_image_loader(index, size, batch_size, indices=positions, num_workers=options.num_workers)
     score = final_or_mean(teacher, options.init_teacher == "last")
     bar = tqdm(total=len(positions), desc="score crops", disable=progress is not True, leave=False)
     losses = torch.empty(len(positions))
     best_boxes = torch.empty(len(positions), 4, dtype=torch.int64)
     boxes = torch.cat([plan["boxes"] for plan in plans])
     owners = torch.cat([torch.full((len(plan["positions"]),), c) for plan, c in zip(plans, classes)])
-    skipped: list[str] = []
     cursor = 0
     with evaluating(teacher), torch.no_grad():
         for images, labels in loader:
             span = slice(cursor, cursor + len(labels))
             batch_losses, batch_boxes = _score_crops(score, images, owners[span], boxes[span], size, crops_per_candidate(options),
                                                        batch_size, device)
-            bad = labels == SKIPPED
-            batch_losses[bad] = math.inf
-            skipped += [index.samples[positions[cursor + i]][0] for i in torch.nonzero(bad).flatten().tolist()]
             losses[span], best_boxes[span] = batch_losses, batch_boxes
             cursor += len(labels)
             bar.update(len(labels))
@@ -150,9 +142,7 @@ def initialise_synthetic(
         parts.append(_stitch_class(index, label, plan["positions"], losses[start:start + count],
                                    best_boxes[start:start + count], size, size, options))
         start += count
-    result = InitResult.concatenate(parts)
-    result.skipped = skipped
-    return result
+    return InitResult.concatenate(parts)
 
 
 def candidate_crop_scale(options: BuildOptions) -> tuple[float, float]:
@@ -223,12 +213,7 @@ def _score_crops(teacher, images, labels, boxes, size, crops_per_image, batch_si
 
 
 def _stitch_class(index, label, positions, losses, boxes, size, source_size, options) -> InitResult:
-    needed = options.ipc * options.factor ** 2
-    usable = int(torch.isfinite(losses).sum())
-    if usable < needed:
-        raise BuildError(f"class {index.class_names[label]!r} has only {usable} decodable images of the {needed} "
-                         "that ipc x factor**2 needs; lower --ipc or fix the images")
-    chosen = torch.argsort(losses, stable=True)[:needed]
+    chosen = torch.argsort(losses, stable=True)[:options.ipc * options.factor ** 2]   # initialise_synthetic drew enough
     layout = patch_layout(size, options.factor)
     patches = options.factor ** 2
     images = torch.zeros(options.ipc, 3, size, size, dtype=torch.uint8)
@@ -271,14 +256,17 @@ def source_crops(index: ImageFolderIndex, sources: torch.Tensor, size: int, sour
 
 
 def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: bool,
-                     follow_external_links: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                     follow_external_links: bool, log: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
     """An existing distilled image set (ImageFolder layout) as (uint8 [N, 3, size, size], int64 [N]).
 
     Its class folders must be exactly ``classes`` (the real data's folder names); labels follow
     ``classes``' order. Images are resized like real ones (shorter side -> size, centre square).
-    ``skip_bad``, ``follow_external_links``: as ``scan_image_folder``'s.
+    ``skip_bad``, ``follow_external_links``: as ``scan_image_folder``'s; the files its scan leaves out
+    are said in one ``log`` line (they are not the data's, so not in ``provenance.skipped_images``).
     """
     found = scan_image_folder(directory, skip_bad=skip_bad, follow_external_links=follow_external_links)
+    if found.bad:
+        log(f"--init-images: skipped {len(found.bad)} unreadable image(s), e.g. {found.bad[0]}")
     missing = [c for c in classes if c not in found.classes]
     extra = [c for c in found.classes if c not in set(classes)]
     if missing or extra:
@@ -301,21 +289,19 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     options = ctx.options
     if options.init_images:
         images, labels = load_init_images(options.init_images, ctx.index.classes, ctx.image_size, skip_bad=options.skip_bad,
-                                          follow_external_links=options.follow_external_links)
+                                          follow_external_links=options.follow_external_links, log=ctx.log)
         result = {"images": len(labels), "source": Path(options.init_images).name, "source_size": None}   # no crops
         return result, {"images": images, "labels": labels}
     group = ctx.group
     classes = None if group is None else shard_indices(ctx.index.num_classes, group.rank, group.world_size)
     made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,
                                 progress=ctx.progress, classes=classes, indices=ctx.train.indices)
-    skipped = len(made.skipped)
     if group is not None:  # each rank scored its classes: join them (the same images as one process picks)
         parts = ctx.work.gather("init", {"images": made.images, "labels": made.labels, "sources": made.sources,
                                          "losses": made.losses})
         made = InitResult.concatenate([InitResult(**part, size=made.size, factor=made.factor, source_size=made.source_size)
                                        for part in parts])
-        skipped = int(group.sum([skipped])[0])
-    result = {"images": len(made.labels), "source_size": made.source_size, "skipped": skipped}
+    result = {"images": len(made.labels), "source_size": made.source_size}
     return result, {"images": made.images, "labels": made.labels, "sources": made.sources}
 
 

@@ -38,7 +38,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     _folder(ctx)   # the final teacher's (_leave_final_file): a folder of the user's is refused before the training
     trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
-        seed=options.seed, device=ctx.device, num_workers=options.num_workers, skip_bad=options.skip_bad,
+        seed=options.seed, device=ctx.device, num_workers=options.num_workers,
         precision=options.precision, progress=ctx.progress, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
