@@ -60,6 +60,7 @@ from hello_format.manifest import check_class_names
 from hello_format.text import cut, shortened
 
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
+MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its kept squares (a 16:1 strip)
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
 SKIP_BAD_HINT = " (a build can leave unreadable images out: skip_bad, hello-build --skip-bad)"
@@ -370,10 +371,16 @@ def decode_image(path: str, size: int) -> torch.Tensor:
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
+    if new_w * new_h > MAX_RESIZED_SQUARES * size * size:
+        # a long thin strip (a 162-byte 1 x 20,000 PNG resized whole took 4 GB at 224 px): only the square
+        # kept is resampled, the same pixels to +-1 (Pillow's box coordinates round otherwise)
+        box = (left * width / new_w, top * height / new_h, (left + size) * width / new_w, (top + size) * height / new_h)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    else:   # every ordinary image: resized whole, then its centre square cut, as every build so far did
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        image = image.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
