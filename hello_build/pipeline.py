@@ -264,6 +264,10 @@ def _check(options: BuildOptions) -> None:
         except BaseModelError as exc:
             raise BuildError(f"--base-config {options.base_config}: {exc}") from None
     _check_output(str(options.output))
+    work, data = options.workdir_path().resolve(), Path(options.data).resolve()
+    if work == data or data in work.parents:   # a rerun would scan it as data: its folder a class of its own
+        raise BuildError(f"the work directory {options.workdir_path()} is inside the data folder {options.data}: "
+                         "give -o or --workdir a place outside it")
 
 
 def _check_output(output: str) -> None:

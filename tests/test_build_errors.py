@@ -171,6 +171,9 @@ CASES = [
     ("output_where_nothing_can_be_written", None, {"output": "/proc/out.hello"},
      r"--output /proc/out\.hello: cannot write there \("),
     ("output_under_a_file", None, {"output": "/dev/null/out.hello"}, r"--output /dev/null/out\.hello: cannot write there \("),
+    # the build made a class folder of it, and every rerun was refused (a builder's review)
+    ("work_directory_inside_the_data", None, {"output": "DATA/inside/out.hello"},
+     r"the work directory .*inside/out\.hello\.work is inside the data folder .*: give -o or --workdir a place outside it"),
     ("missing_teacher_before_the_base", None, {"teacher": ["/no/such/teacher.safetensors"], "base_checkpoint": "/no/such/base"},
      r"teacher file /no/such/teacher\.safetensors does not exist"),   # offline, the base's error came first
 ]
@@ -184,6 +187,8 @@ def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
                   view_transfer_epochs=0)
     values.update(overrides)
     values["teacher"] = [str(errors_kit["teachers"].get(t, t)) for t in values["teacher"]]
+    if values["output"].startswith("DATA/"):   # a path inside the data folder
+        values["output"] = str(Path(values["data"]) / values["output"].removeprefix("DATA/"))
     if values.get("base_config"):
         values["base_config"] = str(errors_kit["root"] / values["base_config"])
     return values
