@@ -305,6 +305,7 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
         text = read_bounded_text(path, MAX_CLASS_NAMES_FILE_BYTES)
     except ValueError as exc:
         raise BuildError(f"class-names file {path} {exc}") from None
+    text = text.removeprefix("\ufeff")   # a byte-order mark (Windows editors) is not part of the first name
     if path.suffix.lower() == ".json":
         try:
             data = strict_json_loads(text)
@@ -314,15 +315,18 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
             raise BuildError(f"class-names file {path} must hold a JSON object folder -> name or a list")
         if len(data) > MAX_CLASSES:
             raise BuildError(f"class-names file {path} has {len(data):,} entries (at most {MAX_CLASSES:,})")
-        if isinstance(data, list):
-            return [str(name) for name in data]
-        if data and all(isinstance(v, list) and len(v) == 2 for v in data.values()):
+        if isinstance(data, dict) and data and all(isinstance(v, list) and len(v) == 2 for v in data.values()):
             data = {str(folder): name for folder, name in data.values()}
-        missing = [c for c in classes if c not in data]
-        if missing:
-            raise BuildError(f"class-names file {path} has no name for folder(s) "
-                             f"{', '.join(missing[:MAX_LISTED_PATHS])}")
-        return [str(data[c]) for c in classes]
+        if isinstance(data, dict):
+            missing = [c for c in classes if c not in data]
+            if missing:
+                raise BuildError(f"class-names file {path} has no name for folder(s) "
+                                 f"{', '.join(missing[:MAX_LISTED_PATHS])}")
+            data = [data[c] for c in classes]
+        wrong = next((name for name in data if not isinstance(name, str)), "")
+        if not isinstance(wrong, str):   # null was the class "None", 3 the class "3"
+            raise BuildError(f"class-names file {path}: a class name is {shortened(wrong)}, not a JSON string")
+        return data
     count = text.count("\n")   # counted before anything is split: tiny lines cost 26x their bytes
     if count > MAX_CLASS_NAMES_FILE_LINES:
         raise BuildError(f"class-names file {path} has {count:,} lines (at most {MAX_CLASS_NAMES_FILE_LINES:,})")

@@ -65,6 +65,23 @@ def test_class_names_from_text_and_json(tree, tmp_path):
     assert scan_image_folder(tree, ["x", "y", "z"]).class_names == ["x", "y", "z"]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_class_name(tree, tmp_path):
+    """A Windows editor's BOM stayed in the first name ("\ufeffcat", a builder's review)."""
+    for name, content in (("names.txt", "Felis catus\nCanis familiaris\nGoldfish\n"),
+                          ("names.json", json.dumps(["Felis catus", "Canis familiaris", "Goldfish"]))):
+        (tmp_path / name).write_text("\ufeff" + content, encoding="utf-8")
+        assert scan_image_folder(tree, tmp_path / name).class_names[0] == "Felis catus"
+
+
+@pytest.mark.parametrize("names", [["tabby", None, "goldfish"], {"cat": "tabby", "dog": 3, "fish": "goldfish"}])
+def test_a_json_class_name_that_is_not_a_string_is_refused(tree, tmp_path, names):
+    """null became the class "None" and 3 the class "3" (a builder's review)."""
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps(names))
+    with pytest.raises(BuildError, match=r"names\.json: a class name is (None|3), not a JSON string"):
+        scan_image_folder(tree, path)
+
+
 @pytest.mark.parametrize("content, message", [
     ("one\ntwo\n", "2 class names given for 3"),
     ("one\ntwo\none\n", "'one' is used for both 'cat' and 'fish'"),
