@@ -89,10 +89,12 @@ class ImageFolderIndex:
     @functools.cached_property
     def listing_digest(self) -> str:
         """sha256 of what a build's split and stages depend on: the class folders and each sample's path
-        under ``root`` with its label (the files' contents are not read: one replaced under its own name
-        goes unnoticed)."""
+        under ``root`` with its label and byte size (the files' contents are not read: one replaced under
+        its own name by one of the same size goes unnoticed; a dataset exported again with other pixels
+        under the same names is not)."""
         prefix = str(self.root) + os.sep
-        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label) for path, label in self.samples]
+        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label, _byte_size(path))
+                   for path, label in self.samples]
         return hashlib.sha256(json.dumps([self.classes, listing]).encode()).hexdigest()
 
 
@@ -200,6 +202,14 @@ def _check_link(path: str, inside: str | None) -> None:
                          "it, so that a downloaded folder cannot read your own files; where you trust where they lead (a "
                          "subset linked from a full dataset, a Hugging Face cache snapshot, whose files link to its blobs), "
                          "pass --follow-external-links (follow_external_links=True)")
+
+
+def _byte_size(path: str) -> int | None:
+    """The size of the file at ``path``; None when it is gone (its decode will say so)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 def _identity(path: str) -> tuple[int, int] | None:

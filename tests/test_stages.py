@@ -131,6 +131,12 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
     first.with_name("renamed.png").unlink()
     assert context.stage_key(options, "teacher", scan_image_folder(data).listing_digest) != before
+    # the same names with other pixels (a dataset exported again) reused every stage (a builder's review)
+    other = make_tree(tmp_path / "other", per_class=3, seed=1)
+    assert [p.relative_to(other) for p in sorted(other.rglob("*.png"))] == \
+           [p.relative_to(copy) for p in sorted(copy.rglob("*.png"))]
+    assert context.stage_key(BuildOptions(data=str(other), output="o"), "teacher",
+                             scan_image_folder(other).listing_digest) != before
     # how the folder was read is not part of it: the listing says what was read
     following = BuildOptions(data=str(data), output="o", follow_external_links=True)
     assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
