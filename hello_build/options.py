@@ -142,8 +142,8 @@ class BuildOptions:
     crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
     patch_shuffle: int = option(AugmentConfig.patch_shuffle, "RDED patch-shuffle factor of student views (0 = off).", stage="recipe", open=True)
-    cutmix: float = option(AugmentConfig.cutmix, "Probability that a student batch is CutMixed.", stage="recipe", open=True)
-    mixup: float = option(AugmentConfig.mixup, "Probability that a student batch is Mixed up (CutMix and Mixup never both).", stage="recipe", open=True)
+    cutmix: float = option(AugmentConfig.cutmix, "Probability that a student batch is CutMixed (with --mixup: a batch is mixed with probability min(1, cutmix + mixup), by CutMix in cutmix / (cutmix + mixup) of those; so --cutmix 1 --mixup 0.5 CutMixes 2/3 of the batches).", stage="recipe", open=True)
+    mixup: float = option(AugmentConfig.mixup, "Probability that a student batch is Mixed up (CutMix and Mixup never both; see --cutmix for their sum above 1).", stage="recipe", open=True)
     cutmix_alpha: float = option(AugmentConfig.cutmix_alpha, "CutMix's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
     mixup_alpha: float = option(AugmentConfig.mixup_alpha, "Mixup's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
     # output and run
