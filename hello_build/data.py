@@ -74,6 +74,7 @@ class ImageFolderIndex:
     classes: list[str]  # folder names, sorted; label i is classes[i]
     class_names: list[str]  # readable names, same order
     samples: list[tuple[str, int]]
+    sizes: list[int | None]  # each sample's byte size, from the listing's own stat (None: a broken link)
     bad: list[str] = field(default_factory=list)  # left out by the scan (skip_bad=True)
 
     @property
@@ -93,8 +94,8 @@ class ImageFolderIndex:
         its own name by one of the same size goes unnoticed; a dataset exported again with other pixels
         under the same names is not)."""
         prefix = str(self.root) + os.sep
-        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label, _byte_size(path))
-                   for path, label in self.samples]
+        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label, size)
+                   for (path, label), size in zip(self.samples, self.sizes)]
         return hashlib.sha256(json.dumps([self.classes, listing]).encode()).hexdigest()
 
 
@@ -140,13 +141,14 @@ def scan_image_folder(
     except ManifestError as exc:
         raise BuildError(str(exc)) from None
     inside = None if follow_external_links else os.path.realpath(root)
-    samples = [(path, label) for label, name in enumerate(classes) for path in _image_files(root / name, inside)]
+    listed = [(path, label, size) for label, name in enumerate(classes) for path, size in _image_files(root / name, inside)]
+    samples, sizes = [(path, label) for path, label, _ in listed], [size for _, _, size in listed]
     bad: list[str] = []
     if check_headers:
         mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
         with _without_bomb_warnings(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            check = _decodes if skip_bad else _header_ok
-            checked = list(pool.map(check, (samples[i][0] for i in mine), chunksize=16 if skip_bad else 256))
+            checked = list(pool.map(functools.partial(_file_ok, decode=skip_bad), (samples[i][0] for i in mine),
+                                    chunksize=16 if skip_bad else 256))
         readable = [False] * len(samples)
         for i, ok in zip(mine, checked):
             readable[i] = ok
@@ -156,18 +158,19 @@ def scan_image_folder(
         if bad and not skip_bad:
             raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "
                              f"fix or remove them{SKIP_BAD_HINT}")
-        samples = [sample for sample, ok in zip(samples, readable) if ok]
+        samples, sizes = [sample for sample, ok in zip(samples, readable) if ok], [size for size, ok in zip(sizes, readable) if ok]
     counts = np.bincount([label for _, label in samples], minlength=len(classes))
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         raise BuildError(f"class folder(s) with no readable images in {root}: {', '.join(empty[:MAX_LISTED_PATHS])}")
-    return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, bad=bad)
+    return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, sizes=sizes, bad=bad)
 
 
-def _image_files(folder: Path, inside: str | None) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted, hidden files ignored). Symlinks are followed
-    (to what lies under the real path ``inside``, else a BuildError; None: anywhere), but no directory
-    and no file is visited twice (a symlink loop or a second link to the same image would count it again)."""
+def _image_files(folder: Path, inside: str | None) -> list[tuple[str, int | None]]:
+    """Image files under ``folder`` (recursively, sorted, hidden files ignored) with their byte sizes
+    (None: a broken link). Symlinks are followed (to what lies under the real path ``inside``, else a
+    BuildError; None: anywhere), but no directory and no file is visited twice (a symlink loop or a
+    second link to the same image would count it again)."""
     found, seen_dirs, seen_files = [], set(), set()
     _check_link(str(folder), inside)
     for directory, subdirs, files in os.walk(folder, followlinks=True):
@@ -185,10 +188,11 @@ def _image_files(folder: Path, inside: str | None) -> list[str]:
                 continue
             path = os.path.join(directory, f)
             _check_link(path, inside)
-            identity = _identity(path)
+            info = _stat(path)
+            identity = None if info is None else (info.st_dev, info.st_ino)
             if identity is None or identity not in seen_files:
                 seen_files.add(identity)
-                found.append(path)
+                found.append((path, None if info is None else info.st_size))
     return found
 
 
@@ -204,21 +208,18 @@ def _check_link(path: str, inside: str | None) -> None:
                          "pass --follow-external-links (follow_external_links=True)")
 
 
-def _byte_size(path: str) -> int | None:
-    """The size of the file at ``path``; None when it is gone (its decode will say so)."""
+def _stat(path: str) -> os.stat_result | None:
+    """What ``path`` points to, stat'ed; None when it cannot be (a broken link)."""
     try:
-        return os.stat(path).st_size
+        return os.stat(path)
     except OSError:
         return None
 
 
 def _identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of what ``path`` points to; None when it cannot be stat'ed (a broken link)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
+    info = _stat(path)
+    return None if info is None else (info.st_dev, info.st_ino)
 
 
 def open_image(file) -> Image.Image:
@@ -248,27 +249,20 @@ def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
                          f"{SOURCE_PIXELS_PER_FILE_BYTE} a byte, at least {MIN_SOURCE_PIXELS:,}, at most {MAX_SOURCE_PIXELS:,})")
 
 
-def _header_ok(path: str) -> bool:
-    """Whether ``path`` is a regular file whose header ``open_checked`` takes (the JPEG scans uncounted:
-    that reads the whole file), for a decode at any size: pixels counted at a JPEG's smallest DCT scale."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device: opening it can block forever
-            return False
-        with open_checked(path, 1, count_scans=False) as image:
-            return image.width > 0 and image.height > 0
-    except Exception:  # any failure to parse the header is a bad file, whatever PIL raises
-        return False
-
-
-def _decodes(path: str) -> bool:
-    """Whether ``path`` is a regular file that ``load_image`` decodes (a JPEG at its smallest DCT scale:
-    its whole entropy-coded data is still read, so a truncated one fails)."""
+def _file_ok(path: str, decode: bool) -> bool:
+    """Whether ``path`` is a regular file (a FIFO or a device named like an image can block its reader
+    forever) that ``load_image`` decodes (``decode``: a JPEG at its smallest DCT scale, whose whole
+    entropy-coded data is still read, so a truncated one fails), else whose header ``open_checked`` takes
+    for a decode at any size (the JPEG scans uncounted: that reads the whole file)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
-        image = load_image(path, 1)
-        return image.width > 0 and image.height > 0
-    except Exception:  # PIL raises many types for corrupt data
+        if decode:
+            image = load_image(path, 1)
+            return image.width > 0 and image.height > 0
+        with open_checked(path, 1, count_scans=False) as image:
+            return image.width > 0 and image.height > 0
+    except Exception:  # any failure to parse or decode is a bad file, whatever PIL raises
         return False
 
 
@@ -496,7 +490,8 @@ def in_class_order(index: ImageFolderIndex, folders: Sequence[str], what: str) -
     old_to_new = [position[folder] for folder in index.classes]
     names = dict(zip(index.classes, index.class_names))
     return ImageFolderIndex(root=index.root, classes=list(folders), class_names=[names[f] for f in folders],
-                            samples=[(path, old_to_new[label]) for path, label in index.samples], bad=index.bad)
+                            samples=[(path, old_to_new[label]) for path, label in index.samples], sizes=index.sizes,
+                            bad=index.bad)
 
 
 def _names(folders: Sequence[str], shown: int = 5) -> str:
