@@ -19,7 +19,8 @@ Choices (also in the builder's help):
   naming it: nothing is dropped or counted later, and nothing vanishes silently.
 - Colour: every image becomes RGB. Images with transparency (RGBA, LA, palette with a transparent
   index) are composited on white, the background a viewer shows them on; CMYK, palette, grayscale and
-  16-bit grayscale are converted. EXIF orientation is not applied (torchvision's ImageFolder does
+  16-bit grayscale are converted; a float (mode F) image whose finite values all lie in [0, 1] is read
+  as fractions of white, any other as 0..255 greys, NaN as black. EXIF orientation is not applied (torchvision's ImageFolder does
   not either, so teachers trained elsewhere saw the same pixels).
 - Geometry: the shorter side is resized to ``size`` (bilinear, antialiased), then the centre
   ``size x size`` square is cut; JPEGs are decoded at a reduced DCT scale when that still leaves the
@@ -392,24 +393,41 @@ def decode_image(path: str, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-_STRIP_PIXELS = 2**20   # a 16-bit greyscale image is scaled to 8 bits this many pixels at a time
+_STRIP_PIXELS = 2**20   # a 16-bit or float greyscale image is scaled to 8 bits this many pixels at a time
+
+
+def _grey_rows(image: Image.Image):
+    """``(top, rows as a numpy array)`` of a single-band image, ``_STRIP_PIXELS`` at a time: float64 or
+    int64 copies of a whole image cost 13 to 28 bytes a pixel, against an 8-bit image's 5."""
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        yield top, np.asarray(image.crop((0, top, width, min(height, top + rows))))
+
+
+def _float_scale(image: Image.Image) -> float:
+    """255 for a float image whose finite values all lie in [0, 1] (the usual convention: a fraction of
+    white), else 1 (values are 0..255 greys, as Pillow's own conversion reads them)."""
+    for _, strip in _grey_rows(image):
+        finite = strip[np.isfinite(strip)]
+        if finite.size and (finite.min() < 0 or finite.max() > 1):
+            return 1.0
+    return 255.0
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB version of ``image``; transparency composited on white, 16-bit grayscale scaled to 8 bits."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        # v / 257 rounded, in integers, a strip of rows at a time: float64 copies of the whole image cost 28
-        # bytes a pixel, integer ones 13, against an 8-bit image's 5
-        width, height = image.size
-        scaled = np.empty((height, width), dtype=np.uint8)
-        rows = max(1, _STRIP_PIXELS // width)
-        for top in range(0, height, rows):
-            strip = np.asarray(image.crop((0, top, width, min(height, top + rows))), dtype=np.int64)
-            scaled[top:top + len(strip)] = (np.clip(strip, 0, 65535) * 255 + 32767) // 65535
+    """RGB version of ``image``; transparency composited on white, 16-bit and float grayscale scaled to 8 bits."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        scaled = np.empty((image.height, image.width), dtype=np.uint8)
+        if image.mode == "F":   # NaN as black, as a float image's non-finite values have no grey to be
+            scale = _float_scale(image)
+            for top, strip in _grey_rows(image):
+                values = np.nan_to_num(strip.astype(np.float64) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+                scaled[top:top + len(strip)] = np.clip(np.rint(values), 0, 255)
+        else:   # v / 257 rounded, in integers
+            for top, strip in _grey_rows(image):
+                scaled[top:top + len(strip)] = (np.clip(strip.astype(np.int64), 0, 65535) * 255 + 32767) // 65535
         image = Image.fromarray(scaled, mode="L")
-    elif image.mode == "F":   # NaN as black, as a float image's non-finite values have no grey to be
-        values = np.nan_to_num(np.asarray(image), nan=0.0, posinf=255.0, neginf=0.0)
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     has_alpha = image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
         image.mode in ("P", "L", "RGB") and "transparency" in image.info)
     if has_alpha:

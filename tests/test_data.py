@@ -497,6 +497,18 @@ def test_a_jpeg_of_more_scans_than_the_limit_is_refused_before_it_is_decoded(tre
     assert scan_image_folder(tree, skip_bad=True).bad == [str(tree / "fish" / f"scans{MAX_JPEG_SCANS + 1}.jpg")]
 
 
+@pytest.mark.parametrize("strip_pixels", [2**20, 3])   # one strip, and strips of 1 row
+def test_a_float_image_in_0_to_1_is_fractions_of_white_any_other_is_0_to_255(monkeypatch, strip_pixels):
+    """A float TIFF of values in [0, 1] (the usual convention) decoded black: it was read as 0..255 greys."""
+    from hello_build import data
+
+    monkeypatch.setattr(data, "_STRIP_PIXELS", strip_pixels)
+    fractions = np.array([[0, 0.25, np.nan], [0.5, 1, np.inf]], dtype=np.float32)
+    greys = np.array([[0, 0.25, np.nan], [-3, 300, 2]], dtype=np.float32)   # one value above 1: all are greys
+    for values, expected in ((fractions, [[0, 64, 0], [128, 255, 255]]), (greys, [[0, 0, 0], [0, 255, 2]])):
+        assert np.asarray(to_rgb(Image.fromarray(values, mode="F")))[..., 0].tolist() == expected
+
+
 def test_a_float_image_of_nan_is_black_without_a_warning(tmp_path):
     path = save(tmp_path / "nan.tif", Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), mode="F"))
     with warnings.catch_warnings():

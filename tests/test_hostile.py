@@ -1580,23 +1580,26 @@ def test_hello_eval_refuses_a_last_batch_its_student_cannot_train_on(tmp_path):
     assert "cannot train on a batch of 1 of the 6 views" in line
 
 
-def test_a_16_bit_greyscale_training_image_decodes_without_float64_copies(tmp_path):
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_a_16_bit_or_float_greyscale_training_image_decodes_without_whole_image_copies(tmp_path, dtype):
     """A 30 KB 16-bit greyscale PNG of 4,000 x 4,000 grew the peak by 458 MB (float64 copies, 28 bytes a
     pixel against an 8-bit image's 5), times every DataLoader worker (found by the tenth audit). Whole-image
     integer copies still cost 13 bytes a pixel (446 MB here; hidden until the measurement was fixed):
-    it is scaled a strip of rows at a time. (4,000 px: a larger image from so small a file is refused
-    before it is decoded, hello_build.data.check_source_pixels.)"""
-    side = 4_000
-    path = tmp_path / "deep.png"
-    Image.fromarray(np.zeros((side, side), dtype=np.uint16)).save(path)
-    Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tmp_path / "small.png")
+    it is scaled a strip of rows at a time, and so is a 93 KB float TIFF. (4,000 px: a larger image from so
+    small a file is refused before it is decoded, hello_build.data.check_source_pixels.)"""
+    side, suffix, options = 4_000, *((".png", {}) if dtype == np.uint16 else (".tif", {"compression": "tiff_adobe_deflate"}))
+    path, small = tmp_path / f"deep{suffix}", tmp_path / f"small{suffix}"
+    Image.fromarray(np.zeros((side, side), dtype=dtype)).save(path, **options)
+    Image.fromarray(np.zeros((8, 8), dtype=dtype)).save(small, **options)
     growth = peak_rss_growth_mb(textwrap.dedent(f"""
         from hello_build.data import decode_image
-        decode_image({str(tmp_path / "small.png")!r}, 8)   # warm up on a small one
+        decode_image({str(small)!r}, 8)   # warm up on a small one (the codec's own first-use buffers)
         # measure
         assert decode_image({str(path)!r}, 32).shape == (3, 32, 32)
         """))
-    assert growth < side * side * 9 / 2**20, growth   # 137 MB; float64 copies: 427 MB at this side
+    # the image's own pixels (2 or 4 bytes), then 7 bytes a pixel: 137 MB for 16 bits, 168 MB for floats;
+    # whole-image float64 copies took 427 MB at this side, whole-image float32 ones about 380 MB
+    assert growth < side * side * (np.dtype(dtype).itemsize + 7) / 2**20, growth
 
 
 def test_a_patch_shuffle_the_images_cannot_take_is_refused_on_open(tmp_path):
