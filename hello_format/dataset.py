@@ -32,7 +32,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import ORDER_SALT, batch_seed, batch_share, epoch_seed, resolve_device, view_seed
+from hello_format.runtime import MAX_SEED, ORDER_SALT, batch_seed, batch_share, epoch_seed, resolve_device, view_seed
 from hello_format.text import shortened
 
 
@@ -73,7 +73,7 @@ class LabelledImages(Dataset):
         self.labeller = labeller
         self._images = images.to(self.device)
         self._labels = labels.to(self.device)
-        self.seed = _count("seed", seed, at_least=0)
+        self.seed = _count("seed", seed, at_least=0, at_most=MAX_SEED)   # above it, seeds share streams
         self._shard_given = _checked_shard(rank, world_size)
         self._normalize = _normalizer(normalize, self._images.shape[1], self.device)
         # in shared memory: set_epoch reaches DataLoader workers that persist from one epoch to the next
@@ -208,7 +208,7 @@ class LabelledImages(Dataset):
         of ``batch_size`` (the same order and augmented views for any world size) and gets its own
         contiguous rows of each, labelled; with DDP averaging gradients, training is the single-process one.
         A loader that would have no batch (no images, or ``drop_last`` with fewer than a batch) is refused."""
-        seed = self.seed if seed is None else _count("seed", seed, at_least=0)
+        seed = self.seed if seed is None else _count("seed", seed, at_least=0, at_most=MAX_SEED)
         return BatchLoader(self, batch_size, shuffle, seed, epochs, drop_last, start_epoch,
                            self.prefetch if prefetch is None else prefetch, split_batches)
 
@@ -223,7 +223,7 @@ class HelloDataset(LabelledImages):
         classes: a subset of class names or indices (class-incremental use); labels are renumbered
             in the given order and soft labels keep only those columns.
         augment: an ``AugmentConfig`` or a dict of overrides on the bundle's recorded recipe.
-        seed: seeds augmentation (and shuffling in ``loader``); the same seed gives the same batches.
+        seed: seeds augmentation (and shuffling in ``loader``), 0 to 2**63 - 1; the same seed gives the same batches.
         rank, world_size: the shard ``loader`` serves; default from an initialised process group.
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
         checkpoint: local safetensors weights for a base that cannot be downloaded.
@@ -406,11 +406,13 @@ def _integer(value) -> int | None:
         return None
 
 
-def _count(name: str, value, at_least: int = 1) -> int:
-    """``value`` as an int of at least ``at_least`` (``batch_size``, ``epochs``, ``rank``), else one clear error."""
+def _count(name: str, value, at_least: int = 1, at_most: int | None = None) -> int:
+    """``value`` as an int in [``at_least``, ``at_most``] (``batch_size``, ``epochs``, ``rank``), else one clear error."""
     count = _integer(value)
     if count is None or count < at_least:
         raise HelloError(f"{name} must be an integer of at least {at_least}, got {shortened(value)}")
+    if at_most is not None and count > at_most:
+        raise HelloError(f"{name} must be at most {at_most:,}, got {shortened(value)}")
     return count
 
 

@@ -657,6 +657,7 @@ def test_a_dataloader_with_spawned_workers_gets_labelled_batches(path, stored):
     ({"seed": None}, r"seed must be an integer of at least 0, got None"),   # a TypeError at the first batch
     ({"seed": "0"}, r"seed must be an integer of at least 0, got '0'"),
     ({"seed": -1}, r"seed must be an integer of at least 0, got -1"),
+    ({"seed": 2**63}, r"seed must be at most 9,223,372,036,854,775,807, got 9223372036854775808"),   # seed 0's views
 ])
 def test_arguments_that_are_not_what_they_should_be_are_one_error_at_construction(path, arguments, message):
     with pytest.raises(HelloError, match=message):
@@ -668,6 +669,7 @@ def test_arguments_that_are_not_what_they_should_be_are_one_error_at_constructio
     ({"batch_size": 4, "epochs": True}, r"epochs must be an integer of at least 1, got True"),
     ({"batch_size": 4, "epochs": 0}, r"epochs must be an integer of at least 1, got 0"),
     ({"batch_size": 4, "seed": 2.0}, r"seed must be an integer of at least 0, got 2\.0"),
+    ({"batch_size": 4, "seed": 2**64 + 1}, r"seed must be at most 9,223,372,036,854,775,807, got 18446744073709551617"),
 ])
 def test_loader_counts_are_integers(path, arguments, message):
     with pytest.raises(HelloError, match=message):
