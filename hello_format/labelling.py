@@ -9,6 +9,7 @@ trains on batch i; the batches, their order and their labels are those of the pl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -103,21 +104,28 @@ def ahead(items: Iterator[T], make: Callable[[T], object], device: torch.device)
     """``make(item)`` for each of ``items`` in order, each computed while the previous one is used.
 
     One background thread draws the items and makes them strictly in order (so seeded generators
-    advance exactly as in a plain loop). On CUDA it works on its own stream; the caller's stream
-    waits for it before a result is handed over, and the result's memory is marked as used there.
+    advance exactly as in a plain loop). On CUDA both the drawing (a batch's indices, decoding and
+    augmentation) and the making run on its own stream, which first waits for the work the caller
+    had queued (the images, the projector); the caller's stream waits for it before a result is handed
+    over, and the result's memory is marked as used there. (Drawing on the thread's default stream
+    raced the labels against the student's step, and on a rank's GPU other than 0 put the indices on
+    GPU 0: the thread's current device is its own.)
     """
     device = torch.device(device)
-    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    stream = None
+    if device.type == "cuda":
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
     done = object()
 
     def produce():
-        item = next(items, done)
-        if item is done:
-            return done, None
-        if stream is None:
-            return make(item), None
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            item = next(items, done)
+            if item is done:
+                return done, None
             made = make(item)
+            if stream is None:
+                return made, None
             event = torch.cuda.Event()
             event.record(stream)
         return made, event

@@ -1,6 +1,7 @@
 """The label path's speed options: each changes the labels by at most its precision's rounding, and
 labelling ahead gives the very batches of the plain loop."""
 
+import contextlib
 import threading
 
 import pytest
@@ -57,6 +58,59 @@ def test_prefetch_gives_the_plain_loops_batches(rn_bundle):
     for a, b in zip(plain, ahead):
         for x, y in zip(a, b):
             assert torch.equal(x, y)
+
+
+def test_prefetch_draws_and_labels_each_batch_on_its_side_stream(monkeypatch):
+    """On CUDA the batch was drawn (indices, decode, augmentation) on the labelling thread's default
+    stream, the student's, and labelled on the side stream, which never waited for it: labels of pixels
+    not yet written (found by a review of the GPU paths; torch.cuda's stream API faked here, on a CPU)."""
+    from hello_format import dataset as dataset_module
+    from hello_format.augment import AugmentConfig
+    from hello_format.labelling import ahead
+
+    inside, log = threading.local(), []
+
+    class Stream:
+        def __init__(self, device=None):
+
+        def wait_stream(self, other):
+            log.append(("side stream waits for the caller's", threading.current_thread().name))
+
+        def wait_event(self, event):
+            pass
+
+    class Event:
+        def record(self, stream=None):
+            pass
+
+    @contextlib.contextmanager
+    def on(stream):
+        inside.side = True
+        try:
+            yield
+        finally:
+            inside.side = False
+
+    def where(what):
+        log.append((what, getattr(inside, "side", False)))
+
+    callers = Stream()
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", on)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: callers)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    augment = dataset_module.augment_batch
+    monkeypatch.setattr(dataset_module, "augment_batch", lambda *a, **k: where("augment") or augment(*a, **k))
+    images = torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8)
+    ds = dataset_module.LabelledImages(images, torch.arange(8) % 2, ["a", "b"], AugmentConfig(),
+                                       lambda views: where("label") or torch.zeros(len(views), 2), device="cpu")
+    loader = ds.loader(4, epochs=1, start_epoch=0)
+    made = list(ahead(loader.views(), lambda item: ds.label(item[1], item[2], loader.rows(len(item[1]))),
+                      torch.device("cuda")))
+    assert len(made) == 2
+    assert log[0] == ("side stream waits for the caller's", threading.current_thread().name)
+    assert log[1:] == [("augment", True), ("label", True)] * 2, log
 
 
 def test_prefetch_stops_cleanly_and_passes_errors_on(rn_bundle):
