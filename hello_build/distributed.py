@@ -121,14 +121,23 @@ def launched() -> bool:
 
 def join(backend: str | None = None, device: str | None = None, timeout_s: float = TIMEOUT_S) -> Group | None:
     """Join the job torchrun started (None when this process runs alone). ``backend``: nccl on GPUs,
-    gloo on CPUs by default; ``device``: cuda:LOCAL_RANK when CUDA is available, else the CPU."""
+    gloo on CPUs by default; ``device``: cuda:LOCAL_RANK when CUDA is available (``cuda`` or
+    ``cuda:LOCAL_RANK`` given; another index is refused), else the CPU."""
     if not launched():
         return None
     if backend is not None and backend not in BACKENDS:
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    where = torch.device(f"cuda:{local_rank}") if cuda and device in (None, "cuda") else resolve_device(device or "cpu")
+    if cuda:
+        if device is not None:
+            resolve_device(device)   # a name that is no device, or an index this machine lacks: its one error
+            if torch.device(device).index not in (None, local_rank):   # every rank on that GPU: NCCL refuses
+                raise BuildError(f"device {str(device)!r}: under torchrun each process takes the GPU of its "
+                                 f"LOCAL_RANK ({local_rank}); use cuda")
+        where = torch.device("cuda", local_rank)
+    else:
+        where = resolve_device(device or "cpu")
     if where.type == "cuda":
         torch.cuda.set_device(where)
     backend = backend or ("nccl" if where.type == "cuda" else "gloo")

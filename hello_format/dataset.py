@@ -130,7 +130,8 @@ class LabelledImages(Dataset):
         """
         worker = get_worker_info()
         if worker is not None and self.device.type == "cuda":
-            raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) or ds.loader()")
+            raise HelloError("HelloDataset labels on the GPU in the main process: use DataLoader(num_workers=0) "
+                             "(pin_memory off: its batches are on the GPU) or ds.loader()")
         indices = torch.as_tensor(list(indices), dtype=torch.long)
         generator = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, self._rank_now(), indices))
         return [LabelledBatch(*row) for row in zip(*self.batch(indices, generator))]

@@ -22,9 +22,11 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
     accelerator, as torch reads it); DeviceError, before any work is placed on it, for a value that names
     none, the CPU by index, or a device this torch cannot use here: its backend (``torch.cuda``,
     ``torch.mps``, ``torch.xpu``, ...) is missing or not available, or has no device of that index
-    (``meta`` holds no data, so it is none)."""
+    (``meta`` holds no data, so it is none). An accelerator named without an index is the one current
+    in this thread (``torch.cuda.set_device``'s, as torchrun scripts set it), so work placed later from
+    another thread (the label prefetch's) lands on the same device."""
     if device is None:
-        return default_device()
+        device = default_device()
     if isinstance(device, bool):
         raise DeviceError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, 0)")
     if not isinstance(device, (str, torch.device)) and hasattr(device, "__index__"):   # numpy's integers too
@@ -54,6 +56,9 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
     count = getattr(backend, "device_count", None)
     if resolved.index is not None and callable(count) and resolved.index >= count():
         raise DeviceError(f"device {str(resolved)!r}: this machine has {count()} {resolved.type.upper()} device(s)")
+    current = getattr(backend, "current_device", None)
+    if resolved.index is None and resolved.type == "cuda" and callable(current):
+        return torch.device(resolved.type, current())
     return resolved
 
 

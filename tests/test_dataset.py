@@ -162,6 +162,19 @@ def test_an_integer_device_is_that_cuda_device():
     assert resolve_device(0) == resolve_device(np.int64(0)) == torch.device("cuda", 0)
 
 
+def test_cuda_without_an_index_is_the_threads_current_gpu(monkeypatch):
+    """A torchrun script sets its GPU (torch.cuda.set_device) and passes "cuda": the dataset's images
+    and projector went there, but the label prefetch's thread, whose current GPU is 0, put each batch's
+    indices on GPU 0 (a review of the GPU paths). The device is now named with its index, here 1."""
+    from hello_format.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == resolve_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
 def test_an_available_mps_is_a_device_whatever_torch_mps_says(monkeypatch):
     """Apple's MPS is known by torch.backends.mps.is_available on every torch hello supports (torch.mps's
     own came in 2.5): a Mac's mps is usable, and without MPS it is one line."""

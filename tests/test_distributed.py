@@ -85,6 +85,34 @@ def run_alone_and_in_pair(tmp_path, source: str, alone_output, pair_output) -> N
     assert pair.returncode == 0, pair.stderr
 
 
+@pytest.mark.parametrize("device", [None, "cuda", torch.device("cuda"), "cuda:1", "cuda:0"])
+def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch, device):
+    """Only None and the string "cuda" got cuda:LOCAL_RANK: torch.device("cuda") reached set_device
+    without an index (a ValueError), and --device cuda:0 put every rank on GPU 0, which NCCL refuses
+    (a review of the GPU paths; torch.cuda and the process group faked here, on a CPU)."""
+    from hello_build import distributed
+    from hello_build.errors import BuildError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    if device == "cuda:0":
+        with pytest.raises(BuildError, match=r"device 'cuda:0': under torchrun each process takes the GPU of its "
+                                             r"LOCAL_RANK \(1\); use cuda"):
+            distributed.join(device=device)
+        assert chosen == []
+    else:
+        assert distributed.join(device=device).device == torch.device("cuda", 1)
+        assert chosen == [torch.device("cuda", 1)]
+
+
 def test_a_two_process_student_is_the_single_process_student(tmp_path):
     run_alone_and_in_pair(tmp_path, TRAIN_SCRIPT, tmp_path / "alone.pt", tmp_path / "pair.pt")
     a, b = torch.load(tmp_path / "alone.pt"), torch.load(tmp_path / "pair.pt")
