@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hello_build.distributed import Group, summed
@@ -25,7 +24,7 @@ from hello_build.stages.init import patch_layout, source_crops
 from hello_build.stages.view_transfer import synthetic_agreement
 
 
-BATCH_SIZE = 64  # images optimised together (memory: their patches' features)
+BATCH_SIZE = 64  # images optimised together (memory only: their patches' features; not the pixels)
 
 
 def split_patches(images: torch.Tensor, factor: int) -> list[torch.Tensor]:
@@ -65,11 +64,13 @@ def run_image_update(
         optimizer = torch.optim.Adam([x], lr=options.image_update_lr)
         for step in range(options.image_update_steps + 1):
             features = torch.stack([encoder(patch).float() for patch in split_patches(x, factor)], dim=1)
-            loss = F.mse_loss(features, target)
+            # each image's own MSE, summed: its gradient does not depend on the images beside it (a batch
+            # mean divided it by the batch's size, and Adam's eps made the step size depend on that)
+            loss = (features - target).pow(2).mean(dim=(1, 2)).sum()
             if step == 0:
-                before += loss.item() * x.shape[0]
+                before += loss.item()
             if step == options.image_update_steps:
-                after += loss.item() * x.shape[0]
+                after += loss.item()
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
