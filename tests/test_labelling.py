@@ -72,6 +72,7 @@ def test_prefetch_draws_and_labels_each_batch_on_its_side_stream(monkeypatch):
 
     class Stream:
         def __init__(self, device=None):
+            self.device = device
 
         def wait_stream(self, other):
             log.append(("side stream waits for the caller's", threading.current_thread().name))
