@@ -336,14 +336,15 @@ def unused_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:
     """The options as this build uses them, so the bundle records what was actually used: defaults
-    that depend on the data, base, codec or device filled in, values a rule of the build replaces (the
-    candidates raised to the patches a class needs, one crop of a whole image) as replaced, and options
-    of a path not taken (training a teacher when teachers were given, the pretrained tag beside local
+    that depend on the data, base, codec or device filled in (the device itself and the dataset's name
+    too), values a rule of the build replaces (the candidates raised to the patches a class needs, one
+    crop of a whole image) as replaced, and options of a path not taken (training a teacher when teachers were given, the pretrained tag beside local
     weights, the encoder LoRA at rank 0, a step that is off) set to None."""
     head_rank = options.head_rank or default_head_rank(index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
-    fitted = options.transfer_epochs > 0 or viewed   # either transfer: their batch and loss
+    fitted = options.transfer_epochs > 0 or viewed   # either transfer: their batch, loss and logit scale
+    combined = options.transfer_epochs > 0 or (viewed and options.view_transfer_target == "set")   # teachers.logits
     calibrated = quantised and options.delta_calibration_steps > 0
 
     def used(value, taken: bool):
@@ -360,14 +361,15 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         transfer_lr=used(options.transfer_lr, options.transfer_epochs > 0),
         transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),
         transfer_batch_size=used(options.transfer_batch_size, fitted), lambda_ce=used(options.lambda_ce, fitted),
-        transfer_loss=used(options.transfer_loss, fitted),
+        transfer_loss=used(options.transfer_loss, fitted), train_logit_scale=used(options.train_logit_scale, fitted),
+        teacher_combine=used(options.teacher_combine, combined),
         ipc=used(options.ipc, initialised), factor=used(options.factor, initialised),
         candidates_per_class=used(candidates_per_class(options), initialised),
         init_teacher=used(options.init_teacher, initialised),
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),
         image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),
-        view_transfer_lr=used(options.view_transfer_lr, viewed),
+        view_transfer_lr=used(options.view_transfer_lr, viewed), view_transfer_target=used(options.view_transfer_target, viewed),
         view_transfer_warmup=used(options.view_transfer_warmup, viewed),
         view_transfer_weight_decay=used(options.view_transfer_weight_decay, viewed),
         view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),
@@ -380,7 +382,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
            if name != "steps"},
         delta_group_size=used(options.delta_group_size, quantised),
         quality=check_codec(options.codec, options.quality),   # the codec's own default filled in
-        precision=resolve_precision(options.precision, device),
+        precision=resolve_precision(options.precision, device), device=str(device),
+        source_dataset=options.source_dataset or Path(options.data).resolve().name,
     )
 
 
@@ -408,7 +411,8 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         clip_model, base_section, index.class_names,
         head=HeadConfig(templates=templates, logit_scale=float(clip_model.logit_scale.exp().item()),
                         lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
-        encoder_lora=encoder_lora, train_logit_scale=options.train_logit_scale, class_embeddings=embeddings,
+        encoder_lora=encoder_lora, class_embeddings=embeddings,
+        train_logit_scale=bool(options.train_logit_scale),   # None: no transfer runs to train it
     ).to(device)
     if group is not None:
         with torch.no_grad():
@@ -462,7 +466,7 @@ def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int |
         **ctx.projector.manifest_sections(),
         "recipe": student_recipe(options, ctx.image_size).to_manifest(),
         "provenance": {
-            "source_dataset": options.source_dataset or Path(options.data).resolve().name,
+            "source_dataset": options.source_dataset,
             "class_folders": list(ctx.index.classes),
             "skipped_images": len(ctx.index.bad),
             "teacher": ctx.teachers.description,

@@ -127,13 +127,14 @@ def final_or_mean(teachers, final: bool):
 
 class TeacherSet(nn.Module):
     """Several teachers used as one: ``combine="random"`` draws one teacher per batch from a seeded
-    generator (our default for the paper's weak teachers), ``"mean"`` averages their logits."""
+    generator (our default for the paper's weak teachers), ``"mean"`` averages their logits; None: a
+    build that never asks for the set's logits (``mean_logits`` and the members only)."""
 
-    def __init__(self, teachers: Sequence[Teacher], combine: str = DEFAULT_COMBINE, seed: int = 0):
+    def __init__(self, teachers: Sequence[Teacher], combine: str | None = DEFAULT_COMBINE, seed: int = 0):
         super().__init__()
         if not teachers:
             raise BuildError("a teacher set needs at least one teacher")
-        if combine not in COMBINE_MODES:
+        if combine is not None and combine not in COMBINE_MODES:
             raise BuildError(f"unknown teacher combination {combine!r}; choose one of {', '.join(COMBINE_MODES)}")
         counts = {t.num_classes for t in teachers}
         if len(counts) != 1:
@@ -153,6 +154,8 @@ class TeacherSet(nn.Module):
     def logits(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The set's logits for one batch, per ``combine``; "random" draws from ``generator`` when
         given (e.g. a stage's own, resumable stream), else from the set's seeded one."""
+        if self.combine is None:
+            raise BuildError("this teacher set was made without a combination rule (--teacher-combine)")
         if self.combine == "random":
             draw = generator if generator is not None else self.generator
             self.last_index = int(torch.randint(len(self.teachers), (1,), generator=draw))
@@ -173,8 +176,8 @@ class TeacherSet(nn.Module):
         """The provenance string recorded in the bundle: the one teacher's, or the set's and each member's."""
         if len(self.teachers) == 1:
             return self.teachers[0].description
-        how = f"one drawn per batch (seed {self.seed})" if self.combine == "random" else "mean of logits"
-        return f"{len(self.teachers)} teachers, {how}: " + "; ".join(t.description for t in self.teachers)
+        how = {"random": f", one drawn per batch (seed {self.seed})", "mean": ", mean of logits", None: ""}[self.combine]
+        return f"{len(self.teachers)} teachers{how}: " + "; ".join(t.description for t in self.teachers)
 
 
 def check_teacher(teacher: Teacher | TeacherSet, num_classes: int, input_size: int | None = None) -> None:

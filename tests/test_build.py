@@ -92,6 +92,7 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     # what was actually used: data- and base-dependent defaults filled in, the unused teacher training empty
     assert recorded["head_rank"] == len(CLASSES) and recorded["head_alpha"] == float(len(CLASSES))
     assert recorded["image_size"] == 32 and recorded["lora_targets"] == bundle_lora_targets(summary["output"])
+    assert options.source_dataset is None and recorded["source_dataset"] == provenance["source_dataset"] == Path(options.data).name
     assert all(recorded[f"teacher_{name}"] is None for name in ("epochs", "checkpoints", "lr", "batch_size", "weight_decay",
                                                              "momentum"))
     # ... and every option of a path not taken empty: the pretrained tag beside local weights, the view
@@ -741,6 +742,28 @@ def test_options_a_build_does_not_use_are_named_in_one_log_line(kit, tmp_path):
            "--delta-group-size" in lines, lines
     _, lines = run_build(tiny_options(kit, tmp_path, transfer_epochs=1))
     assert not any("does not use" in line for line in lines)
+
+
+def test_the_transfers_options_are_null_when_neither_transfer_runs(kit, tmp_path):
+    """With both transfers off nothing trains the logit scale nor combines the teachers, yet
+    train_logit_scale and teacher_combine were recorded as used (an audit of the builder's defaults);
+    view_transfer_target likewise with the view transfer off. The default device is recorded as used."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=0, view_transfer_epochs=0, train_logit_scale=False,
+                           teacher_combine="mean", view_transfer_target="set", device=None)
+    summary, lines = run_build(options)
+    recorded = recorded_options(summary)
+    assert recorded["device"] == "cpu"   # the default device, as used (it was null)
+    assert [recorded[name] for name in ("train_logit_scale", "teacher_combine", "view_transfer_target")] == [None] * 3
+    unused = next(line for line in lines if line.startswith("options this build does not use (recorded as null): "))
+    assert {"--train-logit-scale", "--teacher-combine", "--view-transfer-target"} <= set(unused.split(": ")[1].split(", "))
+    recorded = recorded_options(run_build(tiny_options(kit, tmp_path, transfer_epochs=1, view_transfer_epochs=0))[0])
+    assert recorded["train_logit_scale"] is True and recorded["teacher_combine"] == "random"
+    assert recorded["view_transfer_target"] is None
+
+
+def recorded_options(summary: dict) -> dict:
+    with Bundle.open(summary["output"]) as bundle:
+        return bundle.manifest["provenance"]["builder"]["options"]
 
 
 def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):

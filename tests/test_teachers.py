@@ -481,6 +481,12 @@ def test_teacher_set_mean_and_errors(images):
     other = Teacher(Constant([0.0, 1.0]), input_size=4)
     with pytest.raises(BuildError, match="disagree on the class count"):
         TeacherSet(constant_teachers() + [other])
+    # a build whose transfers never combine the set (its --teacher-combine recorded as null) says no rule
+    unruled = TeacherSet(constant_teachers(), combine=None)
+    assert unruled.description == "3 teachers: t0; t1; t2"
+    assert unruled.mean_logits(images)[0].tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(BuildError, match="without a combination rule"):
+        unruled.logits(images)
 
 
 def test_teacher_training_checkpoint_epochs_and_bounds():
