@@ -1,6 +1,7 @@
 """hello_format.augment against per-image references built from plain torch slicing and F.interpolate."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -293,3 +294,27 @@ def test_a_share_of_a_batch_is_made_from_its_rows_and_their_partners_only(mixing
         partners = set(draw.mix.perm[list(own)].tolist()) if draw.mix else set()
         assert set(needed.tolist()) == own | partners
         assert torch.equal(draw.apply(images[needed], needed, rows), whole[rows])
+
+
+def test_the_specs_augment_table_states_the_readers_defaults_and_bounds():
+    """spec/format.md section 4's recipe.augment table is a normative copy of AugmentConfig's defaults
+    and the limits' bounds; nothing kept it in step (an audit of where defaults live)."""
+    import pathlib
+    import re
+
+    spec = (pathlib.Path(__file__).resolve().parent.parent / "spec" / "format.md").read_text()
+    table = spec[spec.index("| key | type, range | default |"):]
+    table = table[:table.index("\n\n")].splitlines()[2:]
+    defaults, ranges = {}, {}
+    for row in table:
+        keys, kind, default = (cell.strip() for cell in row.strip("|").split("|"))
+        names = re.findall(r"`(\w+)`", keys)
+        values = json.loads(default if default.startswith("[") else f"[{default}]")   # a pair is one value
+        values = [values] if default.startswith("[") else values
+        defaults.update(zip(names, values, strict=True))
+        ranges.update(dict.fromkeys(names, kind))
+    config = AugmentConfig()
+    assert defaults == {name: list(value) if isinstance(value, tuple) else value
+                        for name, value in vars(config).items()}
+    assert f"[1, {MAX_IMAGE_SIDE}]" in ranges["output_size"] and f"[0, {MAX_PATCH_SHUFFLE}]" in ranges["patch_shuffle"]
+    assert f"(0, 10^{round(math.log10(MAX_MIX_ALPHA))}]" in ranges["cutmix_alpha"] and MAX_MIX_ALPHA == 10 ** 6
