@@ -269,7 +269,9 @@ class HelloDataset(LabelledImages):
             # the recipe and the classes asked for are checked before anything is decoded or built
             self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
             columns = _class_columns(classes, names)
-            images, labels = bundle.lazy_images(device), bundle.labels
+            # on the CPU, where the undecoded rows are never touched (no memory), moved once the classes are kept:
+            # made on a GPU it held the whole decoded size there twice while the subset was cut
+            images, labels = bundle.lazy_images("cpu"), bundle.labels
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, verify=verify,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache) \
                 if soft_labels else None
@@ -280,7 +282,8 @@ class HelloDataset(LabelledImages):
         renumber[torch.tensor(columns)] = torch.arange(len(columns))
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
-            images.select(keep) if isinstance(images, LazyImages) else images[keep], renumber[labels[keep]], [names[c] for c in columns],
+            images if bool(keep.all()) else images.select(keep) if isinstance(images, LazyImages) else images[keep],
+            renumber[labels[keep]], [names[c] for c in columns],
             self.recipe.augment, None if self.projector is None else self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
