@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import stat
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,7 +281,8 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     folder order, or torchvision's ``imagenet_class_index.json`` (index -> [folder, name]); any other
     file -> text, either one name per line in folder order, or ``<folder> <name>`` lines
     (ImageNet's ``LOC_synset_mapping.txt``; a name may contain spaces and commas). Names must be
-    non-empty and unique (the bundle's manifest requires it).
+    non-empty and unique (the bundle's manifest requires it), also in Unicode's NFC form: the text
+    tower reads "café" composed and decomposed as one name.
     """
     if source is None:
         names = list(classes)
@@ -295,11 +297,12 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
         raise BuildError(f"empty class name for folder {classes[names.index('')]!r}")
     seen: dict[str, str] = {}
     for folder, name in zip(classes, names):
-        if name in seen:
-            raise BuildError(f"class name {shortened(name)} is used for both {shortened(seen[name], 40)} and "
-                             f"{shortened(folder, 40)}; "
-                             "names must be unique")
-        seen[name] = folder
+        same = unicodedata.normalize("NFC", name)   # what the text tower's tokenizer reads (ftfy normalises to NFC)
+        if same in seen:
+            spelt = "" if names[classes.index(seen[same])] == name else " (in Unicode's NFC form, as the text tower reads it)"
+            raise BuildError(f"class name {shortened(name)} is used for both {shortened(seen[same], 40)} and "
+                             f"{shortened(folder, 40)}{spelt}; names must be unique")
+        seen[same] = folder
     return names
 
 

@@ -128,6 +128,18 @@ def test_a_repeated_class_name_is_quoted_short(tree, tmp_path):
     assert len(str(caught.value)) < 200
 
 
+def test_class_names_equal_in_unicodes_nfc_form_are_one_name():
+    """Folders 'café' composed and decomposed were two classes whose prompts the text tower tokenises
+    alike (open_clip's ftfy normalises to NFC): two identical head rows. They are refused, named."""
+    from hello_build.data import read_class_names
+
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    with pytest.raises(BuildError, match=r"class name 'cafe\u0301' is used for both 'caf\u00e9' and 'cafe\u0301' "
+                                         r"\(in Unicode's NFC form, as the text tower reads it\); names must be unique"):
+        read_class_names(None, [composed, decomposed])
+    assert read_class_names(None, [composed, "cafe"]) == [composed, "cafe"]
+
+
 def test_a_link_out_of_a_deep_tree_is_quoted_short(tree, tmp_path):
     deep = tree / "cat" / ("d" * 250) / ("e" * 250) / ("g" * 250)
     deep.mkdir(parents=True)
