@@ -280,7 +280,8 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     mapping folder -> name (extra keys allowed, so a full ImageNet map serves a subset), a list in
     folder order, or torchvision's ``imagenet_class_index.json`` (index -> [folder, name]); any other
     file -> text, either one name per line in folder order, or ``<folder> <name>`` lines
-    (ImageNet's ``LOC_synset_mapping.txt``; a name may contain spaces and commas). Names must be
+    (ImageNet's ``LOC_synset_mapping.txt``; a name may contain spaces and commas; ``<folder> - <name>``
+    too, as torchvision's MNIST classes). Names must be
     non-empty and unique (the bundle's manifest requires it), also in Unicode's NFC form: the text
     tower reads "café" composed and decomposed as one name.
     """
@@ -343,8 +344,14 @@ def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
     first_tokens = [line.split(maxsplit=1)[0] for line in lines]
     if set(classes) <= set(first_tokens) and all(len(line.split(maxsplit=1)) == 2 for line in lines):
         mapping = dict(line.split(maxsplit=1) for line in lines)
-        return [mapping[c] for c in classes]
+        return [_without_separator(mapping[c]) for c in classes]
     return lines
+
+
+def _without_separator(name: str) -> str:
+    """A ``<folder> <name>`` line's name without a separator before it: torchvision's MNIST classes
+    are "0 - zero", whose name is "zero", not "- zero"."""
+    return name[2:].strip() if name[:1] in ("-", ":", "=", "|") and name[1:2].isspace() else name
 
 
 @contextlib.contextmanager

@@ -65,6 +65,19 @@ def test_class_names_from_text_and_json(tree, tmp_path):
     assert scan_image_folder(tree, ["x", "y", "z"]).class_names == ["x", "y", "z"]
 
 
+def test_a_separator_after_the_folder_is_not_part_of_the_name(tmp_path):
+    """torchvision's MNIST classes ("0 - zero") in a file for folders 0..9 named the classes "- zero"."""
+    from hello_build.data import read_class_names
+
+    words = ["zero", "one", "two"]
+    for separator in ("-", ":", "=", "|"):
+        path = tmp_path / f"classes{ord(separator)}.txt"
+        path.write_text("".join(f"{i} {separator} {word}\n" for i, word in enumerate(words)))
+        assert read_class_names(path, ["0", "1", "2"]) == words
+    path.write_text("0 -zero\n1 -one\n2 -two\n")   # no space after it: part of the name
+    assert read_class_names(path, ["0", "1", "2"]) == ["-zero", "-one", "-two"]
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_class_name(tree, tmp_path):
     """A Windows editor's BOM stayed in the first name ("\ufeffcat", a builder's review)."""
     for name, content in (("names.txt", "Felis catus\nCanis familiaris\nGoldfish\n"),
