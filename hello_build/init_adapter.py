@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+import hello_format  # noqa: F401  (installs the torchvision op shim before peft loads)
+from peft import LoraConfig
+
 from hello_build.errors import BuildError
 from hello_format import lora
 from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
@@ -28,9 +31,14 @@ from hello_format.files import read_bounded_text
 from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
 from hello_format.text import shortened
 
-# adapter_config.json fields that change what the LoRA computes, with peft's defaults when absent
-CONFIG_FIELDS = {"peft_type": "LORA", "r": 8, "lora_alpha": 8, "rank_pattern": {}, "alpha_pattern": {},
-                 "use_rslora": False, "use_dora": False, "bias": "none"}
+# adapter_config.json fields that change what the LoRA computes; one that is absent has peft's default
+CONFIG_FIELDS = ("peft_type", "r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "bias")
+
+
+def peft_defaults() -> dict:
+    """peft's ``LoraConfig`` defaults of ``CONFIG_FIELDS`` (its own, whatever its version)."""
+    defaults = LoraConfig().to_dict()
+    return {name: defaults[name] for name in CONFIG_FIELDS}
 
 
 def start_from_adapter(projector, folder: str | Path) -> dict:
@@ -89,7 +97,7 @@ def check_folder(folder: str | Path) -> dict:
 
 def _check_config(path: Path, config: dict, ours: dict) -> None:
     """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys)."""
-    for name, default in CONFIG_FIELDS.items():
+    for name, default in peft_defaults().items():
         theirs, wanted = config.get(name, default), ours.get(name, default)
         if theirs != wanted:
             raise BuildError(f"{path.name}: {name} is {shortened(theirs)}, this build's LoRA has {shortened(wanted)} "

@@ -7,10 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 from hello_build.errors import BuildError
+from hello_build.init_adapter import CONFIG_FIELDS, _check_config
 from hello_format import Bundle
 from hello_format.adapter import HEAD_FILE, export_adapter
 from hello_format.container import read_header, write_container
 from hello_format.digests import file_sha256
+from peft import LoraConfig
 from support import run_build, tiny_options
 
 
@@ -140,3 +142,15 @@ def test_a_head_file_of_another_head_lora_names_the_head_option(kit, exported, t
     change = {"head_alpha": head["lora"]["lora_alpha"], **change}   # the file's alpha unless the case changes it
     with pytest.raises(BuildError, match=f"--init-adapter .*hello_head.safetensors: .*{words}"):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), transfer_epochs=0, **change))
+
+
+@pytest.mark.parametrize("field, other", [("peft_type", "LOHA"), ("r", 16), ("lora_alpha", 16), ("rank_pattern", {"x": 2}),
+                                          ("alpha_pattern", {"x": 2}), ("use_rslora", True), ("use_dora", True),
+                                          ("bias", "all")])
+def test_an_absent_adapter_config_field_is_peft_loraconfigs_default(tmp_path, field, other):
+    """The adapter's missing fields are read as peft's LoraConfig() has them (they were copied by hand)."""
+    assert field in CONFIG_FIELDS
+    ours = LoraConfig().to_dict()
+    _check_config(tmp_path / "adapter_config.json", {}, ours)   # every field absent: peft's defaults, this LoRA's
+    with pytest.raises(BuildError, match=f"adapter_config.json: {field} is "):
+        _check_config(tmp_path / "adapter_config.json", {}, {**ours, field: other})
