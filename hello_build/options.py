@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hello_build.choices import KEEPS, TEMPLATE_SETS, TRANSFER_LOSSES, VIEW_TARGETS
 from hello_build.errors import BuildError
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES
@@ -98,7 +99,7 @@ class BuildOptions:
     head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
     prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True)
-    templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=("ensemble", "single"))
+    templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=TEMPLATE_SETS)
     # transfer
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True, at_least=0, at_most=MAX_EPOCHS)
@@ -106,7 +107,7 @@ class BuildOptions:
     transfer_weight_decay: float = option(0.0, "AdamW weight decay of the transfer: none, so the LoRA is pulled only toward the teacher.", stage="transfer", open=True, at_least=0)
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True, at_least=1)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True, at_least=0)
-    transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=("mse", "kl"))
+    transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=TRANSFER_LOSSES)
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init", at_least=1)
@@ -124,9 +125,9 @@ class BuildOptions:
     view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True)
     view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True, at_least=0)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
-    view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=("last", "set"))
+    view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=VIEW_TARGETS)
     view_transfer_checks: int = option(80, "Agreement checks on fixed selection views, evenly spaced over the synthetic-view transfer (every steps // checks steps, and at the last).", stage="view_transfer", open=True, at_least=1)
-    view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=("last", "best"))
+    view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=KEEPS)
     view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True, at_least=1)
     view_transfer_selection_views: int = option(4096, "At most this many selection views (the passes are cut there: ImageNet scale).", stage="view_transfer", open=True, at_least=1)
     # the student recipe recorded in the bundle

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 import hello_format
 import open_clip
+from hello_build.choices import prompt_templates
 from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
@@ -49,7 +50,7 @@ from hello_format.container import strict_json_loads
 from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
 from hello_format.files import cannot_write_in, names_a_folder, read_bounded_text
 from hello_format.generator import HeadConfig, HeadLoraConfig
-from hello_format.head import DEFAULT_TEMPLATES, SINGLE_TEMPLATE, text_embeddings
+from hello_format.head import text_embeddings
 from hello_format.labelling import resolve_precision
 from hello_format.limits import MAX_BASE_CONFIG_BYTES, MAX_BETA, MAX_GROUP_SIZE, MAX_LR, MAX_WEIGHT_DECAY, TEMPERATURE_RANGE
 from hello_format.lora import default_targets, encoder_config, explicit, peft_shapes
@@ -390,7 +391,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
     rank 0 computes the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
-    templates = DEFAULT_TEMPLATES if options.templates == "ensemble" else SINGLE_TEMPLATE
+    templates = prompt_templates(options.templates)
     encoder_lora = None
     if options.lora_rank:
         try:   # a pattern peft cannot take or that adapts nothing is refused here, before the text head costs

@@ -11,10 +11,10 @@ import torch
 
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
+from hello_build.choices import kept_check, transfer_loss
 from hello_build.stages.transfer import run_transfer
-from hello_build.stages.transfer import transfer_loss
-from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, kept_check,
-                                           schedule, view_agreement, warmup_steps)
+from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, schedule,
+                                           view_agreement, warmup_steps)
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 from hello_format.testing import tiny_projector

@@ -1,7 +1,7 @@
 """Stage "transfer", LoRA knowledge transfer: train the projector's low-rank deltas to imitate the teacher(s).
 
-The loss, MSE(projector, teacher logits) (or KL) + lambda * CE(projector, hard labels), is shared with
-the synthetic-view phase (``hello_build.stages.view_transfer``). ``run_transfer`` (the paper's stage)
+The loss, MSE(projector, teacher logits) (or KL) + lambda * CE(projector, hard labels)
+(``hello_build.choices.transfer_loss``), is shared with the synthetic-view phase (``hello_build.stages.view_transfer``). ``run_transfer`` (the paper's stage)
 fits augmented views of the *real* training images, with one weak teacher drawn per batch (or their
 mean). Each epoch ends with a checkpoint (LoRA + optimizer moments) in the work directory, so an
 interrupted transfer resumes at the last finished epoch and continues exactly as it would have.
@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
+from hello_build.choices import transfer_loss
 from hello_build.distributed import Group, rows, summed
 from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
@@ -39,21 +40,11 @@ from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
 from hello_format.limits import LOGIT_SCALE_RANGE
-from hello_format.losses import cross_entropy, kl_loss, mse_ce_loss
 from hello_format.text import first_line
 from hello_format.runtime import ORDER_SALT, TEACHER_SALT, cosine_lr, epoch_seed
 
 FIDELITY_SEED = 1234  # the held-out views fidelity is measured on: the same for every measurement
 FIDELITY_BATCH_SIZE = 128  # ... drawn in batches of this size: the same views whatever the transfer's batch size
-
-
-def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: float, kind: str) -> torch.Tensor:
-    """The student's loss with lambda as its beta (``mse_ce_loss``), or ``kl_loss`` at T = 1 + lambda * CE on
-    the (mixed) hard labels."""
-    if kind == "kl":
-        ce = cross_entropy(logits, (labels_a, labels_b, lam))   # first, as in mse_ce_loss
-        return kl_loss(logits, target, 1.0) + lambda_ce * ce
-    return mse_ce_loss(logits, target, (labels_a, labels_b, lam), lambda_ce)
 
 
 def views(loader_images, labels, augment: AugmentConfig, generator, device):

@@ -22,12 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hello_build.choices import kept_check, transfer_loss
 from hello_build.distributed import Group, rows, summed
 from hello_build.options import BuildOptions
 from hello_build.teachers import final_or_mean
 from hello_build.stages.context import BuildContext
 from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lora_state, lora_shapes, lora_state,
-                                         measure, transfer_loss, views)
+                                         measure, views)
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.labelling import autocast
 from hello_format.recipe import Recipe
@@ -184,22 +185,6 @@ def _fit_parts(projector, target, teacher_choice, parts, options: BuildOptions, 
                                     kind=options.transfer_loss) * (len(x) / batch_size)
     loss.backward()
     return loss.item()
-
-
-def kept_check(curve: list[tuple[int, float]], views: int, keep: str) -> int:
-    """Index into ``curve`` ((step, selection agreement) per check, the last at the final step) of the state
-    to keep. ``best``: the highest agreement, the earliest on ties. ``last``: the final state, unless the best
-    beats it by more than two standard errors of the difference of two agreements measured on ``views``
-    views: the maximum of many noisy checks is biased upwards (at IPC 10, 500 views: one standard error
-    is about 0.02, the size of the differences between late checks), so only a fit that really got worse
-    (diverged) gives up its annealed final state."""
-    best = max(range(len(curve)), key=lambda i: (curve[i][1], -i))
-    if keep == "best":
-        return best
-    last = len(curve) - 1
-    mean = (curve[best][1] + curve[last][1]) / 2
-    margin = 2 * (2 * mean * (1 - mean) / max(1, views)) ** 0.5
-    return best if curve[best][1] - curve[last][1] > margin else last
 
 
 def enabled(options: BuildOptions) -> bool:
