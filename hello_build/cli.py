@@ -37,10 +37,12 @@ def _click_option(f: dataclasses.Field):
                             metavar="MIN MAX", help=help_text)
     kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
     low = meta["at_least"] if meta["at_least"] is not None else meta["above"]
-    if kind is int and (low is not None or meta["at_most"] is not None):
-        kind = click.IntRange(min=None if low is None else low + (meta["above"] is not None), max=meta["at_most"])
-    elif kind is float and (low is not None or meta["at_most"] is not None):
-        kind = click.FloatRange(min=low, max=meta["at_most"], min_open=meta["above"] is not None)
+    high = meta["at_most"] if meta["at_most"] is not None else meta["below"]
+    if kind is int and (low is not None or high is not None):
+        kind = click.IntRange(min=None if low is None else low + (meta["above"] is not None),
+                              max=None if high is None else high - (meta["below"] is not None))
+    elif kind is float and (low is not None or high is not None):
+        kind = click.FloatRange(min=low, max=high, min_open=meta["above"] is not None, max_open=meta["below"] is not None)
     if meta["choices"]:
         kind = click.Choice(meta["choices"])
     return click.option(flag, f.name, type=kind, default=default, show_default=default is not None, help=help_text)

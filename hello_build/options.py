@@ -32,7 +32,8 @@ from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from hello_format.container import is_json_int, is_json_number
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
-from hello_format.limits import MAX_EPOCHS, MAX_LORA_ALPHA, MAX_RANK
+from hello_format.limits import (MAX_BATCH_SIZE, MAX_BETA, MAX_EPOCHS, MAX_GROUP_SIZE, MAX_LORA_ALPHA, MAX_LR, MAX_RANK,
+                                 MAX_WEIGHT_DECAY, TEMPERATURE_RANGE)
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.runtime import MAX_SEED
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
@@ -49,12 +50,14 @@ def default_head_rank(classes: int) -> int:
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
            path: bool = False, at_least: float | None = None, above: float | None = None,
-           at_most: float | None = None):
+           at_most: float | None = None, below: float | None = None):
     """A build option: ``default``, one line of ``help``, the ``stage`` that reads it; ``path``: its value
-    names local files or folders (recorded in bundles by name only); ``at_least`` / ``above`` and
-    ``at_most``: its bounds (``check_values``, and the command line's ranges)."""
+    names local files or folders (recorded in bundles by name only); ``at_least`` or ``above``, and
+    ``at_most`` or ``below``: its bounds (``check_values``, and the command line's ranges)."""
+    assert at_least is None or above is None, "one lower bound"
+    assert at_most is None or below is None, "one upper bound"
     meta = {"help": help, "stage": stage, "open": open, "choices": choices, "multiple": multiple, "path": path,
-            "at_least": at_least, "above": above, "at_most": at_most}
+            "at_least": at_least, "above": above, "at_most": at_most, "below": below}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,13 +95,13 @@ class BuildOptions:
                                             "open_clip keys from hello's allow-list, as a bundle's base.config).", stage="base", path=True)
     embed_base: bool = option(False, "Store the base inside the bundle (for bases that are not public): its image tower and the text head, not the text tower.", stage="write")
     # projector
-    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer", at_most=MAX_RANK)
+    lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer", at_least=0, at_most=MAX_RANK)
     lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
     head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", at_least=1, at_most=MAX_RANK)
     head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
-    prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True)
+    prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True, at_least=0, below=1)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=TEMPLATE_SETS)
     # transfer
     init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
@@ -108,7 +111,7 @@ class BuildOptions:
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True, at_least=1)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True, at_least=0)
     transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at T = 1.", stage="transfer", open=True, choices=TRANSFER_LOSSES)
-    holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True)
+    holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True, at_least=0, below=1)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init", at_least=1)
     factor: int = option(2, "Patches per side stitched into each synthetic image (RDED: 2 at ImageNet resolution; use 1 for 32 px data, where 16 px patches lose the object's scale).", stage="init", at_least=1)
@@ -122,23 +125,24 @@ class BuildOptions:
     # synthetic-view transfer (beyond the paper): fit the LoRA on the views the student will see
     view_transfer_epochs: float = option(1280.0, "Student views of each synthetic image the synthetic-view transfer fits on: steps = ceil(epochs x images / synthetic views per step), a step's synthetic views being --transfer-batch-size x (1 - --view-transfer-real-fraction); real views come on top (0 = off, the paper's method). 1280 is 2000 steps of 64 at 100 images (CIFAR-10 IPC 10); a fixed step count starved larger sets (IPC 50: held-out agreement rose until about 850 views per image). A lower --view-transfer-real-fraction shortens the fit at the same budget: at a quarter real views IPC 10 needs 1920 for the default's 2000 steps, which its held-out students did need.", stage="view_transfer", open=True, at_least=0, at_most=MAX_EPOCHS)
     view_transfer_lr: float = option(1e-2, "AdamW learning rate of the synthetic-view transfer (linear warm-up over --view-transfer-warmup of the steps, then cosine decay to 0).", stage="view_transfer", open=True, above=0)
-    view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True)
+    view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True, at_least=0, at_most=1)
     view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True, at_least=0)
-    view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True)
+    view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True, at_least=0, below=1)
     view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=VIEW_TARGETS)
     view_transfer_checks: int = option(80, "Agreement checks on fixed selection views, evenly spaced over the synthetic-view transfer (every steps // checks steps, and at the last).", stage="view_transfer", open=True, at_least=1)
     view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=KEEPS)
     view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True, at_least=1)
     view_transfer_selection_views: int = option(4096, "At most this many selection views (the passes are cut there: ImageNet scale).", stage="view_transfer", open=True, at_least=1)
     # the student recipe recorded in the bundle
-    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True, at_least=1)
+    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True, at_least=1, at_most=MAX_EPOCHS)
     loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=LOSSES)
-    beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True)
-    temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True)
-    student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True)
+    beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True, at_least=0, at_most=MAX_BETA)
+    temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True,
+                                     at_least=TEMPERATURE_RANGE[0], at_most=TEMPERATURE_RANGE[1])
+    student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True, above=0, at_most=MAX_LR)
     student_optimizer: str = option(Recipe.optimizer, f"Student optimizer (hello eval trains with these; SGD with momentum {SGD_MOMENTUM:g}).", stage="write", open=True, choices=OPTIMIZERS)
-    student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True)
-    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True, at_least=1)
+    student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True, at_least=0, at_most=MAX_WEIGHT_DECAY)
+    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True, at_least=1, at_most=MAX_BATCH_SIZE)
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)
@@ -155,7 +159,7 @@ class BuildOptions:
     delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, CALIBRATION_HELP["batch_size"], stage="write", open=True)
     delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, CALIBRATION_HELP["selection_views"], stage="write", open=True)
     delta_calibration_check_every: int = option(CalibrationConfig.check_every, CALIBRATION_HELP["check_every"], stage="write", open=True)
-    delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True)
+    delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True, at_least=1, at_most=MAX_GROUP_SIZE)
     codec: str = option(DEFAULT_CODEC, "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
@@ -170,7 +174,7 @@ class BuildOptions:
 
     def check_values(self) -> None:
         """BuildError unless every option is of its declared kind (a float ``ipc`` or a string ``seed`` from
-        Python failed inside a stage) and within its declared bound, named as the command line names it."""
+        Python failed inside a stage) and within its declared bounds, named as the command line names it."""
         hints = typing.get_type_hints(BuildOptions)
         for f in dataclasses.fields(self):
             value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
@@ -178,12 +182,8 @@ class BuildOptions:
             if not any(_of_kind(value, kind, f.metadata) for kind in kinds):
                 wanted = " or ".join("None" if kind is type(None) else _KIND_NAMES[kind] for kind in kinds)
                 raise BuildError(f"{flag} must be {wanted} (got {shortened(value)})")
-            low, above, high = f.metadata["at_least"], f.metadata["above"], f.metadata["at_most"]
-            if value is not None and ((low is not None and value < low) or (above is not None and not value > above)):
-                raise BuildError(f"{flag} must be {f'at least {low:g}' if low is not None else f'above {above:g}'} "
-                                 f"(got {shortened(value)})")
-            if value is not None and high is not None and value > high:
-                raise BuildError(f"{flag} must be at most {high:,} (got {shortened(value)})")
+            if value is not None and not _within(value, f.metadata):
+                raise BuildError(f"{flag} must be {bounds_text(f.metadata)} (got {shortened(value)})")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):   # teacher="t.safetensors" is one teacher, not one per character
@@ -241,6 +241,32 @@ def _of_kind(value, kind, metadata) -> bool:
     if metadata["multiple"]:   # paths (or module:factory names)
         return all(isinstance(item, (str, os.PathLike)) for item in value)
     return all(_of_kind(item, float, metadata) for item in value)   # a pair of numbers
+
+
+def _within(value, meta) -> bool:
+    low, above, high, below = (meta[key] for key in ("at_least", "above", "at_most", "below"))
+    return ((low is None or value >= low) and (above is None or value > above)
+            and (high is None or value <= high) and (below is None or value < below))
+
+
+def bounds_text(meta) -> str:
+    """An option's declared bounds in words: "at least 1", "above 0", "at most 4,096", "below 1", or an
+    interval such as "in [0, 1)"."""
+    low, high = _first(meta["at_least"], meta["above"]), _first(meta["at_most"], meta["below"])
+    if low is not None and high is not None:
+        return (f"in {'(' if meta['at_least'] is None else '['}{_number(low)}, "
+                f"{_number(high)}{')' if meta['at_most'] is None else ']'}")
+    if low is not None:
+        return f"{'above' if meta['at_least'] is None else 'at least'} {_number(low)}"
+    return f"{'below' if meta['at_most'] is None else 'at most'} {_number(high)}"
+
+
+def _first(*values):
+    return next((value for value in values if value is not None), None)
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def _name_only(value) -> str:

@@ -597,7 +597,7 @@ def test_lora_rank_0_fits_the_head_alone_on_the_frozen_encoder(kit, reference, t
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"lora_rank": -1}, r"--lora-rank must be at least 0"),
+    ({"lora_rank": -1}, r"--lora-rank must be in \[0, 4,096\] \(got -1\)"),
     ({"lora_rank": 0, "init_adapter": "/some/adapter"}, r"--init-adapter starts the encoder LoRA from an adapter: it needs --lora-rank above 0"),
     ({"crop_scale": [0.0, 1.0]}, r"--crop-scale must be MIN MAX with 0 < MIN <= MAX <= 1 \(got \[0.0, 1.0\]\)"),
     ({"crop_scale": [0.9, 0.5]}, r"--crop-scale must be MIN MAX"),

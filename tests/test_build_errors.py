@@ -145,19 +145,12 @@ CASES = [
      r"--delta-calibration-\*: calibration needs .*'lr': 1000000\.0,"),
     ("huge_calibration_batch", None, {"delta_dtype": "int4", "delta_calibration_batch_size": 10**7},
      r"--delta-calibration-\*: calibration needs .*'batch_size': 10000000,"),
-    ("temperature_a_reader_refuses", None, {"temperature": 0.001},
-     r"--temperature must be in \[0\.01, 1000\], the range a reader accepts \(got 0\.001\)"),
-    ("zero_student_lr", None, {"student_lr": 0}, r"--student-lr must be in \(0, 10\], the range a reader accepts \(got 0\)"),
-    ("student_weight_decay_a_reader_refuses", None, {"student_weight_decay": 11},
-     r"--student-weight-decay must be in \[0, 10\], the range a reader accepts \(got 11\)"),
     ("quality_for_a_lossless_codec", None, {"codec": "png", "quality": 80},
      r"codec 'png' is lossless and takes no quality \(got 80\)"),
     ("inverted_crop_ratio", None, {"crop_ratio": [2.0, 0.5]},
      r"--crop-ratio must be \[min, max\] with min <= max, got \[2\.0, 0\.5\]"),
     ("zero_cutmix_alpha", None, {"cutmix_alpha": 0}, r"--cutmix-alpha must be a number in \(0, 1e\+06\], got 0"),
     ("not_a_device", None, {"device": "gpu"}, r"--device: device 'gpu' is not a torch device \(e\.g\. cpu, cuda, cuda:1\)"),
-    ("view_transfer_warmup_above_one", None, {"view_transfer_warmup": 1.5},
-     r"--view-transfer-warmup must be a share of the steps, in \[0, 1\] \(got 1\.5\)"),
     ("teacher_flip_above_one", None, {"teacher": [], "train_teacher": "convnet3", "teacher_hflip": 2},
      r"--teacher-hflip must be in \[0, 1\] \(got 2(\.0)?\)"),
     ("lora_targets_peft_cannot_take", None, {"lora_targets": "(("},
@@ -244,26 +237,39 @@ def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_pat
     ({"embed_base": "no"}, r"--embed-base must be true or false \(got 'no'\)"),   # was true: the base embedded
     ({"head_rank": 3.0}, r"--head-rank must be an integer or None \(got 3\.0\)"),
     # outside a declared bound: the defaults taken instead, a traceback mid-stage, or refused at the write
-    ({"head_rank": 0}, r"--head-rank must be at least 1 \(got 0\)"),   # was the default rank
+    ({"head_rank": 0}, r"--head-rank must be in \[1, 4,096\] \(got 0\)"),   # was the default rank
     ({"image_size": 0}, r"--image-size must be at least 1 \(got 0\)"),   # was the base's size
-    ({"head_alpha": 0.0}, r"--head-alpha must be above 0 \(got 0\.0\)"),
-    ({"transfer_epochs": -1}, r"--transfer-epochs must be at least 0 \(got -1\)"),
-    ({"student_batch_size": 0}, r"--student-batch-size must be at least 1 \(got 0\)"),
+    ({"head_alpha": 0.0}, r"--head-alpha must be in \(0, 1,000,000\] \(got 0\.0\)"),
+    ({"transfer_epochs": -1}, r"--transfer-epochs must be in \[0, 1,000,000\] \(got -1\)"),
+    ({"student_batch_size": 0}, r"--student-batch-size must be in \[1, 1,000,000\] \(got 0\)"),
     ({"lambda_ce": -1.0}, r"--lambda-ce must be at least 0 \(got -1\.0\)"),
     ({"transfer_lr": -1.0}, r"--transfer-lr must be above 0"),
-    ({"epochs": 0}, r"--epochs must be at least 1 \(got 0\)"),   # was refused after every stage
-    ({"lora_alpha": 0.0}, r"--lora-alpha must be above 0"),
-    ({"seed": -1}, r"--seed must be at least 0 \(got -1\)"),
+    ({"epochs": 0}, r"--epochs must be in \[1, 1,000,000\] \(got 0\)"),   # was refused after every stage
+    ({"lora_alpha": 0.0}, r"--lora-alpha must be in \(0, 1,000,000\]"),
+    ({"seed": -1}, r"--seed must be in \[0, 9,223,372,036,854,775,807\] \(got -1\)"),
     ({"candidates_per_class": 0}, r"--candidates-per-class must be at least 1"),
     ({"view_transfer_weight_decay": -0.1}, r"--view-transfer-weight-decay must be at least 0 \(got -0\.1\)"),
+    # plain ranges that were checked apart from their declaration (the student recipe's: a reader's bounds)
+    ({"temperature": 0.001}, r"--temperature must be in \[0\.01, 1,000\] \(got 0\.001\)"),
+    ({"student_lr": 0}, r"--student-lr must be in \(0, 10\] \(got 0\)"),
+    ({"student_weight_decay": 11}, r"--student-weight-decay must be in \[0, 10\] \(got 11\)"),
+    ({"beta": -1.0}, r"--beta must be in \[0, 1,000\] \(got -1\.0\)"),
+    ({"prior_weight": 1.0}, r"--prior-weight must be in \[0, 1\) \(got 1\.0\)"),
+    ({"holdout": 1.0}, r"--holdout must be in \[0, 1\) \(got 1\.0\)"),
+    ({"view_transfer_warmup": 1.5}, r"--view-transfer-warmup must be in \[0, 1\] \(got 1\.5\)"),
+    ({"lora_rank": -1}, r"--lora-rank must be in \[0, 4,096\] \(got -1\)"),
+    ({"delta_group_size": 0}, r"--delta-group-size must be in \[1, 65,536\] \(got 0\)"),
+    # refused when the bundle was written, after every stage: the recipe's bounds a reader holds it to
+    ({"epochs": 10**7}, r"--epochs must be in \[1, 1,000,000\] \(got 10000000\)"),
+    ({"student_batch_size": 10**7}, r"--student-batch-size must be in \[1, 1,000,000\] \(got 10000000\)"),
     # above an upper bound (a builder's review): refused at the write after every stage (ranks), a traceback
     # from torch (seed), or 10^11 steps with no line in sight (view transfer)
-    ({"head_rank": 5000}, r"--head-rank must be at most 4,096 \(got 5000\)"),
-    ({"lora_rank": 5000}, r"--lora-rank must be at most 4,096 \(got 5000\)"),
-    ({"lora_alpha": 1e7}, r"--lora-alpha must be at most 1,000,000"),
-    ({"seed": 2**64}, r"--seed must be at most 9,223,372,036,854,775,807 \(got 18446744073709551616\)"),
-    ({"view_transfer_epochs": 1e12}, r"--view-transfer-epochs must be at most 1,000,000 \(got 1000000000000\.0\)"),
-    ({"transfer_epochs": 10**7}, r"--transfer-epochs must be at most 1,000,000"),
+    ({"head_rank": 5000}, r"--head-rank must be in \[1, 4,096\] \(got 5000\)"),
+    ({"lora_rank": 5000}, r"--lora-rank must be in \[0, 4,096\] \(got 5000\)"),
+    ({"lora_alpha": 1e7}, r"--lora-alpha must be in \(0, 1,000,000\] \(got 10000000\.0\)"),
+    ({"seed": 2**64}, r"--seed must be in \[0, 9,223,372,036,854,775,807\] \(got 18446744073709551616\)"),
+    ({"view_transfer_epochs": 1e12}, r"--view-transfer-epochs must be in \[0, 1,000,000\] \(got 1000000000000\.0\)"),
+    ({"transfer_epochs": 10**7}, r"--transfer-epochs must be in \[0, 1,000,000\] \(got 10000000\)"),
 ])
 def test_a_value_of_the_wrong_kind_or_outside_its_bound_is_a_build_error(errors_kit, tmp_path, overrides, message):
     """Found by an integration review of the Python API; the command line refuses the bounds as click ranges."""

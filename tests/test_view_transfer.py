@@ -153,16 +153,17 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
     assert total_seconds > first_seconds > 0
 
 
-FRACTION_RULE = r"^--view-transfer-real-fraction must be in \[0, 1\) and leave some synthetic views in each batch "
 
 
 # each option is named alone: the four shared one sentence that named the real fraction first (a docs review)
 @pytest.mark.parametrize("overrides, message", [
-    ({"view_transfer_real_fraction": 1.0}, FRACTION_RULE + r"of --transfer-batch-size \(got 1.0 of 12 views\)$"),
-    ({"view_transfer_real_fraction": 0.99}, FRACTION_RULE),   # 11.88 of 12 rounds to a batch without synthetic views
-    ({"view_transfer_real_fraction": -0.5}, FRACTION_RULE),
+    ({"view_transfer_real_fraction": 1.0}, r"^--view-transfer-real-fraction must be in \[0, 1\) \(got 1\.0\)$"),
+    ({"view_transfer_real_fraction": -0.5}, r"^--view-transfer-real-fraction must be in \[0, 1\) \(got -0\.5\)$"),
+    # 11.88 of 12 rounds to a batch without synthetic views
+    ({"view_transfer_real_fraction": 0.99}, r"^--view-transfer-real-fraction 0\.99 leaves no synthetic views in a batch of "
+                                            r"--transfer-batch-size 12; lower it or raise the batch size$"),
     ({"view_transfer_epochs": float("inf")}, r"^--view-transfer-epochs must be a finite number \(got inf\)"),
-    ({"view_transfer_epochs": -1.0}, r"^--view-transfer-epochs must be at least 0 \(got -1.0\)$"),
+    ({"view_transfer_epochs": -1.0}, r"^--view-transfer-epochs must be in \[0, 1,000,000\] \(got -1.0\)$"),
     ({"view_transfer_checks": 0}, r"^--view-transfer-checks must be at least 1 \(got 0\)$"),
     ({"view_transfer_selection_rounds": 0}, r"^--view-transfer-selection-rounds must be at least 1 \(got 0\)$"),
     ({"view_transfer_selection_views": 0}, r"^--view-transfer-selection-views must be at least 1 \(got 0\)$"),
