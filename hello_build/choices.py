@@ -15,12 +15,13 @@ KEEPS = ("last", "best")                # --view-transfer-keep: see kept_check
 TEMPLATE_SETS = ("ensemble", "single")  # --templates: see prompt_templates
 
 
-def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: float, kind: str) -> torch.Tensor:
-    """The student's loss with lambda as its beta (``mse_ce_loss``), or ``kl_loss`` at T = 1 + lambda * CE on
-    the (mixed) hard labels."""
+def transfer_loss(logits, target, labels_a, labels_b, lam: float, *, lambda_ce: float, kind: str,
+                  temperature: float | None) -> torch.Tensor:
+    """The student's loss with lambda as its beta (``mse_ce_loss``), or ``kl_loss`` at ``temperature`` (used
+    by kl only) + lambda * CE on the (mixed) hard labels."""
     if kind == "kl":
         ce = cross_entropy(logits, (labels_a, labels_b, lam))   # first, as in mse_ce_loss
-        return kl_loss(logits, target, 1.0) + lambda_ce * ce
+        return kl_loss(logits, target, temperature) + lambda_ce * ce
     return mse_ce_loss(logits, target, (labels_a, labels_b, lam), lambda_ce)
 
 

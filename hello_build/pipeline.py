@@ -344,6 +344,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         transfer_batch_size=used(options.transfer_batch_size, fitted), lambda_ce=used(options.lambda_ce, fitted),
         transfer_loss=used(options.transfer_loss, fitted), train_logit_scale=used(options.train_logit_scale, fitted),
         teacher_combine=used(options.teacher_combine, combined),
+        transfer_temperature=used(options.transfer_temperature, fitted and options.transfer_loss == "kl"),
         ipc=used(options.ipc, initialised), factor=used(options.factor, initialised),
         candidates_per_class=used(candidates_per_class(options), initialised),
         init_teacher=used(options.init_teacher, initialised),

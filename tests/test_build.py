@@ -141,6 +141,9 @@ def test_recorded_options_are_the_values_a_rule_of_the_build_replaced():
     assert relabelled.transfer_batch_size is relabelled.lambda_ce is relabelled.transfer_loss is None   # neither transfer ran
     viewed_only = resolved(transfer_epochs=0)   # the view transfer fits with the same batch and loss
     assert (viewed_only.transfer_lr, viewed_only.transfer_batch_size, viewed_only.transfer_loss) == (None, 128, "mse")
+    assert viewed_only.transfer_temperature is None   # kl's temperature, unused by mse
+    assert resolved(transfer_loss="kl", transfer_temperature=2.0).transfer_temperature == 2.0
+    assert resolved(transfer_loss="kl", transfer_epochs=0, view_transfer_epochs=0).transfer_temperature is None
     assert crops.transfer_lr == BuildOptions.transfer_lr and crops.ipc == 10 and crops.factor == 2
     assert relabelled.view_transfer_lr is None and relabelled.view_transfer_target == "last"  # it picks the agreement's teacher
 

@@ -12,10 +12,11 @@ import torch
 from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.choices import kept_check, transfer_loss
-from hello_build.stages.transfer import run_transfer
+from hello_build.stages.transfer import _fit_step, run_transfer
 from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, schedule,
                                            view_agreement, warmup_steps)
 from hello_format.bundle import Bundle
+from hello_format.losses import cross_entropy, kl_loss
 from hello_format.projector import Projector
 from hello_format.testing import tiny_projector
 from support import run_build, tiny_options
@@ -48,6 +49,7 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
     assert fidelity["after_view_transfer"]["images"] == 12 and fidelity["view_transfer_kept_step"] > 0
     assert fidelity["view_transfer_steps"] == with_views["view_transfer"]["steps"] == 60
     assert recorded["view_transfer_epochs"] == 60 and recorded["view_transfer_target"] == "last"
+    assert recorded["transfer_loss"] == "mse" and recorded["transfer_temperature"] is None   # kl's alone
 
 
 def test_the_budget_is_views_per_synthetic_image_not_steps():
@@ -248,7 +250,8 @@ def test_one_pass_over_both_parts_gives_each_parts_own_loss_and_gradient(family)
     for x, labels_a, labels_b, lam in parts:
         with torch.no_grad():
             t = target(x, choice)
-        part = transfer_loss(projector(x), t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+        part = transfer_loss(projector(x), t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss,
+                             temperature=options.transfer_temperature)
         (part * len(x) / 9).backward()
         reference += part.item() * len(x) / 9
     assert draws[:2] == draws[2:]
@@ -284,3 +287,29 @@ def test_the_warmup_is_an_option_the_fit_follows_and_the_bundle_records(kit, tmp
             options = bundle.manifest["provenance"]["builder"]["options"]
             recorded[name] = options["view_transfer_warmup"]
     assert recorded == {"tenth": 0.1, "half": 0.5, "off": None}   # off: not used
+
+
+def test_both_transfer_phases_fit_kl_at_the_transfer_temperature():
+    """--transfer-loss kl was fitted at T = 1 whatever was asked (the paper leaves the temperature open)."""
+    torch.manual_seed(0)
+    projector = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    options = BuildOptions(data="unused", output="unused.hello", transfer_loss="kl", transfer_temperature=4.0, lambda_ce=0.5)
+    x, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    target = torch.randn(5, 3) * 5
+    with torch.no_grad():
+        expected = (kl_loss(projector(x), target, 4.0) + 0.5 * cross_entropy(projector(x), labels)).item()
+    assert expected != pytest.approx((kl_loss(projector(x), target, 1.0) + 0.5 * cross_entropy(projector(x), labels)).item())
+    # the view phase's loss (its parts weighted by their share of the batch), then the real phase's step
+    assert _fit_parts(projector, lambda images, choice: target, None, [(x, labels, labels, 1.0)], options, 5, None) \
+        == pytest.approx(expected, rel=1e-5)
+    optimizer = torch.optim.SGD(projector.parameters(), lr=0.0)
+    assert _fit_step(projector, optimizer, x, target, labels, labels, 1.0, options) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_transfer_temperature_is_recorded_under_kl(kit, tmp_path):
+    summary, logs = run_build(tiny_options(kit, tmp_path, transfer_epochs=1, transfer_loss="kl", transfer_temperature=2.0))
+    with Bundle.open(summary["output"]) as bundle:
+        recorded = bundle.manifest["provenance"]["builder"]["options"]
+    assert recorded["transfer_loss"] == "kl" and recorded["transfer_temperature"] == 2.0
+    summary, logs = run_build(tiny_options(kit, tmp_path / "mse", transfer_epochs=1, transfer_temperature=2.0))
+    assert "options this build does not use (recorded as null): --transfer-temperature" in logs

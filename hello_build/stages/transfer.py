@@ -208,7 +208,8 @@ def _fit_step(projector, optimizer, images, target, labels_a, labels_b, lam, opt
     if len(images):
         with autocast(images.device, options.precision):
             logits = projector(images).float()
-        loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss)
+        loss = transfer_loss(logits, target, labels_a, labels_b, lam, lambda_ce=options.lambda_ce, kind=options.transfer_loss,
+                             temperature=options.transfer_temperature)
         (loss if group is None else loss * share).backward()
     if group is not None:
         group.sum_gradients(optimizer.param_groups[0]["params"])

@@ -64,7 +64,7 @@ def run_view_transfer(
     selection agreement at each check, the step that was kept (and its agreement, over how many views) and
     the step where the fit failed, if any (a loss or logit scale that ``fit_failure`` refuses: the fit stops
     there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
-    ``transfer_loss``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
+    ``transfer_loss``, ``transfer_temperature``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr, weight_decay=options.view_transfer_weight_decay)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731
@@ -182,7 +182,7 @@ def _fit_parts(projector, target, teacher_choice, parts, options: BuildOptions, 
     loss = 0.0
     for part_logits, (x, t, labels_a, labels_b, lam) in zip(logits, shares):
         loss = loss + transfer_loss(part_logits, t, labels_a, labels_b, lam, lambda_ce=options.lambda_ce,
-                                    kind=options.transfer_loss) * (len(x) / batch_size)
+                                    kind=options.transfer_loss, temperature=options.transfer_temperature) * (len(x) / batch_size)
     loss.backward()
     return loss.item()
 
