@@ -98,7 +98,7 @@ class BuildOptions:
     lora_rank: int = option(EncoderLoraConfig.r, "Rank of the encoder LoRA (paper: 8; 0: none, only the head is fitted on the frozen encoder's features, a linear probe when the head rank reaches the class count).", stage="transfer", at_least=0, at_most=MAX_RANK)
     lora_alpha: float = option(EncoderLoraConfig.lora_alpha, "peft lora_alpha of the encoder LoRA (scale = alpha / rank).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     lora_targets: str | None = option(None, "Regex of encoder modules to adapt (default: every conv for ResNet bases; attn + MLP for ViT bases).", stage="transfer", open=True)
-    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", at_least=1, at_most=MAX_RANK)
+    head_rank: int | None = option(None, f"Rank of the head LoRA (default: min({HEAD_RANK_CAP}, classes); paper: 64 for 100 classes, 128 for 1000).", stage="transfer", open=True, at_least=1, at_most=MAX_RANK)
     head_alpha: float | None = option(None, "lora_alpha of the head LoRA (default: the head rank, scale 1).", stage="transfer", open=True, above=0, at_most=MAX_LORA_ALPHA)
     train_logit_scale: bool = option(True, "Train the head's logit scale with the LoRA (teacher logits may span more than CLIP's scale); stored as head.logit_scale.", stage="transfer", open=True)
     prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True, at_least=0, below=1)
