@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     for name, value in per_image.items():
         print(f"measured: {name}: {value / 1e9:.2f} GFLOP per image (224 px)")
     defaults = BuildOptions()
-    view_images = schedule(defaults, CLASSES * defaults.ipc)[0] * defaults.transfer_batch_size
+    view_images = schedule(defaults, CLASSES * defaults.ipc) * defaults.transfer_batch_size
     scored = CLASSES * defaults.candidates_per_class * defaults.crops_per_image
     stages = {  # (images through the pass, FLOP per image, JPEG decodes)
         "transfer": (defaults.transfer_epochs * IMAGES,

@@ -13,8 +13,8 @@ from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.choices import kept_check, transfer_loss
 from hello_build.stages.transfer import _fit_step, run_transfer
-from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, schedule,
-                                           view_agreement, warmup_steps)
+from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, checked,
+                                           schedule, view_agreement, warmup_steps)
 from hello_format.bundle import Bundle
 from hello_format.losses import cross_entropy, kl_loss
 from hello_format.projector import Projector
@@ -37,7 +37,7 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
     with_views, logs = _build(kit, tmp_path, 60, view_transfer_lr=1e-2)
     assert with_views["synthetic_agreement"] >= without["synthetic_agreement"] + 0.2, (without, with_views)
     assert with_views["synthetic_agreement"] >= 0.8
-    assert "view transfer: 60 steps of 6 synthetic and 6 real views (60 views of each of 6 synthetic images), a check every 10" in logs
+    assert "view transfer: 60 steps of 6 synthetic and 6 real views (60 views of each of 6 synthetic images), 6 checks" in logs
     assert any(line.startswith("view transfer step 60/60") for line in logs)
     with Bundle.open(with_views["output"]) as bundle:
         fidelity = bundle.manifest["provenance"]["fidelity"]
@@ -52,15 +52,29 @@ def test_view_transfer_raises_agreement_on_fresh_student_views(kit, tmp_path):
     assert recorded["transfer_loss"] == "mse" and recorded["transfer_temperature"] is None   # kl's alone
 
 
+def _checks(steps: int, checks: int) -> list[int]:
+    return [step for step in range(1, steps + 1) if checked(step, steps, checks)]
+
+
 def test_the_budget_is_views_per_synthetic_image_not_steps():
     # the default is 2000 steps of 64 synthetic views at CIFAR-10 IPC 10, checked every 25 steps; five times
     # the images get five times the steps (a fixed step count starved IPC 50), the checks stay 80
     options = BuildOptions(data="unused", output="unused.hello")
-    assert schedule(options, 100) == (2000, 25)
-    assert schedule(options, 500) == (10_000, 125)
-    assert schedule(dataclasses.replace(options, view_transfer_real_fraction=0.25), 500) == (6667, 83)  # 96 per step
-    assert schedule(dataclasses.replace(options, transfer_batch_size=1024), 10_000) == (25_000, 312)
-    assert schedule(dataclasses.replace(options, view_transfer_epochs=0.5), 3) == (1, 1)  # at least one step
+    assert schedule(options, 100) == 2000 and _checks(2000, 80) == list(range(25, 2001, 25))
+    assert schedule(options, 500) == 10_000 and _checks(10_000, 80) == list(range(125, 10_001, 125))
+    assert schedule(dataclasses.replace(options, view_transfer_real_fraction=0.25), 500) == 6667  # 96 per step
+    assert schedule(dataclasses.replace(options, transfer_batch_size=1024), 10_000) == 25_000
+    assert schedule(dataclasses.replace(options, view_transfer_epochs=0.5), 3) == 1  # at least one step
+    assert _checks(1, 80) == [1]
+
+
+@pytest.mark.parametrize("steps, checks", [(150, 80), (159, 80), (239, 80), (6667, 80), (25_000, 80), (7, 3), (60, 6)])
+def test_the_checks_are_evenly_spaced_and_never_more_than_asked(steps, checks):
+    # every steps // checks steps checked 150 steps at 80 checks 150 times, and 239 steps 119 times
+    made = _checks(steps, checks)
+    assert len(made) == min(steps, checks) and made[-1] == steps
+    gaps = {b - a for a, b in zip([0, *made], made)}
+    assert gaps <= {steps // checks, -(-steps // checks)} if steps >= checks else gaps == {1}
 
 
 def test_keep_best_keeps_the_best_state_on_the_selection_views(kit, tmp_path):

@@ -60,7 +60,7 @@ def run_view_transfer(
 
     Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
     images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
-    loader does); ``schedule`` sets the number of steps and checks. Returns the steps, the loss curve, the
+    loader does); ``schedule`` sets the number of steps, ``checked`` the steps checked. Returns the steps, the loss curve, the
     selection agreement at each check, the step that was kept (and its agreement, over how many views) and
     the step where the fit failed, if any (a loss or logit scale that ``fit_failure`` refuses: the fit stops
     there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
@@ -80,10 +80,10 @@ def run_view_transfer(
     generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
     teacher_choice = torch.Generator().manual_seed(options.seed ^ TEACHER_SALT)
     batch_size, (real_count, synthetic_count) = options.transfer_batch_size, split_batch(options)
-    steps, eval_every = schedule(options, len(images))
+    steps, checks = schedule(options, len(images)), options.view_transfer_checks
     if log:
         log(f"view transfer: {steps} steps of {synthetic_count} synthetic and {real_count} real views "
-            f"({options.view_transfer_epochs:g} views of each of {len(images)} synthetic images), a check every {eval_every}")
+            f"({options.view_transfer_epochs:g} views of each of {len(images)} synthetic images), {min(steps, checks)} checks")
     real = _endless(real_data, real_count, options.seed, options.num_workers) if real_count else None
     best = {"agreement": _agreement(projector, selection(), selection_targets, options.precision, group), "step": 0,
             "state": lora_state(projector)}
@@ -117,14 +117,15 @@ def run_view_transfer(
             break
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if checked(step + 1, steps, checks):
+            since = curve[-1][0]   # the losses since the previous check
             agreement = _agreement(projector, selection(), selection_targets, options.precision, group)
             curve.append((step + 1, agreement))
             if agreement > best["agreement"]:
                 best = {"agreement": agreement, "step": step + 1, "state": lora_state(projector)}
             projector.train()  # the check left it in eval mode
             if log:
-                log(f"view transfer step {step + 1}/{steps}: loss {sum(losses[-eval_every:]) / len(losses[-eval_every:]):.4f}, "
+                log(f"view transfer step {step + 1}/{steps}: loss {sum(losses[since:]) / len(losses[since:]):.4f}, "
                     f"selection agreement {agreement:.3f} (best {best['agreement']:.3f} at {best['step']}; "
                     f"{time.perf_counter() - started:.0f} s)")
     keep = "best" if diverged else options.view_transfer_keep  # a diverged fit has no final state worth keeping
@@ -133,7 +134,7 @@ def run_view_transfer(
         assert kept_step == best["step"], (kept_step, best["step"])
         load_lora_state(projector, best["state"])
     projector.eval()
-    return {"steps": steps, "loss": losses[:: max(1, eval_every // 10)], "selection_agreement": curve, "kept_step": kept_step,
+    return {"steps": steps, "loss": losses[:: max(1, steps // (10 * checks))], "selection_agreement": curve, "kept_step": kept_step,
             "kept_selection_agreement": kept_agreement, "selection_views": selection_views, "diverged_step": diverged}
 
 
@@ -143,13 +144,18 @@ def split_batch(options: BuildOptions) -> tuple[int, int]:
     return real, options.transfer_batch_size - real
 
 
-def schedule(options: BuildOptions, images: int) -> tuple[int, int]:
-    """Steps of the synthetic-view transfer over ``images`` synthetic images, and the steps between its
-    selection checks: ``view_transfer_epochs`` student views of each image (the budget is per image: a
-    fixed step count spreads thinner over a larger set), ``view_transfer_checks`` checks evenly spaced."""
+def schedule(options: BuildOptions, images: int) -> int:
+    """Steps of the synthetic-view transfer over ``images`` synthetic images: ``view_transfer_epochs``
+    student views of each image (the budget is per image: a fixed step count spreads thinner over a larger set)."""
     synthetic = split_batch(options)[1]
-    steps = math.ceil(round(options.view_transfer_epochs * images / synthetic, 6))
-    return steps, max(1, steps // options.view_transfer_checks)
+    return math.ceil(round(options.view_transfer_epochs * images / synthetic, 6))
+
+
+def checked(step: int, steps: int, checks: int) -> bool:
+    """Whether the selection check runs after ``step`` (from 1) of ``steps``: ``checks`` checks evenly spaced,
+    the k-th after step ceil(k x steps / checks), so the last after the final step and every step of a fit
+    of fewer steps than checks (every steps / checks steps where that divides)."""
+    return step * checks // steps > (step - 1) * checks // steps
 
 
 def warmup_steps(options: BuildOptions, steps: int) -> int:
