@@ -65,6 +65,12 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
 # xor-ed into a seed whose augmentation stream is the seed itself: the order of an epoch's images and a
 # transfer's choice of weak teacher are then streams of their own
 ORDER_SALT, TEACHER_SALT = 0x5EED, 0x7EAC
+# the view transfer's own streams: its fitted views are those of "epoch" VIEW_FIT_EPOCH of the build's seed
+# (epoch_seed), the order of its real views the seed xor REAL_ORDER_SALT
+VIEW_FIT_EPOCH, REAL_ORDER_SALT = 0x51E, 0x4EA1
+# the seed of the selection views that choose a fit's kept state: the view transfer's checks and the
+# delta calibration's (never a fitted view's seed)
+SELECTION_SEED = 0x5E1EC7
 
 
 # the largest seed a run takes: its streams are drawn modulo 2**63, where distinct seeds stay distinct

@@ -21,10 +21,11 @@ from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.errors import BundleError, ManifestError
 from hello_format.projector import Projector
-from hello_format.calibration import OBJECTIVES, SELECTION_SEED, CalibrationConfig
+from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.quantize import QMAX, dequantise, quantise, round_trip
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
+from hello_format.runtime import SELECTION_SEED
 from support import load_script, rewritten, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"

@@ -13,11 +13,12 @@ from hello_build.errors import BuildError
 from hello_build.options import BuildOptions
 from hello_build.choices import kept_check, transfer_loss
 from hello_build.stages.transfer import _fit_step, run_transfer
-from hello_build.stages.view_transfer import (REPORT_SEED, SELECTION_SEED, _fit_parts, _view_batches, checked,
-                                           schedule, view_agreement, warmup_steps)
+from hello_build.stages.view_transfer import (REPORT_SEED, _fit_parts, _view_batches, checked, schedule, view_agreement,
+                                           warmup_steps)
 from hello_format.bundle import Bundle
 from hello_format.losses import cross_entropy, kl_loss
 from hello_format.projector import Projector
+from hello_format.runtime import SELECTION_SEED
 from hello_format.testing import tiny_projector
 from support import run_build, tiny_options
 

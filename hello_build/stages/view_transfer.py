@@ -32,12 +32,12 @@ from hello_build.stages.transfer import (cosine, describe, fit_failure, load_lor
 from hello_format.augment import AugmentConfig, augment_batch, mix_targets
 from hello_format.labelling import autocast
 from hello_format.recipe import Recipe
-from hello_format.runtime import TEACHER_SALT, epoch_seed
+from hello_format.runtime import REAL_ORDER_SALT, SELECTION_SEED, TEACHER_SALT, VIEW_FIT_EPOCH, epoch_seed
 
-# seeds of the synthetic views that choose the kept state (how many: options.view_transfer_selection_*)
-# and that report agreement (never fitted on); the report's student passes over the synthetic set, and at
-# most how many views (ImageNet scale)
-SELECTION_SEED, REPORT_SEED = 0x5E1EC7, 0x4E907
+# the seed of the synthetic views that report agreement (never fitted on; those that choose the kept state
+# are runtime.SELECTION_SEED's, how many: options.view_transfer_selection_*); the report's student passes
+# over the synthetic set, and at most how many views (ImageNet scale)
+REPORT_SEED = 0x4E907
 REPORT_ROUNDS, REPORT_MAX_VIEWS = 10, 8192
 
 
@@ -77,7 +77,7 @@ def run_view_transfer(
         selection_targets = [reference(view).float().argmax(1) for view in selection()]
     selection_views = int(summed(group, [sum(len(t) for t in selection_targets)])[0])
 
-    generator = torch.Generator().manual_seed(epoch_seed(options.seed, 0x51E))
+    generator = torch.Generator().manual_seed(epoch_seed(options.seed, VIEW_FIT_EPOCH))
     teacher_choice = torch.Generator().manual_seed(options.seed ^ TEACHER_SALT)
     batch_size, (real_count, synthetic_count) = options.transfer_batch_size, split_batch(options)
     steps, checks = schedule(options, len(images)), options.view_transfer_checks
@@ -277,6 +277,6 @@ def _agreement(projector, views, targets, precision: str, group: Group | None = 
 
 def _endless(data, batch_size: int, seed: int, num_workers: int) -> Iterator:
     """Shuffled real batches forever, reshuffled (seeded) at each pass."""
-    order = torch.Generator().manual_seed(seed ^ 0x4EA1)
+    order = torch.Generator().manual_seed(seed ^ REAL_ORDER_SALT)
     while True:
         yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers)
