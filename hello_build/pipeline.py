@@ -351,7 +351,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),
         image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),
-        view_transfer_lr=used(options.view_transfer_lr, viewed), view_transfer_target=used(options.view_transfer_target, viewed),
+        view_transfer_lr=used(options.view_transfer_lr, viewed),   # the target picks the agreement's teacher too: always used
         view_transfer_warmup=used(options.view_transfer_warmup, viewed),
         view_transfer_weight_decay=used(options.view_transfer_weight_decay, viewed),
         view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),
