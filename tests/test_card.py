@@ -230,7 +230,7 @@ def test_eval_results_cannot_add_headings_or_html_to_the_card(bundle):
     assert "Owned</h2>" not in html and "<img" not in html and "<script" not in html and "href=" not in html
 
 
-@pytest.mark.parametrize("license", ["Apache 2.0", "", "MIT"])
+@pytest.mark.parametrize("license", ["Apache 2.0", "", "MIT", "mit\n"])   # re.match with $ took the newline
 def test_bad_license_id(bundle, license):
     with pytest.raises(HubError, match="is not a hub licence id"):
         card.render_card(bundle, uri=URI, license=license)

@@ -41,7 +41,7 @@ _SIZE_BUCKETS = [
     (10**11, "10B<n<100B"),
     (10**12, "100B<n<1T"),
 ]
-_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
 _HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
 _EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
@@ -70,7 +70,7 @@ def base_model_id(base: dict) -> str | None:
 
 def check_license(license: str) -> str:
     """``license`` if it is a hub licence id (lower-case, e.g. apache-2.0, cc-by-4.0, mit, other)."""
-    if not _LICENSE_ID.match(license):
+    if not _LICENSE_ID.fullmatch(license):
         raise HubError(f"--license {license!r} is not a hub licence id: use e.g. apache-2.0, cc-by-4.0, mit or other")
     return license
 
