@@ -64,6 +64,15 @@ def test_bad_uris_are_hub_errors(uri, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def test_the_declared_huggingface_hub_floor_parses_hub_uris_as_the_resolver_does():
+    """pyproject allowed huggingface_hub 0.23, which has no parse_hf_uri (a hub URI met an AttributeError).
+    parse_hf_uri and errors.HfUriError came in 1.13; 1.16 is the first whose parser keeps an '@' in a file's
+    name literal (the last URI above), bisected on PyPI's wheels with this file's URI cases."""
+    declared = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"huggingface_hub>=1.16",' in declared
+    assert tuple(int(part) for part in huggingface_hub.__version__.split(".")[:2]) >= (1, 16)
+
+
 def test_is_hub_uri_and_local_passthrough(tmp_path):
     assert hub.is_hub_uri("hf://datasets/org/name/f.hello")
     assert not hub.is_hub_uri("datasets/org/name/f.hello")
