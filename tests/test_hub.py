@@ -348,6 +348,63 @@ def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
     assert not (tmp_path / "up").exists()
 
 
+class FakeHub:
+    """The HfApi calls a push makes, recorded (no network): the repository exists beforehand when
+    ``private`` is not None, public or private as it says."""
+
+    def __init__(self, private=None):
+        self.private, self.calls = private, []
+
+    def api(self, token=None, library_name=None):
+        return self
+
+    def create_repo(self, repo_id, *, repo_type, private, exist_ok):
+        self.calls.append(("create_repo", private))
+        if self.private is None:
+            self.private = bool(private)   # the hub's default for this owner: public here
+
+    def repo_info(self, repo_id, *, repo_type):
+        return type("Info", (), {"private": self.private})()
+
+    def create_branch(self, repo_id, *, branch, repo_type, exist_ok):
+        self.calls.append(("create_branch", branch))
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        self.calls.append(("upload_folder", sorted(os.listdir(folder_path))))
+        return type("Commit", (), {"commit_url": "https://huggingface.co/datasets/org/tiny/commit/1"})()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    hub_ = FakeHub()
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub_.api)
+    return hub_
+
+
+def test_push_leaves_a_new_repos_visibility_to_the_hub(tmp_path, fake_hub):
+    """Without --private, create_repo was asked private=False: a public repo where the organisation's
+    default is private."""
+    result = CliRunner().invoke(push_command, [str(make_bundle(tmp_path / "tiny.hello")), "org/tiny", "--token", "hf_x"])
+    assert result.exit_code == 0, result.output
+    assert fake_hub.calls == [("create_repo", None), ("upload_folder", ["README.md", "preview.png", "tiny.hello"])]
+
+
+@pytest.mark.parametrize("visibility", ["public", "private"])
+def test_push_private_refuses_an_existing_public_repo_before_uploading(tmp_path, fake_hub, visibility):
+    """--private said nothing when the repository already existed and was public: the bundle was published."""
+    fake_hub.private = visibility == "private"   # the repository exists
+    source = make_bundle(tmp_path / "tiny.hello")
+    if fake_hub.private:
+        hub.push(source, "org/tiny", private=True, token="hf_x")
+        assert fake_hub.calls[-1][0] == "upload_folder"
+        return
+    with pytest.raises(HubError) as info:
+        hub.push(source, "org/tiny", private=True, token="hf_x")
+    assert str(info.value) == ("hf://datasets/org/tiny: the repository exists and is public, and --private does not "
+                               "change that: make it private on its hub page, or push without --private")
+    assert fake_hub.calls == [("create_repo", True)]
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):

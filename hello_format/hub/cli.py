@@ -28,7 +28,9 @@ def _echo(text: str) -> None:
     help="Kind of hub repository to push to.",
 )
 @click.option("--revision", default=None, help="Branch to push to (created when missing). Default: main.")
-@click.option("--private", is_flag=True, help="Create the repository as private (an existing one keeps its setting).")
+@click.option("--private", is_flag=True,
+              help="Create the repository as private; an existing public one is refused. Without it a new "
+                   "repository gets the hub's default for its owner (an organisation's may be private).")
 @click.option(
     "--license",
     "license_",

@@ -230,13 +230,19 @@ def upload(
     token: str | None = None,
     commit_message: str = "Upload .hello bundle",
 ) -> str:
-    """Create the repo (and branch) if needed and upload ``folder`` as one commit; returns the commit URL."""
+    """Create the repo (and branch) if needed and upload ``folder`` as one commit; returns the commit URL.
+    A new repo is private with ``private``, else as the hub's default for its owner makes it; ``private``
+    refuses an existing public repo before anything is uploaded."""
     token = require_token(token)
     check_repo(repo_id, repo_type)
     target = file_uri(repo_id, "", repo_type=repo_type, revision=revision).rstrip("/")
     api = huggingface_hub.HfApi(token=token, library_name="hello")
-    try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    with _uploading(target):
+        # None, not False: a new repository gets the hub's default (an organisation's may be private)
+        api.create_repo(repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True)
+        if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+            raise HubError(f"{target}: the repository exists and is public, and --private does not change that: "
+                           "make it private on its hub page, or push without --private")
         if revision is not None and not revision.startswith("refs/"):
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
         commit = api.upload_folder(
@@ -246,9 +252,18 @@ def upload(
             revision=revision,
             commit_message=commit_message,
         )
-    except Exception as exc:  # every huggingface_hub failure becomes one HubError line
-        raise hub_error(exc, target, uploading=True) from None
     return commit.commit_url
+
+
+@contextlib.contextmanager
+def _uploading(target: str):
+    """Every huggingface_hub failure in the block becomes one HubError line; a HelloError passes as it is."""
+    try:
+        yield
+    except HelloError:
+        raise
+    except Exception as exc:
+        raise hub_error(exc, target, uploading=True) from None
 
 
 def push(
