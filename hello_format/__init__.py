@@ -23,7 +23,7 @@ _HOMES = {
     "EncoderLoraConfig": "generator", "HeadConfig": "generator", "HeadLoraConfig": "generator",
     "HelloError": "errors", "BundleError": "errors", "HeaderError": "errors", "ManifestError": "errors",
     "UnsupportedVersionError": "errors", "IntegrityError": "errors", "ImageDecodeError": "errors",
-    "BaseModelError": "errors", "HubError": "errors", "HubCacheError": "errors",
+    "BaseModelError": "errors", "HubError": "errors", "HubFileNotFoundError": "errors", "HubCacheError": "errors",
     "DeviceError": "errors", "AugmentError": "augment",
 }
 

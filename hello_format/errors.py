@@ -37,6 +37,10 @@ class HubError(HelloError):
     """A hub URI, download or upload problem."""
 
 
+class HubFileNotFoundError(HubError):
+    """No such file in the hub repository at that revision (offline: none in the local hub cache)."""
+
+
 class HubCacheError(HubError):
     """A file in the local hub cache that is not a regular file of its repository's cache."""
 

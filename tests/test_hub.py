@@ -195,7 +195,7 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["tiny.hello"]  # the repo has no cached README.md
     assert (out / "tiny.hello").read_bytes() == bundle_bytes and not (out / "tiny.hello").is_symlink()
-    assert "sha256 verified" in result.output
+    assert "sha256 verified" in result.output and result.stderr == ""   # offline, no cached card is no card
 
     cache_file(hub_cache, "org/tiny", "README.md", b"---\nlicense: mit\n---\n# tiny\n")
     paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "again")
@@ -490,6 +490,35 @@ def test_a_cached_card_that_leads_out_of_its_repository_is_not_read(hub_cache, b
                                          r"repository's cache; .* \(the card is not pulled\)"):   # said, not skipped silently
         paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
     assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
+
+
+@pytest.mark.parametrize("answer, said", [
+    (503, "download failed: HfHubHTTPError: 503 Service Unavailable"),
+    (401, f"the hub refused the token (HTTP 401): it needs read access; {resolver.LOGIN_HINT}"),
+    (404, None),   # the repo has no card: nothing to say
+])
+def test_pull_online_says_why_a_card_that_may_exist_is_not_pulled(hub_cache, bundle_bytes, tmp_path, monkeypatch,
+                                                                  answer, said):
+    """Every failure to fetch README.md dropped the card without a word: a 503, a timeout or a refused token
+    looked like a repo without a card. Online here: the bundle downloads, the card's HEAD gets ``answer``."""
+    from huggingface_hub import errors as hf_errors
+
+    pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: str(pointer))
+
+    def metadata(url, **kwargs):
+        response = type("Response", (), {"headers": {}, "request": None, "status_code": answer})()
+        error = hf_errors.RemoteEntryNotFoundError if answer == 404 else hf_errors.HfHubHTTPError
+        raise error(f"{answer} Service Unavailable" if answer == 503 else f"{answer}", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", metadata)
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert os.listdir(tmp_path / "out") == ["tiny.hello"]
+    expected = [] if said is None else [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md: {said} "
+                                        "(the card is not pulled)"]
+    assert result.stderr.splitlines() == expected
 
 
 def test_a_cached_bundle_that_leads_out_of_its_repository_is_refused(hub_cache, bundle_bytes, tmp_path):

@@ -17,7 +17,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
-from hello_format.errors import HelloError, HubCacheError, HubError
+from hello_format.errors import HelloError, HubError, HubFileNotFoundError
 from hello_format.files import atomic_folder, atomic_target, read_bounded_text
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
@@ -76,21 +76,17 @@ def _check_replaceable(target: Path) -> None:
 
 
 def _fetch_card(card_ref: HubRef, token: str | None) -> str | None:
-    """The text of the repo's README.md, or None when it has none (or, offline, none is cached) or it is
-    larger than MAX_CARD_BYTES, counted on what is read (one warning line; online, its size is asked
-    before it is downloaded)."""
+    """The text of the repo's README.md, or None: silently when it has none (offline: none is cached), with
+    one warning line when it cannot be had (a hub failure, a cache copied from elsewhere) or is larger than
+    MAX_CARD_BYTES, counted on what is read (online, its size is asked before it is downloaded)."""
     try:
-        if not hf_constants.is_offline_mode():
-            url = huggingface_hub.hf_hub_url(card_ref.repo_id, card_ref.path, repo_type=card_ref.repo_type,
-                                             revision=card_ref.revision)
-            size = huggingface_hub.get_hf_file_metadata(url, token=token).size
-            if not _card_fits(card_ref, size):
-                return None
+        if not hf_constants.is_offline_mode() and not _card_fits(card_ref, _card_size(card_ref, token)):
+            return None
         local = download(card_ref, token=token)
-    except HubCacheError as exc:   # a cache copied from elsewhere: say why the card is missing
-        warnings.warn(f"hello: {exc} (the card is not pulled)", stacklevel=2)
+    except HubFileNotFoundError:   # no card: the bundle pulls alone
         return None
-    except Exception:  # noqa: BLE001  (any other failure: a repo without a card still pulls its bundle)
+    except HubError as exc:   # a 503, a timeout, a refused token, a copied cache: not taken for no card
+        warnings.warn(f"hello: {exc} (the card is not pulled)", stacklevel=2)
         return None
     if not _card_fits(card_ref, local.stat().st_size):
         return None
@@ -100,6 +96,25 @@ def _fetch_card(card_ref: HubRef, token: str | None) -> str | None:
         warnings.warn(f"hello: {terminal(card_ref.uri)} {exc} (a card is UTF-8 text of at most "
                       f"{limits.MAX_CARD_BYTES:,} bytes): not pulled", stacklevel=2)
         return None
+
+
+@contextlib.contextmanager
+def _hub_errors(target: str, *, uploading: bool = False):
+    """Every huggingface_hub failure in the block becomes one HubError line; a HelloError passes as it is."""
+    try:
+        yield
+    except HelloError:
+        raise
+    except Exception as exc:
+        raise hub_error(exc, target, uploading=uploading) from None
+
+
+def _card_size(card_ref: HubRef, token: str | None) -> int | None:
+    """The card's size as the hub reports it, asked before it is downloaded."""
+    url = huggingface_hub.hf_hub_url(card_ref.repo_id, card_ref.path, repo_type=card_ref.repo_type,
+                                     revision=card_ref.revision)
+    with _hub_errors(card_ref.uri):
+        return huggingface_hub.get_hf_file_metadata(url, token=token).size
 
 
 def _card_fits(card_ref: HubRef, size: int | None) -> bool:
@@ -237,7 +252,7 @@ def upload(
     check_repo(repo_id, repo_type)
     target = file_uri(repo_id, "", repo_type=repo_type, revision=revision).rstrip("/")
     api = huggingface_hub.HfApi(token=token, library_name="hello")
-    with _uploading(target):
+    with _hub_errors(target, uploading=True):
         # None, not False: a new repository gets the hub's default (an organisation's may be private)
         api.create_repo(repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True)
         if private and not api.repo_info(repo_id, repo_type=repo_type).private:
@@ -253,17 +268,6 @@ def upload(
             commit_message=commit_message,
         )
     return commit.commit_url
-
-
-@contextlib.contextmanager
-def _uploading(target: str):
-    """Every huggingface_hub failure in the block becomes one HubError line; a HelloError passes as it is."""
-    try:
-        yield
-    except HelloError:
-        raise
-    except Exception as exc:
-        raise hub_error(exc, target, uploading=True) from None
 
 
 def push(

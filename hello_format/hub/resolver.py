@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hello_format.bundle import Bundle
 from hello_format.digests import file_digest, file_sha256
-from hello_format.errors import BundleError, HubCacheError, HubError, IntegrityError
+from hello_format.errors import BundleError, HubCacheError, HubError, HubFileNotFoundError, IntegrityError
 from hello_format.text import shortened, terminal
 
 HF_PROTOCOL = "hf://"
@@ -195,13 +195,14 @@ def hub_error(exc: Exception, target: str, *, uploading: bool = False) -> HubErr
         return HubError(f"{target}: revision not found: check the branch, tag or commit after '@'")
     if isinstance(exc, hf_errors.LocalEntryNotFoundError):
         if hf_constants.is_offline_mode():
-            return HubError(
+            return HubFileNotFoundError(
                 f"{target}: not in the local hub cache and HF_HUB_OFFLINE=1 forbids downloading: "
                 "unset HF_HUB_OFFLINE for one run that downloads it; it is read from the cache offline after"
             )
         return HubError(f"{target}: not in the local hub cache and the hub cannot be reached: check your connection")
     if isinstance(exc, hf_errors.EntryNotFoundError):
-        return HubError(f"{target}: no such file in the repository at that revision: check the path after the repo id")
+        return HubFileNotFoundError(f"{target}: no such file in the repository at that revision: check the path "
+                                    "after the repo id")
     if isinstance(exc, hf_errors.OfflineModeIsEnabled):
         return HubError(f"{target}: HF_HUB_OFFLINE=1 forbids network access: unset it to upload or download")
     if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response.status_code in (401, 403):
