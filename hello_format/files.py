@@ -2,7 +2,8 @@
 
 ``atomic_target(path)`` hands out a hidden temp file beside ``path`` and renames it over ``path``
 once the block ends normally: a reader that has the old file mapped keeps its old inode (no SIGBUS),
-and a new reader never sees a partial file; ``atomic_folder(path)`` does the same for a folder of
+and a new reader never sees a partial file; ``atomic_targets(*paths)`` does it for files that go
+together (all written and flushed before any is renamed); ``atomic_folder(path)`` does the same for a folder of
 files, and ``temporary_folder()`` is scratch space removed when its block ends. The temp file (or
 folder) is removed on an exception, and also on
 SIGINT or SIGTERM: while one is live, hello handles those signals (when their handlers are still
@@ -150,26 +151,46 @@ def temporary_folder(prefix: str):
 def atomic_target(path: str | os.PathLike):
     """Yield the path of a new hidden temp file beside ``path``; fsync and rename it over ``path``
     when the block ends normally, remove it otherwise (exception, SIGINT, SIGTERM)."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _mode_for(path, 0o666))
-    os.close(fd)
-    with _live_while(temp):
+    with atomic_targets(path) as (temp,):
+        yield temp
+
+
+@contextlib.contextmanager
+def atomic_targets(*paths: str | os.PathLike):
+    """``atomic_target`` for files that go together: yield a temp file for each path; when the block ends
+    normally, fsync them all, then rename each over its path in the order given with SIGINT and SIGTERM
+    held, so a signal leaves all the old files or all the new ones (only a failed rename parts them)."""
+    paths = [Path(path) for path in paths]
+    temps: list[Path] = []
+    with contextlib.ExitStack() as live:
         try:
-            yield Path(temp)
-            with open(temp, "rb+") as file:
-                os.fsync(file.fileno())
-            os.replace(temp, path)
+            for path in paths:
+                fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+                temps.append(Path(temp))
+                live.enter_context(_live_while(temp))
+                try:
+                    os.fchmod(fd, _mode_for(path, 0o666))
+                finally:
+                    os.close(fd)
+            yield list(temps)
+            for temp in temps:
+                with open(temp, "rb+") as file:
+                    os.fsync(file.fileno())
+            with _signals_held():
+                for temp, path in zip(temps, paths):
+                    os.replace(temp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+            for temp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
             raise
-    with contextlib.suppress(OSError):   # make the rename durable where the platform allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    for folder in dict.fromkeys(path.parent for path in paths):
+        with contextlib.suppress(OSError):   # make the renames durable where the platform allows it
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
 @contextlib.contextmanager

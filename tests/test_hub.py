@@ -571,6 +571,46 @@ def test_pull_replaces_no_card_when_the_bundle_cannot_take_its_place(hub_cache, 
     assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
 
 
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(5, "Input/output error")])
+def test_pull_renames_neither_file_until_both_are_flushed(hub_cache, tmp_path, monkeypatch, failure):
+    """The card was renamed into place before the bundle's temp file was flushed: Ctrl-C or an I/O error
+    during that fsync (seconds for a large bundle) left the new card beside the old bundle."""
+    from hello_format import files
+
+    (tmp_path / "src").mkdir()
+    cache_file(hub_cache, "org/tiny", "tiny.hello", make_bundle(tmp_path / "src" / "tiny.hello", seed=1).read_bytes())
+    cache_file(hub_cache, "org/tiny", "README.md", b"# the new bundle's card\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = make_bundle(out / "tiny.hello", seed=2).read_bytes()
+    (out / "tiny.README.md").write_text("# the old bundle's card\n")
+    fsync = os.fsync
+
+    def failing_fsync(fd):
+        if os.fstat(fd).st_size > 1000:   # the bundle's temp file, not the card's
+            raise failure
+        fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
+    with pytest.raises(HubError if isinstance(failure, OSError) else KeyboardInterrupt):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+    assert (out / "tiny.hello").read_bytes() == old
+    assert (out / "tiny.README.md").read_text() == "# the old bundle's card\n"
+    assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
+
+
+def test_pull_renames_the_bundle_then_its_card_with_signals_held(hub_cache, bundle_bytes, tmp_path, monkeypatch):
+    from hello_format import files
+
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# card\n")
+    renames, replace = [], os.replace
+    monkeypatch.setattr(files.os, "replace", lambda temp, path: renames.append((Path(path).name, files._hold_depth))
+                        or replace(temp, path))
+    hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert renames == [("tiny.hello", 1), ("tiny.README.md", 1)]
+
+
 def test_pull_refuses_another_users_file_in_a_sticky_folder_before_writing(hub_cache, bundle_bytes, tmp_path, monkeypatch):
     """In /tmp (sticky) a rename over another user's file fails: the check comes before either rename.
     Here this process plays a user who owns neither the folder nor the file."""

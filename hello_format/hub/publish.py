@@ -18,7 +18,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
 from hello_format.errors import HelloError, HubError, HubFileNotFoundError
-from hello_format.files import atomic_folder, atomic_target, read_bounded_text
+from hello_format.files import atomic_folder, atomic_targets, read_bounded_text
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -31,8 +31,8 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
     The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
     a card over MAX_CARD_BYTES is skipped with one warning line. Both files are written or neither: every
-    target is checked replaceable before either is renamed into place (only an I/O error between the two
-    renames could part them)."""
+    target is checked replaceable, and both are written and flushed, before either is renamed into place
+    (only a failed rename could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
     local = resolve(uri, token=token)
@@ -51,11 +51,11 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     try:
         out.mkdir(parents=True, exist_ok=True)
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
-        # place would truncate it under the reader: SIGBUS), every copy done before any rename; the card
-        # is renamed first, so a card that cannot take its place leaves the bundle's temp file unrenamed
-        with contextlib.ExitStack() as stack:
-            for target, write in targets:
-                write(stack.enter_context(atomic_target(target)))
+        # place would truncate it under the reader: SIGBUS), both written and flushed before either is
+        # renamed, the bundle first, with SIGINT and SIGTERM held between the two renames
+        with atomic_targets(*(target for target, _ in targets)) as temps:
+            for (_, write), temp in zip(targets, temps):
+                write(temp)
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for target, _ in targets]
