@@ -244,6 +244,23 @@ def test_a_card_left_from_an_earlier_pull_is_named(hub_cache, bundle_bytes, tmp_
     assert (tmp_path / "tiny.README.md").read_text() == "# an earlier version's card\n"
 
 
+@pytest.mark.parametrize("in_the_way", ["a folder where the bundle goes", "a file where the folder goes",
+                                        "a folder where the card goes"])
+def test_pull_checks_where_it_writes_before_downloading(hub_cache, bundle_bytes, tmp_path, monkeypatch, in_the_way):
+    """The bundle was downloaded and hashed (gigabytes) before pull found that it could not write it."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    out = tmp_path / "out"
+    if in_the_way == "a file where the folder goes":
+        out.write_text("a file")
+        out = out / "sub"
+    else:
+        (out / ("tiny.hello" if "bundle" in in_the_way else "tiny.README.md")).mkdir(parents=True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    with pytest.raises(HubError, match="cannot write there") as info:
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+    assert "\n" not in str(info.value)
+
+
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
     (tmp_path / "file").write_text("not a folder")

@@ -18,7 +18,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
 from hello_format.errors import HelloError, HubError, HubFileNotFoundError
-from hello_format.files import atomic_folder, atomic_targets, read_bounded_text
+from hello_format.files import atomic_folder, atomic_targets, cannot_write_in, read_bounded_text
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -30,24 +30,26 @@ _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
     The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
-    a card over MAX_CARD_BYTES is skipped with one warning line. Both files are written or neither: every
-    target is checked replaceable, and both are written and flushed, before either is renamed into place
-    (only a failed rename could part them)."""
+    a card over MAX_CARD_BYTES is skipped with one warning line. The folder and both targets are checked
+    before anything is downloaded. Both files are written or neither: both are written and flushed before
+    either is renamed into place (only a failed rename could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
+    out = Path(out_dir)
+    bundle_target, card_target = out / name, out / card_name(name)
+    _check_folder(out)   # before anything is downloaded
+    for target in (bundle_target, card_target) if with_card else (bundle_target,):
+        _check_replaceable(target)
     local = resolve(uri, token=token)
     # the card of the bundle's own commit: a branch that moved since would give another commit's card
     commit = snapshot_commit(local, ref.path) or ref.revision
     card_text = _fetch_card(HubRef(ref.repo_type, ref.repo_id, commit, _CARD), token) if with_card else None
-    out = Path(out_dir)
-    targets = [(out / name, lambda temp: shutil.copyfile(local, temp))]
+    targets = [(bundle_target, lambda temp: shutil.copyfile(local, temp))]
     if card_text is not None:
-        targets.append((out / card_name(name), lambda temp: temp.write_text(card_text, encoding="utf-8")))
-    elif with_card and (out / card_name(name)).exists():   # beside the new bundle it would pass for this one's card
-        warnings.warn(f"hello: {terminal(str(out / card_name(name)))} is left from before: this pull brought no "
+        targets.append((card_target, lambda temp: temp.write_text(card_text, encoding="utf-8")))
+    elif with_card and card_target.exists():   # beside the new bundle it would pass for this one's card
+        warnings.warn(f"hello: {terminal(str(card_target))} is left from before: this pull brought no "
                       "card for the bundle", stacklevel=2)
-    for target, _ in targets:
-        _check_replaceable(target)
     try:
         out.mkdir(parents=True, exist_ok=True)
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
@@ -59,6 +61,17 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for target, _ in targets]
+
+
+def _check_folder(out: Path) -> None:
+    """HubError unless ``out`` is a folder a file can be made in, or can be made where it is (the nearest
+    folder above it that exists is one a file can be made in)."""
+    existing = next((folder for folder in (out, *out.parents) if os.path.lexists(folder)), Path("."))
+    if not existing.is_dir():
+        raise HubError(f"{out}: cannot write there: {existing} is not a folder")
+    reason = cannot_write_in(existing)
+    if reason is not None:
+        raise HubError(f"{out}: cannot write there: {reason}")
 
 
 def _check_replaceable(target: Path) -> None:
