@@ -54,7 +54,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
             with open(temp / HEAD_FILE, "wb") as file:
                 write_container(file, metadata, head)
     except FileExistsError as exc:
-        raise BundleError(f"{exc}: choose a new or empty folder, or replace it with --force") from None
+        raise BundleError(f"{exc}: choose a new or empty folder, or replace it with --overwrite") from None
     except OSError as exc:
         raise BundleError(f"{folder}: write failed: {exc.strerror or exc}") from None
     return [folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE, folder / HEAD_FILE]

@@ -333,10 +333,11 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
 @click.option("--top-k", default=2, show_default=True, type=click.IntRange(min=1),
               help="Caption each image with the projector's K most probable classes.")
 @click.option("--no-labels", is_flag=True, help="Class names only: do not build the projector.")
+@click.option("--overwrite", is_flag=True, help="Replace the image file if it exists.")
 @base_checkpoint_option
 @allow_remote_base_option
 def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top_k: int, no_labels: bool,
-            base_checkpoint: str | None, allow_remote_base: bool) -> None:
+            overwrite: bool, base_checkpoint: str | None, allow_remote_base: bool) -> None:
     """Render a grid of the bundle's images, one row per class with its name, each image captioned
     with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.hub.preview import first_per_class, render_grid
@@ -348,6 +349,8 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
+    if os.path.lexists(output) and not overwrite:
+        raise CommandError(f"{output} exists: pass --overwrite to replace it")
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
         top_k = min(top_k, bundle.num_classes)   # what a caption can show
@@ -395,17 +398,19 @@ def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | No
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Folder to write (new or empty).")
-@click.option("--force", is_flag=True, help="Replace the output folder even when it is not empty.")
+@click.option("--overwrite", "--force", "overwrite", is_flag=True,
+              help="Replace the output folder even when it is not empty (--force: its earlier name).")
 @base_checkpoint_option
 @allow_remote_base_option
-def export_adapter(bundle_path: str, output: str, force: bool, base_checkpoint: str | None,
+def export_adapter(bundle_path: str, output: str, overwrite: bool, base_checkpoint: str | None,
                    allow_remote_base: bool) -> None:
     """Write the label generator as a peft adapter folder (adapter_config.json,
     adapter_model.safetensors) with the head beside it (hello_head.safetensors)."""
     from hello_format.adapter import export_adapter as export
 
     with open_bundle(bundle_path, verify=True) as bundle:
-        files = export(bundle, output, force=force, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base)
+        files = export(bundle, output, force=overwrite, checkpoint=base_checkpoint,
+                       allow_remote_base=allow_remote_base)
     echo(f"wrote {output}: {', '.join(file.name for file in files)} "
          "(peft: PeftModel.from_pretrained(clip_model.visual, folder))")
 

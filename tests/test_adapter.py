@@ -135,10 +135,13 @@ def test_a_non_empty_folder_is_kept_unless_forced(family_bundles, tmp_path):
     result = _export(path, "-o", folder)
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
-    assert "not empty" in result.output and [p.name for p in folder.iterdir()] == ["mine.txt"]
-    assert _export(path, "-o", folder, "--force").exit_code == 0
-    assert not (folder / "mine.txt").exists() and (folder / HEAD_FILE).is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]   # no temp folder left
+    assert "not empty" in result.output and "replace it with --overwrite" in result.output
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    for flag in ("--overwrite", "--force"):   # the name pull, preview and requantize use, and its earlier one
+        (folder / "mine.txt").write_text("keep")
+        assert _export(path, "-o", folder, flag).exit_code == 0
+        assert not (folder / "mine.txt").exists() and (folder / HEAD_FILE).is_file()
+        assert [p.name for p in tmp_path.iterdir()] == ["adapter"]   # no temp folder left
 
 
 def test_a_failed_folder_write_leaves_nothing(tmp_path):

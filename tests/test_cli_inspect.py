@@ -144,7 +144,7 @@ def test_a_preview_that_fails_while_writing_keeps_the_old_image_whole(tmp_path, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1")
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1", "--overwrite")
     assert result.exit_code == 2   # the line names the file, not its hidden temp file
     assert result.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: No space left on device"
     assert out.read_bytes() == b"the previous grid" and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
@@ -161,6 +161,20 @@ def test_a_preview_into_a_missing_folder_is_refused_before_the_bundle_is_read(tm
     result = run("preview", tmp_path / "not-read.hello", "-o", out)
     assert result.exit_code == 2 and result.stderr.strip() == (
         f"error: cannot write {out}: the folder {out.parent} does not exist"), result.output
+
+
+def test_a_preview_replaces_an_existing_image_only_with_overwrite(tmp_path):
+    """preview replaced the user's file silently, where requantize asks for --overwrite; refused before
+    the bundle is read."""
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"my picture")
+    result = run("preview", tmp_path / "not-read.hello", "-o", out)
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {out} exists: pass --overwrite to replace it"
+    assert out.read_bytes() == b"my picture"
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as grid:
+        assert grid.format == "PNG"
 
 
 def test_console_script_error_through_a_real_process():

@@ -539,7 +539,7 @@ def test_projector_captions_name_the_projector_top_classes(path, stored):
 
 
 def preview_height(*args):
-    result = CliRunner().invoke(cli, ["preview", *map(str, args)])
+    result = CliRunner().invoke(cli, ["preview", *map(str, args), "--overwrite"])   # the tests reuse one file
     assert result.exit_code == 0, result.output
     with Image.open(args[2]) as grid:
         assert grid.format == "PNG"

@@ -238,7 +238,7 @@ def test_a_card_left_from_an_earlier_pull_is_named(hub_cache, bundle_bytes, tmp_
     """Beside a newly pulled bundle, an old card silently passed for the new bundle's."""
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)   # this repo's card is not cached
     (tmp_path / "tiny.README.md").write_text("# an earlier version's card\n")
-    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path)])
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'tiny.README.md'} is left from before: this pull brought no card" in result.output
     assert (tmp_path / "tiny.README.md").read_text() == "# an earlier version's card\n"
@@ -259,6 +259,27 @@ def test_pull_checks_where_it_writes_before_downloading(hub_cache, bundle_bytes,
     with pytest.raises(HubError, match="cannot write there") as info:
         hub.pull("hf://datasets/org/tiny/tiny.hello", out)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("existing", ["tiny.hello", "tiny.README.md"])
+def test_pull_replaces_an_existing_file_only_with_overwrite(hub_cache, bundle_bytes, tmp_path, monkeypatch, existing):
+    """pull replaced the user's same-named file silently, where requantize asks for --overwrite. Refused
+    before anything is downloaded, so even an identical file is (it is not read)."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", b"# card\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / existing).write_bytes(bundle_bytes if existing == "tiny.hello" else b"# card\n")   # identical
+    download = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    args = ["hf://datasets/org/tiny/tiny.hello", "-o", str(out)]
+    refused = CliRunner().invoke(cli, ["pull", *args])
+    assert refused.exit_code == 2 and refused.stderr == f"error: {out / existing} exists: pass --overwrite to replace it\n"
+    assert os.listdir(out) == [existing]
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    replaced = CliRunner().invoke(cli, ["pull", *args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert (out / "tiny.hello").read_bytes() == bundle_bytes and (out / "tiny.README.md").read_text() == "# card\n"
 
 
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
@@ -460,7 +481,7 @@ def test_pull_over_a_mapped_bundle_replaces_it_without_truncating_the_reader(hub
     (tmp_path / "src2").mkdir()
     newer = make_bundle(tmp_path / "src2" / "tiny.hello", seed=1).read_bytes()
     cache_file(hub_cache, "org/tiny", "tiny.hello", newer, commit="b" * 40)
-    hub.pull("hf://datasets/org/tiny@" + "b" * 40 + "/tiny.hello", out, with_card=False)
+    hub.pull("hf://datasets/org/tiny@" + "b" * 40 + "/tiny.hello", out, with_card=False, overwrite=True)
     assert target.read_bytes() == newer and target.stat().st_ino != inode    # renamed over, not rewritten
     assert sorted(p.name for p in out.iterdir()) == ["tiny.hello"]         # no temp file left
     reader.verify()                                                         # the old mapping is whole
@@ -569,7 +590,7 @@ def test_pull_writes_the_bundle_and_its_card_or_neither(hub_cache, bundle_bytes,
     (out / "tiny.README.md").mkdir(parents=True)
     (out / "tiny.hello").write_bytes(b"my own file")
     with pytest.raises(HubError, match="tiny.README.md: cannot write there"):
-        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out, overwrite=True)
     assert (out / "tiny.hello").read_bytes() == b"my own file"
     assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
 
@@ -610,7 +631,7 @@ def test_pull_renames_neither_file_until_both_are_flushed(hub_cache, tmp_path, m
 
     monkeypatch.setattr(files.os, "fsync", failing_fsync)
     with pytest.raises(HubError if isinstance(failure, OSError) else KeyboardInterrupt):
-        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out, overwrite=True)
     assert (out / "tiny.hello").read_bytes() == old
     assert (out / "tiny.README.md").read_text() == "# the old bundle's card\n"
     assert sorted(os.listdir(out)) == ["tiny.README.md", "tiny.hello"]   # no temp file left
@@ -639,7 +660,7 @@ def test_pull_refuses_another_users_file_in_a_sticky_folder_before_writing(hub_c
     (out / "tiny.hello").write_bytes(b"theirs")
     monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 4242)
     with pytest.raises(HubError, match="tiny.hello: cannot write there: another user's file in a sticky folder"):
-        hub.pull("hf://datasets/org/tiny/tiny.hello", out)
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out, overwrite=True)
     assert sorted(os.listdir(out)) == ["tiny.hello"] and (out / "tiny.hello").read_bytes() == b"theirs"
 
 

@@ -86,15 +86,18 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
 @click.option("--token", default=None, help="Hub token for private or gated repositories.")
 @click.option("--no-card", is_flag=True,
               help="Do not fetch the repository's README.md (else saved as NAME.README.md beside NAME.hello).")
-def pull(uri, out_dir, token, no_card):
+@click.option("--overwrite", is_flag=True,
+              help="Replace NAME.hello and NAME.README.md where they exist (checked before downloading).")
+def pull(uri, out_dir, token, no_card, overwrite):
     """Download a bundle from the hub into a directory, hashes verified.
 
     URI is hf://[datasets/|spaces/]ORG/NAME[@REVISION]/PATH. The download goes through the Hugging Face
-    cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded.
+    cache, so HF_HUB_OFFLINE=1 serves a cached copy. Nothing is loaded. An existing file is replaced only
+    with --overwrite, even one identical to what would be pulled.
     """
     with warnings.catch_warnings(record=True) as caught:   # each said in one line, not with its source line
         warnings.simplefilter("always", UserWarning)
-        paths = publish.pull(uri, out_dir, token=token, with_card=not no_card)
+        paths = publish.pull(uri, out_dir, token=token, with_card=not no_card, overwrite=overwrite)
     for warning in caught:
         click.echo(warning_line(warning.message), err=True)
     _echo(f"pulled {uri} -> {paths[0]} (sha256 verified)")

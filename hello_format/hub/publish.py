@@ -27,11 +27,13 @@ from hello_format.text import shortened, terminal
 _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 
 
-def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True) -> list[Path]:
+def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True,
+         overwrite: bool = False) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
     The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
     a card over MAX_CARD_BYTES is skipped with one warning line. The folder and both targets are checked
-    before anything is downloaded. Both files are written or neither: both are written and flushed before
+    before anything is downloaded: an existing file there is replaced only with ``overwrite`` (whatever
+    it holds: it is not read). Both files are written or neither: both are written and flushed before
     either is renamed into place (only a failed rename could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
@@ -39,7 +41,7 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     bundle_target, card_target = out / name, out / card_name(name)
     _check_folder(out)   # before anything is downloaded
     for target in (bundle_target, card_target) if with_card else (bundle_target,):
-        _check_replaceable(target)
+        _check_replaceable(target, overwrite)
     local = resolve(uri, token=token)
     # the card of the bundle's own commit: a branch that moved since would give another commit's card
     commit = snapshot_commit(local, ref.path) or ref.revision
@@ -74,15 +76,17 @@ def _check_folder(out: Path) -> None:
         raise HubError(f"{out}: cannot write there: {reason}")
 
 
-def _check_replaceable(target: Path) -> None:
-    """HubError when a rename cannot put a file at ``target``: a folder is there, or another user's file
-    in a sticky folder such as /tmp."""
+def _check_replaceable(target: Path, overwrite: bool) -> None:
+    """HubError when a rename cannot put a file at ``target`` (a folder is there, or another user's file
+    in a sticky folder such as /tmp), or a file is there and ``overwrite`` is not given."""
     try:
         found, folder = target.lstat(), target.parent.stat()
     except OSError:   # nothing there, or no folder to put it in: the write itself says why
         return
     if stat.S_ISDIR(found.st_mode):
         raise HubError(f"{target}: cannot write there: a folder is in the way")
+    if not overwrite:
+        raise HubError(f"{target} exists: pass --overwrite to replace it")
     me = os.geteuid() if hasattr(os, "geteuid") else None   # POSIX: a sticky folder's rule
     if me is not None and folder.st_mode & stat.S_ISVTX and me not in (0, found.st_uid, folder.st_uid):
         raise HubError(f"{target}: cannot write there: another user's file in a sticky folder")
