@@ -236,6 +236,14 @@ def test_bad_license_id(bundle, license):
         card.render_card(bundle, uri=URI, license=license)
 
 
+def test_a_card_names_the_bundle_it_loads(bundle):
+    """What tells a bundle's card from another's in one repository (push and pull compare it)."""
+    text = card.render_card(bundle, uri='hf://datasets/org/zoo@v1/sub/caf\u00e9 "1".hello')
+    assert card.bundle_paths(text) == {'sub/caf\u00e9 "1".hello'}   # written as JSON: escaped, read back whole
+    assert card.bundle_paths('# My datasets\nHelloDataset(path)\nHelloDataset("not/a/uri")\n'
+                             'HelloDataset("hf://org/zoo")') == set()
+
+
 def test_default_license_is_other_and_explained(bundle):
     meta, body = split_card(card.render_card(bundle, uri=URI))
     assert meta["license"] == "other"

@@ -27,6 +27,11 @@ from support import COMMIT, cache_file, make_bundle, split_card
 OTHER_COMMIT = "b" * 40
 
 
+def card_of(path: str, heading: str = "# a card") -> bytes:
+    """A card whose load line names the bundle at ``path`` of org/tiny, as render_card writes it."""
+    return f'{heading}\n\n```python\nds = HelloDataset("hf://datasets/org/tiny/{path}")\n```\n'.encode()
+
+
 # ------------------------------------------------------------------------------------------ URIs
 
 @pytest.mark.parametrize("uri, ref", [
@@ -197,10 +202,10 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert (out / "tiny.hello").read_bytes() == bundle_bytes and not (out / "tiny.hello").is_symlink()
     assert "sha256 verified" in result.output and result.stderr == ""   # offline, no cached card is no card
 
-    cache_file(hub_cache, "org/tiny", "README.md", b"---\nlicense: mit\n---\n# tiny\n")
+    cache_file(hub_cache, "org/tiny", "README.md", b"---\nlicense: mit\n---\n" + card_of("tiny.hello"))
     paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "again")
     assert [p.name for p in paths] == ["tiny.hello", "tiny.README.md"]
-    assert paths[1].read_text().endswith("# tiny\n")
+    assert paths[1].read_bytes().endswith(card_of("tiny.hello"))
 
 
 def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, tmp_path, monkeypatch):
@@ -209,8 +214,9 @@ def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, 
     from hello_format.hub import publish
 
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes, commit=COMMIT)
-    cache_file(hub_cache, "org/tiny", "README.md", b"# the bundle's card\n", commit=COMMIT)
-    cache_file(hub_cache, "org/tiny", "README.md", b"# another commit's card\n", commit=OTHER_COMMIT, ref=None)
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello", "# the bundle's card"), commit=COMMIT)
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello", "# another commit's card"),
+               commit=OTHER_COMMIT, ref=None)
     resolve = publish.resolve
 
     def resolve_then_move_main(*args, **kwargs):
@@ -220,17 +226,32 @@ def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, 
 
     monkeypatch.setattr(publish, "resolve", resolve_then_move_main)
     paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "pulled")
-    assert paths[1].read_text() == "# the bundle's card\n"
+    assert paths[1].read_bytes() == card_of("tiny.hello", "# the bundle's card")
+
+
+@pytest.mark.parametrize("readme, whose", [(card_of("cars.hello"), "it loads 'cars.hello'"),
+                                           (b"# My datasets\n", "it loads no bundle")])
+def test_pull_saves_no_card_that_is_not_the_bundles(hub_cache, bundle_bytes, tmp_path, readme, whose):
+    """The repo's README.md was saved as NAME.README.md whoever's card it was: beside tiny.hello, the card
+    of cars.hello pushed later to the same repo."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", readme)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert os.listdir(out) == ["tiny.hello"]
+    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md is not the card "
+                                          f"of 'tiny.hello' ({whose}): not pulled"]
 
 
 def test_pull_into_a_folder_keeps_the_folders_own_readme(hub_cache, bundle_bytes, tmp_path):
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
-    cache_file(hub_cache, "org/tiny", "README.md", b"# the stranger's card\n")
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello", "# the stranger's card"))
     (tmp_path / "README.md").write_text("# my project\n")
     result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "README.md").read_text() == "# my project\n"
-    assert (tmp_path / "tiny.README.md").read_text() == "# the stranger's card\n"
+    assert (tmp_path / "tiny.README.md").read_bytes() == card_of("tiny.hello", "# the stranger's card")
     assert "with " + str(tmp_path / "tiny.README.md") in result.output
 
 
@@ -266,10 +287,10 @@ def test_pull_replaces_an_existing_file_only_with_overwrite(hub_cache, bundle_by
     """pull replaced the user's same-named file silently, where requantize asks for --overwrite. Refused
     before anything is downloaded, so even an identical file is (it is not read)."""
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
-    cache_file(hub_cache, "org/tiny", "README.md", b"# card\n")
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / existing).write_bytes(bundle_bytes if existing == "tiny.hello" else b"# card\n")   # identical
+    (out / existing).write_bytes(bundle_bytes if existing == "tiny.hello" else card_of("tiny.hello"))   # identical
     download = huggingface_hub.hf_hub_download
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: pytest.fail("downloaded"))
     args = ["hf://datasets/org/tiny/tiny.hello", "-o", str(out)]
@@ -279,7 +300,7 @@ def test_pull_replaces_an_existing_file_only_with_overwrite(hub_cache, bundle_by
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     replaced = CliRunner().invoke(cli, ["pull", *args, "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
-    assert (out / "tiny.hello").read_bytes() == bundle_bytes and (out / "tiny.README.md").read_text() == "# card\n"
+    assert (out / "tiny.hello").read_bytes() == bundle_bytes and (out / "tiny.README.md").read_bytes() == card_of("tiny.hello")
 
 
 def test_pull_into_a_place_it_cannot_write_is_one_line(hub_cache, bundle_bytes, tmp_path):
@@ -388,10 +409,23 @@ def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
 
 class FakeHub:
     """The HfApi calls a push makes, recorded (no network): the repository exists beforehand when
-    ``private`` is not None, public or private as it says."""
+    ``private`` is not None, public or private as it says; its README.md, when ``card`` is given, is
+    put into the hub cache (which a push reads it from, offline here)."""
 
     def __init__(self, private=None):
-        self.private, self.calls = private, []
+        self.private, self.calls, self.card_size, self.branches = private, [], None, set()
+
+    def put_card(self, cache, data: bytes, repo_id="org/tiny"):
+        cache_file(cache, repo_id, "README.md", data)
+        self.private, self.card_size = bool(self.private), len(data)
+
+    def get_paths_info(self, repo_id, paths, *, repo_type, revision=None):
+        assert paths == ["README.md"]
+        if revision not in (None, *self.branches):
+            from huggingface_hub import errors as hf_errors
+
+            raise hf_errors.RevisionNotFoundError("404", response=type("Response", (), {"headers": {}, "request": None})())
+        return [] if self.card_size is None else [type("RepoFile", (), {"path": "README.md", "size": self.card_size})()]
 
     def api(self, token=None, library_name=None):
         return self
@@ -406,6 +440,7 @@ class FakeHub:
 
     def create_branch(self, repo_id, *, branch, repo_type, exist_ok):
         self.calls.append(("create_branch", branch))
+        self.branches.add(branch)
 
     def upload_folder(self, *, folder_path, **kwargs):
         self.calls.append(("upload_folder", sorted(os.listdir(folder_path))))
@@ -441,6 +476,42 @@ def test_push_private_refuses_an_existing_public_repo_before_uploading(tmp_path,
     assert str(info.value) == ("hf://datasets/org/tiny: the repository exists and is public, and --private does not "
                                "change that: make it private on its hub page, or push without --private")
     assert fake_hub.calls == [("create_repo", True)]
+
+
+def test_push_keeps_another_bundles_card_unless_told(tmp_path, hub_cache, fake_hub):
+    """Pushing cars.hello to a repo holding cats.hello and its card replaced the card (and preview), and
+    pulling cats.hello then saved cars' card as cats.README.md."""
+    (tmp_path / "src").mkdir()
+    cats = make_bundle(tmp_path / "src" / "cats.hello")
+    cars = make_bundle(tmp_path / "src" / "cars.hello", seed=1)
+    fake_hub.put_card(hub_cache, hub.write_upload_folder(cats, tmp_path / "up", repo_id="org/zoo").card.read_bytes(),
+                      "org/zoo")
+    for revision in (None, "new-branch"):   # a branch the push makes starts from the default branch's card
+        with pytest.raises(HubError) as info:
+            hub.push(cars, "org/zoo", revision=revision, token="hf_x")
+        assert str(info.value) == (
+            f"{hub.file_uri('org/zoo', '', repo_type='dataset', revision=revision).rstrip('/')}: its README.md is not "
+            "the card of 'cars.hello' (it loads 'cats.hello'): a push replaces README.md and preview.png; pass "
+            "--replace-card to replace them, or push to another repository or --revision")
+    assert [call[0] for call in fake_hub.calls] == ["create_repo", "create_repo"]   # nothing uploaded
+    hub.push(cats, "org/zoo", token="hf_x")   # its own card: replaced by the new one
+    assert fake_hub.calls[-1][0] == "upload_folder"
+    result = CliRunner().invoke(push_command, [str(cars), "org/zoo", "--token", "hf_x", "--replace-card"])
+    assert result.exit_code == 0, result.output
+    assert fake_hub.calls[-1] == ("upload_folder", ["README.md", "cars.hello", "preview.png"])
+
+
+@pytest.mark.parametrize("readme, whose", [
+    (b"# My datasets\n\nHelloDataset(path) loads each.\n", "it loads no bundle"),
+    (b"A" * (limits.MAX_CARD_BYTES + 1), f"it holds {limits.MAX_CARD_BYTES + 1:,} bytes, more than a card"),
+])
+def test_push_keeps_a_readme_hello_did_not_write_unless_told(tmp_path, hub_cache, fake_hub, readme, whose):
+    fake_hub.put_card(hub_cache, readme)
+    result = CliRunner().invoke(push_command, [str(make_bundle(tmp_path / "tiny.hello")), "org/tiny", "--token", "hf_x"])
+    assert isinstance(result.exception, HubError) and str(result.exception) == (
+        f"hf://datasets/org/tiny: its README.md is not the card of 'tiny.hello' ({whose}): a push replaces README.md "
+        "and preview.png; pass --replace-card to replace them, or push to another repository or --revision")
+    assert fake_hub.calls == [("create_repo", None)]
 
 
 # ------------------------------------------------------------------------------ the `hello` command
@@ -617,7 +688,7 @@ def test_pull_renames_neither_file_until_both_are_flushed(hub_cache, tmp_path, m
 
     (tmp_path / "src").mkdir()
     cache_file(hub_cache, "org/tiny", "tiny.hello", make_bundle(tmp_path / "src" / "tiny.hello", seed=1).read_bytes())
-    cache_file(hub_cache, "org/tiny", "README.md", b"# the new bundle's card\n")
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello", "# the new bundle's card"))
     out = tmp_path / "out"
     out.mkdir()
     old = make_bundle(out / "tiny.hello", seed=2).read_bytes()
@@ -641,7 +712,7 @@ def test_pull_renames_the_bundle_then_its_card_with_signals_held(hub_cache, bund
     from hello_format import files
 
     cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
-    cache_file(hub_cache, "org/tiny", "README.md", b"# card\n")
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello"))
     renames, replace = [], os.replace
     monkeypatch.setattr(files.os, "replace", lambda temp, path: renames.append((Path(path).name, files._hold_depth))
                         or replace(temp, path))

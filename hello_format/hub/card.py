@@ -17,6 +17,7 @@ from hello_format.errors import HubError
 from hello_format.files import read_bounded_text
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.hub.preview import first_per_class, render_grid
+from hello_format.hub.resolver import parse_hf_uri
 from hello_format.limits import MAX_CARD_BYTES, MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
 from hello_format.text import code, human_bytes, json_cut, markdown, shortened
@@ -42,6 +43,7 @@ _SIZE_BUCKETS = [
     (10**12, "100B<n<1T"),
 ]
 _LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+_LOAD_LINE = re.compile(r'HelloDataset\(\s*("(?:[^"\\\n]|\\.)*")')   # its argument: one JSON string
 _HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
 _EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
@@ -66,6 +68,20 @@ def base_model_id(base: dict) -> str | None:
     hf_hub = open_clip.get_pretrained_cfg(base["architecture"], base["pretrained"]).get("hf_hub") or ""
     parts = hf_hub.strip("/").split("/")
     return "/".join(parts[:2]) if len(parts) >= 2 and all(parts[:2]) else None
+
+
+def bundle_paths(text: str) -> set[str]:
+    """The paths in their repository of the bundles a card's ``HelloDataset("hf://...")`` lines load (the
+    card render_card writes has one): what tells a bundle's card from another bundle's, or from a card hello
+    did not write (none). Repo and revision are not compared: a renamed or duplicated repository, or a
+    branch made from another, keeps its cards. ``text`` is a card, already bounded (MAX_CARD_BYTES)."""
+    paths = set()
+    for match in _LOAD_LINE.finditer(text):
+        try:
+            paths.add(parse_hf_uri(json.loads(match.group(1))).path)
+        except (ValueError, HubError):   # not a JSON string, or not a hub file's URI
+            continue
+    return paths
 
 
 def check_license(license: str) -> str:

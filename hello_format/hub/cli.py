@@ -46,6 +46,9 @@ def _echo(text: str) -> None:
     help="Results from `hello eval` to show on the card: its JSON line, a list of them, or a file of appended lines.",
 )
 @click.option("--token", default=None, help="Hub token with write access. Default: HF_TOKEN or the cached login.")
+@click.option("--replace-card", is_flag=True,
+              help="Replace the repository's README.md and preview.png even when README.md is not this bundle's "
+                   "card (another bundle's in the same repository, or one hello did not write).")
 @click.option(
     "--dry-run",
     "dry_run_dir",
@@ -54,12 +57,14 @@ def _echo(text: str) -> None:
     default=None,
     help="Write the exact folder that would be uploaded to DIR (new or empty) and upload nothing.",
 )
-def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, token, dry_run_dir):
+def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, token, replace_card, dry_run_dir):
     """Publish a bundle to the hub with a generated card and preview.
 
     BUNDLE is a .hello file (or an hf:// URI); REPO_ID is ORG/NAME.
 
-    The CLIP base is never added: it is published only if the bundle already embeds it.
+    The card is the repository's README.md: a push that would replace another bundle's card, or a README.md
+    hello did not write, is refused unless --replace-card. The CLIP base is never added: it is published
+    only if the bundle already embeds it.
     """
     results = load_eval_results(eval_path) if eval_path else None
     options = dict(repo_id=repo_id, repo_type=repo_type, revision=revision, license=license_, eval_results=results)
@@ -72,7 +77,7 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
         uri = file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
         _echo(f"would publish {uri}")
         return
-    result = publish.push(bundle, private=private, token=token, **options)
+    result = publish.push(bundle, private=private, token=token, replace_card=replace_card, **options)
     _base_notice(result.base_embedded)
     _echo(f"pushed {result.uri}")
     _echo(f"commit {result.commit_url}")

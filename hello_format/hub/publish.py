@@ -22,7 +22,7 @@ from hello_format.files import atomic_folder, atomic_targets, cannot_write_in, r
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
-from hello_format.text import shortened, terminal
+from hello_format.text import listed, shortened, terminal
 
 _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 
@@ -31,9 +31,10 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
          overwrite: bool = False) -> list[Path]:
     """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
     The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
-    a card over MAX_CARD_BYTES is skipped with one warning line. The folder and both targets are checked
-    before anything is downloaded: an existing file there is replaced only with ``overwrite`` (whatever
-    it holds: it is not read). Both files are written or neither: both are written and flushed before
+    a card over MAX_CARD_BYTES, or one whose load lines do not name this bundle's path (another bundle's
+    in the same repo, one hello did not write: card.bundle_paths), is skipped with one warning line. The
+    folder and both targets are checked before anything is downloaded: an existing file there is replaced
+    only with ``overwrite`` (whatever it holds: it is not read). Both files are written or neither: both are written and flushed before
     either is renamed into place (only a failed rename could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
@@ -45,7 +46,13 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     local = resolve(uri, token=token)
     # the card of the bundle's own commit: a branch that moved since would give another commit's card
     commit = snapshot_commit(local, ref.path) or ref.revision
-    card_text = _fetch_card(HubRef(ref.repo_type, ref.repo_id, commit, _CARD), token) if with_card else None
+    card_ref = HubRef(ref.repo_type, ref.repo_id, commit, _CARD)
+    card_text = _fetch_card(card_ref, token) if with_card else None
+    if card_text is not None and ref.path not in (loads := card.bundle_paths(card_text)):
+        # saved as NAME.README.md, another bundle's card would pass for this one's
+        warnings.warn(f"hello: {terminal(card_ref.uri)} is not the card of {shortened(ref.path)} ({_whose(loads)}): "
+                      "not pulled", stacklevel=2)
+        card_text = None
     targets = [(bundle_target, lambda temp: shutil.copyfile(local, temp))]
     if card_text is not None:
         targets.append((card_target, lambda temp: temp.write_text(card_text, encoding="utf-8")))
@@ -63,6 +70,11 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for target, _ in targets]
+
+
+def _whose(paths: set[str]) -> str:
+    """Whose card one that loads ``paths`` is, in a few words."""
+    return f"it loads {listed(sorted(paths))}" if paths else "it loads no bundle"
 
 
 def _check_folder(out: Path) -> None:
@@ -261,10 +273,13 @@ def upload(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Upload .hello bundle",
+    replace_card: bool = False,
 ) -> str:
     """Create the repo (and branch) if needed and upload ``folder`` as one commit; returns the commit URL.
     A new repo is private with ``private``, else as the hub's default for its owner makes it; ``private``
-    refuses an existing public repo before anything is uploaded."""
+    refuses an existing public repo before anything is uploaded. So is, unless ``replace_card``, a repo
+    whose README.md the folder's would replace and which is not a card of the bundles the folder's names
+    (another bundle's card in the same repo, or one hello did not write)."""
     token = require_token(token)
     check_repo(repo_id, repo_type)
     target = file_uri(repo_id, "", repo_type=repo_type, revision=revision).rstrip("/")
@@ -275,6 +290,9 @@ def upload(
         if private and not api.repo_info(repo_id, repo_type=repo_type).private:
             raise HubError(f"{target}: the repository exists and is public, and --private does not change that: "
                            "make it private on its hub page, or push without --private")
+        if not replace_card and (Path(folder) / _CARD).is_file():
+            _check_card_replaceable(api, Path(folder) / _CARD, HubRef(repo_type, repo_id, revision, _CARD), token,
+                                    target)
         if revision is not None and not revision.startswith("refs/"):
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
         commit = api.upload_folder(
@@ -287,6 +305,43 @@ def upload(
     return commit.commit_url
 
 
+def _check_card_replaceable(api, card_path: Path, card_ref: HubRef, token: str, target: str) -> None:
+    """HubError unless the repo's README.md at ``card_ref`` (a branch yet to be made: the default branch's,
+    which it starts from) is missing or a card of only bundles that ``card_path``, the card uploaded,
+    names too. Its size is asked first: a README.md over MAX_CARD_BYTES is no card hello wrote."""
+    try:
+        found = api.get_paths_info(card_ref.repo_id, [_CARD], repo_type=card_ref.repo_type, revision=card_ref.revision)
+    except hf_errors.RevisionNotFoundError:
+        card_ref = HubRef(card_ref.repo_type, card_ref.repo_id, None, _CARD)
+        found = api.get_paths_info(card_ref.repo_id, [_CARD], repo_type=card_ref.repo_type)
+    if not found:
+        return
+    ours = _card_paths(card_path)
+    size = getattr(found[0], "size", None)
+    try:
+        if size is not None and size > limits.MAX_CARD_BYTES:
+            raise ValueError(f"holds {size:,} bytes, more than a card")
+        text = read_bounded_text(download(card_ref, token=token), limits.MAX_CARD_BYTES)
+    except ValueError as exc:
+        whose = f"it {exc}"
+    else:
+        theirs = card.bundle_paths(text)
+        if theirs and theirs <= ours:
+            return
+        whose = _whose(theirs)
+    what = listed(sorted(ours)) if ours else "the bundle pushed"
+    raise HubError(f"{target}: its README.md is not the card of {what} ({whose}): a push replaces README.md and "
+                   "preview.png; pass --replace-card to replace them, or push to another repository or --revision")
+
+
+def _card_paths(card_path: Path) -> set[str]:
+    """``card.bundle_paths`` of a local card; none when it is no card hello would read."""
+    try:
+        return card.bundle_paths(read_bounded_text(card_path, limits.MAX_CARD_BYTES))
+    except ValueError:
+        return set()
+
+
 def push(
     bundle_path: str | Path,
     repo_id: str,
@@ -297,8 +352,10 @@ def push(
     token: str | None = None,
     license: str = "other",
     eval_results: object = None,
+    replace_card: bool = False,
 ) -> PushResult:
-    """Publish a bundle with its card and preview; the token is checked before anything touches the network."""
+    """Publish a bundle with its card and preview; the token is checked before anything touches the network.
+    A README.md in the repo that is not this bundle's card is replaced only with ``replace_card``."""
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="hello-push-") as tmp:
         folder = write_upload_folder(
@@ -310,6 +367,7 @@ def push(
             license=license,
             eval_results=eval_results,
         )
-        commit_url = upload(folder.root, repo_id, repo_type=repo_type, revision=revision, private=private, token=token)
+        commit_url = upload(folder.root, repo_id, repo_type=repo_type, revision=revision, private=private, token=token,
+                            replace_card=replace_card)
     uri = file_uri(repo_id, folder.bundle.name, repo_type=repo_type, revision=revision)
     return PushResult(uri, commit_url, folder.base_embedded)
