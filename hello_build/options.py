@@ -111,7 +111,8 @@ class BuildOptions:
     transfer_batch_size: int = option(128, "Batch size of the transfer.", stage="transfer", open=True, at_least=1)
     lambda_ce: float = option(0.1, "Weight of the hard-label CE in the transfer loss MSE(logits) + lambda * CE.", stage="transfer", open=True, at_least=0)
     transfer_loss: str = option("mse", "What the projector's logits are fitted to the teacher's with, in both transfer phases: MSE (paper) or KL at --transfer-temperature.", stage="transfer", open=True, choices=TRANSFER_LOSSES)
-    transfer_temperature: float = option(1.0, "Temperature T of --transfer-loss kl, in both transfer phases: KL(softmax(teacher / T) || softmax(projector / T)), not multiplied by T^2.", stage="transfer", open=True, above=0)
+    transfer_temperature: float = option(1.0, "Temperature T of --transfer-loss kl, in both transfer phases: KL(softmax(teacher / T) || softmax(projector / T)), not multiplied by T^2.", stage="transfer", open=True,
+                                        at_least=TEMPERATURE_RANGE[0], at_most=TEMPERATURE_RANGE[1])
     holdout: float = option(0.05, "Fraction of real images per class held out to measure label fidelity.", stage="teacher", open=True, at_least=0, below=1)
     # synthetic images
     ipc: int = option(10, "Synthetic images per class.", stage="init", at_least=1)

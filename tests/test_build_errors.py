@@ -251,6 +251,7 @@ def test_a_value_outside_an_options_choices_is_a_build_error(errors_kit, tmp_pat
     ({"view_transfer_weight_decay": -0.1}, r"--view-transfer-weight-decay must be at least 0 \(got -0\.1\)"),
     # plain ranges that were checked apart from their declaration (the student recipe's: a reader's bounds)
     ({"temperature": 0.001}, r"--temperature must be in \[0\.01, 1,000\] \(got 0\.001\)"),
+    ({"transfer_temperature": 1e-40}, r"--transfer-temperature must be in \[0\.01, 1,000\] \(got 1e-40\)"),   # a NaN KL
     ({"student_lr": 0}, r"--student-lr must be in \(0, 10\] \(got 0\)"),
     ({"student_weight_decay": 11}, r"--student-weight-decay must be in \[0, 10\] \(got 11\)"),
     ({"beta": -1.0}, r"--beta must be in \[0, 1,000\] \(got -1\.0\)"),
