@@ -760,6 +760,7 @@ def test_the_transfers_options_are_null_when_neither_transfer_runs(kit, tmp_path
     assert [recorded[name] for name in ("train_logit_scale", "teacher_combine", "view_transfer_target")] == [None, None, "set"]
     unused = next(line for line in lines if line.startswith("options this build does not use (recorded as null): "))
     assert {"--train-logit-scale", "--teacher-combine"} <= set(unused.split(": ")[1].split(", ")) and "target" not in unused
+    assert any(line.startswith("teachers: 1: ") for line in lines) and not any("None" in line for line in lines), lines
     recorded = recorded_options(run_build(tiny_options(kit, tmp_path, transfer_epochs=1, view_transfer_epochs=0))[0])
     assert recorded["train_logit_scale"] is True and recorded["teacher_combine"] == "random"
 

@@ -84,6 +84,7 @@ def load(ctx: BuildContext, record: dict | None) -> None:
         ctx.timings["teacher"] = time.perf_counter() - started
     for member in members:
         teacher_io.check_teacher(member, classes)
-    ctx.log(f"teachers: {len(members)} ({options.teacher_combine}): {members[-1].description}")
+    combined = f" ({options.teacher_combine})" if options.teacher_combine is not None else ""   # None: never combined
+    ctx.log(f"teachers: {len(members)}{combined}: {members[-1].description}")
     ctx.teachers = teacher_io.TeacherSet([m.to(ctx.device).eval() for m in members], combine=options.teacher_combine,
                                          seed=options.seed)
