@@ -154,3 +154,15 @@ def test_an_absent_adapter_config_field_is_peft_loraconfigs_default(tmp_path, fi
     _check_config(tmp_path / "adapter_config.json", {}, ours)   # every field absent: peft's defaults, this LoRA's
     with pytest.raises(BuildError, match=f"adapter_config.json: {field} is "):
         _check_config(tmp_path / "adapter_config.json", {}, {**ours, field: other})
+
+
+def test_the_defaults_follow_peft_when_peft_changes_them(tmp_path, monkeypatch):
+    """A peft whose LoraConfig defaults lora_alpha to 32: an adapter without the field has 32 (a copy
+    of today's 8 would refuse this build's LoRA of alpha 32 and take one of alpha 8)."""
+    from hello_build import init_adapter
+
+    monkeypatch.setattr(init_adapter, "LoraConfig", lambda: LoraConfig(lora_alpha=32))
+    path = tmp_path / "adapter_config.json"
+    _check_config(path, {}, {"lora_alpha": 32})
+    with pytest.raises(BuildError, match="adapter_config.json: lora_alpha is 32, this build's LoRA has 8"):
+        _check_config(path, {}, {"lora_alpha": 8})
