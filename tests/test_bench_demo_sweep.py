@@ -6,7 +6,7 @@ import pytest
 from support import load_script
 
 from hello_build.demo import IPC, demo_options
-from hello_build.stages.view_transfer import schedule
+from hello_build.stages.view_transfer import checked, schedule
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,8 @@ def test_demo_options_change_only_what_a_variant_names(tmp_path):
                            tmp_path / "work", seed=0, student_epochs=60, view_transfer_epochs=demo.view_transfer_epochs + 800)
     assert changed.view_transfer_epochs == demo.view_transfer_epochs + 800
     assert schedule(demo, IPC * 10) == 1600  # the 1600 steps of 16 the demo's 3 minutes were measured with
+    # checked every 80 steps (bench/README.md's table)
+    assert [step for step in range(1, 1601) if checked(step, 1600, demo.view_transfer_checks)] == list(range(80, 1601, 80))
     assert schedule(changed, IPC * 10) == 2100
     assert changed.teacher == [str(Path(files[-1]))] and len(demo.teacher) == 2
     assert {k: v for k, v in vars(changed).items() if k not in ("view_transfer_epochs", "teacher")} == \
