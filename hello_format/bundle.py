@@ -366,15 +366,20 @@ class Bundle:
             raise IndexError(f"image indices must be in [0, {count:,}), got {int(positions.min())} to {int(positions.max())}")
         return positions.long()
 
-    def lazy_images(self, device: torch.device | str = "cpu") -> "torch.Tensor | codecs.LazyImages":
-        """The images as ``codecs.LazyImages`` (each decoded on first use, on ``device``), or the
-        tensor when stored raw: either from a copy in memory, not the mapping, since a training run
-        outlives it (a file rewritten or truncated in place under a mapping kills the reader: SIGBUS)."""
+    def lazy_images(self, device: torch.device | str = "cpu", rows: torch.Tensor | None = None
+                    ) -> "torch.Tensor | codecs.LazyImages":
+        """The images at ``rows`` (a bool mask; default all) as ``codecs.LazyImages`` (each decoded on first
+        use, on ``device``; errors name its number in the file), or the tensor when stored raw: either
+        from a copy in memory, not the mapping, since a training run outlives it (a file rewritten or
+        truncated in place under a mapping kills the reader: SIGBUS)."""
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
-            return self.tensor(IMAGES_DATA).clone()
-        return codecs.LazyImages(self._image_blobs(private=True), spec["channels"], spec["height"], spec["width"],
-                                 codec=spec["codec"], device=device, where=str(self.path))
+            stored = self.tensor(IMAGES_DATA)
+            return (stored.clone() if rows is None else stored[rows]).to(device)
+        numbers = range(spec["count"]) if rows is None else torch.nonzero(rows).flatten().tolist()
+        blobs = self._image_blobs(private=True)
+        return codecs.LazyImages([blobs[i] for i in numbers], spec["channels"], spec["height"], spec["width"],
+                                 codec=spec["codec"], device=device, where=str(self.path), numbers=numbers)
 
     def _image_blobs(self, *, private: bool = False) -> list[memoryview]:
         """Each image's encoded bytes: views of the mapping, or of one copy of them (``private``)."""

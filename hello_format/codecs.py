@@ -217,12 +217,6 @@ class LazyImages:
         self._pixels[rows.to(self.device)] = pixels.to(self.device)
         self._decoded[rows] = True
 
-    def select(self, rows: torch.Tensor) -> "LazyImages":
-        """The images at ``rows`` (a bool mask or indices), still encoded, named as here in errors."""
-        chosen = torch.arange(len(self))[rows].tolist()
-        return LazyImages([self._blobs[i] for i in chosen], *self.shape[1:], codec=self._codec, device=self.device,
-                          where=self._where, numbers=[self._numbers[i] for i in chosen])
-
     def to(self, device: torch.device | str) -> "LazyImages":
         """These images on ``device`` (self if already there); nothing is decoded."""
         if torch.device(device) == self.device:

@@ -269,21 +269,21 @@ class HelloDataset(LabelledImages):
             # the recipe and the classes asked for are checked before anything is decoded or built
             self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
             columns = _class_columns(classes, names)
-            # on the CPU, where the undecoded rows are never touched (no memory), moved once the classes are kept:
-            # made on a GPU it held the whole decoded size there twice while the subset was cut
-            images, labels = bundle.lazy_images("cpu"), bundle.labels
+            labels = bundle.labels
+            keep = torch.isin(labels, torch.tensor(columns))
+            # only the kept classes' images, made where they are used (all of them made on a GPU, then the
+            # kept ones again, held the whole decoded size there twice)
+            images = bundle.lazy_images(device, None if bool(keep.all()) else keep)
             self.projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, verify=verify,
                                                    allow_remote_base=allow_remote_base, use_head_cache=head_cache) \
                 if soft_labels else None
         # the resolved speed options (None without a projector)
         self.label_options = self.projector.prepare_labelling(label_options) if self.projector is not None else None
-        keep = torch.isin(labels, torch.tensor(columns))
         renumber = torch.full((len(names),), -1, dtype=torch.long)
         renumber[torch.tensor(columns)] = torch.arange(len(columns))
         self._columns = None if columns == list(range(len(names))) else torch.tensor(columns, device=device)
         super().__init__(
-            images if bool(keep.all()) else images.select(keep) if isinstance(images, LazyImages) else images[keep],
-            renumber[labels[keep]], [names[c] for c in columns],
+            images, renumber[labels[keep]], [names[c] for c in columns],
             self.recipe.augment, None if self.projector is None else self._label,
             device=device, seed=seed, rank=rank, world_size=world_size, normalize=normalize,
         )
