@@ -48,7 +48,7 @@ from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
 from hello_format.container import strict_json_loads
 from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
-from hello_format.files import cannot_write_in, names_a_folder, read_bounded_text
+from hello_format.files import cannot_write_in, names_a_folder, nearest_existing, read_bounded_text
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import text_embeddings
 from hello_format.labelling import resolve_precision
@@ -258,10 +258,7 @@ def _check_output(output: str) -> None:
     path = Path(output)
     if names_a_folder(output):
         raise BuildError(f"--output {output} is a folder: name the bundle's file (e.g. {path / 'NAME.hello'})")
-    folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    reason = cannot_write_in(folder)
+    reason = cannot_write_in(nearest_existing(path.absolute().parent))
     if reason:
         raise BuildError(f"--output {output}: cannot write there ({reason})")
 
@@ -351,7 +348,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         crops_per_image=used(crops_per_candidate(options), initialised),
         crop_scale=used(list(candidate_crop_scale(options)), initialised),
         image_update_lr=used(options.image_update_lr, options.image_update_steps > 0),
-        view_transfer_lr=used(options.view_transfer_lr, viewed),   # the target picks the agreement's teacher too: always used
+        view_transfer_lr=used(options.view_transfer_lr, viewed),
+        # (view_transfer_target is always used: it also picks the teacher the synthetic agreement is measured on)
         view_transfer_warmup=used(options.view_transfer_warmup, viewed),
         view_transfer_weight_decay=used(options.view_transfer_weight_decay, viewed),
         view_transfer_real_fraction=used(options.view_transfer_real_fraction, viewed),

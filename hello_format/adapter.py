@@ -25,9 +25,9 @@ HEAD_FILE = "hello_head.safetensors"
 HEAD_FORMAT = "hello-head"
 
 
-def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, checkpoint: str | None = None,
+def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = False, checkpoint: str | None = None,
                    allow_remote_base: bool = False) -> list[Path]:
-    """Write the adapter folder of ``bundle`` at ``folder`` (new or empty; ``force`` replaces a
+    """Write the adapter folder of ``bundle`` at ``folder`` (new or empty; ``overwrite`` replaces a
     non-empty one) atomically; returns the files written. ``checkpoint`` / ``allow_remote_base``
     as in ``Projector.from_bundle``."""
     if bundle.manifest["lora"] is None:
@@ -36,7 +36,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
     folder = Path(folder)
     inputs = {"the bundle being exported": bundle.path, "the base checkpoint": checkpoint}
     for what, path in inputs.items():
-        if force and path is not None and folder.is_dir() and Path(path).resolve().is_relative_to(folder.resolve()):
+        if overwrite and path is not None and folder.is_dir() and Path(path).resolve().is_relative_to(folder.resolve()):
             raise BundleError(f"{folder} holds {what}, which replacing the folder would delete: choose another folder")
     projector = Projector.from_bundle(bundle, merge=False, checkpoint=checkpoint,
                                       allow_remote_base=allow_remote_base)
@@ -49,7 +49,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, force: bool = False, c
     metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),
                 "hello.head": canonical_json(sections["head"]), "hello.base": canonical_json(sections["base"])}
     try:
-        with atomic_folder(folder, replace=force) as temp:
+        with atomic_folder(folder, replace=overwrite) as temp:
             lora.write_peft_adapter(temp, projector.visual, encoder_dtype)
             with open(temp / HEAD_FILE, "wb") as file:
                 write_container(file, metadata, head)

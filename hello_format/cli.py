@@ -29,7 +29,7 @@ from hello_format.bundle import Bundle
 from hello_format import calibration
 from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
-from hello_format.files import atomic_target
+from hello_format.files import atomic_target, replace_refusal
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
@@ -349,8 +349,9 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
-    if os.path.lexists(output) and not overwrite:
-        raise CommandError(f"{output} exists: pass --overwrite to replace it")
+    refusal = replace_refusal(output, overwrite)
+    if refusal:
+        raise CommandError(refusal)
     with open_bundle(bundle_path, verify=True) as bundle:
         labels = bundle.labels
         top_k = min(top_k, bundle.num_classes)   # what a caption can show
@@ -409,7 +410,7 @@ def export_adapter(bundle_path: str, output: str, overwrite: bool, base_checkpoi
     from hello_format.adapter import export_adapter as export
 
     with open_bundle(bundle_path, verify=True) as bundle:
-        files = export(bundle, output, force=overwrite, checkpoint=base_checkpoint,
+        files = export(bundle, output, overwrite=overwrite, checkpoint=base_checkpoint,
                        allow_remote_base=allow_remote_base)
     echo(f"wrote {output}: {', '.join(file.name for file in files)} "
          "(peft: PeftModel.from_pretrained(clip_model.visual, folder))")

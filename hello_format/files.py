@@ -127,6 +127,21 @@ def _live_while(temp: str):
                 _uninstall()
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the nearest folder above it that does (where files still to be made
+    in folders still to be made will go)."""
+    path = Path(path).absolute()
+    return next(folder for folder in (path, *path.parents) if os.path.lexists(folder))
+
+
+def replace_refusal(path: str | os.PathLike, overwrite: bool, what: str = "") -> str | None:
+    """Why a command does not write its output at ``path``: something is there and ``overwrite`` (the
+    command's ``--overwrite``) was not given; ``what`` says what it is. None: it may write there."""
+    if overwrite or not os.path.lexists(path):
+        return None
+    return f"{os.fspath(path)} exists{what}: pass --overwrite to replace it"
+
+
 def cannot_write_in(folder: str | os.PathLike) -> str | None:
     """Why a new file cannot be made in ``folder`` (as an atomic write's temp file will be), or None:
     found by making one and removing it, before any work whose result would be written there."""

@@ -2191,7 +2191,7 @@ def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
 
     path = write_labelled_bundle(tmp_path / "mine.hello")
     with Bundle.open(path) as bundle, pytest.raises(BundleError, match="holds the bundle being exported"):
-        export_adapter(bundle, tmp_path, force=True)
+        export_adapter(bundle, tmp_path, overwrite=True)
     assert path.is_file()
     # nor the base checkpoint it reads (thirteenth audit: -o models --force --base-checkpoint models/base.safetensors)
     (tmp_path / "models").mkdir()
@@ -2199,7 +2199,7 @@ def test_export_adapter_force_never_deletes_the_bundle_it_exports(tmp_path):
     checkpoint.write_bytes(b"the user's only copy")
     with Bundle.open(path) as bundle, pytest.raises(BundleError, match="models holds the base checkpoint, which "
                                                                        "replacing the folder would delete"):
-        export_adapter(bundle, tmp_path / "models", force=True, checkpoint=str(checkpoint))
+        export_adapter(bundle, tmp_path / "models", overwrite=True, checkpoint=str(checkpoint))
     assert checkpoint.read_bytes() == b"the user's only copy"
 
 

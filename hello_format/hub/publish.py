@@ -18,7 +18,8 @@ from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
 from hello_format.errors import HelloError, HubError, HubFileNotFoundError
-from hello_format.files import atomic_folder, atomic_targets, cannot_write_in, read_bounded_text
+from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, nearest_existing, read_bounded_text,
+                                replace_refusal)
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -80,7 +81,7 @@ def _whose(paths: set[str]) -> str:
 def _check_folder(out: Path) -> None:
     """HubError unless ``out`` is a folder a file can be made in, or can be made where it is (the nearest
     folder above it that exists is one a file can be made in)."""
-    existing = next((folder for folder in (out, *out.parents) if os.path.lexists(folder)), Path("."))
+    existing = nearest_existing(out)
     if not existing.is_dir():
         raise HubError(f"{out}: cannot write there: {existing} is not a folder")
     reason = cannot_write_in(existing)
@@ -97,8 +98,9 @@ def _check_replaceable(target: Path, overwrite: bool) -> None:
         return
     if stat.S_ISDIR(found.st_mode):
         raise HubError(f"{target}: cannot write there: a folder is in the way")
-    if not overwrite:
-        raise HubError(f"{target} exists: pass --overwrite to replace it")
+    refusal = replace_refusal(target, overwrite)
+    if refusal:
+        raise HubError(refusal)
     me = os.geteuid() if hasattr(os, "geteuid") else None   # POSIX: a sticky folder's rule
     if me is not None and folder.st_mode & stat.S_ISVTX and me not in (0, found.st_uid, folder.st_uid):
         raise HubError(f"{target}: cannot write there: another user's file in a sticky folder")
