@@ -296,14 +296,15 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     names = [name.strip() for name in names]
     if any(not name for name in names):
         raise BuildError(f"empty class name for folder {classes[names.index('')]!r}")
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}   # the name as the text tower's tokenizer reads it (ftfy: NFC) -> (folder, name)
     for folder, name in zip(classes, names):
-        same = unicodedata.normalize("NFC", name)   # what the text tower's tokenizer reads (ftfy normalises to NFC)
+        same = unicodedata.normalize("NFC", name)
         if same in seen:
-            spelt = "" if names[classes.index(seen[same])] == name else " (in Unicode's NFC form, as the text tower reads it)"
-            raise BuildError(f"class name {shortened(name)} is used for both {shortened(seen[same], 40)} and "
+            first_folder, first_name = seen[same]
+            spelt = "" if first_name == name else " (in Unicode's NFC form, as the text tower reads it)"
+            raise BuildError(f"class name {shortened(name)} is used for both {shortened(first_folder, 40)} and "
                              f"{shortened(folder, 40)}{spelt}; names must be unique")
-        seen[same] = folder
+        seen[same] = folder, name
     return names
 
 

@@ -56,9 +56,8 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
     count = getattr(backend, "device_count", None)
     if resolved.index is not None and callable(count) and resolved.index >= count():
         raise DeviceError(f"device {str(resolved)!r}: this machine has {count()} {resolved.type.upper()} device(s)")
-    current = getattr(backend, "current_device", None)
-    if resolved.index is None and resolved.type == "cuda" and callable(current):
-        return torch.device(resolved.type, current())
+    if resolved.type == "cuda" and resolved.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
