@@ -35,7 +35,7 @@ from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import check_source as check_teacher_source
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, run_stage
-from hello_build.stages.init import candidate_crop_scale, candidates_per_class, crops_per_candidate
+from hello_build.stages.init import candidate_crop_scale, candidates_per_class, check_patch_size, crops_per_candidate
 from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
@@ -230,6 +230,8 @@ def _check(options: BuildOptions) -> None:
         check_codec(options.codec, options.quality)   # else refused only when the bundle is written
     except BundleError as exc:
         raise BuildError(str(exc)) from None
+    if options.image_size and not options.init_images:   # was refused after the teacher and the transfer
+        check_patch_size(options.image_size, options.factor)
     if options.init_images and options.image_update_steps > 0:
         raise BuildError("--image-update-steps needs the patches' sources: it cannot be used with --init-images")
     try:

@@ -131,6 +131,7 @@ CASES = [
     ("ipc_above_the_training_images", None, {"ipc": 6, "factor": 1, "holdout": 0.5},
      r"class 'apple' has 8 images \(4 held out by --holdout 0\.5\) but --ipc 6 with --factor 1 needs 6 \(3 class\(es\) "
      r"short\); lower --ipc or --factor or --holdout"),
+    ("image_size_below_the_factor", None, {"image_size": 1}, r"image size 1 is smaller than --factor 2: patches would be empty"),
     ("two_kinds_of_teacher", None, {"train_teacher": "convnet3"}, r"give either --teacher or --train-teacher, not both"),
     ("no_teacher", None, {"teacher": []}, r"give a teacher \(--teacher FILE, repeatable\) or --train-teacher ARCH"),
     ("image_update_of_given_images", None, {"init_images": "/some/set", "image_update_steps": 2},

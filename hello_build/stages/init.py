@@ -165,11 +165,16 @@ def candidates_per_class(options: BuildOptions) -> int:
     return max(options.candidates_per_class, options.ipc * options.factor ** 2)
 
 
+def check_patch_size(size: int, factor: int) -> None:
+    """BuildError unless ``factor x factor`` patches of an image ``size`` pixels wide are at least a pixel each."""
+    if size < factor:
+        raise BuildError(f"image size {size} is smaller than --factor {factor}: patches would be empty")
+
+
 def _validate(options: BuildOptions, size: int, batch_size: int) -> None:
     if options.ipc < 1 or options.factor < 1 or options.crops_per_image < 1 or batch_size < 1:
         raise BuildError("ipc, factor, crops_per_image and batch_size must all be >= 1")
-    if size < options.factor:
-        raise BuildError(f"image size {size} is smaller than factor {options.factor}: patches would be empty")
+    check_patch_size(size, options.factor)
     low, high = candidate_crop_scale(options)
     if not 0.0 < low <= high <= 1.0:
         raise BuildError(f"crop scale must satisfy 0 < min <= max <= 1, got {(low, high)}")
