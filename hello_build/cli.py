@@ -138,7 +138,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
-@click.option("--teacher-arch", default=None, help="Zoo architecture of a safetensors teacher.")
+@click.option("--teacher-arch", type=click.Choice(zoo_names()), default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--trust-teacher-code", is_flag=True,
               help="Load a torch.export (.pt2) or TorchScript teacher, which runs the file's code; refused without it.")
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")

@@ -224,6 +224,13 @@ def test_unknown_student_architecture(eval_kit):
     one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
 
 
+def test_unknown_teacher_architecture_is_refused_before_the_bundle_is_read(eval_kit, tmp_path):
+    """Free text before: a safetensors teacher's architecture was looked up once the bundle was opened."""
+    result = hello("eval", tmp_path / "missing.hello", "--val", eval_kit["val"], "--regime", "teacher",
+                   "--teacher", tmp_path / "t.safetensors", "--teacher-arch", "vgg99")
+    assert result.exit_code == 2 and "Invalid value for '--teacher-arch': 'vgg99' is not one of 'convnet3'" in result.output
+
+
 @pytest.mark.parametrize("device, message", UNUSABLE_DEVICES)
 def test_a_device_torch_cannot_use_is_one_line(eval_kit, device, message):
     """They were tracebacks: torch's RuntimeError for 'gpu', an AssertionError from deep in the base for 'cuda'."""
