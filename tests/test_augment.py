@@ -93,6 +93,54 @@ def test_sampled_crops_lie_inside_the_image_within_scale_and_ratio():
     assert top.float().std() > 5 and left.float().std() > 5
 
 
+def torchvision_crop_boxes(batch, height, width, scale, ratio, seed):
+    """RandomResizedCrop.get_params written out per image, as torchvision does it, on the uniform draws that
+    sample_crops takes from the generator (in its order: 10 areas, 10 aspects per image, then a position)."""
+    g = generator(seed)
+    areas = torch.rand(batch, 10, generator=g, dtype=torch.float64).tolist()
+    aspects = torch.rand(batch, 10, generator=g, dtype=torch.float64).tolist()
+    positions = torch.rand(batch, 2, generator=g, dtype=torch.float64).tolist()
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    boxes = []
+    for i in range(batch):
+        for attempt in range(10):
+            target_area = height * width * (scale[0] + (scale[1] - scale[0]) * areas[i][attempt])
+            aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * aspects[i][attempt])
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:   # the first attempt that fits; torch.randint(0, side - crop + 1)
+                top = math.floor(positions[i][0] * (height - h + 1))
+                left = math.floor(positions[i][1] * (width - w + 1))
+                boxes.append([top, left, h, w])
+                break
+        else:   # torchvision's central fallback
+            in_ratio = width / height
+            if in_ratio < min(ratio):
+                h, w = int(round(width / min(ratio))), width
+            elif in_ratio > max(ratio):
+                h, w = height, int(round(height * max(ratio)))
+            else:
+                h, w = height, width
+            boxes.append([(height - h) // 2, (width - w) // 2, h, w])
+    return torch.tensor(boxes)
+
+
+@pytest.mark.parametrize("height, width, scale, ratio", [
+    (32, 32, (0.08, 1.0), (3 / 4, 4 / 3)),     # the default recipe
+    (30, 45, (0.25, 1.0), (0.5, 2.0)),       # wide images, a wide aspect range
+    (24, 40, (0.3, 1.0), (0.9, 1.1)),        # many first attempts fail: later ones are taken
+])
+def test_sampled_crops_are_torchvisions_get_params_draw_for_draw(height, width, scale, ratio):
+    """The vectorised crops are torchvision's algorithm image by image: the first fitting of 10 attempts, a
+    log-uniform aspect, sides rounded half to even, a position anywhere in [0, side - crop] (a range test
+    alone let a crop never touch the bottom edge, or top and left share one draw)."""
+    crops = sample_crops(300, height, width, scale, ratio, generator(11))
+    expected = torchvision_crop_boxes(300, height, width, scale, ratio, 11)
+    assert torch.equal(crops, expected)
+    top, left, h, w = crops.T
+    assert ((top + h) == height).any() and ((left + w) == width).any()   # both far edges are reached
+
+
 def test_impossible_crops_fall_back_to_torchvisions_central_crop():
     # a 2:1 (wide) crop of full area cannot fit a square image: central crop of width W, height W / 2
     crops = sample_crops(3, 40, 40, (1.0, 1.0), (2.0, 2.0), generator())
