@@ -236,6 +236,25 @@ def test_patch_shuffle_permutes_the_patches():
     assert not torch.equal(got, original)  # something moved
 
 
+def test_cutmix_boxes_are_rand_bbox_of_side_sqrt_1_minus_lam_centred_anywhere():
+    """CutMix's rand_bbox: sides int(side * sqrt(1 - lam)), the centre uniform over the whole view, the box
+    clipped at its edges. Beta(1e6, 1e6) draws lam = 1/2 (to about 4e-4), so every unclipped box is
+    2 * (int(side / sqrt(2)) // 2) on a side; on a non-square view the centre must reach every row."""
+    height, width = 40, 24
+    half_h, half_w = int(height * math.sqrt(0.5)) // 2, int(width * math.sqrt(0.5)) // 2
+    config = AugmentConfig(cutmix=1.0, cutmix_alpha=1e6)
+    boxes = [sample_mix(4, (height, width), config, generator(seed)).box for seed in range(300)]
+    for y0, x0, y1, x1 in boxes:
+        assert y1 - y0 <= 2 * half_h and x1 - x0 <= 2 * half_w
+        if 0 < y0 and y1 < height:
+            assert y1 - y0 == 2 * half_h
+        if 0 < x0 and x1 < width:
+            assert x1 - x0 == 2 * half_w
+    for edge, value in enumerate((0, 0, height, width)):
+        assert any(box[edge] == value for box in boxes), edge   # clipped at each of the four edges
+    assert any(0 < y0 and y1 < height for y0, _, y1, _ in boxes)   # and unclipped boxes were checked
+
+
 def test_same_seed_same_batch_different_seed_different_batch():
     images = random_images(batch=16)
     config = AugmentConfig(patch_shuffle=2, mixup=0.5, cutmix=0.5)
