@@ -255,6 +255,18 @@ def test_cutmix_boxes_are_rand_bbox_of_side_sqrt_1_minus_lam_centred_anywhere():
     assert any(0 < y0 and y1 < height for y0, _, y1, _ in boxes)   # and unclipped boxes were checked
 
 
+def test_patch_shuffle_of_uneven_sides_keeps_the_extra_pixels_in_the_last_strip():
+    """RDED's ShufflePatches on sides the factor does not divide (31 x 35 in 3 strips: 10, 10, 11 rows and
+    11, 11, 13 columns), with the row and column orders drawn independently."""
+    images = random_images(batch=8, height=31, width=35)
+    batch = augment_batch(images, IDENTITY.replace(patch_shuffle=3), generator(6))
+    for i in range(8):
+        expected = reference_view(images[i], batch.crops[i], batch.flips[i], (31, 35), batch.patch_order[i], 3)
+        torch.testing.assert_close(batch.images[i], expected, atol=1e-6, rtol=0)
+    rows, columns = batch.patch_order[:, 0], batch.patch_order[:, 1]
+    assert not torch.equal(rows, columns)   # two shuffles, not one applied to both axes
+
+
 def test_same_seed_same_batch_different_seed_different_batch():
     images = random_images(batch=16)
     config = AugmentConfig(patch_shuffle=2, mixup=0.5, cutmix=0.5)
