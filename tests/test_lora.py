@@ -131,6 +131,39 @@ def test_merged_output_matches_unmerged_and_no_lora_remains(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_every_merged_weight_is_the_base_plus_alpha_over_r_times_b_a(family):
+    """Spec 3.1: each adapted weight becomes W + (lora_alpha / r) * B @ A (a conv's B @ A taken over the rank,
+    the attention's out_proj update twice), from the stored tensors alone. tiny_projector's lora_alpha is 2 r:
+    a scale of 1 (alpha taken as r) passed every test that compared the projector with itself or with peft's
+    own scaling."""
+    projector = tiny_projector(family).eval()
+    scale = projector.encoder_lora.lora_alpha / projector.encoder_lora.r
+    assert scale == 2.0
+    state = lora.export_state_dict(projector.visual, torch.float32)
+    base = dict(tiny_clip(family).visual.named_parameters())   # tiny_projector's base: the same seed
+    expected = {}
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        delta = scale * torch.einsum("or,r...->o...", b.flatten(1), a)
+        if module.endswith(".attn"):
+            name = module + ".in_proj_weight"
+        elif module.endswith(".attn.base_layer.out_proj"):
+            name, delta = module.replace(".base_layer", "") + ".weight", 2 * delta
+        else:
+            name = module + ".weight"
+        expected[name] = base[name] + delta
+    assert len(expected) == len(_lora_modules(projector.visual))
+    with torch.no_grad():
+        merged = dict(projector.merge().visual.named_parameters())
+    for name, weight in expected.items():
+        assert not torch.allclose(weight, base[name], atol=1e-4), name   # the delta is not negligible
+        torch.testing.assert_close(merged[name], weight, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_export_load_round_trip(family):
     source = tiny_projector(family, seed=0).eval()
     state = lora.export_state_dict(source.visual, torch.float32)
