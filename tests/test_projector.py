@@ -157,6 +157,36 @@ def test_from_bundle_fp16_lora_and_local_base(tmp_path):
         torch.testing.assert_close(rebuilt.label(images), built(images), atol=2e-2, rtol=1e-2)
 
 
+def test_a_bundles_head_is_its_text_head_plus_alpha_over_r_times_b_a(tmp_path):
+    """Spec 3.2: logits = logit_scale * normalize(f) @ (W0 + (lora_alpha / r) * B @ A)^T, from the stored
+    tensors with lora_alpha != r (every other bundle's head had lora_alpha == r, so a reader that built
+    its head with the scale 1 passed them)."""
+    import open_clip
+
+    from hello_format.head import text_embeddings
+
+    model = tiny_clip("vit", seed=3)
+    templates = ("a photo of a {}.",)
+    built = Projector.for_training(model, tiny_base_manifest(model), CLASSES, encoder_lora=None,
+                                   head=HeadConfig(templates=templates, logit_scale=10.0,
+                                                   lora=HeadLoraConfig(r=2, lora_alpha=6)))
+    with torch.no_grad():
+        built.head.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    path = _write(tmp_path / "head.hello", built, "float32", embedded_tensors(tiny_clip("vit", seed=3)))
+    images = _smooth_images(4, 32)
+    with Bundle.open(path) as bundle:
+        a, b = bundle.tensor("head.lora_A"), bundle.tensor("head.lora_B")
+        labels = Projector.from_bundle(bundle).label(images)
+    clip = tiny_clip("vit", seed=3)
+    w0 = text_embeddings(clip, open_clip.get_tokenizer("hello-tiny-vit"), list(CLASSES), templates)
+    section = tiny_base_manifest(clip)
+    mean, std = (torch.tensor(section[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
+    with torch.no_grad():
+        features = F.normalize(clip.visual((images - mean) / std), dim=-1)
+    assert (3.0 * b @ a).abs().max() > 1e-3
+    torch.testing.assert_close(labels, 10.0 * features @ (w0 + 3.0 * b @ a).T, atol=1e-5, rtol=1e-5)
+
+
 def test_from_bundle_refuses_inconsistent_head(tmp_path):
     built = tiny_projector("vit")
     tensors = embedded_tensors(tiny_clip("vit"))
