@@ -290,6 +290,22 @@ def test_a_prior_weight_mixes_in_the_bundle_with_its_deltas_off(family, tmp_path
     torch.testing.assert_close(overridden.label(x), projector, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_a_prior_weight_set_on_a_trained_projector_mixes_in_the_base_without_its_deltas(family):
+    """hello-build sets the prior weight after the transfer trained the deltas (pipeline._mix_prior): the
+    zero-shot tower must be the base's own, not a copy with the trained deltas folded in (a reader sets it
+    while its deltas are still zero, so bundle round trips cannot tell)."""
+    projector = tiny_projector(family, ["a", "b", "c"], lora_std=0.05).eval()
+    plain = tiny_projector(family, ["a", "b", "c"], randomize_lora=False).eval()   # the same base and text head
+    x = _smooth_images(4, 32)
+    with torch.no_grad():
+        adapted, zero_shot = projector(x), plain(x)
+        assert not torch.allclose(adapted, zero_shot, atol=1e-3)
+        projector.set_prior_weight(0.3)
+        torch.testing.assert_close(projector.zero_shot(x), zero_shot, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(projector(x), 0.7 * adapted + 0.3 * zero_shot, atol=1e-5, rtol=1e-5)
+
+
 def test_a_head_only_projector_mixes_with_one_encoder_pass():
     model = tiny_clip("rn")
     projector = Projector.for_training(model, tiny_base_manifest(model, "rn"), ["a", "b", "c"], encoder_lora=None,
