@@ -316,6 +316,19 @@ def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
     torch.testing.assert_close(batch.soft_labels, full[:, [1, 0]], atol=1e-4, rtol=1e-4)
 
 
+def test_a_leading_run_of_classes_slices_the_logits_too(path, stored):
+    """classes= naming the first classes in order (columns 0..K-1) must still slice the logits to K
+    columns, like any other subset: soft labels as wide as the hard ones."""
+    _, _, unmerged, _ = stored
+    for classes in (["a", "b"], [0, 1]):
+        ds = HelloDataset(path, device="cpu", classes=classes)
+        batch = next(iter(ds.loader(8)))
+        assert batch.soft_labels.shape == batch.hard_labels.shape == (8, 2)
+        with torch.no_grad():
+            full = unmerged(batch.images)
+        torch.testing.assert_close(batch.soft_labels, full[:, :2], atol=1e-4, rtol=1e-4)
+
+
 def _corrupt_image(path, number: int) -> None:
     """Flip a bit in the PNG signature of stored image ``number`` (digests then fail: open with verify=False)."""
     with Bundle.open(path) as bundle:
