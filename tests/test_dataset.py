@@ -128,6 +128,18 @@ def test_the_label_is_computed_after_mixing(path, stored):
     assert mixed_somewhere
 
 
+def test_normalize_is_the_students_alone_the_projector_labels_the_unit_view(path):
+    """normalize= changes the images the student gets, never the ones the projector labels (it takes
+    [0, 1] views and applies the base's own mean and std)."""
+    mean, std = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+    plain = list(HelloDataset(path, device="cpu", seed=3).loader(5))
+    normalized = list(HelloDataset(path, device="cpu", seed=3, normalize=(mean, std)).loader(5))
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    for a, b in zip(plain, normalized, strict=True):
+        torch.testing.assert_close(b.images, (a.images - m) / s)
+        assert torch.equal(b.soft_labels, a.soft_labels) and torch.equal(b.hard_labels, a.hard_labels)
+
+
 # ------------------------------------------------------------------------------- determinism
 
 @pytest.mark.parametrize("device, message", UNUSABLE_DEVICES)
