@@ -22,11 +22,11 @@ def images_and_labels():
     return torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8, generator=generator), torch.arange(3).repeat(3)
 
 
-def split_loader(rank, world):
+def split_loader(rank, world, **options):
     images, labels = images_and_labels()
     data = LabelledImages(images, labels, ["a", "b", "c"], AUGMENT, lambda x: x.mean((2, 3)), device="cpu",
                           seed=5, rank=rank, world_size=world)
-    return data.loader(4, epochs=2, split_batches=True)
+    return data.loader(4, epochs=2, split_batches=True, **options)
 
 
 def test_split_batches_are_the_single_process_batches_cut_into_contiguous_shares():
@@ -39,6 +39,19 @@ def test_split_batches_are_the_single_process_batches_cut_into_contiguous_shares
         for field in range(3):
             assert torch.equal(torch.cat([part[field] for part in parts]), whole[field])
         assert [len(part.images) for part in parts] == ([2, 1, 1] if len(whole.images) == 4 else [1, 0, 0])
+
+
+def test_split_batches_labelled_ahead_are_the_plain_loops_shares():
+    """prefetch labels each rank's own rows of the global batch, as the plain loop does: the soft labels
+    describe exactly the images handed over, on every rank."""
+    for rank in range(3):
+        plain = list(split_loader(rank, 3, prefetch=False))
+        ahead = list(split_loader(rank, 3, prefetch=True))
+        assert len(plain) == len(ahead) == 6
+        for a, b in zip(plain, ahead):
+            assert len(b.soft_labels) == len(b.images) == len(b.hard_labels)
+            for field in range(3):
+                assert torch.equal(a[field], b[field])
 
 
 TRAIN_SCRIPT = textwrap.dedent("""
