@@ -401,6 +401,33 @@ def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tm
                 assert report["steps"] == 30 and report["views"] == 128 and report["objective"] == objective
 
 
+def test_the_rounded_agreement_is_measured_on_the_selection_views_not_the_fitted_ones(tmp_path):
+    """calibrate chooses its kept state on views of SELECTION_SEED, never on the views it fits (FIT_SEED):
+    its rounded agreement is exactly that of the round-to-nearest deltas on those views (the same unmerged
+    projector; 64 views, where the fitted views' agreement differs by one)."""
+    import copy
+
+    from hello_format.calibration import calibrate
+
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", classes=tuple("abcdefghij"), ipc=2, lora_std=0.3)
+    with Bundle.open(path) as bundle:
+        projector, images = Projector.from_bundle(bundle, merge=False), bundle.images()
+        augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
+    rounded = copy.deepcopy(projector)
+    with torch.no_grad():
+        for name, parameter in rounded.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(round_trip(parameter, "int4", 512))
+    generator = torch.Generator().manual_seed(SELECTION_SEED)
+    views = torch.cat([augment_batch(images[torch.randint(0, len(images), (16,), generator=generator)], augment,
+                                     generator).images for _ in range(64 // 16)])
+    with torch.no_grad():
+        expected = float((rounded(views).argmax(1) == projector(views).argmax(1)).float().mean())
+    report = calibrate(projector, images, augment, "int4", 512,
+                       CalibrationConfig(steps=0, selection_views=64, batch_size=16))
+    assert report["views"] == 64 and report["agreement_rounded"] == report["agreement"] == expected
+
+
 def test_calibration_refuses_an_unknown_objective(tmp_path):
     with pytest.raises(ValueError, match="calibration objective must be one of kl, mse, got 'l1'"):
         CalibrationConfig(objective="l1")
