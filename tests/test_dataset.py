@@ -246,6 +246,13 @@ def test_same_seed_same_batches_and_epochs_differ(path):
     assert not torch.equal(first[0].soft_labels, other_seed[0].soft_labels)
 
 
+def test_runs_of_nearby_seeds_never_share_an_epochs_stream():
+    """Runs repeated over seeds 0, 1, 2, ... are independent samples: seed s's epoch e + 1 must not be seed
+    s + 1's epoch e (views and order alike, shifted by one epoch)."""
+    seeds = {epoch_seed(seed, epoch) for seed in range(10) for epoch in range(300)}
+    assert len(seeds) == 10 * 300
+
+
 def test_loader_seed_argument_overrides_the_dataset_seed(path):
     ds = HelloDataset(path, device="cpu", seed=5)
     assert_batches_equal(list(ds.loader(4, seed=9)), list(HelloDataset(path, device="cpu", seed=9).loader(4)))
