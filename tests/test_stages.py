@@ -146,3 +146,33 @@ def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_i
     default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", student_batch_size=20)
     assert context.stage_key(default, "image_update", "listing") == context.stage_key(other, "image_update", "listing")
     assert context.stage_key(default, "view_transfer", "listing") != context.stage_key(other, "view_transfer", "listing")
+
+
+# The stage each option that spec/'s "Defaults the paper leaves open" table does not list is first read by
+# (test_build_cli holds the open ones to that table): a resumed build reuses every stage before an option's,
+# so an option placed too late would reuse, silently, a result made with its other value.
+STAGES_OF_THE_OPTIONS_NOT_IN_THE_SPEC_TABLE = {
+    "data": ("data", "class_names", "skip_bad", "seed"),
+    "base": ("base", "pretrained", "base_checkpoint", "base_config"),
+    "teacher": ("teacher", "teacher_arch", "train_teacher", "precision"),
+    "transfer": ("lora_rank", "init_adapter"),
+    "init": ("ipc", "factor", "init_images"),
+    "write": ("output", "embed_base", "codec", "quality", "source_dataset"),
+    "run": ("follow_external_links", "num_workers", "trust_teacher_code", "workdir", "fresh", "device"),
+}
+
+
+def test_each_option_outside_the_spec_table_names_the_first_stage_it_changes():
+    found = {f.name: f.metadata["stage"] for f in dataclasses.fields(BuildOptions) if not f.metadata["open"]}
+    assert found == {name: stage for stage, names in STAGES_OF_THE_OPTIONS_NOT_IN_THE_SPEC_TABLE.items() for name in names}
+
+
+def test_an_option_is_in_the_key_of_its_stage_and_of_every_later_one_only():
+    """A stage is reused while its key is unchanged: each option (but the data folder, which its listing
+    stands for) must change the key of its own stage and of every later one, and of no earlier one."""
+    default = BuildOptions(data="d", output="o")
+    for f in dataclasses.fields(BuildOptions):
+        changed = dataclasses.replace(default, **{f.name: f"another {f.name}"})
+        for position, name in enumerate(context.ORDER):
+            differs = context.stage_key(changed, name, "listing") != context.stage_key(default, name, "listing")
+            assert differs == (f.name != "data" and f.metadata["stage"] in context.ORDER[: position + 1]), (f.name, name)
