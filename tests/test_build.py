@@ -200,11 +200,17 @@ def test_transfer_makes_the_projector_agree_with_its_teacher(reference):
 
 
 def test_image_update_lowers_the_feature_error(reference):
-    _, summary, logs = reference
+    options, summary, logs = reference
     with Bundle.open(summary["output"]) as bundle:
         update = bundle.manifest["provenance"]["fidelity"]["image_update"]
     assert update["steps"] == 3
     assert 0 <= update["feature_mse_after"] < update["feature_mse_before"]
+    # the bundle holds the updated pixels, not the init stage's
+    with Bundle.open(summary["output"]) as bundle:
+        stored = bundle.images()
+    updated = load_file(str(options.workdir_path() / "image_update.safetensors"))["images"]
+    initial = load_file(str(options.workdir_path() / "init.safetensors"))["images"]
+    assert torch.equal(stored, updated) and not torch.equal(stored, initial)
     assert any("image update" in line for line in logs)
 
 
@@ -386,6 +392,7 @@ def _edited(name, change):
 @pytest.mark.parametrize("stage, edit, reason", [
     ("init", _edited("labels", lambda t: t - 1), r"not uint8 images \[N, 3, 32, 32\] with int64 labels in \[0, 3\)"),
     ("init", _edited("labels", lambda t: t + 4), "with int64 labels in"),
+    ("init", _edited("labels", lambda t: torch.full_like(t, 3)), "with int64 labels in"),   # the class count itself
     ("init", _edited("images", lambda t: t.float()), r"tensor 'images' is torch.float32, this build needs torch.uint8"),
     ("init", _edited("images", lambda t: t[..., :16]), r"not uint8 images \[N, 3, 32, 32\]"),
     ("init", _edited("sources", lambda t: t + 10_000), "sources among the"),
@@ -631,6 +638,8 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
     _, lines = run_build(options)
     final = options.workdir_path() / "teacher" / "teacher_convnet3.safetensors"
     assert any(f"the final convnet3 is {final}" in line for line in lines), lines
+    # trained on the training part alone: 36 of the 48 images, a quarter of each class held out
+    assert any(line.startswith("teachers: 2 (random): convnet3 trained by hello-build on 36 images ") for line in lines), lines
     stacked = load_file(str(options.workdir_path() / "teacher.safetensors"))
     teacher = load_teacher(final, num_classes=len(CLASSES))   # its architecture and preprocessing from the file
     assert teacher.net.state_dict().keys() == {name.removeprefix("1/") for name in stacked if name.startswith("1/")}
