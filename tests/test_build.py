@@ -801,3 +801,55 @@ def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
         assert errors["feature_mse_after"] < errors["feature_mse_before"]
     assert not torch.equal(updated[64], images)
     assert torch.equal(updated[64], updated[4]) and torch.equal(updated[64], updated[1])
+
+
+def test_a_resumed_stage_counts_the_time_its_earlier_runs_spent(reference, tmp_path):
+    """The transfer's record and the bundle's timings add the seconds its interrupted runs spent (kept in
+    the epoch checkpoint) to the last run's: here a checkpoint of 1,000 s, the transfer's every epoch done."""
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    _edit_checkpoint(workdir, lambda tensors, metadata: metadata.update(seconds="1000.0"))
+    summary, lines = run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
+    assert any(line.startswith("transfer: resumed after epoch 4/4 ") for line in lines), lines
+    assert json.loads((workdir / "transfer.json").read_text())["seconds"] >= 1000
+    with Bundle.open(summary["output"]) as bundle:
+        assert bundle.manifest["provenance"]["timings"]["transfer"] >= 1000
+
+
+def test_the_seed_draws_the_hold_out_and_the_loras_start(kit, tmp_path):
+    """--seed is the seed of every random choice: the hold-out too (a split drawn as seed 0's whatever the
+    seed would let the synthetic images come from the images fidelity is measured on), and the LoRA's
+    random start (its A matrices, drawn before any fit; no transfer here, so the bundle holds them)."""
+    from hello_build.data import holdout_split, scan_image_folder
+
+    summaries = [run_build(tiny_options(kit, tmp_path / str(seed), seed=seed, transfer_epochs=0))[0] for seed in (0, 1)]
+    _, held = holdout_split(scan_image_folder(kit["data"]), 0.25, 1)
+    with safe_open(str(tmp_path / "1" / "tiny.hello.work" / "init.safetensors"), "pt") as init:
+        samples = set(init.get_tensor("sources")[..., 0].flatten().tolist())
+    assert len(samples) == 2 * 4 * len(CLASSES) and not samples & set(held)
+    first, second = (bundle_tensors(summary["output"]) for summary in summaries)
+    starts = [name for name in first if name.endswith("lora_A.weight") or name == "head.lora_A"]
+    assert starts and not any(torch.equal(first[name], second[name]) for name in starts)
+
+
+def test_held_out_images_reach_no_fitted_weight(kit, tmp_path):
+    """Two data folders that differ in their held-out images alone (the same names, other pixels) give the
+    same synthetic images, LoRA and head: both transfers and the init see training images only; only the
+    fidelity measured on the held-out images differs."""
+    from hello_build.data import holdout_split, scan_image_folder
+
+    same, other = (shutil.copytree(kit["data"], tmp_path / name) for name in ("same", "other"))
+    replacement = make_tree(tmp_path / "replacement", seed=5)
+    index = scan_image_folder(other)
+    _, held = holdout_split(index, 0.25, 0)
+    for position in held:
+        path = Path(index.samples[position][0])
+        shutil.copyfile(replacement / path.relative_to(other), path)
+    summaries = [run_build(tiny_options(kit, tmp_path / f"{data.name}-out", data=str(data), transfer_epochs=1,
+                                        view_transfer_epochs=8, view_transfer_checks=2))[0] for data in (same, other)]
+    assert summaries[0]["fidelity_after"] != summaries[1]["fidelity_after"]   # the held-out images do differ
+    ours, theirs = (bundle_tensors(summary["output"]) for summary in summaries)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
