@@ -328,3 +328,99 @@ def test_the_transfer_temperature_is_recorded_under_kl(kit, tmp_path):
     assert recorded["transfer_loss"] == "kl" and recorded["transfer_temperature"] == 2.0
     summary, logs = run_build(tiny_options(kit, tmp_path / "mse", transfer_epochs=1, transfer_temperature=2.0))
     assert "options this build does not use (recorded as null): --transfer-temperature" in logs
+
+
+def test_each_transfer_epoch_draws_its_own_views_on_one_schedule_over_every_step(tmp_path):
+    """Every epoch of the real transfer draws other views, and its learning rate follows one cosine over
+    the steps of all epochs: AdamW's decoupled weight decay multiplies a parameter of zero gradient by
+    (1 - lr x decay) each step, so what is left of it is the schedule's product."""
+    import math
+
+    from hello_format.augment import AugmentConfig
+    from hello_format.runtime import cosine_lr
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3 * 8 * 8, 3)
+            self.decayed = torch.nn.Parameter(torch.ones(1))   # in the graph with a zero gradient
+
+        def forward(self, x):
+            return self.linear(x.flatten(1)) + 0.0 * self.decayed
+
+    seen = []
+
+    class Teachers:
+        def logits(self, x, generator=None):
+            seen.append(x.clone())
+            return x.mean(dim=(2, 3)) * 4
+
+    torch.manual_seed(0)
+    probe = Probe()
+    data = torch.utils.data.TensorDataset(torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.arange(16) % 3)
+    options = BuildOptions(transfer_epochs=2, transfer_batch_size=8, transfer_lr=0.1, transfer_weight_decay=0.5,
+                           lambda_ce=0.1, seed=0)
+    run_transfer(probe, Teachers(), data, AugmentConfig(output_size=8, cutmix=0.0), options, checkpoint_dir=tmp_path,
+                 device=torch.device("cpu"), progress=False)
+    expected = math.prod(1 - cosine_lr(0.1, step, 4) * 0.5 for step in range(4))   # 2 epochs of 2 steps
+    assert probe.decayed.item() == pytest.approx(expected, rel=1e-6)
+    assert len(seen) == 4 and not torch.equal(torch.cat(seen[:2]), torch.cat(seen[2:]))
+
+
+def test_the_real_fraction_is_the_share_of_real_views_in_each_step(kit, tmp_path):
+    _, logs = _build(kit, tmp_path, 3, view_transfer_real_fraction=0.25)
+    assert "view transfer: 2 steps of 9 synthetic and 3 real views (3 views of each of 6 synthetic images), 1 checks" in logs
+
+
+def test_keep_best_keeps_the_first_of_equally_good_checks(kit, tmp_path):
+    """One selection view scores each check 0 or 1, so checks tie: the kept state is the first best check's
+    (the one ``kept_check`` names), whose state the fit kept."""
+    summary, _ = _build(kit, tmp_path, 40, view_transfer_lr=3e-2, view_transfer_keep="best", view_transfer_selection_views=1)
+    result = summary["view_transfer"]
+    curve = dict(result["selection_agreement"])
+    best = max(curve.values())
+    assert list(curve.values()).count(best) > 1   # a tie, which this test is about
+    assert result["kept_step"] == min(step for step, agreement in curve.items() if agreement == best)
+
+
+def test_the_view_transfer_fits_the_final_teacher_it_is_measured_against(kit, tmp_path, monkeypatch):
+    """With --view-transfer-target last the synthetic views are labelled by the last teacher given: here a
+    teacher that names another class first, then the colour teacher, whose labels the fit must learn."""
+    import sys
+    import textwrap
+
+    from support import TEACHER_SOURCE
+
+    (tmp_path / "view_teachers.py").write_text(TEACHER_SOURCE + textwrap.dedent('''
+
+        class Rolled(ColourTeacher):
+            def forward(self, x):
+                return super().forward(x).roll(1, dims=1)
+
+
+        def rolled(num_classes=3):
+            return Rolled(num_classes)
+        '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    summary, _ = _build(kit, tmp_path, 60, view_transfer_lr=1e-2, teacher=["view_teachers:rolled", "view_teachers:make"])
+    sys.modules.pop("view_teachers", None)
+    assert summary["synthetic_agreement"] >= 0.8, summary
+
+
+def test_fidelity_is_measured_on_views_that_are_not_mixed():
+    """Fidelity scores the student's view of the held-out images without CutMix or Mixup: a mixed view shows
+    two classes, and its agreement with the one label it is scored against would mean nothing."""
+    from hello_build.stages.transfer import fidelity
+    from hello_build.teachers import Teacher, TeacherSet
+    from hello_format.augment import AugmentConfig
+
+    class Colour(torch.nn.Module):   # solid images of one primary colour each: the class is the colour
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * 10
+
+    labels = torch.arange(1024) % 3   # eight batches of views: eight draws of the mix
+    images = (torch.eye(3)[labels] * 255).to(torch.uint8)[:, :, None, None].expand(-1, -1, 8, 8).contiguous()
+    teachers = TeacherSet([Teacher(Colour(), input_size=8, num_classes=3)])
+    measured = fidelity(Colour(), teachers, torch.utils.data.TensorDataset(images, labels),
+                        AugmentConfig(output_size=8, cutmix=0.5, mixup=0.5), device=torch.device("cpu"), precision="fp32")
+    assert measured["images"] == 1024 and measured["teacher_top1"] == measured["projector_top1"] == 1.0
