@@ -343,6 +343,8 @@ def test_loader_batches_are_uint8_and_bounded(tree):
     shuffled = [labels.tolist() for _, labels in real_image_loader(index, 12, 6, shuffle=True, seed=3)]
     again = [labels.tolist() for _, labels in real_image_loader(index, 12, 6, shuffle=True, seed=3)]
     assert shuffled == again and sorted(shuffled[0]) == [0, 0, 1, 1, 2, 2]
+    assert any(shuffled != [labels.tolist() for _, labels in real_image_loader(index, 12, 6, shuffle=True, seed=seed)]
+               for seed in range(4, 9))   # the seed draws the order
 
 
 def test_shards_are_disjoint_and_cover():
@@ -367,6 +369,8 @@ def test_holdout_split_is_seeded_per_class_and_disjoint(tmp_path):
     assert holdout_split(index, 0.2, seed=1) == (train, holdout)
     assert any(holdout_split(index, 0.2, seed=s)[1] != holdout for s in range(2, 6))
     assert holdout_split(index, 0.0, seed=1) == (list(range(len(index))), [])
+    # a class keeps one image for training whatever the fraction: c's one image, 0.9 of which rounds to 1
+    assert [index.samples[i][1] for i in holdout_split(index, 0.9, seed=1)[1]].count(2) == 0
     with pytest.raises(BuildError, match=r"fraction must be in \[0, 1\)"):
         holdout_split(index, 1.0)
 

@@ -606,3 +606,17 @@ def test_the_teachers_augmentation_is_what_its_options_say():
     assert len(moves) == len(images) and max(moves) > 2   # a quarter of 16 px: moves of 3 and 4 px too
     with pytest.raises(ValueError, match=r"^hflip must be in \[0, 1\] \(got 1\.5\)"):
         TeacherTraining(hflip=1.5)
+
+
+def test_the_seed_draws_a_trained_teachers_start(tmp_path):
+    """train_teacher's seed is its network's initialisation too, not only its data order and augmentation:
+    at a learning rate too small to move the weights, two seeds still give two teachers."""
+    root = tmp_path / "data"
+    for label, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
+        (root / f"c{label}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), colour).save(root / f"c{label}" / f"{i}.png")
+    still = dataclasses.replace(TRAINING, epochs=1, checkpoints=1, lr=1e-12)
+    first, second = (train_teacher(scan_image_folder(root), "convnet3", still, seed=seed, input_size=16)[0] for seed in (0, 1))
+    batch = torch.rand(2, 3, 16, 16)
+    assert not torch.allclose(first(batch), second(batch), atol=1e-4)
