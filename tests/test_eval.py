@@ -603,3 +603,36 @@ def test_a_grey_bundle_trains_a_student_as_before(tmp_path):
     result = evaluate(vectors / "valid_gray_png.hello", val, regime="hard", device="cpu", progress=False,
                       recipe_overrides={"epochs": 1})
     assert 0.0 <= result["top1"] <= 1.0
+
+
+def test_the_random_real_subset_is_drawn_with_the_students_seed(eval_kit):
+    from hello_build.evaluation import _random_real
+
+    def drawn(seed):
+        return _random_real(eval_kit["real"], CLASSES, eval_kit["labels"], SIZE, seed, False)[0]
+
+    assert torch.equal(drawn(1), drawn(1))
+    assert not torch.equal(drawn(1), drawn(2))
+
+
+def test_top1_scores_each_validation_image_against_its_own_label(eval_kit):
+    class Brightest(torch.nn.Module):   # the validation images' class is their brightest channel
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    val = RealImages(in_class_order(scan_image_folder(eval_kit["val"]), CLASSES, "validation folder"), SIZE)
+    assert top1(Brightest(), val, device="cpu") == 1.0
+
+
+def test_random_real_is_labelled_by_the_bundles_projector(eval_kit, tmp_path):
+    """random-real labels its real images with the bundle's projector, as the projector regime does: a bundle
+    whose base is a local checkpoint that is not given trains a hard-label student, and both regimes ask for it."""
+    from hello_format.errors import BaseModelError
+    from support import make_bundle
+
+    bundle = make_bundle(tmp_path / "elsewhere.hello", classes=CLASSES)   # its base: a checkpoint not given here
+    common = dict(recipe_overrides={"epochs": 1, "augment": AugmentConfig(output_size=SIZE)}, progress=False, device="cpu")
+    assert evaluate(bundle, eval_kit["val"], regime="hard", **common)["label_precision"] is None
+    for regime, inputs in (("projector", {}), ("random-real", {"real_dir": eval_kit["real"]})):
+        with pytest.raises(BaseModelError, match="base is a local checkpoint"):
+            evaluate(bundle, eval_kit["val"], regime=regime, **common, **inputs)

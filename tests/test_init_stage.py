@@ -170,6 +170,10 @@ def test_load_init_images_relabels_and_checks_classes(tmp_path, solid_tree):
     assert images.shape == (6, 3, 16, 16) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert all(images[i, labels[i]].min() == 255 for i in range(6))
+    # labels follow the order of the classes given, whatever the folders' own order
+    reordered, relabelled = load_init_images(root, solid_tree.classes[::-1], 16, skip_bad=False,
+                                             follow_external_links=False, log=logs.append)
+    assert relabelled.tolist() == [0, 0, 1, 1, 2, 2] and torch.equal(reordered, images[[4, 5, 2, 3, 0, 1]])
     with pytest.raises(BuildError, match=r"do not match the data's class folders \(missing d_other; unknown b_green\)"):
         load_init_images(root, ["a_red", "c_blue", "d_other"], 16, skip_bad=False, follow_external_links=False, log=logs.append)
     (root / "a_red").rename(tmp_path / "kept-elsewhere")   # --init-images follows no link out unless asked
