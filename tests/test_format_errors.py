@@ -68,6 +68,8 @@ def _offsets(name, delta):
 CASES = {
     "truncated": (RAW[:-3], HeaderError, "file truncated?"),
     "header length larger than file": (struct.pack("<Q", 10**6) + RAW[8:], HeaderError, "exceeds the file size"),
+    "header length one byte past the file": (struct.pack("<Q", len(RAW) - 7) + RAW[8:], HeaderError,
+                                             "exceeds the file size"),
     "not safetensors at all": (b"\x89PNG\r\n\x1a\n" + bytes(200), HeaderError, "not a .hello/safetensors file"),
     "empty file": (b"", HeaderError, "too short"),
     "overlapping offsets": (_offsets("labels", -8), HeaderError, "overlaps"),
@@ -162,6 +164,22 @@ def test_strict_json_refuses_the_non_standard_constants(text, constant):
 
     with pytest.raises(ValueError, match=f"^{constant} is not valid JSON$"):
         strict_json_loads(text)
+
+
+@pytest.mark.parametrize("digits", ["18446744073709551615", "-18446744073709551615"])
+def test_strict_json_reads_integers_of_20_digits(digits):
+    from hello_format.container import strict_json_loads
+
+    assert strict_json_loads(f"[{digits}]") == [int(digits)]
+
+
+@pytest.mark.parametrize("digits", ["100000000000000000000", "-100000000000000000000"])
+def test_strict_json_refuses_an_integer_of_21_digits(digits):
+    """Spec 1.2: integers of more than 20 digits are refused (a 64-bit reader cannot hold them)."""
+    from hello_format.container import strict_json_loads
+
+    with pytest.raises(ValueError, match="has more than 20 digits$"):
+        strict_json_loads(f'{{"a": {digits}}}')
 
 
 @pytest.mark.parametrize("name", ["images.data", "head.lora_B"])
