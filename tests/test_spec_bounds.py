@@ -335,11 +335,16 @@ BOUNDS = [
                  "field 'head.templates': 1001 templates (at most 1000)", id="templates-at-most-1000"),
     pytest.param(setting("head.templates"), ["x" * 510 + "{}x"], ["x" * 510 + "{}"],
                  "field 'head.templates.0': 513 characters (at most 512)", id="template-at-most-512-chars"),
+    pytest.param(setting("head.templates"), ["a {} of {0}."], None,   # str.format would raise at the head's first use
+                 "field 'head.templates.0': must hold '{}' exactly once and no other brace", id="template-no-other-brace"),
     pytest.param(_one_class, 7, 6, "field 'ipc': 7 is outside [1, 6]", id="ipc-at-most-images-count"),
     pytest.param(setting("recipe.epochs"), 1_000_001, 1_000_000,
                  "field 'recipe.epochs': 1000001 is outside [1, 1000000]", id="epochs-at-most-1e6"),
     pytest.param(setting("recipe.batch_size"), 1_000_001, 1_000_000,
                  "field 'recipe.batch_size': 1000001 is outside [1, 1000000]", id="batch-size-at-most-1e6"),
+    # the manifest object is level 1 and provenance level 2, so n nested lists in provenance.deep reach level n + 2
+    pytest.param(setting("provenance.deep"), json.loads("[" * 31 + "]" * 31), json.loads("[" * 30 + "]" * 30),
+                 "nested deeper than 32 levels", id="json-nesting-at-most-32-levels"),
 ]
 
 
