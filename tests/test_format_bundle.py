@@ -1,5 +1,6 @@
 """Writer and reader round trips: codecs, determinism, atomicity, version rules, laziness, storage."""
 
+import hashlib
 import importlib.util
 import os
 import pathlib
@@ -82,6 +83,16 @@ def test_writes_are_deterministic(tmp_path):
     assert header_length % 8 == 0
 
 
+def test_a_tensor_larger_than_a_hash_chunk_is_hashed_whole(tmp_path):
+    """buffer_sha256 and file_sha256 read 16 MiB at a time: every byte of every chunk is hashed."""
+    from hello_format.digests import buffer_sha256, file_sha256
+
+    data = bytes(range(256)) * (20 * 2**12 + 1)   # 20 MiB and 256 bytes: one whole chunk and a part
+    expected = hashlib.sha256(data).hexdigest()
+    (tmp_path / "blob").write_bytes(data)
+    assert buffer_sha256(data) == buffer_sha256(memoryview(data)) == file_sha256(tmp_path / "blob") == expected
+
+
 def test_any_safetensors_reader_lists_the_tensors(tmp_path):
     path = write_sample(tmp_path / "b.hello")
     with safetensors.safe_open(str(path), framework="pt") as reader, Bundle.open(path) as bundle:
@@ -134,6 +145,9 @@ def test_invalid_input_writes_nothing(tmp_path):
     (lambda m, t, l: m.pop("head"), ManifestError, "'head' is a required property"),
     (lambda m, t, l: m.update(format_version="3.0"), ManifestError, "major 3"),
     (lambda m, t, l: m["recipe"].update(epochs=0), ManifestError, "field 'recipe.epochs'"),
+    # a bound that scales with the file's size: checked against the size the file will have, as a reader will
+    (lambda m, t, l: m["recipe"]["augment"].update(output_size=8192), ManifestError,
+     "field 'recipe.augment.output_size': 8192x8192 px views"),
 ])
 def test_writer_validates_before_writing(tmp_path, change, error, match):
     manifest, tensors, labels = samples.sample_manifest(), samples.sample_tensors(), samples.sample_labels()
