@@ -1026,6 +1026,19 @@ def test_an_empty_tensor_after_an_odd_sized_one_is_read(tmp_path):
         assert bundle.tensor("base.b").dtype == torch.float32 and bundle.tensor("base.b").shape == (0,)
 
 
+def test_a_misaligned_tensor_is_read_aligned_with_its_values(tmp_path):
+    """Tensors are packed without padding, so an F32 tensor after a 1-byte one starts at an odd offset of
+    the mapping: ``Bundle.tensor`` copies it to an aligned buffer (a view at an odd address is undefined for
+    torch's kernels and traps on platforms without unaligned loads), with the same values."""
+    base = dict(samples.sample_manifest()["base"], source="embedded", checkpoint=None)
+    values = torch.tensor([1.5, -2.25, 3.0, 1e-3])
+    path = hostile(tmp_path, base=base, tensors={"base.a": torch.zeros(1, dtype=torch.uint8), "base.b": values})
+    with Bundle.open(path, verify=True) as bundle:
+        tensor = bundle.tensor("base.b")
+        assert tensor.data_ptr() % tensor.element_size() == 0
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, values)
+
+
 def test_an_empty_tensor_whose_dimensions_overflow_torch_is_a_header_error(tmp_path):
     """[0, 2^31 - 1 (x 7)] has every dimension in range and no bytes, but torch's 64-bit strides overflow:
     ``hello verify`` ended in 'RuntimeError: Stride calculation overflowed'."""
@@ -1611,6 +1624,19 @@ def test_a_patch_shuffle_the_images_cannot_take_is_refused_on_open(tmp_path):
         assert "field 'recipe.augment.patch_shuffle': 64 is larger than the 8x8 images (at most 8, or 0)" in cli_error(path, command)
     fine = hostile(tmp_path, name="fine.hello", recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": 8}})
     assert CliRunner().invoke(cli, ["info", str(fine)]).exit_code == 0
+
+
+def test_a_patch_shuffle_is_bounded_by_the_shorter_side_of_oblong_images(tmp_path):
+    """8 x 16 images cannot be cut 12 ways down their 8 rows, though their 16 columns could."""
+    recipe = samples.sample_manifest()["recipe"]
+
+    def oblong(factor, name):
+        return hostile(tmp_path, height=8, width=16, name=name,
+                       recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": factor}})
+    with pytest.raises(ManifestError, match=re.escape("field 'recipe.augment.patch_shuffle': 12 is larger than the "
+                                                      "8x16 images (at most 8, or 0)")):
+        Bundle.open(oblong(12, "bad.hello"))
+    Bundle.open(oblong(8, "fine.hello")).close()
 
 
 def test_a_batchs_mixed_hard_targets_cost_one_float_per_label():
