@@ -126,6 +126,8 @@ CASES = {
                                ManifestError, "provenance.requantized"),
     "requantized record without its target": (with_manifest(RAW, lambda m: m["provenance"].update(
         requantized=[{"from": ["float16"], "version": "0.1.0"}])), ManifestError, "provenance.requantized.0"),
+    "integrity algorithm other than sha256": (with_manifest(RAW, lambda m: m["integrity"].update(algorithm="md5")),
+                                              ManifestError, "field 'integrity.algorithm'"),
     "tensor not in integrity": (with_manifest(RAW, lambda m: m["integrity"]["tensors"].pop("labels")),
                                 ManifestError, "integrity.tensors"),
     # JSON Schema's '$' (ECMA-262) is the end of the string; Python's also matched before a final newline
