@@ -648,6 +648,28 @@ def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_pat
     assert (mode("new.hello"), mode("adapter"), mode("shared.hello")) == (0o600, 0o700, 0o640)
     assert os.umask(previous) == previous   # the umask it read is restored
 
+def test_a_folder_filled_while_an_atomic_folder_is_written_is_left_as_it_is(tmp_path):
+    """atomic_folder's target was empty when the block began; files another process put there meanwhile are
+    neither replaced nor deleted (without replace=True): FileExistsError, and the temp folder is removed."""
+    from hello_format.files import atomic_folder
+
+    target = tmp_path / "adapter"
+    with pytest.raises(FileExistsError, match="is a folder that is not empty"):
+        with atomic_folder(target) as folder:
+            (folder / "ours").write_bytes(b"ours")
+            target.mkdir()
+            (target / "theirs").write_bytes(b"theirs")
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    assert [(p.name, p.read_bytes()) for p in target.iterdir()] == [("theirs", b"theirs")]
+
+
+def test_byte_counts_round_up_into_the_next_unit():
+    from hello_format.text import human_bytes
+
+    assert [human_bytes(n) for n in (999, 1000, 999_949, 999_960, 999_960_000)] == \
+        ["999 B", "1.0 kB", "999.9 kB", "1.0 MB", "1.0 GB"]   # never "1000.0 kB"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("opening, writing", [
     ("atomic_target(TMP + '/x.hello') as temp", "temp.write_bytes(b'x' * 1000)"),
@@ -876,6 +898,18 @@ def test_a_jpeg_of_many_scans_is_refused_before_it_decodes(tmp_path):
     images = {"count": 6, "channels": 3, "height": 8, "width": 8, "codec": "jpeg", "quality": 90}
     path = hostile(tmp_path, blobs=blobs, images=images)
     assert f"image 0 is a JPEG of more than {limits.MAX_JPEG_SCANS} scans" in cli_error(path, "verify")
+
+
+def test_a_jpeg_blob_holds_at_most_64_scans():
+    """Spec section 9's bound itself: 64 SOS markers (FF DA, counted anywhere in the blob) pass, 65 do not."""
+    from hello_format.codecs import jpeg_scans_over_limit
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="JPEG")
+    plain = out.getvalue()
+    own = plain.count(b"\xff\xda")   # a baseline JPEG's one scan
+    assert not jpeg_scans_over_limit(io.BytesIO(plain + b"\xff\xda" * (64 - own)))
+    assert jpeg_scans_over_limit(io.BytesIO(plain + b"\xff\xda" * (65 - own)))
 
 
 def test_an_image_whose_decoder_scratch_outgrows_the_file_is_refused_on_open(tmp_path):
