@@ -648,6 +648,7 @@ def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_pat
     assert (mode("new.hello"), mode("adapter"), mode("shared.hello")) == (0o600, 0o700, 0o640)
     assert os.umask(previous) == previous   # the umask it read is restored
 
+
 def test_a_folder_filled_while_an_atomic_folder_is_written_is_left_as_it_is(tmp_path):
     """atomic_folder's target was empty when the block began; files another process put there meanwhile are
     neither replaced nor deleted (without replace=True): FileExistsError, and the temp folder is removed."""
