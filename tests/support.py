@@ -11,6 +11,8 @@ import copy
 import hashlib
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +242,22 @@ def load_script(relative: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_STATUS_KB = ("def _status_kb(field):\n"
+              "    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(field + ':'))\n")
+
+
+def peak_rss_growth_mb(script: str) -> float:
+    """Run ``script`` in a fresh interpreter; the growth of its peak RSS (MB) across the part after
+    the line ``# measure``: the peak (VmHWM) is reset there. (``ru_maxrss`` is not the measure: a child
+    starts at its parent's size, pytest's, which grows over a run.) Linux only."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak RSS is reset through /proc/self/clear_refs (Linux)")
+    prelude, body = script.split("# measure\n")
+    program = (prelude + _STATUS_KB + "open('/proc/self/clear_refs', 'w').write('5')\nbefore = _status_kb('VmRSS')\n"
+               + body + "\nprint((_status_kb('VmHWM') - before) / 1024)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])

@@ -32,6 +32,7 @@ from hello_format.generator import EncoderLoraConfig
 from hello_format.lora import explicit
 from hello_format.targets import PatternError, TargetPattern
 from hello_format.testing import tiny_clip, tiny_projector
+from support import peak_rss_growth_mb
 from hello_format.text import code, markdown, terminal
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -101,25 +102,6 @@ def val_folder(tmp_path, side=16):
     from support import make_tree
 
     return make_tree(tmp_path / "val", per_class=1, classes=samples.CLASS_NAMES, size=side)
-
-
-_STATUS_KB = ("def _status_kb(field):\n"
-              "    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(field + ':'))\n")
-
-
-def peak_rss_growth_mb(script: str) -> float:
-    """Run ``script`` in a fresh interpreter; the growth of its peak RSS (MB) across the part after
-    the line ``# measure``: the peak (VmHWM) is reset there. (``ru_maxrss`` was used first: a child's starts
-    at its parent's size, so any growth below pytest's own RSS read as 0.) Linux only."""
-    if not pathlib.Path("/proc/self/clear_refs").exists():
-        pytest.skip("peak RSS is reset through /proc/self/clear_refs (Linux)")
-    prelude, body = script.split("# measure\n")
-    program = (prelude + _STATUS_KB + "open('/proc/self/clear_refs', 'w').write('5')\nbefore = _status_kb('VmRSS')\n"
-               + body + "\nprint((_status_kb('VmHWM') - before) / 1024)\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    return float(done.stdout.strip().splitlines()[-1])
 
 
 # ---- row 1: a regex with nested quantifiers in lora.target_modules
