@@ -205,6 +205,19 @@ def test_open_clip_tag_is_built_from_its_safetensors(vit, tiny_tag, hub_cache, f
     assert fetched == ["open_clip_model.safetensors"]
 
 
+def test_open_clip_tag_whose_weights_are_not_the_bundles_base_is_refused(vit, tiny_tag, hub_cache, fetched):
+    """The fingerprint of a base open_clip gives from its cache is checked as a file's or a checkpoint's:
+    a tag republished with other weights does not label silently."""
+    from safetensors.torch import save
+
+    other = tiny_clip("vit", seed=1)
+    cache_file(hub_cache, "org/tiny-clip", "open_clip_model.safetensors", save(other.state_dict()), repo_type="model")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(_tag_section(vit))
+    message = _one_line_error(excinfo)
+    assert fingerprint(other) in message and fingerprint(vit) in message and "test-tag" in message
+
+
 def test_open_clip_tag_given_as_a_local_checkpoint_is_not_downloaded(vit, tiny_tag, hub_cache, fetched, tmp_path):
     """Offline, errors advised 'pass a local safetensors checkpoint of the base', and create_base ignored
     one for an open_clip base (found by a review of the docs against the code)."""
