@@ -133,6 +133,18 @@ def _custom_model(config):
     return CLIP(**config).eval()
 
 
+def test_local_checkpoint_with_other_weights_is_refused_by_fingerprint(vit, tmp_path):
+    """A local base is the user's file, named by the bundle only: its weights are checked like any other."""
+    path = tmp_path / "base.safetensors"
+    other = tiny_clip("vit", seed=1)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, path)
+    section = tiny_base_manifest(vit, "vit", source="local") | {"checkpoint": "base.safetensors"}
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, checkpoint=str(path))
+    message = _one_line_error(excinfo)
+    assert fingerprint(other) in message and section["fingerprint"] in message and "base.safetensors" in message
+
+
 def test_unknown_architecture(vit):
     section = tiny_base_manifest(vit, "vit") | {"architecture": "ViT-Nope-99"}
     with pytest.raises(BaseModelError) as excinfo:
