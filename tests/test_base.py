@@ -145,6 +145,24 @@ def test_local_checkpoint_with_other_weights_is_refused_by_fingerprint(vit, tmp_
     assert fingerprint(other) in message and section["fingerprint"] in message and "base.safetensors" in message
 
 
+def test_a_files_config_never_replaces_open_clips_own_under_its_name(vit, monkeypatch):
+    """base.config under a registry name (hello-tiny-vit) that differs from the registry's would replace
+    that name's config for every later bundle naming it without one."""
+    import copy
+
+    from hello_format import base as base_module
+
+    monkeypatch.setattr(open_clip.factory, "_MODEL_CONFIGS", copy.deepcopy(open_clip.factory._MODEL_CONFIGS))
+    monkeypatch.setattr(base_module, "_FROM_FILES", set())
+    name = TINY_ARCHITECTURES["vit"]
+    own = copy.deepcopy(open_clip.get_model_config(name))
+    config = copy.deepcopy(own) | {"embed_dim": own["embed_dim"] * 2}
+    with pytest.raises(BaseModelError) as excinfo:
+        base_module.parameter_count(tiny_base_manifest(vit, "vit") | {"config": config})
+    assert "differs from open_clip's own" in _one_line_error(excinfo) and name in str(excinfo.value)
+    assert open_clip.get_model_config(name) == own and name not in base_module._FROM_FILES
+
+
 def test_unknown_architecture(vit):
     section = tiny_base_manifest(vit, "vit") | {"architecture": "ViT-Nope-99"}
     with pytest.raises(BaseModelError) as excinfo:
