@@ -351,6 +351,15 @@ def test_pickle_checkpoint_refused(vit, tmp_path, name, monkeypatch):
     assert "is a pickle/torch.save file, which hello never" in message and "safetensors" in message and name in message
 
 
+def test_a_pickle_named_as_one_is_refused_as_a_pickle_whatever_its_first_bytes(vit, tmp_path):
+    """Protocol-0 pickles start with no magic hello looks for: the name alone says what the file is."""
+    path = tmp_path / "base.pth"
+    path.write_bytes(pickle.dumps({"visual.proj": [0.0]}, protocol=0))
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(tiny_base_manifest(vit, "vit", source="local"), checkpoint=str(path))
+    assert "is a pickle/torch.save file, which hello never" in _one_line_error(excinfo)
+
+
 def test_embedded_source_without_tensors(vit):
     with pytest.raises(BaseModelError, match="base.. tensors"):
         create_base(tiny_base_manifest(vit, "vit"))
