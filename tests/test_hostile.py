@@ -414,6 +414,17 @@ def test_card_escapes_every_manifest_string(tmp_path):
             assert "<script" not in html and 'href="https://evil' not in html
 
 
+def test_card_escapes_the_recipes_free_text_fields(tmp_path):
+    """recipe.optimizer is any string: the card's recipe summary line must keep it inert too."""
+    recipe = {**samples.sample_manifest()["recipe"], "optimizer": "[x](https://evil.invalid) ## *b*"}
+    with Bundle.open(hostile(tmp_path, recipe=recipe)) as bundle:
+        text = card.render_card(bundle, uri="hf://datasets/org/x/x.hello")
+    summary = next(line for line in text.splitlines() if line.startswith("The student training the labels"))
+    assert markdown(recipe["optimizer"]) in summary
+    html = pytest.importorskip("markdown_it").MarkdownIt("commonmark", {"html": True}).render(text)
+    assert 'href="https://evil' not in html and "<em>b</em>" not in html
+
+
 class _no_error:
     def __enter__(self):
         return self
