@@ -630,6 +630,29 @@ def test_pull_online_says_why_a_card_that_may_exist_is_not_pulled(hub_cache, bun
     assert result.stderr.splitlines() == expected
 
 
+@pytest.mark.parametrize("size", [None, limits.MAX_CARD_BYTES + 1])
+def test_pull_online_downloads_no_card_the_hub_gives_no_fitting_size_for(hub_cache, bundle_bytes, tmp_path, monkeypatch,
+                                                                         size):
+    """Online, the card's size is asked before it is downloaded: one of unknown size, or over
+    MAX_CARD_BYTES, is neither downloaded nor pulled (one warning line), whatever the file turns out to hold."""
+    pointer = cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    readme = cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def download(repo_id, filename, **kwargs):
+        asked.append(filename)
+        return str(pointer if filename == "tiny.hello" else readme)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url, **kwargs: type("Meta", (), {"size": size})())
+    said = "of unknown size" if size is None else f"{size:,} bytes"
+    with pytest.warns(UserWarning, match=f"README.md is {said} .* not pulled"):
+        paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert [p.name for p in paths] == ["tiny.hello"] and os.listdir(tmp_path / "out") == ["tiny.hello"]
+    assert asked == ["tiny.hello"]
+
+
 def test_a_cached_bundle_that_leads_out_of_its_repository_is_refused(hub_cache, bundle_bytes, tmp_path):
     mine = tmp_path / "mine.hello"   # a file of the user's, named by a link in a copied cache
     mine.write_bytes(bundle_bytes)
