@@ -501,6 +501,16 @@ def test_push_keeps_another_bundles_card_unless_told(tmp_path, hub_cache, fake_h
     assert fake_hub.calls[-1] == ("upload_folder", ["README.md", "cars.hello", "preview.png"])
 
 
+def test_push_keeps_a_card_that_loads_other_bundles_too_unless_told(tmp_path, hub_cache, fake_hub):
+    """A README.md loading cats.hello and cars.hello is not cars.hello's card alone: pushing cars.hello would
+    drop what it says of cats.hello."""
+    fake_hub.put_card(hub_cache, card_of("cats.hello", "# the zoo") + card_of("cars.hello", "## cars"), "org/tiny")
+    with pytest.raises(HubError) as info:
+        hub.push(make_bundle(tmp_path / "cars.hello"), "org/tiny", token="hf_x")
+    assert "its README.md is not the card of 'cars.hello' (it loads 'cars.hello', 'cats.hello')" in str(info.value)
+    assert fake_hub.calls == [("create_repo", None)]
+
+
 @pytest.mark.parametrize("readme, whose", [
     (b"# My datasets\n\nHelloDataset(path) loads each.\n", "it loads no bundle"),
     (b"A" * (limits.MAX_CARD_BYTES + 1), f"it holds {limits.MAX_CARD_BYTES + 1:,} bytes, more than a card"),
