@@ -611,6 +611,19 @@ def test_a_cached_card_that_leads_out_of_its_repository_is_not_read(hub_cache, b
     assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
 
 
+def test_a_cached_card_that_leads_to_a_folder_of_its_repository_is_not_read(hub_cache, bundle_bytes, tmp_path):
+    """Inside its repository's cache, a README.md link to something that is no file (here the blobs folder)
+    is refused like one leading out of it: a warning, and the bundle pulls alone."""
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    card = cache_file(hub_cache, "org/tiny", "README.md", b"# a card")
+    card.unlink()
+    card.symlink_to(os.path.relpath(Path(hub_cache) / "datasets--org--tiny" / "blobs", card.parent))
+    with pytest.warns(UserWarning, match=r"README.md: the cached file .* leads to .*, not to a file of its "
+                                         r"repository's cache"):
+        paths = hub.pull("hf://datasets/org/tiny/tiny.hello", tmp_path / "out")
+    assert [p.name for p in paths] == ["tiny.hello"] and sorted(os.listdir(tmp_path / "out")) == ["tiny.hello"]
+
+
 @pytest.mark.parametrize("answer, said", [
     (503, "download failed: HfHubHTTPError: 503 Service Unavailable"),
     (401, f"the hub refused the token (HTTP 401): it needs read access; {resolver.LOGIN_HINT}"),
