@@ -524,6 +524,14 @@ def test_push_keeps_a_readme_hello_did_not_write_unless_told(tmp_path, hub_cache
     assert fake_hub.calls == [("create_repo", None)]
 
 
+def test_hello_push_private_creates_a_private_repository(tmp_path, fake_hub):
+    """--private on the command line reaches create_repo (and the existing-public refusal)."""
+    result = CliRunner().invoke(push_command, [str(make_bundle(tmp_path / "tiny.hello")), "org/tiny", "--token", "hf_x",
+                                               "--private"])
+    assert result.exit_code == 0, result.output
+    assert fake_hub.calls[0] == ("create_repo", True) and fake_hub.private is True
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):
