@@ -532,6 +532,20 @@ def test_hello_push_private_creates_a_private_repository(tmp_path, fake_hub):
     assert fake_hub.calls[0] == ("create_repo", True) and fake_hub.private is True
 
 
+def test_push_refused_token_asks_for_write_access(tmp_path, fake_hub, monkeypatch):
+    from huggingface_hub import errors as hf_errors
+
+    def refused(*args, **kwargs):
+        response = type("Response", (), {"headers": {}, "request": None, "status_code": 403})()
+        raise hf_errors.HfHubHTTPError("403 Forbidden", response=response)
+
+    monkeypatch.setattr(fake_hub, "create_repo", refused)
+    with pytest.raises(HubError) as info:
+        hub.push(make_bundle(tmp_path / "tiny.hello"), "org/tiny", token="hf_read_only")
+    assert str(info.value) == (f"hf://datasets/org/tiny: the hub refused the token (HTTP 403): it needs write access; "
+                               f"{resolver.LOGIN_HINT}")
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):
