@@ -546,6 +546,15 @@ def test_push_refused_token_asks_for_write_access(tmp_path, fake_hub, monkeypatc
                                f"{resolver.LOGIN_HINT}")
 
 
+def test_hello_pull_no_card_leaves_the_card(hub_cache, bundle_bytes, tmp_path):
+    cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)
+    cache_file(hub_cache, "org/tiny", "README.md", card_of("tiny.hello"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(out), "--no-card"])
+    assert result.exit_code == 0, result.output
+    assert os.listdir(out) == ["tiny.hello"] and "with " not in result.output
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):
