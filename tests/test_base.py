@@ -50,6 +50,21 @@ def test_fingerprint_equal_for_fp16_and_fp32_copies():
     assert fingerprint(half) == fingerprint(model)
 
 
+def test_fingerprint_ignores_batch_norm_counters():
+    """num_batches_tracked never changes an output: a base whose counters moved (or an embedded state without
+    them, which create_base accepts) is the same base."""
+    rn = tiny_clip("rn", seed=0)
+    state = rn.state_dict()
+    counters = [key for key in state if key.endswith("num_batches_tracked")]
+    assert counters
+    before = fingerprint(rn)
+    for key in counters:
+        state[key] += 7
+    assert fingerprint(rn) == before
+    section = describe_base(rn, architecture=TINY_ARCHITECTURES["rn"], source="embedded")
+    create_base(section, embedded_state={k: v for k, v in state.items() if k not in counters})
+
+
 @pytest.mark.parametrize("family", ["vit", "rn"])
 def test_a_model_with_injected_lora_still_hashes_and_embeds_as_its_base(family):
     from hello_format import lora
