@@ -341,6 +341,18 @@ def test_wrong_shaped_state_dict(vit):
     assert "visual.conv1.weight" in message and "64x3x4x4" in message and "64x3x8x8" in message
 
 
+def test_an_embedded_image_tower_with_other_tensors_besides_is_refused(vit):
+    """base.embedded "visual" holds the image tower only: text-tower weights beside it (fingerprinted with
+    it) are named as unexpected, not carried along unread."""
+    from hello_format.base import fingerprint_state
+
+    section = describe_base(vit, architecture=TINY_ARCHITECTURES["vit"], source="embedded", embedded="visual")
+    state = dict(vit.state_dict())
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section | {"fingerprint": fingerprint_state(state)}, embedded_state=state, text_tower=False)
+    assert "unexpected" in _one_line_error(excinfo)
+
+
 def test_state_dict_of_another_architecture(vit):
     section = tiny_base_manifest(vit, "vit")
     with pytest.raises(BaseModelError) as excinfo:
