@@ -555,6 +555,12 @@ def test_hello_pull_no_card_leaves_the_card(hub_cache, bundle_bytes, tmp_path):
     assert os.listdir(out) == ["tiny.hello"] and "with " not in result.output
 
 
+def test_push_to_a_pull_request_ref_makes_no_branch(tmp_path, fake_hub):
+    """refs/pr/N exists on the hub only as a pull request: create_branch is asked only for plain branch names."""
+    hub.push(make_bundle(tmp_path / "tiny.hello"), "org/tiny", revision="refs/pr/3", token="hf_x")
+    assert [call[0] for call in fake_hub.calls] == ["create_repo", "upload_folder"]
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):
