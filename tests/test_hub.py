@@ -561,6 +561,13 @@ def test_push_to_a_pull_request_ref_makes_no_branch(tmp_path, fake_hub):
     assert [call[0] for call in fake_hub.calls] == ["create_repo", "upload_folder"]
 
 
+def test_push_of_a_hub_bundle_without_token_downloads_nothing(tmp_path, no_token, monkeypatch):
+    """The token is checked before the bundle is fetched: a push without one never reaches the hub."""
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    with pytest.raises(HubError, match="pushing needs a Hugging Face token"):
+        hub.push("hf://datasets/org/tiny/tiny.hello", "org/tiny")
+
+
 # ------------------------------------------------------------------------------ the `hello` command
 
 def test_hello_push_without_token_in_a_fresh_process(tmp_path):
