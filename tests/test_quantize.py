@@ -347,6 +347,15 @@ def test_requantize_never_leaves_or_replaces_with_a_file_the_reader_refuses(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"] and source.read_bytes() == before
 
 
+def test_requantize_int4_to_int8_is_an_upcast_too(tmp_path):
+    """int8 holds no precision int4 dropped: a wider integer dtype is refused like a float one."""
+    source = quantised_file(tmp_path, name="in.hello")
+    with pytest.raises(BundleError, match="stores int4 deltas: as int8 .* --allow-upcast"):
+        requantize(source, tmp_path / "int8.hello", "int8")
+    assert not (tmp_path / "int8.hello").exists()
+    assert requantize(source, tmp_path / "int8.hello", "int8", allow_upcast=True).after == "int8"
+
+
 def test_requantize_refuses_a_corrupted_input(tmp_path):
     result = invoke("requantize", VECTORS / "tensor_byte_flipped.hello", tmp_path / "out.hello", "--delta-dtype", "int4")
     assert result.exit_code == 2 and "corrupted" in result.output and not (tmp_path / "out.hello").exists()
