@@ -315,11 +315,11 @@ def unused_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
 
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:
-    """The options as this build uses them, so the bundle records what was actually used: defaults
-    that depend on the data, base, codec or device filled in (the device itself and the dataset's name
-    too), values a rule of the build replaces (the candidates raised to the patches a class needs, one
-    crop of a whole image) as replaced, and options of a path not taken (training a teacher when teachers were given, the pretrained tag beside local
-    weights, the encoder LoRA at rank 0, a step that is off) set to None."""
+    """The options as this build uses them, so the bundle records what was actually used: defaults that depend on
+    the data, base, codec or device filled in (the device itself and the dataset's name too), values a rule of
+    the build replaces (the candidates raised to the patches a class needs, one crop of a whole image) as
+    replaced, and options of a path not taken (training a teacher when teachers were given, the pretrained tag
+    beside local weights, the encoder LoRA at rank 0, a step that is off) set to None."""
     head_rank = options.head_rank or default_head_rank(index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])

@@ -170,8 +170,6 @@ def test_interrupted_transfer_reports_the_time_of_every_run(tmp_path):
     assert total_seconds > first_seconds > 0
 
 
-
-
 # each option is named alone: the four shared one sentence that named the real fraction first (a docs review)
 @pytest.mark.parametrize("overrides, message", [
     ({"view_transfer_real_fraction": 1.0}, r"^--view-transfer-real-fraction must be in \[0, 1\) \(got 1\.0\)$"),

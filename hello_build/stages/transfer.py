@@ -1,10 +1,11 @@
 """Stage "transfer", LoRA knowledge transfer: train the projector's low-rank deltas to imitate the teacher(s).
 
 The loss, MSE(projector, teacher logits) (or KL) + lambda * CE(projector, hard labels)
-(``hello_build.choices.transfer_loss``), is shared with the synthetic-view phase (``hello_build.stages.view_transfer``). ``run_transfer`` (the paper's stage)
-fits augmented views of the *real* training images, with one weak teacher drawn per batch (or their
-mean). Each epoch ends with a checkpoint (LoRA + optimizer moments) in the work directory, so an
-interrupted transfer resumes at the last finished epoch and continues exactly as it would have.
+(``hello_build.choices.transfer_loss``), is shared with the synthetic-view phase
+(``hello_build.stages.view_transfer``). ``run_transfer`` (the paper's stage) fits augmented views of the *real*
+training images, with one weak teacher drawn per batch (or their mean). Each epoch ends with a checkpoint
+(LoRA + optimizer moments) in the work directory, so an interrupted transfer resumes at the last finished epoch
+and continues exactly as it would have.
 
 Only the LoRA matrices train; the CLIP base and its BatchNorm statistics stay frozen.
 

@@ -58,13 +58,14 @@ def run_view_transfer(
     """Fit ``projector``'s LoRA in place on teacher-labelled student views of the synthetic ``images``
     (uint8 [N,3,H,W], ``labels``), mixed with real views; keep the state ``kept_check`` chooses.
 
-    Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real
-    images, the rest a student batch of synthetic images (CutMix among themselves, as the student's
-    loader does); ``schedule`` sets the number of steps, ``checked`` the steps checked. Returns the steps, the loss curve, the
-    selection agreement at each check, the step that was kept (and its agreement, over how many views) and
-    the step where the fit failed, if any (a loss or logit scale that ``fit_failure`` refuses: the fit stops
-    there and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
-    ``transfer_loss``, ``transfer_temperature``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the torchrun job (module notes)."""
+    Each step draws ``transfer_batch_size`` views: ``view_transfer_real_fraction`` of them augmented real images,
+    the rest a student batch of synthetic images (CutMix among themselves, as the student's loader does);
+    ``schedule`` sets the number of steps, ``checked`` the steps checked. Returns the steps, the loss curve, the
+    selection agreement at each check, the step that was kept (and its agreement, over how many views) and the
+    step where the fit failed, if any (a loss or logit scale that ``fit_failure`` refuses: the fit stops there
+    and keeps its best checked state). Settings: ``options.view_transfer_*``, ``transfer_batch_size``,
+    ``transfer_loss``, ``transfer_temperature``, ``lambda_ce``, ``seed``, ``num_workers``. ``group``: the
+    torchrun job (module notes)."""
     params = [p for p in projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=options.view_transfer_lr, weight_decay=options.view_transfer_weight_decay)
     target = (lambda x, g: teachers.teachers[-1](x)) if options.view_transfer_target == "last" else teachers.logits  # noqa: E731

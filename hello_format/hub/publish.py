@@ -30,12 +30,12 @@ _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True,
          overwrite: bool = False) -> list[Path]:
-    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading.
-    The card is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md;
-    a card over MAX_CARD_BYTES, or one whose load lines do not name this bundle's path (another bundle's
-    in the same repo, one hello did not write: card.bundle_paths), is skipped with one warning line. The
-    folder and both targets are checked before anything is downloaded: an existing file there is replaced
-    only with ``overwrite`` (whatever it holds: it is not read). Both files are written or neither: both are written and flushed before
+    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading. The card
+    is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md; a card over
+    MAX_CARD_BYTES, or one whose load lines do not name this bundle's path (another bundle's in the same repo,
+    one hello did not write: card.bundle_paths), is skipped with one warning line. The folder and both targets
+    are checked before anything is downloaded: an existing file there is replaced only with ``overwrite``
+    (whatever it holds: it is not read). Both files are written or neither: both are written and flushed before
     either is renamed into place (only a failed rename could part them)."""
     ref = parse_hf_uri(uri)
     name = check_bundle_name(Path(ref.path).name)
