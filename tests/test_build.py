@@ -803,6 +803,36 @@ def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
     assert torch.equal(updated[64], updated[4]) and torch.equal(updated[64], updated[1])
 
 
+def test_the_image_update_keeps_an_image_its_update_would_make_worse():
+    """Each image keeps its pixels unless its rounded update lowers its own feature error: an update that
+    overshoots (here a learning rate far too large) made some images worse, and those were stored. The
+    recorded errors are of the stored pixels, and ``images_updated`` counts the images that changed."""
+    from hello_build.stages import image_update
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(2),
+                                  torch.nn.Flatten())
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    sources = torch.randint(0, 256, (40, 4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    target = encoder(sources.flatten(0, 1).float().div(255)).view(40, 4, -1).detach()
+
+    def errors(pixels):
+        with torch.no_grad():
+            return image_update.feature_errors(encoder, pixels.float().div(255), target, 2)
+
+    for lr, some_kept in ((0.01, False), (0.5, True)):
+        updated, result = image_update.run_image_update(
+            images, lambda rows: sources[rows], 2, encoder, BuildOptions(image_update_steps=5, image_update_lr=lr),
+            device=torch.device("cpu"), progress=False)
+        before, after = errors(images), errors(updated)
+        changed = (updated != images).flatten(1).any(dim=1)
+        assert torch.all(after[changed] < before[changed]) and torch.equal(after[~changed], before[~changed])
+        assert result["images_updated"] == int(changed.sum()) and bool((~changed).any()) == some_kept, lr
+        assert result["feature_mse_before"] == pytest.approx(before.mean().item())
+        assert result["feature_mse_after"] == pytest.approx(after.mean().item())
+
+
 def test_a_resumed_stage_counts_the_time_its_earlier_runs_spent(reference, tmp_path):
     """The transfer's record and the bundle's timings add the seconds its interrupted runs spent (kept in
     the epoch checkpoint) to the last run's: here a checkpoint of 1,000 s, the transfer's every epoch done."""

@@ -48,11 +48,14 @@ def run_image_update(
     gives uint8 [n, factor*factor, C, R, R] for a slice of images (recomputed per batch, so memory is
     bounded by the batch); ``encoder`` maps float [0,1] images of any size to features.
 
-    Returns the updated uint8 images and the mean feature error before and after. In a ``group``, only
-    this rank's batches (every world_size-th) are updated; the errors are over all of them.
+    Returns the updated uint8 images and the mean feature error before and after, both of stored
+    (uint8) pixels. An image whose rounded update does not lower its own error keeps its pixels, so no
+    image ends worse than it began (``images_updated`` counts the others). In a ``group``, only this
+    rank's batches (every world_size-th) are updated; the errors and the count are over all of them.
     """
     updated = images.clone()
     before = after = 0.0
+    kept = 0
     starts = range(0, len(images), BATCH_SIZE)
     mine = starts if group is None else starts[group.rank :: group.world_size]
     for start in tqdm(mine, desc="image update", disable=not progress, leave=False):
@@ -62,25 +65,34 @@ def run_image_update(
             target = encoder(sources(batch).to(device).flatten(0, 1).float().div(255)).float()
             target = target.view(x.shape[0], factor * factor, -1)
         optimizer = torch.optim.Adam([x], lr=options.image_update_lr)
-        for step in range(options.image_update_steps + 1):
-            features = torch.stack([encoder(patch).float() for patch in split_patches(x, factor)], dim=1)
+        for step in range(options.image_update_steps):
             # each image's own MSE, summed: its gradient does not depend on the images beside it (a batch
             # mean divided it by the batch's size, and Adam's eps made the step size depend on that)
-            loss = (features - target).pow(2).mean(dim=(1, 2)).sum()
-            if step == 0:
-                before += loss.item()
-            if step == options.image_update_steps:
-                after += loss.item()
-                break
+            loss = feature_errors(encoder, x, target, factor).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
-        updated[batch] = x.detach().mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
-    before, after = summed(group, [before, after])
+        candidate = x.detach().mul(255).round().clamp(0, 255).to(torch.uint8)
+        with torch.no_grad():
+            error_before = feature_errors(encoder, images[batch].to(device).float().div(255), target, factor)
+            error_after = feature_errors(encoder, candidate.float().div(255), target, factor)
+        better = error_after < error_before
+        updated[batch][better.cpu()] = candidate[better].cpu()
+        before += error_before.sum().item()
+        after += torch.where(better, error_after, error_before).sum().item()
+        kept += int(better.sum())
+    before, after, kept = summed(group, [before, after, kept])
     n = max(1, len(images))
-    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "steps": options.image_update_steps}
+    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "images_updated": int(kept),
+                     "steps": options.image_update_steps}
+
+
+def feature_errors(encoder, images: torch.Tensor, target: torch.Tensor, factor: int) -> torch.Tensor:
+    """Each image's MSE [N] between the features of its up-sampled patches and ``target`` [N, factor**2, D]."""
+    features = torch.stack([encoder(patch).float() for patch in split_patches(images, factor)], dim=1)
+    return (features - target).pow(2).mean(dim=(1, 2))
 
 
 def enabled(options: BuildOptions) -> bool:
@@ -110,7 +122,8 @@ def load(ctx: BuildContext, record: dict | None) -> None:
     if record is None:
         return
     result = record["result"]
-    ctx.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}")
+    ctx.log(f"image update: feature error {result['feature_mse_before']:.4g} -> {result['feature_mse_after']:.4g}, "
+            f"{result['images_updated']} of {len(ctx.images)} images updated (the others kept: no lower error)")
     ctx.images = ctx.work.load_tensors("image_update", shapes={"images": tuple(ctx.images.shape)},
                                        dtypes={"images": torch.uint8})["images"]   # the init stage's geometry
 

@@ -17,7 +17,7 @@ STAGES = (
     Stage("transfer", transfer.run, transfer.load, fields=("fidelity",)),
     Stage("init", init.run, init.load, fields=("source_size",)),
     Stage("image_update", image_update.run, image_update.load, when=image_update.enabled,
-          fields=("feature_mse_before", "feature_mse_after")),
+          fields=("feature_mse_before", "feature_mse_after", "images_updated")),
     Stage("view_transfer", view_transfer.run, view_transfer.load, when=view_transfer.enabled,
           fields=("fidelity", "kept_step", "steps")),
 )
