@@ -15,7 +15,8 @@ from PIL import Image
 from hello_format import cli as cli_module
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
-from support import write_labelled_bundle
+from hello_format.text import human_bytes
+from support import make_bundle, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VALID = VECTORS / "valid_png.hello"
@@ -56,6 +57,34 @@ def test_info_json_matches_the_bundle():
                                         "parameters": sum(math.prod(shape) for shape in shapes.values())}
     assert f"{document['encoder_lora']['modules']} modules, {document['encoder_lora']['parameters']:,} parameters" \
         in run("info", VECTORS / "valid_raw.hello").stdout
+
+
+@pytest.mark.parametrize("classes, shown", [(8, "c0, c1, c2, c3, c4, c5, c6, c7)"), (9, "c0, c1, c2, c3, c4, c5, c6, c7, ...)")])
+def test_info_lists_eight_class_names_and_says_when_there_are_more(tmp_path, classes, shown):
+    path = make_bundle(tmp_path / "b.hello", classes=[f"c{i}" for i in range(classes)], ipc=1)
+    result = run("info", path)
+    assert result.exit_code == 0, result.output
+    assert f"classes: {classes} ({shown}\n" in result.stdout
+
+
+def test_info_gives_the_quality_of_a_lossy_codec_only(tmp_path):
+    lossy = run("info", make_bundle(tmp_path / "jpeg.hello", codec="jpeg"))
+    assert lossy.exit_code == 0, lossy.output
+    with Bundle.open(tmp_path / "jpeg.hello") as bundle:
+        assert f"codec jpeg (quality {bundle.manifest['images']['quality']})\n" in lossy.stdout
+    assert "codec png\n" in run("info", VALID).stdout
+
+
+def test_info_text_shows_the_storage_and_bits_per_class_the_json_gives():
+    document = json.loads(run("info", VALID, "--json").stdout)
+    storage, bits = document["storage"], document["bits_per_class"]
+    lines = run("info", VALID).stdout.splitlines()
+    for line in (f"  images and labels      {human_bytes(storage['images_bytes'])}",
+                 f"  label generator        {human_bytes(storage['label_generator_bytes'])} (encoder + head LoRA)",
+                 f"  file                   {human_bytes(storage['file_bytes'])}",
+                 f"  images + generator     {bits['without_base']:,.0f}",
+                 f"  images + stored labels {bits['stored_labels']:,.0f}"):
+        assert line in lines, line
 
 
 def test_bits_per_class_count_images_labels_and_the_base(tmp_path):
@@ -99,6 +128,17 @@ def test_verify_json_is_one_line_a_script_can_read(flags, decoded):
     assert failed.exit_code == 2 and failed.stdout == "" and failed.stderr.startswith("error: ")
 
 
+def test_verify_no_decode_checks_the_hashes_and_does_not_claim_the_images_decode():
+    """An image that does not decode passes --no-decode (its bytes match their hash), and the line says
+    nothing of decoding; without the flag it is the error."""
+    undecodable = VECTORS / "image_does_not_decode.hello"
+    result = run("verify", undecodable, "--no-decode")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("all sha256 match, label generator finite\n")
+    assert "all images decode" in run("verify", VALID).stdout
+    assert run("verify", undecodable).exit_code == 2
+
+
 @pytest.mark.parametrize("name, match", [
     ("tensor_byte_flipped.hello", "tensor 'head.lora_B' is corrupted"),
     ("truncated.hello", "file truncated?"),
@@ -127,12 +167,65 @@ def test_missing_file_is_an_error_line():
     assert result.exit_code == 2 and result.stderr.strip() == "error: no/such/file.hello: no such file"
 
 
+def test_a_path_with_control_characters_stays_one_escaped_error_line():
+    """The reader's message quotes the path as given: the command escapes it, so a name cannot start a
+    line of its own or send the terminal an escape sequence."""
+    result = run("info", "no/such\nerror: forged\x1b[2J.hello")
+    assert result.exit_code == 2 and result.stderr == "error: no/such\\u000aerror: forged\\u001b[2J.hello: no such file\n"
+
+
 def test_preview_writes_a_grid(tmp_path):
     out = tmp_path / "grid.png"
     result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1")
     assert result.exit_code == 0, result.output
     with Image.open(out) as grid:
         assert grid.mode == "RGB" and grid.height > 3 * 64      # 3 class rows of 8x8 images shown at 64 px
+
+
+def test_preview_options_shape_the_sheet(tmp_path):
+    """--per-class above the default 10, --max-classes and --top-k reach the picture; --no-labels says so."""
+    path = write_labelled_bundle(tmp_path / "b.hello", ipc=11)        # 3 classes (a, b, c), 11 images each
+
+    def sheet(*options):
+        out = tmp_path / f"{len(list(tmp_path.glob('*.png')))}.png"
+        result = run("preview", path, "-o", out, *options)
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        with Image.open(out) as grid:
+            return grid.size, result.stdout
+
+    (ten_w, ten_h), shown = sheet("--no-labels")
+    assert shown == f"wrote {tmp_path / '0.png'} ({ten_w}x{ten_h})\n"   # no projector captions claimed
+    (eleven_w, eleven_h), _ = sheet("--no-labels", "--per-class", "11")
+    (one_w, one_h), _ = sheet("--no-labels", "--per-class", "1")
+    assert eleven_h == one_h == ten_h and one_w < ten_w < eleven_w
+    assert (eleven_w - ten_w) * 9 == ten_w - one_w                  # one column each
+    (two_w, two_h), _ = sheet("--no-labels", "--max-classes", "2")
+    (_, one_row_h), _ = sheet("--no-labels", "--max-classes", "1")
+    assert two_w == ten_w and ten_h - two_h == two_h - one_row_h > 0      # one row each
+    size, shown = sheet("--per-class", "1", "--top-k", "5")          # at most as many labels as classes
+    assert shown.endswith(f"({size[0]}x{size[1]}, projector top-3 under each image)\n")
+    assert size == sheet("--per-class", "1", "--top-k", "3")[0]
+
+
+def test_a_preview_with_an_uppercase_extension_writes_that_format(tmp_path):
+    out = tmp_path / "GRID.PNG"
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1", "--no-labels")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as grid:
+        assert grid.format == "PNG"
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/mem").exists(), reason="needs Linux's /proc/self/mem")
+def test_a_base_checkpoint_that_cannot_be_read_still_gives_the_sheet_with_class_names(tmp_path):
+    """An I/O error reading the base (reading /proc/self/mem at offset 0 is one) is a warning line, as
+    any base that cannot be built here: the sheet shows class names."""
+    out = tmp_path / "grid.png"
+    result = run("preview", VECTORS / "valid_gray_png.hello", "-o", out, "--per-class", "1",
+                 "--base-checkpoint", "/proc/self/mem")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == ["warning: no projector labels, showing class names only: "
+                                          "[Errno 5] Input/output error"]
+    assert out.is_file() and "projector" not in result.stdout
 
 
 def test_a_preview_that_fails_while_writing_keeps_the_old_image_whole(tmp_path, monkeypatch):
@@ -214,6 +307,26 @@ def test_entry_point_command_is_loaded(tmp_path, monkeypatch):
     assert "A plugin command." in run("--help").stdout
     result = run("fake")
     assert result.exit_code == 0 and result.stdout == "plugin ran\n"
+
+
+def test_entry_point_that_is_not_a_command_is_reported(tmp_path, monkeypatch):
+    _fake_entry_points(tmp_path, monkeypatch, "fake = 42\n", "fake_plugin_value:fake")
+    result = run("fake")
+    assert result.exit_code == 2 and result.stderr == (
+        "error: entry point 'fake' (fake_plugin_value:fake) is not a click command\n"), result.output
+
+
+def test_a_hidden_entry_point_command_runs_but_is_not_listed(tmp_path, monkeypatch):
+    _fake_entry_points(tmp_path, monkeypatch, """
+        import click
+        @click.command(hidden=True)
+        def fake():
+            "A hidden plugin command."
+            click.echo("hidden ran")
+    """, "fake_plugin_hidden:fake")
+    listing = run("--help")
+    assert listing.exit_code == 0 and "hidden plugin" not in listing.stdout and "  info " in listing.stdout
+    assert run("fake").stdout == "hidden ran\n"
 
 
 def test_entry_point_with_a_missing_module_is_no_command(tmp_path, monkeypatch):
