@@ -11,12 +11,13 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import save_file
 
 from hello_format import cli as cli_module
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.text import human_bytes
-from support import make_bundle, write_labelled_bundle
+from support import make_bundle, rewritten, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VALID = VECTORS / "valid_png.hello"
@@ -268,6 +269,65 @@ def test_a_preview_replaces_an_existing_image_only_with_overwrite(tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(out) as grid:
         assert grid.format == "PNG"
+
+
+# --- the base options that export-adapter, requantize (calibrating) and preview share
+
+
+@pytest.fixture(scope="module")
+def base_kit(tmp_path_factory):
+    """A labelled bundle rewritten twice: with its base as a local checkpoint beside it, and with a
+    custom base config naming a remote text model (text_cfg.hf_model_name)."""
+    root = tmp_path_factory.mktemp("base-options")
+    source = write_labelled_bundle(root / "embedded.hello")
+
+    def local(manifest, tensors):
+        base = {name.removeprefix("base."): tensors.pop(name) for name in [n for n in tensors if n.startswith("base.")]}
+        save_file(base, str(root / "tiny-vit.safetensors"))
+        manifest["base"] |= {"source": "local", "checkpoint": "tiny-vit.safetensors"}
+
+    def remote(manifest, tensors):
+        config = json.loads((VECTORS.parent.parent / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+        config["text_cfg"]["hf_model_name"] = "some-org/some-model"
+        manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
+
+    return {"checkpoint": root / "tiny-vit.safetensors",
+            "local": rewritten(source, root / "local.hello", local), "remote": rewritten(source, root / "remote.hello", remote)}
+
+
+def _base_command(command, bundle, out):
+    """The command's arguments, writing ``out`` plus what it writes (a folder, a bundle, an image)."""
+    out = pathlib.Path(f"{out}{ {'export-adapter': '', 'requantize': '.hello', 'preview': '.png'}[command]}")
+    return {"export-adapter": ["export-adapter", bundle, "-o", out],
+            "requantize": ["requantize", bundle, out, "--delta-dtype", "int8", "--calibration-steps", "1"],
+            "preview": ["preview", bundle, "-o", out, "--per-class", "1"]}[command], out
+
+
+@pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
+def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_kit, tmp_path, command):
+    needed = "this bundle's base is a local checkpoint ('tiny-vit.safetensors'): pass its path"
+    args, out = _base_command(command, base_kit["local"], tmp_path / "without")
+    without = run(*args)
+    if command == "preview":   # a picture of class names, and one warning line
+        assert without.exit_code == 0 and without.stderr.startswith("warning: no projector labels") and needed in without.stderr
+    else:
+        assert without.exit_code == 2 and needed in without.stderr and not out.exists()
+    args, out = _base_command(command, base_kit["local"], tmp_path / "given")
+    given = run(*args, "--base-checkpoint", base_kit["checkpoint"])
+    assert given.exit_code == 0 and needed not in given.output and out.exists(), given.output
+
+
+@pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
+def test_a_remote_base_config_is_refused_unless_allowed_in_every_command(base_kit, tmp_path, command):
+    """Refused by default, before open_clip is asked; with --allow-remote-base open_clip is asked (and
+    fails offline here: the refusal is what the test looks for)."""
+    refusal = "uses 'text_cfg.hf_model_name', which is not in hello's allow-list"
+    args, out = _base_command(command, base_kit["remote"], tmp_path / "refused")
+    refused = run(*args)
+    assert refusal in refused.stderr and "--allow-remote-base" in refused.stderr, refused.output
+    assert len(refused.stderr.splitlines()) == 1 and out.exists() == (command == "preview")   # preview: class names
+    allowed = run(*_base_command(command, base_kit["remote"], tmp_path / "allowed")[0], "--allow-remote-base")
+    assert "open_clip cannot build architecture 'remote-text-tiny-vit'" in allowed.stderr and refusal not in allowed.stderr
 
 
 def test_console_script_error_through_a_real_process():
