@@ -1,6 +1,7 @@
 """hello export-adapter: the folder peft loads reproduces the bundle's projector, head file included."""
 
 import json
+import pathlib
 
 import open_clip
 import pytest
@@ -142,6 +143,15 @@ def test_a_non_empty_folder_is_kept_unless_forced(family_bundles, tmp_path):
         assert _export(path, "-o", folder, flag).exit_code == 0
         assert not (folder / "mine.txt").exists() and (folder / HEAD_FILE).is_file()
         assert [p.name for p in tmp_path.iterdir()] == ["adapter"]   # no temp folder left
+
+
+def test_a_bundle_with_a_corrupted_image_is_not_exported(tmp_path):
+    """Spec 8: whatever uses a bundle's weights or images checks every tensor's hash first, so a file
+    that `hello verify` refuses is not exported, even where the damage is in the images it does not read."""
+    vectors = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
+    result = _export(vectors / "image_byte_flipped.hello", "-o", tmp_path / "adapter")
+    assert result.exit_code == 2 and "tensor 'images.data' is corrupted" in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_folder_write_leaves_nothing(tmp_path):

@@ -280,6 +280,7 @@ def test_requantize_round_trip_keeps_everything_but_the_deltas(tmp_path):
     upcast = invoke("requantize", tmp_path / "int4.hello", tmp_path / "fp16.hello", "--delta-dtype", "fp16",
                     "--allow-upcast")
     assert upcast.exit_code == 0 and "the deltas are the dequantised values of IN's" in upcast.output
+    assert "deltas int4/int4 -> float16; the deltas" in upcast.output     # no group size for float deltas
     with Bundle.open(tmp_path / "fp16.hello", verify=True) as fp16, Bundle.open(tmp_path / "int4.hello") as int4:
         assert "group_size" not in fp16.manifest["lora"] and fp16.manifest["lora"]["dtype"] == "float16"
         assert fp16.manifest["provenance"]["fidelity"] == {}       # float deltas: no quantisation record
@@ -467,12 +468,13 @@ def test_requantize_calibrates_from_the_command_line(tmp_path):
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
     result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
                     "--calibration-lr", "0.02", "--calibration-batch-size", "16", "--calibration-selection-views", "64",
-                    "--calibration-check-every", "2")
+                    "--calibration-check-every", "2", "--calibration-objective", "mse")
     assert result.exit_code == 0, result.output
-    assert "calibrated 3 steps (kl): top-1 agreement with the float projector on 64 selection views" in result.output
+    assert "calibrated 3 steps (mse): top-1 agreement with the float projector on 64 selection views" in result.output
     with Bundle.open(tmp_path / "int8.hello", verify=True) as bundle:
         record = bundle.manifest["provenance"]["fidelity"]["quantisation"]
-    assert (record["steps"], record["lr"], record["batch_size"], record["check_every"]) == (3, 0.02, 16, 2)
+    assert (record["steps"], record["lr"], record["batch_size"], record["check_every"], record["objective"]) == \
+        (3, 0.02, 16, 2, "mse")
     refused = invoke("requantize", path, tmp_path / "x.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
                      "--calibration-lr", "0")
     assert refused.exit_code == 2 and "--calibration-lr" in refused.output and not (tmp_path / "x.hello").exists()
