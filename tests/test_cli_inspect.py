@@ -318,6 +318,15 @@ def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_ki
 
 
 @pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
+def test_a_mistyped_base_checkpoint_is_refused_before_anything_is_written(base_kit, tmp_path, command):
+    """Not a preview without labels (preview warns and goes on when the base cannot be built): the
+    path is checked as the command starts."""
+    args, out = _base_command(command, base_kit["local"], tmp_path / "out")
+    result = run(*args, "--base-checkpoint", tmp_path / "tiny-vit.safetensros")
+    assert result.exit_code == 2 and "'--base-checkpoint': File" in result.stderr and "does not exist" in result.stderr
+    assert not out.exists() and result.stdout == ""
+
+@pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
 def test_a_remote_base_config_is_refused_unless_allowed_in_every_command(base_kit, tmp_path, command):
     """Refused by default, before open_clip is asked; with --allow-remote-base open_clip is asked (and
     fails offline here: the refusal is what the test looks for)."""
