@@ -60,7 +60,8 @@ def test_info_json_matches_the_bundle():
         in run("info", VECTORS / "valid_raw.hello").stdout
 
 
-@pytest.mark.parametrize("classes, shown", [(8, "c0, c1, c2, c3, c4, c5, c6, c7)"), (9, "c0, c1, c2, c3, c4, c5, c6, c7, ...)")])
+@pytest.mark.parametrize("classes, shown", [(8, "c0, c1, c2, c3, c4, c5, c6, c7)"),
+                                            (9, "c0, c1, c2, c3, c4, c5, c6, c7, ...)")])
 def test_info_lists_eight_class_names_and_says_when_there_are_more(tmp_path, classes, shown):
     path = make_bundle(tmp_path / "b.hello", classes=[f"c{i}" for i in range(classes)], ipc=1)
     result = run("info", path)
@@ -172,7 +173,8 @@ def test_a_path_with_control_characters_stays_one_escaped_error_line():
     """The reader's message quotes the path as given: the command escapes it, so a name cannot start a
     line of its own or send the terminal an escape sequence."""
     result = run("info", "no/such\nerror: forged\x1b[2J.hello")
-    assert result.exit_code == 2 and result.stderr == "error: no/such\\u000aerror: forged\\u001b[2J.hello: no such file\n"
+    assert result.exit_code == 2
+    assert result.stderr == "error: no/such\\u000aerror: forged\\u001b[2J.hello: no such file\n"
 
 
 def test_preview_writes_a_grid(tmp_path):
@@ -287,12 +289,14 @@ def base_kit(tmp_path_factory):
         manifest["base"] |= {"source": "local", "checkpoint": "tiny-vit.safetensors"}
 
     def remote(manifest, tensors):
-        config = json.loads((VECTORS.parent.parent / "hello_format" / "model_configs" / "hello-tiny-vit.json").read_text())
+        shipped = VECTORS.parent.parent / "hello_format" / "model_configs" / "hello-tiny-vit.json"
+        config = json.loads(shipped.read_text())
         config["text_cfg"]["hf_model_name"] = "some-org/some-model"
         manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
 
     return {"checkpoint": root / "tiny-vit.safetensors",
-            "local": rewritten(source, root / "local.hello", local), "remote": rewritten(source, root / "remote.hello", remote)}
+            "local": rewritten(source, root / "local.hello", local),
+            "remote": rewritten(source, root / "remote.hello", remote)}
 
 
 def _base_command(command, bundle, out):
@@ -309,7 +313,8 @@ def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_ki
     args, out = _base_command(command, base_kit["local"], tmp_path / "without")
     without = run(*args)
     if command == "preview":   # a picture of class names, and one warning line
-        assert without.exit_code == 0 and without.stderr.startswith("warning: no projector labels") and needed in without.stderr
+        assert without.exit_code == 0 and without.stderr.startswith("warning: no projector labels")
+        assert needed in without.stderr
     else:
         assert without.exit_code == 2 and needed in without.stderr and not out.exists()
     args, out = _base_command(command, base_kit["local"], tmp_path / "given")
@@ -336,7 +341,8 @@ def test_a_remote_base_config_is_refused_unless_allowed_in_every_command(base_ki
     assert refusal in refused.stderr and "--allow-remote-base" in refused.stderr, refused.output
     assert len(refused.stderr.splitlines()) == 1 and out.exists() == (command == "preview")   # preview: class names
     allowed = run(*_base_command(command, base_kit["remote"], tmp_path / "allowed")[0], "--allow-remote-base")
-    assert "open_clip cannot build architecture 'remote-text-tiny-vit'" in allowed.stderr and refusal not in allowed.stderr
+    assert "open_clip cannot build architecture 'remote-text-tiny-vit'" in allowed.stderr
+    assert refusal not in allowed.stderr
 
 
 def test_console_script_error_through_a_real_process():
