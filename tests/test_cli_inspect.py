@@ -331,6 +331,7 @@ def test_a_mistyped_base_checkpoint_is_refused_before_anything_is_written(base_k
     assert result.exit_code == 2 and "'--base-checkpoint': File" in result.stderr and "does not exist" in result.stderr
     assert not out.exists() and result.stdout == ""
 
+
 @pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
 def test_a_remote_base_config_is_refused_unless_allowed_in_every_command(base_kit, tmp_path, command):
     """Refused by default, before open_clip is asked; with --allow-remote-base open_clip is asked (and
