@@ -233,3 +233,161 @@ def test_both_screening_sets_can_be_scored_as_hello_eval_scores_test(bench, tmp_
     assert top1(always_cat, foundation_half, device="cpu") == 0.5
     cats = sum(int(label) == 0 for _, label in holdout)
     assert len(holdout) > 0 and top1(always_cat, holdout, device="cpu") == cats / len(holdout)
+
+
+def _goal(bench, rows, name, bundles=None):
+    return {g["goal"]: g for g in bench.goals(rows, bundles or {})}.get(name)
+
+
+def _cell(regime, tops, ipc=10):
+    return [{"ipc": ipc, "student": "convnet3", "regime": regime, "seed": seed, "top1": top, "label_bytes": 1000,
+             "train_seconds": 1.0} for seed, top in enumerate(tops)]
+
+
+def test_the_projector_may_trail_the_teacher_by_one_point_not_more(bench):
+    goal = "projector within 1 point of the online teacher"
+    for projector, teacher, met in ((0.42, 0.40, True), (0.401, 0.41, True), (0.40, 0.42, False), (0.398, 0.41, False)):
+        rows = bench.summarise(_cell("projector", [projector]) + _cell("teacher", [teacher]))
+        assert _goal(bench, rows, goal)["met"] is met, (projector, teacher)
+
+
+def test_the_hard_label_margin_is_a_goal_at_ipc_10_only(bench):
+    runs = _cell("projector", [0.42]) + _cell("hard", [0.20]) + _cell("random-real", [0.30])
+    rows = bench.summarise(runs + [{**r, "ipc": 50} for r in runs])
+    where = lambda name: [g["where"] for g in bench.goals(rows, {}) if g["goal"] == name]  # noqa: E731
+    assert where(">= 10 points above hard labels (IPC 10)") == ["IPC 10, convnet3"]
+    assert where("distilled beats random-real under projector labels by > 2 std") == ["IPC 10, convnet3", "IPC 50, convnet3"]
+
+
+def test_the_default_grid_is_the_reported_protocol(bench):
+    """Three seeds (the table's mean ± sample std), both students, IPC 10 and 50, every regime."""
+    args = bench.parse([])
+    assert (args.seeds, args.students, args.ipc, args.regimes) == ([0, 1, 2], ["convnet3", "resnet18_32"], [10, 50],
+                                                                   list(bench.ALL_REGIMES))
+
+
+def test_an_agreement_of_exactly_90_percent_meets_its_goal(bench):
+    goal = "projector/teacher agreement on fresh augmented synthetic views >= 90 %"
+    assert _goal(bench, [], goal, {10: {"synthetic_agreement": 4500 / 5000}})["met"]   # counts: exactly 0.9
+    assert not _goal(bench, [], goal, {10: {"synthetic_agreement": 4499 / 5000}})["met"]
+
+
+def test_an_ablation_row_reports_the_sample_std_and_the_label_generators_cost(bench):
+    info = {"storage": {"label_generator_bytes": 34248, "file_bytes": 14e6, "stored_label_bytes": 4e5},
+            "synthetic_agreement": 0.8, "fidelity_before": {"agreement": 0.3}, "fidelity_after": {"agreement": 0.5}}
+    runs = [{"top1": t} for t in (0.40, 0.42, 0.44)]
+    row = bench.ablation_row("+ image update", 10, "convnet3", info, runs)
+    assert (row["runs"], row["top1_mean"], row["top1_std"]) == (3, pytest.approx(0.42), pytest.approx(0.02))
+    assert row["label_bytes"] == 34248 and row["synthetic_agreement"] == 0.8
+    assert row["heldout_agreement"] == 0.5   # after the real transfer, where no view transfer ran
+    with_views = bench.ablation_row("x", 10, "convnet3", {**info, "view_transfer": {"fidelity": {"agreement": 0.6}}}, runs)
+    assert with_views["heldout_agreement"] == 0.6
+    assert bench.ablation_row("x", 10, "convnet3", info, [])["top1_mean"] is None
+
+
+def test_the_bundle_table_shows_decimal_sizes_and_agreements_in_stage_order(bench):
+    storage = {"file_bytes": 14e6, "images_bytes": 2e5, "label_generator_bytes": 34248, "base_bytes": 13.6e6,
+               "stored_label_bytes": 4e5}
+    results = {
+        "settings": {"foundation_arch": "hello-tiny-vit", "foundation_steps": 500, "teacher_epochs": 6, "seeds": [0],
+                     "student_epochs": {"default": 200}, "transfer_epochs": 10, "transfer_lr": 5e-3, "factor": 1},
+        "foundation": {"parameters": 1, "images": 1, "zero_shot_top1": 0.4, "seconds": 1.0},
+        "teacher": {"images": 1, "test_top1": 0.6, "seconds": 1.0},
+        "bundles": {10: {"storage": storage, "seconds": 400, "fidelity_before": {"agreement": 0.35},
+                         "fidelity_after": {"agreement": 0.5}, "view_transfer": {"fidelity": {"agreement": 0.7}},
+                         "synthetic_agreement": 0.61, "projector_test_top1": 0.404}},
+        "rows": [], "goals": [], "missing": [],
+    }
+    assert ("| 10 | 14.0 MB | 200.0 KB | 34.2 KB | 13.6 MB | 400.0 KB | 400 () | 35.0 → 50.0 → 70.0 % | 61.0 % | 40.4 |"
+            in bench.markdown(results))
+
+
+def test_a_cache_key_does_not_depend_on_the_order_inputs_were_gathered_in(bench):
+    assert bench.key_of({"ipc": 10, "seed": 0}) == bench.key_of({"seed": 0, "ipc": 10})
+    assert bench.key_of({"ipc": 10, "seed": 0}) != bench.key_of({"ipc": 10, "seed": 1})
+
+
+def test_a_cached_result_is_computed_once_and_then_read_back(bench, tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"top1": 0.5}
+
+    path = tmp_path / "evals" / "k.json"
+    assert bench.cached_json(path, compute) == {"top1": 0.5} and path.is_file()
+    assert bench.cached_json(path, compute) == {"top1": 0.5}
+    assert calls == [1]
+
+
+def test_an_architectures_epochs_override_an_ipcs(bench):
+    """The most specific wins: ARCH@IPC, then ARCH, then @IPC, then the plain number."""
+    epochs = bench.parse(["--student-epochs", "200", "resnet18_32=60", "@50=100"]).student_epochs
+    assert bench.student_epochs(epochs, "resnet18_32", 50) == 60
+    assert bench.student_epochs(epochs, "convnet3", 50) == 100
+
+
+def test_the_halves_split_every_class_without_sharing_an_image(bench, tmp_path):
+    """The foundation half and the original half (what the teacher trains on and what is distilled) are
+    disjoint and together all the training images, each foundation image labelled with its own class."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from support import CLASSES, make_tree
+
+    make_tree(tmp_path / "train", per_class=5)
+    pixels = {}
+    for label, name in enumerate(CLASSES):
+        for path in sorted((tmp_path / "train" / name).iterdir()):
+            pixels[np.asarray(Image.open(path).convert("RGB")).tobytes()] = (label, path.name)
+    original, images, labels, classes = bench.split_halves(tmp_path, 0)
+    assert classes == list(CLASSES) and len(images) == len(labels) == 3 * 2
+    found = [pixels[image.permute(1, 2, 0).contiguous().numpy().tobytes()] for image in images]
+    assert [label for label, _ in found] == labels.tolist()
+    for label, name in enumerate(CLASSES):
+        kept = {path.name for path in (original / name).iterdir()}
+        given = {file for source, file in found if source == label}
+        assert len(kept) == 3 and len(given) == 2 and not kept & given, name
+    assert torch.equal(bench.split_halves(tmp_path, 0)[1], images)   # reused, not redrawn
+
+
+def test_the_screening_hold_out_is_the_one_the_builds_keep_from_their_teacher(bench, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from hello_build.data import holdout_split, scan_image_folder
+    from hello_build.options import BuildOptions
+    from support import make_tree
+
+    original = make_tree(tmp_path / "split-0" / "original", per_class=20)
+    save_file({"images": torch.zeros(2, 3, bench.SIZE, bench.SIZE, dtype=torch.uint8), "labels": torch.tensor([0, 1])},
+              str(tmp_path / "split-0" / "foundation.safetensors"))
+    index, train_idx, holdout, _ = bench.held_out(original)
+    # what bench's teacher() and the builds (--build-seed 0) train without
+    assert (train_idx, holdout.indices) == holdout_split(scan_image_folder(original), BuildOptions.holdout, 0)
+
+
+def test_accuracy_and_agreement_score_images_in_0_1(bench, tmp_path):
+    import torch
+    from PIL import Image
+
+    from hello_build.data import scan_image_folder
+
+    for label, (name, shade) in enumerate((("dark", 30), ("light", 220))):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (bench.SIZE, bench.SIZE), (shade + i,) * 3).save(tmp_path / name / f"{i}.png")
+    index = scan_image_folder(tmp_path)
+
+    def brightness(images):   # "light" where the mean of a [0, 1] image is above one half
+        mean = images.mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - mean, mean - 0.5], 1)
+
+    def always_dark(images):
+        return torch.tensor([[1.0, 0.0]]).repeat(len(images), 1)
+
+    assert bench.accuracy(brightness, index, batch_size=4) == 1.0
+    assert bench.accuracy(always_dark, index) == 0.5
+    assert bench.agreement(brightness, always_dark, index, batch_size=4) == 0.5
+    assert bench.agreement(brightness, brightness, index) == 1.0
