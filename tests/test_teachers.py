@@ -68,6 +68,36 @@ def test_zoo_uses_torchvision_resnet_names_and_instance_norm():
         create_model("vgg", 10)
 
 
+@pytest.mark.parametrize("name", ["resnet18_224", "resnet18_32"])
+def test_zoo_resnets_compute_what_torchvisions_resnet18_computes(name):
+    """A torchvision ResNet-18 checkpoint loads unchanged and gives the same logits; the 32 px variant is it
+    with the CIFAR stem (3x3 stride-1 conv1, no max-pool)."""
+    models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    reference = models.resnet18(num_classes=7)
+    if name == "resnet18_32":
+        reference.conv1, reference.maxpool = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False), nn.Identity()
+    ours = create_model(name, 7)
+    ours.load_state_dict(reference.state_dict())   # strict: the same names and shapes
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(images), reference.eval()(images), atol=1e-5, rtol=1e-5)
+    # and initialised as torchvision initialises: He-normal (fan out) convolutions
+    conv = create_model(name, 7).layer3[0].conv2
+    assert conv.weight.std().item() == pytest.approx((2 / (conv.out_channels * 9)) ** 0.5, rel=0.05)
+
+
+def test_zoo_convnets_are_conv_norm_relu_avgpool_blocks_for_multiples_of_8():
+    for name, width in (("convnet3", 128), ("convnet3_w32", 32)):
+        convnet = create_model(name, 10, image_size=16)
+        kinds = [type(m) for m in convnet.features]
+        assert kinds == [nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.AvgPool2d] * 3, name
+        assert convnet.classifier.in_features == width * 2 * 2
+    for size in (36, 20, 12):   # three halvings floor them: the classifier would read a crop
+        with pytest.raises(BuildError, match=f"ConvNet-3 needs an image size divisible by 8, got {size}"):
+            create_model("convnet3", 10, image_size=size)
+
+
 def test_teacher_resizes_and_normalises():
     seen = {}
 
