@@ -243,3 +243,104 @@ def test_hello_build_has_the_package_version():
 
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"hello-build (hello-distill), version {hello_format.__version__}"
+
+
+# --- the options generated from BuildOptions' declarations, as the command line parses them ---------------------------
+
+NO_DATA = "give the training ImageFolder DATA"   # the usage error of a command line whose options all parsed
+
+
+def _parsed(args: list[str]) -> dict:
+    return main.make_context("hello-build", args).params
+
+
+def _bounded_values(f: dataclasses.Field):
+    """(value, accepted) at and beyond each declared end of ``f``: a closed end is taken, an open one refused."""
+    meta, step = f.metadata, 1 if "int" in str(f.type) else 0.5
+    if meta["at_least"] is not None:
+        yield meta["at_least"], True
+        yield meta["at_least"] - step, False
+    if meta["above"] is not None:
+        yield meta["above"], False
+        yield meta["above"] + (1 if step == 1 else 1e-6), True
+    if meta["at_most"] is not None:
+        yield meta["at_most"], True
+        yield meta["at_most"] + step, False
+    if meta["below"] is not None:
+        yield meta["below"], False
+        yield meta["below"] - (1 if step == 1 else 1e-6), True
+
+
+def test_each_declared_bound_is_the_command_lines_range_open_or_closed():
+    """--holdout 1 and --prior-weight 1 (bounds "below 1") must be refused as usage errors, as --head-alpha 0
+    ("above 0") is, while a closed end such as --lambda-ce 0 is taken."""
+    bounded = [f for f in fields() if any(f.metadata[k] is not None for k in ("at_least", "above", "at_most", "below"))]
+    assert {"holdout", "prior_weight", "head_alpha", "lambda_ce", "seed"} <= {f.name for f in bounded}
+    for f in bounded:
+        for value, accepted in _bounded_values(f):
+            result = CliRunner().invoke(main, [_flag(f), str(value)])
+            assert result.exit_code == 2, (f.name, value, result.output)
+            if accepted:
+                assert NO_DATA in result.output, (f.name, value, result.output)
+            else:
+                assert f"Invalid value for '{_flag(f)}'" in result.output and "is not in the range" in result.output, \
+                    (f.name, value, result.output)
+
+
+def test_choice_options_take_their_choices_only():
+    """A value outside --teacher-combine's choices is the command line's usage error, naming the choices."""
+    chosen = [f for f in fields() if f.metadata["choices"]]
+    assert {"teacher_combine", "precision", "codec", "loss"} <= {f.name for f in chosen}
+    for f in chosen:
+        for choice in f.metadata["choices"]:
+            assert _parsed([_flag(f), choice])[f.name] == choice
+        result = CliRunner().invoke(main, [_flag(f), "no-such-choice"])
+        assert result.exit_code == 2 and f"Invalid value for '{_flag(f)}'" in result.output, (f.name, result.output)
+        assert all(repr(choice) in result.output for choice in f.metadata["choices"]), result.output
+
+
+def test_flags_default_as_declared_and_switch_both_ways():
+    """--train-logit-scale is on unless --no-train-logit-scale: a flag given nothing keeps BuildOptions' default."""
+    flags = [f for f in fields() if isinstance(_default(f), bool)]
+    assert any(_default(f) for f in flags) and not all(_default(f) for f in flags)
+    defaults = _parsed([])
+    for f in flags:
+        assert defaults[f.name] is _default(f), f.name
+        assert _parsed([_flag(f)])[f.name] is True, f.name
+        if _default(f):
+            assert _parsed([f"--no-{_flag(f)[2:]}"])[f.name] is False, f.name
+
+
+def test_repeated_teachers_and_min_max_pairs_parse_as_the_build_takes_them():
+    params = _parsed(["--teacher", "a.safetensors", "--teacher", "b.safetensors", "--crop-scale", "0.5", "1",
+                      "--crop-ratio", "1", "2"])
+    assert params["teacher"] == ("a.safetensors", "b.safetensors")
+    assert params["crop_scale"] == (0.5, 1.0) and params["crop_ratio"] == (1.0, 2.0)   # numbers, not text
+    assert all(isinstance(v, float) for v in params["crop_scale"] + params["crop_ratio"])
+    assert _parsed([])["crop_scale"] is None and _parsed([])["teacher"] == ()
+
+
+def test_demo_takes_seed_and_precision_and_splits_the_digits_by_that_seed(tmp_path):
+    """What the refusal above leaves to --demo is taken, and --seed reaches the digits it writes. The demo
+    runs for minutes, so this one is stopped after its first digits folder: its digits/ (which each run
+    removes and remakes) is a link the removal leaves alone, to a folder where test/ is a file."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from hello_build.demo import DIGIT_NAMES, digits_split
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "test").write_text("in the way")
+    (tmp_path / "demo.hello.work").mkdir()
+    (tmp_path / "demo.hello.work" / "digits").symlink_to(elsewhere, target_is_directory=True)
+    result = CliRunner().invoke(main, ["--demo", "--seed", "3", "--precision", "fp32", "--quiet",
+                                       "-o", str(tmp_path / "demo.hello")])
+    assert "--demo distils its embedded digits with its own settings" not in result.output
+    assert result.exit_code != 0 and not (tmp_path / "demo.hello").exists()   # stopped at the test digits
+    images, labels = digits_split(3)["original"]
+    written = sorted((elsewhere / "train").glob("*/*.png"))
+    assert len(written) == len(labels)
+    first = elsewhere / "train" / DIGIT_NAMES[labels[0]] / "00000.png"
+    assert torch.equal(torch.from_numpy(np.array(Image.open(first))).permute(2, 0, 1), images[0])
