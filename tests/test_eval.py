@@ -147,6 +147,23 @@ def test_overrides_and_per_epoch_log(eval_kit):
     assert json.loads(result.stdout) == report   # stdout is the JSON alone: `hello eval ... > r.json` feeds push --eval
 
 
+def test_the_seed_defaults_to_0_and_the_temperature_reaches_the_student(eval_kit):
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1,
+                              "--loss", "kl", "--temperature", 4, "--quiet"))
+    assert report["seed"] == 0 and report["recipe"]["seed"] == 0
+    assert (report["recipe"]["loss"], report["recipe"]["temperature"]) == ("kl", 4.0)
+
+
+def test_a_safetensors_teacher_is_read_as_the_teacher_arch_given(eval_kit, tmp_path):
+    """--teacher-arch names the zoo architecture of weights that carry none (without it they are refused)."""
+    torch.manual_seed(0)
+    save_file(create_model("convnet3", len(CLASSES)).state_dict(), str(tmp_path / "t.safetensors"))
+    args = ["eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "teacher", "--epochs", 1, "--quiet",
+            "--teacher", tmp_path / "t.safetensors"]
+    one_line_error(hello(*args), "holds only weights", "--teacher-arch")
+    assert final_json(hello(*args, "--teacher-arch", "convnet3"))["regime"] == "teacher"
+
+
 def test_a_long_run_logs_every_kth_epoch_and_the_last(eval_kit):
     result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 50)
     epoch_lines = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("epoch ")]
