@@ -164,6 +164,34 @@ def test_a_safetensors_teacher_is_read_as_the_teacher_arch_given(eval_kit, tmp_p
     assert final_json(hello(*args, "--teacher-arch", "convnet3"))["regime"] == "teacher"
 
 
+def test_a_local_checkpoint_base_is_read_from_base_checkpoint(eval_kit, tmp_path):
+    """A bundle whose base is a local checkpoint (not embedded): its projector labels need --base-checkpoint."""
+    projector = tiny_projector("vit", CLASSES, seed=1)
+    checkpoint = tmp_path / "tiny-vit.safetensors"
+    save_file({k.removeprefix("base."): v for k, v in embedded_tensors(tiny_clip("vit", 1)).items()}, str(checkpoint))
+    projector.base_manifest |= {"source": "local", "checkpoint": checkpoint.name}
+    manifest = {**projector.manifest_sections("float16"), "format_version": "1.0", "class_names": CLASSES, "ipc": 1,
+                "recipe": Recipe(epochs=1, batch_size=3, student_image_size=SIZE).to_manifest(),
+                "provenance": {"source_dataset": "test", "teacher": "none",
+                               "builder": {"name": "test_eval", "version": "0", "options": {}}, "timings": {}}}
+    images = torch.randint(0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path = write_bundle(tmp_path / "local.hello", manifest, images, torch.arange(3), projector.bundle_tensors())
+    args = ["eval", path, "--val", eval_kit["val"], "--regime", "projector", "--quiet"]
+    one_line_error(hello(*args), "tiny-vit.safetensors")
+    assert final_json(hello(*args, "--base-checkpoint", checkpoint))["regime"] == "projector"
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")   # convnet3's shape check, constant for one size
+def test_a_torchscript_teacher_runs_with_trust_teacher_code(eval_kit, tmp_path):
+    torch.manual_seed(0)
+    net = create_model("convnet3", len(CLASSES)).eval()
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, SIZE, SIZE)), str(tmp_path / "t.pt"))
+    args = ["eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "teacher", "--epochs", 1, "--quiet",
+            "--teacher", tmp_path / "t.pt"]
+    one_line_error(hello(*args), "--trust-teacher-code")
+    assert final_json(hello(*args, "--trust-teacher-code"))["regime"] == "teacher"
+
+
 def test_a_long_run_logs_every_kth_epoch_and_the_last(eval_kit):
     result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 50)
     epoch_lines = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("epoch ")]
