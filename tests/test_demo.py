@@ -3,8 +3,6 @@ folders it writes, the build options it passes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
