@@ -40,7 +40,7 @@ from hello_build.distributed import Group
 from hello_build.evaluation import evaluate
 from hello_build.foundation import pretrain_clip
 from hello_build.options import BuildOptions, default_head_rank
-from hello_build.pipeline import build
+from hello_build.pipeline import build, check_output
 from hello_build.teacher_training import TeacherTraining, train_teacher
 from hello_build.teachers import load_teacher
 import hello_format.base  # noqa: F401  (registers the tiny model configs with open_clip)
@@ -100,6 +100,7 @@ def run_demo(output: str | None = None, *, progress: bool = True, seed: int = 0,
     teacher's training, the build and the students."""
     started = time.perf_counter()
     output = Path(output or "demo.hello")
+    check_output(str(output))   # before minutes of pretraining and teacher training, and before work/ is made beside it
     work = output.with_name(output.name + ".work")   # a build's own folder, kept (shared by the ranks)
     return _run(output, work, started, progress=progress and (group is None or group.is_main), seed=seed,
                 precision=precision, group=group)

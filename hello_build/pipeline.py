@@ -246,14 +246,14 @@ def _check(options: BuildOptions) -> None:
             parameter_count({"architecture": options.base, "config": base_config(options)})
         except BaseModelError as exc:
             raise BuildError(f"--base-config {options.base_config}: {exc}") from None
-    _check_output(str(options.output))
+    check_output(str(options.output))
     work, data = options.workdir_path().resolve(), Path(options.data).resolve()
     if work == data or data in work.parents:   # a rerun would scan it as data: its folder a class of its own
         raise BuildError(f"the work directory {options.workdir_path()} is inside the data folder {options.data}: "
                          "give -o or --workdir a place outside it")
 
 
-def _check_output(output: str) -> None:
+def check_output(output: str) -> None:
     """BuildError unless the bundle can be written at ``output``: a file name, not a folder, whose folder
     (or, where that is still to be made, the nearest one that exists) takes a new file; found before
     any stage runs, not when the finished bundle is written, and leaving nothing behind."""

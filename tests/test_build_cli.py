@@ -237,6 +237,17 @@ def test_demo_refuses_what_it_would_ignore():
     assert "(with -o, --quiet, --dist-backend, --seed, --precision only)" in shown
 
 
+def test_demo_refuses_an_output_it_cannot_write_before_it_starts(tmp_path):
+    """-o under a file was a NotADirectoryError traceback once the demo, minutes in, wrote its digits
+    beside the bundle; it is the build's one-line refusal, and nothing is made."""
+    (tmp_path / "a-file").write_text("")
+    output = tmp_path / "a-file" / "demo.hello"
+    result = CliRunner().invoke(main, ["--demo", "--quiet", "-o", str(output)])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == f"error: --output {output}: cannot write there (Not a directory)\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
 def test_hello_build_has_the_package_version():
     """``hello --version`` had one; ``hello-build --version`` was an unknown option."""
     import hello_format
