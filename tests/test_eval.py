@@ -1,6 +1,7 @@
 """`hello eval`: every label regime end to end on a tiny bundle, bad inputs, and the stored (FKD)
 labels: their layout and a replay that meets exactly the views they were made for."""
 
+import copy
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import tempfile
 import textwrap
 import time
 
+import open_clip
 import pytest
 import torch
 from click.testing import CliRunner
@@ -29,7 +31,7 @@ from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
-from support import UNUSABLE_DEVICES, cache_file
+from support import UNUSABLE_DEVICES, cache_file, rewritten
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
 IPC, SIZE, BATCH = 3, 32, 4  # 9 images: batches of 4, 4, 1 per epoch (a short last batch)
@@ -179,6 +181,22 @@ def test_a_local_checkpoint_base_is_read_from_base_checkpoint(eval_kit, tmp_path
     args = ["eval", path, "--val", eval_kit["val"], "--regime", "projector", "--quiet"]
     one_line_error(hello(*args), "tiny-vit.safetensors")
     assert final_json(hello(*args, "--base-checkpoint", checkpoint))["regime"] == "projector"
+
+
+def test_a_remote_base_config_is_refused_unless_allow_remote_base(eval_kit, tmp_path):
+    """A base config that would make open_clip fetch a text model is refused before open_clip is asked;
+    --allow-remote-base reaches the projector's loader (which then asks open_clip: offline here, it fails)."""
+    def remote(manifest, tensors):
+        config = copy.deepcopy(open_clip.get_model_config(manifest["base"]["architecture"]))
+        config["text_cfg"]["hf_model_name"] = "some-org/some-model"
+        manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
+
+    path = rewritten(eval_kit["bundle"], tmp_path / "remote.hello", remote)
+    args = ["eval", path, "--val", eval_kit["val"], "--regime", "projector", "--epochs", 1, "--quiet"]
+    one_line_error(hello(*args), "uses 'text_cfg.hf_model_name', which is not in hello's allow-list",
+                   "--allow-remote-base")
+    allowed = hello(*args, "--allow-remote-base")
+    one_line_error(allowed, "open_clip cannot build architecture 'remote-text-tiny-vit'")
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")   # convnet3's shape check, constant for one size
