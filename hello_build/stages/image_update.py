@@ -55,7 +55,7 @@ def run_image_update(
     """
     updated = images.clone()
     before = after = 0.0
-    kept = 0
+    changed = 0
     starts = range(0, len(images), BATCH_SIZE)
     mine = starts if group is None else starts[group.rank :: group.world_size]
     for start in tqdm(mine, desc="image update", disable=not progress, leave=False):
@@ -65,7 +65,7 @@ def run_image_update(
             target = encoder(sources(batch).to(device).flatten(0, 1).float().div(255)).float()
             target = target.view(x.shape[0], factor * factor, -1)
         optimizer = torch.optim.Adam([x], lr=options.image_update_lr)
-        for step in range(options.image_update_steps):
+        for _ in range(options.image_update_steps):
             # each image's own MSE, summed: its gradient does not depend on the images beside it (a batch
             # mean divided it by the batch's size, and Adam's eps made the step size depend on that)
             loss = feature_errors(encoder, x, target, factor).sum()
@@ -82,10 +82,10 @@ def run_image_update(
         updated[batch][better.cpu()] = candidate[better].cpu()
         before += error_before.sum().item()
         after += torch.where(better, error_after, error_before).sum().item()
-        kept += int(better.sum())
-    before, after, kept = summed(group, [before, after, kept])
+        changed += int(better.sum())
+    before, after, changed = summed(group, [before, after, changed])
     n = max(1, len(images))
-    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "images_updated": int(kept),
+    return updated, {"feature_mse_before": before / n, "feature_mse_after": after / n, "images_updated": int(changed),
                      "steps": options.image_update_steps}
 
 
