@@ -779,6 +779,17 @@ def recorded_options(summary: dict) -> dict:
         return bundle.manifest["provenance"]["builder"]["options"]
 
 
+def _image_update_kit(n: int):
+    """A small random encoder, ``n`` uint8 16 px images and their factor-2 patches' 16 px sources."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(2),
+                                  torch.nn.Flatten())
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    sources = torch.randint(0, 256, (n, 4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    return encoder, images, sources
+
+
 def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
     """The update's loss was one MSE over the batch: each image's gradient was divided by the batch's
     size, and Adam's eps made the step depend on it (64 images a batch against 1: 41 % of the stored
@@ -786,12 +797,7 @@ def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
     MSE, summed, makes the batch a memory setting only."""
     from hello_build.stages import image_update
 
-    torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(2),
-                                  torch.nn.Flatten())
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8, generator=generator)
-    sources = torch.randint(0, 256, (10, 4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    encoder, images, sources = _image_update_kit(10)
     options = BuildOptions(image_update_steps=20, image_update_lr=0.01)
     updated = {}
     for batch_size in (64, 4, 1):
@@ -809,12 +815,7 @@ def test_the_image_update_keeps_an_image_its_update_would_make_worse():
     recorded errors are of the stored pixels, and ``images_updated`` counts the images that changed."""
     from hello_build.stages import image_update
 
-    torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(2),
-                                  torch.nn.Flatten())
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=generator)
-    sources = torch.randint(0, 256, (40, 4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    encoder, images, sources = _image_update_kit(40)
     target = encoder(sources.flatten(0, 1).float().div(255)).view(40, 4, -1).detach()
 
     def errors(pixels):
