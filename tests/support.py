@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,6 +112,28 @@ def rewritten(source, target, edit) -> Path:
         tensors = {name: bundle.tensor(name).clone() for name in bundle.tensor_names}
     edit(manifest, tensors)
     return write_stored(target, manifest, tensors)
+
+
+def with_local_base(source, target, checkpoint: Path) -> Path:
+    """``source`` (its base embedded) rewritten as ``target`` with the base's weights moved to ``checkpoint``:
+    a ``source: local`` base, which only ``--base-checkpoint`` can supply."""
+    def edit(manifest, tensors):
+        base = {name.removeprefix("base."): tensors.pop(name) for name in [n for n in tensors if n.startswith("base.")]}
+        save_file(base, str(checkpoint))
+        manifest["base"] |= {"source": "local", "checkpoint": checkpoint.name}
+
+    return rewritten(source, target, edit)
+
+
+def with_remote_text_base(source, target) -> Path:
+    """``source`` rewritten as ``target`` with a custom base config naming a Hugging Face text model
+    (``text_cfg.hf_model_name``, architecture ``remote-text-tiny-vit``): refused unless --allow-remote-base."""
+    def edit(manifest, tensors):
+        config = copy.deepcopy(open_clip.get_model_config(manifest["base"]["architecture"]))
+        config["text_cfg"]["hf_model_name"] = "some-org/some-model"
+        manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
+
+    return rewritten(source, target, edit)
 
 
 def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, seed: int = 0) -> Path:

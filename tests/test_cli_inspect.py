@@ -11,13 +11,12 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 
 from hello_format import cli as cli_module
 from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.text import human_bytes
-from support import make_bundle, rewritten, write_labelled_bundle
+from support import make_bundle, with_local_base, with_remote_text_base, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VALID = VECTORS / "valid_png.hello"
@@ -282,26 +281,17 @@ def base_kit(tmp_path_factory):
     custom base config naming a remote text model (text_cfg.hf_model_name)."""
     root = tmp_path_factory.mktemp("base-options")
     source = write_labelled_bundle(root / "embedded.hello")
-
-    def local(manifest, tensors):
-        base = {name.removeprefix("base."): tensors.pop(name) for name in [n for n in tensors if n.startswith("base.")]}
-        save_file(base, str(root / "tiny-vit.safetensors"))
-        manifest["base"] |= {"source": "local", "checkpoint": "tiny-vit.safetensors"}
-
-    def remote(manifest, tensors):
-        shipped = VECTORS.parent.parent / "hello_format" / "model_configs" / "hello-tiny-vit.json"
-        config = json.loads(shipped.read_text())
-        config["text_cfg"]["hf_model_name"] = "some-org/some-model"
-        manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
-
     return {"checkpoint": root / "tiny-vit.safetensors",
-            "local": rewritten(source, root / "local.hello", local),
-            "remote": rewritten(source, root / "remote.hello", remote)}
+            "local": with_local_base(source, root / "local.hello", root / "tiny-vit.safetensors"),
+            "remote": with_remote_text_base(source, root / "remote.hello")}
+
+
+WRITES = {"export-adapter": "", "requantize": ".hello", "preview": ".png"}   # a folder, a bundle, an image
 
 
 def _base_command(command, bundle, out):
-    """The command's arguments, writing ``out`` plus what it writes (a folder, a bundle, an image)."""
-    out = pathlib.Path(f"{out}{ {'export-adapter': '', 'requantize': '.hello', 'preview': '.png'}[command]}")
+    """The command's arguments and the path it writes: ``out`` with the suffix of what it writes."""
+    out = pathlib.Path(f"{out}{WRITES[command]}")
     return {"export-adapter": ["export-adapter", bundle, "-o", out],
             "requantize": ["requantize", bundle, out, "--delta-dtype", "int8", "--calibration-steps", "1"],
             "preview": ["preview", bundle, "-o", out, "--per-class", "1"]}[command], out

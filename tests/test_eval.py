@@ -1,7 +1,6 @@
 """`hello eval`: every label regime end to end on a tiny bundle, bad inputs, and the stored (FKD)
 labels: their layout and a replay that meets exactly the views they were made for."""
 
-import copy
 import json
 import os
 import shutil
@@ -12,7 +11,6 @@ import tempfile
 import textwrap
 import time
 
-import open_clip
 import pytest
 import torch
 from click.testing import CliRunner
@@ -31,7 +29,7 @@ from hello_format.cli import cli
 from hello_format.dataset import LabelledImages
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
-from support import UNUSABLE_DEVICES, cache_file, rewritten
+from support import UNUSABLE_DEVICES, cache_file, with_local_base, with_remote_text_base
 
 CLASSES = ["bird", "cat", "dog"]  # sorted, as ImageFolder orders class folders
 IPC, SIZE, BATCH = 3, 32, 4  # 9 images: batches of 4, 4, 1 per epoch (a short last batch)
@@ -168,16 +166,8 @@ def test_a_safetensors_teacher_is_read_as_the_teacher_arch_given(eval_kit, tmp_p
 
 def test_a_local_checkpoint_base_is_read_from_base_checkpoint(eval_kit, tmp_path):
     """A bundle whose base is a local checkpoint (not embedded): its projector labels need --base-checkpoint."""
-    projector = tiny_projector("vit", CLASSES, seed=1)
     checkpoint = tmp_path / "tiny-vit.safetensors"
-    save_file({k.removeprefix("base."): v for k, v in embedded_tensors(tiny_clip("vit", 1)).items()}, str(checkpoint))
-    projector.base_manifest |= {"source": "local", "checkpoint": checkpoint.name}
-    manifest = {**projector.manifest_sections("float16"), "format_version": "1.0", "class_names": CLASSES, "ipc": 1,
-                "recipe": Recipe(epochs=1, batch_size=3, student_image_size=SIZE).to_manifest(),
-                "provenance": {"source_dataset": "test", "teacher": "none",
-                               "builder": {"name": "test_eval", "version": "0", "options": {}}, "timings": {}}}
-    images = torch.randint(0, 256, (3, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    path = write_bundle(tmp_path / "local.hello", manifest, images, torch.arange(3), projector.bundle_tensors())
+    path = with_local_base(eval_kit["bundle"], tmp_path / "local.hello", checkpoint)
     args = ["eval", path, "--val", eval_kit["val"], "--regime", "projector", "--quiet"]
     one_line_error(hello(*args), "tiny-vit.safetensors")
     assert final_json(hello(*args, "--base-checkpoint", checkpoint))["regime"] == "projector"
@@ -186,12 +176,7 @@ def test_a_local_checkpoint_base_is_read_from_base_checkpoint(eval_kit, tmp_path
 def test_a_remote_base_config_is_refused_unless_allow_remote_base(eval_kit, tmp_path):
     """A base config that would make open_clip fetch a text model is refused before open_clip is asked;
     --allow-remote-base reaches the projector's loader (which then asks open_clip: offline here, it fails)."""
-    def remote(manifest, tensors):
-        config = copy.deepcopy(open_clip.get_model_config(manifest["base"]["architecture"]))
-        config["text_cfg"]["hf_model_name"] = "some-org/some-model"
-        manifest["base"] |= {"architecture": "remote-text-tiny-vit", "config": config}
-
-    path = rewritten(eval_kit["bundle"], tmp_path / "remote.hello", remote)
+    path = with_remote_text_base(eval_kit["bundle"], tmp_path / "remote.hello")
     args = ["eval", path, "--val", eval_kit["val"], "--regime", "projector", "--epochs", 1, "--quiet"]
     one_line_error(hello(*args), "uses 'text_cfg.hf_model_name', which is not in hello's allow-list",
                    "--allow-remote-base")
