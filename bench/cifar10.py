@@ -70,16 +70,16 @@ def trained_on(args) -> dict:
 
 
 def cached_json(path: Path, compute):
-    """``compute()`` once; its JSON result is kept at ``path``."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    from hello_format.files import atomic_target
+    """``compute()`` once; its JSON result is kept at ``path``. Every run returns what the file holds, so
+    a first run and a rerun see the same types (lists, not tuples; string keys)."""
+    if not path.is_file():
+        from hello_format.files import atomic_target
 
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as temp:
-        temp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
-    return result
+        text = json.dumps(compute(), indent=1, sort_keys=True, default=str)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_target(path) as temp:
+            temp.write_text(text)
+    return json.loads(path.read_text())
 
 
 # -- data -------------------------------------------------------------------------------------------

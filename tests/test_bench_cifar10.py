@@ -320,6 +320,15 @@ def test_a_cached_result_is_computed_once_and_then_read_back(bench, tmp_path):
     assert calls == [1]
 
 
+def test_a_first_run_returns_what_a_rerun_reads_back(bench, tmp_path):
+    """Tuples, integer keys and paths come back as JSON has them on the first run too, so no caller
+    behaves differently on a rerun."""
+    path = tmp_path / "k.json"
+    first = bench.cached_json(path, lambda: {"shape": (3, 32), "per_class": {7: 0.5}, "where": tmp_path})
+    assert first == {"shape": [3, 32], "per_class": {"7": 0.5}, "where": str(tmp_path)}
+    assert bench.cached_json(path, lambda: None) == first
+
+
 def test_an_architectures_epochs_override_an_ipcs(bench):
     """The most specific wins: ARCH@IPC, then ARCH, then @IPC, then the plain number."""
     epochs = bench.parse(["--student-epochs", "200", "resnet18_32=60", "@50=100"]).student_epochs
