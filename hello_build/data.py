@@ -40,7 +40,6 @@ import os
 import stat
 import unicodedata
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +50,7 @@ from PIL import Image
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
-from hello_format.codecs import jpeg_scans_over_limit
+from hello_format.codecs import jpeg_scans_over_limit, run_in_chunks
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
@@ -148,12 +147,14 @@ def scan_image_folder(
     bad: list[str] = []
     if check_headers:
         mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
-        with _without_bomb_warnings(), ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            checked = list(pool.map(functools.partial(_file_ok, decode=skip_bad), (samples[i][0] for i in mine),
-                                    chunksize=16 if skip_bad else 256))
         readable = [False] * len(samples)
-        for i, ok in zip(mine, checked):
-            readable[i] = ok
+
+        def check(start: int, stop: int) -> None:
+            for i in mine[start:stop]:
+                readable[i] = _file_ok(samples[i][0], skip_bad)
+
+        with _without_bomb_warnings():
+            run_in_chunks(len(mine), max(1, threads), check)
         if group is not None:
             readable = [count > 0 for count in group.sum([float(ok) for ok in readable])]
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]

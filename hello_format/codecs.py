@@ -144,16 +144,23 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
             _decode_into(out, i, blobs[i], codec, channels, height, width,
                          number=i if numbers is None else numbers[i])
 
-    chunk = max(1, -(-len(blobs) // (threads * 4)))
-    bounds = [(s, min(s + chunk, len(blobs))) for s in range(0, len(blobs), chunk)]
+    run_in_chunks(len(blobs), threads, decode_chunk)
+    return torch.from_numpy(out)
+
+
+def run_in_chunks(count: int, threads: int, work) -> None:
+    """``work(start, stop)`` over ``range(count)`` in contiguous chunks, about four a thread on ``threads``
+    threads (one future a chunk: a future per item would hold about a kB each, a GB for ImageNet's
+    1.28 M files); the first exception raised is re-raised here."""
+    chunk = max(1, -(-count // (threads * 4)))
+    bounds = [(s, min(s + chunk, count)) for s in range(0, count, chunk)]
     if threads == 1 or len(bounds) <= 1:
         for start, stop in bounds:
-            decode_chunk(start, stop)
+            work(start, stop)
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for future in [pool.submit(decode_chunk, s, e) for s, e in bounds]:
+            for future in [pool.submit(work, s, e) for s, e in bounds]:
                 future.result()
-    return torch.from_numpy(out)
 
 
 _LAZY_IMAGES: "weakref.WeakSet[LazyImages]" = weakref.WeakSet()

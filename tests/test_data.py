@@ -292,6 +292,23 @@ def test_a_truncated_jpeg_fails_its_first_decode_or_is_left_out_by_the_decoding_
     assert all(image.shape == (3, 8, 8) for image, _ in RealImages(index, 8))   # every file left decodes
 
 
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_the_threaded_check_reaches_every_file_whatever_its_chunk(tmp_path, threads):
+    """The headers are checked in contiguous chunks, several a thread: a bad file first, last, or at
+    any chunk's edge is found, and every good file kept, with any number of threads."""
+    root = tmp_path / "train"
+    for c in range(3):
+        for i in range(29):
+            save(root / f"class{c}" / f"{i:02d}.png", Image.new("L", (8, 8), i))
+    paths = sorted(str(path) for path in root.rglob("*.png"))
+    bad = [paths[0], paths[10], paths[11], paths[43], paths[-1]]
+    for path in bad:
+        Path(path).write_bytes(b"not a png")
+    index = scan_image_folder(root, skip_bad=True, threads=threads)
+    assert sorted(index.bad) == bad
+    assert sorted(path for path, _ in index.samples) == sorted(set(paths) - set(bad))
+
+
 def test_folders_are_matched_to_classes_by_name_in_any_order(tree):
     index = scan_image_folder(tree)
     ordered = in_class_order(index, ["fish", "cat", "dog"], "validation folder")

@@ -258,6 +258,31 @@ def test_decode_threads_agree():
                        codecs.decode_images(blobs, 3, 16, 16, threads=4, codec="png"))
 
 
+@pytest.mark.parametrize("count, threads", [(0, 4), (1, 4), (7, 1), (10_000, 4), (10_001, 16)])
+def test_chunked_work_covers_every_item_once_in_a_few_chunks(count, threads):
+    """One call (one future) a chunk, about four a thread, never one an item: a future per file held
+    about a GB over ImageNet's 1.28 M files in the data scan."""
+    calls, done = [], [0] * count
+
+    def work(start, stop):
+        calls.append((start, stop))
+        for i in range(start, stop):
+            done[i] += 1
+
+    codecs.run_in_chunks(count, threads, work)
+    assert done == [1] * count
+    assert len(calls) <= 4 * threads
+
+
+def test_chunked_work_raises_a_chunks_error():
+    def work(start, stop):
+        if start <= 50 < stop:
+            raise ValueError("item 50")
+
+    with pytest.raises(ValueError, match="item 50"):
+        codecs.run_in_chunks(100, 4, work)
+
+
 def test_the_shipped_manifest_schema_is_a_valid_draft_2020_12_schema():
     """Readers trust the schema file without checking it on open; this is where it is checked."""
     import jsonschema
