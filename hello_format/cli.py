@@ -247,7 +247,7 @@ def info(bundle_path: str, as_json: bool) -> None:
 @click.argument("bundle_path", metavar="BUNDLE")
 @click.option("--no-decode", is_flag=True, help="Skip decoding every image (hashes only).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the result as one line of JSON (path, format_version, images, tensors, images_decoded); "
+              help="Print the result as one line of JSON (ok, path, format_version, images, tensors, images_decoded); "
                    "a file that fails is still one error line on stderr and exit status 2.")
 def verify(bundle_path: str, no_decode: bool, as_json: bool) -> None:
     """Check the header, manifest (schema, version), every sha256 and that every image decodes."""
