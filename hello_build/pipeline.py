@@ -40,6 +40,7 @@ from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir, held
+from hello_format import head_cache
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
                                parameter_count)
@@ -134,9 +135,11 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
 
     train_idx, holdout_idx = holdout_split(index, options.holdout, options.seed)
     log(f"data: {len(index)} images, {index.num_classes} classes ({len(train_idx)} train / {len(holdout_idx)} held out); device {device}")
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
-        projector = _projector(options, clip_model, base_section, index, device, group)
+        projector = _projector(options, clip_model, base_section, index, device, group, progress=progress)
+    timings["text_embeddings"] = time.perf_counter() - started
     fresh = [stage.name for stage in STAGES] if options.fresh else ()
     ctx = BuildContext(
         options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
@@ -154,14 +157,18 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     agreement["unmixed_agreement"] = synthetic_agreement(ctx, ctx.images, mixed=False)["agreement"]
     log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on views from the same seed without CutMix/Mixup)")
+    timings["report"] = time.perf_counter() - started
     if group is not None and not group.is_main:
         return None  # that was the last collective: rank 0 alone writes the bundle (for as long as it takes)
     dtype, calibrated = DELTA_DTYPES[options.delta_dtype], None
     if is_quantised(dtype) and options.delta_calibration_steps:
+        started = time.perf_counter()
         calibrated = calibrate(projector, ctx.images, ctx.augment, dtype, options.delta_group_size,
                                calibration_config(options), progress=progress)
         log(f"calibrated the {dtype} deltas: top-1 agreement with the float projector on {calibrated['views']} selection "
             f"views {calibrated['agreement_rounded']:.3f} (rounded) -> {calibrated['agreement']:.3f}")
+        timings["calibrate"] = time.perf_counter() - started
+    started = time.perf_counter()
     manifest, tensors = store_deltas(_manifest(ctx, agreement, prior, _images_per_class(ctx.labels, index.num_classes)),
                                      projector.bundle_tensors("float32"), dtype, options.delta_group_size)
     manifest = record_quantisation(manifest, dtype, options.delta_group_size, calibrated)
@@ -369,10 +376,12 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     )
 
 
-def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None) -> Projector:
-    """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
-    rank 0 computes the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
-    templates = prompt_templates(options.templates)
+def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None, *,
+               progress: bool = False) -> Projector:
+    """The trainable projector: CLIP's zero-shot classifier (``_text_head``) plus zero-initialised LoRA. In a
+    ``group`` rank 0 finds the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
+    head = HeadConfig(templates=prompt_templates(options.templates), logit_scale=float(clip_model.logit_scale.exp().item()),
+                      lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha))
     encoder_lora = None
     if options.lora_rank:
         try:   # a pattern peft cannot take or that adapts nothing is refused here, before the text head costs
@@ -383,17 +392,13 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             raise BuildError(f"--lora-targets: {exc}") from None
         if options.init_adapter:   # its LoRA settings and weights' shapes, before the text head and any stage
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
-    embeddings = None
+    embeddings = (_text_head(clip_model, base_section, index.class_names, head, progress=progress)
+                  if group is None or group.is_main else torch.zeros(0, 0))
     if group is not None:
-        computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,
-                                   templates) if group.is_main else torch.zeros(0, 0)
-        shape = group.broadcast(torch.tensor(list(computed.shape)))
-        embeddings = group.broadcast(computed if group.is_main else torch.zeros(*shape.tolist()))
+        shape = group.broadcast(torch.tensor(list(embeddings.shape)))
+        embeddings = group.broadcast(embeddings if group.is_main else torch.zeros(*shape.tolist()))
     projector = Projector.for_training(
-        clip_model, base_section, index.class_names,
-        head=HeadConfig(templates=templates, logit_scale=float(clip_model.logit_scale.exp().item()),
-                        lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha)),
-        encoder_lora=encoder_lora, class_embeddings=embeddings,
+        clip_model, base_section, index.class_names, head=head, encoder_lora=encoder_lora, class_embeddings=embeddings,
         train_logit_scale=bool(options.train_logit_scale),   # None: no transfer runs to train it
     ).to(device)
     if group is not None:
@@ -401,6 +406,21 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             for parameter in (p for p in projector.parameters() if p.requires_grad):
                 parameter.copy_(group.broadcast(parameter))
     return projector
+
+
+def _text_head(clip_model, base_section: dict, class_names: list[str], head: HeadConfig, *, progress: bool) -> torch.Tensor:
+    """The zero-shot head ``T`` [C, d] the projector starts from: the local head cache's entry when this base
+    has encoded these names with these templates before (a resumed or repeated build skips minutes of
+    text tower at ImageNet scale), else computed by the text tower and cached, under the key a reader of
+    the bundle looks up (``hello_format.head_cache``), so that it finds the head too."""
+    key = head_cache.head_key(base_section, class_names, head.templates, head.ensemble)
+    cached = head_cache.load(key, len(class_names))
+    if cached is not None and getattr(clip_model.visual, "output_dim", None) in (None, cached.shape[1]):
+        return cached   # (an entry of another width does not fit this base: recomputed, as a reader does)
+    computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), class_names,
+                               head.templates, progress=progress)
+    head_cache.store(key, computed)
+    return computed
 
 
 def _load_base(options: BuildOptions, device: torch.device):

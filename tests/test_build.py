@@ -81,6 +81,26 @@ def test_bundle_opens_verified_with_classes_images_and_lora(reference):
     assert (recipe["augment"]["cutmix_alpha"], recipe["augment"]["mixup_alpha"]) == (options.cutmix_alpha, options.mixup_alpha)
 
 
+def test_the_text_head_comes_from_the_head_cache_and_is_left_there_for_readers(kit, tmp_path, monkeypatch):
+    """The text tower encodes classes x templates prompts (80,000 for ImageNet: minutes on a CPU): a build
+    reads the head that an earlier build or reader of this base, these names and these templates left in
+    the local head cache, and leaves its own there under the key a reader of the bundle looks up."""
+    from hello_format import head_cache
+
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path / "cache"))
+    first, _ = run_build(tiny_options(kit, tmp_path / "first", transfer_epochs=1))
+    with Bundle.open(first["output"]) as bundle:
+        key = head_cache.head_key(bundle.manifest["base"], bundle.class_names, bundle.manifest["head"]["templates"], "mean")
+        computed = bundle.head_weight()
+    assert torch.equal(head_cache.load(key, len(CLASSES)), computed)
+    planted = torch.nn.functional.normalize(torch.randn(computed.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    head_cache.store(key, planted)
+    second, _ = run_build(tiny_options(kit, tmp_path / "second", transfer_epochs=1))
+    with Bundle.open(second["output"]) as bundle:
+        assert torch.equal(bundle.head_weight(), planted)   # read, not computed again
+    assert second["timings"]["text_embeddings"] >= 0
+
+
 def test_provenance_records_options_timings_and_fidelity(reference):
     options, summary, _ = reference
     with Bundle.open(summary["output"]) as bundle:
@@ -101,7 +121,9 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     assert recorded["view_transfer_weight_decay"] is None and recorded["delta_calibration_steps"] is None
     assert recorded["delta_calibration_lr"] is recorded["delta_calibration_objective"] is None
     assert recorded["delta_group_size"] is None and recorded["quality"] is None
-    assert {"data", "base", "teacher", "text_head", "transfer", "init", "image_update"} <= set(provenance["timings"])
+    assert {"data", "base", "text_embeddings", "teacher", "text_head", "transfer", "init", "image_update",
+            "report"} <= set(provenance["timings"])
+    assert "calibrate" not in provenance["timings"]   # fp16 deltas: nothing to calibrate
     assert "write" in summary["timings"]
     assert all(seconds >= 0 for seconds in provenance["timings"].values())
     fidelity = provenance["fidelity"]
@@ -438,6 +460,7 @@ def test_int4_deltas_are_written_without_rerunning_a_stage(reference, tmp_path):
                                                     delta_calibration_selection_views=96))
     assert _markers(options.workdir_path()) == finished
     assert any("calibrated the int4 deltas" in line for line in logs)
+    assert quantised["timings"]["calibrate"] > 0   # its own line, not part of the write's
     with Bundle.open(summary["output"]) as fp16, Bundle.open(quantised["output"], verify=True) as int4:
         assert int4.manifest["format_version"] == "2.0" and fp16.manifest["lora"]["dtype"] == "float16"
         assert (int4.manifest["lora"]["dtype"], int4.manifest["lora"]["group_size"]) == ("int4", 32)

@@ -85,3 +85,15 @@ def test_empty_templates_are_refused():
     model = tiny_clip("vit")
     with pytest.raises(ValueError, match="templates"):
         text_embeddings(model, open_clip.get_tokenizer("hello-tiny-vit"), CLASSES, [])
+
+
+def test_progress_counts_the_classes_encoded(capsys):
+    """The builder shows it: ImageNet's 80,000 prompts take minutes on a CPU."""
+    model = tiny_clip("vit")
+    tokenizer = open_clip.get_tokenizer("hello-tiny-vit")
+    quiet = text_embeddings(model, tokenizer, CLASSES, DEFAULT_TEMPLATES[:3], batch_size=6)
+    assert capsys.readouterr().err == ""
+    shown = text_embeddings(model, tokenizer, CLASSES, DEFAULT_TEMPLATES[:3], batch_size=6, progress=True)
+    bar = capsys.readouterr().err
+    assert "text head (3 prompts a class)" in bar and f"0/{len(CLASSES)} [" in bar   # counted in classes
+    assert torch.equal(quiet, shown)
