@@ -4,6 +4,7 @@ import importlib.metadata
 import json
 import math
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -429,3 +430,30 @@ def test_hub_module_that_fails_to_import_is_reported(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "fake_hub_broken failed to load" in result.stderr
     assert "huggingface_hub is too old" in result.stderr
     assert "warning: fake_hub_broken failed to load" in run("--help").stderr
+
+
+def test_a_preview_of_a_thousand_classes_says_what_it_shows_and_refuses_a_sheet_its_format_cannot_hold(
+        tmp_path, monkeypatch):
+    """At ImageNet's class count: the default sheet said nothing of the 1,000 classes left out, and
+    --max-classes 1000 into a .jpg drew a sheet 64,004 pixels tall (1,000 rows of 64) before libjpeg refused it
+    ("broken data stream when writing image file"); refused now before an image is decoded, saying what to pass."""
+    path = make_bundle(tmp_path / "k.hello", classes=[f"n{c:08d}" for c in range(1_100)], ipc=1)
+    out = tmp_path / "grid.png"
+    result = run("preview", path, "-o", out, "--no-labels")
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as grid:
+        assert result.stdout == f"wrote {out} ({grid.width}x{grid.height}, the first 100 of 1,100 classes)\n"
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("images decoded for a sheet that cannot be written")
+
+    monkeypatch.setattr(Bundle, "images", no_decoding)
+    jpeg = tmp_path / "grid.jpg"
+    result = run("preview", path, "-o", jpeg, "--no-labels", "--max-classes", "1100")
+    assert result.exit_code == 2 and not jpeg.exists()
+    assert re.fullmatch(f"error: cannot write {re.escape(str(jpeg))}: the sheet would be [0-9]+x70,404 pixels, more "
+                        "than JPEG's 65,500 a side: pass a smaller --max-classes \\(here 1,100 of 1,100 classes\\) "
+                        "or --per-class\n", result.stderr), result.output
+    webp = tmp_path / "grid.webp"   # with captions: room for them is counted before the projector is built
+    result = run("preview", path, "-o", webp, "--max-classes", "200")
+    assert result.exit_code == 2 and "more than WEBP's 16,383 a side with top-2 captions" in result.stderr, result.output

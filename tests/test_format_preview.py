@@ -47,3 +47,19 @@ def test_a_caption_wider_than_its_image_widens_the_column_instead_of_being_cut()
 def test_grayscale_and_empty_classes():
     grid = render_grid(solid(3, (200,), channels=1), torch.tensor([0, 0, 2]), ["a", "unused", "c"])
     assert grid.mode == "RGB" and count(grid, (200, 200, 200)) == 3 * 64 * 64
+
+
+def test_a_sheet_larger_than_an_image_viewer_opens_is_refused_before_it_is_drawn():
+    """3,000 classes of 256-px images, one each: a 516 x 780,004 sheet (400M pixels, 1.2 GB) was drawn;
+    its size is known from the labels and the image size alone."""
+    from hello_format.hub.preview import MAX_SHEET_PIXELS, sheet_size
+
+    images = torch.zeros(1, 3, 256, 256, dtype=torch.uint8).expand(3_000, -1, -1, -1)   # no memory
+    labels, names = torch.arange(3_000), [f"n{c:08d}" for c in range(3_000)]
+    width, height = sheet_size(images.shape, labels, names)
+    assert width * height > MAX_SHEET_PIXELS
+    with pytest.raises(ValueError, match=f"the sheet would be {width:,}x{height:,} pixels, more than"):
+        render_grid(images, labels, names)
+    small = render_grid(solid(4, RED), torch.tensor([0, 0, 1, 5]), ["a", "b", "c"], per_class=1)
+    assert small.size == sheet_size((4, 3, 8, 8), torch.tensor([0, 0, 1, 5]), ["a", "b", "c"], per_class=1)
+    assert count(small, RED) == 2 * 64 * 64   # one a class, class 5 (no name) left out

@@ -11,12 +11,49 @@ _MAX_CELL = 256   # larger ones are scaled down to at most this: the sheet's siz
 _MAX_NAME_WIDTH = 220
 _MAX_CAPTION_WIDTH = 160   # a column is as wide as its image, or its widest caption up to this
 _BACKGROUND, _INK = (255, 255, 255), (20, 20, 20)
+# the largest sheet drawn: twice Pillow's decompression-bomb threshold, past which Pillow itself refuses to
+# open an image (1,000 classes of a 224-px bundle, 10 a class, made a 2,548 x 262,004 sheet: 2 GB to draw)
+MAX_SHEET_PIXELS = 2 * 89_478_485
+# the widest side a format's Pillow writer takes (JPEG's libjpeg 65,500, WebP 16,383, GIF 16-bit): past it,
+# JPEG failed with "broken data stream when writing image file" after the whole sheet was drawn
+MAX_SHEET_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "GIF": 65_535}
 
 
 def first_per_class(labels: torch.Tensor, classes: int, per_class: int) -> torch.Tensor:
     """The indices of the first ``per_class`` images of each of the first ``classes`` classes, class by class:
     the images a contact sheet shows."""
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(classes)])
+
+
+def _rows(labels: list[int], classes: int, per_class: int) -> list[tuple[int, list[int]]]:
+    """(class, the positions of its first ``per_class`` images) for each class below ``classes`` that has
+    one, in class order: one pass over the labels (a scan per class was 50M steps for 1,000 classes of 50)."""
+    rows: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        if 0 <= y < classes:
+            row = rows.setdefault(y, [])
+            if len(row) < per_class:
+                row.append(i)
+    return sorted(rows.items())
+
+
+def sheet_size(image_shape, labels: torch.Tensor, class_names: list[str], *, per_class: int = 10,
+               caption_lines: int = 0) -> tuple[int, int]:
+    """The (width, height) of the sheet ``render_grid`` draws for images of ``image_shape`` (..., H, W)
+    with these labels: exact without captions, at most this with captions of up to ``caption_lines``
+    lines (their width is not known yet), so a sheet too large to write is refused before it is labelled."""
+    return _layout(image_shape, labels.detach().cpu().tolist(), class_names, per_class, None, caption_lines)[-1]
+
+
+def sheet_refusal(width: int, height: int, image_format: str | None = None) -> str | None:
+    """Why a sheet of ``width`` x ``height`` is not drawn (as ``image_format``), or None."""
+    side = MAX_SHEET_SIDE.get(image_format)
+    if side is not None and max(width, height) > side:
+        return f"the sheet would be {width:,}x{height:,} pixels, more than {image_format}'s {side:,} a side"
+    if width * height > MAX_SHEET_PIXELS:
+        return (f"the sheet would be {width:,}x{height:,} pixels, more than the {MAX_SHEET_PIXELS:,} "
+                "an image viewer (Pillow included) opens")
+    return None
 
 
 def _font() -> ImageFont.ImageFont:
@@ -68,22 +105,12 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
     if captions is not None and len(captions) != len(labels):
         raise ValueError(f"captions has {len(captions)} entries for {len(labels)} images")
     _, _, height, width = images.shape
-    cell_w, cell_h = _cell(height, width)
-    rows = [(c, [i for i, y in enumerate(labels) if y == c][:per_class]) for c in range(len(class_names))]
-    rows = [(c, idx) for c, idx in rows if idx]
-    font = _font()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line_h = int(font.getbbox("Ag")[3]) + 2
-    caption_lines = max((len(c.splitlines()) for c in captions), default=0) if captions else 0
-    name_w = min(_MAX_NAME_WIDTH, max((int(probe.textlength(class_names[c], font=font)) + 1 for c, _ in rows),
-                                      default=0)) + 2 * _PAD
-    row_h = cell_h + caption_lines * line_h + _PAD
-    lines = [line for caption in captions or [] for line in caption.splitlines()]
-    column_w = max(cell_w, min(_MAX_CAPTION_WIDTH, max((int(probe.textlength(line, font=font)) + 1 for line in lines),
-                                                       default=0)))
-    columns = max((len(idx) for _, idx in rows), default=0)
-    sheet = Image.new("RGB", (name_w + columns * (column_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD),
-                      _BACKGROUND)
+    rows, font, line_h, (cell_w, cell_h), name_w, column_w, row_h, size = _layout(
+        images.shape, labels, class_names, per_class, captions, 0)
+    refusal = sheet_refusal(*size)
+    if refusal:
+        raise ValueError(refusal)
+    sheet = Image.new("RGB", size, _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for r, (c, indices) in enumerate(rows):
         top = _PAD + r * row_h
@@ -98,6 +125,32 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
             for j, line in enumerate((captions[i].splitlines() if captions else [])):
                 draw.text((left, top + cell_h + j * line_h), _fit(draw, line, font, column_w), fill=_INK, font=font)
     return sheet
+
+
+def _layout(image_shape, labels: list[int], class_names: list[str], per_class: int, captions: list[str] | None,
+            caption_lines: int):
+    """render_grid's rows, font, line height, cell, name and column widths, row height and sheet size;
+    without ``captions``, room for ``caption_lines`` lines of the widest caption a column shows."""
+    height, width = image_shape[-2:]
+    cell_w, cell_h = _cell(height, width)
+    rows = _rows(labels, len(class_names), per_class)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = int(font.getbbox("Ag")[3]) + 2
+    if captions:
+        caption_lines = max((len(c.splitlines()) for c in captions), default=0)
+        lines = [line for caption in captions for line in caption.splitlines()]
+        column_w = max(cell_w, min(_MAX_CAPTION_WIDTH, max((int(probe.textlength(line, font=font)) + 1
+                                                            for line in lines), default=0)))
+    else:
+        caption_lines = 0 if captions is not None else caption_lines
+        column_w = max(cell_w, _MAX_CAPTION_WIDTH) if caption_lines else cell_w
+    name_w = min(_MAX_NAME_WIDTH, max((int(probe.textlength(class_names[c], font=font)) + 1 for c, _ in rows),
+                                      default=0)) + 2 * _PAD
+    row_h = cell_h + caption_lines * line_h + _PAD
+    columns = max((len(idx) for _, idx in rows), default=0)
+    size = (name_w + columns * (column_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD)
+    return rows, font, line_h, (cell_w, cell_h), name_w, column_w, row_h, size
 
 
 def topk_captions(logits: torch.Tensor, class_names: list[str], k: int) -> list[str]:
