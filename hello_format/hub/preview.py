@@ -1,6 +1,8 @@
 """A contact sheet of a bundle's images: one row per class, class names on the left, optional captions
 (e.g. the projector's top-k labels of each image)."""
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -42,7 +44,7 @@ def sheet_size(image_shape, labels: torch.Tensor, class_names: list[str], *, per
     """The (width, height) of the sheet ``render_grid`` draws for images of ``image_shape`` (..., H, W)
     with these labels: exact without captions, at most this with captions of up to ``caption_lines``
     lines (their width is not known yet), so a sheet too large to write is refused before it is labelled."""
-    return _layout(image_shape, labels.detach().cpu().tolist(), class_names, per_class, None, caption_lines)[-1]
+    return _layout(image_shape, labels.detach().cpu().tolist(), class_names, per_class, None, caption_lines).size
 
 
 def sheet_refusal(width: int, height: int, image_format: str | None = None) -> str | None:
@@ -127,10 +129,23 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
     return sheet
 
 
+class _Layout(NamedTuple):
+    """Where render_grid draws: its rows ((class, image positions)), font and sizes in pixels."""
+
+    rows: list[tuple[int, list[int]]]
+    font: ImageFont.ImageFont
+    line_h: int
+    cell: tuple[int, int]      # (width, height) of an image's tile
+    name_w: int
+    column_w: int
+    row_h: int
+    size: tuple[int, int]      # the sheet's (width, height)
+
+
 def _layout(image_shape, labels: list[int], class_names: list[str], per_class: int, captions: list[str] | None,
-            caption_lines: int):
-    """render_grid's rows, font, line height, cell, name and column widths, row height and sheet size;
-    without ``captions``, room for ``caption_lines`` lines of the widest caption a column shows."""
+            caption_lines: int) -> _Layout:
+    """render_grid's layout; without ``captions``, room for ``caption_lines`` lines of the widest caption a
+    column shows."""
     height, width = image_shape[-2:]
     cell_w, cell_h = _cell(height, width)
     rows = _rows(labels, len(class_names), per_class)
@@ -150,7 +165,7 @@ def _layout(image_shape, labels: list[int], class_names: list[str], per_class: i
     row_h = cell_h + caption_lines * line_h + _PAD
     columns = max((len(idx) for _, idx in rows), default=0)
     size = (name_w + columns * (column_w + _PAD) + _PAD, max(1, len(rows)) * row_h + _PAD)
-    return rows, font, line_h, (cell_w, cell_h), name_w, column_w, row_h, size
+    return _Layout(rows, font, line_h, (cell_w, cell_h), name_w, column_w, row_h, size)
 
 
 def topk_captions(logits: torch.Tensor, class_names: list[str], k: int) -> list[str]:
