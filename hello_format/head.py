@@ -19,17 +19,18 @@ SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
 
 @torch.no_grad()
 def text_embeddings(model: nn.Module, tokenizer, class_names: Sequence[str],
-                    templates: Sequence[str], *, batch_size: int = 1024, progress: bool = False) -> torch.Tensor:
+                    templates: Sequence[str], *, batch_size: int = 1024, progress: bool | None = False) -> torch.Tensor:
     """``[C, d]`` float32: per class, the mean over templates of L2-normalised text embeddings,
-    renormalised (open_clip's ``build_zero_shot_classifier``, transposed). ``progress``: a bar counting
-    classes (ImageNet's 1000 classes x 80 templates are 80,000 prompts: minutes on a CPU)."""
+    renormalised (open_clip's ``build_zero_shot_classifier``, transposed). ``progress``: a bar on stderr
+    counting classes (ImageNet's 1000 classes x 80 templates are 80,000 prompts: minutes on a CPU);
+    None: only where stderr is a terminal."""
     if not templates:
         raise ValueError("head templates are empty: give at least one, e.g. 'a photo of a {}.'")
     device = next(model.parameters()).device
     per_class = max(1, batch_size // len(templates))  # whole classes per batch: memory holds one batch and the means
     means = []
     with tqdm(total=len(class_names), desc=f"text head ({len(templates)} prompts a class)", unit="class",
-              disable=not progress, leave=False) as bar:
+              disable=None if progress is None else not progress, leave=False) as bar:
         for start in range(0, len(class_names), per_class):
             names = class_names[start:start + per_class]
             tokens = tokenizer([template.format(name) for name in names for template in templates]).to(device)

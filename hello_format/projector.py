@@ -44,7 +44,7 @@ class Projector(nn.Module):
                  head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
                  train_logit_scale: bool = False, tokenizer=None, class_embeddings: torch.Tensor | None = None):
         """``class_embeddings``: the text head ``T`` ``[C, d]`` when known (stored or cached); otherwise
-        ``clip_model``'s text tower computes it."""
+        ``clip_model``'s text tower computes it, with a progress bar when stderr is a terminal."""
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
@@ -60,7 +60,8 @@ class Projector(nn.Module):
         self.image_size = image_hw(base_manifest["image_size"])
         if class_embeddings is None:
             tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
-            embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates)
+            embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates,
+                                         progress=None)   # a bar where someone watches a terminal
         else:
             embeddings = class_embeddings.detach().to(_device(clip_model.visual), torch.float32).clone()
         self.register_buffer("mean", _channel_vector(base_manifest["mean"], embeddings.device),

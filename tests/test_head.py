@@ -97,3 +97,27 @@ def test_progress_counts_the_classes_encoded(capsys):
     bar = capsys.readouterr().err
     assert "text head (3 prompts a class)" in bar and f"0/{len(CLASSES)} [" in bar   # counted in classes
     assert torch.equal(quiet, shown)
+
+
+def test_a_projector_shows_the_text_towers_progress_on_a_terminal_only(capsys, monkeypatch):
+    """A stranger's bundle on a public base: the first open encodes every class's prompts (minutes at
+    ImageNet scale on a CPU); someone at a terminal sees it, a log file gets nothing."""
+    import io
+    import sys
+
+    def projector():
+        model = tiny_clip("vit")
+        return Projector(model, tiny_base_manifest(model), CLASSES, head=HeadConfig(templates=DEFAULT_TEMPLATES[:2], logit_scale=100.0),
+                         encoder_lora=None)
+
+    projector()
+    assert capsys.readouterr().err == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    projector()
+    assert "text head (2 prompts a class)" in terminal.getvalue()
