@@ -36,7 +36,7 @@ from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 
 BASE = "hello-rn-w32"
-STAGES = ("data", "base", "text_embeddings", "text_head", "transfer", "init", "image_update", "view_transfer", "report", "write")
+STAGES = ("data", "base", "projector", "text_head", "transfer", "init", "image_update", "view_transfer", "report", "write")
 
 
 def prepare(root: Path) -> dict:
@@ -62,8 +62,7 @@ def build_args(kit: dict, output: Path, args) -> list[str]:
 
 def run(nproc: int, build: list[str]) -> tuple[dict, float]:
     """(rank 0's summary, wall seconds) of one build on ``nproc`` processes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",   # a head cache of its own: each run computes its head
-           "HELLO_CACHE": tempfile.mkdtemp(prefix="hello-scaling-cache-")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                     f"--nproc_per_node={nproc}"]
     started = time.perf_counter()

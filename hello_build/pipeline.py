@@ -40,7 +40,6 @@ from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
 from hello_build.workdir import WorkDir, held
-from hello_format import head_cache
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
                                parameter_count)
@@ -139,7 +138,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group, progress=progress)
-    timings["text_embeddings"] = time.perf_counter() - started
+    timings["projector"] = time.perf_counter() - started   # mostly the text head: 80,000 prompts for ImageNet
     fresh = [stage.name for stage in STAGES] if options.fresh else ()
     ctx = BuildContext(
         options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
@@ -378,8 +377,11 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
 
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None, *,
                progress: bool = False) -> Projector:
-    """The trainable projector: CLIP's zero-shot classifier (``_text_head``) plus zero-initialised LoRA. In a
-    ``group`` rank 0 finds the text head and every rank starts from rank 0's head and LoRA (as DDP would)."""
+    """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
+    rank 0 computes the text head (``progress``: a bar over its classes) and every rank starts from rank 0's
+    head and LoRA (as DDP would). Every run computes the head, a resume too: the shared head cache's key
+    cannot tell apart two text towers behind one embedded image tower, and its entry may come from another
+    device or program."""
     head = HeadConfig(templates=prompt_templates(options.templates), logit_scale=float(clip_model.logit_scale.exp().item()),
                       lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha))
     encoder_lora = None
@@ -392,7 +394,8 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             raise BuildError(f"--lora-targets: {exc}") from None
         if options.init_adapter:   # its LoRA settings and weights' shapes, before the text head and any stage
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
-    embeddings = (_text_head(clip_model, base_section, index.class_names, head, progress=progress)
+    embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,
+                                  head.templates, progress=progress)
                   if group is None or group.is_main else torch.zeros(0, 0))
     if group is not None:
         shape = group.broadcast(torch.tensor(list(embeddings.shape)))
@@ -406,21 +409,6 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             for parameter in (p for p in projector.parameters() if p.requires_grad):
                 parameter.copy_(group.broadcast(parameter))
     return projector
-
-
-def _text_head(clip_model, base_section: dict, class_names: list[str], head: HeadConfig, *, progress: bool) -> torch.Tensor:
-    """The zero-shot head ``T`` [C, d] the projector starts from: the local head cache's entry when this base
-    has encoded these names with these templates before (a resumed or repeated build skips minutes of
-    text tower at ImageNet scale), else computed by the text tower and cached, under the key a reader of
-    the bundle looks up (``hello_format.head_cache``), so that it finds the head too."""
-    key = head_cache.head_key(base_section, class_names, head.templates, head.ensemble)
-    cached = head_cache.load(key, len(class_names))
-    if cached is not None and getattr(clip_model.visual, "output_dim", None) in (None, cached.shape[1]):
-        return cached   # (an entry of another width does not fit this base: recomputed, as a reader does)
-    computed = text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), class_names,
-                               head.templates, progress=progress)
-    head_cache.store(key, computed)
-    return computed
 
 
 def _load_base(options: BuildOptions, device: torch.device):
