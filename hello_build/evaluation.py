@@ -270,8 +270,8 @@ def evaluate(
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
         images, labels, names, folders = bundle.images(), bundle.labels, bundle.class_names, bundle.class_folders
-        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base) \
-            if labelled else None
+        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
+                                          progress=progress) if labelled else None
     augment = recipe.augment
     val = RealImages(val_index, size)
 

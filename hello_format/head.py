@@ -23,7 +23,7 @@ def text_embeddings(model: nn.Module, tokenizer, class_names: Sequence[str],
     """``[C, d]`` float32: per class, the mean over templates of L2-normalised text embeddings,
     renormalised (open_clip's ``build_zero_shot_classifier``, transposed). ``progress``: a bar on stderr
     counting classes (ImageNet's 1000 classes x 80 templates are 80,000 prompts: minutes on a CPU);
-    None: only where stderr is a terminal."""
+    None: where someone watches (a terminal or a notebook, as tqdm decides)."""
     if not templates:
         raise ValueError("head templates are empty: give at least one, e.g. 'a photo of a {}.'")
     device = next(model.parameters()).device

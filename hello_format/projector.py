@@ -42,9 +42,11 @@ class Projector(nn.Module):
 
     def __init__(self, clip_model: nn.Module, base_manifest: dict, class_names: Sequence[str], *,
                  head: HeadConfig, encoder_lora: EncoderLoraConfig | None,
-                 train_logit_scale: bool = False, tokenizer=None, class_embeddings: torch.Tensor | None = None):
+                 train_logit_scale: bool = False, tokenizer=None, class_embeddings: torch.Tensor | None = None,
+                 progress: bool | None = None):
         """``class_embeddings``: the text head ``T`` ``[C, d]`` when known (stored or cached); otherwise
-        ``clip_model``'s text tower computes it, with a progress bar when stderr is a terminal."""
+        ``clip_model``'s text tower computes it, with a progress bar (``progress``; None: where someone
+        watches, a terminal or a notebook, as tqdm decides)."""
         super().__init__()
         self.base_manifest = dict(base_manifest)
         self.class_names = list(class_names)
@@ -60,8 +62,7 @@ class Projector(nn.Module):
         self.image_size = image_hw(base_manifest["image_size"])
         if class_embeddings is None:
             tokenizer = tokenizer or open_clip.get_tokenizer(base_manifest["architecture"])
-            embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates,
-                                         progress=None)   # a bar where someone watches a terminal
+            embeddings = text_embeddings(clip_model, tokenizer, self.class_names, head.templates, progress=progress)
         else:
             embeddings = class_embeddings.detach().to(_device(clip_model.visual), torch.float32).clone()
         self.register_buffer("mean", _channel_vector(base_manifest["mean"], embeddings.device),
@@ -101,7 +102,7 @@ class Projector(nn.Module):
     @classmethod
     def from_bundle(cls, bundle, *, device="cpu", merge: bool = True, checkpoint: str | None = None,
                     allow_remote_base: bool = False, use_head_cache: bool = True,
-                    prior_weight: float | None = None, verify: bool = True) -> "Projector":
+                    prior_weight: float | None = None, verify: bool = True, progress: bool | None = None) -> "Projector":
         """Rebuild a bundle's projector (a ``Bundle``, a path or an ``hf://`` URI): base (checked), text
         head, LoRA weights; merged by default.
 
@@ -113,6 +114,7 @@ class Projector(nn.Module):
         cache's entry (``hello_format.head_cache``; then the text tower is never built), or computed
         by the text tower and cached (``use_head_cache=False``: neither read nor written).
         ``prior_weight``: label with this mix instead of the bundle's ``head.prior_weight`` (an ablation).
+        ``progress``: a bar while the text tower encodes the class prompts (None: where someone watches).
         """
         from hello_format.bundle import Bundle
         from hello_format.hub.resolver import open_bundle
@@ -121,7 +123,7 @@ class Projector(nn.Module):
             with open_bundle(bundle) as opened:
                 return cls.from_bundle(opened, device=device, merge=merge, checkpoint=checkpoint,
                                        allow_remote_base=allow_remote_base, use_head_cache=use_head_cache,
-                                       prior_weight=prior_weight, verify=verify)
+                                       prior_weight=prior_weight, verify=verify, progress=progress)
         device = resolve_device(device)
         manifest = bundle.manifest
         base_manifest = manifest["base"]
@@ -157,7 +159,7 @@ class Projector(nn.Module):
                           bundle.path)
         head_state = bundle.head_state_dict()
         projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
-                        class_embeddings=embeddings)
+                        class_embeddings=embeddings, progress=progress)
         if embeddings is None and key is not None:
             head_cache.store(key, projector.text_embeddings)
         if encoder_lora:

@@ -173,6 +173,26 @@ def test_a_local_checkpoint_base_is_read_from_base_checkpoint(eval_kit, tmp_path
     assert final_json(hello(*args, "--base-checkpoint", checkpoint))["regime"] == "projector"
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_text_towers_bar_follows_evals_progress(eval_kit, tmp_path, monkeypatch, progress):
+    """--quiet (and every rank but 0) pass progress=False: no bar, even on a terminal, while the projector of a
+    public-base bundle encodes its prompts (an empty head cache); with progress, the bar shows."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    checkpoint = tmp_path / "tiny-vit.safetensors"
+    path = with_local_base(eval_kit["bundle"], tmp_path / "local.hello", checkpoint)
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path / "empty-cache"))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    evaluate(path, eval_kit["val"], regime="projector", recipe_overrides={"epochs": 1}, checkpoint=str(checkpoint),
+             progress=progress)
+    assert ("text head" in terminal.getvalue()) == progress
+
+
 def test_a_remote_base_config_is_refused_unless_allow_remote_base(eval_kit, tmp_path):
     """A base config that would make open_clip fetch a text model is refused before open_clip is asked;
     --allow-remote-base reaches the projector's loader (which then asks open_clip: offline here, it fails)."""

@@ -101,14 +101,14 @@ def test_progress_counts_the_classes_encoded(capsys):
 
 def test_a_projector_shows_the_text_towers_progress_on_a_terminal_only(capsys, monkeypatch):
     """A stranger's bundle on a public base: the first open encodes every class's prompts (minutes at
-    ImageNet scale on a CPU); someone at a terminal sees it, a log file gets nothing."""
+    ImageNet scale on a CPU); someone at a terminal sees it, a log file gets nothing, nor a quiet caller."""
     import io
     import sys
 
-    def projector():
+    def projector(**kwargs):
         model = tiny_clip("vit")
         return Projector(model, tiny_base_manifest(model), CLASSES, head=HeadConfig(templates=DEFAULT_TEMPLATES[:2], logit_scale=100.0),
-                         encoder_lora=None)
+                         encoder_lora=None, **kwargs)
 
     projector()
     assert capsys.readouterr().err == ""
@@ -119,5 +119,7 @@ def test_a_projector_shows_the_text_towers_progress_on_a_terminal_only(capsys, m
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    projector(progress=False)   # a caller that was asked to be quiet
+    assert terminal.getvalue() == ""
     projector()
     assert "text head (2 prompts a class)" in terminal.getvalue()
