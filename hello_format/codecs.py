@@ -148,11 +148,14 @@ def decode_images(blobs, channels: int, height: int, width: int, threads: int | 
     return torch.from_numpy(out)
 
 
+CHUNK_ITEMS = 1024   # at most this many items a chunk: threads that finish early take the next one
+
+
 def run_in_chunks(count: int, threads: int, work) -> None:
     """``work(start, stop)`` over ``range(count)`` in contiguous chunks, about four a thread on ``threads``
-    threads (one future a chunk: a future per item would hold about a kB each, a GB for ImageNet's
-    1.28 M files); the first exception raised is re-raised here."""
-    chunk = max(1, -(-count // (threads * 4)))
+    threads and at most ``CHUNK_ITEMS`` each (one future a chunk: a future per item would hold about a kB
+    each, a GB for ImageNet's 1.28 M files); the first chunk's exception, in chunk order, is re-raised here."""
+    chunk = min(CHUNK_ITEMS, max(1, -(-count // (threads * 4))))
     bounds = [(s, min(s + chunk, count)) for s in range(0, count, chunk)]
     if threads == 1 or len(bounds) <= 1:
         for start, stop in bounds:
