@@ -355,16 +355,17 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     with open_bundle(bundle_path, verify=True) as bundle:
         labels, num_classes = bundle.labels, bundle.num_classes
         top_k = min(top_k, num_classes)   # what a caption can show
-        shown = first_per_class(labels, min(max_classes, bundle.num_classes), per_class)
+        classes_shown = min(max_classes, num_classes)
+        shown = first_per_class(labels, classes_shown, per_class)
         # before anything is decoded or labelled: 1,000 classes made a sheet JPEG cannot hold, found only
         # once it was drawn ("broken data stream"), or gigabytes of one (224-px images)
         width, height = sheet_size(bundle.image_shape, labels[shown], bundle.class_names[:max_classes],
                                    per_class=per_class, caption_lines=0 if no_labels else top_k)
-        refusal = sheet_refusal(width, height, image_format)
+        refusal = sheet_refusal(width, height, image_format, at_most=not no_labels)
         if refusal:
             captioned = "" if no_labels else f" with top-{top_k} captions (none with --no-labels)"
             raise CommandError(f"cannot write {output}: {refusal}{captioned}: pass a smaller --max-classes "
-                               f"(here {min(max_classes, bundle.num_classes):,} of {bundle.num_classes:,} "
+                               f"(here {classes_shown:,} of {num_classes:,} "
                                "classes) or --per-class")
         images = bundle.images(indices=shown)   # the shown ones only: a 10,000-image bundle shows 200
         captions = None if no_labels else _projector_captions(bundle, images, top_k, base_checkpoint,
@@ -379,7 +380,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     except OSError as exc:   # its strerror: the message names the hidden temp file
         raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
-    classes = f", the first {max_classes:,} of {num_classes:,} classes" if max_classes < num_classes else ""
+    classes = f", the first {classes_shown:,} of {num_classes:,} classes" if classes_shown < num_classes else ""
     echo(f"wrote {output} ({grid.width}x{grid.height}{classes}{labelled})")
 
 

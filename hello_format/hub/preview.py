@@ -47,14 +47,15 @@ def sheet_size(image_shape, labels: torch.Tensor, class_names: list[str], *, per
     return _layout(image_shape, labels.detach().cpu().tolist(), class_names, per_class, None, caption_lines).size
 
 
-def sheet_refusal(width: int, height: int, image_format: str | None = None) -> str | None:
-    """Why a sheet of ``width`` x ``height`` is not drawn (as ``image_format``), or None."""
+def sheet_refusal(width: int, height: int, image_format: str | None = None, *, at_most: bool = False) -> str | None:
+    """Why a sheet of ``width`` x ``height`` (``at_most``: up to that, as ``sheet_size`` bounds a captioned
+    one) is not drawn (as ``image_format``), or None."""
+    size = f"the sheet would be {'up to ' if at_most else ''}{width:,}x{height:,} pixels"
     side = MAX_SHEET_SIDE.get(image_format)
     if side is not None and max(width, height) > side:
-        return f"the sheet would be {width:,}x{height:,} pixels, more than {image_format}'s {side:,} a side"
+        return f"{size}, more than {image_format}'s {side:,} a side"
     if width * height > MAX_SHEET_PIXELS:
-        return (f"the sheet would be {width:,}x{height:,} pixels, more than the {MAX_SHEET_PIXELS:,} "
-                "an image viewer (Pillow included) opens")
+        return f"{size}, more than the {MAX_SHEET_PIXELS:,} an image viewer (Pillow included) opens"
     return None
 
 
@@ -107,19 +108,19 @@ def render_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
     if captions is not None and len(captions) != len(labels):
         raise ValueError(f"captions has {len(captions)} entries for {len(labels)} images")
     _, _, height, width = images.shape
-    rows, font, line_h, (cell_w, cell_h), name_w, column_w, row_h, size = _layout(
-        images.shape, labels, class_names, per_class, captions, 0)
-    refusal = sheet_refusal(*size)
+    layout = _layout(images.shape, labels, class_names, per_class, captions, 0)
+    refusal = sheet_refusal(*layout.size)
     if refusal:
         raise ValueError(refusal)
-    sheet = Image.new("RGB", size, _BACKGROUND)
+    font, line_h, (cell_w, cell_h), column_w = layout.font, layout.line_h, layout.cell, layout.column_w
+    sheet = Image.new("RGB", layout.size, _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    for r, (c, indices) in enumerate(rows):
-        top = _PAD + r * row_h
-        draw.text((_PAD, top + cell_h // 2 - line_h // 2), _fit(draw, class_names[c], font, name_w - 2 * _PAD),
+    for r, (c, indices) in enumerate(layout.rows):
+        top = _PAD + r * layout.row_h
+        draw.text((_PAD, top + cell_h // 2 - line_h // 2), _fit(draw, class_names[c], font, layout.name_w - 2 * _PAD),
                   fill=_INK, font=font)
         for k, i in enumerate(indices):
-            left = name_w + k * (column_w + _PAD)
+            left = layout.name_w + k * (column_w + _PAD)
             pixels = images[i].numpy().transpose(1, 2, 0)
             tile = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels))
             resample = Image.NEAREST if cell_w >= width else Image.BOX
