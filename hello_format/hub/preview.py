@@ -24,7 +24,7 @@ MAX_SHEET_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "GIF": 65_535}
 def first_per_class(labels: torch.Tensor, classes: int, per_class: int) -> torch.Tensor:
     """The indices of the first ``per_class`` images of each of the first ``classes`` classes, class by class:
     the images a contact sheet shows."""
-    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(classes)])
+    return torch.tensor([i for _, row in _rows(labels.tolist(), classes, per_class) for i in row], dtype=torch.long)
 
 
 def _rows(labels: list[int], classes: int, per_class: int) -> list[tuple[int, list[int]]]:
