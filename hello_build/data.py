@@ -42,7 +42,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,11 @@ MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its k
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
 SKIP_BAD_HINT = " (a build can leave unreadable images out: skip_bad, hello-build --skip-bad)"
+
+
+# memo(key, compute, shapes, dtypes): the tensors an earlier run kept under ``key`` (of those shapes and
+# dtypes), else ``compute()``'s, kept (``hello_build.workdir.WorkDir.memoised``)
+Memo = Callable[[dict, Callable[[], dict[str, torch.Tensor]], dict, dict], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def scan_image_folder(
     threads: int = 8,
     group: Group | None = None,
     follow_external_links: bool = False,
+    memo: Memo | None = None,
 ) -> ImageFolderIndex:
     """Scan ``root`` (one sub-folder per class), checking each file (``check_headers``).
 
@@ -123,6 +129,8 @@ def scan_image_folder(
     checks every world_size-th file and the findings are summed.
     Symbolic links are followed inside ``root``; one leading out of it is a BuildError unless
     ``follow_external_links``: a stranger's folder cannot make the scan read the user's own files.
+    ``memo`` (``Memo``): where the files' verdicts are kept between runs (a build's work directory); its
+    key names every file with its size and modification time, and the kind of check.
     """
     root = Path(root)
     if not root.is_dir():
@@ -142,21 +150,20 @@ def scan_image_folder(
     except ManifestError as exc:
         raise BuildError(str(exc)) from None
     inside = None if follow_external_links else os.path.realpath(root)
-    listed = [(path, label, size) for label, name in enumerate(classes) for path, size in _image_files(root / name, inside)]
-    samples, sizes = [(path, label) for path, label, _ in listed], [size for _, _, size in listed]
+    listed = [(path, label, size, mtime) for label, name in enumerate(classes)
+              for path, size, mtime in _image_files(root / name, inside)]
+    samples, sizes = [(path, label) for path, label, _, _ in listed], [size for _, _, size, _ in listed]
     bad: list[str] = []
     if check_headers:
-        mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
-        readable = [False] * len(samples)
+        def check() -> dict[str, torch.Tensor]:
+            return {"readable": torch.tensor(_check_files(samples, skip_bad, threads, group), dtype=torch.bool)}
 
-        def check(start: int, stop: int) -> None:
-            for i in mine[start:stop]:
-                readable[i] = _file_ok(samples[i][0], skip_bad)
-
-        with _without_bomb_warnings():
-            run_in_chunks(len(mine), max(1, threads), check)
-        if group is not None:
-            readable = [count > 0 for count in group.sum([float(ok) for ok in readable])]
+        if memo is None:
+            readable = check()["readable"]
+        else:
+            key = {"files": _files_digest(root, listed), "check": "decode" if skip_bad else "header"}
+            readable = memo(key, check, {"readable": (len(samples),)}, {"readable": torch.bool})["readable"]
+        readable = readable.tolist()
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]
         if bad and not skip_bad:
             raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "
@@ -169,9 +176,35 @@ def scan_image_folder(
     return ImageFolderIndex(root=root, classes=classes, class_names=names, samples=samples, sizes=sizes, bad=bad)
 
 
-def _image_files(folder: Path, inside: str | None) -> list[tuple[str, int | None]]:
-    """Image files under ``folder`` (recursively, sorted, hidden files ignored) with their byte sizes
-    (None: a broken link). Symlinks are followed (to what lies under the real path ``inside``, else a
+def _check_files(samples: Sequence[tuple[str, int]], decode: bool, threads: int, group: Group | None) -> list[bool]:
+    """Whether each sample's file is readable (``_file_ok``), checked in chunks by ``threads`` threads; in a
+    ``group`` each rank checks every world_size-th file and the verdicts are summed."""
+    mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
+    readable = [False] * len(samples)
+
+    def check(start: int, stop: int) -> None:
+        for i in mine[start:stop]:
+            readable[i] = _file_ok(samples[i][0], decode)
+
+    with _without_bomb_warnings():
+        run_in_chunks(len(mine), max(1, threads), check)
+    if group is not None:
+        readable = [count > 0 for count in group.sum([float(ok) for ok in readable])]
+    return readable
+
+
+def _files_digest(root: Path, listed: Sequence[tuple[str, int, int | None, int | None]]) -> str:
+    """sha256 of each listed file's path under ``root``, label, byte size and modification time: what a
+    kept verdict on the files is valid for (a file rewritten in place changes its modification time)."""
+    prefix = str(root) + os.sep
+    files = [(path[len(prefix):] if path.startswith(prefix) else path, label, size, mtime)
+             for path, label, size, mtime in listed]
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def _image_files(folder: Path, inside: str | None) -> list[tuple[str, int | None, int | None]]:
+    """Image files under ``folder`` (recursively, sorted, hidden files ignored) with their byte sizes and
+    modification times in ns (None: a broken link). Symlinks are followed (to what lies under the real path ``inside``, else a
     BuildError; None: anywhere), but no directory and no file is visited twice (a symlink loop or a
     second link to the same image would count it again)."""
     found, seen_dirs, seen_files = [], set(), set()
@@ -195,7 +228,7 @@ def _image_files(folder: Path, inside: str | None) -> list[tuple[str, int | None
             identity = None if info is None else (info.st_dev, info.st_ino)
             if identity is None or identity not in seen_files:
                 seen_files.add(identity)
-                found.append((path, None if info is None else info.st_size))
+                found.append((path, None, None) if info is None else (path, info.st_size, info.st_mtime_ns))
     return found
 
 

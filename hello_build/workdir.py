@@ -2,7 +2,8 @@
 
 A stage is reused only when the options it depends on (its own and every earlier stage's) are the
 ones it was made with; otherwise it and everything after it run again. Results are JSON plus
-safetensors, written atomically: an interrupted stage leaves nothing that looks finished.
+safetensors, written atomically: an interrupted stage leaves nothing that looks finished. The set-up's
+costly results (the scan's file checks, the text head) are kept beside them (``WorkDir.memoised``).
 
 Under torchrun (a ``group``) rank 0 alone writes; every rank reads what rank 0 wrote (so the work
 directory must be on a filesystem all the job's nodes share), and the job decides together, as rank 0
@@ -15,9 +16,10 @@ import contextlib
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -92,6 +94,7 @@ class WorkDir:
         the build wrote; anything else in the folder (a user's data beside it) stays."""
         self.path, self.group = Path(path), group
         self.writes = group is None or group.is_main
+        self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
             for stage in fresh:
@@ -152,8 +155,13 @@ class WorkDir:
             raise unreadable(path, str(exc)[:200]) from None
 
     def finish(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None = None) -> dict:
-        """Record ``stage`` as done: its tensors first, then the marker that makes them count. In a
-        group, rank 0 writes and every rank returns the record rank 0 wrote."""
+        """Record ``stage`` as done: its tensors first, then the marker that makes them count (and before
+        them the results ``memoised`` made and has not kept yet). In a group, rank 0 writes and every rank
+        returns the record rank 0 wrote."""
+        unkept, self._unkept = self._unkept, []
+        for name, *made in unkept:
+            self.forget(name)
+            self.finish(name, *made)
         record = {"key": _jsonable(key), "seconds": seconds, "result": result}
         if self.writes:
             if tensors is not None:
@@ -164,6 +172,26 @@ class WorkDir:
         self.group.barrier()
         stored = self._read(stage)
         return stored if stored is not None and stored["key"] == record["key"] else None
+
+    def memoised(self, name: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]],
+                 shapes: dict[str, tuple[int, ...]] | None = None,
+                 dtypes: dict[str, torch.dtype] | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+        """``(tensors, reused)``: the tensors kept as ``name`` by an earlier run when every rank's ``key`` is
+        the one they were made with (checked as ``load_tensors`` checks), else ``compute()``'s (called on
+        every rank), kept as rank 0 made them once the first stage finishes (a build refused for its input
+        leaves no work directory behind). For the set-up's costly results (the file checks, the text head),
+        which no option of a stage changes; unlike a stage's, ranks may see other keys (the data on each
+        node's own disk), and then nothing is reused."""
+        stored = self._read(name)
+        reused = stored is not None and stored["key"] == _jsonable(key)
+        if self.group is not None:
+            reused = not self.group.sum([float(not reused)])[0]
+        if reused:
+            return self.load_tensors(name, shapes, dtypes), True
+        started = time.perf_counter()
+        tensors = compute()
+        self._unkept.append((name, key, {}, time.perf_counter() - started, tensors))
+        return tensors, False
 
     def gather(self, name: str, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Every rank's ``tensors``, in rank order, on every rank (through the work directory: results

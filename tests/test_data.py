@@ -309,6 +309,46 @@ def test_the_threaded_check_reaches_every_file_whatever_its_chunk(tmp_path, thre
     assert sorted(path for path, _ in index.samples) == sorted(set(paths) - set(bad))
 
 
+def _kept_checks(work):
+    """A scan's ``memo`` on the work directory ``work``, and a call that keeps what it made (as a build's first
+    finished stage does)."""
+    return (lambda *args: work.memoised("scan", *args)[0]), (lambda: work.finish("stage", {}, {}, 0.0))
+
+
+def test_a_kept_scan_is_reused_while_no_files_name_size_or_time_changes(tree, tmp_path):
+    """A build's resume does not check every file again (minutes at ImageNet's scale): the verdicts are kept
+    in the work directory, valid while every file's name, size and modification time and the check are
+    unchanged. A file broken in place without changing those is therefore not seen again; one touched is."""
+    from hello_build.workdir import WorkDir
+
+    memo, keep = _kept_checks(WorkDir(tmp_path / "work"))
+    bad = tree / "fish" / "f.bmp"
+    first = scan_image_folder(tree, memo=memo)
+    keep()
+    stat = bad.stat()
+    bad.write_bytes(b"x" * stat.st_size)
+    os.utime(bad, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    memo, _ = _kept_checks(WorkDir(tmp_path / "work"))
+    assert scan_image_folder(tree, memo=memo).samples == first.samples   # reused: the file was not opened
+    assert scan_image_folder(tree, memo=memo, skip_bad=True).bad == [str(bad)]   # the kept verdicts are the headers'
+    os.utime(bad, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    with pytest.raises(BuildError, match=f"1 unreadable image file.*{bad}"):
+        scan_image_folder(tree, memo=memo)
+
+
+def test_unkept_checks_leave_nothing_in_the_work_directory(tree, tmp_path):
+    """A build refused after its scan (a bad base, an option) leaves no work directory: what the scan
+    made is kept only with the first finished stage."""
+    from hello_build.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    memo, keep = _kept_checks(work)
+    scan_image_folder(tree, memo=memo)
+    assert list(work.path.iterdir()) == []
+    keep()
+    assert sorted(path.name for path in work.path.iterdir()) == ["scan.json", "scan.safetensors", "stage.json"]
+
+
 def test_folders_are_matched_to_classes_by_name_in_any_order(tree):
     index = scan_image_folder(tree)
     ordered = in_class_order(index, ["fish", "cat", "dog"], "validation folder")
