@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import hello_format
 import open_clip
 from hello_build.choices import prompt_templates
-from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
+from hello_build.data import Memo, RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder
@@ -34,7 +34,7 @@ from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import check_source as check_teacher_source
 from hello_build.stages import transfer
-from hello_build.stages.context import BuildContext, run_stage
+from hello_build.stages.context import BuildContext, options_key, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, check_patch_size, crops_per_candidate
 from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
@@ -62,6 +62,10 @@ from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
 from hello_format.text import first_line, shortened, terminal
 
+
+# the set-up's results kept in the work directory beside the stages' (--fresh discards them too)
+SCAN_RECORD, HEAD_RECORD = "scan", "class_embeddings"
+SETUP_RECORDS = (SCAN_RECORD, HEAD_RECORD)
 
 # the build option that sets each AugmentConfig field of the student's view (its flag names it in errors)
 AUGMENT_OPTIONS = {"output_size": "image_size", "scale": "crop_min_scale", "ratio": "crop_ratio", "hflip": "hflip",
@@ -115,9 +119,14 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     # one build at a time on a work directory, refused before a second one scans the data or loads a base
     scope.enter_context(held(options.workdir_path(), group))
 
+    fresh = [*SETUP_RECORDS, *(stage.name for stage in STAGES)] if options.fresh else ()
+    work = WorkDir(options.workdir_path(), fresh=fresh, group=group)
+
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
-                              follow_external_links=options.follow_external_links)
+                              follow_external_links=options.follow_external_links,
+                              memo=_memo(work, SCAN_RECORD, log, "its file checks: no file's name, size or "
+                                                                    "modification time changed"))
     if index.bad:
         log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
     _check_data(options, index)
@@ -137,11 +146,12 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
-        projector = _projector(options, clip_model, base_section, index, device, group, progress=progress)
+        projector = _projector(options, clip_model, base_section, index, device, group, progress=progress,
+                               memo=_memo(work, HEAD_RECORD, log, "the text head: same base, class names "
+                                                                     "and templates"))
     timings["projector"] = time.perf_counter() - started   # mostly the text head: 80,000 prompts for ImageNet
-    fresh = [stage.name for stage in STAGES] if options.fresh else ()
     ctx = BuildContext(
-        options=options, work=WorkDir(options.workdir_path(), fresh=fresh, group=group), index=index,
+        options=options, work=work, index=index,
         train=RealImages(index, image_size, train_idx),
         holdout=RealImages(index, image_size, holdout_idx), device=device,
         image_size=image_size, augment=student_recipe(options, image_size).augment, projector=projector,
@@ -376,12 +386,13 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
 
 
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None, *,
-               progress: bool = False) -> Projector:
+               progress: bool = False, memo: Memo) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
     rank 0 computes the text head (``progress``: a bar over its classes) and every rank starts from rank 0's
-    head and LoRA (as DDP would). Every run computes the head, a resume too: the shared head cache's key
-    cannot tell apart two text towers behind one embedded image tower, and its entry may come from another
-    device or program."""
+    head and LoRA (as DDP would). The head is kept in the work directory (``memo``), keyed by the base's
+    options and files, the class names and the templates: a resume reuses it. The shared head cache is
+    not read: its key cannot tell apart two text towers behind one embedded image tower, and its entry
+    may come from another device or program."""
     head = HeadConfig(templates=prompt_templates(options.templates), logit_scale=float(clip_model.logit_scale.exp().item()),
                       lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha))
     encoder_lora = None
@@ -394,12 +405,20 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             raise BuildError(f"--lora-targets: {exc}") from None
         if options.init_adapter:   # its LoRA settings and weights' shapes, before the text head and any stage
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
-    embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), index.class_names,
-                                  head.templates, progress=progress)
-                  if group is None or group.is_main else torch.zeros(0, 0))
-    if group is not None:
-        shape = group.broadcast(torch.tensor(list(embeddings.shape)))
-        embeddings = group.broadcast(embeddings if group.is_main else torch.zeros(*shape.tolist()))
+
+    def compute() -> dict[str, torch.Tensor]:
+        embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]),
+                                      index.class_names, head.templates, progress=progress)
+                      if group is None or group.is_main else torch.zeros(0, 0))
+        if group is not None:
+            shape = group.broadcast(torch.tensor(list(embeddings.shape)))
+            embeddings = group.broadcast(embeddings if group.is_main else torch.zeros(*shape.tolist()))
+        return {"weight": embeddings}
+
+    key = {**options_key(options, ("base",)), "class_names": index.class_names, "templates": list(head.templates)}
+    width = getattr(clip_model.visual, "output_dim", None)
+    shapes = {"weight": (index.num_classes, width)} if isinstance(width, int) else None
+    embeddings = memo(key, compute, shapes, {"weight": torch.float32})["weight"]
     projector = Projector.for_training(
         clip_model, base_section, index.class_names, head=head, encoder_lora=encoder_lora, class_embeddings=embeddings,
         train_logit_scale=bool(options.train_logit_scale),   # None: no transfer runs to train it
@@ -409,6 +428,16 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             for parameter in (p for p in projector.parameters() if p.requires_grad):
                 parameter.copy_(group.broadcast(parameter))
     return projector
+
+
+def _memo(work: WorkDir, name: str, log, what: str) -> Memo:
+    """``work.memoised`` under ``name``, saying when ``what`` is reused (as a reused stage says)."""
+    def memo(key: dict, compute, shapes: dict | None = None, dtypes: dict | None = None) -> dict[str, torch.Tensor]:
+        tensors, reused = work.memoised(name, key, compute, shapes, dtypes)
+        if reused:
+            log(f"{name}: reused from {work.path} ({what})")
+        return tensors
+    return memo
 
 
 def _load_base(options: BuildOptions, device: torch.device):

@@ -556,11 +556,25 @@ def test_images_added_to_or_removed_from_the_data_rerun_every_stage(kit, tmp_pat
     assert sum(": reused from " in line for line in lines) == len(first)   # unchanged: every stage reused
     sorted(data.rglob("*.png"))[-1].unlink()
     _, lines = run_build(options)
-    assert not any(": reused from " in line for line in lines), lines
+    reused = [line.split(":")[0] for line in lines if ": reused from " in line]
+    assert reused == ["class_embeddings"], lines   # the text head alone: same base, class names and templates
     # and says why, naming what changed (an old work directory's every stage reruns: the user is told)
     assert f"text_head: rerun: the record in {options.workdir} was made with other data_listing" in lines, lines
     second = _markers(options.workdir_path())
-    assert all(second[stage][1] != first[stage][1] for stage in first)
+    assert all(second[stage][1] != first[stage][1] for stage in first if stage not in reused)
+
+
+def test_the_text_head_is_computed_again_for_other_templates(kit, tmp_path):
+    """The work directory keeps the text head (a resume skips the text tower: 80,000 prompts for ImageNet)
+    under its base, class names and templates: other templates are another head."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    path = options.workdir_path() / "class_embeddings.safetensors"
+    ensemble = load_file(str(path))["weight"]
+    _, lines = run_build(dataclasses.replace(options, templates="single"))
+    assert not any(line.startswith("class_embeddings: reused") for line in lines)
+    single = load_file(str(path))["weight"]
+    assert single.shape == ensemble.shape and not torch.equal(single, ensemble)
 
 
 def test_synthetic_images_never_come_from_held_out_images(reference):
@@ -699,6 +713,10 @@ def _edit_checkpoint(work, edit):
      "transfer.safetensors is unreadable \\(-7 epochs done of"),
     # a saved LoRA state of another shape was broadcast into the parameters, silently (fourteenth audit)
     (lambda work: _shrink_first_tensor(work / "transfer.safetensors"), "transfer.safetensors is unreadable \\(tensor '[^']+' is \\[1, "),
+    # the set-up's kept results are checked as a stage's tensors are
+    (lambda work: _shrink_first_tensor(work / "class_embeddings.safetensors"),
+     "class_embeddings.safetensors is unreadable \\(tensor 'weight' is \\[1, "),
+    (lambda work: _shrink_first_tensor(work / "scan.safetensors"), "scan.safetensors is unreadable \\(tensor 'readable' is \\[1\\]"),
     # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer
     (lambda work: ((work / "transfer.json").unlink(), (work / "transfer" / "transfer.safetensors").write_bytes(b"{}")),
      "transfer.safetensors is unreadable \\(SafetensorError"),

@@ -37,14 +37,18 @@ def stage_key(options: BuildOptions, name: str, listing: str) -> dict:
     mistaken for the one an earlier run used, and the data's ``listing`` (``ImageFolderIndex.listing_digest``),
     so that images added to or removed from the data folder are not split as the earlier run split them
     (in place of the folder's path: the same images copied elsewhere, a node's local disk, resume)."""
-    stages = ORDER[: ORDER.index(name) + 1]
     # the data folder by its listing, from the scan every run makes (hashing a dataset per run would cost
     # more than most stages), not by its path
-    key = {option: value for option, value in options.stage_key(stages).items() if option != "data"}
+    return {**options_key(options, ORDER[: ORDER.index(name) + 1], leave_out=("data",)), "data_listing": listing}
+
+
+def options_key(options: BuildOptions, stages: tuple[str, ...], *, leave_out: tuple[str, ...] = ()) -> dict:
+    """The options ``stages`` read but ``leave_out``, and under ``contents`` what the files they name hold
+    (``_content_digest``)."""
+    key = {option: value for option, value in options.stage_key(stages).items() if option not in leave_out}
     named = {option: value if isinstance(value, list) else [value] for option, value in key.items()
              if option in options.path_fields() and value}
-    return {**key, "data_listing": listing,
-            "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
+    return {**key, "contents": {option: [_content_digest(v) for v in values] for option, values in sorted(named.items())}}
 
 
 def _content_digest(value: str) -> str | None:
