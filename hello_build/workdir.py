@@ -175,10 +175,11 @@ class WorkDir:
 
     def memoised(self, name: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]],
                  shapes: dict[str, tuple[int, ...]] | None = None,
-                 dtypes: dict[str, torch.dtype] | None = None) -> tuple[dict[str, torch.Tensor], bool]:
-        """``(tensors, reused)``: the tensors kept as ``name`` by an earlier run when every rank's ``key`` is
-        the one they were made with (checked as ``load_tensors`` checks), else ``compute()``'s (called on
-        every rank), kept as rank 0 made them once the first stage finishes (a build refused for its input
+                 dtypes: dict[str, torch.dtype] | None = None) -> tuple[dict[str, torch.Tensor], float, bool]:
+        """``(tensors, seconds, reused)``: the tensors kept as ``name`` by an earlier run when every rank's
+        ``key`` is the one they were made with (checked as ``load_tensors`` checks), and the seconds making
+        them took then; else ``compute()``'s (called on every rank) and its seconds, kept as rank 0 made
+        them once the first stage finishes (a build refused for its input
         leaves no work directory behind). For the set-up's costly results (the file checks, the text head),
         which no option of a stage changes; unlike a stage's, ranks may see other keys (the data on each
         node's own disk), and then nothing is reused."""
@@ -187,11 +188,12 @@ class WorkDir:
         if self.group is not None:
             reused = not self.group.sum([float(not reused)])[0]
         if reused:
-            return self.load_tensors(name, shapes, dtypes), True
+            return self.load_tensors(name, shapes, dtypes), stored["seconds"], True
         started = time.perf_counter()
         tensors = compute()
-        self._unkept.append((name, key, {}, time.perf_counter() - started, tensors))
-        return tensors, False
+        seconds = time.perf_counter() - started
+        self._unkept.append((name, key, {}, seconds, tensors))
+        return tensors, seconds, False
 
     def gather(self, name: str, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Every rank's ``tensors``, in rank order, on every rank (through the work directory: results

@@ -192,12 +192,12 @@ p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
 p.grad = torch.full((3,), float(group.rank + 1))  # q: no gradient on any rank
 group.sum_gradients([p, q])
 assert p.grad.tolist() == [3.0] * 3 and q.grad.tolist() == [0.0, 0.0]
-made, reused = work.memoised("memo", {"k": 1}, lambda: {"t": torch.full((2,), float(group.rank))})
+made, _, reused = work.memoised("memo", {"k": 1}, lambda: {"t": torch.full((2,), float(group.rank))})
 assert not reused and made["t"].tolist() == [float(group.rank)] * 2 and not (work.path / "memo.json").exists()
 work.finish("stage", {"a": 3}, {}, seconds=0.0)   # keeps what memoised made, as rank 0 made it
-kept, reused = work.memoised("memo", {"k": 1}, lambda: 1 / 0)
+kept, _, reused = work.memoised("memo", {"k": 1}, lambda: 1 / 0)
 assert reused and kept["t"].tolist() == [0.0, 0.0], kept
-_, reused = work.memoised("memo", {"k": 1 + group.rank}, lambda: {"t": torch.ones(2)})   # rank 1 sees another key
+*_, reused = work.memoised("memo", {"k": 1 + group.rank}, lambda: {"t": torch.ones(2)})   # rank 1 sees another key
 assert not reused   # on rank 0 too: reused on every rank or on none
 alone, shared = scan_image_folder(sys.argv[2]), scan_image_folder(sys.argv[2], group=group)  # headers checked by halves
 assert shared.samples == alone.samples and len(alone.samples) > 1, (len(shared.samples), len(alone.samples))
