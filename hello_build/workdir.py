@@ -37,6 +37,7 @@ except ImportError:   # Windows: no advisory locks, the work directory is not he
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 LOCK_FILE = "hello-build.lock"
+JOB_TOKEN = "job.token"   # under torchrun: what shows every rank shares the work directory (WorkDir._check_shared)
 
 if TYPE_CHECKING:
     from hello_build.distributed import Group
@@ -74,8 +75,9 @@ def held(path: Path, group: Group | None = None):
         try:
             yield   # closing the file releases the lock
         finally:
-            if made and os.listdir(path) == [LOCK_FILE]:
+            if made and set(os.listdir(path)) <= {LOCK_FILE, JOB_TOKEN}:
                 with contextlib.suppress(OSError):   # what the build raised matters more
+                    (path / JOB_TOKEN).unlink(missing_ok=True)
                     os.unlink(path / LOCK_FILE)
                     for folder in made:   # each empty now, unless something else was put there meanwhile
                         os.rmdir(folder)
@@ -105,7 +107,7 @@ class WorkDir:
     def _check_shared(self) -> None:
         """Every rank sees the token rank 0 wrote, or the job stops (on every rank) with the reason."""
         token = int(self.group.broadcast(torch.tensor([int.from_bytes(os.urandom(7), "big")])).item())
-        marker = self.path / "job.token"
+        marker = self.path / JOB_TOKEN
         if self.writes:
             _atomic_write(marker, str(token).encode())
         self.group.barrier()

@@ -24,7 +24,7 @@ from hello_build.teachers import Teacher, TeacherSet
 from hello_format.bundle import Bundle
 from hello_format.dataset import LabelledImages
 from hello_format.projector import Projector
-from support import INTERRUPT_ENV, TEACHER, run_build, tiny_options
+from support import INTERRUPT_ENV, TEACHER, make_tree, run_build, tiny_options
 
 # Largest |difference| of a LoRA/head weight between a 2-process and a 1-process build of the tiny
 # tree, and of the projector's logits on the bundle's images. Measured with the given teacher (4
@@ -132,6 +132,17 @@ def test_an_interrupted_two_process_build_resumes_to_the_uninterrupted_one(kit, 
             assert all(torch.equal(ours[k], theirs[k]) for k in ours)
         else:
             assert torch.equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_a_two_process_build_refused_for_its_input_leaves_no_work_directory(kit, tmp_path):
+    """The work directory (and its job.token) is made before the scan: a refusal there still leaves nothing."""
+    data = make_tree(tmp_path / "data")
+    sorted(data.rglob("*.png"))[0].write_bytes(b"not an image")
+    options = tiny_options(kit, tmp_path, data=str(data))
+    result = torchrun(kit, cli_args(options))
+    assert result.returncode != 0 and "1 unreadable image file" in result.stderr, result.stderr[-3000:]
+    assert not options.workdir_path().exists(), sorted(path.name for path in options.workdir_path().iterdir())
 
 
 DYING_TEACHER = '''
