@@ -160,6 +160,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     )
     for stage in STAGES:
         run_stage(ctx, stage)
+    work.keep()   # the set-up's results, when no stage ran to keep them
 
     started = time.perf_counter()
     prior = _mix_prior(ctx)

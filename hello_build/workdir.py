@@ -160,10 +160,7 @@ class WorkDir:
         """Record ``stage`` as done: its tensors first, then the marker that makes them count (and before
         them the results ``memoised`` made and has not kept yet). In a group, rank 0 writes and every rank
         returns the record rank 0 wrote."""
-        unkept, self._unkept = self._unkept, []
-        for name, *made in unkept:
-            self.forget(name)
-            self.finish(name, *made)
+        self.keep()
         record = {"key": _jsonable(key), "seconds": seconds, "result": result}
         if self.writes:
             if tensors is not None:
@@ -175,13 +172,21 @@ class WorkDir:
         stored = self._read(stage)
         return stored if stored is not None and stored["key"] == record["key"] else None
 
+    def keep(self) -> None:
+        """Write the results ``memoised`` made and has not kept yet (rank 0; every rank waits): with the first
+        stage that finishes, or after the last stage when every stage was reused."""
+        unkept, self._unkept = self._unkept, []
+        for name, *made in unkept:
+            self.forget(name)
+            self.finish(name, *made)
+
     def memoised(self, name: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]],
                  shapes: dict[str, tuple[int, ...]] | None = None,
                  dtypes: dict[str, torch.dtype] | None = None) -> tuple[dict[str, torch.Tensor], float, bool]:
         """``(tensors, seconds, reused)``: the tensors kept as ``name`` by an earlier run when every rank's
         ``key`` is the one they were made with (checked as ``load_tensors`` checks), and the seconds making
         them took then; else ``compute()``'s (called on every rank) and its seconds, kept as rank 0 made
-        them once the first stage finishes (a build refused for its input
+        them once the first stage finishes (``keep``; a build refused for its input
         leaves no work directory behind). For the set-up's costly results (the file checks, the text head),
         which no option of a stage changes; unlike a stage's, ranks may see other keys (the data on each
         node's own disk), and then nothing is reused."""

@@ -566,6 +566,19 @@ def test_images_added_to_or_removed_from_the_data_rerun_every_stage(kit, tmp_pat
     assert all(second[stage][1] != first[stage][1] for stage in first if stage not in reused)
 
 
+def test_the_set_up_results_are_kept_when_every_stage_is_reused(kit, tmp_path):
+    """A work directory without them (an older version's, or data copied anew: other modification times)
+    whose every stage is reused still keeps the scan's checks and the text head for the next rerun."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    work = options.workdir_path()
+    for name in ("scan", "class_embeddings"):
+        work.joinpath(f"{name}.json").unlink()
+    run_build(dataclasses.replace(options, codec="raw"))   # a write option: every stage reused
+    _, lines = run_build(options)
+    assert {line.split(":")[0] for line in lines if ": reused from " in line} >= {"scan", "class_embeddings"}, lines
+
+
 def test_the_text_head_is_computed_again_for_other_templates(kit, tmp_path):
     """The work directory keeps the text head (a resume skips the text tower: 80,000 prompts for ImageNet)
     under its base, class names and templates: other templates are another head."""
