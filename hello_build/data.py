@@ -42,7 +42,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from PIL import Image
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
+from hello_build.workdir import Memo
 from hello_format.codecs import jpeg_scans_over_limit, run_in_chunks
 from hello_format.container import strict_json_loads
 from hello_format.errors import ManifestError
@@ -65,11 +66,6 @@ MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its k
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
 SKIP_BAD_HINT = " (a build can leave unreadable images out: skip_bad, hello-build --skip-bad)"
-
-
-# memo(key, compute, shapes, dtypes): the tensors an earlier run kept under ``key`` (of those shapes and
-# dtypes), else ``compute()``'s, kept (``hello_build.workdir.WorkDir.memoised``)
-Memo = Callable[[dict, Callable[[], dict[str, torch.Tensor]], dict, dict], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -99,9 +95,7 @@ class ImageFolderIndex:
         under ``root`` with its label and byte size (the files' contents are not read: one replaced under
         its own name by one of the same size goes unnoticed; a dataset exported again with other pixels
         under the same names is not)."""
-        prefix = str(self.root) + os.sep
-        listing = [(path[len(prefix):] if path.startswith(prefix) else path, label, size)
-                   for (path, label), size in zip(self.samples, self.sizes)]
+        listing = [(_under(self.root, path), label, size) for (path, label), size in zip(self.samples, self.sizes)]
         return hashlib.sha256(json.dumps([self.classes, listing]).encode()).hexdigest()
 
 
@@ -196,10 +190,14 @@ def _check_files(samples: Sequence[tuple[str, int]], decode: bool, threads: int,
 def _files_digest(root: Path, listed: Sequence[tuple[str, int, int | None, int | None]]) -> str:
     """sha256 of each listed file's path under ``root``, label, byte size and modification time: what a
     kept verdict on the files is valid for (a file rewritten in place changes its modification time)."""
-    prefix = str(root) + os.sep
-    files = [(path[len(prefix):] if path.startswith(prefix) else path, label, size, mtime)
-             for path, label, size, mtime in listed]
+    files = [(_under(root, path), label, size, mtime) for path, label, size, mtime in listed]
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def _under(root: Path, path: str) -> str:
+    """``path`` relative to ``root`` (where the tree lies does not change a digest of it)."""
+    prefix = str(root) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 def _image_files(folder: Path, inside: str | None) -> list[tuple[str, int | None, int | None]]:

@@ -165,7 +165,7 @@ class BuildOptions:
     codec: str = option(DEFAULT_CODEC, "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")
     workdir: str | None = option(None, "Work directory for resumable stages (default: OUTPUT.work next to the bundle).", stage="run", path=True)
-    fresh: bool = option(False, "Discard the work directory's stage results (only what hello-build wrote there) and start over instead of resuming.", stage="run")
+    fresh: bool = option(False, "Discard the work directory's stage results and kept file checks and text head (only what hello-build wrote there) and start over instead of resuming; discarded once the input is checked.", stage="run")
     seed: int = option(0, "Seed of every random choice.", stage="data", at_least=0, at_most=MAX_SEED)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
     precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the 128-channel ConvNet-3 demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)

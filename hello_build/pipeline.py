@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import hello_format
 import open_clip
 from hello_build.choices import prompt_templates
-from hello_build.data import Memo, RealImages, held_out_count, holdout_split, scan_image_folder
+from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder
@@ -39,7 +39,7 @@ from hello_build.stages.init import candidate_crop_scale, candidates_per_class, 
 from hello_build.stages.plan import STAGES
 from hello_build.stages.teacher import training as teacher_training
 from hello_build.stages.view_transfer import split_batch, synthetic_agreement
-from hello_build.workdir import WorkDir, held
+from hello_build.workdir import Memo, WorkDir, held
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
                                parameter_count)
@@ -119,10 +119,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     # one build at a time on a work directory, refused before a second one scans the data or loads a base
     scope.enter_context(held(options.workdir_path(), group))
 
-    fresh = [*SETUP_RECORDS, *(stage.name for stage in STAGES)] if options.fresh else ()
-    work = WorkDir(options.workdir_path(), fresh=fresh, group=group)
-
-    kept = _Kept(work, timings, log)
+    work = WorkDir(options.workdir_path(), group=group)
+    kept = _Kept(work, timings, log, reuse=not options.fresh)
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
                               follow_external_links=options.follow_external_links,
@@ -151,6 +149,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
                                memo=kept.memo(HEAD_RECORD, "the text head: same base, class names and templates"))
     # the text head's time (80,000 prompts for ImageNet) is "class_embeddings"'
     timings["projector"] = time.perf_counter() - started - kept.spent.get(HEAD_RECORD, 0.0)
+    if options.fresh:   # once the input is checked: a --fresh rerun refused for its input keeps what was there
+        work.start_over([*SETUP_RECORDS, *(stage.name for stage in STAGES)])
     ctx = BuildContext(
         options=options, work=work, index=index,
         train=RealImages(index, image_size, train_idx),
@@ -437,14 +437,14 @@ class _Kept:
     into ``timings`` under its name, the time it took when it was made, as a reused stage's does (so a
     resume's timings still add up to what its bundle cost); ``spent``: the seconds this run spent on each."""
 
-    def __init__(self, work: WorkDir, timings: dict[str, float], log):
-        self.work, self.timings, self.log = work, timings, log
+    def __init__(self, work: WorkDir, timings: dict[str, float], log, *, reuse: bool):
+        self.work, self.timings, self.log, self.reuse = work, timings, log, reuse
         self.spent: dict[str, float] = {}
 
     def memo(self, name: str, what: str) -> Memo:
         """A memo under ``name`` that says when ``what`` is reused (as a reused stage says)."""
         def memo(key: dict, compute, shapes: dict | None = None, dtypes: dict | None = None) -> dict[str, torch.Tensor]:
-            tensors, seconds, reused = self.work.memoised(name, key, compute, shapes, dtypes)
+            tensors, seconds, reused = self.work.memoised(name, key, compute, shapes, dtypes, reuse=self.reuse)
             self.timings[name] = seconds
             if reused:
                 self.log(f"{name}: reused from {self.work.path} ({what})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -41,6 +42,10 @@ JOB_TOKEN = "job.token"   # under torchrun: what shows every rank shares the wor
 
 if TYPE_CHECKING:
     from hello_build.distributed import Group
+
+# memo(key, compute, shapes, dtypes): the tensors an earlier run kept under ``key`` (of those shapes and
+# dtypes), else ``compute()``'s, to be kept: ``WorkDir.memoised`` under one name
+Memo = Callable[[dict, Callable[[], dict[str, torch.Tensor]], dict, dict], dict[str, torch.Tensor]]
 
 
 @contextlib.contextmanager
@@ -91,18 +96,24 @@ def _make_folder(path: Path) -> None:
 
 
 class WorkDir:
-    def __init__(self, path: Path, *, fresh: Sequence[str] = (), group: Group | None = None):
-        """``fresh``: the stages whose results and partial state are discarded (``--fresh``): only what
-        the build wrote; anything else in the folder (a user's data beside it) stays."""
+    def __init__(self, path: Path, *, group: Group | None = None):
         self.path, self.group = Path(path), group
         self.writes = group is None or group.is_main
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
-            for stage in fresh:
-                self.discard(stage)
         if group is not None:
             self._check_shared()
+
+    def start_over(self, names: Sequence[str]) -> None:
+        """Discard the results and partial state of ``names`` (``--fresh``, once the input is checked): only
+        what the build wrote; anything else in the folder (a user's data beside it) stays. In a group rank 0
+        discards, and every rank waits for it."""
+        if self.writes:
+            for name in names:
+                self.discard(name)
+        if self.group is not None:
+            self.group.barrier()
 
     def _check_shared(self) -> None:
         """Every rank sees the token rank 0 wrote, or the job stops (on every rank) with the reason."""
@@ -141,8 +152,9 @@ class WorkDir:
         if not marker.exists():
             return None
         record = self._json(marker)
+        seconds = record.get("seconds") if isinstance(record, dict) else None
         if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
-                and is_json_number(record.get("seconds"))):
+                and is_json_number(seconds) and math.isfinite(seconds) and seconds >= 0):
             raise unreadable(marker, "not a stage record")
         return record
 
@@ -182,15 +194,17 @@ class WorkDir:
 
     def memoised(self, name: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]],
                  shapes: dict[str, tuple[int, ...]] | None = None,
-                 dtypes: dict[str, torch.dtype] | None = None) -> tuple[dict[str, torch.Tensor], float, bool]:
+                 dtypes: dict[str, torch.dtype] | None = None, *,
+                 reuse: bool = True) -> tuple[dict[str, torch.Tensor], float, bool]:
         """``(tensors, seconds, reused)``: the tensors kept as ``name`` by an earlier run when every rank's
         ``key`` is the one they were made with (checked as ``load_tensors`` checks), and the seconds making
         them took then; else ``compute()``'s (called on every rank) and its seconds, kept as rank 0 made
         them once the first stage finishes (``keep``; a build refused for its input
-        leaves no work directory behind). For the set-up's costly results (the file checks, the text head),
-        which no option of a stage changes; unlike a stage's, ranks may see other keys (the data on each
-        node's own disk), and then nothing is reused."""
-        stored = self._read(name)
+        leaves no work directory behind); ``reuse=False`` (``--fresh``) computes them whatever is kept. For
+        the set-up's costly results (the file checks, the text head), made before the stages and keyed apart
+        from them; unlike a stage's, ranks may see other keys (the data on each node's own disk), and then
+        nothing is reused."""
+        stored = self._read(name) if reuse else None
         reused = stored is not None and stored["key"] == _jsonable(key)
         if self.group is not None:
             reused = not self.group.sum([float(not reused)])[0]

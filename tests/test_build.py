@@ -390,6 +390,9 @@ def test_a_user_folder_named_like_a_stage_is_refused_before_the_stage_works(kit,
     ("text_head", lambda record: record["result"]["fidelity"].update(agreement="x"), "ValueError: .*"),   # of another type
     ("init", lambda record: record["result"].pop("source_size"), "no result field 'source_size'"),   # by the next stage
     ("text_head", lambda record: record.pop("seconds"), "not a stage record"),
+    # a NaN time passed, then failed the manifest's write without naming the remedy (the session's diff review)
+    ("text_head", lambda record: record.update(seconds=float("nan")), "not a stage record"),
+    ("scan", lambda record: record.update(seconds=-1.0), "not a stage record"),
 ])
 def test_a_resumed_record_without_what_its_stage_reads_is_one_line(reference, tmp_path, stage, edit, reason):
     """An edited (or older) record whose key still matched ended in a KeyError traceback (thirteenth audit;
@@ -436,6 +439,19 @@ def test_a_work_directorys_tensors_are_checked_before_they_are_used(reference, t
     with pytest.raises(BuildError, match=f"the work directory's {stage}.safetensors is unreadable \\(.*{reason}"):
         run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
     assert not (tmp_path / "edited.hello").exists()
+
+
+def test_a_fresh_rerun_refused_for_its_input_discards_nothing(reference, tmp_path):
+    """--fresh discards once the input is checked: a mistyped or broken input loses no earlier result (the
+    work directory, opened before the scan, was emptied first; the session's diff review)."""
+    options, _, _ = reference
+    workdir, data = tmp_path / "work", shutil.copytree(options.data, tmp_path / "data")
+    shutil.copytree(options.workdir_path(), workdir)
+    before = _markers(workdir)
+    sorted(data.rglob("*.png"))[0].write_bytes(b"not an image")
+    with pytest.raises(BuildError, match="1 unreadable image file"):
+        run_build(dataclasses.replace(options, data=str(data), workdir=str(workdir), fresh=True))
+    assert _markers(workdir) == before
 
 
 def test_fresh_reruns_every_stage_and_keeps_the_users_files(reference, tmp_path):

@@ -405,7 +405,7 @@ def test_fresh_discards_only_what_the_build_wrote(tmp_path):
     (folder / "notes.txt").write_text("the user's notes")
     (folder / "teacher").mkdir()   # a folder of the user's named as a stage: --fresh removed it (with a given teacher in it)
     (folder / "teacher" / "my_teacher.safetensors").write_bytes(b"the user's teacher")
-    WorkDir(folder, fresh=[stage.name for stage in STAGES])
+    WorkDir(folder).start_over([stage.name for stage in STAGES])
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
         "data", "data/cat", "data/cat/0.png", "notes.txt", "teacher", "teacher/my_teacher.safetensors"]
     assert WorkDir(folder).result("teacher", {"a": 1}) is None
