@@ -30,6 +30,7 @@ MANIFEST_KEY = "hello.manifest"
 MANIFEST_SHA_KEY = "hello.manifest.sha256"
 _FINITE_CHUNK = 1 << 22
 _ENCODE_CHUNK = 256   # images encoded at a time by write_bundle
+_DECODE_CHECK_BYTES = 1 << 26   # decoded bytes check_images holds at a time
 PROJECTOR_PREFIXES = (ENCODER_PREFIX, "head.", BASE_PREFIX)   # the tensors labels are computed from
 HEAD_TENSORS = (HEAD_A, HEAD_B, HEAD_A + SCALES_SUFFIX, HEAD_B + SCALES_SUFFIX)
 
@@ -351,6 +352,23 @@ class Bundle:
                                         codec=spec["codec"], numbers=numbers)
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from None
+
+    def check_images(self, threads: int | None = None) -> None:
+        """Decode every image once and keep none (ImageDecodeError naming the first that fails): what
+        ``hello verify`` checks. A chunk of at most 64 MiB decoded at a time, where ``images()`` holds them
+        all (ImageNet-1K at IPC 50, 224 px: 7.5 GB). Raw images have nothing to decode."""
+        spec = self.manifest["images"]
+        if spec["codec"] == "raw":
+            return
+        count, shape = spec["count"], (spec["channels"], spec["height"], spec["width"])
+        step = max(1, _DECODE_CHECK_BYTES // (shape[0] * shape[1] * shape[2]))
+        blobs = self._image_blobs()
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            try:
+                codecs.decode_images(blobs[start:stop], *shape, threads, codec=spec["codec"], numbers=range(start, stop))
+            except BundleError as exc:
+                raise type(exc)(f"{self.path}: {exc}") from None
 
     def _positions(self, indices) -> torch.Tensor:
         """``indices`` as int64 positions of images: a 1-D integer sequence within the count, or a boolean

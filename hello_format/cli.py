@@ -253,7 +253,7 @@ def verify(bundle_path: str, no_decode: bool, as_json: bool) -> None:
     """Check the header, manifest (schema, version), every sha256 and that every image decodes."""
     with open_bundle(bundle_path, verify=True) as bundle:
         if not no_decode:
-            bundle.images()
+            bundle.check_images()   # a chunk at a time: all at once was 7.5 GB at ImageNet-1K IPC 50
         if as_json:
             echo(json.dumps({"ok": True, "path": str(bundle.path), "format_version": bundle.manifest["format_version"],
                              "images": bundle.num_images, "tensors": len(bundle.tensor_names),
