@@ -18,7 +18,7 @@ from typing import BinaryIO
 import torch
 
 from hello_format.errors import HeaderError
-from hello_format.limits import (MAX_DIMENSION, MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
+from hello_format.limits import (MAX_HEADER_BYTES, MAX_JSON_CONTAINERS, MAX_JSON_INTEGER_DIGITS,
                                  MAX_JSON_MEMBERS, MAX_JSON_SEPARATORS, MAX_TENSOR_ELEMENTS, MAX_TENSOR_NAME_CHARS,
                                  MAX_TENSOR_RANK, MAX_TENSORS)
 from hello_format.text import encodes_as_utf8, quoted_name, shortened
@@ -176,10 +176,13 @@ def _parse_entry(where: str, name: str, entry) -> TensorInfo:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise HeaderError(f"{where}: tensor {quoted_name(name)}: unknown dtype {shortened(dtype)}")
+    # a dimension is bounded by the product's bound alone, not by 2^31 - 1: the encoded images are one
+    # U8 [total_bytes] tensor, 4 GB of PNGs for ImageNet-1K at IPC 50 (a tensor with bytes is bounded by the
+    # file's size anyway, a zero-element one by the product)
     if (not isinstance(shape, list) or len(shape) > MAX_TENSOR_RANK
-            or not all(is_json_int(d) and 0 <= d <= MAX_DIMENSION for d in shape)):
+            or not all(is_json_int(d) and 0 <= d <= MAX_TENSOR_ELEMENTS for d in shape)):
         raise HeaderError(f"{where}: tensor {quoted_name(name)}: shape must be a list of at most {MAX_TENSOR_RANK} "
-                          f"integers in [0, {MAX_DIMENSION}]")
+                          f"integers in [0, 2^59], got {shortened(shape)}")
     if not strides_fit(shape):
         raise HeaderError(f"{where}: tensor {quoted_name(name)}: shape {shape}: the product of its dimensions (a 0 counted "
                           f"as 1) must be at most {MAX_TENSOR_ELEMENTS:,} (torch's strides overflow, even with no elements)")

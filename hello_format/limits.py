@@ -9,7 +9,9 @@ MAX_HEADER_BYTES = 100_000_000          # the JSON header, manifest included
 MAX_TENSORS = 100_000                   # header entries
 MAX_TENSOR_NAME_CHARS = 1_024
 MAX_TENSOR_RANK = 8                     # dimensions of one tensor
-MAX_DIMENSION = 2**31 - 1               # one dimension (also of a zero-element tensor)
+MAX_DIMENSION = 2**31 - 1               # one dimension of a shape the manifest declares (lora.shapes); a tensor's
+                                        # dimension in the header only by MAX_TENSOR_ELEMENTS: images.data is
+                                        # U8 [total bytes], 4 GB of PNGs for ImageNet-1K at IPC 50
 MAX_TENSOR_ELEMENTS = 2**59             # product of a shape's dimensions, a 0 counted as 1: torch's 64-bit
                                         # strides and sizes hold it (x 8 bytes); bounds a zero-element tensor,
                                         # any other is bounded by the file's size
