@@ -5,7 +5,8 @@
     python bench/scan.py --per-class 20 --cold    # distinct files (2 GB), the page cache dropped before each scan (root)
 
 Every ``hello-build`` run (a resume too) starts by scanning its image folder: listing it, then opening
-each file's header (``check_headers``, threaded), or with ``--skip-bad`` decoding each file once. This
+each file's header (``check_headers``, threaded), or with ``--skip-bad`` decoding each file once; a
+resume takes the checks an earlier run kept in the work directory (``WorkDir.memoised``). This
 builds an ImageNet-shaped tree (1000 class folders of ``--per-class`` files, hard links to ``--sources``
 distinct ImageNet-sized JPEGs, so it costs no disk), times each mode side by side, and projects the
 per-file cost to ImageNet-1K's 1,281,167 training images, on one process and per rank under torchrun
@@ -29,6 +30,7 @@ from PIL import Image
 
 import hello_format  # noqa: F401  (torchvision shim before anything imports it)
 from hello_build.data import scan_image_folder
+from hello_build.workdir import WorkDir
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -93,13 +95,25 @@ def main() -> None:
         print(f"{files:,} files in {args.classes} class folders ({'copies of' if args.cold else 'hard links to'} "
               f"{args.sources} JPEGs of 500x375, {file_bytes / 1e3:.0f} kB each); {os.cpu_count()} CPUs; "
               f"{'page cache dropped before each scan' if args.cold else 'page cache warm'}")
-        rows = []
+        rows = []   # (scan, files, seconds, whether ranks share the work: each checks every world_size-th file)
         seconds, _ = timed(lambda: scan_image_folder(train, check_headers=False), args.cold)
-        rows.append(("list only", files, seconds))
+        rows.append(("list only", files, seconds, False))
         for threads in args.threads:
             seconds, index = timed(lambda: scan_image_folder(train, threads=threads), args.cold)
             assert len(index) == files and not index.bad
-            rows.append((f"headers, {threads} thread(s)", files, seconds))
+            rows.append((f"headers, {threads} thread(s)", files, seconds, True))
+        kept, reuses = WorkDir(work / "workdir"), []
+
+        def memo(*args):
+            tensors, _, reused = kept.memoised("scan", *args)
+            reuses.append(reused)
+            return tensors
+
+        scan_image_folder(train, memo=memo)
+        kept.finish("stage", {}, {}, 0.0)   # as a build's first finished stage keeps the scan's checks
+        seconds, index = timed(lambda: scan_image_folder(train, memo=memo), args.cold)
+        assert len(index) == files and not index.bad and reuses == [False, True]
+        rows.append(("headers kept by an earlier run (a resume)", files, seconds, False))
         subset = work / "decode"
         per_class = max(1, args.decode_files // args.classes)
         for folder in sorted(train.iterdir()):
@@ -109,15 +123,15 @@ def main() -> None:
         decoded = per_class * args.classes
         seconds, index = timed(lambda: scan_image_folder(subset, skip_bad=True), args.cold)
         assert len(index) == decoded and not index.bad
-        rows.append(("decode (--skip-bad), 8 threads", decoded, seconds))
+        rows.append(("decode (--skip-bad), 8 threads", decoded, seconds, True))
         listing = rows[0][2] / files
         print("\n| scan | files | seconds | us a file | ImageNet-1K, 1 process | "
               + " | ".join(f"per rank of {n}" for n in args.ranks) + " |")
         print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in args.ranks) + " |")
-        for name, count, seconds in rows:
+        for name, count, seconds, shared in rows:
             per_file = seconds / count
-            checked = per_file - listing if name != "list only" else 0.0   # every rank lists all; checks a share
-            ranks = [IMAGENET_TRAIN * (listing + checked / n) / 60 for n in args.ranks]
+            # every rank lists every folder (and reads the kept checks); it checks its share of the files
+            ranks = [IMAGENET_TRAIN * (listing + (per_file - listing) / n if shared else per_file) / 60 for n in args.ranks]
             print(f"| {name} | {count:,} | {seconds:.1f} | {per_file * 1e6:.0f} | {IMAGENET_TRAIN * per_file / 60:.1f} min | "
                   + " | ".join(f"{m:.1f} min" for m in ranks) + " |")
     finally:
