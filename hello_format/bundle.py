@@ -347,11 +347,7 @@ class Bundle:
         blobs, numbers = self._image_blobs(), None if indices is None else indices.tolist()
         if numbers is not None:
             blobs = [blobs[i] for i in numbers]
-        try:
-            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads,
-                                        codec=spec["codec"], numbers=numbers)
-        except BundleError as exc:
-            raise type(exc)(f"{self.path}: {exc}") from None
+        return self._decode(blobs, numbers, threads)
 
     def check_images(self, threads: int | None = None) -> None:
         """Decode every image once and keep none (ImageDecodeError naming the first that fails): what
@@ -360,15 +356,21 @@ class Bundle:
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
             return
-        count, shape = spec["count"], (spec["channels"], spec["height"], spec["width"])
-        step = max(1, _DECODE_CHECK_BYTES // (shape[0] * shape[1] * shape[2]))
+        step = max(1, _DECODE_CHECK_BYTES // (spec["channels"] * spec["height"] * spec["width"]))
         blobs = self._image_blobs()
-        for start in range(0, count, step):
-            stop = min(count, start + step)
-            try:
-                codecs.decode_images(blobs[start:stop], *shape, threads, codec=spec["codec"], numbers=range(start, stop))
-            except BundleError as exc:
-                raise type(exc)(f"{self.path}: {exc}") from None
+        for start in range(0, spec["count"], step):
+            stop = min(spec["count"], start + step)
+            self._decode(blobs[start:stop], range(start, stop), threads)
+
+    def _decode(self, blobs, numbers, threads: int | None) -> torch.Tensor:
+        """``codecs.decode_images`` of ``blobs`` (the file's images ``numbers``; None: from 0), its errors
+        prefixed by the file's path."""
+        spec = self.manifest["images"]
+        try:
+            return codecs.decode_images(blobs, spec["channels"], spec["height"], spec["width"], threads,
+                                        codec=spec["codec"], numbers=numbers)
+        except BundleError as exc:
+            raise type(exc)(f"{self.path}: {exc}") from None
 
     def _positions(self, indices) -> torch.Tensor:
         """``indices`` as int64 positions of images: a 1-D integer sequence within the count, or a boolean
