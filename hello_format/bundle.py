@@ -19,6 +19,7 @@ from hello_format.container import (DTYPES, Header, dtype_name, encode_header, r
                                     tensor_bytes, write_container)
 from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
+from hello_format.file_blobs import FileBlobs, OpenFile
 from hello_format.files import atomic_target, names_a_folder
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
@@ -223,11 +224,12 @@ def _read_manifest(where: str, metadata: dict[str, str], file_size: int) -> dict
 class Bundle:
     """An open .hello file: the manifest in memory, tensors mapped lazily from disk."""
 
-    def __init__(self, path: pathlib.Path, header: Header, manifest: dict, data: np.memmap):
+    def __init__(self, path: pathlib.Path, header: Header, manifest: dict, data: np.memmap, file: OpenFile):
         self.path = path
         self.manifest = manifest
         self._header = header
         self._data = data
+        self._file = file   # lazy_images reads from it, long after the mapping is dropped
         self._verified: set[str] = set()   # tensors whose sha256 was checked against the manifest
         self._finite = False   # check_finite passed: verify() then the projector's verify_projector() read them once
 
@@ -243,14 +245,18 @@ class Bundle:
             file = open(path, "rb")
         except OSError as exc:
             raise BundleError(f"{where}: cannot read: {exc.strerror or exc}") from None
-        with file:   # the header and the mapping from one open file: a file renamed over the path between
-            header = read_header(path, file)   # them cannot pair this manifest with its bytes
+        with file:   # the header, the mapping and later reads from one open file: a file renamed over the
+            header = read_header(path, file)   # path between them cannot pair this manifest with its bytes
             manifest = _read_manifest(where, header.metadata, header.file_size)
             try:
                 data = np.memmap(file, dtype=np.uint8, mode="c")
             except (OSError, ValueError) as exc:
                 raise BundleError(f"{where}: cannot map the file: {exc}") from None
-        bundle = cls(path, header, manifest, data)
+            try:
+                kept = OpenFile(file, path)
+            except OSError as exc:   # no descriptor left (EMFILE)
+                raise BundleError(f"{where}: cannot keep the file open: {exc.strerror or exc}") from None
+        bundle = cls(path, header, manifest, data, kept)
         shapes = {name: (info.dtype, info.shape) for name, info in header.tensors.items()}
         check_consistency(where, manifest, shapes, bundle._verified_tensor)
         if verify:
@@ -279,8 +285,9 @@ class Bundle:
         return f"Bundle({str(self.path)!r}, {self.num_images} images, {self.num_classes} classes)"
 
     def close(self) -> None:
-        """Drop this bundle's mapping; tensors already returned stay valid (they keep it alive)."""
-        self._data = None
+        """Drop this bundle's mapping and file; tensors and lazy images already returned stay valid (they
+        keep what they read from alive)."""
+        self._data = self._file = None
 
     # --- manifest views
     @property
@@ -394,23 +401,27 @@ class Bundle:
 
     def lazy_images(self, device: torch.device | str = "cpu", rows: torch.Tensor | None = None
                     ) -> "torch.Tensor | codecs.LazyImages":
-        """The images at ``rows`` (a bool mask; default all) as ``codecs.LazyImages`` (each decoded on first
-        use, on ``device``; errors name its number in the file), or the tensor when stored raw: either
-        from a copy in memory, not the mapping, since a training run outlives it (a file rewritten or
-        truncated in place under a mapping kills the reader: SIGBUS)."""
+        """The images at ``rows`` (a bool mask; default all) as ``codecs.LazyImages`` (each read from the file
+        and decoded on first use, on ``device``; errors name its number in the file), or the tensor when
+        stored raw, copied into memory. Neither reads through the mapping, since a training run outlives it
+        (a file rewritten or truncated in place under a mapping kills the reader: SIGBUS); a file changed
+        in place fails the next read that needs it instead (``file_blobs``)."""
         spec = self.manifest["images"]
         if spec["codec"] == "raw":
             stored = self.tensor(IMAGES_DATA)
             return (stored.clone() if rows is None else stored[rows]).to(device)
-        numbers = range(spec["count"]) if rows is None else torch.nonzero(rows).flatten().tolist()
-        blobs = self._image_blobs(private=True)
-        return codecs.LazyImages([blobs[i] for i in numbers], spec["channels"], spec["height"], spec["width"],
-                                 codec=spec["codec"], device=device, where=str(self.path), numbers=numbers)
+        if self._file is None:
+            raise BundleError(f"{self.path}: the bundle is closed")
+        numbers = np.arange(spec["count"]) if rows is None else torch.nonzero(rows).flatten().numpy()
+        offsets = self.tensor(IMAGES_OFFSETS).numpy()
+        start = self._header.data_start + self._header.tensors[IMAGES_DATA].begin
+        blobs = FileBlobs(self._file, start + offsets[numbers], start + offsets[numbers + 1])
+        return codecs.LazyImages(blobs, spec["channels"], spec["height"], spec["width"],
+                                 codec=spec["codec"], device=device, where=str(self.path), numbers=numbers.tolist())
 
-    def _image_blobs(self, *, private: bool = False) -> list[memoryview]:
-        """Each image's encoded bytes: views of the mapping, or of one copy of them (``private``)."""
+    def _image_blobs(self) -> list[memoryview]:
+        """Each image's encoded bytes, as views of the mapping."""
         data, offsets = self._bytes(IMAGES_DATA), self.tensor(IMAGES_OFFSETS).tolist()
-        data = memoryview(bytes(data)) if private else data
         return [memoryview(data[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
 
     def _with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:

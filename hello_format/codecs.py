@@ -15,6 +15,7 @@ from PIL import Image
 
 from hello_format import limits
 from hello_format.errors import BundleError, ImageDecodeError
+from hello_format.file_blobs import FileBlobs
 
 CODECS = ("raw", "png", "jpeg", "webp")
 DEFAULT_CODEC = "png"  # lossless: the bundle holds exactly the optimised pixels
@@ -189,7 +190,8 @@ if hasattr(os, "register_at_fork"):   # POSIX
 
 
 class LazyImages:
-    """Encoded images as one resident uint8 [N, C, H, W] tensor whose rows are decoded on first use.
+    """Encoded images (``blobs``: bytes-like, or ``FileBlobs`` read from the file when needed) as one
+    resident uint8 [N, C, H, W] tensor whose rows are decoded on first use.
 
     Indexing (``images[indices]``) decodes the rows not yet decoded, in parallel threads, then reads
     them from the resident tensor: an epoch's first batches pay for their own images only, and the
@@ -203,7 +205,7 @@ class LazyImages:
             raise BundleError(f"images must have 1 or 3 channels, got {channels}")
         if codec not in PILLOW_FORMATS:
             raise BundleError(f"codec {codec!r} has no per-image blobs to decode")
-        self._blobs, self._codec, self._where = list(blobs), codec, where
+        self._blobs, self._codec, self._where = blobs if isinstance(blobs, FileBlobs) else list(blobs), codec, where
         self._numbers = list(range(len(self._blobs))) if numbers is None else list(numbers)
         self.shape = torch.Size((len(self._blobs), channels, height, width))
         self.device = torch.device(device)
@@ -227,7 +229,7 @@ class LazyImages:
 
     def _decode(self, rows: torch.Tensor) -> None:
         chosen = rows.tolist()
-        try:
+        try:   # a FileBlobs read fails too when the file changed under it
             pixels = decode_images([self._blobs[i] for i in chosen], *self.shape[1:], codec=self._codec,
                                    numbers=[self._numbers[i] for i in chosen])
         except BundleError as exc:
@@ -243,8 +245,8 @@ class LazyImages:
                           numbers=self._numbers)
 
     def __getstate__(self) -> dict:   # for DataLoader workers started by spawn: a lock does not pickle
-        state = dict(self.__dict__)
-        state["_blobs"] = [bytes(blob) for blob in self._blobs]
+        state = dict(self.__dict__)   # file blobs travel as the file to open again, others as their bytes
+        state["_blobs"] = self._blobs if isinstance(self._blobs, FileBlobs) else [bytes(blob) for blob in self._blobs]
         del state["_lock"]
         return state
 

@@ -239,8 +239,10 @@ class HelloDataset(LabelledImages):
             views and hard labels, and an empty [B, 0] ``soft_labels``; the hard-label baseline.
 
     ``recipe`` is the bundle's ``Recipe`` (loss, optimizer, epochs, ...), its augmentation the one used.
-    Images are decoded on first use, so the first batch waits for its own images only; an image that
-    does not decode fails the first batch that needs it (``hello verify`` decodes them all).
+    Images are read from the file and decoded on first use, so the first batch waits for its own images
+    only; an image that does not decode fails the first batch that needs it (``hello verify`` decodes
+    them all), and so does a file truncated or rewritten in place meanwhile (one renamed over the path
+    leaves the open one readable).
     """
 
     def __init__(

@@ -271,6 +271,18 @@ _STATUS_KB = ("def _status_kb(field):\n"
               "    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(field + ':'))\n")
 
 
+def held_memory_growth_mb(script: str) -> float:
+    """Run ``script`` in a fresh interpreter; the growth (MB) of its anonymous resident memory (RssAnon:
+    what it holds itself, the pages of files it read or mapped left out) across the part after the line
+    ``# measure``. Linux only."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("resident memory is read from /proc/self/status (Linux)")
+    prelude, body = script.split("# measure\n")
+    program = prelude + _STATUS_KB + "before = _status_kb('RssAnon')\n" + body + \
+        "\nprint((_status_kb('RssAnon') - before) / 1024)\n"
+    return _last_number(program)
+
+
 def peak_rss_growth_mb(script: str) -> float:
     """Run ``script`` in a fresh interpreter; the growth of its peak RSS (MB) across the part after
     the line ``# measure``: the peak (VmHWM) is reset there. (``ru_maxrss`` is not the measure: a child
@@ -280,6 +292,11 @@ def peak_rss_growth_mb(script: str) -> float:
     prelude, body = script.split("# measure\n")
     program = (prelude + _STATUS_KB + "open('/proc/self/clear_refs', 'w').write('5')\nbefore = _status_kb('VmRSS')\n"
                + body + "\nprint((_status_kb('VmHWM') - before) / 1024)\n")
+    return _last_number(program)
+
+
+def _last_number(program: str) -> float:
+    """The number ``program``, run in a fresh interpreter with the repository importable, prints last."""
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert done.returncode == 0, done.stderr

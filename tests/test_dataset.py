@@ -22,7 +22,7 @@ from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.dataset import HelloDataset, LabelledBatch, LabelledImages
 from hello_format.runtime import epoch_seed
-from hello_format.errors import DeviceError, HelloError
+from hello_format.errors import BundleError, DeviceError, HelloError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.recipe import Recipe
 from hello_format.hub.preview import projector_captions, topk_captions
@@ -427,6 +427,33 @@ def test_lazy_images_survive_pickling_for_spawned_workers(path, stored):
     lazy[[0, 1]]
     copy = pickle.loads(pickle.dumps(lazy))
     assert torch.equal(copy[torch.arange(len(copy))], stored[0])
+
+
+def test_lazy_images_read_the_file_they_were_opened_from_after_another_is_renamed_over_it(tmp_path):
+    """hello's writers rename a new file over the path: a dataset already reading the old one goes on
+    reading it (its descriptor keeps the old inode), and a spawned worker, which must open the path
+    again, refuses the new file rather than read another bundle's bytes at the old offsets."""
+    import pickle
+
+    path, other = write_tiny_bundle(tmp_path / "a.hello", seed=1), write_tiny_bundle(tmp_path / "b.hello", seed=2)
+    with Bundle.open(path) as bundle:
+        expected, lazy = bundle.images(), bundle.lazy_images()
+    sent = pickle.dumps(lazy)   # as DataLoader sends it to a spawned worker
+    assert torch.equal(pickle.loads(sent)[torch.arange(len(expected))], expected)   # the same file: reopened
+    os.replace(other, path)
+    assert torch.equal(lazy[torch.arange(len(expected))], expected)
+    with pytest.raises(BundleError, match="replaced or changed after the dataset opened it"):
+        pickle.loads(sent)
+
+
+def test_reads_without_pread_give_the_same_bytes(path, stored, monkeypatch):
+    """Where os.pread is missing (Windows) the file is read with a seek and a read under a lock."""
+    from hello_format import file_blobs
+
+    monkeypatch.setattr(file_blobs, "_POSITIONAL", False)
+    with Bundle.open(path) as bundle:
+        lazy = bundle.lazy_images()
+    assert torch.equal(lazy[torch.arange(len(lazy))], stored[0])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
