@@ -7,8 +7,10 @@
 Writes a bundle of ``--classes`` x ``--ipc`` stand-in images (smooth noise upsampled from 28 px; not
 timed) with the ``hello-tiny-rn`` stand-in base embedded, random weights (only speed and memory are
 measured: a real RN50 adds its own forward to every labelled batch), the RDED ImageNet recipe (224
-px, patch shuffle 2, CutMix), then times each reader step in a fresh process and prints its wall time
-and peak resident memory (VmHWM). Needs Linux (/proc) and about 1.2x the file's size free on disk.
+px, patch shuffle 2, CutMix), then times each reader step in a fresh process and prints its wall time,
+peak resident memory (VmHWM, which counts the file's pages read through the mapping) and the memory
+still held when it ends (RssAnon: its own, file pages left out). Needs Linux (/proc) and about 1.2x the
+file's size free on disk.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ PRELUDE = """
 import sys, time
 sys.path.insert(0, {root!r})
 import hello_format  # noqa: F401
-def peak_mb():
+def status_mb(field):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024
 started = time.perf_counter()
 """
 STEPS = {
@@ -91,18 +93,18 @@ def main() -> None:
                   "grid": str(Path(work) / "grid.png")}
         print(f"{args.classes} classes x IPC {args.ipc} = {args.classes * args.ipc:,} images of {args.size} px, "
               f"{args.codec}; hello-tiny-rn stand-in base, random weights, embedded")
-        print("\n| step | seconds | peak MB |\n| --- | --- | --- |")
+        print("\n| step | seconds | peak MB | held MB at the end |\n| --- | --- | --- | --- |")
         for name, body in STEPS.items():
             program = (PRELUDE + textwrap.dedent(body)).format(**values) + \
-                "\nprint(f'{time.perf_counter() - started:.1f} {peak_mb():.0f}')\n"
+                "\nprint(f'{time.perf_counter() - started:.1f} {status_mb(\"VmHWM\"):.0f} {status_mb(\"RssAnon\"):.0f}')\n"
             done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-            seconds, peak = done.stdout.split()[-2:]
-            print(f"| {name.format(**values)} | {seconds} | {peak} |", flush=True)
+            seconds, peak, held = done.stdout.split()[-3:]
+            print(f"| {name.format(**values)} | {seconds} | {peak} | {held} |", flush=True)
             if name == "write":
                 size = Path(values["path"]).stat().st_size
-                print(f"| (the file: {size:,} bytes) | | |", flush=True)
+                print(f"| (the file: {size:,} bytes) | | | |", flush=True)
 
 
 if __name__ == "__main__":
