@@ -209,6 +209,10 @@ class LazyImages:
         self._numbers = list(range(len(self._blobs))) if numbers is None else list(numbers)
         self.shape = torch.Size((len(self._blobs), channels, height, width))
         self.device = torch.device(device)
+        self._start_cache()
+
+    def _start_cache(self) -> None:
+        """An empty decoded cache (its pages are only taken as rows are decoded) and its lock."""
         self._pixels = _allocate(lambda shape: torch.empty(shape, dtype=torch.uint8, device=self.device), self.shape)
         self._decoded = torch.zeros(len(self._blobs), dtype=torch.bool)
         self._lock = threading.Lock()
@@ -244,13 +248,15 @@ class LazyImages:
         return LazyImages(self._blobs, *self.shape[1:], codec=self._codec, device=device, where=self._where,
                           numbers=self._numbers)
 
-    def __getstate__(self) -> dict:   # for DataLoader workers started by spawn: a lock does not pickle
-        state = dict(self.__dict__)   # file blobs travel as the file to open again, others as their bytes
+    def __getstate__(self) -> dict:
+        """For DataLoader workers started by spawn: the blobs (file blobs as the file to open again, others as
+        their bytes), not the lock nor the decoded cache. A worker decodes what it serves into a cache of its
+        own, as a forked one does: sending the cache moved all of it, decoded or not, into /dev/shm at once
+        (7.5 GB for ImageNet-1K at IPC 50)."""
+        state = {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_pixels", "_decoded")}
         state["_blobs"] = self._blobs if isinstance(self._blobs, FileBlobs) else [bytes(blob) for blob in self._blobs]
-        del state["_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
-        _LAZY_IMAGES.add(self)
+        self._start_cache()
