@@ -57,6 +57,12 @@ class OpenFile:
     def __reduce__(self):   # a descriptor means nothing in another process: it opens the path again
         return _reopen, (self.path, self._identity)
 
+    def __copy__(self) -> "OpenFile":   # in this process the descriptor stays valid: a copy (copy.deepcopy of
+        return self                     # a dataset) reads the same file, not whatever the path names now
+
+    def __deepcopy__(self, memo) -> "OpenFile":
+        return self
+
 
 def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns

@@ -462,6 +462,20 @@ def test_lazy_images_read_the_file_they_were_opened_from_after_another_is_rename
         pickle.loads(sent)
 
 
+def test_a_deep_copy_reads_the_file_its_original_reads_after_another_is_renamed_over_it(tmp_path):
+    """copy.deepcopy of a dataset pickled its open file as its path: the copy opened the path again and,
+    once hello's writers had renamed another file over it, failed ("a spawned worker cannot read its
+    images") where the original read on. In one process the copy shares the open file."""
+    import copy
+
+    path, other = write_tiny_bundle(tmp_path / "a.hello", seed=1), write_tiny_bundle(tmp_path / "b.hello", seed=2)
+    with Bundle.open(path) as bundle:
+        expected, lazy = bundle.images(), bundle.lazy_images()
+    os.replace(other, path)
+    copied = copy.deepcopy(lazy)
+    assert torch.equal(copied[torch.arange(len(expected))], expected)
+
+
 def test_reads_without_pread_give_the_same_bytes(path, stored, monkeypatch):
     """Where os.pread is missing (Windows) the file is read with a seek and a read under a lock."""
     from hello_format import file_blobs
