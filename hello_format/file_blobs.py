@@ -35,6 +35,10 @@ class OpenFile:
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``; BundleError (not naming the file) when it is no longer as it was opened."""
+        end, opened_size = offset + size, self._identity[2]
+        if offset < 0 or size < 0 or end > opened_size:   # checked before any byte is allocated: the ranges come
+            self._check_unchanged()   # from offsets checked on open, read again later from a file changed since
+            raise BundleError(f"bytes {offset:,} to {end:,} are outside the file ({opened_size:,} bytes)")
         parts, done = [], 0
         while done < size:   # one read returns at most about 2 GiB
             part = self._read_once(offset + done, size - done)
@@ -42,10 +46,14 @@ class OpenFile:
                 break
             parts.append(part)
             done += len(part)
-        if done < size or _identity(os.fstat(self._fd)) != self._identity:   # checked after: what was read predates any change
-            raise BundleError("the file changed on disk after it was opened (truncated or rewritten in place): "
-                              "open the bundle again")   # the reader (LazyImages) names the file
+        if done < size:
+            raise _changed()
+        self._check_unchanged()   # checked after: what was read predates any change
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_unchanged(self) -> None:
+        if _identity(os.fstat(self._fd)) != self._identity:
+            raise _changed()
 
     def _read_once(self, offset: int, size: int) -> bytes:
         if _POSITIONAL:
@@ -62,6 +70,11 @@ class OpenFile:
 
     def __deepcopy__(self, memo) -> "OpenFile":
         return self
+
+
+def _changed() -> BundleError:
+    return BundleError("the file changed on disk after it was opened (truncated or rewritten in place): "
+                       "open the bundle again")   # the reader (LazyImages) names the file
 
 
 def _identity(status: os.stat_result) -> tuple[int, int, int, int]:

@@ -2194,6 +2194,27 @@ def test_images_read_after_a_same_size_rewrite_in_place_are_refused(tmp_path):
         images[[0]]
 
 
+def test_image_offsets_rewritten_in_place_after_open_are_bounded_before_a_read(tmp_path):
+    """lazy_images reads the image offsets again from the mapping, after open checked them: a file rewritten
+    in place meanwhile gave offsets no one checked, and the read allocated their size first (2^62: a bare
+    MemoryError; tens of GB succeed where memory is overcommitted). A read outside the file opened is
+    refused before it costs anything."""
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "b.hello")
+    bundle = Bundle.open(path, verify=True)
+    stat = path.stat()
+    offsets = bundle._header.data_start + bundle._header.tensors["images.offsets"].begin
+    with open(path, "r+b") as file:   # the same size: image 1 now ends at 2^62
+        file.seek(offsets + 8 * 2)
+        file.write(np.int64(2**62).tobytes())
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with bundle:
+        images = bundle.lazy_images()
+    with pytest.raises(BundleError, match=f"^{re.escape(str(path))}: the file changed on disk after it was opened"):
+        images[[1]]
+
+
 def test_a_bundle_is_read_from_one_file_even_if_another_is_renamed_over_its_path(tmp_path, monkeypatch):
     """Bundle.open read the header by path, then mapped the path again: a file renamed over it in between
     (another hello's atomic write) paired the first file's manifest with the second's bytes."""
