@@ -27,7 +27,10 @@ class OpenFile:
     """A file kept open (its own descriptor, closed when the last user drops it) for reads at offsets."""
 
     def __init__(self, file, path: str | os.PathLike):
-        self.path = os.path.abspath(os.fspath(path))   # a spawned worker may start in another folder
+        # a spawned worker may start in another folder; not abspath: "link/.." is the link's target's
+        # parent, which abspath would drop for the link's own folder
+        path = os.fspath(path)
+        self.path = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
         self._fd = os.dup(file.fileno())
         weakref.finalize(self, os.close, self._fd)
         self._identity = _identity(os.fstat(self._fd))

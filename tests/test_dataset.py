@@ -476,6 +476,22 @@ def test_a_deep_copy_reads_the_file_its_original_reads_after_another_is_renamed_
     assert torch.equal(copied[torch.arange(len(expected))], expected)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a POSIX symlink")
+def test_a_spawned_worker_opens_the_file_a_path_through_a_symlink_and_dotdot_named(tmp_path, monkeypatch):
+    """A spawned worker opens the path again, made absolute: abspath dropped "link/.." lexically, so
+    "link/../a.hello" (the kernel's: the link's target's parent) named another file or none, and the
+    worker refused the bundle the dataset was reading."""
+    import pickle
+
+    (tmp_path / "deep" / "x").mkdir(parents=True)
+    write_tiny_bundle(tmp_path / "deep" / "a.hello", seed=1)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "x")
+    monkeypatch.chdir(tmp_path)
+    with Bundle.open("link/../a.hello") as bundle:
+        expected, lazy = bundle.images(), bundle.lazy_images()
+    assert torch.equal(pickle.loads(pickle.dumps(lazy))[torch.arange(len(expected))], expected)
+
+
 def test_reads_without_pread_give_the_same_bytes(path, stored, monkeypatch):
     """Where os.pread is missing (Windows) the file is read with a seek and a read under a lock."""
     from hello_format import file_blobs
