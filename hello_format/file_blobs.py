@@ -43,19 +43,26 @@ class OpenFile:
             self._check_unchanged()   # from offsets checked on open, read again later from a file changed since
             raise BundleError(f"bytes {offset:,} to {end:,} are outside the file ({opened_size:,} bytes)")
         parts, done = [], 0
-        while done < size:   # one read returns at most about 2 GiB
-            part = self._read_once(offset + done, size - done)
-            if not part:
-                break
-            parts.append(part)
-            done += len(part)
+        try:
+            while done < size:   # one read returns at most about 2 GiB
+                part = self._read_once(offset + done, size - done)
+                if not part:
+                    break
+                parts.append(part)
+                done += len(part)
+        except OSError as exc:   # EIO: a failing disk, a network file system gone
+            raise BundleError(f"cannot read the file: {exc.strerror or exc}") from None
         if done < size:
             raise _changed()
         self._check_unchanged()   # checked after: what was read predates any change
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _check_unchanged(self) -> None:
-        if _identity(os.fstat(self._fd)) != self._identity:
+        try:
+            now = _identity(os.fstat(self._fd))
+        except OSError as exc:
+            raise BundleError(f"cannot read the file: {exc.strerror or exc}") from None
+        if now != self._identity:
             raise _changed()
 
     def _read_once(self, offset: int, size: int) -> bytes:

@@ -2215,6 +2215,24 @@ def test_image_offsets_rewritten_in_place_after_open_are_bounded_before_a_read(t
         images[[1]]
 
 
+@pytest.mark.skipif(not hasattr(os, "pread"), reason="EISDIR from pread (POSIX)")
+def test_a_read_that_fails_names_the_file_in_one_line(tmp_path):
+    """A read error under a dataset (EIO: a failing disk, a network file system gone) surfaced as a bare
+    OSError naming no file. Here the dataset's descriptor is made a folder's, whose reads fail (EISDIR)."""
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "b.hello")
+    with Bundle.open(path) as bundle:
+        images = bundle.lazy_images()
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.dup2(folder, images._blobs._file._fd)
+    finally:
+        os.close(folder)
+    with pytest.raises(BundleError, match=f"^{re.escape(str(path))}: cannot read the file: Is a directory$"):
+        images[[0]]
+
+
 def test_a_bundle_is_read_from_one_file_even_if_another_is_renamed_over_its_path(tmp_path, monkeypatch):
     """Bundle.open read the header by path, then mapped the path again: a file renamed over it in between
     (another hello's atomic write) paired the first file's manifest with the second's bytes."""
