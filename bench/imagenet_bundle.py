@@ -9,8 +9,9 @@ timed) with the ``hello-tiny-rn`` stand-in base embedded, random weights (only s
 measured: a real RN50 adds its own forward to every labelled batch), the RDED ImageNet recipe (224
 px, patch shuffle 2, CutMix), then times each reader step in a fresh process and prints its wall time,
 peak resident memory (VmHWM, which counts the file's pages read through the mapping) and the memory
-still held when it ends (RssAnon: its own, file pages left out). Needs Linux (/proc) and about 1.2x the
-file's size free on disk.
+still held when it ends (RssAnon: its own, file pages left out). One step drops the file's pages from
+the page cache first (posix_fadvise), so that its epoch reads every image from the disk. Needs Linux
+(/proc) and about 1.2x the file's size free on disk.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ write_bundle({path!r}, manifest, images, labels, {{**projector.bundle_tensors(),
     "hello preview (100 classes x 10)": "from hello_format.cli import cli\n"
                                          "cli.main(['preview', {path!r}, '-o', {grid!r}], standalone_mode=False)",
     "HelloDataset(path)": "from hello_format import HelloDataset\nHelloDataset({path!r}, device='cpu')",
+    "an epoch of hard-label batches, the file not cached": """
+import os
+from hello_format import HelloDataset
+file = os.open({path!r}, os.O_RDONLY)   # its pages dropped from the page cache: the first epoch reads from disk
+os.fsync(file)
+os.posix_fadvise(file, 0, 0, os.POSIX_FADV_DONTNEED)
+os.close(file)
+started = time.perf_counter()
+dataset = HelloDataset({path!r}, device="cpu", verify=False, soft_labels=False)
+for batch in dataset.loader(batch_size=128):
+    pass
+""",
     "HelloDataset + up to {batches} batches of 128": """
 from torch.utils.data import DataLoader
 from hello_format import HelloDataset
