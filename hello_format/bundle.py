@@ -410,10 +410,8 @@ class Bundle:
         if spec["codec"] == "raw":
             stored = self.tensor(IMAGES_DATA)
             return (stored.clone() if rows is None else stored[rows]).to(device)
-        if self._file is None:
-            raise BundleError(f"{self.path}: the bundle is closed")
         numbers = np.arange(spec["count"]) if rows is None else torch.nonzero(rows).flatten().cpu().numpy()
-        offsets = self.tensor(IMAGES_OFFSETS).numpy()
+        offsets = self.tensor(IMAGES_OFFSETS).numpy()   # a closed bundle's: "the bundle is closed"
         start = self._header.data_start + self._header.tensors[IMAGES_DATA].begin
         blobs = FileBlobs(self._file, start + offsets[numbers], start + offsets[numbers + 1])
         return codecs.LazyImages(blobs, spec["channels"], spec["height"], spec["width"],

@@ -185,6 +185,14 @@ def test_lazy_images_hold_none_of_the_encoded_images_in_memory(tmp_path):
     assert growth < 4, f"{growth:.1f} MB held for {encoded:.0f} MB of encoded images"
 
 
+def test_a_closed_bundle_hands_out_no_lazy_images(tmp_path):
+    """Its file is let go on close: lazy images asked for afterwards are one line, not a read of nothing."""
+    bundle = Bundle.open(write_sample(tmp_path / "b.hello"))
+    bundle.close()
+    with pytest.raises(BundleError, match="the bundle is closed"):
+        bundle.lazy_images()
+
+
 def test_invalid_input_writes_nothing(tmp_path):
     target = tmp_path / "b.hello"
     with pytest.raises(ManifestError, match="tensor 'labels'"):
