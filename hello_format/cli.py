@@ -381,6 +381,9 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
     labelled = f", projector top-{top_k} under each image" if captions is not None else ""
     classes = f", the first {classes_shown:,} of {num_classes:,} classes" if classes_shown < num_classes else ""
+    empty = classes_shown - len(set(labels[shown].tolist()))   # rows render_grid skips
+    if empty:
+        classes += f", no row for {empty:,} {'class' if empty == 1 else 'classes'} without images"
     echo(f"wrote {output} ({grid.width}x{grid.height}{classes}{labelled})")
 
 

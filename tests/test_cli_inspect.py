@@ -10,14 +10,15 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from hello_format import cli as cli_module
-from hello_format.bundle import Bundle
+from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
 from hello_format.text import human_bytes
-from support import make_bundle, with_local_base, with_remote_text_base, write_labelled_bundle
+from support import make_bundle, make_manifest, with_local_base, with_remote_text_base, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
 VALID = VECTORS / "valid_png.hello"
@@ -459,6 +460,23 @@ def test_hub_module_that_fails_to_import_is_reported(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "fake_hub_broken failed to load" in result.stderr
     assert "huggingface_hub is too old" in result.stderr
     assert "warning: fake_hub_broken failed to load" in run("--help").stderr
+
+
+def test_a_preview_says_which_classes_have_no_row(tmp_path):
+    """A class without images gets no row; the line said "the first 3 of 4 classes" for a sheet of two rows."""
+    manifest = make_manifest(source="local", classes=["a", "b", "c", "d"], ipc=None)
+    manifest["lora"], manifest["head"]["lora"] = None, None
+    images = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path = write_bundle(tmp_path / "e.hello", manifest, images, torch.tensor([0, 0, 2, 2, 3, 3]), {})   # b: none
+    out = tmp_path / "grid.png"
+    result = run("preview", path, "-o", out, "--no-labels", "--max-classes", "3")
+    with Image.open(out) as grid:
+        assert result.stdout == f"wrote {out} ({grid.width}x{grid.height}, the first 3 of 4 classes, no row for 1 class without images)\n"
+    result = run("preview", path, "-o", out, "--no-labels", "--overwrite")
+    with Image.open(out) as grid:
+        assert result.stdout == f"wrote {out} ({grid.width}x{grid.height}, no row for 1 class without images)\n"
+    result = run("preview", path, "-o", out, "--no-labels", "--overwrite", "--max-classes", "1")
+    assert "without images" not in result.stdout
 
 
 def test_a_preview_of_a_thousand_classes_says_what_it_shows_and_refuses_a_sheet_its_format_cannot_hold(
