@@ -269,7 +269,9 @@ def evaluate(
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
-        images, labels, names, folders = bundle.images(), bundle.labels, bundle.class_names, bundle.class_folders
+        # as HelloDataset reads them: each on first use (random-real decodes none), never through the mapping
+        images, labels = bundle.lazy_images(device), bundle.labels
+        names, folders = bundle.class_names, bundle.class_folders
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
                                           progress=progress) if labelled else None
     augment = recipe.augment

@@ -440,6 +440,24 @@ def test_random_real_needs_enough_real_images(eval_kit, tmp_path):
     one_line_error(hello(*eval_args(eval_kit, "random-real")[:-2], "--real", few), "fewer than the bundle's")
 
 
+def test_eval_decodes_the_bundles_images_on_first_use_as_hello_dataset_does(eval_kit, monkeypatch):
+    """hello eval decoded every image before its first batch (ImageNet-1K at IPC 50: 7.5 GB at once), and
+    for random-real, whose student never sees them, it decoded them all for their size."""
+    from hello_format import codecs
+
+    decoded, decode = [], codecs.decode_images
+
+    def counted(blobs, *args, **kwargs):
+        decoded.extend(kwargs["numbers"])
+        return decode(blobs, *args, **kwargs)
+
+    monkeypatch.setattr(codecs, "decode_images", counted)
+    assert hello(*eval_args(eval_kit, "random-real")).exit_code == 0
+    assert decoded == []
+    assert hello(*eval_args(eval_kit, "hard")).exit_code == 0
+    assert sorted(decoded) == list(range(len(CLASSES) * IPC))   # each once, as its first batch needed it
+
+
 def trained_students(monkeypatch) -> list[dict]:
     """What every hello eval run in this test trains: the precision it was asked for and the student's weights
     (top-1 on a dozen images after an epoch is chance for every regime, so it tells runs apart poorly)."""
