@@ -411,6 +411,23 @@ def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tm
                 assert report["steps"] == 30 and report["views"] == 128 and report["objective"] == objective
 
 
+def test_calibration_decodes_only_the_images_it_draws(tmp_path, monkeypatch):
+    """requantize decoded every image before calibrating; its views draw fewer (at most 16 here, of 30 images)."""
+    from hello_format import codecs
+
+    decoded, decode = [], codecs.decode_images
+
+    def counted(blobs, *args, **kwargs):
+        decoded.extend(range(len(blobs)) if kwargs.get("numbers") is None else kwargs["numbers"])   # None: from 0
+        return decode(blobs, *args, **kwargs)
+
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", classes=tuple("abcdefghij"), ipc=3, lora_std=0.3)
+    monkeypatch.setattr(codecs, "decode_images", counted)
+    config = CalibrationConfig(steps=1, selection_views=8, batch_size=8)   # 8 selection views, 8 fitted
+    assert requantize(path, tmp_path / "int4.hello", "int4", 512, calibration=config).calibration["views"] == 8
+    assert 0 < len(decoded) == len(set(decoded)) <= 16
+
+
 def test_the_rounded_agreement_is_measured_on_the_selection_views_not_the_fitted_ones(tmp_path):
     """calibrate chooses its kept state on views of SELECTION_SEED, never on the views it fits (FIT_SEED):
     its rounded agreement is exactly that of the round-to-nearest deltas on those views (the same unmerged
