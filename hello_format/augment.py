@@ -103,6 +103,15 @@ class AugmentConfig:
         """(height, width) of the views of ``height`` x ``width`` images: ``output_size`` square, else theirs."""
         return (height, width) if self.output_size is None else (self.output_size, self.output_size)
 
+    def patch_factor(self, height: int, width: int) -> int:
+        """The patch-shuffle factor of ``height`` x ``width`` images (0: off); AugmentError when it is larger
+        than their shorter side, which cannot be cut into that many strips."""
+        factor = self.patch_shuffle if self.patch_shuffle > 1 else 0
+        if factor > min(height, width):
+            raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; "
+                               f"use at most {min(height, width)} or 0")
+        return factor
+
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(AugmentConfig))   # the keys of a recipe.augment this reader applies
 
@@ -180,9 +189,7 @@ def draw_augment(batch: int, height: int, width: int, config: AugmentConfig, gen
     if generator.device.type != "cpu":
         raise AugmentError("augment_batch needs a CPU torch.Generator (parameters are drawn on the CPU so every device gives the same batch)")
     size = config.view_size(height, width)
-    factor = config.patch_shuffle if config.patch_shuffle > 1 else 0
-    if factor > min(height, width):
-        raise AugmentError(f"patch_shuffle={factor} is larger than the {height}x{width} images; use at most {min(height, width)} or 0")
+    factor = config.patch_factor(height, width)
     crops = sample_crops(batch, height, width, config.scale, config.ratio, generator)
     flips = torch.rand(batch, generator=generator, dtype=torch.float64) < config.hflip
     patch_order = torch.rand(batch, 2, factor, generator=generator, dtype=torch.float64).argsort(dim=-1) if factor else None

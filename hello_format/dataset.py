@@ -270,6 +270,7 @@ class HelloDataset(LabelledImages):
             names = bundle.class_names
             # the recipe and the classes asked for are checked before anything is decoded or built
             self.recipe = Recipe.from_manifest(self.manifest["recipe"], augment=augment)
+            self.recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too
             columns = _class_columns(classes, names)
             labels = bundle.labels
             keep = torch.isin(labels, torch.tensor(columns))

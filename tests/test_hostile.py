@@ -1330,6 +1330,21 @@ def test_hello_dataset_checks_its_recipe_and_classes_before_building_the_project
         HelloDataset(path, device="cpu", classes=classes)
 
 
+def test_hello_dataset_checks_an_augment_override_against_the_files_images_before_building_the_projector(
+        tmp_path, monkeypatch):
+    """augment={"patch_shuffle": 64} over a bundle of 32-px images built the whole projector, then failed the
+    first batch: the file's own factor is checked on open, an override's was not (fourteenth audit)."""
+    from hello_format import dataset as dataset_module
+    from hello_format.augment import AugmentError
+    from hello_format.dataset import HelloDataset
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "ok.hello")
+    monkeypatch.setattr(dataset_module.Projector, "from_bundle", lambda *a, **k: pytest.fail("the projector was built"))
+    with pytest.raises(AugmentError, match="patch_shuffle=64 is larger than the 32x32 images"):
+        HelloDataset(path, device="cpu", augment={"patch_shuffle": 64})
+
+
 def test_escaping_a_long_string_for_the_terminal_costs_about_its_own_size():
     """hello info --json escaped a header's strings by joining them character by character: ~85 bytes a
     character once one string held a U+0085 (a 29.5 MB file: 1.36 GB against 0.52 GB; thirteenth audit)."""
