@@ -1116,6 +1116,16 @@ def test_a_source_dataset_with_a_final_newline_is_not_a_hub_id_in_the_card(tmp_p
         assert card.card_metadata(bundle)["source_datasets"] == ["org/name"]
 
 
+@pytest.mark.parametrize("source", ["org/..", "org/name--x", "org/name.git", "org/" + "n" * 97,
+                                    "org/n\u0430me"])
+def test_a_path_like_or_invalid_source_dataset_is_not_a_hub_id_in_the_card(tmp_path, source):
+    """'org/..' (a parent folder), names with '--', '.git' or over 96 characters and a Cyrillic 'a' all passed
+    as hub dataset ids: the card's YAML front matter listed them as its source dataset (fourteenth audit)."""
+    provenance = dict(samples.sample_manifest()["provenance"], source_dataset=source)
+    with Bundle.open(hostile(tmp_path, provenance=provenance)) as bundle:
+        assert "source_datasets" not in card.card_metadata(bundle)
+
+
 @pytest.mark.parametrize("base", [
     # a local base's recorded checkpoint name, shown when no checkpoint is given
     {"source": "local", "checkpoint": "\x1b[2J\x1b[31mrm -rf ~\x07" + "x" * 300},

@@ -44,7 +44,6 @@ _SIZE_BUCKETS = [
 ]
 _LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
 _LOAD_LINE = re.compile(r'HelloDataset\(\s*("(?:[^"\\\n]|\\.)*")')   # its argument: one JSON string
-_HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
 _EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
 _EVAL_HINT = ('expected the JSON written by `hello eval`: an object with at least {"top1": <number>}, a list of them, '
@@ -423,11 +422,18 @@ def _license(license: str) -> str:
 
 
 def _source_dataset(m: dict) -> str | None:
-    """The recorded source dataset when it reads as a hub dataset id (a local path is not one)."""
+    """The recorded source dataset when it is a hub dataset id by huggingface_hub's rules, in ASCII as the
+    hub's names are (a local path is not one: ``/data/cifar``, ``data/..``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     source = (m.get("provenance") or {}).get("source_dataset")
-    if isinstance(source, str) and _HUB_DATASET_ID.fullmatch(source) and not source.startswith("."):
-        return source
-    return None
+    if not isinstance(source, str) or not source.isascii():
+        return None
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return None
+    return source
 
 
 def _is_number(value: object) -> bool:
