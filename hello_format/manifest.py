@@ -380,20 +380,54 @@ def _check_lora(where: str, lora) -> None:
             _number_in(where, f"lora.{key}.{pattern}", value, 0, high)
 
 
+# whitespace the tokenizer's clean-up (ftfy.fix_text) may delete: ftfy repairs mojibake such as 'Ã' + U+00A0
+# into 'à', and takes a plain space after such a character too ('Ã ' + a word); any that is not ASCII, or
+# follows a character that is not
+_DELETABLE_SPACE = re.compile(r"[^\S\x00-\x7f]|(?<=[^\x00-\x7f])\s")
+_NOT_ASCII = "\x80"   # stands for a character that is not ASCII before a text's first
+
+
+def _glued(text: str, after_non_ascii: bool = False) -> str:
+    """``text`` with each whitespace character the tokenizer may delete made a letter of as many UTF-8
+    bytes (it splits no word); ``after_non_ascii``: the character before ``text`` is not ASCII."""
+    text = _NOT_ASCII + text if after_non_ascii else text
+    text = _DELETABLE_SPACE.sub(lambda space: "x" * len(space.group().encode("utf-8", "surrogatepass")), text)
+    return text[1:] if after_non_ascii else text
+
+
 def tokenizer_work(names: list[str], templates: list[str]) -> int:
     """An upper bound of the BPE work of tokenizing every ``template.format(name)``, in O(characters):
-    the sum over each prompt's runs of non-space characters of their UTF-8 bytes squared. CLIP's BPE
-    merges along each word (a run of letters, or of punctuation) in time quadratic in its bytes, and a
-    word lies inside one such run; the runs that touch ``{}`` join the name's first and last runs (the
-    whole name, when it has no space), so those are counted per pair, in closed form. For text without
-    control characters, as names and templates are checked to be: the tokenizer deletes some of those
-    that ``str.split`` splits on (U+000B, U+001C to U+001F), gluing the runs around them."""
+    the sum over each prompt's runs of characters between the whitespace the tokenizer keeps (``_glued``)
+    of their UTF-8 bytes squared. CLIP's BPE merges along each word (a run of letters, or of punctuation)
+    in time quadratic in its bytes, and a word lies inside one such run. Exact per prompt: the names
+    that end in a character that is not ASCII glue a template's following space, and the templates whose
+    text before ``{}`` does glue a name's leading one, so each of the four pairings is counted apart. For
+    text without control characters, as names and templates are checked to be: the tokenizer deletes some
+    of those that ``str.split`` splits on (U+000B, U+001C to U+001F), gluing the runs around them."""
+    def ends_non_ascii(text: str) -> bool:
+        return not text[-1:].isascii()
+
+    total = 0
+    for name_group in (False, True):
+        group_names = [name for name in names if ends_non_ascii(name) == name_group]
+        for template_group in (False, True):
+            parts = [template.partition("{}")[::2] for template in templates
+                     if ends_non_ascii(template.partition("{}")[0]) == template_group]
+            if group_names and parts:
+                total += _work([_glued(name, template_group) for name in group_names],
+                               [(_glued(before), _glued(after, name_group)) for before, after in parts])
+    return total
+
+
+def _work(names: list[str], templates: list[tuple[str, str]]) -> int:
+    """``tokenizer_work`` of names and templates (split at ``{}``) already ``_glued``: the sum over each
+    prompt's ``str.split`` runs of their bytes squared. The runs that touch ``{}`` join the name's first and
+    last runs (the whole name, when it has no space), so those are counted per pair, in closed form."""
     def runs(text: str) -> list[int]:
         return [len(run.encode("utf-8", "surrogatepass")) for run in text.split()]
 
     inner, left, right = 0, [], []   # runs that touch no name; each template's runs glued to '{}'
-    for template in templates:
-        before, _, after = template.partition("{}")
+    for before, after in templates:
         head, tail = runs(before), runs(after)
         left.append(head.pop() if head and not before[-1].isspace() else 0)
         right.append(tail.pop(0) if tail and not after[0].isspace() else 0)

@@ -1726,6 +1726,22 @@ def test_prompts_whose_tokenizing_costs_hours_are_refused_on_open():
         validate_manifest(manifest)
 
 
+def test_names_may_not_hide_the_words_ftfy_joins_behind_mojibake_spaces():
+    """ftfy repairs 'Ã' + U+00A0 into 'à', and 'ÃƒÂ' + a space before a letter too: a name of 170 letters each
+    followed by one was counted as 170 short runs (1,530 units) and tokenized as one word of 510 bytes or more
+    (260,100 units), so 175 times the prompts the bound allows passed (the fourteenth audit)."""
+    import open_clip
+    import regex
+
+    from hello_format.manifest import tokenizer_work
+
+    tokenizer = open_clip.get_tokenizer("RN50")
+    for mojibake in ("Ã\u00a0", "ÃƒÂ "):
+        name = "".join(letter + mojibake for letter in "bcdfghjklm" * 17) + "x"
+        [word] = regex.findall(tokenizer.pat, tokenizer.clean_fn(name))   # one word
+        assert tokenizer_work([name], ["{}"]) >= len(word.encode()) ** 2 >= 510 ** 2
+
+
 def test_a_template_may_not_hide_the_words_it_joins_behind_control_characters():
     """ftfy deletes U+001F before CLIP's BPE runs: 250 letters joined by it were counted as 250 one-byte
     runs and tokenized as one 250-letter word (the ninth audit: 216 x what the bound allows)."""
@@ -1745,18 +1761,19 @@ def test_the_tokenizer_work_bound_covers_every_word_and_passes_imagenet():
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     from hello_format.head import DEFAULT_TEMPLATES
-    from hello_format.manifest import tokenizer_work
+    from hello_format.manifest import _glued, tokenizer_work
 
     clip_tokenizer = open_clip.get_tokenizer("RN50")   # a SimpleTokenizer: its word pattern and text cleaning
-    rng, alphabet = random.Random(0), "ab é中 !.  \u3000"
+    # 'Ã' + U+00A0 or + a space before a letter is mojibake ftfy repairs into one letter, gluing two runs
+    rng, alphabet = random.Random(0), ["a", "b", " ", "é", "中", "!", ".", "\u3000", "\u00a0", "Ã", "Ã\u00a0", "Ã "]
 
     def text(most):
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, most)))
-    for _ in range(200):
+    for _ in range(300):
         names = [text(12) or "a" for _ in range(rng.randint(1, 5))]
         templates = [text(6) + "{}" + text(6) for _ in range(rng.randint(1, 4))]
         prompts = [template.format(name) for template in templates for name in names]
-        runs = sum(len(run.encode()) ** 2 for prompt in prompts for run in prompt.split())
+        runs = sum(len(run.encode()) ** 2 for prompt in prompts for run in _glued(prompt).split())
         words = sum(len(word.encode()) ** 2 for prompt in prompts
                     for word in regex.findall(clip_tokenizer.pat, clip_tokenizer.clean_fn(prompt)))
         assert tokenizer_work(names, templates) == runs >= words, (names, templates)
