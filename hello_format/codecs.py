@@ -96,6 +96,28 @@ def jpeg_scans_over_limit(stream) -> bool:
     return False
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DEFLATE_MAX_RATIO = 1032   # the most bytes one compressed byte inflates to
+
+
+def png_text_over_limit(data: bytes) -> bool:
+    """Whether the text chunks of PNG ``data`` may hold more than ``MAX_PNG_TEXT_BYTES`` once read: tEXt
+    counted as stored, zTXt and iTXt at deflate's largest ratio, from the chunks' headers alone (12 bytes
+    a chunk, walked to IEND or the end of the data: Pillow reads the chunks after the pixels too)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return False   # not a PNG: Pillow refuses it
+    total, at = 0, len(_PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        total += length if kind == b"tEXt" else _DEFLATE_MAX_RATIO * length if kind in (b"zTXt", b"iTXt") else 0
+        if total > limits.MAX_PNG_TEXT_BYTES:
+            return True
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return False
+
+
 def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, height: int, width: int, *,
                  number: int) -> None:
     """Decode one blob into ``out[index]`` with the codec's own Pillow plugin only, its size checked
@@ -103,6 +125,9 @@ def _decode_into(out: np.ndarray, index: int, blob, codec: str, channels: int, h
     data = bytes(blob)   # one copy: BytesIO shares a bytes object's buffer
     if codec == "jpeg" and jpeg_scans_over_limit(io.BytesIO(data)):
         raise ImageDecodeError(f"image {number} is a JPEG of more than {limits.MAX_JPEG_SCANS} scans")
+    if codec == "png" and png_text_over_limit(data):
+        raise ImageDecodeError(f"image {number} is a PNG whose text chunks may hold more than "
+                               f"{limits.MAX_PNG_TEXT_BYTES:,} bytes once inflated")
     try:
         with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[codec]]) as image:
             if image.size != (width, height):

@@ -50,6 +50,9 @@ DECODE_SCRATCH_BYTES_PER_PIXEL = {"png": 8, "jpeg": 12, "webp": 16}
 MAX_DECODE_SCRATCH_BYTES = 256 * 2**20
 MAX_JPEG_SCANS = 64                     # SOS markers in one JPEG blob (libjpeg's progressive mode writes 10),
                                         # counted as FF DA pairs anywhere in it (metadata's too)
+MAX_PNG_TEXT_BYTES = 2**20              # what one PNG blob's text chunks may hold once Pillow has read them, bounded
+                                        # from their headers (tEXt as stored; zTXt and iTXt at deflate's ~1032:1):
+                                        # Pillow inflates them before the image's size is read, up to 64 MiB a blob
 MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)
 MAX_TOKENIZER_WORK = 2**28              # those prompts' BPE work: the sum over their runs of non-space characters

@@ -906,6 +906,44 @@ def test_a_jpeg_blob_holds_at_most_64_scans():
     assert jpeg_scans_over_limit(io.BytesIO(plain + b"\xff\xda" * (65 - own)))
 
 
+def _with_text(blob: bytes, kind: bytes, data: bytes) -> bytes:
+    """``blob`` (a PNG) with a ``kind`` text chunk holding ``data`` before its pixels."""
+    at = blob.index(b"IDAT") - 4
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return blob[:at] + chunk + blob[at:]
+
+
+def test_a_png_whose_text_chunks_inflate_past_the_bound_is_refused_before_it_decodes(tmp_path, monkeypatch):
+    """Pillow inflates a PNG's zTXt chunks before its size is read, up to 64 MiB a blob: twelve 12 x 12 PNGs
+    in an 809 kB file held 138 MB while they decoded, 1 GiB on 16 threads (the fourteenth audit)."""
+    from PIL import PngImagePlugin
+
+    text = b"k\0\0" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK - 100), 9)   # ~1 kB, 1 MiB inflated
+    blobs = [_with_text(png(8, 8, 8, 2), b"zTXt", text)] * 6
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or pytest.fail("Pillow opened it"))
+    line = cli_error(hostile(tmp_path, blobs=blobs), "verify")
+    assert line.endswith(f"image 0 is a PNG whose text chunks may hold more than {limits.MAX_PNG_TEXT_BYTES:,} "
+                         "bytes once inflated") and not opened
+
+
+def test_a_png_blob_may_hold_text_within_the_bound():
+    """Spec section 9's bound itself: tEXt counts as stored, zTXt and iTXt at deflate's 1032:1, read from the
+    chunk headers to IEND; a plain PNG and one with a little text pass."""
+    from hello_format.codecs import png_text_over_limit
+
+    plain, most = png(8, 8, 8, 2), limits.MAX_PNG_TEXT_BYTES
+    assert not png_text_over_limit(plain)
+    assert not png_text_over_limit(_with_text(plain, b"tEXt", b"k\0" + b"a" * (most - 2)))
+    assert png_text_over_limit(_with_text(plain, b"tEXt", b"k\0" + b"a" * (most - 1)))
+    for kind in (b"zTXt", b"iTXt"):
+        assert not png_text_over_limit(_with_text(plain, kind, b"k" * (most // 1032)))
+        assert png_text_over_limit(_with_text(plain, kind, b"k" * (most // 1032 + 1)))
+    chunk = struct.pack(">I", 2000) + b"zTXt" + b"k" * 2000 + b"\0" * 4
+    assert png_text_over_limit(plain[:-12] + chunk + plain[-12:])   # after the pixels, before IEND
+    assert not png_text_over_limit(plain + chunk)                   # after IEND: Pillow reads no further
+
+
 def test_an_image_whose_decoder_scratch_outgrows_the_file_is_refused_on_open(tmp_path):
     """libwebp decodes through two RGBA canvases: 16 bytes a pixel whatever the declared channels, so one
     8192 x 8192 one-channel WebP costs 1 GiB to decode (measured by the eighth audit) from a file that
