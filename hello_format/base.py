@@ -611,8 +611,11 @@ def _read_local_checkpoint(checkpoint, hint: str | None) -> dict:
         raise BaseModelError(f"this bundle's base is a local checkpoint ({shortened(str(hint)) if hint else 'no name recorded'}): "
                              "pass its path (checkpoint=... / --base-checkpoint)")
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise BaseModelError(f"base checkpoint {path} does not exist")
+    if not path.is_file():   # a folder (a model's download folder, say) was said not to exist; a pipe is never opened
+        raise BaseModelError(f"base checkpoint {path} is not a regular file (a named pipe, a device or a folder): "
+                             "give the safetensors file itself")
     with path.open("rb") as handle:
         magic = handle.read(2)
     if path.suffix.lower() in _PICKLE_SUFFIXES or magic in (b"PK", b"\x80\x02", b"\x80\x04"):

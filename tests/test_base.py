@@ -378,6 +378,18 @@ def test_pickle_checkpoint_refused(vit, tmp_path, name, monkeypatch):
     assert "is a pickle/torch.save file, which hello never" in message and "safetensors" in message and name in message
 
 
+def test_a_missing_checkpoint_and_a_folder_are_told_apart(vit, tmp_path):
+    """A folder given as the checkpoint (say the folder the weights were downloaded to) was said not to exist."""
+    section = tiny_base_manifest(vit, "vit", source="local")
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, checkpoint=str(tmp_path / "absent.safetensors"))
+    assert "absent.safetensors does not exist" in _one_line_error(excinfo)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(section, checkpoint=str(tmp_path))
+    message = _one_line_error(excinfo)
+    assert f"base checkpoint {tmp_path} is not a regular file" in message and "does not exist" not in message
+
+
 def test_a_pickle_named_as_one_is_refused_as_a_pickle_whatever_its_first_bytes(vit, tmp_path):
     """Protocol-0 pickles start with no magic hello looks for: the name alone says what the file is."""
     path = tmp_path / "base.pth"
