@@ -341,7 +341,7 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
 
 
 def _names_from_file(path: Path, classes: Sequence[str]) -> list[str]:
-    if not path.is_file():
+    if not path.exists():   # one that is there but not a file (a folder) is read_bounded_text's to say
         raise BuildError(f"class-names file {path} does not exist")
     try:
         text = read_bounded_text(path, MAX_CLASS_NAMES_FILE_BYTES)

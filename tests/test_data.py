@@ -185,6 +185,8 @@ def test_class_names_json_missing_folder(tree, tmp_path):
         scan_image_folder(tree, path)
     with pytest.raises(BuildError, match="does not exist"):
         scan_image_folder(tree, tmp_path / "absent.txt")
+    with pytest.raises(BuildError, match=r"class-names file .* is not a regular file \(a named pipe, a device or a folder\)"):   # not "does not exist"
+        scan_image_folder(tree, tmp_path)
 
 
 def test_every_mode_becomes_rgb_and_transparency_is_white(tree):
