@@ -372,6 +372,9 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     except HelloError as exc:
         raise BuildError(f"cannot read safetensors teacher: {exc}") from None
     metadata = header.metadata
+    if metadata.get("format") == "hello":   # else "holds only weights; name its architecture", which misleads
+        raise BuildError(f"{path} is a .hello bundle, not a teacher: give the teacher network's own file "
+                         "(safetensors with --teacher-arch, TorchScript, .pt2 or module:factory)")
     arch = arch or metadata.get("hello.arch")
     if arch is None:
         raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "

@@ -5,6 +5,7 @@ import hashlib
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,6 +192,15 @@ def test_torch_export_round_trip_and_static_batch_error(tmp_path, images):
     torch.export.save(torch.export.export(net, (torch.zeros(1, 3, 24, 24),)), str(static))
     with pytest.raises(BuildError, match="fails on a dummy batch.*dynamic batch dimension"):
         load_teacher(static, input_size=24, trust_code=True)
+
+
+def test_a_bundle_given_as_the_teacher_is_named_as_one():
+    """A .hello bundle is a safetensors file too: it was refused as weights without an architecture, and with
+    --teacher-arch as weights of another network, where it is no teacher at all."""
+    bundle = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "valid_png.hello"
+    for arch in (None, "convnet3"):
+        with pytest.raises(BuildError, match=r"valid_png\.hello is a \.hello bundle, not a teacher"):
+            load_teacher(bundle, arch=arch)
 
 
 def test_safetensors_with_zoo_arch_round_trip(tmp_path):
