@@ -154,7 +154,7 @@ class HelloGroup(click.Group):
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hello (hello-distill)")
 def cli() -> None:
-    """Read, check and preview .hello label-light distilled dataset bundles."""
+    """Read, check, preview, evaluate, convert and publish .hello label-light distilled dataset bundles."""
     # what a file's images make Pillow warn about is the reader's to check and say in one line (spec 14):
     # its decompression-bomb warning comes after the manifest's bounded size is checked, and the others
     # (a palette with byte transparency, a malformed MPO) concern what the reader converts or ignores
