@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from hello_format import HelloDataset, kl_loss, mse_ce_loss
+from hello_format import HelloDataset, HelloError, kl_loss, mse_ce_loss
 from hello_format.limits import DATA_IMAGE_EXTENSIONS   # the files hello eval reads as images
 from hello_format.recipe import SGD_MOMENTUM
 
@@ -90,7 +90,10 @@ def main() -> None:
 
     # Images are decoded once and kept on the device; labels come from the bundle's projector (the
     # hard-label baseline builds none: it sees the same views and pays no labelling).
-    ds = HelloDataset(args.bundle, device=args.device, seed=args.seed, soft_labels=not args.hard_labels)
+    try:   # a wrong path or a damaged file: its one line, not a traceback
+        ds = HelloDataset(args.bundle, device=args.device, seed=args.seed, soft_labels=not args.hard_labels)
+    except HelloError as error:
+        raise SystemExit(f"error: {error}") from None
     recipe = ds.recipe  # a Recipe: what the bundle's author trained students with
     loss_name = "cross-entropy on the hard labels" if args.hard_labels else recipe.loss
     print(f"{len(ds)} images, {ds.num_classes} classes, loss {loss_name}, on {ds.device}")

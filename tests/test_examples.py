@@ -71,6 +71,16 @@ def test_train_student_example_checks_the_val_folder_before_training(tmp_path, m
     assert process.stderr.strip().startswith("error: ") and "lacks the bundle's class folder(s)" in process.stderr
 
 
+@pytest.mark.parametrize("name", ["absent.hello", "."])
+def test_train_student_example_says_a_wrong_bundle_path_in_one_line(tmp_path, name):
+    """A mistyped bundle path (or a folder) ended the example in a traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), name, "--device", "cpu"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
+    assert process.stderr.strip().startswith("error: ") and len(process.stderr.strip().splitlines()) == 1, process.stderr
+
+
 @pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0")])
 def test_train_student_example_refuses_counts_below_one(tmp_path, flag, value):
     """--epochs 0 --val crashed after training on an unbound batch, --epochs -1 trained nothing and exited 0,
