@@ -67,6 +67,8 @@ def _local_path(path: "str | os.PathLike") -> pathlib.Path:
     if isinstance(path, str) and path.startswith("hf://"):
         raise BundleError(f"{path}: Bundle.open reads local files; open a hub URI with "
                           "hello_format.open_bundle (downloaded and verified once)")
+    if not os.fspath(path):   # pathlib makes "" the current folder: ".: not a file"
+        raise BundleError("the bundle path is empty: name a .hello file")
     return pathlib.Path(os.fspath(path))
 
 

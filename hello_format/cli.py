@@ -297,11 +297,12 @@ allow_remote_base_option = click.option(
               type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["selection_views"])
 @click.option("--calibration-check-every", default=CalibrationConfig.check_every, show_default=True,
               type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["check_every"])
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @base_checkpoint_option
 @allow_remote_base_option
 def requantize(source: str, target: str, delta_dtype: str, group_size: int, overwrite: bool, allow_upcast: bool,
                calibration_steps: int, calibration_objective: str, calibration_lr: float, calibration_batch_size: int,
-               calibration_selection_views: int, calibration_check_every: int, base_checkpoint: str | None,
+               calibration_selection_views: int, calibration_check_every: int, quiet: bool, base_checkpoint: str | None,
                allow_remote_base: bool) -> None:
     """Rewrite bundle IN (a path or hf:// URI) as OUT with its deltas stored as --delta-dtype (images,
     base, recipe and everything else as they are), without rebuilding."""
@@ -313,7 +314,7 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
               if calibration_steps else None)
     done = run(source, target, DELTA_DTYPES[delta_dtype], group_size, overwrite=overwrite, allow_upcast=allow_upcast,
                calibration=config, checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
-               progress=True)
+               progress=not quiet)
     group = f" (group size {group_size})" if is_quantised(done.after) else ""
     note = "; the deltas are the dequantised values of IN's" if any(is_quantised(d) for d in done.before) else ""
     echo(f"wrote {done.path}: deltas {'/'.join(done.before) or 'none'} -> {done.after}{group}{note}; label generator "

@@ -197,6 +197,8 @@ def test_version_is_the_package_version():
 def test_missing_file_is_an_error_line():
     result = run("info", "no/such/file.hello")
     assert result.exit_code == 2 and result.stderr.strip() == "error: no/such/file.hello: no such file"
+    result = run("info", "")   # pathlib's current folder: "error: .: not a file"
+    assert result.exit_code == 2 and result.stderr.strip() == "error: the bundle path is empty: name a .hello file"
 
 
 def test_a_path_with_control_characters_stays_one_escaped_error_line():

@@ -35,6 +35,16 @@ def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys)
     assert all(math.isfinite(loss) and loss > 0 for loss in losses), process.stdout
 
 
+@pytest.mark.parametrize("flag, value", [("--classes", "0"), ("--classes", "1"), ("--ipc", "0"), ("--size", "3")])
+def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, capsys, flag, value):
+    """--classes 0 ended in a torch.cat traceback."""
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(tmp_path / "t.hello"), flag, value])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    assert exit_info.value.code == 2 and f"error: {flag} must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "t.hello").exists()
+
+
 def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels(tmp_path, monkeypatch, capsys):
     bundle = tmp_path / "tiny.hello"
     monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "4"])

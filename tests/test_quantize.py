@@ -488,6 +488,10 @@ def test_requantize_calibrates_from_the_command_line(tmp_path):
                     "--calibration-check-every", "2", "--calibration-objective", "mse")
     assert result.exit_code == 0, result.output
     assert "calibrated 3 steps (mse): top-1 agreement with the float projector on 64 selection views" in result.output
+    assert "calibrate int8" in result.stderr   # its progress bar, which --quiet leaves out
+    quiet = invoke("requantize", path, tmp_path / "quiet.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
+                   "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
     with Bundle.open(tmp_path / "int8.hello", verify=True) as bundle:
         record = bundle.manifest["provenance"]["fidelity"]["quantisation"]
     assert (record["steps"], record["lr"], record["batch_size"], record["check_every"], record["objective"]) == \

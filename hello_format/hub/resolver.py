@@ -51,7 +51,7 @@ def open_bundle(path_or_uri: str | os.PathLike, *, verify: bool = False) -> Bund
     """``Bundle.open`` of a local path or an ``hf://`` URI; ``verify`` checks a local file's hashes
     (a hub file is always verified, once: the bundle returned is the one its download was checked in)."""
     if not is_hub_uri(path_or_uri):
-        return Bundle.open(Path(path_or_uri), verify=verify)
+        return Bundle.open(path_or_uri, verify=verify)
     ref = parse_hf_uri(path_or_uri)
     return verify_download(download(ref), ref.uri)
 
