@@ -35,7 +35,7 @@ def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys)
     assert all(math.isfinite(loss) and loss > 0 for loss in losses), process.stdout
 
 
-@pytest.mark.parametrize("flag, value", [("--classes", "0"), ("--classes", "1"), ("--ipc", "0"), ("--size", "3")])
+@pytest.mark.parametrize("flag, value", [("--classes", "0"), ("--ipc", "0"), ("--size", "3")])
 def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, capsys, flag, value):
     """--classes 0 ended in a torch.cat traceback."""
     monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(tmp_path / "t.hello"), flag, value])
@@ -43,6 +43,16 @@ def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, c
         runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
     assert exit_info.value.code == 2 and f"error: {flag} must be at least" in capsys.readouterr().err
     assert not (tmp_path / "t.hello").exists()
+
+
+def test_make_tiny_bundle_makes_a_bundle_of_one_class(tmp_path, monkeypatch, capsys):
+    """One class is a count it can make: the bundle verifies (it was refused as 'at least 2')."""
+    bundle = tmp_path / "one.hello"
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "1", "--ipc", "2"])
+    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    assert f"wrote {bundle}: 2 images, 1 classes" in capsys.readouterr().out
+    with Bundle.open(bundle, verify=True) as opened:
+        assert opened.num_classes == 1 and opened.num_images == 2
 
 
 def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels(tmp_path, monkeypatch, capsys):
