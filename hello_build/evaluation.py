@@ -256,6 +256,7 @@ def evaluate(
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
         check_recipe(recipe)   # before anything is decoded or built
+        recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too, as HelloDataset checks it
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, follow_external_links=follow_external_links),
                                    bundle.class_folders, "validation folder")

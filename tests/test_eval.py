@@ -653,6 +653,19 @@ def test_evaluate_refuses_recipe_overrides_hello_eval_would_not_take(eval_kit, o
                  progress=False)
 
 
+def test_evaluate_checks_an_augment_override_against_the_files_images_before_building_the_projector(
+        eval_kit, monkeypatch):
+    """augment={"patch_shuffle": 64} over the kit's 32-px images built the projector, then failed the first
+    batch (in the stored regime after an earlier run's label files were removed), as HelloDataset did."""
+    from hello_build import evaluation
+    from hello_format.augment import AugmentError
+
+    monkeypatch.setattr(evaluation.Projector, "from_bundle", lambda *a, **k: pytest.fail("the projector was built"))
+    with pytest.raises(AugmentError, match="patch_shuffle=64 is larger than the 32x32 images"):
+        evaluate(eval_kit["bundle"], eval_kit["val"], regime="projector", recipe_overrides={"augment": {"patch_shuffle": 64}},
+                 device="cpu", progress=False)
+
+
 def test_evaluate_takes_a_teacher_module_and_says_so_for_a_path(eval_kit, tmp_path):
     from hello_build.errors import BuildError
 
