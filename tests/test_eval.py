@@ -458,6 +458,17 @@ def test_eval_decodes_the_bundles_images_on_first_use_as_hello_dataset_does(eval
     assert sorted(decoded) == list(range(len(CLASSES) * IPC))   # each once, as its first batch needed it
 
 
+def test_random_real_takes_none_of_the_bundles_images(eval_kit, monkeypatch):
+    """Its student trains on real images: the bundle's were still made lazy images, which for a raw bundle
+    copies every image into memory (and onto the GPU on CUDA) and on CUDA allocates their decoded size."""
+    def refused(*args, **kwargs):
+        raise AssertionError("the bundle's images were read")
+
+    monkeypatch.setattr(Bundle, "lazy_images", refused)
+    monkeypatch.setattr(Bundle, "images", refused)
+    assert hello(*eval_args(eval_kit, "random-real")).exit_code == 0
+
+
 def trained_students(monkeypatch) -> list[dict]:
     """What every hello eval run in this test trains: the precision it was asked for and the student's weights
     (top-1 on a dozen images after an epoch is chance for every regime, so it tells runs apart poorly)."""
