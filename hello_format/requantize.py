@@ -133,7 +133,7 @@ def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: Calibration
     augment = Recipe.from_manifest(bundle.manifest["recipe"]).augment
     check_cost(config, bundle.image_shape, augment, image_hw(bundle.manifest["base"]["image_size"]), bundle.file_size,
                str(bundle.path))
-    projector = Projector.from_bundle(bundle, merge=False, **base)
+    projector = Projector.from_bundle(bundle, merge=False, progress=progress, **base)   # its text-head bar too
     # decoded as drawn (ImageNet-1K at IPC 50: the defaults draw about 55%), never read through the mapping
     report = calibrate(projector, bundle.lazy_images(), augment, dtype, group_size, config, progress=progress)
     tensors = projector.bundle_tensors("float32")

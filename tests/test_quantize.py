@@ -481,6 +481,28 @@ def test_calibrating_a_bundle_without_deltas_is_one_line_before_anything_is_buil
     assert not (tmp_path / "int4.hello").exists()
 
 
+def test_requantize_quiet_shows_no_text_head_bar_either(tmp_path, monkeypatch):
+    """--quiet hid the calibration's bar, but the projector's text-head bar (a base whose head is neither stored
+    nor cached) was left to tqdm's own choice: shown on a terminal, where CliRunner's output is not one."""
+    from hello_format import head
+    from support import with_local_base
+
+    bars, tqdm = [], head.tqdm
+
+    def recorded(*args, **kwargs):
+        bars.append((kwargs.get("desc"), kwargs.get("disable")))
+        return tqdm(*args, **kwargs)
+
+    source = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
+    path = with_local_base(source, tmp_path / "local.hello", tmp_path / "base.safetensors")
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path / "cache"))   # the head is computed, not read from the cache
+    monkeypatch.setattr(head, "tqdm", recorded)
+    result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "2",
+                    "--base-checkpoint", tmp_path / "base.safetensors", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert bars and all(disable is True for _, disable in bars), bars
+
+
 def test_requantize_calibrates_from_the_command_line(tmp_path):
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", lora_std=0.3)
     result = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "3",
