@@ -270,18 +270,17 @@ def evaluate(
         if regime == "random-real" and bundle.image_shape[2] != bundle.image_shape[3]:
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
-        # as HelloDataset reads them: each on first use, never through the mapping; random-real trains on real
-        # images instead and takes none (a raw bundle's were copied whole, and on CUDA the decoded size allocated)
-        images = None if regime == "random-real" else bundle.lazy_images(device)
-        labels, side = bundle.labels, bundle.image_shape[3]
         names, folders = bundle.class_names, bundle.class_folders
+        if regime == "random-real":   # its real images instead of the bundle's, refused before the projector is built
+            images, labels = _random_real(real_dir, folders, bundle.labels, bundle.image_shape[3], recipe.seed,
+                                          follow_external_links)
+        else:   # as HelloDataset reads them: each on first use, never through the mapping
+            images, labels = bundle.lazy_images(device), bundle.labels
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
                                           progress=progress) if labelled else None
     augment = recipe.augment
     val = RealImages(val_index, size)
 
-    if regime == "random-real":
-        images, labels = _random_real(real_dir, folders, labels, side, recipe.seed, follow_external_links)
     label_precision = None if regime == "hard" else precision
     teacher_labels = _no_grad(teacher, precision) if regime in TEACHER_REGIMES else None   # online, or stored first
     if labelled:  # the library's label path (bf16 on CUDA) unless asked

@@ -435,7 +435,12 @@ def test_a_symlinked_epoch_folder_in_the_stored_dir_is_refused_and_left_alone(ev
     assert [p.name for p in elsewhere.iterdir()] == ["batch_00007.safetensors"]
 
 
-def test_random_real_needs_enough_real_images(eval_kit, tmp_path):
+def test_random_real_needs_enough_real_images(eval_kit, tmp_path, monkeypatch):
+    """Refused before the projector is built: its text head's bar came first, and the error was one line only
+    when an earlier test had cached the head."""
+    from hello_build import evaluation
+
+    monkeypatch.setattr(evaluation.Projector, "from_bundle", lambda *a, **k: pytest.fail("the projector was built"))
     few = _write_folder(tmp_path / "few", CLASSES, IPC - 1, seed=6)
     one_line_error(hello(*eval_args(eval_kit, "random-real")[:-2], "--real", few), "fewer than the bundle's")
 
