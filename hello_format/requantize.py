@@ -62,6 +62,8 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
     calibrating = calibration is not None and calibration.steps > 0
     if calibrating and not is_quantised(dtype):
         raise BundleError(f"calibration chooses int8/int4 values; {dtype} deltas are stored as they are")
+    if not os.fspath(target):   # pathlib's current folder: " is a folder"
+        raise BundleError("the output path is empty: name the bundle file to write")
     if names_a_folder(target):
         raise BundleError(f"{os.fspath(target)} is a folder: name the bundle file to write "
                           f"(e.g. {os.path.join(target, 'NAME.hello')})")

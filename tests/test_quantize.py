@@ -299,6 +299,12 @@ def test_requantize_refuses_an_output_that_names_a_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.hello"]
 
 
+def test_requantize_refuses_an_empty_output_path(tmp_path):
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "vit")
+    refused = invoke("requantize", path, "", "--delta-dtype", "int8")
+    assert refused.exit_code == 2 and refused.stderr == "error: the output path is empty: name the bundle file to write\n"
+
+
 def test_requantize_refuses_a_missing_folder_before_reading_or_calibrating(tmp_path):
     """The folder was checked after the calibration: minutes of work, then the error."""
     source = tmp_path / "in.hello"
