@@ -55,7 +55,7 @@ MAX_PNG_TEXT_BYTES = 2**20              # what one PNG blob's text chunks may ho
                                         # Pillow inflates them before the image's size is read, up to 64 MiB a blob
 MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text tower's forwards for a head
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)
-MAX_TOKENIZER_WORK = 2**28              # those prompts' BPE work: the sum over their runs of non-space characters
+MAX_TOKENIZER_WORK = 2**28              # those prompts' BPE work: the sum over their runs (manifest.tokenizer_work)
                                         # of the run's UTF-8 bytes squared (ImageNet-1K x 80 templates: ~10^7;
                                         # about 45 s of open_clip's tokenizer here at the bound, 12 h for
                                         # 10^6 prompts of one 512-letter word each)
