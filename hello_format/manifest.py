@@ -513,20 +513,22 @@ def _check_recipe(where: str, manifest: dict, file_size: int | None) -> None:
     if isinstance(augment, dict):
         known = {key: value for key, value in augment.items() if key in SETTINGS}
         try:
-            AugmentConfig.from_dict(known)
+            config = AugmentConfig.from_dict(known)
         except (AugmentError, TypeError) as exc:
             _fail(where, "recipe.augment", str(exc))
-        _check_patches(where, manifest, known.get("patch_shuffle"))
+        _check_patches(where, manifest, config)
     _check_views(where, manifest, file_size)
 
 
-def _check_patches(where: str, manifest: dict, factor) -> None:
-    """A patch-shuffle factor the images can be cut into: a larger one passed every check on open and
-    failed the first batch, after the projector was built."""
+def _check_patches(where: str, manifest: dict, config: AugmentConfig) -> None:
+    """A patch-shuffle factor the images can be cut into (``AugmentConfig.patch_factor``): a larger one passed
+    every check on open and failed the first batch, after the projector was built."""
     sides = [_get(manifest, f"images.{key}") for key in ("height", "width")]
-    if is_json_int(factor) and factor > 1 and all(is_json_int(side) for side in sides) and factor > min(sides):
-        _fail(where, "recipe.augment.patch_shuffle", f"{factor} is larger than the {sides[0]}x{sides[1]} images "
-                                                     f"(at most {min(sides)}, or 0)")
+    if all(is_json_int(side) for side in sides):
+        try:
+            config.patch_factor(*sides)
+        except AugmentError as exc:
+            _fail(where, "recipe.augment.patch_shuffle", str(exc))
 
 
 def _check_views(where: str, manifest: dict, file_size: int | None) -> None:

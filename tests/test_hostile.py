@@ -1712,7 +1712,8 @@ def test_a_patch_shuffle_the_images_cannot_take_is_refused_on_open(tmp_path):
     recipe = samples.sample_manifest()["recipe"]
     path = hostile(tmp_path, recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": 64}})
     for command in ("info", "verify"):
-        assert "field 'recipe.augment.patch_shuffle': 64 is larger than the 8x8 images (at most 8, or 0)" in cli_error(path, command)
+        assert "field 'recipe.augment.patch_shuffle': patch_shuffle=64 is larger than the 8x8 images; use at most 8 or 0" \
+            in cli_error(path, command)
     fine = hostile(tmp_path, name="fine.hello", recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": 8}})
     assert CliRunner().invoke(cli, ["info", str(fine)]).exit_code == 0
 
@@ -1724,8 +1725,8 @@ def test_a_patch_shuffle_is_bounded_by_the_shorter_side_of_oblong_images(tmp_pat
     def oblong(factor, name):
         return hostile(tmp_path, height=8, width=16, name=name,
                        recipe={**recipe, "augment": {**recipe["augment"], "patch_shuffle": factor}})
-    with pytest.raises(ManifestError, match=re.escape("field 'recipe.augment.patch_shuffle': 12 is larger than the "
-                                                      "8x16 images (at most 8, or 0)")):
+    with pytest.raises(ManifestError, match=re.escape("field 'recipe.augment.patch_shuffle': patch_shuffle=12 is larger "
+                                                      "than the 8x16 images; use at most 8 or 0")):
         Bundle.open(oblong(12, "bad.hello"))
     Bundle.open(oblong(8, "fine.hello")).close()
 
