@@ -16,11 +16,16 @@ from hello_format.bundle import Bundle
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def make_tiny_bundle(monkeypatch, *arguments) -> None:
+    """Run examples/make_tiny_bundle.py with ``arguments`` in this process (as __main__, with its own argv):
+    one fresh interpreter less."""
+    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", *map(str, arguments)])
+    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+
+
 def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys):
     bundle = tmp_path / "tiny.hello"
-    # make_tiny_bundle.py in this process (as __main__, with its own argv): one fresh interpreter less
-    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "6"])
-    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    make_tiny_bundle(monkeypatch, bundle, "--classes", 3, "--ipc", 6)
     assert f"wrote {bundle}" in capsys.readouterr().out
     with Bundle.open(bundle, verify=True) as opened:
         assert opened.num_images == 18 and opened.manifest["base"]["source"] == "embedded"
@@ -38,9 +43,8 @@ def test_train_student_example_on_the_tiny_bundle(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize("flag, value", [("--classes", "0"), ("--ipc", "0"), ("--size", "3")])
 def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, capsys, flag, value):
     """--classes 0 ended in a torch.cat traceback."""
-    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(tmp_path / "t.hello"), flag, value])
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+        make_tiny_bundle(monkeypatch, tmp_path / "t.hello", flag, value)
     assert exit_info.value.code == 2 and f"error: {flag} must be at least" in capsys.readouterr().err
     assert not (tmp_path / "t.hello").exists()
 
@@ -48,8 +52,7 @@ def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, c
 def test_make_tiny_bundle_makes_a_bundle_of_one_class(tmp_path, monkeypatch, capsys):
     """One class is a count it can make: the bundle verifies (it was refused as 'at least 2')."""
     bundle = tmp_path / "one.hello"
-    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "1", "--ipc", "2"])
-    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    make_tiny_bundle(monkeypatch, bundle, "--classes", 1, "--ipc", 2)
     assert f"wrote {bundle}: 2 images, 1 classes" in capsys.readouterr().out
     with Bundle.open(bundle, verify=True) as opened:
         assert opened.num_classes == 1 and opened.num_images == 2
@@ -57,8 +60,7 @@ def test_make_tiny_bundle_makes_a_bundle_of_one_class(tmp_path, monkeypatch, cap
 
 def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels(tmp_path, monkeypatch, capsys):
     bundle = tmp_path / "tiny.hello"
-    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "4"])
-    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    make_tiny_bundle(monkeypatch, bundle, "--classes", 3, "--ipc", 4)
     with Bundle.open(bundle) as opened:
         folders = opened.manifest.get("provenance", {}).get("class_folders", opened.class_names)
         images, labels = opened.images(), opened.labels
@@ -80,8 +82,7 @@ def test_train_student_example_reports_top1_on_a_folder_with_hard_or_soft_labels
 def test_train_student_example_checks_the_val_folder_before_training(tmp_path, monkeypatch):
     """A --val folder without the bundle's class folders failed with a traceback after every epoch."""
     bundle = tmp_path / "tiny.hello"
-    monkeypatch.setattr(sys, "argv", ["make_tiny_bundle.py", str(bundle), "--classes", "3", "--ipc", "4"])
-    runpy.run_path(str(EXAMPLES / "make_tiny_bundle.py"), run_name="__main__")
+    make_tiny_bundle(monkeypatch, bundle, "--classes", 3, "--ipc", 4)
     (tmp_path / "val" / "other").mkdir(parents=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "3",
