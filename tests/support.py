@@ -271,6 +271,21 @@ _STATUS_KB = ("def _status_kb(field):\n"
               "    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(field + ':'))\n")
 
 
+def count_decodes(monkeypatch) -> list[int]:
+    """The numbers of the bundle images ``codecs.decode_images`` decodes from now on (it still decodes them),
+    in the order it is asked for them."""
+    from hello_format import codecs
+
+    decoded, decode = [], codecs.decode_images
+
+    def counted(blobs, *args, **kwargs):
+        decoded.extend(range(len(blobs)) if kwargs.get("numbers") is None else kwargs["numbers"])   # None: from 0
+        return decode(blobs, *args, **kwargs)
+
+    monkeypatch.setattr(codecs, "decode_images", counted)
+    return decoded
+
+
 def held_memory_growth_mb(script: str) -> float:
     """Run ``script`` in a fresh interpreter; the growth (MB) of its anonymous resident memory (RssAnon:
     what it holds itself, the pages of files it read or mapped left out) across the part after the line

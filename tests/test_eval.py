@@ -448,15 +448,9 @@ def test_random_real_needs_enough_real_images(eval_kit, tmp_path, monkeypatch):
 def test_eval_decodes_the_bundles_images_on_first_use_as_hello_dataset_does(eval_kit, monkeypatch):
     """hello eval decoded every image before its first batch (ImageNet-1K at IPC 50: 7.5 GB at once), and
     for random-real, whose student never sees them, it decoded them all for their size."""
-    from hello_format import codecs
+    from support import count_decodes
 
-    decoded, decode = [], codecs.decode_images
-
-    def counted(blobs, *args, **kwargs):
-        decoded.extend(range(len(blobs)) if kwargs.get("numbers") is None else kwargs["numbers"])   # None: from 0
-        return decode(blobs, *args, **kwargs)
-
-    monkeypatch.setattr(codecs, "decode_images", counted)
+    decoded = count_decodes(monkeypatch)
     assert hello(*eval_args(eval_kit, "random-real")).exit_code == 0
     assert decoded == []
     assert hello(*eval_args(eval_kit, "hard")).exit_code == 0

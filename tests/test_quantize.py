@@ -419,16 +419,10 @@ def test_calibrated_int4_values_keep_more_labels_and_are_what_the_file_stores(tm
 
 def test_calibration_decodes_only_the_images_it_draws(tmp_path, monkeypatch):
     """requantize decoded every image before calibrating; its views draw fewer (at most 16 here, of 30 images)."""
-    from hello_format import codecs
-
-    decoded, decode = [], codecs.decode_images
-
-    def counted(blobs, *args, **kwargs):
-        decoded.extend(range(len(blobs)) if kwargs.get("numbers") is None else kwargs["numbers"])   # None: from 0
-        return decode(blobs, *args, **kwargs)
+    from support import count_decodes
 
     path = write_labelled_bundle(tmp_path / "fp32.hello", "vit", classes=tuple("abcdefghij"), ipc=3, lora_std=0.3)
-    monkeypatch.setattr(codecs, "decode_images", counted)
+    decoded = count_decodes(monkeypatch)
     config = CalibrationConfig(steps=1, selection_views=8, batch_size=8)   # 8 selection views, 8 fitted
     assert requantize(path, tmp_path / "int4.hello", "int4", 512, calibration=config).calibration["views"] == 8
     assert 0 < len(decoded) == len(set(decoded)) <= 16
