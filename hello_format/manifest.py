@@ -407,12 +407,11 @@ def tokenizer_work(names: list[str], templates: list[str]) -> int:
     def ends_non_ascii(text: str) -> bool:
         return not text[-1:].isascii()
 
-    total = 0
+    total, split = 0, [template.partition("{}")[::2] for template in templates]
     for name_group in (False, True):
         group_names = [name for name in names if ends_non_ascii(name) == name_group]
         for template_group in (False, True):
-            parts = [template.partition("{}")[::2] for template in templates
-                     if ends_non_ascii(template.partition("{}")[0]) == template_group]
+            parts = [(before, after) for before, after in split if ends_non_ascii(before) == template_group]
             if group_names and parts:
                 total += _work([_glued(name, template_group) for name in group_names],
                                [(_glued(before), _glued(after, name_group)) for before, after in parts])
