@@ -866,7 +866,8 @@ def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
     """The update's loss was one MSE over the batch: each image's gradient was divided by the batch's
     size, and Adam's eps made the step depend on it (64 images a batch against 1: 41 % of the stored
     pixels differed, by up to 25 levels; found by an audit of the builder's defaults). Each image's own
-    MSE, summed, makes the batch a memory setting only."""
+    MSE, summed, makes the batch a memory setting only: up to float rounding, as a conv kernel for one image
+    may sum in another order than one for 64 (on an AVX-512 CPU, 1 of 7,680 pixels one level apart)."""
     from hello_build.stages import image_update
 
     encoder, images, sources = _image_update_kit(10)
@@ -878,7 +879,9 @@ def test_the_image_update_optimises_each_image_on_its_own(monkeypatch):
             images, lambda rows: sources[rows], 2, encoder, options, device=torch.device("cpu"), progress=False)
         assert errors["feature_mse_after"] < errors["feature_mse_before"]
     assert not torch.equal(updated[64], images)
-    assert torch.equal(updated[64], updated[4]) and torch.equal(updated[64], updated[1])
+    for batch_size in (4, 1):
+        apart = (updated[64].int() - updated[batch_size].int()).abs()
+        assert int(apart.max()) <= 1 and int((apart > 0).sum()) <= apart.numel() // 1000, (batch_size, apart.sum())
 
 
 def test_the_image_update_keeps_an_image_its_update_would_make_worse():
