@@ -142,7 +142,7 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
                 pick = torch.randint(0, len(images), (config.batch_size,), generator=generator)
                 views = augment_batch(images[pick].to(device), augment, generator).images
                 with torch.no_grad():
-                    target = reference(views).float()
+                    target = _reference_logits(reference, views)
                 loss = _loss(config.objective, projector(views).float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -167,6 +167,17 @@ def calibrate(projector: nn.Module, images: torch.Tensor, augment: AugmentConfig
             "agreement_rounded": before, "agreement": kept}
 
 
+def _reference_logits(reference: nn.Module, views: torch.Tensor) -> torch.Tensor:
+    """The float projector's logits for ``views``, or BundleError when one is not finite: what
+    ``Projector.label`` refuses to return, which calibration would otherwise fit to and agree with (every
+    NaN row's argmax is the same)."""
+    logits = reference(views).float()
+    if not bool(torch.isfinite(logits).all()):
+        raise BundleError("the float projector produced non-finite logits on a calibration view: its weights "
+                          "overflow (rebuild the bundle)")
+    return logits
+
+
 def _loss(objective: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """How far the round trip's ``logits`` are from the float projector's ``target`` logits."""
     return F.mse_loss(logits, target) if objective == "mse" else kl_loss(logits, target, 1.0)
@@ -181,7 +192,7 @@ class _Selection:
         self.images, self.augment, self.config, self.device = images, augment, config, device
         self.count = config.selection_views
         with torch.no_grad():
-            self.targets = [reference(views).float().argmax(1) for views in self._views()]
+            self.targets = [_reference_logits(reference, views).argmax(1) for views in self._views()]
 
     def _views(self):
         generator = torch.Generator().manual_seed(SELECTION_SEED)
@@ -191,8 +202,10 @@ class _Selection:
 
     @torch.no_grad()
     def agreement(self, projector: nn.Module) -> float:
-        same = sum(int((projector(views).float().argmax(1) == target).sum())
-                   for views, target in zip(self._views(), self.targets))
+        same = 0
+        for views, target in zip(self._views(), self.targets):
+            logits = projector(views).float()   # a row with a non-finite logit agrees with nothing (NaN is its argmax)
+            same += int(((logits.argmax(1) == target) & torch.isfinite(logits).all(1)).sum())
         return same / self.count
 
 

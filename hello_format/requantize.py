@@ -137,7 +137,11 @@ def _calibrated(bundle: Bundle, dtype: str, group_size: int, config: Calibration
                str(bundle.path))
     projector = Projector.from_bundle(bundle, merge=False, progress=progress, **base)   # its text-head bar too
     # decoded as drawn (ImageNet-1K at IPC 50: the defaults draw about 55%), never read through the mapping
-    report = calibrate(projector, bundle.lazy_images(), augment, dtype, group_size, config, progress=progress)
+    try:
+        report = calibrate(projector, bundle.lazy_images(), augment, dtype, group_size, config, progress=progress)
+    except BundleError as exc:   # a lazy image's error names the file already
+        message = str(exc)
+        raise type(exc)(message if message.startswith(f"{bundle.path}: ") else f"{bundle.path}: {message}") from None
     tensors = projector.bundle_tensors("float32")
     return {name: tensor for name, tensor in tensors.items() if _is_delta(name)}, report
 

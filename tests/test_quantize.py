@@ -465,6 +465,24 @@ def test_calibration_refuses_an_unknown_objective(tmp_path):
     assert not (tmp_path / "int4.hello").exists()
 
 
+def test_calibrating_a_projector_whose_logits_are_not_finite_is_one_line_and_writes_nothing(tmp_path):
+    """Calibration ran the float projector's forward without label()'s finite check: a file whose deltas are
+    finite when merged (int8-storable, 1e6) but overflow the activations (lora_alpha 1e6) gave NaN logits on
+    every view, whose argmax agreed with itself, so hello requantize wrote the file with agreement 1.0 rounded
+    and calibrated, where every reader's labels are refused (fifteenth audit)."""
+    def overflowing(manifest, tensors):
+        manifest["lora"]["lora_alpha"] = 1e6
+        for name in [n for n in tensors if n.startswith("encoder_lora.")]:
+            tensors[name] = torch.full_like(tensors[name], 1e6)
+    path = rewritten(write_labelled_bundle(tmp_path / "fp32.hello", "vit"), tmp_path / "hot.hello", overflowing)
+    refused = invoke("requantize", path, tmp_path / "int8.hello", "--delta-dtype", "int8", "--calibration-steps", "2",
+                     "--calibration-batch-size", "8", "--calibration-selection-views", "8", "--quiet")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines() == [f"error: {path}: the float projector produced non-finite logits on a "
+                                           "calibration view: its weights overflow (rebuild the bundle)"]
+    assert not (tmp_path / "int8.hello").exists()
+
+
 def test_calibrating_a_bundle_without_deltas_is_one_line_before_anything_is_built(tmp_path, monkeypatch):
     """A zero-shot bundle (no LoRA, schema-valid) made calibration raise a bare ValueError: a traceback
     after the base was built and every image decoded (found by the ninth hostile-input audit)."""
