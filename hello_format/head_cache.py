@@ -4,9 +4,9 @@ depends on, so that reopening a bundle skips the text tower (spec section 3.2, "
 One entry per key, a safetensors file ``<key>.safetensors`` holding ``head.weight`` (F32 [C, d]) and,
 in its metadata, the key and the tensor's sha256. An entry is trusted only when its header parses
 within bounds, its key, shape and digest match and its values are finite; anything else is
-recomputed and rewritten. The entries together hold at most ``HEAD_CACHE_BYTES``: storing one
-evicts the least recently used (a hit refreshes its entry's mtime). A directory that cannot be written
-costs a warning, never an error.
+recomputed and rewritten, and a head that would be refused so is never written. The entries together
+hold at most ``HEAD_CACHE_BYTES``: storing one evicts the least recently used (a hit refreshes its
+entry's mtime). A directory that cannot be written costs a warning, never an error.
 """
 
 from __future__ import annotations
@@ -65,10 +65,14 @@ def load(key: str, num_classes: int) -> torch.Tensor | None:
 
 def store(key: str, head: torch.Tensor) -> None:
     """Write ``head`` as the entry for ``key`` (atomically; an unwritable cache costs one warning). A
-    head too large for ``load`` to read back is not written."""
+    head ``load`` would not use, too large to read back or not finite in float32, is not written (nor
+    evicts anything)."""
     if head.numel() * 4 > MAX_HEAD_CACHE_ENTRY_BYTES - 2**16:   # fp32 values and room for the header
         return
-    if _write(_entry(key), key, head.detach().to("cpu", torch.float32).contiguous()):
+    head = head.detach().to("cpu", torch.float32).contiguous()
+    if not bool(torch.isfinite(head).all()):   # a text tower that overflows: the projector refuses the bundle
+        return
+    if _write(_entry(key), key, head):
         _evict(keep=_entry(key))
 
 

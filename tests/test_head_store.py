@@ -186,8 +186,8 @@ def test_an_unsound_entry_is_recomputed_and_rewritten(local_bundle, head_cache_d
     if damage == "another key":
         head_cache.store("0" * 64, built.text_embeddings)
         (head_cache_dir / f"{'0' * 64}.safetensors").replace(entry)
-    elif damage == "non-finite":
-        head_cache.store(key, torch.full((3, 64), float("inf")))
+    elif damage == "non-finite":   # written as a damaged file would be: store() writes no such head
+        head_cache._write(entry, key, torch.full((3, 64), float("inf")))
     elif damage == "wrong class count":
         head_cache.store(key, torch.ones(4, 64))
     elif damage == "wrong width":   # sound as a file; it does not fit the base's 64-wide features
@@ -195,6 +195,24 @@ def test_an_unsound_entry_is_recomputed_and_rewritten(local_bundle, head_cache_d
     assert (head_cache.load(key, len(CLASSES)) is None) == (damage != "wrong width")
     torch.testing.assert_close(_head(path, checkpoint), built.text_embeddings, atol=0, rtol=0)
     assert torch.equal(head_cache.load(key, len(CLASSES)), built.text_embeddings)   # rewritten
+
+
+def test_a_head_that_load_would_refuse_is_never_stored(tmp_path, monkeypatch):
+    """store() wrote whatever the text tower gave, and from_bundle stored it before the projector's finite check:
+    a base whose text tower overflows (finite weights, a token embedding of 1e30) made a NaN head that was cached,
+    then the bundle was refused. Each such file left an entry load() never accepts (up to 512 MiB, counted against
+    the cache's 4 GiB, so a few of them evicted every honest head) (fifteenth audit)."""
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path / "cache"))
+    model = tiny_clip("vit", 6)
+    with torch.no_grad():
+        model.token_embedding.weight.fill_(1e30)
+    projector = tiny_projector("vit", CLASSES, seed=6).eval()
+    projector.base_manifest = describe_base(model, architecture=TINY_ARCHITECTURES["vit"], source="embedded")
+    path = _write(tmp_path / "hot-text.hello", projector, embedded_tensors(model))
+    with Bundle.open(path) as bundle, pytest.raises(BundleError, match="'class weights' is not finite"):
+        Projector.from_bundle(bundle)
+    head_cache.store("0" * 64, torch.full((3, 64), float("nan")))
+    assert not (tmp_path / "cache" / "heads").exists() or not list((tmp_path / "cache" / "heads").iterdir())
 
 
 def test_storing_beyond_the_cache_bound_evicts_the_least_recently_used(tmp_path, monkeypatch):
