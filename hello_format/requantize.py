@@ -207,6 +207,10 @@ def _store(config, deltas: dict[str, torch.Tensor], dtype: str, group_size: int 
     if not is_quantised(dtype):
         torch_dtype = getattr(torch, dtype)
         tensors = {key: t.detach().to("cpu", torch_dtype).contiguous() for key, t in deltas.items()}
+        for key, tensor in tensors.items():   # finite values beyond the dtype's range would be stored as inf
+            if not bool(torch.isfinite(tensor).all()) and bool(torch.isfinite(deltas[key]).all()):
+                raise BundleError(f"a delta holds values beyond {torch.finfo(torch_dtype).max:g}, the largest {dtype}: "
+                                  f"it cannot be stored as {dtype}")
         return dataclasses.replace(config, dtype=dtype, group_size=None, shapes=None), tensors
     tensors = {}
     for key, tensor in deltas.items():

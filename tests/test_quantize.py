@@ -465,6 +465,22 @@ def test_calibration_refuses_an_unknown_objective(tmp_path):
     assert not (tmp_path / "int4.hello").exists()
 
 
+def test_requantize_to_a_float_dtype_too_narrow_for_the_deltas_says_so(tmp_path):
+    """float32 deltas of 1e5 (a valid file) cast to float16 became inf, and the written copy's finite check
+    blamed the output, 'holds NaN or infinite values ... rebuild the bundle', where the int8/int4 path says the
+    values cannot be stored as that dtype (fifteenth audit)."""
+    def large(manifest, tensors):
+        for name in [n for n in tensors if n.startswith("encoder_lora.") and n.endswith("lora_B.weight")]:
+            tensors[name] = torch.full_like(tensors[name], 1e5)
+    path = rewritten(write_labelled_bundle(tmp_path / "fp32.hello", "vit"), tmp_path / "large.hello", large)
+    refused = invoke("requantize", path, tmp_path / "fp16.hello", "--delta-dtype", "fp16")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines() == ["error: a delta holds values beyond 65504, the largest float16: it cannot "
+                                           "be stored as float16"]
+    assert not (tmp_path / "fp16.hello").exists()
+    assert requantize(path, tmp_path / "bf16.hello", "bfloat16").after == "bfloat16"   # its range holds them
+
+
 def test_calibrating_a_projector_whose_logits_are_not_finite_is_one_line_and_writes_nothing(tmp_path):
     """Calibration ran the float projector's forward without label()'s finite check: a file whose deltas are
     finite when merged (int8-storable, 1e6) but overflow the activations (lora_alpha 1e6) gave NaN logits on
