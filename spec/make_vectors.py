@@ -3,7 +3,8 @@
     python spec/make_vectors.py [OUTDIR]      # default: spec/vectors next to this script
 
 Each vector is a tiny .hello file; expected.json maps it to "valid" or to the error class and a
-substring of the message (spec section 13). The base section is fake but schema-valid.
+substring of the message (spec section 13). The base section is fake but schema-valid, except in the
+label vectors (labels_*.hello), which embed a real image tower; labels.json gives their logits.
 """
 
 import io
@@ -17,8 +18,9 @@ import torch
 from PIL import Image
 
 import hello_format  # noqa: F401  (sets up imports before anything else)
+import open_clip
 from hello_format.base import fingerprint_state
-from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, _image_tensors, write_bundle
+from hello_format.bundle import MANIFEST_KEY, MANIFEST_SHA_KEY, Bundle, _image_tensors, write_bundle
 from hello_format.digests import buffer_sha256
 from hello_format.container import tensor_bytes, write_container
 from hello_format.generator import EncoderLoraConfig, HeadConfig, HeadLoraConfig
@@ -244,7 +246,10 @@ def generate(out: pathlib.Path) -> dict:
     expected.update(_stored_head_vectors(out, valid, png_manifest, base_tensors))
     expected.update(_hostile_vectors(out, png_manifest, base_tensors, images))
 
+    labels = label_vectors(out)
+    expected.update({name: "valid" for name in labels})
     (out / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+    (out / "labels.json").write_text(json.dumps(labels, indent=2, sort_keys=True) + "\n")
     return expected
 
 
@@ -346,6 +351,57 @@ def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: t
         write_container(file, {"format": "hello", MANIFEST_KEY: manifest_text,
                                MANIFEST_SHA_KEY: manifest_sha256(manifest_text)}, tensors)
     expected["hostile_float_overflow.hello"] = {"error": "ManifestError", "match": "overflows a 64-bit float"}
+    return expected
+
+
+# a ViT CLIP small enough for a vector: its image tower holds 1,360 values (the text tower is never stored)
+LABEL_ARCHITECTURE = "hello-vectors-vit"
+LABEL_CONFIG = {"embed_dim": 8,
+                "vision_cfg": {"image_size": 8, "layers": 1, "width": 8, "patch_size": 4, "head_width": 4},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
+LABEL_DIGITS = 6   # decimals of the expected logits in labels.json
+LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them: float32 sums in another order
+
+
+def label_vectors(out: pathlib.Path) -> dict:
+    """Files whose labels a reader must reproduce (spec section 13): an embedded image tower with
+    LoRA on attention (whose out_proj counts twice) and on an MLP layer, a stored head with its LoRA,
+    and the same with the prior mix. Returns labels.json's content: each file's logits for its own
+    stored images taken as the views."""
+    from hello_format.base import _register_config, base_state_dict, describe_base, embedded_part
+    from hello_format.projector import Projector
+
+    _register_config(LABEL_ARCHITECTURE, LABEL_CONFIG)
+    model = open_clip.create_model(LABEL_ARCHITECTURE)   # only the image tower is kept, with the values set here
+    visual = embedded_part(base_state_dict(model), "visual")
+    base = {f"base.{key}": _pattern(value.shape, seed, torch.float32)
+            for seed, (key, value) in enumerate(sorted(visual.items()))}
+    model.load_state_dict({k.removeprefix("base."): v for k, v in base.items()}, strict=False)
+    section = describe_base(model, architecture=LABEL_ARCHITECTURE, source="embedded", config=LABEL_CONFIG,
+                            embedded="visual")
+    block = f"{ROOT}transformer.resblocks.0."
+    shapes = {f"{block}attn.lora_A.weight": (2, 8), f"{block}attn.lora_B.weight": (24, 2),
+              f"{block}attn.base_layer.out_proj.lora_A.weight": (2, 8),
+              f"{block}attn.base_layer.out_proj.lora_B.weight": (8, 2),
+              f"{block}mlp.c_fc.lora_A.weight": (2, 8), f"{block}mlp.c_fc.lora_B.weight": (32, 2),
+              "head.lora_A": (4, 8), "head.lora_B": (len(CLASS_NAMES), 4)}
+    tensors = {name: _pattern(shape, 50 + seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
+    tensors.update(base, **{"head.weight": _pattern((len(CLASS_NAMES), 8), 60, torch.float32)})
+    head = HeadConfig(templates=("a photo of a {}.",), logit_scale=20.0, lora=HeadLoraConfig(r=4, lora_alpha=8))
+    manifest = sample_manifest(format_version="1.1", base=section, head=head.to_manifest(),
+                               lora=EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)",
+                                                      r=2, lora_alpha=4).to_manifest())
+    files = {"labels_lora.hello": manifest,
+             "labels_prior_mix.hello": dict(manifest, format_version="2.0", requires=["prior_mix"],
+                                            head=_with_prior(manifest["head"]))}
+    expected = {}
+    for name, file_manifest in files.items():
+        write_bundle(out / name, file_manifest, sample_images(), sample_labels(), tensors)
+        with Bundle.open(out / name) as bundle:
+            views = bundle.images().float() / 255
+            logits = Projector.from_bundle(bundle, use_head_cache=False).label(views)
+        expected[name] = {"views": "the file's images, unaugmented, / 255", "tolerance": LABEL_TOLERANCE,
+                          "logits": [[round(value, LABEL_DIGITS) for value in row] for row in logits.tolist()]}
     return expected
 
 
