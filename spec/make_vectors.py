@@ -359,6 +359,7 @@ LABEL_ARCHITECTURE = "hello-vectors-vit"
 LABEL_CONFIG = {"embed_dim": 8,
                 "vision_cfg": {"image_size": 8, "layers": 1, "width": 8, "patch_size": 4, "head_width": 4},
                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
+LABEL_VIEW_SIZE = 16   # the images' side: twice the base's, so a reader resamples as section 3.2 says
 LABEL_DIGITS = 6   # decimals of the expected logits in labels.json
 LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them: float32 sums in another order
 
@@ -366,7 +367,7 @@ LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them
 def label_vectors(out: pathlib.Path) -> dict:
     """Files whose labels a reader must reproduce (spec section 13): an embedded image tower with
     LoRA on attention (whose out_proj counts twice) and on an MLP layer, a stored head with its LoRA,
-    and the same with the prior mix. Returns labels.json's content: each file's logits for its own
+    images at twice the base's size, and the same with the prior mix. Returns labels.json's content: each file's logits for its own
     stored images taken as the views."""
     from hello_format.base import _register_config, base_state_dict, describe_base, embedded_part
     from hello_format.projector import Projector
@@ -396,7 +397,7 @@ def label_vectors(out: pathlib.Path) -> dict:
                                             head=_with_prior(manifest["head"]))}
     expected = {}
     for name, file_manifest in files.items():
-        write_bundle(out / name, file_manifest, sample_images(), sample_labels(), tensors)
+        write_bundle(out / name, file_manifest, sample_images(size=LABEL_VIEW_SIZE), sample_labels(), tensors)
         with Bundle.open(out / name) as bundle:
             views = bundle.images().float() / 255
             logits = Projector.from_bundle(bundle, use_head_cache=False).label(views)

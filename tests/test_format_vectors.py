@@ -64,7 +64,9 @@ def test_vector_outcome(name):
     if outcome == "valid":
         with Bundle.open(path, verify=True) as bundle:
             images = bundle.images()
-            assert images.shape == (bundle.num_images, bundle.manifest["images"]["channels"], 8, 8)
+            declared = bundle.manifest["images"]
+            assert images.shape == (bundle.num_images, declared["channels"], declared["height"], declared["width"])
+            assert declared["height"] == (16 if name in LABELS else 8)
             assert bundle.labels.tolist() == [i % 3 for i in range(6)]
         with safetensors.safe_open(str(path), framework="pt") as reader:
             assert set(reader.keys()) == set(bundle.tensor_names)
@@ -87,10 +89,11 @@ def test_the_reference_reader_gives_each_label_vectors_logits(name):
     assert torch.allclose(logits, torch.tensor(LABELS[name]["logits"]), rtol=0, atol=LABELS[name]["tolerance"])
 
 
-def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0) -> torch.Tensor:
+def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool = True) -> torch.Tensor:
     """A label vector's logits computed from the spec's text (sections 2, 3, 3.1, 3.2, 3.4) with open_clip,
     safetensors, Pillow and torch alone, not hello's reader: the base built from ``base.config`` with the stored
-    image tower, each LoRA delta merged by hand (``out_proj_factor``: section 3.1's factor 2)."""
+    image tower, each LoRA delta merged by hand (``out_proj_factor``: section 3.1's factor 2), each view
+    resampled to the base's size (``antialias``: section 3.2's rule)."""
     with safetensors.safe_open(str(path), framework="pt") as reader:
         manifest = json.loads(reader.metadata()["hello.manifest"])
     tensors = safetensors.torch.load_file(str(path))
@@ -120,7 +123,8 @@ def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0) -> torch.Tensor:
     images = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(
         tensors["images.data"][start:end].numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
         for start, end in zip(offsets, offsets[1:])]).float() / 255
-    assert list(images.shape[-2:]) == [base["image_size"]] * 2   # no resampling: section 3.2's rule not needed
+    images = F.interpolate(images, size=[base["image_size"]] * 2, mode="bilinear", antialias=antialias,
+                           align_corners=False)
     mean, std = (torch.tensor(base[key]).view(1, -1, 1, 1) for key in ("mean", "std"))
     logit_scale = torch.tensor(math.log(head["logit_scale"]), dtype=torch.float32).exp()
     w0 = tensors["head.weight"]
@@ -141,7 +145,8 @@ def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0) -> torch.Tensor:
 def test_each_label_vector_follows_from_the_spec_alone(name, tmp_path):
     """The logits in labels.json are what the spec's formulas give; they pin section 3.1's factor 2 on
     the attention's out_proj delta (a reader that merged it once, as a peft that fixed its merge would,
-    misses them)."""
+    misses them) and section 3.2's antialiased resampling."""
     expected = torch.tensor(LABELS[name]["logits"])
     assert torch.allclose(_spec_logits(VECTORS / name, tmp_path), expected, rtol=0, atol=LABELS[name]["tolerance"])
-    assert not torch.allclose(_spec_logits(VECTORS / name, tmp_path, out_proj_factor=1.0), expected, rtol=0, atol=1e-3)
+    for other in ({"out_proj_factor": 1.0}, {"antialias": False}):
+        assert not torch.allclose(_spec_logits(VECTORS / name, tmp_path, **other), expected, rtol=0, atol=1e-3), other
