@@ -145,10 +145,7 @@ class LabelledImages(Dataset):
         """Go to ``epoch``: the one the next ``loader()`` without ``start_epoch`` begins at, and the one the
         DataLoader path's augmentation is seeded for, this rank's own (as DistributedSampler.set_epoch does
         for order)."""
-        epoch = _count("epoch", epoch, at_least=0)
-        if epoch >= 2**63:
-            raise HelloError(f"epoch must be below 2**63, got {shortened(epoch)}")
-        self._epoch.fill_(epoch)
+        self._epoch.fill_(_epoch_number(epoch))
 
     def _rank_now(self) -> int:
         """This process's rank as far as it is known yet (given, else the process group's, else the
@@ -305,7 +302,7 @@ class BatchLoader:
         batch_size, epochs = _count("batch_size", batch_size), _count("epochs", epochs)
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last = seed, epochs, drop_last
-        self.start_epoch = None if start_epoch is None else operator.index(start_epoch)
+        self.start_epoch = None if start_epoch is None else _epoch_number(start_epoch)   # as set_epoch takes it
         self.prefetch, self.split_batches = prefetch, split_batches
         self.rank, self.world_size = dataset.rank_and_world_size()   # fixed for the loader's life: every epoch shards alike
         if not self.batch_sizes():   # each epoch would train on nothing
@@ -421,6 +418,14 @@ def _count(name: str, value, at_least: int = 1, at_most: int | None = None) -> i
     if at_most is not None and count > at_most:
         raise HelloError(f"{name} must be at most {at_most:,}, got {shortened(value)}")
     return count
+
+
+def _epoch_number(epoch) -> int:
+    """``epoch`` (``set_epoch``'s, ``loader``'s ``start_epoch``) as an int in [0, 2**63), else one clear error."""
+    epoch = _count("epoch", epoch, at_least=0)
+    if epoch >= 2**63:
+        raise HelloError(f"epoch must be below 2**63, got {shortened(epoch)}")
+    return epoch
 
 
 def _checked_shard(rank, world_size) -> tuple[int | None, int | None]:
