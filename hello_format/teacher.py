@@ -32,9 +32,10 @@ class ProjectorTeacher(nn.Module):
                  std: Sequence[float] = IMAGENET_STD, label_options: LabelOptions | dict | None = None):
         super().__init__()
         self.projector = projector.requires_grad_(False).eval()
+        order = class_order(projector.class_names, class_names)   # before list(): one string is refused, not split
         self.class_names = list(class_names)
         self.label_options = label_options
-        self.register_buffer("order", class_order(projector.class_names, self.class_names), persistent=False)
+        self.register_buffer("order", order, persistent=False)
         self.register_buffer("mean", _channels(mean, "mean"), persistent=False)
         self.register_buffer("std", _channels(std, "std"), persistent=False)
         self._prepared_on = None   # the device label_options were resolved for
@@ -61,9 +62,15 @@ class ProjectorTeacher(nn.Module):
 def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> torch.Tensor:
     """Index ``i`` holds the bundle's index of ``harness_names[i]``; HelloError when the two lists are
     not the same set of names (a harness name missing from the bundle, or a bundle name left out)."""
+    if isinstance(harness_names, (str, bytes)):   # iterating it would take each letter for a class
+        raise HelloError(f"the teacher takes a list of class names (e.g. dataset.classes), not one string: "
+                         f"pass [{shortened(harness_names)}]")
+    harness_names = list(harness_names)
     index = {name: i for i, name in enumerate(bundle_names)}
     if len(set(harness_names)) != len(harness_names):
-        raise HelloError("the harness's class names repeat a name")
+        seen = set()
+        repeated = next(name for name in harness_names if name in seen or seen.add(name))
+        raise HelloError(f"the harness's class names repeat {shortened(repeated)}: each must be named once")
     missing = [name for name in harness_names if name not in index]
     extra = sorted(set(bundle_names) - set(harness_names))
     if missing or extra:

@@ -66,7 +66,10 @@ def test_other_sizes_are_resized_to_the_base_like_every_projector_input(projecto
 @pytest.mark.parametrize("names, message", [
     (HARNESS[:-1], "harness has no class 'cat'"),
     (HARNESS + ["gnu"], "bundle has no class 'gnu'"),
-    (HARNESS[:-1] + ["fox"], "repeat"),
+    (HARNESS[:-1] + ["fox"], "the harness's class names repeat 'fox'"),
+    # one string was iterated letter by letter: "the harness's class names repeat a name" (or, where its
+    # letters were the bundle's classes, a teacher of one-letter classes)
+    ("fox", r"takes a list of class names \(e\.g\. dataset\.classes\), not one string: pass \['fox'\]"),
 ])
 def test_class_names_must_be_the_bundles_set(projector, names, message):
     with pytest.raises(HelloError, match=message) as error:
