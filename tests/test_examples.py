@@ -92,6 +92,18 @@ def test_train_student_example_checks_the_val_folder_before_training(tmp_path, m
     assert process.stderr.strip().startswith("error: ") and "lacks the bundle's class folder(s)" in process.stderr
 
 
+def test_train_student_example_says_a_val_folder_that_is_not_there_is_not_there(tmp_path, monkeypatch):
+    """A mistyped --val path was said to lack the bundle's class folders, naming every one of them."""
+    bundle = tmp_path / "tiny.hello"
+    make_tiny_bundle(monkeypatch, bundle, "--classes", 3, "--ipc", 4)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "1",
+                              "--device", "cpu", "--val", "absent"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 1 and "epoch 1/" not in process.stdout, process.stdout
+    assert process.stderr.strip() == "error: --val absent: no such folder", process.stderr
+
+
 @pytest.mark.parametrize("name", ["absent.hello", "."])
 def test_train_student_example_says_a_wrong_bundle_path_in_one_line(tmp_path, name):
     """A mistyped bundle path (or a folder) ended the example in a traceback."""
