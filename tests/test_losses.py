@@ -128,3 +128,14 @@ def test_hard_label_probabilities_of_another_width_are_refused_like_soft_labels(
     with pytest.raises(ValueError, match=r"hard-label probabilities must be \[batch, classes\] like the logits; "
                                          r"got \(3, 4\) and \(3, 5\)"):
         mse_ce_loss(torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 4), 1.0)
+
+
+@pytest.mark.parametrize("loss_of", [lambda s, t: mse_ce_loss(s, t, torch.zeros(4, 5), 1.0),
+                                     lambda s, t: kl_loss(s, t, 4.0)])
+def test_the_empty_soft_labels_of_a_dataset_without_them_say_what_to_train_on(loss_of):
+    """HelloDataset(soft_labels=False) batches carry soft_labels [B, 0]: the README's loop then failed with
+    'must both be [batch, classes]; got (4, 5) and (4, 0)', which says nothing of why or what to do."""
+    with pytest.raises(ValueError, match=r"^the soft labels are empty \(\[4, 0\]: HelloDataset\(soft_labels=False\) "
+                                         r"labels nothing\): train on the hard labels, "
+                                         r"hello_format\.losses\.cross_entropy\(logits, hard_labels\)$"):
+        loss_of(torch.zeros(4, 5), torch.zeros(4, 0))
