@@ -220,7 +220,9 @@ class HelloDataset(LabelledImages):
             integer is an accelerator's index, as in torch.
         classes: a subset of class names or indices (class-incremental use); labels are renumbered
             in the given order and soft labels keep only those columns.
-        augment: an ``AugmentConfig`` or a dict of overrides on the bundle's recorded recipe.
+        augment: a dict of overrides on the bundle's recorded augmentation (``{"cutmix": 0.0}``), or an
+            ``AugmentConfig`` used whole in its place (the fields it leaves out take AugmentConfig's
+            defaults, not the bundle's: ``AugmentConfig(cutmix=0.0)`` also sets hflip 0.5 and scale 0.08-1).
         seed: seeds augmentation (and shuffling in ``loader``), 0 to 2**63 - 1; the same seed gives the same batches.
         rank, world_size: the shard ``loader`` serves; default from an initialised process group.
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
