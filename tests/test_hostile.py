@@ -2373,6 +2373,15 @@ def test_a_projector_teacher_checks_the_hashes_of_a_bundle_given_by_path(tmp_pat
         ProjectorTeacher.from_bundle(_lora_bytes_changed(tmp_path), ["a", "b", "c"])
 
 
+def test_a_projector_teacher_skips_the_hashes_when_told_verify_false_as_the_docs_say(tmp_path):
+    """docs/untrusted-input.md: Projector.from_bundle and ProjectorTeacher.from_bundle hash the weights
+    'unless told verify=False'; the teacher's took no verify (a TypeError from its constructor)."""
+    from hello_format.teacher import ProjectorTeacher
+
+    teacher = ProjectorTeacher.from_bundle(_lora_bytes_changed(tmp_path), ["a", "b", "c"], verify=False)
+    assert teacher(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
 def test_export_adapter_writes_the_resolved_modules_not_a_files_target_list(tmp_path):
     """A list lora.target_modules went into adapter_config.json as the file wrote it: names that match
     nothing, terminal escape sequences and all."""
