@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hello_format.base import embedded_tensors
 from hello_format.augment import AugmentConfig
 from hello_format.bundle import write_bundle
+from hello_format.errors import HelloError
 from hello_format.recipe import Recipe
 from hello_format.testing import tiny_clip, tiny_projector
 
@@ -56,7 +57,10 @@ def main() -> None:
     images = class_images(args.classes, args.ipc, args.size, generator)
     labels = torch.arange(args.classes).repeat_interleave(args.ipc)
     tensors = {**projector.bundle_tensors(), **embedded_tensors(tiny_clip("vit", args.seed))}
-    path = write_bundle(args.output, manifest, images, labels, tensors)
+    try:   # a folder or a missing directory as the output: its one line, not a traceback
+        path = write_bundle(args.output, manifest, images, labels, tensors)
+    except HelloError as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {path}: {len(labels)} images, {args.classes} classes, embedded tiny ViT base")
 
 

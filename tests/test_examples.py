@@ -49,6 +49,16 @@ def test_make_tiny_bundle_refuses_counts_it_cannot_make(tmp_path, monkeypatch, c
     assert not (tmp_path / "t.hello").exists()
 
 
+@pytest.mark.parametrize("output, message", [(".", r"names a folder; give the bundle's file name"),
+                                             ("absent/t.hello", r"directory .*absent does not exist")])
+def test_make_tiny_bundle_says_an_output_it_cannot_write_in_one_line(tmp_path, monkeypatch, output, message):
+    """A folder or a missing directory as the output ended in a traceback around the one-line BundleError."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        make_tiny_bundle(monkeypatch, output)
+    assert re.fullmatch(rf"error: .*{message}", str(exit_info.value.code)), exit_info.value.code
+
+
 def test_make_tiny_bundle_makes_a_bundle_of_one_class(tmp_path, monkeypatch, capsys):
     """One class is a count it can make: the bundle verifies (it was refused as 'at least 2')."""
     bundle = tmp_path / "one.hello"
