@@ -11,6 +11,7 @@ from those soft labels with the recipe's loss.
 """
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -78,13 +79,21 @@ def positive(text: str) -> int:
     return value
 
 
+def learning_rate(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="a .hello file or an hf:// URI")
     parser.add_argument("--epochs", type=positive, default=None, help="default: the recipe's")
     parser.add_argument("--batch-size", type=positive, default=None, help="default: the recipe's")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--lr", type=learning_rate, default=None, help="default: the recipe's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hard-labels", action="store_true", help="train on the (mixed) hard labels only: the baseline")
     parser.add_argument("--val", default=None, help="an ImageFolder of real images (the bundle's class folders) to report top-1 on")

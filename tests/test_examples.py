@@ -132,3 +132,13 @@ def test_train_student_example_refuses_counts_below_one(tmp_path, flag, value):
     process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(tmp_path / "absent.hello"),
                               flag, value], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert process.returncode == 2 and f"argument {flag}: must be at least 1, got {value}" in process.stderr, process.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_train_student_example_refuses_a_learning_rate_that_is_not_one(tmp_path, value):
+    """--lr -1 was torch's traceback ('Invalid learning rate') after the bundle was read; --lr 0 trained nothing."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(tmp_path / "absent.hello"),
+                              "--lr", value], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert process.returncode == 2 and f"argument --lr: must be a finite number above 0, got {value}" in process.stderr, \
+        process.stderr
