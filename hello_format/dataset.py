@@ -449,6 +449,9 @@ def _resolved_shard(rank: int | None, world_size: int | None) -> tuple[int, int]
     elif world_size is not None and world_size > 1 and rank is None:
         raise HelloError(f"world_size={world_size} without rank and without an initialised process group: "
                          "pass rank= too, or init_process_group first")
+    elif world_size is None and rank:
+        raise HelloError(f"rank {rank} is not in [0, world_size=1): without world_size= and an initialised process "
+                         "group there is one process; pass world_size= too, or init_process_group first")
     rank, world_size = rank or 0, world_size or 1
     if not rank < world_size:
         raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")

@@ -306,7 +306,9 @@ def test_drop_last_gives_every_rank_the_same_batches(path):
 @pytest.mark.parametrize("rank, world_size, message", [
     (2, 2, r"rank 2 is not in \[0, world_size=2\)"),
     (-1, 2, "rank must be an integer of at least 0"),
-    (1, None, r"rank 1 is not in \[0, world_size=1\)"),   # no process group: one process
+    # no process group: one process; said so, with what to pass (it said only "not in [0, world_size=1)")
+    (1, None, r"rank 1 is not in \[0, world_size=1\): without world_size= and an initialised process group there "
+              r"is one process; pass world_size= too, or init_process_group first$"),
     (0, 0, "world_size must be an integer of at least 1, got 0"),   # was taken as 1
     (None, 2, "world_size=2 without rank and without an initialised process group"),   # was rank 0, silently
     (1.0, 2, "rank must be an integer"),
