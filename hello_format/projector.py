@@ -26,11 +26,12 @@ import open_clip
 from hello_format import head_cache, limits, lora
 from hello_format.base import check_head_work, create_base, image_hw
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B, HEAD_WEIGHT
-from hello_format.errors import BaseModelError, BundleError, ManifestError
+from hello_format.errors import BaseModelError, BundleError, HelloError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
 from hello_format.runtime import resolve_device
+from hello_format.text import shortened
 
 # label() refuses float images whose largest value is above this: 0-255 pixels, not [0, 1] ones (which a
 # harness's colour augmentation may push to -1 or 2, so nothing nearer is refused)
@@ -129,7 +130,10 @@ class Projector(nn.Module):
         base_manifest = manifest["base"]
         head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
         if prior_weight is not None:
-            head = dataclasses.replace(head, prior_weight=prior_weight)
+            try:
+                head = dataclasses.replace(head, prior_weight=prior_weight)
+            except ManifestError:   # the argument is wrong, not the file
+                raise HelloError(f"prior_weight must be a number in [0, 1), got {shortened(prior_weight)}") from None
         if verify:
             bundle.verify_projector()
         else:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
-from hello_format.errors import BaseModelError, ManifestError
+from hello_format.errors import BaseModelError, BundleError, HelloError, ManifestError
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
@@ -288,6 +288,24 @@ def test_a_prior_weight_mixes_in_the_bundle_with_its_deltas_off(family, tmp_path
     torch.testing.assert_close(merged.label(x), 0.7 * projector + 0.3 * zero_shot, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(unmerged.label(x), merged.label(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(overridden.label(x), projector, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bad_prior_weight_or_remote_opt_in_argument_is_blamed_on_the_argument(tmp_path):
+    """prior_weight=1.5 was a ManifestError, 'head.prior_weight must be ...', as if the file were bad; and
+    allow_remote_base="false", a truthy string, would have let a file's config fetch a model (found by a
+    walkthrough of the Python API)."""
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "mixed.hello", "vit", prior_weight=0.3)
+    for weight in (1.5, "0.2", True):
+        with pytest.raises(HelloError) as info:
+            Projector.from_bundle(path, prior_weight=weight)
+        assert not isinstance(info.value, BundleError)
+        assert str(info.value) == f"prior_weight must be a number in [0, 1), got {weight!r}"
+    for opt_in in ("false", 0, None):
+        with pytest.raises(HelloError, match=f"^allow_remote_base takes True or False, got {opt_in!r}$"):
+            Projector.from_bundle(path, allow_remote_base=opt_in)
+    assert Projector.from_bundle(path, prior_weight=0.5, allow_remote_base=False).prior_weight == 0.5
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
