@@ -851,26 +851,26 @@ def open_bundle(data):
     return m, tensors, start, offsets
 
 
-def check(path):
+def refusal(path):
+    """The Refused that opening, verifying and decoding the file raises, or None for a valid file."""
     data = pathlib.Path(path).read_bytes()
     try:
         m, tensors, start, offsets = open_bundle(data)
         verify(m, tensors, data, start)
         decode_images(m, data, start, tensors, offsets)
     except Refused as e:
-        return e.cls
-    return "valid"
+        return e
+    return None
+
+
+def check(path):
+    refused = refusal(path)
+    return "valid" if refused is None else refused.cls
 
 
 def explain(path):
-    data = pathlib.Path(path).read_bytes()
-    try:
-        m, tensors, start, offsets = open_bundle(data)
-        verify(m, tensors, data, start)
-        decode_images(m, data, start, tensors, offsets)
-    except Refused as e:
-        return str(e)
-    return "valid"
+    refused = refusal(path)
+    return "valid" if refused is None else str(refused)
 
 
 if __name__ == "__main__":
