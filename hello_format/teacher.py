@@ -32,8 +32,9 @@ class ProjectorTeacher(nn.Module):
                  std: Sequence[float] = IMAGENET_STD, label_options: LabelOptions | dict | None = None):
         super().__init__()
         self.projector = projector.requires_grad_(False).eval()
-        order = class_order(projector.class_names, class_names)   # before list(): one string is refused, not split
-        self.class_names = list(class_names)
+        order = class_order(projector.class_names, class_names)   # refuses one string, which list() would split
+        # the harness's names read back from the order: class_names may be an iterator class_order has consumed
+        self.class_names = [projector.class_names[i] for i in order.tolist()]
         self.label_options = label_options
         self.register_buffer("order", order, persistent=False)
         self.register_buffer("mean", _channels(mean, "mean"), persistent=False)

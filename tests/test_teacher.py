@@ -77,6 +77,14 @@ def test_class_names_must_be_the_bundles_set(projector, names, message):
     assert "\n" not in str(error.value)
 
 
+def test_class_names_given_as_an_iterator_are_kept_in_the_harness_order(projector):
+    """class_order consumed the names before the constructor listed them: a generator gave the right order and
+    an empty ``class_names``."""
+    teacher = ProjectorTeacher(projector, (name for name in HARNESS))
+    assert teacher.class_names == HARNESS
+    assert [projector.class_names[i] for i in teacher.order.tolist()] == HARNESS
+
+
 def test_the_example_orders_resizes_and_normalises_the_bundles_images(bundle_path):
     example = load_script("examples/ddranking_eval.py")
     with Bundle.open(bundle_path) as bundle:
