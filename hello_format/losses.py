@@ -67,8 +67,9 @@ def cross_entropy(student_logits: torch.Tensor, targets: Targets) -> torch.Tenso
 
 def _pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if teacher_logits.dim() == 2 and teacher_logits.shape[1] == 0 and student_logits.shape[-1:] != (0,):
-        raise ValueError(f"the soft labels are empty ([{teacher_logits.shape[0]}, 0]: HelloDataset(soft_labels=False) "
-                         "labels nothing): train on the hard labels, hello_format.losses.cross_entropy(logits, hard_labels)")
+        raise ValueError(f"the soft labels are empty ([{teacher_logits.shape[0]}, 0]: "
+                         "HelloDataset(soft_labels=False) labels nothing): train on the hard labels, "
+                         "hello_format.losses.cross_entropy(logits, hard_labels)")
     if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student and teacher logits must both be [batch, classes]; got {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"

@@ -46,8 +46,8 @@ class ProjectorTeacher(nn.Module):
                     allow_remote_base: bool = False, verify: bool = True, **options) -> "ProjectorTeacher":
         """The teacher of a ``Bundle`` (or a path / ``hf://`` URI); ``verify`` as ``Projector.from_bundle``'s
         (False: the weights' sha256 is not checked); ``options`` as in the constructor."""
-        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
-                                          verify=verify)
+        projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint,
+                                          allow_remote_base=allow_remote_base, verify=verify)
         return cls(projector, class_names, **options).to(device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -367,8 +367,8 @@ LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them
 def label_vectors(out: pathlib.Path) -> dict:
     """Files whose labels a reader must reproduce (spec section 13): an embedded image tower with
     LoRA on attention (whose out_proj counts twice) and on an MLP layer, a stored head with its LoRA,
-    images at twice the base's size, and the same with the prior mix. Returns labels.json's content: each file's logits for its own
-    stored images taken as the views."""
+    images at twice the base's size, and the same with the prior mix. Returns labels.json's content:
+    each file's logits for its own stored images taken as the views."""
     from hello_format.base import _register_config, base_state_dict, describe_base, embedded_part
     from hello_format.projector import Projector
 

@@ -140,5 +140,5 @@ def test_train_student_example_refuses_a_learning_rate_that_is_not_one(tmp_path,
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(tmp_path / "absent.hello"),
                               "--lr", value], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert process.returncode == 2 and f"argument --lr: must be a finite number above 0, got {value}" in process.stderr, \
-        process.stderr
+    assert process.returncode == 2, process.stderr
+    assert f"argument --lr: must be a finite number above 0, got {value}" in process.stderr, process.stderr
