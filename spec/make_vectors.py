@@ -359,16 +359,30 @@ LABEL_ARCHITECTURE = "hello-vectors-vit"
 LABEL_CONFIG = {"embed_dim": 8,
                 "vision_cfg": {"image_size": 8, "layers": 1, "width": 8, "patch_size": 4, "head_width": 4},
                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
+LABEL_TARGETS = r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)"
 LABEL_VIEW_SIZE = 16   # the images' side: twice the base's, so a reader resamples as section 3.2 says
 LABEL_DIGITS = 6   # decimals of the expected logits in labels.json
 LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them: float32 sums in another order
 
 
+def _label_deltas(mlp_rank: int = 2) -> dict:
+    """The label vectors' fp16 deltas: attention (in_proj and out_proj) and the MLP's c_fc at rank 2 (the
+    MLP's at ``mlp_rank``), and the head LoRA at rank 4."""
+    block = f"{ROOT}transformer.resblocks.0."
+    shapes = {f"{block}attn.lora_A.weight": (2, 8), f"{block}attn.lora_B.weight": (24, 2),
+              f"{block}attn.base_layer.out_proj.lora_A.weight": (2, 8),
+              f"{block}attn.base_layer.out_proj.lora_B.weight": (8, 2),
+              f"{block}mlp.c_fc.lora_A.weight": (mlp_rank, 8), f"{block}mlp.c_fc.lora_B.weight": (32, mlp_rank),
+              "head.lora_A": (4, 8), "head.lora_B": (len(CLASS_NAMES), 4)}
+    return {name: _pattern(shape, 50 + seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
+
+
 def label_vectors(out: pathlib.Path) -> dict:
     """Files whose labels a reader must reproduce (spec section 13): an embedded image tower with
     LoRA on attention (whose out_proj counts twice) and on an MLP layer, a stored head with its LoRA,
-    images at twice the base's size, and the same with the prior mix. Returns labels.json's content:
-    each file's logits for its own stored images taken as the views."""
+    images at twice the base's size; the same with the prior mix; and with int4 deltas whose ranks and
+    alphas patterns set. Returns labels.json's content: each file's logits for its own stored images
+    taken as the views."""
     from hello_format.base import _register_config, base_state_dict, describe_base, embedded_part
     from hello_format.projector import Projector
 
@@ -380,24 +394,23 @@ def label_vectors(out: pathlib.Path) -> dict:
     model.load_state_dict({k.removeprefix("base."): v for k, v in base.items()}, strict=False)
     section = describe_base(model, architecture=LABEL_ARCHITECTURE, source="embedded", config=LABEL_CONFIG,
                             embedded="visual")
-    block = f"{ROOT}transformer.resblocks.0."
-    shapes = {f"{block}attn.lora_A.weight": (2, 8), f"{block}attn.lora_B.weight": (24, 2),
-              f"{block}attn.base_layer.out_proj.lora_A.weight": (2, 8),
-              f"{block}attn.base_layer.out_proj.lora_B.weight": (8, 2),
-              f"{block}mlp.c_fc.lora_A.weight": (2, 8), f"{block}mlp.c_fc.lora_B.weight": (32, 2),
-              "head.lora_A": (4, 8), "head.lora_B": (len(CLASS_NAMES), 4)}
-    tensors = {name: _pattern(shape, 50 + seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
-    tensors.update(base, **{"head.weight": _pattern((len(CLASS_NAMES), 8), 60, torch.float32)})
     head = HeadConfig(templates=("a photo of a {}.",), logit_scale=20.0, lora=HeadLoraConfig(r=4, lora_alpha=8))
+    stored = {**base, "head.weight": _pattern((len(CLASS_NAMES), 8), 60, torch.float32)}
     manifest = sample_manifest(format_version="1.1", base=section, head=head.to_manifest(),
-                               lora=EncoderLoraConfig(target_modules=r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)",
-                                                      r=2, lora_alpha=4).to_manifest())
-    files = {"labels_lora.hello": manifest,
-             "labels_prior_mix.hello": dict(manifest, format_version="2.0", requires=["prior_mix"],
-                                            head=_with_prior(manifest["head"]))}
+                               lora=EncoderLoraConfig(target_modules=LABEL_TARGETS, r=2, lora_alpha=4).to_manifest())
+    # int4 deltas in groups of 5, and a rank and an alpha that patterns give (the MLP's rank 1, attention's alpha 6)
+    patterned = EncoderLoraConfig(target_modules=LABEL_TARGETS, r=2, lora_alpha=4, rank_pattern={"mlp.c_fc": 1},
+                                  alpha_pattern={"attn": 6})
+    int4_manifest, int4_deltas = store_deltas(dict(manifest, lora=patterned.to_manifest()),
+                                              _label_deltas(mlp_rank=1), "int4", 5)
+    files = {"labels_lora.hello": (manifest, _label_deltas()),
+             "labels_prior_mix.hello": (dict(manifest, format_version="2.0", requires=["prior_mix"],
+                                             head=_with_prior(manifest["head"])), _label_deltas()),
+             "labels_int4.hello": (int4_manifest, int4_deltas)}
     expected = {}
-    for name, file_manifest in files.items():
-        write_bundle(out / name, file_manifest, sample_images(size=LABEL_VIEW_SIZE), sample_labels(), tensors)
+    for name, (file_manifest, deltas) in files.items():
+        write_bundle(out / name, file_manifest, sample_images(size=LABEL_VIEW_SIZE), sample_labels(),
+                     {**deltas, **stored})
         with Bundle.open(out / name) as bundle:
             views = bundle.images().float() / 255
             logits = Projector.from_bundle(bundle, use_head_cache=False).label(views)

@@ -851,6 +851,39 @@ def open_bundle(data):
     return m, tensors, start, offsets
 
 
+# --- 3.3: quantised deltas, dequantised ------------------------------------------------------------------------
+
+def dequantised_deltas(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Section 1 and 3.3 of spec/format.md, in numpy: every quantised delta of the file, dequantised."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    manifest = json.loads(header["__metadata__"]["hello.manifest"])
+    body = data[8 + n:]
+
+    def raw(name, dtype):
+        begin, end = header[name]["data_offsets"]
+        return np.frombuffer(body[begin:end], dtype=dtype)
+
+    out = {}
+    for prefix, section in (("encoder_lora.", manifest["lora"]), ("head.", manifest["head"]["lora"])):
+        if section["dtype"] not in ("int8", "int4"):
+            continue
+        size = section["group_size"]
+        for key, shape in section["shapes"].items():
+            count = math.prod(shape)
+            if section["dtype"] == "int8":
+                q = raw(prefix + key, "<i1").astype(np.float32)
+            else:
+                packed = raw(prefix + key, "<u1")
+                nibbles = np.empty(2 * len(packed), dtype=np.int16)
+                nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
+                q = (nibbles[:count] - 8).astype(np.float32)
+            scales = raw(prefix + key + ".scales", "<f2").astype(np.float32)
+            out[prefix + key] = (q * scales[np.arange(count) // size]).reshape(shape)
+    return out
+
+
 def refusal(path):
     """The Refused that opening, verifying and decoding the file raises, or None for a valid file."""
     data = pathlib.Path(path).read_bytes()

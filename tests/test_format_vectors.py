@@ -6,6 +6,7 @@ import io
 import json
 import math
 import pathlib
+import re
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from hello_format import errors
 from hello_format.bundle import Bundle
 from hello_format.projector import Projector
 from hello_format.testing import quiet_open_clip
+from spec_reader import dequantised_deltas
 
 SPEC = pathlib.Path(__file__).resolve().parent.parent / "spec"
 VECTORS = SPEC / "vectors"
@@ -89,14 +91,17 @@ def test_the_reference_reader_gives_each_label_vectors_logits(name):
     assert torch.allclose(logits, torch.tensor(LABELS[name]["logits"]), rtol=0, atol=LABELS[name]["tolerance"])
 
 
-def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool = True) -> torch.Tensor:
+def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool = True,
+                 patterns: bool = True) -> torch.Tensor:
     """A label vector's logits computed from the spec's text (sections 2, 3, 3.1, 3.2, 3.4) with open_clip,
     safetensors, Pillow and torch alone, not hello's reader: the base built from ``base.config`` with the stored
     image tower, each LoRA delta merged by hand (``out_proj_factor``: section 3.1's factor 2), each view
-    resampled to the base's size (``antialias``: section 3.2's rule)."""
+    resampled to the base's size (``antialias``: section 3.2's rule), each module's rank and alpha from
+    ``rank_pattern`` / ``alpha_pattern`` (``patterns``)."""
     with safetensors.safe_open(str(path), framework="pt") as reader:
         manifest = json.loads(reader.metadata()["hello.manifest"])
     tensors = safetensors.torch.load_file(str(path))
+    tensors.update({name: torch.from_numpy(value) for name, value in dequantised_deltas(path).items()})   # 3.3
     base, lora, head = manifest["base"], manifest["lora"], manifest["head"]
     (tmp_path / f"{base['architecture']}.json").write_text(json.dumps(base["config"]))
     open_clip.add_model_config(tmp_path / f"{base['architecture']}.json")
@@ -106,13 +111,21 @@ def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool =
     zero_shot.load_state_dict({k.removeprefix("base.visual."): v for k, v in tensors.items()
                                if k.startswith("base.visual.")})
     adapted = copy.deepcopy(zero_shot)
-    scale, prefix = lora["lora_alpha"] / lora["r"], "encoder_lora.base_model.model."
+    prefix = "encoder_lora.base_model.model."
     modules = {k.removeprefix(prefix).removesuffix(".lora_A.weight") for k in tensors
                if k.startswith(prefix) and k.endswith(".lora_A.weight")}
+
+    def patterned(kind: str, module: str):   # 3.1: the first pattern, in written order, matching a dot-suffix
+        owner = module.removesuffix(".base_layer.out_proj").split(".")
+        suffixes = [".".join(owner[i:]) for i in range(len(owner))]
+        return next((value for pattern, value in (lora.get(f"{kind}_pattern", {}) if patterns else {}).items()
+                     if any(re.fullmatch(pattern, suffix) for suffix in suffixes)),
+                    lora["r" if kind == "rank" else "lora_alpha"])
+
     with torch.no_grad():
         for module in sorted(modules):
             down, up = (tensors[f"{prefix}{module}.lora_{x}.weight"].float() for x in "AB")
-            delta = scale * up @ down
+            delta = patterned("alpha", module) / patterned("rank", module) * up @ down
             if module.endswith(".base_layer.out_proj"):
                 adapted.get_submodule(module.replace(".base_layer.", ".")).weight += out_proj_factor * delta
             elif isinstance(adapted.get_submodule(module), torch.nn.MultiheadAttention):
@@ -145,8 +158,13 @@ def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool =
 def test_each_label_vector_follows_from_the_spec_alone(name, tmp_path):
     """The logits in labels.json are what the spec's formulas give; they pin section 3.1's factor 2 on
     the attention's out_proj delta (a reader that merged it once, as a peft that fixed its merge would,
-    misses them) and section 3.2's antialiased resampling."""
+    misses them), section 3.2's antialiased resampling, and (where a file has them) the ranks and alphas
+    its patterns set."""
     expected = torch.tensor(LABELS[name]["logits"])
     assert torch.allclose(_spec_logits(VECTORS / name, tmp_path), expected, rtol=0, atol=LABELS[name]["tolerance"])
-    for other in ({"out_proj_factor": 1.0}, {"antialias": False}):
-        assert not torch.allclose(_spec_logits(VECTORS / name, tmp_path, **other), expected, rtol=0, atol=1e-3), other
+    mistakes = [{"out_proj_factor": 1.0}, {"antialias": False}]
+    with safetensors.safe_open(str(VECTORS / name), framework="pt") as reader:
+        if json.loads(reader.metadata()["hello.manifest"])["lora"].get("rank_pattern"):
+            mistakes.append({"patterns": False})
+    for mistake in mistakes:
+        assert not torch.allclose(_spec_logits(VECTORS / name, tmp_path, **mistake), expected, rtol=0, atol=1e-3), mistake

@@ -2,11 +2,8 @@
 against an independent reader written from the spec's text, hostile files, ``hello requantize``, and
 projectors built from int8/int4 bundles next to the fp16 one."""
 
-import json
-import math
 import pathlib
 import re
-import struct
 
 import numpy as np
 import pytest
@@ -26,6 +23,7 @@ from hello_format.quantize import QMAX, dequantise, quantise, round_trip
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
 from hello_format.runtime import SELECTION_SEED
+from spec_reader import dequantised_deltas
 from support import load_script, rewritten, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
@@ -97,43 +95,12 @@ def test_non_finite_or_huge_deltas_are_refused_when_writing():
     assert quantise(torch.tensor([0.0, 7e4]), "int4", 2)[1].tolist() == [limits.MAX_DELTA_SCALE]
 
 
-# --- the stored layout, read with the spec's words only ------------------------------------------------------------
-
-
-def spec_reader(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Section 1 and 3.3 of spec/format.md, in numpy: every quantised delta of the file, dequantised."""
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    manifest = json.loads(header["__metadata__"]["hello.manifest"])
-    body = data[8 + n:]
-
-    def raw(name, dtype):
-        begin, end = header[name]["data_offsets"]
-        return np.frombuffer(body[begin:end], dtype=dtype)
-
-    out = {}
-    for prefix, section in (("encoder_lora.", manifest["lora"]), ("head.", manifest["head"]["lora"])):
-        if section["dtype"] not in ("int8", "int4"):
-            continue
-        size = section["group_size"]
-        for key, shape in section["shapes"].items():
-            count = math.prod(shape)
-            if section["dtype"] == "int8":
-                q = raw(prefix + key, "<i1").astype(np.float32)
-            else:
-                packed = raw(prefix + key, "<u1")
-                nibbles = np.empty(2 * len(packed), dtype=np.int16)
-                nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
-                q = (nibbles[:count] - 8).astype(np.float32)
-            scales = raw(prefix + key + ".scales", "<f2").astype(np.float32)
-            out[prefix + key] = (q * scales[np.arange(count) // size]).reshape(shape)
-    return out
+# --- the stored layout, read with the spec's words only (tests/spec_reader.py) ---------------------------------------
 
 
 @pytest.mark.parametrize("name", ["valid_int4.hello"])
 def test_the_reader_dequantises_bit_for_bit_as_the_spec_says(name):
-    expected = spec_reader(VECTORS / name)
+    expected = dequantised_deltas(VECTORS / name)
     with Bundle.open(VECTORS / name, verify=True) as bundle:
         ours = {**{f"encoder_lora.{k}": v for k, v in bundle.lora_state_dict().items()},
                 **{f"head.{k}": v for k, v in bundle.head_state_dict().items()}}
@@ -147,7 +114,7 @@ def test_the_reader_dequantises_bit_for_bit_as_the_spec_says(name):
 
 def test_int8_bundles_read_bit_for_bit_too(tmp_path):
     path = requantize(VECTORS / "valid_png.hello", tmp_path / "int8.hello", "int8", 3).path
-    expected = spec_reader(path)
+    expected = dequantised_deltas(path)
     with Bundle.open(path) as bundle:
         assert bundle.tensor("head.lora_B").dtype == torch.int8
         assert np.array_equal(bundle.head_state_dict()["lora_B"].numpy(), expected["head.lora_B"])
