@@ -84,7 +84,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     image tower's weights; the rest of the model stays on the meta device, never initialised. An
     embedded base with ``base.embedded == "visual"`` has no text tower to give.
     """
-    _check_opt_in(allow_remote)
+    check_remote_opt_in(allow_remote)
     source = base_manifest.get("source")
     architecture = base_manifest.get("architecture")
     tag = base_manifest.get("pretrained")
@@ -164,9 +164,9 @@ def _check_image_size(model: nn.Module, base_manifest: dict, architecture) -> No
                              f"{shortened(architecture)} takes {expected}")
 
 
-def _check_opt_in(allow_remote) -> None:
-    """The remote opt-in is True or False itself: a string such as "false" is truthy, and would let a
-    file's config fetch a model."""
+def check_remote_opt_in(allow_remote) -> None:
+    """The remote opt-in (``allow_remote_base``) is True or False itself: a string such as "false" is
+    truthy, and would let a file's config fetch a model."""
     if not isinstance(allow_remote, bool):
         raise HelloError(f"allow_remote_base takes True or False, got {shortened(allow_remote)}")
 
@@ -175,7 +175,7 @@ def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     """Parameters of the model a manifest's ``base`` section describes, counted on the meta device:
     no weights, no memory, no download (an open_clip config whose text tower is a Hugging Face model
     is not counted: building it, even on the meta device, fetches that model's config)."""
-    _check_opt_in(allow_remote)
+    check_remote_opt_in(allow_remote)
     architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
     if not allow_remote:
         check_config_keys(architecture, config)

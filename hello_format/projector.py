@@ -24,7 +24,7 @@ import hello_format  # noqa: F401  (installs the torchvision op shim before open
 import open_clip
 
 from hello_format import head_cache, limits, lora
-from hello_format.base import check_head_work, create_base, image_hw
+from hello_format.base import check_head_work, check_remote_opt_in, create_base, image_hw
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B, HEAD_WEIGHT
 from hello_format.errors import BaseModelError, BundleError, HelloError, ManifestError
 from hello_format.generator import EncoderLoraConfig, HeadConfig
@@ -32,6 +32,16 @@ from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
 from hello_format.runtime import resolve_device
 from hello_format.text import shortened
+
+
+def _with_prior_weight(head: HeadConfig, weight) -> HeadConfig:
+    """``head`` with a prior weight an API caller gave, checked by HeadConfig; a bad one is the argument's
+    HelloError, not a ManifestError blaming a file."""
+    try:
+        return dataclasses.replace(head, prior_weight=weight)
+    except ManifestError:
+        raise HelloError(f"prior_weight must be a number in [0, 1), got {shortened(weight)}") from None
+
 
 # label() refuses float images whose largest value is above this: 0-255 pixels, not [0, 1] ones (which a
 # harness's colour augmentation may push to -1 or 2, so nothing nearer is refused)
@@ -120,6 +130,7 @@ class Projector(nn.Module):
         from hello_format.bundle import Bundle
         from hello_format.hub.resolver import open_bundle
 
+        check_remote_opt_in(allow_remote_base)   # before a file is opened or hashed
         if not isinstance(bundle, Bundle):
             with open_bundle(bundle) as opened:
                 return cls.from_bundle(opened, device=device, merge=merge, checkpoint=checkpoint,
@@ -130,10 +141,7 @@ class Projector(nn.Module):
         base_manifest = manifest["base"]
         head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
         if prior_weight is not None:
-            try:
-                head = dataclasses.replace(head, prior_weight=prior_weight)
-            except ManifestError:   # the argument is wrong, not the file
-                raise HelloError(f"prior_weight must be a number in [0, 1), got {shortened(prior_weight)}") from None
+            head = _with_prior_weight(head, prior_weight)
         if verify:
             bundle.verify_projector()
         else:
@@ -189,7 +197,7 @@ class Projector(nn.Module):
         ``head.prior_weight``). Needs the deltas unmerged: it keeps a copy of the image tower without them."""
         if weight and self.merged:
             raise RuntimeError("set the prior weight before merging: the merged tower has lost its base weights")
-        self.head_config = dataclasses.replace(self.head_config, prior_weight=float(weight))
+        self.head_config = _with_prior_weight(self.head_config, weight)
         self.prior_visual = lora.base_copy(self.visual) if weight and self.encoder_lora else None
         if self.prior_visual is not None:
             self.prior_visual.requires_grad_(False)

@@ -305,7 +305,10 @@ def test_a_bad_prior_weight_or_remote_opt_in_argument_is_blamed_on_the_argument(
     for opt_in in ("false", 0, None):
         with pytest.raises(HelloError, match=f"^allow_remote_base takes True or False, got {opt_in!r}$"):
             Projector.from_bundle(path, allow_remote_base=opt_in)
-    assert Projector.from_bundle(path, prior_weight=0.5, allow_remote_base=False).prior_weight == 0.5
+    projector = Projector.from_bundle(path, prior_weight=0.5, allow_remote_base=False, merge=False)
+    assert projector.prior_weight == 0.5
+    with pytest.raises(HelloError, match=r"^prior_weight must be a number in \[0, 1\), got 1\.5$"):
+        projector.set_prior_weight(1.5)
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
