@@ -47,7 +47,7 @@ def val_files(val_dir: str, class_folders: list[str]) -> list[list[Path]]:
     """Each class folder's image files under ``val_dir`` (hidden files such as .DS_Store left out),
     listed before any training so that a wrong folder costs nothing."""
     if not Path(val_dir).is_dir():   # else said to lack every class folder
-        raise SystemExit(f"error: --val {val_dir}: no such folder")
+        raise SystemExit(f"error: --val {val_dir}: " + ("not a folder" if Path(val_dir).exists() else "no such folder"))
     missing = [folder for folder in class_folders if not (Path(val_dir) / folder).is_dir()]
     if missing:
         raise SystemExit(f"error: {val_dir} lacks the bundle's class folder(s) {', '.join(missing[:5])}")

@@ -304,7 +304,7 @@ class BatchLoader:
         batch_size, epochs = _count("batch_size", batch_size), _count("epochs", epochs)
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last = seed, epochs, drop_last
-        self.start_epoch = None if start_epoch is None else _epoch_number(start_epoch)   # as set_epoch takes it
+        self.start_epoch = None if start_epoch is None else _epoch_number(start_epoch, "start_epoch")   # as set_epoch takes it
         self.prefetch, self.split_batches = prefetch, split_batches
         self.rank, self.world_size = dataset.rank_and_world_size()   # fixed for the loader's life: every epoch shards alike
         if not self.batch_sizes():   # each epoch would train on nothing
@@ -422,11 +422,12 @@ def _count(name: str, value, at_least: int = 1, at_most: int | None = None) -> i
     return count
 
 
-def _epoch_number(epoch) -> int:
-    """``epoch`` (``set_epoch``'s, ``loader``'s ``start_epoch``) as an int in [0, 2**63), else one clear error."""
-    epoch = _count("epoch", epoch, at_least=0)
+def _epoch_number(epoch, name: str = "epoch") -> int:
+    """``epoch`` (``set_epoch``'s, ``loader``'s ``start_epoch``) as an int in [0, 2**63), else one clear error
+    naming the argument ``name``."""
+    epoch = _count(name, epoch, at_least=0)
     if epoch >= 2**63:
-        raise HelloError(f"epoch must be below 2**63, got {shortened(epoch)}")
+        raise HelloError(f"{name} must be below 2**63, got {shortened(epoch)}")
     return epoch
 
 

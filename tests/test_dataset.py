@@ -805,10 +805,10 @@ def test_arguments_that_are_not_what_they_should_be_are_one_error_at_constructio
     ({"batch_size": 4, "seed": 2**64 + 1}, r"seed must be at most 9,223,372,036,854,775,807, got 18446744073709551617"),
     # start_epoch is checked as set_epoch checks an epoch: -1 was accepted (set_epoch refuses it), True was
     # epoch 1 and 1.5 a bare "'float' object cannot be interpreted as an integer"
-    ({"batch_size": 4, "start_epoch": -1}, r"epoch must be an integer of at least 0, got -1"),
-    ({"batch_size": 4, "start_epoch": True}, r"epoch must be an integer of at least 0, got True"),
-    ({"batch_size": 4, "start_epoch": 1.5}, r"epoch must be an integer of at least 0, got 1\.5"),
-    ({"batch_size": 4, "start_epoch": 2**63}, r"epoch must be below 2\*\*63"),
+    ({"batch_size": 4, "start_epoch": -1}, r"^start_epoch must be an integer of at least 0, got -1"),
+    ({"batch_size": 4, "start_epoch": True}, r"^start_epoch must be an integer of at least 0, got True"),
+    ({"batch_size": 4, "start_epoch": 1.5}, r"^start_epoch must be an integer of at least 0, got 1\.5"),
+    ({"batch_size": 4, "start_epoch": 2**63}, r"^start_epoch must be below 2\*\*63"),
 ])
 def test_loader_counts_are_integers(path, arguments, message):
     with pytest.raises(HelloError, match=message):

@@ -107,11 +107,12 @@ def test_train_student_example_says_a_val_folder_that_is_not_there_is_not_there(
     bundle = tmp_path / "tiny.hello"
     make_tiny_bundle(monkeypatch, bundle, "--classes", 3, "--ipc", 4)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "1",
-                              "--device", "cpu", "--val", "absent"],
-                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert process.returncode == 1 and "epoch 1/" not in process.stdout, process.stdout
-    assert process.stderr.strip() == "error: --val absent: no such folder", process.stderr
+    for val, why in (("absent", "no such folder"), ("tiny.hello", "not a folder")):
+        process = subprocess.run([sys.executable, str(EXAMPLES / "train_student.py"), str(bundle), "--epochs", "1",
+                                  "--device", "cpu", "--val", val],
+                                 capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert process.returncode == 1 and "epoch 1/" not in process.stdout, process.stdout
+        assert process.stderr.strip() == f"error: --val {val}: {why}", process.stderr
 
 
 @pytest.mark.parametrize("name", ["absent.hello", "."])
