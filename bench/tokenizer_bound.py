@@ -27,17 +27,30 @@ from hello_format.manifest import tokenizer_work
 from open_clip.tokenizer import SimpleTokenizer
 
 MUSICAL = [chr(c) for c in range(0x1D15E, 0x1D165)]   # NFC: 2 or 3 code points of 4 bytes each
+HEBREW = "\ufb2c\ufb2d\ufb2e\ufb2f\ufb30\ufb31\ufb4a\ufb4b\ufb4c"   # presentation forms: NFC up to 2x
+ACCENTED, BLOCKING = "\u01d5\u01d6\u01d7\u01d8\u00e9\u00e8", "\u0323\u0330\u0334"   # marks that block composing
+
+
+def letter(rng: random.Random) -> str:
+    return rng.choice(string.ascii_lowercase)
+
+
+def sprinkled(char: str, share: float):
+    """A draw of ASCII letters with ``char`` as about ``share`` of them."""
+    return lambda rng: char if rng.random() < share else letter(rng)
+
+
 FAMILIES = {   # name: how to draw one character (or a short unit) of a word
-    "random ASCII letters (the calibration)": lambda rng: rng.choice(string.ascii_lowercase),
-    "ASCII letters and U+0130 (lower: i + U+0307)": lambda rng: rng.choice(string.ascii_lowercase) + "\u0130",
-    "ASCII letters and U+023A/U+023E (lower: 2 -> 3 bytes)": lambda rng: rng.choice(string.ascii_lowercase) + rng.choice("\u023a\u023e"),
-    "ASCII letters, one in 32 U+023A": lambda rng: "\u023a" if rng.random() < 1 / 32 else rng.choice(string.ascii_lowercase),
-    "ASCII letters, one in 8 U+023A": lambda rng: "\u023a" if rng.random() < 1 / 8 else rng.choice(string.ascii_lowercase),
+    "random ASCII letters (the calibration)": letter,
+    "ASCII letters and U+0130 (lower: i + U+0307)": lambda rng: letter(rng) + "\u0130",
+    "ASCII letters and U+023A/U+023E (lower: 2 -> 3 bytes)": lambda rng: letter(rng) + rng.choice("\u023a\u023e"),
+    "ASCII letters, one in 32 U+023A": sprinkled("\u023a", 1 / 32),
+    "ASCII letters, one in 8 U+023A": sprinkled("\u023a", 1 / 8),
     "Devanagari nukta letters U+0958-095F (NFC 2x)": lambda rng: chr(rng.randrange(0x0958, 0x0960)),
-    "Hebrew presentation forms (NFC up to 2x)": lambda rng: rng.choice("\ufb2c\ufb2d\ufb2e\ufb2f\ufb30\ufb31\ufb4a\ufb4b\ufb4c"),
+    "Hebrew presentation forms (NFC up to 2x)": lambda rng: rng.choice(HEBREW),
     "musical symbols U+1D15E-1D164 (NFC up to 3x)": lambda rng: rng.choice(MUSICAL),
     "U+01D6 + U+0323 (composition blocked: 4 -> 7 bytes)": lambda rng: "\u01d6\u0323",
-    "Latin letters with marks that block composition": lambda rng: rng.choice("\u01d5\u01d6\u01d7\u01d8\u00e9\u00e8") + rng.choice("\u0323\u0330\u0334"),
+    "Latin letters with marks that block composition": lambda rng: rng.choice(ACCENTED) + rng.choice(BLOCKING),
 }
 
 
