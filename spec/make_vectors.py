@@ -354,20 +354,24 @@ def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: t
     return expected
 
 
-# a ViT CLIP small enough for a vector: its image tower holds 1,360 values (the text tower is never stored)
-LABEL_ARCHITECTURE = "hello-vectors-vit"
-LABEL_CONFIG = {"embed_dim": 8,
-                "vision_cfg": {"image_size": 8, "layers": 1, "width": 8, "patch_size": 4, "head_width": 4},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}}
+# CLIPs small enough for a vector (the text towers are never stored): a one-block ViT whose image tower
+# holds 1,360 values, and a ModifiedResNet (the paper's RN50 family) of width 2, 22,217 values
+LABEL_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 8, "heads": 2, "layers": 1}
+LABEL_VIT = ("hello-vectors-vit", {"embed_dim": 8, "text_cfg": LABEL_TEXT, "vision_cfg": {
+    "image_size": 8, "layers": 1, "width": 8, "patch_size": 4, "head_width": 4}})
+LABEL_RESNET = ("hello-vectors-rn", {"embed_dim": 8, "text_cfg": LABEL_TEXT, "vision_cfg": {
+    "image_size": 32, "layers": [1, 1, 1, 1], "width": 2, "head_width": 64}})
 LABEL_TARGETS = r"transformer\.resblocks\.\d+\.(attn|mlp\.c_fc)"
-LABEL_VIEW_SIZE = 16   # the images' side: twice the base's, so a reader resamples as section 3.2 says
+LABEL_RESNET_TARGETS = r"conv1|layer1\.0\.conv2|layer4\.0\.downsample\.0"   # a stem, a 3x3 and a 1x1 conv
 LABEL_DIGITS = 6   # decimals of the expected logits in labels.json
-LABEL_TOLERANCE = 1e-5   # how far a conforming reader's logits may be from them: float32 sums in another order
+# how far a conforming reader's logits may be from them: float32 sums in another order (the ResNet's convolutions
+# on 1 thread instead of 2 move its logits by 1.2e-5, float64 by 9.6e-6; the ViT's float64 by 2.6e-6)
+LABEL_TOLERANCE = {"vit": 1e-5, "resnet": 1e-4}
 
 
 def _label_deltas(mlp_rank: int = 2) -> dict:
-    """The label vectors' fp16 deltas: attention (in_proj and out_proj) and the MLP's c_fc at rank 2 (the
-    MLP's at ``mlp_rank``), and the head LoRA at rank 4."""
+    """The ViT label vectors' fp16 deltas: attention (in_proj and out_proj) and the MLP's c_fc at rank 2
+    (the MLP's at ``mlp_rank``), and the head LoRA at rank 4."""
     block = f"{ROOT}transformer.resblocks.0."
     shapes = {f"{block}attn.lora_A.weight": (2, 8), f"{block}attn.lora_B.weight": (24, 2),
               f"{block}attn.base_layer.out_proj.lora_A.weight": (2, 8),
@@ -377,25 +381,50 @@ def _label_deltas(mlp_rank: int = 2) -> dict:
     return {name: _pattern(shape, 50 + seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
 
 
-def label_vectors(out: pathlib.Path) -> dict:
-    """Files whose labels a reader must reproduce (spec section 13): an embedded image tower with
-    LoRA on attention (whose out_proj counts twice) and on an MLP layer, a stored head with its LoRA,
-    images at twice the base's size; the same with the prior mix; and with int4 deltas whose ranks and
-    alphas patterns set. Returns labels.json's content: each file's logits for its own stored images
-    taken as the views."""
+def _embedded_tower(architecture: str, config: dict) -> tuple[torch.nn.Module, dict, dict]:
+    """A CLIP under ``config`` with its image tower set to fixed patterns, its manifest ``base`` section,
+    and the ``base.*`` tensors and the text head (``head.weight``) a file stores. A batch norm's weight
+    and running variance are in [0.5, 1.5), its running mean 0, its bias in [0.05, 0.15) and its counter
+    0: a ResNet of plain patterns gives every image the same features."""
     from hello_format.base import _register_config, base_state_dict, describe_base, embedded_part
+
+    _register_config(architecture, config)
+    model = open_clip.create_model(architecture)
+    norms = {f"visual.{name}." for name, module in model.visual.named_modules()
+             if isinstance(module, torch.nn.BatchNorm2d)}
+    base = {}
+    for seed, (key, value) in enumerate(sorted(embedded_part(base_state_dict(model), "visual").items())):
+        pattern, norm = _pattern(value.shape, seed, torch.float32), key[:key.rindex(".") + 1] in norms
+        base[f"base.{key}"] = (torch.zeros_like(value) if not value.is_floating_point() or key.endswith("running_mean")
+                               else pattern * 0.1 + 0.1 if norm and key.endswith("bias")
+                               else pattern + 1 if norm else pattern)
+    model.load_state_dict({k.removeprefix("base."): v for k, v in base.items()}, strict=False)
+    section = describe_base(model, architecture=architecture, source="embedded", config=config, embedded="visual")
+    head = {"head.weight": _pattern((len(CLASS_NAMES), config["embed_dim"]), 60, torch.float32)}
+    return model, section, {**base, **head}
+
+
+def _resnet_deltas(model: torch.nn.Module) -> dict:
+    """fp16 LoRA at rank 2 of the ResNet vector's target convolutions (A [r, in, k, k], B [out, r, 1, 1])
+    and the head LoRA at rank 4."""
+    shapes = {"head.lora_A": (4, 8), "head.lora_B": (len(CLASS_NAMES), 4)}
+    for path in ("conv1", "layer1.0.conv2", "layer4.0.downsample.0"):
+        conv = model.visual.get_submodule(path)
+        shapes[f"{ROOT}{path}.lora_A.weight"] = (2, conv.in_channels, *conv.kernel_size)
+        shapes[f"{ROOT}{path}.lora_B.weight"] = (conv.out_channels, 2, 1, 1)
+    return {name: _pattern(shape, 70 + seed) for seed, (name, shape) in enumerate(sorted(shapes.items()))}
+
+
+def label_vectors(out: pathlib.Path) -> dict:
+    """Files whose labels a reader must reproduce (spec section 13), each with an embedded image tower, a
+    stored head with its LoRA, and images at twice the base's size: a ViT with LoRA on attention (whose
+    out_proj counts twice) and on an MLP layer; the same with the prior mix; the same with int4 deltas
+    whose ranks and alphas patterns set; and a ResNet with LoRA on three convolutions. Returns
+    labels.json's content: each file's logits for its own stored images taken as the views."""
     from hello_format.projector import Projector
 
-    _register_config(LABEL_ARCHITECTURE, LABEL_CONFIG)
-    model = open_clip.create_model(LABEL_ARCHITECTURE)   # only the image tower is kept, with the values set here
-    visual = embedded_part(base_state_dict(model), "visual")
-    base = {f"base.{key}": _pattern(value.shape, seed, torch.float32)
-            for seed, (key, value) in enumerate(sorted(visual.items()))}
-    model.load_state_dict({k.removeprefix("base."): v for k, v in base.items()}, strict=False)
-    section = describe_base(model, architecture=LABEL_ARCHITECTURE, source="embedded", config=LABEL_CONFIG,
-                            embedded="visual")
     head = HeadConfig(templates=("a photo of a {}.",), logit_scale=20.0, lora=HeadLoraConfig(r=4, lora_alpha=8))
-    stored = {**base, "head.weight": _pattern((len(CLASS_NAMES), 8), 60, torch.float32)}
+    _, section, stored = _embedded_tower(*LABEL_VIT)
     manifest = sample_manifest(format_version="1.1", base=section, head=head.to_manifest(),
                                lora=EncoderLoraConfig(target_modules=LABEL_TARGETS, r=2, lora_alpha=4).to_manifest())
     # int4 deltas in groups of 5, and a rank and an alpha that patterns give (the MLP's rank 1, attention's alpha 6)
@@ -403,18 +432,25 @@ def label_vectors(out: pathlib.Path) -> dict:
                                   alpha_pattern={"attn": 6})
     int4_manifest, int4_deltas = store_deltas(dict(manifest, lora=patterned.to_manifest()),
                                               _label_deltas(mlp_rank=1), "int4", 5)
-    files = {"labels_lora.hello": (manifest, _label_deltas()),
+    resnet, resnet_section, resnet_stored = _embedded_tower(*LABEL_RESNET)
+    resnet_manifest = sample_manifest(format_version="1.1", base=resnet_section, head=head.to_manifest(),
+                                      lora=EncoderLoraConfig(target_modules=LABEL_RESNET_TARGETS, r=2,
+                                                             lora_alpha=4).to_manifest())
+    vit_side, resnet_side = LABEL_VIT[1]["vision_cfg"]["image_size"], LABEL_RESNET[1]["vision_cfg"]["image_size"]
+    vit = (stored, vit_side, LABEL_TOLERANCE["vit"])
+    files = {"labels_lora.hello": (manifest, _label_deltas(), *vit),
              "labels_prior_mix.hello": (dict(manifest, format_version="2.0", requires=["prior_mix"],
-                                             head=_with_prior(manifest["head"])), _label_deltas()),
-             "labels_int4.hello": (int4_manifest, int4_deltas)}
+                                             head=_with_prior(manifest["head"])), _label_deltas(), *vit),
+             "labels_int4.hello": (int4_manifest, int4_deltas, *vit),
+             "labels_resnet.hello": (resnet_manifest, _resnet_deltas(resnet), resnet_stored, resnet_side,
+                                     LABEL_TOLERANCE["resnet"])}
     expected = {}
-    for name, (file_manifest, deltas) in files.items():
-        write_bundle(out / name, file_manifest, sample_images(size=LABEL_VIEW_SIZE), sample_labels(),
-                     {**deltas, **stored})
+    for name, (file_manifest, deltas, base, side, tolerance) in files.items():
+        write_bundle(out / name, file_manifest, sample_images(size=2 * side), sample_labels(), {**deltas, **base})
         with Bundle.open(out / name) as bundle:
             views = bundle.images().float() / 255
             logits = Projector.from_bundle(bundle, use_head_cache=False).label(views)
-        expected[name] = {"views": "the file's images, unaugmented, / 255", "tolerance": LABEL_TOLERANCE,
+        expected[name] = {"views": "the file's images, unaugmented, / 255", "tolerance": tolerance,
                           "logits": [[round(value, LABEL_DIGITS) for value in row] for row in logits.tolist()]}
     return expected
 

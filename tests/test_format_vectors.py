@@ -55,8 +55,8 @@ def test_regenerated_vectors_are_byte_identical(tmp_path):
 
 
 def test_vectors_are_small():
-    for path in VECTORS.glob("*.hello"):
-        assert path.stat().st_size < 20_000, path.name
+    for path in VECTORS.glob("*.hello"):   # the ResNet label vector embeds an image tower of 22,217 values
+        assert path.stat().st_size < (128_000 if path.name == "labels_resnet.hello" else 20_000), path.name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -68,7 +68,7 @@ def test_vector_outcome(name):
             images = bundle.images()
             declared = bundle.manifest["images"]
             assert images.shape == (bundle.num_images, declared["channels"], declared["height"], declared["width"])
-            assert declared["height"] == (16 if name in LABELS else 8)
+            assert declared["height"] == (2 * bundle.manifest["base"]["image_size"] if name in LABELS else 8)
             assert bundle.labels.tolist() == [i % 3 for i in range(6)]
         with safetensors.safe_open(str(path), framework="pt") as reader:
             assert set(reader.keys()) == set(bundle.tensor_names)
@@ -125,13 +125,15 @@ def _spec_logits(path, tmp_path, out_proj_factor: float = 2.0, antialias: bool =
     with torch.no_grad():
         for module in sorted(modules):
             down, up = (tensors[f"{prefix}{module}.lora_{x}.weight"].float() for x in "AB")
-            delta = patterned("alpha", module) / patterned("rank", module) * up @ down
+            # a convolution's B and A as 1x1 and k x k kernels: [out, r] @ [r, in * k * k]
+            delta = patterned("alpha", module) / patterned("rank", module) * up.flatten(1) @ down.flatten(1)
             if module.endswith(".base_layer.out_proj"):
                 adapted.get_submodule(module.replace(".base_layer.", ".")).weight += out_proj_factor * delta
             elif isinstance(adapted.get_submodule(module), torch.nn.MultiheadAttention):
                 adapted.get_submodule(module).in_proj_weight += delta
             else:
-                adapted.get_submodule(module).weight += delta
+                weight = adapted.get_submodule(module).weight
+                weight += delta.view_as(weight)
     offsets = tensors["images.offsets"].tolist()   # section 3: PNGs concatenated
     images = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(
         tensors["images.data"][start:end].numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
@@ -162,8 +164,10 @@ def test_each_label_vector_follows_from_the_spec_alone(name, tmp_path):
     its patterns set."""
     expected = torch.tensor(LABELS[name]["logits"])
     assert torch.allclose(_spec_logits(VECTORS / name, tmp_path), expected, rtol=0, atol=LABELS[name]["tolerance"])
-    mistakes = [{"out_proj_factor": 1.0}, {"antialias": False}]
+    mistakes = [{"antialias": False}]
     with safetensors.safe_open(str(VECTORS / name), framework="pt") as reader:
+        if any(".base_layer.out_proj." in key for key in reader.keys()):
+            mistakes.append({"out_proj_factor": 1.0})
         if json.loads(reader.metadata()["hello.manifest"])["lora"].get("rank_pattern"):
             mistakes.append({"patterns": False})
     for mistake in mistakes:
