@@ -441,6 +441,49 @@ def test_a_work_directorys_tensors_are_checked_before_they_are_used(reference, t
     assert not (tmp_path / "edited.hello").exists()
 
 
+def _box_column(column, value):
+    def edit(sources):
+        sources = sources.clone()
+        sources[..., column] = value
+        return sources
+    return edit
+
+
+@pytest.mark.parametrize("edit_record, edit_sources, name, reason", [
+    # the image update decoded every source image at the recorded size: 100,000 px, 30 GB an image
+    (lambda result: result.update(source_size=100_000), None, "init.json", "source_size 100000, this build's is 32"),
+    (lambda result: result.update(source_size="32"), None, "init.json", "source_size '32', this build's is 32"),
+    (None, _box_column(3, 0), "init.safetensors", "boxes inside the 32 px sources"),   # an empty crop: torch's traceback
+    (None, _box_column(1, 10_000), "init.safetensors", "boxes inside the 32 px sources"),
+    (None, lambda sources: sources[:, :1], "init.safetensors", "sources of 4 patches"),   # factor 2's patches
+])
+def test_a_work_directorys_init_sources_are_checked_before_the_image_update_decodes(reference, tmp_path, monkeypatch,
+                                                                                     edit_record, edit_sources, name, reason):
+    """A copied work directory's init record and sources passed unchecked to the image update: a recorded
+    source_size of 100,000 px had every source image decoded at that size (30 GB each), and an empty or
+    out-of-image crop box was torch's interpolate traceback, after the scan, the base and three stages."""
+    from hello_build.stages import init as init_stage
+
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    (workdir / "image_update.json").unlink()   # the stage that reads the sources runs again
+    if edit_record is not None:
+        record = json.loads((workdir / "init.json").read_text())
+        edit_record(record["result"])
+        (workdir / "init.json").write_text(json.dumps(record))
+    if edit_sources is not None:
+        tensors = load_file(str(workdir / "init.safetensors"))
+        tensors["sources"] = edit_sources(tensors["sources"])
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(workdir / "init.safetensors"))
+    decoded = []
+    real = init_stage.decode_image
+    monkeypatch.setattr(init_stage, "decode_image", lambda path, size: (decoded.append(size), real(path, min(size, 64)))[1])
+    with pytest.raises(BuildError, match=f"the work directory's {name} is unreadable \\(.*{reason}"):
+        run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
+    assert decoded == [] and not (tmp_path / "edited.hello").exists()
+
+
 def test_a_fresh_rerun_refused_for_its_input_discards_nothing(reference, tmp_path):
     """--fresh discards once the input is checked: a mistyped or broken input loses no earlier result (the
     work directory, opened before the scan, was emptied first; the session's diff review)."""

@@ -38,6 +38,7 @@ from hello_build.stages.context import BuildContext
 from hello_build.teachers import evaluating, final_or_mean
 from hello_build.workdir import unreadable
 from hello_build.errors import BuildError
+from hello_format.text import shortened
 from hello_format.augment import sample_crops
 
 SOURCE_FIELDS = ("sample", "top", "left", "height", "width")  # columns of InitResult.sources
@@ -314,10 +315,14 @@ def load(ctx: BuildContext, record: dict) -> None:
     """The synthetic images and labels into ``ctx``, checked as this build made them: uint8 images at its
     size, int64 labels of its classes, each patch's source a training image (a work directory copied from
     elsewhere is not trusted further than its shapes; ``--init-images`` keeps no sources)."""
+    size, classes = ctx.image_size, ctx.index.num_classes
+    # the sources' pixels: the image update decodes every source image at this size (100,000 px: 30 GB each)
+    source_size, expected = record["result"]["source_size"], None if ctx.options.init_images else size
+    if type(source_size) is not type(expected) or source_size != expected:
+        raise unreadable(ctx.work.path / "init.json", f"source_size {shortened(source_size)}, this build's is {expected}")
     synthetic = ctx.work.load_tensors("init", dtypes={"images": torch.uint8, "labels": torch.int64})
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
-    size, classes = ctx.image_size, ctx.index.num_classes
     fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)
             and (not len(labels) or 0 <= int(labels.min()) <= int(labels.max()) < classes)
             and sources.dtype == torch.int64 and sources.dim() == 3 and len(sources) == len(images)
@@ -326,4 +331,10 @@ def load(ctx: BuildContext, record: dict) -> None:
     if not fits:
         raise unreadable(ctx.work.path / "init.safetensors", f"not uint8 images [N, 3, {size}, {size}] with int64 labels "
                          f"in [0, {classes}) and sources among the {len(ctx.index):,} images")
+    patches = 0 if ctx.options.init_images else ctx.options.factor ** 2
+    _, top, left, height, width = sources.unbind(-1)
+    if sources.shape[1] != patches or not bool(((height >= 1) & (width >= 1) & (top + height <= size)
+                                                & (left + width <= size)).all()):
+        raise unreadable(ctx.work.path / "init.safetensors", f"not sources of {patches} patches an image with boxes "
+                         f"inside the {size} px sources (top, left, height, width)")
     ctx.images, ctx.labels = images, labels
