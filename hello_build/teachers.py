@@ -252,7 +252,8 @@ def load_teacher(source: str | os.PathLike, *, arch: str | None = None, input_si
 
 def check_source(source: str | os.PathLike) -> bool:
     """Whether ``source`` names a ``module:factory`` (True) or an existing teacher file (False);
-    BuildError when it is neither, or a directory: checked before a build loads anything."""
+    BuildError when it is neither, a directory or not a regular file (a named pipe, whose read would
+    wait for ever): checked before a build loads anything."""
     path = Path(source)
     if not path.exists():
         if is_factory(source):
@@ -260,6 +261,8 @@ def check_source(source: str | os.PathLike) -> bool:
         raise BuildError(f"teacher file {source} does not exist")
     if path.is_dir():
         raise BuildError(f"teacher {path} is a directory; give a .safetensors, TorchScript or .pt2 file")
+    if not path.is_file():   # a named pipe or a device: reading its first bytes would wait for ever (or never end)
+        raise BuildError(f"teacher {path} is not a regular file; give a .safetensors, TorchScript or .pt2 file")
     return False
 
 

@@ -660,3 +660,32 @@ def test_the_seed_draws_a_trained_teachers_start(tmp_path):
     first, second = (train_teacher(scan_image_folder(root), "convnet3", still, seed=seed, input_size=16)[0] for seed in (0, 1))
     batch = torch.rand(2, 3, 16, 16)
     assert not torch.allclose(first(batch), second(batch), atol=1e-4)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes")
+def test_a_teacher_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    """A named pipe called model.safetensors (a tar archive can hold one) was opened to read its first
+    bytes: hello-build --teacher and hello eval --teacher waited on it for ever (timed out after 20 s)."""
+    import os
+    import threading
+
+    pipe = tmp_path / "model.safetensors"
+    os.mkfifo(pipe)
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(_refusal(lambda: load_teacher(pipe, num_classes=3, image_size=32))),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():   # release the blocked open, so the thread ends
+        with open(pipe, "wb"):
+            pass
+        worker.join(10)
+    assert outcome and outcome[0] is not None and "is not a regular file" in str(outcome[0])
+
+
+def _refusal(call):
+    try:
+        call()
+    except BuildError as exc:
+        return exc
+    return None
