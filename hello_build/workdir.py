@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
@@ -238,13 +238,21 @@ class WorkDir:
                      dtypes: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
         """The tensors saved as ``name``, every floating one finite (a copied work directory's NaN weights
         would label every view NaN); with ``shapes`` / ``dtypes``, each of those names must be there with
-        that shape / dtype (a copy into a parameter would broadcast a wrong one silently)."""
+        that shape / dtype (a copy into a parameter would broadcast a wrong one silently), and the file
+        holds no other tensor. Names and shapes are checked from the file's header before any tensor is
+        read: a sparse file's extra tensor of 2 GB, 4 KB on disk, cost 5.5 GB loaded and checked finite."""
         path = self.path / f"{name}.safetensors"
         try:
+            with safe_open(str(path), framework="pt") as file:
+                stored = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+            expected = {**(dtypes or {}), **(shapes or {})}
+            other = sorted(set(stored) - set(expected)) if expected else []
+            if other:
+                raise unreadable(path, f"tensor {cut(other[0], 40)!r} is not one this build keeps")
+            check_shapes(path, stored, shapes or {})
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise unreadable(path, first_line(exc)[:200]) from None
-        check_shapes(path, tensors, shapes or {})
         for key, dtype in (dtypes or {}).items():
             if key not in tensors or tensors[key].dtype != dtype:
                 found = tensors[key].dtype if key in tensors else "missing"
@@ -293,11 +301,13 @@ class WorkDir:
                 leftover.unlink()
 
 
-def check_shapes(path: Path, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
-    """``unreadable`` unless each name of ``shapes`` is among ``tensors`` with that shape."""
+def check_shapes(path: Path, tensors: dict[str, torch.Tensor | tuple[int, ...]], shapes: dict[str, tuple[int, ...]]) -> None:
+    """``unreadable`` unless each name of ``shapes`` is among ``tensors`` (tensors, or their shapes) with that shape."""
     for key, shape in shapes.items():
-        if key not in tensors or tuple(tensors[key].shape) != tuple(shape):
-            found = list(tensors[key].shape) if key in tensors else "missing"
+        found = tensors.get(key)
+        found = found.shape if isinstance(found, torch.Tensor) else found
+        if found is None or tuple(found) != tuple(shape):
+            found = list(found) if found is not None else "missing"
             raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
 
 

@@ -423,6 +423,11 @@ def _edited(name, change):
     ("init", _edited("sources", lambda t: t + 10_000), "sources among the"),
     ("transfer", lambda tensors: tensors.update({k: torch.full_like(v, float("nan")) for k, v in tensors.items()}),
      "holds NaN or infinite values"),
+    # a tensor no stage keeps was read whole and checked finite (a sparse file's 2 GB of it: 5.5 GB, 4 KB on disk)
+    ("transfer", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
+    ("init", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
+    ("image_update", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
+    ("init", lambda tensors: tensors.pop("sources"), r"tensor 'sources' is missing"),
 ])
 def test_a_work_directorys_tensors_are_checked_before_they_are_used(reference, tmp_path, stage, edit, reason):
     """A copied work directory's init labels of -1 ended in a bincount traceback after every stage, labels
@@ -760,6 +765,11 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
     _, lines = run_build(options)
     assert any("teacher: reused" in line for line in lines) and any(f"the final convnet3 is {final}" in line for line in lines)
     assert final.read_bytes() == written
+    # a checkpoint's tensor beyond the network's was read whole before zoo_teacher compared its names
+    save_file({**stacked, "1/extra": torch.zeros(4)}, str(options.workdir_path() / "teacher.safetensors"))
+    with pytest.raises(BuildError, match=r"the work directory's teacher.safetensors is unreadable \(tensor '1/extra' is "
+                                         r"not one this build keeps"):
+        run_build(options)
 
 
 def _shrink_first_tensor(path):
@@ -791,6 +801,12 @@ def _edit_checkpoint(work, edit):
     (lambda work: _shrink_first_tensor(work / "class_embeddings.safetensors"),
      "class_embeddings.safetensors is unreadable \\(tensor 'weight' is \\[1, "),
     (lambda work: _shrink_first_tensor(work / "scan.safetensors"), "scan.safetensors is unreadable \\(tensor 'readable' is \\[1\\]"),
+    # a tensor no checkpoint holds was read whole before the names were compared (sixteenth audit of the builder)
+    (lambda work: _edit_checkpoint(work, lambda t, m: t.update(extra=torch.zeros(4))),
+     "transfer.safetensors is unreadable \\(tensor 'extra' is not one this build keeps"),
+    # a loss history of 10^6 commas was split before its length was compared with the epochs
+    (lambda work: _edit_checkpoint(work, lambda t, m: m.update(history="1," * 1_000_000)),
+     "transfer.safetensors is unreadable \\(ValueError: a loss history of more than"),
     # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer
     (lambda work: ((work / "transfer.json").unlink(), (work / "transfer" / "transfer.safetensors").write_bytes(b"{}")),
      "transfer.safetensors is unreadable \\(SafetensorError"),

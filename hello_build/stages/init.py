@@ -320,7 +320,8 @@ def load(ctx: BuildContext, record: dict) -> None:
     source_size, expected = record["result"]["source_size"], None if ctx.options.init_images else size
     if type(source_size) is not type(expected) or source_size != expected:
         raise unreadable(ctx.work.path / "init.json", f"source_size {shortened(source_size)}, this build's is {expected}")
-    synthetic = ctx.work.load_tensors("init", dtypes={"images": torch.uint8, "labels": torch.int64})
+    kept = {"images": torch.uint8, "labels": torch.int64, **({} if ctx.options.init_images else {"sources": torch.int64})}
+    synthetic = ctx.work.load_tensors("init", dtypes=kept)
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
     fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)

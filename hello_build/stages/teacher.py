@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from hello_build import teachers as teacher_io
 from hello_build.teacher_training import TeacherTraining, train_teacher
 from hello_build.stages.context import BuildContext, stage_key
 from hello_build.workdir import unreadable
+from hello_build.zoo import create_model
 from hello_format.text import first_unsafe_char, shortened
 
 # a trained teacher's description (about 200 characters) as its record may hold it: it is logged and
@@ -65,12 +68,15 @@ def load(ctx: BuildContext, record: dict | None) -> None:
     options, classes = ctx.options, ctx.index.num_classes
     if record is not None:
         count, descriptions = record["result"]["checkpoints"], record["result"]["description"]
-        if not (isinstance(count, int) and isinstance(descriptions, list) and 1 <= count <= len(descriptions)
+        if not (isinstance(count, int) and isinstance(descriptions, list)
+                and 1 <= count <= min(len(descriptions), training(options).checkpoints)
                 and all(isinstance(text, str) and len(text) <= MAX_DESCRIPTION_CHARS and first_unsafe_char(text) is None
                         for text in descriptions[:count])):
             raise unreadable(ctx.work.path / "teacher.json", f"{shortened(count)} checkpoints, described by "
                                                                f"{shortened(descriptions)}")
-        state = ctx.work.load_tensors("teacher")
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):   # each checkpoint's names and shapes
+            shaped = create_model(options.train_teacher, classes, image_size=ctx.image_size).state_dict()
+        state = ctx.work.load_tensors("teacher", {f"{k}/{n}": tuple(v.shape) for k in range(count) for n, v in shaped.items()})
         members = [teacher_io.zoo_teacher(options.train_teacher, classes,
                                           {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
                                           input_size=ctx.image_size, description=descriptions[k])

@@ -328,10 +328,12 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
     path = directory / "transfer.safetensors"
     if not path.exists():
         return 0, [], 0.0
-    try:   # a checkpoint cut short, edited or from another build: one line, before anything is copied
+    try:   # a checkpoint cut short, edited or from another build: one line, before anything is read or copied
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            stored = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        if meta["history"].count(",") >= max(epochs, 1):   # counted before it is split
+            raise ValueError(f"a loss history of more than {epochs} epochs")
         done, history = int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h]
         seconds = float(meta.get("seconds", 0.0))
     except (OSError, SafetensorError, KeyError, ValueError) as exc:
@@ -341,8 +343,15 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
     shapes = {}
     for name, shape in lora_shapes(projector).items():   # AdamW's moments, where it has stepped, are the param's shape
         moments = {f"exp_avg/{name}": shape, f"exp_avg_sq/{name}": shape, f"step/{name}": (1,)}
-        shapes.update({f"param/{name}": shape, **(moments if f"step/{name}" in tensors else {})})
-    check_shapes(path, tensors, shapes)
+        shapes.update({f"param/{name}": shape, **(moments if f"step/{name}" in stored else {})})
+    other = sorted(set(stored) - set(shapes))
+    if other:   # checked from the header: a sparse file's extra tensor would be read whole
+        raise unreadable(path, f"tensor {other[0][:40]!r} is not one this build keeps")
+    check_shapes(path, stored, shapes)
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
