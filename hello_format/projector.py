@@ -195,9 +195,11 @@ class Projector(nn.Module):
     def set_prior_weight(self, weight: float) -> None:
         """Mix ``weight`` of the zero-shot projector's logits into ``forward``'s (recorded as
         ``head.prior_weight``). Needs the deltas unmerged: it keeps a copy of the image tower without them."""
+        head_config = _with_prior_weight(self.head_config, weight)   # checked before it is tested for truth
+        weight = head_config.prior_weight
         if weight and self.merged:
             raise RuntimeError("set the prior weight before merging: the merged tower has lost its base weights")
-        self.head_config = _with_prior_weight(self.head_config, weight)
+        self.head_config = head_config
         self.prior_visual = lora.base_copy(self.visual) if weight and self.encoder_lora else None
         if self.prior_visual is not None:
             self.prior_visual.requires_grad_(False)

@@ -309,6 +309,14 @@ def test_a_bad_prior_weight_or_remote_opt_in_argument_is_blamed_on_the_argument(
     assert projector.prior_weight == 0.5
     with pytest.raises(HelloError, match=r"^prior_weight must be a number in \[0, 1\), got 1\.5$"):
         projector.set_prior_weight(1.5)
+    # checked before it was tested for truth: a bad weight on a merged projector was "set it before merging",
+    # and an array of weights numpy's or torch's ambiguous-truth error (sixteenth audit of the builder)
+    merged = Projector.from_bundle(path)
+    for weight in ("0.2", 1.5, np.array([0.1, 0.2]), torch.tensor([0.1, 0.2])):
+        with pytest.raises(HelloError, match=r"^prior_weight must be a number in \[0, 1\), got "):
+            merged.set_prior_weight(weight)
+        with pytest.raises(HelloError, match=r"^prior_weight must be a number in \[0, 1\), got "):
+            projector.set_prior_weight(weight)
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
@@ -348,8 +356,9 @@ def test_the_prior_weight_is_set_before_merging_and_bounded():
     projector = tiny_projector("vit", ["a", "b"], lora_std=0.05)
     with pytest.raises(RuntimeError, match="needs a prior weight"):
         projector.zero_shot(_smooth_images(1, 32))
-    with pytest.raises(ManifestError, match=r"prior_weight must be a number in \[0, 1\)"):
+    with pytest.raises(HelloError, match=r"prior_weight must be a number in \[0, 1\)") as info:   # the argument's
         projector.set_prior_weight(1.0)
+    assert not isinstance(info.value, ManifestError)
     for weight in ("0.3", None, float("nan"), True):   # a string was a TypeError from inside the comparison
         with pytest.raises(ManifestError, match=r"prior_weight must be a number in \[0, 1\)"):
             HeadConfig(templates=("a {}.",), logit_scale=10.0, prior_weight=weight)
