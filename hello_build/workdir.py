@@ -301,7 +301,8 @@ class WorkDir:
                 leftover.unlink()
 
 
-def check_shapes(path: Path, tensors: dict[str, torch.Tensor | tuple[int, ...]], shapes: dict[str, tuple[int, ...]]) -> None:
+def check_shapes(path: Path, tensors: dict[str, torch.Tensor | tuple[int, ...]],
+                 shapes: dict[str, tuple[int, ...]]) -> None:
     """``unreadable`` unless each name of ``shapes`` is among ``tensors`` (tensors, or their shapes) with that shape."""
     for key, shape in shapes.items():
         found = tensors.get(key)

@@ -319,8 +319,10 @@ def load(ctx: BuildContext, record: dict) -> None:
     # the sources' pixels: the image update decodes every source image at this size (100,000 px: 30 GB each)
     source_size, expected = record["result"]["source_size"], None if ctx.options.init_images else size
     if type(source_size) is not type(expected) or source_size != expected:
-        raise unreadable(ctx.work.path / "init.json", f"source_size {shortened(source_size)}, this build's is {expected}")
-    kept = {"images": torch.uint8, "labels": torch.int64, **({} if ctx.options.init_images else {"sources": torch.int64})}
+        raise unreadable(ctx.work.path / "init.json",
+                         f"source_size {shortened(source_size)}, this build's is {expected}")
+    kept = {"images": torch.uint8, "labels": torch.int64,
+            **({} if ctx.options.init_images else {"sources": torch.int64})}
     synthetic = ctx.work.load_tensors("init", dtypes=kept)
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))

@@ -76,7 +76,8 @@ def load(ctx: BuildContext, record: dict | None) -> None:
                                                                f"{shortened(descriptions)}")
         with torch.random.fork_rng(devices=[]), torch.device("meta"):   # each checkpoint's names and shapes
             shaped = create_model(options.train_teacher, classes, image_size=ctx.image_size).state_dict()
-        state = ctx.work.load_tensors("teacher", {f"{k}/{n}": tuple(v.shape) for k in range(count) for n, v in shaped.items()})
+        state = ctx.work.load_tensors("teacher", {f"{k}/{n}": tuple(v.shape)
+                                                  for k in range(count) for n, v in shaped.items()})
         members = [teacher_io.zoo_teacher(options.train_teacher, classes,
                                           {n.split("/", 1)[1]: v for n, v in state.items() if n.startswith(f"{k}/")},
                                           input_size=ctx.image_size, description=descriptions[k])
