@@ -772,6 +772,19 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
         run_build(options)
 
 
+def test_teacher_training_says_what_it_trains_and_logs_every_epoch(kit, tmp_path):
+    """--train-teacher (the bench's longest stage: 1,038 s) logged nothing until it had finished: its only
+    progress was a bar, which --quiet (and a torchrun job's log) turns off, while the transfer logs a line
+    an epoch."""
+    options = tiny_options(kit, tmp_path, teacher=[], train_teacher="convnet3", teacher_epochs=2, teacher_checkpoints=2,
+                           transfer_epochs=1)
+    _, lines = run_build(options)   # progress=False, as --quiet
+    start = next(i for i, line in enumerate(lines) if line.startswith("teacher: training convnet3 for 2 epochs on 36 images"))
+    epochs = [i for i, line in enumerate(lines) if line.startswith(("teacher epoch 1/2: loss ", "teacher epoch 2/2: loss "))]
+    assert len(epochs) == 2 and start < epochs[0], lines
+    assert "s/epoch" in lines[epochs[0]] and "left" in lines[epochs[0]], lines
+
+
 def _shrink_first_tensor(path):
     tensors = load_file(str(path))
     first = sorted(tensors)[0]

@@ -39,10 +39,20 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     """Train a teacher of ``--train-teacher``'s architecture; its kept checkpoints are the tensors."""
     options = ctx.options
     _folder(ctx)   # the final teacher's (_leave_final_file): a folder of the user's is refused before the training
+    epochs = options.teacher_epochs
+    ctx.log(f"teacher: training {options.train_teacher} for {epochs} epochs on {len(ctx.train.indices)} images, "
+            f"{options.teacher_checkpoints} checkpoint(s) kept as weak teachers")
+    started = time.perf_counter()
+
+    def epoch_done(epoch: int, loss: float) -> None:   # a line an epoch, as the transfer's, with or without bars
+        seconds = time.perf_counter() - started
+        ctx.log(f"teacher epoch {epoch}/{epochs}: loss {loss:.4f} ({seconds / epoch:.0f} s/epoch, "
+                f"about {seconds / epoch * (epochs - epoch):.0f} s left)")
+
     trained = train_teacher(
         ctx.index, options.train_teacher, training(options), input_size=ctx.image_size, indices=ctx.train.indices,
         seed=options.seed, device=ctx.device, num_workers=options.num_workers,
-        precision=options.precision, progress=ctx.progress, group=ctx.group,
+        precision=options.precision, progress=epoch_done, group=ctx.group,
     )
     tensors = {f"{k}/{name}": v for k, t in enumerate(trained) for name, v in t.net.state_dict().items()}
     return {"checkpoints": len(trained), "description": [t.description for t in trained]}, tensors
