@@ -42,7 +42,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,6 +109,7 @@ def scan_image_folder(
     group: Group | None = None,
     follow_external_links: bool = False,
     memo: Memo | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ImageFolderIndex:
     """Scan ``root`` (one sub-folder per class), checking each file (``check_headers``).
 
@@ -124,7 +125,8 @@ def scan_image_folder(
     Symbolic links are followed inside ``root``; one leading out of it is a BuildError unless
     ``follow_external_links``: a stranger's folder cannot make the scan read the user's own files.
     ``memo`` (``Memo``): where the files' verdicts are kept between runs (a build's work directory); its
-    key names every file with its size and modification time, and the kind of check.
+    key names every file with its size and modification time, and the kind of check. ``log``: told, before
+    the files are checked (not when ``memo`` has their verdicts), what is checked and how many.
     """
     root = Path(root)
     if not root.is_dir():
@@ -150,6 +152,9 @@ def scan_image_folder(
     bad: list[str] = []
     if check_headers:
         def check() -> dict[str, torch.Tensor]:
+            if log:   # minutes at ImageNet's scale: said before, not after
+                log(f"scan: {'decoding' if skip_bad else 'reading the header of'} each of {len(samples):,} images "
+                    f"in {len(classes)} class folders of {root}")
             return {"readable": torch.tensor(_check_files(samples, skip_bad, threads, group), dtype=torch.bool)}
 
         if memo is None:

@@ -123,7 +123,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     kept = _Kept(work, timings, log, reuse=not options.fresh)
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
-                              follow_external_links=options.follow_external_links,
+                              follow_external_links=options.follow_external_links, log=log,
                               memo=kept.memo(SCAN_RECORD, "its file checks: no file's name, size or modification "
                                                           "time changed"))
     if index.bad:
