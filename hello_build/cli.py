@@ -91,7 +91,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
     from hello_build import distributed
 
     one_line_warnings()
-    group = None
+    group, options = None, None
     try:
         group = distributed.join(dist_backend, values["device"])
         if demo:
@@ -115,7 +115,9 @@ def main(data, output, demo, quiet, dist_backend, **values):
         click.echo(f"error: {where}{terminal(str(error))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        exit_interrupted()
+        exit_interrupted(None if options is None else
+                         f"rerun the same command{' without --fresh' * options.fresh} to resume; finished stages are kept "
+                         f"in {terminal(str(options.workdir_path()))}")
     finally:
         distributed.leave()
 

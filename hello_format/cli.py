@@ -102,9 +102,10 @@ def _hub_commands() -> dict[str, click.Command]:
             if isinstance(obj, click.Command) and getattr(obj.callback, "__module__", None) == HUB_MODULE}
 
 
-def exit_interrupted() -> NoReturn:
-    """End a command that Ctrl-C interrupted with the shell's status 130 (click's own answer is 1)."""
-    click.echo("\ninterrupted", err=True)
+def exit_interrupted(hint: str | None = None) -> NoReturn:
+    """End a command that Ctrl-C interrupted with the shell's status 130 (click's own answer is 1);
+    ``hint``: what the user can do next, on the same line."""
+    click.echo("\ninterrupted" + (f": {hint}" if hint else ""), err=True)
     sys.exit(INTERRUPTED)
 
 

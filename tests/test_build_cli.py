@@ -200,7 +200,8 @@ def test_console_script_reports_a_bad_input_in_one_line(tmp_path):
 
 
 def test_ctrl_c_ends_a_build_with_the_shells_status(tmp_path):
-    """Ctrl-C during a stage: exit 130 and one line, no traceback (click's answer was 1, as for any failure)."""
+    """Ctrl-C during a stage: exit 130 and one line saying how to resume, no traceback (click's answer was 1,
+    as for any failure)."""
     data = make_tree(tmp_path / "data", per_class=12)
     base = save_tiny_base(tmp_path / "base.safetensors")
     command = [sys.executable, "-m", "hello_build", str(data), "-o", str(tmp_path / "x.hello"), "--base", base,
@@ -220,7 +221,9 @@ def test_ctrl_c_ends_a_build_with_the_shells_status(tmp_path):
     finally:
         child.kill()
     assert child.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr, stderr
+    # and how to go on: the bare 'interrupted' left a user to guess that a rerun resumes (finished stages kept)
+    assert stderr.strip().splitlines()[-1] == (f"interrupted: rerun the same command to resume; finished stages are kept in "
+                                               f"{tmp_path / 'x.hello.work'}") and "Traceback" not in stderr, stderr
     assert not (tmp_path / "x.hello").exists()
 
 
