@@ -145,7 +145,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
-        projector = _projector(options, clip_model, base_section, index, device, group, progress=progress,
+        projector = _projector(options, clip_model, base_section, index, device, group, progress=progress, log=log,
                                memo=kept.memo(HEAD_RECORD, "the text head: same base, class names and templates"))
     # the text head's time (80,000 prompts for ImageNet) is "class_embeddings"'
     timings["projector"] = time.perf_counter() - started - kept.spent.get(HEAD_RECORD, 0.0)
@@ -388,13 +388,13 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
 
 
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None, *,
-               progress: bool = False, memo: Memo) -> Projector:
+               progress: bool = False, memo: Memo, log=None) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
     rank 0 computes the text head (``progress``: a bar over its classes) and every rank starts from rank 0's
     head and LoRA (as DDP would). The head is kept in the work directory (``memo``), keyed by the base's
     options and files, the class names and the templates: a resume reuses it. The shared head cache is
     not read: its key cannot tell apart two text towers behind one embedded image tower, and its entry
-    may come from another device or program."""
+    may come from another device or program. ``log``: told before the text head is computed (not when reused)."""
     head = HeadConfig(templates=prompt_templates(options.templates), logit_scale=float(clip_model.logit_scale.exp().item()),
                       lora=HeadLoraConfig(r=options.head_rank, lora_alpha=options.head_alpha))
     encoder_lora = None
@@ -409,6 +409,9 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
 
     def compute() -> dict[str, torch.Tensor]:
+        if log:   # 80,000 prompts for ImageNet: said before, not after
+            log(f"text head: embedding {len(head.templates)} prompts for each of {len(index.class_names)} classes "
+                f"with the base's text tower")
         embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]),
                                       index.class_names, head.templates, progress=progress)
                       if group is None or group.is_main else torch.zeros(0, 0))

@@ -797,6 +797,18 @@ def test_the_scan_says_what_it_checks_before_it_checks_and_not_when_reused(kit, 
     assert not any(line.startswith("scan: reading") for line in lines) and any(line.startswith("scan: reused") for line in lines)
 
 
+def test_the_text_head_and_the_image_selection_say_what_they_do_before_they_do_it(kit, tmp_path):
+    """Without bars (--quiet, a torchrun log) the text head (80,000 prompts for ImageNet) and the crops'
+    scoring (100 candidates a class) ran without a line: only their bars told what was going on."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    _, lines = run_build(options)
+    assert any(line.startswith(f"text head: embedding 80 prompts for each of {len(CLASSES)} classes") for line in lines), lines
+    assert any(line.startswith("init: scoring 2 crops of each of up to 8 candidate images a class with the final teacher")
+               for line in lines), lines
+    _, lines = run_build(options)   # both reused: neither line
+    assert not any(line.startswith(("text head: embedding", "init: scoring")) for line in lines), lines
+
+
 def _shrink_first_tensor(path):
     tensors = load_file(str(path))
     first = sorted(tensors)[0]
