@@ -116,8 +116,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
         sys.exit(2)
     except KeyboardInterrupt:
         exit_interrupted(None if options is None else
-                         f"rerun the same command{' without --fresh' * options.fresh} to resume; finished stages are kept "
-                         f"in {terminal(str(options.workdir_path()))}")
+                         f"rerun the same command{' without --fresh' * options.fresh} to resume; "
+                         f"finished stages are kept in {terminal(str(options.workdir_path()))}")
     finally:
         distributed.leave()
 
