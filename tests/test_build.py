@@ -807,8 +807,8 @@ def test_the_text_head_and_the_image_selection_say_what_they_do_before_they_do_i
     _, lines = run_build(options)
     assert any(line.startswith(f"text head: embedding 80 prompts for each of {len(CLASSES)} classes")
                for line in lines), lines
-    assert any(line.startswith("init: scoring 2 crops of each of up to 8 candidate images a class with the final "
-                               "teacher") for line in lines), lines
+    assert any(line.startswith("init: scoring 2 crops of each of up to 8 candidate images a class (judged by "
+                               f"--init-teacher {options.init_teacher})") for line in lines), lines
     _, lines = run_build(options)   # both reused: neither line
     assert not any(line.startswith(("text head: embedding", "init: scoring")) for line in lines), lines
 

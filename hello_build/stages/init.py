@@ -300,10 +300,10 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
         return result, {"images": images, "labels": labels}
     group = ctx.group
     classes = None if group is None else shard_indices(ctx.index.num_classes, group.rank, group.world_size)
-    final = options.init_teacher == "last" or len(ctx.teachers.teachers) == 1
-    judge, crops = "the final teacher" if final else "the teachers' mean", options.crops_per_image
+    crops = options.crops_per_image
     ctx.log(f"init: scoring {crops} crop{'s' * (crops != 1)} of each of up to {options.candidates_per_class} "
-            f"candidate images a class with {judge}, keeping {options.ipc} a class")
+            f"candidate images a class (judged by --init-teacher {options.init_teacher}), "
+            f"keeping {options.ipc} a class")
     made = initialise_synthetic(ctx.index, ctx.teachers, options, size=ctx.image_size, device=ctx.device,
                                 progress=ctx.progress, classes=classes, indices=ctx.train.indices)
     if group is not None:  # each rank scored its classes: join them (the same images as one process picks)
