@@ -460,6 +460,10 @@ def _box_column(column, value):
     (lambda result: result.update(source_size="32"), None, "init.json", "source_size '32', this build's is 32"),
     (None, _box_column(3, 0), "init.safetensors", "boxes inside the 32 px sources"),   # an empty crop: torch's traceback
     (None, _box_column(1, 10_000), "init.safetensors", "boxes inside the 32 px sources"),
+    # top + height summed past int64 to a negative, which is <= 32
+    (None, lambda sources: torch.cat([sources[..., :1], torch.full_like(sources[..., 1:2], 2**62),
+                                      sources[..., 2:3], torch.full_like(sources[..., 3:4], 2**62),
+                                      sources[..., 4:]], -1), "init.safetensors", "boxes inside the 32 px sources"),
     (None, lambda sources: sources[:, :1], "init.safetensors", "sources of 4 patches"),   # factor 2's patches
 ])
 def test_a_work_directorys_init_sources_are_checked_before_the_image_update_decodes(reference, tmp_path, monkeypatch,

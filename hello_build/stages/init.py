@@ -340,8 +340,9 @@ def load(ctx: BuildContext, record: dict) -> None:
                          f"in [0, {classes}) and sources among the {len(ctx.index):,} images")
     patches = 0 if ctx.options.init_images else ctx.options.factor ** 2
     _, top, left, height, width = sources.unbind(-1)
-    if sources.shape[1] != patches or not bool(((height >= 1) & (width >= 1) & (top + height <= size)
-                                                & (left + width <= size)).all()):
+    # height <= size - top, not top + height <= size: a top and height of 2**62 each sum past int64 to a negative
+    if sources.shape[1] != patches or not bool(((height >= 1) & (width >= 1) & (height <= size - top)
+                                                & (width <= size - left)).all()):
         raise unreadable(ctx.work.path / "init.safetensors", f"not sources of {patches} patches an image with boxes "
                          f"inside the {size} px sources (top, left, height, width)")
     ctx.images, ctx.labels = images, labels
