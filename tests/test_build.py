@@ -419,7 +419,11 @@ def _edited(name, change):
     ("init", _edited("labels", lambda t: t + 4), "with int64 labels in"),
     ("init", _edited("labels", lambda t: torch.full_like(t, 3)), "with int64 labels in"),   # the class count itself
     ("init", _edited("images", lambda t: t.float()), r"tensor 'images' is torch.float32, this build needs torch.uint8"),
-    ("init", _edited("images", lambda t: t[..., :16]), r"not uint8 images \[N, 3, 32, 32\]"),
+    ("init", _edited("images", lambda t: t[..., :16]),
+     r"tensor 'images' is \[6, 3, 32, 16\], this build needs \[6, 3, 32, 32\]"),
+    # twice ipc a class, every tensor alike, passed whole (and a sparse file's billions of images were read first)
+    ("init", lambda tensors: tensors.update({k: torch.cat([v, v]) for k, v in tensors.items()}),
+     r"tensor 'images' is \[12, 3, 32, 32\], this build needs \[6, 3, 32, 32\]"),
     ("init", _edited("sources", lambda t: t + 10_000), "sources among the"),
     ("transfer", lambda tensors: tensors.update({k: torch.full_like(v, float("nan")) for k, v in tensors.items()}),
      "holds NaN or infinite values"),
@@ -464,7 +468,8 @@ def _box_column(column, value):
     (None, lambda sources: torch.cat([sources[..., :1], torch.full_like(sources[..., 1:2], 2**62),
                                       sources[..., 2:3], torch.full_like(sources[..., 3:4], 2**62),
                                       sources[..., 4:]], -1), "init.safetensors", "boxes inside the 32 px sources"),
-    (None, lambda sources: sources[:, :1], "init.safetensors", "sources of 4 patches"),   # factor 2's patches
+    (None, lambda sources: sources[:, :1], "init.safetensors",   # factor 2's patches
+     r"tensor 'sources' is \[6, 1, 5\], this build needs \[6, 4, 5\]"),
 ])
 def test_a_work_directorys_init_sources_are_checked_before_the_image_update_decodes(reference, tmp_path, monkeypatch,
                                                                                      edit_record, edit_sources, name, reason):

@@ -327,7 +327,13 @@ def load(ctx: BuildContext, record: dict) -> None:
                          f"source_size {shortened(source_size)}, this build's is {expected}")
     kept = {"images": torch.uint8, "labels": torch.int64,
             **({} if ctx.options.init_images else {"sources": torch.int64})}
-    synthetic = ctx.work.load_tensors("init", dtypes=kept)
+    # RDED's images are ipc a class (initialise_synthetic refuses a class short of them): their shapes are
+    # checked from the header, before a sparse file's billions of images are read
+    shapes, patches = None, 0   # --init-images: as many as its folder held, and no sources
+    if not ctx.options.init_images:
+        count, patches = ctx.options.ipc * classes, ctx.options.factor ** 2
+        shapes = {"images": (count, 3, size, size), "labels": (count,), "sources": (count, patches, len(SOURCE_FIELDS))}
+    synthetic = ctx.work.load_tensors("init", shapes, dtypes=kept)
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
     fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)
@@ -338,7 +344,6 @@ def load(ctx: BuildContext, record: dict) -> None:
     if not fits:
         raise unreadable(ctx.work.path / "init.safetensors", f"not uint8 images [N, 3, {size}, {size}] with int64 labels "
                          f"in [0, {classes}) and sources among the {len(ctx.index):,} images")
-    patches = 0 if ctx.options.init_images else ctx.options.factor ** 2
     _, top, left, height, width = sources.unbind(-1)
     # height <= size - top, not top + height <= size: a top and height of 2**62 each sum past int64 to a negative
     if sources.shape[1] != patches or not bool(((height >= 1) & (width >= 1) & (height <= size - top)
