@@ -304,7 +304,8 @@ class BatchLoader:
         batch_size, epochs = _count("batch_size", batch_size), _count("epochs", epochs)
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.seed, self.epochs, self.drop_last = seed, epochs, drop_last
-        self.start_epoch = None if start_epoch is None else _epoch_number(start_epoch, "start_epoch")   # as set_epoch takes it
+        # as set_epoch takes it
+        self.start_epoch = None if start_epoch is None else _epoch_number(start_epoch, "start_epoch")
         self.prefetch, self.split_batches = prefetch, split_batches
         self.rank, self.world_size = dataset.rank_and_world_size()   # fixed for the loader's life: every epoch shards alike
         if not self.batch_sizes():   # each epoch would train on nothing

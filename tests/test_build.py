@@ -430,7 +430,8 @@ def _edited(name, change):
     # a tensor no stage keeps was read whole and checked finite (a sparse file's 2 GB of it: 5.5 GB, 4 KB on disk)
     ("transfer", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
     ("init", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
-    ("image_update", lambda tensors: tensors.update(extra=torch.zeros(4)), "tensor 'extra' is not one this build keeps"),
+    ("image_update", lambda tensors: tensors.update(extra=torch.zeros(4)),
+     "tensor 'extra' is not one this build keeps"),
     ("init", lambda tensors: tensors.pop("sources"), r"tensor 'sources' is missing"),
 ])
 def test_a_work_directorys_tensors_are_checked_before_they_are_used(reference, tmp_path, stage, edit, reason):
@@ -462,7 +463,8 @@ def _box_column(column, value):
     # the image update decoded every source image at the recorded size: 100,000 px, 30 GB an image
     (lambda result: result.update(source_size=100_000), None, "init.json", "source_size 100000, this build's is 32"),
     (lambda result: result.update(source_size="32"), None, "init.json", "source_size '32', this build's is 32"),
-    (None, _box_column(3, 0), "init.safetensors", "boxes inside the 32 px sources"),   # an empty crop: torch's traceback
+    # an empty crop: torch's traceback
+    (None, _box_column(3, 0), "init.safetensors", "boxes inside the 32 px sources"),
     (None, _box_column(1, 10_000), "init.safetensors", "boxes inside the 32 px sources"),
     # top + height summed past int64 to a negative, which is <= 32
     (None, lambda sources: torch.cat([sources[..., :1], torch.full_like(sources[..., 1:2], 2**62),
@@ -471,8 +473,8 @@ def _box_column(column, value):
     (None, lambda sources: sources[:, :1], "init.safetensors",   # factor 2's patches
      r"tensor 'sources' is \[6, 1, 5\], this build needs \[6, 4, 5\]"),
 ])
-def test_a_work_directorys_init_sources_are_checked_before_the_image_update_decodes(reference, tmp_path, monkeypatch,
-                                                                                     edit_record, edit_sources, name, reason):
+def test_a_work_directorys_init_sources_are_checked_before_the_image_update_decodes(
+        reference, tmp_path, monkeypatch, edit_record, edit_sources, name, reason):
     """A copied work directory's init record and sources passed unchecked to the image update: a recorded
     source_size of 100,000 px had every source image decoded at that size (30 GB each), and an empty or
     out-of-image crop box was torch's interpolate traceback, after the scan, the base and three stages."""
@@ -492,7 +494,8 @@ def test_a_work_directorys_init_sources_are_checked_before_the_image_update_deco
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(workdir / "init.safetensors"))
     decoded = []
     real = init_stage.decode_image
-    monkeypatch.setattr(init_stage, "decode_image", lambda path, size: (decoded.append(size), real(path, min(size, 64)))[1])
+    monkeypatch.setattr(init_stage, "decode_image",
+                        lambda path, size: (decoded.append(size), real(path, min(size, 64)))[1])
     with pytest.raises(BuildError, match=f"the work directory's {name} is unreadable \\(.*{reason}"):
         run_build(dataclasses.replace(options, output=str(tmp_path / "edited.hello"), workdir=str(workdir)))
     assert decoded == [] and not (tmp_path / "edited.hello").exists()
@@ -776,8 +779,8 @@ def test_a_trained_teacher_is_left_as_a_file_hello_eval_loads(kit, tmp_path):
     assert final.read_bytes() == written
     # a checkpoint's tensor beyond the network's was read whole before zoo_teacher compared its names
     save_file({**stacked, "1/extra": torch.zeros(4)}, str(options.workdir_path() / "teacher.safetensors"))
-    with pytest.raises(BuildError, match=r"the work directory's teacher.safetensors is unreadable \(tensor '1/extra' is "
-                                         r"not one this build keeps"):
+    with pytest.raises(BuildError, match=r"the work directory's teacher.safetensors is unreadable "
+                                         r"\(tensor '1/extra' is not one this build keeps"):
         run_build(options)
 
 

@@ -672,8 +672,8 @@ def test_a_teacher_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path):
     pipe = tmp_path / "model.safetensors"
     os.mkfifo(pipe)
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_refusal(lambda: load_teacher(pipe, num_classes=3, image_size=32))),
-                              daemon=True)
+    worker = threading.Thread(daemon=True, target=lambda: outcome.append(
+        _refusal(lambda: load_teacher(pipe, num_classes=3, image_size=32))))
     worker.start()
     worker.join(10)
     if worker.is_alive():   # release the blocked open, so the thread ends
