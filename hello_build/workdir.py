@@ -245,11 +245,8 @@ class WorkDir:
         try:
             with safe_open(str(path), framework="pt") as file:
                 stored = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-            expected = {**(dtypes or {}), **(shapes or {})}
-            other = sorted(set(stored) - set(expected)) if expected else []
-            if other:
-                raise unreadable(path, f"tensor {cut(other[0], 40)!r} is not one this build keeps")
-            check_shapes(path, stored, shapes or {})
+            if shapes or dtypes:
+                check_kept(path, stored, shapes or {}, others=dtypes or {})
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise unreadable(path, first_line(exc)[:200]) from None
@@ -301,14 +298,17 @@ class WorkDir:
                 leftover.unlink()
 
 
-def check_shapes(path: Path, tensors: dict[str, torch.Tensor | tuple[int, ...]],
-                 shapes: dict[str, tuple[int, ...]]) -> None:
-    """``unreadable`` unless each name of ``shapes`` is among ``tensors`` (tensors, or their shapes) with that shape."""
+def check_kept(path: Path, stored: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]],
+               others=()) -> None:
+    """``unreadable`` unless a file's tensors (``stored``: each name's shape, from its header) are the names
+    of ``shapes``, with those shapes, and of ``others`` (any shape), and no more: checked before a sparse
+    file's extra tensor is read whole, and before a wrong shape is copied into a parameter (broadcast)."""
+    extra = sorted(set(stored) - set(shapes) - set(others))
+    if extra:
+        raise unreadable(path, f"tensor {cut(extra[0], 40)!r} is not one this build keeps")
     for key, shape in shapes.items():
-        found = tensors.get(key)
-        found = found.shape if isinstance(found, torch.Tensor) else found
-        if found is None or tuple(found) != tuple(shape):
-            found = list(found) if found is not None else "missing"
+        if stored.get(key) != tuple(shape):
+            found = list(stored[key]) if key in stored else "missing"
             raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
 
 

@@ -34,6 +34,11 @@ from hello_format.runtime import resolve_device
 from hello_format.text import shortened
 
 
+# label() refuses float images whose largest value is above this: 0-255 pixels, not [0, 1] ones (which a
+# harness's colour augmentation may push to -1 or 2, so nothing nearer is refused)
+MAX_UNIT_INPUT = 10.0
+
+
 def _with_prior_weight(head: HeadConfig, weight) -> HeadConfig:
     """``head`` with a prior weight an API caller gave, checked by HeadConfig; a bad one is the argument's
     HelloError, not a ManifestError blaming a file."""
@@ -41,11 +46,6 @@ def _with_prior_weight(head: HeadConfig, weight) -> HeadConfig:
         return dataclasses.replace(head, prior_weight=weight)
     except ManifestError:
         raise HelloError(f"prior_weight must be a number in [0, 1), got {shortened(weight)}") from None
-
-
-# label() refuses float images whose largest value is above this: 0-255 pixels, not [0, 1] ones (which a
-# harness's colour augmentation may push to -1 or 2, so nothing nearer is refused)
-MAX_UNIT_INPUT = 10.0
 
 
 class Projector(nn.Module):

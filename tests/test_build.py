@@ -1071,4 +1071,3 @@ def test_held_out_images_reach_no_fitted_weight(kit, tmp_path):
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
-

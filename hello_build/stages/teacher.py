@@ -44,7 +44,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
             f"{options.teacher_checkpoints} checkpoint(s) kept as weak teachers")
     started = time.perf_counter()
 
-    def epoch_done(epoch: int, loss: float) -> None:   # a line an epoch, as the transfer's, with or without bars
+    def epoch_done(epoch: int, loss: float) -> None:   # a line an epoch, as the transfer logs (in place of a bar)
         seconds = time.perf_counter() - started
         ctx.log(f"teacher epoch {epoch}/{epochs}: loss {loss:.4f} ({seconds / epoch:.0f} s/epoch, "
                 f"about {seconds / epoch * (epochs - epoch):.0f} s left)")

@@ -36,7 +36,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_build.workdir import check_shapes, unreadable
+from hello_build.workdir import check_kept, unreadable
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
@@ -344,10 +344,7 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
     for name, shape in lora_shapes(projector).items():   # AdamW's moments, where it has stepped, are the param's shape
         moments = {f"exp_avg/{name}": shape, f"exp_avg_sq/{name}": shape, f"step/{name}": (1,)}
         shapes.update({f"param/{name}": shape, **(moments if f"step/{name}" in stored else {})})
-    other = sorted(set(stored) - set(shapes))
-    if other:   # checked from the header: a sparse file's extra tensor would be read whole
-        raise unreadable(path, f"tensor {other[0][:40]!r} is not one this build keeps")
-    check_shapes(path, stored, shapes)
+    check_kept(path, stored, shapes)   # from the header: a sparse file's extra tensor would be read whole
     try:
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
