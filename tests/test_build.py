@@ -860,6 +860,12 @@ def _edit_checkpoint(work, edit):
     # a loss history of 10^6 commas was split before its length was compared with the epochs
     (lambda work: _edit_checkpoint(work, lambda t, m: m.update(history="1," * 1_000_000)),
      "transfer.safetensors is unreadable \\(ValueError: a loss history of more than"),
+    # a checkpoint's NaN moment or negative seconds were restored as they were (found by a review)
+    (lambda work: _edit_checkpoint(work, lambda t, m: m.update(seconds="-5")),
+     "transfer.safetensors is unreadable \\(a loss or its seconds is not a finite number"),
+    (lambda work: _edit_checkpoint(work, lambda t, m: t[next(k for k in sorted(t) if k.startswith("exp_avg/"))]
+                                   .fill_(float("nan"))),
+     "transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' holds NaN or infinite values"),
     # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer
     (lambda work: ((work / "transfer.json").unlink(), (work / "transfer" / "transfer.safetensors").write_bytes(b"{}")),
      "transfer.safetensors is unreadable \\(SafetensorError"),

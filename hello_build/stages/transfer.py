@@ -340,6 +340,8 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
         raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
     if not (0 <= done <= epochs and len(history) == done):
         raise unreadable(path, f"{done} epochs done of {epochs}, with {len(history)} losses")
+    if not (all(math.isfinite(loss) for loss in history) and math.isfinite(seconds) and seconds >= 0):
+        raise unreadable(path, "a loss or its seconds is not a finite number (seconds at least 0)")
     shapes = {}
     for name, shape in lora_shapes(projector).items():   # AdamW's moments, where it has stepped, are the param's shape
         moments = {f"exp_avg/{name}": shape, f"exp_avg_sq/{name}": shape, f"step/{name}": (1,)}
@@ -349,6 +351,10 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
+    infinite = next((key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())),
+                    None)
+    if infinite is not None:   # a NaN weight or moment would train every later epoch into NaN
+        raise unreadable(path, f"tensor {infinite[:40]!r} holds NaN or infinite values")
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
