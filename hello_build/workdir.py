@@ -254,9 +254,7 @@ class WorkDir:
             if key not in tensors or tensors[key].dtype != dtype:
                 found = tensors[key].dtype if key in tensors else "missing"
                 raise unreadable(path, f"tensor {cut(key, 40)!r} is {found}, this build needs {dtype}")
-        infinite = next((key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
-        if infinite is not None:
-            raise unreadable(path, f"tensor {cut(infinite, 40)!r} holds NaN or infinite values")
+        check_finite(path, tensors)
         return tensors
 
     def stage_dir(self, stage: str, key: dict) -> Path:
@@ -310,6 +308,15 @@ def check_kept(path: Path, stored: dict[str, tuple[int, ...]], shapes: dict[str,
         if stored.get(key) != tuple(shape):
             found = list(stored[key]) if key in stored else "missing"
             raise unreadable(path, f"tensor {key!r} is {found}, this build needs {list(shape)}")
+
+
+def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``unreadable`` when a floating tensor of a kept file holds NaN or an infinity (a copied work
+    directory's NaN weights would label every view NaN; a NaN moment would train every later epoch into NaN)."""
+    infinite = next((key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())),
+                    None)
+    if infinite is not None:
+        raise unreadable(path, f"tensor {cut(infinite, 40)!r} holds NaN or infinite values")
 
 
 def unreadable(path: Path, reason: str) -> BuildError:

@@ -36,7 +36,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_build.workdir import check_kept, unreadable
+from hello_build.workdir import check_finite, check_kept, unreadable
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
@@ -351,10 +351,7 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise unreadable(path, f"{type(exc).__name__}: {first_line(exc)[:160]}") from None
-    infinite = next((key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())),
-                    None)
-    if infinite is not None:   # a NaN weight or moment would train every later epoch into NaN
-        raise unreadable(path, f"tensor {infinite[:40]!r} holds NaN or infinite values")
+    check_finite(path, tensors)
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
