@@ -336,18 +336,16 @@ def load(ctx: BuildContext, record: dict) -> None:
     synthetic = ctx.work.load_tensors("init", shapes, dtypes=kept)
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
+    # the sources' dtype and shape are load_tensors' to check; --init-images' shapes (any count) are checked here
     fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)
             and (not len(labels) or 0 <= int(labels.min()) <= int(labels.max()) < classes)
-            and sources.dtype == torch.int64 and sources.dim() == 3 and len(sources) == len(images)
-            and sources.shape[-1] == len(SOURCE_FIELDS)
             and (not sources.numel() or 0 <= int(sources.min()) and int(sources[..., 0].max()) < len(ctx.index)))
     if not fits:
         raise unreadable(ctx.work.path / "init.safetensors", f"not uint8 images [N, 3, {size}, {size}] with int64 labels "
                          f"in [0, {classes}) and sources among the {len(ctx.index):,} images")
     _, top, left, height, width = sources.unbind(-1)
     # height <= size - top, not top + height <= size: a top and height of 2**62 each sum past int64 to a negative
-    if sources.shape[1] != patches or not bool(((height >= 1) & (width >= 1) & (height <= size - top)
-                                                & (width <= size - left)).all()):
+    if not bool(((height >= 1) & (width >= 1) & (height <= size - top) & (width <= size - left)).all()):
         raise unreadable(ctx.work.path / "init.safetensors", f"not sources of {patches} patches an image with boxes "
                          f"inside the {size} px sources (top, left, height, width)")
     ctx.images, ctx.labels = images, labels
