@@ -7,6 +7,7 @@ is not under ``torch.no_grad()``, so the teacher takes care of that itself.
 
 from __future__ import annotations
 
+import collections
 from typing import Sequence
 
 import torch
@@ -70,10 +71,9 @@ def class_order(bundle_names: Sequence[str], harness_names: Sequence[str]) -> to
                          f"pass [{shortened(harness_names)}]")
     harness_names = list(harness_names)
     index = {name: i for i, name in enumerate(bundle_names)}
-    if len(set(harness_names)) != len(harness_names):
-        seen = set()
-        repeated = next(name for name in harness_names if name in seen or seen.add(name))
-        raise HelloError(f"the harness's class names repeat {shortened(repeated)}: each must be named once")
+    repeated = [name for name, count in collections.Counter(harness_names).items() if count > 1]
+    if repeated:
+        raise HelloError(f"the harness's class names repeat {shortened(repeated[0])}: each must be named once")
     missing = [name for name in harness_names if name not in index]
     extra = sorted(set(bundle_names) - set(harness_names))
     if missing or extra:
