@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
-from hello_format.container import check_json_cost, is_json_number
+from hello_format.container import check_json_cost, dtype_name, is_json_number
 from hello_format.files import atomic_target, read_bounded_text
 from hello_format.text import cut, first_line
 
@@ -239,21 +239,23 @@ class WorkDir:
         """The tensors saved as ``name``, every floating one finite (a copied work directory's NaN weights
         would label every view NaN); with ``shapes`` / ``dtypes``, each of those names must be there with
         that shape / dtype (a copy into a parameter would broadcast a wrong one silently), and the file
-        holds no other tensor. Names and shapes are checked from the file's header before any tensor is
-        read: a sparse file's extra tensor of 2 GB, 4 KB on disk, cost 5.5 GB loaded and checked finite."""
+        holds no other tensor. Names, shapes and dtypes are checked from the file's header before any tensor
+        is read: a sparse file's extra tensor of 2 GB, 4 KB on disk, cost 5.5 GB loaded and checked finite."""
         path = self.path / f"{name}.safetensors"
         try:
             with safe_open(str(path), framework="pt") as file:
-                stored = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+                slices = {key: file.get_slice(key) for key in file.keys()}
+                stored = {key: tuple(part.get_shape()) for key, part in slices.items()}
+                stored_dtypes = {key: part.get_dtype() for key, part in slices.items()}
             if shapes or dtypes:
                 check_kept(path, stored, shapes or {}, others=dtypes or {})
+            for key, dtype in (dtypes or {}).items():
+                if stored_dtypes.get(key) != dtype_name(dtype):
+                    found = stored_dtypes[key] if key in stored_dtypes else "missing"
+                    raise unreadable(path, f"tensor {cut(key, 40)!r} is {found}, this build needs {dtype_name(dtype)}")
             tensors = load_file(str(path))
         except (OSError, SafetensorError) as exc:   # missing, cut short, not safetensors
             raise unreadable(path, first_line(exc)[:200]) from None
-        for key, dtype in (dtypes or {}).items():
-            if key not in tensors or tensors[key].dtype != dtype:
-                found = tensors[key].dtype if key in tensors else "missing"
-                raise unreadable(path, f"tensor {cut(key, 40)!r} is {found}, this build needs {dtype}")
         check_finite(path, tensors)
         return tensors
 

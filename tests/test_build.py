@@ -418,7 +418,7 @@ def _edited(name, change):
     ("init", _edited("labels", lambda t: t - 1), r"not uint8 images \[N, 3, 32, 32\] with int64 labels in \[0, 3\)"),
     ("init", _edited("labels", lambda t: t + 4), "with int64 labels in"),
     ("init", _edited("labels", lambda t: torch.full_like(t, 3)), "with int64 labels in"),   # the class count itself
-    ("init", _edited("images", lambda t: t.float()), r"tensor 'images' is torch.float32, this build needs torch.uint8"),
+    ("init", _edited("images", lambda t: t.float()), r"tensor 'images' is F32, this build needs U8"),
     ("init", _edited("images", lambda t: t[..., :16]),
      r"tensor 'images' is \[6, 3, 32, 16\], this build needs \[6, 3, 32, 32\]"),
     # twice ipc a class, every tensor alike, passed whole (and a sparse file's billions of images were read first)
@@ -700,6 +700,35 @@ def test_init_images_are_relabelled_instead_of_initialised(kit, tmp_path):
     # the stored images are the given ones (resized), not crops of the real tree
     first = np.asarray(Image.open(init_dir / "apple" / "00.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
     assert np.abs(images[0].permute(1, 2, 0).numpy().astype(int) - first.astype(int)).mean() < 3
+
+
+def test_a_resumed_init_images_count_is_checked_before_its_tensors_are_read(kit, tmp_path, monkeypatch):
+    """A copied work directory's --init-images tensors had no shape to be checked against: a sparse file of
+    billions of images was read whole before any check (the session-70 builder audit)."""
+    import hello_build.workdir as workdir_module
+    from safetensors.torch import load_file, save_file
+
+    init_dir = make_tree(tmp_path / "distilled", per_class=3, size=24, seed=7)
+    options = tiny_options(kit, tmp_path, init_images=str(init_dir), transfer_epochs=1)
+    run_build(options)
+    work = options.workdir_path()
+    record = json.loads((work / "init.json").read_text())
+    tensors = load_file(str(work / "init.safetensors"))
+    reads = []
+    monkeypatch.setattr(workdir_module, "load_file", lambda path: reads.append(path) or load_file(path))
+    for count, reason in [(10 ** 9, "images 1000000000, its folder holds 9"), (0, "images 0, its folder holds 9"),
+                          ("9", "images '9', its folder holds 9")]:
+        (work / "init.json").write_text(json.dumps({**record, "result": {**record["result"], "images": count}}))
+        with pytest.raises(BuildError, match=rf"the work directory's init.json is unreadable \({reason}\)"):
+            run_build(options)
+    (work / "init.json").write_text(json.dumps(record))
+    for edited, reason in [({k: torch.cat([v, v]) for k, v in tensors.items()}, r"'images' is \[18, 3, 32, 32\], "
+                            r"this build needs \[9, 3, 32, 32\]"),
+                           ({**tensors, "labels": tensors["labels"].int()}, "'labels' is I32, this build needs I64")]:
+        save_file(edited, str(work / "init.safetensors"))
+        with pytest.raises(BuildError, match=rf"the work directory's init.safetensors is unreadable \(tensor {reason}"):
+            run_build(options)
+    assert not any(path.endswith("init.safetensors") for path in reads)   # refused from the header
 
 
 def test_init_images_with_other_classes_is_a_clear_error(kit, tmp_path):

@@ -327,18 +327,23 @@ def load(ctx: BuildContext, record: dict) -> None:
                          f"source_size {shortened(source_size)}, this build's is {expected}")
     kept = {"images": torch.uint8, "labels": torch.int64,
             **({} if ctx.options.init_images else {"sources": torch.int64})}
-    # RDED's images are ipc a class (initialise_synthetic refuses a class short of them): their shapes are
-    # checked from the header, before a sparse file's billions of images are read
-    shapes, patches = None, 0   # --init-images: as many as its folder held, and no sources
-    if not ctx.options.init_images:
+    # the shapes are checked from the header, before a sparse file's billions of images are read: RDED's images
+    # are ipc a class (initialise_synthetic refuses a class short of them); --init-images' as many as the
+    # record says, no more than its folder holds (the stage key holds the folder's digest), and no sources
+    if ctx.options.init_images:
+        count, patches = record["result"]["images"], 0
+        held = len(scan_image_folder(ctx.options.init_images, check_headers=False,
+                                     follow_external_links=ctx.options.follow_external_links))
+        if type(count) is not int or not 0 < count <= held:
+            raise unreadable(ctx.work.path / "init.json", f"images {shortened(count)}, its folder holds {held}")
+        shapes = {"images": (count, 3, size, size), "labels": (count,)}
+    else:
         count, patches = ctx.options.ipc * classes, ctx.options.factor ** 2
         shapes = {"images": (count, 3, size, size), "labels": (count,), "sources": (count, patches, len(SOURCE_FIELDS))}
     synthetic = ctx.work.load_tensors("init", shapes, dtypes=kept)
     images, labels = synthetic["images"], synthetic["labels"]
     sources = synthetic.get("sources", torch.zeros(len(images), 0, len(SOURCE_FIELDS), dtype=torch.int64))
-    # the sources' dtype and shape are load_tensors' to check; --init-images' shapes (any count) are checked here
-    fits = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size) and tuple(labels.shape) == (len(images),)
-            and (not len(labels) or 0 <= int(labels.min()) <= int(labels.max()) < classes)
+    fits = ((not len(labels) or 0 <= int(labels.min()) <= int(labels.max()) < classes)
             and (not sources.numel() or 0 <= int(sources.min()) and int(sources[..., 0].max()) < len(ctx.index)))
     if not fits:
         raise unreadable(ctx.work.path / "init.safetensors", f"not uint8 images [N, 3, {size}, {size}] with int64 labels "
