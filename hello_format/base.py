@@ -74,7 +74,7 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
 
     ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
     path of a safetensors file (source ``local``; for source ``open_clip``, its weights held locally,
-    so nothing is downloaded: offline). The fingerprint is always checked: for weights given as a
+    so nothing is downloaded: offline; refused for source ``embedded``, where it would go unused). The fingerprint is always checked: for weights given as a
     state (embedded or a checkpoint) on the weights themselves, after their keys and shapes are checked
     against the model built on the meta device (no memory) and before the real model is built. A
     custom ``base.config`` may only use the keys in ``limits``; one that names a remote text model, a
@@ -90,6 +90,9 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     tag = base_manifest.get("pretrained")
     if source not in SOURCES:
         raise BaseModelError(f"base.source is {shortened(source)}; expected one of {', '.join(SOURCES)}")
+    if source == "embedded" and checkpoint is not None:   # the file's own weights are the base: it would go unused
+        raise BaseModelError(f"this bundle embeds its base (base.* tensors): leave out the base checkpoint "
+                             f"({_CHECKPOINT_HINT}), which would not be used")
     if not allow_remote:
         check_config_keys(architecture, base_manifest.get("config"))
     _register_config(architecture, base_manifest.get("config"))

@@ -399,6 +399,16 @@ def test_a_pickle_named_as_one_is_refused_as_a_pickle_whatever_its_first_bytes(v
     assert "is a pickle/torch.save file, which hello never" in _one_line_error(excinfo)
 
 
+def test_a_checkpoint_for_an_embedded_base_is_refused_not_ignored(vit, tmp_path):
+    """A --base-checkpoint given for a bundle that embeds its base was silently unused."""
+    path = tmp_path / "base.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, path)
+    with pytest.raises(BaseModelError) as excinfo:
+        create_base(tiny_base_manifest(vit, "vit"), embedded_state=vit.state_dict(), checkpoint=str(path))
+    assert _one_line_error(excinfo).startswith("this bundle embeds its base (base.* tensors): leave out the base "
+                                               "checkpoint (checkpoint= in Python, --base-checkpoint FILE")
+
+
 def test_embedded_source_without_tensors(vit):
     with pytest.raises(BaseModelError, match="base.. tensors"):
         create_base(tiny_base_manifest(vit, "vit"))
