@@ -57,8 +57,8 @@ MAX_PROMPTS = 1_000_000                 # class_names x head.templates: the text
                                         # (ImageNet-1K with the 80-template ensemble: 80,000)
 MAX_TOKENIZER_WORK = 2**28              # those prompts' BPE work: the sum over their runs (manifest.tokenizer_work)
                                         # of the run's UTF-8 bytes squared (ImageNet-1K x 80 templates: ~10^7;
-                                        # about 45 s of open_clip's tokenizer here at the bound, 12 h for
-                                        # 10^6 prompts of one 512-letter word each)
+                                        # at open_clip's 96 ns a unit, bench/tokenizer_bound.py: about 26 s
+                                        # at the bound, 7 h for 10^6 prompts of one 512-letter word each)
 MAX_RANK = 4_096                        # lora.r, rank_pattern values, head.lora.r
 MAX_LORA_ALPHA = 1e6                    # lora_alpha, alpha_pattern values, head.lora.lora_alpha
 MAX_TARGETS = 1_000                     # entries of a target_modules list, rank_pattern, alpha_pattern
