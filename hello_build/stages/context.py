@@ -97,6 +97,7 @@ class BuildContext:
     teachers: object = None          # a TeacherSet, from the teacher stage
     images: torch.Tensor | None = None   # the synthetic images (uint8 [N, 3, S, S]) and their labels
     labels: torch.Tensor | None = None
+    sources: torch.Tensor | None = None  # each patch's source (init.SOURCE_FIELDS), for the image update
     results: dict = field(default_factory=dict)   # each stage's recorded result, by name
     timings: dict = field(default_factory=dict)   # seconds per step, for the manifest
 

@@ -103,11 +103,10 @@ def enabled(options: BuildOptions) -> bool:
 def run(ctx: BuildContext) -> tuple[dict, dict]:
     """The update of the init stage's images towards their patches' sources, with the synthetic-view
     agreement before and after."""
-    boxes, source_size = ctx.work.load_tensors("init")["sources"], ctx.results["init"]["source_size"]
-    updated, result = run_image_update(
-        ctx.images, lambda rows: source_crops(ctx.index, boxes[rows], ctx.image_size, source_size), ctx.options.factor,
-        ctx.projector.encode, ctx.options, device=ctx.device, progress=ctx.progress, group=ctx.group,
-    )
+    source_size = ctx.results["init"]["source_size"]
+    crops = lambda rows: source_crops(ctx.index, ctx.sources[rows], ctx.image_size, source_size)  # noqa: E731
+    updated, result = run_image_update(ctx.images, crops, ctx.options.factor, ctx.projector.encode, ctx.options,
+                                       device=ctx.device, progress=ctx.progress, group=ctx.group)
     if ctx.group is not None:  # each rank updated its own batches: put them together
         batch_of = torch.arange(len(updated)) // BATCH_SIZE
         owned = [batch_of % ctx.group.world_size == rank for rank in range(ctx.group.world_size)]

@@ -353,4 +353,4 @@ def load(ctx: BuildContext, record: dict) -> None:
     if not bool(((height >= 1) & (width >= 1) & (height <= size - top) & (width <= size - left)).all()):
         raise unreadable(ctx.work.path / "init.safetensors", f"not sources of {patches} patches an image with boxes "
                          f"inside the {size} px sources (top, left, height, width)")
-    ctx.images, ctx.labels = images, labels
+    ctx.images, ctx.labels, ctx.sources = images, labels, sources
