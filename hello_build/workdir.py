@@ -127,10 +127,6 @@ class WorkDir:
             raise BuildError(f"the work directory {self.path} is not shared by every rank of the job: under torchrun "
                              "on several nodes put it (--workdir) on a filesystem all nodes mount")
 
-    def result(self, stage: str, key: dict, fields: Sequence[str] = ()) -> dict | None:
-        """The recorded result of ``stage`` if it finished with these options, else None (``lookup``)."""
-        return self.lookup(stage, key, fields)[0]
-
     def lookup(self, stage: str, key: dict, fields: Sequence[str] = ()) -> tuple[dict | None, list[str]]:
         """``(record, changed)`` from one read of ``stage``'s record: the record if it finished with these
         options, else None (in a group: as rank 0 sees it), and else what differs from the key it was made

@@ -382,11 +382,11 @@ def test_a_damaged_work_directory_is_one_line_naming_the_remedy(tmp_path, damage
 
     work = WorkDir(tmp_path / "work")
     work.finish("teacher", {"a": 1}, {"checkpoints": 1}, 1.0, {"w": torch.zeros(2)})
-    assert work.result("teacher", {"a": 1})["result"] == {"checkpoints": 1}
+    assert work.lookup("teacher", {"a": 1})[0]["result"] == {"checkpoints": 1}
     damage(tmp_path / "work")
     with pytest.raises(BuildError, match=f"the work directory's teacher\\.(json|safetensors) is unreadable "
                                          f"\\(.*{reason}.*\\): rerun with --fresh"):
-        work.result("teacher", {"a": 1})
+        work.lookup("teacher", {"a": 1})[0]
         work.load_tensors("teacher")
 
 
@@ -408,7 +408,7 @@ def test_fresh_discards_only_what_the_build_wrote(tmp_path):
     WorkDir(folder).start_over([stage.name for stage in STAGES])
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
         "data", "data/cat", "data/cat/0.png", "notes.txt", "teacher", "teacher/my_teacher.safetensors"]
-    assert WorkDir(folder).result("teacher", {"a": 1}) is None
+    assert WorkDir(folder).lookup("teacher", {"a": 1})[0] is None
     with pytest.raises(BuildError, match=r"the work directory's teacher/ holds files this build did not write"):
         WorkDir(folder).stage_dir("teacher", {"a": 1})   # its partial state would go in there, and --fresh take both
 
@@ -423,7 +423,7 @@ def test_a_stage_folder_is_emptied_when_the_stages_key_changes(tmp_path):
     work.finish("transfer", {"b": 2}, {"epochs": 1}, 1.0, {"w": torch.zeros(2)})
     folder = work.stage_dir("transfer", {"b": 2})
     assert sorted(p.name for p in folder.iterdir()) == ["epoch_1.safetensors", "key.json"]
-    assert work.result("transfer", {"b": 2}) is not None
+    assert work.lookup("transfer", {"b": 2})[0] is not None
     folder = work.stage_dir("transfer", {"b": 3})
     assert sorted(p.name for p in folder.iterdir()) == ["key.json"]
     assert json.loads((folder / "key.json").read_text()) == {"b": 3}

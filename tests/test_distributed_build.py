@@ -192,10 +192,10 @@ from hello_build.workdir import WorkDir
 
 group = distributed.join()
 work = WorkDir(Path(sys.argv[1]), group=group)
-assert work.result("stage", {"a": 1}) is None
+assert work.lookup("stage", {"a": 1})[0] is None
 record = work.finish("stage", {"a": 1}, {"rank": group.rank}, seconds=float(group.rank))
 assert record["result"] == {"rank": 0} and record["seconds"] == 0.0, record  # everyone holds rank 0's record
-assert work.result("stage", {"a": 1})["result"] == {"rank": 0} and work.result("stage", {"a": 2}) is None
+assert work.lookup("stage", {"a": 1})[0]["result"] == {"rank": 0} and work.lookup("stage", {"a": 2})[0] is None
 parts = work.gather("part", {"x": torch.full((group.rank + 1,), float(group.rank))})
 assert [p["x"].tolist() for p in parts] == [[0.0], [1.0, 1.0]], parts
 assert group.rank or not list(work.path.glob("*.part*"))  # rank 0 removes the parts once all have read them

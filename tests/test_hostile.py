@@ -1868,7 +1868,7 @@ def test_a_named_pipe_in_a_work_directory_is_refused_not_waited_on(tmp_path):
     (tmp_path / "work" / "teacher.json").unlink()
     os.mkfifo(tmp_path / "work" / "teacher.json")
     with pytest.raises(BuildError, match=r"teacher\.json is unreadable \(is not a regular file \(a named pipe"):
-        work.result("teacher", {"a": 1})
+        work.lookup("teacher", {"a": 1})[0]
     with pytest.raises(ValueError, match="is not a regular file"):
         read_bounded_text("/dev/zero", 10)   # a device, not a file of text
 
