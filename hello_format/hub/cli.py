@@ -23,7 +23,7 @@ def _echo(text: str) -> None:
 @click.option(
     "--repo-type",
     type=click.Choice(["dataset", "model"]),
-    default="dataset",
+    default=publish.DEFAULT_REPO_TYPE,
     show_default=True,
     help="Kind of hub repository to push to.",
 )

@@ -26,6 +26,7 @@ from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download,
 from hello_format.text import listed, shortened, terminal
 
 _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
+DEFAULT_REPO_TYPE = "dataset"   # where push publishes unless told (hello push --repo-type)
 
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True,
@@ -197,9 +198,9 @@ def write_upload_folder(
     out_dir: str | Path,
     *,
     repo_id: str,
-    repo_type: str = "dataset",
+    repo_type: str = DEFAULT_REPO_TYPE,
     revision: str | None = None,
-    license: str = "other",
+    license: str = card.DEFAULT_LICENSE,
     eval_results: object = None,
 ) -> UploadFolder:
     """Write exactly what ``push`` would upload into the new or empty folder ``out_dir``; returns its files."""
@@ -270,7 +271,7 @@ def upload(
     folder: str | Path,
     repo_id: str,
     *,
-    repo_type: str = "dataset",
+    repo_type: str = DEFAULT_REPO_TYPE,
     revision: str | None = None,
     private: bool = False,
     token: str | None = None,
@@ -348,11 +349,11 @@ def push(
     bundle_path: str | Path,
     repo_id: str,
     *,
-    repo_type: str = "dataset",
+    repo_type: str = DEFAULT_REPO_TYPE,
     revision: str | None = None,
     private: bool = False,
     token: str | None = None,
-    license: str = "other",
+    license: str = card.DEFAULT_LICENSE,
     eval_results: object = None,
     replace_card: bool = False,
 ) -> PushResult:
