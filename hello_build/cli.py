@@ -68,6 +68,14 @@ def _check_demo_options(data, values: dict) -> None:
                                f"not {given}")
 
 
+def _recipe_range(name: str) -> click.ParamType:
+    """hello eval --NAME's range: the bounds a bundle's recipe.NAME is held to (``limits.RECIPE_*``), an lr
+    above 0 as the spec's recipe.lr is (the table's 0 is the reader's cheap check before the schema's)."""
+    if name in limits.RECIPE_INTEGERS:
+        return click.IntRange(*limits.RECIPE_INTEGERS[name])
+    return click.FloatRange(*limits.RECIPE_NUMBERS[name], min_open=name == "lr")
+
+
 dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
                                    help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 
@@ -130,13 +138,14 @@ def main(data, output, demo, quiet, dist_backend, **values):
                    + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
 @click.option("--student", "arch", default=None,
               help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
-@click.option("--epochs", type=click.IntRange(1, limits.MAX_EPOCHS), default=None, help="Student epochs [default: the bundle's recipe].")
+@click.option("--epochs", type=_recipe_range("epochs"), default=None,
+              help="Student epochs [default: the bundle's recipe].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: the bundle's recipe]")
-@click.option("--lr", type=click.FloatRange(0, limits.MAX_LR, min_open=True), default=None, help="[default: the bundle's recipe]")
-@click.option("--batch-size", type=click.IntRange(1, limits.MAX_BATCH_SIZE), default=None, help="[default: the bundle's recipe]")
+@click.option("--lr", type=_recipe_range("lr"), default=None, help="[default: the bundle's recipe]")
+@click.option("--batch-size", type=_recipe_range("batch_size"), default=None, help="[default: the bundle's recipe]")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: the bundle's recipe]")
-@click.option("--temperature", type=click.FloatRange(*limits.TEMPERATURE_RANGE), default=None, help="[default: the bundle's recipe]")
-@click.option("--beta", type=click.FloatRange(0, limits.MAX_BETA), default=None,
+@click.option("--temperature", type=_recipe_range("temperature"), default=None, help="[default: the bundle's recipe]")
+@click.option("--beta", type=_recipe_range("beta"), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")

@@ -359,3 +359,15 @@ def test_demo_takes_seed_and_precision_and_splits_the_digits_by_that_seed(tmp_pa
     assert len(written) == len(labels)
     first = elsewhere / "train" / DIGIT_NAMES[labels[0]] / "00000.png"
     assert torch.equal(torch.from_numpy(np.array(Image.open(first))).permute(2, 0, 1), images[0])
+
+
+def test_hello_eval_takes_the_recipe_bounds_a_bundle_is_held_to():
+    """hello eval's recipe overrides are held to limits.RECIPE_* (their one home), an lr above 0 as spec 4 says."""
+    from hello_build.cli import eval_command
+    from hello_format import limits
+
+    ranges = {p.name: p.type for p in eval_command.params}
+    for name, (low, high) in {**limits.RECIPE_INTEGERS, **limits.RECIPE_NUMBERS}.items():
+        if name in ranges:
+            assert (ranges[name].min, ranges[name].max, ranges[name].min_open) == (low, high, name == "lr"), name
+    assert {"epochs", "batch_size", "lr", "temperature", "beta"} <= set(ranges)
