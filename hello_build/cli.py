@@ -69,11 +69,10 @@ def _check_demo_options(data, values: dict) -> None:
 
 
 def _recipe_range(name: str) -> click.ParamType:
-    """hello eval --NAME's range: the bounds a bundle's recipe.NAME is held to (``limits.RECIPE_*``), an lr
-    above 0 as the spec's recipe.lr is (the table's 0 is the reader's cheap check before the schema's)."""
+    """hello eval --NAME's range: the bounds a bundle's recipe.NAME is held to (``limits.RECIPE_*``)."""
     if name in limits.RECIPE_INTEGERS:
         return click.IntRange(*limits.RECIPE_INTEGERS[name])
-    return click.FloatRange(*limits.RECIPE_NUMBERS[name], min_open=name == "lr")
+    return click.FloatRange(*limits.RECIPE_NUMBERS[name], min_open=name in limits.RECIPE_ABOVE_LOW)
 
 
 dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,

@@ -32,8 +32,8 @@ from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
 from hello_format.container import is_json_int, is_json_number
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig
 from hello_format.labelling import PRECISIONS
-from hello_format.limits import (MAX_BATCH_SIZE, MAX_BETA, MAX_EPOCHS, MAX_GROUP_SIZE, MAX_LORA_ALPHA, MAX_LR, MAX_RANK,
-                                 MAX_WEIGHT_DECAY, TEMPERATURE_RANGE)
+from hello_format.limits import (MAX_EPOCHS, MAX_GROUP_SIZE, MAX_LORA_ALPHA, MAX_RANK, RECIPE_ABOVE_LOW,
+                                 RECIPE_INTEGERS, RECIPE_NUMBERS, TEMPERATURE_RANGE)
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.runtime import MAX_SEED
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
@@ -46,6 +46,12 @@ HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classe
 def default_head_rank(classes: int) -> int:
     """The head LoRA's rank when --head-rank is not given."""
     return min(HEAD_RANK_CAP, classes)
+
+
+def recipe_bounds(name: str) -> dict:
+    """``option``'s bounds for the recorded recipe.NAME: those a bundle's recipe is held to (``limits.RECIPE_*``)."""
+    low, high = {**RECIPE_INTEGERS, **RECIPE_NUMBERS}[name]
+    return {"above" if name in RECIPE_ABOVE_LOW else "at_least": low, "at_most": high}
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
@@ -136,15 +142,26 @@ class BuildOptions:
     view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True, at_least=1)
     view_transfer_selection_views: int = option(4096, "At most this many selection views (the passes are cut there: ImageNet scale).", stage="view_transfer", open=True, at_least=1)
     # the student recipe recorded in the bundle
-    epochs: int = option(Recipe.epochs, "Student epochs the labels are made for (recorded; sets the stored-label comparison).", stage="write", open=True, at_least=1, at_most=MAX_EPOCHS)
+    epochs: int = option(Recipe.epochs,
+                         "Student epochs the labels are made for (recorded; sets the stored-label comparison).",
+                         stage="write", open=True, **recipe_bounds("epochs"))
     loss: str = option(Recipe.loss, "Student loss: MSE to projector logits + beta * CE (paper), or KL with temperature (SRe2L/RDED).", stage="write", open=True, choices=LOSSES)
-    beta: float = option(Recipe.beta, "Weight of the hard-label CE in the student's mse_ce loss.", stage="write", open=True, at_least=0, at_most=MAX_BETA)
+    beta: float = option(Recipe.beta,
+                         "Weight of the hard-label CE in the student's mse_ce loss.",
+                         stage="write", open=True, **recipe_bounds("beta"))
     temperature: float = option(Recipe.temperature, "Temperature of the student's kl loss (SRe2L/RDED: 20).", stage="write", open=True,
-                                     at_least=TEMPERATURE_RANGE[0], at_most=TEMPERATURE_RANGE[1])
-    student_lr: float = option(Recipe.lr, "Student AdamW learning rate (cosine).", stage="write", open=True, above=0, at_most=MAX_LR)
+                                     **recipe_bounds("temperature"))
+    student_lr: float = option(Recipe.lr,
+                               "Student AdamW learning rate (cosine).",
+                               stage="write", open=True, **recipe_bounds("lr"))
     student_optimizer: str = option(Recipe.optimizer, f"Student optimizer (hello eval trains with these; SGD with momentum {SGD_MOMENTUM:g}).", stage="write", open=True, choices=OPTIMIZERS)
-    student_weight_decay: float = option(Recipe.weight_decay, "Student weight decay.", stage="write", open=True, at_least=0, at_most=MAX_WEIGHT_DECAY)
-    student_batch_size: int = option(Recipe.batch_size, "Student batch size (also of the view transfer's selection views, CutMixed within a student batch).", stage="view_transfer", open=True, at_least=1, at_most=MAX_BATCH_SIZE)
+    student_weight_decay: float = option(Recipe.weight_decay,
+                                         "Student weight decay.",
+                                         stage="write", open=True, **recipe_bounds("weight_decay"))
+    student_batch_size: int = option(Recipe.batch_size,
+                                     "Student batch size (also of the view transfer's selection views, CutMixed "
+                                     "within a student batch).",
+                                     stage="view_transfer", open=True, **recipe_bounds("batch_size"))
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)

@@ -81,6 +81,7 @@ MAX_BATCH_SIZE = 1_000_000              # recipe.batch_size
 RECIPE_INTEGERS = {"epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_BATCH_SIZE)}
 RECIPE_NUMBERS = {"temperature": TEMPERATURE_RANGE, "lr": (0, MAX_LR), "weight_decay": (0, MAX_WEIGHT_DECAY),
                   "beta": (0, MAX_BETA)}
+RECIPE_ABOVE_LOW = frozenset({"lr"})   # of those, above the low bound (spec 4: recipe.lr > 0, the schema's to check)
 
 # base configs: the only keys a bundle's base.config may use; anything else (text_cfg.hf_model_name,
 # vision_cfg.timm_model_name, a tokenizer name, ...) makes open_clip fetch or build what the file

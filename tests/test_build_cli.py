@@ -369,5 +369,6 @@ def test_hello_eval_takes_the_recipe_bounds_a_bundle_is_held_to():
     ranges = {p.name: p.type for p in eval_command.params}
     for name, (low, high) in {**limits.RECIPE_INTEGERS, **limits.RECIPE_NUMBERS}.items():
         if name in ranges:
-            assert (ranges[name].min, ranges[name].max, ranges[name].min_open) == (low, high, name == "lr"), name
+            open_low = name in limits.RECIPE_ABOVE_LOW
+            assert (ranges[name].min, ranges[name].max, ranges[name].min_open) == (low, high, open_low), name
     assert {"epochs", "batch_size", "lr", "temperature", "beta"} <= set(ranges)
