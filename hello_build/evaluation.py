@@ -98,10 +98,11 @@ def check_recipe(recipe: StudentRecipe) -> None:
         raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
     integers = {**limits.RECIPE_INTEGERS, "seed": (0, MAX_SEED)}
     for name, (low, high) in {**integers, **limits.RECIPE_NUMBERS}.items():
-        value, integer = getattr(recipe, name), name in integers
-        if not ((is_json_int(value) if integer else is_json_number(value)) and low <= value <= high):
-            raise BuildError(f"recipe.{name} must be {'an integer' if integer else 'a number'} in [{low:g}, {high:g}] "
-                             f"(got {shortened(value)})")
+        value, integer, open_low = getattr(recipe, name), name in integers, name in limits.RECIPE_ABOVE_LOW
+        if not ((is_json_int(value) if integer else is_json_number(value))
+                and (low < value if open_low else low <= value) and value <= high):
+            raise BuildError(f"recipe.{name} must be {'an integer' if integer else 'a number'} in "
+                             f"{'(' if open_low else '['}{low:g}, {high:g}] (got {shortened(value)})")
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
