@@ -423,8 +423,9 @@ def _integer(name, value, *, minimum, maximum):
 def _number(name, value, *, low, high, open_low):
     bad = isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value)
     if bad or value > high or value < low or (open_low and value == low):
-        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else f"> {low:g}"
-        raise AugmentError(f"augment.{name} must be a number in {bounds}, got {shortened(value)}")
+        bounds = (f"a number in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high)
+                  else f"a finite number {'>' if open_low else '>='} {low:g}")   # not "in > 0" (said of inf too)
+        raise AugmentError(f"augment.{name} must be {bounds}, got {shortened(value)}")
     return float(value)
 
 
