@@ -32,7 +32,8 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.labelling import LabelOptions, ahead
 from hello_format.projector import Projector
 from hello_format.recipe import Recipe
-from hello_format.runtime import MAX_SEED, ORDER_SALT, batch_seed, batch_share, epoch_seed, resolve_device, view_seed
+from hello_format.runtime import (MAX_SEED, ORDER_SALT, batch_seed, batch_share, epoch_seed, host_default,
+                                   resolve_device, view_seed)
 from hello_format.text import shortened
 
 
@@ -53,6 +54,7 @@ class LabelledImages(Dataset):
     with its projector; evaluation baselines reuse it with other labellers.
     """
 
+    @host_default
     def __init__(
         self,
         images: torch.Tensor | LazyImages,
@@ -110,6 +112,7 @@ class LabelledImages(Dataset):
     def __len__(self) -> int:
         return len(self._labels)
 
+    @host_default
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         """One stored image (uint8 [C,H,W], on the CPU) and its hard label, for inspection."""
         position = _integer(index)
@@ -120,6 +123,7 @@ class LabelledImages(Dataset):
             raise IndexError(f"index {position} is out of range for {len(self)} images")
         return self._images[position].cpu(), int(self._labels[position])
 
+    @host_default
     def __getitems__(self, indices: Sequence[int]) -> list[LabelledBatch]:
         """A batch augmented and labelled together, split into rows for the DataLoader to collate.
 
@@ -160,10 +164,12 @@ class LabelledImages(Dataset):
         indices = indices.to(self.device)
         return self.label(indices, self.view(indices, generator))
 
+    @host_default
     def view(self, indices: torch.Tensor, generator: torch.Generator):
         """The augmented view (an ``AugmentedBatch``) of the images at ``indices`` (on the device)."""
         return augment_batch(self._images[indices], self.augment, generator)
 
+    @host_default
     def label(self, indices: torch.Tensor, view, rows: slice = slice(None)) -> LabelledBatch:
         """The student's batch for an augmented ``view`` of the images at ``indices``: its ``rows`` only
         (only those are labelled)."""
@@ -244,6 +250,7 @@ class HelloDataset(LabelledImages):
     leaves the open one readable).
     """
 
+    @host_default
     def __init__(
         self,
         path: str | os.PathLike,
@@ -314,6 +321,7 @@ class BatchLoader:
             raise HelloError(f"no batch: {len(dataset):,} images{world} in batches of {batch_size}"
                              + (f" with drop_last: pass {fix}" if drop_last else ""))
 
+    @host_default
     def shard(self, epoch: int) -> torch.Tensor:
         """The indices this rank reads in ``epoch``. Ranks stay in step, with as many batches each (DDP
         needs that): with ``drop_last`` the set is cut to a multiple of world_size, else its order is

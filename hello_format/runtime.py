@@ -3,6 +3,7 @@ a rank's rows."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import operator
@@ -60,6 +61,19 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device())
     return resolved
 
+
+
+def host_default(function):
+    """``function`` run with tensors made without a device made on the CPU, as hello's code assumes: a
+    caller's ``torch.set_default_device("cuda")`` (or ``with torch.device(...)``) is for its own model, and
+    would put the CPU draws (from CPU generators) and index arithmetic elsewhere. Free when none is set."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if torch.get_default_device().type == "cpu":   # a device mode costs every torch call a Python one
+            return function(*args, **kwargs)
+        with torch.device("cpu"):
+            return function(*args, **kwargs)
+    return wrapper
 
 # xor-ed into a seed whose augmentation stream is the seed itself: the order of an epoch's images and a
 # transfer's choice of weak teacher are then streams of their own

@@ -216,6 +216,30 @@ def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, 
     assert_batches_equal(batches, expected)
 
 
+
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_a_callers_default_device_leaves_the_batches_as_they_are_and_stays_the_callers(bundles, family):
+    """Under the caller's default device (``torch.set_default_device("cuda")``, common for models; "meta" here,
+    where every tensor made without a device fails) HelloDataset(...) and the first batch failed: the shuffle
+    and the augmentation drew from CPU generators into tensors made on the default device."""
+    reference = HelloDataset(bundles[family], device="cpu", seed=2)
+    expected = list(reference.loader(4, epochs=2))
+    reference.set_epoch(1)
+    expected_rows = reference.__getitems__([5, 0, 2])
+    with torch.device("meta"):
+        ds = HelloDataset(bundles[family], device="cpu", seed=2)
+        batches = []
+        for batch in ds.loader(4, epochs=2):
+            assert torch.empty(1).is_meta   # the caller's default holds in its loop body
+            batches.append(batch)
+        ds.set_epoch(1)
+        rows = ds.__getitems__([5, 0, 2])   # a DataLoader's fetch (its own base seed cannot be drawn on meta)
+        stored = ds[3]
+    for got, want in zip(batches + rows, expected + expected_rows, strict=True):
+        assert torch.equal(got.images, want.images) and torch.equal(got.hard_labels, want.hard_labels)
+        torch.testing.assert_close(got.soft_labels, want.soft_labels)   # a device mode may take another kernel
+    assert torch.equal(stored[0], reference[3][0]) and stored[1] == reference[3][1]
+
 def test_without_soft_labels_no_projector_is_built_and_the_views_are_the_same(path, tmp_path):
     """The hard-label baseline (train_student --hard-labels) built and ran the projector, and needed its base."""
     labelled = HelloDataset(path, device="cpu", seed=4)
