@@ -62,7 +62,6 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
     return resolved
 
 
-
 def host_default(function):
     """``function`` run with tensors made without a device made on the CPU, as hello's code assumes: a
     caller's ``torch.set_default_device("cuda")`` (or ``with torch.device(...)``) is for its own model, and

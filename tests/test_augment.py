@@ -347,12 +347,12 @@ def test_mix_alphas_stop_where_beta_still_draws_a_half(field):
         AugmentConfig(**{field: 1e308})
 
 
-
 @pytest.mark.parametrize("ratio, got", [((0, 1), "0"), ((1.0, math.inf), "inf"), ((-1.0, 1.0), "-1.0")])
 def test_a_ratio_out_of_range_is_said_to_need_a_finite_number_above_0(ratio, got):
     """The unbounded range read "must be a number in > 0, got inf", which inf is."""
     with pytest.raises(AugmentError, match=rf"^augment\.ratio must be a finite number > 0, got {got}$"):
         AugmentConfig(ratio=ratio)
+
 
 def test_bad_inputs_are_refused_clearly():
     with pytest.raises(AugmentError, match="uint8"):

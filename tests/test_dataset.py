@@ -216,7 +216,6 @@ def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, 
     assert_batches_equal(batches, expected)
 
 
-
 @pytest.mark.parametrize("family", ["vit", "rn"])
 def test_a_callers_default_device_leaves_the_batches_as_they_are_and_stays_the_callers(bundles, family):
     """Under the caller's default device (``torch.set_default_device("cuda")``, common for models; "meta" here,
@@ -239,6 +238,7 @@ def test_a_callers_default_device_leaves_the_batches_as_they_are_and_stays_the_c
         assert torch.equal(got.images, want.images) and torch.equal(got.hard_labels, want.hard_labels)
         torch.testing.assert_close(got.soft_labels, want.soft_labels)   # a device mode may take another kernel
     assert torch.equal(stored[0], reference[3][0]) and stored[1] == reference[3][1]
+
 
 def test_without_soft_labels_no_projector_is_built_and_the_views_are_the_same(path, tmp_path):
     """The hard-label baseline (train_student --hard-labels) built and ran the projector, and needed its base."""
