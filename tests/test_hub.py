@@ -335,6 +335,13 @@ def test_push_without_token_fails_before_any_network(tmp_path, no_token):
     assert isinstance(result.exception, HubError) and "needs a Hugging Face token" in str(result.exception)
 
 
+def test_push_without_token_names_a_bad_repo_id_first(tmp_path, no_token):
+    """A typo in the repo id is said before the user is sent to log in (then told of the typo)."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    result = CliRunner().invoke(push_command, [str(source), "tiny"])
+    assert isinstance(result.exception, HubError) and "must be 'ORG/NAME'" in str(result.exception)
+
+
 def test_push_with_token_offline_reports_offline_mode(tmp_path):
     source = make_bundle(tmp_path / "tiny.hello")
     with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 forbids network access"):

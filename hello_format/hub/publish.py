@@ -357,8 +357,10 @@ def push(
     eval_results: object = None,
     replace_card: bool = False,
 ) -> PushResult:
-    """Publish a bundle with its card and preview; the token is checked before anything touches the network.
-    A README.md in the repo that is not this bundle's card is replaced only with ``replace_card``."""
+    """Publish a bundle with its card and preview; the repo id, then the token are checked before anything
+    touches the network. A README.md in the repo that is not this bundle's card is replaced only with
+    ``replace_card``."""
+    check_repo(repo_id, repo_type)   # a typo is said before the user is sent to log in
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="hello-push-") as tmp:
         folder = write_upload_folder(
