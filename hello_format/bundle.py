@@ -20,7 +20,7 @@ from hello_format.container import (DTYPES, Header, dtype_name, encode_header, r
 from hello_format.digests import buffer_sha256
 from hello_format.errors import BundleError, IntegrityError, ManifestError
 from hello_format.file_blobs import FileBlobs, OpenFile
-from hello_format.files import atomic_target, names_a_folder
+from hello_format.files import atomic_target, missing_folder, names_a_folder
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.manifest import (canonical_json, manifest_sha256, validate_manifest,
                                    with_version)
@@ -140,8 +140,9 @@ def _output_path(path) -> pathlib.Path:
 def _atomic_write(path: pathlib.Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
     """Write to a hidden temp file beside ``path`` and rename it over ``path`` (files.atomic_target):
     never a partial file, and no temp file left behind by an error, SIGINT or SIGTERM."""
-    if not path.parent.is_dir():
-        raise BundleError(f"{path}: directory {path.parent} does not exist")
+    missing = missing_folder(path)
+    if missing:
+        raise BundleError(f"{path}: {missing}")
     try:
         with atomic_target(path) as temp, open(temp, "wb") as file:
             write_container(file, metadata, tensors)

@@ -29,7 +29,7 @@ from hello_format.bundle import Bundle
 from hello_format import calibration
 from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
-from hello_format.files import atomic_target, replace_refusal
+from hello_format.files import atomic_target, missing_folder, replace_refusal
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
@@ -348,9 +348,9 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
         image_format = _image_format(output)
     except ValueError as exc:
         raise CommandError(f"cannot write {output}: {exc}") from None
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise CommandError(f"cannot write {output}: the folder {folder} does not exist")
+    missing = missing_folder(output)
+    if missing:
+        raise CommandError(f"cannot write {output}: {missing}")
     refusal = replace_refusal(output, overwrite)
     if refusal:
         raise CommandError(refusal)
@@ -426,6 +426,9 @@ def export_adapter(bundle_path: str, output: str, overwrite: bool, base_checkpoi
     adapter_model.safetensors) with the head beside it (hello_head.safetensors)."""
     from hello_format.adapter import export_adapter as export
 
+    missing = missing_folder(output)   # before the bundle is read and verified (export checks it too)
+    if missing:
+        raise CommandError(f"{output}: {missing}")
     with open_bundle(bundle_path, verify=True) as bundle:
         files = export(bundle, output, overwrite=overwrite, checkpoint=base_checkpoint,
                        allow_remote_base=allow_remote_base)

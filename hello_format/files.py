@@ -134,6 +134,18 @@ def nearest_existing(path: str | os.PathLike) -> Path:
     return next(folder for folder in (path, *path.parents) if os.path.lexists(folder))
 
 
+def missing_folder(path: str | os.PathLike) -> str | None:
+    """Why nothing can be made at ``path``: the folder it goes in does not exist, or a file stands where
+    that folder or one above it should be. None: the folder is there."""
+    folder = Path(os.fspath(path)).parent
+    if folder.is_dir():
+        return None
+    blocker = next((above for above in (folder, *folder.parents) if os.path.lexists(above)), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is a file, not a directory"
+    return f"directory {folder} does not exist"
+
+
 def replace_refusal(path: str | os.PathLike, overwrite: bool, what: str = "") -> str | None:
     """Why a command does not write its output at ``path``: something is there and ``overwrite`` (the
     command's ``--overwrite``) was not given; ``what`` says what it is. None: it may write there."""

@@ -24,7 +24,7 @@ from hello_format.bundle import Bundle, write_stored
 from hello_format.calibration import CalibrationConfig, calibrate, check_cost
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError, HelloError
-from hello_format.files import atomic_target, cannot_write_in, names_a_folder, replace_refusal
+from hello_format.files import atomic_target, cannot_write_in, missing_folder, names_a_folder, replace_refusal
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.hub.resolver import open_bundle
 from hello_format.manifest import FORMAT_VERSION, parse_version
@@ -101,8 +101,9 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
 
 def _check_writable(target: pathlib.Path) -> None:
     """BundleError unless a file can be made in ``target``'s folder (the temp file the write will make)."""
-    if not target.parent.is_dir():
-        raise BundleError(f"{target}: directory {target.parent} does not exist")
+    missing = missing_folder(target)
+    if missing:
+        raise BundleError(f"{target}: {missing}")
     reason = cannot_write_in(target.parent)
     if reason:
         raise BundleError(f"{target}: cannot write there ({reason})")

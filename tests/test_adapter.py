@@ -159,3 +159,15 @@ def test_a_failed_folder_write_leaves_nothing(tmp_path):
         (temp / "half.bin").write_bytes(b"x")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_adapter_names_a_file_in_the_way_before_building_the_projector(family_bundles, tmp_path):
+    """Called from Python as from the command: "write failed: Not a directory" came after the projector."""
+    from hello_format.adapter import export_adapter
+    from hello_format.errors import BundleError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with Bundle.open(family_bundles["vit"]) as bundle, pytest.raises(BundleError) as info:
+        export_adapter(bundle, tmp_path / "notes.txt" / "adapter")
+    blocker = tmp_path / "notes.txt"
+    assert str(info.value) == f"{blocker / 'adapter'}: {blocker} is a file, not a directory"

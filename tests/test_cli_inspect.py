@@ -288,7 +288,7 @@ def test_a_preview_into_a_missing_folder_is_refused_before_the_bundle_is_read(tm
     out = tmp_path / "no-such-folder" / "grid.png"
     result = run("preview", tmp_path / "not-read.hello", "-o", out)
     assert result.exit_code == 2 and result.stderr.strip() == (
-        f"error: cannot write {out}: the folder {out.parent} does not exist"), result.output
+        f"error: cannot write {out}: directory {out.parent} does not exist"), result.output
 
 
 def test_a_preview_replaces_an_existing_image_only_with_overwrite(tmp_path):
@@ -367,6 +367,27 @@ def test_a_remote_base_config_is_refused_unless_allowed_in_every_command(base_ki
     allowed = run(*_base_command(command, base_kit["remote"], tmp_path / "allowed")[0], "--allow-remote-base")
     assert "open_clip cannot build architecture 'remote-text-tiny-vit'" in allowed.stderr
     assert refusal not in allowed.stderr
+
+
+@pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_file_where_the_output_folder_should_be_is_named_in_every_command(tmp_path, command, depth):
+    """preview and requantize said such a folder "does not exist", and export-adapter built the projector,
+    then said "write failed: Not a directory"; one line, in the same words, before the bundle is read."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    args, out = _base_command(command, tmp_path / "not-read.hello", blocker / "sub" / "out" if depth == 2
+                              else blocker / "out")
+    result = run(*args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.endswith(f"{blocker} is a file, not a directory\n"), result.output
+    assert blocker.read_text() == "mine"
+
+
+def test_export_adapter_into_a_missing_folder_is_refused_before_the_bundle_is_read(tmp_path):
+    out = tmp_path / "no-such-folder" / "adapter"
+    result = run("export-adapter", tmp_path / "not-read.hello", "-o", out)
+    assert result.exit_code == 2 and result.stderr == f"error: {out}: directory {out.parent} does not exist\n"
 
 
 def test_console_script_error_through_a_real_process():
