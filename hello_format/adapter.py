@@ -16,7 +16,7 @@ from hello_format.bundle import Bundle
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.container import write_container
 from hello_format.errors import BundleError
-from hello_format.files import atomic_folder, missing_folder
+from hello_format.files import atomic_folder, missing_folder, unnamed_folder
 from hello_format.manifest import canonical_json
 from hello_format.projector import Projector
 from hello_format.quantize import is_quantised
@@ -34,9 +34,9 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = Fals
         raise BundleError(f"{bundle.path}: the bundle has no encoder LoRA (lora: null): there is no peft "
                           "adapter to export")
     folder = Path(folder)
-    missing = missing_folder(folder)   # before the projector is built
-    if missing:
-        raise BundleError(f"{folder}: {missing}")
+    refusal = unnamed_folder(folder) or missing_folder(folder)   # before the projector is built
+    if refusal:
+        raise BundleError(f"{folder}: {refusal}")
     inputs = {"the bundle being exported": bundle.path, "the base checkpoint": checkpoint}
     for what, path in inputs.items():
         if overwrite and path is not None and folder.is_dir() and Path(path).resolve().is_relative_to(folder.resolve()):

@@ -134,6 +134,16 @@ def nearest_existing(path: str | os.PathLike) -> Path:
     return next(folder for folder in (path, *path.parents) if os.path.lexists(folder))
 
 
+def unnamed_folder(path: str | os.PathLike) -> str | None:
+    """Why a folder cannot be written at ``path``: it names the current folder, one above it or a root
+    (``.``, ``..``, ``/``, an empty path), which a folder cannot be renamed onto. None: it has a name."""
+    text = os.fspath(path)
+    if Path(text).name not in ("", ".."):
+        return None
+    return (f"names the current folder, one above it or a root, which cannot be replaced: name a new or "
+            f"empty folder (e.g. {os.path.join(text or '.', 'NAME')})")
+
+
 def missing_folder(path: str | os.PathLike) -> str | None:
     """Why nothing can be made at ``path``: the folder it goes in does not exist, or a file stands where
     that folder or one above it should be. None: the folder is there."""
@@ -252,6 +262,9 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
             shutil.rmtree(temp, ignore_errors=True)
             if old is not None and os.path.isdir(old) and not path.exists():
                 os.replace(old, path)   # the replaced folder back where it was
+            elif old is not None:
+                with contextlib.suppress(OSError):   # empty unless the folder was renamed onto it
+                    os.rmdir(old)
             raise
 
 

@@ -171,3 +171,27 @@ def test_export_adapter_names_a_file_in_the_way_before_building_the_projector(fa
         export_adapter(bundle, tmp_path / "notes.txt" / "adapter")
     blocker = tmp_path / "notes.txt"
     assert str(info.value) == f"{blocker / 'adapter'}: {blocker} is a file, not a directory"
+
+
+@pytest.mark.parametrize("output", ["", ".", ".."])
+def test_export_adapter_refuses_the_current_folder_in_one_line_and_leaves_nothing(family_bundles, tmp_path,
+                                                                                  monkeypatch, output):
+    """-o . --overwrite said "write failed: Device or resource busy" and left an empty hidden ``..*.old``
+    folder in the current one at each try."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "keep.txt").write_text("mine")
+    monkeypatch.chdir(cwd)
+    result = _export(family_bundles["vit"], "-o", output, "--overwrite")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "names the current folder, one above it or a root" in result.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["keep.txt"] and [p.name for p in tmp_path.iterdir()] == ["work"]
+
+
+def test_a_folder_that_cannot_be_renamed_aside_leaves_no_empty_folder_beside_it(tmp_path, monkeypatch):
+    """The empty folder made to rename the old one onto was left when that rename failed."""
+    (tmp_path / "keep.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError), atomic_folder(pathlib.Path("."), replace=True) as temp:
+        (temp / "adapter_config.json").write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

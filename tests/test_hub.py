@@ -404,6 +404,16 @@ def test_dry_run_refuses_a_non_empty_folder(tmp_path):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_dry_run_into_the_current_folder_is_refused_in_one_line(tmp_path, monkeypatch):
+    """--dry-run . in an empty folder said "cannot write there: Device or resource busy"."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(HubError, match=r"^\.: names the current folder, one above it or a root"):
+        hub.write_upload_folder(source, ".", repo_id="org/tiny")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
     source = make_bundle(tmp_path / "tiny.hello")
     results = tmp_path / "results.json"

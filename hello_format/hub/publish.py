@@ -19,7 +19,7 @@ from huggingface_hub.utils import validate_repo_id
 from hello_format import limits
 from hello_format.errors import HelloError, HubError, HubFileNotFoundError
 from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, nearest_existing, read_bounded_text,
-                                replace_refusal)
+                                replace_refusal, unnamed_folder)
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -206,6 +206,9 @@ def write_upload_folder(
     """Write exactly what ``push`` would upload into the new or empty folder ``out_dir``; returns its files."""
     check_repo(repo_id, repo_type)
     root = Path(out_dir)
+    unnamed = unnamed_folder(root)
+    if unnamed:
+        raise HubError(f"{root}: {unnamed}")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise HubError(f"{root}: the upload folder must be new or empty; choose another directory")
     with open_bundle(bundle_path) as bundle:   # a missing or malformed file is named as the user gave it
