@@ -147,6 +147,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group, progress=progress, log=log,
                                memo=kept.memo(HEAD_RECORD, "the text head: same base, class names and templates"))
+    if projector.set_channels_last(options.channels_last):
+        log("projector: the conv base's image tower runs channels_last (--no-channels-last: contiguous)")
     # the text head's time (80,000 prompts for ImageNet) is "class_embeddings"'
     timings["projector"] = time.perf_counter() - started - kept.spent.get(HEAD_RECORD, 0.0)
     if options.fresh:   # once the input is checked: a --fresh rerun refused for its input keeps what was there

@@ -55,8 +55,9 @@ class LabelOptions:
         native bf16 (AVX-512-bf16) bf16 is 1.5-2x faster with the same top-1 labels (bench/loader.py),
         but opt-in: CPU runs are where figures are reproduced, and bf16 there would make a command's
         labels depend on the CPU's instruction set.
-    channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only (on the CPU it pays
-        only together with bf16: +19 % for the CIFAR stand-in, +23 % for RN50).
+    channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only, opt-in on a CPU, where
+        it labels 1.08x (CIFAR stand-in) and 1.18x (RN50) as fast in fp32, 1.19x and 1.23x with bf16
+        (bench/loader.py). hello-build fits a conv base with it by default (``--channels-last``).
     compile: ``torch.compile`` the merged encoder (opt-in: the first batch pays the compile time).
     prefetch: label the next batch while the caller trains on this one (``ds.loader()`` only);
         ``auto`` on CUDA only, where it runs on a side stream and hides the label path's syncs (on a

@@ -249,13 +249,22 @@ class Projector(nn.Module):
         """Set up ``label()``'s path for this device (``LabelOptions``; ``auto`` values resolved):
         channels_last weights, a compiled encoder. Returns the resolved options."""
         resolved = LabelOptions.of(options).resolve(self.mean.device, conv_base=self._conv_base())
+        self.set_channels_last(resolved.channels_last)
         towers = {"_encoder": self.visual, "_prior_encoder": self.prior_visual}
         for attribute, tower in towers.items():
-            if tower is not None:
-                tower.to(memory_format=torch.channels_last if resolved.channels_last else torch.contiguous_format)
             object.__setattr__(self, attribute, torch.compile(tower) if resolved.compile and tower is not None else None)
         self._labelling = resolved
         return resolved
+
+    def set_channels_last(self, enabled: bool) -> bool:
+        """Keep the image towers' weights channels_last (NHWC) or contiguous; a conv's output follows its
+        weight's layout, so every pass through them runs in it. Only a conv base changes (a ViT has no
+        conv to speed up); returns whether the towers are now channels_last."""
+        enabled = bool(enabled) and self._conv_base()
+        for tower in (self.visual, self.prior_visual):
+            if tower is not None:
+                tower.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return enabled
 
     def label(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch at inference speed (no gradients; the path ``prepare_labelling`` set up,

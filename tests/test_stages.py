@@ -155,6 +155,7 @@ STAGES_OF_THE_OPTIONS_NOT_IN_THE_SPEC_TABLE = {
     "data": ("data", "class_names", "skip_bad", "seed"),
     "base": ("base", "pretrained", "base_checkpoint", "base_config"),
     "teacher": ("teacher", "teacher_arch", "train_teacher", "precision"),
+    "text_head": ("channels_last",),
     "transfer": ("lora_rank", "init_adapter"),
     "init": ("ipc", "factor", "init_images"),
     "write": ("output", "embed_base", "codec", "quality", "source_dataset"),
