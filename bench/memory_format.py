@@ -7,7 +7,7 @@ as ``hello-build --channels-last`` sets them; the input batch stays NCHW, the fi
 weight's layout), interleaved step by step on the same batches, in fp32, and the forward alone (no gradient)
 for comparison. It also prints the largest logit difference between the two.
 
-    python bench/memory_format.py                      # about 2 minutes on 2 cores
+    python bench/memory_format.py                      # about 3.5 minutes on 2 cores
     python bench/memory_format.py --bases hello-tiny-rn --steps 20
 """
 

@@ -687,8 +687,8 @@ def test_synthetic_images_never_come_from_held_out_images(reference):
 
 
 def test_a_conv_base_is_fitted_channels_last_unless_told_and_the_bundles_agree(kit, tmp_path, monkeypatch):
-    """--channels-last (the default) keeps a ResNet base's tower NHWC through the transfers (1.14-1.40x a step
-    on a CPU, bench/memory_format.py); --no-channels-last the contiguous layout. Only the layout differs."""
+    """--channels-last (the default) keeps a ResNet base's tower NHWC through the transfers (a step 1.19-1.30x as
+    fast on a CPU, bench/memory_format.py); --no-channels-last the contiguous layout. Only the layout differs."""
     from hello_build.stages.plan import STAGES
     from support import save_tiny_base
 
