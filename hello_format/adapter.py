@@ -16,7 +16,7 @@ from hello_format.bundle import Bundle
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.container import write_container
 from hello_format.errors import BundleError
-from hello_format.files import atomic_folder, missing_folder, unnamed_folder
+from hello_format.files import atomic_folder, check_folder_target, missing_folder, unnamed_folder
 from hello_format.manifest import canonical_json
 from hello_format.projector import Projector
 from hello_format.quantize import is_quantised
@@ -34,9 +34,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = Fals
         raise BundleError(f"{bundle.path}: the bundle has no encoder LoRA (lora: null): there is no peft "
                           "adapter to export")
     folder = Path(folder)
-    refusal = unnamed_folder(folder) or missing_folder(folder)   # before the projector is built
-    if refusal:
-        raise BundleError(f"{folder}: {refusal}")
+    check_target(folder, overwrite)   # before the projector is built
     inputs = {"the bundle being exported": bundle.path, "the base checkpoint": checkpoint}
     for what, path in inputs.items():
         if overwrite and path is not None and folder.is_dir() and Path(path).resolve().is_relative_to(folder.resolve()):
@@ -56,8 +54,26 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = Fals
             lora.write_peft_adapter(temp, projector.visual, encoder_dtype)
             with open(temp / HEAD_FILE, "wb") as file:
                 write_container(file, metadata, head)
-    except FileExistsError as exc:
-        raise BundleError(f"{exc}: choose a new or empty folder, or replace it with --overwrite") from None
+    except FileExistsError as exc:   # made in the meantime
+        raise _occupied(exc) from None
     except OSError as exc:
         raise BundleError(f"{folder}: write failed: {exc.strerror or exc}") from None
     return [folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE, folder / HEAD_FILE]
+
+
+def check_target(folder: str | Path, overwrite: bool) -> None:
+    """BundleError unless an adapter folder can be written at ``folder`` (a named, new or empty folder, or any
+    with ``overwrite``, in a folder that exists): checked before the bundle is read and its projector built;
+    ``atomic_folder`` checks again as it writes."""
+    folder = Path(folder)
+    refusal = unnamed_folder(folder) or missing_folder(folder)
+    if refusal:
+        raise BundleError(f"{folder}: {refusal}")
+    try:
+        check_folder_target(folder, overwrite)
+    except FileExistsError as exc:
+        raise _occupied(exc) from None
+
+
+def _occupied(exc: FileExistsError) -> BundleError:
+    return BundleError(f"{exc}: choose a new or empty folder, or replace it with --overwrite")

@@ -29,7 +29,7 @@ from hello_format.bundle import Bundle
 from hello_format import calibration
 from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
-from hello_format.files import atomic_target, missing_folder, replace_refusal, unnamed_folder
+from hello_format.files import atomic_target, missing_folder, replace_refusal
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
@@ -424,11 +424,9 @@ def export_adapter(bundle_path: str, output: str, overwrite: bool, base_checkpoi
                    allow_remote_base: bool) -> None:
     """Write the label generator as a peft adapter folder (adapter_config.json,
     adapter_model.safetensors) with the head beside it (hello_head.safetensors)."""
-    from hello_format.adapter import export_adapter as export
+    from hello_format.adapter import check_target, export_adapter as export
 
-    refusal = unnamed_folder(output) or missing_folder(output)   # before the bundle is read (export checks too)
-    if refusal:
-        raise CommandError(f"{os.path.normpath(output)}: {refusal}")
+    check_target(output, overwrite)   # before the bundle is read and verified
     with open_bundle(bundle_path, verify=True) as bundle:
         files = export(bundle, output, overwrite=overwrite, checkpoint=base_checkpoint,
                        allow_remote_base=allow_remote_base)

@@ -238,7 +238,7 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
     ``path`` must be new or an empty folder (checked before and after the block, FileExistsError
     otherwise); with ``replace``, an existing folder is renamed aside, replaced, then removed."""
     path = Path(path)
-    _check_folder_target(path, replace)
+    check_folder_target(path, replace)
     temp = tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.chmod(temp, _mode_for(path, 0o777))
     old = None
@@ -248,7 +248,7 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False):
             for child in Path(temp).iterdir():
                 with open(child, "rb+") as file:
                     os.fsync(file.fileno())
-            _check_folder_target(path, replace)
+            check_folder_target(path, replace)
             # a signal between the two renames would leave neither folder at path; one before the old
             # folder is removed, the user's files hidden beside it
             with _signals_held():
@@ -309,7 +309,9 @@ def _mode_for(path: Path, default: int) -> int:
         return default & ~umask
 
 
-def _check_folder_target(path: Path, replace: bool) -> None:
+def check_folder_target(path: Path, replace: bool) -> None:
+    """FileExistsError unless ``atomic_folder`` may write at ``path``: new, an empty folder, or with
+    ``replace`` any folder."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise FileExistsError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not replace:

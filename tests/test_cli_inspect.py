@@ -330,6 +330,18 @@ def _base_command(command, bundle, out):
             "preview": ["preview", bundle, "-o", out, "--per-class", "1"]}[command], out
 
 
+def test_export_adapter_refuses_a_non_empty_folder_before_building_the_projector(base_kit, tmp_path):
+    """The folder was refused only after the bundle was verified and its projector built (a large base:
+    minutes); here the projector could not even be built, and that was the error said."""
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    result = run("export-adapter", base_kit["local"], "-o", out)
+    assert result.exit_code == 2 and result.stderr == (f"error: {out} is a folder that is not empty: choose a new or "
+                                                       "empty folder, or replace it with --overwrite\n"), result.output
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
 @pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
 def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_kit, tmp_path, command):
     needed = "this bundle's base is a local checkpoint ('tiny-vit.safetensors'): pass its path"
