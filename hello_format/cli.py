@@ -322,7 +322,8 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
          f"{human_bytes(done.generator_bytes_before)} -> {human_bytes(done.generator_bytes_after)}")
     if done.calibration is not None:
         report = done.calibration
-        echo(f"calibrated {report['steps']} steps ({report['objective']}): top-1 agreement with the float projector "
+        steps = f"{report['steps']} step{'s' * (report['steps'] != 1)}"   # not "1 steps"
+        echo(f"calibrated {steps} ({report['objective']}): top-1 agreement with the float projector "
              f"on {report['views']} selection views {report['agreement_rounded']:.1%} (rounded) -> {report['agreement']:.1%}")
 
 

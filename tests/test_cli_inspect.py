@@ -355,6 +355,7 @@ def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_ki
     args, out = _base_command(command, base_kit["local"], tmp_path / "given")
     given = run(*args, "--base-checkpoint", base_kit["checkpoint"])
     assert given.exit_code == 0 and needed not in given.output and out.exists(), given.output
+    assert command != "requantize" or "calibrated 1 step (" in given.output, given.output   # once said "1 steps"
 
 
 @pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
