@@ -397,6 +397,17 @@ def test_a_file_where_the_output_folder_should_be_is_named_in_every_command(tmp_
     assert blocker.read_text() == "mine"
 
 
+@pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
+def test_a_broken_link_where_the_output_folder_should_be_is_named_as_one(tmp_path, command):
+    """files.missing_folder called a symbolic link to nothing "a file, not a directory"."""
+    link = tmp_path / "scratch"
+    link.symlink_to(tmp_path / "unmounted")
+    args, _ = _base_command(command, tmp_path / "not-read.hello", link / "out")
+    result = run(*args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.endswith(f"{link} is a symbolic link to {tmp_path / 'unmounted'}, which does not exist\n")
+
+
 def test_export_adapter_into_a_missing_folder_is_refused_before_the_bundle_is_read(tmp_path):
     out = tmp_path / "no-such-folder" / "adapter"
     result = run("export-adapter", tmp_path / "not-read.hello", "-o", out)
