@@ -55,7 +55,7 @@ from hello_format.labelling import resolve_precision
 from hello_format.limits import MAX_BASE_CONFIG_BYTES
 from hello_format.lora import default_targets, encoder_config, explicit, peft_shapes
 from hello_format.manifest import FORMAT_VERSION
-from hello_format.projector import Projector
+from hello_format.projector import Projector, conv_tower
 from hello_format.quantize import DELTA_DTYPES, is_quantised
 from hello_format.recipe import Recipe
 from hello_format.requantize import record_quantisation, store_deltas
@@ -147,7 +147,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
         torch.manual_seed(options.seed)  # peft and the head draw their LoRA A init from the global RNG
         projector = _projector(options, clip_model, base_section, index, device, group, progress=progress, log=log,
                                memo=kept.memo(HEAD_RECORD, "the text head: same base, class names and templates"))
-    if projector.set_channels_last(options.channels_last):
+    if projector.set_channels_last(bool(options.channels_last)):
         log("projector: the conv base's image tower runs channels_last (--no-channels-last: contiguous)")
     # the text head's time (80,000 prompts for ImageNet) is "class_embeddings"'
     timings["projector"] = time.perf_counter() - started - kept.spent.get(HEAD_RECORD, 0.0)
@@ -339,7 +339,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
     the data, base, codec or device filled in (the device itself and the dataset's name too), values a rule of
     the build replaces (the candidates raised to the patches a class needs, one crop of a whole image) as
     replaced, and options of a path not taken (training a teacher when teachers were given, the pretrained tag
-    beside local weights, the encoder LoRA at rank 0, a step that is off) set to None."""
+    beside local weights, the encoder LoRA at rank 0, a step that is off, channels_last for a base without
+    convolutions) set to None."""
     head_rank = options.head_rank or default_head_rank(index.num_classes)
     trained, adapted, initialised = options.train_teacher is not None, options.lora_rank > 0, not options.init_images
     viewed, quantised = options.view_transfer_epochs > 0, is_quantised(DELTA_DTYPES[options.delta_dtype])
@@ -385,6 +386,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         delta_group_size=used(options.delta_group_size, quantised),
         quality=check_codec(options.codec, options.quality),   # the codec's own default filled in
         precision=resolve_precision(options.precision, device), device=str(device),
+        # a ViT base has no conv whose layout it could set: recorded as unused, and no stage reruns for it
+        channels_last=used(options.channels_last, conv_tower(clip_model.visual)),
         source_dataset=options.source_dataset or Path(options.data).resolve().name,
     )
 

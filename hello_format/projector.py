@@ -48,6 +48,12 @@ def _with_prior_weight(head: HeadConfig, weight) -> HeadConfig:
         raise HelloError(f"prior_weight must be a number in [0, 1), got {shortened(weight)}") from None
 
 
+def conv_tower(visual: nn.Module) -> bool:
+    """Whether an image tower has convolutions that a memory format speeds up (a ResNet's; a ViT's patch
+    embedding, kernel = stride, is a matrix product): where channels_last applies."""
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in visual.modules())
+
+
 class Projector(nn.Module):
     """Images (float in [0, 1], ``[B, 3, h, w]``, any h, w) -> fp32 logits ``[B, C]``."""
 
@@ -309,7 +315,7 @@ class Projector(nn.Module):
         return logits.clone()
 
     def _conv_base(self) -> bool:
-        return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in self.visual.modules())
+        return conv_tower(self.visual)
 
     def _check_finite_weights(self, where: str) -> None:
         """BundleError when a weight is not finite in float32: finite LoRA factors can overflow when

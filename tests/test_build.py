@@ -717,6 +717,19 @@ def test_a_conv_base_is_fitted_channels_last_unless_told_and_the_bundles_agree(k
                         for name in lora)
 
 
+def test_channels_last_is_recorded_as_unused_for_a_vit_base_and_reruns_nothing(kit, tmp_path):
+    """A ViT base ignores --channels-last, yet it was recorded as used and keyed text_head and every later
+    stage: --no-channels-last on a resume reran them all for the same bundle."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    summary, _ = run_build(options)
+    assert recorded_options(summary)["channels_last"] is None
+    summary, lines = run_build(dataclasses.replace(options, channels_last=False))
+    assert recorded_options(summary)["channels_last"] is None
+    assert "options this build does not use (recorded as null): --channels-last" in lines, lines
+    assert not any(": rerun: " in line for line in lines) and any(line.startswith("transfer: reused from")
+                                                                  for line in lines), lines
+
+
 # --- --init-images -----------------------------------------------------------------------------------------------
 
 
