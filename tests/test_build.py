@@ -717,6 +717,34 @@ def test_a_conv_base_is_fitted_channels_last_unless_told_and_the_bundles_agree(k
                         for name in lora)
 
 
+def test_an_interrupted_channels_last_transfer_resumes_to_the_uninterrupted_bundle(kit, tmp_path, monkeypatch):
+    """A conv base's LoRA is channels_last, and so are AdamW's moments of it; a resumed transfer put the saved
+    moments back contiguous, so every later step took another kernel than the uninterrupted build's."""
+    from support import save_tiny_base
+
+    base = save_tiny_base(tmp_path / "rn.safetensors", "rn")
+
+    def options(folder):
+        return tiny_options(kit, tmp_path / folder, base=base, base_checkpoint=str(tmp_path / "rn.safetensors"),
+                            transfer_epochs=3)
+
+    reference, _ = run_build(options("reference"))
+    resumed = options("resumed")
+    monkeypatch.setenv(INTERRUPT_ENV, str(resumed.workdir_path() / "transfer" / "transfer.safetensors"))
+    with pytest.raises(KeyboardInterrupt):
+        run_build(resumed)
+    monkeypatch.delenv(INTERRUPT_ENV)
+    steps = []
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, step=torch.optim.AdamW.step, **k: steps.append(
+        [(p.stride(), self.state[p]["exp_avg"].stride()) for p in self.param_groups[0]["params"] if self.state[p]])
+        or step(self, *a, **k))
+    summary, logs = run_build(resumed)
+    assert any(line.startswith("transfer: resumed after epoch 1/") for line in logs), logs
+    assert steps and all(param == moment for pairs in steps for param, moment in pairs)
+    ours, theirs = bundle_tensors(summary["output"]), bundle_tensors(reference["output"])
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
 def test_channels_last_is_recorded_as_unused_for_a_vit_base_and_reruns_nothing(kit, tmp_path):
     """A ViT base ignores --channels-last, yet it was recorded as used and keyed text_head and every later
     stage: --no-channels-last on a resume reran them all for the same bundle."""

@@ -355,10 +355,12 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
     with torch.no_grad():
         for name, p in _trainable(projector).items():
             p.copy_(tensors[f"param/{name}"])
+            # the moments in the parameter's layout (channels_last under --channels-last), as AdamW makes
+            # them: in another, the resumed steps take other kernels than the uninterrupted run's
             if f"step/{name}" in tensors:
                 optimizer.state[p] = {
                     "step": tensors[f"step/{name}"].reshape(()),
-                    "exp_avg": tensors[f"exp_avg/{name}"].to(p.device),
-                    "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device),
+                    "exp_avg": torch.empty_like(p).copy_(tensors[f"exp_avg/{name}"]),
+                    "exp_avg_sq": torch.empty_like(p).copy_(tensors[f"exp_avg_sq/{name}"]),
                 }
     return done, history, seconds
