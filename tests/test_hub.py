@@ -342,6 +342,17 @@ def test_push_without_token_names_a_bad_repo_id_first(tmp_path, no_token):
     assert isinstance(result.exception, HubError) and "must be 'ORG/NAME'" in str(result.exception)
 
 
+def test_push_without_token_names_a_bad_licence_first(tmp_path, no_token):
+    """As the repo id: a licence typo was said only after the user had logged in (and the bundle been copied,
+    verified and rendered); --dry-run copied and verified the bundle first."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    result = CliRunner().invoke(push_command, [str(source), "org/tiny", "--license", "Apache 2.0"])
+    assert isinstance(result.exception, HubError) and "is not a hub licence id" in str(result.exception)
+    with pytest.raises(HubError, match="is not a hub licence id"):
+        hub.write_upload_folder(tmp_path / "not-read.hello", tmp_path / "out", repo_id="org/tiny", license="MIT ")
+    assert not (tmp_path / "out").exists()
+
+
 def test_push_with_token_offline_reports_offline_mode(tmp_path):
     source = make_bundle(tmp_path / "tiny.hello")
     with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 forbids network access"):

@@ -205,6 +205,7 @@ def write_upload_folder(
 ) -> UploadFolder:
     """Write exactly what ``push`` would upload into the new or empty folder ``out_dir``; returns its files."""
     check_repo(repo_id, repo_type)
+    card.check_license(license)   # before a bundle of gigabytes is copied and verified
     root = Path(out_dir)
     unnamed = unnamed_folder(root)
     if unnamed:
@@ -360,10 +361,11 @@ def push(
     eval_results: object = None,
     replace_card: bool = False,
 ) -> PushResult:
-    """Publish a bundle with its card and preview; the repo id, then the token are checked before anything
-    touches the network. A README.md in the repo that is not this bundle's card is replaced only with
-    ``replace_card``."""
+    """Publish a bundle with its card and preview; the repo id and licence, then the token are checked
+    before anything touches the network. A README.md in the repo that is not this bundle's card is replaced
+    only with ``replace_card``."""
     check_repo(repo_id, repo_type)   # a typo is said before the user is sent to log in
+    card.check_license(license)
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="hello-push-") as tmp:
         folder = write_upload_folder(
