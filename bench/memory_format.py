@@ -97,8 +97,8 @@ def main() -> None:
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"ATen CPU capability {capability}; fp32; median of {args.steps} steps")
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads, ATen CPU capability {capability}; fp32; median of {args.steps} steps")
     print()
     print("| base | px | batch | transfer step NCHW | channels_last | ratio | forward NCHW | channels_last | ratio "
           "| max logit gap |")
@@ -107,10 +107,10 @@ def main() -> None:
         size, batch = BASES[architecture]
         got = measure(architecture, size, batch, args.steps)
         step, forward = got["step"], got["forward"]
-        print(f"| {architecture} | {size} | {batch} | {step['nchw'] * 1e3:.1f} ms | {step['channels_last'] * 1e3:.1f} ms "
-              f"| {step['nchw'] / step['channels_last']:.2f}x | {forward['nchw'] * 1e3:.1f} ms "
-              f"| {forward['channels_last'] * 1e3:.1f} ms | {forward['nchw'] / forward['channels_last']:.2f}x "
-              f"| {got['gap']:.1e} |", flush=True)
+        print(f"| {architecture} | {size} | {batch} | {step['nchw'] * 1e3:.1f} ms "
+              f"| {step['channels_last'] * 1e3:.1f} ms | {step['nchw'] / step['channels_last']:.2f}x "
+              f"| {forward['nchw'] * 1e3:.1f} ms | {forward['channels_last'] * 1e3:.1f} ms "
+              f"| {forward['nchw'] / forward['channels_last']:.2f}x | {got['gap']:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

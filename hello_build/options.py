@@ -186,7 +186,13 @@ class BuildOptions:
     seed: int = option(0, "Seed of every random choice.", stage="data", at_least=0, at_most=MAX_SEED)
     device: str | None = option(None, "torch device (default: cuda if available, else cpu).", stage="run")
     precision: str = option("auto", "Autocast precision of teacher training and of the transfers' teacher and projector passes: auto = bf16 on CUDA, fp32 on CPUs (reproducible on any CPU); on a CPU with native bf16 (AVX-512-bf16, AMX) bf16 pays for conv teachers (the 128-channel ConvNet-3 demo's build: 1.1-1.4x, bench/results/demo-precision/).", stage="teacher", choices=PRECISIONS)
-    channels_last: bool = option(True, "Keep a conv base's image tower channels_last (NHWC) in the transfers and the image update: a transfer step 1.19-1.30x as fast on a 2-core CPU in fp32 (bench/memory_format.py, AVX-512 and AVX2), the usual layout for bf16 on GPUs; logits move by about 1e-5. A ViT base has no conv to speed up and ignores it. --no-channels-last: the contiguous layout of bundles built before it.", stage="text_head")
+    channels_last: bool = option(True,
+                                 "Keep a conv base's image tower channels_last (NHWC) in the transfers and the image "
+                                 "update: a transfer step 1.19-1.30x as fast on a 2-core CPU in fp32 "
+                                 "(bench/memory_format.py, AVX-512 and AVX2), the usual layout for bf16 on GPUs; logits "
+                                 "move by about 1e-5. A ViT base has no conv to speed up and ignores it (recorded as "
+                                 "null). --no-channels-last: the contiguous layout of bundles built before it.",
+                                 stage="text_head")
     source_dataset: str | None = option(None, "Name of the original dataset for provenance (default: the data folder's name).", stage="write")
 
     def to_dict(self) -> dict:

@@ -74,11 +74,12 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
 
     ``embedded_state`` is the bundle's ``base.*`` weights (source ``embedded``); ``checkpoint`` the
     path of a safetensors file (source ``local``; for source ``open_clip``, its weights held locally,
-    so nothing is downloaded: offline; refused for source ``embedded``, where it would go unused). The fingerprint is always checked: for weights given as a
-    state (embedded or a checkpoint) on the weights themselves, after their keys and shapes are checked
-    against the model built on the meta device (no memory) and before the real model is built. A
-    custom ``base.config`` may only use the keys in ``limits``; one that names a remote text model, a
-    timm model or a tokenizer to fetch needs ``allow_remote=True``.
+    so nothing is downloaded: offline; refused for source ``embedded``, where it would go unused). The
+    fingerprint is always checked: for weights given as a state (embedded or a checkpoint) on the weights
+    themselves, after their keys and shapes are checked against the model built on the meta device (no
+    memory) and before the real model is built. A custom ``base.config`` may only use the keys in
+    ``limits``; one that names a remote text model, a timm model or a tokenizer to fetch needs
+    ``allow_remote=True``.
 
     Without ``text_tower`` (the head is stored or cached) a local or embedded base gets only its
     image tower's weights; the rest of the model stays on the meta device, never initialised. An

@@ -74,6 +74,7 @@ def host_default(function):
             return function(*args, **kwargs)
     return wrapper
 
+
 # xor-ed into a seed whose augmentation stream is the seed itself: the order of an epoch's images and a
 # transfer's choice of weak teacher are then streams of their own
 ORDER_SALT, TEACHER_SALT = 0x5EED, 0x7EAC
