@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from peft import PeftModel
 from safetensors import safe_open
 
 from hello_format import Bundle, Projector
@@ -17,7 +16,7 @@ from hello_format.cli import cli
 from hello_format.files import atomic_folder
 from hello_format.head import text_embeddings
 from hello_format.testing import tiny_clip
-from support import write_labelled_bundle
+from support import load_peft_adapter, write_labelled_bundle
 
 IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
@@ -66,7 +65,7 @@ def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors
     with Bundle.open(path) as bundle:
         unmerged = Projector.from_bundle(bundle, merge=False)
         merged = Projector.from_bundle(bundle)
-    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    peft_visual = load_peft_adapter(tiny_clip(family).visual, str(folder))
     saved, head_tensors = _read_head_file(folder)
     assert saved["class_names"] == ["a", "b", "c"]
     channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
@@ -87,7 +86,7 @@ def test_a_prior_mix_is_reproduced_from_the_folder_alone(tmp_path):
     saved, head_tensors = _read_head_file(tmp_path / "adapter")
     w = saved["head"]["prior_weight"]
     assert w == 0.3
-    peft_visual = PeftModel.from_pretrained(tiny_clip("rn").visual, str(tmp_path / "adapter")).eval()
+    peft_visual = load_peft_adapter(tiny_clip("rn").visual, str(tmp_path / "adapter"))
     channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
     x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
     no_delta = {"lora_A": torch.zeros_like(head_tensors["head.lora_A"]), "lora_B": torch.zeros_like(head_tensors["head.lora_B"])}
@@ -113,7 +112,7 @@ def test_a_quantised_bundle_exports_its_dequantised_deltas(dtype, family_bundles
         assert all(torch.equal(file.get_tensor(key), value) for key, value in stored.items())
     saved, head_tensors = _read_head_file(tmp_path / "adapter")
     assert saved["head"]["lora"]["dtype"] == "float32" and "group_size" not in saved["head"]["lora"]
-    peft_visual = PeftModel.from_pretrained(tiny_clip("vit").visual, str(tmp_path / "adapter")).eval()
+    peft_visual = load_peft_adapter(tiny_clip("vit").visual, str(tmp_path / "adapter"))
     channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
     x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
     with torch.no_grad():

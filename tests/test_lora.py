@@ -4,12 +4,12 @@ import re
 
 import pytest
 import torch
-from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from hello_format import lora
 from hello_format.errors import ManifestError
 from hello_format.testing import tiny_clip, tiny_projector
+from support import load_peft_adapter
 
 FAMILIES = ["vit", "rn"]
 IMAGES = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -212,7 +212,7 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     folder.mkdir()
     lora.write_peft_adapter(folder, source.visual, torch.float32)
     assert (folder / "adapter_config.json").is_file()
-    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    peft_visual = load_peft_adapter(tiny_clip(family).visual, str(folder))
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
 
@@ -234,7 +234,7 @@ def test_peft_adapter_keeps_per_module_ranks_and_alphas(family, patterns, expect
     folder = tmp_path / "adapter"
     folder.mkdir()
     lora.write_peft_adapter(folder, visual, torch.float32)
-    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
+    peft_visual = load_peft_adapter(tiny_clip(family).visual, str(folder))
     model = peft_visual.base_model.model
     for name, (rank, scaling) in expected.items():
         module = model.get_submodule(name)
