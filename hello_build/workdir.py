@@ -239,10 +239,7 @@ class WorkDir:
         is read: a sparse file's extra tensor of 2 GB, 4 KB on disk, cost 5.5 GB loaded and checked finite."""
         path = self.path / f"{name}.safetensors"
         try:
-            with safe_open(str(path), framework="pt") as file:
-                slices = {key: file.get_slice(key) for key in file.keys()}
-                stored = {key: tuple(part.get_shape()) for key, part in slices.items()}
-                stored_dtypes = {key: part.get_dtype() for key, part in slices.items()}
+            _, stored, stored_dtypes = read_header(path)
             if shapes or dtypes:
                 check_kept(path, stored, shapes or {}, others=dtypes or {})
             for key, dtype in (dtypes or {}).items():
@@ -292,6 +289,15 @@ class WorkDir:
                     shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
+
+
+def read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]], dict[str, str]]:
+    """A safetensors file's metadata and each tensor's shape and dtype name, from its header alone (no tensor
+    read); OSError or SafetensorError for the caller to name the file by."""
+    with safe_open(str(path), framework="pt") as file:
+        slices = {key: file.get_slice(key) for key in file.keys()}
+        return (file.metadata() or {}, {key: tuple(part.get_shape()) for key, part in slices.items()},
+                {key: part.get_dtype() for key, part in slices.items()})
 
 
 def check_kept(path: Path, stored: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]],

@@ -254,7 +254,7 @@ class Projector(nn.Module):
     def prepare_labelling(self, options: LabelOptions | dict | None = None) -> LabelOptions:
         """Set up ``label()``'s path for this device (``LabelOptions``; ``auto`` values resolved):
         channels_last weights, a compiled encoder. Returns the resolved options."""
-        resolved = LabelOptions.of(options).resolve(self.mean.device, conv_base=self._conv_base())
+        resolved = LabelOptions.of(options).resolve(self.mean.device, conv_base=conv_tower(self.visual))
         self.set_channels_last(resolved.channels_last)
         towers = {"_encoder": self.visual, "_prior_encoder": self.prior_visual}
         for attribute, tower in towers.items():
@@ -266,7 +266,7 @@ class Projector(nn.Module):
         """Keep the image towers' weights channels_last (NHWC) or contiguous; a conv's output follows its
         weight's layout, so every pass through them runs in it. Only a conv base changes (a ViT has no
         conv to speed up); returns whether the towers are now channels_last."""
-        enabled = bool(enabled) and self._conv_base()
+        enabled = bool(enabled) and conv_tower(self.visual)
         for tower in (self.visual, self.prior_visual):
             if tower is not None:
                 tower.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
@@ -313,9 +313,6 @@ class Projector(nn.Module):
                               + ("the input images hold NaN or infinite values" if not math.isfinite(low + high)
                                  else "its weights overflow on these images (rebuild the bundle)"))
         return logits.clone()
-
-    def _conv_base(self) -> bool:
-        return conv_tower(self.visual)
 
     def _check_finite_weights(self, where: str) -> None:
         """BundleError when a weight is not finite in float32: finite LoRA factors can overflow when

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from tqdm.auto import tqdm
@@ -36,7 +36,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_build.workdir import check_finite, check_kept, unreadable
+from hello_build.workdir import check_finite, check_kept, read_header, unreadable
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
 from hello_format.files import atomic_target
 from hello_format.labelling import autocast
@@ -329,9 +329,7 @@ def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, l
     if not path.exists():
         return 0, [], 0.0
     try:   # a checkpoint cut short, edited or from another build: one line, before anything is read or copied
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            stored = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        meta, stored, _ = read_header(path)
         if meta["history"].count(",") >= max(epochs, 1):   # counted before it is split
             raise ValueError(f"a loss history of more than {epochs} epochs")
         done, history = int(meta["epochs_done"]), [float(h) for h in meta["history"].split(",") if h]
