@@ -44,25 +44,32 @@ def peft_defaults() -> dict:
 def start_from_adapter(projector, folder: str | Path) -> dict:
     """Copy the adapter folder's encoder LoRA (and head, when it fits) into ``projector``'s trainable
     LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
-    LoRA starts from)}``."""
+    LoRA starts from), "out_proj_halved"}``. An adapter saved by a peft that counts the attention
+    out_proj update once (``lora.counts_out_proj_once``) has its out_proj lora_B divided by
+    ``ATTENTION_OUT_PROJ_FACTOR``, so the encoder computes what that peft's did (spec section 3.1)."""
     folder = Path(folder)
     expected = lora.export_state_dict(projector.visual)
-    check_adapter(folder, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict(),
-                  {name: tuple(tensor.shape) for name, tensor in expected.items()})   # again: a resumed build's folder may have changed
+    config = check_adapter(folder, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict(),
+                           {name: tuple(tensor.shape) for name, tensor in expected.items()})   # again: a resumed build's folder may have changed
     weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
+    tensors = _read_tensors(weights_path, expected)
+    counts_once = lora.counts_out_proj_once(config.get("peft_version"))
+    out_proj = lora.out_proj_lora_b_keys(projector.visual) if counts_once else []
+    for key in out_proj:
+        tensors[key] = tensors[key] / lora.ATTENTION_OUT_PROJ_FACTOR
     try:
-        lora.load_state_dict(projector.visual, _read_tensors(weights_path, expected))
+        lora.load_state_dict(projector.visual, tensors)
         head = _start_head(projector, folder / HEAD_FILE)
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
-    return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head}
+    return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head, "out_proj_halved": bool(out_proj)}
 
 
-def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, ...]]) -> None:
-    """BuildError unless the adapter folder describes the LoRA this build injects: ``ours`` is its peft
-    config (``LoraConfig.to_dict()``), ``shapes`` its weights' (adapter-file key -> shape). Read from
-    the config and the weights' header only, so the build checks it as soon as its LoRA is configured,
-    before the text head and any stage."""
+def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, ...]]) -> dict:
+    """The adapter folder's config, once it describes the LoRA this build injects (BuildError
+    otherwise): ``ours`` is its peft config (``LoraConfig.to_dict()``), ``shapes`` its weights'
+    (adapter-file key -> shape). Read from the config and the weights' header only, so the build checks
+    it as soon as its LoRA is configured, before the text head and any stage."""
     folder = Path(folder)
     config = check_folder(folder)
     try:
@@ -70,6 +77,7 @@ def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, .
         _check_header(folder / lora.ADAPTER_WEIGHTS_FILE, shapes, "--lora-rank")
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
+    return config
 
 
 def check_folder(folder: str | Path) -> dict:
@@ -96,7 +104,12 @@ def check_folder(folder: str | Path) -> dict:
 
 
 def _check_config(path: Path, config: dict, ours: dict) -> None:
-    """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys)."""
+    """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys),
+    and its peft_version a version."""
+    try:
+        lora.counts_out_proj_once(config.get("peft_version"))
+    except ValueError as exc:
+        raise BuildError(f"{path.name}: {exc}") from None
     for name, default in peft_defaults().items():
         theirs, wanted = config.get(name, default), ours.get(name, default)
         if theirs != wanted:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import torch
+from packaging.version import InvalidVersion, Version
 from torch import nn
 
 import hello_format  # noqa: F401  (installs the torchvision op shim before open_clip loads)
@@ -42,6 +43,11 @@ RESNET_TARGETS = r"(conv[123]|layer\d+\.\d+\.(conv[123]|downsample\.0))"
 # that way, and the format keeps that meaning. hello computes the update itself (``_Attention``), so
 # no peft version changes a file's labels.
 ATTENTION_OUT_PROJ_FACTOR = 2
+# The peft_version an exported adapter config names (spec section 15): a peft that counts out_proj once
+# (0.22.0 on) doubles the out_proj lora_B of an adapter saved before 0.22.0 when it loads it, so every
+# peft rebuilds the bundle's encoder from the folder.
+EXPORT_PEFT_VERSION = "0.21.2"
+MAX_PEFT_VERSION_CHARS = 64   # an adapter config's peft_version, bounded before it is parsed
 
 
 def default_targets(visual: nn.Module) -> str:
@@ -188,6 +194,23 @@ def attention_weights(layer: LoraMultiheadAttention) -> tuple[torch.Tensor, torc
     return in_proj + in_delta, out_proj + ATTENTION_OUT_PROJ_FACTOR * out_delta
 
 
+def counts_out_proj_once(peft_version: object) -> bool:
+    """Whether an adapter config's ``peft_version`` (None: absent, peft before 0.18) means an attention
+    out_proj update counted once, by peft 0.22's own rule: a release from 0.22.0, a dev version from
+    0.21.1. ValueError when it is not a version string."""
+    if peft_version is None:
+        return False
+    if not isinstance(peft_version, str) or len(peft_version) > MAX_PEFT_VERSION_CHARS:
+        raise ValueError(f"peft_version must be a version string of at most {MAX_PEFT_VERSION_CHARS} characters, "
+                         f"got {shortened(peft_version)}")
+    try:
+        version = Version(peft_version.partition("@")[0])   # peft's dev versions append @<commit>
+    except InvalidVersion:
+        raise ValueError(f"peft_version {shortened(peft_version)} is not a version") from None
+    release = Version(version.base_version)
+    return release >= Version("0.22.0") or (version.is_devrelease and release >= Version("0.21.1"))
+
+
 def _inject_peft(visual: nn.Module, config: EncoderLoraConfig) -> None:
     try:
         inject_adapter_in_model(explicit(visual, config), visual, adapter_name=ADAPTER_NAME)
@@ -201,6 +224,12 @@ def export_state_dict(visual: nn.Module, dtype: torch.dtype = torch.float16) -> 
     state = get_peft_model_state_dict(visual, adapter_name=ADAPTER_NAME)
     return {ADAPTER_PREFIX + key: value.detach().to("cpu", dtype).contiguous()
             for key, value in state.items()}
+
+
+def out_proj_lora_b_keys(visual: nn.Module) -> list[str]:
+    """The adapter-file keys of the out_proj lora_B of every ``nn.MultiheadAttention`` LoRA in ``visual``."""
+    return [f"{ADAPTER_PREFIX}{name}.base_layer.out_proj.lora_B.weight"
+            for name, module in visual.named_modules() if isinstance(module, LoraMultiheadAttention)]
 
 
 def load_state_dict(visual: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -271,13 +300,15 @@ def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` of the LoRA injected in ``visual``
     into the existing ``folder``: ``peft.PeftModel.from_pretrained(fresh_visual, folder)`` rebuilds
     exactly that model, since the config is the one ``inject`` used (``explicit``: literal module
-    names, per-module ranks and alphas). Nothing in it names a model or code to fetch
-    (``base_model_name_or_path``, ``revision``, ``auto_mapping`` are null); both files are deterministic."""
+    names, per-module ranks and alphas) and its ``peft_version`` is ``EXPORT_PEFT_VERSION``, whatever
+    peft is installed. Nothing in it names a model or code to fetch (``base_model_name_or_path``,
+    ``revision``, ``auto_mapping`` are null); both files are deterministic."""
     folder = Path(folder)
     if ADAPTER_NAME not in getattr(visual, "peft_config", {}):
         raise ValueError("the image encoder holds no injected (unmerged) LoRA to write")
     config = visual.peft_config[ADAPTER_NAME].to_dict()
-    config.update(base_model_name_or_path=None, revision=None, auto_mapping=None, inference_mode=True)
+    config.update(base_model_name_or_path=None, revision=None, auto_mapping=None, inference_mode=True,
+                  peft_version=EXPORT_PEFT_VERSION)
     config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
     (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n")
     with open(folder / ADAPTER_WEIGHTS_FILE, "wb") as file:

@@ -151,24 +151,6 @@ def make_tree(root: Path, per_class: int = 16, classes=CLASSES, size: int = 32, 
     return root
 
 
-def load_peft_adapter(visual, folder):
-    """``PeftModel.from_pretrained(visual, folder)`` in eval mode, read as spec section 15 tells a tool to: under
-    a peft that applies an ``nn.MultiheadAttention``'s out_proj update once (0.22 and later; 0.21.2 applies
-    it twice, as spec 3.1's labels do), each ``base_layer.out_proj`` lora_B doubled first."""
-    import peft
-    from packaging.version import Version
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(visual, str(folder)).eval()
-    if Version(peft.__version__) >= Version("0.22"):
-        with torch.no_grad():
-            for name, module in model.named_modules():
-                if name.endswith("base_layer.out_proj") and hasattr(module, "lora_B"):
-                    for layer in module.lora_B.values():
-                        layer.weight.mul_(2)
-    return model
-
-
 def save_tiny_base(path: Path, family: str = "vit") -> str:
     """A tiny CLIP's state dict as a local safetensors checkpoint; returns its architecture name."""
     model = tiny_clip(family, seed=0)

@@ -8,11 +8,12 @@ from safetensors.torch import load_file
 
 from hello_build.errors import BuildError
 from hello_build.init_adapter import CONFIG_FIELDS, _check_config
-from hello_format import Bundle
+from hello_format import Bundle, lora
 from hello_format.adapter import HEAD_FILE, export_adapter
 from hello_format.container import read_header, write_container
 from hello_format.digests import file_sha256
-from peft import LoraConfig
+from hello_format.testing import tiny_clip
+from peft import LoraConfig, PeftModel
 from support import run_build, tiny_options
 
 
@@ -44,8 +45,63 @@ def test_a_build_without_transfer_epochs_keeps_the_adapter_it_started_from(kit, 
         builder = bundle.manifest["provenance"]["builder"]
     assert builder["options"]["init_adapter"] == "adapter"
     # what the folder held and where the head started are the bundle's, not only the work directory's
-    assert builder["init_adapter"] == {"folder": "adapter", "head": f"from {HEAD_FILE}",
+    assert builder["init_adapter"] == {"folder": "adapter", "head": f"from {HEAD_FILE}", "out_proj_halved": False,
                                        "sha256": file_sha256(exported["folder"] / "adapter_model.safetensors")}
+
+
+def _copy_folder(source, folder, config_changes=None):
+    folder.mkdir()
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    if config_changes is not None:
+        config = json.loads((source / "adapter_config.json").read_text())
+        config.update(config_changes)
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_folder_saved_by_the_installed_peft_starts_the_encoder_peft_loaded(kit, exported, tmp_path):
+    """peft 0.22.0 counts the attention out_proj update once (hello's format twice): the folder it saves
+    holds doubled out_proj lora_B and says peft_version 0.22.0, and the build halves them back. Under
+    peft 0.21.2 the folder is read as it is. Either way the build starts from peft's encoder."""
+    peft_visual = PeftModel.from_pretrained(tiny_clip("vit").visual, str(exported["folder"])).eval()
+    folder = tmp_path / "saved"
+    peft_visual.save_pretrained(str(folder))
+    (folder / HEAD_FILE).write_bytes((exported["folder"] / HEAD_FILE).read_bytes())
+    counts_once = lora.counts_out_proj_once(json.loads((folder / "adapter_config.json").read_text())["peft_version"])
+    summary, logs = run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+    started, source = _label_generator(summary["output"]), _label_generator(exported["bundle"])
+    for name, tensor in source.items():
+        torch.testing.assert_close(started[name], tensor, rtol=0, atol=0, msg=name)
+    with Bundle.open(summary["output"]) as bundle:
+        assert bundle.manifest["provenance"]["builder"]["init_adapter"]["out_proj_halved"] is counts_once
+    assert any("out_proj lora_B halved" in line for line in logs) is counts_once
+
+
+def test_an_adapter_of_a_peft_that_counts_out_proj_once_has_its_out_proj_lora_b_halved(kit, exported, tmp_path):
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter", {"peft_version": "0.22.0"})
+    summary, logs = run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+    started, source = _label_generator(summary["output"]), _label_generator(exported["bundle"])
+    out_proj = [name for name in source if name.endswith(".base_layer.out_proj.lora_B.weight")]
+    assert out_proj and all(source[name].abs().sum() > 0 for name in out_proj)
+    for name, tensor in source.items():
+        wanted = tensor / lora.ATTENTION_OUT_PROJ_FACTOR if name in out_proj else tensor
+        torch.testing.assert_close(started[name], wanted, rtol=0, atol=0, msg=name)
+    assert any("its attention out_proj lora_B halved (its peft counts that update once)" in line for line in logs)
+
+
+@pytest.mark.parametrize("version, words", [
+    ("not a version", "peft_version 'not a version' is not a version"),
+    ("0." * 40, "peft_version must be a version string of at most 64 characters"),
+    (22, "peft_version must be a version string"),
+])
+def test_a_bad_peft_version_is_refused_before_any_stage_runs(kit, exported, tmp_path, version, words):
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter", {"peft_version": version})
+    work = tmp_path / "work"
+    with pytest.raises(BuildError, match=f"--init-adapter .*adapter_config.json: {words}"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), train_teacher="convnet3", teacher=[],
+                               workdir=str(work)))
+    assert not work.exists()
 
 
 def test_a_head_file_for_other_classes_leaves_the_head_to_the_text_embeddings(kit, exported, tmp_path):

@@ -4,12 +4,12 @@ import re
 
 import pytest
 import torch
+from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from hello_format import lora
 from hello_format.errors import ManifestError
 from hello_format.testing import tiny_clip, tiny_projector
-from support import load_peft_adapter
 
 FAMILIES = ["vit", "rn"]
 IMAGES = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -212,9 +212,18 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     folder.mkdir()
     lora.write_peft_adapter(folder, source.visual, torch.float32)
     assert (folder / "adapter_config.json").is_file()
-    peft_visual = load_peft_adapter(tiny_clip(family).visual, str(folder))
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("version, once", [
+    (None, False), ("0.17.0", False), ("0.21.0", False), ("0.21.2", False), ("0.21.1.dev0", True),
+    ("0.21.1.dev0@1a2b3c", True), ("0.21.0.dev0", False), ("0.22.0", True), ("0.22.0.dev0", True), ("1.0", True),
+])
+def test_peft_version_says_how_out_proj_counts_as_peft_0_22_reads_it(version, once):
+    """peft 0.22.0 doubles out_proj lora_B of exactly the adapters it reads as counting it twice."""
+    assert lora.counts_out_proj_once(version) is once
 
 
 @pytest.mark.parametrize("family, patterns, expected", [
@@ -234,7 +243,7 @@ def test_peft_adapter_keeps_per_module_ranks_and_alphas(family, patterns, expect
     folder = tmp_path / "adapter"
     folder.mkdir()
     lora.write_peft_adapter(folder, visual, torch.float32)
-    peft_visual = load_peft_adapter(tiny_clip(family).visual, str(folder))
+    peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     model = peft_visual.base_model.model
     for name, (rank, scaling) in expected.items():
         module = model.get_submodule(name)

@@ -162,7 +162,10 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
     started = time.perf_counter()
     start = start_from_adapter(ctx.projector, ctx.options.init_adapter) if ctx.options.init_adapter else None
     if start:
-        ctx.log(f"transfer starts from adapter {start['folder']} (weights sha256 {start['sha256'][:16]}); head {start['head']}")
+        halved = ("; its attention out_proj lora_B halved (its peft counts that update once)"
+                  if start["out_proj_halved"] else "")
+        ctx.log(f"transfer starts from adapter {start['folder']} (weights sha256 {start['sha256'][:16]}){halved}; "
+                f"head {start['head']}")
     history, seconds = run_transfer(
         ctx.projector, ctx.teachers, ctx.train, ctx.augment, ctx.options,
         checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer", ctx.index.listing_digest)),
