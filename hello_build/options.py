@@ -26,6 +26,7 @@ from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES
 from hello_build.zoo import zoo_names
 from hello_format.augment import AugmentConfig
+from hello_format import calibration
 from hello_format.calibration import HELP as CALIBRATION_HELP
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
@@ -52,6 +53,12 @@ def recipe_bounds(name: str) -> dict:
     """``option``'s bounds for the recorded recipe.NAME: those a bundle's recipe is held to (``limits.RECIPE_*``)."""
     low, high = {**RECIPE_INTEGERS, **RECIPE_NUMBERS}[name]
     return {"above" if name in RECIPE_ABOVE_LOW else "at_least": low, "at_most": high}
+
+
+def calibration_bounds(name: str) -> dict:
+    """``option``'s bounds for --delta-calibration-NAME: ``CalibrationConfig``'s (``calibration.BOUNDS``)."""
+    low, high = calibration.BOUNDS[name]
+    return {"above" if name in calibration.ABOVE_LOW else "at_least": low, "at_most": high}
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,
@@ -172,12 +179,12 @@ class BuildOptions:
     mixup_alpha: float = option(AugmentConfig.mixup_alpha, "Mixup's Beta(alpha, alpha) for the mixing weight.", stage="recipe", open=True)
     # output and run
     delta_dtype: str = option("fp16", "How the LoRA and head deltas are stored: fp16, or int8 / int4 with one fp16 scale per --delta-group-size values (format 1.1; hello requantize converts a bundle later).", stage="write", open=True, choices=tuple(DELTA_DTYPES))
-    delta_calibration_steps: int = option(CalibrationConfig.steps, CALIBRATION_HELP["steps"], stage="write", open=True)
+    delta_calibration_steps: int = option(CalibrationConfig.steps, CALIBRATION_HELP["steps"], stage="write", open=True, **calibration_bounds("steps"))
     delta_calibration_objective: str = option(CalibrationConfig.objective, CALIBRATION_HELP["objective"], stage="write", open=True, choices=OBJECTIVES)
-    delta_calibration_lr: float = option(CalibrationConfig.lr, CALIBRATION_HELP["lr"], stage="write", open=True)
-    delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, CALIBRATION_HELP["batch_size"], stage="write", open=True)
-    delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, CALIBRATION_HELP["selection_views"], stage="write", open=True)
-    delta_calibration_check_every: int = option(CalibrationConfig.check_every, CALIBRATION_HELP["check_every"], stage="write", open=True)
+    delta_calibration_lr: float = option(CalibrationConfig.lr, CALIBRATION_HELP["lr"], stage="write", open=True, **calibration_bounds("lr"))
+    delta_calibration_batch_size: int = option(CalibrationConfig.batch_size, CALIBRATION_HELP["batch_size"], stage="write", open=True, **calibration_bounds("batch_size"))
+    delta_calibration_selection_views: int = option(CalibrationConfig.selection_views, CALIBRATION_HELP["selection_views"], stage="write", open=True, **calibration_bounds("selection_views"))
+    delta_calibration_check_every: int = option(CalibrationConfig.check_every, CALIBRATION_HELP["check_every"], stage="write", open=True, **calibration_bounds("check_every"))
     delta_group_size: int = option(DELTA_GROUP_SIZE, "Values per fp16 scale of int8/int4 deltas (consecutive values of each flattened delta).", stage="write", open=True, at_least=1, at_most=MAX_GROUP_SIZE)
     codec: str = option(DEFAULT_CODEC, "Image codec in the bundle.", stage="write", choices=CODECS)
     quality: int | None = option(None, f"Quality for jpeg/webp (default: {DEFAULT_QUALITY}).", stage="write")

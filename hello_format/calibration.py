@@ -39,6 +39,11 @@ OBJECTIVES = ("kl", "mse")
 
 MAX_LR = 1e3             # the calibration's lr, in quantisation steps
 MAX_COUNT = 1_000_000    # its steps, batch size, selection views and steps between checks
+# each numeric setting's [low, high]: the one home of the bounds of CalibrationConfig, hello-build's
+# --delta-calibration-* and hello requantize's --calibration-*; ABOVE_LOW's lows are open
+BOUNDS = {"steps": (0, MAX_COUNT), "lr": (0, MAX_LR), "batch_size": (1, MAX_COUNT),
+          "selection_views": (1, MAX_COUNT), "check_every": (1, MAX_COUNT)}
+ABOVE_LOW = frozenset({"lr"})
 
 # what each setting means: the help of hello-build's --delta-calibration-* and hello requantize's --calibration-*
 HELP = {
@@ -66,10 +71,12 @@ class CalibrationConfig:
     objective: str = "kl"        # one of OBJECTIVES
 
     def __post_init__(self):
-        counts = (self.batch_size, self.selection_views, self.check_every)
-        if not (0 <= self.steps <= MAX_COUNT and 0 < self.lr <= MAX_LR and 1 <= min(counts) and max(counts) <= MAX_COUNT):
-            raise ValueError(f"calibration needs steps in [0, {MAX_COUNT:,}], lr in (0, {MAX_LR:g}] and batch_size, "
-                             f"selection_views, check_every in [1, {MAX_COUNT:,}]; got {self.to_dict()}")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not ((low < value if name in ABOVE_LOW else low <= value) and value <= high):
+                number = "{:,}".format if isinstance(high, int) else "{:g}".format
+                raise ValueError(f"calibration {name} must be in {'(' if name in ABOVE_LOW else '['}{number(low)}, "
+                                 f"{number(high)}], got {value!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 

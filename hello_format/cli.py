@@ -269,6 +269,14 @@ base_checkpoint_option = click.option(
     "--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
     help="Local safetensors weights of the base: needed where the bundle's base is a local checkpoint; for an "
          "open_clip base, used instead of downloading its tag (offline), once the fingerprint matches.")
+def _calibration_range(name: str) -> click.ParamType:
+    """--calibration-NAME's range: ``CalibrationConfig``'s bounds (``calibration.BOUNDS``)."""
+    low, high = calibration.BOUNDS[name]
+    if isinstance(high, int):
+        return click.IntRange(low, high, min_open=name in calibration.ABOVE_LOW)
+    return click.FloatRange(low, high, min_open=name in calibration.ABOVE_LOW)
+
+
 allow_remote_base_option = click.option(
     "--allow-remote-base", is_flag=True,
     help="Trust a custom base config that makes open_clip download or build a model the bundle names "
@@ -285,19 +293,19 @@ allow_remote_base_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (also when OUT is IN).")
 @click.option("--allow-upcast", is_flag=True,
               help="Store int8/int4 deltas in a wider dtype: OUT then holds their dequantised values.")
-@click.option("--calibration-steps", default=0, show_default=True, type=click.IntRange(0, calibration.MAX_COUNT),
+@click.option("--calibration-steps", default=0, show_default=True, type=_calibration_range("steps"),
               help=f"{calibration.HELP['steps']} Here 0 by default (the builder's: {CalibrationConfig.steps}); "
                    "calibrating builds the projector, so the base must be at hand (embedded, cached, or --base-checkpoint).")
 @click.option("--calibration-objective", default=CalibrationConfig.objective, show_default=True,
               type=click.Choice(calibration.OBJECTIVES), help=calibration.HELP["objective"])
 @click.option("--calibration-lr", default=CalibrationConfig.lr, show_default=True,
-              type=click.FloatRange(0, calibration.MAX_LR, min_open=True), help=calibration.HELP["lr"])
+              type=_calibration_range("lr"), help=calibration.HELP["lr"])
 @click.option("--calibration-batch-size", default=CalibrationConfig.batch_size, show_default=True,
-              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["batch_size"])
+              type=_calibration_range("batch_size"), help=calibration.HELP["batch_size"])
 @click.option("--calibration-selection-views", default=CalibrationConfig.selection_views, show_default=True,
-              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["selection_views"])
+              type=_calibration_range("selection_views"), help=calibration.HELP["selection_views"])
 @click.option("--calibration-check-every", default=CalibrationConfig.check_every, show_default=True,
-              type=click.IntRange(1, calibration.MAX_COUNT), help=calibration.HELP["check_every"])
+              type=_calibration_range("check_every"), help=calibration.HELP["check_every"])
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @base_checkpoint_option
 @allow_remote_base_option

@@ -18,7 +18,7 @@ from hello_format.bundle import Bundle
 from hello_format.cli import cli
 from hello_format.errors import BundleError, ManifestError
 from hello_format.projector import Projector
-from hello_format.calibration import OBJECTIVES, CalibrationConfig
+from hello_format.calibration import ABOVE_LOW, BOUNDS, OBJECTIVES, CalibrationConfig
 from hello_format.quantize import QMAX, dequantise, quantise, round_trip
 from hello_format.recipe import Recipe
 from hello_format.requantize import requantize, store_deltas
@@ -502,6 +502,22 @@ def test_requantize_quiet_shows_no_text_head_bar_either(tmp_path, monkeypatch):
                     "--base-checkpoint", tmp_path / "base.safetensors", "--quiet")
     assert result.exit_code == 0, result.output
     assert bars and all(disable is True for _, disable in bars), bars
+
+
+def test_both_commands_take_the_calibration_bounds_of_calibration_config():
+    """hello requantize --calibration-X, hello-build --delta-calibration-X and CalibrationConfig share
+    calibration.BOUNDS (the command lines had restated them)."""
+    from hello_build.cli import main as build_main
+
+    requantize_ranges = {p.name: p.type for p in cli.commands["requantize"].params}
+    build_ranges = {p.name: p.type for p in build_main.params}
+    for name, (low, high) in BOUNDS.items():
+        for kind in (requantize_ranges[f"calibration_{name}"], build_ranges[f"delta_calibration_{name}"]):
+            assert (kind.min, kind.max, kind.min_open) == (low, high, name in ABOVE_LOW), name
+        below = low if name in ABOVE_LOW else low - 1
+        for value in (below, high * 2):
+            with pytest.raises(ValueError, match=f"calibration {name} must be in "):
+                CalibrationConfig(**{name: value})
 
 
 def test_requantize_calibrates_from_the_command_line(tmp_path):
