@@ -56,7 +56,7 @@ class LabelOptions:
         but opt-in: CPU runs are where figures are reproduced, and bf16 there would make a command's
         labels depend on the CPU's instruction set.
     channels_last: conv bases' weights and inputs in NHWC; ``auto`` on CUDA only, opt-in on a CPU, where
-        it labels 1.08x (CIFAR stand-in) and 1.18x (RN50) as fast in fp32, 1.19x and 1.23x with bf16
+        it labels 1.10x (CIFAR stand-in) and 1.18x (RN50) as fast in fp32, 1.20x and 1.25x with bf16
         (bench/loader.py). hello-build fits a conv base with it by default (``--channels-last``).
     compile: ``torch.compile`` the merged encoder (opt-in: the first batch pays the compile time).
     prefetch: label the next batch while the caller trains on this one (``ds.loader()`` only);
