@@ -4,11 +4,13 @@ A transfer step of ``hello-build`` is a forward and a backward pass through a co
 conv, then AdamW on the deltas. This times that step for each conv base below (random weights; the builder's
 LoRA targets and rank), with the tower's weights contiguous and channels_last (``Projector.set_channels_last``,
 as ``hello-build --channels-last`` sets them; the input batch stays NCHW, the first conv's output takes its
-weight's layout), interleaved step by step on the same batches, in fp32, and the forward alone (no gradient)
-for comparison. It also prints the largest logit difference between the two.
+weight's layout), interleaved step by step on the same batches, in fp32 or under the builder's bf16 autocast
+(``--precision``), on a CPU or a GPU (``--device``), and the forward alone (no gradient) for comparison. It
+also prints the largest logit difference between the two.
 
     python bench/memory_format.py                      # about 3.5 minutes on 2 cores
     python bench/memory_format.py --bases hello-tiny-rn --steps 20
+    python bench/memory_format.py --device cuda --precision bf16 --bases RN50 --batch 128   # a GPU's RN50 build
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ def projector(architecture: str, size: int, seed: int = 0):
     return built
 
 
-def measure(architecture: str, size: int, batch: int, steps: int) -> dict:
+def measure(architecture: str, size: int, batch: int, steps: int, device: str = "cpu", precision: str = "fp32") -> dict:
     """Seconds per transfer step and per forward, NCHW and channels_last, interleaved; the logits' largest gap."""
     import torch
+    from hello_format.labelling import autocast
 
-    models = {"nchw": projector(architecture, size), "channels_last": projector(architecture, size)}
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    models = {"nchw": projector(architecture, size).to(device), "channels_last": projector(architecture, size).to(device)}
     assert models["channels_last"].set_channels_last(True)   # as hello-build sets it (the inputs stay NCHW)
     optimizers = {name: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
                   for name, m in models.items()}
@@ -64,21 +69,25 @@ def measure(architecture: str, size: int, batch: int, steps: int) -> dict:
     forward_s = {name: [] for name in models}
     generator, gap = torch.Generator().manual_seed(1), 0.0
     for step in range(steps + 2):   # the first two warm up
-        images = torch.rand(batch, 3, size, size, generator=generator)
-        target = torch.randn(batch, 10, generator=generator)
+        images = torch.rand(batch, 3, size, size, generator=generator).to(device)
+        target = torch.randn(batch, 10, generator=generator).to(device)
         outputs = {}
         for name, model in models.items():
             model.train()
+            sync()
             started = time.perf_counter()
-            logits = model(images).float()
+            with autocast(device, precision):
+                logits = model(images).float()
             loss = torch.nn.functional.mse_loss(logits, target)
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[name].step()
+            sync()
             trained = time.perf_counter()
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, precision):
                 outputs[name] = model(images).float()
+            sync()
             done = time.perf_counter()
             if step >= 2:
                 step_s[name].append(trained - started)
@@ -93,19 +102,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bases", nargs="+", default=list(BASES), choices=list(BASES))
     parser.add_argument("--steps", type=int, default=30, help="timed steps per base (median reported)")
+    parser.add_argument("--batch", type=int, default=None, help="one batch size for every base (default: BASES')")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the transfer's precision (hello-build --precision; bf16: autocast)")
     args = parser.parse_args()
     import torch
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, ATen CPU capability {capability}; fp32; median of {args.steps} steps")
+    if torch.device(args.device).type == "cuda":
+        where = f"{torch.cuda.get_device_name(args.device)}, torch {torch.__version__}"
+    else:
+        where = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+                 f"threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"{where}; {args.precision}; median of {args.steps} steps")
     print()
     print("| base | px | batch | transfer step NCHW | channels_last | ratio | forward NCHW | channels_last | ratio "
           "| max logit gap |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for architecture in args.bases:
         size, batch = BASES[architecture]
-        got = measure(architecture, size, batch, args.steps)
+        batch = args.batch or batch
+        got = measure(architecture, size, batch, args.steps, args.device, args.precision)
         step, forward = got["step"], got["forward"]
         print(f"| {architecture} | {size} | {batch} | {step['nchw'] * 1e3:.1f} ms "
               f"| {step['channels_last'] * 1e3:.1f} ms | {step['nchw'] / step['channels_last']:.2f}x "

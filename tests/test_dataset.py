@@ -727,6 +727,27 @@ def test_cuda_labels_agree_with_cpu_and_images_stay_on_the_device(path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_default_device_gives_the_batches_of_an_explicit_cuda_device(path):
+    """torch.set_default_device("cuda"), as a student's script may set it: the CPU-side test above uses
+    "meta"; here the real device, with labelling ahead on its side stream."""
+    expected = list(HelloDataset(path, device="cuda", seed=4).loader(6, epochs=2, prefetch=False))
+    previous = torch.get_default_device()
+    torch.set_default_device("cuda")
+    try:
+        ds = HelloDataset(path, device="cuda", seed=4)
+        batches = []
+        for batch in ds.loader(6, epochs=2, prefetch=True):
+            assert torch.empty(1).is_cuda   # the caller's default holds in its loop body
+            batches.append(batch)
+    finally:
+        torch.set_default_device(previous)
+    for got, want in zip(batches, expected, strict=True):
+        assert torch.equal(got.images, want.images) and torch.equal(got.hard_labels, want.hard_labels)
+        torch.testing.assert_close(got.soft_labels, want.soft_labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_decoded_images_are_held_once_on_the_gpu(path):
     """The decoded set was allocated on the GPU and again for the kept classes (2.0x its size at the peak;
     15 GB for ImageNet-1K IPC 50 at 224 px; a review of the GPU paths): it is allocated there once."""
