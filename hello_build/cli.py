@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
-from hello_build.zoo import DEFAULT_STUDENT, zoo_names
+from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, zoo_names
 from hello_format import __version__, limits
 from hello_format.cli import allow_remote_base_option, base_checkpoint_option, exit_interrupted, one_line_warnings
 from hello_format.errors import HelloError
@@ -146,7 +146,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--temperature", type=_recipe_range("temperature"), default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=_recipe_range("beta"), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULT_STUDENT_SEED, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", type=click.Choice(zoo_names()), default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--trust-teacher-code", is_flag=True,

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
 from hello_build.regimes import DEFAULT_REGIME, PROJECTOR_REGIMES, REGIMES, TEACHER_REGIMES
-from hello_build.zoo import DEFAULT_STUDENT, activation_bytes, create_model, zoo_names
+from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, activation_bytes, create_model, zoo_names
 from hello_format import limits
 from hello_format.container import is_json_int, is_json_number
 from hello_format.hub.resolver import open_bundle
@@ -84,7 +84,7 @@ class StudentRecipe(Recipe):
     """The bundle's recipe plus what only an evaluation chooses: the student architecture and the seed."""
 
     arch: str = DEFAULT_STUDENT
-    seed: int = 0
+    seed: int = DEFAULT_STUDENT_SEED
 
 
 def check_recipe(recipe: StudentRecipe) -> None:

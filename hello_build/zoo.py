@@ -136,6 +136,7 @@ ZOO: dict[str, Architecture] = {
 }
 
 DEFAULT_STUDENT = "convnet3"  # what an evaluation trains unless asked (hello eval --student)
+DEFAULT_STUDENT_SEED = 0      # the seed it trains with unless asked (hello eval --seed)
 
 
 def zoo_names() -> list[str]:
