@@ -342,6 +342,23 @@ def test_a_shard_that_is_not_one_is_a_hello_error(path, rank, world_size, messag
         HelloDataset(path, device="cpu", rank=rank, world_size=world_size).loader(2)
 
 
+def test_a_launcher_without_a_process_group_is_warned_of_every_rank_serving_the_whole_set(path, monkeypatch):
+    """Under torchrun without init_process_group, every rank trained on the whole set as rank 0 of 1, silently."""
+    import warnings
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.warns(UserWarning, match=r"WORLD_SIZE=4 \(a launcher such as torchrun\) but no initialised process "
+                                         r"group: this process serves the whole dataset as rank 0 of 1"):
+        loader = HelloDataset(path, device="cpu").loader(2)
+    assert (loader.rank, loader.world_size) == (0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HelloDataset(path, device="cpu", rank=1, world_size=4).loader(2)   # the shard given: nothing to warn of
+        for value in ("1", "", "x", "9" * 30):
+            monkeypatch.setenv("WORLD_SIZE", value)
+            HelloDataset(path, device="cpu").loader(2)
+
+
 # -------------------------------------------------------------------------------- class subsets
 
 def test_class_subset_keeps_renumbers_and_slices_the_logits(path, stored):
