@@ -69,6 +69,21 @@ def test_bad_uris_are_hub_errors(uri, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_hub_that_cannot_be_reached_is_said_alike_for_uploads_and_downloads():
+    """push said "upload failed: ConnectError: ..." where pull said the hub cannot be reached."""
+    import importlib
+
+    client = next(importlib.import_module(name) for name in ("httpx2", "httpx")
+                  if importlib.util.find_spec(name) is not None)   # huggingface_hub's HTTP client (its fork from 2.x)
+    for exc in (client.ConnectError("[Errno -2] Name or service not known"), client.ReadTimeout("timed out"),
+                ConnectionRefusedError(111, "Connection refused")):
+        for uploading in (False, True):
+            message = str(resolver.hub_error(exc, "hf://datasets/org/name", uploading=uploading))
+            assert message.startswith(f"hf://datasets/org/name: the hub cannot be reached ({type(exc).__name__}: ")
+            assert message.endswith("): check your connection") and "\n" not in message
+    assert "upload failed: ValueError: odd" in str(resolver.hub_error(ValueError("odd"), "x", uploading=True))
+
+
 def test_the_declared_huggingface_hub_floor_parses_hub_uris_as_the_resolver_does():
     """pyproject allowed huggingface_hub 0.23, which has no parse_hf_uri (a hub URI met an AttributeError).
     parse_hf_uri and errors.HfUriError came in 1.13; 1.16 is the first whose parser keeps an '@' in a file's

@@ -210,6 +210,16 @@ def hub_error(exc: Exception, target: str, *, uploading: bool = False) -> HubErr
         return HubError(
             f"{target}: the hub refused the token (HTTP {exc.response.status_code}): it needs {need}; {LOGIN_HINT}"
         )
-    action = "upload" if uploading else "download"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if _unreachable(exc):
+        return HubError(f"{target}: the hub cannot be reached ({type(exc).__name__}: {detail}): "
+                        "check your connection")
+    action = "upload" if uploading else "download"
     return HubError(f"{target}: {action} failed: {type(exc).__name__}: {detail}".rstrip(": "))
+
+
+def _unreachable(exc: Exception) -> bool:
+    """Whether no answer came from the hub: a connection error of the HTTP client (httpx's or its fork's
+    TransportError: refused, unresolved, timed out) or of the OS, not an HTTP status."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        cls.__name__ == "TransportError" for cls in type(exc).__mro__)
