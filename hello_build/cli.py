@@ -14,7 +14,8 @@ from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, zoo_names
 from hello_format import __version__, limits
-from hello_format.cli import allow_remote_base_option, base_checkpoint_option, exit_interrupted, one_line_warnings
+from hello_format.cli import (allow_remote_base_option, base_checkpoint_option, bounded_range, exit_interrupted,
+                               one_line_warnings)
 from hello_format.errors import HelloError
 from hello_format.runtime import MAX_SEED
 from hello_format.labelling import PRECISIONS
@@ -70,9 +71,9 @@ def _check_demo_options(data, values: dict) -> None:
 
 def _recipe_range(name: str) -> click.ParamType:
     """hello eval --NAME's range: the bounds a bundle's recipe.NAME is held to (``limits.RECIPE_*``)."""
-    if name in limits.RECIPE_INTEGERS:
-        return click.IntRange(*limits.RECIPE_INTEGERS[name])
-    return click.FloatRange(*limits.RECIPE_NUMBERS[name], min_open=name in limits.RECIPE_ABOVE_LOW)
+    integer = name in limits.RECIPE_INTEGERS
+    return bounded_range((limits.RECIPE_INTEGERS if integer else limits.RECIPE_NUMBERS)[name],
+                         above_low=name in limits.RECIPE_ABOVE_LOW, integer=integer)
 
 
 dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,

@@ -53,7 +53,7 @@ def start_from_adapter(projector, folder: str | Path) -> dict:
                            {name: tuple(tensor.shape) for name, tensor in expected.items()})   # again: a resumed build's folder may have changed
     weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
     tensors = _read_tensors(weights_path, expected)
-    counts_once = lora.counts_out_proj_once(config.get("peft_version"))
+    counts_once = lora.counts_out_proj_once(config)
     out_proj = lora.out_proj_lora_b_keys(projector.visual) if counts_once else []
     for key in out_proj:
         tensors[key] = tensors[key] / lora.ATTENTION_OUT_PROJ_FACTOR
@@ -107,7 +107,7 @@ def _check_config(path: Path, config: dict, ours: dict) -> None:
     """The adapter's LoRA settings must be this build's (which modules: checked by the weights' keys),
     and its peft_version a version."""
     try:
-        lora.counts_out_proj_once(config.get("peft_version"))
+        lora.counts_out_proj_once(config)
     except ValueError as exc:
         raise BuildError(f"{path.name}: {exc}") from None
     for name, default in peft_defaults().items():

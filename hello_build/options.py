@@ -25,8 +25,8 @@ from hello_build.errors import BuildError
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import COMBINE_MODES, DEFAULT_COMBINE, JUDGES
 from hello_build.zoo import zoo_names
-from hello_format.augment import AugmentConfig
 from hello_format import calibration
+from hello_format.augment import AugmentConfig
 from hello_format.calibration import HELP as CALIBRATION_HELP
 from hello_format.calibration import OBJECTIVES, CalibrationConfig
 from hello_format.codecs import CODECS, DEFAULT_CODEC, DEFAULT_QUALITY
@@ -49,16 +49,20 @@ def default_head_rank(classes: int) -> int:
     return min(HEAD_RANK_CAP, classes)
 
 
+def table_bounds(table: dict, above_low, name: str) -> dict:
+    """``option``'s bounds for NAME from a table of ``(low, high)`` whose ``above_low`` names have an open low."""
+    low, high = table[name]
+    return {"above" if name in above_low else "at_least": low, "at_most": high}
+
+
 def recipe_bounds(name: str) -> dict:
-    """``option``'s bounds for the recorded recipe.NAME: those a bundle's recipe is held to (``limits.RECIPE_*``)."""
-    low, high = {**RECIPE_INTEGERS, **RECIPE_NUMBERS}[name]
-    return {"above" if name in RECIPE_ABOVE_LOW else "at_least": low, "at_most": high}
+    """The recorded recipe.NAME's: those a bundle's recipe is held to (``limits.RECIPE_*``)."""
+    return table_bounds({**RECIPE_INTEGERS, **RECIPE_NUMBERS}, RECIPE_ABOVE_LOW, name)
 
 
 def calibration_bounds(name: str) -> dict:
-    """``option``'s bounds for --delta-calibration-NAME: ``CalibrationConfig``'s (``calibration.BOUNDS``)."""
-    low, high = calibration.BOUNDS[name]
-    return {"above" if name in calibration.ABOVE_LOW else "at_least": low, "at_most": high}
+    """--delta-calibration-NAME's: ``CalibrationConfig``'s (``calibration.BOUNDS``)."""
+    return table_bounds(calibration.BOUNDS, calibration.ABOVE_LOW, name)
 
 
 def option(default, help: str, *, stage: str, open: bool = False, choices: tuple | None = None, multiple: bool = False,

@@ -238,10 +238,6 @@ def _check(options: BuildOptions) -> None:
     if options.init_adapter:
         check_folder(options.init_adapter)  # a bad folder is refused before a teacher or a head is computed
     try:
-        calibration_config(options)
-    except ValueError as exc:
-        raise BuildError(f"--delta-calibration-*: {exc}") from None
-    try:
         student_recipe(options, options.image_size or 1)   # the student's view, checked before any work
     except AugmentError as exc:   # named as the command line names it
         flags = {f"augment.{field}": "--" + name.replace("_", "-") for field, name in AUGMENT_OPTIONS.items()}

@@ -265,18 +265,22 @@ def verify(bundle_path: str, no_decode: bool, as_json: bool) -> None:
              f"{len(bundle.tensor_names)} tensors, all sha256 match, label generator finite{decoded}")
 
 
+def bounded_range(bounds: tuple, *, above_low: bool, integer: bool) -> click.ParamType:
+    """A command-line range for a table's ``(low, high)``: an open low when ``above_low``."""
+    kind = click.IntRange if integer else click.FloatRange
+    return kind(*bounds, min_open=above_low)
+
+
+def _calibration_range(name: str) -> click.ParamType:
+    """--calibration-NAME's range: ``CalibrationConfig``'s bounds (``calibration.BOUNDS``)."""
+    return bounded_range(calibration.BOUNDS[name], above_low=name in calibration.ABOVE_LOW,
+                         integer=isinstance(getattr(CalibrationConfig, name), int))
+
+
 base_checkpoint_option = click.option(
     "--base-checkpoint", type=click.Path(exists=True, dir_okay=False),
     help="Local safetensors weights of the base: needed where the bundle's base is a local checkpoint; for an "
          "open_clip base, used instead of downloading its tag (offline), once the fingerprint matches.")
-def _calibration_range(name: str) -> click.ParamType:
-    """--calibration-NAME's range: ``CalibrationConfig``'s bounds (``calibration.BOUNDS``)."""
-    low, high = calibration.BOUNDS[name]
-    if isinstance(high, int):
-        return click.IntRange(low, high, min_open=name in calibration.ABOVE_LOW)
-    return click.FloatRange(low, high, min_open=name in calibration.ABOVE_LOW)
-
-
 allow_remote_base_option = click.option(
     "--allow-remote-base", is_flag=True,
     help="Trust a custom base config that makes open_clip download or build a model the bundle names "

@@ -22,8 +22,8 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora.layer import MultiheadAttention as LoraMultiheadAttention
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from hello_format.peft_keys import (ADAPTER_PREFIX, adapted_module, check_match_work, compile_pattern, pattern_value,
-                                    peft_module)
+from hello_format.peft_keys import (ADAPTER_PREFIX, LORA_B_SUFFIX, MHA_OUT_PROJ, adapted_module, check_match_work,
+                                    compile_pattern, pattern_value, peft_module)
 from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
@@ -194,12 +194,15 @@ def attention_weights(layer: LoraMultiheadAttention) -> tuple[torch.Tensor, torc
     return in_proj + in_delta, out_proj + ATTENTION_OUT_PROJ_FACTOR * out_delta
 
 
-def counts_out_proj_once(peft_version: object) -> bool:
-    """Whether an adapter config's ``peft_version`` (None: absent, peft before 0.18) means an attention
-    out_proj update counted once, by peft 0.22's own rule: a release from 0.22.0, a dev version from
-    0.21.1. ValueError when it is not a version string."""
-    if peft_version is None:
+def counts_out_proj_once(config: dict) -> bool:
+    """Whether the adapter config ``config`` (its JSON object) says its attention out_proj update counts
+    once, by peft 0.22's own rule on ``peft_version``'s release segment X.Y.Z (pre, post, dev and local
+    parts and an ``@commit`` aside): twice when the field is absent (peft before 0.18), when X.Y.Z is
+    before 0.21.1, or when it is before 0.22.0 and not a dev version; once otherwise. ValueError when the
+    field is not a version string (null included: peft would read it as its own version)."""
+    if "peft_version" not in config:
         return False
+    peft_version = config["peft_version"]
     if not isinstance(peft_version, str) or len(peft_version) > MAX_PEFT_VERSION_CHARS:
         raise ValueError(f"peft_version must be a version string of at most {MAX_PEFT_VERSION_CHARS} characters, "
                          f"got {shortened(peft_version)}")
@@ -228,7 +231,7 @@ def export_state_dict(visual: nn.Module, dtype: torch.dtype = torch.float16) -> 
 
 def out_proj_lora_b_keys(visual: nn.Module) -> list[str]:
     """The adapter-file keys of the out_proj lora_B of every ``nn.MultiheadAttention`` LoRA in ``visual``."""
-    return [f"{ADAPTER_PREFIX}{name}.base_layer.out_proj.lora_B.weight"
+    return [f"{ADAPTER_PREFIX}{name}{MHA_OUT_PROJ}{LORA_B_SUFFIX}"
             for name, module in visual.named_modules() if isinstance(module, LoraMultiheadAttention)]
 
 

@@ -11,8 +11,9 @@ from hello_format.targets import PatternError, TargetPattern
 from hello_format.text import shortened
 
 ADAPTER_PREFIX = "base_model.model."   # peft's names of the adapted model's modules (hello_format.lora's too)
-_PEFT_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
-_MHA_OUT_PROJ = ".base_layer.out_proj"   # peft's out_proj LoRA inside an adapted nn.MultiheadAttention
+LORA_B_SUFFIX = ".lora_B.weight"
+_PEFT_SUFFIXES = {".lora_A.weight": "A", LORA_B_SUFFIX: "B"}
+MHA_OUT_PROJ = ".base_layer.out_proj"   # peft's out_proj LoRA inside an adapted nn.MultiheadAttention
 
 
 def peft_module(key: str) -> tuple[str, str] | None:
@@ -78,6 +79,6 @@ def _matches_a_dot_suffix(pattern: TargetPattern, name: str) -> bool:
 def adapted_module(module_path: str) -> str:
     """The module peft adapted to make the LoRA at ``module_path`` (a stored key's path), whose rank it
     has: the path itself, or for ``<attn>.base_layer.out_proj`` the nn.MultiheadAttention ``<attn>``."""
-    if module_path.endswith(_MHA_OUT_PROJ) and len(module_path) > len(_MHA_OUT_PROJ):
-        return module_path[:-len(_MHA_OUT_PROJ)]
+    if module_path.endswith(MHA_OUT_PROJ) and len(module_path) > len(MHA_OUT_PROJ):
+        return module_path[:-len(MHA_OUT_PROJ)]
     return module_path

@@ -68,7 +68,7 @@ def test_a_folder_saved_by_the_installed_peft_starts_the_encoder_peft_loaded(kit
     folder = tmp_path / "saved"
     peft_visual.save_pretrained(str(folder))
     (folder / HEAD_FILE).write_bytes((exported["folder"] / HEAD_FILE).read_bytes())
-    counts_once = lora.counts_out_proj_once(json.loads((folder / "adapter_config.json").read_text()).get("peft_version"))
+    counts_once = lora.counts_out_proj_once(json.loads((folder / "adapter_config.json").read_text()))
     summary, logs = run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
     started, source = _label_generator(summary["output"]), _label_generator(exported["bundle"])
     for name, tensor in source.items():
@@ -94,6 +94,7 @@ def test_an_adapter_of_a_peft_that_counts_out_proj_once_has_its_out_proj_lora_b_
     ("not a version", "peft_version 'not a version' is not a version"),
     ("0." * 40, "peft_version must be a version string of at most 64 characters"),
     (22, "peft_version must be a version string"),
+    (None, "peft_version must be a version string"),   # peft reads null as its own version, not as absent
 ])
 def test_a_bad_peft_version_is_refused_before_any_stage_runs(kit, exported, tmp_path, version, words):
     folder = _copy_folder(exported["folder"], tmp_path / "adapter", {"peft_version": version})

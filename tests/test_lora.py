@@ -218,12 +218,14 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
 
 
 @pytest.mark.parametrize("version, once", [
-    (None, False), ("0.17.0", False), ("0.21.0", False), ("0.21.2", False), ("0.21.1.dev0", True),
-    ("0.21.1.dev0@1a2b3c", True), ("0.21.0.dev0", False), ("0.22.0", True), ("0.22.0.dev0", True), ("1.0", True),
+    (None, False), ("0.17.0", False), ("0.21.0", False), ("0.21.2", False), ("0.21.2.post1", False),
+    ("0.21.1rc1", False), ("0.21.1.dev0", True), ("0.21.1.dev0@1a2b3c", True), ("0.21.0.dev0", False),
+    ("0.22.0", True), ("0.22.0rc1", True), ("0.22.0.dev0", True), ("0.22.0+local", True), ("1.0", True),
 ])
 def test_peft_version_says_how_out_proj_counts_as_peft_0_22_reads_it(version, once):
-    """peft 0.22.0 doubles out_proj lora_B of exactly the adapters it reads as counting it twice."""
-    assert lora.counts_out_proj_once(version) is once
+    """peft 0.22.0 doubles out_proj lora_B of exactly the adapters it reads as counting it twice (None: the
+    field absent)."""
+    assert lora.counts_out_proj_once({} if version is None else {"peft_version": version}) is once
 
 
 @pytest.mark.parametrize("family, patterns, expected", [
