@@ -29,10 +29,11 @@ from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
 from hello_format.files import read_bounded_text
 from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
-from hello_format.text import shortened
+from hello_format.text import cut, first_line, shortened
 
 # adapter_config.json fields that change what the LoRA computes; one that is absent has peft's default
 CONFIG_FIELDS = ("peft_type", "r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora", "use_dora", "bias")
+CONFIG_OPTIONS = {"r": "--lora-rank", "lora_alpha": "--lora-alpha"}   # the fields a build option sets
 
 
 def peft_defaults() -> dict:
@@ -74,7 +75,8 @@ def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, .
     config = check_folder(folder)
     try:
         _check_config(folder / lora.ADAPTER_CONFIG_FILE, config, ours)
-        _check_header(folder / lora.ADAPTER_WEIGHTS_FILE, shapes, "--lora-rank")
+        _check_header(folder / lora.ADAPTER_WEIGHTS_FILE, shapes, "--lora-rank",
+                      "the LoRA of the modules this build adapts")
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
     return config
@@ -87,9 +89,11 @@ def check_folder(folder: str | Path) -> dict:
     folder = Path(folder)
     config_path = folder / lora.ADAPTER_CONFIG_FILE
     for path in (config_path, folder / lora.ADAPTER_WEIGHTS_FILE):
-        if not path.is_file():
+        if not path.exists():
             raise BuildError(f"--init-adapter {folder}: no {path.name} (a peft adapter folder, e.g. from "
                              "hello export-adapter, holds adapter_config.json and adapter_model.safetensors)")
+        if not path.is_file():
+            raise BuildError(f"--init-adapter {folder}: {path.name} is not a regular file")
     try:
         text = read_bounded_text(config_path, MAX_ADAPTER_CONFIG_BYTES)
     except ValueError as exc:
@@ -97,7 +101,7 @@ def check_folder(folder: str | Path) -> dict:
     try:
         config = strict_json_loads(text)
     except (ValueError, RecursionError) as exc:
-        raise BuildError(f"--init-adapter {folder}: {config_path.name} is not valid JSON ({type(exc).__name__})") from None
+        raise BuildError(f"--init-adapter {folder}: {config_path.name} is not valid JSON ({_reason(exc)})") from None
     if not isinstance(config, dict):
         raise BuildError(f"--init-adapter {folder}: {config_path.name} must hold a JSON object")
     return config
@@ -113,26 +117,36 @@ def _check_config(path: Path, config: dict, ours: dict) -> None:
     for name, default in peft_defaults().items():
         theirs, wanted = config.get(name, default), ours.get(name, default)
         if theirs != wanted:
+            hint = (f"match {CONFIG_OPTIONS[name]} to the adapter" if name in CONFIG_OPTIONS
+                    else "no hello-build option sets it: the build cannot start from this adapter")
             raise BuildError(f"{path.name}: {name} is {shortened(theirs)}, this build's LoRA has {shortened(wanted)} "
-                             "(match --lora-rank / --lora-alpha / --lora-targets to the adapter)")
+                             f"({hint})")
 
 
-def _check_header(path: Path, shapes: dict[str, tuple[int, ...]], rank_option: str) -> None:
+def _check_header(path: Path, shapes: dict[str, tuple[int, ...]], rank_option: str, holds: str) -> None:
     """BuildError unless ``path``'s header holds float tensors of exactly these names and ``shapes``
-    (``rank_option``: the build option a shape mismatch points at)."""
+    (``rank_option``: the build option a shape mismatch points at; ``holds``: what the names are, for
+    the message when they differ)."""
     header = read_header(path)
     missing = sorted(shapes.keys() - header.tensors.keys())
     unknown = sorted(header.tensors.keys() - shapes.keys())
     if missing or unknown:
         first = (missing or unknown)[0]
-        raise BuildError(f"{path.name} does not adapt the modules this build adapts: "
-                         f"{'missing' if missing else 'unexpected'} {shortened(first)} "
-                         f"({len(missing)} missing, {len(unknown)} unexpected)")
+        raise BuildError(f"{path.name} does not hold {holds}: {'missing' if missing else 'unexpected'} "
+                         f"{shortened(first)} ({len(missing)} missing, {len(unknown)} unexpected)")
     for name, shape in shapes.items():
         info = header.tensors[name]
-        if tuple(info.shape) != tuple(shape) or info.dtype not in ("F16", "BF16", "F32"):
+        if info.dtype not in ("F16", "BF16", "F32"):
+            raise BuildError(f"{path.name}: {shortened(name)} is {info.dtype}, this build needs a float (F16, BF16 "
+                             "or F32)")
+        if tuple(info.shape) != tuple(shape):
             raise BuildError(f"{path.name}: {shortened(name)} is {info.dtype} {list(info.shape)}, this build needs a "
                              f"float {list(shape)} (another {rank_option}?)")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a JSON text was refused, in one bounded line (the strict reader's messages cut what they quote)."""
+    return cut(first_line(exc), 200)
 
 
 def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,7 +173,7 @@ def _start_head(projector, path: Path) -> str:
         class_names = strict_json_loads(metadata.get("hello.class_names", "null"))
         head = strict_json_loads(metadata.get("hello.head", "null"))
     except (ValueError, RecursionError) as exc:
-        raise BuildError(f"{path.name}: metadata is not valid JSON ({type(exc).__name__})") from None
+        raise BuildError(f"{path.name}: metadata is not valid JSON ({_reason(exc)})") from None
     if class_names != projector.class_names:
         return f"from the text embeddings ({HEAD_FILE} names other classes)"
     if not isinstance(head, dict) or not isinstance(head.get("lora"), dict):
@@ -175,7 +189,8 @@ def _start_head(projector, path: Path) -> str:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
     expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
-    _check_header(path, {name: tuple(tensor.shape) for name, tensor in expected.items()}, "--head-rank")
+    _check_header(path, {name: tuple(tensor.shape) for name, tensor in expected.items()}, "--head-rank",
+                  "the head LoRA (head.lora_A, head.lora_B)")
     tensors = _read_tensors(path, expected)
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors[HEAD_A])

@@ -196,8 +196,8 @@ def attention_weights(layer: LoraMultiheadAttention) -> tuple[torch.Tensor, torc
 
 def counts_out_proj_once(config: dict) -> bool:
     """Whether the adapter config ``config`` (its JSON object) says its attention out_proj update counts
-    once, by peft 0.22's own rule on ``peft_version``'s release segment X.Y.Z (pre, post, dev and local
-    parts and an ``@commit`` aside): twice when the field is absent (peft before 0.18), when X.Y.Z is
+    once, by peft 0.22's own rule on ``peft_version``'s release X.Y.Z (epoch kept; pre, post, dev and
+    local parts and an ``@commit`` aside): twice when the field is absent (peft before 0.18), when X.Y.Z is
     before 0.21.1, or when it is before 0.22.0 and not a dev version; once otherwise. ValueError when the
     field is not a version string (null included: peft would read it as its own version)."""
     if "peft_version" not in config:

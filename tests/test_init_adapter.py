@@ -122,7 +122,7 @@ def test_a_head_file_for_other_classes_leaves_the_head_to_the_text_embeddings(ki
 
 
 @pytest.mark.parametrize("config_rank, words", [
-    (8, r"adapter_config.json: r is 8, this build's LoRA has 4"),
+    (8, r"adapter_config.json: r is 8, this build's LoRA has 4 \(match --lora-rank to the adapter\)$"),
     (4, r"adapter_model.safetensors: .* is F16 \[8, .*\], this build needs a float \[4, .*\] \(another --lora-rank\?\)"),
 ])
 def test_an_adapter_of_another_rank_is_one_clear_error_before_any_stage_runs(kit, exported, tmp_path, config_rank, words):
@@ -158,7 +158,12 @@ def test_a_folder_without_the_adapter_files_is_one_clear_error(kit, tmp_path):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(tmp_path), transfer_epochs=0))
 
 
-@pytest.mark.parametrize("config, words", [(b"{not json", "is not valid JSON"), (b"[8]", "must hold a JSON object")])
+@pytest.mark.parametrize("config, words", [
+    (b"{not json", r"is not valid JSON \(Expecting property name"),
+    (b'{"r": 4, "r": 8}', r"is not valid JSON \(duplicate key 'r'\)"),   # said only "(ValueError)"
+    (b'{"r": 1e999}', r"is not valid JSON \(number 1e999 overflows a 64-bit float\)"),
+    (b"[8]", "must hold a JSON object"),
+])
 def test_a_bad_adapter_config_is_refused_before_any_stage_runs(kit, tmp_path, config, words):
     """A teacher to train or a head to compute could take hours; the folder is checked first."""
     folder = tmp_path / "adapter"
@@ -170,6 +175,35 @@ def test_a_bad_adapter_config_is_refused_before_any_stage_runs(kit, tmp_path, co
         run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), train_teacher="convnet3", teacher=[],
                                workdir=str(work)))
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_a_config_that_is_not_a_regular_file_is_said_so(kit, tmp_path):
+    """A folder named adapter_config.json was reported missing."""
+    folder = tmp_path / "adapter"
+    (folder / "adapter_config.json").mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(BuildError, match=r"--init-adapter .*: adapter_config.json is not a regular file$"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
+def test_a_setting_no_build_option_sets_is_not_pinned_on_the_rank_options(kit, exported, tmp_path):
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter", {"use_dora": True})
+    with pytest.raises(BuildError, match=r"adapter_config.json: use_dora is True, this build's LoRA has False \(no "
+                                         r"hello-build option sets it: the build cannot start from this adapter\)$"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
+def test_a_head_tensor_of_an_integer_dtype_is_named_as_such(kit, exported, tmp_path):
+    """It pointed at --head-rank when only the dtype was wrong."""
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter")
+    metadata = read_header(exported["folder"] / HEAD_FILE).metadata
+    head = load_file(str(exported["folder"] / HEAD_FILE))
+    head["head.lora_A"] = head["head.lora_A"].to(torch.int32)
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, metadata, head)
+    with pytest.raises(BuildError, match=r"hello_head.safetensors: 'head.lora_A' is I32, this build needs a float "
+                                         r"\(F16, BF16 or F32\)$"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
 
 
 @pytest.mark.parametrize("scale", [1e6, 1e-7])
