@@ -125,6 +125,7 @@ MAX_SINCOS_TABLE_VALUES = 2**24         # (grid positions + 1) x width of a cust
 
 # a peft adapter folder given to hello-build --init-adapter: its adapter_config.json
 MAX_ADAPTER_CONFIG_BYTES = 1_000_000
+MAX_PEFT_VERSION_CHARS = 64             # and its peft_version, bounded before it is parsed
 # hello-build --base-config FILE: an open_clip model config (open_clip's own are under 2 KB)
 MAX_BASE_CONFIG_BYTES = 1_000_000
 

@@ -27,6 +27,7 @@ from hello_format.peft_keys import (ADAPTER_PREFIX, LORA_B_SUFFIX, MHA_OUT_PROJ,
 from hello_format.container import write_container
 from hello_format.errors import BaseModelError, ManifestError
 from hello_format.generator import EncoderLoraConfig
+from hello_format.limits import MAX_PEFT_VERSION_CHARS
 from hello_format.text import shortened
 
 ADAPTER_NAME = "default"
@@ -47,7 +48,6 @@ ATTENTION_OUT_PROJ_FACTOR = 2
 # (0.22.0 on) doubles the out_proj lora_B of an adapter saved before 0.22.0 when it loads it, so every
 # peft rebuilds the bundle's encoder from the folder.
 EXPORT_PEFT_VERSION = "0.21.2"
-MAX_PEFT_VERSION_CHARS = 64   # an adapter config's peft_version, bounded before it is parsed
 
 
 def default_targets(visual: nn.Module) -> str:
