@@ -155,6 +155,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--real", "real_dir", default=None, type=click.Path(file_okay=False), help="Real training ImageFolder for the random-real regime.")
 @click.option("--follow-external-links", is_flag=True,
               help="Follow symbolic links that lead out of --val and --real; without it such a link is refused, so that a downloaded folder cannot read your own files.")
+@click.option("--skip-bad", is_flag=True,
+              help="Decode every --val (and --real) image once before training and leave unreadable ones out, counted in the result (val_skipped); without it an unreadable validation image fails the run after training.")
 @click.option("--stored-dir", default=None, type=click.Path(file_okay=False), help="Where the stored regime writes (and keeps) its label files [default: a temporary directory, removed afterwards]; under torchrun on several nodes, a folder every node mounts.")
 @base_checkpoint_option
 @allow_remote_base_option
@@ -164,7 +166,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @dist_backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_size, loss, temperature, beta, seed,
-                 teacher_path, teacher_arch, trust_teacher_code, real_dir, follow_external_links, stored_dir, base_checkpoint,
+                 teacher_path, teacher_arch, trust_teacher_code, real_dir, follow_external_links, skip_bad, stored_dir, base_checkpoint,
                  allow_remote_base, device, precision, dist_backend, quiet):
     """Train a student from BUNDLE under a label regime; print top-1 on --val as a final JSON line.
 
@@ -186,7 +188,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
                                        image_size=min(opened.image_shape[2:]), trust_code=trust_teacher_code)
         result = evaluate(
             bundle, val_dir, regime=regime, teacher=teacher, real_dir=real_dir, follow_external_links=follow_external_links,
-            stored_dir=stored_dir, checkpoint=base_checkpoint,
+            skip_bad=skip_bad, stored_dir=stored_dir, checkpoint=base_checkpoint,
             allow_remote_base=allow_remote_base, device=device, precision=precision,
             progress=not quiet and (group is None or group.is_main),
             recipe_overrides={"arch": arch, "epochs": epochs, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,

@@ -65,7 +65,7 @@ MAX_LISTED_PATHS = 10  # bad paths named in an error message
 MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its kept squares (a 16:1 strip)
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
-SKIP_BAD_HINT = " (a build can leave unreadable images out: skip_bad, hello-build --skip-bad)"
+SKIP_BAD_HINT = " (unreadable images can be left out: skip_bad, hello-build and hello eval --skip-bad)"
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,7 @@ def evaluate(
     teacher=None,
     real_dir=None,
     follow_external_links: bool = False,
+    skip_bad: bool = False,
     stored_dir=None,
     device=None,
     checkpoint=None,
@@ -229,6 +230,9 @@ def evaluate(
     own default (``LabelOptions``: bf16 on CUDA). The result records both (``label_precision``: None for hard labels).
     ``group``: the torchrun job this process is part of (``distributed.join``); every rank returns the result.
     ``follow_external_links``: follow symbolic links that lead out of ``val_dir`` and ``real_dir`` (``scan_image_folder``).
+    ``skip_bad``: decode every image of ``val_dir`` and ``real_dir`` once before training and leave the
+    unreadable ones out (the result counts them: ``val_skipped``); without it a validation image that fails
+    to decode fails the run when it is scored, after training.
     ``teacher``: the teacher and stored regimes' labeller, a module (``hello_build.teachers.load_teacher``).
     ``recipe_overrides``: fields of ``StudentRecipe`` to train with instead of the bundle's (``check_recipe``)."""
     if regime not in REGIMES:
@@ -259,7 +263,7 @@ def evaluate(
         check_recipe(recipe)   # before anything is decoded or built
         recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too, as HelloDataset checks it
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
-        val_index = in_class_order(scan_image_folder(val_dir, follow_external_links=follow_external_links),
+        val_index = in_class_order(scan_image_folder(val_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
                                    bundle.class_folders, "validation folder")
         # from the manifest and the validation folder's listing: nothing is decoded or built for a bundle
         # the check refuses
@@ -274,7 +278,7 @@ def evaluate(
         names, folders = bundle.class_names, bundle.class_folders
         if regime == "random-real":   # its real images instead of the bundle's, refused before the projector is built
             images, labels = _random_real(real_dir, folders, bundle.labels, bundle.image_shape[3], recipe.seed,
-                                          follow_external_links)
+                                          follow_external_links, skip_bad)
         else:   # as HelloDataset reads them: each on first use, never through the mapping
             images, labels = bundle.lazy_images(device), bundle.labels
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
@@ -316,6 +320,7 @@ def evaluate(
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,
         "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
         "train_seconds": round(train_seconds, 2), **stored_sizes,
+        **({"val_images": len(val_index), "val_skipped": len(val_index.bad)} if skip_bad else {}),
         "bundle": str(bundle_path), "val": str(val_dir),
     }
 
@@ -388,10 +393,10 @@ def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, 
     return None
 
 
-def _random_real(real_dir, folders, labels, size, seed, follow_external_links):
+def _random_real(real_dir, folders, labels, size, seed, follow_external_links, skip_bad):
     """A random real subset with as many images per class as the bundle has, decoded at its size."""
-    index = in_class_order(scan_image_folder(real_dir, follow_external_links=follow_external_links), folders,
-                           "real-image folder")
+    index = in_class_order(scan_image_folder(real_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
+                           folders, "real-image folder")
     generator = torch.Generator().manual_seed(seed)
     chosen, chosen_labels = [], []
     for label, positions in enumerate(per_class_indices(index)):

@@ -256,6 +256,24 @@ def test_validation_folders_in_another_order_than_the_bundle_s_classes(eval_kit,
     assert report["classes"] == 3
 
 
+def test_an_unreadable_validation_image_is_left_out_before_training_with_skip_bad(eval_kit, tmp_path):
+    """A validation image whose header is sound but whose pixels are not failed the run when it was scored,
+    after the whole student had trained."""
+    import io
+
+    val = tmp_path / "val"
+    shutil.copytree(eval_kit["val"], val)
+    buffer = io.BytesIO()
+    Image.fromarray(torch.randint(0, 256, (SIZE, SIZE, 3), dtype=torch.uint8).numpy()).save(buffer, "JPEG")
+    (val / "cat" / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 6 // 10])
+    args = ["eval", eval_kit["bundle"], "--val", val, "--regime", "hard", "--epochs", 1, "--quiet"]
+    one_line_error(hello(*args), "cannot decode image", "truncated.jpg", "hello eval --skip-bad")
+    report = final_json(hello(*args, "--skip-bad"))
+    assert (report["val_images"], report["val_skipped"]) == (3 * 4, 1)
+    assert "val_skipped" not in final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard",
+                                                 "--epochs", 1, "--quiet"))
+
+
 def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeypatch):
     """A bundle's view size sets the validation images' size; batches shrink with what one view makes the
     student hold (a batch bound by pixels alone let ConvNet-3 at 448 px ask 6.6 GB; thirteenth audit)."""
@@ -719,7 +737,7 @@ def test_the_random_real_subset_is_drawn_with_the_students_seed(eval_kit):
     from hello_build.evaluation import _random_real
 
     def drawn(seed):
-        return _random_real(eval_kit["real"], CLASSES, eval_kit["labels"], SIZE, seed, False)[0]
+        return _random_real(eval_kit["real"], CLASSES, eval_kit["labels"], SIZE, seed, False, False)[0]
 
     assert torch.equal(drawn(1), drawn(1))
     assert not torch.equal(drawn(1), drawn(2))
