@@ -38,7 +38,7 @@ from hello_format.limits import (MAX_EPOCHS, MAX_GROUP_SIZE, MAX_LORA_ALPHA, MAX
 from hello_format.quantize import DELTA_DTYPES
 from hello_format.runtime import MAX_SEED
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
-from hello_format.text import shortened
+from hello_format.text import bound, shortened
 
 PAIRS = ("crop_scale", "crop_ratio")  # the options given as two numbers, MIN MAX
 HEAD_RANK_CAP = 128  # the head LoRA's default rank is min(HEAD_RANK_CAP, classes) (the paper's 128 at 1000 classes)
@@ -291,19 +291,15 @@ def bounds_text(meta) -> str:
     interval such as "in [0, 1)"."""
     low, high = _first(meta["at_least"], meta["above"]), _first(meta["at_most"], meta["below"])
     if low is not None and high is not None:
-        return (f"in {'(' if meta['at_least'] is None else '['}{_number(low)}, "
-                f"{_number(high)}{')' if meta['at_most'] is None else ']'}")
+        return (f"in {'(' if meta['at_least'] is None else '['}{bound(low)}, "
+                f"{bound(high)}{')' if meta['at_most'] is None else ']'}")
     if low is not None:
-        return f"{'above' if meta['at_least'] is None else 'at least'} {_number(low)}"
-    return f"{'below' if meta['at_most'] is None else 'at most'} {_number(high)}"
+        return f"{'above' if meta['at_least'] is None else 'at least'} {bound(low)}"
+    return f"{'below' if meta['at_most'] is None else 'at most'} {bound(high)}"
 
 
 def _first(*values):
     return next((value for value in values if value is not None), None)
-
-
-def _number(value: float) -> str:
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def _name_only(value) -> str:

@@ -28,7 +28,7 @@ from hello_format.errors import BundleError
 from hello_format.losses import kl_loss
 from hello_format.quantize import QMAX, grouped, round_trip
 from hello_format.runtime import SELECTION_SEED, cosine_lr
-from hello_format.text import shortened
+from hello_format.text import bound, shortened
 
 # the seed of the fitted views (the selection views': runtime.SELECTION_SEED; neither is bench/storage.py's
 # measured seed 0)
@@ -75,9 +75,8 @@ class CalibrationConfig:
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if not ((low < value if name in ABOVE_LOW else low <= value) and value <= high):
-                number = lambda x: f"{int(x):,}" if float(x).is_integer() else f"{x:g}"  # noqa: E731
-                raise ValueError(f"calibration {name} must be in {'(' if name in ABOVE_LOW else '['}{number(low)}, "
-                                 f"{number(high)}], got {shortened(value)}")
+                raise ValueError(f"calibration {name} must be in {'(' if name in ABOVE_LOW else '['}{bound(low)}, "
+                                 f"{bound(high)}], got {shortened(value)}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 

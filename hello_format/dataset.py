@@ -463,8 +463,8 @@ def _resolved_shard(rank: int | None, world_size: int | None) -> tuple[int, int]
     elif world_size is None and rank:
         raise HelloError(f"rank {rank} is not in [0, world_size=1): without world_size= and an initialised process "
                          "group there is one process; pass world_size= too, or init_process_group first")
-    elif world_size is None and rank is None and _launched_world_size() > 1:
-        warnings.warn(f"WORLD_SIZE={_launched_world_size()} (a launcher such as torchrun) but no initialised process "
+    elif world_size is None and rank is None and (launched := _launched_world_size()) > 1:
+        warnings.warn(f"WORLD_SIZE={launched} (a launcher such as torchrun) but no initialised process "
                       "group: this process serves the whole dataset as rank 0 of 1, as every other one does; call "
                       "torch.distributed.init_process_group() first, or pass rank= and world_size=", stacklevel=3)
     rank, world_size = rank or 0, world_size or 1

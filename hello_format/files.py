@@ -150,10 +150,10 @@ def missing_folder(path: str | os.PathLike) -> str | None:
     folder = Path(os.fspath(path)).parent
     if folder.is_dir():
         return None
-    blocker = next((above for above in (folder, *folder.parents) if os.path.lexists(above)), None)
-    if blocker is not None and not blocker.exists():   # lexists but not exists: a link to nothing
+    blocker = nearest_existing(folder)
+    if not blocker.exists():   # lexists but not exists: a link to nothing
         return f"{blocker} is a symbolic link to {os.readlink(blocker)}, which does not exist"
-    if blocker is not None and not blocker.is_dir():
+    if not blocker.is_dir():
         return f"{blocker} is a file, not a directory"
     return f"directory {folder} does not exist"
 

@@ -68,6 +68,11 @@ def cut(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def bound(value: float) -> str:
+    """A bound as an error line quotes it: thousands separated when whole (1,000,000), else ``%g`` (0.01)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def shortened(value, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters: a value read from a file, quoted in an error line.
     The work is bounded too: a string is cut before its repr, a container shows a few items."""
