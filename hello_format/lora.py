@@ -48,6 +48,15 @@ ATTENTION_OUT_PROJ_FACTOR = 2
 # (0.22.0 on) doubles the out_proj lora_B of an adapter saved before 0.22.0 when it loads it, so every
 # peft rebuilds the bundle's encoder from the folder.
 EXPORT_PEFT_VERSION = "0.21.2"
+# The keys an exported adapter config holds (spec section 15): the LoraConfig fields of the oldest
+# supported peft (0.15.0) and peft_version, so that a later peft's new fields (at their defaults) do not
+# make an earlier one warn of unexpected keys, and the file is the same whichever peft wrote it.
+EXPORT_CONFIG_KEYS = frozenset({
+    "alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "corda_config", "eva_config",
+    "exclude_modules", "fan_in_fan_out", "inference_mode", "init_lora_weights", "layer_replication",
+    "layers_pattern", "layers_to_transform", "loftq_config", "lora_alpha", "lora_bias", "lora_dropout",
+    "megatron_config", "megatron_core", "modules_to_save", "peft_type", "peft_version", "r", "rank_pattern",
+    "revision", "target_modules", "task_type", "trainable_token_indices", "use_dora", "use_rslora"})
 
 
 def default_targets(visual: nn.Module) -> str:
@@ -303,13 +312,18 @@ def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` of the LoRA injected in ``visual``
     into the existing ``folder``: ``peft.PeftModel.from_pretrained(fresh_visual, folder)`` rebuilds
     exactly that model, since the config is the one ``inject`` used (``explicit``: literal module
-    names, per-module ranks and alphas) and its ``peft_version`` is ``EXPORT_PEFT_VERSION``, whatever
-    peft is installed. Nothing in it names a model or code to fetch (``base_model_name_or_path``,
+    names, per-module ranks and alphas), its keys are ``EXPORT_CONFIG_KEYS`` and its ``peft_version`` is
+    ``EXPORT_PEFT_VERSION``, whatever peft is installed. Nothing in it names a model or code to fetch (``base_model_name_or_path``,
     ``revision``, ``auto_mapping`` are null); both files are deterministic."""
     folder = Path(folder)
     if ADAPTER_NAME not in getattr(visual, "peft_config", {}):
         raise ValueError("the image encoder holds no injected (unmerged) LoRA to write")
     config = visual.peft_config[ADAPTER_NAME].to_dict()
+    defaults = LoraConfig().to_dict()
+    newer = sorted(key for key in config.keys() - EXPORT_CONFIG_KEYS if config[key] != defaults.get(key))
+    if newer:
+        raise ValueError(f"the LoRA sets {', '.join(newer)}, which peft 0.15 cannot read: not exportable")
+    config = {key: value for key, value in config.items() if key in EXPORT_CONFIG_KEYS}
     config.update(base_model_name_or_path=None, revision=None, auto_mapping=None, inference_mode=True,
                   peft_version=EXPORT_PEFT_VERSION)
     config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}

@@ -1,6 +1,8 @@
 """Encoder LoRA: every default target is live, merging is exact, weights round-trip (also via peft)."""
 
+import json
 import re
+import warnings
 
 import pytest
 import torch
@@ -215,6 +217,32 @@ def test_peft_adapter_folder_loads_with_peft(family, tmp_path):
     peft_visual = PeftModel.from_pretrained(tiny_clip(family).visual, str(folder)).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_visual(IMAGES), source.visual(IMAGES), atol=1e-5, rtol=1e-5)
+
+
+def test_the_adapter_config_holds_only_keys_the_oldest_supported_peft_reads(tmp_path):
+    """A later peft's new LoraConfig fields are left out: no supported peft warns of unexpected keys but peft
+    0.15 of peft_version, the one key it lacks."""
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    lora.write_peft_adapter(folder, tiny_projector("vit").visual, torch.float32)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config.keys() <= lora.EXPORT_CONFIG_KEYS and {"r", "lora_alpha", "target_modules", "peft_version"} <= config.keys()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PeftModel.from_pretrained(tiny_clip("vit").visual, str(folder))
+    unexpected = [str(w.message) for w in caught if "Unexpected keyword" in str(w.message)]
+    assert all("arguments ['peft_version'] " in message for message in unexpected), unexpected
+
+
+def test_a_lora_setting_the_oldest_supported_peft_lacks_is_not_exported(tmp_path):
+    visual = tiny_projector("rn").visual
+    config = visual.peft_config[lora.ADAPTER_NAME]
+    if not hasattr(config, "ensure_weight_tying"):
+        pytest.skip("this peft has no LoraConfig field beyond peft 0.15's to set")
+    config.ensure_weight_tying = True
+    with pytest.raises(ValueError, match="sets ensure_weight_tying, which peft 0.15 cannot read"):
+        lora.write_peft_adapter(tmp_path, visual, torch.float32)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("version, once", [
