@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -418,6 +419,30 @@ def test_bad_repo_ids(tmp_path, repo_id, words):
     with pytest.raises(HubError, match="repo id") as info:
         hub.write_upload_folder(source, tmp_path / "up", repo_id=repo_id)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("revision, words", [
+    ("a b", "no space, control character"), ("v1\nx", "no space, control character"), ("a:b", "any of ~ ^ : ? * ["),
+    ("a..b", "no '..'"), ("a/.b", "starts with '.'"), ("x.lock", "ends with '.lock'"), ("a//b", "an empty part"),
+    ("-x", "a leading '-'"), ("HEAD", "'HEAD'"), ("x.", "a trailing '.'"), ("a@{1}", "'@{'"),
+])
+def test_a_revision_git_refuses_is_refused_before_anything_is_written(tmp_path, fake_hub, revision, words):
+    """--dry-run wrote a card that named 'hf://datasets/org/tiny@a b/tiny.hello', which no push can make."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    result = CliRunner().invoke(cli, ["push", str(source), "org/tiny", "--revision", revision, "--dry-run",
+                                      str(tmp_path / "up")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: revision ") and words in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "up").exists()
+    with pytest.raises(HubError, match=f"^revision .*{re.escape(words)}"):
+        hub.push(source, "org/tiny", revision=revision, token="hf_x")
+    assert fake_hub.calls == []
+
+
+@pytest.mark.parametrize("revision", ["v1.0", "feature/x-2", "refs/pr/3", "release_2026.12"])
+def test_a_revision_git_accepts_is_named_in_the_card(tmp_path, revision):
+    folder = hub.write_upload_folder(make_bundle(tmp_path / "tiny.hello"), tmp_path / "up", repo_id="org/tiny",
+                                     revision=revision)
+    assert hub.file_uri("org/tiny", "tiny.hello", repo_type="dataset", revision=revision) in folder.card.read_text()
 
 
 def test_dry_run_refuses_a_non_empty_folder(tmp_path):

@@ -27,7 +27,8 @@ def _echo(text: str) -> None:
     show_default=True,
     help="Kind of hub repository to push to.",
 )
-@click.option("--revision", default=None, help="Branch to push to (created when missing). Default: main.")
+@click.option("--revision", default=None, help="Branch to push to (created when missing; a name git accepts, checked before anything is written). "
+                   "Default: main.")
 @click.option("--private", is_flag=True,
               help="Create the repository as private; an existing public one is refused. Without it a new "
                    "repository gets the hub's default for its owner (an organisation's may be private).")

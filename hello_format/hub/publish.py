@@ -204,7 +204,7 @@ def write_upload_folder(
     eval_results: object = None,
 ) -> UploadFolder:
     """Write exactly what ``push`` would upload into the new or empty folder ``out_dir``; returns its files."""
-    check_repo(repo_id, repo_type)
+    check_repo(repo_id, repo_type, revision)
     card.check_license(license)   # before a bundle of gigabytes is copied and verified
     root = Path(out_dir)
     unnamed = unnamed_folder(root)
@@ -250,8 +250,13 @@ def _write_error(where: Path, exc: OSError) -> HubError:
     return HubError(f"{where}: cannot write there: {exc.strerror or exc}")
 
 
-def check_repo(repo_id: str, repo_type: str) -> None:
-    """HubError unless ``repo_id`` is a valid 'ORG/NAME' and ``repo_type`` one bundles can live in."""
+def check_repo(repo_id: str, repo_type: str, revision: str | None = None) -> None:
+    """HubError unless ``repo_id`` is a valid 'ORG/NAME', ``repo_type`` one bundles can live in and
+    ``revision`` (when given) a name git accepts for a branch, as the hub then must."""
+    if revision is not None:
+        refusal = _branch_name_refusal(revision)
+        if refusal:
+            raise HubError(f"revision {shortened(revision)}: {refusal}")
     if repo_type not in REPO_TYPES:
         raise HubError(f"repo type {repo_type!r} is not one of {', '.join(REPO_TYPES)}")
     try:
@@ -260,6 +265,18 @@ def check_repo(repo_id: str, repo_type: str) -> None:
         raise HubError(f"repo id {repo_id!r}: {str(exc).splitlines()[0]}") from None
     if repo_id.count("/") != 1:
         raise HubError(f"repo id {repo_id!r} must be 'ORG/NAME' (your user name or an organisation, then a name)")
+
+
+def _branch_name_refusal(name: str) -> str | None:
+    """Why git would refuse ``name`` as a branch (``git check-ref-format --branch``'s rules), or None."""
+    if any(ord(c) < 0x20 or c in "\x7f ~^:?*[\\" for c in name):
+        return "a branch name holds no space, control character or any of ~ ^ : ? * [ \\"
+    parts = name.split("/")
+    if name in ("", "@", "HEAD") or name.startswith("-") or name.endswith(".") or "" in parts:
+        return "not a branch name: empty, '@', 'HEAD', a leading '-', a trailing '.' or an empty part between slashes"
+    if ".." in name or "@{" in name or any(part.startswith(".") or part.endswith(".lock") for part in parts):
+        return "a branch name holds no '..' or '@{', and no part of it starts with '.' or ends with '.lock'"
+    return None
 
 
 @dataclass(frozen=True)
@@ -288,7 +305,7 @@ def upload(
     whose README.md the folder's would replace and which is not a card of the bundles the folder's names
     (another bundle's card in the same repo, or one hello did not write)."""
     token = require_token(token)
-    check_repo(repo_id, repo_type)
+    check_repo(repo_id, repo_type, revision)
     target = file_uri(repo_id, "", repo_type=repo_type, revision=revision).rstrip("/")
     api = huggingface_hub.HfApi(token=token, library_name="hello")
     with _hub_errors(target, uploading=True):
@@ -364,7 +381,7 @@ def push(
     """Publish a bundle with its card and preview; the repo id and licence, then the token are checked
     before anything touches the network. A README.md in the repo that is not this bundle's card is replaced
     only with ``replace_card``."""
-    check_repo(repo_id, repo_type)   # a typo is said before the user is sent to log in
+    check_repo(repo_id, repo_type, revision)   # a typo is said before the user is sent to log in
     card.check_license(license)
     token = require_token(token)
     with tempfile.TemporaryDirectory(prefix="hello-push-") as tmp:
