@@ -30,7 +30,7 @@ from hello_format.errors import BaseModelError, BundleError, HelloError, Manifes
 from hello_format.generator import EncoderLoraConfig, HeadConfig
 from hello_format.head import HeadLoRA, text_embeddings
 from hello_format.labelling import LabelOptions
-from hello_format.runtime import resolve_device
+from hello_format.runtime import apart_from_caller, resolve_device
 from hello_format.text import shortened
 
 
@@ -132,6 +132,8 @@ class Projector(nn.Module):
         by the text tower and cached (``use_head_cache=False``: neither read nor written).
         ``prior_weight``: label with this mix instead of the bundle's ``head.prior_weight`` (an ablation).
         ``progress``: a bar while the text tower encodes the class prompts (None: where someone watches).
+        The build leaves torch's global random streams as they were and makes float32 weights, whatever
+        the default dtype (``runtime.apart_from_caller``).
         """
         from hello_format.bundle import Bundle
         from hello_format.hub.resolver import open_bundle
@@ -143,55 +145,55 @@ class Projector(nn.Module):
                                        allow_remote_base=allow_remote_base, use_head_cache=use_head_cache,
                                        prior_weight=prior_weight, verify=verify, progress=progress)
         device = resolve_device(device)
-        manifest = bundle.manifest
-        base_manifest = manifest["base"]
-        head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
-        if prior_weight is not None:
-            head = _with_prior_weight(head, prior_weight)
-        if verify:
-            bundle.verify_projector()
-        else:
-            bundle.check_finite()
-        embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
-        embeddings, key = bundle.head_weight(), None
-        if embeddings is None and use_head_cache:
-            key = head_cache.head_key(base_manifest, bundle.class_names, head.templates, head.ensemble)
-            embeddings = head_cache.load(key, bundle.num_classes)
-        clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
-                                 allow_remote=allow_remote_base, text_tower=embeddings is None)
-        width = getattr(clip_model.visual, "output_dim", None)
-        if embeddings is not None and width is not None and embeddings.shape[1] != width:
-            if key is None:
-                raise ManifestError(f"{bundle.path}: tensor 'head.weight' is {list(embeddings.shape)}, the base's "
-                                    f"image tower gives {width}-wide features")
-            embeddings = None   # a cache entry that does not fit this base: recompute it
+        with apart_from_caller(device):   # a caller's seeded run draws the same, and fp32 weights
+            manifest = bundle.manifest
+            base_manifest = manifest["base"]
+            head, encoder_lora = HeadConfig.from_manifest(manifest["head"]), EncoderLoraConfig.from_manifest(manifest["lora"])
+            if prior_weight is not None:
+                head = _with_prior_weight(head, prior_weight)
+            if verify:
+                bundle.verify_projector()
+            else:
+                bundle.check_finite()
+            embedded = bundle.base_state_dict() if base_manifest.get("source") == "embedded" else None
+            embeddings, key = bundle.head_weight(), None
+            if embeddings is None and use_head_cache:
+                key = head_cache.head_key(base_manifest, bundle.class_names, head.templates, head.ensemble)
+                embeddings = head_cache.load(key, bundle.num_classes)
             clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
-                                     allow_remote=allow_remote_base)
-        if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
-            lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
-        if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
-            _check_head_size(bundle.num_classes, width, bundle.file_size, bundle.path)
-            check_head_work(base_manifest, bundle.num_classes * len(head.templates), bundle.path)
-        # from the stored shapes, before an int8/int4 head is dequantised
-        _check_head_width(head, bundle.head_shapes(), embeddings.shape[1] if embeddings is not None else width,
-                          bundle.path)
-        head_state = bundle.head_state_dict()
-        projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
-                        class_embeddings=embeddings, progress=progress)
-        if embeddings is None and key is not None:
-            head_cache.store(key, projector.text_embeddings)
-        if encoder_lora:
-            lora.load_state_dict(projector.visual, bundle.lora_state_dict())
-        projector._load_head(head_state)
-        projector.float()   # fp32 whatever torch's default dtype: open_clip and peft build in it
-        projector.requires_grad_(False)
-        projector.eval()
-        if merge:
-            projector.merge()
-            projector._check_finite_weights(str(bundle.path))
-        else:   # kept unmerged (exported, calibrated), but only if labelling would accept it merged
-            copy.deepcopy(projector).merge()._check_finite_weights(str(bundle.path))
-        return projector.to(device)
+                                     allow_remote=allow_remote_base, text_tower=embeddings is None)
+            width = getattr(clip_model.visual, "output_dim", None)
+            if embeddings is not None and width is not None and embeddings.shape[1] != width:
+                if key is None:
+                    raise ManifestError(f"{bundle.path}: tensor 'head.weight' is {list(embeddings.shape)}, the base's "
+                                        f"image tower gives {width}-wide features")
+                embeddings = None   # a cache entry that does not fit this base: recompute it
+                clip_model = create_base(base_manifest, embedded_state=embedded, checkpoint=checkpoint, device=device,
+                                         allow_remote=allow_remote_base)
+            if encoder_lora:   # before peft allocates: what it allocates is bounded by what the file stores
+                lora.check_stored(clip_model.visual, encoder_lora, bundle.lora_shapes(), str(bundle.path))
+            if embeddings is None:   # the text tower computes [C, width] (and the cache keeps it)
+                _check_head_size(bundle.num_classes, width, bundle.file_size, bundle.path)
+                check_head_work(base_manifest, bundle.num_classes * len(head.templates), bundle.path)
+            # from the stored shapes, before an int8/int4 head is dequantised
+            _check_head_width(head, bundle.head_shapes(), embeddings.shape[1] if embeddings is not None else width,
+                              bundle.path)
+            head_state = bundle.head_state_dict()
+            projector = cls(clip_model, base_manifest, bundle.class_names, head=head, encoder_lora=encoder_lora,
+                            class_embeddings=embeddings, progress=progress)
+            if embeddings is None and key is not None:
+                head_cache.store(key, projector.text_embeddings)
+            if encoder_lora:
+                lora.load_state_dict(projector.visual, bundle.lora_state_dict())
+            projector._load_head(head_state)
+            projector.requires_grad_(False)
+            projector.eval()
+            if merge:
+                projector.merge()
+                projector._check_finite_weights(str(bundle.path))
+            else:   # kept unmerged (exported, calibrated), but only if labelling would accept it merged
+                copy.deepcopy(projector).merge()._check_finite_weights(str(bundle.path))
+            return projector.to(device)
 
     @property
     def prior_weight(self) -> float:

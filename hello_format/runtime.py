@@ -3,6 +3,7 @@ a rank's rows."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -73,6 +74,21 @@ def host_default(function):
         with torch.device("cpu"):
             return function(*args, **kwargs)
     return wrapper
+
+
+@contextlib.contextmanager
+def apart_from_caller(device: torch.device):
+    """For building a model from a file inside a caller's run: torch's global random streams (the CPU's,
+    and ``device``'s when a CUDA device) are left as they were, whatever the build drew (random
+    initialisation before the weights load, more when the text tower must be built), and tensors made
+    without a dtype are float32, whatever ``torch.set_default_dtype`` says (bf16 would round the weights)."""
+    previous = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+        torch.set_default_dtype(torch.float32)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
 
 
 # xor-ed into a seed whose augmentation stream is the seed itself: the order of an epoch's images and a

@@ -201,19 +201,41 @@ def test_an_available_mps_is_a_device_whatever_torch_mps_says(monkeypatch):
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
-def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, family):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_batches_are_float32_and_the_same_whatever_torch_default_dtype(bundles, family, dtype, tmp_path, monkeypatch):
     """Under ``torch.set_default_dtype(torch.float64)`` the first batch was a RuntimeError: open_clip and
-    peft built the projector in float64 and the images came in float32; hard labels were float64."""
-    expected = list(HelloDataset(bundles[family], device="cpu", seed=2).loader(4, epochs=1))
+    peft built the projector in float64 and the images came in float32; hard labels were float64. Under
+    bfloat16 the weights and the text head were rounded as they loaded, and the head cache kept the rounded
+    head for every later process."""
+    expected = list(HelloDataset(bundles[family], device="cpu", seed=2, head_cache=False).loader(4, epochs=1))
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path))   # the text head computed under the caller's dtype
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+    torch.set_default_dtype(dtype)
     try:
-        batches = list(HelloDataset(bundles[family], device="cpu", seed=2).loader(4, epochs=1))
+        dataset = HelloDataset(bundles[family], device="cpu", seed=2)
+        assert torch.get_default_dtype() == dtype   # the caller's, for its own model
+        batches = list(dataset.loader(4, epochs=1))
     finally:
         torch.set_default_dtype(previous)
+    cached = list(HelloDataset(bundles[family], device="cpu", seed=2).loader(4, epochs=1))
+    assert_batches_equal(cached, expected)
     assert {batch.images.dtype for batch in batches} == {torch.float32}
     assert {batch.soft_labels.dtype for batch in batches} == {batch.hard_labels.dtype for batch in batches} == {torch.float32}
     assert_batches_equal(batches, expected)
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm", "off"])
+def test_a_dataset_draws_nothing_from_the_callers_random_stream(bundles, cache, tmp_path, monkeypatch):
+    """``torch.manual_seed(0); HelloDataset(path); student = Net()`` made another student when the head cache
+    was cold: building the projector drew from torch's global generator, more when the text tower was built."""
+    monkeypatch.setenv("HELLO_CACHE", str(tmp_path))
+    if cache == "warm":
+        HelloDataset(bundles["rn"], device="cpu")
+    torch.manual_seed(0)
+    HelloDataset(bundles["rn"], device="cpu", head_cache=cache != "off")
+    drawn = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.rand(4))
 
 
 @pytest.mark.parametrize("family", ["vit", "rn"])
