@@ -96,6 +96,8 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
                              f"({_CHECKPOINT_HINT}), which would not be used")
     if not allow_remote:
         check_config_keys(architecture, base_manifest.get("config"))
+        if base_manifest.get("config") is None and not (source == "open_clip" and checkpoint is None):
+            check_registry_fetches(architecture, tokenizer=text_tower)   # its weights are not fetched: nor is this
     _register_config(architecture, base_manifest.get("config"))
     if source == "open_clip" and checkpoint is None:
         _check_size(_instantiate(architecture, tag, base_manifest, "meta"), architecture)  # before any download
@@ -183,13 +185,25 @@ def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
     if not allow_remote:
         check_config_keys(architecture, config)
+        if config is None:
+            check_registry_fetches(architecture, tokenizer=False)
     _register_config(architecture, config)
-    registry = open_clip.get_model_config(architecture) if config is None else None
-    if not allow_remote and "hf_model_name" in ((registry or {}).get("text_cfg") or {}):
-        raise BaseModelError(f"{shortened(architecture)} has a Hugging Face text tower "
-                             f"({shortened(registry['text_cfg']['hf_model_name'])}): counting it would download its config")
     model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def check_registry_fetches(architecture: str, *, tokenizer: bool) -> None:
+    """BaseModelError when open_clip's own config of ``architecture`` has it fetch from the Hugging Face hub:
+    a text tower that is a Hugging Face model (building it, even on the meta device, downloads its config)
+    or, with ``tokenizer`` (the text head is to be computed), a Hugging Face tokenizer."""
+    text_cfg = (open_clip.get_model_config(architecture) or {}).get("text_cfg") or {}
+    if "hf_model_name" in text_cfg:
+        fetched = f"a Hugging Face text tower ({shortened(text_cfg['hf_model_name'])}), whose config it downloads"
+    elif tokenizer and (text_cfg.get("hf_tokenizer_name") or SIGLIP_NAME in architecture.lower()):
+        fetched = "a Hugging Face tokenizer, which it downloads to compute the text head"
+    else:
+        return
+    raise BaseModelError(f"open_clip gives {shortened(architecture)} {fetched}; {_TRUST_HINT}")
 
 
 def _with_visual_weights(meta_model: nn.Module, state: dict, device, architecture: str) -> nn.Module:

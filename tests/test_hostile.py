@@ -1443,8 +1443,38 @@ def test_counting_a_public_base_never_fetches_a_hugging_face_text_tower(monkeypa
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     base = dict(samples.sample_manifest()["base"], source="open_clip", architecture="roberta-ViT-B-32",
                 pretrained="laion2b_s12b_b32k", config=None)
-    with pytest.raises(BaseModelError, match="has a Hugging Face text tower \\('roberta-base'\\)"):
+    with pytest.raises(BaseModelError, match="a Hugging Face text tower \\('roberta-base'\\), whose config it downloads"):
         parameter_count(base)
+
+
+@pytest.mark.parametrize("source", ["embedded", "local"])
+@pytest.mark.parametrize("architecture, text_tower, fetched", [
+    ("roberta-ViT-B-32", False, "a Hugging Face text tower \\('roberta-base'\\)"),
+    ("ViT-B-16-SigLIP", True, "a Hugging Face tokenizer, which it downloads to compute the text head"),
+    ("ViT-H-14-CLIPA", True, "a Hugging Face tokenizer"),   # its text_cfg names one; no 'siglip' in the name
+])
+def test_a_registry_base_open_clip_would_fetch_parts_of_is_refused_when_its_weights_are_not_fetched(
+        source, architecture, text_tower, fetched, tmp_path, monkeypatch):
+    """A file that names such an architecture with embedded (or local) weights made the reader download the
+    text tower's config or the tokenizer (offline: an OSError traceback, not one line)."""
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: pytest.fail("hello tried the network"))
+    base = dict(samples.sample_manifest()["base"], source=source, architecture=architecture, pretrained=None,
+                config=None)
+    state = tiny_clip("vit").state_dict()
+    load = dict(embedded_state=state) if source == "embedded" else dict(checkpoint=tmp_path / "base.safetensors")
+    with pytest.raises(BaseModelError, match=f"^open_clip gives '{architecture}' {fetched}.*allow_remote_base=True"):
+        create_base(base, text_tower=text_tower, **load)
+
+
+def test_a_registry_tokenizer_is_no_reason_to_refuse_a_base_whose_head_is_not_computed():
+    """Stored or cached, the text head needs no tokenizer: the base goes on to its weights' checks."""
+    base = dict(samples.sample_manifest()["base"], source="embedded", architecture="ViT-B-16-SigLIP", pretrained=None,
+                config=None)
+    with pytest.raises(BaseModelError) as info:
+        create_base(base, embedded_state=tiny_clip("vit").state_dict(), text_tower=False)
+    assert "tokenizer" not in str(info.value)
 
 
 # ---- found by the fourth hostile-input audit
@@ -2043,9 +2073,13 @@ def test_an_embedded_base_of_a_registry_architecture_never_fetches_a_text_model_
     monkeypatch.setattr(hf_model, "AutoConfig", Spy("AutoConfig"))
     monkeypatch.setattr(hf_model, "AutoModel", Spy("AutoModel"))
     path = make_bundle(tmp_path / "roberta.hello", embed_base=True, architecture="roberta-ViT-B-32")
-    # the file has no base.config: the error named it anyway (found by fuzzing)
-    with pytest.raises(BaseModelError, match="cannot build architecture 'roberta-ViT-B-32' from open_clip's registry config"):
+    # nothing is fetched without the opt-in, not even the text tower's config (a later audit)
+    with pytest.raises(BaseModelError, match="gives 'roberta-ViT-B-32' a Hugging Face text tower"):
         HelloDataset(str(path), device="cpu")
+    assert calls == []
+    # with it, the config only; the file has no base.config: the error named it anyway (found by fuzzing)
+    with pytest.raises(BaseModelError, match="cannot build architecture 'roberta-ViT-B-32' from open_clip's registry config"):
+        HelloDataset(str(path), device="cpu", allow_remote_base=True)
     assert calls == ["AutoConfig.from_pretrained(roberta-base)", "AutoModel.from_config"], calls
 
 
