@@ -2043,6 +2043,38 @@ def test_a_preview_sheet_is_as_large_as_its_rows_and_columns_not_its_images():
     assert small.height >= 2 * 64          # small images are still scaled up to a visible cell
 
 
+
+def test_preview_labels_large_stored_images_a_bounded_number_at_a_time(tmp_path):
+    """hello preview gave the projector 64 stored images at a time as float32 at their stored size: 24 grey
+    4,096-px images (a 14 MB file) took 1.8 GB more with labels than without; 64 of 8,192 px, tens of GB.
+    Here 8 grey 4,096-px images: 537 MB of float32 at once, 3 at a time 201 MB."""
+    from support import rewritten, write_labelled_bundle
+
+    side, count = 4_096, 8
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buffer, format="PNG", compress_level=9)
+    blob = buffer.getvalue()
+
+    def edit(manifest, tensors):
+        manifest["ipc"] = None
+        manifest["images"].update(count=count, channels=1, height=side, width=side)
+        tensors["images.data"] = torch.frombuffer(bytearray(blob * count), dtype=torch.uint8)
+        tensors["images.offsets"] = torch.arange(count + 1) * len(blob)
+        tensors["labels"] = torch.arange(count) % 3
+
+    path = rewritten(write_labelled_bundle(tmp_path / "small.hello"), tmp_path / "large.hello", edit)
+    growth = peak_rss_growth_mb(textwrap.dedent(f"""
+        import hello_format.projector   # open_clip and peft imported: not measured
+        from hello_format.bundle import Bundle
+        from hello_format.hub.preview import projector_captions
+        bundle = Bundle.open({str(path)!r})
+        images = bundle.images()   # 134 MB, as every preview decodes what it shows
+        # measure
+        assert len(projector_captions(bundle, images, 1)) == {count}
+        """))
+    assert growth < 450   # 3 images at a time: 322 MB measured; 8 at once: 578 MB
+
+
 # ---- found by the sixth hostile-input audit: the base, the head and its cache
 
 def test_an_embedded_base_of_a_registry_architecture_never_fetches_a_text_model_it_replaces(tmp_path, monkeypatch):

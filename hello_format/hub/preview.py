@@ -1,6 +1,7 @@
 """A contact sheet of a bundle's images: one row per class, class names on the left, optional captions
 (e.g. the projector's top-k labels of each image)."""
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -177,15 +178,22 @@ def topk_captions(logits: torch.Tensor, class_names: list[str], k: int) -> list[
             for row_values, row_indices in zip(values.tolist(), indices.tolist())]
 
 
+# the float32 copies of stored images given to the projector at once (at least one image): it resizes them
+# to the base's size, but a file's images may be 8,192 px a side, 805 MB each as float32 RGB
+LABEL_CHUNK_BYTES = 256 * 2**20
+
+
 def projector_captions(bundle, images: torch.Tensor, k: int, *, checkpoint: str | None = None,
                        batch_size: int = 64, allow_remote_base: bool = False) -> list[str]:
-    """Top-``k`` captions from the bundle's own projector on stored uint8 images [N, C, H, W] (on the CPU).
+    """Top-``k`` captions from the bundle's own projector on stored uint8 images [N, C, H, W] (on the CPU),
+    ``batch_size`` at a time and at most ``LABEL_CHUNK_BYTES`` of them as float32.
 
     Raises BaseModelError when the base cannot be created (e.g. not downloadable offline).
     """
     from hello_format.projector import Projector  # open_clip: loaded only when labels are asked for
 
     projector = Projector.from_bundle(bundle, checkpoint=checkpoint, allow_remote_base=allow_remote_base)
+    rows = max(1, min(batch_size, LABEL_CHUNK_BYTES // (math.prod(images.shape[1:]) * 4)))
     logits = [projector.label(chunk.float().div_(255).expand(-1, 3, -1, -1))  # grey images as RGB
-              for chunk in images.split(batch_size)]
+              for chunk in images.split(rows)]
     return topk_captions(torch.cat(logits), bundle.class_names, k)
