@@ -76,7 +76,7 @@ class LabelledImages(Dataset):
         self.labeller = labeller
         self._images = images.to(self.device)
         self._labels = labels.to(self.device)
-        self.seed = _count("seed", seed, at_least=0, at_most=MAX_SEED)   # above it, seeds share streams
+        self.seed = _count("seed", seed, at_least=0, at_most=MAX_SEED)
         self._shard_given = _checked_shard(rank, world_size)
         self._normalize = _normalizer(normalize, self._images.shape[1], self.device)
         # in shared memory: set_epoch reaches DataLoader workers that persist from one epoch to the next
@@ -230,7 +230,8 @@ class HelloDataset(LabelledImages):
         augment: a dict of overrides on the bundle's recorded augmentation (``{"cutmix": 0.0}``), or an
             ``AugmentConfig`` used whole in its place (the fields it leaves out take AugmentConfig's
             defaults, not the bundle's: ``AugmentConfig(cutmix=0.0)`` also sets hflip 0.5 and scale 0.08-1).
-        seed: seeds augmentation (and shuffling in ``loader``), 0 to 2**63 - 1; the same seed gives the same batches.
+        seed: seeds augmentation (and shuffling in ``loader``), 0 to 2**63 - 1; the same seed gives the same batches
+            (torch's CPU generator keeps a seed's low 32 bits: so do seeds that differ by a multiple of 2**32).
         rank, world_size: the shard ``loader`` serves; default from an initialised process group.
         normalize: optional (mean, std) applied to the student's images (not to the projector's).
         checkpoint: local safetensors weights for a base that cannot be downloaded.

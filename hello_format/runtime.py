@@ -102,7 +102,9 @@ VIEW_FIT_EPOCH, REAL_ORDER_SALT = 0x51E, 0x4EA1
 SELECTION_SEED = 0x5E1EC7
 
 
-# the largest seed a run takes: its streams are drawn modulo 2**63, where distinct seeds stay distinct
+# the largest seed a run takes. Its streams' seeds below are taken modulo 2**63, but torch's CPU generator
+# keeps only the low 32 bits of a seed: seeds that differ by a multiple of 2**32 draw the same streams
+# (nearby seeds do not: seed s + 1's epoch e is seed s's epoch e + 1,000,003)
 MAX_SEED = 2**63 - 1
 
 
