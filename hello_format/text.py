@@ -12,6 +12,10 @@ import unicodedata
 # Bidirectional embeddings, overrides and isolates reorder what a terminal or a browser shows
 # (category Cf, but most Cf characters, e.g. the zero-width joiners of some scripts, are harmless).
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Format characters that show nothing, so that two different names print alike ("cat" and "cat\u200b"):
+# zero-width space, word joiner and invisible operators, the byte-order mark, the tag characters
+# (which carry hidden text). The zero-width (non-)joiners, which scripts and emoji need, are not here.
+_INVISIBLE = frozenset("\u200b\u2060\u2061\u2062\u2063\u2064\ufeff") | frozenset(map(chr, range(0xE0000, 0xE0080)))
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 _MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~:@$%^=/")
 
@@ -23,9 +27,10 @@ _BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxlong = _BOUNDED_REPR.maxother = 200
 
 
 def is_unsafe_char(char: str) -> bool:
-    """A control character (C0, DEL, C1), a line/paragraph separator, a bidi control or a lone UTF-16
-    surrogate (a JSON ``\\ud800`` escape: no UTF-8 encoding, so printing or hashing it fails)."""
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") or char in _BIDI_CONTROLS
+    """A control character (C0, DEL, C1), a line/paragraph separator, a bidi control, an invisible
+    format character or a lone UTF-16 surrogate (a JSON ``\\ud800`` escape: no UTF-8 encoding, so printing
+    or hashing it fails)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") or char in _BIDI_CONTROLS or char in _INVISIBLE
 
 
 def _unsafe_chars(text: str) -> set[str]:

@@ -451,6 +451,22 @@ def test_a_class_name_with_a_newline_is_a_one_line_error(tmp_path, command):
     assert "field 'class_names.1': contains the control character U+000A" in line
 
 
+@pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\ufeff", "\U000e0069\U000e0067\U000e006e"])
+def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
+    """'cat' and 'cat' + a zero-width space (or tag characters, which carry hidden text into the card) were
+    two classes that hello info and the card showed as the same name."""
+    path = hostile(tmp_path, class_names=["cat", "cat" + hidden, "bird"])
+    assert f"field 'class_names.1': contains the control character U+{ord(hidden[0]):04X}" in cli_error(path)
+    assert terminal("cat" + hidden) == "cat" + "".join(f"\\u{ord(c):04x}" for c in hidden)
+
+
+def test_the_joiners_scripts_and_emoji_need_are_kept_in_class_names(tmp_path):
+    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f468\u200d\U0001f469", "bird"]   # Persian ZWNJ; emoji ZWJ
+    result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, class_names=names))])
+    assert result.exit_code == 0, result.output
+    assert names[0] in result.stdout
+
+
 def test_info_escapes_control_characters_from_the_manifest(tmp_path):
     base = dict(samples.sample_manifest()["base"], architecture="tiny\x1b]0;pwned\x07\u202e")
     path = hostile(tmp_path, base=base)
