@@ -133,7 +133,7 @@ class Projector(nn.Module):
         ``prior_weight``: label with this mix instead of the bundle's ``head.prior_weight`` (an ablation).
         ``progress``: a bar while the text tower encodes the class prompts (None: where someone watches).
         The build leaves torch's global random streams as they were and makes float32 weights, whatever
-        the default dtype (``runtime.apart_from_caller``).
+        the caller's default dtype and device (``runtime.apart_from_caller``).
         """
         from hello_format.bundle import Bundle
         from hello_format.hub.resolver import open_bundle

@@ -81,9 +81,11 @@ def apart_from_caller(device: torch.device):
     """For building a model from a file inside a caller's run: torch's global random streams (the CPU's,
     and ``device``'s when a CUDA device) are left as they were, whatever the build drew (random
     initialisation before the weights load, more when the text tower must be built), and tensors made
-    without a dtype are float32, whatever ``torch.set_default_dtype`` says (bf16 would round the weights)."""
+    without a dtype are float32, whatever ``torch.set_default_dtype`` says (bf16 would round the weights),
+    and on the CPU, whatever ``torch.set_default_device`` says (as ``host_default``)."""
     previous = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+    host = contextlib.nullcontext() if torch.get_default_device().type == "cpu" else torch.device("cpu")
+    with host, torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.set_default_dtype(torch.float32)
         try:
             yield

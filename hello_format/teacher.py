@@ -17,6 +17,7 @@ from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.errors import HelloError
 from hello_format.labelling import LabelOptions
 from hello_format.projector import Projector
+from hello_format.runtime import host_default
 from hello_format.text import shortened
 
 
@@ -43,6 +44,7 @@ class ProjectorTeacher(nn.Module):
         self._prepared_on = None   # the device label_options were resolved for
 
     @classmethod
+    @host_default
     def from_bundle(cls, bundle, class_names: Sequence[str], *, device="cpu", checkpoint: str | None = None,
                     allow_remote_base: bool = False, verify: bool = True, **options) -> "ProjectorTeacher":
         """The teacher of a ``Bundle`` (or a path / ``hf://`` URI); ``verify`` as ``Projector.from_bundle``'s

@@ -448,6 +448,24 @@ def test_float64_images_label_as_float32_ones():
     torch.testing.assert_close(projector.label(images.double()), projector.label(images))
 
 
+@pytest.mark.parametrize("family", ["vit", "rn"])
+def test_a_projector_and_its_teacher_are_built_and_label_under_a_callers_default_device(family, tmp_path):
+    """Under the caller's default device (``torch.set_default_device("cuda")``, common for models; "meta"
+    here, where every tensor made without a device fails) Projector.from_bundle failed in open_clip, and
+    ProjectorTeacher.from_bundle made its buffers there."""
+    from hello_format import ProjectorTeacher
+    from support import write_labelled_bundle
+
+    path = write_labelled_bundle(tmp_path / "b.hello", family)
+    images = _smooth_images(2, 32)
+    expected = Projector.from_bundle(path).label(images), ProjectorTeacher.from_bundle(path, ["c", "a", "b"])(images)
+    with torch.device("meta"):
+        got = Projector.from_bundle(path).label(images), ProjectorTeacher.from_bundle(path, ["c", "a", "b"])(images)
+        assert torch.empty(1).is_meta   # the caller's default is left as it was
+    for labels, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(labels, want)
+
+
 def test_an_unusable_device_is_one_error(tmp_path):
     from hello_format.errors import DeviceError
     from support import write_labelled_bundle
