@@ -147,7 +147,7 @@ class BuildOptions:
     view_transfer_warmup: float = option(0.1, "Share of the synthetic-view transfer's steps over which its learning rate rises linearly to --view-transfer-lr (at least one step).", stage="view_transfer", open=True, at_least=0, at_most=1)
     view_transfer_weight_decay: float = option(0.01, "AdamW weight decay of the synthetic-view transfer (torch's default, which every measured view transfer ran with).", stage="view_transfer", open=True, at_least=0)
     view_transfer_real_fraction: float = option(0.5, "Share of each synthetic-view batch that is augmented real images (keeps the projector from memorising the synthetic set).", stage="view_transfer", open=True, at_least=0, below=1)
-    view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer.", stage="view_transfer", open=True, choices=VIEW_TARGETS)
+    view_transfer_target: str = option("last", "Teacher the synthetic views are labelled by: the last given (final) teacher, or the teacher set as in the real transfer (also the one the synthetic-view agreement is measured against, from the image update on).", stage="image_update", open=True, choices=VIEW_TARGETS)
     view_transfer_checks: int = option(80, "Agreement checks on fixed selection views, evenly spaced over the synthetic-view transfer: the k-th after step ceil(k x steps / checks), the last after the final step (every steps / checks steps where that divides; every step of a shorter fit).", stage="view_transfer", open=True, at_least=1)
     view_transfer_keep: str = option("last", "State the view transfer keeps: the last, unless a checked state beats it on the selection views by more than two standard errors (a diverged fit); or the best checked state.", stage="view_transfer", open=True, choices=KEEPS)
     view_transfer_selection_rounds: int = option(5, "Passes over the synthetic images (student views, a seed never fitted on) that make the selection views the checks and --view-transfer-keep are scored on.", stage="view_transfer", open=True, at_least=1)
@@ -170,9 +170,9 @@ class BuildOptions:
                                          "Student weight decay.",
                                          stage="write", open=True, **recipe_bounds("weight_decay"))
     student_batch_size: int = option(Recipe.batch_size,
-                                     "Student batch size (also of the view transfer's selection views, CutMixed "
-                                     "within a student batch).",
-                                     stage="view_transfer", open=True, **recipe_bounds("batch_size"))
+                                     "Student batch size (also of the view transfer's selection views and of the "
+                                     "synthetic-view agreement's views, CutMixed within a student batch).",
+                                     stage="image_update", open=True, **recipe_bounds("batch_size"))
     crop_min_scale: float = option(0.25, "Student RandomResizedCrop minimum scale.", stage="recipe", open=True)
     crop_ratio: list = option(AugmentConfig.ratio, "Student RandomResizedCrop aspect-ratio range (width / height), MIN MAX.", stage="recipe", open=True)
     hflip: float = option(AugmentConfig.hflip, "Student horizontal flip probability.", stage="recipe", open=True)

@@ -32,7 +32,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
-from hello_build.teachers import check_source as check_teacher_source
+from hello_build.teachers import check_source as check_teacher_source, reads_arch
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, options_key, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, check_patch_size, crops_per_candidate
@@ -168,7 +168,8 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     prior = _mix_prior(ctx)
     agreement = synthetic_agreement(ctx, ctx.images)
     agreement["unmixed_agreement"] = synthetic_agreement(ctx, ctx.images, mixed=False)["agreement"]
-    log(f"agreement with the final teacher on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
+    judge = "the final teacher" if options.view_transfer_target == "last" else "the teacher set's mean"
+    log(f"agreement with {judge} on fresh student views of the synthetic images: {agreement['agreement']:.3f} "
         f"({agreement['views']} views; {agreement['unmixed_agreement']:.3f} on views from the same seed without CutMix/Mixup)")
     timings["report"] = time.perf_counter() - started
     if group is not None and not group.is_main:
@@ -353,7 +354,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         pretrained=used(options.pretrained, not options.base_checkpoint),
         lora_alpha=used(options.lora_alpha, adapted),
         lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
-        teacher_arch=used(options.teacher_arch, not trained),
+        teacher_arch=used(options.teacher_arch, not trained and any(map(reads_arch, options.teacher))),
         **{f"teacher_{name}": used(value, trained) for name, value in options.section(TeacherTraining, "teacher_").items()},
         transfer_lr=used(options.transfer_lr, options.transfer_epochs > 0),
         transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),

@@ -266,6 +266,12 @@ def check_source(source: str | os.PathLike) -> bool:
     return False
 
 
+def reads_arch(source) -> bool:
+    """Whether ``--teacher-arch`` applies to the teacher ``source``: a safetensors file, whose architecture
+    is the option's, else its own ``hello.arch`` metadata's (the other kinds carry their own code)."""
+    return Path(source).is_file() and _file_kind(Path(source)) == "safetensors"
+
+
 def is_factory(source) -> bool:
     """Whether ``source`` is written as a ``module:factory`` teacher."""
     return isinstance(source, str) and bool(_FACTORY.match(source))

@@ -758,6 +758,29 @@ def test_channels_last_is_recorded_as_unused_for_a_vit_base_and_reruns_nothing(k
                                                                   for line in lines), lines
 
 
+def test_teacher_arch_beside_teachers_of_other_kinds_is_recorded_as_unused_and_reruns_nothing(kit, tmp_path):
+    """--teacher-arch names the architecture of safetensors teachers only; beside a module:factory teacher it
+    was recorded as used and keyed every stage: adding it on a resume reran them all (an options audit)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    summary, lines = run_build(dataclasses.replace(options, teacher_arch="convnet3"))
+    assert recorded_options(summary)["teacher_arch"] is None
+    assert "options this build does not use (recorded as null): --teacher-arch" in lines, lines
+    assert not any(": rerun: " in line for line in lines), lines
+
+
+def test_the_agreement_options_rerun_the_image_update_that_measured_with_them(kit, tmp_path):
+    """--student-batch-size and --view-transfer-target set the views and the teacher of the image update's
+    agreement figures, but keyed only the view transfer: a resume recorded the new values beside figures
+    measured with the old ones (an options audit)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1, image_update_steps=2)
+    first, _ = run_build(options)
+    for change in ({"student_batch_size": 2}, {"view_transfer_target": "set"}):
+        summary, lines = run_build(dataclasses.replace(options, **change))
+        assert any(line.startswith("image_update: rerun: ") for line in lines), lines
+        assert recorded_options(summary)[next(iter(change))] == next(iter(change.values()))
+
+
 # --- --init-images -----------------------------------------------------------------------------------------------
 
 

@@ -142,10 +142,12 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
 
 
-def test_the_student_batch_size_reruns_the_view_transfer_whose_selection_views_it_batches():
+def test_the_student_batch_size_reruns_the_stages_whose_views_it_batches():
+    """The image update's synthetic-view agreement and the view transfer's selection views."""
     default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", student_batch_size=20)
-    assert context.stage_key(default, "image_update", "listing") == context.stage_key(other, "image_update", "listing")
-    assert context.stage_key(default, "view_transfer", "listing") != context.stage_key(other, "view_transfer", "listing")
+    assert context.stage_key(default, "init", "listing") == context.stage_key(other, "init", "listing")
+    for stage in ("image_update", "view_transfer"):
+        assert context.stage_key(default, stage, "listing") != context.stage_key(other, stage, "listing")
 
 
 # The stage each option that spec/'s "Defaults the paper leaves open" table does not list is first read by
