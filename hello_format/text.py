@@ -57,10 +57,19 @@ def encodes_as_utf8(text: str) -> bool:
     return True
 
 
+def escaped(char: str) -> str:
+    """``char`` as JSON writes it escaped: ``\\uXXXX``, a surrogate pair of them above U+FFFF."""
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def terminal(text: str) -> str:
-    """``text`` with every unsafe character written as a ``\\uXXXX`` escape (valid inside JSON strings)."""
+    """``text`` with every unsafe character written as JSON's escape of it (valid inside JSON strings)."""
     unsafe = _unsafe_chars(text)   # translated in one pass (a join over characters held ~85 bytes a character)
-    return text.translate({ord(c): f"\\u{ord(c):04x}" for c in unsafe}) if unsafe else text
+    return text.translate({ord(c): escaped(c) for c in unsafe}) if unsafe else text
 
 
 def warning_line(message) -> str:
@@ -140,7 +149,7 @@ def markdown(text: str) -> str:
         elif char in _MARKDOWN_PUNCTUATION:
             out.append("\\" + char)
         elif is_unsafe_char(char):
-            out.append(f"\\\\u{ord(char):04x}")
+            out.append(escaped(char).replace("\\u", "\\\\u"))   # the backslash escaped for markdown
         else:
             out.append(char)
     return "".join(out)

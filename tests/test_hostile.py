@@ -457,7 +457,21 @@ def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
     two classes that hello info and the card showed as the same name."""
     path = hostile(tmp_path, class_names=["cat", "cat" + hidden, "bird"])
     assert f"field 'class_names.1': contains the control character U+{ord(hidden[0]):04X}" in cli_error(path)
-    assert terminal("cat" + hidden) == "cat" + "".join(f"\\u{ord(c):04x}" for c in hidden)
+    shown = terminal("cat" + hidden)   # escaped as JSON escapes it: a surrogate pair above U+FFFF
+    assert shown.isascii() and json.loads(f'"{shown}"') == "cat" + hidden
+
+
+def test_info_json_escapes_a_character_above_u_ffff_as_json_reads_it_back(tmp_path):
+    """A tag character (U+E0041) came out of ``hello info --json`` as ``\\ue0041``, which JSON reads as
+    U+E004 then '1': the file's string (and the path) came back changed."""
+    tagged = "cifar\U000e0041"
+    path = hostile(tmp_path, name="a\U000e0041.hello",
+                   provenance=dict(samples.sample_manifest()["provenance"], source_dataset=tagged))
+    result = CliRunner().invoke(cli, ["info", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert "\U000e0041" not in result.stdout and info["path"] == str(path)
+    assert info["manifest"]["provenance"]["source_dataset"] == tagged
 
 
 def test_the_joiners_scripts_and_emoji_need_are_kept_in_class_names(tmp_path):
