@@ -82,9 +82,10 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
                               f"{upcast[0]} values (no precision comes back, the file grows); pass --allow-upcast to write them")
         deltas = {**{ENCODER_PREFIX + key: t for key, t in bundle.lora_state_dict().items()},
                   **{f"head.{key}": t for key, t in bundle.head_state_dict().items()}}
+        if not deltas:   # a file written anyway would only say it holds what it does not (and need format 1.1)
+            raise BundleError(f"{bundle.path} stores no LoRA deltas (the zero-shot projector): there is nothing to "
+                              f"{'calibrate' if calibrating else 'requantize'}")
         calibrated = None
-        if calibrating and not deltas:
-            raise BundleError(f"{bundle.path} stores no LoRA deltas (the zero-shot projector): there is nothing to calibrate")
         if calibrating:
             deltas, calibrated = _calibrated(bundle, dtype, group_size, calibration, checkpoint=checkpoint,
                                              allow_remote_base=allow_remote_base, progress=progress)

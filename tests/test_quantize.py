@@ -466,19 +466,22 @@ def test_calibrating_a_projector_whose_logits_are_not_finite_is_one_line_and_wri
     assert not (tmp_path / "int8.hello").exists()
 
 
-def test_calibrating_a_bundle_without_deltas_is_one_line_before_anything_is_built(tmp_path, monkeypatch):
+@pytest.mark.parametrize("steps, what", [("5", "calibrate"), ("0", "requantize")])
+def test_requantizing_a_bundle_without_deltas_is_one_line_before_anything_is_built(tmp_path, monkeypatch, steps, what):
     """A zero-shot bundle (no LoRA, schema-valid) made calibration raise a bare ValueError: a traceback
-    after the base was built and every image decoded (found by the ninth hostile-input audit)."""
+    after the base was built and every image decoded (found by the ninth hostile-input audit). Without
+    calibration a new file was written, format 1.1 for no int8 value, its provenance recording a
+    quantisation of deltas it does not have (a CLI walkthrough)."""
     def zero_shot(manifest, tensors):
         manifest["lora"], manifest["head"]["lora"] = None, None
         for name in [n for n in tensors if n.startswith("encoder_lora.") or n in ("head.lora_A", "head.lora_B")]:
             del tensors[name]
     path = rewritten(write_labelled_bundle(tmp_path / "fp32.hello", "vit"), tmp_path / "zero-shot.hello", zero_shot)
     monkeypatch.setattr(Projector, "from_bundle", lambda *a, **k: pytest.fail("a projector was built"))
-    refused = invoke("requantize", path, tmp_path / "int4.hello", "--delta-dtype", "int4", "--calibration-steps", "5")
+    refused = invoke("requantize", path, tmp_path / "int4.hello", "--delta-dtype", "int4", "--calibration-steps", steps)
     assert refused.exit_code == 2, refused.output
     assert refused.stderr.splitlines() == [f"error: {path} stores no LoRA deltas (the zero-shot projector): there is "
-                                           "nothing to calibrate"]
+                                           f"nothing to {what}"]
     assert not (tmp_path / "int4.hello").exists()
 
 
