@@ -475,6 +475,23 @@ def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
     assert not (tmp_path / "up").exists()
 
 
+@pytest.mark.parametrize("other", [{"classes": 1000}, {"classes": 1000, "images": 10_000}])
+def test_dry_run_refuses_the_eval_results_of_another_bundle(tmp_path, other):
+    """Results of a 1,000-class, 10,000-image bundle went onto a 3-class bundle's card as its students'
+    (a CLI walkthrough). hello eval records both counts; a row without them is taken as it is."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    with Bundle.open(source) as bundle:
+        own = {"top1": 50.0, "classes": bundle.num_classes, "images": bundle.num_images}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([own, {"top1": 40.0}, {**own, **other}]))
+    args = ["push", str(source), "org/tiny", "--dry-run", str(tmp_path / "up"), "--eval", str(results)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.output
+    assert refused.stderr.startswith("error: eval results entry 2 trained on 1000 classes") and not (tmp_path / "up").exists()
+    results.write_text(json.dumps([own, {"top1": 40.0}]))
+    assert CliRunner().invoke(cli, args).exit_code == 0
+
+
 class FakeHub:
     """The HfApi calls a push makes, recorded (no network): the repository exists beforehand when
     ``private`` is not None, public or private as it says; its README.md, when ``card`` is given, is

@@ -116,6 +116,20 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
     return entries
 
 
+def _check_results_of(bundle: Bundle, results: list[dict]) -> list[dict]:
+    """``results``, unless one says it trained on another number of classes or images than ``bundle`` holds
+    (``hello eval`` records both): HubError, since the card would show them as this bundle's students."""
+    held = {"classes": bundle.num_classes, "images": bundle.num_images}
+    for i, entry in enumerate(results):
+        other = {key: entry[key] for key in held if key in entry and entry[key] != held[key]}
+        if other:
+            said = " and ".join(f"{shortened(value)} {key}" for key, value in other.items())
+            raise HubError(f"eval results entry {i} trained on {said}, this bundle holds "
+                           + " and ".join(f"{held[key]:,} {key}" for key in other)
+                           + ": give the results of `hello eval` on this bundle")
+    return results
+
+
 def _eval_columns(results: list[dict]) -> list[str]:
     """The card table's columns: ``hello eval``'s usual ones first, then every other scalar field, sorted."""
     present = {k for r in results for k, v in r.items() if _is_scalar(v)}
@@ -184,7 +198,7 @@ def render_card(
     or markdown/HTML-escaped text; a bundle cannot add sections, links or HTML to its card. A card over
     MAX_CARD_BYTES, which ``hello pull`` would skip, is a HubError naming its largest section."""
     meta = card_metadata(bundle, license=license)
-    results = None if eval_results is None else validate_eval_results(eval_results)
+    results = None if eval_results is None else _check_results_of(bundle, validate_eval_results(eval_results))
     m = bundle.manifest
     name = Path(bundle.path).name
     batch = m["recipe"]["batch_size"]  # required by the schema
