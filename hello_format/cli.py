@@ -364,6 +364,8 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     missing = missing_folder(output)
     if missing:
         raise CommandError(f"cannot write {output}: {missing}")
+    if os.path.exists(output) and os.path.exists(bundle_path) and os.path.samefile(output, bundle_path):
+        raise CommandError(f"cannot write {output}: it is the bundle being previewed; name another image file")
     refusal = replace_refusal(output, overwrite)
     if refusal:
         raise CommandError(refusal)

@@ -305,6 +305,22 @@ def test_a_preview_replaces_an_existing_image_only_with_overwrite(tmp_path):
         assert grid.format == "PNG"
 
 
+def test_a_preview_never_replaces_the_bundle_it_previews(tmp_path):
+    """``hello preview self.png -o self.png --overwrite`` replaced the bundle with its own grid (a CLI
+    walkthrough); the same through a link to it."""
+    import shutil
+
+    bundle = tmp_path / "self.png"
+    shutil.copyfile(VECTORS / "valid_gray_png.hello", bundle)
+    (tmp_path / "link.png").symlink_to(bundle)
+    before = bundle.read_bytes()
+    for out in (bundle, tmp_path / "link.png"):
+        result = run("preview", bundle, "-o", out, "--overwrite")
+        assert result.exit_code == 2 and result.stderr.strip() == (
+            f"error: cannot write {out}: it is the bundle being previewed; name another image file"), result.output
+    assert bundle.read_bytes() == before
+
+
 # --- the base options that export-adapter, requantize (calibrating) and preview share
 
 
