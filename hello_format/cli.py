@@ -321,6 +321,14 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
     base, recipe and everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
+    if not calibration_steps:   # none is dropped unsaid (as hello eval says of its inputs)
+        context = click.get_current_context()
+        unused = [param.opts[0] for param in context.command.params
+                  if (param.name.startswith("calibration_") or param.name in ("base_checkpoint", "allow_remote_base"))
+                  and param.name != "calibration_steps"
+                  and context.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
+        if unused:
+            warnings.warn(f"hello: requantize without --calibration-steps does not use {' or '.join(unused)}")
     config = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
                                 batch_size=calibration_batch_size, selection_views=calibration_selection_views,
                                 check_every=calibration_check_every)

@@ -4,6 +4,7 @@ projectors built from int8/int4 bundles next to the fp16 one."""
 
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -483,6 +484,23 @@ def test_requantizing_a_bundle_without_deltas_is_one_line_before_anything_is_bui
     assert refused.stderr.splitlines() == [f"error: {path} stores no LoRA deltas (the zero-shot projector): there is "
                                            f"nothing to {what}"]
     assert not (tmp_path / "int4.hello").exists()
+
+
+def test_requantize_says_which_calibration_options_it_does_not_use(tmp_path):
+    """Without --calibration-steps the calibration options and the base's did nothing, unsaid (a CLI
+    walkthrough); hello eval says so of its inputs."""
+    path = write_labelled_bundle(tmp_path / "fp32.hello", "rn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = invoke("requantize", path, tmp_path / "a.hello", "--delta-dtype", "int8")
+    assert plain.exit_code == 0, plain.output
+    with pytest.warns(UserWarning) as caught:
+        told = invoke("requantize", path, tmp_path / "b.hello", "--delta-dtype", "int8", "--calibration-lr", "0.01",
+                      "--calibration-objective", "mse", "--allow-remote-base")
+    assert told.exit_code == 0, told.output
+    assert [str(w.message) for w in caught] == ["hello: requantize without --calibration-steps does not use "
+                                                "--calibration-objective or --calibration-lr or --allow-remote-base"]
+    assert (tmp_path / "a.hello").read_bytes() == (tmp_path / "b.hello").read_bytes()
 
 
 def test_requantize_quiet_shows_no_text_head_bar_either(tmp_path, monkeypatch):
