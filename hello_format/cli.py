@@ -8,6 +8,7 @@ shells expect of an interrupted command.
 """
 
 import dataclasses
+import errno
 import importlib
 import importlib.metadata
 import importlib.util
@@ -150,6 +151,10 @@ class HelloGroup(click.Group):
             raise CommandError(str(exc)) from exc
         except KeyboardInterrupt:
             exit_interrupted()
+        except OSError as exc:   # what the command could not write: its own output on a full disk, say
+            if exc.errno == errno.EPIPE:
+                raise   # the reader of the output left: click ends quietly
+            raise CommandError(f"{f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}") from exc
 
 
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,6 +3,7 @@
 import importlib.metadata
 import json
 import math
+import os
 import pathlib
 import re
 import subprocess
@@ -319,6 +320,15 @@ def test_a_preview_never_replaces_the_bundle_it_previews(tmp_path):
         assert result.exit_code == 2 and result.stderr.strip() == (
             f"error: cannot write {out}: it is the bundle being previewed; name another image file"), result.output
     assert bundle.read_bytes() == before
+
+
+@pytest.mark.skipif(not pathlib.Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_written_is_one_error_line(tmp_path):
+    """``hello info X > /dev/full`` (a full disk) printed a Python traceback (a CLI walkthrough)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "hello_format.cli", "info", str(VECTORS / "valid_gray_png.hello")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2 and done.stderr == "error: No space left on device\n", done.stderr
 
 
 # --- the base options that export-adapter, requantize (calibrating) and preview share
