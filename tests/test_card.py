@@ -112,6 +112,17 @@ def test_size_category_buckets(n, bucket):
     assert card.size_category(n) == bucket
 
 
+def test_the_card_counts_the_prompt_templates_in_words(bundle, tmp_path):
+    from support import rewritten
+
+    _, body = split_card(card.render_card(bundle, uri=URI))
+    assert "- head initialised from 2 text prompt templates (" in body
+    one = rewritten(bundle.path, tmp_path / "one.hello", lambda m, t: m["head"].update(templates=["a photo of a {}."]))
+    with Bundle.open(one) as opened:
+        _, body = split_card(card.render_card(opened, uri=URI))
+    assert "- head initialised from 1 text prompt template (" in body   # not "1 text prompt templates"
+
+
 def test_eval_results_table(bundle):
     results = [{"regime": "hello", "student": "resnet18", "epochs": 300, "seed": 0, "top1": 71.25},
                {"regime": "hard", "student": "resnet18", "epochs": 300, "seed": 0, "top1": 40.5, "note": "x|y"}]

@@ -345,7 +345,7 @@ def _label_generator(m: dict) -> str:
     else:
         lines.append("- no head LoRA: the head is the zero-shot text classifier")
     lines.append(
-        f"- head initialised from {len(head.templates)} text prompt templates "
+        f"- head initialised from {len(head.templates)} text prompt template{'s' * (len(head.templates) != 1)} "
         f"({head.ensemble} ensemble), logit scale {head.logit_scale}"
     )
     if head.prior_weight:
