@@ -69,11 +69,15 @@ def host_default(function):
     would put the CPU draws (from CPU generators) and index arithmetic elsewhere. Free when none is set."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        if torch.get_default_device().type == "cpu":   # a device mode costs every torch call a Python one
-            return function(*args, **kwargs)
-        with torch.device("cpu"):
+        with _on_host():
             return function(*args, **kwargs)
     return wrapper
+
+
+def _on_host():
+    """A context in which tensors made without a device are made on the CPU: none where they already are
+    (a device mode costs every torch call a Python one)."""
+    return contextlib.nullcontext() if torch.get_default_device().type == "cpu" else torch.device("cpu")
 
 
 @contextlib.contextmanager
@@ -84,8 +88,7 @@ def apart_from_caller(device: torch.device):
     without a dtype are float32, whatever ``torch.set_default_dtype`` says (bf16 would round the weights),
     and on the CPU, whatever ``torch.set_default_device`` says (as ``host_default``)."""
     previous = torch.get_default_dtype()
-    host = contextlib.nullcontext() if torch.get_default_device().type == "cpu" else torch.device("cpu")
-    with host, torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+    with _on_host(), torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.set_default_dtype(torch.float32)
         try:
             yield
