@@ -96,9 +96,9 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
                              f"({_CHECKPOINT_HINT}), which would not be used")
     if not allow_remote:
         check_config_keys(architecture, base_manifest.get("config"))
-        if base_manifest.get("config") is None and not (source == "open_clip" and checkpoint is None):
-            check_registry_fetches(architecture, tokenizer=text_tower)   # its weights are not fetched: nor is this
-    _register_config(architecture, base_manifest.get("config"))
+    _register_config(architecture, base_manifest.get("config"))   # the name checked first: open_clip may fetch it
+    if not allow_remote and base_manifest.get("config") is None and not (source == "open_clip" and checkpoint is None):
+        check_registry_fetches(architecture, tokenizer=text_tower)   # its weights are not fetched: nor is this
     if source == "open_clip" and checkpoint is None:
         _check_size(_instantiate(architecture, tag, base_manifest, "meta"), architecture)  # before any download
         model = _create_pretrained(architecture, tag, device)
@@ -185,15 +185,16 @@ def parameter_count(base_manifest: dict, *, allow_remote: bool = False) -> int:
     architecture, config = base_manifest.get("architecture"), base_manifest.get("config")
     if not allow_remote:
         check_config_keys(architecture, config)
-        if config is None:
-            check_registry_fetches(architecture, tokenizer=False)
-    _register_config(architecture, config)
+    _register_config(architecture, config)   # the name checked first: open_clip may fetch it
+    if not allow_remote and config is None:
+        check_registry_fetches(architecture, tokenizer=False)
     model = _instantiate(architecture, base_manifest.get("pretrained"), base_manifest, "meta")
     return sum(parameter.numel() for parameter in model.parameters())
 
 
 def check_registry_fetches(architecture: str, *, tokenizer: bool) -> None:
-    """BaseModelError when open_clip's own config of ``architecture`` has it fetch from the Hugging Face hub:
+    """BaseModelError when open_clip's own config of ``architecture`` (a registry name, ``_register_config``
+    checked) has it fetch from the Hugging Face hub:
     a text tower that is a Hugging Face model (building it, even on the meta device, downloads its config)
     or, with ``tokenizer`` (the text head is to be computed), a Hugging Face tokenizer."""
     text_cfg = (open_clip.get_model_config(architecture) or {}).get("text_cfg") or {}

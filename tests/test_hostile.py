@@ -2584,11 +2584,20 @@ def test_an_architecture_name_open_clip_would_rewrite_is_refused():
 
 
 @pytest.mark.parametrize("architecture", ["hf-hub:someone/clip", "local-dir:/etc"])
-def test_an_architecture_name_with_an_open_clip_schema_is_refused(architecture):
+@pytest.mark.parametrize("custom", [True, False])
+def test_an_architecture_name_with_an_open_clip_schema_is_refused(architecture, custom, monkeypatch):
     """open_clip fetches (hf-hub:) or reads (local-dir:) the config a schema names: the file would choose
-    what is downloaded or read. Refused by name, before open_clip is asked."""
-    base = _custom_base(tiny_vit_config(), architecture)
-    for load in (lambda: create_base(base, embedded_state=tiny_clip("vit").state_dict()), lambda: parameter_count(base)):
+    what is downloaded or read. Refused by name, before open_clip is asked (without a base.config too: the
+    check of a registry base's Hugging Face parts asked open_clip for the name's config first, a review found)."""
+    import socket
+
+    import open_clip
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: pytest.fail("hello tried the network"))
+    monkeypatch.setattr(open_clip, "get_model_config", lambda *args, **kwargs: pytest.fail("open_clip was asked"))
+    base = _custom_base(tiny_vit_config() if custom else None, architecture)
+    for load in (lambda: create_base(base, embedded_state=tiny_clip("vit").state_dict()), lambda: parameter_count(base),
+                 lambda: create_base(dict(base, source="local"), checkpoint="unread.safetensors")):
         with pytest.raises(BaseModelError, match=r"base\.architecture '.*' uses an open_clip schema .*as base\.config"):
             load()
 
