@@ -468,7 +468,8 @@ def _load_base(options: BuildOptions, device: torch.device):
         source, pretrained = "open_clip", options.pretrained
     request = {"source": "local" if options.base_checkpoint else "open_clip", "architecture": options.base,
                "pretrained": pretrained, "config": config, "checkpoint": options.base_checkpoint}
-    model = create_base(request, checkpoint=options.base_checkpoint, device=device)
+    # a registry base is the user's choice, with what open_clip fetches for it; a custom config only from allowed keys
+    model = create_base(request, checkpoint=options.base_checkpoint, device=device, allow_remote=config is None)
     section = describe_base(model, architecture=options.base, pretrained=pretrained, source=source, config=config,
                             embedded="visual",  # the image tower and the stored head: the text tower is not needed
                             checkpoint=Path(options.base_checkpoint).name if options.base_checkpoint and source == "local" else None)

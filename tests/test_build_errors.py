@@ -23,6 +23,7 @@ from hello_build.pipeline import build
 from hello_build.teachers import Teacher, save_teacher
 from hello_build.zoo import create_model
 from hello_build.errors import BuildError
+from hello_format.errors import BaseModelError
 from support import make_tree, save_tiny_base
 
 
@@ -309,6 +310,27 @@ def test_bad_input_is_one_line_through_the_cli(errors_kit, tmp_path, case, chang
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in result.output and result.stdout == ""
+
+
+@pytest.mark.parametrize("architecture", ["ViT-H-14-CLIPA", "roberta-ViT-B-32"])
+def test_a_registry_base_with_hugging_face_parts_is_the_users_choice_with_a_checkpoint_too(errors_kit, monkeypatch,
+                                                                                           architecture):
+    """--base X --base-checkpoint FILE for an architecture whose tokenizer or text tower open_clip fetches was
+    refused as if a stranger's bundle named it, with no way to opt in (a review); it goes on to the file."""
+    import open_clip.hf_model as hf_model
+    import transformers
+    from hello_build.pipeline import _load_base
+
+    class NoFetch:
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):   # the config roberta's tower is built from, without a network
+            return transformers.RobertaConfig()
+
+    monkeypatch.setattr(hf_model, "AutoConfig", NoFetch)
+    options = BuildOptions(data="d", output="o", base=architecture, base_checkpoint=str(errors_kit["base_file"]))
+    with pytest.raises(BaseModelError) as info:
+        _load_base(options, torch.device("cpu"))
+    assert "Hugging Face" not in str(info.value) and "base checkpoint" in str(info.value), info.value
 
 
 def test_the_shared_setup_builds(errors_kit, tmp_path):
