@@ -142,9 +142,10 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
 
 
-def test_the_student_batch_size_reruns_the_stages_whose_views_it_batches():
-    """The image update's synthetic-view agreement and the view transfer's selection views."""
-    default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", student_batch_size=20)
+@pytest.mark.parametrize("change", [{"student_batch_size": 20}, {"view_transfer_target": "set"}])
+def test_the_agreement_options_rerun_the_stages_that_measure_with_them(change):
+    """The image update's synthetic-view agreement (its views and judge) and the view transfer."""
+    default, other = BuildOptions(data="d", output="o"), BuildOptions(data="d", output="o", **change)
     assert context.stage_key(default, "init", "listing") == context.stage_key(other, "init", "listing")
     for stage in ("image_update", "view_transfer"):
         assert context.stage_key(default, stage, "listing") != context.stage_key(other, stage, "listing")
