@@ -83,12 +83,12 @@ def _on_host():
 @contextlib.contextmanager
 def apart_from_caller(device: torch.device):
     """For building a model from a file inside a caller's run: torch's global random streams (the CPU's,
-    and ``device``'s when a CUDA device) are left as they were, whatever the build drew (random
+    and an accelerator ``device``'s) are left as they were, whatever the build drew (random
     initialisation before the weights load, more when the text tower must be built), and tensors made
     without a dtype are float32, whatever ``torch.set_default_dtype`` says (bf16 would round the weights),
     and on the CPU, whatever ``torch.set_default_device`` says (as ``host_default``)."""
     previous = torch.get_default_dtype()
-    with _on_host(), torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+    with _on_host(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
         torch.set_default_dtype(torch.float32)
         try:
             yield
