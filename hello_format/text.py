@@ -13,9 +13,12 @@ import unicodedata
 # (category Cf, but most Cf characters, e.g. the zero-width joiners of some scripts, are harmless).
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 # Format characters that show nothing, so that two different names print alike ("cat" and "cat\u200b"):
-# zero-width space, word joiner and invisible operators, the byte-order mark, the tag characters
-# (which carry hidden text). The zero-width (non-)joiners, which scripts and emoji need, are not here.
-_INVISIBLE = frozenset("\u200b\u2060\u2061\u2062\u2063\u2064\ufeff") | frozenset(map(chr, range(0xE0000, 0xE0080)))
+# the soft hyphen, zero-width space, word joiner and invisible operators, the deprecated format controls,
+# the byte-order mark, the interlinear annotation marks and the tag characters (which carry hidden text;
+# an emoji subdivision flag, their one visible use, goes with them). The zero-width (non-)joiners, which
+# scripts and emoji need, and the Mongolian vowel separator, which its script needs, are not here.
+_INVISIBLE = frozenset("\u00ad\u200b\ufeff") | frozenset(map(chr, [*range(0x2060, 0x2065), *range(0x206A, 0x2070),
+                                                                   *range(0xFFF9, 0xFFFC), *range(0xE0000, 0xE0080)]))
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 _MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~:@$%^=/")
 

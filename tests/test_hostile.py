@@ -451,7 +451,8 @@ def test_a_class_name_with_a_newline_is_a_one_line_error(tmp_path, command):
     assert "field 'class_names.1': contains the control character U+000A" in line
 
 
-@pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\ufeff", "\U000e0069\U000e0067\U000e006e"])
+@pytest.mark.parametrize("hidden", ["\u00ad", "\u200b", "\u2060", "\u206f", "\ufeff", "\ufffb",
+                                    "\U000e0069\U000e0067\U000e006e"])
 def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
     """'cat' and 'cat' + a zero-width space (or tag characters, which carry hidden text into the card) were
     two classes that hello info and the card showed as the same name."""
@@ -475,7 +476,8 @@ def test_info_json_escapes_a_character_above_u_ffff_as_json_reads_it_back(tmp_pa
 
 
 def test_the_joiners_scripts_and_emoji_need_are_kept_in_class_names(tmp_path):
-    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f468\u200d\U0001f469", "bird"]   # Persian ZWNJ; emoji ZWJ
+    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f468\u200d\U0001f469",   # Persian ZWNJ; emoji ZWJ
+             "\u1828\u180e\u1820"]   # a Mongolian vowel separator
     result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, class_names=names))])
     assert result.exit_code == 0, result.output
     assert names[0] in result.stdout
