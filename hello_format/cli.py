@@ -8,7 +8,6 @@ shells expect of an interrupted command.
 """
 
 import dataclasses
-import errno
 import importlib
 import importlib.metadata
 import importlib.util
@@ -151,10 +150,6 @@ class HelloGroup(click.Group):
             raise CommandError(str(exc)) from exc
         except KeyboardInterrupt:
             exit_interrupted()
-        except OSError as exc:   # what the command could not write: its own output on a full disk, say
-            if exc.errno == errno.EPIPE:
-                raise   # the reader of the output left: click ends quietly
-            raise CommandError(f"{f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}") from exc
 
 
 @click.group(cls=HelloGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -464,7 +459,12 @@ def export_adapter(bundle_path: str, output: str, overwrite: bool, base_checkpoi
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="hello")
+    try:
+        cli(prog_name="hello")
+    except OSError as exc:   # the output (--help's too) on a full disk, say; click ends a closed pipe itself
+        error = CommandError(f"{f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
+        error.show()
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

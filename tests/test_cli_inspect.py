@@ -323,11 +323,12 @@ def test_a_preview_never_replaces_the_bundle_it_previews(tmp_path):
 
 
 @pytest.mark.skipif(not pathlib.Path("/dev/full").exists(), reason="needs /dev/full")
-def test_output_that_cannot_be_written_is_one_error_line(tmp_path):
-    """``hello info X > /dev/full`` (a full disk) printed a Python traceback (a CLI walkthrough)."""
+@pytest.mark.parametrize("args", [["info", str(VECTORS / "valid_gray_png.hello")], ["--help"]])
+def test_output_that_cannot_be_written_is_one_error_line(tmp_path, args):
+    """``hello info X > /dev/full`` (a full disk) printed a Python traceback (a CLI walkthrough); --help too."""
     with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "hello_format.cli", "info", str(VECTORS / "valid_gray_png.hello")],
-                              stdout=full, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        done = subprocess.run([sys.executable, "-m", "hello_format.cli", *args], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 2 and done.stderr == "error: No space left on device\n", done.stderr
 
 
