@@ -29,7 +29,7 @@ from hello_format.bundle import Bundle
 from hello_format import calibration
 from hello_format.calibration import CalibrationConfig
 from hello_format.errors import HelloError
-from hello_format.files import atomic_target, missing_folder, replace_refusal
+from hello_format.files import atomic_target, missing_folder, replace_refusal, same_file
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
@@ -372,7 +372,7 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     missing = missing_folder(output)
     if missing:
         raise CommandError(f"cannot write {output}: {missing}")
-    if os.path.exists(output) and os.path.exists(bundle_path) and os.path.samefile(output, bundle_path):
+    if same_file(output, bundle_path):
         raise CommandError(f"cannot write {output}: it is the bundle being previewed; name another image file")
     refusal = replace_refusal(output, overwrite)
     if refusal:

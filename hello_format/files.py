@@ -158,6 +158,11 @@ def missing_folder(path: str | os.PathLike) -> str | None:
     return f"directory {folder} does not exist"
 
 
+def same_file(path: str | os.PathLike, other: str | os.PathLike) -> bool:
+    """Whether both paths exist and name one file (through a link too)."""
+    return os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)
+
+
 def replace_refusal(path: str | os.PathLike, overwrite: bool, what: str = "") -> str | None:
     """Why a command does not write its output at ``path``: something is there and ``overwrite`` (the
     command's ``--overwrite``) was not given; ``what`` says what it is. None: it may write there."""

@@ -24,7 +24,8 @@ from hello_format.bundle import Bundle, write_stored
 from hello_format.calibration import CalibrationConfig, calibrate, check_cost
 from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
 from hello_format.errors import BundleError, HelloError
-from hello_format.files import atomic_target, cannot_write_in, missing_folder, names_a_folder, replace_refusal
+from hello_format.files import (atomic_target, cannot_write_in, missing_folder, names_a_folder, replace_refusal,
+                                same_file)
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig, rewrite_section
 from hello_format.hub.resolver import open_bundle
 from hello_format.manifest import FORMAT_VERSION, parse_version
@@ -68,8 +69,7 @@ def requantize(source, target, dtype: str, group_size: int = DELTA_GROUP_SIZE, *
         raise BundleError(f"{os.fspath(target)} is a folder: name the bundle file to write "
                           f"(e.g. {os.path.join(target, 'NAME.hello')})")
     target = pathlib.Path(os.fspath(target))
-    same = target.exists() and pathlib.Path(os.fspath(source)).exists() and os.path.samefile(source, target)
-    refusal = replace_refusal(target, overwrite, " (it is the input bundle)" if same else "")
+    refusal = replace_refusal(target, overwrite, " (it is the input bundle)" if same_file(source, target) else "")
     if refusal:
         raise BundleError(refusal)
     _check_writable(target)   # before the calibration's minutes, not after
