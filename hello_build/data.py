@@ -64,7 +64,7 @@ from hello_format.text import cut, shortened
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its kept squares (a 16:1 strip)
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
-# how a build leaves unreadable images out (hello eval scores every image of --val, so it has no such flag)
+# how a run leaves unreadable images out, named in the error an unreadable image gives
 SKIP_BAD_HINT = " (unreadable images can be left out: skip_bad, hello-build and hello eval --skip-bad)"
 
 
