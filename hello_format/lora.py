@@ -313,8 +313,8 @@ def write_peft_adapter(folder: str | Path, visual: nn.Module, dtype: torch.dtype
     into the existing ``folder``: ``peft.PeftModel.from_pretrained(fresh_visual, folder)`` rebuilds
     exactly that model, since the config is the one ``inject`` used (``explicit``: literal module
     names, per-module ranks and alphas), its keys are ``EXPORT_CONFIG_KEYS`` and its ``peft_version`` is
-    ``EXPORT_PEFT_VERSION``, whatever peft is installed. Nothing in it names a model or code to fetch (``base_model_name_or_path``,
-    ``revision``, ``auto_mapping`` are null); both files are deterministic."""
+    ``EXPORT_PEFT_VERSION``, whatever peft is installed. Nothing in it names a model or code to fetch
+    (``base_model_name_or_path``, ``revision``, ``auto_mapping`` are null); both files are deterministic."""
     folder = Path(folder)
     if ADAPTER_NAME not in getattr(visual, "peft_config", {}):
         raise ValueError("the image encoder holds no injected (unmerged) LoRA to write")
