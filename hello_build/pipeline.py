@@ -32,7 +32,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
-from hello_build.teachers import check_source as check_teacher_source, reads_arch
+from hello_build.teachers import check_source as check_teacher_source, reads_arch, runs_code
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, options_key, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, check_patch_size, crops_per_candidate
@@ -355,6 +355,7 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
         lora_alpha=used(options.lora_alpha, adapted),
         lora_targets=used(options.lora_targets or default_targets(clip_model.visual), adapted),
         teacher_arch=used(options.teacher_arch, not trained and any(map(reads_arch, options.teacher))),
+        trust_teacher_code=used(options.trust_teacher_code, not trained and any(map(runs_code, options.teacher))),
         **{f"teacher_{name}": used(value, trained) for name, value in options.section(TeacherTraining, "teacher_").items()},
         transfer_lr=used(options.transfer_lr, options.transfer_epochs > 0),
         transfer_weight_decay=used(options.transfer_weight_decay, options.transfer_epochs > 0),

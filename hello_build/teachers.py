@@ -272,6 +272,11 @@ def reads_arch(source) -> bool:
     return Path(source).is_file() and _file_kind(Path(source)) == "safetensors"
 
 
+def runs_code(source) -> bool:
+    """Whether ``--trust-teacher-code`` applies to the teacher ``source``: a TorchScript or torch.export file."""
+    return Path(source).is_file() and _file_kind(Path(source)) in _CODE_KINDS
+
+
 def is_factory(source) -> bool:
     """Whether ``source`` is written as a ``module:factory`` teacher."""
     return isinstance(source, str) and bool(_FACTORY.match(source))

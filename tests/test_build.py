@@ -27,6 +27,7 @@ from hello_format.bundle import Bundle
 from hello_format.dataset import HelloDataset
 from hello_format.projector import Projector
 from hello_build.errors import BuildError
+from hello_build.zoo import create_model
 from support import CLASSES, INTERRUPT_ENV, TEACHER, make_tree, run_build, tiny_options
 
 @pytest.fixture(scope="module")
@@ -767,6 +768,19 @@ def test_teacher_arch_beside_teachers_of_other_kinds_is_recorded_as_unused_and_r
     assert recorded_options(summary)["teacher_arch"] is None
     assert "options this build does not use (recorded as null): --teacher-arch" in lines, lines
     assert not any(": rerun: " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("scripted", [False, True])
+def test_trust_teacher_code_is_recorded_only_beside_a_teacher_whose_code_runs(kit, tmp_path, scripted):
+    """--trust-teacher-code was recorded as true beside a module:factory teacher, whose code it does not
+    govern: the bundle said a file's code had run when none had."""
+    teacher = TEACHER
+    if scripted:
+        teacher = str(tmp_path / "scripted.pt")
+        torch.jit.save(torch.jit.script(create_model("convnet3", len(CLASSES))), teacher)
+    summary, lines = run_build(tiny_options(kit, tmp_path, teacher=[teacher], trust_teacher_code=True, transfer_epochs=1))
+    assert recorded_options(summary)["trust_teacher_code"] is (True if scripted else None)
+    assert ("options this build does not use (recorded as null): --trust-teacher-code" in lines) is not scripted, lines
 
 
 def test_the_agreement_options_rerun_the_image_update_that_measured_with_them(kit, tmp_path):
