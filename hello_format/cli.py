@@ -328,7 +328,7 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
                   and param.name != "calibration_steps"
                   and context.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
         if unused:
-            warnings.warn(f"hello: requantize without --calibration-steps does not use {' or '.join(unused)}")
+            warnings.warn(f"requantize without --calibration-steps does not use {' or '.join(unused)}")
     config = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
                                 batch_size=calibration_batch_size, selection_views=calibration_selection_views,
                                 check_every=calibration_check_every)

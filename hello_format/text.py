@@ -76,8 +76,12 @@ def terminal(text: str) -> str:
 
 
 def warning_line(message) -> str:
-    """A warning as the commands print it: one terminal-safe line."""
-    return terminal(f"warning: {message}")
+    """A warning as the commands print it: one terminal-safe line, without the ``hello:`` or ``hello-build:``
+    that names the library among a program's other warnings (a command's own output needs no such name)."""
+    text = str(message)
+    for name in ("hello: ", "hello-build: "):
+        text = text.removeprefix(name)
+    return terminal(f"warning: {text}")
 
 
 def cut(text: str, limit: int = 80) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 from hello_format import cli as cli_module
 from hello_format.bundle import Bundle, write_bundle
 from hello_format.cli import cli
-from hello_format.text import human_bytes
+from hello_format.text import human_bytes, warning_line
 from support import make_bundle, make_manifest, with_local_base, with_remote_text_base, write_labelled_bundle
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "spec" / "vectors"
@@ -208,6 +208,14 @@ def test_a_path_with_control_characters_stays_one_escaped_error_line():
     result = run("info", "no/such\nerror: forged\x1b[2J.hello")
     assert result.exit_code == 2
     assert result.stderr == "error: no/such\\u000aerror: forged\\u001b[2J.hello: no such file\n"
+
+
+@pytest.mark.parametrize("message", ["hello: head cache /c is not writable", "hello-build: the work directory /w cannot be locked"])
+def test_a_warning_line_names_no_program_twice(message):
+    """The library's warnings start with its name, among a program's others; a command printed it after its
+    own "warning:" ("warning: hello: ..."). A file's string is still escaped."""
+    assert warning_line(message) == "warning: " + message.split(": ", 1)[1]
+    assert warning_line("hello: a\nb") == "warning: a\\u000ab"
 
 
 def test_preview_writes_a_grid(tmp_path):

@@ -372,7 +372,7 @@ def test_a_commands_warning_is_one_line_on_stderr(eval_kit):
                            "--quiet"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stderr.splitlines() == ["warning: hello: the hard regime does not use --teacher"], done.stderr
+    assert done.stderr.splitlines() == ["warning: the hard regime does not use --teacher"], done.stderr
 
 
 @pytest.mark.parametrize("flag", ["--val", "--real"])

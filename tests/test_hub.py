@@ -256,7 +256,7 @@ def test_pull_saves_no_card_that_is_not_the_bundles(hub_cache, bundle_bytes, tmp
     result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert os.listdir(out) == ["tiny.hello"]
-    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md is not the card "
+    assert result.stderr.splitlines() == [f"warning: hf://datasets/org/tiny@{COMMIT}/README.md is not the card "
                                           f"of 'tiny.hello' ({whose}): not pulled"]
 
 
@@ -777,7 +777,7 @@ def test_pull_online_says_why_a_card_that_may_exist_is_not_pulled(hub_cache, bun
     result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert os.listdir(tmp_path / "out") == ["tiny.hello"]
-    expected = [] if said is None else [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md: {said} "
+    expected = [] if said is None else [f"warning: hf://datasets/org/tiny@{COMMIT}/README.md: {said} "
                                         "(the card is not pulled)"]
     assert result.stderr.splitlines() == expected
 
@@ -822,7 +822,7 @@ def test_hello_pull_says_a_skipped_card_in_one_line(hub_cache, bundle_bytes, tmp
     cache_file(hub_cache, "org/tiny", "README.md", b"A" * (limits.MAX_CARD_BYTES + 1))
     result = CliRunner().invoke(pull_command, ["hf://datasets/org/tiny/tiny.hello", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == [f"warning: hello: hf://datasets/org/tiny@{COMMIT}/README.md is "   # the bundle's commit
+    assert result.stderr.splitlines() == [f"warning: hf://datasets/org/tiny@{COMMIT}/README.md is "   # the bundle's commit
                                           f"{limits.MAX_CARD_BYTES + 1:,} bytes (a card is at most "
                                           f"{limits.MAX_CARD_BYTES:,}): not pulled"]
 
