@@ -80,6 +80,11 @@ dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS)
                                    help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 
 
+def say(line: str) -> None:
+    """A line for the user on stderr (stdout holds the command's JSON), control characters escaped."""
+    click.echo(terminal(line), err=True)
+
+
 @click.command(context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hello-build (hello-distill)")
 @click.argument("data", required=False, type=click.Path(file_okay=False))
@@ -101,7 +106,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
     one_line_warnings()
     group, options = None, None
     try:
-        group = distributed.join(dist_backend, values["device"])
+        group = distributed.join(dist_backend, values["device"], log=say)
         if demo:
             from hello_build.demo import run_demo
 
@@ -174,7 +179,7 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
     from hello_build import distributed
     from hello_build.evaluation import evaluate, regime_inputs
 
-    group = distributed.join(dist_backend, device)
+    group = distributed.join(dist_backend, device, log=say)
     try:
         teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir,   # before loading
                                                            warn=group is None or group.is_main)

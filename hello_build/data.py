@@ -149,6 +149,10 @@ def scan_image_folder(
     listed = [(path, label, size, mtime) for label, name in enumerate(classes)
               for path, size, mtime in _image_files(root / name, inside)]
     samples, sizes = [(path, label) for path, label, _, _ in listed], [size for _, _, size, _ in listed]
+    if group is not None:   # before the checks split the files among the ranks by their place in the list
+        listing = [names, [(_under(root, path), label, size) for path, label, size, _ in listed]]
+        group.check_same(hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+                         f"the class names and image files (names and sizes) in {root}")
     bad: list[str] = []
     if check_headers:
         def check() -> dict[str, torch.Tensor]:

@@ -12,28 +12,31 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
 from hello_build.errors import BuildError
 from hello_format.runtime import batch_share, resolve_device
-from hello_format.text import first_line
+from hello_format.text import cut, first_line, shortened
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
 
 
 class JobError(BuildError):
-    """A collective failed: another rank died, or a wait ran past TIMEOUT_S."""
+    """A collective failed: another rank died, or a wait ran past the group's ``timeout_s``."""
 
 
-def _collective(call, *args, **kwargs):
-    """``call(*args, **kwargs)``, a collective whose failure (gloo and NCCL raise RuntimeErrors) is one JobError line."""
+def _collective(timeout_s: float, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, a collective whose failure (gloo raises a RuntimeError) is one JobError line.
+    (Under NCCL a collective returns before it completes, and torch's watchdog ends a process whose
+    collective runs past ``timeout_s`` with its own report.)"""
     try:
         return call(*args, **kwargs)
     except RuntimeError as error:
-        raise JobError(f"the job stopped: another rank died or a collective waited over {TIMEOUT_S} s "
+        raise JobError(f"the job stopped: another rank died or a collective waited over {timeout_s:g} s "
                        f"({first_line(error)})") from None
 
 
@@ -44,6 +47,7 @@ class Group:
     rank: int
     world_size: int
     device: torch.device
+    timeout_s: float = TIMEOUT_S   # the process group's: how long a collective waits for the other ranks
 
     @property
     def is_main(self) -> bool:
@@ -52,7 +56,7 @@ class Group:
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums of ``values`` over all ranks (float64)."""
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        _collective(dist.all_reduce, tensor)
+        _collective(self.timeout_s, dist.all_reduce, tensor)
         return tensor.tolist()
 
     def rows(self, size: int) -> slice:
@@ -66,14 +70,14 @@ class Group:
         parameters only, as DDP does, for losses already weighted by each rank's share."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        _collective(dist.all_reduce, flat)
+        _collective(self.timeout_s, dist.all_reduce, flat)
         for p, piece in zip(params, flat.split([g.numel() for g in grads])):
             p.grad = piece.view_as(p).clone()
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``tensor`` on every rank (same shape and dtype on all; the others' values are ignored)."""
         moved = tensor.detach().to(self.device if self.device.type == "cuda" else "cpu", copy=True).contiguous()
-        _collective(dist.broadcast, moved, src=0)
+        _collective(self.timeout_s, dist.broadcast, moved, src=0)
         return moved.to(tensor.device)
 
     def gather_rows(self, rows: torch.Tensor, size: int) -> torch.Tensor:
@@ -82,7 +86,7 @@ class Group:
         padded = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
         padded[: len(rows)] = rows
         pieces = [torch.empty_like(padded) for _ in range(self.world_size)]
-        _collective(dist.all_gather, pieces, padded)
+        _collective(self.timeout_s, dist.all_gather, pieces, padded)
         shares = [batch_share(size, rank, self.world_size) for rank in range(self.world_size)]
         return torch.cat([piece[: share.stop - share.start] for piece, share in zip(pieces, shares)])
 
@@ -99,9 +103,20 @@ class Group:
         """Rank 0's ``value`` on every rank: one decision the job takes together."""
         return bool(self.broadcast(torch.tensor([int(value)], dtype=torch.int64)).item())
 
+    def check_same(self, text: str, what: str) -> None:
+        """A BuildError on every rank unless every rank's ``text`` is rank 0's (``what`` names it): ranks that
+        see other data or files would run collectives of other sizes (a hang or a crash) or mix unlike results."""
+        differs = self.broadcast_text(text) != text
+        ranks = [rank for rank, count in enumerate(self.sum([float(differs and rank == self.rank)
+                                                               for rank in range(self.world_size)])) if count]
+        if ranks:
+            raise BuildError(f"{what} on rank{'s' * (len(ranks) > 1)} {', '.join(map(str, ranks[:10]))}"
+                             f"{' and more' * (len(ranks) > 10)} differ from rank 0's: every process of the job "
+                             "must see the same data and files")
+
     def barrier(self) -> None:
-        """Wait until every rank gets here (at most TIMEOUT_S)."""
-        _collective(dist.barrier)
+        """Wait until every rank gets here (at most ``timeout_s``)."""
+        _collective(self.timeout_s, dist.barrier)
 
 
 def rows(group: Group | None, size: int) -> slice:
@@ -116,20 +131,37 @@ def summed(group: Group | None, values: list[float]) -> list[float]:
 
 def launched() -> bool:
     """Whether torchrun (or a launcher setting the same environment) started this process in a job of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return (_whole_number("WORLD_SIZE") or 1) > 1
 
 
-def join(backend: str | None = None, device: str | None = None, timeout_s: float = TIMEOUT_S) -> Group | None:
+def _whole_number(name: str) -> int | None:
+    """The environment variable ``name`` as a launcher sets it, a whole number (None when unset)."""
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise BuildError(f"{name}={shortened(text, 40)} is not a whole number (torchrun sets it)")
+    return int(text)
+
+
+def join(backend: str | None = None, device: str | None = None, timeout_s: float = TIMEOUT_S,
+         log: Callable[[str], None] | None = None) -> Group | None:
     """Join the job torchrun started (None when this process runs alone). ``backend``: nccl on GPUs,
     gloo on CPUs by default; ``device``: cuda:LOCAL_RANK when CUDA is available (``cuda`` or
-    ``cuda:LOCAL_RANK`` given; another index is refused), else the CPU."""
+    ``cuda:LOCAL_RANK`` given; another index is refused), else the CPU. The launch environment is
+    checked first (RANK below WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, LOCAL_RANK where it picks a
+    GPU): a variable a launcher left out is one BuildError, not a traceback or a wait. ``log``: told, on
+    rank 0, where the job is joined before this process waits for the others there."""
     if not launched():
         return None
     if backend is not None and backend not in BACKENDS:
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = _whole_number("LOCAL_RANK")
     if cuda:
+        if local_rank is None:   # every rank of a node would take cuda:0
+            raise BuildError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but LOCAL_RANK is not set: it picks this "
+                             "process's GPU; launch with torchrun, or set it to the process's index on its node")
         if device is not None:
             resolve_device(device)   # a name that is no device, or an index this machine lacks: its one error
             if torch.device(device).index not in (None, local_rank):   # every rank on that GPU: NCCL refuses
@@ -138,13 +170,36 @@ def join(backend: str | None = None, device: str | None = None, timeout_s: float
         where = torch.device("cuda", local_rank)
     else:
         where = resolve_device(device or "cpu")
+    backend = backend or ("nccl" if where.type == "cuda" else "gloo")
+    if backend == "nccl" and where.type != "cuda":
+        raise BuildError(f"--dist-backend nccl needs a CUDA device, and this process runs on {where}: use gloo")
     if where.type == "cuda":
         torch.cuda.set_device(where)
-    backend = backend or ("nccl" if where.type == "cuda" else "gloo")
     if not dist.is_initialized():
+        _init_process_group(backend, where, timeout_s, log)
+    return Group(rank=dist.get_rank(), world_size=dist.get_world_size(), device=where, timeout_s=timeout_s)
+
+
+def _init_process_group(backend: str, where: torch.device, timeout_s: float, log) -> None:
+    """``dist.init_process_group`` from the launch environment, checked first; a failure is one BuildError."""
+    world_size = _whole_number("WORLD_SIZE")
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise BuildError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                         "not set: launch with torchrun, which sets them all")
+    rank, port = _whole_number("RANK"), _whole_number("MASTER_PORT")
+    if rank >= world_size:
+        raise BuildError(f"RANK={rank} is not below WORLD_SIZE={world_size}")
+    if not 0 < port < 65536:
+        raise BuildError(f"MASTER_PORT={port} is not a port (1 to 65535)")
+    address = f"{cut(os.environ['MASTER_ADDR'], 80)}:{port}"
+    if log is not None and rank == 0:
+        log(f"joining a job of {world_size} processes at {address} (waiting up to {timeout_s:g} s for the others)")
+    try:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
                                 device_id=where if backend == "nccl" else None)
-    return Group(rank=dist.get_rank(), world_size=dist.get_world_size(), device=where)
+    except (RuntimeError, ValueError) as error:   # the store's timeout, an address that does not resolve
+        raise BuildError(f"rank {rank} could not join the job at {address}: {first_line(error)[:300]}") from None
 
 
 def leave() -> None:

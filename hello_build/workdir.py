@@ -132,6 +132,10 @@ class WorkDir:
         options, else None (in a group: as rank 0 sees it), and else what differs from the key it was made
         with (options by name, the files they name as ``contents.NAME``, the data as ``data_listing``;
         empty without a record). A record without one of ``fields`` (edited, or older) is unreadable."""
+        if self.group is not None:   # a rank that ran a stage on other inputs would part from the others' collectives
+            self.group.check_same(json.dumps(_jsonable(key), sort_keys=True),
+                                  f"the {stage} stage's options and the files they name (by contents; folders by "
+                                  "their files' names, sizes and modification times)")
         stored, key = self._read(stage), _jsonable(key)
         record = stored if stored is not None and stored["key"] == key else None
         missing = [field for field in fields if record is not None and field not in record["result"]]
@@ -169,24 +173,33 @@ class WorkDir:
         them the results ``memoised`` made and has not kept yet). In a group, rank 0 writes and every rank
         returns the record rank 0 wrote."""
         self.keep()
+        record = self._write(stage, key, result, seconds, tensors)
+        if self.group is None:
+            return record
+        stored = self._read(stage)
+        if stored is None or stored["key"] != record["key"]:
+            raise BuildError(f"rank {self.group.rank} reads another {stage} record in {self.path} than rank 0 wrote")
+        return stored
+
+    def keep(self) -> None:
+        """Write the results ``memoised`` made and has not kept yet (rank 0; every rank waits): with the first
+        stage that finishes, or after the last stage when every stage was reused. (Ranks may have made them
+        under other keys: rank 0's is kept.)"""
+        unkept, self._unkept = self._unkept, []
+        for name, *made in unkept:
+            self.forget(name)
+            self._write(name, *made)
+
+    def _write(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None) -> dict:
+        """The record of ``stage``, written with its tensors by rank 0 (every rank of a group waits for it)."""
         record = {"key": _jsonable(key), "seconds": seconds, "result": result}
         if self.writes:
             if tensors is not None:
                 self.save_tensors(stage, tensors)
             _atomic_write(self.path / f"{stage}.json", json.dumps(record, indent=1, sort_keys=True).encode())
-        if self.group is None:
-            return record
-        self.group.barrier()
-        stored = self._read(stage)
-        return stored if stored is not None and stored["key"] == record["key"] else None
-
-    def keep(self) -> None:
-        """Write the results ``memoised`` made and has not kept yet (rank 0; every rank waits): with the first
-        stage that finishes, or after the last stage when every stage was reused."""
-        unkept, self._unkept = self._unkept, []
-        for name, *made in unkept:
-            self.forget(name)
-            self.finish(name, *made)
+        if self.group is not None:
+            self.group.barrier()
+        return record
 
     def memoised(self, name: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]],
                  shapes: dict[str, tuple[int, ...]] | None = None,

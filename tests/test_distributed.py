@@ -126,6 +126,65 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch, device):
         assert chosen == [torch.device("cuda", 1)]
 
 
+LAUNCH = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize("changes, cuda, backend, message", [
+    ({"RANK": None}, False, None, r"WORLD_SIZE=2 but RANK is not set: launch with torchrun"),
+    ({"MASTER_ADDR": None, "MASTER_PORT": None}, False, None, r"but MASTER_ADDR and MASTER_PORT are not set"),
+    ({"RANK": "2"}, False, None, r"RANK=2 is not below WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "two"}, False, None, r"WORLD_SIZE='two' is not a whole number"),
+    ({"MASTER_PORT": "70000"}, False, None, r"MASTER_PORT=70000 is not a port"),
+    ({}, False, "nccl", r"--dist-backend nccl needs a CUDA device, and this process runs on cpu: use gloo"),
+    ({"LOCAL_RANK": None}, True, None, r"LOCAL_RANK is not set: it picks this process's GPU"),
+])
+def test_a_launch_environment_a_launcher_left_incomplete_is_one_error(monkeypatch, changes, cuda, backend, message):
+    """WORLD_SIZE without RANK was a traceback, without a peer a silent wait of 10 minutes, nccl on a CPU a
+    traceback on every rank, and a launcher that sets no LOCAL_RANK put every rank of a node on cuda:0 (the
+    multi-process walkthrough; nothing here reaches init_process_group)."""
+    from hello_build import distributed
+    from hello_build.errors import BuildError
+
+    for name, value in {**LAUNCH, **changes}.items():
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *a, **k: pytest.fail("joined"))
+    with pytest.raises(BuildError, match=message):
+        distributed.join(backend)
+
+
+def test_joining_says_where_before_waiting_and_a_failed_join_is_one_error(monkeypatch):
+    from hello_build import distributed
+    from hello_build.errors import BuildError
+
+    for name, value in LAUNCH.items():
+        monkeypatch.setenv(name, value)
+
+    def refused(*args, **kwargs):
+        raise torch.distributed.DistStoreError("Timed out after 601 seconds waiting for clients. 1/2 clients joined.\nmore")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", refused)
+    said = []
+    with pytest.raises(BuildError, match=r"^rank 0 could not join the job at 127.0.0.1:29500: Timed out after 601 "
+                                         r"seconds waiting for clients. 1/2 clients joined.$"):
+        distributed.join(timeout_s=5, log=said.append)
+    assert said == ["joining a job of 2 processes at 127.0.0.1:29500 (waiting up to 5 s for the others)"]
+
+
+def test_a_failed_collective_names_the_groups_own_timeout(monkeypatch):
+    """The error said "waited over 600 s" whatever timeout the job was joined with."""
+    from hello_build.distributed import Group, JobError
+
+    def timed_out(*args, **kwargs):
+        raise RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 3000ms for recv\nmore")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", timed_out)
+    with pytest.raises(JobError, match=r"^the job stopped: another rank died or a collective waited over 3 s "
+                                       r"\(\[\.\./gloo/.*Timed out waiting 3000ms for recv\)$"):
+        Group(rank=0, world_size=2, device=torch.device("cpu"), timeout_s=3).sum([1.0])
+
+
 def test_a_two_process_student_is_the_single_process_student(tmp_path):
     run_alone_and_in_pair(tmp_path, TRAIN_SCRIPT, tmp_path / "alone.pt", tmp_path / "pair.pt")
     a, b = torch.load(tmp_path / "alone.pt"), torch.load(tmp_path / "pair.pt")

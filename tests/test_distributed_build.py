@@ -6,6 +6,7 @@ resumable interrupted job, a dead rank that ends the job, and the ranks' share o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -188,6 +189,7 @@ from pathlib import Path
 import torch
 from hello_build import distributed
 from hello_build.data import scan_image_folder
+from hello_build.errors import BuildError
 from hello_build.workdir import WorkDir
 
 group = distributed.join()
@@ -213,18 +215,31 @@ assert not reused   # on rank 0 too: reused on every rank or on none
 alone, shared = scan_image_folder(sys.argv[2]), scan_image_folder(sys.argv[2], group=group)  # headers checked by halves
 assert shared.samples == alone.samples and len(alone.samples) > 1, (len(shared.samples), len(alone.samples))
 assert scan_image_folder(sys.argv[2], skip_bad=True, group=group).samples == alone.samples  # decoded by halves
+for different in (lambda: work.lookup("other", {"a": group.rank}),   # a stage's inputs differ on rank 1
+                  lambda: scan_image_folder(sys.argv[2 + group.rank], group=group)):   # so do its image files
+    try:
+        different()
+    except BuildError as error:   # on every rank, before any collective of another size
+        assert "on rank 1 differ from rank 0's" in str(error), error
+    else:
+        raise AssertionError("ranks that see other inputs went on")
 os.write(1, f"ok {group.rank}\\n".encode())  # one write: the ranks share the pipe, unbuffered
 distributed.leave()
 """
 
 
 def test_the_work_directory_is_written_by_rank_0_and_read_by_all(kit, tmp_path):
+    """... and ranks that see other inputs (a node's own copy of the data or of a file a stage reads) are
+    refused together in one line: rank 1 crashed on a stage record that was not its own, or a collective
+    of another size aborted the job (the multi-process walkthrough)."""
     script = tmp_path / "workdir.py"
     script.write_text(WORKDIR_SCRIPT)
+    other = shutil.copytree(kit["data"], tmp_path / "other-data")
+    sorted(other.rglob("*.png"))[0].unlink()
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path / "work"), str(kit["data"])], capture_output=True, text=True,
-                          timeout=120, env=environment)
+                           str(script), str(tmp_path / "work"), str(kit["data"]), str(other)], capture_output=True,
+                          text=True, timeout=120, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(done.stdout.split()) == ["0", "1", "ok", "ok"]
 
