@@ -27,7 +27,7 @@ import hello_format
 import open_clip
 from hello_build.choices import prompt_templates
 from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
-from hello_build.distributed import Group
+from hello_build.distributed import Group, rows
 from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder
 from hello_build.options import BuildOptions, default_head_rank
@@ -393,8 +393,8 @@ def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: 
 def _projector(options: BuildOptions, clip_model, base_section: dict, index, device, group: Group | None = None, *,
                progress: bool = False, memo: Memo, log=None) -> Projector:
     """The trainable projector: CLIP's zero-shot classifier plus zero-initialised LoRA. In a ``group``
-    rank 0 computes the text head (``progress``: a bar over its classes) and every rank starts from rank 0's
-    head and LoRA (as DDP would). The head is kept in the work directory (``memo``), keyed by the base's
+    each rank embeds its contiguous share of the classes for the text head (``progress``: a bar over rank 0's)
+    and every rank starts from their gathered head and rank 0's LoRA (as DDP would). The head is kept in the work directory (``memo``), keyed by the base's
     options and files, the class names and the templates: a resume reuses it. The shared head cache is
     not read: its key cannot tell apart two text towers behind one embedded image tower, and its entry
     may come from another device or program. ``log``: told before the text head is computed (not when reused)."""
@@ -412,16 +412,19 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
 
     def compute() -> dict[str, torch.Tensor]:
+        names = index.class_names
         if log:   # 80,000 prompts for ImageNet: said before, not after
-            log(f"text head: embedding {len(head.templates)} prompts for each of {len(index.class_names)} classes "
-                f"with the base's text tower")
-        embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]),
-                                      index.class_names, head.templates, progress=progress)
-                      if group is None or group.is_main else torch.zeros(0, 0))
+            shared = "" if group is None else f", each of the {group.world_size} processes its share of them"
+            log(f"text head: embedding {len(head.templates)} prompts for each of {len(names)} classes "
+                f"with the base's text tower{shared}")
+        mine = names[rows(group, len(names))]   # rank 0's share is never empty: it comes first and is the larger
+        embeddings = (text_embeddings(clip_model, open_clip.get_tokenizer(base_section["architecture"]), mine,
+                                      head.templates, progress=progress) if mine else None)
         if group is not None:
-            shape = group.broadcast(torch.tensor(list(embeddings.shape)))
-            embeddings = group.broadcast(embeddings if group.is_main else torch.zeros(*shape.tolist()))
-        return {"weight": embeddings}
+            width = int(group.broadcast(torch.tensor([0 if embeddings is None else embeddings.shape[1]])).item())
+            share = embeddings if embeddings is not None else torch.zeros(0, width, device=device)
+            embeddings = group.gather_rows(share, len(names))
+        return {"weight": embeddings.cpu()}
 
     key = {**options_key(options, ("base",)), "class_names": index.class_names, "templates": list(head.templates)}
     width = getattr(clip_model.visual, "output_dim", None)
