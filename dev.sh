@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One entry point for a fresh machine (python3 + pip): creates .venv with the CPU build of torch and
-# everything hello needs, then runs the demo build or the test suite.
+# One entry point for a fresh machine (python3 + pip): creates .venv with the pinned torch (constraints.txt;
+# README "Two commands" says how to get its CPU build) and everything hello needs, then runs the demo build
+# or the test suite.
 #   bash dev.sh demo    distil the embedded default (scikit-learn digits) into a bundle and train on it
 #   bash dev.sh test    run the test suite (fast tests; "-m slow" runs only the slow ones)
 set -euo pipefail
