@@ -210,6 +210,13 @@ def test_a_path_with_control_characters_stays_one_escaped_error_line():
     assert result.stderr == "error: no/such\\u000aerror: forged\\u001b[2J.hello: no such file\n"
 
 
+def test_python_m_hello_format_is_the_hello_command():
+    """``python -m hello_build`` worked and ``python -m hello_format`` did not (a docs walkthrough)."""
+    done = subprocess.run([sys.executable, "-m", "hello_format", "info", str(VECTORS / "valid_gray_png.hello")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == run("info", VECTORS / "valid_gray_png.hello").stdout, done.stderr
+
+
 @pytest.mark.parametrize("message", ["hello: head cache /c is not writable", "hello-build: the work directory /w cannot be locked"])
 def test_a_warning_line_names_no_program_twice(message):
     """The library's warnings start with its name, among a program's others; a command printed it after its
