@@ -206,19 +206,21 @@ def atomic_targets(*paths: str | os.PathLike):
     held, so a signal leaves all the old files or all the new ones (only a failed rename parts them)."""
     paths = [Path(path) for path in paths]
     temps: list[Path] = []
+    modes = [_mode_for(path, 0o666) for path in paths]
     with contextlib.ExitStack() as live:
         try:
-            for path in paths:
+            for path, mode in zip(paths, modes):
                 fd, temp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
                 temps.append(Path(temp))
                 live.enter_context(_live_while(temp))
                 try:
-                    os.fchmod(fd, _mode_for(path, 0o666))
+                    os.fchmod(fd, mode)
                 finally:
                     os.close(fd)
             yield list(temps)
-            for temp in temps:
+            for temp, mode in zip(temps, modes):
                 with open(temp, "rb+") as file:
+                    os.fchmod(file.fileno(), mode)   # again: a writer may have made the file anew (safetensors' private one)
                     os.fsync(file.fileno())
             with _signals_held():
                 for temp, path in zip(temps, paths):

@@ -674,6 +674,21 @@ def test_atomic_writes_give_the_mode_the_user_would_get_writing_in_place(tmp_pat
     assert os.umask(previous) == previous   # the umask it read is restored
 
 
+def test_an_atomic_write_keeps_its_mode_when_the_writer_makes_the_file_anew(tmp_path):
+    """safetensors' save_file makes its file anew, private: the work directory's tensor files were 0600
+    beside 0644 records (the work-directory audit)."""
+    from safetensors.torch import save_file
+    from hello_format.files import atomic_target
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_target(tmp_path / "kept.safetensors") as temp:
+            save_file({"a": torch.zeros(2)}, str(temp))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "kept.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_folder_filled_while_an_atomic_folder_is_written_is_left_as_it_is(tmp_path):
     """atomic_folder's target was empty when the block began; files another process put there meanwhile are
     neither replaced nor deleted (without replace=True): FileExistsError, and the temp folder is removed."""
