@@ -123,9 +123,11 @@ def main(data, output, demo, quiet, dist_backend, **values):
         report = build(options, progress=not quiet, group=group)
         if report is not None:
             click.echo(json.dumps(report, sort_keys=True))
-    except HelloError as error:
+    except (HelloError, OSError) as error:   # an OSError: a write the build's own checks do not cover
         where = f"rank {group.rank}: " if group is not None else ""
-        click.echo(f"error: {where}{terminal(str(error))}", err=True)
+        message = (str(error) if isinstance(error, HelloError) else
+                   f"{f'{error.filename}: ' if error.filename else ''}{error.strerror or error}")
+        click.echo(f"error: {where}{terminal(message)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         exit_interrupted(None if options is None else

@@ -240,8 +240,7 @@ class WorkDir:
         return parts
 
     def save_tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        with atomic_target(self.path / f"{name}.safetensors") as temp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp))
+        save_tensors(self.path / f"{name}.safetensors", tensors)
 
     def load_tensors(self, name: str, shapes: dict[str, tuple[int, ...]] | None = None,
                      dtypes: dict[str, torch.dtype] | None = None) -> dict[str, torch.Tensor]:
@@ -278,7 +277,8 @@ class WorkDir:
                                  "or give the build another --workdir")
             if marker.exists() and self._json(marker) != _jsonable(key):
                 self.discard(stage)
-            path.mkdir(exist_ok=True)
+            with writing(path):
+                path.mkdir(exist_ok=True)
             _atomic_write(marker, json.dumps(_jsonable(key), sort_keys=True).encode())
         if self.group is not None:
             self.group.barrier()
@@ -355,6 +355,24 @@ def _jsonable(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+@contextlib.contextmanager
+def writing(path: Path):
+    """A block that writes ``path`` in the work directory: a failure (a full disk, a read-only folder) is one
+    BuildError naming it; the finished stages stay, so a rerun once it is fixed resumes."""
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)[:200]
+        raise BuildError(f"cannot write {path}: {reason}; the finished stages are kept, and a rerun once it can "
+                         "write there resumes") from None
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` as a safetensors file at ``path`` in the work directory, atomically (``writing``)."""
+    with writing(path), atomic_target(path) as temp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temp), metadata=metadata)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_target(path) as temp:
+    with writing(path), atomic_target(path) as temp:
         temp.write_bytes(data)

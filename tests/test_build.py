@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -768,6 +770,46 @@ def test_teacher_arch_beside_teachers_of_other_kinds_is_recorded_as_unused_and_r
     assert recorded_options(summary)["teacher_arch"] is None
     assert "options this build does not use (recorded as null): --teacher-arch" in lines, lines
     assert not any(": rerun: " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("failing", ["tensors", "record", "checkpoint"])
+def test_a_work_directory_that_cannot_be_written_is_one_error_and_the_rerun_resumes(kit, tmp_path, monkeypatch, failing):
+    """A full disk under the work directory was a safetensors or OSError traceback (the work-directory
+    audit); the stages finished before it stay and a rerun resumes from them."""
+    import errno
+    from safetensors import SafetensorError
+    from hello_build import workdir
+
+    options = tiny_options(kit, tmp_path, transfer_epochs=2)
+    full = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    if failing == "record":
+        real = workdir.atomic_target
+
+        def target(path):
+            if Path(path).name == "transfer.json":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path)
+
+        monkeypatch.setattr(workdir, "atomic_target", target)
+        which = "transfer.json"
+    else:
+        real = workdir.save_file
+        name = "init.safetensors" if failing == "tensors" else "transfer.safetensors"
+
+        def save(tensors, path, metadata=None):
+            if Path(path).name.startswith(f".{name}"):
+                raise SafetensorError(full)
+            real(tensors, path, metadata=metadata)
+
+        monkeypatch.setattr(workdir, "save_file", save)
+        which = name
+    with pytest.raises(BuildError, match=rf"^cannot write {re.escape(str(tmp_path))}/tiny\.hello\.work/"
+                                         rf"(transfer/)?{re.escape(which)}: .*(No space left on device).*; the "
+                                         r"finished stages are kept, and a rerun once it can write there resumes$"):
+        run_build(options)
+    monkeypatch.undo()
+    _, lines = run_build(options)
+    assert any(line.startswith("text_head: reused from") for line in lines), lines
 
 
 @pytest.mark.parametrize("scripted", [False, True])

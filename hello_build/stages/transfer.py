@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
@@ -36,9 +36,8 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import start_from_adapter
 from hello_build.options import BuildOptions
 from hello_build.stages.context import BuildContext, stage_key
-from hello_build.workdir import check_finite, check_kept, read_header, unreadable
+from hello_build.workdir import check_finite, check_kept, read_header, save_tensors, unreadable, writing
 from hello_format.augment import AugmentConfig, AugmentDraw, augment_batch, draw_augment, mix_targets
-from hello_format.files import atomic_target
 from hello_format.labelling import autocast
 from hello_format.limits import LOGIT_SCALE_RANGE
 from hello_format.text import first_line
@@ -314,15 +313,15 @@ def _trainable(projector) -> dict[str, torch.Tensor]:
 
 def _save(directory: Path, projector, optimizer, epochs_done: int, history: list[float], seconds: float) -> None:
     """Checkpoint LoRA weights and AdamW moments as safetensors (no pickle), atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, p in _trainable(projector).items():
         tensors[f"param/{name}"] = p.detach().cpu().contiguous()
         for key, value in optimizer.state.get(p, {}).items():
             tensors[f"{key}/{name}"] = torch.as_tensor(value).detach().cpu().reshape(1).float() if key == "step" else value.detach().cpu().contiguous()
     meta = {"epochs_done": str(epochs_done), "history": ",".join(repr(h) for h in history), "seconds": repr(seconds)}
-    with atomic_target(directory / "transfer.safetensors") as temp:
-        save_file(tensors, str(temp), metadata=meta)
+    save_tensors(directory / "transfer.safetensors", tensors, metadata=meta)
 
 
 def _restore(directory: Path, projector, optimizer, epochs: int) -> tuple[int, list[float], float]:
