@@ -43,12 +43,12 @@ from hello_build.workdir import Memo, WorkDir, held
 from hello_format.augment import AugmentConfig, AugmentError
 from hello_format.base import (check_architecture_name, create_base, describe_base, embedded_tensors, image_hw,
                                parameter_count)
-from hello_format.bundle import Bundle, write_bundle
+from hello_format.bundle import MANIFEST_KEY, Bundle, write_bundle
 from hello_format.calibration import CalibrationConfig, calibrate
 from hello_format.codecs import check_codec
-from hello_format.container import strict_json_loads
-from hello_format.errors import BaseModelError, BundleError, DeviceError, ManifestError
-from hello_format.files import cannot_write_in, names_a_folder, nearest_existing, read_bounded_text
+from hello_format.container import read_header, strict_json_loads
+from hello_format.errors import BaseModelError, BundleError, DeviceError, HelloError, ManifestError
+from hello_format.files import cannot_write_in, names_a_folder, nearest_existing, read_bounded_text, same_file
 from hello_format.generator import HeadConfig, HeadLoraConfig
 from hello_format.head import text_embeddings
 from hello_format.labelling import resolve_precision
@@ -264,6 +264,7 @@ def _check(options: BuildOptions) -> None:
         except BaseModelError as exc:
             raise BuildError(f"--base-config {options.base_config}: {exc}") from None
     check_output(str(options.output))
+    _check_output_is_no_input(options)
     work, data = options.workdir_path().resolve(), Path(options.data).resolve()
     if work == data or data in work.parents:   # a rerun would scan it as data: its folder a class of its own
         raise BuildError(f"the work directory {options.workdir_path()} is inside the data folder {options.data}: "
@@ -280,6 +281,32 @@ def check_output(output: str) -> None:
     reason = cannot_write_in(nearest_existing(path.absolute().parent))
     if reason:
         raise BuildError(f"--output {output}: cannot write there ({reason})")
+
+
+def _check_output_is_no_input(options: BuildOptions) -> None:
+    """BuildError when the bundle would be written over a file the build reads or works in (a base checkpoint,
+    a teacher, the work directory), or over a file that is no bundle: found before any stage runs. (A
+    bundle there, an earlier run's, is replaced: a rerun writes where it wrote.)"""
+    output = Path(options.output)
+    if options.workdir_path().absolute() == output.absolute():
+        raise BuildError(f"--workdir {options.workdir} is the output path: give the work directory a place of its own")
+    for name in sorted(options.path_fields() - {"output", "workdir"}):
+        value = getattr(options, name)
+        for path in (value if isinstance(value, list) else [value]) if value else []:
+            if same_file(output, path):
+                raise BuildError(f"--output {output} is the --{name.replace('_', '-')} file {path}: the bundle "
+                                 "would replace it; choose another output path")
+    if output.is_file() and not _is_bundle(output):
+        raise BuildError(f"--output {output} is a file that is not a .hello bundle; hello-build replaces only an "
+                         "earlier bundle: move it, or choose another output path")
+
+
+def _is_bundle(path: Path) -> bool:
+    """Whether ``path`` holds a .hello bundle's header (its manifest; nothing past the header is read)."""
+    try:
+        return MANIFEST_KEY in read_header(path).metadata
+    except (HelloError, OSError):
+        return False
 
 
 def base_config(options: BuildOptions) -> dict | None:

@@ -159,6 +159,14 @@ CASES = [
     # the build made a class folder of it, and every rerun was refused (a builder's review)
     ("work_directory_inside_the_data", None, {"output": "DATA/inside/out.hello"},
      r"the work directory .*inside/out\.hello\.work is inside the data folder .*: give -o or --workdir a place outside it"),
+    # the bundle replaced the base checkpoint it was built from, or any file; with --workdir at -o every stage ran
+    # before the write failed (the work-directory audit)
+    ("output_is_the_base_checkpoint", None, {"output": "KIT/base.safetensors"},
+     r"--output .*base\.safetensors is the --base-checkpoint file .*base\.safetensors: the bundle would replace it"),
+    ("output_is_a_file_that_is_no_bundle", None, {"output": "KIT/nan.json"},
+     r"--output .*nan\.json is a file that is not a \.hello bundle; hello-build replaces only an earlier bundle"),
+    ("workdir_is_the_output", None, {"workdir": "OUTPUT"},
+     r"--workdir .*out\.hello is the output path: give the work directory a place of its own"),
     ("missing_teacher_before_the_base", None, {"teacher": ["/no/such/teacher.safetensors"], "base_checkpoint": "/no/such/base"},
      r"teacher file /no/such/teacher\.safetensors does not exist"),   # offline, the base's error came first
 ]
@@ -172,6 +180,10 @@ def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
                   view_transfer_epochs=0)
     values.update(overrides)
     values["teacher"] = [str(errors_kit["teachers"].get(t, t)) for t in values["teacher"]]
+    if values["output"].startswith("KIT/"):   # a file of the kit's
+        values["output"] = str(errors_kit["root"] / values["output"].removeprefix("KIT/"))
+    if values.get("workdir") == "OUTPUT":
+        values["workdir"] = values["output"]
     if values["output"].startswith("DATA/"):   # a path inside the data folder
         values["output"] = str(Path(values["data"]) / values["output"].removeprefix("DATA/"))
     if values.get("base_config"):
@@ -197,13 +209,15 @@ def _cli_args(values: dict) -> list[str]:
 @pytest.mark.parametrize("case, change, overrides, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case, change, overrides, message):
     options = BuildOptions(**_values(errors_kit, tmp_path, change, overrides))
+    output = Path(options.output)
+    before = output.read_bytes() if output.is_file() else None   # a file of the kit's that -o names
     with pytest.raises(BuildError, match=message) as raised:
         build(options, progress=False, log=lambda line: None)
     assert "\n" not in str(raised.value)
     workdir = options.workdir_path()
     # nothing left behind: no stage ran, and the work directory the build made for its lock is gone again
     assert not workdir.exists(), f"left {sorted(p.name for p in workdir.iterdir())}"
-    assert not Path(options.output).exists()
+    assert (output.read_bytes() if output.is_file() else None) == before and (before is not None or not output.exists())
 
 
 @pytest.mark.parametrize("overrides, message", [
