@@ -53,6 +53,7 @@ from hello_build.errors import BuildError
 from hello_build.workdir import Memo
 from hello_format.codecs import jpeg_scans_over_limit, run_in_chunks
 from hello_format.container import strict_json_loads
+from hello_format.digests import file_sha256
 from hello_format.errors import ManifestError
 from hello_format.files import read_bounded_text
 from hello_format.limits import (DATA_IMAGE_EXTENSIONS, DATA_IMAGE_FORMATS, MAX_CLASS_NAMES_FILE_BYTES,
@@ -62,6 +63,7 @@ from hello_format.manifest import check_class_names
 from hello_format.text import cut, shortened
 
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
+LISTING_SAMPLED_FILES = 64  # files whose contents the listing's digest holds (ImageNet's: about 7 MB read a run)
 MAX_RESIZED_SQUARES = 16  # an image resized whole is at most this many of its kept squares (a 16:1 strip)
 SPLIT_FOLDERS = frozenset({"train", "val", "valid", "validation", "test"})
 # how a run leaves unreadable images out, named in the error an unreadable image gives
@@ -91,12 +93,18 @@ class ImageFolderIndex:
 
     @functools.cached_property
     def listing_digest(self) -> str:
-        """sha256 of what a build's split and stages depend on: the class folders and each sample's path
-        under ``root`` with its label and byte size (the files' contents are not read: one replaced under
-        its own name by one of the same size goes unnoticed; a dataset exported again with other pixels
-        under the same names is not)."""
+        """sha256 of what a build's split and stages depend on: the class folders, each sample's path under
+        ``root`` with its label and byte size, and the contents of LISTING_SAMPLED_FILES files spread evenly
+        over the listing. A dataset exported again under the same names is noticed, even in a format whose
+        files all have one size (BMP, PPM, raw TIFF); one file replaced by another of its size may not be."""
         listing = [(_under(self.root, path), label, size) for (path, label), size in zip(self.samples, self.sizes)]
-        return hashlib.sha256(json.dumps([self.classes, listing]).encode()).hexdigest()
+        count = len(self.samples)
+        picked = sorted({i * count // LISTING_SAMPLED_FILES for i in range(min(count, LISTING_SAMPLED_FILES))})
+        try:
+            contents = [file_sha256(self.samples[i][0]) for i in picked]
+        except OSError as exc:   # gone or unreadable since the scan
+            raise BuildError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+        return hashlib.sha256(json.dumps([self.classes, listing, contents]).encode()).hexdigest()
 
 
 def scan_image_folder(

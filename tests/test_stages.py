@@ -5,8 +5,10 @@ import importlib
 import inspect
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hello_build.options import BuildOptions
 from hello_build.stages import context
@@ -137,6 +139,16 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
            [p.relative_to(copy) for p in sorted(copy.rglob("*.png"))]
     assert context.stage_key(BuildOptions(data=str(other), output="o"), "teacher",
                              scan_image_folder(other).listing_digest) != before
+    # ... in a format whose files all have one size (BMP): every stage was reused (the work-directory audit)
+    same_size = {seed: tmp_path / f"bmp{seed}" for seed in (0, 1)}
+    for seed, tree in same_size.items():
+        for i, png in enumerate(sorted(other.rglob("*.png"))):
+            target = tree / png.relative_to(other).with_suffix(".bmp")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.random.default_rng([seed, i]).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(target)
+    digests = [scan_image_folder(same_size[seed]).listing_digest for seed in (0, 1)]
+    assert [p.stat().st_size for p in sorted(same_size[0].rglob("*.bmp"))] == \
+           [p.stat().st_size for p in sorted(same_size[1].rglob("*.bmp"))] and digests[0] != digests[1]
     # how the folder was read is not part of it: the listing says what was read
     following = BuildOptions(data=str(data), output="o", follow_external_links=True)
     assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
