@@ -88,6 +88,18 @@ def held(path: Path, group: Group | None = None):
                         os.rmdir(folder)
 
 
+def _remove_leftover_temps(folder: Path) -> None:
+    """Remove the hidden temp files of the records and tensors this build writes (``.NAME.json.RANDOM.tmp``,
+    ``.NAME.safetensors.RANDOM.tmp``) that a killed run left in ``folder``: the work directory is held, so
+    none is being written; at ImageNet's scale one can be gigabytes."""
+    for entry in os.scandir(folder):
+        name = entry.name
+        if (name.startswith(".") and name.endswith(".tmp") and (".json." in name or ".safetensors." in name)
+                and entry.is_file(follow_symlinks=False)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
 def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -102,6 +114,7 @@ class WorkDir:
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
+            _remove_leftover_temps(self.path)
         if group is not None:
             self._check_shared()
 
@@ -272,6 +285,8 @@ class WorkDir:
             raise unreadable(path, "a symbolic link, not the folder this build writes")
         marker = path / "key.json"
         if self.writes:
+            if path.is_dir():
+                _remove_leftover_temps(path)
             if path.is_dir() and not marker.exists() and any(path.iterdir()):   # --fresh would remove it with ours
                 raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
                                  "or give the build another --workdir")

@@ -392,6 +392,22 @@ def test_a_user_folder_named_like_a_stage_is_refused_before_the_stage_works(kit,
     assert trainings == []   # hours of training, then the refusal
 
 
+def test_temp_files_a_killed_run_left_are_removed_and_refuse_nothing(kit, tmp_path):
+    """A SIGKILL between a stage folder's mkdir and its key.json's rename left a hidden temp file there, and
+    every rerun, --fresh too, was refused as holding the user's files; one during a large write left
+    gigabytes no run removed (the work-directory audit). The user's own files stay."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    work = options.workdir_path()
+    (work / "transfer").mkdir(parents=True)
+    left = [work / "transfer" / ".key.json.abc123.tmp", work / ".init.safetensors.def456.tmp"]
+    for path in left:
+        path.write_bytes(b"cut short")
+    mine = work / ".notes.tmp"
+    mine.write_bytes(b"the user's")
+    run_build(options)
+    assert not any(path.exists() for path in left) and mine.read_bytes() == b"the user's"
+
+
 @pytest.mark.parametrize("stage, edit, reason", [
     ("text_head", lambda record: record["result"].pop("fidelity"), "no result field 'fidelity'"),   # read by its load
     ("text_head", lambda record: record["result"].update(fidelity=None), "TypeError: .*"),   # there, of another shape
