@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -153,6 +154,9 @@ def join(backend: str | None = None, device: str | None = None, timeout_s: float
     GPU): a variable a launcher left out is one BuildError, not a traceback or a wait. ``log``: told, on
     rank 0, where the job is joined before this process waits for the others there."""
     if not launched():
+        if backend is not None:   # hello-build and hello eval warn of every input they do not use
+            warnings.warn(f"hello: the distributed backend {backend} is not used: this process runs alone "
+                          "(not under torchrun)", stacklevel=2)
         return None
     if backend is not None and backend not in BACKENDS:
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")

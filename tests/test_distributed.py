@@ -154,6 +154,15 @@ def test_a_launch_environment_a_launcher_left_incomplete_is_one_error(monkeypatc
         distributed.join(backend)
 
 
+def test_a_backend_given_to_a_process_that_runs_alone_is_said_unused(monkeypatch):
+    """--dist-backend outside torchrun was dropped unsaid (the multi-process walkthrough)."""
+    from hello_build import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match=r"^hello: the distributed backend gloo is not used: this process runs alone"):
+        assert distributed.join("gloo") is None
+
+
 def test_joining_says_where_before_waiting_and_a_failed_join_is_one_error(monkeypatch):
     from hello_build import distributed
     from hello_build.errors import BuildError
