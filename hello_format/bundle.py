@@ -267,6 +267,12 @@ class Bundle:
         return bundle
 
     @property
+    def manifest_sha256(self) -> str:
+        """The sha256 of the manifest, which holds every tensor's sha256: the bundle's identity (as its
+        header records it, checked when the bundle was opened)."""
+        return self._header.metadata[MANIFEST_SHA_KEY]
+
+    @property
     def file_size(self) -> int:
         """The file's size in bytes, as its header was read: what the reader's bounds scale with."""
         return self._header.file_size

@@ -161,6 +161,11 @@ def test_appended_eval_lines_are_a_list_of_results(tmp_path):
     ({"top1": True}, "'top1' must be a finite number"),
     ([{"top1": 1.0}, 3], "entry 1 is int"),
     ({"top1": 1.0, "epochs": "300"}, "'epochs' must be int"),
+    # made-up values were published (an eval walkthrough)
+    ({"top1": -4}, "'top1' must be a finite number in [0, 100], got -4"),
+    ({"top1": 0.5, "top5": 150}, "'top5' must be a finite number in [0, 100], got 150"),
+    ({"top1": 0.5, "epochs": -3}, "'epochs' must be at least 1, got -3"),
+    ({"top1": 0.5, "seed": -1}, "'seed' must be at least 0, got -1"),
 ])
 def test_bad_eval_results_are_one_line_errors(results, words):
     with pytest.raises(HubError, match="eval results") as info:

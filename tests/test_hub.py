@@ -492,6 +492,26 @@ def test_dry_run_refuses_the_eval_results_of_another_bundle(tmp_path, other):
     assert CliRunner().invoke(cli, args).exit_code == 0
 
 
+def test_dry_run_refuses_results_of_another_bundle_with_the_same_counts_and_publishes_no_local_path(tmp_path):
+    """Another bundle of as many classes and images passed, and the card published the paths of the machine
+    that ran hello eval (an eval walkthrough): hello eval records the manifest's sha256 of the bundle it trained on."""
+    source, other = make_bundle(tmp_path / "tiny.hello"), make_bundle(tmp_path / "other.hello", seed=1)
+    with Bundle.open(source) as bundle, Bundle.open(other) as theirs:
+        assert (bundle.num_classes, bundle.num_images) == (theirs.num_classes, theirs.num_images)
+        row = {"top1": 0.5, "classes": bundle.num_classes, "images": bundle.num_images, "bundle": "/home/me/tiny.hello",
+               "val": "/home/me/val"}
+        own, another = ({**row, "inputs": {"bundle_manifest_sha256": opened.manifest_sha256}} for opened in (bundle, theirs))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([own, another]))
+    args = ["push", str(source), "org/tiny", "--dry-run", str(tmp_path / "up"), "--eval", str(results)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and refused.stderr.startswith("error: eval results entry 1 trained on the bundle whose "
+                                                                "manifest sha256 is"), refused.output
+    results.write_text(json.dumps([own]))
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert "/home/me" not in (tmp_path / "up" / "README.md").read_text()
+
+
 class FakeHub:
     """The HfApi calls a push makes, recorded (no network): the repository exists beforehand when
     ``private`` is not None, public or private as it says; its README.md, when ``card`` is given, is

@@ -46,6 +46,7 @@ _LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
 _LOAD_LINE = re.compile(r'HelloDataset\(\s*("(?:[^"\\\n]|\\.)*")')   # its argument: one JSON string
 _EVAL_KNOWN = {"regime": str, "student": str, "epochs": int, "seed": int}
 _EVAL_COLUMNS = ["regime", "student", "epochs", "seed", "top1", "top5"]
+_EVAL_LOCAL = ("bundle", "val")   # paths on the machine that ran hello eval: not published (its inputs' digests are)
 _EVAL_HINT = ('expected the JSON written by `hello eval`: an object with at least {"top1": <number>}, a list of them, '
               'or one a line (as `hello eval ... >> FILE` appends them)')
 
@@ -102,14 +103,17 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
         if not isinstance(entry, dict):
             raise HubError(f"{where} is {type(entry).__name__}; {_EVAL_HINT}")
         for key in ("top1", "top5"):
-            if key in entry and not _is_number(entry[key]):
-                raise HubError(f"{where}: {key!r} must be a finite number, got {shortened(entry[key])}; {_EVAL_HINT}")
+            if key in entry and not (_is_number(entry[key]) and 0 <= entry[key] <= 100):   # hello eval's fraction, or a percentage
+                raise HubError(f"{where}: {key!r} must be a finite number in [0, 100], got {shortened(entry[key])}; "
+                               f"{_EVAL_HINT}")
         if "top1" not in entry:
             raise HubError(f"{where} has no 'top1'; {_EVAL_HINT}")
         for key, kind in _EVAL_KNOWN.items():
             value = entry.get(key)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise HubError(f"{where}: {key!r} must be {kind.__name__}, got {shortened(value)}")
+            if kind is int and value is not None and value < (1 if key == "epochs" else 0):
+                raise HubError(f"{where}: {key!r} must be at least {1 if key == 'epochs' else 0}, got {shortened(value)}")
     columns = len(_eval_columns(entries))
     if columns > MAX_EVAL_COLUMNS:
         raise HubError(f"{source}: {columns:,} distinct fields, each a column of the card's table (at most {MAX_EVAL_COLUMNS})")
@@ -117,10 +121,17 @@ def validate_eval_results(results: object, source: str = "eval results") -> list
 
 
 def _check_results_of(bundle: Bundle, results: list[dict]) -> list[dict]:
-    """``results``, unless one says it trained on another number of classes or images than ``bundle`` holds
-    (``hello eval`` records both): HubError, since the card would show them as this bundle's students."""
+    """``results``, unless one says it trained on another bundle (``hello eval`` records its manifest's
+    sha256 under ``inputs``) or on another number of classes or images than ``bundle`` holds: HubError,
+    since the card would show them as this bundle's students."""
     held = {"classes": bundle.num_classes, "images": bundle.num_images}
     for i, entry in enumerate(results):
+        inputs = entry.get("inputs")
+        recorded = inputs.get("bundle_manifest_sha256") if isinstance(inputs, dict) else None
+        if recorded is not None and recorded != bundle.manifest_sha256:
+            raise HubError(f"eval results entry {i} trained on the bundle whose manifest sha256 is "
+                           f"{shortened(recorded, 20)}, this bundle's is {bundle.manifest_sha256[:16]}...: give the "
+                           "results of `hello eval` on this bundle")
         other = {key: entry[key] for key in held if key in entry and entry[key] != held[key]}
         if other:
             said = " and ".join(f"{shortened(value)} {key}" for key, value in other.items())
@@ -132,7 +143,7 @@ def _check_results_of(bundle: Bundle, results: list[dict]) -> list[dict]:
 
 def _eval_columns(results: list[dict]) -> list[str]:
     """The card table's columns: ``hello eval``'s usual ones first, then every other scalar field, sorted."""
-    present = {k for r in results for k, v in r.items() if _is_scalar(v)}
+    present = {k for r in results for k, v in r.items() if _is_scalar(v) and k not in _EVAL_LOCAL}
     return [c for c in _EVAL_COLUMNS if c in present] + sorted(present - set(_EVAL_COLUMNS))
 
 
