@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 
 import click
 from click.core import ParameterSource
@@ -12,12 +13,11 @@ from click.core import ParameterSource
 from hello_build.distributed import BACKENDS
 from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
-from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, zoo_names
+from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, MAX_STUDENT_SEED, zoo_names
 from hello_format import __version__, limits
 from hello_format.cli import (allow_remote_base_option, base_checkpoint_option, bounded_range, exit_interrupted,
                                one_line_warnings)
 from hello_format.errors import HelloError
-from hello_format.runtime import MAX_SEED
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
 from hello_format.text import terminal
@@ -78,6 +78,21 @@ def _recipe_range(name: str) -> click.ParamType:
 
 dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS), default=None,
                                    help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
+
+
+def _warn_unused_eval_flags(regime: str, teacher_path, *, warn: bool, **given) -> None:
+    """One warning naming the flags given to ``hello eval`` that this run does not read: the teacher's loading
+    flags beside no teacher file they apply to, the base's beside a regime without the projector."""
+    from hello_build.regimes import PROJECTOR_REGIMES
+    from hello_build.teachers import reads_arch, runs_code
+
+    used = {"teacher_arch": bool(teacher_path) and reads_arch(teacher_path),
+            "trust_teacher_code": bool(teacher_path) and runs_code(teacher_path),
+            "base_checkpoint": regime in PROJECTOR_REGIMES, "allow_remote_base": regime in PROJECTOR_REGIMES}
+    unused = ["--" + name.replace("_", "-") for name, value in given.items() if value and not used[name]]
+    if unused and warn:
+        warnings.warn(f"hello: the {regime} regime{' with this teacher' * bool(teacher_path)} does not use "
+                      f"{' or '.join(unused)}", stacklevel=2)
 
 
 def say(line: str) -> None:
@@ -154,7 +169,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--temperature", type=_recipe_range("temperature"), default=None, help="[default: the bundle's recipe]")
 @click.option("--beta", type=_recipe_range("beta"), default=None,
               help="Weight of the hard-label CE in mse_ce [default: the bundle's recipe].")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULT_STUDENT_SEED, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_STUDENT_SEED), default=DEFAULT_STUDENT_SEED, show_default=True)
 @click.option("--teacher", "teacher_path", default=None, help="Teacher file for the teacher and stored regimes (as hello-build --teacher).")
 @click.option("--teacher-arch", type=click.Choice(zoo_names()), default=None, help="Zoo architecture of a safetensors teacher.")
 @click.option("--trust-teacher-code", is_flag=True,
@@ -185,6 +200,9 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
     try:
         teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir,   # before loading
                                                            warn=group is None or group.is_main)
+        _warn_unused_eval_flags(regime, teacher_path, teacher_arch=teacher_arch, trust_teacher_code=trust_teacher_code,
+                                base_checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
+                                warn=group is None or group.is_main)
         teacher = None
         if teacher_path:
             from hello_build.teachers import load_teacher

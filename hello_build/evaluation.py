@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +33,9 @@ from tqdm.auto import tqdm
 from hello_build.data import RealImages, in_class_order, per_class_indices, scan_image_folder, shard_indices
 from hello_build.distributed import Group
 from hello_build.regimes import DEFAULT_REGIME, PROJECTOR_REGIMES, REGIMES, TEACHER_REGIMES
-from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, activation_bytes, create_model, zoo_names
-from hello_format import limits
-from hello_format.container import is_json_int, is_json_number
+from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, MAX_STUDENT_SEED, activation_bytes, create_model, zoo_names
+from hello_format import __version__, limits
+from hello_format.container import dtype_name, is_json_int, is_json_number
 from hello_format.hub.resolver import open_bundle
 from hello_format.augment import IMAGENET_MEAN, IMAGENET_STD
 from hello_format.base import image_hw
@@ -42,7 +43,7 @@ from hello_format.dataset import LabelledImages
 from hello_format.labelling import autocast, resolve_precision
 from hello_format.errors import DeviceError
 from hello_format.files import temporary_folder
-from hello_format.runtime import MAX_SEED, cosine_lr, resolve_device
+from hello_format.runtime import cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
@@ -96,7 +97,7 @@ def check_recipe(recipe: StudentRecipe) -> None:
                          f"({', '.join(OPTIMIZERS)}); choose one with --optimizer")
     if recipe.loss not in LOSSES:
         raise BuildError(f"recipe.loss {shortened(recipe.loss)} is not one of {', '.join(LOSSES)}")
-    integers = {**limits.RECIPE_INTEGERS, "seed": (0, MAX_SEED)}
+    integers = {**limits.RECIPE_INTEGERS, "seed": (0, MAX_STUDENT_SEED)}
     for name, (low, high) in {**integers, **limits.RECIPE_NUMBERS}.items():
         value, integer, open_low = getattr(recipe, name), name in integers, name in limits.RECIPE_ABOVE_LOW
         if not ((is_json_int(value) if integer else is_json_number(value))
@@ -239,6 +240,9 @@ def evaluate(
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir,
                                                   warn=group is None or group.is_main)
+    if real_dir is not None and _overlap(real_dir, val_dir) and (group is None or group.is_main):
+        warnings.warn(f"hello: --real {real_dir} and --val {val_dir} share images: the random-real student is "
+                      "scored on images it may have trained on", stacklevel=2)
     if teacher is not None and not callable(teacher):   # a path was an AttributeError deep in labelling
         raise BuildError(f"evaluate() takes the teacher as a module, not {shortened(str(teacher))}: load it with "
                          "hello_build.teachers.load_teacher(path, arch=..., num_classes=..., image_size=...), "
@@ -261,6 +265,12 @@ def evaluate(
         if recipe.arch not in zoo_names():
             raise BuildError(f"unknown student architecture {recipe.arch!r}; choose one of {', '.join(zoo_names())}")
         check_recipe(recipe)   # before anything is decoded or built
+        unused = unused_recipe_fields(regime, recipe)
+        said = [name for name in unused if (recipe_overrides or {}).get(name) is not None]
+        if said and (group is None or group.is_main):   # as regime_inputs says of the inputs
+            warnings.warn(f"hello: the {regime} regime{'' if regime == 'hard' else f' with the {recipe.loss} loss'} "
+                          f"does not use {' or '.join('--' + name for name in said)}", stacklevel=2)
+        bundle_identity = bundle.manifest_sha256
         recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too, as HelloDataset checks it
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
@@ -276,9 +286,10 @@ def evaluate(
             raise BuildError(f"the bundle's images are {bundle.image_shape[2]}x{bundle.image_shape[3]}: the random-real "
                              "regime decodes its real images as squares of the bundle's side")
         names, folders = bundle.class_names, bundle.class_folders
+        real_index = None
         if regime == "random-real":   # its real images instead of the bundle's, refused before the projector is built
-            images, labels = _random_real(real_dir, folders, bundle.labels, bundle.image_shape[3], recipe.seed,
-                                          follow_external_links, skip_bad)
+            images, labels, real_index = _random_real(real_dir, folders, bundle.labels, bundle.image_shape[3], recipe.seed,
+                                                      follow_external_links, skip_bad)
         else:   # as HelloDataset reads them: each on first use, never through the mapping
             images, labels = bundle.lazy_images(device), bundle.labels
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
@@ -300,7 +311,7 @@ def evaluate(
     stored_sizes = {}
     with contextlib.ExitStack() as scope:
         if regime == "stored":
-            from hello_build.stored_labels import StoredLabels
+            from hello_build.stored_labels import STORED_DTYPE, StoredLabels
 
             directory = stored_dir
             if directory is None and (group is None or group.is_main):
@@ -308,21 +319,39 @@ def evaluate(
             if group is not None and stored_dir is None:  # rank 0's temporary directory (one node; else --stored-dir)
                 directory = group.broadcast_text(directory)
             stored = StoredLabels.prepare(directory, data, teacher_labels, recipe, group=group)
-            stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk()}
+            stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk(),
+                            "stored_label_dtype": dtype_name(STORED_DTYPE)}   # the teacher's labels, rounded
             data.labeller = stored.replay()
         training = time.perf_counter()
         model = train_student(data, recipe, image_size=size, device=device, progress=progress, precision=precision,
                               group=group)
         train_seconds = time.perf_counter() - training
     accuracy = top1(model, val, device=device, group=group, batch_size=val_batch_size(activations_per_view))
+    inputs = {"bundle_manifest_sha256": bundle_identity, "val_images": len(val_index),
+              "val_listing_sha256": val_index.listing_digest}
+    if teacher is not None:
+        inputs["teacher"] = getattr(teacher, "description", type(teacher).__name__)
+    if real_index is not None:
+        inputs.update(real=str(real_dir), real_listing_sha256=real_index.listing_digest)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,
-        "images": len(labels), "classes": len(names), "recipe": asdict(recipe), "seconds": round(time.perf_counter() - started, 2),
-        "train_seconds": round(train_seconds, 2), **stored_sizes,
+        "images": len(labels), "classes": len(names),
+        "recipe": {**asdict(recipe), **dict.fromkeys(unused)},   # what the student trained with: unused fields null
+        "seconds": round(time.perf_counter() - started, 2), "train_seconds": round(train_seconds, 2), **stored_sizes,
         **({"val_images": len(val_index), "val_skipped": len(val_index.bad)} if skip_bad else {}),
-        "bundle": str(bundle_path), "val": str(val_dir),
+        **({"real_skipped": len(real_index.bad)} if skip_bad and real_index is not None else {}),
+        "bundle": str(bundle_path), "val": str(val_dir), "inputs": inputs,
+        "environment": {"device": str(device), "hello": __version__, "torch": torch.__version__},
     }
+
+
+def unused_recipe_fields(regime: str, recipe: StudentRecipe) -> list[str]:
+    """The recipe's loss fields the student's loss does not read (``_loss``): hard labels train with
+    cross-entropy alone; ``kl`` has no ``beta``, ``mse_ce`` no ``temperature``."""
+    if regime == "hard":
+        return ["loss", "temperature", "beta"]
+    return ["beta"] if recipe.loss == "kl" else ["temperature"]
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,
@@ -394,7 +423,8 @@ def _label_size(regime: str, base: dict, teacher, view_size: int) -> tuple[int, 
 
 
 def _random_real(real_dir, folders, labels, size, seed, follow_external_links, skip_bad):
-    """A random real subset with as many images per class as the bundle has, decoded at its size."""
+    """A random real subset with as many images per class as the bundle has, decoded at its size: its
+    images, their labels and the folder's index."""
     index = in_class_order(scan_image_folder(real_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
                            folders, "real-image folder")
     generator = torch.Generator().manual_seed(seed)
@@ -407,7 +437,13 @@ def _random_real(real_dir, folders, labels, size, seed, follow_external_links, s
         chosen += [positions[i] for i in pick.tolist()]
         chosen_labels += [label] * count
     real = RealImages(index, size, chosen)
-    return torch.stack([real[i][0] for i in range(len(real))]), torch.tensor(chosen_labels)
+    return torch.stack([real[i][0] for i in range(len(real))]), torch.tensor(chosen_labels), index
+
+
+def _overlap(folder, other) -> bool:
+    """Whether one folder is, or lies inside, the other."""
+    a, b = Path(folder).resolve(), Path(other).resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def _no_grad(model, precision: str):

@@ -25,6 +25,8 @@ from hello_build.distributed import Group
 from hello_build.errors import BuildError
 from hello_format.text import first_line
 
+STORED_DTYPE = torch.float16   # the teacher's logits as FKD stores them
+
 
 MAX_FILES = 1_000_000  # label files one run may write (ImageNet-1K IPC 10, batch 100, 300 epochs: 30,000)
 
@@ -132,7 +134,7 @@ class StoredLabels:
                 "mix_perm": (mix.perm if mix else torch.arange(len(indices))).to(torch.int32).cpu(),
                 "mix_lam": torch.tensor([mix.lam if mix else 1.0], dtype=torch.float32),
                 "mix_box": torch.tensor(list(mix.box) if mix and mix.box else [0, 0, 0, 0], dtype=torch.int32),
-                "logits": logits.to(torch.float16).cpu(),
+                "logits": logits.to(STORED_DTYPE).cpu(),
             }
             path = batch_file(directory, epoch, step % per_epoch)
             try:

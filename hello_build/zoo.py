@@ -137,6 +137,9 @@ ZOO: dict[str, Architecture] = {
 
 DEFAULT_STUDENT = "convnet3"  # what an evaluation trains unless asked (hello eval --student)
 DEFAULT_STUDENT_SEED = 0      # the seed it trains with unless asked (hello eval --seed)
+# the largest seed: a student's initialisation and views come from torch generators, which keep a seed's
+# low 32 bits, so a larger seed would train another seed's student under its own name in the results
+MAX_STUDENT_SEED = 2**32 - 1
 
 
 def zoo_names() -> list[str]:

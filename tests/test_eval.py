@@ -2,6 +2,7 @@
 labels: their layout and a replay that meets exactly the views they were made for."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from hello_build.zoo import create_model
 from hello_build.regimes import REGIMES
 from hello_build.data import RealImages, in_class_order, scan_image_folder
 from hello_build.stored_labels import StoredLabels, batch_file
+from hello_format import __version__ as hello_version
 from hello_format.augment import AugmentConfig
 from hello_format.base import embedded_tensors
 from hello_format.bundle import Bundle, write_bundle
@@ -132,15 +134,28 @@ def test_every_regime_trains_and_reports_a_final_json_line(eval_kit, on_path, re
     projector_default = "bf16" if torch.cuda.is_available() else "fp32"
     assert report["label_precision"] == {"hard": None, "projector": projector_default,
                                          "random-real": projector_default}.get(regime, "fp32")
+    # what was compared, so that two results can be told apart (an eval walkthrough: paths only before)
+    inputs = report["inputs"]
+    assert inputs["bundle_manifest_sha256"] == Bundle.open(eval_kit["bundle"]).manifest_sha256
+    assert (inputs["val_images"], inputs["val_listing_sha256"]) == (4 * len(CLASSES),
+                                                                    scan_image_folder(eval_kit["val"]).listing_digest)
+    assert ("sha256" in inputs["teacher"] or "factory" in inputs["teacher"]) if regime in ("teacher", "stored") \
+        else "teacher" not in inputs
+    assert inputs.get("real_listing_sha256") == (scan_image_folder(eval_kit["real"]).listing_digest
+                                                 if regime == "random-real" else None)
+    assert report["environment"] == {"device": "cpu", "hello": hello_version, "torch": torch.__version__}
+    assert report.get("stored_label_dtype") == ("F16" if regime == "stored" else None)   # not the teacher's fp32
+    unused = {"hard": ("loss", "temperature", "beta")}.get(regime, ("temperature",))   # the bundle's mse_ce
+    assert all(report["recipe"][name] is None for name in unused) and report["recipe"]["lr"] is not None
 
 
 def test_overrides_and_per_epoch_log(eval_kit):
-    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 3, "--batch-size", 5,
-                   "--optimizer", "sgd", "--lr", 0.05, "--loss", "kl", "--beta", 0.3, "--seed", 4)
+    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "projector", "--epochs", 3,
+                   "--batch-size", 5, "--optimizer", "sgd", "--lr", 0.05, "--loss", "mse_ce", "--beta", 0.3, "--seed", 4)
     report = final_json(result)
     assert report["epochs"] == 3 and report["seed"] == 4
     assert {k: report["recipe"][k] for k in ("batch_size", "optimizer", "lr", "loss", "beta")} == {
-        "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "kl", "beta": 0.3}
+        "batch_size": 5, "optimizer": "sgd", "lr": 0.05, "loss": "mse_ce", "beta": 0.3}
     epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all("loss" in line for line in epoch_lines)
@@ -148,7 +163,7 @@ def test_overrides_and_per_epoch_log(eval_kit):
 
 
 def test_the_seed_defaults_to_0_and_the_temperature_reaches_the_student(eval_kit):
-    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1,
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "projector", "--epochs", 1,
                               "--loss", "kl", "--temperature", 4, "--quiet"))
     assert report["seed"] == 0 and report["recipe"]["seed"] == 0
     assert (report["recipe"]["loss"], report["recipe"]["temperature"]) == ("kl", 4.0)
@@ -272,6 +287,12 @@ def test_an_unreadable_validation_image_is_left_out_before_training_with_skip_ba
     assert (report["val_images"], report["val_skipped"]) == (3 * 4, 1)
     assert "val_skipped" not in final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "hard",
                                                  "--epochs", 1, "--quiet"))
+    # a --real image left out is counted too (it was not: an eval walkthrough)
+    real = shutil.copytree(eval_kit["real"], tmp_path / "real")
+    shutil.copy(val / "cat" / "truncated.jpg", real / "cat")
+    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "random-real", "--real", real,
+                              "--epochs", 1, "--quiet", "--skip-bad"))
+    assert (report["val_skipped"], report["real_skipped"]) == (0, 1)
 
 
 def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeypatch):
@@ -373,6 +394,33 @@ def test_a_commands_warning_is_one_line_on_stderr(eval_kit):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.splitlines() == ["warning: the hard regime does not use --teacher"], done.stderr
+
+
+@pytest.mark.parametrize("regime, extra, said", [
+    ("hard", ["--temperature", "4", "--loss", "kl"], "the hard regime does not use --loss or --temperature"),
+    ("projector", ["--temperature", "4"], "the projector regime with the mse_ce loss does not use --temperature"),
+    ("projector", ["--loss", "kl", "--beta", "3"], "the projector regime with the kl loss does not use --beta"),
+    ("hard", ["--teacher-arch", "convnet3", "--allow-remote-base"],
+     "the hard regime does not use --teacher-arch or --allow-remote-base"),
+    ("random-real", ["--real", "VAL"], "--real .* and --val .* share images: the random-real student is scored on images "
+                                       "it may have trained on"),
+])
+def test_an_input_the_run_does_not_use_is_said(eval_kit, regime, extra, said):
+    """--temperature beside mse_ce, --beta beside kl, a teacher's or a base's flags beside a regime without
+    one were dropped unsaid, and the JSON's recipe recorded them as used; --real at the validation folder
+    scored the student on its own training images unsaid (an eval walkthrough)."""
+    args = [str(eval_kit["val"]) if arg == "VAL" else arg for arg in extra]
+    with pytest.warns(UserWarning) as caught:
+        result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", regime, "--epochs", 1, "--quiet", *args)
+    assert result.exit_code == 0, result.output
+    assert [re.search(said, str(w.message)) is not None for w in caught] == [True], [str(w.message) for w in caught]
+
+
+def test_a_seed_a_student_would_share_with_another_is_refused(eval_kit):
+    """torch's generators keep a seed's low 32 bits: --seed 4294967299 trained --seed 3's student and the
+    JSON named it 4294967299 (an eval walkthrough)."""
+    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--seed", 2**32 + 3)
+    assert result.exit_code == 2 and "4294967299 is not in the range 0<=x<=4294967295" in result.output, result.output
 
 
 @pytest.mark.parametrize("flag", ["--val", "--real"])
