@@ -517,7 +517,7 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
         )
         result["label_bytes"] = {"hard": 0, "teacher": teacher_info["file_bytes"]}.get(
             regime, result.get("stored_label_bytes", bundle_info["storage"]["label_generator_bytes"]))
-        return {"inputs": inputs, **result}
+        return {**result, "eval_inputs": result["inputs"], "inputs": inputs}   # the bench's key inputs, and hello eval's
 
     record = cached_json(record_path, run)
     say(f"eval: {bundle_path.name} {regime} {student} seed {seed}: top-1 {record['top1']:.4f} ({record['train_seconds']} s training)")
