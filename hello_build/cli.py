@@ -67,6 +67,8 @@ def _check_demo_options(data, values: dict) -> None:
         given = ", ".join(["DATA"] * bool(data) + ["--" + name.replace("_", "-") for name in ignored])
         raise click.UsageError(f"--demo distils its embedded digits with its own settings; it takes {DEMO_TAKES}, "
                                f"not {given}")
+    if values["seed"] > MAX_STUDENT_SEED:   # it seeds the demo's students too: refused before minutes of work
+        raise click.UsageError(f"--demo --seed {values['seed']}: its students take seeds up to {MAX_STUDENT_SEED:,}")
 
 
 def _recipe_range(name: str) -> click.ParamType:

@@ -99,7 +99,8 @@ class ImageFolderIndex:
         files all have one size (BMP, PPM, raw TIFF); one file replaced by another of its size may not be."""
         listing = [(_under(self.root, path), label, size) for (path, label), size in zip(self.samples, self.sizes)]
         count = len(self.samples)
-        picked = sorted({i * count // LISTING_SAMPLED_FILES for i in range(min(count, LISTING_SAMPLED_FILES))})
+        sampled = min(count, LISTING_SAMPLED_FILES)   # every file of a folder of at most that many
+        picked = sorted({i * count // sampled for i in range(sampled)})
         try:
             contents = [file_sha256(self.samples[i][0]) for i in picked]
         except OSError as exc:   # gone or unreadable since the scan

@@ -156,7 +156,7 @@ def join(backend: str | None = None, device: str | None = None, timeout_s: float
     if not launched():
         if backend is not None:   # hello-build and hello eval warn of every input they do not use
             warnings.warn(f"hello: the distributed backend {backend} is not used: this process runs alone "
-                          "(not under torchrun)", stacklevel=2)
+                          "(WORLD_SIZE unset or 1)", stacklevel=2)
         return None
     if backend is not None and backend not in BACKENDS:
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -189,7 +189,8 @@ def _init_process_group(backend: str, where: torch.device, timeout_s: float, log
     world_size = _whole_number("WORLD_SIZE")
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
-        raise BuildError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+        named = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        raise BuildError(f"WORLD_SIZE={world_size} but {named} {'is' if len(missing) == 1 else 'are'} "
                          "not set: launch with torchrun, which sets them all")
     rank, port = _whole_number("RANK"), _whole_number("MASTER_PORT")
     if rank >= world_size:

@@ -48,7 +48,7 @@ from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
-from hello_format.text import first_line, shortened
+from hello_format.text import bound, first_line, shortened
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
@@ -103,7 +103,7 @@ def check_recipe(recipe: StudentRecipe) -> None:
         if not ((is_json_int(value) if integer else is_json_number(value))
                 and (low < value if open_low else low <= value) and value <= high):
             raise BuildError(f"recipe.{name} must be {'an integer' if integer else 'a number'} in "
-                             f"{'(' if open_low else '['}{low:g}, {high:g}] (got {shortened(value)})")
+                             f"{'(' if open_low else '['}{bound(low)}, {bound(high)}] (got {shortened(value)})")
 
 
 def train_student(data: LabelledImages, recipe: StudentRecipe, *, image_size: int, device, progress: bool = True,
@@ -270,11 +270,13 @@ def evaluate(
         if said and (group is None or group.is_main):   # as regime_inputs says of the inputs
             warnings.warn(f"hello: the {regime} regime{'' if regime == 'hard' else f' with the {recipe.loss} loss'} "
                           f"does not use {' or '.join('--' + name for name in said)}", stacklevel=2)
-        bundle_identity = bundle.manifest_sha256
         recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too, as HelloDataset checks it
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
                                    bundle.class_folders, "validation folder")
+        # what was compared (the JSON's inputs), read before training: a sampled file gone later costs no run
+        inputs = {"bundle_manifest_sha256": bundle.manifest_sha256, "val_images": len(val_index),
+                  "val_listing_sha256": val_index.listing_digest}
         # from the manifest and the validation folder's listing: nothing is decoded or built for a bundle
         # the check refuses
         activations_per_view = check_cost(
@@ -290,6 +292,7 @@ def evaluate(
         if regime == "random-real":   # its real images instead of the bundle's, refused before the projector is built
             images, labels, real_index = _random_real(real_dir, folders, bundle.labels, bundle.image_shape[3], recipe.seed,
                                                       follow_external_links, skip_bad)
+            inputs.update(real=str(real_dir), real_listing_sha256=real_index.listing_digest)
         else:   # as HelloDataset reads them: each on first use, never through the mapping
             images, labels = bundle.lazy_images(device), bundle.labels
         projector = Projector.from_bundle(bundle, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
@@ -327,12 +330,8 @@ def evaluate(
                               group=group)
         train_seconds = time.perf_counter() - training
     accuracy = top1(model, val, device=device, group=group, batch_size=val_batch_size(activations_per_view))
-    inputs = {"bundle_manifest_sha256": bundle_identity, "val_images": len(val_index),
-              "val_listing_sha256": val_index.listing_digest}
     if teacher is not None:
         inputs["teacher"] = getattr(teacher, "description", type(teacher).__name__)
-    if real_index is not None:
-        inputs.update(real=str(real_dir), real_listing_sha256=real_index.listing_digest)
     return {
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,

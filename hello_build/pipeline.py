@@ -117,9 +117,9 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     """``build`` once its options are checked and its device resolved; ``scope`` holds the work directory."""
     timings: dict[str, float] = {}
     # one build at a time on a work directory, refused before a second one scans the data or loads a base
-    scope.enter_context(held(options.workdir_path(), group))
+    locked = scope.enter_context(held(options.workdir_path(), group))
 
-    work = WorkDir(options.workdir_path(), group=group)
+    work = WorkDir(options.workdir_path(), group=group, held=locked)
     kept = _Kept(work, timings, log, reuse=not options.fresh)
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
@@ -288,7 +288,7 @@ def _check_output_is_no_input(options: BuildOptions) -> None:
     a teacher, the work directory), or over a file that is no bundle: found before any stage runs. (A
     bundle there, an earlier run's, is replaced: a rerun writes where it wrote.)"""
     output = Path(options.output)
-    if options.workdir_path().absolute() == output.absolute():
+    if options.workdir_path().resolve() == output.resolve():
         raise BuildError(f"--workdir {options.workdir} is the output path: give the work directory a place of its own")
     for name in sorted(options.path_fields() - {"output", "workdir"}):
         value = getattr(options, name)

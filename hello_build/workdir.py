@@ -38,6 +38,7 @@ except ImportError:   # Windows: no advisory locks, the work directory is not he
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 LOCK_FILE = "hello-build.lock"
+_RECORD_SUFFIXES = (".json", ".safetensors")   # what the build writes in its work directory
 JOB_TOKEN = "job.token"   # under torchrun: what shows every rank shares the work directory (WorkDir._check_shared)
 
 if TYPE_CHECKING:
@@ -52,10 +53,12 @@ Memo = Callable[[dict, Callable[[], dict[str, torch.Tensor]], dict, dict], dict[
 def held(path: Path, group: Group | None = None):
     """Hold the work directory at ``path`` for one build (rank 0 of a torchrun job): a second hello-build
     on it is refused in one line, where the two would otherwise interleave their records and tensors.
-    An advisory lock (flock) on its ``hello-build.lock``, which names the holder's process id. The folders
-    this call made are removed again when the build leaves nothing in them (it failed before any stage)."""
+    An advisory lock (flock) on its ``hello-build.lock``, which names the holder's process id; yields
+    whether this process holds it (not on other ranks, without flock, or on a filesystem that refuses
+    it). The folders this call made are removed again when the build leaves nothing in them (it failed
+    before any stage)."""
     if fcntl is None or (group is not None and not group.is_main):
-        yield
+        yield False
         return
     made = [folder for folder in (path, *path.parents) if not folder.exists()]   # innermost first
     _make_folder(path)
@@ -64,6 +67,7 @@ def held(path: Path, group: Group | None = None):
     except OSError as exc:
         raise BuildError(f"work directory {path} (--workdir): cannot open its {LOCK_FILE}: {exc.strerror or exc}") from None
     with open(descriptor, "r+b") as file:
+        locked = True
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -74,11 +78,12 @@ def held(path: Path, group: Group | None = None):
         except OSError as exc:   # a filesystem without flock (NFS without lockd, Lustre mounted noflock)
             warnings.warn(f"hello-build: the work directory {path} cannot be locked ({exc.strerror or exc}): "
                           "nothing stops a second build on it", stacklevel=3)
+            locked = False
         file.truncate(0)
         file.write(str(os.getpid()).encode())
         file.flush()
         try:
-            yield   # closing the file releases the lock
+            yield locked   # closing the file releases the lock
         finally:
             if made and set(os.listdir(path)) <= {LOCK_FILE, JOB_TOKEN}:
                 with contextlib.suppress(OSError):   # what the build raised matters more
@@ -88,13 +93,13 @@ def held(path: Path, group: Group | None = None):
                         os.rmdir(folder)
 
 
-def _remove_leftover_temps(folder: Path) -> None:
-    """Remove the hidden temp files of the records and tensors this build writes (``.NAME.json.RANDOM.tmp``,
-    ``.NAME.safetensors.RANDOM.tmp``) that a killed run left in ``folder``: the work directory is held, so
-    none is being written; at ImageNet's scale one can be gigabytes."""
+def _remove_leftover_temps(folder: Path, targets: tuple[str, ...]) -> None:
+    """Remove the hidden temp files (``atomic_target``'s ``.NAME.XXXXXXXX.tmp``) a killed run left in
+    ``folder`` for a NAME that ends with one of ``targets``: only when the work directory is held, so that
+    none is being written (at ImageNet's scale one can be gigabytes)."""
     for entry in os.scandir(folder):
-        name = entry.name
-        if (name.startswith(".") and name.endswith(".tmp") and (".json." in name or ".safetensors." in name)
+        name, random = entry.name[1:-4].rpartition(".")[::2] if entry.name.endswith(".tmp") else ("", "")
+        if (entry.name.startswith(".") and len(random) == 8 and name.endswith(targets)
                 and entry.is_file(follow_symlinks=False)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -108,13 +113,16 @@ def _make_folder(path: Path) -> None:
 
 
 class WorkDir:
-    def __init__(self, path: Path, *, group: Group | None = None):
-        self.path, self.group = Path(path), group
+    def __init__(self, path: Path, *, group: Group | None = None, held: bool = False):
+        """``held``: this process holds the work directory (``held``), so no other build writes in it and
+        the temp files a killed run left can be removed."""
+        self.path, self.group, self.held = Path(path), group, held
         self.writes = group is None or group.is_main
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
-            _remove_leftover_temps(self.path)
+            if held:
+                _remove_leftover_temps(self.path, _RECORD_SUFFIXES)
         if group is not None:
             self._check_shared()
 
@@ -285,8 +293,8 @@ class WorkDir:
             raise unreadable(path, "a symbolic link, not the folder this build writes")
         marker = path / "key.json"
         if self.writes:
-            if path.is_dir():
-                _remove_leftover_temps(path)
+            if path.is_dir() and self.held:   # without our key.json, only the key.json a killed run left half made
+                _remove_leftover_temps(path, _RECORD_SUFFIXES if marker.exists() else ("key.json",))
             if path.is_dir() and not marker.exists() and any(path.iterdir()):   # --fresh would remove it with ours
                 raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
                                  "or give the build another --workdir")

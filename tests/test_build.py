@@ -399,13 +399,33 @@ def test_temp_files_a_killed_run_left_are_removed_and_refuse_nothing(kit, tmp_pa
     options = tiny_options(kit, tmp_path, transfer_epochs=1)
     work = options.workdir_path()
     (work / "transfer").mkdir(parents=True)
-    left = [work / "transfer" / ".key.json.abc123.tmp", work / ".init.safetensors.def456.tmp"]
+    left = [work / "transfer" / ".key.json.abc12345.tmp", work / ".init.safetensors.def45678.tmp"]
     for path in left:
         path.write_bytes(b"cut short")
     mine = work / ".notes.tmp"
     mine.write_bytes(b"the user's")
     run_build(options)
     assert not any(path.exists() for path in left) and mine.read_bytes() == b"the user's"
+
+
+def test_temp_files_stay_where_the_work_directory_is_not_held_or_not_ours(tmp_path):
+    """Without the lock (no flock, a filesystem that refuses it) another build may be writing them; in a
+    folder named like a stage but without our key.json only a half-made key.json is ours (the diff review)."""
+    from hello_build.workdir import WorkDir
+
+    work = tmp_path / "work"
+    (work / "transfer").mkdir(parents=True)
+    live = work / ".init.safetensors.abcd1234.tmp"
+    mine = [work / "transfer" / ".notes.json.abcd1234.tmp", work / "transfer" / ".key.json.abcd1234.tmp"]
+    for path in (live, *mine):
+        path.write_bytes(b"x")
+    WorkDir(work, held=False)
+    assert live.exists()
+    directory = WorkDir(work, held=True)
+    assert not live.exists()
+    with pytest.raises(BuildError, match="the work directory's transfer/ holds files this build did not write"):
+        directory.stage_dir("transfer", {"k": 1})
+    assert mine[0].exists() and not mine[1].exists()
 
 
 @pytest.mark.parametrize("stage, edit, reason", [

@@ -241,6 +241,12 @@ def test_demo_refuses_what_it_would_ignore():
     assert "(with -o, --quiet, --dist-backend, --seed, --precision only)" in shown
 
 
+def test_demo_refuses_a_seed_its_students_cannot_take_before_it_starts():
+    """--demo --seed 4294967296 pretrained, trained and built, then failed at its students (the diff review)."""
+    result = CliRunner().invoke(main, ["--demo", "--seed", str(2**32)])
+    assert result.exit_code == 2 and "--demo --seed 4294967296: its students take seeds up to 4,294,967,295" in result.output
+
+
 def test_demo_refuses_an_output_it_cannot_write_before_it_starts(tmp_path):
     """-o under a file was a NotADirectoryError traceback once the demo, minutes in, wrote its digits
     beside the bundle; it is the build's one-line refusal, and nothing is made."""

@@ -132,6 +132,7 @@ LAUNCH = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127
 @pytest.mark.parametrize("changes, cuda, backend, message", [
     ({"RANK": None}, False, None, r"WORLD_SIZE=2 but RANK is not set: launch with torchrun"),
     ({"MASTER_ADDR": None, "MASTER_PORT": None}, False, None, r"but MASTER_ADDR and MASTER_PORT are not set"),
+    ({"RANK": None, "MASTER_ADDR": None, "MASTER_PORT": None}, False, None, r"but RANK, MASTER_ADDR and MASTER_PORT are not set"),
     ({"RANK": "2"}, False, None, r"RANK=2 is not below WORLD_SIZE=2"),
     ({"WORLD_SIZE": "two"}, False, None, r"WORLD_SIZE='two' is not a whole number"),
     ({"MASTER_PORT": "70000"}, False, None, r"MASTER_PORT=70000 is not a port"),

@@ -718,8 +718,9 @@ def test_a_recipe_override_out_of_the_recipes_range_is_a_usage_error(eval_kit, o
     ({"loss": "KL"}, r"recipe.loss 'KL' is not one of mse_ce, kl"),   # was trained as mse_ce, reported as 'KL'
     ({"lr": -1.0}, r"recipe.lr must be a number in \(0, 10\] \(got -1\.0\)"),   # a traceback mid-training
     ({"lr": 0.0}, r"recipe.lr must be a number in \(0, 10\] \(got 0\.0\)"),   # a student that never moves
-    ({"beta": 1e9}, r"recipe.beta must be a number in \[0, 1000\]"),
-    ({"batch_size": "4"}, r"recipe.batch_size must be an integer in \[1, 1e\+06\] \(got '4'\)"),
+    ({"beta": 1e9}, r"recipe.beta must be a number in \[0, 1,000\]"),
+    ({"batch_size": "4"}, r"recipe.batch_size must be an integer in \[1, 1,000,000\] \(got '4'\)"),
+    ({"seed": 2**32}, r"recipe.seed must be an integer in \[0, 4,294,967,295\] \(got 4294967296\)"),
     ({"epoch": 2}, r"unknown recipe override 'epoch'; the recipe's fields: loss, "),   # a dataclass TypeError
 ])
 def test_evaluate_refuses_recipe_overrides_hello_eval_would_not_take(eval_kit, overrides, message):

@@ -149,6 +149,11 @@ def test_a_resume_key_holds_the_data_folders_listing_not_its_place(tmp_path):
     digests = [scan_image_folder(same_size[seed]).listing_digest for seed in (0, 1)]
     assert [p.stat().st_size for p in sorted(same_size[0].rglob("*.bmp"))] == \
            [p.stat().st_size for p in sorted(same_size[1].rglob("*.bmp"))] and digests[0] != digests[1]
+    # a folder of fewer than 64 files is hashed whole: its last file changed (only the first few were hashed:
+    # the diff review)
+    last = shutil.copytree(same_size[0], tmp_path / "bmp-last")
+    shutil.copy(sorted(same_size[1].rglob("*.bmp"))[-1], sorted(last.rglob("*.bmp"))[-1])
+    assert scan_image_folder(last).listing_digest != digests[0]
     # how the folder was read is not part of it: the listing says what was read
     following = BuildOptions(data=str(data), output="o", follow_external_links=True)
     assert context.stage_key(following, "view_transfer", "l") == context.stage_key(options, "view_transfer", "l")
