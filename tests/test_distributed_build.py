@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from torch.utils.data import BatchSampler, RandomSampler
 
@@ -116,6 +117,18 @@ def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
     summary, pair, _ = build_alone_and_in_pair(kit, tmp_path, image_update_steps=2, view_transfer_epochs=4,
                                                view_transfer_checks=2)
     assert_same_build(summary["output"], pair.output, updated_images=True)
+
+
+@pytest.mark.slow   # ~60 s: four processes on the CPU
+def test_a_rank_without_a_class_of_its_own_still_gives_the_single_process_text_head(kit, tmp_path):
+    """Each rank embeds its share of the classes for the text head; with 4 ranks and 3 classes rank 3's is empty."""
+    alone = tiny_options(kit, tmp_path / "alone", transfer_epochs=1)
+    run_build(alone)
+    four = tiny_options(kit, tmp_path / "four", transfer_epochs=1)
+    result = torchrun(kit, cli_args(four), nproc=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    heads = [load_file(str(options.workdir_path() / "class_embeddings.safetensors"))["weight"] for options in (alone, four)]
+    assert heads[0].shape == (3, heads[0].shape[1]) and torch.allclose(heads[0], heads[1], atol=1e-6)
 
 
 @pytest.mark.slow
