@@ -114,8 +114,8 @@ def _make_folder(path: Path) -> None:
 
 class WorkDir:
     def __init__(self, path: Path, *, group: Group | None = None, held: bool = False):
-        """``held``: this process holds the work directory (``held``), so no other build writes in it and
-        the temp files a killed run left can be removed."""
+        """``held``: whether this process holds the work directory's lock (what ``held`` yields): then no
+        other build writes in it, and the temp files a killed run left can be removed."""
         self.path, self.group, self.held = Path(path), group, held
         self.writes = group is None or group.is_main
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's

@@ -119,7 +119,7 @@ def test_every_stage_distributed_gives_the_single_process_bundle(kit, tmp_path):
     assert_same_build(summary["output"], pair.output, updated_images=True)
 
 
-@pytest.mark.slow   # ~60 s: four processes on the CPU
+@pytest.mark.slow   # ~15 s: four processes on the CPU
 def test_a_rank_without_a_class_of_its_own_still_gives_the_single_process_text_head(kit, tmp_path):
     """Each rank embeds its share of the classes for the text head; with 4 ranks and 3 classes rank 3's is empty."""
     alone = tiny_options(kit, tmp_path / "alone", transfer_epochs=1)
