@@ -82,15 +82,13 @@ dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS)
                                    help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 
 
-def _warn_unused_eval_flags(regime: str, teacher_path, *, warn: bool, **given) -> None:
-    """One warning naming the flags given to ``hello eval`` that this run does not read: the teacher's loading
-    flags beside no teacher file they apply to, the base's beside a regime without the projector."""
-    from hello_build.regimes import PROJECTOR_REGIMES
+def _warn_unused_teacher_flags(regime: str, teacher_path, *, warn: bool, **given) -> None:
+    """One warning naming the teacher-loading flags given to ``hello eval`` that apply to no teacher file
+    of this run (``evaluate`` says so of the base's)."""
     from hello_build.teachers import reads_arch, runs_code
 
     used = {"teacher_arch": bool(teacher_path) and reads_arch(teacher_path),
-            "trust_teacher_code": bool(teacher_path) and runs_code(teacher_path),
-            "base_checkpoint": regime in PROJECTOR_REGIMES, "allow_remote_base": regime in PROJECTOR_REGIMES}
+            "trust_teacher_code": bool(teacher_path) and runs_code(teacher_path)}
     unused = ["--" + name.replace("_", "-") for name, value in given.items() if value and not used[name]]
     if unused and warn:
         warnings.warn(f"hello: the {regime} regime{' with this teacher' * bool(teacher_path)} does not use "
@@ -202,9 +200,8 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
     try:
         teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir,   # before loading
                                                            warn=group is None or group.is_main)
-        _warn_unused_eval_flags(regime, teacher_path, teacher_arch=teacher_arch, trust_teacher_code=trust_teacher_code,
-                                base_checkpoint=base_checkpoint, allow_remote_base=allow_remote_base,
-                                warn=group is None or group.is_main)
+        _warn_unused_teacher_flags(regime, teacher_path, teacher_arch=teacher_arch, trust_teacher_code=trust_teacher_code,
+                                   warn=group is None or group.is_main)
         teacher = None
         if teacher_path:
             from hello_build.teachers import load_teacher

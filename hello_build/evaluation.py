@@ -240,6 +240,11 @@ def evaluate(
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir,
                                                   warn=group is None or group.is_main)
+    base_flags = [flag for flag, value in (("--base-checkpoint", checkpoint), ("--allow-remote-base", allow_remote_base))
+                  if value and regime not in PROJECTOR_REGIMES]
+    if base_flags and (group is None or group.is_main):   # as regime_inputs says of the inputs
+        warnings.warn(f"hello: the {regime} regime builds no projector: it does not use {' or '.join(base_flags)}",
+                      stacklevel=2)
     if real_dir is not None and _overlap(real_dir, val_dir) and (group is None or group.is_main):
         warnings.warn(f"hello: --real {real_dir} and --val {val_dir} share images: the random-real student is "
                       "scored on images it may have trained on", stacklevel=2)

@@ -400,16 +400,19 @@ def test_a_commands_warning_is_one_line_on_stderr(eval_kit):
     ("hard", ["--temperature", "4", "--loss", "kl"], "the hard regime does not use --loss or --temperature"),
     ("projector", ["--temperature", "4"], "the projector regime with the mse_ce loss does not use --temperature"),
     ("projector", ["--loss", "kl", "--beta", "3"], "the projector regime with the kl loss does not use --beta"),
-    ("hard", ["--teacher-arch", "convnet3", "--allow-remote-base"],
-     "the hard regime does not use --teacher-arch or --allow-remote-base"),
+    ("hard", ["--teacher-arch", "convnet3", "--trust-teacher-code"],
+     "the hard regime does not use --teacher-arch or --trust-teacher-code"),
+    ("teacher", ["--base-checkpoint", "BUNDLE", "--allow-remote-base"],
+     "the teacher regime builds no projector: it does not use --base-checkpoint or --allow-remote-base"),
     ("random-real", ["--real", "VAL"], "--real .* and --val .* share images: the random-real student is scored on images "
                                        "it may have trained on"),
 ])
-def test_an_input_the_run_does_not_use_is_said(eval_kit, regime, extra, said):
+def test_an_input_the_run_does_not_use_is_said(eval_kit, on_path, regime, extra, said):
     """--temperature beside mse_ce, --beta beside kl, a teacher's or a base's flags beside a regime without
     one were dropped unsaid, and the JSON's recipe recorded them as used; --real at the validation folder
     scored the student on its own training images unsaid (an eval walkthrough)."""
-    args = [str(eval_kit["val"]) if arg == "VAL" else arg for arg in extra]
+    args = [{"VAL": str(eval_kit["val"]), "BUNDLE": str(eval_kit["bundle"])}.get(arg, arg) for arg in extra]
+    args += ["--teacher", "eval_fp16_teacher:teacher"] if regime == "teacher" else []
     with pytest.warns(UserWarning) as caught:
         result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", regime, "--epochs", 1, "--quiet", *args)
     assert result.exit_code == 0, result.output
