@@ -20,7 +20,7 @@ from hello_format.cli import (allow_remote_base_option, base_checkpoint_option, 
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
-from hello_format.text import terminal
+from hello_format.text import os_error_line, terminal
 
 
 def _click_option(f: dataclasses.Field):
@@ -140,8 +140,7 @@ def main(data, output, demo, quiet, dist_backend, **values):
             click.echo(json.dumps(report, sort_keys=True))
     except (HelloError, OSError) as error:   # an OSError: a write the build's own checks do not cover
         where = f"rank {group.rank}: " if group is not None else ""
-        message = (str(error) if isinstance(error, HelloError) else
-                   f"{f'{error.filename}: ' if error.filename else ''}{error.strerror or error}")
+        message = str(error) if isinstance(error, HelloError) else os_error_line(error)
         click.echo(f"error: {where}{terminal(message)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -97,7 +97,7 @@ class ImageFolderIndex:
         ``root`` with its label and byte size, and the contents of LISTING_SAMPLED_FILES files spread evenly
         over the listing. A dataset exported again under the same names is noticed, even in a format whose
         files all have one size (BMP, PPM, raw TIFF); one file replaced by another of its size may not be."""
-        listing = [(_under(self.root, path), label, size) for (path, label), size in zip(self.samples, self.sizes)]
+        listing = _sized_listing(self.root, ((path, label, size) for (path, label), size in zip(self.samples, self.sizes)))
         count = len(self.samples)
         sampled = min(count, LISTING_SAMPLED_FILES)   # every file of a folder of at most that many
         picked = sorted({i * count // sampled for i in range(sampled)})
@@ -159,7 +159,7 @@ def scan_image_folder(
               for path, size, mtime in _image_files(root / name, inside)]
     samples, sizes = [(path, label) for path, label, _, _ in listed], [size for _, _, size, _ in listed]
     if group is not None:   # before the checks split the files among the ranks by their place in the list
-        listing = [names, [(_under(root, path), label, size) for path, label, size, _ in listed]]
+        listing = [names, _sized_listing(root, ((path, label, size) for path, label, size, _ in listed))]
         group.check_same(hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
                          f"the class names and image files (names and sizes) in {root}")
     bad: list[str] = []
@@ -210,6 +210,11 @@ def _files_digest(root: Path, listed: Sequence[tuple[str, int, int | None, int |
     kept verdict on the files is valid for (a file rewritten in place changes its modification time)."""
     files = [(_under(root, path), label, size, mtime) for path, label, size, mtime in listed]
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def _sized_listing(root: Path, entries) -> list[tuple[str, int, int | None]]:
+    """Each ``(path, label, size)`` of ``entries`` with its path under ``root``: a listing wherever the tree lies."""
+    return [(_under(root, path), label, size) for path, label, size in entries]
 
 
 def _under(root: Path, path: str) -> str:

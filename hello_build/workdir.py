@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from hello_build.errors import BuildError
 from hello_format.container import check_json_cost, dtype_name, is_json_number
-from hello_format.files import atomic_target, read_bounded_text
+from hello_format.files import atomic_target, read_bounded_text, temp_target
 from hello_format.text import cut, first_line
 
 try:
@@ -98,9 +98,8 @@ def _remove_leftover_temps(folder: Path, targets: tuple[str, ...]) -> None:
     ``folder`` for a NAME that ends with one of ``targets``: only when the work directory is held, so that
     none is being written (at ImageNet's scale one can be gigabytes)."""
     for entry in os.scandir(folder):
-        name, random = entry.name[1:-4].rpartition(".")[::2] if entry.name.endswith(".tmp") else ("", "")
-        if (entry.name.startswith(".") and len(random) == 8 and name.endswith(targets)
-                and entry.is_file(follow_symlinks=False)):
+        target = temp_target(entry.name)
+        if target is not None and target.endswith(targets) and entry.is_file(follow_symlinks=False):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
 

@@ -34,7 +34,7 @@ from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConf
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
-from hello_format.text import cut, human_bytes, listed, shortened, terminal, warning_line
+from hello_format.text import cut, human_bytes, listed, os_error_line, shortened, terminal, warning_line
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.hub.cli"
@@ -462,7 +462,7 @@ def main() -> None:
     try:
         cli(prog_name="hello")
     except OSError as exc:   # the output (--help's too) on a full disk, say; click ends a closed pipe itself
-        error = CommandError(f"{f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
+        error = CommandError(os_error_line(exc))
         error.show()
         sys.exit(error.exit_code)
 

@@ -283,6 +283,15 @@ def _temp_prefix(path: Path) -> str:
     return f".{os.fsdecode(os.fsencode(path.name)[:128])}."
 
 
+def temp_target(name: str) -> str | None:
+    """The (possibly cut) name of the file that ``atomic_target``'s temp file ``name`` was made for
+    (``.NAME.XXXXXXXX.tmp``: mkstemp's 8 random characters), else None: what a killed run left."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    target, _, random = name[1:-4].rpartition(".")
+    return target if target and len(random) == 8 else None
+
+
 @contextlib.contextmanager
 def _signals_held():
     """SIGINT and SIGTERM wait until the block ends. Blocking them in this thread is not enough: a

@@ -100,6 +100,11 @@ def shortened(value, limit: int = 80) -> str:
     return cut(repr(value[:limit]) if isinstance(value, str) else _BOUNDED_REPR.repr(value), limit)
 
 
+def os_error_line(error: OSError) -> str:
+    """An OSError as a command's error line says it: the file it names, then the system's reason."""
+    return f"{f'{error.filename}: ' if error.filename else ''}{error.strerror or error}"
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none (messages from
     libraries and teachers' code can span many lines)."""
