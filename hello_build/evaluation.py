@@ -326,7 +326,7 @@ def evaluate(
                 directory = scope.enter_context(temporary_folder("hello-stored-"))   # gone on SIGTERM too
             if group is not None and stored_dir is None:  # rank 0's temporary directory (one node; else --stored-dir)
                 directory = group.broadcast_text(directory)
-            stored = StoredLabels.prepare(directory, data, teacher_labels, recipe, group=group)
+            stored = StoredLabels.prepare(directory, data, teacher_labels, recipe, group=group, progress=progress)
             stored_sizes = {"stored_label_bytes": stored.label_bytes(), "stored_disk_bytes": stored.bytes_on_disk(),
                             "stored_label_dtype": dtype_name(STORED_DTYPE)}   # the teacher's labels, rounded
             data.labeller = stored.replay()

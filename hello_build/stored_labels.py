@@ -14,16 +14,18 @@ import contextlib
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
-from hello_format.text import first_line
+from hello_format.text import first_line, terminal
 
 STORED_DTYPE = torch.float16   # the teacher's logits as FKD stores them
 
@@ -40,12 +42,13 @@ FILE_BYTES = 1_024  # per file besides its rows: mix_lam and mix_box, and a safe
 
 
 def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_classes: int, *,
-               reclaimed: tuple[int, int] = (0, 0)) -> None:
+               reclaimed: tuple[int, int] = (0, 0)) -> int:
     """BuildError unless ``epochs x batches_per_epoch`` files (at most ``MAX_FILES``) holding ``images x
     num_classes`` fp16 logits per epoch fit on ``directory``'s disk, each file's augmentation, header and
     last filesystem block counted, and (where the filesystem counts them) its inodes: the recipe comes
     from the bundle, and its epochs and batch size would otherwise fill the disk before anything says so.
-    ``reclaimed``: the bytes and files of an earlier run's labels, which are removed only once this passes."""
+    ``reclaimed``: the bytes and files of an earlier run's labels, which are removed only once this passes.
+    Returns the bytes counted."""
     files = epochs * batches_per_epoch
     if files > MAX_FILES:
         raise BuildError(f"the stored labels would be {files:,} files ({epochs:,} epochs x {batches_per_epoch:,} "
@@ -63,6 +66,7 @@ def check_room(directory, epochs: int, batches_per_epoch: int, images: int, num_
     if disk.f_files and inodes > disk.f_favail + reclaimed[1]:
         raise BuildError(f"the stored labels need {inodes:,} files and folders, but the filesystem of {directory} "
                          f"has {disk.f_favail + reclaimed[1]:,} free")
+    return needed
 
 
 def _earlier_labels(directory) -> tuple[list[Path], tuple[int, int]]:
@@ -99,13 +103,15 @@ class StoredLabels:
         self.group = group
 
     @classmethod
-    def prepare(cls, directory, data, teacher: Callable, recipe, group: Group | None = None) -> "StoredLabels":
+    def prepare(cls, directory, data, teacher: Callable, recipe, group: Group | None = None, *,
+                progress: bool = True) -> "StoredLabels":
         """Run the training loader once with ``teacher`` labelling each view, and store everything
         (label files of an earlier run in ``directory`` are removed first, so none outlives its run; a
         symbolically linked ``epoch_*`` folder is refused, since both would happen in another folder, and
         so is a ``batch_*`` entry that is not a regular file). A write that fails removes this run's files.
         In a torchrun ``group`` each rank labels its rows of every global batch and rank 0 writes the
-        whole batch's file (the files are the single-process ones); ``directory`` must be shared."""
+        whole batch's file (the files are the single-process ones); ``directory`` must be shared.
+        ``progress``: say what will be written, and where, before the first file, and show a bar over the batches."""
         main = group is None or group.is_main
         linked = next((entry for entry in Path(directory).glob("epoch_*") if entry.is_symlink()), None)
         if linked is not None:  # its stale files would be removed, and new ones written, in another folder
@@ -116,11 +122,16 @@ class StoredLabels:
         per_epoch = loader.batches_per_epoch()
         if main:   # checked before the earlier run's files go: a refused recipe leaves them where they are
             stale, reclaimed = _earlier_labels(directory)
-            check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes, reclaimed=reclaimed)
-            for path in stale:
-                path.unlink()
+            needed = check_room(directory, recipe.epochs, per_epoch, len(data), data.num_classes, reclaimed=reclaimed)
+            _remove(stale)   # and the epoch folders they leave empty (an earlier run of more epochs)
+            if progress:
+                tqdm.write(terminal(f"stored labels: writing the teacher's labels for {recipe.epochs * per_epoch:,} "
+                                    f"batches ({recipe.epochs:,} epochs) to {directory}, up to {needed:,} bytes"),
+                           file=sys.stderr)
         written: list[Path] = []
-        for step, (epoch, indices, view) in enumerate(loader.views()):
+        views = tqdm(loader.views(), total=recipe.epochs * per_epoch, desc="stored labels", disable=not (progress and main),
+                     leave=False)
+        for step, (epoch, indices, view) in enumerate(views):
             images = view.images[loader.rows(len(indices))]
             with torch.no_grad():
                 logits = teacher(images).float() if len(images) else images.new_empty(0, data.num_classes)

@@ -485,8 +485,12 @@ def test_a_stored_dir_holding_other_files_counts_only_this_runs_labels(eval_kit,
     save_file({"x": torch.zeros(2)}, str(stored / "readme.safetensors"))  # no logits: not a label file of this run
     (stored / "other").mkdir()
     (stored / "other" / "broken.safetensors").write_bytes(b"not safetensors")
-    report = final_json(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 1,
-                              "--teacher", "eval_fp16_teacher:teacher", "--stored-dir", stored, "--quiet"))
+    result = hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--regime", "stored", "--epochs", 1,
+                   "--teacher", "eval_fp16_teacher:teacher", "--stored-dir", stored)
+    report = final_json(result)
+    # said before the first file is written: where, how many and how many bytes at most
+    said = next(line for line in result.stderr.splitlines() if line.startswith("stored labels: "))
+    assert f"for 3 batches (1 epochs) to {stored}, up to " in said
     assert report["stored_label_bytes"] == len(CLASSES) * IPC * len(CLASSES) * 2
     assert report["stored_disk_bytes"] == sum(p.stat().st_size for p in stored.glob("epoch_*/batch_*.safetensors"))
 
@@ -588,6 +592,7 @@ def test_stored_labels_use_the_fkd_layout(eval_kit, on_path, tmp_path):
     stored = StoredLabels.prepare(tmp_path, data, net, recipe)
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.safetensors"))
     assert files == [f"epoch_{e:04d}/batch_{b:05d}.safetensors" for e in range(2) for b in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0000", "epoch_0001"]   # the stale one's folder went too
     loader = data.loader(BATCH, shuffle=True, seed=0, epochs=2)
     for step, (epoch, indices, view) in enumerate(loader.views()):
         saved = load_file(str(batch_file(tmp_path, epoch, step % 3)))
