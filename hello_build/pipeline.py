@@ -541,6 +541,7 @@ def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int |
             "skipped_images": len(ctx.index.bad),
             "teacher": ctx.teachers.description,
             "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded(),
+                        "processes": {name: ctx.work.processes(name) for name in ctx.timings},
                         **({"init_adapter": results["transfer"]["init_adapter"]}
                            if "init_adapter" in results["transfer"] else {})},
             "timings": {k: round(v, 3) for k, v in ctx.timings.items()},

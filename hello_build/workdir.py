@@ -37,6 +37,7 @@ except ImportError:   # Windows: no advisory locks, the work directory is not he
     fcntl = None
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
+MAX_PROCESSES = 2**20      # a record's count of the processes that made it
 LOCK_FILE = "hello-build.lock"
 _RECORD_SUFFIXES = (".json", ".safetensors")   # what the build writes in its work directory
 JOB_TOKEN = "job.token"   # under torchrun: what shows every rank shares the work directory (WorkDir._check_shared)
@@ -117,6 +118,8 @@ class WorkDir:
         other build writes in it, and the temp files a killed run left can be removed."""
         self.path, self.group, self.held = Path(path), group, held
         self.writes = group is None or group.is_main
+        self.world_size = group.world_size if group is not None else 1
+        self._processes: dict[str, int | None] = {}   # the results this run used, by the processes that made them
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
@@ -163,6 +166,8 @@ class WorkDir:
             raise unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
         if self.group is not None and self.group.decide(record is not None) != (record is not None):
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
+        if record is not None:
+            self._processes[stage] = record.get("processes")
         recorded = stored["key"] if stored is not None and record is None and isinstance(stored["key"], dict) else {}
         return record, _differences(key, recorded) if recorded else []
 
@@ -176,7 +181,15 @@ class WorkDir:
         if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
                 and is_json_number(seconds) and math.isfinite(seconds) and seconds >= 0):
             raise unreadable(marker, "not a stage record")
+        processes = record.get("processes")   # absent from an older hello-build's records
+        if processes is not None and not (type(processes) is int and 1 <= processes <= MAX_PROCESSES):
+            raise unreadable(marker, "its processes are not a count of them")
         return record
+
+    def processes(self, name: str) -> int | None:
+        """How many processes made the result ``name`` this build used: those of the run that wrote its record
+        (None: a record of an older hello-build, which did not say); this run's for a step it has no record of."""
+        return self._processes.get(name, self.world_size)
 
     def _json(self, path: Path):
         """A work-directory JSON file this module wrote (NaN allowed: a diverged loss); one cut short, not
@@ -212,7 +225,8 @@ class WorkDir:
 
     def _write(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None) -> dict:
         """The record of ``stage``, written with its tensors by rank 0 (every rank of a group waits for it)."""
-        record = {"key": _jsonable(key), "seconds": seconds, "result": result}
+        record = {"key": _jsonable(key), "seconds": seconds, "processes": self.world_size, "result": result}
+        self._processes[stage] = self.world_size
         if self.writes:
             if tensors is not None:
                 self.save_tensors(stage, tensors)
@@ -238,6 +252,7 @@ class WorkDir:
         if self.group is not None:
             reused = not self.group.sum([float(not reused)])[0]
         if reused:
+            self._processes[name] = stored.get("processes")
             return self.load_tensors(name, shapes, dtypes), stored["seconds"], True
         started = time.perf_counter()
         tensors = compute()

@@ -129,6 +129,7 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     assert "calibrate" not in provenance["timings"]   # fp16 deltas: nothing to calibrate
     assert "write" in summary["timings"]
     assert all(seconds >= 0 for seconds in provenance["timings"].values())
+    assert provenance["builder"]["processes"] == dict.fromkeys(provenance["timings"], 1)   # each step: alone
     fidelity = provenance["fidelity"]
     for key in ("before_transfer", "after_transfer"):
         assert {"agreement", "kl", "projector_top1", "teacher_top1"} <= set(fidelity[key])
@@ -1260,6 +1261,34 @@ def test_a_resumed_stage_counts_the_time_its_earlier_runs_spent(reference, tmp_p
     assert json.loads((workdir / "transfer.json").read_text())["seconds"] >= 1000
     with Bundle.open(summary["output"]) as bundle:
         assert bundle.manifest["provenance"]["timings"]["transfer"] >= 1000
+
+
+def test_a_resumed_stage_is_recorded_with_the_processes_that_made_it(reference, tmp_path):
+    """A result another run made counts that run's processes (a torchrun job's transfer resumed alone), one
+    an older hello-build's record made without saying them null, and what this run did its own."""
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    for stage, edit in (("transfer", lambda record: record.update(processes=4)), ("init", lambda record: record.pop("processes"))):
+        record = json.loads((workdir / f"{stage}.json").read_text())
+        edit(record)
+        (workdir / f"{stage}.json").write_text(json.dumps(record))
+    summary, _ = run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
+    with Bundle.open(summary["output"]) as bundle:
+        processes = bundle.manifest["provenance"]["builder"]["processes"]
+    assert processes["transfer"] == 4 and processes["init"] is None
+    assert processes["text_head"] == processes["data"] == processes["report"] == 1
+
+
+@pytest.mark.parametrize("processes", [0, "2", True, 2.0])
+def test_a_stage_record_with_another_count_of_processes_is_one_line(reference, tmp_path, processes):
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    record = json.loads((workdir / "transfer.json").read_text())
+    (workdir / "transfer.json").write_text(json.dumps({**record, "processes": processes}))
+    with pytest.raises(BuildError, match=r"^the work directory's transfer.json is unreadable \(its processes are not a count"):
+        run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
 
 
 def test_the_seed_draws_the_hold_out_and_the_loras_start(kit, tmp_path):

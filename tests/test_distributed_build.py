@@ -109,6 +109,9 @@ def test_a_two_process_build_selects_the_single_process_images(kit, tmp_path):
     assert sum("wrote " in line for line in result.stderr.splitlines()) == 1   # and alone logs (on stderr)
     assert_same_build(summary["output"], pair.output)
     assert sorted(p.name for p in Path(pair.workdir_path()).iterdir() if ".part" in p.name) == []
+    with Bundle.open(pair.output) as bundle:   # the bundle says how many processes made it
+        provenance = bundle.manifest["provenance"]
+    assert provenance["builder"]["processes"] == dict.fromkeys(provenance["timings"], 2)
 
 
 @pytest.mark.slow
