@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from hello_build.distributed import Group
 from hello_build.errors import BuildError
@@ -60,7 +60,7 @@ from hello_format.limits import (DATA_IMAGE_EXTENSIONS, DATA_IMAGE_FORMATS, MAX_
                                  MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES, MAX_JPEG_SCANS, MAX_SOURCE_PIXELS,
                                  MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
-from hello_format.text import cut, shortened
+from hello_format.text import cut, first_line, shortened
 
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 LISTING_SAMPLED_FILES = 64  # files whose contents the listing's digest holds (ImageNet's: about 7 MB read a run)
@@ -90,6 +90,10 @@ class ImageFolderIndex:
 
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
+
+    def skipped(self) -> str:
+        """The log line that says what the scan left out (``bad``, under skip_bad), the first file with why."""
+        return f"skipped {len(self.bad)} unreadable image(s), e.g. {_bad_file(self.bad[0], decode=True)}"
 
     @functools.cached_property
     def listing_digest(self) -> str:
@@ -178,7 +182,7 @@ def scan_image_folder(
         readable = readable.tolist()
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]
         if bad and not skip_bad:
-            raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_paths(bad)}; "
+            raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_bad(bad, skip_bad)}; "
                              f"fix or remove them{SKIP_BAD_HINT}")
         samples, sizes = [sample for sample, ok in zip(samples, readable) if ok], [size for size, ok in zip(sizes, readable) if ok]
     counts = np.bincount([label for _, label in samples], minlength=len(classes))
@@ -189,14 +193,14 @@ def scan_image_folder(
 
 
 def _check_files(samples: Sequence[tuple[str, int]], decode: bool, threads: int, group: Group | None) -> list[bool]:
-    """Whether each sample's file is readable (``_file_ok``), checked in chunks by ``threads`` threads; in a
+    """Whether each sample's file is readable (``file_problem``), checked in chunks by ``threads`` threads; in a
     ``group`` each rank checks every world_size-th file and the verdicts are summed."""
     mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
     readable = [False] * len(samples)
 
     def check(start: int, stop: int) -> None:
         for i in mine[start:stop]:
-            readable[i] = _file_ok(samples[i][0], decode)
+            readable[i] = file_problem(samples[i][0], decode) is None
 
     with _without_bomb_warnings():
         run_in_chunks(len(mine), max(1, threads), check)
@@ -306,25 +310,38 @@ def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
                          f"{SOURCE_PIXELS_PER_FILE_BYTE} a byte, at least {MIN_SOURCE_PIXELS:,}, at most {MAX_SOURCE_PIXELS:,})")
 
 
-def _file_ok(path: str, decode: bool) -> bool:
-    """Whether ``path`` is a regular file (a FIFO or a device named like an image can block its reader
-    forever) that ``load_image`` decodes (``decode``: a JPEG at its smallest DCT scale, whose whole
-    entropy-coded data is still read, so a truncated one fails), else whose header ``open_checked`` takes
-    for a decode at any size (the JPEG scans uncounted: that reads the whole file)."""
+def file_problem(path: str, decode: bool) -> str | None:
+    """Why ``path`` is not an image the build reads (one short line), None when it is: a regular file (a FIFO
+    or a device named like an image can block its reader forever) that ``load_image`` decodes (``decode``: a
+    JPEG at its smallest DCT scale, whose whole entropy-coded data is still read, so a truncated one fails),
+    else whose header ``open_checked`` takes for a decode at any size (the JPEG scans uncounted: that reads
+    the whole file)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
+            return "not a regular file"
         if decode:
             image = load_image(path, 1)
-            return image.width > 0 and image.height > 0
-        with open_checked(path, 1, count_scans=False) as image:
-            return image.width > 0 and image.height > 0
-    except Exception:  # any failure to parse or decode is a bad file, whatever PIL raises
-        return False
+            size = image.size
+        else:
+            with open_checked(path, 1, count_scans=False) as image:
+                size = image.size
+        return None if min(size) > 0 else "an image of no pixels"
+    except UnidentifiedImageError:   # its message names the path again
+        return f"not a {', '.join(DATA_IMAGE_FORMATS[:-1])} or {DATA_IMAGE_FORMATS[-1]} image, or its header is cut short"
+    except Image.DecompressionBombError:   # Pillow's own bound, above check_source_pixels': its message names Pillow's
+        return f"its header declares more than {MAX_SOURCE_PIXELS:,} pixels"
+    except Exception as exc:  # any failure to parse or decode is a bad file, whatever PIL raises
+        return cut(exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc), 160)
 
 
-def _list_paths(paths: Sequence[str]) -> str:
-    listed = ", ".join(paths[:MAX_LISTED_PATHS])
+def _bad_file(path: str, decode: bool) -> str:
+    """``path`` with why it is bad (``file_problem``, checked again), for a line naming a bad file."""
+    return f"{path} ({file_problem(path, decode) or 'readable now'})"
+
+
+def _list_bad(paths: Sequence[str], decode: bool) -> str:
+    """The first MAX_LISTED_PATHS of ``paths``, each with why it is bad (``_bad_file``)."""
+    listed = ", ".join(_bad_file(path, decode) for path in paths[:MAX_LISTED_PATHS])
     return listed + (f" (and {len(paths) - MAX_LISTED_PATHS} more)" if len(paths) > MAX_LISTED_PATHS else "")
 
 

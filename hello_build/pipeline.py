@@ -127,7 +127,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
                               memo=kept.memo(SCAN_RECORD, "its file checks: no file's name, size or modification "
                                                           "time changed"))
     if index.bad:
-        log(f"skipped {len(index.bad)} unreadable image(s), e.g. {index.bad[0]}")
+        log(index.skipped())
     _check_data(options, index)
     timings["data"] = time.perf_counter() - started - kept.spent.get(SCAN_RECORD, 0.0)   # the checks are "scan"'s
 

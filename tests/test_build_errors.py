@@ -97,11 +97,11 @@ BASE_CONFIGS = {"nan.json": '{"embed_dim": NaN, "vision_cfg": {}, "text_cfg": {}
                 "remote_text.json": '{"embed_dim": 8, "vision_cfg": {}, "text_cfg": {"hf_model_name": "some/model"}}'}
 # id, change to the tree (or None), option overrides, message (regex, searched)
 CASES = [
-    ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png, .*sea/notes\.jpg; .*--skip-bad"),
+    ("unreadable_images", _broken_files, {}, r"2 unreadable image file\(s\) in .*data: .*leaf/broken\.png \(not a JPEG, .*\), .*sea/notes\.jpg \(not a .*\); .*--skip-bad"),
     # the bomb from its header, before any stage (it failed when a stage decoded it); the truncated JPEG's header is
     # sound: without --skip-bad the scan reads headers only, and the stage that first decodes it names it
     ("pixel_bomb", _truncated_jpeg_and_pixel_bomb, {},
-     r"1 unreadable image file\(s\) in .*data: .*sea/bomb\.png; fix or remove them .*--skip-bad"),
+     r"1 unreadable image file\(s\) in .*data: .*sea/bomb\.png \(5000x5000 pixels from a .*\); fix or remove them .*--skip-bad"),
     ("empty_class", _empty_class, {}, r"class folder\(s\) with no readable images in .*data: sea"),
     ("single_class", _single_class, {}, r"single class folder \('apple'\); a classification set needs >= 2"),
     ("link_out_of_the_data", _link_out, {}, r"data/leaf/escape links outside the image folder \(to .*private\): .*--follow-external-links"),

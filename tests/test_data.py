@@ -241,6 +241,10 @@ def test_bad_files_fail_with_paths_or_are_skipped_and_listed(tree):
     empty.write_bytes(b"")
     with pytest.raises(BuildError, match=r"2 unreadable image file\(s\).*empty\.png.*broken\.jpg.*--skip-bad"):
         scan_image_folder(tree)
+    with pytest.raises(BuildError) as raised:   # each named with why it is bad, not "unreadable" alone
+        scan_image_folder(tree)
+    formats = "not a JPEG, PNG, WEBP, BMP, GIF, TIFF or PPM image, or its header is cut short"
+    assert f"{empty} ({formats}), {corrupt} ({formats});" in str(raised.value)
     index = scan_image_folder(tree, skip_bad=True)
     assert sorted(index.bad) == sorted([str(corrupt), str(empty)])
     assert len(index) == 6 and all(path not in index.bad for path, _ in index.samples)
@@ -262,9 +266,21 @@ def test_a_huge_or_binary_class_names_file_is_one_error(tree, tmp_path):
 
 def test_a_fifo_named_like_an_image_is_an_unreadable_file_not_a_hang(tree):
     os.mkfifo(tree / "dog" / "n01440764_1.JPEG")  # a tar archive can hold one; opening it waits for a writer
-    with pytest.raises(BuildError, match=r"1 unreadable image file\(s\) in .*dog/n01440764_1\.JPEG"):
+    with pytest.raises(BuildError, match=r"1 unreadable image file\(s\) in .*dog/n01440764_1\.JPEG \(not a regular file\)"):
         scan_image_folder(tree)
     assert scan_image_folder(tree, skip_bad=True).bad == [str(tree / "dog" / "n01440764_1.JPEG")]
+
+
+def test_an_image_past_pillows_own_bound_is_named_by_ours(tree):
+    """Pillow refuses a header of more than twice its MAX_IMAGE_PIXELS before the build's bound is checked;
+    its message named Pillow's limit (178,956,970), not the one the build reads by."""
+    import struct
+
+    huge = tree / "cat" / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0))
+                     + _png_chunk(b"IEND", b""))
+    with pytest.raises(BuildError, match=r"cat/huge\.png \(its header declares more than 67,108,864 pixels\); fix"):
+        scan_image_folder(tree)
 
 
 def test_many_bad_files_are_counted(tree):
@@ -522,7 +538,8 @@ def test_an_image_of_more_pixels_than_its_file_allows_is_refused_before_it_is_de
     with pytest.raises(ValueError, match=rf"4200x4200 pixels from a {size:,}-byte file \(at most 16,777,216: 256 a byte"):
         decode_image(str(bomb), 8)
     # its header tells: the scan refuses it, with or without skip_bad (it was found only when decoded, a review)
-    with pytest.raises(BuildError, match=r"^1 unreadable image file\(s\) in .*train: .*cat/bomb\.png; fix or remove them"):
+    with pytest.raises(BuildError, match=rf"^1 unreadable image file\(s\) in .*train: .*cat/bomb\.png \(4200x4200 pixels from a "
+                                         rf"{size:,}-byte file \(at most 16,777,216: .*\)\); fix or remove them"):
         scan_image_folder(tree)
     assert scan_image_folder(tree, skip_bad=True).bad == [str(bomb)]
     within = tree / "cat" / "within.png"   # as cheap a file within the floor decodes

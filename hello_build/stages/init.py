@@ -272,7 +272,7 @@ def load_init_images(directory, classes: Sequence[str], size: int, *, skip_bad: 
     """
     found = scan_image_folder(directory, skip_bad=skip_bad, follow_external_links=follow_external_links)
     if found.bad:
-        log(f"--init-images: skipped {len(found.bad)} unreadable image(s), e.g. {found.bad[0]}")
+        log(f"--init-images: {found.skipped()}")
     missing = [c for c in classes if c not in found.classes]
     extra = [c for c in found.classes if c not in set(classes)]
     if missing or extra:
