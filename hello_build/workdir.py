@@ -40,6 +40,7 @@ MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choice
 MAX_PROCESSES = 2**20      # a record's count of the processes that made it
 LOCK_FILE = "hello-build.lock"
 _RECORD_SUFFIXES = (".json", ".safetensors")   # what the build writes in its work directory
+STAGE_KEY = "key.json"   # in a stage's folder of partial state: the key it was made with (WorkDir.stage_dir)
 JOB_TOKEN = "job.token"   # under torchrun: what shows every rank shares the work directory (WorkDir._check_shared)
 
 if TYPE_CHECKING:
@@ -305,10 +306,10 @@ class WorkDir:
         path = self.path / stage
         if path.is_symlink():   # its files would be written (and --fresh's removal run) in the link's target
             raise unreadable(path, "a symbolic link, not the folder this build writes")
-        marker = path / "key.json"
+        marker = path / STAGE_KEY
         if self.writes:
             if path.is_dir() and self.held:   # without our key.json, only the key.json a killed run left half made
-                _remove_leftover_temps(path, _RECORD_SUFFIXES if marker.exists() else ("key.json",))
+                _remove_leftover_temps(path, _RECORD_SUFFIXES if marker.exists() else (STAGE_KEY,))
             if path.is_dir() and not marker.exists() and any(path.iterdir()):   # --fresh would remove it with ours
                 raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
                                  "or give the build another --workdir")
@@ -335,7 +336,7 @@ class WorkDir:
             if leftover.is_symlink():   # the link goes, never what it points at
                 leftover.unlink()
             elif leftover.is_dir():
-                if (folder / "key.json").is_file():
+                if (folder / STAGE_KEY).is_file():
                     shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
@@ -374,8 +375,11 @@ def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def unreadable(path: Path, reason: str) -> BuildError:
-    """The one-line error for a work-directory file that is damaged, edited or not what this build wrote."""
-    return BuildError(f"the work directory's {path.name} is unreadable ({reason}): rerun with --fresh "
+    """The one-line error for a work-directory file that is damaged, edited or not what this build wrote,
+    named under its stage's folder where it is in one (``transfer/transfer.safetensors``, the epoch
+    checkpoint, is not the stage's result ``transfer.safetensors``)."""
+    name = f"{path.parent.name}/{path.name}" if (path.parent / STAGE_KEY).is_file() else path.name
+    return BuildError(f"the work directory's {name} is unreadable ({reason}): rerun with --fresh "
                       "(it discards the stages' results in the work directory, nothing else)")
 
 

@@ -1065,11 +1065,12 @@ def _edit_checkpoint(work, edit):
 
 
 @pytest.mark.parametrize("damage, reason", [
-    # a checkpoint's AdamW moments and epoch count were used as found (review of the fourteenth audit's fix)
+    # a checkpoint's AdamW moments and epoch count were used as found (review of the fourteenth audit's fix); it is
+    # named under its folder: the stage's own result is transfer.safetensors too
     (lambda work: _edit_checkpoint(work, lambda t, m: t.pop(next(k for k in sorted(t) if k.startswith("exp_avg/")))),
-     "transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' is missing"),
+     "transfer/transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' is missing"),
     (lambda work: _edit_checkpoint(work, lambda t, m: m.update(epochs_done="-7")),
-     "transfer.safetensors is unreadable \\(-7 epochs done of"),
+     "transfer/transfer.safetensors is unreadable \\(-7 epochs done of"),
     # a saved LoRA state of another shape was broadcast into the parameters, silently (fourteenth audit)
     (lambda work: _shrink_first_tensor(work / "transfer.safetensors"), "transfer.safetensors is unreadable \\(tensor '[^']+' is \\[1, "),
     # the set-up's kept results are checked as a stage's tensors are
@@ -1078,19 +1079,19 @@ def _edit_checkpoint(work, edit):
     (lambda work: _shrink_first_tensor(work / "scan.safetensors"), "scan.safetensors is unreadable \\(tensor 'readable' is \\[1\\]"),
     # a tensor no checkpoint holds was read whole before the names were compared (sixteenth audit of the builder)
     (lambda work: _edit_checkpoint(work, lambda t, m: t.update(extra=torch.zeros(4))),
-     "transfer.safetensors is unreadable \\(tensor 'extra' is not one this build keeps"),
+     "transfer/transfer.safetensors is unreadable \\(tensor 'extra' is not one this build keeps"),
     # a loss history of 10^6 commas was split before its length was compared with the epochs
     (lambda work: _edit_checkpoint(work, lambda t, m: m.update(history="1," * 1_000_000)),
-     "transfer.safetensors is unreadable \\(ValueError: a loss history of more than"),
+     "transfer/transfer.safetensors is unreadable \\(ValueError: a loss history of more than"),
     # a checkpoint's NaN moment or negative seconds were restored as they were (found by a review)
     (lambda work: _edit_checkpoint(work, lambda t, m: m.update(seconds="-5")),
-     "transfer.safetensors is unreadable \\(a loss or its seconds is not a finite number"),
+     "transfer/transfer.safetensors is unreadable \\(a loss or its seconds is not a finite number"),
     (lambda work: _edit_checkpoint(work, lambda t, m: t[next(k for k in sorted(t) if k.startswith("exp_avg/"))]
                                    .fill_(float("nan"))),
-     "transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' holds NaN or infinite values"),
+     "transfer/transfer.safetensors is unreadable \\(tensor 'exp_avg/.*' holds NaN or infinite values"),
     # an epoch checkpoint cut short: a SafetensorError traceback on resuming the transfer
     (lambda work: ((work / "transfer.json").unlink(), (work / "transfer" / "transfer.safetensors").write_bytes(b"{}")),
-     "transfer.safetensors is unreadable \\(SafetensorError"),
+     "transfer/transfer.safetensors is unreadable \\(SafetensorError"),
     # a stage folder that is a link: the resumed transfer wrote into the link's target
     (lambda work: ((work / "transfer.json").unlink(), shutil.rmtree(work / "transfer"),
                    (work / "transfer").symlink_to(work.parent, target_is_directory=True)),
