@@ -1,7 +1,7 @@
 """The build's work directory: each finished stage leaves a result there, so a rerun resumes.
 
-A stage is reused only when the options it depends on (its own and every earlier stage's) are the
-ones it was made with; otherwise it and everything after it run again. Results are JSON plus
+A stage is reused only when the options it depends on (its own and every earlier stage's it reads) are the
+ones it was made with; otherwise it and every later stage that reads it run again. Results are JSON plus
 safetensors, written atomically: an interrupted stage leaves nothing that looks finished. The set-up's
 costly results (the scan's file checks, the text head) are kept beside them (``WorkDir.memoised``).
 

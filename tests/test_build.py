@@ -319,6 +319,23 @@ def test_a_stage_rerun_after_reused_ones_gives_the_uninterrupted_bundle(kit, ref
     assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
+def test_a_new_transfer_keeps_the_synthetic_images_the_teachers_chose(kit, tmp_path):
+    """The teachers alone choose the synthetic images: another LoRA transfer reran the init too (at ImageNet's
+    scale hours of teacher passes over the candidates). Reused, the bundle is a fresh build's all the same."""
+    options = tiny_options(kit, tmp_path / "first", transfer_epochs=1, image_update_steps=1)
+    run_build(options)
+    init = _markers(options.workdir_path())["init"]
+    changed = dataclasses.replace(options, transfer_epochs=2, transfer_lr=options.transfer_lr / 2)
+    summary, logs = run_build(changed)
+    stages = {line.split(":")[0]: line for line in logs if ": reused from " in line or ": rerun: " in line}
+    assert stages["init"].startswith("init: reused from") and stages["transfer"].startswith("transfer: rerun")
+    assert stages["image_update"].startswith("image_update: rerun")   # it reads the projector
+    assert _markers(options.workdir_path())["init"] == init
+    fresh, _ = run_build(dataclasses.replace(changed, output=str(tmp_path / "fresh.hello"), workdir=str(tmp_path / "fresh")))
+    ours, theirs = bundle_tensors(summary["output"]), bundle_tensors(fresh["output"])
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in theirs)
+
+
 def test_an_interrupted_stage_never_leaves_an_old_record_over_its_new_tensors(kit, reference, tmp_path, monkeypatch):
     """A build with another --ipc, interrupted between the init's tensors and its record, left the first
     build's record over the second's images: rerun, the first build reused them without a word."""

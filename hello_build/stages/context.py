@@ -29,17 +29,21 @@ from hello_format.text import cut, first_line
 # first of these it changes. "data" and "base" are the build's set-up; "recipe" (the student's view)
 # comes before "text_head" because the head's fidelity is measured on student views.
 ORDER = ("data", "base", "teacher", "recipe", "text_head", "transfer", "init", "image_update", "view_transfer")
+# what comes before a stage in ORDER but is not read by it: the teachers alone choose the synthetic images,
+# so a new text head or LoRA transfer does not choose them again (at ImageNet's scale, hours of teacher passes)
+NOT_READ = {"init": ("text_head", "transfer")}
 
 
 def stage_key(options: BuildOptions, name: str, listing: str) -> dict:
-    """Options that stage ``name``'s result depends on (its own and those of every earlier stage), what
+    """Options that stage ``name``'s result depends on (its own and those of every earlier stage it reads), what
     the files they name hold, so that a teacher, base or adapter replaced at the same path is not
     mistaken for the one an earlier run used, and the data's ``listing`` (``ImageFolderIndex.listing_digest``),
     so that images added to or removed from the data folder are not split as the earlier run split them
     (in place of the folder's path: the same images copied elsewhere, a node's local disk, resume)."""
     # the data folder by its listing, from the scan every run makes (hashing a dataset per run would cost
     # more than most stages), not by its path
-    return {**options_key(options, ORDER[: ORDER.index(name) + 1], leave_out=("data",)), "data_listing": listing}
+    read = tuple(group for group in ORDER[: ORDER.index(name) + 1] if group not in NOT_READ.get(name, ()))
+    return {**options_key(options, read, leave_out=("data",)), "data_listing": listing}
 
 
 def options_key(options: BuildOptions, stages: tuple[str, ...], *, leave_out: tuple[str, ...] = ()) -> dict:
