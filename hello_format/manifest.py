@@ -80,18 +80,36 @@ class _ShownDict(dict):
         return f"{{an object with {len(self):,} members: {listed(map(str, self))}}}"
 
 
+_SHORT_REPR = 256   # a value whose repr is at most this long is validated as it is, not copied
+
+
 def _shown(value):
-    """Parsed JSON ``value`` with every string, array and object of a type whose repr is short: jsonschema
-    writes the repr of each value it rejects into its message, eagerly and whole (three times under a
-    ``oneOf``), so a file's 100 MB array in an integer's place would cost gigabytes before ``_fail`` cuts
-    it. The same values, the same validation (``value`` itself is not changed)."""
+    """Parsed JSON ``value`` with every string, array and object whose repr could be long of a type whose
+    repr is short: jsonschema writes the repr of each value it rejects into its message, eagerly and whole
+    (three times under a ``oneOf``), so a file's 100 MB array in an integer's place would cost gigabytes
+    before ``_fail`` cuts it. The same values, the same validation (``value`` itself is not changed); what
+    is short already is not copied (a copy of every value cost 25 times the manifest's bytes)."""
+    return _shown_sized(value)[0]
+
+
+def _shown_sized(value) -> tuple[object, int]:
+    """``(_shown(value), a bound on the length of value's own repr)``."""
     if isinstance(value, str):
-        return _ShownStr(value)
-    if isinstance(value, list):
-        return _ShownList(_shown(item) for item in value)
-    if isinstance(value, dict):
-        return _ShownDict((key, _shown(item)) for key, item in value.items())
-    return value
+        return (value if len(value) <= _SHORT_REPR else _ShownStr(value)), len(value) + 2
+    if isinstance(value, (list, dict)):
+        is_dict = isinstance(value, dict)
+        shown, changed = [], False
+        size = 2 + (sum(map(len, value)) if is_dict else 0)   # brackets, and an object's keys
+        for item in value.values() if is_dict else value:
+            item_shown, item_size = _shown_sized(item)
+            shown.append(item_shown)
+            size, changed = size + item_size + 4, changed or item_shown is not item
+        if size <= _SHORT_REPR and not changed:
+            return value, size
+        return (_ShownDict(zip(value, shown)) if is_dict else _ShownList(shown)), size
+    if isinstance(value, int):   # bool too; a decimal digit holds more than three bits
+        return value, value.bit_length() // 3 + 2
+    return value, 32   # a float's repr (at most 24 characters), None
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 (or harmless output) in well under a second and without allocating far beyond the file's size."""
 
 import contextlib
+import copy
 import dataclasses
 import importlib.util
 import io
@@ -1642,6 +1643,27 @@ def test_a_schema_error_on_a_long_value_costs_what_it_shows(tmp_path):
     assert growth < 100, growth
 
 
+def test_checking_many_small_values_against_the_schema_copies_none_of_them(tmp_path):
+    """The values jsonschema may quote were all copied (to give each a short repr): at the JSON bounds a
+    23 MB manifest of small objects and strings cost 578 MiB on top of its parse (the 75th audit)."""
+    import tracemalloc
+
+    from hello_format.manifest import validate_manifest
+
+    with Bundle.open(hostile(tmp_path)) as bundle:
+        manifest = bundle.manifest
+    manifest["provenance"]["builder"]["options"] = {"objects": [{"a": 0}] * 100_000, "strings": ["ab"] * 300_000}
+    manifest = json.loads(json.dumps(manifest))   # each object its own, as a parse makes them
+    validate_manifest(copy.deepcopy(manifest))   # the schema compiled outside the measure
+    tracemalloc.start()
+    try:
+        validate_manifest(manifest)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, peak   # the lists' copies (3.2 MB of pointers); each object copied: 30 MB more
+
+
 # ---- found by the fifth hostile-input audit: what a file's recipe and geometry make training cost
 
 def test_hello_eval_bounds_what_a_bundles_recipe_makes_one_run_cost():
@@ -2055,7 +2077,7 @@ def test_a_label_file_linked_elsewhere_too_frees_nothing_it_is_counted_for(tmp_p
     freed = own.stat().st_blocks * 512   # the sparse file's blocks: none or a few
     counted = []
     monkeypatch.setattr("hello_build.stored_labels.check_room",
-                        lambda *args, reclaimed, **kwargs: counted.append(reclaimed))
+                        lambda *args, reclaimed, **kwargs: counted.append(reclaimed) or 0)   # the bytes it counted
     StoredLabels.prepare(stored, _stored_label_data(4), _one_class_teacher, StudentRecipe(epochs=1, batch_size=2))
     assert counted == [(freed, 1)] and freed < 2**20   # one inode: the shared file's stays in use
     assert (tmp_path / "kept-elsewhere").read_bytes() == b"x" * 100_000
