@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import stat
-import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ from hello_format.limits import (DATA_IMAGE_EXTENSIONS, DATA_IMAGE_FORMATS, MAX_
                                  MAX_CLASS_NAMES_FILE_LINES, MAX_CLASSES, MAX_JPEG_SCANS, MAX_SOURCE_PIXELS,
                                  MIN_SOURCE_PIXELS, SOURCE_PIXELS_PER_FILE_BYTE)
 from hello_format.manifest import check_class_names
-from hello_format.text import cut, first_line, shortened
+from hello_format.text import cut, first_line, printed_form, shortened
 
 MAX_LISTED_PATHS = 10  # bad paths named in an error message
 LISTING_SAMPLED_FILES = 64  # files whose contents the listing's digest holds (ImageNet's: about 7 MB read a run)
@@ -354,7 +353,7 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     file -> text, either one name per line in folder order, or ``<folder> <name>`` lines
     (ImageNet's ``LOC_synset_mapping.txt``; a name may contain spaces and commas; ``<folder> - <name>``
     too, as torchvision's MNIST classes). Names must be
-    non-empty and unique (the bundle's manifest requires it), also in Unicode's NFC form: the text
+    non-empty and unique as they print (``printed_form``; the bundle's manifest requires it): the text
     tower reads "café" composed and decomposed as one name.
     """
     if source is None:
@@ -368,12 +367,12 @@ def read_class_names(source: str | os.PathLike | Sequence[str] | None, classes: 
     names = [name.strip() for name in names]
     if any(not name for name in names):
         raise BuildError(f"empty class name for folder {classes[names.index('')]!r}")
-    seen: dict[str, tuple[str, str]] = {}   # the name as the text tower's tokenizer reads it (ftfy: NFC) -> (folder, name)
+    seen: dict[str, tuple[str, str]] = {}   # the name as it prints (and the text tower reads it) -> (folder, name)
     for folder, name in zip(classes, names):
-        same = unicodedata.normalize("NFC", name)
+        same = printed_form(name)
         if same in seen:
             first_folder, first_name = seen[same]
-            spelt = "" if first_name == name else " (in Unicode's NFC form, as the text tower reads it)"
+            spelt = "" if first_name == name else " (as printed: in NFC form, joiners, variation selectors and spacing aside)"
             raise BuildError(f"class name {shortened(name)} is used for both {shortened(first_folder, 40)} and "
                              f"{shortened(folder, 40)}{spelt}; names must be unique")
         seen[same] = folder, name

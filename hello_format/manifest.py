@@ -15,7 +15,7 @@ from hello_format.augment import SETTINGS, AugmentConfig, AugmentError, view_byt
 from hello_format.container import is_json_int, is_json_number, strides_fit
 from hello_format.errors import ManifestError, UnsupportedVersionError
 from hello_format.targets import PatternError, TargetPattern
-from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, listed, shortened, terminal
+from hello_format.text import cut, encodes_as_utf8, first_unsafe_char, listed, printed_form, shortened, terminal
 
 FORMAT_VERSION = "1.1"        # what writers write unless the file uses a must-understand feature
 SUPPORTED_MAJORS = (1, 2)
@@ -319,10 +319,13 @@ def check_class_names(where: str, field: str, names) -> None:
         bad = first_unsafe_char(name)
         if bad is not None:
             _fail(where, f"{field}.{i}", f"contains the control character U+{ord(bad):04X}")
-    if len(set(names)) != len(names):
-        seen = set()
-        duplicate = next(name for name in names if name in seen or seen.add(name))
-        _fail(where, field, f"{shortened(duplicate, 40)} appears more than once")
+    seen: dict[str, int] = {}   # each name's printed form -> its first entry (a hash set, never pairwise)
+    for i, name in enumerate(names):
+        first = seen.setdefault(printed_form(name), i)
+        if first != i:
+            how = "appears more than once" if names[first] == name else f"prints as {field}.{first} does"
+            _fail(where, f"{field}.{i}", f"{shortened(name, 40)} {how} (told apart as printed: NFC, no joiners or "
+                                         "variation selectors, whitespace collapsed)")
 
 
 def _check_images(where: str, manifest: dict, file_size: int | None) -> None:

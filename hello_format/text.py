@@ -12,13 +12,19 @@ import unicodedata
 # Bidirectional embeddings, overrides and isolates reorder what a terminal or a browser shows
 # (category Cf, but most Cf characters, e.g. the zero-width joiners of some scripts, are harmless).
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
-# Format characters that show nothing, so that two different names print alike ("cat" and "cat\u200b"):
-# the soft hyphen, zero-width space, word joiner and invisible operators, the deprecated format controls,
-# the byte-order mark, the interlinear annotation marks and the tag characters (which carry hidden text;
-# an emoji subdivision flag, their one visible use, goes with them). The zero-width (non-)joiners, which
-# scripts and emoji need, and the Mongolian vowel separator, which its script needs, are not here.
-_INVISIBLE = frozenset("\u00ad\u200b\ufeff") | frozenset(map(chr, [*range(0x2060, 0x2065), *range(0x206A, 0x2070),
-                                                                   *range(0xFFF9, 0xFFFC), *range(0xE0000, 0xE0080)]))
+# Characters that show nothing, so that two different names print alike ("cat" and "cat\u200b"): the soft
+# hyphen, combining grapheme joiner, zero-width space, word joiner and invisible operators, the deprecated
+# format controls, the byte-order mark, the interlinear annotation marks, the Hangul fillers, the Khmer
+# inherent vowels, the shorthand and musical format controls, and the tag characters (which carry hidden
+# text; an emoji subdivision flag, their one visible use, goes with them). Those that scripts and emoji
+# need are not here but in _JOINERS.
+_INVISIBLE = frozenset("\u00ad\u034f\u115f\u1160\u17b4\u17b5\u200b\u3164\ufeff\uffa0") | frozenset(map(chr, [
+    *range(0x2060, 0x2065), *range(0x206A, 0x2070), *range(0xFFF9, 0xFFFC), *range(0x1BCA0, 0x1BCA4),
+    *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE0080)]))
+# Invisible characters that scripts and emoji need, left out of a name's printed form (``printed_form``):
+# the zero-width (non-)joiners, the Mongolian variation selectors and vowel separator, the variation selectors
+_JOINERS = frozenset("\u200c\u200d") | frozenset(map(chr, [*range(0x180B, 0x1810), *range(0xFE00, 0xFE10),
+                                                           *range(0xE0100, 0xE01F0)]))
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 _MARKDOWN_PUNCTUATION = frozenset("\\`*_{}[]()#+-.!|~:@$%^=/")
 
@@ -34,6 +40,14 @@ def is_unsafe_char(char: str) -> bool:
     format character or a lone UTF-16 surrogate (a JSON ``\\ud800`` escape: no UTF-8 encoding, so printing
     or hashing it fails)."""
     return unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") or char in _BIDI_CONTROLS or char in _INVISIBLE
+
+
+def printed_form(text: str) -> str:
+    """``text`` as it prints, for telling names apart: in Unicode's NFC form (as the text tower's tokenizer
+    reads it), without the invisible characters scripts need (``_JOINERS``), its whitespace runs one space,
+    none at either end. Two class names of one printed form are one name to a reader and to the text tower."""
+    composed = unicodedata.normalize("NFC", text)
+    return " ".join("".join(char for char in composed if char not in _JOINERS).split())
 
 
 def _unsafe_chars(text: str) -> set[str]:

@@ -317,6 +317,8 @@ def _hostile_vectors(out: pathlib.Path, manifest: dict, tensors: dict, images: t
            class_names=[[i] for i in range(500)])
     vector("hostile_class_name_control.hello", "ManifestError", "control character U+000A",
            class_names=["cat", "dog\n## fake", "bird"])
+    vector("hostile_class_names_print_alike.hello", "ManifestError", "prints as class_names.0 does",
+           class_names=["caf\u00e9", "cafe\u0301", "bird"])
     vector("hostile_png_bomb.hello", "ImageDecodeError", "image 0 is 4000x4000",
            extra=_blobs([_png_of_size(4000, 4000)] + good_blobs[1:]))
     bmp = io.BytesIO()

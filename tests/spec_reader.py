@@ -10,6 +10,7 @@ import math
 import pathlib
 import re
 import struct
+import unicodedata
 
 import jsonschema
 import numpy as np
@@ -350,8 +351,17 @@ def names_bound(names, field):
             fail("ManifestError", f"field '{field}.{i}'")
         if has_control(name):
             fail("ManifestError", f"field '{field}.{i}': control character")
-    if len(set(names)) != len(names):
-        fail("ManifestError", f"field {field!r}: not unique")
+    if len(set(map(printed_form, names))) != len(names):
+        fail("ManifestError", f"field {field!r}: not unique as printed")
+
+
+# 14.1 step 4: the allowed joiners and variation selectors, left out of a name's printed form
+JOINERS = {0x200C, 0x200D} | set(range(0x180B, 0x1810)) | set(range(0xFE00, 0xFE10)) | set(range(0xE0100, 0xE01F0))
+
+
+def printed_form(name):
+    composed = unicodedata.normalize("NFC", name)
+    return " ".join("".join(c for c in composed if ord(c) not in JOINERS).split())
 
 
 def tokenizer_units(text):

@@ -116,7 +116,7 @@ CASES = {
     "duplicate class folder": (with_manifest(RAW, lambda m: m["provenance"].update(
         class_folders=["x"] * len(m["class_names"]))), ManifestError, "'x' appears more than once"),
     "duplicate long class name, cut": (with_manifest(RAW, lambda m: m.update(class_names=["y" * 512] * 2 + m["class_names"][2:])),
-                                       ManifestError, "field 'class_names': '" + "y" * 36 + "... appears more than once"),
+                                       ManifestError, "field 'class_names.1': '" + "y" * 36 + "... appears more than once"),
     "class folder with a control character": (with_manifest(RAW, lambda m: m["provenance"].update(
         class_folders=[f"c{i}\x1b" for i in range(len(m["class_names"]))])), ManifestError,
         "field 'provenance.class_folders.0': contains the control character U+001B"),

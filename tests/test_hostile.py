@@ -453,7 +453,10 @@ def test_a_class_name_with_a_newline_is_a_one_line_error(tmp_path, command):
 
 
 @pytest.mark.parametrize("hidden", ["\u00ad", "\u200b", "\u2060", "\u206f", "\ufeff", "\ufffb",
-                                    "\U000e0069\U000e0067\U000e006e"])
+                                    "\U000e0069\U000e0067\U000e006e",
+                                    # the 75th audit's: a combining grapheme joiner, Hangul fillers, Khmer's
+                                    # inherent vowel, the musical and shorthand format controls
+                                    "\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\U0001d173", "\U0001bca0"])
 def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
     """'cat' and 'cat' + a zero-width space (or tag characters, which carry hidden text into the card) were
     two classes that hello info and the card showed as the same name."""
@@ -461,6 +464,17 @@ def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
     assert f"field 'class_names.1': contains the control character U+{ord(hidden[0]):04X}" in cli_error(path)
     shown = terminal("cat" + hidden)   # escaped as JSON escapes it: a surrogate pair above U+FFFF
     assert shown.isascii() and json.loads(f'"{shown}"') == "cat" + hidden
+
+
+@pytest.mark.parametrize("first, second", [("caf\u00e9", "cafe\u0301"), ("cat", "cat "), ("cat", " cat"),
+                                           ("c at", "c  at"), ("c at", "c\u00a0at"), ("c at", "c\u3000at"),
+                                           ("cat", "cat\ufe0f"), ("cat", "cat\U000e0100"), ("cat", "c\u200dat"),
+                                           ("cat", "c\u180bat")])
+def test_class_names_that_print_alike_are_one_name(tmp_path, first, second):
+    """Names apart only in their Unicode form, spacing, a joiner or a variation selector, which print alike
+    and mostly give the text tower the same prompt, were two classes (the 75th audit)."""
+    path = hostile(tmp_path, class_names=[first, second, "bird"])
+    assert "field 'class_names.1': " in (line := cli_error(path)) and "prints as class_names.0 does" in line, line
 
 
 def test_info_json_escapes_a_character_above_u_ffff_as_json_reads_it_back(tmp_path):
@@ -477,7 +491,8 @@ def test_info_json_escapes_a_character_above_u_ffff_as_json_reads_it_back(tmp_pa
 
 
 def test_the_joiners_scripts_and_emoji_need_are_kept_in_class_names(tmp_path):
-    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f468\u200d\U0001f469",   # Persian ZWNJ; emoji ZWJ
+    names = ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",   # Persian ZWNJ
+             "\u2764\ufe0f\u200d\U0001f525",   # an emoji's variation selector and ZWJ
              "\u1828\u180e\u1820"]   # a Mongolian vowel separator
     result = CliRunner().invoke(cli, ["info", str(hostile(tmp_path, class_names=names))])
     assert result.exit_code == 0, result.output
