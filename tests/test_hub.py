@@ -224,6 +224,28 @@ def test_pull_copies_the_verified_bundle_and_its_card(hub_cache, bundle_bytes, t
     assert paths[1].read_bytes().endswith(card_of("tiny.hello"))
 
 
+def test_pull_writes_only_the_bytes_it_verified(hub_cache, bundle_bytes, tmp_path, monkeypatch):
+    """The cache file was verified, then copied by its path again: one replaced in between was written
+    unverified, and the command said "sha256 verified" (the 75th audit). The copy is what is verified."""
+    from hello_format.hub import publish
+
+    blob = Path(os.path.realpath(cache_file(hub_cache, "org/tiny", "tiny.hello", bundle_bytes)))
+    verified = publish.resolve
+
+    def replaced_after_the_check(*args, **kwargs):
+        local = verified(*args, **kwargs)
+        blob.chmod(0o644)
+        blob.write_bytes(bundle_bytes + b"junk")
+        return local
+
+    monkeypatch.setattr(publish, "resolve", replaced_after_the_check)
+    out = tmp_path / "pulled"
+    with pytest.raises(HubError, match=r"^hf://datasets/org/tiny/tiny\.hello: the copy of .* does not verify \(.*\): "
+                                       r"the cached file changed while it was copied; pull again$"):
+        hub.pull("hf://datasets/org/tiny/tiny.hello", out, with_card=False)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, tmp_path, monkeypatch):
     """The card's size was asked, and the card fetched, at the branch again: moved since the bundle came,
     it gave another commit's card (fourteenth audit). The hub moves here between the two downloads."""

@@ -17,7 +17,8 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 
 from hello_format import limits
-from hello_format.errors import HelloError, HubError, HubFileNotFoundError
+from hello_format.bundle import Bundle
+from hello_format.errors import BundleError, HelloError, HubError, HubFileNotFoundError
 from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, nearest_existing, read_bounded_text,
                                 replace_refusal, unnamed_folder)
 from hello_format.hub import card
@@ -31,7 +32,8 @@ DEFAULT_REPO_TYPE = "dataset"   # where push publishes unless told (hello push -
 
 def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: bool = True,
          overwrite: bool = False) -> list[Path]:
-    """Download a bundle (verified) and, when the repo has one, its README.md into ``out_dir``; no loading. The card
+    """Download a bundle and, when the repo has one, its README.md into ``out_dir``; no loading. The bundle's copy
+    there is verified before it is put in place (``_copy_verified``). The card
     is saved as ``card_name`` says, beside the bundle, never over ``out_dir``'s own README.md; a card over
     MAX_CARD_BYTES, or one whose load lines do not name this bundle's path (another bundle's in the same repo,
     one hello did not write: card.bundle_paths), is skipped with one warning line. The folder and both targets
@@ -55,7 +57,7 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
         warnings.warn(f"hello: {terminal(card_ref.uri)} is not the card of {shortened(ref.path)} ({_whose(loads)}): "
                       "not pulled", stacklevel=2)
         card_text = None
-    targets = [(bundle_target, lambda temp: shutil.copyfile(local, temp))]
+    targets = [(bundle_target, lambda temp: _copy_verified(local, temp, ref.uri))]
     if card_text is not None:
         targets.append((card_target, lambda temp: temp.write_text(card_text, encoding="utf-8")))
     elif with_card and card_target.exists():   # beside the new bundle it would pass for this one's card
@@ -72,6 +74,17 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
         raise _write_error(Path(exc.filename2 or out), exc) from None
     return [target for target, _ in targets]
+
+
+def _copy_verified(local: Path, temp: Path, uri: str) -> None:
+    """``local`` (the verified cache file) copied to ``temp`` and the copy verified again: what is written is
+    what was checked, even when the cache file is replaced between the check and the copy."""
+    shutil.copyfile(local, temp)
+    try:
+        Bundle.open(temp, verify=True).close()
+    except BundleError as exc:
+        raise HubError(f"{uri}: the copy of {local} does not verify ({exc}): the cached file changed while it was "
+                       "copied; pull again") from None
 
 
 def _whose(paths: set[str]) -> str:
