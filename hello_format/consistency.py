@@ -156,8 +156,9 @@ def _check_encoder_lora(where, lora: EncoderLoraConfig | None, shapes) -> None:
         _expect(where, shapes, name, dtype, None, f"lora.dtype = {lora.dtype}")
         pairs.setdefault(module, {})[which] = name
     adapted = {module: adapted_module(module) for module in pairs}
-    check_match_work(f"{where}: field 'lora.rank_pattern'", list(lora.rank_pattern), set(adapted.values()),
-                     patterns=True, dot_suffixes=True)
+    for key in ("rank_pattern", "alpha_pattern"):   # matched when the projector is built: refused on open
+        check_match_work(f"{where}: field 'lora.{key}'", list(getattr(lora, key)), set(adapted.values()),
+                         patterns=True, dot_suffixes=True)
     rank_pattern = [(compile_pattern(key, "lora.rank_pattern"), rank) for key, rank in lora.rank_pattern.items()]
     for module, pair in pairs.items():
         if set(pair) != {"A", "B"}:

@@ -118,7 +118,7 @@ def _resolve(visual: nn.Module, config: EncoderLoraConfig) -> tuple[str, list[st
     values = {}
     for key, default in (("rank_pattern", config.r), ("alpha_pattern", config.lora_alpha)):
         patterns = getattr(config, key)
-        check_match_work(f"lora.{key}", list(patterns), chosen, patterns=True)
+        check_match_work(f"lora.{key}", list(patterns), chosen, patterns=True, dot_suffixes=True)   # as pattern_value
         compiled = [(compile_pattern(pattern, f"lora.{key}"), value) for pattern, value in patterns.items()]
         values[key] = {name: pattern_value(compiled, name, default) for name in chosen} if compiled else {}
     return targets, chosen, values

@@ -1295,14 +1295,40 @@ def test_modules_adapted_without_stored_weights_are_found_before_peft_allocates(
     assert not any(hasattr(module, "lora_A") for module in visual.modules())
 
 
-def test_rank_pattern_keys_against_deep_stored_paths_are_bounded_on_open(tmp_path):
+@pytest.mark.parametrize("key, value", [("rank_pattern", 2), ("alpha_pattern", 2.0)])
+def test_pattern_keys_against_deep_stored_paths_are_bounded_on_open(tmp_path, key, value):
     """A key is tried on every dot-suffix of a path: a file's path of hundreds of parts costs its length
-    squared, so the budget counts the suffixes' characters (each such path here: ~237,000 units)."""
+    squared, so the budget counts the suffixes' characters (each such path here: ~237,000 units). The
+    alpha_pattern's keys were not counted on open, and counted without the suffixes when the projector
+    was built (the 75th audit)."""
     tensors = {f"{samples.ROOT}{'a.' * 485}b{i}.lora_{x}.weight": torch.zeros(shape, dtype=torch.float16)
                for i in range(6) for x, shape in (("A", (2, 8)), ("B", (8, 2)))}
-    lora = dict(samples.sample_manifest()["lora"], target_modules=r"[a.]*b\d|transformer.*", rank_pattern={".*x": 2})
+    lora = dict(samples.sample_manifest()["lora"], target_modules=r"[a.]*b\d|transformer.*", **{key: {".*x": value}})
     line = cli_error(hostile(tmp_path, tensors=tensors, lora=lora))
-    assert "field 'lora.rank_pattern': matching against 8 modules would be 5,680,889 units" in line
+    assert f"field 'lora.{key}': matching against 8 modules would be 5,680,889 units" in line
+
+
+def test_pattern_keys_are_charged_the_dot_suffixes_they_are_tried_on_when_the_projector_is_built():
+    """``_resolve`` counted the adapted modules' path characters only, where ``pattern_value`` tries every key
+    on every dot-suffix of each path: 2.3 times the budget's work passed (the 75th audit)."""
+    from hello_format import lora
+    from hello_format.peft_keys import check_match_work
+
+    class Deep(torch.nn.Module):   # one adapted module 200 parts deep: a.a. ... .a.b
+        def __init__(self, depth):
+            super().__init__()
+            if depth:
+                self.a = Deep(depth - 1)
+            else:
+                self.b = torch.nn.Linear(2, 2)
+
+    visual, keys = Deep(200), {f"{'z' * 60}{i:04d}": 2.0 for i in range(60)}
+    config = lora.EncoderLoraConfig(r=2, lora_alpha=2.0, target_modules="[a.]*b", alpha_pattern=keys)
+    chosen = [name for name, module in visual.named_modules() if isinstance(module, torch.nn.Linear)]
+    check_match_work("x", list(keys), chosen, patterns=True)   # within the budget counted by path characters
+    with pytest.raises(ManifestError, match=r"lora.alpha_pattern: matching against 1 modules would be [\d,]+ units of "
+                                            r"work \(pattern characters x characters of the paths' dot-suffixes"):
+        lora.check_stored(visual, config, {})
 
 
 def test_rank_pattern_keys_are_charged_their_automatons_closures_on_open(tmp_path):
