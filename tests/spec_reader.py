@@ -725,8 +725,10 @@ def check_encoder_lora(lora, enc, tensors, version):
         match = lambda prefix: any(prefix == t or prefix.endswith("." + t) for t in targets)  # noqa: E731
     rank_keys = list(lora["rank_pattern"])
     suffix_total = sum(len(".".join(p.split(".")[j:])) for p in paths for j in range(len(p.split("."))))
-    if sum(len(k) for k in rank_keys) * suffix_total + sum(len(k) ** 2 for k in rank_keys) > 4_000_000:
-        fail("ManifestError", "field 'lora.rank_pattern': matching costs too much")
+    for key in ("rank_pattern", "alpha_pattern"):
+        keys = list(lora[key])
+        if sum(len(k) for k in keys) * suffix_total + sum(len(k) ** 2 for k in keys) > 4_000_000:
+            fail("ManifestError", f"field 'lora.{key}': matching costs too much")
     rank_patterns = [(Pattern(k), lora["rank_pattern"][k]) for k in rank_keys]
     for path in paths:
         parts = path.split(".")
