@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import warnings
 
 import click
 from click.core import ParameterSource
@@ -20,7 +19,7 @@ from hello_format.cli import (allow_remote_base_option, base_checkpoint_option, 
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
-from hello_format.text import os_error_line, terminal
+from hello_format.text import os_error_line, terminal, warn
 
 
 def _click_option(f: dataclasses.Field):
@@ -82,7 +81,7 @@ dist_backend_option = click.option("--dist-backend", type=click.Choice(BACKENDS)
                                    help="Under torchrun: the process group's backend [default: nccl on GPUs, gloo on CPUs].")
 
 
-def _warn_unused_teacher_flags(regime: str, teacher_path, *, warn: bool, **given) -> None:
+def _warn_unused_teacher_flags(regime: str, teacher_path, *, tell: bool, **given) -> None:
     """One warning naming the teacher-loading flags given to ``hello eval`` that apply to no teacher file
     of this run (``evaluate`` says so of the base's)."""
     from hello_build.teachers import reads_arch, runs_code
@@ -90,9 +89,9 @@ def _warn_unused_teacher_flags(regime: str, teacher_path, *, warn: bool, **given
     used = {"teacher_arch": bool(teacher_path) and reads_arch(teacher_path),
             "trust_teacher_code": bool(teacher_path) and runs_code(teacher_path)}
     unused = ["--" + name.replace("_", "-") for name, value in given.items() if value and not used[name]]
-    if unused and warn:
-        warnings.warn(f"hello: the {regime} regime{' with this teacher' * bool(teacher_path)} does not use "
-                      f"{' or '.join(unused)}", stacklevel=2)
+    if unused and tell:
+        warn(f"hello: the {regime} regime{' with this teacher' * bool(teacher_path)} does not use "
+             f"{' or '.join(unused)}")
 
 
 def say(line: str) -> None:
@@ -198,9 +197,9 @@ def eval_command(bundle, val_dir, regime, arch, epochs, optimizer, lr, batch_siz
     group = distributed.join(dist_backend, device, log=say)
     try:
         teacher_path, real_dir, stored_dir = regime_inputs(regime, teacher_path, real_dir, stored_dir,   # before loading
-                                                           warn=group is None or group.is_main)
+                                                           tell=group is None or group.is_main)
         _warn_unused_teacher_flags(regime, teacher_path, teacher_arch=teacher_arch, trust_teacher_code=trust_teacher_code,
-                                   warn=group is None or group.is_main)
+                                   tell=group is None or group.is_main)
         teacher = None
         if teacher_path:
             from hello_build.teachers import load_teacher

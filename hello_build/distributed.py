@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,7 +19,7 @@ import torch.distributed as dist
 
 from hello_build.errors import BuildError
 from hello_format.runtime import batch_share, resolve_device
-from hello_format.text import cut, first_line, shortened
+from hello_format.text import cut, first_line, shortened, warn
 
 BACKENDS = ("nccl", "gloo")
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the job with an error
@@ -155,8 +154,8 @@ def join(backend: str | None = None, device: str | None = None, timeout_s: float
     rank 0, where the job is joined before this process waits for the others there."""
     if not launched():
         if backend is not None:   # hello-build and hello eval warn of every input they do not use
-            warnings.warn(f"hello: the distributed backend {backend} is not used: this process runs alone "
-                          "(WORLD_SIZE unset or 1)", stacklevel=2)
+            warn(f"hello: the distributed backend {backend} is not used: this process runs alone "
+                 "(WORLD_SIZE unset or 1)")
         return None
     if backend is not None and backend not in BACKENDS:
         raise BuildError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -21,7 +21,6 @@ import dataclasses
 import math
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
 from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
-from hello_format.text import bound, first_line, shortened
+from hello_format.text import bound, first_line, shortened, warn
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
 STUDENT_PRECISION = "fp32"  # students train in fp32 unless asked, on every device (hello eval --precision)
@@ -239,15 +238,14 @@ def evaluate(
     if regime not in REGIMES:
         raise BuildError(f"unknown label regime {regime!r}; choose one of {', '.join(REGIMES)}")
     teacher, real_dir, stored_dir = regime_inputs(regime, teacher, real_dir, stored_dir,
-                                                  warn=group is None or group.is_main)
+                                                  tell=group is None or group.is_main)
     base_flags = [flag for flag, value in (("--base-checkpoint", checkpoint), ("--allow-remote-base", allow_remote_base))
                   if value and regime not in PROJECTOR_REGIMES]
     if base_flags and (group is None or group.is_main):   # as regime_inputs says of the inputs
-        warnings.warn(f"hello: the {regime} regime builds no projector: it does not use {' or '.join(base_flags)}",
-                      stacklevel=2)
+        warn(f"hello: the {regime} regime builds no projector: it does not use {' or '.join(base_flags)}")
     if real_dir is not None and _overlap(real_dir, val_dir) and (group is None or group.is_main):
-        warnings.warn(f"hello: --real {real_dir} and --val {val_dir} share images: the random-real student is "
-                      "scored on images it may have trained on", stacklevel=2)
+        warn(f"hello: --real {real_dir} and --val {val_dir} share images: the random-real student is "
+             "scored on images it may have trained on")
     if teacher is not None and not callable(teacher):   # a path was an AttributeError deep in labelling
         raise BuildError(f"evaluate() takes the teacher as a module, not {shortened(str(teacher))}: load it with "
                          "hello_build.teachers.load_teacher(path, arch=..., num_classes=..., image_size=...), "
@@ -273,8 +271,8 @@ def evaluate(
         unused = unused_recipe_fields(regime, recipe)
         said = [name for name in unused if (recipe_overrides or {}).get(name) is not None]
         if said and (group is None or group.is_main):   # as regime_inputs says of the inputs
-            warnings.warn(f"hello: the {regime} regime{'' if regime == 'hard' else f' with the {recipe.loss} loss'} "
-                          f"does not use {' or '.join('--' + name for name in said)}", stacklevel=2)
+            warn(f"hello: the {regime} regime{'' if regime == 'hard' else f' with the {recipe.loss} loss'} "
+                 f"does not use {' or '.join('--' + name for name in said)}")
         recipe.augment.patch_factor(*bundle.image_shape[2:])   # an override's factor too, as HelloDataset checks it
         size = recipe.augment.view_size(*bundle.image_shape[-2:])[1]   # square: check_cost refuses other views
         val_index = in_class_order(scan_image_folder(val_dir, skip_bad=skip_bad, follow_external_links=follow_external_links),
@@ -460,10 +458,10 @@ def _no_grad(model, precision: str):
     return labeller
 
 
-def regime_inputs(regime: str, teacher, real_dir, stored_dir, *, warn: bool = True) -> tuple:
+def regime_inputs(regime: str, teacher, real_dir, stored_dir, *, tell: bool = True) -> tuple:
     """``(teacher, real_dir, stored_dir)`` as ``regime`` uses them: BuildError for one it needs and lacks,
     None with one warning line for one it does not use (a script may pass the same inputs to every
-    regime, but none is dropped unsaid; ``warn``: this process says so, rank 0 of a torchrun job).
+    regime, but none is dropped unsaid; ``tell``: this process says so, rank 0 of a torchrun job).
     ``teacher`` may be a module or the file it is loaded from."""
     if regime in TEACHER_REGIMES and teacher is None:
         raise BuildError(f"the {regime} regime labels with the original teacher: pass --teacher FILE (as for hello-build)")
@@ -471,7 +469,7 @@ def regime_inputs(regime: str, teacher, real_dir, stored_dir, *, warn: bool = Tr
         raise BuildError("the random-real regime draws real images: pass --real DIR (the training ImageFolder, same class folders)")
     unused = [flag for flag, value, users in (("--teacher", teacher, TEACHER_REGIMES), ("--real", real_dir, ("random-real",)),
                                                ("--stored-dir", stored_dir, ("stored",))) if value is not None and regime not in users]
-    if unused and warn:
-        warnings.warn(f"hello: the {regime} regime does not use {' or '.join(unused)}", stacklevel=3)
+    if unused and tell:
+        warn(f"hello: the {regime} regime does not use {' or '.join(unused)}")
     return (teacher if regime in TEACHER_REGIMES else None, real_dir if regime == "random-real" else None,
             stored_dir if regime == "stored" else None)

@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from hello_build.errors import BuildError
 from hello_format.container import check_json_cost, dtype_name, is_json_number
 from hello_format.files import atomic_target, read_bounded_text, temp_target
-from hello_format.text import cut, first_line
+from hello_format.text import cut, first_line, warn
 
 try:
     import fcntl
@@ -78,8 +77,8 @@ def held(path: Path, group: Group | None = None):
             raise BuildError(f"the work directory {path} is in use by another hello-build{holder}: wait for it to "
                              "end, or give this build another --workdir") from None
         except OSError as exc:   # a filesystem without flock (NFS without lockd, Lustre mounted noflock)
-            warnings.warn(f"hello-build: the work directory {path} cannot be locked ({exc.strerror or exc}): "
-                          "nothing stops a second build on it", stacklevel=3)
+            warn(f"hello-build: the work directory {path} cannot be locked ({exc.strerror or exc}): "
+                 "nothing stops a second build on it")
             locked = False
         file.truncate(0)
         file.write(str(os.getpid()).encode())

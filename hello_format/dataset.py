@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import operator
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -35,7 +34,7 @@ from hello_format.projector import Projector
 from hello_format.recipe import Recipe
 from hello_format.runtime import (MAX_SEED, ORDER_SALT, batch_seed, batch_share, epoch_seed, host_default,
                                    resolve_device, view_seed)
-from hello_format.text import shortened
+from hello_format.text import shortened, warn
 
 
 class LabelledBatch(NamedTuple):
@@ -465,9 +464,9 @@ def _resolved_shard(rank: int | None, world_size: int | None) -> tuple[int, int]
         raise HelloError(f"rank {rank} is not in [0, world_size=1): without world_size= and an initialised process "
                          "group there is one process; pass world_size= too, or init_process_group first")
     elif world_size is None and rank is None and (launched := _launched_world_size()) > 1:
-        warnings.warn(f"WORLD_SIZE={launched} (a launcher such as torchrun) but no initialised process "
-                      "group: this process serves the whole dataset as rank 0 of 1, as every other one does; call "
-                      "torch.distributed.init_process_group() first, or pass rank= and world_size=", stacklevel=3)
+        warn(f"WORLD_SIZE={launched} (a launcher such as torchrun) but no initialised process "
+             "group: this process serves the whole dataset as rank 0 of 1, as every other one does; call "
+             "torch.distributed.init_process_group() first, or pass rank= and world_size=")
     rank, world_size = rank or 0, world_size or 1
     if not rank < world_size:
         raise HelloError(f"rank {rank} is not in [0, world_size={world_size})")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +25,7 @@ from hello_format.errors import HelloError
 from hello_format.files import atomic_target
 from hello_format.limits import HEAD_CACHE_BYTES, MAX_HEAD_CACHE_ENTRY_BYTES
 from hello_format.manifest import canonical_json
+from hello_format.text import warn
 
 TENSOR = "head.weight"
 KEY_VERSION = "hello-text-head-1"   # changes when the computation of a head changes
@@ -110,8 +110,8 @@ def _write(path: Path, key: str, head: torch.Tensor) -> bool:
         with atomic_target(path) as temp, open(temp, "wb") as file:
             write_container(file, metadata, {TENSOR: head})
     except OSError as exc:
-        warnings.warn(f"hello: head cache {path.parent} is not writable ({exc.strerror or exc}); "
-                      "the head is computed without caching", stacklevel=3)
+        warn(f"hello: head cache {path.parent} is not writable ({exc.strerror or exc}); "
+             "the head is computed without caching")
         return False
     return True
 

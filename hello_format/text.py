@@ -6,8 +6,11 @@ one), the CLI (which escapes them) and the card writer (which escapes markdown a
 """
 
 import json
+import os
 import reprlib
+import sys
 import unicodedata
+import warnings
 
 # Bidirectional embeddings, overrides and isolates reorder what a terminal or a browser shows
 # (category Cf, but most Cf characters, e.g. the zero-width joiners of some scripts, are harmless).
@@ -87,6 +90,20 @@ def terminal(text: str) -> str:
     """``text`` with every unsafe character written as JSON's escape of it (valid inside JSON strings)."""
     unsafe = _unsafe_chars(text)   # translated in one pass (a join over characters held ~85 bytes a character)
     return text.translate({ord(c): escaped(c) for c in unsafe}) if unsafe else text
+
+
+# where hello's own code lives: a warning is attributed to the first caller outside it (``warn``)
+_OWN_CODE = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
+                  for package in ("hello_format", "hello_build"))
+
+
+def warn(message: str) -> None:
+    """``message`` as a UserWarning attributed to the first caller outside hello (a user's line, as
+    ``warnings.warn``'s ``stacklevel`` would if every path into hello were as deep)."""
+    frame, stacklevel = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_CODE):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 def warning_line(message) -> str:

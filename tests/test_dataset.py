@@ -370,8 +370,9 @@ def test_a_launcher_without_a_process_group_is_warned_of_every_rank_serving_the_
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.warns(UserWarning, match=r"WORLD_SIZE=4 \(a launcher such as torchrun\) but no initialised process "
-                                         r"group: this process serves the whole dataset as rank 0 of 1"):
+                                         r"group: this process serves the whole dataset as rank 0 of 1") as caught:
         loader = HelloDataset(path, device="cpu").loader(2)
+    assert [warning.filename for warning in caught] == [__file__]   # the caller's line, not hello's
     assert (loader.rank, loader.world_size) == (0, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, 
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
-from hello_format.text import listed, shortened, terminal
+from hello_format.text import listed, shortened, terminal, warn
 
 _CARD = "README.md"   # the repo's card; a pulled one is saved as card_name says
 DEFAULT_REPO_TYPE = "dataset"   # where push publishes unless told (hello push --repo-type)
@@ -54,15 +53,15 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
     card_text = _fetch_card(card_ref, token) if with_card else None
     if card_text is not None and ref.path not in (loads := card.bundle_paths(card_text)):
         # saved as NAME.README.md, another bundle's card would pass for this one's
-        warnings.warn(f"hello: {terminal(card_ref.uri)} is not the card of {shortened(ref.path)} ({_whose(loads)}): "
-                      "not pulled", stacklevel=2)
+        warn(f"hello: {terminal(card_ref.uri)} is not the card of {shortened(ref.path)} ({_whose(loads)}): "
+             "not pulled")
         card_text = None
     targets = [(bundle_target, lambda temp: _copy_verified(local, temp, ref.uri))]
     if card_text is not None:
         targets.append((card_target, lambda temp: temp.write_text(card_text, encoding="utf-8")))
     elif with_card and card_target.exists():   # beside the new bundle it would pass for this one's card
-        warnings.warn(f"hello: {terminal(str(card_target))} is left from before: this pull brought no "
-                      "card for the bundle", stacklevel=2)
+        warn(f"hello: {terminal(str(card_target))} is left from before: this pull brought no "
+             "card for the bundle")
     try:
         out.mkdir(parents=True, exist_ok=True)
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
@@ -131,15 +130,15 @@ def _fetch_card(card_ref: HubRef, token: str | None) -> str | None:
     except HubFileNotFoundError:   # no card: the bundle pulls alone
         return None
     except HubError as exc:   # a 503, a timeout, a refused token, a copied cache: not taken for no card
-        warnings.warn(f"hello: {exc} (the card is not pulled)", stacklevel=2)
+        warn(f"hello: {exc} (the card is not pulled)")
         return None
     if not _card_fits(card_ref, local.stat().st_size):
         return None
     try:   # what is read is bounded too: a size can lie (a file under /proc reports 0 bytes)
         return read_bounded_text(local, limits.MAX_CARD_BYTES)
     except ValueError as exc:   # too large, or not UTF-8 text
-        warnings.warn(f"hello: {terminal(card_ref.uri)} {exc} (a card is UTF-8 text of at most "
-                      f"{limits.MAX_CARD_BYTES:,} bytes): not pulled", stacklevel=2)
+        warn(f"hello: {terminal(card_ref.uri)} {exc} (a card is UTF-8 text of at most "
+             f"{limits.MAX_CARD_BYTES:,} bytes): not pulled")
         return None
 
 
@@ -166,8 +165,8 @@ def _card_fits(card_ref: HubRef, size: int | None) -> bool:
     """Whether a card of ``size`` bytes (None: unknown) is pulled; one warning line when it is not."""
     if size is not None and size <= limits.MAX_CARD_BYTES:
         return True
-    warnings.warn(f"hello: {terminal(card_ref.uri)} is {'of unknown size' if size is None else f'{size:,} bytes'} "
-                  f"(a card is at most {limits.MAX_CARD_BYTES:,}): not pulled", stacklevel=3)
+    warn(f"hello: {terminal(card_ref.uri)} is {'of unknown size' if size is None else f'{size:,} bytes'} "
+         f"(a card is at most {limits.MAX_CARD_BYTES:,}): not pulled")
     return False
 
 
