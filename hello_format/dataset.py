@@ -369,7 +369,15 @@ class BatchLoader:
         ``split_batches`` all ranks draw the global batch's."""
         return self._views(self.first_epoch() if first is None else first)   # resolved now, not at the first next()
 
-    def _views(self, first: int):
+    def _views(self, first: int, *, advances: bool = False):
+        """``views``' batches from epoch ``first``; ``advances``: the pass then sets the dataset's epoch to the
+        one after its last. Checked here, before the first batch: an epoch is below 2**63."""
+        if first + self.epochs - 1 + advances >= 2**63:
+            raise HelloError(f"a pass of {self.epochs:,} epoch(s) from epoch {first:,} would reach epoch 2**63 "
+                             "(epochs are below it): set_epoch() or start_epoch= an earlier one")
+        return self._epoch_views(first)
+
+    def _epoch_views(self, first: int):
         rank = 0 if self.split_batches else self.rank
         for epoch in range(first, first + self.epochs):
             shard = self.shard(epoch).to(self.dataset.device)
@@ -382,7 +390,7 @@ class BatchLoader:
     def __iter__(self) -> Iterator[LabelledBatch]:
         make = lambda item: self.dataset.label(item[1], item[2], self.rows(len(item[1])))  # noqa: E731  (item: epoch, indices, view)
         first, per_epoch = self.first_epoch(), self.batches_per_epoch()
-        views = self._views(first)
+        views = self._views(first, advances=self.start_epoch is None)
         batches = ahead(views, make, self.dataset.device) if self.prefetch else map(make, views)
         for number, batch in enumerate(batches, start=1):
             if self.start_epoch is None and number % per_epoch == 0:   # an epoch's last batch: the next pass goes on after it

@@ -900,6 +900,21 @@ def test_loader_counts_are_integers(path, arguments, message):
         HelloDataset(path, device="cpu").loader(**arguments)
 
 
+def test_a_pass_that_would_reach_epoch_2_to_the_63_is_refused_before_its_first_batch(path):
+    """set_epoch(2**63 - 1) was accepted and the pass failed before its last batch, which was never handed
+    over (the HelloDataset walkthrough): its end would set epoch 2**63."""
+    ds = HelloDataset(path, device="cpu")
+    ds.set_epoch(2**63 - 1)
+    with pytest.raises(HelloError, match=r"^a pass of 1 epoch\(s\) from epoch 9,223,372,036,854,775,807 would reach "
+                                         r"epoch 2\*\*63 \(epochs are below it\)"):
+        next(iter(ds.loader(4)))
+    assert ds.epoch == 2**63 - 1
+    assert len(list(ds.loader(4, start_epoch=2**63 - 1))) == ds.loader(4).batches_per_epoch()   # pinned: moves nothing
+    assert len(list(ds.loader(4, start_epoch=2**63 - 2, epochs=2).views())) == 2 * ds.loader(4).batches_per_epoch()
+    with pytest.raises(HelloError, match=r"^a pass of 2 epoch\(s\) from epoch 9,223,372,036,854,775,807 would reach"):
+        ds.loader(4, start_epoch=2**63 - 1, epochs=2).views()
+
+
 def test_numpy_integers_are_seeds_and_epochs(path):
     """np.int64(3) as a seed was an OverflowError in the seed arithmetic (seeds from numpy configs)."""
     def first(ds, **loader):
