@@ -271,6 +271,8 @@ class HelloDataset(LabelledImages):
         soft_labels: bool = True,
     ):
         device = resolve_device(device)
+        if label_options is not None and not soft_labels:   # as the commands say of an input they do not use
+            warn("hello: soft_labels=False labels nothing: label_options is not used")
         label_options = LabelOptions.of(label_options)  # a bad option fails before the bundle is read
         with open_bundle(path, verify=verify) as bundle:
             self.manifest = bundle.manifest

@@ -279,6 +279,10 @@ def test_without_soft_labels_no_projector_is_built_and_the_views_are_the_same(pa
         HelloDataset(local, device="cpu")
     batch = next(iter(HelloDataset(local, device="cpu", seed=4, soft_labels=False).loader(4, start_epoch=0)))
     assert torch.equal(batch.images, next(iter(hard_only.loader(4, start_epoch=0))).images)
+    # label options were checked, then dropped unsaid (the HelloDataset walkthrough)
+    with pytest.warns(UserWarning, match=r"^hello: soft_labels=False labels nothing: label_options is not used$") as caught:
+        HelloDataset(path, device="cpu", soft_labels=False, label_options={"prefetch": True})
+    assert [warning.filename for warning in caught] == [__file__]
 
 
 def test_same_seed_same_batches_and_epochs_differ(path):
