@@ -192,14 +192,14 @@ def scan_image_folder(
 
 
 def _check_files(samples: Sequence[tuple[str, int]], decode: bool, threads: int, group: Group | None) -> list[bool]:
-    """Whether each sample's file is readable (``file_problem``), checked in chunks by ``threads`` threads; in a
+    """Whether each sample's file is readable (``_file_problem``), checked in chunks by ``threads`` threads; in a
     ``group`` each rank checks every world_size-th file and the verdicts are summed."""
     mine = range(len(samples)) if group is None else range(group.rank, len(samples), group.world_size)
     readable = [False] * len(samples)
 
     def check(start: int, stop: int) -> None:
         for i in mine[start:stop]:
-            readable[i] = file_problem(samples[i][0], decode) is None
+            readable[i] = _file_problem(samples[i][0], decode) is None
 
     with _without_bomb_warnings():
         run_in_chunks(len(mine), max(1, threads), check)
@@ -309,7 +309,7 @@ def check_source_pixels(width_height: tuple[int, int], file_bytes: int) -> None:
                          f"{SOURCE_PIXELS_PER_FILE_BYTE} a byte, at least {MIN_SOURCE_PIXELS:,}, at most {MAX_SOURCE_PIXELS:,})")
 
 
-def file_problem(path: str, decode: bool) -> str | None:
+def _file_problem(path: str, decode: bool) -> str | None:
     """Why ``path`` is not an image the build reads (one short line), None when it is: a regular file (a FIFO
     or a device named like an image can block its reader forever) that ``load_image`` decodes (``decode``: a
     JPEG at its smallest DCT scale, whose whole entropy-coded data is still read, so a truncated one fails),
@@ -334,8 +334,8 @@ def file_problem(path: str, decode: bool) -> str | None:
 
 
 def _bad_file(path: str, decode: bool) -> str:
-    """``path`` with why it is bad (``file_problem``, checked again), for a line naming a bad file."""
-    return f"{path} ({file_problem(path, decode) or 'readable now'})"
+    """``path`` with why it is bad (``_file_problem``, checked again), for a line naming a bad file."""
+    return f"{path} ({_file_problem(path, decode) or 'readable now'})"
 
 
 def _list_bad(paths: Sequence[str], decode: bool) -> str:
