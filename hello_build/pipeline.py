@@ -119,7 +119,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     # one build at a time on a work directory, refused before a second one scans the data or loads a base
     locked = scope.enter_context(held(options.workdir_path(), group))
 
-    work = WorkDir(options.workdir_path(), group=group, held=locked)
+    work = WorkDir(options.workdir_path(), group=group, held=locked, device=str(device))
     kept = _Kept(work, timings, log, reuse=not options.fresh)
     started = time.perf_counter()
     index = scan_image_folder(options.data, options.class_names, skip_bad=options.skip_bad, group=group,
@@ -541,7 +541,7 @@ def _manifest(ctx: BuildContext, agreement: dict, prior: dict | None, ipc: int |
             "skipped_images": len(ctx.index.bad),
             "teacher": ctx.teachers.description,
             "builder": {"name": "hello-build", "version": hello_format.__version__, "options": options.recorded(),
-                        "processes": {name: ctx.work.processes(name) for name in ctx.timings},
+                        "runs": {name: ctx.work.run(name) for name in ctx.timings},
                         **({"init_adapter": results["transfer"]["init_adapter"]}
                            if "init_adapter" in results["transfer"] else {})},
             "timings": {k: round(v, 3) for k, v in ctx.timings.items()},

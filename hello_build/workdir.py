@@ -37,6 +37,7 @@ except ImportError:   # Windows: no advisory locks, the work directory is not he
 
 MAX_RECORD_BYTES = 2**26   # a stage's JSON record (its result: candidate choices, fidelity, timings)
 MAX_PROCESSES = 2**20      # a record's count of the processes that made it
+MAX_DEVICE_CHARS = 64      # a record's name of the device that made it ("cuda:0")
 LOCK_FILE = "hello-build.lock"
 _RECORD_SUFFIXES = (".json", ".safetensors")   # what the build writes in its work directory
 STAGE_KEY = "key.json"   # in a stage's folder of partial state: the key it was made with (WorkDir.stage_dir)
@@ -113,13 +114,15 @@ def _make_folder(path: Path) -> None:
 
 
 class WorkDir:
-    def __init__(self, path: Path, *, group: Group | None = None, held: bool = False):
+    def __init__(self, path: Path, *, group: Group | None = None, held: bool = False, device: str | None = None):
         """``held``: whether this process holds the work directory's lock (what ``held`` yields): then no
-        other build writes in it, and the temp files a killed run left can be removed."""
+        other build writes in it, and the temp files a killed run left can be removed. ``device``: where
+        this run computes, recorded with each result it writes (``run``)."""
         self.path, self.group, self.held = Path(path), group, held
         self.writes = group is None or group.is_main
-        self.world_size = group.world_size if group is not None else 1
-        self._processes: dict[str, int | None] = {}   # the results this run used, by the processes that made them
+        # how this run computes: each record it writes says so, and a resumed result says how it was made
+        self.this_run = {"processes": group.world_size if group is not None else 1, "device": device}
+        self._runs: dict[str, dict | None] = {}   # the results this run used, by the run that made each
         self._unkept: list[tuple] = []   # memoised results, as finish's arguments: kept with the first stage's
         if self.writes:
             _make_folder(self.path)
@@ -167,7 +170,7 @@ class WorkDir:
         if self.group is not None and self.group.decide(record is not None) != (record is not None):
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
         if record is not None:
-            self._processes[stage] = record.get("processes")
+            self._runs[stage] = record.get("run")
         recorded = stored["key"] if stored is not None and record is None and isinstance(stored["key"], dict) else {}
         return record, _differences(key, recorded) if recorded else []
 
@@ -181,15 +184,15 @@ class WorkDir:
         if not (isinstance(record, dict) and "key" in record and isinstance(record.get("result"), dict)
                 and is_json_number(seconds) and math.isfinite(seconds) and seconds >= 0):
             raise unreadable(marker, "not a stage record")
-        processes = record.get("processes")   # absent from an older hello-build's records
-        if processes is not None and not (type(processes) is int and 1 <= processes <= MAX_PROCESSES):
-            raise unreadable(marker, "its processes are not a count of them")
+        run = record.get("run")   # absent from an older hello-build's records
+        if run is not None and not _is_run(run):
+            raise unreadable(marker, "its run is not the processes and device that made it")
         return record
 
-    def processes(self, name: str) -> int | None:
-        """How many processes made the result ``name`` this build used: those of the run that wrote its record
-        (None: a record of an older hello-build, which did not say); this run's for a step it has no record of."""
-        return self._processes.get(name, self.world_size)
+    def run(self, name: str) -> dict | None:
+        """How the result ``name`` this build used was made, ``{"processes", "device"}``: by the run that wrote
+        its record (None: a record of an older hello-build, which did not say), else by this run."""
+        return self._runs.get(name, self.this_run)
 
     def _json(self, path: Path):
         """A work-directory JSON file this module wrote (NaN allowed: a diverged loss); one cut short, not
@@ -225,8 +228,8 @@ class WorkDir:
 
     def _write(self, stage: str, key: dict, result: dict, seconds: float, tensors: dict[str, torch.Tensor] | None) -> dict:
         """The record of ``stage``, written with its tensors by rank 0 (every rank of a group waits for it)."""
-        record = {"key": _jsonable(key), "seconds": seconds, "processes": self.world_size, "result": result}
-        self._processes[stage] = self.world_size
+        record = {"key": _jsonable(key), "seconds": seconds, "run": self.this_run, "result": result}
+        self._runs[stage] = self.this_run
         if self.writes:
             if tensors is not None:
                 self.save_tensors(stage, tensors)
@@ -252,7 +255,7 @@ class WorkDir:
         if self.group is not None:
             reused = not self.group.sum([float(not reused)])[0]
         if reused:
-            self._processes[name] = stored.get("processes")
+            self._runs[name] = stored.get("run")
             return self.load_tensors(name, shapes, dtypes), stored["seconds"], True
         started = time.perf_counter()
         tensors = compute()
@@ -380,6 +383,17 @@ def unreadable(path: Path, reason: str) -> BuildError:
     name = f"{path.parent.name}/{path.name}" if (path.parent / STAGE_KEY).is_file() else path.name
     return BuildError(f"the work directory's {name} is unreadable ({reason}): rerun with --fresh "
                       "(it discards the stages' results in the work directory, nothing else)")
+
+
+def _is_run(run) -> bool:
+    """Whether a record's ``run`` is what ``WorkDir.this_run`` writes (a device named in at most
+    MAX_DEVICE_CHARS printable ASCII characters, or None)."""
+    if not (isinstance(run, dict) and set(run) == {"processes", "device"}):
+        return False
+    processes, device = run["processes"], run["device"]
+    return (type(processes) is int and 1 <= processes <= MAX_PROCESSES
+            and (device is None or isinstance(device, str) and len(device) <= MAX_DEVICE_CHARS and device.isascii()
+                 and device.isprintable()))
 
 
 def _differences(key: dict, recorded: dict) -> list[str]:

@@ -129,7 +129,8 @@ def test_provenance_records_options_timings_and_fidelity(reference):
     assert "calibrate" not in provenance["timings"]   # fp16 deltas: nothing to calibrate
     assert "write" in summary["timings"]
     assert all(seconds >= 0 for seconds in provenance["timings"].values())
-    assert provenance["builder"]["processes"] == dict.fromkeys(provenance["timings"], 1)   # each step: alone
+    # each step made alone, on this run's device
+    assert provenance["builder"]["runs"] == {name: {"processes": 1, "device": "cpu"} for name in provenance["timings"]}
     fidelity = provenance["fidelity"]
     for key in ("before_transfer", "after_transfer"):
         assert {"agreement", "kl", "projector_top1", "teacher_top1"} <= set(fidelity[key])
@@ -1281,31 +1282,38 @@ def test_a_resumed_stage_counts_the_time_its_earlier_runs_spent(reference, tmp_p
         assert bundle.manifest["provenance"]["timings"]["transfer"] >= 1000
 
 
-def test_a_resumed_stage_is_recorded_with_the_processes_that_made_it(reference, tmp_path):
-    """A result another run made counts that run's processes (a torchrun job's transfer resumed alone), one
-    an older hello-build's record made without saying them null, and what this run did its own."""
+def test_a_resumed_stage_is_recorded_with_the_run_that_made_it(reference, tmp_path):
+    """A result another run made counts that run's processes and device (a torchrun job's transfer on GPUs
+    resumed alone on a CPU: neither bit-identical), one an older hello-build's record made without saying
+    them null, and what this run did its own. options.device is this run's."""
     options, _, _ = reference
     workdir = tmp_path / "work"
     shutil.copytree(options.workdir_path(), workdir)
-    for stage, edit in (("transfer", lambda record: record.update(processes=4)), ("init", lambda record: record.pop("processes"))):
+    job = {"processes": 4, "device": "cuda:0"}
+    for stage, edit in (("transfer", lambda record: record.update(run=job)), ("init", lambda record: record.pop("run"))):
         record = json.loads((workdir / f"{stage}.json").read_text())
         edit(record)
         (workdir / f"{stage}.json").write_text(json.dumps(record))
     summary, _ = run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
     with Bundle.open(summary["output"]) as bundle:
-        processes = bundle.manifest["provenance"]["builder"]["processes"]
-    assert processes["transfer"] == 4 and processes["init"] is None
-    assert processes["text_head"] == processes["data"] == processes["report"] == 1
+        builder = bundle.manifest["provenance"]["builder"]
+    assert builder["runs"]["transfer"] == job and builder["runs"]["init"] is None
+    alone = {"processes": 1, "device": "cpu"}
+    assert builder["runs"]["text_head"] == builder["runs"]["data"] == builder["runs"]["report"] == alone
+    assert builder["options"]["device"] == "cpu"
 
 
-@pytest.mark.parametrize("processes", [0, "2", True, 2.0])
-def test_a_stage_record_with_another_count_of_processes_is_one_line(reference, tmp_path, processes):
+@pytest.mark.parametrize("run", [{"processes": 0, "device": "cpu"}, {"processes": "2", "device": "cpu"},
+                                 {"processes": True, "device": "cpu"}, {"processes": 2.0, "device": "cpu"},
+                                 {"processes": 2}, {"processes": 2, "device": "cuda\n0"}, {"processes": 2, "device": "c" * 65},
+                                 {"processes": 2, "device": "cpu", "more": 1}, 4])
+def test_a_stage_record_with_another_run_is_one_line(reference, tmp_path, run):
     options, _, _ = reference
     workdir = tmp_path / "work"
     shutil.copytree(options.workdir_path(), workdir)
     record = json.loads((workdir / "transfer.json").read_text())
-    (workdir / "transfer.json").write_text(json.dumps({**record, "processes": processes}))
-    with pytest.raises(BuildError, match=r"^the work directory's transfer.json is unreadable \(its processes are not a count"):
+    (workdir / "transfer.json").write_text(json.dumps({**record, "run": run}))
+    with pytest.raises(BuildError, match=r"^the work directory's transfer.json is unreadable \(its run is not the processes"):
         run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
 
 
