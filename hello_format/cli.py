@@ -33,6 +33,7 @@ from hello_format.files import atomic_target, missing_folder, replace_refusal, s
 from hello_format.generator import DELTA_GROUP_SIZE, EncoderLoraConfig, HeadConfig
 from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
+from hello_format.peft_keys import adapted_module, peft_module
 from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
 from hello_format.text import cut, human_bytes, listed, os_error_line, shortened, terminal, warning_line
 
@@ -165,8 +166,9 @@ def cli() -> None:
 
 def _encoder_lora_size(bundle: Bundle) -> dict:
     """The encoder LoRA's adapted modules and parameters, counted on the stored (logical) shapes."""
-    shapes = bundle.lora_shapes()
-    return {"modules": len(shapes) // 2, "parameters": sum(math.prod(shape) for shape in shapes.values())}
+    shapes = bundle.lora_shapes()   # a ViT attention's in-projection and out_proj pairs are one module's, as peft adapts it
+    modules = {adapted_module(parsed[0]) for parsed in map(peft_module, shapes) if parsed is not None}
+    return {"modules": len(modules), "parameters": sum(math.prod(shape) for shape in shapes.values())}
 
 
 def _summary(bundle: Bundle) -> list[str]:

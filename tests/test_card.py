@@ -63,6 +63,14 @@ def test_body_numbers_match_manifest_and_storage(bundle):
     assert "## Evaluation" not in body
 
 
+def test_the_preview_says_which_classes_it_shows(bundle, monkeypatch):
+    """The preview shows the first PREVIEW_CLASSES classes; its alt text claimed every class (the commands walkthrough)."""
+    assert f"![{bundle.num_classes} classes, a few images each](preview.png)" in card.render_card(bundle, uri=URI)
+    monkeypatch.setattr(card, "PREVIEW_CLASSES", bundle.num_classes - 1)
+    shown = f"![the first {bundle.num_classes - 1} of {bundle.num_classes} classes, a few images each](preview.png)"
+    assert shown in card.render_card(bundle, uri=URI)
+
+
 def test_open_clip_base_maps_to_its_hub_repo(tmp_path):
     path = make_bundle(tmp_path / "rn50.hello", source="open_clip", architecture="RN50", pretrained="openai")
     with Bundle.open(path) as b:

@@ -529,6 +529,8 @@ def test_dry_run_refuses_results_of_another_bundle_with_the_same_counts_and_publ
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 2 and refused.stderr.startswith("error: eval results entry 1 trained on the bundle whose "
                                                                 "manifest sha256 is"), refused.output
+    # the recorded sha256 cut as this bundle's is, without the opening quote it had alone
+    assert f"sha256 is {another['inputs']['bundle_manifest_sha256'][:16]}..., this bundle's is " in refused.stderr
     results.write_text(json.dumps([own]))
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert "/home/me" not in (tmp_path / "up" / "README.md").read_text()

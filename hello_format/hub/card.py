@@ -20,7 +20,7 @@ from hello_format.hub.preview import first_per_class, render_grid
 from hello_format.hub.resolver import parse_hf_uri
 from hello_format.limits import MAX_CARD_BYTES, MAX_EVAL_COLUMNS, MAX_EVAL_ENTRIES, MAX_EVAL_RESULTS_BYTES
 from hello_format.quantize import storage_text
-from hello_format.text import code, human_bytes, json_cut, markdown, shortened
+from hello_format.text import code, cut, human_bytes, json_cut, markdown, shortened
 
 TAGS = ["dataset-distillation", "hello", "synthetic"]
 DEFAULT_LICENSE = "other"
@@ -130,7 +130,7 @@ def _check_results_of(bundle: Bundle, results: list[dict]) -> list[dict]:
         recorded = inputs.get("bundle_manifest_sha256") if isinstance(inputs, dict) else None
         if recorded is not None and recorded != bundle.manifest_sha256:
             raise HubError(f"eval results entry {i} trained on the bundle whose manifest sha256 is "
-                           f"{shortened(recorded, 20)}, this bundle's is {bundle.manifest_sha256[:16]}...: give the "
+                           f"{cut(recorded, 19) if isinstance(recorded, str) else shortened(recorded, 20)}, this bundle's is {bundle.manifest_sha256[:16]}...: give the "
                            "results of `hello eval` on this bundle")
         other = {key: entry[key] for key in held if key in entry and entry[key] != held[key]}
         if other:
@@ -216,7 +216,7 @@ def render_card(
     sections = [
         f"# {markdown(name)}",
         _what(bundle),
-        *([f"![{bundle.num_classes} classes, a few images each]({preview})"] if preview else []),
+        *([f"![{_previewed(bundle.num_classes)}, a few images each]({preview})"] if preview else []),
         "## Load it\n\n"
         "```python\n"
         "from hello_format import HelloDataset\n"
@@ -250,6 +250,11 @@ def _check_card_size(text: str, sections: list[str]) -> None:
     raise HubError(f"the card would be {size:,} bytes, over the {MAX_CARD_BYTES:,} that hello pull takes; its "
                    f"largest section is {shortened(heading, 60)} ({len(largest.encode('utf-8')):,} bytes)"
                    + ("; pass fewer --eval results or fields" if heading == "Evaluation" else ""))
+
+
+def _previewed(num_classes: int) -> str:
+    """Which classes the card's preview shows (``render_preview``'s default)."""
+    return f"{num_classes} classes" if num_classes <= PREVIEW_CLASSES else f"the first {PREVIEW_CLASSES} of {num_classes:,} classes"
 
 
 def render_preview(bundle: Bundle, *, classes: int = PREVIEW_CLASSES, per_class: int = PREVIEW_PER_CLASS):
