@@ -200,6 +200,22 @@ def atomic_target(path: str | os.PathLike):
 
 
 @contextlib.contextmanager
+def folders_made(path: str | os.PathLike):
+    """Make the folder ``path`` and the parents it lacks; when the block fails, remove again those it made
+    that are still empty (a failed write leaves no folders behind)."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]   # innermost first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):   # not empty: something else was put there meanwhile
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_targets(*paths: str | os.PathLike):
     """``atomic_target`` for files that go together: yield a temp file for each path; when the block ends
     normally, fsync them all, then rename each over its path in the order given with SIGINT and SIGTERM

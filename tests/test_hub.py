@@ -243,7 +243,7 @@ def test_pull_writes_only_the_bytes_it_verified(hub_cache, bundle_bytes, tmp_pat
     with pytest.raises(HubError, match=r"^hf://datasets/org/tiny/tiny\.hello: the copy of .* does not verify \(.*\): "
                                        r"the cached file changed while it was copied; pull again$"):
         hub.pull("hf://datasets/org/tiny/tiny.hello", out, with_card=False)
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()   # nor the folder it made for the bundle
 
 
 def test_pull_takes_the_card_of_the_bundles_own_commit(hub_cache, bundle_bytes, tmp_path, monkeypatch):
@@ -753,6 +753,10 @@ def test_dry_run_that_fails_while_writing_leaves_no_half_folder(tmp_path, monkey
     with pytest.raises(HubError, match="upload: cannot write there: No space left on device"):
         hub.write_upload_folder(source, tmp_path / "upload", repo_id="org/tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]   # no folder, no temp folder
+    # nor the parent folders it made for it (they stayed: the commands walkthrough)
+    with pytest.raises(HubError, match="upload: cannot write there: No space left on device"):
+        hub.write_upload_folder(source, tmp_path / "new" / "er" / "upload", repo_id="org/tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]
 
 
 # ------------------------------------------------------------- found by the sixth hostile-input audit

@@ -18,8 +18,8 @@ from huggingface_hub.utils import validate_repo_id
 from hello_format import limits
 from hello_format.bundle import Bundle
 from hello_format.errors import BundleError, HelloError, HubError, HubFileNotFoundError
-from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, nearest_existing, read_bounded_text,
-                                replace_refusal, unnamed_folder)
+from hello_format.files import (atomic_folder, atomic_targets, cannot_write_in, folders_made, nearest_existing,
+                                read_bounded_text, replace_refusal, unnamed_folder)
 from hello_format.hub import card
 from hello_format.hub.resolver import (LOGIN_HINT, REPO_TYPES, HubRef, download, file_uri, hub_error, open_bundle,
                                        parse_hf_uri, resolve, snapshot_commit)
@@ -63,11 +63,10 @@ def pull(uri: str, out_dir: str | Path, *, token: str | None = None, with_card: 
         warn(f"hello: {terminal(str(card_target))} is left from before: this pull brought no "
              "card for the bundle")
     try:
-        out.mkdir(parents=True, exist_ok=True)
         # temp files renamed into place (a reader with an old file mapped keeps it whole; overwriting in
         # place would truncate it under the reader: SIGBUS), both written and flushed before either is
         # renamed, the bundle first, with SIGINT and SIGTERM held between the two renames
-        with atomic_targets(*(target for target, _ in targets)) as temps:
+        with folders_made(out), atomic_targets(*(target for target, _ in targets)) as temps:
             for (_, write), temp in zip(targets, temps):
                 write(temp)
     except OSError as exc:   # a failed rename names its target (filename2); a failed copy, the folder
@@ -228,8 +227,7 @@ def write_upload_folder(
         source = bundle.path
     target = root / check_bundle_name(source.name)
     try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_folder(root) as temp:   # all three files or none
+        with folders_made(root.parent), atomic_folder(root) as temp:   # all three files or none
             shutil.copyfile(source, temp / target.name)
             # the copy is what is verified and described: a file replaced at the path since cannot slip in
             with _named_as(source, temp / target.name), open_bundle(temp / target.name, verify=True) as bundle:
