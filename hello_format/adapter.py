@@ -55,7 +55,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = Fals
             with open(temp / HEAD_FILE, "wb") as file:
                 write_container(file, metadata, head)
     except FileExistsError as exc:   # made in the meantime
-        raise _occupied(exc) from None
+        raise _occupied(exc, Path(folder)) from None
     except OSError as exc:
         raise BundleError(f"{folder}: write failed: {exc.strerror or exc}") from None
     return [folder / lora.ADAPTER_CONFIG_FILE, folder / lora.ADAPTER_WEIGHTS_FILE, folder / HEAD_FILE]
@@ -72,8 +72,11 @@ def check_target(folder: str | Path, overwrite: bool) -> None:
     try:
         check_folder_target(folder, overwrite)
     except FileExistsError as exc:
-        raise _occupied(exc) from None
+        raise _occupied(exc, Path(folder)) from None
 
 
-def _occupied(exc: FileExistsError) -> BundleError:
-    return BundleError(f"{exc}: choose a new or empty folder, or replace it with --overwrite")
+def _occupied(exc: FileExistsError, folder: Path) -> BundleError:
+    """``check_folder_target``'s refusal with its remedy (a link's is in it): --overwrite replaces a folder only."""
+    if folder.is_symlink():
+        return BundleError(str(exc))
+    return BundleError(f"{exc}: choose a new or empty folder{', or replace it with --overwrite' * folder.is_dir()}")

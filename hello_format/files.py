@@ -346,7 +346,9 @@ def _mode_for(path: Path, default: int) -> int:
 def check_folder_target(path: Path, replace: bool) -> None:
     """FileExistsError unless ``atomic_folder`` may write at ``path``: new, an empty folder, or with
     ``replace`` any folder."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    if path.is_symlink():   # never written through: the folder it names would be replaced
+        raise FileExistsError(f"{path} is a symbolic link: name the folder itself")
+    if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not replace:
         raise FileExistsError(f"{path} is a folder that is not empty")

@@ -385,6 +385,18 @@ def test_export_adapter_refuses_a_non_empty_folder_before_building_the_projector
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_export_adapter_to_a_link_to_a_folder_names_the_link_and_no_remedy_that_fails(base_kit, tmp_path, overwrite):
+    """A link to an empty folder was 'not a folder', and the remedy given, --overwrite, was refused alike
+    (the commands walkthrough): a link is never written through."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty", target_is_directory=True)
+    result = run("export-adapter", base_kit["local"], "-o", tmp_path / "link", *overwrite)
+    assert result.exit_code == 2 and result.stderr == (f"error: {tmp_path / 'link'} is a symbolic link: name the folder "
+                                                       "itself\n"), result.output
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["export-adapter", "requantize", "preview"])
 def test_base_checkpoint_reaches_every_command_that_builds_the_projector(base_kit, tmp_path, command):
     needed = "this bundle's base is a local checkpoint ('tiny-vit.safetensors'): pass its path"
