@@ -46,6 +46,7 @@ class Storage:
     file_bytes: int
     stored_label_bytes: int        # N * recipe.epochs * C * 2 (fp16 soft labels, SRe2L/FKD style)
     ratio: float | None            # stored_label_bytes / label_generator_bytes
+    other_bytes: int = 0           # tensors this version does not define (a later one's): with the four parts, file_bytes
 
     def versus(self) -> str:
         """The stored soft labels against the label generator, as people read it: one decimal, or two
@@ -528,12 +529,16 @@ class Bundle:
 
         generator = total(lambda n: n.startswith(ENCODER_PREFIX) or n in HEAD_TENSORS)   # not unknown head.* names
         stored = stored_label_bytes(self.num_images, self.manifest["recipe"]["epochs"], self.num_classes)
+        images = total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS, LABELS))
+        base = total(lambda n: n.startswith(BASE_PREFIX) or n == HEAD_WEIGHT)
+        tensors = total(lambda n: True)
         return Storage(
-            images_bytes=total(lambda n: n in (IMAGES_DATA, IMAGES_OFFSETS, LABELS)),
+            images_bytes=images,
             label_generator_bytes=generator,
-            base_bytes=total(lambda n: n.startswith(BASE_PREFIX) or n == HEAD_WEIGHT),
+            base_bytes=base,
             header_bytes=self._header.data_start,
-            file_bytes=self._header.data_start + total(lambda n: True),
+            file_bytes=self._header.data_start + tensors,
             stored_label_bytes=stored,
             ratio=stored / generator if generator else None,
+            other_bytes=tensors - images - generator - base,
         )

@@ -215,6 +215,8 @@ def _summary(bundle: Bundle) -> list[str]:
         f"  images and labels      {human_bytes(s.images_bytes)}",
         f"  label generator        {human_bytes(s.label_generator_bytes)} (encoder + head LoRA)",
         f"  base (embedded)        {human_bytes(s.base_bytes)}",
+        f"  header and manifest    {human_bytes(s.header_bytes)}",
+        *([f"  other tensors          {human_bytes(s.other_bytes)} (not of this format version)"] if s.other_bytes else []),
         f"  file                   {human_bytes(s.file_bytes)}",
         f"  stored soft labels     {human_bytes(s.stored_label_bytes)} (N x epochs x C x 2 bytes, SRe2L/FKD): {s.versus()}",
     ]

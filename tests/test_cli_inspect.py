@@ -35,8 +35,10 @@ def test_info_prints_the_summary_and_storage():
     storage = Bundle.open(VALID).storage()
     for text in ("classes: 3 (cat, dog, café)", "images: 6 (ipc 2), 3x8x8, codec png", "hello-tiny-vit",
                  "encoder LoRA: r 2, alpha 4", "LoRA r 4", "loss mse_ce", "300 epochs",
-                 f"SRe2L/FKD): {storage.ratio:,.1f}x the label generator"):
+                 f"SRe2L/FKD): {storage.ratio:,.1f}x the label generator",
+                 f"  header and manifest    {human_bytes(storage.header_bytes)}"):   # the rows add up to the file's
         assert text in result.stdout
+    assert "other tensors" not in result.stdout   # only when a later version's are there
 
 
 def test_info_states_a_prior_mix():

@@ -307,6 +307,24 @@ def test_storage_breakdown_formulas(tmp_path):
         assert storage.file_bytes == bundle.path.stat().st_size
         assert storage.images_bytes == bundle.tensor("images.data").numel() + 7 * 8 + 6 * 8   # + 6 int64 labels
         assert storage.header_bytes + storage.images_bytes + generator == storage.file_bytes   # the parts add up
+        assert storage.base_bytes == storage.other_bytes == 0
+
+
+def test_the_storage_parts_count_a_tensor_this_version_does_not_define(tmp_path):
+    """A later version's tensor, which this reader keeps and ignores, was counted in no part, so the parts
+    fell short of the file (the commands walkthrough)."""
+    from support import rewritten
+
+    source = write_sample(tmp_path / "b.hello")
+    path = rewritten(source, tmp_path / "later.hello",
+                     lambda manifest, tensors: tensors.update({"future.table": torch.arange(1000, dtype=torch.float32)}))
+    with Bundle.open(path, verify=True) as bundle, Bundle.open(source) as before:
+        storage = bundle.storage()
+        assert storage.other_bytes == 4_000
+        assert (storage.images_bytes, storage.label_generator_bytes) == (before.storage().images_bytes,
+                                                                         before.storage().label_generator_bytes)
+        parts = storage.header_bytes + storage.images_bytes + storage.label_generator_bytes + storage.base_bytes
+        assert parts + storage.other_bytes == storage.file_bytes == path.stat().st_size
 
 
 @pytest.mark.parametrize("ratio, text", [(3338.4, "3,338.4x the label generator"), (1.25, "1.2x the label generator"),

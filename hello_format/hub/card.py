@@ -379,6 +379,7 @@ def _storage(bundle: Bundle) -> str:
         ("label generator (encoder + head LoRA)", s.label_generator_bytes),
         ("embedded base", s.base_bytes),
         ("header + manifest", s.header_bytes),
+        *([("other tensors (not of this format version)", s.other_bytes)] if s.other_bytes else []),
         ("**file total**", s.file_bytes),
     ]
     table = "\n".join(f"| {name} | {n:,} | {human_bytes(n)} |" for name, n in rows)
