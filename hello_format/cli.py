@@ -325,14 +325,11 @@ def requantize(source: str, target: str, delta_dtype: str, group_size: int, over
     base, recipe and everything else as they are), without rebuilding."""
     from hello_format.requantize import requantize as run
 
-    if not calibration_steps:   # none is dropped unsaid (as hello eval says of its inputs)
-        context = click.get_current_context()
-        unused = [param.opts[0] for param in context.command.params
-                  if (param.name.startswith("calibration_") or param.name in ("base_checkpoint", "allow_remote_base"))
-                  and param.name != "calibration_steps"
-                  and context.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
-        if unused:
-            warnings.warn(f"requantize without --calibration-steps does not use {' or '.join(unused)}")
+    if not calibration_steps:
+        warn_unused("requantize without --calibration-steps", lambda name: name != "calibration_steps" and (
+            name.startswith("calibration_") or name in ("base_checkpoint", "allow_remote_base")))
+    if not is_quantised(DELTA_DTYPES[delta_dtype]):
+        warn_unused(f"requantize to {delta_dtype}", lambda name: name == "group_size")
     config = (CalibrationConfig(steps=calibration_steps, objective=calibration_objective, lr=calibration_lr,
                                 batch_size=calibration_batch_size, selection_views=calibration_selection_views,
                                 check_every=calibration_check_every)
@@ -369,6 +366,8 @@ def preview(bundle_path: str, output: str, per_class: int, max_classes: int, top
     with the projector's top-k labels (when the bundle's base can be created here)."""
     from hello_format.hub.preview import first_per_class, render_grid, sheet_refusal, sheet_size
 
+    if no_labels:
+        warn_unused("preview --no-labels", lambda name: name in ("top_k", "base_checkpoint", "allow_remote_base"))
     try:   # before the bundle is read or a projector built
         image_format = _image_format(output)
     except ValueError as exc:
@@ -424,6 +423,16 @@ def _image_format(output: str) -> str:
     if fmt is None or fmt not in Image.SAVE:
         raise ValueError(f"Pillow cannot write image files of extension {extension!r}: use e.g. .png")
     return fmt
+
+
+def warn_unused(what: str, unused) -> None:
+    """One warning naming the options given on the command line that ``what`` does not use (``unused(name)``
+    says of each parameter's name): none is dropped unsaid, as hello eval says of its inputs."""
+    context = click.get_current_context()
+    given = [param.opts[0] for param in context.command.params if unused(param.name)
+             and context.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        warnings.warn(f"{what} does not use {' or '.join(given)}")
 
 
 def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None,

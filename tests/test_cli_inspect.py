@@ -259,6 +259,11 @@ def test_preview_options_shape_the_sheet(tmp_path):
     size, shown = sheet("--per-class", "1", "--top-k", "5")          # at most as many labels as classes
     assert shown.endswith(f"({size[0]}x{size[1]}, projector top-3 under each image)\n")
     assert size == sheet("--per-class", "1", "--top-k", "3")[0]
+    # the projector's options beside --no-labels: said, not dropped (the commands walkthrough)
+    with pytest.warns(UserWarning) as caught:
+        told = run("preview", path, "-o", tmp_path / "told.png", "--no-labels", "--top-k", "3", "--allow-remote-base")
+    assert told.exit_code == 0, told.output
+    assert [str(w.message) for w in caught] == ["preview --no-labels does not use --top-k or --allow-remote-base"]
 
 
 def test_a_preview_with_an_uppercase_extension_writes_that_format(tmp_path):

@@ -418,6 +418,17 @@ def test_dry_run_writes_exactly_the_upload_folder(tmp_path, no_token):
     assert "would publish hf://datasets/org/tiny@v1/tiny.hello" in result.output
 
 
+def test_dry_run_says_which_hub_options_it_does_not_use(tmp_path, no_token):
+    """--private, --token and --replace-card govern the upload a dry run does not make: dropped unsaid (the
+    commands walkthrough)."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    with pytest.warns(UserWarning) as caught:
+        result = CliRunner().invoke(push_command, [str(source), "org/tiny", "--dry-run", str(tmp_path / "up"),
+                                                   "--private", "--token", "hf_x", "--replace-card"])
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught] == ["push --dry-run does not use --private or --token or --replace-card"]
+
+
 def test_dry_run_of_embedded_base_prints_a_notice(tmp_path):
     source = make_bundle(tmp_path / "e.hello", embed_base=True)
     out = tmp_path / "upload"

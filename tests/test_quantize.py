@@ -501,6 +501,10 @@ def test_requantize_says_which_calibration_options_it_does_not_use(tmp_path):
     assert [str(w.message) for w in caught] == ["requantize without --calibration-steps does not use "
                                                 "--calibration-objective or --calibration-lr or --allow-remote-base"]
     assert (tmp_path / "a.hello").read_bytes() == (tmp_path / "b.hello").read_bytes()
+    # a group size for float deltas, dropped unsaid too (the commands walkthrough)
+    with pytest.warns(UserWarning) as caught:
+        told = invoke("requantize", path, tmp_path / "c.hello", "--delta-dtype", "fp16", "--group-size", "16")
+    assert told.exit_code == 0 and [str(w.message) for w in caught] == ["requantize to fp16 does not use --group-size"]
 
 
 def test_requantize_quiet_shows_no_text_head_bar_either(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import warnings
 
 import click
 
+from hello_format.cli import warn_unused
 from hello_format.hub import publish
 from hello_format.hub.card import DEFAULT_LICENSE, load_eval_results
 from hello_format.hub.resolver import file_uri
@@ -70,6 +71,7 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
     results = load_eval_results(eval_path) if eval_path else None
     options = dict(repo_id=repo_id, repo_type=repo_type, revision=revision, license=license_, eval_results=results)
     if dry_run_dir is not None:
+        warn_unused("push --dry-run", lambda name: name in ("private", "token", "replace_card"))   # they are the hub's
         folder = publish.write_upload_folder(bundle, dry_run_dir, **options)
         _base_notice(folder.base_embedded)
         _echo(f"dry run: wrote {folder.root} (nothing uploaded)")
