@@ -149,6 +149,11 @@ class HelloGroup(click.Group):
             return super().invoke(ctx)
         except HelloError as exc:
             raise CommandError(str(exc)) from exc
+        except click.UsageError as exc:   # a command's bad argument: one line too, not click's three
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):   # that one shows the help
+                raise
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            raise CommandError(exc.format_message() + where) from exc
         except KeyboardInterrupt:
             exit_interrupted()
 

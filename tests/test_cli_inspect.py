@@ -41,6 +41,20 @@ def test_info_prints_the_summary_and_storage():
     assert "other tensors" not in result.stdout   # only when a later version's are there
 
 
+@pytest.mark.parametrize("args, message", [
+    (["requantize", VALID, "{tmp}"], "Invalid value for 'OUT': File '{tmp}' is a directory. (see hello requantize --help)"),
+    (["preview", VALID, "-o", "{tmp}/x.png", "--per-class", "0"],
+     "Invalid value for '--per-class': 0 is not in the range x>=1. (see hello preview --help)"),
+    (["info"], "Missing argument 'BUNDLE'. (see hello info --help)"),
+    (["nosuch"], "No such command 'nosuch'. (see hello --help)"),
+])
+def test_a_commands_bad_argument_is_one_error_line(tmp_path, args, message):
+    """click said these in three lines (usage, a hint, the error), where every other error is one line (the
+    commands walkthrough); requantize's own line for a folder as OUT was never reached."""
+    result = CliRunner().invoke(cli, [str(arg).format(tmp=tmp_path) for arg in args], prog_name="hello")
+    assert result.exit_code == 2 and result.stderr == f"error: {message.format(tmp=tmp_path)}\n", result.output
+
+
 def test_info_states_a_prior_mix():
     mixed, plain = run("info", VECTORS / "valid_prior_mix.hello"), run("info", VALID)
     assert mixed.exit_code == 0, mixed.output
