@@ -3,7 +3,8 @@
 The same table drives `hello-build --help`, the manifest's ``provenance.builder.options`` and the
 "Defaults the paper leaves open" table in spec/ (a test keeps them in step). A field marked
 ``open=True`` is one the HeLlO paper does not fix; its default is ours. ``stage`` is the first stage
-whose result the option changes (a resumed build reruns that stage and every later one); options only
+whose result the option changes (a resumed build reruns that stage and every later one that reads it:
+``stages.context.NOT_READ``); options only
 recorded in the bundle (the student recipe's numbers, the codec) are read at "write" and rerun nothing.
 The student recipe's defaults are ``hello_format.recipe.Recipe``'s and ``AugmentConfig``'s, the encoder
 LoRA's ``hello_format.generator.EncoderLoraConfig``'s (their one home), except the crop scale: the builder's 0.25 for distilled images, not the format's 0.08,

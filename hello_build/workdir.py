@@ -163,7 +163,7 @@ class WorkDir:
                                   f"the {stage} stage's options and the files they name (by contents; folders by "
                                   "their files' names, sizes and modification times)")
         stored, key = self._read(stage), _jsonable(key)
-        record = stored if stored is not None and stored["key"] == key else None
+        record = stored if stored is not None and not _differences(key, stored["key"]) else None
         missing = [field for field in fields if record is not None and field not in record["result"]]
         if missing:
             raise unreadable(self.path / f"{stage}.json", f"no result field {missing[0]!r}")
@@ -171,8 +171,7 @@ class WorkDir:
             raise BuildError(f"rank {self.group.rank} sees another {stage} result in {self.path} than rank 0")
         if record is not None:
             self._runs[stage] = record.get("run")
-        recorded = stored["key"] if stored is not None and record is None and isinstance(stored["key"], dict) else {}
-        return record, _differences(key, recorded) if recorded else []
+        return record, _differences(key, stored["key"]) if stored is not None and record is None else []
 
     def _read(self, stage: str) -> dict | None:
         """``stage``'s record, checked to be one (None without a record)."""
@@ -396,13 +395,17 @@ def _is_run(run) -> bool:
                  and device.isprintable()))
 
 
-def _differences(key: dict, recorded: dict) -> list[str]:
-    """The names whose values differ between two stage keys, a file's contents as ``contents.NAME``."""
-    differ = [name for name in sorted(set(key) | set(recorded)) if name != "contents" and key.get(name) != recorded.get(name)]
-    contents, old = key.get("contents") or {}, recorded.get("contents") or {}
-    if isinstance(old, dict):
-        differ += [f"contents.{name}" for name in sorted(set(contents) | set(old)) if contents.get(name) != old.get(name)]
-    return differ
+def _differences(key: dict, recorded) -> list[str]:
+    """The names of ``key`` whose values the ``recorded`` key (a stage record's) does not hold, a file's
+    contents as ``contents.NAME``; [] when it was made with them. Names only the recorded key has are options
+    the stage no longer reads (an older hello-build's key of the init held the transfer's): they differ nothing."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    missing = object()
+    differ = [name for name in sorted(key) if name != "contents" and recorded.get(name, missing) != key[name]]
+    old = recorded.get("contents")
+    old = old if isinstance(old, dict) else {}
+    return differ + [f"contents.{name}" for name in sorted(key.get("contents") or {})
+                     if old.get(name, missing) != key["contents"][name]]
 
 
 def _jsonable(value):

@@ -337,6 +337,24 @@ def test_a_new_transfer_keeps_the_synthetic_images_the_teachers_chose(kit, tmp_p
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
+def test_a_record_made_with_options_its_stage_no_longer_reads_is_reused(reference, tmp_path):
+    """An older hello-build's init key held the text head's and the transfer's options too: the init reran
+    once, at ImageNet's scale hours, and the log named options that had not changed (the review)."""
+    options, _, _ = reference
+    workdir = tmp_path / "work"
+    shutil.copytree(options.workdir_path(), workdir)
+    record = json.loads((workdir / "init.json").read_text())
+    record["key"].update(lambda_ce=0.123, templates="the old default")
+    record["key"]["contents"]["init_adapter"] = [None]
+    (workdir / "init.json").write_text(json.dumps(record))
+    _, logs = run_build(dataclasses.replace(options, output=str(tmp_path / "resumed.hello"), workdir=str(workdir)))
+    assert any(line.startswith("init: reused from") for line in logs), logs
+    record["key"]["ipc"] += 1   # an option it reads, changed: named alone
+    (workdir / "init.json").write_text(json.dumps(record))
+    _, logs = run_build(dataclasses.replace(options, output=str(tmp_path / "again.hello"), workdir=str(workdir)))
+    assert any(line.startswith("init: rerun: ") and line.endswith("made with other ipc") for line in logs), logs
+
+
 def test_an_interrupted_stage_never_leaves_an_old_record_over_its_new_tensors(kit, reference, tmp_path, monkeypatch):
     """A build with another --ipc, interrupted between the init's tensors and its record, left the first
     build's record over the second's images: rerun, the first build reused them without a word."""
@@ -391,9 +409,11 @@ def test_a_work_directory_that_cannot_be_locked_is_said_and_built(kit, tmp_path,
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     options = tiny_options(kit, tmp_path, transfer_epochs=1)
-    with pytest.warns(UserWarning, match=r"cannot be locked \(No locks available\): nothing stops a second build"):
+    with pytest.warns(UserWarning, match=r"cannot be locked \(No locks available\): nothing stops a second build") as caught:
         summary, _ = run_build(options)
     assert Path(summary["output"]).exists()
+    # the line that called the build (the tests' run_build), not contextlib's, which holds the work directory
+    assert [Path(warning.filename).name for warning in caught] == ["support.py"]
 
 
 def test_a_user_folder_named_like_a_stage_is_refused_before_the_stage_works(kit, tmp_path, monkeypatch):
