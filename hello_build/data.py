@@ -335,7 +335,9 @@ def _file_problem(path: str, decode: bool) -> str | None:
 
 def _bad_file(path: str, decode: bool) -> str:
     """``path`` with why it is bad (``_file_problem``, checked again), for a line naming a bad file."""
-    return f"{path} ({_file_problem(path, decode) or 'readable now'})"
+    with _without_bomb_warnings():   # the line says it: Pillow's warning would be a second one
+        problem = _file_problem(path, decode)
+    return f"{path} ({problem or 'readable now'})"
 
 
 def _list_bad(paths: Sequence[str], decode: bool) -> str:

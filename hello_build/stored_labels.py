@@ -126,7 +126,7 @@ class StoredLabels:
             _remove(stale)   # and the epoch folders they leave empty (an earlier run of more epochs)
             if progress:
                 tqdm.write(terminal(f"stored labels: writing the teacher's labels for {recipe.epochs * per_epoch:,} "
-                                    f"batches ({recipe.epochs:,} epochs) to {directory}, up to {needed:,} bytes"),
+                                    f"batches of {recipe.epochs:,} epoch(s) to {directory}, up to {needed:,} bytes"),
                            file=sys.stderr)
         written: list[Path] = []
         views = tqdm(loader.views(), total=recipe.epochs * per_epoch, desc="stored labels", disable=not (progress and main),

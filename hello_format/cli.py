@@ -35,7 +35,7 @@ from hello_format.hub.resolver import open_bundle
 from hello_format.limits import MAX_GROUP_SIZE
 from hello_format.peft_keys import adapted_module, peft_module
 from hello_format.quantize import DELTA_DTYPES, is_quantised, storage_text
-from hello_format.text import cut, human_bytes, listed, os_error_line, shortened, terminal, warning_line
+from hello_format.text import cut, human_bytes, listed, os_error_line, shortened, terminal, warn, warning_line
 
 ENTRY_POINT_GROUP = "hello.commands"
 HUB_MODULE = "hello_format.hub.cli"
@@ -150,7 +150,7 @@ class HelloGroup(click.Group):
         except HelloError as exc:
             raise CommandError(str(exc)) from exc
         except click.UsageError as exc:   # a command's bad argument: one line too, not click's three
-            if isinstance(exc, click.exceptions.NoArgsIsHelpError):   # that one shows the help
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):   # shows the help (click >= 8.2)
                 raise
             where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             raise CommandError(exc.format_message() + where) from exc
@@ -437,7 +437,7 @@ def warn_unused(what: str, unused) -> None:
     given = [param.opts[0] for param in context.command.params if unused(param.name)
              and context.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE]
     if given:
-        warnings.warn(f"{what} does not use {' or '.join(given)}")
+        warn(f"{what} does not use {' or '.join(given)}")
 
 
 def _projector_captions(bundle: Bundle, images, top_k: int, checkpoint: str | None,

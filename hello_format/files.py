@@ -205,8 +205,8 @@ def folders_made(path: str | os.PathLike):
     that are still empty (a failed write leaves no folders behind)."""
     path = Path(path)
     made = [folder for folder in (path, *path.parents) if not folder.exists()]   # innermost first
-    path.mkdir(parents=True, exist_ok=True)
     try:
+        path.mkdir(parents=True, exist_ok=True)
         yield
     except BaseException:
         for folder in made:

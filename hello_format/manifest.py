@@ -93,7 +93,8 @@ def _shown(value):
 
 
 def _shown_sized(value) -> tuple[object, int]:
-    """``(_shown(value), a bound on the length of value's own repr)``."""
+    """``(_shown(value), about the length of value's own repr)``: its characters, a few more for quotes and
+    separators (an escaped character counts one: at most some kilobytes of repr pass uncopied)."""
     if isinstance(value, str):
         return (value if len(value) <= _SHORT_REPR else _ShownStr(value)), len(value) + 2
     if isinstance(value, (list, dict)):

@@ -5,6 +5,7 @@ One definition of an unsafe character serves the reader's checks (class names mu
 one), the CLI (which escapes them) and the card writer (which escapes markdown and HTML too).
 """
 
+import contextlib
 import json
 import os
 import reprlib
@@ -48,9 +49,10 @@ def is_unsafe_char(char: str) -> bool:
 def printed_form(text: str) -> str:
     """``text`` as it prints, for telling names apart: in Unicode's NFC form (as the text tower's tokenizer
     reads it), without the invisible characters scripts need (``_JOINERS``), its whitespace runs one space,
-    none at either end. Two class names of one printed form are one name to a reader and to the text tower."""
-    composed = unicodedata.normalize("NFC", text)
-    return " ".join("".join(char for char in composed if char not in _JOINERS).split())
+    none at either end. Two class names of one printed form are one name to a reader and mostly to the text
+    tower (even where a font draws a joiner or variation selector apart: emoji style, a CJK variant)."""
+    visible = "".join(char for char in text if char not in _JOINERS)   # first: a joiner must not block composing
+    return " ".join(unicodedata.normalize("NFC", visible).split())
 
 
 def _unsafe_chars(text: str) -> set[str]:
@@ -92,9 +94,10 @@ def terminal(text: str) -> str:
     return text.translate({ord(c): escaped(c) for c in unsafe}) if unsafe else text
 
 
-# where hello's own code lives: a warning is attributed to the first caller outside it (``warn``)
-_OWN_CODE = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
-                  for package in ("hello_format", "hello_build"))
+# where hello's own code lives, and the context managers it runs in: a warning is attributed to the first
+# caller outside them (``warn``)
+_OWN_CODE = (*(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package) + os.sep
+               for package in ("hello_format", "hello_build")), contextlib.__file__)
 
 
 def warn(message: str) -> None:

@@ -360,8 +360,8 @@ JOINERS = {0x200C, 0x200D} | set(range(0x180B, 0x1810)) | set(range(0xFE00, 0xFE
 
 
 def printed_form(name):
-    composed = unicodedata.normalize("NFC", name)
-    return " ".join("".join(c for c in composed if ord(c) not in JOINERS).split())
+    visible = "".join(c for c in name if ord(c) not in JOINERS)
+    return " ".join(unicodedata.normalize("NFC", visible).split())
 
 
 def tokenizer_units(text):

@@ -286,6 +286,21 @@ def test_an_image_past_pillows_own_bound_is_named_by_ours(tree):
         scan_image_folder(tree)
 
 
+def test_an_image_past_pillows_warning_size_is_one_line_without_pillows_warning(tree):
+    """Naming a bad file decodes its header again: past Pillow's warning size (89M pixels) it warned
+    beside the error line, in hello-build and in a library caller's process (the review)."""
+    import struct
+    import warnings
+
+    big = tree / "cat" / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 10_000, 10_000, 8, 2, 0, 0, 0))
+                    + _png_chunk(b"IEND", b""))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BuildError, match=r"cat/big\.png \(10000x10000 pixels from a "):
+            scan_image_folder(tree)
+
+
 def test_many_bad_files_are_counted(tree):
     for i in range(13):
         (tree / "cat" / f"bad{i:02d}.png").write_bytes(b"junk")

@@ -490,7 +490,7 @@ def test_a_stored_dir_holding_other_files_counts_only_this_runs_labels(eval_kit,
     report = final_json(result)
     # said before the first file is written: where, how many and how many bytes at most
     said = next(line for line in result.stderr.splitlines() if line.startswith("stored labels: "))
-    assert f"for 3 batches (1 epochs) to {stored}, up to " in said
+    assert f"for 3 batches of 1 epoch(s) to {stored}, up to " in said
     assert report["stored_label_bytes"] == len(CLASSES) * IPC * len(CLASSES) * 2
     assert report["stored_disk_bytes"] == sum(p.stat().st_size for p in stored.glob("epoch_*/batch_*.safetensors"))
 

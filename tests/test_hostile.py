@@ -469,7 +469,8 @@ def test_a_class_name_that_prints_like_another_is_refused(tmp_path, hidden):
 @pytest.mark.parametrize("first, second", [("caf\u00e9", "cafe\u0301"), ("cat", "cat "), ("cat", " cat"),
                                            ("c at", "c  at"), ("c at", "c\u00a0at"), ("c at", "c\u3000at"),
                                            ("cat", "cat\ufe0f"), ("cat", "cat\U000e0100"), ("cat", "c\u200dat"),
-                                           ("cat", "c\u180bat")])
+                                           ("cat", "c\u180bat"), ("caf\u00e9", "cafe\u200d\u0301")])   # a joiner
+                                                                                   # before a mark composed nothing
 def test_class_names_that_print_alike_are_one_name(tmp_path, first, second):
     """Names apart only in their Unicode form, spacing, a joiner or a variation selector, which print alike
     and mostly give the text tower the same prompt, were two classes (the 75th audit)."""

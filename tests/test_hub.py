@@ -768,6 +768,10 @@ def test_dry_run_that_fails_while_writing_leaves_no_half_folder(tmp_path, monkey
     with pytest.raises(HubError, match="upload: cannot write there: No space left on device"):
         hub.write_upload_folder(source, tmp_path / "new" / "er" / "upload", repo_id="org/tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]
+    # ... nor those it made before a folder's name was refused (the review)
+    with pytest.raises(HubError, match="cannot write there: File name too long"):
+        hub.write_upload_folder(source, tmp_path / "new" / "er" / ("x" * 300) / "upload", repo_id="org/tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.hello"]
 
 
 # ------------------------------------------------------------- found by the sixth hostile-input audit
