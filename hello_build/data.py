@@ -181,7 +181,7 @@ def scan_image_folder(
         readable = readable.tolist()
         bad = [path for (path, _), ok in zip(samples, readable) if not ok]
         if bad and not skip_bad:
-            raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_bad(bad, skip_bad)}; "
+            raise BuildError(f"{len(bad)} unreadable image file(s) in {root}: {_list_bad(bad)}; "
                              f"fix or remove them{SKIP_BAD_HINT}")
         samples, sizes = [sample for sample, ok in zip(samples, readable) if ok], [size for size, ok in zip(sizes, readable) if ok]
     counts = np.bincount([label for _, label in samples], minlength=len(classes))
@@ -340,9 +340,10 @@ def _bad_file(path: str, decode: bool) -> str:
     return f"{path} ({problem or 'readable now'})"
 
 
-def _list_bad(paths: Sequence[str], decode: bool) -> str:
-    """The first MAX_LISTED_PATHS of ``paths``, each with why it is bad (``_bad_file``)."""
-    listed = ", ".join(_bad_file(path, decode) for path in paths[:MAX_LISTED_PATHS])
+def _list_bad(paths: Sequence[str]) -> str:
+    """The first MAX_LISTED_PATHS of ``paths``, each with why its header is bad (``_bad_file``: the scan
+    refuses them only when it reads headers, not under skip_bad)."""
+    listed = ", ".join(_bad_file(path, decode=False) for path in paths[:MAX_LISTED_PATHS])
     return listed + (f" (and {len(paths) - MAX_LISTED_PATHS} more)" if len(paths) > MAX_LISTED_PATHS else "")
 
 

@@ -172,7 +172,7 @@ def cli() -> None:
 def _encoder_lora_size(bundle: Bundle) -> dict:
     """The encoder LoRA's adapted modules and parameters, counted on the stored (logical) shapes."""
     shapes = bundle.lora_shapes()   # a ViT attention's in-projection and out_proj pairs are one module's, as peft adapts it
-    modules = {adapted_module(parsed[0]) for parsed in map(peft_module, shapes) if parsed is not None}
+    modules = {adapted_module(peft_module(key)[0]) for key in shapes}   # every key a peft one: checked on open
     return {"modules": len(modules), "parameters": sum(math.prod(shape) for shape in shapes.values())}
 
 
