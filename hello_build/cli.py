@@ -14,8 +14,8 @@ from hello_build.options import PAIRS, BuildOptions, fields
 from hello_build.regimes import DEFAULT_REGIME, REGIMES
 from hello_build.zoo import DEFAULT_STUDENT, DEFAULT_STUDENT_SEED, MAX_STUDENT_SEED, zoo_names
 from hello_format import __version__, limits
-from hello_format.cli import (allow_remote_base_option, base_checkpoint_option, bounded_range, exit_interrupted,
-                               one_line_warnings)
+from hello_format.cli import (OneLineUsage, allow_remote_base_option, base_checkpoint_option, bounded_range,
+                               exit_interrupted, one_line_warnings)
 from hello_format.errors import HelloError
 from hello_format.labelling import PRECISIONS
 from hello_format.recipe import LOSSES, OPTIMIZERS
@@ -99,7 +99,11 @@ def say(line: str) -> None:
     click.echo(terminal(line), err=True)
 
 
-@click.command(context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
+class BuildCommand(OneLineUsage, click.Command):
+    """hello-build's command: a bad argument is one error line, as for hello's commands."""
+
+
+@click.command(cls=BuildCommand, context_settings={"max_content_width": 110, "show_default": True, "help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hello-build (hello-distill)")
 @click.argument("data", required=False, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .hello bundle.")

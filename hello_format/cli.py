@@ -7,6 +7,7 @@ command with ``error: <message>`` on stderr and exit status 2; Ctrl-C ends it wi
 shells expect of an interrupted command.
 """
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
@@ -110,7 +111,31 @@ def exit_interrupted(hint: str | None = None) -> NoReturn:
     sys.exit(INTERRUPTED)
 
 
-class HelloGroup(click.Group):
+class OneLineUsage:
+    """A click command (mixed in before ``click.Command`` or ``click.Group``) whose usage errors, its own
+    or a subcommand's, are one ``error: ...`` line naming where help is, not click's three lines."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_in_one_line():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    try:
+        yield
+    except click.UsageError as exc:
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):   # shows the help (click >= 8.2)
+            raise
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        raise CommandError(exc.format_message() + where) from exc
+
+
+class HelloGroup(OneLineUsage, click.Group):
     """A click group that finds plugin commands lazily and turns HelloError into one line."""
 
     def list_commands(self, ctx) -> list[str]:
@@ -149,11 +174,6 @@ class HelloGroup(click.Group):
             return super().invoke(ctx)
         except HelloError as exc:
             raise CommandError(str(exc)) from exc
-        except click.UsageError as exc:   # a command's bad argument: one line too, not click's three
-            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):   # shows the help (click >= 8.2)
-                raise
-            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            raise CommandError(exc.format_message() + where) from exc
         except KeyboardInterrupt:
             exit_interrupted()
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from hello_build.cli import main
@@ -318,6 +319,22 @@ def test_choice_options_take_their_choices_only():
         result = CliRunner().invoke(main, [_flag(f), "no-such-choice"])
         assert result.exit_code == 2 and f"Invalid value for '{_flag(f)}'" in result.output, (f.name, result.output)
         assert all(repr(choice) in result.output for choice in f.metadata["choices"]), result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "No such option '--bogus'."),
+    (["--lora-rank", "x"], "Invalid value for '--lora-rank': 'x' is not a valid integer range."),
+    (["--teacher-combine", "no-such-choice"], "Invalid value for '--teacher-combine': 'no-such-choice' is not one of"),
+    ([], NO_DATA),
+    (["--demo", "--ipc", "3"], "--demo distils its embedded digits with its own settings"),
+])
+def test_a_bad_argument_is_one_error_line(args, message):
+    """hello-build said these in click's three lines (usage, a hint, "Error: ..."), where hello's commands
+    and hello-build's other errors are one ``error:`` line (session 75's leftovers)."""
+    result = CliRunner().invoke(main, args, prog_name="hello-build")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.endswith(" (see hello-build --help)\n"), result.stderr
 
 
 def test_flags_default_as_declared_and_switch_both_ways():

@@ -47,6 +47,7 @@ def test_info_prints_the_summary_and_storage():
      "Invalid value for '--per-class': 0 is not in the range x>=1. (see hello preview --help)"),
     (["info"], "Missing argument 'BUNDLE'. (see hello info --help)"),
     (["nosuch"], "No such command 'nosuch'. (see hello --help)"),
+    (["--bogus"], "No such option '--bogus'. (see hello --help)"),
 ])
 def test_a_commands_bad_argument_is_one_error_line(tmp_path, args, message):
     """click said these in three lines (usage, a hint, the error), where every other error is one line (the
