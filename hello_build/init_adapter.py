@@ -23,7 +23,7 @@ from peft import LoraConfig
 from hello_build.errors import BuildError
 from hello_format import lora
 from hello_format.adapter import HEAD_FILE, HEAD_FORMAT
-from hello_format.consistency import HEAD_A, HEAD_B
+from hello_format.consistency import HEAD_A, HEAD_B, HEAD_WEIGHT
 from hello_format.container import is_json_number, read_header, strict_json_loads
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
@@ -189,8 +189,15 @@ def _start_head(projector, path: Path) -> str:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
     expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
-    _check_header(path, {name: tuple(tensor.shape) for name, tensor in expected.items()}, "--head-rank",
-                  "the head LoRA (head.lora_A, head.lora_B)")
+    shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
+    w0 = read_header(path).tensors.get(HEAD_WEIGHT)   # an image-tower base's W0 (spec 15): its header checked, never read
+    if w0 is not None:
+        width = tuple(projector.text_embeddings.shape)
+        if w0.dtype != "F32" or tuple(w0.shape) != width:
+            raise BuildError(f"{path.name}: {HEAD_WEIGHT} is {w0.dtype} {list(w0.shape)}, this build's text head is "
+                             f"F32 {list(width)} (an adapter of another base?)")
+        shapes[HEAD_WEIGHT] = width
+    _check_header(path, shapes, "--head-rank", "the head LoRA (head.lora_A, head.lora_B)")
     tensors = _read_tensors(path, expected)
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors[HEAD_A])

@@ -16,7 +16,7 @@ _HOMES = {
     "Bundle": "bundle", "Storage": "bundle", "write_bundle": "bundle",
     "open_bundle": "hub.resolver", "is_hub_uri": "hub.resolver",
     "HelloDataset": "dataset", "LabelledImages": "dataset", "LabelledBatch": "dataset",
-    "Projector": "projector", "LabelOptions": "labelling", "ProjectorTeacher": "teacher",
+    "Projector": "projector", "load_base": "base", "LabelOptions": "labelling", "ProjectorTeacher": "teacher",
     "mse_ce_loss": "losses", "kl_loss": "losses",
     "AugmentConfig": "augment", "augment_batch": "augment",
     "Recipe": "recipe",

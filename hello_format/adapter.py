@@ -3,7 +3,8 @@
 The folder holds peft's ``adapter_config.json`` + ``adapter_model.safetensors`` (the encoder LoRA,
 loadable with ``PeftModel.from_pretrained(clip_model.visual, folder)``) and, beside them,
 ``hello_head.safetensors``: the head LoRA with what it takes to rebuild the head (class names,
-templates, logit scale, base). The export goes through ``Projector.from_bundle``: it writes only
+templates, logit scale, base; ``W0`` itself where the bundle stores it, for a base embedded as its image
+tower, which ``hello_format.load_base`` gives). The export goes through ``Projector.from_bundle``: it writes only
 values that passed the reader's checks, and only after they loaded onto the real base.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from hello_format import lora
 from hello_format.bundle import Bundle
-from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B
+from hello_format.consistency import ENCODER_PREFIX, HEAD_A, HEAD_B, HEAD_WEIGHT
 from hello_format.container import write_container
 from hello_format.errors import BundleError
 from hello_format.files import atomic_folder, check_folder_target, missing_folder, unnamed_folder
@@ -45,7 +46,7 @@ def export_adapter(bundle: Bundle, folder: str | Path, *, overwrite: bool = Fals
     dtype = "float32" if quantised else None   # int8/int4 deltas: their dequantised values (exact in float32)
     sections = projector.manifest_sections(dtype)   # else the bundle's own dtypes; checked values only
     tensors = projector.bundle_tensors(dtype)
-    head = {name: tensors[name] for name in (HEAD_A, HEAD_B) if name in tensors}
+    head = {name: tensors[name] for name in (HEAD_WEIGHT, HEAD_A, HEAD_B) if name in tensors}   # W0 when stored
     encoder_dtype = next(t.dtype for name, t in tensors.items() if name.startswith(ENCODER_PREFIX))
     metadata = {"format": HEAD_FORMAT, "hello.class_names": canonical_json(projector.class_names),
                 "hello.head": canonical_json(sections["head"]), "hello.base": canonical_json(sections["base"])}

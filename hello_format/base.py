@@ -129,6 +129,35 @@ def create_base(base_manifest: dict, *, embedded_state: dict | None = None,
     return model
 
 
+def load_base(bundle, *, device="cpu", checkpoint: str | os.PathLike | None = None,
+              allow_remote_base: bool = False, verify: bool = True) -> nn.Module:
+    """A bundle's base (a ``Bundle``, a path or an ``hf://`` URI) as an open_clip CLIP model without LoRA, in
+    eval mode: what spec section 15's recipe adapts (``PeftModel.from_pretrained(model.visual, DIR)``), for
+    every source, an embedded one included. Its weights pass ``Projector.from_bundle``'s checks (the stored
+    tensors' sha256 unless ``verify=False``, finite, the fingerprint); ``checkpoint`` and
+    ``allow_remote_base`` as there. A base embedded as its image tower (``base.embedded == "visual"``)
+    has no text tower: the rest of the model stays on the meta device, and ``W0`` is the stored
+    ``head.weight`` (``Bundle.head_weight()``, the exported head file's)."""
+    from hello_format.bundle import Bundle
+    from hello_format.hub.resolver import open_bundle
+    from hello_format.runtime import apart_from_caller, resolve_device
+
+    check_remote_opt_in(allow_remote_base)   # before a file is opened or hashed
+    if not isinstance(bundle, Bundle):
+        with open_bundle(bundle) as opened:
+            return load_base(opened, device=device, checkpoint=checkpoint, allow_remote_base=allow_remote_base,
+                             verify=verify)
+    device = resolve_device(device)
+    with apart_from_caller(device):
+        if verify:
+            bundle.verify_projector()
+        else:
+            bundle.check_finite()
+        base = bundle.manifest["base"]
+        return create_base(base, embedded_state=bundle.base_state_dict(), checkpoint=checkpoint, device=device,
+                           allow_remote=allow_remote_base, text_tower=base.get("embedded") != "visual")
+
+
 @torch.no_grad()
 def _check_runs(model: nn.Module, architecture, *, text_tower: bool) -> None:
     """BaseModelError unless the image tower maps one image to one feature vector (and the text tower,

@@ -10,14 +10,17 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors import safe_open
 
+import hello_format
 from hello_format import Bundle, Projector, lora
 from hello_format.adapter import HEAD_FILE
+from hello_format.base import VISUAL_PREFIX, base_state_dict, embedded_part, fingerprint_state
+from hello_format.errors import BaseModelError, IntegrityError
 from hello_format.cli import cli
 from hello_format.files import atomic_folder
 from hello_format.head import text_embeddings
 from hello_format.testing import tiny_clip
 from peft import PeftModel
-from support import write_labelled_bundle
+from support import rewritten, with_local_base, write_labelled_bundle
 
 IMAGES = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
@@ -79,6 +82,87 @@ def test_peft_loads_the_exported_adapter_onto_a_fresh_visual_with_the_projectors
         logits = _head_logits(family, saved, head_tensors, features)
         torch.testing.assert_close(logits, merged(IMAGES), atol=1e-4, rtol=1e-4)
     assert len(list(peft_visual.base_model.model.modules())) > len(list(tiny_clip(family).visual.modules()))
+
+
+def _image_tower_bundle(source, target):
+    """``source`` (its base embedded whole) with the base kept as its image tower and the text head stored
+    instead, as hello-build --embed-base writes it."""
+    with Bundle.open(source) as bundle:
+        w0 = Projector.from_bundle(bundle, merge=False, use_head_cache=False).text_embeddings.contiguous()
+
+    def edit(manifest, tensors):
+        state = {name.removeprefix("base."): tensors.pop(name) for name in [n for n in tensors if n.startswith("base.")]}
+        visual = embedded_part(state, "visual")
+        tensors.update({f"base.{key}": value for key, value in visual.items()})
+        tensors["head.weight"] = w0
+        manifest["format_version"] = "1.1"
+        manifest["base"] |= {"embedded": "visual", "fingerprint": fingerprint_state(visual)}
+    return rewritten(source, target, edit)
+
+
+@pytest.fixture(scope="module")
+def source_bundles(tmp_path_factory):
+    """The same projector with its base embedded whole, embedded as its image tower, and in a local file:
+    (path, the base checkpoint it needs)."""
+    root = tmp_path_factory.mktemp("sources")
+    full = write_labelled_bundle(root / "full.hello", "rn")
+    return {"embedded-full": (full, None),
+            "embedded-visual": (_image_tower_bundle(full, root / "visual.hello"), None),
+            "local": (with_local_base(full, root / "local.hello", root / "base.safetensors"),
+                      str(root / "base.safetensors"))}
+
+
+@pytest.mark.parametrize("source", ["embedded-full", "embedded-visual", "local"])
+def test_load_base_and_the_exported_folder_rebuild_the_labels_whatever_the_base_source(source, source_bundles, tmp_path):
+    """Section 15's recipe on ``hello_format.load_base``: an embedded base had no public way onto open_clip,
+    and a base embedded as its image tower has no text tower for W0: the head file carries it."""
+    path, checkpoint = source_bundles[source]
+    model = hello_format.load_base(path, checkpoint=checkpoint)
+    visual_only = source == "embedded-visual"
+    with Bundle.open(path) as bundle:
+        fingerprint, stored_w0 = bundle.manifest["base"]["fingerprint"], bundle.head_weight()
+        expected = Projector.from_bundle(bundle, checkpoint=checkpoint, use_head_cache=False)(IMAGES)
+    state = base_state_dict(model)
+    assert fingerprint_state(embedded_part(state, "visual") if visual_only else state) == fingerprint
+    assert not model.training and not any(".lora_" in name for name in model.state_dict())
+    assert not any(p.is_meta for p in model.visual.parameters())
+    assert all(p.is_meta == visual_only for name, p in state.items() if not name.startswith(VISUAL_PREFIX))
+
+    result = _export(path, "-o", tmp_path / "adapter", *(["--base-checkpoint", checkpoint] if checkpoint else []))
+    assert result.exit_code == 0, result.output
+    saved, head_tensors = _read_head_file(tmp_path / "adapter")
+    assert ("head.weight" in head_tensors) == visual_only   # W0 exactly where the bundle stores it
+    peft_visual = PeftModel.from_pretrained(model.visual, str(tmp_path / "adapter")).eval()
+    channel = lambda values: torch.tensor(values).reshape(1, -1, 1, 1)  # noqa: E731
+    x = (IMAGES - channel(saved["base"]["mean"])) / channel(saved["base"]["std"])
+    head = saved["head"]
+    if visual_only:
+        assert torch.equal(head_tensors["head.weight"], stored_w0)
+        w0 = head_tensors["head.weight"]
+    else:   # from the text tower load_base gave
+        w0 = text_embeddings(model, open_clip.get_tokenizer(saved["base"]["architecture"]), saved["class_names"],
+                             head["templates"])
+    with torch.no_grad():
+        features = F.normalize(peft_visual(x), dim=-1)
+        weights = w0 + head["lora"]["lora_alpha"] / head["lora"]["r"] * head_tensors["head.lora_B"] @ head_tensors["head.lora_A"]
+        torch.testing.assert_close(head["logit_scale"] * features @ weights.t(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_load_base_checks_an_embedded_base_as_the_projector_does(source_bundles, tmp_path):
+    """``Bundle.base_state_dict()`` loaded onto open_clip by hand takes a changed or corrupted base silently."""
+    path, _ = source_bundles["embedded-visual"]
+    with Bundle.open(path) as bundle:
+        name = next(n for n in bundle.tensor_names if n.startswith("base.visual.") and n.endswith(".weight"))
+        payload = bytearray(bundle.path.read_bytes())
+        payload[bundle._header.data_start + bundle._header.tensors[name].begin] ^= 0xFF
+
+    def shifted(manifest, tensors):   # the hashes rewritten, the base's fingerprint kept
+        tensors[name] = tensors[name] + 0.5
+    with pytest.raises(BaseModelError, match="fingerprint"):
+        hello_format.load_base(rewritten(path, tmp_path / "shifted.hello", shifted))
+    (tmp_path / "corrupt.hello").write_bytes(bytes(payload))
+    with pytest.raises(IntegrityError, match="is corrupted"):
+        hello_format.load_base(tmp_path / "corrupt.hello")
 
 
 def test_a_prior_mix_is_reproduced_from_the_folder_alone(tmp_path):

@@ -206,6 +206,21 @@ def test_a_head_tensor_of_an_integer_dtype_is_named_as_such(kit, exported, tmp_p
         run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
 
 
+@pytest.mark.parametrize("change", [lambda w0: w0[:, :-1].contiguous(), lambda w0: w0.to(torch.bfloat16)])
+def test_the_head_files_w0_is_checked_on_its_header(kit, exported, tmp_path, change):
+    """A build's own export (its base embedded as the image tower) carries W0, head.weight (spec 15): one of
+    another width or dtype is an adapter made on another base, refused in one line."""
+    head = load_file(str(exported["folder"] / HEAD_FILE))
+    assert "head.weight" in head
+    head["head.weight"] = change(head["head.weight"])
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter")
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, read_header(exported["folder"] / HEAD_FILE).metadata, head)
+    with pytest.raises(BuildError, match=r"hello_head.safetensors: head.weight is (F32|BF16) \[3, \d+\], this build's "
+                                         r"text head is F32 \[3, \d+\] \(an adapter of another base\?\)$"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
 @pytest.mark.parametrize("scale", [1e6, 1e-7])
 def test_a_head_logit_scale_a_bundle_cannot_store_is_refused_before_the_build_uses_it(kit, exported, tmp_path, scale):
     folder = tmp_path / "adapter"
