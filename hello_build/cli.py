@@ -124,13 +124,14 @@ def main(data, output, demo, quiet, dist_backend, **values):
     one_line_warnings()
     group, options = None, None
     try:
-        group = distributed.join(dist_backend, values["device"], log=say)
         if demo:
-            from hello_build.demo import run_demo
+            from hello_build.demo import DEVICE, run_demo
 
             _check_demo_options(data, values)
+            group = distributed.join(dist_backend, DEVICE, log=say)   # the demo's device, whatever the machine has
             run_demo(output=output, progress=not quiet, seed=values["seed"], precision=values["precision"], group=group)
             return
+        group = distributed.join(dist_backend, values["device"], log=say)
         if not data or not output:
             raise click.UsageError("give the training ImageFolder DATA and -o OUTPUT.hello (or --demo)")
         from hello_build.pipeline import build

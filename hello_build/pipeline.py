@@ -204,7 +204,7 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
             "fidelity_after": results["transfer"]["fidelity"], "view_transfer": results.get("view_transfer"),
             "fidelity_with_prior": prior,
             "synthetic_agreement": agreement["agreement"], "synthetic_agreement_unmixed": agreement["unmixed_agreement"],
-            "timings": timings, "file_bytes": storage.file_bytes,
+            "synthetic_views": agreement["views"], "timings": timings, "file_bytes": storage.file_bytes,
             "label_generator_bytes": storage.label_generator_bytes}
 
 
@@ -263,8 +263,8 @@ def _check(options: BuildOptions) -> None:
             parameter_count({"architecture": options.base, "config": base_config(options)})
         except BaseModelError as exc:
             raise BuildError(f"--base-config {options.base_config}: {exc}") from None
+    _check_output_is_no_input(options)   # first: an input there is named as such
     check_output(str(options.output))
-    _check_output_is_no_input(options)
     work, data = options.workdir_path().resolve(), Path(options.data).resolve()
     if work == data or data in work.parents:   # a rerun would scan it as data: its folder a class of its own
         raise BuildError(f"the work directory {options.workdir_path()} is inside the data folder {options.data}: "
@@ -272,21 +272,24 @@ def _check(options: BuildOptions) -> None:
 
 
 def check_output(output: str) -> None:
-    """BuildError unless the bundle can be written at ``output``: a file name, not a folder, whose folder
-    (or, where that is still to be made, the nearest one that exists) takes a new file; found before
-    any stage runs, not when the finished bundle is written, and leaving nothing behind."""
+    """BuildError unless the bundle can be written at ``output``: a file name, not a folder nor a file that
+    is no bundle, whose folder (or, where that is still to be made, the nearest one that exists) takes a
+    new file; found before any stage runs, not when the finished bundle is written, and leaving nothing
+    behind."""
     path = Path(output)
     if names_a_folder(output):
         raise BuildError(f"--output {output} is a folder: name the bundle's file (e.g. {path / 'NAME.hello'})")
     reason = cannot_write_in(nearest_existing(path.absolute().parent))
     if reason:
         raise BuildError(f"--output {output}: cannot write there ({reason})")
+    if path.is_file() and not _is_bundle(path):   # a bundle there, an earlier run's, is replaced: a rerun writes where it wrote
+        raise BuildError(f"--output {output} is a file that is not a .hello bundle; hello-build replaces only an "
+                         "earlier bundle: move it, or choose another output path")
 
 
 def _check_output_is_no_input(options: BuildOptions) -> None:
     """BuildError when the bundle would be written over a file the build reads or works in (a base checkpoint,
-    a teacher, the work directory), or over a file that is no bundle: found before any stage runs. (A
-    bundle there, an earlier run's, is replaced: a rerun writes where it wrote.)"""
+    a teacher, the work directory): found before any stage runs."""
     output = Path(options.output)
     if options.workdir_path().resolve() == output.resolve():
         raise BuildError(f"--workdir {options.workdir} is the output path: give the work directory a place of its own")
@@ -296,9 +299,6 @@ def _check_output_is_no_input(options: BuildOptions) -> None:
             if same_file(output, path):
                 raise BuildError(f"--output {output} is the --{name.replace('_', '-')} file {path}: the bundle "
                                  "would replace it; choose another output path")
-    if output.is_file() and not _is_bundle(output):
-        raise BuildError(f"--output {output} is a file that is not a .hello bundle; hello-build replaces only an "
-                         "earlier bundle: move it, or choose another output path")
 
 
 def _is_bundle(path: Path) -> bool:

@@ -259,6 +259,16 @@ def test_demo_refuses_an_output_it_cannot_write_before_it_starts(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
 
 
+def test_demo_refuses_a_file_that_is_no_bundle_as_its_output_before_it_starts(tmp_path):
+    """It was refused by the build, after the foundation's pretraining and the teacher's training."""
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["--demo", "--quiet", "-o", str(tmp_path / "notes.txt")])
+    assert result.exit_code == 2 and result.stderr == (f"error: --output {tmp_path / 'notes.txt'} is a file that is not "
+                                                       "a .hello bundle; hello-build replaces only an earlier bundle: "
+                                                       "move it, or choose another output path\n"), result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_hello_build_has_the_package_version():
     """``hello --version`` had one; ``hello-build --version`` was an unknown option."""
     import hello_format
@@ -358,29 +368,26 @@ def test_repeated_teachers_and_min_max_pairs_parse_as_the_build_takes_them():
     assert _parsed([])["crop_scale"] is None and _parsed([])["teacher"] == ()
 
 
-def test_demo_takes_seed_and_precision_and_splits_the_digits_by_that_seed(tmp_path):
+def test_demo_takes_seed_and_precision_and_splits_the_digits_by_that_seed(tmp_path, monkeypatch):
     """What the refusal above leaves to --demo is taken, and --seed reaches the digits it writes. The demo
-    runs for minutes, so this one is stopped after its first digits folder: its digits/ (which each run
-    removes and remakes) is a link the removal leaves alone, to a folder where test/ is a file."""
+    runs for minutes, so this one is stopped (as by Ctrl-C) where its foundation's pretraining starts."""
     import numpy as np
     import torch
     from PIL import Image
 
+    import hello_build.demo
     from hello_build.demo import DIGIT_NAMES, digits_split
 
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "test").write_text("in the way")
-    (tmp_path / "demo.hello.work").mkdir()
-    (tmp_path / "demo.hello.work" / "digits").symlink_to(elsewhere, target_is_directory=True)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(hello_build.demo, "pretrain_clip", interrupted)
     result = CliRunner().invoke(main, ["--demo", "--seed", "3", "--precision", "fp32", "--quiet",
                                        "-o", str(tmp_path / "demo.hello")])
-    assert "--demo distils its embedded digits with its own settings" not in result.output
-    assert result.exit_code != 0 and not (tmp_path / "demo.hello").exists()   # stopped at the test digits
+    assert result.exit_code == 130 and not (tmp_path / "demo.hello").exists(), result.output
     images, labels = digits_split(3)["original"]
-    written = sorted((elsewhere / "train").glob("*/*.png"))
+    written = sorted((tmp_path / "demo.hello.work" / "digits" / "train").glob("*/*.png"))
     assert len(written) == len(labels)
-    first = elsewhere / "train" / DIGIT_NAMES[labels[0]] / "00000.png"
+    first = tmp_path / "demo.hello.work" / "digits" / "train" / DIGIT_NAMES[labels[0]] / "00000.png"
     assert torch.equal(torch.from_numpy(np.array(Image.open(first))).permute(2, 0, 1), images[0])
 
 
