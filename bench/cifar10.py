@@ -493,7 +493,7 @@ def student_run(args, cache: Path, bundle_path: Path, bundle_info: dict, teacher
     epochs = student_epochs(args.student_epochs, student, bundle_info["inputs"]["ipc"])
     inputs = {"bundle": images_of(bundle_path) if regime in IMAGE_ONLY_REGIMES else bundle_path.name,
               "regime": regime, "student": student, "seed": seed, "epochs": epochs,
-              "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None}
+              "teacher": teacher_info["inputs"] if regime in ("teacher", "stored") else None, **trained_on(args)}
     recipe = student_recipe(args, regime, student, epochs, seed)
     if "beta" in recipe:   # runs under the bundle's own beta keep their keys
         inputs["beta"] = recipe["beta"]

@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -82,12 +83,15 @@ def main(argv=None) -> None:
     work = args.work or Path(f"bench/results/cache/demo-sweep-{NET}-hflip{args.teacher_hflip:g}")
     parts = digits_split(0)
     train_dir, val_dir, teacher_dir, checkpoint = work / "original", work / "validation", work / "teacher", work / "base.safetensors"
-    teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
-    if not checkpoint.is_file() or not teacher_files:
+    prepared = work / "prepared"   # written last: a run stopped while preparing leaves no cache to trust
+    if not prepared.is_file():
+        for folder in (train_dir, val_dir, teacher_dir, work / "test-unused"):
+            shutil.rmtree(folder, ignore_errors=True)
         prepare(parts, train_dir, work / "test-unused", teacher_dir, checkpoint, time.perf_counter(), progress=False, seed=0,
                 precision=args.precision, training=dataclasses.replace(TEACHER_TRAINING, hflip=args.teacher_hflip))
         write_image_folder(val_dir, *parts["foundation"])
-        teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
+        prepared.write_text("foundation, teacher and digits complete\n")
+    teacher_files = sorted(teacher_dir.glob(f"teacher_{NET}_epoch*.safetensors"))
     final = load_teacher(teacher_files[-1], arch=NET, num_classes=len(DIGIT_NAMES), image_size=SIZE)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -105,7 +109,7 @@ def main(argv=None) -> None:
             started = time.perf_counter()
             report = build(options, progress=False)
             results[f"{build_key}/build_s"] = time.perf_counter() - started
-            results[f"{build_key}/selection"] = report["view_transfer"]["kept_selection_agreement"]
+            results[f"{build_key}/selection"] = (report["view_transfer"] or {}).get("kept_selection_agreement")   # none at views=0
         with Bundle.open(output) as bundle:
             images_key = hashlib.sha256(bundle.images().numpy().tobytes()).hexdigest()[:16]
             fidelity = bundle.manifest["provenance"]["fidelity"]
@@ -148,7 +152,8 @@ def _row(text: str, fidelity: dict, selection: float | None, top1: dict, build_s
         return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
     held_out = fidelity.get("after_view_transfer", fidelity["after_transfer"])["agreement"]
     mean = {regime: statistics.mean(values) for regime, values in top1.items()}
-    return (f"| {text} | {selection:.3f} ({fidelity.get('view_transfer_kept_step')}) | {100 * held_out:.1f} % | "
+    selected = "–" if selection is None else f"{selection:.3f} ({fidelity.get('view_transfer_kept_step')})"
+    return (f"| {text} | {selected} | {100 * held_out:.1f} % | "
             f"{100 * fidelity['synthetic_agreement']:.1f} % | "
             f"{'' if build_s is None else f'{build_s:.0f}'} | {mean_std(top1['hard'])} | {mean_std(top1['projector'])} | "
             f"{mean_std(top1['teacher'])} | {mean['projector'] - mean['hard']:+.1f} | {mean['projector'] - mean['teacher']:+.1f} |")

@@ -99,7 +99,8 @@ def main(argv=None) -> int:
         changes = parse_variant(text)
         for regime in regimes:
             for seed in args.seeds:
-                key = {"bundle": args.bundle.name, "variant": text, "regime": regime, "seed": seed, "epochs": args.epochs}
+                key = {"bundle": args.bundle.name, "variant": text, "regime": regime, "seed": seed, "epochs": args.epochs,
+                       "teacher": args.teacher.name if regime == "teacher" else None}   # another teacher, another run
                 if any({k: run.get(k) for k in key} == key for run in done):
                     continue
                 recipe = StudentRecipe.from_manifest(recipe_section, epochs=args.epochs, seed=seed, **changes)
@@ -120,19 +121,27 @@ def main(argv=None) -> int:
 
 
 def table(runs: list[dict], bundle: str) -> str:
-    """Mean (± std, per seed) foundation-half and hold-out top-1 per variant and regime."""
+    """Mean (± std, per seed) foundation-half and hold-out top-1 per variant and regime, and the test top-1
+    (reported only) where the runs were scored with --test."""
     cells = {}
     for run in runs:
         if run["bundle"] == bundle:
             cells.setdefault((run["variant"], run["regime"]), []).append(run)
-    lines = ["| recipe change | labels | foundation half top-1 % | hold-out top-1 % | seeds |", "| --- | --- | --- | --- | --- |"]
+    tested = any("test_top1" in run for group in cells.values() for run in group)
+    lines = ["| recipe change | labels | foundation half top-1 % | hold-out top-1 % |"
+             + " test top-1 % (reported only) |" * tested + " seeds |",
+             "| --- | --- | --- | --- |" + " --- |" * tested + " --- |"]
     for (variant, regime), group in sorted(cells.items()):
-        half = [r["foundation_half_top1"] * 100 for r in group]
         held = [r["holdout_top1"] * 100 for r in group]
-        spread = f" ± {statistics.stdev(half):.2f}" if len(half) > 1 else ""
-        lines.append(f"| {variant} | {regime} | {statistics.mean(half):.2f}{spread} | {statistics.mean(held):.2f} | "
-                     f"{', '.join(str(r['seed']) for r in group)} |")
+        test = [r["test_top1"] * 100 for r in group if "test_top1" in r]
+        tested_cell = (_mean_std(test) if len(test) == len(group) else "–") + " |"
+        lines.append(f"| {variant} | {regime} | {_mean_std([r['foundation_half_top1'] * 100 for r in group])} | "
+                     f"{statistics.mean(held):.2f} |{(' ' + tested_cell) * tested} {', '.join(str(r['seed']) for r in group)} |")
     return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -403,7 +403,7 @@ def test_accuracy_and_agreement_score_images_in_0_1(bench, tmp_path):
 
 
 def test_a_student_run_is_reused_only_for_the_same_run(bench, tmp_path):
-    """A cached run is keyed by all that changes its result: another epoch count, seed or student is run anew
+    """A cached run is keyed by all that changes its result: another epoch count, seed, student or device is run anew
     (--report-only lists it as missing); a hard-label run is shared by bundles of the same images."""
     import shutil
     from types import SimpleNamespace
@@ -414,9 +414,9 @@ def test_a_student_run_is_reused_only_for_the_same_run(bench, tmp_path):
     test_dir = make_tree(tmp_path / "test", per_class=2, classes=CARD_CLASSES, size=16)
     info, teacher_info = {"inputs": {"ipc": 4}, "storage": {"label_generator_bytes": 10}}, {"inputs": {}, "file_bytes": 5}
 
-    def run(path=bundle_path, epochs=1, student="resnet18_32", seed=0, report_only=True, beta=None):
+    def run(path=bundle_path, epochs=1, student="resnet18_32", seed=0, report_only=True, beta=None, device="cpu"):
         epochs = epochs if isinstance(epochs, dict) else {"default": epochs}
-        args = SimpleNamespace(student_epochs=epochs, student_beta=beta, report_only=report_only, device="cpu")
+        args = SimpleNamespace(student_epochs=epochs, student_beta=beta, report_only=report_only, device=device)
         return bench.student_run(args, tmp_path / "cache", path, info, None, teacher_info, tmp_path, test_dir, "hard",
                                  student, seed)
 
@@ -425,6 +425,7 @@ def test_a_student_run_is_reused_only_for_the_same_run(bench, tmp_path):
     record = run()   # as read back (JSON: lists for tuples)
     assert (record["inputs"], record["top1"]) == (computed["inputs"], computed["top1"])
     assert run(epochs=2) is None and run(seed=1) is None and run(student="convnet3") is None
+    assert run(device="cuda") is None   # a GPU's arithmetic trains another student (the CPU record was reused)
     assert run(epochs={"default": 1, "resnet18_32": 2}) is None and run(epochs={"default": 2, "resnet18_32@4": 1}) == record
     assert run(beta=1.0) == record   # the hard-label loss has no beta
     assert run(shutil.copyfile(bundle_path, tmp_path / "same-images.hello")) == record

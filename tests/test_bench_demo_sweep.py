@@ -39,3 +39,11 @@ def test_demo_options_change_only_what_a_variant_names(tmp_path):
     assert changed.teacher == [str(Path(files[-1]))] and len(demo.teacher) == 2
     assert {k: v for k, v in vars(changed).items() if k not in ("view_transfer_epochs", "teacher")} == \
         {k: v for k, v in vars(demo).items() if k not in ("view_transfer_epochs", "teacher")}
+
+
+def test_a_variant_without_a_view_transfer_has_a_row(demo_sweep):
+    """``--variant views=0`` builds no view transfer: its row crashed on the missing selection agreement."""
+    fidelity = {"after_transfer": {"agreement": 0.5}, "synthetic_agreement": 0.6}
+    row = demo_sweep._row("views=0", fidelity, None, {"hard": [80.0, 82.0], "projector": [90.0, 90.0],
+                                                       "teacher": [91.0, 91.0]}, None)
+    assert row == "| views=0 | – | 50.0 % | 60.0 % |  | 81.0 ± 1.4 | 90.0 ± 0.0 | 91.0 ± 0.0 | +9.0 | -1.0 |"
