@@ -126,6 +126,8 @@ class OneLineUsage:
 
 @contextlib.contextmanager
 def _usage_in_one_line():
+    """click's usage errors raised inside as one CommandError line (the help that click >= 8.2 shows for a
+    command given no arguments excepted)."""
     try:
         yield
     except click.UsageError as exc:
