@@ -45,25 +45,26 @@ def peft_defaults() -> dict:
 def start_from_adapter(projector, folder: str | Path) -> dict:
     """Copy the adapter folder's encoder LoRA (and head, when it fits) into ``projector``'s trainable
     LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
-    LoRA starts from), "out_proj_halved"}``. An adapter saved by a peft that counts the attention
+    LoRA starts from), "head_sha256" (of the head file, when the head came from it), "out_proj_halved"}``. An adapter saved by a peft that counts the attention
     out_proj update once (``lora.counts_out_proj_once``) has its out_proj lora_B divided by
     ``ATTENTION_OUT_PROJ_FACTOR``, so the encoder computes what that peft's did (spec section 3.1)."""
     folder = Path(folder)
     expected = lora.export_state_dict(projector.visual)
     config = check_adapter(folder, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict(),
                            {name: tuple(tensor.shape) for name, tensor in expected.items()})   # again: a resumed build's folder may have changed
-    weights_path = folder / lora.ADAPTER_WEIGHTS_FILE
-    tensors = _read_tensors(weights_path, expected)
+    weights_path, head_path = folder / lora.ADAPTER_WEIGHTS_FILE, folder / HEAD_FILE
     counts_once = lora.counts_out_proj_once(config)
     out_proj = lora.out_proj_lora_b_keys(projector.visual) if counts_once else []
-    for key in out_proj:
-        tensors[key] = tensors[key] / lora.ATTENTION_OUT_PROJ_FACTOR
     try:
+        tensors = _read_tensors(weights_path, expected)
+        for key in out_proj:
+            tensors[key] = tensors[key] / lora.ATTENTION_OUT_PROJ_FACTOR
         lora.load_state_dict(projector.visual, tensors)
-        head = _start_head(projector, folder / HEAD_FILE)
+        head, from_file = _start_head(projector, head_path)
     except HelloError as exc:
         raise BuildError(f"--init-adapter {folder}: {exc}") from None
-    return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head, "out_proj_halved": bool(out_proj)}
+    return {"folder": folder.name, "sha256": file_sha256(weights_path), "head": head,
+            "head_sha256": file_sha256(head_path) if from_file else None, "out_proj_halved": bool(out_proj)}
 
 
 def check_adapter(folder: str | Path, ours: dict, shapes: dict[str, tuple[int, ...]]) -> dict:
@@ -159,28 +160,39 @@ def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, to
     return tensors
 
 
-def _start_head(projector, path: Path) -> str:
+def _start_head(projector, path: Path) -> tuple[str, bool]:
     """Load the head LoRA and logit scale from ``hello_head.safetensors`` when it was made for the same
-    classes and templates (its delta is relative to their text embeddings); returns what happened."""
+    classes, templates and base (its delta is relative to their text embeddings); returns what happened
+    and whether the head came from the file."""
     if projector.head is None:
-        return "none: this build has no head LoRA"
+        return "none: this build has no head LoRA", False
     if not path.is_file():
-        return f"from the text embeddings (no {HEAD_FILE})"
-    metadata = read_header(path).metadata
-    if metadata.get("format") != HEAD_FORMAT:
+        return f"from the text embeddings (no {HEAD_FILE})", False
+    header = read_header(path)
+    if header.metadata.get("format") != HEAD_FORMAT:
         raise BuildError(f"{path.name}: __metadata__ format is not {HEAD_FORMAT!r}")
     try:
-        class_names = strict_json_loads(metadata.get("hello.class_names", "null"))
-        head = strict_json_loads(metadata.get("hello.head", "null"))
+        class_names, head, base = (strict_json_loads(header.metadata.get(f"hello.{key}", "null"))
+                                   for key in ("class_names", "head", "base"))
     except (ValueError, RecursionError) as exc:
         raise BuildError(f"{path.name}: metadata is not valid JSON ({_reason(exc)})") from None
     if class_names != projector.class_names:
-        return f"from the text embeddings ({HEAD_FILE} names other classes)"
+        return f"from the text embeddings ({HEAD_FILE} names other classes)", False
     if not isinstance(head, dict) or not isinstance(head.get("lora"), dict):
         raise BuildError(f"{path.name}: hello.head has no lora section")
     ours = projector.head_config
     if head.get("templates") != list(ours.templates) or head.get("normalize_features") != ours.normalize_features:
-        return f"from the text embeddings ({HEAD_FILE} was made with other templates)"
+        return f"from the text embeddings ({HEAD_FILE} was made with other templates)", False
+    expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
+    shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
+    w0 = header.tensors.get(HEAD_WEIGHT)   # an image-tower base's W0 (spec 15)
+    if w0 is not None:
+        width = tuple(projector.text_embeddings.shape)
+        if w0.dtype != "F32" or tuple(w0.shape) != width:
+            raise BuildError(f"{path.name}: {HEAD_WEIGHT} is {w0.dtype} {list(w0.shape)}, this build's text head is "
+                             f"F32 {list(width)} (an adapter of another base?)")
+        shapes[HEAD_WEIGHT] = width
+    _check_header(path, shapes, "--head-rank", "the head LoRA (head.lora_A, head.lora_B)")   # before its alpha
     if head["lora"].get("lora_alpha") != ours.lora.lora_alpha:
         raise BuildError(f"{path.name}: head lora_alpha is {shortened(head['lora'].get('lora_alpha'))}, this build's "
                          f"is {ours.lora.lora_alpha} (--head-alpha)")
@@ -188,19 +200,24 @@ def _start_head(projector, path: Path) -> str:
     if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
-    expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
-    shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
-    w0 = read_header(path).tensors.get(HEAD_WEIGHT)   # an image-tower base's W0 (spec 15): its header checked, never read
-    if w0 is not None:
-        width = tuple(projector.text_embeddings.shape)
-        if w0.dtype != "F32" or tuple(w0.shape) != width:
-            raise BuildError(f"{path.name}: {HEAD_WEIGHT} is {w0.dtype} {list(w0.shape)}, this build's text head is "
-                             f"F32 {list(width)} (an adapter of another base?)")
-        shapes[HEAD_WEIGHT] = width
-    _check_header(path, shapes, "--head-rank", "the head LoRA (head.lora_A, head.lora_B)")
+    if not _same_text_head(projector, path, base, w0 is not None):
+        return f"from the text embeddings ({HEAD_FILE} was made on another base)", False
     tensors = _read_tensors(path, expected)
     with torch.no_grad():
         projector.head.lora_A.copy_(tensors[HEAD_A])
         projector.head.lora_B.copy_(tensors[HEAD_B])
         projector.log_logit_scale.copy_(torch.tensor(math.log(scale)))
-    return f"from {HEAD_FILE}"
+    return f"from {HEAD_FILE}", True
+
+
+def _same_text_head(projector, path: Path, base, stores_w0: bool) -> bool:
+    """Whether the head file's delta is relative to this build's text embeddings: its stored W0 is
+    theirs (to float rounding), or else its base's fingerprint is the build's. A build that embeds its
+    image tower alone fingerprints that part alone, which a file without W0 cannot be compared with:
+    such a file is taken on its classes and templates."""
+    if stores_w0:
+        stored = _read_tensors(path, {HEAD_WEIGHT: projector.text_embeddings})[HEAD_WEIGHT]
+        return torch.allclose(stored, projector.text_embeddings.detach().float().cpu(), rtol=1e-4, atol=1e-5)
+    if projector.base_manifest.get("embedded") == "visual":
+        return True
+    return isinstance(base, dict) and base.get("fingerprint") == projector.base_manifest.get("fingerprint")

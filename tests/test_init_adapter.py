@@ -46,7 +46,8 @@ def test_a_build_without_transfer_epochs_keeps_the_adapter_it_started_from(kit, 
     assert builder["options"]["init_adapter"] == "adapter"
     # what the folder held and where the head started are the bundle's, not only the work directory's
     assert builder["init_adapter"] == {"folder": "adapter", "head": f"from {HEAD_FILE}", "out_proj_halved": False,
-                                       "sha256": file_sha256(exported["folder"] / "adapter_model.safetensors")}
+                                       "sha256": file_sha256(exported["folder"] / "adapter_model.safetensors"),
+                                       "head_sha256": file_sha256(exported["folder"] / HEAD_FILE)}
 
 
 def _copy_folder(source, folder, config_changes=None):
@@ -218,6 +219,63 @@ def test_the_head_files_w0_is_checked_on_its_header(kit, exported, tmp_path, cha
         write_container(file, read_header(exported["folder"] / HEAD_FILE).metadata, head)
     with pytest.raises(BuildError, match=r"hello_head.safetensors: head.weight is (F32|BF16) \[3, \d+\], this build's "
                                          r"text head is F32 \[3, \d+\] \(an adapter of another base\?\)$"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+
+
+def _init_record(summary) -> dict:
+    with Bundle.open(summary["output"]) as bundle:
+        return bundle.manifest["provenance"]["builder"]["init_adapter"]
+
+
+def test_a_head_made_on_another_base_starts_from_the_text_embeddings(kit, exported, tmp_path):
+    """It was loaded whenever its classes and templates were the build's (the eval and init-adapter audit),
+    though its delta is relative to its own base's text embeddings; the W0 the file stores tells."""
+    head = load_file(str(exported["folder"] / HEAD_FILE))
+    head["head.weight"] = head["head.weight"].flip(0).contiguous()   # another text head, of the same shape
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter")
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, read_header(exported["folder"] / HEAD_FILE).metadata, head)
+    summary, _ = run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
+    assert _init_record(summary)["head"] == f"from the text embeddings ({HEAD_FILE} was made on another base)"
+    assert _init_record(summary)["head_sha256"] is None
+    with Bundle.open(summary["output"]) as bundle:
+        assert not torch.equal(bundle.tensor("head.lora_B").float(), head["head.lora_B"].float())
+
+
+def test_without_a_stored_w0_the_head_files_base_fingerprint_tells(kit, tmp_path):
+    """A bundle whose base is not embedded exports no W0: the head file's base fingerprint is compared."""
+    summary, _ = run_build(tiny_options(kit, tmp_path / "first", transfer_epochs=1, embed_base=False))
+    with Bundle.open(summary["output"]) as bundle:
+        export_adapter(bundle, tmp_path / "same", checkpoint=str(kit["base_file"]))
+    assert "head.weight" not in read_header(tmp_path / "same" / HEAD_FILE).tensors
+    metadata = read_header(tmp_path / "same" / HEAD_FILE).metadata
+    base = json.loads(metadata["hello.base"]) | {"fingerprint": "sha256:" + "0" * 64}
+    other = _copy_folder(tmp_path / "same", tmp_path / "other")
+    with open(other / HEAD_FILE, "wb") as file:
+        write_container(file, {**metadata, "hello.base": json.dumps(base)}, load_file(str(tmp_path / "same" / HEAD_FILE)))
+    for folder, head in ((tmp_path / "same", f"from {HEAD_FILE}"),
+                         (other, f"from the text embeddings ({HEAD_FILE} was made on another base)")):
+        summary, _ = run_build(tiny_options(kit, tmp_path / f"from-{folder.name}", init_adapter=str(folder),
+                                            transfer_epochs=0, embed_base=False))
+        assert _init_record(summary)["head"] == head, folder.name
+
+
+def test_a_head_file_of_another_rank_names_the_rank_before_the_alpha(kit, exported, tmp_path):
+    """--head-rank 2 alone (the default alpha follows the rank) was reported as another --head-alpha."""
+    with pytest.raises(BuildError, match=r"head.lora_A' is F\d+ \[\d+, \d+\], this build needs a float \[2, \d+\] "
+                                         r"\(another --head-rank\?\)"):
+        run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), transfer_epochs=0, head_rank=2))
+
+
+def test_non_finite_encoder_weights_name_the_folder(kit, exported, tmp_path):
+    """Every other adapter error starts with "--init-adapter DIR:"; this one named the file alone."""
+    weights = load_file(str(exported["folder"] / "adapter_model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter")
+    with open(folder / "adapter_model.safetensors", "wb") as file:
+        write_container(file, read_header(exported["folder"] / "adapter_model.safetensors").metadata, weights)
+    with pytest.raises(BuildError, match=f"^--init-adapter {folder}: adapter_model.safetensors: .* holds NaN"):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0))
 
 
