@@ -11,7 +11,9 @@ same on random real images; its Label-Robust Score compares the two and the hard
 DD-Ranking loads the real dataset itself (torchvision downloads CIFAR; ImageFolders under
 ``--data-path``/train and /val for TinyImageNet and ImageNet1K), with its own class order: the bundle's
 class names must be the same names (``--class-names FILE``, one a line, when they differ from the
-dataset's folder names). Import ``hello_format`` before ``ddranking``: with the CPU build of torch,
+dataset's folder names). DD-Ranking compares with a full-data student: it trains one on the whole
+training set unless its cache holds that accuracy (ddranking 0.2.0: ResNet-18-BN on ImageNet1K and
+TinyImageNet). Import ``hello_format`` before ``ddranking``: with the CPU build of torch,
 torchvision (which ddranking imports) only loads after hello_format's op shim. The random real images
 go through image files (``random_data_format="image"``): ddranking 0.2.0's ``"tensor"`` path calls
 ``get_random_data_tensors`` without its ``class_map`` argument and fails.
@@ -63,10 +65,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="the students' learning rate (DD-Ranking searches when unset)")
     parser.add_argument("--temperature", type=float, default=4.0, help="of DD-Ranking's KL soft-label loss")
     parser.add_argument("--eval-full-data", action="store_true",
-                        help="train the full-data hard-label student instead of DD-Ranking's cached accuracy")
+                        help="train the full-data hard-label student even where DD-Ranking caches its accuracy "
+                             "(without a cached one it is trained anyway: ddranking 0.2.0 caches ResNet-18-BN on "
+                             "ImageNet1K and TinyImageNet only)")
     parser.add_argument("--save-path", default="./ddranking_results/scores.csv")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
+
+
+def full_data_needed(dataset: str, model: str, asked: bool) -> bool:
+    """Whether DD-Ranking must train the full-data hard-label student: asked, or its cache has no accuracy
+    for this dataset and model (it then fails after its hard-label learning-rate search)."""
+    from ddranking.utils import REAL_DATA_ACC_CACHE
+
+    return asked or f"{dataset}-{model}" not in REAL_DATA_ACC_CACHE
 
 
 def prepare(args: argparse.Namespace):
@@ -83,7 +95,8 @@ def prepare(args: argparse.Namespace):
             data_aug_func="cutmix", aug_params={"beta": 1.0}, optimizer="sgd", lr_scheduler="cosine",
             num_eval=args.num_eval, im_size=tuple(args.im_size) if args.im_size else None, num_epochs=args.epochs,
             random_data_format="image", random_data_path=str(Path(args.save_path).parent / "random_data"),
-            eval_full_data=args.eval_full_data, save_path=args.save_path, num_workers=0,
+            eval_full_data=full_data_needed(args.dataset, args.model, args.eval_full_data), save_path=args.save_path,
+            num_workers=0,
             teacher_model_names=[], device=args.device)
         class_names = (args.class_names.read_text().split("\n") if args.class_names
                        else list(getattr(evaluator.dst_train, "classes", [])))

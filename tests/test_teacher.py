@@ -120,6 +120,17 @@ def test_ddrankings_own_training_loop_runs_with_the_teacher(projector):
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
+def test_the_ddranking_example_trains_the_full_data_student_where_ddranking_caches_no_accuracy():
+    """As its docstring ran it (CIFAR10, ConvNet-3), the example failed after DD-Ranking's learning-rate
+    search: DD-Ranking caches no full-data accuracy for that pair (the examples audit)."""
+    if not os.environ.get("HELLO_REQUIRE_DDRANKING"):
+        pytest.importorskip("ddranking")
+    example = load_script("examples/ddranking_eval.py")
+    assert example.full_data_needed("CIFAR10", "ConvNet-3", asked=False)
+    assert not example.full_data_needed("ImageNet1K", "ResNet-18-BN", asked=False)
+    assert example.full_data_needed("ImageNet1K", "ResNet-18-BN", asked=True)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"mean": (0.5, 0.5)}, r"mean must be 1 or 3 per-channel values in \[0, 1\]"),        # failed at the first call
     ({"mean": (127.5,) * 3}, r"mean must be 1 or 3 per-channel values in \[0, 1\]"),      # 0-255 statistics
