@@ -171,7 +171,7 @@ def _run(output: Path, work: Path, started: float, *, progress: bool, seed: int,
           f"label generator {imagenet['label_generator']:,} bytes "
           f"vs {imagenet['stored_labels']:,} bytes of stored soft labels ({imagenet['stored_labels'] / imagenet['label_generator']:,.0f}x)")
     print(f"  kept in {work}: the unseen digits and the teacher, e.g. for hello eval {output} --val {test_dir} "
-          f"--student {NET} --seed {seed} --regime teacher --teacher {teacher_files[-1]}")
+          f"--student {NET} --seed {seed} --device {DEVICE} --regime teacher --teacher {teacher_files[-1]}")
     print(f"  done in {time.perf_counter() - started:.0f} s ({resolve_precision(precision, DEVICE)} on the CPU)")
     return {"top1": top1, "storage": storage, "build": report, "imagenet": imagenet}
 

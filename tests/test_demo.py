@@ -136,7 +136,7 @@ def test_a_shortened_demo_prints_the_bundles_agreement_and_a_rerun_that_gives_it
         assert bundle.manifest["provenance"]["builder"]["options"]["device"] == "cpu"
         assert bundle.manifest["provenance"]["builder"]["runs"]["view_transfer"]["device"] == "cpu"
     hint = next(line for line in printed.splitlines() if "kept in" in line).split("e.g. for hello eval ")[1].split()
-    assert "--seed" in hint and hint[hint.index("--seed") + 1] == "3"
+    assert hint[hint.index("--seed") + 1] == "3" and hint[hint.index("--device") + 1] == "cpu"
     result = CliRunner().invoke(cli, ["eval", *hint, "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["top1"] == figures["top1"]["teacher"]

@@ -508,6 +508,18 @@ def test_dry_run_bad_eval_file_is_a_hub_error(tmp_path):
     assert not (tmp_path / "up").exists()
 
 
+def test_a_repeated_eval_is_refused_not_reduced_to_its_last(tmp_path):
+    """--eval A --eval B put only B on the card (click keeps an option's last value; the eval audit)."""
+    source = make_bundle(tmp_path / "tiny.hello")
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text('{"top1": 50.0}')
+    result = CliRunner().invoke(cli, ["push", str(source), "org/tiny", "--dry-run", str(tmp_path / "up"),
+                                      "--eval", str(tmp_path / "a.json"), "--eval", str(tmp_path / "b.json")], prog_name="hello")
+    assert result.exit_code == 2 and result.stderr == ("error: --eval takes one file: append the runs' lines to one "
+                                                       "file (hello eval ... >> FILE) (see hello push --help)\n")
+    assert not (tmp_path / "up").exists()
+
+
 @pytest.mark.parametrize("other", [{"classes": 1000}, {"classes": 1000, "images": 10_000}])
 def test_dry_run_refuses_the_eval_results_of_another_bundle(tmp_path, other):
     """Results of a 1,000-class, 10,000-image bundle went onto a 3-class bundle's card as its students'

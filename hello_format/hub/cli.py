@@ -42,10 +42,11 @@ def _echo(text: str) -> None:
 )
 @click.option(
     "--eval",
-    "eval_path",
+    "eval_paths",
     type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Results from `hello eval` to show on the card: its JSON line, a list of them, or a file of appended lines.",
+    multiple=True,
+    help="Results from `hello eval` to show on the card: its JSON line, a list of them, or a file of appended lines "
+         "(one file: append several runs' lines to it).",
 )
 @click.option("--token", default=None, help="Hub token with write access. Default: HF_TOKEN or the cached login.")
 @click.option("--replace-card", is_flag=True,
@@ -59,7 +60,7 @@ def _echo(text: str) -> None:
     default=None,
     help="Write the exact folder that would be uploaded to DIR (new or empty) and upload nothing.",
 )
-def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, token, replace_card, dry_run_dir):
+def push(bundle, repo_id, repo_type, revision, private, license_, eval_paths, token, replace_card, dry_run_dir):
     """Publish a bundle to the hub with a generated card and preview.
 
     BUNDLE is a .hello file (or an hf:// URI); REPO_ID is ORG/NAME.
@@ -68,7 +69,9 @@ def push(bundle, repo_id, repo_type, revision, private, license_, eval_path, tok
     hello did not write, is refused unless --replace-card. The CLIP base is never added: it is published
     only if the bundle already embeds it.
     """
-    results = load_eval_results(eval_path) if eval_path else None
+    if len(eval_paths) > 1:   # click keeps the last of a repeated option: the others would be dropped unsaid
+        raise click.UsageError("--eval takes one file: append the runs' lines to one file (hello eval ... >> FILE)")
+    results = load_eval_results(eval_paths[0]) if eval_paths else None
     options = dict(repo_id=repo_id, repo_type=repo_type, revision=revision, license=license_, eval_results=results)
     if dry_run_dir is not None:
         warn_unused("push --dry-run", lambda name: name in ("private", "token", "replace_card"))   # they are the hub's
