@@ -161,8 +161,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
 @click.option("--regime", type=click.Choice(list(REGIMES)), default=DEFAULT_REGIME, show_default=True,
               help="Where soft labels come from (the same student, images and augmentation for all): "
                    + "; ".join(f"{name}: {what}" for name, what in REGIMES.items()) + ".")
-@click.option("--student", "arch", default=None,
-              help=f"Student architecture from the zoo: {', '.join(zoo_names())}. [default: {DEFAULT_STUDENT}]")
+@click.option("--student", "arch", type=click.Choice(zoo_names()), default=None,
+              help=f"Student architecture from the zoo. [default: {DEFAULT_STUDENT}]")
 @click.option("--epochs", type=_recipe_range("epochs"), default=None,
               help="Student epochs [default: the bundle's recipe].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: the bundle's recipe]")

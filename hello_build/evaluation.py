@@ -339,7 +339,8 @@ def evaluate(
         "regime": regime, "top1": accuracy, "student": recipe.arch, "epochs": recipe.epochs, "seed": recipe.seed,
         "world_size": group.world_size if group else 1, "precision": precision, "label_precision": label_precision,
         "images": len(labels), "classes": len(names),
-        "recipe": {**asdict(recipe), **dict.fromkeys(unused)},   # what the student trained with: unused fields null
+        # what the student trained with: unused fields null, the size of its views (the file's own is informational)
+        "recipe": {**asdict(recipe), **dict.fromkeys(unused), "student_image_size": size},
         "seconds": round(time.perf_counter() - started, 2), "train_seconds": round(train_seconds, 2), **stored_sizes,
         **({"val_images": len(val_index), "val_skipped": len(val_index.bad)} if skip_bad else {}),
         **({"real_skipped": len(real_index.bad)} if skip_bad and real_index is not None else {}),

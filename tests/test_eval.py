@@ -327,8 +327,11 @@ def test_validation_batches_hold_a_bounded_size_of_activations(eval_kit, monkeyp
     assert set(seen[:-1]) == {5} and 0 < seen[-1] <= 5 and sum(seen) == len(val)
 
 
-def test_unknown_student_architecture(eval_kit):
-    one_line_error(hello("eval", eval_kit["bundle"], "--val", eval_kit["val"], "--student", "vgg99"), "unknown student architecture", "convnet3")
+def test_an_unknown_student_is_refused_before_the_teacher_is_loaded(eval_kit, tmp_path):
+    """Free text before: the teacher file was loaded (a .pt2's code run) before the name was refused."""
+    result = hello("eval", tmp_path / "missing.hello", "--val", eval_kit["val"], "--regime", "teacher",
+                   "--teacher", tmp_path / "missing.pt2", "--trust-teacher-code", "--student", "vgg99")
+    assert result.exit_code == 2 and "Invalid value for '--student': 'vgg99' is not one of 'convnet3'" in result.output
 
 
 def test_unknown_teacher_architecture_is_refused_before_the_bundle_is_read(eval_kit, tmp_path):
@@ -356,6 +359,17 @@ def test_an_optimizer_hello_eval_does_not_train_with_is_refused_in_one_short_lin
     assert len(result.stderr) < 300
     assert final_json(hello("eval", path, "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1,
                             "--optimizer", "sgd", "--quiet"))["recipe"]["optimizer"] == "sgd"
+
+
+def test_the_result_gives_the_size_the_student_trained_at(eval_kit, tmp_path):
+    """recipe.student_image_size is informational: the JSON echoed the file's 64 for a student of 32-px views."""
+    from support import rewritten
+
+    path = rewritten(eval_kit["bundle"], tmp_path / "size.hello",
+                     lambda manifest, tensors: manifest["recipe"].update(student_image_size=64))
+    report = final_json(hello("eval", path, "--val", eval_kit["val"], "--regime", "hard", "--epochs", 1, "--quiet"))
+    with Bundle.open(path) as bundle:
+        assert report["recipe"]["student_image_size"] == bundle.image_shape[-1] != 64
 
 
 def test_empty_validation_folder(eval_kit, tmp_path):
