@@ -28,6 +28,7 @@ from hello_format.container import is_json_number, read_header, strict_json_load
 from hello_format.digests import file_sha256
 from hello_format.errors import HelloError
 from hello_format.files import read_bounded_text
+from hello_format.generator import HeadConfig
 from hello_format.limits import LOGIT_SCALE_RANGE, MAX_ADAPTER_CONFIG_BYTES
 from hello_format.text import cut, first_line, shortened
 
@@ -150,14 +151,33 @@ def _reason(exc: BaseException) -> str:
     return cut(first_line(exc), 200)
 
 
-def _read_tensors(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The tensors of ``path`` named in ``expected`` (its header checked by ``_check_header``), finite."""
+def _read_tensors(path: Path, names) -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` of these ``names`` (its header checked by ``_check_header``), finite."""
     with safe_open(str(path), framework="pt") as file:
-        tensors = {name: file.get_tensor(name).float() for name in expected}
+        tensors = {name: file.get_tensor(name).float() for name in names}
     bad = next((name for name, t in tensors.items() if not torch.isfinite(t).all()), None)
     if bad is not None:
         raise BuildError(f"{path.name}: {shortened(bad)} holds NaN or infinite values")
     return tensors
+
+
+def check_head_file(folder: str | Path, class_names: list[str], head: HeadConfig, width: int | None) -> None:
+    """The adapter folder's head file, as soon as the build's head is configured (``width``: its text
+    embeddings'), before the text head and any stage: BuildError where the transfer would refuse it."""
+    path = Path(folder) / HEAD_FILE
+    if head.lora is None or width is None or not path.is_file():
+        return
+    try:
+        reason, _ = _fitting_head_file(path, class_names, head, _head_shapes(len(class_names), head.lora.r, width))
+        if reason is None:
+            _read_tensors(path, (HEAD_A, HEAD_B))   # finite
+    except HelloError as exc:
+        raise BuildError(f"--init-adapter {folder}: {exc}") from None
+
+
+def _head_shapes(classes: int, rank: int, width: int) -> dict[str, tuple[int, int]]:
+    """The head LoRA's shapes (spec section 3.2) and W0's, where a head file stores it."""
+    return {HEAD_A: (rank, width), HEAD_B: (classes, rank), HEAD_WEIGHT: (classes, width)}
 
 
 def _start_head(projector, path: Path) -> tuple[str, bool]:
@@ -168,31 +188,47 @@ def _start_head(projector, path: Path) -> tuple[str, bool]:
         return "none: this build has no head LoRA", False
     if not path.is_file():
         return f"from the text embeddings (no {HEAD_FILE})", False
+    classes, width = projector.text_embeddings.shape
+    reason, found = _fitting_head_file(path, projector.class_names, projector.head_config,
+                                       _head_shapes(classes, projector.head_config.lora.r, width))
+    if reason is not None:
+        return f"from the text embeddings ({reason})", False
+    if not _same_text_head(projector, path, found["base"], found["stores_w0"]):
+        return f"from the text embeddings ({HEAD_FILE} was made on another base)", False
+    tensors = _read_tensors(path, (HEAD_A, HEAD_B))
+    with torch.no_grad():
+        projector.head.lora_A.copy_(tensors[HEAD_A])
+        projector.head.lora_B.copy_(tensors[HEAD_B])
+        projector.log_logit_scale.copy_(torch.tensor(math.log(found["scale"])))
+    return f"from {HEAD_FILE}", True
+
+
+def _fitting_head_file(path: Path, class_names: list[str], ours: HeadConfig,
+                       shapes: dict[str, tuple[int, int]]) -> tuple[str | None, dict]:
+    """Check ``hello_head.safetensors`` against the build's head (``shapes``: ``_head_shapes``): why the head
+    starts from the text embeddings instead (other classes or templates; None: it fits), and the file's
+    ``hello.base``, logit scale and whether it stores W0. BuildError where a file made for the build's
+    classes and templates cannot start its head."""
     header = read_header(path)
     if header.metadata.get("format") != HEAD_FORMAT:
         raise BuildError(f"{path.name}: __metadata__ format is not {HEAD_FORMAT!r}")
     try:
-        class_names, head, base = (strict_json_loads(header.metadata.get(f"hello.{key}", "null"))
-                                   for key in ("class_names", "head", "base"))
+        theirs, head, base = (strict_json_loads(header.metadata.get(f"hello.{key}", "null"))
+                              for key in ("class_names", "head", "base"))
     except (ValueError, RecursionError) as exc:
         raise BuildError(f"{path.name}: metadata is not valid JSON ({_reason(exc)})") from None
-    if class_names != projector.class_names:
-        return f"from the text embeddings ({HEAD_FILE} names other classes)", False
+    if theirs != list(class_names):
+        return f"{HEAD_FILE} names other classes", {}
     if not isinstance(head, dict) or not isinstance(head.get("lora"), dict):
         raise BuildError(f"{path.name}: hello.head has no lora section")
-    ours = projector.head_config
     if head.get("templates") != list(ours.templates) or head.get("normalize_features") != ours.normalize_features:
-        return f"from the text embeddings ({HEAD_FILE} was made with other templates)", False
-    expected = {HEAD_A: projector.head.lora_A, HEAD_B: projector.head.lora_B}
-    shapes = {name: tuple(tensor.shape) for name, tensor in expected.items()}
+        return f"{HEAD_FILE} was made with other templates", {}
     w0 = header.tensors.get(HEAD_WEIGHT)   # an image-tower base's W0 (spec 15)
-    if w0 is not None:
-        width = tuple(projector.text_embeddings.shape)
-        if w0.dtype != "F32" or tuple(w0.shape) != width:
-            raise BuildError(f"{path.name}: {HEAD_WEIGHT} is {w0.dtype} {list(w0.shape)}, this build's text head is "
-                             f"F32 {list(width)} (an adapter of another base?)")
-        shapes[HEAD_WEIGHT] = width
-    _check_header(path, shapes, "--head-rank", "the head LoRA (head.lora_A, head.lora_B)")   # before its alpha
+    if w0 is not None and (w0.dtype != "F32" or tuple(w0.shape) != shapes[HEAD_WEIGHT]):
+        raise BuildError(f"{path.name}: {HEAD_WEIGHT} is {w0.dtype} {list(w0.shape)}, this build's text head is "
+                         f"F32 {list(shapes[HEAD_WEIGHT])} (an adapter of another base?)")
+    _check_header(path, {name: shape for name, shape in shapes.items() if name != HEAD_WEIGHT or w0 is not None},
+                  "--head-rank", "the head LoRA (head.lora_A, head.lora_B)")   # its rank before its alpha
     if head["lora"].get("lora_alpha") != ours.lora.lora_alpha:
         raise BuildError(f"{path.name}: head lora_alpha is {shortened(head['lora'].get('lora_alpha'))}, this build's "
                          f"is {ours.lora.lora_alpha} (--head-alpha)")
@@ -200,14 +236,7 @@ def _start_head(projector, path: Path) -> tuple[str, bool]:
     if not is_json_number(scale) or not low <= scale <= high:
         raise BuildError(f"{path.name}: head logit_scale must be a number in [{low:g}, {high:g}], "
                          f"got {shortened(scale)}")
-    if not _same_text_head(projector, path, base, w0 is not None):
-        return f"from the text embeddings ({HEAD_FILE} was made on another base)", False
-    tensors = _read_tensors(path, expected)
-    with torch.no_grad():
-        projector.head.lora_A.copy_(tensors[HEAD_A])
-        projector.head.lora_B.copy_(tensors[HEAD_B])
-        projector.log_logit_scale.copy_(torch.tensor(math.log(scale)))
-    return f"from {HEAD_FILE}", True
+    return None, {"base": base, "scale": scale, "stores_w0": w0 is not None}
 
 
 def _same_text_head(projector, path: Path, base, stores_w0: bool) -> bool:
@@ -216,7 +245,7 @@ def _same_text_head(projector, path: Path, base, stores_w0: bool) -> bool:
     image tower alone fingerprints that part alone, which a file without W0 cannot be compared with:
     such a file is taken on its classes and templates."""
     if stores_w0:
-        stored = _read_tensors(path, {HEAD_WEIGHT: projector.text_embeddings})[HEAD_WEIGHT]
+        stored = _read_tensors(path, (HEAD_WEIGHT,))[HEAD_WEIGHT]
         return torch.allclose(stored, projector.text_embeddings.detach().float().cpu(), rtol=1e-4, atol=1e-5)
     if projector.base_manifest.get("embedded") == "visual":
         return True

@@ -29,7 +29,7 @@ from hello_build.choices import prompt_templates
 from hello_build.data import RealImages, held_out_count, holdout_split, scan_image_folder
 from hello_build.distributed import Group, rows
 from hello_build.errors import BuildError
-from hello_build.init_adapter import check_adapter, check_folder
+from hello_build.init_adapter import check_adapter, check_folder, check_head_file
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
 from hello_build.teachers import check_source as check_teacher_source, reads_arch, runs_code
@@ -437,6 +437,9 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
             raise BuildError(f"--lora-targets: {exc}") from None
         if options.init_adapter:   # its LoRA settings and weights' shapes, before the text head and any stage
             check_adapter(options.init_adapter, peft_config.to_dict(), peft_shapes(clip_model.visual, encoder_lora))
+    width = getattr(clip_model.visual, "output_dim", None)
+    if options.init_adapter:   # and its head file: what would refuse it in the transfer
+        check_head_file(options.init_adapter, index.class_names, head, width if isinstance(width, int) else None)
 
     def compute() -> dict[str, torch.Tensor]:
         names = index.class_names
@@ -454,7 +457,6 @@ def _projector(options: BuildOptions, clip_model, base_section: dict, index, dev
         return {"weight": embeddings.cpu()}
 
     key = {**options_key(options, ("base",)), "class_names": index.class_names, "templates": list(head.templates)}
-    width = getattr(clip_model.visual, "output_dim", None)
     shapes = {"weight": (index.num_classes, width)} if isinstance(width, int) else None
     embeddings = memo(key, compute, shapes, {"weight": torch.float32})["weight"]
     projector = Projector.for_training(

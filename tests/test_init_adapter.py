@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from hello_build.errors import BuildError
 from hello_build.init_adapter import CONFIG_FIELDS, _check_config
+from hello_build.pipeline import build
 from hello_format import Bundle, lora
 from hello_format.adapter import HEAD_FILE, export_adapter
 from hello_format.container import read_header, write_container
@@ -265,6 +266,26 @@ def test_a_head_file_of_another_rank_names_the_rank_before_the_alpha(kit, export
     with pytest.raises(BuildError, match=r"head.lora_A' is F\d+ \[\d+, \d+\], this build needs a float \[2, \d+\] "
                                          r"\(another --head-rank\?\)"):
         run_build(tiny_options(kit, tmp_path, init_adapter=str(exported["folder"]), transfer_epochs=0, head_rank=2))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda head, tensors: head["lora"].update(lora_alpha=99.0), r"head lora_alpha is 99.0, this build's is .* \(--head-alpha\)"),
+    (lambda head, tensors: tensors.update({"head.lora_B": tensors["head.lora_B"] * float("nan")}),
+     r"hello_head.safetensors: 'head.lora_B' holds NaN"),
+])
+def test_a_head_file_the_transfer_would_refuse_is_refused_before_the_text_head(kit, exported, tmp_path, change, words):
+    """Its head file was read in the transfer stage only: after the teachers and the text head (80 prompts a
+    class; hours at ImageNet's scale on a CPU) had run (the init-adapter audit)."""
+    metadata = read_header(exported["folder"] / HEAD_FILE).metadata
+    head, tensors = json.loads(metadata["hello.head"]), dict(load_file(str(exported["folder"] / HEAD_FILE)))
+    change(head, tensors)
+    folder = _copy_folder(exported["folder"], tmp_path / "adapter")
+    with open(folder / HEAD_FILE, "wb") as file:
+        write_container(file, {**metadata, "hello.head": json.dumps(head)}, tensors)
+    logs = []
+    with pytest.raises(BuildError, match=f"^--init-adapter {folder}: .*{words}"):
+        build(tiny_options(kit, tmp_path, init_adapter=str(folder), transfer_epochs=0), progress=False, log=logs.append)
+    assert not any(line.startswith("text head:") for line in logs), logs
 
 
 def test_non_finite_encoder_weights_name_the_folder(kit, exported, tmp_path):
