@@ -46,7 +46,7 @@ from hello_format.runtime import cosine_lr, resolve_device
 from hello_build.errors import BuildError
 from hello_format.losses import kl_loss, mse_ce_loss
 from hello_format.projector import Projector
-from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe
+from hello_format.recipe import LOSSES, OPTIMIZERS, SGD_MOMENTUM, Recipe, unread_loss_fields
 from hello_format.text import bound, first_line, shortened, warn
 
 EPOCH_LINES = 20  # at most this many epoch lines per student (the demo trains 600 epochs)
@@ -354,7 +354,7 @@ def unused_recipe_fields(regime: str, recipe: StudentRecipe) -> list[str]:
     cross-entropy alone; ``kl`` has no ``beta``, ``mse_ce`` no ``temperature``."""
     if regime == "hard":
         return ["loss", "temperature", "beta"]
-    return ["beta"] if recipe.loss == "kl" else ["temperature"]
+    return list(unread_loss_fields(recipe.loss))
 
 
 def check_cost(recipe: StudentRecipe, shape: tuple[int, ...], num_classes: int, size: int,

@@ -57,7 +57,7 @@ from hello_format.lora import default_targets, encoder_config, explicit, peft_sh
 from hello_format.manifest import FORMAT_VERSION
 from hello_format.projector import Projector, conv_tower
 from hello_format.quantize import DELTA_DTYPES, is_quantised
-from hello_format.recipe import Recipe
+from hello_format.recipe import Recipe, unread_loss_fields
 from hello_format.requantize import record_quantisation, store_deltas
 from hello_format.runtime import resolve_device
 from hello_format.text import first_line, shortened, terminal
@@ -137,6 +137,13 @@ def _build(options: BuildOptions, device: torch.device, scope: contextlib.ExitSt
     unused = unused_options(given, options)
     if unused:   # hello eval says so of its inputs too: none is dropped unsaid
         log(f"options this build does not use (recorded as null): {', '.join(unused)}")
+    replaced = replaced_options(given, options)
+    if replaced:
+        log(f"options this build replaced by a rule of its own (recorded as used): {', '.join(replaced)}")
+    unread = recipe_options_unread(options)
+    if unread:
+        log(f"options the bundle's recipe records that its own loss and augmentation do not read (a student that "
+            f"changes them would): {', '.join(unread)}")
     image_size = options.image_size
     timings["base"] = time.perf_counter() - started
 
@@ -356,6 +363,30 @@ def unused_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
     return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(given)
             if getattr(resolved, f.name) is None and getattr(given, f.name) is not None
             and getattr(given, f.name) != getattr(defaults, f.name)]
+
+
+def replaced_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
+    """``--flag given -> used`` for each option set away from its default that ``_resolved`` replaced by a
+    rule of the build (e.g. the candidates raised to the patches a class needs, one crop of a whole image)."""
+    defaults = BuildOptions()
+    changed = [(f.name, getattr(given, f.name), getattr(resolved, f.name)) for f in dataclasses.fields(given)]
+    return [f"--{name.replace('_', '-')} {_flag_value(before)} -> {_flag_value(after)}" for name, before, after in changed
+            if after is not None and before != getattr(defaults, name) and _flag_value(before) != _flag_value(after)]
+
+
+def _flag_value(value) -> str:
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, (list, tuple)) \
+        else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_options_unread(options: BuildOptions) -> list[str]:
+    """The flags of recipe options set away from their defaults that the recipe's own loss or augmentation
+    does not read (--beta under the kl loss, --cutmix-alpha without CutMix): recorded, for a student that
+    changes the loss or the augmentation."""
+    defaults = BuildOptions()
+    unread = [*unread_loss_fields(options.loss), *(["cutmix_alpha"] * (options.cutmix == 0)),
+              *(["mixup_alpha"] * (options.mixup == 0))]
+    return ["--" + name.replace("_", "-") for name in unread if getattr(options, name) != getattr(defaults, name)]
 
 
 def _resolved(options: BuildOptions, index, clip_model, base_size: int, device: torch.device) -> BuildOptions:

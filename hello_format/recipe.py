@@ -20,6 +20,12 @@ OPTIMIZERS = ("adamw", "sgd")  # the optimizers hello eval trains students with 
 SGD_MOMENTUM = 0.9  # what recipe.optimizer "sgd" means (spec section 4): SGD with this momentum, no Nesterov
 
 
+def unread_loss_fields(loss: str) -> tuple[str, ...]:
+    """The recipe's loss fields a student trained with ``loss`` does not read: kl has no beta, mse_ce no
+    temperature."""
+    return ("beta",) if loss == "kl" else ("temperature",)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The student side a label generator was built for (spec section 4, ``recipe.*``)."""

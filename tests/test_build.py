@@ -1207,6 +1207,23 @@ def test_options_a_build_does_not_use_are_named_in_one_log_line(kit, tmp_path):
     assert not any("does not use" in line for line in lines)
 
 
+def test_options_a_rule_replaced_or_the_recipe_does_not_read_are_named(kit, tmp_path):
+    """--crops-per-image 7 beside --factor 1 (one crop of a whole image) and --candidates-per-class 1 (raised
+    to the patches a class needs) were recorded as used without a word, and so were --beta under the kl
+    loss and --cutmix-alpha without CutMix, which hello eval names as unused (the hello-build audit)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1, factor=1, crops_per_image=7, candidates_per_class=1,
+                           loss="kl", beta=3.0, cutmix=0.0, cutmix_alpha=3.0)
+    summary, lines = run_build(options)
+    assert ("options this build replaced by a rule of its own (recorded as used): --candidates-per-class 1 -> 2, "
+            "--crops-per-image 7 -> 1") in lines, lines
+    assert ("options the bundle's recipe records that its own loss and augmentation do not read (a student that "
+            "changes them would): --beta, --cutmix-alpha") in lines, lines
+    recorded = recorded_options(summary)
+    assert (recorded["candidates_per_class"], recorded["crops_per_image"], recorded["beta"]) == (2, 1, 3.0)
+    _, lines = run_build(tiny_options(kit, tmp_path / "plain", transfer_epochs=1, crops_per_image=1))
+    assert not any(line.startswith(("options this build replaced", "options the bundle's recipe")) for line in lines), lines
+
+
 def test_the_transfers_options_are_null_when_neither_transfer_runs(kit, tmp_path):
     """With both transfers off nothing trains the logit scale nor combines the teachers, yet
     train_logit_scale and teacher_combine were recorded as used (an audit of the builder's defaults).
