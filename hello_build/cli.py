@@ -142,6 +142,8 @@ def main(data, output, demo, quiet, dist_backend, **values):
         report = build(options, progress=not quiet, group=group)
         if report is not None:
             click.echo(json.dumps(report, sort_keys=True))
+    except BrokenPipeError:   # stdout's reader gone after the bundle was written: click ends that quietly
+        raise
     except (HelloError, OSError) as error:   # an OSError: a write the build's own checks do not cover
         where = f"rank {group.rank}: " if group is not None else ""
         message = str(error) if isinstance(error, HelloError) else os_error_line(error)

@@ -360,7 +360,8 @@ def unused_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
     """The flags of options set away from their defaults that ``_resolved`` found unused (set to None):
     e.g. --teacher-epochs beside given teachers, --view-transfer-lr with --view-transfer-epochs 0."""
     defaults = BuildOptions()
-    return ["--" + f.name.replace("_", "-") for f in dataclasses.fields(given)
+    return [("--no-" if getattr(given, f.name) is False else "--") + f.name.replace("_", "-")   # as it was given
+            for f in dataclasses.fields(given)
             if getattr(resolved, f.name) is None and getattr(given, f.name) is not None
             and getattr(given, f.name) != getattr(defaults, f.name)]
 

@@ -831,7 +831,8 @@ def test_channels_last_is_recorded_as_unused_for_a_vit_base_and_reruns_nothing(k
     assert recorded_options(summary)["channels_last"] is None
     summary, lines = run_build(dataclasses.replace(options, channels_last=False))
     assert recorded_options(summary)["channels_last"] is None
-    assert "options this build does not use (recorded as null): --channels-last" in lines, lines
+    # named as given: it said --channels-last (the hello-build audit)
+    assert "options this build does not use (recorded as null): --no-channels-last" in lines, lines
     assert not any(": rerun: " in line for line in lines) and any(line.startswith("transfer: reused from")
                                                                   for line in lines), lines
 
@@ -1236,8 +1237,11 @@ def test_the_transfers_options_are_null_when_neither_transfer_runs(kit, tmp_path
     assert recorded["device"] == "cpu"   # the default device, as used (it was null)
     assert [recorded[name] for name in ("train_logit_scale", "teacher_combine", "view_transfer_target")] == [None, None, "set"]
     unused = next(line for line in lines if line.startswith("options this build does not use (recorded as null): "))
-    assert {"--train-logit-scale", "--teacher-combine"} <= set(unused.split(": ")[1].split(", ")) and "target" not in unused
+    assert {"--no-train-logit-scale", "--teacher-combine"} <= set(unused.split(": ")[1].split(", ")) and "target" not in unused
     assert any(line.startswith("teachers: 1: ") for line in lines) and not any("None" in line for line in lines), lines
+    # it said "after transfer:" of a transfer that had not run (the hello-build audit)
+    assert any(line.startswith("after transfer (none ran, --transfer-epochs 0: the LoRA it starts from): ")
+               for line in lines), lines
     recorded = recorded_options(run_build(tiny_options(kit, tmp_path, transfer_epochs=1, view_transfer_epochs=0))[0])
     assert recorded["train_logit_scale"] is True and recorded["teacher_combine"] == "random"
 

@@ -200,6 +200,26 @@ def test_console_script_reports_a_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_a_build_whose_reader_has_gone_ends_without_an_error_line(tmp_path):
+    """``hello-build ... | true``: the bundle was written, then the JSON line met a closed pipe and the build
+    said "error: Broken pipe" with status 2, as if it had failed (the hello-build audit)."""
+    data = make_tree(tmp_path / "data", per_class=12)
+    base = save_tiny_base(tmp_path / "base.safetensors")
+    command = [sys.executable, "-m", "hello_build", str(data), "-o", str(tmp_path / "x.hello"), "--base", base,
+               "--base-checkpoint", str(tmp_path / "base.safetensors"), "--train-teacher", "convnet3", "--teacher-epochs", "1",
+               "--teacher-checkpoints", "1", "--transfer-epochs", "0", "--image-size", "16", "--ipc", "1",
+               "--candidates-per-class", "4", "--device", "cpu", "--quiet"]
+    read, write = os.pipe()
+    os.close(read)   # the reader has gone
+    try:
+        done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
+    finally:
+        os.close(write)
+    assert (tmp_path / "x.hello").is_file()
+    assert done.returncode == 1 and "error:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_ctrl_c_ends_a_build_with_the_shells_status(tmp_path):
     """Ctrl-C during a stage: exit 130 and one line saying how to resume, no traceback (click's answer was 1,
     as for any failure)."""

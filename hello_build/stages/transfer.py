@@ -178,7 +178,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
 
 def load(ctx: BuildContext, record: dict) -> None:
     load_lora_state(ctx.projector, ctx.work.load_tensors("transfer", lora_shapes(ctx.projector)))
-    ctx.log(f"after transfer: {describe(record['result']['fidelity'])}")
+    ran = "" if ctx.options.transfer_epochs else " (none ran, --transfer-epochs 0: the LoRA it starts from)"
+    ctx.log(f"after transfer{ran}: {describe(record['result']['fidelity'])}")
 
 
 def measure(ctx: BuildContext) -> dict:
