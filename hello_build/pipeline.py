@@ -32,7 +32,7 @@ from hello_build.errors import BuildError
 from hello_build.init_adapter import check_adapter, check_folder, check_head_file
 from hello_build.options import BuildOptions, default_head_rank
 from hello_build.teacher_training import TeacherTraining
-from hello_build.teachers import check_source as check_teacher_source, reads_arch, runs_code
+from hello_build.teachers import check_loadable, reads_arch, runs_code
 from hello_build.stages import transfer
 from hello_build.stages.context import BuildContext, options_key, run_stage
 from hello_build.stages.init import candidate_crop_scale, candidates_per_class, check_patch_size, crops_per_candidate
@@ -227,8 +227,8 @@ def _check(options: BuildOptions) -> None:
         value, choices = getattr(options, f.name), f.metadata["choices"]
         if choices and value is not None and any(v not in choices for v in (value if f.metadata["multiple"] else [value])):
             raise BuildError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)} (got {shortened(value)})")
-    for source in options.teacher:   # a missing file found now, not after the base is loaded (or downloaded)
-        check_teacher_source(source)
+    for source in options.teacher:   # found now, not after the data scan, the base and the text head
+        check_loadable(source, arch=options.teacher_arch, trust_code=options.trust_teacher_code)
     if options.train_teacher:
         try:
             teacher_training(options)

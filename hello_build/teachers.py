@@ -294,13 +294,46 @@ def factory_source(spec: str) -> Path | None:
     return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
 
 
+def check_loadable(source: str | os.PathLike, *, arch: str | None = None, trust_code: bool = False) -> None:
+    """BuildError where the teacher ``source`` cannot load, as far as its name, its kind and a safetensors
+    file's header tell: a build checks its teachers so before it loads anything (``load_teacher`` loads
+    them, and checks the rest)."""
+    if check_source(source):
+        module = str(source).split(":", 1)[0]
+        try:   # imports its parent packages, as the factory's own import will
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise BuildError(f"cannot find module {module!r} for teacher {source} (is it on PYTHONPATH?)")
+        return
+    path = Path(source)
+    if _loadable_kind(path, trust_code) == "safetensors":
+        _safetensors_arch(_safetensors_header(path), path, arch)
+
+
 def _load(source, arch, input_size, image_size, num_classes, mean, std, device, trust_code) -> Teacher:
     if check_source(source):
         return _from_factory(source, input_size or image_size, num_classes, mean, std, device)
     path = Path(source)
-    kind = _file_kind(path)
+    kind = _loadable_kind(path, trust_code)
     if kind == "safetensors":
         return _from_safetensors(path, arch, input_size, image_size, mean, std, device)
+    size = _required_input_size(input_size or image_size, path.name)
+    digest = file_sha256(path)
+    try:
+        net = (torch.jit.load(str(path), map_location="cpu") if kind == "torchscript"
+               else _ExportedGraph(torch.export.load(str(path)).module()))
+    except Exception as exc:
+        raise BuildError(f"cannot load {kind} teacher {path}: {first_line(exc)}") from None
+    label = "TorchScript" if kind == "torchscript" else "torch.export"
+    return _finish(net, size, mean, std, device, f"{label} {path.name} (sha256 {digest[:16]})")
+
+
+def _loadable_kind(path: Path, trust_code: bool) -> str:
+    """The teacher file's kind (``_file_kind``) where hello loads it: BuildError for a pickle, an unknown
+    kind, and code (TorchScript, torch.export) without ``trust_code``."""
+    kind = _file_kind(path)
     if kind == "pickle":
         raise BuildError(f"{path} is a pickled PyTorch checkpoint, which hello-build refuses to load (unpickling runs "
                          "code); convert it to safetensors (safetensors.torch.save_file(model.state_dict(), ...)) with "
@@ -311,15 +344,7 @@ def _load(source, arch, input_size, image_size, num_classes, mean, std, device, 
     if kind in _CODE_KINDS and not trust_code:
         raise BuildError(f"{path} is {_CODE_KINDS[kind]}; hello refuses it unless you trust the file and pass "
                          "--trust-teacher-code (trust_code=True), or convert it to safetensors with --teacher-arch")
-    size = _required_input_size(input_size or image_size, path.name)
-    digest = file_sha256(path)
-    try:
-        net = (torch.jit.load(str(path), map_location="cpu") if kind == "torchscript"
-               else _ExportedGraph(torch.export.load(str(path)).module()))
-    except Exception as exc:
-        raise BuildError(f"cannot load {kind} teacher {path}: {first_line(exc)}") from None
-    label = "TorchScript" if kind == "torchscript" else "torch.export"
-    return _finish(net, size, mean, std, device, f"{label} {path.name} (sha256 {digest[:16]})")
+    return kind
 
 
 class _ExportedGraph(nn.Module):
@@ -381,18 +406,8 @@ def _zip_directory_bytes(path: Path) -> int:
 
 def _from_safetensors(path: Path, arch: str | None, input_size: int | None, image_size: int | None, mean, std,
                       device) -> Teacher:
-    try:
-        header = read_header(path)  # bounded and strict: sizes, names, shapes, metadata strings
-    except HelloError as exc:
-        raise BuildError(f"cannot read safetensors teacher: {exc}") from None
-    metadata = header.metadata
-    if metadata.get("format") == "hello":   # else "holds only weights; name its architecture", which misleads
-        raise BuildError(f"{path} is a .hello bundle, not a teacher: give the teacher network's own file "
-                         "(safetensors with --teacher-arch, TorchScript, .pt2 or module:factory)")
-    arch = arch or metadata.get("hello.arch")
-    if arch is None:
-        raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
-                         + ", ".join(zoo_names()))
+    header = _safetensors_header(path)
+    metadata, arch = header.metadata, _safetensors_arch(header, path, arch)
     source, spec = str(path), get_architecture(arch)
     # a size the weights imply (ConvNet) is checked against them; another (ResNets pool adaptively) sets
     # what every teacher pass costs and is held to the architecture's own or the data's, whichever is larger
@@ -413,6 +428,26 @@ def _from_safetensors(path: Path, arch: str | None, input_size: int | None, imag
     return zoo_teacher(arch, None, state, input_size=size, mean=mean, std=std,
                        description=f"{arch} from {path.name} (sha256 {file_sha256(path)[:16]})",
                        device=device, source=source)
+
+
+def _safetensors_header(path: Path):
+    try:
+        return read_header(path)  # bounded and strict: sizes, names, shapes, metadata strings
+    except HelloError as exc:
+        raise BuildError(f"cannot read safetensors teacher: {exc}") from None
+
+
+def _safetensors_arch(header, path: Path, arch: str | None) -> str:
+    """The zoo architecture of a safetensors teacher: ``arch`` (--teacher-arch), else its ``hello.arch``."""
+    if header.metadata.get("format") == "hello":   # else "holds only weights; name its architecture", which misleads
+        raise BuildError(f"{path} is a .hello bundle, not a teacher: give the teacher network's own file "
+                         "(safetensors with --teacher-arch, TorchScript, .pt2 or module:factory)")
+    arch = arch or header.metadata.get("hello.arch")
+    if arch is None:
+        raise BuildError(f"{path} holds only weights; name its architecture (--teacher-arch), one of "
+                         + ", ".join(zoo_names()))
+    get_architecture(arch)   # one of the zoo's (a file's hello.arch too)
+    return arch
 
 
 def _unwrapped(state: dict) -> dict:
@@ -525,8 +560,8 @@ def _from_factory(spec: str, input_size, num_classes, mean, std, device) -> Teac
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {first_line(exc)} "
-                         "(is it on PYTHONPATH?)") from None
+        hint = " (is it on PYTHONPATH?)" if isinstance(exc, ModuleNotFoundError) else ""
+        raise BuildError(f"cannot import module {module_name!r} for teacher {spec}: {first_line(exc)}{hint}") from None
     factory = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)

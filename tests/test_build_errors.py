@@ -220,6 +220,24 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
     assert (output.read_bytes() if output.is_file() else None) == before and (before is not None or not output.exists())
 
 
+@pytest.mark.parametrize("teacher, message", [
+    ("pickled", r"pickled\.pth is a pickled PyTorch checkpoint"),
+    ("torchscript", r"scripted\.pt is a TorchScript archive, .*--trust-teacher-code"),
+    ("weights_only", r"weights\.safetensors holds only weights; name its architecture \(--teacher-arch\)"),
+    ("no_such_module_for_hello:make", r"cannot find module 'no_such_module_for_hello' for teacher .* \(is it on PYTHONPATH\?\)"),
+])
+def test_a_teacher_its_file_tells_cannot_load_is_refused_before_the_data_is_scanned(errors_kit, tmp_path, teacher, message):
+    """Such a teacher was refused when the teacher stage loaded it: after the scan, the base and the text head
+    (minutes each at ImageNet's scale), none of them kept (the hello-build audit)."""
+    if teacher == "weights_only":
+        save_file(create_model("convnet3", 3).state_dict(), str(tmp_path / "weights.safetensors"))
+        teacher = str(tmp_path / "weights.safetensors")
+    logs = []
+    with pytest.raises(BuildError, match=message):
+        build(BuildOptions(**_values(errors_kit, tmp_path, None, {"teacher": [teacher]})), progress=False, log=logs.append)
+    assert logs == []
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"delta_dtype": "int4", "delta_calibration_objective": "l1"}, r"--delta-calibration-objective must be one of kl, mse \(got 'l1'\)"),
     # free text before: refused once the base was loaded (or downloaded)
