@@ -301,9 +301,9 @@ class WorkDir:
         check_finite(path, tensors)
         return tensors
 
-    def stage_dir(self, stage: str, key: dict) -> Path:
+    def stage_dir(self, stage: str, key: dict, log=None) -> Path:
         """A folder for ``stage``'s partial state (e.g. epoch checkpoints), emptied when ``key`` changed
-        (by rank 0, before any rank reads it)."""
+        (by rank 0, before any rank reads it; ``log`` told what differed, where there was state to lose)."""
         path = self.path / stage
         if path.is_symlink():   # its files would be written (and --fresh's removal run) in the link's target
             raise unreadable(path, "a symbolic link, not the folder this build writes")
@@ -315,6 +315,9 @@ class WorkDir:
                 raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
                                  "or give the build another --workdir")
             if marker.exists() and self._json(marker) != _jsonable(key):
+                if log is not None and any(p.name != STAGE_KEY for p in path.iterdir()):
+                    changed = ", ".join(_differences(_jsonable(key), self._json(marker))[:6])
+                    log(f"{stage}: the partial state in {path} was made with other {changed}: starting over")
                 self.discard(stage)
             with writing(path):
                 path.mkdir(exist_ok=True)

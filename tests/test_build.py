@@ -795,6 +795,20 @@ def test_a_conv_base_is_fitted_channels_last_unless_told_and_the_bundles_agree(k
                         for name in lora)
 
 
+def test_an_interrupted_transfer_started_over_for_another_option_says_so(kit, tmp_path, monkeypatch):
+    """Its epoch checkpoints were thrown away without a word when a rerun changed a transfer option; a
+    finished stage in the same case says "rerun: ... made with other X" (the hello-build audit)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=3)
+    monkeypatch.setenv(INTERRUPT_ENV, str(options.workdir_path() / "transfer" / "transfer.safetensors"))
+    with pytest.raises(KeyboardInterrupt):
+        run_build(options)
+    monkeypatch.delenv(INTERRUPT_ENV)
+    _, logs = run_build(dataclasses.replace(options, transfer_lr=1e-3))
+    assert any(line.startswith("transfer: the partial state in ") and line.endswith(
+        "was made with other transfer_lr: starting over") for line in logs), logs
+    assert not any(line.startswith("transfer: resumed after epoch") for line in logs), logs
+
+
 def test_an_interrupted_channels_last_transfer_resumes_to_the_uninterrupted_bundle(kit, tmp_path, monkeypatch):
     """A conv base's LoRA is channels_last, and so are AdamW's moments of it; a resumed transfer put the saved
     moments back contiguous, so every later step took another kernel than the uninterrupted build's."""

@@ -60,7 +60,7 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
 
 def _folder(ctx: BuildContext) -> Path:
     """The stage's folder in the work directory (``WorkDir.stage_dir``), discarded with the stage."""
-    return ctx.work.stage_dir("teacher", stage_key(ctx.options, "teacher", ctx.index.listing_digest))
+    return ctx.work.stage_dir("teacher", stage_key(ctx.options, "teacher", ctx.index.listing_digest), log=ctx.log)
 
 
 def _leave_final_file(ctx: BuildContext, final: teacher_io.Teacher) -> None:

@@ -167,7 +167,8 @@ def run(ctx: BuildContext) -> tuple[dict, dict]:
                 f"head {start['head']}")
     history, seconds = run_transfer(
         ctx.projector, ctx.teachers, ctx.train, ctx.augment, ctx.options,
-        checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer", ctx.index.listing_digest)),
+        checkpoint_dir=ctx.work.stage_dir("transfer", stage_key(ctx.options, "transfer", ctx.index.listing_digest),
+                                          log=ctx.log),
         device=ctx.device,
         progress=ctx.progress, log=ctx.log, group=ctx.group,
     )
