@@ -150,9 +150,10 @@ def main(data, output, demo, quiet, dist_backend, **values):
         click.echo(f"error: {where}{terminal(message)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        exit_interrupted(None if options is None else
-                         f"rerun the same command{' without --fresh' * options.fresh} to resume; "
-                         f"finished stages are kept in {terminal(str(options.workdir_path()))}")
+        work = None if options is None else terminal(str(options.workdir_path()))
+        exit_interrupted(None if options is None else   # --fresh discards once the input is checked: maybe not yet
+                         f"rerun the same command to start over, or without --fresh to reuse the stages kept in {work}"
+                         if options.fresh else f"rerun the same command to resume; finished stages are kept in {work}")
     finally:
         distributed.leave()
 

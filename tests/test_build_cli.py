@@ -249,6 +249,21 @@ def test_ctrl_c_ends_a_build_with_the_shells_status(tmp_path):
     assert not (tmp_path / "x.hello").exists()
 
 
+def test_ctrl_c_of_a_fresh_build_names_both_ways_on(kit, tmp_path, monkeypatch):
+    """It said "rerun the same command without --fresh to resume", which, before --fresh had discarded
+    anything (it waits until the input is checked), reuses the very records --fresh was given to drop."""
+    from support import INTERRUPT_ENV, TEACHER
+
+    monkeypatch.setenv(INTERRUPT_ENV, str(tmp_path / "x.hello.work" / "transfer" / "transfer.safetensors"))
+    result = CliRunner().invoke(main, [str(kit["data"]), "-o", str(tmp_path / "x.hello"), "--base", kit["base"],
+                                       "--base-checkpoint", str(kit["base_file"]), "--teacher", TEACHER, "--ipc", "2",
+                                       "--transfer-epochs", "3", "--candidates-per-class", "8", "--device", "cpu",
+                                       "--fresh", "--quiet"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines()[-1] == ("interrupted: rerun the same command to start over, or without "
+                                                      f"--fresh to reuse the stages kept in {tmp_path / 'x.hello.work'}")
+
+
 def test_demo_refuses_what_it_would_ignore():
     """--demo ran its own settings whatever else was given: --ipc 3 or a DATA folder silently did nothing."""
     for args in (["--demo", "--ipc", "3"], ["--demo", "some/folder"], ["--demo", "--device", "cpu", "--fresh"]):
