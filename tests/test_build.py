@@ -795,6 +795,18 @@ def test_a_conv_base_is_fitted_channels_last_unless_told_and_the_bundles_agree(k
                         for name in lora)
 
 
+def test_skip_bad_on_data_without_bad_images_reruns_no_stage(kit, tmp_path):
+    """--skip-bad keyed every stage, so on clean data it reran them all for the same images: what it leaves
+    out is in the data's listing, which keys them (the hello-build audit). The scan itself runs again (it
+    decodes every image now)."""
+    options = tiny_options(kit, tmp_path, transfer_epochs=1)
+    run_build(options)
+    _, logs = run_build(dataclasses.replace(options, skip_bad=True))
+    assert not any(": rerun: " in line for line in logs), logs
+    assert any(line.startswith("transfer: reused from") for line in logs) and any(
+        line.startswith("scan: decoding each of") for line in logs), logs
+
+
 def test_an_interrupted_transfer_started_over_for_another_option_says_so(kit, tmp_path, monkeypatch):
     """Its epoch checkpoints were thrown away without a word when a rerun changed a transfer option; a
     finished stage in the same case says "rerun: ... made with other X" (the hello-build audit)."""
