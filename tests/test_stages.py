@@ -173,14 +173,15 @@ def test_the_agreement_options_rerun_the_stages_that_measure_with_them(change):
 # (test_build_cli holds the open ones to that table): a resumed build reuses every stage before an option's,
 # so an option placed too late would reuse, silently, a result made with its other value.
 STAGES_OF_THE_OPTIONS_NOT_IN_THE_SPEC_TABLE = {
-    "data": ("data", "class_names", "skip_bad", "seed"),
+    "data": ("data", "class_names", "seed"),
     "base": ("base", "pretrained", "base_checkpoint", "base_config"),
     "teacher": ("teacher", "teacher_arch", "train_teacher", "precision"),
     "text_head": ("channels_last",),
     "transfer": ("lora_rank", "init_adapter"),
     "init": ("ipc", "factor", "init_images"),
     "write": ("output", "embed_base", "codec", "quality", "source_dataset"),
-    "run": ("follow_external_links", "num_workers", "trust_teacher_code", "workdir", "fresh", "device"),
+    # skip_bad: what it leaves out is in the data's listing, which keys every stage
+    "run": ("skip_bad", "follow_external_links", "num_workers", "trust_teacher_code", "workdir", "fresh", "device"),
 }
 
 
