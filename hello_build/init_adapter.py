@@ -89,6 +89,8 @@ def check_folder(folder: str | Path) -> dict:
     files are there: what can be checked before the build's projector exists (the build checks it
     before any stage runs); BuildError otherwise."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BuildError(f"--init-adapter {folder} is a file, not an adapter folder (e.g. from hello export-adapter)")
     config_path = folder / lora.ADAPTER_CONFIG_FILE
     for path in (config_path, folder / lora.ADAPTER_WEIGHTS_FILE):
         if not path.exists():

@@ -274,7 +274,8 @@ def _check(options: BuildOptions) -> None:
     check_output(str(options.output))
     work, data = options.workdir_path().resolve(), Path(options.data).resolve()
     if work == data or data in work.parents:   # a rerun would scan it as data: its folder a class of its own
-        raise BuildError(f"the work directory {options.workdir_path()} is inside the data folder {options.data}: "
+        where = "is" if work == data else "is inside"
+        raise BuildError(f"the work directory {options.workdir_path()} {where} the data folder {options.data}: "
                          "give -o or --workdir a place outside it")
 
 

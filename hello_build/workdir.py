@@ -107,6 +107,8 @@ def _remove_leftover_temps(folder: Path, targets: tuple[str, ...]) -> None:
 
 
 def _make_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():   # mkdir's own answer, "File exists", reads as if all were well
+        raise BuildError(f"work directory {path} (--workdir) is a file, not a folder: give a folder's path")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

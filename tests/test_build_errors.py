@@ -165,6 +165,8 @@ CASES = [
      r"--output .*base\.safetensors is the --base-checkpoint file .*base\.safetensors: the bundle would replace it"),
     ("output_is_a_file_that_is_no_bundle", None, {"output": "KIT/nan.json"},
      r"--output .*nan\.json is a file that is not a \.hello bundle; hello-build replaces only an earlier bundle"),
+    ("init_adapter_a_file", None, {"init_adapter": "KIT/nan.json"},   # it said "no adapter_config.json"
+     r"--init-adapter .*nan\.json is a file, not an adapter folder"),
     ("workdir_is_the_output", None, {"workdir": "OUTPUT"},
      r"--workdir .*out\.hello is the output path: give the work directory a place of its own"),
     ("missing_teacher_before_the_base", None, {"teacher": ["/no/such/teacher.safetensors"], "base_checkpoint": "/no/such/base"},
@@ -184,6 +186,8 @@ def _values(errors_kit, tmp_path: Path, change, overrides: dict) -> dict:
         values["output"] = str(errors_kit["root"] / values["output"].removeprefix("KIT/"))
     if values.get("workdir") == "OUTPUT":
         values["workdir"] = values["output"]
+    if (values.get("init_adapter") or "").startswith("KIT/"):
+        values["init_adapter"] = str(errors_kit["root"] / values["init_adapter"].removeprefix("KIT/"))
     if values["output"].startswith("DATA/"):   # a path inside the data folder
         values["output"] = str(Path(values["data"]) / values["output"].removeprefix("DATA/"))
     if values.get("base_config"):
@@ -218,6 +222,21 @@ def test_bad_input_is_a_build_error_before_any_stage(errors_kit, tmp_path, case,
     # nothing left behind: no stage ran, and the work directory the build made for its lock is gone again
     assert not workdir.exists(), f"left {sorted(p.name for p in workdir.iterdir())}"
     assert (output.read_bytes() if output.is_file() else None) == before and (before is not None or not output.exists())
+
+
+def test_a_work_directory_that_is_a_file_or_the_data_is_said_so(errors_kit, tmp_path):
+    """It said "cannot create it: File exists", as if the folder were there, and of the data folder itself
+    that it was inside it (the hello-build audit)."""
+    (tmp_path / "work").write_text("mine")
+    with pytest.raises(BuildError, match=r"work directory .*work \(--workdir\) is a file, not a folder: give a "
+                                         r"folder's path$"):
+        build(BuildOptions(**_values(errors_kit, tmp_path, None, {"workdir": str(tmp_path / "work")})), progress=False,
+              log=lambda line: None)
+    assert (tmp_path / "work").read_text() == "mine"
+    with pytest.raises(BuildError, match=r"the work directory .*data is the data folder .*data: give -o or --workdir "
+                                         r"a place outside it$"):   # it said "is inside the data folder"
+        build(BuildOptions(**_values(errors_kit, tmp_path, None, {"workdir": str(errors_kit["data"])})),
+              progress=False, log=lambda line: None)
 
 
 @pytest.mark.parametrize("teacher, message", [
