@@ -294,6 +294,15 @@ def test_demo_refuses_an_output_it_cannot_write_before_it_starts(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
 
 
+def test_an_output_that_is_a_folder_gets_the_builds_own_line(tmp_path):
+    """click's path check answered first ("File ... is a directory"), hiding the build's line that says
+    what to give instead (the hello-build audit)."""
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(main, [str(tmp_path), "-o", str(tmp_path / "out"), "--train-teacher", "convnet3"])
+    assert result.exit_code == 2 and result.stderr == (f"error: --output {tmp_path / 'out'} is a folder: name the bundle's "
+                                                       f"file (e.g. {tmp_path / 'out' / 'NAME.hello'})\n"), result.output
+
+
 def test_demo_refuses_a_file_that_is_no_bundle_as_its_output_before_it_starts(tmp_path):
     """It was refused by the build, after the foundation's pretraining and the teacher's training."""
     (tmp_path / "notes.txt").write_text("mine")
