@@ -46,9 +46,10 @@ def peft_defaults() -> dict:
 def start_from_adapter(projector, folder: str | Path) -> dict:
     """Copy the adapter folder's encoder LoRA (and head, when it fits) into ``projector``'s trainable
     LoRA; returns what was used: ``{"folder", "sha256" (of the weights file), "head" (where the head
-    LoRA starts from), "head_sha256" (of the head file, when the head came from it), "out_proj_halved"}``. An adapter saved by a peft that counts the attention
-    out_proj update once (``lora.counts_out_proj_once``) has its out_proj lora_B divided by
-    ``ATTENTION_OUT_PROJ_FACTOR``, so the encoder computes what that peft's did (spec section 3.1)."""
+    LoRA starts from), "head_sha256" (of the head file, when the head came from it), "out_proj_halved"}``.
+    An adapter saved by a peft that counts the attention out_proj update once (``lora.counts_out_proj_once``)
+    has its out_proj lora_B divided by ``ATTENTION_OUT_PROJ_FACTOR``, so the encoder computes what that
+    peft's did (spec section 3.1)."""
     folder = Path(folder)
     expected = lora.export_state_dict(projector.visual)
     config = check_adapter(folder, projector.visual.peft_config[lora.ADAPTER_NAME].to_dict(),
