@@ -4,7 +4,7 @@ The folder is what ``hello export-adapter`` writes (spec section 15), or peft's 
 ``save_pretrained`` of the same image encoder: ``adapter_config.json`` and ``adapter_model.safetensors``
 must describe exactly the LoRA this build injects (the same adapted modules, ranks, alphas), and its
 weights are copied in. ``hello_head.safetensors`` beside them, when it was made for the same classes
-(in the same order) and templates, also gives the head LoRA and the logit scale; otherwise the head
+(in the same order), templates and base, also gives the head LoRA and the logit scale; otherwise the head
 starts from the class text embeddings, and the log says so. Every value is checked (sizes before reading, keys, shapes,
 finiteness) before it is copied; a mismatch is one ``BuildError`` line.
 """

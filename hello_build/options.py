@@ -122,7 +122,7 @@ class BuildOptions:
     prior_weight: float = option(0.2, "Weight w of the zero-shot projector (base and text head, no deltas) in the labels: (1 - w) * projector + w * zero-shot (0: the projector alone, a format 1.1 bundle; above 0 the bundle is format 2.0, which 1.x readers refuse).", stage="write", open=True, at_least=0, below=1)
     templates: str = option("ensemble", "Text-guided head prompts: CLIP's ImageNet template ensemble, or the single 'a photo of a {}.'.", stage="text_head", open=True, choices=TEMPLATE_SETS)
     # transfer
-    init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes and templates.", stage="transfer", path=True)
+    init_adapter: str | None = option(None, "A peft adapter folder (hello export-adapter's, or peft's for the same image tower) the transfer starts from instead of a fresh LoRA; its hello_head.safetensors too when made for the same classes, templates and base.", stage="transfer", path=True)
     transfer_epochs: int = option(10, "Epochs of LoRA transfer over the real training images.", stage="transfer", open=True, at_least=0, at_most=MAX_EPOCHS)
     transfer_lr: float = option(5e-3, "AdamW learning rate of the transfer (cosine decay to 0).", stage="transfer", open=True, above=0)
     transfer_weight_decay: float = option(0.0, "AdamW weight decay of the transfer: none, so the LoRA is pulled only toward the teacher.", stage="transfer", open=True, at_least=0)

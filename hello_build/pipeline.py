@@ -371,7 +371,8 @@ def replaced_options(given: BuildOptions, resolved: BuildOptions) -> list[str]:
     """``--flag given -> used`` for each option set away from its default that ``_resolved`` replaced by a
     rule of the build (e.g. the candidates raised to the patches a class needs, one crop of a whole image)."""
     defaults = BuildOptions()
-    changed = [(f.name, getattr(given, f.name), getattr(resolved, f.name)) for f in dataclasses.fields(given)]
+    changed = [(f.name, getattr(given, f.name), getattr(resolved, f.name)) for f in dataclasses.fields(given)
+               if f.name != "device"]   # cuda as cuda:0 is the device resolved, not a rule's replacement
     return [f"--{name.replace('_', '-')} {_flag_value(before)} -> {_flag_value(after)}" for name, before, after in changed
             if after is not None and before != getattr(defaults, name) and _flag_value(before) != _flag_value(after)]
 

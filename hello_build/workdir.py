@@ -316,10 +316,11 @@ class WorkDir:
             if path.is_dir() and not marker.exists() and any(path.iterdir()):   # --fresh would remove it with ours
                 raise BuildError(f"the work directory's {stage}/ holds files this build did not write: move them, "
                                  "or give the build another --workdir")
-            if marker.exists() and self._json(marker) != _jsonable(key):
+            changed = _differences(_jsonable(key), self._json(marker)) if marker.exists() else []
+            if changed:   # the rule a finished stage's record is reused by: names only the old key has differ nothing
                 if log is not None and any(p.name != STAGE_KEY for p in path.iterdir()):
-                    changed = ", ".join(_differences(_jsonable(key), self._json(marker))[:6])
-                    log(f"{stage}: the partial state in {path} was made with other {changed}: starting over")
+                    log(f"{stage}: the partial state in {path} was made with other {', '.join(changed[:6])}: "
+                        "starting over")
                 self.discard(stage)
             with writing(path):
                 path.mkdir(exist_ok=True)
